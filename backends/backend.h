@@ -1,0 +1,94 @@
+/* The backend interface: a small table of function pointers, and the executor that drives it.
+ *
+ * A backend owns device memory (loom_buffer), says which ops it supports, and computes planned
+ * nodes. The executor (backends/executor.c) walks a plan's nodes in order and calls
+ * compute_node for each; a backend that can replay a whole recorded graph (Vulkan) provides
+ * compute_plan instead and the executor calls that once.
+ */
+#ifndef LOOM_BACKEND_H
+#define LOOM_BACKEND_H
+
+#include "../graph/plan.h"
+
+typedef struct loom_buffer loom_buffer;   /* defined by each backend */
+typedef struct loom_backend loom_backend;
+
+/* Everything a run needs besides the plan: where each storage kind lives. */
+typedef struct loom_exec_ctx {
+    const loom_plan *plan;
+    loom_buffer *arena;         /* plan->arena_size bytes */
+    loom_buffer *const *state;  /* session state tensors, indexed by node->state */
+    int n_state;
+    loom_buffer *const *weights;/* model weights, indexed by loom_weight.id */
+    int n_weights;
+    double *node_time;          /* if non-NULL: seconds per node index, filled by the executor
+                                   (CPU) or from timestamps (GPU) */
+} loom_exec_ctx;
+
+typedef struct loom_backend_ops {
+    const char *name; /* "cpu", "vulkan" */
+    void (*destroy)(loom_backend *be);
+
+    /* Device memory. alloc returns NULL with an error set when memory runs out. */
+    loom_buffer *(*buf_alloc)(loom_backend *be, size_t nbytes);
+    void (*buf_free)(loom_backend *be, loom_buffer *b);
+    int (*buf_write)(loom_backend *be, loom_buffer *b, size_t off, const void *src, size_t n);
+    int (*buf_read)(loom_backend *be, loom_buffer *b, size_t off, void *dst, size_t n);
+    int (*buf_zero)(loom_backend *be, loom_buffer *b, size_t off, size_t n);
+    /* A buffer holding a weight: the CPU wraps the mapped host pointer (no copy), a GPU uploads. */
+    loom_buffer *(*buf_from_host)(loom_backend *be, const void *host, size_t nbytes);
+
+    /* Can this backend compute node `i` of g as it stands (op, types, shapes)? */
+    bool (*supports)(loom_backend *be, const loom_graph *g, int i);
+
+    /* Optional: prepare a plan once (pipelines, descriptor sets, recorded command buffers). */
+    int (*plan_prepare)(loom_backend *be, loom_plan *p, const loom_exec_ctx *x);
+    void (*plan_release)(loom_backend *be, loom_plan *p);
+
+    /* Compute one node (node index into x->plan->g). Required. */
+    int (*compute_node)(loom_backend *be, const loom_exec_ctx *x, int node);
+    /* Optional: run the whole plan at once; when present the executor uses it. */
+    int (*compute_plan)(loom_backend *be, const loom_exec_ctx *x);
+    /* Wait until all submitted work is done (no-op for the CPU). */
+    int (*sync)(loom_backend *be);
+
+    /* Optional: describe the device in one line (for loom bench / devices). */
+    void (*describe)(loom_backend *be, char *buf, size_t n);
+} loom_backend_ops;
+
+struct loom_backend {
+    const loom_backend_ops *ops;
+    void *impl;
+};
+
+/* Where node i's bytes live for this run: its buffer and the byte offset into it. Views and in-place
+ * nodes resolve to the storage they alias. */
+loom_buffer *loom_exec_node_buffer(const loom_exec_ctx *x, int i, size_t *offset);
+
+/* Run a plan: validates support once per plan, then dispatches node by node (or whole plan). */
+int loom_execute(loom_backend *be, const loom_exec_ctx *x);
+
+/* ---- backend registry -------------------------------------------------------------------- */
+typedef struct loom_backend_opts {
+    int n_threads;      /* CPU: 0 = all cores */
+    bool force_scalar;  /* CPU: portable scalar kernels only (also env LOOM_SCALAR=1) */
+    int device_index;   /* Vulkan: which physical device; -1 = best */
+    bool verbose;
+} loom_backend_opts;
+
+/* "cpu", "vulkan", "vulkan:N" or "auto" (a discrete/integrated GPU if Vulkan finds one, else cpu).
+ * Returns NULL with an error naming the device when it cannot be opened. */
+loom_backend *loom_backend_open(const char *device, const loom_backend_opts *o);
+void loom_backend_close(loom_backend *be);
+
+/* Constructors, one per backend. */
+loom_backend *loom_cpu_backend_new(const loom_backend_opts *o);
+#ifdef LOOM_HAVE_VULKAN
+loom_backend *loom_vulkan_backend_new(const loom_backend_opts *o);
+/* Is there a GPU (not a CPU implementation like lavapipe) Vulkan can use? */
+bool loom_vulkan_has_gpu(void);
+/* Print the Vulkan devices, one block each, for `loom devices`. Returns the count, -1 on error. */
+int loom_vulkan_list_devices(FILE *f);
+#endif
+
+#endif

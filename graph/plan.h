@@ -1,0 +1,55 @@
+/* The planner: optimisation passes over a graph, then the memory plan, then a cache of plans.
+ *
+ * Passes run in this order, each its own function and each dumpable (loom dump --after PASS):
+ *   dce      remove nodes no output depends on
+ *   cse      merge nodes with the same (op, params, sources) — xxHash key, then a full compare
+ *   fuse     RMSNORM*weight -> RMSNORM(w), MATMUL+bias -> MATMUL(b), SILU(g)*u -> SWIGLU,
+ *            and dce again for what fusion orphaned
+ *   memory   liveness per node, arena offsets by best-fit packing, in-place reuse where legal
+ */
+#ifndef LOOM_PLAN_H
+#define LOOM_PLAN_H
+
+#include "graph.h"
+
+typedef struct loom_plan {
+    loom_graph *g;       /* the optimised graph (owned) */
+    int *order;          /* nodes to execute in order: live, non-leaf, non-view */
+    int n_order;
+    size_t arena_size;   /* bytes of the packed arena */
+    size_t naive_size;   /* sum of all intermediates' sizes, for comparison */
+    int n_nodes_declared, n_nodes_live, n_groups;
+    uint64_t key;        /* loom_graph_hash of the graph as declared */
+
+    void *backend_data;  /* owned by the backend that prepared this plan */
+} loom_plan;
+
+typedef struct loom_plan_opts {
+    bool no_cse, no_fuse, no_inplace;
+    /* when set, the graph is dumped to `dump` after each pass named in dump_after
+     * ("declared", "dce", "cse", "fuse", "memory", or "all") */
+    FILE *dump;
+    const char *dump_after;
+    loom_dump_format dump_format;
+} loom_plan_opts;
+
+/* Individual passes (exposed for tests and for loom dump). Each returns the number of changes. */
+int loom_pass_dce(loom_graph *g);
+int loom_pass_cse(loom_graph *g);
+int loom_pass_fuse(loom_graph *g);
+int loom_pass_memory(loom_graph *g, bool allow_inplace, size_t *arena_size, size_t *naive_size);
+
+/* Run all passes on g (taking ownership) and return the plan, or NULL with an error. */
+loom_plan *loom_plan_build(loom_graph *g, const loom_plan_opts *o);
+void loom_plan_free(loom_plan *p);
+
+/* A small cache of plans keyed by graph hash. `on_evict` lets a backend drop its data. */
+typedef struct loom_plan_cache loom_plan_cache;
+loom_plan_cache *loom_plan_cache_new(void);
+void loom_plan_cache_free(loom_plan_cache *c, void (*release)(loom_plan *p, void *ud), void *ud);
+loom_plan *loom_plan_cache_get(loom_plan_cache *c, uint64_t key);
+void loom_plan_cache_put(loom_plan_cache *c, loom_plan *p);
+int loom_plan_cache_hits(const loom_plan_cache *c);
+int loom_plan_cache_misses(const loom_plan_cache *c);
+
+#endif

@@ -1,0 +1,166 @@
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static _Thread_local char err_buf[1024];
+
+const char *loom_last_error(void) { return err_buf; }
+
+void loom_err_clear(void) { err_buf[0] = 0; }
+
+int loom_err(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void *loom_err_null(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    va_end(ap);
+    return NULL;
+}
+
+void loom_err_prefix(const char *fmt, ...) {
+    char prefix[512], old[sizeof err_buf];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, err_buf, sizeof old);
+    snprintf(err_buf, sizeof err_buf, "%s: %s", prefix, old);
+}
+
+void *loom_malloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) loom_err("out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *loom_calloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) loom_err("out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+void *loom_realloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) loom_err("out of memory growing a buffer to %zu bytes", n);
+    return q;
+}
+
+void *loom_malloc_aligned(size_t n) {
+    void *p = NULL;
+    size_t rounded = (n + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
+        loom_err("out of memory allocating %zu bytes", n);
+        return NULL;
+    }
+    return p;
+}
+
+void loom_free_aligned(void *p) { free(p); }
+
+const char *loom_dtype_name(loom_dtype t) {
+    switch (t) {
+    case LOOM_F32: return "f32";
+    case LOOM_F16: return "f16";
+    case LOOM_BF16: return "bf16";
+    case LOOM_I32: return "i32";
+    default: return "?";
+    }
+}
+
+size_t loom_dtype_size(loom_dtype t) {
+    switch (t) {
+    case LOOM_F32: return 4;
+    case LOOM_F16: return 2;
+    case LOOM_BF16: return 2;
+    case LOOM_I32: return 4;
+    default: return 0;
+    }
+}
+
+float loom_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while (!(man & 0x400));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t loom_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000;
+    int32_t exp = (int32_t)((u >> 23) & 0xff);
+    uint32_t man = u & 0x7fffff;
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+    int32_t e = exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);
+    if (e <= 0) {
+        if (e < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t half = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1);
+        uint32_t mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = sign | ((uint32_t)e << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++; /* may carry into the exponent: correct */
+    return (uint16_t)half;
+}
+
+void loom_to_f32(float *dst, const void *src, loom_dtype t, size_t n) {
+    switch (t) {
+    case LOOM_F32: memcpy(dst, src, n * 4); break;
+    case LOOM_F16: {
+        const uint16_t *s = src;
+        for (size_t i = 0; i < n; i++) dst[i] = loom_f16_to_f32(s[i]);
+        break;
+    }
+    case LOOM_BF16: {
+        const uint16_t *s = src;
+        for (size_t i = 0; i < n; i++) dst[i] = loom_bf16_to_f32(s[i]);
+        break;
+    }
+    case LOOM_I32: {
+        const int32_t *s = src;
+        for (size_t i = 0; i < n; i++) dst[i] = (float)s[i];
+        break;
+    }
+    default: break;
+    }
+}
+
+double loom_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

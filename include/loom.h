@@ -1,0 +1,98 @@
+/* loom — a compute-graph engine for decoder-only language models.
+ *
+ * This is the one public header of libloom. Everything a program needs to load a checkpoint,
+ * run it on a backend and sample tokens is declared here; the graph IR, planner and backend
+ * interface live in graph/ and backends/ for people extending loom itself.
+ *
+ * Conventions: functions that can fail return NULL or a negative int and leave a one-line
+ * message (naming the file and the problem) in loom_last_error(). Nothing ever aborts on bad input.
+ */
+#ifndef LOOM_H
+#define LOOM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- element types ---------------------------------------------------------------------- */
+typedef enum loom_dtype {
+    LOOM_F32 = 0,
+    LOOM_F16 = 1,
+    LOOM_BF16 = 2,
+    LOOM_I32 = 3,
+    LOOM_DTYPE_COUNT
+} loom_dtype;
+
+const char *loom_dtype_name(loom_dtype t);
+size_t loom_dtype_size(loom_dtype t);
+
+/* ---- errors -------------------------------------------------------------------------------- */
+/* The last error message of this thread ("" when none). */
+const char *loom_last_error(void);
+
+/* ---- models and sessions -------------------------------------------------------------------- */
+typedef struct loom_model loom_model;     /* weights + hyper-parameters + architecture */
+typedef struct loom_session loom_session; /* a backend, a KV cache and cached plans */
+
+typedef struct loom_model_info {
+    const char *arch;       /* "llama", "qwen2", ... */
+    int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    int bos_id, eos_id;     /* -1 when the checkpoint names none */
+    size_t weight_bytes;    /* bytes of tensor data referenced by the model */
+} loom_model_info;
+
+/* Open a HuggingFace directory (config.json + *.safetensors) or a .gguf file. Weights are mapped,
+ * not copied. */
+loom_model *loom_model_load(const char *path);
+void loom_model_free(loom_model *m);
+loom_model_info loom_model_get_info(const loom_model *m);
+
+typedef struct loom_session_opts {
+    const char *device;  /* "cpu", "vulkan", "vulkan:N", "auto"; NULL = "auto" */
+    int n_threads;       /* CPU threads; 0 = all cores */
+    int n_ctx;           /* KV cache length in tokens; 0 = min(model's training context, 4096) */
+    bool all_logits;     /* keep logits for every prompt position (loom check), not only the last */
+    bool want_hidden;    /* keep the hidden state after each block (loom check) */
+    bool verbose;        /* say which device was picked on stderr */
+} loom_session_opts;
+
+loom_session_opts loom_session_default_opts(void);
+loom_session *loom_session_new(loom_model *m, const loom_session_opts *o);
+void loom_session_free(loom_session *s);
+
+/* Evaluate n tokens at the current position (prefill when n > 1, decode when n == 1), appending
+ * them to the KV cache. Returns 0 on success. Fails cleanly if the context would overflow or a
+ * token id is out of range. */
+int loom_session_eval(loom_session *s, const int32_t *tokens, int n);
+/* Logits of the last evaluated batch: row i of [n_rows, n_vocab]. With all_logits off only the
+ * last token's row exists (n_rows = 1). */
+const float *loom_session_logits(const loom_session *s, int *n_rows);
+/* Hidden state after block `layer` (0 = embeddings, n_layer = after the final norm) of the last
+ * batch, [n, n_embd]; NULL unless want_hidden was set. */
+const float *loom_session_hidden(const loom_session *s, int layer);
+int loom_session_pos(const loom_session *s);   /* tokens held in the KV cache */
+int loom_session_ctx(const loom_session *s);   /* KV cache capacity */
+void loom_session_reset(loom_session *s);      /* forget the cache */
+const char *loom_session_device(const loom_session *s);
+
+/* ---- sampling ------------------------------------------------------------------------------- */
+typedef struct loom_sampler_opts {
+    float temperature; /* <= 0: greedy */
+    int top_k;         /* <= 0: off */
+    float top_p;       /* >= 1: off */
+    uint64_t seed;
+} loom_sampler_opts;
+
+typedef struct loom_sampler loom_sampler;
+loom_sampler *loom_sampler_new(const loom_sampler_opts *o);
+void loom_sampler_free(loom_sampler *s);
+int32_t loom_sampler_sample(loom_sampler *s, const float *logits, int n_vocab);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

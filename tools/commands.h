@@ -1,0 +1,39 @@
+/* The loom command's subcommands, one file each (tools/cmd_NAME.c). */
+#ifndef LOOM_COMMANDS_H
+#define LOOM_COMMANDS_H
+
+typedef struct loom_command {
+    const char *name;
+    const char *summary;
+    int (*main)(int argc, char **argv); /* argv[0] is the subcommand name */
+} loom_command;
+
+int cmd_run(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
+
+/* Options every model command accepts, parsed by tools/common.c. */
+typedef struct loom_common_opts {
+    const char *model;   /* -m */
+    const char *device;  /* --device cpu|vulkan|vulkan:N|auto */
+    int n_threads;       /* -t */
+    int n_ctx;           /* --ctx */
+    bool scalar;         /* --scalar (or LOOM_SCALAR=1) */
+} loom_common_opts;
+
+/* Try to consume argv[*i] (and its value) as a common option. Returns 1 if consumed, 0 if not
+ * a common option, -1 on a malformed value (message printed). */
+int loom_parse_common(loom_common_opts *o, int argc, char **argv, int *i);
+void loom_common_defaults(loom_common_opts *o);
+/* The model used when -m is omitted: the bundled stories260K. */
+const char *loom_default_model(void);
+/* Parse a whole int / float option value, printing an error naming the option when invalid. */
+int loom_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
+int loom_parse_float(const char *opt, const char *s, double *out);
+
+#endif

@@ -1,0 +1,30 @@
+/* loom — the command-line front end. Each subcommand lives in tools/cmd_NAME.c. */
+#include "commands.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const loom_command commands[] = {
+    {"run", "generate tokens from a prompt", cmd_run},
+    {"check", "compare a model's outputs with a reference.safetensors", cmd_check},
+    {"bench", "prompt-processing and generation speed (llama-bench style)", cmd_bench},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: loom COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`loom COMMAND --help` describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].main(argc - 1, argv + 1);
+    fprintf(stderr, "loom: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
