@@ -64,6 +64,23 @@ void gguf_tensor_shape(const gguf_ctx *g, int i, int64_t ne[4]); /* PyTorch orde
 const void *gguf_tensor_data(const gguf_ctx *g, int i);
 size_t gguf_tensor_nbytes(const gguf_ctx *g, int i);
 
+/* File-level facts: format version (2 or 3), tensor data alignment, data section offset. */
+uint32_t gguf_version(const gguf_ctx *g);
+size_t gguf_alignment(const gguf_ctx *g);
+size_t gguf_data_offset(const gguf_ctx *g);
+
+/* ggml type facts: "f32", "q4_0", ... (NULL for a type loom does not know); elements per block
+ * and bytes per block (0 when unknown). */
+const char *gguf_ggml_type_name(int ggml_type);
+int gguf_ggml_block_size(int ggml_type);
+size_t gguf_ggml_type_size(int ggml_type);
+/* Bytes of a tensor with ne (PyTorch order); false on overflow, unknown type, or an innermost dim
+ * that is not a whole number of blocks. */
+bool gguf_ggml_nbytes(int ggml_type, int ndim, const int64_t *ne, size_t *out);
+/* loom dtype <-> ggml type: -1 / LOOM_DTYPE_COUNT when there is no equivalent. */
+int gguf_ggml_from_dtype(loom_dtype t);
+loom_dtype gguf_dtype_from_ggml(int ggml_type);
+
 /* ---- writing ---- */
 typedef struct gguf_writer gguf_writer;
 gguf_writer *gguf_writer_new(void);
@@ -81,6 +98,17 @@ int gguf_w_copy_kv(gguf_writer *w, const gguf_ctx *src);
 /* Add a tensor: ne in PyTorch order; data is referenced (must stay valid until save). */
 int gguf_w_tensor(gguf_writer *w, const char *name, int ggml_type, int ndim, const int64_t *ne,
                   const void *data, size_t nbytes);
+/* Streaming tensors: instead of bytes held in memory, a callback produces them while the file is
+ * written. It is asked for consecutive pieces, in order: bytes [offset, offset+n) of the tensor,
+ * with offset and n whole blocks of the type (n <= a few MiB). Returns 0, or -1 with an error set
+ * (the save then fails and leaves no file). */
+typedef int (*gguf_fill_fn)(void *user, uint64_t offset, void *buf, size_t n);
+int gguf_w_tensor_cb(gguf_writer *w, const char *name, int ggml_type, int ndim, const int64_t *ne,
+                     size_t nbytes, gguf_fill_fn fill, void *user);
+/* Scalars of the remaining GGUF types. */
+int gguf_w_u64(gguf_writer *w, const char *key, uint64_t v);
+int gguf_w_f64(gguf_writer *w, const char *key, double v);
+
 /* Write to path via a temporary file and rename, so a failed write never leaves a partial file. */
 int gguf_writer_save(gguf_writer *w, const char *path);
 
