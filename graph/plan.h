@@ -22,6 +22,7 @@ typedef struct loom_plan {
     uint64_t key;        /* loom_graph_hash of the graph as declared */
 
     void *backend_data;  /* owned by the backend that prepared this plan */
+    const void *prepared_for; /* the arena buffer backend_data was prepared with */
 } loom_plan;
 
 typedef struct loom_plan_opts {
@@ -48,6 +49,10 @@ typedef struct loom_plan_cache loom_plan_cache;
 loom_plan_cache *loom_plan_cache_new(void);
 void loom_plan_cache_free(loom_plan_cache *c, void (*release)(loom_plan *p, void *ud), void *ud);
 loom_plan *loom_plan_cache_get(loom_plan_cache *c, uint64_t key);
+/* Insert p; returns the least recently used plan evicted to make room (the caller releases its
+ * backend data and frees it), or NULL. */
+loom_plan *loom_plan_cache_put_evict(loom_plan_cache *c, loom_plan *p);
+/* Insert p, freeing any evicted plan (for callers without backend data). */
 void loom_plan_cache_put(loom_plan_cache *c, loom_plan *p);
 int loom_plan_cache_hits(const loom_plan_cache *c);
 int loom_plan_cache_misses(const loom_plan_cache *c);

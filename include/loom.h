@@ -43,6 +43,7 @@ typedef struct loom_model_info {
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
     int bos_id, eos_id;     /* -1 when the checkpoint names none */
     size_t weight_bytes;    /* bytes of tensor data referenced by the model */
+    loom_dtype weight_type; /* the type holding most weight bytes */
 } loom_model_info;
 
 /* Open a HuggingFace directory (config.json + *.safetensors) or a .gguf file. Weights are mapped,

@@ -27,6 +27,7 @@ typedef struct loom_hparams {
 
 typedef struct loom_build_opts {
     int n_tokens;      /* tokens in this step */
+    int n_ctx;         /* KV cache rows (the STATE tensors' length) */
     bool all_logits;   /* logits for every row, not only the last */
     bool want_hidden;  /* expose "hidden.N" outputs */
 } loom_build_opts;
@@ -46,8 +47,10 @@ struct loom_model {
     loom_source *src;
     const loom_arch *arch;
     loom_hparams hp;
-    float *rope_factors;        /* [head_dim/2] divisors for Llama-3 scaling, or NULL */
-    loom_weight rope_factors_w; /* the same, as a weight the graph can reference */
+    const loom_weight *rope_freqs; /* [head_dim/2] frequency divisors (Llama-3 scaling), or NULL:
+                                      the GGUF's rope_freqs.weight, or rope_factors_w below */
+    float *rope_factors;           /* owned storage computed from config.json, or NULL */
+    loom_weight rope_factors_w;    /* id = loom_source_n_tensors(src): one past the source's */
 };
 typedef struct loom_model loom_model_t;
 
@@ -69,9 +72,9 @@ int loom_w(loom_graph *g, const struct loom_model *m, int ndim, const int64_t *n
 int loom_w_opt(loom_graph *g, const struct loom_model *m, int ndim, const int64_t *ne, const char *fmt,
                ...) __attribute__((format(printf, 5, 6)));
 
-/* The step inputs every decoder has: "tokens" [S] i32 and "pos" [S] i32. */
-typedef struct loom_step_inputs { int tokens, pos; } loom_step_inputs;
-loom_step_inputs loom_block_inputs(loom_graph *g, int n_tokens);
+/* The step inputs every decoder has: "tokens" [S] i32 and "pos" [S] i32, and the cache length. */
+typedef struct loom_step_inputs { int tokens, pos, n_ctx; } loom_step_inputs;
+loom_step_inputs loom_block_inputs(loom_graph *g, const loom_build_opts *o);
 
 /* y = x + Attention(RMSNorm(x)) with RoPE, grouped-query heads and the layer's KV cache
  * (state slots 2*layer and 2*layer+1). Optional q/k/v biases are added when present. */

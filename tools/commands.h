@@ -2,6 +2,8 @@
 #ifndef LOOM_COMMANDS_H
 #define LOOM_COMMANDS_H
 
+#include <stdbool.h>
+
 typedef struct loom_command {
     const char *name;
     const char *summary;

@@ -1,0 +1,80 @@
+/* The executor: walks a plan's nodes in order and dispatches each to the backend, timing each
+ * node when asked (the profiler's CPU source). Also the backend registry. */
+#include "backend.h"
+
+#include "../formats/source.h"
+#include "../graph/util.h"
+
+#include <stdlib.h>
+
+loom_buffer *loom_exec_node_buffer(const loom_exec_ctx *x, int i, size_t *offset) {
+    const loom_node *n = &x->plan->g->nodes[i];
+    *offset = n->offset;
+    switch (n->storage) {
+    case LOOM_STORE_ARENA: return x->arena;
+    case LOOM_STORE_STATE: return (n->state >= 0 && n->state < x->n_state) ? x->state[n->state] : NULL;
+    case LOOM_STORE_WEIGHT:
+        *offset = 0;
+        return (n->weight && n->weight->id >= 0 && n->weight->id < x->n_weights) ? x->weights[n->weight->id] : NULL;
+    default: return NULL;
+    }
+}
+
+int loom_execute(loom_backend *be, const loom_exec_ctx *x) {
+    const loom_plan *p = x->plan;
+    if (be->ops->compute_plan && !x->node_time) return be->ops->compute_plan(be, x);
+    if (be->ops->compute_plan && x->node_time && be->ops->plan_prepare)
+        return be->ops->compute_plan(be, x); /* GPU backends time nodes with timestamps */
+    for (int k = 0; k < p->n_order; k++) {
+        int i = p->order[k];
+        double t0 = x->node_time ? loom_now() : 0;
+        if (be->ops->compute_node(be, x, i) < 0) {
+            loom_err_prefix("%s: node %d (%s '%s')", be->ops->name, i, loom_op_name(p->g->nodes[i].op),
+                            p->g->nodes[i].name);
+            return -1;
+        }
+        if (x->node_time) x->node_time[i] = loom_now() - t0;
+    }
+    return be->ops->sync ? be->ops->sync(be) : 0;
+}
+
+loom_backend *loom_backend_open(const char *device, const loom_backend_opts *o) {
+    loom_backend_opts defaults = {.device_index = -1};
+    if (!o) o = &defaults;
+    if (!device || !strcmp(device, "auto")) {
+#ifdef LOOM_HAVE_VULKAN
+        if (loom_vulkan_has_gpu()) {
+            loom_backend *be = loom_vulkan_backend_new(o);
+            if (be) {
+                if (o->verbose) fprintf(stderr, "loom: using device vulkan (a GPU was found)\n");
+                return be;
+            }
+            if (o->verbose) fprintf(stderr, "loom: vulkan failed (%s), falling back to cpu\n", loom_last_error());
+        }
+#endif
+        if (o->verbose) fprintf(stderr, "loom: using device cpu\n");
+        return loom_cpu_backend_new(o);
+    }
+    if (!strcmp(device, "cpu")) return loom_cpu_backend_new(o);
+    if (!strncmp(device, "vulkan", 6)) {
+#ifdef LOOM_HAVE_VULKAN
+        loom_backend_opts v = *o;
+        if (device[6] == ':') {
+            char *end;
+            long idx = strtol(device + 7, &end, 10);
+            if (*end || idx < 0) return loom_err_null("device '%s': expected vulkan:N", device);
+            v.device_index = (int)idx;
+        } else if (device[6]) {
+            return loom_err_null("unknown device '%s' (expected cpu, vulkan, vulkan:N or auto)", device);
+        }
+        return loom_vulkan_backend_new(&v);
+#else
+        return loom_err_null("device '%s': this build of loom has no Vulkan backend", device);
+#endif
+    }
+    return loom_err_null("unknown device '%s' (expected cpu, vulkan, vulkan:N or auto)", device);
+}
+
+void loom_backend_close(loom_backend *be) {
+    if (be) be->ops->destroy(be);
+}

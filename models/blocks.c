@@ -1,0 +1,306 @@
+/* Shared building blocks for llama-family decoders: hyper-parameters, attention, SwiGLU MLP, head.
+ * Model files compose these; anything architecture-specific belongs in the model file. */
+#include "model.h"
+
+#include "../graph/util.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+
+/* ---- hyper-parameters ------------------------------------------------------------------------- */
+
+static int need_int(const loom_source *src, const char *hf, const char *gguf, int *out) {
+    int64_t v;
+    int r = loom_source_get_int(src, hf, gguf, &v);
+    if (r < 0) return -1;
+    if (r == 0)
+        return loom_err("%s: missing required key '%s'", loom_source_path(src),
+                        loom_source_get_kind(src) == LOOM_SOURCE_HF ? hf : gguf);
+    if (v <= 0 || v > (1 << 30))
+        return loom_err("%s: key '%s' has an invalid value %lld", loom_source_path(src),
+                        loom_source_get_kind(src) == LOOM_SOURCE_HF ? hf : gguf, (long long)v);
+    *out = (int)v;
+    return 0;
+}
+
+static int opt_int(const loom_source *src, const char *hf, const char *gguf, int *out, int dflt) {
+    int64_t v;
+    int r = loom_source_get_int(src, hf, gguf, &v);
+    if (r < 0) return -1;
+    *out = r ? (int)v : dflt;
+    return 0;
+}
+
+static int opt_float(const loom_source *src, const char *hf, const char *gguf, float *out, float dflt) {
+    double v;
+    int r = loom_source_get_float(src, hf, gguf, &v);
+    if (r < 0) return -1;
+    *out = r ? (float)v : dflt;
+    return 0;
+}
+
+/* eos_token_id may be a list in HF configs (Llama 3): the first entry is the primary one. */
+static int hf_token_id(const loom_source *src, const char *key) {
+    const cJSON *cfg = loom_source_hf_config(src);
+    const cJSON *v = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, key) : NULL;
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
+    return cJSON_IsNumber(v) ? (int)v->valuedouble : -1;
+}
+
+/* Rope scaling lives in "rope_scaling" (transformers 4) or inside "rope_parameters" (5). */
+static int read_rope_scaling(loom_hparams *hp, const loom_source *src) {
+    hp->rope_scaling = LOOM_ROPE_SCALING_NONE;
+    hp->rope_factor = 1;
+    char type[32] = "";
+    if (loom_source_get_kind(src) == LOOM_SOURCE_GGUF) {
+        if (loom_source_get_str(src, NULL, "{arch}.rope.scaling.type", type, sizeof type) < 0) return -1;
+        if (!strcmp(type, "linear")) {
+            hp->rope_scaling = LOOM_ROPE_SCALING_LINEAR;
+            return opt_float(src, NULL, "{arch}.rope.scaling.factor", &hp->rope_factor, 1);
+        }
+        return 0; /* llama3 factors come as the rope_freqs.weight tensor */
+    }
+    const char *base = "rope_scaling";
+    int r = loom_source_get_str(src, "rope_scaling.rope_type", NULL, type, sizeof type);
+    if (r == 0) r = loom_source_get_str(src, "rope_scaling.type", NULL, type, sizeof type);
+    if (r == 0) {
+        base = "rope_parameters";
+        r = loom_source_get_str(src, "rope_parameters.rope_type", NULL, type, sizeof type);
+    }
+    if (r < 0) return -1;
+    if (r == 0 || !strcmp(type, "default")) return 0;
+    char key[96];
+    snprintf(key, sizeof key, "%s.factor", base);
+    if (opt_float(src, key, NULL, &hp->rope_factor, 1) < 0) return -1;
+    if (!strcmp(type, "linear")) {
+        hp->rope_scaling = LOOM_ROPE_SCALING_LINEAR;
+        return 0;
+    }
+    if (!strcmp(type, "llama3")) {
+        hp->rope_scaling = LOOM_ROPE_SCALING_LLAMA3;
+        snprintf(key, sizeof key, "%s.low_freq_factor", base);
+        if (opt_float(src, key, NULL, &hp->rope_low_freq_factor, 1) < 0) return -1;
+        snprintf(key, sizeof key, "%s.high_freq_factor", base);
+        if (opt_float(src, key, NULL, &hp->rope_high_freq_factor, 4) < 0) return -1;
+        snprintf(key, sizeof key, "%s.original_max_position_embeddings", base);
+        if (opt_int(src, key, NULL, &hp->rope_orig_ctx, 8192) < 0) return -1;
+        return 0;
+    }
+    return loom_err("%s: unsupported rope scaling type '%s' (supported: linear, llama3)",
+                    loom_source_path(src), type);
+}
+
+int loom_read_common_hparams(loom_hparams *hp, const loom_source *src) {
+    memset(hp, 0, sizeof *hp);
+    if (need_int(src, "hidden_size", "{arch}.embedding_length", &hp->n_embd) < 0 ||
+        need_int(src, "num_hidden_layers", "{arch}.block_count", &hp->n_layer) < 0 ||
+        need_int(src, "num_attention_heads", "{arch}.attention.head_count", &hp->n_head) < 0 ||
+        need_int(src, "intermediate_size", "{arch}.feed_forward_length", &hp->n_ff) < 0)
+        return -1;
+    if (opt_int(src, "num_key_value_heads", "{arch}.attention.head_count_kv", &hp->n_head_kv, hp->n_head) < 0 ||
+        opt_int(src, "head_dim", "{arch}.attention.key_length", &hp->head_dim, hp->n_embd / hp->n_head) < 0 ||
+        opt_int(src, "max_position_embeddings", "{arch}.context_length", &hp->n_ctx_train, 2048) < 0)
+        return -1;
+    /* the vocabulary size is the embedding's row count; config.json must agree with it */
+    const loom_weight *emb = loom_source_find(src, "token_embd.weight");
+    if (!emb || emb->ndim != 2)
+        return loom_err("%s: missing the token embedding (token_embd.weight / model.embed_tokens.weight)",
+                        loom_source_path(src));
+    hp->n_vocab = (int)emb->ne[0];
+    if (loom_source_get_kind(src) == LOOM_SOURCE_HF) {
+        int v;
+        if (need_int(src, "vocab_size", NULL, &v) < 0) return -1;
+        if (v != hp->n_vocab)
+            return loom_err("%s: vocab_size %d does not match the embedding's %d rows", loom_source_path(src), v,
+                            hp->n_vocab);
+        double eps;
+        int r = loom_source_get_float(src, "rms_norm_eps", NULL, &eps);
+        if (r <= 0) return r < 0 ? -1 : loom_err("%s: missing required key 'rms_norm_eps'", loom_source_path(src));
+        hp->norm_eps = (float)eps;
+    } else if (opt_float(src, NULL, "{arch}.attention.layer_norm_rms_epsilon", &hp->norm_eps, 1e-5f) < 0) {
+        return -1;
+    }
+    int r = loom_source_get_float(src, "rope_parameters.rope_theta", "{arch}.rope.freq_base", &(double){0});
+    if (r < 0) return -1;
+    if (r > 0) {
+        if (opt_float(src, "rope_parameters.rope_theta", "{arch}.rope.freq_base", &hp->rope_theta, 10000) < 0) return -1;
+    } else if (opt_float(src, "rope_theta", NULL, &hp->rope_theta, 10000) < 0) {
+        return -1;
+    }
+    if (read_rope_scaling(hp, src) < 0) return -1;
+    bool tied;
+    r = loom_source_get_bool(src, "tie_word_embeddings", NULL, &tied);
+    if (r < 0) return -1;
+    hp->tied_embeddings = r ? tied : !loom_source_find(src, "output.weight");
+    if (loom_source_get_kind(src) == LOOM_SOURCE_HF) {
+        hp->bos_id = hf_token_id(src, "bos_token_id");
+        hp->eos_id = hf_token_id(src, "eos_token_id");
+    } else {
+        if (opt_int(src, NULL, "tokenizer.ggml.bos_token_id", &hp->bos_id, -1) < 0 ||
+            opt_int(src, NULL, "tokenizer.ggml.eos_token_id", &hp->eos_id, -1) < 0)
+            return -1;
+    }
+    if (hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv)
+        return loom_err("%s: %d attention heads cannot be shared by %d kv heads", loom_source_path(src),
+                        hp->n_head, hp->n_head_kv);
+    if (hp->head_dim <= 0 || (hp->head_dim & 1))
+        return loom_err("%s: head dimension %d must be even", loom_source_path(src), hp->head_dim);
+    return 0;
+}
+
+/* ---- weights ------------------------------------------------------------------------------------ */
+
+static int weight_v(loom_graph *g, const loom_model *m, int ndim, const int64_t *ne, bool optional,
+                    const char *fmt, va_list ap) {
+    char name[128];
+    vsnprintf(name, sizeof name, fmt, ap);
+    const loom_weight *w = loom_source_find(m->src, name);
+    if (!w) {
+        if (optional) return -2;
+        return loom_err("%s: missing tensor '%s'", loom_source_path(m->src), name);
+    }
+    bool ok = w->ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++) ok = ne[d] < 0 || w->ne[d] == ne[d];
+    if (!ok) {
+        char want[64] = "", got[64] = "";
+        for (int d = 0, o = 0; d < ndim; d++) o += snprintf(want + o, sizeof want - (size_t)o, d ? ",%lld" : "%lld", (long long)ne[d]);
+        for (int d = 0, o = 0; d < w->ndim; d++) o += snprintf(got + o, sizeof got - (size_t)o, d ? ",%lld" : "%lld", (long long)w->ne[d]);
+        return loom_err("%s: tensor '%s' has shape [%s], expected [%s]", loom_source_path(m->src), name, got, want);
+    }
+    if (w->type != LOOM_F32 && w->type != LOOM_F16 && w->type != LOOM_BF16)
+        return loom_err("%s: tensor '%s' has unsupported type %s", loom_source_path(m->src), name, loom_dtype_name(w->type));
+    return loom_weight_node(g, w);
+}
+
+int loom_w(loom_graph *g, const loom_model *m, int ndim, const int64_t *ne, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int r = weight_v(g, m, ndim, ne, false, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int loom_w_opt(loom_graph *g, const loom_model *m, int ndim, const int64_t *ne, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int r = weight_v(g, m, ndim, ne, true, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+/* ---- blocks ------------------------------------------------------------------------------------- */
+
+loom_step_inputs loom_block_inputs(loom_graph *g, const loom_build_opts *o) {
+    int64_t ne[1] = {o->n_tokens};
+    loom_step_inputs in;
+    in.tokens = loom_input(g, "tokens", LOOM_I32, 1, ne);
+    in.pos = loom_input(g, "pos", LOOM_I32, 1, ne);
+    in.n_ctx = o->n_ctx;
+    return in;
+}
+
+int loom_block_rmsnorm(loom_graph *g, const loom_model *m, int x, const char *weight_name) {
+    int64_t ne[1] = {m->hp.n_embd};
+    int w = loom_w(g, m, 1, ne, "%s", weight_name);
+    return loom_mul(g, loom_rmsnorm(g, x, m->hp.norm_eps), w);
+}
+
+/* x W^T (+ b): the bias is required when the architecture says it has one. */
+static int linear(loom_graph *g, const loom_model *m, int x, int64_t out, int64_t in, bool bias,
+                  int layer, const char *name) {
+    int w = loom_w(g, m, 2, (int64_t[]){out, in}, "blk.%d.%s.weight", layer, name);
+    int y = loom_matmul(g, x, w);
+    if (!bias) return y;
+    return loom_add(g, y, loom_w(g, m, 1, (int64_t[]){out}, "blk.%d.%s.bias", layer, name));
+}
+
+int loom_block_attention(loom_graph *g, const loom_model *m, int layer, int x, const loom_step_inputs *in) {
+    const loom_hparams *hp = &m->hp;
+    int64_t q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    char name[64];
+    snprintf(name, sizeof name, "blk.%d.attn_norm.weight", layer);
+    int h = loom_block_rmsnorm(g, m, x, name);
+    int q = linear(g, m, h, q_dim, hp->n_embd, hp->qkv_bias, layer, "attn_q");
+    int k = linear(g, m, h, kv_dim, hp->n_embd, hp->qkv_bias, layer, "attn_k");
+    int v = linear(g, m, h, kv_dim, hp->n_embd, hp->qkv_bias, layer, "attn_v");
+
+    int freqs = m->rope_freqs ? loom_weight_node(g, m->rope_freqs) : -1;
+    loom_rope_params rp = {
+        .n_head = hp->n_head, .head_dim = hp->head_dim, .mode = hp->rope_mode, .n_rot = hp->head_dim,
+        .theta = hp->rope_theta,
+        .pos_scale = hp->rope_scaling == LOOM_ROPE_SCALING_LINEAR ? 1.0f / hp->rope_factor : 1.0f,
+        .freq_factors = freqs,
+    };
+    q = loom_rope(g, q, in->pos, &rp);
+    rp.n_head = hp->n_head_kv;
+    k = loom_rope(g, k, in->pos, &rp);
+
+    /* the layer's cache: state slots 2l (K) and 2l+1 (V); this step's rows are written first,
+     * then attention reads rows 0..pos of each query */
+    snprintf(name, sizeof name, "cache_k.%d", layer);
+    int kc = loom_state(g, 2 * layer, name, in->n_ctx, kv_dim);
+    snprintf(name, sizeof name, "cache_v.%d", layer);
+    int vc = loom_state(g, 2 * layer + 1, name, in->n_ctx, kv_dim);
+    kc = loom_kv_store(g, kc, k, in->pos);
+    vc = loom_kv_store(g, vc, v, in->pos);
+    int a = loom_attention(g, q, kc, vc, in->pos, hp->n_head, hp->n_head_kv, hp->head_dim,
+                           1.0f / sqrtf((float)hp->head_dim));
+    int o = linear(g, m, a, hp->n_embd, q_dim, false, layer, "attn_output");
+    return loom_add(g, x, o);
+}
+
+int loom_block_swiglu_mlp(loom_graph *g, const loom_model *m, int layer, int x) {
+    const loom_hparams *hp = &m->hp;
+    char name[64];
+    snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", layer);
+    int h = loom_block_rmsnorm(g, m, x, name);
+    int gate = linear(g, m, h, hp->n_ff, hp->n_embd, false, layer, "ffn_gate");
+    int up = linear(g, m, h, hp->n_ff, hp->n_embd, false, layer, "ffn_up");
+    int act = loom_mul(g, loom_silu(g, gate), up);
+    int down = linear(g, m, act, hp->n_embd, hp->n_ff, false, layer, "ffn_down");
+    return loom_add(g, x, down);
+}
+
+int loom_block_head(loom_graph *g, const loom_model *m, int x, const loom_build_opts *o) {
+    const loom_hparams *hp = &m->hp;
+    /* generation only needs the last position: select it before the norm and the (large) head */
+    if (!o->all_logits && !o->want_hidden) x = loom_last_row(g, x);
+    int h = loom_block_rmsnorm(g, m, x, "output_norm.weight");
+    if (o->want_hidden) {
+        char name[32];
+        snprintf(name, sizeof name, "hidden.%d", hp->n_layer);
+        loom_output(g, h, name);
+        if (!o->all_logits) h = loom_last_row(g, h);
+    }
+    int64_t ne[2] = {hp->n_vocab, hp->n_embd};
+    int w = hp->tied_embeddings ? loom_w(g, m, 2, ne, "token_embd.weight") : loom_w(g, m, 2, ne, "output.weight");
+    return loom_output(g, loom_matmul(g, h, w), "logits");
+}
+
+int loom_build_decoder(loom_graph *g, const loom_model *m, const loom_build_opts *o) {
+    const loom_hparams *hp = &m->hp;
+    loom_step_inputs in = loom_block_inputs(g, o);
+    int64_t ne[2] = {hp->n_vocab, hp->n_embd};
+    int x = loom_embed(g, loom_w(g, m, 2, ne, "token_embd.weight"), in.tokens);
+    if (o->want_hidden) loom_output(g, x, "hidden.0");
+    for (int l = 0; l < hp->n_layer; l++) {
+        x = loom_block_attention(g, m, l, x, &in);
+        x = loom_block_swiglu_mlp(g, m, l, x);
+        if (o->want_hidden && l + 1 < hp->n_layer) {
+            char name[32];
+            snprintf(name, sizeof name, "hidden.%d", l + 1);
+            loom_output(g, x, name);
+        }
+    }
+    return loom_block_head(g, m, x, o) < 0 ? -1 : 0;
+}
+
+int loom_model_validate(const loom_model *m) {
+    loom_graph *g = loom_graph_new();
+    if (!g) return -1;
+    loom_build_opts o = {.n_tokens = 1, .n_ctx = 1, .all_logits = false, .want_hidden = false};
+    int r = m->arch->build(g, m, &o);
+    loom_graph_free(g);
+    return r;
+}

@@ -1,0 +1,104 @@
+/* Loading a model: open the checkpoint, find its model file, read hyper-parameters, check weights. */
+#include "model.h"
+
+#include "../graph/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Llama 3 frequency divisors, as transformers' _compute_llama3_parameters and llama.cpp's
+ * rope_freqs.weight define them: long wavelengths are slowed by `factor`, short ones kept, and
+ * the band between is interpolated smoothly. */
+static int llama3_factors(loom_model *m) {
+    const loom_hparams *hp = &m->hp;
+    int n = hp->head_dim / 2;
+    m->rope_factors = loom_malloc((size_t)n * sizeof(float));
+    if (!m->rope_factors) return -1;
+    float low_wavelen = (float)hp->rope_orig_ctx / hp->rope_low_freq_factor;
+    float high_wavelen = (float)hp->rope_orig_ctx / hp->rope_high_freq_factor;
+    for (int i = 0; i < n; i++) {
+        float inv_freq = powf(hp->rope_theta, -2.0f * (float)i / (float)hp->head_dim);
+        float wavelen = 2.0f * (float)M_PI / inv_freq;
+        float div;
+        if (wavelen < high_wavelen) div = 1.0f;
+        else if (wavelen > low_wavelen) div = hp->rope_factor;
+        else {
+            float smooth = ((float)hp->rope_orig_ctx / wavelen - hp->rope_low_freq_factor) /
+                           (hp->rope_high_freq_factor - hp->rope_low_freq_factor);
+            div = 1.0f / ((1.0f - smooth) / hp->rope_factor + smooth);
+        }
+        m->rope_factors[i] = div;
+    }
+    loom_weight *w = &m->rope_factors_w;
+    memset(w, 0, sizeof *w);
+    snprintf(w->name, sizeof w->name, "rope_freqs.weight");
+    w->type = LOOM_F32;
+    w->ndim = 1;
+    w->ne[0] = n;
+    w->data = m->rope_factors;
+    w->nbytes = (size_t)n * sizeof(float);
+    w->id = loom_source_n_tensors(m->src);
+    m->rope_freqs = w;
+    return 0;
+}
+
+loom_model *loom_model_load(const char *path) {
+    loom_err_clear();
+    loom_model *m = loom_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->src = loom_source_open(path);
+    if (!m->src) goto fail;
+    const char *arch = loom_source_arch(m->src);
+    m->arch = loom_arch_find(arch);
+    const char *const *hf_archs = loom_source_hf_architectures(m->src);
+    for (int i = 0; !m->arch && hf_archs && hf_archs[i]; i++) m->arch = loom_arch_find(hf_archs[i]);
+    if (!m->arch) {
+        char names[256] = "";
+        const loom_arch *const *all = loom_arch_list();
+        for (int i = 0, o = 0; all[i]; i++) o += snprintf(names + o, sizeof names - (size_t)o, i ? ", %s" : "%s", all[i]->name);
+        loom_err("%s: unknown architecture '%s' (supported: %s)", path, arch ? arch : "(none)", names);
+        goto fail;
+    }
+    if (m->arch->read_hparams(&m->hp, m->src) < 0) goto fail;
+    const loom_weight *rf = loom_source_find(m->src, "rope_freqs.weight");
+    if (rf) {
+        if (rf->ndim != 1 || rf->ne[0] != m->hp.head_dim / 2 || rf->type != LOOM_F32) {
+            loom_err("%s: rope_freqs.weight must be f32 [%d]", path, m->hp.head_dim / 2);
+            goto fail;
+        }
+        m->rope_freqs = rf;
+    } else if (m->hp.rope_scaling == LOOM_ROPE_SCALING_LLAMA3 && llama3_factors(m) < 0) {
+        goto fail;
+    }
+    if (loom_model_validate(m) < 0) goto fail;
+    return m;
+fail:
+    loom_model_free(m);
+    return NULL;
+}
+
+void loom_model_free(loom_model *m) {
+    if (!m) return;
+    loom_source_close(m->src);
+    free(m->rope_factors);
+    free(m);
+}
+
+loom_model_info loom_model_get_info(const loom_model *m) {
+    const loom_hparams *hp = &m->hp;
+    loom_model_info info = {
+        .arch = m->arch->name, .n_vocab = hp->n_vocab, .n_embd = hp->n_embd, .n_layer = hp->n_layer,
+        .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim, .n_ff = hp->n_ff,
+        .n_ctx_train = hp->n_ctx_train, .bos_id = hp->bos_id, .eos_id = hp->eos_id,
+    };
+    size_t by_type[LOOM_DTYPE_COUNT] = {0};
+    for (int i = 0; i < loom_source_n_tensors(m->src); i++) {
+        const loom_weight *w = loom_source_tensor(m->src, i);
+        info.weight_bytes += w->nbytes;
+        if (w->type >= 0 && w->type < LOOM_DTYPE_COUNT) by_type[w->type] += w->nbytes;
+    }
+    for (int t = 0; t < LOOM_DTYPE_COUNT; t++)
+        if (by_type[t] > by_type[info.weight_type]) info.weight_type = (loom_dtype)t;
+    return info;
+}

@@ -1,0 +1,20 @@
+/* The list of model files. Adding an architecture: write models/NAME.c defining loom_arch_NAME
+ * and add it here. */
+#include "model.h"
+
+#include "../graph/util.h"
+
+extern const loom_arch loom_arch_llama;
+extern const loom_arch loom_arch_qwen2;
+
+static const loom_arch *const archs[] = {&loom_arch_llama, &loom_arch_qwen2, NULL};
+
+const loom_arch *const *loom_arch_list(void) { return archs; }
+
+const loom_arch *loom_arch_find(const char *name) {
+    if (!name) return NULL;
+    for (int i = 0; archs[i]; i++)
+        for (int j = 0; archs[i]->aliases[j]; j++)
+            if (!strcmp(archs[i]->aliases[j], name)) return archs[i];
+    return NULL;
+}

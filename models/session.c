@@ -1,0 +1,274 @@
+/* A session: one model on one backend, with its KV cache, arena and plan cache.
+ *
+ * Each eval builds the step's graph (cheap: a few hundred nodes), hashes it and looks the plan up;
+ * only a new shape (a new prompt length) runs the planner. Decode steps reuse one plan. */
+#include "loom.h"
+
+#include "../backends/backend.h"
+#include "../graph/util.h"
+#include "model.h"
+#include "session_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct loom_session {
+    loom_model *m;
+    loom_backend *be;
+    loom_session_opts o;
+    char device[32];
+
+    loom_buffer **weights; /* by loom_weight.id; the extra last slot is the computed rope factors */
+    int n_weights;
+    loom_buffer **state;   /* 2 per layer: K and V caches */
+    int n_state;
+    loom_buffer *arena;
+    size_t arena_size;
+    loom_plan_cache *plans;
+
+    int pos, n_ctx;
+    float *logits;         /* [logit_rows, n_vocab] of the last eval */
+    int logit_rows;
+    float **hidden;        /* [n_layer + 1] host copies, want_hidden only */
+    int last_n;
+    double *node_time;     /* per node, when profiling */
+    loom_plan *last_plan;
+};
+
+loom_session_opts loom_session_default_opts(void) {
+    loom_session_opts o = {.device = "auto", .n_threads = 0, .n_ctx = 0};
+    return o;
+}
+
+static void release_plan(loom_plan *p, void *ud) {
+    loom_session *s = ud;
+    if (p->backend_data && s->be->ops->plan_release) s->be->ops->plan_release(s->be, p);
+}
+
+void loom_session_free(loom_session *s) {
+    if (!s) return;
+    if (s->plans) loom_plan_cache_free(s->plans, release_plan, s);
+    if (s->be) {
+        for (int i = 0; i < s->n_weights; i++)
+            if (s->weights[i]) s->be->ops->buf_free(s->be, s->weights[i]);
+        for (int i = 0; i < s->n_state; i++)
+            if (s->state[i]) s->be->ops->buf_free(s->be, s->state[i]);
+        if (s->arena) s->be->ops->buf_free(s->be, s->arena);
+        loom_backend_close(s->be);
+    }
+    if (s->hidden)
+        for (int i = 0; i <= s->m->hp.n_layer; i++) free(s->hidden[i]);
+    free(s->hidden);
+    free(s->weights);
+    free(s->state);
+    free(s->logits);
+    free(s->node_time);
+    free(s);
+}
+
+static int upload_weights(loom_session *s) {
+    const loom_source *src = s->m->src;
+    int n = loom_source_n_tensors(src);
+    s->n_weights = n + 1;
+    s->weights = loom_calloc((size_t)s->n_weights, sizeof *s->weights);
+    if (!s->weights) return -1;
+    for (int i = 0; i < s->n_weights; i++) {
+        const loom_weight *w = i < n ? loom_source_tensor(src, i) : (s->m->rope_factors ? &s->m->rope_factors_w : NULL);
+        if (!w) continue;
+        s->weights[i] = s->be->ops->buf_from_host(s->be, w->data, w->nbytes);
+        if (!s->weights[i]) {
+            loom_err_prefix("%s: loading weight '%s' (%zu bytes) onto %s", loom_source_path(src), w->name,
+                            w->nbytes, s->device);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+loom_session *loom_session_new(loom_model *m, const loom_session_opts *opts) {
+    loom_session_opts o = opts ? *opts : loom_session_default_opts();
+    loom_session *s = loom_calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->m = m;
+    s->o = o;
+    const loom_hparams *hp = &m->hp;
+    s->n_ctx = o.n_ctx > 0 ? o.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    loom_backend_opts bo = {.n_threads = o.n_threads, .device_index = -1, .verbose = o.verbose};
+    const char *env = getenv("LOOM_SCALAR");
+    bo.force_scalar = env && *env && strcmp(env, "0");
+    s->be = loom_backend_open(o.device, &bo);
+    if (!s->be) goto fail;
+    snprintf(s->device, sizeof s->device, "%s", s->be->ops->name);
+    if (upload_weights(s) < 0) goto fail;
+
+    /* the KV cache: one K and one V tensor per layer, f32 [n_ctx, kv_dim] */
+    size_t kv_bytes = (size_t)s->n_ctx * (size_t)hp->n_head_kv * (size_t)hp->head_dim * sizeof(float);
+    s->n_state = 2 * hp->n_layer;
+    s->state = loom_calloc((size_t)s->n_state, sizeof *s->state);
+    if (!s->state) goto fail;
+    for (int i = 0; i < s->n_state; i++) {
+        s->state[i] = s->be->ops->buf_alloc(s->be, kv_bytes);
+        if (!s->state[i]) {
+            loom_err_prefix("KV cache for --ctx %d (%zu bytes per layer x %d) does not fit on %s", s->n_ctx,
+                            2 * kv_bytes, hp->n_layer, s->device);
+            goto fail;
+        }
+    }
+    s->plans = loom_plan_cache_new();
+    s->logits = NULL;
+    if (!s->plans) goto fail;
+    if (o.want_hidden) {
+        s->hidden = loom_calloc((size_t)hp->n_layer + 1, sizeof *s->hidden);
+        if (!s->hidden) goto fail;
+    }
+    return s;
+fail:
+    loom_session_free(s);
+    return NULL;
+}
+
+/* Find or build the plan for a step of n tokens. */
+static loom_plan *step_plan(loom_session *s, int n) {
+    loom_graph *g = loom_graph_new();
+    if (!g) return NULL;
+    loom_build_opts bo = {.n_tokens = n, .n_ctx = s->n_ctx, .all_logits = s->o.all_logits, .want_hidden = s->o.want_hidden};
+    if (s->m->arch->build(g, s->m, &bo) < 0) {
+        loom_graph_free(g);
+        return NULL;
+    }
+    uint64_t key = loom_graph_hash(g);
+    loom_plan *p = loom_plan_cache_get(s->plans, key);
+    if (p) {
+        loom_graph_free(g);
+        return p;
+    }
+    p = loom_plan_build(g, NULL);
+    if (!p) return NULL;
+    for (int k = 0; k < p->n_order; k++) {
+        int i = p->order[k];
+        if (!s->be->ops->supports(s->be, p->g, i)) {
+            loom_err("%s backend cannot compute node %d (%s '%s')", s->device, i, loom_op_name(p->g->nodes[i].op),
+                     p->g->nodes[i].name);
+            loom_plan_free(p);
+            return NULL;
+        }
+    }
+    loom_plan *evicted = loom_plan_cache_put_evict(s->plans, p);
+    if (evicted) {
+        release_plan(evicted, s);
+        loom_plan_free(evicted);
+    }
+    return p;
+}
+
+static int ensure_arena(loom_session *s, loom_plan *p) {
+    if (p->arena_size <= s->arena_size && s->arena) return 0;
+    if (s->arena) s->be->ops->buf_free(s->be, s->arena);
+    s->arena = s->be->ops->buf_alloc(s->be, p->arena_size);
+    s->arena_size = s->arena ? p->arena_size : 0;
+    if (!s->arena) {
+        loom_err_prefix("allocating the %zu-byte activation arena on %s", p->arena_size, s->device);
+        return -1;
+    }
+    return 0;
+}
+
+static int write_input(loom_session *s, loom_plan *p, const char *name, const int32_t *v, int n) {
+    for (int i = 0; i < p->g->n; i++) {
+        const loom_node *nd = &p->g->nodes[i];
+        if (nd->op != LOOM_OP_INPUT || (nd->flags & LOOM_NODE_DEAD) || strcmp(nd->name, name)) continue;
+        return s->be->ops->buf_write(s->be, s->arena, nd->offset, v, (size_t)n * sizeof *v);
+    }
+    return 0; /* the graph does not read it */
+}
+
+static int read_output(loom_session *s, loom_plan *p, const char *name, float **dst, int *rows) {
+    int i = loom_find_output(p->g, name);
+    if (i < 0) return loom_err("internal: graph has no output '%s'", name);
+    const loom_node *nd = &p->g->nodes[i];
+    size_t bytes = loom_node_bytes(nd);
+    float *buf = realloc(*dst, bytes);
+    if (!buf) return loom_err("out of memory reading output '%s'", name);
+    *dst = buf;
+    if (rows) *rows = (int)(loom_node_nelem(nd) / nd->ne[nd->ndim - 1]);
+    size_t off;
+    loom_exec_ctx x = {.plan = p, .arena = s->arena, .state = s->state, .n_state = s->n_state, .weights = s->weights,
+                       .n_weights = s->n_weights};
+    loom_buffer *b = loom_exec_node_buffer(&x, i, &off);
+    return s->be->ops->buf_read(s->be, b, off, buf, bytes);
+}
+
+int loom_session_eval(loom_session *s, const int32_t *tokens, int n) {
+    const loom_hparams *hp = &s->m->hp;
+    if (n <= 0) return loom_err("nothing to evaluate (0 tokens)");
+    if (s->pos + n > s->n_ctx)
+        return loom_err("context full: %d tokens held + %d new exceed --ctx %d", s->pos, n, s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return loom_err("token id %d at position %d is out of range (vocabulary has %d tokens)", tokens[i], i,
+                            hp->n_vocab);
+    loom_plan *p = step_plan(s, n);
+    if (!p || ensure_arena(s, p) < 0) return -1;
+    loom_exec_ctx x = {.plan = p, .arena = s->arena, .state = s->state, .n_state = s->n_state,
+                       .weights = s->weights, .n_weights = s->n_weights, .node_time = s->node_time ? s->node_time : NULL};
+    if (s->node_time) {
+        double *nt = realloc(s->node_time, (size_t)p->g->n * sizeof *nt);
+        if (!nt) return loom_err("out of memory for node timings");
+        memset(nt, 0, (size_t)p->g->n * sizeof *nt);
+        s->node_time = x.node_time = nt;
+    }
+    if (s->be->ops->plan_prepare && p->prepared_for != s->arena) {
+        release_plan(p, s);
+        if (s->be->ops->plan_prepare(s->be, p, &x) < 0) return -1;
+        p->prepared_for = s->arena;
+    }
+    int32_t *pos = loom_malloc((size_t)n * sizeof *pos);
+    if (!pos) return -1;
+    for (int i = 0; i < n; i++) pos[i] = s->pos + i;
+    int rc = write_input(s, p, "tokens", tokens, n);
+    if (rc == 0) rc = write_input(s, p, "pos", pos, n);
+    free(pos);
+    if (rc == 0) rc = loom_execute(s->be, &x);
+    if (rc == 0) rc = read_output(s, p, "logits", &s->logits, &s->logit_rows);
+    for (int l = 0; rc == 0 && s->hidden && l <= hp->n_layer; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "hidden.%d", l);
+        rc = read_output(s, p, name, &s->hidden[l], NULL);
+    }
+    if (rc < 0) return -1;
+    s->pos += n;
+    s->last_n = n;
+    s->last_plan = p;
+    return 0;
+}
+
+const float *loom_session_logits(const loom_session *s, int *n_rows) {
+    if (n_rows) *n_rows = s->logit_rows;
+    return s->logits;
+}
+
+const float *loom_session_hidden(const loom_session *s, int layer) {
+    if (!s->hidden || layer < 0 || layer > s->m->hp.n_layer) return NULL;
+    return s->hidden[layer];
+}
+
+int loom_session_pos(const loom_session *s) { return s->pos; }
+int loom_session_ctx(const loom_session *s) { return s->n_ctx; }
+void loom_session_reset(loom_session *s) { s->pos = 0; }
+const char *loom_session_device(const loom_session *s) { return s->device; }
+
+/* ---- internal hooks for tools (profile, dump, bench) -------------------------------------------- */
+void loom_session_set_profiling(loom_session *s, bool on) {
+    if (on && !s->node_time) s->node_time = calloc(1, sizeof *s->node_time);
+    if (!on) {
+        free(s->node_time);
+        s->node_time = NULL;
+    }
+}
+
+const loom_plan *loom_session_last_plan(const loom_session *s, const double **node_time) {
+    if (node_time) *node_time = s->node_time;
+    return s->last_plan;
+}
+
+loom_backend *loom_session_backend(const loom_session *s) { return s->be; }

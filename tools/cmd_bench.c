@@ -1,0 +1,170 @@
+/* loom bench: prompt processing (pp) and generation (tg) speed, measured like llama-bench:
+ * pp N = one batch of N tokens from an empty cache; tg N = N single-token steps from an empty cache.
+ * Each test runs once to warm up, then -r times; we report mean and standard deviation of t/s. */
+#include "commands.h"
+
+#include "loom.h"
+#include "session_internal.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#define MAX_VALUES 16
+
+static int parse_list(const char *opt, const char *s, int *v, int *n) {
+    *n = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        long x;
+        if (*n == MAX_VALUES || loom_parse_int(opt, tok, 0, 1 << 20, &x) < 0) return -1;
+        v[(*n)++] = (int)x;
+    }
+    return *n ? 0 : -1;
+}
+
+typedef struct {
+    int n_prompt, n_gen;
+    double avg, sd;
+    double samples[64];
+    int n_samples;
+} result;
+
+static int run_test(loom_session *s, int n_prompt, int n_gen, int n_vocab, double *tps) {
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)(n_prompt > 0 ? n_prompt : 1));
+    if (!tok) return loom_err("out of memory");
+    uint64_t r = 42;
+    for (int i = 0; i < (n_prompt > 0 ? n_prompt : 1); i++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        tok[i] = (int32_t)((r >> 33) % (uint64_t)n_vocab);
+    }
+    loom_session_reset(s);
+    double t0 = loom_now();
+    int rc = 0;
+    if (n_prompt > 0) rc = loom_session_eval(s, tok, n_prompt);
+    for (int i = 0; rc == 0 && i < n_gen; i++) rc = loom_session_eval(s, &tok[0], 1);
+    double dt = loom_now() - t0;
+    free(tok);
+    if (rc < 0) return -1;
+    *tps = (n_prompt + n_gen) / dt;
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: loom bench -m MODEL [-p 512[,..]] [-n 128[,..]] [-r REPS] [-t N] [--device D] [--json|--md]\n");
+}
+
+int cmd_bench(int argc, char **argv) {
+    loom_common_opts co;
+    loom_common_defaults(&co);
+    int pv[MAX_VALUES] = {512}, nv[MAX_VALUES] = {128}, np = 1, nn = 1;
+    long reps = 5;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        int r = loom_parse_common(&co, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-p") && val) {
+            if (parse_list(a, argv[++i], pv, &np) < 0) return 2;
+        } else if (!strcmp(a, "-n") && val) {
+            if (parse_list(a, argv[++i], nv, &nn) < 0) return 2;
+        } else if (!strcmp(a, "-r") && val) {
+            if (loom_parse_int(a, argv[++i], 1, 64, &reps) < 0) return 2;
+        } else if (!strcmp(a, "--json")) {
+            json = true;
+        } else if (!strcmp(a, "--md")) {
+            json = false;
+        } else {
+            fprintf(stderr, "loom bench: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    const char *path = co.model ? co.model : loom_default_model();
+    loom_model *m = loom_model_load(path);
+    if (!m) {
+        fprintf(stderr, "loom bench: %s\n", loom_last_error());
+        return 1;
+    }
+    loom_model_info info = loom_model_get_info(m);
+    int max_ctx = 1;
+    for (int i = 0; i < np; i++) max_ctx = pv[i] > max_ctx ? pv[i] : max_ctx;
+    for (int i = 0; i < nn; i++) max_ctx = nv[i] > max_ctx ? nv[i] : max_ctx;
+    loom_session_opts so = loom_session_default_opts();
+    so.device = co.device;
+    so.n_threads = co.n_threads;
+    so.n_ctx = co.n_ctx > max_ctx ? co.n_ctx : max_ctx;
+    loom_session *s = loom_session_new(m, &so);
+    if (!s) {
+        fprintf(stderr, "loom bench: %s\n", loom_last_error());
+        loom_model_free(m);
+        return 1;
+    }
+    char devdesc[256] = "";
+    loom_backend *be = loom_session_backend(s);
+    if (be->ops->describe) be->ops->describe(be, devdesc, sizeof devdesc);
+    int threads = co.n_threads;
+    result res[2 * MAX_VALUES];
+    int nres = 0;
+    for (int k = 0; k < np + nn; k++) {
+        int n_prompt = k < np ? pv[k] : 0, n_gen = k < np ? 0 : nv[k - np];
+        if (n_prompt == 0 && n_gen == 0) continue;
+        result *rr = &res[nres++];
+        memset(rr, 0, sizeof *rr);
+        rr->n_prompt = n_prompt;
+        rr->n_gen = n_gen;
+        double tps;
+        if (run_test(s, n_prompt, n_gen, info.n_vocab, &tps) < 0) goto fail; /* warm-up */
+        double sum = 0, sq = 0;
+        for (int r = 0; r < reps; r++) {
+            if (run_test(s, n_prompt, n_gen, info.n_vocab, &tps) < 0) goto fail;
+            rr->samples[rr->n_samples++] = tps;
+            sum += tps;
+        }
+        rr->avg = sum / (double)reps;
+        for (int r = 0; r < reps; r++) sq += (rr->samples[r] - rr->avg) * (rr->samples[r] - rr->avg);
+        rr->sd = reps > 1 ? sqrt(sq / (double)(reps - 1)) : 0;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    size_t rss = (size_t)ru.ru_maxrss * 1024;
+    if (json) {
+        printf("[\n");
+        for (int k = 0; k < nres; k++) {
+            printf("  {\"model\": \"%s\", \"model_type\": \"%s %s\", \"model_size\": %zu, \"backend\": \"%s\", "
+                   "\"device\": \"%s\", \"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"avg_ts\": %.3f, "
+                   "\"stddev_ts\": %.3f, \"samples_ts\": [",
+                   path, info.arch, loom_dtype_name(info.weight_type), info.weight_bytes, loom_session_device(s),
+                   devdesc, threads, res[k].n_prompt, res[k].n_gen, res[k].avg, res[k].sd);
+            for (int r = 0; r < res[k].n_samples; r++) printf(r ? ", %.3f" : "%.3f", res[k].samples[r]);
+            printf("], \"peak_rss_bytes\": %zu}%s\n", rss, k + 1 < nres ? "," : "");
+        }
+        printf("]\n");
+    } else {
+        printf("| model | size | backend | threads | test | t/s |\n|---|---:|---|---:|---:|---:|\n");
+        for (int k = 0; k < nres; k++) {
+            char test[32];
+            if (res[k].n_prompt) snprintf(test, sizeof test, "pp%d", res[k].n_prompt);
+            else snprintf(test, sizeof test, "tg%d", res[k].n_gen);
+            printf("| %s %s | %.2f MiB | %s | %d | %s | %.2f ± %.2f |\n", info.arch, loom_dtype_name(info.weight_type),
+                   info.weight_bytes / 1048576.0, loom_session_device(s), threads, test, res[k].avg, res[k].sd);
+        }
+        printf("\ndevice: %s; peak RSS %.1f MiB\n", devdesc[0] ? devdesc : loom_session_device(s), rss / 1048576.0);
+    }
+    loom_session_free(s);
+    loom_model_free(m);
+    return 0;
+fail:
+    fprintf(stderr, "loom bench: %s\n", loom_last_error());
+    loom_session_free(s);
+    loom_model_free(m);
+    return 1;
+}

@@ -1,0 +1,173 @@
+/* loom check: run a model against a reference.safetensors written by HuggingFace transformers.
+ *
+ * 1. Full forward over input_ids: compare logits and every hidden.N.
+ * 2. Generation path: prefill the prompt, then decode greedy_ids one token at a time through the
+ *    KV cache, comparing each step's logits with greedy_logits and the greedy choice with
+ *    greedy_ids. */
+#include "commands.h"
+
+#include "loom.h"
+#include "safetensors.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { double max_abs, max_rel, ref_max; } err_stats;
+
+static err_stats compare(const float *got, const float *ref, size_t n) {
+    err_stats e = {0, 0, 0};
+    for (size_t i = 0; i < n; i++) {
+        double r = fabs((double)ref[i]);
+        if (r > e.ref_max) e.ref_max = r;
+    }
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)ref[i]);
+        if (d != d) d = INFINITY;
+        if (d > e.max_abs) e.max_abs = d;
+        double rel = d / (fabs((double)ref[i]) + 1e-6 * (e.ref_max + 1e-30));
+        if (rel > e.max_rel) e.max_rel = rel;
+    }
+    return e;
+}
+
+static const st_tensor *need(const st_file *f, const char *name, loom_dtype t, size_t min_elems) {
+    const st_tensor *x = st_find(f, name);
+    if (!x) fprintf(stderr, "loom check: %s has no tensor '%s'\n", st_path(f), name);
+    else if (x->dtype != t) fprintf(stderr, "loom check: %s: '%s' must be %s\n", st_path(f), name, loom_dtype_name(t));
+    else if (st_numel(x) < min_elems) fprintf(stderr, "loom check: %s: '%s' is too small\n", st_path(f), name);
+    else return x;
+    return NULL;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: loom check -m MODEL --reference REF.safetensors [--tol X] [--device D] [-t N] [--scalar]\n"
+               "  --tol X   max abs error allowed on logits (default 1e-3 for f32 weights, 2e-2 for 16-bit);\n"
+               "            hidden states may differ by X times max(1, their largest magnitude)\n");
+}
+
+int cmd_check(int argc, char **argv) {
+    loom_common_opts co;
+    loom_common_defaults(&co);
+    const char *ref_path = NULL;
+    double tol = -1;
+    for (int i = 1; i < argc; i++) {
+        int r = loom_parse_common(&co, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--reference") && i + 1 < argc) {
+            ref_path = argv[++i];
+        } else if (!strcmp(argv[i], "--tol") && i + 1 < argc) {
+            if (loom_parse_float("--tol", argv[++i], &tol) < 0 || tol <= 0) return 2;
+        } else {
+            fprintf(stderr, "loom check: unknown or incomplete option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!co.model || !ref_path) {
+        usage(stderr);
+        return 2;
+    }
+    int rc = 2;
+    loom_session *s = NULL;
+    st_file *ref = st_open(ref_path);
+    loom_model *m = ref ? loom_model_load(co.model) : NULL;
+    if (!ref || !m) {
+        fprintf(stderr, "loom check: %s\n", loom_last_error());
+        goto done;
+    }
+    loom_model_info info = loom_model_get_info(m);
+    const st_tensor *ids = need(ref, "input_ids", LOOM_I32, 1);
+    if (!ids) goto done;
+    int S = (int)st_numel(ids), V = info.n_vocab, D = info.n_embd;
+    const st_tensor *logits = need(ref, "logits", LOOM_F32, (size_t)S * V);
+    const st_tensor *gids = need(ref, "greedy_ids", LOOM_I32, 2);
+    if (!logits || !gids) goto done;
+    int T = (int)st_numel(gids);
+    const st_tensor *glogits = need(ref, "greedy_logits", LOOM_F32, (size_t)(T - 1) * V);
+    if (!glogits) goto done;
+    if (tol < 0) tol = info.weight_type == LOOM_F32 ? 1e-3 : 2e-2;
+
+    loom_session_opts so = loom_session_default_opts();
+    so.device = co.device;
+    so.n_threads = co.n_threads;
+    so.n_ctx = co.n_ctx > 0 ? co.n_ctx : (T > S ? T : S);
+    so.all_logits = true;
+    so.want_hidden = true;
+    s = loom_session_new(m, &so);
+    if (!s) {
+        fprintf(stderr, "loom check: %s\n", loom_last_error());
+        goto done;
+    }
+    printf("model %s (%s, %d layers) on %s, tolerance %.3g\n", co.model, info.arch, info.n_layer,
+           loom_session_device(s), tol);
+    bool ok = true;
+    if (loom_session_eval(s, ids->data, S) < 0) {
+        fprintf(stderr, "loom check: %s\n", loom_last_error());
+        goto done;
+    }
+    int rows;
+    err_stats e = compare(loom_session_logits(s, &rows), logits->data, (size_t)S * V);
+    bool pass = e.max_abs <= tol;
+    ok &= pass;
+    printf("  %-14s max abs %.3e  max rel %.3e  %s\n", "logits", e.max_abs, e.max_rel, pass ? "ok" : "FAIL");
+    for (int l = 0; l <= info.n_layer; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "hidden.%d", l);
+        const st_tensor *h = st_find(ref, name);
+        if (!h) continue;
+        if (h->dtype != LOOM_F32 || st_numel(h) != (size_t)S * D) {
+            fprintf(stderr, "loom check: %s: '%s' must be f32 [%d, %d]\n", ref_path, name, S, D);
+            goto done;
+        }
+        e = compare(loom_session_hidden(s, l), h->data, (size_t)S * D);
+        double lim = tol * (e.ref_max > 1 ? e.ref_max : 1);
+        pass = e.max_abs <= lim;
+        ok &= pass;
+        printf("  %-14s max abs %.3e  max rel %.3e  %s\n", name, e.max_abs, e.max_rel, pass ? "ok" : "FAIL");
+    }
+
+    /* the generation path: a fresh session without all_logits, exactly as loom run decodes */
+    loom_session_free(s);
+    so.all_logits = false;
+    so.want_hidden = false;
+    s = loom_session_new(m, &so);
+    if (!s) {
+        fprintf(stderr, "loom check: %s\n", loom_last_error());
+        goto done;
+    }
+    const int32_t *g = gids->data;
+    const float *gl = glogits->data;
+    double worst = 0;
+    int mismatches = 0;
+    for (int t = S - 1; t < T - 1; t++) {
+        int r = t == S - 1 ? loom_session_eval(s, g, S) : loom_session_eval(s, &g[t], 1);
+        if (r < 0) {
+            fprintf(stderr, "loom check: step %d: %s\n", t, loom_last_error());
+            goto done;
+        }
+        const float *lg = loom_session_logits(s, NULL);
+        e = compare(lg, gl + (size_t)t * V, (size_t)V);
+        if (e.max_abs > worst) worst = e.max_abs;
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (lg[v] > lg[best]) best = v;
+        if (best != g[t + 1]) mismatches++;
+    }
+    pass = worst <= tol && mismatches == 0;
+    ok &= pass;
+    printf("  %-14s max abs %.3e over %d steps, greedy mismatches %d  %s\n", "decode", worst, T - S, mismatches,
+           pass ? "ok" : "FAIL");
+    printf("%s\n", ok ? "PASS" : "FAIL");
+    rc = ok ? 0 : 1;
+done:
+    loom_session_free(s);
+    loom_model_free(m);
+    st_close(ref);
+    return rc;
+}

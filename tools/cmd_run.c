@@ -1,0 +1,230 @@
+/* loom run: prefill a prompt, then decode and stream tokens until EOS or -n. */
+#include "commands.h"
+
+#include "loom.h"
+#include "tokenizer.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: loom run [-m MODEL] (-p TEXT | --tokens ID,ID,...) [options]\n"
+            "  -m MODEL        HF directory or .gguf (default: the bundled stories260K)\n"
+            "  -p TEXT         prompt text (needs the model's tokenizer)\n"
+            "  --tokens LIST   prompt as comma-separated token ids\n"
+            "  -n N            tokens to generate (default 64)\n"
+            "  --temp T        temperature (default 0 = greedy)\n"
+            "  --top-k K       keep the K most likely tokens (default 0 = off)\n"
+            "  --top-p P       nucleus sampling threshold (default 1 = off)\n"
+            "  --seed S        sampling seed (default 1)\n"
+            "  --ids           print token ids instead of text\n"
+            "  --device D      cpu | vulkan | vulkan:N | auto (default auto)\n"
+            "  -t N            CPU threads (default: all cores)\n"
+            "  --ctx N         KV cache length (default min(training context, 4096))\n"
+            "  --scalar        portable scalar kernels only (also LOOM_SCALAR=1)\n");
+}
+
+static int parse_tokens(const char *s, int32_t **out) {
+    int cap = 16, n = 0;
+    int32_t *v = malloc((size_t)cap * sizeof *v);
+    if (!v) return -1;
+    while (*s) {
+        char *end;
+        long id = strtol(s, &end, 10);
+        if (end == s || id < 0 || id > INT32_MAX || (*end && *end != ',')) {
+            fprintf(stderr, "loom: --tokens expects comma-separated non-negative ids, got '%s'\n", s);
+            free(v);
+            return -1;
+        }
+        if (n == cap) {
+            int32_t *p = realloc(v, (size_t)(cap *= 2) * sizeof *v);
+            if (!p) {
+                free(v);
+                return -1;
+            }
+            v = p;
+        }
+        v[n++] = (int32_t)id;
+        s = *end ? end + 1 : end;
+    }
+    *out = v;
+    return n;
+}
+
+int cmd_run(int argc, char **argv) {
+    loom_common_opts co;
+    loom_common_defaults(&co);
+    const char *prompt = NULL, *tokens_arg = NULL;
+    long n_gen = 64, seed = 1, top_k = 0;
+    double temp = 0, top_p = 1;
+    bool print_ids = false;
+    for (int i = 1; i < argc; i++) {
+        int r = loom_parse_common(&co, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
+            if (!val) goto missing;
+            prompt = argv[++i];
+        } else if (!strcmp(a, "--tokens")) {
+            if (!val) goto missing;
+            tokens_arg = argv[++i];
+        } else if (!strcmp(a, "-n")) {
+            if (loom_parse_int(a, val, 0, 1 << 24, &n_gen) < 0) return 2;
+            i++;
+        } else if (!strcmp(a, "--temp")) {
+            if (loom_parse_float(a, val, &temp) < 0) return 2;
+            i++;
+        } else if (!strcmp(a, "--top-k")) {
+            if (loom_parse_int(a, val, 0, 1 << 30, &top_k) < 0) return 2;
+            i++;
+        } else if (!strcmp(a, "--top-p")) {
+            if (loom_parse_float(a, val, &top_p) < 0) return 2;
+            i++;
+        } else if (!strcmp(a, "--seed")) {
+            if (loom_parse_int(a, val, 0, 0x7fffffffL, &seed) < 0) return 2;
+            i++;
+        } else if (!strcmp(a, "--ids")) {
+            print_ids = true;
+        } else {
+            fprintf(stderr, "loom run: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        continue;
+    missing:
+        fprintf(stderr, "loom run: %s needs a value\n", a);
+        return 2;
+    }
+    if (!prompt && !tokens_arg) {
+        fprintf(stderr, "loom run: give a prompt with -p TEXT or --tokens ID,...\n");
+        return 2;
+    }
+    const char *path = co.model ? co.model : loom_default_model();
+    int rc = 1;
+    int32_t *ids = NULL;
+    loom_tokenizer *tok = NULL;
+    loom_session *s = NULL;
+    loom_sampler *smp = NULL;
+    loom_tokenizer_stream *stream = NULL;
+    loom_model *m = loom_model_load(path);
+    if (!m) {
+        fprintf(stderr, "loom: %s\n", loom_last_error());
+        return 1;
+    }
+    loom_model_info info = loom_model_get_info(m);
+    tok = loom_tokenizer_load(path);
+    if (!tok && (prompt || !print_ids)) {
+        if (prompt) {
+            fprintf(stderr, "loom: %s has no usable tokenizer (%s): use --tokens\n", path, loom_last_error());
+            goto done;
+        }
+        print_ids = true; /* no tokenizer: print ids */
+    }
+    int n;
+    if (prompt) {
+        n = loom_tokenizer_encode(tok, prompt, strlen(prompt), loom_tokenizer_wants_bos(tok) ? LOOM_TOK_ADD_BOS : 0, &ids);
+        if (n < 0) {
+            fprintf(stderr, "loom: prompt: %s\n", loom_last_error());
+            goto done;
+        }
+    } else {
+        n = parse_tokens(tokens_arg, &ids);
+        if (n < 0) goto done;
+    }
+    if (n == 0) {
+        fprintf(stderr, "loom: the prompt is empty\n");
+        goto done;
+    }
+    loom_session_opts so = loom_session_default_opts();
+    so.device = co.device;
+    so.n_threads = co.n_threads;
+    so.n_ctx = co.n_ctx;
+    so.verbose = true;
+    s = loom_session_new(m, &so);
+    if (!s) {
+        fprintf(stderr, "loom: %s\n", loom_last_error());
+        goto done;
+    }
+    if (n > loom_session_ctx(s)) {
+        fprintf(stderr, "loom: the prompt has %d tokens but the context holds %d (raise --ctx)\n", n,
+                loom_session_ctx(s));
+        goto done;
+    }
+    loom_sampler_opts sopt = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .seed = (uint64_t)seed};
+    smp = loom_sampler_new(&sopt);
+    if (tok && !print_ids) stream = loom_tokenizer_stream_new(tok, LOOM_TOK_SKIP_SPECIAL);
+    if (!smp || (tok && !print_ids && !stream)) {
+        fprintf(stderr, "loom: %s\n", loom_last_error());
+        goto done;
+    }
+    if (tok && !print_ids) {
+        size_t len;
+        char *text = loom_tokenizer_decode(tok, ids, (size_t)n, LOOM_TOK_SKIP_SPECIAL, &len);
+        if (text) fwrite(text, 1, len, stdout);
+        free(text);
+    } else {
+        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+    }
+    fflush(stdout);
+    double t0 = loom_now();
+    if (loom_session_eval(s, ids, n) < 0) {
+        fprintf(stderr, "\nloom: %s\n", loom_last_error());
+        goto done;
+    }
+    double t_prompt = loom_now() - t0;
+    int generated = 0;
+    const char *stop = NULL;
+    t0 = loom_now();
+    for (; generated < n_gen; generated++) {
+        const float *logits = loom_session_logits(s, NULL);
+        int32_t next = loom_sampler_sample(smp, logits, info.n_vocab);
+        bool eog = tok ? loom_tokenizer_is_eog(tok, next) : next == info.eos_id;
+        if (eog) {
+            stop = "end of sequence";
+            break;
+        }
+        if (stream) {
+            size_t len;
+            const char *piece = loom_tokenizer_stream_put(stream, next, &len);
+            if (piece) fwrite(piece, 1, len, stdout);
+        } else {
+            printf(" %d", next);
+        }
+        fflush(stdout);
+        if (loom_session_pos(s) >= loom_session_ctx(s)) {
+            stop = "context full";
+            generated++;
+            break;
+        }
+        if (loom_session_eval(s, &next, 1) < 0) {
+            fprintf(stderr, "\nloom: %s\n", loom_last_error());
+            goto done;
+        }
+    }
+    if (stream) {
+        size_t len;
+        const char *rest = loom_tokenizer_stream_finish(stream, &len);
+        if (rest) fwrite(rest, 1, len, stdout);
+    }
+    double t_gen = loom_now() - t0;
+    printf("\n");
+    fprintf(stderr, "loom: %s; prompt %d tokens in %.3f s (%.1f t/s), generated %d tokens in %.3f s (%.1f t/s) on %s\n",
+            stop ? stop : "token limit", n, t_prompt, n / (t_prompt > 0 ? t_prompt : 1e-9), generated, t_gen,
+            generated / (t_gen > 0 ? t_gen : 1e-9), loom_session_device(s));
+    rc = 0;
+done:
+    loom_tokenizer_stream_free(stream);
+    loom_sampler_free(smp);
+    loom_session_free(s);
+    loom_tokenizer_free(tok);
+    loom_model_free(m);
+    free(ids);
+    return rc;
+}

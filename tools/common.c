@@ -1,0 +1,99 @@
+/* Option parsing shared by the subcommands. */
+#include "commands.h"
+
+#include "loom.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void loom_common_defaults(loom_common_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->device = "auto";
+    const char *env = getenv("LOOM_SCALAR");
+    o->scalar = env && *env && strcmp(env, "0");
+}
+
+int loom_parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "loom: %s expects an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int loom_parse_float(const char *opt, const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || errno || v != v) {
+        fprintf(stderr, "loom: %s expects a number, got '%s'\n", opt, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int loom_parse_common(loom_common_opts *o, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    const char *val = *i + 1 < argc ? argv[*i + 1] : NULL;
+    long v;
+    if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+        if (!val) goto missing;
+        o->model = val;
+    } else if (!strcmp(a, "--device")) {
+        if (!val) goto missing;
+        o->device = val;
+    } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+        if (loom_parse_int(a, val, 1, 1024, &v) < 0) return -1;
+        o->n_threads = (int)v;
+    } else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) {
+        if (loom_parse_int(a, val, 1, 1 << 24, &v) < 0) return -1;
+        o->n_ctx = (int)v;
+    } else if (!strcmp(a, "--scalar")) {
+        o->scalar = true;
+        setenv("LOOM_SCALAR", "1", 1); /* read by the CPU backend */
+        return 1;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+missing:
+    fprintf(stderr, "loom: %s needs a value\n", a);
+    return -1;
+}
+
+/* The bundled model: weights/stories260K.gguf next to the source tree, or installed beside the
+ * binary (LOOM_DEFAULT_MODEL overrides both). */
+const char *loom_default_model(void) {
+    const char *env = getenv("LOOM_DEFAULT_MODEL");
+    if (env && *env) return env;
+    static char path[PATH_MAX];
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        const char *rel[] = {"/../weights/stories260K.gguf", "/weights/stories260K.gguf",
+                             "/../share/loom/stories260K.gguf"};
+        for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+            snprintf(path, sizeof path, "%s%s", exe, rel[i]);
+            if (access(path, R_OK) == 0) return path;
+        }
+    }
+#ifdef LOOM_SOURCE_DIR
+    snprintf(path, sizeof path, "%s/weights/stories260K.gguf", LOOM_SOURCE_DIR);
+    return path;
+#else
+    return "weights/stories260K.gguf";
+#endif
+}
