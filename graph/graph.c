@@ -70,6 +70,11 @@ static int push(loom_graph *g, loom_op op, loom_dtype t, int ndim, const int64_t
                 const int *src) {
     for (int i = 0; i < n_src; i++)
         if (src[i] < 0 || src[i] >= g->n) return -1; /* an earlier failure: error already set */
+    /* callers often pass pointers into g->nodes (a source's ne): copy before growing the array */
+    int64_t shape[LOOM_MAX_DIMS];
+    int srcs[LOOM_MAX_SRC];
+    for (int d = 0; d < LOOM_MAX_DIMS; d++) shape[d] = d < ndim ? ne[d] : 1;
+    for (int i = 0; i < LOOM_MAX_SRC; i++) srcs[i] = i < n_src ? src[i] : -1;
     if (g->n == g->cap) {
         int cap = g->cap ? g->cap * 2 : 256;
         loom_node *p = loom_realloc(g->nodes, (size_t)cap * sizeof *p);
@@ -82,9 +87,9 @@ static int push(loom_graph *g, loom_op op, loom_dtype t, int ndim, const int64_t
     n->op = op;
     n->type = t;
     n->ndim = ndim;
-    for (int d = 0; d < LOOM_MAX_DIMS; d++) n->ne[d] = d < ndim ? ne[d] : 1;
+    memcpy(n->ne, shape, sizeof shape);
     n->n_src = n_src;
-    for (int i = 0; i < LOOM_MAX_SRC; i++) n->src[i] = i < n_src ? src[i] : -1;
+    memcpy(n->src, srcs, sizeof srcs);
     n->state = -1;
     n->group = -1;
     n->replaced_by = -1;

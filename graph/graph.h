@@ -96,7 +96,7 @@ typedef struct loom_node {
     int32_t ip[8];         /* integer parameters (per op, see above) */
     float fp[4];           /* float parameters */
     uint32_t flags;
-    char name[64];         /* for dumps and for finding outputs ("logits", "hidden.3") */
+    char name[96];         /* for dumps and for finding outputs ("logits", "hidden.3") */
 
     /* leaf bindings */
     const struct loom_weight *weight; /* LOOM_OP_WEIGHT */

@@ -1,0 +1,53 @@
+# Model-level tests: every fixture through `loom check` against transformers' reference, on the CPU
+# with the SIMD kernels and with the portable scalar ones, from the HF directory and from its
+# `loom convert`ed GGUF. Tolerances (logits max abs error): f32 1e-3, bf16 checkpoint 2e-2.
+set(LOOM_MODEL_FIXTURES qwen2-tiny llama-tiny qwen2-tiny-bf16 stories260K-hf)
+set(LOOM_TOL_qwen2-tiny 1e-3)
+set(LOOM_TOL_llama-tiny 1e-3)
+set(LOOM_TOL_qwen2-tiny-bf16 2e-2)
+set(LOOM_TOL_stories260K-hf 1e-3)
+file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/converted)
+
+foreach(fx ${LOOM_MODEL_FIXTURES})
+  set(ref ${LOOM_FIXTURES}/${fx}/reference.safetensors)
+  set(tol ${LOOM_TOL_${fx}})
+  add_test(NAME check_${fx}_simd COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/${fx} --reference ${ref}
+           --tol ${tol} --device cpu -t 2)
+  add_test(NAME check_${fx}_scalar COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/${fx} --reference ${ref}
+           --tol ${tol} --device cpu -t 2 --scalar)
+  set(gguf ${CMAKE_BINARY_DIR}/converted/${fx}.gguf)
+  add_test(NAME convert_${fx} COMMAND ${LOOM_BIN} convert ${LOOM_FIXTURES}/${fx} ${gguf})
+  set_tests_properties(convert_${fx} PROPERTIES FIXTURES_SETUP gguf_${fx})
+  add_test(NAME check_${fx}_gguf_simd COMMAND ${LOOM_BIN} check -m ${gguf} --reference ${ref}
+           --tol ${tol} --device cpu -t 2)
+  add_test(NAME check_${fx}_gguf_scalar COMMAND ${LOOM_BIN} check -m ${gguf} --reference ${ref}
+           --tol ${tol} --device cpu -t 2 --scalar)
+  set_tests_properties(check_${fx}_gguf_simd check_${fx}_gguf_scalar PROPERTIES FIXTURES_REQUIRED gguf_${fx})
+endforeach()
+
+# The trained model as llama.cpp's converter wrote it (interleaved q/k rows) against the HF reference.
+add_test(NAME check_stories260K_gguf_simd COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/stories260K.gguf
+         --reference ${LOOM_FIXTURES}/stories260K-hf/reference.safetensors --device cpu -t 2)
+add_test(NAME check_stories260K_gguf_scalar COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/stories260K.gguf
+         --reference ${LOOM_FIXTURES}/stories260K-hf/reference.safetensors --device cpu -t 2 --scalar)
+# A test that can fail: a deliberately tight tolerance must make check fail.
+add_test(NAME check_detects_error COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/qwen2-tiny-bf16
+         --reference ${LOOM_FIXTURES}/qwen2-tiny/reference.safetensors --device cpu --tol 1e-6)
+set_tests_properties(check_detects_error PROPERTIES WILL_FAIL TRUE)
+
+# Bad input: one clear line on stderr and a non-zero exit, never a crash.
+set(EXPECT_ERROR ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh)
+add_test(NAME err_missing_model COMMAND ${EXPECT_ERROR} "no/such/dir" ${LOOM_BIN} run -m no/such/dir --tokens 1)
+add_test(NAME err_token_out_of_range COMMAND ${EXPECT_ERROR} "token id 999999.*out of range"
+         ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1,999999 -n 2 --device cpu)
+add_test(NAME err_ctx_exceeded COMMAND ${EXPECT_ERROR} "context"
+         ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1,2,3,4,5 --ctx 4 -n 2 --device cpu)
+add_test(NAME err_unknown_device COMMAND ${EXPECT_ERROR} "unknown device"
+         ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 --device tpu)
+
+# Generation runs and stops at -n.
+add_test(NAME run_tokens_llama COMMAND ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1,2,3 -n 8
+         --device cpu --ids)
+set_tests_properties(run_tokens_llama PROPERTIES PASS_REGULAR_EXPRESSION "^1 2 3( [0-9]+){8}")
+add_test(NAME run_sampling_seeded COMMAND ${LOOM_BIN} run -m ${LOOM_FIXTURES}/stories260K.gguf --tokens 1,403
+         -n 16 --temp 0.8 --top-k 40 --top-p 0.9 --seed 7 --device cpu --ids)
