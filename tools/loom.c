@@ -8,6 +8,7 @@ static const loom_command commands[] = {
     {"run", "generate tokens from a prompt", cmd_run},
     {"check", "compare a model's outputs with a reference.safetensors", cmd_check},
     {"bench", "prompt-processing and generation speed (llama-bench style)", cmd_bench},
+    {"dump", "print the graph as declared and after each planner pass", cmd_dump},
 };
 
 static void usage(FILE *f) {
