@@ -1,0 +1,2 @@
+/* placeholder, filled in later */
+int main(void) { return 0; }

@@ -1,0 +1,9 @@
+# CPU backend tests (backends/cpu). Each must run in seconds on a 2-core box.
+loom_unit_test(test_ops)
+loom_unit_test(test_cpu_threads)
+
+# Kernel micro-benchmark on qwen2-0.5b shapes: a tool, not a test (not registered with add_test).
+add_executable(bench_kernels ${CMAKE_SOURCE_DIR}/backends/cpu/bench/bench_kernels.c)
+target_include_directories(bench_kernels PRIVATE ${CMAKE_SOURCE_DIR}/graph ${CMAKE_SOURCE_DIR}/backends
+  ${CMAKE_SOURCE_DIR}/formats ${CMAKE_CURRENT_SOURCE_DIR}/unit)
+target_link_libraries(bench_kernels PRIVATE loom)

@@ -1,0 +1,239 @@
+/* Test helpers for the CPU backend tests: build a small graph and its memory plan by hand (no
+ * builder, no planner), run it on a backend node by node, read results back.
+ *
+ * Every non-leaf node and every INPUT gets its own 64-byte aligned slot in the arena, except nodes
+ * made in place (tg_inplace), which share their first source's slot; WEIGHT nodes wrap host
+ * memory (buf_from_host), STATE nodes live in their own buffers.
+ */
+#ifndef LOOM_TEST_CPU_GRAPH_H
+#define LOOM_TEST_CPU_GRAPH_H
+
+#include "backend.h"
+#include "cpu/cpu.h"
+#include "source.h"
+#include "util.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TG_MAX_NODES 64
+#define TG_MAX_LEAVES 16
+
+typedef struct tg {
+    loom_graph g;
+    loom_node nodes[TG_MAX_NODES];
+    loom_plan p;
+    int order[TG_MAX_NODES];
+    size_t arena_size;
+    /* leaves: host data */
+    loom_weight w[TG_MAX_LEAVES];
+    int nw;
+    const void *input_data[TG_MAX_NODES]; /* INPUT nodes: bytes copied in before each run */
+    float *state_data[TG_MAX_LEAVES];     /* STATE: initial contents (copied in per run) */
+    size_t state_bytes[TG_MAX_LEAVES];
+    int n_state;
+} tg;
+
+static inline void tg_init(tg *t) {
+    memset(t, 0, sizeof *t);
+    t->g.nodes = t->nodes;
+    t->g.cap = TG_MAX_NODES;
+    t->p.g = &t->g;
+    t->p.order = t->order;
+}
+
+static inline size_t tg_bytes(const loom_node *n) {
+    size_t e = 1;
+    for (int d = 0; d < n->ndim; d++) e *= (size_t)n->ne[d];
+    return e * loom_dtype_size(n->type);
+}
+
+/* Append a node; sources as varargs (n_src of them). */
+static inline int tg_node(tg *t, loom_op op, loom_dtype type, int ndim, const int64_t *ne, int n_src,
+                          ...) {
+    if (t->g.n >= TG_MAX_NODES) return -1;
+    int i = t->g.n++;
+    loom_node *n = &t->nodes[i];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->type = type;
+    n->ndim = ndim;
+    for (int d = 0; d < ndim; d++) n->ne[d] = ne[d];
+    for (int k = 0; k < LOOM_MAX_SRC; k++) n->src[k] = -1;
+    va_list ap;
+    va_start(ap, n_src);
+    for (int k = 0; k < n_src; k++) n->src[k] = va_arg(ap, int);
+    va_end(ap);
+    n->n_src = n_src;
+    n->group = -1;
+    n->replaced_by = -1;
+    n->alias = -1;
+    n->state = -1;
+    snprintf(n->name, sizeof n->name, "n%d", i);
+    if (op == LOOM_OP_WEIGHT) {
+        n->storage = LOOM_STORE_WEIGHT;
+    } else if (op == LOOM_OP_STATE) {
+        n->storage = LOOM_STORE_STATE;
+    } else {
+        n->storage = LOOM_STORE_ARENA;
+        n->offset = t->arena_size;
+        t->arena_size += (tg_bytes(n) + 63) & ~(size_t)63;
+        if (op != LOOM_OP_INPUT) t->order[t->p.n_order++] = i;
+    }
+    n->nbytes = tg_bytes(n);
+    return i;
+}
+
+static inline int tg_input(tg *t, loom_dtype type, int ndim, const int64_t *ne, const void *data) {
+    int i = tg_node(t, LOOM_OP_INPUT, type, ndim, ne, 0);
+    t->input_data[i] = data;
+    return i;
+}
+
+static inline int tg_weight(tg *t, loom_dtype type, int ndim, const int64_t *ne, const void *data) {
+    int i = tg_node(t, LOOM_OP_WEIGHT, type, ndim, ne, 0);
+    loom_weight *w = &t->w[t->nw];
+    memset(w, 0, sizeof *w);
+    snprintf(w->name, sizeof w->name, "w%d", t->nw);
+    w->type = type;
+    w->ndim = ndim;
+    for (int d = 0; d < ndim; d++) w->ne[d] = ne[d];
+    w->data = data;
+    w->nbytes = tg_bytes(&t->nodes[i]);
+    w->id = t->nw++;
+    t->nodes[i].weight = w;
+    return i;
+}
+
+/* A STATE [rows, cols] f32 leaf whose initial contents are `data` (copied in before each run). */
+static inline int tg_state(tg *t, int64_t rows, int64_t cols, float *data) {
+    int64_t ne[2] = {rows, cols};
+    int i = tg_node(t, LOOM_OP_STATE, LOOM_F32, 2, ne, 0);
+    t->nodes[i].state = t->n_state;
+    t->state_data[t->n_state] = data;
+    t->state_bytes[t->n_state] = (size_t)(rows * cols) * sizeof(float);
+    t->n_state++;
+    t->g.n_state = t->n_state;
+    return i;
+}
+
+/* Make node i write over its first source (LOOM_NODE_INPLACE): it shares the source's storage. */
+static inline void tg_inplace(tg *t, int i) {
+    loom_node *n = &t->nodes[i], *s = &t->nodes[n->src[0]];
+    n->flags |= LOOM_NODE_INPLACE;
+    n->storage = s->storage;
+    n->offset = s->offset;
+    n->state = s->state;
+    n->alias = n->src[0];
+}
+
+/* Results of one run. */
+typedef struct tg_run_out {
+    void *arena;           /* arena_size bytes (malloc'd) */
+    float *state[TG_MAX_LEAVES];
+    int rc;                /* compute_node's result (first failure) */
+    char err[256];
+} tg_run_out;
+
+static inline void tg_out_free(tg_run_out *o) {
+    free(o->arena);
+    for (int s = 0; s < TG_MAX_LEAVES; s++) free(o->state[s]);
+    memset(o, 0, sizeof *o);
+}
+
+/* Run every planned node on be. The arena is filled with a NaN pattern first, so a kernel that
+ * reads storage it should not is likely to show it. */
+static inline int tg_run(tg *t, loom_backend *be, tg_run_out *o) {
+    memset(o, 0, sizeof *o);
+    const loom_backend_ops *ops = be->ops;
+    loom_buffer *arena = ops->buf_alloc(be, t->arena_size ? t->arena_size : 64);
+    loom_buffer *wb[TG_MAX_LEAVES] = {0}, *sb[TG_MAX_LEAVES] = {0};
+    if (!arena) return -1;
+    {
+        size_t nf = t->arena_size / 4;
+        float *tmp = malloc(t->arena_size + 4);
+        uint32_t qnan = 0x7fc00000u;
+        for (size_t k = 0; k < nf; k++) memcpy(&tmp[k], &qnan, 4);
+        ops->buf_write(be, arena, 0, tmp, nf * 4);
+        free(tmp);
+    }
+    for (int i = 0; i < t->g.n; i++)
+        if (t->nodes[i].op == LOOM_OP_INPUT && t->input_data[i])
+            ops->buf_write(be, arena, t->nodes[i].offset, t->input_data[i], tg_bytes(&t->nodes[i]));
+    for (int k = 0; k < t->nw; k++) wb[k] = ops->buf_from_host(be, t->w[k].data, t->w[k].nbytes);
+    for (int s = 0; s < t->n_state; s++) {
+        sb[s] = ops->buf_alloc(be, t->state_bytes[s]);
+        ops->buf_write(be, sb[s], 0, t->state_data[s], t->state_bytes[s]);
+    }
+    loom_exec_ctx x = {.plan = &t->p, .arena = arena, .state = sb, .n_state = t->n_state,
+                       .weights = wb, .n_weights = t->nw};
+    o->rc = 0;
+    for (int k = 0; k < t->p.n_order; k++) {
+        int i = t->p.order[k];
+        if (!ops->supports(be, &t->g, i)) {
+            o->rc = -2;
+            snprintf(o->err, sizeof o->err, "node %d (%s) not supported", i, loom_op_name(t->nodes[i].op));
+            break;
+        }
+        if (ops->compute_node(be, &x, i) < 0) {
+            o->rc = -1;
+            snprintf(o->err, sizeof o->err, "%s", loom_last_error());
+            break;
+        }
+    }
+    o->arena = malloc(t->arena_size + 4);
+    ops->buf_read(be, arena, 0, o->arena, t->arena_size);
+    for (int s = 0; s < t->n_state; s++) {
+        o->state[s] = malloc(t->state_bytes[s]);
+        ops->buf_read(be, sb[s], 0, o->state[s], t->state_bytes[s]);
+        ops->buf_free(be, sb[s]);
+    }
+    for (int k = 0; k < t->nw; k++) ops->buf_free(be, wb[k]);
+    ops->buf_free(be, arena);
+    return o->rc;
+}
+
+/* Pointer to node i's result within a run's output. */
+static inline const float *tg_f32(const tg *t, const tg_run_out *o, int i) {
+    const loom_node *n = &t->nodes[i];
+    if (n->storage == LOOM_STORE_STATE) return o->state[n->state] + n->offset / 4;
+    return (const float *)((const char *)o->arena + n->offset);
+}
+
+/* ---- random data ---------------------------------------------------------------------------- */
+static uint64_t tg_rng = 0x9e3779b97f4a7c15ull;
+static inline float tg_randf(void) { /* uniform in [-1, 1) */
+    tg_rng ^= tg_rng << 13;
+    tg_rng ^= tg_rng >> 7;
+    tg_rng ^= tg_rng << 17;
+    return (float)((tg_rng >> 40) * (1.0 / 8388608.0) - 1.0);
+}
+static inline void tg_fill(float *p, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) p[i] = tg_randf() * scale;
+}
+
+/* Random weights of type t: returns the encoded data (malloc'd) and the exact f32 values in ref. */
+static inline void *tg_weights(loom_dtype t, size_t n, float scale, float *ref) {
+    void *d = malloc(n * (t == LOOM_F32 ? 4 : 2) + 4);
+    for (size_t i = 0; i < n; i++) {
+        float v = tg_randf() * scale;
+        if (t == LOOM_F32) {
+            ((float *)d)[i] = v;
+            ref[i] = v;
+        } else if (t == LOOM_F16) {
+            uint16_t h = loom_f32_to_f16(v);
+            ((uint16_t *)d)[i] = h;
+            ref[i] = loom_f16_to_f32(h);
+        } else {
+            uint16_t h = loom_f32_to_bf16(v);
+            ((uint16_t *)d)[i] = h;
+            ref[i] = loom_bf16_to_f32(h);
+        }
+    }
+    return d;
+}
+
+#endif

@@ -1,0 +1,631 @@
+/* Every op of graph/graph.h on the CPU backend:
+ *  (a) the scalar kernels against naive double-precision references written here, and
+ *  (b) every SIMD flavour this machine supports (avx2, avx512) against the same references and
+ *      against the scalar result,
+ * on awkward shapes (sizes not multiples of 16/32, M = 1/3/17/64, broadcasting, in place, GQA,
+ * positions with a gap), for f32/f16/bf16 weights.
+ *
+ * Tolerances (per element, stated where each check is made):
+ *  - exact ops (EMBED, ADD, MUL, SCALE, KV_STORE, PERMUTE): bit-exact; float + and * of two floats
+ *    equals the double result rounded to float.
+ *  - MATMUL: |y - ref| <= 2^-16 * sum_k |x_k w_k| (f32 accumulation, any order); for the bf16
+ *    vdpbf16ps path, where x is rounded to bf16: 2^-8 * sum_k |x_k w_k| (each product then errs
+ *    by at most 2^-9 of itself).
+ *  - transcendental ops (SILU, SWIGLU, SOFTMAX, RMSNORM): 4e-6 relative + a tiny absolute floor.
+ *  - ROPE: 2e-6 * |x| of the head (cos/sin are rounded to float).
+ *  - ATTENTION: 2e-5 * max|v|.
+ */
+#include "check.h"
+#include "test_cpu_graph.h"
+
+#include <math.h>
+
+#define MAX_FLAV 3
+static loom_backend *flav[MAX_FLAV];
+static int n_flav;
+
+/* Scratch output of the scalar run, for comparing the SIMD flavours with it. */
+static float *scalar_out;
+
+/* Check got against ref within tol[i] (tol == NULL: exact). */
+static void expect(const char *what, const char *fl, const float *got, const double *ref,
+                   const double *tol, size_t n) {
+    size_t bad = 0, at = 0;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        double lim = tol ? tol[i] : 0.0;
+        if (!tol) d = got[i] == (float)ref[i] ? 0 : INFINITY;
+        if (!(d <= lim)) {
+            if (!bad || d - lim > worst) worst = d - lim, at = i;
+            bad++;
+        }
+    }
+    CHECK(bad == 0, "%s [%s]: %zu of %zu values off; e.g. [%zu] got %.9g want %.9g (tol %.3g)",
+          what, fl, bad, n, at, got[at], ref[at], tol ? tol[at] : 0.0);
+}
+
+/* Run t on every flavour; compare node `out` (n floats) with ref/tol and with the scalar run. */
+static void run_all(tg *t, int out, const double *ref, const double *tol, size_t n, const char *what) {
+    for (int f = 0; f < n_flav; f++) {
+        const char *fl = loom_cpu_backend_isa(flav[f]);
+        tg_run_out o;
+        int rc = tg_run(t, flav[f], &o);
+        CHECK(rc == 0, "%s [%s]: run failed: %s", what, fl, o.err);
+        if (rc == 0) {
+            const float *got = tg_f32(t, &o, out);
+            expect(what, fl, got, ref, tol, n);
+            if (f == 0) {
+                memcpy(scalar_out, got, n * sizeof(float));
+            } else {
+                /* SIMD vs scalar: within the sum of both tolerances */
+                double *s = malloc(n * sizeof(double)), *tt = malloc(n * sizeof(double));
+                for (size_t i = 0; i < n; i++) {
+                    s[i] = scalar_out[i];
+                    tt[i] = tol ? 2 * tol[i] : 0;
+                }
+                char w2[160];
+                snprintf(w2, sizeof w2, "%s vs scalar", what);
+                expect(w2, fl, got, s, tol ? tt : NULL, n);
+                free(s);
+                free(tt);
+            }
+        }
+        tg_out_free(&o);
+    }
+}
+
+/* A run that must fail cleanly (rc -1 with a message containing `needle`), on every flavour. */
+static void run_fails(tg *t, const char *needle, const char *what) {
+    for (int f = 0; f < n_flav; f++) {
+        tg_run_out o;
+        int rc = tg_run(t, flav[f], &o);
+        CHECK(rc == -1 && strstr(o.err, needle), "%s [%s]: expected a failure mentioning '%s', got rc %d '%s'",
+              what, loom_cpu_backend_isa(flav[f]), needle, rc, o.err);
+        tg_out_free(&o);
+    }
+}
+
+static const loom_dtype wtypes[3] = {LOOM_F32, LOOM_F16, LOOM_BF16};
+
+/* ---- EMBED ---------------------------------------------------------------------------------- */
+static void test_embed(void) {
+    const int64_t V = 37, D = 45, S = 6;
+    int32_t ids[6] = {0, 36, 5, 5, 17, 36};
+    float *tab = malloc(V * D * sizeof(float));
+    for (int wi = 0; wi < 3; wi++) {
+        void *w = tg_weights(wtypes[wi], (size_t)(V * D), 2.0f, tab);
+        tg t;
+        tg_init(&t);
+        int tw = tg_weight(&t, wtypes[wi], 2, (int64_t[]){V, D}, w);
+        int ti = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, ids);
+        int e = tg_node(&t, LOOM_OP_EMBED, LOOM_F32, 2, (int64_t[]){S, D}, 2, tw, ti);
+        double ref[6 * 45];
+        for (int s = 0; s < S; s++)
+            for (int d = 0; d < D; d++) ref[s * D + d] = tab[ids[s] * D + d];
+        char what[64];
+        snprintf(what, sizeof what, "embed %s", loom_dtype_name(wtypes[wi]));
+        run_all(&t, e, ref, NULL, (size_t)(S * D), what);
+
+        int32_t bad[6] = {0, 1, 2, 37, 4, 5};
+        t.input_data[ti] = bad;
+        run_fails(&t, "vocabulary", "embed id 37 of 37");
+        bad[3] = -1;
+        run_fails(&t, "vocabulary", "embed id -1");
+        free(w);
+    }
+    free(tab);
+}
+
+/* ---- MATMUL --------------------------------------------------------------------------------- */
+static void test_matmul_case(loom_dtype wt, int64_t M, int64_t N, int64_t K, bool bias) {
+    float *x = malloc(M * K * sizeof(float)), *wf = malloc(N * K * sizeof(float));
+    float *b = malloc(N * sizeof(float));
+    tg_fill(x, (size_t)(M * K), 1.0f);
+    tg_fill(b, (size_t)N, 0.5f);
+    void *w = tg_weights(wt, (size_t)(N * K), 0.5f, wf);
+    tg t;
+    tg_init(&t);
+    int tx = tg_input(&t, LOOM_F32, 2, (int64_t[]){M, K}, x);
+    int tw = tg_weight(&t, wt, 2, (int64_t[]){N, K}, w);
+    int tb = bias ? tg_weight(&t, LOOM_F32, 1, (int64_t[]){N}, b) : -1;
+    int y = bias ? tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 3, tx, tw, tb)
+                 : tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 2, tx, tw);
+    double *ref = malloc(M * N * sizeof(double)), *tol = malloc(M * N * sizeof(double));
+    double *tol_bf = malloc(M * N * sizeof(double));
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = bias ? b[n] : 0, a = bias ? fabs(b[n]) : 0;
+            for (int64_t k = 0; k < K; k++) {
+                s += (double)x[m * K + k] * wf[n * K + k];
+                a += fabs((double)x[m * K + k] * wf[n * K + k]);
+            }
+            ref[m * N + n] = s;
+            tol[m * N + n] = ldexp(a, -16) + 1e-30;
+            tol_bf[m * N + n] = ldexp(a, -8) + 1e-30;
+        }
+    char what[96];
+    snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld%s", loom_dtype_name(wt), (long long)M,
+             (long long)N, (long long)K, bias ? " +bias" : "");
+    /* the bf16-rounding path only applies to bf16 weights with M > 1; run those flavours apart */
+    for (int f = 0; f < n_flav; f++) {
+        bool lossy = wt == LOOM_BF16 && M > 1 && loom_cpu_backend_gemm_bf16_rounds_x(flav[f]);
+        tg_run_out o;
+        int rc = tg_run(&t, flav[f], &o);
+        CHECK(rc == 0, "%s [%s]: %s", what, loom_cpu_backend_isa(flav[f]), o.err);
+        if (rc == 0) {
+            const float *got = tg_f32(&t, &o, y);
+            expect(what, loom_cpu_backend_isa(flav[f]), got, ref, lossy ? tol_bf : tol, (size_t)(M * N));
+            if (lossy) { /* typical error should be far below the bound: catch a sloppy kernel */
+                double e2 = 0, a2 = 0;
+                for (int64_t i = 0; i < M * N; i++) {
+                    e2 += (got[i] - ref[i]) * (got[i] - ref[i]);
+                    a2 += ref[i] * ref[i];
+                }
+                CHECK(sqrt(e2 / a2) < 4e-3, "%s [%s]: rms relative error %.3g", what,
+                      loom_cpu_backend_isa(flav[f]), sqrt(e2 / a2));
+            }
+        }
+        tg_out_free(&o);
+    }
+    free(x), free(wf), free(b), free(w), free(ref), free(tol), free(tol_bf);
+}
+
+static void test_matmul(void) {
+    static const int64_t shapes[][2] = {{37, 45}, {130, 100}, {16, 32}, {300, 600}, {33, 896}};
+    static const int64_t Ms[] = {1, 3, 17, 64};
+    for (int wi = 0; wi < 3; wi++)
+        for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
+            for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
+                int64_t N = shapes[si][0], K = shapes[si][1], M = Ms[mi];
+                if (N * K > 100000 && M == 3) continue; /* keep the suite fast */
+                test_matmul_case(wtypes[wi], M, N, K, (si + mi) % 2 == 0);
+            }
+    /* a single row and column */
+    test_matmul_case(LOOM_F16, 2, 1, 1, true);
+    test_matmul_case(LOOM_F32, 1, 1, 7, false);
+}
+
+/* ---- elementwise ---------------------------------------------------------------------------- */
+static void set_tol_rel(double *tol, const double *ref, size_t n, double rel, double abs_) {
+    for (size_t i = 0; i < n; i++) tol[i] = rel * fabs(ref[i]) + abs_;
+}
+
+static double silu_d(double v) { return v / (1.0 + exp(-v)); }
+
+static void test_elementwise_shape(int64_t M, int64_t N) {
+    size_t n = (size_t)(M * N);
+    float *a = malloc(n * 4), *b = malloc(n * 4), *brow = malloc(N * 4);
+    double *ref = malloc(n * 8), *tol = malloc(n * 8);
+    tg_fill(a, n, 8.0f);
+    tg_fill(b, n, 8.0f);
+    tg_fill(brow, (size_t)N, 3.0f);
+    /* saturating values for exp */
+    a[0] = -100.0f;
+    if (n > 1) a[1] = 100.0f;
+    if (n > 2) a[2] = 0.0f;
+    if (n > 3) a[3] = -20.0f;
+    int64_t ne[2] = {M, N};
+    char what[96];
+
+    for (int op = 0; op < 2; op++) {
+        loom_op lop = op ? LOOM_OP_MUL : LOOM_OP_ADD;
+        for (int bc = 0; bc < 2; bc++)
+            for (int inp = 0; inp < 2; inp++) {
+                tg t;
+                tg_init(&t);
+                int ta = tg_input(&t, LOOM_F32, 2, ne, a);
+                /* in place: the op must consume a computed node, so copy a with SCALE 1 first */
+                int src = inp ? tg_node(&t, LOOM_OP_SCALE, LOOM_F32, 2, ne, 1, ta) : ta;
+                if (inp) t.nodes[src].fp[0] = 1.0f;
+                int tb = bc ? tg_input(&t, LOOM_F32, 1, &N, brow) : tg_input(&t, LOOM_F32, 2, ne, b);
+                int y = tg_node(&t, lop, LOOM_F32, 2, ne, 2, src, tb);
+                if (inp) tg_inplace(&t, y);
+                for (size_t i = 0; i < n; i++) {
+                    double bv = bc ? brow[i % N] : b[i];
+                    ref[i] = op ? (double)a[i] * bv : (double)a[i] + bv;
+                }
+                snprintf(what, sizeof what, "%s [%lld,%lld]%s%s", op ? "mul" : "add", (long long)M,
+                         (long long)N, bc ? " broadcast" : "", inp ? " in place" : "");
+                run_all(&t, y, ref, NULL, n, what);
+            }
+    }
+    for (int kind = 0; kind < 3; kind++) { /* SCALE, SILU, SWIGLU; each also in place */
+        for (int inp = 0; inp < 2; inp++) {
+            tg t;
+            tg_init(&t);
+            int ta = tg_input(&t, LOOM_F32, 2, ne, a), tb = tg_input(&t, LOOM_F32, 2, ne, b);
+            int src = ta;
+            if (inp) {
+                src = tg_node(&t, LOOM_OP_SCALE, LOOM_F32, 2, ne, 1, ta);
+                t.nodes[src].fp[0] = 1.0f;
+            }
+            int y;
+            const char *name;
+            if (kind == 0) {
+                y = tg_node(&t, LOOM_OP_SCALE, LOOM_F32, 2, ne, 1, src);
+                t.nodes[y].fp[0] = 0.37f;
+                for (size_t i = 0; i < n; i++) ref[i] = (double)a[i] * 0.37f;
+                name = "scale";
+            } else if (kind == 1) {
+                y = tg_node(&t, LOOM_OP_SILU, LOOM_F32, 2, ne, 1, src);
+                for (size_t i = 0; i < n; i++) ref[i] = silu_d(a[i]);
+                name = "silu";
+            } else {
+                y = tg_node(&t, LOOM_OP_SWIGLU, LOOM_F32, 2, ne, 2, src, tb);
+                for (size_t i = 0; i < n; i++) ref[i] = silu_d(a[i]) * b[i];
+                name = "swiglu";
+            }
+            if (inp) tg_inplace(&t, y);
+            snprintf(what, sizeof what, "%s [%lld,%lld]%s", name, (long long)M, (long long)N,
+                     inp ? " in place" : "");
+            set_tol_rel(tol, ref, n, 4e-6, 1e-30);
+            run_all(&t, y, ref, kind == 0 ? NULL : tol, n, what);
+        }
+    }
+    free(a), free(b), free(brow), free(ref), free(tol);
+}
+
+static void test_elementwise(void) {
+    test_elementwise_shape(1, 1);
+    test_elementwise_shape(3, 45);
+    test_elementwise_shape(17, 37);
+    test_elementwise_shape(64, 601); /* big enough to be split across threads */
+}
+
+/* ---- RMSNORM, SOFTMAX ----------------------------------------------------------------------- */
+static void test_rows(void) {
+    static const int64_t shapes[][2] = {{1, 7}, {3, 45}, {17, 896}, {64, 600}};
+    for (size_t si = 0; si < 4; si++) {
+        int64_t M = shapes[si][0], N = shapes[si][1];
+        size_t n = (size_t)(M * N);
+        int64_t ne[2] = {M, N};
+        float *a = malloc(n * 4), *w = malloc(N * 4);
+        double *ref = malloc(n * 8), *tol = malloc(n * 8);
+        tg_fill(w, (size_t)N, 2.0f);
+        for (int64_t m = 0; m < M; m++) /* rows of very different magnitude, one tiny (eps matters) */
+            tg_fill(a + m * N, (size_t)N, m % 3 == 1 ? 1e-4f : (float)(m + 1) * 3.0f);
+        char what[96];
+        for (int withw = 0; withw < 2; withw++)
+            for (int inp = 0; inp < 2; inp++) {
+                const float eps = 1e-6f;
+                tg t;
+                tg_init(&t);
+                int ta = tg_input(&t, LOOM_F32, 2, ne, a);
+                int src = ta;
+                if (inp) {
+                    src = tg_node(&t, LOOM_OP_SCALE, LOOM_F32, 2, ne, 1, ta);
+                    t.nodes[src].fp[0] = 1.0f;
+                }
+                int tw = withw ? tg_weight(&t, LOOM_F32, 1, &N, w) : -1;
+                int y = withw ? tg_node(&t, LOOM_OP_RMSNORM, LOOM_F32, 2, ne, 2, src, tw)
+                              : tg_node(&t, LOOM_OP_RMSNORM, LOOM_F32, 2, ne, 1, src);
+                t.nodes[y].fp[0] = eps;
+                if (inp) tg_inplace(&t, y);
+                for (int64_t m = 0; m < M; m++) {
+                    double ss = 0;
+                    for (int64_t k = 0; k < N; k++) ss += (double)a[m * N + k] * a[m * N + k];
+                    double r = 1.0 / sqrt(ss / N + (double)eps);
+                    for (int64_t k = 0; k < N; k++)
+                        ref[m * N + k] = a[m * N + k] * r * (withw ? w[k] : 1.0);
+                }
+                set_tol_rel(tol, ref, n, 4e-6, 1e-30);
+                snprintf(what, sizeof what, "rmsnorm [%lld,%lld]%s%s", (long long)M, (long long)N,
+                         withw ? " *w" : "", inp ? " in place" : "");
+                run_all(&t, y, ref, tol, n, what);
+            }
+        for (int sc = 0; sc < 2; sc++) {
+            float scale = sc ? 0.125f : 1.0f;
+            for (size_t i = 0; i < n; i++) a[i] = tg_randf() * 50.0f; /* large: needs max-subtraction */
+            tg t;
+            tg_init(&t);
+            int ta = tg_input(&t, LOOM_F32, 2, ne, a);
+            int y = tg_node(&t, LOOM_OP_SOFTMAX, LOOM_F32, 2, ne, 1, ta);
+            t.nodes[y].fp[0] = scale;
+            for (int64_t m = 0; m < M; m++) {
+                double mx = -INFINITY, s = 0;
+                for (int64_t k = 0; k < N; k++) mx = fmax(mx, (double)a[m * N + k] * scale);
+                for (int64_t k = 0; k < N; k++) s += exp((double)a[m * N + k] * scale - mx);
+                for (int64_t k = 0; k < N; k++) ref[m * N + k] = exp((double)a[m * N + k] * scale - mx) / s;
+            }
+            set_tol_rel(tol, ref, n, 4e-6, 1e-12);
+            snprintf(what, sizeof what, "softmax [%lld,%lld] scale %g", (long long)M, (long long)N, scale);
+            run_all(&t, y, ref, tol, n, what);
+        }
+        free(a), free(w), free(ref), free(tol);
+    }
+}
+
+/* ---- ROPE ----------------------------------------------------------------------------------- */
+static void test_rope_case(int mode, int H, int hd, int rot, bool factors, float theta, float pscale,
+                           bool inplace) {
+    enum { S = 5 };
+    int32_t pos[S] = {0, 1, 7, 1000, 4095};
+    int64_t D = (int64_t)H * hd, ne[2] = {S, D};
+    size_t n = (size_t)(S * D);
+    float *x = malloc(n * 4), fac[64];
+    double *ref = malloc(n * 8), *tol = malloc(n * 8);
+    tg_fill(x, n, 2.0f);
+    for (int i = 0; i < rot / 2; i++) fac[i] = 1.0f + (float)i * 0.75f;
+    tg t;
+    tg_init(&t);
+    int tx = tg_input(&t, LOOM_F32, 2, ne, x), tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    int src = tx;
+    if (inplace) {
+        src = tg_node(&t, LOOM_OP_SCALE, LOOM_F32, 2, ne, 1, tx);
+        t.nodes[src].fp[0] = 1.0f;
+    }
+    int tf = factors ? tg_weight(&t, LOOM_F32, 1, (int64_t[]){rot / 2}, fac) : -1;
+    int y = factors ? tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, ne, 3, src, tp, tf)
+                    : tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, ne, 2, src, tp);
+    loom_node *nd = &t.nodes[y];
+    nd->ip[0] = H, nd->ip[1] = hd, nd->ip[2] = mode, nd->ip[3] = rot;
+    nd->fp[0] = theta, nd->fp[1] = pscale;
+    if (inplace) tg_inplace(&t, y);
+    for (int s = 0; s < S; s++)
+        for (int h = 0; h < H; h++) {
+            const float *xh = x + s * D + h * hd;
+            double *r = ref + s * D + h * hd, amax = 0;
+            for (int d = 0; d < hd; d++) r[d] = xh[d], amax = fmax(amax, fabs(xh[d]));
+            for (int i = 0; i < rot / 2; i++) {
+                double ang = pos[s] * (double)pscale * pow((double)theta, -2.0 * i / rot);
+                if (factors) ang /= fac[i];
+                int ia = mode == LOOM_ROPE_NORM ? 2 * i : i, ib = mode == LOOM_ROPE_NORM ? 2 * i + 1 : i + rot / 2;
+                double a = xh[ia], b = xh[ib];
+                r[ia] = a * cos(ang) - b * sin(ang);
+                r[ib] = a * sin(ang) + b * cos(ang);
+            }
+            for (int d = 0; d < hd; d++) tol[s * D + h * hd + d] = 2e-6 * amax;
+        }
+    char what[128];
+    snprintf(what, sizeof what, "rope %s H=%d hd=%d rot=%d%s theta=%g pscale=%g%s",
+             mode == LOOM_ROPE_NORM ? "norm" : "neox", H, hd, rot, factors ? " factors" : "", theta,
+             pscale, inplace ? " in place" : "");
+    run_all(&t, y, ref, tol, n, what);
+    free(x), free(ref), free(tol);
+}
+
+static void test_rope(void) {
+    for (int mode = 0; mode < 2; mode++) {
+        test_rope_case(mode, 3, 8, 8, false, 10000.0f, 1.0f, false);
+        test_rope_case(mode, 3, 8, 6, true, 10000.0f, 1.0f, true);
+        test_rope_case(mode, 2, 64, 64, false, 1e6f, 0.25f, false);
+        test_rope_case(mode, 5, 40, 32, true, 500000.0f, 1.0f, true);
+    }
+}
+
+/* ---- KV_STORE + ATTENTION ------------------------------------------------------------------- */
+/* Store S new rows at positions base.. (or the given pos) into K/V caches whose earlier rows were
+ * written by an "earlier step" and whose later rows hold NaN (never to be read), then attend. */
+static void test_attention_case(int H, int Hkv, int hd, int S, const int32_t *pos, int64_t C) {
+    int64_t Dq = (int64_t)H * hd, Dkv = (int64_t)Hkv * hd;
+    float *q = malloc(S * Dq * 4), *kr = malloc(S * Dkv * 4), *vr = malloc(S * Dkv * 4);
+    float *kc = malloc(C * Dkv * 4), *vc = malloc(C * Dkv * 4);
+    float *kref = malloc(C * Dkv * 4), *vref = malloc(C * Dkv * 4);
+    double *ref = malloc(S * Dq * 8), *tol = malloc(S * Dq * 8), *sc = malloc(C * 8);
+    tg_fill(q, (size_t)(S * Dq), 3.0f); /* peaky softmax */
+    tg_fill(kr, (size_t)(S * Dkv), 1.0f);
+    tg_fill(vr, (size_t)(S * Dkv), 2.0f);
+    int32_t pmax = 0;
+    for (int s = 0; s < S; s++) pmax = pos[s] > pmax ? pos[s] : pmax;
+    uint32_t qnan = 0x7fc00000u;
+    for (int64_t j = 0; j < C; j++)
+        for (int64_t d = 0; d < Dkv; d++) {
+            if (j <= pmax) {
+                kc[j * Dkv + d] = tg_randf();
+                vc[j * Dkv + d] = tg_randf() * 2.0f;
+            } else {
+                memcpy(&kc[j * Dkv + d], &qnan, 4);
+                memcpy(&vc[j * Dkv + d], &qnan, 4);
+            }
+        }
+    memcpy(kref, kc, C * Dkv * 4);
+    memcpy(vref, vc, C * Dkv * 4);
+    for (int s = 0; s < S; s++) {
+        memcpy(kref + pos[s] * Dkv, kr + s * Dkv, Dkv * 4);
+        memcpy(vref + pos[s] * Dkv, vr + s * Dkv, Dkv * 4);
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    double vmax = 0;
+    for (int64_t i = 0; i < (pmax + 1) * Dkv; i++) vmax = fmax(vmax, fabs(vref[i]));
+    for (int s = 0; s < S; s++)
+        for (int h = 0; h < H; h++) {
+            int hk = h / (H / Hkv);
+            double mx = -INFINITY, l = 0;
+            for (int j = 0; j <= pos[s]; j++) {
+                double d = 0;
+                for (int e = 0; e < hd; e++) d += (double)q[s * Dq + h * hd + e] * kref[j * Dkv + hk * hd + e];
+                sc[j] = d * scale;
+                mx = fmax(mx, sc[j]);
+            }
+            for (int j = 0; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
+            for (int e = 0; e < hd; e++) {
+                double o = 0;
+                for (int j = 0; j <= pos[s]; j++) o += sc[j] * vref[j * Dkv + hk * hd + e];
+                ref[s * Dq + h * hd + e] = o / l;
+                tol[s * Dq + h * hd + e] = 2e-5 * vmax;
+            }
+        }
+
+    tg t;
+    tg_init(&t);
+    int tq = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, Dq}, q);
+    int tk = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, Dkv}, kr);
+    int tv = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, Dkv}, vr);
+    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    int ks = tg_state(&t, C, Dkv, kc), vs = tg_state(&t, C, Dkv, vc);
+    int k2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, Dkv}, 3, ks, tk, tp);
+    int v2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, Dkv}, 3, vs, tv, tp);
+    tg_inplace(&t, k2);
+    tg_inplace(&t, v2);
+    int att = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, Dq}, 4, tq, k2, v2, tp);
+    t.nodes[att].ip[0] = H, t.nodes[att].ip[1] = Hkv, t.nodes[att].ip[2] = hd;
+    t.nodes[att].fp[0] = scale;
+
+    char what[128];
+    snprintf(what, sizeof what, "attention H=%d Hkv=%d hd=%d S=%d pos0=%d C=%lld", H, Hkv, hd, S,
+             pos[0], (long long)C);
+    run_all(&t, att, ref, tol, (size_t)(S * Dq), what);
+    /* the caches after the store: exact (NaN rows compare as NaN == NaN bitwise) */
+    for (int f = 0; f < n_flav; f++) {
+        tg_run_out o;
+        if (tg_run(&t, flav[f], &o) == 0) {
+            CHECK(!memcmp(o.state[0], kref, C * Dkv * 4) && !memcmp(o.state[1], vref, C * Dkv * 4),
+                  "kv_store for %s [%s]: cache contents differ", what, loom_cpu_backend_isa(flav[f]));
+        }
+        tg_out_free(&o);
+    }
+    free(q), free(kr), free(vr), free(kc), free(vc), free(kref), free(vref), free(ref), free(tol), free(sc);
+}
+
+static void test_attention(void) {
+    static const int ratios[][2] = {{4, 4}, {4, 2}, {8, 2}};
+    int32_t pos[80];
+    for (int r = 0; r < 3; r++)
+        for (int hdi = 0; hdi < 2; hdi++) {
+            int hd = hdi ? 40 : 64;
+            int H = ratios[r][0], Hkv = ratios[r][1];
+            /* decode: one row at a position past earlier rows */
+            pos[0] = 37;
+            test_attention_case(H, Hkv, hd, 1, pos, 80);
+            /* first prefill from 0 */
+            for (int s = 0; s < 3; s++) pos[s] = s;
+            test_attention_case(H, Hkv, hd, 3, pos, 80);
+            /* a continued prefill: 17 rows from 50, rows 0..49 from an earlier step */
+            for (int s = 0; s < 17; s++) pos[s] = 50 + s;
+            test_attention_case(H, Hkv, hd, 17, pos, 80);
+        }
+    /* long enough for several key blocks of the online softmax, not in order */
+    for (int s = 0; s < 70; s++) pos[s] = 129 + (s * 7) % 70;
+    test_attention_case(8, 2, 64, 70, pos, 200);
+}
+
+static void test_kv_errors(void) {
+    enum { C = 10, W = 12, S = 3 };
+    float cache[C * W], rows[S * W], q[S * W];
+    tg_fill(cache, C * W, 1.0f);
+    tg_fill(rows, S * W, 1.0f);
+    tg_fill(q, S * W, 1.0f);
+    int32_t pos[S] = {7, 2, 10};
+    tg t;
+    tg_init(&t);
+    int tr = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, rows);
+    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    int ks = tg_state(&t, C, W, cache);
+    int k2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, ks, tr, tp);
+    tg_inplace(&t, k2);
+    run_fails(&t, "outside the cache", "kv_store at position 10 of 10");
+    pos[2] = -3;
+    run_fails(&t, "outside the cache", "kv_store at position -3");
+
+    tg_init(&t);
+    pos[2] = 10;
+    int tq = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, q);
+    tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    ks = tg_state(&t, C, W, cache);
+    int att = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, W}, 4, tq, ks, ks, tp);
+    t.nodes[att].ip[0] = 2, t.nodes[att].ip[1] = 2, t.nodes[att].ip[2] = 6;
+    t.nodes[att].fp[0] = 0.5f;
+    run_fails(&t, "outside the cache", "attention at position 10 of 10");
+}
+
+/* ---- PERMUTE -------------------------------------------------------------------------------- */
+static void test_permute_case(int nd, const int64_t *ne, const int *axes) {
+    int64_t n = 1, one[4] = {1, 1, 1, 1}, out_ne[4];
+    for (int d = 0; d < nd; d++) n *= ne[d], out_ne[d] = ne[axes[d]];
+    float *x = malloc(n * 4);
+    double *ref = malloc(n * 8);
+    tg_fill(x, (size_t)n, 1.0f);
+    /* strides of the source; walk the output in order */
+    int64_t st[4], acc = 1;
+    for (int d = nd - 1; d >= 0; d--) st[d] = acc, acc *= ne[d];
+    int64_t ix[4] = {0}, e4[4];
+    for (int d = 0; d < 4; d++) e4[d] = d < nd ? out_ne[d] : one[d];
+    for (int64_t o = 0; o < n; o++) {
+        int64_t src = 0;
+        for (int d = 0; d < nd; d++) src += ix[d] * st[axes[d]];
+        ref[o] = x[src];
+        for (int d = nd - 1; d >= 0; d--) {
+            if (++ix[d] < e4[d]) break;
+            ix[d] = 0;
+        }
+    }
+    tg t;
+    tg_init(&t);
+    int tx = tg_input(&t, LOOM_F32, nd, ne, x);
+    int y = tg_node(&t, LOOM_OP_PERMUTE, LOOM_F32, nd, out_ne, 1, tx);
+    for (int d = 0; d < nd; d++) t.nodes[y].ip[d] = axes[d];
+    char what[64];
+    snprintf(what, sizeof what, "permute %dD (%d %d %d %d)", nd, axes[0], nd > 1 ? axes[1] : -1,
+             nd > 2 ? axes[2] : -1, nd > 3 ? axes[3] : -1);
+    run_all(&t, y, ref, NULL, (size_t)n, what);
+    free(x), free(ref);
+}
+
+static void test_permute(void) {
+    test_permute_case(2, (int64_t[]){7, 13}, (int[]){1, 0});
+    test_permute_case(3, (int64_t[]){5, 3, 17}, (int[]){1, 0, 2});
+    test_permute_case(3, (int64_t[]){5, 3, 17}, (int[]){2, 0, 1});
+    test_permute_case(4, (int64_t[]){2, 3, 4, 5}, (int[]){0, 2, 1, 3});
+    test_permute_case(4, (int64_t[]){2, 3, 4, 5}, (int[]){3, 1, 0, 2});
+}
+
+/* ---- supports ------------------------------------------------------------------------------- */
+static void test_supports(void) {
+    loom_backend *be = flav[0];
+    tg t;
+    tg_init(&t);
+    float dummy[64] = {0};
+    int tx = tg_input(&t, LOOM_F32, 2, (int64_t[]){2, 4}, dummy);
+    int wi = tg_weight(&t, LOOM_I32, 2, (int64_t[]){3, 4}, dummy);
+    int wf = tg_weight(&t, LOOM_F16, 2, (int64_t[]){3, 4}, dummy);
+    int wk = tg_weight(&t, LOOM_F16, 2, (int64_t[]){3, 5}, dummy);
+    int ok = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){2, 3}, 2, tx, wf);
+    int bad_t = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){2, 3}, 2, tx, wi);
+    int bad_k = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){2, 3}, 2, tx, wk);
+    CHECK(be->ops->supports(be, &t.g, ok), "matmul f16 should be supported");
+    CHECK(!be->ops->supports(be, &t.g, bad_t), "matmul with an i32 weight should not be supported");
+    CHECK(!be->ops->supports(be, &t.g, bad_k), "matmul with mismatched K should not be supported");
+    int r = tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, (int64_t[]){2, 4}, 2, tx, tx);
+    t.nodes[r].ip[0] = 1, t.nodes[r].ip[1] = 4, t.nodes[r].ip[3] = 4;
+    CHECK(!be->ops->supports(be, &t.g, r), "rope with f32 positions should not be supported");
+    int a = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){2, 4}, 4, tx, tx, tx, tx);
+    t.nodes[a].ip[0] = 3, t.nodes[a].ip[1] = 2, t.nodes[a].ip[2] = 4;
+    CHECK(!be->ops->supports(be, &t.g, a), "attention with 3 heads over 2 kv heads should not be supported");
+}
+
+int main(void) {
+    loom_backend_opts o = {.n_threads = 2};
+    flav[n_flav++] = loom_cpu_backend_new_isa(&o, "scalar");
+    if (cpu_has_avx2()) flav[n_flav++] = loom_cpu_backend_new_isa(&o, "avx2");
+    if (cpu_has_avx512()) flav[n_flav++] = loom_cpu_backend_new_isa(&o, "avx512");
+    for (int f = 0; f < n_flav; f++)
+        if (!flav[f]) {
+            fprintf(stderr, "cannot create a cpu backend: %s\n", loom_last_error());
+            return 1;
+        }
+    printf("flavours:");
+    for (int f = 0; f < n_flav; f++) printf(" %s", loom_cpu_backend_isa(flav[f]));
+    printf("\n");
+    /* forcing the scalar switch must give the scalar kernels */
+    loom_backend_opts fs = {.n_threads = 1, .force_scalar = true};
+    loom_backend *be = loom_cpu_backend_new(&fs);
+    CHECK(be && !strcmp(loom_cpu_backend_isa(be), "scalar"), "force_scalar must select scalar kernels");
+    loom_backend_close(be);
+    CHECK(loom_cpu_backend_new_isa(&o, "sse9") == NULL && strstr(loom_last_error(), "sse9"),
+          "an unknown flavour must fail with a message");
+
+    scalar_out = malloc(4 << 20);
+    test_embed();
+    test_matmul();
+    test_elementwise();
+    test_rows();
+    test_rope();
+    test_attention();
+    test_kv_errors();
+    test_permute();
+    test_supports();
+    free(scalar_out);
+    for (int f = 0; f < n_flav; f++) loom_backend_close(flav[f]);
+    CHECK_DONE();
+}
