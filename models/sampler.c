@@ -6,12 +6,13 @@
 #include <math.h>
 #include <stdlib.h>
 
+typedef struct { float p; int id; } cand;
+
 struct loom_sampler {
     loom_sampler_opts o;
     uint64_t rng;
     int cap;
-    int *idx;
-    float *prob;
+    cand *c;
 };
 
 loom_sampler *loom_sampler_new(const loom_sampler_opts *o) {
@@ -24,8 +25,7 @@ loom_sampler *loom_sampler_new(const loom_sampler_opts *o) {
 
 void loom_sampler_free(loom_sampler *s) {
     if (!s) return;
-    free(s->idx);
-    free(s->prob);
+    free(s->c);
     free(s);
 }
 
@@ -44,51 +44,47 @@ static int argmax(const float *x, int n) {
     return best;
 }
 
-static const float *sort_key;
+/* Sort candidates by probability, descending; ties by id so results never depend on qsort. */
 static int by_prob_desc(const void *a, const void *b) {
-    float x = sort_key[*(const int *)a], y = sort_key[*(const int *)b];
-    return (x < y) - (x > y);
+    const cand *x = a, *y = b;
+    if (x->p != y->p) return (x->p < y->p) - (x->p > y->p);
+    return (x->id > y->id) - (x->id < y->id);
 }
 
 int32_t loom_sampler_sample(loom_sampler *s, const float *logits, int n) {
     if (s->o.temperature <= 0 || s->o.top_k == 1) return argmax(logits, n);
     if (n > s->cap) {
-        int *idx = realloc(s->idx, (size_t)n * sizeof *idx);
-        float *prob = realloc(s->prob, (size_t)n * sizeof *prob);
-        if (idx) s->idx = idx;
-        if (prob) s->prob = prob;
-        if (!idx || !prob) return argmax(logits, n); /* out of memory: degrade to greedy */
+        cand *c = realloc(s->c, (size_t)n * sizeof *c);
+        if (!c) return argmax(logits, n); /* out of memory: degrade to greedy */
+        s->c = c;
         s->cap = n;
     }
     float mx = logits[argmax(logits, n)], sum = 0;
     for (int i = 0; i < n; i++) {
-        s->prob[i] = expf((logits[i] - mx) / s->o.temperature);
-        sum += s->prob[i];
-        s->idx[i] = i;
+        s->c[i].p = expf((logits[i] - mx) / s->o.temperature);
+        s->c[i].id = i;
+        sum += s->c[i].p;
     }
-    for (int i = 0; i < n; i++) s->prob[i] /= sum;
+    for (int i = 0; i < n; i++) s->c[i].p /= sum;
     int k = n;
     if (s->o.top_k > 0 && s->o.top_k < n) k = s->o.top_k;
-    if (k < n || s->o.top_p < 1.0f) {
-        sort_key = s->prob;
-        qsort(s->idx, (size_t)n, sizeof *s->idx, by_prob_desc);
-    }
+    if (k < n || s->o.top_p < 1.0f) qsort(s->c, (size_t)n, sizeof *s->c, by_prob_desc);
     if (s->o.top_p < 1.0f) {
-        float c = 0;
+        float acc = 0;
         for (int i = 0; i < k; i++) {
-            c += s->prob[s->idx[i]];
-            if (c >= s->o.top_p) {
+            acc += s->c[i].p;
+            if (acc >= s->o.top_p) {
                 k = i + 1;
                 break;
             }
         }
     }
     float total = 0;
-    for (int i = 0; i < k; i++) total += s->prob[s->idx[i]];
-    float r = next_uniform(s) * total, c = 0;
+    for (int i = 0; i < k; i++) total += s->c[i].p;
+    float r = next_uniform(s) * total, acc = 0;
     for (int i = 0; i < k; i++) {
-        c += s->prob[s->idx[i]];
-        if (r < c) return s->idx[i];
+        acc += s->c[i].p;
+        if (r < acc) return s->c[i].id;
     }
-    return s->idx[k - 1];
+    return s->c[k - 1].id;
 }

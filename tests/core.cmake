@@ -6,3 +6,4 @@ add_test(NAME dump_text COMMAND ${LOOM_BIN} dump -m ${LOOM_FIXTURES}/qwen2-tiny 
 set_tests_properties(dump_text PROPERTIES PASS_REGULAR_EXPRESSION "summary: [0-9]+ nodes declared.*fused groups, arena")
 add_test(NAME dump_all_passes COMMAND ${LOOM_BIN} dump -m ${LOOM_FIXTURES}/llama-tiny --phase decode --after all)
 set_tests_properties(dump_all_passes PROPERTIES PASS_REGULAR_EXPRESSION "== declared.*== dce.*== cse.*== fuse.*== memory")
+loom_unit_test(test_sampler)
