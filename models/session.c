@@ -93,7 +93,9 @@ loom_session *loom_session_new(loom_model *m, const loom_session_opts *opts) {
     s->o = o;
     const loom_hparams *hp = &m->hp;
     s->n_ctx = o.n_ctx > 0 ? o.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
-    loom_backend_opts bo = {.n_threads = o.n_threads, .device_index = -1, .verbose = o.verbose};
+    /* only an automatic choice needs announcing; an explicit --device is what the user asked for */
+    bool auto_dev = !o.device || !strcmp(o.device, "auto");
+    loom_backend_opts bo = {.n_threads = o.n_threads, .device_index = -1, .verbose = o.verbose && auto_dev};
     const char *env = getenv("LOOM_SCALAR");
     bo.force_scalar = env && *env && strcmp(env, "0");
     s->be = loom_backend_open(o.device, &bo);
