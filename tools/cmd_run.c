@@ -215,6 +215,7 @@ int cmd_run(int argc, char **argv) {
     }
     double t_gen = loom_now() - t0;
     printf("\n");
+    fflush(stdout);
     fprintf(stderr, "loom: %s; prompt %d tokens in %.3f s (%.1f t/s), generated %d tokens in %.3f s (%.1f t/s) on %s\n",
             stop ? stop : "token limit", n, t_prompt, n / (t_prompt > 0 ? t_prompt : 1e-9), generated, t_gen,
             generated / (t_gen > 0 ? t_gen : 1e-9), loom_session_device(s));
