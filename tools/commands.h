@@ -18,6 +18,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 /* Options every model command accepts, parsed by tools/common.c. */
 typedef struct loom_common_opts {

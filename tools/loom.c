@@ -8,7 +8,10 @@ static const loom_command commands[] = {
     {"run", "generate tokens from a prompt", cmd_run},
     {"check", "compare a model's outputs with a reference.safetensors", cmd_check},
     {"bench", "prompt-processing and generation speed (llama-bench style)", cmd_bench},
+    {"convert", "convert a HuggingFace checkpoint to GGUF", cmd_convert},
+    {"synth", "write a random-weight GGUF of a real model shape", cmd_synth},
     {"dump", "print the graph as declared and after each planner pass", cmd_dump},
+    {"chat", "an interactive conversation (history kept in the KV cache)", cmd_chat},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,61 @@
+#include "chat.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+loom_chat_format loom_chat_detect(const char *t, const char *arch, bool has_im_start, bool has_header_tokens) {
+    if (t) {
+        if (strstr(t, "<|im_start|>")) return LOOM_CHAT_CHATML;
+        if (strstr(t, "<|start_header_id|>")) return LOOM_CHAT_LLAMA3;
+        if (strstr(t, "[INST]")) return LOOM_CHAT_LLAMA2;
+    }
+    if (has_im_start) return LOOM_CHAT_CHATML;
+    if (has_header_tokens) return LOOM_CHAT_LLAMA3;
+    (void)arch;
+    return LOOM_CHAT_NONE;
+}
+
+const char *loom_chat_format_name(loom_chat_format f) {
+    switch (f) {
+    case LOOM_CHAT_CHATML: return "chatml";
+    case LOOM_CHAT_LLAMA2: return "llama2";
+    case LOOM_CHAT_LLAMA3: return "llama3";
+    default: return "none";
+    }
+}
+
+static char *fmt(const char *f, ...) {
+    va_list ap;
+    va_start(ap, f);
+    int n = vsnprintf(NULL, 0, f, ap);
+    va_end(ap);
+    if (n < 0) return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (!s) return NULL;
+    va_start(ap, f);
+    vsnprintf(s, (size_t)n + 1, f, ap);
+    va_end(ap);
+    return s;
+}
+
+char *loom_chat_user_turn(loom_chat_format f, const char *system, const char *user, bool first, bool after_reply) {
+    bool sys = first && system && *system;
+    switch (f) {
+    case LOOM_CHAT_CHATML:
+        return fmt("%s%s%s%s<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", after_reply ? "<|im_end|>\n" : "",
+                   sys ? "<|im_start|>system\n" : "", sys ? system : "", sys ? "<|im_end|>\n" : "", user);
+    case LOOM_CHAT_LLAMA3:
+        return fmt("%s%s%s%s<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>"
+                   "<|start_header_id|>assistant<|end_header_id|>\n\n",
+                   after_reply ? "<|eot_id|>" : "", sys ? "<|start_header_id|>system<|end_header_id|>\n\n" : "",
+                   sys ? system : "", sys ? "<|eot_id|>" : "", user);
+    case LOOM_CHAT_LLAMA2:
+        /* BOS starts every exchange in Llama 2's format; the first one comes from the tokenizer */
+        if (sys) return fmt("[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", system, user);
+        return fmt("%s[INST] %s [/INST]", after_reply ? " </s><s>" : "", user);
+    default:
+        return fmt("%s%s%s", sys ? system : "", sys ? "\n" : "", user);
+    }
+}

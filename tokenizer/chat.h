@@ -1,0 +1,32 @@
+/* Chat templates: the turn formats of the model families loom knows, rendered one turn at a time
+ * so a conversation's history stays in the KV cache (each turn appends only its own tokens).
+ *
+ * The family is recognised from the checkpoint's Jinja template (GGUF tokenizer.chat_template or
+ * tokenizer_config.json chat_template) by its marker tokens; loom does not run Jinja. */
+#ifndef LOOM_CHAT_H
+#define LOOM_CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum loom_chat_format {
+    LOOM_CHAT_NONE,   /* no template: turns are plain text */
+    LOOM_CHAT_CHATML, /* Qwen2 / Qwen2.5: <|im_start|>role\n...<|im_end|>\n */
+    LOOM_CHAT_LLAMA2, /* [INST] ... [/INST], <<SYS>> inside the first turn */
+    LOOM_CHAT_LLAMA3, /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+} loom_chat_format;
+
+/* Pick the format from a template string (may be NULL) and, when that says nothing, from the
+ * architecture name and whether the vocabulary has the family's marker tokens. */
+loom_chat_format loom_chat_detect(const char *template_str, const char *arch, bool has_im_start,
+                                  bool has_header_tokens);
+const char *loom_chat_format_name(loom_chat_format f);
+
+/* Text for the next user turn, ending where the assistant's reply begins. `first` is true for the
+ * conversation's first turn (which carries the system prompt, if any, and BOS where the format
+ * spells it out); `after_reply` is true when an assistant reply precedes this turn, whose
+ * end-of-turn marker was generated but never evaluated and so is written here. Returns a
+ * malloc'd string, or NULL when out of memory. */
+char *loom_chat_user_turn(loom_chat_format f, const char *system, const char *user, bool first, bool after_reply);
+
+#endif
