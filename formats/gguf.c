@@ -247,10 +247,9 @@ static int read_array(gguf_ctx *g, reader *r, gguf_kv *kv) {
         for (size_t j = 0; j < n; j++) {
             const char *s;
             size_t len;
-            if (rd_str(r, &s, &len, "array string")) {
-                loom_err_prefix("key '%s' item %zu", kv->key, j);
-                return -1;
-            }
+            if (rd_str(r, &s, &len, "array string"))
+                return loom_err("%s: key '%s' item %zu at offset %zu runs past the end of the file (%zu bytes)",
+                                g->path, kv->key, j, r->off, r->size);
             total += len + 1; /* cannot overflow: bounded by the file size */
         }
         kv->arr_buf = loom_malloc(total);
@@ -295,19 +294,17 @@ static int read_kv(gguf_ctx *g, reader *r, gguf_kv *kv) {
     if (rd_u32(r, &kv->type, "value type")) return -1;
     if (kv->type == GGUF_TYPE_STRING) {
         const char *s;
-        if (rd_str(r, &s, &kv->len, "string value")) {
-            loom_err_prefix("key '%s'", kv->key);
-            return -1;
-        }
+        if (rd_str(r, &s, &kv->len, "string value"))
+            return loom_err("%s: key '%s' string value at offset %zu runs past the end of the file (%zu bytes)",
+                            g->path, kv->key, r->off, r->size);
         return (kv->str = dup_n(s, kv->len)) ? 0 : -1;
     }
     if (kv->type == GGUF_TYPE_ARRAY) return read_array(g, r, kv);
     size_t es = kv_scalar_size(kv->type);
     if (!es) return loom_err("%s: key '%s' has unknown value type %u", g->path, kv->key, kv->type);
-    if (rd_need(r, es, "value")) {
-        loom_err_prefix("key '%s'", kv->key);
-        return -1;
-    }
+    if (rd_need(r, es, "value"))
+        return loom_err("%s: key '%s' value at offset %zu runs past the end of the file (%zu bytes)", g->path,
+                        kv->key, r->off, r->size);
     kv->raw = r->p + r->off;
     r->off += es;
     if (kv->type == GGUF_TYPE_BOOL && *kv->raw > 1)
@@ -319,9 +316,11 @@ static int read_tensor_info(gguf_ctx *g, reader *r, gguf_tensor *t) {
     const char *s;
     size_t len;
     if (rd_str(r, &s, &len, "tensor name")) return -1;
-    if (len == 0 || len > GGUF_MAX_NAME || memchr(s, 0, len))
-        return loom_err("%s: tensor name at offset %zu is empty, too long (%zu > %d bytes) or holds a NUL",
-                        g->path, r->off - len - 8, len, GGUF_MAX_NAME);
+    if (len == 0) return loom_err("%s: empty tensor name at offset %zu", g->path, r->off - 8);
+    if (len > GGUF_MAX_NAME)
+        return loom_err("%s: tensor name '%.40s...' at offset %zu is longer than %d bytes", g->path, s,
+                        r->off - len - 8, GGUF_MAX_NAME);
+    if (memchr(s, 0, len)) return loom_err("%s: tensor name at offset %zu holds a NUL byte", g->path, r->off - len - 8);
     if (!(t->name = dup_n(s, len))) return -1;
     uint32_t nd;
     if (rd_u32(r, &nd, "tensor ndim")) return -1;
@@ -420,6 +419,9 @@ static int parse(gguf_ctx *g) {
         if (t->offset % g->alignment)
             return loom_err("%s: tensor '%s' data offset %llu is not a multiple of the alignment (%zu)",
                             g->path, t->name, (unsigned long long)t->offset, g->alignment);
+        if (t->offset > (uint64_t)(SIZE_MAX - data_off))
+            return loom_err("%s: tensor '%s' data offset %llu is past end of file (%zu bytes)", g->path, t->name,
+                            (unsigned long long)t->offset, g->size);
         if (t->offset > data_size || t->nbytes > data_size - t->offset)
             return loom_err("%s: tensor '%s' data [offset %llu, %zu bytes] runs past end of file (%zu bytes)",
                             g->path, t->name, (unsigned long long)(data_off + t->offset), t->nbytes,

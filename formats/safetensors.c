@@ -93,7 +93,10 @@ static int parse_entry(st_file *f, const cJSON *e, st_tensor *t, size_t data_siz
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 || json_u64(cJSON_GetArrayItem(of, 0), &b) ||
         json_u64(cJSON_GetArrayItem(of, 1), &en))
         return loom_err("%s: tensor '%s' data_offsets is not a pair of non-negative integers", p, name);
-    if (b > en || en > data_size)
+    if (b > en)
+        return loom_err("%s: tensor '%s' data_offsets [%llu, %llu] end before they begin", p, name,
+                        (unsigned long long)b, (unsigned long long)en);
+    if (en > data_size)
         return loom_err("%s: tensor '%s' data_offsets [%llu, %llu] run past the data section (%zu bytes)", p, name,
                         (unsigned long long)b, (unsigned long long)en, data_size);
     t->nbytes = (size_t)(en - b);
@@ -115,12 +118,18 @@ static int parse(st_file *f) {
     if (hlen < 2) return loom_err("%s: header length %llu is too short for a JSON header", p, (unsigned long long)hlen);
     const char *json = (const char *)f->map + 8;
     if (json[0] != '{') return loom_err("%s: not a safetensors file (header does not start with '{')", p);
-    f->root = cJSON_ParseWithLength(json, (size_t)hlen);
+    const char *end = NULL;
+    f->root = cJSON_ParseWithLengthOpts(json, (size_t)hlen, &end, false);
     if (!f->root || !cJSON_IsObject(f->root)) {
         const char *at = cJSON_GetErrorPtr();
         size_t pos = at && at >= json && at <= json + hlen ? (size_t)(at - json) : 0;
         return loom_err("%s: header is not a valid JSON object (error near byte %zu)", p, pos + 8);
     }
+    /* writers pad the header with spaces; anything else after the JSON means the length lies */
+    for (const char *c = end; c && c < json + hlen; c++)
+        if (*c != ' ' && *c != '\t' && *c != '\n' && *c != '\r')
+            return loom_err("%s: header length %llu does not match the JSON (stray bytes at offset %zu)", p,
+                            (unsigned long long)hlen, (size_t)(c - json) + 8);
     size_t data_off = 8 + (size_t)hlen, data_size = f->size - data_off;
     int n = 0;
     const cJSON *e;

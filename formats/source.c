@@ -179,7 +179,7 @@ static bool file_exists(const char *p) {
 }
 
 /* Read and parse a JSON file (object expected). */
-static cJSON *read_json(const char *path) {
+void *loom_json_read(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return loom_err_null("%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -241,7 +241,7 @@ static int shard_index(const loom_source *s, const char *dir_path_file) {
 
 /* model.safetensors.index.json: open every shard it names once, check each listed tensor is there. */
 static int open_index(loom_source *s, const char *index_path) {
-    cJSON *j = read_json(index_path);
+    cJSON *j = loom_json_read(index_path);
     if (!j) return -1;
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
     int rc = 0;
@@ -311,7 +311,7 @@ static int open_hf(loom_source *s) {
     if (!(s->config_path = path_join(s->path, "config.json"))) return -1;
     if (!file_exists(s->config_path))
         return loom_err("%s: no config.json (not a HuggingFace model directory)", s->path);
-    if (!(s->config = read_json(s->config_path))) return -1;
+    if (!(s->config = loom_json_read(s->config_path))) return -1;
 
     const cJSON *archs = cJSON_GetObjectItemCaseSensitive(s->config, "architectures");
     int na = cJSON_IsArray(archs) ? cJSON_GetArraySize(archs) : 0;

@@ -63,4 +63,8 @@ const struct gguf_ctx *loom_source_gguf(const loom_source *s);
 bool loom_name_hf_to_gguf(const char *hf, char *out, size_t n);
 bool loom_name_gguf_to_hf(const char *gguf, char *out, size_t n);
 
+/* Read a JSON file holding an object: a cJSON * (free with cJSON_Delete), or NULL with an error
+ * naming the file (missing, too large, not JSON, not an object). */
+void *loom_json_read(const char *path);
+
 #endif
