@@ -1,0 +1,737 @@
+/* Vulkan device, memory and submission: the parts of the backend that know nothing of ops.
+ *
+ * Memory model: every loom_buffer is device-local. The host reaches it only through a
+ * host-visible staging buffer (two halves, so the next chunk is filled while the previous one
+ * is copied). Small aligned writes (token ids, positions) and fills skip staging: they are
+ * recorded with vkCmdUpdateBuffer/vkCmdFillBuffer into a "pending" command buffer that goes to
+ * the queue in front of the next submission, so a decode step costs one submit for its inputs
+ * and its graph together.
+ */
+#include "vk_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *vk_result_str(VkResult r) {
+    switch (r) {
+    case VK_SUCCESS: return "VK_SUCCESS";
+    case VK_NOT_READY: return "VK_NOT_READY";
+    case VK_TIMEOUT: return "VK_TIMEOUT";
+    case VK_INCOMPLETE: return "VK_INCOMPLETE";
+    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_MEMORY_MAP_FAILED: return "VK_ERROR_MEMORY_MAP_FAILED";
+    case VK_ERROR_LAYER_NOT_PRESENT: return "VK_ERROR_LAYER_NOT_PRESENT";
+    case VK_ERROR_EXTENSION_NOT_PRESENT: return "VK_ERROR_EXTENSION_NOT_PRESENT";
+    case VK_ERROR_FEATURE_NOT_PRESENT: return "VK_ERROR_FEATURE_NOT_PRESENT";
+    case VK_ERROR_INCOMPATIBLE_DRIVER: return "VK_ERROR_INCOMPATIBLE_DRIVER";
+    case VK_ERROR_TOO_MANY_OBJECTS: return "VK_ERROR_TOO_MANY_OBJECTS";
+    case VK_ERROR_FORMAT_NOT_SUPPORTED: return "VK_ERROR_FORMAT_NOT_SUPPORTED";
+    case VK_ERROR_FRAGMENTED_POOL: return "VK_ERROR_FRAGMENTED_POOL";
+    case VK_ERROR_OUT_OF_POOL_MEMORY: return "VK_ERROR_OUT_OF_POOL_MEMORY";
+    default: return "VK_ERROR_UNKNOWN";
+    }
+}
+
+const char *vk_type_str(VkPhysicalDeviceType t) {
+    switch (t) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete GPU";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated GPU";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual GPU";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "CPU";
+    default: return "other";
+    }
+}
+
+static bool has_ext(const VkExtensionProperties *e, uint32_t n, const char *name) {
+    for (uint32_t i = 0; i < n; i++)
+        if (!strcmp(e[i].extensionName, name)) return true;
+    return false;
+}
+
+VkInstance vk_instance_new(bool quiet) {
+    uint32_t n = 0;
+    if (vkEnumerateInstanceExtensionProperties(NULL, &n, NULL) != VK_SUCCESS) n = 0;
+    VkExtensionProperties *ext = n ? calloc(n, sizeof *ext) : NULL;
+    if (ext && vkEnumerateInstanceExtensionProperties(NULL, &n, ext) != VK_SUCCESS) n = 0;
+    const char *names[2];
+    uint32_t nn = 0;
+    VkInstanceCreateFlags flags = 0;
+    /* lets MoltenVK-style portability drivers be enumerated too */
+    if (ext && has_ext(ext, n, VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME)) {
+        names[nn++] = VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME;
+        flags |= VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR;
+    }
+    free(ext);
+    const char *layers[1] = {"VK_LAYER_KHRONOS_validation"};
+    const char *val = getenv("LOOM_VK_VALIDATE");
+    uint32_t nl = (val && *val && *val != '0') ? 1 : 0;
+    VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+                             .pApplicationName = "loom",
+                             .pEngineName = "loom",
+                             .apiVersion = VK_API_VERSION_1_2};
+    VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+                               .flags = flags,
+                               .pApplicationInfo = &app,
+                               .enabledLayerCount = nl,
+                               .ppEnabledLayerNames = layers,
+                               .enabledExtensionCount = nn,
+                               .ppEnabledExtensionNames = names};
+    VkInstance inst = VK_NULL_HANDLE;
+    VkResult r = vkCreateInstance(&ci, NULL, &inst);
+    if (r == VK_ERROR_LAYER_NOT_PRESENT && nl) {
+        if (!quiet) fprintf(stderr, "loom: vulkan: LOOM_VK_VALIDATE set but no validation layer\n");
+        ci.enabledLayerCount = 0;
+        r = vkCreateInstance(&ci, NULL, &inst);
+    }
+    if (r != VK_SUCCESS) {
+        /* no loader/ICD at all reads the same as no device to the user */
+        loom_err("vulkan: no device found (vkCreateInstance: %s)", vk_result_str(r));
+        return VK_NULL_HANDLE;
+    }
+    return inst;
+}
+
+static int type_rank(VkPhysicalDeviceType t) {
+    switch (t) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 4;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 3;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 1;
+    default: return 0;
+    }
+}
+
+static size_t device_local_bytes(VkPhysicalDevice p) {
+    VkPhysicalDeviceMemoryProperties m;
+    vkGetPhysicalDeviceMemoryProperties(p, &m);
+    size_t best = 0;
+    for (uint32_t i = 0; i < m.memoryHeapCount; i++)
+        if ((m.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && m.memoryHeaps[i].size > best)
+            best = m.memoryHeaps[i].size;
+    return best;
+}
+
+static size_t env_size(const char *name, size_t dflt) {
+    const char *s = getenv(name);
+    if (!s || !*s) return dflt;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (*end || v < 4096) return dflt;
+    return v < dflt ? (size_t)v : dflt; /* only ever lowers a limit */
+}
+
+static bool env_flag(const char *name) {
+    const char *s = getenv(name);
+    return s && *s && *s != '0';
+}
+
+static int pick_memory_type(const VkPhysicalDeviceMemoryProperties *m, uint32_t bits,
+                            VkMemoryPropertyFlags need, VkMemoryPropertyFlags want) {
+    int fallback = -1;
+    for (uint32_t i = 0; i < m->memoryTypeCount; i++) {
+        if (!(bits & (1u << i))) continue;
+        VkMemoryPropertyFlags f = m->memoryTypes[i].propertyFlags;
+        if ((f & need) != need) continue;
+        if ((f & want) == want) return (int)i;
+        if (fallback < 0) fallback = (int)i;
+    }
+    return fallback;
+}
+
+/* Bytes free in a heap: the driver's budget when VK_EXT_memory_budget is there, else the heap
+ * size minus what this backend allocated. */
+static size_t heap_free(vk_dev *d, uint32_t heap, size_t *total) {
+    *total = d->mem.memoryHeaps[heap].size;
+    if (d->has_budget) {
+        VkPhysicalDeviceMemoryBudgetPropertiesEXT b = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
+        VkPhysicalDeviceMemoryProperties2 p = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2,
+                                               .pNext = &b};
+        vkGetPhysicalDeviceMemoryProperties2(d->phys, &p);
+        *total = b.heapBudget[heap];
+        return b.heapBudget[heap] > b.heapUsage[heap] ? b.heapBudget[heap] - b.heapUsage[heap] : 0;
+    }
+    return *total > d->allocated ? *total - d->allocated : 0;
+}
+
+static double mib(size_t n) { return (double)n / (1024.0 * 1024.0); }
+
+/* A buffer with its own memory of type `mt`. */
+static int make_buffer(vk_dev *d, size_t size, int mt, VkBuffer *buf, VkDeviceMemory *mem) {
+    *buf = VK_NULL_HANDLE;
+    *mem = VK_NULL_HANDLE;
+    VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                             .size = size,
+                             .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                                      VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                             .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+    VkResult r = vkCreateBuffer(d->dev, &bi, NULL, buf);
+    if (r != VK_SUCCESS)
+        return loom_err("vulkan: vkCreateBuffer(%.1f MiB) on %s failed: %s", mib(size), d->name,
+                        vk_result_str(r));
+    VkMemoryRequirements req;
+    vkGetBufferMemoryRequirements(d->dev, *buf, &req);
+    int t = pick_memory_type(&d->mem, req.memoryTypeBits, d->mem.memoryTypes[mt].propertyFlags, 0);
+    if (t < 0) t = mt;
+    uint32_t heap = d->mem.memoryTypes[t].heapIndex;
+    size_t total, avail = heap_free(d, heap, &total);
+    if (req.size > avail) {
+        vkDestroyBuffer(d->dev, *buf, NULL);
+        *buf = VK_NULL_HANDLE;
+        return loom_err("vulkan: out of device memory on %s: need %.1f MiB, %.1f MiB free of %.1f MiB "
+                        "(heap %u, %.1f MiB held by loom)",
+                        d->name, mib(req.size), mib(avail), mib(total), heap, mib(d->allocated));
+    }
+    VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                               .allocationSize = req.size,
+                               .memoryTypeIndex = (uint32_t)t};
+    r = vkAllocateMemory(d->dev, &ai, NULL, mem);
+    if (r != VK_SUCCESS) {
+        vkDestroyBuffer(d->dev, *buf, NULL);
+        *buf = VK_NULL_HANDLE;
+        *mem = VK_NULL_HANDLE;
+        return loom_err("vulkan: out of device memory on %s: allocating %.1f MiB failed (%s; %.1f MiB "
+                        "held by loom)",
+                        d->name, mib(req.size), vk_result_str(r), mib(d->allocated));
+    }
+    r = vkBindBufferMemory(d->dev, *buf, *mem, 0);
+    if (r != VK_SUCCESS) {
+        vkDestroyBuffer(d->dev, *buf, NULL);
+        vkFreeMemory(d->dev, *mem, NULL);
+        *buf = VK_NULL_HANDLE;
+        *mem = VK_NULL_HANDLE;
+        return loom_err("vulkan: vkBindBufferMemory failed: %s", vk_result_str(r));
+    }
+    d->allocated += req.size;
+    return 0;
+}
+
+static void drop_buffer(vk_dev *d, VkBuffer buf, VkDeviceMemory mem) {
+    if (buf) vkDestroyBuffer(d->dev, buf, NULL);
+    if (mem) vkFreeMemory(d->dev, mem, NULL);
+}
+
+loom_buffer *vk_buf_alloc(vk_dev *d, size_t nbytes, bool weights) {
+    size_t padded = (nbytes + 15) & ~(size_t)15;
+    if (padded == 0) padded = 16;
+    if (padded > d->max_alloc && !weights)
+        return loom_err_null("vulkan: a %.1f MiB buffer exceeds the largest allocation %s allows "
+                             "(%.1f MiB)", mib(nbytes), d->name, mib(d->max_alloc));
+    loom_buffer *b = loom_calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->size = nbytes;
+    b->serial = ++d->next_serial;
+    b->readonly = weights;
+    int nseg = 1;
+    size_t step = padded;
+    if (weights && padded > d->piece) {
+        step = (d->piece - d->overlap) & ~(size_t)255;
+        nseg = (int)((padded - d->overlap + step - 1) / step);
+    }
+    b->seg = loom_calloc((size_t)nseg, sizeof *b->seg);
+    if (!b->seg) {
+        free(b);
+        return NULL;
+    }
+    for (int i = 0; i < nseg; i++) {
+        size_t start = (size_t)i * step;
+        size_t size = padded - start;
+        if (nseg > 1 && size > step + d->overlap) size = step + d->overlap;
+        b->seg[i].start = start;
+        b->seg[i].size = size;
+        if (make_buffer(d, size, d->mt_device, &b->seg[i].buf, &b->seg[i].mem) < 0) {
+            b->n_seg = i;
+            vk_buf_free(d, b);
+            return NULL;
+        }
+        b->n_seg = i + 1;
+    }
+    return b;
+}
+
+void vk_buf_free(vk_dev *d, loom_buffer *b) {
+    if (!b) return;
+    /* a submission may still read it */
+    vk_wait(d);
+    for (int i = 0; i < b->n_seg; i++) {
+        VkMemoryRequirements req;
+        vkGetBufferMemoryRequirements(d->dev, b->seg[i].buf, &req);
+        d->allocated = d->allocated > req.size ? d->allocated - req.size : 0;
+        drop_buffer(d, b->seg[i].buf, b->seg[i].mem);
+    }
+    free(b->seg);
+    free(b);
+}
+
+int vk_buf_seg(const loom_buffer *b, size_t off, size_t n) {
+    for (int i = 0; i < b->n_seg; i++)
+        if (off >= b->seg[i].start && off + n <= b->seg[i].start + b->seg[i].size) return i;
+    return -1;
+}
+
+/* ---- submission ------------------------------------------------------------------------------ */
+
+void vk_barrier_all(VkCommandBuffer cmd) {
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                          .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
+                                           VK_ACCESS_HOST_WRITE_BIT,
+                          .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                                           VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
+    vkCmdPipelineBarrier(cmd,
+                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT |
+                             VK_PIPELINE_STAGE_HOST_BIT,
+                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0,
+                         NULL, 0, NULL);
+}
+
+static int wait_fence(vk_dev *d, VkFence f) {
+    VkResult r = vkWaitForFences(d->dev, 1, &f, VK_TRUE, UINT64_MAX);
+    if (r != VK_SUCCESS) return loom_err("vulkan: waiting for %s failed: %s", d->name, vk_result_str(r));
+    return 0;
+}
+
+int vk_wait(vk_dev *d) {
+    int rc = 0;
+    if (d->in_flight) {
+        if (wait_fence(d, d->fence) < 0) rc = -1;
+        d->in_flight = false;
+    }
+    for (int h = 0; h < 2; h++)
+        if (d->st_busy[h]) {
+            if (wait_fence(d, d->st_fence[h]) < 0) rc = -1;
+            d->st_busy[h] = false;
+        }
+    return rc;
+}
+
+static int begin(VkCommandBuffer cmd) {
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                   .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    VkResult r = vkBeginCommandBuffer(cmd, &bi);
+    if (r != VK_SUCCESS) return loom_err("vulkan: vkBeginCommandBuffer failed: %s", vk_result_str(r));
+    /* orders this buffer after everything submitted before it */
+    vk_barrier_all(cmd);
+    return 0;
+}
+
+VkCommandBuffer vk_begin_once(vk_dev *d) {
+    if (vk_wait(d) < 0) return VK_NULL_HANDLE;
+    if (begin(d->cmd_once) < 0) return VK_NULL_HANDLE;
+    return d->cmd_once;
+}
+
+/* The pending buffer collects small writes until the next submission. */
+static VkCommandBuffer pending(vk_dev *d) {
+    if (d->pending_open) {
+        vk_barrier_all(d->cmd_pending); /* consecutive writes may overlap */
+        return d->cmd_pending;
+    }
+    /* the previous pending buffer went out with some earlier submission: let it finish */
+    if (vk_wait(d) < 0) return VK_NULL_HANDLE;
+    if (begin(d->cmd_pending) < 0) return VK_NULL_HANDLE;
+    d->pending_open = true;
+    return d->cmd_pending;
+}
+
+/* Submit [pending?, cmd] signalling `fence`. cmd is ended here unless it is a recorded plan. */
+static int submit_with(vk_dev *d, VkCommandBuffer cmd, bool end_cmd, VkFence fence) {
+    VkCommandBuffer cmds[2];
+    uint32_t n = 0;
+    VkResult r;
+    if (d->pending_open) {
+        r = vkEndCommandBuffer(d->cmd_pending);
+        d->pending_open = false;
+        if (r != VK_SUCCESS) return loom_err("vulkan: vkEndCommandBuffer failed: %s", vk_result_str(r));
+        cmds[n++] = d->cmd_pending;
+    }
+    if (cmd) {
+        if (end_cmd && (r = vkEndCommandBuffer(cmd)) != VK_SUCCESS)
+            return loom_err("vulkan: vkEndCommandBuffer failed: %s", vk_result_str(r));
+        cmds[n++] = cmd;
+    }
+    if (!n) return 0;
+    vkResetFences(d->dev, 1, &fence);
+    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = n, .pCommandBuffers = cmds};
+    r = vkQueueSubmit(d->queue, 1, &si, fence);
+    if (r != VK_SUCCESS) return loom_err("vulkan: vkQueueSubmit on %s failed: %s", d->name, vk_result_str(r));
+    return 0;
+}
+
+int vk_submit(vk_dev *d, VkCommandBuffer cmd, bool wait) {
+    /* d->fence guards cmd_once, the pending buffer and plans: one of them in flight at a time */
+    if (d->in_flight) {
+        if (wait_fence(d, d->fence) < 0) return -1;
+        d->in_flight = false;
+    }
+    bool end_cmd = cmd == d->cmd_once;
+    if (submit_with(d, cmd, end_cmd, d->fence) < 0) return -1;
+    d->in_flight = true;
+    if (wait) return vk_wait(d);
+    return 0;
+}
+
+/* ---- staging ------------------------------------------------------------------------------- */
+
+static int staging_init(vk_dev *d) {
+    if (d->st_buf) return 0;
+    if (make_buffer(d, 2 * (size_t)VK_STAGING_HALF, d->mt_upload, &d->st_buf, &d->st_mem) < 0) {
+        loom_err_prefix("vulkan: staging buffer");
+        return -1;
+    }
+    void *p;
+    VkResult r = vkMapMemory(d->dev, d->st_mem, 0, VK_WHOLE_SIZE, 0, &p);
+    if (r != VK_SUCCESS) return loom_err("vulkan: vkMapMemory(staging) failed: %s", vk_result_str(r));
+    d->st_map = p;
+    return 0;
+}
+
+/* Get staging half h ready for the host: wait until its last copy finished. */
+static int staging_take(vk_dev *d, int h) {
+    if (d->st_busy[h]) {
+        if (wait_fence(d, d->st_fence[h]) < 0) return -1;
+        d->st_busy[h] = false;
+    }
+    return 0;
+}
+
+static int check_range(const loom_buffer *b, size_t off, size_t n, const char *what) {
+    size_t end;
+    if (!b) return loom_err("vulkan: %s on a NULL buffer", what);
+    if (!loom_add_ok(off, n, &end) || end > b->size)
+        return loom_err("vulkan: %s of %zu bytes at %zu is outside a %zu-byte buffer", what, n, off, b->size);
+    return 0;
+}
+
+int vk_buf_write(vk_dev *d, loom_buffer *b, size_t off, const void *src, size_t n) {
+    if (check_range(b, off, n, "write") < 0) return -1;
+    if (!n) return 0;
+    if (n <= 65536 && off % 4 == 0 && n % 4 == 0 && b->n_seg == 1) {
+        VkCommandBuffer c = pending(d);
+        if (!c) return -1;
+        vkCmdUpdateBuffer(c, b->seg[0].buf, off, n, src);
+        return 0;
+    }
+    if (staging_init(d) < 0) return -1;
+    const uint8_t *s = src;
+    int h = 0;
+    for (size_t done = 0; done < n; h ^= 1) {
+        size_t len = n - done < VK_STAGING_HALF ? n - done : VK_STAGING_HALF;
+        if (staging_take(d, h) < 0) return -1;
+        memcpy(d->st_map + (size_t)h * VK_STAGING_HALF, s + done, len);
+        if (begin(d->st_cmd[h]) < 0) return -1;
+        size_t lo = off + done, hi = lo + len;
+        for (int i = 0; i < b->n_seg; i++) { /* overlapping pieces each get their copy */
+            const vk_seg *g = &b->seg[i];
+            size_t a = lo > g->start ? lo : g->start, e = hi < g->start + g->size ? hi : g->start + g->size;
+            if (a >= e) continue;
+            VkBufferCopy rg = {.srcOffset = (size_t)h * VK_STAGING_HALF + (a - lo), .dstOffset = a - g->start,
+                               .size = e - a};
+            vkCmdCopyBuffer(d->st_cmd[h], d->st_buf, g->buf, 1, &rg);
+        }
+        if (submit_with(d, d->st_cmd[h], true, d->st_fence[h]) < 0) return -1;
+        d->st_busy[h] = true;
+        done += len;
+    }
+    return 0;
+}
+
+int vk_buf_read(vk_dev *d, loom_buffer *b, size_t off, void *dst, size_t n) {
+    if (check_range(b, off, n, "read") < 0) return -1;
+    if (!n) return 0;
+    if (staging_init(d) < 0) return -1;
+    uint8_t *o = dst;
+    for (size_t done = 0; done < n;) {
+        size_t len = n - done < VK_STAGING_HALF ? n - done : VK_STAGING_HALF;
+        VkCommandBuffer c = vk_begin_once(d);
+        if (!c) return -1;
+        size_t pos = off + done, got = 0;
+        while (got < len) { /* a range may span pieces: copy from each in turn */
+            int i = vk_buf_seg(b, pos, 1);
+            const vk_seg *g = &b->seg[i];
+            size_t take = g->start + g->size - pos;
+            if (take > len - got) take = len - got;
+            VkBufferCopy rg = {.srcOffset = pos - g->start, .dstOffset = got, .size = take};
+            vkCmdCopyBuffer(c, g->buf, d->st_buf, 1, &rg);
+            got += take;
+            pos += take;
+        }
+        VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                              .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+                              .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
+        vkCmdPipelineBarrier(c, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0,
+                             NULL);
+        if (vk_submit(d, c, true) < 0) return -1;
+        memcpy(o + done, d->st_map, len);
+        done += len;
+    }
+    return 0;
+}
+
+int vk_buf_zero(vk_dev *d, loom_buffer *b, size_t off, size_t n) {
+    if (check_range(b, off, n, "zero") < 0) return -1;
+    if (!n) return 0;
+    if (off % 4 == 0 && n % 4 == 0) {
+        VkCommandBuffer c = pending(d);
+        if (!c) return -1;
+        size_t lo = off, hi = off + n;
+        for (int i = 0; i < b->n_seg; i++) {
+            const vk_seg *g = &b->seg[i];
+            size_t a = lo > g->start ? lo : g->start, e = hi < g->start + g->size ? hi : g->start + g->size;
+            if (a < e) vkCmdFillBuffer(c, g->buf, a - g->start, e - a, 0);
+        }
+        return 0;
+    }
+    /* unaligned: write zeros through staging, a chunk at a time */
+    static const uint8_t zeros[4096];
+    for (size_t done = 0; done < n;) {
+        size_t len = n - done < sizeof zeros ? n - done : sizeof zeros;
+        if (vk_buf_write(d, b, off + done, zeros, len) < 0) return -1;
+        done += len;
+    }
+    return 0;
+}
+
+/* ---- device --------------------------------------------------------------------------------- */
+
+static bool usable(VkPhysicalDevice p, char *why, size_t n) {
+    VkPhysicalDeviceProperties pr;
+    vkGetPhysicalDeviceProperties(p, &pr);
+    if (VK_API_VERSION_MAJOR(pr.apiVersion) == 1 && VK_API_VERSION_MINOR(pr.apiVersion) < 2) {
+        snprintf(why, n, "%.200s supports Vulkan %u.%u, loom needs 1.2", pr.deviceName,
+                 VK_API_VERSION_MAJOR(pr.apiVersion), VK_API_VERSION_MINOR(pr.apiVersion));
+        return false;
+    }
+    uint32_t nq = 0;
+    vkGetPhysicalDeviceQueueFamilyProperties(p, &nq, NULL);
+    VkQueueFamilyProperties q[32];
+    if (nq > 32) nq = 32;
+    vkGetPhysicalDeviceQueueFamilyProperties(p, &nq, q);
+    for (uint32_t i = 0; i < nq; i++)
+        if (q[i].queueFlags & VK_QUEUE_COMPUTE_BIT) return true;
+    snprintf(why, n, "%.200s has no compute queue", pr.deviceName);
+    return false;
+}
+
+vk_dev *vk_dev_open(const loom_backend_opts *o) {
+    int want = o ? o->device_index : -1;
+    VkInstance inst = vk_instance_new(false);
+    if (!inst) return NULL;
+    uint32_t n = 0;
+    VkResult r = vkEnumeratePhysicalDevices(inst, &n, NULL);
+    if (r != VK_SUCCESS || n == 0) {
+        vkDestroyInstance(inst, NULL);
+        return loom_err_null("vulkan: no device found");
+    }
+    VkPhysicalDevice *pd = calloc(n, sizeof *pd);
+    if (!pd || vkEnumeratePhysicalDevices(inst, &n, pd) < 0) {
+        free(pd);
+        vkDestroyInstance(inst, NULL);
+        return loom_err_null("vulkan: no device found");
+    }
+    int pick = -1;
+    char why[256] = "";
+    if (want >= 0) {
+        if ((uint32_t)want >= n) {
+            free(pd);
+            vkDestroyInstance(inst, NULL);
+            return loom_err_null("vulkan: device %d not found (%u device%s; see `loom devices`)", want, n,
+                                 n == 1 ? "" : "s");
+        }
+        if (!usable(pd[want], why, sizeof why)) {
+            free(pd);
+            vkDestroyInstance(inst, NULL);
+            return loom_err_null("vulkan: device %d: %s", want, why);
+        }
+        pick = want;
+    } else {
+        int best_rank = -1;
+        size_t best_mem = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (!usable(pd[i], why, sizeof why)) continue;
+            VkPhysicalDeviceProperties pr;
+            vkGetPhysicalDeviceProperties(pd[i], &pr);
+            int rank = type_rank(pr.deviceType);
+            size_t m = device_local_bytes(pd[i]);
+            if (rank > best_rank || (rank == best_rank && m > best_mem)) {
+                best_rank = rank;
+                best_mem = m;
+                pick = (int)i;
+            }
+        }
+        if (pick < 0) {
+            free(pd);
+            vkDestroyInstance(inst, NULL);
+            return loom_err_null("vulkan: no usable device found (%s)", why);
+        }
+    }
+    VkPhysicalDevice phys = pd[pick];
+    free(pd);
+
+    vk_dev *d = loom_calloc(1, sizeof *d);
+    if (!d) {
+        vkDestroyInstance(inst, NULL);
+        return NULL;
+    }
+    d->inst = inst;
+    d->phys = phys;
+    d->verbose = o && o->verbose;
+
+    VkPhysicalDeviceSubgroupProperties sg = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+    VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES,
+                                                 .pNext = &sg};
+    VkPhysicalDeviceIDProperties idp = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES, .pNext = &m3};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &idp};
+    vkGetPhysicalDeviceProperties2(phys, &p2);
+    d->props = p2.properties;
+    snprintf(d->name, sizeof d->name, "%s", d->props.deviceName);
+    memcpy(d->uuid, idp.deviceUUID, VK_UUID_SIZE);
+    vkGetPhysicalDeviceMemoryProperties(phys, &d->mem);
+    d->subgroup_size = sg.subgroupSize;
+    d->subgroup_arith = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                        (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
+                        (sg.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
+                        !env_flag("LOOM_VK_NO_SUBGROUP");
+    d->max_alloc = env_size("LOOM_VK_MAX_ALLOC", m3.maxMemoryAllocationSize ? m3.maxMemoryAllocationSize
+                                                                           : ((size_t)1 << 31));
+    /* push-constant element offsets are 32-bit: never bind more than 4 GiB - 256 */
+    size_t range = d->props.limits.maxStorageBufferRange;
+    if (range > 0xffffff00u) range = 0xffffff00u;
+    d->max_range = env_size("LOOM_VK_MAX_RANGE", range) & ~(size_t)255;
+    d->align = d->props.limits.minStorageBufferOffsetAlignment;
+    if (d->align < 16) d->align = 16;
+    /* LOOM_VK_MAX_WEIGHT_PIECE (tests) splits even small weights, to exercise the > 4 GiB path */
+    d->piece = env_size("LOOM_VK_MAX_WEIGHT_PIECE", d->max_alloc) & ~(size_t)255;
+    d->overlap = d->max_range < d->piece / 2 ? d->max_range : (d->piece / 2) & ~(size_t)255;
+
+    VkPhysicalDeviceVulkan12Features f12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceVulkan11Features f11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+                                            .pNext = &f12};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f11};
+    vkGetPhysicalDeviceFeatures2(phys, &f2);
+    d->f16_storage = f11.storageBuffer16BitAccess && f12.shaderFloat16 && !env_flag("LOOM_VK_NO_F16S");
+
+    uint32_t ne = 0;
+    vkEnumerateDeviceExtensionProperties(phys, NULL, &ne, NULL);
+    VkExtensionProperties *ext = ne ? calloc(ne, sizeof *ext) : NULL;
+    if (ext) vkEnumerateDeviceExtensionProperties(phys, NULL, &ne, ext);
+    d->has_budget = ext && has_ext(ext, ne, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+    free(ext);
+
+    uint32_t nq = 0;
+    vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);
+    VkQueueFamilyProperties qf[32];
+    if (nq > 32) nq = 32;
+    vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, qf);
+    d->qfam = UINT32_MAX;
+    for (uint32_t i = 0; i < nq; i++) /* a compute queue with timestamps first */
+        if ((qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && qf[i].timestampValidBits) {
+            d->qfam = i;
+            break;
+        }
+    if (d->qfam == UINT32_MAX)
+        for (uint32_t i = 0; i < nq; i++)
+            if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) {
+                d->qfam = i;
+                break;
+            }
+    d->timestamps = qf[d->qfam].timestampValidBits > 0 && d->props.limits.timestampPeriod > 0;
+
+    float prio = 1.0f;
+    VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                  .queueFamilyIndex = d->qfam,
+                                  .queueCount = 1,
+                                  .pQueuePriorities = &prio};
+    VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+                                            .shaderFloat16 = d->f16_storage};
+    VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+                                            .pNext = &e12,
+                                            .storageBuffer16BitAccess = d->f16_storage};
+    const char *dext[1];
+    uint32_t nde = 0;
+    if (d->has_budget) dext[nde++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
+    VkDeviceCreateInfo di = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                             .pNext = &e11,
+                             .queueCreateInfoCount = 1,
+                             .pQueueCreateInfos = &qi,
+                             .enabledExtensionCount = nde,
+                             .ppEnabledExtensionNames = dext};
+    r = vkCreateDevice(phys, &di, NULL, &d->dev);
+    if (r != VK_SUCCESS) {
+        loom_err("vulkan: cannot open %s: vkCreateDevice failed: %s", d->name, vk_result_str(r));
+        d->dev = VK_NULL_HANDLE;
+        vk_dev_close(d);
+        return NULL;
+    }
+    vkGetDeviceQueue(d->dev, d->qfam, 0, &d->queue);
+
+    /* memory types: device-local for tensors; host-visible coherent (cached if possible) staging */
+    d->mt_device = pick_memory_type(&d->mem, ~0u, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
+    if (d->mt_device < 0) d->mt_device = pick_memory_type(&d->mem, ~0u, 0, 0);
+    d->mt_upload = pick_memory_type(&d->mem, ~0u,
+                                    VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+                                    VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
+    d->mt_download = d->mt_upload;
+    if (d->mt_device < 0 || d->mt_upload < 0) {
+        loom_err("vulkan: %s has no usable memory types", d->name);
+        vk_dev_close(d);
+        return NULL;
+    }
+    d->heap_device = (int)d->mem.memoryTypes[d->mt_device].heapIndex;
+
+    VkCommandPoolCreateInfo cpi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                   .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+                                   .queueFamilyIndex = d->qfam};
+    VkCommandBuffer cbs[4];
+    VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                       .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                       .commandBufferCount = 4};
+    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    if ((r = vkCreateCommandPool(d->dev, &cpi, NULL, &d->cmdpool)) != VK_SUCCESS ||
+        (cai.commandPool = d->cmdpool, r = vkAllocateCommandBuffers(d->dev, &cai, cbs)) != VK_SUCCESS ||
+        (r = vkCreateFence(d->dev, &fi, NULL, &d->fence)) != VK_SUCCESS ||
+        (r = vkCreateFence(d->dev, &fi, NULL, &d->st_fence[0])) != VK_SUCCESS ||
+        (r = vkCreateFence(d->dev, &fi, NULL, &d->st_fence[1])) != VK_SUCCESS) {
+        loom_err("vulkan: setting up %s failed: %s", d->name, vk_result_str(r));
+        vk_dev_close(d);
+        return NULL;
+    }
+    d->cmd_once = cbs[0];
+    d->cmd_pending = cbs[1];
+    d->st_cmd[0] = cbs[2];
+    d->st_cmd[1] = cbs[3];
+    if (make_buffer(d, 256, d->mt_device, &d->dummy, &d->dummy_mem) < 0 || vk_pipelines_init(d) < 0) {
+        loom_err_prefix("vulkan: %s", d->name);
+        vk_dev_close(d);
+        return NULL;
+    }
+    if (d->verbose)
+        fprintf(stderr,
+                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, max alloc %.0f MiB, max range %.0f MiB\n",
+                d->name, vk_type_str(d->props.deviceType), d->subgroup_size,
+                d->subgroup_arith ? " (arithmetic)" : "", d->f16_storage ? "yes" : "no", mib(d->max_alloc),
+                mib(d->max_range));
+    return d;
+}
+
+void vk_dev_close(vk_dev *d) {
+    if (!d) return;
+    if (d->dev) {
+        vkDeviceWaitIdle(d->dev);
+        vk_pipelines_free(d);
+        if (d->st_map) vkUnmapMemory(d->dev, d->st_mem);
+        drop_buffer(d, d->st_buf, d->st_mem);
+        drop_buffer(d, d->dummy, d->dummy_mem);
+        if (d->fence) vkDestroyFence(d->dev, d->fence, NULL);
+        for (int h = 0; h < 2; h++)
+            if (d->st_fence[h]) vkDestroyFence(d->dev, d->st_fence[h], NULL);
+        if (d->cmdpool) vkDestroyCommandPool(d->dev, d->cmdpool, NULL);
+        vkDestroyDevice(d->dev, NULL);
+    }
+    if (d->inst) vkDestroyInstance(d->inst, NULL);
+    free(d);
+}

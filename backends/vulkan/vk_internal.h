@@ -1,0 +1,130 @@
+/* Internals of the Vulkan backend, shared by its .c files (not a public contract).
+ *
+ *   vk_device.c    instance, device selection, memory, buffers, staging, submission
+ *   vk_pipeline.c  the one pipeline layout, pipelines per (shader, spec constants), disk cache
+ *   vk_record.c    op -> dispatch recording with hazard tracking; compute_node / compute_plan
+ *   vk_backend.c   the loom_backend_ops table, supports(), device listing
+ */
+#ifndef LOOM_VK_INTERNAL_H
+#define LOOM_VK_INTERNAL_H
+
+#include "backend.h"
+#include "loom_spirv.h"
+#include "util.h"
+
+#include <vulkan/vulkan.h>
+
+#define VK_NBIND 6          /* bindings of the one descriptor-set layout: dst, src0..3, scratch */
+#define VK_PC_WORDS 22      /* push constants: off[6], u[12], f[4] (shaders/common.glsl) */
+#define VK_STAGING_HALF (32u << 20)
+
+/* One piece of a buffer. Weights larger than the largest allocation are split into pieces that
+ * overlap by `overlap` bytes, so any range up to that size lies whole inside one piece. */
+typedef struct vk_seg {
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    size_t start, size; /* bytes of the logical buffer this piece holds */
+} vk_seg;
+
+struct loom_buffer {
+    size_t size;      /* logical bytes */
+    uint64_t serial;  /* unique per allocation: a recorded plan checks it still binds the same */
+    int n_seg;
+    vk_seg *seg;
+    bool readonly;    /* weights: overlapping pieces are never written by shaders */
+};
+
+typedef struct vk_pipeline {
+    loom_spv_id shader;
+    uint32_t spec[3];
+    VkPipeline pipe;
+} vk_pipeline;
+
+typedef struct vk_dev {
+    VkInstance inst;
+    VkPhysicalDevice phys;
+    VkDevice dev;
+    VkQueue queue;
+    uint32_t qfam;
+    VkPhysicalDeviceProperties props;
+    VkPhysicalDeviceMemoryProperties mem;
+    char name[VK_MAX_PHYSICAL_DEVICE_NAME_SIZE];
+    uint8_t uuid[VK_UUID_SIZE];
+    bool verbose;
+
+    /* capabilities and limits (limits can be lowered by env for tests, see docs) */
+    bool has_budget, f16_storage, subgroup_arith, timestamps;
+    uint32_t subgroup_size;
+    size_t max_alloc, max_range, align;
+    size_t piece, overlap; /* weights: largest piece, and how much consecutive pieces share */
+    int mt_device, mt_upload, mt_download; /* memory type indices */
+    int heap_device;
+
+    /* submission: one fence, at most one submission in flight */
+    VkCommandPool cmdpool;
+    VkCommandBuffer cmd_once, cmd_pending;
+    bool pending_open, in_flight;
+    VkFence fence;
+
+    /* staging: two halves so a chunk is copied while the next one is filled */
+    VkBuffer st_buf;
+    VkDeviceMemory st_mem;
+    uint8_t *st_map;
+    VkCommandBuffer st_cmd[2];
+    VkFence st_fence[2];
+    bool st_busy[2];
+
+    /* pipelines */
+    VkDescriptorSetLayout dsl;
+    VkPipelineLayout layout;
+    VkPipelineCache pcache;
+    char cache_path[1024];
+    bool cache_dirty;
+    VkShaderModule modules[LOOM_SPV_COUNT];
+    vk_pipeline *pipes;
+    int n_pipes, cap_pipes;
+
+    VkBuffer dummy; /* bound to unused bindings */
+    VkDeviceMemory dummy_mem;
+
+    /* one-shot descriptor pool for compute_node */
+    VkDescriptorPool once_pool;
+
+    uint64_t next_serial;
+    size_t allocated;
+} vk_dev;
+
+/* vk_device.c */
+vk_dev *vk_dev_open(const loom_backend_opts *o);
+void vk_dev_close(vk_dev *d);
+VkInstance vk_instance_new(bool quiet);
+const char *vk_result_str(VkResult r);
+const char *vk_type_str(VkPhysicalDeviceType t);
+loom_buffer *vk_buf_alloc(vk_dev *d, size_t nbytes, bool weights);
+void vk_buf_free(vk_dev *d, loom_buffer *b);
+int vk_buf_write(vk_dev *d, loom_buffer *b, size_t off, const void *src, size_t n);
+int vk_buf_read(vk_dev *d, loom_buffer *b, size_t off, void *dst, size_t n);
+int vk_buf_zero(vk_dev *d, loom_buffer *b, size_t off, size_t n);
+/* The piece holding [off, off+n): returns its index, -1 when the range crosses pieces. */
+int vk_buf_seg(const loom_buffer *b, size_t off, size_t n);
+/* Command buffers: begin a one-shot buffer (after the previous submission finished). */
+VkCommandBuffer vk_begin_once(vk_dev *d);
+/* End cmd and submit it after any pending small writes; wait when `wait`. */
+int vk_submit(vk_dev *d, VkCommandBuffer cmd, bool wait);
+int vk_wait(vk_dev *d);
+/* Full barrier from transfer/compute writes to compute/transfer reads and writes. */
+void vk_barrier_all(VkCommandBuffer cmd);
+
+/* vk_pipeline.c */
+int vk_pipelines_init(vk_dev *d);
+void vk_pipelines_free(vk_dev *d);
+VkPipeline vk_pipeline_get(vk_dev *d, loom_spv_id s, const uint32_t spec[3]);
+
+/* vk_record.c */
+int vk_compute_node(vk_dev *d, const loom_exec_ctx *x, int node);
+int vk_plan_prepare(vk_dev *d, loom_plan *p, const loom_exec_ctx *x);
+void vk_plan_release(vk_dev *d, loom_plan *p);
+int vk_compute_plan(vk_dev *d, const loom_exec_ctx *x);
+bool vk_supports(vk_dev *d, const loom_graph *g, int i);
+
+#endif

@@ -1,0 +1,84 @@
+# The Vulkan backend: compiles shaders/*.comp to SPIR-V at build time and embeds the blobs in a
+# generated C file, so nothing is read from disk at run time. Included by the top-level
+# CMakeLists.txt when LOOM_VULKAN is ON; without Vulkan or glslangValidator the build goes on
+# without the backend.
+
+find_package(Vulkan QUIET)
+find_program(LOOM_GLSLANG glslangValidator)
+if(NOT Vulkan_FOUND OR NOT LOOM_GLSLANG)
+  message(STATUS "loom: Vulkan headers/loader or glslangValidator not found; building without Vulkan")
+  return()
+endif()
+message(STATUS "loom: Vulkan backend on (${Vulkan_LIBRARIES}, ${LOOM_GLSLANG})")
+
+set(LOOM_VK_DIR ${CMAKE_SOURCE_DIR}/backends/vulkan)
+set(LOOM_SHADER_DIR ${CMAKE_SOURCE_DIR}/shaders)
+set(LOOM_SPV_DIR ${CMAKE_BINARY_DIR}/spv)
+file(MAKE_DIRECTORY ${LOOM_SPV_DIR})
+file(GLOB LOOM_SHADER_HEADERS CONFIGURE_DEPENDS ${LOOM_SHADER_DIR}/*.glsl)
+
+# The shader variants: NAME SOURCE [DEFINES...]. The C side refers to them by NAME through the
+# generated enum (LOOM_SPV_<NAME>), so adding one here needs no table edit there.
+set(LOOM_VK_VARIANTS
+  "embed_f32|embed.comp|W_F32"
+  "embed_f16|embed.comp|W_F16"
+  "embed_f16s|embed.comp|W_F16S"
+  "embed_bf16|embed.comp|W_BF16"
+  "matmul_f32|matmul.comp|W_F32"
+  "matmul_f16|matmul.comp|W_F16"
+  "matmul_f16s|matmul.comp|W_F16S"
+  "matmul_bf16|matmul.comp|W_BF16"
+  "matvec_f32|matvec.comp|W_F32"
+  "matvec_f16|matvec.comp|W_F16"
+  "matvec_f16s|matvec.comp|W_F16S"
+  "matvec_bf16|matvec.comp|W_BF16"
+  "eltwise|eltwise.comp"
+  "rmsnorm|rmsnorm.comp"
+  "softmax|softmax.comp"
+  "rope|rope.comp"
+  "kv_store|kv_store.comp"
+  "attention|attention.comp"
+  "attn_combine|attn_combine.comp"
+  "permute|permute.comp"
+)
+
+set(LOOM_SPV_FILES)
+set(LOOM_SPV_NAMES)
+foreach(v ${LOOM_VK_VARIANTS})
+  string(REPLACE "|" ";" parts "${v}")
+  list(GET parts 0 name)
+  list(GET parts 1 src)
+  list(LENGTH parts np)
+  set(defs)
+  if(np GREATER 2)
+    list(SUBLIST parts 2 -1 dl)
+    foreach(d ${dl})
+      list(APPEND defs -D${d})
+    endforeach()
+  endif()
+  set(out ${LOOM_SPV_DIR}/${name}.spv)
+  add_custom_command(OUTPUT ${out}
+    COMMAND ${LOOM_GLSLANG} -V --target-env vulkan1.2 --quiet -I${LOOM_SHADER_DIR} ${defs}
+            -o ${out} ${LOOM_SHADER_DIR}/${src}
+    DEPENDS ${LOOM_SHADER_DIR}/${src} ${LOOM_SHADER_HEADERS}
+    COMMENT "glslang ${name}"
+    VERBATIM)
+  list(APPEND LOOM_SPV_FILES ${out})
+  list(APPEND LOOM_SPV_NAMES ${name})
+endforeach()
+
+set(LOOM_SPV_C ${CMAKE_BINARY_DIR}/loom_spirv.c)
+set(LOOM_SPV_H ${CMAKE_BINARY_DIR}/loom_spirv.h)
+string(REPLACE ";" "," LOOM_SPV_NAMES_ARG "${LOOM_SPV_NAMES}")
+add_custom_command(OUTPUT ${LOOM_SPV_C} ${LOOM_SPV_H}
+  COMMAND ${CMAKE_COMMAND} -DSPV_DIR=${LOOM_SPV_DIR} -DNAMES=${LOOM_SPV_NAMES_ARG}
+          -DOUT_C=${LOOM_SPV_C} -DOUT_H=${LOOM_SPV_H} -P ${LOOM_VK_DIR}/embed_spirv.cmake
+  DEPENDS ${LOOM_SPV_FILES} ${LOOM_VK_DIR}/embed_spirv.cmake ${LOOM_VK_DIR}/vulkan.cmake
+  COMMENT "embedding SPIR-V"
+  VERBATIM)
+
+file(GLOB LOOM_VK_SOURCES CONFIGURE_DEPENDS ${LOOM_VK_DIR}/*.c)
+target_sources(loom PRIVATE ${LOOM_VK_SOURCES} ${LOOM_SPV_C})
+target_include_directories(loom PRIVATE ${CMAKE_BINARY_DIR} ${LOOM_VK_DIR})
+target_compile_definitions(loom PUBLIC LOOM_HAVE_VULKAN)
+target_link_libraries(loom PUBLIC Vulkan::Vulkan)

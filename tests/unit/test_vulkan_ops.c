@@ -1,0 +1,576 @@
+/* Every op of graph/graph.h on the Vulkan backend (lavapipe on CI) against the CPU backend's
+ * portable scalar kernels, on awkward shapes, for f32/f16/bf16 weights, through both paths:
+ * compute_node (one submission per node) and compute_plan (the recorded, replayed command buffer).
+ *
+ * Three Vulkan backends are opened: the default one; one with 16-bit storage and subgroup ops
+ * turned off (f16 weights unpacked from uint, decode through the tiled matmul); and one whose
+ * weights are split into 16 KiB overlapping pieces so matmul/embed are chunked, the path a weight
+ * larger than the device's largest allocation or storage binding takes on a real GPU.
+ *
+ * Tolerances: exact ops (EMBED, ADD, MUL, SCALE, KV_STORE, PERMUTE) must match bit for bit;
+ * MATMUL within 2^-15 * sum_k |x_k w_k| of its row plus 1e-6; transcendental ops (SILU, SWIGLU,
+ * SOFTMAX, RMSNORM, ROPE) within 2e-5 relative + 2e-6 absolute (GPU exp/sin/cos are not
+ * correctly rounded); ATTENTION within 2e-5 * max|v| + 1e-5 * |ref|.
+ * No Vulkan device at all: SKIP (exit 77).
+ */
+#include "check.h"
+#include "test_cpu_graph.h"
+
+#include <math.h>
+
+#define NVK 3
+static loom_backend *cpu, *vk[NVK];
+static const char *vk_name[NVK] = {"vulkan", "vulkan(no f16 storage, no subgroup)", "vulkan(16 KiB weight pieces)"};
+
+/* Run t on be through compute_plan (plan_prepare, then `steps` replays; before replay k > 0
+ * the INPUT nodes listed in upd get new data). Same output layout as tg_run. */
+typedef struct vt_update {
+    int node;
+    const void *data[4]; /* data for replays 1..3 */
+} vt_update;
+
+static int vt_run_plan(tg *t, loom_backend *be, tg_run_out *o, int steps, const vt_update *upd, int n_upd,
+                       double *node_time) {
+    memset(o, 0, sizeof *o);
+    const loom_backend_ops *ops = be->ops;
+    loom_buffer *arena = ops->buf_alloc(be, t->arena_size ? t->arena_size : 64);
+    loom_buffer *wb[TG_MAX_LEAVES] = {0}, *sb[TG_MAX_LEAVES] = {0};
+    if (!arena) return -1;
+    {
+        size_t nf = t->arena_size / 4;
+        float *tmp = malloc(t->arena_size + 4);
+        uint32_t qnan = 0x7fc00000u;
+        for (size_t k = 0; k < nf; k++) memcpy(&tmp[k], &qnan, 4);
+        ops->buf_write(be, arena, 0, tmp, nf * 4);
+        free(tmp);
+    }
+    for (int i = 0; i < t->g.n; i++)
+        if (t->nodes[i].op == LOOM_OP_INPUT && t->input_data[i])
+            ops->buf_write(be, arena, t->nodes[i].offset, t->input_data[i], tg_bytes(&t->nodes[i]));
+    for (int k = 0; k < t->nw; k++) wb[k] = ops->buf_from_host(be, t->w[k].data, t->w[k].nbytes);
+    for (int s = 0; s < t->n_state; s++) {
+        sb[s] = ops->buf_alloc(be, t->state_bytes[s]);
+        ops->buf_write(be, sb[s], 0, t->state_data[s], t->state_bytes[s]);
+    }
+    loom_exec_ctx x = {.plan = &t->p, .arena = arena, .state = sb, .n_state = t->n_state, .weights = wb,
+                       .n_weights = t->nw, .node_time = node_time};
+    o->rc = 0;
+    for (int k = 0; k < t->p.n_order; k++)
+        if (!ops->supports(be, &t->g, t->p.order[k])) {
+            o->rc = -2;
+            snprintf(o->err, sizeof o->err, "node %d not supported", t->p.order[k]);
+        }
+    if (o->rc == 0 && ops->plan_prepare(be, &t->p, &x) < 0) o->rc = -1;
+    for (int step = 0; step < steps && o->rc == 0; step++) {
+        for (int u = 0; u < n_upd && step > 0; u++)
+            ops->buf_write(be, arena, t->nodes[upd[u].node].offset, upd[u].data[step - 1],
+                           tg_bytes(&t->nodes[upd[u].node]));
+        if (ops->compute_plan(be, &x) < 0) o->rc = -1;
+    }
+    if (o->rc == -1) snprintf(o->err, sizeof o->err, "%s", loom_last_error());
+    ops->plan_release(be, &t->p);
+    o->arena = malloc(t->arena_size + 4);
+    ops->buf_read(be, arena, 0, o->arena, t->arena_size);
+    for (int s = 0; s < t->n_state; s++) {
+        o->state[s] = malloc(t->state_bytes[s]);
+        ops->buf_read(be, sb[s], 0, o->state[s], t->state_bytes[s]);
+        ops->buf_free(be, sb[s]);
+    }
+    for (int k = 0; k < t->nw; k++) ops->buf_free(be, wb[k]);
+    ops->buf_free(be, arena);
+    return o->rc;
+}
+
+/* A VIEW of src (no storage of its own, not in the order). */
+static int vt_view(tg *t, int src, int ndim, const int64_t *ne, size_t byte_off) {
+    if (t->g.n >= TG_MAX_NODES) return -1;
+    int i = t->g.n++;
+    loom_node *n = &t->nodes[i];
+    memset(n, 0, sizeof *n);
+    n->op = LOOM_OP_VIEW;
+    n->type = t->nodes[src].type;
+    n->ndim = ndim;
+    for (int d = 0; d < ndim; d++) n->ne[d] = ne[d];
+    for (int k = 0; k < LOOM_MAX_SRC; k++) n->src[k] = -1;
+    n->src[0] = src;
+    n->n_src = 1;
+    n->group = n->replaced_by = -1;
+    n->alias = src;
+    n->state = t->nodes[src].state;
+    n->storage = t->nodes[src].storage;
+    n->offset = t->nodes[src].offset + byte_off;
+    n->view_offset = byte_off;
+    n->nbytes = tg_bytes(n);
+    snprintf(n->name, sizeof n->name, "view%d", i);
+    return i;
+}
+
+/* Compare got with ref: |got - ref| <= atol + rtol |ref| (atol < 0: bit-exact). */
+static void cmp(const char *what, const char *be, const float *got, const float *ref, size_t n, double atol,
+                double rtol) {
+    size_t bad = 0, at = 0;
+    double worst = -1;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)ref[i]);
+        bool ok = atol < 0 ? memcmp(&got[i], &ref[i], 4) == 0 : d <= atol + rtol * fabs((double)ref[i]);
+        if (!ok) {
+            if (!(d <= worst)) worst = d, at = i;
+            bad++;
+        }
+    }
+    CHECK(bad == 0, "%s [%s]: %zu of %zu values off; e.g. [%zu] got %.9g want %.9g", what, be, bad, n, at,
+          got[at], ref[at]);
+}
+
+/* Run t on the CPU (reference) and on every Vulkan backend through both paths; compare `out`. */
+static void run_cmp(tg *t, int out, const char *what, double atol, double rtol) {
+    tg_run_out ro;
+    int rc = tg_run(t, cpu, &ro);
+    CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
+    if (rc) {
+        tg_out_free(&ro);
+        return;
+    }
+    const loom_node *on = &t->nodes[out];
+    size_t n = tg_bytes(on) / 4;
+    const float *ref = tg_f32(t, &ro, out);
+    for (int v = 0; v < NVK; v++) {
+        if (!vk[v]) continue;
+        for (int mode = 0; mode < 2; mode++) {
+            char name[96];
+            snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
+            tg_run_out o;
+            rc = mode ? vt_run_plan(t, vk[v], &o, 1, NULL, 0, NULL) : tg_run(t, vk[v], &o);
+            CHECK(rc == 0, "%s [%s]: %s", what, name, o.err);
+            if (rc == 0) cmp(what, name, tg_f32(t, &o, out), ref, n, atol, rtol);
+            tg_out_free(&o);
+        }
+    }
+    tg_out_free(&ro);
+}
+
+static const loom_dtype wtypes[3] = {LOOM_F32, LOOM_F16, LOOM_BF16};
+
+/* ---- EMBED ------------------------------------------------------------------------------------ */
+static void test_embed(void) {
+    const int64_t V = 300, D = 45, S = 7; /* 300 x 45 f32 = 54 KB: split under tiny limits */
+    int32_t ids[7] = {0, 299, 5, 5, 170, 298, 1};
+    float *tab = malloc(V * D * sizeof(float));
+    for (int wi = 0; wi < 3; wi++) {
+        void *w = tg_weights(wtypes[wi], (size_t)(V * D), 2.0f, tab);
+        tg t;
+        tg_init(&t);
+        int tw = tg_weight(&t, wtypes[wi], 2, (int64_t[]){V, D}, w);
+        int ti = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, ids);
+        int e = tg_node(&t, LOOM_OP_EMBED, LOOM_F32, 2, (int64_t[]){S, D}, 2, tw, ti);
+        char what[64];
+        snprintf(what, sizeof what, "embed %s", loom_dtype_name(wtypes[wi]));
+        run_cmp(&t, e, what, -1, 0);
+        free(w);
+    }
+    free(tab);
+}
+
+/* ---- MATMUL ----------------------------------------------------------------------------------- */
+static void test_matmul_case(loom_dtype wt, int64_t M, int64_t N, int64_t K, bool bias, int x_skip) {
+    /* x_skip > 0: x is a view starting x_skip floats into a bigger tensor (unaligned binding) */
+    float *x = malloc((M * K + x_skip) * sizeof(float)), *wf = malloc(N * K * sizeof(float));
+    float *b = malloc(N * sizeof(float));
+    tg_fill(x, (size_t)(M * K + x_skip), 1.0f);
+    tg_fill(b, (size_t)N, 0.5f);
+    void *w = tg_weights(wt, (size_t)(N * K), 0.5f, wf);
+    tg t;
+    tg_init(&t);
+    int tx = tg_input(&t, LOOM_F32, 1, (int64_t[]){M * K + x_skip}, x);
+    int xv = vt_view(&t, tx, 2, (int64_t[]){M, K}, (size_t)x_skip * 4);
+    int tw = tg_weight(&t, wt, 2, (int64_t[]){N, K}, w);
+    int tb = bias ? tg_weight(&t, LOOM_F32, 1, (int64_t[]){N}, b) : -1;
+    int y = bias ? tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 3, xv, tw, tb)
+                 : tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 2, xv, tw);
+    double amax = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double a = bias ? fabs(b[n]) : 0;
+            for (int64_t k = 0; k < K; k++) a += fabs((double)x[x_skip + m * K + k] * wf[n * K + k]);
+            if (a > amax) amax = a;
+        }
+    char what[128];
+    snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld%s%s", loom_dtype_name(wt), (long long)M,
+             (long long)N, (long long)K, bias ? " +bias" : "", x_skip ? " unaligned x" : "");
+    run_cmp(&t, y, what, ldexp(amax, -15) + 1e-6, 0);
+    free(x), free(wf), free(b), free(w);
+}
+
+static void test_matmul(void) {
+    static const int64_t shapes[][2] = {{37, 19}, {130, 64}, {33, 200}, {300, 96}, {5, 1}};
+    static const int64_t Ms[] = {1, 3, 8, 17, 70};
+    for (int wi = 0; wi < 3; wi++)
+        for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
+            for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
+                int64_t N = shapes[si][0], K = shapes[si][1], M = Ms[mi];
+                test_matmul_case(wtypes[wi], M, N, K, (si + mi) % 2 == 0, 0);
+            }
+    test_matmul_case(LOOM_F32, 1, 40, 64, false, 1);
+    test_matmul_case(LOOM_F16, 2, 40, 64, true, 3);
+    test_matmul_case(LOOM_BF16, 20, 40, 64, true, 5);
+}
+
+/* ---- element-wise and row ops ---------------------------------------------------------------- */
+static void test_eltwise(void) {
+    static const int64_t shapes[][2] = {{1, 7}, {3, 300}, {17, 1000}};
+    for (size_t si = 0; si < 3; si++) {
+        int64_t M = shapes[si][0], Nn = shapes[si][1];
+        size_t n = (size_t)(M * Nn);
+        float *a = malloc(n * 4), *b = malloc(n * 4), *row = malloc(Nn * 4);
+        tg_fill(a, n, 6.0f);
+        tg_fill(b, n, 2.0f);
+        tg_fill(row, (size_t)Nn, 2.0f);
+        for (int op = 0; op < 7; op++) {
+            for (int inplace = 0; inplace < 2; inplace++) {
+                tg t;
+                tg_init(&t);
+                int64_t ne[2] = {M, Nn};
+                int ta = tg_input(&t, LOOM_F32, 2, ne, a);
+                int tb = tg_input(&t, LOOM_F32, 2, ne, b);
+                int tr = tg_weight(&t, LOOM_F32, 1, (int64_t[]){Nn}, row);
+                int y = -1;
+                const char *name = "";
+                double atol = -1, rtol = 0;
+                switch (op) {
+                case 0: y = tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, ne, 2, ta, tb), name = "add"; break;
+                case 1: y = tg_node(&t, LOOM_OP_MUL, LOOM_F32, 2, ne, 2, ta, tr), name = "mul bcast"; break;
+                case 2: y = tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, ne, 2, ta, tr), name = "add bcast"; break;
+                case 3:
+                    y = tg_node(&t, LOOM_OP_SCALE, LOOM_F32, 2, ne, 1, ta), name = "scale";
+                    t.nodes[y].fp[0] = 0.37f;
+                    break;
+                case 4: y = tg_node(&t, LOOM_OP_SILU, LOOM_F32, 2, ne, 1, ta), name = "silu", atol = 2e-6, rtol = 2e-5; break;
+                case 5: y = tg_node(&t, LOOM_OP_SWIGLU, LOOM_F32, 2, ne, 2, ta, tb), name = "swiglu", atol = 2e-6, rtol = 2e-5; break;
+                case 6:
+                    y = tg_node(&t, LOOM_OP_SOFTMAX, LOOM_F32, 2, ne, 1, ta), name = "softmax", atol = 2e-6, rtol = 2e-5;
+                    t.nodes[y].fp[0] = 0.8f;
+                    break;
+                }
+                if (inplace) tg_inplace(&t, y);
+                char what[96];
+                snprintf(what, sizeof what, "%s %lldx%lld%s", name, (long long)M, (long long)Nn,
+                         inplace ? " in place" : "");
+                run_cmp(&t, y, what, atol, rtol);
+            }
+        }
+        for (int hw = 0; hw < 2; hw++) {
+            tg t;
+            tg_init(&t);
+            int64_t ne[2] = {M, Nn};
+            int ta = tg_input(&t, LOOM_F32, 2, ne, a);
+            int tr = tg_weight(&t, LOOM_F32, 1, (int64_t[]){Nn}, row);
+            int y = hw ? tg_node(&t, LOOM_OP_RMSNORM, LOOM_F32, 2, ne, 2, ta, tr)
+                       : tg_node(&t, LOOM_OP_RMSNORM, LOOM_F32, 2, ne, 1, ta);
+            t.nodes[y].fp[0] = 1e-5f;
+            char what[96];
+            snprintf(what, sizeof what, "rmsnorm %lldx%lld%s", (long long)M, (long long)Nn, hw ? " *w" : "");
+            run_cmp(&t, y, what, 2e-6, 2e-5);
+        }
+        free(a), free(b), free(row);
+    }
+}
+
+/* ---- ROPE ------------------------------------------------------------------------------------- */
+static void test_rope(void) {
+    const int64_t S = 5, H = 3;
+    int32_t pos[5] = {0, 1, 2, 7, 300}; /* a gap and a large position */
+    static const int cfg[][3] = {{64, 64, 0}, {64, 64, 1}, {40, 24, 0}, {40, 24, 1}, {18, 18, 0}};
+    for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++) {
+        int hd = cfg[c][0], rot = cfg[c][1], mode = cfg[c][2];
+        for (int ff = 0; ff < 2; ff++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                size_t n = (size_t)(S * H * hd);
+                float *x = malloc(n * 4), *fac = malloc(rot / 2 * 4);
+                tg_fill(x, n, 1.0f);
+                for (int i = 0; i < rot / 2; i++) fac[i] = 1.0f + (float)i * 0.37f;
+                tg t;
+                tg_init(&t);
+                int tx = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, H * hd}, x);
+                int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+                int tf = tg_weight(&t, LOOM_F32, 1, (int64_t[]){rot / 2}, fac);
+                int y = ff ? tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, (int64_t[]){S, H * hd}, 3, tx, tp, tf)
+                           : tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, (int64_t[]){S, H * hd}, 2, tx, tp);
+                loom_node *nd = &t.nodes[y];
+                nd->ip[0] = (int)H, nd->ip[1] = hd, nd->ip[2] = mode, nd->ip[3] = rot;
+                nd->fp[0] = 10000.0f, nd->fp[1] = ff ? 1.0f : 0.5f;
+                if (inplace) tg_inplace(&t, y);
+                char what[96];
+                snprintf(what, sizeof what, "rope %s hd=%d rot=%d%s%s", mode ? "norm" : "neox", hd, rot,
+                         ff ? " factors" : " scaled", inplace ? " in place" : "");
+                /* position 300 makes angles ~300 rad: sin/cos of a float argument, 1e-4 absolute */
+                run_cmp(&t, y, what, 1e-4, 2e-5);
+                free(x), free(fac);
+            }
+    }
+}
+
+/* ---- KV_STORE + ATTENTION -------------------------------------------------------------------- */
+static void attn_case(int64_t S, int64_t C, int H, int Hkv, int hd, const int32_t *pos, int n_filled) {
+    int W = Hkv * hd;
+    float *q = malloc(S * H * hd * 4), *kr = malloc(S * W * 4), *vr = malloc(S * W * 4);
+    float *kc = calloc((size_t)(C * W), 4), *vc = calloc((size_t)(C * W), 4);
+    tg_fill(q, (size_t)(S * H * hd), 1.0f);
+    tg_fill(kr, (size_t)(S * W), 1.0f);
+    tg_fill(vr, (size_t)(S * W), 1.0f);
+    tg_fill(kc, (size_t)(n_filled * W), 1.0f); /* earlier steps' rows */
+    tg_fill(vc, (size_t)(n_filled * W), 1.0f);
+    tg t;
+    tg_init(&t);
+    int tq = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, H * hd}, q);
+    int tk = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, kr);
+    int tv = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, vr);
+    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    int sk = tg_state(&t, C, W, kc), sv = tg_state(&t, C, W, vc);
+    int k2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sk, tk, tp);
+    tg_inplace(&t, k2);
+    int v2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sv, tv, tp);
+    tg_inplace(&t, v2);
+    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 4, tq, k2, v2, tp);
+    t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd;
+    t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd);
+    char what[128];
+    snprintf(what, sizeof what, "attention S=%lld C=%lld H=%d Hkv=%d hd=%d pos0=%d", (long long)S, (long long)C, H,
+             Hkv, hd, pos[0]);
+    run_cmp(&t, o, what, 2e-5, 1e-5);
+    snprintf(what + strlen(what), sizeof what - strlen(what), " (cache)");
+    run_cmp(&t, k2, what, -1, 0);
+    free(q), free(kr), free(vr), free(kc), free(vc);
+}
+
+static void test_attention(void) {
+    int32_t p5[5] = {0, 1, 2, 3, 4}, pg[5] = {3, 4, 5, 9, 10}, p1[1] = {650}, p0[1] = {0};
+    attn_case(5, 16, 4, 4, 64, p5, 0);
+    attn_case(5, 16, 6, 2, 40, pg, 3);    /* GQA, gap in positions, rows already in the cache */
+    attn_case(1, 700, 6, 2, 64, p1, 650); /* decode with key splits */
+    attn_case(1, 700, 2, 1, 160, p1, 650); /* head_dim over the workgroup size, splits */
+    attn_case(1, 300, 4, 2, 32, p0, 0);    /* first token: one key */
+    int32_t p200[200];
+    for (int i = 0; i < 200; i++) p200[i] = i;
+    attn_case(200, 256, 2, 1, 64, p200, 0); /* more keys than one tile */
+}
+
+/* ---- PERMUTE ---------------------------------------------------------------------------------- */
+static void test_permute(void) {
+    float *x = malloc(3 * 5 * 7 * 2 * 4);
+    tg_fill(x, 3 * 5 * 7 * 2, 1.0f);
+    static const int perms3[][3] = {{1, 0, 2}, {2, 1, 0}, {0, 2, 1}};
+    for (int p = 0; p < 3; p++) {
+        tg t;
+        tg_init(&t);
+        int64_t ne[3] = {3, 5, 14};
+        int tx = tg_input(&t, LOOM_F32, 3, ne, x);
+        int64_t on[3] = {ne[perms3[p][0]], ne[perms3[p][1]], ne[perms3[p][2]]};
+        int y = tg_node(&t, LOOM_OP_PERMUTE, LOOM_F32, 3, on, 1, tx);
+        for (int d = 0; d < 3; d++) t.nodes[y].ip[d] = perms3[p][d];
+        run_cmp(&t, y, "permute 3d", -1, 0);
+    }
+    tg t;
+    tg_init(&t);
+    int64_t ne[4] = {3, 5, 7, 2};
+    int tx = tg_input(&t, LOOM_F32, 4, ne, x);
+    int y = tg_node(&t, LOOM_OP_PERMUTE, LOOM_F32, 4, (int64_t[]){7, 3, 2, 5}, 1, tx);
+    int ax[4] = {2, 0, 3, 1};
+    for (int d = 0; d < 4; d++) t.nodes[y].ip[d] = ax[d];
+    run_cmp(&t, y, "permute 4d", -1, 0);
+    free(x);
+}
+
+/* ---- replay: one recorded decode graph, three steps with new tokens and positions -------------- */
+static void test_replay(void) {
+    const int64_t V = 50, D = 64, C = 40;
+    const int H = 4, Hkv = 2, hd = 16, W = Hkv * hd;
+    float *emb = malloc(V * D * 4), *wq = malloc(H * hd * D * 4), *wk = malloc(W * D * 4), *wv = malloc(W * D * 4);
+    float *kc = calloc((size_t)(C * W), 4), *vc = calloc((size_t)(C * W), 4);
+    tg_fill(emb, (size_t)(V * D), 1.0f);
+    tg_fill(wq, (size_t)(H * hd * D), 0.2f);
+    tg_fill(wk, (size_t)(W * D), 0.2f);
+    tg_fill(wv, (size_t)(W * D), 0.2f);
+    tg_fill(kc, (size_t)(7 * W), 1.0f); /* 7 tokens already cached */
+    tg_fill(vc, (size_t)(7 * W), 1.0f);
+    int32_t tok[4][1] = {{3}, {17}, {49}, {0}}, pos[4][1] = {{7}, {8}, {9}, {10}};
+    tg t;
+    tg_init(&t);
+    int ttok = tg_input(&t, LOOM_I32, 1, (int64_t[]){1}, tok[0]);
+    int tpos = tg_input(&t, LOOM_I32, 1, (int64_t[]){1}, pos[0]);
+    int te = tg_weight(&t, LOOM_F32, 2, (int64_t[]){V, D}, emb);
+    int tq = tg_weight(&t, LOOM_F32, 2, (int64_t[]){H * hd, D}, wq);
+    int tk = tg_weight(&t, LOOM_F32, 2, (int64_t[]){W, D}, wk);
+    int tv = tg_weight(&t, LOOM_F32, 2, (int64_t[]){W, D}, wv);
+    int sk = tg_state(&t, C, W, kc), sv = tg_state(&t, C, W, vc);
+    int x = tg_node(&t, LOOM_OP_EMBED, LOOM_F32, 2, (int64_t[]){1, D}, 2, te, ttok);
+    int xn = tg_node(&t, LOOM_OP_RMSNORM, LOOM_F32, 2, (int64_t[]){1, D}, 1, x);
+    t.nodes[xn].fp[0] = 1e-6f;
+    int q = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, H * hd}, 2, xn, tq);
+    int k = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, W}, 2, xn, tk);
+    int v = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, W}, 2, xn, tv);
+    int qr = tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, (int64_t[]){1, H * hd}, 2, q, tpos);
+    t.nodes[qr].ip[0] = H, t.nodes[qr].ip[1] = hd, t.nodes[qr].ip[2] = 0, t.nodes[qr].ip[3] = hd;
+    t.nodes[qr].fp[0] = 10000.0f, t.nodes[qr].fp[1] = 1.0f;
+    tg_inplace(&t, qr);
+    int kr = tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, (int64_t[]){1, W}, 2, k, tpos);
+    t.nodes[kr].ip[0] = Hkv, t.nodes[kr].ip[1] = hd, t.nodes[kr].ip[2] = 0, t.nodes[kr].ip[3] = hd;
+    t.nodes[kr].fp[0] = 10000.0f, t.nodes[kr].fp[1] = 1.0f;
+    int k2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sk, kr, tpos);
+    tg_inplace(&t, k2);
+    int v2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sv, v, tpos);
+    tg_inplace(&t, v2);
+    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){1, H * hd}, 4, qr, k2, v2, tpos);
+    t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd;
+    t.nodes[o].fp[0] = 0.25f;
+    int y = tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, (int64_t[]){1, D}, 2, x, o);
+    (void)y;
+
+    /* reference: the CPU, one step at a time, carrying the cache forward */
+    float ref[4][64];
+    float *kc2 = malloc(C * W * 4), *vc2 = malloc(C * W * 4);
+    memcpy(kc2, kc, C * W * 4);
+    memcpy(vc2, vc, C * W * 4);
+    bool ok = true;
+    for (int s = 0; s < 4 && ok; s++) {
+        t.input_data[ttok] = tok[s];
+        t.input_data[tpos] = pos[s];
+        t.state_data[0] = kc2;
+        t.state_data[1] = vc2;
+        tg_run_out ro;
+        ok = tg_run(&t, cpu, &ro) == 0;
+        CHECK(ok, "replay reference step %d: %s", s, ro.err);
+        if (ok) {
+            memcpy(ref[s], tg_f32(&t, &ro, y), sizeof ref[s]);
+            memcpy(kc2, ro.state[0], C * W * 4);
+            memcpy(vc2, ro.state[1], C * W * 4);
+        }
+        tg_out_free(&ro);
+    }
+    t.input_data[ttok] = tok[0];
+    t.input_data[tpos] = pos[0];
+    t.state_data[0] = kc;
+    t.state_data[1] = vc;
+    for (int nsteps = 1; nsteps <= 4 && ok; nsteps++)
+        for (int bi = 0; bi < NVK; bi++) {
+            if (!vk[bi]) continue;
+            vt_update upd[2] = {{ttok, {tok[1], tok[2], tok[3]}}, {tpos, {pos[1], pos[2], pos[3]}}};
+            tg_run_out ro;
+            double nt[TG_MAX_NODES] = {0};
+            int rc = vt_run_plan(&t, vk[bi], &ro, nsteps, upd, 2, nsteps == 4 ? nt : NULL);
+            CHECK(rc == 0, "replay %d steps [%s]: %s", nsteps, vk_name[bi], ro.err);
+            if (rc == 0) {
+                char what[64];
+                snprintf(what, sizeof what, "replay after %d steps", nsteps);
+                cmp(what, vk_name[bi], tg_f32(&t, &ro, y), ref[nsteps - 1], (size_t)D, 2e-5, 2e-5);
+            }
+            if (rc == 0 && nsteps == 4) { /* timestamps filled every computed node */
+                double sum = 0;
+                bool neg = false;
+                for (int k2i = 0; k2i < t.p.n_order; k2i++) {
+                    sum += nt[t.p.order[k2i]];
+                    neg |= nt[t.p.order[k2i]] < 0;
+                }
+                CHECK(sum > 0 && sum < 10 && !neg, "replay node times [%s]: sum %g", vk_name[bi], sum);
+            }
+            tg_out_free(&ro);
+        }
+    free(emb), free(wq), free(wk), free(wv), free(kc), free(vc), free(kc2), free(vc2);
+}
+
+/* ---- buffers and errors ---------------------------------------------------------------------- */
+static void test_buffers(loom_backend *be, const char *name) {
+    const loom_backend_ops *ops = be->ops;
+    /* bigger than one staging half, odd size and offset: exercises chunking and unaligned paths */
+    size_t n = (40u << 20) + 7;
+    uint8_t *src = malloc(n), *dst = malloc(n);
+    for (size_t i = 0; i < n; i++) src[i] = (uint8_t)(i * 2654435761u >> 13);
+    loom_buffer *b = ops->buf_alloc(be, n + 5);
+    CHECK(b != NULL, "[%s] buf_alloc: %s", name, loom_last_error());
+    if (b) {
+        CHECK(ops->buf_write(be, b, 3, src, n) == 0, "[%s] big write: %s", name, loom_last_error());
+        CHECK(ops->buf_read(be, b, 3, dst, n) == 0, "[%s] big read: %s", name, loom_last_error());
+        CHECK(memcmp(src, dst, n) == 0, "[%s] big write/read round trip differs", name);
+        CHECK(ops->buf_zero(be, b, 1001, 13) == 0, "[%s] zero: %s", name, loom_last_error());
+        CHECK(ops->buf_zero(be, b, 2048, 4096) == 0, "[%s] zero aligned: %s", name, loom_last_error());
+        CHECK(ops->buf_write(be, b, 8, "abcd", 4) == 0, "[%s] small write", name);
+        CHECK(ops->buf_read(be, b, 0, dst, 8192) == 0, "[%s] read", name);
+        bool ok = !memcmp(dst + 8, "abcd", 4) && dst[1000] == src[997] && dst[1014] == src[1011];
+        for (int i = 1001; i < 1014; i++) ok &= dst[i] == 0;
+        for (int i = 2048; i < 2048 + 4096; i++) ok &= dst[i] == 0;
+        CHECK(ok, "[%s] zero/small write contents wrong", name);
+        CHECK(ops->buf_read(be, b, n, dst, 6) == -1 && strstr(loom_last_error(), "outside"),
+              "[%s] read past the end: rc/err '%s'", name, loom_last_error());
+        CHECK(ops->buf_write(be, b, (size_t)-8, src, 16) == -1, "[%s] overflowing offset accepted", name);
+        ops->buf_free(be, b);
+    }
+    /* a weight split into pieces (under tiny limits) reads back whole */
+    loom_buffer *w = ops->buf_from_host(be, src, 300000);
+    CHECK(w != NULL, "[%s] buf_from_host: %s", name, loom_last_error());
+    if (w) {
+        memset(dst, 0, 300000);
+        CHECK(ops->buf_read(be, w, 0, dst, 300000) == 0 && !memcmp(src, dst, 300000),
+              "[%s] weight round trip differs", name);
+        ops->buf_free(be, w);
+    }
+    free(src);
+    free(dst);
+}
+
+static void test_errors(void) {
+    loom_backend_opts o = {.device_index = 99};
+    loom_backend *be = loom_vulkan_backend_new(&o);
+    CHECK(be == NULL && strstr(loom_last_error(), "not found"), "device 99: got '%s'", loom_last_error());
+    if (be) loom_backend_close(be);
+    /* an allocation larger than the device is refused with a message naming the device and sizes */
+    loom_buffer *b = vk[0]->ops->buf_alloc(vk[0], (size_t)1 << 46);
+    CHECK(b == NULL && strstr(loom_last_error(), "vulkan") && strstr(loom_last_error(), "MiB"),
+          "64 TiB alloc: got '%s'", loom_last_error());
+    loom_buffer *w = vk[0]->ops->buf_from_host(vk[0], "x", (size_t)1 << 46);
+    CHECK(w == NULL && strstr(loom_last_error(), "out of device memory"), "64 TiB weight: got '%s'",
+          loom_last_error());
+    char desc[256] = "";
+    vk[0]->ops->describe(vk[0], desc, sizeof desc);
+    CHECK(strlen(desc) > 5, "describe: '%s'", desc);
+    printf("device: %s\n", desc);
+}
+
+int main(void) {
+    loom_backend_opts co = {.n_threads = 1, .force_scalar = true, .device_index = -1};
+    cpu = loom_cpu_backend_new(&co);
+    if (!cpu) {
+        fprintf(stderr, "cpu backend: %s\n", loom_last_error());
+        return 1;
+    }
+    loom_backend_opts vo = {.device_index = -1};
+    vk[0] = loom_vulkan_backend_new(&vo);
+    if (!vk[0]) {
+        printf("SKIP: %s\n", loom_last_error());
+        loom_backend_close(cpu);
+        return 77;
+    }
+    setenv("LOOM_VK_NO_F16S", "1", 1);
+    setenv("LOOM_VK_NO_SUBGROUP", "1", 1);
+    vk[1] = loom_vulkan_backend_new(&vo);
+    CHECK(vk[1] != NULL, "second backend: %s", loom_last_error());
+    unsetenv("LOOM_VK_NO_F16S");
+    unsetenv("LOOM_VK_NO_SUBGROUP");
+    setenv("LOOM_VK_MAX_WEIGHT_PIECE", "16384", 1);
+    vk[2] = loom_vulkan_backend_new(&vo);
+    CHECK(vk[2] != NULL, "tiny-limits backend: %s", loom_last_error());
+    unsetenv("LOOM_VK_MAX_WEIGHT_PIECE");
+
+    test_errors();
+    test_buffers(vk[0], vk_name[0]);
+    if (vk[2]) test_buffers(vk[2], vk_name[2]);
+    test_embed();
+    test_matmul();
+    test_eltwise();
+    test_rope();
+    test_attention();
+    test_permute();
+    test_replay();
+
+    for (int v = 0; v < NVK; v++) loom_backend_close(vk[v]);
+    loom_backend_close(cpu);
+    CHECK_DONE();
+}
