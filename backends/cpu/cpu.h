@@ -38,11 +38,11 @@ typedef struct cpu_kernels {
     void (*gemv)(float *y, const float *x, const void *w, loom_dtype wt, int64_t K, int64_t n0,
                  int64_t n1, const float *bias);
     /* Prefill: y[m, n] = x[m] . W[n] (+ bias[n]) for all m < M and n in [n0, n1) (at most
-     * CPU_GEMM_MAX_COLS); y has row stride ldy, x row stride K. scratch: gemm_scratch(K) floats,
+     * CPU_GEMM_MAX_COLS); y has row stride ldy, x row stride K. scratch: gemm_scratch(M, K) floats,
      * 64-byte aligned, private to the calling thread. */
     void (*gemm)(float *y, int64_t ldy, const float *x, const void *w, loom_dtype wt, int64_t M,
                  int64_t K, int64_t n0, int64_t n1, const float *bias, float *scratch);
-    size_t (*gemm_scratch)(int64_t K);
+    size_t (*gemm_scratch)(int64_t M, int64_t K);
 
     void (*to_f32)(float *dst, const void *src, loom_dtype t, int64_t n);
     /* Elementwise; y may equal a (in place). */

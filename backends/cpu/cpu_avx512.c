@@ -1,9 +1,586 @@
-/* AVX-512 kernels (F/BW/DQ/VL, plus AVX512_BF16 when present; only called after CPUID says so). */
+/* AVX-512 kernels (F/BW/DQ/VL + FMA + F16C, and AVX512_BF16 when present). This file is compiled
+ * with AVX-512 flags; cpu_backend.c calls cpu_kernels_avx512 only after CPUID says they are there.
+ *
+ * MATMUL is what matters:
+ *  - gemv (decode, one x row) is memory-bound: it streams 4 weight rows at a time with independent
+ *    accumulators (two per row), converts f16 with vcvtph2ps and bf16 with a shift, keeps f32
+ *    accumulation and prefetches the next rows.
+ *  - gemm (prefill) packs a KC x 32 panel of W to f32 once (16x16 register transposes) and reuses
+ *    it for every x row with an 8 x 32 register-blocked micro-kernel (16 zmm accumulators, x
+ *    broadcast from memory). For bf16 weights with AVX512_BF16 the panel stays bf16 (pairs of k)
+ *    and x is rounded to bf16 once per panel, so vdpbf16ps does two multiply-adds per lane;
+ *    accumulation stays f32.
+ */
 #include "cpu.h"
 
 #include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+AI __m512 exp16(__m512 x) {
+    /* Cephes expf: 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2]; ~1 ulp. scalef handles the range
+     * ends (overflow to inf, underflow to 0); the clamp keeps r small. min/max order keeps NaN. */
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+AI __m512 silu16(__m512 x) {
+    __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+AI __mmask16 tail_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }
+
+/* 16 weights at element i of a row of type t (f32, f16, bf16), converted to f32. */
+AI __m512 ldw(const void *w, int t, int64_t i) {
+    if (t == LOOM_F32) return _mm512_loadu_ps((const float *)w + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+    if (t == LOOM_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+/* Same, only the lanes in m (others read as 0, nothing outside m is touched). */
+AI __m512 ldw_m(const void *w, int t, int64_t i, __mmask16 m) {
+    if (t == LOOM_F32) return _mm512_maskz_loadu_ps(m, (const float *)w + i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i);
+    if (t == LOOM_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* ---- conversion ----------------------------------------------------------------------------- */
+static void v_to_f32(float *dst, const void *src, loom_dtype t, int64_t n) {
+    if (t == LOOM_I32) {
+        for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int32_t *)src)[i];
+        return;
+    }
+    int64_t i = 0;
+    switch (t) {
+    case LOOM_F32: memcpy(dst, src, (size_t)n * 4); return;
+    case LOOM_F16:
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ldw(src, LOOM_F16, i));
+        if (i < n) _mm512_mask_storeu_ps(dst + i, tail_mask(n - i), ldw_m(src, LOOM_F16, i, tail_mask(n - i)));
+        return;
+    default:
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ldw(src, LOOM_BF16, i));
+        if (i < n) _mm512_mask_storeu_ps(dst + i, tail_mask(n - i), ldw_m(src, LOOM_BF16, i, tail_mask(n - i)));
+        return;
+    }
+}
+
+/* ---- elementwise ---------------------------------------------------------------------------- */
+#define EW_LOOP(EXPR_V)                                                                            \
+    int64_t i = 0;                                                                                 \
+    for (; i + 16 <= n; i += 16) {                                                                 \
+        const __mmask16 m = 0xffff;                                                                \
+        (void)m;                                                                                   \
+        _mm512_storeu_ps(y + i, EXPR_V);                                                           \
+    }                                                                                              \
+    if (i < n) {                                                                                   \
+        const __mmask16 m = tail_mask(n - i);                                                      \
+        _mm512_mask_storeu_ps(y + i, m, EXPR_V);                                                   \
+    }
+
+#define LD(p) _mm512_maskz_loadu_ps(m, (p) + i)
+
+static void v_add(float *y, const float *a, const float *b, int64_t n) { EW_LOOP(_mm512_add_ps(LD(a), LD(b))) }
+static void v_mul(float *y, const float *a, const float *b, int64_t n) { EW_LOOP(_mm512_mul_ps(LD(a), LD(b))) }
+static void v_scale(float *y, const float *a, float s, int64_t n) {
+    const __m512 vs = _mm512_set1_ps(s);
+    EW_LOOP(_mm512_mul_ps(LD(a), vs))
+}
+static void v_silu(float *y, const float *x, int64_t n) { EW_LOOP(silu16(LD(x))) }
+static void v_swiglu(float *y, const float *g, const float *u, int64_t n) {
+    EW_LOOP(_mm512_mul_ps(silu16(LD(g)), LD(u)))
+}
+
+/* ---- row ops -------------------------------------------------------------------------------- */
+static void v_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
+        s0 = _mm512_fmadd_ps(a, a, s0);
+        s1 = _mm512_fmadd_ps(b, b, s1);
+    }
+    for (; i < n; i += 16) {
+        __m512 a = _mm512_maskz_loadu_ps(n - i >= 16 ? 0xffff : tail_mask(n - i), x + i);
+        s0 = _mm512_fmadd_ps(a, a, s0);
+    }
+    double ss = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    const __m512 r = _mm512_set1_ps((float)(1.0 / sqrt(ss / (double)n + eps)));
+    if (w) {
+        EW_LOOP(_mm512_mul_ps(_mm512_mul_ps(LD(x), r), LD(w)))
+    } else {
+        EW_LOOP(_mm512_mul_ps(LD(x), r))
+    }
+}
+
+static void v_softmax(float *y, const float *x, int64_t n, float scale) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : tail_mask(n - i);
+        mx = _mm512_mask_max_ps(mx, m, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
+    }
+    const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : tail_mask(n - i);
+        __m512 e = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, x + i), vs, vm));
+        _mm512_mask_storeu_ps(y + i, m, e);
+        sum = _mm512_mask_add_ps(sum, m, sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    EW_LOOP(_mm512_mul_ps(LD(y), inv))
+}
+
+/* NEOX pairs are contiguous halves: vectorise; the interleaved NORM mode stays scalar. */
+static void v_rope(float *x, const float *cs, const float *sn, int rot, int mode) {
+    int half = rot / 2;
+    if (mode != LOOM_ROPE_NEOX) {
+        for (int i = 0; i < half; i++) {
+            float a = x[2 * i], b = x[2 * i + 1];
+            x[2 * i] = a * cs[i] - b * sn[i];
+            x[2 * i + 1] = a * sn[i] + b * cs[i];
+        }
+        return;
+    }
+    float *xa = x, *xb = x + half;
+    for (int i = 0; i < half; i += 16) {
+        __mmask16 m = half - i >= 16 ? 0xffff : tail_mask(half - i);
+        __m512 a = _mm512_maskz_loadu_ps(m, xa + i), b = _mm512_maskz_loadu_ps(m, xb + i);
+        __m512 c = _mm512_maskz_loadu_ps(m, cs + i), s = _mm512_maskz_loadu_ps(m, sn + i);
+        _mm512_mask_storeu_ps(xa + i, m, _mm512_fmsub_ps(a, c, _mm512_mul_ps(b, s)));
+        _mm512_mask_storeu_ps(xb + i, m, _mm512_fmadd_ps(a, s, _mm512_mul_ps(b, c)));
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------ */
+AI float dot_hd(const float *a, const float *b, int hd) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d + 16), _mm512_loadu_ps(b + d + 16), s1);
+    }
+    for (; d < hd; d += 16) {
+        __mmask16 m = hd - d >= 16 ? 0xffff : tail_mask(hd - d);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+static void v_attn(float *out, const float *q, const float *k, const float *v, int64_t ld,
+                   int64_t n_keys, int hd, float scale, float *scratch) {
+    float *sc = scratch, *acc = scratch + CPU_ATTN_BLOCK;
+    float mx = -INFINITY, l = 0;
+    for (int d = 0; d < hd; d++) acc[d] = 0;
+    for (int64_t j0 = 0; j0 < n_keys; j0 += CPU_ATTN_BLOCK) {
+        int nb = (int)(n_keys - j0 < CPU_ATTN_BLOCK ? n_keys - j0 : CPU_ATTN_BLOCK);
+        for (int j = 0; j < nb; j++) {
+            if (j + 2 < nb) _mm_prefetch((const char *)(k + (j0 + j + 2) * ld), _MM_HINT_T0);
+            sc[j] = scale * dot_hd(q, k + (j0 + j) * ld, hd);
+        }
+        __m512 bm = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < nb; j += 16) {
+            __mmask16 m = nb - j >= 16 ? 0xffff : tail_mask(nb - j);
+            bm = _mm512_mask_max_ps(bm, m, bm, _mm512_maskz_loadu_ps(m, sc + j));
+        }
+        float bmax = _mm512_reduce_max_ps(bm);
+        if (bmax > mx) {
+            float c = expf(mx - bmax);
+            for (int d = 0; d < hd; d += 16) {
+                __mmask16 m = hd - d >= 16 ? 0xffff : tail_mask(hd - d);
+                _mm512_mask_storeu_ps(acc + d, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, acc + d), _mm512_set1_ps(c)));
+            }
+            l *= c;
+            mx = bmax;
+        }
+        __m512 ls = _mm512_setzero_ps();
+        for (int j = 0; j < nb; j += 16) {
+            __mmask16 m = nb - j >= 16 ? 0xffff : tail_mask(nb - j);
+            __m512 p = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + j), _mm512_set1_ps(mx)));
+            p = _mm512_maskz_mov_ps(m, p);
+            _mm512_mask_storeu_ps(sc + j, m, p);
+            ls = _mm512_add_ps(ls, p);
+        }
+        l += _mm512_reduce_add_ps(ls);
+        /* acc += sum_j p_j v_j, hd in registers when it fits (the common 64 and 128) */
+        if (hd == 64 || hd == 128) {
+            __m512 a[8];
+            int nv = hd / 16;
+            for (int r = 0; r < nv; r++) a[r] = _mm512_loadu_ps(acc + 16 * r);
+            for (int j = 0; j < nb; j++) {
+                const float *vj = v + (j0 + j) * ld;
+                __m512 p = _mm512_set1_ps(sc[j]);
+                for (int r = 0; r < nv; r++) a[r] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * r), a[r]);
+            }
+            for (int r = 0; r < nv; r++) _mm512_storeu_ps(acc + 16 * r, a[r]);
+        } else {
+            for (int j = 0; j < nb; j++) {
+                const float *vj = v + (j0 + j) * ld;
+                __m512 p = _mm512_set1_ps(sc[j]);
+                for (int d = 0; d < hd; d += 16) {
+                    __mmask16 m = hd - d >= 16 ? 0xffff : tail_mask(hd - d);
+                    __m512 a = _mm512_maskz_loadu_ps(m, acc + d);
+                    _mm512_mask_storeu_ps(acc + d, m, _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(m, vj + d), a));
+                }
+            }
+        }
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / l);
+    for (int d = 0; d < hd; d += 16) {
+        __mmask16 m = hd - d >= 16 ? 0xffff : tail_mask(hd - d);
+        _mm512_mask_storeu_ps(out + d, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, acc + d), inv));
+    }
+}
+
+/* ---- gemv ----------------------------------------------------------------------------------- */
+AI void gemv_t(int t, float *y, const float *x, const void *w, int64_t K, int64_t n0, int64_t n1,
+               const float *bias) {
+    const int64_t es = t == LOOM_F32 ? 4 : 2;
+    const char *wb = w;
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        const void *r0 = wb + (n + 0) * K * es, *r1 = wb + (n + 1) * K * es;
+        const void *r2 = wb + (n + 2) * K * es, *r3 = wb + (n + 3) * K * es;
+        /* the next 4 rows follow these 4 in memory: fetch them one stride ahead */
+        const char *pf = wb + (n + 4) * K * es;
+        int64_t k = 0;
+        for (; k + 32 <= K; k += 32) {
+            _mm_prefetch(pf + k * es, _MM_HINT_T0);
+            _mm_prefetch(pf + (K + k) * es, _MM_HINT_T0);
+            _mm_prefetch(pf + (2 * K + k) * es, _MM_HINT_T0);
+            _mm_prefetch(pf + (3 * K + k) * es, _MM_HINT_T0);
+            if (es == 4) {
+                _mm_prefetch(pf + k * es + 64, _MM_HINT_T0);
+                _mm_prefetch(pf + (K + k) * es + 64, _MM_HINT_T0);
+                _mm_prefetch(pf + (2 * K + k) * es + 64, _MM_HINT_T0);
+                _mm_prefetch(pf + (3 * K + k) * es + 64, _MM_HINT_T0);
+            }
+            __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+            a0 = _mm512_fmadd_ps(ldw(r0, t, k), x0, a0);
+            a1 = _mm512_fmadd_ps(ldw(r1, t, k), x0, a1);
+            a2 = _mm512_fmadd_ps(ldw(r2, t, k), x0, a2);
+            a3 = _mm512_fmadd_ps(ldw(r3, t, k), x0, a3);
+            b0 = _mm512_fmadd_ps(ldw(r0, t, k + 16), x1, b0);
+            b1 = _mm512_fmadd_ps(ldw(r1, t, k + 16), x1, b1);
+            b2 = _mm512_fmadd_ps(ldw(r2, t, k + 16), x1, b2);
+            b3 = _mm512_fmadd_ps(ldw(r3, t, k + 16), x1, b3);
+        }
+        for (; k < K; k += 16) {
+            __mmask16 m = K - k >= 16 ? 0xffff : tail_mask(K - k);
+            __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
+            a0 = _mm512_fmadd_ps(ldw_m(r0, t, k, m), x0, a0);
+            a1 = _mm512_fmadd_ps(ldw_m(r1, t, k, m), x0, a1);
+            a2 = _mm512_fmadd_ps(ldw_m(r2, t, k, m), x0, a2);
+            a3 = _mm512_fmadd_ps(ldw_m(r3, t, k, m), x0, a3);
+        }
+        y[n + 0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0)) + (bias ? bias[n + 0] : 0.0f);
+        y[n + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1)) + (bias ? bias[n + 1] : 0.0f);
+        y[n + 2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2)) + (bias ? bias[n + 2] : 0.0f);
+        y[n + 3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3)) + (bias ? bias[n + 3] : 0.0f);
+    }
+    for (; n < n1; n++) {
+        const void *r0 = wb + n * K * es;
+        __m512 a0 = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K; k += 16) {
+            __mmask16 m = K - k >= 16 ? 0xffff : tail_mask(K - k);
+            a0 = _mm512_fmadd_ps(ldw_m(r0, t, k, m), _mm512_maskz_loadu_ps(m, x + k), a0);
+        }
+        y[n] = _mm512_reduce_add_ps(a0) + (bias ? bias[n] : 0.0f);
+    }
+}
+
+static void v_gemv(float *y, const float *x, const void *w, loom_dtype wt, int64_t K, int64_t n0,
+                   int64_t n1, const float *bias) {
+    switch (wt) {
+    case LOOM_F32: gemv_t(LOOM_F32, y, x, w, K, n0, n1, bias); break;
+    case LOOM_F16: gemv_t(LOOM_F16, y, x, w, K, n0, n1, bias); break;
+    default: gemv_t(LOOM_BF16, y, x, w, K, n0, n1, bias); break;
+    }
+}
+
+/* ---- gemm ----------------------------------------------------------------------------------- */
+#define G_NR 32  /* panel width: two zmm of output columns */
+#define G_MR 8   /* x rows per micro-kernel call */
+#define G_KC 256 /* k per packed panel: a 32 x 256 f32 panel is 32 KB, it stays in L1 */
+
+/* Transpose 16 rows of 16 floats in registers. */
+AI void tr16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    /* r[4g + e] now holds, in 128-bit lane L, element 4L + e of rows 4g..4g+3 */
+    for (int e = 0; e < 4; e++) {
+        __m512 a = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88), b = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xdd);
+        __m512 c = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88), d = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xdd);
+        t[e] = _mm512_shuffle_f32x4(a, c, 0x88);
+        t[8 + e] = _mm512_shuffle_f32x4(a, c, 0xdd);
+        t[4 + e] = _mm512_shuffle_f32x4(b, d, 0x88);
+        t[12 + e] = _mm512_shuffle_f32x4(b, d, 0xdd);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+/* Pack W rows [n0, n1) x k [k0, k0 + kc) to f32 panels dst[p][k][32] (p = 32-row group),
+ * padding missing rows with zeros. */
+AI void pack_f32_t(int t, float *dst, const void *w, int64_t K, int64_t n0, int64_t n1, int64_t k0, int kc) {
+    const int64_t es = t == LOOM_F32 ? 4 : 2;
+    const char *wb = w;
+    int64_t nc = n1 - n0;
+    int64_t groups = (nc + 15) / 16;
+    for (int64_t g = 0; g < groups; g++) {
+        int rows = (int)(nc - g * 16 < 16 ? nc - g * 16 : 16);
+        float *pd = dst + (g / 2) * (int64_t)kc * G_NR + (g % 2) * 16;
+        for (int kk = 0; kk < kc; kk += 16) {
+            int kn = kc - kk < 16 ? kc - kk : 16;
+            __mmask16 m = kn == 16 ? 0xffff : tail_mask(kn);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < rows ? ldw_m(wb + ((n0 + g * 16 + i) * K + k0) * es, t, kk, m) : _mm512_setzero_ps();
+            tr16(r);
+            for (int j = 0; j < kn; j++) _mm512_store_ps(pd + (int64_t)(kk + j) * G_NR, r[j]);
+        }
+    }
+    if (groups & 1) { /* the unused half of the last panel */
+        float *pd = dst + (groups / 2) * (int64_t)kc * G_NR + 16;
+        for (int k = 0; k < kc; k++) _mm512_store_ps(pd + (int64_t)k * G_NR, _mm512_setzero_ps());
+    }
+}
+
+static void pack_f32(float *dst, const void *w, int t, int64_t K, int64_t n0, int64_t n1, int64_t k0, int kc) {
+    switch (t) {
+    case LOOM_F32: pack_f32_t(LOOM_F32, dst, w, K, n0, n1, k0, kc); break;
+    case LOOM_F16: pack_f32_t(LOOM_F16, dst, w, K, n0, n1, k0, kc); break;
+    default: pack_f32_t(LOOM_BF16, dst, w, K, n0, n1, k0, kc); break;
+    }
+}
+
+/* Write a finished tile row: first k block stores (+ bias), later blocks add. */
+AI void tile_out(float *y, __m512 a0, __m512 a1, __mmask16 m0, __mmask16 m1, bool first,
+                 const float *bias) {
+    if (first) {
+        if (bias) {
+            a0 = _mm512_add_ps(a0, _mm512_maskz_loadu_ps(m0, bias));
+            a1 = _mm512_add_ps(a1, _mm512_maskz_loadu_ps(m1, bias + 16));
+        }
+    } else {
+        a0 = _mm512_add_ps(a0, _mm512_maskz_loadu_ps(m0, y));
+        a1 = _mm512_add_ps(a1, _mm512_maskz_loadu_ps(m1, y + 16));
+    }
+    _mm512_mask_storeu_ps(y, m0, a0);
+    _mm512_mask_storeu_ps(y + 16, m1, a1);
+}
+
+/* mr x 32 tile: y[r][0..32) (+)= sum_k x[r][k] * panel[k][0..32). */
+AI void ukr_f32(int mr, const float *x, int64_t ldx, const float *pw, int kc, float *y, int64_t ldy,
+                __mmask16 m0, __mmask16 m1, bool first, const float *bias) {
+    __m512 acc[G_MR][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m512 w0 = _mm512_load_ps(pw + (int64_t)k * G_NR), w1 = _mm512_load_ps(pw + (int64_t)k * G_NR + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++) {
+            __m512 xb = _mm512_set1_ps(x[r * ldx + k]);
+            acc[r][0] = _mm512_fmadd_ps(xb, w0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(xb, w1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++) tile_out(y + r * ldy, acc[r][0], acc[r][1], m0, m1, first, bias);
+}
+
+static void gemm_f32(float *y, int64_t ldy, const float *x, const void *w, int wt, int64_t M,
+                     int64_t K, int64_t n0, int64_t n1, const float *bias, float *panel) {
+    int64_t nc = n1 - n0, np = (nc + G_NR - 1) / G_NR;
+    for (int64_t k0 = 0; k0 < K; k0 += G_KC) {
+        int kc = (int)(K - k0 < G_KC ? K - k0 : G_KC);
+        bool first = k0 == 0;
+        pack_f32(panel, w, wt, K, n0, n1, k0, kc);
+        for (int64_t p = 0; p < np; p++) {
+            int64_t cols = nc - p * G_NR < G_NR ? nc - p * G_NR : G_NR;
+            __mmask16 m0 = cols >= 16 ? 0xffff : tail_mask(cols);
+            __mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? tail_mask(cols - 16) : 0;
+            const float *pw = panel + p * (int64_t)kc * G_NR;
+            const float *bp = bias ? bias + n0 + p * G_NR : NULL;
+            float *yp = y + n0 + p * G_NR;
+            for (int64_t m = 0; m < M; m += G_MR) {
+                const float *xm = x + m * K + k0;
+                float *ym = yp + m * ldy;
+                switch (M - m >= G_MR ? G_MR : M - m) {
+                case 8: ukr_f32(8, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
+                case 7: ukr_f32(7, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
+                case 6: ukr_f32(6, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
+                case 5: ukr_f32(5, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
+                case 4: ukr_f32(4, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
+                case 3: ukr_f32(3, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
+                case 2: ukr_f32(2, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
+                default: ukr_f32(1, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
+                }
+            }
+        }
+    }
+}
+
+/* ---- bf16 gemm (AVX512_BF16) ---------------------------------------------------------------- */
+/* Panels hold k in pairs: dst[p][kp][32] dwords, each dword = (W[n][2kp], W[n][2kp+1]) as bf16. */
+static void pack_bf16(uint32_t *dst, const uint16_t *w, int64_t K, int64_t n0, int64_t n1, int64_t k0, int kc) {
+    int64_t nc = n1 - n0, groups = (nc + 15) / 16;
+    int kp = (kc + 1) / 2;
+    for (int64_t g = 0; g < groups; g++) {
+        int rows = (int)(nc - g * 16 < 16 ? nc - g * 16 : 16);
+        uint32_t *pd = dst + (g / 2) * (int64_t)kp * G_NR + (g % 2) * 16;
+        for (int kk = 0; kk < kc; kk += 32) { /* 32 k = 16 pairs */
+            int kn = kc - kk < 32 ? kc - kk : 32;
+            __mmask32 m = kn == 32 ? 0xffffffffu : (__mmask32)((1ull << kn) - 1);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < rows ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(m, w + (n0 + g * 16 + i) * K + k0 + kk))
+                                : _mm512_setzero_ps();
+            tr16(r);
+            for (int j = 0; j < (kn + 1) / 2; j++)
+                _mm512_store_si512((void *)(pd + (int64_t)(kk / 2 + j) * G_NR), _mm512_castps_si512(r[j]));
+        }
+    }
+    if (groups & 1) {
+        uint32_t *pd = dst + (groups / 2) * (int64_t)kp * G_NR + 16;
+        for (int k = 0; k < kp; k++) _mm512_store_si512((void *)(pd + (int64_t)k * G_NR), _mm512_setzero_si512());
+    }
+}
+
+/* x[m][k0, k0 + kc) rounded to bf16 pairs, xb[m][kp], zero-padded to an even count. */
+static void x_to_bf16(uint32_t *xb, const float *x, int64_t K, int64_t M, int64_t k0, int kc) {
+    int kp = (kc + 1) / 2;
+    for (int64_t m = 0; m < M; m++) {
+        const float *xr = x + m * K + k0;
+        uint32_t *d = xb + m * kp;
+        for (int k = 0; k < kc; k += 32) {
+            int kn = kc - k;
+            __mmask16 ma = kn >= 16 ? 0xffff : tail_mask(kn);
+            __mmask16 mb = kn >= 32 ? 0xffff : kn > 16 ? tail_mask(kn - 16) : 0;
+            __m512 a = _mm512_maskz_loadu_ps(ma, xr + k), b = _mm512_maskz_loadu_ps(mb, xr + k + 16);
+            __m512bh v = _mm512_cvtne2ps_pbh(b, a); /* low half from a: k order kept */
+            int nd = (kn >= 32 ? 32 : kn + 1) / 2;
+            _mm512_mask_storeu_epi32(d + k / 2, tail_mask(nd) | (nd == 16 ? 0xffff : 0), (__m512i)v);
+        }
+    }
+}
+
+AI void ukr_bf16(int mr, const uint32_t *xb, int64_t ldx, const uint32_t *pw, int kp, float *y,
+                 int64_t ldy, __mmask16 m0, __mmask16 m1, bool first, const float *bias) {
+    __m512 acc[G_MR][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kp; k++) {
+        __m512bh w0 = (__m512bh)_mm512_load_si512((const void *)(pw + (int64_t)k * G_NR));
+        __m512bh w1 = (__m512bh)_mm512_load_si512((const void *)(pw + (int64_t)k * G_NR + 16));
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++) {
+            __m512bh xv = (__m512bh)_mm512_set1_epi32((int)xb[r * ldx + k]);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], xv, w0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], xv, w1);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++) tile_out(y + r * ldy, acc[r][0], acc[r][1], m0, m1, first, bias);
+}
+
+static void gemm_bf16(float *y, int64_t ldy, const float *x, const uint16_t *w, int64_t M, int64_t K,
+                      int64_t n0, int64_t n1, const float *bias, float *scratch) {
+    uint32_t *panel = (uint32_t *)scratch;
+    uint32_t *xb = panel + CPU_GEMM_MAX_COLS * (G_KC / 2);
+    int64_t nc = n1 - n0, np = (nc + G_NR - 1) / G_NR;
+    for (int64_t k0 = 0; k0 < K; k0 += G_KC) {
+        int kc = (int)(K - k0 < G_KC ? K - k0 : G_KC), kp = (kc + 1) / 2;
+        bool first = k0 == 0;
+        pack_bf16(panel, w, K, n0, n1, k0, kc);
+        x_to_bf16(xb, x, K, M, k0, kc);
+        for (int64_t p = 0; p < np; p++) {
+            int64_t cols = nc - p * G_NR < G_NR ? nc - p * G_NR : G_NR;
+            __mmask16 m0 = cols >= 16 ? 0xffff : tail_mask(cols);
+            __mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? tail_mask(cols - 16) : 0;
+            const uint32_t *pw = panel + p * (int64_t)kp * G_NR;
+            const float *bp = bias ? bias + n0 + p * G_NR : NULL;
+            float *yp = y + n0 + p * G_NR;
+            for (int64_t m = 0; m < M; m += G_MR) {
+                const uint32_t *xm = xb + m * kp;
+                float *ym = yp + m * ldy;
+                switch (M - m >= G_MR ? G_MR : M - m) {
+                case 8: ukr_bf16(8, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
+                case 7: ukr_bf16(7, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
+                case 6: ukr_bf16(6, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
+                case 5: ukr_bf16(5, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
+                case 4: ukr_bf16(4, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
+                case 3: ukr_bf16(3, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
+                case 2: ukr_bf16(2, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
+                default: ukr_bf16(1, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
+                }
+            }
+        }
+    }
+}
+
+/* f32 panel (the bf16 panel uses half of it), then x as bf16 pairs, one dword each */
+static size_t v_gemm_scratch(int64_t M, int64_t K) {
+    (void)K;
+    return (size_t)CPU_GEMM_MAX_COLS * G_KC + (size_t)M * (G_KC / 2) + 16;
+}
+
+static void v_gemm(float *y, int64_t ldy, const float *x, const void *w, loom_dtype wt, int64_t M,
+                   int64_t K, int64_t n0, int64_t n1, const float *bias, float *scratch) {
+    gemm_f32(y, ldy, x, w, wt, M, K, n0, n1, bias, scratch);
+}
+
+/* with AVX512_BF16: bf16 weights go through vdpbf16ps */
+static void v_gemm_dp(float *y, int64_t ldy, const float *x, const void *w, loom_dtype wt, int64_t M,
+                      int64_t K, int64_t n0, int64_t n1, const float *bias, float *scratch) {
+    if (wt == LOOM_BF16)
+        gemm_bf16(y, ldy, x, w, M, K, n0, n1, bias, scratch);
+    else
+        gemm_f32(y, ldy, x, w, wt, M, K, n0, n1, bias, scratch);
+}
 
 void cpu_kernels_avx512(cpu_kernels *k, bool bf16) {
-    (void)bf16;
     k->name = "avx512";
+    k->gemv = v_gemv;
+    k->gemm = bf16 ? v_gemm_dp : v_gemm;
+    k->gemm_scratch = v_gemm_scratch;
+    k->to_f32 = v_to_f32;
+    k->add = v_add;
+    k->mul = v_mul;
+    k->scale = v_scale;
+    k->silu = v_silu;
+    k->swiglu = v_swiglu;
+    k->rmsnorm = v_rmsnorm;
+    k->softmax = v_softmax;
+    k->rope = v_rope;
+    k->attn = v_attn;
+    k->gemm_bf16_rounds_x = bf16;
 }

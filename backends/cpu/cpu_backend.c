@@ -352,7 +352,7 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
         int64_t ch = (N + nth * 4 - 1) / (nth * 4);
         t.chunk = ch < 16 ? 16 : (ch + 15) / 16 * 16;
     } else {
-        if (scratch_reserve(c, c->k.gemm_scratch(K)) < 0) return -1;
+        if (scratch_reserve(c, c->k.gemm_scratch(M, K)) < 0) return -1;
         int64_t per = (N + nth * 3 - 1) / (nth * 3);
         t.chunk = per <= 32 ? 32 : per <= 64 ? 64 : per <= 128 ? 128 : CPU_GEMM_MAX_COLS;
     }

@@ -51,7 +51,8 @@ static void sc_gemv(float *y, const float *x, const void *w, loom_dtype wt, int6
 /* K is cut into blocks of this many elements so a converted W row stays in L1 across all x rows. */
 #define SC_KC 1024
 
-static size_t sc_gemm_scratch(int64_t K) {
+static size_t sc_gemm_scratch(int64_t M, int64_t K) {
+    (void)M;
     (void)K;
     return SC_KC;
 }

@@ -1,2 +1,242 @@
-/* placeholder, filled in later */
-int main(void) { return 0; }
+/* bench_kernels: time the CPU backend's MATMUL on qwen2-0.5b shapes (hidden 896, kv 128,
+ * ffn 4864, vocab 151936, 24 layers) through compute_node, threads and all.
+ *
+ *   decode (M = 1): every layer's 7 matrices are distinct buffers (as in a real model, ~1 GB in
+ *     f16), so weights stream from DRAM: reports GB/s per shape and the matmul time per token.
+ *   prefill (M = 128, 512): GFLOP/s per shape and the matmul time of a 24-layer prompt.
+ *
+ * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512] [-w f16|bf16|f32] [-q]
+ *   -q: quick (no LM head, 8 layers for decode, M = 128 only)
+ * A benchmark, not a test: it is not registered with ctest.
+ */
+#include "backend.h"
+#include "cpu/cpu.h"
+#include "source.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { HID = 896, KVD = 128, FFN = 4864, VOCAB = 151936, LAYERS = 24 };
+
+/* the 7 matrices of a layer: {N, K} */
+static const int64_t shapes[7][2] = {{HID, HID}, {KVD, HID}, {KVD, HID}, {HID, HID},
+                                     {FFN, HID}, {FFN, HID}, {HID, FFN}};
+static const char *const names[7] = {"attn_q", "attn_k", "attn_v", "attn_o", "ffn_gate", "ffn_up", "ffn_down"};
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Random weights with small magnitudes (bit patterns, fast to make). */
+static void *make_weights(loom_dtype t, size_t n) {
+    size_t es = loom_dtype_size(t);
+    void *p = loom_malloc_aligned(n * es);
+    if (!p) return NULL;
+    if (t == LOOM_F32) {
+        float *f = p;
+        for (size_t i = 0; i < n; i++) f[i] = (float)((int)(rnd() & 0xffff) - 32768) * (1.0f / 262144);
+    } else {
+        uint16_t *h = p;
+        uint16_t keep = t == LOOM_F16 ? 0x83ff : 0x807f, set = t == LOOM_F16 ? 0x3000 : 0x3e00;
+        for (size_t i = 0; i < n; i++) h[i] = (uint16_t)((rnd() & keep) | set);
+    }
+    return p;
+}
+
+/* A graph: inputs x896 [M, 896] and x4864 [M, 4864], weight nodes 0..7 (ids 0..7), one matmul
+ * per weight into its own arena slot. Arena offsets are assigned here (no planner). */
+typedef struct bench_graph {
+    loom_graph g;
+    loom_node nodes[32];
+    loom_plan p;
+    loom_weight w[8];
+    int mm[8];
+    loom_buffer *arena;
+} bench_graph;
+
+static int add_node(bench_graph *b, loom_op op, int64_t r, int64_t c, loom_dtype t, size_t *off) {
+    int i = b->g.n++;
+    loom_node *n = &b->nodes[i];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->type = t;
+    n->ndim = 2;
+    n->ne[0] = r;
+    n->ne[1] = c;
+    for (int k = 0; k < LOOM_MAX_SRC; k++) n->src[k] = -1;
+    n->alias = n->replaced_by = n->group = n->state = -1;
+    if (op == LOOM_OP_WEIGHT) {
+        n->storage = LOOM_STORE_WEIGHT;
+    } else {
+        n->storage = LOOM_STORE_ARENA;
+        n->offset = *off;
+        *off += ((size_t)(r * c) * 4 + 63) & ~(size_t)63;
+    }
+    return i;
+}
+
+static int bench_graph_init(bench_graph *b, loom_backend *be, int64_t M, loom_dtype wt) {
+    memset(b, 0, sizeof *b);
+    b->g.nodes = b->nodes;
+    b->g.cap = 32;
+    b->p.g = &b->g;
+    size_t off = 0;
+    int x896 = add_node(b, LOOM_OP_INPUT, M, HID, LOOM_F32, &off);
+    int x4864 = add_node(b, LOOM_OP_INPUT, M, FFN, LOOM_F32, &off);
+    for (int j = 0; j < 8; j++) {
+        int64_t N = j < 7 ? shapes[j][0] : VOCAB, K = j < 7 ? shapes[j][1] : HID;
+        int wi = add_node(b, LOOM_OP_WEIGHT, N, K, wt, &off);
+        b->w[j].type = wt;
+        b->w[j].ndim = 2;
+        b->w[j].ne[0] = N;
+        b->w[j].ne[1] = K;
+        b->w[j].id = j;
+        b->nodes[wi].weight = &b->w[j];
+        b->mm[j] = add_node(b, LOOM_OP_MATMUL, M, N, LOOM_F32, &off);
+        b->nodes[b->mm[j]].n_src = 2;
+        b->nodes[b->mm[j]].src[0] = K == HID ? x896 : x4864;
+        b->nodes[b->mm[j]].src[1] = wi;
+    }
+    b->arena = be->ops->buf_alloc(be, off);
+    if (!b->arena) return -1;
+    /* inputs: small random values; the outputs' contents do not matter */
+    float *tmp = malloc((size_t)(M * FFN) * 4);
+    if (!tmp) return -1;
+    for (int64_t i = 0; i < M * FFN; i++) tmp[i] = (float)((int)(rnd() & 0xff) - 128) / 128.0f;
+    be->ops->buf_write(be, b->arena, b->nodes[x896].offset, tmp, (size_t)(M * HID) * 4);
+    be->ops->buf_write(be, b->arena, b->nodes[x4864].offset, tmp, (size_t)(M * FFN) * 4);
+    free(tmp);
+    return 0;
+}
+
+static int run_mm(loom_backend *be, bench_graph *b, loom_buffer **wbufs, int j) {
+    loom_exec_ctx x = {.plan = &b->p, .arena = b->arena, .weights = wbufs, .n_weights = 8};
+    if (be->ops->compute_node(be, &x, b->mm[j]) < 0) {
+        fprintf(stderr, "bench: %s\n", loom_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    loom_backend_opts o = {0};
+    const char *isa = NULL;
+    loom_dtype wt = LOOM_F16;
+    bool quick = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-t") && i + 1 < argc) o.n_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-i") && i + 1 < argc) isa = argv[++i];
+        else if (!strcmp(argv[i], "-w") && i + 1 < argc) {
+            const char *s = argv[++i];
+            wt = !strcmp(s, "f32") ? LOOM_F32 : !strcmp(s, "bf16") ? LOOM_BF16 : LOOM_F16;
+        } else if (!strcmp(argv[i], "-q")) quick = true;
+        else {
+            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512] [-w f16|bf16|f32] [-q]\n", argv[0]);
+            return 2;
+        }
+    }
+    loom_backend *be = loom_cpu_backend_new_isa(&o, isa);
+    if (!be) {
+        fprintf(stderr, "bench: %s\n", loom_last_error());
+        return 1;
+    }
+    char desc[128];
+    be->ops->describe(be, desc, sizeof desc);
+    printf("%s, weights %s\n", desc, loom_dtype_name(wt));
+    size_t es = loom_dtype_size(wt);
+
+    /* ---- decode -------------------------------------------------------------------------- */
+    int layers = quick ? 8 : LAYERS;
+    loom_buffer *wb[LAYERS][8] = {{0}};
+    void *wmem[LAYERS][8] = {{0}};
+    for (int l = 0; l < layers; l++)
+        for (int j = 0; j < 8; j++) {
+            if (j == 7 && (l > 0 || quick)) continue; /* one LM head */
+            int64_t N = j < 7 ? shapes[j][0] : VOCAB, K = j < 7 ? shapes[j][1] : HID;
+            wmem[l][j] = make_weights(wt, (size_t)(N * K));
+            if (!wmem[l][j]) return 1;
+            wb[l][j] = be->ops->buf_from_host(be, wmem[l][j], (size_t)(N * K) * es);
+        }
+    for (int l = 1; l < layers; l++) wb[l][7] = wb[0][7];
+    bench_graph bg;
+    if (bench_graph_init(&bg, be, 1, wt) < 0) return 1;
+    double t_shape[8] = {0}, best_total = 1e30;
+    const int reps = quick ? 3 : 5;
+    for (int r = 0; r < reps + 1; r++) { /* the first pass warms up (page faults) */
+        double ts[8] = {0}, t0 = loom_now();
+        for (int l = 0; l < layers; l++)
+            for (int j = 0; j < 7; j++) {
+                double a = loom_now();
+                if (run_mm(be, &bg, wb[l], j) < 0) return 1;
+                ts[j] += loom_now() - a;
+            }
+        if (!quick) {
+            double a = loom_now();
+            if (run_mm(be, &bg, wb[0], 7) < 0) return 1;
+            ts[7] += loom_now() - a;
+        }
+        double total = loom_now() - t0;
+        if (r > 0 && total < best_total) {
+            best_total = total;
+            memcpy(t_shape, ts, sizeof ts);
+        }
+    }
+    printf("\ndecode GEMV (M = 1), %d layers, distinct weights per layer (best of %d):\n", layers, reps);
+    double bytes_total = 0;
+    for (int j = 0; j < 8; j++) {
+        if (j == 7 && quick) continue;
+        int64_t N = j < 7 ? shapes[j][0] : VOCAB, K = j < 7 ? shapes[j][1] : HID;
+        double bytes = (double)(N * K) * es * (j < 7 ? layers : 1);
+        bytes_total += bytes;
+        printf("  %-9s N=%-6lld K=%-5lld %8.3f ms  %6.1f GB/s\n", j < 7 ? names[j] : "lm_head",
+               (long long)N, (long long)K, t_shape[j] * 1e3, bytes / t_shape[j] / 1e9);
+    }
+    printf("  all matmuls of a token: %.2f ms, %.1f GB/s -> %.1f tokens/s (matmuls only%s)\n",
+           best_total * 1e3, bytes_total / best_total / 1e9, 1.0 / best_total,
+           quick ? ", 8 layers, no LM head" : "");
+    be->ops->buf_free(be, bg.arena);
+
+    /* ---- prefill ------------------------------------------------------------------------- */
+    static const int64_t Ms[2] = {128, 512};
+    for (int mi = 0; mi < (quick ? 1 : 2); mi++) {
+        int64_t M = Ms[mi];
+        if (bench_graph_init(&bg, be, M, wt) < 0) return 1;
+        printf("\nprefill GEMM (M = %lld):\n", (long long)M);
+        double layer_time = 0;
+        for (int j = 0; j < 7; j++) {
+            int64_t N = shapes[j][0], K = shapes[j][1];
+            if (run_mm(be, &bg, wb[0], j) < 0) return 1; /* warm */
+            double best = 1e30, spent = 0;
+            for (int r = 0; r < 20 && spent < 0.3; r++) {
+                double a = loom_now();
+                if (run_mm(be, &bg, wb[0], j) < 0) return 1;
+                double d = loom_now() - a;
+                spent += d;
+                if (d < best) best = d;
+            }
+            layer_time += best;
+            printf("  %-9s N=%-6lld K=%-5lld %8.3f ms  %6.1f GFLOP/s\n", names[j], (long long)N,
+                   (long long)K, best * 1e3, 2.0 * M * N * K / best / 1e9);
+        }
+        double flops = 0;
+        for (int j = 0; j < 7; j++) flops += 2.0 * M * shapes[j][0] * shapes[j][1];
+        printf("  a layer: %.2f ms, %.1f GFLOP/s -> %d layers of %lld tokens: %.1f tokens/s (matmuls only)\n",
+               layer_time * 1e3, flops / layer_time / 1e9, LAYERS, (long long)M,
+               M / (layer_time * LAYERS));
+        be->ops->buf_free(be, bg.arena);
+    }
+
+    for (int l = 0; l < layers; l++)
+        for (int j = 0; j < 8; j++) {
+            if (j < 7 || l == 0) be->ops->buf_free(be, wb[l][j]);
+            loom_free_aligned(wmem[l][j]);
+        }
+    loom_backend_close(be);
+    return 0;
+}
