@@ -215,16 +215,24 @@ static int linear(loom_graph *g, const loom_model *m, int x, int64_t out, int64_
     return loom_add(g, y, loom_w(g, m, 1, (int64_t[]){out}, "blk.%d.%s.bias", layer, name));
 }
 
-int loom_block_attention(loom_graph *g, const loom_model *m, int layer, int x, const loom_step_inputs *in) {
+loom_qkv loom_block_qkv(loom_graph *g, const loom_model *m, int layer, int x) {
     const loom_hparams *hp = &m->hp;
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     char name[64];
     snprintf(name, sizeof name, "blk.%d.attn_norm.weight", layer);
     int h = loom_block_rmsnorm(g, m, x, name);
-    int q = linear(g, m, h, q_dim, hp->n_embd, hp->qkv_bias, layer, "attn_q");
-    int k = linear(g, m, h, kv_dim, hp->n_embd, hp->qkv_bias, layer, "attn_k");
-    int v = linear(g, m, h, kv_dim, hp->n_embd, hp->qkv_bias, layer, "attn_v");
+    loom_qkv r;
+    r.q = linear(g, m, h, q_dim, hp->n_embd, hp->qkv_bias, layer, "attn_q");
+    r.k = linear(g, m, h, kv_dim, hp->n_embd, hp->qkv_bias, layer, "attn_k");
+    r.v = linear(g, m, h, kv_dim, hp->n_embd, hp->qkv_bias, layer, "attn_v");
+    return r;
+}
 
+int loom_block_attend(loom_graph *g, const loom_model *m, int layer, int x, loom_qkv qkv,
+                      const loom_step_inputs *in) {
+    const loom_hparams *hp = &m->hp;
+    int64_t q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    char name[64];
     int freqs = m->rope_freqs ? loom_weight_node(g, m->rope_freqs) : -1;
     loom_rope_params rp = {
         .n_head = hp->n_head, .head_dim = hp->head_dim, .mode = hp->rope_mode, .n_rot = hp->head_dim,
@@ -232,9 +240,9 @@ int loom_block_attention(loom_graph *g, const loom_model *m, int layer, int x, c
         .pos_scale = hp->rope_scaling == LOOM_ROPE_SCALING_LINEAR ? 1.0f / hp->rope_factor : 1.0f,
         .freq_factors = freqs,
     };
-    q = loom_rope(g, q, in->pos, &rp);
+    int q = loom_rope(g, qkv.q, in->pos, &rp);
     rp.n_head = hp->n_head_kv;
-    k = loom_rope(g, k, in->pos, &rp);
+    int k = loom_rope(g, qkv.k, in->pos, &rp);
 
     /* the layer's cache: state slots 2l (K) and 2l+1 (V); this step's rows are written first,
      * then attention reads rows 0..pos of each query */
@@ -243,11 +251,15 @@ int loom_block_attention(loom_graph *g, const loom_model *m, int layer, int x, c
     snprintf(name, sizeof name, "cache_v.%d", layer);
     int vc = loom_state(g, 2 * layer + 1, name, in->n_ctx, kv_dim);
     kc = loom_kv_store(g, kc, k, in->pos);
-    vc = loom_kv_store(g, vc, v, in->pos);
+    vc = loom_kv_store(g, vc, qkv.v, in->pos);
     int a = loom_attention(g, q, kc, vc, in->pos, hp->n_head, hp->n_head_kv, hp->head_dim,
                            1.0f / sqrtf((float)hp->head_dim));
     int o = linear(g, m, a, hp->n_embd, q_dim, false, layer, "attn_output");
     return loom_add(g, x, o);
+}
+
+int loom_block_attention(loom_graph *g, const loom_model *m, int layer, int x, const loom_step_inputs *in) {
+    return loom_block_attend(g, m, layer, x, loom_block_qkv(g, m, layer, x), in);
 }
 
 int loom_block_swiglu_mlp(loom_graph *g, const loom_model *m, int layer, int x) {

@@ -77,9 +77,17 @@ typedef struct loom_step_inputs { int tokens, pos, n_ctx; } loom_step_inputs;
 loom_step_inputs loom_block_inputs(loom_graph *g, const loom_build_opts *o);
 
 /* y = x + Attention(RMSNorm(x)) with RoPE, grouped-query heads and the layer's KV cache
- * (state slots 2*layer and 2*layer+1). Optional q/k/v biases are added when present. */
+ * (state slots 2*layer and 2*layer+1). Optional q/k/v biases are added when present.
+ * It is loom_block_qkv followed by loom_block_attend; a model that transforms q, k or v in
+ * between (Qwen3's per-head norms) calls the two halves itself. */
 int loom_block_attention(loom_graph *g, const struct loom_model *m, int layer, int x,
                          const loom_step_inputs *in);
+typedef struct loom_qkv { int q, k, v; } loom_qkv; /* [S, H*hd], [S, Hkv*hd], [S, Hkv*hd] */
+/* RMSNorm(x) by attn_norm, then the q, k, v projections (+ biases when hp.qkv_bias). */
+loom_qkv loom_block_qkv(loom_graph *g, const struct loom_model *m, int layer, int x);
+/* RoPE on q and k, the cache writes, attention, the output projection, and the residual x + o. */
+int loom_block_attend(loom_graph *g, const struct loom_model *m, int layer, int x, loom_qkv qkv,
+                      const loom_step_inputs *in);
 /* y = x + down(SiLU(gate(RMSNorm(x))) * up(RMSNorm(x))) */
 int loom_block_swiglu_mlp(loom_graph *g, const struct loom_model *m, int layer, int x);
 /* RMSNorm and multiply by the named norm weight (the planner fuses the two). */

@@ -6,8 +6,9 @@
 
 extern const loom_arch loom_arch_llama;
 extern const loom_arch loom_arch_qwen2;
+extern const loom_arch loom_arch_qwen3;
 
-static const loom_arch *const archs[] = {&loom_arch_llama, &loom_arch_qwen2, NULL};
+static const loom_arch *const archs[] = {&loom_arch_llama, &loom_arch_qwen2, &loom_arch_qwen3, NULL};
 
 const loom_arch *const *loom_arch_list(void) { return archs; }
 

@@ -1,0 +1,56 @@
+/* Qwen3: the llama-family decoder with an RMSNorm over each head of q and k (weights of head_dim,
+ * shared by all heads) between the projections and RoPE, no q/k/v biases, and an explicit
+ * head_dim in the config (head_dim * n_head need not equal hidden_size in the larger models).
+ * It needs nothing new in graph/ or backends/: the per-head norm is a reshape to one row per head,
+ * the ordinary RMSNorm, and a reshape back. docs/adding-a-model.md walks through this file. */
+#include "model.h"
+
+static int qwen3_hparams(loom_hparams *hp, const loom_source *src) {
+    if (loom_read_common_hparams(hp, src) < 0) return -1;
+    hp->rope_mode = LOOM_ROPE_NEOX; /* HF and llama.cpp both keep rotate-half order for qwen */
+    bool bias = false;
+    if (loom_source_get_bool(src, "attention_bias", NULL, &bias) < 0) return -1;
+    hp->qkv_bias = bias;
+    return 0;
+}
+
+/* x [S, H*hd] -> RMSNorm over each head's hd values, times the [hd] weight -> [S, H*hd].
+ * Both reshapes are views, and the planner fuses the multiply into the norm. */
+static int head_norm(loom_graph *g, const loom_model *m, int x, int n_head, int layer, const char *which) {
+    if (x < 0) return -1;
+    int64_t hd = m->hp.head_dim, rows = g->nodes[x].ne[0];
+    int w = loom_w(g, m, 1, (int64_t[]){hd}, "blk.%d.%s.weight", layer, which);
+    int h = loom_reshape_2d(g, x, rows * n_head, hd);
+    h = loom_mul(g, loom_rmsnorm(g, h, m->hp.norm_eps), w);
+    return loom_reshape_2d(g, h, rows, (int64_t)n_head * hd);
+}
+
+static int qwen3_build(loom_graph *g, const loom_model *m, const loom_build_opts *o) {
+    const loom_hparams *hp = &m->hp;
+    loom_step_inputs in = loom_block_inputs(g, o);
+    int64_t ne[2] = {hp->n_vocab, hp->n_embd};
+    int x = loom_embed(g, loom_w(g, m, 2, ne, "token_embd.weight"), in.tokens);
+    if (o->want_hidden) loom_output(g, x, "hidden.0");
+    for (int l = 0; l < hp->n_layer; l++) {
+        loom_qkv qkv = loom_block_qkv(g, m, l, x);
+        qkv.q = head_norm(g, m, qkv.q, hp->n_head, l, "attn_q_norm");
+        qkv.k = head_norm(g, m, qkv.k, hp->n_head_kv, l, "attn_k_norm");
+        x = loom_block_attend(g, m, l, x, qkv, &in);
+        x = loom_block_swiglu_mlp(g, m, l, x);
+        if (o->want_hidden && l + 1 < hp->n_layer) {
+            char name[32];
+            snprintf(name, sizeof name, "hidden.%d", l + 1);
+            loom_output(g, x, name);
+        }
+    }
+    return loom_block_head(g, m, x, o) < 0 ? -1 : 0;
+}
+
+static const char *const qwen3_names[] = {"qwen3", "Qwen3ForCausalLM", NULL};
+
+const loom_arch loom_arch_qwen3 = {
+    .name = "qwen3",
+    .aliases = qwen3_names,
+    .read_hparams = qwen3_hparams,
+    .build = qwen3_build,
+};
