@@ -134,7 +134,8 @@ static int table_add(loom_source *s, const char *name, const char *orig, loom_dt
         return loom_err("%s: tensor name '%s' is longer than %zu bytes", where, name, sizeof s->w[0].name - 1);
     if (ndim > 4) return loom_err("%s: tensor '%s' has %d dimensions (at most 4 supported)", where, orig, ndim);
     const loom_weight *dup = loom_source_find(s, name);
-    if (dup) return loom_err("%s: duplicate tensor '%s' (from '%s')", where, name, orig);
+    if (dup && strcmp(name, orig)) return loom_err("%s: duplicate tensor '%s' (from '%s')", where, name, orig);
+    if (dup) return loom_err("%s: duplicate tensor '%s'", where, name);
     loom_weight *w = &s->w[s->n_w];
     memset(w, 0, sizeof *w);
     snprintf(w->name, sizeof w->name, "%s", name);
@@ -546,10 +547,12 @@ int loom_source_get_int(const loom_source *s, const char *hf_key, const char *gg
     int r = hf_lookup(s, hf_key, &v);
     if (r == 1) {
         /* a list of ids (eos_token_id in Llama 3 configs): the first one */
-        if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0) v = cJSON_GetArrayItem(v, 0);
+        bool list = cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0;
+        if (list) v = cJSON_GetArrayItem(v, 0);
         double d = v->valuedouble;
-        if (!cJSON_IsNumber(v) || d != (double)(int64_t)d || d < -9007199254740992.0 || d > 9007199254740992.0)
-            return loom_err("%s: '%s' is %s, expected an integer", s->config_path, hf_key,
+        if (!cJSON_IsNumber(v) || d < -9007199254740992.0 || d > 9007199254740992.0 || d != (double)(int64_t)d)
+            return loom_err("%s: '%s' is %s%s, expected an integer", s->config_path, hf_key,
+                            list ? "a list whose first item is " : "",
                             cJSON_IsNumber(v) ? "a fractional number" : json_kind(v));
         *out = (int64_t)d;
         return 1;

@@ -18,7 +18,7 @@ static char tf_fixtures[1024];
 static char tf_tmp[1024];
 
 /* LOOM_FIXTURES and a fresh temp dir; exits (test fails) when the fixtures are missing. */
-static void tf_init(void) {
+static inline void tf_init(void) {
     const char *f = getenv("LOOM_FIXTURES");
     if (!f || !*f) {
         fprintf(stderr, "LOOM_FIXTURES is not set\n");
@@ -33,12 +33,12 @@ static void tf_init(void) {
     }
 }
 
-static int tf_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+static inline int tf_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
     (void)sb, (void)flag, (void)ftw;
     return remove(p);
 }
 
-static void tf_cleanup(void) { nftw(tf_tmp, tf_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+static inline void tf_cleanup(void) { nftw(tf_tmp, tf_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* Static path buffers (rotating, so a few can be live at once). */
 static const char *tf_path(const char *base, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -72,7 +72,7 @@ static uint8_t *tf_read(const char *path, size_t *n) {
     return p;
 }
 
-static int tf_write(const char *path, const void *p, size_t n) {
+static inline int tf_write(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
     size_t w = fwrite(p, 1, n, f);
@@ -80,7 +80,7 @@ static int tf_write(const char *path, const void *p, size_t n) {
     return w == n ? 0 : -1;
 }
 
-static int tf_write_str(const char *path, const char *s) { return tf_write(path, s, strlen(s)); }
+static inline int tf_write_str(const char *path, const char *s) { return tf_write(path, s, strlen(s)); }
 
 /* A call that must fail: NULL/-1, with an error message naming `name`. */
 #define CHECK_FAILS(ok, name, what)                                                                \
@@ -91,9 +91,9 @@ static int tf_write_str(const char *path, const char *s) { return tf_write(path,
         if (getenv("LOOM_TEST_VERBOSE")) fprintf(stderr, "  [%s] %s\n", what, e_);                 \
     } while (0)
 
-static void tf_put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void tf_put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint64_t tf_get_u64(const uint8_t *p) {
+static inline void tf_put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void tf_put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint64_t tf_get_u64(const uint8_t *p) {
     uint64_t v;
     memcpy(&v, p, 8);
     return v;
@@ -103,7 +103,7 @@ static uint64_t tf_get_u64(const uint8_t *p) {
  * to 8 bytes as the HF writer does, plus `extra` spaces (to make misaligned data). */
 typedef struct { const char *name, *dtype; int ndim; int64_t shape[4]; const void *data; size_t nbytes; } tf_st_entry;
 
-static int tf_st_write(const char *path, const tf_st_entry *e, int n, int extra) {
+static inline int tf_st_write(const char *path, const tf_st_entry *e, int n, int extra) {
     size_t cap = 4096 + (size_t)n * 256, len = 0, off = 0, total = 0;
     char *h = malloc(cap);
     len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");

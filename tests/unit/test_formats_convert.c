@@ -1,0 +1,437 @@
+/* loom_convert_hf_to_gguf on every fixture (tensors equal the HF ones once the llama q/k permutation
+ * is undone; metadata keys right), against llama.cpp's own stories260K.gguf, Llama-3 RoPE scaling,
+ * and loom_synth (shapes, statistics, determinism). */
+#include "convert.h"
+#include "gguf.h"
+#include "safetensors.h"
+#include "source.h"
+#include "test_formats_util.h"
+#include "util.h"
+
+#include <cjson/cJSON.h>
+
+static const struct {
+    const char *dir, *arch;
+    int n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx, bos, eos, file_type;
+    double theta, eps;
+    bool tied;
+} fx[] = {
+    {"qwen2-tiny", "qwen2", 128, 2, 8, 2, 344, 1024, -1, -1, 0, 1e6, 1e-6, true},
+    {"qwen2-tiny-bf16", "qwen2", 128, 2, 8, 2, 344, 1024, -1, -1, 32, 1e6, 1e-6, true},
+    {"llama-tiny", "llama", 128, 2, 8, 4, 256, 1024, 1, 2, 0, 1e4, 1e-5, false},
+    {"stories260K-hf", "llama", 64, 5, 8, 4, 172, 512, 1, 2, 0, 1e4, 1e-5, true},
+};
+
+static int64_t kv_int(const gguf_ctx *g, const char *fmt, const char *arch) {
+    char key[128];
+    snprintf(key, sizeof key, fmt, arch);
+    int64_t v = -1;
+    int i = gguf_find_key(g, key);
+    if (i >= 0 && !gguf_get_int(g, i, &v)) v = -2;
+    if (i >= 0 && gguf_kv_type(g, i) != GGUF_TYPE_UINT32) v = -3; /* llama.cpp writes these as u32 */
+    return v;
+}
+
+static double kv_float(const gguf_ctx *g, const char *fmt, const char *arch) {
+    char key[128];
+    snprintf(key, sizeof key, fmt, arch);
+    double v = -1;
+    int i = gguf_find_key(g, key);
+    if (i >= 0 && (gguf_kv_type(g, i) != GGUF_TYPE_FLOAT32 || !gguf_get_float(g, i, &v))) v = -2;
+    return v;
+}
+
+/* HF row of GGUF row r after llama.cpp's permute: the GGUF tensor viewed as [n_head][hd/2][2][in]
+ * equals the HF one viewed as [n_head][2][hd/2][in] with axes 1 and 2 swapped. */
+static int64_t hf_row_of(int64_t r, int64_t rows, int64_t n_head) {
+    int64_t hd = rows / n_head, h = r / hd, j = (r % hd) / 2, s = r % 2;
+    return h * hd + s * (hd / 2) + j;
+}
+
+static void test_convert_fixtures(void) {
+    for (size_t f = 0; f < sizeof fx / sizeof fx[0]; f++) {
+        const char *out = TMP("%s.gguf", fx[f].dir);
+        int rc = loom_convert_hf_to_gguf(FIX("%s", fx[f].dir), out);
+        CHECK(rc == 0, "convert %s: %s", fx[f].dir, loom_last_error());
+        gguf_ctx *g = rc == 0 ? gguf_open(out) : NULL;
+        st_file *st = st_open(FIX("%s/model.safetensors", fx[f].dir));
+        if (!g || !st) {
+            CHECK(0, "open converted %s: %s", fx[f].dir, loom_last_error());
+            gguf_close(g);
+            st_close(st);
+            continue;
+        }
+        const char *a = fx[f].arch, *d = fx[f].dir;
+        int i = gguf_find_key(g, "general.architecture");
+        CHECK(i >= 0 && !strcmp(gguf_get_str(g, i, NULL), a), "%s: architecture", d);
+        i = gguf_find_key(g, "general.name");
+        CHECK(i >= 0 && !strcmp(gguf_get_str(g, i, NULL), d), "%s: name", d);
+        CHECK(kv_int(g, "general.file_type", a) == fx[f].file_type, "%s: file_type", d);
+        CHECK(kv_int(g, "%s.block_count", a) == fx[f].n_layer, "%s: block_count", d);
+        CHECK(kv_int(g, "%s.embedding_length", a) == fx[f].n_embd, "%s: embedding_length", d);
+        CHECK(kv_int(g, "%s.feed_forward_length", a) == fx[f].n_ff, "%s: ffn", d);
+        CHECK(kv_int(g, "%s.attention.head_count", a) == fx[f].n_head, "%s: heads", d);
+        CHECK(kv_int(g, "%s.attention.head_count_kv", a) == fx[f].n_head_kv, "%s: kv heads", d);
+        CHECK(kv_int(g, "%s.context_length", a) == fx[f].n_ctx, "%s: context", d);
+        CHECK(kv_float(g, "%s.rope.freq_base", a) == (float)fx[f].theta, "%s: theta", d);
+        CHECK(kv_float(g, "%s.attention.layer_norm_rms_epsilon", a) == (float)fx[f].eps, "%s: eps", d);
+        bool llama = !strcmp(a, "llama");
+        CHECK(kv_int(g, "%s.rope.dimension_count", a) == (llama ? fx[f].n_embd / fx[f].n_head : -1), "%s: rope dims", d);
+        CHECK(kv_int(g, "%s.attention.key_length", a) == -1, "%s: no key_length", d);
+        CHECK(kv_int(g, "%s.vocab_size", a) == (llama ? 512 : -1), "%s: vocab_size", d);
+        CHECK(kv_int(g, "tokenizer.ggml.bos_token_id", a) == fx[f].bos, "%s: bos", d);
+        CHECK(kv_int(g, "tokenizer.ggml.eos_token_id", a) == fx[f].eos, "%s: eos", d);
+        CHECK(gguf_find_key(g, "general.alignment") == -1, "%s: default alignment", d);
+
+        bool has_head = st_find(st, "lm_head.weight") != NULL;
+        CHECK(gguf_n_tensors(g) == st_n_tensors(st) - (fx[f].tied && has_head), "%s: %d tensors", d, gguf_n_tensors(g));
+        CHECK((gguf_find_tensor(g, "output.weight") >= 0) == !fx[f].tied, "%s: output.weight iff untied", d);
+        int permuted = 0;
+        for (int k = 0; k < st_n_tensors(st); k++) {
+            const st_tensor *t = st_tensor_at(st, k);
+            char name[96];
+            loom_name_hf_to_gguf(t->name, name, sizeof name);
+            int j = gguf_find_tensor(g, name);
+            if (fx[f].tied && !strcmp(name, "output.weight")) continue;
+            CHECK(j >= 0, "%s: %s present", d, name);
+            if (j < 0) continue;
+            int64_t ne[4];
+            gguf_tensor_shape(g, j, ne);
+            CHECK(gguf_tensor_ndim(g, j) == t->ndim && ne[0] == t->shape[0] && (t->ndim < 2 || ne[1] == t->shape[1]),
+                  "%s: %s shape", d, name);
+            const uint8_t *gd = gguf_tensor_data(g, j);
+            if (t->ndim == 1) {
+                CHECK(gguf_tensor_ggml_type(g, j) == GGML_TYPE_F32, "%s: %s stored as f32", d, name);
+                float *ref = malloc((size_t)t->shape[0] * 4);
+                loom_to_f32(ref, t->data, t->dtype, (size_t)t->shape[0]);
+                CHECK(!memcmp(ref, gd, (size_t)t->shape[0] * 4), "%s: %s values", d, name);
+                free(ref);
+                continue;
+            }
+            CHECK(gguf_tensor_ggml_type(g, j) == gguf_ggml_from_dtype(t->dtype), "%s: %s keeps its dtype", d, name);
+            CHECK(gguf_tensor_nbytes(g, j) == t->nbytes, "%s: %s bytes", d, name);
+            int64_t n_head = 0;
+            if (llama && strstr(name, "attn_q.weight")) n_head = fx[f].n_head;
+            if (llama && strstr(name, "attn_k.weight")) n_head = fx[f].n_head_kv;
+            if (!n_head) {
+                CHECK(!memcmp(gd, t->data, t->nbytes), "%s: %s data unchanged", d, name);
+                continue;
+            }
+            permuted++;
+            size_t row = t->nbytes / (size_t)t->shape[0];
+            int bad = 0;
+            for (int64_t r = 0; r < t->shape[0]; r++)
+                bad += memcmp(gd + (size_t)r * row, (const uint8_t *)t->data + (size_t)hf_row_of(r, t->shape[0], n_head) * row,
+                              row) != 0;
+            CHECK(bad == 0, "%s: %s equals HF after undoing the permutation (%d rows differ)", d, name, bad);
+            CHECK(memcmp(gd, t->data, t->nbytes) != 0, "%s: %s was permuted", d, name);
+        }
+        CHECK(permuted == (llama ? 2 * fx[f].n_layer : 0), "%s: %d permuted tensors", d, permuted);
+        st_close(st);
+        gguf_close(g);
+    }
+}
+
+/* The converted HF copy of stories260K must equal llama.cpp's own conversion of the same model. */
+static void test_stories_matches_llamacpp(void) {
+    gguf_ctx *ref = gguf_open(FIX("stories260K.gguf"));
+    gguf_ctx *g = gguf_open(TMP("stories260K-hf.gguf"));
+    CHECK(ref && g, "open: %s", loom_last_error());
+    if (ref && g) {
+        int same = 0;
+        for (int i = 0; i < gguf_n_tensors(ref); i++) {
+            const char *name = gguf_tensor_name(ref, i);
+            int j = gguf_find_tensor(g, name);
+            if (!strcmp(name, "output.weight")) { /* tied in the HF copy: the head is the embedding */
+                j = gguf_find_tensor(g, "token_embd.weight");
+                CHECK(j >= 0 && !memcmp(gguf_tensor_data(ref, i), gguf_tensor_data(g, j), gguf_tensor_nbytes(ref, i)),
+                      "output.weight equals the tied embedding");
+                continue;
+            }
+            int64_t a[4], b[4];
+            gguf_tensor_shape(ref, i, a);
+            gguf_tensor_shape(g, j, b);
+            bool ok = j >= 0 && !memcmp(a, b, sizeof a) && gguf_tensor_ggml_type(g, j) == gguf_tensor_ggml_type(ref, i) &&
+                      !memcmp(gguf_tensor_data(ref, i), gguf_tensor_data(g, j), gguf_tensor_nbytes(ref, i));
+            CHECK(ok, "%s equals llama.cpp's", name);
+            same += ok;
+        }
+        CHECK(same == 47, "%d tensors equal", same);
+        const char *keys[] = {"llama.block_count", "llama.embedding_length", "llama.feed_forward_length",
+                              "llama.attention.head_count", "llama.attention.head_count_kv", "llama.rope.dimension_count",
+                              "llama.attention.layer_norm_rms_epsilon", "tokenizer.ggml.bos_token_id",
+                              "tokenizer.ggml.eos_token_id", "general.architecture"};
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            int i = gguf_find_key(ref, keys[k]), j = gguf_find_key(g, keys[k]);
+            int64_t x, y;
+            double fx_, fy;
+            bool ok = i >= 0 && j >= 0 && gguf_kv_type(ref, i) == gguf_kv_type(g, j);
+            if (ok && gguf_get_int(ref, i, &x)) ok = gguf_get_int(g, j, &y) && x == y;
+            else if (ok && gguf_get_float(ref, i, &fx_)) ok = gguf_get_float(g, j, &fy) && fx_ == fy;
+            else if (ok) ok = !strcmp(gguf_get_str(ref, i, NULL), gguf_get_str(g, j, NULL));
+            CHECK(ok, "key %s matches llama.cpp's (type and value)", keys[k]);
+        }
+    }
+    gguf_close(ref);
+    gguf_close(g);
+}
+
+/* A HF dir in the temp dir with the llama-tiny weights and an edited config. */
+static void make_dir_with_config(const char *dir, const char *fixture, void (*edit)(cJSON *)) {
+    char p[1100], src[1100];
+    snprintf(p, sizeof p, "%s/%s", tf_tmp, dir);
+    mkdir(p, 0755);
+    snprintf(src, sizeof src, "%s/%s/model.safetensors", tf_fixtures, fixture);
+    snprintf(p, sizeof p, "%s/%s/model.safetensors", tf_tmp, dir);
+    if (symlink(src, p) != 0) perror("symlink");
+    cJSON *c = loom_json_read(FIX("%s/config.json", fixture));
+    edit(c);
+    char *txt = cJSON_Print(c);
+    tf_write_str(TMP("%s/config.json", dir), txt);
+    free(txt);
+    cJSON_Delete(c);
+}
+
+static void edit_llama3(cJSON *c) { /* old-style keys: top-level rope_theta and rope_scaling */
+    cJSON_DeleteItemFromObject(c, "rope_parameters");
+    cJSON_AddNumberToObject(c, "rope_theta", 20000.0);
+    cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+    cJSON_AddStringToObject(rs, "rope_type", "llama3");
+    cJSON_AddNumberToObject(rs, "factor", 8.0);
+    cJSON_AddNumberToObject(rs, "low_freq_factor", 1.0);
+    cJSON_AddNumberToObject(rs, "high_freq_factor", 4.0);
+    cJSON_AddNumberToObject(rs, "original_max_position_embeddings", 1024);
+}
+static void edit_linear(cJSON *c) {
+    cJSON *rp = cJSON_GetObjectItem(c, "rope_parameters");
+    cJSON_ReplaceItemInObject(rp, "rope_type", cJSON_CreateString("linear"));
+    cJSON_AddNumberToObject(rp, "factor", 2.5);
+}
+static void edit_gpt2(cJSON *c) { cJSON_ReplaceItemInObject(c, "model_type", cJSON_CreateString("gpt2")); }
+static void edit_no_hidden(cJSON *c) { cJSON_DeleteItemFromObject(c, "hidden_size"); }
+static void edit_heads_string(cJSON *c) {
+    cJSON_ReplaceItemInObject(c, "num_attention_heads", cJSON_CreateString("8"));
+}
+static void edit_yarn(cJSON *c) {
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(c, "rope_parameters"), "rope_type", cJSON_CreateString("yarn"));
+}
+
+static void test_rope_scaling(void) {
+    make_dir_with_config("llama3", "llama-tiny", edit_llama3);
+    int rc = loom_convert_hf_to_gguf(TMP("llama3"), TMP("llama3.gguf"));
+    CHECK(rc == 0, "convert llama3: %s", loom_last_error());
+    gguf_ctx *g = rc == 0 ? gguf_open(TMP("llama3.gguf")) : NULL;
+    if (g) {
+        CHECK(kv_float(g, "%s.rope.freq_base", "llama") == 20000.0f, "top-level rope_theta read");
+        CHECK(gguf_find_key(g, "llama.rope.scaling.type") == -1, "llama3 scaling is a tensor, not keys");
+        int t = gguf_find_tensor(g, "rope_freqs.weight");
+        int64_t ne[4];
+        gguf_tensor_shape(g, t, ne);
+        CHECK(t >= 0 && gguf_tensor_ndim(g, t) == 1 && ne[0] == 8 && gguf_tensor_ggml_type(g, t) == GGML_TYPE_F32,
+              "rope_freqs.weight [8] f32");
+        const float *rf = t >= 0 ? gguf_tensor_data(g, t) : NULL;
+        int n1 = 0, n8 = 0, nmid = 0;
+        for (int i = 0; rf && i < 8; i++) {
+            /* Llama 3.1's scaling: keep short wavelengths, divide long ones by factor, blend between */
+            double freq = pow(20000.0, -(2.0 * i) / 16.0), wl = 2 * M_PI / freq, want;
+            if (wl < 1024 / 4.0) want = 1;
+            else if (wl > 1024 / 1.0) want = 8;
+            else {
+                double sm = (1024 / wl - 1) / (4 - 1);
+                want = 1 / ((1 - sm) / 8 + sm);
+            }
+            CHECK(fabs(rf[i] - want) < 1e-4 * want, "rope factor %d: %g, want %g", i, rf[i], want);
+            n1 += want == 1, n8 += want == 8, nmid += want != 1 && want != 8;
+        }
+        CHECK(n1 && n8 && nmid, "the test covers all three branches (%d %d %d)", n1, n8, nmid);
+        gguf_close(g);
+    }
+    make_dir_with_config("linear", "llama-tiny", edit_linear);
+    rc = loom_convert_hf_to_gguf(TMP("linear"), TMP("linear.gguf"));
+    CHECK(rc == 0, "convert linear: %s", loom_last_error());
+    g = rc == 0 ? gguf_open(TMP("linear.gguf")) : NULL;
+    if (g) {
+        int i = gguf_find_key(g, "llama.rope.scaling.type");
+        CHECK(i >= 0 && !strcmp(gguf_get_str(g, i, NULL), "linear"), "linear scaling type");
+        CHECK(kv_float(g, "%s.rope.scaling.factor", "llama") == 2.5f, "linear factor");
+        CHECK(gguf_find_tensor(g, "rope_freqs.weight") == -1, "no rope_freqs for linear");
+        gguf_close(g);
+    }
+}
+
+static void test_convert_bad(void) {
+    make_dir_with_config("gpt2", "llama-tiny", edit_gpt2);
+    loom_err_clear();
+    CHECK_FAILS(loom_convert_hf_to_gguf(TMP("gpt2"), TMP("gpt2.gguf")) == 0, "gpt2/config.json", "unsupported arch");
+    CHECK(strstr(loom_last_error(), "gpt2'"), "names the arch: %s", loom_last_error());
+    make_dir_with_config("nohidden", "llama-tiny", edit_no_hidden);
+    CHECK_FAILS(loom_convert_hf_to_gguf(TMP("nohidden"), TMP("x.gguf")) == 0, "hidden_size", "missing hidden_size");
+    make_dir_with_config("heads_str", "llama-tiny", edit_heads_string);
+    CHECK_FAILS(loom_convert_hf_to_gguf(TMP("heads_str"), TMP("x.gguf")) == 0, "heads_str/config.json",
+                "num_attention_heads a string");
+    make_dir_with_config("yarn", "qwen2-tiny", edit_yarn);
+    CHECK_FAILS(loom_convert_hf_to_gguf(TMP("yarn"), TMP("x.gguf")) == 0, "yarn", "unsupported rope scaling");
+    CHECK(access(TMP("x.gguf"), F_OK) != 0 && access(TMP("gpt2.gguf"), F_OK) != 0, "no output after failures");
+    CHECK_FAILS(loom_convert_hf_to_gguf(TMP("missing"), TMP("x.gguf")) == 0, "missing", "missing dir");
+    CHECK_FAILS(loom_convert_hf_to_gguf(FIX("stories260K.gguf"), TMP("x.gguf")) == 0, "stories260K.gguf", "GGUF input");
+    CHECK_FAILS(loom_convert_hf_to_gguf(FIX("qwen2-tiny"), TMP("no/dir/x.gguf")) == 0, "no/dir/x.gguf",
+                "output dir missing");
+}
+
+/* ---- synth --------------------------------------------------------------------------------- */
+
+static void stats_f16(const uint16_t *h, size_t n, double *mean, double *sd, double *within1) {
+    double s = 0, s2 = 0;
+    size_t in = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = loom_f16_to_f32(h[i]);
+        s += x, s2 += x * x, in += fabs(x) < 0.02;
+    }
+    *mean = s / (double)n;
+    *sd = sqrt(s2 / (double)n - *mean * *mean);
+    *within1 = (double)in / (double)n;
+}
+
+static void test_synth(void) {
+    const char *cfg = FIX("qwen2-tiny/config.json");
+    double t0 = loom_now();
+    int rc = loom_synth(cfg, LOOM_F16, 1, TMP("synth1.gguf"));
+    CHECK(rc == 0, "synth: %s", loom_last_error());
+    CHECK(loom_now() - t0 < 5, "synth of a tiny model is fast");
+    CHECK(loom_synth(cfg, LOOM_F16, 1, TMP("synth1b.gguf")) == 0, "synth again");
+    CHECK(loom_synth(cfg, LOOM_F16, 2, TMP("synth2.gguf")) == 0, "synth seed 2");
+    size_t n1, n1b, n2;
+    uint8_t *b1 = tf_read(TMP("synth1.gguf"), &n1), *b1b = tf_read(TMP("synth1b.gguf"), &n1b),
+            *b2 = tf_read(TMP("synth2.gguf"), &n2);
+    CHECK(b1 && b1b && n1 == n1b && !memcmp(b1, b1b, n1), "same seed, same file");
+    CHECK(b2 && n2 == n1 && memcmp(b1, b2, n1) != 0, "another seed, another file");
+    free(b1), free(b1b), free(b2);
+
+    gguf_ctx *s = gguf_open(TMP("synth1.gguf")), *c = gguf_open(TMP("qwen2-tiny.gguf"));
+    CHECK(s && c, "open synth and converted: %s", loom_last_error());
+    if (s && c) {
+        /* same tensors and metadata as the converted real checkpoint of this config */
+        CHECK(gguf_n_tensors(s) == gguf_n_tensors(c), "tensor count %d vs %d", gguf_n_tensors(s), gguf_n_tensors(c));
+        for (int i = 0; i < gguf_n_tensors(c); i++) {
+            int j = gguf_find_tensor(s, gguf_tensor_name(c, i));
+            int64_t a[4], b[4];
+            gguf_tensor_shape(c, i, a);
+            gguf_tensor_shape(s, j, b);
+            CHECK(j >= 0 && !memcmp(a, b, sizeof a), "synth has %s with the same shape", gguf_tensor_name(c, i));
+            if (j < 0) continue;
+            int want = gguf_tensor_ndim(c, i) == 1 ? GGML_TYPE_F32 : GGML_TYPE_F16;
+            CHECK(gguf_tensor_ggml_type(s, j) == want, "%s type", gguf_tensor_name(c, i));
+            if (gguf_tensor_ndim(c, i) == 1) {
+                const float *v = gguf_tensor_data(s, j);
+                bool bias = strstr(gguf_tensor_name(c, i), ".bias") != NULL;
+                int bad = 0;
+                for (int64_t k = 0; k < a[0]; k++) bad += v[k] != (bias ? 0.0f : 1.0f);
+                CHECK(bad == 0, "%s is all %s", gguf_tensor_name(c, i), bias ? "zeros" : "ones");
+            }
+        }
+        for (int i = 0; i < gguf_n_kv(c); i++) {
+            const char *k = gguf_key(c, i);
+            if (!strcmp(k, "general.name") || !strcmp(k, "general.file_type")) continue;
+            int j = gguf_find_key(s, k);
+            int64_t x, y;
+            double fx_, fy;
+            bool ok = j >= 0 && gguf_kv_type(s, j) == gguf_kv_type(c, i);
+            if (ok && gguf_get_int(c, i, &x)) ok = gguf_get_int(s, j, &y) && x == y;
+            else if (ok && gguf_get_float(c, i, &fx_)) ok = gguf_get_float(s, j, &fy) && fx_ == fy;
+            else if (ok) ok = !strcmp(gguf_get_str(c, i, NULL), gguf_get_str(s, j, NULL));
+            CHECK(ok, "synth key %s matches the converted file", k);
+        }
+        CHECK(kv_int(s, "general.file_type", NULL) == 1, "file_type f16");
+        CHECK(gguf_find_key(s, "tokenizer.ggml.model") == -1, "no tokenizer");
+
+        int t = gguf_find_tensor(s, "token_embd.weight");
+        double mean, sd, w1;
+        stats_f16(gguf_tensor_data(s, t), gguf_tensor_nbytes(s, t) / 2, &mean, &sd, &w1);
+        CHECK(fabs(mean) < 5e-4, "mean %g", mean);
+        CHECK(fabs(sd - 0.02) < 0.0006, "std %g", sd);
+        CHECK(fabs(w1 - 0.6827) < 0.01, "%.4f within one sigma (normal: 0.6827)", w1);
+        const uint16_t *q = gguf_tensor_data(s, gguf_find_tensor(s, "blk.0.attn_q.weight"));
+        const uint16_t *k = gguf_tensor_data(s, gguf_find_tensor(s, "blk.0.attn_k.weight"));
+        const uint16_t *q1 = gguf_tensor_data(s, gguf_find_tensor(s, "blk.1.attn_q.weight"));
+        CHECK(memcmp(q, k, 64) && memcmp(q, q1, 64), "tensors get their own streams");
+    }
+    gguf_close(s);
+    gguf_close(c);
+
+    /* other dtypes and an untied llama shape */
+    CHECK(loom_synth(FIX("llama-tiny/config.json"), LOOM_BF16, 3, TMP("synth_llama.gguf")) == 0, "bf16: %s",
+          loom_last_error());
+    s = gguf_open(TMP("synth_llama.gguf"));
+    if (s) {
+        int t = gguf_find_tensor(s, "output.weight");
+        CHECK(t >= 0 && gguf_tensor_ggml_type(s, t) == GGML_TYPE_BF16, "untied head in bf16");
+        CHECK(gguf_find_tensor(s, "blk.0.attn_q.bias") == -1, "llama: no biases");
+        CHECK(kv_int(s, "tokenizer.ggml.bos_token_id", NULL) == -1, "no bos in synth files");
+        const uint16_t *h = gguf_tensor_data(s, t);
+        double sum = 0;
+        for (int i = 0; i < 65536; i++) sum += fabs(loom_bf16_to_f32(h[i]));
+        CHECK(fabs(sum / 65536 - 0.02 * sqrt(2 / M_PI)) < 0.0005, "bf16 mean |x| %g", sum / 65536);
+        gguf_close(s);
+    }
+    CHECK(loom_synth(FIX("stories260K-hf/config.json"), LOOM_F32, 3, TMP("synth_f32.gguf")) == 0, "f32");
+    s = gguf_open(TMP("synth_f32.gguf"));
+    if (s) {
+        int t = gguf_find_tensor(s, "blk.4.ffn_down.weight");
+        int64_t ne[4];
+        gguf_tensor_shape(s, t, ne);
+        CHECK(gguf_tensor_ggml_type(s, t) == GGML_TYPE_F32 && ne[0] == 64 && ne[1] == 172, "f32 ffn_down");
+        CHECK(gguf_n_tensors(s) == 47, "stories shape: %d tensors", gguf_n_tensors(s));
+        gguf_close(s);
+    }
+
+    /* head_dim other than n_embd / n_head, and Llama 3 scaling, from a config */
+    tf_write_str(TMP("hd.json"), "{\"model_type\":\"llama\",\"vocab_size\":64,\"hidden_size\":64,\"num_hidden_layers\":1,"
+                                 "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"head_dim\":32,"
+                                 "\"intermediate_size\":96,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,"
+                                 "\"original_max_position_embeddings\":64}}");
+    CHECK(loom_synth(TMP("hd.json"), LOOM_F16, 0, TMP("hd.gguf")) == 0, "head_dim synth: %s", loom_last_error());
+    s = gguf_open(TMP("hd.gguf"));
+    if (s) {
+        CHECK(kv_int(s, "%s.attention.key_length", "llama") == 32 && kv_int(s, "%s.attention.value_length", "llama") == 32,
+              "key/value length written");
+        CHECK(kv_int(s, "%s.rope.dimension_count", "llama") == 32, "rope dims = head_dim");
+        int64_t ne[4];
+        gguf_tensor_shape(s, gguf_find_tensor(s, "blk.0.attn_q.weight"), ne);
+        CHECK(ne[0] == 128 && ne[1] == 64, "q is [n_head*head_dim, n_embd]");
+        gguf_tensor_shape(s, gguf_find_tensor(s, "blk.0.attn_output.weight"), ne);
+        CHECK(ne[0] == 64 && ne[1] == 128, "o is [n_embd, n_head*head_dim]");
+        int t = gguf_find_tensor(s, "rope_freqs.weight");
+        gguf_tensor_shape(s, t, ne);
+        CHECK(t >= 0 && ne[0] == 16, "rope_freqs [head_dim/2]");
+        gguf_close(s);
+    }
+
+    cv_spec sp;
+    CHECK(cv_spec_builtin(&sp, "qwen2-0.5b") == 0 && sp.n_embd == 896 && sp.n_layer == 24 && sp.n_head == 14 &&
+              sp.n_head_kv == 2 && sp.n_ff == 4864 && sp.n_vocab == 151936 && sp.tied && sp.qkv_bias &&
+              sp.rope_theta == 1e6 && sp.head_dim == 64,
+          "qwen2-0.5b shape");
+    CHECK(cv_spec_builtin(&sp, "llama-1.1b") == 0 && sp.n_embd == 2048 && sp.n_layer == 22 && sp.n_head == 32 &&
+              sp.n_head_kv == 4 && sp.n_ff == 5632 && sp.n_vocab == 32000 && !sp.tied && !sp.qkv_bias &&
+              sp.rope_theta == 1e4,
+          "llama-1.1b shape");
+    loom_err_clear();
+    CHECK_FAILS(loom_synth("gpt-5", LOOM_F16, 0, TMP("x.gguf")) == 0, "gpt-5", "unknown shape");
+    CHECK_FAILS(loom_synth(TMP("nope.json"), LOOM_F16, 0, TMP("x.gguf")) == 0, "nope.json", "missing config");
+    CHECK_FAILS(loom_synth("qwen2-0.5b", LOOM_I32, 0, TMP("x.gguf")) == 0, "i32", "i32 dtype");
+    tf_write_str(TMP("bad.json"), "{\"model_type\":\"llama\",\"vocab_size\":64,\"hidden_size\":60,"
+                                  "\"num_hidden_layers\":1,\"num_attention_heads\":7,\"intermediate_size\":96}");
+    CHECK_FAILS(loom_synth(TMP("bad.json"), LOOM_F16, 0, TMP("x.gguf")) == 0, "bad.json", "hidden not divisible");
+    CHECK(access(TMP("x.gguf"), F_OK) != 0, "no file after failures");
+}
+
+int main(void) {
+    tf_init();
+    test_convert_fixtures();
+    test_stories_matches_llamacpp();
+    test_rope_scaling();
+    test_convert_bad();
+    test_synth();
+    tf_cleanup();
+    CHECK_DONE();
+}
