@@ -87,10 +87,18 @@ int tok_add_split(loom_tokenizer *t, const char *pattern, size_t len, int behavi
         return loom_err("%s: pre-tokenizer regex does not compile at offset %zu: %s", t->path,
                         (size_t)erroff, (const char *)msg);
     }
+    char *src = loom_malloc(len + 1);
+    if (!src) {
+        pcre2_code_free(re);
+        return -1;
+    }
+    memcpy(src, pattern, len);
+    src[len] = 0;
     tok_step *st = &t->steps[t->n_steps++];
     st->kind = TOK_STEP_SPLIT;
     st->behavior = behavior;
     st->re = re;
+    st->src = src;
     /* JIT is an optimisation only: without it (or when it fails) the interpreter runs */
     st->jit = pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) == 0;
     return 0;

@@ -19,15 +19,17 @@ static const char re_qwen2[] =
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
     "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+/* Qwen2 normalises to NFC in its tokenizer.json; llama.cpp skips that, loom keeps it so that
+ * both files of a model tokenize alike (they differ from llama.cpp only on non-NFC input). */
 static const struct {
     const char *name;
     const char *re;
-    bool ignore_merges, add_bos;
+    bool ignore_merges, add_bos, nfc;
 } pre_types[] = {
-    {"default", re_gpt2, false, false},   {"gpt2", re_gpt2, false, false},
-    {"llama3", re_llama3, true, true},    {"llama-v3", re_llama3, true, true},
-    {"llama-bpe", re_llama3, true, true}, {"qwen2", re_qwen2, false, false},
-    {"deepseek-r1-qwen", re_qwen2, false, false},
+    {"default", re_gpt2, false, false, false},   {"gpt2", re_gpt2, false, false, false},
+    {"llama3", re_llama3, true, true, false},    {"llama-v3", re_llama3, true, true, false},
+    {"llama-bpe", re_llama3, true, true, false}, {"qwen2", re_qwen2, false, false, true},
+    {"deepseek-r1-qwen", re_qwen2, false, false, true},
 };
 
 static int key(const gguf_ctx *g, const char *k) { return gguf_find_key(g, k); }
@@ -116,6 +118,11 @@ loom_tokenizer *loom_tokenizer_from_gguf(const struct gguf_ctx *g) {
             goto fail;
         t->ignore_merges = pre_types[p].ignore_merges;
         t->wants_bos = pre_types[p].add_bos;
+        t->normalizer = pre_types[p].nfc ? TOK_NORM_NFC : TOK_NORM_NONE;
+        if (!(t->pre_name = strdup(pre))) {
+            loom_err("%s: out of memory", path);
+            goto fail;
+        }
     } else {
         t->wants_bos = true;
         t->add_space_prefix = get_bool(g, "tokenizer.ggml.add_space_prefix", true);

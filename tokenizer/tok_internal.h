@@ -41,6 +41,7 @@ typedef struct tok_step {
     int kind;           /* TOK_STEP_* */
     int behavior;       /* TOK_SPLIT_* */
     pcre2_code *re;
+    char *src;          /* the pattern as given */
     bool jit;
 } tok_step;
 
@@ -62,6 +63,7 @@ struct loom_tokenizer {
     /* BPE */
     tok_pairmap merges;
     bool ignore_merges;
+    char *pre_name;           /* GGUF tokenizer.ggml.pre equivalent, NULL when there is none */
     int normalizer;           /* TOK_NORM_* */
     int n_steps;
     tok_step steps[TOK_MAX_STEPS];

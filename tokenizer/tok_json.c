@@ -16,6 +16,29 @@
 static const char gpt2_regex[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
+/* Qwen2's and LLaMA 3's Split regexes as their tokenizer.json files spell them */
+static const char hf_qwen2_regex[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char hf_llama3_regex[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/* The GGUF tokenizer.ggml.pre whose pipeline this one is, or NULL. */
+static const char *gguf_pre_name(const loom_tokenizer *t) {
+    if (t->n_steps != 1 || t->steps[0].kind != TOK_STEP_SPLIT ||
+        t->steps[0].behavior != TOK_SPLIT_ISOLATED)
+        return NULL;
+    const char *src = t->steps[0].src;
+    if (!strcmp(src, hf_qwen2_regex) && t->normalizer == TOK_NORM_NFC && !t->ignore_merges)
+        return "qwen2";
+    if (!strcmp(src, hf_llama3_regex) && t->normalizer == TOK_NORM_NONE && t->ignore_merges)
+        return "llama-bpe";
+    if (!strcmp(src, gpt2_regex) && t->normalizer == TOK_NORM_NONE && !t->ignore_merges)
+        return "gpt2";
+    return NULL;
+}
+
 static char *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return loom_err_null("%s: cannot open: %s", path, strerror(errno));
@@ -336,6 +359,11 @@ loom_tokenizer *tok_load_json(const char *path, const char *config_path) {
         goto fail;
     }
     t->ignore_merges = get_bool(model, "ignore_merges", false);
+    const char *pre_name = gguf_pre_name(t);
+    if (pre_name && !(t->pre_name = strdup(pre_name))) {
+        loom_err("%s: out of memory", path);
+        goto fail;
+    }
     if (tok_finish(t)) goto fail;
     if (parse_merges(t, merges)) goto fail;
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");

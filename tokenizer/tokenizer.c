@@ -346,9 +346,9 @@ static int make_piece(loom_tokenizer *t, tok_token *k) {
     return 0;
 }
 
-static const tok_token *sort_base;
-static int cmp_added(const void *a, const void *b) {
-    const tok_token *x = &sort_base[*(const int32_t *)a], *y = &sort_base[*(const int32_t *)b];
+static int cmp_added(const void *a, const void *b, void *base) {
+    const tok_token *tok = base;
+    const tok_token *x = &tok[*(const int32_t *)a], *y = &tok[*(const int32_t *)b];
     uint8_t bx = (uint8_t)x->text[0], by = (uint8_t)y->text[0];
     if (bx != by) return bx < by ? -1 : 1;
     if (x->text_len != y->text_len) return x->text_len > y->text_len ? -1 : 1;
@@ -403,8 +403,7 @@ int tok_finish(loom_tokenizer *t) {
     n_added = 0;
     for (int id = 0; id < t->n_vocab; id++)
         if (t->tok[id].added) t->added[n_added++] = id;
-    sort_base = t->tok; /* loading is not expected to run concurrently with itself */
-    qsort(t->added, n_added, sizeof *t->added, cmp_added);
+    qsort_r(t->added, n_added, sizeof *t->added, cmp_added, t->tok);
     size_t j = 0;
     for (int b = 0; b < 256; b++) {
         t->added_start[b] = (int)j;
@@ -420,7 +419,11 @@ void loom_tokenizer_free(loom_tokenizer *t) {
         if (t->tok[i].piece != t->tok[i].text) free(t->tok[i].piece);
         free(t->tok[i].text);
     }
-    for (int i = 0; i < t->n_steps; i++) pcre2_code_free(t->steps[i].re);
+    for (int i = 0; i < t->n_steps; i++) {
+        pcre2_code_free(t->steps[i].re);
+        free(t->steps[i].src);
+    }
+    free(t->pre_name);
     free(t->tok);
     free(t->map.slots);
     free(t->merges.keys);
@@ -747,4 +750,76 @@ bool loom_tokenizer_is_eog(const loom_tokenizer *t, int32_t id) {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(k->text, names[i])) return true;
     return false;
+}
+
+/* ---- GGUF export ------------------------------------------------------------------------------- */
+
+typedef struct merge_rec {
+    uint32_t rank;
+    int32_t a, b;
+} merge_rec;
+
+static int cmp_merge(const void *x, const void *y) {
+    uint32_t a = ((const merge_rec *)x)->rank, b = ((const merge_rec *)y)->rank;
+    return a < b ? -1 : a > b;
+}
+
+static int write_merges(const loom_tokenizer *t, gguf_writer *w) {
+    const tok_pairmap *m = &t->merges;
+    merge_rec *recs = loom_malloc((m->n ? m->n : 1) * sizeof *recs);
+    char **strs = loom_calloc(m->n ? m->n : 1, sizeof *strs);
+    int rc = recs && strs ? 0 : -1;
+    size_t n = 0;
+    for (size_t i = 0; !rc && m->keys && i <= m->mask; i++) {
+        if (m->keys[i] == UINT64_MAX) continue;
+        recs[n++] = (merge_rec){(uint32_t)(m->vals[i] >> 32), (int32_t)(m->keys[i] >> 32),
+                                (int32_t)(uint32_t)m->keys[i]};
+    }
+    if (!rc) qsort(recs, n, sizeof *recs, cmp_merge); /* rank order is the merge order */
+    for (size_t i = 0; !rc && i < n; i++) {
+        const tok_token *a = &t->tok[recs[i].a], *b = &t->tok[recs[i].b];
+        if (!(strs[i] = loom_malloc((size_t)a->text_len + b->text_len + 2))) rc = -1;
+        else sprintf(strs[i], "%s %s", a->text, b->text);
+    }
+    if (!rc) rc = gguf_w_arr_str(w, "tokenizer.ggml.merges", (const char *const *)strs, n);
+    for (size_t i = 0; strs && i < n; i++) free(strs[i]);
+    free(strs);
+    free(recs);
+    return rc;
+}
+
+int loom_tokenizer_to_gguf(const loom_tokenizer *t, gguf_writer *w, bool special_ids) {
+    bool bpe = t->kind == TOK_BPE;
+    if (bpe && !t->pre_name)
+        return loom_err("%s: this tokenizer's pre-tokenizer has no GGUF equivalent "
+                        "(tokenizer.ggml.pre)", t->path);
+    const char **texts = loom_malloc((size_t)t->n_vocab * sizeof *texts);
+    float *scores = loom_malloc((size_t)t->n_vocab * sizeof *scores);
+    int32_t *types = loom_malloc((size_t)t->n_vocab * sizeof *types);
+    int rc = texts && scores && types ? 0 : -1;
+    for (int i = 0; !rc && i < t->n_vocab; i++) {
+        texts[i] = t->tok[i].text;
+        scores[i] = t->tok[i].score;
+        types[i] = t->tok[i].type;
+    }
+    rc = rc ? rc : gguf_w_str(w, "tokenizer.ggml.model", bpe ? "gpt2" : "llama");
+    if (!rc && bpe) rc = gguf_w_str(w, "tokenizer.ggml.pre", t->pre_name);
+    if (!rc) rc = gguf_w_arr_str(w, "tokenizer.ggml.tokens", texts, (size_t)t->n_vocab);
+    if (!rc && !bpe) rc = gguf_w_arr_f32(w, "tokenizer.ggml.scores", scores, (size_t)t->n_vocab);
+    if (!rc) rc = gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, (size_t)t->n_vocab);
+    if (!rc && bpe) rc = write_merges(t, w);
+    static const char *const id_keys[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                          "tokenizer.ggml.unknown_token_id",
+                                          "tokenizer.ggml.padding_token_id", "tokenizer.ggml.eot_token_id"};
+    const int32_t ids[] = {t->bos, t->eos, t->unk, t->pad, t->eot};
+    for (int i = special_ids ? 0 : 2; !rc && i < 5; i++)
+        if (ids[i] >= 0) rc = gguf_w_u32(w, id_keys[i], (uint32_t)ids[i]);
+    if (!rc) rc = gguf_w_bool(w, "tokenizer.ggml.add_bos_token", t->wants_bos);
+    if (!rc && !bpe) rc = gguf_w_bool(w, "tokenizer.ggml.add_space_prefix", t->add_space_prefix);
+    if (!rc && t->chat_template) rc = gguf_w_str(w, "tokenizer.chat_template", t->chat_template);
+    free(texts);
+    free(scores);
+    free(types);
+    if (rc) loom_err_prefix("%s: writing the tokenizer to GGUF", t->path);
+    return rc ? -1 : 0;
 }

@@ -85,6 +85,14 @@ const char *loom_tokenizer_stream_put(loom_tokenizer_stream *s, int32_t id, size
 const char *loom_tokenizer_stream_finish(loom_tokenizer_stream *s, size_t *len);
 void loom_tokenizer_stream_free(loom_tokenizer_stream *s);
 
+/* ---- export ----------------------------------------------------------------------------------- */
+struct gguf_writer;
+/* Write the tokenizer as GGUF tokenizer.ggml.* metadata (model, pre, tokens, scores, token_type,
+ * merges, the special ids, add_bos_token, chat template), so that a converted model carries it.
+ * With special_ids false, bos/eos ids are left to the caller (who may have written them already).
+ * Fails for a tokenizer.json pipeline that has no GGUF pre-tokenizer name. */
+int loom_tokenizer_to_gguf(const loom_tokenizer *t, struct gguf_writer *w, bool special_ids);
+
 /* ---- facts ------------------------------------------------------------------------------------ */
 int loom_tokenizer_n_vocab(const loom_tokenizer *t);
 int32_t loom_tokenizer_bos(const loom_tokenizer *t); /* -1 when none */

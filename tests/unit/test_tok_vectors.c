@@ -1,10 +1,12 @@
 /* Tokenizer test vectors from llama.cpp's models/ folder (see tests/fixtures/tokenizer/README.md):
  * every case must encode to exactly the reference ids and decode back to its text. */
 #include "check.h"
+#include "gguf.h"
 #include "tokenizer.h"
 
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 #include <utf8proc.h>
 
 static char *slurp(const char *path, size_t *n) {
@@ -136,6 +138,31 @@ int main(void) {
         CHECK(loom_tokenizer_n_vocab(t) == suites[s].n_vocab, "%s: n_vocab %d", vocab,
               loom_tokenizer_n_vocab(t));
         run_vectors(t, inp, out, suites[s].nfc);
+
+        /* the same vocabulary written as GGUF metadata (as `loom convert` would) and read back
+         * through the GGUF loader must tokenize identically */
+        if (suites[s].in_data) {
+            char gg[] = "/tmp/loom_tok_vectors_XXXXXX";
+            int fd = mkstemp(gg);
+            if (fd >= 0) close(fd);
+            gguf_writer *w = gguf_writer_new();
+            int rc = loom_tokenizer_to_gguf(t, w, true);
+            CHECK(rc == 0, "%s: to_gguf: %s", vocab, loom_last_error());
+            CHECK(rc || gguf_writer_save(w, gg) == 0, "%s: save: %s", gg, loom_last_error());
+            gguf_writer_free(w);
+            loom_tokenizer *g = rc ? NULL : loom_tokenizer_load(gg);
+            CHECK(g, "%s: reload: %s", gg, loom_last_error());
+            if (g) {
+                CHECK(loom_tokenizer_n_vocab(g) == suites[s].n_vocab &&
+                          loom_tokenizer_eos(g) == loom_tokenizer_eos(t) &&
+                          loom_tokenizer_bos(g) == loom_tokenizer_bos(t) &&
+                          !strcmp(loom_tokenizer_chat_template(g), loom_tokenizer_chat_template(t)),
+                      "%s: GGUF copy differs in its facts", vocab);
+                run_vectors(g, inp, out, suites[s].nfc);
+                loom_tokenizer_free(g);
+            }
+            unlink(gg);
+        }
         loom_tokenizer_free(t);
     }
 
