@@ -12,6 +12,7 @@ static const loom_command commands[] = {
     {"synth", "write a random-weight GGUF of a real model shape", cmd_synth},
     {"dump", "print the graph as declared and after each planner pass", cmd_dump},
     {"chat", "an interactive conversation (history kept in the KV cache)", cmd_chat},
+    {"tokenize", "show how a model's tokenizer splits a text into tokens", cmd_tokenize},
     {"devices", "list the CPU and Vulkan devices loom can run on", cmd_devices},
 };
 
