@@ -170,5 +170,9 @@ uint64_t loom_graph_hash(const loom_graph *g);
 /* ---- dumping ------------------------------------------------------------------------------ */
 typedef enum { LOOM_DUMP_TEXT, LOOM_DUMP_DOT, LOOM_DUMP_JSON } loom_dump_format;
 void loom_graph_dump(const loom_graph *g, FILE *f, loom_dump_format fmt, const char *title);
+/* Same, showing only layers layers[0]..layers[1] (blk.N weights, cache_k.N states, the ops that
+ * read them) and collapsing the rest; layers = NULL shows everything. */
+void loom_graph_dump_layers(const loom_graph *g, FILE *f, loom_dump_format fmt, const char *title,
+                            const int *layers);
 
 #endif

@@ -27,11 +27,14 @@ typedef struct loom_plan {
 
 typedef struct loom_plan_opts {
     bool no_cse, no_fuse, no_inplace;
+    bool no_reuse;       /* every node its own arena slot (implies no_inplace): all outputs stay
+                            readable after a run (loom diff) */
     /* when set, the graph is dumped to `dump` after each pass named in dump_after
      * ("declared", "dce", "cse", "fuse", "memory", or "all") */
     FILE *dump;
     const char *dump_after;
     loom_dump_format dump_format;
+    const int *dump_layers; /* {first, last} layer to show in dumps (loom dump --layers), or NULL */
 } loom_plan_opts;
 
 /* Individual passes (exposed for tests and for loom dump). Each returns the number of changes. */

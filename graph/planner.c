@@ -292,7 +292,9 @@ static int root_of(const loom_graph *g, int i, size_t *rel) {
     return i;
 }
 
-int loom_pass_memory(loom_graph *g, bool allow_inplace, size_t *arena_size, size_t *naive_size) {
+/* reuse = false gives every node its own arena slot (no freeing), so that after a run every
+ * intermediate can still be read back: loom diff compares backends node by node that way. */
+static int memory_pass(loom_graph *g, bool allow_inplace, bool reuse, size_t *arena_size, size_t *naive_size) {
     int n = g->n;
     int *last = malloc((size_t)n * sizeof *last); /* last step that reads the node's storage group */
     int *step = malloc((size_t)n * sizeof *step); /* execution step of each node, -1 for leaves */
@@ -392,7 +394,7 @@ int loom_pass_memory(loom_graph *g, bool allow_inplace, size_t *arena_size, size
             live_roots[n_live++] = i;
         }
         /* free every group whose last reader was this step */
-        for (int k = 0; k < n_live; k++) {
+        for (int k = 0; reuse && k < n_live; k++) {
             int q = live_roots[k];
             if (last[q] <= t) {
                 if (fl_free(&fl, g->nodes[q].offset, align_up(g->nodes[q].nbytes)) < 0) rc = -1;
@@ -421,6 +423,10 @@ int loom_pass_memory(loom_graph *g, bool allow_inplace, size_t *arena_size, size
     return rc;
 }
 
+int loom_pass_memory(loom_graph *g, bool allow_inplace, size_t *arena_size, size_t *naive_size) {
+    return memory_pass(g, allow_inplace, true, arena_size, naive_size);
+}
+
 /* ---- the whole pipeline ----------------------------------------------------------------------- */
 static bool want_dump(const loom_plan_opts *o, const char *pass) {
     if (!o || !o->dump || !o->dump_after) return false;
@@ -428,7 +434,7 @@ static bool want_dump(const loom_plan_opts *o, const char *pass) {
 }
 
 static void dump_after(const loom_plan_opts *o, const loom_graph *g, const char *pass) {
-    if (want_dump(o, pass)) loom_graph_dump(g, o->dump, o->dump_format, pass);
+    if (want_dump(o, pass)) loom_graph_dump_layers(g, o->dump, o->dump_format, pass, o->dump_layers);
 }
 
 loom_plan *loom_plan_build(loom_graph *g, const loom_plan_opts *o) {
@@ -453,7 +459,8 @@ loom_plan *loom_plan_build(loom_graph *g, const loom_plan_opts *o) {
         if (loom_pass_fuse(g) < 0 || loom_pass_dce(g) < 0) goto fail;
         dump_after(o, g, "fuse");
     }
-    if (loom_pass_memory(g, !o->no_inplace, &p->arena_size, &p->naive_size) < 0) goto fail;
+    if (memory_pass(g, !o->no_inplace && !o->no_reuse, !o->no_reuse, &p->arena_size, &p->naive_size) < 0)
+        goto fail;
     p->order = loom_malloc((size_t)g->n * sizeof *p->order);
     if (!p->order) goto fail;
     for (int i = 0; i < g->n; i++) {

@@ -6,13 +6,49 @@
 #include "util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: loom dump [-m MODEL] [--phase prefill|decode] [--seq N] [--after PASS|all]\n"
-               "                 [--format text|dot|json] [--ctx N]\n"
+               "                 [--format text|dot|json|svg] [--layers A-B] [--ctx N]\n"
                "  PASS: declared, dce, cse, fuse, memory (default: memory, the final plan)\n"
-               "  --seq N: prompt length for the prefill graph (default 16)\n");
+               "  --seq N: prompt length for the prefill graph (default 16)\n"
+               "  --format svg: the DOT graph drawn by Graphviz's `dot -Tsvg` (one pass at a time)\n"
+               "  --layers A-B: only the nodes of layers A..B (or one layer: --layers A); the rest collapsed\n"
+               "  JSON schema: docs/graph-dump.md\n");
+}
+
+/* "A-B" or "A" -> {A, B}; each a layer index. */
+static int parse_layers(const char *s, int *lh) {
+    char buf[64], *dash;
+    snprintf(buf, sizeof buf, "%s", s);
+    long a, b;
+    if ((dash = strchr(buf, '-'))) *dash = 0;
+    if (loom_parse_int("--layers", buf, 0, 1 << 20, &a) < 0) return -1;
+    b = a;
+    if (dash && loom_parse_int("--layers", dash + 1, 0, 1 << 20, &b) < 0) return -1;
+    if (b < a) {
+        fprintf(stderr, "loom dump: --layers %s: the last layer comes before the first\n", s);
+        return -1;
+    }
+    lh[0] = (int)a;
+    lh[1] = (int)b;
+    return 0;
+}
+
+/* Graphviz is optional: find `dot` on PATH before promising an SVG. */
+static bool have_dot(void) {
+    const char *path = getenv("PATH");
+    char buf[4096], dir[4096];
+    snprintf(buf, sizeof buf, "%s", path ? path : "/usr/bin:/bin");
+    for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(dir, sizeof dir, "%s/dot", *d ? d : ".");
+        if (access(dir, X_OK) == 0) return true;
+    }
+    return false;
 }
 
 int cmd_dump(int argc, char **argv) {
@@ -20,6 +56,8 @@ int cmd_dump(int argc, char **argv) {
     loom_common_defaults(&co);
     const char *phase = "prefill", *after = "memory", *format = "text";
     long seq = 16;
+    int layers[2] = {-1, -1};
+    bool want_layers = false;
     for (int i = 1; i < argc; i++) {
         int r = loom_parse_common(&co, argc, argv, &i);
         if (r < 0) return 2;
@@ -36,6 +74,9 @@ int cmd_dump(int argc, char **argv) {
             after = argv[++i];
         } else if (!strcmp(a, "--format") && val) {
             format = argv[++i];
+        } else if (!strcmp(a, "--layers") && val) {
+            if (parse_layers(argv[++i], layers) < 0) return 2;
+            want_layers = true;
         } else {
             fprintf(stderr, "loom dump: unknown or incomplete option '%s'\n", a);
             usage(stderr);
@@ -45,11 +86,22 @@ int cmd_dump(int argc, char **argv) {
     static const char *const passes[] = {"declared", "dce", "cse", "fuse", "memory", "all"};
     bool known = false;
     for (size_t k = 0; k < sizeof passes / sizeof passes[0]; k++) known |= !strcmp(after, passes[k]);
-    loom_dump_format fmt = !strcmp(format, "json") ? LOOM_DUMP_JSON : !strcmp(format, "dot") ? LOOM_DUMP_DOT : LOOM_DUMP_TEXT;
-    if (!known || (strcmp(format, "json") && strcmp(format, "dot") && strcmp(format, "text")) ||
+    bool svg = !strcmp(format, "svg");
+    loom_dump_format fmt = !strcmp(format, "json") ? LOOM_DUMP_JSON
+                           : (svg || !strcmp(format, "dot")) ? LOOM_DUMP_DOT : LOOM_DUMP_TEXT;
+    if (!known || (strcmp(format, "json") && strcmp(format, "dot") && strcmp(format, "text") && !svg) ||
         (strcmp(phase, "prefill") && strcmp(phase, "decode"))) {
         usage(stderr);
         return 2;
+    }
+    if (svg && !strcmp(after, "all")) {
+        fprintf(stderr, "loom dump: --format svg draws one pass: pick one with --after PASS (not all)\n");
+        return 2;
+    }
+    if (svg && !have_dot()) {
+        fprintf(stderr, "loom dump: --format svg needs Graphviz's `dot` on PATH (apt-get install graphviz); "
+                        "--format dot prints the graph without it\n");
+        return 1;
     }
     const char *path = co.model ? co.model : loom_default_model();
     loom_model *m = loom_model_load(path);
@@ -61,13 +113,37 @@ int cmd_dump(int argc, char **argv) {
     loom_build_opts bo = {.n_tokens = !strcmp(phase, "decode") ? 1 : (int)seq,
                           .n_ctx = co.n_ctx > 0 ? co.n_ctx : (m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096)};
     int rc = 1;
+    FILE *out = stdout;
+    if (want_layers && layers[0] >= m->hp.n_layer) {
+        fprintf(stderr, "loom dump: --layers %d-%d: %s has layers 0-%d\n", layers[0], layers[1], path,
+                m->hp.n_layer - 1);
+        loom_graph_free(g);
+        goto done;
+    }
     if (!g || m->arch->build(g, m, &bo) < 0) {
         fprintf(stderr, "loom dump: %s\n", loom_last_error());
         loom_graph_free(g);
         goto done;
     }
-    loom_plan_opts po = {.dump = stdout, .dump_after = after, .dump_format = fmt};
+    if (svg) {
+        fflush(stdout);
+        out = popen("dot -Tsvg", "w"); /* dot writes the SVG to our stdout */
+        if (!out) {
+            fprintf(stderr, "loom dump: cannot start Graphviz's dot\n");
+            goto done;
+        }
+    }
+    loom_plan_opts po = {.dump = out, .dump_after = after, .dump_format = fmt,
+                         .dump_layers = want_layers ? layers : NULL};
     loom_plan *p = loom_plan_build(g, &po);
+    if (svg) {
+        int st = pclose(out);
+        if (p && (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
+            fprintf(stderr, "loom dump: Graphviz's dot failed (status %d) drawing the graph\n", st);
+            loom_plan_free(p);
+            goto done;
+        }
+    }
     if (!p) {
         fprintf(stderr, "loom dump: %s\n", loom_last_error());
         goto done;
