@@ -1,15 +1,25 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// ATTENTION, flash style: never holds more than one tile of scores. One workgroup per
-// (query row s, head h, key split z). The cache length comes from pos[s] at run time, so a
-// recorded command buffer stays valid as the cache grows.
-// u[0] = S, u[1] = H, u[2] = Hkv, u[3] = hd, u[4] = C (cache rows), u[5] = splits; f[0] = scale.
-// With one split the normalised result goes to out; otherwise (m, l, acc[hd]) partials go to
-// scratch (binding 5) for attn_combine.comp.
+#ifndef NO_SUBGROUP
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
+// ATTENTION, flash style: scores exist one tile of 128 keys at a time, with an online softmax.
+// One workgroup per (kv head and group of up to GW query heads sharing it, query row s, key split
+// z): each K and V row is read once for all those query heads (grouped-query attention).
+// The cache length comes from pos[s] at run time, so a recorded command buffer stays valid as the
+// cache grows. Splits divide [0, pos[s]] evenly; attn_combine.comp merges them.
+//   scores: invocation t owns key jb + t and computes its GW dot products;
+//   P.V:    invocation t owns 4 dims (t % G4) of keys kg, kg + NG, ... (kg = t / G4).
+// u[0] = S, u[1] = H, u[2] = Hkv, u[4] = C (cache rows), u[5] = splits; f[0] = scale.
+// Spec constants: 1 = GW (query heads per workgroup, <= 8), 2 = HD (head dim, <= 256).
+// One split: normalised output to `o`; several: (m, l, acc[HD]) per (s, h, z) to scratch.
 #include "common.glsl"
-#define WG 128
-#define MAX_HD 256
-layout(local_size_x = WG) in;
+#define WG 128u
+#define MAXG 8
+layout(local_size_x = 128) in;
+layout(constant_id = 1) const uint GW = 1;
+layout(constant_id = 2) const uint HD = 64;
 layout(std430, binding = 0) writeonly buffer O { float o[]; };
 layout(std430, binding = 1) readonly buffer Q { float q[]; };
 layout(std430, binding = 2) readonly buffer Kc { float kc[]; };
@@ -17,68 +27,127 @@ layout(std430, binding = 3) readonly buffer Vc { float vc[]; };
 layout(std430, binding = 4) readonly buffer P { int pos[]; };
 layout(std430, binding = 5) writeonly buffer Sc { float scratch[]; };
 
-shared float qs[MAX_HD];
-shared float sc[WG];
-shared float red[WG];
+const uint G4 = (HD + 3u) / 4u; // invocations per key in P.V
+const uint NG = WG / G4;        // keys in flight in P.V
+shared float qs[MAXG * 256];
+shared float sc[MAXG][WG];
+shared float accs[4096];
+#ifndef NO_SUBGROUP
+shared float red[MAXG][32];
+#endif
+
+// v[g] := max or sum of v[g] over the workgroup, for g < GW. Uses sc as scratch without subgroups.
+void wg_reduce(inout float v[MAXG], bool is_max) {
+    uint t = gl_LocalInvocationID.x;
+#ifndef NO_SUBGROUP
+    [[unroll]] for (uint g = 0u; g < GW; g++) {
+        float r = is_max ? subgroupMax(v[g]) : subgroupAdd(v[g]);
+        if (subgroupElect()) red[g][gl_SubgroupID] = r;
+    }
+    barrier();
+    [[unroll]] for (uint g = 0u; g < GW; g++) {
+        float r = red[g][0];
+        for (uint k = 1u; k < gl_NumSubgroups; k++) r = is_max ? max(r, red[g][k]) : r + red[g][k];
+        v[g] = r;
+    }
+#else
+    [[unroll]] for (uint g = 0u; g < GW; g++) sc[g][t] = v[g];
+    barrier();
+    for (uint k = WG / 2u; k > 0u; k >>= 1) {
+        if (t < k)
+            [[unroll]] for (uint g = 0u; g < GW; g++)
+                sc[g][t] = is_max ? max(sc[g][t], sc[g][t + k]) : sc[g][t] + sc[g][t + k];
+        barrier();
+    }
+    [[unroll]] for (uint g = 0u; g < GW; g++) v[g] = sc[g][0];
+#endif
+    barrier(); // the scratch may be reused right after
+}
 
 void main() {
-    uint s = gl_WorkGroupID.y, h = gl_WorkGroupID.x, z = gl_WorkGroupID.z;
-    uint H = pc.u[1], Hkv = pc.u[2], hd = pc.u[3], C = pc.u[4], nsplit = pc.u[5];
-    uint t = gl_LocalInvocationID.x;
-    uint kvh = h / (H / Hkv);
-    uint kvw = Hkv * hd;
+    uint S = pc.u[0], H = pc.u[1], Hkv = pc.u[2], C = pc.u[4], nsplit = pc.u[5];
+    uint G = H / Hkv, ngrp = (G + GW - 1u) / GW;
+    uint kvh = gl_WorkGroupID.x / ngrp, hg = gl_WorkGroupID.x % ngrp;
+    uint h0 = kvh * G + hg * GW, gn = min(GW, G - hg * GW);
+    uint s = gl_WorkGroupID.y, z = gl_WorkGroupID.z, t = gl_LocalInvocationID.x;
+    uint W = Hkv * HD;
     int p = pos[OFF_E + s];
     uint L = p < 0 ? 0u : min(uint(p) + 1u, C);
     uint chunk = (L + nsplit - 1u) / nsplit;
     uint j0 = min(z * chunk, L), j1 = min(j0 + chunk, L);
 
-    for (uint d = t; d < hd; d += WG) qs[d] = q[OFF_A + s * H * hd + h * hd + d] * pc.f[0];
+    for (uint i = t; i < GW * HD; i += WG)
+        qs[i] = i < gn * HD ? q[OFF_A + (s * H + h0) * HD + i] * pc.f[0] : 0.0;
     barrier();
 
-    float m = -3.0e38, l = 0.0;
-    float acc0 = 0.0, acc1 = 0.0; // dims t and t + WG (hd <= 256)
+    uint d4 = t % G4, kg = t / G4;
+    float acc[MAXG][4], m[MAXG], lsum[MAXG];
+    [[unroll]] for (uint g = 0u; g < MAXG; g++) {
+        m[g] = -3.0e38;
+        lsum[g] = 0.0;
+        [[unroll]] for (uint c = 0u; c < 4u; c++) acc[g][c] = 0.0;
+    }
     for (uint jb = j0; jb < j1; jb += WG) {
         uint j = jb + t;
-        float score = -3.0e38;
-        if (j < j1) {
-            uint kb = OFF_B + j * kvw + kvh * hd;
-            score = 0.0;
-            for (uint d = 0u; d < hd; d++) score += qs[d] * kc[kb + d];
+        bool valid = j < j1;
+        float sg[MAXG];
+        [[unroll]] for (uint g = 0u; g < MAXG; g++) sg[g] = 0.0;
+        if (valid) {
+            uint kb = OFF_B + j * W + kvh * HD;
+            [[unroll]] for (uint d = 0u; d < HD; d++) {
+                float kv = kc[kb + d];
+                [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] += qs[g * HD + d] * kv;
+            }
+        } else {
+            [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] = -3.0e38;
         }
-        red[t] = score;
-        barrier();
-        [[unroll]] for (uint k = WG / 2u; k > 0u; k >>= 1) {
-            if (t < k) red[t] = max(red[t], red[t + k]);
-            barrier();
+        float mx[MAXG];
+        [[unroll]] for (uint g = 0u; g < GW; g++) mx[g] = sg[g];
+        wg_reduce(mx, true);
+        float alpha[MAXG];
+        [[unroll]] for (uint g = 0u; g < GW; g++) {
+            float mn = max(m[g], mx[g]);
+            alpha[g] = exp(m[g] - mn);
+            m[g] = mn;
+            float pj = valid ? exp(sg[g] - mn) : 0.0;
+            sc[g][t] = pj;
+            lsum[g] = lsum[g] * alpha[g] + pj;
+            [[unroll]] for (uint c = 0u; c < 4u; c++) acc[g][c] *= alpha[g];
         }
-        float mn = max(m, red[0]);
-        float alpha = exp(m - mn);
-        sc[t] = j < j1 ? exp(score - mn) : 0.0;
         barrier();
         uint nt = min(WG, j1 - jb);
-        float s0 = 0.0, s1 = 0.0, ls = 0.0;
-        for (uint jj = 0u; jj < nt; jj++) {
-            float pj = sc[jj];
-            uint vb = OFF_C + (jb + jj) * kvw + kvh * hd;
-            ls += pj;
-            if (t < hd) s0 += pj * vc[vb + t];
-            if (t + WG < hd) s1 += pj * vc[vb + t + WG];
+        if (kg < NG) {
+            uint d = 4u * d4;
+            for (uint jj = kg; jj < nt; jj += NG) {
+                uint vb = OFF_C + (jb + jj) * W + kvh * HD + d;
+                vec4 v;
+                [[unroll]] for (uint c = 0u; c < 4u; c++) v[c] = d + c < HD ? vc[vb + c] : 0.0;
+                [[unroll]] for (uint g = 0u; g < GW; g++) {
+                    float pj = sc[g][jj];
+                    [[unroll]] for (uint c = 0u; c < 4u; c++) acc[g][c] += pj * v[c];
+                }
+            }
         }
-        acc0 = acc0 * alpha + s0;
-        acc1 = acc1 * alpha + s1;
-        l = l * alpha + ls;
-        m = mn;
-        barrier();
+        barrier(); // sc is rewritten by the next tile
     }
-    if (nsplit == 1u) {
-        float inv = l > 0.0 ? 1.0 / l : 0.0;
-        uint ob = OFF_D + s * H * hd + h * hd;
-        if (t < hd) o[ob + t] = acc0 * inv;
-        if (t + WG < hd) o[ob + t + WG] = acc1 * inv;
-    } else {
-        uint sb = OFF_S + ((s * H + h) * nsplit + z) * (hd + 2u);
-        if (t == 0u) { scratch[sb] = m; scratch[sb + 1u] = l; }
-        if (t < hd) scratch[sb + 2u + t] = acc0;
-        if (t + WG < hd) scratch[sb + 2u + t + WG] = acc1;
+    wg_reduce(lsum, false);
+    if (kg < NG)
+        [[unroll]] for (uint g = 0u; g < GW; g++)
+            [[unroll]] for (uint c = 0u; c < 4u; c++)
+                if (4u * d4 + c < HD) accs[(kg * GW + g) * HD + 4u * d4 + c] = acc[g][c];
+    barrier();
+    for (uint i = t; i < gn * HD; i += WG) {
+        uint g = i / HD, d = i % HD;
+        float a = 0.0;
+        for (uint k = 0u; k < NG; k++) a += accs[(k * GW + g) * HD + d];
+        float l = 0.0, mm = 0.0;
+        [[unroll]] for (uint gg = 0u; gg < GW; gg++) if (gg == g) { l = lsum[gg]; mm = m[gg]; }
+        if (nsplit == 1u) {
+            o[OFF_D + (s * H + h0 + g) * HD + d] = l > 0.0 ? a / l : 0.0;
+        } else {
+            uint sb = OFF_S + ((s * H + h0 + g) * nsplit + z) * (HD + 2u);
+            if (d == 0u) { scratch[sb] = mm; scratch[sb + 1u] = l; }
+            scratch[sb + 2u + d] = a;
+        }
     }
 }

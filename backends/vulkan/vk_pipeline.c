@@ -9,6 +9,7 @@
  */
 #include "vk_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,7 +93,24 @@ static void cache_save(vk_dev *d) {
     if (!ok || rename(tmp, d->cache_path) < 0) {
         cache_warn("write", d->cache_path);
         unlink(tmp);
+        return;
     }
+    /* files of this device from older shader builds are dead weight: remove them */
+    const char *base = strrchr(d->cache_path, '/') + 1;
+    size_t prefix = (size_t)(strrchr(base, '-') - base) + 1; /* "vk-<uuid>-" */
+    DIR *dp = opendir(dir);
+    if (!dp) return;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, base, prefix) || !strcmp(e->d_name, base) || len < 4 ||
+            strcmp(e->d_name + len - 4, ".bin"))
+            continue;
+        char old[sizeof d->cache_path + 256];
+        snprintf(old, sizeof old, "%s/%s", dir, e->d_name);
+        unlink(old);
+    }
+    closedir(dp);
 }
 
 int vk_pipelines_init(vk_dev *d) {

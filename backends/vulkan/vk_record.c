@@ -304,10 +304,15 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     size_t rb = (size_t)K * wa.esize;
     uint64_t step = rows_per_chunk(d, rb);
     bool gemv = d->subgroup_arith && M <= 8;
-    loom_spv_id sh = gemv ? wshader(d, w->type, LOOM_SPV_MATVEC_F32, LOOM_SPV_MATVEC_F16, LOOM_SPV_MATVEC_F16S,
-                                    LOOM_SPV_MATVEC_BF16)
-                          : wshader(d, w->type, LOOM_SPV_MATMUL_F32, LOOM_SPV_MATMUL_F16, LOOM_SPV_MATMUL_F16S,
-                                    LOOM_SPV_MATMUL_BF16);
+    /* 128 x 128 tiles once there are enough rows to fill them and enough tiles to fill the GPU */
+    bool big = !gemv && M >= 128 && Nn >= 512;
+    uint32_t tile = big ? 128 : 64;
+    loom_spv_id sh = gemv  ? wshader(d, w->type, LOOM_SPV_MATVEC_F32, LOOM_SPV_MATVEC_F16, LOOM_SPV_MATVEC_F16S,
+                                     LOOM_SPV_MATVEC_BF16)
+                     : big ? wshader(d, w->type, LOOM_SPV_MATMUL_BIG_F32, LOOM_SPV_MATMUL_BIG_F16,
+                                     LOOM_SPV_MATMUL_BIG_F16S, LOOM_SPV_MATMUL_BIG_BF16)
+                           : wshader(d, w->type, LOOM_SPV_MATMUL_F32, LOOM_SPV_MATMUL_F16, LOOM_SPV_MATMUL_F16S,
+                                     LOOM_SPV_MATMUL_BF16);
     uint32_t sg = d->subgroup_size ? d->subgroup_size : 32;
     uint32_t wg = sg >= 64 ? 4 * sg : 128;
     if (wg < sg) wg = sg;
@@ -326,8 +331,10 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
             grid_rows((cnt + nrows - 1) / nrows, &gx, &gy);
             if (dispatch(r, sh, spec, a, &pc, gx, gy, 1) < 0) return -1;
         } else {
-            if ((M + 63) / 64 > 65535) return loom_err("vulkan: matmul with %llu rows is too tall", (unsigned long long)M);
-            if (dispatch(r, sh, NULL, a, &pc, (uint32_t)((cnt + 63) / 64), (uint32_t)((M + 63) / 64), 1) < 0)
+            if ((M + tile - 1) / tile > 65535)
+                return loom_err("vulkan: matmul with %llu rows is too tall", (unsigned long long)M);
+            if (dispatch(r, sh, NULL, a, &pc, (uint32_t)((cnt + tile - 1) / tile), (uint32_t)((M + tile - 1) / tile),
+                         1) < 0)
                 return -1;
         }
     }
@@ -410,16 +417,16 @@ static int rec_kv_store(vk_rec *r, const loom_exec_ctx *x, int i) {
 
 /* Key splits for attention: enough workgroups to fill a GPU when there are few query rows, none
  * when a split would get little work. Depends only on the shapes, never on the step. */
-static uint32_t attn_splits(uint64_t S, uint32_t H, uint64_t C) {
-    uint64_t rows = S * H;
-    if (rows >= 256) return 1;
-    uint64_t s = 256 / rows;
+static uint32_t attn_splits(uint64_t groups, uint64_t C) {
+    if (groups >= 256) return 1;
+    uint64_t s = 256 / groups;
     if (s > C / 128) s = C / 128;
-    if (s > 32) s = 32;
+    if (s > 64) s = 64;
     return s < 1 ? 1 : (uint32_t)s;
 }
 
 static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
+    vk_dev *d = r->d;
     const loom_node *n = N(x, i), *kc = N(x, n->src[1]);
     vk_arg a[VK_NBIND] = {0};
     if (arg_of(x, i, true, &a[0]) < 0 || arg_of(x, n->src[0], false, &a[1]) < 0 ||
@@ -428,10 +435,15 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
         return -1;
     uint32_t H = (uint32_t)n->ip[0], Hkv = (uint32_t)n->ip[1], hd = (uint32_t)n->ip[2];
     uint64_t S = (uint64_t)loom_node_nelem(n) / ((uint64_t)H * hd), C = (uint64_t)kc->ne[0];
-    uint32_t ns = attn_splits(S, H, C);
+    /* query heads sharing a kv head go to one workgroup, at most 8 at a time */
+    uint32_t G = H / Hkv, gw = G < 8 ? G : 8, ngrp = (G + gw - 1) / gw;
+    uint32_t gx = Hkv * ngrp;
+    uint32_t ns = attn_splits(S * gx, C);
+    uint32_t spec[3] = {128, gw, hd};
+    loom_spv_id sh = d->subgroup_arith && d->subgroup_size >= 4 ? LOOM_SPV_ATTENTION : LOOM_SPV_ATTENTION_NOSG;
     vk_pc pc = {.u = {(uint32_t)S, H, Hkv, hd, (uint32_t)C, ns}, .f = {n->fp[0]}};
-    if (S > 65535 || H > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
-    if (ns == 1) return dispatch(r, LOOM_SPV_ATTENTION, NULL, a, &pc, H, (uint32_t)S, 1);
+    if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
+    if (ns == 1) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);
     size_t need = (size_t)S * H * ns * (hd + 2) * 4;
     if (need > r->scratch_need) r->scratch_need = need;
     if (r->sizing) { /* the scratch buffer does not exist yet: count the two dispatches */
@@ -443,7 +455,7 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_arg out = a[0];
     a[0] = (vk_arg){0};
     a[5] = (vk_arg){.b = r->scratch, .off = 0, .len = need, .esize = 4, .write = true};
-    if (dispatch(r, LOOM_SPV_ATTENTION, NULL, a, &pc, H, (uint32_t)S, ns) < 0) return -1;
+    if (dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, ns) < 0) return -1;
     vk_arg c[VK_NBIND] = {0};
     c[0] = out;
     c[5] = a[5];

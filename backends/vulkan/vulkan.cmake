@@ -28,6 +28,10 @@ set(LOOM_VK_VARIANTS
   "matmul_f16|matmul.comp|W_F16"
   "matmul_f16s|matmul.comp|W_F16S"
   "matmul_bf16|matmul.comp|W_BF16"
+  "matmul_big_f32|matmul.comp|W_F32|BIG"
+  "matmul_big_f16|matmul.comp|W_F16|BIG"
+  "matmul_big_f16s|matmul.comp|W_F16S|BIG"
+  "matmul_big_bf16|matmul.comp|W_BF16|BIG"
   "matvec_f32|matvec.comp|W_F32"
   "matvec_f16|matvec.comp|W_F16"
   "matvec_f16s|matvec.comp|W_F16S"
@@ -38,6 +42,7 @@ set(LOOM_VK_VARIANTS
   "rope|rope.comp"
   "kv_store|kv_store.comp"
   "attention|attention.comp"
+  "attention_nosg|attention.comp|NO_SUBGROUP"
   "attn_combine|attn_combine.comp"
   "permute|permute.comp"
 )

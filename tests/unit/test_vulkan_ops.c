@@ -210,6 +210,9 @@ static void test_matmul(void) {
                 int64_t N = shapes[si][0], K = shapes[si][1], M = Ms[mi];
                 test_matmul_case(wtypes[wi], M, N, K, (si + mi) % 2 == 0, 0);
             }
+    for (int wi = 0; wi < 3; wi++) /* the 128 x 128 tile kernel (M >= 128, N >= 512) */
+        test_matmul_case(wtypes[wi], 130, 520, 40, wi != 1, 0);
+    test_matmul_case(LOOM_BF16, 257, 600, 33, false, 0);
     test_matmul_case(LOOM_F32, 1, 40, 64, false, 1);
     test_matmul_case(LOOM_F16, 2, 40, 64, true, 3);
     test_matmul_case(LOOM_BF16, 20, 40, 64, true, 5);
@@ -352,6 +355,11 @@ static void test_attention(void) {
     int32_t p200[200];
     for (int i = 0; i < 200; i++) p200[i] = i;
     attn_case(200, 256, 2, 1, 64, p200, 0); /* more keys than one tile */
+    attn_case(3, 64, 20, 2, 16, pg, 4);     /* 10 query heads per kv head: two head groups */
+    attn_case(1, 4096, 14, 2, 64, p1, 650); /* qwen2-0.5b decode: 7 heads per kv head, 32 splits */
+    attn_case(2, 40, 3, 3, 18, pg, 2);      /* head_dim not a multiple of 4 */
+    int32_t p150[1] = {150};
+    attn_case(1, 200, 4, 1, 256, p150, 150); /* the largest head_dim */
 }
 
 /* ---- PERMUTE ---------------------------------------------------------------------------------- */
