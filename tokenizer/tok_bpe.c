@@ -7,6 +7,7 @@
  * by re-checking the pair. A word of n bytes costs O(n log n), so long runs stay cheap. */
 #include "tok_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <utf8proc.h>
 
@@ -74,18 +75,81 @@ static int grow(void **p, size_t *cap, size_t need, size_t item) {
 
 /* ---- pre-tokenizer setup ---------------------------------------------------------------------- */
 
+/* Unicode White_Space, which is what \s means to Oniguruma (HF tokenizers) and llama.cpp.
+ * PCRE2's UCP \s adds U+180E (a format character since Unicode 6.3), so patterns get this
+ * class in place of \s, and its complement for \S outside brackets. */
+#define TOK_WS "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
+               "\\x{202F}\\x{205F}\\x{3000}"
+
+char *tok_regex_rewrite(const char *p, size_t n, size_t *out_len) {
+    size_t cap = n * (sizeof TOK_WS + 3) + 1, o = 0;
+    char *r = loom_malloc(cap);
+    if (!r) return NULL;
+    bool in_class = false;
+    for (size_t i = 0; i < n;) {
+        char c = p[i];
+        if (c == '\\' && i + 1 < n) {
+            char d = p[i + 1];
+            if (d == 's' || (d == 'S' && !in_class)) {
+                const char *open = in_class ? "" : d == 's' ? "[" : "[^";
+                o += (size_t)sprintf(r + o, "%s%s%s", open, TOK_WS, in_class ? "" : "]");
+                i += 2;
+                continue;
+            }
+            if (d == 'Q') { /* literal up to \E */
+                size_t e = i + 2;
+                while (e < n && !(p[e] == '\\' && e + 1 < n && p[e + 1] == 'E')) e++;
+                e = e < n ? e + 2 : n;
+                memcpy(r + o, p + i, e - i);
+                o += e - i;
+                i = e;
+                continue;
+            }
+            r[o++] = c;
+            r[o++] = d;
+            i += 2;
+            continue;
+        }
+        if (!in_class && c == '[') {
+            in_class = true;
+            r[o++] = p[i++];
+            if (i < n && p[i] == '^') r[o++] = p[i++];
+            if (i < n && p[i] == ']') r[o++] = p[i++]; /* a literal ] first in the class */
+            continue;
+        }
+        if (in_class && c == '[' && i + 1 < n && p[i + 1] == ':') { /* [:alpha:] */
+            const char *e = strstr(p + i, ":]");
+            size_t end = e && (size_t)(e - p) < n ? (size_t)(e - p) + 2 : n;
+            memcpy(r + o, p + i, end - i);
+            o += end - i;
+            i = end;
+            continue;
+        }
+        if (in_class && c == ']') in_class = false;
+        r[o++] = p[i++];
+    }
+    r[o] = 0;
+    *out_len = o;
+    return r;
+}
+
 int tok_add_split(loom_tokenizer *t, const char *pattern, size_t len, int behavior) {
     if (t->n_steps >= TOK_MAX_STEPS)
         return loom_err("%s: more than %d pre-tokenizer steps", t->path, TOK_MAX_STEPS);
     int errcode;
     PCRE2_SIZE erroff;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | PCRE2_UCP, &errcode,
+    size_t rlen;
+    char *rewritten = tok_regex_rewrite(pattern, len, &rlen);
+    if (!rewritten) return -1;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)rewritten, rlen, PCRE2_UTF | PCRE2_UCP, &errcode,
                                    &erroff, NULL);
+    free(rewritten);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(errcode, msg, sizeof msg);
-        return loom_err("%s: pre-tokenizer regex does not compile at offset %zu: %s", t->path,
-                        (size_t)erroff, (const char *)msg);
+        (void)erroff; /* an offset into the rewritten pattern would only confuse */
+        return loom_err("%s: pre-tokenizer regex '%.80s' does not compile: %s", t->path, pattern,
+                        (const char *)msg);
     }
     char *src = loom_malloc(len + 1);
     if (!src) {

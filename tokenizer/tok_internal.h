@@ -84,6 +84,8 @@ int tok_finish(loom_tokenizer *t);
 /* Compile a pre-tokenizer regex (PCRE2, UTF + UCP, JIT when available) as a split step. */
 int tok_add_split(loom_tokenizer *t, const char *pattern, size_t len, int behavior);
 int tok_add_prefix_space(loom_tokenizer *t);
+/* The pattern with \s / \S spelled as Unicode White_Space (malloc'd); exposed for tests. */
+char *tok_regex_rewrite(const char *p, size_t n, size_t *out_len);
 
 int32_t tok_map_get(const loom_tokenizer *t, const char *s, size_t len);
 int tok_pairmap_put(tok_pairmap *m, int32_t a, int32_t b, uint32_t rank, int32_t merged);

@@ -420,6 +420,29 @@ int main(void) {
         free(b);
     }
 
+    /* \s is Unicode White_Space as in HF (Oniguruma) and llama.cpp: U+180E is not a space */
+    {
+        size_t rl;
+        const char *pat = "a\\s[^\\s\\p{L}]\\S[]\\s]\\Q\\s\\E";
+        char *r = tok_regex_rewrite(pat, strlen(pat), &rl);
+        CHECK(r && strstr(r, "a[\\x{9}-") && strstr(r, "[^\\x{9}-\\x{D}\\x{20}") &&
+                  strstr(r, "[^\\x{9}") && strstr(r, "\\p{L}]") && strstr(r, "[]\\x{9}") &&
+                  strstr(r, "\\Q\\s\\E"),
+              "regex rewrite: %s", r ? r : "");
+        free(r);
+        /* "x \u180Ey": with U+180E not a space the pieces are "x", " \u180E", "y" */
+        int32_t *all = NULL, *p1 = NULL, *p2 = NULL, *p3 = NULL;
+        int n = enc(qwen, "x \xe1\xa0\x8ey", 0, &all), n1 = enc(qwen, "x", 0, &p1),
+            n2 = enc(qwen, " \xe1\xa0\x8e", 0, &p2), n3 = enc(qwen, "y", 0, &p3);
+        bool ok = n == n1 + n2 + n3 && n1 > 0 && n2 > 0 && n3 > 0 && !memcmp(all, p1, (size_t)n1 * 4) &&
+                  !memcmp(all + n1, p2, (size_t)n2 * 4) && !memcmp(all + n1 + n2, p3, (size_t)n3 * 4);
+        CHECK(ok, "U+180E split like a non-space (%d = %d + %d + %d)", n, n1, n2, n3);
+        free(all);
+        free(p1);
+        free(p2);
+        free(p3);
+    }
+
     /* queries */
     CHECK(loom_tokenizer_bos(qwen) == -1 && !loom_tokenizer_wants_bos(qwen), "qwen has no BOS");
     CHECK(loom_tokenizer_eos(qwen) == 151645, "qwen eos %d", loom_tokenizer_eos(qwen));
