@@ -1,9 +1,15 @@
 /* loom bench: prompt processing (pp) and generation (tg) speed, measured like llama-bench:
  * pp N = one batch of N tokens from an empty cache; tg N = N single-token steps from an empty cache.
- * Each test runs once to warm up, then -r times; we report mean and standard deviation of t/s. */
+ * Each test runs once to warm up, then -r times; we report mean and standard deviation of t/s.
+ * The JSON keeps llama-bench's field names (cpu_info, gpu_info, backends, model_filename,
+ * model_type, model_size, model_n_params, n_threads, n_prompt, n_gen, test_time, avg_ns,
+ * stddev_ns, avg_ts, stddev_ts, samples_ns, samples_ts) and adds loom's own (simd,
+ * device_memory_bytes, peak_rss_bytes, model, backend, device). */
 #include "commands.h"
 
 #include "loom.h"
+#include "machine.h"
+#include "model.h"
 #include "session_internal.h"
 #include "util.h"
 
@@ -12,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #define MAX_VALUES 16
 
@@ -31,10 +38,12 @@ typedef struct {
     int n_prompt, n_gen;
     double avg, sd;
     double samples[64];
+    double avg_ns, sd_ns;
+    double samples_ns[64]; /* the test's wall time per repetition */
     int n_samples;
 } result;
 
-static int run_test(loom_session *s, int n_prompt, int n_gen, int n_vocab, double *tps) {
+static int run_test(loom_session *s, int n_prompt, int n_gen, int n_vocab, double *tps, double *ns) {
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)(n_prompt > 0 ? n_prompt : 1));
     if (!tok) return loom_err("out of memory");
     uint64_t r = 42;
@@ -51,7 +60,20 @@ static int run_test(loom_session *s, int n_prompt, int n_gen, int n_vocab, doubl
     free(tok);
     if (rc < 0) return -1;
     *tps = (n_prompt + n_gen) / dt;
+    *ns = dt * 1e9;
     return 0;
+}
+
+/* A JSON string: model paths and device names may hold quotes or backslashes. */
+static void json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
 }
 
 static void usage(FILE *f) {
@@ -111,7 +133,28 @@ int cmd_bench(int argc, char **argv) {
     char devdesc[256] = "";
     loom_backend *be = loom_session_backend(s);
     if (be->ops->describe) be->ops->describe(be, devdesc, sizeof devdesc);
-    int threads = co.n_threads;
+    loom_machine mc;
+    loom_machine_read(&mc);
+    bool on_cpu = !strcmp(loom_session_device(s), "cpu");
+    /* device memory: system RAM for the CPU; a GPU's describe line says "N GiB" for its heap */
+    double dev_mem = on_cpu ? (double)mc.mem_bytes : 0;
+    const char *gib = on_cpu ? NULL : strstr(devdesc, " GiB");
+    if (gib) {
+        const char *p = gib;
+        while (p > devdesc && (p[-1] == '.' || (p[-1] >= '0' && p[-1] <= '9'))) p--;
+        dev_mem = strtod(p, NULL) * 1073741824.0;
+    }
+    int threads = co.n_threads ? co.n_threads : mc.n_cpus;
+    uint64_t n_params = 0; /* elements of every tensor in the checkpoint */
+    for (int i = 0; i < loom_source_n_tensors(m->src); i++) {
+        const loom_weight *w = loom_source_tensor(m->src, i);
+        uint64_t e = 1;
+        for (int d = 0; d < w->ndim; d++) e *= (uint64_t)w->ne[d];
+        n_params += e;
+    }
+    char test_time[32] = "";
+    time_t now = time(NULL);
+    strftime(test_time, sizeof test_time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     result res[2 * MAX_VALUES];
     int nres = 0;
     for (int k = 0; k < np + nn; k++) {
@@ -121,17 +164,24 @@ int cmd_bench(int argc, char **argv) {
         memset(rr, 0, sizeof *rr);
         rr->n_prompt = n_prompt;
         rr->n_gen = n_gen;
-        double tps;
-        if (run_test(s, n_prompt, n_gen, info.n_vocab, &tps) < 0) goto fail; /* warm-up */
-        double sum = 0, sq = 0;
+        double tps, ns;
+        if (run_test(s, n_prompt, n_gen, info.n_vocab, &tps, &ns) < 0) goto fail; /* warm-up */
+        double sum = 0, sq = 0, sum_ns = 0, sq_ns = 0;
         for (int r = 0; r < reps; r++) {
-            if (run_test(s, n_prompt, n_gen, info.n_vocab, &tps) < 0) goto fail;
+            if (run_test(s, n_prompt, n_gen, info.n_vocab, &tps, &ns) < 0) goto fail;
+            rr->samples_ns[rr->n_samples] = ns;
             rr->samples[rr->n_samples++] = tps;
             sum += tps;
+            sum_ns += ns;
         }
         rr->avg = sum / (double)reps;
-        for (int r = 0; r < reps; r++) sq += (rr->samples[r] - rr->avg) * (rr->samples[r] - rr->avg);
+        rr->avg_ns = sum_ns / (double)reps;
+        for (int r = 0; r < reps; r++) {
+            sq += (rr->samples[r] - rr->avg) * (rr->samples[r] - rr->avg);
+            sq_ns += (rr->samples_ns[r] - rr->avg_ns) * (rr->samples_ns[r] - rr->avg_ns);
+        }
         rr->sd = reps > 1 ? sqrt(sq / (double)(reps - 1)) : 0;
+        rr->sd_ns = reps > 1 ? sqrt(sq_ns / (double)(reps - 1)) : 0;
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -139,13 +189,27 @@ int cmd_bench(int argc, char **argv) {
     if (json) {
         printf("[\n");
         for (int k = 0; k < nres; k++) {
-            printf("  {\"model\": \"%s\", \"model_type\": \"%s %s\", \"model_size\": %zu, \"backend\": \"%s\", "
-                   "\"device\": \"%s\", \"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"avg_ts\": %.3f, "
-                   "\"stddev_ts\": %.3f, \"samples_ts\": [",
-                   path, info.arch, loom_dtype_name(info.weight_type), info.weight_bytes, loom_session_device(s),
-                   devdesc, threads, res[k].n_prompt, res[k].n_gen, res[k].avg, res[k].sd);
+            printf("  {\"cpu_info\": ");
+            json_str(mc.cpu_model);
+            printf(", \"gpu_info\": ");
+            json_str(on_cpu ? "" : devdesc);
+            printf(", \"backends\": \"%s\", \"model_filename\": ", on_cpu ? "CPU" : "Vulkan");
+            json_str(path);
+            printf(", \"model_type\": \"%s %s\", \"model_size\": %zu, \"model_n_params\": %llu, "
+                   "\"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"test_time\": \"%s\", "
+                   "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.3f, \"stddev_ts\": %.3f, \"samples_ns\": [",
+                   info.arch, loom_dtype_name(info.weight_type), info.weight_bytes, (unsigned long long)n_params,
+                   threads, res[k].n_prompt, res[k].n_gen, test_time, res[k].avg_ns, res[k].sd_ns, res[k].avg,
+                   res[k].sd);
+            for (int r = 0; r < res[k].n_samples; r++) printf(r ? ", %.0f" : "%.0f", res[k].samples_ns[r]);
+            printf("], \"samples_ts\": [");
             for (int r = 0; r < res[k].n_samples; r++) printf(r ? ", %.3f" : "%.3f", res[k].samples[r]);
-            printf("], \"peak_rss_bytes\": %zu}%s\n", rss, k + 1 < nres ? "," : "");
+            printf("], \"simd\": \"%s\", \"device_memory_bytes\": %.0f, \"peak_rss_bytes\": %zu, \"model\": ",
+                   mc.simd, dev_mem, rss);
+            json_str(path);
+            printf(", \"backend\": \"%s\", \"device\": ", loom_session_device(s));
+            json_str(devdesc);
+            printf("}%s\n", k + 1 < nres ? "," : "");
         }
         printf("]\n");
     } else {
@@ -158,6 +222,10 @@ int cmd_bench(int argc, char **argv) {
                    info.weight_bytes / 1048576.0, loom_session_device(s), threads, test, res[k].avg, res[k].sd);
         }
         printf("\ndevice: %s; peak RSS %.1f MiB\n", devdesc[0] ? devdesc : loom_session_device(s), rss / 1048576.0);
+        printf("machine: %s, %d CPUs, %s, %.1f GiB RAM", mc.cpu_model, mc.n_cpus, mc.simd[0] ? mc.simd : "no SIMD flags",
+               mc.mem_bytes / 1073741824.0);
+        if (!on_cpu && dev_mem > 0) printf("; device memory %.1f GiB", dev_mem / 1073741824.0);
+        printf("\n");
     }
     loom_session_free(s);
     loom_model_free(m);

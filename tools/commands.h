@@ -19,6 +19,8 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
 
 /* Options every model command accepts, parsed by tools/common.c. */
 typedef struct loom_common_opts {

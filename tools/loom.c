@@ -12,6 +12,8 @@ static const loom_command commands[] = {
     {"synth", "write a random-weight GGUF of a real model shape", cmd_synth},
     {"dump", "print the graph as declared and after each planner pass", cmd_dump},
     {"chat", "an interactive conversation (history kept in the KV cache)", cmd_chat},
+    {"profile", "time every node of a prefill and decode steps; op table, top nodes, trace", cmd_profile},
+    {"diff", "run one graph on two devices and find the first node whose outputs differ", cmd_diff},
     {"tokenize", "show how a model's tokenizer splits a text into tokens", cmd_tokenize},
     {"devices", "list the CPU and Vulkan devices loom can run on", cmd_devices},
 };

@@ -579,6 +579,24 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
     }
 }
 
+/* Test hook: LOOM_TEST_PERTURB=OP (an op name, e.g. rmsnorm) makes the scalar kernels get that op
+ * slightly wrong, so tests can check that `loom diff --device cpu --device cpu:scalar` finds it. */
+static int cpu_compute_node_checked(loom_backend *be, const loom_exec_ctx *x, int i) {
+    static const char *perturb;
+    static bool perturb_read;
+    if (!perturb_read) {
+        perturb = getenv("LOOM_TEST_PERTURB");
+        perturb_read = true;
+    }
+    int rc = cpu_compute_node(be, x, i);
+    const loom_node *n = rc == 0 && perturb ? &x->plan->g->nodes[i] : NULL;
+    if (n && n->type == LOOM_F32 && !strcmp(perturb, loom_op_name(n->op)) && !strcmp(CB(be)->k.name, "scalar")) {
+        float *y = node_ptr(x, i);
+        for (int64_t j = 0; y && j < nelem(n); j++) y[j] = y[j] * 1.01f + 0.01f;
+    }
+    return rc;
+}
+
 static int cpu_sync(loom_backend *be) {
     (void)be;
     return 0;
@@ -610,7 +628,7 @@ static const loom_backend_ops cpu_ops = {
     .buf_zero = cpu_buf_zero,
     .buf_from_host = cpu_buf_from_host,
     .supports = cpu_supports,
-    .compute_node = cpu_compute_node,
+    .compute_node = cpu_compute_node_checked,
     .sync = cpu_sync,
     .describe = cpu_describe,
 };
