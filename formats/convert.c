@@ -3,6 +3,7 @@
 
 #include "gguf.h"
 #include "source.h"
+#include "tokenizer.h"
 #include "util.h"
 
 #include <cjson/cJSON.h>
@@ -366,8 +367,17 @@ int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path) {
 
     if (!(w = gguf_writer_new())) goto done;
     if (cv_write_kv(w, &sp, file_type_of(emb->type))) goto done;
-    /* TODO(tokenizer): carry the tokenizer over here (tokenizer.ggml.model, tokens, scores,
-     * token_type, merges, pre) once tokenizer/ can read tokenizer.json. */
+    /* the tokenizer travels with the weights when the directory has one; a checkpoint without
+     * tokenizer.json converts to a GGUF without a vocabulary, as llama.cpp's converter would not */
+    char tok_path[4096];
+    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", loom_source_path(src));
+    struct stat tst;
+    if (stat(tok_path, &tst) == 0) {
+        loom_tokenizer *tok = loom_tokenizer_load(loom_source_path(src));
+        int trc = tok ? loom_tokenizer_to_gguf(tok, w, false) : -1;
+        loom_tokenizer_free(tok);
+        if (trc) goto done;
+    }
 
     if (sp.rope_type == CV_ROPE_LLAMA3) {
         int64_t ne[1] = {sp.head_dim / 2};
