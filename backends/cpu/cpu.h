@@ -79,9 +79,11 @@ bool cpu_has_avx512(void); /* F, BW, DQ, VL + AVX2 + FMA + F16C */
 bool cpu_has_avx512bf16(void);
 
 /* A CPU backend with a given kernel flavour ("scalar", "avx2", "avx512"; NULL = best, as
- * loom_cpu_backend_new). Fails when the machine lacks the ISA. For tests and benchmarks. */
+ * loom_cpu_backend_new, or env LOOM_CPU_ISA). Fails when the machine lacks the ISA. For tests and
+ * benchmarks. "avx512bf16" is avx512 plus the opt-in lossy vdpbf16ps GEMM for bf16 weights (x
+ * rounded to bf16): never chosen by default. */
 loom_backend *loom_cpu_backend_new_isa(const loom_backend_opts *o, const char *isa);
-/* The flavour a CPU backend runs ("scalar", "avx2", "avx512") and its thread count. */
+/* The flavour a CPU backend runs ("scalar", "avx2", "avx512", "avx512bf16") and its thread count. */
 const char *loom_cpu_backend_isa(const loom_backend *be);
 int loom_cpu_backend_threads(const loom_backend *be);
 /* Whether this backend's prefill GEMM rounds x to bf16 for bf16 weights (see cpu_kernels). */

@@ -260,9 +260,13 @@ AI void gemv_t(int t, float *y, const float *x, const void *w, int64_t K, int64_
         const void *r0 = wb + (n + 0) * K * es, *r1 = wb + (n + 1) * K * es;
         const void *r2 = wb + (n + 2) * K * es, *r3 = wb + (n + 3) * K * es;
         /* the next 4 rows follow these 4 in memory: fetch them one stride ahead */
-        const char *pf = wb + (n + 4) * K * es;
+#ifndef PFD
+#define PFD 4
+#endif
+        const char *pf = wb + (n + PFD) * K * es;
         int64_t k = 0;
         for (; k + 32 <= K; k += 32) {
+#ifndef NO_PF
             _mm_prefetch(pf + k * es, _MM_HINT_T0);
             _mm_prefetch(pf + (K + k) * es, _MM_HINT_T0);
             _mm_prefetch(pf + (2 * K + k) * es, _MM_HINT_T0);
@@ -273,6 +277,7 @@ AI void gemv_t(int t, float *y, const float *x, const void *w, int64_t K, int64_
                 _mm_prefetch(pf + (2 * K + k) * es + 64, _MM_HINT_T0);
                 _mm_prefetch(pf + (3 * K + k) * es + 64, _MM_HINT_T0);
             }
+#endif
             __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
             a0 = _mm512_fmadd_ps(ldw(r0, t, k), x0, a0);
             a1 = _mm512_fmadd_ps(ldw(r1, t, k), x0, a1);
@@ -318,8 +323,22 @@ static void v_gemv(float *y, const float *x, const void *w, loom_dtype wt, int64
 
 /* ---- gemm ----------------------------------------------------------------------------------- */
 #define G_NR 32  /* panel width: two zmm of output columns */
-#define G_MR 8   /* x rows per micro-kernel call */
-#define G_KC 256 /* k per packed panel: a 32 x 256 f32 panel is 32 KB, it stays in L1 */
+#ifndef G_MR
+#define G_MR 12  /* x rows per micro-kernel call: 24 zmm accumulators */
+#endif
+#if G_MR == 12
+#define UKR_CASES C(12) C(11) C(10) C(9) C(8) C(7) C(6) C(5) C(4) C(3) C(2) C(1)
+#elif G_MR == 8
+#define UKR_CASES C(8) C(7) C(6) C(5) C(4) C(3) C(2) C(1)
+#elif G_MR == 14
+#define UKR_CASES C(14) C(13) C(12) C(11) C(10) C(9) C(8) C(7) C(6) C(5) C(4) C(3) C(2) C(1)
+#else
+#error "G_MR must be 8, 12 or 14"
+#endif
+#ifndef G_KC
+#define G_KC 256
+#endif
+/* k per packed panel: a 32 x 256 f32 panel is 32 KB, it stays in L1 */
 
 /* Transpose 16 rows of 16 floats in registers. */
 AI void tr16(__m512 r[16]) {
@@ -358,9 +377,15 @@ AI void pack_f32_t(int t, float *dst, const void *w, int64_t K, int64_t n0, int6
     for (int64_t g = 0; g < groups; g++) {
         int rows = (int)(nc - g * 16 < 16 ? nc - g * 16 : 16);
         float *pd = dst + (g / 2) * (int64_t)kc * G_NR + (g % 2) * 16;
+        /* rows of the next group: fetch them while this one is transposed (short row segments
+         * defeat the hardware prefetcher when W comes from DRAM) */
+        int64_t next = g + 1 < groups ? 16 : 0, nrows_next = nc - (g + 1) * 16 < 16 ? nc - (g + 1) * 16 : 16;
+        const char *pf = wb + ((n0 + g * 16 + next) * K + k0) * es;
         for (int kk = 0; kk < kc; kk += 16) {
             int kn = kc - kk < 16 ? kc - kk : 16;
             __mmask16 m = kn == 16 ? 0xffff : tail_mask(kn);
+            if (next && (kk * es) % 64 == 0)
+                for (int i = 0; i < nrows_next; i++) _mm_prefetch(pf + (i * K + kk) * es, _MM_HINT_T0);
             __m512 r[16];
             for (int i = 0; i < 16; i++)
                 r[i] = i < rows ? ldw_m(wb + ((n0 + g * 16 + i) * K + k0) * es, t, kk, m) : _mm512_setzero_ps();
@@ -402,18 +427,18 @@ AI void tile_out(float *y, __m512 a0, __m512 a1, __mmask16 m0, __mmask16 m1, boo
 AI void ukr_f32(int mr, const float *x, int64_t ldx, const float *pw, int kc, float *y, int64_t ldy,
                 __mmask16 m0, __mmask16 m1, bool first, const float *bias) {
     __m512 acc[G_MR][2];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         __m512 w0 = _mm512_load_ps(pw + (int64_t)k * G_NR), w1 = _mm512_load_ps(pw + (int64_t)k * G_NR + 16);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
         for (int r = 0; r < mr; r++) {
             __m512 xb = _mm512_set1_ps(x[r * ldx + k]);
             acc[r][0] = _mm512_fmadd_ps(xb, w0, acc[r][0]);
             acc[r][1] = _mm512_fmadd_ps(xb, w1, acc[r][1]);
         }
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int r = 0; r < mr; r++) tile_out(y + r * ldy, acc[r][0], acc[r][1], m0, m1, first, bias);
 }
 
@@ -435,14 +460,9 @@ static void gemm_f32(float *y, int64_t ldy, const float *x, const void *w, int w
                 const float *xm = x + m * K + k0;
                 float *ym = yp + m * ldy;
                 switch (M - m >= G_MR ? G_MR : M - m) {
-                case 8: ukr_f32(8, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
-                case 7: ukr_f32(7, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
-                case 6: ukr_f32(6, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
-                case 5: ukr_f32(5, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
-                case 4: ukr_f32(4, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
-                case 3: ukr_f32(3, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
-                case 2: ukr_f32(2, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
-                default: ukr_f32(1, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
+#define C(R) case R: ukr_f32(R, xm, K, pw, kc, ym, ldy, m0, m1, first, bp); break;
+                    UKR_CASES
+#undef C
                 }
             }
         }
@@ -496,19 +516,19 @@ static void x_to_bf16(uint32_t *xb, const float *x, int64_t K, int64_t M, int64_
 AI void ukr_bf16(int mr, const uint32_t *xb, int64_t ldx, const uint32_t *pw, int kp, float *y,
                  int64_t ldy, __mmask16 m0, __mmask16 m1, bool first, const float *bias) {
     __m512 acc[G_MR][2];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int k = 0; k < kp; k++) {
         __m512bh w0 = (__m512bh)_mm512_load_si512((const void *)(pw + (int64_t)k * G_NR));
         __m512bh w1 = (__m512bh)_mm512_load_si512((const void *)(pw + (int64_t)k * G_NR + 16));
-#pragma GCC unroll 8
+#pragma GCC unroll 12
         for (int r = 0; r < mr; r++) {
             __m512bh xv = (__m512bh)_mm512_set1_epi32((int)xb[r * ldx + k]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], xv, w0);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], xv, w1);
         }
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int r = 0; r < mr; r++) tile_out(y + r * ldy, acc[r][0], acc[r][1], m0, m1, first, bias);
 }
 
@@ -533,14 +553,9 @@ static void gemm_bf16(float *y, int64_t ldy, const float *x, const uint16_t *w, 
                 const uint32_t *xm = xb + m * kp;
                 float *ym = yp + m * ldy;
                 switch (M - m >= G_MR ? G_MR : M - m) {
-                case 8: ukr_bf16(8, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
-                case 7: ukr_bf16(7, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
-                case 6: ukr_bf16(6, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
-                case 5: ukr_bf16(5, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
-                case 4: ukr_bf16(4, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
-                case 3: ukr_bf16(3, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
-                case 2: ukr_bf16(2, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
-                default: ukr_bf16(1, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
+#define C(R) case R: ukr_bf16(R, xm, kp, pw, kp, ym, ldy, m0, m1, first, bp); break;
+                    UKR_CASES
+#undef C
                 }
             }
         }
@@ -568,7 +583,7 @@ static void v_gemm_dp(float *y, int64_t ldy, const float *x, const void *w, loom
 }
 
 void cpu_kernels_avx512(cpu_kernels *k, bool bf16) {
-    k->name = "avx512";
+    k->name = bf16 ? "avx512bf16" : "avx512";
     k->gemv = v_gemv;
     k->gemm = bf16 ? v_gemm_dp : v_gemm;
     k->gemm_scratch = v_gemm_scratch;

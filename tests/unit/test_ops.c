@@ -20,7 +20,7 @@
 
 #include <math.h>
 
-#define MAX_FLAV 3
+#define MAX_FLAV 4
 static loom_backend *flav[MAX_FLAV];
 static int n_flav;
 
@@ -599,6 +599,7 @@ int main(void) {
     flav[n_flav++] = loom_cpu_backend_new_isa(&o, "scalar");
     if (cpu_has_avx2()) flav[n_flav++] = loom_cpu_backend_new_isa(&o, "avx2");
     if (cpu_has_avx512()) flav[n_flav++] = loom_cpu_backend_new_isa(&o, "avx512");
+    if (cpu_has_avx512bf16()) flav[n_flav++] = loom_cpu_backend_new_isa(&o, "avx512bf16");
     for (int f = 0; f < n_flav; f++)
         if (!flav[f]) {
             fprintf(stderr, "cannot create a cpu backend: %s\n", loom_last_error());

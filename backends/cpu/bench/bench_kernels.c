@@ -5,8 +5,9 @@
  *     f16), so weights stream from DRAM: reports GB/s per shape and the matmul time per token.
  *   prefill (M = 128, 512): GFLOP/s per shape and the matmul time of a 24-layer prompt.
  *
- * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512] [-w f16|bf16|f32] [-q]
- *   -q: quick (no LM head, 8 layers for decode, M = 128 only)
+ * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512] [-w f16|bf16|f32] [-q] [-d | -p] [-c]
+ *   -q: quick (no LM head, 8 layers for decode, M = 128 only); -d: decode only; -p: prefill only
+ *   -c: time with the thread's CPU clock (with -t 1: kernel speed on a busy machine)
  * A benchmark, not a test: it is not registered with ctest.
  */
 #include "backend.h"
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { HID = 896, KVD = 128, FFN = 4864, VOCAB = 151936, LAYERS = 24 };
 
@@ -24,6 +26,16 @@ enum { HID = 896, KVD = 128, FFN = 4864, VOCAB = 151936, LAYERS = 24 };
 static const int64_t shapes[7][2] = {{HID, HID}, {KVD, HID}, {KVD, HID}, {HID, HID},
                                      {FFN, HID}, {FFN, HID}, {HID, FFN}};
 static const char *const names[7] = {"attn_q", "attn_k", "attn_v", "attn_o", "ffn_gate", "ffn_up", "ffn_down"};
+
+/* -c: time with this thread's CPU clock, which ignores time the scheduler gave to other
+ * processes (meaningful with -t 1 only: for tuning kernels on a busy machine) */
+static bool cpu_clock;
+static double now(void) {
+    if (!cpu_clock) return loom_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static uint64_t rng = 88172645463325252ull;
 static uint64_t rnd(void) {
@@ -128,7 +140,7 @@ int main(int argc, char **argv) {
     loom_backend_opts o = {0};
     const char *isa = NULL;
     loom_dtype wt = LOOM_F16;
-    bool quick = false;
+    bool quick = false, do_decode = true, do_prefill = true;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) o.n_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-i") && i + 1 < argc) isa = argv[++i];
@@ -136,8 +148,11 @@ int main(int argc, char **argv) {
             const char *s = argv[++i];
             wt = !strcmp(s, "f32") ? LOOM_F32 : !strcmp(s, "bf16") ? LOOM_BF16 : LOOM_F16;
         } else if (!strcmp(argv[i], "-q")) quick = true;
+        else if (!strcmp(argv[i], "-d")) do_prefill = false;
+        else if (!strcmp(argv[i], "-c")) cpu_clock = true;
+        else if (!strcmp(argv[i], "-p")) do_decode = false;
         else {
-            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512] [-w f16|bf16|f32] [-q]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512] [-w f16|bf16|f32] [-q] [-d | -p] [-c]\n", argv[0]);
             return 2;
         }
     }
@@ -152,7 +167,7 @@ int main(int argc, char **argv) {
     size_t es = loom_dtype_size(wt);
 
     /* ---- decode -------------------------------------------------------------------------- */
-    int layers = quick ? 8 : LAYERS;
+    int layers = !do_decode ? 1 : quick ? 8 : LAYERS;
     loom_buffer *wb[LAYERS][8] = {{0}};
     void *wmem[LAYERS][8] = {{0}};
     for (int l = 0; l < layers; l++)
@@ -168,28 +183,28 @@ int main(int argc, char **argv) {
     if (bench_graph_init(&bg, be, 1, wt) < 0) return 1;
     double t_shape[8] = {0}, best_total = 1e30;
     const int reps = quick ? 3 : 5;
-    for (int r = 0; r < reps + 1; r++) { /* the first pass warms up (page faults) */
-        double ts[8] = {0}, t0 = loom_now();
+    for (int r = 0; do_decode && r < reps + 1; r++) { /* the first pass warms up (page faults) */
+        double ts[8] = {0}, t0 = now();
         for (int l = 0; l < layers; l++)
             for (int j = 0; j < 7; j++) {
-                double a = loom_now();
+                double a = now();
                 if (run_mm(be, &bg, wb[l], j) < 0) return 1;
-                ts[j] += loom_now() - a;
+                ts[j] += now() - a;
             }
         if (!quick) {
-            double a = loom_now();
+            double a = now();
             if (run_mm(be, &bg, wb[0], 7) < 0) return 1;
-            ts[7] += loom_now() - a;
+            ts[7] += now() - a;
         }
-        double total = loom_now() - t0;
+        double total = now() - t0;
         if (r > 0 && total < best_total) {
             best_total = total;
             memcpy(t_shape, ts, sizeof ts);
         }
     }
-    printf("\ndecode GEMV (M = 1), %d layers, distinct weights per layer (best of %d):\n", layers, reps);
+    if (do_decode) printf("\ndecode GEMV (M = 1), %d layers, distinct weights per layer (best of %d):\n", layers, reps);
     double bytes_total = 0;
-    for (int j = 0; j < 8; j++) {
+    for (int j = 0; do_decode && j < 8; j++) {
         if (j == 7 && quick) continue;
         int64_t N = j < 7 ? shapes[j][0] : VOCAB, K = j < 7 ? shapes[j][1] : HID;
         double bytes = (double)(N * K) * es * (j < 7 ? layers : 1);
@@ -197,14 +212,15 @@ int main(int argc, char **argv) {
         printf("  %-9s N=%-6lld K=%-5lld %8.3f ms  %6.1f GB/s\n", j < 7 ? names[j] : "lm_head",
                (long long)N, (long long)K, t_shape[j] * 1e3, bytes / t_shape[j] / 1e9);
     }
-    printf("  all matmuls of a token: %.2f ms, %.1f GB/s -> %.1f tokens/s (matmuls only%s)\n",
+    if (do_decode)
+        printf("  all matmuls of a token: %.2f ms, %.1f GB/s -> %.1f tokens/s (matmuls only%s)\n",
            best_total * 1e3, bytes_total / best_total / 1e9, 1.0 / best_total,
            quick ? ", 8 layers, no LM head" : "");
     be->ops->buf_free(be, bg.arena);
 
     /* ---- prefill ------------------------------------------------------------------------- */
     static const int64_t Ms[2] = {128, 512};
-    for (int mi = 0; mi < (quick ? 1 : 2); mi++) {
+    for (int mi = 0; do_prefill && mi < (quick ? 1 : 2); mi++) {
         int64_t M = Ms[mi];
         if (bench_graph_init(&bg, be, M, wt) < 0) return 1;
         printf("\nprefill GEMM (M = %lld):\n", (long long)M);
@@ -214,9 +230,9 @@ int main(int argc, char **argv) {
             if (run_mm(be, &bg, wb[0], j) < 0) return 1; /* warm */
             double best = 1e30, spent = 0;
             for (int r = 0; r < 20 && spent < 0.3; r++) {
-                double a = loom_now();
+                double a = now();
                 if (run_mm(be, &bg, wb[0], j) < 0) return 1;
-                double d = loom_now() - a;
+                double d = now() - a;
                 spent += d;
                 if (d < best) best = d;
             }
