@@ -5,7 +5,7 @@
 // strided by 16 so its shared-memory reads are broadcasts (rows) or consecutive (columns).
 // TM = 4 (64 x 64 tiles) for small M, TM = 8 (128 x 128 tiles) when M is large (-DBIG).
 // u[0] = M, u[1] = N (columns in this dispatch), u[2] = K, u[3] = has bias,
-// u[4] = n0 (first output column: the weight binding starts at row n0), u[5] = y row stride.
+// u[4] = n0 (first output column: the weight and bias bindings start at row n0), u[5] = y row stride.
 #include "common.glsl"
 #define W_BINDING 2
 #include "wload.glsl"
@@ -58,7 +58,7 @@ void main() {
             uint c = col0 + tx + 16u * j;
             if (c >= N) continue;
             float v = acc[i][j];
-            if (hb) v += bias[OFF_C + pc.u[4] + c];
+            if (hb) v += bias[OFF_C + c];
             y[OFF_D + r * pc.u[5] + pc.u[4] + c] = v;
         }
     }

@@ -40,3 +40,9 @@ set_tests_properties(check_vulkan_detects_error PROPERTIES WILL_FAIL TRUE)
 add_test(NAME err_vulkan_bad_index COMMAND ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1
          --device vulkan:42)
 set_tests_properties(err_vulkan_bad_index PROPERTIES WILL_FAIL TRUE)
+
+# Kernel micro-benchmark on qwen2-0.5b shapes: a tool, not a test (not registered with add_test).
+add_executable(bench_vulkan ${CMAKE_SOURCE_DIR}/backends/vulkan/bench/bench_vulkan.c)
+target_include_directories(bench_vulkan PRIVATE ${CMAKE_SOURCE_DIR}/graph ${CMAKE_SOURCE_DIR}/backends
+  ${CMAKE_SOURCE_DIR}/formats)
+target_link_libraries(bench_vulkan PRIVATE loom)

@@ -298,7 +298,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
         arg_of(x, n->src[1], false, &wa) < 0)
         return -1;
     bool bias = n->n_src > 2 && n->src[2] >= 0;
-    if (bias && arg_of(x, n->src[2], false, &a[3]) < 0) return -1;
+    vk_arg ba = {0};
+    if (bias && arg_of(x, n->src[2], false, &ba) < 0) return -1;
     uint64_t Nn = (uint64_t)w->ne[0], K = (uint64_t)w->ne[1];
     uint64_t M = (uint64_t)loom_node_nelem(N(x, n->src[0])) / K;
     size_t rb = (size_t)K * wa.esize;
@@ -313,16 +314,24 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
                                      LOOM_SPV_MATMUL_BIG_F16S, LOOM_SPV_MATMUL_BIG_BF16)
                            : wshader(d, w->type, LOOM_SPV_MATMUL_F32, LOOM_SPV_MATMUL_F16, LOOM_SPV_MATMUL_F16S,
                                      LOOM_SPV_MATMUL_BF16);
+    /* GEMV: a row per subgroup when there are many rows; when there are few (a 896-row down
+     * projection), several subgroups per row so that ~1000 workgroups keep the GPU's memory busy */
     uint32_t sg = d->subgroup_size ? d->subgroup_size : 32;
-    uint32_t wg = sg >= 64 ? 4 * sg : 128;
-    if (wg < sg) wg = sg;
-    uint32_t nrows = 2 * (wg / sg);
+    uint32_t wg = sg > 128 ? sg : 128;
+    uint32_t nrows = wg / sg;
+    uint64_t nchunk = step < Nn ? step : Nn;
+    while (nrows > 1 && (nchunk + nrows - 1) / nrows < 1024) nrows /= 2;
     uint32_t spec[3] = {wg, (uint32_t)M, nrows};
     for (uint64_t n0 = 0; n0 < Nn; n0 += step) {
         uint64_t n1 = n0 + step < Nn ? n0 + step : Nn, cnt = n1 - n0;
         a[2] = wa;
         a[2].off = wa.off + (size_t)n0 * rb;
         a[2].len = (size_t)cnt * rb;
+        if (bias) { /* the bias rows of this chunk */
+            a[3] = ba;
+            a[3].off = ba.off + (size_t)n0 * 4;
+            a[3].len = (size_t)cnt * 4;
+        }
         vk_pc pc = {.u = {(uint32_t)M, (uint32_t)cnt, (uint32_t)K, bias, (uint32_t)n0, (uint32_t)Nn}};
         if (gemv) {
             bool vec = K % 8 == 0 && elem_off(d, &a[2]) % 8 == 0 && elem_off(d, &a[1]) % 4 == 0;

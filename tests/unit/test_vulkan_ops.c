@@ -213,6 +213,10 @@ static void test_matmul(void) {
     for (int wi = 0; wi < 3; wi++) /* the 128 x 128 tile kernel (M >= 128, N >= 512) */
         test_matmul_case(wtypes[wi], 130, 520, 40, wi != 1, 0);
     test_matmul_case(LOOM_BF16, 257, 600, 33, false, 0);
+    /* many rows: the GEMV puts several rows in a workgroup */
+    test_matmul_case(LOOM_F16, 1, 2100, 64, true, 0);
+    test_matmul_case(LOOM_BF16, 2, 5000, 24, false, 0);
+    test_matmul_case(LOOM_F32, 3, 4100, 13, true, 0);
     test_matmul_case(LOOM_F32, 1, 40, 64, false, 1);
     test_matmul_case(LOOM_F16, 2, 40, 64, true, 3);
     test_matmul_case(LOOM_BF16, 20, 40, 64, true, 5);
