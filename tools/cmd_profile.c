@@ -225,12 +225,13 @@ static void trace_step(FILE *f, bool *first, const char *phase_name, int pos0, i
 /* ---- command ----------------------------------------------------------------------------------- */
 static void usage(FILE *f) {
     fprintf(f, "usage: loom profile [-m MODEL] [--device D] [-p N] [-n N] [-t N] [--trace FILE.json] [--top K]\n"
-               "                    [--no-peak]\n"
+               "                    [--no-peak | --remeasure]\n"
                "  -p N       prompt tokens in the prefill step (default 32)\n"
                "  -n N       decode steps after it (default 16)\n"
                "  --trace F  write Chrome trace-event JSON (open in ui.perfetto.dev or chrome://tracing)\n"
                "  --top K    slowest nodes listed per phase (default 10)\n"
-               "  --no-peak  skip the device's bandwidth (measured once, cached in %s)\n",
+               "  --no-peak  skip the device's bandwidth (measured once, cached in %s)\n"
+               "  --remeasure  measure the bandwidth again (on an idle machine) and cache the new figure\n",
             *loom_machine_cache_path() ? loom_machine_cache_path() : "~/.cache/loom/bandwidth.tsv");
 }
 
@@ -239,7 +240,7 @@ int cmd_profile(int argc, char **argv) {
     loom_common_defaults(&co);
     long n_prompt = 32, n_gen = 16, top = 10;
     const char *trace_path = NULL;
-    bool want_peak = true;
+    bool want_peak = true, remeasure = false;
     for (int i = 1; i < argc; i++) {
         int r = loom_parse_common(&co, argc, argv, &i);
         if (r < 0) return 2;
@@ -258,6 +259,8 @@ int cmd_profile(int argc, char **argv) {
             trace_path = argv[++i];
         } else if (!strcmp(a, "--no-peak")) {
             want_peak = false;
+        } else if (!strcmp(a, "--remeasure")) {
+            remeasure = true;
         } else {
             fprintf(stderr, "loom profile: unknown or incomplete option '%s'\n", a);
             usage(stderr);
@@ -301,9 +304,10 @@ int cmd_profile(int argc, char **argv) {
         char key[512];
         snprintf(key, sizeof key, "%s | %s", mc.cpu_model, desc);
         bool cached = false;
-        peak = loom_machine_peak_bw(be, key, &cached);
+        peak = loom_machine_peak_bw(be, key, remeasure, &cached);
         if (peak > 0)
-            printf("achievable bandwidth: %.1f GB/s (%s)\n", peak, cached ? "cached" : "measured now");
+            printf("achievable bandwidth: %.1f GB/s (%s %s)\n", peak, cached ? "cached in" : "measured now; cache",
+                   *loom_machine_cache_path() ? loom_machine_cache_path() : "none");
         else
             printf("achievable bandwidth: unknown (%s)\n", loom_last_error());
     }

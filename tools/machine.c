@@ -69,44 +69,63 @@ void loom_machine_read(loom_machine *mc) {
 #define BW_CHAIN 8   /* scales per run: amortises a GPU's submission cost */
 #define BW_RUNS 4
 
-static double measure_bw(loom_backend *be) {
+/* The probe's plan for tensors of `rows` x BW_COLS, or NULL (no error) when the backend cannot run
+ * it at that size (a GPU's storage bindings can be smaller than 256 MiB). */
+static loom_plan *probe_plan(loom_backend *be, int64_t rows, bool *unsupported) {
+    *unsupported = false;
     loom_graph *g = loom_graph_new();
-    if (!g) return -1;
-    int x = loom_input(g, "x", LOOM_F32, 2, (int64_t[]){BW_ROWS, BW_COLS});
+    if (!g) return NULL;
+    int x = loom_input(g, "x", LOOM_F32, 2, (int64_t[]){rows, BW_COLS});
     for (int k = 0; k < BW_CHAIN; k++) x = loom_scale(g, x, 1.0f);
     if (loom_output(g, x, "y") < 0) {
         loom_graph_free(g);
-        return -1;
+        return NULL;
     }
     loom_plan_opts po = {.no_inplace = true}; /* read one buffer, write another */
     loom_plan *p = loom_plan_build(g, &po);
-    if (!p) return -1;
-    double best = 0;
-    loom_buffer *arena = NULL;
-    for (int k = 0; k < p->n_order; k++)
+    for (int k = 0; p && k < p->n_order; k++)
         if (!be->ops->supports(be, p->g, p->order[k])) {
-            loom_err("%s cannot run the bandwidth probe's scale op", be->ops->name);
-            goto done;
+            loom_plan_free(p);
+            *unsupported = true;
+            return NULL;
         }
-    arena = be->ops->buf_alloc(be, p->arena_size);
+    return p;
+}
+
+static double measure_bw(loom_backend *be) {
+    loom_plan *p = NULL;
+    int64_t rows = BW_ROWS;
+    for (bool unsup = true; unsup && rows >= BW_ROWS / 16; rows /= 2) {
+        p = probe_plan(be, rows, &unsup);
+        if (!p && !unsup) return -1;
+        if (p) break;
+    }
+    if (!p) {
+        loom_err("%s cannot run the bandwidth probe's scale op on 16 MiB tensors", be->ops->name);
+        return -1;
+    }
+    double best = 0;
+    loom_buffer *arena = be->ops->buf_alloc(be, p->arena_size);
     if (!arena || be->ops->buf_zero(be, arena, 0, p->arena_size) < 0) goto done;
     loom_exec_ctx xc = {.plan = p, .arena = arena};
     if (be->ops->plan_prepare && be->ops->plan_prepare(be, p, &xc) < 0) goto done;
-    for (int r = 0; r <= BW_RUNS; r++) { /* run 0 warms up (page faults, pipelines) */
+    int runs = BW_RUNS;
+    for (int r = 0; r <= runs; r++) { /* run 0 warms up (page faults, pipelines) */
         double t0 = loom_now();
         if (loom_execute(be, &xc) < 0 || (be->ops->sync && be->ops->sync(be) < 0)) {
             best = 0;
             break;
         }
         double dt = loom_now() - t0;
+        if (r == 0 && dt > 0.5) runs = 1; /* a slow device (a software GPU): one timed run will do */
         if (r > 0 && (best == 0 || dt < best)) best = dt;
     }
     if (be->ops->plan_release && p->backend_data) be->ops->plan_release(be, p);
 done:
     if (arena) be->ops->buf_free(be, arena);
+    double bytes = 2.0 * BW_CHAIN * (double)p->g->nodes[p->order[0]].ne[0] * BW_COLS * sizeof(float);
     loom_plan_free(p);
     if (best <= 0) return -1;
-    double bytes = 2.0 * BW_CHAIN * (double)BW_ROWS * BW_COLS * sizeof(float);
     return bytes / best / 1e9;
 }
 
@@ -158,11 +177,11 @@ static void cache_store(const char *path, const char *key, double gbs) {
     fclose(f);
 }
 
-double loom_machine_peak_bw(loom_backend *be, const char *key, bool *cached) {
+double loom_machine_peak_bw(loom_backend *be, const char *key, bool refresh, bool *cached) {
     char k[512];
     clean_key(key, k, sizeof k);
     const char *path = loom_machine_cache_path();
-    double v = cache_lookup(path, k);
+    double v = refresh ? 0 : cache_lookup(path, k);
     if (cached) *cached = v > 0;
     if (v > 0) return v;
     v = measure_bw(be);
