@@ -37,7 +37,7 @@ endforeach()
 set(EXPECT_ERROR ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh)
 add_test(NAME err_diff_one_device COMMAND ${EXPECT_ERROR} "needs two devices"
          ${LOOM_BIN} diff -m ${LOOM_FIXTURES}/qwen2-tiny --device cpu)
-add_test(NAME err_diff_bad_isa COMMAND ${EXPECT_ERROR} "cpu:sse.*expected cpu:scalar"
+add_test(NAME err_diff_bad_isa COMMAND ${EXPECT_ERROR} "cpu:sse.*unknown kernel flavour 'sse'"
          ${LOOM_BIN} diff -m ${LOOM_FIXTURES}/qwen2-tiny --device cpu --device cpu:sse)
 add_test(NAME err_profile_trace_unwritable COMMAND ${EXPECT_ERROR} "--trace /nonexistent/t.json: cannot write"
          ${LOOM_BIN} profile -m ${LOOM_FIXTURES}/qwen2-tiny --trace /nonexistent/t.json)

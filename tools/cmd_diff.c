@@ -6,8 +6,9 @@
  * the tolerance is the culprit (everything after it inherits the difference). One prefill and -n
  * decode steps run, so both the batched and the single-row kernels are covered.
  *
- * Devices: "cpu" (the best kernels, or scalar under --scalar / LOOM_SCALAR=1), "cpu:scalar",
- * "cpu:avx2", "cpu:avx512" (a given kernel flavour), "vulkan", "vulkan:N". The first --device is
+ * Devices: "cpu" (the best kernels, or scalar under --scalar / LOOM_SCALAR=1), "cpu:FLAVOUR"
+ * (a given kernel set: scalar, avx2, avx512, ... as loom_cpu_backend_new_isa knows them),
+ * "vulkan", "vulkan:N". The first --device is
  * the reference: scaled error = max |a - b| / max(1, max |a|). */
 #include "commands.h"
 
@@ -35,12 +36,8 @@ typedef struct side {
 
 static loom_backend *open_device(const char *name, int n_threads) {
     loom_backend_opts o = {.n_threads = n_threads, .device_index = -1};
-    if (!strncmp(name, "cpu:", 4)) {
-        const char *isa = name + 4;
-        if (strcmp(isa, "scalar") && strcmp(isa, "avx2") && strcmp(isa, "avx512"))
-            return loom_err_null("device '%s': expected cpu:scalar, cpu:avx2 or cpu:avx512", name);
-        return loom_cpu_backend_new_isa(&o, isa);
-    }
+    if (!strncmp(name, "cpu:", 4)) /* the backend names the flavours it knows when this one is not */
+        return loom_cpu_backend_new_isa(&o, name + 4);
     if (!strcmp(name, "auto"))
         return loom_err_null("device 'auto': name the two devices to compare (cpu, cpu:scalar, vulkan, ...)");
     return loom_backend_open(name, &o);
@@ -274,7 +271,7 @@ static int compare_step(side *A, side *B, const char *step, int pos0, int n, dou
 
 static void usage(FILE *f) {
     fprintf(f, "usage: loom diff [-m MODEL] --device A --device B [--tol X] [-p N] [-n N] [-t N] [--all]\n"
-               "  devices: cpu, cpu:scalar, cpu:avx2, cpu:avx512, vulkan, vulkan:N (A is the reference)\n"
+               "  devices: cpu, cpu:scalar, cpu:avx2, cpu:avx512[bf16], vulkan, vulkan:N (A is the reference)\n"
                "  -p N     prompt tokens in the prefill step (default 8); -n N decode steps after it (default 2)\n"
                "  --tol X  largest scaled error max|a-b| / max(1, max|a|) allowed per node\n"
                "           (default 1e-3 for f32 weights, 2e-2 for 16-bit ones)\n"
