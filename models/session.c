@@ -33,6 +33,11 @@ struct loom_session {
     int last_n;
     double *node_time;     /* per node, when profiling */
     loom_plan *last_plan;
+    /* The graph of a step depends only on the model, the session options and the token count,
+     * so the graph hash of the last shapes seen is remembered: a decode step skips building and
+     * hashing its graph and goes straight to the plan cache. */
+    struct { int n_tokens; uint64_t key; } memo[8];
+    int memo_next;
 };
 
 loom_session_opts loom_session_default_opts(void) {
@@ -131,6 +136,11 @@ fail:
 
 /* Find or build the plan for a step of n tokens. */
 static loom_plan *step_plan(loom_session *s, int n) {
+    for (int i = 0; i < 8; i++) {
+        if (s->memo[i].n_tokens != n) continue;
+        loom_plan *p = loom_plan_cache_get(s->plans, s->memo[i].key);
+        if (p) return p;
+    }
     loom_graph *g = loom_graph_new();
     if (!g) return NULL;
     loom_build_opts bo = {.n_tokens = n, .n_ctx = s->n_ctx, .all_logits = s->o.all_logits, .want_hidden = s->o.want_hidden};
@@ -139,6 +149,9 @@ static loom_plan *step_plan(loom_session *s, int n) {
         return NULL;
     }
     uint64_t key = loom_graph_hash(g);
+    s->memo[s->memo_next].n_tokens = n;
+    s->memo[s->memo_next].key = key;
+    s->memo_next = (s->memo_next + 1) % 8;
     loom_plan *p = loom_plan_cache_get(s->plans, key);
     if (p) {
         loom_graph_free(g);
