@@ -332,40 +332,47 @@ int loom_find_output(const loom_graph *g, const char *name) {
     return -1;
 }
 
-/* The hash covers everything that changes what the graph computes or how it is laid out: ops,
- * shapes, types, sources, parameters, leaf bindings and output names. Names of intermediates are
- * derived from indices, so they are covered implicitly. */
+/* A node's structural key: op, type, shape, sources, parameters and leaf binding (and an input's
+ * name, since two inputs of the same shape are different data). CSE merges nodes with equal keys
+ * after a full comparison; the graph hash combines the keys. */
+uint64_t loom_node_hash(const loom_node *n) {
+    struct {
+        int32_t op, type, ndim, n_src, state;
+        int64_t ne[LOOM_MAX_DIMS];
+        int32_t src[LOOM_MAX_SRC];
+        int32_t ip[8];
+        float fp[4];
+        uint64_t view_offset;
+        uintptr_t weight;
+    } k;
+    memset(&k, 0, sizeof k);
+    k.op = n->op;
+    k.type = n->type;
+    k.ndim = n->ndim;
+    k.n_src = n->n_src;
+    k.state = n->state;
+    memcpy(k.ne, n->ne, sizeof k.ne);
+    memcpy(k.src, n->src, sizeof k.src);
+    memcpy(k.ip, n->ip, sizeof k.ip);
+    memcpy(k.fp, n->fp, sizeof k.fp);
+    k.view_offset = n->view_offset;
+    k.weight = (uintptr_t)n->weight;
+    uint64_t h = XXH64(&k, sizeof k, 0);
+    if (n->op == LOOM_OP_INPUT) h ^= XXH64(n->name, strlen(n->name), 1);
+    return h;
+}
+
+/* The graph hash covers every node's key plus which nodes are outputs and their names: together,
+ * everything that changes what the graph computes or how it is laid out. */
 uint64_t loom_graph_hash(const loom_graph *g) {
     XXH64_state_t *st = XXH64_createState();
     if (!st) return 0;
     XXH64_reset(st, 0x6c6f6f6dULL);
     for (int i = 0; i < g->n; i++) {
         const loom_node *n = &g->nodes[i];
-        struct {
-            int32_t op, type, ndim, n_src, state;
-            uint32_t flags;
-            int64_t ne[LOOM_MAX_DIMS];
-            int32_t src[LOOM_MAX_SRC];
-            int32_t ip[8];
-            float fp[4];
-            uint64_t view_offset;
-            uintptr_t weight;
-        } k;
-        memset(&k, 0, sizeof k);
-        k.op = n->op;
-        k.type = n->type;
-        k.ndim = n->ndim;
-        k.n_src = n->n_src;
-        k.state = n->state;
-        k.flags = n->flags & LOOM_NODE_OUTPUT;
-        memcpy(k.ne, n->ne, sizeof k.ne);
-        memcpy(k.src, n->src, sizeof k.src);
-        memcpy(k.ip, n->ip, sizeof k.ip);
-        memcpy(k.fp, n->fp, sizeof k.fp);
-        k.view_offset = n->view_offset;
-        k.weight = (uintptr_t)n->weight;
-        XXH64_update(st, &k, sizeof k);
-        if (n->flags & LOOM_NODE_OUTPUT) XXH64_update(st, n->name, strlen(n->name));
+        uint64_t h = loom_node_hash(n);
+        XXH64_update(st, &h, sizeof h);
+        if (n->flags & LOOM_NODE_OUTPUT) XXH64_update(st, n->name, strlen(n->name) + 1);
     }
     uint64_t h = XXH64_digest(st);
     XXH64_freeState(st);

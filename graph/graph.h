@@ -166,6 +166,8 @@ void loom_graph_log(loom_graph *g, const char *fmt, ...) __attribute__((format(p
 
 /* Hash of structure, shapes, parameters and leaf bindings (xxHash64). */
 uint64_t loom_graph_hash(const loom_graph *g);
+/* One node's structural key (what CSE compares): everything but its name and output flag. */
+uint64_t loom_node_hash(const loom_node *n);
 
 /* ---- dumping ------------------------------------------------------------------------------ */
 typedef enum { LOOM_DUMP_TEXT, LOOM_DUMP_DOT, LOOM_DUMP_JSON } loom_dump_format;

@@ -6,7 +6,6 @@
 #include "util.h"
 
 #include <stdlib.h>
-#include <xxhash.h>
 
 #define ARENA_ALIGN 256 /* Vulkan's minStorageBufferOffsetAlignment can be up to 256 */
 
@@ -59,33 +58,6 @@ int loom_pass_dce(loom_graph *g) {
 }
 
 /* ---- cse --------------------------------------------------------------------------------------- */
-static uint64_t node_key(const loom_node *n) {
-    struct {
-        int32_t op, type, ndim, n_src, state;
-        int64_t ne[LOOM_MAX_DIMS];
-        int32_t src[LOOM_MAX_SRC];
-        int32_t ip[8];
-        float fp[4];
-        uint64_t view_offset;
-        uintptr_t weight;
-    } k;
-    memset(&k, 0, sizeof k);
-    k.op = n->op;
-    k.type = n->type;
-    k.ndim = n->ndim;
-    k.n_src = n->n_src;
-    k.state = n->state;
-    memcpy(k.ne, n->ne, sizeof k.ne);
-    memcpy(k.src, n->src, sizeof k.src);
-    memcpy(k.ip, n->ip, sizeof k.ip);
-    memcpy(k.fp, n->fp, sizeof k.fp);
-    k.view_offset = n->view_offset;
-    k.weight = (uintptr_t)n->weight;
-    uint64_t h = XXH64(&k, sizeof k, 0);
-    if (n->op == LOOM_OP_INPUT) h ^= XXH64(n->name, strlen(n->name), 1); /* inputs differ by name */
-    return h;
-}
-
 static bool same_node(const loom_node *a, const loom_node *b) {
     if (a->op != b->op || a->type != b->type || a->ndim != b->ndim || a->n_src != b->n_src ||
         a->state != b->state || a->weight != b->weight || a->view_offset != b->view_offset)
@@ -113,7 +85,7 @@ int loom_pass_cse(loom_graph *g) {
         loom_node *n = &g->nodes[i];
         /* cache writes are side effects; two identical ones would still both have to run */
         if (!live(n) || n->op == LOOM_OP_KV_STORE) continue;
-        uint64_t k = node_key(n);
+        uint64_t k = loom_node_hash(n);
         size_t slot = (size_t)k & (cap - 1);
         int hit = -1;
         for (; table[slot] >= 0; slot = (slot + 1) & (cap - 1)) {
