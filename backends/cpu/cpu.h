@@ -15,15 +15,19 @@
 
 /* ---- thread pool (cpu_pool.c) ----------------------------------------------------------------- */
 typedef struct cpu_pool cpu_pool;
-typedef void (*cpu_task_fn)(void *arg, int ith, int nth);
+/* Process items [i0, i1); ith identifies the calling thread (0 = the caller of cpu_pool_for,
+ * 1..n-1 = workers) for per-thread scratch. */
+typedef void (*cpu_range_fn)(void *arg, int64_t i0, int64_t i1, int ith);
 
 /* A pool of n_threads - 1 workers; the calling thread is thread 0 of every run. NULL + error. */
 cpu_pool *cpu_pool_new(int n_threads);
 void cpu_pool_free(cpu_pool *p);
 int cpu_pool_size(const cpu_pool *p);
-/* Run fn(arg, ith, nth) for ith in [0, nth) (nth clamped to the pool size) and wait for all.
- * Not reentrant: one run at a time, from one thread. */
-void cpu_pool_run(cpu_pool *p, int nth, cpu_task_fn fn, void *arg);
+/* Process items [0, n) in chunks of `grain` handed out dynamically, and return when all are done.
+ * The caller works too; workers join while the job is open, so a worker that is asleep or has
+ * lost its core is never waited for unless it holds a chunk. With parallel <= false (or a single
+ * chunk) everything runs on the caller. Not reentrant: one job at a time, from one thread. */
+void cpu_pool_for(cpu_pool *p, bool parallel, int64_t n, int64_t grain, cpu_range_fn fn, void *arg);
 
 /* ---- kernels ------------------------------------------------------------------------------------ */
 /* Keys scored per step of the blocked online softmax in attention. */
@@ -61,6 +65,15 @@ typedef struct cpu_kernels {
      * scratch: CPU_ATTN_BLOCK + hd floats, 64-byte aligned. */
     void (*attn)(float *out, const float *q, const float *k, const float *v, int64_t ld,
                  int64_t n_keys, int hd, float scale, float *scratch);
+    /* Optional (NULL: attn per query): nq queries that share one kv head, query i attending to
+     * keys 0..n_keys[i]-1 (>= 1), in blocks of CPU_ATTN_BLOCK keys so each block of K and V is
+     * read once for all of them. Only called when attn_group_ok(hd). scratch:
+     * attn_group_scratch(nq, hd) floats, 64-byte aligned. */
+    void (*attn_group)(float *const *out, const float *const *q, const int64_t *n_keys, int nq,
+                       const float *k, const float *v, int64_t ld, int hd, float scale,
+                       float *scratch);
+    bool (*attn_group_ok)(int hd);
+    size_t (*attn_group_scratch)(int nq, int hd);
 
     /* gemm rounds x to bf16 for bf16 weights (the vdpbf16ps path): products then carry a relative
      * error up to 2^-9 instead of f32 rounding. Accumulation stays f32. */

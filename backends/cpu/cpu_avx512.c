@@ -562,6 +562,173 @@ static void gemm_bf16(float *y, int64_t ldy, const float *x, const uint16_t *w, 
     }
 }
 
+/* ---- grouped attention ---------------------------------------------------------------------- */
+/* Flash-attention style: a block of 64 keys is transposed once (kt[d][j]) and then serves every
+ * query of the group, 4 queries at a time: scores are 4 x 64 register tiles (16 zmm, no
+ * horizontal sums), the online softmax updates per query, and P.V runs 4 queries x 64 dims of
+ * accumulators over the block's value rows. K and V are read once per block for all queries. */
+#define AG_Q 4
+#define AG_KB CPU_ATTN_BLOCK
+
+static bool v_attn_group_ok(int hd) { return hd >= 16 && hd <= 512 && hd % 16 == 0; }
+
+static size_t v_attn_group_scratch(int nq, int hd) {
+    return (size_t)hd * AG_KB + (size_t)nq * hd + (size_t)AG_Q * AG_KB + 2 * (size_t)nq + 64;
+}
+
+/* scores of nt queries against the 64 keys in kt: p[i][j] = q_i . k_j (unscaled) */
+AI void ag_scores(int nt, const float *const *q, const float *kt, int hd, float *p) {
+    __m512 acc[AG_Q][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < nt; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) acc[i][c] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d++) {
+        const float *kd = kt + (int64_t)d * AG_KB;
+        __m512 w0 = _mm512_load_ps(kd), w1 = _mm512_load_ps(kd + 16);
+        __m512 w2 = _mm512_load_ps(kd + 32), w3 = _mm512_load_ps(kd + 48);
+#pragma GCC unroll 4
+        for (int i = 0; i < nt; i++) {
+            __m512 b = _mm512_set1_ps(q[i][d]);
+            acc[i][0] = _mm512_fmadd_ps(b, w0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(b, w1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(b, w2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(b, w3, acc[i][3]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < nt; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) _mm512_store_ps(p + i * AG_KB + 16 * c, acc[i][c]);
+}
+
+/* o_i[dc .. dc + 64) += sum_j p[i][j] v_j over nb keys, for nt queries (o rows hd apart) */
+AI void ag_pv(int nt, const float *p, const float *v, int64_t ld, int nb, float *o, int hd, int dc,
+              int nvec) {
+    __m512 acc[AG_Q][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < nt; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < nvec; c++) acc[i][c] = _mm512_load_ps(o + (int64_t)i * hd + dc + 16 * c);
+    for (int j = 0; j < nb; j++) {
+        const float *vj = v + (int64_t)j * ld + dc;
+        __m512 w[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < nvec; c++) w[c] = _mm512_loadu_ps(vj + 16 * c);
+#pragma GCC unroll 4
+        for (int i = 0; i < nt; i++) {
+            __m512 b = _mm512_set1_ps(p[i * AG_KB + j]);
+#pragma GCC unroll 4
+            for (int c = 0; c < nvec; c++) acc[i][c] = _mm512_fmadd_ps(b, w[c], acc[i][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < nt; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < nvec; c++) _mm512_store_ps(o + (int64_t)i * hd + dc + 16 * c, acc[i][c]);
+}
+
+static void v_attn_group(float *const *out, const float *const *q, const int64_t *n_keys, int nq,
+                         const float *k, const float *v, int64_t ld, int hd, float scale,
+                         float *scratch) {
+    float *kt = scratch, *o = kt + (int64_t)hd * AG_KB, *p = o + (int64_t)nq * hd;
+    float *mx = p + AG_Q * AG_KB, *ls = mx + nq;
+    int64_t kmax = 0;
+    for (int i = 0; i < nq; i++) {
+        if (n_keys[i] > kmax) kmax = n_keys[i];
+        mx[i] = -INFINITY;
+        ls[i] = 0;
+    }
+    memset(o, 0, (size_t)nq * hd * sizeof(float));
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (int64_t j0 = 0; j0 < kmax; j0 += AG_KB) {
+        int nb = (int)(kmax - j0 < AG_KB ? kmax - j0 : AG_KB);
+        /* kt[d][j] = k[j0 + j][d], zero for keys past the block */
+        for (int d0 = 0; d0 < hd; d0 += 16)
+            for (int jj = 0; jj < AG_KB; jj += 16) {
+                __m512 r[16];
+                for (int i = 0; i < 16; i++)
+                    r[i] = jj + i < nb ? _mm512_loadu_ps(k + (j0 + jj + i) * ld + d0) : _mm512_setzero_ps();
+                tr16(r);
+                for (int e = 0; e < 16; e++) _mm512_store_ps(kt + (int64_t)(d0 + e) * AG_KB + jj, r[e]);
+            }
+        for (int q0 = 0; q0 < nq; q0 += AG_Q) {
+            int nt = nq - q0 < AG_Q ? nq - q0 : AG_Q;
+            int nbt = 0; /* keys of this block any query of the tile sees */
+            for (int i = 0; i < nt; i++) {
+                int64_t nk = n_keys[q0 + i] - j0;
+                if (nk > nbt) nbt = nk > nb ? nb : (int)nk;
+            }
+            if (nbt <= 0) continue;
+            switch (nt) {
+            case 4: ag_scores(4, q + q0, kt, hd, p); break;
+            case 3: ag_scores(3, q + q0, kt, hd, p); break;
+            case 2: ag_scores(2, q + q0, kt, hd, p); break;
+            default: ag_scores(1, q + q0, kt, hd, p); break;
+            }
+            /* online softmax, per query: keys past its own count get probability 0 */
+            for (int i = 0; i < nt; i++) {
+                int64_t nk = n_keys[q0 + i] - j0;
+                float *pi = p + i * AG_KB;
+                if (nk <= 0) {
+                    memset(pi, 0, AG_KB * sizeof(float));
+                    continue;
+                }
+                if (nk > AG_KB) nk = AG_KB;
+                __mmask16 m[4];
+                __m512 s[4], bm = _mm512_set1_ps(-INFINITY);
+                for (int c = 0; c < 4; c++) {
+                    int64_t left = nk - 16 * c;
+                    m[c] = left >= 16 ? 0xffff : left > 0 ? tail_mask(left) : 0;
+                    s[c] = _mm512_mul_ps(_mm512_load_ps(pi + 16 * c), vscale);
+                    bm = _mm512_mask_max_ps(bm, m[c], bm, s[c]);
+                }
+                float bmax = _mm512_reduce_max_ps(bm), mnew = bmax > mx[q0 + i] ? bmax : mx[q0 + i];
+                __m512 vm = _mm512_set1_ps(mnew), sum = _mm512_setzero_ps();
+                for (int c = 0; c < 4; c++) {
+                    __m512 e = _mm512_maskz_mov_ps(m[c], exp16(_mm512_sub_ps(s[c], vm)));
+                    _mm512_store_ps(pi + 16 * c, e);
+                    sum = _mm512_add_ps(sum, e);
+                }
+                if (mnew > mx[q0 + i]) {
+                    float cf = expf(mx[q0 + i] - mnew); /* 0 on the first block */
+                    float *oi = o + (int64_t)(q0 + i) * hd;
+                    for (int d = 0; d < hd; d += 16)
+                        _mm512_store_ps(oi + d, _mm512_mul_ps(_mm512_load_ps(oi + d), _mm512_set1_ps(cf)));
+                    ls[q0 + i] *= cf;
+                    mx[q0 + i] = mnew;
+                }
+                ls[q0 + i] += _mm512_reduce_add_ps(sum);
+            }
+            const float *vb = v + j0 * ld;
+            float *ot = o + (int64_t)q0 * hd;
+            for (int dc = 0; dc < hd; dc += 64) {
+                int nvec = hd - dc >= 64 ? 4 : (hd - dc) / 16;
+                /* both tile sizes as constants, so the accumulators stay in registers */
+#define AG_PV(NT)                                                                                  \
+    switch (nvec) {                                                                                \
+    case 4: ag_pv(NT, p, vb, ld, nbt, ot, hd, dc, 4); break;                                       \
+    case 3: ag_pv(NT, p, vb, ld, nbt, ot, hd, dc, 3); break;                                       \
+    case 2: ag_pv(NT, p, vb, ld, nbt, ot, hd, dc, 2); break;                                       \
+    default: ag_pv(NT, p, vb, ld, nbt, ot, hd, dc, 1); break;                                      \
+    }
+                switch (nt) {
+                case 4: AG_PV(4) break;
+                case 3: AG_PV(3) break;
+                case 2: AG_PV(2) break;
+                default: AG_PV(1) break;
+                }
+#undef AG_PV
+            }
+        }
+    }
+    for (int i = 0; i < nq; i++) {
+        const __m512 inv = _mm512_set1_ps(1.0f / ls[i]);
+        for (int d = 0; d < hd; d += 16)
+            _mm512_storeu_ps(out[i] + d, _mm512_mul_ps(_mm512_load_ps(o + (int64_t)i * hd + d), inv));
+    }
+}
+
 /* f32 panel (the bf16 panel uses half of it), then x as bf16 pairs, one dword each */
 static size_t v_gemm_scratch(int64_t M, int64_t K) {
     (void)K;
@@ -597,5 +764,8 @@ void cpu_kernels_avx512(cpu_kernels *k, bool bf16) {
     k->softmax = v_softmax;
     k->rope = v_rope;
     k->attn = v_attn;
+    k->attn_group = v_attn_group;
+    k->attn_group_ok = v_attn_group_ok;
+    k->attn_group_scratch = v_attn_group_scratch;
     k->gemm_bf16_rounds_x = bf16;
 }

@@ -10,12 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 struct loom_buffer {
     void *data;
     size_t size;
     bool owned;
+    bool locked; /* wrapped host memory we mlock'ed */
 };
 
 typedef struct cpu_backend {
@@ -53,6 +55,13 @@ bool cpu_has_avx512bf16(void) { return false; }
 #endif
 
 /* ---- buffers -------------------------------------------------------------------------------- */
+/* The whole pages covering [p, p + n): mlock/munlock work on pages. */
+static void page_span(const void *p, size_t n, void **start, size_t *len) {
+    uintptr_t ps = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)p & ~(ps - 1);
+    *start = (void *)a;
+    *len = (((uintptr_t)p + n + ps - 1) & ~(ps - 1)) - a;
+}
+
 static loom_buffer *cpu_buf_alloc(loom_backend *be, size_t nbytes) {
     (void)be;
     loom_buffer *b = loom_malloc(sizeof *b);
@@ -64,6 +73,7 @@ static loom_buffer *cpu_buf_alloc(loom_backend *be, size_t nbytes) {
     }
     b->size = nbytes;
     b->owned = true;
+    b->locked = false;
     return b;
 }
 
@@ -71,6 +81,13 @@ static void cpu_buf_free(loom_backend *be, loom_buffer *b) {
     (void)be;
     if (!b) return;
     if (b->owned) loom_free_aligned(b->data);
+    if (b->locked) {
+        /* not reference counted: a page shared with a neighbouring weight is unlocked too */
+        void *start;
+        size_t len;
+        page_span(b->data, b->size, &start, &len);
+        munlock(start, len);
+    }
     free(b);
 }
 
@@ -103,7 +120,11 @@ static int cpu_buf_zero(loom_backend *be, loom_buffer *b, size_t off, size_t n) 
     return 0;
 }
 
-/* Weights are mapped file bytes: wrap, never copy. */
+/* Weights are mapped file bytes: wrap, never copy. Large ones are also locked in memory (best
+ * effort, LOOM_MLOCK=0 to skip): clean file pages are what the kernel reclaims first, and a VM
+ * with proactive reclaim (DAMON pageout) evicts them between tokens, stalling decode for hundreds
+ * of ms while they are read back. Locking also takes the page faults at load, not in the first
+ * prefill. Without the privilege (RLIMIT_MEMLOCK) this quietly does nothing. */
 static loom_buffer *cpu_buf_from_host(loom_backend *be, const void *host, size_t nbytes) {
     (void)be;
     if (!host && nbytes) return loom_err_null("cpu: wrapping a NULL host pointer");
@@ -112,6 +133,14 @@ static loom_buffer *cpu_buf_from_host(loom_backend *be, const void *host, size_t
     b->data = (void *)host;
     b->size = nbytes;
     b->owned = false;
+    b->locked = false;
+    const char *env = getenv("LOOM_MLOCK");
+    if (nbytes >= (1u << 16) && !(env && !strcmp(env, "0"))) {
+        void *start;
+        size_t len;
+        page_span(host, nbytes, &start, &len);
+        b->locked = mlock(start, len) == 0;
+    }
     return b;
 }
 
@@ -224,10 +253,15 @@ static bool cpu_supports(loom_backend *be, const loom_graph *g, int i) {
  * more than it saves. */
 #define CPU_GRAIN 32768.0
 
-static int pick_threads(const cpu_backend *c, double work) {
-    double t = work / CPU_GRAIN;
-    if (t < 2) return 1;
-    return t >= c->n_threads ? c->n_threads : (int)t;
+static bool worth_threads(const cpu_backend *c, double work) {
+    return c->n_threads > 1 && work >= 2 * CPU_GRAIN;
+}
+
+/* Items per chunk: about 4 chunks per thread, at least `min`, a multiple of `align`. */
+static int64_t grain_for(const cpu_backend *c, int64_t n, int64_t min, int64_t align) {
+    int64_t g = (n + c->n_threads * 4 - 1) / (c->n_threads * 4);
+    if (g < min) g = min;
+    return (g + align - 1) / align * align;
 }
 
 /* Make sure every thread has `floats` of scratch (called on the calling thread, before a run). */
@@ -244,30 +278,22 @@ static int scratch_reserve(cpu_backend *c, size_t floats) {
     return 0;
 }
 
-static void split(int64_t n, int ith, int nth, int64_t align, int64_t *lo, int64_t *hi) {
-    int64_t per = (n + nth - 1) / nth;
-    per = (per + align - 1) / align * align;
-    *lo = per * ith < n ? per * ith : n;
-    *hi = *lo + per < n ? *lo + per : n;
-}
-
 /* ---- elementwise ops ------------------------------------------------------------------------ */
 typedef struct ew_task {
     const cpu_kernels *k;
     loom_op op;
     float *y;
     const float *a, *b;
-    int64_t n, rows, cols; /* cols > 0 and b of cols floats: broadcast b over rows */
+    int64_t cols; /* > 0: items are rows and b (cols floats) is broadcast over them */
     float s;
 } ew_task;
 
-static void ew_run(void *arg, int ith, int nth) {
+static void ew_run(void *arg, int64_t i0, int64_t i1, int ith) {
+    (void)ith;
     const ew_task *t = arg;
     const cpu_kernels *k = t->k;
-    if (t->cols) { /* broadcast: split rows */
-        int64_t r0, r1;
-        split(t->rows, ith, nth, 1, &r0, &r1);
-        for (int64_t r = r0; r < r1; r++) {
+    if (t->cols) {
+        for (int64_t r = i0; r < i1; r++) {
             float *y = t->y + r * t->cols;
             const float *a = t->a + r * t->cols;
             if (t->op == LOOM_OP_ADD)
@@ -277,9 +303,6 @@ static void ew_run(void *arg, int ith, int nth) {
         }
         return;
     }
-    int64_t i0, i1;
-    split(t->n, ith, nth, 16, &i0, &i1);
-    if (i1 <= i0) return;
     float *y = t->y + i0;
     const float *a = t->a + i0, *b = t->b ? t->b + i0 : NULL;
     switch (t->op) {
@@ -298,14 +321,13 @@ typedef struct row_task {
     loom_op op;
     float *y;
     const float *x, *w;
-    int64_t rows, cols;
+    int64_t cols;
     float p;
 } row_task;
 
-static void row_run(void *arg, int ith, int nth) {
+static void row_run(void *arg, int64_t r0, int64_t r1, int ith) {
+    (void)ith;
     const row_task *t = arg;
-    int64_t r0, r1;
-    split(t->rows, ith, nth, 1, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         if (t->op == LOOM_OP_RMSNORM)
             t->k->rmsnorm(t->y + r * t->cols, t->x + r * t->cols, t->w, t->cols, t->p);
@@ -321,18 +343,13 @@ typedef struct mm_task {
     const float *x, *bias;
     const void *w;
     loom_dtype wt;
-    int64_t M, K, N, chunk, n_chunks;
-    _Atomic int64_t next;
+    int64_t M, K, N, chunk; /* items are chunks of `chunk` output columns */
 } mm_task;
 
-/* Chunks are handed out dynamically: on a shared machine one thread may lose its core. */
-static void mm_run(void *arg, int ith, int nth) {
-    (void)nth;
-    mm_task *t = arg;
+static void mm_run(void *arg, int64_t c0, int64_t c1, int ith) {
+    const mm_task *t = arg;
     const cpu_kernels *k = &t->c->k;
-    for (;;) {
-        int64_t ci = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
-        if (ci >= t->n_chunks) break;
+    for (int64_t ci = c0; ci < c1; ci++) {
         int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N;
         if (t->M == 1)
             k->gemv(t->y, t->x, t->w, t->wt, t->K, n0, n1, t->bias);
@@ -341,24 +358,30 @@ static void mm_run(void *arg, int ith, int nth) {
     }
 }
 
+/* GEMM column chunk: a multiple of 32 up to CPU_GEMM_MAX_COLS that splits N most evenly over the
+ * threads (larger on ties: fewer re-reads of x). E.g. N = 896 on 2 threads: 4 chunks of 224. */
+static int64_t gemm_chunk(int64_t N, int nth) {
+    int64_t best = 32, best_span = INT64_MAX;
+    for (int64_t c = 32; c <= CPU_GEMM_MAX_COLS; c += 32) {
+        int64_t chunks = (N + c - 1) / c, span = (chunks + nth - 1) / nth * c;
+        if (span <= best_span) best = c, best_span = span;
+        if (c >= N) break;
+    }
+    return best;
+}
+
 static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, loom_dtype wt,
                      const float *bias, int64_t M, int64_t K, int64_t N) {
     if (M == 0 || N == 0) return 0;
     mm_task t = {.c = c, .y = y, .x = x, .bias = bias, .w = w, .wt = wt, .M = M, .K = K, .N = N};
-    atomic_init(&t.next, 0);
-    int nth = pick_threads(c, 2.0 * (double)M * (double)N * (double)K);
+    bool par = worth_threads(c, 2.0 * (double)M * (double)N * (double)K);
     if (M == 1) {
-        /* a few chunks per thread, rows a multiple of 16 */
-        int64_t ch = (N + nth * 4 - 1) / (nth * 4);
-        t.chunk = ch < 16 ? 16 : (ch + 15) / 16 * 16;
+        t.chunk = par ? grain_for(c, N, 16, 16) : N; /* rows a multiple of 16 */
     } else {
         if (scratch_reserve(c, c->k.gemm_scratch(M, K)) < 0) return -1;
-        int64_t per = (N + nth * 3 - 1) / (nth * 3);
-        t.chunk = per <= 32 ? 32 : per <= 64 ? 64 : per <= 128 ? 128 : CPU_GEMM_MAX_COLS;
+        t.chunk = gemm_chunk(N, par ? c->n_threads : 1);
     }
-    t.n_chunks = (N + t.chunk - 1) / t.chunk;
-    if (nth > t.n_chunks) nth = (int)t.n_chunks;
-    cpu_pool_run(c->pool, nth, mm_run, &t);
+    cpu_pool_for(c->pool, par, (N + t.chunk - 1) / t.chunk, 1, mm_run, &t);
     return 0;
 }
 
@@ -368,17 +391,14 @@ typedef struct rope_task {
     float *y;
     const float *x, *factors;
     const int32_t *pos;
-    int64_t S;
     int H, hd, mode, rot;
     double theta, pscale;
 } rope_task;
 
-static void rope_run(void *arg, int ith, int nth) {
+static void rope_run(void *arg, int64_t s0, int64_t s1, int ith) {
     const rope_task *t = arg;
     int half = t->rot / 2;
     float *cs = t->c->scratch[ith], *sn = cs + half;
-    int64_t s0, s1;
-    split(t->S, ith, nth, 1, &s0, &s1);
     int64_t D = (int64_t)t->H * t->hd;
     for (int64_t s = s0; s < s1; s++) {
         /* angles in double: positions reach thousands of radians */
@@ -400,29 +420,63 @@ typedef struct attn_task {
     float *out;
     const float *q, *kc, *vc;
     const int32_t *pos;
-    int64_t S, n_items, grain;
     int H, Hkv, hd;
     float scale;
-    _Atomic int64_t next;
 } attn_task;
 
-static void attn_run(void *arg, int ith, int nth) {
-    (void)nth;
-    attn_task *t = arg;
+/* items are (query row, head) pairs */
+static void attn_run(void *arg, int64_t i0, int64_t i1, int ith) {
+    const attn_task *t = arg;
     int64_t Dq = (int64_t)t->H * t->hd, Dkv = (int64_t)t->Hkv * t->hd;
     int group = t->H / t->Hkv;
     float *scratch = t->c->scratch[ith];
-    for (;;) {
-        int64_t i0 = atomic_fetch_add_explicit(&t->next, t->grain, memory_order_relaxed);
-        if (i0 >= t->n_items) break;
-        int64_t i1 = i0 + t->grain < t->n_items ? i0 + t->grain : t->n_items;
-        for (int64_t it = i0; it < i1; it++) {
-            int64_t s = it / t->H;
-            int h = (int)(it % t->H), hk = h / group;
-            t->c->k.attn(t->out + s * Dq + (int64_t)h * t->hd, t->q + s * Dq + (int64_t)h * t->hd,
-                         t->kc + (int64_t)hk * t->hd, t->vc + (int64_t)hk * t->hd, Dkv,
-                         (int64_t)t->pos[s] + 1, t->hd, t->scale, scratch);
-        }
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t s = it / t->H;
+        int h = (int)(it % t->H), hk = h / group;
+        t->c->k.attn(t->out + s * Dq + (int64_t)h * t->hd, t->q + s * Dq + (int64_t)h * t->hd,
+                     t->kc + (int64_t)hk * t->hd, t->vc + (int64_t)hk * t->hd, Dkv,
+                     (int64_t)t->pos[s] + 1, t->hd, t->scale, scratch);
+    }
+}
+
+/* Grouped: items are (kv head, block of query rows); the queries of an item are its rows x the
+ * heads sharing that kv head, handed to the kernel in batches of up to AG_MAXQ. */
+#define AG_MAXQ 64
+
+typedef struct attn_group_task {
+    cpu_backend *c;
+    float *out;
+    const float *q, *kc, *vc;
+    const int32_t *pos;
+    int64_t S, rows; /* rows per item */
+    int H, Hkv, hd;
+    float scale;
+} attn_group_task;
+
+static void attn_group_run(void *arg, int64_t i0, int64_t i1, int ith) {
+    const attn_group_task *t = arg;
+    int64_t Dq = (int64_t)t->H * t->hd, Dkv = (int64_t)t->Hkv * t->hd;
+    int group = t->H / t->Hkv;
+    int64_t blocks = (t->S + t->rows - 1) / t->rows;
+    float *outp[AG_MAXQ];
+    const float *qp[AG_MAXQ];
+    int64_t nk[AG_MAXQ];
+    for (int64_t it = i0; it < i1; it++) {
+        int hk = (int)(it / blocks);
+        int64_t s0 = (it % blocks) * t->rows, s1 = s0 + t->rows < t->S ? s0 + t->rows : t->S;
+        int nq = 0;
+        for (int64_t s = s0; s < s1; s++)
+            for (int h = hk * group; h < (hk + 1) * group; h++) {
+                outp[nq] = t->out + s * Dq + (int64_t)h * t->hd;
+                qp[nq] = t->q + s * Dq + (int64_t)h * t->hd;
+                nk[nq] = (int64_t)t->pos[s] + 1;
+                if (++nq == AG_MAXQ || (s == s1 - 1 && h == (hk + 1) * group - 1)) {
+                    t->c->k.attn_group(outp, qp, nk, nq, t->kc + (int64_t)hk * t->hd,
+                                       t->vc + (int64_t)hk * t->hd, Dkv, t->hd, t->scale,
+                                       t->c->scratch[ith]);
+                    nq = 0;
+                }
+            }
     }
 }
 
@@ -504,33 +558,34 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
     case LOOM_OP_SCALE:
     case LOOM_OP_SILU:
     case LOOM_OP_SWIGLU: {
-        ew_task t = {.k = k, .op = n->op, .y = out, .a = src[0], .b = src[1], .n = nelem(n), .s = n->fp[0]};
+        ew_task t = {.k = k, .op = n->op, .y = out, .a = src[0], .b = src[1], .s = n->fp[0]};
+        int64_t items = nelem(n);
         if ((n->op == LOOM_OP_ADD || n->op == LOOM_OP_MUL) && nelem(sn[1]) != nelem(n)) {
             t.cols = ncols(sn[0]);
-            t.rows = nrows(sn[0]);
+            items = nrows(sn[0]);
         }
-        double cost = n->op == LOOM_OP_SILU || n->op == LOOM_OP_SWIGLU ? 8.0 : 1.0;
-        cpu_pool_run(c->pool, pick_threads(c, cost * (double)t.n), ew_run, &t);
+        double cost = (n->op == LOOM_OP_SILU || n->op == LOOM_OP_SWIGLU ? 8.0 : 1.0) * (double)nelem(n);
+        int64_t grain = t.cols ? grain_for(c, items, 1, 1) : grain_for(c, items, 4096, 16);
+        cpu_pool_for(c->pool, worth_threads(c, cost), items, grain, ew_run, &t);
         return 0;
     }
     case LOOM_OP_RMSNORM:
     case LOOM_OP_SOFTMAX: {
-        row_task t = {.k = k, .op = n->op, .y = out, .x = src[0], .w = src[1], .rows = nrows(sn[0]),
-                      .cols = ncols(sn[0]), .p = n->fp[0]};
+        row_task t = {.k = k, .op = n->op, .y = out, .x = src[0], .w = src[1], .cols = ncols(sn[0]),
+                      .p = n->fp[0]};
         double cost = (n->op == LOOM_OP_SOFTMAX ? 8.0 : 2.0) * (double)nelem(n);
-        int nth = pick_threads(c, cost);
-        if (nth > t.rows) nth = (int)t.rows;
-        cpu_pool_run(c->pool, nth, row_run, &t);
+        int64_t rows = nrows(sn[0]);
+        cpu_pool_for(c->pool, worth_threads(c, cost), rows, grain_for(c, rows, 1, 1), row_run, &t);
         return 0;
     }
     case LOOM_OP_ROPE: {
         rope_task t = {.c = c, .y = out, .x = src[0], .factors = src[2], .pos = src[1],
-                       .S = nrows(sn[0]), .H = n->ip[0], .hd = n->ip[1], .mode = n->ip[2],
-                       .rot = n->ip[3], .theta = n->fp[0], .pscale = n->fp[1]};
+                       .H = n->ip[0], .hd = n->ip[1], .mode = n->ip[2], .rot = n->ip[3],
+                       .theta = n->fp[0], .pscale = n->fp[1]};
+        int64_t S = nrows(sn[0]);
         if (scratch_reserve(c, (size_t)t.rot) < 0) return -1;
-        int nth = pick_threads(c, 4.0 * (double)nelem(n) + 40.0 * (double)t.S * t.rot);
-        if (nth > t.S) nth = (int)t.S;
-        cpu_pool_run(c->pool, nth, rope_run, &t);
+        bool par = worth_threads(c, 4.0 * (double)nelem(n) + 40.0 * (double)S * t.rot);
+        cpu_pool_for(c->pool, par, S, grain_for(c, S, 1, 1), rope_run, &t);
         return 0;
     }
     case LOOM_OP_KV_STORE: {
@@ -550,24 +605,33 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
     }
     case LOOM_OP_ATTENTION: {
         attn_task t = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2], .pos = src[3],
-                       .S = nrows(sn[0]), .H = n->ip[0], .Hkv = n->ip[1], .hd = n->ip[2],
-                       .scale = n->fp[0]};
-        int64_t C = nrows(sn[1]);
+                       .H = n->ip[0], .Hkv = n->ip[1], .hd = n->ip[2], .scale = n->fp[0]};
+        int64_t S = nrows(sn[0]), C = nrows(sn[1]);
         double work = 0;
-        for (int64_t s = 0; s < t.S; s++) {
+        for (int64_t s = 0; s < S; s++) {
             if (t.pos[s] < 0 || t.pos[s] >= C)
                 return loom_err("cpu: attention: position %d at row %lld is outside the cache [0, %lld)",
                                 t.pos[s], (long long)s, (long long)C);
             work += 4.0 * (t.pos[s] + 1.0) * t.H * t.hd;
         }
+        if (k->attn_group && k->attn_group_ok(t.hd)) {
+            int group = t.H / t.Hkv;
+            attn_group_task g = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2],
+                                 .pos = src[3], .S = S, .H = t.H, .Hkv = t.Hkv, .hd = t.hd,
+                                 .scale = t.scale};
+            /* rows per item: enough queries to share each K/V block, enough items for threads */
+            g.rows = group >= AG_MAXQ ? 1 : AG_MAXQ / group;
+            int64_t want = (int64_t)c->n_threads * 4;
+            while (g.rows > 1 && t.Hkv * ((S + g.rows - 1) / g.rows) < want) g.rows /= 2;
+            int nq = (int)(g.rows * group < AG_MAXQ ? g.rows * group : AG_MAXQ);
+            if (scratch_reserve(c, k->attn_group_scratch(nq, t.hd)) < 0) return -1;
+            int64_t items = t.Hkv * ((S + g.rows - 1) / g.rows);
+            cpu_pool_for(c->pool, worth_threads(c, work), items, 1, attn_group_run, &g);
+            return 0;
+        }
         if (scratch_reserve(c, CPU_ATTN_BLOCK + (size_t)t.hd) < 0) return -1;
-        t.n_items = t.S * t.H;
-        int nth = pick_threads(c, work);
-        if (nth > t.n_items) nth = (int)t.n_items;
-        t.grain = t.n_items / ((int64_t)nth * 16);
-        if (t.grain < 1) t.grain = 1;
-        atomic_init(&t.next, 0);
-        cpu_pool_run(c->pool, nth, attn_run, &t);
+        int64_t items = S * t.H, grain = items / ((int64_t)c->n_threads * 16);
+        cpu_pool_for(c->pool, worth_threads(c, work), items, grain < 1 ? 1 : grain, attn_run, &t);
         return 0;
     }
     case LOOM_OP_PERMUTE:

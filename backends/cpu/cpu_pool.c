@@ -2,10 +2,17 @@
  *
  * Decode runs a few hundred small nodes per token, so handing out a job must cost well under a
  * microsecond: the caller publishes the job and bumps an atomic generation counter; workers spin on
- * that counter for a while (~1 ms) and only then sleep on it (a futex on Linux, a condition
- * variable elsewhere). The caller is thread 0 and does its share before waiting for the others.
- * All ordering goes through the atomics (release on publish/finish, acquire on observe), which is
- * what ThreadSanitizer checks.
+ * that counter for a while (~1 ms, yielding between checks once past a short pure spin) and only
+ * then sleep on it (a futex on Linux, a condition variable elsewhere).
+ *
+ * Work is a range of items handed out in chunks from an atomic counter, and the caller takes
+ * chunks too. A worker *joins* a job only while it is open: it announces itself in `running`, then
+ * checks `open`; the caller closes the job when the items are exhausted and waits only for the
+ * workers that joined. So a worker that is asleep, or has lost its core on a busy machine, costs
+ * nothing: the caller does its share. (The two sides use seq_cst on running/open, Dekker style, so
+ * either the caller sees the worker in `running` or the worker sees the job closed.)
+ * All ordering goes through atomics (release on publish/finish, acquire on observe), which is what
+ * ThreadSanitizer checks.
  */
 #include "cpu.h"
 
@@ -45,15 +52,18 @@ struct cpu_pool {
     pool_worker *w;
     int n_started;
 
-    _Atomic uint32_t gen;  /* bumped once per run; also the futex word */
-    _Atomic int pending;   /* workers that have not finished the current run */
-    _Atomic int sleepers;  /* workers blocked (or about to block) on gen */
+    _Atomic uint32_t gen;    /* id of the latest job (never 0); also the futex word */
+    _Atomic uint32_t open;   /* id of the job workers may still join, 0 when none */
+    _Atomic int running;     /* workers inside a job */
+    _Atomic int64_t next;    /* next item to hand out */
+    _Atomic int sleepers;    /* workers blocked (or about to block) on gen */
     _Atomic bool quit;
+    uint32_t last;           /* caller side: the last id used */
 
-    /* the current job: written before gen is bumped, read after it is observed */
-    cpu_task_fn fn;
+    /* the current job: written before gen is bumped, read by workers that joined it */
+    cpu_range_fn fn;
     void *arg;
-    int nth;
+    int64_t n_items, grain;
 
 #ifndef __linux__
     pthread_mutex_t mu;
@@ -88,6 +98,15 @@ static void gen_wake_all(cpu_pool *p) {
 #endif
 }
 
+static void take_chunks(cpu_pool *p, int ith) {
+    const int64_t n = p->n_items, grain = p->grain;
+    for (;;) {
+        int64_t i0 = atomic_fetch_add_explicit(&p->next, grain, memory_order_relaxed);
+        if (i0 >= n) break;
+        p->fn(p->arg, i0, i0 + grain < n ? i0 + grain : n, ith);
+    }
+}
+
 static void *worker_main(void *arg) {
     pool_worker *w = arg;
     cpu_pool *p = w->pool;
@@ -102,7 +121,7 @@ static void *worker_main(void *arg) {
                 continue;
             }
             /* past a short pure spin, give the core away between checks: when threads outnumber
-             * free cores (a shared machine), a spinning worker must not starve the one with work */
+             * free cores (a shared machine), a spinning worker must not starve a busy one */
             sched_yield();
             long t = now_ns();
             if (!t0) t0 = t;
@@ -117,18 +136,11 @@ static void *worker_main(void *arg) {
         }
         seen = g;
         if (atomic_load_explicit(&p->quit, memory_order_acquire)) break;
-        if (w->ith < p->nth) p->fn(p->arg, w->ith, p->nth);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+        atomic_fetch_add(&p->running, 1);
+        if (atomic_load(&p->open) == g) take_chunks(p, w->ith);
+        atomic_fetch_sub_explicit(&p->running, 1, memory_order_release);
     }
     return NULL;
-}
-
-static void pool_stop(cpu_pool *p) {
-    atomic_store_explicit(&p->quit, true, memory_order_release);
-    atomic_fetch_add(&p->gen, 1);
-    gen_wake_all(p);
-    for (int i = 0; i < p->n_started; i++) pthread_join(p->w[i].th, NULL);
-    p->n_started = 0;
 }
 
 cpu_pool *cpu_pool_new(int n_threads) {
@@ -138,7 +150,9 @@ cpu_pool *cpu_pool_new(int n_threads) {
     if (!p) return NULL;
     p->n = n_threads;
     atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->open, 0);
+    atomic_init(&p->running, 0);
+    atomic_init(&p->next, 0);
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->quit, false);
 #ifndef __linux__
@@ -169,7 +183,10 @@ cpu_pool *cpu_pool_new(int n_threads) {
 
 void cpu_pool_free(cpu_pool *p) {
     if (!p) return;
-    pool_stop(p);
+    atomic_store_explicit(&p->quit, true, memory_order_release);
+    atomic_fetch_add(&p->gen, 1);
+    gen_wake_all(p);
+    for (int i = 0; i < p->n_started; i++) pthread_join(p->w[i].th, NULL);
 #ifndef __linux__
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
@@ -180,28 +197,34 @@ void cpu_pool_free(cpu_pool *p) {
 
 int cpu_pool_size(const cpu_pool *p) { return p->n; }
 
-void cpu_pool_run(cpu_pool *p, int nth, cpu_task_fn fn, void *arg) {
-    if (nth > p->n) nth = p->n;
-    if (nth <= 1) {
-        fn(arg, 0, 1);
+void cpu_pool_for(cpu_pool *p, bool parallel, int64_t n, int64_t grain, cpu_range_fn fn, void *arg) {
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    if (!parallel || p->n == 1 || n <= grain) {
+        fn(arg, 0, n, 0);
         return;
     }
+    uint32_t g = p->last + 1;
+    if (g == 0) g = 1; /* 0 means "no job" */
+    p->last = g;
     p->fn = fn;
     p->arg = arg;
-    p->nth = nth;
-    /* every worker acknowledges every run, so none can still be reading the job fields when the
-     * next run rewrites them */
-    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1); /* seq_cst: publishes the job (release) and orders vs sleepers */
+    p->n_items = n;
+    p->grain = grain;
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->open, g, memory_order_relaxed);
+    atomic_store(&p->gen, g); /* seq_cst: publishes the job (release) and orders vs sleepers */
     if (atomic_load(&p->sleepers) > 0) gen_wake_all(p);
 
-    fn(arg, 0, nth);
+    take_chunks(p, 0);
 
+    /* every item is handed out: close the job, then wait for the workers inside it */
+    atomic_store(&p->open, 0);
     int spins = 0;
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+    while (atomic_load_explicit(&p->running, memory_order_acquire) > 0) {
         if (++spins < 4096)
             cpu_relax();
         else
-            sched_yield(); /* a worker lost its core (shared machine): let it run */
+            sched_yield(); /* a worker holding a chunk lost its core: let it run */
     }
 }

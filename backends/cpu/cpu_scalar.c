@@ -175,5 +175,8 @@ void cpu_kernels_scalar(cpu_kernels *k) {
     k->softmax = sc_softmax;
     k->rope = sc_rope;
     k->attn = sc_attn;
+    k->attn_group = NULL; /* the backend calls attn per query */
+    k->attn_group_ok = NULL;
+    k->attn_group_scratch = NULL;
     k->gemm_bf16_rounds_x = false;
 }

@@ -19,6 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 enum { HID = 896, KVD = 128, FFN = 4864, VOCAB = 151936, LAYERS = 24 };
 
@@ -37,6 +41,13 @@ static double now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* -f FILE: carve the decode weights out of a read-only mapping of FILE (any bytes, e.g. a GGUF),
+ * as a model loader does, instead of anonymous memory; -o N: offset them by N bytes */
+static const char *map_file;
+static size_t map_off;
+static char *map_base;
+static size_t map_size, map_used;
+
 static uint64_t rng = 88172645463325252ull;
 static uint64_t rnd(void) {
     rng ^= rng << 13;
@@ -48,6 +59,15 @@ static uint64_t rnd(void) {
 /* Random weights with small magnitudes (bit patterns, fast to make). */
 static void *make_weights(loom_dtype t, size_t n) {
     size_t es = loom_dtype_size(t);
+    if (map_base) {
+        size_t at = (map_used + 63) / 64 * 64 + map_off;
+        if (at + n * es > map_size) {
+            fprintf(stderr, "bench: %s is too small for the weights\n", map_file);
+            return NULL;
+        }
+        map_used = at + n * es;
+        return map_base + at;
+    }
     void *p = loom_malloc_aligned(n * es);
     if (!p) return NULL;
     if (t == LOOM_F32) {
@@ -127,6 +147,57 @@ static int bench_graph_init(bench_graph *b, loom_backend *be, int64_t M, loom_dt
     return 0;
 }
 
+/* Prefill attention of a qwen2-0.5b layer: S rows at positions 0..S-1 over an S-row cache,
+ * 14 heads sharing 2 kv heads of 64 dims. Returns seconds (best of a few) or -1. */
+static double bench_attention(loom_backend *be, int64_t S) {
+    loom_graph g = {0};
+    loom_node nodes[5];
+    loom_plan p = {.g = &g};
+    g.nodes = nodes;
+    g.n = 5;
+    size_t off = 0;
+    const int64_t H = 14, HKV = 2, HD = 64;
+    int64_t cols[5] = {H * HD, HKV * HD, HKV * HD, 1, H * HD};
+    loom_op ops[5] = {LOOM_OP_INPUT, LOOM_OP_INPUT, LOOM_OP_INPUT, LOOM_OP_INPUT, LOOM_OP_ATTENTION};
+    for (int i = 0; i < 5; i++) {
+        loom_node *n = &nodes[i];
+        memset(n, 0, sizeof *n);
+        n->op = ops[i];
+        n->type = i == 3 ? LOOM_I32 : LOOM_F32;
+        n->ndim = 2;
+        n->ne[0] = S;
+        n->ne[1] = cols[i];
+        for (int k = 0; k < LOOM_MAX_SRC; k++) n->src[k] = i == 4 ? k : -1;
+        n->n_src = i == 4 ? 4 : 0;
+        n->storage = LOOM_STORE_ARENA;
+        n->offset = off;
+        off += ((size_t)(S * cols[i]) * 4 + 63) & ~(size_t)63;
+    }
+    nodes[4].ip[0] = (int)H, nodes[4].ip[1] = (int)HKV, nodes[4].ip[2] = (int)HD;
+    nodes[4].fp[0] = 0.125f;
+    loom_buffer *arena = be->ops->buf_alloc(be, off);
+    float *tmp = malloc(off);
+    if (!arena || !tmp) return -1;
+    for (size_t i = 0; i < off / 4; i++) tmp[i] = (float)((int)(rnd() & 0xff) - 128) / 256.0f;
+    int32_t *pos = (int32_t *)((char *)tmp + nodes[3].offset);
+    for (int64_t s = 0; s < S; s++) pos[s] = (int32_t)s;
+    be->ops->buf_write(be, arena, 0, tmp, off);
+    free(tmp);
+    loom_exec_ctx x = {.plan = &p, .arena = arena};
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double a = now();
+        if (be->ops->compute_node(be, &x, 4) < 0) {
+            fprintf(stderr, "bench: %s\n", loom_last_error());
+            return -1;
+        }
+        double d = now() - a;
+        if (d < best) best = d;
+    }
+    be->ops->buf_free(be, arena);
+    return best;
+}
+
 static int run_mm(loom_backend *be, bench_graph *b, loom_buffer **wbufs, int j) {
     loom_exec_ctx x = {.plan = &b->p, .arena = b->arena, .weights = wbufs, .n_weights = 8};
     if (be->ops->compute_node(be, &x, b->mm[j]) < 0) {
@@ -150,10 +221,27 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "-q")) quick = true;
         else if (!strcmp(argv[i], "-d")) do_prefill = false;
         else if (!strcmp(argv[i], "-c")) cpu_clock = true;
+        else if (!strcmp(argv[i], "-f") && i + 1 < argc) map_file = argv[++i];
+        else if (!strcmp(argv[i], "-o") && i + 1 < argc) map_off = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "-p")) do_decode = false;
         else {
             fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512] [-w f16|bf16|f32] [-q] [-d | -p] [-c]\n", argv[0]);
             return 2;
+        }
+    }
+    if (map_file) {
+        int fd = open(map_file, O_RDONLY);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0) {
+            fprintf(stderr, "bench: cannot open %s\n", map_file);
+            return 1;
+        }
+        map_size = (size_t)st.st_size;
+        map_base = mmap(NULL, map_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd);
+        if (map_base == MAP_FAILED) {
+            fprintf(stderr, "bench: cannot map %s\n", map_file);
+            return 1;
         }
     }
     loom_backend *be = loom_cpu_backend_new_isa(&o, isa);
@@ -246,12 +334,17 @@ int main(int argc, char **argv) {
                layer_time * 1e3, flops / layer_time / 1e9, LAYERS, (long long)M,
                M / (layer_time * LAYERS));
         be->ops->buf_free(be, bg.arena);
+        double ta = bench_attention(be, M);
+        if (ta < 0) return 1;
+        double fl = 4.0 * 14 * 64 * (double)M * (M + 1) / 2;
+        printf("  attention (14 heads over 2, hd 64, causal, %lld rows): %.3f ms, %.1f GFLOP/s\n",
+               (long long)M, ta * 1e3, fl / ta / 1e9);
     }
 
     for (int l = 0; l < layers; l++)
         for (int j = 0; j < 8; j++) {
             if (j < 7 || l == 0) be->ops->buf_free(be, wb[l][j]);
-            loom_free_aligned(wmem[l][j]);
+            if (!map_base) loom_free_aligned(wmem[l][j]);
         }
     loom_backend_close(be);
     return 0;
