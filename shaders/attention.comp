@@ -8,7 +8,8 @@
 // One workgroup per (kv head and group of up to GW query heads sharing it, query row s, key split
 // z): each K and V row is read once for all those query heads (grouped-query attention).
 // The cache length comes from pos[s] at run time, so a recorded command buffer stays valid as the
-// cache grows. Splits divide [0, pos[s]] evenly; attn_combine.comp merges them.
+// cache grows. Splits divide [0, pos[s]] in chunks of at least ATT_MIN_CHUNK keys (splits past
+// the end do nothing); attn_combine.comp merges them.
 //   scores: invocation t owns key jb + t and computes its GW dot products;
 //   P.V:    invocation t owns 4 dims (t % G4) of keys kg, kg + NG, ... (kg = t / G4).
 // u[0] = S, u[1] = H, u[2] = Hkv, u[4] = C (cache rows), u[5] = splits; f[0] = scale.
@@ -28,6 +29,7 @@ layout(std430, binding = 4) readonly buffer P { int pos[]; };
 layout(std430, binding = 5) writeonly buffer Sc { float scratch[]; };
 
 const uint G4 = (HD + 3u) / 4u; // invocations per key in P.V
+const uint HD4 = 4u * G4;       // HD rounded up to a multiple of 4
 const uint NG = WG / G4;        // keys in flight in P.V
 shared float qs[MAXG * 256];
 shared float sc[MAXG][WG];
@@ -73,11 +75,14 @@ void main() {
     uint W = Hkv * HD;
     int p = pos[OFF_E + s];
     uint L = p < 0 ? 0u : min(uint(p) + 1u, C);
-    uint chunk = (L + nsplit - 1u) / nsplit;
+    uint chunk = att_chunk(L, nsplit);
+    if (nsplit > 1u && z * chunk >= L) return; // a short cache needs fewer splits
     uint j0 = min(z * chunk, L), j1 = min(j0 + chunk, L);
 
-    for (uint i = t; i < GW * HD; i += WG)
-        qs[i] = i < gn * HD ? q[OFF_A + (s * H + h0) * HD + i] * pc.f[0] : 0.0;
+    for (uint i = t; i < GW * HD4; i += WG) { // rows padded to HD4 with zeros
+        uint g = i / HD4, d = i % HD4;
+        qs[i] = g < gn && d < HD ? q[OFF_A + (s * H + h0 + g) * HD + d] * pc.f[0] : 0.0;
+    }
     barrier();
 
     uint d4 = t % G4, kg = t / G4;
@@ -93,10 +98,15 @@ void main() {
         float sg[MAXG];
         [[unroll]] for (uint g = 0u; g < MAXG; g++) sg[g] = 0.0;
         if (valid) {
+            // four dims per step, not unrolled further: a full HD x GW unroll made the driver's
+            // compile take minutes and bought nothing measurable
             uint kb = OFF_B + j * W + kvh * HD;
-            [[unroll]] for (uint d = 0u; d < HD; d++) {
-                float kv = kc[kb + d];
-                [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] += qs[g * HD + d] * kv;
+            for (uint d = 0u; d < HD; d += 4u) {
+                vec4 kv;
+                [[unroll]] for (uint c = 0u; c < 4u; c++) kv[c] = d + c < HD ? kc[kb + d + c] : 0.0;
+                [[unroll]] for (uint g = 0u; g < GW; g++)
+                    sg[g] += dot(vec4(qs[g * HD4 + d], qs[g * HD4 + d + 1u], qs[g * HD4 + d + 2u],
+                                      qs[g * HD4 + d + 3u]), kv);
             }
         } else {
             [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] = -3.0e38;

@@ -19,3 +19,8 @@ layout(push_constant) uniform PC {
 
 // Large grids are dispatched as (x, y) with x <= 32768: this is the flat workgroup index.
 uint wg_linear() { return gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x; }
+
+// Attention splits never get fewer keys than this: with a short cache, fewer splits do the work
+// (and attn_combine.comp merges fewer partials). Both shaders derive the count from pos[s].
+#define ATT_MIN_CHUNK 64u
+uint att_chunk(uint L, uint nsplit) { return max((L + nsplit - 1u) / nsplit, ATT_MIN_CHUNK); }

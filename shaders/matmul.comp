@@ -6,6 +6,8 @@
 // TM = 4 (64 x 64 tiles) for small M, TM = 8 (128 x 128 tiles) when M is large (-DBIG).
 // u[0] = M, u[1] = N (columns in this dispatch), u[2] = K, u[3] = has bias,
 // u[4] = n0 (first output column: the weight and bias bindings start at row n0), u[5] = y row stride.
+// Split K (few output tiles, long K): u[7] = splits, gl_WorkGroupID.z = split; split z sums its
+// share of K into y + z * u[8] and eltwise.comp (op 5) adds the partial products up.
 #include "common.glsl"
 #define W_BINDING 2
 #include "wload.glsl"
@@ -32,13 +34,15 @@ void main() {
     float acc[TM][TM];
     [[unroll]] for (int i = 0; i < TM; i++) [[unroll]] for (int j = 0; j < TM; j++) acc[i][j] = 0.0;
 
-    for (uint kb = 0u; kb < K; kb += BK) {
+    uint ksplit = max(pc.u[7], 1u), kc = ((K + ksplit - 1u) / ksplit + BK - 1u) / BK * BK;
+    uint k0 = gl_WorkGroupID.z * kc, k1 = min(K, k0 + kc);
+    for (uint kb = k0; kb < k1; kb += BK) {
         // consecutive invocations read consecutive k of one row: coalesced along K
         [[unroll]] for (uint l = 0u; l < LOADS; l++) {
             uint idx = tid + l * 256u, r = idx / BK, c = idx % BK;
             uint gr = row0 + r, gc = col0 + r, gk = kb + c;
-            As[c][r] = (gr < M && gk < K) ? x[OFF_A + gr * K + gk] : 0.0;
-            Bs[c][r] = (gc < N && gk < K) ? wload(OFF_B + gc * K + gk) : 0.0;
+            As[c][r] = (gr < M && gk < k1) ? x[OFF_A + gr * K + gk] : 0.0;
+            Bs[c][r] = (gc < N && gk < k1) ? wload(OFF_B + gc * K + gk) : 0.0;
         }
         barrier();
         [[unroll]] for (uint k = 0u; k < BK; k++) {
@@ -59,7 +63,7 @@ void main() {
             if (c >= N) continue;
             float v = acc[i][j];
             if (hb) v += bias[OFF_C + c];
-            y[OFF_D + r * pc.u[5] + pc.u[4] + c] = v;
+            y[OFF_D + gl_WorkGroupID.z * pc.u[8] + r * pc.u[5] + pc.u[4] + c] = v;
         }
     }
 }

@@ -2,25 +2,62 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
-// MATMUL for few rows (decode): y[M, N] = x[M, K] W[N, K]^T (+ bias), M <= 8.
+// MATMUL for few rows (decode): y[M, N] = x[M, K] W[N, K]^T (+ bias) (+ residual), M <= 8.
 // A workgroup computes NROWS weight rows; each row gets WG / NROWS invocations (whole
 // subgroups) striding along K, 8 elements per load when u[6] says the data is aligned for it.
 // Each weight row is read once for all M rows of x. Partial sums meet through subgroupAdd and,
 // when a row spans several subgroups, shared memory. Few rows per workgroup when N is small,
 // so that a 896-row matrix still keeps every SM busy.
-// Parameters as matmul.comp; spec constants: 0 = workgroup size, 1 = M, 2 = rows per workgroup.
+//
+// Fused producers (the recorder skips their own dispatch, saving a barrier each):
+//   XMODE 1: x is RMSNORM(x) * w: binding 4 = norm weight (u[7] = has weight, f[0] = eps); the
+//            row's 1/rms is computed from the same loads and applied to the finished sum.
+//   XMODE 2: x is SWIGLU(gate, up): binding 1 = gate, binding 4 = up.
+//   u[8] = 1: a residual ADD follows: binding 5 (same shape as y) is added to the result.
+// u[0..5] as matmul.comp; spec constants: 0 = workgroup size, 1 = M, 2 = rows per workgroup,
+// 3 = XMODE.
 #include "common.glsl"
 #define W_BINDING 2
 #include "wload.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint NM = 1;
 layout(constant_id = 2) const uint NROWS = 4;
+layout(constant_id = 3) const uint XMODE = 0;
 layout(std430, binding = 0) writeonly buffer Y { float y[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer X4 { vec4 x4[]; };
 layout(std430, binding = 3) readonly buffer Bi { float bias[]; };
+layout(std430, binding = 4) readonly buffer E { float e1[]; };
+layout(std430, binding = 4) readonly buffer E4 { vec4 e4[]; };
+layout(std430, binding = 5) readonly buffer R { float res[]; };
 
-shared float red[64][8]; // [subgroup][m]: partial sums of rows that span several subgroups
+shared float red[64][16]; // [subgroup][m, then sum of squares]: rows spanning several subgroups
+
+float silu(float g) { return g / (1.0 + exp(-g)); }
+
+// element k (a multiple of 4) of the effective x row m; ss gathers x^2 for the norm
+vec4 xload4(uint m, uint k, inout float ss) {
+    vec4 v = x4[(OFF_A + m * pc.u[2] + k) >> 2];
+    if (XMODE == 1u) {
+        ss += dot(v, v);
+        if (pc.u[7] != 0u) v *= e4[(OFF_E + k) >> 2];
+    } else if (XMODE == 2u) {
+        vec4 u = e4[(OFF_E + m * pc.u[2] + k) >> 2];
+        v = vec4(silu(v.x), silu(v.y), silu(v.z), silu(v.w)) * u;
+    }
+    return v;
+}
+
+float xload1(uint m, uint k, inout float ss) {
+    float v = x[OFF_A + m * pc.u[2] + k];
+    if (XMODE == 1u) {
+        ss += v * v;
+        if (pc.u[7] != 0u) v *= e1[OFF_E + k];
+    } else if (XMODE == 2u) {
+        v = silu(v) * e1[OFF_E + m * pc.u[2] + k];
+    }
+    return v;
+}
 
 void main() {
     uint N = pc.u[1], K = pc.u[2];
@@ -29,49 +66,64 @@ void main() {
     uint n = wg_linear() * NROWS + r;
     bool live = n < N;
     uint wrow = OFF_B + n * K;
-    float acc[NM];
-    [[unroll]] for (uint m = 0u; m < NM; m++) acc[m] = 0.0;
+    float acc[NM], ss[NM];
+    [[unroll]] for (uint m = 0u; m < NM; m++) acc[m] = ss[m] = 0.0;
     if (live && pc.u[6] != 0u) {
         uint step = TPR * 8u, k = lt * 8u;
         for (; k + step < K; k += 2u * step) { // two loads in flight per invocation
             vec4 lo0, hi0, lo1, hi1;
             wload8(wrow + k, lo0, hi0);
             wload8(wrow + k + step, lo1, hi1);
-            [[unroll]] for (uint m = 0u; m < NM; m++) {
-                uint xb = (OFF_A + m * K + k) >> 2, xc = (OFF_A + m * K + k + step) >> 2;
-                acc[m] += dot(lo0, x4[xb]) + dot(hi0, x4[xb + 1u]) + dot(lo1, x4[xc]) + dot(hi1, x4[xc + 1u]);
-            }
+            [[unroll]] for (uint m = 0u; m < NM; m++)
+                acc[m] += dot(lo0, xload4(m, k, ss[m])) + dot(hi0, xload4(m, k + 4u, ss[m])) +
+                          dot(lo1, xload4(m, k + step, ss[m])) + dot(hi1, xload4(m, k + step + 4u, ss[m]));
         }
         if (k < K) {
             vec4 lo, hi;
             wload8(wrow + k, lo, hi);
-            [[unroll]] for (uint m = 0u; m < NM; m++) {
-                uint xb = (OFF_A + m * K + k) >> 2;
-                acc[m] += dot(lo, x4[xb]) + dot(hi, x4[xb + 1u]);
-            }
+            [[unroll]] for (uint m = 0u; m < NM; m++)
+                acc[m] += dot(lo, xload4(m, k, ss[m])) + dot(hi, xload4(m, k + 4u, ss[m]));
         }
     } else if (live) {
         for (uint k = lt; k < K; k += TPR) {
             float w = wload(wrow + k);
-            [[unroll]] for (uint m = 0u; m < NM; m++) acc[m] += x[OFF_A + m * K + k] * w;
+            [[unroll]] for (uint m = 0u; m < NM; m++) acc[m] += xload1(m, k, ss[m]) * w;
         }
     }
-    [[unroll]] for (uint m = 0u; m < NM; m++) acc[m] = subgroupAdd(acc[m]);
+    [[unroll]] for (uint m = 0u; m < NM; m++) {
+        acc[m] = subgroupAdd(acc[m]);
+        if (XMODE == 1u) ss[m] = subgroupAdd(ss[m]);
+    }
     uint spr = TPR / gl_SubgroupSize; // subgroups per row
     if (spr > 1u) {
-        if (subgroupElect()) [[unroll]] for (uint m = 0u; m < NM; m++) red[gl_SubgroupID][m] = acc[m];
+        if (subgroupElect())
+            [[unroll]] for (uint m = 0u; m < NM; m++) {
+                red[gl_SubgroupID][m] = acc[m];
+                red[gl_SubgroupID][8u + m] = ss[m];
+            }
         barrier();
         if (lt == 0u) {
             uint s0 = r * spr;
             [[unroll]] for (uint m = 0u; m < NM; m++) {
-                float s = 0.0;
-                for (uint i = 0u; i < spr; i++) s += red[s0 + i][m];
-                acc[m] = s;
+                float a = 0.0, q = 0.0;
+                for (uint i = 0u; i < spr; i++) {
+                    a += red[s0 + i][m];
+                    q += red[s0 + i][8u + m];
+                }
+                acc[m] = a;
+                ss[m] = q;
             }
         }
     }
     if (live && lt == 0u) {
         float b = pc.u[3] != 0u ? bias[OFF_C + n] : 0.0;
-        [[unroll]] for (uint m = 0u; m < NM; m++) y[OFF_D + m * pc.u[5] + pc.u[4] + n] = acc[m] + b;
+        [[unroll]] for (uint m = 0u; m < NM; m++) {
+            float v = acc[m];
+            if (XMODE == 1u) v *= inversesqrt(ss[m] / float(K) + pc.f[0]);
+            v += b;
+            uint o = m * pc.u[5] + pc.u[4] + n;
+            if (pc.u[8] != 0u) v += res[OFF_S + o];
+            y[OFF_D + o] = v;
+        }
     }
 }

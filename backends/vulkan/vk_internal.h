@@ -36,7 +36,7 @@ struct loom_buffer {
 
 typedef struct vk_pipeline {
     loom_spv_id shader;
-    uint32_t spec[3];
+    uint32_t spec[4];
     VkPipeline pipe;
 } vk_pipeline;
 
@@ -118,7 +118,8 @@ void vk_barrier_all(VkCommandBuffer cmd);
 /* vk_pipeline.c */
 int vk_pipelines_init(vk_dev *d);
 void vk_pipelines_free(vk_dev *d);
-VkPipeline vk_pipeline_get(vk_dev *d, loom_spv_id s, const uint32_t spec[3]);
+/* spec: workgroup size (0 = 128) and three shader-specific constants; NULL = all default */
+VkPipeline vk_pipeline_get(vk_dev *d, loom_spv_id s, const uint32_t spec[4]);
 
 /* vk_record.c */
 int vk_compute_node(vk_dev *d, const loom_exec_ctx *x, int node);

@@ -186,8 +186,8 @@ void vk_pipelines_free(vk_dev *d) {
     if (d->dsl) vkDestroyDescriptorSetLayout(d->dev, d->dsl, NULL);
 }
 
-VkPipeline vk_pipeline_get(vk_dev *d, loom_spv_id s, const uint32_t spec[3]) {
-    static const uint32_t zero[3];
+VkPipeline vk_pipeline_get(vk_dev *d, loom_spv_id s, const uint32_t spec[4]) {
+    static const uint32_t zero[4];
     if (!spec) spec = zero;
     for (int i = 0; i < d->n_pipes; i++)
         if (d->pipes[i].shader == s && !memcmp(d->pipes[i].spec, spec, sizeof d->pipes[i].spec))
@@ -211,11 +211,12 @@ VkPipeline vk_pipeline_get(vk_dev *d, loom_spv_id s, const uint32_t spec[3]) {
         d->pipes = np;
         d->cap_pipes = cap;
     }
-    /* constants 0..2: workgroup size (shaders that take it), then two shader-specific values */
-    uint32_t sv[3] = {spec[0] ? spec[0] : 128, spec[1], spec[2]};
-    VkSpecializationMapEntry me[3];
-    for (uint32_t i = 0; i < 3; i++) me[i] = (VkSpecializationMapEntry){.constantID = i, .offset = 4 * i, .size = 4};
-    VkSpecializationInfo si = {.mapEntryCount = 3, .pMapEntries = me, .dataSize = sizeof sv, .pData = sv};
+    /* constant 0: workgroup size (shaders that take it); 1..3: shader-specific values. A shader
+     * ignores entries it does not declare, so all four are always passed. */
+    uint32_t sv[4] = {spec[0] ? spec[0] : 128, spec[1], spec[2], spec[3]};
+    VkSpecializationMapEntry me[4];
+    for (uint32_t i = 0; i < 4; i++) me[i] = (VkSpecializationMapEntry){.constantID = i, .offset = 4 * i, .size = 4};
+    VkSpecializationInfo si = {.mapEntryCount = 4, .pMapEntries = me, .dataSize = sizeof sv, .pData = sv};
     VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,

@@ -31,8 +31,18 @@ typedef struct vk_arg {
     bool write;
 } vk_arg;
 
+/* Producers the recorder folds into their consumer's dispatch (decode: each saves a barrier and
+ * a launch). Decided once per plan by plan_fusions(); compute_node never fuses. */
+typedef struct vk_fuse {
+    bool skip;     /* computed inside a consumer's dispatch: no dispatch of its own */
+    int8_t xmode;  /* MATMUL: 1 = src0 is a skipped RMSNORM, 2 = a skipped SWIGLU */
+    int out, res;  /* MATMUL: writes the skipped ADD `out` (= this + residual `res`); -1 none */
+    int rope;      /* KV_STORE: its rows are the input of the skipped ROPE `rope`; -1 none */
+} vk_fuse;
+
 typedef struct vk_rec {
     vk_dev *d;
+    const vk_fuse *fz;      /* per node, or NULL */
     VkCommandBuffer cmd;
     bool sizing;            /* first pass: count dispatches and scratch, record nothing */
     VkDescriptorPool *pools;
@@ -57,7 +67,8 @@ typedef struct vk_plan {
     loom_buffer *scratch;
     VkQueryPool qp;
     int *q_node;
-    int n_dispatch, n_barrier;
+    int n_dispatch, n_barrier, n_fused;
+    vk_fuse *fz;
 } vk_plan;
 
 /* ---- binding resolution ---------------------------------------------------------------------- */
@@ -168,7 +179,7 @@ typedef struct vk_pc {
     float f[4];
 } vk_pc;
 
-static int dispatch(vk_rec *r, loom_spv_id shader, const uint32_t spec[3], const vk_arg args[VK_NBIND], vk_pc *pc,
+static int dispatch(vk_rec *r, loom_spv_id shader, const uint32_t spec[4], const vk_arg args[VK_NBIND], vk_pc *pc,
                     uint32_t gx, uint32_t gy, uint32_t gz) {
     vk_dev *d = r->d;
     vk_bound bd[VK_NBIND];
@@ -290,30 +301,71 @@ static int rec_embed(vk_rec *r, const loom_exec_ctx *x, int i) {
     return 0;
 }
 
+static bool gemv_path(vk_dev *d, const loom_exec_ctx *x, int i) {
+    const loom_node *n = N(x, i), *w = N(x, n->src[1]);
+    return d->subgroup_arith && w->ne[1] > 0 && loom_node_nelem(N(x, n->src[0])) / w->ne[1] <= 8;
+}
+
+/* Scratch space (attention partials, split-K products): sized in the first pass, allocated once
+ * per plan; in the sizing pass the binding is a placeholder. */
+static vk_arg scratch_arg(vk_rec *r, size_t need, bool write) {
+    if (need > r->scratch_need) r->scratch_need = need;
+    if (!r->scratch) return (vk_arg){0};
+    return (vk_arg){.b = r->scratch, .off = 0, .len = need, .esize = 4, .write = write};
+}
+
 static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_dev *d = r->d;
     const loom_node *n = N(x, i), *w = N(x, n->src[1]);
+    const vk_fuse *fz = r->fz ? &r->fz[i] : NULL;
+    int xmode = fz ? fz->xmode : 0;
+    const loom_node *xs = N(x, n->src[0]); /* the (possibly skipped) producer of x */
     vk_arg a[VK_NBIND] = {0}, wa;
-    if (arg_of(x, i, true, &a[0]) < 0 || arg_of(x, n->src[0], false, &a[1]) < 0 ||
-        arg_of(x, n->src[1], false, &wa) < 0)
+    bool normw = false;
+    float eps = 0;
+    if (arg_of(x, n->src[1], false, &wa) < 0) return -1;
+    if (xmode == 1) { /* x = RMSNORM(src)(*w): read src, normalise on the fly */
+        if (arg_of(x, xs->src[0], false, &a[1]) < 0) return -1;
+        normw = xs->n_src > 1 && xs->src[1] >= 0;
+        if (normw && arg_of(x, xs->src[1], false, &a[4]) < 0) return -1;
+        eps = xs->fp[0];
+    } else if (xmode == 2) { /* x = SWIGLU(gate, up) */
+        if (arg_of(x, xs->src[0], false, &a[1]) < 0 || arg_of(x, xs->src[1], false, &a[4]) < 0) return -1;
+    } else if (arg_of(x, n->src[0], false, &a[1]) < 0) {
         return -1;
+    }
+    bool res = fz && fz->out >= 0;
+    if (arg_of(x, res ? fz->out : i, true, &a[0]) < 0) return -1;
+    if (res && arg_of(x, fz->res, false, &a[5]) < 0) return -1;
     bool bias = n->n_src > 2 && n->src[2] >= 0;
     vk_arg ba = {0};
     if (bias && arg_of(x, n->src[2], false, &ba) < 0) return -1;
     uint64_t Nn = (uint64_t)w->ne[0], K = (uint64_t)w->ne[1];
-    uint64_t M = (uint64_t)loom_node_nelem(N(x, n->src[0])) / K;
+    uint64_t M = (uint64_t)loom_node_nelem(xs) / K;
     size_t rb = (size_t)K * wa.esize;
     uint64_t step = rows_per_chunk(d, rb);
-    bool gemv = d->subgroup_arith && M <= 8;
-    /* 128 x 128 tiles once there are enough rows to fill them and enough tiles to fill the GPU */
-    bool big = !gemv && M >= 128 && Nn >= 512;
-    uint32_t tile = big ? 128 : 64;
-    loom_spv_id sh = gemv  ? wshader(d, w->type, LOOM_SPV_MATVEC_F32, LOOM_SPV_MATVEC_F16, LOOM_SPV_MATVEC_F16S,
-                                     LOOM_SPV_MATVEC_BF16)
-                     : big ? wshader(d, w->type, LOOM_SPV_MATMUL_BIG_F32, LOOM_SPV_MATMUL_BIG_F16,
-                                     LOOM_SPV_MATMUL_BIG_F16S, LOOM_SPV_MATMUL_BIG_BF16)
-                           : wshader(d, w->type, LOOM_SPV_MATMUL_F32, LOOM_SPV_MATMUL_F16, LOOM_SPV_MATMUL_F16S,
-                                     LOOM_SPV_MATMUL_BF16);
+    bool gemv = gemv_path(d, x, i);
+    if (!gemv && (xmode || res)) return loom_err("vulkan: internal: fused producer on the tiled matmul");
+    /* tiled: 128 x 128 tiles when there are enough of them to fill the GPU, else 64 x 64; few
+     * tiles and a long K (a 896-wide down projection in prefill): split K as well */
+    uint64_t big_tiles = ((M + 127) / 128) * ((Nn + 127) / 128);
+    bool big = !gemv && M >= 128 && big_tiles >= 128;
+    uint64_t tile = big ? 128 : 64, tiles = ((M + tile - 1) / tile) * ((Nn + tile - 1) / tile);
+    uint32_t ksplit = 1;
+    if (!gemv && tiles < 256 && K >= 1024) {
+        uint64_t ks = (256 + tiles - 1) / tiles;
+        if (ks > K / 512) ks = K / 512;
+        if (ks > 8) ks = 8;
+        ksplit = ks > 1 ? (uint32_t)ks : 1;
+    }
+    loom_spv_id sh;
+    if (gemv)
+        sh = wshader(d, w->type, LOOM_SPV_MATVEC_F32, LOOM_SPV_MATVEC_F16, LOOM_SPV_MATVEC_F16S, LOOM_SPV_MATVEC_BF16);
+    else if (big) /* f16 from uint words: 16-bit loads were 4.5x slower in the tiled kernel (H100) */
+        sh = wshader(d, w->type, LOOM_SPV_MATMUL_BIG_F32, LOOM_SPV_MATMUL_BIG_F16, LOOM_SPV_MATMUL_BIG_F16,
+                     LOOM_SPV_MATMUL_BIG_BF16);
+    else
+        sh = wshader(d, w->type, LOOM_SPV_MATMUL_F32, LOOM_SPV_MATMUL_F16, LOOM_SPV_MATMUL_F16, LOOM_SPV_MATMUL_BF16);
     /* GEMV: a row per subgroup when there are many rows; when there are few (a 896-row down
      * projection), several subgroups per row so that ~1000 workgroups keep the GPU's memory busy */
     uint32_t sg = d->subgroup_size ? d->subgroup_size : 32;
@@ -321,7 +373,10 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint32_t nrows = wg / sg;
     uint64_t nchunk = step < Nn ? step : Nn;
     while (nrows > 1 && (nchunk + nrows - 1) / nrows < 1024) nrows /= 2;
-    uint32_t spec[3] = {wg, (uint32_t)M, nrows};
+    uint32_t spec[4] = {wg, (uint32_t)M, nrows, (uint32_t)xmode};
+    vk_arg out = a[0];
+    size_t part = (size_t)M * Nn * 4;
+    if (ksplit > 1) a[0] = scratch_arg(r, part * ksplit, true);
     for (uint64_t n0 = 0; n0 < Nn; n0 += step) {
         uint64_t n1 = n0 + step < Nn ? n0 + step : Nn, cnt = n1 - n0;
         a[2] = wa;
@@ -332,10 +387,15 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
             a[3].off = ba.off + (size_t)n0 * 4;
             a[3].len = (size_t)cnt * 4;
         }
-        vk_pc pc = {.u = {(uint32_t)M, (uint32_t)cnt, (uint32_t)K, bias, (uint32_t)n0, (uint32_t)Nn}};
+        vk_pc pc = {.u = {(uint32_t)M, (uint32_t)cnt, (uint32_t)K, bias && ksplit == 1, (uint32_t)n0, (uint32_t)Nn, 0,
+                          ksplit, (uint32_t)(M * Nn)},
+                    .f = {eps}};
         if (gemv) {
-            bool vec = K % 8 == 0 && elem_off(d, &a[2]) % 8 == 0 && elem_off(d, &a[1]) % 4 == 0;
+            bool vec = K % 8 == 0 && elem_off(d, &a[2]) % 8 == 0 && elem_off(d, &a[1]) % 4 == 0 &&
+                       (!a[4].b || elem_off(d, &a[4]) % 4 == 0);
             pc.u[6] = vec;
+            pc.u[7] = normw;
+            pc.u[8] = res;
             uint32_t gx, gy;
             grid_rows((cnt + nrows - 1) / nrows, &gx, &gy);
             if (dispatch(r, sh, spec, a, &pc, gx, gy, 1) < 0) return -1;
@@ -343,9 +403,20 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
             if ((M + tile - 1) / tile > 65535)
                 return loom_err("vulkan: matmul with %llu rows is too tall", (unsigned long long)M);
             if (dispatch(r, sh, NULL, a, &pc, (uint32_t)((cnt + tile - 1) / tile), (uint32_t)((M + tile - 1) / tile),
-                         1) < 0)
+                         ksplit) < 0)
                 return -1;
         }
+    }
+    if (ksplit > 1) { /* y = sum of the partial products (+ bias) */
+        vk_arg s[VK_NBIND] = {0};
+        s[0] = out;
+        s[1] = a[0];
+        s[1].write = false;
+        if (bias) s[2] = ba;
+        vk_pc pc = {.u = {5, (uint32_t)(M * Nn), (uint32_t)Nn, ksplit, bias}};
+        uint32_t gx, gy;
+        grid1(M * Nn, &gx, &gy);
+        if (dispatch(r, LOOM_SPV_ELTWISE, NULL, s, &pc, gx, gy, 1) < 0) return -1;
     }
     return 0;
 }
@@ -409,16 +480,29 @@ static int rec_copy(vk_rec *r, vk_arg dst, vk_arg src) {
 
 static int rec_kv_store(vk_rec *r, const loom_exec_ctx *x, int i) {
     const loom_node *n = N(x, i), *c = N(x, n->src[0]);
+    int rope = r->fz ? r->fz[i].rope : -1;
     vk_arg a[VK_NBIND] = {0}, cache;
     if (arg_of(x, i, true, &a[0]) < 0 || arg_of(x, n->src[0], false, &cache) < 0 ||
-        arg_of(x, n->src[1], false, &a[1]) < 0 || arg_of(x, n->src[2], false, &a[2]) < 0)
+        arg_of(x, rope >= 0 ? N(x, rope)->src[0] : n->src[1], false, &a[1]) < 0 ||
+        arg_of(x, n->src[2], false, &a[2]) < 0)
         return -1;
+    const loom_node *ro = rope >= 0 ? N(x, rope) : NULL;
+    bool ff = ro && ro->n_src > 2 && ro->src[2] >= 0;
+    if (ff && arg_of(x, ro->src[2], false, &a[3]) < 0) return -1;
     if (cache.b != a[0].b || cache.off != a[0].off) { /* not aliased: start from a copy of the cache */
         if (rec_copy(r, a[0], cache) < 0) return -1;
     }
     uint64_t C = (uint64_t)c->ne[0], W = (uint64_t)c->ne[1];
     uint64_t S = (uint64_t)loom_node_nelem(N(x, n->src[2]));
     vk_pc pc = {.u = {(uint32_t)S, (uint32_t)W, (uint32_t)C}};
+    if (ro) {
+        pc.u[3] = 1;
+        pc.u[4] = (uint32_t)ro->ip[0], pc.u[5] = (uint32_t)ro->ip[1], pc.u[6] = (uint32_t)ro->ip[2];
+        pc.u[7] = (uint32_t)ro->ip[3], pc.u[8] = ff;
+        pc.f[0] = ro->fp[0], pc.f[1] = ro->fp[1];
+    } else {
+        pc.u[5] = 1; /* head dim for the shader's c % hd */
+    }
     uint32_t gx, gy;
     grid1(S * W, &gx, &gy);
     return dispatch(r, LOOM_SPV_KV_STORE, NULL, a, &pc, gx, gy, 1);
@@ -448,25 +532,18 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint32_t G = H / Hkv, gw = G < 8 ? G : 8, ngrp = (G + gw - 1) / gw;
     uint32_t gx = Hkv * ngrp;
     uint32_t ns = attn_splits(S * gx, C);
-    uint32_t spec[3] = {128, gw, hd};
+    uint32_t spec[4] = {128, gw, hd, 0};
     loom_spv_id sh = d->subgroup_arith && d->subgroup_size >= 4 ? LOOM_SPV_ATTENTION : LOOM_SPV_ATTENTION_NOSG;
     vk_pc pc = {.u = {(uint32_t)S, H, Hkv, hd, (uint32_t)C, ns}, .f = {n->fp[0]}};
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
     if (ns == 1) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);
-    size_t need = (size_t)S * H * ns * (hd + 2) * 4;
-    if (need > r->scratch_need) r->scratch_need = need;
-    if (r->sizing) { /* the scratch buffer does not exist yet: count the two dispatches */
-        r->n_dispatch += 2;
-        r->n_barrier += 2;
-        return 0;
-    }
-    if (!r->scratch || r->scratch->size < need) return loom_err("vulkan: internal: attention scratch missing");
     vk_arg out = a[0];
     a[0] = (vk_arg){0};
-    a[5] = (vk_arg){.b = r->scratch, .off = 0, .len = need, .esize = 4, .write = true};
+    a[5] = scratch_arg(r, (size_t)S * H * ns * (hd + 2) * 4, true);
     if (dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, ns) < 0) return -1;
     vk_arg c[VK_NBIND] = {0};
     c[0] = out;
+    c[4] = a[4];
     c[5] = a[5];
     c[5].write = false;
     return dispatch(r, LOOM_SPV_ATTN_COMBINE, NULL, c, &pc, H, (uint32_t)S, 1);
@@ -498,6 +575,7 @@ static int rec_permute(vk_rec *r, const loom_exec_ctx *x, int i) {
 static int rec_node(vk_rec *r, const loom_exec_ctx *x, int i) {
     const loom_node *n = N(x, i);
     r->cur_node = i;
+    if (r->fz && r->fz[i].skip) return 0; /* computed by its consumer */
     int rc;
     switch (n->op) {
     case LOOM_OP_INPUT:
@@ -528,6 +606,153 @@ static void rec_free(vk_rec *r) {
     free(r->wr);
     r->rd = r->wr = NULL;
     r->n_rd = r->n_wr = r->cap_rd = r->cap_wr = 0;
+}
+
+/* ---- fusion analysis ---------------------------------------------------------------------------- */
+
+typedef struct fz_ctx {
+    const loom_exec_ctx *x;
+    int *pos;  /* position in the order, -1 for leaves and views */
+    int *uses; /* consumers among live nodes */
+    bool *odd; /* consumed by something outside the order (a view): never fuse */
+} fz_ctx;
+
+static bool node_range(const loom_exec_ctx *x, int i, loom_buffer **b, size_t *lo, size_t *hi) {
+    size_t off = 0;
+    *b = loom_exec_node_buffer(x, i, &off);
+    *lo = off;
+    *hi = off + loom_node_bytes(&x->plan->g->nodes[i]);
+    return *b != NULL;
+}
+
+/* Does any node at order positions (from, to] write over node i's bytes? */
+static bool clobbered(const fz_ctx *c, int i, int from, int to) {
+    loom_buffer *b, *wb;
+    size_t lo, hi, wlo, whi;
+    if (!node_range(c->x, i, &b, &lo, &hi)) return true;
+    for (int k = from + 1; k <= to; k++)
+        if (node_range(c->x, c->x->plan->order[k], &wb, &wlo, &whi) && wb == b && wlo < hi && lo < whi) return true;
+    return false;
+}
+
+static bool overlap2(const loom_exec_ctx *x, int i, int j) {
+    loom_buffer *a, *b;
+    size_t alo, ahi, blo, bhi;
+    if (!node_range(x, i, &a, &alo, &ahi) || !node_range(x, j, &b, &blo, &bhi)) return true;
+    return a == b && alo < bhi && blo < ahi;
+}
+
+static bool fusable(const fz_ctx *c, int i, loom_op op) {
+    const loom_node *n = &c->x->plan->g->nodes[i];
+    return n->op == op && c->pos[i] >= 0 && !c->odd[i] && !(n->flags & LOOM_NODE_OUTPUT);
+}
+
+static vk_fuse *plan_fusions(vk_dev *d, const loom_exec_ctx *x, int *n_fused) {
+    const loom_plan *p = x->plan;
+    const loom_graph *g = p->g;
+    *n_fused = 0;
+    const char *env = getenv("LOOM_VK_NO_FUSE");
+    if (env && *env && *env != '0') return NULL;
+    vk_fuse *f = loom_calloc((size_t)g->n, sizeof *f);
+    fz_ctx c = {.x = x, .pos = loom_malloc((size_t)g->n * sizeof(int)), .uses = loom_calloc((size_t)g->n, sizeof(int)),
+                .odd = loom_calloc((size_t)g->n, sizeof(bool))};
+    if (!f || !c.pos || !c.uses || !c.odd) {
+        free(f), free(c.pos), free(c.uses), free(c.odd);
+        return NULL;
+    }
+    for (int i = 0; i < g->n; i++) {
+        c.pos[i] = -1;
+        f[i].out = f[i].res = f[i].rope = -1;
+    }
+    for (int k = 0; k < p->n_order; k++) c.pos[p->order[k]] = k;
+    for (int j = 0; j < g->n; j++) {
+        const loom_node *n = &g->nodes[j];
+        if (n->flags & LOOM_NODE_DEAD) continue;
+        for (int k = 0; k < n->n_src; k++) {
+            int s = n->src[k];
+            if (s < 0 || s >= g->n) continue;
+            c.uses[s]++;
+            if (c.pos[j] < 0) c.odd[s] = true;
+        }
+    }
+    for (int k = 0; k < p->n_order; k++) {
+        int i = p->order[k];
+        const loom_node *n = &g->nodes[i];
+        /* RMSNORM whose every consumer is a decode matmul reading it as x */
+        if (fusable(&c, i, LOOM_OP_RMSNORM) && c.uses[i] > 0) {
+            int last = k, cnt = 0;
+            bool ok = true;
+            for (int j = 0; j < g->n && ok; j++) {
+                const loom_node *m = &g->nodes[j];
+                if (m->flags & LOOM_NODE_DEAD) continue;
+                for (int q = 0; q < m->n_src && ok; q++) {
+                    if (m->src[q] != i) continue;
+                    ok = m->op == LOOM_OP_MATMUL && q == 0 && c.pos[j] > k && gemv_path(d, x, j) && !f[j].xmode;
+                    if (ok) {
+                        cnt++;
+                        if (c.pos[j] > last) last = c.pos[j];
+                        ok = !overlap2(x, j, n->src[0]); /* it must not write over its own x */
+                    }
+                }
+            }
+            /* x must survive until the last consumer has read it */
+            if (ok && cnt == c.uses[i] && !clobbered(&c, n->src[0], k, last)) {
+                f[i].skip = true;
+                for (int j = 0; j < g->n; j++)
+                    if (!(g->nodes[j].flags & LOOM_NODE_DEAD) && g->nodes[j].op == LOOM_OP_MATMUL &&
+                        g->nodes[j].src[0] == i)
+                        f[j].xmode = 1;
+                (*n_fused)++;
+            }
+        }
+        /* SWIGLU read only by the decode matmul right after it */
+        if (fusable(&c, i, LOOM_OP_SWIGLU) && c.uses[i] == 1 && k + 1 < p->n_order) {
+            int j = p->order[k + 1];
+            const loom_node *m = &g->nodes[j];
+            if (m->op == LOOM_OP_MATMUL && m->src[0] == i && m->src[1] != i && gemv_path(d, x, j) &&
+                !overlap2(x, j, n->src[0]) && !overlap2(x, j, n->src[1])) {
+                f[i].skip = true;
+                f[j].xmode = 2;
+                (*n_fused)++;
+            }
+        }
+        /* ADD right after a decode matmul that only it reads: the matmul adds the residual */
+        if (n->op == LOOM_OP_ADD && c.pos[i] > 0 && !c.odd[i]) {
+            int mm = p->order[k - 1];
+            int other = n->src[0] == mm ? n->src[1] : n->src[1] == mm ? n->src[0] : -1;
+            const loom_node *m = &g->nodes[mm];
+            if (other >= 0 && other != mm && fusable(&c, mm, LOOM_OP_MATMUL) && c.uses[mm] == 1 &&
+                gemv_path(d, x, mm) && loom_node_nelem(&g->nodes[other]) == loom_node_nelem(n) &&
+                (c.pos[other] < c.pos[mm]) && !f[mm].skip) {
+                /* the matmul writes the ADD's storage while reading its x: they must not meet */
+                int xs = m->src[0];
+                const loom_node *xn = &g->nodes[xs];
+                bool clash = f[mm].xmode ? (overlap2(x, i, xn->src[0]) || (xn->n_src > 1 && xn->src[1] >= 0 &&
+                                                                            overlap2(x, i, xn->src[1])))
+                                         : overlap2(x, i, xs);
+                if (!clash) {
+                    f[i].skip = true;
+                    f[mm].out = i;
+                    f[mm].res = other;
+                    (*n_fused)++;
+                }
+            }
+        }
+        /* ROPE whose only reader is a KV_STORE with the same positions */
+        if (n->op == LOOM_OP_KV_STORE && n->src[1] >= 0 && fusable(&c, n->src[1], LOOM_OP_ROPE) &&
+            c.uses[n->src[1]] == 1) {
+            int ro = n->src[1];
+            const loom_node *rn = &g->nodes[ro];
+            if (rn->src[1] == n->src[2] && (int64_t)rn->ip[0] * rn->ip[1] == g->nodes[n->src[0]].ne[1] &&
+                !clobbered(&c, rn->src[0], c.pos[ro], k)) {
+                f[ro].skip = true;
+                f[i].rope = ro;
+                (*n_fused)++;
+            }
+        }
+    }
+    free(c.pos), free(c.uses), free(c.odd);
+    return f;
 }
 
 /* ---- compute_node: one node, recorded and submitted on its own ----------------------------------- */
@@ -588,6 +813,7 @@ static void plan_clear(vk_dev *d, vk_plan *vp) {
     vk_buf_free(d, vp->scratch);
     if (vp->qp) vkDestroyQueryPool(d->dev, vp->qp, NULL);
     free(vp->q_node);
+    free(vp->fz);
     memset(vp, 0, sizeof *vp);
 }
 
@@ -611,7 +837,8 @@ static int plan_record(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x, bool time
         vp->q_node = loom_calloc((size_t)vp->n_dispatch + 1, sizeof *vp->q_node);
         if (!vp->q_node) return -1;
     }
-    vk_rec r = {.d = d, .cmd = vp->cmd[timed], .pools = vp->pools, .n_pools = vp->n_pools, .scratch = vp->scratch};
+    vk_rec r = {.d = d, .cmd = vp->cmd[timed], .fz = vp->fz, .pools = vp->pools, .n_pools = vp->n_pools,
+                .scratch = vp->scratch};
     if (timed) {
         r.qp = vp->qp;
         r.q_node = vp->q_node;
@@ -635,13 +862,15 @@ static int plan_record(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x, bool time
     if (r.n_dispatch != vp->n_dispatch) return loom_err("vulkan: internal: plan recorded %d dispatches, sized %d",
                                                         r.n_dispatch, vp->n_dispatch);
     vp->recorded[timed] = true;
+    if (!timed) vp->n_barrier = r.n_barrier;
     return 0;
 }
 
 /* Size (dispatches, scratch) and record the plain command buffer. */
 static int plan_build(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x) {
     const loom_plan *p = x->plan;
-    vk_rec r = {.d = d, .sizing = true};
+    vp->fz = plan_fusions(d, x, &vp->n_fused);
+    vk_rec r = {.d = d, .sizing = true, .fz = vp->fz};
     int rc = 0;
     for (int k = 0; k < p->n_order && rc == 0; k++) rc = rec_node(&r, x, p->order[k]);
     rec_free(&r);
@@ -652,8 +881,8 @@ static int plan_build(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x) {
     vp->fp = fingerprint(x);
     if (plan_record(d, vp, x, false) < 0) return -1;
     if (d->verbose)
-        fprintf(stderr, "loom: vulkan: recorded %d nodes as %d dispatches with %d barriers\n", p->n_order,
-                vp->n_dispatch, vp->n_barrier);
+        fprintf(stderr, "loom: vulkan: recorded %d nodes as %d dispatches with %d barriers (%d producers fused)\n",
+                p->n_order, vp->n_dispatch, vp->n_barrier, vp->n_fused);
     return 0;
 }
 

@@ -213,6 +213,9 @@ static void test_matmul(void) {
     for (int wi = 0; wi < 3; wi++) /* the 128 x 128 tile kernel (M >= 128, N >= 512) */
         test_matmul_case(wtypes[wi], 130, 520, 40, wi != 1, 0);
     test_matmul_case(LOOM_BF16, 257, 600, 33, false, 0);
+    /* few output tiles and a long K: split K, partial products summed by a second dispatch */
+    for (int wi = 0; wi < 3; wi++) test_matmul_case(wtypes[wi], 20, 40, 1100, wi != 2, 0);
+    test_matmul_case(LOOM_F16, 1, 70, 2500, true, 0); /* split K on the tiled path without subgroups */
     /* many rows: the GEMV puts several rows in a workgroup */
     test_matmul_case(LOOM_F16, 1, 2100, 64, true, 0);
     test_matmul_case(LOOM_BF16, 2, 5000, 24, false, 0);
@@ -392,16 +395,26 @@ static void test_permute(void) {
     free(x);
 }
 
-/* ---- replay: one recorded decode graph, three steps with new tokens and positions -------------- */
+/* ---- replay: one recorded decode layer, four steps with new tokens and positions --------------- */
+/* A whole decoder layer at S = 1, so the plan path exercises every producer the recorder folds
+ * into a consumer: RMSNORM into the q/k/v and gate/up GEMVs, ROPE into KV_STORE, SWIGLU into the
+ * down GEMV, and the residual ADDs (one in place) into the o and down GEMVs. */
 static void test_replay(void) {
-    const int64_t V = 50, D = 64, C = 40;
+    const int64_t V = 50, D = 64, C = 40, F = 96;
     const int H = 4, Hkv = 2, hd = 16, W = Hkv * hd;
     float *emb = malloc(V * D * 4), *wq = malloc(H * hd * D * 4), *wk = malloc(W * D * 4), *wv = malloc(W * D * 4);
+    float *wo = malloc(D * H * hd * 4), *wg = malloc(F * D * 4), *wu = malloc(F * D * 4), *wd = malloc(D * F * 4);
+    float *n1 = malloc(D * 4), *n2 = malloc(D * 4);
     float *kc = calloc((size_t)(C * W), 4), *vc = calloc((size_t)(C * W), 4);
     tg_fill(emb, (size_t)(V * D), 1.0f);
     tg_fill(wq, (size_t)(H * hd * D), 0.2f);
     tg_fill(wk, (size_t)(W * D), 0.2f);
     tg_fill(wv, (size_t)(W * D), 0.2f);
+    tg_fill(wo, (size_t)(D * H * hd), 0.2f);
+    tg_fill(wg, (size_t)(F * D), 0.2f);
+    tg_fill(wu, (size_t)(F * D), 0.2f);
+    tg_fill(wd, (size_t)(D * F), 0.2f);
+    for (int i = 0; i < D; i++) n1[i] = 1.0f + 0.5f * tg_randf(), n2[i] = 1.0f + 0.5f * tg_randf();
     tg_fill(kc, (size_t)(7 * W), 1.0f); /* 7 tokens already cached */
     tg_fill(vc, (size_t)(7 * W), 1.0f);
     int32_t tok[4][1] = {{3}, {17}, {49}, {0}}, pos[4][1] = {{7}, {8}, {9}, {10}};
@@ -413,9 +426,15 @@ static void test_replay(void) {
     int tq = tg_weight(&t, LOOM_F32, 2, (int64_t[]){H * hd, D}, wq);
     int tk = tg_weight(&t, LOOM_F32, 2, (int64_t[]){W, D}, wk);
     int tv = tg_weight(&t, LOOM_F32, 2, (int64_t[]){W, D}, wv);
+    int two = tg_weight(&t, LOOM_F32, 2, (int64_t[]){D, H * hd}, wo);
+    int twg = tg_weight(&t, LOOM_F32, 2, (int64_t[]){F, D}, wg);
+    int twu = tg_weight(&t, LOOM_F32, 2, (int64_t[]){F, D}, wu);
+    int twd = tg_weight(&t, LOOM_F32, 2, (int64_t[]){D, F}, wd);
+    int tn1 = tg_weight(&t, LOOM_F32, 1, (int64_t[]){D}, n1), tn2 = tg_weight(&t, LOOM_F32, 1, (int64_t[]){D}, n2);
     int sk = tg_state(&t, C, W, kc), sv = tg_state(&t, C, W, vc);
-    int x = tg_node(&t, LOOM_OP_EMBED, LOOM_F32, 2, (int64_t[]){1, D}, 2, te, ttok);
-    int xn = tg_node(&t, LOOM_OP_RMSNORM, LOOM_F32, 2, (int64_t[]){1, D}, 1, x);
+    int64_t row[2] = {1, D};
+    int x = tg_node(&t, LOOM_OP_EMBED, LOOM_F32, 2, row, 2, te, ttok);
+    int xn = tg_node(&t, LOOM_OP_RMSNORM, LOOM_F32, 2, row, 2, x, tn1);
     t.nodes[xn].fp[0] = 1e-6f;
     int q = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, H * hd}, 2, xn, tq);
     int k = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, W}, 2, xn, tk);
@@ -425,7 +444,7 @@ static void test_replay(void) {
     t.nodes[qr].fp[0] = 10000.0f, t.nodes[qr].fp[1] = 1.0f;
     tg_inplace(&t, qr);
     int kr = tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, (int64_t[]){1, W}, 2, k, tpos);
-    t.nodes[kr].ip[0] = Hkv, t.nodes[kr].ip[1] = hd, t.nodes[kr].ip[2] = 0, t.nodes[kr].ip[3] = hd;
+    t.nodes[kr].ip[0] = Hkv, t.nodes[kr].ip[1] = hd, t.nodes[kr].ip[2] = 1, t.nodes[kr].ip[3] = hd - 4;
     t.nodes[kr].fp[0] = 10000.0f, t.nodes[kr].fp[1] = 1.0f;
     int k2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sk, kr, tpos);
     tg_inplace(&t, k2);
@@ -434,8 +453,16 @@ static void test_replay(void) {
     int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){1, H * hd}, 4, qr, k2, v2, tpos);
     t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd;
     t.nodes[o].fp[0] = 0.25f;
-    int y = tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, (int64_t[]){1, D}, 2, x, o);
-    (void)y;
+    int op = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, row, 2, o, two);
+    int x2 = tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, row, 2, x, op);
+    tg_inplace(&t, x2);
+    int h = tg_node(&t, LOOM_OP_RMSNORM, LOOM_F32, 2, row, 2, x2, tn2);
+    t.nodes[h].fp[0] = 1e-5f;
+    int g = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, F}, 2, h, twg);
+    int u = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, F}, 2, h, twu);
+    int sw = tg_node(&t, LOOM_OP_SWIGLU, LOOM_F32, 2, (int64_t[]){1, F}, 2, g, u);
+    int dn = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, row, 2, sw, twd);
+    int y = tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, row, 2, dn, x2);
 
     /* reference: the CPU, one step at a time, carrying the cache forward */
     float ref[4][64];
@@ -462,31 +489,44 @@ static void test_replay(void) {
     t.input_data[tpos] = pos[0];
     t.state_data[0] = kc;
     t.state_data[1] = vc;
-    for (int nsteps = 1; nsteps <= 4 && ok; nsteps++)
-        for (int bi = 0; bi < NVK; bi++) {
-            if (!vk[bi]) continue;
-            vt_update upd[2] = {{ttok, {tok[1], tok[2], tok[3]}}, {tpos, {pos[1], pos[2], pos[3]}}};
-            tg_run_out ro;
-            double nt[TG_MAX_NODES] = {0};
-            int rc = vt_run_plan(&t, vk[bi], &ro, nsteps, upd, 2, nsteps == 4 ? nt : NULL);
-            CHECK(rc == 0, "replay %d steps [%s]: %s", nsteps, vk_name[bi], ro.err);
-            if (rc == 0) {
-                char what[64];
-                snprintf(what, sizeof what, "replay after %d steps", nsteps);
-                cmp(what, vk_name[bi], tg_f32(&t, &ro, y), ref[nsteps - 1], (size_t)D, 2e-5, 2e-5);
-            }
-            if (rc == 0 && nsteps == 4) { /* timestamps filled every computed node */
-                double sum = 0;
-                bool neg = false;
-                for (int k2i = 0; k2i < t.p.n_order; k2i++) {
-                    sum += nt[t.p.order[k2i]];
-                    neg |= nt[t.p.order[k2i]] < 0;
+    for (int nofuse = 0; nofuse < 2; nofuse++) {
+        if (nofuse) setenv("LOOM_VK_NO_FUSE", "1", 1);
+        for (int nsteps = 1; nsteps <= 4 && ok; nsteps++)
+            for (int bi = 0; bi < NVK; bi++) {
+                if (!vk[bi]) continue;
+                vt_update upd[2] = {{ttok, {tok[1], tok[2], tok[3]}}, {tpos, {pos[1], pos[2], pos[3]}}};
+                tg_run_out ro;
+                double nt[TG_MAX_NODES] = {0};
+                int rc = vt_run_plan(&t, vk[bi], &ro, nsteps, upd, 2, nsteps == 4 ? nt : NULL);
+                CHECK(rc == 0, "replay %d steps [%s]: %s", nsteps, vk_name[bi], ro.err);
+                if (rc == 0) {
+                    char what[64];
+                    snprintf(what, sizeof what, "replay after %d steps%s", nsteps, nofuse ? " (no fusion)" : "");
+                    cmp(what, vk_name[bi], tg_f32(&t, &ro, y), ref[nsteps - 1], (size_t)D, 5e-5, 5e-5);
+                    snprintf(what, sizeof what, "replay K cache after %d steps", nsteps);
+                    if (nsteps == 1) { /* the cache row the fused rope + kv_store wrote */
+                        tg_run_out r1;
+                        t.state_data[0] = kc, t.state_data[1] = vc;
+                        if (tg_run(&t, cpu, &r1) == 0)
+                            cmp(what, vk_name[bi], ro.state[0], r1.state[0], (size_t)(C * W), 1e-5, 1e-5);
+                        tg_out_free(&r1);
+                    }
                 }
-                CHECK(sum > 0 && sum < 10 && !neg, "replay node times [%s]: sum %g", vk_name[bi], sum);
+                if (rc == 0 && nsteps == 4) { /* timestamps filled every computed node */
+                    double sum = 0;
+                    bool neg = false;
+                    for (int k2i = 0; k2i < t.p.n_order; k2i++) {
+                        sum += nt[t.p.order[k2i]];
+                        neg |= nt[t.p.order[k2i]] < 0;
+                    }
+                    CHECK(sum > 0 && sum < 10 && !neg, "replay node times [%s]: sum %g", vk_name[bi], sum);
+                }
+                tg_out_free(&ro);
             }
-            tg_out_free(&ro);
-        }
-    free(emb), free(wq), free(wk), free(wv), free(kc), free(vc), free(kc2), free(vc2);
+        unsetenv("LOOM_VK_NO_FUSE");
+    }
+    free(emb), free(wq), free(wk), free(wv), free(wo), free(wg), free(wu), free(wd), free(n1), free(n2);
+    free(kc), free(vc), free(kc2), free(vc2);
 }
 
 /* ---- buffers and errors ---------------------------------------------------------------------- */
@@ -571,16 +611,23 @@ int main(void) {
     CHECK(vk[2] != NULL, "tiny-limits backend: %s", loom_last_error());
     unsetenv("LOOM_VK_MAX_WEIGHT_PIECE");
 
-    test_errors();
-    test_buffers(vk[0], vk_name[0]);
-    if (vk[2]) test_buffers(vk[2], vk_name[2]);
-    test_embed();
-    test_matmul();
-    test_eltwise();
-    test_rope();
-    test_attention();
-    test_permute();
-    test_replay();
+    double t0 = loom_now();
+#define TIMED(call)                                                                                \
+    do {                                                                                           \
+        call;                                                                                      \
+        printf("%-28s %6.2f s\n", #call, loom_now() - t0);                                        \
+        t0 = loom_now();                                                                           \
+    } while (0)
+    TIMED(test_errors());
+    TIMED(test_buffers(vk[0], vk_name[0]));
+    if (vk[2]) TIMED(test_buffers(vk[2], vk_name[2]));
+    TIMED(test_embed());
+    TIMED(test_matmul());
+    TIMED(test_eltwise());
+    TIMED(test_rope());
+    TIMED(test_attention());
+    TIMED(test_permute());
+    TIMED(test_replay());
 
     for (int v = 0; v < NVK; v++) loom_backend_close(vk[v]);
     loom_backend_close(cpu);
