@@ -20,6 +20,17 @@ struct loom_buffer {
     bool locked; /* wrapped host memory we mlock'ed */
 };
 
+/* RoPE angles of the last positions seen: q and k of every layer rotate by the same angles, so a
+ * step computes them once (keyed on everything they depend on). */
+typedef struct rope_cache {
+    int32_t *pos;
+    float *factors, *cs; /* cs: [S][rot/2] cos, then [S][rot/2] sin */
+    int64_t S, cap_rows;
+    int rot, cap_rot;
+    double theta, pscale;
+    bool has_factors, valid;
+} rope_cache;
+
 typedef struct cpu_backend {
     loom_backend base;
     cpu_kernels k;
@@ -27,6 +38,8 @@ typedef struct cpu_backend {
     int n_threads;
     float **scratch;     /* per thread, 64-byte aligned */
     size_t scratch_n;    /* floats in each */
+
+    rope_cache rope;
 } cpu_backend;
 
 static cpu_backend *CB(loom_backend *be) { return be->impl; }
@@ -389,29 +402,74 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
 typedef struct rope_task {
     cpu_backend *c;
     float *y;
-    const float *x, *factors;
-    const int32_t *pos;
+    const float *x, *cs, *sn; /* angle tables [S][rot/2] */
     int H, hd, mode, rot;
-    double theta, pscale;
 } rope_task;
 
 static void rope_run(void *arg, int64_t s0, int64_t s1, int ith) {
+    (void)ith;
     const rope_task *t = arg;
     int half = t->rot / 2;
-    float *cs = t->c->scratch[ith], *sn = cs + half;
     int64_t D = (int64_t)t->H * t->hd;
     for (int64_t s = s0; s < s1; s++) {
-        /* angles in double: positions reach thousands of radians */
-        for (int i = 0; i < half; i++) {
-            double a = (double)t->pos[s] * t->pscale * pow(t->theta, -2.0 * i / t->rot);
-            if (t->factors) a /= t->factors[i];
-            cs[i] = (float)cos(a);
-            sn[i] = (float)sin(a);
-        }
         float *y = t->y + s * D;
         if (y != t->x + s * D) memcpy(y, t->x + s * D, (size_t)D * sizeof(float));
-        for (int h = 0; h < t->H; h++) t->c->k.rope(y + (int64_t)h * t->hd, cs, sn, t->rot, t->mode);
+        for (int h = 0; h < t->H; h++)
+            t->c->k.rope(y + (int64_t)h * t->hd, t->cs + s * half, t->sn + s * half, t->rot, t->mode);
     }
+}
+
+/* cos/sin of every (row, pair) angle, from the cache when the same positions and parameters were
+ * seen last (the other projections of this step). Angles in double: positions reach thousands of
+ * radians. */
+static int rope_angles(cpu_backend *c, const int32_t *pos, int64_t S, int rot, double theta,
+                       double pscale, const float *factors, const float **cs, const float **sn) {
+    int half = rot / 2;
+    rope_cache *r = &c->rope;
+    bool same = r->valid && r->S == S && r->rot == rot && r->theta == theta && r->pscale == pscale &&
+                r->has_factors == (factors != NULL) &&
+                !memcmp(r->pos, pos, (size_t)S * sizeof *pos) &&
+                (!factors || !memcmp(r->factors, factors, (size_t)half * sizeof *factors));
+    if (!same) {
+        r->valid = false;
+        if (S > r->cap_rows || rot > r->cap_rot) {
+            int64_t rows = S > r->cap_rows ? S : r->cap_rows;
+            int rr = rot > r->cap_rot ? rot : r->cap_rot;
+            int32_t *np = loom_malloc((size_t)rows * sizeof *np);
+            float *nf = loom_malloc((size_t)rr * sizeof *nf);
+            float *ncs = loom_malloc((size_t)rows * rr * sizeof *ncs);
+            if (!np || !nf || !ncs) {
+                free(np), free(nf), free(ncs);
+                return -1;
+            }
+            free(r->pos), free(r->factors), free(r->cs);
+            r->pos = np, r->factors = nf, r->cs = ncs;
+            r->cap_rows = rows, r->cap_rot = rr;
+        }
+        double inv[512];
+        double *freq = half <= 512 ? inv : malloc((size_t)half * sizeof *freq);
+        if (!freq) return loom_err("cpu: out of memory for rope frequencies");
+        for (int i = 0; i < half; i++) {
+            freq[i] = pscale * pow(theta, -2.0 * i / rot);
+            if (factors) freq[i] /= factors[i];
+        }
+        float *tc = r->cs, *ts = r->cs + S * half;
+        for (int64_t s = 0; s < S; s++)
+            for (int i = 0; i < half; i++) {
+                double a = (double)pos[s] * freq[i];
+                tc[s * half + i] = (float)cos(a);
+                ts[s * half + i] = (float)sin(a);
+            }
+        if (freq != inv) free(freq);
+        memcpy(r->pos, pos, (size_t)S * sizeof *pos);
+        if (factors) memcpy(r->factors, factors, (size_t)half * sizeof *factors);
+        r->S = S, r->rot = rot, r->theta = theta, r->pscale = pscale;
+        r->has_factors = factors != NULL;
+        r->valid = true;
+    }
+    *cs = r->cs;
+    *sn = r->cs + S * half;
+    return 0;
 }
 
 /* ---- attention ------------------------------------------------------------------------------ */
@@ -579,13 +637,12 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
         return 0;
     }
     case LOOM_OP_ROPE: {
-        rope_task t = {.c = c, .y = out, .x = src[0], .factors = src[2], .pos = src[1],
-                       .H = n->ip[0], .hd = n->ip[1], .mode = n->ip[2], .rot = n->ip[3],
-                       .theta = n->fp[0], .pscale = n->fp[1]};
+        rope_task t = {.c = c, .y = out, .x = src[0], .H = n->ip[0], .hd = n->ip[1],
+                       .mode = n->ip[2], .rot = n->ip[3]};
         int64_t S = nrows(sn[0]);
-        if (scratch_reserve(c, (size_t)t.rot) < 0) return -1;
-        bool par = worth_threads(c, 4.0 * (double)nelem(n) + 40.0 * (double)S * t.rot);
-        cpu_pool_for(c->pool, par, S, grain_for(c, S, 1, 1), rope_run, &t);
+        if (rope_angles(c, src[1], S, t.rot, n->fp[0], n->fp[1], src[2], &t.cs, &t.sn) < 0) return -1;
+        cpu_pool_for(c->pool, worth_threads(c, 4.0 * (double)nelem(n)), S, grain_for(c, S, 1, 1),
+                     rope_run, &t);
         return 0;
     }
     case LOOM_OP_KV_STORE: {
@@ -679,6 +736,7 @@ static void cpu_destroy(loom_backend *be) {
     if (c->scratch)
         for (int t = 0; t < c->n_threads; t++) loom_free_aligned(c->scratch[t]);
     free(c->scratch);
+    free(c->rope.pos), free(c->rope.factors), free(c->rope.cs);
     free(c);
 }
 

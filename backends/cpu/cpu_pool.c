@@ -38,8 +38,12 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* How long an idle worker spins before it sleeps. */
-#define POOL_SPIN_NS 1000000L
+/* An idle worker spins on the generation counter for POOL_PURE_NS (decode's gaps between
+ * matmuls are tens of microseconds: a worker that gave its core away then is often not back in
+ * time for the next one), then spins yielding its core between checks until POOL_SPIN_NS (so a
+ * busy machine's other work, or our own oversubscribed threads, can run), then sleeps. */
+#define POOL_PURE_NS 300000L
+#define POOL_SPIN_NS 2000000L
 
 typedef struct pool_worker {
     cpu_pool *pool;
@@ -116,15 +120,14 @@ static void *worker_main(void *arg) {
         long t0 = 0;
         int spins = 0;
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
-            if (++spins < 1024 || (spins & 63) != 0) {
+            if ((++spins & 63) != 0) {
                 cpu_relax();
                 continue;
             }
-            /* past a short pure spin, give the core away between checks: when threads outnumber
-             * free cores (a shared machine), a spinning worker must not starve a busy one */
-            sched_yield();
             long t = now_ns();
             if (!t0) t0 = t;
+            if (t - t0 < POOL_PURE_NS) continue;
+            sched_yield();
             if (t - t0 < POOL_SPIN_NS) continue;
             /* Announce the sleep before re-checking gen: the publisher bumps gen and then reads
              * sleepers (both seq_cst), so one of us always sees the other. */

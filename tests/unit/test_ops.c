@@ -385,7 +385,54 @@ static void test_rope_case(int mode, int H, int hd, int rot, bool factors, float
     free(x), free(ref), free(tol);
 }
 
+/* Three ropes over the same positions in one graph: the second with another theta, the third
+ * like the first (the backend caches angles per step; the cache must key on the parameters). */
+static void test_rope_cache(void) {
+    enum { S = 4, H = 2, HD = 16 };
+    int32_t pos[S] = {3, 900, 901, 17};
+    float x[S * H * HD];
+    double ref[3][S * H * HD], tol[S * H * HD];
+    const float thetas[3] = {10000.0f, 1e6f, 10000.0f};
+    tg_fill(x, S * H * HD, 1.0f);
+    tg t;
+    tg_init(&t);
+    int64_t ne[2] = {S, H * HD};
+    int tx = tg_input(&t, LOOM_F32, 2, ne, x), tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    int y[3];
+    for (int r = 0; r < 3; r++) {
+        y[r] = tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, ne, 2, tx, tp);
+        loom_node *nd = &t.nodes[y[r]];
+        nd->ip[0] = H, nd->ip[1] = HD, nd->ip[2] = LOOM_ROPE_NEOX, nd->ip[3] = HD;
+        nd->fp[0] = thetas[r], nd->fp[1] = 1.0f;
+        for (int s = 0; s < S; s++)
+            for (int h = 0; h < H; h++) {
+                const float *xh = x + (s * H + h) * HD;
+                double *o = ref[r] + (s * H + h) * HD;
+                for (int i = 0; i < HD / 2; i++) {
+                    double a = pos[s] * pow((double)thetas[r], -2.0 * i / HD);
+                    o[i] = xh[i] * cos(a) - xh[i + HD / 2] * sin(a);
+                    o[i + HD / 2] = xh[i] * sin(a) + xh[i + HD / 2] * cos(a);
+                }
+            }
+    }
+    for (int i = 0; i < S * H * HD; i++) tol[i] = 2e-6;
+    run_all(&t, y[0], ref[0], tol, S * H * HD, "rope cache: first");
+    run_all(&t, y[1], ref[1], tol, S * H * HD, "rope cache: other theta");
+    run_all(&t, y[2], ref[2], tol, S * H * HD, "rope cache: first again");
+    pos[1] = 901; /* same parameters, new positions in the next run */
+    for (int s = 1; s < 2; s++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < HD / 2; i++) {
+                const float *xh = x + (s * H + h) * HD;
+                double a = pos[s] * pow(10000.0, -2.0 * i / HD);
+                ref[0][(s * H + h) * HD + i] = xh[i] * cos(a) - xh[i + HD / 2] * sin(a);
+                ref[0][(s * H + h) * HD + i + HD / 2] = xh[i] * sin(a) + xh[i + HD / 2] * cos(a);
+            }
+    run_all(&t, y[0], ref[0], tol, S * H * HD, "rope cache: new positions");
+}
+
 static void test_rope(void) {
+    test_rope_cache();
     for (int mode = 0; mode < 2; mode++) {
         test_rope_case(mode, 3, 8, 8, false, 10000.0f, 1.0f, false);
         test_rope_case(mode, 3, 8, 6, true, 10000.0f, 1.0f, true);
