@@ -647,12 +647,39 @@ static bool fusable(const fz_ctx *c, int i, loom_op op) {
     return n->op == op && c->pos[i] >= 0 && !c->odd[i] && !(n->flags & LOOM_NODE_OUTPUT);
 }
 
+static int cmp_size(const void *a, const void *b) {
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A plan whose nodes all have storage of their own (planned with no_reuse, for loom diff) is
+ * read back node by node: there, every node must really be computed, so nothing is fused. */
+static bool every_node_kept(const loom_exec_ctx *x) {
+    const loom_plan *p = x->plan;
+    size_t *r = loom_malloc((size_t)(2 * p->n_order + 1) * sizeof *r);
+    if (!r) return true;
+    int n = 0;
+    for (int k = 0; k < p->n_order; k++) {
+        const loom_node *nd = &p->g->nodes[p->order[k]];
+        if (nd->storage != LOOM_STORE_ARENA) continue;
+        r[2 * n] = nd->offset;
+        r[2 * n + 1] = nd->offset + loom_node_bytes(nd);
+        n++;
+    }
+    qsort(r, (size_t)n, 2 * sizeof *r, cmp_size);
+    bool disjoint = n > 1;
+    for (int i = 1; i < n && disjoint; i++)
+        if (r[2 * i] < r[2 * i - 1]) disjoint = false;
+    free(r);
+    return disjoint;
+}
+
 static vk_fuse *plan_fusions(vk_dev *d, const loom_exec_ctx *x, int *n_fused) {
     const loom_plan *p = x->plan;
     const loom_graph *g = p->g;
     *n_fused = 0;
     const char *env = getenv("LOOM_VK_NO_FUSE");
-    if (env && *env && *env != '0') return NULL;
+    if ((env && *env && *env != '0') || every_node_kept(x)) return NULL;
     vk_fuse *f = loom_calloc((size_t)g->n, sizeof *f);
     fz_ctx c = {.x = x, .pos = loom_malloc((size_t)g->n * sizeof(int)), .uses = loom_calloc((size_t)g->n, sizeof(int)),
                 .odd = loom_calloc((size_t)g->n, sizeof(bool))};
