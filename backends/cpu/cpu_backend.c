@@ -40,6 +40,7 @@ typedef struct cpu_backend {
     size_t scratch_n;    /* floats in each */
 
     rope_cache rope;
+    const char *perturb; /* LOOM_TEST_PERTURB, read at creation (see cpu_compute_node_checked) */
 } cpu_backend;
 
 static cpu_backend *CB(loom_backend *be) { return be->impl; }
@@ -164,9 +165,10 @@ static int64_t nelem(const loom_node *n) {
     return e;
 }
 static int64_t ncols(const loom_node *n) { return n->ndim ? n->ne[n->ndim - 1] : 1; }
-static int64_t nrows(const loom_node *n) {
-    int64_t c = ncols(n);
-    return c ? nelem(n) / c : 0;
+static int64_t nrows(const loom_node *n) { /* all dimensions but the last */
+    int64_t r = 1;
+    for (int d = 0; d + 1 < n->ndim; d++) r *= n->ne[d];
+    return r;
 }
 
 static const loom_node *src_of(const loom_graph *g, const loom_node *n, int k) {
@@ -386,6 +388,11 @@ static int64_t gemm_chunk(int64_t N, int nth) {
 static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, loom_dtype wt,
                      const float *bias, int64_t M, int64_t K, int64_t N) {
     if (M == 0 || N == 0) return 0;
+    if (K == 0) { /* an empty sum: just the bias */
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) y[m * N + n] = bias ? bias[n] : 0.0f;
+        return 0;
+    }
     mm_task t = {.c = c, .y = y, .x = x, .bias = bias, .w = w, .wt = wt, .M = M, .K = K, .N = N};
     bool par = worth_threads(c, 2.0 * (double)M * (double)N * (double)K);
     if (M == 1) {
@@ -703,12 +710,7 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
 /* Test hook: LOOM_TEST_PERTURB=OP (an op name, e.g. rmsnorm) makes the scalar kernels get that op
  * slightly wrong, so tests can check that `loom diff --device cpu --device cpu:scalar` finds it. */
 static int cpu_compute_node_checked(loom_backend *be, const loom_exec_ctx *x, int i) {
-    static const char *perturb;
-    static bool perturb_read;
-    if (!perturb_read) {
-        perturb = getenv("LOOM_TEST_PERTURB");
-        perturb_read = true;
-    }
+    const char *perturb = CB(be)->perturb;
     int rc = cpu_compute_node(be, x, i);
     const loom_node *n = rc == 0 && perturb ? &x->plan->g->nodes[i] : NULL;
     if (n && n->type == LOOM_F32 && !strcmp(perturb, loom_op_name(n->op)) && !strcmp(CB(be)->k.name, "scalar")) {
@@ -803,6 +805,7 @@ loom_backend *loom_cpu_backend_new_isa(const loom_backend_opts *o, const char *i
     c->base.impl = c;
     c->k = kern;
     c->n_threads = nt;
+    c->perturb = getenv("LOOM_TEST_PERTURB");
     c->scratch = loom_calloc((size_t)nt, sizeof *c->scratch);
     if (!c->scratch || !(c->pool = cpu_pool_new(nt)) || scratch_reserve(c, 4096) < 0) {
         cpu_destroy(&c->base);

@@ -184,6 +184,9 @@ static void test_matmul(void) {
     /* a single row and column */
     test_matmul_case(LOOM_F16, 2, 1, 1, true);
     test_matmul_case(LOOM_F32, 1, 1, 7, false);
+    /* K = 0: an empty sum, y is the bias */
+    test_matmul_case(LOOM_F16, 3, 5, 0, true);
+    test_matmul_case(LOOM_F32, 1, 5, 0, true);
 }
 
 /* ---- elementwise ---------------------------------------------------------------------------- */

@@ -5,7 +5,7 @@
  *     f16), so weights stream from DRAM: reports GB/s per shape and the matmul time per token.
  *   prefill (M = 128, 512): GFLOP/s per shape and the matmul time of a 24-layer prompt.
  *
- * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512] [-w f16|bf16|f32] [-q] [-d | -p] [-c]
+ * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32] [-q] [-d | -p] [-c] [-f FILE [-o N]]
  *   -q: quick (no LM head, 8 layers for decode, M = 128 only); -d: decode only; -p: prefill only
  *   -c: time with the thread's CPU clock (with -t 1: kernel speed on a busy machine)
  * A benchmark, not a test: it is not registered with ctest.
@@ -225,7 +225,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-o") && i + 1 < argc) map_off = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "-p")) do_decode = false;
         else {
-            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512] [-w f16|bf16|f32] [-q] [-d | -p] [-c]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32] [-q] [-d | -p] [-c] [-f FILE [-o N]]\n", argv[0]);
             return 2;
         }
     }
