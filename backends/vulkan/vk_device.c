@@ -301,6 +301,10 @@ int vk_wait(vk_dev *d) {
         if (wait_fence(d, d->fence) < 0) rc = -1;
         d->in_flight = false;
     }
+    if (d->once_busy) {
+        if (wait_fence(d, d->once_fence) < 0) rc = -1;
+        d->once_busy = false;
+    }
     for (int h = 0; h < 2; h++)
         if (d->st_busy[h]) {
             if (wait_fence(d, d->st_fence[h]) < 0) rc = -1;
@@ -320,7 +324,12 @@ static int begin(VkCommandBuffer cmd) {
 }
 
 VkCommandBuffer vk_begin_once(vk_dev *d) {
-    if (vk_wait(d) < 0) return VK_NULL_HANDLE;
+    /* a plan may still run: the barrier that opens this buffer orders it after the plan, so
+     * only this buffer's previous use must have finished */
+    if (d->once_busy) {
+        if (wait_fence(d, d->once_fence) < 0) return VK_NULL_HANDLE;
+        d->once_busy = false;
+    }
     if (begin(d->cmd_once) < 0) return VK_NULL_HANDLE;
     return d->cmd_once;
 }
@@ -363,13 +372,22 @@ static int submit_with(vk_dev *d, VkCommandBuffer cmd, bool end_cmd, VkFence fen
 }
 
 int vk_submit(vk_dev *d, VkCommandBuffer cmd, bool wait) {
-    /* d->fence guards cmd_once, the pending buffer and plans: one of them in flight at a time */
+    if (cmd == d->cmd_once) { /* begun by vk_begin_once, which saw its fence signalled */
+        if (submit_with(d, cmd, true, d->once_fence) < 0) return -1;
+        d->once_busy = true;
+        if (!wait) return 0;
+        /* the opening barrier made everything submitted earlier finish first */
+        if (wait_fence(d, d->once_fence) < 0) return -1;
+        d->once_busy = false;
+        if (d->in_flight && vkGetFenceStatus(d->dev, d->fence) == VK_SUCCESS) d->in_flight = false;
+        return 0;
+    }
+    /* a recorded plan: its previous run (same command buffer) must be over */
     if (d->in_flight) {
         if (wait_fence(d, d->fence) < 0) return -1;
         d->in_flight = false;
     }
-    bool end_cmd = cmd == d->cmd_once;
-    if (submit_with(d, cmd, end_cmd, d->fence) < 0) return -1;
+    if (submit_with(d, cmd, false, d->fence) < 0) return -1;
     d->in_flight = true;
     if (wait) return vk_wait(d);
     return 0;
@@ -447,6 +465,7 @@ int vk_buf_read(vk_dev *d, loom_buffer *b, size_t off, void *dst, size_t n) {
     uint8_t *o = dst;
     for (size_t done = 0; done < n;) {
         size_t len = n - done < VK_STAGING_HALF ? n - done : VK_STAGING_HALF;
+        if (staging_take(d, 0) < 0) return -1; /* an upload may still read it */
         VkCommandBuffer c = vk_begin_once(d);
         if (!c) return -1;
         size_t pos = off + done, got = 0;
@@ -694,6 +713,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     if ((r = vkCreateCommandPool(d->dev, &cpi, NULL, &d->cmdpool)) != VK_SUCCESS ||
         (cai.commandPool = d->cmdpool, r = vkAllocateCommandBuffers(d->dev, &cai, cbs)) != VK_SUCCESS ||
         (r = vkCreateFence(d->dev, &fi, NULL, &d->fence)) != VK_SUCCESS ||
+        (r = vkCreateFence(d->dev, &fi, NULL, &d->once_fence)) != VK_SUCCESS ||
         (r = vkCreateFence(d->dev, &fi, NULL, &d->st_fence[0])) != VK_SUCCESS ||
         (r = vkCreateFence(d->dev, &fi, NULL, &d->st_fence[1])) != VK_SUCCESS) {
         loom_err("vulkan: setting up %s failed: %s", d->name, vk_result_str(r));
@@ -727,6 +747,7 @@ void vk_dev_close(vk_dev *d) {
         drop_buffer(d, d->st_buf, d->st_mem);
         drop_buffer(d, d->dummy, d->dummy_mem);
         if (d->fence) vkDestroyFence(d->dev, d->fence, NULL);
+        if (d->once_fence) vkDestroyFence(d->dev, d->once_fence, NULL);
         for (int h = 0; h < 2; h++)
             if (d->st_fence[h]) vkDestroyFence(d->dev, d->st_fence[h], NULL);
         if (d->cmdpool) vkDestroyCommandPool(d->dev, d->cmdpool, NULL);

@@ -60,11 +60,12 @@ typedef struct vk_dev {
     int mt_device, mt_upload, mt_download; /* memory type indices */
     int heap_device;
 
-    /* submission: one fence, at most one submission in flight */
+    /* submission: plans go out on `fence`, one-shot buffers (reads, compute_node) on
+     * `once_fence`; each command buffer is reused only after its fence signalled */
     VkCommandPool cmdpool;
     VkCommandBuffer cmd_once, cmd_pending;
-    bool pending_open, in_flight;
-    VkFence fence;
+    bool pending_open, in_flight, once_busy;
+    VkFence fence, once_fence;
 
     /* staging: two halves so a chunk is copied while the next one is filled */
     VkBuffer st_buf;

@@ -246,6 +246,13 @@ int main(int argc, char **argv) {
     char desc[256];
     be->ops->describe(be, desc, sizeof desc);
     printf("device: %s, %d reps\n", desc, reps);
+    { /* ~1 s of matmuls first, so the GPU has left its idle clocks before anything is timed */
+        int saved = reps;
+        reps = 200;
+        printf("(warm-up) ");
+        bench_matmul(LOOM_F16, 1, 151936, 896, "warm-up");
+        reps = saved;
+    }
     static const loom_dtype ts[3] = {LOOM_F16, LOOM_BF16, LOOM_F32};
     for (int t = 0; t < (quick ? 1 : 3); t++) {
         bench_matmul(ts[t], 1, 4864, 896, "gate/up 896->4864");

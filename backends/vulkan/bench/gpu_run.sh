@@ -24,6 +24,8 @@ if [ "$what" = all ]; then
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
     $B/tests/bench_vulkan --reps 20
+    echo "== f16 weights unpacked from uint instead of 16-bit storage"
+    LOOM_VK_NO_F16S=1 $B/tests/bench_vulkan --reps 20 --quick
 fi
 if [ "$what" = all ] || [ "$what" = profile ]; then
     for dt in f16 bf16; do
@@ -31,4 +33,6 @@ if [ "$what" = all ] || [ "$what" = profile ]; then
         $B/loom bench -m /tmp/q05-$dt.gguf --device vulkan -p 512 -n 128 -r 3
     done
     $B/loom profile -m /tmp/q05-f16.gguf --device vulkan -p 512 -n 32 --top 8 --no-peak
+    echo "== without the recorder's fusions"
+    LOOM_VK_NO_FUSE=1 $B/loom bench -m /tmp/q05-f16.gguf --device vulkan -p 512 -n 128 -r 3
 fi
