@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 struct loom_session {
     loom_model *m;
@@ -90,6 +91,37 @@ static int upload_weights(loom_session *s) {
     return 0;
 }
 
+/* Memory the host can give us: physical RAM, or less under a cgroup (v2 or v1) limit. 0 = unknown. */
+static uint64_t host_memory_bytes(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    uint64_t mem = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
+    const char *limits[] = {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(limits[i], "r");
+        unsigned long long v;
+        if (!f) continue;
+        if (fscanf(f, "%llu", &v) == 1 && v > 0 && (!mem || v < mem)) mem = v; /* "max" reads as no limit */
+        fclose(f);
+    }
+    return mem;
+}
+
+/* Refuse a KV cache that cannot exist before allocating any of it: CPU buffers are allocated
+ * lazily by the kernel, so a cache larger than memory would "succeed" and the process would be
+ * OOM-killed later, as the context fills. (A GPU reports its own allocation failures.) */
+static int kv_check(loom_session *s, size_t kv_bytes) {
+    const loom_hparams *hp = &s->m->hp;
+    size_t total;
+    if (!loom_mul_ok(kv_bytes, 2 * (size_t)hp->n_layer, &total))
+        return loom_err("KV cache for --ctx %d overflows the address space", s->n_ctx);
+    uint64_t mem = strcmp(s->device, "cpu") ? 0 : host_memory_bytes();
+    if (mem && total > mem)
+        return loom_err("KV cache for --ctx %d needs %zu bytes (%d layers x 2 x %zu), more than the %llu bytes of "
+                        "memory on this machine: lower --ctx",
+                        s->n_ctx, total, hp->n_layer, kv_bytes, (unsigned long long)mem);
+    return 0;
+}
+
 loom_session *loom_session_new(loom_model *m, const loom_session_opts *opts) {
     loom_session_opts o = opts ? *opts : loom_session_default_opts();
     loom_session *s = loom_calloc(1, sizeof *s);
@@ -106,10 +138,12 @@ loom_session *loom_session_new(loom_model *m, const loom_session_opts *opts) {
     s->be = loom_backend_open(o.device, &bo);
     if (!s->be) goto fail;
     snprintf(s->device, sizeof s->device, "%s", s->be->ops->name);
+    /* the KV cache: one K and one V tensor per layer, f32 [n_ctx, kv_dim]; checked before the
+     * weights are uploaded so an impossible --ctx fails at once */
+    size_t kv_bytes = (size_t)s->n_ctx * (size_t)hp->n_head_kv * (size_t)hp->head_dim * sizeof(float);
+    if (kv_check(s, kv_bytes) < 0) goto fail;
     if (upload_weights(s) < 0) goto fail;
 
-    /* the KV cache: one K and one V tensor per layer, f32 [n_ctx, kv_dim] */
-    size_t kv_bytes = (size_t)s->n_ctx * (size_t)hp->n_head_kv * (size_t)hp->head_dim * sizeof(float);
     s->n_state = 2 * hp->n_layer;
     s->state = loom_calloc((size_t)s->n_state, sizeof *s->state);
     if (!s->state) goto fail;
@@ -216,7 +250,7 @@ static int read_output(loom_session *s, loom_plan *p, const char *name, float **
 int loom_session_eval(loom_session *s, const int32_t *tokens, int n) {
     const loom_hparams *hp = &s->m->hp;
     if (n <= 0) return loom_err("nothing to evaluate (0 tokens)");
-    if (s->pos + n > s->n_ctx)
+    if (n > s->n_ctx - s->pos) /* not pos + n: n may be near INT_MAX */
         return loom_err("context full: %d tokens held + %d new exceed --ctx %d", s->pos, n, s->n_ctx);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
@@ -271,6 +305,25 @@ int loom_session_pos(const loom_session *s) { return s->pos; }
 int loom_session_ctx(const loom_session *s) { return s->n_ctx; }
 void loom_session_reset(loom_session *s) { s->pos = 0; }
 const char *loom_session_device(const loom_session *s) { return s->device; }
+
+/* Context shift: the cache holds hist[0..*n); keep the first n_keep tokens, drop half of the rest
+ * (the oldest), and evaluate what is left again from position 0. Cached K rows cannot just be
+ * moved: RoPE rotated them for their old positions. */
+int loom_session_ctx_shift(loom_session *s, int32_t *hist, int *n, int n_keep) {
+    if (*n != s->pos) return loom_err("context shift: %d tokens given but the cache holds %d", *n, s->pos);
+    if (n_keep < 0) n_keep = 0;
+    if (n_keep > *n) n_keep = *n;
+    int n_discard = (*n - n_keep) / 2;
+    if (n_discard == 0) return loom_err("context shift: nothing to discard (--keep %d of %d tokens)", n_keep, *n);
+    memmove(hist + n_keep, hist + n_keep + n_discard, (size_t)(*n - n_keep - n_discard) * sizeof *hist);
+    *n -= n_discard;
+    s->pos = 0;
+    for (int i = 0; i < *n; i += 512) { /* chunks bound the prefill arena */
+        int k = *n - i < 512 ? *n - i : 512;
+        if (loom_session_eval(s, hist + i, k) < 0) return -1;
+    }
+    return n_discard;
+}
 
 /* ---- internal hooks for tools (profile, dump, bench) -------------------------------------------- */
 void loom_session_set_profiling(loom_session *s, bool on) {

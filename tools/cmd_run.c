@@ -2,6 +2,7 @@
 #include "commands.h"
 
 #include "loom.h"
+#include "session_internal.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -24,6 +25,9 @@ static void usage(FILE *f) {
             "  --device D      cpu | vulkan | vulkan:N | auto (default auto)\n"
             "  -t N            CPU threads (default: all cores)\n"
             "  --ctx N         KV cache length (default min(training context, 4096))\n"
+            "  --ctx-shift     when the context is full, drop the oldest half of it (after --keep)\n"
+            "                  and re-evaluate the rest, instead of stopping\n"
+            "  --keep N        tokens kept at the start on a context shift (default 1: BOS)\n"
             "  --scalar        portable scalar kernels only (also LOOM_SCALAR=1)\n");
 }
 
@@ -60,7 +64,8 @@ int cmd_run(int argc, char **argv) {
     const char *prompt = NULL, *tokens_arg = NULL;
     long n_gen = 64, seed = 1, top_k = 0;
     double temp = 0, top_p = 1;
-    bool print_ids = false;
+    bool print_ids = false, ctx_shift = false;
+    long n_keep = 1;
     for (int i = 1; i < argc; i++) {
         int r = loom_parse_common(&co, argc, argv, &i);
         if (r < 0) return 2;
@@ -92,6 +97,11 @@ int cmd_run(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--ids")) {
             print_ids = true;
+        } else if (!strcmp(a, "--ctx-shift")) {
+            ctx_shift = true;
+        } else if (!strcmp(a, "--keep")) {
+            if (loom_parse_int(a, val, 0, 0x7fffffffL, &n_keep) < 0) return 2;
+            i++;
         } else {
             fprintf(stderr, "loom run: unknown option '%s'\n", a);
             usage(stderr);
@@ -108,7 +118,7 @@ int cmd_run(int argc, char **argv) {
     }
     const char *path = co.model ? co.model : loom_default_model();
     int rc = 1;
-    int32_t *ids = NULL;
+    int32_t *ids = NULL, *hist = NULL;
     loom_tokenizer *tok = NULL;
     loom_session *s = NULL;
     loom_sampler *smp = NULL;
@@ -157,6 +167,21 @@ int cmd_run(int argc, char **argv) {
                 loom_session_ctx(s));
         goto done;
     }
+    /* the tokens the cache holds, for re-evaluation after a context shift */
+    int n_hist = 0, shifts = 0;
+    if (ctx_shift) {
+        if (n_keep > loom_session_ctx(s) - 2) {
+            fprintf(stderr, "loom: --keep %ld leaves nothing to drop from a context of %d tokens\n", n_keep,
+                    loom_session_ctx(s));
+            goto done;
+        }
+        if (!(hist = malloc((size_t)loom_session_ctx(s) * sizeof *hist))) {
+            fprintf(stderr, "loom: out of memory for the token history\n");
+            goto done;
+        }
+        memcpy(hist, ids, (size_t)n * sizeof *hist);
+        n_hist = n;
+    }
     loom_sampler_opts sopt = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .seed = (uint64_t)seed};
     smp = loom_sampler_new(&sopt);
     if (tok && !print_ids) stream = loom_tokenizer_stream_new(tok, LOOM_TOK_SKIP_SPECIAL);
@@ -199,14 +224,22 @@ int cmd_run(int argc, char **argv) {
         }
         fflush(stdout);
         if (loom_session_pos(s) >= loom_session_ctx(s)) {
-            stop = "context full";
-            generated++;
-            break;
+            if (!ctx_shift) {
+                stop = "context full";
+                generated++;
+                break;
+            }
+            if (loom_session_ctx_shift(s, hist, &n_hist, (int)n_keep) < 0) {
+                fprintf(stderr, "\nloom: %s\n", loom_last_error());
+                goto done;
+            }
+            shifts++;
         }
         if (loom_session_eval(s, &next, 1) < 0) {
             fprintf(stderr, "\nloom: %s\n", loom_last_error());
             goto done;
         }
+        if (hist) hist[n_hist++] = next;
     }
     if (stream) {
         size_t len;
@@ -216,8 +249,10 @@ int cmd_run(int argc, char **argv) {
     double t_gen = loom_now() - t0;
     printf("\n");
     fflush(stdout);
-    fprintf(stderr, "loom: %s; prompt %d tokens in %.3f s (%.1f t/s), generated %d tokens in %.3f s (%.1f t/s) on %s\n",
-            stop ? stop : "token limit", n, t_prompt, n / (t_prompt > 0 ? t_prompt : 1e-9), generated, t_gen,
+    char shifted[48] = "";
+    if (shifts) snprintf(shifted, sizeof shifted, " (%d context shifts)", shifts);
+    fprintf(stderr, "loom: %s; prompt %d tokens in %.3f s (%.1f t/s), generated %d tokens%s in %.3f s (%.1f t/s) on %s\n",
+            stop ? stop : "token limit", n, t_prompt, n / (t_prompt > 0 ? t_prompt : 1e-9), generated, shifted, t_gen,
             generated / (t_gen > 0 ? t_gen : 1e-9), loom_session_device(s));
     rc = 0;
 done:
@@ -227,5 +262,6 @@ done:
     loom_tokenizer_free(tok);
     loom_model_free(m);
     free(ids);
+    free(hist);
     return rc;
 }

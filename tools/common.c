@@ -55,7 +55,8 @@ int loom_parse_common(loom_common_opts *o, int argc, char **argv, int *i) {
         if (loom_parse_int(a, val, 1, 1024, &v) < 0) return -1;
         o->n_threads = (int)v;
     } else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) {
-        if (loom_parse_int(a, val, 1, 1 << 24, &v) < 0) return -1;
+        /* any int: whether the KV cache fits is the session's question (it names the bytes) */
+        if (loom_parse_int(a, val, 1, INT_MAX, &v) < 0) return -1;
         o->n_ctx = (int)v;
     } else if (!strcmp(a, "--scalar")) {
         o->scalar = true;
