@@ -372,6 +372,157 @@ AI void ukr(int mr, const float *x, int64_t ldx, const float *pw, int kc, float 
     for (int r = 0; r < mr; r++) tile_out(y + r * ldy, acc[r][0], acc[r][1], cols, first, bias);
 }
 
+/* ---- grouped attention ---------------------------------------------------------------------- */
+/* As in cpu_avx512.c: a block of 64 keys is transposed once (kt[d][j]) and serves every query of
+ * the kv group, 4 queries at a time; with 16 ymm registers the score tiles are 4 queries x 16 keys
+ * and the P.V tiles 4 queries x 16 dims (8 accumulators each). */
+#define AG_Q 4
+#define AG_KB CPU_ATTN_BLOCK
+
+static bool v_attn_group_ok(int hd) { return hd >= 16 && hd <= 512 && hd % 16 == 0; }
+
+static size_t v_attn_group_scratch(int nq, int hd) {
+    return (size_t)hd * AG_KB + (size_t)nq * hd + (size_t)AG_Q * AG_KB + 2 * (size_t)nq + 64;
+}
+
+/* p[i][j0 .. j0 + 16) = q_i . k_j for nt queries */
+AI void ag_scores(int nt, const float *const *q, const float *kt, int hd, int j0, float *p) {
+    __m256 acc[AG_Q][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < nt; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int d = 0; d < hd; d++) {
+        const float *kd = kt + (int64_t)d * AG_KB + j0;
+        __m256 w0 = _mm256_load_ps(kd), w1 = _mm256_load_ps(kd + 8);
+#pragma GCC unroll 4
+        for (int i = 0; i < nt; i++) {
+            __m256 b = _mm256_broadcast_ss(q[i] + d);
+            acc[i][0] = _mm256_fmadd_ps(b, w0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(b, w1, acc[i][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < nt; i++) {
+        _mm256_store_ps(p + i * AG_KB + j0, acc[i][0]);
+        _mm256_store_ps(p + i * AG_KB + j0 + 8, acc[i][1]);
+    }
+}
+
+/* o_i[dc .. dc + 16) += sum_j p[i][j] v_j over nb keys */
+AI void ag_pv(int nt, const float *p, const float *v, int64_t ld, int nb, float *o, int hd, int dc) {
+    __m256 acc[AG_Q][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < nt; i++) {
+        acc[i][0] = _mm256_load_ps(o + (int64_t)i * hd + dc);
+        acc[i][1] = _mm256_load_ps(o + (int64_t)i * hd + dc + 8);
+    }
+    for (int j = 0; j < nb; j++) {
+        const float *vj = v + (int64_t)j * ld + dc;
+        __m256 w0 = _mm256_loadu_ps(vj), w1 = _mm256_loadu_ps(vj + 8);
+#pragma GCC unroll 4
+        for (int i = 0; i < nt; i++) {
+            __m256 b = _mm256_broadcast_ss(p + i * AG_KB + j);
+            acc[i][0] = _mm256_fmadd_ps(b, w0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(b, w1, acc[i][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < nt; i++) {
+        _mm256_store_ps(o + (int64_t)i * hd + dc, acc[i][0]);
+        _mm256_store_ps(o + (int64_t)i * hd + dc + 8, acc[i][1]);
+    }
+}
+
+static void v_attn_group(float *const *out, const float *const *q, const int64_t *n_keys, int nq,
+                         const float *k, const float *v, int64_t ld, int hd, float scale,
+                         float *scratch) {
+    float *kt = scratch, *o = kt + (int64_t)hd * AG_KB, *p = o + (int64_t)nq * hd;
+    float *mx = p + AG_Q * AG_KB, *ls = mx + nq;
+    int64_t kmax = 0;
+    for (int i = 0; i < nq; i++) {
+        if (n_keys[i] > kmax) kmax = n_keys[i];
+        mx[i] = -INFINITY;
+        ls[i] = 0;
+    }
+    memset(o, 0, (size_t)nq * hd * sizeof(float));
+    const __m256 vscale = _mm256_set1_ps(scale);
+    for (int64_t j0 = 0; j0 < kmax; j0 += AG_KB) {
+        int nb = (int)(kmax - j0 < AG_KB ? kmax - j0 : AG_KB);
+        for (int d0 = 0; d0 < hd; d0 += 8)
+            for (int jj = 0; jj < AG_KB; jj += 8) {
+                __m256 r[8];
+                for (int i = 0; i < 8; i++)
+                    r[i] = jj + i < nb ? _mm256_loadu_ps(k + (j0 + jj + i) * ld + d0) : _mm256_setzero_ps();
+                tr8(r);
+                for (int e = 0; e < 8; e++) _mm256_store_ps(kt + (int64_t)(d0 + e) * AG_KB + jj, r[e]);
+            }
+        for (int q0 = 0; q0 < nq; q0 += AG_Q) {
+            int nt = nq - q0 < AG_Q ? nq - q0 : AG_Q;
+            int nbt = 0;
+            for (int i = 0; i < nt; i++) {
+                int64_t nk = n_keys[q0 + i] - j0;
+                if (nk > nbt) nbt = nk > nb ? nb : (int)nk;
+            }
+            if (nbt <= 0) continue;
+            for (int js = 0; js < nbt; js += 16) switch (nt) {
+                case 4: ag_scores(4, q + q0, kt, hd, js, p); break;
+                case 3: ag_scores(3, q + q0, kt, hd, js, p); break;
+                case 2: ag_scores(2, q + q0, kt, hd, js, p); break;
+                default: ag_scores(1, q + q0, kt, hd, js, p); break;
+                }
+            for (int i = 0; i < nt; i++) {
+                int64_t nk = n_keys[q0 + i] - j0;
+                float *pi = p + i * AG_KB;
+                if (nk <= 0) {
+                    memset(pi, 0, AG_KB * sizeof(float));
+                    continue;
+                }
+                if (nk > nbt) nk = nbt;
+                __m256 bm = _mm256_set1_ps(-INFINITY);
+                for (int j = 0; j < nk; j += 8) {
+                    __m256 s = _mm256_mul_ps(_mm256_load_ps(pi + j), vscale);
+                    if (nk - j < 8)
+                        s = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), s, _mm256_castsi256_ps(lane_mask(nk - j)));
+                    _mm256_store_ps(pi + j, s);
+                    bm = _mm256_max_ps(bm, s);
+                }
+                float bmax = hmax8(bm), mnew = bmax > mx[q0 + i] ? bmax : mx[q0 + i];
+                __m256 vm = _mm256_set1_ps(mnew), sum = _mm256_setzero_ps();
+                for (int j = 0; j < nbt; j += 8) {
+                    __m256 e = _mm256_setzero_ps();
+                    if (j < nk) {
+                        e = exp8(_mm256_sub_ps(_mm256_load_ps(pi + j), vm));
+                        if (nk - j < 8) e = _mm256_and_ps(e, _mm256_castsi256_ps(lane_mask(nk - j)));
+                    }
+                    _mm256_store_ps(pi + j, e);
+                    sum = _mm256_add_ps(sum, e);
+                }
+                if (mnew > mx[q0 + i]) {
+                    float cf = expf(mx[q0 + i] - mnew);
+                    float *oi = o + (int64_t)(q0 + i) * hd;
+                    for (int d = 0; d < hd; d += 8)
+                        _mm256_store_ps(oi + d, _mm256_mul_ps(_mm256_load_ps(oi + d), _mm256_set1_ps(cf)));
+                    ls[q0 + i] *= cf;
+                    mx[q0 + i] = mnew;
+                }
+                ls[q0 + i] += hsum8(sum);
+            }
+            const float *vb = v + j0 * ld;
+            float *ot = o + (int64_t)q0 * hd;
+            for (int dc = 0; dc < hd; dc += 16) switch (nt) {
+                case 4: ag_pv(4, p, vb, ld, nbt, ot, hd, dc); break;
+                case 3: ag_pv(3, p, vb, ld, nbt, ot, hd, dc); break;
+                case 2: ag_pv(2, p, vb, ld, nbt, ot, hd, dc); break;
+                default: ag_pv(1, p, vb, ld, nbt, ot, hd, dc); break;
+                }
+        }
+    }
+    for (int i = 0; i < nq; i++) {
+        const __m256 inv = _mm256_set1_ps(1.0f / ls[i]);
+        for (int d = 0; d < hd; d += 8)
+            _mm256_storeu_ps(out[i] + d, _mm256_mul_ps(_mm256_load_ps(o + (int64_t)i * hd + d), inv));
+    }
+}
+
 static size_t v_gemm_scratch(int64_t M, int64_t K) {
     (void)M, (void)K;
     return (size_t)CPU_GEMM_MAX_COLS * G_KC + 16;
@@ -420,5 +571,8 @@ void cpu_kernels_avx2(cpu_kernels *k) {
     k->softmax = v_softmax;
     k->rope = v_rope;
     k->attn = v_attn;
+    k->attn_group = v_attn_group;
+    k->attn_group_ok = v_attn_group_ok;
+    k->attn_group_scratch = v_attn_group_scratch;
     k->gemm_bf16_rounds_x = false;
 }
