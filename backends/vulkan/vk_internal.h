@@ -88,8 +88,6 @@ typedef struct vk_dev {
     VkBuffer dummy; /* bound to unused bindings */
     VkDeviceMemory dummy_mem;
 
-    /* one-shot descriptor pool for compute_node */
-    VkDescriptorPool once_pool;
 
     uint64_t next_serial;
     size_t allocated;

@@ -134,13 +134,6 @@ int vk_pipelines_init(vk_dev *d) {
     r = vkCreatePipelineLayout(d->dev, &pli, NULL, &d->layout);
     if (r != VK_SUCCESS) return loom_err("vkCreatePipelineLayout failed: %s", vk_result_str(r));
 
-    VkDescriptorPoolSize ps = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = 64 * VK_NBIND};
-    VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-                                      .maxSets = 64,
-                                      .poolSizeCount = 1,
-                                      .pPoolSizes = &ps};
-    r = vkCreateDescriptorPool(d->dev, &dpi, NULL, &d->once_pool);
-    if (r != VK_SUCCESS) return loom_err("vkCreateDescriptorPool failed: %s", vk_result_str(r));
 
     cache_path(d);
     void *data = NULL;
@@ -181,7 +174,6 @@ void vk_pipelines_free(vk_dev *d) {
     for (int i = 0; i < (int)LOOM_SPV_COUNT; i++)
         if (d->modules[i]) vkDestroyShaderModule(d->dev, d->modules[i], NULL);
     if (d->pcache) vkDestroyPipelineCache(d->dev, d->pcache, NULL);
-    if (d->once_pool) vkDestroyDescriptorPool(d->dev, d->once_pool, NULL);
     if (d->layout) vkDestroyPipelineLayout(d->dev, d->layout, NULL);
     if (d->dsl) vkDestroyDescriptorSetLayout(d->dev, d->dsl, NULL);
 }

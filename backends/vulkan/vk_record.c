@@ -47,7 +47,6 @@ typedef struct vk_rec {
     bool sizing;            /* first pass: count dispatches and scratch, record nothing */
     VkDescriptorPool *pools;
     int n_pools;
-    bool once;              /* use d->once_pool (compute_node) */
     vk_range *rd, *wr;
     int n_rd, n_wr, cap_rd, cap_wr;
     int n_dispatch, n_barrier;
@@ -143,12 +142,6 @@ static VkDescriptorSet alloc_set(vk_rec *r) {
                                       .descriptorSetCount = 1,
                                       .pSetLayouts = &d->dsl};
     VkDescriptorSet set = VK_NULL_HANDLE;
-    if (r->once) {
-        ai.descriptorPool = d->once_pool;
-        VkResult res = vkAllocateDescriptorSets(d->dev, &ai, &set);
-        if (res != VK_SUCCESS) loom_err("vulkan: vkAllocateDescriptorSets failed: %s", vk_result_str(res));
-        return res == VK_SUCCESS ? set : VK_NULL_HANDLE;
-    }
     if (r->n_pools) {
         ai.descriptorPool = r->pools[r->n_pools - 1];
         if (vkAllocateDescriptorSets(d->dev, &ai, &set) == VK_SUCCESS) return set;
@@ -785,27 +778,26 @@ static vk_fuse *plan_fusions(vk_dev *d, const loom_exec_ctx *x, int *n_fused) {
 /* ---- compute_node: one node, recorded and submitted on its own ----------------------------------- */
 
 int vk_compute_node(vk_dev *d, const loom_exec_ctx *x, int node) {
-    vk_rec r = {.d = d, .sizing = true, .once = true};
+    vk_rec r = {.d = d, .sizing = true};
     int rc = rec_node(&r, x, node);
     rec_free(&r);
     if (rc < 0) return -1;
     loom_buffer *scratch = NULL;
     if (r.scratch_need && !(scratch = vk_buf_alloc(d, r.scratch_need, false))) return -1;
-    VkCommandBuffer cmd = vk_begin_once(d); /* waits for the previous submission */
+    VkCommandBuffer cmd = vk_begin_once(d); /* waits for the previous one-shot submission */
     if (!cmd) {
         vk_buf_free(d, scratch);
         return -1;
     }
-    vkResetDescriptorPool(d->dev, d->once_pool, 0);
-    r = (vk_rec){.d = d, .cmd = cmd, .once = true, .scratch = scratch};
+    /* descriptor pools of this call only: a chunked matmul can take many sets */
+    r = (vk_rec){.d = d, .cmd = cmd, .scratch = scratch};
     rc = rec_node(&r, x, node);
     rec_free(&r);
-    if (rc < 0) {
-        vkEndCommandBuffer(cmd);
-        vk_buf_free(d, scratch);
-        return -1;
-    }
-    rc = vk_submit(d, cmd, true);
+    if (rc < 0) vkEndCommandBuffer(cmd);
+    else rc = vk_submit(d, cmd, true);
+    if (rc < 0) vk_wait(d);
+    for (int k = 0; k < r.n_pools; k++) vkDestroyDescriptorPool(d->dev, r.pools[k], NULL);
+    free(r.pools);
     vk_buf_free(d, scratch);
     return rc;
 }
