@@ -119,14 +119,14 @@ static void v_swiglu(float *y, const float *g, const float *u, int64_t n) {
 /* ---- row ops -------------------------------------------------------------------------------- */
 static void v_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + 8);
         s0 = _mm256_fmadd_ps(a, a, s0);
         s1 = _mm256_fmadd_ps(b, b, s1);
     }
-    for (; i < n; i += 8) {
-        __m256 a = ld_n(x + i, n - i);
+    for (; j < n; j += 8) {
+        __m256 a = ld_n(x + j, n - j);
         s0 = _mm256_fmadd_ps(a, a, s0);
     }
     double ss = hsum8(_mm256_add_ps(s0, s1));

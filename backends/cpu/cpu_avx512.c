@@ -109,14 +109,14 @@ static void v_swiglu(float *y, const float *g, const float *u, int64_t n) {
 /* ---- row ops -------------------------------------------------------------------------------- */
 static void v_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + 16);
         s0 = _mm512_fmadd_ps(a, a, s0);
         s1 = _mm512_fmadd_ps(b, b, s1);
     }
-    for (; i < n; i += 16) {
-        __m512 a = _mm512_maskz_loadu_ps(n - i >= 16 ? 0xffff : tail_mask(n - i), x + i);
+    for (; j < n; j += 16) {
+        __m512 a = _mm512_maskz_loadu_ps(n - j >= 16 ? 0xffff : tail_mask(n - j), x + j);
         s0 = _mm512_fmadd_ps(a, a, s0);
     }
     double ss = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));

@@ -680,17 +680,17 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
         }
         if (k->attn_group && k->attn_group_ok(t.hd)) {
             int group = t.H / t.Hkv;
-            attn_group_task g = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2],
+            attn_group_task ag = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2],
                                  .pos = src[3], .S = S, .H = t.H, .Hkv = t.Hkv, .hd = t.hd,
                                  .scale = t.scale};
             /* rows per item: enough queries to share each K/V block, enough items for threads */
-            g.rows = group >= AG_MAXQ ? 1 : AG_MAXQ / group;
+            ag.rows = group >= AG_MAXQ ? 1 : AG_MAXQ / group;
             int64_t want = (int64_t)c->n_threads * 4;
-            while (g.rows > 1 && t.Hkv * ((S + g.rows - 1) / g.rows) < want) g.rows /= 2;
-            int nq = (int)(g.rows * group < AG_MAXQ ? g.rows * group : AG_MAXQ);
+            while (ag.rows > 1 && t.Hkv * ((S + ag.rows - 1) / ag.rows) < want) ag.rows /= 2;
+            int nq = (int)(ag.rows * group < AG_MAXQ ? ag.rows * group : AG_MAXQ);
             if (scratch_reserve(c, k->attn_group_scratch(nq, t.hd)) < 0) return -1;
-            int64_t items = t.Hkv * ((S + g.rows - 1) / g.rows);
-            cpu_pool_for(c->pool, worth_threads(c, work), items, 1, attn_group_run, &g);
+            int64_t items = t.Hkv * ((S + ag.rows - 1) / ag.rows);
+            cpu_pool_for(c->pool, worth_threads(c, work), items, 1, attn_group_run, &ag);
             return 0;
         }
         if (scratch_reserve(c, CPU_ATTN_BLOCK + (size_t)t.hd) < 0) return -1;
