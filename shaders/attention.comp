@@ -24,14 +24,16 @@ layout(constant_id = 2) const uint HD = 64;
 layout(std430, binding = 0) writeonly buffer O { float o[]; };
 layout(std430, binding = 1) readonly buffer Q { float q[]; };
 layout(std430, binding = 2) readonly buffer Kc { float kc[]; };
+layout(std430, binding = 2) readonly buffer Kc4 { vec4 kc4[]; };
 layout(std430, binding = 3) readonly buffer Vc { float vc[]; };
+layout(std430, binding = 3) readonly buffer Vc4 { vec4 vc4[]; };
 layout(std430, binding = 4) readonly buffer P { int pos[]; };
 layout(std430, binding = 5) writeonly buffer Sc { float scratch[]; };
 
 const uint G4 = (HD + 3u) / 4u; // invocations per key in P.V
 const uint HD4 = 4u * G4;       // HD rounded up to a multiple of 4
 const uint NG = WG / G4;        // keys in flight in P.V
-shared float qs[MAXG * 256];
+shared vec4 qs4[MAXG * 64]; // q rows (pre-scaled), HD4 floats each, zero-padded
 shared float sc[MAXG][WG];
 shared float accs[4096];
 #ifndef NO_SUBGROUP
@@ -81,8 +83,11 @@ void main() {
 
     for (uint i = t; i < GW * HD4; i += WG) { // rows padded to HD4 with zeros
         uint g = i / HD4, d = i % HD4;
-        qs[i] = g < gn && d < HD ? q[OFF_A + (s * H + h0 + g) * HD + d] * pc.f[0] : 0.0;
+        qs4[i >> 2][i & 3u] = g < gn && d < HD ? q[OFF_A + (s * H + h0 + g) * HD + d] * pc.f[0] : 0.0;
     }
+    // K/V rows are vec4-aligned (u[6], set by the host): loads go 16 bytes at a time, a batch of
+    // them in flight before the math, since a split's few dozen keys are latency-bound
+    bool vec = pc.u[6] != 0u;
     barrier();
 
     uint d4 = t % G4, kg = t / G4;
@@ -97,16 +102,22 @@ void main() {
         bool valid = j < j1;
         float sg[MAXG];
         [[unroll]] for (uint g = 0u; g < MAXG; g++) sg[g] = 0.0;
-        if (valid) {
-            // four dims per step, not unrolled further: a full HD x GW unroll made the driver's
-            // compile take minutes and bought nothing measurable
+        if (valid && vec) {
+            // 8 vec4 loads per batch, not a full HD x GW unroll (that made driver compiles take
+            // minutes)
+            uint kb4 = (OFF_B + j * W + kvh * HD) >> 2;
+            for (uint d4 = 0u; d4 < G4; d4 += 8u) {
+                vec4 kv[8];
+                [[unroll]] for (uint b = 0u; b < 8u; b++) kv[b] = d4 + b < G4 ? kc4[kb4 + d4 + b] : vec4(0.0);
+                [[unroll]] for (uint b = 0u; b < 8u; b++)
+                    if (d4 + b < G4) [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] += dot(qs4[g * G4 + d4 + b], kv[b]);
+            }
+        } else if (valid) {
             uint kb = OFF_B + j * W + kvh * HD;
-            for (uint d = 0u; d < HD; d += 4u) {
+            for (uint d4 = 0u; d4 < G4; d4++) {
                 vec4 kv;
-                [[unroll]] for (uint c = 0u; c < 4u; c++) kv[c] = d + c < HD ? kc[kb + d + c] : 0.0;
-                [[unroll]] for (uint g = 0u; g < GW; g++)
-                    sg[g] += dot(vec4(qs[g * HD4 + d], qs[g * HD4 + d + 1u], qs[g * HD4 + d + 2u],
-                                      qs[g * HD4 + d + 3u]), kv);
+                [[unroll]] for (uint c = 0u; c < 4u; c++) kv[c] = 4u * d4 + c < HD ? kc[kb + 4u * d4 + c] : 0.0;
+                [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] += dot(qs4[g * G4 + d4], kv);
             }
         } else {
             [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] = -3.0e38;
@@ -128,13 +139,21 @@ void main() {
         uint nt = min(WG, j1 - jb);
         if (kg < NG) {
             uint d = 4u * d4;
-            for (uint jj = kg; jj < nt; jj += NG) {
-                uint vb = OFF_C + (jb + jj) * W + kvh * HD + d;
-                vec4 v;
-                [[unroll]] for (uint c = 0u; c < 4u; c++) v[c] = d + c < HD ? vc[vb + c] : 0.0;
-                [[unroll]] for (uint g = 0u; g < GW; g++) {
-                    float pj = sc[g][jj];
-                    [[unroll]] for (uint c = 0u; c < 4u; c++) acc[g][c] += pj * v[c];
+            for (uint jj = kg; jj < nt; jj += 4u * NG) { // four keys' loads in flight
+                vec4 v[4];
+                [[unroll]] for (uint b = 0u; b < 4u; b++) {
+                    uint j2 = jj + b * NG, vb = OFF_C + (jb + j2) * W + kvh * HD + d;
+                    if (j2 >= nt) v[b] = vec4(0.0);
+                    else if (vec) v[b] = vc4[vb >> 2];
+                    else [[unroll]] for (uint c = 0u; c < 4u; c++) v[b][c] = d + c < HD ? vc[vb + c] : 0.0;
+                }
+                [[unroll]] for (uint b = 0u; b < 4u; b++) {
+                    uint j2 = jj + b * NG;
+                    if (j2 < nt)
+                        [[unroll]] for (uint g = 0u; g < GW; g++) {
+                            float pj = sc[g][j2];
+                            [[unroll]] for (uint c = 0u; c < 4u; c++) acc[g][c] += pj * v[b][c];
+                        }
                 }
             }
         }

@@ -37,7 +37,12 @@ void main() {
     float inv = l > 0.0 ? 1.0 / l : 0.0;
     for (uint d = t; d < hd; d += 128u) {
         float a = 0.0;
-        for (uint z = 0u; z < nz; z++) a += wz[z] * scratch[base + z * (hd + 2u) + 2u + d];
+        for (uint z = 0u; z < nz; z += 8u) { // eight loads in flight, then the sums
+            float v[8];
+            [[unroll]] for (uint b = 0u; b < 8u; b++)
+                v[b] = z + b < nz ? scratch[base + (z + b) * (hd + 2u) + 2u + d] : 0.0;
+            [[unroll]] for (uint b = 0u; b < 8u; b++) if (z + b < nz) a += wz[z + b] * v[b];
+        }
         o[OFF_D + s * H * hd + h * hd + d] = a * inv;
     }
 }

@@ -528,6 +528,7 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint32_t spec[4] = {128, gw, hd, 0};
     loom_spv_id sh = d->subgroup_arith && d->subgroup_size >= 4 ? LOOM_SPV_ATTENTION : LOOM_SPV_ATTENTION_NOSG;
     vk_pc pc = {.u = {(uint32_t)S, H, Hkv, hd, (uint32_t)C, ns}, .f = {n->fp[0]}};
+    pc.u[6] = hd % 4 == 0 && elem_off(d, &a[2]) % 4 == 0 && elem_off(d, &a[3]) % 4 == 0; /* vec4 K/V loads */
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
     if (ns == 1) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);
     vk_arg out = a[0];
