@@ -2,7 +2,7 @@
 # One batched run of the Vulkan backend on the GPU machine (the `run` tool): op tests, model
 # checks, kernel micro-benchmark, and a profile + bench of a synthetic qwen2-0.5b. Expects the
 # repo root as cwd, build-vk/ and .gl/ carried (see docs/vulkan-backend.md), $OUT for logs.
-# Usage: sh backends/vulkan/bench/gpu_run.sh [all|bench|profile]
+# Usage: sh backends/vulkan/bench/gpu_run.sh [all|bench|profile|quick]
 what=${1:-all}
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
@@ -21,6 +21,13 @@ if [ "$what" = all ]; then
     for fx in qwen2-tiny llama-tiny qwen2-tiny-bf16 stories260K-hf; do
         $B/loom check -m tests/fixtures/$fx --reference tests/fixtures/$fx/reference.safetensors --device vulkan | tail -3
     done
+fi
+if [ "$what" = quick ]; then
+    time $B/tests/test_vulkan_ops | tail -14
+    $B/loom check -m tests/fixtures/qwen2-tiny --reference tests/fixtures/qwen2-tiny/reference.safetensors --device vulkan | tail -2
+    $B/loom synth --shape qwen2-0.5b --dtype f16 -o /tmp/q05-f16.gguf
+    $B/loom bench -m /tmp/q05-f16.gguf --device vulkan -p 512 -n 128 -r 3
+    $B/loom profile -m /tmp/q05-f16.gguf --device vulkan -p 512 -n 16 --top 2 --no-peak | grep -A12 "== decode"
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
     $B/tests/bench_vulkan --reps 20
