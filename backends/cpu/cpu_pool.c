@@ -44,6 +44,8 @@
  * busy machine's other work, or our own oversubscribed threads, can run), then sleeps. */
 #define POOL_PURE_NS 300000L
 #define POOL_SPIN_NS 2000000L
+/* How long the caller spins for workers finishing their last chunk before it yields. */
+#define POOL_WAIT_NS 50000L
 
 typedef struct pool_worker {
     cpu_pool *pool;
@@ -221,13 +223,17 @@ void cpu_pool_for(cpu_pool *p, bool parallel, int64_t n, int64_t grain, cpu_rang
 
     take_chunks(p, 0);
 
-    /* every item is handed out: close the job, then wait for the workers inside it */
+    /* every item is handed out: close the job, then wait for the workers inside it. They are
+     * finishing their last chunk, so spin; after a short while assume one lost its core and
+     * yield between checks, so it can run here (on an idle machine yield returns at once). */
     atomic_store(&p->open, 0);
     int spins = 0;
+    long t0 = 0;
     while (atomic_load_explicit(&p->running, memory_order_acquire) > 0) {
-        if (++spins < 4096)
-            cpu_relax();
-        else
-            sched_yield(); /* a worker holding a chunk lost its core: let it run */
+        cpu_relax();
+        if ((++spins & 255) != 0) continue;
+        long t = now_ns();
+        if (!t0) t0 = t;
+        if (t - t0 > POOL_WAIT_NS) sched_yield();
     }
 }
