@@ -77,6 +77,10 @@ int gguf_ggml_from_dtype(loom_dtype t) {
     case LOOM_F16: return GGML_TYPE_F16;
     case LOOM_BF16: return GGML_TYPE_BF16;
     case LOOM_I32: return 26;
+    case LOOM_Q8_0: return GGML_TYPE_Q8_0;
+    case LOOM_Q4_0: return GGML_TYPE_Q4_0;
+    case LOOM_Q4_K: return GGML_TYPE_Q4_K;
+    case LOOM_Q6_K: return GGML_TYPE_Q6_K;
     default: return -1;
     }
 }
@@ -87,6 +91,10 @@ loom_dtype gguf_dtype_from_ggml(int t) {
     case GGML_TYPE_F16: return LOOM_F16;
     case GGML_TYPE_BF16: return LOOM_BF16;
     case 26: return LOOM_I32;
+    case GGML_TYPE_Q8_0: return LOOM_Q8_0;
+    case GGML_TYPE_Q4_0: return LOOM_Q4_0;
+    case GGML_TYPE_Q4_K: return LOOM_Q4_K;
+    case GGML_TYPE_Q6_K: return LOOM_Q6_K;
     default: return LOOM_DTYPE_COUNT;
     }
 }
@@ -756,6 +764,17 @@ static int w_arr_str_n(gguf_writer *w, const char *key, const char *const *v, co
 
 int gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, size_t n) {
     return w_arr_str_n(w, key, v, NULL, n);
+}
+
+int gguf_w_remove_kv(gguf_writer *w, const char *key) {
+    for (int i = 0; i < w->n_kv; i++)
+        if (!strcmp(w->kv[i].key, key)) {
+            wkv_free(&w->kv[i]);
+            memmove(&w->kv[i], &w->kv[i + 1], (size_t)(w->n_kv - i - 1) * sizeof *w->kv);
+            w->n_kv--;
+            return 1;
+        }
+    return 0;
 }
 
 int gguf_w_copy_kv(gguf_writer *w, const gguf_ctx *src) {

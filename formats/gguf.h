@@ -95,6 +95,8 @@ int gguf_w_arr_i32(gguf_writer *w, const char *key, const int32_t *v, size_t n);
 int gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, size_t n);
 /* Copy every key/value of an opened file (for tools that rewrite tensors). */
 int gguf_w_copy_kv(gguf_writer *w, const gguf_ctx *src);
+/* Drop a key already added (to rewrite a copied one, e.g. general.file_type); 1 if it was there. */
+int gguf_w_remove_kv(gguf_writer *w, const char *key);
 /* Add a tensor: ne in PyTorch order; data is referenced (must stay valid until save). */
 int gguf_w_tensor(gguf_writer *w, const char *name, int ggml_type, int ndim, const int64_t *ne,
                   const void *data, size_t nbytes);

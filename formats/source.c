@@ -2,6 +2,7 @@
 #include "source.h"
 
 #include "gguf.h"
+#include "quant.h"
 #include "safetensors.h"
 #include "util.h"
 
@@ -146,7 +147,7 @@ static int table_add(loom_source *s, const char *name, const char *orig, loom_dt
     w->nbytes = nbytes;
     w->id = s->n_w;
     if (w->ndim == 1) {
-        size_t n = nbytes / loom_dtype_size(t);
+        size_t n = (size_t)w->ne[0]; /* elements, also for block types (loom_dtype_size is 0) */
         float *f = loom_malloc_aligned(n * sizeof(float));
         if (!f) return -1;
         loom_to_f32(f, data, t, n);
@@ -367,6 +368,24 @@ static int open_hf(loom_source *s) {
 
 /* ---- GGUF ---------------------------------------------------------------------------------- */
 
+/* A quantised tensor: rows of whole blocks, and every block scale finite (a NaN scale would turn a
+ * whole output row into NaN with no hint why). Scanning the scales costs one pass over 1/17 to 1/70
+ * of the bytes, once, at open. */
+static int check_quant(const char *path, const char *name, loom_dtype t, int ndim, const int64_t *ne,
+                       const void *data, size_t nbytes) {
+    int blck = loom_dtype_blck(t);
+    int64_t inner = ndim > 0 ? ne[ndim - 1] : 1;
+    if (inner % blck)
+        return loom_err("%s: tensor '%s' (%s): inner dimension %lld is not a multiple of the %d-element block",
+                        path, name, loom_dtype_name(t), (long long)inner, blck);
+    int64_t nb = (int64_t)(nbytes / loom_dtype_block_bytes(t));
+    int64_t bad = loom_quant_bad_scale(t, data, nb);
+    if (bad >= 0)
+        return loom_err("%s: tensor '%s' (%s): block %lld has a NaN or infinite scale", path, name,
+                        loom_dtype_name(t), (long long)bad);
+    return 0;
+}
+
 static int open_gguf(loom_source *s) {
     if (!(s->gguf = gguf_open(s->path))) return -1;
     gguf_ctx *g = s->gguf;
@@ -382,11 +401,14 @@ static int open_gguf(loom_source *s) {
         int gt = gguf_tensor_ggml_type(g, i);
         loom_dtype t = gguf_dtype_from_ggml(gt);
         const char *name = gguf_tensor_name(g, i);
-        if (t != LOOM_F32 && t != LOOM_F16 && t != LOOM_BF16)
-            return loom_err("%s: unsupported tensor type %s for '%s' (supported: f32, f16, bf16)", s->path,
-                            gguf_ggml_type_name(gt), name);
+        if (t != LOOM_F32 && t != LOOM_F16 && t != LOOM_BF16 && !loom_dtype_is_quant(t))
+            return loom_err("%s: unsupported tensor type %s for '%s' (supported: f32, f16, bf16, q8_0, q4_0, "
+                            "q4_K, q6_K)", s->path, gguf_ggml_type_name(gt), name);
         int64_t ne[4];
         gguf_tensor_shape(g, i, ne);
+        if (loom_dtype_is_quant(t) && check_quant(s->path, name, t, gguf_tensor_ndim(g, i), ne,
+                                                  gguf_tensor_data(g, i), gguf_tensor_nbytes(g, i)))
+            return -1;
         if (table_add(s, name, name, t, gguf_tensor_ndim(g, i), ne, gguf_tensor_data(g, i),
                       gguf_tensor_nbytes(g, i), s->path))
             return -1;

@@ -3,6 +3,7 @@
 #include "graph.h"
 
 #include "../formats/source.h"
+#include "quant.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -40,7 +41,7 @@ int64_t loom_node_nelem(const loom_node *n) {
 }
 
 size_t loom_node_bytes(const loom_node *n) {
-    return (size_t)loom_node_nelem(n) * loom_dtype_size(n->type);
+    return loom_dtype_nbytes(n->type, loom_node_nelem(n)); /* block types: whole blocks */
 }
 
 void loom_graph_log(loom_graph *g, const char *fmt, ...) {

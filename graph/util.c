@@ -1,5 +1,7 @@
 #include "util.h"
 
+#include "quant.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -72,6 +74,10 @@ const char *loom_dtype_name(loom_dtype t) {
     case LOOM_F16: return "f16";
     case LOOM_BF16: return "bf16";
     case LOOM_I32: return "i32";
+    case LOOM_Q8_0: return "q8_0";
+    case LOOM_Q4_0: return "q4_0";
+    case LOOM_Q4_K: return "q4_K";
+    case LOOM_Q6_K: return "q6_K";
     default: return "?";
     }
 }
@@ -155,6 +161,10 @@ void loom_to_f32(float *dst, const void *src, loom_dtype t, size_t n) {
         for (size_t i = 0; i < n; i++) dst[i] = (float)s[i];
         break;
     }
+    case LOOM_Q8_0:
+    case LOOM_Q4_0:
+    case LOOM_Q4_K:
+    case LOOM_Q6_K: loom_dequant_row(t, src, dst, (int64_t)n); break;
     default: break;
     }
 }

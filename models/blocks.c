@@ -2,6 +2,7 @@
  * Model files compose these; anything architecture-specific belongs in the model file. */
 #include "model.h"
 
+#include "../graph/quant.h"
 #include "../graph/util.h"
 
 #include <cjson/cJSON.h>
@@ -168,7 +169,7 @@ static int weight_v(loom_graph *g, const loom_model *m, int ndim, const int64_t 
         for (int d = 0, o = 0; d < w->ndim; d++) o += snprintf(got + o, sizeof got - (size_t)o, d ? ",%lld" : "%lld", (long long)w->ne[d]);
         return loom_err("%s: tensor '%s' has shape [%s], expected [%s]", loom_source_path(m->src), name, got, want);
     }
-    if (w->type != LOOM_F32 && w->type != LOOM_F16 && w->type != LOOM_BF16)
+    if (w->type != LOOM_F32 && w->type != LOOM_F16 && w->type != LOOM_BF16 && !loom_dtype_is_quant(w->type))
         return loom_err("%s: tensor '%s' has unsupported type %s", loom_source_path(m->src), name, loom_dtype_name(w->type));
     return loom_weight_node(g, w);
 }

@@ -1,6 +1,7 @@
 /* The CPU backend: host buffers, op validation, and the drivers that split each node's work
  * over the thread pool and call the kernel flavour picked at creation (see cpu.h). */
 #include "cpu.h"
+#include "quant.h"
 
 #include "../../formats/source.h"
 #include "../../graph/util.h"
@@ -40,6 +41,7 @@ typedef struct cpu_backend {
     size_t scratch_n;    /* floats in each */
 
     rope_cache rope;
+    cpu_qdot_fn qdot;    /* quantised-weight dot products (quant.h) */
     const char *perturb; /* LOOM_TEST_PERTURB, read at creation (see cpu_compute_node_checked) */
 } cpu_backend;
 
@@ -183,14 +185,18 @@ static void *node_ptr(const loom_exec_ctx *x, int i) {
     loom_buffer *b = loom_exec_node_buffer(x, i, &off);
     if (!b || (!b->data && b->size))
         return loom_err_null("cpu: node %d '%s' has no storage", i, n->name);
-    size_t need = (size_t)nelem(n) * loom_dtype_size(n->type);
+    size_t need = loom_node_bytes(n);
     if (off > b->size || need > b->size - off)
         return loom_err_null("cpu: node %d '%s' needs %zu bytes at offset %zu of a %zu-byte buffer",
                              i, n->name, need, off, b->size);
     return (char *)b->data + off;
 }
 
-static bool is_wtype(loom_dtype t) { return t == LOOM_F32 || t == LOOM_F16 || t == LOOM_BF16; }
+static bool is_wtype(loom_dtype t) {
+    return t == LOOM_F32 || t == LOOM_F16 || t == LOOM_BF16 || loom_dtype_is_quant(t);
+}
+/* A quantised matrix's rows must be whole blocks. */
+static bool wrows_ok(const loom_node *w) { return w->ne[w->ndim - 1] % loom_dtype_blck(w->type) == 0; }
 
 /* ---- supports ------------------------------------------------------------------------------- */
 static bool f32n(const loom_node *n) { return n && n->type == LOOM_F32; }
@@ -211,10 +217,10 @@ static bool cpu_supports(loom_backend *be, const loom_graph *g, int i) {
     case LOOM_OP_STATE: return true;
     case LOOM_OP_VIEW: return a != NULL;
     case LOOM_OP_EMBED:
-        return f32n(n) && a && is_wtype(a->type) && a->ndim == 2 && i32n(b) &&
+        return f32n(n) && a && is_wtype(a->type) && a->ndim == 2 && wrows_ok(a) && i32n(b) &&
                ncols(n) == a->ne[1] && nrows(n) == nelem(b);
     case LOOM_OP_MATMUL: {
-        if (!f32n(n) || !f32n(a) || !b || !is_wtype(b->type) || b->ndim != 2) return false;
+        if (!f32n(n) || !f32n(a) || !b || !is_wtype(b->type) || b->ndim != 2 || !wrows_ok(b)) return false;
         int64_t K = b->ne[1], N = b->ne[0];
         if (ncols(a) != K || ncols(n) != N || nrows(n) != nrows(a)) return false;
         return !c || (f32n(c) && nelem(c) == N);
@@ -393,6 +399,9 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
             for (int64_t n = 0; n < N; n++) y[m * N + n] = bias ? bias[n] : 0.0f;
         return 0;
     }
+    if (loom_dtype_is_quant(wt))
+        return cpu_quant_matmul(c->pool, worth_threads(c, 2.0 * (double)M * (double)N * (double)K), c->n_threads,
+                                c->qdot, y, x, w, wt, bias, M, K, N);
     mm_task t = {.c = c, .y = y, .x = x, .bias = bias, .w = w, .wt = wt, .M = M, .K = K, .N = N};
     bool par = worth_threads(c, 2.0 * (double)M * (double)N * (double)K);
     if (M == 1) {
@@ -609,7 +618,11 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
             if (ids[s] < 0 || ids[s] >= V)
                 return loom_err("cpu: embed: token id %d at row %lld is outside the vocabulary [0, %lld)",
                                 ids[s], (long long)s, (long long)V);
-            k->to_f32((float *)out + s * D, (const char *)src[0] + (size_t)ids[s] * D * es, tab->type, D);
+            if (loom_dtype_is_quant(tab->type)) /* dequantise just the selected rows */
+                loom_dequant_row(tab->type, (const char *)src[0] + (size_t)ids[s] * loom_dtype_nbytes(tab->type, D),
+                                 (float *)out + s * D, D);
+            else
+                k->to_f32((float *)out + s * D, (const char *)src[0] + (size_t)ids[s] * D * es, tab->type, D);
         }
         return 0;
     }
@@ -804,6 +817,7 @@ loom_backend *loom_cpu_backend_new_isa(const loom_backend_opts *o, const char *i
     c->base.ops = &cpu_ops;
     c->base.impl = c;
     c->k = kern;
+    c->qdot = cpu_qdot_for(kern.name);
     c->n_threads = nt;
     c->perturb = getenv("LOOM_TEST_PERTURB");
     c->scratch = loom_calloc((size_t)nt, sizeof *c->scratch);

@@ -1,0 +1,80 @@
+/* Quantised MATMUL: the portable rows kernel, the flavour choice, and the driver that quantises x
+ * and splits the output columns over the thread pool (see quant.h). */
+#include "quant.h"
+
+#include "../../graph/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void cpu_qdot_scalar(loom_dtype t, const void *w, const loom_q8x *const *x, int nr, int64_t K, float *out) {
+    for (int r = 0; r < nr; r++) out[r] = loom_quant_dot_ref(t, w, x[r], K);
+}
+
+static bool has_vnni(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni");
+#else
+    return false;
+#endif
+}
+
+cpu_qdot_fn cpu_qdot_for(const char *isa) {
+    if (!strncmp(isa, "avx512", 6) && has_vnni()) return cpu_qdot_avx512;
+    if (!strncmp(isa, "avx", 3) && cpu_has_avx2()) return cpu_qdot_avx2;
+    return cpu_qdot_scalar;
+}
+
+const char *cpu_qdot_name(cpu_qdot_fn f) {
+    return f == cpu_qdot_avx512 ? "avx512vnni" : f == cpu_qdot_avx2 ? "avx2" : "scalar";
+}
+
+typedef struct qmm_task {
+    cpu_qdot_fn dot;
+    float *y;
+    const loom_q8x *xq;
+    const char *w;
+    loom_dtype wt;
+    size_t row_bytes;
+    const float *bias;
+    int64_t M, K, N, chunk, xblocks;
+} qmm_task;
+
+static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
+    (void)ith;
+    const qmm_task *t = arg;
+    const loom_q8x *xr[CPU_QROWS];
+    float o[CPU_QROWS];
+    for (int64_t ci = c0; ci < c1; ci++) {
+        int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N;
+        /* x rows in groups of CPU_QROWS share each weight block load; the chunk's weight rows stay in
+         * cache across the groups */
+        for (int64_t m0 = 0; m0 < t->M; m0 += CPU_QROWS) {
+            int nr = (int)(t->M - m0 < CPU_QROWS ? t->M - m0 : CPU_QROWS);
+            for (int r = 0; r < nr; r++) xr[r] = t->xq + (m0 + r) * t->xblocks;
+            for (int64_t n = n0; n < n1; n++) {
+                t->dot(t->wt, t->w + (size_t)n * t->row_bytes, xr, nr, t->K, o);
+                float b = t->bias ? t->bias[n] : 0.0f;
+                for (int r = 0; r < nr; r++) t->y[(m0 + r) * t->N + n] = o[r] + b;
+            }
+        }
+    }
+}
+
+int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn dot, float *y, const float *x,
+                     const void *w, loom_dtype wt, const float *bias, int64_t M, int64_t K, int64_t N) {
+    int64_t xb = K / LOOM_QK;
+    loom_q8x *xq = malloc((size_t)(M * xb) * sizeof *xq + 1);
+    if (!xq) return loom_err("cpu: out of memory quantising a %lld x %lld activation", (long long)M, (long long)K);
+    for (int64_t m = 0; m < M; m++) loom_q8x_quant(x + m * K, xq + m * xb, K);
+    qmm_task t = {.dot = dot, .y = y, .xq = xq, .w = w, .wt = wt, .row_bytes = loom_dtype_nbytes(wt, K),
+                  .bias = bias, .M = M, .K = K, .N = N, .xblocks = xb};
+    /* ~4 chunks per thread, whole 16-row groups (decode) or 32-row groups (prefill) */
+    int64_t align = M == 1 ? 16 : 32, want = parallel ? (int64_t)n_threads * 4 : 1;
+    t.chunk = (N + want - 1) / want;
+    t.chunk = (t.chunk + align - 1) / align * align;
+    cpu_pool_for(pool, parallel, (N + t.chunk - 1) / t.chunk, 1, qmm_run, &t);
+    free(xq);
+    return 0;
+}
