@@ -1,0 +1,61 @@
+# Quantised weights (issue 5): unit tests, then `loom quantize` of the fixtures checked against the
+# f32 reference by top-1 agreement and mean KL (docs/quantization.md has the measured figures).
+loom_unit_test(test_quant)
+
+set(LOOM_Q_TMP ${CMAKE_BINARY_DIR}/quantized)
+file(MAKE_DIRECTORY ${LOOM_Q_TMP})
+# fixture | input | reference
+set(LOOM_Q_FIXTURES qwen2-tiny llama-tiny stories260K)
+set(LOOM_Q_IN_qwen2-tiny ${LOOM_FIXTURES}/qwen2-tiny)
+set(LOOM_Q_IN_llama-tiny ${LOOM_FIXTURES}/llama-tiny)
+set(LOOM_Q_IN_stories260K ${LOOM_FIXTURES}/stories260K.gguf)
+set(LOOM_Q_REF_qwen2-tiny ${LOOM_FIXTURES}/qwen2-tiny/reference.safetensors)
+set(LOOM_Q_REF_llama-tiny ${LOOM_FIXTURES}/llama-tiny/reference.safetensors)
+set(LOOM_Q_REF_stories260K ${LOOM_FIXTURES}/stories260K-hf/reference.safetensors)
+# bounds: min top-1 %, max mean KL. The tiny fixtures have random weights (near-tied logits, 47
+# positions: one flip is 2.1%), so their bounds sit below the trained stories260K's.
+set(LOOM_Q_TYPES q8_0 q4_0 q4_k_m q6_k)
+set(LOOM_Q_BOUND_q8_0 "95;2e-3")
+set(LOOM_Q_BOUND_q6_k "95;2e-3")
+set(LOOM_Q_BOUND_q4_0 "50;0.1")
+set(LOOM_Q_BOUND_q4_k_m "50;0.1")
+foreach(fx ${LOOM_Q_FIXTURES})
+  foreach(t ${LOOM_Q_TYPES})
+    set(out ${LOOM_Q_TMP}/${fx}-${t}.gguf)
+    add_test(NAME quantize_${fx}_${t} COMMAND ${LOOM_BIN} quantize ${LOOM_Q_IN_${fx}} ${out} --type ${t})
+    set_tests_properties(quantize_${fx}_${t} PROPERTIES FIXTURES_SETUP q_${fx}_${t})
+    list(GET LOOM_Q_BOUND_${t} 0 top1)
+    list(GET LOOM_Q_BOUND_${t} 1 kl)
+    if(fx STREQUAL "stories260K" AND (t STREQUAL "q8_0" OR t STREQUAL "q6_k"))
+      set(top1 98)
+    endif()
+    foreach(flavour simd scalar)
+      set(extra "")
+      if(flavour STREQUAL "scalar")
+        set(extra --scalar)
+      endif()
+      add_test(NAME check_q_${fx}_${t}_${flavour} COMMAND ${LOOM_BIN} check -m ${out} --reference ${LOOM_Q_REF_${fx}}
+               --min-top1 ${top1} --max-kl ${kl} --device cpu -t 2 ${extra})
+      set_tests_properties(check_q_${fx}_${t}_${flavour} PROPERTIES FIXTURES_REQUIRED q_${fx}_${t})
+    endforeach()
+  endforeach()
+endforeach()
+
+# The tiny fixtures' rows (128) are not whole 256-blocks: q4_k_m falls back to Q4_0 (the head and
+# the more-bits layers to Q8_0), q6_k to Q8_0, and says so.
+add_test(NAME quantize_kquant_fallback COMMAND ${LOOM_BIN} quantize ${LOOM_FIXTURES}/qwen2-tiny
+         ${LOOM_Q_TMP}/fallback.gguf --type q4_k_m)
+set_tests_properties(quantize_kquant_fallback PROPERTIES PASS_REGULAR_EXPRESSION
+  "not a multiple of 256: q4_0 instead of q4_K.*q4_k_m: 11 f32 2 f16 2 q8_0 11 q4_0")
+# The agreement criteria can fail: an impossible KL bound, and a q4_0 model held to 100% top-1.
+add_test(NAME check_q_detects_kl COMMAND ${LOOM_BIN} check -m ${LOOM_Q_TMP}/llama-tiny-q8_0.gguf
+         --reference ${LOOM_Q_REF_llama-tiny} --max-kl 1e-9 --device cpu)
+add_test(NAME check_q_detects_top1 COMMAND ${LOOM_BIN} check -m ${LOOM_Q_TMP}/llama-tiny-q4_0.gguf
+         --reference ${LOOM_Q_REF_llama-tiny} --min-top1 100 --device cpu)
+set_tests_properties(check_q_detects_kl check_q_detects_top1 PROPERTIES WILL_FAIL TRUE)
+set_tests_properties(check_q_detects_kl PROPERTIES FIXTURES_REQUIRED q_llama-tiny_q8_0)
+set_tests_properties(check_q_detects_top1 PROPERTIES FIXTURES_REQUIRED q_llama-tiny_q4_0)
+# usage errors exit 2; a bad input names the file
+add_test(NAME quantize_bad_type COMMAND sh -c "${LOOM_BIN} quantize a b --type q3_x; test $? -eq 2")
+add_test(NAME quantize_missing COMMAND ${LOOM_BIN} quantize ${LOOM_Q_TMP}/no-such.gguf ${LOOM_Q_TMP}/x.gguf --type q8_0)
+set_tests_properties(quantize_missing PROPERTIES WILL_FAIL TRUE)
