@@ -3,7 +3,7 @@
 # are present. Run as root (or with sudo available).
 set -e
 PKGS="build-essential cmake pkg-config libvulkan-dev glslang-tools libxxhash-dev libcjson-dev
-libpcre2-dev libutf8proc-dev mesa-vulkan-drivers"
+libpcre2-dev libutf8proc-dev mesa-vulkan-drivers vulkan-validationlayers xz-utils"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
