@@ -72,21 +72,38 @@ void loom_session_free(loom_session *s) {
     free(s);
 }
 
+/* Large models take a while to reach a GPU (or to be paged in and locked on the CPU): show how far
+ * loading has got on an interactive terminal, in whole percent steps. */
+static void load_progress(const loom_session *s, size_t done, size_t total, int *shown) {
+    if (!s->o.verbose || total < ((size_t)256 << 20) || !isatty(2)) return;
+    int pct = (int)(100.0 * (double)done / (double)total);
+    if (pct == *shown) return;
+    *shown = pct;
+    fprintf(stderr, "\rloom: loading weights onto %s: %3d%% of %.0f MiB", s->device, pct, (double)total / 1048576.0);
+    if (done == total) fprintf(stderr, "\n");
+}
+
 static int upload_weights(loom_session *s) {
     const loom_source *src = s->m->src;
     int n = loom_source_n_tensors(src);
     s->n_weights = n + 1;
     s->weights = loom_calloc((size_t)s->n_weights, sizeof *s->weights);
     if (!s->weights) return -1;
+    size_t total = 0, done = 0;
+    int shown = -1;
+    for (int i = 0; i < n; i++) total += loom_source_tensor(src, i)->nbytes;
     for (int i = 0; i < s->n_weights; i++) {
         const loom_weight *w = i < n ? loom_source_tensor(src, i) : (s->m->rope_factors ? &s->m->rope_factors_w : NULL);
         if (!w) continue;
         s->weights[i] = s->be->ops->buf_from_host(s->be, w->data, w->nbytes);
         if (!s->weights[i]) {
+            if (shown >= 0) fprintf(stderr, "\n");
             loom_err_prefix("%s: loading weight '%s' (%zu bytes) onto %s", loom_source_path(src), w->name,
                             w->nbytes, s->device);
             return -1;
         }
+        if (i < n) done += w->nbytes;
+        load_progress(s, done, total, &shown);
     }
     return 0;
 }

@@ -51,3 +51,13 @@ add_test(NAME run_tokens_llama COMMAND ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama
 set_tests_properties(run_tokens_llama PROPERTIES PASS_REGULAR_EXPRESSION "1 2 3 [0-9]+ [0-9]+ [0-9]+ [0-9]+ [0-9]+ [0-9]+ [0-9]+ [0-9]+[^0-9 ]")
 add_test(NAME run_sampling_seeded COMMAND ${LOOM_BIN} run -m ${LOOM_FIXTURES}/stories260K.gguf --tokens 1,403
          -n 16 --temp 0.8 --top-k 40 --top-p 0.9 --seed 7 --device cpu --ids)
+
+# Text prompts on the bundled model: the story, and the three ways a prompt can be bad.
+add_test(NAME run_story COMMAND ${LOOM_BIN} run -m ${LOOM_FIXTURES}/stories260K.gguf -p "Once upon a time" -n 24 --device cpu)
+set_tests_properties(run_story PROPERTIES PASS_REGULAR_EXPRESSION "Once upon a time, there was a little girl named Lily")
+add_test(NAME err_empty_prompt COMMAND ${EXPECT_ERROR} "prompt is empty"
+         ${LOOM_BIN} run -m ${LOOM_FIXTURES}/stories260K.gguf -p "" --device cpu)
+add_test(NAME err_prompt_invalid_utf8 COMMAND sh -c "exec \"$0\" \"$1\" \"$2\" run -m \"$3\" -p \"$(printf 'ab\\377')\" --device cpu"
+         ${EXPECT_ERROR} "not valid UTF-8" ${LOOM_BIN} ${LOOM_FIXTURES}/stories260K.gguf)
+add_test(NAME err_prompt_longer_than_ctx COMMAND ${EXPECT_ERROR} "prompt has 5 tokens but the context holds 3"
+         ${LOOM_BIN} run -m ${LOOM_FIXTURES}/stories260K.gguf -p "Once upon a time" --ctx 3 --device cpu)

@@ -138,6 +138,10 @@ int cmd_run(int argc, char **argv) {
         print_ids = true; /* no tokenizer: print ids */
     }
     int n;
+    if (prompt && !*prompt) {
+        fprintf(stderr, "loom: the prompt is empty\n");
+        goto done;
+    }
     if (prompt) {
         n = loom_tokenizer_encode(tok, prompt, strlen(prompt), loom_tokenizer_wants_bos(tok) ? LOOM_TOK_ADD_BOS : 0, &ids);
         if (n < 0) {
