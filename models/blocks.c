@@ -297,7 +297,7 @@ int loom_build_decoder(loom_graph *g, const loom_model *m, const loom_build_opts
     int64_t ne[2] = {hp->n_vocab, hp->n_embd};
     int x = loom_embed(g, loom_w(g, m, 2, ne, "token_embd.weight"), in.tokens);
     if (o->want_hidden) loom_output(g, x, "hidden.0");
-    for (int l = 0; l < hp->n_layer; l++) {
+    for (int l = 0; l < hp->n_layer && x >= 0; l++) { /* x < 0: a weight is missing, stop (block_count may be 2^30) */
         x = loom_block_attention(g, m, l, x, &in);
         x = loom_block_swiglu_mlp(g, m, l, x);
         if (o->want_hidden && l + 1 < hp->n_layer) {

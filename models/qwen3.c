@@ -31,7 +31,7 @@ static int qwen3_build(loom_graph *g, const loom_model *m, const loom_build_opts
     int64_t ne[2] = {hp->n_vocab, hp->n_embd};
     int x = loom_embed(g, loom_w(g, m, 2, ne, "token_embd.weight"), in.tokens);
     if (o->want_hidden) loom_output(g, x, "hidden.0");
-    for (int l = 0; l < hp->n_layer; l++) {
+    for (int l = 0; l < hp->n_layer && x >= 0; l++) { /* x < 0: a weight is missing, stop (block_count may be 2^30) */
         loom_qkv qkv = loom_block_qkv(g, m, l, x);
         qkv.q = head_norm(g, m, qkv.q, hp->n_head, l, "attn_q_norm");
         qkv.k = head_norm(g, m, qkv.k, hp->n_head_kv, l, "attn_k_norm");

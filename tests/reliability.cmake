@@ -48,3 +48,10 @@ foreach(t 1 3)
   add_test(NAME rel_check_llama-tiny_t${t} COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/llama-tiny
            --reference ${LOOM_FIXTURES}/llama-tiny/reference.safetensors --tol 1e-3 --device cpu -t ${t})
 endforeach()
+
+# Fuzz regressions (tests/fixtures/fuzz-regress/TARGET/) and the seed corpora (fuzz/corpus/),
+# replayed through the fuzz targets' code built with the normal compiler (see fuzz/README.md).
+loom_unit_test(test_rel_fuzz_regress)
+target_compile_definitions(test_rel_fuzz_regress PRIVATE FUZZ_ROOT="${CMAKE_SOURCE_DIR}")
+target_include_directories(test_rel_fuzz_regress PRIVATE ${CMAKE_SOURCE_DIR}/fuzz)
+set_tests_properties(test_rel_fuzz_regress PROPERTIES TIMEOUT 120)
