@@ -643,9 +643,16 @@ static void v_attn_group(float *const *out, const float *const *q, const int64_t
     const __m512 vscale = _mm512_set1_ps(scale);
     for (int64_t j0 = 0; j0 < kmax; j0 += AG_KB) {
         int nb = (int)(kmax - j0 < AG_KB ? kmax - j0 : AG_KB);
-        /* kt[d][j] = k[j0 + j][d], zero for keys past the block */
-        for (int d0 = 0; d0 < hd; d0 += 16)
-            for (int jj = 0; jj < AG_KB; jj += 16) {
+        /* this block's values and the next block's keys are wanted soon: in decode the cache
+         * comes from DRAM, as rows of hd floats ld apart, which the hardware prefetcher misses */
+        for (int j = 0; j < nb; j++)
+            for (int d = 0; d < hd; d += 16) _mm_prefetch((const char *)(v + (j0 + j) * ld + d), _MM_HINT_T0);
+        for (int64_t j = j0 + AG_KB; j < j0 + 2 * AG_KB && j < kmax; j++)
+            for (int d = 0; d < hd; d += 16) _mm_prefetch((const char *)(k + j * ld + d), _MM_HINT_T0);
+        /* kt[d][j] = k[j0 + j][d], zero for keys past the block; row by row, so each key row is
+         * read whole */
+        for (int jj = 0; jj < AG_KB; jj += 16)
+            for (int d0 = 0; d0 < hd; d0 += 16) {
                 __m512 r[16];
                 for (int i = 0; i < 16; i++)
                     r[i] = jj + i < nb ? _mm512_loadu_ps(k + (j0 + jj + i) * ld + d0) : _mm512_setzero_ps();
