@@ -31,3 +31,33 @@ asan: deps
 
 clean:
 	rm -rf $(BUILD) build-asan
+
+# ---- reliability (docs/reliability.md) ---------------------------------------------------------
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz fuzz-smoke tsan lsan
+
+# Each libFuzzer target (fuzz/README.md) for FUZZ_SECONDS; needs clang with libFuzzer.
+fuzz: deps
+	@$(MAKE) -s -C fuzz check-clang || { echo "make fuzz: clang with libFuzzer does not work here"; exit 1; }
+	$(MAKE) -C fuzz -j $(JOBS) build
+	$(MAKE) -C fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+# Each target for a few seconds with a fixed seed, about a minute in all (.ci/run, when clang works).
+fuzz-smoke: deps
+	@$(MAKE) -s -C fuzz check-clang || { echo "make fuzz-smoke: clang with libFuzzer does not work here"; exit 1; }
+	$(MAKE) -C fuzz -j $(JOBS) build
+	$(MAKE) -C fuzz smoke
+
+# ThreadSanitizer build of the CPU suite (no Vulkan: TSan does not see into the driver's threads).
+tsan: deps
+	cmake -S . -B build-rel-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOM_VULKAN=OFF \
+	  -DCMAKE_C_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread
+	cmake --build build-rel-tsan -j $(JOBS)
+	cd build-rel-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --output-on-failure -j $(JOBS)
+
+# LeakSanitizer over the commands users run (and their failures) on the fixtures, CPU and Vulkan.
+lsan: deps
+	cmake -S . -B build-rel-lsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_C_FLAGS="-fsanitize=leak -fno-omit-frame-pointer" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=leak
+	cmake --build build-rel-lsan -j $(JOBS) --target loom-cli
+	sh tests/scripts/rel_lsan.sh build-rel-lsan/loom tests/fixtures
