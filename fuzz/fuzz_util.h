@@ -149,7 +149,8 @@ static inline void fz_exercise_tokenizer(const loom_tokenizer *t) {
         const char *tt = loom_tokenizer_token_text(t, probe[i]);
         if (tt) {
             fz_touch(tt, strlen(tt));
-            FZ_ASSERT(loom_tokenizer_find(t, tt, strlen(tt)) >= 0, "token text '%s' not found", tt);
+            /* ids missing from a tokenizer.json vocabulary are unused holes with no text */
+            if (*tt) FZ_ASSERT(loom_tokenizer_find(t, tt, strlen(tt)) >= 0, "token text '%s' not found", tt);
         }
         (void)loom_tokenizer_token_type(t, probe[i]);
         (void)loom_tokenizer_is_special(t, probe[i]);
