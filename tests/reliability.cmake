@@ -12,6 +12,12 @@ set_tests_properties(test_rel_limits PROPERTIES TIMEOUT 60)
 add_test(NAME rel_err_ctx_huge COMMAND ${EXPECT_ERROR} "KV cache for --ctx 2000000000 needs [0-9]+ bytes.*lower --ctx"
          ${LOOM_BIN} run -m ${_rel_stories} --ctx 2000000000 -p "Once" --device cpu)
 set_tests_properties(rel_err_ctx_huge PROPERTIES TIMEOUT 10)
+# On Vulkan the device refuses the allocation; the same one line (skipped without a device).
+add_test(NAME rel_err_ctx_huge_vulkan COMMAND sh -c
+  "if ! \"$0\" devices | grep -q '^vulkan:[0-9]'; then echo SKIP: no Vulkan device; exit 77; fi; exec \"$@\""
+  ${LOOM_BIN} ${EXPECT_ERROR} "KV cache for --ctx 2000000000 .*does not fit on vulkan"
+  ${LOOM_BIN} run -m ${_rel_stories} --ctx 2000000000 -p "Once" --device vulkan)
+set_tests_properties(rel_err_ctx_huge_vulkan PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 60)
 
 # Generating until the context is full stops cleanly and says so (exit 0, all tokens printed).
 add_test(NAME rel_ctx_full_stops COMMAND sh -c "\"$0\" run -m \"$1\" --tokens 1,403 -n 100 --ctx 32 --device cpu --ids 2>&1"
