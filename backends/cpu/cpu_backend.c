@@ -405,7 +405,11 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
     mm_task t = {.c = c, .y = y, .x = x, .bias = bias, .w = w, .wt = wt, .M = M, .K = K, .N = N};
     bool par = worth_threads(c, 2.0 * (double)M * (double)N * (double)K);
     if (M == 1) {
-        t.chunk = par ? grain_for(c, N, 16, 16) : N; /* rows a multiple of 16 */
+        /* rows a multiple of 16, about 4 chunks per thread but at most ~512 KB of weights each,
+         * so a thread that finishes early never waits long for the last chunk (LM head: 272 MB) */
+        int64_t cap = ((int64_t)1 << 19) / (K * (wt == LOOM_F32 ? 4 : 2) + 1);
+        t.chunk = par ? grain_for(c, N, 16, 16) : N;
+        if (par && t.chunk > cap) t.chunk = cap < 16 ? 16 : cap / 16 * 16;
     } else {
         if (scratch_reserve(c, c->k.gemm_scratch(M, K)) < 0) return -1;
         t.chunk = gemm_chunk(N, par ? c->n_threads : 1);
