@@ -333,6 +333,13 @@ loom_tokenizer *tok_load_json(const char *path, const char *config_path) {
         loom_err("%s: empty vocabulary", path);
         goto fail;
     }
+    /* tables are sized by the largest id: a few bytes of JSON naming id 16777215 must not cost
+     * a gigabyte, so ids may leave only a few holes (real vocabularies are dense) */
+    int n_entries = cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added);
+    if (max_id >= 2.0 * n_entries + 1024) {
+        loom_err("%s: token ids reach %.0f but there are only %d tokens", path, max_id, n_entries);
+        goto fail;
+    }
 
     t = tok_new(path, TOK_BPE, (int)max_id + 1);
     if (!t) goto fail;

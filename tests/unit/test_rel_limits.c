@@ -5,12 +5,14 @@
  *   - a full disk (simulated with RLIMIT_FSIZE: writes past the limit fail with EFBIG) makes
  *     gguf_writer_save, loom_synth and loom_convert fail cleanly, leaving no partial or temporary
  *     file and an older file of the same name untouched;
+ *   - a tokenizer.json naming one id near 2^24 is refused, not a gigabyte of tables;
  *   - loom_session_ctx_shift keeps the first tokens, drops half of the rest, and leaves the
  *     session exactly where a fresh prefill of the remaining tokens would be. */
 #include "convert.h"
 #include "gguf.h"
 #include "session_internal.h"
 #include "test_formats_util.h"
+#include "tokenizer.h"
 
 #include <dirent.h>
 #include <limits.h>
@@ -137,6 +139,17 @@ static void test_full_disk(void) {
     signal(SIGXFSZ, SIG_DFL);
 }
 
+/* Tables are sized by the largest id: a sparse id would make a tiny file cost ~1 GB and seconds. */
+static void test_sparse_vocab(void) {
+    const char *js = TMP("tokenizer.json");
+    tf_write_str(js, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 16777215},"
+                     " \"merges\": [\"a b\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
+    loom_tokenizer *t = loom_tokenizer_from_json_file(js);
+    CHECK(!t && strstr(loom_last_error(), "token ids reach 16777215 but there are only 3 tokens"), "sparse ids: %s",
+          t ? "loaded" : loom_last_error());
+    loom_tokenizer_free(t);
+}
+
 static void test_ctx_shift(const char *model_path) {
     loom_model *m = loom_model_load(model_path);
     CHECK(m, "load: %s", loom_last_error());
@@ -184,6 +197,7 @@ int main(void) {
     test_truncated_model(model);
     test_full_disk();
     test_ctx_shift(model);
+    test_sparse_vocab();
     tf_cleanup();
     CHECK_DONE();
 }
