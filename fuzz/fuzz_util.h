@@ -146,11 +146,12 @@ static inline void fz_exercise_tokenizer(const loom_tokenizer *t) {
         size_t len;
         const char *p = loom_tokenizer_piece(t, probe[i], &len);
         if (p) fz_touch(p, len);
-        const char *tt = loom_tokenizer_token_text(t, probe[i]);
+        size_t tl;
+        const char *tt = loom_tokenizer_token_text(t, probe[i], &tl);
         if (tt) {
-            fz_touch(tt, strlen(tt));
+            fz_touch(tt, tl);
             /* ids missing from a tokenizer.json vocabulary are unused holes with no text */
-            if (*tt) FZ_ASSERT(loom_tokenizer_find(t, tt, strlen(tt)) >= 0, "token text '%s' not found", tt);
+            if (tl) FZ_ASSERT(loom_tokenizer_find(t, tt, tl) >= 0, "token text '%.*s' not found", (int)tl, tt);
         }
         (void)loom_tokenizer_token_type(t, probe[i]);
         (void)loom_tokenizer_is_special(t, probe[i]);

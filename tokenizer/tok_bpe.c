@@ -148,8 +148,9 @@ int tok_add_split(loom_tokenizer *t, const char *pattern, size_t len, int behavi
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(errcode, msg, sizeof msg);
         (void)erroff; /* an offset into the rewritten pattern would only confuse */
-        return loom_err("%s: pre-tokenizer regex '%.80s' does not compile: %s", t->path, pattern,
-                        (const char *)msg);
+        /* the pattern is not NUL-terminated (literal splits build it in place) */
+        return loom_err("%s: pre-tokenizer regex '%.*s' does not compile: %s", t->path,
+                        (int)(len < 80 ? len : 80), pattern, (const char *)msg);
     }
     char *src = loom_malloc(len + 1);
     if (!src) {

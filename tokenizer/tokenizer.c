@@ -625,10 +625,12 @@ const char *loom_tokenizer_piece(const loom_tokenizer *t, int32_t id, size_t *le
     return t->tok[id].piece;
 }
 
-const char *loom_tokenizer_token_text(const loom_tokenizer *t, int32_t id) {
+const char *loom_tokenizer_token_text(const loom_tokenizer *t, int32_t id, size_t *len) {
+    if (len) *len = 0;
     if (id < 0 || id >= t->n_vocab)
         return loom_err_null("%s: token id %d out of range (vocabulary of %d)", t->path, id,
                              t->n_vocab);
+    if (len) *len = t->tok[id].text_len;
     return t->tok[id].text;
 }
 

@@ -66,8 +66,10 @@ char *loom_tokenizer_decode(const loom_tokenizer *t, const int32_t *ids, size_t 
  * terminated, valid as long as the tokenizer; NULL when id is out of range. May be a partial
  * UTF-8 sequence. */
 const char *loom_tokenizer_piece(const loom_tokenizer *t, int32_t id, size_t *len);
-/* The token's string in the vocabulary ("ĠHello", "▁Hello", "<0x0A>"), NUL-terminated. */
-const char *loom_tokenizer_token_text(const loom_tokenizer *t, int32_t id);
+/* The token's string in the vocabulary ("ĠHello", "▁Hello", "<0x0A>"), NUL-terminated; *len
+ * (when len is not NULL) is its length in bytes, which is what counts: a vocabulary string may
+ * hold NUL bytes (GGUF and JSON strings carry their length). */
+const char *loom_tokenizer_token_text(const loom_tokenizer *t, int32_t id, size_t *len);
 /* The id whose vocabulary string is exactly text[0..len), or -1. */
 int32_t loom_tokenizer_find(const loom_tokenizer *t, const char *text, size_t len);
 

@@ -467,7 +467,7 @@ int main(void) {
         size_t l;
         const char *p = loom_tokenizer_piece(llama3, 22691, &l);
         CHECK(p && l == 6 && !memcmp(p, " Hello", 6), "llama3 piece of ĠHello");
-        CHECK(!strcmp(loom_tokenizer_token_text(llama3, 22691), "\xc4\xa0Hello"), "llama3 token text");
+        CHECK(!strcmp(loom_tokenizer_token_text(llama3, 22691, NULL), "\xc4\xa0Hello"), "llama3 token text");
         CHECK(loom_tokenizer_find(llama3, "\xc4\xa0Hello", 7) == 22691, "find ĠHello");
         CHECK(loom_tokenizer_find(llama3, "no such token here", 18) == -1, "find missing");
         p = loom_tokenizer_piece(spm, 3 + 0x0a, &l);
