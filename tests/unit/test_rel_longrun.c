@@ -125,7 +125,11 @@ int main(void) {
     loom_session *probe = loom_session_new(m, &o);
     if (probe) {
         loom_session_free(probe);
-        long_run(m, "vulkan", UNDER_ASAN ? 32 : 64, UNDER_ASAN ? 100 : 200);
+        /* lavapipe takes ~30 ms a token, so CI runs 200 steps; on a GPU the full 10,000 run is
+         * LOOM_LONGRUN_VK_STEPS=10000 (with the CPU run's 256-token context) */
+        const char *ve = getenv("LOOM_LONGRUN_VK_STEPS");
+        int vsteps = ve && atoi(ve) > 0 ? atoi(ve) : UNDER_ASAN ? 100 : 200;
+        long_run(m, "vulkan", vsteps >= 2000 ? 256 : UNDER_ASAN ? 32 : 64, vsteps);
     } else {
         printf("vulkan: skipped (%s)\n", loom_last_error());
     }
