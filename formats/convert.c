@@ -1,4 +1,4 @@
-/* HF directory -> GGUF, the way llama.cpp's convert_hf_to_gguf.py does it for llama and qwen2. */
+/* HF directory -> GGUF, the way llama.cpp's convert_hf_to_gguf.py does it for llama, qwen2 and qwen3. */
 #include "convert.h"
 
 #include "gguf.h"
@@ -69,6 +69,7 @@ static const char *arch_of(const cJSON *cfg) {
     if (cJSON_IsString(a0)) {
         if (!strcmp(a0->valuestring, "LlamaForCausalLM")) return "llama";
         if (!strcmp(a0->valuestring, "Qwen2ForCausalLM")) return "qwen2";
+        if (!strcmp(a0->valuestring, "Qwen3ForCausalLM")) return "qwen3";
         return a0->valuestring;
     }
     return NULL;
@@ -79,8 +80,8 @@ int cv_spec_from_config(cv_spec *sp, const void *config_json, const char *where)
     memset(sp, 0, sizeof *sp);
     const char *arch = arch_of(c);
     if (!arch) return loom_err("%s: no 'model_type' or 'architectures'", where);
-    if (strcmp(arch, "llama") && strcmp(arch, "qwen2"))
-        return loom_err("%s: unsupported architecture '%s' (supported: llama, qwen2)", where, arch);
+    if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3"))
+        return loom_err("%s: unsupported architecture '%s' (supported: llama, qwen2, qwen3)", where, arch);
     snprintf(sp->arch, sizeof sp->arch, "%s", arch);
 
     if (jint(c, "vocab_size", where, true, &sp->n_vocab) < 0 ||
@@ -162,7 +163,7 @@ int cv_spec_from_config(cv_spec *sp, const void *config_json, const char *where)
     sp->tied = false;
     if (jbool(c, "tie_word_embeddings", where, &sp->tied) < 0) return -1;
     sp->qkv_bias = !strcmp(sp->arch, "qwen2");
-    if (!strcmp(sp->arch, "llama") && jbool(c, "attention_bias", where, &sp->qkv_bias) < 0) return -1;
+    if (strcmp(sp->arch, "qwen2") && jbool(c, "attention_bias", where, &sp->qkv_bias) < 0) return -1;
     sp->bos_id = sp->eos_id = -1;
     if (jint(c, "bos_token_id", where, false, &sp->bos_id) < 0 || jint(c, "eos_token_id", where, false, &sp->eos_id) < 0)
         return -1;
@@ -209,6 +210,8 @@ static int w_f32(gguf_writer *w, const cv_spec *sp, const char *suffix, double v
 int cv_write_kv(gguf_writer *w, const cv_spec *sp, int file_type) {
     bool llama = !strcmp(sp->arch, "llama");
     bool hd_differs = sp->head_dim != sp->n_embd / sp->n_head || sp->n_embd % sp->n_head;
+    /* Qwen3 configs always name head_dim, and llama.cpp's converter then writes the lengths */
+    bool write_lengths = hd_differs || !strcmp(sp->arch, "qwen3");
     int rc = 0;
     rc |= gguf_w_str(w, "general.architecture", sp->arch);
     rc |= gguf_w_str(w, "general.type", "model");
@@ -225,7 +228,7 @@ int cv_write_kv(gguf_writer *w, const cv_spec *sp, int file_type) {
     rc |= w_f32(w, sp, "attention.layer_norm_rms_epsilon", sp->norm_eps);
     /* llama.cpp's llama converter always writes the rotary dims; others only when they differ */
     if (llama || hd_differs) rc |= w_u32(w, sp, "rope.dimension_count", sp->head_dim);
-    if (hd_differs) {
+    if (write_lengths) {
         rc |= w_u32(w, sp, "attention.key_length", sp->head_dim);
         rc |= w_u32(w, sp, "attention.value_length", sp->head_dim);
     }

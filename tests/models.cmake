@@ -1,11 +1,12 @@
 # Model-level tests: every fixture through `loom check` against transformers' reference, on the CPU
 # with the SIMD kernels and with the portable scalar ones, from the HF directory and from its
 # `loom convert`ed GGUF. Tolerances (logits max abs error): f32 1e-3, bf16 checkpoint 2e-2.
-set(LOOM_MODEL_FIXTURES qwen2-tiny llama-tiny qwen2-tiny-bf16 stories260K-hf)
+set(LOOM_MODEL_FIXTURES qwen2-tiny llama-tiny qwen2-tiny-bf16 stories260K-hf qwen3-tiny)
 set(LOOM_TOL_qwen2-tiny 1e-3)
 set(LOOM_TOL_llama-tiny 1e-3)
 set(LOOM_TOL_qwen2-tiny-bf16 2e-2)
 set(LOOM_TOL_stories260K-hf 1e-3)
+set(LOOM_TOL_qwen3-tiny 1e-3)
 file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/converted)
 
 foreach(fx ${LOOM_MODEL_FIXTURES})

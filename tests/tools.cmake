@@ -1,15 +1,7 @@
 # Tools: profile, diff, bench, dump; and the Qwen3 model (issue 4).
 
-# Qwen3 against transformers 5.17 (tests/fixtures/qwen3-tiny/README.md), scalar and SIMD kernels.
-foreach(kind simd scalar)
-  set(_extra "")
-  if(kind STREQUAL "scalar")
-    set(_extra --scalar)
-  endif()
-  add_test(NAME check_qwen3-tiny_${kind} COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/qwen3-tiny
-           --reference ${LOOM_FIXTURES}/qwen3-tiny/reference.safetensors --tol 1e-3 --device cpu -t 2 ${_extra})
-  set_tests_properties(check_qwen3-tiny_${kind} PROPERTIES PASS_REGULAR_EXPRESSION "qwen3, 2 layers.*decode .*ok\nPASS")
-endforeach()
+# Qwen3 against transformers 5.17 (tests/fixtures/qwen3-tiny/README.md), from the HF directory and
+# its converted GGUF, scalar and SIMD kernels: tests/models.cmake, with the other fixtures.
 # Must fail: Qwen3's reference is not met by other weights (qwen2-tiny), so the check compares something.
 # (Dropping either per-head norm from models/qwen3.c fails check_qwen3-tiny_* with errors above 1.)
 add_test(NAME check_qwen3_detects_error COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/qwen2-tiny
