@@ -699,6 +699,8 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
                  8 * d->subgroup_size <= d->props.limits.maxComputeWorkGroupInvocations &&
                  vk_coopmat_query(inst, phys, NULL, 0);
 #endif
+    const char *cbt = getenv("LOOM_VK_CM_BIG_TILES");
+    d->cm_big_tiles = cbt && atoi(cbt) > 0 ? (uint32_t)atoi(cbt) : 512;
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);

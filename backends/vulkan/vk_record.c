@@ -342,7 +342,12 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     /* tiled: 128 x 128 tiles when there are enough of them to fill the GPU, else 64 x 64; few
      * tiles and a long K (a 896-wide down projection in prefill): split K as well */
     uint64_t big_tiles = ((M + 127) / 128) * ((Nn + 127) / 128);
-    bool big = !gemv && M >= 128 && big_tiles >= 128;
+    /* tensor cores (matmul_cm.comp) for f16/bf16 weights: x is rounded to f16 there, which only
+     * the f16/bf16 model tolerance absorbs, so f32 weights stay on the FMA kernel. Their 128 x 128
+     * tiles want many more tiles than SMs (a 512-token prefill's ~150 leave the H100 half idle in
+     * the second wave), hence a separate threshold (LOOM_VK_CM_BIG_TILES, default 512). */
+    bool cm = !gemv && d->coopmat && (w->type == LOOM_F16 || w->type == LOOM_BF16);
+    bool big = !gemv && M >= 128 && big_tiles >= (cm ? d->cm_big_tiles : 128);
     uint64_t tile = big ? 128 : 64, tiles = ((M + tile - 1) / tile) * ((Nn + tile - 1) / tile);
     uint32_t ksplit = 1;
     if (!gemv && tiles < 256 && K >= 1024) {
@@ -351,9 +356,6 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
         if (ks > 8) ks = 8;
         ksplit = ks > 1 ? (uint32_t)ks : 1;
     }
-    /* tensor cores (matmul_cm.comp) for f16/bf16 weights: x is rounded to f16 there, which only
-     * the f16/bf16 model tolerance absorbs, so f32 weights stay on the FMA kernel */
-    bool cm = !gemv && d->coopmat && (w->type == LOOM_F16 || w->type == LOOM_BF16);
     loom_spv_id sh;
     if (gemv)
         sh = wshader(d, w->type, LOOM_SPV_MATVEC_F32, LOOM_SPV_MATVEC_F16, LOOM_SPV_MATVEC_F16S, LOOM_SPV_MATVEC_BF16);

@@ -22,6 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
 $B/loom devices
 # the build must have the shaders, the device must offer the shape: else nothing below means much
 $B/loom devices | grep "cooperative matrix: yes" || echo "WARNING: no usable cooperative matrix"
+LOOM_VK_VERBOSE=1 $B/loom run -m tests/fixtures/qwen2-tiny-bf16 --tokens 1,2,3 -n 1 --ids --device vulkan 2>&1 | grep coopmat
 if [ "$what" = all ] || [ "$what" = check ]; then
     # every op on three configurations; vulkan and 16 KiB-pieces use coopmat, the second does not
     time timeout 240 $B/test_vulkan_ops | grep -v "^ok" | tail -40
@@ -44,6 +45,8 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
         echo "== $m LOOM_VK_NO_COOPMAT=1"
         LOOM_VK_NO_COOPMAT=1 timeout 120 $B/loom bench -m /tmp/$m.gguf --device vulkan -p 512 -n 128 -r 3
     done
+    echo "== q05-f16 coopmat, 128 x 128 tiles whenever M >= 128 (LOOM_VK_CM_BIG_TILES=1)"
+    LOOM_VK_CM_BIG_TILES=1 timeout 120 $B/loom bench -m /tmp/q05-f16.gguf --device vulkan -p 512 -n 0 -r 3
     echo "== q05-f16 prefill profile (coopmat)"
     timeout 90 $B/loom profile -m /tmp/q05-f16.gguf --device vulkan -p 512 -n 4 --top 6 --no-peak | head -40
     rm -f /tmp/l11-f16.gguf
