@@ -409,8 +409,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
         } else {
             if ((M + tile - 1) / tile > 65535)
                 return loom_err("vulkan: matmul with %llu rows is too tall", (unsigned long long)M);
-            if (cm) /* vector tile loads where rows and bindings are aligned */
-                pc.u[6] = (K % 4 == 0 && elem_off(d, &a[1]) % 4 == 0) | (K % 8 == 0 && elem_off(d, &a[2]) % 8 == 0) << 1;
+            /* vector tile loads where rows and bindings are aligned */
+            pc.u[6] = (K % 4 == 0 && elem_off(d, &a[1]) % 4 == 0) | (K % 8 == 0 && elem_off(d, &a[2]) % 8 == 0) << 1;
             if (dispatch(r, sh, cm ? spec : NULL, a, &pc, (uint32_t)((cnt + tile - 1) / tile),
                          (uint32_t)((M + tile - 1) / tile), ksplit) < 0)
                 return -1;
