@@ -345,8 +345,9 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     /* tensor cores (matmul_cm.comp) for f16/bf16 weights: x is rounded to f16 there, which only
      * the f16/bf16 model tolerance absorbs, so f32 weights stay on the FMA kernel. Their 128 x 128
      * tiles want many more tiles than SMs (a 512-token prefill's ~150 leave the H100 half idle in
-     * the second wave), hence a separate threshold (LOOM_VK_CM_BIG_TILES, default 512). */
-    bool cm = !gemv && d->coopmat && (w->type == LOOM_F16 || w->type == LOOM_BF16);
+     * the second wave), hence a separate threshold (LOOM_VK_CM_BIG_TILES, default 512). M <= 8
+     * (decode) stays on the GEMV, or on the FMA kernel where subgroups are off. */
+    bool cm = !gemv && M > 8 && d->coopmat && (w->type == LOOM_F16 || w->type == LOOM_BF16);
     bool big = !gemv && M >= 128 && big_tiles >= (cm ? d->cm_big_tiles : 128);
     uint64_t tile = big ? 128 : 64, tiles = ((M + tile - 1) / tile) * ((Nn + tile - 1) / tile);
     uint32_t ksplit = 1;

@@ -206,7 +206,7 @@ static void test_matmul_case(loom_dtype wt, int64_t M, int64_t N, int64_t K, boo
     char what[128];
     snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld%s%s", loom_dtype_name(wt), (long long)M,
              (long long)N, (long long)K, bias ? " +bias" : "", x_skip ? " unaligned x" : "");
-    /* cooperative matrices: f16/bf16 weights, M > 8 (M <= 8 is the GEMV) */
+    /* cooperative matrices: f16/bf16 weights, M > 8 (M <= 8 is the GEMV or the FMA kernel) */
     double cm = wt != LOOM_F32 && M > 8 ? ldexp(amax, -10) + (double)K * ldexp(1.0, -24) + 1e-6 : -1;
     run_cmp2(&t, y, what, ldexp(amax, -15) + 1e-6, 0, cm);
     free(x), free(wf), free(b), free(w);
