@@ -30,11 +30,11 @@ if [ "$what" = all ] || [ "$what" = check ]; then
         tol=1e-3
         [ $fx = qwen2-tiny-bf16 ] && tol=2e-2
         timeout 60 $B/loom check -m tests/fixtures/$fx --reference tests/fixtures/$fx/reference.safetensors \
-            --tol $tol --device vulkan | tail -3
+            --tol $tol --device vulkan | tail -6
     done
     # the bf16 fixture is the one whose 24-token prefill takes the coopmat path: without it too
     LOOM_VK_NO_COOPMAT=1 timeout 60 $B/loom check -m tests/fixtures/qwen2-tiny-bf16 \
-        --reference tests/fixtures/qwen2-tiny-bf16/reference.safetensors --tol 2e-2 --device vulkan | tail -3
+        --reference tests/fixtures/qwen2-tiny-bf16/reference.safetensors --tol 2e-2 --device vulkan | tail -6
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
     $B/loom synth --shape qwen2-0.5b --dtype f16 -o /tmp/q05-f16.gguf
