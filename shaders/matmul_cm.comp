@@ -12,7 +12,8 @@
 // whose tolerance (2e-2) absorbs it; f32 weights keep the FMA kernel (matmul.comp).
 // Tiles: BIG = 128 x 128 with 8 subgroups (4 x 2, each 32 x 64 = 2 x 4 fragments), else 64 x 64
 // with 4 subgroups (2 x 2, each 32 x 32). The workgroup size (spec constant 0) is subgroups x the
-// device's subgroup size.
+// device's subgroup size (spec constant 1). When rows are aligned, the next K step's tiles are
+// loaded into registers while this one is multiplied.
 // Push constants as matmul.comp: u[0] = M, u[1] = N (columns in this dispatch), u[2] = K,
 // u[3] = has bias, u[4] = n0, u[5] = y row stride, u[7] = K splits (gl_WorkGroupID.z = split,
 // partial products at y + z * u[8]). u[6]: bit 0 = x rows are vec4-aligned (K % 4 == 0 and the
@@ -21,6 +22,8 @@
 #define W_BINDING 2
 #include "wload.glsl"
 layout(local_size_x_id = 0) in;
+// the device's subgroup size (spec constant 1): sizes the prefetch registers exactly
+layout(constant_id = 1) const uint SG = 32;
 layout(std430, binding = 0) writeonly buffer Y { float y[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer X4 { vec4 x4[]; };
@@ -71,17 +74,37 @@ void main() {
 
     uint ksplit = max(pc.u[7], 1u), kc = ((K + ksplit - 1u) / ksplit + BK - 1u) / BK * BK;
     uint k0 = gl_WorkGroupID.z * kc, k1 = min(K, k0 + kc);
+    // Vector path: the next K step's tiles are read into registers while this one is multiplied.
+    // k1 is K or a multiple of BK, so an aligned vector is all in or all out.
+#define XV (BM * (BK / 4u) / (WROWS * WCOLS * SG))
+#define WV (BN * (BK / 8u) / (WROWS * WCOLS * SG))
+    vec4 ra[XV];
+    uvec4 rb[WV];
+#define LOAD_X(kb)                                                                                 \
+    [[unroll]] for (uint l = 0u; l < XV; l++) {                                                    \
+        uint i = tid + l * T, r = i / (BK / 4u), gr = row0 + r, gk = (kb) + (i % (BK / 4u)) * 4u;  \
+        ra[l] = (i < BM * (BK / 4u) && gr < M && gk < k1) ? x4[(OFF_A + gr * K + gk) >> 2] : vec4(0.0); \
+    }
+#define LOAD_W(kb)                                                                                 \
+    [[unroll]] for (uint l = 0u; l < WV; l++) {                                                    \
+        uint i = tid + l * T, r = i / (BK / 8u), gc = col0 + r, gk = (kb) + (i % (BK / 8u)) * 8u;  \
+        rb[l] = (i < BN * (BK / 8u) && gc < N && gk < k1) ? w8[(OFF_B + gc * K + gk) >> 3] : uvec4(0u); \
+    }
+    if (k0 < k1) {
+        if (xvec) { LOAD_X(k0) }
+        if (wvec) { LOAD_W(k0) }
+    }
     for (uint kb = k0; kb < k1; kb += BK) {
-        // x tile -> f16. k1 is K or a multiple of BK, so an aligned vector is all in or all out.
+        // x tile -> f16
         if (xvec) {
-            for (uint i = tid; i < BM * (BK / 4u); i += T) {
-                uint r = i / (BK / 4u), c = (i % (BK / 4u)) * 4u, gr = row0 + r, gk = kb + c;
-                vec4 v = (gr < M && gk < k1) ? x4[(OFF_A + gr * K + gk) >> 2] : vec4(0.0);
-                uint s = r * SK + c;
-                As[s] = float16_t(v.x);
-                As[s + 1u] = float16_t(v.y);
-                As[s + 2u] = float16_t(v.z);
-                As[s + 3u] = float16_t(v.w);
+            [[unroll]] for (uint l = 0u; l < XV; l++) {
+                uint i = tid + l * T;
+                if (i >= BM * (BK / 4u)) break;
+                uint s = (i / (BK / 4u)) * SK + (i % (BK / 4u)) * 4u;
+                As[s] = float16_t(ra[l].x);
+                As[s + 1u] = float16_t(ra[l].y);
+                As[s + 2u] = float16_t(ra[l].z);
+                As[s + 3u] = float16_t(ra[l].w);
             }
         } else {
             for (uint i = tid; i < BM * BK; i += T) {
@@ -91,11 +114,11 @@ void main() {
         }
         // W tile: row n of W is column n of B (column-major B with stride SK)
         if (wvec) {
-            for (uint i = tid; i < BN * (BK / 8u); i += T) {
-                uint r = i / (BK / 8u), c = (i % (BK / 8u)) * 8u, gc = col0 + r, gk = kb + c;
-                uvec4 v = (gc < N && gk < k1) ? w8[(OFF_B + gc * K + gk) >> 3] : uvec4(0u);
-                uint s = r * SK + c;
-                f16vec2 h0 = wpair(v.x), h1 = wpair(v.y), h2 = wpair(v.z), h3 = wpair(v.w);
+            [[unroll]] for (uint l = 0u; l < WV; l++) {
+                uint i = tid + l * T;
+                if (i >= BN * (BK / 8u)) break;
+                uint s = (i / (BK / 8u)) * SK + (i % (BK / 8u)) * 8u;
+                f16vec2 h0 = wpair(rb[l].x), h1 = wpair(rb[l].y), h2 = wpair(rb[l].z), h3 = wpair(rb[l].w);
                 Bs[s] = h0.x;
                 Bs[s + 1u] = h0.y;
                 Bs[s + 2u] = h1.x;
@@ -112,6 +135,10 @@ void main() {
             }
         }
         barrier();
+        if (kb + BK < k1) { // the next tiles' loads overlap this step's matrix products
+            if (xvec) { LOAD_X(kb + BK) }
+            if (wvec) { LOAD_W(kb + BK) }
+        }
         [[unroll]] for (uint kk = 0u; kk < BK; kk += 16u) {
             CMA a[FM];
             [[unroll]] for (uint i = 0u; i < FM; i++)

@@ -380,7 +380,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint32_t spec[4] = {wg, (uint32_t)M, nrows, (uint32_t)xmode};
     if (cm) { /* 8 (128 x 128 tiles) or 4 subgroups per workgroup */
         spec[0] = (big ? 8 : 4) * sg;
-        spec[1] = spec[2] = spec[3] = 0;
+        spec[1] = sg;
+        spec[2] = spec[3] = 0;
     }
     vk_arg out = a[0];
     size_t part = (size_t)M * Nn * 4;
