@@ -692,10 +692,10 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
 #ifdef LOOM_VK_COOPMAT
     /* tensor cores for the prefill matmul: the shader uses f16 arithmetic types and subgroup ids,
      * glslang compiles coopmat shaders for the Vulkan memory model, and it runs (4 or 8) x
-     * subgroup-size invocations */
+     * subgroup-size invocations (8..64: its prefetch registers are sized by it) */
     d->coopmat = f12.shaderFloat16 && f12.vulkanMemoryModel && !env_flag("LOOM_VK_NO_COOPMAT") &&
                  !env_flag("LOOM_VK_NO_SUBGROUP") &&
-                 d->subgroup_size >= 8 && 8 * d->subgroup_size <= d->props.limits.maxComputeWorkGroupSize[0] &&
+                 d->subgroup_size >= 8 && d->subgroup_size <= 64 && 8 * d->subgroup_size <= d->props.limits.maxComputeWorkGroupSize[0] &&
                  8 * d->subgroup_size <= d->props.limits.maxComputeWorkGroupInvocations &&
                  vk_coopmat_query(inst, phys, NULL, 0);
 #endif
