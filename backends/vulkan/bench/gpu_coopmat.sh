@@ -40,6 +40,9 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
     $B/loom synth --shape qwen2-0.5b --dtype f16 -o /tmp/q05-f16.gguf
     $B/loom synth --shape llama-1.1b --dtype f16 -o /tmp/l11-f16.gguf
     for m in q05-f16 l11-f16; do
+        # numerics at real shapes (K up to 5632): node by node against the CPU, 64-token prefill
+        timeout 60 $B/loom diff -m /tmp/$m.gguf --device cpu --device vulkan -p 64 -n 1 | tail -3
+        LOOM_VK_NO_COOPMAT=1 timeout 60 $B/loom diff -m /tmp/$m.gguf --device cpu --device vulkan -p 64 -n 1 | tail -3
         echo "== $m coopmat"
         timeout 120 $B/loom bench -m /tmp/$m.gguf --device vulkan -p 512 -n 128 -r 3
         echo "== $m LOOM_VK_NO_COOPMAT=1"
