@@ -46,9 +46,15 @@ add_test(NAME err_dump_layers_range COMMAND ${EXPECT_ERROR} "--layers 7-7: .* ha
 
 # loom bench names the machine (CPU model, SIMD flags, memory) and keeps llama-bench's JSON fields.
 add_test(NAME bench_json_machine COMMAND ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 4 -r 1
-         -t 1 --device cpu --json)
+         -t 1 --device cpu --json --warmup 0)
 set_tests_properties(bench_json_machine PROPERTIES PASS_REGULAR_EXPRESSION
-  "\"cpu_info\": \"[^\"]+\".*\"gpu_info\": \".*\"backends\": \"CPU\".*\"avg_ns\": [0-9]+.*\"avg_ts\": [0-9.]+")
+  "\"cpu_info\": \"[^\"]+\".*\"gpu_info\": \".*\"backends\": \"CPU\".*\"avg_ns\": [0-9]+.*\"avg_ts\": [0-9.]+.*\"warmup_runs\": 1,")
+# Warm-up runs until --warmup seconds passed: 0.3 s of a tiny model is many runs, not one.
+add_test(NAME bench_warmup_time COMMAND ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1
+         -t 1 --device cpu --warmup 0.3 --json)
+set_tests_properties(bench_warmup_time PROPERTIES PASS_REGULAR_EXPRESSION "\"warmup_runs\": ([2-9]|[1-9][0-9]+),")
+add_test(NAME err_bench_warmup COMMAND ${EXPECT_ERROR} "--warmup wants seconds"
+         ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny --warmup -1)
 
 # Vulkan, when built and a device exists (lavapipe counts): diff against the CPU, and a profile
 # whose node times come from GPU timestamps.

@@ -517,6 +517,55 @@ int vk_buf_zero(vk_dev *d, loom_buffer *b, size_t off, size_t n) {
 
 /* ---- device --------------------------------------------------------------------------------- */
 
+bool vk_coopmat_query(VkInstance inst, VkPhysicalDevice p, char *desc, size_t n) {
+    char dummy[8];
+    if (!desc) desc = dummy, n = sizeof dummy;
+    snprintf(desc, n, "no");
+    uint32_t ne = 0;
+    vkEnumerateDeviceExtensionProperties(p, NULL, &ne, NULL);
+    VkExtensionProperties *ext = ne ? calloc(ne, sizeof *ext) : NULL;
+    if (ext) vkEnumerateDeviceExtensionProperties(p, NULL, &ne, ext);
+    bool has = ext && has_ext(ext, ne, VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    free(ext);
+    if (!has) return false;
+    VkPhysicalDeviceCooperativeMatrixFeaturesKHR cf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &cf};
+    vkGetPhysicalDeviceFeatures2(p, &f2);
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR get =
+        (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR)vkGetInstanceProcAddr(
+            inst, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
+    uint32_t np = 0;
+    if (!cf.cooperativeMatrix || !get || get(p, &np, NULL) != VK_SUCCESS || !np) {
+        snprintf(desc, n, "no (extension without the feature or shapes)");
+        return false;
+    }
+    VkCooperativeMatrixPropertiesKHR *cp = calloc(np, sizeof *cp);
+    if (!cp) return false;
+    for (uint32_t i = 0; i < np; i++) cp[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR;
+    if (get(p, &np, cp) < 0) np = 0;
+    bool ok = false;
+    size_t len = 0;
+    desc[0] = 0;
+    for (uint32_t i = 0; i < np; i++) {
+        const VkCooperativeMatrixPropertiesKHR *c = &cp[i];
+        if (c->AType != VK_COMPONENT_TYPE_FLOAT16_KHR || c->BType != VK_COMPONENT_TYPE_FLOAT16_KHR ||
+            c->CType != VK_COMPONENT_TYPE_FLOAT32_KHR || c->ResultType != VK_COMPONENT_TYPE_FLOAT32_KHR ||
+            c->scope != VK_SCOPE_SUBGROUP_KHR)
+            continue;
+        if (c->MSize == 16 && c->NSize == 16 && c->KSize == 16) ok = true;
+        if (len < n) len += (size_t)snprintf(desc + len, n - len, "%s%ux%ux%u", len ? " " : "", c->MSize, c->NSize, c->KSize);
+    }
+    free(cp);
+    if (len && len < n) snprintf(desc + len, n - len, " f16->f32");
+    if (!len) snprintf(desc, n, "no (no f16->f32 shapes)");
+    else if (!ok) {
+        char shapes[160];
+        snprintf(shapes, sizeof shapes, "%s", desc);
+        snprintf(desc, n, "no (no 16x16x16 among %s)", shapes);
+    }
+    return ok;
+}
+
 static bool usable(VkPhysicalDevice p, char *why, size_t n) {
     VkPhysicalDeviceProperties pr;
     vkGetPhysicalDeviceProperties(p, &pr);
@@ -640,6 +689,18 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     if (ext) vkEnumerateDeviceExtensionProperties(phys, NULL, &ne, ext);
     d->has_budget = ext && has_ext(ext, ne, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
     free(ext);
+#ifdef LOOM_VK_COOPMAT
+    /* tensor cores for the prefill matmul: the shader uses f16 arithmetic types and subgroup ids,
+     * glslang compiles coopmat shaders for the Vulkan memory model, and it runs (4 or 8) x
+     * subgroup-size invocations (8..64: its prefetch registers are sized by it) */
+    d->coopmat = f12.shaderFloat16 && f12.vulkanMemoryModel && !env_flag("LOOM_VK_NO_COOPMAT") &&
+                 !env_flag("LOOM_VK_NO_SUBGROUP") &&
+                 d->subgroup_size >= 8 && d->subgroup_size <= 64 && 8 * d->subgroup_size <= d->props.limits.maxComputeWorkGroupSize[0] &&
+                 8 * d->subgroup_size <= d->props.limits.maxComputeWorkGroupInvocations &&
+                 vk_coopmat_query(inst, phys, NULL, 0);
+#endif
+    const char *cbt = getenv("LOOM_VK_CM_BIG_TILES");
+    d->cm_big_tiles = cbt && atoi(cbt) > 0 ? (uint32_t)atoi(cbt) : 512;
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);
@@ -665,14 +726,19 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
                                   .queueFamilyIndex = d->qfam,
                                   .queueCount = 1,
                                   .pQueuePriorities = &prio};
+    VkPhysicalDeviceCooperativeMatrixFeaturesKHR ecm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR, .cooperativeMatrix = VK_TRUE};
     VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-                                            .shaderFloat16 = d->f16_storage};
+                                            .pNext = d->coopmat ? &ecm : NULL,
+                                            .shaderFloat16 = d->f16_storage || d->coopmat,
+                                            .vulkanMemoryModel = d->coopmat};
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
                                             .pNext = &e12,
                                             .storageBuffer16BitAccess = d->f16_storage};
-    const char *dext[1];
+    const char *dext[2];
     uint32_t nde = 0;
     if (d->has_budget) dext[nde++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
+    if (d->coopmat) dext[nde++] = VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME;
     VkDeviceCreateInfo di = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                              .pNext = &e11,
                              .queueCreateInfoCount = 1,
@@ -731,9 +797,11 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     }
     if (d->verbose)
         fprintf(stderr,
-                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, max alloc %.0f MiB, max range %.0f MiB\n",
+                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s, max alloc %.0f MiB, max range "
+                "%.0f MiB\n",
                 d->name, vk_type_str(d->props.deviceType), d->subgroup_size,
-                d->subgroup_arith ? " (arithmetic)" : "", d->f16_storage ? "yes" : "no", mib(d->max_alloc),
+                d->subgroup_arith ? " (arithmetic)" : "", d->f16_storage ? "yes" : "no", d->coopmat ? "yes" : "no",
+                mib(d->max_alloc),
                 mib(d->max_range));
     return d;
 }

@@ -14,6 +14,37 @@
 
 #include <vulkan/vulkan.h>
 
+/* VK_KHR_cooperative_matrix arrived in Vulkan headers 1.3.255; Debian 12 ships 1.3.239. The few
+ * definitions used here, as the Khronos headers give them, when the installed headers lack them. */
+#ifndef VK_KHR_cooperative_matrix
+#define VK_KHR_cooperative_matrix 1
+#define VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME "VK_KHR_cooperative_matrix"
+#define VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR ((VkStructureType)1000506000)
+#define VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR ((VkStructureType)1000506001)
+typedef enum VkComponentTypeKHR {
+    VK_COMPONENT_TYPE_FLOAT16_KHR = 0,
+    VK_COMPONENT_TYPE_FLOAT32_KHR = 1,
+    VK_COMPONENT_TYPE_MAX_ENUM_KHR = 0x7FFFFFFF
+} VkComponentTypeKHR;
+typedef enum VkScopeKHR { VK_SCOPE_SUBGROUP_KHR = 3, VK_SCOPE_MAX_ENUM_KHR = 0x7FFFFFFF } VkScopeKHR;
+typedef struct VkCooperativeMatrixPropertiesKHR {
+    VkStructureType sType;
+    void *pNext;
+    uint32_t MSize, NSize, KSize;
+    VkComponentTypeKHR AType, BType, CType, ResultType;
+    VkBool32 saturatingAccumulation;
+    VkScopeKHR scope;
+} VkCooperativeMatrixPropertiesKHR;
+typedef struct VkPhysicalDeviceCooperativeMatrixFeaturesKHR {
+    VkStructureType sType;
+    void *pNext;
+    VkBool32 cooperativeMatrix;
+    VkBool32 cooperativeMatrixRobustBufferAccess;
+} VkPhysicalDeviceCooperativeMatrixFeaturesKHR;
+typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR)(
+    VkPhysicalDevice, uint32_t *, VkCooperativeMatrixPropertiesKHR *);
+#endif
+
 #define VK_NBIND 6          /* bindings of the one descriptor-set layout: dst, src0..3, scratch */
 #define VK_PC_WORDS 22      /* push constants: off[6], u[12], f[4] (shaders/common.glsl) */
 #define VK_STAGING_HALF (32u << 20)
@@ -54,6 +85,8 @@ typedef struct vk_dev {
 
     /* capabilities and limits (limits can be lowered by env for tests, see docs) */
     bool has_budget, f16_storage, subgroup_arith, timestamps;
+    bool coopmat; /* tensor-core prefill matmul (matmul_cm.comp): device, feature and shaders */
+    uint32_t cm_big_tiles; /* its 128 x 128 tiles from this many such tiles on (else 64 x 64) */
     uint32_t subgroup_size;
     size_t max_alloc, max_range, align;
     size_t piece, overlap; /* weights: largest piece, and how much consecutive pieces share */
@@ -99,6 +132,10 @@ void vk_dev_close(vk_dev *d);
 VkInstance vk_instance_new(bool quiet);
 const char *vk_result_str(VkResult r);
 const char *vk_type_str(VkPhysicalDeviceType t);
+/* Cooperative matrices of physical device p: true when the extension and feature are there and
+ * 16x16x16 f16 x f16 + f32 at subgroup scope is offered (the shape matmul_cm.comp uses); desc
+ * (may be NULL) gets the f16 shapes, e.g. "16x16x16 16x8x16 f16->f32", or why not. */
+bool vk_coopmat_query(VkInstance inst, VkPhysicalDevice p, char *desc, size_t n);
 loom_buffer *vk_buf_alloc(vk_dev *d, size_t nbytes, bool weights);
 void vk_buf_free(vk_dev *d, loom_buffer *b);
 int vk_buf_write(vk_dev *d, loom_buffer *b, size_t off, const void *src, size_t n);

@@ -342,7 +342,13 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     /* tiled: 128 x 128 tiles when there are enough of them to fill the GPU, else 64 x 64; few
      * tiles and a long K (a 896-wide down projection in prefill): split K as well */
     uint64_t big_tiles = ((M + 127) / 128) * ((Nn + 127) / 128);
-    bool big = !gemv && M >= 128 && big_tiles >= 128;
+    /* tensor cores (matmul_cm.comp) for f16/bf16 weights: x is rounded to f16 there, which only
+     * the f16/bf16 model tolerance absorbs, so f32 weights stay on the FMA kernel. Their 128 x 128
+     * tiles want many more tiles than SMs (a 512-token prefill's ~150 leave the H100 half idle in
+     * the second wave), hence a separate threshold (LOOM_VK_CM_BIG_TILES, default 512). M <= 8
+     * (decode) stays on the GEMV, or on the FMA kernel where subgroups are off. */
+    bool cm = !gemv && M > 8 && d->coopmat && (w->type == LOOM_F16 || w->type == LOOM_BF16);
+    bool big = !gemv && M >= 128 && big_tiles >= (cm ? d->cm_big_tiles : 128);
     uint64_t tile = big ? 128 : 64, tiles = ((M + tile - 1) / tile) * ((Nn + tile - 1) / tile);
     uint32_t ksplit = 1;
     if (!gemv && tiles < 256 && K >= 1024) {
@@ -354,6 +360,11 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     loom_spv_id sh;
     if (gemv)
         sh = wshader(d, w->type, LOOM_SPV_MATVEC_F32, LOOM_SPV_MATVEC_F16, LOOM_SPV_MATVEC_F16S, LOOM_SPV_MATVEC_BF16);
+#ifdef LOOM_VK_COOPMAT
+    else if (cm)
+        sh = w->type == LOOM_F16 ? (big ? LOOM_SPV_MATMUL_CM_BIG_F16 : LOOM_SPV_MATMUL_CM_F16)
+                                 : (big ? LOOM_SPV_MATMUL_CM_BIG_BF16 : LOOM_SPV_MATMUL_CM_BF16);
+#endif
     else if (big) /* f16 from uint words: 16-bit loads were 4.5x slower in the tiled kernel (H100) */
         sh = wshader(d, w->type, LOOM_SPV_MATMUL_BIG_F32, LOOM_SPV_MATMUL_BIG_F16, LOOM_SPV_MATMUL_BIG_F16,
                      LOOM_SPV_MATMUL_BIG_BF16);
@@ -367,6 +378,11 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint64_t nchunk = step < Nn ? step : Nn;
     while (nrows > 1 && (nchunk + nrows - 1) / nrows < 1024) nrows /= 2;
     uint32_t spec[4] = {wg, (uint32_t)M, nrows, (uint32_t)xmode};
+    if (cm) { /* 8 (128 x 128 tiles) or 4 subgroups per workgroup */
+        spec[0] = (big ? 8 : 4) * sg;
+        spec[1] = sg;
+        spec[2] = spec[3] = 0;
+    }
     vk_arg out = a[0];
     size_t part = (size_t)M * Nn * 4;
     if (ksplit > 1) a[0] = scratch_arg(r, part * ksplit, true);
@@ -395,8 +411,10 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
         } else {
             if ((M + tile - 1) / tile > 65535)
                 return loom_err("vulkan: matmul with %llu rows is too tall", (unsigned long long)M);
-            if (dispatch(r, sh, NULL, a, &pc, (uint32_t)((cnt + tile - 1) / tile), (uint32_t)((M + tile - 1) / tile),
-                         ksplit) < 0)
+            /* vector tile loads where rows and bindings are aligned */
+            pc.u[6] = (K % 4 == 0 && elem_off(d, &a[1]) % 4 == 0) | (K % 8 == 0 && elem_off(d, &a[2]) % 8 == 0) << 1;
+            if (dispatch(r, sh, cm ? spec : NULL, a, &pc, (uint32_t)((cnt + tile - 1) / tile),
+                         (uint32_t)((M + tile - 1) / tile), ksplit) < 0)
                 return -1;
         }
     }

@@ -47,6 +47,56 @@ set(LOOM_VK_VARIANTS
   "permute|permute.comp"
 )
 
+# Cooperative-matrix (tensor-core) shaders need a glslang that knows GL_KHR_cooperative_matrix
+# (15.x; Debian 12's 12.0 does not: tools/build-glslang.sh builds one, passed as
+# -DLOOM_GLSLANG=.../glslangValidator). Probe it once per glslang; without it the build is as
+# before, minus the coopmat path (LOOM_VK_COOPMAT undefined). -DLOOM_VK_COOPMAT=OFF skips it.
+option(LOOM_VK_COOPMAT "cooperative-matrix matmul shaders when glslang can compile them" ON)
+set(LOOM_VK_HAVE_COOPMAT OFF)
+if(LOOM_VK_COOPMAT)
+  if(NOT DEFINED LOOM_GLSLANG_COOPMAT_OK OR NOT "${LOOM_GLSLANG_COOPMAT_PROBED}" STREQUAL "${LOOM_GLSLANG}")
+    set(_probe ${CMAKE_BINARY_DIR}/coopmat_probe)
+    file(MAKE_DIRECTORY ${_probe})
+    file(WRITE ${_probe}/probe.comp "#version 450
+#extension GL_KHR_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+layout(local_size_x = 32) in;
+layout(std430, binding = 0) buffer B { float16_t h[]; float f[]; };
+shared float16_t s[256];
+void main() {
+    coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA> a;
+    coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB> b;
+    coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator> c =
+        coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>(0.0);
+    coopMatLoad(a, s, 0, 16, gl_CooperativeMatrixLayoutRowMajor);
+    coopMatLoad(b, s, 0, 16, gl_CooperativeMatrixLayoutColumnMajor);
+    c = coopMatMulAdd(a, b, c);
+}
+")
+    execute_process(COMMAND ${LOOM_GLSLANG} -V --target-env vulkan1.2 --quiet -o ${_probe}/probe.spv ${_probe}/probe.comp
+                    RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _out)
+    if(_rc EQUAL 0)
+      set(LOOM_GLSLANG_COOPMAT_OK ON CACHE INTERNAL "glslang compiles GL_KHR_cooperative_matrix")
+    else()
+      set(LOOM_GLSLANG_COOPMAT_OK OFF CACHE INTERNAL "glslang compiles GL_KHR_cooperative_matrix")
+    endif()
+    set(LOOM_GLSLANG_COOPMAT_PROBED "${LOOM_GLSLANG}" CACHE INTERNAL "glslang the coopmat probe ran with")
+  endif()
+  if(LOOM_GLSLANG_COOPMAT_OK)
+    set(LOOM_VK_HAVE_COOPMAT ON)
+    list(APPEND LOOM_VK_VARIANTS
+      "matmul_cm_f16|matmul_cm.comp|W_F16"
+      "matmul_cm_bf16|matmul_cm.comp|W_BF16"
+      "matmul_cm_big_f16|matmul_cm.comp|W_F16|BIG"
+      "matmul_cm_big_bf16|matmul_cm.comp|W_BF16|BIG")
+    message(STATUS "loom: cooperative-matrix shaders on (${LOOM_GLSLANG} compiles GL_KHR_cooperative_matrix)")
+  else()
+    message(STATUS "loom: no cooperative-matrix shaders (${LOOM_GLSLANG} cannot compile GL_KHR_cooperative_matrix; "
+                   "tools/build-glslang.sh builds one that can)")
+  endif()
+endif()
+
 set(LOOM_SPV_FILES)
 set(LOOM_SPV_NAMES)
 foreach(v ${LOOM_VK_VARIANTS})
@@ -86,4 +136,7 @@ file(GLOB LOOM_VK_SOURCES CONFIGURE_DEPENDS ${LOOM_VK_DIR}/*.c)
 target_sources(loom PRIVATE ${LOOM_VK_SOURCES} ${LOOM_SPV_C})
 target_include_directories(loom PRIVATE ${CMAKE_BINARY_DIR} ${LOOM_VK_DIR})
 target_compile_definitions(loom PUBLIC LOOM_HAVE_VULKAN)
+if(LOOM_VK_HAVE_COOPMAT)
+  target_compile_definitions(loom PUBLIC LOOM_VK_COOPMAT)
+endif()
 target_link_libraries(loom PUBLIC Vulkan::Vulkan)

@@ -11,6 +11,11 @@
  * MATMUL within 2^-15 * sum_k |x_k w_k| of its row plus 1e-6; transcendental ops (SILU, SWIGLU,
  * SOFTMAX, RMSNORM, ROPE) within 2e-5 relative + 2e-6 absolute (GPU exp/sin/cos are not
  * correctly rounded); ATTENTION within 2e-5 * max|v| + 1e-5 * |ref|.
+ * A device with cooperative matrices (describe() says "coopmat") runs the prefill MATMUL of f16/bf16
+ * weights on them with x rounded to f16: there MATMUL gets 2^-10 * sum_k |x_k w_k| + K 2^-24 + 1e-6
+ * (f16 rounding of x, its subnormal spacing). The second backend turns them off (no subgroups),
+ * so the FMA kernel stays tested on such a device too; the third takes the 128 x 128 coopmat tiles
+ * for every M >= 128 (LOOM_VK_CM_BIG_TILES=1), the default one only for very large products.
  * No Vulkan device at all: SKIP (exit 77).
  */
 #include "check.h"
@@ -21,6 +26,7 @@
 #define NVK 3
 static loom_backend *cpu, *vk[NVK];
 static const char *vk_name[NVK] = {"vulkan", "vulkan(no f16 storage, no subgroup)", "vulkan(16 KiB weight pieces)"};
+static bool vk_coopmat[NVK]; /* the backend runs f16/bf16 prefill matmuls on cooperative matrices */
 
 /* Run t on be through compute_plan (plan_prepare, then `steps` replays; before replay k > 0
  * the INPUT nodes listed in upd get new data). Same output layout as tg_run. */
@@ -122,8 +128,9 @@ static void cmp(const char *what, const char *be, const float *got, const float 
           got[at], ref[at]);
 }
 
-/* Run t on the CPU (reference) and on every Vulkan backend through both paths; compare `out`. */
-static void run_cmp(tg *t, int out, const char *what, double atol, double rtol) {
+/* Run t on the CPU (reference) and on every Vulkan backend through both paths; compare `out`.
+ * Backends with cooperative matrices use atol_cm when it is >= 0. */
+static void run_cmp2(tg *t, int out, const char *what, double atol, double rtol, double atol_cm) {
     tg_run_out ro;
     int rc = tg_run(t, cpu, &ro);
     CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
@@ -142,12 +149,14 @@ static void run_cmp(tg *t, int out, const char *what, double atol, double rtol) 
             tg_run_out o;
             rc = mode ? vt_run_plan(t, vk[v], &o, 1, NULL, 0, NULL) : tg_run(t, vk[v], &o);
             CHECK(rc == 0, "%s [%s]: %s", what, name, o.err);
-            if (rc == 0) cmp(what, name, tg_f32(t, &o, out), ref, n, atol, rtol);
+            if (rc == 0) cmp(what, name, tg_f32(t, &o, out), ref, n, vk_coopmat[v] && atol_cm >= 0 ? atol_cm : atol, rtol);
             tg_out_free(&o);
         }
     }
     tg_out_free(&ro);
 }
+
+static void run_cmp(tg *t, int out, const char *what, double atol, double rtol) { run_cmp2(t, out, what, atol, rtol, -1); }
 
 static const loom_dtype wtypes[3] = {LOOM_F32, LOOM_F16, LOOM_BF16};
 
@@ -197,7 +206,9 @@ static void test_matmul_case(loom_dtype wt, int64_t M, int64_t N, int64_t K, boo
     char what[128];
     snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld%s%s", loom_dtype_name(wt), (long long)M,
              (long long)N, (long long)K, bias ? " +bias" : "", x_skip ? " unaligned x" : "");
-    run_cmp(&t, y, what, ldexp(amax, -15) + 1e-6, 0);
+    /* cooperative matrices: f16/bf16 weights, M > 8 (M <= 8 is the GEMV or the FMA kernel) */
+    double cm = wt != LOOM_F32 && M > 8 ? ldexp(amax, -10) + (double)K * ldexp(1.0, -24) + 1e-6 : -1;
+    run_cmp2(&t, y, what, ldexp(amax, -15) + 1e-6, 0, cm);
     free(x), free(wf), free(b), free(w);
 }
 
@@ -210,9 +221,15 @@ static void test_matmul(void) {
                 int64_t N = shapes[si][0], K = shapes[si][1], M = Ms[mi];
                 test_matmul_case(wtypes[wi], M, N, K, (si + mi) % 2 == 0, 0);
             }
-    for (int wi = 0; wi < 3; wi++) /* the 128 x 128 tile kernel (M >= 128, N >= 512) */
+    for (int wi = 0; wi < 3; wi++)
         test_matmul_case(wtypes[wi], 130, 520, 40, wi != 1, 0);
     test_matmul_case(LOOM_BF16, 257, 600, 33, false, 0);
+    /* the 128 x 128 tile kernels (M >= 128 and >= 128 such tiles): vector loads (K = 24),
+     * scalar loads (K = 33, rows not 16-byte aligned), ragged edges in M and N */
+    for (int wi = 0; wi < 2; wi++) test_matmul_case(wtypes[wi], 257, 8200, 24, wi != 0, 0);
+    test_matmul_case(LOOM_BF16, 131, 8250, 33, true, 0);
+    /* several 64 x 64 tiles with every edge ragged, unaligned x, K over several 32-wide steps */
+    test_matmul_case(LOOM_F16, 100, 150, 200, true, 1);
     /* few output tiles and a long K: split K, partial products summed by a second dispatch */
     for (int wi = 0; wi < 3; wi++) test_matmul_case(wtypes[wi], 20, 40, 1100, wi != 2, 0);
     test_matmul_case(LOOM_F16, 1, 70, 2500, true, 0); /* split K on the tiled path without subgroups */
@@ -607,10 +624,18 @@ int main(void) {
     unsetenv("LOOM_VK_NO_F16S");
     unsetenv("LOOM_VK_NO_SUBGROUP");
     setenv("LOOM_VK_MAX_WEIGHT_PIECE", "16384", 1);
+    setenv("LOOM_VK_CM_BIG_TILES", "1", 1); /* coopmat's 128 x 128 tiles for every M >= 128 here */
     vk[2] = loom_vulkan_backend_new(&vo);
     CHECK(vk[2] != NULL, "tiny-limits backend: %s", loom_last_error());
     unsetenv("LOOM_VK_MAX_WEIGHT_PIECE");
+    unsetenv("LOOM_VK_CM_BIG_TILES");
 
+    for (int v = 0; v < NVK; v++) {
+        char desc[256] = "";
+        if (vk[v]) vk[v]->ops->describe(vk[v], desc, sizeof desc);
+        vk_coopmat[v] = strstr(desc, "coopmat") != NULL;
+        if (vk_coopmat[v]) printf("%s: cooperative-matrix matmul on\n", vk_name[v]);
+    }
     double t0 = loom_now();
 #define TIMED(call)                                                                                \
     do {                                                                                           \
