@@ -48,3 +48,7 @@ add_test(NAME vulkan_validation_llama-tiny_q4_k_m COMMAND ${CMAKE_CURRENT_SOURCE
          --min-top1 50 --max-kl 0.1 --device vulkan)
 set_tests_properties(vulkan_validation_llama-tiny_q4_k_m PROPERTIES FIXTURES_REQUIRED q_llama-tiny_q4_k_m
                      SKIP_RETURN_CODE 77 TIMEOUT 300)
+# ... and over the shader test (byte-offset bindings, chunked weights, every quant pipeline).
+add_test(NAME vulkan_validation_test_vulkan_quant COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
+         $<TARGET_FILE:test_vulkan_quant>)
+set_tests_properties(vulkan_validation_test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
