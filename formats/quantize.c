@@ -48,6 +48,7 @@ static int layer_of(const char *name, const char *suffix) {
 }
 
 static loom_dtype pick(const char *type, const char *name, bool head, int n_layer) {
+    if (!strcmp(type, "f32")) return LOOM_F32; /* dequantise: the exact values a quantised file holds */
     if (!strcmp(type, "q8_0")) return LOOM_Q8_0;
     if (!strcmp(type, "q4_0")) return LOOM_Q4_0;
     if (!strcmp(type, "q6_k")) return LOOM_Q6_K;
@@ -60,7 +61,7 @@ static loom_dtype pick(const char *type, const char *name, bool head, int n_laye
 }
 
 static int file_type(const char *type) {
-    return !strcmp(type, "q8_0") ? 7 : !strcmp(type, "q4_0") ? 2 : !strcmp(type, "q4_k_m") ? 15 : 18;
+    return !strcmp(type, "f32") ? 0 : !strcmp(type, "q8_0") ? 7 : !strcmp(type, "q4_0") ? 2 : !strcmp(type, "q4_k_m") ? 15 : 18;
 }
 
 static int quantize_gguf(const char *in, const char *out, const char *type, FILE *log) {
@@ -129,8 +130,9 @@ done:
 }
 
 int loom_quantize(const char *in, const char *out, const char *type, FILE *log) {
-    if (strcmp(type, "q8_0") && strcmp(type, "q4_0") && strcmp(type, "q4_k_m") && strcmp(type, "q6_k"))
-        return loom_err("quantize: unknown type '%s' (q8_0, q4_0, q4_k_m, q6_k)", type);
+    if (strcmp(type, "q8_0") && strcmp(type, "q4_0") && strcmp(type, "q4_k_m") && strcmp(type, "q6_k") &&
+        strcmp(type, "f32"))
+        return loom_err("quantize: unknown type '%s' (q8_0, q4_0, q4_k_m, q6_k, f32)", type);
     struct stat st;
     if (stat(in, &st) != 0) return loom_err("%s: cannot open", in);
     if (!S_ISDIR(st.st_mode)) return quantize_gguf(in, out, type, log);

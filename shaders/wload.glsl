@@ -3,6 +3,7 @@
 //   W_F16S  IEEE half through VK 16-bit storage (float16_t)
 //   W_F16   IEEE half packed two per uint (devices without 16-bit storage)
 //   W_BF16  bfloat16 packed two per uint (bf16 is the top half of an f32)
+//   W_Q8_0, W_Q4_0, W_Q4_K, W_Q6_K  raw ggml blocks, dequantised in registers (wquant.glsl)
 // wload(e) reads element e; wload8(e, lo, hi) reads elements e..e+7 (e a multiple of 8).
 #ifndef W_BINDING
 #define W_BINDING 2
@@ -42,6 +43,8 @@ void wload8(uint e, out vec4 lo, out vec4 hi) {
     lo = vec4(bf2(v.x), bf2(v.y));
     hi = vec4(bf2(v.z), bf2(v.w));
 }
+#elif defined(W_Q8_0) || defined(W_Q4_0) || defined(W_Q4_K) || defined(W_Q6_K)
+#include "wquant.glsl"
 #else
-#error "define one of W_F32, W_F16S, W_F16, W_BF16"
+#error "define one of W_F32, W_F16S, W_F16, W_BF16, W_Q8_0, W_Q4_0, W_Q4_K, W_Q6_K"
 #endif

@@ -9,11 +9,12 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: loom quantize IN OUT.gguf --type q8_0|q4_0|q4_k_m|q6_k\n\n"
+            "usage: loom quantize IN OUT.gguf --type q8_0|q4_0|q4_k_m|q6_k|f32\n\n"
             "IN is a f32/f16/bf16 GGUF or a HuggingFace directory. Matrices are quantised (q4_k_m: Q6_K\n"
             "for the output head and some attn_v/ffn_down layers, Q4_K elsewhere, as llama.cpp); a\n"
             "matrix whose rows are not whole blocks falls back (Q4_K -> Q4_0, Q6_K -> Q8_0, else f16)\n"
-            "with a note. Norms and biases stay f32; every metadata key is carried over.\n");
+            "with a note. Norms and biases stay f32; every metadata key is carried over.\n"
+            "--type f32 dequantises every matrix (of a quantised IN: the exact values it holds).\n");
 }
 
 int cmd_quantize(int argc, char **argv) {
@@ -41,8 +42,9 @@ int cmd_quantize(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (strcmp(type, "q8_0") && strcmp(type, "q4_0") && strcmp(type, "q4_k_m") && strcmp(type, "q6_k")) {
-        fprintf(stderr, "loom quantize: unknown --type '%s' (q8_0, q4_0, q4_k_m, q6_k)\n", type);
+    if (strcmp(type, "q8_0") && strcmp(type, "q4_0") && strcmp(type, "q4_k_m") && strcmp(type, "q6_k") &&
+        strcmp(type, "f32")) {
+        fprintf(stderr, "loom quantize: unknown --type '%s' (q8_0, q4_0, q4_k_m, q6_k, f32)\n", type);
         return 2;
     }
     if (loom_quantize(pos[0], pos[1], type, stderr) < 0) {

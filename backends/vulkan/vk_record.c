@@ -15,6 +15,8 @@
  */
 #include "vk_internal.h"
 
+#include "quant.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -248,7 +250,9 @@ static int arg_of(const loom_exec_ctx *x, int i, bool write, vk_arg *a) {
     loom_buffer *b = loom_exec_node_buffer(x, i, &off);
     const loom_node *n = N(x, i);
     if (!b) return loom_err("vulkan: node %d (%s '%s') has no buffer", i, loom_op_name(n->op), n->name);
-    *a = (vk_arg){.b = b, .off = off, .len = loom_node_bytes(n), .esize = loom_dtype_size(n->type), .write = write};
+    /* quantised blocks are bound as bytes: the shaders address them byte-wise (wquant.glsl) */
+    size_t es = loom_dtype_is_quant(n->type) ? 1 : loom_dtype_size(n->type);
+    *a = (vk_arg){.b = b, .off = off, .len = loom_node_bytes(n), .esize = es, .write = write};
     return 0;
 }
 
@@ -259,6 +263,17 @@ static loom_spv_id wshader(vk_dev *d, loom_dtype t, loom_spv_id f32, loom_spv_id
     case LOOM_BF16: return bf16;
     default: return f32;
     }
+}
+
+/* Shader for a block-quantised weight: kind 0 embed, 1 matvec, 2 matmul, 3 matmul (big tiles). */
+static loom_spv_id qshader(loom_dtype t, int kind) {
+    static const loom_spv_id tab[4][4] = {
+        {LOOM_SPV_EMBED_Q8_0, LOOM_SPV_MATVEC_Q8_0, LOOM_SPV_MATMUL_Q8_0, LOOM_SPV_MATMUL_BIG_Q8_0},
+        {LOOM_SPV_EMBED_Q4_0, LOOM_SPV_MATVEC_Q4_0, LOOM_SPV_MATMUL_Q4_0, LOOM_SPV_MATMUL_BIG_Q4_0},
+        {LOOM_SPV_EMBED_Q4_K, LOOM_SPV_MATVEC_Q4_K, LOOM_SPV_MATMUL_Q4_K, LOOM_SPV_MATMUL_BIG_Q4_K},
+        {LOOM_SPV_EMBED_Q6_K, LOOM_SPV_MATVEC_Q6_K, LOOM_SPV_MATMUL_Q6_K, LOOM_SPV_MATMUL_BIG_Q6_K}};
+    int f = t == LOOM_Q8_0 ? 0 : t == LOOM_Q4_0 ? 1 : t == LOOM_Q4_K ? 2 : 3;
+    return tab[f][kind];
 }
 
 /* Rows of a weight that one dispatch may bind: the binding range and the overlap between pieces
@@ -277,10 +292,12 @@ static int rec_embed(vk_rec *r, const loom_exec_ctx *x, int i) {
         arg_of(x, n->src[1], false, &a[2]) < 0)
         return -1;
     uint64_t V = (uint64_t)t->ne[0], D = (uint64_t)t->ne[1], S = (uint64_t)loom_node_nelem(N(x, n->src[1]));
-    size_t rb = (size_t)D * tab.esize;
+    size_t rb = loom_dtype_nbytes(t->type, (int64_t)D);
     uint64_t step = rows_per_chunk(r->d, rb);
-    loom_spv_id sh = wshader(r->d, t->type, LOOM_SPV_EMBED_F32, LOOM_SPV_EMBED_F16, LOOM_SPV_EMBED_F16S,
-                             LOOM_SPV_EMBED_BF16);
+    loom_spv_id sh = loom_dtype_is_quant(t->type)
+                         ? qshader(t->type, 0)
+                         : wshader(r->d, t->type, LOOM_SPV_EMBED_F32, LOOM_SPV_EMBED_F16, LOOM_SPV_EMBED_F16S,
+                                   LOOM_SPV_EMBED_BF16);
     for (uint64_t v0 = 0; v0 < V; v0 += step) {
         uint64_t v1 = v0 + step < V ? v0 + step : V;
         a[1] = tab;
@@ -335,7 +352,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     if (bias && arg_of(x, n->src[2], false, &ba) < 0) return -1;
     uint64_t Nn = (uint64_t)w->ne[0], K = (uint64_t)w->ne[1];
     uint64_t M = (uint64_t)loom_node_nelem(xs) / K;
-    size_t rb = (size_t)K * wa.esize;
+    size_t rb = loom_dtype_nbytes(w->type, (int64_t)K);
+    bool quant = loom_dtype_is_quant(w->type);
     uint64_t step = rows_per_chunk(d, rb);
     bool gemv = gemv_path(d, x, i);
     if (!gemv && (xmode || res)) return loom_err("vulkan: internal: fused producer on the tiled matmul");
@@ -358,7 +376,9 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
         ksplit = ks > 1 ? (uint32_t)ks : 1;
     }
     loom_spv_id sh;
-    if (gemv)
+    if (quant) /* raw blocks dequantised in registers (shaders/wquant.glsl) */
+        sh = qshader(w->type, gemv ? 1 : big ? 3 : 2);
+    else if (gemv)
         sh = wshader(d, w->type, LOOM_SPV_MATVEC_F32, LOOM_SPV_MATVEC_F16, LOOM_SPV_MATVEC_F16S, LOOM_SPV_MATVEC_BF16);
 #ifdef LOOM_VK_COOPMAT
     else if (cm)
@@ -400,7 +420,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
                           ksplit, (uint32_t)(M * Nn)},
                     .f = {eps}};
         if (gemv) {
-            bool vec = K % 8 == 0 && elem_off(d, &a[2]) % 8 == 0 && elem_off(d, &a[1]) % 4 == 0 &&
+            /* quantised W: K is whole blocks and the byte reads need no alignment */
+            bool vec = K % 8 == 0 && (quant || elem_off(d, &a[2]) % 8 == 0) && elem_off(d, &a[1]) % 4 == 0 &&
                        (!a[4].b || elem_off(d, &a[4]) % 4 == 0);
             pc.u[6] = vec;
             pc.u[7] = normw;

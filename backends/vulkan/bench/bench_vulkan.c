@@ -12,6 +12,7 @@
 #include "backend.h"
 #include "graph.h"
 #include "plan.h"
+#include "quant.h"
 #include "source.h"
 #include "util.h"
 
@@ -39,6 +40,19 @@ static float randf(void) {
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return (float)((rng >> 40) * (1.0 / 8388608.0) - 1.0);
+}
+
+/* n weights of a block-quantised type t, rows of K (loom_quant_row of small random values) */
+static void *host_qweights(loom_dtype t, size_t n, int64_t K) {
+    size_t rb = loom_dtype_nbytes(t, K);
+    uint8_t *d = malloc(n / (size_t)K * rb);
+    float *row = malloc(sizeof(float) * (size_t)K);
+    for (size_t r = 0; d && row && r < n / (size_t)K; r++) {
+        for (int64_t k = 0; k < K; k++) row[k] = randf() * 0.05f;
+        loom_quant_row(t, row, d + r * rb, K);
+    }
+    free(row);
+    return d;
 }
 
 static void *host_weights(loom_dtype t, size_t n) {
@@ -136,9 +150,11 @@ static void add_weights(bench *b, int count, loom_dtype t, int64_t N, int64_t K)
         w->ndim = 2;
         w->ne[0] = N;
         w->ne[1] = K;
-        w->nbytes = (size_t)(N * K) * loom_dtype_size(t);
+        w->nbytes = loom_dtype_nbytes(t, N * K);
         /* the same bytes in every copy: distinct device buffers are what defeats the L2 */
-        w->data = r == 0 ? (data = host_weights(t, (size_t)(N * K))) : memcpy(malloc(w->nbytes), data, w->nbytes);
+        if (r == 0)
+            data = loom_dtype_is_quant(t) ? host_qweights(t, (size_t)(N * K), K) : host_weights(t, (size_t)(N * K));
+        w->data = r == 0 ? data : memcpy(malloc(w->nbytes), data, w->nbytes);
         w->id = r;
     }
     b->nw = count;
@@ -146,7 +162,7 @@ static void add_weights(bench *b, int count, loom_dtype t, int64_t N, int64_t K)
 
 static void bench_matmul(loom_dtype t, int64_t M, int64_t N, int64_t K, const char *label) {
     bench b = {0};
-    size_t wbytes = (size_t)(N * K) * loom_dtype_size(t);
+    size_t wbytes = loom_dtype_nbytes(t, N * K);
     int R = M <= 8 ? (int)((256u << 20) / wbytes) + 1 : 2;
     if (R > 32) R = 32;
     add_weights(&b, R, t, N, K);
@@ -228,13 +244,14 @@ static void bench_chain(int n) {
 
 int main(int argc, char **argv) {
     loom_backend_opts o = {.device_index = -1};
-    bool quick = false;
+    bool quick = false, quant = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) o.device_index = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--quant")) quant = true;
         else {
-            fprintf(stderr, "usage: bench_vulkan [--device N] [--reps R] [--quick]\n");
+            fprintf(stderr, "usage: bench_vulkan [--device N] [--reps R] [--quick] [--quant]\n");
             return 2;
         }
     }
@@ -252,6 +269,19 @@ int main(int argc, char **argv) {
         printf("(warm-up) ");
         bench_matmul(LOOM_F16, 1, 151936, 896, "warm-up");
         reps = saved;
+    }
+    if (quant) { /* block-quantised weights; K = 896 is not whole 256-blocks: k-quants only for down */
+        static const loom_dtype qs[4] = {LOOM_Q8_0, LOOM_Q4_0, LOOM_Q4_K, LOOM_Q6_K};
+        for (int t = 0; t < 4; t++) {
+            bool k256 = loom_dtype_blck(qs[t]) == 256;
+            if (!k256) bench_matmul(qs[t], 1, 4864, 896, "gate/up 896->4864");
+            bench_matmul(qs[t], 1, 896, 4864, "down 4864->896");
+            if (!k256) bench_matmul(qs[t], 1, 151936, 896, "lm head 896->151936");
+            if (!k256) bench_matmul(qs[t], 512, 4864, 896, "gate/up prefill");
+            bench_matmul(qs[t], 512, 896, 4864, "down prefill");
+        }
+        loom_backend_close(be);
+        return 0;
     }
     static const loom_dtype ts[3] = {LOOM_F16, LOOM_BF16, LOOM_F32};
     for (int t = 0; t < (quick ? 1 : 3); t++) {

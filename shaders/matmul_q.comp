@@ -1,0 +1,82 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// MATMUL (prefill) with a block-quantised W (W_Q8_0, W_Q4_0, W_Q4_K, W_Q6_K; wquant.glsl):
+// matmul.comp's tiling, but each W tile is dequantised into shared memory 8 elements at a time
+// (a row's 16 k are two loads; K is whole blocks of 32 or 256, so a load never crosses a block
+// or the split-K boundary). The rest as matmul.comp:
+// y[M, N] = x[M, K] W[N, K]^T (+ bias), tiled through shared memory.
+// 256 invocations as a 16 x 16 grid; each computes a TM x TM block of the BM x BM output tile,
+// strided by 16 so its shared-memory reads are broadcasts (rows) or consecutive (columns).
+// TM = 4 (64 x 64 tiles) for small M, TM = 8 (128 x 128 tiles) when M is large (-DBIG).
+// u[0] = M, u[1] = N (columns in this dispatch), u[2] = K, u[3] = has bias,
+// u[4] = n0 (first output column: the weight and bias bindings start at row n0), u[5] = y row stride.
+// Split K (few output tiles, long K): u[7] = splits, gl_WorkGroupID.z = split; split z sums its
+// share of K into y + z * u[8] and eltwise.comp (op 5) adds the partial products up.
+#include "common.glsl"
+#define W_BINDING 2
+#include "wload.glsl"
+layout(local_size_x = 256) in;
+layout(std430, binding = 0) writeonly buffer Y { float y[]; };
+layout(std430, binding = 1) readonly buffer X { float x[]; };
+layout(std430, binding = 3) readonly buffer Bi { float bias[]; };
+
+#ifdef BIG
+#define TM 8
+#else
+#define TM 4
+#endif
+#define BM (16 * TM)
+#define BK 16
+#define LOADS (BM * BK / 256)
+shared float As[BK][BM];
+shared float Bs[BK][BM];
+
+void main() {
+    uint M = pc.u[0], N = pc.u[1], K = pc.u[2];
+    uint tid = gl_LocalInvocationID.x, tx = tid % 16u, ty = tid / 16u;
+    uint row0 = gl_WorkGroupID.y * BM, col0 = gl_WorkGroupID.x * BM;
+    float acc[TM][TM];
+    [[unroll]] for (int i = 0; i < TM; i++) [[unroll]] for (int j = 0; j < TM; j++) acc[i][j] = 0.0;
+
+    uint ksplit = max(pc.u[7], 1u), kc = ((K + ksplit - 1u) / ksplit + BK - 1u) / BK * BK;
+    uint k0 = gl_WorkGroupID.z * kc, k1 = min(K, k0 + kc);
+    for (uint kb = k0; kb < k1; kb += BK) {
+        // consecutive invocations read consecutive k of one row: coalesced along K
+        [[unroll]] for (uint l = 0u; l < LOADS; l++) {
+            uint idx = tid + l * 256u, r = idx / BK, c = idx % BK;
+            uint gr = row0 + r, gk = kb + c;
+            As[c][r] = (gr < M && gk < k1) ? x[OFF_A + gr * K + gk] : 0.0;
+        }
+        // W: BM rows x two 8-element groups
+        for (uint idx = tid; idx < BM * 2u; idx += 256u) {
+            uint r = idx >> 1, c8 = (idx & 1u) * 8u, gc = col0 + r, gk = kb + c8;
+            vec4 lo = vec4(0.0), hi = vec4(0.0);
+            if (gc < N && gk < k1) wload8(OFF_B + gc * K + gk, lo, hi);
+            [[unroll]] for (uint i = 0u; i < 4u; i++) {
+                Bs[c8 + i][r] = lo[i];
+                Bs[c8 + 4u + i][r] = hi[i];
+            }
+        }
+        barrier();
+        [[unroll]] for (uint k = 0u; k < BK; k++) {
+            float a[TM], b[TM];
+            [[unroll]] for (uint i = 0u; i < TM; i++) a[i] = As[k][ty + 16u * i];
+            [[unroll]] for (uint j = 0u; j < TM; j++) b[j] = Bs[k][tx + 16u * j];
+            [[unroll]] for (uint i = 0u; i < TM; i++)
+                [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = fma(a[i], b[j], acc[i][j]);
+        }
+        barrier();
+    }
+    bool hb = pc.u[3] != 0u;
+    [[unroll]] for (uint i = 0u; i < TM; i++) {
+        uint r = row0 + ty + 16u * i;
+        if (r >= M) continue;
+        [[unroll]] for (uint j = 0u; j < TM; j++) {
+            uint c = col0 + tx + 16u * j;
+            if (c >= N) continue;
+            float v = acc[i][j];
+            if (hb) v += bias[OFF_C + c];
+            y[OFF_D + gl_WorkGroupID.z * pc.u[8] + r * pc.u[5] + pc.u[4] + c] = v;
+        }
+    }
+}

@@ -1,0 +1,326 @@
+/* Block-quantised weights (Q8_0, Q4_0, Q4_K, Q6_K) on the Vulkan backend (lavapipe on CI): EMBED
+ * and MATMUL against the CPU backend's scalar quant kernels, through compute_node and
+ * compute_plan, on three device configs (default; no 16-bit storage and no subgroup ops, so decode
+ * takes the tiled shader; 16 KiB weight pieces, so weights are chunked at row offsets that are
+ * not word aligned).
+ *
+ * The CPU multiplies quantised W by x quantised to 8 bits (loom_q8x), the GPU by f32 x. The test
+ * x is made exactly representable in q8x (every 32-block is integers in [-127, 127] times a power
+ * of two, with one element at +-127), so both compute the same products and only the summation
+ * order differs: MATMUL within 2^-15 * sum_k |x_k w_k| + 1e-6. EMBED dequantises the same way as
+ * loom_dequant_row and must match bit for bit.
+ *
+ * The decode fusions (RMSNORM / SWIGLU folded into the matvec, the residual ADD after it) see
+ * arbitrary x, so they are checked against a double-precision product of the dequantised W.
+ * No Vulkan device at all: SKIP (exit 77).
+ */
+#include "check.h"
+#include "quant.h"
+#include "test_cpu_graph.h"
+
+#include <math.h>
+
+#define NVK 3
+static loom_backend *cpu, *vk[NVK];
+static const char *vk_name[NVK] = {"vulkan", "vulkan(no f16 storage, no subgroup)", "vulkan(16 KiB weight pieces)"};
+static const loom_dtype qtypes[4] = {LOOM_Q8_0, LOOM_Q4_0, LOOM_Q4_K, LOOM_Q6_K};
+
+/* compute_plan on be (plan_prepare, one replay); same output layout as tg_run */
+static int run_plan(tg *t, loom_backend *be, tg_run_out *o) {
+    memset(o, 0, sizeof *o);
+    const loom_backend_ops *ops = be->ops;
+    loom_buffer *arena = ops->buf_alloc(be, t->arena_size ? t->arena_size : 64);
+    loom_buffer *wb[TG_MAX_LEAVES] = {0};
+    if (!arena) return -1;
+    for (int i = 0; i < t->g.n; i++)
+        if (t->nodes[i].op == LOOM_OP_INPUT && t->input_data[i])
+            ops->buf_write(be, arena, t->nodes[i].offset, t->input_data[i], loom_node_bytes(&t->nodes[i]));
+    for (int k = 0; k < t->nw; k++) wb[k] = ops->buf_from_host(be, t->w[k].data, t->w[k].nbytes);
+    loom_exec_ctx x = {.plan = &t->p, .arena = arena, .weights = wb, .n_weights = t->nw};
+    for (int k = 0; k < t->p.n_order && o->rc == 0; k++)
+        if (!ops->supports(be, &t->g, t->p.order[k])) {
+            o->rc = -2;
+            snprintf(o->err, sizeof o->err, "node %d not supported", t->p.order[k]);
+        }
+    if (o->rc == 0 && (ops->plan_prepare(be, &t->p, &x) < 0 || ops->compute_plan(be, &x) < 0)) {
+        o->rc = -1;
+        snprintf(o->err, sizeof o->err, "%s", loom_last_error());
+    }
+    ops->plan_release(be, &t->p);
+    o->arena = malloc(t->arena_size + 4);
+    ops->buf_read(be, arena, 0, o->arena, t->arena_size);
+    for (int k = 0; k < t->nw; k++) ops->buf_free(be, wb[k]);
+    ops->buf_free(be, arena);
+    return o->rc;
+}
+
+/* A quantised weight leaf (tg_weight sizes leaves by loom_dtype_size, 0 for block types). */
+static int q_weight(tg *t, loom_dtype type, int64_t rows, int64_t cols, const void *data) {
+    int i = tg_weight(t, type, 2, (int64_t[]){rows, cols}, data);
+    t->nodes[i].nbytes = t->w[t->nw - 1].nbytes = loom_dtype_nbytes(type, rows * cols);
+    return i;
+}
+
+/* N x K random weights quantised to t; the dequantised values in deq (N * K). */
+static void *q_make(loom_dtype t, int64_t N, int64_t K, float scale, float *deq) {
+    float *w = malloc(sizeof(float) * N * K);
+    tg_fill(w, (size_t)(N * K), scale);
+    size_t rb = loom_dtype_nbytes(t, K);
+    char *q = malloc(rb * N + 4);
+    for (int64_t n = 0; n < N; n++) {
+        loom_quant_row(t, w + n * K, q + n * rb, K);
+        loom_dequant_row(t, q + n * rb, deq + n * K, K);
+    }
+    free(w);
+    return q;
+}
+
+/* n values (n a multiple of 32) that loom_q8x_quant represents exactly */
+static void q8_exact(float *x, size_t n) {
+    for (size_t b = 0; b < n / 32; b++) {
+        float s = ldexpf(1.0f, (int)(b % 5) - 6);
+        for (int j = 0; j < 32; j++) x[32 * b + j] = s * (float)(int)(tg_randf() * 127.0f);
+        x[32 * b + (b * 7) % 32] = (b % 2 ? -127.0f : 127.0f) * s;
+    }
+}
+
+static void cmp(const char *what, const char *be, const float *got, const float *ref, size_t n, double atol) {
+    size_t bad = 0, at = 0;
+    double worst = -1;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)ref[i]);
+        bool ok = atol < 0 ? memcmp(&got[i], &ref[i], 4) == 0 : d <= atol;
+        if (!ok) {
+            if (!(d <= worst)) worst = d, at = i;
+            bad++;
+        }
+    }
+    CHECK(bad == 0, "%s [%s]: %zu of %zu values off; e.g. [%zu] got %.9g want %.9g", what, be, bad, n, at, got[at],
+          ref[at]);
+}
+
+/* Run t on the CPU (reference) and on the Vulkan backends (mask: which) through both paths. */
+static void run_cmp(tg *t, int out, const char *what, double atol, unsigned mask) {
+    tg_run_out ro;
+    int rc = tg_run(t, cpu, &ro);
+    CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
+    size_t n = loom_node_bytes(&t->nodes[out]) / 4;
+    for (int v = 0; v < NVK && rc == 0; v++) {
+        if (!vk[v] || !(mask & (1u << v))) continue;
+        for (int mode = 0; mode < 2; mode++) {
+            char name[96];
+            snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
+            tg_run_out o;
+            int r2 = mode ? run_plan(t, vk[v], &o) : tg_run(t, vk[v], &o);
+            CHECK(r2 == 0, "%s [%s]: %s", what, name, o.err);
+            if (r2 == 0) cmp(what, name, tg_f32(t, &o, out), tg_f32(t, &ro, out), n, atol);
+            tg_out_free(&o);
+        }
+    }
+    tg_out_free(&ro);
+}
+
+/* ---- EMBED ------------------------------------------------------------------------------------ */
+static void test_embed(void) {
+    const int64_t V = 300, S = 7;
+    int32_t ids[7] = {0, 299, 5, 5, 170, 298, 1};
+    for (int qi = 0; qi < 4; qi++) {
+        loom_dtype qt = qtypes[qi];
+        int64_t D = loom_dtype_blck(qt) == 32 ? 96 : 512; /* 300 rows: 40-150 KB, chunked at 16 KiB */
+        float *deq = malloc(sizeof(float) * V * D);
+        void *w = q_make(qt, V, D, 2.0f, deq);
+        tg t;
+        tg_init(&t);
+        int tw = q_weight(&t, qt, V, D, w);
+        int ti = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, ids);
+        int e = tg_node(&t, LOOM_OP_EMBED, LOOM_F32, 2, (int64_t[]){S, D}, 2, tw, ti);
+        char what[64];
+        snprintf(what, sizeof what, "embed %s", loom_dtype_name(qt));
+        run_cmp(&t, e, what, -1, 7);
+        free(w), free(deq);
+    }
+}
+
+/* ---- MATMUL ----------------------------------------------------------------------------------- */
+static void matmul_case(loom_dtype qt, int64_t M, int64_t N, int64_t K, bool bias, int x_skip, unsigned mask) {
+    /* x_skip > 0: x is a view starting x_skip floats into a bigger tensor (unaligned binding) */
+    float *x = malloc((M * K + x_skip) * sizeof(float)), *deq = malloc(N * K * sizeof(float));
+    float *b = malloc(N * sizeof(float));
+    for (int i = 0; i < x_skip; i++) x[i] = 1e30f;
+    q8_exact(x + x_skip, (size_t)(M * K));
+    tg_fill(b, (size_t)N, 0.5f);
+    void *w = q_make(qt, N, K, 0.5f, deq);
+    tg t;
+    tg_init(&t);
+    int tx = x_skip ? tg_input(&t, LOOM_F32, 1, (int64_t[]){M * K + x_skip}, x)
+                    : tg_input(&t, LOOM_F32, 2, (int64_t[]){M, K}, x);
+    int xv = tx;
+    if (x_skip) { /* a VIEW: no storage of its own, not in the order */
+        xv = t.g.n++;
+        loom_node *n = &t.nodes[xv];
+        *n = t.nodes[tx];
+        n->op = LOOM_OP_VIEW;
+        n->ndim = 2, n->ne[0] = M, n->ne[1] = K;
+        n->src[0] = tx, n->n_src = 1, n->alias = tx;
+        n->offset += (size_t)x_skip * 4, n->view_offset = (size_t)x_skip * 4;
+        n->nbytes = loom_node_bytes(n);
+        t.input_data[xv] = NULL;
+    }
+    int tw = q_weight(&t, qt, N, K, w);
+    int tb = bias ? tg_weight(&t, LOOM_F32, 1, (int64_t[]){N}, b) : -1;
+    int y = bias ? tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 3, xv, tw, tb)
+                 : tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 2, xv, tw);
+    double amax = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double a = bias ? fabs(b[n]) : 0;
+            for (int64_t k = 0; k < K; k++) a += fabs((double)x[x_skip + m * K + k] * deq[n * K + k]);
+            if (a > amax) amax = a;
+        }
+    char what[128];
+    snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld%s%s", loom_dtype_name(qt), (long long)M,
+             (long long)N, (long long)K, bias ? " +bias" : "", x_skip ? " unaligned x" : "");
+    run_cmp(&t, y, what, ldexp(amax, -15) + 1e-6, mask);
+    free(x), free(deq), free(b), free(w);
+}
+
+static void test_matmul(void) {
+    static const int64_t Ms[] = {1, 3, 8, 17, 70};
+    for (int qi = 0; qi < 4; qi++) {
+        loom_dtype qt = qtypes[qi];
+        bool k256 = loom_dtype_blck(qt) == 256;
+        /* K: one block, several, and (32-blocks) not a multiple of 64 or 256 */
+        int64_t shapes[3][2] = {{37, k256 ? 256 : 32}, {130, k256 ? 512 : 96}, {33, k256 ? 768 : 160}};
+        for (int si = 0; si < 3; si++)
+            for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+                matmul_case(qt, Ms[mi], shapes[si][0], shapes[si][1], (si + mi) % 2 == 0, 0, 7);
+        /* few output tiles and a long K: split K, partial products summed by a second dispatch */
+        matmul_case(qt, 20, 40, 1280, qi % 2 == 0, 0, 7);
+        /* many rows: the GEMV puts several rows in a workgroup */
+        matmul_case(qt, 1, 2100, k256 ? 256 : 64, true, 0, 7);
+        /* unaligned x (the scalar weight loads of the GEMV) */
+        matmul_case(qt, 2, 40, k256 ? 256 : 64, true, 3, 7);
+    }
+    /* the 128 x 128 tile shader: >= 128 tiles of 128 x 128 (default device only: lavapipe is slow) */
+    matmul_case(LOOM_Q8_0, 130, 8200, 32, true, 0, 1);
+    matmul_case(LOOM_Q4_0, 129, 8193, 32, false, 0, 1);
+}
+
+/* ---- decode fusions: RMSNORM -> matvec -> residual ADD; SWIGLU -> matvec ---------------------- */
+static void test_fused(void) {
+    for (int qi = 0; qi < 4; qi++) {
+        loom_dtype qt = qtypes[qi];
+        int64_t K = loom_dtype_blck(qt) == 32 ? 96 : 256, N = K, M = 2;
+        float *x = malloc(sizeof(float) * M * K), *g = malloc(sizeof(float) * M * K), *u = malloc(sizeof(float) * M * K);
+        float *nw = malloc(sizeof(float) * K), *deq = malloc(sizeof(float) * N * K);
+        tg_fill(x, (size_t)(M * K), 1.0f);
+        tg_fill(g, (size_t)(M * K), 2.0f);
+        tg_fill(u, (size_t)(M * K), 1.0f);
+        for (int64_t k = 0; k < K; k++) nw[k] = 1.0f + 0.5f * tg_randf();
+        void *w = q_make(qt, N, K, 0.5f, deq);
+        for (int sw = 0; sw < 2; sw++) {
+            tg t;
+            tg_init(&t);
+            int tx = tg_input(&t, LOOM_F32, 2, (int64_t[]){M, K}, x), tin, y, out;
+            if (!sw) {
+                int tn = tg_weight(&t, LOOM_F32, 1, (int64_t[]){K}, nw);
+                tin = tg_node(&t, LOOM_OP_RMSNORM, LOOM_F32, 2, (int64_t[]){M, K}, 2, tx, tn);
+                t.nodes[tin].fp[0] = 1e-5f;
+            } else {
+                int tu = tg_input(&t, LOOM_F32, 2, (int64_t[]){M, K}, u);
+                t.input_data[tx] = g;
+                tin = tg_node(&t, LOOM_OP_SWIGLU, LOOM_F32, 2, (int64_t[]){M, K}, 2, tx, tu);
+            }
+            int tw = q_weight(&t, qt, N, K, w);
+            y = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 2, tin, tw);
+            out = sw ? y : tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, (int64_t[]){M, N}, 2, y, tx);
+            t.nodes[out].flags |= LOOM_NODE_OUTPUT;
+            /* reference in double from the dequantised weights */
+            double *ref = malloc(sizeof(double) * M * N), amax = 0;
+            for (int64_t m = 0; m < M; m++) {
+                double xi[256], ss = 0;
+                for (int64_t k = 0; k < K; k++) ss += (double)x[m * K + k] * x[m * K + k];
+                for (int64_t k = 0; k < K; k++) {
+                    double gv = g[m * K + k];
+                    xi[k] = sw ? gv / (1 + exp(-gv)) * u[m * K + k] : x[m * K + k] / sqrt(ss / K + 1e-5) * nw[k];
+                }
+                for (int64_t n = 0; n < N; n++) {
+                    double a = sw ? 0 : x[m * K + n], mag = fabs(a);
+                    for (int64_t k = 0; k < K; k++) a += xi[k] * deq[n * K + k], mag += fabs(xi[k] * deq[n * K + k]);
+                    ref[m * N + n] = a;
+                    if (mag > amax) amax = mag;
+                }
+            }
+            for (int v = 0; v < NVK; v++) {
+                if (!vk[v]) continue;
+                tg_run_out o;
+                int rc = run_plan(&t, vk[v], &o);
+                CHECK(rc == 0, "fused %s [%s]: %s", loom_dtype_name(qt), vk_name[v], o.err);
+                const float *got = rc == 0 ? tg_f32(&t, &o, out) : NULL;
+                double worst = 0;
+                for (int64_t i = 0; got && i < M * N; i++) worst = fmax(worst, fabs(got[i] - ref[i]));
+                CHECK(worst <= 1e-5 * amax, "fused %s %s [%s]: error %.3g of %.3g", sw ? "swiglu" : "rmsnorm+add",
+                      loom_dtype_name(qt), vk_name[v], worst, amax);
+                tg_out_free(&o);
+            }
+            free(ref);
+        }
+        free(x), free(g), free(u), free(nw), free(deq), free(w);
+    }
+}
+
+/* supports(): quantised EMBED/MATMUL accepted; other ops still refuse block types */
+static void test_supports(void) {
+    tg t;
+    tg_init(&t);
+    static char w[34 * 4];
+    memset(w, 0, sizeof w);
+    int tw = q_weight(&t, LOOM_Q8_0, 2, 64, w);
+    int tx = tg_input(&t, LOOM_F32, 2, (int64_t[]){1, 64}, NULL);
+    int mm = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, 2}, 2, tx, tw);
+    int ad = tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, (int64_t[]){2, 64}, 2, tw, tw);
+    CHECK(vk[0]->ops->supports(vk[0], &t.g, mm), "quantised matmul refused");
+    CHECK(!vk[0]->ops->supports(vk[0], &t.g, ad), "ADD of a quantised tensor accepted");
+}
+
+int main(void) {
+    loom_backend_opts co = {.n_threads = 1, .force_scalar = true, .device_index = -1};
+    cpu = loom_cpu_backend_new(&co);
+    if (!cpu) {
+        fprintf(stderr, "cpu backend: %s\n", loom_last_error());
+        return 1;
+    }
+    loom_backend_opts vo = {.device_index = -1};
+    vk[0] = loom_vulkan_backend_new(&vo);
+    if (!vk[0]) {
+        printf("SKIP: %s\n", loom_last_error());
+        loom_backend_close(cpu);
+        return 77;
+    }
+    setenv("LOOM_VK_NO_F16S", "1", 1);
+    setenv("LOOM_VK_NO_SUBGROUP", "1", 1);
+    vk[1] = loom_vulkan_backend_new(&vo);
+    CHECK(vk[1] != NULL, "second backend: %s", loom_last_error());
+    unsetenv("LOOM_VK_NO_F16S");
+    unsetenv("LOOM_VK_NO_SUBGROUP");
+    setenv("LOOM_VK_MAX_WEIGHT_PIECE", "16384", 1);
+    vk[2] = loom_vulkan_backend_new(&vo);
+    CHECK(vk[2] != NULL, "tiny-limits backend: %s", loom_last_error());
+    unsetenv("LOOM_VK_MAX_WEIGHT_PIECE");
+
+    double t0 = loom_now();
+#define TIMED(call)                                                                                \
+    do {                                                                                           \
+        call;                                                                                      \
+        printf("%-28s %6.2f s\n", #call, loom_now() - t0);                                        \
+        t0 = loom_now();                                                                           \
+    } while (0)
+    TIMED(test_supports());
+    TIMED(test_embed());
+    TIMED(test_matmul());
+    TIMED(test_fused());
+
+    for (int v = 0; v < NVK; v++) loom_backend_close(vk[v]);
+    loom_backend_close(cpu);
+    CHECK_DONE();
+}
