@@ -100,16 +100,12 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
                   .row_bytes = loom_dtype_nbytes(wt, K), .bias = bias, .M = M, .K = K, .N = N, .xblocks = xb};
     /* the activation quantisation is split over rows too (prefill: M rows of K) */
     cpu_pool_for(pool, parallel && M >= 8, M, (M + 4 * n_threads - 1) / (4 * n_threads), qmm_quant, &t);
-    /* ~4 chunks per thread, whole 16-row groups (decode) or 32-row groups (prefill); prefill chunks
-     * of the tiled GEMM hold at most ~256 KB of weights, which stay in L2 across the x rows */
+    /* ~4 chunks per thread, whole 16-row groups (decode) or 32-row groups (prefill). Every chunk
+     * reads all of x (prefill, K = 4864, M = 512: 7.5 MB prepared), so chunks are kept few: capping
+     * them at 256 KB of weights (19 chunks for ffn_down) halved the tiled GEMM's speed at M = 512 */
     int64_t align = M == 1 ? 16 : 32, want = parallel ? (int64_t)n_threads * 4 : 1;
     t.chunk = (N + want - 1) / want;
     t.chunk = (t.chunk + align - 1) / align * align;
-    if (tiled && M > 1) {
-        int64_t cap = (int64_t)(((size_t)256 << 10) / t.row_bytes) / 16 * 16;
-        if (cap < 16) cap = 16;
-        if (t.chunk > cap) t.chunk = cap;
-    }
     cpu_pool_for(pool, parallel, (N + t.chunk - 1) / t.chunk, 1, qmm_run, &t);
     loom_free_aligned(xp);
     free(xq);
