@@ -58,6 +58,13 @@ static uint64_t rnd(void) {
     return rng;
 }
 
+/* The type a matrix of inner size K gets: k-quants fall back where K is not whole 256-blocks (as
+ * loom quantize does; qwen2-0.5b's K = 896): Q4_K -> Q4_0, Q6_K -> Q8_0. */
+static loom_dtype fit(loom_dtype t, int64_t K) {
+    if (!loom_dtype_is_quant(t) || K % loom_dtype_blck(t) == 0) return t;
+    return t == LOOM_Q4_K ? LOOM_Q4_0 : LOOM_Q8_0;
+}
+
 /* Random weights with small magnitudes (bit patterns, fast to make). */
 static void *make_weights(loom_dtype t, int64_t N, int64_t K) {
     size_t n = (size_t)(N * K), bytes = (size_t)N * loom_dtype_nbytes(t, K);
@@ -140,8 +147,8 @@ static int bench_graph_init(bench_graph *b, loom_backend *be, int64_t M, loom_dt
     int x4864 = add_node(b, LOOM_OP_INPUT, M, FFN, LOOM_F32, &off);
     for (int j = 0; j < 8; j++) {
         int64_t N = j < 7 ? shapes[j][0] : VOCAB, K = j < 7 ? shapes[j][1] : HID;
-        int wi = add_node(b, LOOM_OP_WEIGHT, N, K, wt, &off);
-        b->w[j].type = wt;
+        int wi = add_node(b, LOOM_OP_WEIGHT, N, K, fit(wt, K), &off);
+        b->w[j].type = fit(wt, K);
         b->w[j].ndim = 2;
         b->w[j].ne[0] = N;
         b->w[j].ne[1] = K;
@@ -296,9 +303,9 @@ int main(int argc, char **argv) {
         for (int j = 0; j < 8; j++) {
             if (j == 7 && (l > 0 || quick)) continue; /* one LM head */
             int64_t N = j < 7 ? shapes[j][0] : VOCAB, K = j < 7 ? shapes[j][1] : HID;
-            wmem[l][j] = make_weights(wt, N, K);
+            wmem[l][j] = make_weights(fit(wt, K), N, K);
             if (!wmem[l][j]) return 1;
-            wb[l][j] = be->ops->buf_from_host(be, wmem[l][j], (size_t)N * loom_dtype_nbytes(wt, K));
+            wb[l][j] = be->ops->buf_from_host(be, wmem[l][j], (size_t)N * loom_dtype_nbytes(fit(wt, K), K));
         }
     for (int l = 1; l < layers; l++) wb[l][7] = wb[0][7];
     bench_graph bg;
@@ -329,7 +336,7 @@ int main(int argc, char **argv) {
     for (int j = 0; do_decode && j < 8; j++) {
         if (j == 7 && quick) continue;
         int64_t N = j < 7 ? shapes[j][0] : VOCAB, K = j < 7 ? shapes[j][1] : HID;
-        double bytes = (double)N * (double)loom_dtype_nbytes(wt, K) * (j < 7 ? layers : 1);
+        double bytes = (double)N * (double)loom_dtype_nbytes(fit(wt, K), K) * (j < 7 ? layers : 1);
         bytes_total += bytes;
         printf("  %-9s N=%-6lld K=%-5lld %8.3f ms  %6.1f GB/s\n", j < 7 ? names[j] : "lm_head",
                (long long)N, (long long)K, t_shape[j] * 1e3, bytes / t_shape[j] / 1e9);
