@@ -15,7 +15,9 @@ set(LOOM_Q_REF_stories260K ${LOOM_FIXTURES}/stories260K-hf/reference.safetensors
 # bounds: min top-1 %, max mean KL. The tiny fixtures have random weights (near-tied logits, 47
 # positions: one flip is 2.1%), so their bounds sit below the trained stories260K's.
 set(LOOM_Q_TYPES q8_0 q4_0 q4_k_m q6_k)
-set(LOOM_Q_BOUND_q8_0 "95;2e-3")
+# q8_0: measured KL 3.2e-4 (qwen2-tiny), 4.8e-4 (llama-tiny), 3.3e-4 (stories260K); its top-1 flips on
+# the random fixtures are reference near-ties (docs/quantization.md), so KL is the tighter bound.
+set(LOOM_Q_BOUND_q8_0 "95;1e-3")
 set(LOOM_Q_BOUND_q6_k "95;2e-3")
 set(LOOM_Q_BOUND_q4_0 "50;0.1")
 set(LOOM_Q_BOUND_q4_k_m "50;0.1")

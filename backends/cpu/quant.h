@@ -24,6 +24,18 @@ void cpu_qdot_avx512(loom_dtype t, const void *w, const loom_q8x *const *x, int 
 cpu_qdot_fn cpu_qdot_for(const char *isa);
 const char *cpu_qdot_name(cpu_qdot_fn f);
 
+/* The tiled GEMM (quant_gemm_avx512.c, AVX512_VNNI only: call these only where cpu_qdot_for gave
+ * cpu_qdot_avx512). For Q8_0 / Q4_0 weights and K a multiple of 64 (cpu_qgemm_ok), each x row is
+ * prepared once (cpu_qgemm_prep of its loom_q8x blocks, cpu_qgemm_xbytes(K) bytes, 64-byte
+ * aligned) and cpu_qgemm_avx512 computes y[m * ldy + n] = x[m] . W[n] (+ bias[n]) for all m < M and
+ * n in [n0, n1) in register tiles of 4 weight rows x 4 x rows. Same sums as the rows kernel: exact
+ * int32 block dots, scaled by d_w * d_x in f32. */
+bool cpu_qgemm_ok(loom_dtype t, int64_t K);
+size_t cpu_qgemm_xbytes(int64_t K);
+void cpu_qgemm_prep(loom_dtype t, const loom_q8x *xq, int64_t K, void *dst);
+void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void *xp, int64_t M, int64_t K,
+                      int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
+
 /* y[M, N] = x[M, K] W[N, K]^T (+ bias) for quantised W of type wt, over the pool. K must be a
  * whole number of wt's blocks. Returns 0, or -1 with an error (out of memory). */
 int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn dot, float *y, const float *x,

@@ -33,13 +33,26 @@ const char *cpu_qdot_name(cpu_qdot_fn f) {
 typedef struct qmm_task {
     cpu_qdot_fn dot;
     float *y;
-    const loom_q8x *xq;
+    const float *x;
+    loom_q8x *xq;
+    char *xp; /* prepared rows for the tiled GEMM, or NULL */
+    size_t xp_bytes;
     const char *w;
     loom_dtype wt;
     size_t row_bytes;
     const float *bias;
     int64_t M, K, N, chunk, xblocks;
 } qmm_task;
+
+/* Quantise (and prepare, for the tiled GEMM) x rows [m0, m1). */
+static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
+    (void)ith;
+    const qmm_task *t = arg;
+    for (int64_t m = m0; m < m1; m++) {
+        loom_q8x_quant(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
+        if (t->xp) cpu_qgemm_prep(t->wt, t->xq + m * t->xblocks, t->K, t->xp + (size_t)m * t->xp_bytes);
+    }
+}
 
 static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
     (void)ith;
@@ -48,6 +61,10 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
     float o[CPU_QROWS];
     for (int64_t ci = c0; ci < c1; ci++) {
         int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N;
+        if (t->xp) {
+            cpu_qgemm_avx512(t->wt, t->w, t->row_bytes, t->xp, t->M, t->K, n0, n1, t->y, t->N, t->bias);
+            continue;
+        }
         /* x rows in groups of CPU_QROWS share each weight block load; the chunk's weight rows stay in
          * cache across the groups */
         for (int64_t m0 = 0; m0 < t->M; m0 += CPU_QROWS) {
@@ -65,16 +82,32 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
 int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn dot, float *y, const float *x,
                      const void *w, loom_dtype wt, const float *bias, int64_t M, int64_t K, int64_t N) {
     int64_t xb = K / LOOM_QK;
+    static int no_tiles = -1; /* LOOM_CPU_QTILED=0: the rows kernel only (for A/B timing) */
+    if (no_tiles < 0) {
+        const char *e = getenv("LOOM_CPU_QTILED");
+        no_tiles = e && !strcmp(e, "0");
+    }
+    bool tiled = !no_tiles && dot == cpu_qdot_avx512 && cpu_qgemm_ok(wt, K);
+    size_t xpb = tiled ? cpu_qgemm_xbytes(K) : 0;
     loom_q8x *xq = malloc((size_t)(M * xb) * sizeof *xq + 1);
-    if (!xq) return loom_err("cpu: out of memory quantising a %lld x %lld activation", (long long)M, (long long)K);
-    for (int64_t m = 0; m < M; m++) loom_q8x_quant(x + m * K, xq + m * xb, K);
-    qmm_task t = {.dot = dot, .y = y, .xq = xq, .w = w, .wt = wt, .row_bytes = loom_dtype_nbytes(wt, K),
-                  .bias = bias, .M = M, .K = K, .N = N, .xblocks = xb};
-    /* ~4 chunks per thread, whole 16-row groups (decode) or 32-row groups (prefill) */
+    char *xp = tiled ? loom_malloc_aligned((size_t)M * xpb) : NULL;
+    if (!xq || (tiled && !xp)) {
+        free(xq);
+        loom_free_aligned(xp);
+        return loom_err("cpu: out of memory quantising a %lld x %lld activation", (long long)M, (long long)K);
+    }
+    qmm_task t = {.dot = dot, .y = y, .x = x, .xq = xq, .xp = xp, .xp_bytes = xpb, .w = w, .wt = wt,
+                  .row_bytes = loom_dtype_nbytes(wt, K), .bias = bias, .M = M, .K = K, .N = N, .xblocks = xb};
+    /* the activation quantisation is split over rows too (prefill: M rows of K) */
+    cpu_pool_for(pool, parallel && M >= 8, M, (M + 4 * n_threads - 1) / (4 * n_threads), qmm_quant, &t);
+    /* ~4 chunks per thread, whole 16-row groups (decode) or 32-row groups (prefill). Every chunk
+     * reads all of x (prefill, K = 4864, M = 512: 7.5 MB prepared), so chunks are kept few: capping
+     * them at 256 KB of weights (19 chunks for ffn_down) halved the tiled GEMM's speed at M = 512 */
     int64_t align = M == 1 ? 16 : 32, want = parallel ? (int64_t)n_threads * 4 : 1;
     t.chunk = (N + want - 1) / want;
     t.chunk = (t.chunk + align - 1) / align * align;
     cpu_pool_for(pool, parallel, (N + t.chunk - 1) / t.chunk, 1, qmm_run, &t);
+    loom_free_aligned(xp);
     free(xq);
     return 0;
 }

@@ -5,7 +5,7 @@
  *     f16), so weights stream from DRAM: reports GB/s per shape and the matmul time per token.
  *   prefill (M = 128, 512): GFLOP/s per shape and the matmul time of a 24-layer prompt.
  *
- * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32] [-q] [-d | -p] [-c] [-f FILE [-o N]]
+ * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]]
  *   -q: quick (no LM head, 8 layers for decode, M = 128 only); -d: decode only; -p: prefill only
  *   -c: time with the thread's CPU clock (with -t 1: kernel speed on a busy machine)
  * A benchmark, not a test: it is not registered with ctest.
@@ -13,6 +13,7 @@
 #include "backend.h"
 #include "cpu/cpu.h"
 #include "source.h"
+#include "quant.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -46,6 +47,7 @@ static double now(void) {
 static const char *map_file;
 static size_t map_off;
 static char *map_base;
+static const char *map_advice; /* -a hugepage|sequential|willneed|populate: madvise/MAP_POPULATE on the mapping */
 static size_t map_size, map_used;
 
 static uint64_t rng = 88172645463325252ull;
@@ -56,20 +58,42 @@ static uint64_t rnd(void) {
     return rng;
 }
 
+/* The type a matrix of inner size K gets: k-quants fall back where K is not whole 256-blocks (as
+ * loom quantize does; qwen2-0.5b's K = 896): Q4_K -> Q4_0, Q6_K -> Q8_0. */
+static loom_dtype fit(loom_dtype t, int64_t K) {
+    if (!loom_dtype_is_quant(t) || K % loom_dtype_blck(t) == 0) return t;
+    return t == LOOM_Q4_K ? LOOM_Q4_0 : LOOM_Q8_0;
+}
+
 /* Random weights with small magnitudes (bit patterns, fast to make). */
-static void *make_weights(loom_dtype t, size_t n) {
-    size_t es = loom_dtype_size(t);
+static void *make_weights(loom_dtype t, int64_t N, int64_t K) {
+    size_t n = (size_t)(N * K), bytes = (size_t)N * loom_dtype_nbytes(t, K);
     if (map_base) {
         size_t at = (map_used + 63) / 64 * 64 + map_off;
-        if (at + n * es > map_size) {
+        if (at + bytes > map_size) {
             fprintf(stderr, "bench: %s is too small for the weights\n", map_file);
             return NULL;
         }
-        map_used = at + n * es;
+        map_used = at + bytes;
         return map_base + at;
     }
-    void *p = loom_malloc_aligned(n * es);
+    void *p = loom_malloc_aligned(bytes);
     if (!p) return NULL;
+    if (loom_dtype_is_quant(t)) { /* 16 random rows quantised, repeated (fast to make) */
+        size_t rb = loom_dtype_nbytes(t, K);
+        float *row = malloc((size_t)K * sizeof *row);
+        if (!row) return NULL;
+        for (int64_t r = 0; r < N; r++) {
+            if (r < 16) {
+                for (int64_t k = 0; k < K; k++) row[k] = (float)((int)(rnd() & 0xffff) - 32768) * (1.0f / 262144);
+                loom_quant_row(t, row, (char *)p + r * rb, K);
+            } else {
+                memcpy((char *)p + r * rb, (char *)p + (r % 16) * rb, rb);
+            }
+        }
+        free(row);
+        return p;
+    }
     if (t == LOOM_F32) {
         float *f = p;
         for (size_t i = 0; i < n; i++) f[i] = (float)((int)(rnd() & 0xffff) - 32768) * (1.0f / 262144);
@@ -123,8 +147,8 @@ static int bench_graph_init(bench_graph *b, loom_backend *be, int64_t M, loom_dt
     int x4864 = add_node(b, LOOM_OP_INPUT, M, FFN, LOOM_F32, &off);
     for (int j = 0; j < 8; j++) {
         int64_t N = j < 7 ? shapes[j][0] : VOCAB, K = j < 7 ? shapes[j][1] : HID;
-        int wi = add_node(b, LOOM_OP_WEIGHT, N, K, wt, &off);
-        b->w[j].type = wt;
+        int wi = add_node(b, LOOM_OP_WEIGHT, N, K, fit(wt, K), &off);
+        b->w[j].type = fit(wt, K);
         b->w[j].ndim = 2;
         b->w[j].ne[0] = N;
         b->w[j].ne[1] = K;
@@ -222,15 +246,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-i") && i + 1 < argc) isa = argv[++i];
         else if (!strcmp(argv[i], "-w") && i + 1 < argc) {
             const char *s = argv[++i];
-            wt = !strcmp(s, "f32") ? LOOM_F32 : !strcmp(s, "bf16") ? LOOM_BF16 : LOOM_F16;
+            wt = !strcmp(s, "f32") ? LOOM_F32 : !strcmp(s, "bf16") ? LOOM_BF16 : !strcmp(s, "q8_0") ? LOOM_Q8_0
+                 : !strcmp(s, "q4_0") ? LOOM_Q4_0 : !strcmp(s, "q4_k") ? LOOM_Q4_K : !strcmp(s, "q6_k") ? LOOM_Q6_K
+                 : LOOM_F16;
         } else if (!strcmp(argv[i], "-q")) quick = true;
         else if (!strcmp(argv[i], "-d")) do_prefill = false;
         else if (!strcmp(argv[i], "-c")) cpu_clock = true;
         else if (!strcmp(argv[i], "-f") && i + 1 < argc) map_file = argv[++i];
         else if (!strcmp(argv[i], "-o") && i + 1 < argc) map_off = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "-a") && i + 1 < argc) map_advice = argv[++i];
         else if (!strcmp(argv[i], "-p")) do_decode = false;
         else {
-            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32] [-q] [-d | -p] [-c] [-f FILE [-o N]]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]]\n", argv[0]);
             return 2;
         }
     }
@@ -242,12 +269,22 @@ int main(int argc, char **argv) {
             return 1;
         }
         map_size = (size_t)st.st_size;
-        map_base = mmap(NULL, map_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        bool populate = map_advice && !strcmp(map_advice, "populate");
+        map_base = mmap(NULL, map_size, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
         close(fd);
         if (map_base == MAP_FAILED) {
             fprintf(stderr, "bench: cannot map %s\n", map_file);
             return 1;
         }
+        int adv = !map_advice || populate ? -1
+                  : !strcmp(map_advice, "hugepage") ? MADV_HUGEPAGE
+                  : !strcmp(map_advice, "sequential") ? MADV_SEQUENTIAL
+                  : !strcmp(map_advice, "willneed") ? MADV_WILLNEED : -2;
+        if (adv == -2) {
+            fprintf(stderr, "bench: unknown advice %s\n", map_advice);
+            return 2;
+        }
+        if (adv >= 0 && madvise(map_base, map_size, adv) != 0) perror("bench: madvise");
     }
     loom_backend *be = loom_cpu_backend_new_isa(&o, isa);
     if (!be) {
@@ -257,7 +294,6 @@ int main(int argc, char **argv) {
     char desc[128];
     be->ops->describe(be, desc, sizeof desc);
     printf("%s, weights %s\n", desc, loom_dtype_name(wt));
-    size_t es = loom_dtype_size(wt);
 
     /* ---- decode -------------------------------------------------------------------------- */
     int layers = !do_decode ? 1 : quick ? 8 : LAYERS;
@@ -267,9 +303,9 @@ int main(int argc, char **argv) {
         for (int j = 0; j < 8; j++) {
             if (j == 7 && (l > 0 || quick)) continue; /* one LM head */
             int64_t N = j < 7 ? shapes[j][0] : VOCAB, K = j < 7 ? shapes[j][1] : HID;
-            wmem[l][j] = make_weights(wt, (size_t)(N * K));
+            wmem[l][j] = make_weights(fit(wt, K), N, K);
             if (!wmem[l][j]) return 1;
-            wb[l][j] = be->ops->buf_from_host(be, wmem[l][j], (size_t)(N * K) * es);
+            wb[l][j] = be->ops->buf_from_host(be, wmem[l][j], (size_t)N * loom_dtype_nbytes(fit(wt, K), K));
         }
     for (int l = 1; l < layers; l++) wb[l][7] = wb[0][7];
     bench_graph bg;
@@ -300,7 +336,7 @@ int main(int argc, char **argv) {
     for (int j = 0; do_decode && j < 8; j++) {
         if (j == 7 && quick) continue;
         int64_t N = j < 7 ? shapes[j][0] : VOCAB, K = j < 7 ? shapes[j][1] : HID;
-        double bytes = (double)(N * K) * es * (j < 7 ? layers : 1);
+        double bytes = (double)N * (double)loom_dtype_nbytes(fit(wt, K), K) * (j < 7 ? layers : 1);
         bytes_total += bytes;
         printf("  %-9s N=%-6lld K=%-5lld %8.3f ms  %6.1f GB/s\n", j < 7 ? names[j] : "lm_head",
                (long long)N, (long long)K, t_shape[j] * 1e3, bytes / t_shape[j] / 1e9);

@@ -1,0 +1,175 @@
+/* Tiled int8 GEMM for Q8_0 / Q4_0 weights with AVX512_VNNI (see quant.h, cpu_qgemm_*).
+ *
+ * Two 32-element blocks fill a zmm: 64 byte pairs per vpdpbusd. The weight codes are the unsigned
+ * operand (Q4_0: its nibbles 0..15; Q8_0: q + 128, i.e. q xor 0x80) and the activation codes the
+ * signed one, so the offset (8 or 128) times the sum of the activation codes is subtracted; that
+ * correction depends on the activation only and is precomputed per lane (cpu_qgemm_prep), and it is
+ * the accumulator vpdpbusd starts from. Per (weight row, activation row, block pair) the work is
+ * then vpdpbusd, a conversion, a scale multiply and an FMA; a register tile of 4 weight rows x 4
+ * activation rows loads each weight pair once for 4 activation rows and each activation pair once
+ * for 4 weight rows (16 zmm accumulators).
+ */
+#include "quant.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+/* One block pair of a prepared activation row. */
+typedef struct {
+    int8_t q[64];  /* codes of blocks 2p, 2p + 1 */
+    float d[16];   /* lanes 0-7: d of block 2p, lanes 8-15: d of block 2p + 1 */
+    union {
+        int32_t c[16]; /* Q8_0, Q4_0, Q6_K: -offset * (sum of the 4 codes of lane i) */
+        float ls[16];  /* Q4_K: d * (sum of the 4 codes of lane i), for the minimums */
+    };
+} qg_pair;
+
+bool cpu_qgemm_ok(loom_dtype t, int64_t K) {
+    if (t == LOOM_Q4_K || t == LOOM_Q6_K) return K > 0 && K % 256 == 0;
+    return (t == LOOM_Q8_0 || t == LOOM_Q4_0) && K > 0 && K % 64 == 0;
+}
+
+size_t cpu_qgemm_xbytes(int64_t K) { return (size_t)(K / 64) * sizeof(qg_pair); }
+
+void cpu_qgemm_prep(loom_dtype t, const loom_q8x *xq, int64_t K, void *dst) {
+    qg_pair *o = dst;
+    const __m512i off = _mm512_set1_epi8(t == LOOM_Q8_0 ? (char)128 : t == LOOM_Q6_K ? 32 : t == LOOM_Q4_K ? 1 : 8);
+    for (int64_t p = 0; p < K / 64; p++) {
+        const loom_q8x *a = xq + 2 * p, *b = a + 1;
+        __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a->qs)),
+                                       _mm256_loadu_si256((const __m256i *)b->qs), 1);
+        _mm512_storeu_si512(o[p].q, q);
+        _mm512_storeu_ps(o[p].d, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(a->d)),
+                                                    _mm256_set1_ps(b->d), 1));
+        /* off * codes summed per lane, negated (Q4_K: the plain sums times d) */
+        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, q);
+        if (t == LOOM_Q4_K)
+            _mm512_storeu_ps(o[p].ls, _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_loadu_ps(o[p].d)));
+        else
+            _mm512_storeu_si512(o[p].c, _mm512_sub_epi32(_mm512_setzero_si512(), s));
+    }
+}
+
+/* The unsigned codes of blocks 2p, 2p + 1 of a weight row, and their scales (lanes as qg_pair.d). */
+static inline __attribute__((always_inline)) __m512i ld_w(loom_dtype t, const char *row, int64_t p, __m512 *dw,
+                                                          __m512 *mw) {
+    if (t == LOOM_Q4_K) { /* pair pp of super-block i: sub-blocks 2pp (low nibbles), 2pp + 1 (high) */
+        const loom_block_q4_k *b = (const loom_block_q4_k *)row + p / 4;
+        int pp = (int)(p % 4), j = 2 * pp;
+        const uint8_t *q = b->scales;
+        int sc0, m0, sc1, m1;
+        if (j < 4) {
+            sc0 = q[j] & 63, m0 = q[j + 4] & 63, sc1 = q[j + 1] & 63, m1 = q[j + 5] & 63;
+        } else {
+            sc0 = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), m0 = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+            sc1 = (q[j + 5] & 0xF) | ((q[j - 3] >> 6) << 4), m1 = (q[j + 5] >> 4) | ((q[j + 1] >> 6) << 4);
+        }
+        float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
+        *dw = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(d * (float)sc0)), _mm256_set1_ps(d * (float)sc1), 1);
+        *mw = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(dmin * (float)m0)), _mm256_set1_ps(dmin * (float)m1), 1);
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * pp)), m4 = _mm256_set1_epi8(0x0F);
+        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, m4)),
+                                  _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), 1);
+    }
+    if (t == LOOM_Q6_K) { /* blocks 2pp, 2pp + 1 of super-block i: half h = pp / 2 */
+        const loom_block_q6_k *b = (const loom_block_q6_k *)row + p / 4;
+        int pp = (int)(p % 4), h = pp / 2;
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+        __m512i L = _mm512_loadu_si512(ql); /* l0 | l1 */
+        __m512i H = _mm512_inserti64x4(_mm512_castsi256_si512(hb), _mm256_srli_epi16(hb, 2), 1);
+        if (pp & 1) L = _mm512_srli_epi16(L, 4), H = _mm512_srli_epi16(H, 4);
+        __m512i v = _mm512_or_si512(_mm512_and_si512(L, _mm512_set1_epi8(0x0F)),
+                                    _mm512_slli_epi16(_mm512_and_si512(H, _mm512_set1_epi8(3)), 4));
+        /* scales of the 4 groups of 16: sc[4 pp .. 4 pp + 3], each over 4 lanes */
+        int32_t s4;
+        memcpy(&s4, b->scales + 4 * pp, 4);
+        __m128i sb = _mm_shuffle_epi8(_mm_cvtsi32_si128(s4), _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
+        *dw = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sb)), _mm512_set1_ps(_cvtsh_ss(b->d)));
+        return v;
+    }
+    if (t == LOOM_Q8_0) {
+        const loom_block_q8_0 *b = (const loom_block_q8_0 *)row + 2 * p;
+        __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
+                                       _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
+        *dw = _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16((short)b[1].d), _mm_set1_epi16((short)b[0].d)));
+        return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+    }
+    const loom_block_q4_0 *b = (const loom_block_q4_0 *)row + 2 * p;
+    __m256i r = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)b[1].qs), _mm_loadu_si128((const __m128i *)b[0].qs));
+    /* 128-bit lanes: raw0, raw0, raw1, raw1 -> low nibbles (elements 0-15), high (16-31), ... */
+    __m512i full = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), _mm512_castsi256_si512(r));
+    __m512i v = _mm512_mask_blend_epi64(0xCC, full, _mm512_srli_epi16(full, 4));
+    *dw = _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16((short)b[1].d), _mm_set1_epi16((short)b[0].d)));
+    return _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
+}
+
+/* y[j][i] = W row i . x row j for i < nw, j < nx (both <= 4). The loops are unrolled so that the
+ * accumulators live in registers (at -O2 GCC would not unroll them by itself). */
+#define QG_UNROLL _Pragma("GCC unroll 4")
+static inline __attribute__((always_inline)) void tile(loom_dtype t, int nw, int nx, const char *w, size_t rb,
+                                                       const qg_pair *const *x, int64_t np, float *y,
+                                                       int64_t ldy, const float *bias) {
+    __m512 acc[4][4];
+    QG_UNROLL for (int i = 0; i < 4; i++)
+        QG_UNROLL for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < np; p++) {
+        __m512i wv[4];
+        __m512 dw[4], mw[4];
+        QG_UNROLL for (int i = 0; i < 4; i++) {
+            wv[i] = _mm512_setzero_si512(), dw[i] = mw[i] = _mm512_setzero_ps(); /* (rows past nw: unused) */
+            if (i < nw) wv[i] = ld_w(t, w + (size_t)i * rb, p, &dw[i], &mw[i]);
+        }
+        QG_UNROLL for (int j = 0; j < 4; j++) {
+            if (j >= nx) break;
+            const qg_pair *xp = x[j] + p;
+            __m512i c = _mm512_loadu_si512(xp->c), q = _mm512_loadu_si512(xp->q);
+            __m512 dx = _mm512_loadu_ps(xp->d);
+            QG_UNROLL for (int i = 0; i < 4; i++) {
+                if (i >= nw) break;
+                if (t == LOOM_Q4_K) { /* d sc q - dmin m: the minimums against the lane sums */
+                    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[i], q);
+                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[i], dx), acc[i][j]);
+                    acc[i][j] = _mm512_fnmadd_ps(_mm512_loadu_ps(xp->ls), mw[i], acc[i][j]);
+                } else {
+                    __m512i s = _mm512_dpbusd_epi32(c, wv[i], q);
+                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[i], dx), acc[i][j]);
+                }
+            }
+        }
+    }
+    QG_UNROLL for (int j = 0; j < 4; j++)
+        QG_UNROLL for (int i = 0; i < 4; i++)
+            if (i < nw && j < nx) y[j * ldy + i] = _mm512_reduce_add_ps(acc[i][j]) + (bias ? bias[i] : 0.0f);
+}
+
+void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void *xp, int64_t M, int64_t K,
+                      int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias) {
+    const int64_t np = K / 64;
+    const qg_pair *xr = xp;
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        int nx = (int)(M - m0 < 4 ? M - m0 : 4);
+        const qg_pair *x[4];
+        for (int j = 0; j < 4; j++) x[j] = xr + (m0 + (j < nx ? j : 0)) * np;
+        float *yr = y + m0 * ldy;
+        int64_t n = n0;
+        const float *b = bias;
+#define QG_ROWS(T)                                                                                           \
+    do {                                                                                                     \
+        if (nx == 4)                                                                                         \
+            for (; n + 4 <= n1; n += 4)                                                                      \
+                tile(T, 4, 4, (const char *)w + n * row_bytes, row_bytes, x, np, yr + n, ldy, b ? b + n : NULL); \
+        for (; n < n1; n += 4) {                                                                             \
+            int nw = (int)(n1 - n < 4 ? n1 - n : 4);                                                         \
+            tile(T, nw, nx, (const char *)w + n * row_bytes, row_bytes, x, np, yr + n, ldy, b ? b + n : NULL);   \
+        }                                                                                                    \
+    } while (0)
+        switch (t) {
+        case LOOM_Q8_0: QG_ROWS(LOOM_Q8_0); break;
+        case LOOM_Q4_0: QG_ROWS(LOOM_Q4_0); break;
+        case LOOM_Q4_K: QG_ROWS(LOOM_Q4_K); break;
+        default: QG_ROWS(LOOM_Q6_K); break;
+        }
+#undef QG_ROWS
+    }
+}
