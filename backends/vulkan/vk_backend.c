@@ -148,6 +148,7 @@ bool vk_supports(vk_dev *d, const loom_graph *g, int i) {
     case LOOM_OP_ATTENTION: {
         int H = n->ip[0], Hkv = n->ip[1], hd = n->ip[2];
         if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd > 256) return false;
+        if (n->n_src > 4) return false; /* the paged form (block table) has no shader yet */
         return is_f32(g, n->src[0]) && is_f32(g, n->src[1]) && is_f32(g, n->src[2]) && is_i32(g, n->src[3]);
     }
     case LOOM_OP_PERMUTE: {
