@@ -112,6 +112,32 @@ typedef struct loom_batch {
  * (unknown sequence, cache full, bad token) no sequence changes length. */
 int loom_session_eval_batch(loom_session *s, const loom_batch *b);
 
+/* ---- beam search (models/beam.c) ------------------------------------------------------------
+ * transformers' generate(num_beams=K, do_sample=False) step for step: each step keeps the best 2K
+ * continuations of the K running beams, moves the best K finished ones (EOS, or the length limit)
+ * into the result set scored sum(log p) / generated_len ^ length_penalty, and continues the best
+ * K unfinished ones. Runs on the session's sequences (the session must hold no single-sequence
+ * history); they are freed again before it returns. */
+typedef struct loom_beam_opts {
+    int num_beams;        /* K >= 1 */
+    int num_return;       /* 1..K hypotheses returned, best first */
+    int max_new_tokens;   /* >= 1 */
+    float length_penalty; /* transformers' default 1.0 */
+    bool early_stopping;  /* stop as soon as K hypotheses have finished */
+    int eos_id;           /* -1: none (only the length limit ends a beam) */
+} loom_beam_opts;
+
+typedef struct loom_beam_hyp {
+    int32_t *tokens; /* generated tokens (an ending EOS included), malloc'd */
+    int n;
+    float score;     /* transformers' sequences_scores */
+} loom_beam_hyp;
+
+/* Fills out[0..num_return) and returns num_return, or -1 with an error. */
+int loom_beam_search(loom_session *s, const int32_t *prompt, int n_prompt, const loom_beam_opts *o,
+                     loom_beam_hyp *out);
+void loom_beam_hyps_free(loom_beam_hyp *h, int n);
+
 /* ---- sampling ------------------------------------------------------------------------------- */
 typedef struct loom_sampler_opts {
     float temperature; /* <= 0: greedy */

@@ -571,3 +571,5 @@ const loom_plan *loom_session_last_plan(const loom_session *s, const double **no
 }
 
 loom_backend *loom_session_backend(const loom_session *s) { return s->be; }
+
+int loom_session_n_vocab(const loom_session *s) { return s->m->hp.n_vocab; }

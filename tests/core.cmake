@@ -15,3 +15,5 @@ set_tests_properties(chat_keeps_history PROPERTIES PASS_REGULAR_EXPRESSION "turn
 
 # Several sequences: batch vs alone on every fixture, fork / copy on write, pool cycles, errors.
 loom_unit_test(test_batch)
+# Beam search against transformers' generate(num_beams=K) on every fixture, four configurations.
+loom_unit_test(test_beam)
