@@ -148,7 +148,9 @@ bool vk_supports(vk_dev *d, const loom_graph *g, int i) {
     case LOOM_OP_ATTENTION: {
         int H = n->ip[0], Hkv = n->ip[1], hd = n->ip[2];
         if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd > 256) return false;
-        if (n->n_src > 4) return false; /* the paged form (block table) has no shader yet */
+        if (n->n_src > 4 && (!is_i32(g, n->src[4]) || !is_i32(g, n->src[5]) || n->ip[3] <= 0 ||
+                             g->nodes[n->src[5]].ndim != 2))
+            return false;
         return is_f32(g, n->src[0]) && is_f32(g, n->src[1]) && is_f32(g, n->src[2]) && is_i32(g, n->src[3]);
     }
     case LOOM_OP_PERMUTE: {
