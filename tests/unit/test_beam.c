@@ -60,6 +60,64 @@ static void run_config(loom_session *s, const char *fx, const st_file *ref, cons
     loom_beam_hyps_free(h, n);
 }
 
+/* The reference runs never emit EOS, so the finishing path is checked on its own: with a frequent
+ * token (419) declared as EOS on stories260K, hypotheses that stop early end with it and hold it
+ * nowhere else, come best first, and each score is its sum of log-probs (recomputed from a plain
+ * all-logits run of prompt + hypothesis) over generated_len ^ length_penalty. */
+static void eos_consistency(loom_model *m, const int32_t *prompt, int P) {
+    enum { EOS = 419, MAXN = 40 };
+    loom_session_opts so = loom_session_default_opts();
+    so.device = "cpu";
+    so.n_threads = 2;
+    so.n_ctx = 512;
+    loom_session *s = loom_session_new(m, &so);
+    so.all_logits = true;
+    loom_session *ref = loom_session_new(m, &so);
+    CHECK(s && ref, "sessions: %s", loom_last_error());
+    if (!s || !ref) goto done;
+    int V = loom_model_get_info(m).n_vocab;
+    for (int c = 0; c < 2; c++) {
+        loom_beam_opts o = {.num_beams = 4, .num_return = 4, .max_new_tokens = MAXN, .length_penalty = c ? 0.7f : 1.0f,
+                            .early_stopping = c == 1, .eos_id = EOS};
+        loom_beam_hyp h[4];
+        int n = loom_beam_search(s, prompt, P, &o, h);
+        CHECK(n == 4, "eos beam search: %s", loom_last_error());
+        if (n != 4) continue;
+        int ended = 0;
+        for (int r = 0; r < n; r++) {
+            bool eos_last = h[r].n > 0 && h[r].tokens[h[r].n - 1] == EOS;
+            ended += eos_last;
+            CHECK(eos_last || h[r].n == MAXN, "hypothesis %d: %d tokens without EOS", r, h[r].n);
+            for (int k = 0; k + 1 < h[r].n; k++) CHECK(h[r].tokens[k] != EOS, "hypothesis %d: EOS inside", r);
+            CHECK(r == 0 || h[r].score <= h[r - 1].score, "hypotheses not best first");
+            int32_t all[600];
+            memcpy(all, prompt, (size_t)P * 4);
+            memcpy(all + P, h[r].tokens, (size_t)h[r].n * 4);
+            loom_session_reset(ref);
+            if (loom_session_eval(ref, all, P + h[r].n) < 0) {
+                CHECK(0, "reference eval: %s", loom_last_error());
+                continue;
+            }
+            const float *l = loom_session_logits(ref, NULL);
+            double sum = 0;
+            for (int k = 0; k < h[r].n; k++) {
+                const float *row = l + (size_t)(P - 1 + k) * V;
+                double mx = row[0], se = 0;
+                for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+                for (int v = 0; v < V; v++) se += exp(row[v] - mx);
+                sum += row[all[P + k]] - mx - log(se);
+            }
+            double want = sum / pow(h[r].n, o.length_penalty);
+            CHECK(fabs(want - h[r].score) <= 1e-4, "hypothesis %d: score %.6f, log-probs give %.6f", r, h[r].score, want);
+        }
+        CHECK(ended > 0, "config %d: no hypothesis ended with EOS (the test checks nothing)", c);
+        loom_beam_hyps_free(h, n);
+    }
+done:
+    loom_session_free(s);
+    loom_session_free(ref);
+}
+
 int main(void) {
     static const char *fx[] = {"qwen2-tiny", "llama-tiny", "qwen3-tiny", "stories260K-hf"};
     for (size_t i = 0; i < sizeof fx / sizeof *fx; i++) {
@@ -86,6 +144,7 @@ int main(void) {
             static const char *keys[] = {"b4_r4_lp1_es0.", "b3_r2_lp0.5_es0.", "b2_r1_lp1_es1.", "b5_r3_lp2_es0."};
             for (int k = 0; s && k < 4; k++) run_config(s, fx[i], ref, keys[k], ids->data, P, eos);
             loom_session_free(s);
+            if (!strcmp(fx[i], "stories260K-hf")) eos_consistency(m, ids->data, P);
         }
         loom_model_free(m);
         if (ref) st_close(ref);
