@@ -399,11 +399,16 @@ int loom_seq_pos(const loom_session *s, int id) {
     return q ? q->len : -1;
 }
 
-/* Copy on write: block src's rows to block dst, in every layer's K and V cache. */
+/* Copy on write: block src's rows to block dst, in every layer's K and V cache (on the device
+ * when the backend can, else through the host). */
 static int copy_block(loom_session *s, loom_kvcopy c) {
     size_t bytes = (size_t)s->pool.bs * (size_t)s->m->hp.n_head_kv * (size_t)s->m->hp.head_dim * sizeof(float);
     for (int i = 0; i < s->n_state; i++)
-        if (s->be->ops->buf_read(s->be, s->state[i], (size_t)c.src * bytes, s->copy_buf, bytes) < 0 ||
+        if (s->be->ops->buf_copy) {
+            if (s->be->ops->buf_copy(s->be, s->state[i], (size_t)c.dst * bytes, s->state[i], (size_t)c.src * bytes,
+                                     bytes) < 0)
+                return -1;
+        } else if (s->be->ops->buf_read(s->be, s->state[i], (size_t)c.src * bytes, s->copy_buf, bytes) < 0 ||
             s->be->ops->buf_write(s->be, s->state[i], (size_t)c.dst * bytes, s->copy_buf, bytes) < 0)
             return -1;
     return 0;

@@ -129,6 +129,13 @@ static int cpu_buf_read(loom_backend *be, loom_buffer *b, size_t off, void *dst,
     return 0;
 }
 
+static int cpu_buf_copy(loom_backend *be, loom_buffer *dst, size_t doff, loom_buffer *src, size_t soff, size_t n) {
+    (void)be;
+    if (buf_range(dst, doff, n, "copy to") < 0 || buf_range(src, soff, n, "copy from") < 0) return -1;
+    if (n) memmove((char *)dst->data + doff, (const char *)src->data + soff, n);
+    return 0;
+}
+
 static int cpu_buf_zero(loom_backend *be, loom_buffer *b, size_t off, size_t n) {
     (void)be;
     if (buf_range(b, off, n, "zero") < 0) return -1;
@@ -856,6 +863,7 @@ static const loom_backend_ops cpu_ops = {
     .buf_write = cpu_buf_write,
     .buf_read = cpu_buf_read,
     .buf_zero = cpu_buf_zero,
+    .buf_copy = cpu_buf_copy,
     .buf_from_host = cpu_buf_from_host,
     .supports = cpu_supports,
     .compute_node = cpu_compute_node_checked,

@@ -22,6 +22,9 @@ static int vb_read(loom_backend *be, loom_buffer *b, size_t off, void *dst, size
     return vk_buf_read(D(be), b, off, dst, n);
 }
 static int vb_zero(loom_backend *be, loom_buffer *b, size_t off, size_t n) { return vk_buf_zero(D(be), b, off, n); }
+static int vb_copy(loom_backend *be, loom_buffer *dst, size_t doff, loom_buffer *src, size_t soff, size_t n) {
+    return vk_buf_copy(D(be), dst, doff, src, soff, n);
+}
 
 static loom_buffer *vb_from_host(loom_backend *be, const void *host, size_t n) {
     loom_buffer *b = vk_buf_alloc(D(be), n, true);
@@ -58,6 +61,7 @@ static const loom_backend_ops vk_ops = {
     .buf_write = vb_write,
     .buf_read = vb_read,
     .buf_zero = vb_zero,
+    .buf_copy = vb_copy,
     .buf_from_host = vb_from_host,
     .supports = vb_supports,
     .plan_prepare = vb_prepare,
