@@ -6,7 +6,8 @@
  *    f32 sums differs; measured differences are ~1e-6.
  *  - fork and copy on write: a forked sequence continued in a shared, partially filled block gives
  *    the logits of running its whole history alone, and so does its parent;
- *  - 10,000 random new/fork/append/free cycles leave the block pool exactly as it started;
+ *  - 10,000 random new/fork/append/free cycles leave the block pool exactly as it started, and
+ *    10,000 session-level cycles (with evals and copies on write) leak no block;
  *  - errors: a full cache, an unknown sequence, single-sequence eval on a paged session.
  * The batch-vs-alone check also runs on Vulkan when there is a device (lavapipe in CI). */
 #include "check.h"
@@ -243,6 +244,38 @@ static void pool_cycles(void) {
     loom_kvpool_free(&p);
 }
 
+/* The same through the session: 10,000 cycles of new / eval / fork (copy on write) / free on a
+ * 64-row cache, then one sequence must still be able to fill all 64 rows (no block leaked), and
+ * not one more. */
+static void session_cycles(loom_model *m) {
+    loom_session *s = open_session(m, SIMD, 64);
+    if (!s) return;
+    int32_t tok[64] = {0}, sq[64];
+    int fails = 0;
+    for (int it = 0; it < 10000 && !fails; it++) {
+        int a = loom_seq_new(s), n = it % 5 + 1;
+        for (int i = 0; i < n; i++) tok[i] = (int32_t)(it + i) % 50, sq[i] = a;
+        loom_batch b = {.n = n, .tokens = tok, .seq = sq};
+        fails += a < 0 || loom_session_eval_batch(s, &b) < 0;
+        if (it % 3 == 0) {
+            int c = loom_seq_fork(s, a);
+            sq[0] = c;
+            b.n = 1;
+            fails += c < 0 || loom_session_eval_batch(s, &b) < 0 || loom_seq_free(s, c) < 0;
+        }
+        fails += loom_seq_free(s, a) < 0;
+    }
+    CHECK(!fails, "session cycles: %s", loom_last_error());
+    int a = loom_seq_new(s);
+    for (int i = 0; i < 64; i++) sq[i] = a;
+    loom_batch b = {.n = 64, .tokens = tok, .seq = sq};
+    CHECK(loom_session_eval_batch(s, &b) == 0, "after 10,000 cycles the whole cache should be free: %s",
+          loom_last_error());
+    b.n = 1;
+    CHECK(loom_session_eval_batch(s, &b) < 0, "a 65th row should not fit a 64-row cache");
+    loom_session_free(s);
+}
+
 int main(void) {
     static const char *fx[] = {"qwen2-tiny", "llama-tiny", "qwen3-tiny", "stories260K-hf", "qwen2-tiny-bf16"};
     pool_cycles();
@@ -259,6 +292,7 @@ int main(void) {
         if (i == 0) {
             fork_cow(m, fx[i], VULKAN); /* copy on write through the GPU buffers */
             errors(m);
+            session_cycles(m);
         }
         loom_model_free(m);
     }
