@@ -35,6 +35,9 @@ typedef struct loom_backend_ops {
     int (*buf_write)(loom_backend *be, loom_buffer *b, size_t off, const void *src, size_t n);
     int (*buf_read)(loom_backend *be, loom_buffer *b, size_t off, void *dst, size_t n);
     int (*buf_zero)(loom_backend *be, loom_buffer *b, size_t off, size_t n);
+    /* Optional: copy n bytes between (or within, not overlapping) buffers on the device, ordered
+     * before the next run (the paged KV cache's copy on write). NULL: read and write through the host. */
+    int (*buf_copy)(loom_backend *be, loom_buffer *dst, size_t dst_off, loom_buffer *src, size_t src_off, size_t n);
     /* A buffer holding a weight: the CPU wraps the mapped host pointer (no copy), a GPU uploads. */
     loom_buffer *(*buf_from_host)(loom_backend *be, const void *host, size_t nbytes);
 

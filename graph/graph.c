@@ -271,6 +271,26 @@ int loom_attention(loom_graph *g, int q, int k_cache, int v_cache, int pos, int 
     return i;
 }
 
+int loom_attention_paged(loom_graph *g, int attn, int seq, int table, int block_size) {
+    if (!valid(g, attn) || !valid(g, seq) || !valid(g, table)) return -1;
+    loom_node *n = &g->nodes[attn];
+    const loom_node *sq = N(g, seq), *t = N(g, table);
+    if (n->op != LOOM_OP_ATTENTION || n->n_src != 4)
+        return loom_err("attention_paged: node '%s' is not a plain attention node", n->name);
+    if (sq->type != LOOM_I32 || loom_node_nelem(sq) != rows_of(n))
+        return loom_err("attention_paged: sequence ids '%s' must be i32 [%lld]", sq->name, (long long)rows_of(n));
+    if (t->type != LOOM_I32 || t->ndim != 2)
+        return loom_err("attention_paged: block table '%s' must be i32 [sequences, blocks]", t->name);
+    if (block_size <= 0) return loom_err("attention_paged: block size %d must be positive", block_size);
+    if (seq >= attn || table >= attn) /* keep the order topological */
+        return loom_err("attention_paged: sources must be declared before the attention node");
+    n->src[4] = seq;
+    n->src[5] = table;
+    n->n_src = 6;
+    n->ip[3] = block_size;
+    return attn;
+}
+
 int loom_view(loom_graph *g, int x, int ndim, const int64_t *ne, size_t byte_offset) {
     if (!valid(g, x)) return -1;
     const loom_node *a = N(g, x);

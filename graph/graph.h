@@ -33,6 +33,11 @@
  *              src3 pos [S] i32. ip[0] = H, ip[1] = Hkv, ip[2] = hd; fp[0] = scale.
  *              Query row s, head h attends to cache rows j <= pos[s] of kv head h / (H/Hkv):
  *              out[s, h] = softmax_j(scale * q.k_j) . v_j                    -> [S, H*hd]
+ *              Paged (several sequences, docs/batching.md): optional src4 seq [S] i32 and src5
+ *              block table [B, M] i32, ip[3] = block size BS. Query row s belongs to sequence
+ *              seq[s] (a row of the table), and its logical key j <= pos[s] lives at cache row
+ *              table[seq[s]][j / BS] * BS + j % BS. Without src4/src5 the table is the identity.
+ *              (KV_STORE then takes physical rows, "slots", as its src2.)
  *   VIEW       src0 reshaped to ne with a byte offset (view_offset), no copy
  *   PERMUTE    contiguous copy of src0 with axes permuted: out axis d = src axis ip[d]
  */
@@ -44,7 +49,7 @@
 #include <stdio.h>
 
 #define LOOM_MAX_DIMS 4
-#define LOOM_MAX_SRC 4
+#define LOOM_MAX_SRC 6
 
 typedef enum loom_op {
     LOOM_OP_INPUT,
@@ -153,6 +158,8 @@ int loom_rope(loom_graph *g, int x, int pos, const loom_rope_params *p);
 int loom_kv_store(loom_graph *g, int cache, int rows, int pos);
 int loom_attention(loom_graph *g, int q, int k_cache, int v_cache, int pos, int n_head,
                    int n_head_kv, int head_dim, float scale);
+/* Turn attention node `attn` into the paged form: seq [S] i32, table [B, M] i32, block size bs. */
+int loom_attention_paged(loom_graph *g, int attn, int seq, int table, int block_size);
 int loom_view(loom_graph *g, int x, int ndim, const int64_t *ne, size_t byte_offset);
 int loom_reshape_2d(loom_graph *g, int x, int64_t rows, int64_t cols);
 int loom_permute(loom_graph *g, int x, const int *axes);

@@ -85,6 +85,59 @@ int loom_session_ctx(const loom_session *s);   /* KV cache capacity */
 void loom_session_reset(loom_session *s);      /* forget the cache */
 const char *loom_session_device(const loom_session *s);
 
+/* ---- several sequences at once (docs/batching.md) -------------------------------------------- *
+ * A session's KV cache is also a pool of blocks of --ctx rows in all, shared by sequences of any
+ * length. A session is either single-sequence (loom_session_eval, the default) or holds sequences
+ * (after loom_seq_new): loom_session_reset returns it to the first state. */
+
+/* A new empty sequence: its id (>= 0), or -1 (a session whose single-sequence cache holds tokens
+ * must be reset first). */
+int loom_seq_new(loom_session *s);
+/* A new sequence continuing sequence id: it shares id's cached prefix (copy on write). */
+int loom_seq_fork(loom_session *s, int id);
+/* Forget sequence id and release its cache blocks. */
+int loom_seq_free(loom_session *s, int id);
+/* Tokens held by sequence id, or -1 with an error when there is no such sequence. */
+int loom_seq_pos(const loom_session *s, int id);
+
+typedef struct loom_batch {
+    int n;                 /* tokens */
+    const int32_t *tokens; /* [n] */
+    const int32_t *seq;    /* [n] each token's sequence; a sequence's tokens follow its history in order */
+    const bool *logits;    /* [n] which tokens want logits; NULL: the last token of each sequence */
+} loom_batch;
+
+/* Evaluate a batch: every token is appended to its sequence's cache, and the rows that want
+ * logits come back through loom_session_logits in batch order. All or nothing: on failure
+ * (unknown sequence, cache full, bad token) no sequence changes length. */
+int loom_session_eval_batch(loom_session *s, const loom_batch *b);
+
+/* ---- beam search (models/beam.c) ------------------------------------------------------------
+ * transformers' generate(num_beams=K, do_sample=False) step for step: each step keeps the best 2K
+ * continuations of the K running beams, moves the best K finished ones (EOS, or the length limit)
+ * into the result set scored sum(log p) / generated_len ^ length_penalty, and continues the best
+ * K unfinished ones. Runs on the session's sequences (the session must hold no single-sequence
+ * history); they are freed again before it returns. */
+typedef struct loom_beam_opts {
+    int num_beams;        /* K >= 1 */
+    int num_return;       /* 1..K hypotheses returned, best first */
+    int max_new_tokens;   /* >= 1 */
+    float length_penalty; /* transformers' default 1.0 */
+    bool early_stopping;  /* stop as soon as K hypotheses have finished */
+    int eos_id;           /* -1: none (only the length limit ends a beam) */
+} loom_beam_opts;
+
+typedef struct loom_beam_hyp {
+    int32_t *tokens; /* generated tokens (an ending EOS included), malloc'd */
+    int n;
+    float score;     /* transformers' sequences_scores */
+} loom_beam_hyp;
+
+/* Fills out[0..num_return) and returns num_return, or -1 with an error. */
+int loom_beam_search(loom_session *s, const int32_t *prompt, int n_prompt, const loom_beam_opts *o,
+                     loom_beam_hyp *out);
+void loom_beam_hyps_free(loom_beam_hyp *h, int n);
+
 /* ---- sampling ------------------------------------------------------------------------------- */
 typedef struct loom_sampler_opts {
     float temperature; /* <= 0: greedy */

@@ -198,6 +198,15 @@ loom_step_inputs loom_block_inputs(loom_graph *g, const loom_build_opts *o) {
     in.tokens = loom_input(g, "tokens", LOOM_I32, 1, ne);
     in.pos = loom_input(g, "pos", LOOM_I32, 1, ne);
     in.n_ctx = o->n_ctx;
+    in.slot = in.seq = in.table = in.out_rows = -1;
+    in.block_size = 0;
+    if (o->n_seq > 0) {
+        in.slot = loom_input(g, "slot", LOOM_I32, 1, ne);
+        in.seq = loom_input(g, "seq", LOOM_I32, 1, ne);
+        in.table = loom_input(g, "table", LOOM_I32, 2, (int64_t[]){o->n_seq, o->max_blocks});
+        in.out_rows = loom_input(g, "out_rows", LOOM_I32, 1, (int64_t[]){o->n_out});
+        in.block_size = o->block_size;
+    }
     return in;
 }
 
@@ -251,10 +260,13 @@ int loom_block_attend(loom_graph *g, const loom_model *m, int layer, int x, loom
     int kc = loom_state(g, 2 * layer, name, in->n_ctx, kv_dim);
     snprintf(name, sizeof name, "cache_v.%d", layer);
     int vc = loom_state(g, 2 * layer + 1, name, in->n_ctx, kv_dim);
-    kc = loom_kv_store(g, kc, k, in->pos);
-    vc = loom_kv_store(g, vc, qkv.v, in->pos);
+    /* paged: rows go to their slots, and attention finds a sequence's keys through its table */
+    int rows = in->block_size > 0 ? in->slot : in->pos;
+    kc = loom_kv_store(g, kc, k, rows);
+    vc = loom_kv_store(g, vc, qkv.v, rows);
     int a = loom_attention(g, q, kc, vc, in->pos, hp->n_head, hp->n_head_kv, hp->head_dim,
                            1.0f / sqrtf((float)hp->head_dim));
+    if (in->block_size > 0) a = loom_attention_paged(g, a, in->seq, in->table, in->block_size);
     int o = linear(g, m, a, hp->n_embd, q_dim, false, layer, "attn_output");
     return loom_add(g, x, o);
 }
@@ -277,8 +289,17 @@ int loom_block_swiglu_mlp(loom_graph *g, const loom_model *m, int layer, int x) 
 
 int loom_block_head(loom_graph *g, const loom_model *m, int x, const loom_build_opts *o) {
     const loom_hparams *hp = &m->hp;
-    /* generation only needs the last position: select it before the norm and the (large) head */
-    if (!o->all_logits && !o->want_hidden) x = loom_last_row(g, x);
+    /* generation only needs the last position: select it before the norm and the (large) head;
+     * a batch of sequences gathers the rows it wants ("out_rows") the same way */
+    if (o->n_seq > 0) {
+        int rows = -1; /* the input loom_block_inputs declared (model files do not pass it down) */
+        for (int i = 0; i < g->n && rows < 0; i++)
+            if (g->nodes[i].op == LOOM_OP_INPUT && !strcmp(g->nodes[i].name, "out_rows")) rows = i;
+        if (rows < 0) return loom_err("internal: a paged graph without its \"out_rows\" input");
+        x = loom_embed(g, x, rows);
+    } else if (!o->all_logits && !o->want_hidden) {
+        x = loom_last_row(g, x);
+    }
     int h = loom_block_rmsnorm(g, m, x, "output_norm.weight");
     if (o->want_hidden) {
         char name[32];

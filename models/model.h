@@ -30,6 +30,10 @@ typedef struct loom_build_opts {
     int n_ctx;         /* KV cache rows (the STATE tensors' length) */
     bool all_logits;   /* logits for every row, not only the last */
     bool want_hidden;  /* expose "hidden.N" outputs */
+    /* paged cache (several sequences, docs/batching.md): n_seq > 0 adds the inputs "slot" [S]
+     * (cache row per token), "seq" [S] (row of "table"), "table" [n_seq, max_blocks] and
+     * "out_rows" [n_out] (the token rows whose logits are kept) */
+    int n_seq, max_blocks, block_size, n_out;
 } loom_build_opts;
 
 struct loom_model;
@@ -73,7 +77,10 @@ int loom_w_opt(loom_graph *g, const struct loom_model *m, int ndim, const int64_
                ...) __attribute__((format(printf, 5, 6)));
 
 /* The step inputs every decoder has: "tokens" [S] i32 and "pos" [S] i32, and the cache length. */
-typedef struct loom_step_inputs { int tokens, pos, n_ctx; } loom_step_inputs;
+typedef struct loom_step_inputs {
+    int tokens, pos, n_ctx;
+    int slot, seq, table, out_rows, block_size; /* paged only (block_size > 0), else -1 */
+} loom_step_inputs;
 loom_step_inputs loom_block_inputs(loom_graph *g, const loom_build_opts *o);
 
 /* y = x + Attention(RMSNorm(x)) with RoPE, grouped-query heads and the layer's KV cache

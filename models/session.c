@@ -6,6 +6,7 @@
 
 #include "../backends/backend.h"
 #include "../graph/util.h"
+#include "kvpool.h"
 #include "model.h"
 #include "session_internal.h"
 
@@ -37,9 +38,17 @@ struct loom_session {
     /* The graph of a step depends only on the model, the session options and the token count,
      * so the graph hash of the last shapes seen is remembered: a decode step skips building and
      * hashing its graph and goes straight to the plan cache. */
-    struct { int n_tokens; uint64_t key; } memo[8];
+    struct { int n_tokens, n_seq, n_out; uint64_t key; } memo[8];
     int memo_next;
+
+    /* several sequences: the cache's block pool (kvpool.h), live once loom_seq_new was called */
+    loom_kvpool pool;
+    bool paged;
+    float *copy_buf; /* one block of one layer's rows, for copy on write */
 };
+
+/* Rows per cache block of the paged layout. */
+#define KV_BLOCK 16
 
 loom_session_opts loom_session_default_opts(void) {
     loom_session_opts o = {.device = "auto", .n_threads = 0, .n_ctx = 0};
@@ -69,6 +78,8 @@ void loom_session_free(loom_session *s) {
     free(s->state);
     free(s->logits);
     free(s->node_time);
+    free(s->copy_buf);
+    loom_kvpool_free(&s->pool);
     free(s);
 }
 
@@ -185,21 +196,31 @@ fail:
     return NULL;
 }
 
-/* Find or build the plan for a step of n tokens. */
-static loom_plan *step_plan(loom_session *s, int n) {
+/* Find or build the plan for a step of n tokens; n_seq > 0: a paged step of n_seq sequences
+ * keeping n_out logit rows (the memo key holds all three, so each batch shape has its plan). */
+static loom_plan *step_plan(loom_session *s, int n, int n_seq, int n_out) {
     for (int i = 0; i < 8; i++) {
-        if (s->memo[i].n_tokens != n) continue;
+        if (s->memo[i].n_tokens != n || s->memo[i].n_seq != n_seq || s->memo[i].n_out != n_out) continue;
         loom_plan *p = loom_plan_cache_get(s->plans, s->memo[i].key);
         if (p) return p;
     }
     loom_graph *g = loom_graph_new();
     if (!g) return NULL;
     loom_build_opts bo = {.n_tokens = n, .n_ctx = s->n_ctx, .all_logits = s->o.all_logits, .want_hidden = s->o.want_hidden};
+    if (n_seq > 0) {
+        bo.all_logits = bo.want_hidden = false;
+        bo.n_seq = n_seq;
+        bo.n_out = n_out;
+        bo.block_size = s->pool.bs;
+        bo.max_blocks = s->pool.max_blk;
+    }
     if (s->m->arch->build(g, s->m, &bo) < 0) {
         loom_graph_free(g);
         return NULL;
     }
     uint64_t key = loom_graph_hash(g);
+    s->memo[s->memo_next].n_seq = n_seq;
+    s->memo[s->memo_next].n_out = n_out;
     s->memo[s->memo_next].n_tokens = n;
     s->memo[s->memo_next].key = key;
     s->memo_next = (s->memo_next + 1) % 8;
@@ -239,11 +260,11 @@ static int ensure_arena(loom_session *s, loom_plan *p) {
     return 0;
 }
 
-static int write_input(loom_session *s, loom_plan *p, const char *name, const int32_t *v, int n) {
+static int write_input(loom_session *s, loom_plan *p, const char *name, const int32_t *v, size_t n) {
     for (int i = 0; i < p->g->n; i++) {
         const loom_node *nd = &p->g->nodes[i];
         if (nd->op != LOOM_OP_INPUT || (nd->flags & LOOM_NODE_DEAD) || strcmp(nd->name, name)) continue;
-        return s->be->ops->buf_write(s->be, s->arena, nd->offset, v, (size_t)n * sizeof *v);
+        return s->be->ops->buf_write(s->be, s->arena, nd->offset, v, n * sizeof *v);
     }
     return 0; /* the graph does not read it */
 }
@@ -264,35 +285,46 @@ static int read_output(loom_session *s, loom_plan *p, const char *name, float **
     return s->be->ops->buf_read(s->be, b, off, buf, bytes);
 }
 
+/* Ready the plan's arena and backend recording for a run. */
+static int prepare_run(loom_session *s, loom_plan *p, loom_exec_ctx *x) {
+    if (ensure_arena(s, p) < 0) return -1;
+    *x = (loom_exec_ctx){.plan = p, .arena = s->arena, .state = s->state, .n_state = s->n_state,
+                         .weights = s->weights, .n_weights = s->n_weights, .node_time = s->node_time};
+    if (s->node_time) {
+        double *nt = realloc(s->node_time, (size_t)p->g->n * sizeof *nt);
+        if (!nt) return loom_err("out of memory for node timings");
+        memset(nt, 0, (size_t)p->g->n * sizeof *nt);
+        s->node_time = x->node_time = nt;
+    }
+    if (s->be->ops->plan_prepare && p->prepared_for != s->arena) {
+        release_plan(p, s);
+        if (s->be->ops->plan_prepare(s->be, p, x) < 0) return -1;
+        p->prepared_for = s->arena;
+    }
+    return 0;
+}
+
 int loom_session_eval(loom_session *s, const int32_t *tokens, int n) {
     const loom_hparams *hp = &s->m->hp;
     if (n <= 0) return loom_err("nothing to evaluate (0 tokens)");
+    if (s->paged && loom_kvpool_n_live(&s->pool) == 0) loom_session_reset(s); /* all freed: single again */
+    if (s->paged)
+        return loom_err("the session holds %d sequences: evaluate them with loom_session_eval_batch (or reset it)",
+                        loom_kvpool_n_live(&s->pool));
     if (n > s->n_ctx - s->pos) /* not pos + n: n may be near INT_MAX */
         return loom_err("context full: %d tokens held + %d new exceed --ctx %d", s->pos, n, s->n_ctx);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
             return loom_err("token id %d at position %d is out of range (vocabulary has %d tokens)", tokens[i], i,
                             hp->n_vocab);
-    loom_plan *p = step_plan(s, n);
-    if (!p || ensure_arena(s, p) < 0) return -1;
-    loom_exec_ctx x = {.plan = p, .arena = s->arena, .state = s->state, .n_state = s->n_state,
-                       .weights = s->weights, .n_weights = s->n_weights, .node_time = s->node_time ? s->node_time : NULL};
-    if (s->node_time) {
-        double *nt = realloc(s->node_time, (size_t)p->g->n * sizeof *nt);
-        if (!nt) return loom_err("out of memory for node timings");
-        memset(nt, 0, (size_t)p->g->n * sizeof *nt);
-        s->node_time = x.node_time = nt;
-    }
-    if (s->be->ops->plan_prepare && p->prepared_for != s->arena) {
-        release_plan(p, s);
-        if (s->be->ops->plan_prepare(s->be, p, &x) < 0) return -1;
-        p->prepared_for = s->arena;
-    }
+    loom_plan *p = step_plan(s, n, 0, 0);
+    loom_exec_ctx x;
+    if (!p || prepare_run(s, p, &x) < 0) return -1;
     int32_t *pos = loom_malloc((size_t)n * sizeof *pos);
     if (!pos) return -1;
     for (int i = 0; i < n; i++) pos[i] = s->pos + i;
-    int rc = write_input(s, p, "tokens", tokens, n);
-    if (rc == 0) rc = write_input(s, p, "pos", pos, n);
+    int rc = write_input(s, p, "tokens", tokens, (size_t)n);
+    if (rc == 0) rc = write_input(s, p, "pos", pos, (size_t)n);
     free(pos);
     if (rc == 0) rc = loom_execute(s->be, &x);
     if (rc == 0) rc = read_output(s, p, "logits", &s->logits, &s->logit_rows);
@@ -320,8 +352,195 @@ const float *loom_session_hidden(const loom_session *s, int layer) {
 
 int loom_session_pos(const loom_session *s) { return s->pos; }
 int loom_session_ctx(const loom_session *s) { return s->n_ctx; }
-void loom_session_reset(loom_session *s) { s->pos = 0; }
+void loom_session_reset(loom_session *s) {
+    s->pos = 0;
+    s->paged = false;
+    if (s->pool.n_blocks) loom_kvpool_clear(&s->pool);
+}
 const char *loom_session_device(const loom_session *s) { return s->device; }
+
+/* ---- several sequences (docs/batching.md) ------------------------------------------------------ */
+
+/* Enter the paged mode: the cache rows become a pool of blocks. */
+static int ensure_paged(loom_session *s) {
+    if (s->paged) return 0;
+    if (s->pos > 0)
+        return loom_err("the session's single-sequence cache holds %d tokens: reset it before creating sequences",
+                        s->pos);
+    if (!s->pool.n_blocks) {
+        int bs = s->n_ctx < KV_BLOCK ? s->n_ctx : KV_BLOCK;
+        if (loom_kvpool_init(&s->pool, s->n_ctx / bs, bs) < 0) return -1;
+        size_t w = (size_t)s->m->hp.n_head_kv * (size_t)s->m->hp.head_dim;
+        if (!(s->copy_buf = loom_malloc((size_t)bs * w * sizeof(float)))) return -1;
+    }
+    loom_kvpool_clear(&s->pool);
+    s->paged = true;
+    return 0;
+}
+
+int loom_seq_new(loom_session *s) {
+    if (ensure_paged(s) < 0) return -1;
+    return loom_kvpool_seq_new(&s->pool);
+}
+
+int loom_seq_fork(loom_session *s, int id) {
+    if (!s->paged) return loom_err("unknown sequence id %d (the session holds no sequences)", id);
+    return loom_kvpool_seq_fork(&s->pool, id);
+}
+
+int loom_seq_free(loom_session *s, int id) {
+    if (!s->paged) return loom_err("unknown sequence id %d (the session holds no sequences)", id);
+    return loom_kvpool_seq_free(&s->pool, id);
+}
+
+int loom_seq_pos(const loom_session *s, int id) {
+    if (!s->paged) return loom_err("unknown sequence id %d (the session holds no sequences)", id);
+    loom_kvseq *q = loom_kvpool_get((loom_kvpool *)&s->pool, id);
+    return q ? q->len : -1;
+}
+
+/* Copy on write: block src's rows to block dst, in every layer's K and V cache (on the device
+ * when the backend can, else through the host). */
+static int copy_block(loom_session *s, loom_kvcopy c) {
+    size_t bytes = (size_t)s->pool.bs * (size_t)s->m->hp.n_head_kv * (size_t)s->m->hp.head_dim * sizeof(float);
+    for (int i = 0; i < s->n_state; i++)
+        if (s->be->ops->buf_copy) {
+            if (s->be->ops->buf_copy(s->be, s->state[i], (size_t)c.dst * bytes, s->state[i], (size_t)c.src * bytes,
+                                     bytes) < 0)
+                return -1;
+        } else if (s->be->ops->buf_read(s->be, s->state[i], (size_t)c.src * bytes, s->copy_buf, bytes) < 0 ||
+            s->be->ops->buf_write(s->be, s->state[i], (size_t)c.dst * bytes, s->copy_buf, bytes) < 0)
+            return -1;
+    return 0;
+}
+
+/* The per-token inputs of a batch, and the sequences it touches. */
+typedef struct batch_plan {
+    int n_seq, n_out;
+    int *ids, *cnt, *old_len, *first; /* per sequence in the batch: id, tokens, length before, first slot */
+    int32_t *local, *pos, *slot, *rows, *table, *slots_by_seq;
+} batch_plan;
+
+static void batch_plan_free(batch_plan *bp) {
+    free(bp->ids), free(bp->cnt), free(bp->old_len), free(bp->first);
+    free(bp->local), free(bp->pos), free(bp->slot), free(bp->rows), free(bp->table), free(bp->slots_by_seq);
+}
+
+/* Check the batch and group its tokens by sequence (in order of first appearance). */
+static int batch_group(loom_session *s, const loom_batch *b, batch_plan *bp) {
+    int n = b->n;
+    bp->ids = loom_malloc((size_t)n * sizeof(int));
+    bp->cnt = loom_calloc((size_t)n, sizeof(int));
+    bp->old_len = loom_malloc((size_t)n * sizeof(int));
+    bp->first = loom_malloc((size_t)n * sizeof(int));
+    bp->local = loom_malloc((size_t)n * sizeof(int32_t));
+    bp->pos = loom_malloc((size_t)n * sizeof(int32_t));
+    bp->slot = loom_malloc((size_t)n * sizeof(int32_t));
+    bp->rows = loom_malloc((size_t)n * sizeof(int32_t));
+    bp->slots_by_seq = loom_malloc((size_t)n * sizeof(int32_t));
+    if (!bp->ids || !bp->cnt || !bp->old_len || !bp->first || !bp->local || !bp->pos || !bp->slot || !bp->rows ||
+        !bp->slots_by_seq)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        if (b->tokens[i] < 0 || b->tokens[i] >= s->m->hp.n_vocab)
+            return loom_err("token id %d at batch row %d is out of range (vocabulary has %d tokens)", b->tokens[i], i,
+                            s->m->hp.n_vocab);
+        if (!loom_kvpool_get(&s->pool, b->seq[i])) return loom_err_prefix("batch row %d", i), -1;
+        int k = 0;
+        while (k < bp->n_seq && bp->ids[k] != b->seq[i]) k++;
+        if (k == bp->n_seq) {
+            bp->ids[k] = b->seq[i];
+            bp->old_len[k] = s->pool.seq[b->seq[i]].len;
+            bp->n_seq++;
+        }
+        bp->local[i] = k;
+        bp->pos[i] = bp->old_len[k] + bp->cnt[k]++;
+    }
+    for (int i = 0; i < n; i++) { /* logit rows: as asked, or each sequence's last token */
+        bool last = true;
+        for (int j = i + 1; j < n && last; j++) last = b->seq[j] != b->seq[i];
+        if (b->logits ? b->logits[i] : last) bp->rows[bp->n_out++] = i;
+    }
+    return 0;
+}
+
+/* Take the batch's cache rows from the pool (all or nothing) and do the copies on write. */
+static int batch_reserve(loom_session *s, batch_plan *bp) {
+    loom_kvpool *pl = &s->pool;
+    int need = loom_kvpool_blocks_needed(pl, bp->ids, bp->cnt, bp->n_seq);
+    if (need > pl->n_free)
+        return loom_err("KV cache full: the batch needs %d more blocks of %d rows, %d of %d are free (raise --ctx or "
+                        "free sequences)", need, pl->bs, pl->n_free, pl->n_blocks);
+    loom_kvcopy copy;
+    int off = 0, k = 0;
+    for (; k < bp->n_seq; k++) {
+        int nc = 0;
+        bp->first[k] = off;
+        if (loom_kvpool_append(pl, bp->ids[k], bp->cnt[k], bp->slots_by_seq + off, &copy, &nc) < 0) break;
+        if (nc && copy_block(s, copy) < 0) {
+            k++;
+            break;
+        }
+        off += bp->cnt[k];
+    }
+    if (k == bp->n_seq) return 0;
+    while (k-- > 0) loom_kvpool_truncate(pl, bp->ids[k], bp->old_len[k]);
+    return -1;
+}
+
+/* Fill slot[] and the [n_seq, max_blocks] block table for the graph. */
+static int batch_tables(loom_session *s, const loom_batch *b, batch_plan *bp) {
+    int M = s->pool.max_blk;
+    bp->table = loom_calloc((size_t)bp->n_seq * (size_t)M, sizeof(int32_t));
+    if (!bp->table) return -1;
+    int *used = loom_calloc((size_t)bp->n_seq, sizeof(int));
+    if (!used) return -1;
+    for (int i = 0; i < b->n; i++) {
+        int k = bp->local[i];
+        bp->slot[i] = bp->slots_by_seq[bp->first[k] + used[k]++];
+    }
+    free(used);
+    for (int k = 0; k < bp->n_seq; k++) {
+        const loom_kvseq *q = &s->pool.seq[bp->ids[k]];
+        memcpy(bp->table + (size_t)k * (size_t)M, q->blk, (size_t)q->n_blk * sizeof(int32_t));
+    }
+    return 0;
+}
+
+static int batch_run(loom_session *s, const loom_batch *b, batch_plan *bp) {
+    int n_out = bp->n_out ? bp->n_out : 1; /* a graph needs an output; none asked: compute one, return none */
+    if (!bp->n_out) bp->rows[0] = b->n - 1;
+    loom_plan *p = step_plan(s, b->n, bp->n_seq, n_out);
+    loom_exec_ctx x;
+    if (!p || prepare_run(s, p, &x) < 0) return -1;
+    size_t n = (size_t)b->n;
+    if (write_input(s, p, "tokens", b->tokens, n) < 0 || write_input(s, p, "pos", bp->pos, n) < 0 ||
+        write_input(s, p, "slot", bp->slot, n) < 0 || write_input(s, p, "seq", bp->local, n) < 0 ||
+        write_input(s, p, "table", bp->table, (size_t)bp->n_seq * (size_t)s->pool.max_blk) < 0 ||
+        write_input(s, p, "out_rows", bp->rows, (size_t)n_out) < 0)
+        return -1;
+    if (loom_execute(s->be, &x) < 0 || read_output(s, p, "logits", &s->logits, &s->logit_rows) < 0) return -1;
+    s->logit_rows = bp->n_out;
+    s->last_n = b->n;
+    s->last_plan = p;
+    return 0;
+}
+
+int loom_session_eval_batch(loom_session *s, const loom_batch *b) {
+    if (!b || b->n <= 0 || !b->tokens || !b->seq) return loom_err("nothing to evaluate (an empty batch)");
+    if (!s->paged) return loom_err("unknown sequence id %d (the session holds no sequences: loom_seq_new)", b->seq[0]);
+    batch_plan bp = {0};
+    int rc = batch_group(s, b, &bp);
+    if (rc == 0) rc = batch_reserve(s, &bp);
+    if (rc == 0) {
+        if (batch_tables(s, b, &bp) < 0 || batch_run(s, b, &bp) < 0) {
+            for (int k = 0; k < bp.n_seq; k++) loom_kvpool_truncate(&s->pool, bp.ids[k], bp.old_len[k]);
+            rc = -1;
+        }
+    }
+    batch_plan_free(&bp);
+    return rc;
+}
 
 /* Context shift: the cache holds hist[0..*n); keep the first n_keep tokens, drop half of the rest
  * (the oldest), and evaluate what is left again from position 0. Cached K rows cannot just be
@@ -357,3 +576,5 @@ const loom_plan *loom_session_last_plan(const loom_session *s, const double **no
 }
 
 loom_backend *loom_session_backend(const loom_session *s) { return s->be; }
+
+int loom_session_n_vocab(const loom_session *s) { return s->m->hp.n_vocab; }

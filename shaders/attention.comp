@@ -13,6 +13,9 @@
 //   scores: invocation t owns key jb + t and computes its GW dot products;
 //   P.V:    invocation t owns 4 dims (t % G4) of keys kg, kg + NG, ... (kg = t / G4).
 // u[0] = S, u[1] = H, u[2] = Hkv, u[4] = C (cache rows), u[5] = splits; f[0] = scale.
+// Paged (graph.h): u[7] = block size BS (0: not paged); binding 4 then spans the pos, seq and
+// block-table inputs, at element offsets u[8], u[9], u[10]; u[11] = blocks per table row. Logical
+// key j of row s is cache row table[seq[s]][j / BS] * BS + j % BS (att_row below).
 // Spec constants: 1 = GW (query heads per workgroup, <= 8), 2 = HD (head dim, <= 256).
 // One split: normalised output to `o`; several: (m, l, acc[HD]) per (s, h, z) to scratch.
 #include "common.glsl"
@@ -28,6 +31,11 @@ layout(std430, binding = 2) readonly buffer Kc4 { vec4 kc4[]; };
 layout(std430, binding = 3) readonly buffer Vc { float vc[]; };
 layout(std430, binding = 3) readonly buffer Vc4 { vec4 vc4[]; };
 layout(std430, binding = 4) readonly buffer P { int pos[]; };
+// Cache row of logical key j: the identity, or through the sequence's block table (paged).
+uint att_row(uint trow, uint j) {
+    uint bs = pc.u[7];
+    return bs == 0u ? j : uint(pos[trow + j / bs]) * bs + j % bs;
+}
 layout(std430, binding = 5) writeonly buffer Sc { float scratch[]; };
 
 const uint G4 = (HD + 3u) / 4u; // invocations per key in P.V
@@ -75,8 +83,9 @@ void main() {
     uint h0 = kvh * G + hg * GW, gn = min(GW, G - hg * GW);
     uint s = gl_WorkGroupID.y, z = gl_WorkGroupID.z, t = gl_LocalInvocationID.x;
     uint W = Hkv * HD;
-    int p = pos[OFF_E + s];
+    int p = pos[OFF_E + pc.u[8] + s];
     uint L = p < 0 ? 0u : min(uint(p) + 1u, C);
+    uint trow = pc.u[7] == 0u ? 0u : OFF_E + pc.u[10] + uint(pos[OFF_E + pc.u[9] + s]) * pc.u[11];
     uint chunk = att_chunk(L, nsplit);
     if (nsplit > 1u && z * chunk >= L) return; // a short cache needs fewer splits
     uint j0 = min(z * chunk, L), j1 = min(j0 + chunk, L);
@@ -105,7 +114,7 @@ void main() {
         if (valid && vec) {
             // 8 vec4 loads per batch, not a full HD x GW unroll (that made driver compiles take
             // minutes)
-            uint kb4 = (OFF_B + j * W + kvh * HD) >> 2;
+            uint kb4 = (OFF_B + att_row(trow, j) * W + kvh * HD) >> 2;
             for (uint d4 = 0u; d4 < G4; d4 += 8u) {
                 vec4 kv[8];
                 [[unroll]] for (uint b = 0u; b < 8u; b++) kv[b] = d4 + b < G4 ? kc4[kb4 + d4 + b] : vec4(0.0);
@@ -113,7 +122,7 @@ void main() {
                     if (d4 + b < G4) [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] += dot(qs4[g * G4 + d4 + b], kv[b]);
             }
         } else if (valid) {
-            uint kb = OFF_B + j * W + kvh * HD;
+            uint kb = OFF_B + att_row(trow, j) * W + kvh * HD;
             for (uint d4 = 0u; d4 < G4; d4++) {
                 vec4 kv;
                 [[unroll]] for (uint c = 0u; c < 4u; c++) kv[c] = 4u * d4 + c < HD ? kc[kb + 4u * d4 + c] : 0.0;
@@ -142,7 +151,8 @@ void main() {
             for (uint jj = kg; jj < nt; jj += 4u * NG) { // four keys' loads in flight
                 vec4 v[4];
                 [[unroll]] for (uint b = 0u; b < 4u; b++) {
-                    uint j2 = jj + b * NG, vb = OFF_C + (jb + j2) * W + kvh * HD + d;
+                    uint j2 = jj + b * NG;
+                    uint vb = j2 < nt ? OFF_C + att_row(trow, jb + j2) * W + kvh * HD + d : 0u;
                     if (j2 >= nt) v[b] = vec4(0.0);
                     else if (vec) v[b] = vc4[vb >> 2];
                     else [[unroll]] for (uint c = 0u; c < 4u; c++) v[b][c] = d + c < HD ? vc[vb + c] : 0.0;

@@ -12,3 +12,8 @@ loom_unit_test(test_chat)
 # loom chat keeps the history in the KV cache: the second turn prefills only its own tokens.
 add_test(NAME chat_keeps_history COMMAND sh -c "printf 'Once upon a time\\nThe dog\\n' | $<TARGET_FILE:loom-cli> chat -m ${LOOM_FIXTURES}/stories260K.gguf --verbose -n 8 --temp 0 --device cpu")
 set_tests_properties(chat_keeps_history PROPERTIES PASS_REGULAR_EXPRESSION "turn 2: prefilled [1-9][0-9]* new tokens \\(cache held [1-9][0-9]*\\)")
+
+# Several sequences: batch vs alone on every fixture, fork / copy on write, pool cycles, errors.
+loom_unit_test(test_batch)
+# Beam search against transformers' generate(num_beams=K) on every fixture, four configurations.
+loom_unit_test(test_beam)

@@ -7,7 +7,10 @@
  * The JSON keeps llama-bench's field names (cpu_info, gpu_info, backends, model_filename,
  * model_type, model_size, model_n_params, n_threads, n_prompt, n_gen, test_time, avg_ns,
  * stddev_ns, avg_ts, stddev_ts, samples_ns, samples_ts) and adds loom's own (simd,
- * device_memory_bytes, peak_rss_bytes, model, backend, device). */
+ * device_memory_bytes, peak_rss_bytes, model, backend, device, n_seq).
+ * -b B[,..] runs every test with B sequences at once through the batch API (docs/batching.md):
+ * pp N = B prompts of N tokens packed into one graph, tg N = N steps of one token for each of the B
+ * sequences (each started by one token); t/s is the aggregate over all sequences. */
 #include "commands.h"
 
 #include "loom.h"
@@ -38,7 +41,7 @@ static int parse_list(const char *opt, const char *s, int *v, int *n) {
 }
 
 typedef struct {
-    int n_prompt, n_gen;
+    int n_prompt, n_gen, n_seq;
     double avg, sd;
     double samples[64];
     double avg_ns, sd_ns;
@@ -68,6 +71,46 @@ static int run_test(loom_session *s, int n_prompt, int n_gen, int n_vocab, doubl
     return 0;
 }
 
+/* The same test for B sequences at once (n_seq > 0): aggregate tokens per second. */
+static int run_test_batch(loom_session *s, int B, int n_prompt, int n_gen, int n_vocab, double *tps, double *ns) {
+    int per = n_prompt > 0 ? n_prompt : 1, n = B * per;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)n), *seq = malloc(sizeof(int32_t) * (size_t)n);
+    if (!tok || !seq) {
+        free(tok), free(seq);
+        return loom_err("out of memory");
+    }
+    loom_session_reset(s);
+    uint64_t r = 42;
+    int rc = 0;
+    for (int b = 0; b < B && rc == 0; b++) {
+        int id = loom_seq_new(s);
+        if (id < 0) rc = -1;
+        for (int i = 0; i < per; i++) {
+            r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+            tok[b * per + i] = (int32_t)((r >> 33) % (uint64_t)n_vocab);
+            seq[b * per + i] = id;
+        }
+    }
+    double t0 = loom_now();
+    loom_batch bt = {.n = n, .tokens = tok, .seq = seq};
+    if (rc == 0 && n_prompt > 0) rc = loom_session_eval_batch(s, &bt); /* the timed prompt batch */
+    if (rc == 0 && n_prompt == 0) { /* start each sequence with one token, untimed as in tg */
+        rc = loom_session_eval_batch(s, &bt);
+        t0 = loom_now();
+    }
+    bt.n = B;
+    for (int b = 0; b < B; b++) seq[b] = seq[b * per];
+    for (int i = 0; rc == 0 && i < n_gen; i++) rc = loom_session_eval_batch(s, &bt);
+    double dt = loom_now() - t0;
+    free(tok);
+    free(seq);
+    loom_session_reset(s);
+    if (rc < 0) return -1;
+    *tps = (double)B * (n_prompt + n_gen) / dt;
+    *ns = dt * 1e9;
+    return 0;
+}
+
 /* A JSON string: model paths and device names may hold quotes or backslashes. */
 static void json_str(const char *s) {
     putchar('"');
@@ -81,14 +124,15 @@ static void json_str(const char *s) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: loom bench -m MODEL [-p 512[,..]] [-n 128[,..]] [-r REPS] [--warmup SEC] [-t N] [--device D] "
-               "[--json|--md]\n");
+    fprintf(f, "usage: loom bench -m MODEL [-p 512[,..]] [-n 128[,..]] [-b B[,..]] [-r REPS] [--warmup SEC] [-t N] "
+               "[--device D] [--json|--md]\n"
+               "  -b B[,..]  also run each test with B sequences at once (aggregate t/s over the B)\n");
 }
 
 int cmd_bench(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
-    int pv[MAX_VALUES] = {512}, nv[MAX_VALUES] = {128}, np = 1, nn = 1;
+    int pv[MAX_VALUES] = {512}, nv[MAX_VALUES] = {128}, bv[MAX_VALUES] = {0}, np = 1, nn = 1, nb = 1;
     long reps = 5;
     double warmup_s = 0.5;
     bool json = false;
@@ -104,6 +148,13 @@ int cmd_bench(int argc, char **argv) {
             if (parse_list(a, argv[++i], pv, &np) < 0) return 2;
         } else if (!strcmp(a, "-n") && val) {
             if (parse_list(a, argv[++i], nv, &nn) < 0) return 2;
+        } else if (!strcmp(a, "-b") && val) {
+            if (parse_list(a, argv[++i], bv, &nb) < 0) return 2;
+            for (int k = 0; k < nb; k++)
+                if (bv[k] < 1 || bv[k] > 256) {
+                    fprintf(stderr, "loom bench: -b values must be 1..256\n");
+                    return 2;
+                }
         } else if (!strcmp(a, "-r") && val) {
             if (loom_parse_int(a, argv[++i], 1, 64, &reps) < 0) return 2;
         } else if (!strcmp(a, "--warmup") && val) {
@@ -136,6 +187,10 @@ int cmd_bench(int argc, char **argv) {
     loom_session_opts so = loom_session_default_opts();
     so.device = co.device;
     so.n_threads = co.n_threads;
+    /* batched tests: every sequence needs its own blocks of 16 rows */
+    int max_b = 0;
+    for (int k = 0; k < nb; k++) max_b = bv[k] > max_b ? bv[k] : max_b;
+    if (max_b > 0 && max_b * ((max_ctx + 1 + 15) / 16) * 16 > max_ctx) max_ctx = max_b * ((max_ctx + 1 + 15) / 16) * 16;
     so.n_ctx = co.n_ctx > max_ctx ? co.n_ctx : max_ctx;
     loom_session *s = loom_session_new(m, &so);
     if (!s) {
@@ -168,24 +223,28 @@ int cmd_bench(int argc, char **argv) {
     char test_time[32] = "";
     time_t now = time(NULL);
     strftime(test_time, sizeof test_time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    result res[2 * MAX_VALUES];
+    static result res[2 * MAX_VALUES * MAX_VALUES];
     int nres = 0;
-    for (int k = 0; k < np + nn; k++) {
-        int n_prompt = k < np ? pv[k] : 0, n_gen = k < np ? 0 : nv[k - np];
+    for (int k = 0; k < (np + nn) * nb; k++) {
+        int t = k / nb, B = bv[k % nb];
+        int n_prompt = t < np ? pv[t] : 0, n_gen = t < np ? 0 : nv[t - np];
         if (n_prompt == 0 && n_gen == 0) continue;
         result *rr = &res[nres++];
         memset(rr, 0, sizeof *rr);
         rr->n_prompt = n_prompt;
         rr->n_gen = n_gen;
+        rr->n_seq = B;
         double tps, ns;
+#define RUN() (B ? run_test_batch(s, B, n_prompt, n_gen, info.n_vocab, &tps, &ns) \
+                 : run_test(s, n_prompt, n_gen, info.n_vocab, &tps, &ns))
         double w0 = loom_now();
         do { /* untimed warm-up: at least one run, and until warmup_s have passed (at most 100 runs) */
-            if (run_test(s, n_prompt, n_gen, info.n_vocab, &tps, &ns) < 0) goto fail;
+            if (RUN() < 0) goto fail;
             rr->warmup_runs++;
         } while (loom_now() - w0 < warmup_s && rr->warmup_runs < 100);
         double sum = 0, sq = 0, sum_ns = 0, sq_ns = 0;
         for (int r = 0; r < reps; r++) {
-            if (run_test(s, n_prompt, n_gen, info.n_vocab, &tps, &ns) < 0) goto fail;
+            if (RUN() < 0) goto fail;
             rr->samples_ns[rr->n_samples] = ns;
             rr->samples[rr->n_samples++] = tps;
             sum += tps;
@@ -227,7 +286,7 @@ int cmd_bench(int argc, char **argv) {
             json_str(path);
             printf(", \"backend\": \"%s\", \"device\": ", loom_session_device(s));
             json_str(devdesc);
-            printf("}%s\n", k + 1 < nres ? "," : "");
+            printf(", \"n_seq\": %d}%s\n", res[k].n_seq ? res[k].n_seq : 1, k + 1 < nres ? "," : "");
         }
         printf("]\n");
     } else {
@@ -236,6 +295,7 @@ int cmd_bench(int argc, char **argv) {
             char test[32];
             if (res[k].n_prompt) snprintf(test, sizeof test, "pp%d", res[k].n_prompt);
             else snprintf(test, sizeof test, "tg%d", res[k].n_gen);
+            if (res[k].n_seq) snprintf(test + strlen(test), sizeof test - strlen(test), " x%d", res[k].n_seq);
             printf("| %s %s | %.2f MiB | %s | %d | %s | %.2f ± %.2f |\n", info.arch, loom_dtype_name(info.weight_type),
                    info.weight_bytes / 1048576.0, loom_session_device(s), threads, test, res[k].avg, res[k].sd);
         }

@@ -2,6 +2,7 @@
 #include "commands.h"
 
 #include "loom.h"
+#include "run_multi.h"
 #include "session_internal.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -28,7 +29,15 @@ static void usage(FILE *f) {
             "  --ctx-shift     when the context is full, drop the oldest half of it (after --keep)\n"
             "                  and re-evaluate the rest, instead of stopping\n"
             "  --keep N        tokens kept at the start on a context shift (default 1: BOS)\n"
-            "  --scalar        portable scalar kernels only (also LOOM_SCALAR=1)\n");
+            "  --scalar        portable scalar kernels only (also LOOM_SCALAR=1)\n"
+            "several sequences at once (one graph per step; results printed as [i] or [i.j]):\n"
+            "  -p TEXT ...     -p (or --tokens) repeated: one sequence per prompt\n"
+            "  --file F        one prompt per line of F\n"
+            "  --parallel N    N sampled continuations of each prompt, sharing its cached prefix\n"
+            "  --beams K       beam search (as transformers' num_beams=K, do_sample=False); prints\n"
+            "                  the K best with their scores\n"
+            "  --length-penalty L  beam score = sum log p / generated_len^L (default 1)\n"
+            "  --early-stopping    stop once K beams have finished\n");
 }
 
 static int parse_tokens(const char *s, int32_t **out) {
@@ -58,10 +67,92 @@ static int parse_tokens(const char *s, int32_t **out) {
     return n;
 }
 
+#define MAX_PROMPTS 256
+
+/* Read one prompt per non-empty line of path into v (strings owned by *buf). */
+static int read_prompt_file(const char *path, const char **v, int *n, char **buf) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return loom_err("%s: cannot open", path);
+    size_t cap = 4096, len = 0;
+    char *b = malloc(cap);
+    for (size_t r; b && (r = fread(b + len, 1, cap - len - 1, f)) > 0;) {
+        len += r;
+        if (len + 1 == cap) {
+            char *nb = realloc(b, cap *= 2);
+            if (!nb) free(b);
+            b = nb;
+        }
+    }
+    fclose(f);
+    if (!b) return loom_err("%s: out of memory", path);
+    b[len] = 0;
+    *buf = b;
+    for (char *line = strtok(b, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        if (!*line) continue;
+        if (*n == MAX_PROMPTS) return loom_err("%s: more than %d prompts", path, MAX_PROMPTS);
+        v[(*n)++] = line;
+    }
+    return 0;
+}
+
+/* Several prompts, --parallel or --beams: the batch path (tools/run_multi.c). */
+static int run_several(loom_model *m, loom_tokenizer *tok, const loom_common_opts *co, const char **texts,
+                       int n_texts, const char **tok_args, int n_tok_args, run_multi_opts *ro) {
+    int32_t *prompts[2 * MAX_PROMPTS];
+    int lens[2 * MAX_PROMPTS], n = 0, rc = 1;
+    loom_session *s = NULL;
+    for (int i = 0; i < n_texts + n_tok_args; i++) {
+        int k;
+        if (i < n_texts) {
+            if (!tok) {
+                fprintf(stderr, "loom: the model has no usable tokenizer: use --tokens\n");
+                goto done;
+            }
+            k = loom_tokenizer_encode(tok, texts[i], strlen(texts[i]),
+                                      loom_tokenizer_wants_bos(tok) ? LOOM_TOK_ADD_BOS : 0, &prompts[n]);
+            if (k < 0) fprintf(stderr, "loom: prompt %d: %s\n", i + 1, loom_last_error());
+        } else {
+            k = parse_tokens(tok_args[i - n_texts], &prompts[n]);
+        }
+        if (k < 0) goto done;
+        lens[n++] = k;
+        if (k == 0) {
+            fprintf(stderr, "loom: prompt %d is empty\n", n);
+            goto done;
+        }
+    }
+    loom_session_opts so = loom_session_default_opts();
+    so.device = co->device;
+    so.n_threads = co->n_threads;
+    so.n_ctx = co->n_ctx;
+    so.verbose = true;
+    if (!(s = loom_session_new(m, &so))) {
+        fprintf(stderr, "loom: %s\n", loom_last_error());
+        goto done;
+    }
+    ro->tok = ro->print_ids ? NULL : tok;
+    double t0 = loom_now();
+    if (run_multi(s, ro, prompts, lens, n, loom_model_get_info(m).n_vocab) < 0) {
+        fprintf(stderr, "loom: %s\n", loom_last_error());
+        goto done;
+    }
+    fprintf(stderr, "loom: %d prompts in %.3f s on %s\n", n, loom_now() - t0, loom_session_device(s));
+    rc = 0;
+done:
+    loom_session_free(s);
+    for (int i = 0; i < n; i++) free(prompts[i]);
+    return rc;
+}
+
 int cmd_run(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
     const char *prompt = NULL, *tokens_arg = NULL;
+    const char *texts[MAX_PROMPTS], *tok_args[MAX_PROMPTS], *file = NULL;
+    int n_texts = 0, n_tok_args = 0;
+    long parallel = 1, beams = 0;
+    double length_penalty = 1.0;
+    bool early_stopping = false;
     long n_gen = 64, seed = 1, top_k = 0;
     double temp = 0, top_p = 1;
     bool print_ids = false, ctx_shift = false;
@@ -76,10 +167,26 @@ int cmd_run(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             if (!val) goto missing;
-            prompt = argv[++i];
+            if (n_texts == MAX_PROMPTS) goto too_many;
+            prompt = texts[n_texts++] = argv[++i];
         } else if (!strcmp(a, "--tokens")) {
             if (!val) goto missing;
-            tokens_arg = argv[++i];
+            if (n_tok_args == MAX_PROMPTS) goto too_many;
+            tokens_arg = tok_args[n_tok_args++] = argv[++i];
+        } else if (!strcmp(a, "--file")) {
+            if (!val) goto missing;
+            file = argv[++i];
+        } else if (!strcmp(a, "--parallel")) {
+            if (loom_parse_int(a, val, 1, 256, &parallel) < 0) return 2;
+            i++;
+        } else if (!strcmp(a, "--beams")) {
+            if (loom_parse_int(a, val, 1, 64, &beams) < 0) return 2;
+            i++;
+        } else if (!strcmp(a, "--length-penalty")) {
+            if (loom_parse_float(a, val, &length_penalty) < 0) return 2;
+            i++;
+        } else if (!strcmp(a, "--early-stopping")) {
+            early_stopping = true;
         } else if (!strcmp(a, "-n")) {
             if (loom_parse_int(a, val, 0, 1 << 24, &n_gen) < 0) return 2;
             i++;
@@ -111,7 +218,42 @@ int cmd_run(int argc, char **argv) {
     missing:
         fprintf(stderr, "loom run: %s needs a value\n", a);
         return 2;
+    too_many:
+        fprintf(stderr, "loom run: more than %d prompts\n", MAX_PROMPTS);
+        return 2;
     }
+    char *file_buf = NULL;
+    if (file && read_prompt_file(file, texts, &n_texts, &file_buf) < 0) {
+        fprintf(stderr, "loom run: %s\n", loom_last_error());
+        return 2;
+    }
+    if (n_texts + n_tok_args > 1 || parallel > 1 || beams > 0) {
+        if (ctx_shift) {
+            fprintf(stderr, "loom run: --ctx-shift works with one sequence only\n");
+            free(file_buf);
+            return 2;
+        }
+        const char *mpath = co.model ? co.model : loom_default_model();
+        loom_model *mm = loom_model_load(mpath);
+        if (!mm) {
+            fprintf(stderr, "loom: %s\n", loom_last_error());
+            free(file_buf);
+            return 1;
+        }
+        loom_tokenizer *tk = loom_tokenizer_load(mpath);
+        run_multi_opts ro = {.print_ids = print_ids || !tk, .n_gen = (int)n_gen,
+                             .eos_id = loom_model_get_info(mm).eos_id,
+                             .sampler = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
+                                         .seed = (uint64_t)seed},
+                             .parallel = (int)parallel, .beams = (int)beams, .length_penalty = (float)length_penalty,
+                             .early_stopping = early_stopping};
+        int r = run_several(mm, tk, &co, texts, n_texts, tok_args, n_tok_args, &ro);
+        loom_tokenizer_free(tk);
+        loom_model_free(mm);
+        free(file_buf);
+        return r;
+    }
+    if (file && n_texts == 1) prompt = texts[0];
     if (!prompt && !tokens_arg) {
         fprintf(stderr, "loom run: give a prompt with -p TEXT or --tokens ID,...\n");
         return 2;
@@ -260,6 +402,7 @@ int cmd_run(int argc, char **argv) {
             generated / (t_gen > 0 ? t_gen : 1e-9), loom_session_device(s));
     rc = 0;
 done:
+    free(file_buf);
     loom_tokenizer_stream_free(stream);
     loom_sampler_free(smp);
     loom_session_free(s);

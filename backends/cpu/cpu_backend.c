@@ -129,6 +129,13 @@ static int cpu_buf_read(loom_backend *be, loom_buffer *b, size_t off, void *dst,
     return 0;
 }
 
+static int cpu_buf_copy(loom_backend *be, loom_buffer *dst, size_t doff, loom_buffer *src, size_t soff, size_t n) {
+    (void)be;
+    if (buf_range(dst, doff, n, "copy to") < 0 || buf_range(src, soff, n, "copy from") < 0) return -1;
+    if (n) memmove((char *)dst->data + doff, (const char *)src->data + soff, n);
+    return 0;
+}
+
 static int cpu_buf_zero(loom_backend *be, loom_buffer *b, size_t off, size_t n) {
     (void)be;
     if (buf_range(b, off, n, "zero") < 0) return -1;
@@ -253,7 +260,9 @@ static bool cpu_supports(loom_backend *be, const loom_graph *g, int i) {
         if (ncols(a) != (int64_t)H * hd || nelem(n) != nelem(a)) return false;
         if (ncols(b) != (int64_t)Hkv * hd || ncols(c) != (int64_t)Hkv * hd) return false;
         if (nrows(b) != nrows(c) || nelem(d) != nrows(a)) return false;
-        return true;
+        if (n->n_src <= 4) return true;
+        const loom_node *sq = src_of(g, n, 4), *tb = src_of(g, n, 5);
+        return i32n(sq) && i32n(tb) && tb->ndim == 2 && nelem(sq) == nrows(a) && n->ip[3] > 0;
     }
     case LOOM_OP_PERMUTE: {
         if (!a || n->type != a->type || n->ndim != a->ndim) return false;
@@ -493,6 +502,7 @@ static int rope_angles(cpu_backend *c, const int32_t *pos, int64_t S, int rot, d
 }
 
 /* ---- attention ------------------------------------------------------------------------------ */
+#define AG_MAXQ_PAGED 64
 typedef struct attn_task {
     cpu_backend *c;
     float *out;
@@ -515,6 +525,73 @@ static void attn_run(void *arg, int64_t i0, int64_t i1, int ith) {
                      t->kc + (int64_t)hk * t->hd, t->vc + (int64_t)hk * t->hd, Dkv,
                      (int64_t)t->pos[s] + 1, t->hd, t->scale, scratch);
     }
+}
+
+/* Paged: items are (query row, kv head). The row's keys are scattered over cache blocks, so they
+ * are gathered into per-thread scratch first and the contiguous kernels run on the copy: the
+ * gather reads what attention reads anyway, and every kernel flavour works unchanged. */
+typedef struct attn_paged_task {
+    cpu_backend *c;
+    float *out;
+    const float *q, *kc, *vc;
+    const int32_t *pos, *seq, *table;
+    int64_t max_blocks, C;
+    int H, Hkv, hd, bs;
+    float scale;
+} attn_paged_task;
+
+static void attn_paged_run(void *arg, int64_t i0, int64_t i1, int ith) {
+    const attn_paged_task *t = arg;
+    int64_t Dq = (int64_t)t->H * t->hd, Dkv = (int64_t)t->Hkv * t->hd;
+    int group = t->H / t->Hkv;
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t s = it / t->Hkv, nk = (int64_t)t->pos[s] + 1;
+        int hk = (int)(it % t->Hkv);
+        const int32_t *row = t->table + (int64_t)t->seq[s] * t->max_blocks;
+        float *kb = t->c->scratch[ith], *vb = kb + nk * t->hd, *work = vb + nk * t->hd;
+        work = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63); /* kernels want 64-byte alignment */
+        for (int64_t j = 0; j < nk; j++) {
+            int64_t r = (int64_t)row[j / t->bs] * t->bs + j % t->bs;
+            memcpy(kb + j * t->hd, t->kc + r * Dkv + (int64_t)hk * t->hd, (size_t)t->hd * sizeof(float));
+            memcpy(vb + j * t->hd, t->vc + r * Dkv + (int64_t)hk * t->hd, (size_t)t->hd * sizeof(float));
+        }
+        if (t->c->k.attn_group && t->c->k.attn_group_ok(t->hd)) {
+            float *outp[AG_MAXQ_PAGED];
+            const float *qp[AG_MAXQ_PAGED];
+            int64_t nks[AG_MAXQ_PAGED];
+            for (int h0 = hk * group; h0 < (hk + 1) * group; h0 += AG_MAXQ_PAGED) {
+                int nq = 0;
+                for (int h = h0; h < (hk + 1) * group && nq < AG_MAXQ_PAGED; h++, nq++) {
+                    outp[nq] = t->out + s * Dq + (int64_t)h * t->hd;
+                    qp[nq] = t->q + s * Dq + (int64_t)h * t->hd;
+                    nks[nq] = nk;
+                }
+                t->c->k.attn_group(outp, qp, nks, nq, kb, vb, t->hd, t->hd, t->scale, work);
+            }
+        } else {
+            for (int h = hk * group; h < (hk + 1) * group; h++)
+                t->c->k.attn(t->out + s * Dq + (int64_t)h * t->hd, t->q + s * Dq + (int64_t)h * t->hd, kb, vb,
+                             t->hd, nk, t->hd, t->scale, work);
+        }
+    }
+}
+
+/* Check a paged attention node's table against the cache before any thread reads through it. */
+static int paged_check(const attn_paged_task *t, int64_t S, int64_t B) {
+    for (int64_t s = 0; s < S; s++) {
+        if (t->seq[s] < 0 || t->seq[s] >= B)
+            return loom_err("cpu: attention: sequence %d at row %lld is outside the block table [0, %lld)", t->seq[s],
+                            (long long)s, (long long)B);
+        if (t->pos[s] < 0 || (int64_t)t->pos[s] >= t->max_blocks * t->bs)
+            return loom_err("cpu: attention: position %d at row %lld is beyond the block table (%lld blocks of %d)",
+                            t->pos[s], (long long)s, (long long)t->max_blocks, t->bs);
+        const int32_t *row = t->table + (int64_t)t->seq[s] * t->max_blocks;
+        for (int64_t b = 0; b <= t->pos[s] / t->bs; b++)
+            if (row[b] < 0 || ((int64_t)row[b] + 1) * t->bs > t->C)
+                return loom_err("cpu: attention: block %d (entry %lld of sequence %d) is outside the %lld-row cache",
+                                row[b], (long long)b, t->seq[s], (long long)t->C);
+    }
+    return 0;
 }
 
 /* Grouped: items are (kv head, block of query rows); the queries of an item are its rows x the
@@ -688,6 +765,25 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
         attn_task t = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2], .pos = src[3],
                        .H = n->ip[0], .Hkv = n->ip[1], .hd = n->ip[2], .scale = n->fp[0]};
         int64_t S = nrows(sn[0]), C = nrows(sn[1]);
+        if (n->n_src > 4) {
+            attn_paged_task pt = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2], .pos = src[3],
+                                  .seq = src[4], .table = src[5], .max_blocks = sn[5]->ne[1], .C = C,
+                                  .H = t.H, .Hkv = t.Hkv, .hd = t.hd, .bs = n->ip[3], .scale = t.scale};
+            if (paged_check(&pt, S, sn[5]->ne[0]) < 0) return -1;
+            int64_t max_nk = 1;
+            double pwork = 0;
+            for (int64_t s = 0; s < S; s++) {
+                if (pt.pos[s] + 1 > max_nk) max_nk = pt.pos[s] + 1;
+                pwork += 4.0 * (pt.pos[s] + 1.0) * t.H * t.hd;
+            }
+            int group = t.H / t.Hkv, nq = group < AG_MAXQ_PAGED ? group : AG_MAXQ_PAGED;
+            size_t kern = CPU_ATTN_BLOCK + (size_t)t.hd;
+            if (k->attn_group && k->attn_group_ok(t.hd) && k->attn_group_scratch(nq, t.hd) > kern)
+                kern = k->attn_group_scratch(nq, t.hd);
+            if (scratch_reserve(c, 2 * (size_t)max_nk * (size_t)t.hd + 16 + kern) < 0) return -1;
+            cpu_pool_for(c->pool, worth_threads(c, pwork), S * t.Hkv, 1, attn_paged_run, &pt);
+            return 0;
+        }
         double work = 0;
         for (int64_t s = 0; s < S; s++) {
             if (t.pos[s] < 0 || t.pos[s] >= C)
@@ -767,6 +863,7 @@ static const loom_backend_ops cpu_ops = {
     .buf_write = cpu_buf_write,
     .buf_read = cpu_buf_read,
     .buf_zero = cpu_buf_zero,
+    .buf_copy = cpu_buf_copy,
     .buf_from_host = cpu_buf_from_host,
     .supports = cpu_supports,
     .compute_node = cpu_compute_node_checked,

@@ -24,6 +24,9 @@ static int vb_read(loom_backend *be, loom_buffer *b, size_t off, void *dst, size
     return vk_buf_read(D(be), b, off, dst, n);
 }
 static int vb_zero(loom_backend *be, loom_buffer *b, size_t off, size_t n) { return vk_buf_zero(D(be), b, off, n); }
+static int vb_copy(loom_backend *be, loom_buffer *dst, size_t doff, loom_buffer *src, size_t soff, size_t n) {
+    return vk_buf_copy(D(be), dst, doff, src, soff, n);
+}
 
 static loom_buffer *vb_from_host(loom_backend *be, const void *host, size_t n) {
     loom_buffer *b = vk_buf_alloc(D(be), n, true);
@@ -62,6 +65,7 @@ static const loom_backend_ops vk_ops = {
     .buf_write = vb_write,
     .buf_read = vb_read,
     .buf_zero = vb_zero,
+    .buf_copy = vb_copy,
     .buf_from_host = vb_from_host,
     .supports = vb_supports,
     .plan_prepare = vb_prepare,
@@ -156,6 +160,9 @@ bool vk_supports(vk_dev *d, const loom_graph *g, int i) {
     case LOOM_OP_ATTENTION: {
         int H = n->ip[0], Hkv = n->ip[1], hd = n->ip[2];
         if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd > 256) return false;
+        if (n->n_src > 4 && (!is_i32(g, n->src[4]) || !is_i32(g, n->src[5]) || n->ip[3] <= 0 ||
+                             g->nodes[n->src[5]].ndim != 2))
+            return false;
         return is_f32(g, n->src[0]) && is_f32(g, n->src[1]) && is_f32(g, n->src[2]) && is_i32(g, n->src[3]);
     }
     case LOOM_OP_PERMUTE: {

@@ -515,6 +515,27 @@ int vk_buf_zero(vk_dev *d, loom_buffer *b, size_t off, size_t n) {
     return 0;
 }
 
+/* A device-side copy, recorded into the pending buffer like vk_buf_zero: it goes out before the
+ * next plan run. Ranges that cross buffer pieces bounce through the host. */
+int vk_buf_copy(vk_dev *d, loom_buffer *dst, size_t doff, loom_buffer *src, size_t soff, size_t n) {
+    if (check_range(dst, doff, n, "copy to") < 0 || check_range(src, soff, n, "copy from") < 0) return -1;
+    if (!n) return 0;
+    int gd = vk_buf_seg(dst, doff, n), gs = vk_buf_seg(src, soff, n);
+    if (gd < 0 || gs < 0) {
+        void *tmp = malloc(n);
+        if (!tmp) return loom_err("vulkan: out of memory for a %zu-byte copy", n);
+        int rc = vk_buf_read(d, src, soff, tmp, n);
+        if (rc == 0) rc = vk_buf_write(d, dst, doff, tmp, n);
+        free(tmp);
+        return rc;
+    }
+    VkCommandBuffer c = pending(d);
+    if (!c) return -1;
+    VkBufferCopy rg = {.srcOffset = soff - src->seg[gs].start, .dstOffset = doff - dst->seg[gd].start, .size = n};
+    vkCmdCopyBuffer(c, src->seg[gs].buf, dst->seg[gd].buf, 1, &rg);
+    return 0;
+}
+
 /* ---- device --------------------------------------------------------------------------------- */
 
 bool vk_coopmat_query(VkInstance inst, VkPhysicalDevice p, char *desc, size_t n) {

@@ -141,6 +141,7 @@ void vk_buf_free(vk_dev *d, loom_buffer *b);
 int vk_buf_write(vk_dev *d, loom_buffer *b, size_t off, const void *src, size_t n);
 int vk_buf_read(vk_dev *d, loom_buffer *b, size_t off, void *dst, size_t n);
 int vk_buf_zero(vk_dev *d, loom_buffer *b, size_t off, size_t n);
+int vk_buf_copy(vk_dev *d, loom_buffer *dst, size_t doff, loom_buffer *src, size_t soff, size_t n);
 /* The piece holding [off, off+n): returns its index, -1 when the range crosses pieces. */
 int vk_buf_seg(const loom_buffer *b, size_t off, size_t n);
 /* Command buffers: begin a one-shot buffer (after the previous submission finished). */

@@ -550,13 +550,34 @@ static uint32_t attn_splits(uint64_t groups, uint64_t C) {
     return s < 1 ? 1 : (uint32_t)s;
 }
 
+/* Paged attention: binding 4 spans the pos, seq and table inputs (all i32, in one buffer: the
+ * arena), whose element offsets within it go to u[8..10]; u[7] = block size, u[11] = table width. */
+static int paged_args(const loom_exec_ctx *x, const loom_node *n, vk_arg *span, vk_pc *pc) {
+    vk_arg p[3];
+    for (int k = 0; k < 3; k++)
+        if (arg_of(x, n->src[k ? 3 + k : 3], false, &p[k]) < 0) return -1;
+    size_t lo = p[0].off, hi = p[0].off + p[0].len;
+    for (int k = 1; k < 3; k++) {
+        if (p[k].b != p[0].b) return loom_err("vulkan: paged attention inputs must share one buffer");
+        lo = p[k].off < lo ? p[k].off : lo;
+        hi = p[k].off + p[k].len > hi ? p[k].off + p[k].len : hi;
+    }
+    *span = (vk_arg){.b = p[0].b, .off = lo, .len = hi - lo, .esize = 4, .write = false};
+    pc->u[7] = (uint32_t)n->ip[3];
+    for (int k = 0; k < 3; k++) pc->u[8 + k] = (uint32_t)((p[k].off - lo) / 4);
+    pc->u[11] = (uint32_t)N(x, n->src[5])->ne[1];
+    return 0;
+}
+
 static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_dev *d = r->d;
     const loom_node *n = N(x, i), *kc = N(x, n->src[1]);
     vk_arg a[VK_NBIND] = {0};
+    vk_pc pg = {0};
+    bool paged = n->n_src > 4;
     if (arg_of(x, i, true, &a[0]) < 0 || arg_of(x, n->src[0], false, &a[1]) < 0 ||
         arg_of(x, n->src[1], false, &a[2]) < 0 || arg_of(x, n->src[2], false, &a[3]) < 0 ||
-        arg_of(x, n->src[3], false, &a[4]) < 0)
+        (paged ? paged_args(x, n, &a[4], &pg) : arg_of(x, n->src[3], false, &a[4])) < 0)
         return -1;
     uint32_t H = (uint32_t)n->ip[0], Hkv = (uint32_t)n->ip[1], hd = (uint32_t)n->ip[2];
     uint64_t S = (uint64_t)loom_node_nelem(n) / ((uint64_t)H * hd), C = (uint64_t)kc->ne[0];
@@ -567,6 +588,7 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint32_t spec[4] = {128, gw, hd, 0};
     loom_spv_id sh = d->subgroup_arith && d->subgroup_size >= 4 ? LOOM_SPV_ATTENTION : LOOM_SPV_ATTENTION_NOSG;
     vk_pc pc = {.u = {(uint32_t)S, H, Hkv, hd, (uint32_t)C, ns}, .f = {n->fp[0]}};
+    for (int k = 7; k < 12; k++) pc.u[k] = pg.u[k];
     pc.u[6] = hd % 4 == 0 && elem_off(d, &a[2]) % 4 == 0 && elem_off(d, &a[3]) % 4 == 0; /* vec4 K/V loads */
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
     if (ns == 1) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);

@@ -13,7 +13,7 @@
  *    by at most 2^-9 of itself).
  *  - transcendental ops (SILU, SWIGLU, SOFTMAX, RMSNORM): 4e-6 relative + a tiny absolute floor.
  *  - ROPE: 2e-6 * |x| of the head (cos/sin are rounded to float).
- *  - ATTENTION: 2e-5 * max|v|.
+ *  - ATTENTION: 2e-5 * max|v|; the paged form (block table) too.
  */
 #include "check.h"
 #include "test_cpu_graph.h"
@@ -550,6 +550,83 @@ static void test_attention(void) {
     test_attention_case(8, 2, 64, 70, pos, 200);
 }
 
+/* Paged attention: B sequences of different lengths whose keys are scattered over a pool of
+ * blocks in a shuffled order (blocks shared by two sequences, as after a fork, included); unused
+ * pool rows hold NaN. The reference attends over each sequence's logical keys. */
+static void test_attention_paged_case(int H, int Hkv, int hd, int bs) {
+    enum { B = 3, NB = 12, MB = 4 };
+    int64_t Dq = (int64_t)H * hd, Dkv = (int64_t)Hkv * hd, C = (int64_t)NB * bs;
+    /* sequence b holds len[b] keys in blocks table[b][..]; sequence 2 shares sequence 0's first block */
+    int32_t table[B][MB] = {{7, 2, 9, -1}, {0, 11, 3, 5}, {7, 4, -1, -1}};
+    int len[B] = {2 * bs + (bs + 1) / 2, 4 * bs, bs + 1};
+    int32_t seqs[] = {0, 1, 1, 2, 0, 1}, pos[6];
+    int S = 6;
+    pos[0] = len[0] - 1, pos[1] = 0, pos[2] = len[1] - 1, pos[3] = len[2] - 1, pos[4] = bs, pos[5] = bs + 2;
+    float *q = malloc(S * Dq * 4), *pool = malloc(C * Dkv * 4), *vpool = malloc(C * Dkv * 4);
+    double *ref = malloc(S * Dq * 8), *tol = malloc(S * Dq * 8), *sc = malloc(MB * bs * 8);
+    uint32_t qnan = 0x7fc00000u;
+    for (int64_t i = 0; i < C * Dkv; i++) memcpy(&pool[i], &qnan, 4), memcpy(&vpool[i], &qnan, 4);
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < len[b]; j++) {
+            int64_t r = (int64_t)table[b][j / bs] * bs + j % bs;
+            if (b == 2 && j < bs) continue; /* shared with sequence 0: same rows */
+            for (int64_t d = 0; d < Dkv; d++) pool[r * Dkv + d] = tg_randf(), vpool[r * Dkv + d] = 2.0f * tg_randf();
+        }
+    tg_fill(q, (size_t)(S * Dq), 3.0f);
+    float scale = 1.0f / sqrtf((float)hd);
+    double vmax = 0;
+    for (int64_t i = 0; i < C * Dkv; i++)
+        if (vpool[i] == vpool[i]) vmax = fmax(vmax, fabs(vpool[i]));
+    for (int s = 0; s < S; s++)
+        for (int h = 0; h < H; h++) {
+            int hk = h / (H / Hkv);
+            const int32_t *row = table[seqs[s]];
+            double mx = -INFINITY, l = 0;
+            for (int j = 0; j <= pos[s]; j++) {
+                int64_t r = (int64_t)row[j / bs] * bs + j % bs;
+                double d = 0;
+                for (int e = 0; e < hd; e++) d += (double)q[s * Dq + h * hd + e] * pool[r * Dkv + hk * hd + e];
+                sc[j] = d * scale;
+                mx = fmax(mx, sc[j]);
+            }
+            for (int j = 0; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
+            for (int e = 0; e < hd; e++) {
+                double o = 0;
+                for (int j = 0; j <= pos[s]; j++)
+                    o += sc[j] * vpool[((int64_t)row[j / bs] * bs + j % bs) * Dkv + hk * hd + e];
+                ref[s * Dq + h * hd + e] = o / l;
+                tol[s * Dq + h * hd + e] = 2e-5 * vmax;
+            }
+        }
+    tg t;
+    tg_init(&t);
+    int tq = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, Dq}, q);
+    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    int tsq = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, seqs);
+    int ttb = tg_input(&t, LOOM_I32, 2, (int64_t[]){B, MB}, table);
+    int ks = tg_state(&t, C, Dkv, pool), vs = tg_state(&t, C, Dkv, vpool);
+    int att = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, Dq}, 6, tq, ks, vs, tp, tsq, ttb);
+    t.nodes[att].ip[0] = H, t.nodes[att].ip[1] = Hkv, t.nodes[att].ip[2] = hd, t.nodes[att].ip[3] = bs;
+    t.nodes[att].fp[0] = scale;
+    char what[128];
+    snprintf(what, sizeof what, "paged attention H=%d Hkv=%d hd=%d bs=%d", H, Hkv, hd, bs);
+    run_all(&t, att, ref, tol, (size_t)(S * Dq), what);
+    /* a table entry pointing past the pool, and a sequence id past the table, are refused */
+    table[0][1] = NB;
+    run_fails(&t, "outside the", "paged attention with a block past the pool");
+    table[0][1] = 2;
+    seqs[5] = B;
+    run_fails(&t, "outside the block table", "paged attention with an unknown sequence");
+    free(q), free(pool), free(vpool), free(ref), free(tol), free(sc);
+}
+
+static void test_attention_paged(void) {
+    test_attention_paged_case(4, 4, 64, 16);
+    test_attention_paged_case(8, 2, 40, 5);
+    test_attention_paged_case(14, 2, 64, 16);
+    test_attention_paged_case(4, 1, 64, 1);
+}
+
 static void test_kv_errors(void) {
     enum { C = 10, W = 12, S = 3 };
     float cache[C * W], rows[S * W], q[S * W];
@@ -673,6 +750,7 @@ int main(void) {
     test_rows();
     test_rope();
     test_attention();
+    test_attention_paged();
     test_kv_errors();
     test_permute();
     test_supports();

@@ -386,6 +386,70 @@ static void test_attention(void) {
     attn_case(1, 200, 4, 1, 256, p150, 150); /* the largest head_dim */
 }
 
+/* Paged attention (several sequences, graph.h): rows stored to slots through the block tables,
+ * then attention through them, against the CPU's scalar kernels. nb blocks of bs rows, shuffled;
+ * sequence b holds len[b] keys before this step and takes the step's rows at its next positions. */
+static void paged_case(int B, const int *len, const int *new_rows, int nb, int bs, int H, int Hkv, int hd) {
+    int W = Hkv * hd, M = nb, S = 0;
+    int64_t C = (int64_t)nb * bs;
+    for (int b = 0; b < B; b++) S += new_rows[b];
+    int32_t *table = malloc((size_t)B * M * 4), *pos = malloc((size_t)S * 4), *slot = malloc((size_t)S * 4),
+            *seq = malloc((size_t)S * 4), *perm = malloc((size_t)nb * 4);
+    for (int i = 0; i < nb; i++) perm[i] = i;
+    for (int i = nb - 1; i > 0; i--) { /* a fixed shuffle of the pool */
+        int j = (i * 7 + 3) % (i + 1), tmp = perm[i];
+        perm[i] = perm[j], perm[j] = tmp;
+    }
+    int used = 0, s = 0;
+    for (int b = 0; b < B; b++) {
+        int need = (len[b] + new_rows[b] + bs - 1) / bs;
+        for (int k = 0; k < M; k++) table[b * M + k] = k < need ? perm[used + k] : 0;
+        used += need;
+        for (int r = 0; r < new_rows[b]; r++, s++) {
+            int j = len[b] + r;
+            pos[s] = j, seq[s] = b, slot[s] = table[b * M + j / bs] * bs + j % bs;
+        }
+    }
+    CHECK(used <= nb, "paged_case: %d blocks needed, %d in the pool", used, nb);
+    float *q = malloc((size_t)S * H * hd * 4), *kr = malloc((size_t)S * W * 4), *vr = malloc((size_t)S * W * 4);
+    float *kc = malloc((size_t)C * W * 4), *vc = malloc((size_t)C * W * 4);
+    tg_fill(q, (size_t)S * H * hd, 1.0f);
+    tg_fill(kr, (size_t)S * W, 1.0f);
+    tg_fill(vr, (size_t)S * W, 1.0f);
+    tg_fill(kc, (size_t)C * W, 1.0f);
+    tg_fill(vc, (size_t)C * W, 1.0f);
+    tg t;
+    tg_init(&t);
+    int tq = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, H * hd}, q);
+    int tk = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, kr);
+    int tv = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, vr);
+    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    int tsl = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, slot);
+    int tsq = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, seq);
+    int ttb = tg_input(&t, LOOM_I32, 2, (int64_t[]){B, M}, table);
+    int sk = tg_state(&t, C, W, kc), sv = tg_state(&t, C, W, vc);
+    int k2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sk, tk, tsl);
+    tg_inplace(&t, k2);
+    int v2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sv, tv, tsl);
+    tg_inplace(&t, v2);
+    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 6, tq, k2, v2, tp, tsq, ttb);
+    t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd, t.nodes[o].ip[3] = bs;
+    t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd);
+    char what[128];
+    snprintf(what, sizeof what, "paged attention B=%d S=%d pool=%dx%d H=%d Hkv=%d hd=%d", B, S, nb, bs, H, Hkv, hd);
+    run_cmp(&t, o, what, 2e-5, 1e-5);
+    free(q), free(kr), free(vr), free(kc), free(vc), free(table), free(pos), free(slot), free(seq), free(perm);
+}
+
+static void test_attention_paged(void) {
+    int l3[3] = {5, 0, 37}, n3[3] = {1, 9, 1};
+    paged_case(3, l3, n3, 12, 16, 4, 2, 64);        /* a prefill packed with two decode rows */
+    int l4[4] = {700, 3, 260, 31}, n4[4] = {1, 1, 1, 1};
+    paged_case(4, l4, n4, 70, 16, 14, 2, 64);       /* qwen2-0.5b-like decode of 4: key splits */
+    int l1[1] = {20}, n1[1] = {5};
+    paged_case(1, l1, n1, 10, 5, 3, 3, 18);         /* odd block size, head_dim not a multiple of 4 */
+}
+
 /* ---- PERMUTE ---------------------------------------------------------------------------------- */
 static void test_permute(void) {
     float *x = malloc(3 * 5 * 7 * 2 * 4);
@@ -651,6 +715,7 @@ int main(void) {
     TIMED(test_eltwise());
     TIMED(test_rope());
     TIMED(test_attention());
+    TIMED(test_attention_paged());
     TIMED(test_permute());
     TIMED(test_replay());
 

@@ -1,0 +1,26 @@
+# Several sequences at once (issue 7, docs/batching.md): the CLI side. The numerics are in
+# test_batch (batch vs alone, fork, pool) and test_beam (transformers' beam search), core.cmake.
+
+# Three prompts decoded together print, labelled, what each prints alone (greedy); --file equals
+# -p repeated; --parallel 3 at temperature 0 gives three copies of the greedy continuation.
+set(_m ${CMAKE_SOURCE_DIR}/weights/stories260K.gguf)
+foreach(c multi file parallel)
+  add_test(NAME run_batch_${c} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/batch_cli.sh ${c} ${LOOM_BIN} ${_m})
+  set_tests_properties(run_batch_${c} PROPERTIES PASS_REGULAR_EXPRESSION "^ok")
+endforeach()
+
+# --beams on the HF stories260K matches transformers' best beam (beam_reference.safetensors,
+# b4_r4_lp1_es0: the top score is -0.110949).
+add_test(NAME run_beams COMMAND ${LOOM_BIN} run -m ${LOOM_FIXTURES}/stories260K-hf --tokens 1,403,407,261,378
+         -n 12 --beams 4 --ids -t 2 --device cpu)
+set_tests_properties(run_beams PROPERTIES PASS_REGULAR_EXPRESSION "\\[1\\] score=-0\\.1109[45]")
+
+# bench -b: aggregate records with n_seq in the JSON.
+add_test(NAME bench_batch_json COMMAND ${LOOM_BIN} bench -m ${_m} -p 8 -n 8 -b 1,3 -r 1 -t 2 --device cpu --json)
+set_tests_properties(bench_batch_json PROPERTIES PASS_REGULAR_EXPRESSION "\"n_gen\": 8.*\"n_seq\": 3")
+
+set(EXPECT_ERROR ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh)
+add_test(NAME err_run_beams_ctx_full COMMAND ${EXPECT_ERROR} "KV cache full"
+         ${LOOM_BIN} run -m ${_m} -p "Once upon a time" -n 40 --beams 4 --ctx 32 --device cpu -t 2)
+add_test(NAME err_run_parallel_ctx_shift COMMAND ${EXPECT_ERROR} "one sequence only"
+         ${LOOM_BIN} run -m ${_m} -p "Hi" --parallel 2 --ctx-shift)
