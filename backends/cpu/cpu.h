@@ -34,6 +34,8 @@ void cpu_pool_for(cpu_pool *p, bool parallel, int64_t n, int64_t grain, cpu_rang
 #define CPU_ATTN_BLOCK 64
 /* The backend never hands gemm more than this many output columns at once. */
 #define CPU_GEMM_MAX_COLS 256
+/* Up to this many rows of x a matmul goes through gemv_rows (when the kernels have one). */
+#define CPU_GEMV_MAX_ROWS 16
 
 typedef struct cpu_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
@@ -41,6 +43,10 @@ typedef struct cpu_kernels {
     /* Decode matrix-vector: y[n] = x . W[n] (+ bias[n]) for n in [n0, n1); W is [N, K] of type wt. */
     void (*gemv)(float *y, const float *x, const void *w, loom_dtype wt, int64_t K, int64_t n0,
                  int64_t n1, const float *bias);
+    /* Optional (NULL: gemm): a few rows, 2 <= M <= CPU_GEMV_MAX_ROWS (several sequences decoding):
+     * y[m * ldy + n] = x[m] . W[n] (+ bias[n]) for n in [n0, n1); x row stride K. */
+    void (*gemv_rows)(float *y, int64_t ldy, const float *x, int M, const void *w, loom_dtype wt,
+                      int64_t K, int64_t n0, int64_t n1, const float *bias);
     /* Prefill: y[m, n] = x[m] . W[n] (+ bias[n]) for all m < M and n in [n0, n1) (at most
      * CPU_GEMM_MAX_COLS); y has row stride ldy, x row stride K. scratch: gemm_scratch(M, K) floats,
      * 64-byte aligned, private to the calling thread. */

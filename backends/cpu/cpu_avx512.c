@@ -321,6 +321,64 @@ static void v_gemv(float *y, const float *x, const void *w, loom_dtype wt, int64
     }
 }
 
+/* ---- gemv of a few rows ---------------------------------------------------------------------- */
+/* Decode of several sequences at once (2 <= M <= CPU_GEMV_MAX_ROWS): like gemv, memory-bound, so
+ * each weight row is read once for all M rows of x (which stay in L1/L2). The tiled gemm would
+ * convert and pack every weight into an f32 panel for only M rows: at M = 16 that cost as much as
+ * the products. M is a compile-time constant in each instance so the accumulators stay in
+ * registers. */
+AI void gemv_rows_t(int t, int M, float *y, int64_t ldy, const float *x, const void *w, int64_t K,
+                    int64_t n0, int64_t n1, const float *bias) {
+    const int64_t es = t == LOOM_F32 ? 4 : 2;
+    const char *wb = w;
+    for (int64_t n = n0; n < n1; n++) {
+        const void *r = wb + n * K * es;
+        const char *pf = wb + (n + 2) * K * es; /* two rows ahead, as gemv's streams */
+        __m512 acc[CPU_GEMV_MAX_ROWS];
+#pragma GCC unroll 16
+        for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K; k += 16) {
+            if ((k & 31) == 0 && n + 2 < n1) _mm_prefetch(pf + k * es, _MM_HINT_T0);
+            __mmask16 mk = K - k >= 16 ? 0xffff : tail_mask(K - k);
+            __m512 wv = ldw_m(r, t, k, mk);
+#pragma GCC unroll 16
+            for (int m = 0; m < M; m++) acc[m] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mk, x + m * K + k), acc[m]);
+        }
+        float b = bias ? bias[n] : 0.0f;
+#pragma GCC unroll 16
+        for (int m = 0; m < M; m++) y[m * ldy + n] = _mm512_reduce_add_ps(acc[m]) + b;
+    }
+}
+
+#define GEMV_ROWS_T(T)                                                                             \
+    static void gemv_rows_##T(int M, float *y, int64_t ldy, const float *x, const void *w,         \
+                              int64_t K, int64_t n0, int64_t n1, const float *bias) {              \
+        switch (M) {                                                                               \
+        case 2: gemv_rows_t(LOOM_##T, 2, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 3: gemv_rows_t(LOOM_##T, 3, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 4: gemv_rows_t(LOOM_##T, 4, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 5: gemv_rows_t(LOOM_##T, 5, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 6: gemv_rows_t(LOOM_##T, 6, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 7: gemv_rows_t(LOOM_##T, 7, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 8: gemv_rows_t(LOOM_##T, 8, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        default: /* 9..16: two passes over the weights beat spilling 16 accumulators */            \
+            gemv_rows_##T(8, y, ldy, x, w, K, n0, n1, bias);                                       \
+            gemv_rows_##T(M - 8, y + 8 * ldy, ldy, x + 8 * K, w, K, n0, n1, bias);                 \
+        }                                                                                          \
+    }
+GEMV_ROWS_T(F32)
+GEMV_ROWS_T(F16)
+GEMV_ROWS_T(BF16)
+
+static void v_gemv_rows(float *y, int64_t ldy, const float *x, int M, const void *w, loom_dtype wt,
+                        int64_t K, int64_t n0, int64_t n1, const float *bias) {
+    switch (wt) {
+    case LOOM_F32: gemv_rows_F32(M, y, ldy, x, w, K, n0, n1, bias); break;
+    case LOOM_F16: gemv_rows_F16(M, y, ldy, x, w, K, n0, n1, bias); break;
+    default: gemv_rows_BF16(M, y, ldy, x, w, K, n0, n1, bias); break;
+    }
+}
+
 /* ---- gemm ----------------------------------------------------------------------------------- */
 #define G_NR 32  /* panel width: two zmm of output columns */
 #ifndef G_MR
@@ -759,6 +817,7 @@ static void v_gemm_dp(float *y, int64_t ldy, const float *x, const void *w, loom
 void cpu_kernels_avx512(cpu_kernels *k, bool bf16) {
     k->name = bf16 ? "avx512bf16" : "avx512";
     k->gemv = v_gemv;
+    k->gemv_rows = bf16 ? NULL : v_gemv_rows; /* the bf16 flavour's point is vdpbf16ps: keep its gemm */
     k->gemm = bf16 ? v_gemm_dp : v_gemm;
     k->gemm_scratch = v_gemm_scratch;
     k->to_f32 = v_to_f32;

@@ -374,6 +374,7 @@ typedef struct mm_task {
     const void *w;
     loom_dtype wt;
     int64_t M, K, N, chunk; /* items are chunks of `chunk` output columns */
+    bool rows;              /* 1 < M <= CPU_GEMV_MAX_ROWS through gemv_rows */
 } mm_task;
 
 static void mm_run(void *arg, int64_t c0, int64_t c1, int ith) {
@@ -383,6 +384,8 @@ static void mm_run(void *arg, int64_t c0, int64_t c1, int ith) {
         int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N;
         if (t->M == 1)
             k->gemv(t->y, t->x, t->w, t->wt, t->K, n0, n1, t->bias);
+        else if (t->rows)
+            k->gemv_rows(t->y, t->N, t->x, (int)t->M, t->w, t->wt, t->K, n0, n1, t->bias);
         else
             k->gemm(t->y, t->N, t->x, t->w, t->wt, t->M, t->K, n0, n1, t->bias, t->c->scratch[ith]);
     }
@@ -413,7 +416,8 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
                                 c->qdot, y, x, w, wt, bias, M, K, N);
     mm_task t = {.c = c, .y = y, .x = x, .bias = bias, .w = w, .wt = wt, .M = M, .K = K, .N = N};
     bool par = worth_threads(c, 2.0 * (double)M * (double)N * (double)K);
-    if (M == 1) {
+    t.rows = M > 1 && M <= CPU_GEMV_MAX_ROWS && c->k.gemv_rows;
+    if (M == 1 || t.rows) {
         /* rows a multiple of 16, about 4 chunks per thread but at most ~512 KB of weights each,
          * so a thread that finishes early never waits long for the last chunk (LM head: 272 MB) */
         int64_t cap = ((int64_t)1 << 19) / (K * (wt == LOOM_F32 ? 4 : 2) + 1);
@@ -897,7 +901,7 @@ loom_backend *loom_cpu_backend_new_isa(const loom_backend_opts *o, const char *i
         else
             isa = cpu_has_avx512() ? "avx512" : cpu_has_avx2() ? "avx2" : "scalar";
     }
-    cpu_kernels kern;
+    cpu_kernels kern = {0}; /* optional entries (attn_group, gemv_rows) stay NULL unless a flavour sets them */
     cpu_kernels_scalar(&kern);
     if (!strcmp(isa, "avx512")) {
         if (!cpu_has_avx512()) return loom_err_null("cpu: this CPU has no AVX-512 (F/BW/DQ/VL)");

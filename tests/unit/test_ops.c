@@ -173,7 +173,7 @@ static void test_matmul_case(loom_dtype wt, int64_t M, int64_t N, int64_t K, boo
 
 static void test_matmul(void) {
     static const int64_t shapes[][2] = {{37, 45}, {130, 100}, {16, 32}, {300, 600}, {33, 896}};
-    static const int64_t Ms[] = {1, 3, 17, 64};
+    static const int64_t Ms[] = {1, 3, 12, 17, 64}; /* 3 and 12: gemv_rows (one and two passes) */
     for (int wi = 0; wi < 3; wi++)
         for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
             for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
