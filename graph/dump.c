@@ -15,23 +15,12 @@ static const char *storage_name(loom_storage s) {
     }
 }
 
-static void shape_str(const loom_node *n, char *buf, size_t len) {
+void loom_shape_str(const loom_node *n, char *buf, size_t len) {
     size_t o = 0;
     o += (size_t)snprintf(buf + o, len - o, "[");
     for (int d = 0; d < n->ndim && o < len; d++)
         o += (size_t)snprintf(buf + o, len - o, d ? ",%lld" : "%lld", (long long)n->ne[d]);
     if (o < len) snprintf(buf + o, len - o, "]");
-}
-
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
 }
 
 /* ---- layers --------------------------------------------------------------------------------- */
@@ -134,7 +123,7 @@ static void dump_text(const loom_graph *g, FILE *f, const char *title, const dum
         const loom_node *n = &g->nodes[i];
         if (!shown(v, i)) continue;
         char shape[96];
-        shape_str(n, shape, sizeof shape);
+        loom_shape_str(n, shape, sizeof shape);
         fprintf(f, "%4d %-10s %-28s %-5s %-16s", i, loom_op_name(n->op), n->name, loom_dtype_name(n->type), shape);
         fprintf(f, " src(");
         for (int s = 0; s < n->n_src; s++) fprintf(f, s ? ",%d" : "%d", n->src[s]);
@@ -159,7 +148,7 @@ static void dump_json(const loom_graph *g, FILE *f, const char *title, const dum
     size_t arena, naive, wbytes;
     summary(g, &live, &groups, &arena, &naive, &wbytes);
     fprintf(f, "{\"schema\":\"loom-graph/1\",\"title\":");
-    json_str(f, title ? title : "graph");
+    loom_json_str(f, title ? title : "graph");
     fprintf(f, ",\"summary\":{\"nodes\":%d,\"live\":%d,\"fused_groups\":%d,\"arena_bytes\":%zu,"
                "\"naive_bytes\":%zu,\"weight_bytes\":%zu},",
             g->n, live, groups, arena, naive, wbytes);
@@ -173,7 +162,7 @@ static void dump_json(const loom_graph *g, FILE *f, const char *title, const dum
         if (!shown(v, i)) continue;
         fprintf(f, "%s{\"id\":%d,\"op\":\"%s\",\"name\":", first ? "" : ",", i, loom_op_name(n->op));
         first = false;
-        json_str(f, n->name);
+        loom_json_str(f, n->name);
         fprintf(f, ",\"dtype\":\"%s\",\"shape\":[", loom_dtype_name(n->type));
         for (int d = 0; d < n->ndim; d++) fprintf(f, d ? ",%lld" : "%lld", (long long)n->ne[d]);
         fprintf(f, "],\"src\":[");
@@ -185,13 +174,13 @@ static void dump_json(const loom_graph *g, FILE *f, const char *title, const dum
                 (n->flags & LOOM_NODE_INPLACE) ? "true" : "false", n->alias, v->layer[i]);
     }
     fprintf(f, "],\"log\":");
-    json_str(f, g->log ? g->log : "");
+    loom_json_str(f, g->log ? g->log : "");
     fprintf(f, "}\n");
 }
 
 static void dump_dot(const loom_graph *g, FILE *f, const char *title, const dump_view *v) {
     fprintf(f, "digraph loom {\n  label=");
-    json_str(f, title ? title : "graph");
+    loom_json_str(f, title ? title : "graph");
     fprintf(f, ";\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n");
     int max_group = -1;
     for (int i = 0; i < g->n; i++)
@@ -228,7 +217,7 @@ static void dump_dot(const loom_graph *g, FILE *f, const char *title, const dump
             continue;
         }
         char shape[96];
-        shape_str(n, shape, sizeof shape);
+        loom_shape_str(n, shape, sizeof shape);
         const char *style = n->op == LOOM_OP_WEIGHT ? ", style=filled, fillcolor=\"#e8e8e8\"" :
                             (n->flags & LOOM_NODE_OUTPUT) ? ", style=bold" : "";
         fprintf(f, "  n%d [label=\"%s\\n", i, loom_op_name(n->op));

@@ -178,6 +178,8 @@ uint64_t loom_node_hash(const loom_node *n);
 
 /* ---- dumping ------------------------------------------------------------------------------ */
 typedef enum { LOOM_DUMP_TEXT, LOOM_DUMP_DOT, LOOM_DUMP_JSON } loom_dump_format;
+/* "[2,896]": a node's shape as the dumps and the profiler print it (cut to fit len). */
+void loom_shape_str(const loom_node *n, char *buf, size_t len);
 void loom_graph_dump(const loom_graph *g, FILE *f, loom_dump_format fmt, const char *title);
 /* Same, showing only layers layers[0]..layers[1] (blk.N weights, cache_k.N states, the ops that
  * read them) and collapsing the rest; layers = NULL shows everything. */

@@ -4,6 +4,8 @@
 
 #include "loom.h"
 
+#include <stdio.h>
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
@@ -51,6 +53,8 @@ uint16_t loom_f32_to_f16(float f);
 
 /* Convert n elements of type t at src to f32. */
 void loom_to_f32(float *dst, const void *src, loom_dtype t, size_t n);
+/* s as a JSON string literal (quotes, backslashes and control characters escaped) on f. */
+void loom_json_str(FILE *f, const char *s);
 
 /* Monotonic time in seconds. */
 double loom_now(void);

@@ -111,17 +111,6 @@ static int run_test_batch(loom_session *s, int B, int n_prompt, int n_gen, int n
     return 0;
 }
 
-/* A JSON string: model paths and device names may hold quotes or backslashes. */
-static void json_str(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
 
 static void usage(FILE *f) {
     fprintf(f, "usage: loom bench -m MODEL [-p 512[,..]] [-n 128[,..]] [-b B[,..]] [-r REPS] [--warmup SEC] [-t N] "
@@ -137,14 +126,11 @@ int cmd_bench(int argc, char **argv) {
     double warmup_s = 0.5;
     bool json = false;
     for (int i = 1; i < argc; i++) {
-        int r = loom_parse_common(&co, argc, argv, &i);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "-p") && val) {
+        const char *a, *val;
+        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
+        if (r == LOOM_OPT_TAKEN) continue;
+        if (r == LOOM_OPT_EXIT) return rc;
+        if (!strcmp(a, "-p") && val) {
             if (parse_list(a, argv[++i], pv, &np) < 0) return 2;
         } else if (!strcmp(a, "-n") && val) {
             if (parse_list(a, argv[++i], nv, &nn) < 0) return 2;
@@ -169,17 +155,12 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "--md")) {
             json = false;
         } else {
-            fprintf(stderr, "loom bench: unknown or incomplete option '%s'\n", a);
-            usage(stderr);
-            return 2;
+            return loom_bad_opt("bench", a, usage);
         }
     }
     const char *path = co.model ? co.model : loom_default_model();
-    loom_model *m = loom_model_load(path);
-    if (!m) {
-        fprintf(stderr, "loom bench: %s\n", loom_last_error());
-        return 1;
-    }
+    loom_model *m = loom_open_model("bench", &co);
+    if (!m) return 1;
     loom_model_info info = loom_model_get_info(m);
     int max_ctx = 1;
     for (int i = 0; i < np; i++) max_ctx = pv[i] > max_ctx ? pv[i] : max_ctx;
@@ -266,11 +247,11 @@ int cmd_bench(int argc, char **argv) {
         printf("[\n");
         for (int k = 0; k < nres; k++) {
             printf("  {\"cpu_info\": ");
-            json_str(mc.cpu_model);
+            loom_json_str(stdout, mc.cpu_model);
             printf(", \"gpu_info\": ");
-            json_str(on_cpu ? "" : devdesc);
+            loom_json_str(stdout, on_cpu ? "" : devdesc);
             printf(", \"backends\": \"%s\", \"model_filename\": ", on_cpu ? "CPU" : "Vulkan");
-            json_str(path);
+            loom_json_str(stdout, path);
             printf(", \"model_type\": \"%s %s\", \"model_size\": %zu, \"model_n_params\": %llu, "
                    "\"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"test_time\": \"%s\", "
                    "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.3f, \"stddev_ts\": %.3f, \"samples_ns\": [",
@@ -283,9 +264,9 @@ int cmd_bench(int argc, char **argv) {
             printf("], \"warmup_runs\": %d, \"simd\": \"%s\", \"device_memory_bytes\": %.0f, \"peak_rss_bytes\": %zu, "
                    "\"model\": ",
                    res[k].warmup_runs, mc.simd, dev_mem, rss);
-            json_str(path);
+            loom_json_str(stdout, path);
             printf(", \"backend\": \"%s\", \"device\": ", loom_session_device(s));
-            json_str(devdesc);
+            loom_json_str(stdout, devdesc);
             printf(", \"n_seq\": %d}%s\n", res[k].n_seq ? res[k].n_seq : 1, k + 1 < nres ? "," : "");
         }
         printf("]\n");

@@ -25,15 +25,12 @@ int cmd_chat(int argc, char **argv) {
     double temp = 0.7, top_p = 0.95;
     bool verbose = false;
     for (int i = 1; i < argc; i++) {
-        int r = loom_parse_common(&co, argc, argv, &i);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *a, *val;
+        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
+        if (r == LOOM_OPT_TAKEN) continue;
+        if (r == LOOM_OPT_EXIT) return rc;
         int bad = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--system") && val) {
+        if (!strcmp(a, "--system") && val) {
             system = argv[++i];
         } else if (!strcmp(a, "-n") && val) {
             bad = loom_parse_int(a, argv[++i], 1, 1 << 20, &n_max);
@@ -48,8 +45,7 @@ int cmd_chat(int argc, char **argv) {
         } else if (!strcmp(a, "--verbose")) {
             verbose = true;
         } else {
-            fprintf(stderr, "loom chat: unknown or incomplete option '%s'\n", a);
-            return 2;
+            return loom_bad_opt("chat", a, usage);
         }
         if (bad) return 2;
     }

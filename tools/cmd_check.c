@@ -80,24 +80,20 @@ int cmd_check(int argc, char **argv) {
     const char *ref_path = NULL;
     double tol = -1, min_top1 = -1, max_kl = -1;
     for (int i = 1; i < argc; i++) {
-        int r = loom_parse_common(&co, argc, argv, &i);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--reference") && i + 1 < argc) {
+        const char *a, *val;
+        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
+        if (r == LOOM_OPT_TAKEN) continue;
+        if (r == LOOM_OPT_EXIT) return rc;
+        if (!strcmp(a, "--reference") && val) {
             ref_path = argv[++i];
-        } else if (!strcmp(argv[i], "--min-top1") && i + 1 < argc) {
-            if (loom_parse_float("--min-top1", argv[++i], &min_top1) < 0 || min_top1 < 0 || min_top1 > 100) return 2;
-        } else if (!strcmp(argv[i], "--max-kl") && i + 1 < argc) {
-            if (loom_parse_float("--max-kl", argv[++i], &max_kl) < 0 || max_kl < 0) return 2;
-        } else if (!strcmp(argv[i], "--tol") && i + 1 < argc) {
-            if (loom_parse_float("--tol", argv[++i], &tol) < 0 || tol <= 0) return 2;
+        } else if (!strcmp(a, "--min-top1") && val) {
+            if (loom_parse_float(a, argv[++i], &min_top1) < 0 || min_top1 < 0 || min_top1 > 100) return 2;
+        } else if (!strcmp(a, "--max-kl") && val) {
+            if (loom_parse_float(a, argv[++i], &max_kl) < 0 || max_kl < 0) return 2;
+        } else if (!strcmp(a, "--tol") && val) {
+            if (loom_parse_float(a, argv[++i], &tol) < 0 || tol <= 0) return 2;
         } else {
-            fprintf(stderr, "loom check: unknown or incomplete option '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
+            return loom_bad_opt("check", a, usage);
         }
     }
     if (!co.model || !ref_path) {

@@ -297,13 +297,10 @@ int cmd_diff(int argc, char **argv) {
             dev[n_dev++] = argv[++i];
             continue;
         }
-        int r = loom_parse_common(&co, argc, argv, &i);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "-p") && val) {
+        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
+        if (r == LOOM_OPT_TAKEN) continue;
+        if (r == LOOM_OPT_EXIT) return rc;
+        if (!strcmp(a, "-p") && val) {
             if (loom_parse_int(a, argv[++i], 1, 1 << 16, &n_prompt) < 0) return 2;
         } else if (!strcmp(a, "-n") && val) {
             if (loom_parse_int(a, argv[++i], 0, 1 << 16, &n_gen) < 0) return 2;
@@ -316,9 +313,7 @@ int cmd_diff(int argc, char **argv) {
         } else if (!strcmp(a, "--all")) {
             all = true;
         } else {
-            fprintf(stderr, "loom diff: unknown or incomplete option '%s'\n", a);
-            usage(stderr);
-            return 2;
+            return loom_bad_opt("diff", a, usage);
         }
     }
     if (n_dev != 2) {

@@ -59,14 +59,11 @@ int cmd_dump(int argc, char **argv) {
     int layers[2] = {-1, -1};
     bool want_layers = false;
     for (int i = 1; i < argc; i++) {
-        int r = loom_parse_common(&co, argc, argv, &i);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--phase") && val) {
+        const char *a, *val;
+        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
+        if (r == LOOM_OPT_TAKEN) continue;
+        if (r == LOOM_OPT_EXIT) return rc;
+        if (!strcmp(a, "--phase") && val) {
             phase = argv[++i];
         } else if (!strcmp(a, "--seq") && val) {
             if (loom_parse_int(a, argv[++i], 1, 1 << 20, &seq) < 0) return 2;
@@ -78,9 +75,7 @@ int cmd_dump(int argc, char **argv) {
             if (parse_layers(argv[++i], layers) < 0) return 2;
             want_layers = true;
         } else {
-            fprintf(stderr, "loom dump: unknown or incomplete option '%s'\n", a);
-            usage(stderr);
-            return 2;
+            return loom_bad_opt("dump", a, usage);
         }
     }
     static const char *const passes[] = {"declared", "dce", "cse", "fuse", "memory", "all"};
@@ -104,11 +99,8 @@ int cmd_dump(int argc, char **argv) {
         return 1;
     }
     const char *path = co.model ? co.model : loom_default_model();
-    loom_model *m = loom_model_load(path);
-    if (!m) {
-        fprintf(stderr, "loom dump: %s\n", loom_last_error());
-        return 1;
-    }
+    loom_model *m = loom_open_model("dump", &co);
+    if (!m) return 1;
     loom_graph *g = loom_graph_new();
     loom_build_opts bo = {.n_tokens = !strcmp(phase, "decode") ? 1 : (int)seq,
                           .n_ctx = co.n_ctx > 0 ? co.n_ctx : (m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096)};

@@ -170,12 +170,8 @@ static void print_phase(const phase *ph, double peak, int top) {
     for (int k = 0; k < n_top; k++) {
         int i = sel[k].i;
         const loom_node *n = &g->nodes[i];
-        char shape[48] = "[";
-        for (int d = 0; d < n->ndim; d++) {
-            size_t o = strlen(shape);
-            snprintf(shape + o, sizeof shape - o, d ? ",%lld" : "%lld", (long long)n->ne[d]);
-        }
-        strncat(shape, "]", sizeof shape - strlen(shape) - 1);
+        char shape[48];
+        loom_shape_str(n, shape, sizeof shape);
         printf("%5d %-10s %-26.26s %-14s %10.3f %9.2f %5.1f%%", i, loom_op_name(n->op), n->name, shape,
                1e3 * ph->t[i], 1e6 * ph->t[i] / ph->calls[i], ph->step_s > 0 ? 100.0 * ph->t[i] / ph->step_s : 0);
         rate_cols(ph->t[i], ph->bytes[i], ph->flops[i], peak);
@@ -185,17 +181,6 @@ static void print_phase(const phase *ph, double peak, int top) {
 }
 
 /* ---- trace ------------------------------------------------------------------------------------- */
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 /* One step: a "step" event on thread 0 spanning loom_session_eval, and the nodes on thread 1 laid
  * end to end from the step's start in execution order (the executor records durations, not start
  * times; nodes run one after another, so only the host work between them is left out). */
@@ -212,7 +197,7 @@ static void trace_step(FILE *f, bool *first, const char *phase_name, int pos0, i
         double b, fl, d = nt[i] * 1e6;
         node_cost(p->g, i, pos0, &b, &fl);
         fprintf(f, ",\n{\"name\":");
-        json_str(f, n->name);
+        loom_json_str(f, n->name);
         fprintf(f, ",\"cat\":\"%s\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,\"pid\":1,\"tid\":1,"
                    "\"args\":{\"node\":%d,\"shape\":\"",
                 loom_op_name(n->op), ts, d, i);
@@ -242,14 +227,11 @@ int cmd_profile(int argc, char **argv) {
     const char *trace_path = NULL;
     bool want_peak = true, remeasure = false;
     for (int i = 1; i < argc; i++) {
-        int r = loom_parse_common(&co, argc, argv, &i);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "-p") && val) {
+        const char *a, *val;
+        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
+        if (r == LOOM_OPT_TAKEN) continue;
+        if (r == LOOM_OPT_EXIT) return rc;
+        if (!strcmp(a, "-p") && val) {
             if (loom_parse_int(a, argv[++i], 1, 1 << 20, &n_prompt) < 0) return 2;
         } else if (!strcmp(a, "-n") && val) {
             if (loom_parse_int(a, argv[++i], 0, 1 << 20, &n_gen) < 0) return 2;
@@ -262,9 +244,7 @@ int cmd_profile(int argc, char **argv) {
         } else if (!strcmp(a, "--remeasure")) {
             remeasure = true;
         } else {
-            fprintf(stderr, "loom profile: unknown or incomplete option '%s'\n", a);
-            usage(stderr);
-            return 2;
+            return loom_bad_opt("profile", a, usage);
         }
     }
     const char *path = co.model ? co.model : loom_default_model();

@@ -27,9 +27,7 @@ int cmd_quantize(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--type") && i + 1 < argc) {
             type = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "loom quantize: unknown or incomplete option '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
+            return loom_bad_opt("quantize", argv[i], usage);
         } else if (n == 2) {
             fprintf(stderr, "loom quantize: too many arguments ('%s')\n", argv[i]);
             return 2;

@@ -158,14 +158,11 @@ int cmd_run(int argc, char **argv) {
     bool print_ids = false, ctx_shift = false;
     long n_keep = 1;
     for (int i = 1; i < argc; i++) {
-        int r = loom_parse_common(&co, argc, argv, &i);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
+        const char *a, *val;
+        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
+        if (r == LOOM_OPT_TAKEN) continue;
+        if (r == LOOM_OPT_EXIT) return rc;
+        if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             if (!val) goto missing;
             if (n_texts == MAX_PROMPTS) goto too_many;
             prompt = texts[n_texts++] = argv[++i];

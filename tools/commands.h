@@ -3,6 +3,7 @@
 #define LOOM_COMMANDS_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
 typedef struct loom_command {
     const char *name;
@@ -36,6 +37,18 @@ typedef struct loom_common_opts {
  * a common option, -1 on a malformed value (message printed). */
 int loom_parse_common(loom_common_opts *o, int argc, char **argv, int *i);
 void loom_common_defaults(loom_common_opts *o);
+
+/* The head of every command's option loop: consumes a common option (LOOM_OPT_TAKEN), answers
+ * -h/--help with usage on stdout (LOOM_OPT_EXIT, *rc = 0), reports a bad common value
+ * (LOOM_OPT_EXIT, *rc = 2), or hands back the command's own option in *a, with the next argument
+ * (or NULL) in *val (LOOM_OPT_OWN). */
+enum { LOOM_OPT_OWN, LOOM_OPT_TAKEN, LOOM_OPT_EXIT };
+int loom_next_opt(loom_common_opts *co, int argc, char **argv, int *i, const char **a, const char **val,
+                  void (*usage)(FILE *), int *rc);
+/* The tail: "loom CMD: unknown or incomplete option 'A'", usage on stderr; returns 2. */
+int loom_bad_opt(const char *cmd, const char *a, void (*usage)(FILE *));
+/* Load -m (or the bundled model); on failure print "loom CMD: why" and return NULL. */
+struct loom_model *loom_open_model(const char *cmd, const loom_common_opts *co);
 /* The model used when -m is omitted: the bundled stories260K. */
 const char *loom_default_model(void);
 /* Parse a whole int / float option value, printing an error naming the option when invalid. */

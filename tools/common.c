@@ -72,6 +72,35 @@ missing:
     return -1;
 }
 
+int loom_next_opt(loom_common_opts *co, int argc, char **argv, int *i, const char **a, const char **val,
+                  void (*usage)(FILE *), int *rc) {
+    int r = loom_parse_common(co, argc, argv, i);
+    if (r != 0) {
+        *rc = 2;
+        return r > 0 ? LOOM_OPT_TAKEN : LOOM_OPT_EXIT;
+    }
+    *a = argv[*i];
+    *val = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (!strcmp(*a, "-h") || !strcmp(*a, "--help")) {
+        usage(stdout);
+        *rc = 0;
+        return LOOM_OPT_EXIT;
+    }
+    return LOOM_OPT_OWN;
+}
+
+int loom_bad_opt(const char *cmd, const char *a, void (*usage)(FILE *)) {
+    fprintf(stderr, "loom %s: unknown or incomplete option '%s'\n", cmd, a);
+    usage(stderr);
+    return 2;
+}
+
+loom_model *loom_open_model(const char *cmd, const loom_common_opts *co) {
+    loom_model *m = loom_model_load(co->model ? co->model : loom_default_model());
+    if (!m) fprintf(stderr, "loom %s: %s\n", cmd, loom_last_error());
+    return m;
+}
+
 /* The bundled model: weights/stories260K.gguf next to the source tree, or installed beside the
  * binary (LOOM_DEFAULT_MODEL overrides both). */
 const char *loom_default_model(void) {
