@@ -285,6 +285,65 @@ static void v_gemv(float *y, const float *x, const void *w, loom_dtype wt, int64
     }
 }
 
+/* ---- gemv of a few rows ---------------------------------------------------------------------- */
+/* 2 <= M <= CPU_GEMV_MAX_ROWS rows of x (several sequences decoding): each weight row is read
+ * once for all of them, as in cpu_avx512.c; 16 ymm registers hold at most 8 accumulators plus the
+ * weights, so 9..16 rows take two passes. */
+AI void gemv_rows_t(int t, int M, float *y, int64_t ldy, const float *x, const void *w, int64_t K,
+                    int64_t n0, int64_t n1, const float *bias) {
+    const int64_t es = t == LOOM_F32 ? 4 : 2;
+    const char *wb = w;
+    for (int64_t n = n0; n < n1; n++) {
+        const void *r = wb + n * K * es;
+        __m256 acc[8];
+#pragma GCC unroll 8
+        for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k + 8 <= K; k += 8) {
+            __m256 wv = ldw(r, t, k);
+#pragma GCC unroll 8
+            for (int m = 0; m < M; m++) acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + m * K + k), acc[m]);
+        }
+        if (k < K) {
+            __m256 wv = ldw_n(r, t, k, K - k);
+#pragma GCC unroll 8
+            for (int m = 0; m < M; m++) acc[m] = _mm256_fmadd_ps(wv, ld_n(x + m * K + k, K - k), acc[m]);
+        }
+        float b = bias ? bias[n] : 0.0f;
+#pragma GCC unroll 8
+        for (int m = 0; m < M; m++) y[m * ldy + n] = hsum8(acc[m]) + b;
+    }
+}
+
+#define GEMV_ROWS_T(T)                                                                             \
+    static void gemv_rows_##T(int M, float *y, int64_t ldy, const float *x, const void *w,         \
+                              int64_t K, int64_t n0, int64_t n1, const float *bias) {              \
+        switch (M) {                                                                               \
+        case 2: gemv_rows_t(LOOM_##T, 2, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 3: gemv_rows_t(LOOM_##T, 3, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 4: gemv_rows_t(LOOM_##T, 4, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 5: gemv_rows_t(LOOM_##T, 5, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 6: gemv_rows_t(LOOM_##T, 6, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 7: gemv_rows_t(LOOM_##T, 7, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        case 8: gemv_rows_t(LOOM_##T, 8, y, ldy, x, w, K, n0, n1, bias); break;                    \
+        default:                                                                                   \
+            gemv_rows_##T(8, y, ldy, x, w, K, n0, n1, bias);                                       \
+            gemv_rows_##T(M - 8, y + 8 * ldy, ldy, x + 8 * K, w, K, n0, n1, bias);                 \
+        }                                                                                          \
+    }
+GEMV_ROWS_T(F32)
+GEMV_ROWS_T(F16)
+GEMV_ROWS_T(BF16)
+
+static void v_gemv_rows(float *y, int64_t ldy, const float *x, int M, const void *w, loom_dtype wt,
+                        int64_t K, int64_t n0, int64_t n1, const float *bias) {
+    switch (wt) {
+    case LOOM_F32: gemv_rows_F32(M, y, ldy, x, w, K, n0, n1, bias); break;
+    case LOOM_F16: gemv_rows_F16(M, y, ldy, x, w, K, n0, n1, bias); break;
+    default: gemv_rows_BF16(M, y, ldy, x, w, K, n0, n1, bias); break;
+    }
+}
+
 /* ---- gemm ----------------------------------------------------------------------------------- */
 #define G_NR 16  /* panel width: two ymm of output columns */
 #define G_MR 6   /* x rows per micro-kernel call: 12 accumulators + 2 W + 1 broadcast of 16 ymm */
@@ -559,6 +618,7 @@ static void v_gemm(float *y, int64_t ldy, const float *x, const void *w, loom_dt
 void cpu_kernels_avx2(cpu_kernels *k) {
     k->name = "avx2";
     k->gemv = v_gemv;
+    k->gemv_rows = v_gemv_rows;
     k->gemm = v_gemm;
     k->gemm_scratch = v_gemm_scratch;
     k->to_f32 = v_to_f32;
