@@ -12,6 +12,7 @@
 #include "quant.h"
 
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* One block pair of a prepared activation row. */
@@ -171,5 +172,114 @@ void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void 
         default: QG_ROWS(LOOM_Q6_K); break;
         }
 #undef QG_ROWS
+    }
+}
+
+/* ---- decode GEMV (M = 1), Q8_0 / Q4_0 with AVX512_VBMI ------------------------------------------ *
+ * The tile above with one activation row runs at ~12 GB/s per core (its weight unpacking goes
+ * through 128/256-bit inserts and broadcasts of each scale). Here one block pair of a weight row
+ * is one or two loads and byte permutes (vpermb / vpermt2b), its two f16 scales one vpermw of the
+ * same load and a vcvtph2ps; 4 weight rows share each activation pair load, one accumulator per
+ * row, one horizontal sum per row at the end. */
+static bool has_vbmi(void) {
+    static int v = -1;
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512vbmi");
+    }
+    return v;
+}
+
+bool cpu_qgemv_ok(loom_dtype t, int64_t K) {
+    return (t == LOOM_Q8_0 || t == LOOM_Q4_0) && K > 0 && K % 64 == 0 && has_vbmi();
+}
+
+/* byte / word permutation tables (loaded once per call) */
+typedef struct {
+    uint8_t q8[64];  /* Q8_0 pair at offset 0 (bytes 0..63) and 36 (as 64 + 0..31): the 64 codes */
+    uint8_t q4[64];  /* Q4_0 pair (36 bytes): qs of block 0 twice, then qs of block 1 twice */
+    uint16_t d8[32]; /* Q8_0: word 0 (d of block 0) x 8, word 17 (d of block 1) x 8 */
+    uint16_t d4[32]; /* Q4_0: word 0 x 8, word 9 x 8 */
+} gv_idx;
+
+static gv_idx gv_tables(void) {
+    gv_idx g;
+    for (int i = 0; i < 64; i++) {
+        g.q8[i] = (uint8_t)(i < 32 ? 2 + i : 64 + (i - 32));
+        g.q4[i] = (uint8_t)(i < 32 ? 2 + i % 16 : 20 + i % 16);
+    }
+    for (int i = 0; i < 32; i++) {
+        g.d8[i] = (uint16_t)(i < 8 ? 0 : 17);
+        g.d4[i] = (uint16_t)(i < 8 ? 0 : 9);
+    }
+    return g;
+}
+
+#define GV_TARGET __attribute__((target("avx512vbmi"), always_inline)) static inline
+
+/* The 64 unsigned codes of the block pair at p (Q8_0: q + 128; Q4_0: nibbles), and their scales in
+ * qg_pair.d's lane order. */
+GV_TARGET __m512i gv_w(loom_dtype t, const char *p, __m512i iq, __m512i id, __m512 *dw) {
+    if (t == LOOM_Q8_0) {
+        __m512i a = _mm512_loadu_si512(p);
+        __m512i b = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 36)));
+        *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(id, a)));
+        return _mm512_xor_si512(_mm512_permutex2var_epi8(a, iq, b), _mm512_set1_epi8((char)0x80));
+    }
+    __m512i a = _mm512_maskz_loadu_epi8(0xFFFFFFFFFull, p); /* 36 bytes: never past the row */
+    *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(id, a)));
+    __m512i q = _mm512_permutexvar_epi8(iq, a);
+    q = _mm512_mask_srli_epi16(q, 0xFF00FF00u, q, 4); /* bytes 16-31, 48-63: the high nibbles */
+    return _mm512_and_si512(q, _mm512_set1_epi8(0x0F));
+}
+
+GV_TARGET void gv_rows(loom_dtype t, int nr, const char *w, size_t rb, const qg_pair *x, int64_t np, float *y,
+                       const float *bias, __m512i iq, __m512i id, size_t pf) {
+    const size_t pb = t == LOOM_Q8_0 ? 68 : 36;
+    __m512 acc[4];
+    QG_UNROLL for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < np; p++) {
+        const qg_pair *xp = x + p;
+        __m512i c = _mm512_loadu_si512(xp->c), q = _mm512_loadu_si512(xp->q);
+        __m512 dx = _mm512_loadu_ps(xp->d);
+        QG_UNROLL for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const char *wp = w + i * rb + (size_t)p * pb;
+            if (pf) _mm_prefetch(wp + pf, _MM_HINT_T0);
+            __m512 dw;
+            __m512i wv = gv_w(t, wp, iq, id, &dw);
+            __m512i s = _mm512_dpbusd_epi32(c, wv, q);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[i]);
+        }
+    }
+    QG_UNROLL for (int i = 0; i < 4; i++)
+        if (i < nr) y[i] = _mm512_reduce_add_ps(acc[i]) + (bias ? bias[i] : 0.0f);
+}
+
+__attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes,
+                                                            const void *xp, int64_t K, int64_t n0, int64_t n1,
+                                                            float *y, const float *bias) {
+    static int pf_rows = -1; /* LOOM_CPU_QGEMV_PF: prefetch distance in rows (0: none) */
+    if (pf_rows < 0) {
+        const char *e = getenv("LOOM_CPU_QGEMV_PF");
+        pf_rows = e ? atoi(e) : 4;
+    }
+    const gv_idx g = gv_tables();
+    const int64_t np = K / 64;
+    const char *wr = w;
+    const qg_pair *x = xp;
+    __m512i iq = _mm512_loadu_si512(t == LOOM_Q8_0 ? g.q8 : g.q4), id = _mm512_loadu_si512(t == LOOM_Q8_0 ? g.d8 : g.d4);
+    size_t pf = (size_t)pf_rows * row_bytes;
+    int64_t n = n0;
+    if (t == LOOM_Q8_0) {
+        for (; n + 4 <= n1; n += 4)
+            gv_rows(LOOM_Q8_0, 4, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL, iq, id,
+                    n + 4 + pf_rows <= n1 ? pf : 0);
+        for (; n < n1; n++) gv_rows(LOOM_Q8_0, 1, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL, iq, id, 0);
+    } else {
+        for (; n + 4 <= n1; n += 4)
+            gv_rows(LOOM_Q4_0, 4, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL, iq, id,
+                    n + 4 + pf_rows <= n1 ? pf : 0);
+        for (; n < n1; n++) gv_rows(LOOM_Q4_0, 1, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL, iq, id, 0);
     }
 }

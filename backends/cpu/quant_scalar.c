@@ -36,6 +36,7 @@ typedef struct qmm_task {
     const float *x;
     loom_q8x *xq;
     char *xp; /* prepared rows for the tiled GEMM, or NULL */
+    bool gemv; /* M = 1 through cpu_qgemv_avx512 */
     size_t xp_bytes;
     const char *w;
     loom_dtype wt;
@@ -61,6 +62,10 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
     float o[CPU_QROWS];
     for (int64_t ci = c0; ci < c1; ci++) {
         int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N;
+        if (t->xp && t->gemv) {
+            cpu_qgemv_avx512(t->wt, t->w, t->row_bytes, t->xp, t->K, n0, n1, t->y, t->bias);
+            continue;
+        }
         if (t->xp) {
             cpu_qgemm_avx512(t->wt, t->w, t->row_bytes, t->xp, t->M, t->K, n0, n1, t->y, t->N, t->bias);
             continue;
@@ -82,10 +87,13 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
 int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn dot, float *y, const float *x,
                      const void *w, loom_dtype wt, const float *bias, int64_t M, int64_t K, int64_t N) {
     int64_t xb = K / LOOM_QK;
-    static int no_tiles = -1; /* LOOM_CPU_QTILED=0: the rows kernel only (for A/B timing) */
+    static int no_tiles = -1, no_gemv; /* LOOM_CPU_QTILED=0: the rows kernel only; LOOM_CPU_QGEMV=0: M = 1 through
+                                        * the tiled GEMM (both for A/B timing) */
     if (no_tiles < 0) {
         const char *e = getenv("LOOM_CPU_QTILED");
         no_tiles = e && !strcmp(e, "0");
+        e = getenv("LOOM_CPU_QGEMV");
+        no_gemv = e && !strcmp(e, "0");
     }
     bool tiled = !no_tiles && dot == cpu_qdot_avx512 && cpu_qgemm_ok(wt, K);
     size_t xpb = tiled ? cpu_qgemm_xbytes(K) : 0;
@@ -97,7 +105,8 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
         return loom_err("cpu: out of memory quantising a %lld x %lld activation", (long long)M, (long long)K);
     }
     qmm_task t = {.dot = dot, .y = y, .x = x, .xq = xq, .xp = xp, .xp_bytes = xpb, .w = w, .wt = wt,
-                  .row_bytes = loom_dtype_nbytes(wt, K), .bias = bias, .M = M, .K = K, .N = N, .xblocks = xb};
+                  .row_bytes = loom_dtype_nbytes(wt, K), .bias = bias, .M = M, .K = K, .N = N, .xblocks = xb,
+                  .gemv = tiled && M == 1 && !no_gemv && cpu_qgemv_ok(wt, K)};
     /* the activation quantisation is split over rows too (prefill: M rows of K) */
     cpu_pool_for(pool, parallel && M >= 8, M, (M + 4 * n_threads - 1) / (4 * n_threads), qmm_quant, &t);
     /* ~4 chunks per thread, whole 16-row groups (decode) or 32-row groups (prefill). Every chunk
