@@ -194,60 +194,62 @@ bool cpu_qgemv_ok(loom_dtype t, int64_t K) {
     return (t == LOOM_Q8_0 || t == LOOM_Q4_0) && K > 0 && K % 64 == 0 && has_vbmi();
 }
 
-/* byte / word permutation tables (loaded once per call) */
-typedef struct {
-    uint8_t q8[64];  /* Q8_0 pair at offset 0 (bytes 0..63) and 36 (as 64 + 0..31): the 64 codes */
-    uint8_t q4[64];  /* Q4_0 pair (36 bytes): qs of block 0 twice, then qs of block 1 twice */
-    uint16_t d8[32]; /* Q8_0: word 0 (d of block 0) x 8, word 17 (d of block 1) x 8 */
-    uint16_t d4[32]; /* Q4_0: word 0 x 8, word 9 x 8 */
-} gv_idx;
-
-static gv_idx gv_tables(void) {
-    gv_idx g;
-    for (int i = 0; i < 64; i++) {
-        g.q8[i] = (uint8_t)(i < 32 ? 2 + i : 64 + (i - 32));
-        g.q4[i] = (uint8_t)(i < 32 ? 2 + i % 16 : 20 + i % 16);
-    }
-    for (int i = 0; i < 32; i++) {
-        g.d8[i] = (uint16_t)(i < 8 ? 0 : 17);
-        g.d4[i] = (uint16_t)(i < 8 ? 0 : 9);
-    }
-    return g;
-}
+/* Q4_0 pair (36 bytes) -> the qs of block 0 twice, then the qs of block 1 twice (vpermb) */
+static const uint8_t gv_q4_idx[64] = {2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17,
+                                      2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17,
+                                      20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
+                                      20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35};
 
 #define GV_TARGET __attribute__((target("avx512vbmi"), always_inline)) static inline
 
 /* The 64 unsigned codes of the block pair at p (Q8_0: q + 128; Q4_0: nibbles), and their scales in
  * qg_pair.d's lane order. */
-GV_TARGET __m512i gv_w(loom_dtype t, const char *p, __m512i iq, __m512i id, __m512 *dw) {
+/* f16 scales at p + o0 (lanes 0-7) and p + o1 (lanes 8-15), as f32 bits times 2^-112, without
+ * shuffles: dword broadcasts from memory (the f16 in the low half), shifted into place (sign,
+ * exponent and mantissa land where f32 has them; the exponent bias differs by 112, put back by
+ * multiplying the activation scales by 2^112). */
+GV_TARGET __m512 gv_d(const char *p, int o0, int o1) {
+    __m512i v = _mm512_mask_broadcastd_epi32(_mm512_broadcastd_epi32(_mm_loadu_si32(p + o0)), 0xFF00,
+                                             _mm_loadu_si32(p + o1));
+    v = _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 3);
+    return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0x8FFFFFFFu)));
+}
+
+/* The 64 unsigned codes of the block pair at p (Q8_0: q + 128; Q4_0: nibbles), and their scales in
+ * qg_pair.d's lane order (times 2^-112, see gv_d). */
+GV_TARGET __m512i gv_w(loom_dtype t, const char *p, __m512i iq, __m512 *dw) {
     if (t == LOOM_Q8_0) {
-        __m512i a = _mm512_loadu_si512(p);
-        __m512i b = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 36)));
-        *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(id, a)));
-        return _mm512_xor_si512(_mm512_permutex2var_epi8(a, iq, b), _mm512_set1_epi8((char)0x80));
+        /* codes of block 0 (bytes 2-33) in the low half, block 1 (36-67) merged into the high half */
+        __m512i a = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2)));
+        a = _mm512_mask_loadu_epi8(a, 0xFFFFFFFF00000000ull, p + 4);
+        *dw = gv_d(p, 0, 34);
+        return _mm512_xor_si512(a, _mm512_set1_epi8((char)0x80));
     }
     __m512i a = _mm512_maskz_loadu_epi8(0xFFFFFFFFFull, p); /* 36 bytes: never past the row */
-    *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(id, a)));
+    *dw = gv_d(p, 0, 18);
     __m512i q = _mm512_permutexvar_epi8(iq, a);
     q = _mm512_mask_srli_epi16(q, 0xFF00FF00u, q, 4); /* bytes 16-31, 48-63: the high nibbles */
     return _mm512_and_si512(q, _mm512_set1_epi8(0x0F));
 }
 
-GV_TARGET void gv_rows(loom_dtype t, int nr, const char *w, size_t rb, const qg_pair *x, int64_t np, float *y,
-                       const float *bias, __m512i iq, __m512i id, size_t pf) {
+GV_TARGET void gv_rows(loom_dtype t, int nr, const char *w, size_t rb, const qg_pair *x, const float *dxs,
+                       int64_t np, float *y, const float *bias, __m512i iq, size_t pf) {
     const size_t pb = t == LOOM_Q8_0 ? 68 : 36;
     __m512 acc[4];
     QG_UNROLL for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t p = 0; p < np; p++) {
         const qg_pair *xp = x + p;
         __m512i c = _mm512_loadu_si512(xp->c), q = _mm512_loadu_si512(xp->q);
-        __m512 dx = _mm512_loadu_ps(xp->d);
+        __m512 dx = _mm512_loadu_ps(dxs + 16 * p);
         QG_UNROLL for (int i = 0; i < 4; i++) {
             if (i >= nr) break;
             const char *wp = w + i * rb + (size_t)p * pb;
-            if (pf) _mm_prefetch(wp + pf, _MM_HINT_T0);
+            if (pf) { /* a Q8_0 pair is 68 bytes: two lines, or a row's last line is never fetched ahead */
+                _mm_prefetch(wp + pf, _MM_HINT_T0);
+                if (t == LOOM_Q8_0) _mm_prefetch(wp + pf + 67, _MM_HINT_T0);
+            }
             __m512 dw;
-            __m512i wv = gv_w(t, wp, iq, id, &dw);
+            __m512i wv = gv_w(t, wp, iq, &dw);
             __m512i s = _mm512_dpbusd_epi32(c, wv, q);
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[i]);
         }
@@ -264,22 +266,27 @@ __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const 
         const char *e = getenv("LOOM_CPU_QGEMV_PF");
         pf_rows = e ? atoi(e) : 4;
     }
-    const gv_idx g = gv_tables();
-    const int64_t np = K / 64;
+    int64_t np = K / 64;
     const char *wr = w;
     const qg_pair *x = xp;
-    __m512i iq = _mm512_loadu_si512(t == LOOM_Q8_0 ? g.q8 : g.q4), id = _mm512_loadu_si512(t == LOOM_Q8_0 ? g.d8 : g.d4);
+    __m512i iq = _mm512_loadu_si512(gv_q4_idx);
+    /* the activation scales times 2^112 (gv_d); on the stack up to K = 16384 */
+    float dbuf[16 * 256], *dxs = np <= 256 ? dbuf : malloc(sizeof(float) * 16 * (size_t)np);
+    if (!dxs) dxs = dbuf, np = 0; /* (out of memory: cannot happen at real sizes; yields zeros) */
+    for (int64_t p = 0; p < np; p++)
+        _mm512_storeu_ps(dxs + 16 * p, _mm512_mul_ps(_mm512_loadu_ps(x[p].d), _mm512_set1_ps(0x1p112f)));
     size_t pf = (size_t)pf_rows * row_bytes;
     int64_t n = n0;
     if (t == LOOM_Q8_0) {
         for (; n + 4 <= n1; n += 4)
-            gv_rows(LOOM_Q8_0, 4, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL, iq, id,
+            gv_rows(LOOM_Q8_0, 4, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq,
                     n + 4 + pf_rows <= n1 ? pf : 0);
-        for (; n < n1; n++) gv_rows(LOOM_Q8_0, 1, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL, iq, id, 0);
+        for (; n < n1; n++) gv_rows(LOOM_Q8_0, 1, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0);
     } else {
         for (; n + 4 <= n1; n += 4)
-            gv_rows(LOOM_Q4_0, 4, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL, iq, id,
+            gv_rows(LOOM_Q4_0, 4, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq,
                     n + 4 + pf_rows <= n1 ? pf : 0);
-        for (; n < n1; n++) gv_rows(LOOM_Q4_0, 1, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL, iq, id, 0);
+        for (; n < n1; n++) gv_rows(LOOM_Q4_0, 1, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0);
     }
+    if (dxs != dbuf) free(dxs);
 }
