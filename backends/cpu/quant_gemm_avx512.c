@@ -261,10 +261,11 @@ GV_TARGET void gv_rows(loom_dtype t, int nr, const char *w, size_t rb, const qg_
 __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes,
                                                             const void *xp, int64_t K, int64_t n0, int64_t n1,
                                                             float *y, const float *bias) {
-    static int pf_rows = -1; /* LOOM_CPU_QGEMV_PF: prefetch distance in rows (0: none) */
+    static int pf_rows = -1; /* LOOM_CPU_QGEMV_PF: prefetch distance in rows (0: none); 16 measured best
+                             * on the EPYC (q4_0 ~10% ahead of 4, q8_0 the same; T1/T2 hints no better) */
     if (pf_rows < 0) {
         const char *e = getenv("LOOM_CPU_QGEMV_PF");
-        pf_rows = e ? atoi(e) : 4;
+        pf_rows = e ? atoi(e) : 16;
     }
     int64_t np = K / 64;
     const char *wr = w;

@@ -147,13 +147,13 @@ static void test_roundtrip(void) {
 
 /* y = W . x through each kernel, against dequantise(W) . dequantise(q8(x)) in double (tight: only f32
  * rounding differs) and against dequantise(W) . x (loose: the activation's 8-bit rounding). */
-static void test_dots_k(int64_t K) {
+static void test_dots_k(int64_t K, int64_t N) {
     cpu_qdot_fn fns[3] = {cpu_qdot_scalar, NULL, NULL};
     const char *names[3] = {"scalar", "avx2", "avx512vnni"};
     if (cpu_has_avx2()) fns[1] = cpu_qdot_avx2;
     if (cpu_qdot_for("avx512") == cpu_qdot_avx512) fns[2] = cpu_qdot_avx512;
     printf("dot flavours: scalar%s%s\n", fns[1] ? " avx2" : "", fns[2] ? " avx512vnni" : "");
-    const int64_t N = 7, M = 6;
+    const int64_t M = 6;
     float *x = malloc(sizeof(float) * M * K), *w = malloc(sizeof(float) * N * K), *wd = malloc(sizeof(float) * N * K);
     float *xd = malloc(sizeof(float) * M * K);
     for (int64_t i = 0; i < M * K; i++) x[i] = grand();
@@ -199,7 +199,8 @@ static void test_dots_k(int64_t K) {
                   worst_loose);
             /* the threaded driver (1 to 6 x rows: decode and prefill paths; with avx512vnni, Q8_0/Q4_0
              * and K a multiple of 64 take the tiled GEMM: 4 x 4 tiles and every edge), with a bias */
-            float *y = malloc(sizeof(float) * M * N), bias[7] = {1, -2, 3, 0.5f, 0, 0, 7};
+            float *y = malloc(sizeof(float) * M * N), *bias = malloc(sizeof(float) * N);
+            for (int64_t n = 0; n < N; n++) bias[n] = (float)(n % 7) - 2.5f;
             for (int64_t mm = 1; mm <= M; mm++) {
                 int rc = cpu_quant_matmul(pool, true, 2, fns[f], y, x, wq, t, bias, mm, K, N);
                 CHECK(rc == 0, "matmul rc");
@@ -216,7 +217,7 @@ static void test_dots_k(int64_t K) {
                 CHECK(werr < 1e-5, "%s %s matmul M=%lld K=%lld: error %.2e", names[f], loom_dtype_name(t), (long long)mm,
                       (long long)K, werr);
             }
-            free(y);
+            free(y), free(bias);
         }
         free(wq);
     }
@@ -225,11 +226,15 @@ static void test_dots_k(int64_t K) {
 }
 
 /* K = 1024: every type; 320: Q8_0/Q4_0 pairs of blocks (the tiled GEMM) but no k-quant; 96: an odd
- * number of blocks (the rows kernel) */
+ * number of blocks (the rows kernel); N = 7 except where said */
 static void test_dots(void) {
-    test_dots_k(1024);
-    test_dots_k(320);
-    test_dots_k(96);
+    test_dots_k(1024, 7);
+    test_dots_k(320, 7);
+    test_dots_k(96, 7);
+    /* decode GEMV (M = 1, Q8_0/Q4_0 with AVX512_VBMI): 4-row groups and single-row tails in several
+     * 16- and 32-row chunks, with the prefetch of rows 16 ahead inside the 32-row ones */
+    test_dots_k(320, 37);
+    test_dots_k(128, 200);
 }
 
 /* A GGUF holding one Q8_0 matrix [2, 32]; scale of block 1 replaced by `bad_d` when nonzero, and
