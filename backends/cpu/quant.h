@@ -42,6 +42,9 @@ void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void 
 bool cpu_qgemv_ok(loom_dtype t, int64_t K);
 void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes, const void *xp, int64_t K, int64_t n0,
                       int64_t n1, float *y, const float *bias);
+/* x (K floats) quantised as loom_q8x_quant (same codes and scales) and prepared as cpu_qgemm_prep in one
+ * vectorised pass, for cpu_qgemv_avx512 (Q8_0 / Q4_0). */
+void cpu_qgemv_prep(loom_dtype t, const float *x, int64_t K, void *dst);
 
 /* y[M, N] = x[M, K] W[N, K]^T (+ bias) for quantised W of type wt, over the pool. K must be a
  * whole number of wt's blocks. Returns 0, or -1 with an error (out of memory). */

@@ -204,6 +204,33 @@ static const uint8_t gv_q4_idx[64] = {2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12
 
 /* The 64 unsigned codes of the block pair at p (Q8_0: q + 128; Q4_0: nibbles), and their scales in
  * qg_pair.d's lane order. */
+/* x quantised to loom_q8x blocks (as loom_q8x_quant: d = max|x| / 127, codes rint(x / d) in the
+ * default rounding mode, so the same codes) and prepared (as cpu_qgemm_prep) in one pass: for
+ * decode, where the scalar quantiser of one row of K = 4864 took longer than a thread's share of
+ * the weights of a small matrix. */
+void cpu_qgemv_prep(loom_dtype t, const float *x, int64_t K, void *dst) {
+    qg_pair *o = dst;
+    const __m512i off = _mm512_set1_epi8(t == LOOM_Q8_0 ? (char)128 : 8);
+    const __m512 sgn = _mm512_set1_ps(-0.0f);
+    for (int64_t p = 0; p < K / 64; p++) {
+        float d[2];
+        for (int h = 0; h < 2; h++) {
+            const float *xb = x + 64 * p + 32 * h;
+            __m512 a = _mm512_loadu_ps(xb), b = _mm512_loadu_ps(xb + 16);
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sgn, a), _mm512_andnot_ps(sgn, b)));
+            float dd = amax / 127, id = dd ? 1.0f / dd : 0.0f;
+            __m512 vid = _mm512_set1_ps(id);
+            _mm_storeu_si128((__m128i *)(o[p].q + 32 * h), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(a, vid))));
+            _mm_storeu_si128((__m128i *)(o[p].q + 32 * h + 16),
+                             _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(b, vid))));
+            d[h] = dd;
+        }
+        _mm512_storeu_ps(o[p].d, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(d[0])), _mm256_set1_ps(d[1]), 1));
+        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, _mm512_loadu_si512(o[p].q));
+        _mm512_storeu_si512(o[p].c, _mm512_sub_epi32(_mm512_setzero_si512(), s));
+    }
+}
+
 /* f16 scales at p + o0 (lanes 0-7) and p + o1 (lanes 8-15), as f32 bits times 2^-112, without
  * shuffles: dword broadcasts from memory (the f16 in the low half), shifted into place (sign,
  * exponent and mantissa land where f32 has them; the exponent bias differs by 112, put back by

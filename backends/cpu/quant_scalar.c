@@ -49,6 +49,10 @@ typedef struct qmm_task {
 static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
     (void)ith;
     const qmm_task *t = arg;
+    if (t->gemv) { /* M = 1: fused and vectorised */
+        cpu_qgemv_prep(t->wt, t->x, t->K, t->xp);
+        return;
+    }
     for (int64_t m = m0; m < m1; m++) {
         loom_q8x_quant(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
         if (t->xp) cpu_qgemm_prep(t->wt, t->xq + m * t->xblocks, t->K, t->xp + (size_t)m * t->xp_bytes);
