@@ -119,6 +119,17 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     int64_t align = M == 1 ? 16 : 32, want = parallel ? (int64_t)n_threads * 4 : 1;
     t.chunk = (N + want - 1) / want;
     t.chunk = (t.chunk + align - 1) / align * align;
+    /* decode: at most ~512 KB of weights per chunk (as the f16 GEMV), so a thread that finishes
+     * early never waits long for the last one (the LM head: 145 MB in Q8_0 made 8 chunks of 18 MB) */
+    static int64_t cap_kb = -1; /* LOOM_CPU_QGEMV_CHUNK_KB: the cap (0: none), for A/B timing */
+    if (cap_kb < 0) {
+        const char *e = getenv("LOOM_CPU_QGEMV_CHUNK_KB");
+        cap_kb = e ? atoll(e) : 512;
+    }
+    if (M == 1 && parallel && cap_kb > 0) {
+        int64_t cap = cap_kb * 1024 / (int64_t)t.row_bytes / align * align;
+        if (t.chunk > cap) t.chunk = cap < align ? align : cap;
+    }
     cpu_pool_for(pool, parallel, (N + t.chunk - 1) / t.chunk, 1, qmm_run, &t);
     loom_free_aligned(xp);
     free(xq);
