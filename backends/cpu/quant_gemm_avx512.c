@@ -191,6 +191,7 @@ static bool has_vbmi(void) {
 }
 
 bool cpu_qgemv_ok(loom_dtype t, int64_t K) {
+    if (t == LOOM_Q4_K) return K > 0 && K % 256 == 0 && has_vbmi();
     return (t == LOOM_Q8_0 || t == LOOM_Q4_0) && K > 0 && K % 64 == 0 && has_vbmi();
 }
 
@@ -285,6 +286,58 @@ GV_TARGET void gv_rows(loom_dtype t, int nr, const char *w, size_t rb, const qg_
         if (i < nr) y[i] = _mm512_reduce_add_ps(acc[i]) + (bias ? bias[i] : 0.0f);
 }
 
+/* Q4_K: per super-block and row, the 8 six-bit scales and minimums are unpacked once (scalar, as
+ * ggml's kmask shuffle), the scales times d converted to 8 floats; each block pair then takes its
+ * two scales with one vpermps. The minimums never enter the pair loop: dmin * m_j times the x
+ * block's d * (sum of its codes) (xs) is one 8-wide FMA per super-block into a second accumulator. */
+GV_TARGET void gv_rows_q4k(int nr, const char *w, size_t rb, const qg_pair *x, const float *xs, int64_t nsb,
+                           float *y, const float *bias, size_t pf) {
+    __m512 acc[4];
+    __m256 macc[4];
+    QG_UNROLL for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps(), macc[i] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        QG_UNROLL for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const loom_block_q4_k *b = (const loom_block_q4_k *)(w + i * rb) + sb;
+            uint32_t u[4];
+            memcpy(u, b->scales, 12);
+            u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+            uint32_t ua = u[1] & 0x3f3f3f3fu;
+            u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+            u[2] = ua;
+            u[0] &= 0x3f3f3f3fu; /* bytes of u[0..1]: the 8 scales; of u[2..3]: the 8 minimums */
+            __m128i sm = _mm_loadu_si128((const __m128i *)u);
+            __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), _mm256_set1_ps(_cvtsh_ss(b->d)));
+            __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+            macc[i] = _mm256_fmadd_ps(_mm256_mul_ps(mf, _mm256_set1_ps(_cvtsh_ss(b->dmin))), _mm256_loadu_ps(xs + 8 * sb),
+                                      macc[i]);
+            __m512 sc16 = _mm512_castps256_ps512(scf);
+            QG_UNROLL for (int pp = 0; pp < 4; pp++) {
+                const qg_pair *xp = x + 4 * sb + pp;
+                if (pf) _mm_prefetch((const char *)b + pf + 36 * pp, _MM_HINT_T0);
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * pp));
+                __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, m4)),
+                                                _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), 1);
+                __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, _mm512_loadu_si512(xp->q));
+                __m512 dw = _mm512_permutexvar_ps(
+                    _mm512_setr_epi32(2 * pp, 2 * pp, 2 * pp, 2 * pp, 2 * pp, 2 * pp, 2 * pp, 2 * pp, 2 * pp + 1,
+                                      2 * pp + 1, 2 * pp + 1, 2 * pp + 1, 2 * pp + 1, 2 * pp + 1, 2 * pp + 1, 2 * pp + 1),
+                    sc16);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_loadu_ps(xp->d)), acc[i]);
+            }
+        }
+    }
+    QG_UNROLL for (int i = 0; i < 4; i++) {
+        if (i >= nr) break;
+        __m256 m = macc[i];
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        y[i] = _mm512_reduce_add_ps(acc[i]) - _mm_cvtss_f32(h) + (bias ? bias[i] : 0.0f);
+    }
+}
+
 __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes,
                                                             const void *xp, int64_t K, int64_t n0, int64_t n1,
                                                             float *y, const float *bias) {
@@ -297,6 +350,23 @@ __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const 
     int64_t np = K / 64;
     const char *wr = w;
     const qg_pair *x = xp;
+    if (t == LOOM_Q4_K) {
+        /* xs[j] = d * (sum of the codes) of x block j: the lane sums of cpu_qgemm_prep, added up */
+        float xbuf[1024], *xs = 2 * np <= 1024 ? xbuf : malloc(sizeof(float) * 2 * (size_t)np);
+        if (!xs) xs = xbuf, np = 0; /* (out of memory: cannot happen at real sizes; yields zeros) */
+        for (int64_t p = 0; p < np; p++) {
+            __m512 ls = _mm512_loadu_ps(x[p].ls);
+            xs[2 * p] = _mm512_mask_reduce_add_ps(0x00FF, ls), xs[2 * p + 1] = _mm512_mask_reduce_add_ps(0xFF00, ls);
+        }
+        size_t pf = (size_t)pf_rows * row_bytes;
+        int64_t n = n0, nsb = np / 4;
+        for (; n + 4 <= n1; n += 4)
+            gv_rows_q4k(4, wr + n * row_bytes, row_bytes, x, xs, nsb, y + n, bias ? bias + n : NULL,
+                        n + 4 + pf_rows <= n1 ? pf : 0);
+        for (; n < n1; n++) gv_rows_q4k(1, wr + n * row_bytes, row_bytes, x, xs, nsb, y + n, bias ? bias + n : NULL, 0);
+        if (xs != xbuf) free(xs);
+        return;
+    }
     __m512i iq = _mm512_loadu_si512(gv_q4_idx);
     /* the activation scales times 2^112 (gv_d); on the stack up to K = 16384 */
     float dbuf[16 * 256], *dxs = np <= 256 ? dbuf : malloc(sizeof(float) * 16 * (size_t)np);

@@ -235,6 +235,7 @@ static void test_dots(void) {
      * 16- and 32-row chunks, with the prefetch of rows 16 ahead inside the 32-row ones */
     test_dots_k(320, 37);
     test_dots_k(128, 200);
+    test_dots_k(512, 37); /* the same for Q4_K (two super-blocks per row) */
 }
 
 /* A GGUF holding one Q8_0 matrix [2, 32]; scale of block 1 replaced by `bad_d` when nonzero, and
