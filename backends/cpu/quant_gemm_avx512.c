@@ -191,7 +191,7 @@ static bool has_vbmi(void) {
 }
 
 bool cpu_qgemv_ok(loom_dtype t, int64_t K) {
-    if (t == LOOM_Q4_K) return K > 0 && K % 256 == 0 && has_vbmi();
+    if (t == LOOM_Q4_K || t == LOOM_Q6_K) return K > 0 && K % 256 == 0 && has_vbmi();
     return (t == LOOM_Q8_0 || t == LOOM_Q4_0) && K > 0 && K % 64 == 0 && has_vbmi();
 }
 
@@ -338,6 +338,34 @@ GV_TARGET void gv_rows_q4k(int nr, const char *w, size_t rb, const qg_pair *x, c
     }
 }
 
+/* Q6_K: the tile kernel's unpacking (ld_w) with one accumulator per row and the weights prefetched
+ * pf bytes ahead (4 pairs of a 210-byte super-block: prefetches 52 bytes apart, and its last line). */
+GV_TARGET void gv_rows_q6k(int nr, const char *w, size_t rb, const qg_pair *x, int64_t np, float *y,
+                           const float *bias, size_t pf) {
+    __m512 acc[4];
+    QG_UNROLL for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < np; p++) {
+        const qg_pair *xp = x + p;
+        __m512i c = _mm512_loadu_si512(xp->c), q = _mm512_loadu_si512(xp->q);
+        __m512 dx = _mm512_loadu_ps(xp->d);
+        QG_UNROLL for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const char *row = w + i * rb;
+            if (pf) {
+                const char *sbp = row + (size_t)(p / 4) * sizeof(loom_block_q6_k);
+                _mm_prefetch(sbp + pf + 52 * (p % 4), _MM_HINT_T0);
+                if (p % 4 == 3) _mm_prefetch(sbp + pf + 209, _MM_HINT_T0);
+            }
+            __m512 dw, mw;
+            __m512i wv = ld_w(LOOM_Q6_K, row, p, &dw, &mw);
+            __m512i s = _mm512_dpbusd_epi32(c, wv, q);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[i]);
+        }
+    }
+    QG_UNROLL for (int i = 0; i < 4; i++)
+        if (i < nr) y[i] = _mm512_reduce_add_ps(acc[i]) + (bias ? bias[i] : 0.0f);
+}
+
 __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes,
                                                             const void *xp, int64_t K, int64_t n0, int64_t n1,
                                                             float *y, const float *bias) {
@@ -350,6 +378,15 @@ __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const 
     int64_t np = K / 64;
     const char *wr = w;
     const qg_pair *x = xp;
+    if (t == LOOM_Q6_K) {
+        size_t pf = (size_t)pf_rows * row_bytes;
+        int64_t n = n0;
+        for (; n + 4 <= n1; n += 4)
+            gv_rows_q6k(4, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL,
+                        n + 4 + pf_rows <= n1 ? pf : 0);
+        for (; n < n1; n++) gv_rows_q6k(1, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL, 0);
+        return;
+    }
     if (t == LOOM_Q4_K) {
         /* xs[j] = d * (sum of the codes) of x block j: the lane sums of cpu_qgemm_prep, added up */
         float xbuf[1024], *xs = 2 * np <= 1024 ? xbuf : malloc(sizeof(float) * 2 * (size_t)np);

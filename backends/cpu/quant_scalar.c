@@ -49,7 +49,7 @@ typedef struct qmm_task {
 static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
     (void)ith;
     const qmm_task *t = arg;
-    if (t->gemv && t->wt != LOOM_Q4_K) { /* M = 1: fused and vectorised (Q8_0 / Q4_0) */
+    if (t->gemv && (t->wt == LOOM_Q8_0 || t->wt == LOOM_Q4_0)) { /* M = 1: fused and vectorised */
         cpu_qgemv_prep(t->wt, t->x, t->K, t->xp);
         return;
     }
