@@ -36,9 +36,10 @@ void cpu_qgemm_prep(loom_dtype t, const loom_q8x *xq, int64_t K, void *dst);
 void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void *xp, int64_t M, int64_t K,
                       int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
 
-/* Decode (M = 1) GEMV for Q8_0 / Q4_0 with K a multiple of 64 on CPUs with AVX512_VBMI (on top of
- * what the tiled GEMM needs; cpu_qgemv_ok says): y[n] = x . W[n] (+ bias[n]) for n in [n0, n1), x
- * prepared by cpu_qgemm_prep. Same sums as the tiled GEMM with one x row. */
+/* Decode (M = 1) GEMV on CPUs with AVX512_VBMI on top of what the tiled GEMM needs (cpu_qgemv_ok says):
+ * Q8_0 / Q4_0 with K a multiple of 64, Q4_K / Q6_K with K whole super-blocks. y[n] = x . W[n] (+ bias[n])
+ * for n in [n0, n1), x prepared by cpu_qgemm_prep (or, Q8_0 / Q4_0, cpu_qgemv_prep). Same sums as the
+ * tiled GEMM with one x row. */
 bool cpu_qgemv_ok(loom_dtype t, int64_t K);
 void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes, const void *xp, int64_t K, int64_t n0,
                       int64_t n1, float *y, const float *bias);

@@ -175,7 +175,7 @@ void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void 
     }
 }
 
-/* ---- decode GEMV (M = 1), Q8_0 / Q4_0 with AVX512_VBMI ------------------------------------------ *
+/* ---- decode GEMV (M = 1) with AVX512_VBMI: Q8_0 / Q4_0 (below), Q4_K / Q6_K (further down) ---- *
  * The tile above with one activation row runs at ~12 GB/s per core (its weight unpacking goes
  * through 128/256-bit inserts and broadcasts of each scale). Here one block pair of a weight row
  * is one or two loads and byte permutes (vpermb / vpermt2b), its two f16 scales one vpermw of the
