@@ -236,4 +236,37 @@ static inline void *tg_weights(loom_dtype t, size_t n, float scale, float *ref) 
     return d;
 }
 
+#ifdef TG_VULKAN_BACKENDS /* defined by the Vulkan op tests, which include check.h first */
+/* The Vulkan op tests' backends: the scalar CPU reference, and three Vulkan configurations of the
+ * same device: as it is, without 16-bit storage or subgroups, and with weights split into 16 KiB
+ * pieces (big_tiles: that one also takes coopmat's 128 x 128 tiles for every M >= 128).
+ * Returns 0, 77 (no Vulkan device: skip) or 1 (no CPU backend). */
+static inline int tg_open_backends(loom_backend **cpu, loom_backend *vk[3], bool big_tiles) {
+    loom_backend_opts co = {.n_threads = 1, .force_scalar = true, .device_index = -1};
+    if (!(*cpu = loom_cpu_backend_new(&co))) {
+        fprintf(stderr, "cpu backend: %s\n", loom_last_error());
+        return 1;
+    }
+    loom_backend_opts vo = {.device_index = -1};
+    if (!(vk[0] = loom_vulkan_backend_new(&vo))) {
+        printf("SKIP: %s\n", loom_last_error());
+        loom_backend_close(*cpu);
+        return 77;
+    }
+    setenv("LOOM_VK_NO_F16S", "1", 1);
+    setenv("LOOM_VK_NO_SUBGROUP", "1", 1);
+    vk[1] = loom_vulkan_backend_new(&vo);
+    CHECK(vk[1] != NULL, "second backend: %s", loom_last_error());
+    unsetenv("LOOM_VK_NO_F16S");
+    unsetenv("LOOM_VK_NO_SUBGROUP");
+    setenv("LOOM_VK_MAX_WEIGHT_PIECE", "16384", 1);
+    if (big_tiles) setenv("LOOM_VK_CM_BIG_TILES", "1", 1);
+    vk[2] = loom_vulkan_backend_new(&vo);
+    CHECK(vk[2] != NULL, "tiny-limits backend: %s", loom_last_error());
+    unsetenv("LOOM_VK_MAX_WEIGHT_PIECE");
+    unsetenv("LOOM_VK_CM_BIG_TILES");
+    return 0;
+}
+#endif
+
 #endif

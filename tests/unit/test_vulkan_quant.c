@@ -16,6 +16,7 @@
  */
 #include "check.h"
 #include "quant.h"
+#define TG_VULKAN_BACKENDS
 #include "test_cpu_graph.h"
 
 #include <math.h>
@@ -284,29 +285,8 @@ static void test_supports(void) {
 }
 
 int main(void) {
-    loom_backend_opts co = {.n_threads = 1, .force_scalar = true, .device_index = -1};
-    cpu = loom_cpu_backend_new(&co);
-    if (!cpu) {
-        fprintf(stderr, "cpu backend: %s\n", loom_last_error());
-        return 1;
-    }
-    loom_backend_opts vo = {.device_index = -1};
-    vk[0] = loom_vulkan_backend_new(&vo);
-    if (!vk[0]) {
-        printf("SKIP: %s\n", loom_last_error());
-        loom_backend_close(cpu);
-        return 77;
-    }
-    setenv("LOOM_VK_NO_F16S", "1", 1);
-    setenv("LOOM_VK_NO_SUBGROUP", "1", 1);
-    vk[1] = loom_vulkan_backend_new(&vo);
-    CHECK(vk[1] != NULL, "second backend: %s", loom_last_error());
-    unsetenv("LOOM_VK_NO_F16S");
-    unsetenv("LOOM_VK_NO_SUBGROUP");
-    setenv("LOOM_VK_MAX_WEIGHT_PIECE", "16384", 1);
-    vk[2] = loom_vulkan_backend_new(&vo);
-    CHECK(vk[2] != NULL, "tiny-limits backend: %s", loom_last_error());
-    unsetenv("LOOM_VK_MAX_WEIGHT_PIECE");
+    int orc = tg_open_backends(&cpu, vk, false);
+    if (orc) return orc;
 
     double t0 = loom_now();
 #define TIMED(call)                                                                                \
