@@ -322,7 +322,7 @@ static void v_gemv(float *y, const float *x, const void *w, loom_dtype wt, int64
 }
 
 /* ---- gemv of a few rows ---------------------------------------------------------------------- */
-/* Decode of several sequences at once (2 <= M <= CPU_GEMV_MAX_ROWS): like gemv, memory-bound, so
+/* Decode of several sequences at once (2 <= M <= CPU_GEMV_MAX_ROWS; dispatch in gemv_rows.h): like gemv, memory-bound, so
  * each weight row is read once for all M rows of x (which stay in L1/L2). The tiled gemm would
  * convert and pack every weight into an f32 panel for only M rows: at M = 16 that cost as much as
  * the products. M is a compile-time constant in each instance so the accumulators stay in
@@ -350,34 +350,7 @@ AI void gemv_rows_t(int t, int M, float *y, int64_t ldy, const float *x, const v
     }
 }
 
-#define GEMV_ROWS_T(T)                                                                             \
-    static void gemv_rows_##T(int M, float *y, int64_t ldy, const float *x, const void *w,         \
-                              int64_t K, int64_t n0, int64_t n1, const float *bias) {              \
-        switch (M) {                                                                               \
-        case 2: gemv_rows_t(LOOM_##T, 2, y, ldy, x, w, K, n0, n1, bias); break;                    \
-        case 3: gemv_rows_t(LOOM_##T, 3, y, ldy, x, w, K, n0, n1, bias); break;                    \
-        case 4: gemv_rows_t(LOOM_##T, 4, y, ldy, x, w, K, n0, n1, bias); break;                    \
-        case 5: gemv_rows_t(LOOM_##T, 5, y, ldy, x, w, K, n0, n1, bias); break;                    \
-        case 6: gemv_rows_t(LOOM_##T, 6, y, ldy, x, w, K, n0, n1, bias); break;                    \
-        case 7: gemv_rows_t(LOOM_##T, 7, y, ldy, x, w, K, n0, n1, bias); break;                    \
-        case 8: gemv_rows_t(LOOM_##T, 8, y, ldy, x, w, K, n0, n1, bias); break;                    \
-        default: /* 9..16: two passes over the weights beat spilling 16 accumulators */            \
-            gemv_rows_##T(8, y, ldy, x, w, K, n0, n1, bias);                                       \
-            gemv_rows_##T(M - 8, y + 8 * ldy, ldy, x + 8 * K, w, K, n0, n1, bias);                 \
-        }                                                                                          \
-    }
-GEMV_ROWS_T(F32)
-GEMV_ROWS_T(F16)
-GEMV_ROWS_T(BF16)
-
-static void v_gemv_rows(float *y, int64_t ldy, const float *x, int M, const void *w, loom_dtype wt,
-                        int64_t K, int64_t n0, int64_t n1, const float *bias) {
-    switch (wt) {
-    case LOOM_F32: gemv_rows_F32(M, y, ldy, x, w, K, n0, n1, bias); break;
-    case LOOM_F16: gemv_rows_F16(M, y, ldy, x, w, K, n0, n1, bias); break;
-    default: gemv_rows_BF16(M, y, ldy, x, w, K, n0, n1, bias); break;
-    }
-}
+#include "gemv_rows.h"
 
 /* ---- gemm ----------------------------------------------------------------------------------- */
 #define G_NR 32  /* panel width: two zmm of output columns */
