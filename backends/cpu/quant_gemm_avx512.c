@@ -354,7 +354,12 @@ void cpu_qgemv_prep(loom_dtype t, const float *x, int64_t K, void *dst) {
         }
         _mm512_storeu_ps(o[p].d, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(d[0])), _mm256_set1_ps(d[1]), 1));
         __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, _mm512_loadu_si512(o[p].q));
-        _mm512_storeu_si512(o[p].c, _mm512_sub_epi32(_mm512_setzero_si512(), s));
+        if (t == LOOM_Q4_0) { /* block totals in lanes 0 and 8, as cpu_qgemm_prep */
+            int s0 = _mm512_mask_reduce_add_epi32(0x00FF, s), s1 = _mm512_mask_reduce_add_epi32(0xFF00, s);
+            _mm512_storeu_si512(o[p].c, _mm512_maskz_set1_epi32(0x0001, -s0));
+            _mm512_mask_storeu_epi32(o[p].c, 0x0100, _mm512_set1_epi32(-s1));
+        } else
+            _mm512_storeu_si512(o[p].c, _mm512_sub_epi32(_mm512_setzero_si512(), s));
     }
 }
 
