@@ -20,8 +20,8 @@ typedef struct {
     int8_t q[64];  /* codes of blocks 2p, 2p + 1 */
     float d[16];   /* lanes 0-7: d of block 2p, lanes 8-15: d of block 2p + 1 */
     union {
-        int32_t c[16]; /* Q8_0, Q6_K: -offset * (sum of the 4 codes of lane i); Q4_0 (cpu_qgemm_prep):
-                        * -8 * (sum of the 32 codes of block 2p) in lane 0, of block 2p + 1 in lane 8,
+        int32_t c[16]; /* Q6_K: -offset * (sum of the 4 codes of lane i); Q8_0, Q4_0: -offset * (sum of
+                        * the 32 codes of block 2p) in lane 0, of block 2p + 1 in lane 8,
                         * zeros elsewhere (only the 8-lane sums matter to the pair tile) */
         float ls[16];  /* Q4_K: d * (sum of the 4 codes of lane i), for the minimums */
     };
@@ -48,7 +48,7 @@ void cpu_qgemm_prep(loom_dtype t, const loom_q8x *xq, int64_t K, void *dst) {
         __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, q);
         if (t == LOOM_Q4_K)
             _mm512_storeu_ps(o[p].ls, _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_loadu_ps(o[p].d)));
-        else if (t == LOOM_Q4_0) { /* the block totals in lanes 0 and 8, for q4_gemm (the pair tile and
+        else if (t == LOOM_Q4_0 || t == LOOM_Q8_0) { /* the block totals in lanes 0 and 8, for q4_gemm (the pair tile and
                                     * the GEMV sum the 8 lanes of a block under one scale: the same sums) */
             int s0 = _mm512_mask_reduce_add_epi32(0x00FF, s), s1 = _mm512_mask_reduce_add_epi32(0xFF00, s);
             _mm512_storeu_si512(o[p].c, _mm512_maskz_set1_epi32(0x0001, -s0));
@@ -211,7 +211,7 @@ static inline __attribute__((always_inline)) void q4_tile(int nh, int nx, const 
     }
 }
 
-static void q4_gemm(const char *w, size_t rb, const qg_pair *xr, int64_t M, int64_t K, int64_t n0, int64_t n1,
+static void q4_gemm(loom_dtype t, const char *w, size_t rb, const qg_pair *xr, int64_t M, int64_t K, int64_t n0, int64_t n1,
                     float *y, int64_t ldy, const float *bias) {
     const int64_t np = K / 64, nb = K / 32;
     q4_panel *pn = aligned_alloc(64, sizeof(q4_panel) * (size_t)nb);
@@ -222,7 +222,8 @@ static void q4_gemm(const char *w, size_t rb, const qg_pair *xr, int64_t M, int6
             for (int j = 0; j < 4; j++) x[j] = xr + (m0 + (j < nx ? j : 0)) * np;
             for (int64_t n = n0; n < n1; n += 4) {
                 int nw = (int)(n1 - n < 4 ? n1 - n : 4);
-                tile(LOOM_Q4_0, nw, nx, w + n * rb, rb, x, np, y + m0 * ldy + n, ldy, bias ? bias + n : NULL);
+                if (t == LOOM_Q8_0) tile(LOOM_Q8_0, nw, nx, w + n * rb, rb, x, np, y + m0 * ldy + n, ldy, bias ? bias + n : NULL);
+                else tile(LOOM_Q4_0, nw, nx, w + n * rb, rb, x, np, y + m0 * ldy + n, ldy, bias ? bias + n : NULL);
             }
         }
         return;
@@ -236,10 +237,16 @@ static void q4_gemm(const char *w, size_t rb, const qg_pair *xr, int64_t M, int6
             __mmask16 mk = rem <= 0 ? 0 : rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
             const char *base = w + (n + 16 * h) * (int64_t)rb;
             for (int64_t b = 0; b < nb; b++) {
-                const char *bp = base + b * (int64_t)sizeof(loom_block_q4_0);
+                const char *bp = base + b * (int64_t)(t == LOOM_Q8_0 ? sizeof(loom_block_q8_0) : sizeof(loom_block_q4_0));
                 __m512i z = _mm512_setzero_si512();
                 __m512i dv = _mm512_mask_i32gather_epi32(z, mk, vrb, bp, 1);
                 _mm512_store_ps(&pn[b].d[h], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dv)));
+                if (t == LOOM_Q8_0) { /* codes + 128 (rows past nw: zeros, unused) */
+                    for (int g = 0; g < 8; g++)
+                        _mm512_store_si512(&pn[b].q[h][g], _mm512_xor_si512(_mm512_mask_i32gather_epi32(z, mk, vrb, bp + 2 + 4 * g, 1),
+                                                                            _mm512_set1_epi8((char)0x80)));
+                    continue;
+                }
                 for (int g = 0; g < 4; g++) {
                     __m512i v = _mm512_mask_i32gather_epi32(z, mk, vrb, bp + 2 + 4 * g, 1);
                     _mm512_store_si512(&pn[b].q[h][g], _mm512_and_si512(v, m4));
@@ -265,13 +272,13 @@ void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void 
                       int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias) {
     const int64_t np = K / 64;
     const qg_pair *xr = xp;
-    static int q4p = -1; /* LOOM_CPU_Q4PANEL=0: Q4_0 through the pair tile (for comparisons) */
+    static int q4p = -1; /* LOOM_CPU_Q4PANEL=0: Q4_0 / Q8_0 through the pair tile (for comparisons) */
     if (q4p < 0) {
         const char *e = getenv("LOOM_CPU_Q4PANEL");
         q4p = e ? atoi(e) != 0 : 1;
     }
-    if (t == LOOM_Q4_0 && q4p) {
-        q4_gemm(w, row_bytes, xr, M, K, n0, n1, y, ldy, bias);
+    if ((t == LOOM_Q4_0 || t == LOOM_Q8_0) && q4p) {
+        q4_gemm(t, w, row_bytes, xr, M, K, n0, n1, y, ldy, bias);
         return;
     }
     for (int64_t m0 = 0; m0 < M; m0 += 4) {
@@ -354,7 +361,7 @@ void cpu_qgemv_prep(loom_dtype t, const float *x, int64_t K, void *dst) {
         }
         _mm512_storeu_ps(o[p].d, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(d[0])), _mm256_set1_ps(d[1]), 1));
         __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, _mm512_loadu_si512(o[p].q));
-        if (t == LOOM_Q4_0) { /* block totals in lanes 0 and 8, as cpu_qgemm_prep */
+        if (t == LOOM_Q4_0 || t == LOOM_Q8_0) { /* block totals in lanes 0 and 8, as cpu_qgemm_prep */
             int s0 = _mm512_mask_reduce_add_epi32(0x00FF, s), s1 = _mm512_mask_reduce_add_epi32(0xFF00, s);
             _mm512_storeu_si512(o[p].c, _mm512_maskz_set1_epi32(0x0001, -s0));
             _mm512_mask_storeu_epi32(o[p].c, 0x0100, _mm512_set1_epi32(-s1));
