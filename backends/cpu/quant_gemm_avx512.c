@@ -243,28 +243,34 @@ static void q4_gemm(loom_dtype t, const char *w, size_t rb, const qg_pair *xr, i
                 __m512i z = _mm512_setzero_si512();
                 __m512i dv = _mm512_mask_i32gather_epi32(z, mk, vrb, bp, 1);
                 _mm512_store_ps(&pn[b].d[h], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dv)));
+                if (mk == 0xFFFF) { /* 16 rows: loads and a dword transpose (gathers were ~10% of Q4_0) */
+                    for (int k = 0; k < (t == LOOM_Q8_0 ? 2 : 1); k++) { /* Q8_0: codes 0-15, 16-31 */
+                        __m512i R[4];
+                        for (int q = 0; q < 4; q++) {
+                            const char *r0 = bp + 2 + 16 * k + (int64_t)(4 * q) * (int64_t)rb;
+                            __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)r0));
+                            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r0 + rb)), 1);
+                            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r0 + 2 * rb)), 2);
+                            R[q] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r0 + 3 * rb)), 3);
+                        }
+                        for (int g = 0; g < 4; g++) { /* lane r < 8: dword g of row r; from R0|R1 and R2|R3 */
+                            __m512i idx = _mm512_add_epi32(tix, _mm512_set1_epi32(g));
+                            __m512i v = _mm512_shuffle_i64x2(_mm512_permutex2var_epi32(R[0], idx, R[1]),
+                                                             _mm512_permutex2var_epi32(R[2], idx, R[3]), 0x44);
+                            if (t == LOOM_Q8_0) {
+                                _mm512_store_si512(&pn[b].q[h][4 * k + g], _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80)));
+                                continue;
+                            }
+                            _mm512_store_si512(&pn[b].q[h][g], _mm512_and_si512(v, m4));
+                            _mm512_store_si512(&pn[b].q[h][g + 4], _mm512_and_si512(_mm512_srli_epi32(v, 4), m4));
+                        }
+                    }
+                    continue;
+                }
                 if (t == LOOM_Q8_0) { /* codes + 128 (rows past nw: zeros, unused) */
                     for (int g = 0; g < 8; g++)
                         _mm512_store_si512(&pn[b].q[h][g], _mm512_xor_si512(_mm512_mask_i32gather_epi32(z, mk, vrb, bp + 2 + 4 * g, 1),
                                                                             _mm512_set1_epi8((char)0x80)));
-                    continue;
-                }
-                if (mk == 0xFFFF) { /* 16 rows: loads and a dword transpose (4 gathers were ~10%) */
-                    __m512i R[4];
-                    for (int q = 0; q < 4; q++) {
-                        const char *r0 = bp + 2 + (int64_t)(4 * q) * (int64_t)rb;
-                        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)r0));
-                        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r0 + rb)), 1);
-                        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r0 + 2 * rb)), 2);
-                        R[q] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r0 + 3 * rb)), 3);
-                    }
-                    for (int g = 0; g < 4; g++) { /* lane r < 8: dword g of row r; from R0|R1 and R2|R3 */
-                        __m512i idx = _mm512_add_epi32(tix, _mm512_set1_epi32(g));
-                        __m512i v = _mm512_shuffle_i64x2(_mm512_permutex2var_epi32(R[0], idx, R[1]),
-                                                         _mm512_permutex2var_epi32(R[2], idx, R[3]), 0x44);
-                        _mm512_store_si512(&pn[b].q[h][g], _mm512_and_si512(v, m4));
-                        _mm512_store_si512(&pn[b].q[h][g + 4], _mm512_and_si512(_mm512_srli_epi32(v, 4), m4));
-                    }
                     continue;
                 }
                 for (int g = 0; g < 4; g++) {
