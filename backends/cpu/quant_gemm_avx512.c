@@ -3,8 +3,9 @@
  * Two 32-element blocks fill a zmm: 64 byte pairs per vpdpbusd. The weight codes are the unsigned
  * operand (Q4_0: its nibbles 0..15; Q8_0: q + 128, i.e. q xor 0x80) and the activation codes the
  * signed one, so the offset (8 or 128) times the sum of the activation codes is subtracted; that
- * correction depends on the activation only and is precomputed per lane (cpu_qgemm_prep), and it is
- * the accumulator vpdpbusd starts from. Per (weight row, activation row, block pair) the work is
+ * correction depends on the activation only and is precomputed (cpu_qgemm_prep: per lane, or for
+ * Q8_0 / Q4_0 as block totals in lanes 0 and 8), and it is the accumulator vpdpbusd starts from.
+ * (Q8_0 / Q4_0 prefill goes through the panel GEMM, q4_gemm, further down.) Per (weight row, activation row, block pair) the work is
  * then vpdpbusd, a conversion, a scale multiply and an FMA; a register tile of 4 weight rows x 4
  * activation rows loads each weight pair once for 4 activation rows and each activation pair once
  * for 4 weight rows (16 zmm accumulators).
