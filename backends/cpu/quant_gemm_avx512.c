@@ -3,8 +3,9 @@
  * Two 32-element blocks fill a zmm: 64 byte pairs per vpdpbusd. The weight codes are the unsigned
  * operand (Q4_0: its nibbles 0..15; Q8_0: q + 128, i.e. q xor 0x80) and the activation codes the
  * signed one, so the offset (8 or 128) times the sum of the activation codes is subtracted; that
- * correction depends on the activation only and is precomputed per lane (cpu_qgemm_prep), and it is
- * the accumulator vpdpbusd starts from. Per (weight row, activation row, block pair) the work is
+ * correction depends on the activation only and is precomputed (cpu_qgemm_prep: per lane, or for
+ * Q8_0 / Q4_0 as block totals in lanes 0 and 8), and it is the accumulator vpdpbusd starts from.
+ * (Q8_0 / Q4_0 prefill goes through the panel GEMM, q4_gemm, further down.) Per (weight row, activation row, block pair) the work is
  * then vpdpbusd, a conversion, a scale multiply and an FMA; a register tile of 4 weight rows x 4
  * activation rows loads each weight pair once for 4 activation rows and each activation pair once
  * for 4 weight rows (16 zmm accumulators).
@@ -20,7 +21,9 @@ typedef struct {
     int8_t q[64];  /* codes of blocks 2p, 2p + 1 */
     float d[16];   /* lanes 0-7: d of block 2p, lanes 8-15: d of block 2p + 1 */
     union {
-        int32_t c[16]; /* Q8_0, Q4_0, Q6_K: -offset * (sum of the 4 codes of lane i) */
+        int32_t c[16]; /* Q6_K: -offset * (sum of the 4 codes of lane i); Q8_0, Q4_0: -offset * (sum of
+                        * the 32 codes of block 2p) in lane 0, of block 2p + 1 in lane 8,
+                        * zeros elsewhere (only the 8-lane sums matter to the pair tile) */
         float ls[16];  /* Q4_K: d * (sum of the 4 codes of lane i), for the minimums */
     };
 } qg_pair;
@@ -46,7 +49,12 @@ void cpu_qgemm_prep(loom_dtype t, const loom_q8x *xq, int64_t K, void *dst) {
         __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, q);
         if (t == LOOM_Q4_K)
             _mm512_storeu_ps(o[p].ls, _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_loadu_ps(o[p].d)));
-        else
+        else if (t == LOOM_Q4_0 || t == LOOM_Q8_0) { /* the block totals in lanes 0 and 8, for q4_gemm (the pair tile and
+                                    * the GEMV sum the 8 lanes of a block under one scale: the same sums) */
+            int s0 = _mm512_mask_reduce_add_epi32(0x00FF, s), s1 = _mm512_mask_reduce_add_epi32(0xFF00, s);
+            _mm512_storeu_si512(o[p].c, _mm512_maskz_set1_epi32(0x0001, -s0));
+            _mm512_mask_storeu_epi32(o[p].c, 0x0100, _mm512_set1_epi32(-s1));
+        } else
             _mm512_storeu_si512(o[p].c, _mm512_sub_epi32(_mm512_setzero_si512(), s));
     }
 }
@@ -144,10 +152,162 @@ static inline __attribute__((always_inline)) void tile(loom_dtype t, int nw, int
             if (i < nw && j < nx) y[j * ldy + i] = _mm512_reduce_add_ps(acc[i][j]) + (bias ? bias[i] : 0.0f);
 }
 
+/* ---- Q4_0 prefill: weight panels, lanes = weight rows ----
+ * The pair tile above spends, per (weight row, activation row, block pair), a vpdpbusd, a conversion,
+ * a scale multiply and an FMA, plus the horizontal sums, and unpacks every weight pair again for
+ * each group of 4 activation rows. Here a panel of 32 weight rows is unpacked once per call (gathers:
+ * block b, group g of 4 codes -> dword lane r of one zmm per 16 rows, nibbles 0..15) and reused for
+ * all M activation rows: per (block, 16 weight rows, activation row) 8 vpdpbusd against broadcast
+ * dwords of the activation codes, started from -8 * (sum of the block's activation codes), then one
+ * conversion, multiply and FMA; the 16 lanes are 16 outputs, stored without horizontal sums. */
+typedef struct {
+    __m512i q[2][8]; /* [16-row half][group g]: lane r = codes 4g..4g+3 of row 16 h + r */
+    __m512 d[2];     /* the rows' block scales */
+} q4_panel;
+
+#define Q4_JT 4
+static inline __attribute__((always_inline)) void q4_tile(int nh, int nx, const q4_panel *pn, int64_t nb,
+                                                          const qg_pair *const *x,
+                                                          float *y, int64_t ldy, const float *bias, int nw) {
+    __m512 acc[2][Q4_JT];
+    QG_UNROLL for (int h = 0; h < 2; h++)
+        QG_UNROLL for (int j = 0; j < Q4_JT; j++) acc[h][j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const q4_panel *pb = pn + b;
+        __m512i ia[2][Q4_JT];
+        const int8_t *xq[Q4_JT];
+        QG_UNROLL for (int j = 0; j < Q4_JT; j++) { /* (x, cr hold Q4_JT valid rows, repeated past nx) */
+            ia[0][j] = ia[1][j] = _mm512_set1_epi32(x[j][b >> 1].c[8 * (b & 1)]);
+            xq[j] = x[j][b >> 1].q + 32 * (b & 1);
+        }
+        QG_UNROLL for (int g = 0; g < 8; g++) {
+            __m512i w0 = _mm512_load_si512(&pb->q[0][g]), w1 = w0;
+            if (nh > 1) w1 = _mm512_load_si512(&pb->q[1][g]);
+            QG_UNROLL for (int j = 0; j < Q4_JT; j++) {
+                if (j >= nx) break;
+                int32_t v;
+                memcpy(&v, xq[j] + 4 * g, 4);
+                __m512i xb = _mm512_set1_epi32(v);
+                ia[0][j] = _mm512_dpbusd_epi32(ia[0][j], w0, xb);
+                if (nh > 1) ia[1][j] = _mm512_dpbusd_epi32(ia[1][j], w1, xb);
+            }
+        }
+        QG_UNROLL for (int j = 0; j < Q4_JT; j++) {
+            if (j >= nx) break;
+            __m512 dx = _mm512_set1_ps(x[j][b >> 1].d[8 * (b & 1)]);
+            acc[0][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[0][j]), _mm512_mul_ps(pb->d[0], dx), acc[0][j]);
+            if (nh > 1)
+                acc[1][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[1][j]), _mm512_mul_ps(pb->d[1], dx), acc[1][j]);
+        }
+    }
+    QG_UNROLL for (int h = 0; h < 2; h++) {
+        if (h >= nh) break;
+        int rem = nw - 16 * h;
+        __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias + 16 * h) : _mm512_setzero_ps();
+        QG_UNROLL for (int j = 0; j < Q4_JT; j++) {
+            if (j >= nx) break;
+            _mm512_mask_storeu_ps(y + j * ldy + 16 * h, mk, _mm512_add_ps(acc[h][j], bv));
+        }
+    }
+}
+
+static void q4_gemm(loom_dtype t, const char *w, size_t rb, const qg_pair *xr, int64_t M, int64_t K, int64_t n0, int64_t n1,
+                    float *y, int64_t ldy, const float *bias) {
+    const int64_t np = K / 64, nb = K / 32;
+    q4_panel *pn = aligned_alloc(64, sizeof(q4_panel) * (size_t)nb);
+    if (!pn) { /* (out of memory) the pair tile */
+        for (int64_t m0 = 0; m0 < M; m0 += 4) {
+            int nx = (int)(M - m0 < 4 ? M - m0 : 4);
+            const qg_pair *x[4];
+            for (int j = 0; j < 4; j++) x[j] = xr + (m0 + (j < nx ? j : 0)) * np;
+            for (int64_t n = n0; n < n1; n += 4) {
+                int nw = (int)(n1 - n < 4 ? n1 - n : 4);
+                if (t == LOOM_Q8_0) tile(LOOM_Q8_0, nw, nx, w + n * rb, rb, x, np, y + m0 * ldy + n, ldy, bias ? bias + n : NULL);
+                else tile(LOOM_Q4_0, nw, nx, w + n * rb, rb, x, np, y + m0 * ldy + n, ldy, bias ? bias + n : NULL);
+            }
+        }
+        return;
+    }
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i vrb = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)rb)), m4 = _mm512_set1_epi32(0x0F0F0F0F);
+    /* dword 0 of rows 0..7 of two 4-row registers (row j: dword 4 (j % 4) of register j / 4) */
+    const __m512i tix = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    for (int64_t n = n0; n < n1; n += 32) {
+        int nw = (int)(n1 - n < 32 ? n1 - n : 32), nh = nw > 16 ? 2 : 1;
+        for (int h = 0; h < 2; h++) {
+            int rem = nw - 16 * h;
+            __mmask16 mk = rem <= 0 ? 0 : rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+            const char *base = w + (n + 16 * h) * (int64_t)rb;
+            for (int64_t b = 0; b < nb; b++) {
+                const char *bp = base + b * (int64_t)(t == LOOM_Q8_0 ? sizeof(loom_block_q8_0) : sizeof(loom_block_q4_0));
+                __m512i z = _mm512_setzero_si512();
+                __m512i dv = _mm512_mask_i32gather_epi32(z, mk, vrb, bp, 1);
+                _mm512_store_ps(&pn[b].d[h], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dv)));
+                if (mk == 0xFFFF) { /* 16 rows: loads and a dword transpose (gathers were ~10% of Q4_0) */
+                    for (int k = 0; k < (t == LOOM_Q8_0 ? 2 : 1); k++) { /* Q8_0: codes 0-15, 16-31 */
+                        __m512i R[4];
+                        for (int q = 0; q < 4; q++) {
+                            const char *r0 = bp + 2 + 16 * k + (int64_t)(4 * q) * (int64_t)rb;
+                            __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)r0));
+                            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r0 + rb)), 1);
+                            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r0 + 2 * rb)), 2);
+                            R[q] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(r0 + 3 * rb)), 3);
+                        }
+                        for (int g = 0; g < 4; g++) { /* lane r < 8: dword g of row r; from R0|R1 and R2|R3 */
+                            __m512i idx = _mm512_add_epi32(tix, _mm512_set1_epi32(g));
+                            __m512i v = _mm512_shuffle_i64x2(_mm512_permutex2var_epi32(R[0], idx, R[1]),
+                                                             _mm512_permutex2var_epi32(R[2], idx, R[3]), 0x44);
+                            if (t == LOOM_Q8_0) {
+                                _mm512_store_si512(&pn[b].q[h][4 * k + g], _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80)));
+                                continue;
+                            }
+                            _mm512_store_si512(&pn[b].q[h][g], _mm512_and_si512(v, m4));
+                            _mm512_store_si512(&pn[b].q[h][g + 4], _mm512_and_si512(_mm512_srli_epi32(v, 4), m4));
+                        }
+                    }
+                    continue;
+                }
+                if (t == LOOM_Q8_0) { /* codes + 128 (rows past nw: zeros, unused) */
+                    for (int g = 0; g < 8; g++)
+                        _mm512_store_si512(&pn[b].q[h][g], _mm512_xor_si512(_mm512_mask_i32gather_epi32(z, mk, vrb, bp + 2 + 4 * g, 1),
+                                                                            _mm512_set1_epi8((char)0x80)));
+                    continue;
+                }
+                for (int g = 0; g < 4; g++) {
+                    __m512i v = _mm512_mask_i32gather_epi32(z, mk, vrb, bp + 2 + 4 * g, 1);
+                    _mm512_store_si512(&pn[b].q[h][g], _mm512_and_si512(v, m4));
+                    _mm512_store_si512(&pn[b].q[h][g + 4], _mm512_and_si512(_mm512_srli_epi32(v, 4), m4));
+                }
+            }
+        }
+        const float *bn = bias ? bias + n : NULL;
+        for (int64_t m0 = 0; m0 < M; m0 += Q4_JT) {
+            int nx = (int)(M - m0 < Q4_JT ? M - m0 : Q4_JT);
+            const qg_pair *x[Q4_JT];
+            for (int j = 0; j < Q4_JT; j++) x[j] = xr + (m0 + (j < nx ? j : 0)) * np;
+            float *yr = y + m0 * ldy + n;
+            if (nh == 2 && nx == Q4_JT) q4_tile(2, Q4_JT, pn, nb, x, yr, ldy, bn, nw);
+            else if (nh == 2) q4_tile(2, nx, pn, nb, x, yr, ldy, bn, nw);
+            else q4_tile(1, nx, pn, nb, x, yr, ldy, bn, nw);
+        }
+    }
+    free(pn);
+}
+
 void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void *xp, int64_t M, int64_t K,
                       int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias) {
     const int64_t np = K / 64;
     const qg_pair *xr = xp;
+    static int q4p = -1; /* LOOM_CPU_Q4PANEL=0: Q4_0 / Q8_0 through the pair tile (for comparisons) */
+    if (q4p < 0) {
+        const char *e = getenv("LOOM_CPU_Q4PANEL");
+        q4p = e ? atoi(e) != 0 : 1;
+    }
+    if ((t == LOOM_Q4_0 || t == LOOM_Q8_0) && q4p) {
+        q4_gemm(t, w, row_bytes, xr, M, K, n0, n1, y, ldy, bias);
+        return;
+    }
     for (int64_t m0 = 0; m0 < M; m0 += 4) {
         int nx = (int)(M - m0 < 4 ? M - m0 : 4);
         const qg_pair *x[4];
@@ -228,7 +388,12 @@ void cpu_qgemv_prep(loom_dtype t, const float *x, int64_t K, void *dst) {
         }
         _mm512_storeu_ps(o[p].d, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(d[0])), _mm256_set1_ps(d[1]), 1));
         __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, _mm512_loadu_si512(o[p].q));
-        _mm512_storeu_si512(o[p].c, _mm512_sub_epi32(_mm512_setzero_si512(), s));
+        if (t == LOOM_Q4_0 || t == LOOM_Q8_0) { /* block totals in lanes 0 and 8, as cpu_qgemm_prep */
+            int s0 = _mm512_mask_reduce_add_epi32(0x00FF, s), s1 = _mm512_mask_reduce_add_epi32(0xFF00, s);
+            _mm512_storeu_si512(o[p].c, _mm512_maskz_set1_epi32(0x0001, -s0));
+            _mm512_mask_storeu_epi32(o[p].c, 0x0100, _mm512_set1_epi32(-s1));
+        } else
+            _mm512_storeu_si512(o[p].c, _mm512_sub_epi32(_mm512_setzero_si512(), s));
     }
 }
 

@@ -53,6 +53,11 @@ static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
         cpu_qgemv_prep(t->wt, t->x, t->K, t->xp);
         return;
     }
+    if (t->xp && (t->wt == LOOM_Q8_0 || t->wt == LOOM_Q4_0)) { /* prefill tiles read only xp: the same */
+        for (int64_t m = m0; m < m1; m++)                        /* fused pass per row */
+            cpu_qgemv_prep(t->wt, t->x + m * t->K, t->K, t->xp + (size_t)m * t->xp_bytes);
+        return;
+    }
     for (int64_t m = m0; m < m1; m++) {
         loom_q8x_quant(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
         if (t->xp) cpu_qgemm_prep(t->wt, t->xq + m * t->xblocks, t->K, t->xp + (size_t)m * t->xp_bytes);
