@@ -9,6 +9,9 @@
 #ifndef LOOM_CPU_H
 #define LOOM_CPU_H
 
+#include <stdlib.h>
+#include <limits.h>
+#include <stdatomic.h>
 #include "../backend.h"
 
 #include <stdint.h>
@@ -28,6 +31,20 @@ int cpu_pool_size(const cpu_pool *p);
  * lost its core is never waited for unless it holds a chunk. With parallel <= false (or a single
  * chunk) everything runs on the caller. Not reentrant: one job at a time, from one thread. */
 void cpu_pool_for(cpu_pool *p, bool parallel, int64_t n, int64_t grain, cpu_range_fn fn, void *arg);
+
+/* An integer switch from the environment (A/B timing knobs), read once and cached. The pool's
+ * threads may all ask at once: the cache is atomic, so that is not a data race (TSan). A value
+ * that is not a whole number counts as unset. */
+static inline int cpu_env_int_once(_Atomic int *cache, const char *name, int def) {
+    int v = atomic_load_explicit(cache, memory_order_relaxed);
+    if (v != INT_MIN) return v;
+    const char *e = getenv(name);
+    char *end = NULL;
+    long l = e && *e ? strtol(e, &end, 10) : 0;
+    v = e && *e && !*end && l > INT_MIN && l <= INT_MAX ? (int)l : def;
+    atomic_store_explicit(cache, v, memory_order_relaxed);
+    return v;
+}
 
 /* ---- kernels ------------------------------------------------------------------------------------ */
 /* Keys scored per step of the blocked online softmax in attention. */

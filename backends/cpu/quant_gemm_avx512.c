@@ -299,11 +299,8 @@ void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void 
                       int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias) {
     const int64_t np = K / 64;
     const qg_pair *xr = xp;
-    static int q4p = -1; /* LOOM_CPU_Q4PANEL=0: Q4_0 / Q8_0 through the pair tile (for comparisons) */
-    if (q4p < 0) {
-        const char *e = getenv("LOOM_CPU_Q4PANEL");
-        q4p = e ? atoi(e) != 0 : 1;
-    }
+    static _Atomic int q4p_env = INT_MIN; /* LOOM_CPU_Q4PANEL=0: Q4_0 / Q8_0 through the pair tile (for comparisons) */
+    bool q4p = cpu_env_int_once(&q4p_env, "LOOM_CPU_Q4PANEL", 1) != 0;
     if ((t == LOOM_Q4_0 || t == LOOM_Q8_0) && q4p) {
         q4_gemm(t, w, row_bytes, xr, M, K, n0, n1, y, ldy, bias);
         return;
@@ -342,12 +339,14 @@ void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void 
  * same load and a vcvtph2ps; 4 weight rows share each activation pair load, one accumulator per
  * row, one horizontal sum per row at the end. */
 static bool has_vbmi(void) {
-    static int v = -1;
-    if (v < 0) {
+    static _Atomic int v = -1; /* asked from the pool's threads: atomic, not a data race */
+    int r = atomic_load_explicit(&v, memory_order_relaxed);
+    if (r < 0) {
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx512vbmi");
+        r = __builtin_cpu_supports("avx512vbmi") != 0;
+        atomic_store_explicit(&v, r, memory_order_relaxed);
     }
-    return v;
+    return r;
 }
 
 bool cpu_qgemv_ok(loom_dtype t, int64_t K) {
@@ -538,12 +537,11 @@ GV_TARGET void gv_rows_q6k(int nr, const char *w, size_t rb, const qg_pair *x, i
 __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes,
                                                             const void *xp, int64_t K, int64_t n0, int64_t n1,
                                                             float *y, const float *bias) {
-    static int pf_rows = -1; /* LOOM_CPU_QGEMV_PF: prefetch distance in rows (0: none); 16 measured best
-                             * on the EPYC (q4_0 ~10% ahead of 4, q8_0 the same; T1/T2 hints no better) */
-    if (pf_rows < 0) {
-        const char *e = getenv("LOOM_CPU_QGEMV_PF");
-        pf_rows = e ? atoi(e) : 16;
-    }
+    /* LOOM_CPU_QGEMV_PF: prefetch distance in rows (0: none); 16 measured best on the EPYC (q4_0 ~10%
+     * ahead of 4, q8_0 the same; T1/T2 hints no better) */
+    static _Atomic int pf_env = INT_MIN;
+    int pf_rows = cpu_env_int_once(&pf_env, "LOOM_CPU_QGEMV_PF", 16);
+    if (pf_rows < 0) pf_rows = 0;
     int64_t np = K / 64;
     const char *wr = w;
     const qg_pair *x = xp;

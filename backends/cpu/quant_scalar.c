@@ -96,14 +96,11 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
 int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn dot, float *y, const float *x,
                      const void *w, loom_dtype wt, const float *bias, int64_t M, int64_t K, int64_t N) {
     int64_t xb = K / LOOM_QK;
-    static int no_tiles = -1, no_gemv; /* LOOM_CPU_QTILED=0: the rows kernel only; LOOM_CPU_QGEMV=0: M = 1 through
-                                        * the tiled GEMM (both for A/B timing) */
-    if (no_tiles < 0) {
-        const char *e = getenv("LOOM_CPU_QTILED");
-        no_tiles = e && !strcmp(e, "0");
-        e = getenv("LOOM_CPU_QGEMV");
-        no_gemv = e && !strcmp(e, "0");
-    }
+    /* LOOM_CPU_QTILED=0: the rows kernel only; LOOM_CPU_QGEMV=0: M = 1 through the tiled GEMM (both
+     * for A/B timing) */
+    static _Atomic int tiled_env = INT_MIN, gemv_env = INT_MIN;
+    bool no_tiles = cpu_env_int_once(&tiled_env, "LOOM_CPU_QTILED", 1) == 0;
+    bool no_gemv = cpu_env_int_once(&gemv_env, "LOOM_CPU_QGEMV", 1) == 0;
     bool tiled = !no_tiles && dot == cpu_qdot_avx512 && cpu_qgemm_ok(wt, K);
     size_t xpb = tiled ? cpu_qgemm_xbytes(K) : 0;
     loom_q8x *xq = malloc((size_t)(M * xb) * sizeof *xq + 1);
