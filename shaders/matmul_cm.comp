@@ -7,9 +7,12 @@
 // MATMUL (prefill) on cooperative matrices (tensor cores): y[M, N] = x[M, K] W[N, K]^T (+ bias).
 // Built only with a glslang that knows GL_KHR_cooperative_matrix (vulkan.cmake checks), picked
 // only on devices that offer 16x16x16 f16 x f16 -> f32 at subgroup scope (vk_device.c).
-// x (f32) and W (f16, or bf16 converted) are staged in shared memory as f16, 32 of K at a time;
-// accumulators are f32. So x is rounded to f16 (relative 2^-11): f16/bf16-weight models only,
-// whose tolerance (2e-2) absorbs it; f32 weights keep the FMA kernel (matmul.comp).
+// x (f32) and W (f16, or bf16 converted, or a block-quantised type dequantised in registers by
+// wquant.glsl) are staged in shared memory as f16, 32 of K at a time; accumulators are f32. So x
+// is rounded to f16 (relative 2^-11): f16/bf16-weight models, whose tolerance (2e-2) absorbs it,
+// and quantised ones, whose own rounding (2^-8 and coarser) dwarfs it; f32 weights keep the FMA
+// kernel (matmul.comp). A dequantised Q8_0/Q4_K/Q6_K element (f16 scale x integer) may need more
+// than f16's 11 bits: it is rounded too, to within 2^-11 of itself.
 // Tiles: BIG = 128 x 128 with 8 subgroups (4 x 2, each 32 x 64 = 2 x 4 fragments), else 64 x 64
 // with 4 subgroups (2 x 2, each 32 x 32). The workgroup size (spec constant 0) is subgroups x the
 // device's subgroup size (spec constant 1). When rows are aligned, the next K step's tiles are
@@ -54,6 +57,20 @@ shared float Cs[WROWS * WCOLS * 256];
 #define CMB coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB>
 #define CMC coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>
 
+#ifdef W_QUANT
+// 8 weights dequantised in registers (wquant.glsl), as four f16 pairs: a quantised row is whole
+// blocks of 32 or 256, so the vector loads never straddle a block (and the binding is bytes:
+// always "aligned")
+uvec4 wq8(uint e) {
+    vec4 lo, hi;
+    wload8(e, lo, hi);
+    return uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw), packHalf2x16(hi.xy), packHalf2x16(hi.zw));
+}
+#define WLOAD8(e) wq8(e)
+#else
+#define WLOAD8(e) w8[(e) >> 3]
+#endif
+
 f16vec2 wpair(uint v) {
 #if defined(W_BF16)
     return f16vec2(vec2(uintBitsToFloat(v << 16), uintBitsToFloat(v & 0xffff0000u)));
@@ -88,7 +105,7 @@ void main() {
 #define LOAD_W(kb)                                                                                 \
     [[unroll]] for (uint l = 0u; l < WV; l++) {                                                    \
         uint i = tid + l * T, r = i / (BK / 8u), gc = col0 + r, gk = (kb) + (i % (BK / 8u)) * 8u;  \
-        rb[l] = (i < BN * (BK / 8u) && gc < N && gk < k1) ? w8[(OFF_B + gc * K + gk) >> 3] : uvec4(0u); \
+        rb[l] = (i < BN * (BK / 8u) && gc < N && gk < k1) ? WLOAD8(OFF_B + gc * K + gk) : uvec4(0u); \
     }
     if (k0 < k1) {
         if (xvec) { LOAD_X(k0) }

@@ -722,6 +722,8 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
 #endif
     const char *cbt = getenv("LOOM_VK_CM_BIG_TILES");
     d->cm_big_tiles = cbt && atoi(cbt) > 0 ? (uint32_t)atoi(cbt) : 512;
+    const char *qcm = getenv("LOOM_VK_QCM"); /* "tiles": the slower in-tile dequantisation, for A/B runs */
+    d->qcm_tiles = qcm && !strcmp(qcm, "tiles");
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);

@@ -87,6 +87,7 @@ typedef struct vk_dev {
     bool has_budget, f16_storage, subgroup_arith, timestamps;
     bool coopmat; /* tensor-core prefill matmul (matmul_cm.comp): device, feature and shaders */
     uint32_t cm_big_tiles; /* its 128 x 128 tiles from this many such tiles on (else 64 x 64) */
+    bool qcm_tiles; /* quantised W on it: dequantised in the tile loads, not first to f16 scratch */
     uint32_t subgroup_size;
     size_t max_alloc, max_range, align;
     size_t piece, overlap; /* weights: largest piece, and how much consecutive pieces share */

@@ -267,12 +267,21 @@ static loom_spv_id wshader(vk_dev *d, loom_dtype t, loom_spv_id f32, loom_spv_id
 
 /* Shader for a block-quantised weight: kind 0 embed, 1 matvec, 2 matmul, 3 matmul (big tiles). */
 static loom_spv_id qshader(loom_dtype t, int kind) {
+#ifdef LOOM_VK_COOPMAT
+    static const loom_spv_id cmtab[4][2] = {{LOOM_SPV_MATMUL_CM_Q8_0, LOOM_SPV_MATMUL_CM_BIG_Q8_0},
+                                            {LOOM_SPV_MATMUL_CM_Q4_0, LOOM_SPV_MATMUL_CM_BIG_Q4_0},
+                                            {LOOM_SPV_MATMUL_CM_Q4_K, LOOM_SPV_MATMUL_CM_BIG_Q4_K},
+                                            {LOOM_SPV_MATMUL_CM_Q6_K, LOOM_SPV_MATMUL_CM_BIG_Q6_K}};
+#endif
     static const loom_spv_id tab[4][4] = {
         {LOOM_SPV_EMBED_Q8_0, LOOM_SPV_MATVEC_Q8_0, LOOM_SPV_MATMUL_Q8_0, LOOM_SPV_MATMUL_BIG_Q8_0},
         {LOOM_SPV_EMBED_Q4_0, LOOM_SPV_MATVEC_Q4_0, LOOM_SPV_MATMUL_Q4_0, LOOM_SPV_MATMUL_BIG_Q4_0},
         {LOOM_SPV_EMBED_Q4_K, LOOM_SPV_MATVEC_Q4_K, LOOM_SPV_MATMUL_Q4_K, LOOM_SPV_MATMUL_BIG_Q4_K},
         {LOOM_SPV_EMBED_Q6_K, LOOM_SPV_MATVEC_Q6_K, LOOM_SPV_MATMUL_Q6_K, LOOM_SPV_MATMUL_BIG_Q6_K}};
     int f = t == LOOM_Q8_0 ? 0 : t == LOOM_Q4_0 ? 1 : t == LOOM_Q4_K ? 2 : 3;
+#ifdef LOOM_VK_COOPMAT
+    if (kind >= 4) return cmtab[f][kind - 4]; /* 4, 5: tensor-core tiles, 64 or 128 */
+#endif
     return tab[f][kind];
 }
 
@@ -318,10 +327,26 @@ static bool gemv_path(vk_dev *d, const loom_exec_ctx *x, int i) {
 
 /* Scratch space (attention partials, split-K products): sized in the first pass, allocated once
  * per plan; in the sizing pass the binding is a placeholder. */
-static vk_arg scratch_arg(vk_rec *r, size_t need, bool write) {
-    if (need > r->scratch_need) r->scratch_need = need;
+static vk_arg scratch_at(vk_rec *r, size_t off, size_t len, bool write) {
+    if (off + len > r->scratch_need) r->scratch_need = off + len;
     if (!r->scratch) return (vk_arg){0};
-    return (vk_arg){.b = r->scratch, .off = 0, .len = need, .esize = 4, .write = write};
+    return (vk_arg){.b = r->scratch, .off = off, .len = len, .esize = 4, .write = write};
+}
+
+static vk_arg scratch_arg(vk_rec *r, size_t need, bool write) { return scratch_at(r, 0, need, write); }
+
+static loom_spv_id dqshader(loom_dtype t) {
+#ifdef LOOM_VK_COOPMAT
+    switch (t) {
+    case LOOM_Q8_0: return LOOM_SPV_DEQUANT_Q8_0;
+    case LOOM_Q4_0: return LOOM_SPV_DEQUANT_Q4_0;
+    case LOOM_Q4_K: return LOOM_SPV_DEQUANT_Q4_K;
+    default: return LOOM_SPV_DEQUANT_Q6_K;
+    }
+#else
+    (void)t;
+    return LOOM_SPV_EMBED_F32; /* unreachable: no coopmat, no f16 copies */
+#endif
 }
 
 static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
@@ -360,12 +385,12 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     /* tiled: 128 x 128 tiles when there are enough of them to fill the GPU, else 64 x 64; few
      * tiles and a long K (a 896-wide down projection in prefill): split K as well */
     uint64_t big_tiles = ((M + 127) / 128) * ((Nn + 127) / 128);
-    /* tensor cores (matmul_cm.comp) for f16/bf16 weights: x is rounded to f16 there, which only
-     * the f16/bf16 model tolerance absorbs, so f32 weights stay on the FMA kernel. Their 128 x 128
+    /* tensor cores (matmul_cm.comp) for f16/bf16 and block-quantised weights: x is rounded to f16
+     * there, which only their tolerance absorbs, so f32 weights stay on the FMA kernel. Their 128 x 128
      * tiles want many more tiles than SMs (a 512-token prefill's ~150 leave the H100 half idle in
      * the second wave), hence a separate threshold (LOOM_VK_CM_BIG_TILES, default 512). M <= 8
      * (decode) stays on the GEMV, or on the FMA kernel where subgroups are off. */
-    bool cm = !gemv && M > 8 && d->coopmat && (w->type == LOOM_F16 || w->type == LOOM_BF16);
+    bool cm = !gemv && M > 8 && d->coopmat && (w->type == LOOM_F16 || w->type == LOOM_BF16 || quant);
     bool big = !gemv && M >= 128 && big_tiles >= (cm ? d->cm_big_tiles : 128);
     uint64_t tile = big ? 128 : 64, tiles = ((M + tile - 1) / tile) * ((Nn + tile - 1) / tile);
     uint32_t ksplit = 1;
@@ -375,9 +400,26 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
         if (ks > 8) ks = 8;
         ksplit = ks > 1 ? (uint32_t)ks : 1;
     }
+    /* Quantised W on tensor cores: each chunk of rows is first dequantised to f16 in scratch
+     * (dequant.comp), after any split-K partial products, and the f16 kernel reads that: in-tile
+     * dequantisation (LOOM_VK_QCM=tiles) repeats the byte-wise block reads in every workgroup and
+     * ran at the FMA kernel's speed (H100). */
+    bool qcopy = cm && quant && !d->qcm_tiles;
+    size_t dq_at = 0;
+    if (qcopy) {
+        size_t al = d->align > 256 ? d->align : 256;
+        dq_at = ksplit > 1 ? ((size_t)M * Nn * 4 * ksplit + al - 1) / al * al : 0;
+        uint64_t s2 = rows_per_chunk(d, (size_t)K * 2), cap = ((size_t)32 << 20) / ((size_t)K * 2);
+        if (s2 > cap) s2 = cap ? cap : 1;
+        if (step > s2) step = s2;
+    }
     loom_spv_id sh;
-    if (quant) /* raw blocks dequantised in registers (shaders/wquant.glsl) */
-        sh = qshader(w->type, gemv ? 1 : big ? 3 : 2);
+    if (quant && !qcopy) /* raw blocks dequantised in registers (shaders/wquant.glsl) */
+        sh = qshader(w->type, gemv ? 1 : (cm ? 4 : 2) + big);
+#ifdef LOOM_VK_COOPMAT
+    else if (qcopy) /* the f16 copy in scratch */
+        sh = big ? LOOM_SPV_MATMUL_CM_BIG_F16 : LOOM_SPV_MATMUL_CM_F16;
+#endif
     else if (gemv)
         sh = wshader(d, w->type, LOOM_SPV_MATVEC_F32, LOOM_SPV_MATVEC_F16, LOOM_SPV_MATVEC_F16S, LOOM_SPV_MATVEC_BF16);
 #ifdef LOOM_VK_COOPMAT
@@ -419,6 +461,17 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
         vk_pc pc = {.u = {(uint32_t)M, (uint32_t)cnt, (uint32_t)K, bias && ksplit == 1, (uint32_t)n0, (uint32_t)Nn, 0,
                           ksplit, (uint32_t)(M * Nn)},
                     .f = {eps}};
+        if (qcopy) { /* this chunk's rows to f16 (packed pairs), then the matmul reads those */
+            vk_arg q[VK_NBIND] = {0};
+            q[0] = scratch_at(r, dq_at, (size_t)cnt * K * 2, true);
+            q[2] = a[2];
+            vk_pc qp = {.u = {(uint32_t)(cnt * K / 8)}};
+            uint32_t gx, gy;
+            grid1(cnt * K / 8, &gx, &gy);
+            if (dispatch(r, dqshader(w->type), NULL, q, &qp, gx, gy, 1) < 0) return -1;
+            a[2] = scratch_at(r, dq_at, (size_t)cnt * K * 2, false);
+            a[2].esize = 2;
+        }
         if (gemv) {
             /* quantised W: K is whole blocks and the byte reads need no alignment */
             bool vec = K % 8 == 0 && (quant || elem_off(d, &a[2]) % 8 == 0) && elem_off(d, &a[1]) % 4 == 0 &&
@@ -433,7 +486,9 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
             if ((M + tile - 1) / tile > 65535)
                 return loom_err("vulkan: matmul with %llu rows is too tall", (unsigned long long)M);
             /* vector tile loads where rows and bindings are aligned */
-            pc.u[6] = (K % 4 == 0 && elem_off(d, &a[1]) % 4 == 0) | (K % 8 == 0 && elem_off(d, &a[2]) % 8 == 0) << 1;
+            /* (a quantised row is whole blocks of bytes: its 8-element reads are always whole) */
+            pc.u[6] = (K % 4 == 0 && elem_off(d, &a[1]) % 4 == 0) |
+                      (K % 8 == 0 && (quant || elem_off(d, &a[2]) % 8 == 0)) << 1;
             if (dispatch(r, sh, cm ? spec : NULL, a, &pc, (uint32_t)((cnt + tile - 1) / tile),
                          (uint32_t)((M + tile - 1) / tile), ksplit) < 0)
                 return -1;

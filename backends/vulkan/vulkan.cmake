@@ -106,7 +106,21 @@ void main() {
       "matmul_cm_f16|matmul_cm.comp|W_F16"
       "matmul_cm_bf16|matmul_cm.comp|W_BF16"
       "matmul_cm_big_f16|matmul_cm.comp|W_F16|BIG"
-      "matmul_cm_big_bf16|matmul_cm.comp|W_BF16|BIG")
+      "matmul_cm_big_bf16|matmul_cm.comp|W_BF16|BIG"
+      # block-quantised weights: to f16 in scratch (dequant.comp) for the f16 shaders above, or
+      # dequantised in the tile loads (LOOM_VK_QCM=tiles, for comparison)
+      "dequant_q8_0|dequant.comp|W_Q8_0"
+      "dequant_q4_0|dequant.comp|W_Q4_0"
+      "dequant_q4_k|dequant.comp|W_Q4_K"
+      "dequant_q6_k|dequant.comp|W_Q6_K"
+      "matmul_cm_q8_0|matmul_cm.comp|W_Q8_0"
+      "matmul_cm_big_q8_0|matmul_cm.comp|W_Q8_0|BIG"
+      "matmul_cm_q4_0|matmul_cm.comp|W_Q4_0"
+      "matmul_cm_big_q4_0|matmul_cm.comp|W_Q4_0|BIG"
+      "matmul_cm_q4_k|matmul_cm.comp|W_Q4_K"
+      "matmul_cm_big_q4_k|matmul_cm.comp|W_Q4_K|BIG"
+      "matmul_cm_q6_k|matmul_cm.comp|W_Q6_K"
+      "matmul_cm_big_q6_k|matmul_cm.comp|W_Q6_K|BIG")
     message(STATUS "loom: cooperative-matrix shaders on (${LOOM_GLSLANG} compiles GL_KHR_cooperative_matrix)")
   else()
     message(STATUS "loom: no cooperative-matrix shaders (${LOOM_GLSLANG} cannot compile GL_KHR_cooperative_matrix; "

@@ -7,8 +7,11 @@
  * The CPU multiplies quantised W by x quantised to 8 bits (loom_q8x), the GPU by f32 x. The test
  * x is made exactly representable in q8x (every 32-block is integers in [-127, 127] times a power
  * of two, with one element at +-127), so both compute the same products and only the summation
- * order differs: MATMUL within 2^-15 * sum_k |x_k w_k| + 1e-6. EMBED dequantises the same way as
- * loom_dequant_row and must match bit for bit.
+ * order differs: MATMUL within 2^-15 * sum_k |x_k w_k| + 1e-6. A device with cooperative
+ * matrices (describe() says "coopmat") runs the prefill matmul (M > 8) on tensor cores with each
+ * dequantised weight rounded to f16 (x stays exact: small integers times a power of two), so
+ * there the bound is 2^-10 * sum_k |x_k w_k| + 1e-6 (f16's 2^-11 per product, and the order).
+ * EMBED dequantises the same way as loom_dequant_row and must match bit for bit.
  *
  * The decode fusions (RMSNORM / SWIGLU folded into the matvec, the residual ADD after it) see
  * arbitrary x, so they are checked against a double-precision product of the dequantised W.
@@ -25,6 +28,7 @@
 static loom_backend *cpu, *vk[NVK];
 static const char *vk_name[NVK] = {"vulkan", "vulkan(no f16 storage, no subgroup)", "vulkan(16 KiB weight pieces)"};
 static const loom_dtype qtypes[4] = {LOOM_Q8_0, LOOM_Q4_0, LOOM_Q4_K, LOOM_Q6_K};
+static bool vk_coopmat[NVK]; /* the backend runs prefill matmuls on cooperative matrices */
 
 /* compute_plan on be (plan_prepare, one replay); same output layout as tg_run */
 static int run_plan(tg *t, loom_backend *be, tg_run_out *o) {
@@ -100,8 +104,9 @@ static void cmp(const char *what, const char *be, const float *got, const float 
           ref[at]);
 }
 
-/* Run t on the CPU (reference) and on the Vulkan backends (mask: which) through both paths. */
-static void run_cmp(tg *t, int out, const char *what, double atol, unsigned mask) {
+/* Run t on the CPU (reference) and on the Vulkan backends (mask: which) through both paths;
+ * atol_cm replaces atol on a cooperative-matrix backend. */
+static void run_cmp(tg *t, int out, const char *what, double atol, double atol_cm, unsigned mask) {
     tg_run_out ro;
     int rc = tg_run(t, cpu, &ro);
     CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
@@ -114,7 +119,7 @@ static void run_cmp(tg *t, int out, const char *what, double atol, unsigned mask
             tg_run_out o;
             int r2 = mode ? run_plan(t, vk[v], &o) : tg_run(t, vk[v], &o);
             CHECK(r2 == 0, "%s [%s]: %s", what, name, o.err);
-            if (r2 == 0) cmp(what, name, tg_f32(t, &o, out), tg_f32(t, &ro, out), n, atol);
+            if (r2 == 0) cmp(what, name, tg_f32(t, &o, out), tg_f32(t, &ro, out), n, vk_coopmat[v] ? atol_cm : atol);
             tg_out_free(&o);
         }
     }
@@ -137,7 +142,7 @@ static void test_embed(void) {
         int e = tg_node(&t, LOOM_OP_EMBED, LOOM_F32, 2, (int64_t[]){S, D}, 2, tw, ti);
         char what[64];
         snprintf(what, sizeof what, "embed %s", loom_dtype_name(qt));
-        run_cmp(&t, e, what, -1, 7);
+        run_cmp(&t, e, what, -1, -1, 7);
         free(w), free(deq);
     }
 }
@@ -181,7 +186,7 @@ static void matmul_case(loom_dtype qt, int64_t M, int64_t N, int64_t K, bool bia
     char what[128];
     snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld%s%s", loom_dtype_name(qt), (long long)M,
              (long long)N, (long long)K, bias ? " +bias" : "", x_skip ? " unaligned x" : "");
-    run_cmp(&t, y, what, ldexp(amax, -15) + 1e-6, mask);
+    run_cmp(&t, y, what, ldexp(amax, -15) + 1e-6, M > 8 ? ldexp(amax, -10) + 1e-6 : ldexp(amax, -15) + 1e-6, mask);
     free(x), free(deq), free(b), free(w);
 }
 
@@ -201,6 +206,10 @@ static void test_matmul(void) {
         matmul_case(qt, 1, 2100, k256 ? 256 : 64, true, 0, 7);
         /* unaligned x (the scalar weight loads of the GEMV) */
         matmul_case(qt, 2, 40, k256 ? 256 : 64, true, 3, 7);
+        /* unaligned x in the tiled kernels (scalar x tile loads), and on a coopmat device the
+         * third config's 128 x 128 tensor-core tiles (it takes them for every M >= 128) */
+        matmul_case(qt, 19, 40, k256 ? 256 : 64, false, 3, 7);
+        matmul_case(qt, 130, 150, k256 ? 256 : 96, qi % 2 == 1, 0, 4);
     }
     /* the 128 x 128 tile shader: >= 128 tiles of 128 x 128 (default device only: lavapipe is slow) */
     matmul_case(LOOM_Q8_0, 130, 8200, 32, true, 0, 1);
@@ -285,8 +294,14 @@ static void test_supports(void) {
 }
 
 int main(void) {
-    int orc = tg_open_backends(&cpu, vk, false);
+    int orc = tg_open_backends(&cpu, vk, true);
     if (orc) return orc;
+    for (int v = 0; v < NVK; v++) {
+        char desc[256] = "";
+        if (vk[v]) vk[v]->ops->describe(vk[v], desc, sizeof desc);
+        vk_coopmat[v] = strstr(desc, "coopmat") != NULL;
+        if (vk_coopmat[v]) printf("%s: cooperative-matrix matmul on\n", vk_name[v]);
+    }
 
     double t0 = loom_now();
 #define TIMED(call)                                                                                \
