@@ -244,6 +244,18 @@ static void test_rope(void) {
 }
 
 /* ---- KV_STORE + ATTENTION -------------------------------------------------------------------- */
+/* The attention tests' step inputs: q [S, QW], this step's k and v rows [S, W], positions [S]. */
+typedef struct vt_step { int q, k, v, pos; } vt_step;
+static vt_step vt_step_inputs(tg *t, int64_t S, int64_t QW, int64_t W, const float *q, const float *k,
+                              const float *v, const int32_t *pos) {
+    vt_step r;
+    r.q = tg_input(t, LOOM_F32, 2, (int64_t[]){S, QW}, q);
+    r.k = tg_input(t, LOOM_F32, 2, (int64_t[]){S, W}, k);
+    r.v = tg_input(t, LOOM_F32, 2, (int64_t[]){S, W}, v);
+    r.pos = tg_input(t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    return r;
+}
+
 /* KV_STORE of `rows` at `idx` into the STATE cache node, in place: every attention graph here
  * writes its K and V caches so. */
 static int vt_kv_store(tg *t, int cache, int rows, int idx) {
@@ -263,14 +275,11 @@ static void attn_case(int64_t S, int64_t C, int H, int Hkv, int hd, const int32_
     tg_fill(vc, (size_t)(n_filled * W), 1.0f);
     tg t;
     tg_init(&t);
-    int tq = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, H * hd}, q);
-    int tk = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, kr);
-    int tv = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, vr);
-    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    vt_step in = vt_step_inputs(&t, S, H * hd, W, q, kr, vr, pos);
     int sk = tg_state(&t, C, W, kc), sv = tg_state(&t, C, W, vc);
-    int k2 = vt_kv_store(&t, sk, tk, tp);
-    int v2 = vt_kv_store(&t, sv, tv, tp);
-    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 4, tq, k2, v2, tp);
+    int k2 = vt_kv_store(&t, sk, in.k, in.pos);
+    int v2 = vt_kv_store(&t, sv, in.v, in.pos);
+    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 4, in.q, k2, v2, in.pos);
     t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd;
     t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd);
     char what[128];
@@ -333,17 +342,14 @@ static void paged_case(int B, const int *len, const int *new_rows, int nb, int b
     tg_fill(vc, (size_t)C * W, 1.0f);
     tg t;
     tg_init(&t);
-    int tq = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, H * hd}, q);
-    int tk = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, kr);
-    int tv = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, vr);
-    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    vt_step in = vt_step_inputs(&t, S, H * hd, W, q, kr, vr, pos);
     int tsl = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, slot);
     int tsq = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, seq);
     int ttb = tg_input(&t, LOOM_I32, 2, (int64_t[]){B, M}, table);
     int sk = tg_state(&t, C, W, kc), sv = tg_state(&t, C, W, vc);
-    int k2 = vt_kv_store(&t, sk, tk, tsl);
-    int v2 = vt_kv_store(&t, sv, tv, tsl);
-    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 6, tq, k2, v2, tp, tsq, ttb);
+    int k2 = vt_kv_store(&t, sk, in.k, tsl);
+    int v2 = vt_kv_store(&t, sv, in.v, tsl);
+    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 6, in.q, k2, v2, in.pos, tsq, ttb);
     t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd, t.nodes[o].ip[3] = bs;
     t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd);
     char what[128];
