@@ -23,15 +23,6 @@ static const cJSON *jget(const cJSON *o, const char *key) {
     return v && !cJSON_IsNull(v) ? v : NULL;
 }
 
-static const char *jkind(const cJSON *v) {
-    if (cJSON_IsBool(v)) return "a bool";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "a list";
-    if (cJSON_IsObject(v)) return "an object";
-    return "null";
-}
-
 /* Integer member: 1 found, 0 absent (required: error), -1 wrong type. A list takes its first item
  * (eos_token_id is a list in Llama 3 configs). */
 static int jint(const cJSON *o, const char *key, const char *where, bool required, int64_t *out) {
@@ -40,7 +31,7 @@ static int jint(const cJSON *o, const char *key, const char *where, bool require
     if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0) v = cJSON_GetArrayItem(v, 0);
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 9.0e15)
         return loom_err("%s: '%s' is %s, expected an integer", where, key,
-                        cJSON_IsNumber(v) ? "a fractional number" : jkind(v));
+                        cJSON_IsNumber(v) ? "a fractional number" : loom_json_kind(v));
     *out = (int64_t)v->valuedouble;
     return 1;
 }
@@ -48,7 +39,7 @@ static int jint(const cJSON *o, const char *key, const char *where, bool require
 static int jnum(const cJSON *o, const char *key, const char *where, double *out) {
     const cJSON *v = jget(o, key);
     if (!v) return 0;
-    if (!cJSON_IsNumber(v)) return loom_err("%s: '%s' is %s, expected a number", where, key, jkind(v));
+    if (!cJSON_IsNumber(v)) return loom_err("%s: '%s' is %s, expected a number", where, key, loom_json_kind(v));
     *out = v->valuedouble;
     return 1;
 }
@@ -56,7 +47,7 @@ static int jnum(const cJSON *o, const char *key, const char *where, double *out)
 static int jbool(const cJSON *o, const char *key, const char *where, bool *out) {
     const cJSON *v = jget(o, key);
     if (!v) return 0;
-    if (!cJSON_IsBool(v)) return loom_err("%s: '%s' is %s, expected a bool", where, key, jkind(v));
+    if (!cJSON_IsBool(v)) return loom_err("%s: '%s' is %s, expected a bool", where, key, loom_json_kind(v));
     *out = cJSON_IsTrue(v);
     return 1;
 }
@@ -122,18 +113,18 @@ int cv_spec_from_config(cv_spec *sp, const void *config_json, const char *where)
     /* transformers 5 nests rope settings in rope_parameters; older configs have them top-level
      * (rope_theta) and in rope_scaling */
     const cJSON *rp = jget(c, "rope_parameters");
-    if (rp && !cJSON_IsObject(rp)) return loom_err("%s: 'rope_parameters' is %s, expected an object", where, jkind(rp));
+    if (rp && !cJSON_IsObject(rp)) return loom_err("%s: 'rope_parameters' is %s, expected an object", where, loom_json_kind(rp));
     sp->rope_theta = 10000.0;
     if ((r = jnum(rp, "rope_theta", where, &sp->rope_theta)) < 0) return -1;
     if (r == 0 && jnum(c, "rope_theta", where, &sp->rope_theta) < 0) return -1;
     if (!(sp->rope_theta > 0)) return loom_err("%s: rope_theta %g must be positive", where, sp->rope_theta);
 
     const cJSON *rs = jget(c, "rope_scaling");
-    if (rs && !cJSON_IsObject(rs)) return loom_err("%s: 'rope_scaling' is %s, expected an object", where, jkind(rs));
+    if (rs && !cJSON_IsObject(rs)) return loom_err("%s: 'rope_scaling' is %s, expected an object", where, loom_json_kind(rs));
     if (!rs) rs = rp;
     const cJSON *rt = jget(rs, "rope_type");
     if (!rt) rt = jget(rs, "type");
-    if (rt && !cJSON_IsString(rt)) return loom_err("%s: rope scaling type is %s, expected a string", where, jkind(rt));
+    if (rt && !cJSON_IsString(rt)) return loom_err("%s: rope scaling type is %s, expected a string", where, loom_json_kind(rt));
     const char *rtype = rt ? rt->valuestring : "default";
     if (!strcmp(rtype, "default")) {
         sp->rope_type = CV_ROPE_NONE;

@@ -510,7 +510,8 @@ const struct gguf_ctx *loom_source_gguf(const loom_source *s) { return s->gguf; 
 
 /* ---- hyper-parameters ---------------------------------------------------------------------- */
 
-static const char *json_kind(const cJSON *v) {
+const char *loom_json_kind(const void *jv) {
+    const cJSON *v = jv;
     if (cJSON_IsBool(v)) return "a bool";
     if (cJSON_IsNumber(v)) return "a number";
     if (cJSON_IsString(v)) return "a string";
@@ -534,7 +535,7 @@ static int hf_lookup(const loom_source *s, const char *key, const cJSON **out) {
         part[n] = 0;
         if (!cJSON_IsObject(cur)) {
             return loom_err("%s: '%.*s' is %s, expected an object (looking up '%s')", s->config_path,
-                            (int)(p - key - 1), key, json_kind(cur), key);
+                            (int)(p - key - 1), key, loom_json_kind(cur), key);
         }
         cur = cJSON_GetObjectItemCaseSensitive(cur, part);
         if (!cur || cJSON_IsNull(cur)) return 0;
@@ -575,7 +576,7 @@ int loom_source_get_int(const loom_source *s, const char *hf_key, const char *gg
         if (!cJSON_IsNumber(v) || d < -9007199254740992.0 || d > 9007199254740992.0 || d != (double)(int64_t)d)
             return loom_err("%s: '%s' is %s%s, expected an integer", s->config_path, hf_key,
                             list ? "a list whose first item is " : "",
-                            cJSON_IsNumber(v) ? "a fractional number" : json_kind(v));
+                            cJSON_IsNumber(v) ? "a fractional number" : loom_json_kind(v));
         *out = (int64_t)d;
         return 1;
     }
@@ -592,7 +593,7 @@ int loom_source_get_float(const loom_source *s, const char *hf_key, const char *
     int r = hf_lookup(s, hf_key, &v);
     if (r == 1) {
         if (!cJSON_IsNumber(v))
-            return loom_err("%s: '%s' is %s, expected a number", s->config_path, hf_key, json_kind(v));
+            return loom_err("%s: '%s' is %s, expected a number", s->config_path, hf_key, loom_json_kind(v));
         *out = v->valuedouble;
         return 1;
     }
@@ -609,7 +610,7 @@ int loom_source_get_bool(const loom_source *s, const char *hf_key, const char *g
     int r = hf_lookup(s, hf_key, &v);
     if (r == 1) {
         if (!cJSON_IsBool(v))
-            return loom_err("%s: '%s' is %s, expected a bool", s->config_path, hf_key, json_kind(v));
+            return loom_err("%s: '%s' is %s, expected a bool", s->config_path, hf_key, loom_json_kind(v));
         *out = cJSON_IsTrue(v);
         return 1;
     }
@@ -629,7 +630,7 @@ int loom_source_get_str(const loom_source *s, const char *hf_key, const char *gg
     if (r < 0) return -1;
     if (r == 1) {
         if (!cJSON_IsString(v))
-            return loom_err("%s: '%s' is %s, expected a string", s->config_path, hf_key, json_kind(v));
+            return loom_err("%s: '%s' is %s, expected a string", s->config_path, hf_key, loom_json_kind(v));
         val = v->valuestring;
         where = s->config_path;
         key = hf_key;

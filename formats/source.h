@@ -66,5 +66,8 @@ bool loom_name_gguf_to_hf(const char *gguf, char *out, size_t n);
 /* Read a JSON file holding an object: a cJSON * (free with cJSON_Delete), or NULL with an error
  * naming the file (missing, too large, not JSON, not an object). */
 void *loom_json_read(const char *path);
+/* What a JSON value is, for error messages ("a bool", "a list", ..., "null"): a const cJSON *.
+ * Shared by the hyper-parameter lookups here and formats/convert.c. */
+const char *loom_json_kind(const void *v);
 
 #endif

@@ -313,13 +313,19 @@ int loom_block_head(loom_graph *g, const loom_model *m, int x, const loom_build_
 }
 
 int loom_build_decoder(loom_graph *g, const loom_model *m, const loom_build_opts *o) {
+    return loom_build_decoder_qkv(g, m, o, NULL);
+}
+
+int loom_build_decoder_qkv(loom_graph *g, const loom_model *m, const loom_build_opts *o, loom_qkv_hook qkv_hook) {
     const loom_hparams *hp = &m->hp;
     loom_step_inputs in = loom_block_inputs(g, o);
     int64_t ne[2] = {hp->n_vocab, hp->n_embd};
     int x = loom_embed(g, loom_w(g, m, 2, ne, "token_embd.weight"), in.tokens);
     if (o->want_hidden) loom_output(g, x, "hidden.0");
     for (int l = 0; l < hp->n_layer && x >= 0; l++) { /* x < 0: a weight is missing, stop (block_count may be 2^30) */
-        x = loom_block_attention(g, m, l, x, &in);
+        loom_qkv qkv = loom_block_qkv(g, m, l, x);
+        if (qkv_hook) qkv = qkv_hook(g, m, l, qkv);
+        x = loom_block_attend(g, m, l, x, qkv, &in);
         x = loom_block_swiglu_mlp(g, m, l, x);
         if (o->want_hidden && l + 1 < hp->n_layer) {
             char name[32];

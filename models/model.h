@@ -86,7 +86,7 @@ loom_step_inputs loom_block_inputs(loom_graph *g, const loom_build_opts *o);
 /* y = x + Attention(RMSNorm(x)) with RoPE, grouped-query heads and the layer's KV cache
  * (state slots 2*layer and 2*layer+1). Optional q/k/v biases are added when present.
  * It is loom_block_qkv followed by loom_block_attend; a model that transforms q, k or v in
- * between (Qwen3's per-head norms) calls the two halves itself. */
+ * between (Qwen3's per-head norms) passes a hook to loom_build_decoder_qkv. */
 int loom_block_attention(loom_graph *g, const struct loom_model *m, int layer, int x,
                          const loom_step_inputs *in);
 typedef struct loom_qkv { int q, k, v; } loom_qkv; /* [S, H*hd], [S, Hkv*hd], [S, Hkv*hd] */
@@ -105,6 +105,12 @@ int loom_block_head(loom_graph *g, const struct loom_model *m, int x, const loom
 
 /* Llama-family decoder: embedding, n_layer blocks, head. llama.c and qwen2.c both use it. */
 int loom_build_decoder(loom_graph *g, const struct loom_model *m, const loom_build_opts *o);
+/* The same decoder with a hook between each layer's q/k/v projections and its attention, so a
+ * model that transforms q, k or v there (Qwen3's per-head norms) reuses the whole loop; a NULL
+ * hook is loom_build_decoder. */
+typedef loom_qkv (*loom_qkv_hook)(loom_graph *g, const struct loom_model *m, int layer, loom_qkv qkv);
+int loom_build_decoder_qkv(loom_graph *g, const struct loom_model *m, const loom_build_opts *o,
+                           loom_qkv_hook qkv_hook);
 
 /* Validate that every tensor the graph would use exists with the right shape (run once at load). */
 int loom_model_validate(const struct loom_model *m);

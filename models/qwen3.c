@@ -25,25 +25,15 @@ static int head_norm(loom_graph *g, const loom_model *m, int x, int n_head, int 
     return loom_reshape_2d(g, h, rows, (int64_t)n_head * hd);
 }
 
+/* The per-head norms of q and k, between the projections and RoPE (loom_build_decoder_qkv's hook). */
+static loom_qkv qwen3_qk_norm(loom_graph *g, const loom_model *m, int layer, loom_qkv qkv) {
+    qkv.q = head_norm(g, m, qkv.q, m->hp.n_head, layer, "attn_q_norm");
+    qkv.k = head_norm(g, m, qkv.k, m->hp.n_head_kv, layer, "attn_k_norm");
+    return qkv;
+}
+
 static int qwen3_build(loom_graph *g, const loom_model *m, const loom_build_opts *o) {
-    const loom_hparams *hp = &m->hp;
-    loom_step_inputs in = loom_block_inputs(g, o);
-    int64_t ne[2] = {hp->n_vocab, hp->n_embd};
-    int x = loom_embed(g, loom_w(g, m, 2, ne, "token_embd.weight"), in.tokens);
-    if (o->want_hidden) loom_output(g, x, "hidden.0");
-    for (int l = 0; l < hp->n_layer && x >= 0; l++) { /* x < 0: a weight is missing, stop (block_count may be 2^30) */
-        loom_qkv qkv = loom_block_qkv(g, m, l, x);
-        qkv.q = head_norm(g, m, qkv.q, hp->n_head, l, "attn_q_norm");
-        qkv.k = head_norm(g, m, qkv.k, hp->n_head_kv, l, "attn_k_norm");
-        x = loom_block_attend(g, m, l, x, qkv, &in);
-        x = loom_block_swiglu_mlp(g, m, l, x);
-        if (o->want_hidden && l + 1 < hp->n_layer) {
-            char name[32];
-            snprintf(name, sizeof name, "hidden.%d", l + 1);
-            loom_output(g, x, name);
-        }
-    }
-    return loom_block_head(g, m, x, o) < 0 ? -1 : 0;
+    return loom_build_decoder_qkv(g, m, o, qwen3_qk_norm);
 }
 
 static const char *const qwen3_names[] = {"qwen3", "Qwen3ForCausalLM", NULL};

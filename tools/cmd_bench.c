@@ -158,16 +158,14 @@ int cmd_bench(int argc, char **argv) {
             return loom_bad_opt("bench", a, usage);
         }
     }
-    const char *path = co.model ? co.model : loom_default_model();
+    const char *path = loom_model_path(&co);
     loom_model *m = loom_open_model("bench", &co);
     if (!m) return 1;
     loom_model_info info = loom_model_get_info(m);
     int max_ctx = 1;
     for (int i = 0; i < np; i++) max_ctx = pv[i] > max_ctx ? pv[i] : max_ctx;
     for (int i = 0; i < nn; i++) max_ctx = nv[i] > max_ctx ? nv[i] : max_ctx;
-    loom_session_opts so = loom_session_default_opts();
-    so.device = co.device;
-    so.n_threads = co.n_threads;
+    loom_session_opts so = loom_common_session_opts(&co);
     /* batched tests: every sequence needs its own blocks of 16 rows */
     int max_b = 0;
     for (int k = 0; k < nb; k++) max_b = bv[k] > max_b ? bv[k] : max_b;

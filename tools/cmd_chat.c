@@ -49,7 +49,7 @@ int cmd_chat(int argc, char **argv) {
         }
         if (bad) return 2;
     }
-    const char *path = co.model ? co.model : loom_default_model();
+    const char *path = loom_model_path(&co);
     int rc = 1;
     loom_session *s = NULL;
     loom_sampler *smp = NULL;
@@ -66,10 +66,7 @@ int cmd_chat(int argc, char **argv) {
     loom_chat_format fmt = loom_chat_detect(loom_tokenizer_chat_template(tok), info.arch,
                                             loom_tokenizer_find(tok, "<|im_start|>", 12) >= 0,
                                             loom_tokenizer_find(tok, "<|start_header_id|>", 19) >= 0);
-    loom_session_opts so = loom_session_default_opts();
-    so.device = co.device;
-    so.n_threads = co.n_threads;
-    so.n_ctx = co.n_ctx;
+    loom_session_opts so = loom_common_session_opts(&co);
     so.verbose = verbose;
     s = loom_session_new(m, &so);
     loom_sampler_opts sopt = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .seed = (uint64_t)seed};

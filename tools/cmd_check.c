@@ -123,9 +123,7 @@ int cmd_check(int argc, char **argv) {
     if (tol < 0) tol = info.weight_type == LOOM_F32 ? 1e-3 : 2e-2;
     agree_stats ag = {0, 0, 0};
 
-    loom_session_opts so = loom_session_default_opts();
-    so.device = co.device;
-    so.n_threads = co.n_threads;
+    loom_session_opts so = loom_common_session_opts(&co);
     so.n_ctx = co.n_ctx > 0 ? co.n_ctx : (T > S ? T : S);
     so.all_logits = true;
     so.want_hidden = true;

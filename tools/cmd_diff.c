@@ -320,7 +320,7 @@ int cmd_diff(int argc, char **argv) {
         fprintf(stderr, "loom diff: needs two devices: --device A --device B (e.g. --device cpu --device cpu:scalar)\n");
         return 2;
     }
-    const char *path = co.model ? co.model : loom_default_model();
+    const char *path = loom_model_path(&co);
     side sd[2] = {{.device = dev[0]}, {.device = dev[1]}};
     int rc = 1, n_ctx = (int)(n_prompt + n_gen);
     int32_t *tok = NULL;

@@ -98,7 +98,7 @@ int cmd_dump(int argc, char **argv) {
                         "--format dot prints the graph without it\n");
         return 1;
     }
-    const char *path = co.model ? co.model : loom_default_model();
+    const char *path = loom_model_path(&co);
     loom_model *m = loom_open_model("dump", &co);
     if (!m) return 1;
     loom_graph *g = loom_graph_new();

@@ -247,7 +247,7 @@ int cmd_profile(int argc, char **argv) {
             return loom_bad_opt("profile", a, usage);
         }
     }
-    const char *path = co.model ? co.model : loom_default_model();
+    const char *path = loom_model_path(&co);
     FILE *tf = NULL;
     if (trace_path && !(tf = fopen(trace_path, "w"))) {
         fprintf(stderr, "loom profile: --trace %s: cannot write: %s\n", trace_path, strerror(errno));
@@ -260,9 +260,7 @@ int cmd_profile(int argc, char **argv) {
     loom_model *m = loom_model_load(path);
     if (!m) goto fail;
     loom_model_info info = loom_model_get_info(m);
-    loom_session_opts so = loom_session_default_opts();
-    so.device = co.device;
-    so.n_threads = co.n_threads;
+    loom_session_opts so = loom_common_session_opts(&co);
     so.n_ctx = co.n_ctx > 0 ? co.n_ctx : (int)(n_prompt + n_gen);
     if (so.n_ctx < n_prompt + n_gen) {
         loom_err("--ctx %d is shorter than -p %ld + -n %ld", so.n_ctx, n_prompt, n_gen);

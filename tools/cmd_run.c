@@ -121,10 +121,7 @@ static int run_several(loom_model *m, loom_tokenizer *tok, const loom_common_opt
             goto done;
         }
     }
-    loom_session_opts so = loom_session_default_opts();
-    so.device = co->device;
-    so.n_threads = co->n_threads;
-    so.n_ctx = co->n_ctx;
+    loom_session_opts so = loom_common_session_opts(co);
     so.verbose = true;
     if (!(s = loom_session_new(m, &so))) {
         fprintf(stderr, "loom: %s\n", loom_last_error());
@@ -230,7 +227,7 @@ int cmd_run(int argc, char **argv) {
             free(file_buf);
             return 2;
         }
-        const char *mpath = co.model ? co.model : loom_default_model();
+        const char *mpath = loom_model_path(&co);
         loom_model *mm = loom_model_load(mpath);
         if (!mm) {
             fprintf(stderr, "loom: %s\n", loom_last_error());
@@ -255,7 +252,7 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "loom run: give a prompt with -p TEXT or --tokens ID,...\n");
         return 2;
     }
-    const char *path = co.model ? co.model : loom_default_model();
+    const char *path = loom_model_path(&co);
     int rc = 1;
     int32_t *ids = NULL, *hist = NULL;
     loom_tokenizer *tok = NULL;
@@ -295,10 +292,7 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "loom: the prompt is empty\n");
         goto done;
     }
-    loom_session_opts so = loom_session_default_opts();
-    so.device = co.device;
-    so.n_threads = co.n_threads;
-    so.n_ctx = co.n_ctx;
+    loom_session_opts so = loom_common_session_opts(&co);
     so.verbose = true;
     s = loom_session_new(m, &so);
     if (!s) {

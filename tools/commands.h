@@ -2,6 +2,8 @@
 #ifndef LOOM_COMMANDS_H
 #define LOOM_COMMANDS_H
 
+#include "loom.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -51,6 +53,11 @@ int loom_bad_opt(const char *cmd, const char *a, void (*usage)(FILE *));
 struct loom_model *loom_open_model(const char *cmd, const loom_common_opts *co);
 /* The model used when -m is omitted: the bundled stories260K. */
 const char *loom_default_model(void);
+/* The model to open: -m, or loom_default_model() (every model command's rule, in one place). */
+const char *loom_model_path(const loom_common_opts *co);
+/* loom_session_default_opts() with --device, -t and --ctx applied: the start of every command's
+ * session options (a command may then change n_ctx or set its own flags). */
+loom_session_opts loom_common_session_opts(const loom_common_opts *co);
 /* Parse a whole int / float option value, printing an error naming the option when invalid. */
 int loom_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int loom_parse_float(const char *opt, const char *s, double *out);

@@ -95,8 +95,18 @@ int loom_bad_opt(const char *cmd, const char *a, void (*usage)(FILE *)) {
     return 2;
 }
 
+const char *loom_model_path(const loom_common_opts *co) { return co->model ? co->model : loom_default_model(); }
+
+loom_session_opts loom_common_session_opts(const loom_common_opts *co) {
+    loom_session_opts so = loom_session_default_opts();
+    so.device = co->device;
+    so.n_threads = co->n_threads;
+    so.n_ctx = co->n_ctx;
+    return so;
+}
+
 loom_model *loom_open_model(const char *cmd, const loom_common_opts *co) {
-    loom_model *m = loom_model_load(co->model ? co->model : loom_default_model());
+    loom_model *m = loom_model_load(loom_model_path(co));
     if (!m) fprintf(stderr, "loom %s: %s\n", cmd, loom_last_error());
     return m;
 }

@@ -13,6 +13,7 @@
 #include "source.h"
 #include "util.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -144,33 +145,63 @@ static inline void tg_out_free(tg_run_out *o) {
     memset(o, 0, sizeof *o);
 }
 
-/* Run every planned node on be. The arena is filled with a NaN pattern first, so a kernel that
- * reads storage it should not is likely to show it. */
-static inline int tg_run(tg *t, loom_backend *be, tg_run_out *o) {
+/* A graph's buffers on one backend and the context that runs it: what tg_run and the Vulkan
+ * tests' compute_plan runs (tg_run_plan) share, so both load and read back the same way. */
+typedef struct tg_bufs {
+    loom_buffer *arena, *wb[TG_MAX_LEAVES], *sb[TG_MAX_LEAVES];
+    loom_exec_ctx x;
+} tg_bufs;
+
+/* Allocate t's buffers on be: the arena filled with a NaN pattern (so a kernel that reads storage
+ * it should not is likely to show it), then the INPUT data; weights wrapped; STATE copied in.
+ * Clears o. Returns -1 when the arena cannot be allocated (nothing to free then). */
+static inline int tg_upload(tg *t, loom_backend *be, tg_bufs *b, tg_run_out *o) {
     memset(o, 0, sizeof *o);
+    memset(b, 0, sizeof *b);
     const loom_backend_ops *ops = be->ops;
-    loom_buffer *arena = ops->buf_alloc(be, t->arena_size ? t->arena_size : 64);
-    loom_buffer *wb[TG_MAX_LEAVES] = {0}, *sb[TG_MAX_LEAVES] = {0};
-    if (!arena) return -1;
+    b->arena = ops->buf_alloc(be, t->arena_size ? t->arena_size : 64);
+    if (!b->arena) return -1;
     {
         size_t nf = t->arena_size / 4;
         float *tmp = malloc(t->arena_size + 4);
         uint32_t qnan = 0x7fc00000u;
         for (size_t k = 0; k < nf; k++) memcpy(&tmp[k], &qnan, 4);
-        ops->buf_write(be, arena, 0, tmp, nf * 4);
+        ops->buf_write(be, b->arena, 0, tmp, nf * 4);
         free(tmp);
     }
     for (int i = 0; i < t->g.n; i++)
         if (t->nodes[i].op == LOOM_OP_INPUT && t->input_data[i])
-            ops->buf_write(be, arena, t->nodes[i].offset, t->input_data[i], tg_bytes(&t->nodes[i]));
-    for (int k = 0; k < t->nw; k++) wb[k] = ops->buf_from_host(be, t->w[k].data, t->w[k].nbytes);
+            ops->buf_write(be, b->arena, t->nodes[i].offset, t->input_data[i], tg_bytes(&t->nodes[i]));
+    for (int k = 0; k < t->nw; k++) b->wb[k] = ops->buf_from_host(be, t->w[k].data, t->w[k].nbytes);
     for (int s = 0; s < t->n_state; s++) {
-        sb[s] = ops->buf_alloc(be, t->state_bytes[s]);
-        ops->buf_write(be, sb[s], 0, t->state_data[s], t->state_bytes[s]);
+        b->sb[s] = ops->buf_alloc(be, t->state_bytes[s]);
+        ops->buf_write(be, b->sb[s], 0, t->state_data[s], t->state_bytes[s]);
     }
-    loom_exec_ctx x = {.plan = &t->p, .arena = arena, .state = sb, .n_state = t->n_state,
-                       .weights = wb, .n_weights = t->nw};
-    o->rc = 0;
+    b->x = (loom_exec_ctx){.plan = &t->p, .arena = b->arena, .state = b->sb, .n_state = t->n_state,
+                           .weights = b->wb, .n_weights = t->nw};
+    return 0;
+}
+
+/* Read the arena and the states back into o, free b's buffers; returns o->rc. */
+static inline int tg_download(tg *t, loom_backend *be, tg_bufs *b, tg_run_out *o) {
+    const loom_backend_ops *ops = be->ops;
+    o->arena = malloc(t->arena_size + 4);
+    ops->buf_read(be, b->arena, 0, o->arena, t->arena_size);
+    for (int s = 0; s < t->n_state; s++) {
+        o->state[s] = malloc(t->state_bytes[s]);
+        ops->buf_read(be, b->sb[s], 0, o->state[s], t->state_bytes[s]);
+        ops->buf_free(be, b->sb[s]);
+    }
+    for (int k = 0; k < t->nw; k++) ops->buf_free(be, b->wb[k]);
+    ops->buf_free(be, b->arena);
+    return o->rc;
+}
+
+/* Run every planned node on be (compute_node, one at a time). */
+static inline int tg_run(tg *t, loom_backend *be, tg_run_out *o) {
+    tg_bufs b;
+    if (tg_upload(t, be, &b, o) < 0) return -1;
+    const loom_backend_ops *ops = be->ops;
     for (int k = 0; k < t->p.n_order; k++) {
         int i = t->p.order[k];
         if (!ops->supports(be, &t->g, i)) {
@@ -178,22 +209,106 @@ static inline int tg_run(tg *t, loom_backend *be, tg_run_out *o) {
             snprintf(o->err, sizeof o->err, "node %d (%s) not supported", i, loom_op_name(t->nodes[i].op));
             break;
         }
-        if (ops->compute_node(be, &x, i) < 0) {
+        if (ops->compute_node(be, &b.x, i) < 0) {
             o->rc = -1;
             snprintf(o->err, sizeof o->err, "%s", loom_last_error());
             break;
         }
     }
-    o->arena = malloc(t->arena_size + 4);
-    ops->buf_read(be, arena, 0, o->arena, t->arena_size);
-    for (int s = 0; s < t->n_state; s++) {
-        o->state[s] = malloc(t->state_bytes[s]);
-        ops->buf_read(be, sb[s], 0, o->state[s], t->state_bytes[s]);
-        ops->buf_free(be, sb[s]);
+    return tg_download(t, be, &b, o);
+}
+
+/* Run t on be through compute_plan (plan_prepare, then `steps` replays; before replay k > 0 the
+ * INPUT nodes listed in upd get new data), timing nodes into node_time when not NULL. Same output
+ * layout as tg_run. The Vulkan op and quant tests' second path. */
+typedef struct tg_update {
+    int node;
+    const void *data[4]; /* data for replays 1..3 */
+} tg_update;
+
+static inline int tg_run_plan(tg *t, loom_backend *be, tg_run_out *o, int steps, const tg_update *upd, int n_upd,
+                              double *node_time) {
+    tg_bufs b;
+    if (tg_upload(t, be, &b, o) < 0) return -1;
+    const loom_backend_ops *ops = be->ops;
+    b.x.node_time = node_time;
+    for (int k = 0; k < t->p.n_order; k++)
+        if (!ops->supports(be, &t->g, t->p.order[k])) {
+            o->rc = -2;
+            snprintf(o->err, sizeof o->err, "node %d not supported", t->p.order[k]);
+        }
+    if (o->rc == 0 && ops->plan_prepare(be, &t->p, &b.x) < 0) o->rc = -1;
+    for (int step = 0; step < steps && o->rc == 0; step++) {
+        for (int u = 0; u < n_upd && step > 0; u++)
+            ops->buf_write(be, b.arena, t->nodes[upd[u].node].offset, upd[u].data[step - 1],
+                           tg_bytes(&t->nodes[upd[u].node]));
+        if (ops->compute_plan(be, &b.x) < 0) o->rc = -1;
     }
-    for (int k = 0; k < t->nw; k++) ops->buf_free(be, wb[k]);
-    ops->buf_free(be, arena);
-    return o->rc;
+    if (o->rc == -1) snprintf(o->err, sizeof o->err, "%s", loom_last_error());
+    ops->plan_release(be, &t->p);
+    return tg_download(t, be, &b, o);
+}
+
+/* A VIEW of src (no storage of its own, not in the order) starting byte_off bytes into it. */
+static inline int tg_view(tg *t, int src, int ndim, const int64_t *ne, size_t byte_off) {
+    if (t->g.n >= TG_MAX_NODES) return -1;
+    int i = t->g.n++;
+    loom_node *n = &t->nodes[i];
+    memset(n, 0, sizeof *n);
+    n->op = LOOM_OP_VIEW;
+    n->type = t->nodes[src].type;
+    n->ndim = ndim;
+    for (int d = 0; d < ndim; d++) n->ne[d] = ne[d];
+    for (int k = 0; k < LOOM_MAX_SRC; k++) n->src[k] = -1;
+    n->src[0] = src;
+    n->n_src = 1;
+    n->group = n->replaced_by = -1;
+    n->alias = src;
+    n->state = t->nodes[src].state;
+    n->storage = t->nodes[src].storage;
+    n->offset = t->nodes[src].offset + byte_off;
+    n->view_offset = byte_off;
+    n->nbytes = tg_bytes(n);
+    snprintf(n->name, sizeof n->name, "view%d", i);
+    return i;
+}
+
+/* ---- graphs several op tests build the same way ----------------------------------------------- */
+
+/* EMBED of S ids (a new I32 input; its node in *ids_node when not NULL) from the [V, D] table node. */
+static inline int tg_embed(tg *t, int table, const int32_t *ids, int64_t S, int *ids_node) {
+    int ti = tg_input(t, LOOM_I32, 1, (int64_t[]){S}, ids);
+    if (ids_node) *ids_node = ti;
+    return tg_node(t, LOOM_OP_EMBED, LOOM_F32, 2, (int64_t[]){S, t->nodes[table].ne[1]}, 2, table, ti);
+}
+
+/* MATMUL of x [M, K] by the weight node w [N, K], plus a new [N] f32 bias weight when b != NULL. */
+static inline int tg_matmul(tg *t, int x, int w, const float *b) {
+    int64_t M = t->nodes[x].ne[0], N = t->nodes[w].ne[0];
+    int tb = b ? tg_weight(t, LOOM_F32, 1, (int64_t[]){N}, b) : -1;
+    return b ? tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 3, x, w, tb)
+             : tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 2, x, w);
+}
+
+/* max over outputs of sum_k |x_mk w_nk| (+ |b_n| when b != NULL): what the MATMUL tolerances of the
+ * Vulkan tests scale with (x [M, K], w [N, K]). */
+static inline double tg_matmul_amax(const float *x, const float *w, const float *b, int64_t M, int64_t N,
+                                    int64_t K) {
+    double amax = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double a = b ? fabs(b[n]) : 0;
+            for (int64_t k = 0; k < K; k++) a += fabs((double)x[m * K + k] * w[n * K + k]);
+            if (a > amax) amax = a;
+        }
+    return amax;
+}
+
+/* The name a matmul case reports: "matmul TYPE M= N= K=[ +bias][ unaligned x]". */
+static inline void tg_matmul_name(char *what, size_t size, loom_dtype wt, int64_t M, int64_t N, int64_t K,
+                                  bool bias, int x_skip) {
+    snprintf(what, size, "matmul %s M=%lld N=%lld K=%lld%s%s", loom_dtype_name(wt), (long long)M, (long long)N,
+             (long long)K, bias ? " +bias" : "", x_skip ? " unaligned x" : "");
 }
 
 /* Pointer to node i's result within a run's output. */
@@ -267,6 +382,31 @@ static inline int tg_open_backends(loom_backend **cpu, loom_backend *vk[3], bool
     unsetenv("LOOM_VK_CM_BIG_TILES");
     return 0;
 }
+
+/* Which of the three backends run prefill matmuls on cooperative matrices (describe() says
+ * "coopmat"): x, and quantised weights, are rounded to f16 there, so tests widen tolerances. */
+static inline void tg_coopmat_flags(loom_backend *vk[3], const char *const names[3], bool flags[3]) {
+    for (int v = 0; v < 3; v++) {
+        char desc[256] = "";
+        if (vk[v]) vk[v]->ops->describe(vk[v], desc, sizeof desc);
+        flags[v] = strstr(desc, "coopmat") != NULL;
+        if (flags[v]) printf("%s: cooperative-matrix matmul on\n", names[v]);
+    }
+}
+
+static inline void tg_close_backends(loom_backend *cpu, loom_backend *vk[3]) {
+    for (int v = 0; v < 3; v++) loom_backend_close(vk[v]);
+    loom_backend_close(cpu);
+}
+
+/* Run one test function and print how long it took: the Vulkan tests' mains list their parts so,
+ * since lavapipe makes some of them slow. */
+#define TG_TIMED(call)                                                                             \
+    do {                                                                                           \
+        double tg_t0_ = loom_now();                                                                \
+        call;                                                                                      \
+        printf("%-28s %6.2f s\n", #call, loom_now() - tg_t0_);                                    \
+    } while (0)
 #endif
 
 #endif

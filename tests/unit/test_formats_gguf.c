@@ -34,15 +34,6 @@ static void r_pad_data(raw *r, size_t data_bytes) {
     r->n += data_bytes;
 }
 
-static void expect_bad_raw(const raw *r, const char *name, const char *what) {
-    const char *p = TMP("%s", name);
-    tf_write(p, r->b, r->n);
-    loom_err_clear();
-    gguf_ctx *g = gguf_open(p);
-    CHECK_FAILS(g != NULL, name, what);
-    gguf_close(g);
-}
-
 static void expect_bad_bytes(const uint8_t *b, size_t n, const char *name, const char *what) {
     const char *p = TMP("%s", name);
     tf_write(p, b, n);
@@ -51,6 +42,8 @@ static void expect_bad_bytes(const uint8_t *b, size_t n, const char *name, const
     CHECK_FAILS(g != NULL, name, what);
     gguf_close(g);
 }
+
+static void expect_bad_raw(const raw *r, const char *name, const char *what) { expect_bad_bytes(r->b, r->n, name, what); }
 
 static void test_read_stories(void) {
     gguf_ctx *g = gguf_open(FIX("stories260K.gguf"));

@@ -97,9 +97,8 @@ static void test_embed(void) {
         void *w = tg_weights(wtypes[wi], (size_t)(V * D), 2.0f, tab);
         tg t;
         tg_init(&t);
-        int tw = tg_weight(&t, wtypes[wi], 2, (int64_t[]){V, D}, w);
-        int ti = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, ids);
-        int e = tg_node(&t, LOOM_OP_EMBED, LOOM_F32, 2, (int64_t[]){S, D}, 2, tw, ti);
+        int ti;
+        int e = tg_embed(&t, tg_weight(&t, wtypes[wi], 2, (int64_t[]){V, D}, w), ids, S, &ti);
         double ref[6 * 45];
         for (int s = 0; s < S; s++)
             for (int d = 0; d < D; d++) ref[s * D + d] = tab[ids[s] * D + d];
@@ -128,9 +127,7 @@ static void test_matmul_case(loom_dtype wt, int64_t M, int64_t N, int64_t K, boo
     tg_init(&t);
     int tx = tg_input(&t, LOOM_F32, 2, (int64_t[]){M, K}, x);
     int tw = tg_weight(&t, wt, 2, (int64_t[]){N, K}, w);
-    int tb = bias ? tg_weight(&t, LOOM_F32, 1, (int64_t[]){N}, b) : -1;
-    int y = bias ? tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 3, tx, tw, tb)
-                 : tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 2, tx, tw);
+    int y = tg_matmul(&t, tx, tw, bias ? b : NULL);
     double *ref = malloc(M * N * sizeof(double)), *tol = malloc(M * N * sizeof(double));
     double *tol_bf = malloc(M * N * sizeof(double));
     for (int64_t m = 0; m < M; m++)
@@ -145,8 +142,7 @@ static void test_matmul_case(loom_dtype wt, int64_t M, int64_t N, int64_t K, boo
             tol_bf[m * N + n] = ldexp(a, -8) + 1e-30;
         }
     char what[96];
-    snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld%s", loom_dtype_name(wt), (long long)M,
-             (long long)N, (long long)K, bias ? " +bias" : "");
+    tg_matmul_name(what, sizeof what, wt, M, N, K, bias, 0);
     /* the bf16-rounding path only applies to bf16 weights with M > 1; run those flavours apart */
     for (int f = 0; f < n_flav; f++) {
         bool lossy = wt == LOOM_BF16 && M > 1 && loom_cpu_backend_gemm_bf16_rounds_x(flav[f]);

@@ -29,89 +29,6 @@ static loom_backend *cpu, *vk[NVK];
 static const char *vk_name[NVK] = {"vulkan", "vulkan(no f16 storage, no subgroup)", "vulkan(16 KiB weight pieces)"};
 static bool vk_coopmat[NVK]; /* the backend runs f16/bf16 prefill matmuls on cooperative matrices */
 
-/* Run t on be through compute_plan (plan_prepare, then `steps` replays; before replay k > 0
- * the INPUT nodes listed in upd get new data). Same output layout as tg_run. */
-typedef struct vt_update {
-    int node;
-    const void *data[4]; /* data for replays 1..3 */
-} vt_update;
-
-static int vt_run_plan(tg *t, loom_backend *be, tg_run_out *o, int steps, const vt_update *upd, int n_upd,
-                       double *node_time) {
-    memset(o, 0, sizeof *o);
-    const loom_backend_ops *ops = be->ops;
-    loom_buffer *arena = ops->buf_alloc(be, t->arena_size ? t->arena_size : 64);
-    loom_buffer *wb[TG_MAX_LEAVES] = {0}, *sb[TG_MAX_LEAVES] = {0};
-    if (!arena) return -1;
-    {
-        size_t nf = t->arena_size / 4;
-        float *tmp = malloc(t->arena_size + 4);
-        uint32_t qnan = 0x7fc00000u;
-        for (size_t k = 0; k < nf; k++) memcpy(&tmp[k], &qnan, 4);
-        ops->buf_write(be, arena, 0, tmp, nf * 4);
-        free(tmp);
-    }
-    for (int i = 0; i < t->g.n; i++)
-        if (t->nodes[i].op == LOOM_OP_INPUT && t->input_data[i])
-            ops->buf_write(be, arena, t->nodes[i].offset, t->input_data[i], tg_bytes(&t->nodes[i]));
-    for (int k = 0; k < t->nw; k++) wb[k] = ops->buf_from_host(be, t->w[k].data, t->w[k].nbytes);
-    for (int s = 0; s < t->n_state; s++) {
-        sb[s] = ops->buf_alloc(be, t->state_bytes[s]);
-        ops->buf_write(be, sb[s], 0, t->state_data[s], t->state_bytes[s]);
-    }
-    loom_exec_ctx x = {.plan = &t->p, .arena = arena, .state = sb, .n_state = t->n_state, .weights = wb,
-                       .n_weights = t->nw, .node_time = node_time};
-    o->rc = 0;
-    for (int k = 0; k < t->p.n_order; k++)
-        if (!ops->supports(be, &t->g, t->p.order[k])) {
-            o->rc = -2;
-            snprintf(o->err, sizeof o->err, "node %d not supported", t->p.order[k]);
-        }
-    if (o->rc == 0 && ops->plan_prepare(be, &t->p, &x) < 0) o->rc = -1;
-    for (int step = 0; step < steps && o->rc == 0; step++) {
-        for (int u = 0; u < n_upd && step > 0; u++)
-            ops->buf_write(be, arena, t->nodes[upd[u].node].offset, upd[u].data[step - 1],
-                           tg_bytes(&t->nodes[upd[u].node]));
-        if (ops->compute_plan(be, &x) < 0) o->rc = -1;
-    }
-    if (o->rc == -1) snprintf(o->err, sizeof o->err, "%s", loom_last_error());
-    ops->plan_release(be, &t->p);
-    o->arena = malloc(t->arena_size + 4);
-    ops->buf_read(be, arena, 0, o->arena, t->arena_size);
-    for (int s = 0; s < t->n_state; s++) {
-        o->state[s] = malloc(t->state_bytes[s]);
-        ops->buf_read(be, sb[s], 0, o->state[s], t->state_bytes[s]);
-        ops->buf_free(be, sb[s]);
-    }
-    for (int k = 0; k < t->nw; k++) ops->buf_free(be, wb[k]);
-    ops->buf_free(be, arena);
-    return o->rc;
-}
-
-/* A VIEW of src (no storage of its own, not in the order). */
-static int vt_view(tg *t, int src, int ndim, const int64_t *ne, size_t byte_off) {
-    if (t->g.n >= TG_MAX_NODES) return -1;
-    int i = t->g.n++;
-    loom_node *n = &t->nodes[i];
-    memset(n, 0, sizeof *n);
-    n->op = LOOM_OP_VIEW;
-    n->type = t->nodes[src].type;
-    n->ndim = ndim;
-    for (int d = 0; d < ndim; d++) n->ne[d] = ne[d];
-    for (int k = 0; k < LOOM_MAX_SRC; k++) n->src[k] = -1;
-    n->src[0] = src;
-    n->n_src = 1;
-    n->group = n->replaced_by = -1;
-    n->alias = src;
-    n->state = t->nodes[src].state;
-    n->storage = t->nodes[src].storage;
-    n->offset = t->nodes[src].offset + byte_off;
-    n->view_offset = byte_off;
-    n->nbytes = tg_bytes(n);
-    snprintf(n->name, sizeof n->name, "view%d", i);
-    return i;
-}
-
 /* Compare got with ref: |got - ref| <= atol + rtol |ref| (atol < 0: bit-exact). */
 static void cmp(const char *what, const char *be, const float *got, const float *ref, size_t n, double atol,
                 double rtol) {
@@ -148,7 +65,7 @@ static void run_cmp2(tg *t, int out, const char *what, double atol, double rtol,
             char name[96];
             snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
             tg_run_out o;
-            rc = mode ? vt_run_plan(t, vk[v], &o, 1, NULL, 0, NULL) : tg_run(t, vk[v], &o);
+            rc = mode ? tg_run_plan(t, vk[v], &o, 1, NULL, 0, NULL) : tg_run(t, vk[v], &o);
             CHECK(rc == 0, "%s [%s]: %s", what, name, o.err);
             if (rc == 0) cmp(what, name, tg_f32(t, &o, out), ref, n, vk_coopmat[v] && atol_cm >= 0 ? atol_cm : atol, rtol);
             tg_out_free(&o);
@@ -170,9 +87,7 @@ static void test_embed(void) {
         void *w = tg_weights(wtypes[wi], (size_t)(V * D), 2.0f, tab);
         tg t;
         tg_init(&t);
-        int tw = tg_weight(&t, wtypes[wi], 2, (int64_t[]){V, D}, w);
-        int ti = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, ids);
-        int e = tg_node(&t, LOOM_OP_EMBED, LOOM_F32, 2, (int64_t[]){S, D}, 2, tw, ti);
+        int e = tg_embed(&t, tg_weight(&t, wtypes[wi], 2, (int64_t[]){V, D}, w), ids, S, NULL);
         char what[64];
         snprintf(what, sizeof what, "embed %s", loom_dtype_name(wtypes[wi]));
         run_cmp(&t, e, what, -1, 0);
@@ -192,21 +107,12 @@ static void test_matmul_case(loom_dtype wt, int64_t M, int64_t N, int64_t K, boo
     tg t;
     tg_init(&t);
     int tx = tg_input(&t, LOOM_F32, 1, (int64_t[]){M * K + x_skip}, x);
-    int xv = vt_view(&t, tx, 2, (int64_t[]){M, K}, (size_t)x_skip * 4);
+    int xv = tg_view(&t, tx, 2, (int64_t[]){M, K}, (size_t)x_skip * 4);
     int tw = tg_weight(&t, wt, 2, (int64_t[]){N, K}, w);
-    int tb = bias ? tg_weight(&t, LOOM_F32, 1, (int64_t[]){N}, b) : -1;
-    int y = bias ? tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 3, xv, tw, tb)
-                 : tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 2, xv, tw);
-    double amax = 0;
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            double a = bias ? fabs(b[n]) : 0;
-            for (int64_t k = 0; k < K; k++) a += fabs((double)x[x_skip + m * K + k] * wf[n * K + k]);
-            if (a > amax) amax = a;
-        }
+    int y = tg_matmul(&t, xv, tw, bias ? b : NULL);
+    double amax = tg_matmul_amax(x + x_skip, wf, bias ? b : NULL, M, N, K);
     char what[128];
-    snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld%s%s", loom_dtype_name(wt), (long long)M,
-             (long long)N, (long long)K, bias ? " +bias" : "", x_skip ? " unaligned x" : "");
+    tg_matmul_name(what, sizeof what, wt, M, N, K, bias, x_skip);
     /* cooperative matrices: f16/bf16 weights, M > 8 (M <= 8 is the GEMV or the FMA kernel) */
     double cm = wt != LOOM_F32 && M > 8 ? ldexp(amax, -10) + (double)K * ldexp(1.0, -24) + 1e-6 : -1;
     run_cmp2(&t, y, what, ldexp(amax, -15) + 1e-6, 0, cm);
@@ -338,6 +244,26 @@ static void test_rope(void) {
 }
 
 /* ---- KV_STORE + ATTENTION -------------------------------------------------------------------- */
+/* The attention tests' step inputs: q [S, QW], this step's k and v rows [S, W], positions [S]. */
+typedef struct vt_step { int q, k, v, pos; } vt_step;
+static vt_step vt_step_inputs(tg *t, int64_t S, int64_t QW, int64_t W, const float *q, const float *k,
+                              const float *v, const int32_t *pos) {
+    vt_step r;
+    r.q = tg_input(t, LOOM_F32, 2, (int64_t[]){S, QW}, q);
+    r.k = tg_input(t, LOOM_F32, 2, (int64_t[]){S, W}, k);
+    r.v = tg_input(t, LOOM_F32, 2, (int64_t[]){S, W}, v);
+    r.pos = tg_input(t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    return r;
+}
+
+/* KV_STORE of `rows` at `idx` into the STATE cache node, in place: every attention graph here
+ * writes its K and V caches so. */
+static int vt_kv_store(tg *t, int cache, int rows, int idx) {
+    int i = tg_node(t, LOOM_OP_KV_STORE, LOOM_F32, 2, t->nodes[cache].ne, 3, cache, rows, idx);
+    tg_inplace(t, i);
+    return i;
+}
+
 static void attn_case(int64_t S, int64_t C, int H, int Hkv, int hd, const int32_t *pos, int n_filled) {
     int W = Hkv * hd;
     float *q = malloc(S * H * hd * 4), *kr = malloc(S * W * 4), *vr = malloc(S * W * 4);
@@ -349,16 +275,11 @@ static void attn_case(int64_t S, int64_t C, int H, int Hkv, int hd, const int32_
     tg_fill(vc, (size_t)(n_filled * W), 1.0f);
     tg t;
     tg_init(&t);
-    int tq = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, H * hd}, q);
-    int tk = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, kr);
-    int tv = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, vr);
-    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    vt_step in = vt_step_inputs(&t, S, H * hd, W, q, kr, vr, pos);
     int sk = tg_state(&t, C, W, kc), sv = tg_state(&t, C, W, vc);
-    int k2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sk, tk, tp);
-    tg_inplace(&t, k2);
-    int v2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sv, tv, tp);
-    tg_inplace(&t, v2);
-    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 4, tq, k2, v2, tp);
+    int k2 = vt_kv_store(&t, sk, in.k, in.pos);
+    int v2 = vt_kv_store(&t, sv, in.v, in.pos);
+    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 4, in.q, k2, v2, in.pos);
     t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd;
     t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd);
     char what[128];
@@ -421,19 +342,14 @@ static void paged_case(int B, const int *len, const int *new_rows, int nb, int b
     tg_fill(vc, (size_t)C * W, 1.0f);
     tg t;
     tg_init(&t);
-    int tq = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, H * hd}, q);
-    int tk = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, kr);
-    int tv = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, W}, vr);
-    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    vt_step in = vt_step_inputs(&t, S, H * hd, W, q, kr, vr, pos);
     int tsl = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, slot);
     int tsq = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, seq);
     int ttb = tg_input(&t, LOOM_I32, 2, (int64_t[]){B, M}, table);
     int sk = tg_state(&t, C, W, kc), sv = tg_state(&t, C, W, vc);
-    int k2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sk, tk, tsl);
-    tg_inplace(&t, k2);
-    int v2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sv, tv, tsl);
-    tg_inplace(&t, v2);
-    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 6, tq, k2, v2, tp, tsq, ttb);
+    int k2 = vt_kv_store(&t, sk, in.k, tsl);
+    int v2 = vt_kv_store(&t, sv, in.v, tsl);
+    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 6, in.q, k2, v2, in.pos, tsq, ttb);
     t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd, t.nodes[o].ip[3] = bs;
     t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd);
     char what[128];
@@ -528,10 +444,8 @@ static void test_replay(void) {
     int kr = tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, (int64_t[]){1, W}, 2, k, tpos);
     t.nodes[kr].ip[0] = Hkv, t.nodes[kr].ip[1] = hd, t.nodes[kr].ip[2] = 1, t.nodes[kr].ip[3] = hd - 4;
     t.nodes[kr].fp[0] = 10000.0f, t.nodes[kr].fp[1] = 1.0f;
-    int k2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sk, kr, tpos);
-    tg_inplace(&t, k2);
-    int v2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, W}, 3, sv, v, tpos);
-    tg_inplace(&t, v2);
+    int k2 = vt_kv_store(&t, sk, kr, tpos);
+    int v2 = vt_kv_store(&t, sv, v, tpos);
     int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){1, H * hd}, 4, qr, k2, v2, tpos);
     t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd;
     t.nodes[o].fp[0] = 0.25f;
@@ -576,10 +490,10 @@ static void test_replay(void) {
         for (int nsteps = 1; nsteps <= 4 && ok; nsteps++)
             for (int bi = 0; bi < NVK; bi++) {
                 if (!vk[bi]) continue;
-                vt_update upd[2] = {{ttok, {tok[1], tok[2], tok[3]}}, {tpos, {pos[1], pos[2], pos[3]}}};
+                tg_update upd[2] = {{ttok, {tok[1], tok[2], tok[3]}}, {tpos, {pos[1], pos[2], pos[3]}}};
                 tg_run_out ro;
                 double nt[TG_MAX_NODES] = {0};
-                int rc = vt_run_plan(&t, vk[bi], &ro, nsteps, upd, 2, nsteps == 4 ? nt : NULL);
+                int rc = tg_run_plan(&t, vk[bi], &ro, nsteps, upd, 2, nsteps == 4 ? nt : NULL);
                 CHECK(rc == 0, "replay %d steps [%s]: %s", nsteps, vk_name[bi], ro.err);
                 if (rc == 0) {
                     char what[64];
@@ -672,32 +586,19 @@ int main(void) {
     int orc = tg_open_backends(&cpu, vk, true);
     if (orc) return orc;
 
-    for (int v = 0; v < NVK; v++) {
-        char desc[256] = "";
-        if (vk[v]) vk[v]->ops->describe(vk[v], desc, sizeof desc);
-        vk_coopmat[v] = strstr(desc, "coopmat") != NULL;
-        if (vk_coopmat[v]) printf("%s: cooperative-matrix matmul on\n", vk_name[v]);
-    }
-    double t0 = loom_now();
-#define TIMED(call)                                                                                \
-    do {                                                                                           \
-        call;                                                                                      \
-        printf("%-28s %6.2f s\n", #call, loom_now() - t0);                                        \
-        t0 = loom_now();                                                                           \
-    } while (0)
-    TIMED(test_errors());
-    TIMED(test_buffers(vk[0], vk_name[0]));
-    if (vk[2]) TIMED(test_buffers(vk[2], vk_name[2]));
-    TIMED(test_embed());
-    TIMED(test_matmul());
-    TIMED(test_eltwise());
-    TIMED(test_rope());
-    TIMED(test_attention());
-    TIMED(test_attention_paged());
-    TIMED(test_permute());
-    TIMED(test_replay());
+    tg_coopmat_flags(vk, vk_name, vk_coopmat);
+    TG_TIMED(test_errors());
+    TG_TIMED(test_buffers(vk[0], vk_name[0]));
+    if (vk[2]) TG_TIMED(test_buffers(vk[2], vk_name[2]));
+    TG_TIMED(test_embed());
+    TG_TIMED(test_matmul());
+    TG_TIMED(test_eltwise());
+    TG_TIMED(test_rope());
+    TG_TIMED(test_attention());
+    TG_TIMED(test_attention_paged());
+    TG_TIMED(test_permute());
+    TG_TIMED(test_replay());
 
-    for (int v = 0; v < NVK; v++) loom_backend_close(vk[v]);
-    loom_backend_close(cpu);
+    tg_close_backends(cpu, vk);
     CHECK_DONE();
 }

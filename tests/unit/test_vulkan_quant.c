@@ -30,35 +30,6 @@ static const char *vk_name[NVK] = {"vulkan", "vulkan(no f16 storage, no subgroup
 static const loom_dtype qtypes[4] = {LOOM_Q8_0, LOOM_Q4_0, LOOM_Q4_K, LOOM_Q6_K};
 static bool vk_coopmat[NVK]; /* the backend runs prefill matmuls on cooperative matrices */
 
-/* compute_plan on be (plan_prepare, one replay); same output layout as tg_run */
-static int run_plan(tg *t, loom_backend *be, tg_run_out *o) {
-    memset(o, 0, sizeof *o);
-    const loom_backend_ops *ops = be->ops;
-    loom_buffer *arena = ops->buf_alloc(be, t->arena_size ? t->arena_size : 64);
-    loom_buffer *wb[TG_MAX_LEAVES] = {0};
-    if (!arena) return -1;
-    for (int i = 0; i < t->g.n; i++)
-        if (t->nodes[i].op == LOOM_OP_INPUT && t->input_data[i])
-            ops->buf_write(be, arena, t->nodes[i].offset, t->input_data[i], loom_node_bytes(&t->nodes[i]));
-    for (int k = 0; k < t->nw; k++) wb[k] = ops->buf_from_host(be, t->w[k].data, t->w[k].nbytes);
-    loom_exec_ctx x = {.plan = &t->p, .arena = arena, .weights = wb, .n_weights = t->nw};
-    for (int k = 0; k < t->p.n_order && o->rc == 0; k++)
-        if (!ops->supports(be, &t->g, t->p.order[k])) {
-            o->rc = -2;
-            snprintf(o->err, sizeof o->err, "node %d not supported", t->p.order[k]);
-        }
-    if (o->rc == 0 && (ops->plan_prepare(be, &t->p, &x) < 0 || ops->compute_plan(be, &x) < 0)) {
-        o->rc = -1;
-        snprintf(o->err, sizeof o->err, "%s", loom_last_error());
-    }
-    ops->plan_release(be, &t->p);
-    o->arena = malloc(t->arena_size + 4);
-    ops->buf_read(be, arena, 0, o->arena, t->arena_size);
-    for (int k = 0; k < t->nw; k++) ops->buf_free(be, wb[k]);
-    ops->buf_free(be, arena);
-    return o->rc;
-}
-
 /* A quantised weight leaf (tg_weight sizes leaves by loom_dtype_size, 0 for block types). */
 static int q_weight(tg *t, loom_dtype type, int64_t rows, int64_t cols, const void *data) {
     int i = tg_weight(t, type, 2, (int64_t[]){rows, cols}, data);
@@ -117,7 +88,7 @@ static void run_cmp(tg *t, int out, const char *what, double atol, double atol_c
             char name[96];
             snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
             tg_run_out o;
-            int r2 = mode ? run_plan(t, vk[v], &o) : tg_run(t, vk[v], &o);
+            int r2 = mode ? tg_run_plan(t, vk[v], &o, 1, NULL, 0, NULL) : tg_run(t, vk[v], &o);
             CHECK(r2 == 0, "%s [%s]: %s", what, name, o.err);
             if (r2 == 0) cmp(what, name, tg_f32(t, &o, out), tg_f32(t, &ro, out), n, vk_coopmat[v] ? atol_cm : atol);
             tg_out_free(&o);
@@ -137,9 +108,7 @@ static void test_embed(void) {
         void *w = q_make(qt, V, D, 2.0f, deq);
         tg t;
         tg_init(&t);
-        int tw = q_weight(&t, qt, V, D, w);
-        int ti = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, ids);
-        int e = tg_node(&t, LOOM_OP_EMBED, LOOM_F32, 2, (int64_t[]){S, D}, 2, tw, ti);
+        int e = tg_embed(&t, q_weight(&t, qt, V, D, w), ids, S, NULL);
         char what[64];
         snprintf(what, sizeof what, "embed %s", loom_dtype_name(qt));
         run_cmp(&t, e, what, -1, -1, 7);
@@ -160,32 +129,12 @@ static void matmul_case(loom_dtype qt, int64_t M, int64_t N, int64_t K, bool bia
     tg_init(&t);
     int tx = x_skip ? tg_input(&t, LOOM_F32, 1, (int64_t[]){M * K + x_skip}, x)
                     : tg_input(&t, LOOM_F32, 2, (int64_t[]){M, K}, x);
-    int xv = tx;
-    if (x_skip) { /* a VIEW: no storage of its own, not in the order */
-        xv = t.g.n++;
-        loom_node *n = &t.nodes[xv];
-        *n = t.nodes[tx];
-        n->op = LOOM_OP_VIEW;
-        n->ndim = 2, n->ne[0] = M, n->ne[1] = K;
-        n->src[0] = tx, n->n_src = 1, n->alias = tx;
-        n->offset += (size_t)x_skip * 4, n->view_offset = (size_t)x_skip * 4;
-        n->nbytes = loom_node_bytes(n);
-        t.input_data[xv] = NULL;
-    }
+    int xv = x_skip ? tg_view(&t, tx, 2, (int64_t[]){M, K}, (size_t)x_skip * 4) : tx;
     int tw = q_weight(&t, qt, N, K, w);
-    int tb = bias ? tg_weight(&t, LOOM_F32, 1, (int64_t[]){N}, b) : -1;
-    int y = bias ? tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 3, xv, tw, tb)
-                 : tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){M, N}, 2, xv, tw);
-    double amax = 0;
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            double a = bias ? fabs(b[n]) : 0;
-            for (int64_t k = 0; k < K; k++) a += fabs((double)x[x_skip + m * K + k] * deq[n * K + k]);
-            if (a > amax) amax = a;
-        }
+    int y = tg_matmul(&t, xv, tw, bias ? b : NULL);
+    double amax = tg_matmul_amax(x + x_skip, deq, bias ? b : NULL, M, N, K);
     char what[128];
-    snprintf(what, sizeof what, "matmul %s M=%lld N=%lld K=%lld%s%s", loom_dtype_name(qt), (long long)M,
-             (long long)N, (long long)K, bias ? " +bias" : "", x_skip ? " unaligned x" : "");
+    tg_matmul_name(what, sizeof what, qt, M, N, K, bias, x_skip);
     run_cmp(&t, y, what, ldexp(amax, -15) + 1e-6, M > 8 ? ldexp(amax, -10) + 1e-6 : ldexp(amax, -15) + 1e-6, mask);
     free(x), free(deq), free(b), free(w);
 }
@@ -264,7 +213,7 @@ static void test_fused(void) {
             for (int v = 0; v < NVK; v++) {
                 if (!vk[v]) continue;
                 tg_run_out o;
-                int rc = run_plan(&t, vk[v], &o);
+                int rc = tg_run_plan(&t, vk[v], &o, 1, NULL, 0, NULL);
                 CHECK(rc == 0, "fused %s [%s]: %s", loom_dtype_name(qt), vk_name[v], o.err);
                 const float *got = rc == 0 ? tg_f32(&t, &o, out) : NULL;
                 double worst = 0;
@@ -296,26 +245,13 @@ static void test_supports(void) {
 int main(void) {
     int orc = tg_open_backends(&cpu, vk, true);
     if (orc) return orc;
-    for (int v = 0; v < NVK; v++) {
-        char desc[256] = "";
-        if (vk[v]) vk[v]->ops->describe(vk[v], desc, sizeof desc);
-        vk_coopmat[v] = strstr(desc, "coopmat") != NULL;
-        if (vk_coopmat[v]) printf("%s: cooperative-matrix matmul on\n", vk_name[v]);
-    }
+    tg_coopmat_flags(vk, vk_name, vk_coopmat);
 
-    double t0 = loom_now();
-#define TIMED(call)                                                                                \
-    do {                                                                                           \
-        call;                                                                                      \
-        printf("%-28s %6.2f s\n", #call, loom_now() - t0);                                        \
-        t0 = loom_now();                                                                           \
-    } while (0)
-    TIMED(test_supports());
-    TIMED(test_embed());
-    TIMED(test_matmul());
-    TIMED(test_fused());
+    TG_TIMED(test_supports());
+    TG_TIMED(test_embed());
+    TG_TIMED(test_matmul());
+    TG_TIMED(test_fused());
 
-    for (int v = 0; v < NVK; v++) loom_backend_close(vk[v]);
-    loom_backend_close(cpu);
+    tg_close_backends(cpu, vk);
     CHECK_DONE();
 }
