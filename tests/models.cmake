@@ -31,6 +31,13 @@ add_test(NAME check_stories260K_gguf_simd COMMAND ${LOOM_BIN} check -m ${LOOM_FI
          --reference ${LOOM_FIXTURES}/stories260K-hf/reference.safetensors --device cpu -t 2)
 add_test(NAME check_stories260K_gguf_scalar COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/stories260K.gguf
          --reference ${LOOM_FIXTURES}/stories260K-hf/reference.safetensors --device cpu -t 2 --scalar)
+# The long references (~500-660 positions of story text, then 32 greedy steps from a 16-token prompt:
+# metadata greedy_prompt): the f32 fixtures at the same tolerance over every position.
+foreach(fx qwen2-tiny llama-tiny qwen3-tiny stories260K-hf)
+  add_test(NAME check_${fx}_long COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/${fx}
+           --reference ${LOOM_FIXTURES}/${fx}/long_reference.safetensors --tol 1e-3 --min-top1 100 --device cpu -t 2)
+  set_tests_properties(check_${fx}_long PROPERTIES PASS_REGULAR_EXPRESSION "over 32 steps, greedy mismatches 0  ok")
+endforeach()
 # A test that can fail: a deliberately tight tolerance must make check fail.
 add_test(NAME check_detects_error COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/qwen2-tiny-bf16
          --reference ${LOOM_FIXTURES}/qwen2-tiny/reference.safetensors --device cpu --tol 1e-6)

@@ -4,23 +4,37 @@ loom_unit_test(test_quant)
 
 set(LOOM_Q_TMP ${CMAKE_BINARY_DIR}/quantized)
 file(MAKE_DIRECTORY ${LOOM_Q_TMP})
-# fixture | input | reference
-set(LOOM_Q_FIXTURES qwen2-tiny llama-tiny stories260K)
+# fixture | input | reference. The agreement checks use long_reference.safetensors (transformers
+# over ~500-660 positions of story text, tests/fixtures/gen_long_reference.py): with the fixtures'
+# own 47 positions one flip moved top-1 by 2.1%.
+set(LOOM_Q_FIXTURES qwen2-tiny llama-tiny qwen3-tiny stories260K)
 set(LOOM_Q_IN_qwen2-tiny ${LOOM_FIXTURES}/qwen2-tiny)
 set(LOOM_Q_IN_llama-tiny ${LOOM_FIXTURES}/llama-tiny)
+set(LOOM_Q_IN_qwen3-tiny ${LOOM_FIXTURES}/qwen3-tiny)
 set(LOOM_Q_IN_stories260K ${LOOM_FIXTURES}/stories260K.gguf)
 set(LOOM_Q_REF_qwen2-tiny ${LOOM_FIXTURES}/qwen2-tiny/reference.safetensors)
 set(LOOM_Q_REF_llama-tiny ${LOOM_FIXTURES}/llama-tiny/reference.safetensors)
+set(LOOM_Q_REF_qwen3-tiny ${LOOM_FIXTURES}/qwen3-tiny/reference.safetensors)
 set(LOOM_Q_REF_stories260K ${LOOM_FIXTURES}/stories260K-hf/reference.safetensors)
-# bounds: min top-1 %, max mean KL. The tiny fixtures have random weights (near-tied logits, 47
-# positions: one flip is 2.1%), so their bounds sit below the trained stories260K's.
+foreach(fx qwen2-tiny llama-tiny qwen3-tiny)
+  set(LOOM_Q_LREF_${fx} ${LOOM_FIXTURES}/${fx}/long_reference.safetensors)
+endforeach()
+set(LOOM_Q_LREF_stories260K ${LOOM_FIXTURES}/stories260K-hf/long_reference.safetensors)
+# Bounds: min top-1 %, max mean KL. Measured (CPU, 2026-11-23, docs/quantization.md): q8_0 top-1
+# 99.0% on the trained stories260K (504 positions), 93.0-95.7% on the random-weight tiny fixtures
+# (690 positions), whose logits are near-ties: even their q8_0 weights dequantised to f32 and run
+# in f32 agree on only 94.9-96.2%, so the issue's 98% is asserted on the trained model, and the
+# random fixtures are held to what their weights allow.
 set(LOOM_Q_TYPES q8_0 q4_0 q4_k_m q6_k)
-# q8_0: measured KL 3.2e-4 (qwen2-tiny), 4.8e-4 (llama-tiny), 3.3e-4 (stories260K); its top-1 flips on
-# the random fixtures are reference near-ties (docs/quantization.md), so KL is the tighter bound.
-set(LOOM_Q_BOUND_q8_0 "95;1e-3")
-set(LOOM_Q_BOUND_q6_k "95;2e-3")
-set(LOOM_Q_BOUND_q4_0 "50;0.1")
-set(LOOM_Q_BOUND_q4_k_m "50;0.1")
+set(LOOM_Q_BOUND_q8_0 "92;1e-3")
+set(LOOM_Q_BOUND_q6_k "92;2e-3")
+set(LOOM_Q_BOUND_q4_0 "40;0.1")
+set(LOOM_Q_BOUND_q4_k_m "45;0.1")
+# the trained model: q8_0 and q6_k at the issue's 98%, the 4-bit types at 80% / 85%
+set(LOOM_Q_TRAINED_TOP1_q8_0 98)
+set(LOOM_Q_TRAINED_TOP1_q6_k 98)
+set(LOOM_Q_TRAINED_TOP1_q4_0 80)
+set(LOOM_Q_TRAINED_TOP1_q4_k_m 85)
 foreach(fx ${LOOM_Q_FIXTURES})
   foreach(t ${LOOM_Q_TYPES})
     set(out ${LOOM_Q_TMP}/${fx}-${t}.gguf)
@@ -28,15 +42,15 @@ foreach(fx ${LOOM_Q_FIXTURES})
     set_tests_properties(quantize_${fx}_${t} PROPERTIES FIXTURES_SETUP q_${fx}_${t})
     list(GET LOOM_Q_BOUND_${t} 0 top1)
     list(GET LOOM_Q_BOUND_${t} 1 kl)
-    if(fx STREQUAL "stories260K" AND (t STREQUAL "q8_0" OR t STREQUAL "q6_k"))
-      set(top1 98)
+    if(fx STREQUAL "stories260K")
+      set(top1 ${LOOM_Q_TRAINED_TOP1_${t}})
     endif()
     foreach(flavour simd scalar)
       set(extra "")
       if(flavour STREQUAL "scalar")
         set(extra --scalar)
       endif()
-      add_test(NAME check_q_${fx}_${t}_${flavour} COMMAND ${LOOM_BIN} check -m ${out} --reference ${LOOM_Q_REF_${fx}}
+      add_test(NAME check_q_${fx}_${t}_${flavour} COMMAND ${LOOM_BIN} check -m ${out} --reference ${LOOM_Q_LREF_${fx}}
                --min-top1 ${top1} --max-kl ${kl} --device cpu -t 2 ${extra})
       set_tests_properties(check_q_${fx}_${t}_${flavour} PROPERTIES FIXTURES_REQUIRED q_${fx}_${t})
     endforeach()

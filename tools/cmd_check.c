@@ -3,7 +3,9 @@
  * 1. Full forward over input_ids: compare logits and every hidden.N.
  * 2. Generation path: prefill the prompt, then decode greedy_ids one token at a time through the
  *    KV cache, comparing each step's logits with greedy_logits and the greedy choice with
- *    greedy_ids. */
+ *    greedy_ids. The prompt is greedy_ids' first S tokens (input_ids, as in the fixtures'
+ *    reference.safetensors), or its first N when the file's metadata says "greedy_prompt": "N"
+ *    (long_reference.safetensors: a long text for the forward, a short prompt for generation). */
 #include "commands.h"
 
 #include "loom.h"
@@ -115,7 +117,21 @@ int cmd_check(int argc, char **argv) {
     const st_tensor *logits = need(ref, "logits", LOOM_F32, (size_t)S * V);
     const st_tensor *gids = need(ref, "greedy_ids", LOOM_I32, 2);
     if (!logits || !gids) goto done;
-    int T = (int)st_numel(gids);
+    int T = (int)st_numel(gids), P = S;
+    const char *gp = st_metadata(ref, "greedy_prompt");
+    if (gp) {
+        char *end;
+        long v = strtol(gp, &end, 10);
+        if (*end || end == gp || v < 1 || v > T) {
+            fprintf(stderr, "loom check: %s: metadata greedy_prompt '%s' is not a length in [1, %d]\n", ref_path, gp, T);
+            goto done;
+        }
+        P = (int)v;
+    }
+    if (T < P) {
+        fprintf(stderr, "loom check: %s: greedy_ids (%d tokens) is shorter than its %d-token prompt\n", ref_path, T, P);
+        goto done;
+    }
     const st_tensor *glogits = need(ref, "greedy_logits", LOOM_F32, (size_t)(T - 1) * V);
     if (!glogits) goto done;
     /* with agreement criteria and no --tol, max abs errors are reported, not judged */
@@ -175,15 +191,16 @@ int cmd_check(int argc, char **argv) {
     const float *gl = glogits->data;
     double worst = 0;
     int mismatches = 0;
-    for (int t = S - 1; t < T - 1; t++) {
-        int r = t == S - 1 ? loom_session_eval(s, g, S) : loom_session_eval(s, &g[t], 1);
+    for (int t = P - 1; t < T - 1; t++) {
+        int r = t == P - 1 ? loom_session_eval(s, g, P) : loom_session_eval(s, &g[t], 1);
         if (r < 0) {
             fprintf(stderr, "loom check: step %d: %s\n", t, loom_last_error());
             goto done;
         }
         const float *lg = loom_session_logits(s, NULL);
         e = compare(lg, gl + (size_t)t * V, (size_t)V);
-        if (t > S - 1) agree_row(&ag, lg, gl + (size_t)t * V, V); /* row S-1 was counted above */
+        /* with the prompt = input_ids, row S-1 is the forward's last row, counted above */
+        if (t > P - 1 || P != S) agree_row(&ag, lg, gl + (size_t)t * V, V);
         if (e.max_abs > worst) worst = e.max_abs;
         int best = 0;
         for (int v = 1; v < V; v++)
@@ -201,7 +218,7 @@ int cmd_check(int argc, char **argv) {
     printf("mean KL: %.1e%s\n", mkl, max_kl < 0 ? "" : pass ? "  ok" : "  FAIL");
     pass = (worst <= tol && mismatches == 0) || !abs_judged;
     ok &= pass;
-    printf("  %-14s max abs %.3e over %d steps, greedy mismatches %d  %s\n", "decode", worst, T - S, mismatches,
+    printf("  %-14s max abs %.3e over %d steps, greedy mismatches %d  %s\n", "decode", worst, T - P, mismatches,
            pass ? "ok" : "FAIL");
     printf("%s\n", ok ? "PASS" : "FAIL");
     rc = ok ? 0 : 1;
