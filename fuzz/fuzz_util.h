@@ -47,7 +47,8 @@ static inline const char *fz_memfd_path(const uint8_t *d, size_t n) {
         FZ_ASSERT(fd >= 0, "memfd_create");
         snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     }
-    FZ_ASSERT(ftruncate(fd, 0) == 0 && (n == 0 || pwrite(fd, d, n, 0) == (ssize_t)n), "memfd write");
+    /* overwrite, then cut to n: truncating to 0 first freed and re-allocated every page */
+    FZ_ASSERT((n == 0 || pwrite(fd, d, n, 0) == (ssize_t)n) && ftruncate(fd, (off_t)n) == 0, "memfd write");
     return path;
 }
 

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 /* GPT-2's own pattern, which ByteLevel applies when use_regex is true */
 static const char gpt2_regex[] =
@@ -44,9 +45,17 @@ static char *read_file(const char *path, size_t *len) {
     if (!f) return loom_err_null("%s: cannot open: %s", path, strerror(errno));
     char *buf = NULL;
     size_t n = 0, cap = 0;
+    /* start at the file's size (+1 so the read that finds EOF needs no growth): a fixed 1 MiB
+     * first buffer cost every small tokenizer_config.json a megabyte; the doubling below still
+     * handles pipes and files that grow while read */
+    struct stat sb;
+    size_t first = 64 << 10;
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size >= 0 &&
+        (uint64_t)sb.st_size < ((uint64_t)1 << 31))
+        first = (size_t)sb.st_size + 1;
     for (;;) {
         if (n == cap) {
-            cap = cap ? cap * 2 : 1 << 20;
+            cap = cap ? cap * 2 : first;
             if (cap > ((size_t)1 << 31)) {
                 fclose(f);
                 free(buf);

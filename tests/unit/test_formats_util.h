@@ -1,4 +1,5 @@
-/* Helpers shared by the test_formats_*.c tests: fixtures, temp dirs, file bytes. */
+/* Helpers shared by the test_formats_*.c tests (and test_rel_*): fixtures, temp dirs, file bytes.
+ * Everything is static inline, so a test that uses only some of it compiles without warnings. */
 #ifndef LOOM_TEST_FORMATS_UTIL_H
 #define LOOM_TEST_FORMATS_UTIL_H
 
@@ -41,8 +42,8 @@ static inline int tf_rm_one(const char *p, const struct stat *sb, int flag, stru
 static inline void tf_cleanup(void) { nftw(tf_tmp, tf_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* Static path buffers (rotating, so a few can be live at once). */
-static const char *tf_path(const char *base, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const char *tf_path(const char *base, const char *fmt, ...) {
+static inline const char *tf_path(const char *base, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline const char *tf_path(const char *base, const char *fmt, ...) {
     static char bufs[8][1024];
     static int k;
     char *b = bufs[k++ & 7];
@@ -56,7 +57,8 @@ static const char *tf_path(const char *base, const char *fmt, ...) {
 #define FIX(...) tf_path(tf_fixtures, __VA_ARGS__)
 #define TMP(...) tf_path(tf_tmp, __VA_ARGS__)
 
-static uint8_t *tf_read(const char *path, size_t *n) {
+/* A whole file (NUL-terminated past *n), or NULL; test_rel_fuzz_regress uses it too. */
+static inline uint8_t *tf_read(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);

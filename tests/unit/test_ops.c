@@ -177,6 +177,9 @@ static void test_matmul(void) {
                 if (N * K > 100000 && M == 3) continue; /* keep the suite fast */
                 test_matmul_case(wtypes[wi], M, N, K, (si + mi) % 2 == 0);
             }
+    /* every row count gemv_rows takes (2..CPU_GEMV_MAX_ROWS = 16): M = 9 once split as 8 + 1 and
+     * the 1-row rest recursed past y (a batched prefill of 9 tokens crashed `loom run`) */
+    for (int64_t M = 2; M <= 16; M++) test_matmul_case(wtypes[M % 3], M, 37, 45, M % 2 == 0);
     /* a single row and column */
     test_matmul_case(LOOM_F16, 2, 1, 1, true);
     test_matmul_case(LOOM_F32, 1, 1, 7, false);

@@ -3,7 +3,7 @@
  * fuzz target's own code (fuzz/fuzz_TARGET.c, compiled here with the ordinary compiler and without
  * libFuzzer), i.e. through the normal loaders plus the targets' checks. A broken rule aborts, a
  * memory error is caught under `make asan`; a hang shows as the ctest timeout. */
-#include "check.h"
+#include "test_formats_util.h" /* tf_read; includes check.h */
 
 #define LLVMFuzzerTestOneInput fuzz_gguf_one
 #include "../../fuzz/fuzz_gguf.c"
@@ -39,22 +39,6 @@ static const struct {
     {"model", "gguf", fuzz_model_one},
 };
 
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)sz + 1);
-    if (p && fread(p, 1, (size_t)sz, f) != (size_t)sz) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    *n = (size_t)sz;
-    return p;
-}
-
 /* Replay every regular file of dir; returns how many. */
 static int replay(const char *target, int (*one)(const uint8_t *, size_t), const char *dir, bool verbose) {
     DIR *d = opendir(dir);
@@ -66,7 +50,7 @@ static int replay(const char *target, int (*one)(const uint8_t *, size_t), const
         char path[2048];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         size_t n;
-        uint8_t *p = slurp(path, &n);
+        uint8_t *p = tf_read(path, &n);
         if (!p) continue;
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
