@@ -9,6 +9,11 @@ foreach(c multi file parallel)
   set_tests_properties(run_batch_${c} PROPERTIES PASS_REGULAR_EXPRESSION "^ok")
 endforeach()
 
+# 9 rows at once: a 5 + 4 token batched prefill and 9 sequences decoding. The CPU's gemv_rows once
+# split 9 as 8 + 1 and wrote past its output (test_ops covers the kernel for every row count).
+add_test(NAME run_batch_9_rows COMMAND sh -c "${LOOM_BIN} run -m ${_m} -p 'Once upon a time' -p 'The dog' -n 8 -t 2 --device cpu && ${LOOM_BIN} run -m ${_m} -p Once --parallel 9 -n 8 -t 2 --device cpu && echo both-ran-ok")
+set_tests_properties(run_batch_9_rows PROPERTIES PASS_REGULAR_EXPRESSION "\\[2\\] The dog.*\\[1\\.9\\] Once.*both-ran-ok")
+
 # --beams on the HF stories260K matches transformers' best beam (beam_reference.safetensors,
 # b4_r4_lp1_es0: the top score is -0.110949).
 add_test(NAME run_beams COMMAND ${LOOM_BIN} run -m ${LOOM_FIXTURES}/stories260K-hf --tokens 1,403,407,261,378
