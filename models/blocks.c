@@ -6,6 +6,7 @@
 #include "../graph/util.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -41,12 +42,20 @@ static int opt_float(const loom_source *src, const char *hf, const char *gguf, f
     return 0;
 }
 
-/* eos_token_id may be a list in HF configs (Llama 3): the first entry is the primary one. */
-static int hf_token_id(const loom_source *src, const char *key) {
+/* eos_token_id may be a list in HF configs (Llama 3): the first entry is the primary one. Absent or
+ * null: -1. A number that is not a whole id in int range is an error (casting it would be UB:
+ * found by fuzz_safetensors with 2.4e10 and inf). */
+static int hf_token_id(const loom_source *src, const char *key, int *id) {
     const cJSON *cfg = loom_source_hf_config(src);
     const cJSON *v = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, key) : NULL;
     if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
-    return cJSON_IsNumber(v) ? (int)v->valuedouble : -1;
+    *id = -1;
+    if (!cJSON_IsNumber(v)) return 0;
+    double d = v->valuedouble;
+    if (!(d >= -1 && d <= INT_MAX) || d != floor(d))
+        return loom_err("%s: config.json %s %g is not a token id", loom_source_path(src), key, d);
+    *id = (int)d;
+    return 0;
 }
 
 /* Rope scaling lives in "rope_scaling" (transformers 4) or inside "rope_parameters" (5). */
@@ -135,8 +144,8 @@ int loom_read_common_hparams(loom_hparams *hp, const loom_source *src) {
     if (r < 0) return -1;
     hp->tied_embeddings = r ? tied : !loom_source_find(src, "output.weight");
     if (loom_source_get_kind(src) == LOOM_SOURCE_HF) {
-        hp->bos_id = hf_token_id(src, "bos_token_id");
-        hp->eos_id = hf_token_id(src, "eos_token_id");
+        if (hf_token_id(src, "bos_token_id", &hp->bos_id) < 0 || hf_token_id(src, "eos_token_id", &hp->eos_id) < 0)
+            return -1;
     } else {
         if (opt_int(src, NULL, "tokenizer.ggml.bos_token_id", &hp->bos_id, -1) < 0 ||
             opt_int(src, NULL, "tokenizer.ggml.eos_token_id", &hp->eos_id, -1) < 0)
