@@ -69,19 +69,23 @@ void main() {
     float acc[NM], ss[NM];
     [[unroll]] for (uint m = 0u; m < NM; m++) acc[m] = ss[m] = 0.0;
     if (live && pc.u[6] != 0u) {
-        // four 8-element loads in flight per invocation before any math: a decode GEMV is a
-        // few iterations long, so memory latency, not bandwidth, is what each one waits on
-        uint step = TPR * 8u;
-        for (uint k = lt * 8u; k < K; k += 4u * step) {
-            vec4 lo[4], hi[4];
-            [[unroll]] for (uint b = 0u; b < 4u; b++)
-                if (k + b * step < K) wload8(wrow + k + b * step, lo[b], hi[b]);
-            [[unroll]] for (uint b = 0u; b < 4u; b++) {
-                uint kk = k + b * step;
-                if (kk < K)
-                    [[unroll]] for (uint m = 0u; m < NM; m++)
-                        acc[m] += dot(lo[b], xload4(m, kk, ss[m])) + dot(hi[b], xload4(m, kk + 4u, ss[m]));
-            }
+        uint step = TPR * 8u, k = lt * 8u;
+        // two 8-element loads in flight per invocation: four (tried in a26cef9) made decode 15-24%
+        // slower on the H100 (qwen2-0.5b f16 tg128 624-638 vs 730-733 t/s, llama-1.1b 504-510 vs
+        // 628; interleaved rounds, 2026-11-23)
+        for (; k + step < K; k += 2u * step) {
+            vec4 lo0, hi0, lo1, hi1;
+            wload8(wrow + k, lo0, hi0);
+            wload8(wrow + k + step, lo1, hi1);
+            [[unroll]] for (uint m = 0u; m < NM; m++)
+                acc[m] += dot(lo0, xload4(m, k, ss[m])) + dot(hi0, xload4(m, k + 4u, ss[m])) +
+                          dot(lo1, xload4(m, k + step, ss[m])) + dot(hi1, xload4(m, k + step + 4u, ss[m]));
+        }
+        if (k < K) {
+            vec4 lo, hi;
+            wload8(wrow + k, lo, hi);
+            [[unroll]] for (uint m = 0u; m < NM; m++)
+                acc[m] += dot(lo, xload4(m, k, ss[m])) + dot(hi, xload4(m, k + 4u, ss[m]));
         }
     } else if (live) {
         for (uint k = lt; k < K; k += TPR) {
