@@ -38,6 +38,11 @@ foreach(fx qwen2-tiny llama-tiny qwen3-tiny stories260K-hf)
            --reference ${LOOM_FIXTURES}/${fx}/long_reference.safetensors --tol 1e-3 --min-top1 100 --device cpu -t 2)
   set_tests_properties(check_${fx}_long PROPERTIES PASS_REGULAR_EXPRESSION "over 32 steps, greedy mismatches 0  ok")
 endforeach()
+# A greedy_prompt that is not a length of greedy_ids: one clear error naming the file.
+foreach(v 0 abc 4)
+  add_test(NAME err_check_greedy_prompt_${v} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/check_bad_greedy_prompt.sh
+           ${LOOM_BIN} ${LOOM_FIXTURES}/stories260K.gguf ${CMAKE_BINARY_DIR}/bad-greedy-prompt-${v} ${v})
+endforeach()
 # A test that can fail: a deliberately tight tolerance must make check fail.
 add_test(NAME check_detects_error COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/qwen2-tiny-bf16
          --reference ${LOOM_FIXTURES}/qwen2-tiny/reference.safetensors --device cpu --tol 1e-6)
