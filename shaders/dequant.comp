@@ -16,8 +16,6 @@ layout(std430, binding = 0) writeonly buffer D { uvec4 d4[]; };
 void main() {
     uint g = wg_linear() * 256u + gl_LocalInvocationID.x;
     if (g >= pc.u[0]) return;
-    vec4 lo, hi;
-    wload8(OFF_B + g * 8u, lo, hi);
     // OFF_D is in uints (the scratch binding's element); the region starts 16-byte aligned
-    d4[(OFF_D >> 2) + g] = uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw), packHalf2x16(hi.xy), packHalf2x16(hi.zw));
+    d4[(OFF_D >> 2) + g] = wload8_h(OFF_B + g * 8u);
 }

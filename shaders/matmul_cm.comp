@@ -61,12 +61,7 @@ shared float Cs[WROWS * WCOLS * 256];
 // 8 weights dequantised in registers (wquant.glsl), as four f16 pairs: a quantised row is whole
 // blocks of 32 or 256, so the vector loads never straddle a block (and the binding is bytes:
 // always "aligned")
-uvec4 wq8(uint e) {
-    vec4 lo, hi;
-    wload8(e, lo, hi);
-    return uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw), packHalf2x16(hi.xy), packHalf2x16(hi.zw));
-}
-#define WLOAD8(e) wq8(e)
+#define WLOAD8(e) wload8_h(e)
 #else
 #define WLOAD8(e) w8[(e) >> 3]
 #endif

@@ -94,6 +94,14 @@ void wload8(uint e, out vec4 lo, out vec4 hi) {
 #endif
 }
 
+// elements e..e+7 as f16, packed two per uint (the tensor-core prefill's W tiles and f16 copies:
+// matmul_cm.comp, dequant.comp)
+uvec4 wload8_h(uint e) {
+    vec4 lo, hi;
+    wload8(e, lo, hi);
+    return uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw), packHalf2x16(hi.xy), packHalf2x16(hi.zw));
+}
+
 float wload(uint e) {
     uint f = e - W_OFF, i = f & 7u;
     vec4 lo, hi;

@@ -458,6 +458,19 @@ GV_TARGET void gv_rows(loom_dtype t, int nr, const char *w, size_t rb, const qg_
  * ggml's kmask shuffle), the scales times d converted to 8 floats; each block pair then takes its
  * two scales with one vpermps. The minimums never enter the pair loop: dmin * m_j times the x
  * block's d * (sum of its codes) (xs) is one 8-wide FMA per super-block into a second accumulator. */
+/* Rows n0..n1 of a Q8_0/Q4_0 matrix: GV_NR at a time (prefetching pf_rows ahead while whole
+ * groups remain), then 4, then single rows. */
+GV_TARGET void gv_span(loom_dtype t, const char *wr, size_t row_bytes, const qg_pair *x, const float *dxs,
+                       int64_t np, float *y, const float *bias, __m512i iq, int64_t n0, int64_t n1, int64_t pf_rows) {
+    size_t pf = (size_t)pf_rows * row_bytes;
+    int64_t n = n0;
+    for (; n + GV_NR <= n1; n += GV_NR)
+        gv_rows(t, GV_NR, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq,
+                n + GV_NR + pf_rows <= n1 ? pf : 0);
+    for (; n + 4 <= n1; n += 4) gv_rows(t, 4, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0);
+    for (; n < n1; n++) gv_rows(t, 1, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0);
+}
+
 GV_TARGET void gv_rows_q4k(int nr, const char *w, size_t rb, const qg_pair *x, const float *xs, int64_t nsb,
                            float *y, const float *bias, size_t pf) {
     __m512 acc[4];
@@ -577,22 +590,10 @@ __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const 
     if (!dxs) dxs = dbuf, np = 0; /* (out of memory: cannot happen at real sizes; yields zeros) */
     for (int64_t p = 0; p < np; p++)
         _mm512_storeu_ps(dxs + 16 * p, _mm512_mul_ps(_mm512_loadu_ps(x[p].d), _mm512_set1_ps(0x1p112f)));
-    size_t pf = (size_t)pf_rows * row_bytes;
-    int64_t n = n0;
-    if (t == LOOM_Q8_0) {
-        for (; n + GV_NR <= n1; n += GV_NR)
-            gv_rows(LOOM_Q8_0, GV_NR, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq,
-                    n + GV_NR + pf_rows <= n1 ? pf : 0);
-        for (; n + 4 <= n1; n += 4)
-            gv_rows(LOOM_Q8_0, 4, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0);
-        for (; n < n1; n++) gv_rows(LOOM_Q8_0, 1, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0);
-    } else {
-        for (; n + GV_NR <= n1; n += GV_NR)
-            gv_rows(LOOM_Q4_0, GV_NR, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq,
-                    n + GV_NR + pf_rows <= n1 ? pf : 0);
-        for (; n + 4 <= n1; n += 4)
-            gv_rows(LOOM_Q4_0, 4, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0);
-        for (; n < n1; n++) gv_rows(LOOM_Q4_0, 1, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0);
-    }
+    /* the same spans for both types; each call passes t as a constant so gv_rows specialises */
+    if (t == LOOM_Q8_0)
+        gv_span(LOOM_Q8_0, wr, row_bytes, x, dxs, np, y, bias, iq, n0, n1, pf_rows);
+    else
+        gv_span(LOOM_Q4_0, wr, row_bytes, x, dxs, np, y, bias, iq, n0, n1, pf_rows);
     if (dxs != dbuf) free(dxs);
 }
