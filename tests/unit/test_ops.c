@@ -12,6 +12,9 @@
  *    vdpbf16ps path, where x is rounded to bf16: 2^-8 * sum_k |x_k w_k| (each product then errs
  *    by at most 2^-9 of itself).
  *  - transcendental ops (SILU, SWIGLU, SOFTMAX, RMSNORM): 4e-6 relative + a tiny absolute floor.
+ *  - GELU, GEGLU: 4e-7 * (1 + |2u|) relative (the exponent's rounding; measured 1.6e-7 units) +
+ *    1e-36 (results near FLT_MIN); SOFTCAP 8e-7 relative (measured 3.5e-7). Inputs reach
+ *    |x| = 12, where GELU in the naive form 0.5 x (1 + tanh(u)) cancels to 0.
  *  - ROPE: 2e-6 * |x| of the head (cos/sin are rounded to float).
  *  - ATTENTION: 2e-5 * max|v|; the paged form (block table) too.
  */
@@ -273,6 +276,110 @@ static void test_elementwise(void) {
     test_elementwise_shape(3, 45);
     test_elementwise_shape(17, 37);
     test_elementwise_shape(64, 601); /* big enough to be split across threads */
+}
+
+/* ---- GELU, GEGLU, SOFTCAP ------------------------------------------------------------------- */
+/* gelu_tanh(x) = 0.5 x (1 + tanh(u)) in long double where 1 + tanh(u) keeps its digits (u > -8,
+ * i.e. x > -5.5); below, 1 + tanh(u) = 2 e^(2u) / (1 + e^(2u)) in double, the exact identity
+ * without the cancellation. The kernels compute x / (1 + e^(-2u)), a third arrangement. */
+static double gelu_ref(double x) {
+    long double u = 0.79788456080286535587989L * ((long double)x + 0.044715L * x * x * x);
+    if (u > -8) return (double)(0.5L * x * (1.0L + tanhl(u)));
+    double e = exp(2.0 * (double)u);
+    return x * e / (1.0 + e);
+}
+
+/* Inputs for the tanh-shaped ops: a grid over [-lim, lim] that includes 0, +-1e-3, and the far
+ * tails (for GELU: |x| > 6, where 0.5 x (1 + tanh(u)) in float is exactly 0 for x < -6), then
+ * random values. */
+static void act_inputs(float *a, size_t n, float lim) {
+    for (size_t i = 0; i < n; i++) a[i] = (tg_randf() * 2.0f - 1.0f) * lim;
+    size_t g = n < 400 ? n : 400;
+    for (size_t i = 0; i < g; i++) a[i] = -lim + 2.0f * lim * (float)i / (float)(g > 1 ? g - 1 : 1);
+    if (n > 3) a[n - 1] = 0.0f, a[n - 2] = 1e-3f, a[n - 3] = -1e-3f;
+}
+
+#define GELU_REL 4e-7 /* measured 1.6e-7 (all flavours) */
+#define SOFTCAP_REL 8e-7 /* measured 3.5e-7 (avx2/avx512 tanh), 2.5e-7 (scalar tanhf) */
+static void test_activations_shape(int64_t M, int64_t N) {
+    size_t n = (size_t)(M * N);
+    int64_t ne[2] = {M, N};
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    double *ref = malloc(n * 8), *tol = malloc(n * 8);
+    tg_fill(b, n, 2.0f);
+    for (int kind = 0; kind < 3; kind++) /* GELU, GEGLU, SOFTCAP; each also in place */
+        for (int inp = 0; inp < 2; inp++) {
+            const float cap = 30.0f;
+            act_inputs(a, n, kind == 2 ? 8 * cap : 12.0f);
+            tg t;
+            tg_init(&t);
+            int ta = tg_input(&t, LOOM_F32, 2, ne, a), tb = tg_input(&t, LOOM_F32, 2, ne, b);
+            int src = ta;
+            if (inp) {
+                src = tg_node(&t, LOOM_OP_SCALE, LOOM_F32, 2, ne, 1, ta);
+                t.nodes[src].fp[0] = 1.0f;
+            }
+            int y;
+            const char *name;
+            if (kind == 0) {
+                y = tg_node(&t, LOOM_OP_GELU, LOOM_F32, 2, ne, 1, src);
+                for (size_t i = 0; i < n; i++) ref[i] = gelu_ref(a[i]);
+                name = "gelu";
+            } else if (kind == 1) {
+                y = tg_node(&t, LOOM_OP_GEGLU, LOOM_F32, 2, ne, 2, src, tb);
+                for (size_t i = 0; i < n; i++) ref[i] = gelu_ref(a[i]) * b[i];
+                name = "geglu";
+            } else {
+                y = tg_node(&t, LOOM_OP_SOFTCAP, LOOM_F32, 2, ne, 1, src);
+                t.nodes[y].fp[0] = cap;
+                for (size_t i = 0; i < n; i++) ref[i] = cap * tanh((double)a[i] / cap);
+                name = "softcap";
+            }
+            if (inp) tg_inplace(&t, y);
+            char what[96];
+            snprintf(what, sizeof what, "%s [%lld,%lld]%s", name, (long long)M, (long long)N, inp ? " in place" : "");
+            /* GELU for x < 0 is x / (1 + e^(-2u)): float rounding of the exponent -2u (|2u| up to
+             * ~88) becomes a relative error of |2u| ulps in e^(-2u) and the result, so the
+             * tolerance is GELU_REL * (1 + |2u|) relative; the floor covers results near
+             * FLT_MIN (x ~ -10, where e^(-2u) overflows to a 0 result). SOFTCAP: SOFTCAP_REL. */
+            set_tol_rel(tol, ref, n, SOFTCAP_REL, 1e-30);
+            if (kind < 2)
+                for (size_t i = 0; i < n; i++) {
+                    double u2 = 2 * 0.7978845608 * fabs(a[i] + 0.044715 * a[i] * a[i] * a[i]);
+                    tol[i] = GELU_REL * (1 + u2) * fabs(ref[i]) + 1e-36;
+                }
+            if (getenv("LOOM_TEST_MEASURE")) { /* the error each kernel makes, in units of the tolerance model */
+                tg_run_out o;
+                for (int f = 0; f < n_flav && tg_run(&t, flav[f], &o) == 0; f++) {
+                    const float *got = tg_f32(&t, &o, y);
+                    double w = 0;
+                    for (size_t i = 0; i < n; i++) {
+                        double e = fabs(got[i] - ref[i]) - (kind < 2 ? 1e-36 : 1e-30);
+                        double unit = (tol[i] - (kind < 2 ? 1e-36 : 1e-30)) / (kind < 2 ? GELU_REL : SOFTCAP_REL);
+                        if (unit > 0 && e / unit > w) w = e / unit;
+                    }
+                    printf("measure %s [%s]: %.3g\n", what, loom_cpu_backend_isa(flav[f]), w);
+                    tg_out_free(&o);
+                }
+            }
+            run_all(&t, y, ref, tol, n, what);
+        }
+    free(a), free(b), free(ref), free(tol);
+}
+
+static void test_activations(void) {
+    /* the reference's two branches agree where both are accurate */
+    for (double x = -5.4; x < 3; x += 0.37) {
+        long double u = 0.79788456080286535587989L * ((long double)x + 0.044715L * x * x * x);
+        double e = exp(2.0 * (double)u);
+        CHECK(fabs(gelu_ref(x) - x * e / (1.0 + e)) <= 1e-13 * fabs(gelu_ref(x)) + 1e-300,
+              "gelu reference branches disagree at %g", x);
+    }
+    CHECK(gelu_ref(-8.0) < -1e-22 && gelu_ref(-8.0) > -1e-19, "gelu_ref(-8) = %g", gelu_ref(-8.0));
+    test_activations_shape(1, 1);
+    test_activations_shape(1, 7);
+    test_activations_shape(3, 45);
+    test_activations_shape(17, 601);
 }
 
 /* ---- RMSNORM, SOFTMAX ----------------------------------------------------------------------- */
@@ -746,6 +853,7 @@ int main(void) {
     test_embed();
     test_matmul();
     test_elementwise();
+    test_activations();
     test_rows();
     test_rope();
     test_attention();

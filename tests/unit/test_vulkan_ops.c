@@ -44,6 +44,14 @@ static void cmp(const char *what, const char *be, const float *got, const float 
     }
     CHECK(bad == 0, "%s [%s]: %zu of %zu values off; e.g. [%zu] got %.9g want %.9g", what, be, bad, n, at,
           got[at], ref[at]);
+    if (getenv("LOOM_TEST_MEASURE") && atol >= 0) { /* the largest error in units of the tolerance */
+        double w = 0;
+        for (size_t i = 0; i < n; i++) {
+            double e = fabs((double)got[i] - (double)ref[i]) / (atol + rtol * fabs((double)ref[i]));
+            w = e > w ? e : w;
+        }
+        printf("measure %s [%s]: %.3g of the tolerance\n", what, be, w);
+    }
 }
 
 /* Run t on the CPU (reference) and on every Vulkan backend through both paths; compare `out`.
@@ -206,6 +214,48 @@ static void test_eltwise(void) {
             run_cmp(&t, y, what, 2e-6, 2e-5);
         }
         free(a), free(b), free(row);
+    }
+}
+
+/* ---- GELU, GEGLU, SOFTCAP ---------------------------------------------------------------------- */
+/* Inputs over [-12, 12] (GELU's tails, where its naive form cancels) and [-240, 240] for a cap of
+ * 30. GELU for x < 0 is x / (1 + e^(-2u)): the GPU's exp errs by a few ulps of its argument
+ * (|2u| up to ~88 here), a relative error that grows with |2u|, hence rtol 4e-5 (measured 1.7e-5);
+ * 1e-36 absolute for results near FLT_MIN. SOFTCAP: 2e-6 relative + 1e-6 absolute (measured a third of it). */
+static void test_activations(void) {
+    static const int64_t shapes[][2] = {{1, 7}, {3, 300}, {17, 1000}};
+    for (size_t si = 0; si < 3; si++) {
+        int64_t M = shapes[si][0], Nn = shapes[si][1];
+        size_t n = (size_t)(M * Nn);
+        float *a = malloc(n * 4), *b = malloc(n * 4);
+        tg_fill(b, n, 2.0f);
+        for (int op = 0; op < 3; op++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                float lim = op == 2 ? 240.0f : 12.0f;
+                for (size_t i = 0; i < n; i++) a[i] = -lim + 2 * lim * (float)i / (float)(n > 1 ? n - 1 : 1);
+                if (n > 3) a[1] = 0.0f, a[2] = 1e-3f;
+                tg t;
+                tg_init(&t);
+                int64_t ne[2] = {M, Nn};
+                int ta = tg_input(&t, LOOM_F32, 2, ne, a), tb = tg_input(&t, LOOM_F32, 2, ne, b);
+                int y;
+                const char *name;
+                double atol = 1e-36, rtol = 4e-5;
+                if (op == 0) {
+                    y = tg_node(&t, LOOM_OP_GELU, LOOM_F32, 2, ne, 1, ta), name = "gelu";
+                } else if (op == 1) {
+                    y = tg_node(&t, LOOM_OP_GEGLU, LOOM_F32, 2, ne, 2, ta, tb), name = "geglu";
+                } else {
+                    y = tg_node(&t, LOOM_OP_SOFTCAP, LOOM_F32, 2, ne, 1, ta), name = "softcap";
+                    t.nodes[y].fp[0] = 30.0f;
+                    atol = 1e-6, rtol = 2e-6;
+                }
+                if (inplace) tg_inplace(&t, y);
+                char what[96];
+                snprintf(what, sizeof what, "%s %lldx%lld%s", name, (long long)M, (long long)Nn, inplace ? " in place" : "");
+                run_cmp(&t, y, what, atol, rtol);
+            }
+        free(a), free(b);
     }
 }
 
@@ -593,6 +643,7 @@ int main(void) {
     TG_TIMED(test_embed());
     TG_TIMED(test_matmul());
     TG_TIMED(test_eltwise());
+    TG_TIMED(test_activations());
     TG_TIMED(test_rope());
     TG_TIMED(test_attention());
     TG_TIMED(test_attention_paged());
