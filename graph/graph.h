@@ -204,6 +204,9 @@ uint64_t loom_node_hash(const loom_node *n);
 typedef enum { LOOM_DUMP_TEXT, LOOM_DUMP_DOT, LOOM_DUMP_JSON } loom_dump_format;
 /* "[2,896]": a node's shape as the dumps and the profiler print it (cut to fit len). */
 void loom_shape_str(const loom_node *n, char *buf, size_t len);
+/* A node's parameters as the dumps print them, e.g. "scale=0.125 window=4096 softcap=50" for an
+ * attention node ("" for ops without parameters; options left at 0 are not shown). */
+void loom_params_str(const loom_node *n, char *buf, size_t len);
 void loom_graph_dump(const loom_graph *g, FILE *f, loom_dump_format fmt, const char *title);
 /* Same, showing only layers layers[0]..layers[1] (blk.N weights, cache_k.N states, the ops that
  * read them) and collapsing the rest; layers = NULL shows everything. */

@@ -16,7 +16,8 @@
  *    1e-36 (results near FLT_MIN); SOFTCAP 8e-7 relative (measured 3.5e-7). Inputs reach
  *    |x| = 12, where GELU in the naive form 0.5 x (1 + tanh(u)) cancels to 0.
  *  - ROPE: 2e-6 * |x| of the head (cos/sin are rounded to float).
- *  - ATTENTION: 2e-5 * max|v|; the paged form (block table) too.
+ *  - ATTENTION: 2e-5 * max|v|; the paged form (block table) too; with a sliding window and a
+ *    score soft-cap too (tanh' <= 1: the cap does not magnify score errors).
  */
 #include "tests/unit/check.h"
 #include "tests/unit/test_cpu_graph.h"
@@ -551,8 +552,18 @@ static void test_rope(void) {
 }
 
 /* ---- KV_STORE + ATTENTION ------------------------------------------------------------------- */
+/* Attention options of the cases below (graph.h ATTENTION ip[4], fp[1]): a sliding window of
+ * att_window keys (0: none) and a score soft-cap (0: none). */
+static int att_window;
+static float att_softcap;
+
+/* The first key position p sees (graph.h: p - W < j <= p), and a score after the soft-cap. */
+static int att_first(int p) { return att_window > 0 && p + 1 > att_window ? p + 1 - att_window : 0; }
+static double att_cap(double x) { return att_softcap > 0 ? att_softcap * tanh(x / att_softcap) : x; }
+
 /* Store S new rows at positions base.. (or the given pos) into K/V caches whose earlier rows were
- * written by an "earlier step" and whose later rows hold NaN (never to be read), then attend. */
+ * written by an "earlier step" and whose later rows hold NaN (never to be read), then attend.
+ * With a window, the rows before every query's window hold NaN too. */
 static void test_attention_case(int H, int Hkv, int hd, int S, const int32_t *pos, int64_t C) {
     int64_t Dq = (int64_t)H * hd, Dkv = (int64_t)Hkv * hd;
     float *q = malloc(S * Dq * 4), *kr = malloc(S * Dkv * 4), *vr = malloc(S * Dkv * 4);
@@ -562,12 +573,13 @@ static void test_attention_case(int H, int Hkv, int hd, int S, const int32_t *po
     tg_fill(q, (size_t)(S * Dq), 3.0f); /* peaky softmax */
     tg_fill(kr, (size_t)(S * Dkv), 1.0f);
     tg_fill(vr, (size_t)(S * Dkv), 2.0f);
-    int32_t pmax = 0;
+    int32_t pmax = 0, lomin = INT32_MAX;
     for (int s = 0; s < S; s++) pmax = pos[s] > pmax ? pos[s] : pmax;
+    for (int s = 0; s < S; s++) lomin = att_first(pos[s]) < lomin ? att_first(pos[s]) : lomin;
     uint32_t qnan = 0x7fc00000u;
     for (int64_t j = 0; j < C; j++)
         for (int64_t d = 0; d < Dkv; d++) {
-            if (j <= pmax) {
+            if (j <= pmax && j >= lomin) {
                 kc[j * Dkv + d] = tg_randf();
                 vc[j * Dkv + d] = tg_randf() * 2.0f;
             } else {
@@ -583,21 +595,21 @@ static void test_attention_case(int H, int Hkv, int hd, int S, const int32_t *po
     }
     float scale = 1.0f / sqrtf((float)hd);
     double vmax = 0;
-    for (int64_t i = 0; i < (pmax + 1) * Dkv; i++) vmax = fmax(vmax, fabs(vref[i]));
+    for (int64_t i = (int64_t)lomin * Dkv; i < (pmax + 1) * Dkv; i++) vmax = fmax(vmax, fabs(vref[i]));
     for (int s = 0; s < S; s++)
         for (int h = 0; h < H; h++) {
-            int hk = h / (H / Hkv);
+            int hk = h / (H / Hkv), lo = att_first(pos[s]);
             double mx = -INFINITY, l = 0;
-            for (int j = 0; j <= pos[s]; j++) {
+            for (int j = lo; j <= pos[s]; j++) {
                 double d = 0;
                 for (int e = 0; e < hd; e++) d += (double)q[s * Dq + h * hd + e] * kref[j * Dkv + hk * hd + e];
-                sc[j] = d * scale;
+                sc[j] = att_cap(d * scale);
                 mx = fmax(mx, sc[j]);
             }
-            for (int j = 0; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
+            for (int j = lo; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
             for (int e = 0; e < hd; e++) {
                 double o = 0;
-                for (int j = 0; j <= pos[s]; j++) o += sc[j] * vref[j * Dkv + hk * hd + e];
+                for (int j = lo; j <= pos[s]; j++) o += sc[j] * vref[j * Dkv + hk * hd + e];
                 ref[s * Dq + h * hd + e] = o / l;
                 tol[s * Dq + h * hd + e] = 2e-5 * vmax;
             }
@@ -615,12 +627,12 @@ static void test_attention_case(int H, int Hkv, int hd, int S, const int32_t *po
     tg_inplace(&t, k2);
     tg_inplace(&t, v2);
     int att = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, Dq}, 4, tq, k2, v2, tp);
-    t.nodes[att].ip[0] = H, t.nodes[att].ip[1] = Hkv, t.nodes[att].ip[2] = hd;
-    t.nodes[att].fp[0] = scale;
+    t.nodes[att].ip[0] = H, t.nodes[att].ip[1] = Hkv, t.nodes[att].ip[2] = hd, t.nodes[att].ip[4] = att_window;
+    t.nodes[att].fp[0] = scale, t.nodes[att].fp[1] = att_softcap;
 
-    char what[128];
-    snprintf(what, sizeof what, "attention H=%d Hkv=%d hd=%d S=%d pos0=%d C=%lld", H, Hkv, hd, S,
-             pos[0], (long long)C);
+    char what[160];
+    snprintf(what, sizeof what, "attention H=%d Hkv=%d hd=%d S=%d pos0=%d C=%lld window=%d softcap=%g", H, Hkv, hd, S,
+             pos[0], (long long)C, att_window, (double)att_softcap);
     run_all(&t, att, ref, tol, (size_t)(S * Dq), what);
     /* the caches after the store: exact (NaN rows compare as NaN == NaN bitwise) */
     for (int f = 0; f < n_flav; f++) {
@@ -654,6 +666,23 @@ static void test_attention(void) {
     /* long enough for several key blocks of the online softmax, not in order */
     for (int s = 0; s < 70; s++) pos[s] = 129 + (s * 7) % 70;
     test_attention_case(8, 2, 64, 70, pos, 200);
+
+    /* options: windows that cut (decode, a prefill whose rows all start elsewhere, several key
+     * blocks), one that cuts nothing (the grouped kernels stay in use), a soft-cap low enough to
+     * bend the peaky scores (|score| up to ~10), and both together */
+    static const struct { int window; float softcap; } opts[] = {{16, 0}, {1, 0}, {100, 0}, {1000, 0}, {0, 4.0f}, {30, 2.5f}};
+    for (size_t o = 0; o < sizeof opts / sizeof *opts; o++) {
+        att_window = opts[o].window, att_softcap = opts[o].softcap;
+        pos[0] = 37;
+        test_attention_case(4, 2, 64, 1, pos, 80);
+        test_attention_case(4, 4, 40, 1, pos, 80);
+        for (int s = 0; s < 17; s++) pos[s] = 50 + s;
+        test_attention_case(8, 2, 64, 17, pos, 80);
+        test_attention_case(4, 4, 40, 17, pos, 80);
+        for (int s = 0; s < 70; s++) pos[s] = 129 + (s * 7) % 70;
+        test_attention_case(8, 2, 64, 70, pos, 200);
+    }
+    att_window = 0, att_softcap = 0;
 }
 
 /* Paged attention: B sequences of different lengths whose keys are scattered over a pool of
@@ -685,20 +714,20 @@ static void test_attention_paged_case(int H, int Hkv, int hd, int bs) {
         if (vpool[i] == vpool[i]) vmax = fmax(vmax, fabs(vpool[i]));
     for (int s = 0; s < S; s++)
         for (int h = 0; h < H; h++) {
-            int hk = h / (H / Hkv);
+            int hk = h / (H / Hkv), lo = att_first(pos[s]);
             const int32_t *row = table[seqs[s]];
             double mx = -INFINITY, l = 0;
-            for (int j = 0; j <= pos[s]; j++) {
+            for (int j = lo; j <= pos[s]; j++) {
                 int64_t r = (int64_t)row[j / bs] * bs + j % bs;
                 double d = 0;
                 for (int e = 0; e < hd; e++) d += (double)q[s * Dq + h * hd + e] * pool[r * Dkv + hk * hd + e];
-                sc[j] = d * scale;
+                sc[j] = att_cap(d * scale);
                 mx = fmax(mx, sc[j]);
             }
-            for (int j = 0; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
+            for (int j = lo; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
             for (int e = 0; e < hd; e++) {
                 double o = 0;
-                for (int j = 0; j <= pos[s]; j++)
+                for (int j = lo; j <= pos[s]; j++)
                     o += sc[j] * vpool[((int64_t)row[j / bs] * bs + j % bs) * Dkv + hk * hd + e];
                 ref[s * Dq + h * hd + e] = o / l;
                 tol[s * Dq + h * hd + e] = 2e-5 * vmax;
@@ -713,9 +742,11 @@ static void test_attention_paged_case(int H, int Hkv, int hd, int bs) {
     int ks = tg_state(&t, C, Dkv, pool), vs = tg_state(&t, C, Dkv, vpool);
     int att = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, Dq}, 6, tq, ks, vs, tp, tsq, ttb);
     t.nodes[att].ip[0] = H, t.nodes[att].ip[1] = Hkv, t.nodes[att].ip[2] = hd, t.nodes[att].ip[3] = bs;
-    t.nodes[att].fp[0] = scale;
-    char what[128];
-    snprintf(what, sizeof what, "paged attention H=%d Hkv=%d hd=%d bs=%d", H, Hkv, hd, bs);
+    t.nodes[att].ip[4] = att_window;
+    t.nodes[att].fp[0] = scale, t.nodes[att].fp[1] = att_softcap;
+    char what[160];
+    snprintf(what, sizeof what, "paged attention H=%d Hkv=%d hd=%d bs=%d window=%d softcap=%g", H, Hkv, hd, bs,
+             att_window, (double)att_softcap);
     run_all(&t, att, ref, tol, (size_t)(S * Dq), what);
     /* a table entry pointing past the pool, and a sequence id past the table, are refused */
     table[0][1] = NB;
@@ -731,6 +762,13 @@ static void test_attention_paged(void) {
     test_attention_paged_case(8, 2, 40, 5);
     test_attention_paged_case(14, 2, 64, 16);
     test_attention_paged_case(4, 1, 64, 1);
+    /* a window that starts inside a later block (sequence 1 has 4 blocks), and one with a soft-cap */
+    att_window = 5, att_softcap = 0;
+    test_attention_paged_case(8, 2, 40, 5);
+    test_attention_paged_case(4, 1, 64, 16);
+    att_window = 20, att_softcap = 3.0f;
+    test_attention_paged_case(14, 2, 64, 16);
+    att_window = 0, att_softcap = 0;
 }
 
 static void test_kv_errors(void) {
