@@ -8,7 +8,7 @@ add_test(NAME check_qwen3_detects_error COMMAND ${LOOM_EXPECT} --rc 1 --match "l
          ${LOOM_BIN} check -m ${LOOM_FIXTURES}/qwen2-tiny --reference ${LOOM_FIXTURES}/qwen3-tiny/reference.safetensors
          --tol 1e-3 --device cpu -t 2)
 
-# Trace schema and the 10% rule, bandwidth cache, dump JSON schema and per-pass counts (cJSON).
+# Trace schema and accounting (no timing assertion), bandwidth cache, dump JSON schema and per-pass counts (cJSON).
 loom_unit_test(test_tools)
 set_tests_properties(test_tools PROPERTIES
   ENVIRONMENT "LOOM_FIXTURES=${LOOM_FIXTURES};LOOM_BIN=$<TARGET_FILE:loom-cli>" TIMEOUT 300)
@@ -48,10 +48,10 @@ add_test(NAME err_dump_layers_range COMMAND ${EXPECT_ERROR} "--layers 7-7: .* ha
 add_test(NAME bench_json_machine COMMAND ${LOOM_EXPECT} --match
   "\"cpu_info\": \"[^\"]+\".*\"gpu_info\": \".*\"backends\": \"CPU\".*\"avg_ns\": [0-9]+.*\"avg_ts\": [0-9.]+.*\"warmup_runs\": 1," --
   ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 4 -r 1 -t 1 --device cpu --json --warmup 0)
-# Warm-up runs until --warmup seconds passed: 0.3 s of a tiny model is many runs, not one.
-add_test(NAME bench_warmup_time COMMAND ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1
-         -t 1 --device cpu --warmup 0.3 --json)
-set_tests_properties(bench_warmup_time PROPERTIES PASS_REGULAR_EXPRESSION "\"warmup_runs\": ([2-9]|[1-9][0-9]+),")
+# Warm-up runs until --warmup seconds passed, at most 100 runs: with 600 s a tiny model stops at the
+# cap on any machine (no timing assertion; bench_json_machine has --warmup 0: exactly 1 run).
+add_test(NAME bench_warmup_cap COMMAND ${LOOM_EXPECT} --match "\"warmup_runs\": 100," --
+         ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1 -t 1 --device cpu --warmup 600 --json)
 add_test(NAME err_bench_warmup COMMAND ${EXPECT_ERROR} "--warmup wants seconds"
          ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny --warmup -1)
 
