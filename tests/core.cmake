@@ -7,6 +7,8 @@ add_test(NAME dump_text COMMAND ${LOOM_EXPECT} --match "summary: [0-9]+ nodes de
 add_test(NAME dump_all_passes COMMAND ${LOOM_EXPECT} --match "== declared.*== dce.*== cse.*== fuse.*== memory" --
          ${LOOM_BIN} dump -m ${LOOM_FIXTURES}/llama-tiny --phase decode --after all)
 loom_unit_test(test_sampler)
+# The sampler against the exact distribution: chi-square over 10^5 seeded draws per configuration.
+loom_unit_test(test_sampler_dist)
 loom_unit_test(test_chat)
 
 # loom chat keeps the history in the KV cache: the second turn prefills only its own tokens.
