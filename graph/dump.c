@@ -30,6 +30,7 @@ void loom_params_str(const loom_node *n, char *buf, size_t len) {
     case LOOM_OP_RMSNORM: snprintf(buf, len, "eps=%g", (double)n->fp[0]); break;
     case LOOM_OP_SOFTMAX: snprintf(buf, len, "scale=%g", (double)n->fp[0]); break;
     case LOOM_OP_SOFTCAP: snprintf(buf, len, "cap=%g", (double)n->fp[0]); break;
+    case LOOM_OP_MOE: snprintf(buf, len, "experts_used=%d%s", n->ip[0], n->ip[1] ? " norm_topk" : ""); break;
     case LOOM_OP_ROPE:
         snprintf(buf, len, "heads=%d hd=%d %s rot=%d theta=%g pos_scale=%g%s", n->ip[0], n->ip[1],
                  n->ip[2] == LOOM_ROPE_NORM ? "norm" : "neox", n->ip[3], (double)n->fp[0], (double)n->fp[1],

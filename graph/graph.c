@@ -17,7 +17,7 @@ static const char *const op_names[LOOM_OP_COUNT] = {
     [LOOM_OP_SILU] = "silu",         [LOOM_OP_SWIGLU] = "swiglu",   [LOOM_OP_SOFTMAX] = "softmax",
     [LOOM_OP_ROPE] = "rope",         [LOOM_OP_KV_STORE] = "kv_store", [LOOM_OP_ATTENTION] = "attention",
     [LOOM_OP_VIEW] = "view",         [LOOM_OP_PERMUTE] = "permute",   [LOOM_OP_GELU] = "gelu",
-    [LOOM_OP_GEGLU] = "geglu",       [LOOM_OP_SOFTCAP] = "softcap",
+    [LOOM_OP_GEGLU] = "geglu",       [LOOM_OP_SOFTCAP] = "softcap",   [LOOM_OP_MOE] = "moe",
 };
 
 const char *loom_op_name(loom_op op) {
@@ -317,6 +317,30 @@ int loom_attention_opts(loom_graph *g, int attn, const loom_attn_opts *o) {
     return attn;
 }
 
+int loom_moe(loom_graph *g, int x, int logits, int gate_exps, int up_exps, int down_exps, int n_used,
+             bool norm_topk) {
+    if (!valid(g, x) || !valid(g, logits) || !valid(g, gate_exps) || !valid(g, up_exps) || !valid(g, down_exps))
+        return -1;
+    const loom_node *a = N(g, x), *r = N(g, logits), *wg = N(g, gate_exps), *wu = N(g, up_exps),
+                    *wd = N(g, down_exps);
+    int64_t S = rows_of(a), D = cols_of(a);
+    if (!is_f32(g, x) || !is_f32(g, logits) || rows_of(r) != S)
+        return loom_err("moe: x '%s' and router logits '%s' must be f32 with the same rows", a->name, r->name);
+    int64_t E = cols_of(r);
+    if (wg->ndim != 3 || wu->ndim != 3 || wd->ndim != 3 || wg->ne[0] != E || wu->ne[0] != E || wd->ne[0] != E ||
+        wg->ne[2] != D || wu->ne[1] != wg->ne[1] || wu->ne[2] != D || wd->ne[1] != D || wd->ne[2] != wg->ne[1])
+        return loom_err("moe: experts '%s' [%lld,%lld,%lld], '%s', '%s' do not fit %lld experts of x width %lld "
+                        "(want gate/up [E, F, D], down [E, D, F])",
+                        wg->name, (long long)wg->ne[0], (long long)wg->ne[1], (long long)wg->ne[2], wu->name,
+                        wd->name, (long long)E, (long long)D);
+    if (n_used < 1 || n_used > E) return loom_err("moe: %d experts per token out of %lld", n_used, (long long)E);
+    int i = push(g, LOOM_OP_MOE, LOOM_F32, a->ndim, a->ne, 5, (int[]){x, logits, gate_exps, up_exps, down_exps});
+    if (i < 0) return -1;
+    g->nodes[i].ip[0] = n_used;
+    g->nodes[i].ip[1] = norm_topk ? 1 : 0;
+    return i;
+}
+
 int loom_view(loom_graph *g, int x, int ndim, const int64_t *ne, size_t byte_offset) {
     if (!valid(g, x)) return -1;
     const loom_node *a = N(g, x);
@@ -377,6 +401,56 @@ int loom_find_output(const loom_graph *g, const char *name) {
             return i;
     }
     return -1;
+}
+
+void loom_op_params(loom_op op, unsigned *ip, unsigned *fp) {
+    *ip = *fp = 0;
+    switch (op) {
+    case LOOM_OP_SCALE: case LOOM_OP_RMSNORM: case LOOM_OP_SOFTMAX: case LOOM_OP_SOFTCAP: *fp = 1; break;
+    case LOOM_OP_ROPE: *ip = 0xf, *fp = 0x3; break;
+    case LOOM_OP_ATTENTION: *ip = 0x1f, *fp = 0x3; break;
+    case LOOM_OP_PERMUTE: *ip = 0xf; break;
+    case LOOM_OP_MOE: *ip = 0x3; break;
+    default: break;
+    }
+}
+
+/* what each defined parameter slot is called in errors */
+static const char *param_name(loom_op op, bool is_fp, int k) {
+    if (op == LOOM_OP_ATTENTION && !is_fp) {
+        static const char *const n[] = {"heads", "kv heads", "head dim", "block size", "sliding window"};
+        return k < 5 ? n[k] : "parameter";
+    }
+    if (op == LOOM_OP_ATTENTION && is_fp) return k == 0 ? "scale" : k == 1 ? "logit soft-cap" : "parameter";
+    if (op == LOOM_OP_MOE && !is_fp) return k == 0 ? "experts per token" : k == 1 ? "norm_topk" : "parameter";
+    if (op == LOOM_OP_ROPE && is_fp) return k == 0 ? "theta" : k == 1 ? "position scale" : "parameter";
+    return "parameter";
+}
+
+bool loom_params_check(const loom_node *n, const char *backend, unsigned lacks_ip, unsigned lacks_fp) {
+    unsigned ip, fp;
+    loom_op_params(n->op, &ip, &fp);
+    for (int k = 0; k < 8; k++)
+        if (n->ip[k] != 0 && (!(ip >> k & 1) || (lacks_ip >> k & 1))) {
+            if (!(ip >> k & 1))
+                loom_err("%s: %s '%s': ip[%d] = %d is not a parameter of %s (graph.h)", backend, loom_op_name(n->op),
+                         n->name, k, n->ip[k], loom_op_name(n->op));
+            else
+                loom_err("%s: %s '%s': %s (ip[%d] = %d) is not implemented", backend, loom_op_name(n->op), n->name,
+                         param_name(n->op, false, k), k, n->ip[k]);
+            return false;
+        }
+    for (int k = 0; k < 4; k++)
+        if (n->fp[k] != 0 && (!(fp >> k & 1) || (lacks_fp >> k & 1))) {
+            if (!(fp >> k & 1))
+                loom_err("%s: %s '%s': fp[%d] = %g is not a parameter of %s (graph.h)", backend, loom_op_name(n->op),
+                         n->name, k, (double)n->fp[k], loom_op_name(n->op));
+            else
+                loom_err("%s: %s '%s': %s (fp[%d] = %g) is not implemented", backend, loom_op_name(n->op), n->name,
+                         param_name(n->op, true, k), k, (double)n->fp[k]);
+            return false;
+        }
+    return true;
 }
 
 /* A node's structural key: op, type, shape, sources, parameters and leaf binding (and an input's

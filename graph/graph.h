@@ -50,6 +50,14 @@
  *              fp[1] = cap > 0, score soft-capping (Gemma 2): each score, after the scale,
  *              becomes cap * tanh(score / cap) before the softmax.
  *              The scale fp[0] is free: Gemma 2/3 pass query_pre_attn_scalar^-0.5.
+ *   MOE        mixture of SwiGLU experts. src0 x [S, D], src1 router logits [S, E] f32, src2
+ *              gate [E, F, D], src3 up [E, F, D], src4 down [E, D, F] (expert e's matrices are
+ *              slice e, stacked as GGUF's ffn_{gate,up,down}_exps; any weight type, rows whole
+ *              blocks). ip[0] = k (1 <= k <= E), ip[1] = 1: renormalise the chosen weights.
+ *              Row s: p = softmax(logits[s]); T = the k largest p (ties: lower e first);
+ *              w_e = p_e, or p_e / sum_{t in T} p_t when renormalised (Mixtral, Qwen3-MoE
+ *              norm_topk_prob: the same as a softmax over the k chosen logits);
+ *              out[s] = sum_{e in T} w_e down_e (silu(gate_e x[s]) * (up_e x[s]))    -> [S, D]
  *   VIEW       src0 reshaped to ne with a byte offset (view_offset), no copy
  *   PERMUTE    contiguous copy of src0 with axes permuted: out axis d = src axis ip[d]
  */
@@ -84,6 +92,7 @@ typedef enum loom_op {
     LOOM_OP_GELU,
     LOOM_OP_GEGLU,
     LOOM_OP_SOFTCAP,
+    LOOM_OP_MOE,
     LOOM_OP_COUNT
 } loom_op;
 
@@ -184,6 +193,10 @@ typedef struct loom_attn_opts {
     float softcap; /* 0: none */
 } loom_attn_opts;
 int loom_attention_opts(loom_graph *g, int attn, const loom_attn_opts *o);
+/* MOE (graph.h): x [S, D], router logits [S, E], stacked expert weights gate/up [E, F, D] and
+ * down [E, D, F]; n_used experts per row, their weights renormalised when norm_topk. */
+int loom_moe(loom_graph *g, int x, int logits, int gate_exps, int up_exps, int down_exps, int n_used,
+             bool norm_topk);
 int loom_view(loom_graph *g, int x, int ndim, const int64_t *ne, size_t byte_offset);
 int loom_reshape_2d(loom_graph *g, int x, int64_t rows, int64_t cols);
 int loom_permute(loom_graph *g, int x, const int *axes);
@@ -191,6 +204,14 @@ int loom_last_row(loom_graph *g, int x); /* [S, D] -> [1, D], a view */
 /* Mark a node as a host-visible output under `name` (also renames it). */
 int loom_output(loom_graph *g, int x, const char *name);
 int loom_find_output(const loom_graph *g, const char *name);
+
+/* Parameters (graph.h, per op) a backend has to know about. Bit k of *ip / *fp: the op gives
+ * ip[k] / fp[k] a meaning. A backend's supports() calls loom_params_check first: a node with a
+ * nonzero parameter its op does not define (a model built against a newer op set) is refused,
+ * and so is one whose defined, nonzero parameter the backend lacks (`lacks` bits), with an error
+ * "BACKEND: OP 'NAME': PARAM (ip[k] = v) is not implemented" rather than computed without it. */
+void loom_op_params(loom_op op, unsigned *ip, unsigned *fp);
+bool loom_params_check(const loom_node *n, const char *backend, unsigned lacks_ip, unsigned lacks_fp);
 
 /* Append a line to the graph's pass log. */
 void loom_graph_log(loom_graph *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

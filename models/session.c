@@ -233,9 +233,15 @@ static loom_plan *step_plan(loom_session *s, int n, int n_seq, int n_out) {
     if (!p) return NULL;
     for (int k = 0; k < p->n_order; k++) {
         int i = p->order[k];
+        loom_err_clear();
         if (!s->be->ops->supports(s->be, p->g, i)) {
-            loom_err("%s backend cannot compute node %d (%s '%s')", s->device, i, loom_op_name(p->g->nodes[i].op),
-                     p->g->nodes[i].name);
+            /* keep the backend's reason (an op parameter it lacks, graph.h loom_params_check) */
+            if (*loom_last_error())
+                loom_err_prefix("%s backend cannot compute node %d (%s '%s')", s->device, i,
+                                loom_op_name(p->g->nodes[i].op), p->g->nodes[i].name);
+            else
+                loom_err("%s backend cannot compute node %d (%s '%s')", s->device, i, loom_op_name(p->g->nodes[i].op),
+                         p->g->nodes[i].name);
             loom_plan_free(p);
             return NULL;
         }

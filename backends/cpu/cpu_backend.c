@@ -41,6 +41,8 @@ typedef struct cpu_backend {
     size_t scratch_n;    /* floats in each */
 
     rope_cache rope;
+    void *moe_buf;       /* MOE's routing and per-expert rows (do_moe), grown on demand */
+    size_t moe_bytes;
     cpu_qdot_fn qdot;    /* quantised-weight dot products (quant.h) */
     const char *perturb; /* LOOM_TEST_PERTURB, read at creation (see cpu_compute_node_checked) */
 } cpu_backend;
@@ -218,6 +220,7 @@ static bool cpu_supports(loom_backend *be, const loom_graph *g, int i) {
     if (n->ndim < 0 || n->ndim > LOOM_MAX_DIMS) return false;
     for (int k = 0; k < n->ndim; k++)
         if (n->ne[k] < 0) return false;
+    if (!loom_params_check(n, "cpu", 0, 0)) return false; /* every parameter graph.h defines is implemented */
     switch (n->op) {
     case LOOM_OP_INPUT:
     case LOOM_OP_WEIGHT:
@@ -266,6 +269,19 @@ static bool cpu_supports(loom_backend *be, const loom_graph *g, int i) {
         if (n->n_src <= 4) return true;
         const loom_node *sq = src_of(g, n, 4), *tb = src_of(g, n, 5);
         return i32n(sq) && i32n(tb) && tb->ndim == 2 && nelem(sq) == nrows(a) && n->ip[3] > 0;
+    }
+    case LOOM_OP_MOE: {
+        const loom_node *wu = d, *wd = src_of(g, n, 4), *wg = c;
+        if (!f32n(n) || !f32n(a) || !f32n(b) || !wg || !wu || !wd || nrows(b) != nrows(a) || nelem(n) != nelem(a))
+            return false;
+        int64_t E = ncols(b), D = ncols(a);
+        for (int k = 2; k < 5; k++) {
+            const loom_node *w = src_of(g, n, k);
+            if (!is_wtype(w->type) || w->ndim != 3 || !wrows_ok(w) || w->ne[0] != E) return false;
+        }
+        if (wg->ne[2] != D || wu->ne[2] != D || wu->ne[1] != wg->ne[1] || wd->ne[1] != D || wd->ne[2] != wg->ne[1])
+            return false;
+        return n->ip[0] >= 1 && n->ip[0] <= E && (n->ip[1] == 0 || n->ip[1] == 1);
     }
     case LOOM_OP_PERMUTE: {
         if (!a || n->type != a->type || n->ndim != a->ndim) return false;
@@ -434,6 +450,79 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
         t.chunk = gemm_chunk(N, par ? c->n_threads : 1);
     }
     cpu_pool_for(c->pool, par, (N + t.chunk - 1) / t.chunk, 1, mm_run, &t);
+    return 0;
+}
+
+/* ---- moe ------------------------------------------------------------------------------------ */
+/* Route each row to its k experts (graph.h MOE): sel[s * k + i] = expert, wt[...] = weight. */
+static void moe_route(const float *logits, int64_t S, int64_t E, int k, bool norm, int32_t *sel, float *wt) {
+    for (int64_t s = 0; s < S; s++) {
+        const float *l = logits + s * E;
+        double mx = -INFINITY, sum = 0, chosen = 0;
+        for (int64_t e = 0; e < E; e++) mx = l[e] > mx ? l[e] : mx;
+        for (int64_t e = 0; e < E; e++) sum += exp((double)l[e] - mx);
+        int32_t *se = sel + s * k;
+        for (int i = 0; i < k; i++) { /* the i-th largest logit; ties go to the lower expert */
+            int64_t best = -1;
+            for (int64_t e = 0; e < E; e++) {
+                bool taken = false;
+                for (int j = 0; j < i && !taken; j++) taken = se[j] == e;
+                if (!taken && (best < 0 || l[e] > l[best])) best = e;
+            }
+            se[i] = (int32_t)best;
+            chosen += exp((double)l[best] - mx);
+        }
+        for (int i = 0; i < k; i++)
+            wt[s * k + i] = (float)(exp((double)l[se[i]] - mx) / (norm ? chosen : sum));
+    }
+}
+
+/* Experts one at a time, each over the rows routed to it (gathered), so a prefill reads each
+ * expert's weights once; the matmuls are the ordinary threaded ones on a slice of the stack. */
+static int do_moe(cpu_backend *c, const loom_node *n, const loom_node *const *sn, void *const *src, float *out) {
+    const loom_node *wg = sn[2], *wd = sn[4];
+    int64_t S = nrows(sn[0]), D = ncols(sn[0]), E = ncols(sn[1]), F = wg->ne[1];
+    int k = n->ip[0];
+    size_t slots = (size_t)(S * k);
+    size_t need = slots * (2 * sizeof(int32_t) + sizeof(float)) + (size_t)(E + 1) * sizeof(int64_t) + 64 +
+                  (size_t)S * (size_t)(2 * D + 2 * F) * sizeof(float);
+    if (need > c->moe_bytes) {
+        void *p = loom_malloc_aligned(need);
+        if (!p) return loom_err("cpu: moe: out of memory for %zu bytes of routing buffers", need);
+        loom_free_aligned(c->moe_buf);
+        c->moe_buf = p, c->moe_bytes = need;
+    }
+    float *xe = c->moe_buf, *ge = xe + S * D, *ue = ge + S * F, *ye = ue + S * F;
+    int32_t *sel = (int32_t *)(ye + S * D), *order = sel + slots;
+    float *wt = (float *)(order + slots);
+    int64_t *start = (int64_t *)(((uintptr_t)(wt + slots) + 7) & ~(uintptr_t)7);
+    moe_route(src[1], S, E, k, n->ip[1] != 0, sel, wt);
+    /* slots grouped by expert (counting sort, stable: rows ascending within an expert) */
+    memset(start, 0, (size_t)(E + 1) * sizeof *start);
+    for (size_t i = 0; i < slots; i++) start[sel[i] + 1]++;
+    for (int64_t e = 0; e < E; e++) start[e + 1] += start[e];
+    for (size_t i = 0; i < slots; i++) order[start[sel[i]]++] = (int32_t)i;
+    for (int64_t e = E; e > 0; e--) start[e] = start[e - 1];
+    start[0] = 0;
+    memset(out, 0, (size_t)(S * D) * sizeof(float));
+    size_t gbytes = loom_dtype_nbytes(wg->type, F * D), dbytes = loom_dtype_nbytes(wd->type, D * F);
+    for (int64_t e = 0; e < E; e++) {
+        int64_t m = start[e + 1] - start[e];
+        if (!m) continue;
+        const int32_t *ord = order + start[e];
+        for (int64_t r = 0; r < m; r++)
+            memcpy(xe + r * D, (const float *)src[0] + (ord[r] / k) * D, (size_t)D * sizeof(float));
+        if (do_matmul(c, ge, xe, (const char *)src[2] + e * gbytes, wg->type, NULL, m, D, F) < 0 ||
+            do_matmul(c, ue, xe, (const char *)src[3] + e * gbytes, sn[3]->type, NULL, m, D, F) < 0)
+            return -1;
+        c->k.swiglu(ge, ge, ue, m * F);
+        if (do_matmul(c, ye, ge, (const char *)src[4] + e * dbytes, wd->type, NULL, m, F, D) < 0) return -1;
+        for (int64_t r = 0; r < m; r++) {
+            float *o = out + (ord[r] / k) * D, w = wt[ord[r]];
+            const float *y = ye + r * D;
+            for (int64_t d = 0; d < D; d++) o[d] += w * y[d];
+        }
+    }
     return 0;
 }
 
@@ -836,6 +925,7 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
         cpu_pool_for(c->pool, worth_threads(c, work), items, grain < 1 ? 1 : grain, attn_run, &t);
         return 0;
     }
+    case LOOM_OP_MOE: return do_moe(c, n, sn, src, out);
     case LOOM_OP_PERMUTE:
         if (out == src[0]) return loom_err("cpu: permute cannot run in place");
         do_permute(n, sn[0], out, src[0]);
@@ -877,6 +967,7 @@ static void cpu_destroy(loom_backend *be) {
         for (int t = 0; t < c->n_threads; t++) loom_free_aligned(c->scratch[t]);
     free(c->scratch);
     free(c->rope.pos), free(c->rope.factors), free(c->rope.cs);
+    free(c->moe_buf);
     free(c);
 }
 

@@ -114,6 +114,7 @@ bool vk_supports(vk_dev *d, const loom_graph *g, int i) {
     case LOOM_OP_VIEW: return true;
     default: break;
     }
+    if (!loom_params_check(n, "vulkan", 0, 0)) return false; /* every parameter graph.h defines is implemented */
     /* every computed tensor is f32 and must fit one storage binding; indices are 32-bit */
     if (n->type != LOOM_F32 || loom_node_bytes(n) > d->max_range - d->align) return false;
     for (int k = 0; k < n->n_src; k++) {
@@ -167,6 +168,26 @@ bool vk_supports(vk_dev *d, const loom_graph *g, int i) {
                              g->nodes[n->src[5]].ndim != 2))
             return false;
         return is_f32(g, n->src[0]) && is_f32(g, n->src[1]) && is_f32(g, n->src[2]) && is_i32(g, n->src[3]);
+    }
+    case LOOM_OP_MOE: {
+        if (n->n_src != 5 || !is_f32(g, n->src[0]) || !is_f32(g, n->src[1])) return false;
+        int64_t E = g->nodes[n->src[1]].ne[g->nodes[n->src[1]].ndim - 1];
+        for (int k = 2; k < 5; k++) {
+            const loom_node *w = &g->nodes[n->src[k]];
+            /* moe_mm.comp reads f32/f16/bf16 stacks; block-quantised ones are not wired yet */
+            if (w->ndim != 3 || w->ne[0] != E || !(w->type == LOOM_F32 || w->type == LOOM_F16 || w->type == LOOM_BF16))
+                return false;
+            if (loom_node_bytes(w) > d->piece) { /* one binding reads the whole stack */
+                loom_err("vulkan: moe '%s': expert stack '%s' (%zu bytes) is larger than one device allocation "
+                         "(%zu bytes)", n->name, w->name, loom_node_bytes(w), d->piece);
+                return false;
+            }
+        }
+        if (n->ip[0] > 32) {
+            loom_err("vulkan: moe '%s': %d experts per token (moe_route.comp takes at most 32)", n->name, n->ip[0]);
+            return false;
+        }
+        return n->ip[0] >= 1 && n->ip[0] <= E && (n->ip[1] == 0 || n->ip[1] == 1);
     }
     case LOOM_OP_PERMUTE: {
         const loom_node *s = &g->nodes[n->src[0]];

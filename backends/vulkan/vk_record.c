@@ -661,6 +661,57 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     return dispatch(r, LOOM_SPV_ATTN_COMBINE, NULL, c, &pc, H, (uint32_t)S, 1);
 }
 
+/* MOE (graph.h): routes into scratch (moe_route.comp), gate and up products per (row, slot)
+ * (moe_mm.comp), SwiGLU in place (eltwise.comp), then down products summed with the routing
+ * weights into the output. Scratch: routes [S, 2k], gate [S*k, F], up [S*k, F]. */
+static int rec_moe(vk_rec *r, const loom_exec_ctx *x, int i) {
+    vk_dev *d = r->d;
+    const loom_node *n = N(x, i), *wg = N(x, n->src[2]), *wd = N(x, n->src[4]);
+    uint64_t D = (uint64_t)n->ne[n->ndim - 1], S = (uint64_t)loom_node_nelem(n) / D;
+    uint64_t E = (uint64_t)N(x, n->src[1])->ne[N(x, n->src[1])->ndim - 1], F = (uint64_t)wg->ne[1];
+    uint32_t k = (uint32_t)n->ip[0];
+    if (S * k > 65535 || D > 65535 || F > 65535)
+        return loom_err("vulkan: moe over %llu rows x %u experts (width %llu, %llu) is too large", (unsigned long long)S,
+                        k, (unsigned long long)D, (unsigned long long)F);
+    size_t al = d->align > 256 ? d->align : 256;
+    size_t rb = (size_t)S * 2 * k * 4, hb = (size_t)S * k * F * 4;
+    size_t go = (rb + al - 1) / al * al, uo = go + (hb + al - 1) / al * al;
+    vk_arg route = scratch_at(r, 0, rb, true), gate = scratch_at(r, go, hb, true), up = scratch_at(r, uo, hb, true);
+    vk_arg a[VK_NBIND] = {0};
+    a[0] = route;
+    if (arg_of(x, n->src[1], false, &a[1]) < 0) return -1;
+    vk_pc pc = {.u = {(uint32_t)S, (uint32_t)E, k, (uint32_t)n->ip[1]}};
+    if (dispatch(r, LOOM_SPV_MOE_ROUTE, NULL, a, &pc, (uint32_t)((S + 63) / 64), 1, 1) < 0) return -1;
+    route.write = false;
+    for (int m = 0; m < 2; m++) { /* gate, up */
+        vk_arg b[VK_NBIND] = {0};
+        b[0] = m ? up : gate;
+        b[3] = route;
+        const loom_node *w = N(x, n->src[2 + m]);
+        if (arg_of(x, n->src[0], false, &b[1]) < 0 || arg_of(x, n->src[2 + m], false, &b[2]) < 0) return -1;
+        vk_pc p2 = {.u = {(uint32_t)F, (uint32_t)D, k, (uint32_t)(S * k), 0}};
+        loom_spv_id sh = wshader(d, w->type, LOOM_SPV_MOE_MM_F32, LOOM_SPV_MOE_MM_F16, LOOM_SPV_MOE_MM_F16S,
+                                 LOOM_SPV_MOE_MM_BF16);
+        if (dispatch(r, sh, NULL, b, &p2, (uint32_t)F, (uint32_t)(S * k), 1) < 0) return -1;
+    }
+    vk_arg c[VK_NBIND] = {0};
+    c[0] = gate;
+    c[1] = gate, c[1].write = false;
+    c[2] = up, c[2].write = false;
+    vk_pc pe = {.u = {4, (uint32_t)(S * k * F), (uint32_t)(S * k * F)}};
+    uint32_t gx, gy;
+    grid1(S * k * F, &gx, &gy);
+    if (dispatch(r, LOOM_SPV_ELTWISE, NULL, c, &pe, gx, gy, 1) < 0) return -1;
+    vk_arg e[VK_NBIND] = {0};
+    e[1] = gate, e[1].write = false;
+    e[3] = route;
+    if (arg_of(x, i, true, &e[0]) < 0 || arg_of(x, n->src[4], false, &e[2]) < 0) return -1;
+    vk_pc p3 = {.u = {(uint32_t)D, (uint32_t)F, k, (uint32_t)S, 1}};
+    loom_spv_id sh = wshader(d, wd->type, LOOM_SPV_MOE_MM_F32, LOOM_SPV_MOE_MM_F16, LOOM_SPV_MOE_MM_F16S,
+                             LOOM_SPV_MOE_MM_BF16);
+    return dispatch(r, sh, NULL, e, &p3, (uint32_t)D, (uint32_t)S, 1);
+}
+
 static int rec_permute(vk_rec *r, const loom_exec_ctx *x, int i) {
     const loom_node *n = N(x, i), *s = N(x, n->src[0]);
     vk_arg a[VK_NBIND] = {0};
@@ -710,6 +761,7 @@ static int rec_node(vk_rec *r, const loom_exec_ctx *x, int i) {
     case LOOM_OP_KV_STORE: rc = rec_kv_store(r, x, i); break;
     case LOOM_OP_ATTENTION: rc = rec_attention(r, x, i); break;
     case LOOM_OP_PERMUTE: rc = rec_permute(r, x, i); break;
+    case LOOM_OP_MOE: rc = rec_moe(r, x, i); break;
     default: return loom_err("vulkan: op %s is not supported", loom_op_name(n->op));
     }
     if (rc < 0) loom_err_prefix("vulkan: node %d (%s '%s')", i, loom_op_name(n->op), n->name);

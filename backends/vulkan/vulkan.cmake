@@ -62,6 +62,11 @@ set(LOOM_VK_VARIANTS
   "attention_nosg|attention.comp|NO_SUBGROUP"
   "attn_combine|attn_combine.comp"
   "permute|permute.comp"
+  "moe_route|moe_route.comp"
+  "moe_mm_f32|moe_mm.comp|W_F32"
+  "moe_mm_f16|moe_mm.comp|W_F16"
+  "moe_mm_f16s|moe_mm.comp|W_F16S"
+  "moe_mm_bf16|moe_mm.comp|W_BF16"
 )
 
 # Cooperative-matrix (tensor-core) shaders need a glslang that knows GL_KHR_cooperative_matrix

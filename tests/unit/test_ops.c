@@ -16,6 +16,7 @@
  *    1e-36 (results near FLT_MIN); SOFTCAP 8e-7 relative (measured 3.5e-7). Inputs reach
  *    |x| = 12, where GELU in the naive form 0.5 x (1 + tanh(u)) cancels to 0.
  *  - ROPE: 2e-6 * |x| of the head (cos/sin are rounded to float).
+ *  - MOE: the MATMUL bound carried through gate, up, silu and down (test_moe_case).
  *  - ATTENTION: 2e-5 * max|v|; the paged form (block table) too; with a sliding window and a
  *    score soft-cap too (tanh' <= 1: the cap does not magnify score errors).
  */
@@ -771,6 +772,93 @@ static void test_attention_paged(void) {
     att_window = 0, att_softcap = 0;
 }
 
+/* ---- MOE ----------------------------------------------------------------------------------- */
+/* The reference routes in double (softmax, top-k by a full sort of the logits, optional
+ * renormalisation) and runs each chosen expert's SwiGLU MLP on the exact weight values. Its
+ * tolerance follows the matmul bound through the MLP: 2^-16 * sum |terms| for each of gate, up
+ * and down (2^-8 where the avx512bf16 GEMM rounds x to bf16), silu's 4e-6, and 1e-6 relative for
+ * the routing weights. */
+static void test_moe_case(loom_dtype wt, int64_t S, int64_t E, int k, bool norm, int64_t D, int64_t F) {
+    float *x = malloc(S * D * 4), *lg = malloc(S * E * 4);
+    float *fg = malloc(E * F * D * 4), *fu = malloc(E * F * D * 4), *fd = malloc(E * D * F * 4);
+    tg_fill(x, (size_t)(S * D), 1.0f);
+    tg_fill(lg, (size_t)(S * E), 3.0f);
+    void *wg = tg_weights(wt, (size_t)(E * F * D), 0.3f, fg), *wu = tg_weights(wt, (size_t)(E * F * D), 0.3f, fu);
+    void *wd = tg_weights(wt, (size_t)(E * D * F), 0.3f, fd);
+    double *ref = calloc((size_t)(S * D), 8), *tol = calloc((size_t)(S * D), 8), *tol_bf = calloc((size_t)(S * D), 8);
+    double *h = malloc(F * 8), *hb = malloc(F * 8);
+    for (int64_t s = 0; s < S; s++) {
+        const float *l = lg + s * E;
+        int chosen[64];
+        double mx = -INFINITY, sum = 0, csum = 0;
+        for (int64_t e = 0; e < E; e++) mx = fmax(mx, l[e]), chosen[e] = (int)e;
+        for (int64_t e = 0; e < E; e++) sum += exp(l[e] - mx);
+        for (int64_t a = 0; a < E; a++) /* sort experts by logit, descending (insertion sort) */
+            for (int64_t b = a; b > 0 && l[chosen[b]] > l[chosen[b - 1]]; b--) {
+                int t = chosen[b];
+                chosen[b] = chosen[b - 1], chosen[b - 1] = t;
+            }
+        for (int i = 0; i < k; i++) csum += exp(l[chosen[i]] - mx);
+        for (int i = 0; i < k; i++) {
+            int e = chosen[i];
+            double w = exp(l[e] - mx) / (norm ? csum : sum);
+            for (int64_t f = 0; f < F; f++) {
+                double g = 0, u = 0, ga = 0, ua = 0;
+                for (int64_t d = 0; d < D; d++) {
+                    double xv = x[s * D + d];
+                    g += xv * fg[(e * F + f) * D + d], ga += fabs(xv * fg[(e * F + f) * D + d]);
+                    u += xv * fu[(e * F + f) * D + d], ua += fabs(xv * fu[(e * F + f) * D + d]);
+                }
+                double sg = g / (1 + exp(-g));
+                h[f] = sg * u;
+                /* error of h: gate and up each off by 2^-16 of their abs sums (silu' <= 1.1) */
+                hb[f] = 1.1 * ga * fabs(u) + fabs(sg) * ua + fabs(h[f]) * 65536 * 4e-6;
+            }
+            for (int64_t d = 0; d < D; d++) {
+                double y = 0, ya = 0, yb = 0;
+                for (int64_t f = 0; f < F; f++) {
+                    double wv = fd[(e * D + d) * F + f];
+                    y += wv * h[f], ya += fabs(wv * h[f]), yb += fabs(wv) * hb[f];
+                }
+                ref[s * D + d] += w * y;
+                tol[s * D + d] += w * (ldexp(ya + yb, -16) + 1e-6 * fabs(y));
+                tol_bf[s * D + d] += w * (ldexp(ya + yb, -8) + 1e-6 * fabs(y));
+            }
+        }
+    }
+    tg t;
+    tg_init(&t);
+    int tx = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, D}, x), tl = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, E}, lg);
+    int tgw = tg_weight(&t, wt, 3, (int64_t[]){E, F, D}, wg), tuw = tg_weight(&t, wt, 3, (int64_t[]){E, F, D}, wu);
+    int tdw = tg_weight(&t, wt, 3, (int64_t[]){E, D, F}, wd);
+    int y = tg_node(&t, LOOM_OP_MOE, LOOM_F32, 2, (int64_t[]){S, D}, 5, tx, tl, tgw, tuw, tdw);
+    t.nodes[y].ip[0] = k, t.nodes[y].ip[1] = norm;
+    char what[128];
+    snprintf(what, sizeof what, "moe %s S=%lld E=%lld k=%d%s D=%lld F=%lld", loom_dtype_name(wt), (long long)S,
+             (long long)E, k, norm ? " norm" : "", (long long)D, (long long)F);
+    for (size_t i = 0; i < (size_t)(S * D); i++) tol[i] += 1e-30, tol_bf[i] += 1e-30;
+    for (int f = 0; f < n_flav; f++) {
+        bool lossy = wt == LOOM_BF16 && loom_cpu_backend_gemm_bf16_rounds_x(flav[f]);
+        tg_run_out o;
+        int rc = tg_run(&t, flav[f], &o);
+        CHECK(rc == 0, "%s [%s]: %s", what, loom_cpu_backend_isa(flav[f]), o.err);
+        if (rc == 0) expect(what, loom_cpu_backend_isa(flav[f]), tg_f32(&t, &o, y), ref, lossy ? tol_bf : tol, (size_t)(S * D));
+        tg_out_free(&o);
+    }
+    free(x), free(lg), free(fg), free(fu), free(fd), free(wg), free(wu), free(wd);
+    free(ref), free(tol), free(tol_bf), free(h), free(hb);
+}
+
+static void test_moe(void) {
+    for (int wi = 0; wi < 3; wi++) {
+        test_moe_case(wtypes[wi], 1, 8, 2, true, 45, 37);   /* Mixtral-like decode */
+        test_moe_case(wtypes[wi], 17, 8, 2, true, 45, 37);  /* prefill: rows grouped per expert */
+        test_moe_case(wtypes[wi], 3, 16, 4, false, 64, 96); /* Qwen3-MoE without norm_topk_prob */
+    }
+    test_moe_case(LOOM_F32, 33, 6, 6, true, 32, 20); /* every expert chosen: plain weighted sum */
+    test_moe_case(LOOM_F16, 5, 7, 1, false, 40, 17); /* top-1, weight = the softmax probability */
+}
+
 static void test_kv_errors(void) {
     enum { C = 10, W = 12, S = 3 };
     float cache[C * W], rows[S * W], q[S * W];
@@ -863,6 +951,33 @@ static void test_supports(void) {
     int a = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){2, 4}, 4, tx, tx, tx, tx);
     t.nodes[a].ip[0] = 3, t.nodes[a].ip[1] = 2, t.nodes[a].ip[2] = 4;
     CHECK(!be->ops->supports(be, &t.g, a), "attention with 3 heads over 2 kv heads should not be supported");
+    /* parameters: one graph.h does not define is refused by every flavour, naming the op and slot;
+     * a defined one a backend lacks is refused naming the parameter (loom_params_check) */
+    int32_t pos[2] = {0, 1};
+    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){2}, pos);
+    int a2 = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){2, 4}, 4, tx, tx, tx, tp);
+    t.nodes[a2].ip[0] = 1, t.nodes[a2].ip[1] = 1, t.nodes[a2].ip[2] = 4, t.nodes[a2].fp[0] = 0.5f;
+    t.nodes[a2].ip[4] = 3, t.nodes[a2].fp[1] = 20.0f;
+    for (int f = 0; f < n_flav; f++)
+        CHECK(flav[f]->ops->supports(flav[f], &t.g, a2), "attention with a window and a soft-cap [%s]: %s",
+              loom_cpu_backend_isa(flav[f]), loom_last_error());
+    t.nodes[a2].ip[6] = 7;
+    for (int f = 0; f < n_flav; f++) {
+        loom_err_clear();
+        CHECK(!flav[f]->ops->supports(flav[f], &t.g, a2) && strstr(loom_last_error(), "ip[6] = 7") &&
+                  strstr(loom_last_error(), "attention"),
+              "an undefined attention parameter must be refused by name [%s]: '%s'", loom_cpu_backend_isa(flav[f]),
+              loom_last_error());
+    }
+    t.nodes[a2].ip[6] = 0;
+    CHECK(!loom_params_check(&t.nodes[a2], "test", 0, 1u << 1) && strstr(loom_last_error(), "logit soft-cap") &&
+              strstr(loom_last_error(), "not implemented"),
+          "a backend lacking the soft-cap must say so: '%s'", loom_last_error());
+    CHECK(loom_params_check(&t.nodes[a2], "test", 1u << 3, 0), "a lacking parameter left at 0 is no reason to refuse");
+    int sc = tg_node(&t, LOOM_OP_GELU, LOOM_F32, 2, (int64_t[]){2, 4}, 1, tx);
+    t.nodes[sc].fp[0] = 2.0f; /* GELU has no parameters */
+    CHECK(!be->ops->supports(be, &t.g, sc) && strstr(loom_last_error(), "fp[0]"), "gelu with fp[0] set: '%s'",
+          loom_last_error());
 }
 
 int main(void) {
@@ -897,6 +1012,7 @@ int main(void) {
     test_attention();
     test_attention_paged();
     test_kv_errors();
+    test_moe();
     test_permute();
     test_supports();
     free(scalar_out);
