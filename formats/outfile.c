@@ -1,7 +1,7 @@
 /* Output files the writers replace (see outfile.h). */
-#include "outfile.h"
+#include "formats/outfile.h"
 
-#include "util.h"
+#include "core/util.h"
 
 #include <dirent.h>
 #include <errno.h>

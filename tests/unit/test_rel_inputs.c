@@ -1,14 +1,14 @@
 /* Reliability regressions of issue 15 (docs/reliability.md, "Regressions of the adversarial pass"):
  * each case failed (crash, hang, lost output or silent garbage) before its fix. */
-#include "convert.h"
-#include "model.h"
-#include "gguf.h"
-#include "quantize.h"
-#include "safetensors.h"
-#include "source.h"
-#include "test_formats_util.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "core/util.h"
+#include "formats/convert.h"
+#include "formats/gguf.h"
+#include "formats/quantize.h"
+#include "formats/safetensors.h"
+#include "formats/source.h"
+#include "models/model.h"
+#include "tests/unit/test_formats_util.h"
+#include "tokenizer/tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
