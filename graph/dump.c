@@ -41,6 +41,7 @@ void loom_params_str(const loom_node *n, char *buf, size_t len) {
                          (double)n->fp[0]);
         if (o > 0 && (size_t)o < len && n->n_src > 4) o += snprintf(buf + o, len - (size_t)o, " block=%d", n->ip[3]);
         if (o > 0 && (size_t)o < len && n->ip[4]) o += snprintf(buf + o, len - (size_t)o, " window=%d", n->ip[4]);
+        if (o > 0 && (size_t)o < len && n->ip[5]) o += snprintf(buf + o, len - (size_t)o, " ring");
         if (o > 0 && (size_t)o < len && n->fp[1] != 0) snprintf(buf + o, len - (size_t)o, " softcap=%g", (double)n->fp[1]);
         break;
     }

@@ -312,7 +312,14 @@ int loom_attention_opts(loom_graph *g, int attn, const loom_attn_opts *o) {
     if (o->window < 0) return loom_err("attention_opts: sliding window %d must be >= 0", o->window);
     if (!(o->softcap >= 0) || !isfinite(o->softcap))
         return loom_err("attention_opts: soft-cap %g must be >= 0 and finite", (double)o->softcap);
+    if (o->ring) {
+        int64_t C = N(g, n->src[1])->ne[0];
+        if (o->window <= 0 || o->window > C || n->n_src > 4)
+            return loom_err("attention_opts: a ring cache needs a window of at most its %lld rows and the "
+                            "contiguous form (window %d%s)", (long long)C, o->window, n->n_src > 4 ? ", paged" : "");
+    }
     n->ip[4] = o->window;
+    n->ip[5] = o->ring ? 1 : 0;
     n->fp[1] = o->softcap;
     return attn;
 }
@@ -408,7 +415,7 @@ void loom_op_params(loom_op op, unsigned *ip, unsigned *fp) {
     switch (op) {
     case LOOM_OP_SCALE: case LOOM_OP_RMSNORM: case LOOM_OP_SOFTMAX: case LOOM_OP_SOFTCAP: *fp = 1; break;
     case LOOM_OP_ROPE: *ip = 0xf, *fp = 0x3; break;
-    case LOOM_OP_ATTENTION: *ip = 0x1f, *fp = 0x3; break;
+    case LOOM_OP_ATTENTION: *ip = 0x3f, *fp = 0x3; break;
     case LOOM_OP_PERMUTE: *ip = 0xf; break;
     case LOOM_OP_MOE: *ip = 0x3; break;
     default: break;
@@ -418,8 +425,8 @@ void loom_op_params(loom_op op, unsigned *ip, unsigned *fp) {
 /* what each defined parameter slot is called in errors */
 static const char *param_name(loom_op op, bool is_fp, int k) {
     if (op == LOOM_OP_ATTENTION && !is_fp) {
-        static const char *const n[] = {"heads", "kv heads", "head dim", "block size", "sliding window"};
-        return k < 5 ? n[k] : "parameter";
+        static const char *const n[] = {"heads", "kv heads", "head dim", "block size", "sliding window", "ring cache"};
+        return k < 6 ? n[k] : "parameter";
     }
     if (op == LOOM_OP_ATTENTION && is_fp) return k == 0 ? "scale" : k == 1 ? "logit soft-cap" : "parameter";
     if (op == LOOM_OP_MOE && !is_fp) return k == 0 ? "experts per token" : k == 1 ? "norm_topk" : "parameter";

@@ -27,7 +27,8 @@
  *   SOFTMAX    row-wise softmax of src0 * fp[0]
  *   ROPE       src0 x [S, H*hd] seen as [S, H, hd], src1 pos [S] i32, optional src2 freq
  *              factors [rot/2] f32. ip[0] = H, ip[1] = hd, ip[2] = mode (LOOM_ROPE_*),
- *              ip[3] = rot (rotated dims, <= hd); fp[0] = theta, fp[1] = position scale.
+ *              ip[3] = rot (rotated dims, <= hd); fp[0] = theta, fp[1] = position scale (per
+ *              node, so per layer: Gemma 3's local layers use 10k, its global ones 1M).
  *              For pair i < rot/2: angle = pos * fp[1] * theta^(-2i/rot) / factor[i]; the pair
  *              is (x[i], x[i + rot/2]) in NEOX (rotate-half) mode, (x[2i], x[2i+1]) in NORM
  *              (interleaved) mode; (a, b) -> (a cos - b sin, a sin + b cos).
@@ -49,6 +50,10 @@
  *              sliding_window_overlay keeps kv_idx > q_idx - W, the causal mask kv_idx <= q_idx).
  *              fp[1] = cap > 0, score soft-capping (Gemma 2): each score, after the scale,
  *              becomes cap * tanh(score / cap) before the softmax.
+ *              ip[5] = 1 (with a window, contiguous form only): the K/V caches are rings of
+ *              C >= W rows, logical key j at cache row j % C, so a windowed layer's cache holds
+ *              C rows, not the context (KV_STORE then takes pos % C as its rows). The caller
+ *              keeps the window's keys in the ring: C >= W + S - 1 for S rows stored per step.
  *              The scale fp[0] is free: Gemma 2/3 pass query_pre_attn_scalar^-0.5.
  *   MOE        mixture of SwiGLU experts. src0 x [S, D], src1 router logits [S, E] f32, src2
  *              gate [E, F, D], src3 up [E, F, D], src4 down [E, D, F] (expert e's matrices are
@@ -191,6 +196,7 @@ int loom_attention_paged(loom_graph *g, int attn, int seq, int table, int block_
 typedef struct loom_attn_opts {
     int window;    /* 0: every key j <= pos */
     float softcap; /* 0: none */
+    bool ring;     /* the caches are rings of their row count (needs a window; not paged) */
 } loom_attn_opts;
 int loom_attention_opts(loom_graph *g, int attn, const loom_attn_opts *o);
 /* MOE (graph.h): x [S, D], router logits [S, E], stacked expert weights gate/up [E, F, D] and

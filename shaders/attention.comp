@@ -13,7 +13,8 @@
 //   scores: invocation t owns key jb + t and computes its GW dot products;
 //   P.V:    invocation t owns 4 dims (t % G4) of keys kg, kg + NG, ... (kg = t / G4).
 // u[0] = S, u[1] = H, u[2] = Hkv, u[4] = C (cache rows), u[5] = splits; f[0] = scale,
-// f[1] = soft-cap (0: none), f[2] = the bits of the sliding window W (uint, 0: none; att_lo).
+// f[1] = soft-cap (0: none), f[2] = the bits of the sliding window W (uint, 0: none; att_lo),
+// f[3] = the bits of the ring flag (graph.h ip[5]: key j at cache row j % C; att_ring).
 // Paged (graph.h): u[7] = block size BS (0: not paged); binding 4 then spans the pos, seq and
 // block-table inputs, at element offsets u[8], u[9], u[10]; u[11] = blocks per table row. Logical
 // key j of row s is cache row table[seq[s]][j / BS] * BS + j % BS (att_row below).
@@ -35,7 +36,8 @@ layout(std430, binding = 4) readonly buffer P { int pos[]; };
 // Cache row of logical key j: the identity, or through the sequence's block table (paged).
 uint att_row(uint trow, uint j) {
     uint bs = pc.u[7];
-    return bs == 0u ? j : uint(pos[trow + j / bs]) * bs + j % bs;
+    if (bs == 0u) return att_ring() ? j % pc.u[4] : j;
+    return uint(pos[trow + j / bs]) * bs + j % bs;
 }
 layout(std430, binding = 5) writeonly buffer Sc { float scratch[]; };
 
@@ -85,7 +87,7 @@ void main() {
     uint s = gl_WorkGroupID.y, z = gl_WorkGroupID.z, t = gl_LocalInvocationID.x;
     uint W = Hkv * HD;
     int p = pos[OFF_E + pc.u[8] + s];
-    uint L = p < 0 ? 0u : min(uint(p) + 1u, C);
+    uint L = att_len(p, C);
     uint trow = pc.u[7] == 0u ? 0u : OFF_E + pc.u[10] + uint(pos[OFF_E + pc.u[9] + s]) * pc.u[11];
     uint lo = att_lo(p, L), chunk = att_chunk(L - lo, nsplit);
     if (nsplit > 1u && z * chunk >= L - lo) return; // a short cache needs fewer splits

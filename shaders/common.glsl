@@ -24,6 +24,10 @@ uint wg_linear() { return gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups
 // (and attn_combine.comp merges fewer partials). Both shaders derive the count from pos[s].
 #define ATT_MIN_CHUNK 64u
 uint att_chunk(uint L, uint nsplit) { return max((L + nsplit - 1u) / nsplit, ATT_MIN_CHUNK); }
+// A ring cache (graph.h ATTENTION ip[5], as the bits of f[3]): logical key j at row j % C.
+bool att_ring() { return floatBitsToUint(pc.f[3]) != 0u; }
+// Keys [0, L) query position p may see: p + 1, capped by the cache unless it is a ring.
+uint att_len(int p, uint C) { return p < 0 ? 0u : att_ring() ? uint(p) + 1u : min(uint(p) + 1u, C); }
 // First key of query position p (keys [att_lo, L)): with a sliding window of W keys (graph.h;
 // the bits of f[2], 0 = none) p - W + 1, else 0.
 uint att_lo(int p, uint L) {

@@ -59,6 +59,15 @@ static void node_cost(const loom_graph *g, int i, int pos0, double *bytes, doubl
         *bytes = 2.0 * out + 2.0 * L_max * Hkv * hd * sizeof(float) + S * sizeof(int32_t);
         break;
     }
+    case LOOM_OP_MOE: { /* k experts per row; a prefill reads each expert it uses once */
+        const loom_node *wg = &g->nodes[n->src[2]], *lg = &g->nodes[n->src[1]];
+        double k = n->ip[0], E = (double)lg->ne[lg->ndim - 1], F = (double)wg->ne[1];
+        double D = (double)n->ne[n->ndim - 1], used = rows * k < E ? rows * k : E;
+        double per_expert = 3.0 * (double)loom_node_bytes(wg) / E; /* gate, up and down slices */
+        *flops = rows * k * (6.0 * F * D + 6.0 * F);
+        *bytes = out + (double)loom_node_bytes(a) + (double)loom_node_bytes(lg) + used * per_expert;
+        break;
+    }
     case LOOM_OP_ADD: case LOOM_OP_MUL: case LOOM_OP_SCALE: *flops = ne; break;
     case LOOM_OP_SILU: *flops = 4 * ne; break;
     case LOOM_OP_SWIGLU: *flops = 5 * ne; break;

@@ -263,6 +263,7 @@ static bool cpu_supports(loom_backend *be, const loom_graph *g, int i) {
         int H = n->ip[0], Hkv = n->ip[1], hd = n->ip[2];
         if (!f32n(n) || !f32n(a) || !f32n(b) || !f32n(c) || !i32n(d)) return false;
         if (H <= 0 || Hkv <= 0 || hd <= 0 || H % Hkv || n->ip[4] < 0 || !(n->fp[1] >= 0)) return false;
+        if (n->ip[5] && (n->ip[5] != 1 || n->ip[4] <= 0 || n->ip[4] > nrows(b) || n->n_src > 4)) return false;
         if (ncols(a) != (int64_t)H * hd || nelem(n) != nelem(a)) return false;
         if (ncols(b) != (int64_t)Hkv * hd || ncols(c) != (int64_t)Hkv * hd) return false;
         if (nrows(b) != nrows(c) || nelem(d) != nrows(a)) return false;
@@ -607,7 +608,9 @@ typedef struct attn_task {
     float *out;
     const float *q, *kc, *vc;
     const int32_t *pos;
+    int64_t C;  /* cache rows */
     int H, Hkv, hd, window;
+    bool ring;  /* key j at cache row j % C (graph.h ATTENTION ip[5]) */
     float scale, softcap;
 } attn_task;
 
@@ -625,10 +628,23 @@ static void attn_run(void *arg, int64_t i0, int64_t i1, int ith) {
     for (int64_t it = i0; it < i1; it++) {
         int64_t s = it / t->H;
         int h = (int)(it % t->H), hk = h / group;
-        int64_t lo = attn_lo(t->pos[s], t->window);
+        int64_t lo = attn_lo(t->pos[s], t->window), nk = (int64_t)t->pos[s] + 1 - lo;
+        if (t->ring && lo % t->C + nk > t->C) { /* the window wraps: gather it in order */
+            float *kb = scratch, *vb = kb + nk * t->hd, *work = vb + nk * t->hd;
+            work = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63);
+            for (int64_t j = 0; j < nk; j++) {
+                int64_t r = (lo + j) % t->C;
+                memcpy(kb + j * t->hd, t->kc + r * Dkv + (int64_t)hk * t->hd, (size_t)t->hd * sizeof(float));
+                memcpy(vb + j * t->hd, t->vc + r * Dkv + (int64_t)hk * t->hd, (size_t)t->hd * sizeof(float));
+            }
+            t->c->k.attn(t->out + s * Dq + (int64_t)h * t->hd, t->q + s * Dq + (int64_t)h * t->hd, kb, vb, t->hd,
+                         nk, t->hd, t->scale, t->softcap, work);
+            continue;
+        }
+        if (t->ring) lo %= t->C;
         t->c->k.attn(t->out + s * Dq + (int64_t)h * t->hd, t->q + s * Dq + (int64_t)h * t->hd,
                      t->kc + lo * Dkv + (int64_t)hk * t->hd, t->vc + lo * Dkv + (int64_t)hk * t->hd, Dkv,
-                     (int64_t)t->pos[s] + 1 - lo, t->hd, t->scale, t->softcap, scratch);
+                     nk, t->hd, t->scale, t->softcap, scratch);
     }
 }
 
@@ -872,7 +888,7 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
     case LOOM_OP_ATTENTION: {
         attn_task t = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2], .pos = src[3],
                        .H = n->ip[0], .Hkv = n->ip[1], .hd = n->ip[2], .window = n->ip[4],
-                       .scale = n->fp[0], .softcap = n->fp[1]};
+                       .ring = n->ip[5] != 0, .scale = n->fp[0], .softcap = n->fp[1]};
         int64_t S = nrows(sn[0]), C = nrows(sn[1]);
         if (n->n_src > 4) {
             attn_paged_task pt = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2], .pos = src[3],
@@ -895,8 +911,9 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
             return 0;
         }
         double work = 0;
+        t.C = C;
         for (int64_t s = 0; s < S; s++) {
-            if (t.pos[s] < 0 || t.pos[s] >= C)
+            if (t.pos[s] < 0 || (t.pos[s] >= C && !t.ring))
                 return loom_err("cpu: attention: position %d at row %lld is outside the cache [0, %lld)",
                                 t.pos[s], (long long)s, (long long)C);
             work += 4.0 * (t.pos[s] + 1.0 - attn_lo(t.pos[s], t.window)) * t.H * t.hd;
@@ -920,7 +937,8 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
             cpu_pool_for(c->pool, worth_threads(c, work), items, 1, attn_group_run, &ag);
             return 0;
         }
-        if (scratch_reserve(c, CPU_ATTN_BLOCK + (size_t)t.hd) < 0) return -1;
+        size_t need = CPU_ATTN_BLOCK + (size_t)t.hd + (t.ring ? 2 * (size_t)t.window * (size_t)t.hd + 16 : 0);
+        if (scratch_reserve(c, need) < 0) return -1;
         int64_t items = S * t.H, grain = items / ((int64_t)c->n_threads * 16);
         cpu_pool_for(c->pool, worth_threads(c, work), items, grain < 1 ? 1 : grain, attn_run, &t);
         return 0;

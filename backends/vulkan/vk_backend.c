@@ -164,6 +164,8 @@ bool vk_supports(vk_dev *d, const loom_graph *g, int i) {
     case LOOM_OP_ATTENTION: {
         int H = n->ip[0], Hkv = n->ip[1], hd = n->ip[2];
         if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd > 256 || n->ip[4] < 0 || !(n->fp[1] >= 0)) return false;
+        if (n->ip[5] && (n->ip[5] != 1 || n->ip[4] <= 0 || n->ip[4] > g->nodes[n->src[1]].ne[0] || n->n_src > 4))
+            return false;
         if (n->n_src > 4 && (!is_i32(g, n->src[4]) || !is_i32(g, n->src[5]) || n->ip[3] <= 0 ||
                              g->nodes[n->src[5]].ndim != 2))
             return false;

@@ -645,6 +645,8 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_pc pc = {.u = {(uint32_t)S, H, Hkv, hd, (uint32_t)C, ns}, .f = {n->fp[0], n->fp[1]}};
     uint32_t window = (uint32_t)n->ip[4]; /* as bits in f[2] (common.glsl att_lo) */
     memcpy(&pc.f[2], &window, sizeof window);
+    uint32_t ring = (uint32_t)n->ip[5]; /* as bits in f[3] (common.glsl att_ring) */
+    memcpy(&pc.f[3], &ring, sizeof ring);
     for (int k = 7; k < 12; k++) pc.u[k] = pg.u[k];
     pc.u[6] = hd % 4 == 0 && elem_off(d, &a[2]) % 4 == 0 && elem_off(d, &a[3]) % 4 == 0; /* vec4 K/V loads */
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);

@@ -23,6 +23,8 @@
 #include "tests/unit/check.h"
 #include "tests/unit/test_cpu_graph.h"
 
+#include "core/qblock.h"
+
 #include <math.h>
 
 #define MAX_FLAV 4
@@ -686,6 +688,76 @@ static void test_attention(void) {
     att_window = 0, att_softcap = 0;
 }
 
+/* A windowed layer's ring cache (graph.h ATTENTION ip[5]): C = W + S - 1 rows, the tightest ring
+ * that keeps every row's window through a step of S rows. Keys 0..pos0-1 were stored by earlier
+ * steps at j % C (the newest wins), this step's rows go to (pos0 + s) % C; the reference attends
+ * over the logical keys in each row's window. */
+static void test_attention_ring_case(int H, int Hkv, int hd, int W, int S, int pos0, float softcap) {
+    int64_t Dq = (int64_t)H * hd, Dkv = (int64_t)Hkv * hd, C = W + S - 1, P = pos0 + S;
+    float *q = malloc(S * Dq * 4), *kl = malloc(P * Dkv * 4), *vl = malloc(P * Dkv * 4);
+    float *kc = malloc(C * Dkv * 4), *vc = malloc(C * Dkv * 4);
+    double *ref = malloc(S * Dq * 8), *tol = malloc(S * Dq * 8), *sc = malloc(P * 8);
+    int32_t *pos = malloc(S * 4), *row = malloc(S * 4);
+    tg_fill(q, (size_t)(S * Dq), 3.0f);
+    tg_fill(kl, (size_t)(P * Dkv), 1.0f);
+    tg_fill(vl, (size_t)(P * Dkv), 2.0f);
+    tg_fill(kc, (size_t)(C * Dkv), 1.0f), tg_fill(vc, (size_t)(C * Dkv), 1.0f); /* rows never stored */
+    for (int64_t j = 0; j < pos0; j++) {
+        memcpy(kc + (j % C) * Dkv, kl + j * Dkv, Dkv * 4);
+        memcpy(vc + (j % C) * Dkv, vl + j * Dkv, Dkv * 4);
+    }
+    for (int s = 0; s < S; s++) pos[s] = pos0 + s, row[s] = (int32_t)((pos0 + s) % C);
+    float scale = 0.11f;
+    att_window = W, att_softcap = softcap;
+    for (int s = 0; s < S; s++)
+        for (int h = 0; h < H; h++) {
+            int hk = h / (H / Hkv), lo = att_first(pos[s]);
+            double mx = -INFINITY, l = 0;
+            for (int j = lo; j <= pos[s]; j++) {
+                double d = 0;
+                for (int e = 0; e < hd; e++) d += (double)q[s * Dq + h * hd + e] * kl[j * Dkv + hk * hd + e];
+                sc[j] = att_cap(d * scale);
+                mx = fmax(mx, sc[j]);
+            }
+            for (int j = lo; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
+            for (int e = 0; e < hd; e++) {
+                double o = 0;
+                for (int j = lo; j <= pos[s]; j++) o += sc[j] * vl[j * Dkv + hk * hd + e];
+                ref[s * Dq + h * hd + e] = o / l;
+                tol[s * Dq + h * hd + e] = 2e-5 * 2.0;
+            }
+        }
+    att_window = 0, att_softcap = 0;
+    tg t;
+    tg_init(&t);
+    int tq = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, Dq}, q);
+    int tk = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, Dkv}, kl + (int64_t)pos0 * Dkv);
+    int tv = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, Dkv}, vl + (int64_t)pos0 * Dkv);
+    int tp = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, pos), tr = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, row);
+    int ks = tg_state(&t, C, Dkv, kc), vs = tg_state(&t, C, Dkv, vc);
+    int k2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, Dkv}, 3, ks, tk, tr);
+    int v2 = tg_node(&t, LOOM_OP_KV_STORE, LOOM_F32, 2, (int64_t[]){C, Dkv}, 3, vs, tv, tr);
+    tg_inplace(&t, k2);
+    tg_inplace(&t, v2);
+    int att = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, Dq}, 4, tq, k2, v2, tp);
+    loom_node *an = &t.nodes[att];
+    an->ip[0] = H, an->ip[1] = Hkv, an->ip[2] = hd, an->ip[4] = W, an->ip[5] = 1;
+    an->fp[0] = scale, an->fp[1] = softcap;
+    char what[160];
+    snprintf(what, sizeof what, "ring attention H=%d Hkv=%d hd=%d W=%d C=%lld S=%d pos0=%d softcap=%g", H, Hkv, hd, W,
+             (long long)C, S, pos0, (double)softcap);
+    run_all(&t, att, ref, tol, (size_t)(S * Dq), what);
+    free(q), free(kl), free(vl), free(kc), free(vc), free(ref), free(tol), free(sc), free(pos), free(row);
+}
+
+static void test_attention_ring(void) {
+    test_attention_ring_case(4, 2, 64, 16, 1, 37, 0);    /* decode, window wrapped around the ring */
+    test_attention_ring_case(4, 2, 64, 16, 1, 47, 0);    /* decode, window ends at the ring's end */
+    test_attention_ring_case(8, 2, 40, 8, 17, 50, 0);    /* prefill: C = W + S - 1 exactly */
+    test_attention_ring_case(4, 4, 64, 100, 70, 129, 2.0f); /* several key blocks, soft-capped */
+    test_attention_ring_case(4, 1, 64, 20, 5, 0, 0);     /* the first steps: nothing wraps yet */
+}
+
 /* Paged attention: B sequences of different lengths whose keys are scattered over a pool of
  * blocks in a shuffled order (blocks shared by two sequences, as after a fork, included); unused
  * pool rows hold NaN. The reference attends over each sequence's logical keys. */
@@ -778,13 +850,38 @@ static void test_attention_paged(void) {
  * tolerance follows the matmul bound through the MLP: 2^-16 * sum |terms| for each of gate, up
  * and down (2^-8 where the avx512bf16 GEMM rounds x to bf16), silu's 4e-6, and 1e-6 relative for
  * the routing weights. */
+/* Random weights of a block-quantised type (or tg_weights for f32/f16/bf16): the encoded data, and
+ * the exact values it decodes to in ref. */
+static void *moe_weights(loom_dtype t, size_t n, float scale, float *ref) {
+    if (!loom_dtype_is_quant(t)) return tg_weights(t, n, scale, ref);
+    tg_fill(ref, n, scale);
+    void *d = malloc(loom_dtype_nbytes(t, (int64_t)n));
+    loom_quant_row(t, ref, d, (int64_t)n);
+    loom_dequant_row(t, d, ref, (int64_t)n);
+    return d;
+}
+
+/* For a quantised matmul the CPU rounds x to 8 bits per 32-element block (d = max|x| / 127): its
+ * error is at most sum_k |w_k| d_block(k) / 2, returned here for row x against weight row w. */
+static double q8_err(const float *x, const float *w, int64_t K) {
+    double e = 0;
+    for (int64_t b = 0; b < K; b += 32) {
+        double mx = 0, sw = 0;
+        for (int64_t i = b; i < b + 32 && i < K; i++) mx = fmax(mx, fabs(x[i])), sw += fabs(w[i]);
+        e += sw * mx / 127 / 2;
+    }
+    return e;
+}
+
 static void test_moe_case(loom_dtype wt, int64_t S, int64_t E, int k, bool norm, int64_t D, int64_t F) {
     float *x = malloc(S * D * 4), *lg = malloc(S * E * 4);
     float *fg = malloc(E * F * D * 4), *fu = malloc(E * F * D * 4), *fd = malloc(E * D * F * 4);
     tg_fill(x, (size_t)(S * D), 1.0f);
     tg_fill(lg, (size_t)(S * E), 3.0f);
-    void *wg = tg_weights(wt, (size_t)(E * F * D), 0.3f, fg), *wu = tg_weights(wt, (size_t)(E * F * D), 0.3f, fu);
-    void *wd = tg_weights(wt, (size_t)(E * D * F), 0.3f, fd);
+    void *wg = moe_weights(wt, (size_t)(E * F * D), 0.3f, fg), *wu = moe_weights(wt, (size_t)(E * F * D), 0.3f, fu);
+    void *wd = moe_weights(wt, (size_t)(E * D * F), 0.3f, fd);
+    bool q = loom_dtype_is_quant(wt);
+    float *hf = malloc(F * 4);
     double *ref = calloc((size_t)(S * D), 8), *tol = calloc((size_t)(S * D), 8), *tol_bf = calloc((size_t)(S * D), 8);
     double *h = malloc(F * 8), *hb = malloc(F * 8);
     for (int64_t s = 0; s < S; s++) {
@@ -811,8 +908,12 @@ static void test_moe_case(loom_dtype wt, int64_t S, int64_t E, int k, bool norm,
                 }
                 double sg = g / (1 + exp(-g));
                 h[f] = sg * u;
-                /* error of h: gate and up each off by 2^-16 of their abs sums (silu' <= 1.1) */
-                hb[f] = 1.1 * ga * fabs(u) + fabs(sg) * ua + fabs(h[f]) * 65536 * 4e-6;
+                hf[f] = (float)h[f];
+                /* error of h: gate and up each off by 2^-16 of their abs sums (silu' <= 1.1), plus
+                 * the 8-bit rounding of x for quantised weights (scaled by 2^16 like the rest) */
+                double eg = q ? q8_err(x + s * D, fg + (e * F + f) * D, D) * 65536 : 0;
+                double eu = q ? q8_err(x + s * D, fu + (e * F + f) * D, D) * 65536 : 0;
+                hb[f] = 1.1 * (ga + eg) * fabs(u) + fabs(sg) * (ua + eu) + fabs(h[f]) * 65536 * 4e-6;
             }
             for (int64_t d = 0; d < D; d++) {
                 double y = 0, ya = 0, yb = 0;
@@ -820,6 +921,7 @@ static void test_moe_case(loom_dtype wt, int64_t S, int64_t E, int k, bool norm,
                     double wv = fd[(e * D + d) * F + f];
                     y += wv * h[f], ya += fabs(wv * h[f]), yb += fabs(wv) * hb[f];
                 }
+                if (q) ya += q8_err(hf, fd + (e * D + d) * F, F) * 65536 * 1.01; /* h rounded to 8 bits */
                 ref[s * D + d] += w * y;
                 tol[s * D + d] += w * (ldexp(ya + yb, -16) + 1e-6 * fabs(y));
                 tol_bf[s * D + d] += w * (ldexp(ya + yb, -8) + 1e-6 * fabs(y));
@@ -846,7 +948,7 @@ static void test_moe_case(loom_dtype wt, int64_t S, int64_t E, int k, bool norm,
         tg_out_free(&o);
     }
     free(x), free(lg), free(fg), free(fu), free(fd), free(wg), free(wu), free(wd);
-    free(ref), free(tol), free(tol_bf), free(h), free(hb);
+    free(ref), free(tol), free(tol_bf), free(h), free(hb), free(hf);
 }
 
 static void test_moe(void) {
@@ -857,6 +959,10 @@ static void test_moe(void) {
     }
     test_moe_case(LOOM_F32, 33, 6, 6, true, 32, 20); /* every expert chosen: plain weighted sum */
     test_moe_case(LOOM_F16, 5, 7, 1, false, 40, 17); /* top-1, weight = the softmax probability */
+    /* block-quantised stacks (rows whole blocks): the quantised matmuls on slices of the stack */
+    test_moe_case(LOOM_Q8_0, 1, 8, 2, true, 64, 96);
+    test_moe_case(LOOM_Q8_0, 9, 8, 2, true, 64, 96);
+    test_moe_case(LOOM_Q4_0, 9, 4, 2, false, 64, 32);
 }
 
 static void test_kv_errors(void) {
@@ -1011,6 +1117,7 @@ int main(void) {
     test_rope();
     test_attention();
     test_attention_paged();
+    test_attention_ring();
     test_kv_errors();
     test_moe();
     test_permute();

@@ -72,6 +72,32 @@ static void test_fusion(void) {
     loom_graph_free(g);
 }
 
+/* gelu(gate) * up folds into geglu(gate, up) (Gemma's MLP), in either operand order; a gelu that
+ * is also an output stays. */
+static void test_fusion_geglu(void) {
+    loom_graph *g = loom_graph_new();
+    int64_t ne[2] = {3, 24};
+    int gate = loom_input(g, "gate", LOOM_F32, 2, ne), up = loom_input(g, "up", LOOM_F32, 2, ne);
+    int a = loom_mul(g, loom_gelu(g, gate), up);
+    int b = loom_mul(g, up, loom_gelu(g, up));
+    int kept = loom_gelu(g, loom_add(g, gate, up));
+    int c = loom_mul(g, kept, up);
+    loom_output(g, a, "a");
+    loom_output(g, b, "b");
+    loom_output(g, kept, "kept");
+    loom_output(g, c, "c");
+    int fused = loom_pass_fuse(g);
+    CHECK(fused == 2, "expected 2 gelu fusions, got %d", fused);
+    CHECK(count_live(g, LOOM_OP_GEGLU) == 2 && count_live(g, LOOM_OP_GELU) == 1, "two geglu, one gelu left");
+    int an = loom_find_output(g, "a"), bn = loom_find_output(g, "b");
+    CHECK(an >= 0 && g->nodes[an].op == LOOM_OP_GEGLU && g->nodes[an].src[0] == gate && g->nodes[an].src[1] == up,
+          "a = geglu(gate, up)");
+    CHECK(bn >= 0 && g->nodes[bn].op == LOOM_OP_GEGLU && g->nodes[bn].src[0] == up && g->nodes[bn].src[1] == up,
+          "b = geglu(up, up)");
+    CHECK(strstr(g->log, "gelu(gate) x up"), "the pass log names the gelu fusion");
+    loom_graph_free(g);
+}
+
 /* A chain y = silu(silu(silu(x))) + x runs in place where legal and reuses dead buffers. */
 static void test_memory(void) {
     loom_weight W = mkw("w", 2, 64, 64);
@@ -154,6 +180,7 @@ static void test_model_graph(void) {
 int main(void) {
     test_dce_cse();
     test_fusion();
+    test_fusion_geglu();
     test_memory();
     test_cache();
     test_model_graph();

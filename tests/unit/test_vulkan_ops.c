@@ -373,6 +373,39 @@ static void test_attention(void) {
     vt_softcap = 0;
 }
 
+/* A ring cache of C rows (graph.h ATTENTION ip[5]): this step's rows stored at pos % C, keys read
+ * at j % C; the cache holds earlier rows (random: the scalar path is the reference). */
+static void ring_case(int64_t S, int64_t C, int H, int Hkv, int hd, int W, int pos0, float softcap) {
+    int Wd = Hkv * hd;
+    float *q = malloc(S * H * hd * 4), *kr = malloc(S * Wd * 4), *vr = malloc(S * Wd * 4);
+    float *kc = malloc(C * Wd * 4), *vc = malloc(C * Wd * 4);
+    int32_t *pos = malloc(S * 4), *row = malloc(S * 4);
+    tg_fill(q, (size_t)(S * H * hd), 1.0f);
+    tg_fill(kr, (size_t)(S * Wd), 1.0f), tg_fill(vr, (size_t)(S * Wd), 1.0f);
+    tg_fill(kc, (size_t)(C * Wd), 1.0f), tg_fill(vc, (size_t)(C * Wd), 1.0f);
+    for (int s = 0; s < S; s++) pos[s] = pos0 + s, row[s] = (int32_t)((pos0 + s) % C);
+    tg t;
+    tg_init(&t);
+    vt_step in = vt_step_inputs(&t, S, H * hd, Wd, q, kr, vr, pos);
+    int tr = tg_input(&t, LOOM_I32, 1, (int64_t[]){S}, row);
+    int sk = tg_state(&t, C, Wd, kc), sv = tg_state(&t, C, Wd, vc);
+    int k2 = vt_kv_store(&t, sk, in.k, tr), v2 = vt_kv_store(&t, sv, in.v, tr);
+    int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 4, in.q, k2, v2, in.pos);
+    t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd, t.nodes[o].ip[4] = W, t.nodes[o].ip[5] = 1;
+    t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd), t.nodes[o].fp[1] = softcap;
+    char what[160];
+    snprintf(what, sizeof what, "ring attention S=%lld C=%lld H=%d Hkv=%d hd=%d W=%d pos0=%d softcap=%g", (long long)S,
+             (long long)C, H, Hkv, hd, W, pos0, (double)softcap);
+    run_cmp(&t, o, what, 2e-5, 1e-5);
+    free(q), free(kr), free(vr), free(kc), free(vc), free(pos), free(row);
+}
+
+static void test_attention_ring(void) {
+    ring_case(1, 512, 6, 2, 64, 512, 1300, 0);  /* decode over key splits, the window wraps */
+    ring_case(17, 40, 4, 2, 40, 24, 100, 0.3f); /* prefill, C = W + S - 1 */
+    ring_case(3, 20, 2, 1, 64, 18, 5, 0);       /* early: nothing wraps */
+}
+
 /* Paged attention (several sequences, graph.h): rows stored to slots through the block tables,
  * then attention through them, against the CPU's scalar kernels. nb blocks of bs rows, shuffled;
  * sequence b holds len[b] keys before this step and takes the step's rows at its next positions. */
@@ -733,6 +766,7 @@ int main(void) {
     TG_TIMED(test_rope());
     TG_TIMED(test_attention());
     TG_TIMED(test_attention_paged());
+    TG_TIMED(test_attention_ring());
     TG_TIMED(test_moe());
     TG_TIMED(test_permute());
     TG_TIMED(test_replay());
