@@ -933,6 +933,8 @@ static void test_moe_case(loom_dtype wt, int64_t S, int64_t E, int k, bool norm,
     int tx = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, D}, x), tl = tg_input(&t, LOOM_F32, 2, (int64_t[]){S, E}, lg);
     int tgw = tg_weight(&t, wt, 3, (int64_t[]){E, F, D}, wg), tuw = tg_weight(&t, wt, 3, (int64_t[]){E, F, D}, wu);
     int tdw = tg_weight(&t, wt, 3, (int64_t[]){E, D, F}, wd);
+    for (int w = 0; w < t.nw; w++) /* the harness sizes weights by element size: blocks for quantised ones */
+        t.w[w].nbytes = loom_dtype_nbytes(t.w[w].type, t.w[w].ne[0] * t.w[w].ne[1] * t.w[w].ne[2]);
     int y = tg_node(&t, LOOM_OP_MOE, LOOM_F32, 2, (int64_t[]){S, D}, 5, tx, tl, tgw, tuw, tdw);
     t.nodes[y].ip[0] = k, t.nodes[y].ip[1] = norm;
     char what[128];
