@@ -564,6 +564,31 @@ static float att_softcap;
 static int att_first(int p) { return att_window > 0 && p + 1 > att_window ? p + 1 - att_window : 0; }
 static double att_cap(double x) { return att_softcap > 0 ? att_softcap * tanh(x / att_softcap) : x; }
 
+/* The reference attention of every (row s, head h) over logical keys j (k, v: [P, Hkv*hd], row j
+ * = key j), in double, with the window and soft-cap options above; tol = 2e-5 * vmax. */
+static void att_ref(const float *q, const float *k, const float *v, const int32_t *pos, int S, int H, int Hkv,
+                    int hd, double scale, double vmax, double *sc, double *ref, double *tol) {
+    int64_t Dq = (int64_t)H * hd, Dkv = (int64_t)Hkv * hd;
+    for (int s = 0; s < S; s++)
+        for (int h = 0; h < H; h++) {
+            int hk = h / (H / Hkv), lo = att_first(pos[s]);
+            double mx = -INFINITY, l = 0;
+            for (int j = lo; j <= pos[s]; j++) {
+                double d = 0;
+                for (int e = 0; e < hd; e++) d += (double)q[s * Dq + h * hd + e] * k[j * Dkv + hk * hd + e];
+                sc[j] = att_cap(d * scale);
+                mx = fmax(mx, sc[j]);
+            }
+            for (int j = lo; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
+            for (int e = 0; e < hd; e++) {
+                double o = 0;
+                for (int j = lo; j <= pos[s]; j++) o += sc[j] * v[j * Dkv + hk * hd + e];
+                ref[s * Dq + h * hd + e] = o / l;
+                tol[s * Dq + h * hd + e] = 2e-5 * vmax;
+            }
+        }
+}
+
 /* Store S new rows at positions base.. (or the given pos) into K/V caches whose earlier rows were
  * written by an "earlier step" and whose later rows hold NaN (never to be read), then attend.
  * With a window, the rows before every query's window hold NaN too. */
@@ -599,24 +624,7 @@ static void test_attention_case(int H, int Hkv, int hd, int S, const int32_t *po
     float scale = 1.0f / sqrtf((float)hd);
     double vmax = 0;
     for (int64_t i = (int64_t)lomin * Dkv; i < (pmax + 1) * Dkv; i++) vmax = fmax(vmax, fabs(vref[i]));
-    for (int s = 0; s < S; s++)
-        for (int h = 0; h < H; h++) {
-            int hk = h / (H / Hkv), lo = att_first(pos[s]);
-            double mx = -INFINITY, l = 0;
-            for (int j = lo; j <= pos[s]; j++) {
-                double d = 0;
-                for (int e = 0; e < hd; e++) d += (double)q[s * Dq + h * hd + e] * kref[j * Dkv + hk * hd + e];
-                sc[j] = att_cap(d * scale);
-                mx = fmax(mx, sc[j]);
-            }
-            for (int j = lo; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
-            for (int e = 0; e < hd; e++) {
-                double o = 0;
-                for (int j = lo; j <= pos[s]; j++) o += sc[j] * vref[j * Dkv + hk * hd + e];
-                ref[s * Dq + h * hd + e] = o / l;
-                tol[s * Dq + h * hd + e] = 2e-5 * vmax;
-            }
-        }
+    att_ref(q, kref, vref, pos, S, H, Hkv, hd, scale, vmax, sc, ref, tol);
 
     tg t;
     tg_init(&t);
@@ -709,24 +717,7 @@ static void test_attention_ring_case(int H, int Hkv, int hd, int W, int S, int p
     for (int s = 0; s < S; s++) pos[s] = pos0 + s, row[s] = (int32_t)((pos0 + s) % C);
     float scale = 0.11f;
     att_window = W, att_softcap = softcap;
-    for (int s = 0; s < S; s++)
-        for (int h = 0; h < H; h++) {
-            int hk = h / (H / Hkv), lo = att_first(pos[s]);
-            double mx = -INFINITY, l = 0;
-            for (int j = lo; j <= pos[s]; j++) {
-                double d = 0;
-                for (int e = 0; e < hd; e++) d += (double)q[s * Dq + h * hd + e] * kl[j * Dkv + hk * hd + e];
-                sc[j] = att_cap(d * scale);
-                mx = fmax(mx, sc[j]);
-            }
-            for (int j = lo; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
-            for (int e = 0; e < hd; e++) {
-                double o = 0;
-                for (int j = lo; j <= pos[s]; j++) o += sc[j] * vl[j * Dkv + hk * hd + e];
-                ref[s * Dq + h * hd + e] = o / l;
-                tol[s * Dq + h * hd + e] = 2e-5 * 2.0;
-            }
-        }
+    att_ref(q, kl, vl, pos, S, H, Hkv, hd, scale, 2.0, sc, ref, tol); /* |v| <= 2 */
     att_window = 0, att_softcap = 0;
     tg t;
     tg_init(&t);
