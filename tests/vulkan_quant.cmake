@@ -19,12 +19,7 @@ foreach(fx ${_vkq_fixtures})
     set(qf ${LOOM_Q_TMP}/${fx}-${t}-f32.gguf)
     # 1. against transformers' f32 reference over the long text, held to the CPU's bounds (the
     #    tight comparison is 2. below)
-    set(bound ${LOOM_Q_BOUND_${t}})
-    if(DEFINED LOOM_Q_BOUND_${fx}_${t})
-      set(bound ${LOOM_Q_BOUND_${fx}_${t}})
-    endif()
-    list(GET bound 0 top1)
-    list(GET bound 1 kl)
+    loom_q_bound(${fx} ${t} top1 kl)
     add_test(NAME check_q_${fx}_${t}_vulkan COMMAND ${LOOM_EXPECT} --match "on vulkan.*PASS" -- sh -c "${_vk_skip}" ${LOOM_BIN} check -m ${q}
              --reference ${LOOM_Q_LREF_${fx}} --min-top1 ${top1} --max-kl ${kl} --device vulkan)
     set_tests_properties(check_q_${fx}_${t}_vulkan PROPERTIES FIXTURES_REQUIRED q_${fx}_${t}
