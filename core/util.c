@@ -2,9 +2,13 @@
 
 #include "core/qblock.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local char err_buf[1024];
 
@@ -184,4 +188,30 @@ void loom_json_str(FILE *f, const char *s) {
         else fputc(c, f);
     }
     fputc('"', f);
+}
+
+int loom_open_regular(const char *path) {
+    /* O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return loom_err("%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int dir = S_ISDIR(st.st_mode), fifo = S_ISFIFO(st.st_mode), chr = S_ISCHR(st.st_mode);
+        close(fd);
+        return loom_err("%s: not a regular file%s", path,
+                        dir ? " (a directory)" : fifo ? " (a FIFO)" : chr ? " (a character device)" : "");
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+FILE *loom_fopen_regular(const char *path) {
+    int fd = loom_open_regular(path);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return loom_err_null("%s: cannot open: %s", path, strerror(errno));
+    }
+    return f;
 }

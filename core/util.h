@@ -59,4 +59,10 @@ void loom_json_str(FILE *f, const char *s);
 /* Monotonic time in seconds. */
 double loom_now(void);
 
+/* Open a file to read, refusing anything but a regular file before it can block (a FIFO given as
+ * the model or tokenizer waited forever for a writer): an fd / FILE, or -1 / NULL with an error
+ * naming the path ("not a regular file (a FIFO)", or the open error). */
+int loom_open_regular(const char *path);
+FILE *loom_fopen_regular(const char *path);
+
 #endif

@@ -450,9 +450,8 @@ gguf_ctx *gguf_open(const char *path) {
         free(g);
         return NULL;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = loom_open_regular(path);
     if (fd < 0) {
-        loom_err("%s: cannot open: %s", path, strerror(errno));
         gguf_close(g);
         return NULL;
     }

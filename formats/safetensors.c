@@ -174,9 +174,8 @@ st_file *st_open(const char *path) {
         return NULL;
     }
     memcpy(f->path, path, plen + 1);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = loom_open_regular(path);
     if (fd < 0) {
-        loom_err("%s: cannot open: %s", path, strerror(errno));
         st_close(f);
         return NULL;
     }
