@@ -494,6 +494,126 @@ static void test_cli_edges(void) {
               "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --tokens 1,403 --ctx 32 --ctx-shift --keep 17 --device cpu");
 }
 
+
+/* ---- overlapping (aliased) tensor data ------------------------------------------------------- */
+
+static void write_st_raw(const char *path, const char *json, size_t data_bytes) {
+    size_t hl = strlen(json);
+    uint8_t *b = calloc(1, 8 + hl + data_bytes);
+    tf_put_u64(b, hl);
+    memcpy(b + 8, json, hl);
+    tf_write(path, b, 8 + hl + data_bytes);
+    free(b);
+}
+
+/* A GGUF of two f32 [8] tensors "a" and "b" with the given data offsets, data section of `data` bytes. */
+static void write_gguf_two(const char *path, uint64_t off_a, uint64_t off_b, size_t data) {
+    uint8_t b[512] = {0};
+    size_t o = 0;
+    tf_put_u32(b + o, 0x46554747u), o += 4;
+    tf_put_u32(b + o, 3), o += 4;
+    tf_put_u64(b + o, 2), o += 8; /* tensors */
+    tf_put_u64(b + o, 0), o += 8; /* keys */
+    const char *names[2] = {"a", "b"};
+    uint64_t offs[2] = {off_a, off_b};
+    for (int i = 0; i < 2; i++) {
+        tf_put_u64(b + o, 1), o += 8;
+        b[o++] = (uint8_t)names[i][0];
+        tf_put_u32(b + o, 1), o += 4; /* ndim */
+        tf_put_u64(b + o, 8), o += 8;  /* ne */
+        tf_put_u32(b + o, 0), o += 4; /* f32 */
+        tf_put_u64(b + o, offs[i]), o += 8;
+    }
+    o = (o + 31) / 32 * 32;
+    tf_write(path, b, o + data);
+}
+
+static void test_overlap(void) {
+    write_st_raw(TMP("alias.safetensors"),
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
+    st_file *f = st_open(TMP("alias.safetensors"));
+    CHECK_FAILS(f != NULL, "overlap", "safetensors: two tensors on the same bytes");
+    st_close(f);
+    write_st_raw(TMP("part.safetensors"),
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16);
+    f = st_open(TMP("part.safetensors"));
+    CHECK_FAILS(f != NULL, "overlap", "safetensors: a tensor inside another");
+    st_close(f);
+    write_st_raw(TMP("hole.safetensors"),
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]}}", 24);
+    f = st_open(TMP("hole.safetensors"));
+    CHECK_FAILS(f != NULL, "leave a hole", "safetensors: a hole between tensors");
+    st_close(f);
+    write_st_raw(TMP("tail.safetensors"), "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12);
+    f = st_open(TMP("tail.safetensors"));
+    CHECK_FAILS(f != NULL, "data section holds 12 bytes", "safetensors: bytes after the last tensor");
+    st_close(f);
+    write_st_raw(TMP("order.safetensors"),
+                 "{\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]},"
+                 "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 16);
+    f = st_open(TMP("order.safetensors"));
+    CHECK(f != NULL, "safetensors: contiguous data listed out of order is fine: %s", loom_last_error());
+    st_close(f);
+
+    write_gguf_two(TMP("alias.gguf"), 0, 0, 64);
+    gguf_ctx *g = gguf_open(TMP("alias.gguf"));
+    CHECK_FAILS(g != NULL, "overlapping or out-of-order", "GGUF: two tensors on the same bytes");
+    gguf_close(g);
+    write_gguf_two(TMP("swap.gguf"), 32, 0, 64);
+    g = gguf_open(TMP("swap.gguf"));
+    CHECK_FAILS(g != NULL, "overlapping or out-of-order", "GGUF: offsets out of file order");
+    gguf_close(g);
+    write_gguf_two(TMP("ok.gguf"), 0, 32, 64);
+    g = gguf_open(TMP("ok.gguf"));
+    CHECK(g != NULL, "GGUF: tensors one after another (padded to 32) load: %s", loom_last_error());
+    gguf_close(g);
+}
+
+
+/* ---- SIGBUS: the model file truncated while loom runs ----------------------------------------- */
+
+static void test_sigbus(void) {
+    size_t n;
+    uint8_t *b = tf_read(FIX("stories260K.gguf"), &n);
+    tf_write(TMP("shrinks.gguf"), b, n);
+    free(b);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(TMP("sigbus.err"), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+        dup2(fd, 2);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        execl(LOOM_BIN, "loom", "run", "-m", TMP("shrinks.gguf"), "--tokens", "1", "-n", "10000000", "--ctx", "64",
+              "--ctx-shift", "--device", "cpu", (char *)NULL);
+        _exit(127);
+    }
+    struct timespec ms100 = {0, 100000000};
+    for (int i = 0; i < 100; i++) { /* until it has loaded and is generating (stderr: "using device") */
+        nanosleep(&ms100, NULL);
+        uint8_t *e = tf_read(TMP("sigbus.err"), &n);
+        bool up = e && strstr((char *)e, "cpu backend");
+        free(e);
+        if (up) break;
+    }
+    CHECK(truncate(TMP("shrinks.gguf"), 1000) == 0, "truncate");
+    int status = 0;
+    for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; i++) nanosleep(&ms100, NULL);
+    if (waitpid(pid, &status, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        CHECK(false, "loom kept running for 20 s after its model was truncated");
+    }
+    uint8_t *e = tf_read(TMP("sigbus.err"), &n);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1 && e &&
+              strstr((char *)e, "shrinks.gguf: the file shrank while loom read it (SIGBUS at byte "),
+          "a truncated mapped model: status %#x, stderr '%s'", status, e ? (char *)e : "");
+    free(e);
+}
+
 int main(void) {
     tf_init();
     test_zero_row_tensor();
@@ -502,6 +622,8 @@ int main(void) {
     test_hparams();
     test_non_finite();
     test_cli_edges();
+    test_overlap();
+    test_sigbus();
     tf_cleanup();
     CHECK_DONE();
 }
