@@ -12,7 +12,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: loom synth --shape qwen2-0.5b|llama-1.1b|CONFIG.json [--dtype f16|bf16|f32]\n"
+            "usage: loom synth --shape qwen2-0.5b|llama-1.1b|llama-7b|CONFIG.json [--dtype f16|bf16|f32]\n"
             "                  [--seed N] -o FILE.gguf\n\n"
             "Write a GGUF with random weights (N(0, 0.02) matrices, unit norms, zero biases) of a real\n"
             "model shape, or of the shape a HF config.json describes. No tokenizer. Default dtype f16,\n"

@@ -718,12 +718,17 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
                  !env_flag("LOOM_VK_NO_SUBGROUP") &&
                  d->subgroup_size >= 8 && d->subgroup_size <= 64 && 8 * d->subgroup_size <= d->props.limits.maxComputeWorkGroupSize[0] &&
                  8 * d->subgroup_size <= d->props.limits.maxComputeWorkGroupInvocations &&
+                 d->props.limits.maxComputeSharedMemorySize >= 49152 && /* the 128 x 128 tiles' 48 KiB */
                  vk_coopmat_query(inst, phys, NULL, 0);
 #endif
     const char *cbt = getenv("LOOM_VK_CM_BIG_TILES");
     d->cm_big_tiles = cbt && atoi(cbt) > 0 ? (uint32_t)atoi(cbt) : 512;
     const char *qcm = getenv("LOOM_VK_QCM"); /* "tiles": the slower in-tile dequantisation, for A/B runs */
     d->qcm_tiles = qcm && !strcmp(qcm, "tiles");
+    d->cm_wg4 = env_flag("LOOM_VK_CM_WG4");
+    const char *gw = getenv("LOOM_VK_GEMV_WGS"), *gl = getenv("LOOM_VK_GEMV_LOADS");
+    d->gemv_wgs = gw && atoi(gw) > 0 ? (uint32_t)atoi(gw) : 1024;
+    d->gemv_loads = gl && (atoi(gl) == 2 || atoi(gl) == 4) ? (uint32_t)atoi(gl) : 0;
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);

@@ -415,6 +415,10 @@ static void test_synth(void) {
               sp.n_head_kv == 4 && sp.n_ff == 5632 && sp.n_vocab == 32000 && !sp.tied && !sp.qkv_bias &&
               sp.rope_theta == 1e4,
           "llama-1.1b shape");
+    CHECK(cv_spec_builtin(&sp, "llama-7b") == 0 && sp.n_embd == 4096 && sp.n_layer == 32 && sp.n_head == 32 &&
+              sp.n_head_kv == 32 && sp.n_ff == 11008 && sp.n_vocab == 32000 && !sp.tied && !sp.qkv_bias &&
+              sp.head_dim == 128,
+          "llama-7b shape");
     loom_err_clear();
     CHECK_FAILS(loom_synth("gpt-5", LOOM_F16, 0, TMP("x.gguf")) == 0, "gpt-5", "unknown shape");
     CHECK_FAILS(loom_synth(TMP("nope.json"), LOOM_F16, 0, TMP("x.gguf")) == 0, "nope.json", "missing config");
