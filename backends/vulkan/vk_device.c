@@ -726,6 +726,9 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     const char *qcm = getenv("LOOM_VK_QCM"); /* "tiles": the slower in-tile dequantisation, for A/B runs */
     d->qcm_tiles = qcm && !strcmp(qcm, "tiles");
     d->cm_wg4 = env_flag("LOOM_VK_CM_WG4");
+    d->no_fa = env_flag("LOOM_VK_NO_FA");
+    const char *fm = getenv("LOOM_VK_FUSE_MAX_NK");
+    d->fuse_max_nk = fm && *fm ? strtoull(fm, NULL, 10) : UINT64_MAX;
     const char *gw = getenv("LOOM_VK_GEMV_WGS"), *gl = getenv("LOOM_VK_GEMV_LOADS");
     d->gemv_wgs = gw && atoi(gw) > 0 ? (uint32_t)atoi(gw) : 1024;
     d->gemv_loads = gl && (atoi(gl) == 2 || atoi(gl) == 4) ? (uint32_t)atoi(gl) : 0;

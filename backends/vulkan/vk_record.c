@@ -651,6 +651,11 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     for (int k = 7; k < 12; k++) pc.u[k] = pg.u[k];
     pc.u[6] = hd % 4 == 0 && elem_off(d, &a[2]) % 4 == 0 && elem_off(d, &a[3]) % 4 == 0; /* vec4 K/V loads */
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
+    /* prefill: tiles of 32 (row, head) slots share each K/V tile (attn_fa.comp) */
+    if (!paged && S >= 64 && hd <= 128 && hd % 4 == 0 && pc.u[6] && elem_off(d, &a[1]) % 4 == 0 && !d->no_fa) {
+        uint32_t nr = 32 / gw;
+        return dispatch(r, LOOM_SPV_ATTN_FA, spec, a, &pc, gx, (uint32_t)((S + nr - 1) / nr), 1);
+    }
     if (ns == 1) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);
     vk_arg out = a[0];
     a[0] = (vk_arg){0};
@@ -789,6 +794,14 @@ static bool every_node_kept(const loom_exec_ctx *x) {
     return disjoint;
 }
 
+/* May a GEMV compute its x (RMSNORM, SWIGLU) on the fly? Every row recomputes it from the loads
+ * (SWIGLU: an exp per element per row), which costs more than the barrier it saves once the
+ * matrix is large (LOOM_VK_FUSE_MAX_NK: rows x K at most). */
+static bool fuse_x_ok(vk_dev *d, const loom_exec_ctx *x, int j) {
+    const loom_node *w = N(x, N(x, j)->src[1]);
+    return gemv_path(d, x, j) && (uint64_t)w->ne[0] * (uint64_t)w->ne[1] <= d->fuse_max_nk;
+}
+
 static vk_fuse *plan_fusions(vk_dev *d, const loom_exec_ctx *x, int *n_fused) {
     const loom_plan *p = x->plan;
     const loom_graph *g = p->g;
@@ -829,7 +842,7 @@ static vk_fuse *plan_fusions(vk_dev *d, const loom_exec_ctx *x, int *n_fused) {
                 if (m->flags & LOOM_NODE_DEAD) continue;
                 for (int q = 0; q < m->n_src && ok; q++) {
                     if (m->src[q] != i) continue;
-                    ok = m->op == LOOM_OP_MATMUL && q == 0 && c.pos[j] > k && gemv_path(d, x, j) && !f[j].xmode;
+                    ok = m->op == LOOM_OP_MATMUL && q == 0 && c.pos[j] > k && fuse_x_ok(d, x, j) && !f[j].xmode;
                     if (ok) {
                         cnt++;
                         if (c.pos[j] > last) last = c.pos[j];
@@ -851,7 +864,7 @@ static vk_fuse *plan_fusions(vk_dev *d, const loom_exec_ctx *x, int *n_fused) {
         if (fusable(&c, i, LOOM_OP_SWIGLU) && c.uses[i] == 1 && k + 1 < p->n_order) {
             int j = p->order[k + 1];
             const loom_node *m = &g->nodes[j];
-            if (m->op == LOOM_OP_MATMUL && m->src[0] == i && m->src[1] != i && gemv_path(d, x, j) &&
+            if (m->op == LOOM_OP_MATMUL && m->src[0] == i && m->src[1] != i && fuse_x_ok(d, x, j) &&
                 !overlap2(x, j, n->src[0]) && !overlap2(x, j, n->src[1])) {
                 f[i].skip = true;
                 f[j].xmode = 2;
