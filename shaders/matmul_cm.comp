@@ -13,9 +13,8 @@
 // and quantised ones, whose own rounding (2^-8 and coarser) dwarfs it; f32 weights keep the FMA
 // kernel (matmul.comp). A dequantised Q8_0/Q4_K/Q6_K element (f16 scale x integer) may need more
 // than f16's 11 bits: it is rounded too, to within 2^-11 of itself.
-// Tiles: BIG = 128 x 128 with 8 subgroups (4 x 2, each 32 x 64 = 2 x 4 fragments), BIG + WG4 = 128
-// x 128 with 4 subgroups (2 x 2, each 64 x 64 = 4 x 4 fragments), else 64 x 64 with 4 subgroups
-// (2 x 2, each 32 x 32). The workgroup size (spec constant 0) is subgroups x the
+// Tiles: BIG = 128 x 128 with 8 subgroups (4 x 2, each 32 x 64 = 2 x 4 fragments), else 64 x 64
+// with 4 subgroups (2 x 2, each 32 x 32). The workgroup size (spec constant 0) is subgroups x the
 // device's subgroup size (spec constant 1). When rows are aligned, the next K step's tiles are
 // loaded into registers while this one is multiplied.
 // Push constants as matmul.comp: u[0] = M, u[1] = N (columns in this dispatch), u[2] = K,
@@ -33,11 +32,7 @@ layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer X4 { vec4 x4[]; };
 layout(std430, binding = 3) readonly buffer Bi { float bias[]; };
 
-#if defined(BIG) && defined(WG4)
-#define BM 128
-#define BN 128
-#define WROWS 2
-#elif defined(BIG)
+#ifdef BIG
 #define BM 128
 #define BN 128
 #define WROWS 4
@@ -52,14 +47,10 @@ layout(std430, binding = 3) readonly buffer Bi { float bias[]; };
 #define FM (WM / 16)
 #define FN (WN / 16)
 #define BK 32
-// shared row stride in halves: 80 bytes keeps fragment rows 16-byte aligned and off one bank.
-// The tiles are f16vec4 arrays (8-byte stores, 4x fewer than halves) and double-buffered: step i
-// fills buffer i & 1 while the products of step i - 1 may still read the other, so one barrier
-// per K step is enough.
+// shared row stride in halves: 80 bytes keeps fragment rows 16-byte aligned and off one bank
 #define SK (BK + 8)
-#define SK4 (SK / 4)
-shared f16vec4 As[2 * BM * SK4];
-shared f16vec4 Bs[2 * BN * SK4];
+shared float16_t As[BM * SK];
+shared float16_t Bs[BN * SK];
 shared float Cs[WROWS * WCOLS * 256];
 
 #define CMA coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA>
@@ -115,20 +106,22 @@ void main() {
         if (xvec) { LOAD_X(k0) }
         if (wvec) { LOAD_W(k0) }
     }
-    uint buf = 0u;
-    for (uint kb = k0; kb < k1; kb += BK, buf ^= 1u) {
-        uint ab = buf * (BM * SK4), bb = buf * (BN * SK4);
+    for (uint kb = k0; kb < k1; kb += BK) {
         // x tile -> f16
         if (xvec) {
             [[unroll]] for (uint l = 0u; l < XV; l++) {
                 uint i = tid + l * T;
                 if (i >= BM * (BK / 4u)) break;
-                As[ab + (i / (BK / 4u)) * SK4 + i % (BK / 4u)] = f16vec4(ra[l]);
+                uint s = (i / (BK / 4u)) * SK + (i % (BK / 4u)) * 4u;
+                As[s] = float16_t(ra[l].x);
+                As[s + 1u] = float16_t(ra[l].y);
+                As[s + 2u] = float16_t(ra[l].z);
+                As[s + 3u] = float16_t(ra[l].w);
             }
         } else {
             for (uint i = tid; i < BM * BK; i += T) {
-                uint r = i / BK, c = i % BK, gr = row0 + r, gk = kb + c, e = r * SK + c;
-                As[ab + e / 4u][e % 4u] = float16_t((gr < M && gk < k1) ? x[OFF_A + gr * K + gk] : 0.0);
+                uint r = i / BK, c = i % BK, gr = row0 + r, gk = kb + c;
+                As[r * SK + c] = float16_t((gr < M && gk < k1) ? x[OFF_A + gr * K + gk] : 0.0);
             }
         }
         // W tile: row n of W is column n of B (column-major B with stride SK)
@@ -136,14 +129,21 @@ void main() {
             [[unroll]] for (uint l = 0u; l < WV; l++) {
                 uint i = tid + l * T;
                 if (i >= BN * (BK / 8u)) break;
-                uint s = bb + (i / (BK / 8u)) * SK4 + (i % (BK / 8u)) * 2u;
-                Bs[s] = f16vec4(wpair(rb[l].x), wpair(rb[l].y));
-                Bs[s + 1u] = f16vec4(wpair(rb[l].z), wpair(rb[l].w));
+                uint s = (i / (BK / 8u)) * SK + (i % (BK / 8u)) * 8u;
+                f16vec2 h0 = wpair(rb[l].x), h1 = wpair(rb[l].y), h2 = wpair(rb[l].z), h3 = wpair(rb[l].w);
+                Bs[s] = h0.x;
+                Bs[s + 1u] = h0.y;
+                Bs[s + 2u] = h1.x;
+                Bs[s + 3u] = h1.y;
+                Bs[s + 4u] = h2.x;
+                Bs[s + 5u] = h2.y;
+                Bs[s + 6u] = h3.x;
+                Bs[s + 7u] = h3.y;
             }
         } else {
             for (uint i = tid; i < BN * BK; i += T) {
-                uint r = i / BK, c = i % BK, gc = col0 + r, gk = kb + c, e = r * SK + c;
-                Bs[bb + e / 4u][e % 4u] = float16_t((gc < N && gk < k1) ? wload(OFF_B + gc * K + gk) : 0.0);
+                uint r = i / BK, c = i % BK, gc = col0 + r, gk = kb + c;
+                Bs[r * SK + c] = float16_t((gc < N && gk < k1) ? wload(OFF_B + gc * K + gk) : 0.0);
             }
         }
         barrier();
@@ -154,16 +154,14 @@ void main() {
         [[unroll]] for (uint kk = 0u; kk < BK; kk += 16u) {
             CMA a[FM];
             [[unroll]] for (uint i = 0u; i < FM; i++)
-                coopMatLoad(a[i], As, ab + (wr * WM + i * 16u) * SK4 + kk / 4u, SK4, gl_CooperativeMatrixLayoutRowMajor);
+                coopMatLoad(a[i], As, (wr * WM + i * 16u) * SK + kk, SK, gl_CooperativeMatrixLayoutRowMajor);
             [[unroll]] for (uint j = 0u; j < FN; j++) {
                 CMB b;
-                coopMatLoad(b, Bs, bb + (wc * WN + j * 16u) * SK4 + kk / 4u, SK4, gl_CooperativeMatrixLayoutColumnMajor);
+                coopMatLoad(b, Bs, (wc * WN + j * 16u) * SK + kk, SK, gl_CooperativeMatrixLayoutColumnMajor);
                 [[unroll]] for (uint i = 0u; i < FM; i++) acc[i * FN + j] = coopMatMulAdd(a[i], b, acc[i * FN + j]);
             }
         }
-        // no second barrier: the next step fills the other buffer, and the one after (this one
-        // again) starts behind that step's barrier, which every subgroup passes only after these
-        // products
+        barrier();
     }
 
     // Each fragment goes through this subgroup's 16 x 16 slice of shared memory, so the stores can

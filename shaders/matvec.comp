@@ -74,8 +74,8 @@ void main() {
         uint step = TPR * 8u, k = lt * 8u;
         // NLD 8-element loads in flight per invocation: 2 for f16 (four, tried in a26cef9, made
         // decode 15-24% slower on the H100: qwen2-0.5b f16 tg128 624-638 vs 730-733 t/s, llama-1.1b
-        // 504-510 vs 628; interleaved rounds, 2026-11-23); the host picks 4 for block-quantised
-        // weights, whose 8 elements are 4-8 bytes, not 16
+        // 504-510 vs 628; interleaved rounds, 2026-11-23); 4 for block-quantised weights, whose 8
+        // elements are 4-8 bytes, is an A/B knob (LOOM_VK_GEMV_LOADS) not yet measured
         for (; k + (NLD - 1u) * step < K; k += NLD * step) {
             vec4 lo[4], hi[4];
             [[unroll]] for (uint u = 0u; u < NLD; u++) wload8(wrow + k + u * step, lo[u], hi[u]);

@@ -718,14 +718,12 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
                  !env_flag("LOOM_VK_NO_SUBGROUP") &&
                  d->subgroup_size >= 8 && d->subgroup_size <= 64 && 8 * d->subgroup_size <= d->props.limits.maxComputeWorkGroupSize[0] &&
                  8 * d->subgroup_size <= d->props.limits.maxComputeWorkGroupInvocations &&
-                 d->props.limits.maxComputeSharedMemorySize >= 49152 && /* the 128 x 128 tiles' 48 KiB */
                  vk_coopmat_query(inst, phys, NULL, 0);
 #endif
     const char *cbt = getenv("LOOM_VK_CM_BIG_TILES");
     d->cm_big_tiles = cbt && atoi(cbt) > 0 ? (uint32_t)atoi(cbt) : 512;
     const char *qcm = getenv("LOOM_VK_QCM"); /* "tiles": the slower in-tile dequantisation, for A/B runs */
     d->qcm_tiles = qcm && !strcmp(qcm, "tiles");
-    d->cm_wg4 = env_flag("LOOM_VK_CM_WG4");
     d->no_fa = env_flag("LOOM_VK_NO_FA");
     const char *fm = getenv("LOOM_VK_FUSE_MAX_NK");
     d->fuse_max_nk = fm && *fm ? strtoull(fm, NULL, 10) : UINT64_MAX;

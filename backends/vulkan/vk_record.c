@@ -418,16 +418,14 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
         sh = qshader(w->type, gemv ? 1 : (cm ? 4 : 2) + big);
 #ifdef LOOM_VK_COOPMAT
     else if (qcopy) /* the f16 copy in scratch */
-        sh = big ? (d->cm_wg4 ? LOOM_SPV_MATMUL_CM_BIG4_F16 : LOOM_SPV_MATMUL_CM_BIG_F16) : LOOM_SPV_MATMUL_CM_F16;
+        sh = big ? LOOM_SPV_MATMUL_CM_BIG_F16 : LOOM_SPV_MATMUL_CM_F16;
 #endif
     else if (gemv)
         sh = wshader(d, w->type, LOOM_SPV_MATVEC_F32, LOOM_SPV_MATVEC_F16, LOOM_SPV_MATVEC_F16S, LOOM_SPV_MATVEC_BF16);
 #ifdef LOOM_VK_COOPMAT
     else if (cm)
-        sh = w->type == LOOM_F16 ? (big ? (d->cm_wg4 ? LOOM_SPV_MATMUL_CM_BIG4_F16 : LOOM_SPV_MATMUL_CM_BIG_F16)
-                                        : LOOM_SPV_MATMUL_CM_F16)
-                                 : (big ? (d->cm_wg4 ? LOOM_SPV_MATMUL_CM_BIG4_BF16 : LOOM_SPV_MATMUL_CM_BIG_BF16)
-                                        : LOOM_SPV_MATMUL_CM_BF16);
+        sh = w->type == LOOM_F16 ? (big ? LOOM_SPV_MATMUL_CM_BIG_F16 : LOOM_SPV_MATMUL_CM_F16)
+                                 : (big ? LOOM_SPV_MATMUL_CM_BIG_BF16 : LOOM_SPV_MATMUL_CM_BF16);
 #endif
     else if (big) /* f16 from uint words: 16-bit loads were 4.5x slower in the tiled kernel (H100) */
         sh = wshader(d, w->type, LOOM_SPV_MATMUL_BIG_F32, LOOM_SPV_MATMUL_BIG_F16, LOOM_SPV_MATMUL_BIG_F16,
@@ -436,17 +434,18 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
         sh = wshader(d, w->type, LOOM_SPV_MATMUL_F32, LOOM_SPV_MATMUL_F16, LOOM_SPV_MATMUL_F16, LOOM_SPV_MATMUL_BF16);
     /* GEMV: a row per subgroup when there are many rows; when there are few (a 896-row down
      * projection), several subgroups per row so that ~1000 workgroups (LOOM_VK_GEMV_WGS) keep the
-     * GPU's memory busy. Block-quantised rows keep 4 loads in flight (LOOM_VK_GEMV_LOADS): their
-     * 8 elements are 4-8 bytes, a quarter to half of f16's. */
+     * GPU's memory busy. 2 loads of 8 elements in flight per
+     * invocation; LOOM_VK_GEMV_LOADS=4 doubles that for the A/B runs of block-quantised rows (whose 8
+     * elements are 4-8 bytes, a quarter to half of f16's): not yet measured on a GPU. */
     uint32_t sg = d->subgroup_size ? d->subgroup_size : 32;
     uint32_t wg = sg > 128 ? sg : 128;
     uint32_t nrows = wg / sg;
     uint64_t nchunk = step < Nn ? step : Nn;
     while (nrows > 1 && (nchunk + nrows - 1) / nrows < d->gemv_wgs) nrows /= 2;
-    uint32_t loads = d->gemv_loads ? d->gemv_loads : quant ? 4 : 2;
+    uint32_t loads = d->gemv_loads ? d->gemv_loads : 2;
     uint32_t spec[4] = {wg, (uint32_t)M, nrows, (uint32_t)xmode | loads << 2};
     if (cm) { /* 8 (128 x 128 tiles) or 4 subgroups per workgroup */
-        spec[0] = (big && !(d->cm_wg4 && (qcopy || !quant)) ? 8 : 4) * sg;
+        spec[0] = (big ? 8 : 4) * sg;
         spec[1] = sg;
         spec[2] = spec[3] = 0;
     }

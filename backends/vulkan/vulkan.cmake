@@ -108,9 +108,6 @@ void main() {
       "matmul_cm_bf16|matmul_cm.comp|W_BF16"
       "matmul_cm_big_f16|matmul_cm.comp|W_F16|BIG"
       "matmul_cm_big_bf16|matmul_cm.comp|W_BF16|BIG"
-      # 128 x 128 tiles on 4 subgroups of 64 x 64 (LOOM_VK_CM_WG4=1, for comparison)
-      "matmul_cm_big4_f16|matmul_cm.comp|W_F16|BIG|WG4"
-      "matmul_cm_big4_bf16|matmul_cm.comp|W_BF16|BIG|WG4"
       # block-quantised weights: to f16 in scratch (dequant.comp) for the f16 shaders above, or
       # dequantised in the tile loads (LOOM_VK_QCM=tiles, for comparison)
       "dequant_q8_0|dequant.comp|W_Q8_0"

@@ -64,5 +64,8 @@ if has prefill; then
     timeout 90 $B/loom profile -m /tmp/l7-f16.gguf --device vulkan -p 512 -n 1 --top 4 --no-peak | head -16
 fi
 if has long; then
+    b pp l11-f16 -p 4096 -n 0 -r 2
+    b pp l11-f16 -p 4096 -n 0 -r 2 LOOM_VK_NO_FA=1
+    b pp l7-f16 -p 512 -n 0 -r 3 LOOM_VK_NO_FA=1
     timeout 90 $B/loom profile -m /tmp/l11-f16.gguf --device vulkan -p 4096 -n 1 --top 6 --no-peak | head -24
 fi
