@@ -47,7 +47,7 @@ if has decode; then
     # numerics of the 7B shapes against the CPU, node by node (f16 and q4_0 GEMVs at K = 11008)
     timeout 120 $B/loom diff -m /tmp/l7-q4_0.gguf --device cpu --device vulkan -p 1 -n 1 | tail -3
     b tg l7-q4_0 -p 0 -n 128 -r 3
-    b tg l7-q4_0 -p 0 -n 128 -r 3 LOOM_VK_GEMV_LOADS=2
+    b tg l7-q4_0 -p 0 -n 128 -r 3 LOOM_VK_GEMV_LOADS=4
     b tg l7-q4_0 -p 0 -n 128 -r 3 LOOM_VK_GEMV_WGS=2048
     b tg l7-q4_0 -p 0 -n 128 -r 3 LOOM_VK_FUSE_MAX_NK=0
     b tg l7-f16 -p 0 -n 128 -r 3
@@ -58,7 +58,6 @@ fi
 if has prefill; then
     b pp l7-f16 -p 512 -n 0 -r 3
     b pp l7-f16 -p 512 -n 0 -r 3 LOOM_VK_CM_BIG_TILES=1
-    b pp l7-f16 -p 512 -n 0 -r 3 LOOM_VK_CM_BIG_TILES=1 LOOM_VK_CM_WG4=1
     b pp l7-q4_0 -p 512 -n 0 -r 3
     b pp l11-f16 -p 512 -n 0 -r 3
     timeout 90 $B/loom profile -m /tmp/l7-f16.gguf --device vulkan -p 512 -n 1 --top 4 --no-peak | head -16
