@@ -7,11 +7,11 @@
 // slots (each K/V element is read from memory once per workgroup, not once per query row as in
 // attention.comp), with an online softmax per slot. Each invocation owns 2 slots x 4 keys of a
 // score tile and 2 slots x 4 vec4 of the output (dims 4 (kt + 8c)), so a shared read feeds 8 FMAs.
-// Slot s sees keys [0, min(pos[s] + 1, C)), as attention.comp (the cache length from pos[s] at
-// run time). The host takes this path for S >= 64 rows, no block tables, head dim <= 128 and a
+// Slot s sees keys [att_lo, min(pos[s] + 1, C)) as attention.comp (the cache length from pos[s] at
+// run time; att_lo > 0 with a sliding window), scores soft-capped when f[1] > 0. The host takes this path for S >= 64 rows, no block tables, head dim <= 128 and a
 // multiple of 4, and vec4-aligned q, K and V (rec_attention); attention.comp does the rest.
 // Bindings and push constants as attention.comp (u[0] = S, u[1] = H, u[2] = Hkv, u[4] = C,
-// u[8] = pos offset in binding 4; f[0] = scale). Spec constants: 1 = GW (<= 8), 2 = HD.
+// u[8] = pos offset in binding 4; f[0] = scale, f[1] = soft-cap, f[2] = window bits). Spec constants: 1 = GW (<= 8), 2 = HD.
 #include "common.glsl"
 #define WG 128u
 #define R 32u
@@ -34,7 +34,7 @@ shared vec4 Qs[R * G4M];
 shared vec4 KV[BC * (G4M + 1u)];
 shared float Ps[R * (BC + 1u)];
 shared float Xs[R * 8u]; // per slot, per key lane: partial maxima, then partial sums
-shared uint Lr[R];
+shared uint Lr[R], Lo[R]; // per query row: its keys are [Lo, Lr)
 
 void main() {
     uint S = pc.u[0], H = pc.u[1], Hkv = pc.u[2], C = pc.u[4];
@@ -53,15 +53,25 @@ void main() {
     if (t < NR) {
         uint s = s0 + t;
         int p = s < S ? pos[OFF_E + pc.u[8] + s] : -1;
-        Lr[t] = p < 0 ? 0u : min(uint(p) + 1u, C);
+        uint L = p < 0 ? 0u : min(uint(p) + 1u, C);
+        Lr[t] = L;
+        Lo[t] = att_lo(p, L);
     }
     barrier();
-    uint L[2], jend = 0u;
+    uint L[2], lo[2], jbeg = C, jend = 0u;
     [[unroll]] for (uint a = 0u; a < 2u; a++) {
         uint sl = 2u * st + a, rr = sl / GW;
-        L[a] = rr < NR && sl % GW < gn ? Lr[rr] : 0u;
+        bool ok = rr < NR && sl % GW < gn;
+        L[a] = ok ? Lr[rr] : 0u;
+        lo[a] = ok ? Lo[rr] : 0u;
     }
-    for (uint r = 0u; r < NR; r++) jend = max(jend, Lr[r]);
+    for (uint r = 0u; r < NR; r++)
+        if (Lr[r] > Lo[r]) {
+            jbeg = min(jbeg, Lo[r]);
+            jend = max(jend, Lr[r]);
+        }
+    jbeg = min(jbeg, jend);
+    float cap = pc.f[1];
 
     float m[2], l[2];
     vec4 acc[2][4];
@@ -73,10 +83,10 @@ void main() {
     uint kbase = (OFF_B + kvh * HD) >> 2, vbase = (OFF_C + kvh * HD) >> 2, W4 = W >> 2;
     vec4 kr[TL], vr[TL];
     [[unroll]] for (uint x = 0u; x < TL; x++) {
-        uint i = t + x * WG, key = i / G4;
+        uint i = t + x * WG, key = jbeg + i / G4;
         kr[x] = i < BC * G4 && key < jend ? kc4[kbase + key * W4 + i % G4] : vec4(0.0);
     }
-    for (uint jb = 0u; jb < jend; jb += BC) {
+    for (uint jb = jbeg; jb < jend; jb += BC) {
         [[unroll]] for (uint x = 0u; x < TL; x++) {
             uint i = t + x * WG;
             if (i < BC * G4) KV[(i / G4) * KP + i % G4] = kr[x];
@@ -98,8 +108,13 @@ void main() {
         }
         [[unroll]] for (uint a = 0u; a < 2u; a++) {
             float mx = -3.0e38;
-            [[unroll]] for (uint c = 0u; c < 4u; c++)
-                if (jb + kt + 8u * c < L[a]) mx = max(mx, sc[a][c]);
+            [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                uint j = jb + kt + 8u * c;
+                if (j >= lo[a] && j < L[a]) {
+                    if (cap > 0.0) sc[a][c] = cap * loom_tanh(sc[a][c] / cap);
+                    mx = max(mx, sc[a][c]);
+                }
+            }
             Xs[(2u * st + a) * 8u + kt] = mx;
         }
         barrier();
@@ -113,7 +128,7 @@ void main() {
             [[unroll]] for (uint c = 0u; c < 4u; c++) acc[a][c] *= alpha;
             [[unroll]] for (uint c = 0u; c < 4u; c++) {
                 uint j = kt + 8u * c;
-                float p = jb + j < L[a] ? exp(sc[a][c] - mx) : 0.0;
+                float p = jb + j >= lo[a] && jb + j < L[a] ? exp(sc[a][c] - mx) : 0.0;
                 l[a] += p;
                 Ps[sl * (BC + 1u) + j] = p;
             }
