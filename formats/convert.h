@@ -20,6 +20,12 @@ int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path);
  * seed gives the same file. Tensor data is produced while the file is written (constant memory).
  * No tokenizer. Returns 0, or -1 with an error. */
 int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *out_path);
+/* The same with the tokenizer at vocab_path (a GGUF, a tokenizer.json or a directory holding one:
+ * loom_tokenizer_load) written in, padded with user-defined tokens up to the shape's vocabulary,
+ * so that other engines (llama.cpp) load the file too. NULL: no tokenizer, as loom_synth. A
+ * vocabulary larger than the shape's is an error. */
+int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *vocab_path,
+                     const char *out_path);
 
 /* ---- shared by convert.c and synth.c -------------------------------------------------------- */
 
