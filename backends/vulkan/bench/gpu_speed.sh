@@ -21,10 +21,12 @@ exec >"$O/log.txt" 2>&1
 set -x
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
 $B/loom devices | grep -i "cooperative matrix" || echo "WARNING: no usable cooperative matrix"
-# the models are written on the CPU while the GPU runs the tests
-( time $B/loom synth --shape llama-7b --dtype f16 -o /tmp/l7-f16.gguf &&
+# the models are written on the CPU while the GPU runs the tests, with a tokenizer so that the
+# peer (../shared/bench/peer-cuda.sh) can bench the same files
+V=tests/fixtures/tokenizer/ggml-vocab-llama-spm.gguf
+( time $B/loom synth --shape llama-7b --dtype f16 --vocab $V -o /tmp/l7-f16.gguf &&
   time $B/loom quantize /tmp/l7-f16.gguf /tmp/l7-q4_0.gguf --type q4_0 | tail -1 &&
-  time $B/loom synth --shape llama-1.1b --dtype f16 -o /tmp/l11-f16.gguf ) >"$O/synth.txt" 2>&1 &
+  time $B/loom synth --shape llama-1.1b --dtype f16 --vocab $V -o /tmp/l11-f16.gguf ) >"$O/synth.txt" 2>&1 &
 sp=$!
 if has check; then
     time timeout 200 $B/test_vulkan_ops | grep -v "^ok" | tail -25
