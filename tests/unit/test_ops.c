@@ -1073,6 +1073,16 @@ static void test_supports(void) {
               strstr(loom_last_error(), "not implemented"),
           "a backend lacking the soft-cap must say so: '%s'", loom_last_error());
     CHECK(loom_params_check(&t.nodes[a2], "test", 1u << 3, 0), "a lacking parameter left at 0 is no reason to refuse");
+    { /* planning a step with such a node fails with the backend's reason (loom_plan_check) */
+        tg t2;
+        tg_init(&t2);
+        int x2 = tg_input(&t2, LOOM_F32, 2, (int64_t[]){2, 4}, dummy);
+        int g2 = tg_node(&t2, LOOM_OP_GELU, LOOM_F32, 2, (int64_t[]){2, 4}, 1, x2);
+        t2.nodes[g2].ip[3] = 5;
+        CHECK(loom_plan_check(be, &t2.p, "cpu") < 0 && strstr(loom_last_error(), "cannot compute node") &&
+                  strstr(loom_last_error(), "ip[3] = 5"),
+              "plan check must name the parameter: '%s'", loom_last_error());
+    }
     int sc = tg_node(&t, LOOM_OP_GELU, LOOM_F32, 2, (int64_t[]){2, 4}, 1, tx);
     t.nodes[sc].fp[0] = 2.0f; /* GELU has no parameters */
     CHECK(!be->ops->supports(be, &t.g, sc) && strstr(loom_last_error(), "fp[0]"), "gelu with fp[0] set: '%s'",
