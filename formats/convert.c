@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 /* ---- config.json -> cv_spec ------------------------------------------------------------------- */
@@ -320,8 +321,9 @@ static void base_name(const char *path, char *out, size_t n) {
 static int read_generation_config(cv_spec *sp, const char *dir) {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/generation_config.json", dir) >= sizeof path) return 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0; /* optional */
+    if (access(path, F_OK) != 0) return 0; /* optional */
+    FILE *f = loom_fopen_regular(path);
+    if (!f) return -1;
     char buf[1 << 16];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
