@@ -3,6 +3,7 @@
  * and loom_synth (shapes, statistics, determinism). */
 #include "convert.h"
 #include "gguf.h"
+#include "model.h"
 #include "safetensors.h"
 #include "source.h"
 #include "test_formats_util.h"
@@ -90,7 +91,7 @@ static void test_convert_fixtures(void) {
         for (int k = 0; k < st_n_tensors(st); k++) {
             const st_tensor *t = st_tensor_at(st, k);
             char name[96];
-            loom_name_hf_to_gguf(t->name, name, sizeof name);
+            loom_arch_hf_to_gguf(loom_arch_find(fx[f].arch), t->name, name, sizeof name);
             int j = gguf_find_tensor(g, name);
             if (fx[f].tied && !strcmp(name, "output.weight")) continue;
             CHECK(j >= 0, "%s: %s present", d, name);
@@ -385,7 +386,7 @@ static void test_synth(void) {
     }
 
     /* head_dim other than n_embd / n_head, and Llama 3 scaling, from a config */
-    tf_write_str(TMP("hd.json"), "{\"model_type\":\"llama\",\"vocab_size\":64,\"hidden_size\":64,\"num_hidden_layers\":1,"
+    tf_write_str(TMP("hd.json"), "{\"model_type\":\"llama\",\"rms_norm_eps\":1e-5,\"vocab_size\":64,\"hidden_size\":64,\"num_hidden_layers\":1,"
                                  "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"head_dim\":32,"
                                  "\"intermediate_size\":96,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,"
                                  "\"original_max_position_embeddings\":64}}");
@@ -406,14 +407,15 @@ static void test_synth(void) {
         gguf_close(s);
     }
 
-    cv_spec sp;
-    CHECK(cv_spec_builtin(&sp, "qwen2-0.5b") == 0 && sp.n_embd == 896 && sp.n_layer == 24 && sp.n_head == 14 &&
-              sp.n_head_kv == 2 && sp.n_ff == 4864 && sp.n_vocab == 151936 && sp.tied && sp.qkv_bias &&
-              sp.rope_theta == 1e6 && sp.head_dim == 64,
+    loom_hparams sp;
+    const loom_arch *sa = NULL;
+    CHECK(loom_synth_shape("qwen2-0.5b", &sa, &sp) == 0 && sp.n_embd == 896 && sp.n_layer == 24 && sp.n_head == 14 &&
+              sp.n_head_kv == 2 && sp.n_ff == 4864 && sp.n_vocab == 151936 && sp.tied_embeddings && sp.qkv_bias &&
+              sp.rope_theta == 1e6f && sp.head_dim == 64 && !strcmp(sa->name, "qwen2"),
           "qwen2-0.5b shape");
-    CHECK(cv_spec_builtin(&sp, "llama-1.1b") == 0 && sp.n_embd == 2048 && sp.n_layer == 22 && sp.n_head == 32 &&
-              sp.n_head_kv == 4 && sp.n_ff == 5632 && sp.n_vocab == 32000 && !sp.tied && !sp.qkv_bias &&
-              sp.rope_theta == 1e4,
+    CHECK(loom_synth_shape("llama-1.1b", &sa, &sp) == 0 && sp.n_embd == 2048 && sp.n_layer == 22 && sp.n_head == 32 &&
+              sp.n_head_kv == 4 && sp.n_ff == 5632 && sp.n_vocab == 32000 && !sp.tied_embeddings && !sp.qkv_bias &&
+              sp.rope_theta == 1e4f && !strcmp(sa->name, "llama"),
           "llama-1.1b shape");
     loom_err_clear();
     CHECK_FAILS(loom_synth("gpt-5", LOOM_F16, 0, TMP("x.gguf")) == 0, "gpt-5", "unknown shape");
