@@ -78,7 +78,7 @@ int loom_source_vector_add(loom_source *s, const char *name, float v);
  * naming the file (missing, too large, not JSON, not an object). */
 void *loom_json_read(const char *path);
 /* What a JSON value is, for error messages ("a bool", "a list", ..., "null"): a const cJSON *.
- * Shared by the hyper-parameter lookups here and formats/convert.c. */
+ * Shared by the hyper-parameter lookups here and models/. */
 const char *loom_json_kind(const void *v);
 
 #endif

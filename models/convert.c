@@ -1,12 +1,12 @@
 /* HF directory -> GGUF, the way llama.cpp's convert_hf_to_gguf.py does it: the family's descriptor
  * (models/model.h) says which keys, names and transforms; nothing here names an architecture. */
-#include "convert.h"
+#include "models/convert.h"
 
-#include "model.h"
+#include "models/model.h"
 
-#include "../formats/gguf.h"
-#include "../graph/util.h"
-#include "../tokenizer/tokenizer.h"
+#include "formats/gguf.h"
+#include "core/util.h"
+#include "tokenizer/tokenizer.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -2,9 +2,9 @@
  * loom_hparams. Loading (models/model.c) and `loom convert` (models/convert.c) both call it, so a
  * HF directory and the GGUF converted from it cannot disagree. Family files add their own keys
  * after it (arch->read_hparams). */
-#include "model.h"
+#include "models/model.h"
 
-#include "../graph/util.h"
+#include "core/util.h"
 
 #include <cjson/cJSON.h>
 #include <limits.h>

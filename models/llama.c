@@ -1,9 +1,9 @@
 /* LLaMA (1, 2, 3, and TinyLlama-style checkpoints): the plain decoder.
  * Differences from the shared blocks: none in the graph; RoPE pair order depends on the file,
  * because llama.cpp's converter stores q/k rows in Meta's interleaved-pair order. */
-#include "model.h"
+#include "models/model.h"
 
-#include "convert.h"
+#include "models/convert.h"
 
 static int llama_hparams(loom_hparams *hp, const loom_source *src) {
     if (loom_read_hparams(hp, src) < 0) return -1;

@@ -4,9 +4,9 @@
  * lists only the per-layer names where it differs from the common llama table below (arch->names,
  * looked up first): OLMo 2's post_attention_layernorm is a post-norm, not the MLP's pre-norm.
  */
-#include "model.h"
+#include "models/model.h"
 
-#include "../graph/util.h"
+#include "core/util.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -3,9 +3,9 @@
  * config (head_dim * n_head need not equal hidden_size in the larger models). The per-head norm is
  * a decoder-spec option (LOOM_QK_NORM_HEAD): a reshape to one row per head, the ordinary RMSNorm,
  * and a reshape back. */
-#include "model.h"
+#include "models/model.h"
 
-#include "convert.h"
+#include "models/convert.h"
 
 static int qwen3_hparams(loom_hparams *hp, const loom_source *src) {
     if (loom_read_hparams(hp, src) < 0) return -1;

@@ -4,12 +4,12 @@
  * few MiB of memory. Normal samples come from a 65536-entry inverse-CDF table indexed by 16 random
  * bits: one xoshiro256** output gives four samples, already in the target dtype.
  */
-#include "convert.h"
+#include "models/convert.h"
 
-#include "model.h"
+#include "models/model.h"
 
-#include "../formats/gguf.h"
-#include "../graph/util.h"
+#include "formats/gguf.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdio.h>
