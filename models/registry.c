@@ -7,8 +7,15 @@
 extern const loom_arch loom_arch_llama;
 extern const loom_arch loom_arch_qwen2;
 extern const loom_arch loom_arch_qwen3;
+extern const loom_arch loom_arch_mistral;
 
-static const loom_arch *const archs[] = {&loom_arch_llama, &loom_arch_qwen2, &loom_arch_qwen3, NULL};
+static const loom_arch *const archs[] = {
+    &loom_arch_llama,
+    &loom_arch_qwen2,
+    &loom_arch_qwen3,
+    &loom_arch_mistral,
+    NULL,
+};
 
 const loom_arch *const *loom_arch_list(void) { return archs; }
 
