@@ -8,12 +8,14 @@ extern const loom_arch loom_arch_llama;
 extern const loom_arch loom_arch_qwen2;
 extern const loom_arch loom_arch_qwen3;
 extern const loom_arch loom_arch_mistral;
+extern const loom_arch loom_arch_phi3;
 
 static const loom_arch *const archs[] = {
     &loom_arch_llama,
     &loom_arch_qwen2,
     &loom_arch_qwen3,
     &loom_arch_mistral,
+    &loom_arch_phi3,
     NULL,
 };
 
