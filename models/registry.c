@@ -9,6 +9,7 @@ extern const loom_arch loom_arch_qwen2;
 extern const loom_arch loom_arch_qwen3;
 extern const loom_arch loom_arch_mistral;
 extern const loom_arch loom_arch_phi3;
+extern const loom_arch loom_arch_olmo2;
 
 static const loom_arch *const archs[] = {
     &loom_arch_llama,
@@ -16,6 +17,7 @@ static const loom_arch *const archs[] = {
     &loom_arch_qwen3,
     &loom_arch_mistral,
     &loom_arch_phi3,
+    &loom_arch_olmo2,
     NULL,
 };
 

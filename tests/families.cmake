@@ -44,3 +44,4 @@ endfunction()
 loom_family_tests(llama3rope-tiny) # Llama 3 RoPE scaling (factor 8, original context 64)
 loom_family_tests(mistral-tiny)    # Mistral: the Llama graph, GGUF arch "llama"
 loom_family_tests(phi3-tiny)       # Phi-3: fused qkv and gate_up, split into row views on load
+loom_family_tests(olmo2-tiny)      # OLMo 2: post-norms only, q/k norm over the whole projection
