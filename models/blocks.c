@@ -9,6 +9,8 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* ---- weights ------------------------------------------------------------------------------------ */
 

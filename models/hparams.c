@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static bool is_hf(const loom_source *src) { return loom_source_get_kind(src) == LOOM_SOURCE_HF; }
 static const char *key_of(const loom_source *src, const char *hf, const char *gguf) { return is_hf(src) ? hf : gguf; }
@@ -233,6 +234,18 @@ static int read_moe(loom_hparams *hp, const loom_source *src) {
     return 0;
 }
 
+/* Test hook: LOOM_TEST_PERTURB=rope_theta*F or norm_eps*F scales that hyperparameter by F once it
+ * is read, so a test can show that `loom check` fails on a model that is only slightly wrong (a 0.1%
+ * RoPE base, tests/models.cmake). Any other value (an op name for the CPU backend's hook) is ignored. */
+static void perturb_hparams(loom_hparams *hp) {
+    const char *p = getenv("LOOM_TEST_PERTURB");
+    const char *star = p ? strchr(p, '*') : NULL;
+    if (!star) return;
+    float f = strtof(star + 1, NULL);
+    if (!strncmp(p, "rope_theta*", 11)) hp->rope_theta *= f;
+    if (!strncmp(p, "norm_eps*", 9)) hp->norm_eps *= f;
+}
+
 int loom_read_hparams(loom_hparams *hp, const loom_source *src) {
     memset(hp, 0, sizeof *hp);
     const char *path = loom_source_config_path(src);
@@ -305,6 +318,7 @@ int loom_read_hparams(loom_hparams *hp, const loom_source *src) {
         return loom_err("%s: %d attention heads cannot be shared by %d kv heads", path, hp->n_head, hp->n_head_kv);
     if (hp->head_dim <= 0 || (hp->head_dim & 1) || hp->head_dim > 65536)
         return loom_err("%s: head dimension %d must be even", path, hp->head_dim);
+    perturb_hparams(hp);
     return 0;
 }
 
