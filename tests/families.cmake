@@ -1,6 +1,8 @@
 # The families added with the architecture descriptor (issue 13): each fixture through `loom check`
-# against transformers 5.17 on the CPU (SIMD and scalar) and on Vulkan, from the HF directory and
-# from its `loom convert`ed GGUF. The fixtures come from tests/fixtures/gen_families.py. Tolerance:
+# against its reference on the CPU (SIMD and scalar) and on Vulkan, from the HF directory and from
+# its `loom convert`ed GGUF. The references are numpy float64 re-implementations of transformers'
+# code (tests/fixtures/gen_families_np.py; tests/fixtures/README.md says what that means), until
+# gen_families.py writes them with transformers 5.17 on the GPU machine. Tolerance:
 # 4x the largest max abs error measured over logits, hidden states and decode on the scalar,
 # AVX-512 and lavapipe paths, HF and GGUF (2026-12-04: mistral 2.4e-6, phi3 1.7e-6, olmo2 2.9e-6,
 # llama3rope 2.6e-6).
