@@ -179,6 +179,63 @@ int loom_source_split_rows(loom_source *s, const char *name, int n_parts, const 
     return table_rehash(s, s->cap);
 }
 
+int loom_source_stack(loom_source *s, const char *name, int n, const char *const *names) {
+    if (n < 1) return loom_err("%s: nothing to stack into '%s'", s->path, name);
+    if (strlen(name) >= sizeof s->w[0].name) return loom_err("%s: tensor name '%s' is too long", s->path, name);
+    if (loom_source_find(s, name)) return loom_err("%s: both '%s' and its parts are present", s->path, name);
+    const loom_weight *w0 = loom_source_find(s, names[0]);
+    if (!w0) return loom_err("%s: missing tensor '%s'", s->path, names[0]);
+    if (w0->ndim > 3) return loom_err("%s: tensor '%s' has %d dimensions (at most 3 to stack)", s->path, names[0], w0->ndim);
+    int *ids = loom_malloc((size_t)n * sizeof *ids);
+    if (!ids) return -1;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const loom_weight *w = loom_source_find(s, names[i]);
+        bool same = w && w->type == w0->type && w->ndim == w0->ndim && w->nbytes == w0->nbytes;
+        for (int d = 0; same && d < w0->ndim; d++) same = w->ne[d] == w0->ne[d];
+        if (!same) {
+            free(ids);
+            return w ? loom_err("%s: tensor '%s' differs from '%s' in type or shape", s->path, names[i], names[0])
+                     : loom_err("%s: missing tensor '%s' (stacking '%s')", s->path, names[i], name);
+        }
+        ids[i] = w->id;
+        total += w->nbytes;
+    }
+    uint8_t *buf = loom_malloc_aligned(total ? total : 1);
+    if (!buf) {
+        free(ids);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) memcpy(buf + (size_t)i * w0->nbytes, s->w[ids[i]].data, w0->nbytes);
+    /* the stack takes the first part's slot; the other parts leave the table (ids stay dense) */
+    loom_weight *w = &s->w[ids[0]];
+    for (int d = w->ndim; d > 0; d--) w->ne[d] = w->ne[d - 1];
+    w->ne[0] = n;
+    w->ndim++;
+    w->data = buf;
+    w->nbytes = total;
+    snprintf(w->name, sizeof w->name, "%s", name);
+    loom_free_aligned(s->owned[ids[0]]);
+    s->owned[ids[0]] = (float *)(void *)buf;
+    int k = 0;
+    for (int i = 0; i < s->n_w; i++) {
+        bool gone = false;
+        for (int j = 1; j < n && !gone; j++) gone = ids[j] == i;
+        if (gone) {
+            loom_free_aligned(s->owned[i]);
+            continue;
+        }
+        s->w[k] = s->w[i];
+        s->owned[k] = s->owned[i];
+        s->w[k].id = k;
+        k++;
+    }
+    for (int i = k; i < s->n_w; i++) s->owned[i] = NULL;
+    s->n_w = k;
+    free(ids);
+    return table_rehash(s, s->cap);
+}
+
 int loom_source_vector_add(loom_source *s, const char *name, float v) {
     const loom_weight *w = loom_source_find(s, name);
     if (!w) return loom_err("%s: missing tensor '%s'", s->path, name);

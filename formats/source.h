@@ -71,6 +71,10 @@ int loom_source_rename(loom_source *s, loom_source_name_fn fn, void *user);
  * projection). The first part keeps the tensor's id; rows must add up to its row count. */
 int loom_source_split_rows(loom_source *s, const char *name, int n_parts, const char *const *names,
                            const int64_t *rows);
+/* Stack n same-shaped tensors into one owned copy named `name` with a new leading dimension n
+ * (mixture-of-experts weights stored one tensor per expert, as GGUF stores them stacked). The
+ * parts leave the table; tensor ids are renumbered, so call it before anything holds one. */
+int loom_source_stack(loom_source *s, const char *name, int n, const char *const *names);
 /* Add v to every element of a vector (its owned f32 copy): Gemma's 1 + w norms. */
 int loom_source_vector_add(loom_source *s, const char *name, float v);
 

@@ -34,6 +34,7 @@ static int w_f32(gguf_writer *w, const char *arch, const char *suffix, double v)
 int loom_arch_write_kv(gguf_writer *w, const loom_arch *a, const loom_hparams *hp, const char *name, int file_type) {
     const char *arch = a->gguf_arch ? a->gguf_arch : a->name;
     bool hd_differs = hp->head_dim != hp->n_embd / hp->n_head || hp->n_embd % hp->n_head;
+    char ekey[128];
     int rc = 0;
     rc |= gguf_w_str(w, "general.architecture", arch);
     rc |= gguf_w_str(w, "general.type", "model");
@@ -62,10 +63,24 @@ int loom_arch_write_kv(gguf_writer *w, const loom_arch *a, const loom_hparams *h
     }
     /* Llama 3 scaling travels as the rope_freqs.weight tensor, as in llama.cpp */
     if (hp->rope_theta_local > 0) rc |= w_f32(w, arch, "rope.freq_base_swa", hp->rope_theta_local);
-    if (hp->n_swa > 0) rc |= w_u32(w, arch, "attention.sliding_window", hp->n_swa);
+    if (hp->n_swa > 0) {
+        rc |= w_u32(w, arch, "attention.sliding_window", hp->n_swa);
+        if (hp->swa_pattern > 0 || hp->swa_first > 0) { /* llama.cpp's per-layer form: true = local */
+            uint8_t *local = loom_malloc((size_t)hp->n_layer);
+            char key[128];
+            snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
+            for (int l = 0; local && l < hp->n_layer; l++) local[l] = loom_layer_is_local(hp, l);
+            rc |= local ? gguf_w_arr_bool(w, key, local, (size_t)hp->n_layer) : -1;
+            free(local);
+        }
+    }
+    if (hp->attn_softcap > 0) rc |= w_f32(w, arch, "attn_logit_softcapping", hp->attn_softcap);
+    if (hp->final_softcap > 0) rc |= w_f32(w, arch, "final_logit_softcapping", hp->final_softcap);
     if (hp->n_expert > 0) {
         rc |= w_u32(w, arch, "expert_count", hp->n_expert);
         rc |= w_u32(w, arch, "expert_used_count", hp->n_expert_used);
+        rc |= w_u32(w, arch, "expert_feed_forward_length", hp->n_ff_exp);
+        rc |= gguf_w_bool(w, (snprintf(ekey, sizeof ekey, "%s.expert_weights_norm", arch), ekey), hp->expert_norm_topk);
     }
     if (hp->bos_id >= 0) rc |= gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)hp->bos_id);
     if (hp->eos_id >= 0) rc |= gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)hp->eos_id);
@@ -175,7 +190,8 @@ int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path) {
         if (hp.tied_embeddings && !strcmp(t->name, "output.weight")) continue; /* llama.cpp drops the tied head */
         size_t nl = strlen(t->name);
         if (nl >= 19 && !strcmp(t->name + nl - 19, "rotary_emb.inv_freq")) continue; /* recomputed */
-        if (!loom_arch_gguf_to_hf(arch, t->name, hf, sizeof hf)) {
+        snprintf(hf, sizeof hf, "%s", t->name);
+        if (!loom_arch_gguf_known(arch, t->name)) {
             loom_err("%s: tensor '%s' has no GGUF name (not a %s tensor loom knows)", hf_dir, t->name, arch->name);
             goto done;
         }

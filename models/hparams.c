@@ -5,6 +5,7 @@
 #include "models/model.h"
 
 #include "core/util.h"
+#include "formats/gguf.h"
 
 #include <cjson/cJSON.h>
 #include <limits.h>
@@ -161,6 +162,32 @@ static int read_activation(loom_hparams *hp, const loom_source *src) {
     return 0;
 }
 
+/* Which layers are local, as the two forms families use: local from a layer on (Qwen2's
+ * max_window_layers), or every P-th layer global (Gemma 2/3); anything else is refused rather than
+ * run wrong. `key` names the source of the flags in the message. */
+static int set_local_layers(loom_hparams *hp, const bool *local, const char *where, const char *key) {
+    int first_local = -1, n_local = 0, pattern = 0;
+    for (int l = 0; l < hp->n_layer; l++) {
+        if (local[l] && first_local < 0) first_local = l;
+        if (!local[l] && !pattern) pattern = l + 1;
+        n_local += local[l];
+    }
+    hp->swa_pattern = 0;
+    hp->swa_first = 0;
+    if (first_local < 0) { /* no layer is local */
+        hp->n_swa = 0;
+        return 0;
+    }
+    hp->swa_first = first_local;
+    if (n_local == hp->n_layer - first_local) return 0;
+    hp->swa_first = 0;
+    hp->swa_pattern = pattern;
+    for (int l = 0; l < hp->n_layer; l++)
+        if (loom_layer_is_local(hp, l) != local[l])
+            return loom_err("%s: %s is neither local-from-a-layer nor every-Nth-global", where, key);
+    return 0;
+}
+
 /* Sliding-window attention: "sliding_window" (+ "use_sliding_window" where a config has it) and
  * which layers use it, from "layer_types" (transformers 5) or GGUF keys. */
 static int read_window(loom_hparams *hp, const loom_source *src) {
@@ -169,38 +196,42 @@ static int read_window(loom_hparams *hp, const loom_source *src) {
     if (loom_hp_int(src, "sliding_window", "{arch}.attention.sliding_window", &w, 0) < 0) return -1;
     bool use = true;
     if (loom_source_get_bool(src, "use_sliding_window", NULL, &use) < 0) return -1;
+    hp->swa_pattern = hp->swa_first = 0;
     if (!use || w <= 0) return 0;
     hp->n_swa = w;
-    hp->swa_pattern = 0;
-    hp->swa_first = 0;
-    if (!is_hf(src)) return loom_hp_int(src, NULL, "{arch}.attention.sliding_window_pattern", &hp->swa_pattern, 0);
+    bool *local = NULL;
+    int rc = 0;
+    if (!is_hf(src)) {
+        /* llama.cpp's {arch}.attention.sliding_window_pattern: a u32 period, or a bool per layer */
+        const struct gguf_ctx *g = loom_source_gguf(src);
+        char key[160];
+        snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", loom_source_arch(src));
+        int i = gguf_find_key(g, key);
+        if (i < 0 || gguf_kv_type(g, i) != GGUF_TYPE_ARRAY)
+            return loom_hp_int(src, NULL, "{arch}.attention.sliding_window_pattern", &hp->swa_pattern, 0);
+        if (gguf_arr_type(g, i) != GGUF_TYPE_BOOL || gguf_arr_n(g, i) != (size_t)hp->n_layer)
+            return loom_err("%s: %s must be a u32 or %d bools", path, key, hp->n_layer);
+        const uint8_t *b = gguf_arr_data(g, i);
+        if (!(local = loom_malloc((size_t)hp->n_layer * sizeof *local))) return -1;
+        for (int l = 0; l < hp->n_layer; l++) local[l] = b[l] != 0;
+        rc = set_local_layers(hp, local, path, key);
+        free(local);
+        return rc;
+    }
     const cJSON *lt = cJSON_GetObjectItemCaseSensitive(loom_source_hf_config(src), "layer_types");
     if (!lt || cJSON_IsNull(lt)) return 0; /* every layer local */
     if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != hp->n_layer)
         return loom_err("%s: 'layer_types' must be a list of %d strings", path, hp->n_layer);
-    /* the two forms families use: local from a layer on (Qwen2's max_window_layers), or every
-     * P-th layer global (Gemma 2/3); anything else is refused rather than run wrong */
-    int first_local = -1, n_local = 0, pattern = 0;
-    for (int l = 0; l < hp->n_layer; l++) {
+    if (!(local = loom_malloc((size_t)hp->n_layer * sizeof *local))) return -1;
+    for (int l = 0; l < hp->n_layer && !rc; l++) {
         const cJSON *t = cJSON_GetArrayItem(lt, l);
-        bool local = cJSON_IsString(t) && !strcmp(t->valuestring, "sliding_attention");
-        if (!local && !(cJSON_IsString(t) && !strcmp(t->valuestring, "full_attention")))
-            return loom_err("%s: layer_types[%d] must be \"sliding_attention\" or \"full_attention\"", path, l);
-        if (local && first_local < 0) first_local = l;
-        if (!local && !pattern) pattern = l + 1;
-        n_local += local;
+        local[l] = cJSON_IsString(t) && !strcmp(t->valuestring, "sliding_attention");
+        if (!local[l] && !(cJSON_IsString(t) && !strcmp(t->valuestring, "full_attention")))
+            rc = loom_err("%s: layer_types[%d] must be \"sliding_attention\" or \"full_attention\"", path, l);
     }
-    if (first_local < 0) { /* no layer is local */
-        hp->n_swa = 0;
-        return 0;
-    }
-    hp->swa_first = first_local;
-    if (n_local == hp->n_layer - first_local) return 0;
-    hp->swa_pattern = pattern;
-    for (int l = 0; l < hp->n_layer; l++)
-        if (loom_layer_is_local(hp, l) != !strcmp(cJSON_GetArrayItem(lt, l)->valuestring, "sliding_attention"))
-            return loom_err("%s: layer_types is neither local-from-a-layer nor every-Nth-global", path);
-    return 0;
+    if (!rc) rc = set_local_layers(hp, local, path, "layer_types");
+    free(local);
+    return rc;
 }
 
 /* Mixture of experts: expert count, experts per token, their MLP width. */

@@ -83,6 +83,9 @@ typedef struct loom_arch {
     /* Tensor names: this family's per-layer pairs, looked up before the common llama ones
      * (models/names.c); NULL-terminated, or NULL. */
     const loom_name_pair *names;
+    /* Mixture-of-experts weights one tensor per expert in HF ("mlp.experts.%d.gate_proj.weight",
+     * %d the expert) stacked on load into the GGUF tensor ("ffn_gate_exps.weight" [E, F, D]). */
+    const loom_name_pair *experts;
     const loom_split *splits;       /* fused tensors split on load, n_splits of them */
     int n_splits;
     bool norm_plus_one;             /* HF norms scale by 1 + w; GGUF (and the graph) hold w + 1 */
@@ -118,6 +121,8 @@ int loom_arch_split_fused(const loom_arch *arch, const loom_hparams *hp, loom_so
 /* A HF tensor name's GGUF name under arch (false: no mapping), and the reverse. */
 bool loom_arch_hf_to_gguf(const loom_arch *arch, const char *hf, char *out, size_t n);
 bool loom_arch_gguf_to_hf(const loom_arch *arch, const char *gguf, char *out, size_t n);
+/* Whether a GGUF tensor name is one the family writes (mapped, stacked experts, rope_freqs). */
+bool loom_arch_gguf_known(const loom_arch *arch, const char *gguf);
 
 /* hparams.c: the one parser, for HF config.json and GGUF metadata alike */
 int loom_read_hparams(loom_hparams *hp, const loom_source *src);

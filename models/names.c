@@ -82,6 +82,41 @@ bool loom_arch_gguf_to_hf(const loom_arch *arch, const char *gguf, char *out, si
     return map_name(arch, false, gguf, out, n);
 }
 
+bool loom_arch_gguf_known(const loom_arch *arch, const char *gguf) {
+    char hf[160];
+    if (map_name(arch, false, gguf, hf, sizeof hf) || !strcmp(gguf, "rope_freqs.weight")) return true;
+    long layer;
+    const char *rest;
+    if (!split_layer(gguf, "blk.", &layer, &rest)) return false;
+    for (const loom_name_pair *p = arch->experts; p && p->hf; p++)
+        if (!strcmp(rest, p->gguf)) return true;
+    return false;
+}
+
+/* HF experts one tensor each -> the stacked GGUF tensor of each layer (arch->experts). */
+static int stack_experts(const loom_arch *a, const loom_hparams *hp, loom_source *src) {
+    if (!a->experts || hp->n_expert <= 0) return 0;
+    char(*names)[160] = loom_malloc((size_t)hp->n_expert * sizeof *names);
+    const char **ptrs = loom_malloc((size_t)hp->n_expert * sizeof *ptrs);
+    int rc = names && ptrs ? 0 : -1;
+    for (int l = 0; l < hp->n_layer && !rc; l++) {
+        for (const loom_name_pair *p = a->experts; p->hf && !rc; p++) {
+            char stacked[96], fmt[160];
+            snprintf(fmt, sizeof fmt, "model.layers.%d.%s", l, p->hf);
+            for (int e = 0; e < hp->n_expert; e++) {
+                snprintf(names[e], sizeof names[e], fmt, e);
+                ptrs[e] = names[e];
+            }
+            if (!loom_source_find(src, names[0])) continue; /* loom_w names the missing stacked tensor */
+            snprintf(stacked, sizeof stacked, "blk.%d.%s", l, p->gguf);
+            rc = loom_source_stack(src, stacked, hp->n_expert, ptrs);
+        }
+    }
+    free(names);
+    free(ptrs);
+    return rc;
+}
+
 static int rename_fn(void *user, const char *name, char *out, size_t n) {
     return loom_arch_hf_to_gguf(user, name, out, n) ? 1 : 0;
 }
@@ -120,7 +155,8 @@ loom_source *loom_arch_open_config(const char *config_path, const loom_arch **ar
 static loom_source *arch_setup(loom_source *src, const loom_arch **arch, loom_hparams *hp) {
     const loom_arch *a = find_arch(src);
     bool hf = loom_source_get_kind(src) == LOOM_SOURCE_HF;
-    if (!a || (hf && loom_source_rename(src, rename_fn, (void *)a) < 0) || a->read_hparams(hp, src) < 0) {
+    if (!a || (hf && loom_source_rename(src, rename_fn, (void *)a) < 0) || a->read_hparams(hp, src) < 0 ||
+        (hf && stack_experts(a, hp, src) < 0)) {
         loom_source_close(src);
         return NULL;
     }
