@@ -125,9 +125,6 @@ int loom_block_attend(loom_graph *g, const loom_model *m, int layer, loom_qkv qk
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = loom_kv_width(hp, layer);
     char name[64];
     bool local = loom_layer_is_local(hp, layer);
-    /* options the attention op cannot express yet are refused, never ignored */
-    if (local) return loom_err("%s: layer %d uses a sliding window of %d: not supported yet", m->arch->name, layer, hp->n_swa);
-    if (hp->attn_softcap > 0) return loom_err("%s: attention logit soft-capping is not supported yet", m->arch->name);
     int freqs = m->rope_freqs ? loom_weight_node(g, m->rope_freqs) : -1;
     loom_rope_params rp = {
         .n_head = hp->n_head, .head_dim = hp->head_dim, .mode = hp->rope_mode, .n_rot = hp->head_dim,
@@ -152,16 +149,18 @@ int loom_block_attend(loom_graph *g, const loom_model *m, int layer, loom_qkv qk
     float scale = hp->attn_scale > 0 ? hp->attn_scale : 1.0f / sqrtf((float)hp->head_dim);
     int a = loom_attention(g, q, kc, vc, in->pos, hp->n_head, hp->n_head_kv, hp->head_dim, scale);
     if (in->block_size > 0) a = loom_attention_paged(g, a, in->seq, in->table, in->block_size);
+    loom_attn_opts ao = {.window = local ? hp->n_swa : 0, .softcap = hp->attn_softcap};
+    if (ao.window > 0 || ao.softcap > 0) a = loom_attention_opts(g, a, &ao);
     return loom_block_linear(g, m, a, hp->n_embd, q_dim, false, layer, "attn_output");
 }
 
 int loom_block_mlp(loom_graph *g, const loom_model *m, int layer, int h) {
     const loom_hparams *hp = &m->hp;
-    if (hp->act != LOOM_ACT_SILU) return loom_err("%s: the GELU (tanh) activation is not supported yet", m->arch->name);
     if (hp->n_expert > 0) return loom_err("%s: mixture of experts is not supported yet", m->arch->name);
     int gate = loom_block_linear(g, m, h, hp->n_ff, hp->n_embd, false, layer, "ffn_gate");
     int up = loom_block_linear(g, m, h, hp->n_ff, hp->n_embd, false, layer, "ffn_up");
-    int act = loom_mul(g, loom_silu(g, gate), up);
+    /* the planner fuses act(gate) * up into SWIGLU / GEGLU */
+    int act = loom_mul(g, hp->act == LOOM_ACT_GELU_TANH ? loom_gelu(g, gate) : loom_silu(g, gate), up);
     return loom_block_linear(g, m, act, hp->n_embd, hp->n_ff, false, layer, "ffn_down");
 }
 
@@ -189,10 +188,11 @@ int loom_block_head(loom_graph *g, const loom_model *m, int x, const loom_build_
         loom_output(g, h, name);
         if (!o->all_logits) h = loom_last_row(g, h);
     }
-    if (hp->final_softcap > 0) return loom_err("%s: final logit soft-capping is not supported yet", m->arch->name);
     int64_t ne[2] = {hp->n_vocab, hp->n_embd};
     int w = hp->tied_embeddings ? loom_w(g, m, 2, ne, "token_embd.weight") : loom_w(g, m, 2, ne, "output.weight");
-    return loom_output(g, loom_matmul(g, h, w), "logits");
+    int logits = loom_matmul(g, h, w);
+    if (hp->final_softcap > 0) logits = loom_softcap(g, logits, hp->final_softcap);
+    return loom_output(g, logits, "logits");
 }
 
 int loom_build_decoder(loom_graph *g, const loom_model *m, const loom_build_opts *o) {

@@ -5,8 +5,9 @@
 # gen_families.py writes them with transformers 5.17 on the GPU machine. Tolerance:
 # 4x the largest max abs error measured over logits, hidden states and decode on the scalar,
 # AVX-512 and lavapipe paths, HF and GGUF (2026-12-04: mistral 2.4e-6, phi3 1.7e-6, olmo2 2.9e-6,
-# llama3rope 2.6e-6).
-set(LOOM_FAMILY_TOL 1.2e-5)
+# llama3rope 2.6e-6, qwen2-swa 2.0e-6, gemma 1.2e-6, gemma2 2.5e-6, gemma3 3.6e-6). A 0.1% RoPE base
+# (LOOM_TEST_PERTURB=rope_theta*1.001) fails it on gemma2, gemma3 and olmo2.
+set(LOOM_FAMILY_TOL 1.5e-5)
 set(_fam_vk_skip "if ! \"$0\" devices | grep -q '^vulkan:[0-9]'; then echo SKIP: no Vulkan device; exit 77; fi; exec \"$0\" \"$@\"")
 get_target_property(_fam_defs loom INTERFACE_COMPILE_DEFINITIONS)
 file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/converted)
@@ -47,3 +48,4 @@ loom_family_tests(llama3rope-tiny) # Llama 3 RoPE scaling (factor 8, original co
 loom_family_tests(mistral-tiny)    # Mistral: the Llama graph, GGUF arch "llama"
 loom_family_tests(phi3-tiny)       # Phi-3: fused qkv and gate_up, split into row views on load
 loom_family_tests(olmo2-tiny)      # OLMo 2: post-norms only, q/k norm over the whole projection
+loom_family_tests(qwen2-swa-tiny)  # Qwen2 with use_sliding_window: window 8 from layer max_window_layers on
