@@ -10,6 +10,7 @@ extern const loom_arch loom_arch_qwen3;
 extern const loom_arch loom_arch_mistral;
 extern const loom_arch loom_arch_phi3;
 extern const loom_arch loom_arch_olmo2;
+extern const loom_arch loom_arch_gemma;
 
 static const loom_arch *const archs[] = {
     &loom_arch_llama,
@@ -18,6 +19,7 @@ static const loom_arch *const archs[] = {
     &loom_arch_mistral,
     &loom_arch_phi3,
     &loom_arch_olmo2,
+    &loom_arch_gemma,
     NULL,
 };
 
