@@ -11,6 +11,7 @@ extern const loom_arch loom_arch_mistral;
 extern const loom_arch loom_arch_phi3;
 extern const loom_arch loom_arch_olmo2;
 extern const loom_arch loom_arch_gemma;
+extern const loom_arch loom_arch_gemma2;
 
 static const loom_arch *const archs[] = {
     &loom_arch_llama,
@@ -20,6 +21,7 @@ static const loom_arch *const archs[] = {
     &loom_arch_phi3,
     &loom_arch_olmo2,
     &loom_arch_gemma,
+    &loom_arch_gemma2,
     NULL,
 };
 
