@@ -12,6 +12,7 @@ extern const loom_arch loom_arch_phi3;
 extern const loom_arch loom_arch_olmo2;
 extern const loom_arch loom_arch_gemma;
 extern const loom_arch loom_arch_gemma2;
+extern const loom_arch loom_arch_gemma3;
 
 static const loom_arch *const archs[] = {
     &loom_arch_llama,
@@ -22,6 +23,7 @@ static const loom_arch *const archs[] = {
     &loom_arch_olmo2,
     &loom_arch_gemma,
     &loom_arch_gemma2,
+    &loom_arch_gemma3,
     NULL,
 };
 

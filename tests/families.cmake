@@ -51,3 +51,4 @@ loom_family_tests(olmo2-tiny)      # OLMo 2: post-norms only, q/k norm over the 
 loom_family_tests(qwen2-swa-tiny)  # Qwen2 with use_sliding_window: window 8 from layer max_window_layers on
 loom_family_tests(gemma-tiny)      # Gemma: GELU-tanh, sqrt(hidden) embedding scale, 1 + w norms
 loom_family_tests(gemma2-tiny)     # Gemma 2: sandwich norms, query_pre_attn_scalar, soft-caps, alternating window
+loom_family_tests(gemma3-tiny)     # Gemma 3: + per-head q/k norm, local/global RoPE bases, every 3rd layer global
