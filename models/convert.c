@@ -190,7 +190,8 @@ int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path) {
         if (hp.tied_embeddings && !strcmp(t->name, "output.weight")) continue; /* llama.cpp drops the tied head */
         size_t nl = strlen(t->name);
         if (nl >= 19 && !strcmp(t->name + nl - 19, "rotary_emb.inv_freq")) continue; /* recomputed */
-        snprintf(hf, sizeof hf, "%s", t->name);
+        /* messages name the tensor as the checkpoint does */
+        if (!loom_arch_gguf_to_hf(arch, t->name, hf, sizeof hf)) snprintf(hf, sizeof hf, "%s", t->name);
         if (!loom_arch_gguf_known(arch, t->name)) {
             loom_err("%s: tensor '%s' has no GGUF name (not a %s tensor loom knows)", hf_dir, t->name, arch->name);
             goto done;
@@ -212,6 +213,11 @@ int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path) {
             p->src = t->data;
             p->rows = t->ne[0];
             p->n_head = n_head;
+            if (p->rows <= 0) { /* was a division by zero (SIGFPE) below */
+                loom_err("%s: tensor '%s' has %lld rows (an empty attention projection)", hf_dir, hf,
+                         (long long)p->rows);
+                goto done;
+            }
             p->row_bytes = t->nbytes / (size_t)p->rows;
             if (p->rows % (2 * n_head)) {
                 loom_err("%s: tensor '%s' has %lld rows, not a multiple of 2 x %lld heads", hf_dir, hf,

@@ -17,27 +17,49 @@
 static bool is_hf(const loom_source *src) { return loom_source_get_kind(src) == LOOM_SOURCE_HF; }
 static const char *key_of(const loom_source *src, const char *hf, const char *gguf) { return is_hf(src) ? hf : gguf; }
 
-static int need_int(const loom_source *src, const char *hf, const char *gguf, int *out) {
+/* The key as the file spells it: the HF name, or the GGUF one with {arch} filled in. */
+static const char *key_name(const loom_source *src, const char *hf, const char *gguf, char *buf, size_t n) {
+    if (is_hf(src)) return hf;
+    const char *a = gguf ? strstr(gguf, "{arch}") : NULL;
+    if (!a) return gguf;
+    snprintf(buf, n, "%.*s%s%s", (int)(a - gguf), gguf, loom_source_arch(src), a + 6);
+    return buf;
+}
+
+/* An integer key in [lo, hi]: a value outside (2^32 + 16 for a context length, 0, negative) is an
+ * error naming the key, never truncated by the cast to int. Absent: dflt, or an error if required. */
+static int int_key(const loom_source *src, const char *hf, const char *gguf, int *out, bool required, int dflt,
+                   int64_t lo, int64_t hi) {
     int64_t v;
+    char kb[160];
     int r = loom_source_get_int(src, hf, gguf, &v);
     if (r < 0) return -1;
-    if (r == 0) return loom_err("%s: missing required key '%s'", loom_source_config_path(src), key_of(src, hf, gguf));
-    if (v <= 0 || v > (1 << 30))
-        return loom_err("%s: key '%s' has an invalid value %lld", loom_source_config_path(src), key_of(src, hf, gguf),
-                        (long long)v);
+    if (r == 0) {
+        if (required)
+            return loom_err("%s: missing required key '%s'", loom_source_config_path(src),
+                            key_name(src, hf, gguf, kb, sizeof kb));
+        *out = dflt;
+        return 0;
+    }
+    if (v < lo || v > hi)
+        return loom_err("%s: key '%s' has an invalid value %lld (expected %lld..%lld)", loom_source_config_path(src),
+                        key_name(src, hf, gguf, kb, sizeof kb), (long long)v, (long long)lo, (long long)hi);
     *out = (int)v;
     return 0;
 }
 
+static int need_int(const loom_source *src, const char *hf, const char *gguf, int *out) {
+    return int_key(src, hf, gguf, out, true, 0, 1, 1 << 30);
+}
+
+/* absent: dflt; present: a whole number in [lo, hi] */
+static int opt_int(const loom_source *src, const char *hf, const char *gguf, int *out, int dflt, int64_t lo,
+                   int64_t hi) {
+    return int_key(src, hf, gguf, out, false, dflt, lo, hi);
+}
+
 int loom_hp_int(const loom_source *src, const char *hf, const char *gguf, int *out, int dflt) {
-    int64_t v;
-    int r = loom_source_get_int(src, hf, gguf, &v);
-    if (r < 0) return -1;
-    if (r && (v < INT_MIN || v > INT_MAX))
-        return loom_err("%s: key '%s' = %lld is out of range", loom_source_config_path(src), key_of(src, hf, gguf),
-                        (long long)v);
-    *out = r ? (int)v : dflt;
-    return 0;
+    return int_key(src, hf, gguf, out, false, dflt, INT_MIN, INT_MAX);
 }
 
 int loom_hp_float(const loom_source *src, const char *hf, const char *gguf, float *out, float dflt) {
@@ -96,9 +118,7 @@ static int read_rope_scaling(loom_hparams *hp, const loom_source *src) {
         if (!*type || !strcmp(type, "none")) return 0; /* llama3 factors come as rope_freqs.weight */
         if (!strcmp(type, "linear")) {
             hp->rope_scaling = LOOM_ROPE_SCALING_LINEAR;
-            if (loom_hp_float(src, NULL, "{arch}.rope.scaling.factor", &hp->rope_factor, 1) < 0) return -1;
-            if (!(hp->rope_factor > 0)) return loom_err("%s: rope.scaling.factor must be positive", path);
-            return 0;
+            return loom_hp_float(src, NULL, "{arch}.rope.scaling.factor", &hp->rope_factor, 1);
         }
         return loom_err("%s: unsupported rope.scaling.type '%s' (supported: none, linear)", path, type);
     }
@@ -121,15 +141,12 @@ static int read_rope_scaling(loom_hparams *hp, const loom_source *src) {
     if (!strcmp(type, "linear")) {
         hp->rope_scaling = LOOM_ROPE_SCALING_LINEAR;
         snprintf(key, sizeof key, "%s.factor", base);
-        if (loom_hp_float(src, key, NULL, &hp->rope_factor, 1) < 0) return -1;
-        if (!(hp->rope_factor > 0)) return loom_err("%s: '%s' must be positive", path, key);
-        return 0;
+        return loom_hp_float(src, key, NULL, &hp->rope_factor, 1);
     }
     if (!strcmp(type, "llama3")) {
         hp->rope_scaling = LOOM_ROPE_SCALING_LLAMA3;
         snprintf(key, sizeof key, "%s.factor", base);
         if (loom_hp_float(src, key, NULL, &hp->rope_factor, 8) < 0) return -1;
-        if (!(hp->rope_factor > 0)) return loom_err("%s: '%s' must be positive", path, key);
         snprintf(key, sizeof key, "%s.low_freq_factor", base);
         if (loom_hp_float(src, key, NULL, &hp->rope_low_freq_factor, 1) < 0) return -1;
         snprintf(key, sizeof key, "%s.high_freq_factor", base);
@@ -137,8 +154,7 @@ static int read_rope_scaling(loom_hparams *hp, const loom_source *src) {
         if (!(hp->rope_high_freq_factor > hp->rope_low_freq_factor) || !(hp->rope_low_freq_factor > 0))
             return loom_err("%s: '%s' must be above %s.low_freq_factor (both positive)", path, key, base);
         snprintf(key, sizeof key, "%s.original_max_position_embeddings", base);
-        if (loom_hp_int(src, key, NULL, &hp->rope_orig_ctx, 8192) < 0) return -1;
-        if (hp->rope_orig_ctx <= 0) return loom_err("%s: '%s' must be positive", path, key);
+        if (opt_int(src, key, NULL, &hp->rope_orig_ctx, 8192, 1, INT_MAX) < 0) return -1;
         return 0;
     }
     return loom_err("%s: unsupported %s type '%s' (supported: default, linear, llama3)", path, base, type);
@@ -265,6 +281,45 @@ static int read_moe(loom_hparams *hp, const loom_source *src) {
     return 0;
 }
 
+/* Values that would run but give garbage (NaN logits, a truncated model) are refused at load. */
+static int check_hparams(const loom_hparams *hp, const loom_source *src) {
+    const char *p = loom_source_config_path(src);
+    bool hf = is_hf(src);
+    char kb[160];
+    if (!(isfinite(hp->rope_theta) && hp->rope_theta > 0))
+        return loom_err("%s: rope theta %g (%s) must be a finite number > 0", p, (double)hp->rope_theta,
+                        key_name(src, "rope_theta", "{arch}.rope.freq_base", kb, sizeof kb));
+    if (!(isfinite(hp->rope_theta_local) && hp->rope_theta_local >= 0))
+        return loom_err("%s: local rope theta %g must be a finite number > 0", p, (double)hp->rope_theta_local);
+    if (!(isfinite(hp->norm_eps) && hp->norm_eps >= 0))
+        return loom_err("%s: RMS norm epsilon %g (%s) must be a finite number >= 0", p, (double)hp->norm_eps,
+                        key_name(src, "rms_norm_eps", "{arch}.attention.layer_norm_rms_epsilon", kb, sizeof kb));
+    if (hp->rope_scaling != LOOM_ROPE_SCALING_NONE && !(isfinite(hp->rope_factor) && hp->rope_factor > 0))
+        return loom_err("%s: rope scaling factor %g must be a finite number > 0", p, (double)hp->rope_factor);
+    if (hp->rope_scaling == LOOM_ROPE_SCALING_LLAMA3 &&
+        !(isfinite(hp->rope_low_freq_factor) && hp->rope_low_freq_factor > 0 && isfinite(hp->rope_high_freq_factor) &&
+          hp->rope_high_freq_factor > hp->rope_low_freq_factor))
+        return loom_err("%s: llama3 rope scaling needs finite frequency factors 0 < low (%g) < high (%g)", p,
+                        (double)hp->rope_low_freq_factor, (double)hp->rope_high_freq_factor);
+    /* token ids the vocabulary does not have would be dropped (BOS) or never seen (EOS) */
+    if (hp->bos_id >= hp->n_vocab)
+        return loom_err("%s: BOS token id %d (%s) is outside the vocabulary of %d tokens", p, hp->bos_id,
+                        hf ? "bos_token_id" : "tokenizer.ggml.bos_token_id", hp->n_vocab);
+    if (hp->eos_id >= hp->n_vocab)
+        return loom_err("%s: EOS token id %d (%s) is outside the vocabulary of %d tokens", p, hp->eos_id,
+                        hf ? "eos_token_id" : "tokenizer.ggml.eos_token_id", hp->n_vocab);
+    /* layers past the layer count would be ignored: the model would run truncated */
+    for (int i = 0, n = loom_source_n_tensors(src); i < n; i++) {
+        const char *name = loom_source_tensor(src, i)->name;
+        if (strncmp(name, "blk.", 4) || name[4] < '0' || name[4] > '9') continue;
+        long l = strtol(name + 4, NULL, 10);
+        if (l >= hp->n_layer)
+            return loom_err("%s: tensor '%s' is in layer %ld but %s says %d layers", p, name, l,
+                            key_name(src, "num_hidden_layers", "{arch}.block_count", kb, sizeof kb), hp->n_layer);
+    }
+    return 0;
+}
+
 /* Test hook: LOOM_TEST_PERTURB=rope_theta*F or norm_eps*F scales that hyperparameter by F once it
  * is read, so a test can show that `loom check` fails on a model that is only slightly wrong (a 0.1%
  * RoPE base, tests/models.cmake). Any other value (an op name for the CPU backend's hook) is ignored. */
@@ -285,11 +340,11 @@ int loom_read_hparams(loom_hparams *hp, const loom_source *src) {
         need_int(src, "num_attention_heads", "{arch}.attention.head_count", &hp->n_head) < 0 ||
         need_int(src, "intermediate_size", "{arch}.feed_forward_length", &hp->n_ff) < 0)
         return -1;
-    if (loom_hp_int(src, "num_key_value_heads", "{arch}.attention.head_count_kv", &hp->n_head_kv, hp->n_head) < 0 ||
-        loom_hp_int(src, "head_dim", "{arch}.attention.key_length", &hp->head_dim, hp->n_embd / hp->n_head) < 0 ||
-        loom_hp_int(src, "max_position_embeddings", "{arch}.context_length", &hp->n_ctx_train, 2048) < 0)
+    if (opt_int(src, "num_key_value_heads", "{arch}.attention.head_count_kv", &hp->n_head_kv, hp->n_head, 1,
+                1 << 30) < 0 ||
+        opt_int(src, "head_dim", "{arch}.attention.key_length", &hp->head_dim, hp->n_embd / hp->n_head, 1, 1 << 30) < 0 ||
+        opt_int(src, "max_position_embeddings", "{arch}.context_length", &hp->n_ctx_train, 2048, 1, INT_MAX) < 0)
         return -1;
-    if (hp->n_ctx_train <= 0) hp->n_ctx_train = 2048;
     int r = loom_source_get_int(src, "head_dim", "{arch}.attention.key_length", &(int64_t){0});
     if (r < 0) return -1;
     if (r == 0 && hp->n_embd % hp->n_head)
@@ -315,7 +370,6 @@ int loom_read_hparams(loom_hparams *hp, const loom_source *src) {
     } else if (loom_hp_float(src, NULL, "{arch}.attention.layer_norm_rms_epsilon", &hp->norm_eps, 1e-5f) < 0) {
         return -1;
     }
-    if (!(hp->norm_eps >= 0)) return loom_err("%s: the RMSNorm epsilon must not be negative", path);
     /* rope_theta: top level (transformers 4), rope_parameters (5), per attention type (Gemma 3) */
     const char *tk = "rope_theta";
     r = loom_source_get_float(src, "rope_parameters.rope_theta", NULL, &(double){0});
@@ -326,7 +380,6 @@ int loom_read_hparams(loom_hparams *hp, const loom_source *src) {
         loom_hp_float(src, "rope_parameters.sliding_attention.rope_theta", "{arch}.rope.freq_base_swa",
                       &hp->rope_theta_local, 0) < 0)
         return -1;
-    if (!(hp->rope_theta > 0)) return loom_err("%s: key '%s' must be positive", path, key_of(src, tk, "rope.freq_base"));
     if (read_rope_scaling(hp, src) < 0 || read_activation(hp, src) < 0 || read_window(hp, src) < 0 ||
         read_moe(hp, src) < 0)
         return -1;
@@ -340,8 +393,8 @@ int loom_read_hparams(loom_hparams *hp, const loom_source *src) {
         if (loom_source_get_bool(src, "attention_bias", NULL, &bias) < 0) return -1;
         hp->qkv_bias = bias;
     } else {
-        if (loom_hp_int(src, NULL, "tokenizer.ggml.bos_token_id", &hp->bos_id, -1) < 0 ||
-            loom_hp_int(src, NULL, "tokenizer.ggml.eos_token_id", &hp->eos_id, -1) < 0)
+        if (opt_int(src, NULL, "tokenizer.ggml.bos_token_id", &hp->bos_id, -1, -1, INT_MAX) < 0 ||
+            opt_int(src, NULL, "tokenizer.ggml.eos_token_id", &hp->eos_id, -1, -1, INT_MAX) < 0)
             return -1;
         hp->qkv_bias = loom_source_find(src, "blk.0.attn_q.bias") != NULL;
     }
@@ -350,7 +403,7 @@ int loom_read_hparams(loom_hparams *hp, const loom_source *src) {
     if (hp->head_dim <= 0 || (hp->head_dim & 1) || hp->head_dim > 65536)
         return loom_err("%s: head dimension %d must be even", path, hp->head_dim);
     perturb_hparams(hp);
-    return 0;
+    return check_hparams(hp, src);
 }
 
 bool loom_layer_is_local(const loom_hparams *hp, int layer) {
