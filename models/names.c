@@ -99,17 +99,25 @@ static int stack_experts(const loom_arch *a, const loom_hparams *hp, loom_source
     char(*names)[160] = loom_malloc((size_t)hp->n_expert * sizeof *names);
     const char **ptrs = loom_malloc((size_t)hp->n_expert * sizeof *ptrs);
     int rc = names && ptrs ? 0 : -1;
-    for (int l = 0; l < hp->n_layer && !rc; l++) {
+    /* over the tensors (expert 0 of each layer), not the layers: stacking renumbers the table, so
+     * the scan restarts after each stack */
+    for (int i = 0; !rc && i < loom_source_n_tensors(src); i++) {
+        long l;
+        const char *rest;
+        if (!split_layer(loom_source_tensor(src, i)->name, "model.layers.", &l, &rest)) continue;
         for (const loom_name_pair *p = a->experts; p->hf && !rc; p++) {
-            char stacked[96], fmt[160];
-            snprintf(fmt, sizeof fmt, "model.layers.%d.%s", l, p->hf);
+            char first[160], stacked[96], fmt[160];
+            snprintf(first, sizeof first, p->hf, 0);
+            if (strcmp(rest, first)) continue;
+            snprintf(fmt, sizeof fmt, "model.layers.%ld.%s", l, p->hf);
             for (int e = 0; e < hp->n_expert; e++) {
                 snprintf(names[e], sizeof names[e], fmt, e);
                 ptrs[e] = names[e];
             }
-            if (!loom_source_find(src, names[0])) continue; /* loom_w names the missing stacked tensor */
-            snprintf(stacked, sizeof stacked, "blk.%d.%s", l, p->gguf);
+            snprintf(stacked, sizeof stacked, "blk.%ld.%s", l, p->gguf);
             rc = loom_source_stack(src, stacked, hp->n_expert, ptrs);
+            i = -1; /* ids changed */
+            break;
         }
     }
     free(names);
@@ -175,17 +183,21 @@ static loom_source *arch_setup(loom_source *src, const loom_arch **arch, loom_hp
 }
 
 int loom_arch_split_fused(const loom_arch *arch, const loom_hparams *hp, loom_source *src) {
-    for (int l = 0; l < hp->n_layer; l++) {
+    /* over the tensors, not the layers: a file may claim 2^30 layers and hold two */
+    for (int i = 0; arch->n_splits > 0 && i < loom_source_n_tensors(src); i++) {
+        long l;
+        const char *rest;
+        if (!split_layer(loom_source_tensor(src, i)->name, "blk.", &l, &rest)) continue;
         for (int s = 0; s < arch->n_splits; s++) {
             const loom_split *sp = &arch->splits[s];
+            if (strcmp(rest, sp->fused)) continue;
+            const loom_weight *w = loom_source_tensor(src, i);
             char fused[96], part[3][96];
             const char *parts[3];
             int64_t rows[3], total = 0;
-            snprintf(fused, sizeof fused, "blk.%d.%s", l, sp->fused);
-            const loom_weight *w = loom_source_find(src, fused);
-            if (!w) continue;
+            snprintf(fused, sizeof fused, "%s", w->name);
             for (int p = 0; p < sp->n_parts; p++) {
-                snprintf(part[p], sizeof part[p], "blk.%d.%s", l, sp->part[p]);
+                snprintf(part[p], sizeof part[p], "blk.%ld.%s", l, sp->part[p]);
                 parts[p] = part[p];
                 rows[p] = sp->rows[p] == LOOM_ROWS_Q    ? (int64_t)hp->n_head * hp->head_dim
                           : sp->rows[p] == LOOM_ROWS_KV ? (int64_t)hp->n_head_kv * hp->head_dim
@@ -195,6 +207,7 @@ int loom_arch_split_fused(const loom_arch *arch, const loom_hparams *hp, loom_so
             /* a tensor under the fused name with a part's row count is already split (ffn_up) */
             if (w->ndim == 2 && w->ne[0] != total && !strcmp(sp->fused, sp->part[sp->n_parts - 1])) continue;
             if (loom_source_split_rows(src, fused, sp->n_parts, parts, rows) < 0) return -1;
+            break;
         }
     }
     return 0;
