@@ -88,6 +88,13 @@ int loom_arch_write_kv(gguf_writer *w, const loom_arch *a, const loom_hparams *h
     return a->write_kv ? a->write_kv(w, arch, hp) : 0;
 }
 
+int loom_arch_write_kv_lengths(gguf_writer *w, const char *arch, const loom_hparams *hp) {
+    if (hp->head_dim != hp->n_embd / hp->n_head || hp->n_embd % hp->n_head) return 0; /* written already */
+    return w_u32(w, arch, "attention.key_length", hp->head_dim) || w_u32(w, arch, "attention.value_length", hp->head_dim)
+               ? -1
+               : 0;
+}
+
 int loom_gguf_w_u32(gguf_writer *w, const char *arch, const char *suffix, int64_t v) { return w_u32(w, arch, suffix, v); }
 int loom_gguf_w_f32(gguf_writer *w, const char *arch, const char *suffix, double v) { return w_f32(w, arch, suffix, v); }
 

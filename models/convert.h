@@ -27,6 +27,10 @@ struct loom_arch;
 struct loom_hparams;
 int loom_synth_shape(const char *shape, const struct loom_arch **arch, struct loom_hparams *hp);
 
+/* attention.key_length and value_length, for families whose llama.cpp converter writes them
+ * always (loom_arch_write_kv writes them only when head_dim is not hidden/heads). */
+struct loom_hparams;
+int loom_arch_write_kv_lengths(struct gguf_writer *w, const char *arch, const struct loom_hparams *hp);
 /* "{arch}.suffix" keys for a family's write_kv. */
 int loom_gguf_w_u32(struct gguf_writer *w, const char *arch, const char *suffix, int64_t v);
 int loom_gguf_w_f32(struct gguf_writer *w, const char *arch, const char *suffix, double v);

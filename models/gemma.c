@@ -15,15 +15,6 @@ static int gemma_hparams(loom_hparams *hp, const loom_source *src) {
     return 0;
 }
 
-/* llama.cpp's gemma converters always write the key and value lengths */
-int loom_gemma_write_kv(struct gguf_writer *w, const char *arch, const loom_hparams *hp) {
-    if (hp->head_dim != hp->n_embd / hp->n_head || hp->n_embd % hp->n_head) return 0; /* written already */
-    return loom_gguf_w_u32(w, arch, "attention.key_length", hp->head_dim) ||
-                   loom_gguf_w_u32(w, arch, "attention.value_length", hp->head_dim)
-               ? -1
-               : 0;
-}
-
 static const char *const gemma_names[] = {"gemma", "GemmaForCausalLM", NULL};
 
 const loom_arch loom_arch_gemma = {
@@ -32,6 +23,6 @@ const loom_arch loom_arch_gemma = {
     .read_hparams = gemma_hparams,
     .build = loom_build_decoder,
     .norm_plus_one = true,
-    .write_kv = loom_gemma_write_kv,
+    .write_kv = loom_arch_write_kv_lengths, /* llama.cpp's gemma converters always write them */
     .chat_format = "gemma",
 };

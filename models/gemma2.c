@@ -10,8 +10,6 @@
 
 #include <math.h>
 
-int loom_gemma_write_kv(struct gguf_writer *w, const char *arch, const loom_hparams *hp);
-
 /* What Gemma 2 and 3 share: Gemma's spec, sandwich norms, the query scale and soft-caps. A GGUF
  * written by llama.cpp has no query scale: it derives one from the size (the 27B models, 46 and 62
  * layers, scale by (hidden/heads)^-0.5; the others by head_dim^-0.5). */
@@ -43,7 +41,7 @@ static int gemma2_hparams(loom_hparams *hp, const loom_source *src) {
 
 /* the query scale as llama.cpp's attention.scale key (its own gemma2 loader derives it instead) */
 int loom_gemma2_write_kv(struct gguf_writer *w, const char *arch, const loom_hparams *hp) {
-    if (loom_gemma_write_kv(w, arch, hp) < 0) return -1;
+    if (loom_arch_write_kv_lengths(w, arch, hp) < 0) return -1;
     return hp->attn_scale > 0 ? loom_gguf_w_f32(w, arch, "attention.scale", hp->attn_scale) : 0;
 }
 

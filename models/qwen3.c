@@ -14,15 +14,6 @@ static int qwen3_hparams(loom_hparams *hp, const loom_source *src) {
     return 0;
 }
 
-/* Qwen3 configs always name head_dim, and llama.cpp's converter then writes the lengths */
-static int qwen3_write_kv(struct gguf_writer *w, const char *arch, const loom_hparams *hp) {
-    if (hp->head_dim != hp->n_embd / hp->n_head || hp->n_embd % hp->n_head) return 0; /* written already */
-    return loom_gguf_w_u32(w, arch, "attention.key_length", hp->head_dim) ||
-                   loom_gguf_w_u32(w, arch, "attention.value_length", hp->head_dim)
-               ? -1
-               : 0;
-}
-
 static const char *const qwen3_names[] = {"qwen3", "Qwen3ForCausalLM", NULL};
 
 const loom_arch loom_arch_qwen3 = {
@@ -30,5 +21,6 @@ const loom_arch loom_arch_qwen3 = {
     .aliases = qwen3_names,
     .read_hparams = qwen3_hparams,
     .build = loom_build_decoder,
-    .write_kv = qwen3_write_kv,
+    .write_kv = loom_arch_write_kv_lengths, /* Qwen3 configs always name head_dim, and llama.cpp's
+                                               converter then writes the lengths */
 };

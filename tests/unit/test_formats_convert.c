@@ -177,21 +177,6 @@ static void test_stories_matches_llamacpp(void) {
     gguf_close(g);
 }
 
-/* A HF dir in the temp dir with the llama-tiny weights and an edited config. */
-static void make_dir_with_config(const char *dir, const char *fixture, void (*edit)(cJSON *)) {
-    char p[1100], src[1100];
-    snprintf(p, sizeof p, "%s/%s", tf_tmp, dir);
-    mkdir(p, 0755);
-    snprintf(src, sizeof src, "%s/%s/model.safetensors", tf_fixtures, fixture);
-    snprintf(p, sizeof p, "%s/%s/model.safetensors", tf_tmp, dir);
-    if (symlink(src, p) != 0) perror("symlink");
-    cJSON *c = loom_json_read(FIX("%s/config.json", fixture));
-    edit(c);
-    char *txt = cJSON_Print(c);
-    tf_write_str(TMP("%s/config.json", dir), txt);
-    free(txt);
-    cJSON_Delete(c);
-}
 
 static void edit_llama3(cJSON *c) { /* old-style keys: top-level rope_theta and rope_scaling */
     cJSON_DeleteItemFromObject(c, "rope_parameters");
@@ -218,7 +203,7 @@ static void edit_yarn(cJSON *c) {
 }
 
 static void test_rope_scaling(void) {
-    make_dir_with_config("llama3", "llama-tiny", edit_llama3);
+    tf_hf_with_config("llama3", "llama-tiny", edit_llama3);
     int rc = loom_convert_hf_to_gguf(TMP("llama3"), TMP("llama3.gguf"));
     CHECK(rc == 0, "convert llama3: %s", loom_last_error());
     gguf_ctx *g = rc == 0 ? gguf_open(TMP("llama3.gguf")) : NULL;
@@ -247,7 +232,7 @@ static void test_rope_scaling(void) {
         CHECK(n1 && n8 && nmid, "the test covers all three branches (%d %d %d)", n1, n8, nmid);
         gguf_close(g);
     }
-    make_dir_with_config("linear", "llama-tiny", edit_linear);
+    tf_hf_with_config("linear", "llama-tiny", edit_linear);
     rc = loom_convert_hf_to_gguf(TMP("linear"), TMP("linear.gguf"));
     CHECK(rc == 0, "convert linear: %s", loom_last_error());
     g = rc == 0 ? gguf_open(TMP("linear.gguf")) : NULL;
@@ -261,16 +246,16 @@ static void test_rope_scaling(void) {
 }
 
 static void test_convert_bad(void) {
-    make_dir_with_config("gpt2", "llama-tiny", edit_gpt2);
+    tf_hf_with_config("gpt2", "llama-tiny", edit_gpt2);
     loom_err_clear();
     CHECK_FAILS(loom_convert_hf_to_gguf(TMP("gpt2"), TMP("gpt2.gguf")) == 0, "gpt2/config.json", "unsupported arch");
     CHECK(strstr(loom_last_error(), "gpt2'"), "names the arch: %s", loom_last_error());
-    make_dir_with_config("nohidden", "llama-tiny", edit_no_hidden);
+    tf_hf_with_config("nohidden", "llama-tiny", edit_no_hidden);
     CHECK_FAILS(loom_convert_hf_to_gguf(TMP("nohidden"), TMP("x.gguf")) == 0, "hidden_size", "missing hidden_size");
-    make_dir_with_config("heads_str", "llama-tiny", edit_heads_string);
+    tf_hf_with_config("heads_str", "llama-tiny", edit_heads_string);
     CHECK_FAILS(loom_convert_hf_to_gguf(TMP("heads_str"), TMP("x.gguf")) == 0, "heads_str/config.json",
                 "num_attention_heads a string");
-    make_dir_with_config("yarn", "qwen2-tiny", edit_yarn);
+    tf_hf_with_config("yarn", "qwen2-tiny", edit_yarn);
     CHECK_FAILS(loom_convert_hf_to_gguf(TMP("yarn"), TMP("x.gguf")) == 0, "yarn", "unsupported rope scaling");
     CHECK(access(TMP("x.gguf"), F_OK) != 0 && access(TMP("gpt2.gguf"), F_OK) != 0, "no output after failures");
     CHECK_FAILS(loom_convert_hf_to_gguf(TMP("missing"), TMP("x.gguf")) == 0, "missing", "missing dir");

@@ -11,21 +11,6 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 
-/* A HF dir in the temp dir: a fixture's weights (symlinked) and its config edited. */
-static void make_dir(const char *dir, const char *fixture, void (*edit)(cJSON *)) {
-    char p[1100], src[1100];
-    snprintf(p, sizeof p, "%s/%s", tf_tmp, dir);
-    mkdir(p, 0755);
-    snprintf(src, sizeof src, "%s/%s/model.safetensors", tf_fixtures, fixture);
-    snprintf(p, sizeof p, "%s/%s/model.safetensors", tf_tmp, dir);
-    if (symlink(src, p) != 0) perror("symlink");
-    cJSON *c = loom_json_read(FIX("%s/config.json", fixture));
-    edit(c);
-    char *txt = cJSON_Print(c);
-    tf_write_str(TMP("%s/config.json", dir), txt);
-    free(txt);
-    cJSON_Delete(c);
-}
 
 /* Greedy ids after a fixed prompt, and the last step's logits (n_vocab floats into last). */
 static int greedy(const char *path, int32_t *out, int n_new, float *last, int n_vocab) {
@@ -65,8 +50,8 @@ static void edit_llama3_factor1(cJSON *c) {
 
 static void test_hf_equals_gguf(void) {
     enum { NEW = 12, V = 512 };
-    make_dir("l3", "llama-tiny", edit_llama3_no_factor);
-    make_dir("l3f1", "llama-tiny", edit_llama3_factor1);
+    tf_hf_with_config("l3", "llama-tiny", edit_llama3_no_factor);
+    tf_hf_with_config("l3f1", "llama-tiny", edit_llama3_factor1);
     CHECK(loom_convert_hf_to_gguf(TMP("l3"), TMP("l3.gguf")) == 0, "convert: %s", loom_last_error());
     /* both paths read the same hyper-parameters: llama.cpp's default factor 8 */
     loom_model *hm = loom_model_load(TMP("l3")), *gm = loom_model_load(TMP("l3.gguf"));
@@ -142,7 +127,7 @@ static void test_bad_configs(void) {
         {"ltypes", edit_layer_types, "layer_types[1]", "sliding_attention"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        make_dir(bad[i].dir, "llama-tiny", bad[i].edit);
+        tf_hf_with_config(bad[i].dir, "llama-tiny", bad[i].edit);
         loom_err_clear();
         loom_model *m = loom_model_load(TMP("%s", bad[i].dir));
         const char *e = loom_last_error();
