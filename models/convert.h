@@ -16,11 +16,17 @@ struct gguf_writer;
 /* Convert a HF directory to a GGUF file. Returns 0, or -1 with an error. */
 int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path);
 
-/* Write a random-weight GGUF of a real shape: "qwen2-0.5b", "llama-1.1b", or the path of a HF
+/* Write a random-weight GGUF of a real shape: "qwen2-0.5b", "llama-1.1b", "llama-7b", or the path of a HF
  * config.json (a family with the plain decoder's tensors). Matrices are N(0, 0.02) in dtype (f32,
  * f16 or bf16), norms 1, biases 0; the same seed gives the same file. Tensor data is produced while
  * the file is written (constant memory). No tokenizer. Returns 0, or -1 with an error. */
 int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *out_path);
+/* The same with the tokenizer at vocab_path (a GGUF, a tokenizer.json or a directory holding one:
+ * loom_tokenizer_load) written in, padded with user-defined tokens up to the shape's vocabulary,
+ * so that other engines (llama.cpp) load the file too. NULL: no tokenizer, as loom_synth. A
+ * vocabulary larger than the shape's is an error. */
+int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *vocab_path,
+                     const char *out_path);
 
 /* A built-in shape's family and hyper-parameters; -1 with an error listing them otherwise. */
 struct loom_arch;

@@ -9,6 +9,7 @@
 #include "models/model.h"
 
 #include "formats/gguf.h"
+#include "tokenizer/tokenizer.h"
 #include "core/util.h"
 
 #include <math.h>
@@ -151,14 +152,23 @@ int loom_synth_shape(const char *shape, const loom_arch **arch, loom_hparams *hp
         *arch = loom_arch_find("llama");
         hp->n_vocab = 32000, hp->n_embd = 2048, hp->n_layer = 22, hp->n_head = 32, hp->n_head_kv = 4;
         hp->n_ff = 5632, hp->n_ctx_train = 2048, hp->norm_eps = 1e-5f, hp->rope_theta = 1e4f;
+    } else if (!strcmp(shape, "llama-7b")) { /* LLaMA-7B (Llama-2-7B's shape): no GQA */
+        *arch = loom_arch_find("llama");
+        hp->n_vocab = 32000, hp->n_embd = 4096, hp->n_layer = 32, hp->n_head = 32, hp->n_head_kv = 32;
+        hp->n_ff = 11008, hp->n_ctx_train = 4096, hp->norm_eps = 1e-5f, hp->rope_theta = 1e4f;
     } else {
-        return loom_err("unknown shape '%s' (known: qwen2-0.5b, llama-1.1b, or a config.json path)", shape);
+        return loom_err("unknown shape '%s' (known: qwen2-0.5b, llama-1.1b, llama-7b, or a config.json path)", shape);
     }
     hp->head_dim = hp->n_embd / hp->n_head;
     return *arch ? 0 : -1;
 }
 
 int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *out_path) {
+    return loom_synth_vocab(shape_or_config, dtype, seed, NULL, out_path);
+}
+
+int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *vocab_path,
+                     const char *out_path) {
     if (dtype != LOOM_F32 && dtype != LOOM_F16 && dtype != LOOM_BF16)
         return loom_err("synth: dtype %s is not supported (f32, f16, bf16)", loom_dtype_name(dtype));
     loom_hparams hp;
@@ -180,6 +190,7 @@ int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, con
         return loom_err("synth: %s needs tensors beyond the plain decoder's (not supported)", arch->name);
 
     synth_ctx c = {0};
+    loom_tokenizer *tok = NULL;
     normal_table *tab = NULL;
     float *ones = NULL, *zeros = NULL, *rope = NULL;
     int rc = -1;
@@ -198,6 +209,16 @@ int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, con
     if (!(c.jobs = loom_calloc((size_t)c.cap_jobs, sizeof *c.jobs))) goto done;
 
     if (loom_arch_write_kv(c.w, arch, &hp, gname, dtype == LOOM_F16 ? 1 : dtype == LOOM_BF16 ? 32 : 0)) goto done;
+    if (vocab_path) { /* the shape's bos/eos are unset (-1): the tokenizer's own go in */
+        if (!(tok = loom_tokenizer_load(vocab_path))) goto done;
+        int nv = loom_tokenizer_n_vocab(tok);
+        if (nv > hp.n_vocab) {
+            loom_err("synth: %s has %d tokens, more than the %lld rows of %s's embedding", vocab_path, nv,
+                     (long long)hp.n_vocab, shape_or_config);
+            goto done;
+        }
+        if (loom_tokenizer_to_gguf_pad(tok, c.w, true, (int)hp.n_vocab)) goto done;
+    }
     if (hp.rope_scaling == LOOM_ROPE_SCALING_LLAMA3) {
         loom_llama3_rope_factors(&hp, rope);
         if (add_vector(&c, "rope_freqs.weight", hd / 2, rope)) goto done;
@@ -226,6 +247,7 @@ int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, con
     if (!hp.tied_embeddings && add_matrix(&c, "output.weight", hp.n_vocab, hp.n_embd)) goto done;
     rc = gguf_writer_save(c.w, out_path);
 done:
+    loom_tokenizer_free(tok);
     gguf_writer_free(c.w);
     free(c.jobs);
     free(tab);
