@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static bool is_hf(const loom_source *src) { return loom_source_get_kind(src) == LOOM_SOURCE_HF; }
 static const char *key_of(const loom_source *src, const char *hf, const char *gguf) { return is_hf(src) ? hf : gguf; }
@@ -92,9 +93,7 @@ static int hf_token_ids(loom_hparams *hp, const loom_source *src) {
         return -1;
     if (hp->bos_id >= 0 && hp->eos_id >= 0) return 0;
     snprintf(where, sizeof where, "%s/generation_config.json", loom_source_path(src));
-    FILE *f = fopen(where, "rb");
-    if (!f) return 0; /* optional */
-    fclose(f);
+    if (access(where, F_OK) != 0) return 0; /* optional; a FIFO or a directory is refused below */
     cJSON *gen = loom_json_read(where);
     if (!gen) return -1;
     int rc = 0;

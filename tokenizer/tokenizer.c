@@ -468,8 +468,8 @@ loom_tokenizer *loom_tokenizer_load(const char *path) {
                                  "tokenizers only from tokenizer.json)", path);
         return loom_tokenizer_from_json_file(js);
     }
-    FILE *f = fopen(path, "rb");
-    if (!f) return loom_err_null("%s: cannot open: %s", path, strerror(errno));
+    FILE *f = loom_fopen_regular(path);
+    if (!f) return NULL;
     char magic[4] = {0};
     size_t got = fread(magic, 1, 4, f);
     fclose(f);
