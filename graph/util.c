@@ -78,6 +78,14 @@ const char *loom_dtype_name(loom_dtype t) {
     case LOOM_Q4_0: return "q4_0";
     case LOOM_Q4_K: return "q4_K";
     case LOOM_Q6_K: return "q6_K";
+    case LOOM_Q4_1: return "q4_1";
+    case LOOM_Q5_0: return "q5_0";
+    case LOOM_Q5_1: return "q5_1";
+    case LOOM_Q2_K: return "q2_K";
+    case LOOM_Q3_K: return "q3_K";
+    case LOOM_Q5_K: return "q5_K";
+    case LOOM_IQ4_NL: return "iq4_nl";
+    case LOOM_IQ4_XS: return "iq4_xs";
     default: return "?";
     }
 }
@@ -161,11 +169,9 @@ void loom_to_f32(float *dst, const void *src, loom_dtype t, size_t n) {
         for (size_t i = 0; i < n; i++) dst[i] = (float)s[i];
         break;
     }
-    case LOOM_Q8_0:
-    case LOOM_Q4_0:
-    case LOOM_Q4_K:
-    case LOOM_Q6_K: loom_dequant_row(t, src, dst, (int64_t)n); break;
-    default: break;
+    default:
+        if (loom_dtype_is_quant(t)) loom_dequant_row(t, src, dst, (int64_t)n);
+        break;
     }
 }
 

@@ -1,6 +1,7 @@
 # Quantised weights (issue 5): unit tests, then `loom quantize` of the fixtures checked against the
 # f32 reference by top-1 agreement and mean KL (docs/quantization.md has the measured figures).
 loom_unit_test(test_quant)
+loom_unit_test(test_qblock)
 
 set(LOOM_Q_TMP ${CMAKE_BINARY_DIR}/quantized)
 file(MAKE_DIRECTORY ${LOOM_Q_TMP})

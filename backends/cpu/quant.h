@@ -10,6 +10,12 @@
 #include "cpu.h"
 #include "../../graph/quant.h"
 
+/* The types the integer kernels below take (Q8_0, Q4_0, Q4_K, Q6_K); the backend runs the other
+ * quantised types by dequantising weight rows to f32 per chunk (cpu_backend.c, matmul_dequant). */
+static inline bool cpu_qtype_native(loom_dtype t) {
+    return t == LOOM_Q8_0 || t == LOOM_Q4_0 || t == LOOM_Q4_K || t == LOOM_Q6_K;
+}
+
 /* Rows kernel: out[r] = W_row . x[r] for r < nr (nr <= CPU_QROWS). */
 #define CPU_QROWS 4
 typedef void (*cpu_qdot_fn)(loom_dtype t, const void *w, const loom_q8x *const *x, int nr, int64_t K,
