@@ -1,7 +1,7 @@
 /* Token sampling: greedy, or temperature with optional top-k and top-p (nucleus) filtering. */
 #include "loom.h"
 
-#include "../graph/util.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdlib.h>

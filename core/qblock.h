@@ -30,8 +30,8 @@
  *         6-bit scale ls (low nibble scales_l[ib/2] >> 4*(ib%2), high 2 bits scales_h >> 2*ib),
  *         qs as IQ4_NL per 16 bytes                                 x = d*(ls-32)*kvalues[q]
  */
-#ifndef LOOM_QUANT_H
-#define LOOM_QUANT_H
+#ifndef LOOM_QBLOCK_H
+#define LOOM_QBLOCK_H
 
 #include "loom.h"
 
