@@ -5,10 +5,10 @@
  * quantise -> dequantise error bounds; a NaN/inf scale refused at load for each type; a GGUF with
  * each type loads and the CPU backend's matmul (dequantise-per-chunk path) agrees with a
  * double-precision product of the decoded weights. */
-#include "check.h"
-#include "gguf.h"
-#include "quant.h"
-#include "test_cpu_graph.h"
+#include "tests/unit/check.h"
+#include "core/qblock.h"
+#include "formats/gguf.h"
+#include "tests/unit/test_cpu_graph.h"
 
 #include <math.h>
 #include <stdint.h>
