@@ -447,12 +447,14 @@ static void dequant32(loom_dtype t, const void *src, float *y, int64_t nb) {
 }
 
 /* ---- IQ4_NL / IQ4_XS ---------------------------------------------------------------------------- */
-/* Index of the table value nearest to v. */
+/* Index of the table value nearest to v (the lower one on a tie): a binary search over the
+ * midpoints between neighbours. */
 static int iq4_index(float v) {
-    int lo = 0;
-    for (int k = 1; k < 16; k++)
-        if (fabsf(v - loom_iq4nl_values[k]) < fabsf(v - loom_iq4nl_values[lo])) lo = k;
-    return lo;
+    static const float mid[15] = {-115.5f, -93.5f, -74, -57, -42, -28.5f, -16, -4.5f, 7, 19, 31.5f, 45.5f, 61, 79, 101};
+    int i = 0;
+    for (int step = 8; step; step >>= 1)
+        if (v > mid[i + step - 1]) i += step;
+    return i;
 }
 
 /* A scale d for 32 values with x ~ d * kvalues[L]: the largest magnitude mapped onto the table's
