@@ -21,23 +21,48 @@ foreach(fx qwen2-tiny llama-tiny qwen3-tiny)
   set(LOOM_Q_LREF_${fx} ${LOOM_FIXTURES}/${fx}/long_reference.safetensors)
 endforeach()
 set(LOOM_Q_LREF_stories260K ${LOOM_FIXTURES}/stories260K-hf/long_reference.safetensors)
-# Bounds: min top-1 %, max mean KL. Measured (CPU, 2026-11-23, docs/quantization.md): q8_0 top-1
+# Bounds: min top-1 %, max mean KL. Since 2026-12-04 the presets follow llama.cpp's mixes (q4_0
+# and q4_k_m: the head in Q8_0/Q6_K, q4_k_m's fallback Q5_0): q4_0 49.6-61.2% / <= 5.7e-2 (trained
+# 88.5%), q4_k_m 71.4-79.9% / <= 1.8e-2 (trained 94.6%), bounds below with margin for Vulkan. Measured (CPU, 2026-11-23, docs/quantization.md): q8_0 top-1
 # 99.0% on the trained stories260K (504 positions), 93.0-95.7% on the random-weight tiny fixtures
 # (690 positions), whose logits are near-ties: even their q8_0 weights dequantised to f32 and run
 # in f32 agree on only 94.9-96.2%, so the issue's 98% is asserted on the trained model, and the
 # random fixtures are held to what their weights allow.
 set(LOOM_Q_TYPES q8_0 q4_0 q4_k_m q6_k)
+# The later presets (issue 17), measured 2026-12-04 on the CPU (min top-1 over the random
+# fixtures / max KL; the trained stories260K): q4_1 51.0% / 4.7e-2, 89.7%; q5_0 71.4% / 1.7e-2,
+# 94.4%; q5_1 73.9% / 1.1e-2, 94.2%; q2_k 44.5% / 6.6e-2, 88.5%; q3_k_m 56.1% / 4.2e-2, 88.7%;
+# q5_k_m 75.1% / 1.0e-2, 94.8%; iq4_nl 51.3% / 5.0e-2, 89.5%; iq4_xs 51.2% / 5.0e-2, 89.5%. They run
+# through the same dequantise-to-f32 CPU path in both flavours, so only the SIMD one is checked
+# here (and not at model level on Vulkan: tests/unit/test_vulkan_quant.c covers their shaders).
+set(LOOM_Q_TYPES_LATER q4_1 q5_0 q5_1 q2_k q3_k_m q5_k_m iq4_nl iq4_xs)
+set(LOOM_Q_BOUND_q4_1 "45;0.07")
+set(LOOM_Q_BOUND_q5_0 "65;0.025")
+set(LOOM_Q_BOUND_q5_1 "65;0.02")
+set(LOOM_Q_BOUND_q2_k "38;0.1")
+set(LOOM_Q_BOUND_q3_k_m "50;0.06")
+set(LOOM_Q_BOUND_q5_k_m "68;0.02")
+set(LOOM_Q_BOUND_iq4_nl "45;0.075")
+set(LOOM_Q_BOUND_iq4_xs "45;0.075")
+set(LOOM_Q_TRAINED_TOP1_q4_1 85)
+set(LOOM_Q_TRAINED_TOP1_q5_0 90)
+set(LOOM_Q_TRAINED_TOP1_q5_1 90)
+set(LOOM_Q_TRAINED_TOP1_q2_k 83)
+set(LOOM_Q_TRAINED_TOP1_q3_k_m 84)
+set(LOOM_Q_TRAINED_TOP1_q5_k_m 90)
+set(LOOM_Q_TRAINED_TOP1_iq4_nl 85)
+set(LOOM_Q_TRAINED_TOP1_iq4_xs 85)
 set(LOOM_Q_BOUND_q8_0 "92;1e-3")
 set(LOOM_Q_BOUND_q6_k "92;2e-3")
-set(LOOM_Q_BOUND_q4_0 "40;0.1")
-set(LOOM_Q_BOUND_q4_k_m "45;0.1")
+set(LOOM_Q_BOUND_q4_0 "43;0.08")
+set(LOOM_Q_BOUND_q4_k_m "62;0.03")
 # the trained model: q8_0 and q6_k at the issue's 98%, the 4-bit types at 80% / 85%
 set(LOOM_Q_TRAINED_TOP1_q8_0 98)
 set(LOOM_Q_TRAINED_TOP1_q6_k 98)
-set(LOOM_Q_TRAINED_TOP1_q4_0 80)
-set(LOOM_Q_TRAINED_TOP1_q4_k_m 85)
+set(LOOM_Q_TRAINED_TOP1_q4_0 84)
+set(LOOM_Q_TRAINED_TOP1_q4_k_m 90)
 foreach(fx ${LOOM_Q_FIXTURES})
-  foreach(t ${LOOM_Q_TYPES})
+  foreach(t ${LOOM_Q_TYPES} ${LOOM_Q_TYPES_LATER})
     set(out ${LOOM_Q_TMP}/${fx}-${t}.gguf)
     add_test(NAME quantize_${fx}_${t} COMMAND ${LOOM_BIN} quantize ${LOOM_Q_IN_${fx}} ${out} --type ${t})
     set_tests_properties(quantize_${fx}_${t} PROPERTIES FIXTURES_SETUP q_${fx}_${t})
@@ -46,7 +71,11 @@ foreach(fx ${LOOM_Q_FIXTURES})
     if(fx STREQUAL "stories260K")
       set(top1 ${LOOM_Q_TRAINED_TOP1_${t}})
     endif()
-    foreach(flavour simd scalar)
+    set(flavours simd scalar)
+    if(t IN_LIST LOOM_Q_TYPES_LATER)
+      set(flavours simd)
+    endif()
+    foreach(flavour ${flavours})
       set(extra "")
       if(flavour STREQUAL "scalar")
         set(extra --scalar)
