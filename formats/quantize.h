@@ -16,7 +16,9 @@
  * 1-D tensors are written f32; norms stay unquantised. Progress and a summary of the mix and the
  * fallbacks go to `log` (NULL: quiet). Every metadata key is carried over; general.file_type
  * becomes llama.cpp's. Returns 0, or -1 with an error naming the file. */
-int loom_quantize(const char *in, const char *out, const char *type, bool pure, FILE *log);
+int loom_quantize_ex(const char *in, const char *out, const char *type, bool pure, FILE *log);
+/* loom_quantize_ex with pure = false: the preset's mix. */
+int loom_quantize(const char *in, const char *out, const char *type, FILE *log);
 /* The type names loom_quantize takes, comma-separated. */
 const char *loom_quantize_types(void);
 

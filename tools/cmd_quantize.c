@@ -50,7 +50,7 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "loom quantize: unknown --type '%s' (%s)\n", type, loom_quantize_types());
         return 2;
     }
-    if (loom_quantize(pos[0], pos[1], type, pure, stderr) < 0) {
+    if (loom_quantize_ex(pos[0], pos[1], type, pure, stderr) < 0) {
         fprintf(stderr, "loom quantize: %s\n", loom_last_error());
         return 1;
     }
