@@ -19,8 +19,10 @@ typedef struct loom_exec_ctx {
     loom_buffer *arena;         /* plan->arena_size bytes */
     loom_buffer *const *state;  /* session state tensors, indexed by node->state */
     int n_state;
-    loom_buffer *const *weights;/* model weights, indexed by loom_weight.id */
+    loom_buffer *const *weights;/* the checkpoint's weights (LOOM_WEIGHT_FILE), by loom_weight.id */
     int n_weights;
+    loom_buffer *const *computed;/* the model's computed weights (LOOM_WEIGHT_COMPUTED), by id */
+    int n_computed;
     double *node_time;          /* if non-NULL: seconds per node index, filled by the executor
                                    (CPU) or from timestamps (GPU) */
 } loom_exec_ctx;
@@ -40,6 +42,10 @@ typedef struct loom_backend_ops {
     int (*buf_copy)(loom_backend *be, loom_buffer *dst, size_t dst_off, loom_buffer *src, size_t src_off, size_t n);
     /* A buffer holding a weight: the CPU wraps the mapped host pointer (no copy), a GPU uploads. */
     loom_buffer *(*buf_from_host)(loom_backend *be, const void *host, size_t nbytes);
+
+    /* Optional: the byte alignment this backend needs for arena offsets (NULL: 64, a cache line).
+     * The planner packs the arena to it (loom_plan_opts.align, from loom_backend_alignment). */
+    size_t (*alignment)(loom_backend *be);
 
     /* Can this backend compute node `i` of g as it stands (op, types, shapes)? */
     bool (*supports)(loom_backend *be, const loom_graph *g, int i);
@@ -68,7 +74,22 @@ struct loom_backend {
  * nodes resolve to the storage they alias. */
 loom_buffer *loom_exec_node_buffer(const loom_exec_ctx *x, int i, size_t *offset);
 
-/* Run a plan: validates support once per plan, then dispatches node by node (or whole plan). */
+/* The arena alignment be needs (its alignment op, else 64): pass it to loom_plan_build. */
+size_t loom_backend_alignment(loom_backend *be);
+
+/* ---- running a plan (one copy for sessions, loom diff, bench and profile) ------------------- */
+/* Check, once per plan, that be can compute every node p executes: 0, or -1 with an error naming
+ * `device` and the first node it cannot. loom_execute does not check again. */
+int loom_plan_check(loom_backend *be, const loom_plan *p, const char *device);
+/* Typed handles: a plan's input or output node, looked up by name once per plan. An input the
+ * optimised graph no longer reads (removed by dce) is -1, which loom_exec_write skips. */
+int loom_plan_input(const loom_plan *p, const char *name);
+int loom_plan_output(const loom_plan *p, const char *name); /* -1 with an error when absent */
+/* Write n bytes to input node `input` (a handle from loom_plan_input; -1: nothing to write). */
+int loom_exec_write(loom_backend *be, const loom_exec_ctx *x, int input, const void *src, size_t n);
+/* Read n bytes of node i's storage from byte `off` of it. */
+int loom_exec_read(loom_backend *be, const loom_exec_ctx *x, int i, size_t off, void *dst, size_t n);
+/* Run a plan node by node (or whole, when the backend records plans) and wait for it (sync). */
 int loom_execute(loom_backend *be, const loom_exec_ctx *x);
 
 /* ---- backend registry -------------------------------------------------------------------- */

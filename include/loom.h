@@ -63,6 +63,9 @@ typedef struct loom_model_info {
  * not copied. */
 loom_model *loom_model_load(const char *path);
 void loom_model_free(loom_model *m);
+/* Scan every weight for NaN and infinities (`--check-tensors`; also done by loom_model_load when
+ * LOOM_CHECK_TENSORS=1): 0, or -1 with an error naming the tensor, row and column. */
+int loom_model_check_tensors(const loom_model *m);
 loom_model_info loom_model_get_info(const loom_model *m);
 
 typedef struct loom_session_opts {
@@ -157,7 +160,11 @@ typedef struct loom_sampler_opts {
 typedef struct loom_sampler loom_sampler;
 loom_sampler *loom_sampler_new(const loom_sampler_opts *o);
 void loom_sampler_free(loom_sampler *s);
+/* The next token, or -1 (error set) when the logits are not usable: a NaN or +inf logit (the
+ * model's numbers broke down: NaN/Inf weights, overflow), or every logit -inf. */
 int32_t loom_sampler_sample(loom_sampler *s, const float *logits, int n_vocab);
+/* 0, or -1 with an error naming the first token whose logit is NaN or +inf (or all are -inf). */
+int loom_logits_check(const float *logits, int n_vocab);
 
 #ifdef __cplusplus
 }

@@ -39,7 +39,7 @@ int cmd_chat(int argc, char **argv) {
         } else if (!strcmp(a, "--top-k") && val) {
             bad = loom_parse_int(a, argv[++i], 0, 1 << 30, &top_k);
         } else if (!strcmp(a, "--top-p") && val) {
-            bad = loom_parse_float(a, argv[++i], &top_p);
+            bad = loom_parse_float_in(a, argv[++i], 0, 1, &top_p);
         } else if (!strcmp(a, "--seed") && val) {
             bad = loom_parse_int(a, argv[++i], 0, 0x7fffffffL, &seed);
         } else if (!strcmp(a, "--verbose")) {
@@ -114,6 +114,10 @@ int cmd_chat(int argc, char **argv) {
         int gen = 0;
         for (; gen < n_max; gen++) {
             int32_t next = loom_sampler_sample(smp, loom_session_logits(s, NULL), info.n_vocab);
+            if (next < 0) {
+                fprintf(stderr, "\nloom chat: reply step %d: %s\n", gen + 1, loom_last_error());
+                goto done;
+            }
             if (loom_tokenizer_is_eog(tok, next)) break;
             size_t plen;
             const char *piece = loom_tokenizer_stream_put(stream, next, &plen);

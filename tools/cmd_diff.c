@@ -15,6 +15,7 @@
 #include "backends/cpu/cpu.h"
 #include "loom.h"
 #include "models/model.h"
+#include "models/weights.h"
 #include "core/util.h"
 
 #include <math.h>
@@ -26,8 +27,7 @@ typedef struct side {
     const char *device;
     char desc[256];
     loom_backend *be;
-    loom_buffer **weights;
-    int n_weights;
+    loom_weight_bufs weights;
     loom_buffer **state;
     int n_state;
     loom_plan *plan;
@@ -54,29 +54,20 @@ static void side_release_plan(side *sd) {
 static void side_free(side *sd) {
     if (!sd->be) return;
     side_release_plan(sd);
-    for (int i = 0; i < sd->n_weights; i++)
-        if (sd->weights && sd->weights[i]) sd->be->ops->buf_free(sd->be, sd->weights[i]);
+    loom_weights_free(&sd->weights, sd->be);
     for (int i = 0; i < sd->n_state; i++)
         if (sd->state && sd->state[i]) sd->be->ops->buf_free(sd->be, sd->state[i]);
-    free(sd->weights);
     free(sd->state);
     loom_backend_close(sd->be);
     sd->be = NULL;
 }
 
-/* Weights (indexed by loom_weight.id, plus the computed rope factors) and a zeroed KV cache, as a
- * session lays them out. */
+/* The weights and a zeroed KV cache, as a session lays them out. */
 static int side_open(side *sd, const loom_model *m, int n_threads, int n_ctx) {
     if (!(sd->be = open_device(sd->device, n_threads))) return -1;
     if (sd->be->ops->describe) sd->be->ops->describe(sd->be, sd->desc, sizeof sd->desc);
     else snprintf(sd->desc, sizeof sd->desc, "%s", sd->be->ops->name);
-    int n = loom_source_n_tensors(m->src);
-    sd->n_weights = n + 1;
-    if (!(sd->weights = loom_calloc((size_t)sd->n_weights, sizeof *sd->weights))) return -1;
-    for (int i = 0; i < sd->n_weights; i++) {
-        const loom_weight *w = i < n ? loom_source_tensor(m->src, i) : (m->rope_factors ? &m->rope_factors_w : NULL);
-        if (w && !(sd->weights[i] = sd->be->ops->buf_from_host(sd->be, w->data, w->nbytes))) return -1;
-    }
+    if (loom_weights_upload(&sd->weights, sd->be, m, sd->device, NULL, NULL) < 0) return -1;
     size_t kv = (size_t)n_ctx * (size_t)m->hp.n_head_kv * (size_t)m->hp.head_dim * sizeof(float);
     sd->n_state = 2 * m->hp.n_layer;
     if (!(sd->state = loom_calloc((size_t)sd->n_state, sizeof *sd->state))) return -1;
@@ -87,19 +78,9 @@ static int side_open(side *sd, const loom_model *m, int n_threads, int n_ctx) {
 }
 
 static loom_exec_ctx side_ctx(const side *sd) {
-    loom_exec_ctx x = {.plan = sd->plan, .arena = sd->arena, .state = sd->state, .n_state = sd->n_state,
-                       .weights = sd->weights, .n_weights = sd->n_weights};
+    loom_exec_ctx x = {.plan = sd->plan, .arena = sd->arena, .state = sd->state, .n_state = sd->n_state};
+    loom_weights_bind(&sd->weights, &x);
     return x;
-}
-
-static int write_input(side *sd, const char *name, const int32_t *v, int n) {
-    const loom_graph *g = sd->plan->g;
-    for (int i = 0; i < g->n; i++) {
-        const loom_node *nd = &g->nodes[i];
-        if (nd->op == LOOM_OP_INPUT && !(nd->flags & LOOM_NODE_DEAD) && !strcmp(nd->name, name))
-            return sd->be->ops->buf_write(sd->be, sd->arena, nd->offset, v, (size_t)n * sizeof *v);
-    }
-    return 0;
 }
 
 /* Plan one step of n tokens at pos0 on this side and run it. */
@@ -112,25 +93,19 @@ static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *to
         loom_graph_free(g);
         return -1;
     }
-    loom_plan_opts po = {.no_reuse = true};
+    loom_plan_opts po = {.no_reuse = true, .align = loom_backend_alignment(sd->be)};
     if (!(sd->plan = loom_plan_build(g, &po))) return -1;
-    for (int k = 0; k < sd->plan->n_order; k++) {
-        int i = sd->plan->order[k];
-        if (!sd->be->ops->supports(sd->be, sd->plan->g, i))
-            return loom_err("%s cannot compute node %d (%s '%s')", sd->device, i,
-                            loom_op_name(sd->plan->g->nodes[i].op), sd->plan->g->nodes[i].name);
-    }
+    if (loom_plan_check(sd->be, sd->plan, sd->device) < 0) return -1;
     if (!(sd->arena = sd->be->ops->buf_alloc(sd->be, sd->plan->arena_size ? sd->plan->arena_size : 1))) return -1;
     int32_t *pos = loom_malloc((size_t)n * sizeof *pos);
     if (!pos) return -1;
     for (int i = 0; i < n; i++) pos[i] = pos0 + i;
-    int rc = write_input(sd, "tokens", tok, n);
-    if (rc == 0) rc = write_input(sd, "pos", pos, n);
-    free(pos);
     loom_exec_ctx x = side_ctx(sd);
+    int rc = loom_exec_write(sd->be, &x, loom_plan_input(sd->plan, "tokens"), tok, (size_t)n * sizeof *tok);
+    if (rc == 0) rc = loom_exec_write(sd->be, &x, loom_plan_input(sd->plan, "pos"), pos, (size_t)n * sizeof *pos);
+    free(pos);
     if (rc == 0 && sd->be->ops->plan_prepare) rc = sd->be->ops->plan_prepare(sd->be, sd->plan, &x);
     if (rc == 0) rc = loom_execute(sd->be, &x);
-    if (rc == 0 && sd->be->ops->sync) rc = sd->be->ops->sync(sd->be);
     if (rc < 0) loom_err_prefix("%s", sd->device);
     return rc;
 }

@@ -30,6 +30,7 @@ static void usage(FILE *f) {
             "                  and re-evaluate the rest, instead of stopping\n"
             "  --keep N        tokens kept at the start on a context shift (default 1: BOS)\n"
             "  --scalar        portable scalar kernels only (also LOOM_SCALAR=1)\n"
+            "  --check-tensors scan every weight for NaN/Inf at load (also LOOM_CHECK_TENSORS=1)\n"
             "several sequences at once (one graph per step; results printed as [i] or [i.j]):\n"
             "  -p TEXT ...     -p (or --tokens) repeated: one sequence per prompt\n"
             "  --file F        one prompt per line of F\n"
@@ -71,8 +72,8 @@ static int parse_tokens(const char *s, int32_t **out) {
 
 /* Read one prompt per non-empty line of path into v (strings owned by *buf). */
 static int read_prompt_file(const char *path, const char **v, int *n, char **buf) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return loom_err("%s: cannot open", path);
+    FILE *f = loom_fopen_regular(path);
+    if (!f) return -1;
     size_t cap = 4096, len = 0;
     char *b = malloc(cap);
     for (size_t r; b && (r = fread(b + len, 1, cap - len - 1, f)) > 0;) {
@@ -87,6 +88,8 @@ static int read_prompt_file(const char *path, const char **v, int *n, char **buf
     if (!b) return loom_err("%s: out of memory", path);
     b[len] = 0;
     *buf = b;
+    const char *nul = memchr(b, 0, len); /* it cut the prompt short, silently */
+    if (nul) return loom_err("%s: byte %zu is a NUL: a prompt file is text", path, (size_t)(nul - b));
     for (char *line = strtok(b, "\r\n"); line; line = strtok(NULL, "\r\n")) {
         if (!*line) continue;
         if (*n == MAX_PROMPTS) return loom_err("%s: more than %d prompts", path, MAX_PROMPTS);
@@ -191,7 +194,7 @@ int cmd_run(int argc, char **argv) {
             if (loom_parse_int(a, val, 0, 1 << 30, &top_k) < 0) return 2;
             i++;
         } else if (!strcmp(a, "--top-p")) {
-            if (loom_parse_float(a, val, &top_p) < 0) return 2;
+            if (loom_parse_float_in(a, val, 0, 1, &top_p) < 0) return 2;
             i++;
         } else if (!strcmp(a, "--seed")) {
             if (loom_parse_int(a, val, 0, 0x7fffffffL, &seed) < 0) return 2;
@@ -307,9 +310,12 @@ int cmd_run(int argc, char **argv) {
     /* the tokens the cache holds, for re-evaluation after a context shift */
     int n_hist = 0, shifts = 0;
     if (ctx_shift) {
-        if (n_keep > loom_session_ctx(s) - 2) {
-            fprintf(stderr, "loom: --keep %ld leaves nothing to drop from a context of %d tokens\n", n_keep,
-                    loom_session_ctx(s));
+        /* each shift re-evaluates the kept tokens and half the rest, and frees half the rest: with
+         * --keep up to half the context a shift frees at least a quarter of it (at most 3 evaluated
+         * tokens per generated one); --keep 29 of 32 re-evaluated the context every token */
+        if (n_keep > loom_session_ctx(s) / 2) {
+            fprintf(stderr, "loom: --keep %ld is more than half the context (%d tokens): with --ctx-shift every "
+                            "shift would re-evaluate nearly all of it\n", n_keep, loom_session_ctx(s));
             goto done;
         }
         if (!(hist = malloc((size_t)loom_session_ctx(s) * sizeof *hist))) {
@@ -347,6 +353,11 @@ int cmd_run(int argc, char **argv) {
     for (; generated < n_gen; generated++) {
         const float *logits = loom_session_logits(s, NULL);
         int32_t next = loom_sampler_sample(smp, logits, info.n_vocab);
+        if (next < 0) {
+            fprintf(stderr, "\nloom: generation step %d (position %d): %s\n", generated + 1, loom_session_pos(s),
+                    loom_last_error());
+            goto done;
+        }
         bool eog = tok ? loom_tokenizer_is_eog(tok, next) : next == info.eos_id;
         if (eog) {
             stop = "end of sequence";
