@@ -680,6 +680,86 @@ static void dequant_q5_k(const loom_block_q5_k *x, float *y, int64_t nb) {
     }
 }
 
+
+/* ---- the later types as 32-element blocks of int8 codes (loom_qblock32) ------------------------- */
+void loom_qblock32(loom_dtype t, const void *row, int64_t b, int8_t *c, float *A, float *B) {
+    uint8_t L[32];
+    B[0] = B[1] = 0;
+    switch (t) {
+    case LOOM_Q4_1: {
+        const loom_block_q4_1 *x = (const loom_block_q4_1 *)row + b;
+        unpack32(x->qs, NULL, L);
+        A[0] = A[1] = loom_f16_to_f32(x->d), B[0] = B[1] = loom_f16_to_f32(x->m);
+        for (int e = 0; e < 32; e++) c[e] = (int8_t)L[e];
+        return;
+    }
+    case LOOM_Q5_0: {
+        const loom_block_q5_0 *x = (const loom_block_q5_0 *)row + b;
+        unpack32(x->qs, x->qh, L);
+        A[0] = A[1] = loom_f16_to_f32(x->d);
+        for (int e = 0; e < 32; e++) c[e] = (int8_t)(L[e] - 16);
+        return;
+    }
+    case LOOM_Q5_1: {
+        const loom_block_q5_1 *x = (const loom_block_q5_1 *)row + b;
+        unpack32(x->qs, x->qh, L);
+        A[0] = A[1] = loom_f16_to_f32(x->d), B[0] = B[1] = loom_f16_to_f32(x->m);
+        for (int e = 0; e < 32; e++) c[e] = (int8_t)L[e];
+        return;
+    }
+    case LOOM_IQ4_NL: {
+        const loom_block_iq4_nl *x = (const loom_block_iq4_nl *)row + b;
+        unpack32(x->qs, NULL, L);
+        A[0] = A[1] = loom_f16_to_f32(x->d);
+        for (int e = 0; e < 32; e++) c[e] = loom_iq4nl_values[L[e]];
+        return;
+    }
+    default: break;
+    }
+    int j = (int)(b % 8); /* sub-block of a 256-element super-block */
+    switch (t) {
+    case LOOM_Q2_K: {
+        const loom_block_q2_k *x = (const loom_block_q2_k *)row + b / 8;
+        float d = loom_f16_to_f32(x->d), dmin = loom_f16_to_f32(x->dmin);
+        for (int h = 0; h < 2; h++)
+            A[h] = d * (float)(x->scales[2 * j + h] & 0xF), B[h] = -(dmin * (float)(x->scales[2 * j + h] >> 4));
+        for (int l = 0; l < 32; l++) c[l] = (int8_t)bits2(x->qs, 32 * j + l);
+        return;
+    }
+    case LOOM_Q3_K: {
+        const loom_block_q3_k *x = (const loom_block_q3_k *)row + b / 8;
+        int sc[16];
+        q3_k_scales(x->scales, sc);
+        float d = loom_f16_to_f32(x->d);
+        A[0] = d * (float)sc[2 * j], A[1] = d * (float)sc[2 * j + 1];
+        for (int l = 0; l < 32; l++)
+            c[l] = (int8_t)(bits2(x->qs, 32 * j + l) - ((x->hmask[l] >> j) & 1 ? 0 : 4));
+        return;
+    }
+    case LOOM_Q5_K: {
+        const loom_block_q5_k *x = (const loom_block_q5_k *)row + b / 8;
+        uint8_t sc, m;
+        scale_min_k4(j, x->scales, &sc, &m);
+        A[0] = A[1] = loom_f16_to_f32(x->d) * sc, B[0] = B[1] = -(loom_f16_to_f32(x->dmin) * m);
+        const uint8_t *q = x->qs + 32 * (j / 2);
+        for (int l = 0; l < 32; l++) c[l] = (int8_t)(((q[l] >> (4 * (j & 1))) & 0xF) | ((x->qh[l] >> j) & 1) << 4);
+        return;
+    }
+    case LOOM_IQ4_XS: {
+        const loom_block_iq4_xs *x = (const loom_block_iq4_xs *)row + b / 8;
+        int ls = ((x->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((x->scales_h >> (2 * j)) & 3) << 4);
+        A[0] = A[1] = loom_f16_to_f32(x->d) * (float)(ls - 32);
+        unpack32(x->qs + 16 * j, NULL, L);
+        for (int e = 0; e < 32; e++) c[e] = loom_iq4nl_values[L[e]];
+        return;
+    }
+    default:
+        memset(c, 0, 32);
+        A[0] = A[1] = 0;
+        return;
+    }
+}
+
 /* ---- rows ------------------------------------------------------------------------------------------ */
 void loom_dequant_row(loom_dtype t, const void *src, float *dst, int64_t n) {
     int64_t nb = n / (loom_dtype_blck(t) ? loom_dtype_blck(t) : 1);
@@ -841,7 +921,18 @@ float loom_quant_dot_ref(loom_dtype t, const void *w, const loom_q8x *x, int64_t
         }
         break;
     }
-    default: break;
+    default:
+        if (loom_dtype_is_quant(t)) { /* the later types: affine maps of int8 codes per 16 */
+            int8_t c[32];
+            float A[2], B[2];
+            for (int64_t b = 0; b < n / 32; b++) {
+                loom_qblock32(t, w, b, c, A, B);
+                int a0 = 0, a1 = 0;
+                for (int l = 0; l < 16; l++) a0 += c[l] * x[b].qs[l], a1 += c[16 + l] * x[b].qs[16 + l];
+                sum += x[b].d * (A[0] * (float)a0 + A[1] * (float)a1 + B[0] * (float)x[b].s[0] + B[1] * (float)x[b].s[1]);
+            }
+        }
+        break;
     }
     return sum;
 }

@@ -82,8 +82,12 @@ int64_t loom_quant_bad_scale(loom_dtype t, const void *data, int64_t nblocks);
 typedef struct { float d; int16_t s[2]; int8_t qs[32]; } loom_q8x;
 void loom_q8x_quant(const float *x, loom_q8x *y, int64_t n);
 
-/* Reference dot product of one quantised weight row (n elements) with a q8x row (Q8_0, Q4_0, Q4_K,
- * Q6_K: the types the CPU's integer kernels take; 0 for the others). */
+/* Block b (32 elements; a 256-element super-block is 8 of them) of a row of one of the later types
+ * (Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL, IQ4_XS) as int8 codes and an affine map per 16
+ * elements: element e is A[e / 16] * c[e] + B[e / 16] (up to f32 rounding of the products). */
+void loom_qblock32(loom_dtype t, const void *row, int64_t b, int8_t *c, float *A, float *B);
+
+/* Reference dot product of one quantised weight row (n elements) with a q8x row. */
 float loom_quant_dot_ref(loom_dtype t, const void *w, const loom_q8x *x, int64_t n);
 
 #endif

@@ -408,7 +408,7 @@ static int64_t gemm_chunk(int64_t N, int nth) {
     return best;
 }
 
-/* Quantised types without integer kernels (cpu_qtype_native false): per chunk of output columns,
+/* Prefill with the later quantised types (cpu_qtype_native false): per chunk of output columns,
  * the weight rows are dequantised (loom_dequant_row, the scalar reference) into the thread's buffer
  * and the f32 kernels run on them. Exact f32 weights, f32 activations. */
 typedef struct dq_task {
@@ -470,7 +470,10 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
             for (int64_t n = 0; n < N; n++) y[m * N + n] = bias ? bias[n] : 0.0f;
         return 0;
     }
-    if (loom_dtype_is_quant(wt) && !cpu_qtype_native(wt)) return matmul_dequant(c, y, x, w, wt, bias, M, K, N);
+    /* the later types: the integer rows kernel for decode (few rows), the f32 GEMM on dequantised
+     * chunks for prefill (where the chunk's dequantisation is shared by every x row) */
+    if (loom_dtype_is_quant(wt) && !cpu_qtype_native(wt) && M > CPU_QDEQUANT_MIN_ROWS)
+        return matmul_dequant(c, y, x, w, wt, bias, M, K, N);
     if (loom_dtype_is_quant(wt))
         return cpu_quant_matmul(c->pool, worth_threads(c, 2.0 * (double)M * (double)N * (double)K), c->n_threads,
                                 c->qdot, y, x, w, wt, bias, M, K, N);

@@ -3,8 +3,9 @@
  * (byte offsets of the GGUF/ggml block, scattering each byte's bits to its elements, where the
  * library gathers per element), on random blocks and on the library's own quantiser output;
  * quantise -> dequantise error bounds; a NaN/inf scale refused at load for each type; a GGUF with
- * each type loads and the CPU backend's matmul (dequantise-per-chunk path) agrees with a
- * double-precision product of the decoded weights. */
+ * each type loads and the CPU backend's matmul agrees with a double-precision product of the
+ * decoded weights: with x rounded to 8-bit blocks as the integer rows kernel does (up to 8 rows,
+ * every kernel flavour), with x itself past that (the dequantise-to-f32 prefill path). */
 #include "tests/unit/check.h"
 #include "core/qblock.h"
 #include "formats/gguf.h"
@@ -239,10 +240,16 @@ static int write_one(const char *path, loom_dtype t, const float *w, int64_t N, 
 static void test_load_and_matmul(void) {
     char path[64];
     snprintf(path, sizeof path, "/tmp/loom-test-qblock-%d.gguf", (int)getpid());
-    enum { N = 70, K = 512, M = 3 };
-    float *w = malloc(N * K * sizeof *w), *wd = malloc(N * K * sizeof *wd), x[M * K], y[M * N];
+    enum { N = 70, K = 512, M = 17 };
+    float *w = malloc(N * K * sizeof *w), *wd = malloc(N * K * sizeof *wd), x[M * K], y[M * N], x8[M * K];
     for (int i = 0; i < N * K; i++) w[i] = grand();
     for (int i = 0; i < M * K; i++) x[i] = grand();
+    /* x as the integer kernels see it (8-bit blocks, loom_q8x) */
+    for (int i = 0; i < M; i++) {
+        loom_q8x xb[K / 32];
+        loom_q8x_quant(x + i * K, xb, K);
+        for (int j = 0; j < K; j++) x8[i * K + j] = xb[j / 32].d * (float)xb[j / 32].qs[j % 32];
+    }
     for (int k = 0; k < NT; k++) {
         loom_dtype t = types[k];
         uint8_t *q;
@@ -260,8 +267,11 @@ static void test_load_and_matmul(void) {
             for (int r = 0; r < N; r++)
                 for (int b = 1; b < K / 256; b++) decode(t, q + (size_t)r * loom_dtype_nbytes(t, K) + (size_t)b * loom_dtype_block_bytes(t), wd + r * K + 256 * b);
         const char *isas[] = {"scalar", "avx2", "avx512"};
+        static const int Ms[] = {1, 3, 8, M}; /* up to 8 rows the integer rows kernel, then f32 */
         for (int f = 0; f < 3; f++)
-            for (int m = 1; m <= M; m += M - 1) {
+            for (int mi = 0; mi < 4; mi++) {
+                int m = Ms[mi];
+                const float *xr = m <= 8 ? x8 : x;
                 loom_backend_opts o = {.n_threads = 2};
                 loom_backend *be = loom_cpu_backend_new_isa(&o, isas[f]);
                 if (!be) continue; /* the machine lacks the ISA */
@@ -282,10 +292,11 @@ static void test_load_and_matmul(void) {
                 for (int i = 0; i < m; i++)
                     for (int n = 0; n < N; n++) {
                         double ref = 0, mag = 0;
-                        for (int j = 0; j < K; j++) ref += (double)wd[n * K + j] * x[i * K + j], mag += fabs((double)wd[n * K + j] * x[i * K + j]);
+                        for (int j = 0; j < K; j++) ref += (double)wd[n * K + j] * xr[i * K + j], mag += fabs((double)wd[n * K + j] * xr[i * K + j]);
                         worst = fmax(worst, fabs(y[i * N + n] - ref) / mag);
                     }
-                /* f32 weights and activations, f32 accumulation: ~1e-7 x sqrt(K) of sum|w x| */
+                /* the exact products (integer codes times f32 scales, or f32 weights and x), f32
+                 * accumulation: ~1e-7 x sqrt(K) of sum|w x| */
                 CHECK(worst < 1e-5, "%s %s M=%d: matmul error %.3g of sum|w x|", isas[f], loom_dtype_name(t), m, worst);
             }
         loom_source_close(s);
