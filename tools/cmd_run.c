@@ -188,7 +188,7 @@ int cmd_run(int argc, char **argv) {
             if (loom_parse_int(a, val, 0, 1 << 24, &n_gen) < 0) return 2;
             i++;
         } else if (!strcmp(a, "--temp")) {
-            if (loom_parse_float(a, val, &temp) < 0) return 2;
+            if (loom_parse_float_in(a, val, 0, 1e30, &temp) < 0) return 2; /* inf: uniform noise; < 0 meant greedy */
             i++;
         } else if (!strcmp(a, "--top-k")) {
             if (loom_parse_int(a, val, 0, 1 << 30, &top_k) < 0) return 2;
