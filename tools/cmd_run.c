@@ -222,6 +222,7 @@ int cmd_run(int argc, char **argv) {
     char *file_buf = NULL;
     if (file && read_prompt_file(file, texts, &n_texts, &file_buf) < 0) {
         fprintf(stderr, "loom run: %s\n", loom_last_error());
+        free(file_buf);
         return 2;
     }
     if (n_texts + n_tok_args > 1 || parallel > 1 || beams > 0) {

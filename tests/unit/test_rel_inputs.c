@@ -56,7 +56,11 @@ static void make_hf(const char *dir, const char *fixture, void (*edit)(cJSON *),
 static int count_prefix(const char *dir, const char *prefix) {
     DIR *d = opendir(dir);
     int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));) n += !strncmp(e->d_name, prefix, strlen(prefix));
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
+        fprintf(stderr, "  left: %s\n", e->d_name);
+        n++;
+    }
     if (d) closedir(d);
     return n;
 }
