@@ -4,6 +4,7 @@
 
 #include "tokenizer/chat.h"
 #include "loom.h"
+#include "models/model.h"
 #include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
@@ -63,7 +64,9 @@ int cmd_chat(int argc, char **argv) {
         goto done;
     }
     loom_model_info info = loom_model_get_info(m);
-    loom_chat_format fmt = loom_chat_detect(loom_tokenizer_chat_template(tok), info.arch,
+    /* the family's default format (models/: loom_arch.chat_format) when the template says nothing */
+    const char *family = m->arch->chat_format ? m->arch->chat_format : m->arch->name;
+    loom_chat_format fmt = loom_chat_detect(loom_tokenizer_chat_template(tok), family,
                                             loom_tokenizer_find(tok, "<|im_start|>", 12) >= 0,
                                             loom_tokenizer_find(tok, "<|start_header_id|>", 19) >= 0);
     loom_session_opts so = loom_common_session_opts(&co);
