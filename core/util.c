@@ -17,10 +17,26 @@ const char *loom_last_error(void) { return err_buf; }
 
 void loom_err_clear(void) { err_buf[0] = 0; }
 
+/* A message longer than the buffer keeps its start and its end (the reason comes last: a path of
+ * 5000 characters used to push "File name too long" out of the message). */
+static void set_err(const char *fmt, va_list ap) {
+    char big[8192];
+    int n = vsnprintf(big, sizeof big, fmt, ap);
+    if (n < (int)sizeof err_buf) {
+        memcpy(err_buf, big, (size_t)(n < 0 ? 0 : n) + 1);
+        return;
+    }
+    size_t len = n < (int)sizeof big ? (size_t)n : sizeof big - 1, head = 400, tail = sizeof err_buf - head - 6;
+    memcpy(err_buf, big, head);
+    memcpy(err_buf + head, " ... ", 5);
+    memcpy(err_buf + head + 5, big + len - tail, tail);
+    err_buf[sizeof err_buf - 1] = 0;
+}
+
 int loom_err(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    set_err(fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -28,7 +44,7 @@ int loom_err(const char *fmt, ...) {
 void *loom_err_null(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    set_err(fmt, ap);
     va_end(ap);
     return NULL;
 }

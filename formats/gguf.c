@@ -984,17 +984,16 @@ int gguf_writer_save(gguf_writer *w, const char *path) {
 
     /* a symlink OUT is written through (its target replaced); a device, FIFO or folder is refused */
     char *target = out_target(path), *tmp = NULL;
-    int fd = -1;
+    int fd = -1, slot = -1;
     if (target) {
         out_sweep_stale(target);
-        fd = out_tmp_create(target, &tmp);
+        fd = out_tmp_create(target, &tmp, &slot); /* removed on SIGINT/SIGTERM/SIGHUP */
     }
     if (fd < 0) {
         free(target);
         free(b.p);
         return -1;
     }
-    int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP */
 
     uint8_t *chunk = NULL;
     int rc = write_all(fd, b.p, b.n, path);
