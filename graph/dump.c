@@ -121,22 +121,18 @@ typedef struct dump_view {
 
 static bool shown(const dump_view *v, int i) { return !v->keep || v->keep[i] == 1; }
 
+/* Arena and naive sizes are the memory pass's (0 before it runs), the figures the plan holds. */
 static void summary(const loom_graph *g, int *live, int *groups, size_t *arena, size_t *naive, size_t *wbytes) {
     *live = *groups = 0;
-    *arena = *naive = *wbytes = 0;
+    *wbytes = 0;
+    *arena = g->arena_size;
+    *naive = g->naive_size;
     for (int i = 0; i < g->n; i++) {
         const loom_node *n = &g->nodes[i];
         if (n->flags & LOOM_NODE_DEAD) continue;
         (*live)++;
         if (n->n_fused) (*groups)++;
         if (n->op == LOOM_OP_WEIGHT) *wbytes += loom_node_bytes(n);
-        if (n->storage == LOOM_STORE_ARENA && n->alias < 0) {
-            size_t end = n->offset + n->nbytes;
-            if (end > *arena) *arena = end;
-        }
-        if (n->op != LOOM_OP_WEIGHT && n->op != LOOM_OP_STATE && n->op != LOOM_OP_VIEW &&
-            n->op != LOOM_OP_KV_STORE)
-            *naive += loom_node_bytes(n);
     }
 }
 
@@ -144,8 +140,9 @@ static void dump_text(const loom_graph *g, FILE *f, const char *title, const dum
     int live, groups;
     size_t arena, naive, wbytes;
     summary(g, &live, &groups, &arena, &naive, &wbytes);
-    fprintf(f, "== %s: %d nodes declared, %d live, %d fused groups, arena %zu bytes (naive %zu), weights %zu bytes\n",
-            title ? title : "graph", g->n, live, groups, arena, naive, wbytes);
+    fprintf(f, "== %s: %d nodes declared, %d live, %d fused groups, ", title ? title : "graph", g->n, live, groups);
+    if (naive) fprintf(f, "arena %zu bytes (naive %zu), weights %zu bytes\n", arena, naive, wbytes);
+    else fprintf(f, "arena not planned yet, weights %zu bytes\n", wbytes);
     if (v->keep)
         fprintf(f, "   layers %d-%d only: %d nodes before and %d after collapsed\n", v->lo, v->hi, v->n_before,
                 v->n_after);

@@ -154,6 +154,8 @@ typedef struct loom_graph {
     loom_node *nodes;
     int n, cap;
     int n_state;      /* number of STATE slots the graph refers to */
+    size_t arena_size, naive_size; /* set by the memory pass (0 before): the plan's figures, which
+                                      loom_plan and every dump report */
     char *log;        /* what the planner passes did, one line per change */
     size_t log_len, log_cap;
 } loom_graph;

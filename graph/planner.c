@@ -389,6 +389,8 @@ static int memory_pass(loom_graph *g, size_t align, bool allow_inplace, bool reu
         nd->state = g->nodes[r].state;
         nd->offset = g->nodes[r].offset + rel;
     }
+    g->arena_size = fl.top;
+    g->naive_size = naive;
     if (arena_size) *arena_size = fl.top;
     if (naive_size) *naive_size = naive;
     free(fl.v);
