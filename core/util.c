@@ -17,10 +17,26 @@ const char *loom_last_error(void) { return err_buf; }
 
 void loom_err_clear(void) { err_buf[0] = 0; }
 
+/* A message longer than the buffer keeps its start and its end (the reason comes last: a path of
+ * 5000 characters used to push "File name too long" out of the message). */
+static void set_err(const char *fmt, va_list ap) {
+    char big[8192];
+    int n = vsnprintf(big, sizeof big, fmt, ap);
+    if (n < (int)sizeof err_buf) {
+        memcpy(err_buf, big, (size_t)(n < 0 ? 0 : n) + 1);
+        return;
+    }
+    size_t len = n < (int)sizeof big ? (size_t)n : sizeof big - 1, head = 400, tail = sizeof err_buf - head - 6;
+    memcpy(err_buf, big, head);
+    memcpy(err_buf + head, " ... ", 5);
+    memcpy(err_buf + head + 5, big + len - tail, tail);
+    err_buf[sizeof err_buf - 1] = 0;
+}
+
 int loom_err(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    set_err(fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -28,7 +44,7 @@ int loom_err(const char *fmt, ...) {
 void *loom_err_null(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    set_err(fmt, ap);
     va_end(ap);
     return NULL;
 }
@@ -83,6 +99,14 @@ const char *loom_dtype_name(loom_dtype t) {
     case LOOM_Q4_0: return "q4_0";
     case LOOM_Q4_K: return "q4_K";
     case LOOM_Q6_K: return "q6_K";
+    case LOOM_Q4_1: return "q4_1";
+    case LOOM_Q5_0: return "q5_0";
+    case LOOM_Q5_1: return "q5_1";
+    case LOOM_Q2_K: return "q2_K";
+    case LOOM_Q3_K: return "q3_K";
+    case LOOM_Q5_K: return "q5_K";
+    case LOOM_IQ4_NL: return "iq4_nl";
+    case LOOM_IQ4_XS: return "iq4_xs";
     default: return "?";
     }
 }
@@ -166,11 +190,9 @@ void loom_to_f32(float *dst, const void *src, loom_dtype t, size_t n) {
         for (size_t i = 0; i < n; i++) dst[i] = (float)s[i];
         break;
     }
-    case LOOM_Q8_0:
-    case LOOM_Q4_0:
-    case LOOM_Q4_K:
-    case LOOM_Q6_K: loom_dequant_row(t, src, dst, (int64_t)n); break;
-    default: break;
+    default:
+        if (loom_dtype_is_quant(t)) loom_dequant_row(t, src, dst, (int64_t)n);
+        break;
     }
 }
 

@@ -37,6 +37,7 @@ static const ggml_info ggml_types[] = {
     {11, "q3_K", 256, 110, 2}, {12, "q4_K", 256, 144, 2}, {13, "q5_K", 256, 176, 2},
     {14, "q6_K", 256, 210, 2}, {15, "q8_K", 256, 292, 4}, {24, "i8", 1, 1, 1},
     {25, "i16", 1, 2, 2},     {26, "i32", 1, 4, 4},     {27, "i64", 1, 8, 8},
+    {20, "iq4_nl", 32, 18, 2}, {23, "iq4_xs", 256, 136, 2},
     {28, "f64", 1, 8, 8},     {30, "bf16", 1, 2, 2},
 };
 
@@ -72,32 +73,26 @@ bool gguf_ggml_nbytes(int type, int ndim, const int64_t *ne, size_t *out) {
     return true;
 }
 
+/* loom dtype <-> ggml type, for the types loom computes with. */
+static const struct { loom_dtype loom; int ggml; } dtype_map[] = {
+    {LOOM_F32, GGML_TYPE_F32},      {LOOM_F16, GGML_TYPE_F16},       {LOOM_BF16, GGML_TYPE_BF16},
+    {LOOM_I32, GGML_TYPE_I32},      {LOOM_Q8_0, GGML_TYPE_Q8_0},     {LOOM_Q4_0, GGML_TYPE_Q4_0},
+    {LOOM_Q4_K, GGML_TYPE_Q4_K},    {LOOM_Q6_K, GGML_TYPE_Q6_K},     {LOOM_Q4_1, GGML_TYPE_Q4_1},
+    {LOOM_Q5_0, GGML_TYPE_Q5_0},    {LOOM_Q5_1, GGML_TYPE_Q5_1},     {LOOM_Q2_K, GGML_TYPE_Q2_K},
+    {LOOM_Q3_K, GGML_TYPE_Q3_K},    {LOOM_Q5_K, GGML_TYPE_Q5_K},     {LOOM_IQ4_NL, GGML_TYPE_IQ4_NL},
+    {LOOM_IQ4_XS, GGML_TYPE_IQ4_XS},
+};
+
 int gguf_ggml_from_dtype(loom_dtype t) {
-    switch (t) {
-    case LOOM_F32: return GGML_TYPE_F32;
-    case LOOM_F16: return GGML_TYPE_F16;
-    case LOOM_BF16: return GGML_TYPE_BF16;
-    case LOOM_I32: return 26;
-    case LOOM_Q8_0: return GGML_TYPE_Q8_0;
-    case LOOM_Q4_0: return GGML_TYPE_Q4_0;
-    case LOOM_Q4_K: return GGML_TYPE_Q4_K;
-    case LOOM_Q6_K: return GGML_TYPE_Q6_K;
-    default: return -1;
-    }
+    for (size_t i = 0; i < sizeof dtype_map / sizeof dtype_map[0]; i++)
+        if (dtype_map[i].loom == t) return dtype_map[i].ggml;
+    return -1;
 }
 
 loom_dtype gguf_dtype_from_ggml(int t) {
-    switch (t) {
-    case GGML_TYPE_F32: return LOOM_F32;
-    case GGML_TYPE_F16: return LOOM_F16;
-    case GGML_TYPE_BF16: return LOOM_BF16;
-    case 26: return LOOM_I32;
-    case GGML_TYPE_Q8_0: return LOOM_Q8_0;
-    case GGML_TYPE_Q4_0: return LOOM_Q4_0;
-    case GGML_TYPE_Q4_K: return LOOM_Q4_K;
-    case GGML_TYPE_Q6_K: return LOOM_Q6_K;
-    default: return LOOM_DTYPE_COUNT;
-    }
+    for (size_t i = 0; i < sizeof dtype_map / sizeof dtype_map[0]; i++)
+        if (dtype_map[i].ggml == t) return dtype_map[i].loom;
+    return LOOM_DTYPE_COUNT;
 }
 
 static const char *kv_type_name(uint32_t t) {
@@ -989,17 +984,16 @@ int gguf_writer_save(gguf_writer *w, const char *path) {
 
     /* a symlink OUT is written through (its target replaced); a device, FIFO or folder is refused */
     char *target = out_target(path), *tmp = NULL;
-    int fd = -1;
+    int fd = -1, slot = -1;
     if (target) {
         out_sweep_stale(target);
-        fd = out_tmp_create(target, &tmp);
+        fd = out_tmp_create(target, &tmp, &slot); /* removed on SIGINT/SIGTERM/SIGHUP */
     }
     if (fd < 0) {
         free(target);
         free(b.p);
         return -1;
     }
-    int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP */
 
     uint8_t *chunk = NULL;
     int rc = write_all(fd, b.p, b.n, path);

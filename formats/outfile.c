@@ -147,13 +147,19 @@ void out_sweep_stale(const char *target) {
     closedir(d);
 }
 
-int out_tmp_create(const char *target, char **tmp) {
+int out_tmp_create(const char *target, char **tmp, int *slot) {
     size_t plen = strlen(target);
     char *t = loom_malloc(plen + 12);
     if (!t) return -1;
     memcpy(t, target, plen);
     memcpy(t + plen, ".tmp-XXXXXX", 12);
+    sigset_t block, old;
+    sigemptyset(&block);
+    for (int k = 0; k < 3; k++) sigaddset(&block, caught[k]);
+    sigprocmask(SIG_BLOCK, &block, &old);
     int fd = mkostemp(t, O_CLOEXEC);
+    *slot = fd >= 0 ? out_hold(t) : -1; /* removed on SIGINT/SIGTERM/SIGHUP from here on */
+    sigprocmask(SIG_SETMASK, &old, NULL);
     if (fd < 0) {
         loom_err("%s: cannot create a temporary file next to it: %s", target, strerror(errno));
         free(t);

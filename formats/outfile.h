@@ -22,9 +22,10 @@ char *out_target(const char *path);
 /* Remove `target`.tmp-XXXXXX files no live process holds (left by a killed writer). */
 void out_sweep_stale(const char *target);
 
-/* Create, lock and register `target`.tmp-XXXXXX (0666 & ~umask); the fd, with *tmp malloc'd, or -1
- * with an error. */
-int out_tmp_create(const char *target, char **tmp);
+/* Create, lock and hold (out_hold, into *slot) `target`.tmp-XXXXXX (0666 & ~umask), with the caught
+ * signals blocked in between so that no signal can leave it behind; the fd, with *tmp malloc'd, or
+ * -1 with an error. */
+int out_tmp_create(const char *target, char **tmp, int *slot);
 
 /* Keep `path` (any file) on the list removed on SIGINT/SIGTERM/SIGHUP; a slot, or -1 when full. */
 int out_hold(const char *path);

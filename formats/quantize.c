@@ -14,18 +14,47 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Progress on the log: tensor i of n and the output rate; on a terminal one line rewritten, else a
+ * line per tenth of the tensors. */
+typedef struct qprog {
+    FILE *log;
+    bool tty;
+    int n, shown;
+    double t0;
+    uint64_t bytes; /* output bytes of the tensors started so far */
+} qprog;
+
 typedef struct qjob {
+    qprog *prog;
+    int index;
+    const char *name;
     const void *src;
     loom_dtype st, dt; /* source and destination types */
     int64_t K;         /* row length */
     size_t src_row, dst_row;
+    uint64_t nbytes; /* of the output tensor */
     float *f;          /* one row in f32 */
     void *row;         /* one destination row */
 } qjob;
 
 /* Bytes [off, off + n) of the destination tensor: quantise each row the range touches. */
+static void progress(qjob *j, uint64_t size) {
+    qprog *p = j->prog;
+    if (!p || !p->log) return;
+    p->bytes += size;
+    int i = j->index + 1;
+    if (!p->tty && i * 10 / p->n == p->shown * 10 / p->n && i != p->n) return;
+    double dt = loom_now() - p->t0;
+    fprintf(p->log, "%sloom quantize: tensor %d of %d (%s), %.0f MB at %.0f MB/s%s", p->tty ? "\r\033[K" : "", i, p->n,
+            j->name, (double)p->bytes / 1e6, dt > 0 ? (double)p->bytes / 1e6 / dt : 0.0, p->tty ? "" : "\n");
+    if (p->tty && i == p->n) fputc('\n', p->log);
+    fflush(p->log);
+    p->shown = i;
+}
+
 static int qfill(void *user, uint64_t off, void *buf, size_t n) {
     qjob *j = user;
+    if (off == 0) progress(j, j->nbytes);
     for (size_t done = 0; done < n;) {
         uint64_t r = (off + done) / j->dst_row, in = (off + done) % j->dst_row;
         size_t take = j->dst_row - in < n - done ? (size_t)(j->dst_row - in) : n - done;
@@ -35,6 +64,32 @@ static int qfill(void *user, uint64_t off, void *buf, size_t n) {
         done += take;
     }
     return 0;
+}
+
+/* ---- presets: llama.cpp's tensor-type mixes (llama_tensor_get_type), for the non-MoE models loom
+ * runs ------------------------------------------------------------------------------------------ */
+typedef struct qpreset {
+    const char *name;
+    loom_dtype base; /* LOOM_DTYPE_COUNT: f32 (dequantise everything) */
+    int ftype;       /* general.file_type (llama_ftype) */
+} qpreset;
+
+static const qpreset presets[] = {
+    {"q4_0", LOOM_Q4_0, 2},   {"q4_1", LOOM_Q4_1, 3},     {"q5_0", LOOM_Q5_0, 8},     {"q5_1", LOOM_Q5_1, 9},
+    {"q8_0", LOOM_Q8_0, 7},   {"q2_k", LOOM_Q2_K, 10},    {"q3_k_m", LOOM_Q3_K, 12},  {"q4_k_m", LOOM_Q4_K, 15},
+    {"q5_k_m", LOOM_Q5_K, 17}, {"q6_k", LOOM_Q6_K, 18},   {"iq4_nl", LOOM_IQ4_NL, 25}, {"iq4_xs", LOOM_IQ4_XS, 30},
+    {"f32", LOOM_DTYPE_COUNT, 0},
+};
+#define N_PRESETS (int)(sizeof presets / sizeof presets[0])
+
+static const qpreset *find_preset(const char *type) {
+    for (int i = 0; i < N_PRESETS; i++)
+        if (!strcmp(presets[i].name, type)) return &presets[i];
+    return NULL;
+}
+
+const char *loom_quantize_types(void) {
+    return "q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k_m, q4_k_m, q5_k_m, q6_k, iq4_nl, iq4_xs, f32";
 }
 
 /* llama.cpp's use_more_bits: the first and last eighth of the layers and every third between. */
@@ -52,38 +107,93 @@ static int layer_of(const char *name, const char *suffix) {
     return *end == '.' && !strcmp(end + 1, suffix) && l <= (1L << 24) ? (int)l : -1;
 }
 
-static loom_dtype pick(const char *type, const char *name, bool head, int n_layer) {
-    if (!strcmp(type, "f32")) return LOOM_F32; /* dequantise: the exact values a quantised file holds */
-    if (!strcmp(type, "q8_0")) return LOOM_Q8_0;
-    if (!strcmp(type, "q4_0")) return LOOM_Q4_0;
-    if (!strcmp(type, "q6_k")) return LOOM_Q6_K;
-    /* q4_k_m, as llama.cpp: the head in Q6_K, attn_v and ffn_down with more bits in some layers */
-    if (head) return LOOM_Q6_K;
-    int l = layer_of(name, "attn_v.weight");
-    if (l < 0) l = layer_of(name, "ffn_down.weight");
-    if (l >= 0 && more_bits(l, n_layer)) return LOOM_Q6_K;
-    return LOOM_Q4_K;
+typedef struct qmodel {
+    int n_layer, n_gqa; /* n_gqa: query heads per KV head (1 when unknown) */
+    bool tied;          /* no output.weight: token_embd is the head */
+    bool pure;          /* every matrix the preset's type (llama-quantize --pure) */
+} qmodel;
+
+/* The type a matrix of the preset gets before the shape fallback (llama.cpp's mix rules for the
+ * presets above: the head Q6_K (Q8_0 when its rows are not whole blocks of the base type), and
+ * more bits for attn_v / ffn_down / attn_output in some layers). */
+static loom_dtype pick(const qpreset *p, const qmodel *m, const char *name, int64_t K) {
+    loom_dtype b = p->base, t = b;
+    if (m->pure) return b;
+    bool head = !strcmp(name, "output.weight") || (m->tied && !strcmp(name, "token_embd.weight"));
+    if (head) return K % loom_dtype_blck(b) ? LOOM_Q8_0 : b != LOOM_Q8_0 ? LOOM_Q6_K : b;
+    int l, n = m->n_layer;
+    if ((l = layer_of(name, "attn_v.weight")) >= 0) {
+        if (b == LOOM_Q2_K) t = m->n_gqa >= 4 ? LOOM_Q4_K : LOOM_Q3_K;
+        else if ((b == LOOM_IQ4_NL || b == LOOM_IQ4_XS) && m->n_gqa >= 4) t = LOOM_Q5_K;
+        else if (b == LOOM_Q3_K) t = l < 2 ? LOOM_Q5_K : LOOM_Q4_K;
+        else if ((b == LOOM_Q4_K || b == LOOM_Q5_K) && more_bits(l, n)) t = LOOM_Q6_K;
+    } else if ((l = layer_of(name, "ffn_down.weight")) >= 0) {
+        if (b == LOOM_Q2_K) t = LOOM_Q3_K;
+        else if (b == LOOM_Q3_K) t = l < n / 16 ? LOOM_Q5_K : LOOM_Q4_K;
+        else if ((b == LOOM_Q4_K || b == LOOM_Q5_K) && more_bits(l, n)) t = LOOM_Q6_K;
+        else if ((b == LOOM_IQ4_NL || b == LOOM_IQ4_XS) && l < n / 8) t = LOOM_Q5_K;
+    } else if (layer_of(name, "attn_output.weight") >= 0) {
+        if (b == LOOM_Q2_K) t = LOOM_Q3_K;
+        else if (b == LOOM_Q3_K) t = LOOM_Q4_K;
+    } else if (layer_of(name, "attn_qkv.weight") >= 0) {
+        if (b == LOOM_Q3_K) t = LOOM_Q4_K;
+        else if (b == LOOM_Q4_K) t = LOOM_Q5_K;
+        else if (b == LOOM_Q5_K) t = LOOM_Q6_K;
+    }
+    return t;
 }
 
-static int file_type(const char *type) {
-    return !strcmp(type, "f32") ? 0 : !strcmp(type, "q8_0") ? 7 : !strcmp(type, "q4_0") ? 2 : !strcmp(type, "q4_k_m") ? 15 : 18;
+/* llama.cpp's fallback for rows that are not whole blocks of t, then f16. */
+static loom_dtype fallback(loom_dtype t, int64_t K) {
+    if (K % loom_dtype_blck(t) == 0) return t;
+    switch (t) {
+    case LOOM_IQ4_XS: t = LOOM_IQ4_NL; break;
+    case LOOM_Q2_K:
+    case LOOM_Q3_K: t = LOOM_Q4_0; break;
+    case LOOM_Q4_K: t = LOOM_Q5_0; break;
+    case LOOM_Q5_K: t = LOOM_Q5_1; break;
+    case LOOM_Q6_K: t = LOOM_Q8_0; break;
+    default: return LOOM_F16;
+    }
+    return K % loom_dtype_blck(t) ? LOOM_F16 : t;
 }
 
-static int quantize_gguf(const char *in, const char *out, const char *type, FILE *log) {
+/* Whether a tensor is quantised at all (llama.cpp: 2-D, name ending in "weight", not a norm). */
+static bool quantisable(const char *name, int nd) {
+    size_t n = strlen(name);
+    return nd >= 2 && n >= 6 && !strcmp(name + n - 6, "weight") && !strstr(name, "_norm.weight");
+}
+
+/* An integer key "<arch>.<suffix>", or 0. */
+static int64_t arch_int(const gguf_ctx *g, const char *suffix) {
+    int ai = gguf_find_key(g, "general.architecture");
+    size_t alen = 0;
+    const char *a = ai >= 0 ? gguf_get_str(g, ai, &alen) : NULL;
+    char key[160];
+    snprintf(key, sizeof key, "%.*s.%s", (int)(a && alen < 100 ? alen : 0), a ? a : "", suffix);
+    int64_t v = 0;
+    int ki = gguf_find_key(g, key);
+    return ki >= 0 && gguf_get_int(g, ki, &v) ? v : 0;
+}
+
+static int quantize_gguf(const char *in, const char *out, const qpreset *p, bool pure, FILE *log) {
     gguf_ctx *g = gguf_open(in);
     if (!g) return -1;
-    int n = gguf_n_tensors(g), rc = -1, n_layer = 0;
+    int n = gguf_n_tensors(g), rc = -1;
     gguf_writer *w = gguf_writer_new();
     qjob *jobs = loom_calloc((size_t)n + 1, sizeof *jobs);
     if (!w || !jobs || gguf_w_copy_kv(w, g)) goto done;
     gguf_w_remove_kv(w, "general.file_type");
-    if (gguf_w_u32(w, "general.file_type", (uint32_t)file_type(type))) goto done;
+    if (gguf_w_u32(w, "general.file_type", (uint32_t)p->ftype)) goto done;
+    qmodel m = {.n_gqa = 1, .tied = gguf_find_tensor(g, "output.weight") < 0, .pure = pure};
     for (int i = 0; i < n; i++) {
         int l = layer_of(gguf_tensor_name(g, i), "attn_norm.weight");
-        if (l + 1 > n_layer) n_layer = l + 1;
+        if (l + 1 > m.n_layer) m.n_layer = l + 1;
     }
-    bool has_output = gguf_find_tensor(g, "output.weight") >= 0;
-    int counts[LOOM_DTYPE_COUNT] = {0};
+    int64_t nh = arch_int(g, "attention.head_count"), nkv = arch_int(g, "attention.head_count_kv");
+    if (nh > 0 && nkv > 0) m.n_gqa = (int)(nh / nkv);
+    int counts[LOOM_DTYPE_COUNT] = {0}, falls[LOOM_DTYPE_COUNT][LOOM_DTYPE_COUNT] = {{0}}, n_fall = 0;
+    qprog prog = {.log = log, .tty = log && isatty(fileno(log)), .n = n, .t0 = loom_now()};
     for (int i = 0; i < n; i++) {
         const char *name = gguf_tensor_name(g, i);
         int nd = gguf_tensor_ndim(g, i);
@@ -99,17 +209,16 @@ static int quantize_gguf(const char *in, const char *out, const char *type, FILE
         j->src = gguf_tensor_data(g, i);
         j->K = ne[nd - 1];
         j->src_row = loom_dtype_nbytes(j->st, j->K);
-        if (nd == 1) {
-            j->dt = LOOM_F32; /* norms and biases: tiny, and precision matters there */
+        j->prog = &prog, j->index = i, j->name = name;
+        if (nd == 1 || (p->base != LOOM_DTYPE_COUNT && !quantisable(name, nd))) {
+            /* norms and biases: tiny, and precision matters there */
+            j->dt = nd > 1 && (j->st == LOOM_F16 || j->st == LOOM_BF16) ? j->st : LOOM_F32;
+        } else if (p->base == LOOM_DTYPE_COUNT) {
+            j->dt = LOOM_F32;
         } else {
-            bool head = !strcmp(name, "output.weight") || (!has_output && !strcmp(name, "token_embd.weight"));
-            loom_dtype want = pick(type, name, head, n_layer);
-            j->dt = want;
-            if (j->K % loom_dtype_blck(j->dt)) j->dt = j->dt == LOOM_Q4_K ? LOOM_Q4_0 : j->dt == LOOM_Q6_K ? LOOM_Q8_0 : j->dt;
-            if (j->K % loom_dtype_blck(j->dt)) j->dt = LOOM_F16;
-            if (j->dt != want && log)
-                fprintf(log, "loom quantize: %s: inner dimension %lld is not a multiple of %d: %s instead of %s\n",
-                        name, (long long)j->K, loom_dtype_blck(want), loom_dtype_name(j->dt), loom_dtype_name(want));
+            loom_dtype want = pick(p, &m, name, j->K);
+            j->dt = fallback(want, j->K);
+            if (j->dt != want) falls[want][j->dt]++, n_fall++;
         }
         counts[j->dt]++;
         j->dst_row = loom_dtype_nbytes(j->dt, j->K);
@@ -117,15 +226,25 @@ static int quantize_gguf(const char *in, const char *out, const char *type, FILE
         j->row = loom_malloc_aligned(j->dst_row);
         if (!j->f || !j->row) goto done;
         size_t rows = j->src_row ? gguf_tensor_nbytes(g, i) / j->src_row : 0;
-        if (gguf_w_tensor_cb(w, name, gguf_ggml_from_dtype(j->dt), nd, ne, rows * j->dst_row, qfill, j)) goto done;
+        j->nbytes = rows * j->dst_row;
+        if (gguf_w_tensor_cb(w, name, gguf_ggml_from_dtype(j->dt), nd, ne, j->nbytes, qfill, j)) goto done;
     }
-    if (log) {
-        fprintf(log, "loom quantize: %s:", type);
+    rc = gguf_writer_save(w, out);
+    if (log && rc == 0) { /* one line for the mix, one for the fallbacks */
+        fprintf(log, "loom quantize: %s%s:", p->name, pure ? " (pure)" : "");
         for (int t = 0; t < LOOM_DTYPE_COUNT; t++)
             if (counts[t]) fprintf(log, " %d %s", counts[t], loom_dtype_name((loom_dtype)t));
         fprintf(log, "\n");
+        if (n_fall) {
+            fprintf(log, "loom quantize: %d matrices with rows that are not whole blocks fell back:", n_fall);
+            for (int a = 0; a < LOOM_DTYPE_COUNT; a++)
+                for (int b = 0; b < LOOM_DTYPE_COUNT; b++)
+                    if (falls[a][b])
+                        fprintf(log, " %d %s -> %s", falls[a][b], loom_dtype_name((loom_dtype)a),
+                                loom_dtype_name((loom_dtype)b));
+            fprintf(log, "\n");
+        }
     }
-    rc = gguf_writer_save(w, out);
 done:
     gguf_writer_free(w);
     for (int i = 0; jobs && i < n; i++) loom_free_aligned(jobs[i].f), loom_free_aligned(jobs[i].row);
@@ -135,15 +254,18 @@ done:
 }
 
 int loom_quantize(const char *in, const char *out, const char *type, FILE *log) {
-    if (strcmp(type, "q8_0") && strcmp(type, "q4_0") && strcmp(type, "q4_k_m") && strcmp(type, "q6_k") &&
-        strcmp(type, "f32"))
-        return loom_err("quantize: unknown type '%s' (q8_0, q4_0, q4_k_m, q6_k, f32)", type);
+    return loom_quantize_ex(in, out, type, false, log);
+}
+
+int loom_quantize_ex(const char *in, const char *out, const char *type, bool pure, FILE *log) {
+    const qpreset *p = find_preset(type);
+    if (!p) return loom_err("quantize: unknown type '%s' (%s)", type, loom_quantize_types());
     char *target = out_target(out); /* refuse a device or FIFO OUT before any work */
     if (!target) return -1;
     free(target);
     struct stat st;
     if (stat(in, &st) != 0) return loom_err("%s: cannot open", in);
-    if (!S_ISDIR(st.st_mode)) return quantize_gguf(in, out, type, log);
+    if (!S_ISDIR(st.st_mode)) return quantize_gguf(in, out, p, pure, log);
     /* a HF directory: convert (metadata, tokenizer, q/k permutation) to a temporary GGUF first */
     size_t len = strlen(out) + 16;
     char *tmp = loom_malloc(len);
@@ -152,7 +274,7 @@ int loom_quantize(const char *in, const char *out, const char *type, FILE *log) 
     unlink(tmp); /* one left by a killed run, or anything else by that name: never written through */
     int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP */
     int rc = loom_convert_hf_to_gguf(in, tmp);
-    if (rc == 0) rc = quantize_gguf(tmp, out, type, log);
+    if (rc == 0) rc = quantize_gguf(tmp, out, p, pure, log);
     unlink(tmp);
     out_release(slot);
     free(tmp);

@@ -483,8 +483,9 @@ static int open_gguf(loom_source *s) {
         loom_dtype t = gguf_dtype_from_ggml(gt);
         const char *name = gguf_tensor_name(g, i);
         if (t != LOOM_F32 && t != LOOM_F16 && t != LOOM_BF16 && !loom_dtype_is_quant(t))
-            return loom_err("%s: unsupported tensor type %s for '%s' (supported: f32, f16, bf16, q8_0, q4_0, "
-                            "q4_K, q6_K)", s->path, gguf_ggml_type_name(gt), name);
+            return loom_err("%s: unsupported tensor type %s for '%s' (supported: f32, f16, bf16, q4_0, q4_1, "
+                            "q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs)", s->path,
+                            gguf_ggml_type_name(gt), name);
         int64_t ne[4];
         gguf_tensor_shape(g, i, ne);
         if (loom_dtype_is_quant(t) && check_quant(s->path, name, t, gguf_tensor_ndim(g, i), ne,

@@ -1,8 +1,34 @@
-/* fuzz_gguf: arbitrary bytes as a .gguf file (a memfd): gguf_open and every accessor, the GGUF
- * tokenizer (tokenizer.ggml.*), and loom_model_load (hyper-parameters, weight checks). */
+/* fuzz_gguf: arbitrary bytes as a .gguf file (a memfd): gguf_open and every accessor, the block
+ * decoders of every quantised type loom knows (core/qblock.h: the scale check, dequantise, and
+ * quantise of what came out finite), the GGUF tokenizer (tokenizer.ggml.*), and loom_model_load
+ * (hyper-parameters, weight checks). */
 #include "fuzz/fuzz_util.h"
 
+#include "core/qblock.h"
+
+#include <math.h>
 #include <stdbool.h>
+
+/* The first rows of a quantised tensor (at most 4096 elements) through the block decoders. */
+static void blocks(const gguf_ctx *g, int i) {
+    loom_dtype t = gguf_dtype_from_ggml(gguf_tensor_ggml_type(g, i));
+    if (!loom_dtype_is_quant(t)) return;
+    int64_t ne[4];
+    gguf_tensor_shape(g, i, ne);
+    int nd = gguf_tensor_ndim(g, i), blck = loom_dtype_blck(t);
+    int64_t K = ne[nd - 1], nb = (int64_t)(gguf_tensor_nbytes(g, i) / loom_dtype_block_bytes(t));
+    FZ_ASSERT(K % blck == 0 && nb >= 0, "tensor %d: %lld elements per row for %d-blocks", i, (long long)K, blck);
+    int64_t bad = loom_quant_bad_scale(t, gguf_tensor_data(g, i), nb);
+    FZ_ASSERT(bad >= -1 && bad < nb, "tensor %d: bad block %lld of %lld", i, (long long)bad, (long long)nb);
+    int64_t n = nb * blck < 4096 ? nb * blck : 4096 / blck * blck;
+    static float f[4096];
+    static uint8_t q[4096 * 2];
+    loom_dequant_row(t, gguf_tensor_data(g, i), f, n);
+    bool finite = true;
+    for (int64_t k = 0; k < n; k++) finite &= isfinite(f[k]) != 0;
+    FZ_ASSERT(finite || bad >= 0, "tensor %d: non-finite values with every scale finite", i);
+    if (finite) loom_quant_row(t, f, q, n);
+}
 
 static size_t item_size(gguf_type t) {
     switch (t) {
@@ -50,6 +76,7 @@ static void walk(const gguf_ctx *g) {
         FZ_ASSERT(gguf_ggml_nbytes(gguf_tensor_ggml_type(g, i), gguf_tensor_ndim(g, i), ne, &want) && want == nb,
                   "tensor %d: %zu bytes for its shape", i, nb);
         fz_touch(gguf_tensor_data(g, i), nb);
+        blocks(g, i);
     }
 }
 

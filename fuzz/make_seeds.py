@@ -9,7 +9,9 @@ stays well under 2 MB):
                                          the merges among them, the added tokens), for fuzz_tokenize
   corpus/safetensors/*   config.json + SEP + model.safetensors [+ SEP + index.json], tiny models
   corpus/gguf/*          the same models converted to GGUF, stories260K's vocabulary alone and
-                         merged into a tiny model, a GGUF with a gpt2 (BPE) tokenizer
+                         merged into a tiny model, a GGUF with a gpt2 (BPE) tokenizer, and
+                         qblocks: one [2, 256] tensor of each quantised type loom reads, random
+                         bytes with finite f16 scales (for the block decoders)
   corpus/tokenizer_json/*  tokenizer.json [+ SEP + tokenizer_config.json]
   corpus/tokenize/*      selector byte + text: llama.cpp's tokenizer test cases
 """
@@ -206,6 +208,28 @@ def gguf_join(nt, kvs, tinfo, data, align=32):
     return h + data
 
 
+# ggml type id -> (bytes per 256 elements, byte offsets of the f16 scales in a block, block bytes)
+QTYPES = {8: (272, (0,), 34), 2: (144, (0,), 18), 12: (144, (0, 2), 144), 14: (210, (208,), 210),
+          3: (160, (0, 2), 20), 6: (176, (0,), 22), 7: (192, (0, 2), 24), 10: (84, (80, 82), 84),
+          11: (110, (108,), 110), 13: (176, (0, 2), 176), 20: (144, (0,), 18), 23: (136, (0,), 136)}
+
+
+def qblocks_seed():
+    import random
+    rnd = random.Random(17)
+    kv = struct.pack("<Q", 20) + b"general.architecture" + struct.pack("<IQ", 8, 5) + b"llama"
+    tinfo, data = b"", b""
+    for k, (t, (b256, scales, bb)) in enumerate(sorted(QTYPES.items())):
+        name = ("blk.0.q%d.weight" % t).encode()
+        tinfo += struct.pack("<Q", len(name)) + name + struct.pack("<IQQIQ", 2, 256, 2, t, len(data))
+        blob = bytearray(rnd.getrandbits(8) for _ in range(2 * b256))
+        for b0 in range(0, len(blob), bb):
+            for o in scales:  # finite f16: exponent below 31
+                blob[b0 + o + 1] &= 0x7b
+        data += bytes(blob) + b"\0" * ((32 - len(blob) % 32) % 32)
+    return gguf_join(len(QTYPES), [("general.architecture", kv)], tinfo, data)
+
+
 def main():
     loom = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build-rel", "loom")
     corpus = os.path.join(OUT, "corpus")
@@ -292,6 +316,7 @@ def main():
     nt, kvs, tinfo, data, align = gguf_split(open(os.path.join(corpus, "gguf", "llama"), "rb").read())
     kvs = [kv for kv in kvs if not kv[0].startswith("tokenizer.")] + [kv for kv in tok_kvs if kv[0] != "general.architecture"]
     write(os.path.join(corpus, "gguf", "llama-stories-vocab"), gguf_join(nt, kvs, tinfo, data, align))
+    write(os.path.join(corpus, "gguf", "qblocks"), qblocks_seed())
 
     # tokenize: selector byte (vocabulary in bits 0-1, flags in bits 2-4) + one test case
     for inp, sel in (("ggml-vocab-llama-spm.gguf.inp", (0, 1)), ("ggml-vocab-qwen2.gguf.inp", (2,)),

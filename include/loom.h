@@ -29,6 +29,14 @@ typedef enum loom_dtype {
     LOOM_Q4_0 = 5,
     LOOM_Q4_K = 6,
     LOOM_Q6_K = 7,
+    LOOM_Q4_1 = 8,
+    LOOM_Q5_0 = 9,
+    LOOM_Q5_1 = 10,
+    LOOM_Q2_K = 11,
+    LOOM_Q3_K = 12,
+    LOOM_Q5_K = 13,
+    LOOM_IQ4_NL = 14,
+    LOOM_IQ4_XS = 15,
     LOOM_DTYPE_COUNT
 } loom_dtype;
 

@@ -3,7 +3,7 @@
 //   W_F16S  IEEE half through VK 16-bit storage (float16_t)
 //   W_F16   IEEE half packed two per uint (devices without 16-bit storage)
 //   W_BF16  bfloat16 packed two per uint (bf16 is the top half of an f32)
-//   W_Q8_0, W_Q4_0, W_Q4_K, W_Q6_K  raw ggml blocks, dequantised in registers (wquant.glsl)
+//   W_Q8_0, W_Q4_0, ... W_IQ4_XS  raw ggml blocks, dequantised in registers (wquant.glsl)
 // wload(e) reads element e; wload8(e, lo, hi) reads elements e..e+7 (e a multiple of 8).
 #ifndef W_BINDING
 #define W_BINDING 2
@@ -43,8 +43,10 @@ void wload8(uint e, out vec4 lo, out vec4 hi) {
     lo = vec4(bf2(v.x), bf2(v.y));
     hi = vec4(bf2(v.z), bf2(v.w));
 }
-#elif defined(W_Q8_0) || defined(W_Q4_0) || defined(W_Q4_K) || defined(W_Q6_K)
+#elif defined(W_Q8_0) || defined(W_Q4_0) || defined(W_Q4_K) || defined(W_Q6_K) || defined(W_Q4_1) || \
+    defined(W_Q5_0) || defined(W_Q5_1) || defined(W_Q2_K) || defined(W_Q3_K) || defined(W_Q5_K) ||   \
+    defined(W_IQ4_NL) || defined(W_IQ4_XS)
 #include "wquant.glsl"
 #else
-#error "define one of W_F32, W_F16S, W_F16, W_BF16, W_Q8_0, W_Q4_0, W_Q4_K, W_Q6_K"
+#error "define one of W_F32, W_F16S, W_F16, W_BF16 or a quantised type W_Q8_0 ... W_IQ4_XS (wquant.glsl)"
 #endif

@@ -36,7 +36,7 @@ int cmd_chat(int argc, char **argv) {
         } else if (!strcmp(a, "-n") && val) {
             bad = loom_parse_int(a, argv[++i], 1, 1 << 20, &n_max);
         } else if (!strcmp(a, "--temp") && val) {
-            bad = loom_parse_float(a, argv[++i], &temp);
+            bad = loom_parse_float_in(a, argv[++i], 0, 1e30, &temp);
         } else if (!strcmp(a, "--top-k") && val) {
             bad = loom_parse_int(a, argv[++i], 0, 1 << 30, &top_k);
         } else if (!strcmp(a, "--top-p") && val) {

@@ -4,28 +4,34 @@
 #include "loom.h"
 #include "formats/quantize.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: loom quantize IN OUT.gguf --type q8_0|q4_0|q4_k_m|q6_k|f32\n\n"
-            "IN is a f32/f16/bf16 GGUF or a HuggingFace directory. Matrices are quantised (q4_k_m: Q6_K\n"
-            "for the output head and some attn_v/ffn_down layers, Q4_K elsewhere, as llama.cpp); a\n"
-            "matrix whose rows are not whole blocks falls back (Q4_K -> Q4_0, Q6_K -> Q8_0, else f16)\n"
-            "with a note. Norms and biases stay f32; every metadata key is carried over.\n"
+            "usage: loom quantize IN OUT.gguf --type TYPE [--pure]\n\n"
+            "TYPE: q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k_m q4_k_m q5_k_m q6_k iq4_nl iq4_xs, or f32.\n"
+            "IN is a GGUF or a HuggingFace directory. Matrices get llama.cpp's mix for the preset (the\n"
+            "output head Q6_K, more bits for some attn_v/ffn_down/attn_output layers; --pure: every\n"
+            "matrix the preset's type), and its fallback where rows are not whole blocks (Q4_K -> Q5_0,\n"
+            "Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0, IQ4_XS -> IQ4_NL, else f16). Norms and\n"
+            "biases stay f32; every metadata key is carried over. Progress and a summary on stderr.\n"
             "--type f32 dequantises every matrix (of a quantised IN: the exact values it holds).\n");
 }
 
 int cmd_quantize(int argc, char **argv) {
     const char *pos[2], *type = NULL;
     int n = 0;
+    bool pure = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(argv[i], "--type") && i + 1 < argc) {
             type = argv[++i];
+        } else if (!strcmp(argv[i], "--pure")) {
+            pure = true;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return loom_bad_opt("quantize", argv[i], usage);
         } else if (n == 2) {
@@ -40,12 +46,11 @@ int cmd_quantize(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (strcmp(type, "q8_0") && strcmp(type, "q4_0") && strcmp(type, "q4_k_m") && strcmp(type, "q6_k") &&
-        strcmp(type, "f32")) {
-        fprintf(stderr, "loom quantize: unknown --type '%s' (q8_0, q4_0, q4_k_m, q6_k, f32)\n", type);
+    if (!strstr(loom_quantize_types(), type) || strchr(type, ',') || strchr(type, ' ')) {
+        fprintf(stderr, "loom quantize: unknown --type '%s' (%s)\n", type, loom_quantize_types());
         return 2;
     }
-    if (loom_quantize(pos[0], pos[1], type, stderr) < 0) {
+    if (loom_quantize_ex(pos[0], pos[1], type, pure, stderr) < 0) {
         fprintf(stderr, "loom quantize: %s\n", loom_last_error());
         return 1;
     }

@@ -188,7 +188,7 @@ int cmd_run(int argc, char **argv) {
             if (loom_parse_int(a, val, 0, 1 << 24, &n_gen) < 0) return 2;
             i++;
         } else if (!strcmp(a, "--temp")) {
-            if (loom_parse_float(a, val, &temp) < 0) return 2;
+            if (loom_parse_float_in(a, val, 0, 1e30, &temp) < 0) return 2; /* inf: uniform noise; < 0 meant greedy */
             i++;
         } else if (!strcmp(a, "--top-k")) {
             if (loom_parse_int(a, val, 0, 1 << 30, &top_k) < 0) return 2;
@@ -222,6 +222,7 @@ int cmd_run(int argc, char **argv) {
     char *file_buf = NULL;
     if (file && read_prompt_file(file, texts, &n_texts, &file_buf) < 0) {
         fprintf(stderr, "loom run: %s\n", loom_last_error());
+        free(file_buf);
         return 2;
     }
     if (n_texts + n_tok_args > 1 || parallel > 1 || beams > 0) {

@@ -11,7 +11,7 @@ static const loom_command commands[] = {
     {"check", "compare a model's outputs with a reference.safetensors", cmd_check},
     {"bench", "prompt-processing and generation speed (llama-bench style)", cmd_bench},
     {"convert", "convert a HuggingFace checkpoint to GGUF", cmd_convert},
-    {"quantize", "rewrite a checkpoint with Q8_0/Q4_0/Q4_K/Q6_K matrices", cmd_quantize},
+    {"quantize", "rewrite a checkpoint with block-quantised matrices (llama.cpp presets)", cmd_quantize},
     {"synth", "write a random-weight GGUF of a real model shape", cmd_synth},
     {"dump", "print the graph as declared and after each planner pass", cmd_dump},
     {"chat", "an interactive conversation (history kept in the KV cache)", cmd_chat},

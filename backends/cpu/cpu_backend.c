@@ -408,6 +408,60 @@ static int64_t gemm_chunk(int64_t N, int nth) {
     return best;
 }
 
+/* Prefill with the later quantised types (cpu_qtype_native false): per chunk of output columns,
+ * the weight rows are dequantised (loom_dequant_row, the scalar reference) into the thread's buffer
+ * and the f32 kernels run on them. Exact f32 weights, f32 activations. */
+typedef struct dq_task {
+    cpu_backend *c;
+    float *y;
+    const float *x, *bias;
+    const char *w;
+    loom_dtype wt;
+    size_t row_bytes;
+    float **wf; /* per thread: chunk x K floats */
+    int64_t M, K, N, chunk;
+} dq_task;
+
+static void dq_run(void *arg, int64_t c0, int64_t c1, int ith) {
+    const dq_task *t = arg;
+    const cpu_kernels *k = &t->c->k;
+    float *wf = t->wf[ith];
+    for (int64_t ci = c0; ci < c1; ci++) {
+        int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N, nn = n1 - n0;
+        for (int64_t n = n0; n < n1; n++)
+            loom_dequant_row(t->wt, t->w + (size_t)n * t->row_bytes, wf + (n - n0) * t->K, t->K);
+        const float *b = t->bias ? t->bias + n0 : NULL;
+        if (t->M == 1)
+            k->gemv(t->y + n0, t->x, wf, LOOM_F32, t->K, 0, nn, b);
+        else
+            k->gemm(t->y + n0, t->N, t->x, wf, LOOM_F32, t->M, t->K, 0, nn, b, t->c->scratch[ith]);
+    }
+}
+
+static int matmul_dequant(cpu_backend *c, float *y, const float *x, const void *w, loom_dtype wt,
+                          const float *bias, int64_t M, int64_t K, int64_t N) {
+    bool par = worth_threads(c, 2.0 * (double)M * (double)N * (double)K);
+    dq_task t = {.c = c, .y = y, .x = x, .bias = bias, .w = w, .wt = wt, .row_bytes = loom_dtype_nbytes(wt, K),
+                 .M = M, .K = K, .N = N};
+    /* ~256 KB of f32 weights per chunk (they stay in L2 while the x rows pass), 32-column steps */
+    t.chunk = ((int64_t)1 << 16) / K / 32 * 32;
+    if (t.chunk < 32) t.chunk = 32;
+    if (t.chunk > CPU_GEMM_MAX_COLS) t.chunk = CPU_GEMM_MAX_COLS;
+    if (M > 1 && scratch_reserve(c, c->k.gemm_scratch(M, K)) < 0) return -1;
+    int nth = c->n_threads, rc = 0;
+    float **bufs = calloc((size_t)nth, sizeof *bufs);
+    if (!bufs) return loom_err("cpu: out of memory dequantising %s weights", loom_dtype_name(wt));
+    for (int i = 0; i < nth && !rc; i++)
+        if (!(bufs[i] = loom_malloc_aligned((size_t)(t.chunk * K) * sizeof(float)))) rc = -1;
+    if (!rc) {
+        t.wf = bufs;
+        cpu_pool_for(c->pool, par, (N + t.chunk - 1) / t.chunk, 1, dq_run, &t);
+    }
+    for (int i = 0; i < nth; i++) loom_free_aligned(bufs[i]);
+    free(bufs);
+    return rc;
+}
+
 static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, loom_dtype wt,
                      const float *bias, int64_t M, int64_t K, int64_t N) {
     if (M == 0 || N == 0) return 0;
@@ -416,6 +470,10 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
             for (int64_t n = 0; n < N; n++) y[m * N + n] = bias ? bias[n] : 0.0f;
         return 0;
     }
+    /* the later types: the integer rows kernel for decode (few rows), the f32 GEMM on dequantised
+     * chunks for prefill (where the chunk's dequantisation is shared by every x row) */
+    if (loom_dtype_is_quant(wt) && !cpu_qtype_native(wt) && M > CPU_QDEQUANT_MIN_ROWS)
+        return matmul_dequant(c, y, x, w, wt, bias, M, K, N);
     if (loom_dtype_is_quant(wt))
         return cpu_quant_matmul(c->pool, worth_threads(c, 2.0 * (double)M * (double)N * (double)K), c->n_threads,
                                 c->qdot, y, x, w, wt, bias, M, K, N);

@@ -10,6 +10,16 @@
 #include "backends/cpu/cpu.h"
 #include "core/qblock.h"
 
+/* The types every integer kernel below takes (Q8_0, Q4_0, Q4_K, Q6_K: rows kernel, tiled GEMM,
+ * decode GEMV). The later types (Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL, IQ4_XS) have the rows
+ * kernel only (each 32-block as int8 codes and an affine map per 16, loom_qblock32), used up to
+ * CPU_QDEQUANT_MIN_ROWS x rows; past that the backend dequantises weight rows to f32 per chunk and
+ * runs its f32 GEMM (cpu_backend.c, matmul_dequant). */
+#define CPU_QDEQUANT_MIN_ROWS 8
+static inline bool cpu_qtype_native(loom_dtype t) {
+    return t == LOOM_Q8_0 || t == LOOM_Q4_0 || t == LOOM_Q4_K || t == LOOM_Q6_K;
+}
+
 /* Rows kernel: out[r] = W_row . x[r] for r < nr (nr <= CPU_QROWS). */
 #define CPU_QROWS 4
 typedef void (*cpu_qdot_fn)(loom_dtype t, const void *w, const loom_q8x *const *x, int nr, int64_t K,

@@ -25,6 +25,57 @@ static inline void qd_scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
     }
 }
 
+/* Q4_0-ordered nibbles of 16 bytes as 32 bytes (element e < 16: low nibble of byte e, e + 16: high). */
+static inline __m256i qd_nibbles(const uint8_t *qs) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1),
+                            _mm256_set1_epi8(0x0F));
+}
+
+/* The 32 bits at qh as 32 bytes of 0x10 (bit e set) or 0. */
+static inline __m256i qd_bit5(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
+                                         3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), idx);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+/* A block of the later types (loom_qblock32) as 32 int8 codes; the 32-blocks unpacked in vectors. */
+static inline __m256i qd_codes(loom_dtype t, const void *w, int64_t b, float *A, float *B) {
+    B[0] = B[1] = 0;
+    switch (t) {
+    case LOOM_Q4_1: {
+        const loom_block_q4_1 *x = (const loom_block_q4_1 *)w + b;
+        A[0] = A[1] = qd_h(x->d), B[0] = B[1] = qd_h(x->m);
+        return qd_nibbles(x->qs);
+    }
+    case LOOM_Q5_0: {
+        const loom_block_q5_0 *x = (const loom_block_q5_0 *)w + b;
+        A[0] = A[1] = qd_h(x->d);
+        return _mm256_sub_epi8(_mm256_or_si256(qd_nibbles(x->qs), qd_bit5(x->qh)), _mm256_set1_epi8(16));
+    }
+    case LOOM_Q5_1: {
+        const loom_block_q5_1 *x = (const loom_block_q5_1 *)w + b;
+        A[0] = A[1] = qd_h(x->d), B[0] = B[1] = qd_h(x->m);
+        return _mm256_or_si256(qd_nibbles(x->qs), qd_bit5(x->qh));
+    }
+    case LOOM_IQ4_NL: {
+        const loom_block_iq4_nl *x = (const loom_block_iq4_nl *)w + b;
+        A[0] = A[1] = qd_h(x->d);
+        const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)loom_iq4nl_values));
+        return _mm256_shuffle_epi8(kv, qd_nibbles(x->qs));
+    }
+    default: {
+        int8_t c[32];
+        loom_qblock32(t, w, b, c, A, B);
+        return _mm256_loadu_si256((const __m256i *)c);
+    }
+    }
+}
+
 void QDOT_NAME(loom_dtype t, const void *w, const loom_q8x *const *x, int nr, int64_t K, float *out) {
     __m256 acc[CPU_QROWS];
     float corr[CPU_QROWS]; /* scalar terms: offsets of unsigned codes, Q4_K minimums */
@@ -120,9 +171,27 @@ void QDOT_NAME(loom_dtype t, const void *w, const loom_q8x *const *x, int nr, in
         }
         break;
     }
-    default:
-        for (int r = 0; r < nr; r++) out[r] = 0;
-        return;
+    default: {
+        if (!loom_dtype_is_quant(t)) {
+            for (int r = 0; r < nr; r++) out[r] = 0;
+            return;
+        }
+        /* the later types: int8 codes (signed: |c| and the sign moved onto x, as Q8_0) and an
+         * affine map per 16 elements (lanes 0-3: elements 0-15, lanes 4-7: 16-31) */
+        for (int64_t i = 0; i < nb; i++) {
+            float A[2], B[2];
+            __m256i q = qd_codes(t, w, i, A, B), aq = _mm256_abs_epi8(q);
+            __m256 av = _mm256_setr_ps(A[0], A[0], A[0], A[0], A[1], A[1], A[1], A[1]);
+            for (int r = 0; r < nr; r++) {
+                const loom_q8x *xb = &x[r][i];
+                __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->qs), q);
+                __m256 p = _mm256_cvtepi32_ps(QDOT_U8S8(aq, xs));
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(p, av), _mm256_set1_ps(xb->d), acc[r]);
+                corr[r] += xb->d * (B[0] * (float)xb->s[0] + B[1] * (float)xb->s[1]);
+            }
+        }
+        break;
+    }
     }
     for (int r = 0; r < nr; r++) out[r] = qd_hsum(acc[r]) + corr[r];
 }

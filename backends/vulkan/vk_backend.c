@@ -96,8 +96,8 @@ loom_backend *loom_vulkan_backend_new(const loom_backend_opts *o) {
 
 static bool is_f32(const loom_graph *g, int i) { return i >= 0 && i < g->n && g->nodes[i].type == LOOM_F32; }
 static bool is_i32(const loom_graph *g, int i) { return i >= 0 && i < g->n && g->nodes[i].type == LOOM_I32; }
-/* A weight matrix the EMBED/MATMUL shaders read: f32/f16/bf16, or ggml blocks (Q8_0, Q4_0, Q4_K,
- * Q6_K) whose rows are whole blocks. */
+/* A weight matrix the EMBED/MATMUL shaders read: f32/f16/bf16, or ggml blocks (any loom quantised type,
+ * shaders/wquant.glsl) whose rows are whole blocks. */
 static bool is_w(const loom_graph *g, int i) {
     if (i < 0 || i >= g->n) return false;
     const loom_node *n = &g->nodes[i];

@@ -265,25 +265,29 @@ static loom_spv_id wshader(vk_dev *d, loom_dtype t, loom_spv_id f32, loom_spv_id
     }
 }
 
-/* Shader for a block-quantised weight: kind 0 embed, 1 matvec, 2 matmul, 3 matmul (big tiles). */
+/* Shader for a block-quantised weight: kind 0 embed, 1 matvec, 2 matmul, 3 matmul (big tiles), 4 / 5
+ * tensor-core tiles dequantising in the tile loads (Q8_0, Q4_0, Q4_K, Q6_K only: qcm_tiles_ok). */
 static loom_spv_id qshader(loom_dtype t, int kind) {
 #ifdef LOOM_VK_COOPMAT
     static const loom_spv_id cmtab[4][2] = {{LOOM_SPV_MATMUL_CM_Q8_0, LOOM_SPV_MATMUL_CM_BIG_Q8_0},
                                             {LOOM_SPV_MATMUL_CM_Q4_0, LOOM_SPV_MATMUL_CM_BIG_Q4_0},
                                             {LOOM_SPV_MATMUL_CM_Q4_K, LOOM_SPV_MATMUL_CM_BIG_Q4_K},
                                             {LOOM_SPV_MATMUL_CM_Q6_K, LOOM_SPV_MATMUL_CM_BIG_Q6_K}};
+    if (kind >= 4) return cmtab[t == LOOM_Q8_0 ? 0 : t == LOOM_Q4_0 ? 1 : t == LOOM_Q4_K ? 2 : 3][kind - 4];
 #endif
-    static const loom_spv_id tab[4][4] = {
-        {LOOM_SPV_EMBED_Q8_0, LOOM_SPV_MATVEC_Q8_0, LOOM_SPV_MATMUL_Q8_0, LOOM_SPV_MATMUL_BIG_Q8_0},
-        {LOOM_SPV_EMBED_Q4_0, LOOM_SPV_MATVEC_Q4_0, LOOM_SPV_MATMUL_Q4_0, LOOM_SPV_MATMUL_BIG_Q4_0},
-        {LOOM_SPV_EMBED_Q4_K, LOOM_SPV_MATVEC_Q4_K, LOOM_SPV_MATMUL_Q4_K, LOOM_SPV_MATMUL_BIG_Q4_K},
-        {LOOM_SPV_EMBED_Q6_K, LOOM_SPV_MATVEC_Q6_K, LOOM_SPV_MATMUL_Q6_K, LOOM_SPV_MATMUL_BIG_Q6_K}};
-    int f = t == LOOM_Q8_0 ? 0 : t == LOOM_Q4_0 ? 1 : t == LOOM_Q4_K ? 2 : 3;
-#ifdef LOOM_VK_COOPMAT
-    if (kind >= 4) return cmtab[f][kind - 4]; /* 4, 5: tensor-core tiles, 64 or 128 */
-#endif
-    return tab[f][kind];
+#define QROW(T) {LOOM_SPV_EMBED_##T, LOOM_SPV_MATVEC_##T, LOOM_SPV_MATMUL_##T, LOOM_SPV_MATMUL_BIG_##T}
+    static const loom_spv_id tab[LOOM_DTYPE_COUNT][4] = {
+        [LOOM_Q8_0] = QROW(Q8_0),     [LOOM_Q4_0] = QROW(Q4_0),     [LOOM_Q4_K] = QROW(Q4_K),
+        [LOOM_Q6_K] = QROW(Q6_K),     [LOOM_Q4_1] = QROW(Q4_1),     [LOOM_Q5_0] = QROW(Q5_0),
+        [LOOM_Q5_1] = QROW(Q5_1),     [LOOM_Q2_K] = QROW(Q2_K),     [LOOM_Q3_K] = QROW(Q3_K),
+        [LOOM_Q5_K] = QROW(Q5_K),     [LOOM_IQ4_NL] = QROW(IQ4_NL), [LOOM_IQ4_XS] = QROW(IQ4_XS)};
+#undef QROW
+    return tab[t][kind];
 }
+
+/* Whether the in-tile tensor-core variants (LOOM_VK_QCM=tiles) exist for t; the others always take
+ * the f16 copy. */
+static bool qcm_tiles_ok(loom_dtype t) { return t == LOOM_Q8_0 || t == LOOM_Q4_0 || t == LOOM_Q4_K || t == LOOM_Q6_K; }
 
 /* Rows of a weight that one dispatch may bind: the binding range and the overlap between pieces
  * of a split buffer both bound it. */
@@ -337,12 +341,14 @@ static vk_arg scratch_arg(vk_rec *r, size_t need, bool write) { return scratch_a
 
 static loom_spv_id dqshader(loom_dtype t) {
 #ifdef LOOM_VK_COOPMAT
-    switch (t) {
-    case LOOM_Q8_0: return LOOM_SPV_DEQUANT_Q8_0;
-    case LOOM_Q4_0: return LOOM_SPV_DEQUANT_Q4_0;
-    case LOOM_Q4_K: return LOOM_SPV_DEQUANT_Q4_K;
-    default: return LOOM_SPV_DEQUANT_Q6_K;
-    }
+    static const loom_spv_id tab[LOOM_DTYPE_COUNT] = {
+        [LOOM_Q8_0] = LOOM_SPV_DEQUANT_Q8_0,     [LOOM_Q4_0] = LOOM_SPV_DEQUANT_Q4_0,
+        [LOOM_Q4_K] = LOOM_SPV_DEQUANT_Q4_K,     [LOOM_Q6_K] = LOOM_SPV_DEQUANT_Q6_K,
+        [LOOM_Q4_1] = LOOM_SPV_DEQUANT_Q4_1,     [LOOM_Q5_0] = LOOM_SPV_DEQUANT_Q5_0,
+        [LOOM_Q5_1] = LOOM_SPV_DEQUANT_Q5_1,     [LOOM_Q2_K] = LOOM_SPV_DEQUANT_Q2_K,
+        [LOOM_Q3_K] = LOOM_SPV_DEQUANT_Q3_K,     [LOOM_Q5_K] = LOOM_SPV_DEQUANT_Q5_K,
+        [LOOM_IQ4_NL] = LOOM_SPV_DEQUANT_IQ4_NL, [LOOM_IQ4_XS] = LOOM_SPV_DEQUANT_IQ4_XS};
+    return tab[t];
 #else
     (void)t;
     return LOOM_SPV_EMBED_F32; /* unreachable: no coopmat, no f16 copies */
@@ -404,7 +410,7 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
      * (dequant.comp), after any split-K partial products, and the f16 kernel reads that: in-tile
      * dequantisation (LOOM_VK_QCM=tiles) repeats the byte-wise block reads in every workgroup and
      * ran at the FMA kernel's speed (H100). */
-    bool qcopy = cm && quant && !d->qcm_tiles;
+    bool qcopy = cm && quant && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
     size_t dq_at = 0;
     if (qcopy) {
         size_t al = d->align > 256 ? d->align : 256;

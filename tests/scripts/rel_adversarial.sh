@@ -8,7 +8,7 @@ n=0
 case_() { # case_ DESCRIPTION CMD...
     n=$((n + 1)); d="$1"; shift
     err=$(timeout 30 "$@" 2>&1 >/dev/null </dev/null); rc=$?
-    printf '| %d | %s | %s | %s |\n' "$n" "$d" "$rc" "$(printf '%s' "$err" | grep -v '^$' | grep -v 'using device\|backend,' | head -1 | cut -c1-150 | sed 's/|/\\|/g')"
+    printf '| %d | %s | %s | %s |\n' "$n" "$d" "$rc" "$(printf '%s' "$err" | grep -v '^$' | grep -v 'using device\|backend,' | tail -1 | sed 's|^\(.\{70\}\).*\(.\{90\}\)$|\1 ... \2|' | sed 's/|/\\|/g')"
 }
 py() { python3 -c "$1"; }
 # ---- malformed GGUF ----
@@ -49,6 +49,7 @@ case_ "run --ctx 1 with a 2-token prompt" "$L" run -m "$S" --tokens 1,403 --ctx 
 case_ "run --ctx 0" "$L" run -m "$S" --tokens 1 --ctx 0 --device cpu
 case_ "run -n 0" "$L" run -m "$S" --tokens 1,403 -n 0 --device cpu
 case_ "run -n -1" "$L" run -m "$S" --tokens 1 -n -1 --device cpu
+case_ "run --temp -1"  "$L" run -m "$S" --tokens 1 --temp -1 -n 4 --device cpu
 case_ "run --temp inf" "$L" run -m "$S" --tokens 1 --temp inf -n 4 --device cpu
 case_ "run --temp nan" "$L" run -m "$S" --tokens 1 --temp nan -n 4 --device cpu
 case_ "run --temp 1e-30 (overflowing exp)" "$L" run -m "$S" --tokens 1 --temp 1e-30 -n 4 --device cpu
@@ -83,9 +84,13 @@ mkdir -p "$T/ro"; chmod 555 "$T/ro"; case_ "quantize into a read-only folder (as
 case_ "convert to a folder" "$L" convert "$F/llama-tiny" "$T"
 case_ "quantize --type q2_k" "$L" quantize "$S" "$T/x.gguf" --type q2_k
 # ---- signals and pipes ----
-"$L" run -m "$S" --tokens 1 -n 100000 --ctx-shift --ctx 64 --device cpu >/dev/null 2>&1 & p=$!; sleep 1; kill -INT $p; wait $p; rc=$?
-n=$((n + 1)); printf '| %d | %s | %s | %s |\n' "$n" "SIGINT during a long run" "$rc" "(killed by SIGINT: 130 = 128 + 2)"
-timeout 20 "$L" run -m "$S" --tokens 1 -n 2000 --device cpu 2>/dev/null | head -c 1 >/dev/null; rc=$?
-n=$((n + 1)); printf '| %d | %s | %s | %s |\n' "$n" "run piped into head -c 1 (SIGPIPE)" "$rc" "(pipeline status of head)"
+# (a background job of a non-interactive sh ignores SIGINT, so SIGTERM stands for ^C here)
+"$L" run -m "$S" --tokens 1 -n 10000000 --ctx-shift --ctx 64 --device cpu >/dev/null 2>&1 & p=$!; sleep 1; kill -TERM $p; wait $p; rc=$?
+n=$((n + 1)); printf '| %d | %s | %s | %s |\n' "$n" "SIGTERM during a long run" "$rc" "(143 = killed by SIGTERM, no output lost: stdout is flushed per token)"
+cp "$S" "$T/q.gguf"
+"$L" quantize "$T/q.gguf" "$T/q8.gguf" --type q8_0 >/dev/null 2>&1 & p=$!; kill -TERM $p; wait $p; rc=$?
+n=$((n + 1)); printf '| %d | %s | %s | %s |\n' "$n" "SIGTERM at once during quantize" "$rc" "leftover temporary files: $(ls "$T" | grep -c 'q8.gguf.tmp-')"
+( timeout 20 "$L" run -m "$S" --tokens 1 -n 100000 --device cpu 2>/dev/null; echo $? > "$T/pipe.rc" ) | head -c 1 >/dev/null
+n=$((n + 1)); printf '| %d | %s | %s | %s |\n' "$n" "run piped into head -c 1" "$(cat "$T/pipe.rc")" "(141 = SIGPIPE, as any CLI writing to a closed pipe)"
 printf 'a\0b' | timeout 10 "$L" tokenize -m "$S" --ids >/dev/null 2>"$T/err"; rc=$?
 n=$((n + 1)); printf '| %d | %s | %s | %s |\n' "$n" "tokenize stdin holding a NUL byte" "$rc" "$(head -1 "$T/err")"

@@ -380,20 +380,20 @@ static void test_bad_dirs(void) {
     tf_st_write(TMP("dupname/model.safetensors"), ed, 2, 0);
     expect_open_fails(TMP("dupname"), "output_norm.weight", "two tensors with one canonical name");
 
-    /* GGUF: quantized types loom cannot compute (q5_0) open in gguf_open but not as a model source
-     * (q8_0/q4_0/q4_K/q6_K load: tests/unit/test_quant.c) */
+    /* GGUF: quantized types loom cannot compute (q8_1) open in gguf_open but not as a model source
+     * (the types loom computes with load: tests/unit/test_quant.c) */
     gguf_writer *w = gguf_writer_new();
     gguf_w_str(w, "general.architecture", "llama");
-    static uint8_t q[2 * 22];
-    gguf_w_tensor(w, "blk.0.ffn_up.weight", 6 /* q5_0 */, 2, (int64_t[]){2, 32}, q, sizeof q);
+    static uint8_t q[2 * 36];
+    gguf_w_tensor(w, "blk.0.ffn_up.weight", 9 /* q8_1 */, 2, (int64_t[]){2, 32}, q, sizeof q);
     gguf_writer_save(w, TMP("q4.gguf"));
     gguf_writer_free(w);
     gguf_ctx *g = gguf_open(TMP("q4.gguf"));
-    CHECK(g != NULL, "q5_0 file opens as GGUF: %s", loom_last_error());
+    CHECK(g != NULL, "q8_1 file opens as GGUF: %s", loom_last_error());
     gguf_close(g);
-    expect_open_fails(TMP("q4.gguf"), "q4.gguf", "q5_0 tensor as a model");
-    CHECK(strstr(loom_last_error(), "unsupported tensor type q5_0 for 'blk.0.ffn_up.weight' (supported: f32, f16, bf16"),
-          "q5_0 message: %s", loom_last_error());
+    expect_open_fails(TMP("q4.gguf"), "q4.gguf", "q8_1 tensor as a model");
+    CHECK(strstr(loom_last_error(), "unsupported tensor type q8_1 for 'blk.0.ffn_up.weight' (supported: f32, f16, bf16"),
+          "q8_1 message: %s", loom_last_error());
 
     /* detection by magic and by file name */
     size_t gn;

@@ -71,6 +71,7 @@ static inline uint8_t *tf_read(const char *path, size_t *n) {
         free(p);
         p = NULL;
     }
+    if (p) p[sz] = 0; /* as promised above */
     fclose(f);
     *n = (size_t)sz;
     return p;

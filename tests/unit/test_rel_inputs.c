@@ -56,7 +56,11 @@ static void make_hf(const char *dir, const char *fixture, void (*edit)(cJSON *),
 static int count_prefix(const char *dir, const char *prefix) {
     DIR *d = opendir(dir);
     int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));) n += !strncmp(e->d_name, prefix, strlen(prefix));
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
+        fprintf(stderr, "  left: %s\n", e->d_name);
+        n++;
+    }
     if (d) closedir(d);
     return n;
 }
@@ -395,7 +399,7 @@ static void test_hparams(void) {
 
 /* Run `loom ARGS` (a shell command line); its exit status, stderr in err. */
 static int loom_cli(char *err, size_t cap, const char *args) {
-    char cmd[4096];
+    char cmd[9000];
     snprintf(cmd, sizeof cmd, "timeout 20 '%s' %s 2>&1 >/dev/null", LOOM_BIN, args);
     FILE *p = popen(cmd, "r");
     size_t n = p ? fread(err, 1, cap - 1, p) : 0;
@@ -408,7 +412,7 @@ static int loom_cli(char *err, size_t cap, const char *args) {
  * `want`; within 20 s (a FIFO read used to block forever). */
 static void cli_fails(const char *want, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void cli_fails(const char *want, const char *what, const char *fmt, ...) {
-    char args[3072], err[4096];
+    char args[8192], err[4096];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
@@ -490,6 +494,15 @@ static void test_cli_edges(void) {
               "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --top-p -1 -p x --device cpu");
     cli_fails("--top-p expects a number in [0, 1], got '1.5'", "chat --top-p 1.5",
               "chat -m \"$LOOM_FIXTURES/stories260K.gguf\" --top-p 1.5 --device cpu");
+    cli_fails("--temp expects a number in [0, 1e+30], got 'inf'", "--temp inf",
+              "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --temp inf --tokens 1 --device cpu");
+    cli_fails("--temp expects a number in [0, 1e+30], got '-1'", "--temp -1",
+              "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --temp -1 --tokens 1 --device cpu");
+    /* an error longer than the message buffer keeps its end, where the reason is */
+    char longp[5001];
+    memset(longp, 'a', 5000);
+    longp[5000] = 0;
+    cli_fails("cannot open: File name too long", "-m a 5000-character path", "run -m %s -p x --device cpu", longp);
     cli_fails("--keep 17 is more than half the context (32 tokens)", "--keep 17 --ctx 32",
               "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --tokens 1,403 --ctx 32 --ctx-shift --keep 17 --device cpu");
 }
@@ -529,34 +542,25 @@ static void write_gguf_two(const char *path, uint64_t off_a, uint64_t off_b, siz
 }
 
 static void test_overlap(void) {
-    write_st_raw(TMP("alias.safetensors"),
-                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
-    st_file *f = st_open(TMP("alias.safetensors"));
-    CHECK_FAILS(f != NULL, "overlap", "safetensors: two tensors on the same bytes");
-    st_close(f);
-    write_st_raw(TMP("part.safetensors"),
-                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
-                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16);
-    f = st_open(TMP("part.safetensors"));
-    CHECK_FAILS(f != NULL, "overlap", "safetensors: a tensor inside another");
-    st_close(f);
-    write_st_raw(TMP("hole.safetensors"),
-                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]}}", 24);
-    f = st_open(TMP("hole.safetensors"));
-    CHECK_FAILS(f != NULL, "leave a hole", "safetensors: a hole between tensors");
-    st_close(f);
-    write_st_raw(TMP("tail.safetensors"), "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12);
-    f = st_open(TMP("tail.safetensors"));
-    CHECK_FAILS(f != NULL, "data section holds 12 bytes", "safetensors: bytes after the last tensor");
-    st_close(f);
-    write_st_raw(TMP("order.safetensors"),
-                 "{\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]},"
-                 "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 16);
-    f = st_open(TMP("order.safetensors"));
-    CHECK(f != NULL, "safetensors: contiguous data listed out of order is fine: %s", loom_last_error());
-    st_close(f);
+    static const struct { const char *json, *want, *what; size_t data; } st_cases[] = {
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "overlap", "two tensors on the same bytes", 8},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", "overlap", "a tensor inside another", 16},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]}}", "leave a hole", "a hole between tensors", 24},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "data section holds 12 bytes",
+         "bytes after the last tensor", 12},
+        {"{\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]},"
+         "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", NULL, "contiguous, listed out of order", 16},
+    };
+    for (size_t i = 0; i < sizeof st_cases / sizeof st_cases[0]; i++) {
+        write_st_raw(TMP("case.safetensors"), st_cases[i].json, st_cases[i].data);
+        st_file *f = st_open(TMP("case.safetensors"));
+        if (st_cases[i].want) CHECK_FAILS(f != NULL, st_cases[i].want, st_cases[i].what);
+        else CHECK(f != NULL, "safetensors, %s: %s", st_cases[i].what, loom_last_error());
+        st_close(f);
+    }
 
     write_gguf_two(TMP("alias.gguf"), 0, 0, 64);
     gguf_ctx *g = gguf_open(TMP("alias.gguf"));

@@ -1,10 +1,12 @@
-/* Block-quantised weights (Q8_0, Q4_0, Q4_K, Q6_K) on the Vulkan backend (lavapipe on CI): EMBED
+/* Block-quantised weights (all twelve types: Q8_0, Q4_0, Q4_K, Q6_K, Q4_1, Q5_0, Q5_1, Q2_K,
+ * Q3_K, Q5_K, IQ4_NL, IQ4_XS) on the Vulkan backend (lavapipe on CI): EMBED
  * and MATMUL against the CPU backend's scalar quant kernels, through compute_node and
  * compute_plan, on three device configs (default; no 16-bit storage and no subgroup ops, so decode
  * takes the tiled shader; 16 KiB weight pieces, so weights are chunked at row offsets that are
  * not word aligned).
  *
- * The CPU multiplies quantised W by x quantised to 8 bits (loom_q8x), the GPU by f32 x. The test
+ * The CPU multiplies quantised W by x quantised to 8 bits (loom_q8x; the types without integer
+ * kernels by f32 x and the dequantised W), the GPU by f32 x. The test
  * x is made exactly representable in q8x (every 32-block is integers in [-127, 127] times a power
  * of two, with one element at +-127), so both compute the same products and only the summation
  * order differs: MATMUL within 2^-15 * sum_k |x_k w_k| + 1e-6. A device with cooperative
@@ -27,7 +29,9 @@
 #define NVK 3
 static loom_backend *cpu, *vk[NVK];
 static const char *vk_name[NVK] = {"vulkan", "vulkan(no f16 storage, no subgroup)", "vulkan(16 KiB weight pieces)"};
-static const loom_dtype qtypes[4] = {LOOM_Q8_0, LOOM_Q4_0, LOOM_Q4_K, LOOM_Q6_K};
+static const loom_dtype qtypes[] = {LOOM_Q8_0, LOOM_Q4_0, LOOM_Q4_K, LOOM_Q6_K, LOOM_Q4_1,   LOOM_Q5_0,
+                                    LOOM_Q5_1, LOOM_Q2_K, LOOM_Q3_K, LOOM_Q5_K, LOOM_IQ4_NL, LOOM_IQ4_XS};
+#define NQ (int)(sizeof qtypes / sizeof qtypes[0])
 static bool vk_coopmat[NVK]; /* the backend runs prefill matmuls on cooperative matrices */
 
 /* A quantised weight leaf (tg_weight sizes leaves by loom_dtype_size, 0 for block types). */
@@ -101,7 +105,7 @@ static void run_cmp(tg *t, int out, const char *what, double atol, double atol_c
 static void test_embed(void) {
     const int64_t V = 300, S = 7;
     int32_t ids[7] = {0, 299, 5, 5, 170, 298, 1};
-    for (int qi = 0; qi < 4; qi++) {
+    for (int qi = 0; qi < NQ; qi++) {
         loom_dtype qt = qtypes[qi];
         int64_t D = loom_dtype_blck(qt) == 32 ? 96 : 512; /* 300 rows: 40-150 KB, chunked at 16 KiB */
         float *deq = malloc(sizeof(float) * V * D);
@@ -111,7 +115,7 @@ static void test_embed(void) {
         int e = tg_embed(&t, q_weight(&t, qt, V, D, w), ids, S, NULL);
         char what[64];
         snprintf(what, sizeof what, "embed %s", loom_dtype_name(qt));
-        run_cmp(&t, e, what, -1, -1, 7);
+        run_cmp(&t, e, what, -1, -1, qi < 4 ? 7 : 1); /* the later types: the default config */
         free(w), free(deq);
     }
 }
@@ -141,11 +145,22 @@ static void matmul_case(loom_dtype qt, int64_t M, int64_t N, int64_t K, bool bia
 
 static void test_matmul(void) {
     static const int64_t Ms[] = {1, 3, 8, 17, 70};
-    for (int qi = 0; qi < 4; qi++) {
+    for (int qi = 0; qi < NQ; qi++) {
         loom_dtype qt = qtypes[qi];
         bool k256 = loom_dtype_blck(qt) == 256;
         /* K: one block, several, and (32-blocks) not a multiple of 64 or 256 */
         int64_t shapes[3][2] = {{37, k256 ? 256 : 32}, {130, k256 ? 512 : 96}, {33, k256 ? 768 : 160}};
+        if (qi >= 4) {
+            /* the later types share every shader but the block decoder (wload8) with the first
+             * four: their decoder through the GEMV (M = 1, default config), the 64 x 64 tiles (17,
+             * the no-subgroup config) and the 128 x 128 tiles or, on a coopmat device, the f16
+             * copy (130, the third config); one config per case: on lavapipe the pipeline
+             * compiles of 8 more types x 3 configs dominate the time */
+            matmul_case(qt, 1, shapes[1][0], shapes[1][1], true, 0, 1);
+            matmul_case(qt, 17, shapes[2][0], shapes[2][1], false, 0, 2);
+            matmul_case(qt, 130, 150, k256 ? 256 : 96, false, 0, 4);
+            continue;
+        }
         for (int si = 0; si < 3; si++)
             for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
                 matmul_case(qt, Ms[mi], shapes[si][0], shapes[si][1], (si + mi) % 2 == 0, 0, 7);
@@ -167,7 +182,7 @@ static void test_matmul(void) {
 
 /* ---- decode fusions: RMSNORM -> matvec -> residual ADD; SWIGLU -> matvec ---------------------- */
 static void test_fused(void) {
-    for (int qi = 0; qi < 4; qi++) {
+    for (int qi = 0; qi < 4; qi++) { /* the fusions do not depend on the block decoder */
         loom_dtype qt = qtypes[qi];
         int64_t K = loom_dtype_blck(qt) == 32 ? 96 : 256, N = K, M = 2;
         float *x = malloc(sizeof(float) * M * K), *g = malloc(sizeof(float) * M * K), *u = malloc(sizeof(float) * M * K);
