@@ -44,10 +44,18 @@ want="$*"
 selected() { [ -z "$want" ] && return 0; for w in $want; do [ "$w" = "$1" ] && return 0; done; return 1; }
 
 mkdir -p "$dir"
+# The copy is refreshed file by file: a file whose content changed gets a new mtime (so the
+# incremental build redoes exactly what changed, even where a mutant's restore left an object newer
+# than the tree's file); files gone from the tree go from the copy too.
 echo "mutate: copying the working tree to $src"
-rm -rf "$src" && mkdir -p "$src"
-(cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh |
-    tar --null -T - -cf -) | tar -xf - -C "$src" || { echo "mutate: copy failed"; exit 2; }
+stage=$dir/stage
+rm -rf "$stage" && mkdir -p "$stage" "$src"
+(cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 sh -c 'for f; do [ -f "$f" ] && printf "%s\0" "$f"; done' sh |
+    tar --null -T - -cf -) | tar -xf - -C "$stage" || { echo "mutate: copy failed"; exit 2; }
+(cd "$stage" && find . -type f) | while read -r f; do
+    cmp -s "$stage/$f" "$src/$f" || { mkdir -p "$(dirname "$src/$f")" && cp "$stage/$f" "$src/$f"; }
+done
+(cd "$src" && find . -type f) | while read -r f; do [ -f "$stage/$f" ] || rm -f "$src/$f"; done
 set -- -DCMAKE_BUILD_TYPE=Release
 [ "${MUTATE_ASAN:-0}" = 1 ] && set -- -DCMAKE_BUILD_TYPE=Debug -DLOOM_SANITIZE=ON
 cmake -S "$src" -B "$bld" "$@" -DLOOM_VULKAN="${MUTATE_VULKAN:-OFF}" > "$dir/cmake.log" 2>&1 ||

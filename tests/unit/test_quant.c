@@ -67,6 +67,20 @@ static void test_layouts(void) {
     k6.d = 0x3c00, k6.scales[0] = 3, k6.scales[4] = 1, k6.ql[0] = 0x05, k6.qh[0] = 0x02;
     loom_dequant_row(LOOM_Q6_K, &k6, yk, 256);
     CHECK(yk[0] == 15.0f && yk[64] == -32.0f, "q6_K dequant %g %g", yk[0], yk[64]);
+
+    /* Q6_K quantisation of values on its own grid comes back exactly: every sub-block holds -32
+     * and +31 steps of 0.25 (and 14 levels between), so its scale is 0.25 and every level of
+     * [-32, 31] is used at the ends (a quantiser that loses the top level, 31, fails here) */
+    float g[256], gy[256];
+    for (int l = 0; l < 256; l++) {
+        int k = l % 16, lvl = k == 0 ? -32 : k == 1 ? 31 : (int)((l * 37 + 11) % 64) - 32;
+        g[l] = 0.25f * (float)lvl;
+    }
+    loom_quant_row(LOOM_Q6_K, g, &k6, 256);
+    loom_dequant_row(LOOM_Q6_K, &k6, gy, 256);
+    int off_grid = 0;
+    for (int l = 0; l < 256; l++) off_grid += gy[l] != g[l];
+    CHECK(off_grid == 0, "q6_K: %d of 256 on-grid values did not come back exactly (e.g. %g -> %g)", off_grid, g[1], gy[1]);
 }
 
 /* RMS of the round-trip error relative to the RMS of x, and (32-blocks) the per-element bound. */
