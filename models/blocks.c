@@ -156,7 +156,14 @@ int loom_block_attend(loom_graph *g, const loom_model *m, int layer, loom_qkv qk
 
 int loom_block_mlp(loom_graph *g, const loom_model *m, int layer, int h) {
     const loom_hparams *hp = &m->hp;
-    if (hp->n_expert > 0) return loom_err("%s: mixture of experts is not supported yet", m->arch->name);
+    if (hp->n_expert > 0) { /* router logits, then the chosen experts' SwiGLU (graph.h MOE) */
+        int64_t E = hp->n_expert, F = hp->n_ff_exp, D = hp->n_embd;
+        int router = loom_block_linear(g, m, h, E, D, false, layer, "ffn_gate_inp");
+        int gate = loom_w(g, m, 3, (int64_t[]){E, F, D}, "blk.%d.ffn_gate_exps.weight", layer);
+        int up = loom_w(g, m, 3, (int64_t[]){E, F, D}, "blk.%d.ffn_up_exps.weight", layer);
+        int down = loom_w(g, m, 3, (int64_t[]){E, D, F}, "blk.%d.ffn_down_exps.weight", layer);
+        return loom_moe(g, h, router, gate, up, down, hp->n_expert_used, hp->expert_norm_topk);
+    }
     int gate = loom_block_linear(g, m, h, hp->n_ff, hp->n_embd, false, layer, "ffn_gate");
     int up = loom_block_linear(g, m, h, hp->n_ff, hp->n_embd, false, layer, "ffn_up");
     /* the planner fuses act(gate) * up into SWIGLU / GEGLU */

@@ -52,3 +52,5 @@ loom_family_tests(qwen2-swa-tiny)  # Qwen2 with use_sliding_window: window 8 fro
 loom_family_tests(gemma-tiny)      # Gemma: GELU-tanh, sqrt(hidden) embedding scale, 1 + w norms
 loom_family_tests(gemma2-tiny)     # Gemma 2: sandwich norms, query_pre_attn_scalar, soft-caps, alternating window
 loom_family_tests(gemma3-tiny)     # Gemma 3: + per-head q/k norm, local/global RoPE bases, every 3rd layer global
+loom_family_tests(qwen3moe-tiny)   # Qwen3-MoE: 8 experts, top 2, renormalised; stacked from one tensor per expert
+loom_family_tests(mixtral-tiny)    # Mixtral: 4 experts, top 2; GGUF as llama.cpp's "llama" with expert keys
