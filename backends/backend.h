@@ -8,7 +8,7 @@
 #ifndef LOOM_BACKEND_H
 #define LOOM_BACKEND_H
 
-#include "../graph/plan.h"
+#include "graph/plan.h"
 
 typedef struct loom_buffer loom_buffer;   /* defined by each backend */
 typedef struct loom_backend loom_backend;

@@ -1,9 +1,9 @@
 /* The executor: walks a plan's nodes in order and dispatches each to the backend, timing each
  * node when asked (the profiler's CPU source). Also the backend registry. */
-#include "backend.h"
+#include "backends/backend.h"
 
-#include "../formats/source.h"
-#include "../graph/util.h"
+#include "formats/source.h"
+#include "core/util.h"
 
 #include <stdlib.h>
 

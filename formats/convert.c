@@ -1,10 +1,10 @@
 /* HF directory -> GGUF, the way llama.cpp's convert_hf_to_gguf.py does it for llama, qwen2 and qwen3. */
-#include "convert.h"
+#include "formats/convert.h"
 
-#include "gguf.h"
-#include "source.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "formats/gguf.h"
+#include "formats/source.h"
+#include "tokenizer/tokenizer.h"
+#include "core/util.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>

@@ -4,9 +4,9 @@
  * the tensor records (name, u32 ndim, u64 ne[ndim] innermost first, u32 ggml type, u64 offset
  * into the data section), padding to the alignment, then the data section.
  */
-#include "gguf.h"
+#include "formats/gguf.h"
 
-#include "util.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,11 +1,11 @@
 /* loom quantize (see quantize.h). Tensor data is produced while the file is written, one row at a
  * time, so memory stays constant whatever the model size. */
-#include "quantize.h"
+#include "formats/quantize.h"
 
-#include "convert.h"
-#include "gguf.h"
-#include "quant.h"
-#include "util.h"
+#include "formats/convert.h"
+#include "formats/gguf.h"
+#include "core/qblock.h"
+#include "core/util.h"
 
 #include <ctype.h>
 #include <stdlib.h>

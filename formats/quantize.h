@@ -1,4 +1,4 @@
-/* loom quantize: rewrite a checkpoint with block-quantised matrices (graph/quant.h). */
+/* loom quantize: rewrite a checkpoint with block-quantised matrices (core/qblock.h). */
 #ifndef LOOM_QUANTIZE_H
 #define LOOM_QUANTIZE_H
 

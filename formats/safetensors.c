@@ -1,7 +1,7 @@
 /* safetensors reader: mmap, header JSON through cJSON, every offset checked before use. */
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
-#include "util.h"
+#include "core/util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

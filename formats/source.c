@@ -1,10 +1,10 @@
 /* loom_source: a HF directory or a GGUF file behind one interface (see source.h). */
-#include "source.h"
+#include "formats/source.h"
 
-#include "gguf.h"
-#include "quant.h"
-#include "safetensors.h"
-#include "util.h"
+#include "formats/gguf.h"
+#include "core/qblock.h"
+#include "formats/safetensors.h"
+#include "core/util.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>

@@ -4,11 +4,11 @@
  * few MiB of memory. Normal samples come from a 65536-entry inverse-CDF table indexed by 16 random
  * bits: one xoshiro256** output gives four samples, already in the target dtype.
  */
-#include "convert.h"
+#include "formats/convert.h"
 
-#include "gguf.h"
-#include "source.h"
-#include "util.h"
+#include "formats/gguf.h"
+#include "formats/source.h"
+#include "core/util.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

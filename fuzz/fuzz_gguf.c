@@ -1,6 +1,6 @@
 /* fuzz_gguf: arbitrary bytes as a .gguf file (a memfd): gguf_open and every accessor, the GGUF
  * tokenizer (tokenizer.ggml.*), and loom_model_load (hyper-parameters, weight checks). */
-#include "fuzz_util.h"
+#include "fuzz/fuzz_util.h"
 
 #include <stdbool.h>
 

@@ -1,7 +1,7 @@
 /* fuzz_model: arbitrary bytes as a model .gguf that, when it loads, is run: a CPU session with a
  * tiny context, a 3-token prefill and one decode step (scalar or SIMD kernels, from the last
  * byte). Whatever loom_model_load accepts must compute without reading outside its buffers. */
-#include "fuzz_util.h"
+#include "fuzz/fuzz_util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;

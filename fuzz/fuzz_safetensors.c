@@ -1,9 +1,9 @@
 /* fuzz_safetensors: a HuggingFace folder from one input: config.json SEP model.safetensors
  * [SEP model.safetensors.index.json]. st_open on the safetensors file, loom_source_open on the
  * folder (every tensor, hyper-parameter lookups of each type), and loom_model_load. */
-#include "fuzz_util.h"
-#include "safetensors.h"
-#include "source.h"
+#include "fuzz/fuzz_util.h"
+#include "formats/safetensors.h"
+#include "formats/source.h"
 
 static void walk_source(const loom_source *s) {
     for (int i = 0; i < loom_source_n_tensors(s); i++) {

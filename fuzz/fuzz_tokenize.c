@@ -9,8 +9,8 @@
  *     SentencePiece only when x holds no U+2581, the character it writes spaces as);
  *   - the stream decoder's output, concatenated, equals the pieces concatenated (SKIP_SPECIAL
  *     leaves out control and unknown tokens, as decode does). */
-#include "fuzz_util.h"
-#include "tok_internal.h"
+#include "fuzz/fuzz_util.h"
+#include "tokenizer/tok_internal.h"
 
 #include <utf8proc.h>
 

@@ -1,7 +1,7 @@
 /* fuzz_tokenizer_json: tokenizer.json [SEP tokenizer_config.json] through
  * loom_tokenizer_from_json_file (which reads the config beside it), then every use the tools make
  * of a tokenizer. */
-#include "fuzz_util.h"
+#include "fuzz/fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     const uint8_t *part[FZ_MAX_PARTS];

@@ -4,9 +4,9 @@
 #ifndef LOOM_FUZZ_UTIL_H
 #define LOOM_FUZZ_UTIL_H
 
-#include "gguf.h"
+#include "formats/gguf.h"
 #include "loom.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <fcntl.h>
 #include <ftw.h>

@@ -1,8 +1,8 @@
 /* Graph dumps: text for people, DOT for Graphviz, JSON for tools. The JSON schema is documented in
  * docs/graph-dump.md; keep the two in step. */
-#include "graph.h"
+#include "graph/graph.h"
 
-#include "util.h"
+#include "core/util.h"
 
 #include <stdlib.h>
 

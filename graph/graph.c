@@ -1,10 +1,10 @@
 /* Graph construction: the builder API model files call. Each function checks its sources' shapes
  * and types, appends one node and returns its index (or -1 with an error). */
-#include "graph.h"
+#include "graph/graph.h"
 
-#include "../formats/source.h"
-#include "quant.h"
-#include "util.h"
+#include "formats/source.h"
+#include "core/qblock.h"
+#include "core/util.h"
 
 #include <stdlib.h>
 #include <xxhash.h>

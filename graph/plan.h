@@ -10,7 +10,7 @@
 #ifndef LOOM_PLAN_H
 #define LOOM_PLAN_H
 
-#include "graph.h"
+#include "graph/graph.h"
 
 typedef struct loom_plan {
     loom_graph *g;       /* the optimised graph (owned) */

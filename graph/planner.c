@@ -1,9 +1,9 @@
 /* The planner passes: dead-node elimination, common subexpressions, fusion, and the memory plan.
  * Each pass rewrites the graph in place (dead nodes stay in the array, flagged, so dumps can show
  * what happened to them) and logs every change to g->log. */
-#include "plan.h"
+#include "graph/plan.h"
 
-#include "util.h"
+#include "core/util.h"
 
 #include <stdlib.h>
 

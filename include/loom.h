@@ -24,7 +24,7 @@ typedef enum loom_dtype {
     LOOM_F16 = 1,
     LOOM_BF16 = 2,
     LOOM_I32 = 3,
-    /* GGUF block-quantised weights (graph/quant.h): loom_dtype_size is 0 for these */
+    /* GGUF block-quantised weights (core/qblock.h): loom_dtype_size is 0 for these */
     LOOM_Q8_0 = 4,
     LOOM_Q4_0 = 5,
     LOOM_Q4_K = 6,

@@ -5,8 +5,8 @@
  * cache is shared, copy on write) and evaluates the K new tokens in one batch. */
 #include "loom.h"
 
-#include "../graph/util.h"
-#include "session_internal.h"
+#include "core/util.h"
+#include "models/session_internal.h"
 
 #include <math.h>
 #include <stdlib.h>

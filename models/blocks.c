@@ -1,9 +1,9 @@
 /* Shared building blocks for llama-family decoders: hyper-parameters, attention, SwiGLU MLP, head.
  * Model files compose these; anything architecture-specific belongs in the model file. */
-#include "model.h"
+#include "models/model.h"
 
-#include "../graph/quant.h"
-#include "../graph/util.h"
+#include "core/qblock.h"
+#include "core/util.h"
 
 #include <cjson/cJSON.h>
 #include <limits.h>

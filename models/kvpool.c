@@ -1,7 +1,7 @@
 /* Block pool of the paged KV cache: free list, reference counts, copy on write (kvpool.h). */
-#include "kvpool.h"
+#include "models/kvpool.h"
 
-#include "../graph/util.h"
+#include "core/util.h"
 
 #include <stdlib.h>
 #include <string.h>

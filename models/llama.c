@@ -1,6 +1,6 @@
 /* LLaMA (1, 2, 3, and TinyLlama-style checkpoints): the plain llama-family decoder.
  * Differences from the shared blocks: none in the graph; RoPE pair order depends on the file. */
-#include "model.h"
+#include "models/model.h"
 
 static int llama_hparams(loom_hparams *hp, const loom_source *src) {
     if (loom_read_common_hparams(hp, src) < 0) return -1;

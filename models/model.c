@@ -1,7 +1,7 @@
 /* Loading a model: open the checkpoint, find its model file, read hyper-parameters, check weights. */
-#include "model.h"
+#include "models/model.h"
 
-#include "../graph/util.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdio.h>

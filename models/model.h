@@ -7,8 +7,8 @@
 #ifndef LOOM_MODEL_H
 #define LOOM_MODEL_H
 
-#include "../formats/source.h"
-#include "../graph/graph.h"
+#include "formats/source.h"
+#include "graph/graph.h"
 
 typedef enum { LOOM_ROPE_SCALING_NONE, LOOM_ROPE_SCALING_LINEAR, LOOM_ROPE_SCALING_LLAMA3 } loom_rope_scaling;
 

@@ -3,7 +3,7 @@
  * head_dim in the config (head_dim * n_head need not equal hidden_size in the larger models).
  * It needs nothing new in graph/ or backends/: the per-head norm is a reshape to one row per head,
  * the ordinary RMSNorm, and a reshape back. docs/adding-a-model.md walks through this file. */
-#include "model.h"
+#include "models/model.h"
 
 static int qwen3_hparams(loom_hparams *hp, const loom_source *src) {
     if (loom_read_common_hparams(hp, src) < 0) return -1;

@@ -1,8 +1,8 @@
 /* The list of model files. Adding an architecture: write models/NAME.c defining loom_arch_NAME
  * and add it here. */
-#include "model.h"
+#include "models/model.h"
 
-#include "../graph/util.h"
+#include "core/util.h"
 
 extern const loom_arch loom_arch_llama;
 extern const loom_arch loom_arch_qwen2;

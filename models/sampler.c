@@ -2,7 +2,7 @@
  * top-k, top-p (nucleus) and min-p filtering (the order and formulas are in include/loom.h). */
 #include "loom.h"
 
-#include "../graph/util.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdlib.h>

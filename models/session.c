@@ -4,11 +4,11 @@
  * only a new shape (a new prompt length) runs the planner. Decode steps reuse one plan. */
 #include "loom.h"
 
-#include "../backends/backend.h"
-#include "../graph/util.h"
-#include "kvpool.h"
-#include "model.h"
-#include "session_internal.h"
+#include "backends/backend.h"
+#include "core/util.h"
+#include "models/kvpool.h"
+#include "models/model.h"
+#include "models/session_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

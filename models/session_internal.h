@@ -2,7 +2,7 @@
 #ifndef LOOM_SESSION_INTERNAL_H
 #define LOOM_SESSION_INTERNAL_H
 
-#include "../backends/backend.h"
+#include "backends/backend.h"
 #include "loom.h"
 
 /* Time every node of each eval (CPU: executor wall time; GPU: timestamps). */

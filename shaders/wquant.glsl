@@ -1,4 +1,4 @@
-// Block-quantised weights (graph/quant.h: Q8_0, Q4_0, Q4_K, Q6_K), included by wload.glsl.
+// Block-quantised weights (core/qblock.h: Q8_0, Q4_0, Q4_K, Q6_K), included by wload.glsl.
 // The raw blocks are bound as uint words and read with byte addressing: blocks are 34/18/144/210
 // bytes, so neither they nor their f16 scales are word aligned in general. The binding's element
 // offset (W_OFF) is in bytes. The shaders index weights as W_OFF + row * K + k like any other

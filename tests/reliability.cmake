@@ -60,5 +60,4 @@ endforeach()
 # replayed through the fuzz targets' code built with the normal compiler (see fuzz/README.md).
 loom_unit_test(test_rel_fuzz_regress)
 target_compile_definitions(test_rel_fuzz_regress PRIVATE FUZZ_ROOT="${CMAKE_SOURCE_DIR}")
-target_include_directories(test_rel_fuzz_regress PRIVATE ${CMAKE_SOURCE_DIR}/fuzz)
 set_tests_properties(test_rel_fuzz_regress PROPERTIES TIMEOUT 120)

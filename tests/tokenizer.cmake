@@ -31,7 +31,7 @@ endforeach()
 
 # Speed figure, not a test: bench_tokenizer MODEL [TEXT_FILE]
 add_executable(bench_tokenizer ${CMAKE_SOURCE_DIR}/tokenizer/bench/bench_tokenizer.c)
-target_include_directories(bench_tokenizer PRIVATE ${CMAKE_SOURCE_DIR}/tokenizer)
+target_include_directories(bench_tokenizer PRIVATE ${CMAKE_SOURCE_DIR})
 target_link_libraries(bench_tokenizer PRIVATE loom)
 
 # ---- loom tokenize ----

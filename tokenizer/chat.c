@@ -1,6 +1,6 @@
-#include "chat.h"
+#include "tokenizer/chat.h"
 
-#include "../graph/util.h"
+#include "core/util.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
  * keyed (rank, position): the lowest rank merges first and equal ranks (the same pair) merge
  * left to right, as HF tokenizers and llama.cpp do. Stale heap entries are recognised on pop
  * by re-checking the pair. A word of n bytes costs O(n log n), so long runs stay cheap. */
-#include "tok_internal.h"
+#include "tokenizer/tok_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

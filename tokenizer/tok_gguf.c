@@ -3,9 +3,9 @@
  * tokenizer.ggml.model "llama": SentencePiece-style BPE (tokens, scores, token_type).
  * tokenizer.ggml.model "gpt2":  byte-level BPE (tokens, merges, token_type) with the pre-tokenizer
  * regex chosen by tokenizer.ggml.pre. */
-#include "tok_internal.h"
+#include "tokenizer/tok_internal.h"
 
-#include "gguf.h"
+#include "formats/gguf.h"
 
 #include <stdlib.h>
 

@@ -3,8 +3,8 @@
 #ifndef LOOM_TOK_INTERNAL_H
 #define LOOM_TOK_INTERNAL_H
 
-#include "tokenizer.h"
-#include "util.h"
+#include "tokenizer/tokenizer.h"
+#include "core/util.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

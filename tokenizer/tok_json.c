@@ -5,7 +5,7 @@
  * any behaviour but Contiguous, not inverted), ByteLevel and Digits, merges as "a b" strings or
  * ["a", "b"] pairs, ignore_merges, added tokens with lstrip/rstrip. Anything else is refused
  * with a message naming it rather than tokenized differently from the reference. */
-#include "tok_internal.h"
+#include "tokenizer/tok_internal.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -2,7 +2,7 @@
  * "▁", the text starts as one symbol per UTF-8 character, and the adjacent pair whose
  * concatenation is the highest-scoring vocabulary entry merges first (ties: leftmost). Symbols
  * left that are not tokens fall back to <0xNN> byte tokens. */
-#include "tok_internal.h"
+#include "tokenizer/tok_internal.h"
 
 #include <stdlib.h>
 

@@ -1,8 +1,8 @@
 /* Tokenizer core: the vocabulary table and its hash maps, loading dispatch, the added-token pass
  * of encode, decode and the streaming decoder. The merge engines live in tok_bpe.c/tok_spm.c. */
-#include "tok_internal.h"
+#include "tokenizer/tok_internal.h"
 
-#include "gguf.h"
+#include "formats/gguf.h"
 
 #include <errno.h>
 #include <stdio.h>

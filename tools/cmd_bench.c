@@ -11,13 +11,13 @@
  * -b B[,..] runs every test with B sequences at once through the batch API (docs/batching.md):
  * pp N = B prompts of N tokens packed into one graph, tg N = N steps of one token for each of the B
  * sequences (each started by one token); t/s is the aggregate over all sequences. */
-#include "commands.h"
+#include "tools/commands.h"
 
 #include "loom.h"
-#include "machine.h"
-#include "model.h"
-#include "session_internal.h"
-#include "util.h"
+#include "tools/machine.h"
+#include "models/model.h"
+#include "models/session_internal.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdio.h>

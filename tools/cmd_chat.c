@@ -1,10 +1,10 @@
 /* loom chat: an interactive conversation. Each turn appends only its own tokens to the KV cache;
  * the history is never re-evaluated. */
-#include "commands.h"
+#include "tools/commands.h"
 
-#include "chat.h"
+#include "tokenizer/chat.h"
 #include "loom.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

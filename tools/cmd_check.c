@@ -6,10 +6,10 @@
  *    greedy_ids. The prompt is greedy_ids' first S tokens (input_ids, as in the fixtures'
  *    reference.safetensors), or its first N when the file's metadata says "greedy_prompt": "N"
  *    (long_reference.safetensors: a long text for the forward, a short prompt for generation). */
-#include "commands.h"
+#include "tools/commands.h"
 
 #include "loom.h"
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 #include <math.h>
 #include <stdio.h>

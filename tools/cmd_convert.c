@@ -1,7 +1,7 @@
 /* loom convert: a HuggingFace directory to a GGUF file (as llama.cpp's converter writes it). */
-#include "commands.h"
+#include "tools/commands.h"
 
-#include "convert.h"
+#include "formats/convert.h"
 #include "loom.h"
 
 #include <stdio.h>

@@ -1,8 +1,8 @@
 /* loom devices: what loom can run on — the CPU, and each Vulkan device with its type, memory,
  * subgroup size and the features the Vulkan backend uses. */
-#include "backend.h"
-#include "commands.h"
-#include "util.h"
+#include "backends/backend.h"
+#include "tools/commands.h"
+#include "core/util.h"
 
 #include <stdio.h>
 #include <string.h>

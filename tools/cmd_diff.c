@@ -10,12 +10,12 @@
  * (a given kernel set: scalar, avx2, avx512, ... as loom_cpu_backend_new_isa knows them),
  * "vulkan", "vulkan:N". The first --device is
  * the reference: scaled error = max |a - b| / max(1, max |a|). */
-#include "commands.h"
+#include "tools/commands.h"
 
-#include "cpu/cpu.h"
+#include "backends/cpu/cpu.h"
 #include "loom.h"
-#include "model.h"
-#include "util.h"
+#include "models/model.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,9 +1,9 @@
 /* loom dump: print a model's graph as declared and after the planner passes. */
-#include "commands.h"
+#include "tools/commands.h"
 
-#include "model.h"
-#include "plan.h"
-#include "util.h"
+#include "models/model.h"
+#include "graph/plan.h"
+#include "core/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

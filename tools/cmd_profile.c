@@ -6,13 +6,13 @@
  * the step, bytes moved and FLOPs (from shapes and dtypes, see node_cost), achieved GB/s and GFLOP/s,
  * and the fraction of the device's achievable bandwidth (tools/machine.c). --trace writes the same
  * timings as Chrome trace-event JSON (chrome://tracing, ui.perfetto.dev). docs/profiling.md. */
-#include "commands.h"
+#include "tools/commands.h"
 
 #include "loom.h"
-#include "machine.h"
-#include "model.h"
-#include "session_internal.h"
-#include "util.h"
+#include "tools/machine.h"
+#include "models/model.h"
+#include "models/session_internal.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <math.h>

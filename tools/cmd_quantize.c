@@ -1,8 +1,8 @@
 /* loom quantize: a GGUF or HF checkpoint to a GGUF with block-quantised matrices. */
-#include "commands.h"
+#include "tools/commands.h"
 
 #include "loom.h"
-#include "quantize.h"
+#include "formats/quantize.h"
 
 #include <stdio.h>
 #include <string.h>

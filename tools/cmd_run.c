@@ -1,11 +1,11 @@
 /* loom run: prefill a prompt, then decode and stream tokens until EOS or -n. */
-#include "commands.h"
+#include "tools/commands.h"
 
 #include "loom.h"
-#include "run_multi.h"
-#include "session_internal.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "tools/run_multi.h"
+#include "models/session_internal.h"
+#include "tokenizer/tokenizer.h"
+#include "core/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,9 +1,9 @@
 /* loom synth: a random-weight GGUF of a real model shape (benchmarks without downloads). */
-#include "commands.h"
+#include "tools/commands.h"
 
-#include "convert.h"
+#include "formats/convert.h"
 #include "loom.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <stdio.h>

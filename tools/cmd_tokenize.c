@@ -1,6 +1,6 @@
 /* loom tokenize: show how a model's tokenizer splits a text. */
-#include "commands.h"
-#include "tokenizer.h"
+#include "tools/commands.h"
+#include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

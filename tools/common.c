@@ -1,5 +1,5 @@
 /* Option parsing shared by the subcommands. */
-#include "commands.h"
+#include "tools/commands.h"
 
 #include "loom.h"
 

@@ -1,5 +1,5 @@
 /* loom — the command-line front end. Each subcommand lives in tools/cmd_NAME.c. */
-#include "commands.h"
+#include "tools/commands.h"
 
 #include <stdio.h>
 #include <string.h>

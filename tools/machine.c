@@ -1,9 +1,9 @@
 /* Machine description and the cached bandwidth measurement (see machine.h). */
-#include "machine.h"
+#include "tools/machine.h"
 
 #include "loom.h"
-#include "plan.h"
-#include "util.h"
+#include "graph/plan.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <stdio.h>

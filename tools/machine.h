@@ -3,7 +3,7 @@
 #ifndef LOOM_MACHINE_H
 #define LOOM_MACHINE_H
 
-#include "backend.h"
+#include "backends/backend.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,9 +1,9 @@
 /* loom run with several sequences (docs/batching.md): several prompts decoded together in one
  * graph per step, --parallel N sampled continuations of each prompt sharing its cached prefix, and
  * --beams K beam search. Each result is printed, labelled, as soon as it is complete. */
-#include "run_multi.h"
+#include "tools/run_multi.h"
 
-#include "util.h"
+#include "core/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
 #define LOOM_RUN_MULTI_H
 
 #include "loom.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 typedef struct run_multi_opts {
     const loom_tokenizer *tok; /* NULL: print ids */

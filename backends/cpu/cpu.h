@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <limits.h>
 #include <stdatomic.h>
-#include "../backend.h"
+#include "backends/backend.h"
 
 #include <stdint.h>
 

@@ -4,7 +4,7 @@
  * register transposes) and runs a 6 x 16 micro-kernel (12 ymm accumulators). AVX2 has no masked
  * 16-bit loads, so partial vectors go through a small zero-padded buffer.
  */
-#include "cpu.h"
+#include "backends/cpu/cpu.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -315,7 +315,7 @@ AI void gemv_rows_t(int t, int M, float *y, int64_t ldy, const float *x, const v
     }
 }
 
-#include "gemv_rows.h"
+#include "backends/cpu/gemv_rows.h"
 
 /* ---- gemm ----------------------------------------------------------------------------------- */
 #define G_NR 16  /* panel width: two ymm of output columns */

@@ -11,7 +11,7 @@
  *    and x is rounded to bf16 once per panel, so vdpbf16ps does two multiply-adds per lane;
  *    accumulation stays f32.
  */
-#include "cpu.h"
+#include "backends/cpu/cpu.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -350,7 +350,7 @@ AI void gemv_rows_t(int t, int M, float *y, int64_t ldy, const float *x, const v
     }
 }
 
-#include "gemv_rows.h"
+#include "backends/cpu/gemv_rows.h"
 
 /* ---- gemm ----------------------------------------------------------------------------------- */
 #define G_NR 32  /* panel width: two zmm of output columns */

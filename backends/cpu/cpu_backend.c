@@ -1,10 +1,10 @@
 /* The CPU backend: host buffers, op validation, and the drivers that split each node's work
  * over the thread pool and call the kernel flavour picked at creation (see cpu.h). */
-#include "cpu.h"
-#include "quant.h"
+#include "backends/cpu/cpu.h"
+#include "backends/cpu/cpu_quant.h"
 
-#include "../../formats/source.h"
-#include "../../graph/util.h"
+#include "formats/source.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdatomic.h>

@@ -14,9 +14,9 @@
  * All ordering goes through atomics (release on publish/finish, acquire on observe), which is what
  * ThreadSanitizer checks.
  */
-#include "cpu.h"
+#include "backends/cpu/cpu.h"
 
-#include "../../graph/util.h"
+#include "core/util.h"
 
 #include <limits.h>
 #include <pthread.h>

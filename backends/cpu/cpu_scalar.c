@@ -1,9 +1,9 @@
 /* Portable scalar kernels: the reference every SIMD flavour is tested against, and the fallback
  * on machines without AVX2 (or with LOOM_SCALAR=1). Written for clarity first; a few independent
  * accumulators keep them from being needlessly slow. */
-#include "cpu.h"
+#include "backends/cpu/cpu.h"
 
-#include "../../graph/util.h"
+#include "core/util.h"
 
 #include <math.h>
 

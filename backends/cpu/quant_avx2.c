@@ -2,4 +2,4 @@
  * saturate) then madd with ones to int32. The kernel text is shared with quant_avx512.c. */
 #define QDOT_NAME cpu_qdot_avx2
 #define QDOT_U8S8(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1))
-#include "quant_simd.h"
+#include "backends/cpu/quant_simd.h"

@@ -2,4 +2,4 @@
  * per 32 byte pairs instead of maddubs + madd. The kernel text is shared with quant_avx2.c. */
 #define QDOT_NAME cpu_qdot_avx512
 #define QDOT_U8S8(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
-#include "quant_simd.h"
+#include "backends/cpu/quant_simd.h"

@@ -10,7 +10,7 @@
  * activation rows loads each weight pair once for 4 activation rows and each activation pair once
  * for 4 weight rows (16 zmm accumulators).
  */
-#include "quant.h"
+#include "backends/cpu/cpu_quant.h"
 
 #include <immintrin.h>
 #include <stdlib.h>

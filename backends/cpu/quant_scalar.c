@@ -1,8 +1,8 @@
 /* Quantised MATMUL: the portable rows kernel, the flavour choice, and the driver that quantises x
  * and splits the output columns over the thread pool (see quant.h). */
-#include "quant.h"
+#include "backends/cpu/cpu_quant.h"
 
-#include "../../graph/util.h"
+#include "core/util.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * quant_avx2.c (maddubs + madd) and quant_avx512.c (VNNI vpdpbusd). QDOT_U8S8(u, s) must return
  * the 8 int32 lanes sum_{4 bytes} u * s (u unsigned, s signed; the products here never saturate
  * maddubs' int16: |u| <= 128 with |s| <= 127). QDOT_NAME is the function's name. */
-#include "quant.h"
+#include "backends/cpu/cpu_quant.h"
 
 #include <immintrin.h>
 #include <string.h>

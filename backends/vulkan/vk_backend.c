@@ -1,7 +1,7 @@
 /* The Vulkan backend's loom_backend_ops, what it supports, and device listing. */
-#include "vk_internal.h"
+#include "backends/vulkan/vk_internal.h"
 
-#include "quant.h"
+#include "core/qblock.h"
 
 #include <stdio.h>
 #include <stdlib.h>

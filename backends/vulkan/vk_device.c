@@ -7,7 +7,7 @@
  * the queue in front of the next submission, so a decode step costs one submit for its inputs
  * and its graph together.
  */
-#include "vk_internal.h"
+#include "backends/vulkan/vk_internal.h"
 
 #include <inttypes.h>
 #include <stdio.h>

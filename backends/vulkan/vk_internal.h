@@ -8,9 +8,9 @@
 #ifndef LOOM_VK_INTERNAL_H
 #define LOOM_VK_INTERNAL_H
 
-#include "backend.h"
+#include "backends/backend.h"
 #include "loom_spirv.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <vulkan/vulkan.h>
 

@@ -7,7 +7,7 @@
  * SPIR-V>.bin: a new driver reuses the file only if it accepts its header, and a new build of
  * the shaders gets a new file. An unwritable folder only turns persistence off (one warning).
  */
-#include "vk_internal.h"
+#include "backends/vulkan/vk_internal.h"
 
 #include <dirent.h>
 #include <errno.h>

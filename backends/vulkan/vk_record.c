@@ -13,9 +13,9 @@
  * the pos buffer on the GPU. A plan remembers which buffers it bound (by serial number) and is
  * recorded again if the session hands it different ones.
  */
-#include "vk_internal.h"
+#include "backends/vulkan/vk_internal.h"
 
-#include "quant.h"
+#include "core/qblock.h"
 
 #include <stdlib.h>
 #include <string.h>

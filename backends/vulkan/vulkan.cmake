@@ -165,7 +165,7 @@ add_custom_command(OUTPUT ${LOOM_SPV_C} ${LOOM_SPV_H}
 
 file(GLOB LOOM_VK_SOURCES CONFIGURE_DEPENDS ${LOOM_VK_DIR}/*.c)
 target_sources(loom PRIVATE ${LOOM_VK_SOURCES} ${LOOM_SPV_C})
-target_include_directories(loom PRIVATE ${CMAKE_BINARY_DIR} ${LOOM_VK_DIR})
+target_include_directories(loom PRIVATE ${CMAKE_BINARY_DIR})
 target_compile_definitions(loom PUBLIC LOOM_HAVE_VULKAN)
 if(LOOM_VK_HAVE_COOPMAT)
   target_compile_definitions(loom PUBLIC LOOM_VK_COOPMAT)

@@ -10,8 +10,8 @@
  *    10,000 session-level cycles (with evals and copies on write) leak no block;
  *  - errors: a full cache, an unknown sequence, single-sequence eval on a paged session.
  * The batch-vs-alone check also runs on Vulkan when there is a device (lavapipe in CI). */
-#include "check.h"
-#include "kvpool.h"
+#include "tests/unit/check.h"
+#include "models/kvpool.h"
 #include "loom.h"
 
 #include <stdint.h>

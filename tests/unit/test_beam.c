@@ -3,9 +3,9 @@
  * on the fixture's reference prompt for four configurations (gen_beam_reference.py). Every
  * returned sequence must match token for token, and its score within 1e-3 (loom's f32 logits are
  * within 1e-3 of transformers' and a score is a sum of up to 16 log-probs over a length power). */
-#include "check.h"
+#include "tests/unit/check.h"
 #include "loom.h"
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <string.h>

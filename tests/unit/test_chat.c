@@ -1,6 +1,6 @@
 /* Chat templates: detection from a template string and the exact text of each turn. */
-#include "chat.h"
-#include "check.h"
+#include "tokenizer/chat.h"
+#include "tests/unit/check.h"
 
 #include <string.h>
 

@@ -8,10 +8,10 @@
 #ifndef LOOM_TEST_CPU_GRAPH_H
 #define LOOM_TEST_CPU_GRAPH_H
 
-#include "backend.h"
-#include "cpu/cpu.h"
-#include "source.h"
-#include "util.h"
+#include "backends/backend.h"
+#include "backends/cpu/cpu.h"
+#include "formats/source.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -7,8 +7,8 @@
  *    3 threads, within 1e-5 relative (the per-element arithmetic does not depend on the split, so
  *    in practice they are identical).
  */
-#include "check.h"
-#include "test_cpu_graph.h"
+#include "tests/unit/check.h"
+#include "tests/unit/test_cpu_graph.h"
 
 #include <math.h>
 #include <stdatomic.h>

@@ -1,12 +1,12 @@
 /* loom_convert_hf_to_gguf on every fixture (tensors equal the HF ones once the llama q/k permutation
  * is undone; metadata keys right), against llama.cpp's own stories260K.gguf, Llama-3 RoPE scaling,
  * and loom_synth (shapes, statistics, determinism). */
-#include "convert.h"
-#include "gguf.h"
-#include "safetensors.h"
-#include "source.h"
-#include "test_formats_util.h"
-#include "util.h"
+#include "formats/convert.h"
+#include "formats/gguf.h"
+#include "formats/safetensors.h"
+#include "formats/source.h"
+#include "tests/unit/test_formats_util.h"
+#include "core/util.h"
 
 #include <cjson/cJSON.h>
 

@@ -1,9 +1,9 @@
 /* GGUF reader on the bundled stories260K.gguf, writer round trip, and bad files (generated from
  * good ones in a temp dir): every bad file must fail with a message naming it. */
-#include "gguf.h"
-#include "safetensors.h"
-#include "test_formats_util.h"
-#include "util.h"
+#include "formats/gguf.h"
+#include "formats/safetensors.h"
+#include "tests/unit/test_formats_util.h"
+#include "core/util.h"
 
 /* ---- a raw byte builder for hand-made GGUF files -------------------------------------------- */
 typedef struct { uint8_t b[4096]; size_t n; } raw;

@@ -1,10 +1,10 @@
 /* loom_source over every fixture (HF dirs and the GGUF), hyper-parameter lookups, the name mapping,
  * sharded checkpoints, and bad directories generated in a temp dir. */
-#include "gguf.h"
-#include "safetensors.h"
-#include "source.h"
-#include "test_formats_util.h"
-#include "util.h"
+#include "formats/gguf.h"
+#include "formats/safetensors.h"
+#include "formats/source.h"
+#include "tests/unit/test_formats_util.h"
+#include "core/util.h"
 
 /* The file a pointer is mapped from (via /proc/self/maps), or "" when it is not file-mapped. */
 static const char *mapped_file(const void *p) {

@@ -1,7 +1,7 @@
 /* safetensors reader on the fixtures, plus bad files generated from good ones in a temp dir. */
-#include "safetensors.h"
-#include "test_formats_util.h"
-#include "util.h"
+#include "formats/safetensors.h"
+#include "tests/unit/test_formats_util.h"
+#include "core/util.h"
 
 static const struct { const char *dir; int n_tensors, n_layer, n_prompt; loom_dtype dtype; } fixtures[] = {
     {"qwen2-tiny", 26, 2, 24, LOOM_F32},

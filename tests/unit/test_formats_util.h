@@ -3,7 +3,7 @@
 #ifndef LOOM_TEST_FORMATS_UTIL_H
 #define LOOM_TEST_FORMATS_UTIL_H
 
-#include "check.h"
+#include "tests/unit/check.h"
 #include "loom.h"
 
 #include <ftw.h>

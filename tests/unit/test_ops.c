@@ -15,8 +15,8 @@
  *  - ROPE: 2e-6 * |x| of the head (cos/sin are rounded to float).
  *  - ATTENTION: 2e-5 * max|v|; the paged form (block table) too.
  */
-#include "check.h"
-#include "test_cpu_graph.h"
+#include "tests/unit/check.h"
+#include "tests/unit/test_cpu_graph.h"
 
 #include <math.h>
 

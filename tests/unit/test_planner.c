@@ -1,8 +1,8 @@
 /* Planner passes on small hand-built graphs, and on a real model's graph. */
-#include "check.h"
-#include "model.h"
-#include "plan.h"
-#include "util.h"
+#include "tests/unit/check.h"
+#include "models/model.h"
+#include "graph/plan.h"
+#include "core/util.h"
 
 #include <string.h>
 

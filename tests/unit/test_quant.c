@@ -1,13 +1,13 @@
 /* Quantised weights: block layouts against hand-computed blocks, round-trip error bounds on random
  * data and on the stories260K fixture's weights, every dot-product flavour against a dequantise-
  * then-double reference, the threaded matmul driver, and corrupt files refused at load. */
-#include "check.h"
+#include "tests/unit/check.h"
 
-#include "cpu/quant.h"
-#include "gguf.h"
-#include "quant.h"
-#include "source.h"
-#include "util.h"
+#include "backends/cpu/cpu_quant.h"
+#include "formats/gguf.h"
+#include "core/qblock.h"
+#include "formats/source.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdint.h>

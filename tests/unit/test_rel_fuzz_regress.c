@@ -3,25 +3,25 @@
  * fuzz target's own code (fuzz/fuzz_TARGET.c, compiled here with the ordinary compiler and without
  * libFuzzer), i.e. through the normal loaders plus the targets' checks. A broken rule aborts, a
  * memory error is caught under `make asan`; a hang shows as the ctest timeout. */
-#include "test_formats_util.h" /* tf_read; includes check.h */
+#include "tests/unit/test_formats_util.h" /* tf_read; includes check.h */
 
 #define LLVMFuzzerTestOneInput fuzz_gguf_one
-#include "../../fuzz/fuzz_gguf.c"
+#include "fuzz/fuzz_gguf.c"
 #undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_safetensors_one
-#include "../../fuzz/fuzz_safetensors.c"
+#include "fuzz/fuzz_safetensors.c"
 #undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_tokenizer_json_one
-#include "../../fuzz/fuzz_tokenizer_json.c"
+#include "fuzz/fuzz_tokenizer_json.c"
 #undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_tokenize_one
 #define LLVMFuzzerInitialize fuzz_tokenize_init
-#include "../../fuzz/fuzz_tokenize.c"
+#include "fuzz/fuzz_tokenize.c"
 #undef LLVMFuzzerTestOneInput
 #undef LLVMFuzzerInitialize
 #define LLVMFuzzerTestOneInput fuzz_model_one
 #define LLVMFuzzerInitialize fuzz_model_init
-#include "../../fuzz/fuzz_model.c"
+#include "fuzz/fuzz_model.c"
 #undef LLVMFuzzerTestOneInput
 #undef LLVMFuzzerInitialize
 

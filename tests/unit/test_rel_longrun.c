@@ -5,9 +5,9 @@
  * fewer steps and a 64-token context, skipped when there is no device.
  *
  * LOOM_LONGRUN_STEPS overrides the CPU step count; LOOM_TEST_VERBOSE prints the RSS samples. */
-#include "check.h"
+#include "tests/unit/check.h"
 #include "loom.h"
-#include "session_internal.h"
+#include "models/session_internal.h"
 
 #include <stdint.h>
 #include <string.h>

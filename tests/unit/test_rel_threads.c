@@ -3,7 +3,7 @@
  * with the SIMD and the scalar kernels. The decode tokens must be identical.
  * A difference is allowed only from a different summation order (a row split across threads
  * differently): 1e-4 relative to the logits' scale. LOOM_TEST_VERBOSE prints the errors seen. */
-#include "check.h"
+#include "tests/unit/check.h"
 #include "loom.h"
 
 #include <stdint.h>

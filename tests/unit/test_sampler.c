@@ -1,5 +1,5 @@
 /* Sampling: greedy picks the argmax; top-k/top-p never pick outside their set; seeds reproduce. */
-#include "check.h"
+#include "tests/unit/check.h"
 #include "loom.h"
 
 int main(void) {

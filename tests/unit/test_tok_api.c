@@ -1,10 +1,10 @@
 /* Tokenizer API behaviour: round trips on random text, invalid UTF-8, the streaming decoder,
  * special tokens, queries, pre-tokenizer behaviours on synthetic vocabularies, and every loader
  * error path we can provoke. */
-#include "check.h"
-#include "gguf.h"
-#include "tok_internal.h"
-#include "tokenizer.h"
+#include "tests/unit/check.h"
+#include "formats/gguf.h"
+#include "tokenizer/tok_internal.h"
+#include "tokenizer/tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>

@@ -1,9 +1,9 @@
 /* Tokenizer test vectors from llama.cpp's models/ folder (see tests/fixtures/tokenizer/README.md):
  * every case must encode to exactly the reference ids and decode back to its text. */
-#include "check.h"
-#include "convert.h"
-#include "gguf.h"
-#include "tokenizer.h"
+#include "tests/unit/check.h"
+#include "formats/convert.h"
+#include "formats/gguf.h"
+#include "tokenizer/tokenizer.h"
 
 #include <stdint.h>
 #include <string.h>

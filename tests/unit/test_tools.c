@@ -6,7 +6,7 @@
  *   loom dump --format json: the schema of docs/graph-dump.md and node counts per pass for qwen2-tiny,
  *                         and --layers keeping only one layer's nodes.
  * Needs LOOM_BIN (the loom command) and LOOM_FIXTURES. */
-#include "check.h"
+#include "tests/unit/check.h"
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>

@@ -18,9 +18,9 @@
  * for every M >= 128 (LOOM_VK_CM_BIG_TILES=1), the default one only for very large products.
  * No Vulkan device at all: SKIP (exit 77).
  */
-#include "check.h"
+#include "tests/unit/check.h"
 #define TG_VULKAN_BACKENDS
-#include "test_cpu_graph.h"
+#include "tests/unit/test_cpu_graph.h"
 
 #include <math.h>
 

@@ -17,10 +17,10 @@
  * arbitrary x, so they are checked against a double-precision product of the dequantised W.
  * No Vulkan device at all: SKIP (exit 77).
  */
-#include "check.h"
-#include "quant.h"
+#include "tests/unit/check.h"
+#include "core/qblock.h"
 #define TG_VULKAN_BACKENDS
-#include "test_cpu_graph.h"
+#include "tests/unit/test_cpu_graph.h"
 
 #include <math.h>
 

@@ -1,7 +1,7 @@
 /* bench_tokenizer MODEL [TEXT_FILE]: encode about 1 MB of English-like text (or the given file)
  * and print the speed. The default text is generated from a seeded word list, so the figure is
  * reproducible without shipping a corpus. */
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

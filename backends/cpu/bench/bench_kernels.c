@@ -10,11 +10,11 @@
  *   -c: time with the thread's CPU clock (with -t 1: kernel speed on a busy machine)
  * A benchmark, not a test: it is not registered with ctest.
  */
-#include "backend.h"
-#include "cpu/cpu.h"
-#include "source.h"
-#include "quant.h"
-#include "util.h"
+#include "backends/backend.h"
+#include "backends/cpu/cpu.h"
+#include "formats/source.h"
+#include "core/qblock.h"
+#include "core/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,12 +9,12 @@
  * Usage: bench_vulkan [--device N] [--reps R] [--quick]. Graphs go through the real builder and
  * planner and run through plan_prepare + compute_plan, as a session runs them.
  */
-#include "backend.h"
-#include "graph.h"
-#include "plan.h"
-#include "quant.h"
-#include "source.h"
-#include "util.h"
+#include "backends/backend.h"
+#include "graph/graph.h"
+#include "graph/plan.h"
+#include "core/qblock.h"
+#include "formats/source.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdio.h>

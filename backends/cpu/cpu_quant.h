@@ -1,4 +1,4 @@
-/* Quantised-weight MATMUL on the CPU (Q8_0, Q4_0, Q4_K, Q6_K; see graph/quant.h).
+/* Quantised-weight MATMUL on the CPU (Q8_0, Q4_0, Q4_K, Q6_K; see core/qblock.h).
  *
  * x is quantised per row to 32-element Q8 blocks (loom_q8x) once per node; each output is an
  * integer dot product per block (VNNI vpdpbusd / AVX2 maddubs / scalar), scaled by d_w * d_x and
@@ -7,8 +7,8 @@
 #ifndef LOOM_CPU_QUANT_H
 #define LOOM_CPU_QUANT_H
 
-#include "cpu.h"
-#include "../../graph/quant.h"
+#include "backends/cpu/cpu.h"
+#include "core/qblock.h"
 
 /* Rows kernel: out[r] = W_row . x[r] for r < nr (nr <= CPU_QROWS). */
 #define CPU_QROWS 4

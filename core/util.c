@@ -1,6 +1,6 @@
-#include "util.h"
+#include "core/util.h"
 
-#include "quant.h"
+#include "core/qblock.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,8 +11,8 @@
  *   Q6_K 256 elements, 210 bytes: u8 ql[128] (low 4 bits), u8 qh[64] (high 2 bits); int8
  *         scales[16] (per 16 elements); f16 d                       x = d*sc*(q - 32)
  */
-#ifndef LOOM_QUANT_H
-#define LOOM_QUANT_H
+#ifndef LOOM_QBLOCK_H
+#define LOOM_QBLOCK_H
 
 #include "loom.h"
 

@@ -1,8 +1,8 @@
 /* Block-quantised types: facts, reference quantise/dequantise, reference dot (see quant.h). The
  * quantisers follow ggml's quantize_row_*_ref so files we write read the same in llama.cpp. */
-#include "quant.h"
+#include "core/qblock.h"
 
-#include "util.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <string.h>
