@@ -9,6 +9,8 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* ---- hyper-parameters ------------------------------------------------------------------------- */
 
@@ -101,6 +103,18 @@ static int read_rope_scaling(loom_hparams *hp, const loom_source *src) {
                     loom_source_path(src), type);
 }
 
+/* Test hook: LOOM_TEST_PERTURB=rope_theta*F or norm_eps*F scales that hyperparameter by F once it
+ * is read, so a test can show that `loom check` fails on a model that is only slightly wrong (a 0.1%
+ * RoPE base, tests/models.cmake). Any other value (an op name for the CPU backend's hook) is ignored. */
+static void perturb_hparams(loom_hparams *hp) {
+    const char *p = getenv("LOOM_TEST_PERTURB");
+    const char *star = p ? strchr(p, '*') : NULL;
+    if (!star) return;
+    float f = strtof(star + 1, NULL);
+    if (!strncmp(p, "rope_theta*", 11)) hp->rope_theta *= f;
+    if (!strncmp(p, "norm_eps*", 9)) hp->norm_eps *= f;
+}
+
 int loom_read_common_hparams(loom_hparams *hp, const loom_source *src) {
     memset(hp, 0, sizeof *hp);
     if (need_int(src, "hidden_size", "{arch}.embedding_length", &hp->n_embd) < 0 ||
@@ -156,6 +170,7 @@ int loom_read_common_hparams(loom_hparams *hp, const loom_source *src) {
                         hp->n_head, hp->n_head_kv);
     if (hp->head_dim <= 0 || (hp->head_dim & 1))
         return loom_err("%s: head dimension %d must be even", loom_source_path(src), hp->head_dim);
+    perturb_hparams(hp);
     return 0;
 }
 

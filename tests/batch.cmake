@@ -5,24 +5,23 @@
 # -p repeated; --parallel 3 at temperature 0 gives three copies of the greedy continuation.
 set(_m ${CMAKE_SOURCE_DIR}/weights/stories260K.gguf)
 foreach(c multi file parallel)
-  add_test(NAME run_batch_${c} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/batch_cli.sh ${c} ${LOOM_BIN} ${_m})
-  set_tests_properties(run_batch_${c} PROPERTIES PASS_REGULAR_EXPRESSION "^ok")
+  add_test(NAME run_batch_${c} COMMAND ${LOOM_EXPECT} --match "^ok" --
+           ${CMAKE_CURRENT_SOURCE_DIR}/scripts/batch_cli.sh ${c} ${LOOM_BIN} ${_m})
 endforeach()
 
 # 9 rows at once: a 5 + 4 token batched prefill and 9 sequences decoding. The CPU's gemv_rows once
 # split 9 as 8 + 1 and wrote past its output (test_ops covers the kernel for every row count).
-add_test(NAME run_batch_9_rows COMMAND sh -c "${LOOM_BIN} run -m ${_m} -p 'Once upon a time' -p 'The dog' -n 8 -t 2 --device cpu && ${LOOM_BIN} run -m ${_m} -p Once --parallel 9 -n 8 -t 2 --device cpu && echo both-ran-ok")
-set_tests_properties(run_batch_9_rows PROPERTIES PASS_REGULAR_EXPRESSION "\\[2\\] The dog.*\\[1\\.9\\] Once.*both-ran-ok")
+add_test(NAME run_batch_9_rows COMMAND ${LOOM_EXPECT} --match "\\[2\\] The dog.*\\[1\\.9\\] Once.*both-ran-ok" --
+         sh -c "${LOOM_BIN} run -m ${_m} -p 'Once upon a time' -p 'The dog' -n 8 -t 2 --device cpu && ${LOOM_BIN} run -m ${_m} -p Once --parallel 9 -n 8 -t 2 --device cpu && echo both-ran-ok")
 
 # --beams on the HF stories260K matches transformers' best beam (beam_reference.safetensors,
 # b4_r4_lp1_es0: the top score is -0.110949).
-add_test(NAME run_beams COMMAND ${LOOM_BIN} run -m ${LOOM_FIXTURES}/stories260K-hf --tokens 1,403,407,261,378
-         -n 12 --beams 4 --ids -t 2 --device cpu)
-set_tests_properties(run_beams PROPERTIES PASS_REGULAR_EXPRESSION "\\[1\\] score=-0\\.1109[45]")
+add_test(NAME run_beams COMMAND ${LOOM_EXPECT} --match "\\[1\\] score=-0\\.1109[45]" --
+         ${LOOM_BIN} run -m ${LOOM_FIXTURES}/stories260K-hf --tokens 1,403,407,261,378 -n 12 --beams 4 --ids -t 2 --device cpu)
 
 # bench -b: aggregate records with n_seq in the JSON.
-add_test(NAME bench_batch_json COMMAND ${LOOM_BIN} bench -m ${_m} -p 8 -n 8 -b 1,3 -r 1 -t 2 --device cpu --json)
-set_tests_properties(bench_batch_json PROPERTIES PASS_REGULAR_EXPRESSION "\"n_gen\": 8.*\"n_seq\": 3")
+add_test(NAME bench_batch_json COMMAND ${LOOM_EXPECT} --match "\"n_gen\": 8.*\"n_seq\": 3" --
+         ${LOOM_BIN} bench -m ${_m} -p 8 -n 8 -b 1,3 -r 1 -t 2 --device cpu --json)
 
 set(EXPECT_ERROR ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh)
 add_test(NAME err_run_beams_ctx_full COMMAND ${EXPECT_ERROR} "KV cache full"

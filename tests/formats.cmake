@@ -9,21 +9,19 @@ loom_unit_test(test_formats_convert)
 set(LOOM_FMT_TMP ${CMAKE_BINARY_DIR}/formats-cli)
 file(MAKE_DIRECTORY ${LOOM_FMT_TMP})
 add_test(NAME formats_cli_convert_usage COMMAND sh -c "${LOOM_BIN} convert onlyone; test $? -eq 2")
-add_test(NAME formats_cli_convert_help COMMAND ${LOOM_BIN} convert --help)
-set_tests_properties(formats_cli_convert_help PROPERTIES PASS_REGULAR_EXPRESSION "usage: loom convert HF_DIR OUT.gguf")
+add_test(NAME formats_cli_convert_help COMMAND ${LOOM_EXPECT} --match "usage: loom convert HF_DIR OUT.gguf" --
+         ${LOOM_BIN} convert --help)
 add_test(NAME formats_cli_convert_missing
          COMMAND sh -c "${LOOM_BIN} convert ${LOOM_FMT_TMP}/no-such-dir ${LOOM_FMT_TMP}/x.gguf; test $? -eq 1")
-add_test(NAME formats_cli_convert_missing_msg
-         COMMAND ${LOOM_BIN} convert ${LOOM_FMT_TMP}/no-such-dir ${LOOM_FMT_TMP}/x.gguf)
-set_tests_properties(formats_cli_convert_missing_msg PROPERTIES
-  PASS_REGULAR_EXPRESSION "loom convert: .*no-such-dir: cannot open")
+add_test(NAME formats_cli_convert_missing_msg COMMAND ${LOOM_EXPECT} --rc 1 --match "loom convert: .*no-such-dir: cannot open" --
+         ${LOOM_BIN} convert ${LOOM_FMT_TMP}/no-such-dir ${LOOM_FMT_TMP}/x.gguf)
 add_test(NAME formats_cli_synth_usage COMMAND sh -c "${LOOM_BIN} synth --shape qwen2-0.5b; test $? -eq 2")
 add_test(NAME formats_cli_synth_bad_dtype
          COMMAND sh -c "${LOOM_BIN} synth --shape qwen2-0.5b --dtype q4 -o ${LOOM_FMT_TMP}/x.gguf; test $? -eq 2")
 add_test(NAME formats_cli_synth_bad_seed
          COMMAND sh -c "${LOOM_BIN} synth --shape qwen2-0.5b --seed -3 -o ${LOOM_FMT_TMP}/x.gguf; test $? -eq 2")
-add_test(NAME formats_cli_synth_bad_shape COMMAND ${LOOM_BIN} synth --shape gpt-9 -o ${LOOM_FMT_TMP}/x.gguf)
-set_tests_properties(formats_cli_synth_bad_shape PROPERTIES PASS_REGULAR_EXPRESSION "unknown shape 'gpt-9'")
+add_test(NAME formats_cli_synth_bad_shape COMMAND ${LOOM_EXPECT} --rc 1 --match "unknown shape 'gpt-9'" --
+         ${LOOM_BIN} synth --shape gpt-9 -o ${LOOM_FMT_TMP}/x.gguf)
 # synth from a fixture's config, then run the result: the file must load and generate
 add_test(NAME formats_cli_synth_run COMMAND sh -c
   "${LOOM_BIN} synth --shape ${LOOM_FIXTURES}/llama-tiny/config.json --dtype bf16 --seed 7 -o ${LOOM_FMT_TMP}/synth.gguf && ${LOOM_BIN} bench -m ${LOOM_FMT_TMP}/synth.gguf -p 8 -n 4 -r 1 --device cpu -t 1")

@@ -20,15 +20,13 @@ add_test(NAME rel_err_ctx_huge_vulkan COMMAND sh -c
 set_tests_properties(rel_err_ctx_huge_vulkan PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 60)
 
 # Generating until the context is full stops cleanly and says so (exit 0, all tokens printed).
-add_test(NAME rel_ctx_full_stops COMMAND sh -c "\"$0\" run -m \"$1\" --tokens 1,403 -n 100 --ctx 32 --device cpu --ids 2>&1"
-         ${LOOM_BIN} ${_rel_stories})
-set_tests_properties(rel_ctx_full_stops PROPERTIES PASS_REGULAR_EXPRESSION
-  "^1 403( [0-9]+){31}\nloom: context full; prompt 2 tokens .* generated 31 tokens")
+add_test(NAME rel_ctx_full_stops COMMAND ${LOOM_EXPECT}
+         --match "^1 403( [0-9]+){31}\nloom: context full; prompt 2 tokens .* generated 31 tokens" --
+         ${LOOM_BIN} run -m ${_rel_stories} --tokens 1,403 -n 100 --ctx 32 --device cpu --ids)
 # --ctx-shift goes on past the context: 100 tokens from a 32-token cache.
-add_test(NAME rel_ctx_shift_run COMMAND sh -c "\"$0\" run -m \"$1\" --tokens 1,403 -n 100 --ctx 32 --ctx-shift --device cpu --ids 2>&1"
-         ${LOOM_BIN} ${_rel_stories})
-set_tests_properties(rel_ctx_shift_run PROPERTIES PASS_REGULAR_EXPRESSION
-  "^1 403( [0-9]+){100}\nloom: token limit; .* generated 100 tokens \\([0-9]+ context shifts\\)")
+add_test(NAME rel_ctx_shift_run COMMAND ${LOOM_EXPECT}
+         --match "^1 403( [0-9]+){100}\nloom: token limit; .* generated 100 tokens \\([0-9]+ context shifts\\)" --
+         ${LOOM_BIN} run -m ${_rel_stories} --tokens 1,403 -n 100 --ctx 32 --ctx-shift --device cpu --ids)
 add_test(NAME rel_err_ctx_shift_keep COMMAND ${EXPECT_ERROR} "--keep 31 leaves nothing to drop"
          ${LOOM_BIN} run -m ${_rel_stories} --tokens 1,403 --ctx 32 --ctx-shift --keep 31 --device cpu)
 
@@ -51,9 +49,9 @@ set_tests_properties(test_rel_threads PROPERTIES TIMEOUT 120)
 # ... and at model level: loom check against transformers with -t 1 and -t 3 (models.cmake runs -t 2).
 foreach(t 1 3)
   add_test(NAME rel_check_qwen2-tiny_t${t} COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/qwen2-tiny
-           --reference ${LOOM_FIXTURES}/qwen2-tiny/reference.safetensors --tol 1e-3 --device cpu -t ${t})
+           --reference ${LOOM_FIXTURES}/qwen2-tiny/reference.safetensors --tol ${LOOM_TOL_qwen2-tiny} --device cpu -t ${t})
   add_test(NAME rel_check_llama-tiny_t${t} COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/llama-tiny
-           --reference ${LOOM_FIXTURES}/llama-tiny/reference.safetensors --tol 1e-3 --device cpu -t ${t})
+           --reference ${LOOM_FIXTURES}/llama-tiny/reference.safetensors --tol ${LOOM_TOL_llama-tiny} --device cpu -t ${t})
 endforeach()
 
 # Fuzz regressions (tests/fixtures/fuzz-regress/TARGET/) and the seed corpora (fuzz/corpus/),

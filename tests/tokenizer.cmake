@@ -37,27 +37,28 @@ target_link_libraries(bench_tokenizer PRIVATE loom)
 # ---- loom tokenize ----
 set(_tok_stories ${LOOM_FIXTURES}/stories260K.gguf)
 set(_tok_spm ${LOOM_TOK_FIXTURES}/ggml-vocab-llama-spm.gguf)
-add_test(NAME cli_tokenize_ids COMMAND ${LOOM_BIN} tokenize -m ${_tok_stories} --ids -p "Once upon a time")
-set_tests_properties(cli_tokenize_ids PROPERTIES PASS_REGULAR_EXPRESSION "^1 403 407 261 378\n$")
-add_test(NAME cli_tokenize_no_bos COMMAND ${LOOM_BIN} tokenize -m ${_tok_stories} --ids --no-bos -p "Once upon a time")
-set_tests_properties(cli_tokenize_no_bos PROPERTIES PASS_REGULAR_EXPRESSION "^403 407 261 378\n$")
+add_test(NAME cli_tokenize_ids COMMAND ${LOOM_EXPECT} --match "^1 403 407 261 378\n$" --
+         ${LOOM_BIN} tokenize -m ${_tok_stories} --ids -p "Once upon a time")
+add_test(NAME cli_tokenize_no_bos COMMAND ${LOOM_EXPECT} --match "^403 407 261 378\n$" --
+         ${LOOM_BIN} tokenize -m ${_tok_stories} --ids --no-bos -p "Once upon a time")
 # stdin is taken byte for byte: the trailing newline is a token (198) and nothing is added
-add_test(NAME cli_tokenize_stdin COMMAND sh -c "printf 'Hello world\\n' | \"$0\" tokenize -m \"$1\" --ids" ${LOOM_BIN} ${LOOM_TOK_DATA}/qwen3)
-set_tests_properties(cli_tokenize_stdin PROPERTIES PASS_REGULAR_EXPRESSION "^9707 1879 198\n$")
-add_test(NAME cli_tokenize_stdin_empty COMMAND sh -c "\"$0\" tokenize -m \"$1\" --ids < /dev/null" ${LOOM_BIN} ${_tok_stories})
-set_tests_properties(cli_tokenize_stdin_empty PROPERTIES PASS_REGULAR_EXPRESSION "^1\n$")
+add_test(NAME cli_tokenize_stdin COMMAND ${LOOM_EXPECT} --match "^9707 1879 198\n$" --
+         sh -c "printf 'Hello world\\n' | \"$0\" tokenize -m \"$1\" --ids" ${LOOM_BIN} ${LOOM_TOK_DATA}/qwen3)
+add_test(NAME cli_tokenize_stdin_empty COMMAND ${LOOM_EXPECT} --match "^1\n$" --
+         sh -c "\"$0\" tokenize -m \"$1\" --ids < /dev/null" ${LOOM_BIN} ${_tok_stories})
 # pieces: escaped control bytes, half characters from byte fallback shown as \xNN
-add_test(NAME cli_tokenize_pieces COMMAND sh -c "printf 'a\\tb\\n\\360\\237\\246\\231' | \"$0\" tokenize -m \"$1\" --no-bos" ${LOOM_BIN} ${_tok_spm})
-set_tests_properties(cli_tokenize_pieces PROPERTIES PASS_REGULAR_EXPRESSION
-  "^ +263 ' a'\n +12 '\\\\t'\n +29890 'b'\n +13 '\\\\n'\n +243 '\\\\xf0'\n +162 '\\\\x9f'\n +169 '\\\\xa6'\n +156 '\\\\x99'\n$")
-add_test(NAME cli_tokenize_special COMMAND ${LOOM_BIN} tokenize -m ${LOOM_TOK_DATA}/llama3/tokenizer.json --ids -p "<|eot_id|>")
-set_tests_properties(cli_tokenize_special PROPERTIES PASS_REGULAR_EXPRESSION "^128009\n$")
-add_test(NAME cli_tokenize_no_special COMMAND ${LOOM_BIN} tokenize -m ${LOOM_TOK_DATA}/llama3/tokenizer.json --ids --no-parse-special -p "<|eot_id|>")
-set_tests_properties(cli_tokenize_no_special PROPERTIES FAIL_REGULAR_EXPRESSION "128009" PASS_REGULAR_EXPRESSION "^[0-9 ]+\n$")
-# errors: a message naming the file and the problem, exit status 1
-add_test(NAME cli_tokenize_bad_utf8 COMMAND sh -c "printf 'ok\\377' | \"$0\" tokenize -m \"$1\" 2>&1; test $? -eq 1" ${LOOM_BIN} ${_tok_spm})
-set_tests_properties(cli_tokenize_bad_utf8 PROPERTIES PASS_REGULAR_EXPRESSION "ggml-vocab-llama-spm.gguf: encode: input is not valid UTF-8 \\(byte 0xff at offset 2\\)")
-add_test(NAME cli_tokenize_no_tokenizer COMMAND sh -c "\"$0\" tokenize -m \"$1\" -p x 2>&1; test $? -eq 1" ${LOOM_BIN} ${LOOM_FIXTURES}/llama-tiny)
-set_tests_properties(cli_tokenize_no_tokenizer PROPERTIES PASS_REGULAR_EXPRESSION "llama-tiny: no tokenizer.json")
-add_test(NAME cli_tokenize_bad_option COMMAND sh -c "\"$0\" tokenize --frobnicate 2>&1; test $? -eq 2" ${LOOM_BIN})
-set_tests_properties(cli_tokenize_bad_option PROPERTIES PASS_REGULAR_EXPRESSION "unknown option '--frobnicate'")
+add_test(NAME cli_tokenize_pieces COMMAND ${LOOM_EXPECT} --match
+  "^ +263 ' a'\n +12 '\\\\t'\n +29890 'b'\n +13 '\\\\n'\n +243 '\\\\xf0'\n +162 '\\\\x9f'\n +169 '\\\\xa6'\n +156 '\\\\x99'\n$"
+  -- sh -c "printf 'a\\tb\\n\\360\\237\\246\\231' | \"$0\" tokenize -m \"$1\" --no-bos" ${LOOM_BIN} ${_tok_spm})
+add_test(NAME cli_tokenize_special COMMAND ${LOOM_EXPECT} --match "^128009\n$" --
+         ${LOOM_BIN} tokenize -m ${LOOM_TOK_DATA}/llama3/tokenizer.json --ids -p "<|eot_id|>")
+add_test(NAME cli_tokenize_no_special COMMAND ${LOOM_EXPECT} --no-match "128009" --match "^[0-9 ]+\n$" --
+         ${LOOM_BIN} tokenize -m ${LOOM_TOK_DATA}/llama3/tokenizer.json --ids --no-parse-special -p "<|eot_id|>")
+# errors: a message naming the file and the problem, exit status 1 (2 for a usage error)
+add_test(NAME cli_tokenize_bad_utf8 COMMAND ${LOOM_EXPECT} --rc 1
+         --match "ggml-vocab-llama-spm.gguf: encode: input is not valid UTF-8 \\(byte 0xff at offset 2\\)"
+         -- sh -c "printf 'ok\\377' | \"$0\" tokenize -m \"$1\"" ${LOOM_BIN} ${_tok_spm})
+add_test(NAME cli_tokenize_no_tokenizer COMMAND ${LOOM_EXPECT} --rc 1 --match "llama-tiny: no tokenizer.json" --
+         ${LOOM_BIN} tokenize -m ${LOOM_FIXTURES}/llama-tiny -p x)
+add_test(NAME cli_tokenize_bad_option COMMAND ${LOOM_EXPECT} --rc 2 --match "unknown option '--frobnicate'" --
+         ${LOOM_BIN} tokenize --frobnicate)

@@ -4,11 +4,11 @@
 # its converted GGUF, scalar and SIMD kernels: tests/models.cmake, with the other fixtures.
 # Must fail: Qwen3's reference is not met by other weights (qwen2-tiny), so the check compares something.
 # (Dropping either per-head norm from models/qwen3.c fails check_qwen3-tiny_* with errors above 1.)
-add_test(NAME check_qwen3_detects_error COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/qwen2-tiny
-         --reference ${LOOM_FIXTURES}/qwen3-tiny/reference.safetensors --tol 1e-3 --device cpu -t 2)
-set_tests_properties(check_qwen3_detects_error PROPERTIES WILL_FAIL TRUE)
+add_test(NAME check_qwen3_detects_error COMMAND ${LOOM_EXPECT} --rc 1 --match "logits +max abs [^\\n]*FAIL" --
+         ${LOOM_BIN} check -m ${LOOM_FIXTURES}/qwen2-tiny --reference ${LOOM_FIXTURES}/qwen3-tiny/reference.safetensors
+         --tol 1e-3 --device cpu -t 2)
 
-# Trace schema and the 10% rule, bandwidth cache, dump JSON schema and per-pass counts (cJSON).
+# Trace schema and accounting (no timing assertion), bandwidth cache, dump JSON schema and per-pass counts (cJSON).
 loom_unit_test(test_tools)
 set_tests_properties(test_tools PROPERTIES
   ENVIRONMENT "LOOM_FIXTURES=${LOOM_FIXTURES};LOOM_BIN=$<TARGET_FILE:loom-cli>" TIMEOUT 300)
@@ -35,8 +35,8 @@ add_test(NAME err_profile_trace_unwritable COMMAND ${EXPECT_ERROR} "--trace /non
          ${LOOM_BIN} profile -m ${LOOM_FIXTURES}/qwen2-tiny --trace /nonexistent/t.json)
 
 # loom dump --format svg needs Graphviz, which the tests do not require: skipped (77) without dot.
-add_test(NAME dump_svg COMMAND sh -c
-         "command -v dot >/dev/null || { echo SKIP: no graphviz; exit 77; }; \"$0\" dump -m ${LOOM_FIXTURES}/qwen2-tiny --seq 3 --layers 0 --format svg | grep -q '</svg>'"
+add_test(NAME dump_svg COMMAND bash -c
+         "set -o pipefail; command -v dot >/dev/null || { echo SKIP: no graphviz; exit 77; }; \"$0\" dump -m ${LOOM_FIXTURES}/qwen2-tiny --seq 3 --layers 0 --format svg | grep -q '</svg>'"
          ${LOOM_BIN})
 set_tests_properties(dump_svg PROPERTIES SKIP_RETURN_CODE 77)
 add_test(NAME err_dump_svg_all COMMAND ${EXPECT_ERROR} "svg draws one pass"
@@ -45,14 +45,13 @@ add_test(NAME err_dump_layers_range COMMAND ${EXPECT_ERROR} "--layers 7-7: .* ha
          ${LOOM_BIN} dump -m ${LOOM_FIXTURES}/qwen2-tiny --layers 7)
 
 # loom bench names the machine (CPU model, SIMD flags, memory) and keeps llama-bench's JSON fields.
-add_test(NAME bench_json_machine COMMAND ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 4 -r 1
-         -t 1 --device cpu --json --warmup 0)
-set_tests_properties(bench_json_machine PROPERTIES PASS_REGULAR_EXPRESSION
-  "\"cpu_info\": \"[^\"]+\".*\"gpu_info\": \".*\"backends\": \"CPU\".*\"avg_ns\": [0-9]+.*\"avg_ts\": [0-9.]+.*\"warmup_runs\": 1,")
-# Warm-up runs until --warmup seconds passed: 0.3 s of a tiny model is many runs, not one.
-add_test(NAME bench_warmup_time COMMAND ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1
-         -t 1 --device cpu --warmup 0.3 --json)
-set_tests_properties(bench_warmup_time PROPERTIES PASS_REGULAR_EXPRESSION "\"warmup_runs\": ([2-9]|[1-9][0-9]+),")
+add_test(NAME bench_json_machine COMMAND ${LOOM_EXPECT} --match
+  "\"cpu_info\": \"[^\"]+\".*\"gpu_info\": \".*\"backends\": \"CPU\".*\"avg_ns\": [0-9]+.*\"avg_ts\": [0-9.]+.*\"warmup_runs\": 1," --
+  ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 4 -r 1 -t 1 --device cpu --json --warmup 0)
+# Warm-up runs until --warmup seconds passed, at most 100 runs: with 600 s a tiny model stops at the
+# cap on any machine (no timing assertion; bench_json_machine has --warmup 0: exactly 1 run).
+add_test(NAME bench_warmup_cap COMMAND ${LOOM_EXPECT} --match "\"warmup_runs\": 100," --
+         ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1 -t 1 --device cpu --warmup 600 --json)
 add_test(NAME err_bench_warmup COMMAND ${EXPECT_ERROR} "--warmup wants seconds"
          ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny --warmup -1)
 
@@ -63,8 +62,7 @@ if(_loom_tools_defs MATCHES "LOOM_HAVE_VULKAN")
   set(_vk_skip_tools "if ! \"$0\" devices | grep -q '^vulkan:[0-9]'; then echo SKIP: no Vulkan device; exit 77; fi; exec \"$0\" \"$@\"")
   add_test(NAME diff_vulkan_vs_cpu COMMAND sh -c "${_vk_skip_tools}" ${LOOM_BIN} diff
            -m ${LOOM_FIXTURES}/qwen3-tiny --device cpu:scalar --device vulkan)
-  add_test(NAME profile_vulkan COMMAND sh -c "${_vk_skip_tools}" ${LOOM_BIN} profile
-           -m ${LOOM_FIXTURES}/qwen2-tiny --device vulkan -p 8 -n 2 --no-peak)
+  add_test(NAME profile_vulkan COMMAND ${LOOM_EXPECT} --match "== decode: 2 steps.*matmul" --
+           sh -c "${_vk_skip_tools}" ${LOOM_BIN} profile -m ${LOOM_FIXTURES}/qwen2-tiny --device vulkan -p 8 -n 2 --no-peak)
   set_tests_properties(diff_vulkan_vs_cpu profile_vulkan PROPERTIES SKIP_RETURN_CODE 77)
-  set_tests_properties(profile_vulkan PROPERTIES PASS_REGULAR_EXPRESSION "== decode: 2 steps.*matmul")
 endif()

@@ -64,61 +64,17 @@ static const char *str(const cJSON *o, const char *k) {
     return s ? s : "";
 }
 
-/* ---- profile: trace schema and the 10% rule ---------------------------------------------------- */
-static int check_trace(const char *cmd, const char *trace, double ratio[2]);
-
+/* ---- profile: trace schema and accounting -------------------------------------------------------
+ * No timing assertion (speed lives in `loom bench`; a busy machine must not fail a test): the trace
+ * is checked for what holds at any speed. With -t 1 the nodes run one after another, so each node
+ * lies inside its step, starts after the previous node ended, and the nodes of a step sum to at most
+ * the step (a node timed twice, or a step timed short, breaks that); every decode step runs the same
+ * nodes. */
 static void test_trace(void) {
-    char cfg[128], model[128], trace[128], cmd[1024];
-    snprintf(cfg, sizeof cfg, "%s/config.json", tmp);
-    snprintf(model, sizeof model, "%s/profile.gguf", tmp);
+    char trace[128], cmd[1024];
     snprintf(trace, sizeof trace, "%s/trace.json", tmp);
-    /* 13M parameters in f32: each decode step streams 52 MB, far more than the ~20 us of graph
-     * building and plan lookup a step costs outside the nodes */
-    FILE *f = fopen(cfg, "w");
-    CHECK(f != NULL, "cannot write %s", cfg);
-    if (!f) return;
-    fprintf(f, "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 512,"
-               " \"intermediate_size\": 1536, \"num_hidden_layers\": 4, \"num_attention_heads\": 8,"
-               " \"num_key_value_heads\": 2, \"vocab_size\": 2048, \"max_position_embeddings\": 1024,"
-               " \"rms_norm_eps\": 1e-6, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": true}\n");
-    fclose(f);
-    int st;
-    snprintf(cmd, sizeof cmd, "'%s' synth --shape %s --dtype f32 -o %s 2>&1", bin, cfg, model);
-    free(run(cmd, &st));
-    CHECK(st == 0, "loom synth failed (%d)", st);
-    snprintf(cmd, sizeof cmd, "'%s' profile -m %s -p 64 -n 16 -t 1 --device cpu --no-peak --top 3 --trace %s",
-             bin, model, trace);
-    /* The rule is about loom's accounting, not the OS's: on a busy machine a step can lose the CPU
-     * for a whole time slice outside its nodes. So the check uses the median step of each phase,
-     * and a run that fails it is repeated (at most 3 runs); the schema is checked on every run. */
-    for (int attempt = 1; attempt <= 3; attempt++) {
-        double ratio[2];
-        int bad = check_trace(cmd, trace, ratio);
-        if (bad < 0) return;
-        bool ok = true;
-        for (int k = 0; k < 2; k++) {
-            printf("run %d, %s: median step's nodes sum to %.1f%% of its measured time\n", attempt,
-                   k ? "decode" : "prefill", 100 * ratio[k]);
-            ok &= ratio[k] >= 0.9 && ratio[k] <= 1.1;
-        }
-        if (ok || attempt == 3) {
-            for (int k = 0; k < 2; k++)
-                CHECK(ratio[k] >= 0.9 && ratio[k] <= 1.1,
-                      "%s: per-node times sum to %.1f%% of the step time (must be within 10%%) in 3 runs",
-                      k ? "decode" : "prefill", 100 * ratio[k]);
-            break;
-        }
-    }
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Run the profile, validate the trace's schema (CHECKs), and give each phase's median ratio of
- * summed node time to step time. Returns -1 when nothing could be checked. */
-static int check_trace(const char *cmd, const char *trace, double ratio[2]) {
+    snprintf(cmd, sizeof cmd, "'%s' profile -m %s/qwen2-tiny -p 16 -n 16 -t 1 --device cpu --no-peak --top 3 --trace %s",
+             bin, fixtures, trace);
     int st;
     char *out = run(cmd, &st);
     CHECK(st == 0 && out && strstr(out, "== prefill") && strstr(out, "== decode") && strstr(out, "top 3 nodes"),
@@ -129,13 +85,14 @@ static int check_trace(const char *cmd, const char *trace, double ratio[2]) {
     cJSON *doc = text ? cJSON_Parse(text) : NULL;
     free(text);
     CHECK(doc != NULL, "trace is not JSON");
-    if (!doc) return -1;
+    if (!doc) return;
     const cJSON *ev = cJSON_GetObjectItemCaseSensitive(doc, "traceEvents");
     CHECK(cJSON_IsArray(ev), "traceEvents is not an array");
     enum { MAX_STEPS = 64 };
-    double step_dur[2][MAX_STEPS], node_sum[2][MAX_STEPS], r[MAX_STEPS];
-    int n_x = 0, n_steps[2] = {0, 0}, bad = 0, cur = -1;
-    double step_ts = 0, step_end = 0;
+    double step_dur[2][MAX_STEPS], node_sum[2][MAX_STEPS];
+    int n_nodes[2][MAX_STEPS];
+    int n_x = 0, n_steps[2] = {0, 0}, bad = 0, overlap = 0, cur = -1;
+    double step_ts = 0, step_end = 0, prev_end = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, ev) {
         if (!cJSON_IsObject(e) || !is_str(e, "name") || !is_str(e, "ph") || !is_num(e, "pid") || !is_num(e, "tid")) {
@@ -159,14 +116,18 @@ static int check_trace(const char *cmd, const char *trace, double ratio[2]) {
                 cur = -1;
             } else {
                 step_dur[cur][n_steps[cur]] = dur;
-                node_sum[cur][n_steps[cur]++] = 0;
+                node_sum[cur][n_steps[cur]] = 0;
+                n_nodes[cur][n_steps[cur]++] = 0;
             }
-            step_ts = ts;
+            step_ts = prev_end = ts;
             step_end = ts + dur;
         } else if (cur >= 0) {
             node_sum[cur][n_steps[cur] - 1] += dur;
-            /* nodes lie inside their step (to the rounding of the printed microseconds) */
+            n_nodes[cur][n_steps[cur] - 1]++;
+            /* nodes lie inside their step and follow each other (to the rounding of the printed us) */
             if (ts < step_ts - 0.01 || ts + dur > step_end + 0.01) bad++;
+            if (ts < prev_end - 0.01) overlap++;
+            prev_end = ts + dur;
             const cJSON *args = cJSON_GetObjectItemCaseSensitive(e, "args");
             if (!is_num(args, "node") || !is_num(args, "bytes") || !is_num(args, "flops")) bad++;
         } else {
@@ -174,16 +135,19 @@ static int check_trace(const char *cmd, const char *trace, double ratio[2]) {
         }
     }
     cJSON_Delete(doc);
-    CHECK(bad == 0, "%d trace events break the schema", bad);
+    CHECK(bad == 0, "%d trace events break the schema or lie outside their step", bad);
+    CHECK(overlap == 0, "%d node events start before the previous one ended (-t 1 runs them in order)", overlap);
     CHECK(n_steps[0] == 1 && n_steps[1] == 16, "expected 1 prefill and 16 decode steps, got %d and %d", n_steps[0],
           n_steps[1]);
     CHECK(n_x > 17 * 20, "only %d complete events", n_x);
-    for (int k = 0; k < 2; k++) {
-        for (int i = 0; i < n_steps[k]; i++) r[i] = step_dur[k][i] > 0 ? node_sum[k][i] / step_dur[k][i] : 0;
-        qsort(r, (size_t)n_steps[k], sizeof *r, cmp_double);
-        ratio[k] = n_steps[k] ? r[n_steps[k] / 2] : 0;
-    }
-    return bad;
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < n_steps[k]; i++) {
+            CHECK(node_sum[k][i] <= step_dur[k][i] + 0.01 * n_nodes[k][i],
+                  "%s step %d: its nodes sum to %.2f us, more than the step's %.2f us", k ? "decode" : "prefill", i,
+                  node_sum[k][i], step_dur[k][i]);
+            CHECK(n_nodes[k][i] > 20 && n_nodes[k][i] == n_nodes[k][0], "%s step %d has %d node events (step 0: %d)",
+                  k ? "decode" : "prefill", i, n_nodes[k][i], n_nodes[k][0]);
+        }
 }
 
 /* ---- profile: the bandwidth cache -------------------------------------------------------------- */
