@@ -25,6 +25,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Options every model command accepts, parsed by tools/common.c. */
 typedef struct loom_common_opts {

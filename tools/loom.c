@@ -12,6 +12,7 @@ static const loom_command commands[] = {
     {"quantize", "rewrite a checkpoint with Q8_0/Q4_0/Q4_K/Q6_K matrices", cmd_quantize},
     {"synth", "write a random-weight GGUF of a real model shape", cmd_synth},
     {"dump", "print the graph as declared and after each planner pass", cmd_dump},
+    {"serve", "an OpenAI-style HTTP server with continuous batching", cmd_serve},
     {"chat", "an interactive conversation (history kept in the KV cache)", cmd_chat},
     {"profile", "time every node of a prefill and decode steps; op table, top nodes, trace", cmd_profile},
     {"diff", "run one graph on two devices and find the first node whose outputs differ", cmd_diff},
