@@ -118,7 +118,7 @@ static bool wait_news(serve_job *j, uint64_t *seen, int fd) {
             ts.tv_nsec -= 1000000000;
         }
         pthread_cond_timedwait(&j->cv, &j->mu, &ts);
-        if (j->events == *seen && !j->done && hung_up(fd)) return false;
+        if (hung_up(fd)) return false; /* after every wake-up: news may come every step */
     }
     *seen = j->events;
     return true;

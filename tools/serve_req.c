@@ -172,6 +172,8 @@ static int parse_fields(perr *e, serve_req *r, const cJSON *root, int n_max) {
     cJSON_ArrayForEach(f, root) {
         const char *k = f->string;
         int rc = 0;
+        for (const cJSON *g = root->child; g != f; g = g->next)
+            if (!strcmp(g->string, k)) return fail(e, k, "field '%.60s' is given twice", k);
         if (r->chat && !strcmp(k, "messages")) {
             rc = parse_messages(e, r, f);
             has_input = true;

@@ -104,6 +104,7 @@ try {
     ['prompt longer than the context', '/v1/completions', { prompt: 'Once upon a time '.repeat(400) }, 400, 'prompt'],
     ['n above the limit', '/v1/completions', { prompt, n: 99 }, 400, 'n'],
     ['stop not strings', '/v1/completions', { prompt, stop: [1] }, 400, 'stop'],
+    ['a field given twice', '/v1/chat/completions', '{"messages": [{"role": "user", "content": "a"}], "messages": [{"role": "user", "content": "b"}]}', 400, 'messages'],
   ];
   for (const [what, path, body, code, param] of bad) {
     r = await post(B, path, body, auth);
@@ -160,6 +161,7 @@ try {
     const rb = await b;
     const took = (Date.now() - t0) / 1000;
     check(rb.code === 200 && json(rb, 'B').choices[0].text === want5, `B after A was dropped: ${rb.code} ${rb.body}`);
+    console.log(`round ${round}: B finished ${took.toFixed(2)} s after A started`);
     check(took < 5, `B finished ${took.toFixed(1)} s after A started: A was not cancelled when its client left`);
     check(await metric(S, 'loom_requests_cancelled_total') === round, 'cancelled requests counted: ' +
       await metric(S, 'loom_requests_cancelled_total') + ', want ' + round);
