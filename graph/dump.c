@@ -23,6 +23,36 @@ void loom_shape_str(const loom_node *n, char *buf, size_t len) {
     if (o < len) snprintf(buf + o, len - o, "]");
 }
 
+void loom_params_str(const loom_node *n, char *buf, size_t len) {
+    buf[0] = 0;
+    switch (n->op) {
+    case LOOM_OP_SCALE: snprintf(buf, len, "s=%g", (double)n->fp[0]); break;
+    case LOOM_OP_RMSNORM: snprintf(buf, len, "eps=%g", (double)n->fp[0]); break;
+    case LOOM_OP_SOFTMAX: snprintf(buf, len, "scale=%g", (double)n->fp[0]); break;
+    case LOOM_OP_SOFTCAP: snprintf(buf, len, "cap=%g", (double)n->fp[0]); break;
+    case LOOM_OP_ROPE:
+        snprintf(buf, len, "heads=%d hd=%d %s rot=%d theta=%g pos_scale=%g%s", n->ip[0], n->ip[1],
+                 n->ip[2] == LOOM_ROPE_NORM ? "norm" : "neox", n->ip[3], (double)n->fp[0], (double)n->fp[1],
+                 n->n_src > 2 && n->src[2] >= 0 ? " factors" : "");
+        break;
+    case LOOM_OP_ATTENTION: {
+        int o = snprintf(buf, len, "heads=%d kv_heads=%d hd=%d scale=%g", n->ip[0], n->ip[1], n->ip[2],
+                         (double)n->fp[0]);
+        if (o > 0 && (size_t)o < len && n->n_src > 4) o += snprintf(buf + o, len - (size_t)o, " block=%d", n->ip[3]);
+        if (o > 0 && (size_t)o < len && n->ip[4]) o += snprintf(buf + o, len - (size_t)o, " window=%d", n->ip[4]);
+        if (o > 0 && (size_t)o < len && n->fp[1] != 0) snprintf(buf + o, len - (size_t)o, " softcap=%g", (double)n->fp[1]);
+        break;
+    }
+    case LOOM_OP_PERMUTE: {
+        int o = snprintf(buf, len, "axes=");
+        for (int d = 0; d < n->ndim && o > 0 && (size_t)o < len; d++)
+            o += snprintf(buf + o, len - (size_t)o, d ? ",%d" : "%d", n->ip[d]);
+        break;
+    }
+    default: break;
+    }
+}
+
 /* ---- layers --------------------------------------------------------------------------------- */
 /* "blk.N.*" weights and "cache_k.N" / "cache_v.N" states name their layer; other leaves none. */
 static int name_layer(const char *name) {
@@ -128,6 +158,9 @@ static void dump_text(const loom_graph *g, FILE *f, const char *title, const dum
         fprintf(f, " src(");
         for (int s = 0; s < n->n_src; s++) fprintf(f, s ? ",%d" : "%d", n->src[s]);
         fprintf(f, ")");
+        char params[160];
+        loom_params_str(n, params, sizeof params);
+        if (params[0]) fprintf(f, " {%s}", params);
         if (n->flags & LOOM_NODE_DEAD) {
             if (n->replaced_by >= 0) fprintf(f, " DEAD -> %d", n->replaced_by);
             else fprintf(f, " DEAD");
@@ -167,7 +200,11 @@ static void dump_json(const loom_graph *g, FILE *f, const char *title, const dum
         for (int d = 0; d < n->ndim; d++) fprintf(f, d ? ",%lld" : "%lld", (long long)n->ne[d]);
         fprintf(f, "],\"src\":[");
         for (int s = 0; s < n->n_src; s++) fprintf(f, s ? ",%d" : "%d", n->src[s]);
-        fprintf(f, "],\"live\":%s,\"output\":%s,\"replaced_by\":%d,\"group\":%d,\"storage\":\"%s\","
+        char params[160];
+        loom_params_str(n, params, sizeof params);
+        fprintf(f, "],\"params\":");
+        loom_json_str(f, params);
+        fprintf(f, ",\"live\":%s,\"output\":%s,\"replaced_by\":%d,\"group\":%d,\"storage\":\"%s\","
                    "\"offset\":%zu,\"bytes\":%zu,\"inplace\":%s,\"alias\":%d,\"layer\":%d}",
                 (n->flags & LOOM_NODE_DEAD) ? "false" : "true", (n->flags & LOOM_NODE_OUTPUT) ? "true" : "false",
                 n->replaced_by, n->group, storage_name(n->storage), n->offset, n->nbytes,

@@ -6,6 +6,7 @@
 #include "core/qblock.h"
 #include "core/util.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <xxhash.h>
 
@@ -15,7 +16,8 @@ static const char *const op_names[LOOM_OP_COUNT] = {
     [LOOM_OP_MUL] = "mul",           [LOOM_OP_SCALE] = "scale",     [LOOM_OP_RMSNORM] = "rmsnorm",
     [LOOM_OP_SILU] = "silu",         [LOOM_OP_SWIGLU] = "swiglu",   [LOOM_OP_SOFTMAX] = "softmax",
     [LOOM_OP_ROPE] = "rope",         [LOOM_OP_KV_STORE] = "kv_store", [LOOM_OP_ATTENTION] = "attention",
-    [LOOM_OP_VIEW] = "view",         [LOOM_OP_PERMUTE] = "permute",
+    [LOOM_OP_VIEW] = "view",         [LOOM_OP_PERMUTE] = "permute",   [LOOM_OP_GELU] = "gelu",
+    [LOOM_OP_GEGLU] = "geglu",       [LOOM_OP_SOFTCAP] = "softcap",
 };
 
 const char *loom_op_name(loom_op op) {
@@ -200,11 +202,23 @@ int loom_softmax(loom_graph *g, int x, float scale) {
     return i;
 }
 
-int loom_swiglu(loom_graph *g, int gate, int up) {
+static int gated(loom_graph *g, loom_op op, int gate, int up) {
     if (!valid(g, gate) || !valid(g, up)) return -1;
-    if (loom_node_nelem(N(g, gate)) != loom_node_nelem(N(g, up)) || cols_of(N(g, gate)) != cols_of(N(g, up)))
-        return shape_err(g, "swiglu", gate, up);
-    return push(g, LOOM_OP_SWIGLU, LOOM_F32, N(g, gate)->ndim, N(g, gate)->ne, 2, (int[]){gate, up});
+    if (loom_node_nelem(N(g, gate)) != loom_node_nelem(N(g, up)) || cols_of(N(g, gate)) != cols_of(N(g, up)) ||
+        !is_f32(g, gate) || !is_f32(g, up))
+        return shape_err(g, loom_op_name(op), gate, up);
+    return push(g, op, LOOM_F32, N(g, gate)->ndim, N(g, gate)->ne, 2, (int[]){gate, up});
+}
+
+int loom_swiglu(loom_graph *g, int gate, int up) { return gated(g, LOOM_OP_SWIGLU, gate, up); }
+int loom_geglu(loom_graph *g, int gate, int up) { return gated(g, LOOM_OP_GEGLU, gate, up); }
+int loom_gelu(loom_graph *g, int x) { return unary(g, LOOM_OP_GELU, x); }
+
+int loom_softcap(loom_graph *g, int x, float cap) {
+    if (!(cap > 0) || !isfinite(cap)) return loom_err("softcap: cap %g must be positive and finite", (double)cap);
+    int i = unary(g, LOOM_OP_SOFTCAP, x);
+    if (i >= 0) g->nodes[i].fp[0] = cap;
+    return i;
 }
 
 int loom_rope(loom_graph *g, int x, int pos, const loom_rope_params *p) {
@@ -288,6 +302,18 @@ int loom_attention_paged(loom_graph *g, int attn, int seq, int table, int block_
     n->src[5] = table;
     n->n_src = 6;
     n->ip[3] = block_size;
+    return attn;
+}
+
+int loom_attention_opts(loom_graph *g, int attn, const loom_attn_opts *o) {
+    if (!valid(g, attn) || !o) return -1;
+    loom_node *n = &g->nodes[attn];
+    if (n->op != LOOM_OP_ATTENTION) return loom_err("attention_opts: node '%s' is not an attention node", n->name);
+    if (o->window < 0) return loom_err("attention_opts: sliding window %d must be >= 0", o->window);
+    if (!(o->softcap >= 0) || !isfinite(o->softcap))
+        return loom_err("attention_opts: soft-cap %g must be >= 0 and finite", (double)o->softcap);
+    n->ip[4] = o->window;
+    n->fp[1] = o->softcap;
     return attn;
 }
 

@@ -19,6 +19,11 @@
  *              y = x / sqrt(mean(x^2) + eps) (* w)
  *   SILU       x * sigmoid(x)
  *   SWIGLU     src0 gate, src1 up (same shape): silu(gate) * up
+ *   GELU       gelu_tanh(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3): PyTorch's
+ *              gelu(approximate="tanh"), transformers' gelu_pytorch_tanh. Computed as
+ *              x / (1 + exp(-2u)) (the same function), which does not cancel for x << 0.
+ *   GEGLU      src0 gate, src1 up (same shape): gelu_tanh(gate) * up (Gemma's MLP)
+ *   SOFTCAP    fp[0] * tanh(x / fp[0]), fp[0] > 0 (logit soft-capping, Gemma 2)
  *   SOFTMAX    row-wise softmax of src0 * fp[0]
  *   ROPE       src0 x [S, H*hd] seen as [S, H, hd], src1 pos [S] i32, optional src2 freq
  *              factors [rot/2] f32. ip[0] = H, ip[1] = hd, ip[2] = mode (LOOM_ROPE_*),
@@ -38,6 +43,13 @@
  *              seq[s] (a row of the table), and its logical key j <= pos[s] lives at cache row
  *              table[seq[s]][j / BS] * BS + j % BS. Without src4/src5 the table is the identity.
  *              (KV_STORE then takes physical rows, "slots", as its src2.)
+ *              Options (loom_attention_opts; 0 = off, per node, so per layer):
+ *              ip[4] = W > 0, a sliding window: row s sees keys j with pos[s] - W < j <= pos[s]
+ *              (W keys counting its own), transformers' convention (masking_utils'
+ *              sliding_window_overlay keeps kv_idx > q_idx - W, the causal mask kv_idx <= q_idx).
+ *              fp[1] = cap > 0, score soft-capping (Gemma 2): each score, after the scale,
+ *              becomes cap * tanh(score / cap) before the softmax.
+ *              The scale fp[0] is free: Gemma 2/3 pass query_pre_attn_scalar^-0.5.
  *   VIEW       src0 reshaped to ne with a byte offset (view_offset), no copy
  *   PERMUTE    contiguous copy of src0 with axes permuted: out axis d = src axis ip[d]
  */
@@ -69,6 +81,9 @@ typedef enum loom_op {
     LOOM_OP_ATTENTION,
     LOOM_OP_VIEW,
     LOOM_OP_PERMUTE,
+    LOOM_OP_GELU,
+    LOOM_OP_GEGLU,
+    LOOM_OP_SOFTCAP,
     LOOM_OP_COUNT
 } loom_op;
 
@@ -148,6 +163,9 @@ int loom_scale(loom_graph *g, int a, float s);
 int loom_rmsnorm(loom_graph *g, int x, float eps);
 int loom_silu(loom_graph *g, int x);
 int loom_swiglu(loom_graph *g, int gate, int up);
+int loom_gelu(loom_graph *g, int x);
+int loom_geglu(loom_graph *g, int gate, int up);
+int loom_softcap(loom_graph *g, int x, float cap); /* cap > 0 */
 int loom_softmax(loom_graph *g, int x, float scale);
 typedef struct loom_rope_params {
     int n_head, head_dim, mode, n_rot;
@@ -160,6 +178,12 @@ int loom_attention(loom_graph *g, int q, int k_cache, int v_cache, int pos, int 
                    int n_head_kv, int head_dim, float scale);
 /* Turn attention node `attn` into the paged form: seq [S] i32, table [B, M] i32, block size bs. */
 int loom_attention_paged(loom_graph *g, int attn, int seq, int table, int block_size);
+/* Options of attention node `attn` (plain or paged), graph.h ATTENTION: window > 0 keys, softcap > 0. */
+typedef struct loom_attn_opts {
+    int window;    /* 0: every key j <= pos */
+    float softcap; /* 0: none */
+} loom_attn_opts;
+int loom_attention_opts(loom_graph *g, int attn, const loom_attn_opts *o);
 int loom_view(loom_graph *g, int x, int ndim, const int64_t *ne, size_t byte_offset);
 int loom_reshape_2d(loom_graph *g, int x, int64_t rows, int64_t cols);
 int loom_permute(loom_graph *g, int x, const int *axes);
@@ -180,6 +204,9 @@ uint64_t loom_node_hash(const loom_node *n);
 typedef enum { LOOM_DUMP_TEXT, LOOM_DUMP_DOT, LOOM_DUMP_JSON } loom_dump_format;
 /* "[2,896]": a node's shape as the dumps and the profiler print it (cut to fit len). */
 void loom_shape_str(const loom_node *n, char *buf, size_t len);
+/* A node's parameters as the dumps print them, e.g. "scale=0.125 window=4096 softcap=50" for an
+ * attention node ("" for ops without parameters; options left at 0 are not shown). */
+void loom_params_str(const loom_node *n, char *buf, size_t len);
 void loom_graph_dump(const loom_graph *g, FILE *f, loom_dump_format fmt, const char *title);
 /* Same, showing only layers layers[0]..layers[1] (blk.N weights, cache_k.N states, the ops that
  * read them) and collapsing the rest; layers = NULL shows everything. */

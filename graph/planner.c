@@ -172,13 +172,16 @@ int loom_pass_fuse(loom_graph *g) {
             cn->src[1] = an->src[1];
             cn->src[2] = b;
             fused++;
-        } else if (cn->op == LOOM_OP_MUL && (an->op == LOOM_OP_SILU || bn->op == LOOM_OP_SILU)) {
-            int s = an->op == LOOM_OP_SILU ? a : b, u = s == a ? b : a;
+        } else if (cn->op == LOOM_OP_MUL && (an->op == LOOM_OP_SILU || bn->op == LOOM_OP_SILU ||
+                                             an->op == LOOM_OP_GELU || bn->op == LOOM_OP_GELU)) {
+            bool a_act = an->op == LOOM_OP_SILU || an->op == LOOM_OP_GELU;
+            int s = a_act ? a : b, u = s == a ? b : a;
             loom_node *sn = &g->nodes[s];
+            bool gelu = sn->op == LOOM_OP_GELU;
             if (loom_node_nelem(sn) != loom_node_nelem(cn) || !sole_private_use(g, uses, s)) continue;
-            /* silu(gate) * up: the gate activation never round-trips through memory */
-            absorb(g, s, c, group++, "silu(gate) x up");
-            cn->op = LOOM_OP_SWIGLU;
+            /* silu(gate) * up, gelu(gate) * up: the gate activation never round-trips through memory */
+            absorb(g, s, c, group++, gelu ? "gelu(gate) x up" : "silu(gate) x up");
+            cn->op = gelu ? LOOM_OP_GEGLU : LOOM_OP_SWIGLU;
             cn->n_src = 2;
             cn->src[0] = sn->src[0];
             cn->src[1] = u;
@@ -248,6 +251,7 @@ static bool inplace_op(loom_op op) {
     switch (op) {
     case LOOM_OP_ADD: case LOOM_OP_MUL: case LOOM_OP_SCALE: case LOOM_OP_RMSNORM:
     case LOOM_OP_SILU: case LOOM_OP_SWIGLU: case LOOM_OP_ROPE: case LOOM_OP_SOFTMAX:
+    case LOOM_OP_GELU: case LOOM_OP_GEGLU: case LOOM_OP_SOFTCAP:
         return true;
     default:
         return false;

@@ -12,7 +12,8 @@
 // the end do nothing); attn_combine.comp merges them.
 //   scores: invocation t owns key jb + t and computes its GW dot products;
 //   P.V:    invocation t owns 4 dims (t % G4) of keys kg, kg + NG, ... (kg = t / G4).
-// u[0] = S, u[1] = H, u[2] = Hkv, u[4] = C (cache rows), u[5] = splits; f[0] = scale.
+// u[0] = S, u[1] = H, u[2] = Hkv, u[4] = C (cache rows), u[5] = splits; f[0] = scale,
+// f[1] = soft-cap (0: none), f[2] = the bits of the sliding window W (uint, 0: none; att_lo).
 // Paged (graph.h): u[7] = block size BS (0: not paged); binding 4 then spans the pos, seq and
 // block-table inputs, at element offsets u[8], u[9], u[10]; u[11] = blocks per table row. Logical
 // key j of row s is cache row table[seq[s]][j / BS] * BS + j % BS (att_row below).
@@ -86,9 +87,10 @@ void main() {
     int p = pos[OFF_E + pc.u[8] + s];
     uint L = p < 0 ? 0u : min(uint(p) + 1u, C);
     uint trow = pc.u[7] == 0u ? 0u : OFF_E + pc.u[10] + uint(pos[OFF_E + pc.u[9] + s]) * pc.u[11];
-    uint chunk = att_chunk(L, nsplit);
-    if (nsplit > 1u && z * chunk >= L) return; // a short cache needs fewer splits
-    uint j0 = min(z * chunk, L), j1 = min(j0 + chunk, L);
+    uint lo = att_lo(p, L), chunk = att_chunk(L - lo, nsplit);
+    if (nsplit > 1u && z * chunk >= L - lo) return; // a short cache needs fewer splits
+    uint j0 = lo + min(z * chunk, L - lo), j1 = min(j0 + chunk, L);
+    float cap = pc.f[1];
 
     for (uint i = t; i < GW * HD4; i += WG) { // rows padded to HD4 with zeros
         uint g = i / HD4, d = i % HD4;
@@ -131,6 +133,8 @@ void main() {
         } else {
             [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] = -3.0e38;
         }
+        if (valid && cap > 0.0)
+            [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] = cap * loom_tanh(sg[g] / cap);
         float mx[MAXG];
         [[unroll]] for (uint g = 0u; g < GW; g++) mx[g] = sg[g];
         wg_reduce(mx, true);

@@ -16,6 +16,7 @@ void main() {
     uint H = pc.u[1], hd = pc.u[3], C = pc.u[4], nsplit = pc.u[5];
     int p = pos[OFF_E + pc.u[8] + s]; // u[8]: pos within binding 4 (paged attention.comp)
     uint L = p < 0 ? 0u : min(uint(p) + 1u, C);
+    L -= att_lo(p, L); // keys in the window
     uint nz = L == 0u ? 0u : (L + att_chunk(L, nsplit) - 1u) / att_chunk(L, nsplit);
     uint base = OFF_S + (s * H + h) * nsplit * (hd + 2u);
     if (t < nz) {

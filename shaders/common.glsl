@@ -24,3 +24,30 @@ uint wg_linear() { return gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups
 // (and attn_combine.comp merges fewer partials). Both shaders derive the count from pos[s].
 #define ATT_MIN_CHUNK 64u
 uint att_chunk(uint L, uint nsplit) { return max((L + nsplit - 1u) / nsplit, ATT_MIN_CHUNK); }
+// First key of query position p (keys [att_lo, L)): with a sliding window of W keys (graph.h;
+// the bits of f[2], 0 = none) p - W + 1, else 0.
+uint att_lo(int p, uint L) {
+    uint W = floatBitsToUint(pc.f[2]);
+    uint lo = W > 0u && p >= 0 && uint(p) + 1u > W ? uint(p) + 1u - W : 0u;
+    return min(lo, L);
+}
+
+// tanh without the NaN some drivers' tanh gives for large |y| (inf / inf): (1 - e) / (1 + e) with
+// e = exp(-2|y|), sign restored; below |y| = 1/8, where 1 - e cancels, the odd Taylor polynomial to
+// y^7. Logit soft-capping (SOFTCAP, attention's fp[1]).
+float loom_tanh(float y) {
+    float a = abs(y);
+    if (a < 0.125) {
+        float y2 = y * y;
+        return y + y * y2 * (-1.0 / 3.0 + y2 * (2.0 / 15.0 - y2 * (17.0 / 315.0)));
+    }
+    float e = exp(-2.0 * a);
+    return sign(y) * ((1.0 - e) / (1.0 + e));
+}
+
+// gelu_tanh(x) = 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3):
+// the second form does not cancel for x << 0 (graph.h).
+float loom_gelu(float x) {
+    float u = 0.7978845608028654 * x * (1.0 + 0.044715 * x * x);
+    return x / (1.0 + exp(-2.0 * u));
+}

@@ -1,7 +1,8 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Element-wise ops. u[0] = op (0 ADD, 1 MUL, 2 SCALE, 3 SILU, 4 SWIGLU, 5 SUM), u[1] = n,
-// u[2] = length of b (b broadcasts over rows when shorter than n), f[0] = SCALE factor.
+// Element-wise ops. u[0] = op (0 ADD, 1 MUL, 2 SCALE, 3 SILU, 4 SWIGLU, 5 SUM, 6 GELU, 7 GEGLU,
+// 8 SOFTCAP), u[1] = n, u[2] = length of b (b broadcasts over rows when shorter than n),
+// f[0] = SCALE factor or SOFTCAP cap.
 // SUM adds u[3] slabs of n elements of a (split-K partial products), plus b when u[4] is set.
 // dst may alias a (in place): each invocation reads its element before writing it.
 #include "common.glsl"
@@ -20,6 +21,9 @@ void main() {
     else if (op == 2u) y = x * pc.f[0];
     else if (op == 3u) y = x / (1.0 + exp(-x));
     else if (op == 4u) y = x / (1.0 + exp(-x)) * b[OFF_B + i];
+    else if (op == 6u) y = loom_gelu(x);
+    else if (op == 7u) y = loom_gelu(x) * b[OFF_B + i];
+    else if (op == 8u) y = pc.f[0] * loom_tanh(x / pc.f[0]);
     else {
         y = x;
         for (uint z = 1u; z < pc.u[3]; z++) y += a[OFF_A + z * n + i];

@@ -62,6 +62,9 @@ static void node_cost(const loom_graph *g, int i, int pos0, double *bytes, doubl
     case LOOM_OP_ADD: case LOOM_OP_MUL: case LOOM_OP_SCALE: *flops = ne; break;
     case LOOM_OP_SILU: *flops = 4 * ne; break;
     case LOOM_OP_SWIGLU: *flops = 5 * ne; break;
+    case LOOM_OP_GELU: *flops = 8 * ne; break;
+    case LOOM_OP_GEGLU: *flops = 9 * ne; break;
+    case LOOM_OP_SOFTCAP: *flops = 6 * ne; break;
     case LOOM_OP_RMSNORM: *flops = (n->n_src > 1 ? 4 : 3) * ne; break;
     case LOOM_OP_SOFTMAX: *flops = 5 * ne; break;
     case LOOM_OP_ROPE: *flops = 3.0 * rows * n->ip[0] * n->ip[3]; break; /* 6 per rotated pair */

@@ -78,17 +78,22 @@ typedef struct cpu_kernels {
     void (*scale)(float *y, const float *a, float s, int64_t n);
     void (*silu)(float *y, const float *x, int64_t n);
     void (*swiglu)(float *y, const float *g, const float *u, int64_t n);
+    void (*gelu)(float *y, const float *x, int64_t n);
+    void (*geglu)(float *y, const float *g, const float *u, int64_t n);
+    void (*softcap)(float *y, const float *x, float cap, int64_t n);
     /* One row each; y may equal x. w may be NULL. */
     void (*rmsnorm)(float *y, const float *x, const float *w, int64_t n, float eps);
     void (*softmax)(float *y, const float *x, int64_t n, float scale);
     /* Rotate one head in place with precomputed cos/sin of the rot/2 angles. */
     void (*rope)(float *x, const float *cs, const float *sn, int rot, int mode);
     /* One (query row, head) of attention over keys 0..n_keys-1 (n_keys >= 1): k and v point at
-     * key/value 0 of this kv head, consecutive keys are ld floats apart.
+     * key/value 0 of this kv head, consecutive keys are ld floats apart. softcap > 0: each score
+     * becomes softcap * tanh(score / softcap) before the softmax (graph.h, ATTENTION fp[1]).
      * scratch: CPU_ATTN_BLOCK + hd floats, 64-byte aligned. */
     void (*attn)(float *out, const float *q, const float *k, const float *v, int64_t ld,
-                 int64_t n_keys, int hd, float scale, float *scratch);
-    /* Optional (NULL: attn per query): nq queries that share one kv head, query i attending to
+                 int64_t n_keys, int hd, float scale, float softcap, float *scratch);
+    /* Optional (NULL: attn per query; never used with a soft-cap): nq queries that share one kv
+     * head, query i attending to
      * keys 0..n_keys[i]-1 (>= 1), in blocks of CPU_ATTN_BLOCK keys so each block of K and V is
      * read once for all of them. Only called when attn_group_ok(hd). scratch:
      * attn_group_scratch(nq, hd) floats, 64-byte aligned. */

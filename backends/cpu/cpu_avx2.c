@@ -54,6 +54,29 @@ AI __m256 silu8(__m256 x) {
     return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
+/* gelu_tanh(x) = x / (1 + exp(-2u)), u = sqrt(2/pi) x (1 + 0.044715 x^2) (graph.h) */
+AI __m256 gelu8(__m256 x) {
+    __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 u = _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(-2.0f * 0.7978845608028654f)),
+                             _mm256_fmadd_ps(x2, _mm256_set1_ps(0.044715f), _mm256_set1_ps(1.0f)));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(u)));
+}
+
+/* tanh: (1 - e) / (1 + e) with e = exp(-2|y|), sign restored; below |y| = 1/8, where 1 - e
+ * cancels, the odd Taylor polynomial to y^7 (truncation < 2e-9 relative). */
+AI __m256 tanh8(__m256 y) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_andnot_ps(sign, y);
+    __m256 e = exp8(_mm256_mul_ps(a, _mm256_set1_ps(-2.0f)));
+    __m256 r = _mm256_div_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), e), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    r = _mm256_or_ps(r, _mm256_and_ps(sign, y));
+    __m256 y2 = _mm256_mul_ps(y, y);
+    __m256 p = _mm256_fmadd_ps(y2, _mm256_set1_ps(-17.0f / 315.0f), _mm256_set1_ps(2.0f / 15.0f));
+    p = _mm256_fmadd_ps(y2, p, _mm256_set1_ps(-1.0f / 3.0f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(y2, y), p, y);
+    return _mm256_blendv_ps(r, p, _mm256_cmp_ps(a, _mm256_set1_ps(0.125f), _CMP_LT_OQ));
+}
+
 /* 8 weights at element i of type t converted to f32. */
 AI __m256 ldw(const void *w, int t, int64_t i) {
     if (t == LOOM_F32) return _mm256_loadu_ps((const float *)w + i);
@@ -114,6 +137,15 @@ static void v_scale(float *y, const float *a, float s, int64_t n) {
 static void v_silu(float *y, const float *x, int64_t n) { EW_LOOP(silu8(LD(x))) }
 static void v_swiglu(float *y, const float *g, const float *u, int64_t n) {
     EW_LOOP(_mm256_mul_ps(silu8(LD(g)), LD(u)))
+}
+
+static void v_gelu(float *y, const float *x, int64_t n) { EW_LOOP(gelu8(LD(x))) }
+static void v_geglu(float *y, const float *g, const float *u, int64_t n) {
+    EW_LOOP(_mm256_mul_ps(gelu8(LD(g)), LD(u)))
+}
+static void v_softcap(float *y, const float *x, float cap, int64_t n) {
+    const __m256 vc = _mm256_set1_ps(cap), vi = _mm256_set1_ps(1.0f / cap);
+    EW_LOOP(_mm256_mul_ps(vc, tanh8(_mm256_mul_ps(LD(x), vi))))
 }
 
 /* ---- row ops -------------------------------------------------------------------------------- */
@@ -190,7 +222,7 @@ AI float dot_hd(const float *a, const float *b, int hd) {
 }
 
 static void v_attn(float *out, const float *q, const float *k, const float *v, int64_t ld,
-                   int64_t n_keys, int hd, float scale, float *scratch) {
+                   int64_t n_keys, int hd, float scale, float softcap, float *scratch) {
     float *sc = scratch, *acc = scratch + CPU_ATTN_BLOCK;
     float mx = -INFINITY, l = 0;
     for (int d = 0; d < hd; d++) acc[d] = 0;
@@ -200,6 +232,11 @@ static void v_attn(float *out, const float *q, const float *k, const float *v, i
         for (int j = 0; j < nb; j++) {
             sc[j] = scale * dot_hd(q, k + (j0 + j) * ld, hd);
             if (sc[j] > bmax) bmax = sc[j];
+        }
+        if (softcap > 0) {
+            v_softcap(sc, sc, softcap, nb);
+            bmax = -INFINITY;
+            for (int j = 0; j < nb; j++) bmax = sc[j] > bmax ? sc[j] : bmax;
         }
         if (bmax > mx) {
             float c = expf(mx - bmax);
@@ -600,6 +637,9 @@ void cpu_kernels_avx2(cpu_kernels *k) {
     k->scale = v_scale;
     k->silu = v_silu;
     k->swiglu = v_swiglu;
+    k->gelu = v_gelu;
+    k->geglu = v_geglu;
+    k->softcap = v_softcap;
     k->rmsnorm = v_rmsnorm;
     k->softmax = v_softmax;
     k->rope = v_rope;

@@ -43,6 +43,29 @@ AI __m512 silu16(__m512 x) {
     return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
+/* gelu_tanh(x) = x / (1 + exp(-2u)), u = sqrt(2/pi) x (1 + 0.044715 x^2) (graph.h) */
+AI __m512 gelu16(__m512 x) {
+    __m512 x2 = _mm512_mul_ps(x, x);
+    __m512 u = _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(-2.0f * 0.7978845608028654f)),
+                             _mm512_fmadd_ps(x2, _mm512_set1_ps(0.044715f), _mm512_set1_ps(1.0f)));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(u)));
+}
+
+/* tanh: (1 - e) / (1 + e) with e = exp(-2|y|), sign restored; below |y| = 1/8, where 1 - e
+ * cancels, the odd Taylor polynomial to y^7 (truncation < 2e-9 relative). */
+AI __m512 tanh16(__m512 y) {
+    __m512 a = _mm512_abs_ps(y);
+    __m512 e = exp16(_mm512_mul_ps(a, _mm512_set1_ps(-2.0f)));
+    __m512 r = _mm512_div_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), e), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    r = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r),
+                                            _mm512_and_si512(_mm512_castps_si512(y), _mm512_set1_epi32((int)0x80000000u))));
+    __m512 y2 = _mm512_mul_ps(y, y);
+    __m512 p = _mm512_fmadd_ps(y2, _mm512_set1_ps(-17.0f / 315.0f), _mm512_set1_ps(2.0f / 15.0f));
+    p = _mm512_fmadd_ps(y2, p, _mm512_set1_ps(-1.0f / 3.0f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(y2, y), p, y);
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(0.125f), _CMP_LT_OQ), r, p);
+}
+
 AI __mmask16 tail_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }
 
 /* 16 weights at element i of a row of type t (f32, f16, bf16), converted to f32. */
@@ -104,6 +127,15 @@ static void v_scale(float *y, const float *a, float s, int64_t n) {
 static void v_silu(float *y, const float *x, int64_t n) { EW_LOOP(silu16(LD(x))) }
 static void v_swiglu(float *y, const float *g, const float *u, int64_t n) {
     EW_LOOP(_mm512_mul_ps(silu16(LD(g)), LD(u)))
+}
+
+static void v_gelu(float *y, const float *x, int64_t n) { EW_LOOP(gelu16(LD(x))) }
+static void v_geglu(float *y, const float *g, const float *u, int64_t n) {
+    EW_LOOP(_mm512_mul_ps(gelu16(LD(g)), LD(u)))
+}
+static void v_softcap(float *y, const float *x, float cap, int64_t n) {
+    const __m512 vc = _mm512_set1_ps(cap), vi = _mm512_set1_ps(1.0f / cap);
+    EW_LOOP(_mm512_mul_ps(vc, tanh16(_mm512_mul_ps(LD(x), vi))))
 }
 
 /* ---- row ops -------------------------------------------------------------------------------- */
@@ -184,7 +216,7 @@ AI float dot_hd(const float *a, const float *b, int hd) {
 }
 
 static void v_attn(float *out, const float *q, const float *k, const float *v, int64_t ld,
-                   int64_t n_keys, int hd, float scale, float *scratch) {
+                   int64_t n_keys, int hd, float scale, float softcap, float *scratch) {
     float *sc = scratch, *acc = scratch + CPU_ATTN_BLOCK;
     float mx = -INFINITY, l = 0;
     for (int d = 0; d < hd; d++) acc[d] = 0;
@@ -194,6 +226,7 @@ static void v_attn(float *out, const float *q, const float *k, const float *v, i
             if (j + 2 < nb) _mm_prefetch((const char *)(k + (j0 + j + 2) * ld), _MM_HINT_T0);
             sc[j] = scale * dot_hd(q, k + (j0 + j) * ld, hd);
         }
+        if (softcap > 0) v_softcap(sc, sc, softcap, nb);
         __m512 bm = _mm512_set1_ps(-INFINITY);
         for (int j = 0; j < nb; j += 16) {
             __mmask16 m = nb - j >= 16 ? 0xffff : tail_mask(nb - j);
@@ -799,6 +832,9 @@ void cpu_kernels_avx512(cpu_kernels *k, bool bf16) {
     k->scale = v_scale;
     k->silu = v_silu;
     k->swiglu = v_swiglu;
+    k->gelu = v_gelu;
+    k->geglu = v_geglu;
+    k->softcap = v_softcap;
     k->rmsnorm = v_rmsnorm;
     k->softmax = v_softmax;
     k->rope = v_rope;

@@ -238,10 +238,13 @@ static bool cpu_supports(loom_backend *be, const loom_graph *g, int i) {
                (nelem(b) == nelem(a) || nelem(b) == ncols(a));
     case LOOM_OP_SCALE:
     case LOOM_OP_SILU:
+    case LOOM_OP_GELU:
     case LOOM_OP_SOFTMAX: return f32n(n) && f32n(a) && nelem(n) == nelem(a);
+    case LOOM_OP_SOFTCAP: return f32n(n) && f32n(a) && nelem(n) == nelem(a) && n->fp[0] > 0;
     case LOOM_OP_RMSNORM:
         return f32n(n) && f32n(a) && nelem(n) == nelem(a) && (!b || (f32n(b) && nelem(b) == ncols(a)));
-    case LOOM_OP_SWIGLU: return f32n(n) && f32n(a) && f32n(b) && nelem(a) == nelem(n) && nelem(b) == nelem(n);
+    case LOOM_OP_SWIGLU:
+    case LOOM_OP_GEGLU: return f32n(n) && f32n(a) && f32n(b) && nelem(a) == nelem(n) && nelem(b) == nelem(n);
     case LOOM_OP_ROPE: {
         int H = n->ip[0], hd = n->ip[1], rot = n->ip[3];
         if (!f32n(n) || !f32n(a) || !i32n(b) || nelem(n) != nelem(a)) return false;
@@ -256,7 +259,7 @@ static bool cpu_supports(loom_backend *be, const loom_graph *g, int i) {
     case LOOM_OP_ATTENTION: {
         int H = n->ip[0], Hkv = n->ip[1], hd = n->ip[2];
         if (!f32n(n) || !f32n(a) || !f32n(b) || !f32n(c) || !i32n(d)) return false;
-        if (H <= 0 || Hkv <= 0 || hd <= 0 || H % Hkv) return false;
+        if (H <= 0 || Hkv <= 0 || hd <= 0 || H % Hkv || n->ip[4] < 0 || !(n->fp[1] >= 0)) return false;
         if (ncols(a) != (int64_t)H * hd || nelem(n) != nelem(a)) return false;
         if (ncols(b) != (int64_t)Hkv * hd || ncols(c) != (int64_t)Hkv * hd) return false;
         if (nrows(b) != nrows(c) || nelem(d) != nrows(a)) return false;
@@ -341,6 +344,9 @@ static void ew_run(void *arg, int64_t i0, int64_t i1, int ith) {
     case LOOM_OP_SCALE: k->scale(y, a, t->s, i1 - i0); break;
     case LOOM_OP_SILU: k->silu(y, a, i1 - i0); break;
     case LOOM_OP_SWIGLU: k->swiglu(y, a, b, i1 - i0); break;
+    case LOOM_OP_GELU: k->gelu(y, a, i1 - i0); break;
+    case LOOM_OP_GEGLU: k->geglu(y, a, b, i1 - i0); break;
+    case LOOM_OP_SOFTCAP: k->softcap(y, a, t->s, i1 - i0); break;
     default: break;
     }
 }
@@ -512,9 +518,14 @@ typedef struct attn_task {
     float *out;
     const float *q, *kc, *vc;
     const int32_t *pos;
-    int H, Hkv, hd;
-    float scale;
+    int H, Hkv, hd, window;
+    float scale, softcap;
 } attn_task;
+
+/* First key row s sees: pos - W + 1 with a sliding window of W keys (graph.h), else 0. */
+static int64_t attn_lo(int32_t pos, int window) {
+    return window > 0 && pos + 1 > window ? (int64_t)pos + 1 - window : 0;
+}
 
 /* items are (query row, head) pairs */
 static void attn_run(void *arg, int64_t i0, int64_t i1, int ith) {
@@ -525,9 +536,10 @@ static void attn_run(void *arg, int64_t i0, int64_t i1, int ith) {
     for (int64_t it = i0; it < i1; it++) {
         int64_t s = it / t->H;
         int h = (int)(it % t->H), hk = h / group;
+        int64_t lo = attn_lo(t->pos[s], t->window);
         t->c->k.attn(t->out + s * Dq + (int64_t)h * t->hd, t->q + s * Dq + (int64_t)h * t->hd,
-                     t->kc + (int64_t)hk * t->hd, t->vc + (int64_t)hk * t->hd, Dkv,
-                     (int64_t)t->pos[s] + 1, t->hd, t->scale, scratch);
+                     t->kc + lo * Dkv + (int64_t)hk * t->hd, t->vc + lo * Dkv + (int64_t)hk * t->hd, Dkv,
+                     (int64_t)t->pos[s] + 1 - lo, t->hd, t->scale, t->softcap, scratch);
     }
 }
 
@@ -540,8 +552,8 @@ typedef struct attn_paged_task {
     const float *q, *kc, *vc;
     const int32_t *pos, *seq, *table;
     int64_t max_blocks, C;
-    int H, Hkv, hd, bs;
-    float scale;
+    int H, Hkv, hd, bs, window;
+    float scale, softcap;
 } attn_paged_task;
 
 static void attn_paged_run(void *arg, int64_t i0, int64_t i1, int ith) {
@@ -549,17 +561,17 @@ static void attn_paged_run(void *arg, int64_t i0, int64_t i1, int ith) {
     int64_t Dq = (int64_t)t->H * t->hd, Dkv = (int64_t)t->Hkv * t->hd;
     int group = t->H / t->Hkv;
     for (int64_t it = i0; it < i1; it++) {
-        int64_t s = it / t->Hkv, nk = (int64_t)t->pos[s] + 1;
+        int64_t s = it / t->Hkv, lo = attn_lo(t->pos[s], t->window), nk = (int64_t)t->pos[s] + 1 - lo;
         int hk = (int)(it % t->Hkv);
         const int32_t *row = t->table + (int64_t)t->seq[s] * t->max_blocks;
         float *kb = t->c->scratch[ith], *vb = kb + nk * t->hd, *work = vb + nk * t->hd;
         work = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63); /* kernels want 64-byte alignment */
-        for (int64_t j = 0; j < nk; j++) {
-            int64_t r = (int64_t)row[j / t->bs] * t->bs + j % t->bs;
+        for (int64_t j = 0; j < nk; j++) { /* the keys in the window, lo + j, gathered from 0 */
+            int64_t r = (int64_t)row[(lo + j) / t->bs] * t->bs + (lo + j) % t->bs;
             memcpy(kb + j * t->hd, t->kc + r * Dkv + (int64_t)hk * t->hd, (size_t)t->hd * sizeof(float));
             memcpy(vb + j * t->hd, t->vc + r * Dkv + (int64_t)hk * t->hd, (size_t)t->hd * sizeof(float));
         }
-        if (t->c->k.attn_group && t->c->k.attn_group_ok(t->hd)) {
+        if (t->softcap == 0 && t->c->k.attn_group && t->c->k.attn_group_ok(t->hd)) {
             float *outp[AG_MAXQ_PAGED];
             const float *qp[AG_MAXQ_PAGED];
             int64_t nks[AG_MAXQ_PAGED];
@@ -575,7 +587,7 @@ static void attn_paged_run(void *arg, int64_t i0, int64_t i1, int ith) {
         } else {
             for (int h = hk * group; h < (hk + 1) * group; h++)
                 t->c->k.attn(t->out + s * Dq + (int64_t)h * t->hd, t->q + s * Dq + (int64_t)h * t->hd, kb, vb,
-                             t->hd, nk, t->hd, t->scale, work);
+                             t->hd, nk, t->hd, t->scale, t->softcap, work);
         }
     }
 }
@@ -590,7 +602,7 @@ static int paged_check(const attn_paged_task *t, int64_t S, int64_t B) {
             return loom_err("cpu: attention: position %d at row %lld is beyond the block table (%lld blocks of %d)",
                             t->pos[s], (long long)s, (long long)t->max_blocks, t->bs);
         const int32_t *row = t->table + (int64_t)t->seq[s] * t->max_blocks;
-        for (int64_t b = 0; b <= t->pos[s] / t->bs; b++)
+        for (int64_t b = attn_lo(t->pos[s], t->window) / t->bs; b <= t->pos[s] / t->bs; b++)
             if (row[b] < 0 || ((int64_t)row[b] + 1) * t->bs > t->C)
                 return loom_err("cpu: attention: block %d (entry %lld of sequence %d) is outside the %lld-row cache",
                                 row[b], (long long)b, t->seq[s], (long long)t->C);
@@ -720,14 +732,17 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
     case LOOM_OP_MUL:
     case LOOM_OP_SCALE:
     case LOOM_OP_SILU:
-    case LOOM_OP_SWIGLU: {
+    case LOOM_OP_SWIGLU:
+    case LOOM_OP_GELU:
+    case LOOM_OP_GEGLU:
+    case LOOM_OP_SOFTCAP: {
         ew_task t = {.k = k, .op = n->op, .y = out, .a = src[0], .b = src[1], .s = n->fp[0]};
         int64_t items = nelem(n);
         if ((n->op == LOOM_OP_ADD || n->op == LOOM_OP_MUL) && nelem(sn[1]) != nelem(n)) {
             t.cols = ncols(sn[0]);
             items = nrows(sn[0]);
         }
-        double cost = (n->op == LOOM_OP_SILU || n->op == LOOM_OP_SWIGLU ? 8.0 : 1.0) * (double)nelem(n);
+        double cost = (n->op == LOOM_OP_ADD || n->op == LOOM_OP_MUL || n->op == LOOM_OP_SCALE ? 1.0 : 8.0) * (double)nelem(n);
         int64_t grain = t.cols ? grain_for(c, items, 1, 1) : grain_for(c, items, 4096, 16);
         cpu_pool_for(c->pool, worth_threads(c, cost), items, grain, ew_run, &t);
         return 0;
@@ -767,12 +782,14 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
     }
     case LOOM_OP_ATTENTION: {
         attn_task t = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2], .pos = src[3],
-                       .H = n->ip[0], .Hkv = n->ip[1], .hd = n->ip[2], .scale = n->fp[0]};
+                       .H = n->ip[0], .Hkv = n->ip[1], .hd = n->ip[2], .window = n->ip[4],
+                       .scale = n->fp[0], .softcap = n->fp[1]};
         int64_t S = nrows(sn[0]), C = nrows(sn[1]);
         if (n->n_src > 4) {
             attn_paged_task pt = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2], .pos = src[3],
                                   .seq = src[4], .table = src[5], .max_blocks = sn[5]->ne[1], .C = C,
-                                  .H = t.H, .Hkv = t.Hkv, .hd = t.hd, .bs = n->ip[3], .scale = t.scale};
+                                  .H = t.H, .Hkv = t.Hkv, .hd = t.hd, .bs = n->ip[3], .window = t.window,
+                                  .scale = t.scale, .softcap = t.softcap};
             if (paged_check(&pt, S, sn[5]->ne[0]) < 0) return -1;
             int64_t max_nk = 1;
             double pwork = 0;
@@ -793,9 +810,13 @@ static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
             if (t.pos[s] < 0 || t.pos[s] >= C)
                 return loom_err("cpu: attention: position %d at row %lld is outside the cache [0, %lld)",
                                 t.pos[s], (long long)s, (long long)C);
-            work += 4.0 * (t.pos[s] + 1.0) * t.H * t.hd;
+            work += 4.0 * (t.pos[s] + 1.0 - attn_lo(t.pos[s], t.window)) * t.H * t.hd;
         }
-        if (k->attn_group && k->attn_group_ok(t.hd)) {
+        /* the grouped kernel reads keys from 0 and has no soft-cap: use it while the window cuts
+         * nothing off (every pos < W) */
+        bool cut = false;
+        for (int64_t s = 0; s < S && t.window > 0; s++) cut |= attn_lo(t.pos[s], t.window) > 0;
+        if (k->attn_group && k->attn_group_ok(t.hd) && t.softcap == 0 && !cut) {
             int group = t.H / t.Hkv;
             attn_group_task ag = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2],
                                  .pos = src[3], .S = S, .H = t.H, .Hkv = t.Hkv, .hd = t.hd,

@@ -95,6 +95,22 @@ static void sc_swiglu(float *y, const float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = silu1(g[i]) * u[i];
 }
 
+/* gelu_tanh(x) = 0.5 x (1 + tanh(u)) = x sigmoid(2u): no cancellation for x << 0 (graph.h) */
+static inline float gelu1(float x) {
+    float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    return x / (1.0f + expf(-2.0f * u));
+}
+static void sc_gelu(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = gelu1(x[i]);
+}
+static void sc_geglu(float *y, const float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = gelu1(g[i]) * u[i];
+}
+static void sc_softcap(float *y, const float *x, float cap, int64_t n) {
+    float inv = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++) y[i] = cap * tanhf(x[i] * inv);
+}
+
 static void sc_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0;
     for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
@@ -132,7 +148,7 @@ static void sc_rope(float *x, const float *cs, const float *sn, int rot, int mod
 /* Online softmax over blocks of keys: scores of one block go to scratch, the running max is
  * updated once per block and the accumulator rescaled when it grows. */
 static void sc_attn(float *out, const float *q, const float *k, const float *v, int64_t ld,
-                    int64_t n_keys, int hd, float scale, float *scratch) {
+                    int64_t n_keys, int hd, float scale, float softcap, float *scratch) {
     float *sc = scratch, *acc = scratch + CPU_ATTN_BLOCK;
     float mx = -INFINITY, l = 0;
     for (int d = 0; d < hd; d++) acc[d] = 0;
@@ -141,6 +157,7 @@ static void sc_attn(float *out, const float *q, const float *k, const float *v, 
         float bmax = -INFINITY;
         for (int j = 0; j < nb; j++) {
             sc[j] = scale * dot_f32(q, k + (j0 + j) * ld, hd);
+            if (softcap > 0) sc[j] = softcap * tanhf(sc[j] / softcap);
             if (sc[j] > bmax) bmax = sc[j];
         }
         if (bmax > mx) {
@@ -171,6 +188,9 @@ void cpu_kernels_scalar(cpu_kernels *k) {
     k->scale = sc_scale;
     k->silu = sc_silu;
     k->swiglu = sc_swiglu;
+    k->gelu = sc_gelu;
+    k->geglu = sc_geglu;
+    k->softcap = sc_softcap;
     k->rmsnorm = sc_rmsnorm;
     k->softmax = sc_softmax;
     k->rope = sc_rope;

@@ -141,8 +141,11 @@ bool vk_supports(vk_dev *d, const loom_graph *g, int i) {
         return b > 0 && a % b == 0;
     }
     case LOOM_OP_SCALE:
+    case LOOM_OP_GELU:
     case LOOM_OP_SILU: return is_f32(g, n->src[0]);
+    case LOOM_OP_SOFTCAP: return is_f32(g, n->src[0]) && n->fp[0] > 0;
     case LOOM_OP_SWIGLU:
+    case LOOM_OP_GEGLU:
         return is_f32(g, n->src[0]) && is_f32(g, n->src[1]) && nel(g, n->src[0]) == nel(g, n->src[1]);
     case LOOM_OP_RMSNORM:
         return is_f32(g, n->src[0]) && (!has_src(n, 1) || is_f32(g, n->src[1]));
@@ -159,7 +162,7 @@ bool vk_supports(vk_dev *d, const loom_graph *g, int i) {
                g->nodes[n->src[0]].ndim == 2;
     case LOOM_OP_ATTENTION: {
         int H = n->ip[0], Hkv = n->ip[1], hd = n->ip[2];
-        if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd > 256) return false;
+        if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd > 256 || n->ip[4] < 0 || !(n->fp[1] >= 0)) return false;
         if (n->n_src > 4 && (!is_i32(g, n->src[4]) || !is_i32(g, n->src[5]) || n->ip[3] <= 0 ||
                              g->nodes[n->src[5]].ndim != 2))
             return false;

@@ -513,7 +513,7 @@ static int rec_eltwise(vk_rec *r, const loom_exec_ctx *x, int i, uint32_t op) {
     vk_arg a[VK_NBIND] = {0};
     if (arg_of(x, i, true, &a[0]) < 0 || arg_of(x, n->src[0], false, &a[1]) < 0) return -1;
     uint64_t ne = (uint64_t)loom_node_nelem(n), nb = ne;
-    if (op == 0 || op == 1 || op == 4) {
+    if (op == 0 || op == 1 || op == 4 || op == 7) {
         if (arg_of(x, n->src[1], false, &a[2]) < 0) return -1;
         nb = (uint64_t)loom_node_nelem(N(x, n->src[1]));
     }
@@ -642,7 +642,9 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint32_t ns = attn_splits(S * gx, C);
     uint32_t spec[4] = {128, gw, hd, 0};
     loom_spv_id sh = d->subgroup_arith && d->subgroup_size >= 4 ? LOOM_SPV_ATTENTION : LOOM_SPV_ATTENTION_NOSG;
-    vk_pc pc = {.u = {(uint32_t)S, H, Hkv, hd, (uint32_t)C, ns}, .f = {n->fp[0]}};
+    vk_pc pc = {.u = {(uint32_t)S, H, Hkv, hd, (uint32_t)C, ns}, .f = {n->fp[0], n->fp[1]}};
+    uint32_t window = (uint32_t)n->ip[4]; /* as bits in f[2] (common.glsl att_lo) */
+    memcpy(&pc.f[2], &window, sizeof window);
     for (int k = 7; k < 12; k++) pc.u[k] = pg.u[k];
     pc.u[6] = hd % 4 == 0 && elem_off(d, &a[2]) % 4 == 0 && elem_off(d, &a[3]) % 4 == 0; /* vec4 K/V loads */
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
@@ -699,6 +701,9 @@ static int rec_node(vk_rec *r, const loom_exec_ctx *x, int i) {
     case LOOM_OP_SCALE: rc = rec_eltwise(r, x, i, 2); break;
     case LOOM_OP_SILU: rc = rec_eltwise(r, x, i, 3); break;
     case LOOM_OP_SWIGLU: rc = rec_eltwise(r, x, i, 4); break;
+    case LOOM_OP_GELU: rc = rec_eltwise(r, x, i, 6); break;
+    case LOOM_OP_GEGLU: rc = rec_eltwise(r, x, i, 7); break;
+    case LOOM_OP_SOFTCAP: rc = rec_eltwise(r, x, i, 8); break;
     case LOOM_OP_RMSNORM: rc = rec_rows(r, x, i, LOOM_SPV_RMSNORM); break;
     case LOOM_OP_SOFTMAX: rc = rec_rows(r, x, i, LOOM_SPV_SOFTMAX); break;
     case LOOM_OP_ROPE: rc = rec_rope(r, x, i); break;

@@ -12,8 +12,12 @@
  *    vdpbf16ps path, where x is rounded to bf16: 2^-8 * sum_k |x_k w_k| (each product then errs
  *    by at most 2^-9 of itself).
  *  - transcendental ops (SILU, SWIGLU, SOFTMAX, RMSNORM): 4e-6 relative + a tiny absolute floor.
+ *  - GELU, GEGLU: 4e-7 * (1 + |2u|) relative (the exponent's rounding; measured 1.6e-7 units) +
+ *    1e-36 (results near FLT_MIN); SOFTCAP 8e-7 relative (measured 3.5e-7). Inputs reach
+ *    |x| = 12, where GELU in the naive form 0.5 x (1 + tanh(u)) cancels to 0.
  *  - ROPE: 2e-6 * |x| of the head (cos/sin are rounded to float).
- *  - ATTENTION: 2e-5 * max|v|; the paged form (block table) too.
+ *  - ATTENTION: 2e-5 * max|v|; the paged form (block table) too; with a sliding window and a
+ *    score soft-cap too (tanh' <= 1: the cap does not magnify score errors).
  */
 #include "tests/unit/check.h"
 #include "tests/unit/test_cpu_graph.h"
@@ -275,6 +279,110 @@ static void test_elementwise(void) {
     test_elementwise_shape(64, 601); /* big enough to be split across threads */
 }
 
+/* ---- GELU, GEGLU, SOFTCAP ------------------------------------------------------------------- */
+/* gelu_tanh(x) = 0.5 x (1 + tanh(u)) in long double where 1 + tanh(u) keeps its digits (u > -8,
+ * i.e. x > -5.5); below, 1 + tanh(u) = 2 e^(2u) / (1 + e^(2u)) in double, the exact identity
+ * without the cancellation. The kernels compute x / (1 + e^(-2u)), a third arrangement. */
+static double gelu_ref(double x) {
+    long double u = 0.79788456080286535587989L * ((long double)x + 0.044715L * x * x * x);
+    if (u > -8) return (double)(0.5L * x * (1.0L + tanhl(u)));
+    double e = exp(2.0 * (double)u);
+    return x * e / (1.0 + e);
+}
+
+/* Inputs for the tanh-shaped ops: a grid over [-lim, lim] that includes 0, +-1e-3, and the far
+ * tails (for GELU: |x| > 6, where 0.5 x (1 + tanh(u)) in float is exactly 0 for x < -6), then
+ * random values. */
+static void act_inputs(float *a, size_t n, float lim) {
+    for (size_t i = 0; i < n; i++) a[i] = (tg_randf() * 2.0f - 1.0f) * lim;
+    size_t g = n < 400 ? n : 400;
+    for (size_t i = 0; i < g; i++) a[i] = -lim + 2.0f * lim * (float)i / (float)(g > 1 ? g - 1 : 1);
+    if (n > 3) a[n - 1] = 0.0f, a[n - 2] = 1e-3f, a[n - 3] = -1e-3f;
+}
+
+#define GELU_REL 4e-7 /* measured 1.6e-7 (all flavours) */
+#define SOFTCAP_REL 8e-7 /* measured 3.5e-7 (avx2/avx512 tanh), 2.5e-7 (scalar tanhf) */
+static void test_activations_shape(int64_t M, int64_t N) {
+    size_t n = (size_t)(M * N);
+    int64_t ne[2] = {M, N};
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    double *ref = malloc(n * 8), *tol = malloc(n * 8);
+    tg_fill(b, n, 2.0f);
+    for (int kind = 0; kind < 3; kind++) /* GELU, GEGLU, SOFTCAP; each also in place */
+        for (int inp = 0; inp < 2; inp++) {
+            const float cap = 30.0f;
+            act_inputs(a, n, kind == 2 ? 8 * cap : 12.0f);
+            tg t;
+            tg_init(&t);
+            int ta = tg_input(&t, LOOM_F32, 2, ne, a), tb = tg_input(&t, LOOM_F32, 2, ne, b);
+            int src = ta;
+            if (inp) {
+                src = tg_node(&t, LOOM_OP_SCALE, LOOM_F32, 2, ne, 1, ta);
+                t.nodes[src].fp[0] = 1.0f;
+            }
+            int y;
+            const char *name;
+            if (kind == 0) {
+                y = tg_node(&t, LOOM_OP_GELU, LOOM_F32, 2, ne, 1, src);
+                for (size_t i = 0; i < n; i++) ref[i] = gelu_ref(a[i]);
+                name = "gelu";
+            } else if (kind == 1) {
+                y = tg_node(&t, LOOM_OP_GEGLU, LOOM_F32, 2, ne, 2, src, tb);
+                for (size_t i = 0; i < n; i++) ref[i] = gelu_ref(a[i]) * b[i];
+                name = "geglu";
+            } else {
+                y = tg_node(&t, LOOM_OP_SOFTCAP, LOOM_F32, 2, ne, 1, src);
+                t.nodes[y].fp[0] = cap;
+                for (size_t i = 0; i < n; i++) ref[i] = cap * tanh((double)a[i] / cap);
+                name = "softcap";
+            }
+            if (inp) tg_inplace(&t, y);
+            char what[96];
+            snprintf(what, sizeof what, "%s [%lld,%lld]%s", name, (long long)M, (long long)N, inp ? " in place" : "");
+            /* GELU for x < 0 is x / (1 + e^(-2u)): float rounding of the exponent -2u (|2u| up to
+             * ~88) becomes a relative error of |2u| ulps in e^(-2u) and the result, so the
+             * tolerance is GELU_REL * (1 + |2u|) relative; the floor covers results near
+             * FLT_MIN (x ~ -10, where e^(-2u) overflows to a 0 result). SOFTCAP: SOFTCAP_REL. */
+            set_tol_rel(tol, ref, n, SOFTCAP_REL, 1e-30);
+            if (kind < 2)
+                for (size_t i = 0; i < n; i++) {
+                    double u2 = 2 * 0.7978845608 * fabs(a[i] + 0.044715 * a[i] * a[i] * a[i]);
+                    tol[i] = GELU_REL * (1 + u2) * fabs(ref[i]) + 1e-36;
+                }
+            if (getenv("LOOM_TEST_MEASURE")) { /* the error each kernel makes, in units of the tolerance model */
+                tg_run_out o;
+                for (int f = 0; f < n_flav && tg_run(&t, flav[f], &o) == 0; f++) {
+                    const float *got = tg_f32(&t, &o, y);
+                    double w = 0;
+                    for (size_t i = 0; i < n; i++) {
+                        double e = fabs(got[i] - ref[i]) - (kind < 2 ? 1e-36 : 1e-30);
+                        double unit = (tol[i] - (kind < 2 ? 1e-36 : 1e-30)) / (kind < 2 ? GELU_REL : SOFTCAP_REL);
+                        if (unit > 0 && e / unit > w) w = e / unit;
+                    }
+                    printf("measure %s [%s]: %.3g\n", what, loom_cpu_backend_isa(flav[f]), w);
+                    tg_out_free(&o);
+                }
+            }
+            run_all(&t, y, ref, tol, n, what);
+        }
+    free(a), free(b), free(ref), free(tol);
+}
+
+static void test_activations(void) {
+    /* the reference's two branches agree where both are accurate */
+    for (double x = -5.4; x < 3; x += 0.37) {
+        long double u = 0.79788456080286535587989L * ((long double)x + 0.044715L * x * x * x);
+        double e = exp(2.0 * (double)u);
+        CHECK(fabs(gelu_ref(x) - x * e / (1.0 + e)) <= 1e-13 * fabs(gelu_ref(x)) + 1e-300,
+              "gelu reference branches disagree at %g", x);
+    }
+    CHECK(gelu_ref(-8.0) < -1e-22 && gelu_ref(-8.0) > -1e-19, "gelu_ref(-8) = %g", gelu_ref(-8.0));
+    test_activations_shape(1, 1);
+    test_activations_shape(1, 7);
+    test_activations_shape(3, 45);
+    test_activations_shape(17, 601);
+}
+
 /* ---- RMSNORM, SOFTMAX ----------------------------------------------------------------------- */
 static void test_rows(void) {
     static const int64_t shapes[][2] = {{1, 7}, {3, 45}, {17, 896}, {64, 600}};
@@ -444,8 +552,18 @@ static void test_rope(void) {
 }
 
 /* ---- KV_STORE + ATTENTION ------------------------------------------------------------------- */
+/* Attention options of the cases below (graph.h ATTENTION ip[4], fp[1]): a sliding window of
+ * att_window keys (0: none) and a score soft-cap (0: none). */
+static int att_window;
+static float att_softcap;
+
+/* The first key position p sees (graph.h: p - W < j <= p), and a score after the soft-cap. */
+static int att_first(int p) { return att_window > 0 && p + 1 > att_window ? p + 1 - att_window : 0; }
+static double att_cap(double x) { return att_softcap > 0 ? att_softcap * tanh(x / att_softcap) : x; }
+
 /* Store S new rows at positions base.. (or the given pos) into K/V caches whose earlier rows were
- * written by an "earlier step" and whose later rows hold NaN (never to be read), then attend. */
+ * written by an "earlier step" and whose later rows hold NaN (never to be read), then attend.
+ * With a window, the rows before every query's window hold NaN too. */
 static void test_attention_case(int H, int Hkv, int hd, int S, const int32_t *pos, int64_t C) {
     int64_t Dq = (int64_t)H * hd, Dkv = (int64_t)Hkv * hd;
     float *q = malloc(S * Dq * 4), *kr = malloc(S * Dkv * 4), *vr = malloc(S * Dkv * 4);
@@ -455,12 +573,13 @@ static void test_attention_case(int H, int Hkv, int hd, int S, const int32_t *po
     tg_fill(q, (size_t)(S * Dq), 3.0f); /* peaky softmax */
     tg_fill(kr, (size_t)(S * Dkv), 1.0f);
     tg_fill(vr, (size_t)(S * Dkv), 2.0f);
-    int32_t pmax = 0;
+    int32_t pmax = 0, lomin = INT32_MAX;
     for (int s = 0; s < S; s++) pmax = pos[s] > pmax ? pos[s] : pmax;
+    for (int s = 0; s < S; s++) lomin = att_first(pos[s]) < lomin ? att_first(pos[s]) : lomin;
     uint32_t qnan = 0x7fc00000u;
     for (int64_t j = 0; j < C; j++)
         for (int64_t d = 0; d < Dkv; d++) {
-            if (j <= pmax) {
+            if (j <= pmax && j >= lomin) {
                 kc[j * Dkv + d] = tg_randf();
                 vc[j * Dkv + d] = tg_randf() * 2.0f;
             } else {
@@ -476,21 +595,21 @@ static void test_attention_case(int H, int Hkv, int hd, int S, const int32_t *po
     }
     float scale = 1.0f / sqrtf((float)hd);
     double vmax = 0;
-    for (int64_t i = 0; i < (pmax + 1) * Dkv; i++) vmax = fmax(vmax, fabs(vref[i]));
+    for (int64_t i = (int64_t)lomin * Dkv; i < (pmax + 1) * Dkv; i++) vmax = fmax(vmax, fabs(vref[i]));
     for (int s = 0; s < S; s++)
         for (int h = 0; h < H; h++) {
-            int hk = h / (H / Hkv);
+            int hk = h / (H / Hkv), lo = att_first(pos[s]);
             double mx = -INFINITY, l = 0;
-            for (int j = 0; j <= pos[s]; j++) {
+            for (int j = lo; j <= pos[s]; j++) {
                 double d = 0;
                 for (int e = 0; e < hd; e++) d += (double)q[s * Dq + h * hd + e] * kref[j * Dkv + hk * hd + e];
-                sc[j] = d * scale;
+                sc[j] = att_cap(d * scale);
                 mx = fmax(mx, sc[j]);
             }
-            for (int j = 0; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
+            for (int j = lo; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
             for (int e = 0; e < hd; e++) {
                 double o = 0;
-                for (int j = 0; j <= pos[s]; j++) o += sc[j] * vref[j * Dkv + hk * hd + e];
+                for (int j = lo; j <= pos[s]; j++) o += sc[j] * vref[j * Dkv + hk * hd + e];
                 ref[s * Dq + h * hd + e] = o / l;
                 tol[s * Dq + h * hd + e] = 2e-5 * vmax;
             }
@@ -508,12 +627,12 @@ static void test_attention_case(int H, int Hkv, int hd, int S, const int32_t *po
     tg_inplace(&t, k2);
     tg_inplace(&t, v2);
     int att = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, Dq}, 4, tq, k2, v2, tp);
-    t.nodes[att].ip[0] = H, t.nodes[att].ip[1] = Hkv, t.nodes[att].ip[2] = hd;
-    t.nodes[att].fp[0] = scale;
+    t.nodes[att].ip[0] = H, t.nodes[att].ip[1] = Hkv, t.nodes[att].ip[2] = hd, t.nodes[att].ip[4] = att_window;
+    t.nodes[att].fp[0] = scale, t.nodes[att].fp[1] = att_softcap;
 
-    char what[128];
-    snprintf(what, sizeof what, "attention H=%d Hkv=%d hd=%d S=%d pos0=%d C=%lld", H, Hkv, hd, S,
-             pos[0], (long long)C);
+    char what[160];
+    snprintf(what, sizeof what, "attention H=%d Hkv=%d hd=%d S=%d pos0=%d C=%lld window=%d softcap=%g", H, Hkv, hd, S,
+             pos[0], (long long)C, att_window, (double)att_softcap);
     run_all(&t, att, ref, tol, (size_t)(S * Dq), what);
     /* the caches after the store: exact (NaN rows compare as NaN == NaN bitwise) */
     for (int f = 0; f < n_flav; f++) {
@@ -547,6 +666,23 @@ static void test_attention(void) {
     /* long enough for several key blocks of the online softmax, not in order */
     for (int s = 0; s < 70; s++) pos[s] = 129 + (s * 7) % 70;
     test_attention_case(8, 2, 64, 70, pos, 200);
+
+    /* options: windows that cut (decode, a prefill whose rows all start elsewhere, several key
+     * blocks), one that cuts nothing (the grouped kernels stay in use), a soft-cap low enough to
+     * bend the peaky scores (|score| up to ~10), and both together */
+    static const struct { int window; float softcap; } opts[] = {{16, 0}, {1, 0}, {100, 0}, {1000, 0}, {0, 4.0f}, {30, 2.5f}};
+    for (size_t o = 0; o < sizeof opts / sizeof *opts; o++) {
+        att_window = opts[o].window, att_softcap = opts[o].softcap;
+        pos[0] = 37;
+        test_attention_case(4, 2, 64, 1, pos, 80);
+        test_attention_case(4, 4, 40, 1, pos, 80);
+        for (int s = 0; s < 17; s++) pos[s] = 50 + s;
+        test_attention_case(8, 2, 64, 17, pos, 80);
+        test_attention_case(4, 4, 40, 17, pos, 80);
+        for (int s = 0; s < 70; s++) pos[s] = 129 + (s * 7) % 70;
+        test_attention_case(8, 2, 64, 70, pos, 200);
+    }
+    att_window = 0, att_softcap = 0;
 }
 
 /* Paged attention: B sequences of different lengths whose keys are scattered over a pool of
@@ -578,20 +714,20 @@ static void test_attention_paged_case(int H, int Hkv, int hd, int bs) {
         if (vpool[i] == vpool[i]) vmax = fmax(vmax, fabs(vpool[i]));
     for (int s = 0; s < S; s++)
         for (int h = 0; h < H; h++) {
-            int hk = h / (H / Hkv);
+            int hk = h / (H / Hkv), lo = att_first(pos[s]);
             const int32_t *row = table[seqs[s]];
             double mx = -INFINITY, l = 0;
-            for (int j = 0; j <= pos[s]; j++) {
+            for (int j = lo; j <= pos[s]; j++) {
                 int64_t r = (int64_t)row[j / bs] * bs + j % bs;
                 double d = 0;
                 for (int e = 0; e < hd; e++) d += (double)q[s * Dq + h * hd + e] * pool[r * Dkv + hk * hd + e];
-                sc[j] = d * scale;
+                sc[j] = att_cap(d * scale);
                 mx = fmax(mx, sc[j]);
             }
-            for (int j = 0; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
+            for (int j = lo; j <= pos[s]; j++) l += sc[j] = exp(sc[j] - mx);
             for (int e = 0; e < hd; e++) {
                 double o = 0;
-                for (int j = 0; j <= pos[s]; j++)
+                for (int j = lo; j <= pos[s]; j++)
                     o += sc[j] * vpool[((int64_t)row[j / bs] * bs + j % bs) * Dkv + hk * hd + e];
                 ref[s * Dq + h * hd + e] = o / l;
                 tol[s * Dq + h * hd + e] = 2e-5 * vmax;
@@ -606,9 +742,11 @@ static void test_attention_paged_case(int H, int Hkv, int hd, int bs) {
     int ks = tg_state(&t, C, Dkv, pool), vs = tg_state(&t, C, Dkv, vpool);
     int att = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, Dq}, 6, tq, ks, vs, tp, tsq, ttb);
     t.nodes[att].ip[0] = H, t.nodes[att].ip[1] = Hkv, t.nodes[att].ip[2] = hd, t.nodes[att].ip[3] = bs;
-    t.nodes[att].fp[0] = scale;
-    char what[128];
-    snprintf(what, sizeof what, "paged attention H=%d Hkv=%d hd=%d bs=%d", H, Hkv, hd, bs);
+    t.nodes[att].ip[4] = att_window;
+    t.nodes[att].fp[0] = scale, t.nodes[att].fp[1] = att_softcap;
+    char what[160];
+    snprintf(what, sizeof what, "paged attention H=%d Hkv=%d hd=%d bs=%d window=%d softcap=%g", H, Hkv, hd, bs,
+             att_window, (double)att_softcap);
     run_all(&t, att, ref, tol, (size_t)(S * Dq), what);
     /* a table entry pointing past the pool, and a sequence id past the table, are refused */
     table[0][1] = NB;
@@ -624,6 +762,13 @@ static void test_attention_paged(void) {
     test_attention_paged_case(8, 2, 40, 5);
     test_attention_paged_case(14, 2, 64, 16);
     test_attention_paged_case(4, 1, 64, 1);
+    /* a window that starts inside a later block (sequence 1 has 4 blocks), and one with a soft-cap */
+    att_window = 5, att_softcap = 0;
+    test_attention_paged_case(8, 2, 40, 5);
+    test_attention_paged_case(4, 1, 64, 16);
+    att_window = 20, att_softcap = 3.0f;
+    test_attention_paged_case(14, 2, 64, 16);
+    att_window = 0, att_softcap = 0;
 }
 
 static void test_kv_errors(void) {
@@ -746,6 +891,7 @@ int main(void) {
     test_embed();
     test_matmul();
     test_elementwise();
+    test_activations();
     test_rows();
     test_rope();
     test_attention();

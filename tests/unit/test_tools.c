@@ -176,7 +176,7 @@ static void test_bandwidth_cache(void) {
 }
 
 /* ---- dump JSON ---------------------------------------------------------------------------------- */
-static const char *const node_strs[] = {"op", "name", "dtype", "storage", NULL};
+static const char *const node_strs[] = {"op", "name", "dtype", "storage", "params", NULL};
 static const char *const node_nums[] = {"id", "replaced_by", "group", "offset", "bytes", "alias", "layer", NULL};
 static const char *const node_bools[] = {"live", "output", "inplace", NULL};
 static const char *const summary_nums[] = {"nodes", "live", "fused_groups", "arena_bytes", "naive_bytes",
@@ -203,6 +203,8 @@ static int check_graph_doc(const cJSON *d, const char *what) {
         prev = id;
         cJSON_ArrayForEach(x, src) bad += !cJSON_IsNumber(x) || x->valueint < 0 || x->valueint >= id; /* topological */
         live += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "live"));
+        /* an attention node lists its heads and scale (graph.h params) */
+        if (!strcmp(str(n, "op"), "attention")) bad += !strstr(str(n, "params"), "heads=") || !strstr(str(n, "params"), "scale=");
     }
     CHECK(bad == 0, "%s: %d schema violations", what, bad);
     return bad ? -1 : live;

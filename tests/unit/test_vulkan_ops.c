@@ -44,6 +44,14 @@ static void cmp(const char *what, const char *be, const float *got, const float 
     }
     CHECK(bad == 0, "%s [%s]: %zu of %zu values off; e.g. [%zu] got %.9g want %.9g", what, be, bad, n, at,
           got[at], ref[at]);
+    if (getenv("LOOM_TEST_MEASURE") && atol >= 0) { /* the largest error in units of the tolerance */
+        double w = 0;
+        for (size_t i = 0; i < n; i++) {
+            double e = fabs((double)got[i] - (double)ref[i]) / (atol + rtol * fabs((double)ref[i]));
+            w = e > w ? e : w;
+        }
+        printf("measure %s [%s]: %.3g of the tolerance\n", what, be, w);
+    }
 }
 
 /* Run t on the CPU (reference) and on every Vulkan backend through both paths; compare `out`.
@@ -209,6 +217,48 @@ static void test_eltwise(void) {
     }
 }
 
+/* ---- GELU, GEGLU, SOFTCAP ---------------------------------------------------------------------- */
+/* Inputs over [-12, 12] (GELU's tails, where its naive form cancels) and [-240, 240] for a cap of
+ * 30. GELU for x < 0 is x / (1 + e^(-2u)): the GPU's exp errs by a few ulps of its argument
+ * (|2u| up to ~88 here), a relative error that grows with |2u|, hence rtol 4e-5 (measured 1.7e-5);
+ * 1e-36 absolute for results near FLT_MIN. SOFTCAP: 2e-6 relative + 1e-6 absolute (measured a third of it). */
+static void test_activations(void) {
+    static const int64_t shapes[][2] = {{1, 7}, {3, 300}, {17, 1000}};
+    for (size_t si = 0; si < 3; si++) {
+        int64_t M = shapes[si][0], Nn = shapes[si][1];
+        size_t n = (size_t)(M * Nn);
+        float *a = malloc(n * 4), *b = malloc(n * 4);
+        tg_fill(b, n, 2.0f);
+        for (int op = 0; op < 3; op++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                float lim = op == 2 ? 240.0f : 12.0f;
+                for (size_t i = 0; i < n; i++) a[i] = -lim + 2 * lim * (float)i / (float)(n > 1 ? n - 1 : 1);
+                if (n > 3) a[1] = 0.0f, a[2] = 1e-3f;
+                tg t;
+                tg_init(&t);
+                int64_t ne[2] = {M, Nn};
+                int ta = tg_input(&t, LOOM_F32, 2, ne, a), tb = tg_input(&t, LOOM_F32, 2, ne, b);
+                int y;
+                const char *name;
+                double atol = 1e-36, rtol = 4e-5;
+                if (op == 0) {
+                    y = tg_node(&t, LOOM_OP_GELU, LOOM_F32, 2, ne, 1, ta), name = "gelu";
+                } else if (op == 1) {
+                    y = tg_node(&t, LOOM_OP_GEGLU, LOOM_F32, 2, ne, 2, ta, tb), name = "geglu";
+                } else {
+                    y = tg_node(&t, LOOM_OP_SOFTCAP, LOOM_F32, 2, ne, 1, ta), name = "softcap";
+                    t.nodes[y].fp[0] = 30.0f;
+                    atol = 1e-6, rtol = 2e-6;
+                }
+                if (inplace) tg_inplace(&t, y);
+                char what[96];
+                snprintf(what, sizeof what, "%s %lldx%lld%s", name, (long long)M, (long long)Nn, inplace ? " in place" : "");
+                run_cmp(&t, y, what, atol, rtol);
+            }
+        free(a), free(b);
+    }
+}
+
 /* ---- ROPE ------------------------------------------------------------------------------------- */
 static void test_rope(void) {
     const int64_t S = 5, H = 3;
@@ -264,6 +314,10 @@ static int vt_kv_store(tg *t, int cache, int rows, int idx) {
     return i;
 }
 
+/* Attention options of the next cases (graph.h ATTENTION ip[4] window, fp[1] soft-cap; 0: off). */
+static int vt_window;
+static float vt_softcap;
+
 static void attn_case(int64_t S, int64_t C, int H, int Hkv, int hd, const int32_t *pos, int n_filled) {
     int W = Hkv * hd;
     float *q = malloc(S * H * hd * 4), *kr = malloc(S * W * 4), *vr = malloc(S * W * 4);
@@ -280,11 +334,11 @@ static void attn_case(int64_t S, int64_t C, int H, int Hkv, int hd, const int32_
     int k2 = vt_kv_store(&t, sk, in.k, in.pos);
     int v2 = vt_kv_store(&t, sv, in.v, in.pos);
     int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 4, in.q, k2, v2, in.pos);
-    t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd;
-    t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd);
-    char what[128];
-    snprintf(what, sizeof what, "attention S=%lld C=%lld H=%d Hkv=%d hd=%d pos0=%d", (long long)S, (long long)C, H,
-             Hkv, hd, pos[0]);
+    t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd, t.nodes[o].ip[4] = vt_window;
+    t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd), t.nodes[o].fp[1] = vt_softcap;
+    char what[160];
+    snprintf(what, sizeof what, "attention S=%lld C=%lld H=%d Hkv=%d hd=%d pos0=%d window=%d softcap=%g", (long long)S,
+             (long long)C, H, Hkv, hd, pos[0], vt_window, (double)vt_softcap);
     run_cmp(&t, o, what, 2e-5, 1e-5);
     snprintf(what + strlen(what), sizeof what - strlen(what), " (cache)");
     run_cmp(&t, k2, what, -1, 0);
@@ -306,6 +360,17 @@ static void test_attention(void) {
     attn_case(2, 40, 3, 3, 18, pg, 2);      /* head_dim not a multiple of 4 */
     int32_t p150[1] = {150};
     attn_case(1, 200, 4, 1, 256, p150, 150); /* the largest head_dim */
+    /* options: a window over key splits (decode), one that cuts nothing, a prefill where every
+     * row's window starts elsewhere, with a soft-cap; q scaled up so the cap bends the scores */
+    vt_window = 100;
+    attn_case(1, 700, 6, 2, 64, p1, 650);
+    vt_window = 1000;
+    attn_case(1, 700, 6, 2, 64, p1, 650);
+    vt_window = 50, vt_softcap = 0.3f;
+    attn_case(200, 256, 2, 1, 64, p200, 0);
+    vt_window = 0;
+    attn_case(5, 16, 6, 2, 40, pg, 3);
+    vt_softcap = 0;
 }
 
 /* Paged attention (several sequences, graph.h): rows stored to slots through the block tables,
@@ -351,9 +416,11 @@ static void paged_case(int B, const int *len, const int *new_rows, int nb, int b
     int v2 = vt_kv_store(&t, sv, in.v, tsl);
     int o = tg_node(&t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 6, in.q, k2, v2, in.pos, tsq, ttb);
     t.nodes[o].ip[0] = H, t.nodes[o].ip[1] = Hkv, t.nodes[o].ip[2] = hd, t.nodes[o].ip[3] = bs;
-    t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd);
-    char what[128];
-    snprintf(what, sizeof what, "paged attention B=%d S=%d pool=%dx%d H=%d Hkv=%d hd=%d", B, S, nb, bs, H, Hkv, hd);
+    t.nodes[o].ip[4] = vt_window;
+    t.nodes[o].fp[0] = 1.0f / sqrtf((float)hd), t.nodes[o].fp[1] = vt_softcap;
+    char what[160];
+    snprintf(what, sizeof what, "paged attention B=%d S=%d pool=%dx%d H=%d Hkv=%d hd=%d window=%d softcap=%g", B, S,
+             nb, bs, H, Hkv, hd, vt_window, (double)vt_softcap);
     run_cmp(&t, o, what, 2e-5, 1e-5);
     free(q), free(kr), free(vr), free(kc), free(vc), free(table), free(pos), free(slot), free(seq), free(perm);
 }
@@ -365,6 +432,11 @@ static void test_attention_paged(void) {
     paged_case(4, l4, n4, 70, 16, 14, 2, 64);       /* qwen2-0.5b-like decode of 4: key splits */
     int l1[1] = {20}, n1[1] = {5};
     paged_case(1, l1, n1, 10, 5, 3, 3, 18);         /* odd block size, head_dim not a multiple of 4 */
+    vt_window = 40, vt_softcap = 0.3f;              /* options: windows starting mid-block */
+    paged_case(4, l4, n4, 70, 16, 14, 2, 64);
+    vt_window = 3, vt_softcap = 0;
+    paged_case(3, l3, n3, 12, 16, 4, 2, 64);
+    vt_window = 0;
 }
 
 /* ---- PERMUTE ---------------------------------------------------------------------------------- */
@@ -593,6 +665,7 @@ int main(void) {
     TG_TIMED(test_embed());
     TG_TIMED(test_matmul());
     TG_TIMED(test_eltwise());
+    TG_TIMED(test_activations());
     TG_TIMED(test_rope());
     TG_TIMED(test_attention());
     TG_TIMED(test_attention_paged());
