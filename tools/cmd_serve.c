@@ -2,6 +2,7 @@
  * (one thread per connection, so a handler may wait for its tokens); the scheduler is
  * serve_engine.c; request bodies are parsed by serve_req.c. */
 #include "tools/commands.h"
+#include "tools/options.h"
 
 #include "tools/serve.h"
 #include "core/util.h"
@@ -19,30 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: loom serve [-m MODEL] [options]\n"
-            "An OpenAI-style HTTP API: POST /v1/chat/completions, POST /v1/completions (both with\n"
-            "\"stream\": true as server-sent events), GET /v1/models, /health, /metrics (Prometheus).\n"
-            "  -m MODEL            HF directory or .gguf (default: the bundled stories260K)\n"
-            "  --host ADDR         IPv4 address to listen on (default 127.0.0.1)\n"
-            "  --port N            TCP port (default 8080; 0: any free port, printed on stderr)\n"
-            "  --parallel N        sequences decoded together (default 8)\n"
-            "  --queue N           requests waiting for a place before 429 (default 64)\n"
-            "  --max-tokens N      largest max_tokens a request may ask for, and the default (512)\n"
-            "  --max-body BYTES    largest request body; more is 413 (default 1048576)\n"
-            "  --max-connections N open connections at once; more are refused (default 256)\n"
-            "  --api-key KEY       require \"Authorization: Bearer KEY\" (also LOOM_API_KEY); /health is open\n"
-            "  --name NAME         the model's id in responses and /v1/models (default: the file name)\n"
-            "  --ctx N             KV cache tokens shared by all sequences (default: parallel x the\n"
-            "                      per-sequence context)\n"
-            "  --seq-ctx N         tokens one sequence may hold, prompt + reply (default: the model's\n"
-            "                      training context, at most 4096)\n"
-            "  --device D          cpu | vulkan | vulkan:N | auto (default auto)\n"
-            "  -t N                CPU threads (default: all cores)\n"
-            "  --verbose           log each request on stderr\n");
-}
 
 /* ---- server state ---------------------------------------------------------------------------- */
 enum { C_200, C_400, C_401, C_404, C_405, C_413, C_429, C_500, C_503, C_N };
@@ -553,26 +530,78 @@ int cmd_serve(int argc, char **argv) {
     const char *host = "127.0.0.1", *api_key = getenv("LOOM_API_KEY"), *name = NULL;
     long port = 8080, parallel = 8, queue = 64, max_tokens = 512, max_body = 1 << 20, max_conn = 256, seq_ctx = 0;
     bool verbose = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a, *val;
-        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
-        if (r == LOOM_OPT_TAKEN) continue;
-        if (r == LOOM_OPT_EXIT) return rc;
-        int bad = 0;
-        if (!strcmp(a, "--host") && val) host = argv[++i];
-        else if (!strcmp(a, "--port") && val) bad = loom_parse_int(a, argv[++i], 0, 65535, &port);
-        else if (!strcmp(a, "--parallel") && val) bad = loom_parse_int(a, argv[++i], 1, 256, &parallel);
-        else if (!strcmp(a, "--queue") && val) bad = loom_parse_int(a, argv[++i], 0, 1 << 20, &queue);
-        else if (!strcmp(a, "--max-tokens") && val) bad = loom_parse_int(a, argv[++i], 1, 1 << 24, &max_tokens);
-        else if (!strcmp(a, "--max-body") && val) bad = loom_parse_int(a, argv[++i], 64, 1L << 30, &max_body);
-        else if (!strcmp(a, "--max-connections") && val) bad = loom_parse_int(a, argv[++i], 1, 1 << 16, &max_conn);
-        else if (!strcmp(a, "--seq-ctx") && val) bad = loom_parse_int(a, argv[++i], 16, 1 << 24, &seq_ctx);
-        else if (!strcmp(a, "--api-key") && val) api_key = argv[++i];
-        else if (!strcmp(a, "--name") && val) name = argv[++i];
-        else if (!strcmp(a, "--verbose")) verbose = true;
-        else return loom_bad_opt("serve", a, usage);
-        if (bad) return 2;
-    }
+    const loom_opt opts[] = {
+        {.names = "--host", .type = LOOM_OPT_STR, .arg = "ADDR", .help = "IPv4 address to listen on", .dst = &host},
+        {.names = "--port",
+         .type = LOOM_OPT_INT,
+         .arg = "N",
+         .help = "TCP port (0: any free port, printed on stderr)",
+         .lo = 0,
+         .hi = 65535,
+         .dst = &port},
+        {.names = "--parallel",
+         .type = LOOM_OPT_INT,
+         .arg = "N",
+         .help = "sequences decoded together",
+         .lo = 1,
+         .hi = 256,
+         .dst = &parallel},
+        {.names = "--queue",
+         .type = LOOM_OPT_INT,
+         .arg = "N",
+         .help = "requests waiting for a place; more get 429",
+         .lo = 0,
+         .hi = 1 << 20,
+         .dst = &queue},
+        {.names = "--max-tokens",
+         .type = LOOM_OPT_INT,
+         .arg = "N",
+         .help = "largest max_tokens a request may ask for, and the default",
+         .lo = 1,
+         .hi = 1 << 24,
+         .dst = &max_tokens},
+        {.names = "--max-body",
+         .type = LOOM_OPT_INT,
+         .arg = "BYTES",
+         .help = "largest request body; more is 413",
+         .lo = 64,
+         .hi = 1L << 30,
+         .dst = &max_body},
+        {.names = "--max-connections",
+         .type = LOOM_OPT_INT,
+         .arg = "N",
+         .help = "open connections at once; more are refused",
+         .lo = 1,
+         .hi = 1 << 16,
+         .dst = &max_conn},
+        {.names = "--api-key",
+         .type = LOOM_OPT_STR,
+         .arg = "KEY",
+         .help = "require \"Authorization: Bearer KEY\" (also LOOM_API_KEY); /health is open",
+         .dst = &api_key,
+         .no_default = true},
+        {.names = "--name",
+         .type = LOOM_OPT_STR,
+         .arg = "NAME",
+         .help = "the model's id in responses and /v1/models (default: the file name)",
+         .dst = &name},
+        {.names = "--seq-ctx",
+         .type = LOOM_OPT_INT,
+         .arg = "N",
+         .help = "tokens one sequence may hold, prompt + reply (default: the model's\n"
+                 "training context, at most 4096)",
+         .lo = 16,
+         .hi = 1 << 24,
+         .dst = &seq_ctx},
+        {.names = "--verbose", .type = LOOM_OPT_FLAG, .help = "log each request on stderr", .dst = &verbose},
+        LOOM_OPT_HEADING("(--ctx is the KV cache shared by all sequences; default parallel x --seq-ctx)"),
+        LOOM_OPT_END,
+    };
+    int prc = loom_opts_parse("serve", "[-m MODEL] [options]",
+                              "An OpenAI-style HTTP API (docs/serving.md): POST /v1/chat/completions, POST /v1/completions\n"
+                              "(both with \"stream\": true as server-sent events), GET /v1/models, /health, /metrics.",
+                              opts, &co, argc, argv);
+    if (prc >= 0) return prc;
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
         fprintf(stderr, "loom serve: --host '%s' is not an IPv4 address\n", host);

@@ -8,6 +8,8 @@
  * prompt + max_tokens of every choice, so a running request never meets a full cache. */
 #include "tools/serve.h"
 
+#include "tools/commands.h"
+
 #include "core/util.h"
 
 #include <stdio.h>
@@ -91,52 +93,23 @@ void serve_job_unref(serve_job *j) {
 
 /* ---- a choice's text: stop strings, and how much of it may be sent yet ---------------------- */
 static int text_append(serve_choice *c, const char *p, size_t n) {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 256;
-        while (cap < c->len + n + 1) cap *= 2;
-        char *t = realloc(c->text, cap);
-        if (!t) return -1;
-        c->text = t;
-        c->cap = cap;
-    }
-    memcpy(c->text + c->len, p, n);
-    c->len += n;
-    c->text[c->len] = 0;
-    return 0;
+    loom_textbuf b = {c->text, c->len, c->cap};
+    int r = loom_textbuf_add(&b, p, n);
+    c->text = b.s, c->len = b.len, c->cap = b.cap;
+    return r;
 }
 
 /* After appending bytes from `from` on: cut the text at the first stop string (returns true), else
- * set c->ready below any tail that could still become one. */
+ * set c->ready below any tail that could still become one (loom_stop_scan, tools/common.c). */
 static bool apply_stops(serve_job *j, serve_choice *c, size_t from) {
-    const serve_req *r = &j->req;
-    size_t cut = (size_t)-1;
-    for (int k = 0; k < r->n_stop; k++) {
-        size_t sl = strlen(r->stop[k]);
-        size_t start = from >= sl ? from - sl + 1 : 0;
-        if (c->len < sl) continue;
-        for (size_t p = start; p + sl <= c->len; p++)
-            if (!memcmp(c->text + p, r->stop[k], sl)) {
-                if (p < cut) cut = p;
-                break;
-            }
-    }
-    if (cut != (size_t)-1) {
+    size_t cut, safe;
+    int k = loom_stop_scan(c->text ? c->text : "", c->len, from, (const char *const *)j->req.stop, j->req.n_stop, &cut, &safe);
+    if (k >= 0) {
         c->len = cut;
         c->text[cut] = 0;
-        c->ready = cut;
-        return true;
     }
-    size_t hold = 0;
-    for (int k = 0; k < r->n_stop; k++) {
-        size_t sl = strlen(r->stop[k]);
-        for (size_t h = sl - 1; h > hold; h--)
-            if (h <= c->len && !memcmp(c->text + c->len - h, r->stop[k], h)) {
-                hold = h;
-                break;
-            }
-    }
-    c->ready = c->len - hold;
-    return false;
+    c->ready = safe;
+    return k >= 0;
 }
 
 /* ---- slots ----------------------------------------------------------------------------------- */

@@ -1,0 +1,186 @@
+/* Options as data: parsing, messages and --help from one table per command (tools/options.h). */
+#include "tools/options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* the options every model command takes; their variables live in loom_common_opts */
+static long c_threads, c_ctx;
+static const char *c_model, *c_device;
+static bool c_scalar;
+static const loom_opt common_opts[] = {
+    LOOM_OPT_HEADING("model and device:"),
+    {.names = "-m|--model",
+     .type = LOOM_OPT_STR,
+     .arg = "MODEL",
+     .help = "HF directory or .gguf (default: the bundled stories260K)",
+     .dst = &c_model,
+     .no_default = true},
+    {.names = "--device", .type = LOOM_OPT_STR, .arg = "D", .help = "cpu | vulkan | vulkan:N | auto", .dst = &c_device},
+    {.names = "-t|--threads",
+     .type = LOOM_OPT_INT,
+     .arg = "N",
+     .help = "CPU threads (default: all cores)",
+     .lo = 1,
+     .hi = 1024,
+     .dst = &c_threads,
+     .no_default = true},
+    {.names = "-c|--ctx",
+     .type = LOOM_OPT_INT,
+     .arg = "N",
+     .help = "KV cache length in tokens (default: the training context, at most 4096)",
+     .lo = 1,
+     .hi = INT_MAX,
+     .dst = &c_ctx,
+     .no_default = true},
+    {.names = "--scalar",
+     .type = LOOM_OPT_FLAG,
+     .help = "portable scalar kernels only (also LOOM_SCALAR=1)",
+     .dst = &c_scalar},
+    LOOM_OPT_END,
+};
+
+static bool name_is(const char *names, const char *a) {
+    size_t n = strlen(a);
+    for (const char *p = names; p && *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && !strncmp(p, a, n)) return true;
+        p = bar ? bar + 1 : NULL;
+    }
+    return false;
+}
+
+static const loom_opt *find(const loom_opt *t, const char *a) {
+    for (; t && (t->names || t->type == LOOM_OPT_SECTION); t++)
+        if (t->names && name_is(t->names, a)) return t;
+    return NULL;
+}
+
+static void print_value(FILE *f, const loom_opt *o) {
+    switch (o->type) {
+    case LOOM_OPT_INT: fprintf(f, "%ld", *(long *)o->dst); break;
+    case LOOM_OPT_NUM: fprintf(f, "%g", *(double *)o->dst); break;
+    case LOOM_OPT_STR: fprintf(f, "%s", *(const char **)o->dst); break;
+    default: break;
+    }
+}
+
+static void usage_table(FILE *f, const loom_opt *t) {
+    for (; t->names || t->type == LOOM_OPT_SECTION; t++) {
+        if (t->type == LOOM_OPT_SECTION) {
+            fprintf(f, "%s\n", t->help);
+            continue;
+        }
+        char head[64];
+        int n = snprintf(head, sizeof head, "  ");
+        for (const char *p = t->names; *p && n < (int)sizeof head - 1; p++) {
+            if (*p == '|') n += snprintf(head + n, sizeof head - (size_t)n, ", ");
+            else head[n++] = *p, head[n] = 0;
+        }
+        if (t->arg) snprintf(head + n, sizeof head - (size_t)n, " %s", t->arg);
+        fprintf(f, "%-24s", head);
+        if (strlen(head) >= 24) fprintf(f, "\n%-24s", "");
+        for (const char *p = t->help; *p; p++) {
+            fputc(*p, f);
+            if (*p == '\n') fprintf(f, "%-24s", "");
+        }
+        bool show = !t->no_default && !strstr(t->help, "(default") &&
+                    (t->type == LOOM_OPT_INT || t->type == LOOM_OPT_NUM || (t->type == LOOM_OPT_STR && *(const char **)t->dst));
+        if (show) {
+            fprintf(f, " (default ");
+            print_value(f, t);
+            fprintf(f, ")");
+        }
+        if (t->type == LOOM_OPT_LIST) fprintf(f, " (repeatable, up to %.0f)", t->hi);
+        fputc('\n', f);
+    }
+}
+
+void loom_opts_usage(FILE *f, const char *cmd, const char *synopsis, const char *about, const loom_opt *opts, bool common) {
+    fprintf(f, "usage: loom %s %s\n", cmd, synopsis);
+    if (about && *about) fprintf(f, "%s\n", about);
+    usage_table(f, opts);
+    if (common) usage_table(f, common_opts);
+}
+
+/* Set o's variable from value; on a bad value print the message and return -1. */
+static int set(const char *cmd, const loom_opt *o, const char *a, const char *v) {
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case LOOM_OPT_FLAG: *(bool *)o->dst = true; return 0;
+    case LOOM_OPT_STR: *(const char **)o->dst = v; return 0;
+    case LOOM_OPT_LIST:
+        if (*o->count >= (int)o->hi) {
+            fprintf(stderr, "loom %s: %s given more than %.0f times\n", cmd, a, o->hi);
+            return -1;
+        }
+        ((const char **)o->dst)[(*o->count)++] = v;
+        return 0;
+    case LOOM_OPT_INT: {
+        long x = strtol(v, &end, 10);
+        if (!*v || *end || errno || x < o->lo || x > o->hi) {
+            fprintf(stderr, "loom %s: %s expects a whole number in [%.0f, %.0f], got '%s'\n", cmd, a, o->lo, o->hi, v);
+            return -1;
+        }
+        *(long *)o->dst = x;
+        return 0;
+    }
+    case LOOM_OPT_NUM: {
+        double x = strtod(v, &end);
+        if (!*v || *end || errno || !isfinite(x) || x < o->lo || x > o->hi) {
+            fprintf(stderr, "loom %s: %s expects a number in [%g, %g], got '%s'\n", cmd, a, o->lo, o->hi, v);
+            return -1;
+        }
+        *(double *)o->dst = x;
+        return 0;
+    }
+    default: return -1;
+    }
+}
+
+int loom_opts_parse(const char *cmd, const char *synopsis, const char *about, const loom_opt *opts, loom_common_opts *co,
+                    int argc, char **argv) {
+    if (co) {
+        c_model = co->model;
+        c_device = co->device;
+        c_threads = co->n_threads;
+        c_ctx = co->n_ctx;
+        c_scalar = co->scalar;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            loom_opts_usage(stdout, cmd, synopsis, about, opts, co != NULL);
+            return 0;
+        }
+        const loom_opt *o = find(opts, a);
+        if (!o && co) o = find(common_opts, a);
+        if (!o) {
+            fprintf(stderr, "loom %s: unknown option '%s' (loom %s --help lists them)\n", cmd, a, cmd);
+            return 2;
+        }
+        const char *v = NULL;
+        if (o->type != LOOM_OPT_FLAG) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "loom %s: %s needs a value (%s)\n", cmd, a, o->arg ? o->arg : "");
+                return 2;
+            }
+            v = argv[++i];
+        }
+        if (set(cmd, o, a, v) < 0) return 2;
+    }
+    if (co) {
+        co->model = c_model;
+        co->device = c_device;
+        co->n_threads = (int)c_threads;
+        co->n_ctx = (int)c_ctx;
+        co->scalar = c_scalar;
+        if (c_scalar) setenv("LOOM_SCALAR", "1", 1); /* read by the CPU backend */
+    }
+    return -1;
+}
