@@ -409,6 +409,11 @@ int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path) {
             p->src = t->data;
             p->rows = t->ne[0];
             p->n_head = n_head;
+            if (p->rows <= 0) { /* was a division by zero (SIGFPE) below */
+                loom_err("%s: tensor '%s' has %lld rows (an empty attention projection)", hf_dir, hf,
+                         (long long)p->rows);
+                goto done;
+            }
             p->row_bytes = t->nbytes / (size_t)p->rows;
             if (p->rows % (2 * n_head)) {
                 loom_err("%s: tensor '%s' has %lld rows, not a multiple of 2 x %lld heads", hf_dir, hf,

@@ -7,6 +7,7 @@
 #include "formats/gguf.h"
 
 #include "core/util.h"
+#include "formats/outfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -971,25 +972,19 @@ int gguf_writer_save(gguf_writer *w, const char *path) {
         return -1;
     }
 
-    size_t plen = strlen(path);
-    char *tmp = loom_malloc(plen + 16);
-    if (!tmp) {
-        free(b.p);
-        return -1;
+    /* a symlink OUT is written through (its target replaced); a device, FIFO or folder is refused */
+    char *target = out_target(path), *tmp = NULL;
+    int fd = -1;
+    if (target) {
+        out_sweep_stale(target);
+        fd = out_tmp_create(target, &tmp);
     }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp-XXXXXX", 12);
-    int fd = mkstemp(tmp);
     if (fd < 0) {
-        loom_err("%s: cannot create a temporary file next to it: %s", path, strerror(errno));
-        free(tmp);
+        free(target);
         free(b.p);
         return -1;
     }
-    /* mkstemp makes the file 0600; give it the permissions a plain create would */
-    mode_t um = umask(0);
-    umask(um);
-    fchmod(fd, 0666 & ~um);
+    int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP */
 
     uint8_t *chunk = NULL;
     int rc = write_all(fd, b.p, b.n, path);
@@ -1005,9 +1000,12 @@ int gguf_writer_save(gguf_writer *w, const char *path) {
     free(chunk);
     free(b.p);
     if (!rc && fsync(fd) != 0) rc = loom_err("%s: fsync failed: %s", path, strerror(errno));
+    /* renamed while still open: its lock keeps another writer's sweep off it until then */
+    if (!rc && rename(tmp, target) != 0) rc = loom_err("%s: cannot rename the temporary file: %s", path, strerror(errno));
     if (close(fd) != 0 && !rc) rc = loom_err("%s: close failed: %s", path, strerror(errno));
-    if (!rc && rename(tmp, path) != 0) rc = loom_err("%s: cannot rename the temporary file: %s", path, strerror(errno));
     if (rc) unlink(tmp);
+    out_release(slot);
     free(tmp);
+    free(target);
     return rc;
 }

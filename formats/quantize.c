@@ -4,6 +4,7 @@
 
 #include "formats/convert.h"
 #include "formats/gguf.h"
+#include "formats/outfile.h"
 #include "core/qblock.h"
 #include "core/util.h"
 
@@ -37,14 +38,18 @@ static int qfill(void *user, uint64_t off, void *buf, size_t n) {
 }
 
 /* llama.cpp's use_more_bits: the first and last eighth of the layers and every third between. */
-static bool more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+static bool more_bits(int i, int n) {
+    int64_t n8 = n / 8, n78 = 7 * (int64_t)n / 8;
+    return i < n8 || i >= n78 || (i - n8) % 3 == 2;
+}
 
-/* "blk.N.<suffix>" -> N, else -1 */
+/* "blk.N.<suffix>" -> N, else -1; N past 2^24 (no real model) is -1 too, so that the layer count
+ * N + 1 cannot overflow (UBSan: a tensor named blk.2147483647.attn_norm.weight) */
 static int layer_of(const char *name, const char *suffix) {
     if (strncmp(name, "blk.", 4) || !isdigit((unsigned char)name[4])) return -1;
     char *end;
     long l = strtol(name + 4, &end, 10);
-    return *end == '.' && !strcmp(end + 1, suffix) ? (int)l : -1;
+    return *end == '.' && !strcmp(end + 1, suffix) && l <= (1L << 24) ? (int)l : -1;
 }
 
 static loom_dtype pick(const char *type, const char *name, bool head, int n_layer) {
@@ -133,6 +138,9 @@ int loom_quantize(const char *in, const char *out, const char *type, FILE *log) 
     if (strcmp(type, "q8_0") && strcmp(type, "q4_0") && strcmp(type, "q4_k_m") && strcmp(type, "q6_k") &&
         strcmp(type, "f32"))
         return loom_err("quantize: unknown type '%s' (q8_0, q4_0, q4_k_m, q6_k, f32)", type);
+    char *target = out_target(out); /* refuse a device or FIFO OUT before any work */
+    if (!target) return -1;
+    free(target);
     struct stat st;
     if (stat(in, &st) != 0) return loom_err("%s: cannot open", in);
     if (!S_ISDIR(st.st_mode)) return quantize_gguf(in, out, type, log);
@@ -141,9 +149,12 @@ int loom_quantize(const char *in, const char *out, const char *type, FILE *log) 
     char *tmp = loom_malloc(len);
     if (!tmp) return -1;
     snprintf(tmp, len, "%s.hf-tmp.gguf", out);
+    unlink(tmp); /* one left by a killed run, or anything else by that name: never written through */
+    int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP */
     int rc = loom_convert_hf_to_gguf(in, tmp);
     if (rc == 0) rc = quantize_gguf(tmp, out, type, log);
     unlink(tmp);
+    out_release(slot);
     free(tmp);
     return rc;
 }

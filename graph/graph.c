@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <xxhash.h>
 
+/* Every per-op table asserts the op count (as here), so a new op stops the build until each
+ * table (this one, the CPU's cpu_compute_fns, the Vulkan backend's switches) knows it. */
+_Static_assert(LOOM_OP_COUNT == 20, "a new op: give it a name in op_names");
 static const char *const op_names[LOOM_OP_COUNT] = {
     [LOOM_OP_INPUT] = "input",       [LOOM_OP_WEIGHT] = "weight",   [LOOM_OP_STATE] = "state",
     [LOOM_OP_EMBED] = "embed",       [LOOM_OP_MATMUL] = "matmul",   [LOOM_OP_ADD] = "add",

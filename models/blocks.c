@@ -14,26 +14,45 @@
 
 /* ---- hyper-parameters ------------------------------------------------------------------------- */
 
-static int need_int(const loom_source *src, const char *hf, const char *gguf, int *out) {
+/* The key as the file spells it: the HF name, or the GGUF one with {arch} filled in. */
+static const char *key_name(const loom_source *src, const char *hf, const char *gguf, char *buf, size_t n) {
+    if (loom_source_get_kind(src) == LOOM_SOURCE_HF) return hf;
+    const char *a = strstr(gguf, "{arch}");
+    char arch[64];
+    if (!a || loom_source_get_str(src, NULL, "general.architecture", arch, sizeof arch) <= 0) return gguf;
+    snprintf(buf, n, "%.*s%s%s", (int)(a - gguf), gguf, arch, a + 6);
+    return buf;
+}
+
+/* An integer key in [lo, hi]: a value outside (2^32 + 16 for a context length, 0, negative) is an
+ * error naming the key, never truncated by the cast to int. Absent: dflt, or an error if required. */
+static int int_key(const loom_source *src, const char *hf, const char *gguf, int *out, bool required, int dflt,
+                   int64_t lo, int64_t hi) {
     int64_t v;
+    char kb[160];
     int r = loom_source_get_int(src, hf, gguf, &v);
     if (r < 0) return -1;
-    if (r == 0)
-        return loom_err("%s: missing required key '%s'", loom_source_path(src),
-                        loom_source_get_kind(src) == LOOM_SOURCE_HF ? hf : gguf);
-    if (v <= 0 || v > (1 << 30))
-        return loom_err("%s: key '%s' has an invalid value %lld", loom_source_path(src),
-                        loom_source_get_kind(src) == LOOM_SOURCE_HF ? hf : gguf, (long long)v);
+    if (r == 0) {
+        if (required)
+            return loom_err("%s: missing required key '%s'", loom_source_path(src), key_name(src, hf, gguf, kb, sizeof kb));
+        *out = dflt;
+        return 0;
+    }
+    if (v < lo || v > hi)
+        return loom_err("%s: key '%s' has an invalid value %lld (expected %lld..%lld)", loom_source_path(src),
+                        key_name(src, hf, gguf, kb, sizeof kb), (long long)v, (long long)lo, (long long)hi);
     *out = (int)v;
     return 0;
 }
 
-static int opt_int(const loom_source *src, const char *hf, const char *gguf, int *out, int dflt) {
-    int64_t v;
-    int r = loom_source_get_int(src, hf, gguf, &v);
-    if (r < 0) return -1;
-    *out = r ? (int)v : dflt;
-    return 0;
+static int need_int(const loom_source *src, const char *hf, const char *gguf, int *out) {
+    return int_key(src, hf, gguf, out, true, 0, 1, 1 << 30);
+}
+
+/* absent: dflt; present: a whole number in [lo, hi] */
+static int opt_int(const loom_source *src, const char *hf, const char *gguf, int *out, int dflt, int64_t lo,
+                   int64_t hi) {
+    return int_key(src, hf, gguf, out, false, dflt, lo, hi);
 }
 
 static int opt_float(const loom_source *src, const char *hf, const char *gguf, float *out, float dflt) {
@@ -96,11 +115,48 @@ static int read_rope_scaling(loom_hparams *hp, const loom_source *src) {
         snprintf(key, sizeof key, "%s.high_freq_factor", base);
         if (opt_float(src, key, NULL, &hp->rope_high_freq_factor, 4) < 0) return -1;
         snprintf(key, sizeof key, "%s.original_max_position_embeddings", base);
-        if (opt_int(src, key, NULL, &hp->rope_orig_ctx, 8192) < 0) return -1;
+        if (opt_int(src, key, NULL, &hp->rope_orig_ctx, 8192, 1, INT_MAX) < 0) return -1;
         return 0;
     }
     return loom_err("%s: unsupported rope scaling type '%s' (supported: linear, llama3)",
                     loom_source_path(src), type);
+}
+
+/* Values that would run but give garbage (NaN logits, a truncated model) are refused at load. */
+static int check_hparams(const loom_hparams *hp, const loom_source *src) {
+    const char *p = loom_source_path(src);
+    bool hf = loom_source_get_kind(src) == LOOM_SOURCE_HF;
+    char kb[160];
+    if (!(isfinite(hp->rope_theta) && hp->rope_theta > 0))
+        return loom_err("%s: rope theta %g (%s) must be a finite number > 0", p, (double)hp->rope_theta,
+                        key_name(src, "rope_theta", "{arch}.rope.freq_base", kb, sizeof kb));
+    if (!(isfinite(hp->norm_eps) && hp->norm_eps >= 0))
+        return loom_err("%s: RMS norm epsilon %g (%s) must be a finite number >= 0", p, (double)hp->norm_eps,
+                        key_name(src, "rms_norm_eps", "{arch}.attention.layer_norm_rms_epsilon", kb, sizeof kb));
+    if (hp->rope_scaling != LOOM_ROPE_SCALING_NONE && !(isfinite(hp->rope_factor) && hp->rope_factor > 0))
+        return loom_err("%s: rope scaling factor %g must be a finite number > 0", p, (double)hp->rope_factor);
+    if (hp->rope_scaling == LOOM_ROPE_SCALING_LLAMA3 &&
+        !(isfinite(hp->rope_low_freq_factor) && hp->rope_low_freq_factor > 0 && isfinite(hp->rope_high_freq_factor) &&
+          hp->rope_high_freq_factor > hp->rope_low_freq_factor))
+        return loom_err("%s: llama3 rope scaling needs finite frequency factors 0 < low (%g) < high (%g)", p,
+                        (double)hp->rope_low_freq_factor, (double)hp->rope_high_freq_factor);
+    /* token ids the vocabulary does not have would be dropped (BOS) or never seen (EOS) */
+    if (hp->bos_id >= hp->n_vocab)
+        return loom_err("%s: BOS token id %d (%s) is outside the vocabulary of %d tokens", p, hp->bos_id,
+                        hf ? "bos_token_id" : "tokenizer.ggml.bos_token_id", hp->n_vocab);
+    if (hp->eos_id >= hp->n_vocab)
+        return loom_err("%s: EOS token id %d (%s) is outside the vocabulary of %d tokens", p, hp->eos_id,
+                        hf ? "eos_token_id" : "tokenizer.ggml.eos_token_id", hp->n_vocab);
+    /* layers past the layer count would be ignored: the model would run truncated */
+    for (int i = 0, n = loom_source_n_tensors(src); i < n; i++) {
+        const char *name = loom_source_tensor(src, i)->name;
+        if (strncmp(name, "blk.", 4) || name[4] < '0' || name[4] > '9') continue;
+        long l = strtol(name + 4, NULL, 10);
+        if (l >= hp->n_layer)
+            return loom_err("%s: tensor '%s' is in layer %ld but %s says %d layers", p, name, l,
+                            key_name(src, "num_hidden_layers", "{arch}.block_count", kb, sizeof kb), hp->n_layer);
+    }
+    return 0;
 }
 
 /* Test hook: LOOM_TEST_PERTURB=rope_theta*F or norm_eps*F scales that hyperparameter by F once it
@@ -122,9 +178,10 @@ int loom_read_common_hparams(loom_hparams *hp, const loom_source *src) {
         need_int(src, "num_attention_heads", "{arch}.attention.head_count", &hp->n_head) < 0 ||
         need_int(src, "intermediate_size", "{arch}.feed_forward_length", &hp->n_ff) < 0)
         return -1;
-    if (opt_int(src, "num_key_value_heads", "{arch}.attention.head_count_kv", &hp->n_head_kv, hp->n_head) < 0 ||
-        opt_int(src, "head_dim", "{arch}.attention.key_length", &hp->head_dim, hp->n_embd / hp->n_head) < 0 ||
-        opt_int(src, "max_position_embeddings", "{arch}.context_length", &hp->n_ctx_train, 2048) < 0)
+    if (opt_int(src, "num_key_value_heads", "{arch}.attention.head_count_kv", &hp->n_head_kv, hp->n_head, 1,
+                1 << 30) < 0 ||
+        opt_int(src, "head_dim", "{arch}.attention.key_length", &hp->head_dim, hp->n_embd / hp->n_head, 1, 1 << 30) < 0 ||
+        opt_int(src, "max_position_embeddings", "{arch}.context_length", &hp->n_ctx_train, 2048, 1, INT_MAX) < 0)
         return -1;
     /* the vocabulary size is the embedding's row count; config.json must agree with it */
     const loom_weight *emb = loom_source_find(src, "token_embd.weight");
@@ -161,8 +218,8 @@ int loom_read_common_hparams(loom_hparams *hp, const loom_source *src) {
         if (hf_token_id(src, "bos_token_id", &hp->bos_id) < 0 || hf_token_id(src, "eos_token_id", &hp->eos_id) < 0)
             return -1;
     } else {
-        if (opt_int(src, NULL, "tokenizer.ggml.bos_token_id", &hp->bos_id, -1) < 0 ||
-            opt_int(src, NULL, "tokenizer.ggml.eos_token_id", &hp->eos_id, -1) < 0)
+        if (opt_int(src, NULL, "tokenizer.ggml.bos_token_id", &hp->bos_id, -1, -1, INT_MAX) < 0 ||
+            opt_int(src, NULL, "tokenizer.ggml.eos_token_id", &hp->eos_id, -1, -1, INT_MAX) < 0)
             return -1;
     }
     if (hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv)
@@ -171,7 +228,7 @@ int loom_read_common_hparams(loom_hparams *hp, const loom_source *src) {
     if (hp->head_dim <= 0 || (hp->head_dim & 1))
         return loom_err("%s: head dimension %d must be even", loom_source_path(src), hp->head_dim);
     perturb_hparams(hp);
-    return 0;
+    return check_hparams(hp, src);
 }
 
 /* ---- weights ------------------------------------------------------------------------------------ */

@@ -4,6 +4,10 @@ set(_rel_stories ${LOOM_FIXTURES}/stories260K.gguf)
 set(_rel_scripts ${CMAKE_CURRENT_SOURCE_DIR}/scripts)
 set(EXPECT_ERROR ${_rel_scripts}/expect_error.sh)
 
+# Issue 15's regressions at library level: zero-row tensors, output paths, signals, regex budget, ...
+loom_unit_test(test_rel_inputs)
+set_tests_properties(test_rel_inputs PROPERTIES TIMEOUT 120)
+
 # KV cache too large, tensor data past the end of the file, full disk, context shift (unit level).
 loom_unit_test(test_rel_limits)
 set_tests_properties(test_rel_limits PROPERTIES TIMEOUT 60)

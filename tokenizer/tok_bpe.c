@@ -9,7 +9,19 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <utf8proc.h>
+
+/* Bounds on the pre-tokenizer regexes, which come from the tokenizer file (an untrusted input):
+ * PCRE2 resets its match limit at every start position of a search, so one pcre2_match over a
+ * long text can backtrack for minutes ((\p{L}+)+$ on 11.5 KB: 22 s). Each call is therefore
+ * limited to REGEX_SCAN start positions (pcre2_set_offset_limit), each to REGEX_MATCH_LIMIT
+ * backtracking steps and REGEX_HEAP_KIB of memory, and a whole encode call to
+ * 1 s + 10 us per byte of CPU time (checked between calls). Real tokenizer regexes need a few
+ * steps per start and microseconds per kilobyte. */
+#define REGEX_SCAN 32
+#define REGEX_MATCH_LIMIT 1000000u
+#define REGEX_HEAP_KIB (256u * 1024u)
 
 typedef struct span {
     size_t off, len;
@@ -18,6 +30,9 @@ typedef struct span {
 
 struct tok_scratch {
     pcre2_match_data *md[TOK_MAX_STEPS];
+    pcre2_match_context *mc;
+    double deadline, budget; /* CPU seconds (this thread): when regex matching gives up, and the budget */
+    unsigned calls;
     char *buf[2];
     size_t buf_cap[2];
     span *sp[2];
@@ -34,6 +49,14 @@ struct tok_scratch {
 tok_scratch *tok_scratch_new(const loom_tokenizer *t) {
     tok_scratch *s = loom_calloc(1, sizeof *s);
     if (!s) return NULL;
+    if (!(s->mc = pcre2_match_context_create(NULL))) {
+        tok_scratch_free(s);
+        return loom_err_null("%s: out of memory for a regex match context", t->path);
+    }
+    pcre2_set_match_limit(s->mc, REGEX_MATCH_LIMIT);
+    pcre2_set_depth_limit(s->mc, REGEX_MATCH_LIMIT);
+    pcre2_set_heap_limit(s->mc, REGEX_HEAP_KIB);
+    tok_scratch_budget(s, 0);
     for (int i = 0; i < t->n_steps; i++) {
         if (!t->steps[i].re) continue;
         s->md[i] = pcre2_match_data_create_from_pattern(t->steps[i].re, NULL);
@@ -45,8 +68,20 @@ tok_scratch *tok_scratch_new(const loom_tokenizer *t) {
     return s;
 }
 
+static double cpu_now(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void tok_scratch_budget(tok_scratch *s, size_t len) {
+    s->budget = 1.0 + 1e-5 * (double)len;
+    s->deadline = cpu_now() + s->budget;
+}
+
 void tok_scratch_free(tok_scratch *s) {
     if (!s) return;
+    pcre2_match_context_free(s->mc);
     for (int i = 0; i < TOK_MAX_STEPS; i++) pcre2_match_data_free(s->md[i]);
     for (int i = 0; i < 2; i++) {
         free(s->buf[i]);
@@ -141,7 +176,7 @@ int tok_add_split(loom_tokenizer *t, const char *pattern, size_t len, int behavi
     size_t rlen;
     char *rewritten = tok_regex_rewrite(pattern, len, &rlen);
     if (!rewritten) return -1;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)rewritten, rlen, PCRE2_UTF | PCRE2_UCP, &errcode,
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)rewritten, rlen, PCRE2_UTF | PCRE2_UCP | PCRE2_USE_OFFSET_LIMIT, &errcode,
                                    &erroff, NULL);
     free(rewritten);
     if (!re) {
@@ -187,23 +222,39 @@ static int push_span(tok_scratch *s, int w, size_t off, size_t len, int match) {
     return 0;
 }
 
-/* One match at or after *pos in subject[0..n); false when there is none. */
-static int find_match(const loom_tokenizer *t, const tok_step *st, pcre2_match_data *md,
+/* One match at or after pos in subject[0..n); false when there is none. Searched REGEX_SCAN start
+ * positions at a time (same result as one unlimited search), with the CPU budget checked between. */
+static int find_match(const loom_tokenizer *t, const tok_step *st, tok_scratch *s, pcre2_match_data *md,
                       const char *subject, size_t n, size_t pos, size_t *ms, size_t *me) {
-    int rc = pcre2_match(st->re, (PCRE2_SPTR)subject, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
-    if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-        rc = pcre2_match(st->re, (PCRE2_SPTR)subject, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md,
-                         NULL);
-    if (rc == PCRE2_ERROR_NOMATCH) return 0;
-    if (rc < 0) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(rc, msg, sizeof msg);
-        return loom_err("%s: pre-tokenizer regex failed: %s", t->path, (const char *)msg);
+    for (;;) {
+        size_t last = n - pos > REGEX_SCAN ? pos + REGEX_SCAN : n; /* the last start tried */
+        pcre2_set_offset_limit(s->mc, last < n ? (PCRE2_SIZE)last : PCRE2_UNSET);
+        if ((++s->calls & 31) == 0 && cpu_now() > s->deadline)
+            return loom_err("%s: pre-tokenizer regex '%.60s' used up its CPU time (%.2f s for this text): "
+                            "it backtracks catastrophically", t->path, st->src, s->budget);
+        int rc = pcre2_match(st->re, (PCRE2_SPTR)subject, n, pos, PCRE2_NO_UTF_CHECK, md, s->mc);
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
+            rc = pcre2_match(st->re, (PCRE2_SPTR)subject, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, s->mc);
+        if (rc == PCRE2_ERROR_NOMATCH) {
+            if (last >= n) return 0;
+            pos = last + 1; /* on to the next character */
+            while (pos < n && ((uint8_t)subject[pos] & 0xc0) == 0x80) pos++;
+            continue;
+        }
+        if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT)
+            return loom_err("%s: pre-tokenizer regex '%.60s' needs more than %u backtracking steps (or %u MiB) "
+                            "near byte %zu of the text: it backtracks catastrophically",
+                            t->path, st->src, REGEX_MATCH_LIMIT, REGEX_HEAP_KIB / 1024, pos);
+        if (rc < 0) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(rc, msg, sizeof msg);
+            return loom_err("%s: pre-tokenizer regex failed: %s", t->path, (const char *)msg);
+        }
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        *ms = ov[0];
+        *me = ov[1];
+        return 1;
     }
-    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-    *ms = ov[0];
-    *me = ov[1];
-    return 1;
 }
 
 /* Split every span of `buf` (list r) into list w with the step's regex and behaviour, following
@@ -219,7 +270,7 @@ static int apply_split(const loom_tokenizer *t, tok_scratch *s, int si, const ch
         size_t base = s->sp_n[w];
         while (pos <= in.len) {
             size_t ms, me;
-            int rc = find_match(t, st, s->md[si], sub, in.len, pos, &ms, &me);
+            int rc = find_match(t, st, s, s->md[si], sub, in.len, pos, &ms, &me);
             if (rc < 0) return -1;
             if (!rc) break;
             if (me == ms) { /* empty match: no delimiter here, step over one character */

@@ -115,6 +115,8 @@ int tok_ids_push(tok_ids *a, int32_t id);
 typedef struct tok_scratch tok_scratch;
 tok_scratch *tok_scratch_new(const loom_tokenizer *t);
 void tok_scratch_free(tok_scratch *s);
+/* Start the CPU-time budget of the regexes for encoding a text of len bytes. */
+void tok_scratch_budget(tok_scratch *s, size_t len);
 int tok_bpe_encode(const loom_tokenizer *t, tok_scratch *s, const char *text, size_t len,
                    tok_ids *out);
 int tok_spm_encode(const loom_tokenizer *t, tok_scratch *s, const char *text, size_t len,

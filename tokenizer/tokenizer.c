@@ -521,6 +521,7 @@ int loom_tokenizer_encode(const loom_tokenizer *t, const char *text, size_t len,
     tok_ids out = {0};
     tok_scratch *s = tok_scratch_new(t);
     if (!s) return -1;
+    tok_scratch_budget(s, len);
     int rc = 0;
     if ((flags & LOOM_TOK_ADD_BOS) && t->bos >= 0) rc = tok_ids_push(&out, t->bos);
 

@@ -683,166 +683,221 @@ static void do_permute(const loom_node *n, const loom_node *a, char *y, const ch
             }
 }
 
-/* ---- compute_node --------------------------------------------------------------------------- */
+/* ---- one compute function per op ------------------------------------------------------------ */
+/* What every op's compute function gets: the node, its sources' nodes and bytes, its output. */
+typedef struct cpu_node {
+    cpu_backend *c;
+    const loom_node *n;
+    const loom_node *sn[LOOM_MAX_SRC]; /* NULL where a source is unused */
+    void *src[LOOM_MAX_SRC];
+    void *out;
+} cpu_node;
+
+/* Leaves (input, weight, state) and views: their bytes are already where the plan put them. */
+static int cpu_compute_nop(const cpu_node *a) {
+    (void)a;
+    return 0;
+}
+
+static int cpu_compute_embed(const cpu_node *a) {
+    const loom_node *tab = a->sn[0];
+    int64_t V = tab->ne[0], D = tab->ne[1], S = nelem(a->sn[1]);
+    const int32_t *ids = a->src[1];
+    float *out = a->out;
+    size_t es = loom_dtype_size(tab->type);
+    for (int64_t s = 0; s < S; s++) {
+        if (ids[s] < 0 || ids[s] >= V)
+            return loom_err("cpu: embed: token id %d at row %lld is outside the vocabulary [0, %lld)",
+                            ids[s], (long long)s, (long long)V);
+        if (loom_dtype_is_quant(tab->type)) /* dequantise just the selected rows */
+            loom_dequant_row(tab->type, (const char *)a->src[0] + (size_t)ids[s] * loom_dtype_nbytes(tab->type, D),
+                             out + s * D, D);
+        else
+            a->c->k.to_f32(out + s * D, (const char *)a->src[0] + (size_t)ids[s] * D * es, tab->type, D);
+    }
+    return 0;
+}
+
+static int cpu_compute_matmul(const cpu_node *a) {
+    const loom_node *w = a->sn[1];
+    int64_t K = w->ne[1], N = w->ne[0], M = nrows(a->sn[0]);
+    return do_matmul(a->c, a->out, a->src[0], a->src[1], w->type, a->n->n_src > 2 ? a->src[2] : NULL, M, K, N);
+}
+
+/* ADD, MUL, SCALE, SILU, SWIGLU, GELU, GEGLU, SOFTCAP: one pass over the elements (ADD/MUL
+ * broadcast b over rows). */
+static int cpu_compute_elementwise(const cpu_node *a) {
+    cpu_backend *c = a->c;
+    const loom_node *n = a->n;
+    ew_task t = {.k = &c->k, .op = n->op, .y = a->out, .a = a->src[0], .b = a->src[1], .s = n->fp[0]};
+    int64_t items = nelem(n);
+    if ((n->op == LOOM_OP_ADD || n->op == LOOM_OP_MUL) && nelem(a->sn[1]) != nelem(n)) {
+        t.cols = ncols(a->sn[0]);
+        items = nrows(a->sn[0]);
+    }
+    double cost = (n->op == LOOM_OP_ADD || n->op == LOOM_OP_MUL || n->op == LOOM_OP_SCALE ? 1.0 : 8.0) * (double)nelem(n);
+    int64_t grain = t.cols ? grain_for(c, items, 1, 1) : grain_for(c, items, 4096, 16);
+    cpu_pool_for(c->pool, worth_threads(c, cost), items, grain, ew_run, &t);
+    return 0;
+}
+
+/* RMSNORM, SOFTMAX: one row at a time. */
+static int cpu_compute_rows(const cpu_node *a) {
+    cpu_backend *c = a->c;
+    const loom_node *n = a->n;
+    row_task t = {.k = &c->k, .op = n->op, .y = a->out, .x = a->src[0], .w = a->src[1],
+                  .cols = ncols(a->sn[0]), .p = n->fp[0]};
+    double cost = (n->op == LOOM_OP_SOFTMAX ? 8.0 : 2.0) * (double)nelem(n);
+    int64_t rows = nrows(a->sn[0]);
+    cpu_pool_for(c->pool, worth_threads(c, cost), rows, grain_for(c, rows, 1, 1), row_run, &t);
+    return 0;
+}
+
+static int cpu_compute_rope(const cpu_node *a) {
+    cpu_backend *c = a->c;
+    const loom_node *n = a->n;
+    rope_task t = {.c = c, .y = a->out, .x = a->src[0], .H = n->ip[0], .hd = n->ip[1],
+                   .mode = n->ip[2], .rot = n->ip[3]};
+    int64_t S = nrows(a->sn[0]);
+    if (rope_angles(c, a->src[1], S, t.rot, n->fp[0], n->fp[1], a->src[2], &t.cs, &t.sn) < 0) return -1;
+    cpu_pool_for(c->pool, worth_threads(c, 4.0 * (double)nelem(n)), S, grain_for(c, S, 1, 1), rope_run, &t);
+    return 0;
+}
+
+static int cpu_compute_kv_store(const cpu_node *a) {
+    const loom_node *cache = a->sn[0];
+    int64_t C = cache->ne[0], W = cache->ne[1], S = nrows(a->sn[1]);
+    const int32_t *pos = a->src[2];
+    for (int64_t s = 0; s < S; s++)
+        if (pos[s] < 0 || pos[s] >= C)
+            return loom_err("cpu: kv_store: position %d at row %lld is outside the cache [0, %lld)",
+                            pos[s], (long long)s, (long long)C);
+    /* the node stands for the updated cache; normally it shares the cache's storage */
+    if (a->out != a->src[0]) memmove(a->out, a->src[0], (size_t)(C * W) * sizeof(float));
+    for (int64_t s = 0; s < S; s++)
+        memcpy((float *)a->out + (int64_t)pos[s] * W, (const float *)a->src[1] + s * W, (size_t)W * sizeof(float));
+    return 0;
+}
+
+/* Paged attention (src4 seq, src5 block table): per (row, kv head), keys gathered first. */
+static int cpu_compute_attention_paged(const cpu_node *a) {
+    cpu_backend *c = a->c;
+    const loom_node *n = a->n;
+    const cpu_kernels *k = &c->k;
+    int64_t S = nrows(a->sn[0]), C = nrows(a->sn[1]);
+    attn_paged_task pt = {.c = c, .out = a->out, .q = a->src[0], .kc = a->src[1], .vc = a->src[2],
+                          .pos = a->src[3], .seq = a->src[4], .table = a->src[5], .max_blocks = a->sn[5]->ne[1],
+                          .C = C, .H = n->ip[0], .Hkv = n->ip[1], .hd = n->ip[2], .bs = n->ip[3],
+                          .window = n->ip[4], .scale = n->fp[0], .softcap = n->fp[1]};
+    if (paged_check(&pt, S, a->sn[5]->ne[0]) < 0) return -1;
+    int64_t max_nk = 1;
+    double pwork = 0;
+    for (int64_t s = 0; s < S; s++) {
+        if (pt.pos[s] + 1 > max_nk) max_nk = pt.pos[s] + 1;
+        pwork += 4.0 * (pt.pos[s] + 1.0) * pt.H * pt.hd;
+    }
+    int group = pt.H / pt.Hkv, nq = group < AG_MAXQ_PAGED ? group : AG_MAXQ_PAGED;
+    size_t kern = CPU_ATTN_BLOCK + (size_t)pt.hd;
+    if (k->attn_group && k->attn_group_ok(pt.hd) && k->attn_group_scratch(nq, pt.hd) > kern)
+        kern = k->attn_group_scratch(nq, pt.hd);
+    if (scratch_reserve(c, 2 * (size_t)max_nk * (size_t)pt.hd + 16 + kern) < 0) return -1;
+    cpu_pool_for(c->pool, worth_threads(c, pwork), S * pt.Hkv, 1, attn_paged_run, &pt);
+    return 0;
+}
+
+/* Contiguous cache: the grouped kernel (queries sharing a kv head read each K/V block once) when
+ * the flavour has one for this head size and nothing calls for the general one (window, soft-cap),
+ * else one (row, head) at a time. */
+static int cpu_compute_attention(const cpu_node *a) {
+    if (a->n->n_src > 4) return cpu_compute_attention_paged(a);
+    cpu_backend *c = a->c;
+    const loom_node *n = a->n;
+    const cpu_kernels *k = &c->k;
+    attn_task t = {.c = c, .out = a->out, .q = a->src[0], .kc = a->src[1], .vc = a->src[2], .pos = a->src[3],
+                   .H = n->ip[0], .Hkv = n->ip[1], .hd = n->ip[2], .window = n->ip[4],
+                   .scale = n->fp[0], .softcap = n->fp[1]};
+    int64_t S = nrows(a->sn[0]), C = nrows(a->sn[1]);
+    double work = 0;
+    for (int64_t s = 0; s < S; s++) {
+        if (t.pos[s] < 0 || t.pos[s] >= C)
+            return loom_err("cpu: attention: position %d at row %lld is outside the cache [0, %lld)",
+                            t.pos[s], (long long)s, (long long)C);
+        work += 4.0 * (t.pos[s] + 1.0 - attn_lo(t.pos[s], t.window)) * t.H * t.hd;
+    }
+    /* the grouped kernel reads keys from 0 and has no soft-cap: use it while the window cuts
+     * nothing off (every pos < W) */
+    bool cut = false;
+    for (int64_t s = 0; s < S && t.window > 0; s++) cut |= attn_lo(t.pos[s], t.window) > 0;
+    if (k->attn_group && k->attn_group_ok(t.hd) && t.softcap == 0 && !cut) {
+        int group = t.H / t.Hkv;
+        attn_group_task ag = {.c = c, .out = t.out, .q = t.q, .kc = t.kc, .vc = t.vc, .pos = t.pos, .S = S,
+                              .H = t.H, .Hkv = t.Hkv, .hd = t.hd, .scale = t.scale};
+        /* rows per item: enough queries to share each K/V block, enough items for threads */
+        ag.rows = group >= AG_MAXQ ? 1 : AG_MAXQ / group;
+        int64_t want = (int64_t)c->n_threads * 4;
+        while (ag.rows > 1 && t.Hkv * ((S + ag.rows - 1) / ag.rows) < want) ag.rows /= 2;
+        int nq = (int)(ag.rows * group < AG_MAXQ ? ag.rows * group : AG_MAXQ);
+        if (scratch_reserve(c, k->attn_group_scratch(nq, t.hd)) < 0) return -1;
+        int64_t items = t.Hkv * ((S + ag.rows - 1) / ag.rows);
+        cpu_pool_for(c->pool, worth_threads(c, work), items, 1, attn_group_run, &ag);
+        return 0;
+    }
+    if (scratch_reserve(c, CPU_ATTN_BLOCK + (size_t)t.hd) < 0) return -1;
+    int64_t items = S * t.H, grain = items / ((int64_t)c->n_threads * 16);
+    cpu_pool_for(c->pool, worth_threads(c, work), items, grain < 1 ? 1 : grain, attn_run, &t);
+    return 0;
+}
+
+static int cpu_compute_permute(const cpu_node *a) {
+    if (a->out == a->src[0]) return loom_err("cpu: permute cannot run in place");
+    do_permute(a->n, a->sn[0], a->out, a->src[0]);
+    return 0;
+}
+
+/* The dispatch table, one entry per op. A new op changes LOOM_OP_COUNT and stops the build here
+ * until it has an entry (as in every other per-op table: graph.c's names, the Vulkan backend). */
+typedef int (*cpu_compute_fn)(const cpu_node *a);
+_Static_assert(LOOM_OP_COUNT == 20, "a new op: give it a compute function in cpu_compute_fns");
+static const cpu_compute_fn cpu_compute_fns[LOOM_OP_COUNT] = {
+    [LOOM_OP_INPUT] = cpu_compute_nop,
+    [LOOM_OP_WEIGHT] = cpu_compute_nop,
+    [LOOM_OP_STATE] = cpu_compute_nop,
+    [LOOM_OP_EMBED] = cpu_compute_embed,
+    [LOOM_OP_MATMUL] = cpu_compute_matmul,
+    [LOOM_OP_ADD] = cpu_compute_elementwise,
+    [LOOM_OP_MUL] = cpu_compute_elementwise,
+    [LOOM_OP_SCALE] = cpu_compute_elementwise,
+    [LOOM_OP_RMSNORM] = cpu_compute_rows,
+    [LOOM_OP_SILU] = cpu_compute_elementwise,
+    [LOOM_OP_SWIGLU] = cpu_compute_elementwise,
+    [LOOM_OP_SOFTMAX] = cpu_compute_rows,
+    [LOOM_OP_ROPE] = cpu_compute_rope,
+    [LOOM_OP_KV_STORE] = cpu_compute_kv_store,
+    [LOOM_OP_ATTENTION] = cpu_compute_attention,
+    [LOOM_OP_VIEW] = cpu_compute_nop,
+    [LOOM_OP_PERMUTE] = cpu_compute_permute,
+    [LOOM_OP_GELU] = cpu_compute_elementwise,
+    [LOOM_OP_GEGLU] = cpu_compute_elementwise,
+    [LOOM_OP_SOFTCAP] = cpu_compute_elementwise,
+};
+
 static int cpu_compute_node(loom_backend *be, const loom_exec_ctx *x, int i) {
-    cpu_backend *c = CB(be);
     const loom_graph *g = x->plan->g;
     if (i < 0 || i >= g->n) return loom_err("cpu: node index %d out of range", i);
     const loom_node *n = &g->nodes[i];
-    if (n->op == LOOM_OP_INPUT || n->op == LOOM_OP_WEIGHT || n->op == LOOM_OP_STATE ||
-        n->op == LOOM_OP_VIEW)
-        return 0; /* leaves and aliases: nothing to compute */
+    cpu_compute_fn fn = n->op >= 0 && n->op < LOOM_OP_COUNT ? cpu_compute_fns[n->op] : NULL;
+    if (!fn) return loom_err("cpu: op %d is not supported", (int)n->op);
+    if (fn == cpu_compute_nop) return 0; /* leaves and aliases: nothing to compute */
 
-    void *src[LOOM_MAX_SRC] = {0};
-    const loom_node *sn[LOOM_MAX_SRC] = {0};
+    cpu_node a = {.c = CB(be), .n = n};
     for (int k = 0; k < n->n_src && k < LOOM_MAX_SRC; k++) {
         if (n->src[k] < 0) continue;
         if (n->src[k] >= g->n) return loom_err("cpu: node %d has a bad source %d", i, n->src[k]);
-        sn[k] = &g->nodes[n->src[k]];
-        if (!(src[k] = node_ptr(x, n->src[k]))) return -1;
+        a.sn[k] = &g->nodes[n->src[k]];
+        if (!(a.src[k] = node_ptr(x, n->src[k]))) return -1;
     }
-    void *out = node_ptr(x, i);
-    if (!out) return -1;
-    const cpu_kernels *k = &c->k;
-
-    switch (n->op) {
-    case LOOM_OP_EMBED: {
-        const loom_node *tab = sn[0];
-        int64_t V = tab->ne[0], D = tab->ne[1], S = nelem(sn[1]);
-        const int32_t *ids = src[1];
-        size_t es = loom_dtype_size(tab->type);
-        for (int64_t s = 0; s < S; s++) {
-            if (ids[s] < 0 || ids[s] >= V)
-                return loom_err("cpu: embed: token id %d at row %lld is outside the vocabulary [0, %lld)",
-                                ids[s], (long long)s, (long long)V);
-            if (loom_dtype_is_quant(tab->type)) /* dequantise just the selected rows */
-                loom_dequant_row(tab->type, (const char *)src[0] + (size_t)ids[s] * loom_dtype_nbytes(tab->type, D),
-                                 (float *)out + s * D, D);
-            else
-                k->to_f32((float *)out + s * D, (const char *)src[0] + (size_t)ids[s] * D * es, tab->type, D);
-        }
-        return 0;
-    }
-    case LOOM_OP_MATMUL: {
-        const loom_node *w = sn[1];
-        int64_t K = w->ne[1], N = w->ne[0], M = nrows(sn[0]);
-        return do_matmul(c, out, src[0], src[1], w->type, n->n_src > 2 ? src[2] : NULL, M, K, N);
-    }
-    case LOOM_OP_ADD:
-    case LOOM_OP_MUL:
-    case LOOM_OP_SCALE:
-    case LOOM_OP_SILU:
-    case LOOM_OP_SWIGLU:
-    case LOOM_OP_GELU:
-    case LOOM_OP_GEGLU:
-    case LOOM_OP_SOFTCAP: {
-        ew_task t = {.k = k, .op = n->op, .y = out, .a = src[0], .b = src[1], .s = n->fp[0]};
-        int64_t items = nelem(n);
-        if ((n->op == LOOM_OP_ADD || n->op == LOOM_OP_MUL) && nelem(sn[1]) != nelem(n)) {
-            t.cols = ncols(sn[0]);
-            items = nrows(sn[0]);
-        }
-        double cost = (n->op == LOOM_OP_ADD || n->op == LOOM_OP_MUL || n->op == LOOM_OP_SCALE ? 1.0 : 8.0) * (double)nelem(n);
-        int64_t grain = t.cols ? grain_for(c, items, 1, 1) : grain_for(c, items, 4096, 16);
-        cpu_pool_for(c->pool, worth_threads(c, cost), items, grain, ew_run, &t);
-        return 0;
-    }
-    case LOOM_OP_RMSNORM:
-    case LOOM_OP_SOFTMAX: {
-        row_task t = {.k = k, .op = n->op, .y = out, .x = src[0], .w = src[1], .cols = ncols(sn[0]),
-                      .p = n->fp[0]};
-        double cost = (n->op == LOOM_OP_SOFTMAX ? 8.0 : 2.0) * (double)nelem(n);
-        int64_t rows = nrows(sn[0]);
-        cpu_pool_for(c->pool, worth_threads(c, cost), rows, grain_for(c, rows, 1, 1), row_run, &t);
-        return 0;
-    }
-    case LOOM_OP_ROPE: {
-        rope_task t = {.c = c, .y = out, .x = src[0], .H = n->ip[0], .hd = n->ip[1],
-                       .mode = n->ip[2], .rot = n->ip[3]};
-        int64_t S = nrows(sn[0]);
-        if (rope_angles(c, src[1], S, t.rot, n->fp[0], n->fp[1], src[2], &t.cs, &t.sn) < 0) return -1;
-        cpu_pool_for(c->pool, worth_threads(c, 4.0 * (double)nelem(n)), S, grain_for(c, S, 1, 1),
-                     rope_run, &t);
-        return 0;
-    }
-    case LOOM_OP_KV_STORE: {
-        const loom_node *cache = sn[0];
-        int64_t C = cache->ne[0], W = cache->ne[1], S = nrows(sn[1]);
-        const int32_t *pos = src[2];
-        for (int64_t s = 0; s < S; s++)
-            if (pos[s] < 0 || pos[s] >= C)
-                return loom_err("cpu: kv_store: position %d at row %lld is outside the cache [0, %lld)",
-                                pos[s], (long long)s, (long long)C);
-        /* the node stands for the updated cache; normally it shares the cache's storage */
-        if (out != src[0]) memmove(out, src[0], (size_t)(C * W) * sizeof(float));
-        for (int64_t s = 0; s < S; s++)
-            memcpy((float *)out + (int64_t)pos[s] * W, (const float *)src[1] + s * W,
-                   (size_t)W * sizeof(float));
-        return 0;
-    }
-    case LOOM_OP_ATTENTION: {
-        attn_task t = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2], .pos = src[3],
-                       .H = n->ip[0], .Hkv = n->ip[1], .hd = n->ip[2], .window = n->ip[4],
-                       .scale = n->fp[0], .softcap = n->fp[1]};
-        int64_t S = nrows(sn[0]), C = nrows(sn[1]);
-        if (n->n_src > 4) {
-            attn_paged_task pt = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2], .pos = src[3],
-                                  .seq = src[4], .table = src[5], .max_blocks = sn[5]->ne[1], .C = C,
-                                  .H = t.H, .Hkv = t.Hkv, .hd = t.hd, .bs = n->ip[3], .window = t.window,
-                                  .scale = t.scale, .softcap = t.softcap};
-            if (paged_check(&pt, S, sn[5]->ne[0]) < 0) return -1;
-            int64_t max_nk = 1;
-            double pwork = 0;
-            for (int64_t s = 0; s < S; s++) {
-                if (pt.pos[s] + 1 > max_nk) max_nk = pt.pos[s] + 1;
-                pwork += 4.0 * (pt.pos[s] + 1.0) * t.H * t.hd;
-            }
-            int group = t.H / t.Hkv, nq = group < AG_MAXQ_PAGED ? group : AG_MAXQ_PAGED;
-            size_t kern = CPU_ATTN_BLOCK + (size_t)t.hd;
-            if (k->attn_group && k->attn_group_ok(t.hd) && k->attn_group_scratch(nq, t.hd) > kern)
-                kern = k->attn_group_scratch(nq, t.hd);
-            if (scratch_reserve(c, 2 * (size_t)max_nk * (size_t)t.hd + 16 + kern) < 0) return -1;
-            cpu_pool_for(c->pool, worth_threads(c, pwork), S * t.Hkv, 1, attn_paged_run, &pt);
-            return 0;
-        }
-        double work = 0;
-        for (int64_t s = 0; s < S; s++) {
-            if (t.pos[s] < 0 || t.pos[s] >= C)
-                return loom_err("cpu: attention: position %d at row %lld is outside the cache [0, %lld)",
-                                t.pos[s], (long long)s, (long long)C);
-            work += 4.0 * (t.pos[s] + 1.0 - attn_lo(t.pos[s], t.window)) * t.H * t.hd;
-        }
-        /* the grouped kernel reads keys from 0 and has no soft-cap: use it while the window cuts
-         * nothing off (every pos < W) */
-        bool cut = false;
-        for (int64_t s = 0; s < S && t.window > 0; s++) cut |= attn_lo(t.pos[s], t.window) > 0;
-        if (k->attn_group && k->attn_group_ok(t.hd) && t.softcap == 0 && !cut) {
-            int group = t.H / t.Hkv;
-            attn_group_task ag = {.c = c, .out = out, .q = src[0], .kc = src[1], .vc = src[2],
-                                 .pos = src[3], .S = S, .H = t.H, .Hkv = t.Hkv, .hd = t.hd,
-                                 .scale = t.scale};
-            /* rows per item: enough queries to share each K/V block, enough items for threads */
-            ag.rows = group >= AG_MAXQ ? 1 : AG_MAXQ / group;
-            int64_t want = (int64_t)c->n_threads * 4;
-            while (ag.rows > 1 && t.Hkv * ((S + ag.rows - 1) / ag.rows) < want) ag.rows /= 2;
-            int nq = (int)(ag.rows * group < AG_MAXQ ? ag.rows * group : AG_MAXQ);
-            if (scratch_reserve(c, k->attn_group_scratch(nq, t.hd)) < 0) return -1;
-            int64_t items = t.Hkv * ((S + ag.rows - 1) / ag.rows);
-            cpu_pool_for(c->pool, worth_threads(c, work), items, 1, attn_group_run, &ag);
-            return 0;
-        }
-        if (scratch_reserve(c, CPU_ATTN_BLOCK + (size_t)t.hd) < 0) return -1;
-        int64_t items = S * t.H, grain = items / ((int64_t)c->n_threads * 16);
-        cpu_pool_for(c->pool, worth_threads(c, work), items, grain < 1 ? 1 : grain, attn_run, &t);
-        return 0;
-    }
-    case LOOM_OP_PERMUTE:
-        if (out == src[0]) return loom_err("cpu: permute cannot run in place");
-        do_permute(n, sn[0], out, src[0]);
-        return 0;
-    default:
-        return loom_err("cpu: op %d is not supported", (int)n->op);
-    }
+    if (!(a.out = node_ptr(x, i))) return -1;
+    return fn(&a);
 }
 
 /* Test hook: LOOM_TEST_PERTURB=OP (an op name, e.g. rmsnorm) makes the scalar kernels get that op

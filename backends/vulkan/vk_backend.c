@@ -104,6 +104,7 @@ static bool is_w(const loom_graph *g, int i) {
 static int64_t nel(const loom_graph *g, int i) { return loom_node_nelem(&g->nodes[i]); }
 static bool has_src(const loom_node *n, int k) { return n->n_src > k && n->src[k] >= 0; }
 
+_Static_assert(LOOM_OP_COUNT == 20, "a new op: say in vk_supports whether Vulkan runs it");
 bool vk_supports(vk_dev *d, const loom_graph *g, int i) {
     if (i < 0 || i >= g->n) return false;
     const loom_node *n = &g->nodes[i];

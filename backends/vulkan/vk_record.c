@@ -684,6 +684,7 @@ static int rec_permute(vk_rec *r, const loom_exec_ctx *x, int i) {
     return dispatch(r, LOOM_SPV_PERMUTE, NULL, a, &pc, gx, gy, 1);
 }
 
+_Static_assert(LOOM_OP_COUNT == 20, "a new op: record it in rec_node (or leave it to vk_supports to refuse)");
 static int rec_node(vk_rec *r, const loom_exec_ctx *x, int i) {
     const loom_node *n = N(x, i);
     r->cur_node = i;
