@@ -6,8 +6,9 @@
 set -u
 loom=$1 model=$2
 t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
-fail() { echo "FAIL: $*"; for f in "$t"/out "$t"/err; do [ -f "$f" ] && { echo "--- $f"; head -c 2000 "$f"; echo; }; done; exit 1; }
+pid=
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$t"' EXIT
+fail() { echo "FAIL: $*"; for f in "$t"/out "$t"/err; do [ -f "$f" ] && { echo "--- $f"; tail -c 600 "$f"; echo; }; done; exit 1; }
 chat() { "$loom" chat -m "$model" --device cpu -t 1 --temp 0 "$@"; }
 
 # commands and empty lines
@@ -26,7 +27,7 @@ grep -q "turn 4: prefilled" "$t/err" || fail "the chat did not go on after the s
 
 # Ctrl-C: the first stops the reply, the chat goes on; a second one leaves
 mkfifo "$t/in"
-chat -n 10000000 --ctx 128 <"$t/in" >"$t/out" 2>"$t/err" &
+"$loom" chat -m "$model" --device cpu -t 1 --temp 0 -n 1000000 --ctx 128 <"$t/in" >"$t/out" 2>"$t/err" &
 pid=$!
 exec 3>"$t/in"
 printf 'Once upon a time\n' >&3
@@ -41,7 +42,7 @@ rc=$?
 [ $rc -eq 0 ] || fail "chat exited $rc after Ctrl-C and /exit"
 grep -q "\[stopped\]" "$t/out" || fail "the reply was not marked as stopped"
 
-chat -n 10000000 --ctx 128 <"$t/in" >"$t/out" 2>"$t/err" &
+"$loom" chat -m "$model" --device cpu -t 1 --temp 0 -n 1000000 --ctx 128 <"$t/in" >"$t/out" 2>"$t/err" &
 pid=$!
 exec 3>"$t/in"
 printf 'Once upon a time\n' >&3

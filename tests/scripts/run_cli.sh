@@ -15,7 +15,7 @@ gen=${full#Once upon a time}
 # --stop: the text ends right before the first match; the match is left out
 word=$(printf '%s' "$gen" | awk '{print $4}')
 [ -n "$word" ] || fail "no fourth word in [$gen]"
-want=${full%%" $word"*}
+want="Once upon a time${gen%%" $word"*}"
 got=$(run -p "Once upon a time" -n 24 --temp 0 --stop " $word" --stop "zzz" 2>"$t/err") || fail "--stop"
 [ "$got" = "$want" ] || fail "--stop ' $word': got [$got], want [$want]"
 grep -q "stop string" "$t/err" || fail "--stop: stderr does not say why it stopped"

@@ -1,6 +1,10 @@
 // Helpers for the loom serve tests: start a server on a free loopback port, talk to it with curl.
 import { spawn, execFile } from 'node:child_process';
 
+// servers this test started: killed when the test ends, however it ends
+const servers = new Set();
+process.on('exit', () => { for (const p of servers) if (p.exitCode === null) p.kill('SIGKILL'); });
+
 export function fail(msg) {
   console.log('FAIL: ' + msg);
   process.exit(1);
@@ -15,6 +19,7 @@ export function startServer(loom, args, env = {}) {
   return new Promise((resolve, reject) => {
     const proc = spawn(loom, ['serve', '--host', '127.0.0.1', '--port', '0', ...args], {
       env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    servers.add(proc);
     let log = '';
     const timer = setTimeout(() => reject(new Error('loom serve did not start in 30 s:\n' + log)), 30000);
     proc.stderr.on('data', (d) => {
