@@ -53,8 +53,10 @@ int cmd_chat(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
     const char *system = NULL;
-    long n_max = 256, seed = 1, top_k = 40, last_n = 64;
-    double temp = 0.7, top_p = 0.95, min_p = 0, rep = 1, freq = 0, pres = 0;
+    long n_max = 256;
+    loom_sampling_args sa = {.temp = 0.7, .top_p = 0.95, .rep = 1, .top_k = 40, .last_n = 64, .seed = 1};
+    loom_opt sampling_rows[LOOM_SAMPLING_ROWS];
+    loom_sampling_rows(sampling_rows, &sa);
     bool verbose = false;
     const loom_opt opts[] = {
         {.names = "--system", .type = LOOM_OPT_STR, .arg = "TEXT", .help = "the system prompt", .dst = &system},
@@ -65,69 +67,7 @@ int cmd_chat(int argc, char **argv) {
          .lo = 1,
          .hi = 1 << 20,
          .dst = &n_max},
-        {.names = "--temp",
-         .type = LOOM_OPT_NUM,
-         .arg = "T",
-         .help = "temperature (0 = greedy)",
-         .lo = 0,
-         .hi = 100,
-         .dst = &temp},
-        {.names = "--top-k",
-         .type = LOOM_OPT_INT,
-         .arg = "K",
-         .help = "keep the K most likely tokens (0 = off)",
-         .lo = 0,
-         .hi = 1 << 30,
-         .dst = &top_k},
-        {.names = "--top-p",
-         .type = LOOM_OPT_NUM,
-         .arg = "P",
-         .help = "nucleus sampling threshold (1 = off)",
-         .lo = 0,
-         .hi = 1,
-         .dst = &top_p},
-        {.names = "--min-p",
-         .type = LOOM_OPT_NUM,
-         .arg = "P",
-         .help = "drop tokens below P x the most likely one's probability (0 = off)",
-         .lo = 0,
-         .hi = 1,
-         .dst = &min_p},
-        {.names = "--repeat-penalty",
-         .type = LOOM_OPT_NUM,
-         .arg = "R",
-         .help = "repeat penalty over the last --repeat-last-n tokens (1 = off)",
-         .lo = 0,
-         .hi = 100,
-         .dst = &rep},
-        {.names = "--frequency-penalty",
-         .type = LOOM_OPT_NUM,
-         .arg = "F",
-         .help = "frequency penalty (0 = off)",
-         .lo = -100,
-         .hi = 100,
-         .dst = &freq},
-        {.names = "--presence-penalty",
-         .type = LOOM_OPT_NUM,
-         .arg = "P",
-         .help = "presence penalty (0 = off)",
-         .lo = -100,
-         .hi = 100,
-         .dst = &pres},
-        {.names = "--repeat-last-n",
-         .type = LOOM_OPT_INT,
-         .arg = "N",
-         .help = "the penalties' window (-1 = the whole conversation)",
-         .lo = -1,
-         .hi = 1 << 24,
-         .dst = &last_n},
-        {.names = "--seed",
-         .type = LOOM_OPT_INT,
-         .arg = "S",
-         .help = "sampling seed",
-         .lo = 0,
-         .hi = 0x7fffffffL,
-         .dst = &seed},
+        {.type = LOOM_OPT_INCLUDE, .dst = sampling_rows},
         {.names = "--verbose",
          .type = LOOM_OPT_FLAG,
          .help = "say the chat format, the device and each turn's token counts",
@@ -158,9 +98,7 @@ int cmd_chat(int argc, char **argv) {
     loom_session_opts so = loom_common_session_opts(&co);
     so.verbose = verbose;
     s = loom_session_new(m, &so);
-    loom_sampler_opts sopt = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .seed = (uint64_t)seed,
-                              .min_p = (float)min_p, .repeat_penalty = (float)rep, .frequency_penalty = (float)freq,
-                              .presence_penalty = (float)pres, .penalty_last_n = last_n == 0 ? 1 : (int)last_n};
+    loom_sampler_opts sopt = loom_sampling_opts(&sa);
     smp = s ? loom_sampler_new(&sopt) : NULL;
     stream = smp ? loom_tokenizer_stream_new(tok, LOOM_TOK_SKIP_SPECIAL) : NULL;
     int ctx = s ? loom_session_ctx(s) : 0;
@@ -170,9 +108,9 @@ int cmd_chat(int argc, char **argv) {
         goto done;
     }
     if (verbose) fprintf(stderr, "loom chat: template %s, context %d tokens\n", loom_chat_format_name(fmt), ctx);
-    struct sigaction sa = {.sa_handler = on_sigint};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
+    struct sigaction act = {.sa_handler = on_sigint};
+    sigemptyset(&act.sa_mask);
+    sigaction(SIGINT, &act, NULL);
     bool tty = isatty(0) && isatty(1), first = true, after_reply = false;
     int n_hist = 0, n_keep = 0; /* the first turn (system prompt) is kept through context shifts */
     for (int turn = 1;;) {

@@ -155,8 +155,10 @@ int cmd_run(int argc, char **argv) {
     long parallel = 1, beams = 0;
     double length_penalty = 1.0;
     bool early_stopping = false;
-    long n_gen = 64, seed = 1, top_k = 0, n_keep = 1, last_n = 64;
-    double temp = 0, top_p = 1, min_p = 0, rep = 1, freq = 0, pres = 0;
+    long n_gen = 64, n_keep = 1;
+    loom_sampling_args sa = {.temp = 0, .top_p = 1, .rep = 1, .top_k = 0, .last_n = 64, .seed = 1};
+    loom_opt sampling_rows[LOOM_SAMPLING_ROWS];
+    loom_sampling_rows(sampling_rows, &sa);
     bool print_ids = false, ctx_shift = false, json = false, special = false, version = false;
     const loom_opt opts[] = {
         {.names = "-p|--prompt",
@@ -204,71 +206,7 @@ int cmd_run(int argc, char **argv) {
                  "timings) instead of streaming text",
          .dst = &json},
         {.names = "--version", .type = LOOM_OPT_FLAG, .help = "print loom's version and exit", .dst = &version},
-        LOOM_OPT_HEADING("sampling (include/loom.h has the order and formulas):"),
-        {.names = "--temp",
-         .type = LOOM_OPT_NUM,
-         .arg = "T",
-         .help = "temperature (0 = greedy)",
-         .lo = 0,
-         .hi = 100,
-         .dst = &temp},
-        {.names = "--top-k",
-         .type = LOOM_OPT_INT,
-         .arg = "K",
-         .help = "keep the K most likely tokens (0 = off)",
-         .lo = 0,
-         .hi = 1 << 30,
-         .dst = &top_k},
-        {.names = "--top-p",
-         .type = LOOM_OPT_NUM,
-         .arg = "P",
-         .help = "nucleus sampling threshold (1 = off)",
-         .lo = 0,
-         .hi = 1,
-         .dst = &top_p},
-        {.names = "--min-p",
-         .type = LOOM_OPT_NUM,
-         .arg = "P",
-         .help = "drop tokens below P x the most likely one's probability (0 = off)",
-         .lo = 0,
-         .hi = 1,
-         .dst = &min_p},
-        {.names = "--repeat-penalty",
-         .type = LOOM_OPT_NUM,
-         .arg = "R",
-         .help = "divide a recent token's positive logit by R, multiply a negative one\n"
-                 "(1 = off)",
-         .lo = 0,
-         .hi = 100,
-         .dst = &rep},
-        {.names = "--frequency-penalty",
-         .type = LOOM_OPT_NUM,
-         .arg = "F",
-         .help = "subtract F x (times a token occurs in the window) from its logit",
-         .lo = -100,
-         .hi = 100,
-         .dst = &freq},
-        {.names = "--presence-penalty",
-         .type = LOOM_OPT_NUM,
-         .arg = "P",
-         .help = "subtract P from the logit of every token in the window",
-         .lo = -100,
-         .hi = 100,
-         .dst = &pres},
-        {.names = "--repeat-last-n",
-         .type = LOOM_OPT_INT,
-         .arg = "N",
-         .help = "the penalties' window: the last N tokens, prompt included (-1 = all)",
-         .lo = -1,
-         .hi = 1 << 24,
-         .dst = &last_n},
-        {.names = "--seed",
-         .type = LOOM_OPT_INT,
-         .arg = "S",
-         .help = "sampling seed",
-         .lo = 0,
-         .hi = 0x7fffffffL,
-         .dst = &seed},
+        {.type = LOOM_OPT_INCLUDE, .dst = sampling_rows},
         LOOM_OPT_HEADING("a full context:"),
         {.names = "--ctx-shift",
          .type = LOOM_OPT_FLAG,
@@ -323,11 +261,7 @@ int cmd_run(int argc, char **argv) {
         printf("loom %s\n", LOOM_VERSION);
         return 0;
     }
-    loom_sampler_opts sampling = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
-                                  .seed = (uint64_t)seed, .min_p = (float)min_p, .repeat_penalty = (float)rep,
-                                  .frequency_penalty = (float)freq, .presence_penalty = (float)pres,
-                                  .penalty_last_n = last_n == 0 ? 1 : (int)last_n};
-    if (last_n == 0) sampling.repeat_penalty = 1, sampling.frequency_penalty = sampling.presence_penalty = 0;
+    loom_sampler_opts sampling = loom_sampling_opts(&sa);
     if (n_texts) prompt = texts[n_texts - 1];
     if (n_tok_args) tokens_arg = tok_args[n_tok_args - 1];
     char *whole = NULL;
@@ -425,9 +359,6 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "loom: the prompt is empty\n");
         goto done;
     }
-    if (co.n_ctx > info.n_ctx_train && info.n_ctx_train > 0)
-        fprintf(stderr, "loom run: warning: --ctx %d exceeds the model's training context (%d tokens): expect worse text past it\n",
-                co.n_ctx, info.n_ctx_train);
     loom_session_opts so = loom_common_session_opts(&co);
     so.verbose = true;
     s = loom_session_new(m, &so);
@@ -435,6 +366,10 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "loom: %s\n", loom_last_error());
         goto done;
     }
+    /* said once the cache exists, so that a --ctx too large for memory gets its one error line */
+    if (co.n_ctx > info.n_ctx_train && info.n_ctx_train > 0)
+        fprintf(stderr, "loom run: warning: --ctx %d exceeds the model's training context (%d tokens): expect worse text past it\n",
+                co.n_ctx, info.n_ctx_train);
     if (n > loom_session_ctx(s)) {
         fprintf(stderr, "loom: the prompt has %d tokens but the context holds %d (raise --ctx)\n", n,
                 loom_session_ctx(s));

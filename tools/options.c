@@ -54,9 +54,13 @@ static bool name_is(const char *names, const char *a) {
     return false;
 }
 
+static bool is_end(const loom_opt *t) { return !t->names && t->type != LOOM_OPT_SECTION && t->type != LOOM_OPT_INCLUDE; }
+
 static const loom_opt *find(const loom_opt *t, const char *a) {
-    for (; t && (t->names || t->type == LOOM_OPT_SECTION); t++)
-        if (t->names && name_is(t->names, a)) return t;
+    for (; t && !is_end(t); t++) {
+        const loom_opt *o = t->type == LOOM_OPT_INCLUDE ? find(t->dst, a) : t->names && name_is(t->names, a) ? t : NULL;
+        if (o) return o;
+    }
     return NULL;
 }
 
@@ -70,7 +74,11 @@ static void print_value(FILE *f, const loom_opt *o) {
 }
 
 static void usage_table(FILE *f, const loom_opt *t) {
-    for (; t->names || t->type == LOOM_OPT_SECTION; t++) {
+    for (; !is_end(t); t++) {
+        if (t->type == LOOM_OPT_INCLUDE) {
+            usage_table(f, t->dst);
+            continue;
+        }
         if (t->type == LOOM_OPT_SECTION) {
             fprintf(f, "%s\n", t->help);
             continue;
@@ -183,4 +191,46 @@ int loom_opts_parse(const char *cmd, const char *synopsis, const char *about, co
         if (c_scalar) setenv("LOOM_SCALAR", "1", 1); /* read by the CPU backend */
     }
     return -1;
+}
+
+void loom_sampling_rows(loom_opt *t, loom_sampling_args *a) {
+    const loom_opt rows[LOOM_SAMPLING_ROWS] = {
+        LOOM_OPT_HEADING("sampling (include/loom.h has the order and formulas):"),
+        {.names = "--temp", .type = LOOM_OPT_NUM, .arg = "T", .help = "temperature (0 = greedy)", .lo = 0, .hi = 100,
+         .dst = &a->temp},
+        {.names = "--top-k", .type = LOOM_OPT_INT, .arg = "K", .help = "keep the K most likely tokens (0 = off)", .lo = 0,
+         .hi = 1 << 30, .dst = &a->top_k},
+        {.names = "--top-p", .type = LOOM_OPT_NUM, .arg = "P", .help = "nucleus sampling threshold (1 = off)", .lo = 0, .hi = 1,
+         .dst = &a->top_p},
+        {.names = "--min-p", .type = LOOM_OPT_NUM, .arg = "P",
+         .help = "drop tokens below P x the most likely one's probability (0 = off)", .lo = 0, .hi = 1, .dst = &a->min_p},
+        {.names = "--repeat-penalty", .type = LOOM_OPT_NUM, .arg = "R",
+         .help = "divide a recent token's positive logit by R, multiply a negative one\n(1 = off)", .lo = 0, .hi = 100,
+         .dst = &a->rep},
+        {.names = "--frequency-penalty", .type = LOOM_OPT_NUM, .arg = "F",
+         .help = "subtract F x (times a token occurs in the window) from its logit", .lo = -100, .hi = 100,
+         .dst = &a->freq},
+        {.names = "--presence-penalty", .type = LOOM_OPT_NUM, .arg = "P",
+         .help = "subtract P from the logit of every token in the window", .lo = -100, .hi = 100, .dst = &a->pres},
+        {.names = "--repeat-last-n", .type = LOOM_OPT_INT, .arg = "N",
+         .help = "the penalties' window: the last N tokens, prompt included (-1 = all)", .lo = -1, .hi = 1 << 24,
+         .dst = &a->last_n},
+        {.names = "--seed", .type = LOOM_OPT_INT, .arg = "S", .help = "sampling seed", .lo = 0, .hi = 0x7fffffffL,
+         .dst = &a->seed},
+        LOOM_OPT_END,
+    };
+    memcpy(t, rows, sizeof rows);
+}
+
+loom_sampler_opts loom_sampling_opts(const loom_sampling_args *a) {
+    loom_sampler_opts o = {.temperature = (float)a->temp, .top_k = (int)a->top_k, .top_p = (float)a->top_p,
+                           .seed = (uint64_t)a->seed, .min_p = (float)a->min_p, .repeat_penalty = (float)a->rep,
+                           .frequency_penalty = (float)a->freq, .presence_penalty = (float)a->pres,
+                           .penalty_last_n = (int)a->last_n};
+    if (a->last_n == 0) { /* an empty window: no penalty */
+        o.repeat_penalty = 1;
+        o.frequency_penalty = o.presence_penalty = 0;
+        o.penalty_last_n = 1;
+    }
+    return o;
 }

@@ -17,6 +17,7 @@ typedef enum loom_opt_type {
     LOOM_OPT_STR,   /* const char **: the argument as it is */
     LOOM_OPT_LIST,  /* const char *[hi]: repeatable; *count says how many were given */
     LOOM_OPT_SECTION, /* no option: a heading in --help (help holds the text) */
+    LOOM_OPT_INCLUDE, /* no option: the rows of another table (dst: const loom_opt *) */
 } loom_opt_type;
 
 typedef struct loom_opt {
@@ -44,5 +45,15 @@ int loom_opts_parse(const char *cmd, const char *synopsis, const char *about, co
                     int argc, char **argv);
 /* The usage text: synopsis, about, then every option with its value, help and default. */
 void loom_opts_usage(FILE *f, const char *cmd, const char *synopsis, const char *about, const loom_opt *opts, bool common);
+
+/* The sampling options run and chat share (one set of rows, one conversion): fill a's defaults,
+ * then loom_sampling_rows(rows, &a) and put {.type = LOOM_OPT_INCLUDE, .dst = rows} in the table. */
+typedef struct loom_sampling_args {
+    double temp, top_p, min_p, rep, freq, pres;
+    long top_k, last_n, seed;
+} loom_sampling_args;
+#define LOOM_SAMPLING_ROWS 11
+void loom_sampling_rows(loom_opt *rows, loom_sampling_args *a); /* rows[LOOM_SAMPLING_ROWS] */
+loom_sampler_opts loom_sampling_opts(const loom_sampling_args *a);
 
 #endif
