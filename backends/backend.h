@@ -19,8 +19,10 @@ typedef struct loom_exec_ctx {
     loom_buffer *arena;         /* plan->arena_size bytes */
     loom_buffer *const *state;  /* session state tensors, indexed by node->state */
     int n_state;
-    loom_buffer *const *weights;/* model weights, indexed by loom_weight.id */
+    loom_buffer *const *weights;/* the checkpoint's weights (LOOM_WEIGHT_FILE), by loom_weight.id */
     int n_weights;
+    loom_buffer *const *computed;/* the model's computed weights (LOOM_WEIGHT_COMPUTED), by id */
+    int n_computed;
     double *node_time;          /* if non-NULL: seconds per node index, filled by the executor
                                    (CPU) or from timestamps (GPU) */
 } loom_exec_ctx;
@@ -40,6 +42,10 @@ typedef struct loom_backend_ops {
     int (*buf_copy)(loom_backend *be, loom_buffer *dst, size_t dst_off, loom_buffer *src, size_t src_off, size_t n);
     /* A buffer holding a weight: the CPU wraps the mapped host pointer (no copy), a GPU uploads. */
     loom_buffer *(*buf_from_host)(loom_backend *be, const void *host, size_t nbytes);
+
+    /* Optional: the byte alignment this backend needs for arena offsets (NULL: 64, a cache line).
+     * The planner packs the arena to it (loom_plan_opts.align, from loom_backend_alignment). */
+    size_t (*alignment)(loom_backend *be);
 
     /* Can this backend compute node `i` of g as it stands (op, types, shapes)? */
     bool (*supports)(loom_backend *be, const loom_graph *g, int i);
@@ -67,6 +73,9 @@ struct loom_backend {
 /* Where node i's bytes live for this run: its buffer and the byte offset into it. Views and in-place
  * nodes resolve to the storage they alias. */
 loom_buffer *loom_exec_node_buffer(const loom_exec_ctx *x, int i, size_t *offset);
+
+/* The arena alignment be needs (its alignment op, else 64): pass it to loom_plan_build. */
+size_t loom_backend_alignment(loom_backend *be);
 
 /* Run a plan: validates support once per plan, then dispatches node by node (or whole plan). */
 int loom_execute(loom_backend *be, const loom_exec_ctx *x);

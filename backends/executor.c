@@ -2,7 +2,6 @@
  * node when asked (the profiler's CPU source). Also the backend registry. */
 #include "backends/backend.h"
 
-#include "formats/source.h"
 #include "core/util.h"
 
 #include <stdlib.h>
@@ -15,9 +14,17 @@ loom_buffer *loom_exec_node_buffer(const loom_exec_ctx *x, int i, size_t *offset
     case LOOM_STORE_STATE: return (n->state >= 0 && n->state < x->n_state) ? x->state[n->state] : NULL;
     case LOOM_STORE_WEIGHT:
         *offset = 0;
-        return (n->weight && n->weight->id >= 0 && n->weight->id < x->n_weights) ? x->weights[n->weight->id] : NULL;
+        if (!n->weight || n->weight->id < 0) return NULL;
+        if (n->weight->kind == LOOM_WEIGHT_COMPUTED)
+            return n->weight->id < x->n_computed ? x->computed[n->weight->id] : NULL;
+        return n->weight->id < x->n_weights ? x->weights[n->weight->id] : NULL;
     default: return NULL;
     }
+}
+
+size_t loom_backend_alignment(loom_backend *be) {
+    size_t a = be->ops->alignment ? be->ops->alignment(be) : 0;
+    return a ? a : 64;
 }
 
 int loom_execute(loom_backend *be, const loom_exec_ctx *x) {

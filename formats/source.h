@@ -12,17 +12,7 @@
 #ifndef LOOM_SOURCE_H
 #define LOOM_SOURCE_H
 
-#include "loom.h"
-
-typedef struct loom_weight {
-    char name[96];       /* canonical name */
-    loom_dtype type;
-    int ndim;
-    int64_t ne[4];       /* row-major, PyTorch order: a matrix is {out, in} */
-    const void *data;    /* mapped file bytes, or an owned f32 copy for 1-D tensors */
-    size_t nbytes;
-    int id;              /* index in the source's tensor table */
-} loom_weight;
+#include "graph/graph.h" /* loom_weight: what a source fills for each tensor (kind LOOM_WEIGHT_FILE) */
 
 typedef struct loom_source loom_source;
 

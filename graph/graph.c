@@ -2,7 +2,6 @@
  * and types, appends one node and returns its index (or -1 with an error). */
 #include "graph/graph.h"
 
-#include "formats/source.h"
 #include "core/qblock.h"
 #include "core/util.h"
 

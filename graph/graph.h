@@ -104,7 +104,23 @@ enum {
     LOOM_NODE_INPLACE = 1u << 2 /* writes over its first source's storage */
 };
 
-struct loom_weight; /* formats/source.h */
+/* What a WEIGHT node is bound to: a tensor the model provides. formats/ fills these from a
+ * checkpoint (LOOM_WEIGHT_FILE, id = index in the checkpoint's tensor table); a model fills its own
+ * for tensors it computes at load, such as Llama-3 RoPE factors from config.json
+ * (LOOM_WEIGHT_COMPUTED, id = index in the model's computed table). A run finds the weight's
+ * buffer by (kind, id) in loom_exec_ctx; the graph and the backends know no file format. */
+typedef enum loom_weight_kind { LOOM_WEIGHT_FILE, LOOM_WEIGHT_COMPUTED } loom_weight_kind;
+
+typedef struct loom_weight {
+    char name[96];       /* canonical name */
+    loom_dtype type;
+    int ndim;
+    int64_t ne[4];       /* row-major, PyTorch order: a matrix is {out, in} */
+    const void *data;    /* host bytes: mapped file bytes, or an owned f32 copy for 1-D tensors */
+    size_t nbytes;
+    loom_weight_kind kind;
+    int id;              /* index in its kind's table */
+} loom_weight;
 
 typedef struct loom_node {
     loom_op op;
@@ -119,7 +135,7 @@ typedef struct loom_node {
     char name[96];         /* for dumps and for finding outputs ("logits", "hidden.3") */
 
     /* leaf bindings */
-    const struct loom_weight *weight; /* LOOM_OP_WEIGHT */
+    const loom_weight *weight;        /* LOOM_OP_WEIGHT */
     int state;                        /* LOOM_OP_STATE: session state index */
     size_t view_offset;               /* LOOM_OP_VIEW: bytes into src0 */
 
@@ -153,7 +169,7 @@ size_t loom_node_bytes(const loom_node *n);
  * is a bug in a model file or a bad checkpoint, and is reported, not asserted). Passing -1 as a
  * source propagates the failure, so a model file can check once at the end. */
 int loom_input(loom_graph *g, const char *name, loom_dtype t, int ndim, const int64_t *ne);
-int loom_weight_node(loom_graph *g, const struct loom_weight *w);
+int loom_weight_node(loom_graph *g, const loom_weight *w);
 int loom_state(loom_graph *g, int slot, const char *name, int64_t rows, int64_t cols);
 int loom_embed(loom_graph *g, int table, int ids);
 int loom_matmul(loom_graph *g, int x, int w);

@@ -18,6 +18,7 @@ typedef struct loom_plan {
     int n_order;
     size_t arena_size;   /* bytes of the packed arena */
     size_t naive_size;   /* sum of all intermediates' sizes, for comparison */
+    size_t align;        /* arena slots start at multiples of this (loom_plan_opts.align) */
     int n_nodes_declared, n_nodes_live, n_groups;
     uint64_t key;        /* loom_graph_hash of the graph as declared */
 
@@ -25,7 +26,12 @@ typedef struct loom_plan {
     const void *prepared_for; /* the arena buffer backend_data was prepared with */
 } loom_plan;
 
+/* Arena alignment when the caller names no backend (loom dump, tests): the most any backend asks. */
+#define LOOM_PLAN_ALIGN 256
+
 typedef struct loom_plan_opts {
+    size_t align;        /* arena slot alignment: loom_backend_alignment(be) of the backend that
+                            will run the plan; 0 = LOOM_PLAN_ALIGN */
     bool no_cse, no_fuse, no_inplace;
     bool no_reuse;       /* every node its own arena slot (implies no_inplace): all outputs stay
                             readable after a run (loom diff) */
@@ -41,7 +47,7 @@ typedef struct loom_plan_opts {
 int loom_pass_dce(loom_graph *g);
 int loom_pass_cse(loom_graph *g);
 int loom_pass_fuse(loom_graph *g);
-int loom_pass_memory(loom_graph *g, bool allow_inplace, size_t *arena_size, size_t *naive_size);
+int loom_pass_memory(loom_graph *g, size_t align, bool allow_inplace, size_t *arena_size, size_t *naive_size);
 
 /* Run all passes on g (taking ownership) and return the plan, or NULL with an error. */
 loom_plan *loom_plan_build(loom_graph *g, const loom_plan_opts *o);

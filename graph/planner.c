@@ -7,7 +7,6 @@
 
 #include <stdlib.h>
 
-#define ARENA_ALIGN 256 /* Vulkan's minStorageBufferOffsetAlignment can be up to 256 */
 
 static bool live(const loom_node *n) { return !(n->flags & LOOM_NODE_DEAD); }
 static bool is_leaf(loom_op op) { return op == LOOM_OP_INPUT || op == LOOM_OP_WEIGHT || op == LOOM_OP_STATE; }
@@ -196,7 +195,7 @@ int loom_pass_fuse(loom_graph *g) {
 typedef struct { size_t off, size; } span;
 typedef struct { span *v; int n, cap; size_t top; } freelist;
 
-static size_t align_up(size_t x) { return (x + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
+static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 /* Best fit among free spans; else grow the arena's top. */
 static size_t fl_alloc(freelist *f, size_t size) {
@@ -270,7 +269,9 @@ static int root_of(const loom_graph *g, int i, size_t *rel) {
 
 /* reuse = false gives every node its own arena slot (no freeing), so that after a run every
  * intermediate can still be read back: loom diff compares backends node by node that way. */
-static int memory_pass(loom_graph *g, bool allow_inplace, bool reuse, size_t *arena_size, size_t *naive_size) {
+/* Arena slots start at multiples of `align` (the backend's loom_backend_alignment). */
+static int memory_pass(loom_graph *g, size_t align, bool allow_inplace, bool reuse, size_t *arena_size,
+                       size_t *naive_size) {
     int n = g->n;
     int *last = malloc((size_t)n * sizeof *last); /* last step that reads the node's storage group */
     int *step = malloc((size_t)n * sizeof *step); /* execution step of each node, -1 for leaves */
@@ -328,7 +329,7 @@ static int memory_pass(loom_graph *g, bool allow_inplace, bool reuse, size_t *ar
         }
         nd->nbytes = loom_node_bytes(nd);
         if (nd->op == LOOM_OP_INPUT) {
-            size_t sz = align_up(nd->nbytes);
+            size_t sz = align_up(nd->nbytes, align);
             nd->storage = LOOM_STORE_ARENA;
             nd->offset = fl_alloc(&fl, sz);
             naive += sz;
@@ -359,11 +360,11 @@ static int memory_pass(loom_graph *g, bool allow_inplace, bool reuse, size_t *ar
             nd->alias = src0;
             nd->flags |= LOOM_NODE_INPLACE;
             last[r] = last[i];
-            naive += align_up(nd->nbytes);
+            naive += align_up(nd->nbytes, align);
             loom_graph_log(g, "memory: %s '%s' runs in place over '%s'", loom_op_name(nd->op), nd->name,
                            g->nodes[src0].name);
         } else {
-            size_t sz = align_up(nd->nbytes);
+            size_t sz = align_up(nd->nbytes, align);
             nd->storage = LOOM_STORE_ARENA;
             nd->offset = fl_alloc(&fl, sz);
             naive += sz;
@@ -373,7 +374,7 @@ static int memory_pass(loom_graph *g, bool allow_inplace, bool reuse, size_t *ar
         for (int k = 0; reuse && k < n_live; k++) {
             int q = live_roots[k];
             if (last[q] <= t) {
-                if (fl_free(&fl, g->nodes[q].offset, align_up(g->nodes[q].nbytes)) < 0) rc = -1;
+                if (fl_free(&fl, g->nodes[q].offset, align_up(g->nodes[q].nbytes, align)) < 0) rc = -1;
                 live_roots[k--] = live_roots[--n_live];
             }
         }
@@ -387,7 +388,6 @@ static int memory_pass(loom_graph *g, bool allow_inplace, bool reuse, size_t *ar
         nd->storage = g->nodes[r].storage;
         nd->state = g->nodes[r].state;
         nd->offset = g->nodes[r].offset + rel;
-        (void)n_live;
     }
     if (arena_size) *arena_size = fl.top;
     if (naive_size) *naive_size = naive;
@@ -399,8 +399,8 @@ static int memory_pass(loom_graph *g, bool allow_inplace, bool reuse, size_t *ar
     return rc;
 }
 
-int loom_pass_memory(loom_graph *g, bool allow_inplace, size_t *arena_size, size_t *naive_size) {
-    return memory_pass(g, allow_inplace, true, arena_size, naive_size);
+int loom_pass_memory(loom_graph *g, size_t align, bool allow_inplace, size_t *arena_size, size_t *naive_size) {
+    return memory_pass(g, align ? align : LOOM_PLAN_ALIGN, allow_inplace, true, arena_size, naive_size);
 }
 
 /* ---- the whole pipeline ----------------------------------------------------------------------- */
@@ -435,7 +435,8 @@ loom_plan *loom_plan_build(loom_graph *g, const loom_plan_opts *o) {
         if (loom_pass_fuse(g) < 0 || loom_pass_dce(g) < 0) goto fail;
         dump_after(o, g, "fuse");
     }
-    if (memory_pass(g, !o->no_inplace && !o->no_reuse, !o->no_reuse, &p->arena_size, &p->naive_size) < 0)
+    p->align = o->align ? o->align : LOOM_PLAN_ALIGN;
+    if (memory_pass(g, p->align, !o->no_inplace && !o->no_reuse, !o->no_reuse, &p->arena_size, &p->naive_size) < 0)
         goto fail;
     p->order = loom_malloc((size_t)g->n * sizeof *p->order);
     if (!p->order) goto fail;

@@ -38,7 +38,8 @@ static int llama3_factors(loom_model *m) {
     w->ne[0] = n;
     w->data = m->rope_factors;
     w->nbytes = (size_t)n * sizeof(float);
-    w->id = loom_source_n_tensors(m->src);
+    w->kind = LOOM_WEIGHT_COMPUTED;
+    w->id = 0; /* the only computed weight (loom_model_computed) */
     m->rope_freqs = w;
     return 0;
 }

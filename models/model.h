@@ -54,9 +54,8 @@ struct loom_model {
     const loom_weight *rope_freqs; /* [head_dim/2] frequency divisors (Llama-3 scaling), or NULL:
                                       the GGUF's rope_freqs.weight, or rope_factors_w below */
     float *rope_factors;           /* owned storage computed from config.json, or NULL */
-    loom_weight rope_factors_w;    /* id = loom_source_n_tensors(src): one past the source's */
+    loom_weight rope_factors_w;    /* kind LOOM_WEIGHT_COMPUTED, id 0 */
 };
-typedef struct loom_model loom_model_t;
 
 /* registry.c */
 const loom_arch *loom_arch_find(const char *name);

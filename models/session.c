@@ -9,6 +9,7 @@
 #include "models/kvpool.h"
 #include "models/model.h"
 #include "models/session_internal.h"
+#include "models/weights.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +21,7 @@ struct loom_session {
     loom_session_opts o;
     char device[32];
 
-    loom_buffer **weights; /* by loom_weight.id; the extra last slot is the computed rope factors */
-    int n_weights;
+    loom_weight_bufs weights;
     loom_buffer **state;   /* 2 per layer: K and V caches */
     int n_state;
     loom_buffer *arena;
@@ -64,8 +64,7 @@ void loom_session_free(loom_session *s) {
     if (!s) return;
     if (s->plans) loom_plan_cache_free(s->plans, release_plan, s);
     if (s->be) {
-        for (int i = 0; i < s->n_weights; i++)
-            if (s->weights[i]) s->be->ops->buf_free(s->be, s->weights[i]);
+        loom_weights_free(&s->weights, s->be);
         for (int i = 0; i < s->n_state; i++)
             if (s->state[i]) s->be->ops->buf_free(s->be, s->state[i]);
         if (s->arena) s->be->ops->buf_free(s->be, s->arena);
@@ -74,7 +73,6 @@ void loom_session_free(loom_session *s) {
     if (s->hidden)
         for (int i = 0; i <= s->m->hp.n_layer; i++) free(s->hidden[i]);
     free(s->hidden);
-    free(s->weights);
     free(s->state);
     free(s->logits);
     free(s->node_time);
@@ -85,38 +83,23 @@ void loom_session_free(loom_session *s) {
 
 /* Large models take a while to reach a GPU (or to be paged in and locked on the CPU): show how far
  * loading has got on an interactive terminal, in whole percent steps. */
-static void load_progress(const loom_session *s, size_t done, size_t total, int *shown) {
-    if (!s->o.verbose || total < ((size_t)256 << 20) || !isatty(2)) return;
+typedef struct load_shown { const loom_session *s; int shown; } load_shown;
+
+static void load_progress(void *ud, size_t done, size_t total) {
+    load_shown *l = ud;
+    if (!l->s->o.verbose || total < ((size_t)256 << 20) || !isatty(2)) return;
     int pct = (int)(100.0 * (double)done / (double)total);
-    if (pct == *shown) return;
-    *shown = pct;
-    fprintf(stderr, "\rloom: loading weights onto %s: %3d%% of %.0f MiB", s->device, pct, (double)total / 1048576.0);
+    if (pct == l->shown) return;
+    l->shown = pct;
+    fprintf(stderr, "\rloom: loading weights onto %s: %3d%% of %.0f MiB", l->s->device, pct, (double)total / 1048576.0);
     if (done == total) fprintf(stderr, "\n");
 }
 
 static int upload_weights(loom_session *s) {
-    const loom_source *src = s->m->src;
-    int n = loom_source_n_tensors(src);
-    s->n_weights = n + 1;
-    s->weights = loom_calloc((size_t)s->n_weights, sizeof *s->weights);
-    if (!s->weights) return -1;
-    size_t total = 0, done = 0;
-    int shown = -1;
-    for (int i = 0; i < n; i++) total += loom_source_tensor(src, i)->nbytes;
-    for (int i = 0; i < s->n_weights; i++) {
-        const loom_weight *w = i < n ? loom_source_tensor(src, i) : (s->m->rope_factors ? &s->m->rope_factors_w : NULL);
-        if (!w) continue;
-        s->weights[i] = s->be->ops->buf_from_host(s->be, w->data, w->nbytes);
-        if (!s->weights[i]) {
-            if (shown >= 0) fprintf(stderr, "\n");
-            loom_err_prefix("%s: loading weight '%s' (%zu bytes) onto %s", loom_source_path(src), w->name,
-                            w->nbytes, s->device);
-            return -1;
-        }
-        if (i < n) done += w->nbytes;
-        load_progress(s, done, total, &shown);
-    }
-    return 0;
+    load_shown l = {s, -1};
+    int rc = loom_weights_upload(&s->weights, s->be, s->m, s->device, load_progress, &l);
+    if (rc < 0 && l.shown >= 0 && l.shown < 100) fprintf(stderr, "\n");
+    return rc;
 }
 
 /* Memory the host can give us: physical RAM, or less under a cgroup (v2 or v1) limit. 0 = unknown. */
@@ -229,7 +212,7 @@ static loom_plan *step_plan(loom_session *s, int n, int n_seq, int n_out) {
         loom_graph_free(g);
         return p;
     }
-    p = loom_plan_build(g, NULL);
+    p = loom_plan_build(g, &(loom_plan_opts){.align = loom_backend_alignment(s->be)});
     if (!p) return NULL;
     for (int k = 0; k < p->n_order; k++) {
         int i = p->order[k];
@@ -279,8 +262,8 @@ static int read_output(loom_session *s, loom_plan *p, const char *name, float **
     *dst = buf;
     if (rows) *rows = (int)(loom_node_nelem(nd) / nd->ne[nd->ndim - 1]);
     size_t off;
-    loom_exec_ctx x = {.plan = p, .arena = s->arena, .state = s->state, .n_state = s->n_state, .weights = s->weights,
-                       .n_weights = s->n_weights};
+    loom_exec_ctx x = {.plan = p, .arena = s->arena, .state = s->state, .n_state = s->n_state};
+    loom_weights_bind(&s->weights, &x);
     loom_buffer *b = loom_exec_node_buffer(&x, i, &off);
     return s->be->ops->buf_read(s->be, b, off, buf, bytes);
 }
@@ -289,7 +272,8 @@ static int read_output(loom_session *s, loom_plan *p, const char *name, float **
 static int prepare_run(loom_session *s, loom_plan *p, loom_exec_ctx *x) {
     if (ensure_arena(s, p) < 0) return -1;
     *x = (loom_exec_ctx){.plan = p, .arena = s->arena, .state = s->state, .n_state = s->n_state,
-                         .weights = s->weights, .n_weights = s->n_weights, .node_time = s->node_time};
+                         .node_time = s->node_time};
+    loom_weights_bind(&s->weights, x);
     if (s->node_time) {
         double *nt = realloc(s->node_time, (size_t)p->g->n * sizeof *nt);
         if (!nt) return loom_err("out of memory for node timings");

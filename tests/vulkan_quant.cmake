@@ -7,16 +7,19 @@ loom_unit_test(test_vulkan_quant)
 set_tests_properties(test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77)
 
 # Model level, on the quantised fixtures written by tests/quant.cmake (fixtures q_<fx>_<type>).
-# llama-tiny's q4_k_m holds all four block types (Q4_K, Q6_K, and the Q4_0/Q8_0 fallbacks).
-set(_vkq_fixtures qwen2-tiny llama-tiny)
+# llama-tiny's q4_k_m holds all four block types (Q4_K, Q6_K, and the Q4_0/Q8_0 fallbacks);
+# llama-wide's q4_k_m and q6_k are K blocks throughout (about twice llama-tiny's time on lavapipe:
+# qwen2-tiny's q8_0/q4_0, the same shaders as llama-tiny's, made room for them).
+set(_vkq_fixtures llama-tiny llama-wide)
+set(_vkq_types_llama-tiny ${LOOM_Q_TYPES_llama-tiny})
+set(_vkq_types_llama-wide q4_k_m q6_k)
 foreach(fx ${_vkq_fixtures})
-  foreach(t ${LOOM_Q_TYPES})
+  foreach(t ${_vkq_types_${fx}})
     set(q ${LOOM_Q_TMP}/${fx}-${t}.gguf)
     set(qf ${LOOM_Q_TMP}/${fx}-${t}-f32.gguf)
     # 1. against transformers' f32 reference over the long text, held to the CPU's bounds (the
     #    tight comparison is 2. below)
-    list(GET LOOM_Q_BOUND_${t} 0 top1)
-    list(GET LOOM_Q_BOUND_${t} 1 kl)
+    loom_q_bound(${fx} ${t} top1 kl)
     add_test(NAME check_q_${fx}_${t}_vulkan COMMAND ${LOOM_EXPECT} --match "on vulkan.*PASS" -- sh -c "${_vk_skip}" ${LOOM_BIN} check -m ${q}
              --reference ${LOOM_Q_LREF_${fx}} --min-top1 ${top1} --max-kl ${kl} --device vulkan)
     set_tests_properties(check_q_${fx}_${t}_vulkan PROPERTIES FIXTURES_REQUIRED q_${fx}_${t}

@@ -15,6 +15,7 @@
 #include "backends/cpu/cpu.h"
 #include "loom.h"
 #include "models/model.h"
+#include "models/weights.h"
 #include "core/util.h"
 
 #include <math.h>
@@ -26,8 +27,7 @@ typedef struct side {
     const char *device;
     char desc[256];
     loom_backend *be;
-    loom_buffer **weights;
-    int n_weights;
+    loom_weight_bufs weights;
     loom_buffer **state;
     int n_state;
     loom_plan *plan;
@@ -54,29 +54,20 @@ static void side_release_plan(side *sd) {
 static void side_free(side *sd) {
     if (!sd->be) return;
     side_release_plan(sd);
-    for (int i = 0; i < sd->n_weights; i++)
-        if (sd->weights && sd->weights[i]) sd->be->ops->buf_free(sd->be, sd->weights[i]);
+    loom_weights_free(&sd->weights, sd->be);
     for (int i = 0; i < sd->n_state; i++)
         if (sd->state && sd->state[i]) sd->be->ops->buf_free(sd->be, sd->state[i]);
-    free(sd->weights);
     free(sd->state);
     loom_backend_close(sd->be);
     sd->be = NULL;
 }
 
-/* Weights (indexed by loom_weight.id, plus the computed rope factors) and a zeroed KV cache, as a
- * session lays them out. */
+/* The weights and a zeroed KV cache, as a session lays them out. */
 static int side_open(side *sd, const loom_model *m, int n_threads, int n_ctx) {
     if (!(sd->be = open_device(sd->device, n_threads))) return -1;
     if (sd->be->ops->describe) sd->be->ops->describe(sd->be, sd->desc, sizeof sd->desc);
     else snprintf(sd->desc, sizeof sd->desc, "%s", sd->be->ops->name);
-    int n = loom_source_n_tensors(m->src);
-    sd->n_weights = n + 1;
-    if (!(sd->weights = loom_calloc((size_t)sd->n_weights, sizeof *sd->weights))) return -1;
-    for (int i = 0; i < sd->n_weights; i++) {
-        const loom_weight *w = i < n ? loom_source_tensor(m->src, i) : (m->rope_factors ? &m->rope_factors_w : NULL);
-        if (w && !(sd->weights[i] = sd->be->ops->buf_from_host(sd->be, w->data, w->nbytes))) return -1;
-    }
+    if (loom_weights_upload(&sd->weights, sd->be, m, sd->device, NULL, NULL) < 0) return -1;
     size_t kv = (size_t)n_ctx * (size_t)m->hp.n_head_kv * (size_t)m->hp.head_dim * sizeof(float);
     sd->n_state = 2 * m->hp.n_layer;
     if (!(sd->state = loom_calloc((size_t)sd->n_state, sizeof *sd->state))) return -1;
@@ -87,8 +78,8 @@ static int side_open(side *sd, const loom_model *m, int n_threads, int n_ctx) {
 }
 
 static loom_exec_ctx side_ctx(const side *sd) {
-    loom_exec_ctx x = {.plan = sd->plan, .arena = sd->arena, .state = sd->state, .n_state = sd->n_state,
-                       .weights = sd->weights, .n_weights = sd->n_weights};
+    loom_exec_ctx x = {.plan = sd->plan, .arena = sd->arena, .state = sd->state, .n_state = sd->n_state};
+    loom_weights_bind(&sd->weights, &x);
     return x;
 }
 
@@ -112,7 +103,7 @@ static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *to
         loom_graph_free(g);
         return -1;
     }
-    loom_plan_opts po = {.no_reuse = true};
+    loom_plan_opts po = {.no_reuse = true, .align = loom_backend_alignment(sd->be)};
     if (!(sd->plan = loom_plan_build(g, &po))) return -1;
     for (int k = 0; k < sd->plan->n_order; k++) {
         int i = sd->plan->order[k];

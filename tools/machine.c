@@ -81,7 +81,7 @@ static loom_plan *probe_plan(loom_backend *be, int64_t rows, bool *unsupported) 
         loom_graph_free(g);
         return NULL;
     }
-    loom_plan_opts po = {.no_inplace = true}; /* read one buffer, write another */
+    loom_plan_opts po = {.no_inplace = true, .align = loom_backend_alignment(be)}; /* read one buffer, write another */
     loom_plan *p = loom_plan_build(g, &po);
     for (int k = 0; p && k < p->n_order; k++)
         if (!be->ops->supports(be, p->g, p->order[k])) {

@@ -3,7 +3,6 @@
 #include "backends/cpu/cpu.h"
 #include "backends/cpu/cpu_quant.h"
 
-#include "formats/source.h"
 #include "core/util.h"
 
 #include <math.h>
@@ -913,6 +912,12 @@ static int cpu_compute_node_checked(loom_backend *be, const loom_exec_ctx *x, in
     return rc;
 }
 
+/* Arena slots start on cache lines (the SIMD kernels load rows from them). */
+static size_t cpu_alignment(loom_backend *be) {
+    (void)be;
+    return 64;
+}
+
 static int cpu_sync(loom_backend *be) {
     (void)be;
     return 0;
@@ -945,6 +950,7 @@ static const loom_backend_ops cpu_ops = {
     .buf_zero = cpu_buf_zero,
     .buf_copy = cpu_buf_copy,
     .buf_from_host = cpu_buf_from_host,
+    .alignment = cpu_alignment,
     .supports = cpu_supports,
     .compute_node = cpu_compute_node_checked,
     .sync = cpu_sync,

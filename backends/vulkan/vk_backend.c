@@ -39,6 +39,8 @@ static loom_buffer *vb_from_host(loom_backend *be, const void *host, size_t n) {
 }
 
 static bool vb_supports(loom_backend *be, const loom_graph *g, int i) { return vk_supports(D(be), g, i); }
+/* storage-buffer descriptors bind at multiples of minStorageBufferOffsetAlignment */
+static size_t vb_alignment(loom_backend *be) { return D(be)->align; }
 static int vb_prepare(loom_backend *be, loom_plan *p, const loom_exec_ctx *x) {
     return vk_plan_prepare(D(be), p, x);
 }
@@ -67,6 +69,7 @@ static const loom_backend_ops vk_ops = {
     .buf_zero = vb_zero,
     .buf_copy = vb_copy,
     .buf_from_host = vb_from_host,
+    .alignment = vb_alignment,
     .supports = vb_supports,
     .plan_prepare = vb_prepare,
     .plan_release = vb_release,

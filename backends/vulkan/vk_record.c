@@ -941,6 +941,10 @@ static uint64_t fingerprint(const loom_exec_ctx *x) {
         v = x->weights[i] ? x->weights[i]->serial : 0;
         XXH64_update(st, &v, sizeof v);
     }
+    for (int i = 0; i < x->n_computed; i++) {
+        v = x->computed[i] ? x->computed[i]->serial : 0;
+        XXH64_update(st, &v, sizeof v);
+    }
     uint64_t h = XXH64_digest(st);
     XXH64_freeState(st);
     return h;

@@ -12,7 +12,6 @@
  */
 #include "backends/backend.h"
 #include "backends/cpu/cpu.h"
-#include "formats/source.h"
 #include "core/qblock.h"
 #include "core/util.h"
 

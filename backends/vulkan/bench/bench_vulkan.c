@@ -13,7 +13,6 @@
 #include "graph/graph.h"
 #include "graph/plan.h"
 #include "core/qblock.h"
-#include "formats/source.h"
 #include "core/util.h"
 
 #include <math.h>
