@@ -77,7 +77,19 @@ loom_buffer *loom_exec_node_buffer(const loom_exec_ctx *x, int i, size_t *offset
 /* The arena alignment be needs (its alignment op, else 64): pass it to loom_plan_build. */
 size_t loom_backend_alignment(loom_backend *be);
 
-/* Run a plan: validates support once per plan, then dispatches node by node (or whole plan). */
+/* ---- running a plan (one copy for sessions, loom diff, bench and profile) ------------------- */
+/* Check, once per plan, that be can compute every node p executes: 0, or -1 with an error naming
+ * `device` and the first node it cannot. loom_execute does not check again. */
+int loom_plan_check(loom_backend *be, const loom_plan *p, const char *device);
+/* Typed handles: a plan's input or output node, looked up by name once per plan. An input the
+ * optimised graph no longer reads (removed by dce) is -1, which loom_exec_write skips. */
+int loom_plan_input(const loom_plan *p, const char *name);
+int loom_plan_output(const loom_plan *p, const char *name); /* -1 with an error when absent */
+/* Write n bytes to input node `input` (a handle from loom_plan_input; -1: nothing to write). */
+int loom_exec_write(loom_backend *be, const loom_exec_ctx *x, int input, const void *src, size_t n);
+/* Read n bytes of node i's storage from byte `off` of it. */
+int loom_exec_read(loom_backend *be, const loom_exec_ctx *x, int i, size_t off, void *dst, size_t n);
+/* Run a plan node by node (or whole, when the backend records plans) and wait for it (sync). */
 int loom_execute(loom_backend *be, const loom_exec_ctx *x);
 
 /* ---- backend registry -------------------------------------------------------------------- */

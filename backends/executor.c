@@ -5,6 +5,7 @@
 #include "core/util.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 loom_buffer *loom_exec_node_buffer(const loom_exec_ctx *x, int i, size_t *offset) {
     const loom_node *n = &x->plan->g->nodes[i];
@@ -27,11 +28,52 @@ size_t loom_backend_alignment(loom_backend *be) {
     return a ? a : 64;
 }
 
+int loom_plan_check(loom_backend *be, const loom_plan *p, const char *device) {
+    for (int k = 0; k < p->n_order; k++) {
+        int i = p->order[k];
+        if (!be->ops->supports(be, p->g, i))
+            return loom_err("%s backend cannot compute node %d (%s '%s')", device ? device : be->ops->name, i,
+                            loom_op_name(p->g->nodes[i].op), p->g->nodes[i].name);
+    }
+    return 0;
+}
+
+int loom_plan_input(const loom_plan *p, const char *name) {
+    for (int i = 0; i < p->g->n; i++) {
+        const loom_node *nd = &p->g->nodes[i];
+        if (nd->op == LOOM_OP_INPUT && !(nd->flags & LOOM_NODE_DEAD) && !strcmp(nd->name, name)) return i;
+    }
+    return -1;
+}
+
+int loom_plan_output(const loom_plan *p, const char *name) {
+    int i = loom_find_output(p->g, name);
+    if (i < 0) loom_err("internal: the graph has no output '%s'", name);
+    return i;
+}
+
+int loom_exec_write(loom_backend *be, const loom_exec_ctx *x, int input, const void *src, size_t n) {
+    if (input < 0) return 0; /* the graph does not read it */
+    size_t off;
+    loom_buffer *b = loom_exec_node_buffer(x, input, &off);
+    if (!b) return loom_err("input '%s' has no storage", x->plan->g->nodes[input].name);
+    return be->ops->buf_write(be, b, off, src, n);
+}
+
+int loom_exec_read(loom_backend *be, const loom_exec_ctx *x, int i, size_t off, void *dst, size_t n) {
+    size_t base;
+    loom_buffer *b = loom_exec_node_buffer(x, i, &base);
+    if (!b) return loom_err("node %d '%s' has no storage", i, x->plan->g->nodes[i].name);
+    return be->ops->buf_read(be, b, base + off, dst, n);
+}
+
 int loom_execute(loom_backend *be, const loom_exec_ctx *x) {
     const loom_plan *p = x->plan;
-    if (be->ops->compute_plan && !x->node_time) return be->ops->compute_plan(be, x);
-    if (be->ops->compute_plan && x->node_time && be->ops->plan_prepare)
-        return be->ops->compute_plan(be, x); /* GPU backends time nodes with timestamps */
+    /* a backend that records whole plans runs them whole; GPU backends time nodes with timestamps */
+    if (be->ops->compute_plan && (!x->node_time || be->ops->plan_prepare)) {
+        if (be->ops->compute_plan(be, x) < 0) return -1;
+        return be->ops->sync ? be->ops->sync(be) : 0;
+    }
     for (int k = 0; k < p->n_order; k++) {
         int i = p->order[k];
         double t0 = x->node_time ? loom_now() : 0;

@@ -2,9 +2,14 @@
 
 #include "core/qblock.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local char err_buf[1024];
 
@@ -184,4 +189,85 @@ void loom_json_str(FILE *f, const char *s) {
         else fputc(c, f);
     }
     fputc('"', f);
+}
+
+int loom_open_regular(const char *path) {
+    /* O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a writer */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return loom_err("%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int dir = S_ISDIR(st.st_mode), fifo = S_ISFIFO(st.st_mode), chr = S_ISCHR(st.st_mode);
+        close(fd);
+        return loom_err("%s: not a regular file%s", path,
+                        dir ? " (a directory)" : fifo ? " (a FIFO)" : chr ? " (a character device)" : "");
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+FILE *loom_fopen_regular(const char *path) {
+    int fd = loom_open_regular(path);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return loom_err_null("%s: cannot open: %s", path, strerror(errno));
+    }
+    return f;
+}
+
+/* ---- SIGBUS on a mapped file ------------------------------------------------------------------ */
+
+#define MAP_NOTES 64
+static struct { const char *volatile addr; size_t len; char path[512]; } map_notes[MAP_NOTES];
+
+void loom_map_note(const void *addr, size_t len, const char *path) {
+    for (int i = 0; i < MAP_NOTES; i++) {
+        if (map_notes[i].addr) continue;
+        map_notes[i].len = len;
+        snprintf(map_notes[i].path, sizeof map_notes[i].path, "%s", path);
+        map_notes[i].addr = addr; /* last: the handler reads an entry only once addr is set */
+        return;
+    }
+}
+
+void loom_map_forget(const void *addr) {
+    for (int i = 0; i < MAP_NOTES; i++)
+        if (map_notes[i].addr == addr) map_notes[i].addr = NULL;
+}
+
+static void put_str(char *b, size_t *n, size_t cap, const char *s) {
+    while (*s && *n < cap) b[(*n)++] = *s++;
+}
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc) {
+    (void)uc;
+    const char *a = si ? (const char *)si->si_addr : NULL;
+    for (int i = 0; a && i < MAP_NOTES; i++) {
+        const char *base = map_notes[i].addr;
+        if (!base || a < base || a >= base + map_notes[i].len) continue;
+        /* async-signal-safe: a fixed buffer, write(2) and _exit */
+        char b[1024], num[24];
+        size_t n = 0, off = (size_t)(a - base), k = 0;
+        do num[k++] = (char)('0' + off % 10); while ((off /= 10) && k < sizeof num);
+        put_str(b, &n, sizeof b, "loom: ");
+        put_str(b, &n, sizeof b, map_notes[i].path);
+        put_str(b, &n, sizeof b, ": the file shrank while loom read it (SIGBUS at byte ");
+        while (k && n < sizeof b) b[n++] = num[--k];
+        put_str(b, &n, sizeof b, "): was it truncated or rewritten in place while loom ran?\n");
+        if (write(2, b, n) < 0) { /* nothing more to do */ }
+        _exit(1);
+    }
+    signal(sig, SIG_DFL); /* not ours: the default action (core dump) */
+    raise(sig);
+}
+
+void loom_sigbus_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
 }

@@ -59,4 +59,19 @@ void loom_json_str(FILE *f, const char *s);
 /* Monotonic time in seconds. */
 double loom_now(void);
 
+/* Open a file to read, refusing anything but a regular file before it can block (a FIFO given as
+ * the model or tokenizer waited forever for a writer): an fd / FILE, or -1 / NULL with an error
+ * naming the path ("not a regular file (a FIFO)", or the open error). */
+int loom_open_regular(const char *path);
+
+/* Mapped files, so that a SIGBUS (the file shrank while mapped: truncated or rewritten in place by
+ * another process) can name the file: note each mapping, forget it before munmap. With
+ * loom_sigbus_install (the CLI calls it), a SIGBUS inside a noted mapping prints
+ * "loom: PATH: the file shrank while loom read it (...)" and exits 1; any other SIGBUS keeps its
+ * default action. At most 64 mappings are noted (more are simply not named). */
+void loom_map_note(const void *addr, size_t len, const char *path);
+void loom_map_forget(const void *addr);
+void loom_sigbus_install(void);
+FILE *loom_fopen_regular(const char *path);
+
 #endif

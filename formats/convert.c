@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 /* ---- config.json -> cv_spec ------------------------------------------------------------------- */
@@ -175,8 +176,13 @@ int cv_spec_builtin(cv_spec *sp, const char *shape) {
         sp->n_vocab = 32000, sp->n_embd = 2048, sp->n_layer = 22, sp->n_head = 32, sp->n_head_kv = 4;
         sp->n_ff = 5632, sp->n_ctx = 2048, sp->norm_eps = 1e-5, sp->rope_theta = 1e4;
         sp->tied = false, sp->qkv_bias = false;
+    } else if (!strcmp(shape, "llama-7b")) { /* LLaMA-7B (Llama-2-7B's shape): no GQA */
+        snprintf(sp->arch, sizeof sp->arch, "llama");
+        sp->n_vocab = 32000, sp->n_embd = 4096, sp->n_layer = 32, sp->n_head = 32, sp->n_head_kv = 32;
+        sp->n_ff = 11008, sp->n_ctx = 4096, sp->norm_eps = 1e-5, sp->rope_theta = 1e4;
+        sp->tied = false, sp->qkv_bias = false;
     } else {
-        return loom_err("unknown shape '%s' (known: qwen2-0.5b, llama-1.1b, or a config.json path)", shape);
+        return loom_err("unknown shape '%s' (known: qwen2-0.5b, llama-1.1b, llama-7b, or a config.json path)", shape);
     }
     sp->head_dim = sp->n_embd / sp->n_head;
     snprintf(sp->name, sizeof sp->name, "%s-synthetic", shape);
@@ -315,8 +321,9 @@ static void base_name(const char *path, char *out, size_t n) {
 static int read_generation_config(cv_spec *sp, const char *dir) {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/generation_config.json", dir) >= sizeof path) return 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0; /* optional */
+    if (access(path, F_OK) != 0) return 0; /* optional */
+    FILE *f = loom_fopen_regular(path);
+    if (!f) return -1;
     char buf[1 << 16];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);

@@ -15,11 +15,17 @@ struct gguf_writer;
 /* Convert a HF directory (llama or qwen2) to a GGUF file. Returns 0, or -1 with an error. */
 int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path);
 
-/* Write a random-weight GGUF of a real shape: "qwen2-0.5b", "llama-1.1b", or the path of a HF
+/* Write a random-weight GGUF of a real shape: "qwen2-0.5b", "llama-1.1b", "llama-7b", or the path of a HF
  * config.json. Matrices are N(0, 0.02) in dtype (f32, f16 or bf16), norms 1, biases 0; the same
  * seed gives the same file. Tensor data is produced while the file is written (constant memory).
  * No tokenizer. Returns 0, or -1 with an error. */
 int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *out_path);
+/* The same with the tokenizer at vocab_path (a GGUF, a tokenizer.json or a directory holding one:
+ * loom_tokenizer_load) written in, padded with user-defined tokens up to the shape's vocabulary,
+ * so that other engines (llama.cpp) load the file too. NULL: no tokenizer, as loom_synth. A
+ * vocabulary larger than the shape's is an error. */
+int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *vocab_path,
+                     const char *out_path);
 
 /* ---- shared by convert.c and synth.c -------------------------------------------------------- */
 
@@ -41,7 +47,7 @@ typedef struct cv_spec {
 
 /* Fill spec from a parsed HF config.json (a cJSON *); `where` names the file in messages. */
 int cv_spec_from_config(cv_spec *sp, const void *config_json, const char *where);
-/* The built-in shapes ("qwen2-0.5b", "llama-1.1b"); -1 with an error listing them otherwise. */
+/* The built-in shapes ("qwen2-0.5b", "llama-1.1b", "llama-7b"); -1 with an error listing them otherwise. */
 int cv_spec_builtin(cv_spec *sp, const char *shape);
 /* Write general.* and {arch}.* keys. file_type is llama.cpp's (0 f32, 1 f16, 32 bf16). */
 int cv_write_kv(struct gguf_writer *w, const cv_spec *sp, int file_type);

@@ -422,9 +422,16 @@ static int parse(gguf_ctx *g) {
     if (data_off % g->alignment) data_off += g->alignment - data_off % g->alignment;
     g->data_off = data_off;
     size_t data_size = data_off <= g->size ? g->size - data_off : 0;
+    uint64_t expect = 0; /* where the next tensor's data must start */
     for (int i = 0; i < g->n_t; i++) {
         gguf_tensor *t = &g->t[i];
         const ggml_info *gi = ggml_find(t->type);
+        /* tensors follow each other in file order, each padded to the alignment (as llama.cpp
+         * requires): an offset anywhere else lets two tensors share (alias) the same bytes */
+        if (t->offset != expect)
+            return loom_err("%s: tensor '%s' data offset %llu is not where the previous tensor's data ends (%llu): "
+                            "overlapping or out-of-order tensor data", g->path, t->name,
+                            (unsigned long long)t->offset, (unsigned long long)expect);
         if (t->offset % g->alignment)
             return loom_err("%s: tensor '%s' data offset %llu is not a multiple of the alignment (%zu)",
                             g->path, t->name, (unsigned long long)t->offset, g->alignment);
@@ -439,6 +446,8 @@ static int parse(gguf_ctx *g) {
         if ((data_off + t->offset) % (size_t)gi->align)
             return loom_err("%s: tensor '%s' data at offset %llu is misaligned for %s", g->path, t->name,
                             (unsigned long long)(data_off + t->offset), gi->name);
+        expect = t->offset + t->nbytes; /* no overflow: both within the file (checked above) */
+        if (expect % g->alignment) expect += g->alignment - expect % g->alignment;
     }
     return 0;
 }
@@ -450,9 +459,8 @@ gguf_ctx *gguf_open(const char *path) {
         free(g);
         return NULL;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = loom_open_regular(path);
     if (fd < 0) {
-        loom_err("%s: cannot open: %s", path, strerror(errno));
         gguf_close(g);
         return NULL;
     }
@@ -471,6 +479,7 @@ gguf_ctx *gguf_open(const char *path) {
         return NULL;
     }
     void *m = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m != MAP_FAILED) loom_map_note(m, g->size, path);
     close(fd);
     if (m == MAP_FAILED) {
         loom_err("%s: mmap failed: %s", path, strerror(errno));
@@ -502,7 +511,10 @@ void gguf_close(gguf_ctx *g) {
     free(g->t);
     free(g->kv_ix.slot);
     free(g->t_ix.slot);
-    if (g->map) munmap((void *)g->map, g->size);
+    if (g->map) {
+        loom_map_forget(g->map);
+        munmap((void *)g->map, g->size);
+    }
     free(g->path);
     free(g);
 }

@@ -27,6 +27,7 @@ struct st_file {
     int n;
     int *slot;            /* open-addressing name index: tensor index + 1 */
     size_t cap;
+    struct st_span *spans; /* each tensor's data_offsets, while the header is checked */
 };
 
 static size_t slot_of(const st_file *f, const char *name) {
@@ -60,7 +61,33 @@ static int json_u64(const cJSON *v, uint64_t *out) {
     return 0;
 }
 
-static int parse_entry(st_file *f, const cJSON *e, st_tensor *t, size_t data_size, size_t data_off) {
+typedef struct st_span { uint64_t b, e; const char *name; } st_span;
+
+static int by_begin(const void *x, const void *y) {
+    const st_span *a = x, *b = y;
+    return a->b != b->b ? (a->b > b->b) - (a->b < b->b) : (a->e > b->e) - (a->e < b->e);
+}
+
+/* The format requires the data section to be exactly the tensors' bytes, back to back in some
+ * order: no holes, and no two tensors sharing (aliasing) bytes. */
+static int check_contiguous(const st_file *f, st_span *sp, int n, size_t data_size) {
+    qsort(sp, (size_t)n, sizeof *sp, by_begin);
+    uint64_t end = 0;
+    for (int i = 0; i < n; i++) {
+        if (sp[i].b != end)
+            return loom_err("%s: tensor '%s' data_offsets [%llu, %llu] %s the previous tensor's end (%llu): "
+                            "tensor data must be contiguous, without overlaps or holes", f->path, sp[i].name,
+                            (unsigned long long)sp[i].b, (unsigned long long)sp[i].e,
+                            sp[i].b < end ? "overlap" : "leave a hole after", (unsigned long long)end);
+        end = sp[i].e;
+    }
+    if (end != data_size)
+        return loom_err("%s: the tensors' data ends at %llu but the data section holds %zu bytes", f->path,
+                        (unsigned long long)end, data_size);
+    return 0;
+}
+
+static int parse_entry(st_file *f, const cJSON *e, st_tensor *t, size_t data_size, size_t data_off, st_span *sp) {
     const char *p = f->path, *name = e->string;
     t->name = name;
     if (!cJSON_IsObject(e)) return loom_err("%s: header entry '%s' is not an object", p, name);
@@ -104,6 +131,7 @@ static int parse_entry(st_file *f, const cJSON *e, st_tensor *t, size_t data_siz
         return loom_err("%s: tensor '%s' data_offsets span %zu bytes but shape x %s needs %zu", p, name, t->nbytes,
                         dt->valuestring, want);
     t->data = f->map + data_off + b;
+    *sp = (st_span){b, en, name};
     return 0;
 }
 
@@ -139,7 +167,8 @@ static int parse(st_file *f) {
     f->cap = 16;
     while (f->cap < 2 * (size_t)n) f->cap *= 2;
     f->slot = loom_calloc(f->cap, sizeof(int));
-    if (!f->t || !f->copies || !f->slot) return -1;
+    f->spans = loom_calloc((size_t)n + 1, sizeof *f->spans);
+    if (!f->t || !f->copies || !f->slot || !f->spans) return -1;
     cJSON_ArrayForEach(e, f->root) {
         if (!e->string) return loom_err("%s: header entry without a name", p);
         if (!strcmp(e->string, "__metadata__")) {
@@ -149,7 +178,7 @@ static int parse(st_file *f) {
         }
         if (st_find(f, e->string)) return loom_err("%s: duplicate tensor name '%s'", p, e->string);
         st_tensor *t = &f->t[f->n];
-        if (parse_entry(f, e, t, data_size, data_off)) return -1;
+        if (parse_entry(f, e, t, data_size, data_off, &f->spans[f->n])) return -1;
         size_t al = loom_dtype_size(t->dtype);
         if ((uintptr_t)t->data % al) { /* keep kernels' typed loads legal */
             void *c = loom_malloc_aligned(t->nbytes);
@@ -162,7 +191,7 @@ static int parse(st_file *f) {
         while (f->slot[h]) h = (h + 1) & (f->cap - 1);
         f->slot[h] = ++f->n;
     }
-    return 0;
+    return check_contiguous(f, f->spans, f->n, data_size);
 }
 
 st_file *st_open(const char *path) {
@@ -174,9 +203,8 @@ st_file *st_open(const char *path) {
         return NULL;
     }
     memcpy(f->path, path, plen + 1);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = loom_open_regular(path);
     if (fd < 0) {
-        loom_err("%s: cannot open: %s", path, strerror(errno));
         st_close(f);
         return NULL;
     }
@@ -194,6 +222,7 @@ st_file *st_open(const char *path) {
         return NULL;
     }
     void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m != MAP_FAILED) loom_map_note(m, (size_t)st.st_size, path);
     close(fd);
     if (m == MAP_FAILED) {
         loom_err("%s: mmap failed: %s", path, strerror(errno));
@@ -215,9 +244,13 @@ void st_close(st_file *f) {
         for (int i = 0; i < f->n; i++) loom_free_aligned(f->copies[i]);
     free(f->copies);
     free(f->t);
+    free(f->spans);
     free(f->slot);
     cJSON_Delete(f->root);
-    if (f->map) munmap((void *)f->map, f->size);
+    if (f->map) {
+        loom_map_forget(f->map);
+        munmap((void *)f->map, f->size);
+    }
     free(f->path);
     free(f);
 }

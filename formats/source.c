@@ -182,8 +182,8 @@ static bool file_exists(const char *p) {
 
 /* Read and parse a JSON file (object expected). */
 void *loom_json_read(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return loom_err_null("%s: cannot open: %s", path, strerror(errno));
+    FILE *f = loom_fopen_regular(path);
+    if (!f) return NULL;
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
@@ -453,8 +453,12 @@ loom_source *loom_source_open(const char *path) {
     } else {
         /* detect GGUF by its magic, whatever the file is called */
         char magic[4] = {0};
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        ssize_t got = fd >= 0 ? read(fd, magic, 4) : -1;
+        int fd = loom_open_regular(path);
+        if (fd < 0) {
+            loom_source_close(s);
+            return NULL;
+        }
+        ssize_t got = read(fd, magic, 4);
         if (fd >= 0) close(fd);
         size_t n = strlen(path);
         if (got == 4 && !memcmp(magic, "GGUF", 4)) {

@@ -8,6 +8,7 @@
 
 #include "formats/gguf.h"
 #include "formats/source.h"
+#include "tokenizer/tokenizer.h"
 #include "core/util.h"
 
 #include <cjson/cJSON.h>
@@ -139,6 +140,11 @@ static int add_vector(synth_ctx *c, const char *name, int64_t n, const float *da
 }
 
 int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *out_path) {
+    return loom_synth_vocab(shape_or_config, dtype, seed, NULL, out_path);
+}
+
+int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *vocab_path,
+                     const char *out_path) {
     if (dtype != LOOM_F32 && dtype != LOOM_F16 && dtype != LOOM_BF16)
         return loom_err("synth: dtype %s is not supported (f32, f16, bf16)", loom_dtype_name(dtype));
     cv_spec sp;
@@ -156,6 +162,7 @@ int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, con
     }
 
     synth_ctx c = {0};
+    loom_tokenizer *tok = NULL;
     normal_table *tab = NULL;
     float *ones = NULL, *zeros = NULL, *rope = NULL;
     int rc = -1;
@@ -174,6 +181,16 @@ int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, con
     if (!(c.jobs = loom_calloc((size_t)c.cap_jobs, sizeof *c.jobs))) goto done;
 
     if (cv_write_kv(c.w, &sp, dtype == LOOM_F16 ? 1 : dtype == LOOM_BF16 ? 32 : 0)) goto done;
+    if (vocab_path) { /* the shape's bos/eos are unset (-1): the tokenizer's own go in */
+        if (!(tok = loom_tokenizer_load(vocab_path))) goto done;
+        int nv = loom_tokenizer_n_vocab(tok);
+        if (nv > sp.n_vocab) {
+            loom_err("synth: %s has %d tokens, more than the %lld rows of %s's embedding", vocab_path, nv,
+                     (long long)sp.n_vocab, shape_or_config);
+            goto done;
+        }
+        if (loom_tokenizer_to_gguf_pad(tok, c.w, true, (int)sp.n_vocab)) goto done;
+    }
     if (sp.rope_type == CV_ROPE_LLAMA3) {
         cv_llama3_rope_factors(&sp, rope);
         if (add_vector(&c, "rope_freqs.weight", hd / 2, rope)) goto done;
@@ -202,6 +219,7 @@ int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, con
     if (!sp.tied && add_matrix(&c, "output.weight", sp.n_vocab, sp.n_embd)) goto done;
     rc = gguf_writer_save(c.w, out_path);
 done:
+    loom_tokenizer_free(tok);
     gguf_writer_free(c.w);
     free(c.jobs);
     free(tab);

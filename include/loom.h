@@ -55,6 +55,9 @@ typedef struct loom_model_info {
  * not copied. */
 loom_model *loom_model_load(const char *path);
 void loom_model_free(loom_model *m);
+/* Scan every weight for NaN and infinities (`--check-tensors`; also done by loom_model_load when
+ * LOOM_CHECK_TENSORS=1): 0, or -1 with an error naming the tensor, row and column. */
+int loom_model_check_tensors(const loom_model *m);
 loom_model_info loom_model_get_info(const loom_model *m);
 
 typedef struct loom_session_opts {
@@ -256,9 +259,12 @@ typedef struct loom_sampler_opts {
 typedef struct loom_sampler loom_sampler;
 loom_sampler *loom_sampler_new(const loom_sampler_opts *o);
 void loom_sampler_free(loom_sampler *s);
-/* Sample one token from logits[n_vocab] and add it to the history. -1 (with an error) only when
- * out of memory with penalties on. */
+/* Sample one token from logits[n_vocab] and add it to the history. -1 (error set) when the
+ * logits are not usable (a NaN or +inf logit: the model's numbers broke down; or every logit
+ * -inf), or when out of memory with penalties on. */
 int32_t loom_sampler_sample(loom_sampler *s, const float *logits, int n_vocab);
+/* 0, or -1 with an error naming the first token whose logit is NaN or +inf (or all are -inf). */
+int loom_logits_check(const float *logits, int n_vocab);
 /* Add a token to the history without sampling it (a prompt's tokens, so that the penalties see
  * them, as llama.cpp's server does). A no-op when no penalty is on. Returns 0, -1 when out of
  * memory. */

@@ -204,7 +204,10 @@ static int advance(loom_session *s, beam_state *st, const cand *next, int t) {
     loom_batch b = {.n = st->K, .tokens = tok, .seq = sq};
     if (loom_session_eval_batch(s, &b) < 0) return -1;
     const float *l = loom_session_logits(s, NULL);
-    for (int i = 0; i < st->K; i++) log_softmax(st->lp + (size_t)i * st->V, l + (size_t)i * st->V, st->V);
+    for (int i = 0; i < st->K; i++) {
+        if (loom_logits_check(l + (size_t)i * st->V, st->V) < 0) return -1;
+        log_softmax(st->lp + (size_t)i * st->V, l + (size_t)i * st->V, st->V);
+    }
     return 0;
 }
 
@@ -218,7 +221,7 @@ static int start(loom_session *s, beam_state *st, const int32_t *prompt, int n_p
     loom_batch b = {.n = n_prompt, .tokens = prompt, .seq = sq};
     int rc = loom_session_eval_batch(s, &b);
     free(sq);
-    if (rc < 0) return -1;
+    if (rc < 0 || loom_logits_check(loom_session_logits(s, NULL), st->V) < 0) return -1;
     log_softmax(st->lp, loom_session_logits(s, NULL), st->V);
     for (int i = 1; i < st->K; i++) {
         if ((st->sid[i] = loom_seq_fork(s, st->sid[0])) < 0) return -1;

@@ -1,11 +1,13 @@
 /* Loading a model: open the checkpoint, find its model file, read hyper-parameters, check weights. */
 #include "models/model.h"
 
+#include "core/qblock.h"
 #include "core/util.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Llama 3 frequency divisors, as transformers' _compute_llama3_parameters and llama.cpp's
  * rope_freqs.weight define them: long wavelengths are slowed by `factor`, short ones kept, and
@@ -73,10 +75,42 @@ loom_model *loom_model_load(const char *path) {
         goto fail;
     }
     if (loom_model_validate(m) < 0) goto fail;
+    const char *ct = getenv("LOOM_CHECK_TENSORS"); /* loom --check-tensors */
+    if (ct && *ct && strcmp(ct, "0") && loom_model_check_tensors(m) < 0) goto fail;
     return m;
 fail:
     loom_model_free(m);
     return NULL;
+}
+
+int loom_model_check_tensors(const loom_model *m) {
+    float *row = NULL;
+    int rc = 0;
+    for (int i = 0; !rc && i < loom_source_n_tensors(m->src); i++) {
+        const loom_weight *w = loom_source_tensor(m->src, i);
+        bool quant = loom_dtype_is_quant(w->type);
+        if (!quant && w->type != LOOM_F32 && w->type != LOOM_F16 && w->type != LOOM_BF16) continue;
+        int64_t k = w->ndim ? w->ne[w->ndim - 1] : 1, numel = 1;
+        for (int d = 0; d < w->ndim; d++) numel *= w->ne[d];
+        size_t row_bytes = loom_dtype_nbytes(w->type, k);
+        if (k <= 0 || !row_bytes) continue;
+        free(row);
+        if (!(row = loom_malloc((size_t)k * sizeof *row))) return -1;
+        for (int64_t r = 0; !rc && r < numel / k; r++) {
+            const char *src = (const char *)w->data + (size_t)r * row_bytes;
+            if (quant) loom_dequant_row(w->type, src, row, k);
+            else loom_to_f32(row, src, w->type, (size_t)k);
+            for (int64_t c = 0; c < k; c++) {
+                if (isfinite(row[c])) continue;
+                rc = loom_err("%s: tensor '%s' holds %s at row %lld, column %lld (--check-tensors)",
+                              loom_source_path(m->src), w->name, isnan(row[c]) ? "NaN" : row[c] > 0 ? "+inf" : "-inf",
+                              (long long)r, (long long)c);
+                break;
+            }
+        }
+    }
+    free(row);
+    return rc;
 }
 
 void loom_model_free(loom_model *m) {

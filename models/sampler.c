@@ -84,6 +84,17 @@ static int by_prob_desc(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
+int loom_logits_check(const float *x, int n) {
+    bool any = false;
+    for (int i = 0; i < n; i++) {
+        if (isnan(x[i]) || x[i] == INFINITY)
+            return loom_err("the logit of token %d is %s: the model's numbers broke down (NaN/Inf weights? "
+                            "try --check-tensors)", i, isnan(x[i]) ? "NaN" : "+inf");
+        any |= x[i] != -INFINITY;
+    }
+    return any ? 0 : loom_err("every logit is -inf: no token can follow");
+}
+
 static int cmp_i32(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return (x > y) - (x < y);
@@ -119,6 +130,8 @@ static int penalise(loom_sampler *s, int n) {
 }
 
 static int32_t pick(loom_sampler *s, const float *logits, int n) {
+    /* one NaN made every comparison false: argmax kept index 0 and sampling picked the last id */
+    if (loom_logits_check(logits, n) < 0) return -1;
     bool greedy = s->o.temperature <= 0 || s->o.top_k == 1;
     if (greedy && !s->penal) return argmax(logits, n);
     if (n > s->cap) {

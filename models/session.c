@@ -214,14 +214,9 @@ static loom_plan *step_plan(loom_session *s, int n, int n_seq, int n_out) {
     }
     p = loom_plan_build(g, &(loom_plan_opts){.align = loom_backend_alignment(s->be)});
     if (!p) return NULL;
-    for (int k = 0; k < p->n_order; k++) {
-        int i = p->order[k];
-        if (!s->be->ops->supports(s->be, p->g, i)) {
-            loom_err("%s backend cannot compute node %d (%s '%s')", s->device, i, loom_op_name(p->g->nodes[i].op),
-                     p->g->nodes[i].name);
-            loom_plan_free(p);
-            return NULL;
-        }
+    if (loom_plan_check(s->be, p, s->device) < 0) { /* once per plan: it is cached below */
+        loom_plan_free(p);
+        return NULL;
     }
     loom_plan *evicted = loom_plan_cache_put_evict(s->plans, p);
     if (evicted) {
@@ -243,29 +238,20 @@ static int ensure_arena(loom_session *s, loom_plan *p) {
     return 0;
 }
 
-static int write_input(loom_session *s, loom_plan *p, const char *name, const int32_t *v, size_t n) {
-    for (int i = 0; i < p->g->n; i++) {
-        const loom_node *nd = &p->g->nodes[i];
-        if (nd->op != LOOM_OP_INPUT || (nd->flags & LOOM_NODE_DEAD) || strcmp(nd->name, name)) continue;
-        return s->be->ops->buf_write(s->be, s->arena, nd->offset, v, n * sizeof *v);
-    }
-    return 0; /* the graph does not read it */
+static int write_input(loom_session *s, const loom_exec_ctx *x, const char *name, const int32_t *v, size_t n) {
+    return loom_exec_write(s->be, x, loom_plan_input(x->plan, name), v, n * sizeof *v);
 }
 
-static int read_output(loom_session *s, loom_plan *p, const char *name, float **dst, int *rows) {
-    int i = loom_find_output(p->g, name);
-    if (i < 0) return loom_err("internal: graph has no output '%s'", name);
-    const loom_node *nd = &p->g->nodes[i];
+static int read_output(loom_session *s, const loom_exec_ctx *x, const char *name, float **dst, int *rows) {
+    int i = loom_plan_output(x->plan, name);
+    if (i < 0) return -1;
+    const loom_node *nd = &x->plan->g->nodes[i];
     size_t bytes = loom_node_bytes(nd);
     float *buf = realloc(*dst, bytes);
     if (!buf) return loom_err("out of memory reading output '%s'", name);
     *dst = buf;
     if (rows) *rows = (int)(loom_node_nelem(nd) / nd->ne[nd->ndim - 1]);
-    size_t off;
-    loom_exec_ctx x = {.plan = p, .arena = s->arena, .state = s->state, .n_state = s->n_state};
-    loom_weights_bind(&s->weights, &x);
-    loom_buffer *b = loom_exec_node_buffer(&x, i, &off);
-    return s->be->ops->buf_read(s->be, b, off, buf, bytes);
+    return loom_exec_read(s->be, x, i, 0, buf, bytes);
 }
 
 /* Ready the plan's arena and backend recording for a run. */
@@ -307,15 +293,15 @@ int loom_session_eval(loom_session *s, const int32_t *tokens, int n) {
     int32_t *pos = loom_malloc((size_t)n * sizeof *pos);
     if (!pos) return -1;
     for (int i = 0; i < n; i++) pos[i] = s->pos + i;
-    int rc = write_input(s, p, "tokens", tokens, (size_t)n);
-    if (rc == 0) rc = write_input(s, p, "pos", pos, (size_t)n);
+    int rc = write_input(s, &x, "tokens", tokens, (size_t)n);
+    if (rc == 0) rc = write_input(s, &x, "pos", pos, (size_t)n);
     free(pos);
     if (rc == 0) rc = loom_execute(s->be, &x);
-    if (rc == 0) rc = read_output(s, p, "logits", &s->logits, &s->logit_rows);
+    if (rc == 0) rc = read_output(s, &x, "logits", &s->logits, &s->logit_rows);
     for (int l = 0; rc == 0 && s->hidden && l <= hp->n_layer; l++) {
         char name[32];
         snprintf(name, sizeof name, "hidden.%d", l);
-        rc = read_output(s, p, name, &s->hidden[l], NULL);
+        rc = read_output(s, &x, name, &s->hidden[l], NULL);
     }
     if (rc < 0) return -1;
     s->pos += n;
@@ -498,12 +484,12 @@ static int batch_run(loom_session *s, const loom_batch *b, batch_plan *bp) {
     loom_exec_ctx x;
     if (!p || prepare_run(s, p, &x) < 0) return -1;
     size_t n = (size_t)b->n;
-    if (write_input(s, p, "tokens", b->tokens, n) < 0 || write_input(s, p, "pos", bp->pos, n) < 0 ||
-        write_input(s, p, "slot", bp->slot, n) < 0 || write_input(s, p, "seq", bp->local, n) < 0 ||
-        write_input(s, p, "table", bp->table, (size_t)bp->n_seq * (size_t)s->pool.max_blk) < 0 ||
-        write_input(s, p, "out_rows", bp->rows, (size_t)n_out) < 0)
+    if (write_input(s, &x, "tokens", b->tokens, n) < 0 || write_input(s, &x, "pos", bp->pos, n) < 0 ||
+        write_input(s, &x, "slot", bp->slot, n) < 0 || write_input(s, &x, "seq", bp->local, n) < 0 ||
+        write_input(s, &x, "table", bp->table, (size_t)bp->n_seq * (size_t)s->pool.max_blk) < 0 ||
+        write_input(s, &x, "out_rows", bp->rows, (size_t)n_out) < 0)
         return -1;
-    if (loom_execute(s->be, &x) < 0 || read_output(s, p, "logits", &s->logits, &s->logit_rows) < 0) return -1;
+    if (loom_execute(s->be, &x) < 0 || read_output(s, &x, "logits", &s->logits, &s->logit_rows) < 0) return -1;
     s->logit_rows = bp->n_out;
     s->last_n = b->n;
     s->last_plan = p;

@@ -15,14 +15,16 @@
 //   XMODE 2: x is SWIGLU(gate, up): binding 1 = gate, binding 4 = up.
 //   u[8] = 1: a residual ADD follows: binding 5 (same shape as y) is added to the result.
 // u[0..5] as matmul.comp; spec constants: 0 = workgroup size, 1 = M, 2 = rows per workgroup,
-// 3 = XMODE.
+// 3 = XMODE | (8-element loads in flight per invocation, 2 or 4) << 2.
 #include "common.glsl"
 #define W_BINDING 2
 #include "wload.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint NM = 1;
 layout(constant_id = 2) const uint NROWS = 4;
-layout(constant_id = 3) const uint XMODE = 0;
+layout(constant_id = 3) const uint XSPEC = 0;
+const uint XMODE = XSPEC & 3u;
+const uint NLD = (XSPEC >> 2) == 4u ? 4u : 2u; // loads in flight; 0 (unset) means 2
 layout(std430, binding = 0) writeonly buffer Y { float y[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer X4 { vec4 x4[]; };
@@ -70,18 +72,19 @@ void main() {
     [[unroll]] for (uint m = 0u; m < NM; m++) acc[m] = ss[m] = 0.0;
     if (live && pc.u[6] != 0u) {
         uint step = TPR * 8u, k = lt * 8u;
-        // two 8-element loads in flight per invocation: four (tried in a26cef9) made decode 15-24%
-        // slower on the H100 (qwen2-0.5b f16 tg128 624-638 vs 730-733 t/s, llama-1.1b 504-510 vs
-        // 628; interleaved rounds, 2026-11-23)
-        for (; k + step < K; k += 2u * step) {
-            vec4 lo0, hi0, lo1, hi1;
-            wload8(wrow + k, lo0, hi0);
-            wload8(wrow + k + step, lo1, hi1);
+        // NLD 8-element loads in flight per invocation: 2 for f16 (four, tried in a26cef9, made
+        // decode 15-24% slower on the H100: qwen2-0.5b f16 tg128 624-638 vs 730-733 t/s, llama-1.1b
+        // 504-510 vs 628; interleaved rounds, 2026-11-23); 4 for block-quantised weights, whose 8
+        // elements are 4-8 bytes, is an A/B knob (LOOM_VK_GEMV_LOADS) not yet measured
+        for (; k + (NLD - 1u) * step < K; k += NLD * step) {
+            vec4 lo[4], hi[4];
+            [[unroll]] for (uint u = 0u; u < NLD; u++) wload8(wrow + k + u * step, lo[u], hi[u]);
             [[unroll]] for (uint m = 0u; m < NM; m++)
-                acc[m] += dot(lo0, xload4(m, k, ss[m])) + dot(hi0, xload4(m, k + 4u, ss[m])) +
-                          dot(lo1, xload4(m, k + step, ss[m])) + dot(hi1, xload4(m, k + step + 4u, ss[m]));
+                [[unroll]] for (uint u = 0u; u < NLD; u++)
+                    acc[m] += dot(lo[u], xload4(m, k + u * step, ss[m])) +
+                              dot(hi[u], xload4(m, k + u * step + 4u, ss[m]));
         }
-        if (k < K) {
+        for (; k < K; k += step) {
             vec4 lo, hi;
             wload8(wrow + k, lo, hi);
             [[unroll]] for (uint m = 0u; m < NM; m++)

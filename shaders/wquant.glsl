@@ -35,12 +35,13 @@ float qhalf(uint a) {
     uint v = (a & 3u) == 3u ? (qbyte(a) | (qbyte(a + 1u) << 8)) : (wq[a >> 2] >> ((a & 3u) * 8u));
     return unpackHalf2x16(v & 0xffffu).x;
 }
-// 8 bytes from byte a, little-endian; reads only the words that hold them
+// 8 bytes from byte a, little-endian; reads only the words that hold them. No branch: neighbouring
+// Q4_0/Q8_0 blocks (18/34 bytes) alternate between aligned and not, so a branch diverges; the
+// third word is a predicated load, and (x << 1) << (31 - s) is x << (32 - s) that is 0 at s = 0.
 uvec2 qbytes8(uint a) {
     uint i = a >> 2, s = (a & 3u) * 8u;
-    if (s == 0u) return uvec2(wq[i], wq[i + 1u]);
-    uint x0 = wq[i], x1 = wq[i + 1u], x2 = wq[i + 2u];
-    return uvec2((x0 >> s) | (x1 << (32u - s)), (x1 >> s) | (x2 << (32u - s)));
+    uint x0 = wq[i], x1 = wq[i + 1u], x2 = s != 0u ? wq[i + 2u] : 0u;
+    return uvec2((x0 >> s) | ((x1 << 1) << (31u - s)), (x1 >> s) | ((x2 << 1) << (31u - s)));
 }
 uvec4 qb4(uint x) { return (uvec4(x) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu; }
 ivec4 qs4(uint x) { return ivec4(uvec4(x) << uvec4(24u, 16u, 8u, 0u)) >> 24; } // signed bytes

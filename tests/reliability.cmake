@@ -6,6 +6,7 @@ set(EXPECT_ERROR ${_rel_scripts}/expect_error.sh)
 
 # Issue 15's regressions at library level: zero-row tensors, output paths, signals, regex budget, ...
 loom_unit_test(test_rel_inputs)
+target_compile_definitions(test_rel_inputs PRIVATE LOOM_BIN="$<TARGET_FILE:loom-cli>")
 set_tests_properties(test_rel_inputs PROPERTIES TIMEOUT 120)
 
 # KV cache too large, tensor data past the end of the file, full disk, context shift (unit level).
@@ -31,7 +32,7 @@ add_test(NAME rel_ctx_full_stops COMMAND ${LOOM_EXPECT}
 add_test(NAME rel_ctx_shift_run COMMAND ${LOOM_EXPECT}
          --match "^1 403( [0-9]+){100}\nloom: token limit; .* generated 100 tokens \\([0-9]+ context shifts\\)" --
          ${LOOM_BIN} run -m ${_rel_stories} --tokens 1,403 -n 100 --ctx 32 --ctx-shift --device cpu --ids)
-add_test(NAME rel_err_ctx_shift_keep COMMAND ${EXPECT_ERROR} "--keep 31 leaves nothing to drop"
+add_test(NAME rel_err_ctx_shift_keep COMMAND ${EXPECT_ERROR} "--keep 31 is more than half the context \\(32 tokens\\)"
          ${LOOM_BIN} run -m ${_rel_stories} --tokens 1,403 --ctx 32 --ctx-shift --keep 31 --device cpu)
 
 # A full disk (a 256 KiB tmpfs; needs root, else skipped) under `loom synth` and `loom convert`.

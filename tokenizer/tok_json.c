@@ -41,8 +41,8 @@ static const char *gguf_pre_name(const loom_tokenizer *t) {
 }
 
 static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return loom_err_null("%s: cannot open: %s", path, strerror(errno));
+    FILE *f = loom_fopen_regular(path);
+    if (!f) return NULL;
     char *buf = NULL;
     size_t n = 0, cap = 0;
     /* start at the file's size (+1 so the read that finds EOF needs no growth): a fixed 1 MiB

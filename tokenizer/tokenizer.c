@@ -468,8 +468,8 @@ loom_tokenizer *loom_tokenizer_load(const char *path) {
                                  "tokenizers only from tokenizer.json)", path);
         return loom_tokenizer_from_json_file(js);
     }
-    FILE *f = fopen(path, "rb");
-    if (!f) return loom_err_null("%s: cannot open: %s", path, strerror(errno));
+    FILE *f = loom_fopen_regular(path);
+    if (!f) return NULL;
     char magic[4] = {0};
     size_t got = fread(magic, 1, 4, f);
     fclose(f);
@@ -792,24 +792,39 @@ static int write_merges(const loom_tokenizer *t, gguf_writer *w) {
 }
 
 int loom_tokenizer_to_gguf(const loom_tokenizer *t, gguf_writer *w, bool special_ids) {
+    return loom_tokenizer_to_gguf_pad(t, w, special_ids, 0);
+}
+
+int loom_tokenizer_to_gguf_pad(const loom_tokenizer *t, gguf_writer *w, bool special_ids, int pad_to) {
     bool bpe = t->kind == TOK_BPE;
     if (bpe && !t->pre_name)
         return loom_err("%s: this tokenizer's pre-tokenizer has no GGUF equivalent "
                         "(tokenizer.ggml.pre)", t->path);
-    const char **texts = loom_malloc((size_t)t->n_vocab * sizeof *texts);
-    float *scores = loom_malloc((size_t)t->n_vocab * sizeof *scores);
-    int32_t *types = loom_malloc((size_t)t->n_vocab * sizeof *types);
-    int rc = texts && scores && types ? 0 : -1;
-    for (int i = 0; !rc && i < t->n_vocab; i++) {
-        texts[i] = t->tok[i].text;
-        scores[i] = t->tok[i].score;
-        types[i] = t->tok[i].type;
+    int n = pad_to > t->n_vocab ? pad_to : t->n_vocab, np = n - t->n_vocab;
+    enum { PAD_LEN = 24 }; /* "<|pad_" + up to 10 digits + "|>" */
+    const char **texts = loom_malloc((size_t)n * sizeof *texts);
+    float *scores = loom_malloc((size_t)n * sizeof *scores);
+    int32_t *types = loom_malloc((size_t)n * sizeof *types);
+    char *pads = np ? loom_malloc((size_t)np * PAD_LEN) : NULL;
+    int rc = texts && scores && types && (pads || !np) ? 0 : -1;
+    for (int i = 0; !rc && i < n; i++) {
+        if (i < t->n_vocab) {
+            texts[i] = t->tok[i].text;
+            scores[i] = t->tok[i].score;
+            types[i] = t->tok[i].type;
+        } else {
+            char *p = pads + (size_t)(i - t->n_vocab) * PAD_LEN;
+            snprintf(p, PAD_LEN, "<|pad_%d|>", i - t->n_vocab);
+            texts[i] = p;
+            scores[i] = 0.0f;
+            types[i] = LOOM_TOKEN_USER_DEFINED;
+        }
     }
     rc = rc ? rc : gguf_w_str(w, "tokenizer.ggml.model", bpe ? "gpt2" : "llama");
     if (!rc && bpe) rc = gguf_w_str(w, "tokenizer.ggml.pre", t->pre_name);
-    if (!rc) rc = gguf_w_arr_str(w, "tokenizer.ggml.tokens", texts, (size_t)t->n_vocab);
-    if (!rc && !bpe) rc = gguf_w_arr_f32(w, "tokenizer.ggml.scores", scores, (size_t)t->n_vocab);
-    if (!rc) rc = gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, (size_t)t->n_vocab);
+    if (!rc) rc = gguf_w_arr_str(w, "tokenizer.ggml.tokens", texts, (size_t)n);
+    if (!rc && !bpe) rc = gguf_w_arr_f32(w, "tokenizer.ggml.scores", scores, (size_t)n);
+    if (!rc) rc = gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, (size_t)n);
     if (!rc && bpe) rc = write_merges(t, w);
     static const char *const id_keys[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
                                           "tokenizer.ggml.unknown_token_id",
@@ -823,6 +838,7 @@ int loom_tokenizer_to_gguf(const loom_tokenizer *t, gguf_writer *w, bool special
     free(texts);
     free(scores);
     free(types);
+    free(pads);
     if (rc) loom_err_prefix("%s: writing the tokenizer to GGUF", t->path);
     return rc ? -1 : 0;
 }

@@ -43,8 +43,11 @@ struct gguf_writer;
 /* Write the tokenizer as GGUF tokenizer.ggml.* metadata (model, pre, tokens, scores, token_type,
  * merges, the special ids, add_bos_token, chat template), so that a converted model carries it.
  * With special_ids false, bos/eos ids are left to the caller (who may have written them already).
+ * _pad with pad_to > n_vocab appends user-defined tokens "<|pad_0|>", "<|pad_1|>", ... (score 0) up to pad_to
+ * tokens, for a model whose embedding has more rows than the vocabulary (loom synth --vocab).
  * Fails for a tokenizer.json pipeline that has no GGUF pre-tokenizer name. */
 int loom_tokenizer_to_gguf(const loom_tokenizer *t, struct gguf_writer *w, bool special_ids);
+int loom_tokenizer_to_gguf_pad(const loom_tokenizer *t, struct gguf_writer *w, bool special_ids, int pad_to);
 
 /* ---- facts ------------------------------------------------------------------------------------ */
 loom_token_type loom_tokenizer_token_type(const loom_tokenizer *t, int32_t id);

@@ -182,7 +182,12 @@ int cmd_chat(int argc, char **argv) {
         stop_reply = 0;
         for (; gen < n_max && !stop_reply; gen++) {
             int32_t next = loom_sampler_sample(smp, loom_session_logits(s, NULL), info.n_vocab);
-            if (next < 0 || loom_tokenizer_is_eog(tok, next)) break;
+            if (next < 0) {
+                generating = 0;
+                fprintf(stderr, "\nloom chat: reply step %d: %s\n", gen + 1, loom_last_error());
+                goto done;
+            }
+            if (loom_tokenizer_is_eog(tok, next)) break;
             size_t plen;
             const char *piece = loom_tokenizer_stream_put(stream, next, &plen);
             if (piece) fwrite(piece, 1, plen, stdout);

@@ -83,16 +83,6 @@ static loom_exec_ctx side_ctx(const side *sd) {
     return x;
 }
 
-static int write_input(side *sd, const char *name, const int32_t *v, int n) {
-    const loom_graph *g = sd->plan->g;
-    for (int i = 0; i < g->n; i++) {
-        const loom_node *nd = &g->nodes[i];
-        if (nd->op == LOOM_OP_INPUT && !(nd->flags & LOOM_NODE_DEAD) && !strcmp(nd->name, name))
-            return sd->be->ops->buf_write(sd->be, sd->arena, nd->offset, v, (size_t)n * sizeof *v);
-    }
-    return 0;
-}
-
 /* Plan one step of n tokens at pos0 on this side and run it. */
 static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *tok, int n, int pos0) {
     side_release_plan(sd);
@@ -105,23 +95,17 @@ static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *to
     }
     loom_plan_opts po = {.no_reuse = true, .align = loom_backend_alignment(sd->be)};
     if (!(sd->plan = loom_plan_build(g, &po))) return -1;
-    for (int k = 0; k < sd->plan->n_order; k++) {
-        int i = sd->plan->order[k];
-        if (!sd->be->ops->supports(sd->be, sd->plan->g, i))
-            return loom_err("%s cannot compute node %d (%s '%s')", sd->device, i,
-                            loom_op_name(sd->plan->g->nodes[i].op), sd->plan->g->nodes[i].name);
-    }
+    if (loom_plan_check(sd->be, sd->plan, sd->device) < 0) return -1;
     if (!(sd->arena = sd->be->ops->buf_alloc(sd->be, sd->plan->arena_size ? sd->plan->arena_size : 1))) return -1;
     int32_t *pos = loom_malloc((size_t)n * sizeof *pos);
     if (!pos) return -1;
     for (int i = 0; i < n; i++) pos[i] = pos0 + i;
-    int rc = write_input(sd, "tokens", tok, n);
-    if (rc == 0) rc = write_input(sd, "pos", pos, n);
-    free(pos);
     loom_exec_ctx x = side_ctx(sd);
+    int rc = loom_exec_write(sd->be, &x, loom_plan_input(sd->plan, "tokens"), tok, (size_t)n * sizeof *tok);
+    if (rc == 0) rc = loom_exec_write(sd->be, &x, loom_plan_input(sd->plan, "pos"), pos, (size_t)n * sizeof *pos);
+    free(pos);
     if (rc == 0 && sd->be->ops->plan_prepare) rc = sd->be->ops->plan_prepare(sd->be, sd->plan, &x);
     if (rc == 0) rc = loom_execute(sd->be, &x);
-    if (rc == 0 && sd->be->ops->sync) rc = sd->be->ops->sync(sd->be);
     if (rc < 0) loom_err_prefix("%s", sd->device);
     return rc;
 }

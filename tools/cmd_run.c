@@ -46,8 +46,8 @@ static int parse_tokens(const char *s, int32_t **out) {
 
 /* Read one prompt per non-empty line of path into v (strings owned by *buf). */
 static int read_prompt_file(const char *path, const char **v, int *n, char **buf) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return loom_err("%s: cannot open", path);
+    FILE *f = loom_fopen_regular(path);
+    if (!f) return -1;
     size_t cap = 4096, len = 0;
     char *b = malloc(cap);
     for (size_t r; b && (r = fread(b + len, 1, cap - len - 1, f)) > 0;) {
@@ -62,6 +62,8 @@ static int read_prompt_file(const char *path, const char **v, int *n, char **buf
     if (!b) return loom_err("%s: out of memory", path);
     b[len] = 0;
     *buf = b;
+    const char *nul = memchr(b, 0, len); /* it cut the prompt short, silently */
+    if (nul) return loom_err("%s: byte %zu is a NUL: a prompt file is text", path, (size_t)(nul - b));
     for (char *line = strtok(b, "\r\n"); line; line = strtok(NULL, "\r\n")) {
         if (!*line) continue;
         if (*n == MAX_PROMPTS) return loom_err("%s: more than %d prompts", path, MAX_PROMPTS);
@@ -72,8 +74,8 @@ static int read_prompt_file(const char *path, const char **v, int *n, char **buf
 
 /* -f FILE: the whole file is one prompt (one trailing newline dropped, as llama.cpp's -f does). */
 static char *read_whole_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return loom_err_null("%s: cannot open", path);
+    FILE *f = loom_fopen_regular(path);
+    if (!f) return NULL;
     size_t cap = 4096, len = 0;
     char *b = malloc(cap);
     for (size_t r; b && (r = fread(b + len, 1, cap - len - 1, f)) > 0;) {
@@ -90,6 +92,11 @@ static char *read_whole_file(const char *path) {
     if (err) {
         free(b);
         return loom_err_null("%s: read error", path);
+    }
+    if (memchr(b, 0, len)) { /* it would cut the prompt short, silently */
+        loom_err("%s: byte %zu is a NUL: a prompt file is text", path, (size_t)((char *)memchr(b, 0, len) - b));
+        free(b);
+        return NULL;
     }
     if (len && b[len - 1] == '\n') len--;
     if (len && b[len - 1] == '\r') len--;
@@ -378,9 +385,12 @@ int cmd_run(int argc, char **argv) {
     /* the tokens the cache holds, for re-evaluation after a context shift */
     int n_hist = 0, shifts = 0;
     if (ctx_shift) {
-        if (n_keep > loom_session_ctx(s) - 2) {
-            fprintf(stderr, "loom: --keep %ld leaves nothing to drop from a context of %d tokens\n", n_keep,
-                    loom_session_ctx(s));
+        /* each shift re-evaluates the kept tokens and half the rest, and frees half the rest: with
+         * --keep up to half the context a shift frees at least a quarter of it (at most 3 evaluated
+         * tokens per generated one); --keep 29 of 32 re-evaluated the context every token */
+        if (n_keep > loom_session_ctx(s) / 2) {
+            fprintf(stderr, "loom: --keep %ld is more than half the context (%d tokens): with --ctx-shift every "
+                            "shift would re-evaluate nearly all of it\n", n_keep, loom_session_ctx(s));
             goto done;
         }
         if (!(hist = malloc((size_t)loom_session_ctx(s) * sizeof *hist))) {
@@ -424,7 +434,8 @@ int cmd_run(int argc, char **argv) {
         const float *logits = loom_session_logits(s, NULL);
         int32_t next = loom_sampler_sample(smp, logits, info.n_vocab);
         if (next < 0) {
-            fprintf(stderr, "\nloom: %s\n", loom_last_error());
+            fprintf(stderr, "\nloom: generation step %d (position %d): %s\n", generated + 1, loom_session_pos(s),
+                    loom_last_error());
             goto done;
         }
         bool eog = tok ? loom_tokenizer_is_eog(tok, next) : next == info.eos_id;

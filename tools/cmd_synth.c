@@ -12,15 +12,17 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: loom synth --shape qwen2-0.5b|llama-1.1b|CONFIG.json [--dtype f16|bf16|f32]\n"
-            "                  [--seed N] -o FILE.gguf\n\n"
+            "usage: loom synth --shape qwen2-0.5b|llama-1.1b|llama-7b|CONFIG.json [--dtype f16|bf16|f32]\n"
+            "                  [--seed N] [--vocab TOKENIZER] -o FILE.gguf\n\n"
             "Write a GGUF with random weights (N(0, 0.02) matrices, unit norms, zero biases) of a real\n"
-            "model shape, or of the shape a HF config.json describes. No tokenizer. Default dtype f16,\n"
-            "seed 0; the same seed gives the same file.\n");
+            "model shape, or of the shape a HF config.json describes. Default dtype f16, seed 0; the\n"
+            "same seed gives the same file. No tokenizer, unless --vocab names one (a GGUF, a\n"
+            "tokenizer.json or a directory holding one): it is written in, padded with user-defined\n"
+            "tokens up to the shape's vocabulary, so that llama.cpp loads the file too.\n");
 }
 
 int cmd_synth(int argc, char **argv) {
-    const char *shape = NULL, *out = NULL;
+    const char *shape = NULL, *out = NULL, *vocab = NULL;
     loom_dtype dtype = LOOM_F16;
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {
@@ -29,7 +31,8 @@ int cmd_synth(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
-        if (strcmp(a, "--shape") && strcmp(a, "--dtype") && strcmp(a, "--seed") && strcmp(a, "-o")) {
+        if (strcmp(a, "--shape") && strcmp(a, "--dtype") && strcmp(a, "--seed") && strcmp(a, "--vocab") &&
+            strcmp(a, "-o")) {
             fprintf(stderr, "loom synth: unknown argument '%s'\n", a);
             usage(stderr);
             return 2;
@@ -43,6 +46,8 @@ int cmd_synth(int argc, char **argv) {
             shape = val;
         } else if (!strcmp(a, "-o")) {
             out = val;
+        } else if (!strcmp(a, "--vocab")) {
+            vocab = val;
         } else if (!strcmp(a, "--dtype")) {
             if (!strcmp(val, "f16")) dtype = LOOM_F16;
             else if (!strcmp(val, "bf16")) dtype = LOOM_BF16;
@@ -68,7 +73,7 @@ int cmd_synth(int argc, char **argv) {
         return 2;
     }
     double t0 = loom_now();
-    if (loom_synth(shape, dtype, seed, out) < 0) {
+    if (loom_synth_vocab(shape, dtype, seed, vocab, out) < 0) {
         fprintf(stderr, "loom synth: %s\n", loom_last_error());
         return 1;
     }

@@ -34,6 +34,7 @@ typedef struct loom_common_opts {
     int n_threads;       /* -t */
     int n_ctx;           /* --ctx */
     bool scalar;         /* --scalar (or LOOM_SCALAR=1) */
+    bool check_tensors;  /* --check-tensors (or LOOM_CHECK_TENSORS=1): scan the weights for NaN/Inf */
 } loom_common_opts;
 
 /* Try to consume argv[*i] (and its value) as a common option. Returns 1 if consumed, 0 if not
@@ -62,6 +63,8 @@ loom_session_opts loom_common_session_opts(const loom_common_opts *co);
 /* Parse a whole int / float option value, printing an error naming the option when invalid. */
 int loom_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int loom_parse_float(const char *opt, const char *s, double *out);
+/* The same, within [lo, hi] (--top-p: a probability; -1 was silently greedy). */
+int loom_parse_float_in(const char *opt, const char *s, double lo, double hi, double *out);
 
 /* A growing byte string (NUL-terminated for convenience). */
 typedef struct loom_textbuf {

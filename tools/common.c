@@ -41,6 +41,15 @@ int loom_parse_float(const char *opt, const char *s, double *out) {
     return 0;
 }
 
+int loom_parse_float_in(const char *opt, const char *s, double lo, double hi, double *out) {
+    if (loom_parse_float(opt, s, out) < 0) return -1;
+    if (*out < lo || *out > hi) {
+        fprintf(stderr, "loom: %s expects a number in [%g, %g], got '%s'\n", opt, lo, hi, s);
+        return -1;
+    }
+    return 0;
+}
+
 int loom_parse_common(loom_common_opts *o, int argc, char **argv, int *i) {
     const char *a = argv[*i];
     const char *val = *i + 1 < argc ? argv[*i + 1] : NULL;
@@ -58,6 +67,10 @@ int loom_parse_common(loom_common_opts *o, int argc, char **argv, int *i) {
         /* any int: whether the KV cache fits is the session's question (it names the bytes) */
         if (loom_parse_int(a, val, 1, INT_MAX, &v) < 0) return -1;
         o->n_ctx = (int)v;
+    } else if (!strcmp(a, "--check-tensors")) {
+        o->check_tensors = true;
+        setenv("LOOM_CHECK_TENSORS", "1", 1); /* read by loom_model_load */
+        return 1;
     } else if (!strcmp(a, "--scalar")) {
         o->scalar = true;
         setenv("LOOM_SCALAR", "1", 1); /* read by the CPU backend */

@@ -1,6 +1,8 @@
 /* loom — the command-line front end. Each subcommand lives in tools/cmd_NAME.c. */
 #include "tools/commands.h"
 
+#include "core/util.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +30,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    loom_sigbus_install(); /* a model file truncated while mapped: an error naming it, not "Bus error" */
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -10,7 +10,7 @@
 /* the options every model command takes; their variables live in loom_common_opts */
 static long c_threads, c_ctx;
 static const char *c_model, *c_device;
-static bool c_scalar;
+static bool c_scalar, c_check;
 static const loom_opt common_opts[] = {
     LOOM_OPT_HEADING("model and device:"),
     {.names = "-m|--model",
@@ -36,6 +36,10 @@ static const loom_opt common_opts[] = {
      .hi = INT_MAX,
      .dst = &c_ctx,
      .no_default = true},
+    {.names = "--check-tensors",
+     .type = LOOM_OPT_FLAG,
+     .help = "scan every weight for NaN/Inf at load (also LOOM_CHECK_TENSORS=1)",
+     .dst = &c_check},
     {.names = "--scalar",
      .type = LOOM_OPT_FLAG,
      .help = "portable scalar kernels only (also LOOM_SCALAR=1)",
@@ -159,6 +163,7 @@ int loom_opts_parse(const char *cmd, const char *synopsis, const char *about, co
         c_threads = co->n_threads;
         c_ctx = co->n_ctx;
         c_scalar = co->scalar;
+        c_check = co->check_tensors;
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -188,7 +193,9 @@ int loom_opts_parse(const char *cmd, const char *synopsis, const char *about, co
         co->n_threads = (int)c_threads;
         co->n_ctx = (int)c_ctx;
         co->scalar = c_scalar;
-        if (c_scalar) setenv("LOOM_SCALAR", "1", 1); /* read by the CPU backend */
+        co->check_tensors = c_check;
+        if (c_scalar) setenv("LOOM_SCALAR", "1", 1);        /* read by the CPU backend */
+        if (c_check) setenv("LOOM_CHECK_TENSORS", "1", 1); /* read by loom_model_load */
     }
     return -1;
 }

@@ -69,6 +69,10 @@ static int sample_step(const run_multi_opts *o, mseq *q, int n_q, const float *l
     for (int i = 0; i < n_q; i++) {
         if (q[i].done) continue;
         int32_t t = loom_sampler_sample(q[i].smp, logits + (size_t)row_of[i] * V, V);
+        if (t < 0) {
+            loom_err_prefix("sequence %d, generation step %d", i + 1, q[i].n - q[i].n_prompt + 1);
+            return -1;
+        }
         bool end = is_end(o, t) || q[i].n - q[i].n_prompt >= o->n_gen;
         if (!end) {
             q[i].tok[q[i].n++] = t;

@@ -433,13 +433,17 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     else
         sh = wshader(d, w->type, LOOM_SPV_MATMUL_F32, LOOM_SPV_MATMUL_F16, LOOM_SPV_MATMUL_F16, LOOM_SPV_MATMUL_BF16);
     /* GEMV: a row per subgroup when there are many rows; when there are few (a 896-row down
-     * projection), several subgroups per row so that ~1000 workgroups keep the GPU's memory busy */
+     * projection), several subgroups per row so that ~1000 workgroups (LOOM_VK_GEMV_WGS) keep the
+     * GPU's memory busy. 2 loads of 8 elements in flight per
+     * invocation; LOOM_VK_GEMV_LOADS=4 doubles that for the A/B runs of block-quantised rows (whose 8
+     * elements are 4-8 bytes, a quarter to half of f16's): not yet measured on a GPU. */
     uint32_t sg = d->subgroup_size ? d->subgroup_size : 32;
     uint32_t wg = sg > 128 ? sg : 128;
     uint32_t nrows = wg / sg;
     uint64_t nchunk = step < Nn ? step : Nn;
-    while (nrows > 1 && (nchunk + nrows - 1) / nrows < 1024) nrows /= 2;
-    uint32_t spec[4] = {wg, (uint32_t)M, nrows, (uint32_t)xmode};
+    while (nrows > 1 && (nchunk + nrows - 1) / nrows < d->gemv_wgs) nrows /= 2;
+    uint32_t loads = d->gemv_loads ? d->gemv_loads : 2;
+    uint32_t spec[4] = {wg, (uint32_t)M, nrows, (uint32_t)xmode | loads << 2};
     if (cm) { /* 8 (128 x 128 tiles) or 4 subgroups per workgroup */
         spec[0] = (big ? 8 : 4) * sg;
         spec[1] = sg;
@@ -648,6 +652,11 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     for (int k = 7; k < 12; k++) pc.u[k] = pg.u[k];
     pc.u[6] = hd % 4 == 0 && elem_off(d, &a[2]) % 4 == 0 && elem_off(d, &a[3]) % 4 == 0; /* vec4 K/V loads */
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
+    /* prefill: tiles of 32 (row, head) slots share each K/V tile (attn_fa.comp) */
+    if (!paged && S >= 64 && hd <= 128 && hd % 4 == 0 && pc.u[6] && elem_off(d, &a[1]) % 4 == 0 && !d->no_fa) {
+        uint32_t nr = 32 / gw;
+        return dispatch(r, LOOM_SPV_ATTN_FA, spec, a, &pc, gx, (uint32_t)((S + nr - 1) / nr), 1);
+    }
     if (ns == 1) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);
     vk_arg out = a[0];
     a[0] = (vk_arg){0};
@@ -790,6 +799,14 @@ static bool every_node_kept(const loom_exec_ctx *x) {
     return disjoint;
 }
 
+/* May a GEMV compute its x (RMSNORM, SWIGLU) on the fly? Every row recomputes it from the loads
+ * (SWIGLU: an exp per element per row), which costs more than the barrier it saves once the
+ * matrix is large (LOOM_VK_FUSE_MAX_NK: rows x K at most). */
+static bool fuse_x_ok(vk_dev *d, const loom_exec_ctx *x, int j) {
+    const loom_node *w = N(x, N(x, j)->src[1]);
+    return gemv_path(d, x, j) && (uint64_t)w->ne[0] * (uint64_t)w->ne[1] <= d->fuse_max_nk;
+}
+
 static vk_fuse *plan_fusions(vk_dev *d, const loom_exec_ctx *x, int *n_fused) {
     const loom_plan *p = x->plan;
     const loom_graph *g = p->g;
@@ -830,7 +847,7 @@ static vk_fuse *plan_fusions(vk_dev *d, const loom_exec_ctx *x, int *n_fused) {
                 if (m->flags & LOOM_NODE_DEAD) continue;
                 for (int q = 0; q < m->n_src && ok; q++) {
                     if (m->src[q] != i) continue;
-                    ok = m->op == LOOM_OP_MATMUL && q == 0 && c.pos[j] > k && gemv_path(d, x, j) && !f[j].xmode;
+                    ok = m->op == LOOM_OP_MATMUL && q == 0 && c.pos[j] > k && fuse_x_ok(d, x, j) && !f[j].xmode;
                     if (ok) {
                         cnt++;
                         if (c.pos[j] > last) last = c.pos[j];
@@ -852,7 +869,7 @@ static vk_fuse *plan_fusions(vk_dev *d, const loom_exec_ctx *x, int *n_fused) {
         if (fusable(&c, i, LOOM_OP_SWIGLU) && c.uses[i] == 1 && k + 1 < p->n_order) {
             int j = p->order[k + 1];
             const loom_node *m = &g->nodes[j];
-            if (m->op == LOOM_OP_MATMUL && m->src[0] == i && m->src[1] != i && gemv_path(d, x, j) &&
+            if (m->op == LOOM_OP_MATMUL && m->src[0] == i && m->src[1] != i && fuse_x_ok(d, x, j) &&
                 !overlap2(x, j, n->src[0]) && !overlap2(x, j, n->src[1])) {
                 f[i].skip = true;
                 f[j].xmode = 2;

@@ -61,6 +61,7 @@ set(LOOM_VK_VARIANTS
   "attention|attention.comp"
   "attention_nosg|attention.comp|NO_SUBGROUP"
   "attn_combine|attn_combine.comp"
+  "attn_fa|attn_fa.comp"
   "permute|permute.comp"
 )
 

@@ -354,7 +354,9 @@ static inline void *tg_weights(loom_dtype t, size_t n, float scale, float *ref) 
 #ifdef TG_VULKAN_BACKENDS /* defined by the Vulkan op tests, which include check.h first */
 /* The Vulkan op tests' backends: the scalar CPU reference, and three Vulkan configurations of the
  * same device: as it is, without 16-bit storage or subgroups, and with weights split into 16 KiB
- * pieces (big_tiles: that one also takes coopmat's 128 x 128 tiles for every M >= 128).
+ * pieces (big_tiles: that one also takes coopmat's 128 x 128 tiles for every M >= 128). The third
+ * also takes the other side of the speed knobs (docs/vulkan-backend.md): 4 loads in flight and
+ * 4096 workgroups in the decode GEMV, and one query row per workgroup in prefill attention.
  * Returns 0, 77 (no Vulkan device: skip) or 1 (no CPU backend). */
 static inline int tg_open_backends(loom_backend **cpu, loom_backend *vk[3], bool big_tiles) {
     loom_backend_opts co = {.n_threads = 1, .force_scalar = true, .device_index = -1};
@@ -376,10 +378,16 @@ static inline int tg_open_backends(loom_backend **cpu, loom_backend *vk[3], bool
     unsetenv("LOOM_VK_NO_SUBGROUP");
     setenv("LOOM_VK_MAX_WEIGHT_PIECE", "16384", 1);
     if (big_tiles) setenv("LOOM_VK_CM_BIG_TILES", "1", 1);
+    setenv("LOOM_VK_GEMV_LOADS", "4", 1);
+    setenv("LOOM_VK_GEMV_WGS", "4096", 1);
+    setenv("LOOM_VK_NO_FA", "1", 1);
     vk[2] = loom_vulkan_backend_new(&vo);
     CHECK(vk[2] != NULL, "tiny-limits backend: %s", loom_last_error());
     unsetenv("LOOM_VK_MAX_WEIGHT_PIECE");
     unsetenv("LOOM_VK_CM_BIG_TILES");
+    unsetenv("LOOM_VK_GEMV_LOADS");
+    unsetenv("LOOM_VK_GEMV_WGS");
+    unsetenv("LOOM_VK_NO_FA");
     return 0;
 }
 

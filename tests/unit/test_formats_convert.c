@@ -6,6 +6,7 @@
 #include "formats/safetensors.h"
 #include "formats/source.h"
 #include "tests/unit/test_formats_util.h"
+#include "tokenizer/tokenizer.h"
 #include "core/util.h"
 
 #include <cjson/cJSON.h>
@@ -415,6 +416,10 @@ static void test_synth(void) {
               sp.n_head_kv == 4 && sp.n_ff == 5632 && sp.n_vocab == 32000 && !sp.tied && !sp.qkv_bias &&
               sp.rope_theta == 1e4,
           "llama-1.1b shape");
+    CHECK(cv_spec_builtin(&sp, "llama-7b") == 0 && sp.n_embd == 4096 && sp.n_layer == 32 && sp.n_head == 32 &&
+              sp.n_head_kv == 32 && sp.n_ff == 11008 && sp.n_vocab == 32000 && !sp.tied && !sp.qkv_bias &&
+              sp.head_dim == 128,
+          "llama-7b shape");
     loom_err_clear();
     CHECK_FAILS(loom_synth("gpt-5", LOOM_F16, 0, TMP("x.gguf")) == 0, "gpt-5", "unknown shape");
     CHECK_FAILS(loom_synth(TMP("nope.json"), LOOM_F16, 0, TMP("x.gguf")) == 0, "nope.json", "missing config");
@@ -425,6 +430,55 @@ static void test_synth(void) {
     CHECK(access(TMP("x.gguf"), F_OK) != 0, "no file after failures");
 }
 
+/* loom synth --vocab: the tokenizer goes in, padded to the shape's vocabulary, and encodes as the
+ * source does (llama.cpp's bench files need the padding: one token per embedding row). */
+static void test_synth_vocab(void) {
+    char vocab[4096]; /* FIX / TMP return rotating buffers: keep a copy */
+    snprintf(vocab, sizeof vocab, "%s", FIX("tokenizer/ggml-vocab-llama-spm.gguf")); /* 32000 tokens */
+    loom_tokenizer *src = loom_tokenizer_load(vocab);
+    CHECK(src && loom_tokenizer_n_vocab(src) == 32000, "source vocabulary: %s", loom_last_error());
+    if (!src) return;
+    static const char *const shapes[] = {"32000", "32005"};
+    for (int k = 0; k < 2; k++) {
+        char cfg[512];
+        snprintf(cfg, sizeof cfg,
+                 "{\"model_type\":\"llama\",\"vocab_size\":%s,\"hidden_size\":32,\"num_hidden_layers\":1,"
+                 "\"num_attention_heads\":2,\"num_key_value_heads\":1,\"intermediate_size\":48}",
+                 shapes[k]);
+        tf_write_str(TMP("v.json"), cfg);
+        CHECK(loom_synth_vocab(TMP("v.json"), LOOM_F16, 0, vocab, TMP("v.gguf")) == 0, "synth --vocab: %s",
+              loom_last_error());
+        loom_tokenizer *t = loom_tokenizer_load(TMP("v.gguf"));
+        int nv = atoi(shapes[k]);
+        CHECK(t && loom_tokenizer_n_vocab(t) == nv, "vocab %d written, padded: %s", nv, loom_last_error());
+        if (!t) continue;
+        CHECK(loom_tokenizer_bos(t) == loom_tokenizer_bos(src) && loom_tokenizer_bos(t) >= 0, "bos carried");
+        const char *text = "Hello world, this is loom's synth --vocab: 12345 \xc3\xa9t\xc3\xa9!";
+        int32_t *a = NULL, *b = NULL;
+        int na = loom_tokenizer_encode(src, text, strlen(text), LOOM_TOK_ADD_BOS, &a);
+        int nb = loom_tokenizer_encode(t, text, strlen(text), LOOM_TOK_ADD_BOS, &b);
+        CHECK(na > 3 && na == nb && !memcmp(a, b, (size_t)na * sizeof *a), "same ids as the source (%d, %d)", na, nb);
+        free(a), free(b);
+        for (int i = 32000; i < nv; i++) {
+            size_t len;
+            const char *txt = loom_tokenizer_token_text(t, i, &len);
+            char want[32];
+            snprintf(want, sizeof want, "<|pad_%d|>", i - 32000);
+            CHECK(txt && !strcmp(txt, want) && loom_tokenizer_token_type(t, i) == LOOM_TOKEN_USER_DEFINED,
+                  "padding token %d is %s", i, want);
+        }
+        loom_tokenizer_free(t);
+    }
+    /* more tokens than embedding rows: refused, naming the file */
+    tf_write_str(TMP("v.json"), "{\"model_type\":\"llama\",\"vocab_size\":1000,\"hidden_size\":32,"
+                                "\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":48}");
+    CHECK_FAILS(loom_synth_vocab(TMP("v.json"), LOOM_F16, 0, vocab, TMP("v2.gguf")) == 0, "ggml-vocab-llama-spm.gguf",
+                "32000 tokens");
+    CHECK_FAILS(loom_synth_vocab(TMP("v.json"), LOOM_F16, 0, TMP("missing.gguf"), TMP("v2.gguf")) == 0,
+                "missing.gguf", "cannot open");
+    loom_tokenizer_free(src);
+}
+
 int main(void) {
     tf_init();
     test_convert_fixtures();
@@ -432,6 +486,7 @@ int main(void) {
     test_rope_scaling();
     test_convert_bad();
     test_synth();
+    test_synth_vocab();
     tf_cleanup();
     CHECK_DONE();
 }

@@ -70,8 +70,12 @@ static bool is_gguf(const char *path) {
 
 /* TMP(name): stories260K.gguf with `key` set to a value of GGUF type `type` ('u' u64, 'U' u32, 'i' i32,
  * 'f' f32; 0: key untouched), plus an optional extra copy of tensor `dup` named `dup_as`. */
+static const char *poison_tensor; /* when set: that f32 tensor gets a NaN (element 3) in gguf_variant */
+static float poison_value = NAN;
+
 static const char *gguf_variant(const char *name, const char *key, char type, double v, const char *dup,
                                 const char *dup_as) {
+    void *copy = NULL;
     gguf_ctx *g = gguf_open(FIX("stories260K.gguf"));
     gguf_writer *w = gguf_writer_new();
     gguf_w_copy_kv(w, g);
@@ -86,14 +90,21 @@ static const char *gguf_variant(const char *name, const char *key, char type, do
         int64_t ne[4];
         gguf_tensor_shape(g, i, ne);
         const char *tn = gguf_tensor_name(g, i);
-        gguf_w_tensor(w, tn, gguf_tensor_ggml_type(g, i), gguf_tensor_ndim(g, i), ne, gguf_tensor_data(g, i),
-                      gguf_tensor_nbytes(g, i));
+        const void *data = gguf_tensor_data(g, i);
+        if (poison_tensor && !strcmp(tn, poison_tensor) && gguf_tensor_ggml_type(g, i) == 0) {
+            copy = malloc(gguf_tensor_nbytes(g, i));
+            memcpy(copy, data, gguf_tensor_nbytes(g, i));
+            ((float *)copy)[3] = poison_value;
+            data = copy;
+        }
+        gguf_w_tensor(w, tn, gguf_tensor_ggml_type(g, i), gguf_tensor_ndim(g, i), ne, data, gguf_tensor_nbytes(g, i));
         if (dup && !strcmp(tn, dup))
             gguf_w_tensor(w, dup_as, gguf_tensor_ggml_type(g, i), gguf_tensor_ndim(g, i), ne, gguf_tensor_data(g, i),
                           gguf_tensor_nbytes(g, i));
     }
     const char *out = TMP("%s", name);
     if (gguf_writer_save(w, out)) fprintf(stderr, "%s\n", loom_last_error());
+    free(copy);
     gguf_writer_free(w);
     gguf_close(g);
     return out;
@@ -379,12 +390,240 @@ static void test_hparams(void) {
           loom_last_error());
 }
 
+
+/* ---- 5. non-finite weights and logits ---------------------------------------------------------- */
+
+/* Run `loom ARGS` (a shell command line); its exit status, stderr in err. */
+static int loom_cli(char *err, size_t cap, const char *args) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "timeout 20 '%s' %s 2>&1 >/dev/null", LOOM_BIN, args);
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(err, 1, cap - 1, p) : 0;
+    err[n] = 0;
+    int st = p ? pclose(p) : -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+/* `loom ARGS` must fail cleanly (exit 1, or 2 for a usage error) with one line on stderr containing
+ * `want`; within 20 s (a FIFO read used to block forever). */
+static void cli_fails(const char *want, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void cli_fails(const char *want, const char *what, const char *fmt, ...) {
+    char args[3072], err[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    int rc = loom_cli(err, sizeof err, args);
+    const char *e = err;
+    while (*e == '\n') e++; /* a run's error follows a newline after the printed prompt */
+    int lines = 0;
+    for (const char *c = e; *c; c++) lines += *c == '\n';
+    CHECK((rc == 1 || rc == 2) && strstr(e, want) && lines == 1, "%s: exit %d, stderr '%s' (want one line with '%s')", what, rc, err,
+          want);
+    if (getenv("LOOM_TEST_VERBOSE")) fprintf(stderr, "  [%s] %s", what, e);
+}
+
+static void test_non_finite(void) {
+    float logits[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    logits[5] = NAN;
+    loom_sampler_opts greedy = {0}, hot = {.temperature = 0.8f, .top_k = 4, .top_p = 0.9f, .seed = 7};
+    loom_sampler *g = loom_sampler_new(&greedy), *h = loom_sampler_new(&hot);
+    loom_err_clear();
+    CHECK_FAILS(loom_sampler_sample(g, logits, 8) >= 0, "token 5 is NaN", "greedy on a NaN logit");
+    CHECK_FAILS(loom_sampler_sample(h, logits, 8) >= 0, "token 5 is NaN", "sampling on a NaN logit");
+    logits[5] = INFINITY;
+    CHECK_FAILS(loom_sampler_sample(h, logits, 8) >= 0, "token 5 is +inf", "sampling on a +inf logit");
+    for (int i = 0; i < 8; i++) logits[i] = -INFINITY;
+    CHECK_FAILS(loom_sampler_sample(g, logits, 8) >= 0, "every logit is -inf", "all -inf");
+    logits[2] = 1;
+    CHECK(loom_sampler_sample(g, logits, 8) == 2 && loom_sampler_sample(h, logits, 8) == 2, "-inf elsewhere is a mask");
+    loom_sampler_free(g);
+    loom_sampler_free(h);
+
+    /* a NaN in the final norm's weight: every logit NaN */
+    poison_tensor = "output_norm.weight";
+    const char *bad = gguf_variant("nan-weight.gguf", NULL, 0, 0, NULL, NULL);
+    poison_tensor = "blk.1.ffn_up.weight";
+    poison_value = INFINITY;
+    const char *inf = gguf_variant("inf-weight.gguf", NULL, 0, 0, NULL, NULL);
+    poison_tensor = NULL;
+    loom_model *m = loom_model_load(bad);
+    CHECK(m != NULL, "a NaN weight loads without --check-tensors: %s", loom_last_error());
+    if (m) CHECK_FAILS(loom_model_check_tensors(m) == 0, "output_norm.weight' holds NaN at row 0, column 3",
+                       "loom_model_check_tensors");
+    loom_model_free(m);
+    cli_fails("output_norm.weight' holds NaN", "run --check-tensors",
+              "run -m '%s' --check-tensors --tokens 1,403 -n 4 --device cpu", bad);
+    cli_fails("blk.1.ffn_up.weight' holds +inf", "check-tensors, an inf", "run -m '%s' --check-tensors --tokens 1,403 -n 4 --device cpu", inf);
+    cli_fails("generation step 1 (position 2): the logit of token 0 is NaN", "run, greedy",
+              "run -m '%s' --tokens 1,403 -n 4 --device cpu", bad);
+    cli_fails("generation step 1 (position 2): the logit of token 0 is NaN", "run, sampled",
+              "run -m '%s' --tokens 1,403 -n 4 --temp 0.8 --top-p 0.9 --device cpu", bad);
+    cli_fails("sequence 1, generation step 1: the logit of token 0 is NaN", "run, two prompts",
+              "run -m '%s' --tokens 1,403 --tokens 1,500 -n 4 --device cpu", bad);
+    cli_fails("the logit of token 0 is NaN", "run --beams 2", "run -m '%s' --tokens 1,403 --beams 2 -n 4 --device cpu",
+              bad);
+    char err[4096];
+    CHECK(loom_cli(err, sizeof err, "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --check-tensors --tokens 1,403 -n 4 --device cpu") == 0,
+          "--check-tensors passes a good model: %s", err);
+}
+
+
+/* ---- smaller items: FIFOs, NUL bytes, --top-p, --keep ----------------------------------------- */
+
+static void test_cli_edges(void) {
+    const char *fifo = TMP("model.fifo");
+    CHECK(mkfifo(fifo, 0644) == 0, "mkfifo");
+    cli_fails("model.fifo: not a regular file (a FIFO)", "run -m FIFO", "run -m '%s' -p x --device cpu", fifo);
+    cli_fails("model.fifo: not a regular file (a FIFO)", "tokenize -m FIFO", "tokenize -m '%s' -p x", fifo);
+    cli_fails("model.fifo: not a regular file (a FIFO)", "run --file FIFO",
+              "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --file '%s' --device cpu", fifo);
+    /* a HF directory whose tokenizer.json is a FIFO */
+    make_hf("fifo-tok", "llama-tiny", NULL, NULL);
+    CHECK(mkfifo(TMP("fifo-tok/tokenizer.json"), 0644) == 0, "mkfifo tokenizer.json");
+    cli_fails("tokenizer.json: not a regular file (a FIFO)", "tokenize, tokenizer.json a FIFO", "tokenize -m '%s' -p x",
+              TMP("fifo-tok"));
+    tf_write(TMP("nul.txt"), "Once\0upon a time\n", 17);
+    cli_fails("nul.txt: byte 4 is a NUL", "--file with a NUL byte",
+              "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --file '%s' --device cpu", TMP("nul.txt"));
+    cli_fails("--top-p expects a number in [0, 1], got '-1'", "--top-p -1",
+              "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --top-p -1 -p x --device cpu");
+    cli_fails("--top-p expects a number in [0, 1], got '1.5'", "chat --top-p 1.5",
+              "chat -m \"$LOOM_FIXTURES/stories260K.gguf\" --top-p 1.5 --device cpu");
+    cli_fails("--keep 17 is more than half the context (32 tokens)", "--keep 17 --ctx 32",
+              "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --tokens 1,403 --ctx 32 --ctx-shift --keep 17 --device cpu");
+}
+
+
+/* ---- overlapping (aliased) tensor data ------------------------------------------------------- */
+
+static void write_st_raw(const char *path, const char *json, size_t data_bytes) {
+    size_t hl = strlen(json);
+    uint8_t *b = calloc(1, 8 + hl + data_bytes);
+    tf_put_u64(b, hl);
+    memcpy(b + 8, json, hl);
+    tf_write(path, b, 8 + hl + data_bytes);
+    free(b);
+}
+
+/* A GGUF of two f32 [8] tensors "a" and "b" with the given data offsets, data section of `data` bytes. */
+static void write_gguf_two(const char *path, uint64_t off_a, uint64_t off_b, size_t data) {
+    uint8_t b[512] = {0};
+    size_t o = 0;
+    tf_put_u32(b + o, 0x46554747u), o += 4;
+    tf_put_u32(b + o, 3), o += 4;
+    tf_put_u64(b + o, 2), o += 8; /* tensors */
+    tf_put_u64(b + o, 0), o += 8; /* keys */
+    const char *names[2] = {"a", "b"};
+    uint64_t offs[2] = {off_a, off_b};
+    for (int i = 0; i < 2; i++) {
+        tf_put_u64(b + o, 1), o += 8;
+        b[o++] = (uint8_t)names[i][0];
+        tf_put_u32(b + o, 1), o += 4; /* ndim */
+        tf_put_u64(b + o, 8), o += 8;  /* ne */
+        tf_put_u32(b + o, 0), o += 4; /* f32 */
+        tf_put_u64(b + o, offs[i]), o += 8;
+    }
+    o = (o + 31) / 32 * 32;
+    tf_write(path, b, o + data);
+}
+
+static void test_overlap(void) {
+    write_st_raw(TMP("alias.safetensors"),
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
+    st_file *f = st_open(TMP("alias.safetensors"));
+    CHECK_FAILS(f != NULL, "overlap", "safetensors: two tensors on the same bytes");
+    st_close(f);
+    write_st_raw(TMP("part.safetensors"),
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16);
+    f = st_open(TMP("part.safetensors"));
+    CHECK_FAILS(f != NULL, "overlap", "safetensors: a tensor inside another");
+    st_close(f);
+    write_st_raw(TMP("hole.safetensors"),
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]}}", 24);
+    f = st_open(TMP("hole.safetensors"));
+    CHECK_FAILS(f != NULL, "leave a hole", "safetensors: a hole between tensors");
+    st_close(f);
+    write_st_raw(TMP("tail.safetensors"), "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12);
+    f = st_open(TMP("tail.safetensors"));
+    CHECK_FAILS(f != NULL, "data section holds 12 bytes", "safetensors: bytes after the last tensor");
+    st_close(f);
+    write_st_raw(TMP("order.safetensors"),
+                 "{\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]},"
+                 "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 16);
+    f = st_open(TMP("order.safetensors"));
+    CHECK(f != NULL, "safetensors: contiguous data listed out of order is fine: %s", loom_last_error());
+    st_close(f);
+
+    write_gguf_two(TMP("alias.gguf"), 0, 0, 64);
+    gguf_ctx *g = gguf_open(TMP("alias.gguf"));
+    CHECK_FAILS(g != NULL, "overlapping or out-of-order", "GGUF: two tensors on the same bytes");
+    gguf_close(g);
+    write_gguf_two(TMP("swap.gguf"), 32, 0, 64);
+    g = gguf_open(TMP("swap.gguf"));
+    CHECK_FAILS(g != NULL, "overlapping or out-of-order", "GGUF: offsets out of file order");
+    gguf_close(g);
+    write_gguf_two(TMP("ok.gguf"), 0, 32, 64);
+    g = gguf_open(TMP("ok.gguf"));
+    CHECK(g != NULL, "GGUF: tensors one after another (padded to 32) load: %s", loom_last_error());
+    gguf_close(g);
+}
+
+
+/* ---- SIGBUS: the model file truncated while loom runs ----------------------------------------- */
+
+static void test_sigbus(void) {
+    size_t n;
+    uint8_t *b = tf_read(FIX("stories260K.gguf"), &n);
+    tf_write(TMP("shrinks.gguf"), b, n);
+    free(b);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(TMP("sigbus.err"), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+        dup2(fd, 2);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        execl(LOOM_BIN, "loom", "run", "-m", TMP("shrinks.gguf"), "--tokens", "1", "-n", "10000000", "--ctx", "64",
+              "--ctx-shift", "--device", "cpu", (char *)NULL);
+        _exit(127);
+    }
+    struct timespec ms100 = {0, 100000000};
+    for (int i = 0; i < 100; i++) { /* until it has loaded and is generating (stderr: "using device") */
+        nanosleep(&ms100, NULL);
+        uint8_t *e = tf_read(TMP("sigbus.err"), &n);
+        bool up = e && strstr((char *)e, "cpu backend");
+        free(e);
+        if (up) break;
+    }
+    CHECK(truncate(TMP("shrinks.gguf"), 1000) == 0, "truncate");
+    int status = 0;
+    for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; i++) nanosleep(&ms100, NULL);
+    if (waitpid(pid, &status, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        CHECK(false, "loom kept running for 20 s after its model was truncated");
+    }
+    uint8_t *e = tf_read(TMP("sigbus.err"), &n);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1 && e &&
+              strstr((char *)e, "shrinks.gguf: the file shrank while loom read it (SIGBUS at byte "),
+          "a truncated mapped model: status %#x, stderr '%s'", status, e ? (char *)e : "");
+    free(e);
+}
+
 int main(void) {
     tf_init();
     test_zero_row_tensor();
     test_outputs();
     test_regex_budget();
     test_hparams();
+    test_non_finite();
+    test_cli_edges();
+    test_overlap();
+    test_sigbus();
     tf_cleanup();
     CHECK_DONE();
 }

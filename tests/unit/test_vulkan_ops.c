@@ -360,6 +360,15 @@ static void test_attention(void) {
     attn_case(2, 40, 3, 3, 18, pg, 2);      /* head_dim not a multiple of 4 */
     int32_t p150[1] = {150};
     attn_case(1, 200, 4, 1, 256, p150, 150); /* the largest head_dim */
+    /* prefill tiles (attn_fa.comp: S >= 64, head_dim <= 128 and a multiple of 4) */
+    int32_t pp[100];
+    for (int i = 0; i < 100; i++) pp[i] = 40 + i;
+    attn_case(100, 160, 10, 2, 16, pp, 40);  /* 5 heads per kv head, rows after a cached prefix */
+    attn_case(70, 128, 4, 4, 128, p200, 0);  /* head_dim 128, one head: 32 rows a tile, last one 6 */
+    attn_case(96, 200, 14, 2, 64, pp, 40);   /* qwen2-0.5b's 7 heads per kv head: 4 rows a tile */
+    attn_case(64, 80, 6, 2, 40, p200, 0);    /* head_dim 40: a partial group of 8 vec4 */
+    for (int i = 0; i < 100; i++) pp[i] = 3 * i + (i % 5 == 0);
+    attn_case(80, 300, 8, 1, 32, pp, 0);     /* 8 heads per kv head, gaps: every row its own length */
     /* options: a window over key splits (decode), one that cuts nothing, a prefill where every
      * row's window starts elsewhere, with a soft-cap; q scaled up so the cap bends the scores */
     vt_window = 100;
@@ -371,6 +380,11 @@ static void test_attention(void) {
     vt_window = 0;
     attn_case(5, 16, 6, 2, 40, pg, 3);
     vt_softcap = 0;
+    /* the prefill tiles with both: rows whose windows start in different key tiles */
+    for (int i = 0; i < 100; i++) pp[i] = 40 + i;
+    vt_window = 37, vt_softcap = 0.5f;
+    attn_case(100, 160, 10, 2, 16, pp, 40);
+    vt_window = 0, vt_softcap = 0;
 }
 
 /* Paged attention (several sequences, graph.h): rows stored to slots through the block tables,
