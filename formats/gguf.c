@@ -760,6 +760,9 @@ int gguf_w_arr_i32(gguf_writer *w, const char *key, const int32_t *v, size_t n) 
 int gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, size_t n) {
     return w_arr_num(w, key, GGUF_TYPE_FLOAT32, v, n);
 }
+int gguf_w_arr_bool(gguf_writer *w, const char *key, const uint8_t *v, size_t n) {
+    return w_arr_num(w, key, GGUF_TYPE_BOOL, v, n);
+}
 
 /* String array from items of given lengths (lens NULL: terminated strings). */
 static int w_arr_str_n(gguf_writer *w, const char *key, const char *const *v, const size_t *lens, size_t n) {

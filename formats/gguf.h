@@ -93,6 +93,7 @@ int gguf_w_str(gguf_writer *w, const char *key, const char *v);
 int gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, size_t n);
 int gguf_w_arr_i32(gguf_writer *w, const char *key, const int32_t *v, size_t n);
 int gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, size_t n);
+int gguf_w_arr_bool(gguf_writer *w, const char *key, const uint8_t *v, size_t n); /* items 0 or 1 */
 /* Copy every key/value of an opened file (for tools that rewrite tensors). */
 int gguf_w_copy_kv(gguf_writer *w, const gguf_ctx *src);
 /* Drop a key already added (to rewrite a copied one, e.g. general.file_type); 1 if it was there. */

@@ -2,7 +2,7 @@
  * time, so memory stays constant whatever the model size. */
 #include "formats/quantize.h"
 
-#include "formats/convert.h"
+#include "models/convert.h"
 #include "formats/gguf.h"
 #include "formats/outfile.h"
 #include "core/qblock.h"

@@ -31,80 +31,10 @@ struct loom_source {
     int n_shards;
     loom_weight *w;
     float **owned;      /* per weight: the f32 copy of a 1-D tensor, else NULL */
-    int n_w;
+    int n_w, n_alloc;
     int *slot;          /* name index: weight index + 1 */
     size_t cap;
 };
-
-/* ---- name mapping ---------------------------------------------------------------------------- */
-
-static const struct { const char *hf, *gguf; } top_names[] = {
-    {"model.embed_tokens.weight", "token_embd.weight"},
-    {"model.norm.weight", "output_norm.weight"},
-    {"lm_head.weight", "output.weight"},
-};
-
-static const struct { const char *hf, *gguf; } layer_names[] = {
-    {"input_layernorm.weight", "attn_norm.weight"},
-    {"self_attn.q_proj.weight", "attn_q.weight"},
-    {"self_attn.q_proj.bias", "attn_q.bias"},
-    {"self_attn.k_proj.weight", "attn_k.weight"},
-    {"self_attn.k_proj.bias", "attn_k.bias"},
-    {"self_attn.v_proj.weight", "attn_v.weight"},
-    {"self_attn.v_proj.bias", "attn_v.bias"},
-    {"self_attn.o_proj.weight", "attn_output.weight"},
-    {"self_attn.o_proj.bias", "attn_output.bias"},
-    {"self_attn.q_norm.weight", "attn_q_norm.weight"},
-    {"self_attn.k_norm.weight", "attn_k_norm.weight"},
-    {"post_attention_layernorm.weight", "ffn_norm.weight"},
-    {"mlp.gate_proj.weight", "ffn_gate.weight"},
-    {"mlp.up_proj.weight", "ffn_up.weight"},
-    {"mlp.down_proj.weight", "ffn_down.weight"},
-};
-
-#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
-
-/* "<prefix><layer>.<rest>": the layer number (plain decimal, no sign or leading zeros) and rest. */
-static bool split_layer(const char *s, const char *prefix, long *layer, const char **rest) {
-    size_t pl = strlen(prefix);
-    if (strncmp(s, prefix, pl)) return false;
-    s += pl;
-    if (!isdigit((unsigned char)s[0]) || (s[0] == '0' && isdigit((unsigned char)s[1]))) return false;
-    long v = 0;
-    int nd = 0;
-    while (isdigit((unsigned char)*s)) {
-        if (++nd > 6) return false;
-        v = v * 10 + (*s++ - '0');
-    }
-    if (*s != '.') return false;
-    *layer = v;
-    *rest = s + 1;
-    return true;
-}
-
-bool loom_name_hf_to_gguf(const char *hf, char *out, size_t n) {
-    for (size_t i = 0; i < N_OF(top_names); i++)
-        if (!strcmp(hf, top_names[i].hf)) return (size_t)snprintf(out, n, "%s", top_names[i].gguf) < n;
-    long layer;
-    const char *rest;
-    if (!split_layer(hf, "model.layers.", &layer, &rest)) return false;
-    for (size_t i = 0; i < N_OF(layer_names); i++)
-        if (!strcmp(rest, layer_names[i].hf))
-            return (size_t)snprintf(out, n, "blk.%ld.%s", layer, layer_names[i].gguf) < n;
-    return false;
-}
-
-bool loom_name_gguf_to_hf(const char *gguf, char *out, size_t n) {
-    for (size_t i = 0; i < N_OF(top_names); i++)
-        if (!strcmp(gguf, top_names[i].gguf)) return (size_t)snprintf(out, n, "%s", top_names[i].hf) < n;
-    long layer;
-    const char *rest;
-    if (!split_layer(gguf, "blk.", &layer, &rest)) return false;
-    for (size_t i = 0; i < N_OF(layer_names); i++)
-        if (!strcmp(rest, layer_names[i].gguf))
-            return (size_t)snprintf(out, n, "model.layers.%ld.%s", layer, layer_names[i].hf) < n;
-    return false;
-}
 
 /* ---- weight table ---------------------------------------------------------------------------- */
 
@@ -122,10 +52,43 @@ const loom_weight *loom_source_find(const loom_source *s, const char *name) {
 static int table_init(loom_source *s, int n) {
     s->w = loom_calloc((size_t)n + 1, sizeof *s->w);
     s->owned = loom_calloc((size_t)n + 1, sizeof *s->owned);
+    s->n_alloc = n + 1;
     s->cap = 16;
     while (s->cap < 2 * (size_t)n) s->cap *= 2;
     s->slot = loom_calloc(s->cap, sizeof(int));
     return s->w && s->owned && s->slot ? 0 : -1;
+}
+
+/* Rebuild the name index (after renames, or to grow it). */
+static int table_rehash(loom_source *s, size_t cap) {
+    int *slot = loom_calloc(cap, sizeof(int));
+    if (!slot) return -1;
+    free(s->slot);
+    s->slot = slot;
+    s->cap = cap;
+    for (int i = 0; i < s->n_w; i++) {
+        size_t h = slot_of(s, s->w[i].name);
+        while (s->slot[h]) h = (h + 1) & (s->cap - 1);
+        s->slot[h] = i + 1;
+    }
+    return 0;
+}
+
+/* Room for one more weight. */
+static int table_reserve(loom_source *s) {
+    if (s->n_w + 1 < s->n_alloc && 2 * (size_t)(s->n_w + 1) <= s->cap) return 0;
+    if (s->n_w + 1 >= s->n_alloc) {
+        int n = 2 * s->n_alloc + 8;
+        loom_weight *w = loom_realloc(s->w, (size_t)n * sizeof *w);
+        if (!w) return -1;
+        s->w = w;
+        float **o = loom_realloc(s->owned, (size_t)n * sizeof *o);
+        if (!o) return -1;
+        s->owned = o;
+        for (int i = s->n_alloc; i < n; i++) s->owned[i] = NULL;
+        s->n_alloc = n;
+    }
+    return 2 * (size_t)(s->n_w + 1) <= s->cap ? 0 : table_rehash(s, 2 * s->cap);
 }
 
 /* Add a weight; 1-D tensors become owned f32 copies. `where` names the file for messages. */
@@ -137,6 +100,7 @@ static int table_add(loom_source *s, const char *name, const char *orig, loom_dt
     const loom_weight *dup = loom_source_find(s, name);
     if (dup && strcmp(name, orig)) return loom_err("%s: duplicate tensor '%s' (from '%s')", where, name, orig);
     if (dup) return loom_err("%s: duplicate tensor '%s'", where, name);
+    if (table_reserve(s)) return -1;
     loom_weight *w = &s->w[s->n_w];
     memset(w, 0, sizeof *w);
     snprintf(w->name, sizeof w->name, "%s", name);
@@ -159,6 +123,125 @@ static int table_add(loom_source *s, const char *name, const char *orig, loom_dt
     size_t h = slot_of(s, w->name);
     while (s->slot[h]) h = (h + 1) & (s->cap - 1);
     s->slot[h] = ++s->n_w;
+    return 0;
+}
+
+/* ---- renames and views --------------------------------------------------------------------- */
+
+int loom_source_rename(loom_source *s, loom_source_name_fn fn, void *user) {
+    for (int i = 0; i < s->n_w; i++) {
+        char name[sizeof s->w[0].name];
+        int r = fn(user, s->w[i].name, name, sizeof name);
+        if (r < 0) return -1;
+        if (r > 0) memcpy(s->w[i].name, name, sizeof name);
+    }
+    if (table_rehash(s, s->cap)) return -1;
+    for (int i = 0; i < s->n_w; i++) {
+        const loom_weight *w = loom_source_find(s, s->w[i].name);
+        if (w != &s->w[i]) return loom_err("%s: two tensors are both named '%s'", s->path, s->w[i].name);
+    }
+    return 0;
+}
+
+int loom_source_split_rows(loom_source *s, const char *name, int n_parts, const char *const *names,
+                           const int64_t *rows) {
+    const loom_weight *found = loom_source_find(s, name);
+    if (!found) return loom_err("%s: missing tensor '%s'", s->path, name);
+    int id = found->id;
+    int64_t total = 0;
+    for (int p = 0; p < n_parts; p++) total += rows[p];
+    const loom_weight w0 = *found;
+    if (w0.ndim != 2 || w0.ne[0] != total)
+        return loom_err("%s: tensor '%s' has %lld rows, expected %lld to split into %d parts", s->path, name,
+                        (long long)w0.ne[0], (long long)total, n_parts);
+    for (int p = 0; p < n_parts; p++) {
+        const loom_weight *o = loom_source_find(s, names[p]);
+        if (o && o->id != id) return loom_err("%s: both '%s' and its part '%s' are present", s->path, name, names[p]);
+        if (strlen(names[p]) >= sizeof w0.name) return loom_err("%s: tensor name '%s' is too long", s->path, names[p]);
+    }
+    size_t row_bytes = w0.nbytes / (size_t)total;
+    int64_t r0 = 0;
+    for (int p = 0; p < n_parts; p++) {
+        /* the first part takes the fused tensor's place (same id), the others are appended */
+        if (p > 0 && table_reserve(s)) return -1;
+        loom_weight *w = p == 0 ? &s->w[id] : &s->w[s->n_w];
+        *w = w0;
+        snprintf(w->name, sizeof w->name, "%s", names[p]);
+        w->ne[0] = rows[p];
+        w->data = (const uint8_t *)w0.data + (size_t)r0 * row_bytes;
+        w->nbytes = (size_t)rows[p] * row_bytes;
+        if (p > 0) {
+            w->id = s->n_w++;
+            s->owned[w->id] = NULL; /* a view of the mapped file */
+        }
+        r0 += rows[p];
+    }
+    return table_rehash(s, s->cap);
+}
+
+int loom_source_stack(loom_source *s, const char *name, int n, const char *const *names) {
+    if (n < 1) return loom_err("%s: nothing to stack into '%s'", s->path, name);
+    if (strlen(name) >= sizeof s->w[0].name) return loom_err("%s: tensor name '%s' is too long", s->path, name);
+    if (loom_source_find(s, name)) return loom_err("%s: both '%s' and its parts are present", s->path, name);
+    const loom_weight *w0 = loom_source_find(s, names[0]);
+    if (!w0) return loom_err("%s: missing tensor '%s'", s->path, names[0]);
+    if (w0->ndim > 3) return loom_err("%s: tensor '%s' has %d dimensions (at most 3 to stack)", s->path, names[0], w0->ndim);
+    int *ids = loom_malloc((size_t)n * sizeof *ids);
+    if (!ids) return -1;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const loom_weight *w = loom_source_find(s, names[i]);
+        bool same = w && w->type == w0->type && w->ndim == w0->ndim && w->nbytes == w0->nbytes;
+        for (int d = 0; same && d < w0->ndim; d++) same = w->ne[d] == w0->ne[d];
+        if (!same) {
+            free(ids);
+            return w ? loom_err("%s: tensor '%s' differs from '%s' in type or shape", s->path, names[i], names[0])
+                     : loom_err("%s: missing tensor '%s' (stacking '%s')", s->path, names[i], name);
+        }
+        ids[i] = w->id;
+        total += w->nbytes;
+    }
+    uint8_t *buf = loom_malloc_aligned(total ? total : 1);
+    if (!buf) {
+        free(ids);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) memcpy(buf + (size_t)i * w0->nbytes, s->w[ids[i]].data, w0->nbytes);
+    /* the stack takes the first part's slot; the other parts leave the table (ids stay dense) */
+    loom_weight *w = &s->w[ids[0]];
+    for (int d = w->ndim; d > 0; d--) w->ne[d] = w->ne[d - 1];
+    w->ne[0] = n;
+    w->ndim++;
+    w->data = buf;
+    w->nbytes = total;
+    snprintf(w->name, sizeof w->name, "%s", name);
+    loom_free_aligned(s->owned[ids[0]]);
+    s->owned[ids[0]] = (float *)(void *)buf;
+    int k = 0;
+    for (int i = 0; i < s->n_w; i++) {
+        bool gone = false;
+        for (int j = 1; j < n && !gone; j++) gone = ids[j] == i;
+        if (gone) {
+            loom_free_aligned(s->owned[i]);
+            continue;
+        }
+        s->w[k] = s->w[i];
+        s->owned[k] = s->owned[i];
+        s->w[k].id = k;
+        k++;
+    }
+    for (int i = k; i < s->n_w; i++) s->owned[i] = NULL;
+    s->n_w = k;
+    free(ids);
+    return table_rehash(s, s->cap);
+}
+
+int loom_source_vector_add(loom_source *s, const char *name, float v) {
+    const loom_weight *w = loom_source_find(s, name);
+    if (!w) return loom_err("%s: missing tensor '%s'", s->path, name);
+    float *f = s->owned[w->id];
+    if (!f || w->ndim != 1) return loom_err("%s: tensor '%s' is not a vector", s->path, name);
+    for (int64_t i = 0; i < w->ne[0]; i++) f[i] += v;
     return 0;
 }
 
@@ -309,10 +392,11 @@ static void hf_arch_from_config(loom_source *s) {
     s->arch[n] = 0;
 }
 
-static int open_hf(loom_source *s) {
-    if (!(s->config_path = path_join(s->path, "config.json"))) return -1;
+static int open_hf(loom_source *s, bool config_only) {
+    if (!s->config_path && !(s->config_path = path_join(s->path, "config.json"))) return -1;
     if (!file_exists(s->config_path))
-        return loom_err("%s: no config.json (not a HuggingFace model directory)", s->path);
+        return config_only ? loom_err("%s: cannot open: no such file", s->config_path)
+                           : loom_err("%s: no config.json (not a HuggingFace model directory)", s->path);
     if (!(s->config = loom_json_read(s->config_path))) return -1;
 
     const cJSON *archs = cJSON_GetObjectItemCaseSensitive(s->config, "architectures");
@@ -332,6 +416,7 @@ static int open_hf(loom_source *s) {
     if (mt && !cJSON_IsString(mt) && !cJSON_IsNull(mt))
         return loom_err("%s: 'model_type' is not a string", s->config_path);
     hf_arch_from_config(s);
+    if (config_only) return table_init(s, 0);
 
     char *index = path_join(s->path, "model.safetensors.index.json");
     char *single = path_join(s->path, "model.safetensors");
@@ -355,11 +440,7 @@ static int open_hf(loom_source *s) {
         const st_file *f = s->shards[i];
         for (int j = 0; j < st_n_tensors(f); j++) {
             const st_tensor *t = st_tensor_at(f, j);
-            char name[128];
-            if (strlen(t->name) >= sizeof name)
-                return loom_err("%s: tensor name '%.60s...' is too long", st_path(f), t->name);
-            if (!loom_name_hf_to_gguf(t->name, name, sizeof name)) snprintf(name, sizeof name, "%s", t->name);
-            if (table_add(s, name, t->name, t->dtype, t->ndim, t->shape, t->data, t->nbytes, st_path(f)))
+            if (table_add(s, t->name, t->name, t->dtype, t->ndim, t->shape, t->data, t->nbytes, st_path(f)))
                 return -1;
         }
     }
@@ -449,7 +530,7 @@ loom_source *loom_source_open(const char *path) {
         size_t n = strlen(path);
         s->path = loom_malloc(n + 1);
         if (s->path) memcpy(s->path, path, n + 1);
-        rc = s->path ? open_hf(s) : -1;
+        rc = s->path ? open_hf(s, false) : -1;
     } else {
         /* detect GGUF by its magic, whatever the file is called */
         char magic[4] = {0};
@@ -468,12 +549,35 @@ loom_source *loom_source_open(const char *path) {
             rc = s->path ? open_gguf(s) : -1;
         } else if ((s->path = hf_dir_of_file(path))) {
             s->kind = LOOM_SOURCE_HF;
-            rc = open_hf(s);
+            rc = open_hf(s, false);
         } else {
             rc = loom_err("%s: not a GGUF file (bad magic) or a HuggingFace model directory", path);
         }
     }
     if (rc) {
+        loom_source_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+loom_source *loom_source_open_config(const char *config_path) {
+    loom_source *s = loom_calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->kind = LOOM_SOURCE_HF;
+    const char *slash = strrchr(config_path, '/');
+    size_t dl = slash ? (size_t)(slash - config_path) : 0, n = strlen(config_path);
+    s->path = loom_malloc(dl + 2);
+    s->config_path = loom_malloc(n + 1);
+    if (!s->path || !s->config_path) {
+        loom_source_close(s);
+        return NULL;
+    }
+    memcpy(s->config_path, config_path, n + 1);
+    if (dl) memcpy(s->path, config_path, dl);
+    else s->path[dl++] = '.';
+    s->path[dl] = 0;
+    if (open_hf(s, true)) {
         loom_source_close(s);
         return NULL;
     }
@@ -501,6 +605,7 @@ void loom_source_close(loom_source *s) {
 
 loom_source_kind loom_source_get_kind(const loom_source *s) { return s->kind; }
 const char *loom_source_path(const loom_source *s) { return s->path; }
+const char *loom_source_config_path(const loom_source *s) { return s->config_path ? s->config_path : s->path; }
 const char *loom_source_arch(const loom_source *s) { return s->arch; }
 const char *const *loom_source_hf_architectures(const loom_source *s) {
     return s->kind == LOOM_SOURCE_HF ? (const char *const *)s->hf_archs : NULL;

@@ -1,7 +1,7 @@
 /* A checkpoint opened for reading: a HuggingFace directory or a GGUF file, behind one interface.
  *
- * Tensors are exposed under canonical GGUF names (token_embd.weight, blk.N.attn_q.weight, ...)
- * whichever format they came from; HF names that have no GGUF equivalent keep their HF name.
+ * Tensors are exposed under the names in the file; the model layer renames HF tensors to the
+ * canonical GGUF names (token_embd.weight, blk.N.attn_q.weight, ...) with loom_source_rename.
  * Matrix data is memory-mapped, never copied. 1-D tensors (norm weights, biases) are converted to
  * f32 copies at open time so kernels only see f32 vectors.
  *
@@ -22,9 +22,13 @@ typedef enum { LOOM_SOURCE_HF, LOOM_SOURCE_GGUF } loom_source_kind;
  * or a .gguf file. On failure returns NULL and the error names the file and the problem. */
 loom_source *loom_source_open(const char *path);
 void loom_source_close(loom_source *s);
+/* A HF config.json alone, with no tensors (synthesising weights for a config). */
+loom_source *loom_source_open_config(const char *config_path);
 
 loom_source_kind loom_source_get_kind(const loom_source *s);
 const char *loom_source_path(const loom_source *s);
+/* Where hyper-parameters come from, for messages: HF config.json's path, else the GGUF's. */
+const char *loom_source_config_path(const loom_source *s);
 /* Architecture name: HF config "model_type" (e.g. "llama", "qwen2"); GGUF general.architecture. */
 const char *loom_source_arch(const loom_source *s);
 /* HF "architectures" list (NULL-terminated, may be empty); NULL for GGUF. */
@@ -48,16 +52,27 @@ int loom_source_get_str(const loom_source *s, const char *hf_key, const char *gg
 const void *loom_source_hf_config(const loom_source *s);
 const struct gguf_ctx *loom_source_gguf(const loom_source *s);
 
-/* HF <-> GGUF tensor name mapping for llama-family checkpoints ("model.layers.3.self_attn.q_proj.weight"
- * <-> "blk.3.attn_q.weight"). Return false when the name has no mapping. */
-bool loom_name_hf_to_gguf(const char *hf, char *out, size_t n);
-bool loom_name_gguf_to_hf(const char *gguf, char *out, size_t n);
+/* Tensor names are data the model files own (models/names.c): a HF directory opens with its HF
+ * names, and the model layer renames them. fn writes the new name of `name` into out and returns
+ * 1, returns 0 to keep it, or -1 with an error. Two tensors ending with one name is an error. */
+typedef int (*loom_source_name_fn)(void *user, const char *name, char *out, size_t n);
+int loom_source_rename(loom_source *s, loom_source_name_fn fn, void *user);
+/* Split a matrix by rows into n_parts views of the mapped data, no copy (a fused qkv or gate_up
+ * projection). The first part keeps the tensor's id; rows must add up to its row count. */
+int loom_source_split_rows(loom_source *s, const char *name, int n_parts, const char *const *names,
+                           const int64_t *rows);
+/* Stack n same-shaped tensors into one owned copy named `name` with a new leading dimension n
+ * (mixture-of-experts weights stored one tensor per expert, as GGUF stores them stacked). The
+ * parts leave the table; tensor ids are renumbered, so call it before anything holds one. */
+int loom_source_stack(loom_source *s, const char *name, int n, const char *const *names);
+/* Add v to every element of a vector (its owned f32 copy): Gemma's 1 + w norms. */
+int loom_source_vector_add(loom_source *s, const char *name, float v);
 
 /* Read a JSON file holding an object: a cJSON * (free with cJSON_Delete), or NULL with an error
  * naming the file (missing, too large, not JSON, not an object). */
 void *loom_json_read(const char *path);
 /* What a JSON value is, for error messages ("a bool", "a list", ..., "null"): a const cJSON *.
- * Shared by the hyper-parameter lookups here and formats/convert.c. */
+ * Shared by the hyper-parameter lookups here and models/. */
 const char *loom_json_kind(const void *v);
 
 #endif

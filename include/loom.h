@@ -225,14 +225,16 @@ typedef struct loom_chat_message {
     const char *content;
 } loom_chat_message;
 
-/* The format's name ("chatml", "llama2", "llama3", ..., "none": turns as plain text). */
-const char *loom_chat_format_of(const loom_tokenizer *t);
+/* The format's name ("chatml", "llama2", "llama3", "gemma", "phi3", "mistral", or "none": turns as
+ * plain text), from the tokenizer's template and marker tokens, then the model family's default
+ * (m may be NULL: no family default). */
+const char *loom_chat_format_of(const loom_model *m, const loom_tokenizer *t);
 /* Render a conversation as the prompt text that ends where the assistant's reply begins (or, when
  * the last message is the assistant's, inside that reply, to continue it). System messages go
  * into the first turn. Encode the result with LOOM_TOK_PARSE_SPECIAL (and LOOM_TOK_ADD_BOS when
  * loom_tokenizer_wants_bos). Returns a malloc'd string, or NULL with an error (an unknown role, no
  * user message). */
-char *loom_chat_apply(const loom_tokenizer *t, const loom_chat_message *msgs, size_t n);
+char *loom_chat_apply(const loom_model *m, const loom_tokenizer *t, const loom_chat_message *msgs, size_t n);
 
 /* ---- sampling ------------------------------------------------------------------------------- *
  * One step, in this order: the penalties change the logits of tokens in the recent history; then

@@ -3,35 +3,20 @@
 
 #include "core/qblock.h"
 #include "core/util.h"
+#include "tokenizer/chat.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Llama 3 frequency divisors, as transformers' _compute_llama3_parameters and llama.cpp's
- * rope_freqs.weight define them: long wavelengths are slowed by `factor`, short ones kept, and
- * the band between is interpolated smoothly. */
+/* Llama 3 scaling from config.json: the frequency divisors as a weight the graph reads, like the
+ * rope_freqs.weight tensor a GGUF carries. */
 static int llama3_factors(loom_model *m) {
-    const loom_hparams *hp = &m->hp;
-    int n = hp->head_dim / 2;
+    int n = m->hp.head_dim / 2;
     m->rope_factors = loom_malloc((size_t)n * sizeof(float));
     if (!m->rope_factors) return -1;
-    float low_wavelen = (float)hp->rope_orig_ctx / hp->rope_low_freq_factor;
-    float high_wavelen = (float)hp->rope_orig_ctx / hp->rope_high_freq_factor;
-    for (int i = 0; i < n; i++) {
-        float inv_freq = powf(hp->rope_theta, -2.0f * (float)i / (float)hp->head_dim);
-        float wavelen = 2.0f * (float)M_PI / inv_freq;
-        float div;
-        if (wavelen < high_wavelen) div = 1.0f;
-        else if (wavelen > low_wavelen) div = hp->rope_factor;
-        else {
-            float smooth = ((float)hp->rope_orig_ctx / wavelen - hp->rope_low_freq_factor) /
-                           (hp->rope_high_freq_factor - hp->rope_low_freq_factor);
-            div = 1.0f / ((1.0f - smooth) / hp->rope_factor + smooth);
-        }
-        m->rope_factors[i] = div;
-    }
+    loom_llama3_rope_factors(&m->hp, m->rope_factors);
     loom_weight *w = &m->rope_factors_w;
     memset(w, 0, sizeof *w);
     snprintf(w->name, sizeof w->name, "rope_freqs.weight");
@@ -50,20 +35,8 @@ loom_model *loom_model_load(const char *path) {
     loom_err_clear();
     loom_model *m = loom_calloc(1, sizeof *m);
     if (!m) return NULL;
-    m->src = loom_source_open(path);
-    if (!m->src) goto fail;
-    const char *arch = loom_source_arch(m->src);
-    m->arch = loom_arch_find(arch);
-    const char *const *hf_archs = loom_source_hf_architectures(m->src);
-    for (int i = 0; !m->arch && hf_archs && hf_archs[i]; i++) m->arch = loom_arch_find(hf_archs[i]);
-    if (!m->arch) {
-        char names[256] = "";
-        const loom_arch *const *all = loom_arch_list();
-        for (int i = 0, o = 0; all[i]; i++) o += snprintf(names + o, sizeof names - (size_t)o, i ? ", %s" : "%s", all[i]->name);
-        loom_err("%s: unknown architecture '%s' (supported: %s)", path, arch ? arch : "(none)", names);
-        goto fail;
-    }
-    if (m->arch->read_hparams(&m->hp, m->src) < 0) goto fail;
+    m->src = loom_arch_open(path, &m->arch, &m->hp);
+    if (!m->src || loom_arch_split_fused(m->arch, &m->hp, m->src) < 0) goto fail;
     const loom_weight *rf = loom_source_find(m->src, "rope_freqs.weight");
     if (rf) {
         if (rf->ndim != 1 || rf->ne[0] != m->hp.head_dim / 2 || rf->type != LOOM_F32) {
@@ -118,6 +91,19 @@ void loom_model_free(loom_model *m) {
     loom_source_close(m->src);
     free(m->rope_factors);
     free(m);
+}
+
+const char *loom_model_chat_family(const loom_model *m) {
+    return !m ? NULL : m->arch->chat_format ? m->arch->chat_format : m->arch->name;
+}
+
+/* The public chat API (include/loom.h) lives here: the format depends on the model's family. */
+const char *loom_chat_format_of(const loom_model *m, const loom_tokenizer *t) {
+    return loom_chat_format_name(loom_chat_detect_tok(t, loom_model_chat_family(m)));
+}
+
+char *loom_chat_apply(const loom_model *m, const loom_tokenizer *t, const loom_chat_message *msgs, size_t n) {
+    return loom_chat_render(loom_chat_detect_tok(t, loom_model_chat_family(m)), msgs, n);
 }
 
 loom_model_info loom_model_get_info(const loom_model *m) {

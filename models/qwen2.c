@@ -1,9 +1,9 @@
-/* Qwen2 / Qwen2.5: the llama-family decoder with biases on the q, k and v projections, rotate-half
- * RoPE in every file format, and (for the small models) the LM head tied to the embedding. */
+/* Qwen2 / Qwen2.5: the plain decoder with biases on the q, k and v projections, rotate-half RoPE
+ * in every file format, and (for the small models) the LM head tied to the embedding. */
 #include "models/model.h"
 
 static int qwen2_hparams(loom_hparams *hp, const loom_source *src) {
-    if (loom_read_common_hparams(hp, src) < 0) return -1;
+    if (loom_read_hparams(hp, src) < 0) return -1;
     hp->rope_mode = LOOM_ROPE_NEOX;
     hp->qkv_bias = true;
     return 0;

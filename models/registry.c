@@ -7,8 +7,25 @@
 extern const loom_arch loom_arch_llama;
 extern const loom_arch loom_arch_qwen2;
 extern const loom_arch loom_arch_qwen3;
+extern const loom_arch loom_arch_mistral;
+extern const loom_arch loom_arch_phi3;
+extern const loom_arch loom_arch_olmo2;
+extern const loom_arch loom_arch_gemma;
+extern const loom_arch loom_arch_gemma2;
+extern const loom_arch loom_arch_gemma3;
 
-static const loom_arch *const archs[] = {&loom_arch_llama, &loom_arch_qwen2, &loom_arch_qwen3, NULL};
+static const loom_arch *const archs[] = {
+    &loom_arch_llama,
+    &loom_arch_qwen2,
+    &loom_arch_qwen3,
+    &loom_arch_mistral,
+    &loom_arch_phi3,
+    &loom_arch_olmo2,
+    &loom_arch_gemma,
+    &loom_arch_gemma2,
+    &loom_arch_gemma3,
+    NULL,
+};
 
 const loom_arch *const *loom_arch_list(void) { return archs; }
 

@@ -151,7 +151,7 @@ loom_session *loom_session_new(loom_model *m, const loom_session_opts *opts) {
     snprintf(s->device, sizeof s->device, "%s", s->be->ops->name);
     /* the KV cache: one K and one V tensor per layer, f32 [n_ctx, kv_dim]; checked before the
      * weights are uploaded so an impossible --ctx fails at once */
-    size_t kv_bytes = (size_t)s->n_ctx * (size_t)hp->n_head_kv * (size_t)hp->head_dim * sizeof(float);
+    size_t kv_bytes = (size_t)s->n_ctx * (size_t)loom_kv_width(hp, 0) * sizeof(float); /* every layer's today */
     if (kv_check(s, kv_bytes) < 0) goto fail;
     if (upload_weights(s) < 0) goto fail;
 
@@ -340,7 +340,7 @@ static int ensure_paged(loom_session *s) {
     if (!s->pool.n_blocks) {
         int bs = s->n_ctx < KV_BLOCK ? s->n_ctx : KV_BLOCK;
         if (loom_kvpool_init(&s->pool, s->n_ctx / bs, bs) < 0) return -1;
-        size_t w = (size_t)s->m->hp.n_head_kv * (size_t)s->m->hp.head_dim;
+        size_t w = (size_t)loom_kv_width(&s->m->hp, 0);
         if (!(s->copy_buf = loom_malloc((size_t)bs * w * sizeof(float)))) return -1;
     }
     loom_kvpool_clear(&s->pool);
@@ -372,7 +372,7 @@ int loom_seq_pos(const loom_session *s, int id) {
 /* Copy on write: block src's rows to block dst, in every layer's K and V cache (on the device
  * when the backend can, else through the host). */
 static int copy_block(loom_session *s, loom_kvcopy c) {
-    size_t bytes = (size_t)s->pool.bs * (size_t)s->m->hp.n_head_kv * (size_t)s->m->hp.head_dim * sizeof(float);
+    size_t bytes = (size_t)s->pool.bs * (size_t)loom_kv_width(&s->m->hp, 0) * sizeof(float);
     for (int i = 0; i < s->n_state; i++)
         if (s->be->ops->buf_copy) {
             if (s->be->ops->buf_copy(s->be, s->state[i], (size_t)c.dst * bytes, s->state[i], (size_t)c.src * bytes,

@@ -95,3 +95,7 @@ add_test(NAME err_prompt_invalid_utf8 COMMAND sh -c "exec \"$0\" \"$1\" \"$2\" r
          ${EXPECT_ERROR} "not valid UTF-8" ${LOOM_BIN} ${LOOM_FIXTURES}/stories260K.gguf)
 add_test(NAME err_prompt_longer_than_ctx COMMAND ${EXPECT_ERROR} "prompt has 5 tokens but the context holds 3"
          ${LOOM_BIN} run -m ${LOOM_FIXTURES}/stories260K.gguf -p "Once upon a time" --ctx 3 --device cpu)
+
+# The architecture layer: one parser for loading and convert (HF dir and converted GGUF give the same
+# tokens, Llama-3 rope_scaling without factor included), bad configs name their key, tensor names.
+loom_unit_test(test_models_arch)

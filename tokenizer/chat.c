@@ -11,21 +11,30 @@ loom_chat_format loom_chat_detect(const char *t, const char *arch, bool has_im_s
     if (t) {
         if (strstr(t, "<|im_start|>")) return LOOM_CHAT_CHATML;
         if (strstr(t, "<|start_header_id|>")) return LOOM_CHAT_LLAMA3;
-        if (strstr(t, "[INST]")) return LOOM_CHAT_LLAMA2;
+        if (strstr(t, "<start_of_turn>")) return LOOM_CHAT_GEMMA;
+        if (strstr(t, "<|assistant|>") && strstr(t, "<|end|>")) return LOOM_CHAT_PHI3;
+        /* [INST]: Llama 2's (<<SYS>> inside the first turn) unless the family is Mistral's */
+        if (strstr(t, "[INST]"))
+            return !strstr(t, "<<SYS>>") && loom_chat_format_from_name(arch) == LOOM_CHAT_MISTRAL ? LOOM_CHAT_MISTRAL
+                                                                                             : LOOM_CHAT_LLAMA2;
     }
     if (has_im_start) return LOOM_CHAT_CHATML;
     if (has_header_tokens) return LOOM_CHAT_LLAMA3;
-    (void)arch;
-    return LOOM_CHAT_NONE;
+    if (arch && (!strncmp(arch, "gemma", 5))) return LOOM_CHAT_GEMMA;
+    if (arch && !strcmp(arch, "mixtral")) return LOOM_CHAT_MISTRAL;
+    return loom_chat_format_from_name(arch);
 }
 
+static const char *const format_names[] = {"none", "chatml", "llama2", "llama3", "gemma", "phi3", "mistral"};
+
 const char *loom_chat_format_name(loom_chat_format f) {
-    switch (f) {
-    case LOOM_CHAT_CHATML: return "chatml";
-    case LOOM_CHAT_LLAMA2: return "llama2";
-    case LOOM_CHAT_LLAMA3: return "llama3";
-    default: return "none";
-    }
+    return f >= 0 && (size_t)f < sizeof format_names / sizeof format_names[0] ? format_names[f] : "none";
+}
+
+loom_chat_format loom_chat_format_from_name(const char *name) {
+    for (size_t i = 0; name && i < sizeof format_names / sizeof format_names[0]; i++)
+        if (!strcmp(name, format_names[i])) return (loom_chat_format)i;
+    return LOOM_CHAT_NONE;
 }
 
 static char *fmt(const char *f, ...) {
@@ -57,17 +66,23 @@ char *loom_chat_user_turn(loom_chat_format f, const char *system, const char *us
         /* BOS starts every exchange in Llama 2's format; the first one comes from the tokenizer */
         if (sys) return fmt("[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", system, user);
         return fmt("%s[INST] %s [/INST]", after_reply ? " </s><s>" : "", user);
+    case LOOM_CHAT_GEMMA: /* no system role: Gemma's template puts it before the first user message */
+        return fmt("%s<start_of_turn>user\n%s%s%s<end_of_turn>\n<start_of_turn>model\n",
+                   after_reply ? "<end_of_turn>\n" : "", sys ? system : "", sys ? "\n\n" : "", user);
+    case LOOM_CHAT_PHI3:
+        return fmt("%s%s%s%s<|user|>\n%s<|end|>\n<|assistant|>\n", after_reply ? "<|end|>\n" : "",
+                   sys ? "<|system|>\n" : "", sys ? system : "", sys ? "<|end|>\n" : "", user);
+    case LOOM_CHAT_MISTRAL: /* BOS from the tokenizer; the reply's </s> was generated, not evaluated */
+        return fmt("%s[INST] %s%s%s [/INST]", after_reply ? "</s>" : "", sys ? system : "", sys ? "\n\n" : "", user);
     default:
         return fmt("%s%s%s", sys ? system : "", sys ? "\n" : "", user);
     }
 }
 
-loom_chat_format loom_chat_detect_tok(const loom_tokenizer *t) {
-    return loom_chat_detect(loom_tokenizer_chat_template(t), NULL, loom_tokenizer_find(t, "<|im_start|>", 12) >= 0,
+loom_chat_format loom_chat_detect_tok(const loom_tokenizer *t, const char *family) {
+    return loom_chat_detect(loom_tokenizer_chat_template(t), family, loom_tokenizer_find(t, "<|im_start|>", 12) >= 0,
                             loom_tokenizer_find(t, "<|start_header_id|>", 19) >= 0);
 }
-
-const char *loom_chat_format_of(const loom_tokenizer *t) { return loom_chat_format_name(loom_chat_detect_tok(t)); }
 
 /* Append src to the growing string *dst (length *len); frees src. */
 static int append(char **dst, size_t *len, char *src) {
@@ -122,8 +137,4 @@ oom:
     free(system);
     free(out);
     return loom_err_null("chat: out of memory");
-}
-
-char *loom_chat_apply(const loom_tokenizer *t, const loom_chat_message *msgs, size_t n) {
-    return loom_chat_render(loom_chat_detect_tok(t), msgs, n);
 }

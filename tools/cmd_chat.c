@@ -7,6 +7,7 @@
 #include "tools/options.h"
 
 #include "loom.h"
+#include "models/model.h"
 #include "models/session_internal.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
@@ -94,7 +95,8 @@ int cmd_chat(int argc, char **argv) {
         goto done;
     }
     loom_model_info info = loom_model_get_info(m);
-    loom_chat_format fmt = loom_chat_detect_tok(tok);
+    /* the family's default format (models/: loom_arch.chat_format) when the template says nothing */
+    loom_chat_format fmt = loom_chat_detect_tok(tok, loom_model_chat_family(m));
     loom_session_opts so = loom_common_session_opts(&co);
     so.verbose = verbose;
     s = loom_session_new(m, &so);

@@ -1,7 +1,7 @@
 /* loom convert: a HuggingFace directory to a GGUF file (as llama.cpp's converter writes it). */
 #include "tools/commands.h"
 
-#include "formats/convert.h"
+#include "models/convert.h"
 #include "loom.h"
 
 #include <stdio.h>

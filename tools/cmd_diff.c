@@ -68,7 +68,7 @@ static int side_open(side *sd, const loom_model *m, int n_threads, int n_ctx) {
     if (sd->be->ops->describe) sd->be->ops->describe(sd->be, sd->desc, sizeof sd->desc);
     else snprintf(sd->desc, sizeof sd->desc, "%s", sd->be->ops->name);
     if (loom_weights_upload(&sd->weights, sd->be, m, sd->device, NULL, NULL) < 0) return -1;
-    size_t kv = (size_t)n_ctx * (size_t)m->hp.n_head_kv * (size_t)m->hp.head_dim * sizeof(float);
+    size_t kv = (size_t)n_ctx * (size_t)loom_kv_width(&m->hp, 0) * sizeof(float);
     sd->n_state = 2 * m->hp.n_layer;
     if (!(sd->state = loom_calloc((size_t)sd->n_state, sizeof *sd->state))) return -1;
     for (int i = 0; i < sd->n_state; i++)

@@ -27,6 +27,7 @@ static const int CODE_OF[C_N] = {200, 400, 401, 404, 405, 413, 429, 500, 503};
 
 typedef struct server {
     serve_engine *eng;
+    const loom_model *model;
     loom_tokenizer *tok;
     int n_vocab, seq_ctx, max_tokens, max_seqs;
     size_t max_body;
@@ -335,7 +336,7 @@ static int tokenize_job(server *sv, serve_job *j, char *err, size_t err_len) {
     unsigned bos = loom_tokenizer_wants_bos(sv->tok) ? LOOM_TOK_ADD_BOS : 0;
     int n;
     if (r->chat) {
-        char *text = loom_chat_apply(sv->tok, r->msgs, (size_t)r->n_msgs);
+        char *text = loom_chat_apply(sv->model, sv->tok, r->msgs, (size_t)r->n_msgs);
         n = text ? loom_tokenizer_encode(sv->tok, text, strlen(text), bos | LOOM_TOK_PARSE_SPECIAL, &j->prompt) : -1;
         free(text);
     } else if (r->prompt) {
@@ -642,7 +643,7 @@ int cmd_serve(int argc, char **argv) {
         const char *slash = strrchr(path, '/');
         name = slash && slash[1] ? slash + 1 : path;
     }
-    server sv = {.eng = eng, .tok = tok, .n_vocab = info.n_vocab, .seq_ctx = (int)seq_ctx, .max_tokens = (int)max_tokens,
+    server sv = {.eng = eng, .model = m, .tok = tok, .n_vocab = info.n_vocab, .seq_ctx = (int)seq_ctx, .max_tokens = (int)max_tokens,
                  .max_seqs = (int)parallel, .max_body = (size_t)max_body, .api_key = api_key, .name = name,
                  .verbose = verbose, .t_start = (double)time(NULL)};
     /* signals: SIGINT/SIGTERM are waited for here; no other thread takes them */

@@ -1,7 +1,7 @@
 /* loom synth: a random-weight GGUF of a real model shape (benchmarks without downloads). */
 #include "tools/commands.h"
 
-#include "formats/convert.h"
+#include "models/convert.h"
 #include "loom.h"
 #include "core/util.h"
 

@@ -1,8 +1,9 @@
 /* loom_convert_hf_to_gguf on every fixture (tensors equal the HF ones once the llama q/k permutation
  * is undone; metadata keys right), against llama.cpp's own stories260K.gguf, Llama-3 RoPE scaling,
  * and loom_synth (shapes, statistics, determinism). */
-#include "formats/convert.h"
+#include "models/convert.h"
 #include "formats/gguf.h"
+#include "models/model.h"
 #include "formats/safetensors.h"
 #include "formats/source.h"
 #include "tests/unit/test_formats_util.h"
@@ -91,7 +92,7 @@ static void test_convert_fixtures(void) {
         for (int k = 0; k < st_n_tensors(st); k++) {
             const st_tensor *t = st_tensor_at(st, k);
             char name[96];
-            loom_name_hf_to_gguf(t->name, name, sizeof name);
+            loom_arch_hf_to_gguf(loom_arch_find(fx[f].arch), t->name, name, sizeof name);
             int j = gguf_find_tensor(g, name);
             if (fx[f].tied && !strcmp(name, "output.weight")) continue;
             CHECK(j >= 0, "%s: %s present", d, name);
@@ -177,21 +178,6 @@ static void test_stories_matches_llamacpp(void) {
     gguf_close(g);
 }
 
-/* A HF dir in the temp dir with the llama-tiny weights and an edited config. */
-static void make_dir_with_config(const char *dir, const char *fixture, void (*edit)(cJSON *)) {
-    char p[1100], src[1100];
-    snprintf(p, sizeof p, "%s/%s", tf_tmp, dir);
-    mkdir(p, 0755);
-    snprintf(src, sizeof src, "%s/%s/model.safetensors", tf_fixtures, fixture);
-    snprintf(p, sizeof p, "%s/%s/model.safetensors", tf_tmp, dir);
-    if (symlink(src, p) != 0) perror("symlink");
-    cJSON *c = loom_json_read(FIX("%s/config.json", fixture));
-    edit(c);
-    char *txt = cJSON_Print(c);
-    tf_write_str(TMP("%s/config.json", dir), txt);
-    free(txt);
-    cJSON_Delete(c);
-}
 
 static void edit_llama3(cJSON *c) { /* old-style keys: top-level rope_theta and rope_scaling */
     cJSON_DeleteItemFromObject(c, "rope_parameters");
@@ -218,7 +204,7 @@ static void edit_yarn(cJSON *c) {
 }
 
 static void test_rope_scaling(void) {
-    make_dir_with_config("llama3", "llama-tiny", edit_llama3);
+    tf_hf_with_config("llama3", "llama-tiny", edit_llama3);
     int rc = loom_convert_hf_to_gguf(TMP("llama3"), TMP("llama3.gguf"));
     CHECK(rc == 0, "convert llama3: %s", loom_last_error());
     gguf_ctx *g = rc == 0 ? gguf_open(TMP("llama3.gguf")) : NULL;
@@ -247,7 +233,7 @@ static void test_rope_scaling(void) {
         CHECK(n1 && n8 && nmid, "the test covers all three branches (%d %d %d)", n1, n8, nmid);
         gguf_close(g);
     }
-    make_dir_with_config("linear", "llama-tiny", edit_linear);
+    tf_hf_with_config("linear", "llama-tiny", edit_linear);
     rc = loom_convert_hf_to_gguf(TMP("linear"), TMP("linear.gguf"));
     CHECK(rc == 0, "convert linear: %s", loom_last_error());
     g = rc == 0 ? gguf_open(TMP("linear.gguf")) : NULL;
@@ -261,16 +247,16 @@ static void test_rope_scaling(void) {
 }
 
 static void test_convert_bad(void) {
-    make_dir_with_config("gpt2", "llama-tiny", edit_gpt2);
+    tf_hf_with_config("gpt2", "llama-tiny", edit_gpt2);
     loom_err_clear();
     CHECK_FAILS(loom_convert_hf_to_gguf(TMP("gpt2"), TMP("gpt2.gguf")) == 0, "gpt2/config.json", "unsupported arch");
     CHECK(strstr(loom_last_error(), "gpt2'"), "names the arch: %s", loom_last_error());
-    make_dir_with_config("nohidden", "llama-tiny", edit_no_hidden);
+    tf_hf_with_config("nohidden", "llama-tiny", edit_no_hidden);
     CHECK_FAILS(loom_convert_hf_to_gguf(TMP("nohidden"), TMP("x.gguf")) == 0, "hidden_size", "missing hidden_size");
-    make_dir_with_config("heads_str", "llama-tiny", edit_heads_string);
+    tf_hf_with_config("heads_str", "llama-tiny", edit_heads_string);
     CHECK_FAILS(loom_convert_hf_to_gguf(TMP("heads_str"), TMP("x.gguf")) == 0, "heads_str/config.json",
                 "num_attention_heads a string");
-    make_dir_with_config("yarn", "qwen2-tiny", edit_yarn);
+    tf_hf_with_config("yarn", "qwen2-tiny", edit_yarn);
     CHECK_FAILS(loom_convert_hf_to_gguf(TMP("yarn"), TMP("x.gguf")) == 0, "yarn", "unsupported rope scaling");
     CHECK(access(TMP("x.gguf"), F_OK) != 0 && access(TMP("gpt2.gguf"), F_OK) != 0, "no output after failures");
     CHECK_FAILS(loom_convert_hf_to_gguf(TMP("missing"), TMP("x.gguf")) == 0, "missing", "missing dir");
@@ -386,7 +372,7 @@ static void test_synth(void) {
     }
 
     /* head_dim other than n_embd / n_head, and Llama 3 scaling, from a config */
-    tf_write_str(TMP("hd.json"), "{\"model_type\":\"llama\",\"vocab_size\":64,\"hidden_size\":64,\"num_hidden_layers\":1,"
+    tf_write_str(TMP("hd.json"), "{\"model_type\":\"llama\",\"rms_norm_eps\":1e-5,\"vocab_size\":64,\"hidden_size\":64,\"num_hidden_layers\":1,"
                                  "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"head_dim\":32,"
                                  "\"intermediate_size\":96,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,"
                                  "\"original_max_position_embeddings\":64}}");
@@ -407,18 +393,19 @@ static void test_synth(void) {
         gguf_close(s);
     }
 
-    cv_spec sp;
-    CHECK(cv_spec_builtin(&sp, "qwen2-0.5b") == 0 && sp.n_embd == 896 && sp.n_layer == 24 && sp.n_head == 14 &&
-              sp.n_head_kv == 2 && sp.n_ff == 4864 && sp.n_vocab == 151936 && sp.tied && sp.qkv_bias &&
-              sp.rope_theta == 1e6 && sp.head_dim == 64,
+    loom_hparams sp;
+    const loom_arch *sa = NULL;
+    CHECK(loom_synth_shape("qwen2-0.5b", &sa, &sp) == 0 && sp.n_embd == 896 && sp.n_layer == 24 && sp.n_head == 14 &&
+              sp.n_head_kv == 2 && sp.n_ff == 4864 && sp.n_vocab == 151936 && sp.tied_embeddings && sp.qkv_bias &&
+              sp.rope_theta == 1e6f && sp.head_dim == 64 && !strcmp(sa->name, "qwen2"),
           "qwen2-0.5b shape");
-    CHECK(cv_spec_builtin(&sp, "llama-1.1b") == 0 && sp.n_embd == 2048 && sp.n_layer == 22 && sp.n_head == 32 &&
-              sp.n_head_kv == 4 && sp.n_ff == 5632 && sp.n_vocab == 32000 && !sp.tied && !sp.qkv_bias &&
-              sp.rope_theta == 1e4,
+    CHECK(loom_synth_shape("llama-1.1b", &sa, &sp) == 0 && sp.n_embd == 2048 && sp.n_layer == 22 && sp.n_head == 32 &&
+              sp.n_head_kv == 4 && sp.n_ff == 5632 && sp.n_vocab == 32000 && !sp.tied_embeddings && !sp.qkv_bias &&
+              sp.rope_theta == 1e4f && !strcmp(sa->name, "llama"),
           "llama-1.1b shape");
-    CHECK(cv_spec_builtin(&sp, "llama-7b") == 0 && sp.n_embd == 4096 && sp.n_layer == 32 && sp.n_head == 32 &&
-              sp.n_head_kv == 32 && sp.n_ff == 11008 && sp.n_vocab == 32000 && !sp.tied && !sp.qkv_bias &&
-              sp.head_dim == 128,
+    CHECK(loom_synth_shape("llama-7b", &sa, &sp) == 0 && sp.n_embd == 4096 && sp.n_layer == 32 && sp.n_head == 32 &&
+              sp.n_head_kv == 32 && sp.n_ff == 11008 && sp.n_vocab == 32000 && !sp.tied_embeddings && !sp.qkv_bias &&
+              sp.head_dim == 128 && !strcmp(sa->name, "llama"),
           "llama-7b shape");
     loom_err_clear();
     CHECK_FAILS(loom_synth("gpt-5", LOOM_F16, 0, TMP("x.gguf")) == 0, "gpt-5", "unknown shape");
@@ -442,7 +429,7 @@ static void test_synth_vocab(void) {
     for (int k = 0; k < 2; k++) {
         char cfg[512];
         snprintf(cfg, sizeof cfg,
-                 "{\"model_type\":\"llama\",\"vocab_size\":%s,\"hidden_size\":32,\"num_hidden_layers\":1,"
+                 "{\"model_type\":\"llama\",\"rms_norm_eps\":1e-5,\"vocab_size\":%s,\"hidden_size\":32,\"num_hidden_layers\":1,"
                  "\"num_attention_heads\":2,\"num_key_value_heads\":1,\"intermediate_size\":48}",
                  shapes[k]);
         tf_write_str(TMP("v.json"), cfg);
@@ -470,7 +457,7 @@ static void test_synth_vocab(void) {
         loom_tokenizer_free(t);
     }
     /* more tokens than embedding rows: refused, naming the file */
-    tf_write_str(TMP("v.json"), "{\"model_type\":\"llama\",\"vocab_size\":1000,\"hidden_size\":32,"
+    tf_write_str(TMP("v.json"), "{\"model_type\":\"llama\",\"rms_norm_eps\":1e-5,\"vocab_size\":1000,\"hidden_size\":32,"
                                 "\"num_hidden_layers\":1,\"num_attention_heads\":2,\"intermediate_size\":48}");
     CHECK_FAILS(loom_synth_vocab(TMP("v.json"), LOOM_F16, 0, vocab, TMP("v2.gguf")) == 0, "ggml-vocab-llama-spm.gguf",
                 "32000 tokens");

@@ -1,6 +1,7 @@
 /* loom_source over every fixture (HF dirs and the GGUF), hyper-parameter lookups, the name mapping,
  * sharded checkpoints, and bad directories generated in a temp dir. */
 #include "formats/gguf.h"
+#include "models/model.h"
 #include "formats/safetensors.h"
 #include "formats/source.h"
 #include "tests/unit/test_formats_util.h"
@@ -38,10 +39,17 @@ static const struct { const char *dir, *arch, *hf_arch; bool tied; loom_dtype dt
     {"stories260K-hf", "llama", "LlamaForCausalLM", true, LOOM_F32, 5},
 };
 
+/* A HF directory as its family sees it: GGUF tensor names (the map is models/ data). */
+static loom_source *open_as_family(const char *path) {
+    const loom_arch *a;
+    loom_hparams hp;
+    return loom_arch_open(path, &a, &hp);
+}
+
 static void test_hf_fixtures(void) {
     for (size_t f = 0; f < sizeof fixtures / sizeof fixtures[0]; f++) {
         const char *dir = fixtures[f].dir;
-        loom_source *s = loom_source_open(FIX("%s", dir));
+        loom_source *s = open_as_family(FIX("%s", dir));
         CHECK(s, "%s: %s", dir, loom_last_error());
         st_file *st = st_open(FIX("%s/model.safetensors", dir));
         if (!s || !st) {
@@ -66,7 +74,7 @@ static void test_hf_fixtures(void) {
         for (int i = 0; i < st_n_tensors(st); i++) {
             const st_tensor *t = st_tensor_at(st, i);
             char canon[96];
-            CHECK(loom_name_hf_to_gguf(t->name, canon, sizeof canon), "%s: %s has a GGUF name", dir, t->name);
+            CHECK(loom_arch_hf_to_gguf(loom_arch_find(fixtures[f].arch), t->name, canon, sizeof canon), "%s: %s has a GGUF name", dir, t->name);
             const loom_weight *w = loom_source_find(s, canon);
             CHECK(w != NULL, "%s: %s -> %s present", dir, t->name, canon);
             if (!w) continue;
@@ -167,6 +175,7 @@ static void test_hparams(void) {
 }
 
 static void test_names(void) {
+    const loom_arch *llama = loom_arch_find("llama");
     static const char *pairs[][2] = {
         {"model.embed_tokens.weight", "token_embd.weight"},
         {"model.norm.weight", "output_norm.weight"},
@@ -183,18 +192,18 @@ static void test_names(void) {
     };
     char buf[96];
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-        CHECK(loom_name_hf_to_gguf(pairs[i][0], buf, sizeof buf) && !strcmp(buf, pairs[i][1]), "%s -> %s", pairs[i][0], buf);
-        CHECK(loom_name_gguf_to_hf(pairs[i][1], buf, sizeof buf) && !strcmp(buf, pairs[i][0]), "%s -> %s", pairs[i][1], buf);
+        CHECK(loom_arch_hf_to_gguf(llama, pairs[i][0], buf, sizeof buf) && !strcmp(buf, pairs[i][1]), "%s -> %s", pairs[i][0], buf);
+        CHECK(loom_arch_gguf_to_hf(llama, pairs[i][1], buf, sizeof buf) && !strcmp(buf, pairs[i][0]), "%s -> %s", pairs[i][1], buf);
     }
     const char *unmapped[] = {"model.layers.1.mlp.gate_proj", "model.layers.x.mlp.up_proj.weight",
                               "model.layers.01.mlp.up_proj.weight", "model.layers.-1.mlp.up_proj.weight",
                               "model.layers..mlp.up_proj.weight", "model.rotary_emb.inv_freq", "blk.0.attn_q.weight",
                               "model.layers.1234567.mlp.up_proj.weight", ""};
     for (size_t i = 0; i < sizeof unmapped / sizeof unmapped[0]; i++)
-        CHECK(!loom_name_hf_to_gguf(unmapped[i], buf, sizeof buf), "'%s' has no GGUF name", unmapped[i]);
-    CHECK(!loom_name_gguf_to_hf("blk.1.nope.weight", buf, sizeof buf), "unknown GGUF suffix");
-    CHECK(!loom_name_gguf_to_hf("model.norm.weight", buf, sizeof buf), "HF name is not a GGUF name");
-    CHECK(!loom_name_hf_to_gguf("model.layers.12.self_attn.q_proj.weight", buf, 10), "buffer too small");
+        CHECK(!loom_arch_hf_to_gguf(llama, unmapped[i], buf, sizeof buf), "'%s' has no GGUF name", unmapped[i]);
+    CHECK(!loom_arch_gguf_to_hf(llama, "blk.1.nope.weight", buf, sizeof buf), "unknown GGUF suffix");
+    CHECK(!loom_arch_gguf_to_hf(llama, "model.norm.weight", buf, sizeof buf), "HF name is not a GGUF name");
+    CHECK(!loom_arch_hf_to_gguf(llama, "model.layers.12.self_attn.q_proj.weight", buf, 10), "buffer too small");
 }
 
 /* ---- directories made in the temp dir ------------------------------------------------------ */
@@ -215,7 +224,7 @@ static void link_fixture(const char *dst_dir, const char *fixture_file) {
 
 static void expect_open_fails(const char *path, const char *name, const char *what) {
     loom_err_clear();
-    loom_source *s = loom_source_open(path);
+    loom_source *s = open_as_family(path); /* the source, then the family's renames */
     CHECK_FAILS(s != NULL, name, what);
     loom_source_close(s);
 }
@@ -263,8 +272,8 @@ static void make_sharded(const char *dir, int mode) {
 
 static void test_sharded(void) {
     make_sharded("sharded", SHARD_OK);
-    loom_source *s = loom_source_open(TMP("sharded"));
-    loom_source *ref = loom_source_open(FIX("qwen2-tiny"));
+    loom_source *s = open_as_family(TMP("sharded"));
+    loom_source *ref = open_as_family(FIX("qwen2-tiny"));
     CHECK(s && ref, "sharded: %s", loom_last_error());
     if (s && ref) {
         CHECK(loom_source_n_tensors(s) == loom_source_n_tensors(ref), "sharded tensor count %d", loom_source_n_tensors(s));
@@ -286,7 +295,7 @@ static void test_sharded(void) {
     expect_open_fails(TMP("shard_notin"), "model.safetensors.index.json", "index naming the wrong shard");
     make_sharded("shard_dup", SHARD_DUP);
     expect_open_fails(TMP("shard_dup"), "model-00002-of-00002.safetensors", "tensor in two shards");
-    CHECK(strstr(loom_last_error(), "duplicate tensor 'token_embd.weight'"), "dup message: %s", loom_last_error());
+    CHECK(strstr(loom_last_error(), "duplicate tensor 'model.embed_tokens.weight'"), "dup message: %s", loom_last_error());
     make_sharded("shard_traversal", SHARD_TRAVERSAL);
     expect_open_fails(TMP("shard_traversal"), "../qwen2-tiny", "shard outside the directory");
     make_sharded("shard_nomap", SHARD_NO_MAP);
@@ -398,7 +407,7 @@ static void test_bad_dirs(void) {
     free(gb);
     tf_write_str(TMP("notes.txt"), "hello");
     expect_open_fails(TMP("notes.txt"), "notes.txt", "a text file");
-    s = loom_source_open(FIX("llama-tiny/config.json"));
+    s = open_as_family(FIX("llama-tiny/config.json"));
     CHECK(s && loom_source_get_kind(s) == LOOM_SOURCE_HF && loom_source_find(s, "output.weight"),
           "config.json path opens its dir: %s", loom_last_error());
     loom_source_close(s);

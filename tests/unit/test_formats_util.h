@@ -3,9 +3,11 @@
 #ifndef LOOM_TEST_FORMATS_UTIL_H
 #define LOOM_TEST_FORMATS_UTIL_H
 
+#include "formats/source.h"
 #include "tests/unit/check.h"
 #include "loom.h"
 
+#include <cjson/cJSON.h>
 #include <ftw.h>
 #include <stdarg.h>
 #include <sys/stat.h>
@@ -83,6 +85,22 @@ static inline int tf_write(const char *path, const void *p, size_t n) {
 }
 
 static inline int tf_write_str(const char *path, const char *s) { return tf_write(path, s, strlen(s)); }
+
+/* A HF dir TMP(dir) with a fixture's weights (symlinked) and its config.json edited by `edit`. */
+static inline void tf_hf_with_config(const char *dir, const char *fixture, void (*edit)(cJSON *)) {
+    char p[1100], src[1100];
+    snprintf(p, sizeof p, "%s/%s", tf_tmp, dir);
+    mkdir(p, 0755);
+    snprintf(src, sizeof src, "%s/%s/model.safetensors", tf_fixtures, fixture);
+    snprintf(p, sizeof p, "%s/%s/model.safetensors", tf_tmp, dir);
+    if (symlink(src, p) != 0) perror("symlink");
+    cJSON *c = loom_json_read(FIX("%s/config.json", fixture));
+    edit(c);
+    char *txt = cJSON_Print(c);
+    tf_write_str(TMP("%s/config.json", dir), txt);
+    free(txt);
+    cJSON_Delete(c);
+}
 
 /* A call that must fail: NULL/-1, with an error message naming `name`. */
 #define CHECK_FAILS(ok, name, what)                                                                \

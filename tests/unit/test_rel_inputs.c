@@ -1,7 +1,7 @@
 /* Reliability regressions of issue 15 (docs/reliability.md, "Regressions of the adversarial pass"):
  * each case failed (crash, hang, lost output or silent garbage) before its fix. */
 #include "core/util.h"
-#include "formats/convert.h"
+#include "models/convert.h"
 #include "formats/gguf.h"
 #include "formats/quantize.h"
 #include "formats/safetensors.h"

@@ -8,7 +8,7 @@
  *   - a tokenizer.json naming one id near 2^24 is refused, not a gigabyte of tables;
  *   - loom_session_ctx_shift keeps the first tokens, drops half of the rest, and leaves the
  *     session exactly where a fresh prefill of the remaining tokens would be. */
-#include "formats/convert.h"
+#include "models/convert.h"
 #include "formats/gguf.h"
 #include "models/session_internal.h"
 #include "tests/unit/test_formats_util.h"

@@ -1,7 +1,7 @@
 /* Tokenizer test vectors from llama.cpp's models/ folder (see tests/fixtures/tokenizer/README.md):
  * every case must encode to exactly the reference ids and decode back to its text. */
 #include "tests/unit/check.h"
-#include "formats/convert.h"
+#include "models/convert.h"
 #include "formats/gguf.h"
 #include "tokenizer/tokenizer.h"
 

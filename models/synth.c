@@ -4,14 +4,14 @@
  * few MiB of memory. Normal samples come from a 65536-entry inverse-CDF table indexed by 16 random
  * bits: one xoshiro256** output gives four samples, already in the target dtype.
  */
-#include "formats/convert.h"
+#include "models/convert.h"
+
+#include "models/model.h"
 
 #include "formats/gguf.h"
-#include "formats/source.h"
 #include "tokenizer/tokenizer.h"
 #include "core/util.h"
 
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +139,30 @@ static int add_vector(synth_ctx *c, const char *name, int64_t n, const float *da
     return gguf_w_tensor(c->w, name, GGML_TYPE_F32, 1, ne, data, (size_t)n * sizeof(float));
 }
 
+/* The built-in shapes, as hyper-parameters of their family. */
+int loom_synth_shape(const char *shape, const loom_arch **arch, loom_hparams *hp) {
+    memset(hp, 0, sizeof *hp);
+    hp->bos_id = hp->eos_id = -1;
+    if (!strcmp(shape, "qwen2-0.5b")) { /* Qwen2-0.5B */
+        *arch = loom_arch_find("qwen2");
+        hp->n_vocab = 151936, hp->n_embd = 896, hp->n_layer = 24, hp->n_head = 14, hp->n_head_kv = 2;
+        hp->n_ff = 4864, hp->n_ctx_train = 32768, hp->norm_eps = 1e-6f, hp->rope_theta = 1e6f;
+        hp->tied_embeddings = true, hp->qkv_bias = true;
+    } else if (!strcmp(shape, "llama-1.1b")) { /* TinyLlama-1.1B */
+        *arch = loom_arch_find("llama");
+        hp->n_vocab = 32000, hp->n_embd = 2048, hp->n_layer = 22, hp->n_head = 32, hp->n_head_kv = 4;
+        hp->n_ff = 5632, hp->n_ctx_train = 2048, hp->norm_eps = 1e-5f, hp->rope_theta = 1e4f;
+    } else if (!strcmp(shape, "llama-7b")) { /* LLaMA-7B (Llama-2-7B's shape): no GQA */
+        *arch = loom_arch_find("llama");
+        hp->n_vocab = 32000, hp->n_embd = 4096, hp->n_layer = 32, hp->n_head = 32, hp->n_head_kv = 32;
+        hp->n_ff = 11008, hp->n_ctx_train = 4096, hp->norm_eps = 1e-5f, hp->rope_theta = 1e4f;
+    } else {
+        return loom_err("unknown shape '%s' (known: qwen2-0.5b, llama-1.1b, llama-7b, or a config.json path)", shape);
+    }
+    hp->head_dim = hp->n_embd / hp->n_head;
+    return *arch ? 0 : -1;
+}
+
 int loom_synth(const char *shape_or_config, loom_dtype dtype, uint64_t seed, const char *out_path) {
     return loom_synth_vocab(shape_or_config, dtype, seed, NULL, out_path);
 }
@@ -147,27 +171,31 @@ int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t see
                      const char *out_path) {
     if (dtype != LOOM_F32 && dtype != LOOM_F16 && dtype != LOOM_BF16)
         return loom_err("synth: dtype %s is not supported (f32, f16, bf16)", loom_dtype_name(dtype));
-    cv_spec sp;
+    loom_hparams hp;
+    const loom_arch *arch = NULL;
+    char gname[160];
     size_t sl = strlen(shape_or_config);
     if (sl >= 5 && !strcmp(shape_or_config + sl - 5, ".json")) {
-        cJSON *cfg = loom_json_read(shape_or_config);
+        loom_source *cfg = loom_arch_open_config(shape_or_config, &arch, &hp);
         if (!cfg) return -1;
-        int rc = cv_spec_from_config(&sp, cfg, shape_or_config);
-        cJSON_Delete(cfg);
-        if (rc) return -1;
-        sp.bos_id = sp.eos_id = -1; /* no tokenizer in synthetic files */
-        snprintf(sp.name, sizeof sp.name, "%s-synthetic", sp.arch);
-    } else if (cv_spec_builtin(&sp, shape_or_config)) {
+        loom_source_close(cfg);
+        hp.bos_id = hp.eos_id = -1; /* no tokenizer in synthetic files */
+        snprintf(gname, sizeof gname, "%s-synthetic", arch->name);
+    } else if (loom_synth_shape(shape_or_config, &arch, &hp)) {
         return -1;
+    } else {
+        snprintf(gname, sizeof gname, "%s-synthetic", shape_or_config);
     }
+    if (hp.n_expert > 0 || hp.qk_norm || hp.post_norms || hp.no_pre_norms || arch->norm_plus_one)
+        return loom_err("synth: %s needs tensors beyond the plain decoder's (not supported)", arch->name);
 
     synth_ctx c = {0};
     loom_tokenizer *tok = NULL;
     normal_table *tab = NULL;
     float *ones = NULL, *zeros = NULL, *rope = NULL;
     int rc = -1;
-    int64_t hd = sp.head_dim, vec = sp.n_embd;
-    if (sp.n_head * hd > vec) vec = sp.n_head * hd;
+    int64_t hd = hp.head_dim, vec = hp.n_embd;
+    if (hp.n_head * hd > vec) vec = hp.n_head * hd;
     if (!(tab = loom_malloc(sizeof *tab)) || !(ones = loom_malloc((size_t)vec * 4)) ||
         !(zeros = loom_calloc((size_t)vec, 4)) || !(rope = loom_malloc((size_t)hd / 2 * 4)) ||
         !(c.w = gguf_writer_new()))
@@ -177,46 +205,46 @@ int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t see
     c.ggml_type = gguf_ggml_from_dtype(dtype);
     c.seed = seed;
     c.tab = tab;
-    c.cap_jobs = (int)(sp.n_layer * 7 + 2);
+    c.cap_jobs = (int)(hp.n_layer * 7 + 2);
     if (!(c.jobs = loom_calloc((size_t)c.cap_jobs, sizeof *c.jobs))) goto done;
 
-    if (cv_write_kv(c.w, &sp, dtype == LOOM_F16 ? 1 : dtype == LOOM_BF16 ? 32 : 0)) goto done;
+    if (loom_arch_write_kv(c.w, arch, &hp, gname, dtype == LOOM_F16 ? 1 : dtype == LOOM_BF16 ? 32 : 0)) goto done;
     if (vocab_path) { /* the shape's bos/eos are unset (-1): the tokenizer's own go in */
         if (!(tok = loom_tokenizer_load(vocab_path))) goto done;
         int nv = loom_tokenizer_n_vocab(tok);
-        if (nv > sp.n_vocab) {
+        if (nv > hp.n_vocab) {
             loom_err("synth: %s has %d tokens, more than the %lld rows of %s's embedding", vocab_path, nv,
-                     (long long)sp.n_vocab, shape_or_config);
+                     (long long)hp.n_vocab, shape_or_config);
             goto done;
         }
-        if (loom_tokenizer_to_gguf_pad(tok, c.w, true, (int)sp.n_vocab)) goto done;
+        if (loom_tokenizer_to_gguf_pad(tok, c.w, true, (int)hp.n_vocab)) goto done;
     }
-    if (sp.rope_type == CV_ROPE_LLAMA3) {
-        cv_llama3_rope_factors(&sp, rope);
+    if (hp.rope_scaling == LOOM_ROPE_SCALING_LLAMA3) {
+        loom_llama3_rope_factors(&hp, rope);
         if (add_vector(&c, "rope_freqs.weight", hd / 2, rope)) goto done;
     }
-    if (add_matrix(&c, "token_embd.weight", sp.n_vocab, sp.n_embd)) goto done;
-    for (int64_t l = 0; l < sp.n_layer; l++) {
+    if (add_matrix(&c, "token_embd.weight", hp.n_vocab, hp.n_embd)) goto done;
+    for (int64_t l = 0; l < hp.n_layer; l++) {
         char n[96];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%lld.%s", (long long)l, s), n)
-        if (add_vector(&c, NAME("attn_norm.weight"), sp.n_embd, ones) ||
-            add_matrix(&c, NAME("attn_q.weight"), sp.n_head * hd, sp.n_embd) ||
-            add_matrix(&c, NAME("attn_k.weight"), sp.n_head_kv * hd, sp.n_embd) ||
-            add_matrix(&c, NAME("attn_v.weight"), sp.n_head_kv * hd, sp.n_embd) ||
-            add_matrix(&c, NAME("attn_output.weight"), sp.n_embd, sp.n_head * hd) ||
-            add_vector(&c, NAME("ffn_norm.weight"), sp.n_embd, ones) ||
-            add_matrix(&c, NAME("ffn_gate.weight"), sp.n_ff, sp.n_embd) ||
-            add_matrix(&c, NAME("ffn_up.weight"), sp.n_ff, sp.n_embd) ||
-            add_matrix(&c, NAME("ffn_down.weight"), sp.n_embd, sp.n_ff))
+        if (add_vector(&c, NAME("attn_norm.weight"), hp.n_embd, ones) ||
+            add_matrix(&c, NAME("attn_q.weight"), hp.n_head * hd, hp.n_embd) ||
+            add_matrix(&c, NAME("attn_k.weight"), hp.n_head_kv * hd, hp.n_embd) ||
+            add_matrix(&c, NAME("attn_v.weight"), hp.n_head_kv * hd, hp.n_embd) ||
+            add_matrix(&c, NAME("attn_output.weight"), hp.n_embd, hp.n_head * hd) ||
+            add_vector(&c, NAME("ffn_norm.weight"), hp.n_embd, ones) ||
+            add_matrix(&c, NAME("ffn_gate.weight"), hp.n_ff, hp.n_embd) ||
+            add_matrix(&c, NAME("ffn_up.weight"), hp.n_ff, hp.n_embd) ||
+            add_matrix(&c, NAME("ffn_down.weight"), hp.n_embd, hp.n_ff))
             goto done;
-        if (sp.qkv_bias && (add_vector(&c, NAME("attn_q.bias"), sp.n_head * hd, zeros) ||
-                            add_vector(&c, NAME("attn_k.bias"), sp.n_head_kv * hd, zeros) ||
-                            add_vector(&c, NAME("attn_v.bias"), sp.n_head_kv * hd, zeros)))
+        if (hp.qkv_bias && (add_vector(&c, NAME("attn_q.bias"), hp.n_head * hd, zeros) ||
+                            add_vector(&c, NAME("attn_k.bias"), hp.n_head_kv * hd, zeros) ||
+                            add_vector(&c, NAME("attn_v.bias"), hp.n_head_kv * hd, zeros)))
             goto done;
 #undef NAME
     }
-    if (add_vector(&c, "output_norm.weight", sp.n_embd, ones)) goto done;
-    if (!sp.tied && add_matrix(&c, "output.weight", sp.n_vocab, sp.n_embd)) goto done;
+    if (add_vector(&c, "output_norm.weight", hp.n_embd, ones)) goto done;
+    if (!hp.tied_embeddings && add_matrix(&c, "output.weight", hp.n_vocab, hp.n_embd)) goto done;
     rc = gguf_writer_save(c.w, out_path);
 done:
     loom_tokenizer_free(tok);
