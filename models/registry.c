@@ -13,6 +13,8 @@ extern const loom_arch loom_arch_olmo2;
 extern const loom_arch loom_arch_gemma;
 extern const loom_arch loom_arch_gemma2;
 extern const loom_arch loom_arch_gemma3;
+extern const loom_arch loom_arch_qwen3moe;
+extern const loom_arch loom_arch_mixtral;
 
 static const loom_arch *const archs[] = {
     &loom_arch_llama,
@@ -24,6 +26,8 @@ static const loom_arch *const archs[] = {
     &loom_arch_gemma,
     &loom_arch_gemma2,
     &loom_arch_gemma3,
+    &loom_arch_qwen3moe,
+    &loom_arch_mixtral,
     NULL,
 };
 

@@ -2,7 +2,8 @@
 # Builds glslang 15 (Debian 13 "trixie" source package) into a prefix outside the repo, for GPU
 # builds that want cooperative-matrix shaders (GL_KHR_cooperative_matrix). Debian 12's glslang
 # 12 cannot compile them. Optional: CI and lavapipe never need it (lavapipe has no coopmat).
-# The system's apt configuration is left alone: a private sources list and state dir are used.
+# The system's apt configuration is left alone: a private sources list and state dir are used, on
+# the Debian mirror the system's own apt sources name (DEBIAN_MIRROR=URL overrides it).
 # Usage: tools/build-glslang.sh [PREFIX]   (default /work/glslang15)
 # Then:  cmake -S . -B build-vk -DLOOM_GLSLANG=PREFIX/bin/glslangValidator
 set -eu
@@ -10,7 +11,17 @@ prefix=${1:-/work/glslang15}
 work=${GLSLANG_WORK:-/tmp/glslang-src}
 jobs=${JOBS:-2}
 mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
-echo "deb-src http://deb.debian.org/debian trixie main" >"$work/trixie.list"
+# the first non-security Debian archive in the system's sources (deb822 .sources or one-line .list)
+mirror=${DEBIAN_MIRROR:-$( {
+    grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | sed 's/^URIs:[[:space:]]*//' | tr ' ' '\n'
+    grep -hs '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+      sed 's/\[[^]]*\][[:space:]]*//' | awk '{print $2}'
+  } | grep -v security | grep '/debian/*$' | head -1)}
+if [ -z "$mirror" ]; then
+    echo "build-glslang.sh: no Debian mirror in /etc/apt/sources.list*; set DEBIAN_MIRROR=URL" >&2
+    exit 1
+fi
+echo "deb-src $mirror trixie main" >"$work/trixie.list"
 apt_opts="-o Dir::Etc::SourceList=$work/trixie.list -o Dir::Etc::SourceParts=/dev/null
   -o Dir::State::Lists=$work/lists -o Dir::Cache=$work/cache"
 # shellcheck disable=SC2086

@@ -1,9 +1,9 @@
 #!/bin/sh
-# Install the Debian 12 packages loom needs to build and test. Idempotent: does nothing when all
+# Install the Debian 12 packages loom needs to build and test (graphviz: `dot`, for the dump_svg test). Idempotent: does nothing when all
 # are present. Run as root (or with sudo available).
 set -e
 PKGS="build-essential cmake pkg-config libvulkan-dev glslang-tools libxxhash-dev libcjson-dev
-libpcre2-dev libutf8proc-dev mesa-vulkan-drivers vulkan-validationlayers xz-utils
+libpcre2-dev libutf8proc-dev mesa-vulkan-drivers vulkan-validationlayers xz-utils graphviz
 libmicrohttpd-dev libedit-dev curl nodejs"
 missing=""
 for p in $PKGS; do

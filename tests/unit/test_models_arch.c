@@ -170,11 +170,51 @@ static void test_names(void) {
           "llama: post_attention_layernorm is the MLP's norm (%s)", g);
 }
 
+/* ---- mixture-of-experts weights: one tensor per expert in HF, stacked as llama.cpp's ------------ */
+
+static void test_experts_stacked(void) {
+    static const struct { const char *fx, *hf_fmt; int n_exp, ff; } moe[] = {
+        {"qwen3moe-tiny", "model.layers.1.mlp.experts.%d.up_proj.weight", 8, 32},
+        {"mixtral-tiny", "model.layers.1.block_sparse_moe.experts.%d.w3.weight", 4, 128},
+    };
+    for (size_t f = 0; f < sizeof moe / sizeof moe[0]; f++) {
+        const loom_arch *a = NULL;
+        loom_hparams hp;
+        loom_source *src = loom_arch_open(FIX("%s", moe[f].fx), &a, &hp);
+        loom_source *raw = loom_source_open(FIX("%s", moe[f].fx));
+        CHECK(src && raw, "%s: %s", moe[f].fx, loom_last_error());
+        if (!src || !raw) {
+            loom_source_close(src);
+            loom_source_close(raw);
+            continue;
+        }
+        CHECK(hp.n_expert == moe[f].n_exp && hp.n_expert_used == 2 && hp.expert_norm_topk && hp.n_ff_exp == moe[f].ff,
+              "%s: %d experts, top %d, ff %d", moe[f].fx, hp.n_expert, hp.n_expert_used, hp.n_ff_exp);
+        const loom_weight *up = loom_source_find(src, "blk.1.ffn_up_exps.weight");
+        CHECK(up && up->ndim == 3 && up->ne[0] == moe[f].n_exp && up->ne[1] == moe[f].ff && up->ne[2] == 64,
+              "%s: ffn_up_exps [E, F, D]", moe[f].fx);
+        for (int e = 0; up && e < moe[f].n_exp; e++) {
+            char name[128];
+            snprintf(name, sizeof name, moe[f].hf_fmt, e);
+            const loom_weight *w = loom_source_find(raw, name);
+            CHECK(w && !memcmp((const char *)up->data + (size_t)e * w->nbytes, w->data, w->nbytes),
+                  "%s: expert %d is slice %d", moe[f].fx, e, e);
+            CHECK(!loom_source_find(src, name), "%s: %s left the table", moe[f].fx, name);
+        }
+        for (int i = 0; i < loom_source_n_tensors(src); i++)
+            CHECK(loom_source_tensor(src, i)->id == i, "%s: ids dense after stacking", moe[f].fx);
+        CHECK(loom_source_find(src, "blk.0.ffn_gate_inp.weight") != NULL, "%s: router named", moe[f].fx);
+        loom_source_close(src);
+        loom_source_close(raw);
+    }
+}
+
 int main(void) {
     tf_init();
     test_names();
     test_hf_equals_gguf();
     test_bad_configs();
+    test_experts_stacked();
     tf_cleanup();
     CHECK_DONE();
 }
