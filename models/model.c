@@ -3,6 +3,7 @@
 
 #include "core/qblock.h"
 #include "core/util.h"
+#include "tokenizer/chat.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -90,6 +91,19 @@ void loom_model_free(loom_model *m) {
     loom_source_close(m->src);
     free(m->rope_factors);
     free(m);
+}
+
+const char *loom_model_chat_family(const loom_model *m) {
+    return !m ? NULL : m->arch->chat_format ? m->arch->chat_format : m->arch->name;
+}
+
+/* The public chat API (include/loom.h) lives here: the format depends on the model's family. */
+const char *loom_chat_format_of(const loom_model *m, const loom_tokenizer *t) {
+    return loom_chat_format_name(loom_chat_detect_tok(t, loom_model_chat_family(m)));
+}
+
+char *loom_chat_apply(const loom_model *m, const loom_tokenizer *t, const loom_chat_message *msgs, size_t n) {
+    return loom_chat_render(loom_chat_detect_tok(t, loom_model_chat_family(m)), msgs, n);
 }
 
 loom_model_info loom_model_get_info(const loom_model *m) {

@@ -106,6 +106,10 @@ struct loom_model {
     loom_weight rope_factors_w;    /* kind LOOM_WEIGHT_COMPUTED, id 0 */
 };
 
+/* model.c: the family name chat templates fall back on (arch->chat_format, else the arch name;
+ * NULL for m NULL) */
+const char *loom_model_chat_family(const loom_model *m);
+
 /* registry.c */
 const loom_arch *loom_arch_find(const char *name);
 const loom_arch *const *loom_arch_list(void);

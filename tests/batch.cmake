@@ -1,7 +1,7 @@
 # Several sequences at once (issue 7, docs/batching.md): the CLI side. The numerics are in
 # test_batch (batch vs alone, fork, pool) and test_beam (transformers' beam search), core.cmake.
 
-# Three prompts decoded together print, labelled, what each prints alone (greedy); --file equals
+# Three prompts decoded together print, labelled, what each prints alone (greedy); --prompts-file equals
 # -p repeated; --parallel 3 at temperature 0 gives three copies of the greedy continuation.
 set(_m ${CMAKE_SOURCE_DIR}/weights/stories260K.gguf)
 foreach(c multi file parallel)

@@ -1,5 +1,7 @@
 #include "tokenizer/chat.h"
 
+#include "core/util.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,4 +77,64 @@ char *loom_chat_user_turn(loom_chat_format f, const char *system, const char *us
     default:
         return fmt("%s%s%s", sys ? system : "", sys ? "\n" : "", user);
     }
+}
+
+loom_chat_format loom_chat_detect_tok(const loom_tokenizer *t, const char *family) {
+    return loom_chat_detect(loom_tokenizer_chat_template(t), family, loom_tokenizer_find(t, "<|im_start|>", 12) >= 0,
+                            loom_tokenizer_find(t, "<|start_header_id|>", 19) >= 0);
+}
+
+/* Append src to the growing string *dst (length *len); frees src. */
+static int append(char **dst, size_t *len, char *src) {
+    if (!src) return -1;
+    size_t n = strlen(src);
+    char *d = realloc(*dst, *len + n + 1);
+    if (!d) {
+        free(src);
+        return -1;
+    }
+    memcpy(d + *len, src, n + 1);
+    *dst = d;
+    *len += n;
+    free(src);
+    return 0;
+}
+
+char *loom_chat_render(loom_chat_format f, const loom_chat_message *msgs, size_t n) {
+    /* the system messages, joined, open the first turn */
+    char *system = NULL, *out = NULL;
+    size_t slen = 0, olen = 0;
+    bool any_user = false;
+    for (size_t i = 0; i < n; i++) {
+        const char *r = msgs[i].role, *c = msgs[i].content;
+        if (!r || !c) return loom_err_null("chat: message %zu has no %s", i, r ? "content" : "role");
+        if (!strcmp(r, "user")) any_user = true;
+        else if (strcmp(r, "system") && strcmp(r, "assistant"))
+            return loom_err_null("chat: message %zu has role '%s' (want system, user or assistant)", i, r);
+    }
+    if (!any_user) return loom_err_null("chat: the conversation has no user message");
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(msgs[i].role, "system") && append(&system, &slen, fmt("%s%s", slen ? "\n" : "", msgs[i].content)) < 0)
+            goto oom;
+    out = calloc(1, 1);
+    if (!out) goto oom;
+    bool first = true, after_reply = false;
+    for (size_t i = 0; i < n; i++) {
+        const char *r = msgs[i].role;
+        if (!strcmp(r, "user")) {
+            if (append(&out, &olen, loom_chat_user_turn(f, system, msgs[i].content, first, after_reply)) < 0) goto oom;
+            first = false;
+            after_reply = false;
+        } else if (!strcmp(r, "assistant") && !first) {
+            /* a reply before any user turn has no place in these formats: left out */
+            if (append(&out, &olen, fmt("%s", msgs[i].content)) < 0) goto oom;
+            after_reply = true;
+        }
+    }
+    free(system);
+    return out;
+oom:
+    free(system);
+    free(out);
+    return loom_err_null("chat: out of memory");
 }

@@ -9,6 +9,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "loom.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum loom_chat_format {
     LOOM_CHAT_NONE,   /* no template: turns are plain text */
     LOOM_CHAT_CHATML, /* Qwen2 / Qwen2.5: <|im_start|>role\n...<|im_end|>\n */
@@ -34,5 +40,15 @@ loom_chat_format loom_chat_format_from_name(const char *name);
  * end-of-turn marker was generated but never evaluated and so is written here. Returns a
  * malloc'd string, or NULL when out of memory. */
 char *loom_chat_user_turn(loom_chat_format f, const char *system, const char *user, bool first, bool after_reply);
+
+/* loom_chat_detect from a tokenizer's template and vocabulary, then the model family's default
+ * (loom_model_chat_family; NULL when unknown). */
+loom_chat_format loom_chat_detect_tok(const loom_tokenizer *t, const char *family);
+/* loom_chat_apply (include/loom.h) with the format given. */
+char *loom_chat_render(loom_chat_format f, const loom_chat_message *msgs, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

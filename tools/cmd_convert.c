@@ -10,10 +10,12 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: loom convert HF_DIR OUT.gguf\n\n"
-            "Convert a llama or qwen2 HuggingFace checkpoint (config.json + model.safetensors or a\n"
+            "Convert a llama, qwen2 or qwen3 HuggingFace checkpoint (config.json + model.safetensors or a\n"
             "sharded model.safetensors.index.json) to GGUF: llama.cpp's metadata keys and tensor names,\n"
             "matrices in their source dtype, 1-D tensors in f32, llama q/k rows in interleaved RoPE\n"
-            "order, Llama-3 RoPE scaling as rope_freqs.weight. The tokenizer is not carried over yet.\n");
+            "order, Llama-3 RoPE scaling as rope_freqs.weight. A tokenizer.json in HF_DIR travels along\n"
+            "as tokenizer.ggml.* metadata (with tokenizer_config.json's BOS/EOS and chat template); without\n"
+            "one the GGUF has no vocabulary. The output is written to a temporary file and renamed.\n");
 }
 
 int cmd_convert(int argc, char **argv) {

@@ -1,5 +1,6 @@
 /* loom run: prefill a prompt, then decode and stream tokens until EOS or -n. */
 #include "tools/commands.h"
+#include "tools/options.h"
 
 #include "loom.h"
 #include "tools/run_multi.h"
@@ -7,39 +8,11 @@
 #include "tokenizer/tokenizer.h"
 #include "core/util.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: loom run [-m MODEL] (-p TEXT | --tokens ID,ID,...) [options]\n"
-            "  -m MODEL        HF directory or .gguf (default: the bundled stories260K)\n"
-            "  -p TEXT         prompt text (needs the model's tokenizer)\n"
-            "  --tokens LIST   prompt as comma-separated token ids\n"
-            "  -n N            tokens to generate (default 64)\n"
-            "  --temp T        temperature (default 0 = greedy)\n"
-            "  --top-k K       keep the K most likely tokens (default 0 = off)\n"
-            "  --top-p P       nucleus sampling threshold (default 1 = off)\n"
-            "  --seed S        sampling seed (default 1)\n"
-            "  --ids           print token ids instead of text\n"
-            "  --device D      cpu | vulkan | vulkan:N | auto (default auto)\n"
-            "  -t N            CPU threads (default: all cores)\n"
-            "  --ctx N         KV cache length (default min(training context, 4096))\n"
-            "  --ctx-shift     when the context is full, drop the oldest half of it (after --keep)\n"
-            "                  and re-evaluate the rest, instead of stopping\n"
-            "  --keep N        tokens kept at the start on a context shift (default 1: BOS)\n"
-            "  --scalar        portable scalar kernels only (also LOOM_SCALAR=1)\n"
-            "  --check-tensors scan every weight for NaN/Inf at load (also LOOM_CHECK_TENSORS=1)\n"
-            "several sequences at once (one graph per step; results printed as [i] or [i.j]):\n"
-            "  -p TEXT ...     -p (or --tokens) repeated: one sequence per prompt\n"
-            "  --file F        one prompt per line of F\n"
-            "  --parallel N    N sampled continuations of each prompt, sharing its cached prefix\n"
-            "  --beams K       beam search (as transformers' num_beams=K, do_sample=False); prints\n"
-            "                  the K best with their scores\n"
-            "  --length-penalty L  beam score = sum log p / generated_len^L (default 1)\n"
-            "  --early-stopping    stop once K beams have finished\n");
-}
 
 static int parse_tokens(const char *s, int32_t **out) {
     int cap = 16, n = 0;
@@ -69,6 +42,7 @@ static int parse_tokens(const char *s, int32_t **out) {
 }
 
 #define MAX_PROMPTS 256
+#define RUN_MAX_STOP 8
 
 /* Read one prompt per non-empty line of path into v (strings owned by *buf). */
 static int read_prompt_file(const char *path, const char **v, int *n, char **buf) {
@@ -98,6 +72,38 @@ static int read_prompt_file(const char *path, const char **v, int *n, char **buf
     return 0;
 }
 
+/* -f FILE: the whole file is one prompt (one trailing newline dropped, as llama.cpp's -f does). */
+static char *read_whole_file(const char *path) {
+    FILE *f = loom_fopen_regular(path);
+    if (!f) return NULL;
+    size_t cap = 4096, len = 0;
+    char *b = malloc(cap);
+    for (size_t r; b && (r = fread(b + len, 1, cap - len - 1, f)) > 0;) {
+        len += r;
+        if (len + 1 == cap) {
+            char *nb = realloc(b, cap *= 2);
+            if (!nb) free(b);
+            b = nb;
+        }
+    }
+    bool err = ferror(f);
+    fclose(f);
+    if (!b) return loom_err_null("%s: out of memory", path);
+    if (err) {
+        free(b);
+        return loom_err_null("%s: read error", path);
+    }
+    if (memchr(b, 0, len)) { /* it would cut the prompt short, silently */
+        loom_err("%s: byte %zu is a NUL: a prompt file is text", path, (size_t)((char *)memchr(b, 0, len) - b));
+        free(b);
+        return NULL;
+    }
+    if (len && b[len - 1] == '\n') len--;
+    if (len && b[len - 1] == '\r') len--;
+    b[len] = 0;
+    return b;
+}
+
 /* Several prompts, --parallel or --beams: the batch path (tools/run_multi.c). */
 static int run_several(loom_model *m, loom_tokenizer *tok, const loom_common_opts *co, const char **texts,
                        int n_texts, const char **tok_args, int n_tok_args, run_multi_opts *ro) {
@@ -112,7 +118,9 @@ static int run_several(loom_model *m, loom_tokenizer *tok, const loom_common_opt
                 goto done;
             }
             k = loom_tokenizer_encode(tok, texts[i], strlen(texts[i]),
-                                      loom_tokenizer_wants_bos(tok) ? LOOM_TOK_ADD_BOS : 0, &prompts[n]);
+                                      (loom_tokenizer_wants_bos(tok) ? LOOM_TOK_ADD_BOS : 0) |
+                                          (ro->special ? LOOM_TOK_PARSE_SPECIAL : 0),
+                                      &prompts[n]);
             if (k < 0) fprintf(stderr, "loom: prompt %d: %s\n", i + 1, loom_last_error());
         } else {
             k = parse_tokens(tok_args[i - n_texts], &prompts[n]);
@@ -148,87 +156,146 @@ int cmd_run(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
     const char *prompt = NULL, *tokens_arg = NULL;
-    const char *texts[MAX_PROMPTS], *tok_args[MAX_PROMPTS], *file = NULL;
-    int n_texts = 0, n_tok_args = 0;
+    const char *texts[MAX_PROMPTS], *tok_args[MAX_PROMPTS], *prompt_file = NULL, *lines_file = NULL;
+    const char *stops[RUN_MAX_STOP];
+    int n_texts = 0, n_tok_args = 0, n_stops = 0;
     long parallel = 1, beams = 0;
     double length_penalty = 1.0;
     bool early_stopping = false;
-    long n_gen = 64, seed = 1, top_k = 0;
-    double temp = 0, top_p = 1;
-    bool print_ids = false, ctx_shift = false;
-    long n_keep = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a, *val;
-        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
-        if (r == LOOM_OPT_TAKEN) continue;
-        if (r == LOOM_OPT_EXIT) return rc;
-        if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
-            if (!val) goto missing;
-            if (n_texts == MAX_PROMPTS) goto too_many;
-            prompt = texts[n_texts++] = argv[++i];
-        } else if (!strcmp(a, "--tokens")) {
-            if (!val) goto missing;
-            if (n_tok_args == MAX_PROMPTS) goto too_many;
-            tokens_arg = tok_args[n_tok_args++] = argv[++i];
-        } else if (!strcmp(a, "--file")) {
-            if (!val) goto missing;
-            file = argv[++i];
-        } else if (!strcmp(a, "--parallel")) {
-            if (loom_parse_int(a, val, 1, 256, &parallel) < 0) return 2;
-            i++;
-        } else if (!strcmp(a, "--beams")) {
-            if (loom_parse_int(a, val, 1, 64, &beams) < 0) return 2;
-            i++;
-        } else if (!strcmp(a, "--length-penalty")) {
-            if (loom_parse_float(a, val, &length_penalty) < 0) return 2;
-            i++;
-        } else if (!strcmp(a, "--early-stopping")) {
-            early_stopping = true;
-        } else if (!strcmp(a, "-n")) {
-            if (loom_parse_int(a, val, 0, 1 << 24, &n_gen) < 0) return 2;
-            i++;
-        } else if (!strcmp(a, "--temp")) {
-            if (loom_parse_float_in(a, val, 0, 1e30, &temp) < 0) return 2; /* inf: uniform noise; < 0 meant greedy */
-            i++;
-        } else if (!strcmp(a, "--top-k")) {
-            if (loom_parse_int(a, val, 0, 1 << 30, &top_k) < 0) return 2;
-            i++;
-        } else if (!strcmp(a, "--top-p")) {
-            if (loom_parse_float_in(a, val, 0, 1, &top_p) < 0) return 2;
-            i++;
-        } else if (!strcmp(a, "--seed")) {
-            if (loom_parse_int(a, val, 0, 0x7fffffffL, &seed) < 0) return 2;
-            i++;
-        } else if (!strcmp(a, "--ids")) {
-            print_ids = true;
-        } else if (!strcmp(a, "--ctx-shift")) {
-            ctx_shift = true;
-        } else if (!strcmp(a, "--keep")) {
-            if (loom_parse_int(a, val, 0, 0x7fffffffL, &n_keep) < 0) return 2;
-            i++;
-        } else {
-            fprintf(stderr, "loom run: unknown option '%s'\n", a);
-            usage(stderr);
+    long n_gen = 64, n_keep = 1;
+    loom_sampling_args sa = {.temp = 0, .top_p = 1, .rep = 1, .top_k = 0, .last_n = 64, .seed = 1};
+    loom_opt sampling_rows[LOOM_SAMPLING_ROWS];
+    loom_sampling_rows(sampling_rows, &sa);
+    bool print_ids = false, ctx_shift = false, json = false, special = false, version = false;
+    const loom_opt opts[] = {
+        {.names = "-p|--prompt",
+         .type = LOOM_OPT_LIST,
+         .arg = "TEXT",
+         .help = "prompt text (needs the model's tokenizer); repeated: one sequence each",
+         .hi = MAX_PROMPTS,
+         .dst = texts,
+         .count = &n_texts},
+        {.names = "-f|--file",
+         .type = LOOM_OPT_STR,
+         .arg = "FILE",
+         .help = "the prompt is the whole of FILE (one trailing newline dropped)",
+         .dst = &prompt_file},
+        {.names = "--tokens",
+         .type = LOOM_OPT_LIST,
+         .arg = "LIST",
+         .help = "prompt as comma-separated token ids; repeated: one sequence each",
+         .hi = MAX_PROMPTS,
+         .dst = tok_args,
+         .count = &n_tok_args},
+        {.names = "--special",
+         .type = LOOM_OPT_FLAG,
+         .help = "match special tokens (<|im_start|>, <s>, ...) in the prompt text\n"
+                 "instead of reading them as plain text",
+         .dst = &special},
+        {.names = "-n",
+         .type = LOOM_OPT_INT,
+         .arg = "N",
+         .help = "tokens to generate",
+         .lo = 0,
+         .hi = 1 << 24,
+         .dst = &n_gen},
+        {.names = "--stop",
+         .type = LOOM_OPT_LIST,
+         .arg = "TEXT",
+         .help = "stop when the text contains TEXT (left out of the output)",
+         .hi = RUN_MAX_STOP,
+         .dst = stops,
+         .count = &n_stops},
+        {.names = "--ids", .type = LOOM_OPT_FLAG, .help = "print token ids instead of text", .dst = &print_ids},
+        {.names = "--json",
+         .type = LOOM_OPT_FLAG,
+         .help = "print one JSON object at the end (prompt, text, token ids, finish reason,\n"
+                 "timings) instead of streaming text",
+         .dst = &json},
+        {.names = "--version", .type = LOOM_OPT_FLAG, .help = "print loom's version and exit", .dst = &version},
+        {.type = LOOM_OPT_INCLUDE, .dst = sampling_rows},
+        LOOM_OPT_HEADING("a full context:"),
+        {.names = "--ctx-shift",
+         .type = LOOM_OPT_FLAG,
+         .help = "when the context is full, drop the oldest half of it (after --keep)\n"
+                 "and re-evaluate the rest, instead of stopping",
+         .dst = &ctx_shift},
+        {.names = "--keep",
+         .type = LOOM_OPT_INT,
+         .arg = "N",
+         .help = "tokens kept at the start on a context shift (1: BOS)",
+         .lo = 0,
+         .hi = 0x7fffffffL,
+         .dst = &n_keep},
+        LOOM_OPT_HEADING("several sequences at once (one graph per step; results printed as [i] or [i.j]):"),
+        {.names = "--prompts-file",
+         .type = LOOM_OPT_STR,
+         .arg = "FILE",
+         .help = "one prompt per non-empty line of FILE",
+         .dst = &lines_file},
+        {.names = "--parallel",
+         .type = LOOM_OPT_INT,
+         .arg = "N",
+         .help = "N sampled continuations of each prompt, sharing its cached prefix",
+         .lo = 1,
+         .hi = 256,
+         .dst = &parallel},
+        {.names = "--beams",
+         .type = LOOM_OPT_INT,
+         .arg = "K",
+         .help = "beam search (as transformers' num_beams=K, do_sample=False); prints\n"
+                 "the K best with their scores (0 = off)",
+         .lo = 0,
+         .hi = 64,
+         .dst = &beams},
+        {.names = "--length-penalty",
+         .type = LOOM_OPT_NUM,
+         .arg = "L",
+         .help = "beam score = sum log p / generated_len^L",
+         .lo = -100,
+         .hi = 100,
+         .dst = &length_penalty},
+        {.names = "--early-stopping",
+         .type = LOOM_OPT_FLAG,
+         .help = "stop once K beams have finished",
+         .dst = &early_stopping},
+        LOOM_OPT_END,
+    };
+    int prc = loom_opts_parse("run", "[-m MODEL] (-p TEXT | -f FILE | --tokens ID,ID,...) [options]", NULL, opts, &co, argc,
+                              argv);
+    if (prc >= 0) return prc;
+    if (version) {
+        printf("loom %s\n", LOOM_VERSION);
+        return 0;
+    }
+    loom_sampler_opts sampling = loom_sampling_opts(&sa);
+    if (n_texts) prompt = texts[n_texts - 1];
+    if (n_tok_args) tokens_arg = tok_args[n_tok_args - 1];
+    char *whole = NULL;
+    if (prompt_file) {
+        if (n_texts == MAX_PROMPTS) {
+            fprintf(stderr, "loom run: more than %d prompts\n", MAX_PROMPTS);
             return 2;
         }
-        continue;
-    missing:
-        fprintf(stderr, "loom run: %s needs a value\n", a);
-        return 2;
-    too_many:
-        fprintf(stderr, "loom run: more than %d prompts\n", MAX_PROMPTS);
-        return 2;
+        if (!(whole = read_whole_file(prompt_file))) {
+            fprintf(stderr, "loom run: -f %s\n", loom_last_error());
+            return 2;
+        }
+        prompt = texts[n_texts++] = whole;
     }
     char *file_buf = NULL;
-    if (file && read_prompt_file(file, texts, &n_texts, &file_buf) < 0) {
+    if (lines_file && read_prompt_file(lines_file, texts, &n_texts, &file_buf) < 0) {
         fprintf(stderr, "loom run: %s\n", loom_last_error());
         free(file_buf);
+        free(whole);
         return 2;
     }
     if (n_texts + n_tok_args > 1 || parallel > 1 || beams > 0) {
-        if (ctx_shift) {
-            fprintf(stderr, "loom run: --ctx-shift works with one sequence only\n");
+        const char *single = ctx_shift ? "--ctx-shift" : json ? "--json" : n_stops ? "--stop" : NULL;
+        if (single) {
+            fprintf(stderr, "loom run: %s works with one sequence only\n", single);
             free(file_buf);
+            free(whole);
             return 2;
         }
         const char *mpath = loom_model_path(&co);
@@ -241,24 +308,25 @@ int cmd_run(int argc, char **argv) {
         loom_tokenizer *tk = loom_tokenizer_load(mpath);
         run_multi_opts ro = {.print_ids = print_ids || !tk, .n_gen = (int)n_gen,
                              .eos_id = loom_model_get_info(mm).eos_id,
-                             .sampler = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
-                                         .seed = (uint64_t)seed},
+                             .sampler = sampling, .special = special,
                              .parallel = (int)parallel, .beams = (int)beams, .length_penalty = (float)length_penalty,
                              .early_stopping = early_stopping};
         int r = run_several(mm, tk, &co, texts, n_texts, tok_args, n_tok_args, &ro);
         loom_tokenizer_free(tk);
         loom_model_free(mm);
         free(file_buf);
+        free(whole);
         return r;
     }
-    if (file && n_texts == 1) prompt = texts[0];
+    if (lines_file && n_texts == 1) prompt = texts[0];
     if (!prompt && !tokens_arg) {
-        fprintf(stderr, "loom run: give a prompt with -p TEXT or --tokens ID,...\n");
+        fprintf(stderr, "loom run: give a prompt with -p TEXT, -f FILE or --tokens ID,...\n");
+        free(file_buf);
         return 2;
     }
     const char *path = loom_model_path(&co);
     int rc = 1;
-    int32_t *ids = NULL, *hist = NULL;
+    int32_t *ids = NULL, *hist = NULL, *gen_ids = NULL;
     loom_tokenizer *tok = NULL;
     loom_session *s = NULL;
     loom_sampler *smp = NULL;
@@ -266,6 +334,8 @@ int cmd_run(int argc, char **argv) {
     loom_model *m = loom_model_load(path);
     if (!m) {
         fprintf(stderr, "loom: %s\n", loom_last_error());
+        free(file_buf);
+        free(whole);
         return 1;
     }
     loom_model_info info = loom_model_get_info(m);
@@ -283,7 +353,8 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     if (prompt) {
-        n = loom_tokenizer_encode(tok, prompt, strlen(prompt), loom_tokenizer_wants_bos(tok) ? LOOM_TOK_ADD_BOS : 0, &ids);
+        unsigned fl = (loom_tokenizer_wants_bos(tok) ? LOOM_TOK_ADD_BOS : 0) | (special ? LOOM_TOK_PARSE_SPECIAL : 0);
+        n = loom_tokenizer_encode(tok, prompt, strlen(prompt), fl, &ids);
         if (n < 0) {
             fprintf(stderr, "loom: prompt: %s\n", loom_last_error());
             goto done;
@@ -303,6 +374,10 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "loom: %s\n", loom_last_error());
         goto done;
     }
+    /* said once the cache exists, so that a --ctx too large for memory gets its one error line */
+    if (co.n_ctx > info.n_ctx_train && info.n_ctx_train > 0)
+        fprintf(stderr, "loom run: warning: --ctx %d exceeds the model's training context (%d tokens): expect worse text past it\n",
+                co.n_ctx, info.n_ctx_train);
     if (n > loom_session_ctx(s)) {
         fprintf(stderr, "loom: the prompt has %d tokens but the context holds %d (raise --ctx)\n", n,
                 loom_session_ctx(s));
@@ -326,14 +401,17 @@ int cmd_run(int argc, char **argv) {
         memcpy(hist, ids, (size_t)n * sizeof *hist);
         n_hist = n;
     }
-    loom_sampler_opts sopt = {.temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .seed = (uint64_t)seed};
-    smp = loom_sampler_new(&sopt);
+    smp = loom_sampler_new(&sampling);
     if (tok && !print_ids) stream = loom_tokenizer_stream_new(tok, LOOM_TOK_SKIP_SPECIAL);
-    if (!smp || (tok && !print_ids && !stream)) {
+    gen_ids = malloc(((size_t)n_gen + 1) * sizeof *gen_ids);
+    if (!smp || !gen_ids || (tok && !print_ids && !stream)) {
         fprintf(stderr, "loom: %s\n", loom_last_error());
         goto done;
     }
-    if (tok && !print_ids) {
+    for (int i = 0; i < n; i++) loom_sampler_accept(smp, ids[i]); /* the penalties see the prompt too */
+    if (json) {
+        /* nothing on stdout until the end */
+    } else if (tok && !print_ids) {
         size_t len;
         char *text = loom_tokenizer_decode(tok, ids, (size_t)n, LOOM_TOK_SKIP_SPECIAL, &len);
         if (text) fwrite(text, 1, len, stdout);
@@ -349,7 +427,9 @@ int cmd_run(int argc, char **argv) {
     }
     double t_prompt = loom_now() - t0;
     int generated = 0;
-    const char *stop = NULL;
+    const char *stop = NULL, *finish = "length", *stop_hit = NULL;
+    loom_textbuf out = {0}; /* the generated text (for --stop and --json) */
+    size_t shown = 0;       /* bytes of it printed */
     t0 = loom_now();
     for (; generated < n_gen; generated++) {
         const float *logits = loom_session_logits(s, NULL);
@@ -362,19 +442,40 @@ int cmd_run(int argc, char **argv) {
         bool eog = tok ? loom_tokenizer_is_eog(tok, next) : next == info.eos_id;
         if (eog) {
             stop = "end of sequence";
+            finish = "stop";
             break;
         }
+        gen_ids[generated] = next;
         if (stream) {
-            size_t len;
+            size_t len, from = out.len;
             const char *piece = loom_tokenizer_stream_put(stream, next, &len);
-            if (piece) fwrite(piece, 1, len, stdout);
-        } else {
+            if (piece && loom_textbuf_add(&out, piece, len) < 0) {
+                fprintf(stderr, "\nloom: out of memory\n");
+                goto done;
+            }
+            size_t cut, safe;
+            int k = loom_stop_scan(out.s, out.len, from, stops, n_stops, &cut, &safe);
+            if (k >= 0) {
+                out.len = cut;
+                safe = cut;
+            }
+            if (!json) fwrite(out.s + shown, 1, safe - shown, stdout);
+            shown = safe;
+            if (k >= 0) {
+                stop = "stop string";
+                stop_hit = stops[k];
+                finish = "stop";
+                generated++;
+                break;
+            }
+        } else if (!json) {
             printf(" %d", next);
         }
         fflush(stdout);
         if (loom_session_pos(s) >= loom_session_ctx(s)) {
             if (!ctx_shift) {
                 stop = "context full";
+                finish = "context";
                 generated++;
                 break;
             }
@@ -390,12 +491,45 @@ int cmd_run(int argc, char **argv) {
         }
         if (hist) hist[n_hist++] = next;
     }
-    if (stream) {
+    if (stream && !stop_hit) {
         size_t len;
         const char *rest = loom_tokenizer_stream_finish(stream, &len);
-        if (rest) fwrite(rest, 1, len, stdout);
+        if (rest && loom_textbuf_add(&out, rest, len) < 0) {
+            fprintf(stderr, "\nloom: out of memory\n");
+            goto done;
+        }
     }
+    if (!json && stream) fwrite(out.s + shown, 1, out.len - shown, stdout);
     double t_gen = loom_now() - t0;
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        if (prompt) cJSON_AddStringToObject(o, "prompt", prompt);
+        else cJSON_AddNullToObject(o, "prompt");
+        cJSON_AddItemToObject(o, "prompt_tokens", cJSON_CreateIntArray(ids, n));
+        if (stream) cJSON_AddStringToObject(o, "text", out.s ? out.s : "");
+        else cJSON_AddNullToObject(o, "text");
+        cJSON_AddItemToObject(o, "tokens", cJSON_CreateIntArray(gen_ids, generated));
+        cJSON_AddStringToObject(o, "finish_reason", finish);
+        if (stop_hit) cJSON_AddStringToObject(o, "stop", stop_hit);
+        else cJSON_AddNullToObject(o, "stop");
+        cJSON_AddNumberToObject(o, "context_shifts", shifts);
+        cJSON *t = cJSON_AddObjectToObject(o, "timings");
+        cJSON_AddNumberToObject(t, "prompt_s", t_prompt);
+        cJSON_AddNumberToObject(t, "generate_s", t_gen);
+        cJSON_AddNumberToObject(t, "prompt_tokens_per_s", n / (t_prompt > 0 ? t_prompt : 1e-9));
+        cJSON_AddNumberToObject(t, "generate_tokens_per_s", generated / (t_gen > 0 ? t_gen : 1e-9));
+        cJSON_AddStringToObject(o, "device", loom_session_device(s));
+        char *js = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!js) {
+            fprintf(stderr, "loom: out of memory\n");
+            loom_textbuf_free(&out);
+            goto done;
+        }
+        printf("%s", js);
+        free(js);
+    }
+    loom_textbuf_free(&out);
     printf("\n");
     fflush(stdout);
     char shifted[48] = "";
@@ -406,6 +540,8 @@ int cmd_run(int argc, char **argv) {
     rc = 0;
 done:
     free(file_buf);
+    free(whole);
+    free(gen_ids);
     loom_tokenizer_stream_free(stream);
     loom_sampler_free(smp);
     loom_session_free(s);

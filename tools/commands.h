@@ -25,6 +25,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Options every model command accepts, parsed by tools/common.c. */
 typedef struct loom_common_opts {
@@ -64,5 +65,25 @@ int loom_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int loom_parse_float(const char *opt, const char *s, double *out);
 /* The same, within [lo, hi] (--top-p: a probability; -1 was silently greedy). */
 int loom_parse_float_in(const char *opt, const char *s, double lo, double hi, double *out);
+
+/* A growing byte string (NUL-terminated for convenience). */
+typedef struct loom_textbuf {
+    char *s;
+    size_t len, cap;
+} loom_textbuf;
+int loom_textbuf_add(loom_textbuf *b, const char *p, size_t n); /* 0, or -1 when out of memory */
+void loom_textbuf_free(loom_textbuf *b);
+
+/* Stop strings over generated text (loom run --stop, loom serve's "stop"): text[0..len) was
+ * extended from `from` on. Returns the index of the stop string that occurs first (looking only
+ * at matches that end past `from`) and its position in *cut (= *safe); else -1, *cut = len, and
+ * *safe = the length that may be shown now: a tail that could still become a stop string is held
+ * back. */
+int loom_stop_scan(const char *text, size_t len, size_t from, const char *const *stops, int n, size_t *cut, size_t *safe);
+
+/* loom's version (the project version in CMakeLists.txt). */
+#ifndef LOOM_VERSION
+#define LOOM_VERSION "unknown"
+#endif
 
 #endif

@@ -150,3 +150,56 @@ const char *loom_default_model(void) {
     return "weights/stories260K.gguf";
 #endif
 }
+
+int loom_textbuf_add(loom_textbuf *b, const char *p, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *s = realloc(b->s, cap);
+        if (!s) return -1;
+        b->s = s;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, p, n);
+    b->len += n;
+    b->s[b->len] = 0;
+    return 0;
+}
+
+void loom_textbuf_free(loom_textbuf *b) {
+    free(b->s);
+    memset(b, 0, sizeof *b);
+}
+
+int loom_stop_scan(const char *text, size_t len, size_t from, const char *const *stops, int n, size_t *cut, size_t *safe) {
+    int hit = -1;
+    size_t at = len;
+    for (int k = 0; k < n; k++) {
+        size_t sl = strlen(stops[k]);
+        if (!sl || len < sl) continue;
+        /* a match must end past `from`: earlier text was scanned before */
+        for (size_t p = from >= sl ? from - sl + 1 : 0; p + sl <= len && p < at; p++)
+            if (!memcmp(text + p, stops[k], sl)) {
+                at = p;
+                hit = k;
+                break;
+            }
+    }
+    if (hit >= 0) {
+        *cut = *safe = at;
+        return hit;
+    }
+    /* hold back the longest tail that is the start of a stop string */
+    size_t hold = 0;
+    for (int k = 0; k < n; k++) {
+        size_t sl = strlen(stops[k]);
+        for (size_t h = sl ? sl - 1 : 0; h > hold; h--)
+            if (h <= len && !memcmp(text + len - h, stops[k], h)) {
+                hold = h;
+                break;
+            }
+    }
+    *cut = len;
+    *safe = len - hold;
+    return -1;
+}

@@ -14,6 +14,7 @@ static const loom_command commands[] = {
     {"quantize", "rewrite a checkpoint with block-quantised matrices (llama.cpp presets)", cmd_quantize},
     {"synth", "write a random-weight GGUF of a real model shape", cmd_synth},
     {"dump", "print the graph as declared and after each planner pass", cmd_dump},
+    {"serve", "an OpenAI-style HTTP server with continuous batching", cmd_serve},
     {"chat", "an interactive conversation (history kept in the KV cache)", cmd_chat},
     {"profile", "time every node of a prefill and decode steps; op table, top nodes, trace", cmd_profile},
     {"diff", "run one graph on two devices and find the first node whose outputs differ", cmd_diff},
@@ -25,7 +26,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: loom COMMAND [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n`loom COMMAND --help` describes a command's options.\n");
+    fprintf(f, "\n`loom COMMAND --help` describes a command's options; `loom --version` prints the version.\n");
 }
 
 int main(int argc, char **argv) {
@@ -33,6 +34,10 @@ int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("loom %s\n", LOOM_VERSION);
+        return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].main(argc - 1, argv + 1);

@@ -14,6 +14,7 @@ typedef struct run_multi_opts {
     int beams;                 /* > 0: beam search with this many beams, all returned */
     float length_penalty;
     bool early_stopping;
+    bool special;              /* prompts: match special tokens (--special) */
 } run_multi_opts;
 
 /* Generate for every prompt; results are printed as "[i] text" ("[i.j]" for the j-th of several

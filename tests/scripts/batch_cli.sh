@@ -1,7 +1,7 @@
 #!/bin/sh
 # batch_cli.sh CASE LOOM MODEL: loom run with several sequences against single-sequence runs.
 #   multi     three prompts decoded together print, labelled [i], what each prints alone (greedy)
-#   file      --file (one prompt per line, blank lines skipped) equals -p repeated
+#   file      --prompts-file (one prompt per line, blank lines skipped) equals -p repeated
 #   parallel  --parallel 3 at temperature 0: three copies [1.j] of the greedy continuation
 set -e
 case_="$1" b="$2" m="$3"
@@ -17,7 +17,7 @@ multi)
     ;;
 file)
     printf 'Once upon a time\n\nLily\n' > "$t/prompts"
-    run --file "$t/prompts" -n 16 > "$t/a"
+    run --prompts-file "$t/prompts" -n 16 > "$t/a"
     run -p 'Once upon a time' -p Lily -n 16 > "$t/b"
     [ -s "$t/a" ] && diff "$t/a" "$t/b"
     ;;

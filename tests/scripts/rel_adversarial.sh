@@ -64,9 +64,9 @@ case_ "run --tokens 600 (vocab 512)" "$L" run -m "$S" --tokens 600 --device cpu
 case_ "run --tokens 99999999999" "$L" run -m "$S" --tokens 99999999999 --device cpu
 case_ "run -p invalid UTF-8" "$L" run -m "$S" -p "$(printf 'a\377b')" --device cpu
 case_ "run -p 100 KB > --ctx 512" "$L" run -m "$S" -p "$(head -c 100000 /dev/zero | tr '\0' 'a')" --ctx 512 --device cpu
-: > "$T/empty.txt"; case_ "run --file empty" "$L" run -m "$S" --file "$T/empty.txt" --device cpu
-seq 1 300 > "$T/many.txt"; case_ "run --file of 300 prompts" "$L" run -m "$S" --file "$T/many.txt" --device cpu
-case_ "run --file a directory" "$L" run -m "$S" --file "$T" --device cpu
+: > "$T/empty.txt"; case_ "run --prompts-file empty" "$L" run -m "$S" --prompts-file "$T/empty.txt" --device cpu
+seq 1 300 > "$T/many.txt"; case_ "run --prompts-file of 300 prompts" "$L" run -m "$S" --prompts-file "$T/many.txt" --device cpu
+case_ "run --prompts-file a directory" "$L" run -m "$S" --prompts-file "$T" --device cpu
 case_ "run --device nonsense" "$L" run -m "$S" --tokens 1 --device nonsense
 case_ "run --parallel 0" "$L" run -m "$S" --tokens 1 --parallel 0 --device cpu
 case_ "run --beams 65" "$L" run -m "$S" --tokens 1 --beams 65 --device cpu

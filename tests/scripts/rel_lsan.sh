@@ -59,9 +59,9 @@ for dev in cpu vulkan; do
     printf 'Once upon a time\nThe dog\n' > "$tmp/chat.txt"
     t chat -m "$s" -n 8 --temp 0 --device $dev < "$tmp/chat.txt"
     t bench -m "$fx/qwen2-tiny" -p 8 -n 4 -r 1 --device $dev
-    # several sequences at once (docs/batching.md): repeated -p, --file, --parallel, --beams, bench -b
+    # several sequences at once (docs/batching.md): repeated -p, --prompts-file, --parallel, --beams, bench -b
     t run -m "$s" -p "Once upon a time" -p "The dog" -p "A cat sat" -n 16 --device $dev
-    t run -m "$s" --file "$tmp/prompts.txt" -n 8 --temp 0.8 --top-k 40 --device $dev
+    t run -m "$s" --prompts-file "$tmp/prompts.txt" -n 8 --temp 0.8 --top-k 40 --device $dev
     t run -m "$s" -p "Once upon a time" --parallel 3 -n 16 --temp 0.8 --top-p 0.9 --device $dev
     # 9 rows at once (5 + 4 prompt tokens, then 9 sequences decoding): the CPU's gemv_rows once
     # split 9 as 8 + 1 and wrote past its output (found by this script, 2026-11-23)

@@ -53,5 +53,17 @@ int main(void) {
            "phi3 second");
     expect(loom_chat_user_turn(LOOM_CHAT_MISTRAL, "Sys", "Hi", true, false), "[INST] Sys\n\nHi [/INST]", "mistral first");
     expect(loom_chat_user_turn(LOOM_CHAT_MISTRAL, "Sys", "Next", false, true), "</s>[INST] Next [/INST]", "mistral second");
+
+    /* a whole conversation: the same text as the turns one by one (system joined into the first) */
+    loom_chat_message conv[] = {{"system", "Be"}, {"system", "brief."}, {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "More"}};
+    expect(loom_chat_render(LOOM_CHAT_CHATML, conv, 5),
+           "<|im_start|>system\nBe\nbrief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!"
+           "<|im_end|>\n<|im_start|>user\nMore<|im_end|>\n<|im_start|>assistant\n", "chatml conversation");
+    expect(loom_chat_render(LOOM_CHAT_NONE, conv + 2, 1), "Hi", "plain single turn");
+    loom_chat_message bad[] = {{"tool", "x"}, {"user", "y"}};
+    char *r = loom_chat_render(LOOM_CHAT_CHATML, bad, 2);
+    CHECK(!r && strstr(loom_last_error(), "role 'tool'"), "an unknown role is an error naming it: %s", loom_last_error());
+    r = loom_chat_render(LOOM_CHAT_CHATML, conv, 2);
+    CHECK(!r && strstr(loom_last_error(), "no user message"), "no user message: %s", loom_last_error());
     CHECK_DONE();
 }

@@ -73,6 +73,7 @@ static inline uint8_t *tf_read(const char *path, size_t *n) {
     }
     if (p) p[sz] = 0; /* as promised above */
     fclose(f);
+    if (p) p[sz] = 0; /* as promised above: test_rel_inputs strstr()s these */
     *n = (size_t)sz;
     return p;
 }

@@ -24,6 +24,9 @@
 #include "fuzz/fuzz_model.c"
 #undef LLVMFuzzerTestOneInput
 #undef LLVMFuzzerInitialize
+#define LLVMFuzzerTestOneInput fuzz_serve_req_one
+#include "fuzz/fuzz_serve_req.c" /* with tools/serve_req.c (tests/reliability.cmake) */
+#undef LLVMFuzzerTestOneInput
 
 #include <dirent.h>
 #include <time.h>
@@ -37,6 +40,7 @@ static const struct {
     {"tokenizer_json", "tokenizer_json", fuzz_tokenizer_json_one},
     {"tokenize", "tokenize", fuzz_tokenize_one},
     {"model", "gguf", fuzz_model_one},
+    {"serve_req", "serve_req", fuzz_serve_req_one},
 };
 
 /* Replay every regular file of dir; returns how many. */

@@ -1,0 +1,5 @@
+# The installed library (cmake/library.cmake): examples/simple.c and simple.cpp built through
+# pkg-config against `cmake --install` into build/test-prefix, compared with `loom run`.
+add_test(NAME examples_installed COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/scripts/examples.sh ${CMAKE_BINARY_DIR}
+  ${CMAKE_SOURCE_DIR} ${LOOM_BIN} ${CMAKE_SOURCE_DIR}/weights/stories260K.gguf)
+set_tests_properties(examples_installed PROPERTIES TIMEOUT 300)

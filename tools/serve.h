@@ -1,0 +1,101 @@
+/* loom serve (docs/serving.md): an OpenAI-style HTTP server with continuous batching.
+ *   serve_req.c     request bodies -> serve_req (JSON parsing and validation; no HTTP, fuzzed)
+ *   serve_engine.c  the scheduler thread: admits requests into the running batch between decode
+ *                   steps, samples, applies stop rules and hands text to each request
+ *   cmd_serve.c     options, the HTTP side (libmicrohttpd), responses, /metrics */
+#ifndef LOOM_SERVE_H
+#define LOOM_SERVE_H
+
+#include "loom.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SERVE_MAX_STOP 4
+#define SERVE_MAX_N 16
+
+/* ---- requests (serve_req.c) ------------------------------------------------------------------ */
+typedef struct serve_req {
+    bool chat;                   /* /v1/chat/completions (messages) or /v1/completions (prompt) */
+    bool stream, include_usage;  /* stream_options.include_usage */
+    char *prompt;                /* completions: the text, or NULL when given as token ids */
+    int32_t *prompt_ids;         /* completions: token ids */
+    int n_prompt_ids;
+    loom_chat_message *msgs;     /* chat: strings owned by the request */
+    int n_msgs;
+    int max_tokens;              /* -1: not given */
+    int n;                       /* choices */
+    loom_sampler_opts sampling;  /* temperature 1, top_p 1 unless given (OpenAI's defaults) */
+    char *stop[SERVE_MAX_STOP];
+    int n_stop;
+    char *model;                 /* as given, or NULL */
+} serve_req;
+
+/* Parse a request body. Returns 0, or -1 with a one-line message in err (and the offending field
+ * in param[SERVE_PARAM_LEN], "" when none) for malformed JSON, a wrong type, a value out of range
+ * or an unknown field. n_max caps n. */
+#define SERVE_PARAM_LEN 64
+int serve_req_parse(serve_req *r, bool chat, const char *body, size_t len, int n_max, char *err, size_t err_len,
+                    char *param);
+void serve_req_free(serve_req *r);
+
+/* ---- the engine (serve_engine.c) ----------------------------------------------------------- */
+typedef struct serve_choice {
+    char *text;              /* the whole text so far (stop strings cut off) */
+    size_t len, cap;
+    size_t ready;            /* text[0..ready) can be sent: no stop string can start before it */
+    size_t sent;             /* bytes handed out to the stream so far (the HTTP side's) */
+    const char *finish;      /* NULL while running; "stop" or "length" */
+    int n_gen;
+} serve_choice;
+
+/* One request as the engine and the HTTP side share it (refcounted: each side drops its ref). */
+typedef struct serve_job {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;
+    serve_req req;
+    int32_t *prompt;         /* tokenized prompt */
+    int n_prompt;
+    int max_tokens;          /* resolved */
+    serve_choice ch[SERVE_MAX_N];
+    int n_done;              /* choices finished */
+    bool done, cancelled;    /* done: every choice finished or the job failed */
+    char *error;             /* the job failed inside the engine: this message (HTTP 500) */
+    double t_submit, t_first; /* seconds (loom_now), t_first = 0 until the first token */
+    uint64_t events;         /* bumped on every change, so a waiting reader knows it has news */
+    struct serve_job *next;  /* the engine's queue */
+} serve_job;
+
+typedef struct serve_stats {
+    uint64_t prompt_tokens, gen_tokens, requests_done, requests_cancelled, steps;
+    double ttft_sum;
+    uint64_t ttft_bucket[12]; /* cumulative-bucket counts for SERVE_TTFT_BUCKETS */
+    uint64_t ttft_count;
+    double busy_seconds;      /* time spent in evaluation steps */
+    double tok_per_s;         /* generated tokens per second over the last few seconds */
+} serve_stats;
+extern const double SERVE_TTFT_BUCKETS[12];
+
+typedef struct serve_engine serve_engine;
+typedef struct serve_engine_opts {
+    int max_seqs;    /* sequences decoded together */
+    int max_queue;   /* jobs waiting for a place */
+    int seq_ctx;     /* tokens one sequence may hold (prompt + reply) */
+    int prefill_chunk; /* most prompt tokens evaluated in one step */
+} serve_engine_opts;
+
+serve_engine *serve_engine_new(loom_session *s, loom_tokenizer *tok, int n_vocab, const serve_engine_opts *o);
+void serve_engine_free(serve_engine *e); /* stops the thread; running jobs end cancelled */
+/* Queue a job (the engine takes a reference, dropped when the job is done). 0; 1 when the queue
+ * is full (429); -1 when the job could never fit (n above the sequences, prompt + max_tokens above
+ * the cache: 400). Message in loom_last_error. */
+int serve_engine_submit(serve_engine *e, serve_job *j);
+void serve_engine_stats(serve_engine *e, serve_stats *st, int *queued, int *running);
+
+serve_job *serve_job_new(void);
+void serve_job_unref(serve_job *j);
+
+#endif

@@ -1,0 +1,272 @@
+/* Request bodies of /v1/completions and /v1/chat/completions -> serve_req. Every field is
+ * checked for type and range; unknown fields are refused (as OpenAI's API does), so a misspelled
+ * option is never silently ignored. No HTTP here: fuzz/fuzz_serve_req.c drives this directly. */
+#include "tools/serve.h"
+
+#include <cjson/cJSON.h>
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char *err;
+    size_t err_len;
+    char *param; /* [SERVE_PARAM_LEN] */
+} perr;
+
+static int fail(perr *e, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(perr *e, const char *param, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->err, e->err_len, fmt, ap);
+    va_end(ap);
+    if (e->param) snprintf(e->param, SERVE_PARAM_LEN, "%s", param ? param : "");
+    return -1;
+}
+
+static char *dup_str(const char *s) {
+    size_t n = strlen(s);
+    char *d = malloc(n + 1);
+    if (d) memcpy(d, s, n + 1);
+    return d;
+}
+
+/* a JSON number that is a whole number in [lo, hi] */
+static int get_int(perr *e, const cJSON *v, const char *name, double lo, double hi, int *out) {
+    if (!cJSON_IsNumber(v)) return fail(e, name, "'%s' must be an integer", name);
+    double d = v->valuedouble;
+    if (!isfinite(d) || d != floor(d) || d < lo || d > hi)
+        return fail(e, name, "'%s' must be an integer in [%.0f, %.0f]", name, lo, hi);
+    *out = (int)d;
+    return 0;
+}
+
+static int get_num(perr *e, const cJSON *v, const char *name, double lo, double hi, float *out) {
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo || v->valuedouble > hi)
+        return fail(e, name, "'%s' must be a number in [%g, %g]", name, lo, hi);
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+static int get_bool(perr *e, const cJSON *v, const char *name, bool *out) {
+    if (!cJSON_IsBool(v)) return fail(e, name, "'%s' must be true or false", name);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+/* message content: a string, or an array of {"type": "text", "text": "..."} parts (joined) */
+static char *content_text(perr *e, const cJSON *c) {
+    if (cJSON_IsString(c)) {
+        char *s = dup_str(c->valuestring);
+        if (!s) fail(e, "messages", "out of memory");
+        return s;
+    }
+    if (!cJSON_IsArray(c)) {
+        fail(e, "messages", "a message's 'content' must be a string or an array of text parts");
+        return NULL;
+    }
+    size_t len = 0;
+    const cJSON *p;
+    cJSON_ArrayForEach(p, c) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(p, "type"), *text = cJSON_GetObjectItemCaseSensitive(p, "text");
+        if (!cJSON_IsObject(p) || !cJSON_IsString(type) || strcmp(type->valuestring, "text") || !cJSON_IsString(text)) {
+            fail(e, "messages", "a content part must be {\"type\": \"text\", \"text\": STRING} (only text is supported)");
+            return NULL;
+        }
+        len += strlen(text->valuestring);
+    }
+    char *s = malloc(len + 1);
+    if (!s) {
+        fail(e, "messages", "out of memory");
+        return NULL;
+    }
+    s[0] = 0;
+    size_t at = 0;
+    cJSON_ArrayForEach(p, c) {
+        const char *t = cJSON_GetObjectItemCaseSensitive(p, "text")->valuestring;
+        size_t n = strlen(t);
+        memcpy(s + at, t, n + 1);
+        at += n;
+    }
+    return s;
+}
+
+static int parse_messages(perr *e, serve_req *r, const cJSON *v) {
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0) return fail(e, "messages", "'messages' must be a non-empty array");
+    int n = cJSON_GetArraySize(v);
+    r->msgs = calloc((size_t)n, sizeof *r->msgs);
+    if (!r->msgs) return fail(e, "messages", "out of memory");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v) {
+        if (!cJSON_IsObject(m)) return fail(e, "messages", "message %d is not an object", r->n_msgs);
+        const cJSON *f;
+        cJSON_ArrayForEach(f, m) {
+            if (strcmp(f->string, "role") && strcmp(f->string, "content") && strcmp(f->string, "name"))
+                return fail(e, "messages", "message %d has an unknown field '%s'", r->n_msgs, f->string);
+        }
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsString(role)) return fail(e, "messages", "message %d needs a string 'role'", r->n_msgs);
+        const char *rs = role->valuestring;
+        if (!strcmp(rs, "developer")) rs = "system"; /* OpenAI's newer name for it */
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
+            return fail(e, "messages", "message %d has role '%.40s' (want system, user or assistant)", r->n_msgs, rs);
+        if (!content) return fail(e, "messages", "message %d has no 'content'", r->n_msgs);
+        char *text = content_text(e, content);
+        if (!text) return -1;
+        r->msgs[r->n_msgs].role = !strcmp(rs, "system") ? "system" : !strcmp(rs, "user") ? "user" : "assistant";
+        r->msgs[r->n_msgs].content = text;
+        r->n_msgs++;
+    }
+    bool user = false;
+    for (int i = 0; i < r->n_msgs; i++) user |= !strcmp(r->msgs[i].role, "user");
+    if (!user) return fail(e, "messages", "'messages' holds no user message");
+    return 0;
+}
+
+static int parse_prompt(perr *e, serve_req *r, const cJSON *v) {
+    if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 1 && cJSON_IsString(cJSON_GetArrayItem(v, 0)))
+        v = cJSON_GetArrayItem(v, 0); /* ["text"]: one prompt */
+    if (cJSON_IsString(v)) {
+        if (!(r->prompt = dup_str(v->valuestring))) return fail(e, "prompt", "out of memory");
+        return 0;
+    }
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
+        return fail(e, "prompt", "'prompt' must be a string, an array of one string, or a non-empty array of token ids");
+    int n = cJSON_GetArraySize(v);
+    r->prompt_ids = malloc((size_t)n * sizeof *r->prompt_ids);
+    if (!r->prompt_ids) return fail(e, "prompt", "out of memory");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, v) {
+        int id;
+        if (get_int(e, t, "prompt", 0, 2147483647.0, &id) < 0)
+            return fail(e, "prompt", "'prompt' as an array holds one string or token ids (integers >= 0)");
+        r->prompt_ids[r->n_prompt_ids++] = id;
+    }
+    return 0;
+}
+
+static int parse_stop(perr *e, serve_req *r, const cJSON *v) {
+    if (cJSON_IsNull(v)) return 0;
+    if (cJSON_IsString(v)) {
+        if (!*v->valuestring) return fail(e, "stop", "a stop string must not be empty");
+        if (!(r->stop[r->n_stop++] = dup_str(v->valuestring))) return fail(e, "stop", "out of memory");
+        return 0;
+    }
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > SERVE_MAX_STOP)
+        return fail(e, "stop", "'stop' must be a string or an array of up to %d strings", SERVE_MAX_STOP);
+    const cJSON *s;
+    cJSON_ArrayForEach(s, v) {
+        if (!cJSON_IsString(s) || !*s->valuestring) return fail(e, "stop", "'stop' entries must be non-empty strings");
+        if (!(r->stop[r->n_stop++] = dup_str(s->valuestring))) return fail(e, "stop", "out of memory");
+    }
+    return 0;
+}
+
+static int parse_fields(perr *e, serve_req *r, const cJSON *root, int n_max) {
+    if (!cJSON_IsObject(root)) return fail(e, NULL, "the request body must be a JSON object");
+    bool has_input = false;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, root) {
+        const char *k = f->string;
+        int rc = 0;
+        for (const cJSON *g = root->child; g != f; g = g->next)
+            if (!strcmp(g->string, k)) return fail(e, k, "field '%.60s' is given twice", k);
+        if (r->chat && !strcmp(k, "messages")) {
+            rc = parse_messages(e, r, f);
+            has_input = true;
+        } else if (!r->chat && !strcmp(k, "prompt")) {
+            rc = parse_prompt(e, r, f);
+            has_input = true;
+        } else if (!strcmp(k, "model")) {
+            if (!cJSON_IsString(f)) return fail(e, k, "'model' must be a string");
+            if (!(r->model = dup_str(f->valuestring))) return fail(e, k, "out of memory");
+        } else if (!strcmp(k, "max_tokens") || (r->chat && !strcmp(k, "max_completion_tokens"))) {
+            if (!cJSON_IsNull(f)) rc = get_int(e, f, k, 1, 1 << 30, &r->max_tokens);
+        } else if (!strcmp(k, "n")) {
+            rc = get_int(e, f, k, 1, n_max, &r->n);
+        } else if (!strcmp(k, "stream")) {
+            rc = get_bool(e, f, k, &r->stream);
+        } else if (!strcmp(k, "stream_options")) {
+            if (cJSON_IsNull(f)) continue;
+            const cJSON *u = cJSON_GetObjectItemCaseSensitive(f, "include_usage");
+            if (!cJSON_IsObject(f) || cJSON_GetArraySize(f) != (u != NULL))
+                return fail(e, k, "'stream_options' may only hold include_usage");
+            if (u) rc = get_bool(e, u, "stream_options.include_usage", &r->include_usage);
+        } else if (!strcmp(k, "temperature")) {
+            if (!cJSON_IsNull(f)) rc = get_num(e, f, k, 0, 2, &r->sampling.temperature);
+        } else if (!strcmp(k, "top_p")) {
+            if (!cJSON_IsNull(f)) rc = get_num(e, f, k, 0, 1, &r->sampling.top_p);
+        } else if (!strcmp(k, "min_p")) {
+            if (!cJSON_IsNull(f)) rc = get_num(e, f, k, 0, 1, &r->sampling.min_p);
+        } else if (!strcmp(k, "top_k")) {
+            if (!cJSON_IsNull(f)) rc = get_int(e, f, k, 0, 1 << 30, &r->sampling.top_k);
+        } else if (!strcmp(k, "seed")) {
+            double d = cJSON_IsNumber(f) ? f->valuedouble : -1;
+            if (cJSON_IsNull(f)) continue;
+            if (!cJSON_IsNumber(f) || !isfinite(d) || d != floor(d) || d < -9.2e18 || d > 9.2e18)
+                return fail(e, k, "'seed' must be an integer");
+            r->sampling.seed = (uint64_t)(int64_t)d;
+        } else if (!strcmp(k, "frequency_penalty")) {
+            if (!cJSON_IsNull(f)) rc = get_num(e, f, k, -2, 2, &r->sampling.frequency_penalty);
+        } else if (!strcmp(k, "presence_penalty")) {
+            if (!cJSON_IsNull(f)) rc = get_num(e, f, k, -2, 2, &r->sampling.presence_penalty);
+        } else if (!strcmp(k, "repeat_penalty")) {
+            if (!cJSON_IsNull(f)) rc = get_num(e, f, k, 0, 10, &r->sampling.repeat_penalty);
+        } else if (!strcmp(k, "repeat_last_n")) {
+            if (!cJSON_IsNull(f)) rc = get_int(e, f, k, -1, 1 << 20, &r->sampling.penalty_last_n);
+        } else if (!strcmp(k, "stop")) {
+            rc = parse_stop(e, r, f);
+        } else if (!strcmp(k, "user")) {
+            if (!cJSON_IsString(f)) return fail(e, k, "'user' must be a string");
+        } else if (!strcmp(k, "logprobs") || !strcmp(k, "echo")) {
+            if (!cJSON_IsNull(f) && !cJSON_IsFalse(f)) return fail(e, k, "'%s' is not supported", k);
+        } else {
+            return fail(e, k, "unknown field '%.60s'", k);
+        }
+        if (rc < 0) return -1;
+    }
+    if (!has_input) return fail(e, r->chat ? "messages" : "prompt", "the request needs '%s'", r->chat ? "messages" : "prompt");
+    return 0;
+}
+
+int serve_req_parse(serve_req *r, bool chat, const char *body, size_t len, int n_max, char *err, size_t err_len,
+                    char *param) {
+    memset(r, 0, sizeof *r);
+    r->chat = chat;
+    r->max_tokens = -1;
+    r->n = 1;
+    r->sampling.temperature = 1.0f;
+    r->sampling.top_p = 1.0f;
+    r->sampling.seed = 0;
+    if (param) *param = 0;
+    perr e = {err, err_len, param};
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    if (!root) {
+        size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
+        return fail(&e, NULL, "malformed JSON near byte %zu of the body", at);
+    }
+    for (const char *p = end; p && p < body + len; p++)
+        if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
+            cJSON_Delete(root);
+            return fail(&e, NULL, "malformed JSON: text after the object at byte %zu", (size_t)(p - body));
+        }
+    int rc = parse_fields(&e, r, root, n_max);
+    cJSON_Delete(root);
+    if (rc < 0) serve_req_free(r);
+    return rc;
+}
+
+void serve_req_free(serve_req *r) {
+    free(r->prompt);
+    free(r->prompt_ids);
+    for (int i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);
+    free(r->msgs);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->model);
+    memset(r, 0, sizeof *r);
+    r->max_tokens = -1;
+}
