@@ -1,12 +1,15 @@
 /* The sampler against the exact distribution it promises (include/loom.h): softmax(logits / T),
- * cut by top-k, then top-p (the smallest most-likely set whose mass reaches top_p), renormalised.
+ * cut by top-k, then top-p (the smallest most-likely set whose mass reaches top_p), then min-p
+ * (candidates under min_p times the most likely one's probability dropped), renormalised; the
+ * repeat / frequency / presence penalties change the logits of the history's tokens first.
  * For each configuration, 10^5 draws with a fixed seed are compared with the distribution computed
  * here in double precision by Pearson's chi-square (cells with an expected count under 5 pooled);
  * the bound is the chi-square quantile at p = 1e-4 for the cells' degrees of freedom (computed),
  * so a correct sampler passes and the test is deterministic (fixed seeds). A token outside the
  * support fails at once. Ignoring the temperature or keeping one token too few in top-p puts the
  * statistic in the thousands. Edge cases: top-p 1.0 is no cut, a tiny temperature is the argmax,
- * ties keep the lower id. */
+ * ties keep the lower id. With penalties every draw starts from the same history
+ * (loom_sampler_reset, then loom_sampler_accept of HIST), so the distribution stays fixed. */
 #include "tests/unit/check.h"
 #include "loom.h"
 
@@ -18,14 +21,34 @@ enum { V = 16, N_DRAWS = 100000 };
 static const float LOGITS[V] = {0.3f, 2.0f, -0.5f, 1.1f, -2.0f, 0.8f, 1.5f, -1.0f,
                                 0.0f, 1.2f, -3.0f, 0.5f, -0.2f, 0.9f, -1.5f, 1.0f};
 
+/* the history the penalty configurations start every draw from: 1 (the argmax) twice, 6 once,
+ * 12 once, 3 three times, and 99 (not in the vocabulary: ignored) */
+static const int32_t HIST[] = {1, 6, 3, 1, 12, 3, 99, 3};
+enum { N_HIST = sizeof HIST / sizeof HIST[0] };
+
+static bool penalised(const loom_sampler_opts *o) {
+    return (o->repeat_penalty != 0 && o->repeat_penalty != 1) || o->frequency_penalty != 0 || o->presence_penalty != 0;
+}
+
 /* The distribution in double: p[V] over ids (0 outside the support). Returns the support size. */
-static int exact(const float *logits, int n, const loom_sampler_opts *o, double *p) {
+static int exact(const float *logits_in, int n, const loom_sampler_opts *o, double *p) {
     int idx[V];
+    double logits[V];
+    for (int i = 0; i < n; i++) logits[i] = logits_in[i];
+    if (penalised(o))
+        for (int i = 0; i < n; i++) {
+            int c = 0;
+            for (int h = 0; h < N_HIST; h++) c += HIST[h] == i;
+            if (!c) continue;
+            if (o->repeat_penalty != 0 && o->repeat_penalty != 1)
+                logits[i] = logits[i] > 0 ? logits[i] / o->repeat_penalty : logits[i] * o->repeat_penalty;
+            logits[i] -= c * (double)o->frequency_penalty + o->presence_penalty;
+        }
     double mx = logits[0];
     for (int i = 1; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0;
     for (int i = 0; i < n; i++) {
-        p[i] = exp(((double)logits[i] - mx) / o->temperature);
+        p[i] = exp((logits[i] - mx) / o->temperature);
         sum += p[i];
         idx[i] = i;
     }
@@ -49,6 +72,16 @@ static int exact(const float *logits, int n, const loom_sampler_opts *o, double 
                 break;
             }
         }
+    }
+    if (o->min_p > 0) {
+        double floor_p = o->min_p * p[idx[0]];
+        int m = 1;
+        while (m < k) {
+            CHECK(fabs(p[idx[m]] - floor_p) > 1e-4 * floor_p, "test setup: min_p %g is too close to a ratio", o->min_p);
+            if (p[idx[m]] < floor_p) break;
+            m++;
+        }
+        k = m;
     }
     double total = 0;
     for (int i = 0; i < k; i++) total += p[idx[i]];
@@ -105,7 +138,12 @@ static double chi_square(const char *name, const float *logits, int n, const loo
     CHECK(s != NULL, "%s: loom_sampler_new", name);
     if (!s) return -1;
     int outside = 0;
+    bool pen = penalised(o);
     for (int i = 0; i < N_DRAWS; i++) {
+        if (pen) {
+            loom_sampler_reset(s);
+            for (int h = 0; h < N_HIST; h++) loom_sampler_accept(s, HIST[h]);
+        }
         int t = loom_sampler_sample(s, logits, n);
         if (t < 0 || t >= n || p[t] == 0) {
             outside++;
@@ -173,6 +211,44 @@ int main(void) {
     check_config("top-k 16 of 16 (no cut)", LOGITS, V,
                  (loom_sampler_opts){.temperature = 1.0f, .top_k = V, .top_p = 1.0f, .seed = 10}, V);
     check_config("T 1e-3 (argmax)", LOGITS, V, (loom_sampler_opts){.temperature = 1e-3f, .top_p = 1.0f, .seed = 11}, 0);
+    /* min-p, alone and after top-k / top-p */
+    check_config("T 1 min-p 0.1", LOGITS, V, (loom_sampler_opts){.temperature = 1.0f, .top_p = 1.0f, .min_p = 0.1f, .seed = 21},
+                 0);
+    check_config("T 0.8 min-p 0.3", LOGITS, V,
+                 (loom_sampler_opts){.temperature = 0.8f, .top_p = 1.0f, .min_p = 0.3f, .seed = 22}, 0);
+    check_config("T 1.2 top-k 10 top-p 0.9 min-p 0.15", LOGITS, V,
+                 (loom_sampler_opts){.temperature = 1.2f, .top_k = 10, .top_p = 0.9f, .min_p = 0.15f, .seed = 23}, 0);
+    check_config("T 0.3 min-p 0.5 (one token left)", LOGITS, V,
+                 (loom_sampler_opts){.temperature = 0.3f, .top_p = 1.0f, .min_p = 0.5f, .seed = 29}, 1);
+    /* penalties over the history HIST: each alone, then all with the cuts */
+    check_config("repeat 1.3", LOGITS, V,
+                 (loom_sampler_opts){.temperature = 1.0f, .top_p = 1.0f, .repeat_penalty = 1.3f, .seed = 24}, V);
+    check_config("frequency 0.4", LOGITS, V,
+                 (loom_sampler_opts){.temperature = 1.0f, .top_p = 1.0f, .frequency_penalty = 0.4f, .seed = 25}, V);
+    check_config("presence 0.7", LOGITS, V,
+                 (loom_sampler_opts){.temperature = 1.0f, .top_p = 1.0f, .presence_penalty = 0.7f, .seed = 26}, V);
+    check_config("presence -0.5 (a bonus)", LOGITS, V,
+                 (loom_sampler_opts){.temperature = 1.0f, .top_p = 1.0f, .presence_penalty = -0.5f, .seed = 27}, V);
+    check_config("all penalties, T 0.9 top-k 12 min-p 0.05", LOGITS, V,
+                 (loom_sampler_opts){.temperature = 0.9f, .top_k = 12, .top_p = 1.0f, .min_p = 0.05f,
+                                     .repeat_penalty = 1.1f, .frequency_penalty = 0.2f, .presence_penalty = 0.3f,
+                                     .seed = 28}, 0);
+    {
+        /* greedy with a penalty: the penalised argmax (1: 2.0 / 1.3 - 2 * 0.4 = 0.74) loses to 6 (1.5) */
+        loom_sampler_opts o = {.temperature = 0, .repeat_penalty = 1.3f, .frequency_penalty = 0.4f};
+        loom_sampler *s = loom_sampler_new(&o);
+        for (int h = 0; h < N_HIST; h++) loom_sampler_accept(s, HIST[h]);
+        double p[V];
+        loom_sampler_opts oe = o;
+        oe.temperature = 1e-3f;
+        oe.top_p = 1.0f;
+        exact(LOGITS, V, &oe, p);
+        int want = 0;
+        for (int i = 1; i < V; i++) want = p[i] > p[want] ? i : want;
+        int got = loom_sampler_sample(s, LOGITS, V);
+        CHECK(got == want && want != 1, "greedy with penalties: got %d, the penalised argmax is %d", got, want);
+        loom_sampler_free(s);
+    }
     /* ties: two tied best tokens come up equally; top-k through a tie keeps the lower ids */
     static const float TIES[8] = {0.5f, 2.0f, 1.0f, 2.0f, 1.0f, 1.0f, -1.0f, 0.0f};
     check_config("ties T 1", TIES, 8, (loom_sampler_opts){.temperature = 1.0f, .top_p = 1.0f, .seed = 12}, 8);
