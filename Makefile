@@ -27,7 +27,7 @@ test: build
 asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLOOM_SANITIZE=ON -DLOOM_VULKAN=ON
 	cmake --build build-asan -j $(JOBS)
-	cd build-asan && ASAN_OPTIONS=fast_unwind_on_malloc=0 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp ctest --no-tests=error --output-on-failure -j $(JOBS)
+	cd build-asan && ctest --no-tests=error --output-on-failure -j $(JOBS)
 
 clean:
 	rm -rf $(BUILD) build-asan
@@ -60,4 +60,4 @@ lsan: deps
 	cmake -S . -B build-rel-lsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DCMAKE_C_FLAGS="-fsanitize=leak -fno-omit-frame-pointer" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=leak
 	cmake --build build-rel-lsan -j $(JOBS) --target loom-cli
-	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:fast_unwind_on_malloc=0 sh tests/scripts/rel_lsan.sh build-rel-lsan/loom tests/fixtures
+	sh tests/scripts/rel_lsan.sh build-rel-lsan/loom tests/fixtures
