@@ -31,16 +31,16 @@ cat >"$work/clash.c" <<'C'
 int gguf_find_key(void) { return 7; }
 int main(void) { return loom_dtype_size(LOOM_F32) == 4 && gguf_find_key() == 7 ? 0 : 1; }
 C
-cc -Wall -Wextra -Werror $cflags "$work/clash.c" "$prefix/lib/libloom.a" $static_libs -o "$work/clash" 2>"$work/clash.log" ||
+cc -Wall -Wextra -Werror $cflags ${LOOM_SAN_FLAGS:-} "$work/clash.c" "$prefix/lib/libloom.a" $static_libs -Wl,-rpath,"$libdir" -o "$work/clash" 2>"$work/clash.log" ||
     { cat "$work/clash.log"; fail "a program defining gguf_find_key does not link with libloom.a"; }
 "$work/clash" || fail "clash program"
 
 prompt="Once upon a time"
 want=$("$loom" run -m "$model" -p "$prompt" -n 40 --temp 0 --device cpu 2>/dev/null) || fail "loom run"
 [ -n "$want" ] || fail "loom run printed nothing"
-cc -std=c11 -Wall -Wextra -Werror $cflags "$src/examples/simple.c" $libs -Wl,-rpath,"$libdir" -o "$work/simple" ||
+cc -std=c11 -Wall -Wextra -Werror $cflags ${LOOM_SAN_FLAGS:-} "$src/examples/simple.c" $libs -Wl,-rpath,"$libdir" -o "$work/simple" ||
     fail "examples/simple.c does not build against the installed libloom.so"
-c++ -std=c++17 -Wall -Wextra -Werror $cflags "$src/examples/simple.cpp" "$prefix/lib/libloom.a" $static_libs -o "$work/simple_cpp" ||
+c++ -std=c++17 -Wall -Wextra -Werror $cflags ${LOOM_SAN_FLAGS:-} "$src/examples/simple.cpp" "$prefix/lib/libloom.a" $static_libs -Wl,-rpath,"$libdir" -o "$work/simple_cpp" ||
     fail "examples/simple.cpp does not build against the installed libloom.a"
 so=$(ldd "$work/simple" | awk '$1 ~ /^libloom\.so/ {print $3}')
 [ -n "$so" ] && [ "$(readlink -f "$so")" = "$(readlink -f "$prefix/lib/libloom.so")" ] ||
