@@ -21,7 +21,7 @@ jobs=${JOBS:-2}
 # OLD must occur in FILE; every occurrence is replaced.
 mutants() {
 cat <<'EOF'
-rope_base_0.1pct|models/blocks.c|.theta = hp->rope_theta,|.theta = hp->rope_theta * 1.001f,|^(check_|rel_check)
+rope_base_0.1pct|models/blocks.c|: hp->rope_theta,|: hp->rope_theta * 1.001f,|^(check_|rel_check)
 rmsnorm_eps_1e-5|models/blocks.c|loom_rmsnorm(g, x, m->hp.norm_eps)|loom_rmsnorm(g, x, 1e-5f)|^(check_|rel_check)
 attention_past_64|backends/cpu/cpu_backend.c|(int64_t)t->pos[s] + 1|(int64_t)t->pos[s] + (t->pos[s] > 64 ? 0 : 1)|^(check_|rel_check|test_batch|test_beam)
 temperature_ignored|models/sampler.c|(logits[i] - mx) / s->o.temperature)|(logits[i] - mx))|^(test_sampler|run_)
@@ -35,7 +35,7 @@ sampler_ties_by_higher_id|models/sampler.c|return (x->id > y->id) - (x->id < y->
 rmsnorm_mean_n_minus_1|backends/cpu/cpu_scalar.c|sqrt(ss / (double)n + eps)|sqrt(ss / (double)(n - 1) + eps)|^(check_|diff_|test_ops)
 silu_scalar_1pct|backends/cpu/cpu_scalar.c|return x / (1.0f + expf(-x));|return x / (1.0f + expf(-1.01f * x));|^(check_|diff_|test_ops)
 q8_0_truncates|core/qblock.c|y[i].qs[j] = (int8_t)roundf(x[j] * id);|y[i].qs[j] = (int8_t)(x[j] * id);|^(test_quant|check_q_|quantize_)
-q4_k_requant_drops_min|core/qblock.c|int q = nearest_int((x[32 * j + l] + dm) / d);|int q = nearest_int(x[32 * j + l] / d);|^(test_quant|check_q_|quantize_)
+q4_k_requant_drops_min|core/qblock.c|int v = nearest_int((x[32 * j + l] + dm) / dd);|int v = nearest_int(x[32 * j + l] / dd);|^(test_quant|check_q_|quantize_)
 q6_k_top_level_lost|core/qblock.c|(q < -32 ? -32 : q > 31 ? 31 : q) + 32|(q < -32 ? -32 : q > 30 ? 30 : q) + 32|^(test_quant|check_q_|quantize_)
 EOF
 }
