@@ -167,6 +167,7 @@ int cmd_run(int argc, char **argv) {
     loom_opt sampling_rows[LOOM_SAMPLING_ROWS];
     loom_sampling_rows(sampling_rows, &sa);
     bool print_ids = false, ctx_shift = false, json = false, special = false, version = false;
+    loom_textbuf out = {0}; /* the generated text (for --stop and --json); freed at done (every error path) */
     const loom_opt opts[] = {
         {.names = "-p|--prompt",
          .type = LOOM_OPT_LIST,
@@ -436,7 +437,6 @@ int cmd_run(int argc, char **argv) {
     double t_prompt = loom_now() - t0;
     int generated = 0;
     const char *stop = NULL, *finish = "length", *stop_hit = NULL;
-    loom_textbuf out = {0}; /* the generated text (for --stop and --json) */
     size_t shown = 0;       /* bytes of it printed */
     t0 = loom_now();
     for (; generated < n_gen; generated++) {
@@ -547,6 +547,7 @@ int cmd_run(int argc, char **argv) {
             generated / (t_gen > 0 ? t_gen : 1e-9), loom_session_device(s));
     rc = 0;
 done:
+    loom_textbuf_free(&out);
     free(file_buf);
     free(whole);
     free(gen_ids);
