@@ -5,6 +5,8 @@
 #include "models/model.h"
 
 #include "formats/gguf.h"
+#include "formats/outfile.h"
+#include "formats/quantize.h"
 #include "core/util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- metadata ---------------------------------------------------------------------------------- */
 
@@ -257,5 +260,29 @@ done:
     free(jobs);
     free(rope_factors);
     loom_source_close(src);
+    return rc;
+}
+
+int loom_quantize(const char *in, const char *out, const char *type, FILE *log) {
+    return loom_quantize_ex(in, out, type, false, log);
+}
+
+int loom_quantize_ex(const char *in, const char *out, const char *type, bool pure, FILE *log) {
+    if (loom_quantize_check(out, type) < 0) return -1;
+    struct stat st;
+    if (stat(in, &st) != 0) return loom_err("%s: cannot open", in);
+    if (!S_ISDIR(st.st_mode)) return loom_quantize_gguf(in, out, type, pure, log);
+    /* a HF directory: convert (metadata, tokenizer, q/k permutation) to a temporary GGUF first */
+    size_t len = strlen(out) + 16;
+    char *tmp = loom_malloc(len);
+    if (!tmp) return -1;
+    snprintf(tmp, len, "%s.hf-tmp.gguf", out);
+    unlink(tmp); /* one left by a killed run, or anything else by that name: never written through */
+    int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP */
+    int rc = loom_convert_hf_to_gguf(in, tmp);
+    if (rc == 0) rc = loom_quantize_gguf(tmp, out, type, pure, log);
+    unlink(tmp);
+    out_release(slot);
+    free(tmp);
     return rc;
 }
