@@ -44,6 +44,7 @@ struct loom_session {
     /* several sequences: the cache's block pool (kvpool.h), live once loom_seq_new was called */
     loom_kvpool pool;
     bool paged;
+    bool prefix_cache; /* loom_session_prefix_cache */
     float *copy_buf; /* one block of one layer's rows, for copy on write */
 };
 
@@ -352,8 +353,24 @@ static int ensure_paged(loom_session *s) {
         if (!(s->copy_buf = loom_malloc((size_t)bs * w * sizeof(float)))) return -1;
     }
     loom_kvpool_clear(&s->pool);
+    loom_kvpool_prefix(&s->pool, s->prefix_cache);
     s->paged = true;
     return 0;
+}
+
+void loom_session_prefix_cache(loom_session *s, bool on) {
+    s->prefix_cache = on;
+    if (s->pool.n_blocks) loom_kvpool_prefix(&s->pool, on);
+}
+
+int loom_seq_new_cached(loom_session *s, const int32_t *tokens, int n) {
+    if (ensure_paged(s) < 0) return -1;
+    return loom_kvpool_seq_new_prefix(&s->pool, tokens, n);
+}
+
+loom_prefix_stats loom_session_prefix_stats(const loom_session *s) {
+    return (loom_prefix_stats){.blocks = s->pool.n_cached, .blocks_unused = s->pool.n_lru,
+                               .block_tokens = s->pool.bs, .evictions = s->pool.evictions};
 }
 
 int loom_seq_new(loom_session *s) {
@@ -443,24 +460,34 @@ static int batch_group(loom_session *s, const loom_batch *b, batch_plan *bp) {
 }
 
 /* Take the batch's cache rows from the pool (all or nothing) and do the copies on write. */
-static int batch_reserve(loom_session *s, batch_plan *bp) {
+static int batch_reserve(loom_session *s, const loom_batch *b, batch_plan *bp) {
     loom_kvpool *pl = &s->pool;
     int need = loom_kvpool_blocks_needed(pl, bp->ids, bp->cnt, bp->n_seq);
-    if (need > pl->n_free)
+    if (need > loom_kvpool_available(pl))
         return loom_err("KV cache full: the batch needs %d more blocks of %d rows, %d of %d are free (raise --ctx or "
-                        "free sequences)", need, pl->bs, pl->n_free, pl->n_blocks);
+                        "free sequences)", need, pl->bs, loom_kvpool_available(pl), pl->n_blocks);
+    /* the tokens grouped by sequence (their ids go into the prefix cache) */
+    int32_t *tok = loom_malloc((size_t)b->n * sizeof *tok);
+    int *used = loom_calloc((size_t)bp->n_seq, sizeof *used);
+    if (!tok || !used) {
+        free(tok), free(used);
+        return -1;
+    }
+    for (int k = 0, off = 0; k < bp->n_seq; k++) bp->first[k] = off, off += bp->cnt[k];
+    for (int i = 0; i < b->n; i++) tok[bp->first[bp->local[i]] + used[bp->local[i]]++] = b->tokens[i];
+    free(used);
     loom_kvcopy copy;
     int off = 0, k = 0;
     for (; k < bp->n_seq; k++) {
         int nc = 0;
-        bp->first[k] = off;
-        if (loom_kvpool_append(pl, bp->ids[k], bp->cnt[k], bp->slots_by_seq + off, &copy, &nc) < 0) break;
+        if (loom_kvpool_append(pl, bp->ids[k], bp->cnt[k], tok + off, bp->slots_by_seq + off, &copy, &nc) < 0) break;
         if (nc && copy_block(s, copy) < 0) {
             k++;
             break;
         }
         off += bp->cnt[k];
     }
+    free(tok);
     if (k == bp->n_seq) return 0;
     while (k-- > 0) loom_kvpool_truncate(pl, bp->ids[k], bp->old_len[k]);
     return -1;
@@ -509,7 +536,7 @@ int loom_session_eval_batch(loom_session *s, const loom_batch *b) {
     if (!s->paged) return loom_err("unknown sequence id %d (the session holds no sequences: loom_seq_new)", b->seq[0]);
     batch_plan bp = {0};
     int rc = batch_group(s, b, &bp);
-    if (rc == 0) rc = batch_reserve(s, &bp);
+    if (rc == 0) rc = batch_reserve(s, b, &bp);
     if (rc == 0) {
         if (batch_tables(s, b, &bp) < 0 || batch_run(s, b, &bp) < 0) {
             for (int k = 0; k < bp.n_seq; k++) loom_kvpool_truncate(&s->pool, bp.ids[k], bp.old_len[k]);
