@@ -69,6 +69,14 @@ void cpu_qgemv_later_avx2(loom_dtype t, const void *w, size_t row_bytes, const l
 void cpu_qgemv_later_avx512(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K, int64_t n0,
                             int64_t n1, float *y, const float *bias, int pf_rows);
 cpu_qgemv_later_fn cpu_qgemv_later_for(cpu_qdot_fn dot);
+/* Prefill (M >= 2) of the later types with AVX512_VNNI (quant_later_gemm_avx512.c): y[m * ldy + n] =
+ * x[m] . W[n] (+ bias[n]) for m < M, n in [n0, n1), x as M rows of K / 32 loom_q8x blocks; an int8
+ * panel of 32 weight rows unpacked once and used by every x row. Returns 0, or -1 (out of memory).
+ * cpu_qgemm_later_ok: whether cpu_quant_matmul takes it (the avx512 rows flavour, K whole blocks,
+ * LOOM_CPU_QLATER_PANEL not 0); the CPU backend's dequantise-to-f32 prefill is for the rest. */
+int cpu_qgemm_later_avx512(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, int64_t M, int64_t K,
+                           int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
+bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K);
 /* x (n floats, whole 32-blocks) to loom_q8x blocks: the same bytes as loom_q8x_quant, vectorised. */
 void cpu_q8x_quant_avx2(const float *x, loom_q8x *y, int64_t n);
 void cpu_q8x_quant_avx512(const float *x, loom_q8x *y, int64_t n);

@@ -11,6 +11,7 @@
  * super-block (as vectors of 8 or 16 floats) and take each block's from there. Rows are done one
  * at a time (x stays in L1), each prefetching the same bytes pf_rows rows ahead. */
 #include "backends/cpu/cpu_quant.h"
+#include "backends/cpu/quant_later_unpack.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
@@ -19,35 +20,12 @@
 #define QL_CAT2(a, b) a##b
 #define QL_CAT(a, b) QL_CAT2(a, b)
 #define QL_FN(name) QL_CAT(name, QL_SUFFIX)
-#define QL_INLINE static inline __attribute__((always_inline))
 
 QL_INLINE float ql_hsum(__m256 v) {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     a = _mm_add_ps(a, _mm_movehl_ps(a, a));
     a = _mm_add_ss(a, _mm_movehdup_ps(a));
     return _mm_cvtss_f32(a);
-}
-
-/* 16 bytes of Q4_0-ordered nibbles as 32 bytes 0..15 (element e < 16: low nibble of byte e). */
-QL_INLINE __m256i ql_nib(const uint8_t *qs) {
-    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1),
-                            _mm256_set1_epi8(0x0F));
-}
-
-/* The 32 bits at qh as bytes 0x10 (bit e set) or 0. */
-QL_INLINE __m256i ql_bit5(const uint8_t *qh) {
-    uint32_t h;
-    memcpy(&h, qh, 4);
-    const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
-                                         3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), idx);
-    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(0x10));
-}
-
-QL_INLINE __m256i ql_iq4(__m256i nib) {
-    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)loom_iq4nl_values)), nib);
 }
 
 /* Per 16-element half of a block: x->d * x->s[h] (the B terms' activation factor) and x->d, for the
