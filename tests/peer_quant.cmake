@@ -56,3 +56,14 @@ foreach(entry ${LOOM_PEERQ})
     set_tests_properties(peer_q_check_${name}_vulkan PROPERTIES SKIP_RETURN_CODE 77)
   endif()
 endforeach()
+# Bad input on the command line (issue 17): a llama-quantize file with one field of an IQ4_XS
+# tensor broken (an unknown ggml type id, rows that are not whole 256-blocks, a NaN block scale):
+# `loom run` prints one line naming the tensor and the problem and exits 1.
+foreach(kind type row nan)
+  add_test(NAME peer_q_bad_${kind} COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/scripts/quant_bad_cli.sh ${LOOM_BIN}
+           ${_pq_dir}/llama-wide-iq4_xs.gguf ${_pq_tmp} ${kind})
+endforeach()
+# an unknown `loom quantize --type`: one line naming it and the presets (a usage error: exit 2)
+add_test(NAME quantize_unknown_type_line COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh
+         "unknown --type 'q4_k_x' \\(q4_0, .*iq4_xs, f32\\)" ${LOOM_BIN} quantize ${_pq_dir}/llama-wide-q6_k.gguf
+         ${_pq_tmp}/never.gguf --type q4_k_x)

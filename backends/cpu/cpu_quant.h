@@ -73,7 +73,7 @@ cpu_qgemv_later_fn cpu_qgemv_later_for(cpu_qdot_fn dot);
  * x[m] . W[n] (+ bias[n]) for m < M, n in [n0, n1), x as M rows of K / 32 loom_q8x blocks; an int8
  * panel of 32 weight rows unpacked once and used by every x row. Returns 0, or -1 (out of memory).
  * cpu_qgemm_later_ok: whether cpu_quant_matmul takes it (the avx512 rows flavour, K whole blocks,
- * LOOM_CPU_QLATER_PANEL not 0); the CPU backend's dequantise-to-f32 prefill is for the rest. */
+ * LOOM_CPU_QLATER not 0); the CPU backend's dequantise-to-f32 prefill is for the rest. */
 int cpu_qgemm_later_avx512(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, int64_t M, int64_t K,
                            int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
 bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K);

@@ -34,14 +34,17 @@ cpu_qgemv_later_fn cpu_qgemv_later_for(cpu_qdot_fn dot) {
     return dot == cpu_qdot_avx512 ? cpu_qgemv_later_avx512 : dot == cpu_qdot_avx2 ? cpu_qgemv_later_avx2 : NULL;
 }
 
-/* The later types' decode GEMV takes K whole blocks of the type (a whole super-block for the k-quants). */
+/* The later types' decode GEMV and panel GEMM take K whole blocks of the type (whole super-blocks for
+ * the k-quants). LOOM_CPU_QLATER=0 switches both off (the rows kernel and the f32 prefill, as before
+ * them: A/B timing). */
 static bool qgemv_later_ok(loom_dtype t, int64_t K) {
-    return loom_dtype_is_quant(t) && !cpu_qtype_native(t) && K > 0 && K % loom_dtype_blck(t) == 0;
+    static _Atomic int env = INT_MIN;
+    return loom_dtype_is_quant(t) && !cpu_qtype_native(t) && K > 0 && K % loom_dtype_blck(t) == 0 &&
+           cpu_env_int_once(&env, "LOOM_CPU_QLATER", 1) != 0;
 }
 
 bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {
-    static _Atomic int env = INT_MIN; /* LOOM_CPU_QLATER_PANEL=0: the f32 prefill again (A/B timing) */
-    return dot == cpu_qdot_avx512 && qgemv_later_ok(t, K) && cpu_env_int_once(&env, "LOOM_CPU_QLATER_PANEL", 1) != 0;
+    return dot == cpu_qdot_avx512 && qgemv_later_ok(t, K);
 }
 
 typedef struct qmm_task {
