@@ -143,6 +143,9 @@ void loom_llama3_rope_factors(const loom_hparams *hp, float *out);
 /* convert.c: the GGUF keys every family writes, then arch->write_kv's. */
 int loom_arch_write_kv(struct gguf_writer *w, const loom_arch *arch, const loom_hparams *hp, const char *name,
                        int file_type);
+/* A file with no tokenizer, marked as llama.cpp marks one: tokenizer.ggml.model "none" and
+ * {arch}.vocab_size (its loader takes the embedding's rows from it; without both it refuses the file). */
+int loom_arch_write_no_vocab(struct gguf_writer *w, const loom_arch *arch, const loom_hparams *hp);
 
 /* ---- shared blocks (models/blocks.c) -------------------------------------------------------- */
 
