@@ -693,6 +693,12 @@ void gguf_writer_free(gguf_writer *w) {
     free(w);
 }
 
+bool gguf_w_has_key(const gguf_writer *w, const char *key) {
+    for (int i = 0; i < w->n_kv; i++)
+        if (!strcmp(w->kv[i].key, key)) return true;
+    return false;
+}
+
 /* A new kv slot with its key set, or NULL (duplicate key or out of memory). */
 static wkv *w_new_kv(gguf_writer *w, const char *key, uint32_t type) {
     if (!key || !*key) return loom_err_null("gguf writer: empty key");

@@ -87,6 +87,8 @@ loom_dtype gguf_dtype_from_ggml(int ggml_type);
 typedef struct gguf_writer gguf_writer;
 gguf_writer *gguf_writer_new(void);
 void gguf_writer_free(gguf_writer *w);
+/* Whether a key has been written already. */
+bool gguf_w_has_key(const gguf_writer *w, const char *key);
 int gguf_w_u32(gguf_writer *w, const char *key, uint32_t v);
 int gguf_w_i32(gguf_writer *w, const char *key, int32_t v);
 int gguf_w_f32(gguf_writer *w, const char *key, float v);

@@ -2,7 +2,6 @@
  * time, so memory stays constant whatever the model size. */
 #include "formats/quantize.h"
 
-#include "models/convert.h"
 #include "formats/gguf.h"
 #include "formats/outfile.h"
 #include "core/qblock.h"
@@ -253,30 +252,18 @@ done:
     return rc;
 }
 
-int loom_quantize(const char *in, const char *out, const char *type, FILE *log) {
-    return loom_quantize_ex(in, out, type, false, log);
-}
-
-int loom_quantize_ex(const char *in, const char *out, const char *type, bool pure, FILE *log) {
-    const qpreset *p = find_preset(type);
-    if (!p) return loom_err("quantize: unknown type '%s' (%s)", type, loom_quantize_types());
+int loom_quantize_check(const char *out, const char *type) {
+    if (!find_preset(type)) return loom_err("quantize: unknown type '%s' (%s)", type, loom_quantize_types());
     char *target = out_target(out); /* refuse a device or FIFO OUT before any work */
     if (!target) return -1;
     free(target);
+    return 0;
+}
+
+int loom_quantize_gguf(const char *in, const char *out, const char *type, bool pure, FILE *log) {
+    if (loom_quantize_check(out, type) < 0) return -1;
     struct stat st;
     if (stat(in, &st) != 0) return loom_err("%s: cannot open", in);
-    if (!S_ISDIR(st.st_mode)) return quantize_gguf(in, out, p, pure, log);
-    /* a HF directory: convert (metadata, tokenizer, q/k permutation) to a temporary GGUF first */
-    size_t len = strlen(out) + 16;
-    char *tmp = loom_malloc(len);
-    if (!tmp) return -1;
-    snprintf(tmp, len, "%s.hf-tmp.gguf", out);
-    unlink(tmp); /* one left by a killed run, or anything else by that name: never written through */
-    int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP */
-    int rc = loom_convert_hf_to_gguf(in, tmp);
-    if (rc == 0) rc = quantize_gguf(tmp, out, p, pure, log);
-    unlink(tmp);
-    out_release(slot);
-    free(tmp);
-    return rc;
+    if (S_ISDIR(st.st_mode)) return loom_err("%s: a directory, not a GGUF file (loom_quantize converts a HF directory first)", in);
+    return quantize_gguf(in, out, find_preset(type), pure, log);
 }

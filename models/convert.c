@@ -5,6 +5,8 @@
 #include "models/model.h"
 
 #include "formats/gguf.h"
+#include "formats/outfile.h"
+#include "formats/quantize.h"
 #include "core/util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- metadata ---------------------------------------------------------------------------------- */
 
@@ -65,7 +68,11 @@ int loom_arch_write_kv(gguf_writer *w, const loom_arch *a, const loom_hparams *h
     if (hp->rope_theta_local > 0) rc |= w_f32(w, arch, "rope.freq_base_swa", hp->rope_theta_local);
     if (hp->n_swa > 0) {
         rc |= w_u32(w, arch, "attention.sliding_window", hp->n_swa);
-        if (hp->swa_pattern > 0 || hp->swa_first > 0) { /* llama.cpp's per-layer form: true = local */
+        /* every P-th layer global: llama.cpp's u32 period, the only form its Gemma 2/3 (and OLMo 2,
+         * Cohere 2, ...) loaders read: given a bool array they silently use their default period */
+        if (hp->swa_pattern > 0) {
+            rc |= w_u32(w, arch, "attention.sliding_window_pattern", hp->swa_pattern);
+        } else if (hp->swa_first > 0) { /* local from a layer on: llama.cpp's per-layer form, true = local */
             uint8_t *local = loom_malloc((size_t)hp->n_layer);
             char key[128];
             snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
@@ -86,6 +93,14 @@ int loom_arch_write_kv(gguf_writer *w, const loom_arch *a, const loom_hparams *h
     if (hp->eos_id >= 0) rc |= gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)hp->eos_id);
     if (rc) return -1;
     return a->write_kv ? a->write_kv(w, arch, hp) : 0;
+}
+
+int loom_arch_write_no_vocab(gguf_writer *w, const loom_arch *a, const loom_hparams *hp) {
+    const char *arch = a->gguf_arch ? a->gguf_arch : a->name;
+    char key[128];
+    snprintf(key, sizeof key, "%s.vocab_size", arch);
+    if (gguf_w_str(w, "tokenizer.ggml.model", "none")) return -1;
+    return gguf_w_has_key(w, key) ? 0 : w_u32(w, arch, "vocab_size", hp->n_vocab); /* llama's write_kv has it */
 }
 
 int loom_arch_write_kv_lengths(gguf_writer *w, const char *arch, const loom_hparams *hp) {
@@ -171,7 +186,8 @@ int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path) {
     if (!(w = gguf_writer_new())) goto done;
     if (loom_arch_write_kv(w, arch, &hp, name, file_type_of(emb->type))) goto done;
     /* the tokenizer travels with the weights when the directory has one; a checkpoint without
-     * tokenizer.json converts to a GGUF without a vocabulary, as llama.cpp's converter would not */
+     * tokenizer.json (llama.cpp's converter refuses one) is marked as having no vocabulary, which
+     * llama.cpp loads (without the mark it refuses the file: "key not found") */
     char tok_path[4096];
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", loom_source_path(src));
     struct stat tst;
@@ -180,6 +196,8 @@ int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path) {
         int trc = tok ? loom_tokenizer_to_gguf(tok, w, false) : -1;
         loom_tokenizer_free(tok);
         if (trc) goto done;
+    } else if (loom_arch_write_no_vocab(w, arch, &hp)) {
+        goto done;
     }
 
     if (hp.rope_scaling == LOOM_ROPE_SCALING_LLAMA3) {
@@ -242,5 +260,29 @@ done:
     free(jobs);
     free(rope_factors);
     loom_source_close(src);
+    return rc;
+}
+
+int loom_quantize(const char *in, const char *out, const char *type, FILE *log) {
+    return loom_quantize_ex(in, out, type, false, log);
+}
+
+int loom_quantize_ex(const char *in, const char *out, const char *type, bool pure, FILE *log) {
+    if (loom_quantize_check(out, type) < 0) return -1;
+    struct stat st;
+    if (stat(in, &st) != 0) return loom_err("%s: cannot open", in);
+    if (!S_ISDIR(st.st_mode)) return loom_quantize_gguf(in, out, type, pure, log);
+    /* a HF directory: convert (metadata, tokenizer, q/k permutation) to a temporary GGUF first */
+    size_t len = strlen(out) + 16;
+    char *tmp = loom_malloc(len);
+    if (!tmp) return -1;
+    snprintf(tmp, len, "%s.hf-tmp.gguf", out);
+    unlink(tmp); /* one left by a killed run, or anything else by that name: never written through */
+    int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP */
+    int rc = loom_convert_hf_to_gguf(in, tmp);
+    if (rc == 0) rc = loom_quantize_gguf(tmp, out, type, pure, log);
+    unlink(tmp);
+    out_release(slot);
+    free(tmp);
     return rc;
 }

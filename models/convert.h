@@ -11,10 +11,19 @@
 
 #include "loom.h"
 
+#include <stdbool.h>
+#include <stdio.h>
+
 struct gguf_writer;
 
 /* Convert a HF directory to a GGUF file. Returns 0, or -1 with an error. */
 int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path);
+
+/* loom quantize: a GGUF or a HF directory (converted to a temporary GGUF first) rewritten with
+ * block-quantised matrices; the types, the mix and the errors are formats/quantize.h's
+ * loom_quantize_gguf. loom_quantize is loom_quantize_ex with pure = false (the preset's mix). */
+int loom_quantize_ex(const char *in, const char *out, const char *type, bool pure, FILE *log);
+int loom_quantize(const char *in, const char *out, const char *type, FILE *log);
 
 /* Write a random-weight GGUF of a real shape: "qwen2-0.5b", "llama-1.1b", "llama-7b", or the path of a HF
  * config.json (a family with the plain decoder's tensors). Matrices are N(0, 0.02) in dtype (f32,

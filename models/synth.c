@@ -218,6 +218,8 @@ int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t see
             goto done;
         }
         if (loom_tokenizer_to_gguf_pad(tok, c.w, true, (int)hp.n_vocab)) goto done;
+    } else if (loom_arch_write_no_vocab(c.w, arch, &hp)) {
+        goto done;
     }
     if (hp.rope_scaling == LOOM_ROPE_SCALING_LLAMA3) {
         loom_llama3_rope_factors(&hp, rope);

@@ -54,3 +54,44 @@ loom_family_tests(gemma2-tiny)     # Gemma 2: sandwich norms, query_pre_attn_sca
 loom_family_tests(gemma3-tiny)     # Gemma 3: + per-head q/k norm, local/global RoPE bases, every 3rd layer global
 loom_family_tests(qwen3moe-tiny)   # Qwen3-MoE: 8 experts, top 2, renormalised; stacked from one tensor per expert
 loom_family_tests(mixtral-tiny)    # Mixtral: 4 experts, top 2; GGUF as llama.cpp's "llama" with expert keys
+
+# The second oracle: llama.cpp (3f545be, CPU) on each fixture's `loom convert` GGUF, its logits in
+# tests/fixtures/<fx>/peer_reference.safetensors (tests/fixtures/peer/gen_peer_reference.py; the
+# fixtures README says how). Independent of the numpy references: a family whose numpy
+# re-implementation and loom share a misreading of transformers would still fail here, unless
+# llama.cpp misreads it the same way. `loom check` from the HF directory (SIMD) and from the GGUF
+# (scalar, Vulkan). Tolerances, 4x the largest max abs error measured on those paths (2026-12-05):
+# - families without GELU: loom vs llama.cpp <= 3.0e-6 (mixtral, Vulkan); llama.cpp vs numpy <= 1.5e-6.
+#   A 0.1% RoPE base fails it (8.5e-5 on mistral).
+# - Gemma, Gemma 2, Gemma 3: llama.cpp's CPU GELU reads a float16 table (ggml-cpu/vec.h
+#   GGML_GELU_FP16), which moves its logits by 5.1e-4 / 8.2e-4 / 9.4e-4 from loom and from numpy alike
+#   (loom's paths differ from each other by < 1e-6); tolerance 1.25x that, 1.2e-3: it catches a 1%
+#   GELU error (>= 5.8e-2), a wrong query scale (0.28), a wrong layer pattern (0.47), a 1% RoPE base
+#   on gemma3 (1.4e-3), not a 0.1% one. The numpy check above is the fine one for these.
+set(LOOM_PEER_TOL 1.2e-5)
+set(LOOM_PEER_TOL_GELU 1.2e-3)
+function(loom_family_peer_tests fx tol)
+  set(ref ${LOOM_FIXTURES}/${fx}/peer_reference.safetensors)
+  if(NOT EXISTS ${ref})
+    return()
+  endif()
+  set(gguf ${CMAKE_BINARY_DIR}/converted/${fx}.gguf)
+  add_test(NAME peer_${fx}_simd COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/${fx} --reference ${ref} --tol ${tol}
+           --device cpu -t 2)
+  add_test(NAME peer_${fx}_gguf_scalar COMMAND ${LOOM_BIN} check -m ${gguf} --reference ${ref} --tol ${tol}
+           --device cpu -t 2 --scalar)
+  set_tests_properties(peer_${fx}_gguf_scalar PROPERTIES FIXTURES_REQUIRED gguf_${fx})
+  if(_fam_defs MATCHES "LOOM_HAVE_VULKAN")
+    add_test(NAME peer_${fx}_gguf_vulkan COMMAND sh -c "${_fam_vk_skip}" ${LOOM_BIN} check -m ${gguf} --reference ${ref}
+             --tol ${tol} --device vulkan)
+    set_tests_properties(peer_${fx}_gguf_vulkan PROPERTIES SKIP_RETURN_CODE 77 FIXTURES_REQUIRED gguf_${fx})
+  endif()
+endfunction()
+
+foreach(fx mistral-tiny phi3-tiny olmo2-tiny llama3rope-tiny qwen3moe-tiny mixtral-tiny)
+  loom_family_peer_tests(${fx} ${LOOM_PEER_TOL})
+endforeach()
+foreach(fx gemma-tiny gemma2-tiny gemma3-tiny)
+  loom_family_peer_tests(${fx} ${LOOM_PEER_TOL_GELU})
+endforeach()
+# qwen2-swa-tiny has none: llama.cpp's qwen2 has no sliding window.

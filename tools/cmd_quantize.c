@@ -3,6 +3,7 @@
 
 #include "loom.h"
 #include "formats/quantize.h"
+#include "models/convert.h"
 
 #include <stdbool.h>
 #include <stdio.h>

@@ -11,6 +11,7 @@
 #include "core/util.h"
 
 #include <cjson/cJSON.h>
+#include <sys/stat.h>
 
 static const struct {
     const char *dir, *arch;
@@ -80,7 +81,12 @@ static void test_convert_fixtures(void) {
         bool llama = !strcmp(a, "llama");
         CHECK(kv_int(g, "%s.rope.dimension_count", a) == (llama ? fx[f].n_embd / fx[f].n_head : -1), "%s: rope dims", d);
         CHECK(kv_int(g, "%s.attention.key_length", a) == -1, "%s: no key_length", d);
-        CHECK(kv_int(g, "%s.vocab_size", a) == (llama ? 512 : -1), "%s: vocab_size", d);
+        /* llama.cpp's converter writes it for llama; loom also for a checkpoint without a tokenizer */
+        struct stat tst;
+        bool no_tok = stat(FIX("%s/tokenizer.json", fx[f].dir), &tst) != 0;
+        CHECK(kv_int(g, "%s.vocab_size", a) == (llama || no_tok ? 512 : -1), "%s: vocab_size", d);
+        int tk = gguf_find_key(g, "tokenizer.ggml.model");
+        CHECK(!no_tok || (tk >= 0 && !strcmp(gguf_get_str(g, tk, NULL), "none")), "%s: no tokenizer: 'none'", d);
         CHECK(kv_int(g, "tokenizer.ggml.bos_token_id", a) == fx[f].bos, "%s: bos", d);
         CHECK(kv_int(g, "tokenizer.ggml.eos_token_id", a) == fx[f].eos, "%s: eos", d);
         CHECK(gguf_find_key(g, "general.alignment") == -1, "%s: default alignment", d);
@@ -329,7 +335,10 @@ static void test_synth(void) {
             CHECK(ok, "synth key %s matches the converted file", k);
         }
         CHECK(kv_int(s, "general.file_type", NULL) == 1, "file_type f16");
-        CHECK(gguf_find_key(s, "tokenizer.ggml.model") == -1, "no tokenizer");
+        /* no tokenizer: marked as llama.cpp marks a model without one */
+        int tk = gguf_find_key(s, "tokenizer.ggml.model");
+        CHECK(tk >= 0 && !strcmp(gguf_get_str(s, tk, NULL), "none"), "no tokenizer: model 'none'");
+        CHECK(kv_int(s, "qwen2.vocab_size", NULL) == 512, "vocab_size");
 
         int t = gguf_find_tensor(s, "token_embd.weight");
         double mean, sd, w1;
@@ -466,6 +475,45 @@ static void test_synth_vocab(void) {
     loom_tokenizer_free(src);
 }
 
+/* The sliding-window layer pattern in the form llama.cpp's loaders read: a u32 period for "every
+ * P-th layer global" (its Gemma 2/3 loaders take only that and fall back to their default period
+ * given an array), a bool per layer for "local from a layer on"; both load back into loom. */
+static void test_window_pattern_keys(void) {
+    static const struct { const char *dir, *arch; int period; } w[] = {
+        {"gemma3-tiny", "gemma3", 3}, {"gemma2-tiny", "gemma2", 2}, {"qwen2-swa-tiny", "qwen2", 0}};
+    for (size_t f = 0; f < sizeof w / sizeof w[0]; f++) {
+        const char *out = TMP("%s.gguf", w[f].dir);
+        CHECK(loom_convert_hf_to_gguf(FIX("%s", w[f].dir), out) == 0, "convert %s: %s", w[f].dir, loom_last_error());
+        gguf_ctx *g = gguf_open(out);
+        CHECK(g != NULL, "open %s", out);
+        if (!g) continue;
+        char key[128];
+        snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", w[f].arch);
+        int i = gguf_find_key(g, key);
+        if (w[f].period) {
+            CHECK(kv_int(g, "%s.attention.sliding_window_pattern", w[f].arch) == w[f].period, "%s: u32 period %d",
+                  w[f].dir, w[f].period);
+        } else {
+            CHECK(i >= 0 && gguf_kv_type(g, i) == GGUF_TYPE_ARRAY && gguf_arr_type(g, i) == GGUF_TYPE_BOOL &&
+                      gguf_arr_n(g, i) == 2 && !((const uint8_t *)gguf_arr_data(g, i))[0] &&
+                      ((const uint8_t *)gguf_arr_data(g, i))[1],
+                  "%s: bools [false, true]", w[f].dir);
+        }
+        gguf_close(g);
+        loom_model *m = loom_model_load(out);
+        loom_model *h = loom_model_load(FIX("%s", w[f].dir));
+        CHECK(m && h, "load %s: %s", w[f].dir, loom_last_error());
+        if (m && h) {
+            const loom_hparams *a = &m->hp, *b = &h->hp;
+            for (int l = 0; l < a->n_layer; l++)
+                CHECK(loom_layer_is_local(a, l) == loom_layer_is_local(b, l), "%s: layer %d local as in the HF dir",
+                      w[f].dir, l);
+        }
+        loom_model_free(m);
+        loom_model_free(h);
+    }
+}
+
 int main(void) {
     tf_init();
     test_convert_fixtures();
@@ -474,6 +522,7 @@ int main(void) {
     test_convert_bad();
     test_synth();
     test_synth_vocab();
+    test_window_pattern_keys();
     tf_cleanup();
     CHECK_DONE();
 }
