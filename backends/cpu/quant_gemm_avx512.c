@@ -428,21 +428,18 @@ GV_TARGET __m512i gv_w(loom_dtype t, const char *p, __m512i iq, __m512 *dw) {
  * token 13.0-14.3 -> 11.3-11.9 ms in bench_kernels -t 2 -d, q4_0 the same) */
 #define GV_NR 8
 #define GV_UNROLL _Pragma("GCC unroll 8")
-/* Row i is row off(i) from w (y and bias alike): i itself when ps is 0, else pairs of adjacent rows
- * ps rows apart (i / 2 * ps + i % 2: gv_span's 4 parts). */
 GV_TARGET void gv_rows(loom_dtype t, int nr, const char *w, size_t rb, const qg_pair *x, const float *dxs,
-                       int64_t np, float *y, const float *bias, __m512i iq, size_t pf, int64_t ps) {
+                       int64_t np, float *y, const float *bias, __m512i iq, size_t pf) {
     const size_t pb = t == LOOM_Q8_0 ? 68 : 36;
     __m512 acc[GV_NR];
-    int64_t off[GV_NR];
-    GV_UNROLL for (int i = 0; i < GV_NR; i++) acc[i] = _mm512_setzero_ps(), off[i] = ps ? i / 2 * ps + i % 2 : i;
+    GV_UNROLL for (int i = 0; i < GV_NR; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t p = 0; p < np; p++) {
         const qg_pair *xp = x + p;
         __m512i c = _mm512_loadu_si512(xp->c), q = _mm512_loadu_si512(xp->q);
         __m512 dx = _mm512_loadu_ps(dxs + 16 * p);
         GV_UNROLL for (int i = 0; i < GV_NR; i++) {
             if (i >= nr) break;
-            const char *wp = w + off[i] * (int64_t)rb + (size_t)p * pb;
+            const char *wp = w + i * rb + (size_t)p * pb;
             if (pf) { /* a Q8_0 pair is 68 bytes: two lines, or a row's last line is never fetched ahead */
                 _mm_prefetch(wp + pf, _MM_HINT_T0);
                 if (t == LOOM_Q8_0) _mm_prefetch(wp + pf + 67, _MM_HINT_T0);
@@ -454,29 +451,24 @@ GV_TARGET void gv_rows(loom_dtype t, int nr, const char *w, size_t rb, const qg_
         }
     }
     GV_UNROLL for (int i = 0; i < GV_NR; i++)
-        if (i < nr) y[off[i]] = _mm512_reduce_add_ps(acc[i]) + (bias ? bias[off[i]] : 0.0f);
+        if (i < nr) y[i] = _mm512_reduce_add_ps(acc[i]) + (bias ? bias[i] : 0.0f);
 }
 
 /* Q4_K: per super-block and row, the 8 six-bit scales and minimums are unpacked once (scalar, as
  * ggml's kmask shuffle), the scales times d converted to 8 floats; each block pair then takes its
  * two scales with one vpermps. The minimums never enter the pair loop: dmin * m_j times the x
  * block's d * (sum of its codes) (xs) is one 8-wide FMA per super-block into a second accumulator. */
-/* Rows n0..n1 of a Q8_0/Q4_0 matrix. As the f16 gemv (cpu_avx512.c): one core streams more from
- * several far-apart regions at once, so the rows are cut into 4 parts of 2 * P rows and each call
- * takes 2 adjacent rows of every part (4 linear streams, each prefetched ~2 KB ahead, rounded up to
- * whole rows); the (n1 - n0) % 8 rows left go 4, then 1 at a time. pf_rows 0: no prefetch. */
+/* Rows n0..n1 of a Q8_0/Q4_0 matrix: GV_NR at a time (prefetching pf_rows ahead while whole
+ * groups remain), then 4, then single rows. */
 GV_TARGET void gv_span(loom_dtype t, const char *wr, size_t row_bytes, const qg_pair *x, const float *dxs,
                        int64_t np, float *y, const float *bias, __m512i iq, int64_t n0, int64_t n1, int64_t pf_rows) {
-    const int64_t P = (n1 - n0) / GV_NR;
-    int64_t ahead = (2048 + (int64_t)row_bytes - 1) / (int64_t)row_bytes;
-    size_t pf = pf_rows ? (size_t)(ahead < 2 ? 2 : ahead) * row_bytes : 0;
-    for (int64_t i = 0; i < P; i++) {
-        int64_t n = n0 + 2 * i;
-        gv_rows(t, GV_NR, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, pf, 2 * P);
-    }
-    int64_t n = n0 + GV_NR * P;
-    for (; n + 4 <= n1; n += 4) gv_rows(t, 4, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0, 0);
-    for (; n < n1; n++) gv_rows(t, 1, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0, 0);
+    size_t pf = (size_t)pf_rows * row_bytes;
+    int64_t n = n0;
+    for (; n + GV_NR <= n1; n += GV_NR)
+        gv_rows(t, GV_NR, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq,
+                n + GV_NR + pf_rows <= n1 ? pf : 0);
+    for (; n + 4 <= n1; n += 4) gv_rows(t, 4, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0);
+    for (; n < n1; n++) gv_rows(t, 1, wr + n * row_bytes, row_bytes, x, dxs, np, y + n, bias ? bias + n : NULL, iq, 0);
 }
 
 GV_TARGET void gv_rows_q4k(int nr, const char *w, size_t rb, const qg_pair *x, const float *xs, int64_t nsb,
@@ -558,9 +550,8 @@ GV_TARGET void gv_rows_q6k(int nr, const char *w, size_t rb, const qg_pair *x, i
 __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes,
                                                             const void *xp, int64_t K, int64_t n0, int64_t n1,
                                                             float *y, const float *bias) {
-    /* LOOM_CPU_QGEMV_PF: prefetch distance in rows for Q4_K / Q6_K (0: none; Q8_0 / Q4_0 take only
-     * on/off from it, gv_span); 16 measured best on the EPYC (q4_0 ~10% ahead of 4, q8_0 the same;
-     * T1/T2 hints no better) when those rows were adjacent too */
+    /* LOOM_CPU_QGEMV_PF: prefetch distance in rows (0: none); 16 measured best on the EPYC (q4_0 ~10%
+     * ahead of 4, q8_0 the same; T1/T2 hints no better) */
     static _Atomic int pf_env = INT_MIN;
     int pf_rows = cpu_env_int_once(&pf_env, "LOOM_CPU_QGEMV_PF", 16);
     if (pf_rows < 0) pf_rows = 0;

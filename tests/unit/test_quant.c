@@ -256,8 +256,7 @@ static void test_dots(void) {
      * 16- and 32-row chunks, with the prefetch of rows 16 ahead inside the 32-row ones */
     test_dots_k(320, 37);
     test_dots_k(128, 200);
-    /* Q8_0/Q4_0 spans cut in 4 parts of 2 * P rows (gv_span), with (n1 - n0) % 8 rows left: chunks
-     * of 16 then 7 (P = 0, rest 4 + 3) and 16 then 14 (P = 1, rest 4 + 2) */
+    /* chunks of 16 then 7 (no 8-row group: 4 + 3 rows) and 16 then 14 (8 + 4 + 2) */
     test_dots_k(128, 23);
     test_dots_k(128, 30);
     test_dots_k(512, 37); /* the same for Q4_K (two super-blocks per row) */
