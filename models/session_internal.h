@@ -11,6 +11,8 @@ void loom_session_set_profiling(loom_session *s, bool on);
 const loom_plan *loom_session_last_plan(const loom_session *s, const double **node_time);
 loom_backend *loom_session_backend(const loom_session *s);
 int loom_session_n_vocab(const loom_session *s);
+/* Bytes of the KV cache buffers it holds now (windowed layers' rings, or full caches). */
+size_t loom_session_kv_bytes(const loom_session *s);
 /* Context shift (loom run --ctx-shift): hist[0..*n) are the tokens the cache holds; keeps the
  * first n_keep, drops half of the rest (oldest first), shortens hist and *n to match, and
  * re-evaluates them into the reset cache. Returns the number dropped, or -1 with an error. */

@@ -95,3 +95,20 @@ foreach(fx gemma-tiny gemma2-tiny gemma3-tiny)
   loom_family_peer_tests(${fx} ${LOOM_PEER_TOL_GELU})
 endforeach()
 # qwen2-swa-tiny has none: llama.cpp's qwen2 has no sliding window.
+
+# Windowed layers' ring caches (models/session.c) through `loom check`: with --ctx 256 and ring steps
+# of 3 tokens (LOOM_RING_STEP, a test hook; the default is 512), the windowed layers keep rings of
+# 8 + 2 rows, the 24-token prompt runs in 8 chunks and the 24-step greedy run wraps the ring four
+# times; same references and tolerance as above. (tests/unit/test_ring_kv.c compares rings with
+# full caches over 400 decode steps.)
+foreach(fx gemma2-tiny gemma3-tiny qwen2-swa-tiny)
+  set(ref ${LOOM_FIXTURES}/${fx}/reference.safetensors)
+  add_test(NAME ring_${fx}_simd COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/${fx} --reference ${ref}
+           --tol ${LOOM_FAMILY_TOL} --ctx 256 --device cpu -t 2)
+  set_tests_properties(ring_${fx}_simd PROPERTIES ENVIRONMENT LOOM_RING_STEP=3)
+  if(_fam_defs MATCHES "LOOM_HAVE_VULKAN")
+    add_test(NAME ring_${fx}_vulkan COMMAND sh -c "${_fam_vk_skip}" ${LOOM_BIN} check -m ${LOOM_FIXTURES}/${fx}
+             --reference ${ref} --tol ${LOOM_FAMILY_TOL} --ctx 256 --device vulkan)
+    set_tests_properties(ring_${fx}_vulkan PROPERTIES ENVIRONMENT LOOM_RING_STEP=3 SKIP_RETURN_CODE 77)
+  endif()
+endforeach()
