@@ -111,6 +111,22 @@ int loom_seq_free(loom_session *s, int id);
 /* Tokens held by sequence id, or -1 with an error when there is no such sequence. */
 int loom_seq_pos(const loom_session *s, int id);
 
+/* Prefix cache (off by default; docs/batching.md): every cache block of 16 tokens that a sequence
+ * fills is remembered under the chain of token ids that leads to it, and stays cached after its
+ * sequences are freed until the pool needs the block (least recently used first).
+ * loom_seq_new_cached starts a sequence holding the longest cached prefix of tokens[0..n) in whole
+ * blocks, at most n - 1 tokens; loom_seq_pos says how many: evaluate the rest. Turning the cache
+ * off forgets it. */
+void loom_session_prefix_cache(loom_session *s, bool on);
+int loom_seq_new_cached(loom_session *s, const int32_t *tokens, int n);
+typedef struct loom_prefix_stats {
+    int blocks;            /* blocks in the cache (held by sequences or not) */
+    int blocks_unused;     /* of them, held by no sequence: evictable */
+    int block_tokens;      /* tokens per block */
+    unsigned long long evictions; /* cached blocks taken back for new tokens */
+} loom_prefix_stats;
+loom_prefix_stats loom_session_prefix_stats(const loom_session *s);
+
 typedef struct loom_batch {
     int n;                 /* tokens */
     const int32_t *tokens; /* [n] */

@@ -48,6 +48,7 @@ struct loom_session {
     /* several sequences: the cache's block pool (kvpool.h), live once loom_seq_new was called */
     loom_kvpool pool;
     bool paged;
+    bool prefix_cache; /* loom_session_prefix_cache */
     float *copy_buf; /* one block of one layer's rows, for copy on write */
 };
 
@@ -216,6 +217,8 @@ fail:
     return NULL;
 }
 
+static loom_plan *cached_plan(loom_session *s, loom_graph *g, uint64_t key);
+
 /* Find or build the plan for a step of n tokens; n_seq > 0: a paged step of n_seq sequences
  * keeping n_out logit rows (the memo key holds all three, so each batch shape has its plan). */
 static loom_plan *step_plan(loom_session *s, int n, int n_seq, int n_out) {
@@ -246,6 +249,12 @@ static loom_plan *step_plan(loom_session *s, int n, int n_seq, int n_out) {
     s->memo[s->memo_next].n_tokens = n;
     s->memo[s->memo_next].key = key;
     s->memo_next = (s->memo_next + 1) % 8;
+    return cached_plan(s, g, key);
+}
+
+/* The plan of graph g (whose hash is key) from the cache, or planned, checked and cached; g is
+ * the plan's from then on, or freed. */
+static loom_plan *cached_plan(loom_session *s, loom_graph *g, uint64_t key) {
     loom_plan *p = loom_plan_cache_get(s->plans, key);
     if (p) {
         loom_graph_free(g);
@@ -434,8 +443,24 @@ static int ensure_paged(loom_session *s) {
         if (!(s->copy_buf = loom_malloc((size_t)bs * w * sizeof(float)))) return -1;
     }
     loom_kvpool_clear(&s->pool);
+    loom_kvpool_prefix(&s->pool, s->prefix_cache);
     s->paged = true;
     return 0;
+}
+
+void loom_session_prefix_cache(loom_session *s, bool on) {
+    s->prefix_cache = on;
+    if (s->pool.n_blocks) loom_kvpool_prefix(&s->pool, on);
+}
+
+int loom_seq_new_cached(loom_session *s, const int32_t *tokens, int n) {
+    if (ensure_paged(s) < 0) return -1;
+    return loom_kvpool_seq_new_prefix(&s->pool, tokens, n);
+}
+
+loom_prefix_stats loom_session_prefix_stats(const loom_session *s) {
+    return (loom_prefix_stats){.blocks = s->pool.n_cached, .blocks_unused = s->pool.n_lru,
+                               .block_tokens = s->pool.bs, .evictions = s->pool.evictions};
 }
 
 int loom_seq_new(loom_session *s) {
@@ -525,24 +550,34 @@ static int batch_group(loom_session *s, const loom_batch *b, batch_plan *bp) {
 }
 
 /* Take the batch's cache rows from the pool (all or nothing) and do the copies on write. */
-static int batch_reserve(loom_session *s, batch_plan *bp) {
+static int batch_reserve(loom_session *s, const loom_batch *b, batch_plan *bp) {
     loom_kvpool *pl = &s->pool;
     int need = loom_kvpool_blocks_needed(pl, bp->ids, bp->cnt, bp->n_seq);
-    if (need > pl->n_free)
+    if (need > loom_kvpool_available(pl))
         return loom_err("KV cache full: the batch needs %d more blocks of %d rows, %d of %d are free (raise --ctx or "
-                        "free sequences)", need, pl->bs, pl->n_free, pl->n_blocks);
+                        "free sequences)", need, pl->bs, loom_kvpool_available(pl), pl->n_blocks);
+    /* the tokens grouped by sequence (their ids go into the prefix cache) */
+    int32_t *tok = loom_malloc((size_t)b->n * sizeof *tok);
+    int *used = loom_calloc((size_t)bp->n_seq, sizeof *used);
+    if (!tok || !used) {
+        free(tok), free(used);
+        return -1;
+    }
+    for (int k = 0, off = 0; k < bp->n_seq; k++) bp->first[k] = off, off += bp->cnt[k];
+    for (int i = 0; i < b->n; i++) tok[bp->first[bp->local[i]] + used[bp->local[i]]++] = b->tokens[i];
+    free(used);
     loom_kvcopy copy;
     int off = 0, k = 0;
     for (; k < bp->n_seq; k++) {
         int nc = 0;
-        bp->first[k] = off;
-        if (loom_kvpool_append(pl, bp->ids[k], bp->cnt[k], bp->slots_by_seq + off, &copy, &nc) < 0) break;
+        if (loom_kvpool_append(pl, bp->ids[k], bp->cnt[k], tok + off, bp->slots_by_seq + off, &copy, &nc) < 0) break;
         if (nc && copy_block(s, copy) < 0) {
             k++;
             break;
         }
         off += bp->cnt[k];
     }
+    free(tok);
     if (k == bp->n_seq) return 0;
     while (k-- > 0) loom_kvpool_truncate(pl, bp->ids[k], bp->old_len[k]);
     return -1;
@@ -591,7 +626,7 @@ int loom_session_eval_batch(loom_session *s, const loom_batch *b) {
     if (!s->paged) return loom_err("unknown sequence id %d (the session holds no sequences: loom_seq_new)", b->seq[0]);
     batch_plan bp = {0};
     int rc = batch_group(s, b, &bp);
-    if (rc == 0) rc = batch_reserve(s, &bp);
+    if (rc == 0) rc = batch_reserve(s, b, &bp);
     if (rc == 0) {
         if (batch_tables(s, b, &bp) < 0 || batch_run(s, b, &bp) < 0) {
             for (int k = 0; k < bp.n_seq; k++) loom_kvpool_truncate(&s->pool, bp.ids[k], bp.old_len[k]);
@@ -602,16 +637,62 @@ int loom_session_eval_batch(loom_session *s, const loom_batch *b) {
     return rc;
 }
 
-/* Context shift: the cache holds hist[0..*n); keep the first n_keep tokens, drop half of the rest
- * (the oldest), and evaluate what is left again from position 0. Cached K rows cannot just be
- * moved: RoPE rotated them for their old positions. */
+/* Context shift: the cache holds hist[0..*n); keep the first n_keep tokens and drop half of the
+ * rest (the oldest). A loom_build_decoder model moves the cache rows that stay down and re-rotates
+ * their keys by the number of dropped positions (loom_build_kshift): RoPE rotations compose, so a
+ * key rotated for position p and then by -d is the key of position p - d. Other graphs (none
+ * today) re-evaluate what is left from position 0, as LOOM_CTX_SHIFT=reeval does for every model. */
+bool loom_session_shift_rotates(const loom_session *s) {
+    const char *e = getenv("LOOM_CTX_SHIFT");
+    /* ring caches (windowed layers) hold their rows at pos % ring: moving them is not wired, so
+     * such a session re-evaluates */
+    return s->m->arch->build == loom_build_decoder && !s->ring_rows && !(e && !strcmp(e, "reeval"));
+}
+
+static int shift_rotate(loom_session *s, int keep, int d, int rest) {
+    loom_graph *g = loom_graph_new();
+    if (!g) return -1;
+    if (loom_build_kshift(g, s->m, s->n_ctx, keep, d, rest) < 0) {
+        loom_graph_free(g);
+        return -1;
+    }
+    loom_plan *p = cached_plan(s, g, loom_graph_hash(g));
+    loom_exec_ctx x;
+    if (!p || prepare_run(s, p, &x) < 0) return -1;
+    int32_t *v = loom_malloc(2 * (size_t)rest * sizeof *v);
+    if (!v) return -1;
+    for (int i = 0; i < rest; i++) {
+        v[i] = -d;
+        v[rest + i] = keep + i;
+    }
+    int rc = write_input(s, &x, "shift_pos", v, (size_t)rest);
+    if (rc == 0) rc = write_input(s, &x, "shift_rows", v + rest, (size_t)rest);
+    free(v);
+    if (rc == 0) rc = loom_execute(s->be, &x);
+    if (rc < 0) return -1;
+    s->pos = keep + rest;
+    s->last_plan = p;
+    return 0;
+}
+
 int loom_session_ctx_shift(loom_session *s, int32_t *hist, int *n, int n_keep) {
+    if (s->paged) return loom_err("context shift: the session holds sequences (only a single-sequence cache shifts)");
     if (*n != s->pos) return loom_err("context shift: %d tokens given but the cache holds %d", *n, s->pos);
     if (n_keep < 0) n_keep = 0;
     if (n_keep > *n) n_keep = *n;
     int n_discard = (*n - n_keep) / 2;
     if (n_discard == 0) return loom_err("context shift: nothing to discard (--keep %d of %d tokens)", n_keep, *n);
-    memmove(hist + n_keep, hist + n_keep + n_discard, (size_t)(*n - n_keep - n_discard) * sizeof *hist);
+    int rest = *n - n_keep - n_discard;
+    if (loom_session_shift_rotates(s)) {
+        if (shift_rotate(s, n_keep, n_discard, rest) < 0) { /* rest >= 1: n_discard >= 1 needs 2 past keep */
+            loom_err_prefix("context shift");
+            return -1;
+        }
+        memmove(hist + n_keep, hist + n_keep + n_discard, (size_t)rest * sizeof *hist);
+        *n -= n_discard;
+        return n_discard;
+    }
+    memmove(hist + n_keep, hist + n_keep + n_discard, (size_t)rest * sizeof *hist);
     *n -= n_discard;
     s->pos = 0;
     for (int i = 0; i < *n; i += 512) { /* chunks bound the prefill arena */
@@ -641,6 +722,14 @@ size_t loom_session_kv_bytes(const loom_session *s) {
     size_t total = 0;
     for (int l = 0; l < s->m->hp.n_layer; l++) total += 2 * layer_kv_bytes(s, l, s->ring_rows ? s->ring_step : 0);
     return total;
+}
+
+int loom_session_read_state(const loom_session *s, int slot, int row, int n_rows, float *dst) {
+    if (slot < 0 || slot >= s->n_state || row < 0 || n_rows < 0 ||
+        n_rows > loom_kv_rows(&s->m->hp, slot / 2, s->n_ctx, s->ring_rows ? s->ring_step : 0) - row)
+        return loom_err("state slot %d rows [%d, +%d) are outside the session's cache", slot, row, n_rows);
+    size_t w = (size_t)loom_kv_width(&s->m->hp, slot / 2) * sizeof(float);
+    return s->be->ops->buf_read(s->be, s->state[slot], (size_t)row * w, dst, (size_t)n_rows * w);
 }
 
 int loom_session_n_vocab(const loom_session *s) { return s->m->hp.n_vocab; }

@@ -11,7 +11,9 @@ add_test(NAME serve_determinism COMMAND ${LOOM_NODE} ${CMAKE_CURRENT_SOURCE_DIR}
   ${LOOM_SERVE_MODEL})
 add_test(NAME serve_openai COMMAND ${LOOM_NODE} ${CMAKE_CURRENT_SOURCE_DIR}/scripts/serve_openai.mjs ${LOOM_BIN}
   ${LOOM_SERVE_MODEL} ${CMAKE_SOURCE_DIR}/.npm-deps)
-set_tests_properties(serve_curl serve_determinism serve_openai PROPERTIES TIMEOUT 240)
+# prefix reuse across requests: cached counts, the same texts as --no-prefix-cache, eviction
+add_test(NAME serve_prefix COMMAND ${LOOM_NODE} ${CMAKE_CURRENT_SOURCE_DIR}/scripts/serve_prefix.mjs ${LOOM_BIN} ${LOOM_SERVE_MODEL})
+set_tests_properties(serve_curl serve_determinism serve_openai serve_prefix PROPERTIES TIMEOUT 240)
 set_tests_properties(serve_openai PROPERTIES SKIP_RETURN_CODE 77)
 # two replicas behind nginx (docs/serving.md's configuration); nginx is optional: skipped (77) without it
 add_test(NAME serve_nginx COMMAND ${LOOM_NODE} ${CMAKE_CURRENT_SOURCE_DIR}/scripts/serve_nginx.mjs ${LOOM_BIN} ${LOOM_SERVE_MODEL})

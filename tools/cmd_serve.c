@@ -116,6 +116,8 @@ static cJSON *usage_json(const serve_job *j) {
     cJSON_AddNumberToObject(u, "prompt_tokens", j->n_prompt);
     cJSON_AddNumberToObject(u, "completion_tokens", gen);
     cJSON_AddNumberToObject(u, "total_tokens", j->n_prompt + gen);
+    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details"); /* OpenAI's place for it */
+    if (d) cJSON_AddNumberToObject(d, "cached_tokens", j->n_cached);
     return u;
 }
 
@@ -306,6 +308,14 @@ static enum MHD_Result send_metrics(server *sv, struct MHD_Connection *c) {
       (unsigned long long)st.requests_cancelled);
     P("# HELP loom_prompt_tokens_total Prompt tokens evaluated.\n# TYPE loom_prompt_tokens_total counter\n"
       "loom_prompt_tokens_total %llu\n", (unsigned long long)st.prompt_tokens);
+    P("# HELP loom_prompt_tokens_cached_total Prompt tokens taken from the prefix cache (not evaluated).\n"
+      "# TYPE loom_prompt_tokens_cached_total counter\nloom_prompt_tokens_cached_total %llu\n",
+      (unsigned long long)st.prompt_tokens_cached);
+    P("# HELP loom_prefix_cache_blocks Cache blocks of 16 tokens held by the prefix cache.\n"
+      "# TYPE loom_prefix_cache_blocks gauge\nloom_prefix_cache_blocks %d\n", st.prefix_blocks);
+    P("# HELP loom_prefix_cache_evictions_total Cached blocks reused for other tokens.\n"
+      "# TYPE loom_prefix_cache_evictions_total counter\nloom_prefix_cache_evictions_total %llu\n",
+      (unsigned long long)st.prefix_evictions);
     P("# HELP loom_generated_tokens_total Tokens generated.\n# TYPE loom_generated_tokens_total counter\n"
       "loom_generated_tokens_total %llu\n", (unsigned long long)st.gen_tokens);
     P("# HELP loom_queue_depth Requests waiting for a place in the batch.\n# TYPE loom_queue_depth gauge\n"
@@ -530,7 +540,7 @@ int cmd_serve(int argc, char **argv) {
     loom_common_defaults(&co);
     const char *host = "127.0.0.1", *api_key = getenv("LOOM_API_KEY"), *name = NULL;
     long port = 8080, parallel = 8, queue = 64, max_tokens = 512, max_body = 1 << 20, max_conn = 256, seq_ctx = 0;
-    bool verbose = false;
+    bool verbose = false, no_prefix_cache = false;
     const loom_opt opts[] = {
         {.names = "--host", .type = LOOM_OPT_STR, .arg = "ADDR", .help = "IPv4 address to listen on", .dst = &host},
         {.names = "--port",
@@ -594,6 +604,11 @@ int cmd_serve(int argc, char **argv) {
          .lo = 16,
          .hi = 1 << 24,
          .dst = &seq_ctx},
+        {.names = "--no-prefix-cache",
+         .type = LOOM_OPT_FLAG,
+         .help = "evaluate every prompt in full (default: reuse the cached blocks of\n"
+                 "earlier requests' shared prefixes)",
+         .dst = &no_prefix_cache},
         {.names = "--verbose", .type = LOOM_OPT_FLAG, .help = "log each request on stderr", .dst = &verbose},
         LOOM_OPT_HEADING("(--ctx is the KV cache shared by all sequences; default parallel x --seq-ctx)"),
         LOOM_OPT_END,
@@ -633,7 +648,8 @@ int cmd_serve(int argc, char **argv) {
         goto done;
     }
     if (seq_ctx > loom_session_ctx(s)) seq_ctx = loom_session_ctx(s);
-    serve_engine_opts eo = {.max_seqs = (int)parallel, .max_queue = (int)queue, .seq_ctx = (int)seq_ctx, .prefill_chunk = 256};
+    serve_engine_opts eo = {.max_seqs = (int)parallel, .max_queue = (int)queue, .seq_ctx = (int)seq_ctx, .prefill_chunk = 256,
+                            .prefix_cache = !no_prefix_cache};
     eng = serve_engine_new(s, tok, info.n_vocab, &eo);
     if (!eng) {
         fprintf(stderr, "loom serve: %s\n", loom_last_error());

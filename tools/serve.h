@@ -59,6 +59,7 @@ typedef struct serve_job {
     serve_req req;
     int32_t *prompt;         /* tokenized prompt */
     int n_prompt;
+    int n_cached;            /* prompt tokens found in the prefix cache (not evaluated) */
     int max_tokens;          /* resolved */
     serve_choice ch[SERVE_MAX_N];
     int n_done;              /* choices finished */
@@ -71,6 +72,9 @@ typedef struct serve_job {
 
 typedef struct serve_stats {
     uint64_t prompt_tokens, gen_tokens, requests_done, requests_cancelled, steps;
+    uint64_t prompt_tokens_cached;  /* prompt tokens taken from the prefix cache */
+    int prefix_blocks;              /* blocks in the prefix cache now */
+    uint64_t prefix_evictions;      /* cached blocks reused for other tokens */
     double ttft_sum;
     uint64_t ttft_bucket[12]; /* cumulative-bucket counts for SERVE_TTFT_BUCKETS */
     uint64_t ttft_count;
@@ -85,6 +89,7 @@ typedef struct serve_engine_opts {
     int max_queue;   /* jobs waiting for a place */
     int seq_ctx;     /* tokens one sequence may hold (prompt + reply) */
     int prefill_chunk; /* most prompt tokens evaluated in one step */
+    bool prefix_cache; /* reuse cached blocks of earlier prompts (loom_seq_new_cached) */
 } serve_engine_opts;
 
 serve_engine *serve_engine_new(loom_session *s, loom_tokenizer *tok, int n_vocab, const serve_engine_opts *o);

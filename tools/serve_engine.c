@@ -5,7 +5,10 @@
  * the running batch and finished ones leave it without anyone waiting for the batch to drain.
  * A request with n choices prefills its prompt once and forks n-1 sequences from it (the prompt's
  * cache blocks are shared, copy on write). Cache blocks are reserved at admission for the whole
- * prompt + max_tokens of every choice, so a running request never meets a full cache. */
+ * prompt + max_tokens of every choice, so a running request never meets a full cache. With the
+ * prefix cache a request starts from the cached blocks of its prompt's longest cached prefix
+ * (earlier requests' prompts and replies) and evaluates only the rest; cached blocks nobody holds
+ * are not reserved: the pool evicts them when it needs them. */
 #include "tools/serve.h"
 
 #include "tools/commands.h"
@@ -257,13 +260,19 @@ static void admit(serve_engine *e) {
         e->blocks_reserved += job_blocks(j);
         e->n_running_jobs++;
         pthread_mutex_unlock(&e->mu);
-        int seq = cancelled ? -1 : loom_seq_new(e->s);
+        int seq = cancelled ? -1
+                  : e->o.prefix_cache ? loom_seq_new_cached(e->s, j->prompt, j->n_prompt)
+                                      : loom_seq_new(e->s);
         slot *sl = seq >= 0 ? slot_new(e, j, 0, seq) : NULL;
         if (!sl) {
             if (seq >= 0) loom_seq_free(e->s, seq);
             job_end(e, j, cancelled ? NULL : loom_last_error());
         } else {
             sl->st = SLOT_PREFILL;
+            sl->done = j->n_cached = loom_seq_pos(e->s, seq); /* the cached prefix is in already */
+            pthread_mutex_lock(&e->mu);
+            e->st.prompt_tokens_cached += (uint64_t)sl->done;
+            pthread_mutex_unlock(&e->mu);
             for (int c = 1; c < j->req.n; c++) slot_new(e, j, c, -1); /* forked when the prompt is in */
         }
         pthread_mutex_lock(&e->mu);
@@ -394,6 +403,11 @@ static void *engine_main(void *arg) {
         drop_cancelled(e);
         prefill_step(e);
         decode_step(e);
+        loom_prefix_stats ps = loom_session_prefix_stats(e->s);
+        pthread_mutex_lock(&e->mu);
+        e->st.prefix_blocks = ps.blocks;
+        e->st.prefix_evictions = ps.evictions;
+        pthread_mutex_unlock(&e->mu);
         if (e->delay_us) usleep((useconds_t)e->delay_us);
     }
     /* shutting down: whatever still runs or waits ends cancelled */
@@ -427,6 +441,7 @@ serve_engine *serve_engine_new(loom_session *s, loom_tokenizer *tok, int n_vocab
     e->tok = tok;
     e->n_vocab = n_vocab;
     e->o = *o;
+    loom_session_prefix_cache(s, o->prefix_cache);
     e->blocks_total = loom_session_ctx(s) / BLOCK;
     int nb = o->max_seqs > o->prefill_chunk ? o->max_seqs : o->prefill_chunk;
     e->slots = loom_calloc((size_t)o->max_seqs, sizeof *e->slots);

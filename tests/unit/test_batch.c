@@ -8,6 +8,15 @@
  *    the logits of running its whole history alone, and so does its parent;
  *  - 10,000 random new/fork/append/free cycles leave the block pool exactly as it started, and
  *    10,000 session-level cycles (with evals and copies on write) leak no block;
+ *  - the prefix cache: 20,000 random new-from-prompt / fork / append / free / failed-append cycles
+ *    over token histories from a 3-letter alphabet (so prefixes repeat): every live sequence's
+ *    blocks hold exactly its own history's token ids (what the cached K and V rows stand for) in
+ *    rows a successful batch wrote (an undone batch's blocks are never found again), the
+ *    reference counts are the owners, free + unused cached + held blocks are the pool, and a
+ *    cached block is found again only while its history matches; evictions happen;
+ *  - the prefix cache through the session: a sequence started from cached blocks (and a fork of
+ *    it, copy on write in the block after them) gives the logits of its whole history run alone,
+ *    and a pool full of unused cached blocks still takes a sequence as long as the cache;
  *  - errors: a full cache, an unknown sequence, single-sequence eval on a paged session.
  * The batch-vs-alone check also runs on Vulkan when there is a device (lavapipe in CI). */
 #include "tests/unit/check.h"
@@ -219,7 +228,8 @@ static void pool_cycles(void) {
             if (id >= 0) live[n_live++] = id;
         } else if (op == 2 && n_live > 0) {
             int nc = 0;
-            if (loom_kvpool_append(&p, live[(r >> 40) % (unsigned)n_live], (int)((r >> 20) % 40), slots, cp, &nc) < 0)
+            if (loom_kvpool_append(&p, live[(r >> 40) % (unsigned)n_live], (int)((r >> 20) % 40), NULL, slots, cp,
+                                   &nc) < 0)
                 failures++; /* a full pool: refused, nothing changed */
         } else if (op == 3 && n_live > 0) {
             int k = (int)((r >> 40) % (unsigned)n_live);
@@ -246,6 +256,150 @@ static void pool_cycles(void) {
           "pool after 10,000 cycles: %d free, %d references, duplicates %d", p.n_free, refs, dup);
     CHECK(failures > 0, "the cycles never filled the pool (the test would not see a refused append)");
     loom_kvpool_free(&p);
+}
+
+/* The prefix cache under random use: the token ids recorded in each live sequence's blocks must
+ * be its own history (the KV rows stand for them), whatever was looked up, forked, evicted or undone. */
+enum { PB = 48, PS = 24, PMAX = 160 };
+static void prefix_pool_cycles(void) {
+    loom_kvpool p;
+    CHECK(loom_kvpool_init(&p, PB, 4) == 0, "pool init"); /* 4-row blocks: many block boundaries */
+    loom_kvpool_prefix(&p, true);
+    int live[PS], n_live = 0, hits = 0, bad = 0;
+    static int32_t hist[64][PMAX]; /* by sequence id */
+    static bool written[PB * 4];   /* rows whose K and V a successful batch wrote */
+    uint64_t r = 777;
+    int32_t slots[64], tok[64];
+    loom_kvcopy cp[1];
+    for (int it = 0; it < 20000 && !bad; it++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        int op = (int)((r >> 33) % 5), k = n_live ? (int)((r >> 40) % (unsigned)n_live) : 0;
+        if (op == 0 && n_live < PS) { /* a new sequence from a prompt that often repeats an old one */
+            int32_t pr[PMAX];
+            int n = 1 + (int)((r >> 20) % 40);
+            for (int i = 0; i < n; i++) pr[i] = (int32_t)(((r >> 8) + (uint64_t)(i * (i % 7 == 6))) % 3);
+            int id = loom_kvpool_seq_new_prefix(&p, pr, n);
+            if (id < 0 || id >= 64) continue;
+            int got = p.seq[id].len;
+            CHECK(got % 4 == 0 && got <= n - 1, "a cached prefix of %d tokens for a %d-token prompt", got, n);
+            memcpy(hist[id], pr, (size_t)got * sizeof *pr); /* what the blocks must hold */
+            hits += got > 0;
+            live[n_live++] = id;
+        } else if (op == 1 && n_live > 0 && n_live < PS) {
+            int id = loom_kvpool_seq_fork(&p, live[k]);
+            if (id < 0 || id >= 64) continue;
+            memcpy(hist[id], hist[live[k]], (size_t)p.seq[id].len * sizeof **hist);
+            live[n_live++] = id;
+        } else if ((op == 2 || op == 4) && n_live > 0) {
+            int id = live[k], len = p.seq[id].len, n = (int)((r >> 20) % 20);
+            if (len + n > PMAX) continue;
+            for (int i = 0; i < n; i++) tok[i] = (int32_t)((r >> (i % 30)) % 3);
+            int nc = 0;
+            if (loom_kvpool_append(&p, id, n, tok, slots, cp, &nc) < 0) continue;
+            bool ok = true;
+            for (int i = 0; i < n; i++) ok &= p.tok[slots[i]] == tok[i];
+            CHECK(ok, "append did not record its tokens");
+            if (nc) /* the session copies the shared block's rows */
+                memcpy(written + cp[0].dst * 4, written + cp[0].src * 4, sizeof(bool) * 4);
+            for (int i = 0; i < n; i++) written[slots[i]] = op == 2;
+            if (op == 4) loom_kvpool_truncate(&p, id, len); /* a failed batch: undone, its rows never written */
+            else memcpy(hist[id] + len, tok, (size_t)n * sizeof *tok);
+        } else if (op == 3 && n_live > 0) {
+            loom_kvpool_seq_free(&p, live[k]);
+            live[k] = live[--n_live];
+        }
+        /* invariants: ownership, the partition of the pool, and each sequence's recorded tokens */
+        int cnt[PB] = {0}, n_held = 0, n_cached = 0;
+        for (int q = 0; q < n_live; q++) {
+            const loom_kvseq *sq = &p.seq[live[q]];
+            for (int j = 0; j < sq->len; j++)
+                if (p.tok[sq->blk[j / 4] * 4 + j % 4] != hist[live[q]][j] || !written[sq->blk[j / 4] * 4 + j % 4]) bad = 1;
+            for (int b = 0; b < sq->n_blk; b++) cnt[sq->blk[b]]++;
+        }
+        for (int b = 0; b < PB; b++) {
+            bad |= (cnt[b] != p.ref[b]) << 1;
+            n_held += p.ref[b] > 0;
+            n_cached += p.cached[b];
+        }
+        int n_lru = 0;
+        for (int b = p.lru_head; b >= 0 && n_lru <= PB; b = p.lnext[b], n_lru++) bad |= (p.ref[b] || !p.cached[b]) << 2;
+        bad |= (n_lru != p.n_lru || p.n_free + p.n_lru + n_held != PB || n_cached != p.n_cached) << 3;
+        CHECK(!bad, "prefix pool broken at step %d (%d: 1 tokens or unwritten rows, 2 references, 4 LRU, 8 partition)",
+              it, bad);
+    }
+    CHECK(hits > 100 && p.evictions > 100, "the cycles should hit the cache and evict (%d hits, %llu evictions)", hits,
+          (unsigned long long)p.evictions);
+    while (n_live) loom_kvpool_seq_free(&p, live[--n_live]);
+    CHECK(loom_kvpool_available(&p) == PB, "after the cycles %d of %d blocks are available", loom_kvpool_available(&p), PB);
+    loom_kvpool_prefix(&p, false);
+    CHECK(p.n_free == PB && p.n_cached == 0, "turning the cache off frees every block");
+    loom_kvpool_free(&p);
+}
+
+/* The prefix cache through the session: a 45-token history whose first 32 tokens come from the
+ * cache, and a fork of it (copy on write of the partly filled block after the cached ones), give
+ * the logits of their whole histories run alone; an eviction under pressure. */
+static void prefix_session(loom_model *m, const char *name) {
+    int V = loom_model_get_info(m).n_vocab;
+    loom_session *s = open_session(m, SIMD, 128); /* 8 blocks */
+    if (!s) return;
+    enum { L = 45, E = 3 };
+    int32_t h[2][L + E], sq[L + E];
+    for (int i = 0; i < L; i++) h[0][i] = h[1][i] = (int32_t)((i * 37 + 11) % V);
+    for (int i = 0; i < E; i++) h[0][L + i] = (int32_t)((i * 5 + 3) % V), h[1][L + i] = (int32_t)((i * 29 + 7) % V);
+    float *want = malloc((size_t)2 * (E + 1) * V * sizeof(float));
+    for (int b = 0; b < 2; b++)
+        for (int e = 0; e <= E; e++) {
+            loom_session_reset(s);
+            CHECK(loom_session_eval(s, h[b], L + e) == 0, "alone: %s", loom_last_error());
+            memcpy(want + ((size_t)b * (E + 1) + e) * V, loom_session_logits(s, NULL), (size_t)V * sizeof(float));
+        }
+    loom_session_reset(s);
+    loom_session_prefix_cache(s, true);
+    int a = loom_seq_new_cached(s, h[0], 40); /* an earlier request: 40 tokens, 2 full blocks */
+    for (int i = 0; i < 40; i++) sq[i] = a;
+    loom_batch b = {.n = 40, .tokens = h[0], .seq = sq};
+    CHECK(a >= 0 && loom_seq_pos(s, a) == 0 && loom_session_eval_batch(s, &b) == 0, "first: %s", loom_last_error());
+    CHECK(loom_session_prefix_stats(s).blocks == 2, "2 full blocks should be cached, not %d", loom_session_prefix_stats(s).blocks);
+    loom_seq_free(s, a);
+    CHECK(loom_session_prefix_stats(s).blocks_unused == 2, "freed cached blocks stay cached");
+    int c = loom_seq_new_cached(s, h[0], L);
+    CHECK(c >= 0 && loom_seq_pos(s, c) == 32, "%s: the 45-token history should start with 32 cached tokens, not %d", name,
+          loom_seq_pos(s, c));
+    for (int i = 0; i < L - 32; i++) sq[i] = c;
+    b = (loom_batch){.n = L - 32, .tokens = h[0] + 32, .seq = sq};
+    CHECK(loom_session_eval_batch(s, &b) == 0, "rest: %s", loom_last_error());
+    double d = check_max_abs(loom_session_logits(s, NULL), want, (size_t)V);
+    CHECK(d <= tol_for(name), "%s: logits after a cached prefix differ from alone by %g", name, d);
+    int f = loom_seq_fork(s, c);
+    for (int e = 0; e < E && f >= 0; e++) {
+        int32_t tk[2] = {h[0][L + e], h[1][L + e]}, sq2[2] = {c, f};
+        b = (loom_batch){.n = 2, .tokens = tk, .seq = sq2};
+        CHECK(loom_session_eval_batch(s, &b) == 0, "fork step: %s", loom_last_error());
+        const float *l = loom_session_logits(s, NULL);
+        for (int k = 0; k < 2; k++) {
+            d = check_max_abs(l + (size_t)k * V, want + ((size_t)k * (E + 1) + e + 1) * V, (size_t)V);
+            CHECK(d <= tol_for(name), "%s: %s of a cached-prefix sequence, step %d, differs from alone by %g", name,
+                  k ? "fork" : "parent", e, d);
+        }
+    }
+    loom_seq_free(s, c);
+    loom_seq_free(s, f);
+    /* 3 distinct blocks of the fork and parent are cached now; a 128-token sequence evicts them all */
+    loom_prefix_stats ps = loom_session_prefix_stats(s);
+    CHECK(ps.blocks >= 3 && ps.blocks == ps.blocks_unused, "%d cached blocks, %d unused", ps.blocks, ps.blocks_unused);
+    int32_t big[128];
+    for (int i = 0; i < 128; i++) big[i] = (int32_t)((i * 3 + 1) % V);
+    int g = loom_seq_new_cached(s, big, 128);
+    int32_t sqb[128];
+    for (int i = 0; i < 128; i++) sqb[i] = g;
+    b = (loom_batch){.n = 128, .tokens = big, .seq = sqb};
+    CHECK(g >= 0 && loom_session_eval_batch(s, &b) == 0, "a sequence as long as the cache, over cached blocks: %s",
+          loom_last_error());
+    CHECK(loom_session_prefix_stats(s).evictions >= (unsigned long long)ps.blocks, "%llu evictions",
+          loom_session_prefix_stats(s).evictions);
+    free(want);
+    loom_session_free(s);
 }
 
 /* The same through the session: 10,000 cycles of new / eval / fork (copy on write) / free on a
@@ -283,6 +437,7 @@ static void session_cycles(loom_model *m) {
 int main(void) {
     static const char *fx[] = {"qwen2-tiny", "llama-tiny", "qwen3-tiny", "stories260K-hf", "qwen2-tiny-bf16"};
     pool_cycles();
+    prefix_pool_cycles();
     for (size_t i = 0; i < sizeof fx / sizeof *fx; i++) {
         char path[512];
         snprintf(path, sizeof path, "%s/%s", fixtures_dir(), fx[i]);
@@ -297,6 +452,7 @@ int main(void) {
             fork_cow(m, fx[i], VULKAN); /* copy on write through the GPU buffers */
             errors(m);
             session_cycles(m);
+            prefix_session(m, fx[i]);
         }
         loom_model_free(m);
     }

@@ -8,6 +8,8 @@
  *   - the ring session allocates less KV memory, exactly the rows loom_kv_rows says;
  *   - the same session then entering the paged mode (loom_seq_new, after a reset) reallocates the
  *     windowed layers to full caches and gives the full-cache logits again;
+ *   - a context shift (the ring session re-evaluates the kept tokens) gives the full session's
+ *     logits after its own re-evaluating shift;
  *   - an eval of more tokens than the ring step runs in chunks whose logits (all_logits) and hidden
  *     states are the one-step session's.
  * Tolerance 1e-5: the two sessions run the same kernels on the same keys (the ring gathers the
@@ -134,6 +136,38 @@ static void test_fixture(const char *fx, int mode) {
         CHECK(loom_session_eval(full, prompt, PROMPT) == 0, "%s: full prefill", fx);
         const float *a = loom_session_logits(full, NULL), *p = loom_session_logits(ring, NULL);
         CHECK(a && p && max_diff(a, p, (size_t)V) <= 1e-3, "%s: paged after ring", fx); /* test_batch's bound */
+    }
+    loom_session_free(full);
+    loom_session_free(ring);
+
+    /* a context shift: the ring session (whose rows sit at pos % ring) re-evaluates the kept
+     * tokens, as the full session does under LOOM_CTX_SHIFT=reeval (re-rotating cached keys, its
+     * default, keeps states computed with the dropped tokens: another result); then both decode on */
+    full = open_session(m, mode, "0", false);
+    ring = open_session(m, mode, "5", false);
+    if (full && ring) {
+        enum { CTX_FULL = 60 };
+        int32_t hist_a[N_CTX], hist_b[N_CTX];
+        int na = 0, nb = 0;
+        for (int i = 0; i < CTX_FULL; i++) hist_a[i] = hist_b[i] = (int32_t)((i * 53 + 7) % V);
+        CHECK(loom_session_eval(full, hist_a, CTX_FULL) == 0 && loom_session_eval(ring, hist_b, CTX_FULL) == 0,
+              "%s: fill: %s", fx, loom_last_error());
+        na = nb = CTX_FULL;
+        CHECK(loom_session_shift_rotates(full) && !loom_session_shift_rotates(ring), "%s: shift kinds", fx);
+        setenv("LOOM_CTX_SHIFT", "reeval", 1);
+        CHECK(loom_session_ctx_shift(full, hist_a, &na, 4) == 28, "%s: ctx shift (full): %s", fx, loom_last_error());
+        unsetenv("LOOM_CTX_SHIFT");
+        CHECK(loom_session_ctx_shift(ring, hist_b, &nb, 4) == 28, "%s: ctx shift (ring): %s", fx, loom_last_error());
+        double worst = 0;
+        for (int t = 0; t < 20 && na == nb; t++) {
+            int32_t next = (int32_t)((t * 31 + 3) % V);
+            CHECK(loom_session_eval(full, &next, 1) == 0 && loom_session_eval(ring, &next, 1) == 0, "%s: step", fx);
+            double d = max_diff(loom_session_logits(full, NULL), loom_session_logits(ring, NULL), (size_t)V);
+            if (d > worst) worst = d;
+        }
+        printf("%s %s: after a context shift (re-evaluated), max |ring - full|: %.3g\n", fx,
+               mode_name[mode], worst);
+        CHECK(worst <= TOL, "%s %s: ring vs full after a context shift: %.3g", fx, mode_name[mode], worst);
     }
     loom_session_free(full);
     loom_session_free(ring);
