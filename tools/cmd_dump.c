@@ -1,6 +1,7 @@
 /* loom dump: print a model's graph as declared and after the planner passes. */
 #include "tools/commands.h"
 
+#include "backends/backend.h"
 #include "models/model.h"
 #include "graph/plan.h"
 #include "core/util.h"
@@ -14,7 +15,9 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: loom dump [-m MODEL] [--phase prefill|decode] [--seq N] [--after PASS|all]\n"
                "                 [--format text|dot|json|svg] [--layers A-B] [--ctx N]\n"
-               "  PASS: declared, dce, cse, fuse, memory (default: memory, the final plan)\n"
+               "  PASS: declared, dce, cse, fuse, backend, memory (default: memory, the final plan)\n"
+               "  --device cpu|vulkan: plan as that backend runs it (its alignment and its pass, e.g.\n"
+               "                       vulkan-fuse); default: no backend, 256-byte alignment\n"
                "  --seq N: prompt length for the prefill graph (default 16)\n"
                "  --format svg: the DOT graph drawn by Graphviz's `dot -Tsvg` (one pass at a time)\n"
                "  --layers A-B: only the nodes of layers A..B (or one layer: --layers A); the rest collapsed\n"
@@ -78,7 +81,7 @@ int cmd_dump(int argc, char **argv) {
             return loom_bad_opt("dump", a, usage);
         }
     }
-    static const char *const passes[] = {"declared", "dce", "cse", "fuse", "memory", "all"};
+    static const char *const passes[] = {"declared", "dce", "cse", "fuse", "backend", "memory", "all"};
     bool known = false;
     for (size_t k = 0; k < sizeof passes / sizeof passes[0]; k++) known |= !strcmp(after, passes[k]);
     bool svg = !strcmp(format, "svg");
@@ -106,6 +109,7 @@ int cmd_dump(int argc, char **argv) {
                           .n_ctx = co.n_ctx > 0 ? co.n_ctx : (m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096)};
     int rc = 1;
     FILE *out = stdout;
+    loom_backend *be = NULL;
     if (want_layers && layers[0] >= m->hp.n_layer) {
         fprintf(stderr, "loom dump: --layers %d-%d: %s has layers 0-%d\n", layers[0], layers[1], path,
                 m->hp.n_layer - 1);
@@ -117,6 +121,14 @@ int cmd_dump(int argc, char **argv) {
         loom_graph_free(g);
         goto done;
     }
+    if (strcmp(co.device, "auto")) { /* --device: that backend's alignment and pass */
+        loom_backend_opts bopt = {.n_threads = 1, .device_index = -1};
+        if (!(be = loom_backend_open(co.device, &bopt))) {
+            fprintf(stderr, "loom dump: %s\n", loom_last_error());
+            loom_graph_free(g);
+            goto done;
+        }
+    }
     if (svg) {
         fflush(stdout);
         out = popen("dot -Tsvg", "w"); /* dot writes the SVG to our stdout */
@@ -127,6 +139,7 @@ int cmd_dump(int argc, char **argv) {
     }
     loom_plan_opts po = {.dump = out, .dump_after = after, .dump_format = fmt,
                          .dump_layers = want_layers ? layers : NULL};
+    if (be) loom_backend_plan_opts(be, &po);
     loom_plan *p = loom_plan_build(g, &po);
     if (svg) {
         int st = pclose(out);
@@ -140,14 +153,18 @@ int cmd_dump(int argc, char **argv) {
         fprintf(stderr, "loom dump: %s\n", loom_last_error());
         goto done;
     }
-    if (fmt == LOOM_DUMP_TEXT)
-        printf("summary: %d nodes declared, %d after passes (%d executed), %d fused groups, arena %zu bytes vs "
+    if (fmt == LOOM_DUMP_TEXT) {
+        char folds[128] = "";
+        if (p->pass) snprintf(folds, sizeof folds, " (%d nodes folded by %s)", p->n_folded, p->pass);
+        printf("summary: %d nodes declared, %d after passes (%d executed), %d fused groups%s, arena %zu bytes vs "
                "naive %zu (%.1f%%)\n",
-               p->n_nodes_declared, p->n_nodes_live, p->n_order, p->n_groups, p->arena_size, p->naive_size,
+               p->n_nodes_declared, p->n_nodes_live, p->n_order, p->n_groups, folds, p->arena_size, p->naive_size,
                p->naive_size ? 100.0 * (double)p->arena_size / (double)p->naive_size : 0.0);
+    }
     loom_plan_free(p);
     rc = 0;
 done:
+    loom_backend_close(be);
     loom_model_free(m);
     return rc;
 }
