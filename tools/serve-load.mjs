@@ -9,6 +9,7 @@ const url = args[0];
 const opt = (name, def) => { const i = args.indexOf('--' + name); return i >= 0 ? args[i + 1] : def; };
 const clients = +opt('clients', 32), seconds = +opt('seconds', 60), maxTokens = +opt('max-tokens', 64), pid = opt('pid', null);
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 
 const rss = () => {
   if (!pid) return NaN;
@@ -21,31 +22,42 @@ const K = 16;
 const reqs = Array.from({ length: K }, (_, i) => ({ prompt: prompts[i % prompts.length], max_tokens: maxTokens, temperature: 0.8,
   seed: 1000 + i, stream: true, stream_options: { include_usage: true } }));
 
-async function run(body) {
-  const t0 = performance.now();
-  const res = await fetch(url + '/v1/completions', { method: 'POST', headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(body) });
-  if (res.status !== 200) return { status: res.status };
-  const dec = new TextDecoder();
-  let buf = '', text = '', ttft = null, tokens = 0, done = false;
-  for await (const chunk of res.body) {
-    buf += dec.decode(chunk, { stream: true });
-    let i;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const ev = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      if (!ev.startsWith('data: ')) continue;
-      const d = ev.slice(6);
-      if (d === '[DONE]') { done = true; continue; }
-      const j = JSON.parse(d);
-      if (j.usage) tokens = j.usage.completion_tokens;
-      for (const c of j.choices || []) {
-        if (c.text && ttft === null) ttft = performance.now() - t0;
-        text += c.text || '';
-      }
-    }
-  }
-  return { status: 200, text, ttft, tokens, done };
+// One streaming request on a connection of its own (node:http, no keep-alive): servers close idle
+// keep-alive connections on their own schedules (llama-server's cpp-httplib does), and a POST
+// sent on a connection the server is closing fails in the client, which is not the server's
+// error; a fresh connection per request costs both servers the same.
+function run(body) {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const data = JSON.stringify(body);
+    const req = http.request(url + '/v1/completions', { method: 'POST', agent: false,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) } }, (res) => {
+      if (res.statusCode !== 200) { res.resume(); return resolve({ status: res.statusCode }); }
+      res.setEncoding('utf8');
+      let buf = '', text = '', ttft = null, tokens = 0, done = false;
+      res.on('data', (chunk) => {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const ev = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          if (!ev.startsWith('data: ')) continue;
+          const d = ev.slice(6);
+          if (d === '[DONE]') { done = true; continue; }
+          const j = JSON.parse(d);
+          if (j.usage) tokens = j.usage.completion_tokens;
+          for (const c of j.choices || []) {
+            if (c.text && ttft === null) ttft = performance.now() - t0;
+            text += c.text || '';
+          }
+        }
+      });
+      res.on('end', () => resolve({ status: 200, text, ttft, tokens, done }));
+      res.on('error', () => resolve({ status: 0 }));
+    });
+    req.on('error', () => resolve({ status: 0 }));
+    req.end(data);
+  });
 }
 
 const solo = [];
