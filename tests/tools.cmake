@@ -67,3 +67,9 @@ if(_loom_tools_defs MATCHES "LOOM_HAVE_VULKAN")
            sh -c "${_vk_skip_tools}" ${LOOM_BIN} profile -m ${LOOM_FIXTURES}/qwen2-tiny --device vulkan -p 8 -n 2 --no-peak)
   set_tests_properties(diff_vulkan_vs_cpu profile_vulkan PROPERTIES SKIP_RETURN_CODE 77)
 endif()
+
+# One table per command drives its parsing and --help (tools/options.c): every table entry of every
+# command `loom --help` lists appears in its --help; an unknown option and a non-number / unknown
+# word for each int, num and choice option exit 2 with one line naming it.
+add_test(NAME options_help COMMAND ${LOOM_EXPECT} --match "^ok: " -- ${CMAKE_CURRENT_SOURCE_DIR}/scripts/options_help.sh ${LOOM_BIN})
+set_tests_properties(options_help PROPERTIES TIMEOUT 120)

@@ -3,11 +3,11 @@
 # (tools/serve-load.mjs: C concurrent streaming clients, the same 16 requests, the same max_tokens),
 # the same threads and as many parallel sequences as clients; loom serve first, then llama-server,
 # one after the other in one run (wrap the whole script in /work/quiet for a figure).
-# usage: tools/serve-compare.sh MODEL.gguf CLIENTS SECONDS MAX_TOKENS SEQ_CTX [THREADS]
+# usage: tools/serve-compare.sh MODEL.gguf CLIENTS SECONDS MAX_TOKENS SEQ_CTX [THREADS [TEMPERATURE]]
 #   LOOM (default build/loom), LLAMA_SERVER (default /work/peer/build/bin/llama-server)
 # Prints one JSON line per server (serve-load.mjs's, with "server" added).
 set -u
-model=$1 clients=$2 seconds=$3 max_tokens=$4 seq_ctx=$5 threads=${6:-2}
+model=$1 clients=$2 seconds=$3 max_tokens=$4 seq_ctx=$5 threads=${6:-2} temp=${7:-0.8}
 loom=${LOOM:-build/loom}
 llama=${LLAMA_SERVER:-/work/peer/build/bin/llama-server}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,7 +30,7 @@ run_one() { # NAME CMD...
         sleep 0.2
     done
     out=$(node "$here/serve-load.mjs" "http://127.0.0.1:$port" --clients "$clients" --seconds "$seconds" \
-        --max-tokens "$max_tokens" --pid $pid)
+        --max-tokens "$max_tokens" --temperature "$temp" --pid $pid)
     echo "{\"server\": \"$name\", $(printf '%s' "$out" | sed 's/^{//')"
     kill $pid
     wait $pid 2>/dev/null

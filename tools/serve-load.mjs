@@ -3,11 +3,12 @@
 // text was first taken from a solo run: any difference (a token lost or mixed up between clients)
 // is counted. Prints requests/s, aggregate generated tokens/s, time to first token p50/p99 and
 // the server's RSS before and after (from /proc, with --pid).
-// usage: node tools/serve-load.mjs URL [--clients 32] [--seconds 60] [--max-tokens 64] [--pid PID]
+// usage: node tools/serve-load.mjs URL [--clients 32] [--seconds 60] [--max-tokens 64] [--temperature 0.8] [--pid PID]
 const args = process.argv.slice(2);
 const url = args[0];
 const opt = (name, def) => { const i = args.indexOf('--' + name); return i >= 0 ? args[i + 1] : def; };
 const clients = +opt('clients', 32), seconds = +opt('seconds', 60), maxTokens = +opt('max-tokens', 64), pid = opt('pid', null);
+const temperature = +opt('temperature', 0.8);
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 
@@ -19,7 +20,7 @@ const rss = () => {
 
 const prompts = ['Once upon a time', 'The little dog', 'Lily wanted to', 'One day, a big', 'Tom and Sam', 'The sun was'];
 const K = 16;
-const reqs = Array.from({ length: K }, (_, i) => ({ prompt: prompts[i % prompts.length], max_tokens: maxTokens, temperature: 0.8,
+const reqs = Array.from({ length: K }, (_, i) => ({ prompt: prompts[i % prompts.length], max_tokens: maxTokens, temperature,
   seed: 1000 + i, stream: true, stream_options: { include_usage: true } }));
 
 // One streaming request on a connection of its own (node:http, no keep-alive): servers close idle
@@ -81,7 +82,7 @@ await Promise.all(Array.from({ length: clients }, async (_, c) => {
 const el = (performance.now() - t0) / 1000;
 ttfts.sort((a, b) => a - b);
 const pct = (p) => ttfts.length ? ttfts[Math.min(ttfts.length - 1, Math.floor(p * ttfts.length))] : NaN;
-console.log(JSON.stringify({ clients, seconds: +el.toFixed(1), max_tokens: maxTokens, requests: n, errors, incomplete, mismatch,
+console.log(JSON.stringify({ clients, seconds: +el.toFixed(1), max_tokens: maxTokens, temperature, requests: n, errors, incomplete, mismatch,
   requests_per_s: +(n / el).toFixed(2), tokens_per_s: +(tokens / el).toFixed(1), ttft_p50_ms: +pct(0.5).toFixed(1),
   ttft_p99_ms: +pct(0.99).toFixed(1), rss_before_mb: +rss0.toFixed(1), rss_after_mb: +rss().toFixed(1) }));
 process.exit(mismatch || errors || incomplete ? 1 : 0);
