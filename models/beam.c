@@ -29,6 +29,7 @@ typedef struct fin {
 
 typedef struct beam_state {
     int K, KK, V, max_new;
+    int n_prompt;      /* for errors: the position a step's token takes is n_prompt + step - 1 */
     float *lp;         /* [K, V] log-softmax of each running beam's last logits */
     float *run_score;  /* [K] */
     int32_t *run_tok;  /* [K, max_new] generated tokens of each running beam */
@@ -176,6 +177,14 @@ static int state_init(beam_state *st, const loom_beam_opts *o, int V) {
 }
 
 /* Fork the chosen parents into the new running beams, free the old ones, evaluate the new tokens. */
+/* Non-finite logits stop the search with an error naming the step (1-based), its position and
+ * the beam, as loom run's sampler path names its step. */
+static int logits_ok(const beam_state *st, const float *l, int step, int beam) {
+    if (loom_logits_check(l, st->V) == 0) return 0;
+    loom_err_prefix("beam search, generation step %d (position %d), beam %d", step, st->n_prompt + step - 1, beam + 1);
+    return -1;
+}
+
 static int advance(loom_session *s, beam_state *st, const cand *next, int t) {
     int nsid[128];
     int32_t tok[128], sq[128];
@@ -205,7 +214,7 @@ static int advance(loom_session *s, beam_state *st, const cand *next, int t) {
     if (loom_session_eval_batch(s, &b) < 0) return -1;
     const float *l = loom_session_logits(s, NULL);
     for (int i = 0; i < st->K; i++) {
-        if (loom_logits_check(l + (size_t)i * st->V, st->V) < 0) return -1;
+        if (logits_ok(st, l + (size_t)i * st->V, t + 2, i) < 0) return -1;
         log_softmax(st->lp + (size_t)i * st->V, l + (size_t)i * st->V, st->V);
     }
     return 0;
@@ -221,7 +230,7 @@ static int start(loom_session *s, beam_state *st, const int32_t *prompt, int n_p
     loom_batch b = {.n = n_prompt, .tokens = prompt, .seq = sq};
     int rc = loom_session_eval_batch(s, &b);
     free(sq);
-    if (rc < 0 || loom_logits_check(loom_session_logits(s, NULL), st->V) < 0) return -1;
+    if (rc < 0 || logits_ok(st, loom_session_logits(s, NULL), 1, 0) < 0) return -1;
     log_softmax(st->lp, loom_session_logits(s, NULL), st->V);
     for (int i = 1; i < st->K; i++) {
         if ((st->sid[i] = loom_seq_fork(s, st->sid[0])) < 0) return -1;
@@ -231,6 +240,7 @@ static int start(loom_session *s, beam_state *st, const int32_t *prompt, int n_p
 }
 
 static int search(loom_session *s, beam_state *st, const loom_beam_opts *o, const int32_t *prompt, int n_prompt) {
+    st->n_prompt = n_prompt;
     if (start(s, st, prompt, n_prompt) < 0) return -1;
     bool unsat = true;
     cand next[128];

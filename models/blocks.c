@@ -120,18 +120,24 @@ loom_qkv loom_block_qkv(loom_graph *g, const loom_model *m, int layer, int x) {
     return r;
 }
 
+loom_rope_params loom_block_rope_params(loom_graph *g, const loom_model *m, int layer, int n_head) {
+    const loom_hparams *hp = &m->hp;
+    bool local = loom_layer_is_local(hp, layer);
+    loom_rope_params rp = {
+        .n_head = n_head, .head_dim = hp->head_dim, .mode = hp->rope_mode, .n_rot = hp->head_dim,
+        .theta = local && hp->rope_theta_local > 0 ? hp->rope_theta_local : hp->rope_theta,
+        .pos_scale = hp->rope_scaling == LOOM_ROPE_SCALING_LINEAR ? 1.0f / hp->rope_factor : 1.0f,
+        .freq_factors = m->rope_freqs ? loom_weight_node(g, m->rope_freqs) : -1,
+    };
+    return rp;
+}
+
 int loom_block_attend(loom_graph *g, const loom_model *m, int layer, loom_qkv qkv, const loom_step_inputs *in) {
     const loom_hparams *hp = &m->hp;
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim, kv_dim = loom_kv_width(hp, layer);
     char name[64];
     bool local = loom_layer_is_local(hp, layer);
-    int freqs = m->rope_freqs ? loom_weight_node(g, m->rope_freqs) : -1;
-    loom_rope_params rp = {
-        .n_head = hp->n_head, .head_dim = hp->head_dim, .mode = hp->rope_mode, .n_rot = hp->head_dim,
-        .theta = local && hp->rope_theta_local > 0 ? hp->rope_theta_local : hp->rope_theta,
-        .pos_scale = hp->rope_scaling == LOOM_ROPE_SCALING_LINEAR ? 1.0f / hp->rope_factor : 1.0f,
-        .freq_factors = freqs,
-    };
+    loom_rope_params rp = loom_block_rope_params(g, m, layer, hp->n_head);
     int q = loom_rope(g, qkv.q, in->pos, &rp);
     rp.n_head = hp->n_head_kv;
     int k = loom_rope(g, qkv.k, in->pos, &rp);
@@ -218,6 +224,38 @@ int loom_build_decoder(loom_graph *g, const loom_model *m, const loom_build_opts
         }
     }
     return x < 0 || loom_block_head(g, m, x, o, in.out_rows) < 0 ? -1 : 0;
+}
+
+/* Context shift by rotation (loom_session_ctx_shift): per layer, the cached K rows of positions
+ * keep + delta .. keep + delta + n_rest - 1 are rotated by RoPE at position -delta (a rotation by
+ * angle a then by -delta's angle is the rotation for position p - delta, pair by pair, in either
+ * layout, with linear or Llama-3 frequencies and the layer's own theta) and stored at rows
+ * keep .. keep + n_rest - 1; the V rows move unchanged. The rotated rows go through the arena
+ * (ROPE never runs in place over a state view; V is copied by a SCALE of 1), so the moves never
+ * read rows they already overwrote. Inputs "shift_pos" [n_rest] (all -delta) and "shift_rows"
+ * [n_rest] (keep + i). */
+int loom_build_kshift(loom_graph *g, const loom_model *m, int n_ctx, int keep, int delta, int n_rest) {
+    const loom_hparams *hp = &m->hp;
+    if (keep < 0 || delta < 1 || n_rest < 1 || (int64_t)keep + delta + n_rest > n_ctx)
+        return loom_err("context shift: keep %d, drop %d, move %d rows: outside the %d-row cache", keep, delta, n_rest,
+                        n_ctx);
+    int64_t ne[1] = {n_rest};
+    int pos = loom_input(g, "shift_pos", LOOM_I32, 1, ne);
+    int rows = loom_input(g, "shift_rows", LOOM_I32, 1, ne);
+    for (int l = 0; l < hp->n_layer; l++) {
+        int64_t w = loom_kv_width(hp, l);
+        size_t from = (size_t)(keep + delta) * (size_t)w * sizeof(float);
+        char name[64];
+        snprintf(name, sizeof name, "cache_k.%d", l);
+        int kc = loom_state(g, 2 * l, name, n_ctx, w);
+        snprintf(name, sizeof name, "cache_v.%d", l);
+        int vc = loom_state(g, 2 * l + 1, name, n_ctx, w);
+        loom_rope_params rp = loom_block_rope_params(g, m, l, hp->n_head_kv);
+        int k = loom_rope(g, loom_view(g, kc, 2, (int64_t[]){n_rest, w}, from), pos, &rp);
+        int v = loom_scale(g, loom_view(g, vc, 2, (int64_t[]){n_rest, w}, from), 1.0f);
+        if (loom_kv_store(g, kc, k, rows) < 0 || loom_kv_store(g, vc, v, rows) < 0) return -1;
+    }
+    return 0;
 }
 
 int loom_model_validate(const loom_model *m) {

@@ -174,6 +174,9 @@ typedef struct loom_qkv { int q, k, v; } loom_qkv; /* [S, H*hd], [S, Hkv*hd], [S
 loom_qkv loom_block_qkv(loom_graph *g, const struct loom_model *m, int layer, int x);
 /* RoPE on q and k, the cache writes, attention, and the output projection (no residual). */
 int loom_block_attend(loom_graph *g, const struct loom_model *m, int layer, loom_qkv qkv, const loom_step_inputs *in);
+/* The RoPE of layer `layer` for n_head heads: its theta (local or global), linear position scale and
+ * Llama-3 frequency factors, as loom_block_attend rotates q and k. */
+loom_rope_params loom_block_rope_params(loom_graph *g, const struct loom_model *m, int layer, int n_head);
 /* down(act(gate(h)) * up(h)) */
 int loom_block_mlp(loom_graph *g, const struct loom_model *m, int layer, int h);
 /* One whole layer as above: x -> x'. */
@@ -189,6 +192,10 @@ int loom_block_linear(loom_graph *g, const struct loom_model *m, int x, int64_t 
 int loom_block_head(loom_graph *g, const struct loom_model *m, int x, const loom_build_opts *o, int out_rows);
 /* Embedding (times embd_scale), n_layer layers, head: every family so far. */
 int loom_build_decoder(loom_graph *g, const struct loom_model *m, const loom_build_opts *o);
+
+/* The context-shift graph of a loom_build_decoder model (blocks.c): move the cache rows of positions
+ * keep + delta .. keep + delta + n_rest - 1 down to keep .., K re-rotated by -delta positions. */
+int loom_build_kshift(loom_graph *g, const struct loom_model *m, int n_ctx, int keep, int delta, int n_rest);
 
 /* Validate that every tensor the graph would use exists with the right shape (run once at load). */
 int loom_model_validate(const struct loom_model *m);

@@ -180,6 +180,8 @@ fail:
     return NULL;
 }
 
+static loom_plan *cached_plan(loom_session *s, loom_graph *g, uint64_t key);
+
 /* Find or build the plan for a step of n tokens; n_seq > 0: a paged step of n_seq sequences
  * keeping n_out logit rows (the memo key holds all three, so each batch shape has its plan). */
 static loom_plan *step_plan(loom_session *s, int n, int n_seq, int n_out) {
@@ -208,6 +210,12 @@ static loom_plan *step_plan(loom_session *s, int n, int n_seq, int n_out) {
     s->memo[s->memo_next].n_tokens = n;
     s->memo[s->memo_next].key = key;
     s->memo_next = (s->memo_next + 1) % 8;
+    return cached_plan(s, g, key);
+}
+
+/* The plan of graph g (whose hash is key) from the cache, or planned, checked and cached; g is
+ * the plan's from then on, or freed. */
+static loom_plan *cached_plan(loom_session *s, loom_graph *g, uint64_t key) {
     loom_plan *p = loom_plan_cache_get(s->plans, key);
     if (p) {
         loom_graph_free(g);
@@ -539,16 +547,60 @@ int loom_session_eval_batch(loom_session *s, const loom_batch *b) {
     return rc;
 }
 
-/* Context shift: the cache holds hist[0..*n); keep the first n_keep tokens, drop half of the rest
- * (the oldest), and evaluate what is left again from position 0. Cached K rows cannot just be
- * moved: RoPE rotated them for their old positions. */
+/* Context shift: the cache holds hist[0..*n); keep the first n_keep tokens and drop half of the
+ * rest (the oldest). A loom_build_decoder model moves the cache rows that stay down and re-rotates
+ * their keys by the number of dropped positions (loom_build_kshift): RoPE rotations compose, so a
+ * key rotated for position p and then by -d is the key of position p - d. Other graphs (none
+ * today) re-evaluate what is left from position 0, as LOOM_CTX_SHIFT=reeval does for every model. */
+bool loom_session_shift_rotates(const loom_session *s) {
+    const char *e = getenv("LOOM_CTX_SHIFT");
+    return s->m->arch->build == loom_build_decoder && !(e && !strcmp(e, "reeval"));
+}
+
+static int shift_rotate(loom_session *s, int keep, int d, int rest) {
+    loom_graph *g = loom_graph_new();
+    if (!g) return -1;
+    if (loom_build_kshift(g, s->m, s->n_ctx, keep, d, rest) < 0) {
+        loom_graph_free(g);
+        return -1;
+    }
+    loom_plan *p = cached_plan(s, g, loom_graph_hash(g));
+    loom_exec_ctx x;
+    if (!p || prepare_run(s, p, &x) < 0) return -1;
+    int32_t *v = loom_malloc(2 * (size_t)rest * sizeof *v);
+    if (!v) return -1;
+    for (int i = 0; i < rest; i++) {
+        v[i] = -d;
+        v[rest + i] = keep + i;
+    }
+    int rc = write_input(s, &x, "shift_pos", v, (size_t)rest);
+    if (rc == 0) rc = write_input(s, &x, "shift_rows", v + rest, (size_t)rest);
+    free(v);
+    if (rc == 0) rc = loom_execute(s->be, &x);
+    if (rc < 0) return -1;
+    s->pos = keep + rest;
+    s->last_plan = p;
+    return 0;
+}
+
 int loom_session_ctx_shift(loom_session *s, int32_t *hist, int *n, int n_keep) {
+    if (s->paged) return loom_err("context shift: the session holds sequences (only a single-sequence cache shifts)");
     if (*n != s->pos) return loom_err("context shift: %d tokens given but the cache holds %d", *n, s->pos);
     if (n_keep < 0) n_keep = 0;
     if (n_keep > *n) n_keep = *n;
     int n_discard = (*n - n_keep) / 2;
     if (n_discard == 0) return loom_err("context shift: nothing to discard (--keep %d of %d tokens)", n_keep, *n);
-    memmove(hist + n_keep, hist + n_keep + n_discard, (size_t)(*n - n_keep - n_discard) * sizeof *hist);
+    int rest = *n - n_keep - n_discard;
+    if (loom_session_shift_rotates(s)) {
+        if (shift_rotate(s, n_keep, n_discard, rest) < 0) { /* rest >= 1: n_discard >= 1 needs 2 past keep */
+            loom_err_prefix("context shift");
+            return -1;
+        }
+        memmove(hist + n_keep, hist + n_keep + n_discard, (size_t)rest * sizeof *hist);
+        *n -= n_discard;
+        return n_discard;
+    }
+    memmove(hist + n_keep, hist + n_keep + n_discard, (size_t)rest * sizeof *hist);
     *n -= n_discard;
     s->pos = 0;
     for (int i = 0; i < *n; i += 512) { /* chunks bound the prefill arena */
@@ -573,5 +625,12 @@ const loom_plan *loom_session_last_plan(const loom_session *s, const double **no
 }
 
 loom_backend *loom_session_backend(const loom_session *s) { return s->be; }
+
+int loom_session_read_state(const loom_session *s, int slot, int row, int n_rows, float *dst) {
+    if (slot < 0 || slot >= s->n_state || row < 0 || n_rows < 0 || n_rows > s->n_ctx - row)
+        return loom_err("state slot %d rows [%d, +%d) are outside the session's cache", slot, row, n_rows);
+    size_t w = (size_t)loom_kv_width(&s->m->hp, slot / 2) * sizeof(float);
+    return s->be->ops->buf_read(s->be, s->state[slot], (size_t)row * w, dst, (size_t)n_rows * w);
+}
 
 int loom_session_n_vocab(const loom_session *s) { return s->m->hp.n_vocab; }

@@ -11,9 +11,18 @@ void loom_session_set_profiling(loom_session *s, bool on);
 const loom_plan *loom_session_last_plan(const loom_session *s, const double **node_time);
 loom_backend *loom_session_backend(const loom_session *s);
 int loom_session_n_vocab(const loom_session *s);
+/* Copy n_rows cache rows from row `row` of state slot `slot` (2l: layer l's K, 2l+1: its V) to the
+ * host (tests). */
+int loom_session_read_state(const loom_session *s, int slot, int row, int n_rows, float *dst);
 /* Context shift (loom run --ctx-shift): hist[0..*n) are the tokens the cache holds; keeps the
- * first n_keep, drops half of the rest (oldest first), shortens hist and *n to match, and
- * re-evaluates them into the reset cache. Returns the number dropped, or -1 with an error. */
+ * first n_keep, drops half of the rest (oldest first), shortens hist and *n to match, and moves
+ * the cache rows that stay down, re-rotating their keys (loom_session_shift_rotates), or else
+ * re-evaluates them into the reset cache. Evaluate the next token before reading logits (after a
+ * rotation they are still the last eval's). Returns the number dropped, or -1 with an error.
+ * Single-sequence sessions only. */
 int loom_session_ctx_shift(loom_session *s, int32_t *hist, int *n, int n_keep);
+/* Whether loom_session_ctx_shift re-rotates cached keys (every loom_build_decoder family, unless
+ * LOOM_CTX_SHIFT=reeval) rather than re-evaluating the kept tokens. */
+bool loom_session_shift_rotates(const loom_session *s);
 
 #endif

@@ -37,6 +37,15 @@ silu_scalar_1pct|backends/cpu/cpu_scalar.c|return x / (1.0f + expf(-x));|return 
 q8_0_truncates|core/qblock.c|y[i].qs[j] = (int8_t)roundf(x[j] * id);|y[i].qs[j] = (int8_t)(x[j] * id);|^(test_quant|check_q_|quantize_)
 q4_k_requant_drops_min|core/qblock.c|int v = nearest_int((x[32 * j + l] + dm) / dd);|int v = nearest_int(x[32 * j + l] / dd);|^(test_quant|check_q_|quantize_)
 q6_k_top_level_lost|core/qblock.c|(q < -32 ? -32 : q > 31 ? 31 : q) + 32|(q < -32 ? -32 : q > 30 ? 30 : q) + 32|^(test_quant|check_q_|quantize_)
+min_p_absolute|models/sampler.c|float floor_p = s->o.min_p * s->c[0].p;|float floor_p = s->o.min_p;|^(test_sampler|run_)
+window_one_key_more|backends/cpu/cpu_backend.c|(int64_t)pos + 1 - window : 0;|(int64_t)pos - window : 0;|^(check_|rel_check|test_ops|test_batch)
+attn_softcap_scalar_1pct|backends/cpu/cpu_scalar.c|sc[j] = softcap * tanhf(sc[j] / softcap);|sc[j] = softcap * tanhf(sc[j] / (1.01f * softcap));|^(check_|test_ops)
+gelu_constant_scalar|backends/cpu/cpu_scalar.c|(x + 0.044715f * x * x * x)|(x + 0.045f * x * x * x)|^(check_|test_ops)
+moe_no_renorm|backends/cpu/cpu_backend.c|(norm ? chosen : sum)|(sum)|^(check_|test_ops)
+k_scale_high_bits_lost|core/qblock.c|((q[j - 4] >> 6) << 4)|0|^(test_quant|check_q_|quantize_)
+kshift_sign|models/session.c|v[i] = -d;|v[i] = d;|^(test_ctx_shift|rel_ctx)
+kshift_layer0_theta|models/blocks.c|loom_block_rope_params(g, m, l, hp->n_head_kv)|loom_block_rope_params(g, m, 0, hp->n_head_kv)|^(test_ctx_shift|rel_ctx)
+beam_error_step|models/beam.c|t + 2, i)|t + 1, i)|^(test_rel_inputs|test_beam|run_)
 EOF
 }
 

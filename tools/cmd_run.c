@@ -167,6 +167,7 @@ int cmd_run(int argc, char **argv) {
     loom_opt sampling_rows[LOOM_SAMPLING_ROWS];
     loom_sampling_rows(sampling_rows, &sa);
     bool print_ids = false, ctx_shift = false, json = false, special = false, version = false;
+    loom_textbuf out = {0}; /* the generated text (for --stop and --json); freed at done (every error path) */
     const loom_opt opts[] = {
         {.names = "-p|--prompt",
          .type = LOOM_OPT_LIST,
@@ -218,12 +219,12 @@ int cmd_run(int argc, char **argv) {
         {.names = "--ctx-shift",
          .type = LOOM_OPT_FLAG,
          .help = "when the context is full, drop the oldest half of it (after --keep)\n"
-                 "and re-evaluate the rest, instead of stopping",
+                 "and re-rotate the cached keys that stay, instead of stopping",
          .dst = &ctx_shift},
         {.names = "--keep",
          .type = LOOM_OPT_INT,
          .arg = "N",
-         .help = "tokens kept at the start on a context shift (1: BOS)",
+         .help = "tokens kept at the start on a context shift (1: BOS; at most --ctx - 2)",
          .lo = 0,
          .hi = 0x7fffffffL,
          .dst = &n_keep},
@@ -386,12 +387,20 @@ int cmd_run(int argc, char **argv) {
     /* the tokens the cache holds, for re-evaluation after a context shift */
     int n_hist = 0, shifts = 0;
     if (ctx_shift) {
-        /* each shift re-evaluates the kept tokens and half the rest, and frees half the rest: with
-         * --keep up to half the context a shift frees at least a quarter of it (at most 3 evaluated
-         * tokens per generated one); --keep 29 of 32 re-evaluated the context every token */
-        if (n_keep > loom_session_ctx(s) / 2) {
-            fprintf(stderr, "loom: --keep %ld is more than half the context (%d tokens): with --ctx-shift every "
-                            "shift would re-evaluate nearly all of it\n", n_keep, loom_session_ctx(s));
+        /* a shift drops half of what follows the kept tokens: at least 2 must follow. Re-rotating the
+         * cached keys costs a pass over the rows that stay; re-evaluating them (a model that cannot
+         * rotate, or LOOM_CTX_SHIFT=reeval) costs a prefill, so there --keep is bounded to half the
+         * context (a shift then frees at least a quarter of it; --keep 29 of 32 re-evaluated the
+         * context every token) */
+        if (n_keep > loom_session_ctx(s) - 2) {
+            fprintf(stderr, "loom: --keep %ld leaves nothing to drop from a context of %d tokens (at most %d)\n", n_keep,
+                    loom_session_ctx(s), loom_session_ctx(s) - 2);
+            goto done;
+        }
+        if (!loom_session_shift_rotates(s) && n_keep > loom_session_ctx(s) / 2) {
+            fprintf(stderr, "loom: --keep %ld is more than half the context (%d tokens): this model's --ctx-shift "
+                            "re-evaluates the kept tokens, and every shift would re-evaluate nearly all of it\n",
+                    n_keep, loom_session_ctx(s));
             goto done;
         }
         if (!(hist = malloc((size_t)loom_session_ctx(s) * sizeof *hist))) {
@@ -428,7 +437,6 @@ int cmd_run(int argc, char **argv) {
     double t_prompt = loom_now() - t0;
     int generated = 0;
     const char *stop = NULL, *finish = "length", *stop_hit = NULL;
-    loom_textbuf out = {0}; /* the generated text (for --stop and --json) */
     size_t shown = 0;       /* bytes of it printed */
     t0 = loom_now();
     for (; generated < n_gen; generated++) {
@@ -539,6 +547,7 @@ int cmd_run(int argc, char **argv) {
             generated / (t_gen > 0 ? t_gen : 1e-9), loom_session_device(s));
     rc = 0;
 done:
+    loom_textbuf_free(&out);
     free(file_buf);
     free(whole);
     free(gen_ids);

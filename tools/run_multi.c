@@ -42,7 +42,10 @@ static int run_beams(loom_session *s, const run_multi_opts *o, int32_t *const *p
     loom_beam_hyp h[64];
     for (int p = 0; p < n_prompts; p++) {
         int n = loom_beam_search(s, prompts[p], lens[p], &bo, h);
-        if (n < 0) return -1;
+        if (n < 0) {
+            if (n_prompts > 1) loom_err_prefix("prompt %d", p + 1);
+            return -1;
+        }
         for (int r = 0; r < n; r++) {
             int32_t *all = malloc((size_t)(lens[p] + h[r].n) * sizeof *all);
             if (!all) {

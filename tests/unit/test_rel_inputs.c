@@ -76,6 +76,7 @@ static bool is_gguf(const char *path) {
  * 'f' f32; 0: key untouched), plus an optional extra copy of tensor `dup` named `dup_as`. */
 static const char *poison_tensor; /* when set: that f32 tensor gets a NaN (element 3) in gguf_variant */
 static float poison_value = NAN;
+static size_t poison_index = 3; /* the element poisoned */
 
 static const char *gguf_variant(const char *name, const char *key, char type, double v, const char *dup,
                                 const char *dup_as) {
@@ -98,7 +99,7 @@ static const char *gguf_variant(const char *name, const char *key, char type, do
         if (poison_tensor && !strcmp(tn, poison_tensor) && gguf_tensor_ggml_type(g, i) == 0) {
             copy = malloc(gguf_tensor_nbytes(g, i));
             memcpy(copy, data, gguf_tensor_nbytes(g, i));
-            ((float *)copy)[3] = poison_value;
+            ((float *)copy)[poison_index] = poison_value;
             data = copy;
         }
         gguf_w_tensor(w, tn, gguf_tensor_ggml_type(g, i), gguf_tensor_ndim(g, i), ne, data, gguf_tensor_nbytes(g, i));
@@ -465,8 +466,22 @@ static void test_non_finite(void) {
               "run -m '%s' --tokens 1,403 -n 4 --temp 0.8 --top-p 0.9 --device cpu", bad);
     cli_fails("sequence 1, generation step 1: the logit of token 0 is NaN", "run, two prompts",
               "run -m '%s' --tokens 1,403 --tokens 1,500 -n 4 --device cpu", bad);
-    cli_fails("the logit of token 0 is NaN", "run --beams 2", "run -m '%s' --tokens 1,403 --beams 2 -n 4 --device cpu",
-              bad);
+    cli_fails("beam search, generation step 1 (position 2), beam 1: the logit of token 0 is NaN", "run --beams 2",
+              "run -m '%s' --tokens 1,403 --beams 2 -n 4 --device cpu", bad);
+    /* a NaN in token 407's embedding (the greedy continuation of 1,403): the prompt's logits are
+     * fine, the step after 407 is not; the error names that step (beam search: and the beam) */
+    poison_tensor = "token_embd.weight";
+    poison_value = NAN;
+    poison_index = 407 * 64 + 5;
+    const char *emb = gguf_variant("nan-embd.gguf", NULL, 0, 0, NULL, NULL);
+    poison_tensor = NULL;
+    poison_index = 3;
+    cli_fails("generation step 2 (position 3): the logit of token 0 is NaN", "run, NaN at step 2",
+              "run -m '%s' --tokens 1,403 -n 4 --device cpu", emb);
+    cli_fails("beam search, generation step 2 (position 3), beam 1: the logit of token 0 is NaN", "run --beams 2, step 2",
+              "run -m '%s' --tokens 1,403 --beams 2 -n 4 --device cpu", emb);
+    cli_fails("prompt 2: beam search, generation step 2 (position 3), beam 1: the logit of token 0 is NaN",
+              "run --beams 2, two prompts", "run -m '%s' --tokens 1,500 --tokens 1,403 --beams 2 -n 2 --device cpu", emb);
     char err[4096];
     CHECK(loom_cli(err, sizeof err, "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --check-tensors --tokens 1,403 -n 4 --device cpu") == 0,
           "--check-tensors passes a good model: %s", err);
@@ -503,8 +518,19 @@ static void test_cli_edges(void) {
     memset(longp, 'a', 5000);
     longp[5000] = 0;
     cli_fails("cannot open: File name too long", "-m a 5000-character path", "run -m %s -p x --device cpu", longp);
-    cli_fails("--keep 17 is more than half the context (32 tokens)", "--keep 17 --ctx 32",
+    /* --keep: a shift must be able to drop something; re-evaluating shifts (LOOM_CTX_SHIFT=reeval,
+     * or a model that cannot rotate) keep at most half the context: --keep 29 of 32 re-evaluated
+     * the context every token (> 60 s for 2000 tokens). Re-rotating shifts do not need the bound. */
+    cli_fails("--keep 31 leaves nothing to drop from a context of 32 tokens (at most 30)", "--keep 31 --ctx 32",
+              "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --tokens 1,403 --ctx 32 --ctx-shift --keep 31 --device cpu");
+    setenv("LOOM_CTX_SHIFT", "reeval", 1);
+    cli_fails("--keep 17 is more than half the context (32 tokens)", "--keep 17 --ctx 32, re-evaluating",
               "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --tokens 1,403 --ctx 32 --ctx-shift --keep 17 --device cpu");
+    unsetenv("LOOM_CTX_SHIFT");
+    char kerr[4096];
+    CHECK(loom_cli(kerr, sizeof kerr, "run -m \"$LOOM_FIXTURES/stories260K.gguf\" --tokens 1,403 --ctx 32 --ctx-shift --keep 30 "
+                                      "-n 2000 --device cpu") == 0 && strstr(kerr, "generated 2000 tokens (1970 context shifts)"),
+          "--keep 30 --ctx 32 with re-rotating shifts: %s", kerr);
 }
 
 

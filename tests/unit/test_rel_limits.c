@@ -6,8 +6,9 @@
  *     gguf_writer_save, loom_synth and loom_convert fail cleanly, leaving no partial or temporary
  *     file and an older file of the same name untouched;
  *   - a tokenizer.json naming one id near 2^24 is refused, not a gigabyte of tables;
- *   - loom_session_ctx_shift keeps the first tokens, drops half of the rest, and leaves the
- *     session exactly where a fresh prefill of the remaining tokens would be. */
+ *   - loom_session_ctx_shift (re-evaluating, LOOM_CTX_SHIFT=reeval) keeps the first tokens, drops
+ *     half of the rest, and leaves the session exactly where a fresh prefill of the remaining
+ *     tokens would be (the re-rotating shift: test_ctx_shift). */
 #include "models/convert.h"
 #include "formats/gguf.h"
 #include "models/session_internal.h"
@@ -150,7 +151,9 @@ static void test_sparse_vocab(void) {
     loom_tokenizer_free(t);
 }
 
+/* The re-evaluating shift (LOOM_CTX_SHIFT=reeval; the re-rotating one is test_ctx_shift's). */
 static void test_ctx_shift(const char *model_path) {
+    setenv("LOOM_CTX_SHIFT", "reeval", 1);
     loom_model *m = loom_model_load(model_path);
     CHECK(m, "load: %s", loom_last_error());
     if (!m) return;
@@ -184,9 +187,11 @@ static void test_ctx_shift(const char *model_path) {
         CHECK(loom_session_ctx_shift(a, hist, &n, n) < 0 && strstr(loom_last_error(), "nothing to discard"),
               "keep-all shift: %s", loom_last_error());
     }
+    CHECK(!a || !loom_session_shift_rotates(a), "LOOM_CTX_SHIFT=reeval still rotates");
     loom_session_free(a);
     loom_session_free(b);
     loom_model_free(m);
+    unsetenv("LOOM_CTX_SHIFT");
 }
 
 int main(void) {

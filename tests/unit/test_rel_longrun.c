@@ -65,7 +65,7 @@ static int run(loom_model *m, const char *device, int n_ctx, int steps, int32_t 
         }
         if (rc == 0 && loom_session_eval(s, &next, 1) < 0) rc = -1;
         hist[n++] = next;
-        /* warm-up ends after the second shift: both step shapes (decode, re-prefill) have plans */
+        /* warm-up ends after the second shift: both graphs (decode, context shift) have plans */
         if (warm < 0 && st->shifts == 2) {
             warm = i;
             st->rss_warm = st->rss_min = st->rss_max = rss_kib();
