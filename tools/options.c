@@ -133,7 +133,7 @@ static void usage_table(FILE *f, const loom_opt *t) {
 }
 
 void loom_opts_usage(FILE *f, const char *cmd, const char *synopsis, const char *about, const loom_opt *opts, bool common) {
-    fprintf(f, "usage: loom %s %s\n", cmd, synopsis);
+    fprintf(f, "usage: loom %s%s%s\n", cmd, *synopsis ? " " : "", synopsis);
     if (about && *about) fprintf(f, "%s\n", about);
     usage_table(f, opts);
     if (common) usage_table(f, common_opts);
