@@ -47,6 +47,10 @@ typedef struct loom_backend_ops {
      * The planner packs the arena to it (loom_plan_opts.align, from loom_backend_alignment). */
     size_t (*alignment)(loom_backend *be);
 
+    /* Optional: the backend's own planner pass (its fusions), which loom_plan_build runs after
+     * fuse and before memory (loom_backend_plan_opts puts it in the plan options). */
+    const loom_plan_pass *(*plan_pass)(loom_backend *be);
+
     /* Can this backend compute node `i` of g as it stands (op, types, shapes)? */
     bool (*supports)(loom_backend *be, const loom_graph *g, int i);
 
@@ -76,10 +80,13 @@ loom_buffer *loom_exec_node_buffer(const loom_exec_ctx *x, int i, size_t *offset
 
 /* The arena alignment be needs (its alignment op, else 64): pass it to loom_plan_build. */
 size_t loom_backend_alignment(loom_backend *be);
+/* Set o's alignment and backend pass for plans that be will run (other fields untouched). */
+void loom_backend_plan_opts(loom_backend *be, loom_plan_opts *o);
 
 /* ---- running a plan (one copy for sessions, loom diff, bench and profile) ------------------- */
-/* Check, once per plan, that be can compute every node p executes: 0, or -1 with an error naming
- * `device` and the first node it cannot. loom_execute does not check again. */
+/* Check, once per plan, that be can compute every node p executes (and every node folded into
+ * another's dispatch, which only the backend whose pass folded it can run): 0, or -1 with an
+ * error naming `device` and the first node it cannot. loom_execute does not check again. */
 int loom_plan_check(loom_backend *be, const loom_plan *p, const char *device);
 /* Typed handles: a plan's input or output node, looked up by name once per plan. An input the
  * optimised graph no longer reads (removed by dce) is -1, which loom_exec_write skips. */

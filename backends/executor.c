@@ -28,9 +28,23 @@ size_t loom_backend_alignment(loom_backend *be) {
     return a ? a : 64;
 }
 
+void loom_backend_plan_opts(loom_backend *be, loom_plan_opts *o) {
+    o->align = loom_backend_alignment(be);
+    o->pass = be->ops->plan_pass ? be->ops->plan_pass(be) : NULL;
+}
+
 int loom_plan_check(loom_backend *be, const loom_plan *p, const char *device) {
-    for (int k = 0; k < p->n_order; k++) {
-        int i = p->order[k];
+    if (p->n_folded) {
+        const loom_plan_pass *own = be->ops->plan_pass ? be->ops->plan_pass(be) : NULL;
+        if (!own || !p->pass || strcmp(own->name, p->pass))
+            return loom_err("%s backend cannot run a plan whose nodes %s folded", device ? device : be->ops->name,
+                            p->pass ? p->pass : "a backend pass");
+    }
+    for (int i = 0; i < p->g->n; i++) {
+        const loom_node *n = &p->g->nodes[i];
+        if ((n->flags & LOOM_NODE_DEAD) || n->op == LOOM_OP_INPUT || n->op == LOOM_OP_WEIGHT ||
+            n->op == LOOM_OP_STATE || n->op == LOOM_OP_VIEW)
+            continue;
         loom_err_clear();
         if (!be->ops->supports(be, p->g, i)) {
             /* keep the backend's reason when it gave one (an op parameter it lacks: loom_params_check) */

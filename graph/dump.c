@@ -125,15 +125,15 @@ static bool shown(const dump_view *v, int i) { return !v->keep || v->keep[i] == 
 
 /* Arena and naive sizes are the memory pass's (0 before it runs), the figures the plan holds. */
 static void summary(const loom_graph *g, int *live, int *groups, size_t *arena, size_t *naive, size_t *wbytes) {
-    *live = *groups = 0;
+    *live = 0;
     *wbytes = 0;
     *arena = g->arena_size;
     *naive = g->naive_size;
+    *groups = loom_graph_count_groups(g);
     for (int i = 0; i < g->n; i++) {
         const loom_node *n = &g->nodes[i];
         if (n->flags & LOOM_NODE_DEAD) continue;
         (*live)++;
-        if (n->n_fused) (*groups)++;
         if (n->op == LOOM_OP_WEIGHT) *wbytes += loom_node_bytes(n);
     }
 }
@@ -167,6 +167,8 @@ static void dump_text(const loom_graph *g, FILE *f, const char *title, const dum
             fprintf(f, " %s@%zu+%zu", storage_name(n->storage), n->offset, n->nbytes);
             if (n->flags & LOOM_NODE_INPLACE) fprintf(f, " inplace");
             else if (n->alias >= 0) fprintf(f, " alias(%d)", n->alias);
+        } else if (n->flags & LOOM_NODE_FOLDED) {
+            fprintf(f, " folded");
         }
         if (n->group >= 0) fprintf(f, " group=%d", n->group);
         if (n->flags & LOOM_NODE_OUTPUT) fprintf(f, " OUTPUT");
@@ -204,10 +206,11 @@ static void dump_json(const loom_graph *g, FILE *f, const char *title, const dum
         fprintf(f, "],\"params\":");
         loom_json_str(f, params);
         fprintf(f, ",\"live\":%s,\"output\":%s,\"replaced_by\":%d,\"group\":%d,\"storage\":\"%s\","
-                   "\"offset\":%zu,\"bytes\":%zu,\"inplace\":%s,\"alias\":%d,\"layer\":%d}",
+                   "\"offset\":%zu,\"bytes\":%zu,\"inplace\":%s,\"folded\":%s,\"alias\":%d,\"layer\":%d}",
                 (n->flags & LOOM_NODE_DEAD) ? "false" : "true", (n->flags & LOOM_NODE_OUTPUT) ? "true" : "false",
                 n->replaced_by, n->group, storage_name(n->storage), n->offset, n->nbytes,
-                (n->flags & LOOM_NODE_INPLACE) ? "true" : "false", n->alias, v->layer[i]);
+                (n->flags & LOOM_NODE_INPLACE) ? "true" : "false", (n->flags & LOOM_NODE_FOLDED) ? "true" : "false",
+                n->alias, v->layer[i]);
     }
     fprintf(f, "],\"log\":");
     loom_json_str(f, g->log ? g->log : "");
@@ -255,7 +258,8 @@ static void dump_dot(const loom_graph *g, FILE *f, const char *title, const dump
         char shape[96];
         loom_shape_str(n, shape, sizeof shape);
         const char *style = n->op == LOOM_OP_WEIGHT ? ", style=filled, fillcolor=\"#e8e8e8\"" :
-                            (n->flags & LOOM_NODE_OUTPUT) ? ", style=bold" : "";
+                            (n->flags & LOOM_NODE_OUTPUT) ? ", style=bold" :
+                            (n->flags & LOOM_NODE_FOLDED) ? ", style=dashed" : "";
         fprintf(f, "  n%d [label=\"%s\\n", i, loom_op_name(n->op));
         for (const char *s = n->name; *s; s++)
             if (*s != '"' && *s != '\\') fputc(*s, f);

@@ -38,6 +38,22 @@ void loom_graph_free(loom_graph *g) {
     free(g);
 }
 
+int loom_graph_count_groups(const loom_graph *g) {
+    int max = -1, count = 0;
+    for (int i = 0; i < g->n; i++)
+        if (!(g->nodes[i].flags & LOOM_NODE_DEAD) && g->nodes[i].group > max) max = g->nodes[i].group;
+    unsigned char *seen = max >= 0 ? calloc((size_t)max + 1, 1) : NULL;
+    if (max >= 0 && !seen) return -1;
+    for (int i = 0; i < g->n; i++) {
+        const loom_node *n = &g->nodes[i];
+        if ((n->flags & LOOM_NODE_DEAD) || n->group < 0 || seen[n->group]) continue;
+        seen[n->group] = 1;
+        count++;
+    }
+    free(seen);
+    return count;
+}
+
 int64_t loom_node_nelem(const loom_node *n) {
     int64_t e = 1;
     for (int d = 0; d < n->ndim; d++) e *= n->ne[d];

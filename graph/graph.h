@@ -115,7 +115,10 @@ typedef enum loom_storage {
 enum {
     LOOM_NODE_OUTPUT = 1u << 0, /* read by the host after a run: kept alive to the end */
     LOOM_NODE_DEAD = 1u << 1,   /* removed by a planner pass */
-    LOOM_NODE_INPLACE = 1u << 2 /* writes over its first source's storage */
+    LOOM_NODE_INPLACE = 1u << 2, /* writes over its first source's storage */
+    LOOM_NODE_FOLDED = 1u << 3   /* folded into its readers by a backend pass (loom_plan_fold): each
+                                    reader's dispatch computes it from its sources; it has no
+                                    storage and is not in the plan's order */
 };
 
 /* What a WEIGHT node is bound to: a tensor the model provides. formats/ fills these from a
@@ -177,6 +180,8 @@ typedef struct loom_graph {
 /* ---- building ----------------------------------------------------------------------------- */
 loom_graph *loom_graph_new(void);
 void loom_graph_free(loom_graph *g);
+/* Fused groups among the live nodes (distinct group ids): the one figure plans and dumps report. */
+int loom_graph_count_groups(const loom_graph *g);
 const char *loom_op_name(loom_op op);
 int64_t loom_node_nelem(const loom_node *n);
 size_t loom_node_bytes(const loom_node *n);

@@ -191,6 +191,56 @@ int loom_pass_fuse(loom_graph *g) {
     return fused;
 }
 
+/* ---- backend passes: folding a node into its readers -------------------------------------------- */
+static void relabel_group(loom_graph *g, int from, int to) {
+    if (from < 0 || from == to) return;
+    for (int k = 0; k < g->n; k++)
+        if (g->nodes[k].group == from) g->nodes[k].group = to;
+}
+
+int loom_plan_fold(loom_graph *g, const char *pass, const char *rule, int i) {
+    loom_node *n = &g->nodes[i];
+    if (!live(n) || is_leaf(n->op) || n->op == LOOM_OP_VIEW || (n->flags & (LOOM_NODE_OUTPUT | LOOM_NODE_FOLDED)))
+        return loom_err("%s: %s: cannot fold %s '%s' (a leaf, view, output or folded node)", pass, rule,
+                        loom_op_name(n->op), n->name);
+    int readers = 0, max_group = -1, target = n->group;
+    for (int j = 0; j < g->n; j++) {
+        const loom_node *m = &g->nodes[j];
+        if (m->group > max_group) max_group = m->group;
+        if (!live(m)) continue;
+        for (int s = 0; s < m->n_src; s++) {
+            if (m->src[s] != i) continue;
+            if (m->op == LOOM_OP_VIEW || (m->flags & LOOM_NODE_FOLDED))
+                return loom_err("%s: %s: cannot fold '%s': %s '%s' reads its bytes", pass, rule, n->name,
+                                loom_op_name(m->op), m->name);
+            if (target < 0) target = m->group;
+            readers++;
+            break;
+        }
+    }
+    if (!readers) return loom_err("%s: %s: cannot fold '%s': nothing reads it", pass, rule, n->name);
+    if (target < 0) target = max_group + 1;
+    char line[512];
+    int o = snprintf(line, sizeof line, "%s: %s ('%s' into", pass, rule, n->name);
+    relabel_group(g, n->group, target);
+    n->group = target;
+    for (int j = 0, first = 1; j < g->n; j++) {
+        loom_node *m = &g->nodes[j];
+        if (!live(m)) continue;
+        for (int s = 0; s < m->n_src; s++) {
+            if (m->src[s] != i) continue;
+            relabel_group(g, m->group, target);
+            m->group = target;
+            if (o > 0 && (size_t)o < sizeof line) o += snprintf(line + o, sizeof line - (size_t)o, "%s '%s'", first ? "" : ",", m->name);
+            first = 0;
+            break;
+        }
+    }
+    n->flags |= LOOM_NODE_FOLDED;
+    loom_graph_log(g, "%s)", line);
+    return 0;
+}
+
 /* ---- memory ----------------------------------------------------------------------------------- */
 typedef struct { size_t off, size; } span;
 typedef struct { span *v; int n, cap; size_t top; } freelist;
@@ -267,6 +317,34 @@ static int root_of(const loom_graph *g, int i, size_t *rel) {
     return i;
 }
 
+/* Node src is read at step `at`. A folded source is computed by its reader from its own sources,
+ * so those are what is read then (folds nest: a GEMV folded into an ADD reads a folded RMSNORM). */
+static void read_at(loom_graph *g, int *last, int src, int at) {
+    if (src < 0) return;
+    loom_node *sn = &g->nodes[src];
+    if (sn->flags & LOOM_NODE_FOLDED)
+        for (int s = 0; s < sn->n_src; s++) read_at(g, last, sn->src[s], at);
+    if (at >= 0 && at > last[src]) last[src] = at;
+    if (sn->first_use < 0 && at >= 0) sn->first_use = at;
+    sn->last_use = last[src];
+}
+
+/* Does node i read storage root r through a folded source? Its dispatch then reads r whole while
+ * writing its output, so it must not write in place over r. */
+static bool reads_folded(const loom_graph *g, int i, int r, bool via_fold) {
+    const loom_node *n = &g->nodes[i];
+    for (int s = 0; s < n->n_src; s++) {
+        int src = n->src[s];
+        if (src < 0) continue;
+        if (g->nodes[src].flags & LOOM_NODE_FOLDED) {
+            if (reads_folded(g, src, r, true)) return true;
+        } else if (via_fold && root_of(g, src, NULL) == r) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* reuse = false gives every node its own arena slot (no freeing), so that after a run every
  * intermediate can still be read back: loom diff compares backends node by node that way. */
 /* Arena slots start at multiples of `align` (the backend's loom_backend_alignment). */
@@ -293,20 +371,16 @@ static int memory_pass(loom_graph *g, size_t align, bool allow_inplace, bool reu
         step[i] = -1;
         if (!live(nd)) continue;
         if (nd->op == LOOM_OP_VIEW || nd->op == LOOM_OP_KV_STORE) nd->alias = nd->src[0];
-        if (!is_leaf(nd->op) && nd->op != LOOM_OP_VIEW) step[i] = n_steps++;
+        if (!is_leaf(nd->op) && nd->op != LOOM_OP_VIEW && !(nd->flags & LOOM_NODE_FOLDED)) step[i] = n_steps++;
     }
     /* Uses: a node is read at the step of each consumer. Views are read when their readers run. */
     for (int i = 0; i < n; i++) last[i] = step[i];
     for (int i = 0; i < n; i++) {
         loom_node *nd = &g->nodes[i];
         if (!live(nd)) continue;
+        if (nd->flags & LOOM_NODE_FOLDED) continue; /* read by its readers, at their steps */
         int at = step[i] >= 0 ? step[i] : -1;
-        for (int s = 0; s < nd->n_src; s++) {
-            int src = nd->src[s];
-            if (at >= 0 && at > last[src]) last[src] = at;
-            if (g->nodes[src].first_use < 0 && at >= 0) g->nodes[src].first_use = at;
-            g->nodes[src].last_use = last[src];
-        }
+        for (int s = 0; s < nd->n_src; s++) read_at(g, last, nd->src[s], at);
         if (nd->flags & LOOM_NODE_OUTPUT) last[i] = n_steps; /* the host reads it after the run */
     }
     /* A storage group lives until its last alias is read: fold aliases into their targets
@@ -356,7 +430,8 @@ static int memory_pass(loom_graph *g, size_t align, bool allow_inplace, bool reu
         int r = src0 >= 0 ? root_of(g, src0, &rel) : -1;
         if (allow_inplace && inplace_op(nd->op) && r >= 0 && g->nodes[r].storage == LOOM_STORE_ARENA &&
             g->nodes[r].op != LOOM_OP_INPUT && last[r] == t && rel == 0 &&
-            loom_node_bytes(&g->nodes[src0]) == nd->nbytes && g->nodes[r].nbytes == nd->nbytes) {
+            loom_node_bytes(&g->nodes[src0]) == nd->nbytes && g->nodes[r].nbytes == nd->nbytes &&
+            !reads_folded(g, i, r, false)) {
             nd->alias = src0;
             nd->flags |= LOOM_NODE_INPLACE;
             last[r] = last[i];
@@ -411,8 +486,33 @@ static bool want_dump(const loom_plan_opts *o, const char *pass) {
     return !strcmp(o->dump_after, "all") || !strcmp(o->dump_after, pass);
 }
 
+static void dump_titled(const loom_plan_opts *o, const loom_graph *g, const char *pass, const char *title) {
+    if (want_dump(o, pass)) loom_graph_dump_layers(g, o->dump, o->dump_format, title, o->dump_layers);
+}
+
 static void dump_after(const loom_plan_opts *o, const loom_graph *g, const char *pass) {
-    if (want_dump(o, pass)) loom_graph_dump_layers(g, o->dump, o->dump_format, pass, o->dump_layers);
+    dump_titled(o, g, pass, pass);
+}
+
+static bool executed(const loom_node *n) {
+    return live(n) && !is_leaf(n->op) && n->op != LOOM_OP_VIEW && !(n->flags & LOOM_NODE_FOLDED);
+}
+
+/* The backend's pass, over the nodes in execution order. */
+static int backend_pass(loom_plan *p, const loom_plan_pass *pass, const loom_plan_opts *o) {
+    loom_graph *g = p->g;
+    int *order = loom_malloc((size_t)(g->n ? g->n : 1) * sizeof *order), n = 0;
+    if (!order) return -1;
+    for (int i = 0; i < g->n; i++)
+        if (executed(&g->nodes[i])) order[n++] = i;
+    int rc = pass->run(pass, g, order, n);
+    free(order);
+    if (rc < 0) return -1;
+    p->pass = pass->name;
+    char title[96];
+    snprintf(title, sizeof title, "backend (%s)", pass->name);
+    dump_titled(o, g, "backend", title);
+    return 0;
 }
 
 loom_plan *loom_plan_build(loom_graph *g, const loom_plan_opts *o) {
@@ -437,6 +537,7 @@ loom_plan *loom_plan_build(loom_graph *g, const loom_plan_opts *o) {
         if (loom_pass_fuse(g) < 0 || loom_pass_dce(g) < 0) goto fail;
         dump_after(o, g, "fuse");
     }
+    if (o->pass && !o->no_fuse && !o->no_reuse && backend_pass(p, o->pass, o) < 0) goto fail;
     p->align = o->align ? o->align : LOOM_PLAN_ALIGN;
     if (memory_pass(g, p->align, !o->no_inplace && !o->no_reuse, !o->no_reuse, &p->arena_size, &p->naive_size) < 0)
         goto fail;
@@ -446,9 +547,10 @@ loom_plan *loom_plan_build(loom_graph *g, const loom_plan_opts *o) {
         const loom_node *n = &g->nodes[i];
         if (!live(n)) continue;
         p->n_nodes_live++;
-        if (n->group >= 0 && n->n_fused) p->n_groups++;
-        if (!is_leaf(n->op) && n->op != LOOM_OP_VIEW) p->order[p->n_order++] = i;
+        if (n->flags & LOOM_NODE_FOLDED) p->n_folded++;
+        if (executed(n)) p->order[p->n_order++] = i;
     }
+    if ((p->n_groups = loom_graph_count_groups(g)) < 0) goto fail;
     dump_after(o, g, "memory");
     return p;
 fail:

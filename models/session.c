@@ -221,7 +221,9 @@ static loom_plan *cached_plan(loom_session *s, loom_graph *g, uint64_t key) {
         loom_graph_free(g);
         return p;
     }
-    p = loom_plan_build(g, &(loom_plan_opts){.align = loom_backend_alignment(s->be)});
+    loom_plan_opts po = {0};
+    loom_backend_plan_opts(s->be, &po); /* its alignment and its own pass (Vulkan's fusions) */
+    p = loom_plan_build(g, &po);
     if (!p) return NULL;
     if (loom_plan_check(s->be, p, s->device) < 0) { /* once per plan: it is cached below */
         loom_plan_free(p);

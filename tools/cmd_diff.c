@@ -94,7 +94,8 @@ static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *to
         loom_graph_free(g);
         return -1;
     }
-    loom_plan_opts po = {.no_reuse = true, .align = loom_backend_alignment(sd->be)};
+    loom_plan_opts po = {.no_reuse = true}; /* every node read back: no backend fusion either */
+    loom_backend_plan_opts(sd->be, &po);
     if (!(sd->plan = loom_plan_build(g, &po))) return -1;
     if (loom_plan_check(sd->be, sd->plan, sd->device) < 0) return -1;
     if (!(sd->arena = sd->be->ops->buf_alloc(sd->be, sd->plan->arena_size ? sd->plan->arena_size : 1))) return -1;

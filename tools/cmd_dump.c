@@ -2,6 +2,7 @@
 #include "tools/commands.h"
 #include "tools/options.h"
 
+#include "backends/backend.h"
 #include "models/model.h"
 #include "graph/plan.h"
 #include "core/util.h"
@@ -12,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* "A-B" or "A" -> {A, B}; each a layer index. */
 static int parse_layers(const char *s, int *lh) {
     char buf[64], *dash;
     snprintf(buf, sizeof buf, "%s", s);
@@ -59,7 +61,7 @@ int cmd_dump(int argc, char **argv) {
          .arg = "PASS",
          .help = "the graph after this pass (memory: the final plan; all: every pass)",
          .dst = &after,
-         .choices = "declared|dce|cse|fuse|memory|all"},
+         .choices = "declared|dce|cse|fuse|backend|memory|all"},
         {.names = "--format",
          .type = LOOM_OPT_CHOICE,
          .arg = "F",
@@ -72,6 +74,8 @@ int cmd_dump(int argc, char **argv) {
          .arg = "A-B",
          .help = "only the nodes of layers A..B (or one layer: --layers A); the rest collapsed",
          .dst = &layers_arg},
+        LOOM_OPT_HEADING("(--device cpu|vulkan: plan as that backend runs it, with its alignment and its pass,\n"
+                         "e.g. vulkan-fuse; default: no backend, 256-byte alignment)"),
         LOOM_OPT_END,
     };
     int prc = loom_opts_parse("dump", "[-m MODEL] [--phase prefill|decode] [--seq N] [--after PASS|all]\n"
@@ -102,6 +106,7 @@ int cmd_dump(int argc, char **argv) {
                           .n_ctx = co.n_ctx > 0 ? co.n_ctx : (m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096)};
     int rc = 1;
     FILE *out = stdout;
+    loom_backend *be = NULL;
     if (want_layers && layers[0] >= m->hp.n_layer) {
         fprintf(stderr, "loom dump: --layers %d-%d: %s has layers 0-%d\n", layers[0], layers[1], path,
                 m->hp.n_layer - 1);
@@ -113,6 +118,14 @@ int cmd_dump(int argc, char **argv) {
         loom_graph_free(g);
         goto done;
     }
+    if (strcmp(co.device, "auto")) { /* --device: that backend's alignment and pass */
+        loom_backend_opts bopt = {.n_threads = 1, .device_index = -1};
+        if (!(be = loom_backend_open(co.device, &bopt))) {
+            fprintf(stderr, "loom dump: %s\n", loom_last_error());
+            loom_graph_free(g);
+            goto done;
+        }
+    }
     if (svg) {
         fflush(stdout);
         out = popen("dot -Tsvg", "w"); /* dot writes the SVG to our stdout */
@@ -123,6 +136,7 @@ int cmd_dump(int argc, char **argv) {
     }
     loom_plan_opts po = {.dump = out, .dump_after = after, .dump_format = fmt,
                          .dump_layers = want_layers ? layers : NULL};
+    if (be) loom_backend_plan_opts(be, &po);
     loom_plan *p = loom_plan_build(g, &po);
     if (svg) {
         int st = pclose(out);
@@ -136,14 +150,18 @@ int cmd_dump(int argc, char **argv) {
         fprintf(stderr, "loom dump: %s\n", loom_last_error());
         goto done;
     }
-    if (fmt == LOOM_DUMP_TEXT)
-        printf("summary: %d nodes declared, %d after passes (%d executed), %d fused groups, arena %zu bytes vs "
+    if (fmt == LOOM_DUMP_TEXT) {
+        char folds[128] = "";
+        if (p->pass) snprintf(folds, sizeof folds, " (%d nodes folded by %s)", p->n_folded, p->pass);
+        printf("summary: %d nodes declared, %d after passes (%d executed), %d fused groups%s, arena %zu bytes vs "
                "naive %zu (%.1f%%)\n",
-               p->n_nodes_declared, p->n_nodes_live, p->n_order, p->n_groups, p->arena_size, p->naive_size,
+               p->n_nodes_declared, p->n_nodes_live, p->n_order, p->n_groups, folds, p->arena_size, p->naive_size,
                p->naive_size ? 100.0 * (double)p->arena_size / (double)p->naive_size : 0.0);
+    }
     loom_plan_free(p);
     rc = 0;
 done:
+    loom_backend_close(be);
     loom_model_free(m);
     return rc;
 }

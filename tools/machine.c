@@ -81,7 +81,8 @@ static loom_plan *probe_plan(loom_backend *be, int64_t rows, bool *unsupported) 
         loom_graph_free(g);
         return NULL;
     }
-    loom_plan_opts po = {.no_inplace = true, .align = loom_backend_alignment(be)}; /* read one buffer, write another */
+    loom_plan_opts po = {.no_inplace = true}; /* read one buffer, write another */
+    loom_backend_plan_opts(be, &po);
     loom_plan *p = loom_plan_build(g, &po);
     if (p && loom_plan_check(be, p, NULL) < 0) { /* not an error: the caller tries smaller tensors */
         loom_err_clear();

@@ -45,6 +45,7 @@ static int vb_prepare(loom_backend *be, loom_plan *p, const loom_exec_ctx *x) {
     return vk_plan_prepare(D(be), p, x);
 }
 static void vb_release(loom_backend *be, loom_plan *p) { vk_plan_release(D(be), p); }
+static const loom_plan_pass *vb_pass(loom_backend *be) { return vk_fuse_pass(D(be)); }
 static int vb_node(loom_backend *be, const loom_exec_ctx *x, int i) { return vk_compute_node(D(be), x, i); }
 static int vb_plan(loom_backend *be, const loom_exec_ctx *x) { return vk_compute_plan(D(be), x); }
 static int vb_sync(loom_backend *be) { return vk_wait(D(be)); }
@@ -70,6 +71,7 @@ static const loom_backend_ops vk_ops = {
     .buf_copy = vb_copy,
     .buf_from_host = vb_from_host,
     .alignment = vb_alignment,
+    .plan_pass = vb_pass,
     .supports = vb_supports,
     .plan_prepare = vb_prepare,
     .plan_release = vb_release,

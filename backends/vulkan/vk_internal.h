@@ -2,6 +2,7 @@
  *
  *   vk_device.c    instance, device selection, memory, buffers, staging, submission
  *   vk_pipeline.c  the one pipeline layout, pipelines per (shader, spec constants), disk cache
+ *   vk_fuse.c      the planner pass "vulkan-fuse": which producers fold into their readers
  *   vk_record.c    op -> dispatch recording with hazard tracking; compute_node / compute_plan
  *   vk_backend.c   the loom_backend_ops table, supports(), device listing
  */
@@ -129,6 +130,7 @@ typedef struct vk_dev {
 
     uint64_t next_serial;
     size_t allocated;
+    loom_plan_pass fuse_pass; /* vk_fuse.c, handed to the planner */
 } vk_dev;
 
 /* vk_device.c */
@@ -162,6 +164,16 @@ int vk_pipelines_init(vk_dev *d);
 void vk_pipelines_free(vk_dev *d);
 /* spec: workgroup size (0 = 128) and three shader-specific constants; NULL = all default */
 VkPipeline vk_pipeline_get(vk_dev *d, loom_spv_id s, const uint32_t spec[4]);
+
+/* Does MATMUL i of g run as the decode GEMV (at most 8 rows of x, with subgroup arithmetic)? The
+ * fusion pass and the recorder must agree on it. */
+static inline bool vk_gemv_path(const vk_dev *d, const loom_graph *g, int i) {
+    const loom_node *n = &g->nodes[i], *w = &g->nodes[n->src[1]];
+    return d->subgroup_arith && w->ne[1] > 0 && loom_node_nelem(&g->nodes[n->src[0]]) / w->ne[1] <= 8;
+}
+
+/* vk_fuse.c */
+const loom_plan_pass *vk_fuse_pass(vk_dev *d);
 
 /* vk_record.c */
 int vk_compute_node(vk_dev *d, const loom_exec_ctx *x, int node);

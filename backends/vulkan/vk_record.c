@@ -33,18 +33,8 @@ typedef struct vk_arg {
     bool write;
 } vk_arg;
 
-/* Producers the recorder folds into their consumer's dispatch (decode: each saves a barrier and
- * a launch). Decided once per plan by plan_fusions(); compute_node never fuses. */
-typedef struct vk_fuse {
-    bool skip;     /* computed inside a consumer's dispatch: no dispatch of its own */
-    int8_t xmode;  /* MATMUL: 1 = src0 is a skipped RMSNORM, 2 = a skipped SWIGLU */
-    int out, res;  /* MATMUL: writes the skipped ADD `out` (= this + residual `res`); -1 none */
-    int rope;      /* KV_STORE: its rows are the input of the skipped ROPE `rope`; -1 none */
-} vk_fuse;
-
 typedef struct vk_rec {
     vk_dev *d;
-    const vk_fuse *fz;      /* per node, or NULL */
     VkCommandBuffer cmd;
     bool sizing;            /* first pass: count dispatches and scratch, record nothing */
     VkDescriptorPool *pools;
@@ -68,8 +58,7 @@ typedef struct vk_plan {
     loom_buffer *scratch;
     VkQueryPool qp;
     int *q_node;
-    int n_dispatch, n_barrier, n_fused;
-    vk_fuse *fz;
+    int n_dispatch, n_barrier;
 } vk_plan;
 
 /* ---- binding resolution ---------------------------------------------------------------------- */
@@ -324,10 +313,10 @@ static int rec_embed(vk_rec *r, const loom_exec_ctx *x, int i) {
     return 0;
 }
 
-static bool gemv_path(vk_dev *d, const loom_exec_ctx *x, int i) {
-    const loom_node *n = N(x, i), *w = N(x, n->src[1]);
-    return d->subgroup_arith && w->ne[1] > 0 && loom_node_nelem(N(x, n->src[0])) / w->ne[1] <= 8;
-}
+static bool gemv_path(vk_dev *d, const loom_exec_ctx *x, int i) { return vk_gemv_path(d, x->plan->g, i); }
+
+/* Was node i folded into its readers by the planner pass (vk_fuse.c)? */
+static bool folded(const loom_exec_ctx *x, int i) { return i >= 0 && (N(x, i)->flags & LOOM_NODE_FOLDED); }
 
 /* Scratch space (attention partials, split-K products): sized in the first pass, allocated once
  * per plan; in the sizing pass the binding is a placeholder. */
@@ -355,12 +344,20 @@ static loom_spv_id dqshader(loom_dtype t) {
 #endif
 }
 
-static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
+/* MATMUL i, or (add >= 0) ADD `add` whose other source is the residual and whose folded source is
+ * GEMV i: the GEMV writes the ADD's storage, adding the residual. x is computed on the fly when
+ * src0 is a folded RMSNORM (xmode 1) or SWIGLU (xmode 2). */
+static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     vk_dev *d = r->d;
     const loom_node *n = N(x, i), *w = N(x, n->src[1]);
-    const vk_fuse *fz = r->fz ? &r->fz[i] : NULL;
-    int xmode = fz ? fz->xmode : 0;
-    const loom_node *xs = N(x, n->src[0]); /* the (possibly skipped) producer of x */
+    const loom_node *xs = N(x, n->src[0]); /* the (possibly folded) producer of x */
+    int xmode = !folded(x, n->src[0]) ? 0 : xs->op == LOOM_OP_RMSNORM ? 1 : xs->op == LOOM_OP_SWIGLU ? 2 : -1;
+    if (xmode < 0) return loom_err("vulkan: internal: a folded %s feeds a matmul", loom_op_name(xs->op));
+    int res = -1;
+    if (add >= 0) {
+        const loom_node *an = N(x, add);
+        res = an->src[0] == i ? an->src[1] : an->src[0];
+    }
     vk_arg a[VK_NBIND] = {0}, wa;
     bool normw = false;
     float eps = 0;
@@ -375,9 +372,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     } else if (arg_of(x, n->src[0], false, &a[1]) < 0) {
         return -1;
     }
-    bool res = fz && fz->out >= 0;
-    if (arg_of(x, res ? fz->out : i, true, &a[0]) < 0) return -1;
-    if (res && arg_of(x, fz->res, false, &a[5]) < 0) return -1;
+    if (arg_of(x, add >= 0 ? add : i, true, &a[0]) < 0) return -1;
+    if (res >= 0 && arg_of(x, res, false, &a[5]) < 0) return -1;
     bool bias = n->n_src > 2 && n->src[2] >= 0;
     vk_arg ba = {0};
     if (bias && arg_of(x, n->src[2], false, &ba) < 0) return -1;
@@ -387,7 +383,7 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
     bool quant = loom_dtype_is_quant(w->type);
     uint64_t step = rows_per_chunk(d, rb);
     bool gemv = gemv_path(d, x, i);
-    if (!gemv && (xmode || res)) return loom_err("vulkan: internal: fused producer on the tiled matmul");
+    if (!gemv && (xmode || res >= 0)) return loom_err("vulkan: internal: fused producer on the tiled matmul");
     /* tiled: 128 x 128 tiles when there are enough of them to fill the GPU, else 64 x 64; few
      * tiles and a long K (a 896-wide down projection in prefill): split K as well */
     uint64_t big_tiles = ((M + 127) / 128) * ((Nn + 127) / 128);
@@ -488,7 +484,7 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i) {
                        (!a[4].b || elem_off(d, &a[4]) % 4 == 0);
             pc.u[6] = vec;
             pc.u[7] = normw;
-            pc.u[8] = res;
+            pc.u[8] = res >= 0;
             uint32_t gx, gy;
             grid_rows((cnt + nrows - 1) / nrows, &gx, &gy);
             if (dispatch(r, sh, spec, a, &pc, gx, gy, 1) < 0) return -1;
@@ -577,7 +573,7 @@ static int rec_copy(vk_rec *r, vk_arg dst, vk_arg src) {
 
 static int rec_kv_store(vk_rec *r, const loom_exec_ctx *x, int i) {
     const loom_node *n = N(x, i), *c = N(x, n->src[0]);
-    int rope = r->fz ? r->fz[i].rope : -1;
+    int rope = folded(x, n->src[1]) ? n->src[1] : -1; /* its rows are the folded ROPE's input */
     vk_arg a[VK_NBIND] = {0}, cache;
     if (arg_of(x, i, true, &a[0]) < 0 || arg_of(x, n->src[0], false, &cache) < 0 ||
         arg_of(x, rope >= 0 ? N(x, rope)->src[0] : n->src[1], false, &a[1]) < 0 ||
@@ -756,7 +752,7 @@ _Static_assert(LOOM_OP_COUNT == 21, "a new op: record it in rec_node (or leave i
 static int rec_node(vk_rec *r, const loom_exec_ctx *x, int i) {
     const loom_node *n = N(x, i);
     r->cur_node = i;
-    if (r->fz && r->fz[i].skip) return 0; /* computed by its consumer */
+    if (n->flags & LOOM_NODE_FOLDED) return 0; /* computed by its readers (never in the order) */
     int rc;
     switch (n->op) {
     case LOOM_OP_INPUT:
@@ -764,8 +760,11 @@ static int rec_node(vk_rec *r, const loom_exec_ctx *x, int i) {
     case LOOM_OP_STATE:
     case LOOM_OP_VIEW: return 0; /* leaves and aliases: nothing to compute */
     case LOOM_OP_EMBED: rc = rec_embed(r, x, i); break;
-    case LOOM_OP_MATMUL: rc = rec_matmul(r, x, i); break;
-    case LOOM_OP_ADD: rc = rec_eltwise(r, x, i, 0); break;
+    case LOOM_OP_MATMUL: rc = rec_matmul(r, x, i, -1); break;
+    case LOOM_OP_ADD: /* a folded GEMV source: that GEMV adds the other source as it writes */
+        rc = folded(x, n->src[0]) ? rec_matmul(r, x, n->src[0], i)
+             : folded(x, n->src[1]) ? rec_matmul(r, x, n->src[1], i) : rec_eltwise(r, x, i, 0);
+        break;
     case LOOM_OP_MUL: rc = rec_eltwise(r, x, i, 1); break;
     case LOOM_OP_SCALE: rc = rec_eltwise(r, x, i, 2); break;
     case LOOM_OP_SILU: rc = rec_eltwise(r, x, i, 3); break;
@@ -791,188 +790,6 @@ static void rec_free(vk_rec *r) {
     free(r->wr);
     r->rd = r->wr = NULL;
     r->n_rd = r->n_wr = r->cap_rd = r->cap_wr = 0;
-}
-
-/* ---- fusion analysis ---------------------------------------------------------------------------- */
-
-typedef struct fz_ctx {
-    const loom_exec_ctx *x;
-    int *pos;  /* position in the order, -1 for leaves and views */
-    int *uses; /* consumers among live nodes */
-    bool *odd; /* consumed by something outside the order (a view): never fuse */
-} fz_ctx;
-
-static bool node_range(const loom_exec_ctx *x, int i, loom_buffer **b, size_t *lo, size_t *hi) {
-    size_t off = 0;
-    *b = loom_exec_node_buffer(x, i, &off);
-    *lo = off;
-    *hi = off + loom_node_bytes(&x->plan->g->nodes[i]);
-    return *b != NULL;
-}
-
-/* Does any node at order positions (from, to] write over node i's bytes? */
-static bool clobbered(const fz_ctx *c, int i, int from, int to) {
-    loom_buffer *b, *wb;
-    size_t lo, hi, wlo, whi;
-    if (!node_range(c->x, i, &b, &lo, &hi)) return true;
-    for (int k = from + 1; k <= to; k++)
-        if (node_range(c->x, c->x->plan->order[k], &wb, &wlo, &whi) && wb == b && wlo < hi && lo < whi) return true;
-    return false;
-}
-
-static bool overlap2(const loom_exec_ctx *x, int i, int j) {
-    loom_buffer *a, *b;
-    size_t alo, ahi, blo, bhi;
-    if (!node_range(x, i, &a, &alo, &ahi) || !node_range(x, j, &b, &blo, &bhi)) return true;
-    return a == b && alo < bhi && blo < ahi;
-}
-
-static bool fusable(const fz_ctx *c, int i, loom_op op) {
-    const loom_node *n = &c->x->plan->g->nodes[i];
-    return n->op == op && c->pos[i] >= 0 && !c->odd[i] && !(n->flags & LOOM_NODE_OUTPUT);
-}
-
-static int cmp_size(const void *a, const void *b) {
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* A plan whose nodes all have storage of their own (planned with no_reuse, for loom diff) is
- * read back node by node: there, every node must really be computed, so nothing is fused. */
-static bool every_node_kept(const loom_exec_ctx *x) {
-    const loom_plan *p = x->plan;
-    size_t *r = loom_malloc((size_t)(2 * p->n_order + 1) * sizeof *r);
-    if (!r) return true;
-    int n = 0;
-    for (int k = 0; k < p->n_order; k++) {
-        const loom_node *nd = &p->g->nodes[p->order[k]];
-        if (nd->storage != LOOM_STORE_ARENA) continue;
-        r[2 * n] = nd->offset;
-        r[2 * n + 1] = nd->offset + loom_node_bytes(nd);
-        n++;
-    }
-    qsort(r, (size_t)n, 2 * sizeof *r, cmp_size);
-    bool disjoint = n > 1;
-    for (int i = 1; i < n && disjoint; i++)
-        if (r[2 * i] < r[2 * i - 1]) disjoint = false;
-    free(r);
-    return disjoint;
-}
-
-/* May a GEMV compute its x (RMSNORM, SWIGLU) on the fly? Every row recomputes it from the loads
- * (SWIGLU: an exp per element per row), which costs more than the barrier it saves once the
- * matrix is large (LOOM_VK_FUSE_MAX_NK: rows x K at most). */
-static bool fuse_x_ok(vk_dev *d, const loom_exec_ctx *x, int j) {
-    const loom_node *w = N(x, N(x, j)->src[1]);
-    return gemv_path(d, x, j) && (uint64_t)w->ne[0] * (uint64_t)w->ne[1] <= d->fuse_max_nk;
-}
-
-static vk_fuse *plan_fusions(vk_dev *d, const loom_exec_ctx *x, int *n_fused) {
-    const loom_plan *p = x->plan;
-    const loom_graph *g = p->g;
-    *n_fused = 0;
-    const char *env = getenv("LOOM_VK_NO_FUSE");
-    if ((env && *env && *env != '0') || every_node_kept(x)) return NULL;
-    vk_fuse *f = loom_calloc((size_t)g->n, sizeof *f);
-    fz_ctx c = {.x = x, .pos = loom_malloc((size_t)g->n * sizeof(int)), .uses = loom_calloc((size_t)g->n, sizeof(int)),
-                .odd = loom_calloc((size_t)g->n, sizeof(bool))};
-    if (!f || !c.pos || !c.uses || !c.odd) {
-        free(f), free(c.pos), free(c.uses), free(c.odd);
-        return NULL;
-    }
-    for (int i = 0; i < g->n; i++) {
-        c.pos[i] = -1;
-        f[i].out = f[i].res = f[i].rope = -1;
-    }
-    for (int k = 0; k < p->n_order; k++) c.pos[p->order[k]] = k;
-    for (int j = 0; j < g->n; j++) {
-        const loom_node *n = &g->nodes[j];
-        if (n->flags & LOOM_NODE_DEAD) continue;
-        for (int k = 0; k < n->n_src; k++) {
-            int s = n->src[k];
-            if (s < 0 || s >= g->n) continue;
-            c.uses[s]++;
-            if (c.pos[j] < 0) c.odd[s] = true;
-        }
-    }
-    for (int k = 0; k < p->n_order; k++) {
-        int i = p->order[k];
-        const loom_node *n = &g->nodes[i];
-        /* RMSNORM whose every consumer is a decode matmul reading it as x */
-        if (fusable(&c, i, LOOM_OP_RMSNORM) && c.uses[i] > 0) {
-            int last = k, cnt = 0;
-            bool ok = true;
-            for (int j = 0; j < g->n && ok; j++) {
-                const loom_node *m = &g->nodes[j];
-                if (m->flags & LOOM_NODE_DEAD) continue;
-                for (int q = 0; q < m->n_src && ok; q++) {
-                    if (m->src[q] != i) continue;
-                    ok = m->op == LOOM_OP_MATMUL && q == 0 && c.pos[j] > k && fuse_x_ok(d, x, j) && !f[j].xmode;
-                    if (ok) {
-                        cnt++;
-                        if (c.pos[j] > last) last = c.pos[j];
-                        ok = !overlap2(x, j, n->src[0]); /* it must not write over its own x */
-                    }
-                }
-            }
-            /* x must survive until the last consumer has read it */
-            if (ok && cnt == c.uses[i] && !clobbered(&c, n->src[0], k, last)) {
-                f[i].skip = true;
-                for (int j = 0; j < g->n; j++)
-                    if (!(g->nodes[j].flags & LOOM_NODE_DEAD) && g->nodes[j].op == LOOM_OP_MATMUL &&
-                        g->nodes[j].src[0] == i)
-                        f[j].xmode = 1;
-                (*n_fused)++;
-            }
-        }
-        /* SWIGLU read only by the decode matmul right after it */
-        if (fusable(&c, i, LOOM_OP_SWIGLU) && c.uses[i] == 1 && k + 1 < p->n_order) {
-            int j = p->order[k + 1];
-            const loom_node *m = &g->nodes[j];
-            if (m->op == LOOM_OP_MATMUL && m->src[0] == i && m->src[1] != i && fuse_x_ok(d, x, j) &&
-                !overlap2(x, j, n->src[0]) && !overlap2(x, j, n->src[1])) {
-                f[i].skip = true;
-                f[j].xmode = 2;
-                (*n_fused)++;
-            }
-        }
-        /* ADD right after a decode matmul that only it reads: the matmul adds the residual */
-        if (n->op == LOOM_OP_ADD && c.pos[i] > 0 && !c.odd[i]) {
-            int mm = p->order[k - 1];
-            int other = n->src[0] == mm ? n->src[1] : n->src[1] == mm ? n->src[0] : -1;
-            const loom_node *m = &g->nodes[mm];
-            if (other >= 0 && other != mm && fusable(&c, mm, LOOM_OP_MATMUL) && c.uses[mm] == 1 &&
-                gemv_path(d, x, mm) && loom_node_nelem(&g->nodes[other]) == loom_node_nelem(n) &&
-                (c.pos[other] < c.pos[mm]) && !f[mm].skip) {
-                /* the matmul writes the ADD's storage while reading its x: they must not meet */
-                int xs = m->src[0];
-                const loom_node *xn = &g->nodes[xs];
-                bool clash = f[mm].xmode ? (overlap2(x, i, xn->src[0]) || (xn->n_src > 1 && xn->src[1] >= 0 &&
-                                                                            overlap2(x, i, xn->src[1])))
-                                         : overlap2(x, i, xs);
-                if (!clash) {
-                    f[i].skip = true;
-                    f[mm].out = i;
-                    f[mm].res = other;
-                    (*n_fused)++;
-                }
-            }
-        }
-        /* ROPE whose only reader is a KV_STORE with the same positions */
-        if (n->op == LOOM_OP_KV_STORE && n->src[1] >= 0 && fusable(&c, n->src[1], LOOM_OP_ROPE) &&
-            c.uses[n->src[1]] == 1) {
-            int ro = n->src[1];
-            const loom_node *rn = &g->nodes[ro];
-            if (rn->src[1] == n->src[2] && (int64_t)rn->ip[0] * rn->ip[1] == g->nodes[n->src[0]].ne[1] &&
-                !clobbered(&c, rn->src[0], c.pos[ro], k)) {
-                f[ro].skip = true;
-                f[i].rope = ro;
-                (*n_fused)++;
-            }
-        }
-    }
-    free(c.pos), free(c.uses), free(c.odd);
-    return f;
 }
 
 /* ---- compute_node: one node, recorded and submitted on its own ----------------------------------- */
@@ -1036,7 +853,6 @@ static void plan_clear(vk_dev *d, vk_plan *vp) {
     vk_buf_free(d, vp->scratch);
     if (vp->qp) vkDestroyQueryPool(d->dev, vp->qp, NULL);
     free(vp->q_node);
-    free(vp->fz);
     memset(vp, 0, sizeof *vp);
 }
 
@@ -1060,7 +876,7 @@ static int plan_record(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x, bool time
         vp->q_node = loom_calloc((size_t)vp->n_dispatch + 1, sizeof *vp->q_node);
         if (!vp->q_node) return -1;
     }
-    vk_rec r = {.d = d, .cmd = vp->cmd[timed], .fz = vp->fz, .pools = vp->pools, .n_pools = vp->n_pools,
+    vk_rec r = {.d = d, .cmd = vp->cmd[timed], .pools = vp->pools, .n_pools = vp->n_pools,
                 .scratch = vp->scratch};
     if (timed) {
         r.qp = vp->qp;
@@ -1092,8 +908,7 @@ static int plan_record(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x, bool time
 /* Size (dispatches, scratch) and record the plain command buffer. */
 static int plan_build(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x) {
     const loom_plan *p = x->plan;
-    vp->fz = plan_fusions(d, x, &vp->n_fused);
-    vk_rec r = {.d = d, .sizing = true, .fz = vp->fz};
+    vk_rec r = {.d = d, .sizing = true};
     int rc = 0;
     for (int k = 0; k < p->n_order && rc == 0; k++) rc = rec_node(&r, x, p->order[k]);
     rec_free(&r);
@@ -1104,8 +919,8 @@ static int plan_build(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x) {
     vp->fp = fingerprint(x);
     if (plan_record(d, vp, x, false) < 0) return -1;
     if (d->verbose)
-        fprintf(stderr, "loom: vulkan: recorded %d nodes as %d dispatches with %d barriers (%d producers fused)\n",
-                p->n_order, vp->n_dispatch, vp->n_barrier, vp->n_fused);
+        fprintf(stderr, "loom: vulkan: recorded %d nodes as %d dispatches with %d barriers (%d producers folded by %s)\n",
+                p->n_order, vp->n_dispatch, vp->n_barrier, p->n_folded, p->pass ? p->pass : "no pass");
     return 0;
 }
 

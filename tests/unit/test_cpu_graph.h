@@ -36,6 +36,9 @@ typedef struct tg {
     float *state_data[TG_MAX_LEAVES];     /* STATE: initial contents (copied in per run) */
     size_t state_bytes[TG_MAX_LEAVES];
     int n_state;
+    bool backend_pass; /* tg_run_plan: run the backend's planner pass first (its fusions), as
+                          loom_plan_build would; the hand-made memory plan keeps every node's slot */
+    int n_folded;      /* what that pass folded in the last tg_run_plan */
 } tg;
 
 static inline void tg_init(tg *t) {
@@ -232,6 +235,26 @@ static inline int tg_run_plan(tg *t, loom_backend *be, tg_run_out *o, int steps,
     if (tg_upload(t, be, &b, o) < 0) return -1;
     const loom_backend_ops *ops = be->ops;
     b.x.node_time = node_time;
+    int run_order[TG_MAX_NODES], n_all = t->p.n_order;
+    t->n_folded = 0;
+    for (int i = 0; i < t->g.n; i++) t->nodes[i].flags &= ~(uint32_t)LOOM_NODE_FOLDED;
+    if (t->backend_pass && ops->plan_pass) { /* fold, then run the order without the folded nodes */
+        const loom_plan_pass *pass = ops->plan_pass(be);
+        t->n_folded = pass->run(pass, &t->g, t->order, n_all);
+        free(t->g.log);
+        t->g.log = NULL;
+        t->g.log_len = t->g.log_cap = 0;
+        if (t->n_folded < 0) {
+            o->rc = -1;
+            snprintf(o->err, sizeof o->err, "%s: %s", pass->name, loom_last_error());
+        }
+        t->p.n_order = 0;
+        for (int k = 0; k < n_all; k++)
+            if (!(t->nodes[t->order[k]].flags & LOOM_NODE_FOLDED)) run_order[t->p.n_order++] = t->order[k];
+        t->p.order = run_order;
+        t->p.n_folded = t->n_folded > 0 ? t->n_folded : 0;
+        t->p.pass = pass->name;
+    }
     for (int k = 0; k < t->p.n_order; k++)
         if (!ops->supports(be, &t->g, t->p.order[k])) {
             o->rc = -2;
@@ -244,8 +267,12 @@ static inline int tg_run_plan(tg *t, loom_backend *be, tg_run_out *o, int steps,
                            tg_bytes(&t->nodes[upd[u].node]));
         if (ops->compute_plan(be, &b.x) < 0) o->rc = -1;
     }
-    if (o->rc == -1) snprintf(o->err, sizeof o->err, "%s", loom_last_error());
+    if (o->rc == -1 && !o->err[0]) snprintf(o->err, sizeof o->err, "%s", loom_last_error());
     ops->plan_release(be, &t->p);
+    t->p.order = t->order;
+    t->p.n_order = n_all;
+    t->p.n_folded = 0;
+    t->p.pass = NULL;
     return tg_download(t, be, &b, o);
 }
 

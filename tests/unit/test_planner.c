@@ -4,6 +4,8 @@
 #include "graph/plan.h"
 #include "core/util.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static loom_weight mkw(const char *name, int ndim, int64_t a, int64_t b) {
@@ -125,6 +127,89 @@ static void test_memory(void) {
     loom_plan_free(p);
 }
 
+/* A backend pass (loom_plan_opts.pass): the planner runs it after fuse, logs and dumps it, and the
+ * memory plan accounts for what it folded. Here it folds n = rmsnorm(x) into the GEMV a, a into the
+ * ADD y = x + a (Vulkan's rmsnorm-gemv and gemv-add), and m = rmsnorm(u) into two GEMVs. */
+static int fold_test_run(const loom_plan_pass *pass, loom_graph *g, const int *order, int n_order) {
+    const int *which = pass->ctx; /* {n, a, m} */
+    CHECK(n_order > 0 && order[0] >= 0, "the pass sees the execution order");
+    if (loom_plan_fold(g, pass->name, "norm-gemv", which[0]) < 0) return -1;
+    if (loom_plan_fold(g, pass->name, "gemv-add", which[1]) < 0) return -1;
+    if (loom_plan_fold(g, pass->name, "norm-gemv", which[2]) < 0) return -1;
+    return 3;
+}
+
+static bool disjoint(const loom_node *p, const loom_node *q) {
+    return p->offset + p->nbytes <= q->offset || q->offset + q->nbytes <= p->offset;
+}
+
+static void test_backend_pass(void) {
+    loom_weight W = mkw("w", 2, 16, 16), W2 = mkw("w2", 2, 16, 16), W3 = mkw("w3", 2, 16, 16);
+    for (int no_reuse = 0; no_reuse < 2; no_reuse++) {
+        loom_graph *g = loom_graph_new();
+        int x0 = loom_input(g, "x0", LOOM_F32, 2, (int64_t[]){1, 16});
+        int x = loom_silu(g, x0);
+        int n = loom_rmsnorm(g, x, 1e-6f);
+        int a = loom_matmul(g, n, loom_weight_node(g, &W));
+        int y = loom_add(g, x, a); /* x dies here: in place over it, were x not read through a */
+        int u = loom_scale(g, y, 0.5f);
+        int m = loom_rmsnorm(g, u, 1e-6f); /* u's only direct reader */
+        int c = loom_matmul(g, m, loom_weight_node(g, &W2));
+        int d = loom_matmul(g, m, loom_weight_node(g, &W3)); /* reads u (through m) last */
+        loom_output(g, c, "c");
+        loom_output(g, d, "d");
+        int which[3] = {n, a, m};
+        loom_plan_pass pass = {.name = "test-fold", .run = fold_test_run, .ctx = which};
+        char *dump = NULL;
+        size_t dump_len = 0;
+        FILE *df = open_memstream(&dump, &dump_len);
+        loom_plan_opts o = {.pass = &pass, .no_reuse = no_reuse, .dump = df, .dump_after = "backend"};
+        loom_plan *p = loom_plan_build(g, &o);
+        fclose(df);
+        CHECK(p != NULL, "plan: %s", loom_last_error());
+        if (!p) {
+            free(dump);
+            continue;
+        }
+        g = p->g;
+        if (no_reuse) { /* loom diff reads every node back: the backend pass does not run */
+            CHECK(p->n_folded == 0 && !p->pass && !(g->nodes[n].flags & LOOM_NODE_FOLDED), "no_reuse: nothing folded");
+            CHECK(dump_len == 0, "no_reuse: no backend dump");
+            loom_plan_free(p);
+            free(dump);
+            continue;
+        }
+        CHECK(p->n_folded == 3 && p->pass && !strcmp(p->pass, "test-fold"), "folded %d by %s", p->n_folded,
+              p->pass ? p->pass : "(none)");
+        CHECK(dump && strstr(dump, "== backend (test-fold)") && strstr(dump, " folded"), "dump after backend:\n%s",
+              dump ? dump : "");
+        CHECK(strstr(g->log, "test-fold: norm-gemv ('") && strstr(g->log, "test-fold: gemv-add ('"),
+              "the pass log names the folds:\n%s", g->log);
+        int step_d = -1;
+        for (int k = 0; k < p->n_order; k++) {
+            int i = p->order[k];
+            CHECK(i != n && i != a && i != m, "folded node %d is in the order", i);
+            if (i == d) step_d = k;
+        }
+        const loom_node *xn = &g->nodes[x], *yn = &g->nodes[y], *un = &g->nodes[u];
+        CHECK(g->nodes[n].storage == LOOM_STORE_NONE && g->nodes[a].storage == LOOM_STORE_NONE &&
+              g->nodes[m].storage == LOOM_STORE_NONE, "folded nodes have no storage");
+        CHECK(!(yn->flags & LOOM_NODE_INPLACE) && disjoint(yn, xn),
+              "y reads x whole through the folded GEMV: not in place over it");
+        CHECK(un->last_use == step_d, "u is read (through the fold) until d at step %d, last use %d", step_d,
+              un->last_use);
+        CHECK(disjoint(&g->nodes[c], un) && disjoint(&g->nodes[d], un), "c or d overlaps u, which they read");
+        CHECK(g->nodes[n].group >= 0 && g->nodes[n].group == g->nodes[a].group && g->nodes[a].group == yn->group &&
+              g->nodes[m].group == g->nodes[c].group && g->nodes[c].group == g->nodes[d].group &&
+              g->nodes[m].group != yn->group && p->n_groups == 2, "two fused groups (%d)", p->n_groups);
+        /* what may not be folded: an output, a folded node */
+        CHECK(loom_plan_fold(g, "t", "r", c) < 0 && strstr(loom_last_error(), "cannot fold"), "folding an output");
+        CHECK(loom_plan_fold(g, "t", "r", n) < 0, "folding twice");
+        loom_plan_free(p);
+        free(dump);
+    }
+}
+
 static void test_cache(void) {
     loom_plan_cache *c = loom_plan_cache_new();
     loom_weight W = mkw("w", 2, 8, 8);
@@ -182,6 +267,7 @@ int main(void) {
     test_fusion();
     test_fusion_geglu();
     test_memory();
+    test_backend_pass();
     test_cache();
     test_model_graph();
     CHECK_DONE();

@@ -668,6 +668,7 @@ static void test_replay(void) {
     t.input_data[tpos] = pos[0];
     t.state_data[0] = kc;
     t.state_data[1] = vc;
+    t.backend_pass = true; /* vulkan-fuse, as the planner runs it (vk_fuse.c) */
     for (int nofuse = 0; nofuse < 2; nofuse++) {
         if (nofuse) setenv("LOOM_VK_NO_FUSE", "1", 1);
         for (int nsteps = 1; nsteps <= 4 && ok; nsteps++)
@@ -678,6 +679,11 @@ static void test_replay(void) {
                 double nt[TG_MAX_NODES] = {0};
                 int rc = tg_run_plan(&t, vk[bi], &ro, nsteps, upd, 2, nsteps == 4 ? nt : NULL);
                 CHECK(rc == 0, "replay %d steps [%s]: %s", nsteps, vk_name[bi], ro.err);
+                /* every rule fires once here: rmsnorm-gemv twice (q/k/v, gate/up), swiglu-gemv,
+                 * gemv-add twice (attention out, down), rope-kv; without subgroups only rope-kv */
+                int want = nofuse ? 0 : bi == 1 ? 1 : 6;
+                CHECK(t.n_folded == want, "replay [%s]: vulkan-fuse folded %d nodes, expected %d", vk_name[bi],
+                      t.n_folded, want);
                 if (rc == 0) {
                     char what[64];
                     snprintf(what, sizeof what, "replay after %d steps%s", nsteps, nofuse ? " (no fusion)" : "");
@@ -706,6 +712,74 @@ static void test_replay(void) {
     }
     free(emb), free(wq), free(wk), free(wv), free(wo), free(wg), free(wu), free(wd), free(n1), free(n2);
     free(kc), free(vc), free(kc2), free(vc2);
+}
+
+/* vulkan-fuse's guards: a decode step where each rule's producer has a second reader (or is read
+ * the wrong way), so none may fold; only the last GEMV folds into the ADD right after it. A rule that
+ * folds anyway leaves its other reader with the NaN-filled slot it never wrote: every computed node
+ * is compared with the CPU's, and the fold count with the one legal fold. */
+static void test_fuse_guards(void) {
+    enum { D = 32, F = 48, Hkv = 2, hd = 8, W = Hkv * hd, C = 8 };
+    float *wq = malloc(D * D * 4), *wk = malloc(W * D * 4), *wg = malloc(F * D * 4), *wu = malloc(F * D * 4);
+    float *wd = malloc(D * F * 4), *n1 = malloc(D * 4), *xin = malloc(D * 4), *kc = malloc(C * W * 4);
+    tg_fill(wq, D * D, 0.2f), tg_fill(wk, W * D, 0.2f), tg_fill(wg, F * D, 0.2f), tg_fill(wu, F * D, 0.2f);
+    tg_fill(wd, D * F, 0.2f), tg_fill(n1, D, 1.0f), tg_fill(xin, D, 1.0f), tg_fill(kc, C * W, 1.0f);
+    int32_t pos[1] = {3};
+    tg t;
+    tg_init(&t);
+    int64_t row[2] = {1, D};
+    int x = tg_input(&t, LOOM_F32, 2, row, xin);
+    int tpos = tg_input(&t, LOOM_I32, 1, (int64_t[]){1}, pos);
+    int tq = tg_weight(&t, LOOM_F32, 2, (int64_t[]){D, D}, wq), tk = tg_weight(&t, LOOM_F32, 2, (int64_t[]){W, D}, wk);
+    int twg = tg_weight(&t, LOOM_F32, 2, (int64_t[]){F, D}, wg), twu = tg_weight(&t, LOOM_F32, 2, (int64_t[]){F, D}, wu);
+    int twd = tg_weight(&t, LOOM_F32, 2, (int64_t[]){D, F}, wd), tn1 = tg_weight(&t, LOOM_F32, 1, (int64_t[]){D}, n1);
+    int sk = tg_state(&t, C, W, kc);
+    int xn = tg_node(&t, LOOM_OP_RMSNORM, LOOM_F32, 2, row, 2, x, tn1); /* rmsnorm-gemv: also read by an ADD */
+    t.nodes[xn].fp[0] = 1e-6f;
+    int q = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, row, 2, xn, tq);
+    int a = tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, row, 2, q, x); /* gemv-add: q also read by a MUL */
+    int r1 = tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, row, 2, xn, x);
+    int m = tg_node(&t, LOOM_OP_MUL, LOOM_F32, 2, row, 2, q, r1);
+    int k = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, W}, 2, a, tk);
+    int kr = tg_node(&t, LOOM_OP_ROPE, LOOM_F32, 2, (int64_t[]){1, W}, 2, k, tpos); /* rope-kv: also scaled */
+    t.nodes[kr].ip[0] = Hkv, t.nodes[kr].ip[1] = hd, t.nodes[kr].ip[2] = 0, t.nodes[kr].ip[3] = hd;
+    t.nodes[kr].fp[0] = 10000.0f, t.nodes[kr].fp[1] = 1.0f;
+    int ks = vt_kv_store(&t, sk, kr, tpos);
+    int ksc = tg_node(&t, LOOM_OP_SCALE, LOOM_F32, 2, (int64_t[]){1, W}, 1, kr);
+    t.nodes[ksc].fp[0] = 0.5f;
+    int g = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, F}, 2, m, twg);
+    int u = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){1, F}, 2, m, twu);
+    int sw = tg_node(&t, LOOM_OP_SWIGLU, LOOM_F32, 2, (int64_t[]){1, F}, 2, g, u); /* swiglu-gemv: also scaled */
+    int dn = tg_node(&t, LOOM_OP_MATMUL, LOOM_F32, 2, row, 2, sw, twd);
+    int y = tg_node(&t, LOOM_OP_ADD, LOOM_F32, 2, row, 2, dn, m); /* the one legal fold: dn into y */
+    int ssc = tg_node(&t, LOOM_OP_SCALE, LOOM_F32, 2, (int64_t[]){1, F}, 1, sw);
+    t.nodes[ssc].fp[0] = 0.5f;
+    (void)ks;
+    tg_run_out ref;
+    int rc = tg_run(&t, cpu, &ref);
+    CHECK(rc == 0, "fuse guards [cpu]: %s", ref.err);
+    t.backend_pass = true;
+    for (int bi = 0; bi < NVK && rc == 0; bi++) {
+        if (!vk[bi]) continue;
+        tg_run_out ro;
+        int r = tg_run_plan(&t, vk[bi], &ro, 1, NULL, 0, NULL);
+        CHECK(r == 0, "fuse guards [%s]: %s", vk_name[bi], ro.err);
+        int want = bi == 1 ? 0 : 1;
+        CHECK(t.n_folded == want, "fuse guards [%s]: vulkan-fuse folded %d nodes, expected %d", vk_name[bi],
+              t.n_folded, want);
+        for (int o = 0; r == 0 && o < t.p.n_order; o++) {
+            int i = t.p.order[o];
+            if (i == dn && t.n_folded) continue; /* folded: never written */
+            char what[64];
+            snprintf(what, sizeof what, "fuse guards: node %d (%s)", i, loom_op_name(t.nodes[i].op));
+            cmp(what, vk_name[bi], tg_f32(&t, &ro, i), tg_f32(&t, &ref, i), tg_bytes(&t.nodes[i]) / 4, 2e-5, 2e-5);
+        }
+        if (r == 0) cmp("fuse guards: K cache", vk_name[bi], ro.state[0], ref.state[0], (size_t)(C * W), 1e-5, 1e-5);
+        tg_out_free(&ro);
+    }
+    (void)y;
+    tg_out_free(&ref);
+    free(wq), free(wk), free(wg), free(wu), free(wd), free(n1), free(xin), free(kc);
 }
 
 /* ---- buffers and errors ---------------------------------------------------------------------- */
@@ -784,6 +858,7 @@ int main(void) {
     TG_TIMED(test_moe());
     TG_TIMED(test_permute());
     TG_TIMED(test_replay());
+    TG_TIMED(test_fuse_guards());
 
     tg_close_backends(cpu, vk);
     CHECK_DONE();
