@@ -2,6 +2,7 @@
 # f32 reference by top-1 agreement and mean KL (docs/quantization.md has the measured figures).
 loom_unit_test(test_quant)
 loom_unit_test(test_qblock)
+loom_unit_test(test_quant_later)
 
 set(LOOM_Q_TMP ${CMAKE_BINARY_DIR}/quantized)
 file(MAKE_DIRECTORY ${LOOM_Q_TMP})

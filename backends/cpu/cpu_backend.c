@@ -487,9 +487,11 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
             for (int64_t n = 0; n < N; n++) y[m * N + n] = bias ? bias[n] : 0.0f;
         return 0;
     }
-    /* the later types: the integer rows kernel for decode (few rows), the f32 GEMM on dequantised
-     * chunks for prefill (where the chunk's dequantisation is shared by every x row) */
-    if (loom_dtype_is_quant(wt) && !cpu_qtype_native(wt) && M > CPU_QDEQUANT_MIN_ROWS)
+    /* the later types: with AVX-512 VNNI their int8 panel GEMM (cpu_qgemm_later_ok); otherwise the
+     * integer rows kernel for decode (few rows), the f32 GEMM on dequantised chunks for prefill
+     * (where the chunk's dequantisation is shared by every x row) */
+    if (loom_dtype_is_quant(wt) && !cpu_qtype_native(wt) && M > CPU_QDEQUANT_MIN_ROWS &&
+        !cpu_qgemm_later_ok(c->qdot, wt, K))
         return matmul_dequant(c, y, x, w, wt, bias, M, K, N);
     if (loom_dtype_is_quant(wt))
         return cpu_quant_matmul(c->pool, worth_threads(c, 2.0 * (double)M * (double)N * (double)K), c->n_threads,

@@ -57,6 +57,30 @@ void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes, const void 
  * vectorised pass, for cpu_qgemv_avx512 (Q8_0 / Q4_0). */
 void cpu_qgemv_prep(loom_dtype t, const float *x, int64_t K, void *dst);
 
+/* Decode GEMV for the later types (quant_later.h; Q4_1, Q5_0, Q5_1, IQ4_NL with K whole 32-blocks,
+ * Q2_K, Q3_K, Q5_K, IQ4_XS with K whole super-blocks): y[n] = W[n] . x (+ bias[n]) for n in
+ * [n0, n1), x quantised by loom_q8x_quant (or cpu_q8x_quant_*, the same bytes), each row
+ * prefetching the row pf_rows ahead (0: none). Same sums as loom_quant_dot_ref up to f32
+ * rounding. cpu_qgemv_later_for gives the flavour for a rows kernel (NULL for the scalar one). */
+typedef void (*cpu_qgemv_later_fn)(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K,
+                                   int64_t n0, int64_t n1, float *y, const float *bias, int pf_rows);
+void cpu_qgemv_later_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K, int64_t n0,
+                          int64_t n1, float *y, const float *bias, int pf_rows);
+void cpu_qgemv_later_avx512(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K, int64_t n0,
+                            int64_t n1, float *y, const float *bias, int pf_rows);
+cpu_qgemv_later_fn cpu_qgemv_later_for(cpu_qdot_fn dot);
+/* Prefill (M >= 2) of the later types with AVX512_VNNI (quant_later_gemm_avx512.c): y[m * ldy + n] =
+ * x[m] . W[n] (+ bias[n]) for m < M, n in [n0, n1), x as M rows of K / 32 loom_q8x blocks; an int8
+ * panel of 32 weight rows unpacked once and used by every x row. Returns 0, or -1 (out of memory).
+ * cpu_qgemm_later_ok: whether cpu_quant_matmul takes it (the avx512 rows flavour, K whole blocks,
+ * LOOM_CPU_QLATER not 0); the CPU backend's dequantise-to-f32 prefill is for the rest. */
+int cpu_qgemm_later_avx512(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, int64_t M, int64_t K,
+                           int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
+bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K);
+/* x (n floats, whole 32-blocks) to loom_q8x blocks: the same bytes as loom_q8x_quant, vectorised. */
+void cpu_q8x_quant_avx2(const float *x, loom_q8x *y, int64_t n);
+void cpu_q8x_quant_avx512(const float *x, loom_q8x *y, int64_t n);
+
 /* y[M, N] = x[M, K] W[N, K]^T (+ bias) for quantised W of type wt, over the pool. K must be a
  * whole number of wt's blocks. Returns 0, or -1 with an error (out of memory). */
 int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn dot, float *y, const float *x,

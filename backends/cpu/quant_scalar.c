@@ -30,8 +30,29 @@ const char *cpu_qdot_name(cpu_qdot_fn f) {
     return f == cpu_qdot_avx512 ? "avx512vnni" : f == cpu_qdot_avx2 ? "avx2" : "scalar";
 }
 
+cpu_qgemv_later_fn cpu_qgemv_later_for(cpu_qdot_fn dot) {
+    return dot == cpu_qdot_avx512 ? cpu_qgemv_later_avx512 : dot == cpu_qdot_avx2 ? cpu_qgemv_later_avx2 : NULL;
+}
+
+/* The later types' decode GEMV and panel GEMM take K whole blocks of the type (whole super-blocks for
+ * the k-quants). LOOM_CPU_QLATER=0 switches both off (the rows kernel and the f32 prefill, as before
+ * them: A/B timing). */
+static bool qgemv_later_ok(loom_dtype t, int64_t K) {
+    static _Atomic int env = INT_MIN;
+    return loom_dtype_is_quant(t) && !cpu_qtype_native(t) && K > 0 && K % loom_dtype_blck(t) == 0 &&
+           cpu_env_int_once(&env, "LOOM_CPU_QLATER", 1) != 0;
+}
+
+bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {
+    return dot == cpu_qdot_avx512 && qgemv_later_ok(t, K);
+}
+
 typedef struct qmm_task {
     cpu_qdot_fn dot;
+    cpu_qgemv_later_fn later; /* M = 1 of a later type through its GEMV, or NULL */
+    bool later_gemm;          /* M > 1 of a later type through cpu_qgemm_later_avx512 */
+    _Atomic int failed;       /* a chunk could not allocate its panel */
+    int pf_rows;
     float *y;
     const float *x;
     loom_q8x *xq;
@@ -53,6 +74,15 @@ static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
         cpu_qgemv_prep(t->wt, t->x, t->K, t->xp);
         return;
     }
+    if (t->later) { /* M = 1: vectorised, the same bytes as loom_q8x_quant */
+        if (t->dot == cpu_qdot_avx512) cpu_q8x_quant_avx512(t->x, t->xq, t->K);
+        else cpu_q8x_quant_avx2(t->x, t->xq, t->K);
+        return;
+    }
+    if (t->later_gemm) {
+        for (int64_t m = m0; m < m1; m++) cpu_q8x_quant_avx512(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
+        return;
+    }
     if (t->xp && (t->wt == LOOM_Q8_0 || t->wt == LOOM_Q4_0)) { /* prefill tiles read only xp: the same */
         for (int64_t m = m0; m < m1; m++)                        /* fused pass per row */
             cpu_qgemv_prep(t->wt, t->x + m * t->K, t->K, t->xp + (size_t)m * t->xp_bytes);
@@ -71,6 +101,15 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
     float o[CPU_QROWS];
     for (int64_t ci = c0; ci < c1; ci++) {
         int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N;
+        if (t->later_gemm) {
+            if (cpu_qgemm_later_avx512(t->wt, t->w, t->row_bytes, t->xq, t->M, t->K, n0, n1, t->y, t->N, t->bias))
+                atomic_store(&((qmm_task *)arg)->failed, 1);
+            continue;
+        }
+        if (t->later) {
+            t->later(t->wt, t->w, t->row_bytes, t->xq, t->K, n0, n1, t->y, t->bias, t->pf_rows);
+            continue;
+        }
         if (t->xp && t->gemv) {
             cpu_qgemv_avx512(t->wt, t->w, t->row_bytes, t->xp, t->K, n0, n1, t->y, t->bias);
             continue;
@@ -113,6 +152,14 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     qmm_task t = {.dot = dot, .y = y, .x = x, .xq = xq, .xp = xp, .xp_bytes = xpb, .w = w, .wt = wt,
                   .row_bytes = loom_dtype_nbytes(wt, K), .bias = bias, .M = M, .K = K, .N = N, .xblocks = xb,
                   .gemv = tiled && M == 1 && !no_gemv && cpu_qgemv_ok(wt, K)};
+    if (M == 1 && !no_gemv && qgemv_later_ok(wt, K)) {
+        /* LOOM_CPU_QGEMV_PF: prefetch distance in rows, as the Q8_0/Q4_0 GEMV */
+        static _Atomic int pf_env = INT_MIN;
+        t.later = cpu_qgemv_later_for(dot);
+        t.pf_rows = cpu_env_int_once(&pf_env, "LOOM_CPU_QGEMV_PF", 16);
+        if (t.pf_rows < 0) t.pf_rows = 0;
+    }
+    t.later_gemm = M > 1 && !no_tiles && cpu_qgemm_later_ok(dot, wt, K);
     /* the activation quantisation is split over rows too (prefill: M rows of K) */
     cpu_pool_for(pool, parallel && M >= 8, M, (M + 4 * n_threads - 1) / (4 * n_threads), qmm_quant, &t);
     /* ~4 chunks per thread, whole 16-row groups (decode) or 32-row groups (prefill). Every chunk
@@ -135,5 +182,6 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     cpu_pool_for(pool, parallel, (N + t.chunk - 1) / t.chunk, 1, qmm_run, &t);
     loom_free_aligned(xp);
     free(xq);
+    if (atomic_load(&t.failed)) return loom_err("cpu: out of memory unpacking %s weight panels", loom_dtype_name(wt));
     return 0;
 }

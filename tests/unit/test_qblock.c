@@ -5,8 +5,10 @@
  * quantise -> dequantise error bounds; a NaN/inf scale refused at load for each type; a GGUF with
  * each type loads and the CPU backend's matmul agrees with a double-precision product of the
  * decoded weights: with x rounded to 8-bit blocks as the integer rows kernel does (up to 8 rows,
- * every kernel flavour), with x itself past that (the dequantise-to-f32 prefill path). */
+ * every kernel flavour, and the AVX-512 VNNI panel GEMM past that), with x itself past that
+ * elsewhere (the dequantise-to-f32 prefill path). */
 #include "tests/unit/check.h"
+#include "backends/cpu/cpu_quant.h"
 #include "core/qblock.h"
 #include "formats/gguf.h"
 #include "tests/unit/test_cpu_graph.h"
@@ -267,11 +269,13 @@ static void test_load_and_matmul(void) {
             for (int r = 0; r < N; r++)
                 for (int b = 1; b < K / 256; b++) decode(t, q + (size_t)r * loom_dtype_nbytes(t, K) + (size_t)b * loom_dtype_block_bytes(t), wd + r * K + 256 * b);
         const char *isas[] = {"scalar", "avx2", "avx512"};
-        static const int Ms[] = {1, 3, 8, M}; /* up to 8 rows the integer rows kernel, then f32 */
+        /* up to 8 rows the integer rows kernel / GEMV, then f32, or with AVX-512 VNNI the int8 panel GEMM */
+        static const int Ms[] = {1, 3, 8, M};
+        bool vnni = cpu_qdot_for("avx512") == cpu_qdot_avx512;
         for (int f = 0; f < 3; f++)
             for (int mi = 0; mi < 4; mi++) {
                 int m = Ms[mi];
-                const float *xr = m <= 8 ? x8 : x;
+                const float *xr = m <= 8 || (f == 2 && vnni) ? x8 : x;
                 loom_backend_opts o = {.n_threads = 2};
                 loom_backend *be = loom_cpu_backend_new_isa(&o, isas[f]);
                 if (!be) continue; /* the machine lacks the ISA */

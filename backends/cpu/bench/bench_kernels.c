@@ -5,7 +5,7 @@
  *     f16), so weights stream from DRAM: reports GB/s per shape and the matmul time per token.
  *   prefill (M = 128, 512): GFLOP/s per shape and the matmul time of a 24-layer prompt.
  *
- * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]]
+ * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k|any quantised type] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]]
  *   -q: quick (no LM head, 8 layers for decode, M = 128 only); -d: decode only; -p: prefill only
  *   -c: time with the thread's CPU clock (with -t 1: kernel speed on a busy machine)
  * A benchmark, not a test: it is not registered with ctest.
@@ -58,10 +58,12 @@ static uint64_t rnd(void) {
 }
 
 /* The type a matrix of inner size K gets: k-quants fall back where K is not whole 256-blocks (as
- * loom quantize does; qwen2-0.5b's K = 896): Q4_K -> Q4_0, Q6_K -> Q8_0. */
+ * loom quantize does; qwen2-0.5b's K = 896): Q4_K, Q2_K, Q3_K -> Q4_0, Q5_K -> Q5_1, IQ4_XS -> IQ4_NL,
+ * Q6_K -> Q8_0. */
 static loom_dtype fit(loom_dtype t, int64_t K) {
     if (!loom_dtype_is_quant(t) || K % loom_dtype_blck(t) == 0) return t;
-    return t == LOOM_Q4_K ? LOOM_Q4_0 : LOOM_Q8_0;
+    return t == LOOM_Q4_K ? LOOM_Q4_0 : t == LOOM_Q5_K ? LOOM_Q5_1 : t == LOOM_IQ4_XS ? LOOM_IQ4_NL
+         : t == LOOM_Q2_K || t == LOOM_Q3_K ? LOOM_Q4_0 : LOOM_Q8_0;
 }
 
 /* Random weights with small magnitudes (bit patterns, fast to make). */
@@ -247,7 +249,7 @@ int main(int argc, char **argv) {
             const char *s = argv[++i];
             wt = !strcmp(s, "f32") ? LOOM_F32 : !strcmp(s, "bf16") ? LOOM_BF16 : !strcmp(s, "q8_0") ? LOOM_Q8_0
                  : !strcmp(s, "q4_0") ? LOOM_Q4_0 : !strcmp(s, "q4_k") ? LOOM_Q4_K : !strcmp(s, "q6_k") ? LOOM_Q6_K
-                 : LOOM_F16;
+                 : loom_dtype_from_name(s) != LOOM_DTYPE_COUNT ? loom_dtype_from_name(s) : LOOM_F16;
         } else if (!strcmp(argv[i], "-q")) quick = true;
         else if (!strcmp(argv[i], "-d")) do_prefill = false;
         else if (!strcmp(argv[i], "-c")) cpu_clock = true;
@@ -256,7 +258,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-a") && i + 1 < argc) map_advice = argv[++i];
         else if (!strcmp(argv[i], "-p")) do_decode = false;
         else {
-            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k|any quantised type] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]]\n", argv[0]);
             return 2;
         }
     }

@@ -1,0 +1,262 @@
+/* Decode GEMV for the later block types (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K, IQ4_XS),
+ * written once for 256-bit vectors and included by quant_later_avx2.c (maddubs + madd) and
+ * quant_later_avx512.c (VNNI vpdpbusd). QL_U8S8(u, s): the 8 int32 lanes sum_{4 bytes} u * s
+ * (u unsigned, s signed; here |u| <= 127, so maddubs never saturates). QL_SUFFIX names the flavour.
+ *
+ * A weight row is taken one 32-element block at a time as 32 signed int8 codes c and an affine
+ * map per 16 elements, value = A * c + B (the same codes and maps as loom_qblock32, unpacked in
+ * vectors): the dot with an activation block is the Q8_0 sign trick (|c| times x with c's sign),
+ * lanes 0-3 (elements 0-15) scaled by A[0] and 4-7 by A[1], plus B times the activation block's
+ * d * (sum of its codes) per 16. The k-quants unpack their scales once per 256-element
+ * super-block (as vectors of 8 or 16 floats) and take each block's from there. Rows are done one
+ * at a time (x stays in L1), each prefetching the same bytes pf_rows rows ahead. */
+#include "backends/cpu/cpu_quant.h"
+#include "backends/cpu/quant_later_unpack.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QL_CAT2(a, b) a##b
+#define QL_CAT(a, b) QL_CAT2(a, b)
+#define QL_FN(name) QL_CAT(name, QL_SUFFIX)
+
+QL_INLINE float ql_hsum(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+/* Per 16-element half of a block: x->d * x->s[h] (the B terms' activation factor) and x->d, for the
+ * activation row (computed once per call). */
+QL_INLINE void ql_xsums(const loom_q8x *x, int64_t nb, float *xs, float *xd) {
+    for (int64_t b = 0; b < nb; b++)
+        xd[b] = x[b].d, xs[2 * b] = x[b].d * (float)x[b].s[0], xs[2 * b + 1] = x[b].d * (float)x[b].s[1];
+}
+
+/* p = sum of c * x per 4 bytes (lanes 0-3: elements 0-15, 4-7: 16-31), by the sign trick. */
+QL_INLINE __m256 ql_dot(__m256i c, const int8_t *xq) {
+    __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xq), c);
+    return _mm256_cvtepi32_ps(QL_U8S8(_mm256_abs_epi8(c), xs));
+}
+
+/* One row of a 32-element-block type: sum over its nb blocks. */
+QL_INLINE float ql_row32(loom_dtype t, const char *row, const loom_q8x *x, const float *xs, const float *xd,
+                         int64_t nb, size_t pf) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float bsum = 0;
+    const size_t bb = t == LOOM_Q4_1 ? 20 : t == LOOM_Q5_0 ? 22 : t == LOOM_Q5_1 ? 24 : 18;
+    for (int64_t b = 0; b < nb; b++) {
+        const char *p = row + (size_t)b * bb;
+        if (pf) _mm_prefetch(p + pf, _MM_HINT_T0);
+        uint16_t dh;
+        memcpy(&dh, p, 2);
+        float A = _cvtsh_ss(dh);
+        __m256i c;
+        if (t == LOOM_Q4_1) {
+            const loom_block_q4_1 *q = (const loom_block_q4_1 *)p;
+            c = ql_nib(q->qs);
+            bsum += _cvtsh_ss(q->m) * (xs[2 * b] + xs[2 * b + 1]);
+        } else if (t == LOOM_Q5_0) {
+            const loom_block_q5_0 *q = (const loom_block_q5_0 *)p;
+            c = _mm256_sub_epi8(_mm256_or_si256(ql_nib(q->qs), ql_bit5(q->qh)), _mm256_set1_epi8(16));
+        } else if (t == LOOM_Q5_1) {
+            const loom_block_q5_1 *q = (const loom_block_q5_1 *)p;
+            c = _mm256_or_si256(ql_nib(q->qs), ql_bit5(q->qh));
+            bsum += _cvtsh_ss(q->m) * (xs[2 * b] + xs[2 * b + 1]);
+        } else {
+            c = ql_iq4(ql_nib(((const loom_block_iq4_nl *)p)->qs));
+        }
+        __m256 d = _mm256_set1_ps(A * xd[b]);
+        if (b & 1) acc1 = _mm256_fmadd_ps(ql_dot(c, x[b].qs), d, acc1);
+        else acc0 = _mm256_fmadd_ps(ql_dot(c, x[b].qs), d, acc0);
+    }
+    return ql_hsum(_mm256_add_ps(acc0, acc1)) + bsum;
+}
+
+/* Lanes {2k x 4, 2k+1 x 4} of a vector of 8 per-16 scales: the two scales of block k of the four. */
+QL_INLINE __m256 ql_pair(__m256 v, int k) {
+    return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1));
+}
+
+#define QL_PF_LINES(p, n)                                                                                  \
+    do {                                                                                                   \
+        if (pf)                                                                                            \
+            for (int o_ = 0; o_ < (n); o_ += 64) _mm_prefetch((p) + pf + o_, _MM_HINT_T0);                  \
+    } while (0)
+
+/* One row of a k-quant type (Q2_K, Q3_K, Q5_K, IQ4_XS): nsb super-blocks. */
+QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const float *xs, const float *xd,
+                        int64_t nsb, size_t pf) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), bacc = _mm256_setzero_ps();
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < nsb; i++) {
+        const loom_q8x *xb = x + 8 * i;
+        const float *xsb = xs + 16 * i, *xdb = xd + 8 * i;
+        if (t == LOOM_Q2_K) {
+            const loom_block_q2_k *q = (const loom_block_q2_k *)row + i;
+            QL_PF_LINES((const char *)q, 84);
+            __m128i sc = _mm_loadu_si128((const __m128i *)q->scales);
+            __m128i lo = _mm_and_si128(sc, _mm_set1_epi8(0x0F)), hi = _mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0x0F));
+            float d = _cvtsh_ss(q->d), dmin = _cvtsh_ss(q->dmin);
+            __m256 A0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_set1_ps(d));
+            __m256 A1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_set1_ps(d));
+            __m256 M0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+            __m256 M1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+            __m256 mm = _mm256_fmadd_ps(M0, _mm256_loadu_ps(xsb), _mm256_mul_ps(M1, _mm256_loadu_ps(xsb + 8)));
+            bacc = _mm256_fnmadd_ps(mm, _mm256_set1_ps(dmin), bacc);
+            for (int h = 0; h < 2; h++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * h));
+                __m256 Ah = h ? A1 : A0;
+                for (int k = 0; k < 4; k++) {
+                    int j = 4 * h + k;
+                    __m256i c = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * k), m3);
+                    __m256 s = _mm256_mul_ps(ql_pair(Ah, k), _mm256_set1_ps(xdb[j]));
+                    if (j & 1) acc1 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), s, acc1);
+                    else acc0 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), s, acc0);
+                }
+            }
+        } else if (t == LOOM_Q3_K) {
+            const loom_block_q3_k *q = (const loom_block_q3_k *)row + i;
+            QL_PF_LINES((const char *)q, 110);
+            int8_t s8[16];
+            const uint8_t *s = q->scales;
+            for (int j = 0; j < 16; j++)
+                s8[j] = (int8_t)((((s[j % 8] >> (4 * (j / 8))) & 0xF) | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32);
+            __m128i sv = _mm_loadu_si128((const __m128i *)s8);
+            float d = _cvtsh_ss(q->d);
+            __m256 A0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sv)), _mm256_set1_ps(d));
+            __m256 A1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sv, 8))), _mm256_set1_ps(d));
+            __m256i hm = _mm256_loadu_si256((const __m256i *)q->hmask);
+            for (int h = 0; h < 2; h++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * h));
+                __m256 Ah = h ? A1 : A0;
+                for (int k = 0; k < 4; k++) {
+                    int j = 4 * h + k;
+                    __m256i bit = _mm256_set1_epi8((char)(1 << j));
+                    __m256i clear = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), _mm256_setzero_si256());
+                    __m256i c = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(raw, 2 * k), m3),
+                                                _mm256_and_si256(clear, _mm256_set1_epi8(4)));
+                    __m256 sc = _mm256_mul_ps(ql_pair(Ah, k), _mm256_set1_ps(xdb[j]));
+                    if (j & 1) acc1 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc1);
+                    else acc0 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc0);
+                }
+            }
+        } else if (t == LOOM_Q5_K) {
+            const loom_block_q5_k *q = (const loom_block_q5_k *)row + i;
+            QL_PF_LINES((const char *)q, 176);
+            uint32_t u[4];
+            memcpy(u, q->scales, 12);
+            u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+            uint32_t ua = u[1] & 0x3f3f3f3fu;
+            u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+            u[2] = ua;
+            u[0] &= 0x3f3f3f3fu; /* bytes of u[0..1]: the 8 scales; of u[2..3]: the 8 minimums */
+            __m128i sm = _mm_loadu_si128((const __m128i *)u);
+            __m256 A = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), _mm256_set1_ps(_cvtsh_ss(q->d)));
+            __m256 M = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+            /* the minimums against d * (sum of codes) per block: the two halves' xs added */
+            __m256 x0 = _mm256_loadu_ps(xsb), x1 = _mm256_loadu_ps(xsb + 8);
+            __m256 pa = _mm256_hadd_ps(x0, x1); /* lanes: b0 b1 b4 b5 | b2 b3 b6 b7 */
+            pa = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(pa), 0xD8)); /* b0..b7 */
+            bacc = _mm256_fnmadd_ps(_mm256_mul_ps(M, _mm256_set1_ps(_cvtsh_ss(q->dmin))), pa, bacc);
+            __m256i hb = _mm256_loadu_si256((const __m256i *)q->qh);
+            for (int k = 0; k < 4; k++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * k));
+                for (int e = 0; e < 2; e++) {
+                    int j = 2 * k + e;
+                    __m256i bit = _mm256_set1_epi8((char)(1 << j));
+                    __m256i h5 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), _mm256_set1_epi8(0x10));
+                    __m256i c = _mm256_or_si256(_mm256_and_si256(e ? _mm256_srli_epi16(raw, 4) : raw, m4), h5);
+                    __m256 sc = _mm256_mul_ps(_mm256_permutevar8x32_ps(A, _mm256_set1_epi32(j)), _mm256_set1_ps(xdb[j]));
+                    if (e) acc1 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc1);
+                    else acc0 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc0);
+                }
+            }
+        } else { /* IQ4_XS */
+            const loom_block_iq4_xs *q = (const loom_block_iq4_xs *)row + i;
+            QL_PF_LINES((const char *)q, 136);
+            float d = _cvtsh_ss(q->d);
+            for (int j = 0; j < 8; j++) {
+                int ls = ((q->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((q->scales_h >> (2 * j)) & 3) << 4);
+                __m256i c = ql_iq4(ql_nib(q->qs + 16 * j));
+                __m256 sc = _mm256_set1_ps(d * (float)(ls - 32) * xdb[j]);
+                if (j & 1) acc1 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc1);
+                else acc0 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc0);
+            }
+        }
+    }
+    return ql_hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), bacc));
+}
+
+/* Rows [n0, n1) of one type (t a constant in each call below, so the row loops specialise). */
+QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, const float *xs, const float *xd,
+                       int64_t K, int64_t n0, int64_t n1, float *y, const float *bias, int64_t pf_rows) {
+    bool k = t == LOOM_Q2_K || t == LOOM_Q3_K || t == LOOM_Q5_K || t == LOOM_IQ4_XS;
+    for (int64_t n = n0; n < n1; n++) {
+        size_t pf = n + pf_rows < n1 ? (size_t)pf_rows * rb : 0;
+        const char *row = w + (size_t)n * rb;
+        float v = k ? ql_rowk(t, row, x, xs, xd, K / 256, pf) : ql_row32(t, row, x, xs, xd, K / 32, pf);
+        y[n] = v + (bias ? bias[n] : 0.0f);
+    }
+}
+
+void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K, int64_t n0,
+                             int64_t n1, float *y, const float *bias, int pf_rows) {
+    int64_t nb = K / 32;
+    float buf[3 * 512], *xs = nb <= 512 ? buf : malloc(sizeof(float) * 3 * (size_t)nb);
+    if (!xs) { /* (out of memory: cannot happen at real sizes) the reference */
+        for (int64_t n = n0; n < n1; n++)
+            y[n] = loom_quant_dot_ref(t, (const char *)w + (size_t)n * row_bytes, x, K) + (bias ? bias[n] : 0.0f);
+        return;
+    }
+    float *xd = xs + 2 * nb;
+    ql_xsums(x, nb, xs, xd);
+    const char *wr = w;
+    switch (t) {
+    case LOOM_Q4_1: ql_span(LOOM_Q4_1, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q5_0: ql_span(LOOM_Q5_0, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q5_1: ql_span(LOOM_Q5_1, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_IQ4_NL: ql_span(LOOM_IQ4_NL, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q2_K: ql_span(LOOM_Q2_K, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q3_K: ql_span(LOOM_Q3_K, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q5_K: ql_span(LOOM_Q5_K, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_IQ4_XS: ql_span(LOOM_IQ4_XS, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
+    default:
+        for (int64_t n = n0; n < n1; n++)
+            y[n] = loom_quant_dot_ref(t, (const char *)w + (size_t)n * row_bytes, x, K) + (bias ? bias[n] : 0.0f);
+        break;
+    }
+    if (xs != buf) free(xs);
+}
+
+/* x quantised to loom_q8x blocks exactly as loom_q8x_quant (d = max|x| / 127, codes rint(x / d) in
+ * the default rounding mode, the sums per 16), vectorised. */
+void QL_FN(cpu_q8x_quant_)(const float *x, loom_q8x *y, int64_t n) {
+    const __m256 sgn = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k), m = _mm256_max_ps(m, _mm256_andnot_ps(sgn, v[k]));
+        __m128 a = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+        a = _mm_max_ss(a, _mm_movehdup_ps(a));
+        float amax = _mm_cvtss_f32(a);
+        float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], vid));
+        /* int32 -> int8 in order: packs work per 128-bit lane, so permute back */
+        __m256i w01 = _mm256_packs_epi32(q[0], q[1]), w23 = _mm256_packs_epi32(q[2], q[3]);
+        __m256i b = _mm256_packs_epi16(w01, w23);
+        b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[i].qs, b);
+        __m256i s01 = _mm256_add_epi32(q[0], q[1]), s23 = _mm256_add_epi32(q[2], q[3]);
+        __m128i h0 = _mm_add_epi32(_mm256_castsi256_si128(s01), _mm256_extracti128_si256(s01, 1));
+        __m128i h1 = _mm_add_epi32(_mm256_castsi256_si128(s23), _mm256_extracti128_si256(s23, 1));
+        h0 = _mm_hadd_epi32(h0, h1);
+        h0 = _mm_hadd_epi32(h0, h0);
+        y[i].d = d;
+        y[i].s[0] = (int16_t)_mm_cvtsi128_si32(h0), y[i].s[1] = (int16_t)_mm_extract_epi32(h0, 1);
+    }
+}

@@ -1,0 +1,106 @@
+/* Vector unpacking of the later block types' 32-element blocks (256-bit AVX2 instructions), shared
+ * by the decode GEMV (quant_later.h) and the prefill panel GEMM (quant_later_gemm_avx512.c). */
+#ifndef LOOM_CPU_QUANT_LATER_UNPACK_H
+#define LOOM_CPU_QUANT_LATER_UNPACK_H
+
+#include "core/qblock.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define QL_INLINE static inline __attribute__((always_inline))
+
+/* 16 bytes of Q4_0-ordered nibbles as 32 bytes 0..15 (element e < 16: low nibble of byte e). */
+QL_INLINE __m256i ql_nib(const uint8_t *qs) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1),
+                            _mm256_set1_epi8(0x0F));
+}
+
+/* The 32 bits at qh as bytes 0x10 (bit e set) or 0. */
+QL_INLINE __m256i ql_bit5(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
+                                         3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), idx);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+QL_INLINE __m256i ql_iq4(__m256i nib) {
+    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)loom_iq4nl_values)), nib);
+}
+
+/* Block b (32 elements) of a row of a later type as loom_qblock32 gives it, in a vector: 32 signed
+ * codes c, value = A[e / 16] * c[e] + B[e / 16]. (The GEMV unpacks the k-quants per super-block
+ * instead; this is the per-block form for the panels.) */
+QL_INLINE __m256i ql_block(loom_dtype t, const char *row, int64_t b, float *A, float *B) {
+    B[0] = B[1] = 0;
+    if (t == LOOM_Q4_1 || t == LOOM_Q5_0 || t == LOOM_Q5_1 || t == LOOM_IQ4_NL) {
+        const size_t bb = t == LOOM_Q4_1 ? 20 : t == LOOM_Q5_0 ? 22 : t == LOOM_Q5_1 ? 24 : 18;
+        const char *p = row + (size_t)b * bb;
+        uint16_t dh;
+        memcpy(&dh, p, 2);
+        A[0] = A[1] = _cvtsh_ss(dh);
+        if (t == LOOM_Q4_1) {
+            const loom_block_q4_1 *q = (const loom_block_q4_1 *)p;
+            B[0] = B[1] = _cvtsh_ss(q->m);
+            return ql_nib(q->qs);
+        }
+        if (t == LOOM_Q5_0) {
+            const loom_block_q5_0 *q = (const loom_block_q5_0 *)p;
+            return _mm256_sub_epi8(_mm256_or_si256(ql_nib(q->qs), ql_bit5(q->qh)), _mm256_set1_epi8(16));
+        }
+        if (t == LOOM_Q5_1) {
+            const loom_block_q5_1 *q = (const loom_block_q5_1 *)p;
+            B[0] = B[1] = _cvtsh_ss(q->m);
+            return _mm256_or_si256(ql_nib(q->qs), ql_bit5(q->qh));
+        }
+        return ql_iq4(ql_nib(((const loom_block_iq4_nl *)p)->qs));
+    }
+    int j = (int)(b % 8);
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F);
+    if (t == LOOM_Q2_K) {
+        const loom_block_q2_k *q = (const loom_block_q2_k *)row + b / 8;
+        float d = _cvtsh_ss(q->d), dmin = _cvtsh_ss(q->dmin);
+        for (int h = 0; h < 2; h++)
+            A[h] = d * (float)(q->scales[2 * j + h] & 0xF), B[h] = -(dmin * (float)(q->scales[2 * j + h] >> 4));
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * (j / 4)));
+        return _mm256_and_si256(_mm256_srl_epi16(raw, _mm_cvtsi32_si128(2 * (j % 4))), m3);
+    }
+    if (t == LOOM_Q3_K) {
+        const loom_block_q3_k *q = (const loom_block_q3_k *)row + b / 8;
+        const uint8_t *s = q->scales;
+        float d = _cvtsh_ss(q->d);
+        for (int h = 0; h < 2; h++) {
+            int i = 2 * j + h;
+            A[h] = d * (float)(((((s[i % 8] >> (4 * (i / 8))) & 0xF) | ((s[8 + i % 4] >> (2 * (i / 4))) & 3) << 4)) - 32);
+        }
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * (j / 4)));
+        __m256i hm = _mm256_loadu_si256((const __m256i *)q->hmask);
+        __m256i clear = _mm256_cmpeq_epi8(_mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << j))), _mm256_setzero_si256());
+        return _mm256_sub_epi8(_mm256_and_si256(_mm256_srl_epi16(raw, _mm_cvtsi32_si128(2 * (j % 4))), m3),
+                               _mm256_and_si256(clear, _mm256_set1_epi8(4)));
+    }
+    if (t == LOOM_Q5_K) {
+        const loom_block_q5_k *q = (const loom_block_q5_k *)row + b / 8;
+        const uint8_t *s = q->scales;
+        int sc, m;
+        if (j < 4) sc = s[j] & 63, m = s[j + 4] & 63;
+        else sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        A[0] = A[1] = _cvtsh_ss(q->d) * (float)sc, B[0] = B[1] = -(_cvtsh_ss(q->dmin) * (float)m);
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * (j / 2)));
+        if (j & 1) raw = _mm256_srli_epi16(raw, 4);
+        __m256i bit = _mm256_set1_epi8((char)(1 << j)), hb = _mm256_loadu_si256((const __m256i *)q->qh);
+        __m256i h5 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), _mm256_set1_epi8(0x10));
+        return _mm256_or_si256(_mm256_and_si256(raw, m4), h5);
+    }
+    /* IQ4_XS */
+    const loom_block_iq4_xs *q = (const loom_block_iq4_xs *)row + b / 8;
+    int ls = ((q->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((q->scales_h >> (2 * j)) & 3) << 4);
+    A[0] = A[1] = _cvtsh_ss(q->d) * (float)(ls - 32);
+    return ql_iq4(ql_nib(q->qs + 16 * j));
+}
+
+#endif

@@ -1,0 +1,171 @@
+/* The later block types' CPU kernels (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K, IQ4_XS): the decode
+ * GEMV (AVX2 and AVX-512 flavours, backends/cpu/quant_later.h) and the int8 panel GEMM for prefill
+ * (AVX-512 VNNI), against dequantise(W) . dequantise(q8(x)) in double and against the scalar
+ * reference loom_quant_dot_ref; every row count 1..40 and 200 (chunks, tails, the prefetch), K of
+ * one, two and 19 super-blocks and odd numbers of 32-blocks; weights both from the quantiser and
+ * random bytes (every code and scale pattern); the vectorised activation quantiser byte-exact
+ * against loom_q8x_quant. */
+#include "tests/unit/check.h"
+
+#include "backends/cpu/cpu_quant.h"
+#include "core/qblock.h"
+#include "core/util.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+static float frand(void) { return (float)(rnd() & 0xFFFFFF) / (float)0x800000 - 1.0f; }
+static float grand(void) { return frand() + frand() + frand(); }
+
+static const loom_dtype later[] = {LOOM_Q4_1, LOOM_Q5_0, LOOM_Q5_1, LOOM_IQ4_NL, LOOM_Q2_K, LOOM_Q3_K, LOOM_Q5_K, LOOM_IQ4_XS};
+#define NLATER 8
+
+/* f16 bits of a small positive scale (0.0005 .. 0.03) */
+static uint16_t small_f16(void) { return (uint16_t)(0x1000 + rnd() % 0x1400); }
+
+/* Random bytes for n rows, with every f16 scale (d, m / dmin) replaced by a small finite one. */
+static void random_blocks(loom_dtype t, char *w, size_t rb, int64_t N) {
+    for (size_t i = 0; i < rb * (size_t)N; i++) w[i] = (char)rnd();
+    size_t bb = loom_dtype_block_bytes(t);
+    for (int64_t n = 0; n < N; n++)
+        for (size_t o = 0; o < rb; o += bb) {
+            char *b = w + (size_t)n * rb + o;
+            uint16_t d = small_f16(), m = small_f16();
+            switch (t) {
+            case LOOM_Q4_1: case LOOM_Q5_1: case LOOM_Q5_K: memcpy(b, &d, 2), memcpy(b + 2, &m, 2); break;
+            case LOOM_Q2_K: memcpy(b + 80, &d, 2), memcpy(b + 82, &m, 2); break;
+            case LOOM_Q3_K: memcpy(b + 108, &d, 2); break;
+            default: memcpy(b, &d, 2); break; /* Q5_0, IQ4_NL, IQ4_XS: d first */
+            }
+        }
+}
+
+static int have_avx512(void) { return cpu_qdot_for("avx512") == cpu_qdot_avx512; }
+static int have_avx2(void) { return cpu_has_avx2(); }
+
+static void test_q8x_quant(void) {
+    int64_t n = 32 * 64;
+    float *x = malloc(sizeof(float) * n);
+    loom_q8x *a = malloc(sizeof(loom_q8x) * 64), *b = malloc(sizeof(loom_q8x) * 64);
+    for (int64_t i = 0; i < n; i++) x[i] = grand() * (i < 32 ? 0.0f : 1.0f); /* block 0 all zeros */
+    for (int j = 0; j < 32; j++) x[32 + j] = (float)(j - 16) * 0.5f; /* ties at .5 after scaling */
+    loom_q8x_quant(x, a, n);
+    if (have_avx2()) {
+        cpu_q8x_quant_avx2(x, b, n);
+        CHECK(!memcmp(a, b, sizeof(loom_q8x) * 64), "cpu_q8x_quant_avx2 differs from loom_q8x_quant");
+    }
+    if (have_avx512()) {
+        memset(b, 0, sizeof(loom_q8x) * 64);
+        cpu_q8x_quant_avx512(x, b, n);
+        CHECK(!memcmp(a, b, sizeof(loom_q8x) * 64), "cpu_q8x_quant_avx512 differs from loom_q8x_quant");
+    }
+    free(x), free(a), free(b);
+}
+
+/* worst error, as a fraction of sum |w x|, of outputs y[n] for rows [0, N) against the double
+ * product of the dequantised rows wd and the dequantised activation rows xd (M rows, y[m * ldy + n]) */
+static double rel_err(const float *y, int64_t ldy, const float *wd, const float *xd, const float *bias, int64_t M,
+                      int64_t N, int64_t K) {
+    double worst = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double ref = bias ? bias[n] : 0, mag = 1e-30;
+            for (int64_t i = 0; i < K; i++) {
+                double a = (double)wd[n * K + i] * xd[m * K + i];
+                ref += a, mag += fabs(a);
+            }
+            double e = fabs((double)y[m * ldy + n] - ref) / mag;
+            if (e != e) e = INFINITY;
+            worst = fmax(worst, e);
+        }
+    return worst;
+}
+
+static double worst_gemv = 0, worst_gemm = 0;
+
+static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t M) {
+    size_t rb = loom_dtype_nbytes(t, K);
+    char *w = malloc(rb * (size_t)N);
+    float *wf = malloc(sizeof(float) * N * K), *wd = malloc(sizeof(float) * N * K);
+    float *x = malloc(sizeof(float) * M * K), *xd = malloc(sizeof(float) * M * K);
+    float *y = malloc(sizeof(float) * M * N), *bias = malloc(sizeof(float) * N);
+    loom_q8x *xq = malloc(sizeof(loom_q8x) * M * (K / 32));
+    if (random) random_blocks(t, w, rb, N);
+    else {
+        for (int64_t i = 0; i < N * K; i++) wf[i] = grand() * 0.05f;
+        for (int64_t n = 0; n < N; n++) loom_quant_row(t, wf + n * K, w + n * rb, K);
+    }
+    for (int64_t n = 0; n < N; n++) loom_dequant_row(t, w + n * rb, wd + n * K, K);
+    for (int64_t i = 0; i < M * K; i++) x[i] = grand();
+    for (int64_t m = 0; m < M; m++) loom_q8x_quant(x + m * K, xq + m * (K / 32), K);
+    for (int64_t b = 0; b < M * K / 32; b++)
+        for (int j = 0; j < 32; j++) xd[b * 32 + j] = xq[b].qs[j] * xq[b].d;
+    for (int64_t n = 0; n < N; n++) bias[n] = (float)(n % 5) - 2.0f;
+    const char *tn = loom_dtype_name(t);
+    /* the scalar reference itself */
+    for (int64_t n = 0; n < N; n++) y[n] = loom_quant_dot_ref(t, w + n * rb, xq, K);
+    double e = rel_err(y, N, wd, xd, NULL, 1, N, K);
+    CHECK(e < 1e-5, "%s K=%lld N=%lld: scalar reference error %.2e", tn, (long long)K, (long long)N, e);
+    /* the GEMV, per flavour: all rows, then split spans (the prefetch stops at each span's end) */
+    cpu_qgemv_later_fn fl[2] = {have_avx2() ? cpu_qgemv_later_avx2 : NULL, have_avx512() ? cpu_qgemv_later_avx512 : NULL};
+    const char *fn[2] = {"avx2", "avx512"};
+    for (int f = 0; f < 2; f++) {
+        if (!fl[f]) continue;
+        for (int pf = 0; pf <= 16; pf += 3) {
+            for (int64_t n = 0; n < N; n++) y[n] = NAN;
+            int64_t cut = N / 3;
+            fl[f](t, w, rb, xq, K, 0, cut, y, bias, pf);
+            fl[f](t, w, rb, xq, K, cut, N, y, bias, pf);
+            e = rel_err(y, N, wd, xd, bias, 1, N, K);
+            worst_gemv = fmax(worst_gemv, e);
+            CHECK(e < 1e-6, "%s gemv %s K=%lld N=%lld pf=%d%s: error %.2e of sum|w x|", fn[f], tn, (long long)K,
+                  (long long)N, pf, random ? " (random blocks)" : "", e);
+        }
+    }
+    /* the threaded driver, every flavour, M = 1 (GEMV) and M rows (rows kernel / panel GEMM) */
+    cpu_qdot_fn dots[3] = {cpu_qdot_scalar, have_avx2() ? cpu_qdot_avx2 : NULL, have_avx512() ? cpu_qdot_avx512 : NULL};
+    cpu_pool *pool = cpu_pool_new(2);
+    for (int f = 0; f < 3; f++) {
+        if (!dots[f]) continue;
+        int64_t ms[2] = {1, M};
+        for (int k = 0; k < 2; k++) {
+            int64_t mm = ms[k];
+            for (int64_t i = 0; i < mm * N; i++) y[i] = NAN;
+            CHECK(cpu_quant_matmul(pool, true, 2, dots[f], y, x, w, t, bias, mm, K, N) == 0, "matmul rc");
+            e = rel_err(y, N, wd, xd, bias, mm, N, K);
+            if (mm > 1) worst_gemm = fmax(worst_gemm, e);
+            CHECK(e < 1e-6, "%s matmul %s M=%lld K=%lld N=%lld%s: error %.2e of sum|w x|", cpu_qdot_name(dots[f]), tn,
+                  (long long)mm, (long long)K, (long long)N, random ? " (random blocks)" : "", e);
+        }
+    }
+    cpu_pool_free(pool);
+    free(w), free(wf), free(wd), free(x), free(xd), free(y), free(bias), free(xq);
+}
+
+int main(void) {
+    printf("flavours: scalar%s%s\n", have_avx2() ? " avx2" : "", have_avx512() ? " avx512vnni" : "");
+    test_q8x_quant();
+    for (int k = 0; k < NLATER; k++) {
+        loom_dtype t = later[k];
+        bool kq = loom_dtype_blck(t) == 256;
+        for (int random = 0; random < 2; random++) {
+            test_kernels(t, 256, 40, random, 5);
+            test_kernels(t, 512, 37, random, 9);
+            test_kernels(t, 512, 1, random, 3);
+            if (!kq) {
+                test_kernels(t, 96, 17, random, 6);  /* three 32-blocks: an odd number */
+                test_kernels(t, 864, 33, random, 7); /* 27 */
+            }
+        }
+        test_kernels(t, 4864, 200, 0, 2); /* qwen2-0.5b's ffn_down width, 200 rows: chunks and tails */
+        for (int64_t n = 2; n <= 16; n++) test_kernels(t, 256, n, 1, 1 + n % 4);
+    }
+    printf("worst error of sum|w x|: gemv %.2e, matmul M > 1 %.2e\n", worst_gemv, worst_gemm);
+    CHECK_DONE();
+}
