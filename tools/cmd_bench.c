@@ -12,6 +12,7 @@
  * pp N = B prompts of N tokens packed into one graph, tg N = N steps of one token for each of the B
  * sequences (each started by one token); t/s is the aggregate over all sequences. */
 #include "tools/commands.h"
+#include "tools/options.h"
 
 #include "loom.h"
 #include "tools/machine.h"
@@ -112,52 +113,47 @@ static int run_test_batch(loom_session *s, int B, int n_prompt, int n_gen, int n
 }
 
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: loom bench -m MODEL [-p 512[,..]] [-n 128[,..]] [-b B[,..]] [-r REPS] [--warmup SEC] [-t N] "
-               "[--device D] [--json|--md]\n"
-               "  -b B[,..]  also run each test with B sequences at once (aggregate t/s over the B)\n");
-}
-
 int cmd_bench(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
     int pv[MAX_VALUES] = {512}, nv[MAX_VALUES] = {128}, bv[MAX_VALUES] = {0}, np = 1, nn = 1, nb = 1;
     long reps = 5;
     double warmup_s = 0.5;
-    bool json = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a, *val;
-        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
-        if (r == LOOM_OPT_TAKEN) continue;
-        if (r == LOOM_OPT_EXIT) return rc;
-        if (!strcmp(a, "-p") && val) {
-            if (parse_list(a, argv[++i], pv, &np) < 0) return 2;
-        } else if (!strcmp(a, "-n") && val) {
-            if (parse_list(a, argv[++i], nv, &nn) < 0) return 2;
-        } else if (!strcmp(a, "-b") && val) {
-            if (parse_list(a, argv[++i], bv, &nb) < 0) return 2;
-            for (int k = 0; k < nb; k++)
-                if (bv[k] < 1 || bv[k] > 256) {
-                    fprintf(stderr, "loom bench: -b values must be 1..256\n");
-                    return 2;
-                }
-        } else if (!strcmp(a, "-r") && val) {
-            if (loom_parse_int(a, argv[++i], 1, 64, &reps) < 0) return 2;
-        } else if (!strcmp(a, "--warmup") && val) {
-            char *end;
-            warmup_s = strtod(argv[++i], &end);
-            if (*end || !(warmup_s >= 0 && warmup_s <= 600)) {
-                fprintf(stderr, "loom bench: --warmup wants seconds in [0, 600], got '%s'\n", argv[i]);
-                return 2;
-            }
-        } else if (!strcmp(a, "--json")) {
-            json = true;
-        } else if (!strcmp(a, "--md")) {
-            json = false;
-        } else {
-            return loom_bad_opt("bench", a, usage);
+    bool json = false, md = false;
+    const char *p_arg = NULL, *n_arg = NULL, *b_arg = NULL;
+    const loom_opt opts[] = {
+        {.names = "-p", .type = LOOM_OPT_STR, .arg = "N[,..]", .help = "prompt lengths: a prefill test each (default 512)",
+         .dst = &p_arg},
+        {.names = "-n", .type = LOOM_OPT_STR, .arg = "N[,..]", .help = "generation lengths: a decode test each (default 128)",
+         .dst = &n_arg},
+        {.names = "-b",
+         .type = LOOM_OPT_STR,
+         .arg = "B[,..]",
+         .help = "also run each test with B sequences at once (aggregate t/s over the B;\n"
+                 "1..256)",
+         .dst = &b_arg},
+        {.names = "-r", .type = LOOM_OPT_INT, .arg = "REPS", .help = "repetitions of each test", .lo = 1, .hi = 64,
+         .dst = &reps},
+        {.names = "--warmup", .type = LOOM_OPT_NUM, .arg = "SEC", .help = "untimed warm-up before the tests", .lo = 0,
+         .hi = 600, .dst = &warmup_s},
+        {.names = "--json", .type = LOOM_OPT_FLAG, .help = "one JSON record per test",
+         .dst = &json},
+        {.names = "--md", .type = LOOM_OPT_FLAG, .help = "a markdown table (the default)", .dst = &md},
+        LOOM_OPT_END,
+    };
+    int prc = loom_opts_parse("bench", "-m MODEL [-p 512[,..]] [-n 128[,..]] [-b B[,..]] [-r REPS] [--warmup SEC] [-t N]\n"
+                                       "                  [--device D] [--json|--md]",
+                              "Prefill (-p) and decode (-n) speed in tokens per second, mean and deviation over -r runs.", opts, &co, argc, argv);
+    if (prc >= 0) return prc;
+    if (md) json = false;
+    if ((p_arg && parse_list("-p", p_arg, pv, &np) < 0) || (n_arg && parse_list("-n", n_arg, nv, &nn) < 0) ||
+        (b_arg && parse_list("-b", b_arg, bv, &nb) < 0))
+        return 2;
+    for (int k = 0; b_arg && k < nb; k++)
+        if (bv[k] < 1 || bv[k] > 256) {
+            fprintf(stderr, "loom bench: -b values must be 1..256, got %d\n", bv[k]);
+            return 2;
         }
-    }
     const char *path = loom_model_path(&co);
     loom_model *m = loom_open_model("bench", &co);
     if (!m) return 1;

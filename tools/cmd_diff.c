@@ -11,6 +11,7 @@
  * "vulkan", "vulkan:N". The first --device is
  * the reference: scaled error = max |a - b| / max(1, max |a|). */
 #include "tools/commands.h"
+#include "tools/options.h"
 
 #include "backends/cpu/cpu.h"
 #include "loom.h"
@@ -241,16 +242,6 @@ static int compare_step(side *A, side *B, const char *step, int pos0, int n, dou
     return 1;
 }
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: loom diff [-m MODEL] --device A --device B [--tol X] [-p N] [-n N] [-t N] [--all]\n"
-               "  devices: cpu, cpu:scalar, cpu:avx2, cpu:avx512[bf16], vulkan, vulkan:N (A is the reference)\n"
-               "  -p N     prompt tokens in the prefill step (default 8); -n N decode steps after it (default 2)\n"
-               "  --tol X  largest scaled error max|a-b| / max(1, max|a|) allowed per node\n"
-               "           (default 1e-3 for f32 weights, 2e-2 for 16-bit ones)\n"
-               "  --all    print every node's error, not only the first difference\n"
-               "  exit status: 0 all nodes agree, 1 a node differs (or an error), 2 bad usage\n");
-}
-
 int cmd_diff(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
@@ -259,35 +250,35 @@ int cmd_diff(int argc, char **argv) {
     long n_prompt = 8, n_gen = 2;
     double tol = -1;
     bool all = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--device") && val) { /* twice, so not the common option */
-            if (n_dev == 2) {
-                fprintf(stderr, "loom diff: --device given more than twice\n");
-                return 2;
-            }
-            dev[n_dev++] = argv[++i];
-            continue;
-        }
-        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
-        if (r == LOOM_OPT_TAKEN) continue;
-        if (r == LOOM_OPT_EXIT) return rc;
-        if (!strcmp(a, "-p") && val) {
-            if (loom_parse_int(a, argv[++i], 1, 1 << 16, &n_prompt) < 0) return 2;
-        } else if (!strcmp(a, "-n") && val) {
-            if (loom_parse_int(a, argv[++i], 0, 1 << 16, &n_gen) < 0) return 2;
-        } else if (!strcmp(a, "--tol") && val) {
-            if (loom_parse_float(a, argv[++i], &tol) < 0) return 2;
-            if (tol <= 0) {
-                fprintf(stderr, "loom diff: --tol must be positive\n");
-                return 2;
-            }
-        } else if (!strcmp(a, "--all")) {
-            all = true;
-        } else {
-            return loom_bad_opt("diff", a, usage);
-        }
-    }
+    const loom_opt opts[] = {
+        {.names = "--device",
+         .type = LOOM_OPT_LIST,
+         .arg = "D",
+         .help = "twice: A (the reference), then B; cpu, cpu:scalar, cpu:avx2, cpu:avx512[bf16],\n"
+                 "vulkan, vulkan:N",
+         .hi = 2,
+         .dst = dev,
+         .count = &n_dev},
+        {.names = "-p", .type = LOOM_OPT_INT, .arg = "N", .help = "prompt tokens in the prefill step", .lo = 1,
+         .hi = 1 << 16, .dst = &n_prompt},
+        {.names = "-n", .type = LOOM_OPT_INT, .arg = "N", .help = "decode steps after it", .lo = 0, .hi = 1 << 16,
+         .dst = &n_gen},
+        {.names = "--tol",
+         .type = LOOM_OPT_NUM,
+         .arg = "X",
+         .help = "largest scaled error max|a-b| / max(1, max|a|) allowed per node\n"
+                 "(default 1e-3 for f32 weights, 2e-2 for 16-bit ones)",
+         .lo = 1e-300,
+         .hi = 1e300,
+         .dst = &tol},
+        {.names = "--all", .type = LOOM_OPT_FLAG, .help = "print every node's error, not only the first difference",
+         .dst = &all},
+        LOOM_OPT_HEADING("exit status: 0 all nodes agree, 1 a node differs (or an error), 2 bad usage"),
+        LOOM_OPT_END,
+    };
+    int prc = loom_opts_parse("diff", "[-m MODEL] --device A --device B [--tol X] [-p N] [-n N] [-t N] [--all]",
+                              "Run the same steps on two devices and compare every node's output.", opts, &co, argc, argv);
+    if (prc >= 0) return prc;
     if (n_dev != 2) {
         fprintf(stderr, "loom diff: needs two devices: --device A --device B (e.g. --device cpu --device cpu:scalar)\n");
         return 2;
