@@ -32,7 +32,8 @@ typedef struct side {
     loom_buffer **state;
     int n_state;
     loom_plan *plan;
-    loom_buffer *arena;
+    loom_runner run;  /* the arena and the plan's preparation (backends/backend.h) */
+    loom_exec_ctx x;  /* the last step's run */
 } side;
 
 static loom_backend *open_device(const char *name, int n_threads) {
@@ -45,11 +46,10 @@ static loom_backend *open_device(const char *name, int n_threads) {
 }
 
 static void side_release_plan(side *sd) {
-    if (sd->plan && sd->plan->backend_data && sd->be->ops->plan_release) sd->be->ops->plan_release(sd->be, sd->plan);
+    loom_runner_release(&sd->run, sd->plan);
     loom_plan_free(sd->plan);
     sd->plan = NULL;
-    if (sd->arena) sd->be->ops->buf_free(sd->be, sd->arena);
-    sd->arena = NULL;
+    loom_runner_free(&sd->run);
 }
 
 static void side_free(side *sd) {
@@ -66,6 +66,7 @@ static void side_free(side *sd) {
 /* The weights and a zeroed KV cache, as a session lays them out. */
 static int side_open(side *sd, const loom_model *m, int n_threads, int n_ctx) {
     if (!(sd->be = open_device(sd->device, n_threads))) return -1;
+    sd->run = (loom_runner){.be = sd->be, .device = sd->device};
     if (sd->be->ops->describe) sd->be->ops->describe(sd->be, sd->desc, sizeof sd->desc);
     else snprintf(sd->desc, sizeof sd->desc, "%s", sd->be->ops->name);
     if (loom_weights_upload(&sd->weights, sd->be, m, sd->device, NULL, NULL) < 0) return -1;
@@ -78,11 +79,7 @@ static int side_open(side *sd, const loom_model *m, int n_threads, int n_ctx) {
     return 0;
 }
 
-static loom_exec_ctx side_ctx(const side *sd) {
-    loom_exec_ctx x = {.plan = sd->plan, .arena = sd->arena, .state = sd->state, .n_state = sd->n_state};
-    loom_weights_bind(&sd->weights, &x);
-    return x;
-}
+static loom_exec_ctx side_ctx(const side *sd) { return sd->x; }
 
 /* Plan one step of n tokens at pos0 on this side and run it. */
 static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *tok, int n, int pos0) {
@@ -95,10 +92,10 @@ static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *to
         return -1;
     }
     loom_plan_opts po = {.no_reuse = true}; /* every node read back: no backend fusion either */
-    loom_backend_plan_opts(sd->be, &po);
-    if (!(sd->plan = loom_plan_build(g, &po))) return -1;
-    if (loom_plan_check(sd->be, sd->plan, sd->device) < 0) return -1;
-    if (!(sd->arena = sd->be->ops->buf_alloc(sd->be, sd->plan->arena_size ? sd->plan->arena_size : 1))) return -1;
+    if (!(sd->plan = loom_runner_plan(&sd->run, g, &po))) return -1;
+    loom_exec_ctx bind = {.state = sd->state, .n_state = sd->n_state};
+    loom_weights_bind(&sd->weights, &bind);
+    if (loom_runner_bind(&sd->run, sd->plan, &bind, &sd->x) < 0) return -1;
     int32_t *pos = loom_malloc((size_t)n * sizeof *pos);
     if (!pos) return -1;
     for (int i = 0; i < n; i++) pos[i] = pos0 + i;
@@ -106,7 +103,6 @@ static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *to
     int rc = loom_exec_write(sd->be, &x, loom_plan_input(sd->plan, "tokens"), tok, (size_t)n * sizeof *tok);
     if (rc == 0) rc = loom_exec_write(sd->be, &x, loom_plan_input(sd->plan, "pos"), pos, (size_t)n * sizeof *pos);
     free(pos);
-    if (rc == 0 && sd->be->ops->plan_prepare) rc = sd->be->ops->plan_prepare(sd->be, sd->plan, &x);
     if (rc == 0) rc = loom_execute(sd->be, &x);
     if (rc < 0) loom_err_prefix("%s", sd->device);
     return rc;
