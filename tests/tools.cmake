@@ -55,6 +55,21 @@ add_test(NAME bench_warmup_cap COMMAND ${LOOM_EXPECT} --match "\"warmup_runs\": 
          ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1 -t 1 --device cpu --warmup 600 --json)
 add_test(NAME err_bench_warmup COMMAND ${EXPECT_ERROR} "--warmup expects a number in \\[0, 600\\], got .-1."
          ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny --warmup -1)
+# Per-sample figures (issue 18): every timed run in samples_ts/samples_ns, every warm-up run in
+# warmup_samples_ts, and whether the warm-up settled (the last two within --settle percent). The
+# shape only: whether a run settles depends on the machine. --settle 0 asks for no settling, so one
+# warm-up run (--warmup 0) counts as settled; with settling asked, one run cannot be.
+add_test(NAME bench_json_samples COMMAND ${LOOM_EXPECT}
+  --match "\"n_gen\": 4,.*\"samples_ns\": \\[[0-9]+, [0-9]+, [0-9]+\\], \"samples_ts\": \\[[0-9.]+, [0-9.]+, [0-9.]+\\], \"warmup_runs\": ([2-9]|[1-9][0-9]+), \"warmup_samples_ts\": \\[[0-9.]+(, [0-9.]+)+\\], \"warmup_settled\": (true|false)," --
+  ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 0 -n 4 -r 3 -t 1 --device cpu --json --warmup 0.01)
+add_test(NAME bench_json_settle_off COMMAND ${LOOM_EXPECT}
+  --match "\"warmup_runs\": 1, \"warmup_samples_ts\": \\[[0-9.]+\\], \"warmup_settled\": true," --
+  ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1 -t 1 --device cpu --json --warmup 0 --settle 0)
+add_test(NAME bench_json_one_warmup COMMAND ${LOOM_EXPECT}
+  --match "\"warmup_runs\": 1, \"warmup_samples_ts\": \\[[0-9.]+\\], \"warmup_settled\": false," --
+  ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1 -t 1 --device cpu --json --warmup 0)
+add_test(NAME err_bench_settle COMMAND ${EXPECT_ERROR} "--settle expects a number in \\[0, 100\\], got .101."
+         ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny --settle 101)
 
 # Vulkan, when built and a device exists (lavapipe counts): diff against the CPU, and a profile
 # whose node times come from GPU timestamps.

@@ -2,9 +2,9 @@
  * with AVX-512 flags; cpu_backend.c calls cpu_kernels_avx512 only after CPUID says they are there.
  *
  * MATMUL is what matters:
- *  - gemv (decode, one x row) is memory-bound: it streams 4 weight rows at a time with independent
- *    accumulators (two per row), converts f16 with vcvtph2ps and bf16 with a shift, keeps f32
- *    accumulation and prefetches the next rows.
+ *  - gemv (decode, one x row) is memory-bound: it cuts its rows into 4 parts and computes one row
+ *    of each at a time, so one core runs 4 linear streams (each prefetched 2 KB ahead), with two
+ *    accumulators a row; f16 converts with vcvtph2ps and bf16 with a shift; f32 accumulation.
  *  - gemm (prefill) packs a KC x 32 panel of W to f32 once (16x16 register transposes) and reuses
  *    it for every x row with an 8 x 32 register-blocked micro-kernel (16 zmm accumulators, x
  *    broadcast from memory). For bf16 weights with AVX512_BF16 the panel stays bf16 (pairs of k)
@@ -59,66 +59,72 @@ static void v_to_f32(float *dst, const void *src, loom_dtype t, int64_t n) {
 #include "backends/cpu/simd_ops.h"
 
 /* ---- gemv ----------------------------------------------------------------------------------- */
+/* One core streams more when it reads several far-apart regions at once than one region with
+ * software prefetch (Zen 5 here, one thread over 512 MiB: one stream 27-32 GB/s, with prefetch
+ * 34-40, four streams in lockstep 45-47; backends/cpu/bench/bench_stream, docs/cpu-backend.md). So
+ * the rows [n0, n1) are cut into GEMV_PARTS contiguous parts and each step computes one row of every
+ * part: GEMV_PARTS linear streams (consecutive rows of a part follow each other in memory, so each
+ * stream runs on from row to row), each prefetched GEMV_PF_BYTES ahead, one line per step. Four
+ * adjacent rows at a time (the kernel before) were four short streams that restart every row group. */
+#define GEMV_PARTS 4
+#ifndef GEMV_PF_BYTES
+#define GEMV_PF_BYTES 2048
+#endif
+
+/* Rows r[0..S) (S <= GEMV_PARTS, a constant in each instance) against x: 2 accumulators a row. */
+AI void gemv_streams(int t, int S, float *const *yp, const float *x, const char *const *r, int64_t K,
+                     const float *const *bp) {
+    const int64_t es = t == LOOM_F32 ? 4 : 2;
+    __m512 a[GEMV_PARTS], b[GEMV_PARTS];
+#pragma GCC unroll 4
+    for (int s = 0; s < S; s++) a[s] = b[s] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) {
+            _mm_prefetch(r[s] + k * es + GEMV_PF_BYTES, _MM_HINT_T0);
+            if (es == 4) _mm_prefetch(r[s] + k * es + GEMV_PF_BYTES + 64, _MM_HINT_T0);
+        }
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) {
+            a[s] = _mm512_fmadd_ps(ldw(r[s], t, k), x0, a[s]);
+            b[s] = _mm512_fmadd_ps(ldw(r[s], t, k + 16), x1, b[s]);
+        }
+    }
+    for (; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? 0xffff : tail_mask(K - k);
+        __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) a[s] = _mm512_fmadd_ps(ldw_m(r[s], t, k, m), x0, a[s]);
+    }
+#pragma GCC unroll 4
+    for (int s = 0; s < S; s++) *yp[s] = _mm512_reduce_add_ps(_mm512_add_ps(a[s], b[s])) + (bp[s] ? *bp[s] : 0.0f);
+}
+
 AI void gemv_t(int t, float *y, const float *x, const void *w, int64_t K, int64_t n0, int64_t n1,
                const float *bias) {
     const int64_t es = t == LOOM_F32 ? 4 : 2;
     const char *wb = w;
-    int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        const void *r0 = wb + (n + 0) * K * es, *r1 = wb + (n + 1) * K * es;
-        const void *r2 = wb + (n + 2) * K * es, *r3 = wb + (n + 3) * K * es;
-        /* the next 4 rows follow these 4 in memory: fetch them one stride ahead */
-#ifndef PFD
-#define PFD 4
-#endif
-        const char *pf = wb + (n + PFD) * K * es;
-        int64_t k = 0;
-        for (; k + 32 <= K; k += 32) {
-#ifndef NO_PF
-            _mm_prefetch(pf + k * es, _MM_HINT_T0);
-            _mm_prefetch(pf + (K + k) * es, _MM_HINT_T0);
-            _mm_prefetch(pf + (2 * K + k) * es, _MM_HINT_T0);
-            _mm_prefetch(pf + (3 * K + k) * es, _MM_HINT_T0);
-            if (es == 4) {
-                _mm_prefetch(pf + k * es + 64, _MM_HINT_T0);
-                _mm_prefetch(pf + (K + k) * es + 64, _MM_HINT_T0);
-                _mm_prefetch(pf + (2 * K + k) * es + 64, _MM_HINT_T0);
-                _mm_prefetch(pf + (3 * K + k) * es + 64, _MM_HINT_T0);
-            }
-#endif
-            __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-            a0 = _mm512_fmadd_ps(ldw(r0, t, k), x0, a0);
-            a1 = _mm512_fmadd_ps(ldw(r1, t, k), x0, a1);
-            a2 = _mm512_fmadd_ps(ldw(r2, t, k), x0, a2);
-            a3 = _mm512_fmadd_ps(ldw(r3, t, k), x0, a3);
-            b0 = _mm512_fmadd_ps(ldw(r0, t, k + 16), x1, b0);
-            b1 = _mm512_fmadd_ps(ldw(r1, t, k + 16), x1, b1);
-            b2 = _mm512_fmadd_ps(ldw(r2, t, k + 16), x1, b2);
-            b3 = _mm512_fmadd_ps(ldw(r3, t, k + 16), x1, b3);
+    const int64_t P = (n1 - n0) / GEMV_PARTS; /* rows per part; the last (n1 - n0) % 4 rows after */
+    for (int64_t i = 0; i < P; i++) {
+        float *yp[GEMV_PARTS];
+        const char *r[GEMV_PARTS];
+        const float *bp[GEMV_PARTS];
+#pragma GCC unroll 4
+        for (int s = 0; s < GEMV_PARTS; s++) {
+            int64_t n = n0 + s * P + i;
+            yp[s] = y + n;
+            r[s] = wb + n * K * es;
+            bp[s] = bias ? bias + n : NULL;
         }
-        for (; k < K; k += 16) {
-            __mmask16 m = K - k >= 16 ? 0xffff : tail_mask(K - k);
-            __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
-            a0 = _mm512_fmadd_ps(ldw_m(r0, t, k, m), x0, a0);
-            a1 = _mm512_fmadd_ps(ldw_m(r1, t, k, m), x0, a1);
-            a2 = _mm512_fmadd_ps(ldw_m(r2, t, k, m), x0, a2);
-            a3 = _mm512_fmadd_ps(ldw_m(r3, t, k, m), x0, a3);
-        }
-        y[n + 0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0)) + (bias ? bias[n + 0] : 0.0f);
-        y[n + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1)) + (bias ? bias[n + 1] : 0.0f);
-        y[n + 2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2)) + (bias ? bias[n + 2] : 0.0f);
-        y[n + 3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3)) + (bias ? bias[n + 3] : 0.0f);
+        gemv_streams(t, GEMV_PARTS, yp, x, r, K, bp);
     }
-    for (; n < n1; n++) {
-        const void *r0 = wb + n * K * es;
-        __m512 a0 = _mm512_setzero_ps();
-        for (int64_t k = 0; k < K; k += 16) {
-            __mmask16 m = K - k >= 16 ? 0xffff : tail_mask(K - k);
-            a0 = _mm512_fmadd_ps(ldw_m(r0, t, k, m), _mm512_maskz_loadu_ps(m, x + k), a0);
-        }
-        y[n] = _mm512_reduce_add_ps(a0) + (bias ? bias[n] : 0.0f);
+    for (int64_t n = n0 + GEMV_PARTS * P; n < n1; n++) {
+        float *yp[1] = {y + n};
+        const char *r[1] = {wb + n * K * es};
+        const float *bp[1] = {bias ? bias + n : NULL};
+        gemv_streams(t, 1, yp, x, r, K, bp);
     }
 }
 
