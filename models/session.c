@@ -24,8 +24,7 @@ struct loom_session {
     loom_weight_bufs weights;
     loom_buffer **state;   /* 2 per layer: K and V caches */
     int n_state;
-    loom_buffer *arena;
-    size_t arena_size;
+    loom_runner run;       /* the arena, and preparing plans on the backend (backends/backend.h) */
     loom_plan_cache *plans;
 
     int pos, n_ctx;
@@ -64,7 +63,7 @@ loom_session_opts loom_session_default_opts(void) {
 
 static void release_plan(loom_plan *p, void *ud) {
     loom_session *s = ud;
-    if (p->backend_data && s->be->ops->plan_release) s->be->ops->plan_release(s->be, p);
+    loom_runner_release(&s->run, p);
 }
 
 void loom_session_free(loom_session *s) {
@@ -74,7 +73,7 @@ void loom_session_free(loom_session *s) {
         loom_weights_free(&s->weights, s->be);
         for (int i = 0; i < s->n_state; i++)
             if (s->state[i]) s->be->ops->buf_free(s->be, s->state[i]);
-        if (s->arena) s->be->ops->buf_free(s->be, s->arena);
+        loom_runner_free(&s->run);
         loom_backend_close(s->be);
     }
     if (s->hidden)
@@ -170,6 +169,7 @@ loom_session *loom_session_new(loom_model *m, const loom_session_opts *opts) {
     s->be = loom_backend_open(o.device, &bo);
     if (!s->be) goto fail;
     snprintf(s->device, sizeof s->device, "%s", s->be->ops->name);
+    s->run = (loom_runner){.be = s->be, .device = s->device};
     /* the KV cache: one K and one V tensor per layer, f32 [rows, kv_dim], rows = n_ctx or, for
      * a windowed layer, a ring (loom_kv_rows); checked before the weights are uploaded so an
      * impossible --ctx fails at once */
@@ -260,32 +260,14 @@ static loom_plan *cached_plan(loom_session *s, loom_graph *g, uint64_t key) {
         loom_graph_free(g);
         return p;
     }
-    loom_plan_opts po = {0};
-    loom_backend_plan_opts(s->be, &po); /* its alignment and its own pass (Vulkan's fusions) */
-    p = loom_plan_build(g, &po);
+    p = loom_runner_plan(&s->run, g, NULL); /* support checked once per plan: it is cached below */
     if (!p) return NULL;
-    if (loom_plan_check(s->be, p, s->device) < 0) { /* once per plan: it is cached below */
-        loom_plan_free(p);
-        return NULL;
-    }
     loom_plan *evicted = loom_plan_cache_put_evict(s->plans, p);
     if (evicted) {
         release_plan(evicted, s);
         loom_plan_free(evicted);
     }
     return p;
-}
-
-static int ensure_arena(loom_session *s, loom_plan *p) {
-    if (p->arena_size <= s->arena_size && s->arena) return 0;
-    if (s->arena) s->be->ops->buf_free(s->be, s->arena);
-    s->arena = s->be->ops->buf_alloc(s->be, p->arena_size);
-    s->arena_size = s->arena ? p->arena_size : 0;
-    if (!s->arena) {
-        loom_err_prefix("allocating the %zu-byte activation arena on %s", p->arena_size, s->device);
-        return -1;
-    }
-    return 0;
 }
 
 static int write_input(loom_session *s, const loom_exec_ctx *x, const char *name, const int32_t *v, size_t n) {
@@ -323,22 +305,15 @@ static int read_output_rows(loom_session *s, const loom_exec_ctx *x, const char 
 
 /* Ready the plan's arena and backend recording for a run. */
 static int prepare_run(loom_session *s, loom_plan *p, loom_exec_ctx *x) {
-    if (ensure_arena(s, p) < 0) return -1;
-    *x = (loom_exec_ctx){.plan = p, .arena = s->arena, .state = s->state, .n_state = s->n_state,
-                         .node_time = s->node_time};
-    loom_weights_bind(&s->weights, x);
+    loom_exec_ctx bind = {.state = s->state, .n_state = s->n_state};
+    loom_weights_bind(&s->weights, &bind);
     if (s->node_time) {
         double *nt = realloc(s->node_time, (size_t)p->g->n * sizeof *nt);
         if (!nt) return loom_err("out of memory for node timings");
         memset(nt, 0, (size_t)p->g->n * sizeof *nt);
-        s->node_time = x->node_time = nt;
+        s->node_time = bind.node_time = nt;
     }
-    if (s->be->ops->plan_prepare && p->prepared_for != s->arena) {
-        release_plan(p, s);
-        if (s->be->ops->plan_prepare(s->be, p, x) < 0) return -1;
-        p->prepared_for = s->arena;
-    }
-    return 0;
+    return loom_runner_bind(&s->run, p, &bind, x);
 }
 
 /* Tokens [off, off + n) of an eval of `total`, at position s->pos. */
