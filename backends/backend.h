@@ -99,6 +99,27 @@ int loom_exec_read(loom_backend *be, const loom_exec_ctx *x, int i, size_t off, 
 /* Run a plan node by node (or whole, when the backend records plans) and wait for it (sync). */
 int loom_execute(loom_backend *be, const loom_exec_ctx *x);
 
+/* The runner: what every caller that runs plans shares (sessions, hence run / bench / profile /
+ * serve; loom diff; the machine probe). Zero it, set be and device, then per plan:
+ *   loom_runner_plan    plan a graph for be (its alignment and pass) and check support, once
+ *   loom_runner_bind    grow the arena to the plan, fill the run's context, prepare the backend's
+ *                       recording when the plan was not prepared with this arena
+ *   loom_exec_write / loom_execute / loom_exec_read with the handles of loom_plan_input/output
+ *   loom_runner_release before the plan is freed; loom_runner_free at the end (the arena). */
+typedef struct loom_runner {
+    loom_backend *be;
+    const char *device; /* for messages (NULL: the backend's name) */
+    loom_buffer *arena; /* grown to the largest plan bound so far */
+    size_t arena_size;
+} loom_runner;
+/* g planned (taken over: freed on failure too) with o's options (NULL: defaults) and be's alignment
+ * and pass, then loom_plan_check: the plan, or NULL with an error. */
+loom_plan *loom_runner_plan(loom_runner *r, loom_graph *g, const loom_plan_opts *o);
+/* x = a run of p on r: plan, arena, and the leaf bindings and node_time from `bind` (may be NULL). */
+int loom_runner_bind(loom_runner *r, loom_plan *p, const loom_exec_ctx *bind, loom_exec_ctx *x);
+void loom_runner_release(loom_runner *r, loom_plan *p);
+void loom_runner_free(loom_runner *r);
+
 /* ---- backend registry -------------------------------------------------------------------- */
 typedef struct loom_backend_opts {
     int n_threads;      /* CPU: 0 = all cores */

@@ -109,6 +109,51 @@ int loom_execute(loom_backend *be, const loom_exec_ctx *x) {
     return be->ops->sync ? be->ops->sync(be) : 0;
 }
 
+loom_plan *loom_runner_plan(loom_runner *r, loom_graph *g, const loom_plan_opts *o) {
+    loom_plan_opts po = o ? *o : (loom_plan_opts){0};
+    loom_backend_plan_opts(r->be, &po);
+    loom_plan *p = loom_plan_build(g, &po);
+    if (p && loom_plan_check(r->be, p, r->device) < 0) {
+        loom_plan_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int loom_runner_bind(loom_runner *r, loom_plan *p, const loom_exec_ctx *bind, loom_exec_ctx *x) {
+    loom_backend *be = r->be;
+    if (!r->arena || p->arena_size > r->arena_size) {
+        if (r->arena) be->ops->buf_free(be, r->arena);
+        size_t n = p->arena_size ? p->arena_size : 1;
+        r->arena = be->ops->buf_alloc(be, n);
+        r->arena_size = r->arena ? n : 0;
+        if (!r->arena) {
+            loom_err_prefix("allocating the %zu-byte activation arena on %s", n, r->device ? r->device : be->ops->name);
+            return -1;
+        }
+    }
+    *x = bind ? *bind : (loom_exec_ctx){0};
+    x->plan = p;
+    x->arena = r->arena;
+    if (be->ops->plan_prepare && p->prepared_for != r->arena) { /* recorded against another arena */
+        loom_runner_release(r, p);
+        if (be->ops->plan_prepare(be, p, x) < 0) return -1;
+        p->prepared_for = r->arena;
+    }
+    return 0;
+}
+
+void loom_runner_release(loom_runner *r, loom_plan *p) {
+    if (p && p->backend_data && r->be->ops->plan_release) r->be->ops->plan_release(r->be, p);
+    if (p) p->prepared_for = NULL;
+}
+
+void loom_runner_free(loom_runner *r) {
+    if (r->arena) r->be->ops->buf_free(r->be, r->arena);
+    r->arena = NULL;
+    r->arena_size = 0;
+}
+
 loom_backend *loom_backend_open(const char *device, const loom_backend_opts *o) {
     loom_backend_opts defaults = {.device_index = -1};
     if (!o) o = &defaults;

@@ -575,8 +575,6 @@ struct loom_plan_cache {
     uint64_t stamp[PLAN_CACHE_SIZE];
     uint64_t clock;
     int hits, misses;
-    void (*release)(loom_plan *p, void *ud);
-    void *ud;
 };
 
 loom_plan_cache *loom_plan_cache_new(void) { return loom_calloc(1, sizeof(loom_plan_cache)); }

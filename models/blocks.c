@@ -60,8 +60,12 @@ loom_step_inputs loom_block_inputs(loom_graph *g, const loom_build_opts *o) {
     in.tokens = loom_input(g, "tokens", LOOM_I32, 1, ne);
     in.pos = loom_input(g, "pos", LOOM_I32, 1, ne);
     in.n_ctx = o->n_ctx;
-    in.slot = in.seq = in.table = in.out_rows = -1;
-    in.block_size = 0;
+    in.slot = in.seq = in.table = in.out_rows = in.ring_rows = -1;
+    in.block_size = in.ring_step = 0;
+    if (o->n_seq == 0 && o->ring_step > 0) {
+        in.ring_step = o->ring_step;
+        in.ring_rows = loom_input(g, "ring_rows", LOOM_I32, 1, ne);
+    }
     if (o->n_seq > 0) {
         in.slot = loom_input(g, "slot", LOOM_I32, 1, ne);
         in.seq = loom_input(g, "seq", LOOM_I32, 1, ne);
@@ -143,19 +147,25 @@ int loom_block_attend(loom_graph *g, const loom_model *m, int layer, loom_qkv qk
     int k = loom_rope(g, qkv.k, in->pos, &rp);
 
     /* the layer's cache: state slots 2l (K) and 2l+1 (V); this step's rows are written first,
-     * then attention reads rows 0..pos of each query */
+     * then attention reads rows 0..pos of each query. A windowed layer's may be a ring of fewer
+     * rows (key j at row j % C: "ring_rows" holds pos % C) */
+    int64_t C = in->block_size > 0 ? in->n_ctx : loom_kv_rows(hp, layer, in->n_ctx, in->ring_step);
+    bool ring = C < in->n_ctx;
+    if (ring && g->nodes[in->pos].ne[0] > in->ring_step)
+        return loom_err("a step of %lld tokens stores more than the ring of layer %d can hold (%d per step)",
+                        (long long)g->nodes[in->pos].ne[0], layer, in->ring_step);
     snprintf(name, sizeof name, "cache_k.%d", layer);
-    int kc = loom_state(g, 2 * layer, name, in->n_ctx, kv_dim);
+    int kc = loom_state(g, 2 * layer, name, C, kv_dim);
     snprintf(name, sizeof name, "cache_v.%d", layer);
-    int vc = loom_state(g, 2 * layer + 1, name, in->n_ctx, kv_dim);
+    int vc = loom_state(g, 2 * layer + 1, name, C, kv_dim);
     /* paged: rows go to their slots, and attention finds a sequence's keys through its table */
-    int rows = in->block_size > 0 ? in->slot : in->pos;
+    int rows = in->block_size > 0 ? in->slot : ring ? in->ring_rows : in->pos;
     kc = loom_kv_store(g, kc, k, rows);
     vc = loom_kv_store(g, vc, qkv.v, rows);
     float scale = hp->attn_scale > 0 ? hp->attn_scale : 1.0f / sqrtf((float)hp->head_dim);
     int a = loom_attention(g, q, kc, vc, in->pos, hp->n_head, hp->n_head_kv, hp->head_dim, scale);
     if (in->block_size > 0) a = loom_attention_paged(g, a, in->seq, in->table, in->block_size);
-    loom_attn_opts ao = {.window = local ? hp->n_swa : 0, .softcap = hp->attn_softcap};
+    loom_attn_opts ao = {.window = local ? hp->n_swa : 0, .softcap = hp->attn_softcap, .ring = ring};
     if (ao.window > 0 || ao.softcap > 0) a = loom_attention_opts(g, a, &ao);
     return loom_block_linear(g, m, a, hp->n_embd, q_dim, false, layer, "attn_output");
 }

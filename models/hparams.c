@@ -412,8 +412,14 @@ bool loom_layer_is_local(const loom_hparams *hp, int layer) {
 }
 
 int64_t loom_kv_width(const loom_hparams *hp, int layer) {
-    (void)layer; /* every layer's cache is as wide today; a windowed ring would change its rows */
+    (void)layer; /* every layer's cache is as wide today */
     return (int64_t)hp->n_head_kv * hp->head_dim;
+}
+
+int64_t loom_kv_rows(const loom_hparams *hp, int layer, int n_ctx, int ring_step) {
+    if (ring_step <= 0 || hp->n_swa <= 0 || !loom_layer_is_local(hp, layer)) return n_ctx;
+    int64_t ring = (int64_t)hp->n_swa + ring_step - 1;
+    return ring < n_ctx ? ring : n_ctx;
 }
 
 /* Llama 3 frequency divisors, as transformers' _compute_llama3_parameters and llama.cpp's

@@ -53,6 +53,10 @@ typedef struct loom_build_opts {
      * (cache row per token), "seq" [S] (row of "table"), "table" [n_seq, max_blocks] and
      * "out_rows" [n_out] (the token rows whose logits are kept) */
     int n_seq, max_blocks, block_size, n_out;
+    /* contiguous cache only: > 0 = windowed layers keep a ring of loom_kv_rows rows instead of
+     * n_ctx (graph.h ATTENTION ip[5]); every step then stores at most ring_step tokens, and the
+     * input "ring_rows" [S] gives each token's cache row, pos % that ring's rows */
+    int ring_step;
 } loom_build_opts;
 
 struct loom_model;
@@ -137,6 +141,10 @@ bool loom_layer_is_local(const loom_hparams *hp, int layer);
 /* The KV cache of one layer: K and V are each f32 [n_ctx, loom_kv_width]. The graph's STATE
  * tensors and the session's buffers both come from here. */
 int64_t loom_kv_width(const loom_hparams *hp, int layer);
+/* Its rows: n_ctx, or for a windowed layer with ring_step > 0 a ring of n_swa + ring_step - 1
+ * (the window, plus the rows one step stores before its first query has read them), when that is
+ * fewer. */
+int64_t loom_kv_rows(const loom_hparams *hp, int layer, int n_ctx, int ring_step);
 /* Llama 3 RoPE frequency divisors [head_dim/2] (loading a HF directory and convert both use it). */
 void loom_llama3_rope_factors(const loom_hparams *hp, float *out);
 
@@ -160,6 +168,7 @@ int loom_w_opt(loom_graph *g, const struct loom_model *m, int ndim, const int64_
 /* The step inputs every decoder has: "tokens" [S] i32 and "pos" [S] i32, and the cache length. */
 typedef struct loom_step_inputs {
     int tokens, pos, n_ctx;
+    int ring_rows, ring_step; /* windowed layers' ring (loom_build_opts.ring_step), else -1 and 0 */
     int slot, seq, table, out_rows, block_size; /* paged only (block_size > 0), else -1 */
 } loom_step_inputs;
 loom_step_inputs loom_block_inputs(loom_graph *g, const loom_build_opts *o);

@@ -24,11 +24,14 @@ struct loom_session {
     loom_weight_bufs weights;
     loom_buffer **state;   /* 2 per layer: K and V caches */
     int n_state;
-    loom_buffer *arena;
-    size_t arena_size;
+    loom_runner run;       /* the arena, and preparing plans on the backend (backends/backend.h) */
     loom_plan_cache *plans;
 
     int pos, n_ctx;
+    /* windowed layers' caches are rings of ring_rows (< n_ctx) rows while the session holds one
+     * sequence; 0 = no rings (no window, a window near the context, or the session went paged).
+     * A step then stores at most ring_step tokens: longer evals run in chunks of that many. */
+    int ring_rows, ring_step;
     float *logits;         /* [logit_rows, n_vocab] of the last eval */
     int logit_rows;
     float **hidden;        /* [n_layer + 1] host copies, want_hidden only */
@@ -50,6 +53,8 @@ struct loom_session {
 
 /* Rows per cache block of the paged layout. */
 #define KV_BLOCK 16
+/* Tokens per step with ring caches (LOOM_RING_STEP overrides it for tests; 0 turns rings off). */
+#define RING_STEP 512
 
 loom_session_opts loom_session_default_opts(void) {
     loom_session_opts o = {.device = "auto", .n_threads = 0, .n_ctx = 0};
@@ -58,7 +63,7 @@ loom_session_opts loom_session_default_opts(void) {
 
 static void release_plan(loom_plan *p, void *ud) {
     loom_session *s = ud;
-    if (p->backend_data && s->be->ops->plan_release) s->be->ops->plan_release(s->be, p);
+    loom_runner_release(&s->run, p);
 }
 
 void loom_session_free(loom_session *s) {
@@ -68,7 +73,7 @@ void loom_session_free(loom_session *s) {
         loom_weights_free(&s->weights, s->be);
         for (int i = 0; i < s->n_state; i++)
             if (s->state[i]) s->be->ops->buf_free(s->be, s->state[i]);
-        if (s->arena) s->be->ops->buf_free(s->be, s->arena);
+        loom_runner_free(&s->run);
         loom_backend_close(s->be);
     }
     if (s->hidden)
@@ -121,17 +126,31 @@ static uint64_t host_memory_bytes(void) {
 /* Refuse a KV cache that cannot exist before allocating any of it: CPU buffers are allocated
  * lazily by the kernel, so a cache larger than memory would "succeed" and the process would be
  * OOM-killed later, as the context fills. (A GPU reports its own allocation failures.) */
-static int kv_check(loom_session *s, size_t kv_bytes) {
+static int kv_check(loom_session *s, const size_t *layer_bytes) {
     const loom_hparams *hp = &s->m->hp;
-    size_t total;
-    if (!loom_mul_ok(kv_bytes, 2 * (size_t)hp->n_layer, &total))
-        return loom_err("KV cache for --ctx %d overflows the address space", s->n_ctx);
+    size_t total = 0;
+    for (int l = 0; l < hp->n_layer; l++) {
+        size_t two;
+        if (layer_bytes[l] == SIZE_MAX || !loom_mul_ok(layer_bytes[l], 2, &two) || total + two < total)
+            return loom_err("KV cache for --ctx %d overflows the address space", s->n_ctx);
+        total += two;
+    }
     uint64_t mem = strcmp(s->device, "cpu") ? 0 : host_memory_bytes();
     if (mem && total > mem)
-        return loom_err("KV cache for --ctx %d needs %zu bytes (%d layers x 2 x %zu), more than the %llu bytes of "
+        return loom_err("KV cache for --ctx %d needs %zu bytes (%d layers, K and V), more than the %llu bytes of "
                         "memory on this machine: lower --ctx",
-                        s->n_ctx, total, hp->n_layer, kv_bytes, (unsigned long long)mem);
+                        s->n_ctx, total, hp->n_layer, (unsigned long long)mem);
     return 0;
+}
+
+/* Bytes of layer l's K (or V) cache: loom_kv_rows x loom_kv_width f32, SIZE_MAX on overflow. */
+static size_t layer_kv_bytes(const loom_session *s, int l, int ring_step) {
+    const loom_hparams *hp = &s->m->hp;
+    size_t cells;
+    if (!loom_mul_ok((size_t)loom_kv_rows(hp, l, s->n_ctx, ring_step), (size_t)loom_kv_width(hp, l), &cells) ||
+        !loom_mul_ok(cells, sizeof(float), &cells))
+        return SIZE_MAX;
+    return cells;
 }
 
 loom_session *loom_session_new(loom_model *m, const loom_session_opts *opts) {
@@ -150,22 +169,40 @@ loom_session *loom_session_new(loom_model *m, const loom_session_opts *opts) {
     s->be = loom_backend_open(o.device, &bo);
     if (!s->be) goto fail;
     snprintf(s->device, sizeof s->device, "%s", s->be->ops->name);
-    /* the KV cache: one K and one V tensor per layer, f32 [n_ctx, kv_dim]; checked before the
-     * weights are uploaded so an impossible --ctx fails at once */
-    size_t kv_bytes = (size_t)s->n_ctx * (size_t)loom_kv_width(hp, 0) * sizeof(float); /* every layer's today */
-    if (kv_check(s, kv_bytes) < 0) goto fail;
-    if (upload_weights(s) < 0) goto fail;
-
+    s->run = (loom_runner){.be = s->be, .device = s->device};
+    /* the KV cache: one K and one V tensor per layer, f32 [rows, kv_dim], rows = n_ctx or, for
+     * a windowed layer, a ring (loom_kv_rows); checked before the weights are uploaded so an
+     * impossible --ctx fails at once */
+    const char *rs = getenv("LOOM_RING_STEP");
+    s->ring_step = rs && *rs ? atoi(rs) : RING_STEP;
+    if (s->ring_step < 0) s->ring_step = 0;
+    for (int l = 0; l < hp->n_layer && s->ring_step > 0; l++)
+        if (loom_kv_rows(hp, l, s->n_ctx, s->ring_step) < s->n_ctx) s->ring_rows = (int)loom_kv_rows(hp, l, s->n_ctx, s->ring_step);
+    size_t *layer_bytes = loom_malloc((size_t)hp->n_layer * sizeof *layer_bytes);
+    if (!layer_bytes) goto fail;
+    for (int l = 0; l < hp->n_layer; l++) layer_bytes[l] = layer_kv_bytes(s, l, s->ring_rows ? s->ring_step : 0);
+    if (kv_check(s, layer_bytes) < 0 || upload_weights(s) < 0) {
+        free(layer_bytes);
+        goto fail;
+    }
     s->n_state = 2 * hp->n_layer;
     s->state = loom_calloc((size_t)s->n_state, sizeof *s->state);
-    if (!s->state) goto fail;
-    for (int i = 0; i < s->n_state; i++) {
-        s->state[i] = s->be->ops->buf_alloc(s->be, kv_bytes);
+    for (int i = 0; s->state && i < s->n_state; i++) {
+        s->state[i] = s->be->ops->buf_alloc(s->be, layer_bytes[i / 2]);
         if (!s->state[i]) {
-            loom_err_prefix("KV cache for --ctx %d (%zu bytes per layer x %d) does not fit on %s", s->n_ctx,
-                            2 * kv_bytes, hp->n_layer, s->device);
+            loom_err_prefix("KV cache for --ctx %d (%zu bytes for layer %d's K) does not fit on %s", s->n_ctx,
+                            layer_bytes[i / 2], i / 2, s->device);
+            free(layer_bytes);
             goto fail;
         }
+    }
+    free(layer_bytes);
+    if (!s->state) goto fail;
+    if (o.verbose && s->ring_rows) {
+        size_t full = 0;
+        for (int l = 0; l < hp->n_layer; l++) full += 2 * layer_kv_bytes(s, l, 0);
+        fprintf(stderr, "loom: KV cache %.1f MiB: windowed layers keep rings of %d rows (full-length: %.1f MiB)\n",
+                (double)loom_session_kv_bytes(s) / 1048576.0, s->ring_rows, (double)full / 1048576.0);
     }
     s->plans = loom_plan_cache_new();
     s->logits = NULL;
@@ -192,8 +229,10 @@ static loom_plan *step_plan(loom_session *s, int n, int n_seq, int n_out) {
     }
     loom_graph *g = loom_graph_new();
     if (!g) return NULL;
-    loom_build_opts bo = {.n_tokens = n, .n_ctx = s->n_ctx, .all_logits = s->o.all_logits, .want_hidden = s->o.want_hidden};
+    loom_build_opts bo = {.n_tokens = n, .n_ctx = s->n_ctx, .all_logits = s->o.all_logits, .want_hidden = s->o.want_hidden,
+                          .ring_step = s->ring_rows ? s->ring_step : 0};
     if (n_seq > 0) {
+        bo.ring_step = 0;
         bo.all_logits = bo.want_hidden = false;
         bo.n_seq = n_seq;
         bo.n_out = n_out;
@@ -221,32 +260,14 @@ static loom_plan *cached_plan(loom_session *s, loom_graph *g, uint64_t key) {
         loom_graph_free(g);
         return p;
     }
-    loom_plan_opts po = {0};
-    loom_backend_plan_opts(s->be, &po); /* its alignment and its own pass (Vulkan's fusions) */
-    p = loom_plan_build(g, &po);
+    p = loom_runner_plan(&s->run, g, NULL); /* support checked once per plan: it is cached below */
     if (!p) return NULL;
-    if (loom_plan_check(s->be, p, s->device) < 0) { /* once per plan: it is cached below */
-        loom_plan_free(p);
-        return NULL;
-    }
     loom_plan *evicted = loom_plan_cache_put_evict(s->plans, p);
     if (evicted) {
         release_plan(evicted, s);
         loom_plan_free(evicted);
     }
     return p;
-}
-
-static int ensure_arena(loom_session *s, loom_plan *p) {
-    if (p->arena_size <= s->arena_size && s->arena) return 0;
-    if (s->arena) s->be->ops->buf_free(s->be, s->arena);
-    s->arena = s->be->ops->buf_alloc(s->be, p->arena_size);
-    s->arena_size = s->arena ? p->arena_size : 0;
-    if (!s->arena) {
-        loom_err_prefix("allocating the %zu-byte activation arena on %s", p->arena_size, s->device);
-        return -1;
-    }
-    return 0;
 }
 
 static int write_input(loom_session *s, const loom_exec_ctx *x, const char *name, const int32_t *v, size_t n) {
@@ -265,23 +286,62 @@ static int read_output(loom_session *s, const loom_exec_ctx *x, const char *name
     return loom_exec_read(s->be, x, i, 0, buf, bytes);
 }
 
+/* An output's rows into rows [off, off + its rows) of *dst, which holds `total` rows (allocated
+ * when off is 0): the pieces of an eval run in chunks. */
+static int read_output_rows(loom_session *s, const loom_exec_ctx *x, const char *name, float **dst, int off,
+                            int total) {
+    int i = loom_plan_output(x->plan, name);
+    if (i < 0) return -1;
+    const loom_node *nd = &x->plan->g->nodes[i];
+    size_t bytes = loom_node_bytes(nd), rows = loom_node_nelem(nd) / (size_t)nd->ne[nd->ndim - 1];
+    size_t row_bytes = bytes / rows;
+    if (off == 0) {
+        float *buf = realloc(*dst, (size_t)total * row_bytes);
+        if (!buf) return loom_err("out of memory reading output '%s'", name);
+        *dst = buf;
+    }
+    return loom_exec_read(s->be, x, i, 0, (char *)*dst + (size_t)off * row_bytes, bytes);
+}
+
 /* Ready the plan's arena and backend recording for a run. */
 static int prepare_run(loom_session *s, loom_plan *p, loom_exec_ctx *x) {
-    if (ensure_arena(s, p) < 0) return -1;
-    *x = (loom_exec_ctx){.plan = p, .arena = s->arena, .state = s->state, .n_state = s->n_state,
-                         .node_time = s->node_time};
-    loom_weights_bind(&s->weights, x);
+    loom_exec_ctx bind = {.state = s->state, .n_state = s->n_state};
+    loom_weights_bind(&s->weights, &bind);
     if (s->node_time) {
         double *nt = realloc(s->node_time, (size_t)p->g->n * sizeof *nt);
         if (!nt) return loom_err("out of memory for node timings");
         memset(nt, 0, (size_t)p->g->n * sizeof *nt);
-        s->node_time = x->node_time = nt;
+        s->node_time = bind.node_time = nt;
     }
-    if (s->be->ops->plan_prepare && p->prepared_for != s->arena) {
-        release_plan(p, s);
-        if (s->be->ops->plan_prepare(s->be, p, x) < 0) return -1;
-        p->prepared_for = s->arena;
+    return loom_runner_bind(&s->run, p, &bind, x);
+}
+
+/* Tokens [off, off + n) of an eval of `total`, at position s->pos. */
+static int eval_step(loom_session *s, const int32_t *tokens, int n, int off, int total) {
+    const loom_hparams *hp = &s->m->hp;
+    loom_plan *p = step_plan(s, n, 0, 0);
+    loom_exec_ctx x;
+    if (!p || prepare_run(s, p, &x) < 0) return -1;
+    int32_t *pos = loom_malloc(2 * (size_t)n * sizeof *pos);
+    if (!pos) return -1;
+    for (int i = 0; i < n; i++) pos[i] = s->pos + i;
+    for (int i = 0; s->ring_rows && i < n; i++) pos[n + i] = (s->pos + i) % s->ring_rows;
+    int rc = write_input(s, &x, "tokens", tokens, (size_t)n);
+    if (rc == 0) rc = write_input(s, &x, "pos", pos, (size_t)n);
+    if (rc == 0 && s->ring_rows) rc = write_input(s, &x, "ring_rows", pos + n, (size_t)n);
+    free(pos);
+    if (rc == 0) rc = loom_execute(s->be, &x);
+    if (rc == 0) /* all_logits: every row, else the last token's (the last chunk's is the one kept) */
+        rc = s->o.all_logits ? read_output_rows(s, &x, "logits", &s->logits, off, total)
+                             : read_output_rows(s, &x, "logits", &s->logits, 0, 1);
+    for (int l = 0; rc == 0 && s->hidden && l <= hp->n_layer; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "hidden.%d", l);
+        rc = read_output_rows(s, &x, name, &s->hidden[l], off, total);
     }
+    if (rc < 0) return -1;
+    s->pos += n;
+    s->last_plan = p;
     return 0;
 }
 
@@ -298,26 +358,13 @@ int loom_session_eval(loom_session *s, const int32_t *tokens, int n) {
         if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
             return loom_err("token id %d at position %d is out of range (vocabulary has %d tokens)", tokens[i], i,
                             hp->n_vocab);
-    loom_plan *p = step_plan(s, n, 0, 0);
-    loom_exec_ctx x;
-    if (!p || prepare_run(s, p, &x) < 0) return -1;
-    int32_t *pos = loom_malloc((size_t)n * sizeof *pos);
-    if (!pos) return -1;
-    for (int i = 0; i < n; i++) pos[i] = s->pos + i;
-    int rc = write_input(s, &x, "tokens", tokens, (size_t)n);
-    if (rc == 0) rc = write_input(s, &x, "pos", pos, (size_t)n);
-    free(pos);
-    if (rc == 0) rc = loom_execute(s->be, &x);
-    if (rc == 0) rc = read_output(s, &x, "logits", &s->logits, &s->logit_rows);
-    for (int l = 0; rc == 0 && s->hidden && l <= hp->n_layer; l++) {
-        char name[32];
-        snprintf(name, sizeof name, "hidden.%d", l);
-        rc = read_output(s, &x, name, &s->hidden[l], NULL);
-    }
-    if (rc < 0) return -1;
-    s->pos += n;
+    /* with ring caches a step stores at most ring_step tokens: a longer prompt runs in chunks
+     * (if one fails, the cache keeps the chunks before it) */
+    int step = s->ring_rows ? s->ring_step : n;
+    for (int off = 0; off < n; off += step)
+        if (eval_step(s, tokens + off, n - off < step ? n - off : step, off, n) < 0) return -1;
+    s->logit_rows = s->o.all_logits ? n : 1;
     s->last_n = n;
-    s->last_plan = p;
     return 0;
 }
 
@@ -348,6 +395,24 @@ static int ensure_paged(loom_session *s) {
     if (s->pos > 0)
         return loom_err("the session's single-sequence cache holds %d tokens: reset it before creating sequences",
                         s->pos);
+    if (s->ring_rows) { /* the paged form has no rings: windowed layers get full caches from now on */
+        const loom_hparams *hp = &s->m->hp;
+        for (int l = 0; l < hp->n_layer; l++) {
+            if (loom_kv_rows(hp, l, s->n_ctx, s->ring_step) == s->n_ctx) continue;
+            size_t bytes = layer_kv_bytes(s, l, 0);
+            for (int i = 2 * l; i < 2 * l + 2; i++) {
+                loom_buffer *b = s->be->ops->buf_alloc(s->be, bytes);
+                if (!b) {
+                    loom_err_prefix("KV cache for --ctx %d (%zu bytes for layer %d) does not fit on %s", s->n_ctx,
+                                    bytes, l, s->device);
+                    return -1;
+                }
+                s->be->ops->buf_free(s->be, s->state[i]);
+                s->state[i] = b;
+            }
+        }
+        s->ring_rows = 0;
+    }
     if (!s->pool.n_blocks) {
         int bs = s->n_ctx < KV_BLOCK ? s->n_ctx : KV_BLOCK;
         if (loom_kvpool_init(&s->pool, s->n_ctx / bs, bs) < 0) return -1;
@@ -556,7 +621,9 @@ int loom_session_eval_batch(loom_session *s, const loom_batch *b) {
  * today) re-evaluate what is left from position 0, as LOOM_CTX_SHIFT=reeval does for every model. */
 bool loom_session_shift_rotates(const loom_session *s) {
     const char *e = getenv("LOOM_CTX_SHIFT");
-    return s->m->arch->build == loom_build_decoder && !(e && !strcmp(e, "reeval"));
+    /* ring caches (windowed layers) hold their rows at pos % ring: moving them is not wired, so
+     * such a session re-evaluates */
+    return s->m->arch->build == loom_build_decoder && !s->ring_rows && !(e && !strcmp(e, "reeval"));
 }
 
 static int shift_rotate(loom_session *s, int keep, int d, int rest) {
@@ -628,8 +695,15 @@ const loom_plan *loom_session_last_plan(const loom_session *s, const double **no
 
 loom_backend *loom_session_backend(const loom_session *s) { return s->be; }
 
+size_t loom_session_kv_bytes(const loom_session *s) {
+    size_t total = 0;
+    for (int l = 0; l < s->m->hp.n_layer; l++) total += 2 * layer_kv_bytes(s, l, s->ring_rows ? s->ring_step : 0);
+    return total;
+}
+
 int loom_session_read_state(const loom_session *s, int slot, int row, int n_rows, float *dst) {
-    if (slot < 0 || slot >= s->n_state || row < 0 || n_rows < 0 || n_rows > s->n_ctx - row)
+    if (slot < 0 || slot >= s->n_state || row < 0 || n_rows < 0 ||
+        n_rows > loom_kv_rows(&s->m->hp, slot / 2, s->n_ctx, s->ring_rows ? s->ring_step : 0) - row)
         return loom_err("state slot %d rows [%d, +%d) are outside the session's cache", slot, row, n_rows);
     size_t w = (size_t)loom_kv_width(&s->m->hp, slot / 2) * sizeof(float);
     return s->be->ops->buf_read(s->be, s->state[slot], (size_t)row * w, dst, (size_t)n_rows * w);

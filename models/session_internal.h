@@ -11,6 +11,8 @@ void loom_session_set_profiling(loom_session *s, bool on);
 const loom_plan *loom_session_last_plan(const loom_session *s, const double **node_time);
 loom_backend *loom_session_backend(const loom_session *s);
 int loom_session_n_vocab(const loom_session *s);
+/* Bytes of the KV cache buffers it holds now (windowed layers' rings, or full caches). */
+size_t loom_session_kv_bytes(const loom_session *s);
 /* Copy n_rows cache rows from row `row` of state slot `slot` (2l: layer l's K, 2l+1: its V) to the
  * host (tests). */
 int loom_session_read_state(const loom_session *s, int slot, int row, int n_rows, float *dst);

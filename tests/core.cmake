@@ -17,5 +17,6 @@ add_test(NAME chat_keeps_history COMMAND ${LOOM_EXPECT} --match "turn 2: prefill
 
 # Several sequences: batch vs alone on every fixture, fork / copy on write, pool cycles, errors.
 loom_unit_test(test_batch)
+loom_unit_test(test_ring_kv) # windowed layers' ring caches vs full caches (models/session.c)
 # Beam search against transformers' generate(num_beams=K) on every fixture, four configurations.
 loom_unit_test(test_beam)

@@ -6,3 +6,7 @@ loom_unit_test(test_cpu_threads)
 add_executable(bench_kernels ${CMAKE_SOURCE_DIR}/backends/cpu/bench/bench_kernels.c)
 target_include_directories(bench_kernels PRIVATE ${CMAKE_SOURCE_DIR})
 target_link_libraries(bench_kernels PRIVATE loom)
+# One thread's decode GEMV against a plain read of the same memory (GB/s): also a tool, not a test.
+add_executable(bench_stream ${CMAKE_SOURCE_DIR}/backends/cpu/bench/bench_stream.c)
+target_include_directories(bench_stream PRIVATE ${CMAKE_SOURCE_DIR})
+target_link_libraries(bench_stream PRIVATE loom)

@@ -95,3 +95,48 @@ foreach(fx gemma-tiny gemma2-tiny gemma3-tiny)
   loom_family_peer_tests(${fx} ${LOOM_PEER_TOL_GELU})
 endforeach()
 # qwen2-swa-tiny has none: llama.cpp's qwen2 has no sliding window.
+
+# Windowed layers' ring caches (models/session.c) through `loom check`: with --ctx 256 and ring steps
+# of 3 tokens (LOOM_RING_STEP, a test hook; the default is 512), the windowed layers keep rings of
+# 8 + 2 rows, the 24-token prompt runs in 8 chunks and the 24-step greedy run wraps the ring four
+# times; same references and tolerance as above. (tests/unit/test_ring_kv.c compares rings with
+# full caches over 400 decode steps.)
+foreach(fx gemma2-tiny gemma3-tiny qwen2-swa-tiny)
+  set(ref ${LOOM_FIXTURES}/${fx}/reference.safetensors)
+  add_test(NAME ring_${fx}_simd COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/${fx} --reference ${ref}
+           --tol ${LOOM_FAMILY_TOL} --ctx 256 --device cpu -t 2)
+  set_tests_properties(ring_${fx}_simd PROPERTIES ENVIRONMENT LOOM_RING_STEP=3)
+  if(_fam_defs MATCHES "LOOM_HAVE_VULKAN")
+    add_test(NAME ring_${fx}_vulkan COMMAND sh -c "${_fam_vk_skip}" ${LOOM_BIN} check -m ${LOOM_FIXTURES}/${fx}
+             --reference ${ref} --tol ${LOOM_FAMILY_TOL} --ctx 256 --device vulkan)
+    set_tests_properties(ring_${fx}_vulkan PROPERTIES ENVIRONMENT LOOM_RING_STEP=3 SKIP_RETURN_CODE 77)
+  endif()
+endforeach()
+
+# GGUFs written by llama.cpp's own converter (tests/fixtures/llamacpp-gguf/README.md), so the files
+# people download load as llama.cpp means them. Five keep every hyper-parameter of the fixture and
+# are checked against its numpy reference (max abs err 1.2e-6 .. 3.1e-6; LOOM_FAMILY_TOL). Three
+# lose some in llama.cpp's conversion (Gemma 2/3: the query scale; Gemma 3: the layer pattern;
+# Qwen2: the window): those are checked against llama.cpp run on the same file (qwen2-swa 1.2e-6:
+# LOOM_PEER_TOL; gemma2 8.3e-4, gemma3 1.3e-3, llama.cpp's f16 GELU table: tolerance 1.7e-3).
+set(_lg ${LOOM_FIXTURES}/llamacpp-gguf)
+foreach(spec "mistral-tiny|${LOOM_FIXTURES}/mistral-tiny/reference.safetensors|${LOOM_FAMILY_TOL}"
+             "phi3-tiny|${LOOM_FIXTURES}/phi3-tiny/reference.safetensors|${LOOM_FAMILY_TOL}"
+             "llama3rope-tiny|${LOOM_FIXTURES}/llama3rope-tiny/reference.safetensors|${LOOM_FAMILY_TOL}"
+             "gemma-tiny|${LOOM_FIXTURES}/gemma-tiny/reference.safetensors|${LOOM_FAMILY_TOL}"
+             "mixtral-tiny|${LOOM_FIXTURES}/mixtral-tiny/reference.safetensors|${LOOM_FAMILY_TOL}"
+             "gemma2-tiny|${_lg}/gemma2-tiny.peer_reference.safetensors|1.7e-3"
+             "gemma3-tiny|${_lg}/gemma3-tiny.peer_reference.safetensors|1.7e-3"
+             "qwen2-swa-tiny|${_lg}/qwen2-swa-tiny.peer_reference.safetensors|${LOOM_PEER_TOL}")
+  string(REPLACE "|" ";" spec "${spec}")
+  list(GET spec 0 fx)
+  list(GET spec 1 ref)
+  list(GET spec 2 tol)
+  add_test(NAME llamacpp_gguf_${fx}_simd COMMAND ${LOOM_BIN} check -m ${_lg}/${fx}.gguf --reference ${ref} --tol ${tol}
+           --device cpu -t 2)
+  if(_fam_defs MATCHES "LOOM_HAVE_VULKAN")
+    add_test(NAME llamacpp_gguf_${fx}_vulkan COMMAND sh -c "${_fam_vk_skip}" ${LOOM_BIN} check -m ${_lg}/${fx}.gguf
+             --reference ${ref} --tol ${tol} --device vulkan)
+    set_tests_properties(llamacpp_gguf_${fx}_vulkan PROPERTIES SKIP_RETURN_CODE 77)
+  endif()
+endforeach()

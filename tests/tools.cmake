@@ -53,8 +53,23 @@ add_test(NAME bench_json_machine COMMAND ${LOOM_EXPECT} --match
 # cap on any machine (no timing assertion; bench_json_machine has --warmup 0: exactly 1 run).
 add_test(NAME bench_warmup_cap COMMAND ${LOOM_EXPECT} --match "\"warmup_runs\": 100," --
          ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1 -t 1 --device cpu --warmup 600 --json)
-add_test(NAME err_bench_warmup COMMAND ${EXPECT_ERROR} "--warmup wants seconds"
+add_test(NAME err_bench_warmup COMMAND ${EXPECT_ERROR} "--warmup expects a number in \\[0, 600\\], got .-1."
          ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny --warmup -1)
+# Per-sample figures (issue 18): every timed run in samples_ts/samples_ns, every warm-up run in
+# warmup_samples_ts, and whether the warm-up settled (the last two within --settle percent). The
+# shape only: whether a run settles depends on the machine. --settle 0 asks for no settling, so one
+# warm-up run (--warmup 0) counts as settled; with settling asked, one run cannot be.
+add_test(NAME bench_json_samples COMMAND ${LOOM_EXPECT}
+  --match "\"n_gen\": 4,.*\"samples_ns\": \\[[0-9]+, [0-9]+, [0-9]+\\], \"samples_ts\": \\[[0-9.]+, [0-9.]+, [0-9.]+\\], \"warmup_runs\": ([2-9]|[1-9][0-9]+), \"warmup_samples_ts\": \\[[0-9.]+(, [0-9.]+)+\\], \"warmup_settled\": (true|false)," --
+  ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 0 -n 4 -r 3 -t 1 --device cpu --json --warmup 0.01)
+add_test(NAME bench_json_settle_off COMMAND ${LOOM_EXPECT}
+  --match "\"warmup_runs\": 1, \"warmup_samples_ts\": \\[[0-9.]+\\], \"warmup_settled\": true," --
+  ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1 -t 1 --device cpu --json --warmup 0 --settle 0)
+add_test(NAME bench_json_one_warmup COMMAND ${LOOM_EXPECT}
+  --match "\"warmup_runs\": 1, \"warmup_samples_ts\": \\[[0-9.]+\\], \"warmup_settled\": false," --
+  ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 8 -n 0 -r 1 -t 1 --device cpu --json --warmup 0)
+add_test(NAME err_bench_settle COMMAND ${EXPECT_ERROR} "--settle expects a number in \\[0, 100\\], got .101."
+         ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny --settle 101)
 
 # Vulkan, when built and a device exists (lavapipe counts): diff against the CPU, and a profile
 # whose node times come from GPU timestamps.
@@ -67,3 +82,9 @@ if(_loom_tools_defs MATCHES "LOOM_HAVE_VULKAN")
            sh -c "${_vk_skip_tools}" ${LOOM_BIN} profile -m ${LOOM_FIXTURES}/qwen2-tiny --device vulkan -p 8 -n 2 --no-peak)
   set_tests_properties(diff_vulkan_vs_cpu profile_vulkan PROPERTIES SKIP_RETURN_CODE 77)
 endif()
+
+# One table per command drives its parsing and --help (tools/options.c): every table entry of every
+# command `loom --help` lists appears in its --help; an unknown option and a non-number / unknown
+# word for each int, num and choice option exit 2 with one line naming it.
+add_test(NAME options_help COMMAND ${LOOM_EXPECT} --match "^ok: " -- ${CMAKE_CURRENT_SOURCE_DIR}/scripts/options_help.sh ${LOOM_BIN})
+set_tests_properties(options_help PROPERTIES TIMEOUT 120)

@@ -2,16 +2,21 @@
  * pp N = one batch of N tokens from an empty cache; tg N = N single-token steps from an empty cache.
  * Each test first runs untimed to warm up: at least once (pipelines, plans, caches) and until
  * --warmup seconds have passed (0.5 by default), because one run was not enough on the H100
- * (samples 7,251 / 16,995 / 16,947 t/s: a GPU that sat idle needs time to reach its clocks).
+ * (samples 7,251 / 16,995 / 16,947 t/s: a GPU that sat idle needs time to reach its clocks);
+ * then, unless --warmup is 0, until the figures settle: the last two warm-up runs within --settle
+ * percent (5 by default) of each other, for at most WARMUP_SETTLE_S more seconds (a machine
+ * whose speed keeps moving is reported as unsettled, not waited for) and 100 runs in all.
  * Then -r timed runs; we report mean and standard deviation of t/s.
  * The JSON keeps llama-bench's field names (cpu_info, gpu_info, backends, model_filename,
  * model_type, model_size, model_n_params, n_threads, n_prompt, n_gen, test_time, avg_ns,
- * stddev_ns, avg_ts, stddev_ts, samples_ns, samples_ts) and adds loom's own (simd,
- * device_memory_bytes, peak_rss_bytes, model, backend, device, n_seq).
+ * stddev_ns, avg_ts, stddev_ts, samples_ns, samples_ts) and adds loom's own (warmup_runs,
+ * warmup_samples_ts, warmup_settled, simd, device_memory_bytes, peak_rss_bytes, model, backend,
+ * device, n_seq).
  * -b B[,..] runs every test with B sequences at once through the batch API (docs/batching.md):
  * pp N = B prompts of N tokens packed into one graph, tg N = N steps of one token for each of the B
  * sequences (each started by one token); t/s is the aggregate over all sequences. */
 #include "tools/commands.h"
+#include "tools/options.h"
 
 #include "loom.h"
 #include "tools/machine.h"
@@ -27,6 +32,8 @@
 #include <time.h>
 
 #define MAX_VALUES 16
+#define WARMUP_MAX_RUNS 100
+#define WARMUP_SETTLE_S 10.0
 
 static int parse_list(const char *opt, const char *s, int *v, int *n) {
     *n = 0;
@@ -48,6 +55,8 @@ typedef struct {
     double samples_ns[64]; /* the test's wall time per repetition */
     int n_samples;
     int warmup_runs;
+    double warmup_ts[WARMUP_MAX_RUNS]; /* t/s of each warm-up run */
+    bool warmup_settled;
 } result;
 
 static int run_test(loom_session *s, int n_prompt, int n_gen, int n_vocab, double *tps, double *ns) {
@@ -112,52 +121,51 @@ static int run_test_batch(loom_session *s, int B, int n_prompt, int n_gen, int n
 }
 
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: loom bench -m MODEL [-p 512[,..]] [-n 128[,..]] [-b B[,..]] [-r REPS] [--warmup SEC] [-t N] "
-               "[--device D] [--json|--md]\n"
-               "  -b B[,..]  also run each test with B sequences at once (aggregate t/s over the B)\n");
-}
-
 int cmd_bench(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
     int pv[MAX_VALUES] = {512}, nv[MAX_VALUES] = {128}, bv[MAX_VALUES] = {0}, np = 1, nn = 1, nb = 1;
     long reps = 5;
-    double warmup_s = 0.5;
-    bool json = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a, *val;
-        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
-        if (r == LOOM_OPT_TAKEN) continue;
-        if (r == LOOM_OPT_EXIT) return rc;
-        if (!strcmp(a, "-p") && val) {
-            if (parse_list(a, argv[++i], pv, &np) < 0) return 2;
-        } else if (!strcmp(a, "-n") && val) {
-            if (parse_list(a, argv[++i], nv, &nn) < 0) return 2;
-        } else if (!strcmp(a, "-b") && val) {
-            if (parse_list(a, argv[++i], bv, &nb) < 0) return 2;
-            for (int k = 0; k < nb; k++)
-                if (bv[k] < 1 || bv[k] > 256) {
-                    fprintf(stderr, "loom bench: -b values must be 1..256\n");
-                    return 2;
-                }
-        } else if (!strcmp(a, "-r") && val) {
-            if (loom_parse_int(a, argv[++i], 1, 64, &reps) < 0) return 2;
-        } else if (!strcmp(a, "--warmup") && val) {
-            char *end;
-            warmup_s = strtod(argv[++i], &end);
-            if (*end || !(warmup_s >= 0 && warmup_s <= 600)) {
-                fprintf(stderr, "loom bench: --warmup wants seconds in [0, 600], got '%s'\n", argv[i]);
-                return 2;
-            }
-        } else if (!strcmp(a, "--json")) {
-            json = true;
-        } else if (!strcmp(a, "--md")) {
-            json = false;
-        } else {
-            return loom_bad_opt("bench", a, usage);
+    double warmup_s = 0.5, settle_pct = 5;
+    bool json = false, md = false;
+    const char *p_arg = NULL, *n_arg = NULL, *b_arg = NULL;
+    const loom_opt opts[] = {
+        {.names = "-p", .type = LOOM_OPT_STR, .arg = "N[,..]", .help = "prompt lengths: a prefill test each (default 512)",
+         .dst = &p_arg},
+        {.names = "-n", .type = LOOM_OPT_STR, .arg = "N[,..]", .help = "generation lengths: a decode test each (default 128)",
+         .dst = &n_arg},
+        {.names = "-b",
+         .type = LOOM_OPT_STR,
+         .arg = "B[,..]",
+         .help = "also run each test with B sequences at once (aggregate t/s over the B;\n"
+                 "1..256)",
+         .dst = &b_arg},
+        {.names = "-r", .type = LOOM_OPT_INT, .arg = "REPS", .help = "repetitions of each test", .lo = 1, .hi = 64,
+         .dst = &reps},
+        {.names = "--warmup", .type = LOOM_OPT_NUM, .arg = "SEC", .help = "untimed warm-up before the tests", .lo = 0,
+         .hi = 600, .dst = &warmup_s},
+        {.names = "--settle", .type = LOOM_OPT_NUM, .arg = "PCT",
+         .help = "then warm up until the last two runs agree within PCT percent, for at most\n"
+                 "10 s more (0: --warmup's time only; --warmup 0: one run)",
+         .lo = 0, .hi = 100, .dst = &settle_pct},
+        {.names = "--json", .type = LOOM_OPT_FLAG, .help = "one JSON record per test",
+         .dst = &json},
+        {.names = "--md", .type = LOOM_OPT_FLAG, .help = "a markdown table (the default)", .dst = &md},
+        LOOM_OPT_END,
+    };
+    int prc = loom_opts_parse("bench", "-m MODEL [-p 512[,..]] [-n 128[,..]] [-b B[,..]] [-r REPS] [--warmup SEC]\n"
+                                       "                  [--settle PCT] [-t N] [--device D] [--json|--md]",
+                              "Prefill (-p) and decode (-n) speed in tokens per second, mean and deviation over -r runs.", opts, &co, argc, argv);
+    if (prc >= 0) return prc;
+    if (md) json = false;
+    if ((p_arg && parse_list("-p", p_arg, pv, &np) < 0) || (n_arg && parse_list("-n", n_arg, nv, &nn) < 0) ||
+        (b_arg && parse_list("-b", b_arg, bv, &nb) < 0))
+        return 2;
+    for (int k = 0; b_arg && k < nb; k++)
+        if (bv[k] < 1 || bv[k] > 256) {
+            fprintf(stderr, "loom bench: -b values must be 1..256, got %d\n", bv[k]);
+            return 2;
         }
-    }
     const char *path = loom_model_path(&co);
     loom_model *m = loom_open_model("bench", &co);
     if (!m) return 1;
@@ -216,11 +224,20 @@ int cmd_bench(int argc, char **argv) {
         double tps, ns;
 #define RUN() (B ? run_test_batch(s, B, n_prompt, n_gen, info.n_vocab, &tps, &ns) \
                  : run_test(s, n_prompt, n_gen, info.n_vocab, &tps, &ns))
+        /* untimed warm-up: at least one run and warmup_s seconds, then (warmup_s > 0) until the
+         * last two runs agree within settle_pct, for at most WARMUP_SETTLE_S more seconds; at most
+         * WARMUP_MAX_RUNS runs in all */
         double w0 = loom_now();
-        do { /* untimed warm-up: at least one run, and until warmup_s have passed (at most 100 runs) */
+        for (;;) {
             if (RUN() < 0) goto fail;
-            rr->warmup_runs++;
-        } while (loom_now() - w0 < warmup_s && rr->warmup_runs < 100);
+            int w = rr->warmup_runs++;
+            rr->warmup_ts[w] = tps;
+            double prev = w ? rr->warmup_ts[w - 1] : 0, hi = tps > prev ? tps : prev;
+            rr->warmup_settled = settle_pct <= 0 || (w > 0 && fabs(tps - prev) <= settle_pct / 100 * hi);
+            double el = loom_now() - w0;
+            if (rr->warmup_runs >= WARMUP_MAX_RUNS || warmup_s == 0) break;
+            if (el >= warmup_s && (rr->warmup_settled || el >= warmup_s + WARMUP_SETTLE_S)) break;
+        }
         double sum = 0, sq = 0, sum_ns = 0, sq_ns = 0;
         for (int r = 0; r < reps; r++) {
             if (RUN() < 0) goto fail;
@@ -259,9 +276,11 @@ int cmd_bench(int argc, char **argv) {
             for (int r = 0; r < res[k].n_samples; r++) printf(r ? ", %.0f" : "%.0f", res[k].samples_ns[r]);
             printf("], \"samples_ts\": [");
             for (int r = 0; r < res[k].n_samples; r++) printf(r ? ", %.3f" : "%.3f", res[k].samples[r]);
-            printf("], \"warmup_runs\": %d, \"simd\": \"%s\", \"device_memory_bytes\": %.0f, \"peak_rss_bytes\": %zu, "
-                   "\"model\": ",
-                   res[k].warmup_runs, mc.simd, dev_mem, rss);
+            printf("], \"warmup_runs\": %d, \"warmup_samples_ts\": [", res[k].warmup_runs);
+            for (int r = 0; r < res[k].warmup_runs; r++) printf(r ? ", %.3f" : "%.3f", res[k].warmup_ts[r]);
+            printf("], \"warmup_settled\": %s, \"simd\": \"%s\", \"device_memory_bytes\": %.0f, "
+                   "\"peak_rss_bytes\": %zu, \"model\": ",
+                   res[k].warmup_settled ? "true" : "false", mc.simd, dev_mem, rss);
             loom_json_str(stdout, path);
             printf(", \"backend\": \"%s\", \"device\": ", loom_session_device(s));
             loom_json_str(stdout, devdesc);
@@ -278,6 +297,13 @@ int cmd_bench(int argc, char **argv) {
             printf("| %s %s | %.2f MiB | %s | %d | %s | %.2f ± %.2f |\n", info.arch, loom_dtype_name(info.weight_type),
                    info.weight_bytes / 1048576.0, loom_session_device(s), threads, test, res[k].avg, res[k].sd);
         }
+        for (int k = 0; k < nres; k++)
+            if (!res[k].warmup_settled && warmup_s > 0)
+                printf("\nnote: test %d's warm-up did not settle within %g%% (%d runs, last %.2f / %.2f t/s): the "
+                       "machine's speed was moving\n",
+                       k + 1, settle_pct, res[k].warmup_runs,
+                       res[k].warmup_runs > 1 ? res[k].warmup_ts[res[k].warmup_runs - 2] : 0.0,
+                       res[k].warmup_ts[res[k].warmup_runs - 1]);
         printf("\ndevice: %s; peak RSS %.1f MiB\n", devdesc[0] ? devdesc : loom_session_device(s), rss / 1048576.0);
         printf("machine: %s, %d CPUs, %s, %.1f GiB RAM", mc.cpu_model, mc.n_cpus, mc.simd[0] ? mc.simd : "no SIMD flags",
                mc.mem_bytes / 1073741824.0);

@@ -7,6 +7,7 @@
  *    reference.safetensors), or its first N when the file's metadata says "greedy_prompt": "N"
  *    (long_reference.safetensors: a long text for the forward, a short prompt for generation). */
 #include "tools/commands.h"
+#include "tools/options.h"
 
 #include "loom.h"
 #include "formats/safetensors.h"
@@ -65,41 +66,47 @@ static const st_tensor *need(const st_file *f, const char *name, loom_dtype t, s
     return NULL;
 }
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: loom check -m MODEL --reference REF.safetensors [--tol X] [--min-top1 P] [--max-kl X]\n"
-               "                  [--device D] [-t N] [--scalar]\n"
-               "  --min-top1 P  fail unless loom's top-1 token agrees with the reference's on at least P%% of\n"
-               "                all positions (full forward and decode steps)\n"
-               "  --max-kl X    fail unless the mean KL(ref || loom) over those positions is at most X;\n"
-               "                with either option, max abs errors are only reported unless --tol is given\n"
-               "  --tol X   max abs error allowed on logits (default 1e-3 for f32 weights, 2e-2 for 16-bit);\n"
-               "            hidden states may differ by X times max(1, their largest magnitude)\n");
-}
-
 int cmd_check(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
     const char *ref_path = NULL;
     double tol = -1, min_top1 = -1, max_kl = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a, *val;
-        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
-        if (r == LOOM_OPT_TAKEN) continue;
-        if (r == LOOM_OPT_EXIT) return rc;
-        if (!strcmp(a, "--reference") && val) {
-            ref_path = argv[++i];
-        } else if (!strcmp(a, "--min-top1") && val) {
-            if (loom_parse_float(a, argv[++i], &min_top1) < 0 || min_top1 < 0 || min_top1 > 100) return 2;
-        } else if (!strcmp(a, "--max-kl") && val) {
-            if (loom_parse_float(a, argv[++i], &max_kl) < 0 || max_kl < 0) return 2;
-        } else if (!strcmp(a, "--tol") && val) {
-            if (loom_parse_float(a, argv[++i], &tol) < 0 || tol <= 0) return 2;
-        } else {
-            return loom_bad_opt("check", a, usage);
-        }
-    }
+    const loom_opt opts[] = {
+        {.names = "--reference", .type = LOOM_OPT_STR, .arg = "REF", .help = "the reference .safetensors (required)",
+         .dst = &ref_path},
+        {.names = "--tol",
+         .type = LOOM_OPT_NUM,
+         .arg = "X",
+         .help = "max abs error allowed on logits (default 1e-3 for f32 weights, 2e-2 for 16-bit);\n"
+                 "hidden states may differ by X times max(1, their largest magnitude)",
+         .lo = 1e-300,
+         .hi = 1e300,
+         .dst = &tol},
+        {.names = "--min-top1",
+         .type = LOOM_OPT_NUM,
+         .arg = "P",
+         .help = "fail unless loom's top-1 token agrees with the reference's on at least P% of\n"
+                 "all positions (full forward and decode steps)",
+         .lo = 0,
+         .hi = 100,
+         .dst = &min_top1,
+         .no_default = true},
+        {.names = "--max-kl",
+         .type = LOOM_OPT_NUM,
+         .arg = "X",
+         .help = "fail unless the mean KL(ref || loom) over those positions is at most X;\n"
+                 "with either option, max abs errors are only reported unless --tol is given",
+         .lo = 0,
+         .hi = 1e300,
+         .dst = &max_kl,
+         .no_default = true},
+        LOOM_OPT_END,
+    };
+    int prc = loom_opts_parse("check", "-m MODEL --reference REF.safetensors [--tol X] [--min-top1 P] [--max-kl X]",
+                              "Compare loom's logits (and hidden states) with a reference run's.", opts, &co, argc, argv);
+    if (prc >= 0) return prc;
     if (!co.model || !ref_path) {
-        usage(stderr);
+        fprintf(stderr, "loom check: %s is required (loom check --help)\n", !co.model ? "-m" : "--reference");
         return 2;
     }
     int rc = 2;

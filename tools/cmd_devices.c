@@ -2,22 +2,20 @@
  * subgroup size and the features the Vulkan backend uses. */
 #include "backends/backend.h"
 #include "tools/commands.h"
+#include "tools/options.h"
 #include "core/util.h"
 
 #include <stdio.h>
 #include <string.h>
 
 int cmd_devices(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: loom devices\n\nLists the devices --device accepts: cpu, and vulkan:N for each Vulkan "
-                   "device.\n`--device auto` picks a Vulkan GPU when there is one (never a software\n"
-                   "implementation such as lavapipe), else the CPU.\n");
-            return 0;
-        }
-        fprintf(stderr, "loom devices: unknown option '%s'\n", argv[i]);
-        return 2;
-    }
+    const loom_opt opts[] = {LOOM_OPT_END};
+    int prc = loom_opts_parse("devices", "",
+                              "Lists the devices --device accepts: cpu, and vulkan:N for each Vulkan device.\n"
+                              "`--device auto` picks a Vulkan GPU when there is one (never a software\n"
+                              "implementation such as lavapipe), else the CPU.",
+                              opts, NULL, argc, argv);
+    if (prc >= 0) return prc;
     loom_backend_opts o = {.device_index = -1};
     loom_backend *cpu = loom_cpu_backend_new(&o);
     if (cpu) {

@@ -11,6 +11,7 @@
  * "vulkan", "vulkan:N". The first --device is
  * the reference: scaled error = max |a - b| / max(1, max |a|). */
 #include "tools/commands.h"
+#include "tools/options.h"
 
 #include "backends/cpu/cpu.h"
 #include "loom.h"
@@ -31,7 +32,8 @@ typedef struct side {
     loom_buffer **state;
     int n_state;
     loom_plan *plan;
-    loom_buffer *arena;
+    loom_runner run;  /* the arena and the plan's preparation (backends/backend.h) */
+    loom_exec_ctx x;  /* the last step's run */
 } side;
 
 static loom_backend *open_device(const char *name, int n_threads) {
@@ -44,11 +46,10 @@ static loom_backend *open_device(const char *name, int n_threads) {
 }
 
 static void side_release_plan(side *sd) {
-    if (sd->plan && sd->plan->backend_data && sd->be->ops->plan_release) sd->be->ops->plan_release(sd->be, sd->plan);
+    loom_runner_release(&sd->run, sd->plan);
     loom_plan_free(sd->plan);
     sd->plan = NULL;
-    if (sd->arena) sd->be->ops->buf_free(sd->be, sd->arena);
-    sd->arena = NULL;
+    loom_runner_free(&sd->run);
 }
 
 static void side_free(side *sd) {
@@ -65,6 +66,7 @@ static void side_free(side *sd) {
 /* The weights and a zeroed KV cache, as a session lays them out. */
 static int side_open(side *sd, const loom_model *m, int n_threads, int n_ctx) {
     if (!(sd->be = open_device(sd->device, n_threads))) return -1;
+    sd->run = (loom_runner){.be = sd->be, .device = sd->device};
     if (sd->be->ops->describe) sd->be->ops->describe(sd->be, sd->desc, sizeof sd->desc);
     else snprintf(sd->desc, sizeof sd->desc, "%s", sd->be->ops->name);
     if (loom_weights_upload(&sd->weights, sd->be, m, sd->device, NULL, NULL) < 0) return -1;
@@ -77,11 +79,7 @@ static int side_open(side *sd, const loom_model *m, int n_threads, int n_ctx) {
     return 0;
 }
 
-static loom_exec_ctx side_ctx(const side *sd) {
-    loom_exec_ctx x = {.plan = sd->plan, .arena = sd->arena, .state = sd->state, .n_state = sd->n_state};
-    loom_weights_bind(&sd->weights, &x);
-    return x;
-}
+static loom_exec_ctx side_ctx(const side *sd) { return sd->x; }
 
 /* Plan one step of n tokens at pos0 on this side and run it. */
 static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *tok, int n, int pos0) {
@@ -94,10 +92,10 @@ static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *to
         return -1;
     }
     loom_plan_opts po = {.no_reuse = true}; /* every node read back: no backend fusion either */
-    loom_backend_plan_opts(sd->be, &po);
-    if (!(sd->plan = loom_plan_build(g, &po))) return -1;
-    if (loom_plan_check(sd->be, sd->plan, sd->device) < 0) return -1;
-    if (!(sd->arena = sd->be->ops->buf_alloc(sd->be, sd->plan->arena_size ? sd->plan->arena_size : 1))) return -1;
+    if (!(sd->plan = loom_runner_plan(&sd->run, g, &po))) return -1;
+    loom_exec_ctx bind = {.state = sd->state, .n_state = sd->n_state};
+    loom_weights_bind(&sd->weights, &bind);
+    if (loom_runner_bind(&sd->run, sd->plan, &bind, &sd->x) < 0) return -1;
     int32_t *pos = loom_malloc((size_t)n * sizeof *pos);
     if (!pos) return -1;
     for (int i = 0; i < n; i++) pos[i] = pos0 + i;
@@ -105,7 +103,6 @@ static int side_step(side *sd, const loom_model *m, int n_ctx, const int32_t *to
     int rc = loom_exec_write(sd->be, &x, loom_plan_input(sd->plan, "tokens"), tok, (size_t)n * sizeof *tok);
     if (rc == 0) rc = loom_exec_write(sd->be, &x, loom_plan_input(sd->plan, "pos"), pos, (size_t)n * sizeof *pos);
     free(pos);
-    if (rc == 0 && sd->be->ops->plan_prepare) rc = sd->be->ops->plan_prepare(sd->be, sd->plan, &x);
     if (rc == 0) rc = loom_execute(sd->be, &x);
     if (rc < 0) loom_err_prefix("%s", sd->device);
     return rc;
@@ -245,16 +242,6 @@ static int compare_step(side *A, side *B, const char *step, int pos0, int n, dou
     return 1;
 }
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: loom diff [-m MODEL] --device A --device B [--tol X] [-p N] [-n N] [-t N] [--all]\n"
-               "  devices: cpu, cpu:scalar, cpu:avx2, cpu:avx512[bf16], vulkan, vulkan:N (A is the reference)\n"
-               "  -p N     prompt tokens in the prefill step (default 8); -n N decode steps after it (default 2)\n"
-               "  --tol X  largest scaled error max|a-b| / max(1, max|a|) allowed per node\n"
-               "           (default 1e-3 for f32 weights, 2e-2 for 16-bit ones)\n"
-               "  --all    print every node's error, not only the first difference\n"
-               "  exit status: 0 all nodes agree, 1 a node differs (or an error), 2 bad usage\n");
-}
-
 int cmd_diff(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
@@ -263,35 +250,35 @@ int cmd_diff(int argc, char **argv) {
     long n_prompt = 8, n_gen = 2;
     double tol = -1;
     bool all = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--device") && val) { /* twice, so not the common option */
-            if (n_dev == 2) {
-                fprintf(stderr, "loom diff: --device given more than twice\n");
-                return 2;
-            }
-            dev[n_dev++] = argv[++i];
-            continue;
-        }
-        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
-        if (r == LOOM_OPT_TAKEN) continue;
-        if (r == LOOM_OPT_EXIT) return rc;
-        if (!strcmp(a, "-p") && val) {
-            if (loom_parse_int(a, argv[++i], 1, 1 << 16, &n_prompt) < 0) return 2;
-        } else if (!strcmp(a, "-n") && val) {
-            if (loom_parse_int(a, argv[++i], 0, 1 << 16, &n_gen) < 0) return 2;
-        } else if (!strcmp(a, "--tol") && val) {
-            if (loom_parse_float(a, argv[++i], &tol) < 0) return 2;
-            if (tol <= 0) {
-                fprintf(stderr, "loom diff: --tol must be positive\n");
-                return 2;
-            }
-        } else if (!strcmp(a, "--all")) {
-            all = true;
-        } else {
-            return loom_bad_opt("diff", a, usage);
-        }
-    }
+    const loom_opt opts[] = {
+        {.names = "--device",
+         .type = LOOM_OPT_LIST,
+         .arg = "D",
+         .help = "twice: A (the reference), then B; cpu, cpu:scalar, cpu:avx2, cpu:avx512[bf16],\n"
+                 "vulkan, vulkan:N",
+         .hi = 2,
+         .dst = dev,
+         .count = &n_dev},
+        {.names = "-p", .type = LOOM_OPT_INT, .arg = "N", .help = "prompt tokens in the prefill step", .lo = 1,
+         .hi = 1 << 16, .dst = &n_prompt},
+        {.names = "-n", .type = LOOM_OPT_INT, .arg = "N", .help = "decode steps after it", .lo = 0, .hi = 1 << 16,
+         .dst = &n_gen},
+        {.names = "--tol",
+         .type = LOOM_OPT_NUM,
+         .arg = "X",
+         .help = "largest scaled error max|a-b| / max(1, max|a|) allowed per node\n"
+                 "(default 1e-3 for f32 weights, 2e-2 for 16-bit ones)",
+         .lo = 1e-300,
+         .hi = 1e300,
+         .dst = &tol},
+        {.names = "--all", .type = LOOM_OPT_FLAG, .help = "print every node's error, not only the first difference",
+         .dst = &all},
+        LOOM_OPT_HEADING("exit status: 0 all nodes agree, 1 a node differs (or an error), 2 bad usage"),
+        LOOM_OPT_END,
+    };
+    int prc = loom_opts_parse("diff", "[-m MODEL] --device A --device B [--tol X] [-p N] [-n N] [-t N] [--all]",
+                              "Run the same steps on two devices and compare every node's output.", opts, &co, argc, argv);
+    if (prc >= 0) return prc;
     if (n_dev != 2) {
         fprintf(stderr, "loom diff: needs two devices: --device A --device B (e.g. --device cpu --device cpu:scalar)\n");
         return 2;

@@ -1,5 +1,6 @@
 /* loom dump: print a model's graph as declared and after the planner passes. */
 #include "tools/commands.h"
+#include "tools/options.h"
 
 #include "backends/backend.h"
 #include "models/model.h"
@@ -11,18 +12,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static void usage(FILE *f) {
-    fprintf(f, "usage: loom dump [-m MODEL] [--phase prefill|decode] [--seq N] [--after PASS|all]\n"
-               "                 [--format text|dot|json|svg] [--layers A-B] [--ctx N]\n"
-               "  PASS: declared, dce, cse, fuse, backend, memory (default: memory, the final plan)\n"
-               "  --device cpu|vulkan: plan as that backend runs it (its alignment and its pass, e.g.\n"
-               "                       vulkan-fuse); default: no backend, 256-byte alignment\n"
-               "  --seq N: prompt length for the prefill graph (default 16)\n"
-               "  --format svg: the DOT graph drawn by Graphviz's `dot -Tsvg` (one pass at a time)\n"
-               "  --layers A-B: only the nodes of layers A..B (or one layer: --layers A); the rest collapsed\n"
-               "  JSON schema: docs/graph-dump.md\n");
-}
 
 /* "A-B" or "A" -> {A, B}; each a layer index. */
 static int parse_layers(const char *s, int *lh) {
@@ -61,37 +50,45 @@ int cmd_dump(int argc, char **argv) {
     long seq = 16;
     int layers[2] = {-1, -1};
     bool want_layers = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a, *val;
-        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
-        if (r == LOOM_OPT_TAKEN) continue;
-        if (r == LOOM_OPT_EXIT) return rc;
-        if (!strcmp(a, "--phase") && val) {
-            phase = argv[++i];
-        } else if (!strcmp(a, "--seq") && val) {
-            if (loom_parse_int(a, argv[++i], 1, 1 << 20, &seq) < 0) return 2;
-        } else if (!strcmp(a, "--after") && val) {
-            after = argv[++i];
-        } else if (!strcmp(a, "--format") && val) {
-            format = argv[++i];
-        } else if (!strcmp(a, "--layers") && val) {
-            if (parse_layers(argv[++i], layers) < 0) return 2;
-            want_layers = true;
-        } else {
-            return loom_bad_opt("dump", a, usage);
-        }
+    const char *layers_arg = NULL;
+    const loom_opt opts[] = {
+        {.names = "--phase", .type = LOOM_OPT_CHOICE, .arg = "P", .help = "which step's graph", .dst = &phase,
+         .choices = "prefill|decode"},
+        {.names = "--seq", .type = LOOM_OPT_INT, .arg = "N", .help = "prompt length for the prefill graph", .lo = 1,
+         .hi = 1 << 20, .dst = &seq},
+        {.names = "--after",
+         .type = LOOM_OPT_CHOICE,
+         .arg = "PASS",
+         .help = "the graph after this pass (memory: the final plan; all: every pass)",
+         .dst = &after,
+         .choices = "declared|dce|cse|fuse|backend|memory|all"},
+        {.names = "--format",
+         .type = LOOM_OPT_CHOICE,
+         .arg = "F",
+         .help = "svg: the DOT graph drawn by Graphviz's `dot -Tsvg` (one pass at a time);\n"
+                 "JSON schema: docs/graph-dump.md",
+         .dst = &format,
+         .choices = "text|dot|json|svg"},
+        {.names = "--layers",
+         .type = LOOM_OPT_STR,
+         .arg = "A-B",
+         .help = "only the nodes of layers A..B (or one layer: --layers A); the rest collapsed",
+         .dst = &layers_arg},
+        LOOM_OPT_HEADING("(--device cpu|vulkan: plan as that backend runs it, with its alignment and its pass,\n"
+                         "e.g. vulkan-fuse; default: no backend, 256-byte alignment)"),
+        LOOM_OPT_END,
+    };
+    int prc = loom_opts_parse("dump", "[-m MODEL] [--phase prefill|decode] [--seq N] [--after PASS|all]\n"
+                                      "                 [--format text|dot|json|svg] [--layers A-B] [--ctx N]",
+                              "Print the compute graph the planner builds for a model.", opts, &co, argc, argv);
+    if (prc >= 0) return prc;
+    if (layers_arg) {
+        if (parse_layers(layers_arg, layers) < 0) return 2;
+        want_layers = true;
     }
-    static const char *const passes[] = {"declared", "dce", "cse", "fuse", "backend", "memory", "all"};
-    bool known = false;
-    for (size_t k = 0; k < sizeof passes / sizeof passes[0]; k++) known |= !strcmp(after, passes[k]);
     bool svg = !strcmp(format, "svg");
     loom_dump_format fmt = !strcmp(format, "json") ? LOOM_DUMP_JSON
                            : (svg || !strcmp(format, "dot")) ? LOOM_DUMP_DOT : LOOM_DUMP_TEXT;
-    if (!known || (strcmp(format, "json") && strcmp(format, "dot") && strcmp(format, "text") && !svg) ||
-        (strcmp(phase, "prefill") && strcmp(phase, "decode"))) {
-        usage(stderr);
-        return 2;
-    }
     if (svg && !strcmp(after, "all")) {
         fprintf(stderr, "loom dump: --format svg draws one pass: pick one with --after PASS (not all)\n");
         return 2;

@@ -7,6 +7,7 @@
  * and the fraction of the device's achievable bandwidth (tools/machine.c). --trace writes the same
  * timings as Chrome trace-event JSON (chrome://tracing, ui.perfetto.dev). docs/profiling.md. */
 #include "tools/commands.h"
+#include "tools/options.h"
 
 #include "loom.h"
 #include "tools/machine.h"
@@ -220,45 +221,40 @@ static void trace_step(FILE *f, bool *first, const char *phase_name, int pos0, i
 }
 
 /* ---- command ----------------------------------------------------------------------------------- */
-static void usage(FILE *f) {
-    fprintf(f, "usage: loom profile [-m MODEL] [--device D] [-p N] [-n N] [-t N] [--trace FILE.json] [--top K]\n"
-               "                    [--no-peak | --remeasure]\n"
-               "  -p N       prompt tokens in the prefill step (default 32)\n"
-               "  -n N       decode steps after it (default 16)\n"
-               "  --trace F  write Chrome trace-event JSON (open in ui.perfetto.dev or chrome://tracing)\n"
-               "  --top K    slowest nodes listed per phase (default 10)\n"
-               "  --no-peak  skip the device's bandwidth (measured once, cached in %s)\n"
-               "  --remeasure  measure the bandwidth again (on an idle machine) and cache the new figure\n",
-            *loom_machine_cache_path() ? loom_machine_cache_path() : "~/.cache/loom/bandwidth.tsv");
-}
-
 int cmd_profile(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
     long n_prompt = 32, n_gen = 16, top = 10;
     const char *trace_path = NULL;
-    bool want_peak = true, remeasure = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a, *val;
-        int rc, r = loom_next_opt(&co, argc, argv, &i, &a, &val, usage, &rc);
-        if (r == LOOM_OPT_TAKEN) continue;
-        if (r == LOOM_OPT_EXIT) return rc;
-        if (!strcmp(a, "-p") && val) {
-            if (loom_parse_int(a, argv[++i], 1, 1 << 20, &n_prompt) < 0) return 2;
-        } else if (!strcmp(a, "-n") && val) {
-            if (loom_parse_int(a, argv[++i], 0, 1 << 20, &n_gen) < 0) return 2;
-        } else if (!strcmp(a, "--top") && val) {
-            if (loom_parse_int(a, argv[++i], 1, 10000, &top) < 0) return 2;
-        } else if (!strcmp(a, "--trace") && val) {
-            trace_path = argv[++i];
-        } else if (!strcmp(a, "--no-peak")) {
-            want_peak = false;
-        } else if (!strcmp(a, "--remeasure")) {
-            remeasure = true;
-        } else {
-            return loom_bad_opt("profile", a, usage);
-        }
-    }
+    bool no_peak = false, remeasure = false;
+    char peak_help[512];
+    snprintf(peak_help, sizeof peak_help, "skip the device's bandwidth (measured once, cached in\n%s)",
+             *loom_machine_cache_path() ? loom_machine_cache_path() : "~/.cache/loom/bandwidth.tsv");
+    const loom_opt opts[] = {
+        {.names = "-p", .type = LOOM_OPT_INT, .arg = "N", .help = "prompt tokens in the prefill step", .lo = 1,
+         .hi = 1 << 20, .dst = &n_prompt},
+        {.names = "-n", .type = LOOM_OPT_INT, .arg = "N", .help = "decode steps after it", .lo = 0, .hi = 1 << 20,
+         .dst = &n_gen},
+        {.names = "--trace",
+         .type = LOOM_OPT_STR,
+         .arg = "FILE.json",
+         .help = "write Chrome trace-event JSON (open in ui.perfetto.dev or chrome://tracing)",
+         .dst = &trace_path},
+        {.names = "--top", .type = LOOM_OPT_INT, .arg = "K", .help = "slowest nodes listed per phase", .lo = 1,
+         .hi = 10000, .dst = &top},
+        {.names = "--no-peak", .type = LOOM_OPT_FLAG, .help = peak_help, .dst = &no_peak},
+        {.names = "--remeasure",
+         .type = LOOM_OPT_FLAG,
+         .help = "measure the bandwidth again (on an idle machine) and cache the new figure",
+         .dst = &remeasure},
+        LOOM_OPT_END,
+    };
+    int prc = loom_opts_parse("profile", "[-m MODEL] [--device D] [-p N] [-n N] [-t N] [--trace FILE.json] [--top K]\n"
+                                         "                    [--no-peak | --remeasure]",
+                              "Time every node of a prefill step and of decode steps (docs/profiling.md).", opts, &co,
+                              argc, argv);
+    if (prc >= 0) return prc;
+    bool want_peak = !no_peak;
     const char *path = loom_model_path(&co);
     FILE *tf = NULL;
     if (trace_path && !(tf = fopen(trace_path, "w"))) {

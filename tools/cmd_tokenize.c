@@ -1,26 +1,11 @@
 /* loom tokenize: show how a model's tokenizer splits a text. */
 #include "tools/commands.h"
+#include "tools/options.h"
 #include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: loom tokenize [-m MODEL] [--ids] [--no-bos] [--no-parse-special] [-p TEXT]\n"
-            "\n"
-            "Tokenize TEXT, or else all of standard input exactly as given (no newline added or\n"
-            "removed), with MODEL's tokenizer: a .gguf file (a vocabulary-only one is fine), a\n"
-            "tokenizer.json, or a directory holding tokenizer.json. Default: the bundled model.\n"
-            "\n"
-            "  --ids               print only the ids, on one line\n"
-            "  --no-bos            do not add BOS even where the model expects it\n"
-            "  --no-parse-special  treat control tokens in the text (<|im_start|>, <s>) as text\n"
-            "\n"
-            "Otherwise one line per token: the id and the bytes it stands for, quoted, with control\n"
-            "characters, quotes, backslashes and bytes that are not whole UTF-8 escaped.\n");
-}
 
 /* Read all of stdin; binary-safe. */
 static char *read_stdin(size_t *len) {
@@ -83,32 +68,33 @@ static void print_escaped(const unsigned char *p, size_t n) {
 
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL;
-    bool ids_only = false, no_bos = false, parse_special = true;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if ((!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-p") ||
-                    !strcmp(a, "--prompt")) && i + 1 >= argc) {
-            fprintf(stderr, "loom tokenize: %s needs a value\n", a);
-            return 2;
-        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            model = argv[++i];
-        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
-            prompt = argv[++i];
-        } else if (!strcmp(a, "--ids")) {
-            ids_only = true;
-        } else if (!strcmp(a, "--no-bos")) {
-            no_bos = true;
-        } else if (!strcmp(a, "--no-parse-special")) {
-            parse_special = false;
-        } else {
-            fprintf(stderr, "loom tokenize: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
-    }
+    bool ids_only = false, no_bos = false, no_special = false;
+    const loom_opt opts[] = {
+        {.names = "-m|--model",
+         .type = LOOM_OPT_STR,
+         .arg = "MODEL",
+         .help = "a .gguf (a vocabulary-only one is fine), a tokenizer.json, or a directory\n"
+                 "holding tokenizer.json (default: the bundled model)",
+         .dst = &model},
+        {.names = "-p|--prompt", .type = LOOM_OPT_STR, .arg = "TEXT", .help = "the text (default: all of standard input)",
+         .dst = &prompt},
+        {.names = "--ids", .type = LOOM_OPT_FLAG, .help = "print only the ids, on one line", .dst = &ids_only},
+        {.names = "--no-bos", .type = LOOM_OPT_FLAG, .help = "do not add BOS even where the model expects it",
+         .dst = &no_bos},
+        {.names = "--no-parse-special",
+         .type = LOOM_OPT_FLAG,
+         .help = "treat control tokens in the text (<|im_start|>, <s>) as text",
+         .dst = &no_special},
+        LOOM_OPT_HEADING("Otherwise one line per token: the id and the bytes it stands for, quoted, with control\n"
+                         "characters, quotes, backslashes and bytes that are not whole UTF-8 escaped."),
+        LOOM_OPT_END,
+    };
+    int prc = loom_opts_parse("tokenize", "[-m MODEL] [--ids] [--no-bos] [--no-parse-special] [-p TEXT]",
+                              "Tokenize TEXT, or else all of standard input exactly as given (no newline added or\n"
+                              "removed), with MODEL's tokenizer.",
+                              opts, NULL, argc, argv);
+    if (prc >= 0) return prc;
+    bool parse_special = !no_special;
     if (!model) model = loom_default_model();
 
     loom_tokenizer *t = loom_tokenizer_load(model);

@@ -37,20 +37,8 @@ typedef struct loom_common_opts {
     bool check_tensors;  /* --check-tensors (or LOOM_CHECK_TENSORS=1): scan the weights for NaN/Inf */
 } loom_common_opts;
 
-/* Try to consume argv[*i] (and its value) as a common option. Returns 1 if consumed, 0 if not
- * a common option, -1 on a malformed value (message printed). */
-int loom_parse_common(loom_common_opts *o, int argc, char **argv, int *i);
 void loom_common_defaults(loom_common_opts *o);
-
-/* The head of every command's option loop: consumes a common option (LOOM_OPT_TAKEN), answers
- * -h/--help with usage on stdout (LOOM_OPT_EXIT, *rc = 0), reports a bad common value
- * (LOOM_OPT_EXIT, *rc = 2), or hands back the command's own option in *a, with the next argument
- * (or NULL) in *val (LOOM_OPT_OWN). */
-enum { LOOM_OPT_OWN, LOOM_OPT_TAKEN, LOOM_OPT_EXIT };
-int loom_next_opt(loom_common_opts *co, int argc, char **argv, int *i, const char **a, const char **val,
-                  void (*usage)(FILE *), int *rc);
-/* The tail: "loom CMD: unknown or incomplete option 'A'", usage on stderr; returns 2. */
-int loom_bad_opt(const char *cmd, const char *a, void (*usage)(FILE *));
+/* Every command parses its options with a table (tools/options.h). */
 /* Load -m (or the bundled model); on failure print "loom CMD: why" and return NULL. */
 struct loom_model *loom_open_model(const char *cmd, const loom_common_opts *co);
 /* The model used when -m is omitted: the bundled stories260K. */
@@ -60,11 +48,8 @@ const char *loom_model_path(const loom_common_opts *co);
 /* loom_session_default_opts() with --device, -t and --ctx applied: the start of every command's
  * session options (a command may then change n_ctx or set its own flags). */
 loom_session_opts loom_common_session_opts(const loom_common_opts *co);
-/* Parse a whole int / float option value, printing an error naming the option when invalid. */
+/* Parse a whole int (in [lo, hi]), printing an error naming the option when invalid (list values). */
 int loom_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
-int loom_parse_float(const char *opt, const char *s, double *out);
-/* The same, within [lo, hi] (--top-p: a probability; -1 was silently greedy). */
-int loom_parse_float_in(const char *opt, const char *s, double lo, double hi, double *out);
 
 /* A growing byte string (NUL-terminated for convenience). */
 typedef struct loom_textbuf {

@@ -106,10 +106,9 @@ static double measure_bw(loom_backend *be) {
         return -1;
     }
     double best = 0;
-    loom_buffer *arena = be->ops->buf_alloc(be, p->arena_size);
-    if (!arena || be->ops->buf_zero(be, arena, 0, p->arena_size) < 0) goto done;
-    loom_exec_ctx xc = {.plan = p, .arena = arena};
-    if (be->ops->plan_prepare && be->ops->plan_prepare(be, p, &xc) < 0) goto done;
+    loom_runner run = {.be = be};
+    loom_exec_ctx xc;
+    if (loom_runner_bind(&run, p, NULL, &xc) < 0 || be->ops->buf_zero(be, run.arena, 0, p->arena_size) < 0) goto done;
     int runs = BW_RUNS;
     for (int r = 0; r <= runs; r++) { /* run 0 warms up (page faults, pipelines) */
         double t0 = loom_now();
@@ -121,9 +120,9 @@ static double measure_bw(loom_backend *be) {
         if (r == 0 && dt > 0.5) runs = 1; /* a slow device (a software GPU): one timed run will do */
         if (r > 0 && (best == 0 || dt < best)) best = dt;
     }
-    if (be->ops->plan_release && p->backend_data) be->ops->plan_release(be, p);
 done:
-    if (arena) be->ops->buf_free(be, arena);
+    loom_runner_release(&run, p);
+    loom_runner_free(&run);
     double bytes = 2.0 * BW_CHAIN * (double)p->g->nodes[p->order[0]].ne[0] * BW_COLS * sizeof(float);
     loom_plan_free(p);
     if (best <= 0) return -1;

@@ -58,11 +58,24 @@ static bool name_is(const char *names, const char *a) {
     return false;
 }
 
-static bool is_end(const loom_opt *t) { return !t->names && t->type != LOOM_OPT_SECTION && t->type != LOOM_OPT_INCLUDE; }
+static bool is_end(const loom_opt *t) {
+    return !t->names && t->type != LOOM_OPT_SECTION && t->type != LOOM_OPT_INCLUDE && t->type != LOOM_OPT_ARGS;
+}
+
+/* The table's positional-arguments row, or NULL. */
+static const loom_opt *find_args(const loom_opt *t) {
+    for (; t && !is_end(t); t++) {
+        const loom_opt *o = t->type == LOOM_OPT_INCLUDE ? find_args(t->dst) : t->type == LOOM_OPT_ARGS ? t : NULL;
+        if (o) return o;
+    }
+    return NULL;
+}
 
 static const loom_opt *find(const loom_opt *t, const char *a) {
     for (; t && !is_end(t); t++) {
-        const loom_opt *o = t->type == LOOM_OPT_INCLUDE ? find(t->dst, a) : t->names && name_is(t->names, a) ? t : NULL;
+        const loom_opt *o = t->type == LOOM_OPT_INCLUDE ? find(t->dst, a)
+                            : t->type != LOOM_OPT_ARGS && t->names && name_is(t->names, a) ? t
+                                                                                         : NULL;
         if (o) return o;
     }
     return NULL;
@@ -72,7 +85,8 @@ static void print_value(FILE *f, const loom_opt *o) {
     switch (o->type) {
     case LOOM_OPT_INT: fprintf(f, "%ld", *(long *)o->dst); break;
     case LOOM_OPT_NUM: fprintf(f, "%g", *(double *)o->dst); break;
-    case LOOM_OPT_STR: fprintf(f, "%s", *(const char **)o->dst); break;
+    case LOOM_OPT_STR:
+    case LOOM_OPT_CHOICE: fprintf(f, "%s", *(const char **)o->dst); break;
     default: break;
     }
 }
@@ -89,19 +103,25 @@ static void usage_table(FILE *f, const loom_opt *t) {
         }
         char head[64];
         int n = snprintf(head, sizeof head, "  ");
-        for (const char *p = t->names; *p && n < (int)sizeof head - 1; p++) {
+        for (const char *p = t->names ? t->names : ""; *p && n < (int)sizeof head - 1; p++) {
             if (*p == '|') n += snprintf(head + n, sizeof head - (size_t)n, ", ");
             else head[n++] = *p, head[n] = 0;
         }
-        if (t->arg) snprintf(head + n, sizeof head - (size_t)n, " %s", t->arg);
+        if (t->arg) snprintf(head + n, sizeof head - (size_t)n, t->type == LOOM_OPT_ARGS ? "%s" : " %s", t->arg);
         fprintf(f, "%-24s", head);
         if (strlen(head) >= 24) fprintf(f, "\n%-24s", "");
         for (const char *p = t->help; *p; p++) {
             fputc(*p, f);
             if (*p == '\n') fprintf(f, "%-24s", "");
         }
+        if (t->type == LOOM_OPT_CHOICE) {
+            fprintf(f, " (");
+            for (const char *p = t->choices; *p; p++) fputs(*p == '|' ? ", " : (char[2]){*p, 0}, f);
+            fprintf(f, ")");
+        }
         bool show = !t->no_default && !strstr(t->help, "(default") &&
-                    (t->type == LOOM_OPT_INT || t->type == LOOM_OPT_NUM || (t->type == LOOM_OPT_STR && *(const char **)t->dst));
+                    (t->type == LOOM_OPT_INT || t->type == LOOM_OPT_NUM ||
+                     ((t->type == LOOM_OPT_STR || t->type == LOOM_OPT_CHOICE) && *(const char **)t->dst));
         if (show) {
             fprintf(f, " (default ");
             print_value(f, t);
@@ -113,7 +133,7 @@ static void usage_table(FILE *f, const loom_opt *t) {
 }
 
 void loom_opts_usage(FILE *f, const char *cmd, const char *synopsis, const char *about, const loom_opt *opts, bool common) {
-    fprintf(f, "usage: loom %s %s\n", cmd, synopsis);
+    fprintf(f, "usage: loom %s%s%s\n", cmd, *synopsis ? " " : "", synopsis);
     if (about && *about) fprintf(f, "%s\n", about);
     usage_table(f, opts);
     if (common) usage_table(f, common_opts);
@@ -126,6 +146,15 @@ static int set(const char *cmd, const loom_opt *o, const char *a, const char *v)
     switch (o->type) {
     case LOOM_OPT_FLAG: *(bool *)o->dst = true; return 0;
     case LOOM_OPT_STR: *(const char **)o->dst = v; return 0;
+    case LOOM_OPT_CHOICE:
+        if (!name_is(o->choices, v)) {
+            fprintf(stderr, "loom %s: %s expects one of ", cmd, a);
+            for (const char *p = o->choices; *p; p++) fputs(*p == '|' ? ", " : (char[2]){*p, 0}, stderr);
+            fprintf(stderr, "; got '%s'\n", v);
+            return -1;
+        }
+        *(const char **)o->dst = v;
+        return 0;
     case LOOM_OPT_LIST:
         if (*o->count >= (int)o->hi) {
             fprintf(stderr, "loom %s: %s given more than %.0f times\n", cmd, a, o->hi);
@@ -155,6 +184,20 @@ static int set(const char *cmd, const loom_opt *o, const char *a, const char *v)
     }
 }
 
+static void list_names(const loom_opt *t) {
+    static const char *const type_name[] = {"flag", "int", "num", "str", "list", "choice", "args", "section", "include"};
+    for (; !is_end(t); t++) {
+        if (t->type == LOOM_OPT_INCLUDE) list_names(t->dst);
+        else if (t->type == LOOM_OPT_ARGS) printf("%s\targs\n", t->arg);
+        else if (t->names)
+            for (const char *p = t->names; p;) {
+                const char *bar = strchr(p, '|');
+                printf("%.*s\t%s\n", bar ? (int)(bar - p) : (int)strlen(p), p, type_name[t->type]);
+                p = bar ? bar + 1 : NULL;
+            }
+    }
+}
+
 int loom_opts_parse(const char *cmd, const char *synopsis, const char *about, const loom_opt *opts, loom_common_opts *co,
                     int argc, char **argv) {
     if (co) {
@@ -165,8 +208,33 @@ int loom_opts_parse(const char *cmd, const char *synopsis, const char *about, co
         c_scalar = co->scalar;
         c_check = co->check_tensors;
     }
+    const char *list = getenv("LOOM_OPTS_LIST");
+    if (list && !strcmp(list, "1")) {
+        list_names(opts);
+        if (co) list_names(common_opts);
+        return 0;
+    }
+    const loom_opt *args = find_args(opts);
+    if (args) *args->count = 0;
+    bool only_args = false; /* after "--" */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (!only_args && !strcmp(a, "--")) {
+            only_args = true;
+            continue;
+        }
+        if (only_args || a[0] != '-' || !a[1]) { /* a positional argument ("-" is one: standard input) */
+            if (!args) {
+                fprintf(stderr, "loom %s: unexpected argument '%s' (loom %s --help lists the options)\n", cmd, a, cmd);
+                return 2;
+            }
+            if (*args->count >= (int)args->hi) {
+                fprintf(stderr, "loom %s: too many arguments ('%s'; expected %s)\n", cmd, a, args->arg);
+                return 2;
+            }
+            ((const char **)args->dst)[(*args->count)++] = a;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             loom_opts_usage(stdout, cmd, synopsis, about, opts, co != NULL);
             return 0;
@@ -186,6 +254,10 @@ int loom_opts_parse(const char *cmd, const char *synopsis, const char *about, co
             v = argv[++i];
         }
         if (set(cmd, o, a, v) < 0) return 2;
+    }
+    if (args && *args->count < (int)args->lo) {
+        fprintf(stderr, "loom %s: expected %s (loom %s --help)\n", cmd, args->arg, cmd);
+        return 2;
     }
     if (co) {
         co->model = c_model;

@@ -4,79 +4,15 @@
  * register transposes) and runs a 6 x 16 micro-kernel (12 ymm accumulators). AVX2 has no masked
  * 16-bit loads, so partial vectors go through a small zero-padded buffer.
  */
+#define CPU_ISA_AVX2
 #include "backends/cpu/cpu.h"
+#include "backends/cpu/simd.h"
 
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
-#define AI static inline __attribute__((always_inline))
-
-/* ---- helpers -------------------------------------------------------------------------------- */
-static const int32_t mask_tab[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-/* lanes [0, n) on, n in [0, 8] */
-AI __m256i lane_mask(int64_t n) { return _mm256_loadu_si256((const __m256i *)(mask_tab + 8 - n)); }
-
-AI float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-AI float hmax8(__m256 v) {
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-AI __m256 exp8(__m256 x) {
-    /* Cephes expf; 2^n built in the exponent field, so clamp to where that stays finite. The
-     * min/max operand order keeps NaN. */
-    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), _mm256_min_ps(_mm256_set1_ps(88.3f), x));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-AI __m256 silu8(__m256 x) {
-    __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
-    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-}
-
-/* gelu_tanh(x) = x / (1 + exp(-2u)), u = sqrt(2/pi) x (1 + 0.044715 x^2) (graph.h) */
-AI __m256 gelu8(__m256 x) {
-    __m256 x2 = _mm256_mul_ps(x, x);
-    __m256 u = _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(-2.0f * 0.7978845608028654f)),
-                             _mm256_fmadd_ps(x2, _mm256_set1_ps(0.044715f), _mm256_set1_ps(1.0f)));
-    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(u)));
-}
-
-/* tanh: (1 - e) / (1 + e) with e = exp(-2|y|), sign restored; below |y| = 1/8, where 1 - e
- * cancels, the odd Taylor polynomial to y^7 (truncation < 2e-9 relative). */
-AI __m256 tanh8(__m256 y) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 a = _mm256_andnot_ps(sign, y);
-    __m256 e = exp8(_mm256_mul_ps(a, _mm256_set1_ps(-2.0f)));
-    __m256 r = _mm256_div_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), e), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-    r = _mm256_or_ps(r, _mm256_and_ps(sign, y));
-    __m256 y2 = _mm256_mul_ps(y, y);
-    __m256 p = _mm256_fmadd_ps(y2, _mm256_set1_ps(-17.0f / 315.0f), _mm256_set1_ps(2.0f / 15.0f));
-    p = _mm256_fmadd_ps(y2, p, _mm256_set1_ps(-1.0f / 3.0f));
-    p = _mm256_fmadd_ps(_mm256_mul_ps(y2, y), p, y);
-    return _mm256_blendv_ps(r, p, _mm256_cmp_ps(a, _mm256_set1_ps(0.125f), _CMP_LT_OQ));
-}
-
+/* ---- helpers (lane_mask, hsum8, hmax8, exp8, ld_n, st_n: simd.h) ----------------------------- */
 /* 8 weights at element i of type t converted to f32. */
 AI __m256 ldw(const void *w, int t, int64_t i) {
     if (t == LOOM_F32) return _mm256_loadu_ps((const float *)w + i);
@@ -91,15 +27,6 @@ AI __m256 ldw_n(const void *w, int t, int64_t i, int64_t n) {
     uint16_t tmp[8] = {0};
     memcpy(tmp, (const uint16_t *)w + i, (size_t)n * 2);
     return ldw(tmp, t, 0);
-}
-AI __m256 ld_n(const float *p, int64_t n) {
-    return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lane_mask(n));
-}
-AI void st_n(float *p, __m256 v, int64_t n) {
-    if (n >= 8)
-        _mm256_storeu_ps(p, v);
-    else
-        _mm256_maskstore_ps(p, lane_mask(n), v);
 }
 
 /* ---- conversion ----------------------------------------------------------------------------- */
@@ -120,148 +47,8 @@ static void v_to_f32(float *dst, const void *src, loom_dtype t, int64_t n) {
     }
 }
 
-/* ---- elementwise ---------------------------------------------------------------------------- */
-#define EW_LOOP(EXPR_V)                                                                            \
-    for (int64_t i = 0; i < n; i += 8) {                                                           \
-        const int64_t c = n - i;                                                                   \
-        st_n(y + i, EXPR_V, c);                                                                    \
-    }
-#define LD(p) ld_n((p) + i, c)
-
-static void v_add(float *y, const float *a, const float *b, int64_t n) { EW_LOOP(_mm256_add_ps(LD(a), LD(b))) }
-static void v_mul(float *y, const float *a, const float *b, int64_t n) { EW_LOOP(_mm256_mul_ps(LD(a), LD(b))) }
-static void v_scale(float *y, const float *a, float s, int64_t n) {
-    const __m256 vs = _mm256_set1_ps(s);
-    EW_LOOP(_mm256_mul_ps(LD(a), vs))
-}
-static void v_silu(float *y, const float *x, int64_t n) { EW_LOOP(silu8(LD(x))) }
-static void v_swiglu(float *y, const float *g, const float *u, int64_t n) {
-    EW_LOOP(_mm256_mul_ps(silu8(LD(g)), LD(u)))
-}
-
-static void v_gelu(float *y, const float *x, int64_t n) { EW_LOOP(gelu8(LD(x))) }
-static void v_geglu(float *y, const float *g, const float *u, int64_t n) {
-    EW_LOOP(_mm256_mul_ps(gelu8(LD(g)), LD(u)))
-}
-static void v_softcap(float *y, const float *x, float cap, int64_t n) {
-    const __m256 vc = _mm256_set1_ps(cap), vi = _mm256_set1_ps(1.0f / cap);
-    EW_LOOP(_mm256_mul_ps(vc, tanh8(_mm256_mul_ps(LD(x), vi))))
-}
-
-/* ---- row ops -------------------------------------------------------------------------------- */
-static void v_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + 8);
-        s0 = _mm256_fmadd_ps(a, a, s0);
-        s1 = _mm256_fmadd_ps(b, b, s1);
-    }
-    for (; j < n; j += 8) {
-        __m256 a = ld_n(x + j, n - j);
-        s0 = _mm256_fmadd_ps(a, a, s0);
-    }
-    double ss = hsum8(_mm256_add_ps(s0, s1));
-    const __m256 r = _mm256_set1_ps((float)(1.0 / sqrt(ss / (double)n + eps)));
-    if (w) {
-        EW_LOOP(_mm256_mul_ps(_mm256_mul_ps(LD(x), r), LD(w)))
-    } else {
-        EW_LOOP(_mm256_mul_ps(LD(x), r))
-    }
-}
-
-static void v_softmax(float *y, const float *x, int64_t n, float scale) {
-    const __m256 vs = _mm256_set1_ps(scale);
-    __m256 mx = _mm256_set1_ps(-INFINITY);
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256 v = _mm256_mul_ps(ld_n(x + i, n - i), vs);
-        if (n - i < 8) v = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(lane_mask(n - i)));
-        mx = _mm256_max_ps(mx, v);
-    }
-    const __m256 vm = _mm256_set1_ps(hmax8(mx));
-    __m256 sum = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n; i += 8) {
-        __m256 e = exp8(_mm256_fmsub_ps(ld_n(x + i, n - i), vs, vm));
-        if (n - i < 8) e = _mm256_and_ps(e, _mm256_castsi256_ps(lane_mask(n - i)));
-        st_n(y + i, e, n - i);
-        sum = _mm256_add_ps(sum, e);
-    }
-    const __m256 inv = _mm256_set1_ps(1.0f / hsum8(sum));
-    EW_LOOP(_mm256_mul_ps(LD(y), inv))
-}
-
-static void v_rope(float *x, const float *cs, const float *sn, int rot, int mode) {
-    int half = rot / 2;
-    if (mode != LOOM_ROPE_NEOX) { /* interleaved pairs: scalar */
-        for (int i = 0; i < half; i++) {
-            float a = x[2 * i], b = x[2 * i + 1];
-            x[2 * i] = a * cs[i] - b * sn[i];
-            x[2 * i + 1] = a * sn[i] + b * cs[i];
-        }
-        return;
-    }
-    float *xa = x, *xb = x + half;
-    for (int i = 0; i < half; i += 8) {
-        int64_t c = half - i;
-        __m256 a = ld_n(xa + i, c), b = ld_n(xb + i, c), co = ld_n(cs + i, c), si = ld_n(sn + i, c);
-        st_n(xa + i, _mm256_fmsub_ps(a, co, _mm256_mul_ps(b, si)), c);
-        st_n(xb + i, _mm256_fmadd_ps(a, si, _mm256_mul_ps(b, co)), c);
-    }
-}
-
-/* ---- attention ------------------------------------------------------------------------------ */
-AI float dot_hd(const float *a, const float *b, int hd) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int d = 0;
-    for (; d + 16 <= hd; d += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8), s1);
-    }
-    for (; d < hd; d += 8) s0 = _mm256_fmadd_ps(ld_n(a + d, hd - d), ld_n(b + d, hd - d), s0);
-    return hsum8(_mm256_add_ps(s0, s1));
-}
-
-static void v_attn(float *out, const float *q, const float *k, const float *v, int64_t ld,
-                   int64_t n_keys, int hd, float scale, float softcap, float *scratch) {
-    float *sc = scratch, *acc = scratch + CPU_ATTN_BLOCK;
-    float mx = -INFINITY, l = 0;
-    for (int d = 0; d < hd; d++) acc[d] = 0;
-    for (int64_t j0 = 0; j0 < n_keys; j0 += CPU_ATTN_BLOCK) {
-        int nb = (int)(n_keys - j0 < CPU_ATTN_BLOCK ? n_keys - j0 : CPU_ATTN_BLOCK);
-        float bmax = -INFINITY;
-        for (int j = 0; j < nb; j++) {
-            sc[j] = scale * dot_hd(q, k + (j0 + j) * ld, hd);
-            if (sc[j] > bmax) bmax = sc[j];
-        }
-        if (softcap > 0) {
-            v_softcap(sc, sc, softcap, nb);
-            bmax = -INFINITY;
-            for (int j = 0; j < nb; j++) bmax = sc[j] > bmax ? sc[j] : bmax;
-        }
-        if (bmax > mx) {
-            float c = expf(mx - bmax);
-            for (int d = 0; d < hd; d += 8) st_n(acc + d, _mm256_mul_ps(ld_n(acc + d, hd - d), _mm256_set1_ps(c)), hd - d);
-            l *= c;
-            mx = bmax;
-        }
-        __m256 ls = _mm256_setzero_ps();
-        for (int j = 0; j < nb; j += 8) {
-            __m256 p = exp8(_mm256_sub_ps(ld_n(sc + j, nb - j), _mm256_set1_ps(mx)));
-            if (nb - j < 8) p = _mm256_and_ps(p, _mm256_castsi256_ps(lane_mask(nb - j)));
-            st_n(sc + j, p, nb - j);
-            ls = _mm256_add_ps(ls, p);
-        }
-        l += hsum8(ls);
-        for (int j = 0; j < nb; j++) {
-            const float *vj = v + (j0 + j) * ld;
-            __m256 p = _mm256_set1_ps(sc[j]);
-            for (int d = 0; d < hd; d += 8)
-                st_n(acc + d, _mm256_fmadd_ps(p, ld_n(vj + d, hd - d), ld_n(acc + d, hd - d)), hd - d);
-        }
-    }
-    const __m256 inv = _mm256_set1_ps(1.0f / l);
-    for (int d = 0; d < hd; d += 8) st_n(out + d, _mm256_mul_ps(ld_n(acc + d, hd - d), inv), hd - d);
-}
+/* ---- element-wise, row ops, attention: written once over simd.h ------------------------------ */
+#include "backends/cpu/simd_ops.h"
 
 /* ---- gemv ----------------------------------------------------------------------------------- */
 AI void gemv_t(int t, float *y, const float *x, const void *w, int64_t K, int64_t n0, int64_t n1,

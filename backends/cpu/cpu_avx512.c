@@ -2,72 +2,24 @@
  * with AVX-512 flags; cpu_backend.c calls cpu_kernels_avx512 only after CPUID says they are there.
  *
  * MATMUL is what matters:
- *  - gemv (decode, one x row) is memory-bound: it streams 4 weight rows at a time with independent
- *    accumulators (two per row), converts f16 with vcvtph2ps and bf16 with a shift, keeps f32
- *    accumulation and prefetches the next rows.
+ *  - gemv (decode, one x row) is memory-bound: it cuts its rows into 4 parts and computes one row
+ *    of each at a time, so one core runs 4 linear streams (each prefetched 2 KB ahead), with two
+ *    accumulators a row; f16 converts with vcvtph2ps and bf16 with a shift; f32 accumulation.
  *  - gemm (prefill) packs a KC x 32 panel of W to f32 once (16x16 register transposes) and reuses
  *    it for every x row with an 8 x 32 register-blocked micro-kernel (16 zmm accumulators, x
  *    broadcast from memory). For bf16 weights with AVX512_BF16 the panel stays bf16 (pairs of k)
  *    and x is rounded to bf16 once per panel, so vdpbf16ps does two multiply-adds per lane;
  *    accumulation stays f32.
  */
+#define CPU_ISA_AVX512
 #include "backends/cpu/cpu.h"
+#include "backends/cpu/simd.h"
 
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
-#define AI static inline __attribute__((always_inline))
-
-/* ---- helpers -------------------------------------------------------------------------------- */
-AI __m512 exp16(__m512 x) {
-    /* Cephes expf: 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2]; ~1 ulp. scalef handles the range
-     * ends (overflow to inf, underflow to 0); the clamp keeps r small. min/max order keeps NaN. */
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
-
-AI __m512 silu16(__m512 x) {
-    __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
-    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
-}
-
-/* gelu_tanh(x) = x / (1 + exp(-2u)), u = sqrt(2/pi) x (1 + 0.044715 x^2) (graph.h) */
-AI __m512 gelu16(__m512 x) {
-    __m512 x2 = _mm512_mul_ps(x, x);
-    __m512 u = _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(-2.0f * 0.7978845608028654f)),
-                             _mm512_fmadd_ps(x2, _mm512_set1_ps(0.044715f), _mm512_set1_ps(1.0f)));
-    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(u)));
-}
-
-/* tanh: (1 - e) / (1 + e) with e = exp(-2|y|), sign restored; below |y| = 1/8, where 1 - e
- * cancels, the odd Taylor polynomial to y^7 (truncation < 2e-9 relative). */
-AI __m512 tanh16(__m512 y) {
-    __m512 a = _mm512_abs_ps(y);
-    __m512 e = exp16(_mm512_mul_ps(a, _mm512_set1_ps(-2.0f)));
-    __m512 r = _mm512_div_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), e), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
-    r = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r),
-                                            _mm512_and_si512(_mm512_castps_si512(y), _mm512_set1_epi32((int)0x80000000u))));
-    __m512 y2 = _mm512_mul_ps(y, y);
-    __m512 p = _mm512_fmadd_ps(y2, _mm512_set1_ps(-17.0f / 315.0f), _mm512_set1_ps(2.0f / 15.0f));
-    p = _mm512_fmadd_ps(y2, p, _mm512_set1_ps(-1.0f / 3.0f));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(y2, y), p, y);
-    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(0.125f), _CMP_LT_OQ), r, p);
-}
-
-AI __mmask16 tail_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }
-
+/* ---- helpers (tail_mask, exp16: simd.h) ------------------------------------------------------ */
 /* 16 weights at element i of a row of type t (f32, f16, bf16), converted to f32. */
 AI __m512 ldw(const void *w, int t, int64_t i) {
     if (t == LOOM_F32) return _mm512_loadu_ps((const float *)w + i);
@@ -103,245 +55,76 @@ static void v_to_f32(float *dst, const void *src, loom_dtype t, int64_t n) {
     }
 }
 
-/* ---- elementwise ---------------------------------------------------------------------------- */
-#define EW_LOOP(EXPR_V)                                                                            \
-    int64_t i = 0;                                                                                 \
-    for (; i + 16 <= n; i += 16) {                                                                 \
-        const __mmask16 m = 0xffff;                                                                \
-        (void)m;                                                                                   \
-        _mm512_storeu_ps(y + i, EXPR_V);                                                           \
-    }                                                                                              \
-    if (i < n) {                                                                                   \
-        const __mmask16 m = tail_mask(n - i);                                                      \
-        _mm512_mask_storeu_ps(y + i, m, EXPR_V);                                                   \
-    }
-
-#define LD(p) _mm512_maskz_loadu_ps(m, (p) + i)
-
-static void v_add(float *y, const float *a, const float *b, int64_t n) { EW_LOOP(_mm512_add_ps(LD(a), LD(b))) }
-static void v_mul(float *y, const float *a, const float *b, int64_t n) { EW_LOOP(_mm512_mul_ps(LD(a), LD(b))) }
-static void v_scale(float *y, const float *a, float s, int64_t n) {
-    const __m512 vs = _mm512_set1_ps(s);
-    EW_LOOP(_mm512_mul_ps(LD(a), vs))
-}
-static void v_silu(float *y, const float *x, int64_t n) { EW_LOOP(silu16(LD(x))) }
-static void v_swiglu(float *y, const float *g, const float *u, int64_t n) {
-    EW_LOOP(_mm512_mul_ps(silu16(LD(g)), LD(u)))
-}
-
-static void v_gelu(float *y, const float *x, int64_t n) { EW_LOOP(gelu16(LD(x))) }
-static void v_geglu(float *y, const float *g, const float *u, int64_t n) {
-    EW_LOOP(_mm512_mul_ps(gelu16(LD(g)), LD(u)))
-}
-static void v_softcap(float *y, const float *x, float cap, int64_t n) {
-    const __m512 vc = _mm512_set1_ps(cap), vi = _mm512_set1_ps(1.0f / cap);
-    EW_LOOP(_mm512_mul_ps(vc, tanh16(_mm512_mul_ps(LD(x), vi))))
-}
-
-/* ---- row ops -------------------------------------------------------------------------------- */
-static void v_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + 16);
-        s0 = _mm512_fmadd_ps(a, a, s0);
-        s1 = _mm512_fmadd_ps(b, b, s1);
-    }
-    for (; j < n; j += 16) {
-        __m512 a = _mm512_maskz_loadu_ps(n - j >= 16 ? 0xffff : tail_mask(n - j), x + j);
-        s0 = _mm512_fmadd_ps(a, a, s0);
-    }
-    double ss = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-    const __m512 r = _mm512_set1_ps((float)(1.0 / sqrt(ss / (double)n + eps)));
-    if (w) {
-        EW_LOOP(_mm512_mul_ps(_mm512_mul_ps(LD(x), r), LD(w)))
-    } else {
-        EW_LOOP(_mm512_mul_ps(LD(x), r))
-    }
-}
-
-static void v_softmax(float *y, const float *x, int64_t n, float scale) {
-    const __m512 vs = _mm512_set1_ps(scale);
-    __m512 mx = _mm512_set1_ps(-INFINITY);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xffff : tail_mask(n - i);
-        mx = _mm512_mask_max_ps(mx, m, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
-    }
-    const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xffff : tail_mask(n - i);
-        __m512 e = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, x + i), vs, vm));
-        _mm512_mask_storeu_ps(y + i, m, e);
-        sum = _mm512_mask_add_ps(sum, m, sum, e);
-    }
-    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
-    EW_LOOP(_mm512_mul_ps(LD(y), inv))
-}
-
-/* NEOX pairs are contiguous halves: vectorise; the interleaved NORM mode stays scalar. */
-static void v_rope(float *x, const float *cs, const float *sn, int rot, int mode) {
-    int half = rot / 2;
-    if (mode != LOOM_ROPE_NEOX) {
-        for (int i = 0; i < half; i++) {
-            float a = x[2 * i], b = x[2 * i + 1];
-            x[2 * i] = a * cs[i] - b * sn[i];
-            x[2 * i + 1] = a * sn[i] + b * cs[i];
-        }
-        return;
-    }
-    float *xa = x, *xb = x + half;
-    for (int i = 0; i < half; i += 16) {
-        __mmask16 m = half - i >= 16 ? 0xffff : tail_mask(half - i);
-        __m512 a = _mm512_maskz_loadu_ps(m, xa + i), b = _mm512_maskz_loadu_ps(m, xb + i);
-        __m512 c = _mm512_maskz_loadu_ps(m, cs + i), s = _mm512_maskz_loadu_ps(m, sn + i);
-        _mm512_mask_storeu_ps(xa + i, m, _mm512_fmsub_ps(a, c, _mm512_mul_ps(b, s)));
-        _mm512_mask_storeu_ps(xb + i, m, _mm512_fmadd_ps(a, s, _mm512_mul_ps(b, c)));
-    }
-}
-
-/* ---- attention ------------------------------------------------------------------------------ */
-AI float dot_hd(const float *a, const float *b, int hd) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int d = 0;
-    for (; d + 32 <= hd; d += 32) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d + 16), _mm512_loadu_ps(b + d + 16), s1);
-    }
-    for (; d < hd; d += 16) {
-        __mmask16 m = hd - d >= 16 ? 0xffff : tail_mask(hd - d);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
-
-static void v_attn(float *out, const float *q, const float *k, const float *v, int64_t ld,
-                   int64_t n_keys, int hd, float scale, float softcap, float *scratch) {
-    float *sc = scratch, *acc = scratch + CPU_ATTN_BLOCK;
-    float mx = -INFINITY, l = 0;
-    for (int d = 0; d < hd; d++) acc[d] = 0;
-    for (int64_t j0 = 0; j0 < n_keys; j0 += CPU_ATTN_BLOCK) {
-        int nb = (int)(n_keys - j0 < CPU_ATTN_BLOCK ? n_keys - j0 : CPU_ATTN_BLOCK);
-        for (int j = 0; j < nb; j++) {
-            if (j + 2 < nb) _mm_prefetch((const char *)(k + (j0 + j + 2) * ld), _MM_HINT_T0);
-            sc[j] = scale * dot_hd(q, k + (j0 + j) * ld, hd);
-        }
-        if (softcap > 0) v_softcap(sc, sc, softcap, nb);
-        __m512 bm = _mm512_set1_ps(-INFINITY);
-        for (int j = 0; j < nb; j += 16) {
-            __mmask16 m = nb - j >= 16 ? 0xffff : tail_mask(nb - j);
-            bm = _mm512_mask_max_ps(bm, m, bm, _mm512_maskz_loadu_ps(m, sc + j));
-        }
-        float bmax = _mm512_reduce_max_ps(bm);
-        if (bmax > mx) {
-            float c = expf(mx - bmax);
-            for (int d = 0; d < hd; d += 16) {
-                __mmask16 m = hd - d >= 16 ? 0xffff : tail_mask(hd - d);
-                _mm512_mask_storeu_ps(acc + d, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, acc + d), _mm512_set1_ps(c)));
-            }
-            l *= c;
-            mx = bmax;
-        }
-        __m512 ls = _mm512_setzero_ps();
-        for (int j = 0; j < nb; j += 16) {
-            __mmask16 m = nb - j >= 16 ? 0xffff : tail_mask(nb - j);
-            __m512 p = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + j), _mm512_set1_ps(mx)));
-            p = _mm512_maskz_mov_ps(m, p);
-            _mm512_mask_storeu_ps(sc + j, m, p);
-            ls = _mm512_add_ps(ls, p);
-        }
-        l += _mm512_reduce_add_ps(ls);
-        /* acc += sum_j p_j v_j, hd in registers when it fits (the common 64 and 128) */
-        if (hd == 64 || hd == 128) {
-            __m512 a[8];
-            int nv = hd / 16;
-            for (int r = 0; r < nv; r++) a[r] = _mm512_loadu_ps(acc + 16 * r);
-            for (int j = 0; j < nb; j++) {
-                const float *vj = v + (j0 + j) * ld;
-                __m512 p = _mm512_set1_ps(sc[j]);
-                for (int r = 0; r < nv; r++) a[r] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * r), a[r]);
-            }
-            for (int r = 0; r < nv; r++) _mm512_storeu_ps(acc + 16 * r, a[r]);
-        } else {
-            for (int j = 0; j < nb; j++) {
-                const float *vj = v + (j0 + j) * ld;
-                __m512 p = _mm512_set1_ps(sc[j]);
-                for (int d = 0; d < hd; d += 16) {
-                    __mmask16 m = hd - d >= 16 ? 0xffff : tail_mask(hd - d);
-                    __m512 a = _mm512_maskz_loadu_ps(m, acc + d);
-                    _mm512_mask_storeu_ps(acc + d, m, _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(m, vj + d), a));
-                }
-            }
-        }
-    }
-    const __m512 inv = _mm512_set1_ps(1.0f / l);
-    for (int d = 0; d < hd; d += 16) {
-        __mmask16 m = hd - d >= 16 ? 0xffff : tail_mask(hd - d);
-        _mm512_mask_storeu_ps(out + d, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, acc + d), inv));
-    }
-}
+/* ---- element-wise, row ops, attention: written once over simd.h ------------------------------ */
+#include "backends/cpu/simd_ops.h"
 
 /* ---- gemv ----------------------------------------------------------------------------------- */
+/* One core streams more when it reads several far-apart regions at once than one region with
+ * software prefetch (Zen 5 here, one thread over 512 MiB: one stream 27-32 GB/s, with prefetch
+ * 34-40, four streams in lockstep 45-47; backends/cpu/bench/bench_stream, docs/cpu-backend.md). So
+ * the rows [n0, n1) are cut into GEMV_PARTS contiguous parts and each step computes one row of every
+ * part: GEMV_PARTS linear streams (consecutive rows of a part follow each other in memory, so each
+ * stream runs on from row to row), each prefetched GEMV_PF_BYTES ahead, one line per step. Four
+ * adjacent rows at a time (the kernel before) were four short streams that restart every row group. */
+#define GEMV_PARTS 4
+#ifndef GEMV_PF_BYTES
+#define GEMV_PF_BYTES 2048
+#endif
+
+/* Rows r[0..S) (S <= GEMV_PARTS, a constant in each instance) against x: 2 accumulators a row. */
+AI void gemv_streams(int t, int S, float *const *yp, const float *x, const char *const *r, int64_t K,
+                     const float *const *bp) {
+    const int64_t es = t == LOOM_F32 ? 4 : 2;
+    __m512 a[GEMV_PARTS], b[GEMV_PARTS];
+#pragma GCC unroll 4
+    for (int s = 0; s < S; s++) a[s] = b[s] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) {
+            _mm_prefetch(r[s] + k * es + GEMV_PF_BYTES, _MM_HINT_T0);
+            if (es == 4) _mm_prefetch(r[s] + k * es + GEMV_PF_BYTES + 64, _MM_HINT_T0);
+        }
+        __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) {
+            a[s] = _mm512_fmadd_ps(ldw(r[s], t, k), x0, a[s]);
+            b[s] = _mm512_fmadd_ps(ldw(r[s], t, k + 16), x1, b[s]);
+        }
+    }
+    for (; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? 0xffff : tail_mask(K - k);
+        __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) a[s] = _mm512_fmadd_ps(ldw_m(r[s], t, k, m), x0, a[s]);
+    }
+#pragma GCC unroll 4
+    for (int s = 0; s < S; s++) *yp[s] = _mm512_reduce_add_ps(_mm512_add_ps(a[s], b[s])) + (bp[s] ? *bp[s] : 0.0f);
+}
+
 AI void gemv_t(int t, float *y, const float *x, const void *w, int64_t K, int64_t n0, int64_t n1,
                const float *bias) {
     const int64_t es = t == LOOM_F32 ? 4 : 2;
     const char *wb = w;
-    int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        const void *r0 = wb + (n + 0) * K * es, *r1 = wb + (n + 1) * K * es;
-        const void *r2 = wb + (n + 2) * K * es, *r3 = wb + (n + 3) * K * es;
-        /* the next 4 rows follow these 4 in memory: fetch them one stride ahead */
-#ifndef PFD
-#define PFD 4
-#endif
-        const char *pf = wb + (n + PFD) * K * es;
-        int64_t k = 0;
-        for (; k + 32 <= K; k += 32) {
-#ifndef NO_PF
-            _mm_prefetch(pf + k * es, _MM_HINT_T0);
-            _mm_prefetch(pf + (K + k) * es, _MM_HINT_T0);
-            _mm_prefetch(pf + (2 * K + k) * es, _MM_HINT_T0);
-            _mm_prefetch(pf + (3 * K + k) * es, _MM_HINT_T0);
-            if (es == 4) {
-                _mm_prefetch(pf + k * es + 64, _MM_HINT_T0);
-                _mm_prefetch(pf + (K + k) * es + 64, _MM_HINT_T0);
-                _mm_prefetch(pf + (2 * K + k) * es + 64, _MM_HINT_T0);
-                _mm_prefetch(pf + (3 * K + k) * es + 64, _MM_HINT_T0);
-            }
-#endif
-            __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-            a0 = _mm512_fmadd_ps(ldw(r0, t, k), x0, a0);
-            a1 = _mm512_fmadd_ps(ldw(r1, t, k), x0, a1);
-            a2 = _mm512_fmadd_ps(ldw(r2, t, k), x0, a2);
-            a3 = _mm512_fmadd_ps(ldw(r3, t, k), x0, a3);
-            b0 = _mm512_fmadd_ps(ldw(r0, t, k + 16), x1, b0);
-            b1 = _mm512_fmadd_ps(ldw(r1, t, k + 16), x1, b1);
-            b2 = _mm512_fmadd_ps(ldw(r2, t, k + 16), x1, b2);
-            b3 = _mm512_fmadd_ps(ldw(r3, t, k + 16), x1, b3);
+    const int64_t P = (n1 - n0) / GEMV_PARTS; /* rows per part; the last (n1 - n0) % 4 rows after */
+    for (int64_t i = 0; i < P; i++) {
+        float *yp[GEMV_PARTS];
+        const char *r[GEMV_PARTS];
+        const float *bp[GEMV_PARTS];
+#pragma GCC unroll 4
+        for (int s = 0; s < GEMV_PARTS; s++) {
+            int64_t n = n0 + s * P + i;
+            yp[s] = y + n;
+            r[s] = wb + n * K * es;
+            bp[s] = bias ? bias + n : NULL;
         }
-        for (; k < K; k += 16) {
-            __mmask16 m = K - k >= 16 ? 0xffff : tail_mask(K - k);
-            __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
-            a0 = _mm512_fmadd_ps(ldw_m(r0, t, k, m), x0, a0);
-            a1 = _mm512_fmadd_ps(ldw_m(r1, t, k, m), x0, a1);
-            a2 = _mm512_fmadd_ps(ldw_m(r2, t, k, m), x0, a2);
-            a3 = _mm512_fmadd_ps(ldw_m(r3, t, k, m), x0, a3);
-        }
-        y[n + 0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0)) + (bias ? bias[n + 0] : 0.0f);
-        y[n + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1)) + (bias ? bias[n + 1] : 0.0f);
-        y[n + 2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2)) + (bias ? bias[n + 2] : 0.0f);
-        y[n + 3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3)) + (bias ? bias[n + 3] : 0.0f);
+        gemv_streams(t, GEMV_PARTS, yp, x, r, K, bp);
     }
-    for (; n < n1; n++) {
-        const void *r0 = wb + n * K * es;
-        __m512 a0 = _mm512_setzero_ps();
-        for (int64_t k = 0; k < K; k += 16) {
-            __mmask16 m = K - k >= 16 ? 0xffff : tail_mask(K - k);
-            a0 = _mm512_fmadd_ps(ldw_m(r0, t, k, m), _mm512_maskz_loadu_ps(m, x + k), a0);
-        }
-        y[n] = _mm512_reduce_add_ps(a0) + (bias ? bias[n] : 0.0f);
+    for (int64_t n = n0 + GEMV_PARTS * P; n < n1; n++) {
+        float *yp[1] = {y + n};
+        const char *r[1] = {wb + n * K * es};
+        const float *bp[1] = {bias ? bias + n : NULL};
+        gemv_streams(t, 1, yp, x, r, K, bp);
     }
 }
 

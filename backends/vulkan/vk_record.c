@@ -674,6 +674,19 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     return dispatch(r, LOOM_SPV_ATTN_COMBINE, NULL, c, &pc, H, (uint32_t)S, 1);
 }
 
+/* moe_mm.comp for an expert stack of type t (block-quantised stacks dequantise in registers,
+ * shaders/wquant.glsl, like the matvec). */
+static loom_spv_id moe_shader(vk_dev *d, loom_dtype t) {
+    static const loom_spv_id q[LOOM_DTYPE_COUNT] = {
+        [LOOM_Q8_0] = LOOM_SPV_MOE_MM_Q8_0, [LOOM_Q4_0] = LOOM_SPV_MOE_MM_Q4_0, [LOOM_Q4_K] = LOOM_SPV_MOE_MM_Q4_K,
+        [LOOM_Q6_K] = LOOM_SPV_MOE_MM_Q6_K, [LOOM_Q4_1] = LOOM_SPV_MOE_MM_Q4_1, [LOOM_Q5_0] = LOOM_SPV_MOE_MM_Q5_0,
+        [LOOM_Q5_1] = LOOM_SPV_MOE_MM_Q5_1, [LOOM_Q2_K] = LOOM_SPV_MOE_MM_Q2_K, [LOOM_Q3_K] = LOOM_SPV_MOE_MM_Q3_K,
+        [LOOM_Q5_K] = LOOM_SPV_MOE_MM_Q5_K, [LOOM_IQ4_NL] = LOOM_SPV_MOE_MM_IQ4_NL,
+        [LOOM_IQ4_XS] = LOOM_SPV_MOE_MM_IQ4_XS};
+    if (loom_dtype_is_quant(t)) return q[t];
+    return wshader(d, t, LOOM_SPV_MOE_MM_F32, LOOM_SPV_MOE_MM_F16, LOOM_SPV_MOE_MM_F16S, LOOM_SPV_MOE_MM_BF16);
+}
+
 /* MOE (graph.h): routes into scratch (moe_route.comp), gate and up products per (row, slot)
  * (moe_mm.comp), SwiGLU in place (eltwise.comp), then down products summed with the routing
  * weights into the output. Scratch: routes [S, 2k], gate [S*k, F], up [S*k, F]. */
@@ -703,9 +716,7 @@ static int rec_moe(vk_rec *r, const loom_exec_ctx *x, int i) {
         const loom_node *w = N(x, n->src[2 + m]);
         if (arg_of(x, n->src[0], false, &b[1]) < 0 || arg_of(x, n->src[2 + m], false, &b[2]) < 0) return -1;
         vk_pc p2 = {.u = {(uint32_t)F, (uint32_t)D, k, (uint32_t)(S * k), 0}};
-        loom_spv_id sh = wshader(d, w->type, LOOM_SPV_MOE_MM_F32, LOOM_SPV_MOE_MM_F16, LOOM_SPV_MOE_MM_F16S,
-                                 LOOM_SPV_MOE_MM_BF16);
-        if (dispatch(r, sh, NULL, b, &p2, (uint32_t)F, (uint32_t)(S * k), 1) < 0) return -1;
+        if (dispatch(r, moe_shader(d, w->type), NULL, b, &p2, (uint32_t)F, (uint32_t)(S * k), 1) < 0) return -1;
     }
     vk_arg c[VK_NBIND] = {0};
     c[0] = gate;
@@ -720,9 +731,7 @@ static int rec_moe(vk_rec *r, const loom_exec_ctx *x, int i) {
     e[3] = route;
     if (arg_of(x, i, true, &e[0]) < 0 || arg_of(x, n->src[4], false, &e[2]) < 0) return -1;
     vk_pc p3 = {.u = {(uint32_t)D, (uint32_t)F, k, (uint32_t)S, 1}};
-    loom_spv_id sh = wshader(d, wd->type, LOOM_SPV_MOE_MM_F32, LOOM_SPV_MOE_MM_F16, LOOM_SPV_MOE_MM_F16S,
-                             LOOM_SPV_MOE_MM_BF16);
-    return dispatch(r, sh, NULL, e, &p3, (uint32_t)D, (uint32_t)S, 1);
+    return dispatch(r, moe_shader(d, wd->type), NULL, e, &p3, (uint32_t)D, (uint32_t)S, 1);
 }
 
 static int rec_permute(vk_rec *r, const loom_exec_ctx *x, int i) {

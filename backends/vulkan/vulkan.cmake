@@ -100,6 +100,18 @@ set(LOOM_VK_VARIANTS
   "moe_mm_f16|moe_mm.comp|W_F16"
   "moe_mm_f16s|moe_mm.comp|W_F16S"
   "moe_mm_bf16|moe_mm.comp|W_BF16"
+  "moe_mm_q8_0|moe_mm.comp|W_Q8_0"
+  "moe_mm_q4_0|moe_mm.comp|W_Q4_0"
+  "moe_mm_q4_k|moe_mm.comp|W_Q4_K"
+  "moe_mm_q6_k|moe_mm.comp|W_Q6_K"
+  "moe_mm_q4_1|moe_mm.comp|W_Q4_1"
+  "moe_mm_q5_0|moe_mm.comp|W_Q5_0"
+  "moe_mm_q5_1|moe_mm.comp|W_Q5_1"
+  "moe_mm_q2_k|moe_mm.comp|W_Q2_K"
+  "moe_mm_q3_k|moe_mm.comp|W_Q3_K"
+  "moe_mm_q5_k|moe_mm.comp|W_Q5_K"
+  "moe_mm_iq4_nl|moe_mm.comp|W_IQ4_NL"
+  "moe_mm_iq4_xs|moe_mm.comp|W_IQ4_XS"
 )
 
 # Cooperative-matrix (tensor-core) shaders need a glslang that knows GL_KHR_cooperative_matrix

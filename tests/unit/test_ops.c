@@ -187,6 +187,12 @@ static void test_matmul(void) {
     /* every row count gemv_rows takes (2..CPU_GEMV_MAX_ROWS = 16): M = 9 once split as 8 + 1 and
      * the 1-row rest recursed past y (a batched prefill of 9 tokens crashed `loom run`) */
     for (int64_t M = 2; M <= 16; M++) test_matmul_case(wtypes[M % 3], M, 37, 45, M % 2 == 0);
+    /* decode GEMV row ranges: the AVX-512 gemv cuts its rows into 4 parts, computes one row of each
+     * a step and the (n1 - n0) % 4 rest one by one: every rest 0..3 with parts of 0..2 rows, K with
+     * and without a 16-lane tail, and (N = 203 on 2 threads: chunks of 32) ranges that start past
+     * row 0 and end in a rest of 3 */
+    for (int64_t N = 1; N <= 11; N++) test_matmul_case(wtypes[N % 3], 1, N, N % 2 ? 45 : 64, N % 3 == 0);
+    for (int wi = 0; wi < 3; wi++) test_matmul_case(wtypes[wi], 1, 203, 333, wi == 1);
     /* a single row and column */
     test_matmul_case(LOOM_F16, 2, 1, 1, true);
     test_matmul_case(LOOM_F32, 1, 1, 7, false);

@@ -1,6 +1,6 @@
 /* Block-quantised weights (all twelve types: Q8_0, Q4_0, Q4_K, Q6_K, Q4_1, Q5_0, Q5_1, Q2_K,
- * Q3_K, Q5_K, IQ4_NL, IQ4_XS) on the Vulkan backend (lavapipe on CI): EMBED
- * and MATMUL against the CPU backend's scalar quant kernels, through compute_node and
+ * Q3_K, Q5_K, IQ4_NL, IQ4_XS) on the Vulkan backend (lavapipe on CI): EMBED, MATMUL and MOE's
+ * expert stacks (test_moe says how) against the CPU backend's scalar quant kernels, through compute_node and
  * compute_plan, on three device configs (default; no 16-bit storage and no subgroup ops, so decode
  * takes the tiled shader; 16 KiB weight pieces, so weights are chunked at row offsets that are
  * not word aligned).
@@ -243,6 +243,81 @@ static void test_fused(void) {
     }
 }
 
+/* ---- MOE with block-quantised expert stacks --------------------------------------------------- */
+/* The Vulkan MOE (moe_mm.comp through wquant.glsl) on quantised [E, F, D] / [E, D, F] stacks against
+ * the CPU's scalar MOE on f32 stacks holding the same dequantised values: the same routing and the
+ * same products, so only the f32 summation order (and the GPU's exp in the routing softmax) differ.
+ * Tolerance 4e-6 + 2e-5 x max |ref| (test_vulkan_ops' f32 MOE bound). A stack larger than the third
+ * config's 16 KiB allocations is refused by name there (one binding reads a stack). */
+static void moe_q_case(loom_dtype qt, int64_t S, int64_t E, int k, bool norm, int64_t D, int64_t F, unsigned mask) {
+    float *x = malloc(sizeof(float) * S * D), *lg = malloc(sizeof(float) * S * E);
+    float *dg = malloc(sizeof(float) * E * F * D), *du = malloc(sizeof(float) * E * F * D);
+    float *dd = malloc(sizeof(float) * E * D * F);
+    tg_fill(x, (size_t)(S * D), 1.0f);
+    tg_fill(lg, (size_t)(S * E), 3.0f);
+    void *qg = q_make(qt, E * F, D, 0.3f, dg), *qu = q_make(qt, E * F, D, 0.3f, du), *qd = q_make(qt, E * D, F, 0.3f, dd);
+    tg tr, tq; /* f32 stacks of the dequantised values (CPU), quantised stacks (Vulkan) */
+    int yr = -1, yq = -1;
+    for (int q = 0; q < 2; q++) {
+        tg *t = q ? &tq : &tr;
+        tg_init(t);
+        int tx = tg_input(t, LOOM_F32, 2, (int64_t[]){S, D}, x), tl = tg_input(t, LOOM_F32, 2, (int64_t[]){S, E}, lg);
+        loom_dtype wt = q ? qt : LOOM_F32;
+        int w[3];
+        const int64_t ne[3][3] = {{E, F, D}, {E, F, D}, {E, D, F}};
+        void *data[3] = {q ? qg : (void *)dg, q ? qu : (void *)du, q ? qd : (void *)dd};
+        for (int j = 0; j < 3; j++) {
+            w[j] = tg_weight(t, wt, 3, ne[j], data[j]);
+            if (q) t->nodes[w[j]].nbytes = t->w[t->nw - 1].nbytes = loom_dtype_nbytes(qt, E * F * D);
+        }
+        int y = tg_node(t, LOOM_OP_MOE, LOOM_F32, 2, (int64_t[]){S, D}, 5, tx, tl, w[0], w[1], w[2]);
+        t->nodes[y].ip[0] = k, t->nodes[y].ip[1] = norm;
+        *(q ? &yq : &yr) = y;
+    }
+    char what[128];
+    snprintf(what, sizeof what, "moe %s S=%lld E=%lld k=%d D=%lld F=%lld", loom_dtype_name(qt), (long long)S,
+             (long long)E, k, (long long)D, (long long)F);
+    tg_run_out ro;
+    int rc = tg_run(&tr, cpu, &ro);
+    CHECK(rc == 0, "%s [cpu f32]: %s", what, ro.err);
+    size_t n = (size_t)(S * D);
+    double amax = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (fabs(tg_f32(&tr, &ro, yr)[i]) > amax) amax = fabs(tg_f32(&tr, &ro, yr)[i]);
+    for (int v = 0; v < NVK && rc == 0; v++) {
+        if (!vk[v] || !(mask & (1u << v))) continue;
+        loom_err_clear();
+        if (!vk[v]->ops->supports(vk[v], &tq.g, yq)) {
+            CHECK(v == 2 && strstr(loom_last_error(), "larger than one device allocation"), "%s [%s] refused: '%s'",
+                  what, vk_name[v], loom_last_error());
+            continue;
+        }
+        for (int mode = 0; mode < 2; mode++) {
+            char name[96];
+            snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
+            tg_run_out o;
+            int r2 = mode ? tg_run_plan(&tq, vk[v], &o, 1, NULL, 0, NULL) : tg_run(&tq, vk[v], &o);
+            CHECK(r2 == 0, "%s [%s]: %s", what, name, o.err);
+            if (r2 == 0) cmp(what, name, tg_f32(&tq, &o, yq), tg_f32(&tr, &ro, yr), n, 4e-6 + 2e-5 * amax);
+            tg_out_free(&o);
+        }
+    }
+    tg_out_free(&ro);
+    free(x), free(lg), free(dg), free(du), free(dd), free(qg), free(qu), free(qd);
+}
+
+static void test_moe(void) {
+    for (int qi = 0; qi < NQ; qi++) {
+        loom_dtype qt = qtypes[qi];
+        int64_t b = loom_dtype_blck(qt), D = b == 32 ? 64 : 256, F = b == 32 ? 96 : 256;
+        /* decode and prefill (17 rows, 2 of 8 experts, renormalised); the first four types on every
+         * config, the rest (same shader, other block decoder) on the default one */
+        moe_q_case(qt, 1, 8, 2, true, D, F, qi < 4 ? 7 : 1);
+        moe_q_case(qt, 17, 8, 2, true, D, F, qi < 4 ? 7 : 1);
+    }
+    moe_q_case(LOOM_Q8_0, 5, 6, 6, false, 64, 32, 7); /* every expert chosen, not renormalised */
+}
+
 /* supports(): quantised EMBED/MATMUL accepted; other ops still refuse block types */
 static void test_supports(void) {
     tg t;
@@ -266,6 +341,7 @@ int main(void) {
     TG_TIMED(test_embed());
     TG_TIMED(test_matmul());
     TG_TIMED(test_fused());
+    TG_TIMED(test_moe());
 
     tg_close_backends(cpu, vk);
     CHECK_DONE();
