@@ -152,6 +152,7 @@ int cpu_qgemm_later_avx512(loom_dtype t, const void *w, size_t row_bytes, const 
     case LOOM_IQ4_NL: qlg_run(LOOM_IQ4_NL, false, false, wr, row_bytes, xq, M, K, n0, n1, y, ldy, bias, pn); break;
     case LOOM_Q2_K: qlg_run(LOOM_Q2_K, true, true, wr, row_bytes, xq, M, K, n0, n1, y, ldy, bias, pn); break;
     case LOOM_Q3_K: qlg_run(LOOM_Q3_K, true, false, wr, row_bytes, xq, M, K, n0, n1, y, ldy, bias, pn); break;
+    case LOOM_Q4_K: qlg_run(LOOM_Q4_K, false, true, wr, row_bytes, xq, M, K, n0, n1, y, ldy, bias, pn); break;
     case LOOM_Q5_K: qlg_run(LOOM_Q5_K, false, true, wr, row_bytes, xq, M, K, n0, n1, y, ldy, bias, pn); break;
     case LOOM_IQ4_XS: qlg_run(LOOM_IQ4_XS, false, false, wr, row_bytes, xq, M, K, n0, n1, y, ldy, bias, pn); break;
     default: free(pn); return -1;

@@ -83,6 +83,17 @@ QL_INLINE __m256i ql_block(loom_dtype t, const char *row, int64_t b, float *A, f
         return _mm256_sub_epi8(_mm256_and_si256(_mm256_srl_epi16(raw, _mm_cvtsi32_si128(2 * (j % 4))), m3),
                                _mm256_and_si256(clear, _mm256_set1_epi8(4)));
     }
+    if (t == LOOM_Q4_K) { /* (for the panel GEMM: Q5_K without the 5th bits) */
+        const loom_block_q4_k *q = (const loom_block_q4_k *)row + b / 8;
+        const uint8_t *s = q->scales;
+        int sc, m;
+        if (j < 4) sc = s[j] & 63, m = s[j + 4] & 63;
+        else sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        A[0] = A[1] = _cvtsh_ss(q->d) * (float)sc, B[0] = B[1] = -(_cvtsh_ss(q->dmin) * (float)m);
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * (j / 2)));
+        if (j & 1) raw = _mm256_srli_epi16(raw, 4);
+        return _mm256_and_si256(raw, m4);
+    }
     if (t == LOOM_Q5_K) {
         const loom_block_q5_k *q = (const loom_block_q5_k *)row + b / 8;
         const uint8_t *s = q->scales;

@@ -44,6 +44,11 @@ static bool qgemv_later_ok(loom_dtype t, int64_t K) {
 }
 
 bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {
+    /* Q4_K too: its pair tile ran ffn_down (K = 4864) at ~110 GFLOP/s a core, the panel at ~500
+     * (LOOM_CPU_Q4K_PANEL=0: the pair tile again) */
+    static _Atomic int q4k_env = INT_MIN;
+    if (t == LOOM_Q4_K)
+        return dot == cpu_qdot_avx512 && K > 0 && K % 256 == 0 && cpu_env_int_once(&q4k_env, "LOOM_CPU_Q4K_PANEL", 1) != 0;
     return dot == cpu_qdot_avx512 && qgemv_later_ok(t, K);
 }
 
@@ -160,6 +165,7 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
         if (t.pf_rows < 0) t.pf_rows = 0;
     }
     t.later_gemm = M > 1 && !no_tiles && cpu_qgemm_later_ok(dot, wt, K);
+    if (t.later_gemm) t.xp = NULL; /* (Q4_K: the panel reads the loom_q8x rows, not the pair tile's) */
     /* the activation quantisation is split over rows too (prefill: M rows of K) */
     cpu_pool_for(pool, parallel && M >= 8, M, (M + 4 * n_threads - 1) / (4 * n_threads), qmm_quant, &t);
     /* ~4 chunks per thread, whole 16-row groups (decode) or 32-row groups (prefill). Every chunk

@@ -23,8 +23,10 @@ static uint32_t rnd(void) {
 static float frand(void) { return (float)(rnd() & 0xFFFFFF) / (float)0x800000 - 1.0f; }
 static float grand(void) { return frand() + frand() + frand(); }
 
-static const loom_dtype later[] = {LOOM_Q4_1, LOOM_Q5_0, LOOM_Q5_1, LOOM_IQ4_NL, LOOM_Q2_K, LOOM_Q3_K, LOOM_Q5_K, LOOM_IQ4_XS};
-#define NLATER 8
+/* (Q4_K: its prefill takes the same panel GEMM; its decode GEMV is the native one) */
+static const loom_dtype later[] = {LOOM_Q4_1, LOOM_Q5_0, LOOM_Q5_1, LOOM_IQ4_NL, LOOM_Q2_K,
+                                   LOOM_Q3_K, LOOM_Q5_K, LOOM_IQ4_XS, LOOM_Q4_K};
+#define NLATER 9
 
 /* f16 bits of a small positive scale (0.0005 .. 0.03) */
 static uint16_t small_f16(void) { return (uint16_t)(0x1000 + rnd() % 0x1400); }
@@ -38,7 +40,7 @@ static void random_blocks(loom_dtype t, char *w, size_t rb, int64_t N) {
             char *b = w + (size_t)n * rb + o;
             uint16_t d = small_f16(), m = small_f16();
             switch (t) {
-            case LOOM_Q4_1: case LOOM_Q5_1: case LOOM_Q5_K: memcpy(b, &d, 2), memcpy(b + 2, &m, 2); break;
+            case LOOM_Q4_1: case LOOM_Q5_1: case LOOM_Q5_K: case LOOM_Q4_K: memcpy(b, &d, 2), memcpy(b + 2, &m, 2); break;
             case LOOM_Q2_K: memcpy(b + 80, &d, 2), memcpy(b + 82, &m, 2); break;
             case LOOM_Q3_K: memcpy(b + 108, &d, 2); break;
             default: memcpy(b, &d, 2); break; /* Q5_0, IQ4_NL, IQ4_XS: d first */
