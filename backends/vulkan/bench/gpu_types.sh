@@ -15,7 +15,7 @@
 #          each test's first sample. ROUNDS=N (default 1), MODELS="f16 q4_0 ...", ENGINES="loom peervk peercuda"
 # Models: llama-1.1b shape (hidden 2048, ffn 5632: every row is whole 256-blocks, so every K type
 # is really written), f16 with the llama SPM vocabulary, and `loom quantize --pure` of each type
-# (plus the mixed q4_k_m preset people download). Logs go to $OUT.
+# (plus the mixed q4_k_m preset people download). Logs go to $OUT, at most 8 files (the tool's limit).
 what=${*:-prep check bench}
 has() { case " $what " in *" $1 "*) return 0;; esac; return 1; }
 O=${OUT:-/tmp}
@@ -78,6 +78,8 @@ fi
 
 if has bench; then
     P=/tmp/peer-vk
+    J=/tmp/bench-json  # the device tool returns at most 8 files: the JSON goes back as one tar
+    mkdir -p $J
     if [ -f .gpu-cm/peer-vk.tar.xz ] && [ ! -x $P/llama-bench ]; then mkdir -p $P && tar xJf .gpu-cm/peer-vk.tar.xz -C $P; fi
     C=/tmp/peer-cuda/llamacpp/build/bin/llama-bench
     for _ in $(seq 1 60); do [ -f $M/done ] && break; sleep 5; done
@@ -85,7 +87,7 @@ if has bench; then
     [ -f /tmp/peer-cuda/done ] || for _ in $(seq 1 24); do [ -f /tmp/peer-cuda/done ] && break; sleep 5; done
     tail -3 "$O/peer-cuda.txt" /tmp/peer-cuda/build.log >>"$O/bench.txt" 2>&1
     eng() { # eng ENGINE NAME ROUND: one side-by-side test of one engine on one file
-        f=$M/$2.gguf; j="$O/bench.json.$2.$1.$3"
+        f=$M/$2.gguf; j="$J/bench.json.$2.$1.$3"
         echo "== $2 $1 round $3 $(date +%T)" >>"$O/bench.txt"
         case $1 in
         loom) timeout 120 $L/loom bench -m "$f" --device vulkan -p 512 -n 128 -r 4 --json >"$j" 2>>"$O/bench.txt" ;;
@@ -106,7 +108,8 @@ if has bench; then
         done
     done
     # one compact table: mean t/s without each test's first sample
-    python3 - "$O" >"$O/bench-table.txt" 2>&1 <<'EOF'
+    tar -cf "$O/bench-json.tar" -C $J .
+    python3 - "$J" >"$O/bench-table.txt" 2>&1 <<'EOF'
 import glob, json, os, sys
 o = sys.argv[1]; rows = {}
 for p in sorted(glob.glob(os.path.join(o, "bench.json.*"))):
