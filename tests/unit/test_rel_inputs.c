@@ -231,6 +231,19 @@ static void test_outputs(void) {
     }
     CHECK(caught, "SIGTERM during quantize of a HF directory was delivered");
     CHECK(count_prefix(tf_tmp, "hf.gguf") == 0, "SIGTERM: no OUT.hf-tmp.gguf or OUT.tmp-* left");
+
+    /* an OUT.hf-tmp.gguf left before the run (here a symlink to a file of the user's) is removed
+     * first, never written through (audit, session 6: the one clean-up of the item untested) */
+    tf_write_str(TMP("precious.txt"), "mine");
+    CHECK(symlink("precious.txt", TMP("hf2.gguf.hf-tmp.gguf")) == 0, "symlink");
+    CHECK(loom_quantize(FIX("llama-tiny"), TMP("hf2.gguf"), "q8_0", NULL) == 0, "quantize with a stale OUT.hf-tmp.gguf: %s",
+          loom_last_error());
+    size_t pn;
+    uint8_t *pb = tf_read(TMP("precious.txt"), &pn);
+    CHECK(pb && pn == 4 && !memcmp(pb, "mine", 4), "a stale OUT.hf-tmp.gguf symlink is not written through");
+    free(pb);
+    CHECK(access(TMP("hf2.gguf.hf-tmp.gguf"), F_OK) != 0 && errno == ENOENT, "the stale OUT.hf-tmp.gguf is gone");
+    CHECK(is_gguf(TMP("hf2.gguf")), "OUT is written");
 }
 
 /* ---- a file-size limit (session 6's adversarial pass) --------------------------------------------
