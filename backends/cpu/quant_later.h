@@ -21,13 +21,6 @@
 #define QL_CAT(a, b) QL_CAT2(a, b)
 #define QL_FN(name) QL_CAT(name, QL_SUFFIX)
 
-QL_INLINE float ql_hsum(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
-}
-
 /* Per 16-element half of a block: x->d * x->s[h] (the B terms' activation factor) and x->d, for the
  * activation row (computed once per call). */
 QL_INLINE void ql_xsums(const loom_q8x *x, int64_t nb, float *xs, float *xd) {
@@ -122,8 +115,7 @@ QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const 
             QL_PF_LINES((const char *)q, 110);
             int8_t s8[16];
             const uint8_t *s = q->scales;
-            for (int j = 0; j < 16; j++)
-                s8[j] = (int8_t)((((s[j % 8] >> (4 * (j / 8))) & 0xF) | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32);
+            for (int j = 0; j < 16; j++) s8[j] = (int8_t)loom_q3k_scale(s, j);
             __m128i sv = _mm_loadu_si128((const __m128i *)s8);
             float d = _cvtsh_ss(q->d);
             __m256 A0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sv)), _mm256_set1_ps(d));
@@ -146,13 +138,8 @@ QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const 
         } else if (t == LOOM_Q5_K) {
             const loom_block_q5_k *q = (const loom_block_q5_k *)row + i;
             QL_PF_LINES((const char *)q, 176);
-            uint32_t u[4];
-            memcpy(u, q->scales, 12);
-            u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-            uint32_t ua = u[1] & 0x3f3f3f3fu;
-            u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-            u[2] = ua;
-            u[0] &= 0x3f3f3f3fu; /* bytes of u[0..1]: the 8 scales; of u[2..3]: the 8 minimums */
+            uint8_t u[16]; /* the 8 scales, then the 8 minimums */
+            loom_k4_scales8(q->scales, u);
             __m128i sm = _mm_loadu_si128((const __m128i *)u);
             __m256 A = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), _mm256_set1_ps(_cvtsh_ss(q->d)));
             __m256 M = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
@@ -179,9 +166,8 @@ QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const 
             QL_PF_LINES((const char *)q, 136);
             float d = _cvtsh_ss(q->d);
             for (int j = 0; j < 8; j++) {
-                int ls = ((q->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((q->scales_h >> (2 * j)) & 3) << 4);
                 __m256i c = ql_iq4(ql_nib(q->qs + 16 * j));
-                __m256 sc = _mm256_set1_ps(d * (float)(ls - 32) * xdb[j]);
+                __m256 sc = _mm256_set1_ps(d * (float)loom_iq4xs_scale(q->scales_h, q->scales_l, j) * xdb[j]);
                 if (j & 1) acc1 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc1);
                 else acc0 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc0);
             }
