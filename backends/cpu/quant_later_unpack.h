@@ -38,6 +38,19 @@ QL_INLINE __m256i ql_bit5(const uint8_t *qh) {
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(0x10));
 }
 
+/* Q3_K's 16 scales minus 32 from its scales[12] (loom_q3k_scale for i = 0..15), as int8 lanes: the
+ * low nibbles of bytes 0-7 then their high nibbles, or the 2-bit fields of bytes 8-11 (field i / 4
+ * of byte 8 + i % 4) shifted to bits 4-5. Reads the 12 bytes only. */
+QL_INLINE __m128i ql_q3k_scales(const uint8_t *s) {
+    uint32_t hi;
+    memcpy(&hi, s + 8, 4);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m128i lo8 = _mm_loadl_epi64((const __m128i *)s);
+    __m128i L = _mm_unpacklo_epi64(_mm_and_si128(lo8, m4), _mm_and_si128(_mm_srli_epi16(lo8, 4), m4));
+    __m128i H = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)hi), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+    return _mm_sub_epi8(_mm_or_si128(L, _mm_slli_epi32(H, 4)), _mm_set1_epi8(32));
+}
+
 QL_INLINE __m256i ql_iq4(__m256i nib) {
     return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)loom_iq4nl_values)), nib);
 }
