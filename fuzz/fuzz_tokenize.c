@@ -23,11 +23,17 @@ static bool nfc[4] = {false, false, true, false};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
-    static const char *paths[4] = {FUZZ_ROOT "/tests/fixtures/stories260K.gguf",
-                                   FUZZ_ROOT "/tests/fixtures/tokenizer/ggml-vocab-llama-spm.gguf",
-                                   FUZZ_ROOT "/fuzz/vocab/qwen-small", FUZZ_ROOT "/fuzz/vocab/llama3-small"};
+    /* the vocabularies are read from the source tree the target was built in, or from
+     * $LOOM_FUZZ_ROOT (a copy of it: fuzz/run-pack.sh sets it to the unpacked pack) */
+    static const char *rel[4] = {"/tests/fixtures/stories260K.gguf",
+                                 "/tests/fixtures/tokenizer/ggml-vocab-llama-spm.gguf",
+                                 "/fuzz/vocab/qwen-small", "/fuzz/vocab/llama3-small"};
+    const char *root = getenv("LOOM_FUZZ_ROOT");
+    if (!root || !*root) root = FUZZ_ROOT;
     for (int i = 0; i < 4; i++) {
-        vocab[i] = loom_tokenizer_load(paths[i]);
+        char path[4096];
+        snprintf(path, sizeof path, "%s%s", root, rel[i]);
+        vocab[i] = loom_tokenizer_load(path);
         if (!vocab[i]) {
             fprintf(stderr, "fuzz_tokenize: %s\n", loom_last_error());
             exit(1);

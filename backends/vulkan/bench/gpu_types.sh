@@ -1,0 +1,134 @@
+#!/bin/sh
+# Per-type GPU run for the GGUF quantisation types (issue 17), on the GPU machine (the `run` tool),
+# in phases so that it fits the tool's 10-minute calls. Expects the repo root as cwd and, carried:
+#   .gl/                        the Vulkan loader + glvnd .debs (docs/vulkan-backend.md)
+#   .gpu-cm/loom.tar.xz         made by gpu_types_pack.sh: loom [test_vulkan_ops test_vulkan_quant] lib/
+#   .gpu-cm/peer-src.tar.xz, .gpu-cm/peer-cuda.sh  (phase prep) the peer's source and
+#                               ../shared/bench/peer-cuda.sh, which builds the CUDA peer from it
+#   .gpu-cm/peer-vk.tar.xz      (phase bench) ../shared/bench/peer-vulkan.sh's pack
+# Phases (any order on one warm machine; each says what it needs):
+#   prep   start the CUDA peer build and write the models (detached: they outlive the call)
+#   check  correctness on the GPU: op and quant tests, model checks on Vulkan, the quantised
+#          fixtures on Vulkan, and transformers' check of the numpy-written family fixtures
+#   bench  loom (Vulkan) beside the Vulkan peer with tensor cores and the CUDA peer, same files,
+#          -p 512 -n 128 -r 4, which engine goes first alternating file by file; the table drops
+#          each test's first sample. ROUNDS=N (default 1), MODELS="f16 q4_0 ...", ENGINES="loom peervk peercuda"
+# Models: llama-1.1b shape (hidden 2048, ffn 5632: every row is whole 256-blocks, so every K type
+# is really written), f16 with the llama SPM vocabulary, and `loom quantize --pure` of each type
+# (plus the mixed q4_k_m preset people download). Logs go to $OUT, at most 8 files (the tool's limit).
+what=${*:-prep check bench}
+has() { case " $what " in *" $1 "*) return 0;; esac; return 1; }
+O=${OUT:-/tmp}
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+if ! ls /usr/share/vulkan/icd.d/*nvidia* /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1; then
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+L=/tmp/loom-pack
+if [ ! -x $L/loom ] || [ .gpu-cm/loom.tar.xz -nt $L/loom ]; then
+    rm -rf $L && mkdir -p $L && tar xJf .gpu-cm/loom.tar.xz -C $L
+fi
+export LD_LIBRARY_PATH=$L/lib
+M=/tmp/m
+TYPES="q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k_m q4_k_m q5_k_m q6_k iq4_nl iq4_xs"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv >"$O/gpu.txt" 2>&1
+
+if has prep; then
+    if [ -f .gpu-cm/peer-src.tar.xz ]; then
+        # detached, 8 jobs: the models below take the other cores
+        # ../shared does not travel: gpu_types_pack.sh copies ../shared/bench/peer-cuda.sh
+        sed 's/-j"$(nproc)"/-j8/' .gpu-cm/peer-cuda.sh >/tmp/peer-cuda.sh
+        (bash /tmp/peer-cuda.sh .gpu-cm/peer-src.tar.xz /tmp/peer-cuda >"$O/peer-cuda.txt" 2>&1 &)
+    fi
+    if [ ! -f $M/done ]; then
+        mkdir -p $M
+        setsid sh -c "
+          cd '$PWD'
+          $L/loom synth --shape llama-1.1b --dtype f16 --vocab tests/fixtures/tokenizer/ggml-vocab-llama-spm.gguf -o $M/f16.gguf
+          ( for t in $TYPES; do echo \$t; done | xargs -P 7 -I{} sh -c '$L/loom quantize $M/f16.gguf $M/{}.gguf --type {} --pure 2>&1 | tail -2'
+            $L/loom quantize $M/f16.gguf $M/q4_k_m-mix.gguf --type q4_k_m 2>&1 | tail -2 )
+          ls -la $M; touch $M/done" >/tmp/models.log 2>&1 </dev/null &
+    fi
+fi
+
+if has check; then
+    (
+    set -x
+    $L/loom devices
+    time timeout 240 $L/test_vulkan_ops | grep -v "^ok" | tail -20
+    time timeout 240 $L/test_vulkan_quant | grep -v "^ok" | tail -20
+    for fx in qwen2-tiny llama-tiny qwen3-tiny stories260K-hf mistral-tiny gemma2-tiny gemma3-tiny phi3-tiny olmo2-tiny mixtral-tiny qwen3moe-tiny llama-wide; do
+        timeout 60 $L/loom check -m tests/fixtures/$fx --reference tests/fixtures/$fx/reference.safetensors \
+            --device vulkan 2>&1 | tail -2
+    done
+    timeout 60 $L/loom check -m tests/fixtures/qwen2-tiny-bf16 --reference tests/fixtures/qwen2-tiny-bf16/reference.safetensors \
+        --tol 2e-2 --device vulkan 2>&1 | tail -2
+    # the peer-written quantised fixtures against the long references: top-1 and mean KL per type
+    for f in tests/fixtures/peer-quant/*.gguf; do
+        ref=tests/fixtures/llama-wide/long_reference.safetensors
+        case $f in *stories260K*) ref=tests/fixtures/stories260K-hf/long_reference.safetensors;; esac
+        echo "== $f"
+        timeout 60 $L/loom check -m "$f" --reference $ref --min-top1 0 --max-kl 100 --device vulkan 2>&1 | tail -4 | head -2
+    done
+    ) >"$O/check.txt" 2>&1
+    ( cd tests/fixtures && CUDA_VISIBLE_DEVICES= PYTHONUNBUFFERED=1 timeout 300 python3 gen_families.py --check . ) \
+        >"$O/transformers-check.txt" 2>&1
+    echo "transformers check exit $?" >>"$O/transformers-check.txt"
+fi
+
+if has bench; then
+    P=/tmp/peer-vk
+    J=/tmp/bench-json  # the device tool returns at most 8 files: the JSON goes back as one tar
+    mkdir -p $J
+    if [ -f .gpu-cm/peer-vk.tar.xz ] && [ ! -x $P/llama-bench ]; then mkdir -p $P && tar xJf .gpu-cm/peer-vk.tar.xz -C $P; fi
+    C=/tmp/peer-cuda/llamacpp/build/bin/llama-bench
+    for _ in $(seq 1 60); do [ -f $M/done ] && break; sleep 5; done
+    cat /tmp/models.log >"$O/models.txt" 2>&1
+    [ -f /tmp/peer-cuda/done ] || for _ in $(seq 1 24); do [ -f /tmp/peer-cuda/done ] && break; sleep 5; done
+    tail -3 "$O/peer-cuda.txt" /tmp/peer-cuda/build.log >>"$O/bench.txt" 2>&1
+    eng() { # eng ENGINE NAME ROUND: one side-by-side test of one engine on one file
+        f=$M/$2.gguf; j="$J/bench.json.$2.$1.$3"
+        echo "== $2 $1 round $3 $(date +%T)" >>"$O/bench.txt"
+        case $1 in
+        loom) timeout 120 $L/loom bench -m "$f" --device vulkan -p 512 -n 128 -r 4 --json >"$j" 2>>"$O/bench.txt" ;;
+        peervk) [ -x $P/llama-bench ] && LD_LIBRARY_PATH=$P/lib timeout 120 $P/llama-bench -m "$f" -ngl 99 -fa 1 \
+                    -p 512 -n 128 -r 4 -o json >"$j" 2>>"$O/bench.txt" ;;
+        peercuda) [ -x $C ] && LD_LIBRARY_PATH= timeout 120 $C -m "$f" -ngl 99 -fa 1 \
+                    -p 512 -n 128 -r 4 -o json >"$j" 2>>"$O/bench.txt" ;;
+        esac
+    }
+    i=0
+    for round in $(seq 1 "${ROUNDS:-1}"); do
+        for m in ${MODELS:-f16 $TYPES q4_k_m-mix}; do
+            [ -f "$M/$m.gguf" ] || { echo "== $m: no file" >>"$O/bench.txt"; continue; }
+            i=$((i + 1))
+            # alternate which engine goes first, file by file
+            if [ $((i % 2)) = 1 ]; then order="loom peervk peercuda"; else order="peercuda peervk loom"; fi
+            for e in $order; do case " ${ENGINES:-loom peervk peercuda} " in *" $e "*) eng $e $m $round;; esac; done
+        done
+    done
+    # one compact table: mean t/s without each test's first sample
+    tar -cf "$O/bench-json.tar" -C $J .
+    python3 - "$J" >"$O/bench-table.txt" 2>&1 <<'EOF'
+import glob, json, os, sys
+o = sys.argv[1]; rows = {}
+for p in sorted(glob.glob(os.path.join(o, "bench.json.*"))):
+    _, _, m, eng, rnd = os.path.basename(p).split(".", 4)
+    try:
+        data = json.load(open(p))
+    except Exception as e:
+        print("unreadable", p, e); continue
+    for r in data:
+        s = r.get("samples_ts") or []
+        s = s[1:] if len(s) > 1 else s
+        test = "pp%d" % r["n_prompt"] if r.get("n_prompt") else "tg%d" % r["n_gen"]
+        rows.setdefault((m, test), {}).setdefault(eng, []).append(sum(s) / len(s) if s else 0)
+for (m, test), e in sorted(rows.items()):
+    f = lambda k: "/".join("%.0f" % v for v in e.get(k, [])) or "-"
+    lo = e.get("loom", [0]); pv = e.get("peervk", [0]); pc = e.get("peercuda", [0])
+    r1 = "%.2f" % (max(lo) / max(pv)) if max(pv) else "-"
+    r2 = "%.2f" % (max(lo) / max(pc)) if max(pc) else "-"
+    print("%-12s %-6s loom %-14s peer-vk %-14s peer-cuda %-14s loom/vk %s loom/cuda %s" % (m, test, f("loom"), f("peervk"), f("peercuda"), r1, r2))
+EOF
+fi
+ls -la $M >>"$O/gpu.txt" 2>&1
