@@ -102,15 +102,6 @@ static void quant_q4_0(const float *x, loom_block_q4_0 *y, int64_t nb) {
 }
 
 /* ---- Q4_K ----------------------------------------------------------------------------------------- */
-static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
-    if (j < 4) {
-        *d = q[j] & 63, *m = q[j + 4] & 63;
-    } else {
-        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 /* ggml's make_qkx2_quants: scale and min of a sub-block, searching around max-min. */
 static float make_qkx2_quants(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
                               uint8_t *Laux, float rmin, float rdelta, int nstep) {
@@ -206,7 +197,7 @@ static void quant_k4_codes(const float *x, int nmax, float rmin, int nstep, uint
     float d0 = loom_f16_to_f32(*d), m0 = loom_f16_to_f32(*dmin);
     for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
-        scale_min_k4(j, q12, &sc, &m);
+        loom_k4_scale_min(q12, j, &sc, &m);
         float dd = d0 * sc;
         if (!dd) continue;
         float dm = m0 * m;
@@ -233,9 +224,9 @@ static void dequant_q4_k(const loom_block_q4_k *x, float *y, int64_t nb) {
         const uint8_t *q = x[i].qs;
         for (int j = 0, is = 0; j < 256; j += 64, q += 32, is += 2) {
             uint8_t sc, m;
-            scale_min_k4(is, x[i].scales, &sc, &m);
+            loom_k4_scale_min(x[i].scales, is, &sc, &m);
             float d1 = d * sc, m1 = min * m;
-            scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            loom_k4_scale_min(x[i].scales, is + 1, &sc, &m);
             float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; l++) *y++ = d1 * (q[l] & 0xF) - m1;
             for (int l = 0; l < 32; l++) *y++ = d2 * (q[l] >> 4) - m2;
@@ -531,8 +522,7 @@ static void dequant_iq4_xs(const loom_block_iq4_xs *x, float *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         float d = loom_f16_to_f32(x[i].d);
         for (int ib = 0; ib < 8; ib++, y += 32) {
-            int ls = ((x[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((x[i].scales_h >> (2 * ib)) & 3) << 4);
-            float dl = d * (float)(ls - 32);
+            float dl = d * (float)loom_iq4xs_scale(x[i].scales_h, x[i].scales_l, ib);
             unpack32(x[i].qs + 16 * ib, NULL, L);
             for (int j = 0; j < 32; j++) y[j] = dl * loom_iq4nl_values[L[j]];
         }
@@ -597,8 +587,7 @@ static void dequant_q2_k(const loom_block_q2_k *x, float *y, int64_t nb) {
 
 /* Q3_K's 16 6-bit scales, minus 32. */
 static void q3_k_scales(const uint8_t *s, int *sc) {
-    for (int j = 0; j < 16; j++)
-        sc[j] = (((s[j % 8] >> (4 * (j / 8))) & 0xF) | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
+    for (int j = 0; j < 16; j++) sc[j] = loom_q3k_scale(s, j);
 }
 
 /* Per 16 a signed scale for codes -4..3 (make_qx_quants, weights x^2, as Q6_K), 6-bit signed scales
@@ -669,7 +658,7 @@ static void dequant_q5_k(const loom_block_q5_k *x, float *y, int64_t nb) {
         float d = loom_f16_to_f32(x[i].d), dmin = loom_f16_to_f32(x[i].dmin);
         for (int j = 0; j < 8; j++) {
             uint8_t sc, m;
-            scale_min_k4(j, x[i].scales, &sc, &m);
+            loom_k4_scale_min(x[i].scales, j, &sc, &m);
             float d1 = d * sc, m1 = dmin * m;
             const uint8_t *q = x[i].qs + 32 * (j / 2);
             for (int l = 0; l < 32; l++) {
@@ -739,7 +728,7 @@ void loom_qblock32(loom_dtype t, const void *row, int64_t b, int8_t *c, float *A
     case LOOM_Q5_K: {
         const loom_block_q5_k *x = (const loom_block_q5_k *)row + b / 8;
         uint8_t sc, m;
-        scale_min_k4(j, x->scales, &sc, &m);
+        loom_k4_scale_min(x->scales, j, &sc, &m);
         A[0] = A[1] = loom_f16_to_f32(x->d) * sc, B[0] = B[1] = -(loom_f16_to_f32(x->dmin) * m);
         const uint8_t *q = x->qs + 32 * (j / 2);
         for (int l = 0; l < 32; l++) c[l] = (int8_t)(((q[l] >> (4 * (j & 1))) & 0xF) | ((x->qh[l] >> j) & 1) << 4);
@@ -747,8 +736,7 @@ void loom_qblock32(loom_dtype t, const void *row, int64_t b, int8_t *c, float *A
     }
     case LOOM_IQ4_XS: {
         const loom_block_iq4_xs *x = (const loom_block_iq4_xs *)row + b / 8;
-        int ls = ((x->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((x->scales_h >> (2 * j)) & 3) << 4);
-        A[0] = A[1] = loom_f16_to_f32(x->d) * (float)(ls - 32);
+        A[0] = A[1] = loom_f16_to_f32(x->d) * (float)loom_iq4xs_scale(x->scales_h, x->scales_l, j);
         unpack32(x->qs + 16 * j, NULL, L);
         for (int e = 0; e < 32; e++) c[e] = loom_iq4nl_values[L[e]];
         return;
@@ -901,7 +889,7 @@ float loom_quant_dot_ref(loom_dtype t, const void *w, const loom_q8x *x, int64_t
                 int shift = (j & 1) * 4, acc = 0;
                 for (int l = 0; l < 32; l++) acc += ((q[l] >> shift) & 0xF) * xb->qs[l];
                 uint8_t sc, m;
-                scale_min_k4(j, b->scales, &sc, &m);
+                loom_k4_scale_min(b->scales, j, &sc, &m);
                 sum += xb->d * (d * sc * (float)acc - dmin * m * (float)(xb->s[0] + xb->s[1]));
             }
         }

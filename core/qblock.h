@@ -38,6 +38,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define LOOM_QK 32   /* Q8_0 / Q4_0 block */
 #define LOOM_QK_K 256 /* k-quant super-block */
@@ -54,6 +55,44 @@ typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } loom_block_q5_k;
 typedef struct { uint16_t d; uint8_t qs[16]; } loom_block_iq4_nl;
 typedef struct { uint16_t d, scales_h; uint8_t scales_l[4]; uint8_t qs[128]; } loom_block_iq4_xs;
+
+/* Scale fields of the k-quant super-blocks, shared by the reference code and the SIMD kernels. */
+
+/* Sub-block j (0..7) of a Q4_K / Q5_K super-block: its 6-bit scale and minimum from scales[12]
+ * (j < 4: low 6 bits of bytes j and j + 4; else nibbles of byte j + 4 and the top 2 bits of bytes
+ * j - 4 and j). */
+static inline void loom_k4_scale_min(const uint8_t *s, int j, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = s[j] & 63, *m = s[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+        *m = (uint8_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+    }
+}
+
+/* All 8 at once, on 32-bit words: out[0..7] the scales, out[8..15] the minimums (the same values
+ * as loom_k4_scale_min, byte j of each half for sub-block j). */
+static inline void loom_k4_scales8(const uint8_t *s, uint8_t *out) {
+    uint32_t u[4];
+    memcpy(u, s, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    uint32_t ua = u[1] & 0x3f3f3f3fu;
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = ua;
+    u[0] &= 0x3f3f3f3fu;
+    memcpy(out, u, 16);
+}
+
+/* Q3_K's scale i (0..15) of scales[12], minus its bias 32: low nibble of s[i % 8] >> 4*(i/8), high
+ * 2 bits of s[8 + i % 4] >> 2*(i/4). */
+static inline int loom_q3k_scale(const uint8_t *s, int i) {
+    return (((s[i % 8] >> (4 * (i / 8))) & 0xF) | ((s[8 + i % 4] >> (2 * (i / 4))) & 3) << 4) - 32;
+}
+
+/* IQ4_XS's scale of sub-block j (0..7), minus its bias 32. */
+static inline int loom_iq4xs_scale(uint16_t scales_h, const uint8_t *scales_l, int j) {
+    return (((scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((scales_h >> (2 * j)) & 3) << 4)) - 32;
+}
 
 /* The 16 values of IQ4_NL / IQ4_XS codes (ggml's kvalues_iq4nl). */
 extern const int8_t loom_iq4nl_values[16];

@@ -11,6 +11,7 @@
  * for 4 weight rows (16 zmm accumulators).
  */
 #include "backends/cpu/cpu_quant.h"
+#include "backends/cpu/quant_later_unpack.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
@@ -455,7 +456,7 @@ GV_TARGET void gv_rows(loom_dtype t, int nr, const char *w, size_t rb, const qg_
 }
 
 /* Q4_K: per super-block and row, the 8 six-bit scales and minimums are unpacked once (scalar, as
- * ggml's kmask shuffle), the scales times d converted to 8 floats; each block pair then takes its
+ * loom_k4_scales8), the scales times d converted to 8 floats; each block pair then takes its
  * two scales with one vpermps. The minimums never enter the pair loop: dmin * m_j times the x
  * block's d * (sum of its codes) (xs) is one 8-wide FMA per super-block into a second accumulator. */
 /* Rows n0..n1 of a Q8_0/Q4_0 matrix: GV_NR at a time (prefetching pf_rows ahead while whole
@@ -481,13 +482,8 @@ GV_TARGET void gv_rows_q4k(int nr, const char *w, size_t rb, const qg_pair *x, c
         QG_UNROLL for (int i = 0; i < 4; i++) {
             if (i >= nr) break;
             const loom_block_q4_k *b = (const loom_block_q4_k *)(w + i * rb) + sb;
-            uint32_t u[4];
-            memcpy(u, b->scales, 12);
-            u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-            uint32_t ua = u[1] & 0x3f3f3f3fu;
-            u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-            u[2] = ua;
-            u[0] &= 0x3f3f3f3fu; /* bytes of u[0..1]: the 8 scales; of u[2..3]: the 8 minimums */
+            uint8_t u[16]; /* the 8 scales, then the 8 minimums */
+            loom_k4_scales8(b->scales, u);
             __m128i sm = _mm_loadu_si128((const __m128i *)u);
             __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), _mm256_set1_ps(_cvtsh_ss(b->d)));
             __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
@@ -511,11 +507,7 @@ GV_TARGET void gv_rows_q4k(int nr, const char *w, size_t rb, const qg_pair *x, c
     }
     QG_UNROLL for (int i = 0; i < 4; i++) {
         if (i >= nr) break;
-        __m256 m = macc[i];
-        __m128 h = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_add_ss(h, _mm_movehdup_ps(h));
-        y[i] = _mm512_reduce_add_ps(acc[i]) - _mm_cvtss_f32(h) + (bias ? bias[i] : 0.0f);
+        y[i] = _mm512_reduce_add_ps(acc[i]) - ql_hsum(macc[i]) + (bias ? bias[i] : 0.0f);
     }
 }
 

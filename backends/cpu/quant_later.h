@@ -5,9 +5,10 @@
  *
  * A weight row is taken one 32-element block at a time as 32 signed int8 codes c and an affine
  * map per 16 elements, value = A * c + B (the same codes and maps as loom_qblock32, unpacked in
- * vectors): the dot with an activation block is the Q8_0 sign trick (|c| times x with c's sign),
- * lanes 0-3 (elements 0-15) scaled by A[0] and 4-7 by A[1], plus B times the activation block's
- * d * (sum of its codes) per 16. The k-quants unpack their scales once per 256-element
+ * vectors): the dot with an activation block takes unsigned codes as they are (Q4_1, Q5_1, Q2_K,
+ * Q5_K; Q3_K as c + 4 with the offset taken off through the x code sums) and the Q8_0 sign trick
+ * for the signed ones (|c| times x with c's sign: Q5_0, IQ4_*), lanes 0-3 (elements 0-15) scaled
+ * by A[0] and 4-7 by A[1], plus B times the activation block's d * (sum of its codes) per 16. The k-quants unpack their scales once per 256-element
  * super-block (as vectors of 8 or 16 floats) and take each block's from there. Rows are done one
  * at a time (x stays in L1), each prefetching the same bytes pf_rows rows ahead. */
 #include "backends/cpu/cpu_quant.h"
@@ -21,24 +22,24 @@
 #define QL_CAT(a, b) QL_CAT2(a, b)
 #define QL_FN(name) QL_CAT(name, QL_SUFFIX)
 
-QL_INLINE float ql_hsum(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
-}
-
-/* Per 16-element half of a block: x->d * x->s[h] (the B terms' activation factor) and x->d, for the
- * activation row (computed once per call). */
-QL_INLINE void ql_xsums(const loom_q8x *x, int64_t nb, float *xs, float *xd) {
-    for (int64_t b = 0; b < nb; b++)
-        xd[b] = x[b].d, xs[2 * b] = x[b].d * (float)x[b].s[0], xs[2 * b + 1] = x[b].d * (float)x[b].s[1];
+/* Per 16-element half of a block: x->d * x->s[h] (the B terms' activation factor), x->d per block
+ * (xd) and per half (xdh: x->d twice), for the activation row (computed once per call). */
+QL_INLINE void ql_xsums(const loom_q8x *x, int64_t nb, float *xs, float *xd, float *xdh) {
+    for (int64_t b = 0; b < nb; b++) {
+        xd[b] = xdh[2 * b] = xdh[2 * b + 1] = x[b].d;
+        xs[2 * b] = x[b].d * (float)x[b].s[0], xs[2 * b + 1] = x[b].d * (float)x[b].s[1];
+    }
 }
 
 /* p = sum of c * x per 4 bytes (lanes 0-3: elements 0-15, 4-7: 16-31), by the sign trick. */
 QL_INLINE __m256 ql_dot(__m256i c, const int8_t *xq) {
     __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xq), c);
     return _mm256_cvtepi32_ps(QL_U8S8(_mm256_abs_epi8(c), xs));
+}
+
+/* The same for unsigned codes u (0..31): no sign trick. */
+QL_INLINE __m256 ql_dotu(__m256i u, const int8_t *xq) {
+    return _mm256_cvtepi32_ps(QL_U8S8(u, _mm256_loadu_si256((const __m256i *)xq)));
 }
 
 /* One row of a 32-element-block type: sum over its nb blocks. */
@@ -69,8 +70,10 @@ QL_INLINE float ql_row32(loom_dtype t, const char *row, const loom_q8x *x, const
             c = ql_iq4(ql_nib(((const loom_block_iq4_nl *)p)->qs));
         }
         __m256 d = _mm256_set1_ps(A * xd[b]);
-        if (b & 1) acc1 = _mm256_fmadd_ps(ql_dot(c, x[b].qs), d, acc1);
-        else acc0 = _mm256_fmadd_ps(ql_dot(c, x[b].qs), d, acc0);
+        bool u = t == LOOM_Q4_1 || t == LOOM_Q5_1; /* codes 0..31: no sign trick */
+        __m256 pr = u ? ql_dotu(c, x[b].qs) : ql_dot(c, x[b].qs);
+        if (b & 1) acc1 = _mm256_fmadd_ps(pr, d, acc1);
+        else acc0 = _mm256_fmadd_ps(pr, d, acc0);
     }
     return ql_hsum(_mm256_add_ps(acc0, acc1)) + bsum;
 }
@@ -88,71 +91,63 @@ QL_INLINE __m256 ql_pair(__m256 v, int k) {
 
 /* One row of a k-quant type (Q2_K, Q3_K, Q5_K, IQ4_XS): nsb super-blocks. */
 QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const float *xs, const float *xd,
-                        int64_t nsb, size_t pf) {
+                        const float *xdh, int64_t nsb, size_t pf) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), bacc = _mm256_setzero_ps();
     const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nsb; i++) {
         const loom_q8x *xb = x + 8 * i;
-        const float *xsb = xs + 16 * i, *xdb = xd + 8 * i;
-        if (t == LOOM_Q2_K) {
-            const loom_block_q2_k *q = (const loom_block_q2_k *)row + i;
-            QL_PF_LINES((const char *)q, 84);
-            __m128i sc = _mm_loadu_si128((const __m128i *)q->scales);
-            __m128i lo = _mm_and_si128(sc, _mm_set1_epi8(0x0F)), hi = _mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0x0F));
-            float d = _cvtsh_ss(q->d), dmin = _cvtsh_ss(q->dmin);
-            __m256 A0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_set1_ps(d));
-            __m256 A1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_set1_ps(d));
-            __m256 M0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-            __m256 M1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-            __m256 mm = _mm256_fmadd_ps(M0, _mm256_loadu_ps(xsb), _mm256_mul_ps(M1, _mm256_loadu_ps(xsb + 8)));
-            bacc = _mm256_fnmadd_ps(mm, _mm256_set1_ps(dmin), bacc);
-            for (int h = 0; h < 2; h++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * h));
-                __m256 Ah = h ? A1 : A0;
-                for (int k = 0; k < 4; k++) {
-                    int j = 4 * h + k;
-                    __m256i c = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * k), m3);
-                    __m256 s = _mm256_mul_ps(ql_pair(Ah, k), _mm256_set1_ps(xdb[j]));
-                    if (j & 1) acc1 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), s, acc1);
-                    else acc0 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), s, acc0);
-                }
+        const float *xsb = xs + 16 * i, *xdb = xd + 8 * i, *xdhb = xdh + 16 * i;
+        if (t == LOOM_Q2_K || t == LOOM_Q3_K) {
+            /* unsigned codes u (Q2_K: q, 0..3; Q3_K: q + 4 x its high bit = c + 4, 0..7) straight
+             * into vpdpbusd; the per-16 scales times the x blocks' d (xdh) once per super-block,
+             * lanes 2k, 2k + 1 of As[h] for block 4h + k; Q2_K's minimums and Q3_K's offset 4 (d *
+             * sc * 4 * sum of the x codes) one 8-wide FMA pair per super-block into bacc */
+            const loom_block_q2_k *q2 = (const loom_block_q2_k *)row + i;
+            const loom_block_q3_k *q3 = (const loom_block_q3_k *)row + i;
+            __m256 A0, A1, bterm;
+            __m256i hm = _mm256_setzero_si256();
+            if (t == LOOM_Q2_K) {
+                QL_PF_LINES((const char *)q2, 84);
+                __m128i sc = _mm_loadu_si128((const __m128i *)q2->scales);
+                __m128i lo = _mm_and_si128(sc, _mm_set1_epi8(0x0F)), hi = _mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0x0F));
+                __m256 d = _mm256_set1_ps(_cvtsh_ss(q2->d));
+                A0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), d);
+                A1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), d);
+                __m256 M0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+                __m256 M1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+                __m256 mm = _mm256_fmadd_ps(M0, _mm256_loadu_ps(xsb), _mm256_mul_ps(M1, _mm256_loadu_ps(xsb + 8)));
+                bterm = _mm256_mul_ps(mm, _mm256_set1_ps(_cvtsh_ss(q2->dmin)));
+            } else {
+                QL_PF_LINES((const char *)q3, 110);
+                __m128i sv = ql_q3k_scales(q3->scales);
+                __m256 d = _mm256_set1_ps(_cvtsh_ss(q3->d));
+                A0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sv)), d);
+                A1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sv, 8))), d);
+                __m256 mm = _mm256_fmadd_ps(A0, _mm256_loadu_ps(xsb), _mm256_mul_ps(A1, _mm256_loadu_ps(xsb + 8)));
+                bterm = _mm256_mul_ps(mm, _mm256_set1_ps(4.0f));
+                hm = _mm256_loadu_si256((const __m256i *)q3->hmask);
             }
-        } else if (t == LOOM_Q3_K) {
-            const loom_block_q3_k *q = (const loom_block_q3_k *)row + i;
-            QL_PF_LINES((const char *)q, 110);
-            int8_t s8[16];
-            const uint8_t *s = q->scales;
-            for (int j = 0; j < 16; j++)
-                s8[j] = (int8_t)((((s[j % 8] >> (4 * (j / 8))) & 0xF) | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32);
-            __m128i sv = _mm_loadu_si128((const __m128i *)s8);
-            float d = _cvtsh_ss(q->d);
-            __m256 A0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sv)), _mm256_set1_ps(d));
-            __m256 A1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sv, 8))), _mm256_set1_ps(d));
-            __m256i hm = _mm256_loadu_si256((const __m256i *)q->hmask);
-            for (int h = 0; h < 2; h++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * h));
-                __m256 Ah = h ? A1 : A0;
-                for (int k = 0; k < 4; k++) {
+            bacc = _mm256_sub_ps(bacc, bterm);
+            __m256 As[2] = {_mm256_mul_ps(A0, _mm256_loadu_ps(xdhb)), _mm256_mul_ps(A1, _mm256_loadu_ps(xdhb + 8))};
+            const uint8_t *qs = t == LOOM_Q2_K ? q2->qs : q3->qs;
+            QL_UNROLL for (int h = 0; h < 2; h++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+                QL_UNROLL for (int k = 0; k < 4; k++) {
                     int j = 4 * h + k;
-                    __m256i bit = _mm256_set1_epi8((char)(1 << j));
-                    __m256i clear = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), _mm256_setzero_si256());
-                    __m256i c = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(raw, 2 * k), m3),
-                                                _mm256_and_si256(clear, _mm256_set1_epi8(4)));
-                    __m256 sc = _mm256_mul_ps(ql_pair(Ah, k), _mm256_set1_ps(xdb[j]));
-                    if (j & 1) acc1 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc1);
-                    else acc0 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc0);
+                    __m256i u = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * k), m3);
+                    if (t == LOOM_Q3_K) /* bit j of hmask to bit 2 (no 16-bit shift moves it across bytes) */
+                        u = _mm256_or_si256(u, _mm256_and_si256(j >= 2 ? _mm256_srli_epi16(hm, j - 2) : _mm256_slli_epi16(hm, 2 - j),
+                                                                _mm256_set1_epi8(4)));
+                    __m256 p = ql_dotu(u, xb[j].qs);
+                    if (j & 1) acc1 = _mm256_fmadd_ps(p, ql_pair(As[h], k), acc1);
+                    else acc0 = _mm256_fmadd_ps(p, ql_pair(As[h], k), acc0);
                 }
             }
         } else if (t == LOOM_Q5_K) {
             const loom_block_q5_k *q = (const loom_block_q5_k *)row + i;
             QL_PF_LINES((const char *)q, 176);
-            uint32_t u[4];
-            memcpy(u, q->scales, 12);
-            u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-            uint32_t ua = u[1] & 0x3f3f3f3fu;
-            u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-            u[2] = ua;
-            u[0] &= 0x3f3f3f3fu; /* bytes of u[0..1]: the 8 scales; of u[2..3]: the 8 minimums */
+            uint8_t u[16]; /* the 8 scales, then the 8 minimums */
+            loom_k4_scales8(q->scales, u);
             __m128i sm = _mm_loadu_si128((const __m128i *)u);
             __m256 A = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), _mm256_set1_ps(_cvtsh_ss(q->d)));
             __m256 M = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
@@ -170,8 +165,8 @@ QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const 
                     __m256i h5 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), _mm256_set1_epi8(0x10));
                     __m256i c = _mm256_or_si256(_mm256_and_si256(e ? _mm256_srli_epi16(raw, 4) : raw, m4), h5);
                     __m256 sc = _mm256_mul_ps(_mm256_permutevar8x32_ps(A, _mm256_set1_epi32(j)), _mm256_set1_ps(xdb[j]));
-                    if (e) acc1 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc1);
-                    else acc0 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc0);
+                    if (e) acc1 = _mm256_fmadd_ps(ql_dotu(c, xb[j].qs), sc, acc1);
+                    else acc0 = _mm256_fmadd_ps(ql_dotu(c, xb[j].qs), sc, acc0);
                 }
             }
         } else { /* IQ4_XS */
@@ -179,9 +174,8 @@ QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const 
             QL_PF_LINES((const char *)q, 136);
             float d = _cvtsh_ss(q->d);
             for (int j = 0; j < 8; j++) {
-                int ls = ((q->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((q->scales_h >> (2 * j)) & 3) << 4);
                 __m256i c = ql_iq4(ql_nib(q->qs + 16 * j));
-                __m256 sc = _mm256_set1_ps(d * (float)(ls - 32) * xdb[j]);
+                __m256 sc = _mm256_set1_ps(d * (float)loom_iq4xs_scale(q->scales_h, q->scales_l, j) * xdb[j]);
                 if (j & 1) acc1 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc1);
                 else acc0 = _mm256_fmadd_ps(ql_dot(c, xb[j].qs), sc, acc0);
             }
@@ -192,12 +186,12 @@ QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const 
 
 /* Rows [n0, n1) of one type (t a constant in each call below, so the row loops specialise). */
 QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, const float *xs, const float *xd,
-                       int64_t K, int64_t n0, int64_t n1, float *y, const float *bias, int64_t pf_rows) {
+                       const float *xdh, int64_t K, int64_t n0, int64_t n1, float *y, const float *bias, int64_t pf_rows) {
     bool k = t == LOOM_Q2_K || t == LOOM_Q3_K || t == LOOM_Q5_K || t == LOOM_IQ4_XS;
     for (int64_t n = n0; n < n1; n++) {
         size_t pf = n + pf_rows < n1 ? (size_t)pf_rows * rb : 0;
         const char *row = w + (size_t)n * rb;
-        float v = k ? ql_rowk(t, row, x, xs, xd, K / 256, pf) : ql_row32(t, row, x, xs, xd, K / 32, pf);
+        float v = k ? ql_rowk(t, row, x, xs, xd, xdh, K / 256, pf) : ql_row32(t, row, x, xs, xd, K / 32, pf);
         y[n] = v + (bias ? bias[n] : 0.0f);
     }
 }
@@ -205,24 +199,24 @@ QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x
 void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K, int64_t n0,
                              int64_t n1, float *y, const float *bias, int pf_rows) {
     int64_t nb = K / 32;
-    float buf[3 * 512], *xs = nb <= 512 ? buf : malloc(sizeof(float) * 3 * (size_t)nb);
+    float buf[5 * 512], *xs = nb <= 512 ? buf : malloc(sizeof(float) * 5 * (size_t)nb);
     if (!xs) { /* (out of memory: cannot happen at real sizes) the reference */
         for (int64_t n = n0; n < n1; n++)
             y[n] = loom_quant_dot_ref(t, (const char *)w + (size_t)n * row_bytes, x, K) + (bias ? bias[n] : 0.0f);
         return;
     }
-    float *xd = xs + 2 * nb;
-    ql_xsums(x, nb, xs, xd);
+    float *xd = xs + 2 * nb, *xdh = xd + nb;
+    ql_xsums(x, nb, xs, xd, xdh);
     const char *wr = w;
     switch (t) {
-    case LOOM_Q4_1: ql_span(LOOM_Q4_1, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_Q5_0: ql_span(LOOM_Q5_0, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_Q5_1: ql_span(LOOM_Q5_1, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_IQ4_NL: ql_span(LOOM_IQ4_NL, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_Q2_K: ql_span(LOOM_Q2_K, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_Q3_K: ql_span(LOOM_Q3_K, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_Q5_K: ql_span(LOOM_Q5_K, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_IQ4_XS: ql_span(LOOM_IQ4_XS, wr, row_bytes, x, xs, xd, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q4_1: ql_span(LOOM_Q4_1, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q5_0: ql_span(LOOM_Q5_0, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q5_1: ql_span(LOOM_Q5_1, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_IQ4_NL: ql_span(LOOM_IQ4_NL, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q2_K: ql_span(LOOM_Q2_K, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q3_K: ql_span(LOOM_Q3_K, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q5_K: ql_span(LOOM_Q5_K, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
+    case LOOM_IQ4_XS: ql_span(LOOM_IQ4_XS, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
     default:
         for (int64_t n = n0; n < n1; n++)
             y[n] = loom_quant_dot_ref(t, (const char *)w + (size_t)n * row_bytes, x, K) + (bias ? bias[n] : 0.0f);

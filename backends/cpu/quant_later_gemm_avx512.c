@@ -28,31 +28,30 @@ static int ql_off(loom_dtype t) {
 }
 
 #define QLG_JT 4
-#define QLG_UNROLL _Pragma("GCC unroll 8")
 
 /* y[j][16 h + r] for x rows j < nx, h < nh (valid rows: nw). PER16: a scale per 16 elements (two
  * groups of 4 vpdpbusd); MIN: a B term; OFF: the code offset. */
 QL_INLINE void qlg_tile(int nh, int nx, bool per16, bool hasmin, int off, const ql_panel *pn, int64_t nb,
                         const loom_q8x *const *x, float *y, int64_t ldy, const float *bias, int nw) {
     __m512 acc[2][QLG_JT];
-    QLG_UNROLL for (int h = 0; h < 2; h++)
-        QLG_UNROLL for (int j = 0; j < QLG_JT; j++) acc[h][j] = _mm512_setzero_ps();
+    QL_UNROLL for (int h = 0; h < 2; h++)
+        QL_UNROLL for (int j = 0; j < QLG_JT; j++) acc[h][j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const ql_panel *pb = pn + b;
-        QLG_UNROLL for (int e = 0; e < 2; e++) {
+        QL_UNROLL for (int e = 0; e < 2; e++) {
             if (e && !per16) break;
             __m512i ia[2][QLG_JT];
-            QLG_UNROLL for (int j = 0; j < QLG_JT; j++) {
+            QL_UNROLL for (int j = 0; j < QLG_JT; j++) {
                 const loom_q8x *xb = x[j] + b;
                 int s = per16 ? xb->s[e] : xb->s[0] + xb->s[1];
                 ia[0][j] = ia[1][j] = _mm512_set1_epi32(-off * s);
             }
-            QLG_UNROLL for (int g = 0; g < 8; g++) {
+            QL_UNROLL for (int g = 0; g < 8; g++) {
                 if (per16 && g >= 4) break;
                 int gg = per16 ? 4 * e + g : g;
                 __m512i w0 = _mm512_load_si512(&pb->q[0][gg]), w1 = w0;
                 if (nh > 1) w1 = _mm512_load_si512(&pb->q[1][gg]);
-                QLG_UNROLL for (int j = 0; j < QLG_JT; j++) {
+                QL_UNROLL for (int j = 0; j < QLG_JT; j++) {
                     if (j >= nx) break;
                     int32_t v;
                     memcpy(&v, x[j][b].qs + 4 * gg, 4);
@@ -61,13 +60,13 @@ QL_INLINE void qlg_tile(int nh, int nx, bool per16, bool hasmin, int off, const 
                     if (nh > 1) ia[1][j] = _mm512_dpbusd_epi32(ia[1][j], w1, xv);
                 }
             }
-            QLG_UNROLL for (int j = 0; j < QLG_JT; j++) {
+            QL_UNROLL for (int j = 0; j < QLG_JT; j++) {
                 if (j >= nx) break;
                 const loom_q8x *xb = x[j] + b;
                 __m512 dx = _mm512_set1_ps(xb->d);
                 __m512 ds = hasmin ? _mm512_set1_ps(xb->d * (float)(per16 ? xb->s[e] : xb->s[0] + xb->s[1]))
                                    : _mm512_setzero_ps();
-                QLG_UNROLL for (int h = 0; h < 2; h++) {
+                QL_UNROLL for (int h = 0; h < 2; h++) {
                     if (h >= nh) break;
                     acc[h][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[h][j]), _mm512_mul_ps(pb->a[h][e], dx), acc[h][j]);
                     if (hasmin) acc[h][j] = _mm512_fmadd_ps(pb->b[h][e], ds, acc[h][j]);
@@ -75,12 +74,12 @@ QL_INLINE void qlg_tile(int nh, int nx, bool per16, bool hasmin, int off, const 
             }
         }
     }
-    QLG_UNROLL for (int h = 0; h < 2; h++) {
+    QL_UNROLL for (int h = 0; h < 2; h++) {
         if (h >= nh) break;
         int rem = nw - 16 * h;
         __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
         __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias + 16 * h) : _mm512_setzero_ps();
-        QLG_UNROLL for (int j = 0; j < QLG_JT; j++) {
+        QL_UNROLL for (int j = 0; j < QLG_JT; j++) {
             if (j >= nx) break;
             _mm512_mask_storeu_ps(y + j * ldy + 16 * h, mk, _mm512_add_ps(acc[h][j], bv));
         }

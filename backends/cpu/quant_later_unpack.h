@@ -1,5 +1,6 @@
 /* Vector unpacking of the later block types' 32-element blocks (256-bit AVX2 instructions), shared
- * by the decode GEMV (quant_later.h) and the prefill panel GEMM (quant_later_gemm_avx512.c). */
+ * by the decode GEMV (quant_later.h), the prefill panel GEMM (quant_later_gemm_avx512.c) and the
+ * rows kernel (quant_simd.h). */
 #ifndef LOOM_CPU_QUANT_LATER_UNPACK_H
 #define LOOM_CPU_QUANT_LATER_UNPACK_H
 
@@ -9,6 +10,15 @@
 #include <string.h>
 
 #define QL_INLINE static inline __attribute__((always_inline))
+#define QL_UNROLL _Pragma("GCC unroll 8")
+
+/* The sum of the 8 lanes. */
+QL_INLINE float ql_hsum(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
 
 /* 16 bytes of Q4_0-ordered nibbles as 32 bytes 0..15 (element e < 16: low nibble of byte e). */
 QL_INLINE __m256i ql_nib(const uint8_t *qs) {
@@ -26,6 +36,19 @@ QL_INLINE __m256i ql_bit5(const uint8_t *qh) {
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
     __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), idx);
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+/* Q3_K's 16 scales minus 32 from its scales[12] (loom_q3k_scale for i = 0..15), as int8 lanes: the
+ * low nibbles of bytes 0-7 then their high nibbles, or the 2-bit fields of bytes 8-11 (field i / 4
+ * of byte 8 + i % 4) shifted to bits 4-5. Reads the 12 bytes only. */
+QL_INLINE __m128i ql_q3k_scales(const uint8_t *s) {
+    uint32_t hi;
+    memcpy(&hi, s + 8, 4);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m128i lo8 = _mm_loadl_epi64((const __m128i *)s);
+    __m128i L = _mm_unpacklo_epi64(_mm_and_si128(lo8, m4), _mm_and_si128(_mm_srli_epi16(lo8, 4), m4));
+    __m128i H = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)hi), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+    return _mm_sub_epi8(_mm_or_si128(L, _mm_slli_epi32(H, 4)), _mm_set1_epi8(32));
 }
 
 QL_INLINE __m256i ql_iq4(__m256i nib) {
@@ -74,8 +97,7 @@ QL_INLINE __m256i ql_block(loom_dtype t, const char *row, int64_t b, float *A, f
         const uint8_t *s = q->scales;
         float d = _cvtsh_ss(q->d);
         for (int h = 0; h < 2; h++) {
-            int i = 2 * j + h;
-            A[h] = d * (float)(((((s[i % 8] >> (4 * (i / 8))) & 0xF) | ((s[8 + i % 4] >> (2 * (i / 4))) & 3) << 4)) - 32);
+            A[h] = d * (float)loom_q3k_scale(s, 2 * j + h);
         }
         __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * (j / 4)));
         __m256i hm = _mm256_loadu_si256((const __m256i *)q->hmask);
@@ -83,34 +105,23 @@ QL_INLINE __m256i ql_block(loom_dtype t, const char *row, int64_t b, float *A, f
         return _mm256_sub_epi8(_mm256_and_si256(_mm256_srl_epi16(raw, _mm_cvtsi32_si128(2 * (j % 4))), m3),
                                _mm256_and_si256(clear, _mm256_set1_epi8(4)));
     }
-    if (t == LOOM_Q4_K) { /* (for the panel GEMM: Q5_K without the 5th bits) */
-        const loom_block_q4_k *q = (const loom_block_q4_k *)row + b / 8;
-        const uint8_t *s = q->scales;
-        int sc, m;
-        if (j < 4) sc = s[j] & 63, m = s[j + 4] & 63;
-        else sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-        A[0] = A[1] = _cvtsh_ss(q->d) * (float)sc, B[0] = B[1] = -(_cvtsh_ss(q->dmin) * (float)m);
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * (j / 2)));
+    if (t == LOOM_Q4_K || t == LOOM_Q5_K) { /* (Q4_K for the panel GEMM: Q5_K without the 5th bits) */
+        const loom_block_q4_k *q4 = (const loom_block_q4_k *)row + b / 8;
+        const loom_block_q5_k *q5 = (const loom_block_q5_k *)row + b / 8;
+        uint16_t dh = t == LOOM_Q4_K ? q4->d : q5->d, mh = t == LOOM_Q4_K ? q4->dmin : q5->dmin;
+        uint8_t sc, m;
+        loom_k4_scale_min(t == LOOM_Q4_K ? q4->scales : q5->scales, j, &sc, &m);
+        A[0] = A[1] = _cvtsh_ss(dh) * (float)sc, B[0] = B[1] = -(_cvtsh_ss(mh) * (float)m);
+        __m256i raw = _mm256_loadu_si256((const __m256i *)((t == LOOM_Q4_K ? q4->qs : q5->qs) + 32 * (j / 2)));
         if (j & 1) raw = _mm256_srli_epi16(raw, 4);
-        return _mm256_and_si256(raw, m4);
-    }
-    if (t == LOOM_Q5_K) {
-        const loom_block_q5_k *q = (const loom_block_q5_k *)row + b / 8;
-        const uint8_t *s = q->scales;
-        int sc, m;
-        if (j < 4) sc = s[j] & 63, m = s[j + 4] & 63;
-        else sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-        A[0] = A[1] = _cvtsh_ss(q->d) * (float)sc, B[0] = B[1] = -(_cvtsh_ss(q->dmin) * (float)m);
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * (j / 2)));
-        if (j & 1) raw = _mm256_srli_epi16(raw, 4);
-        __m256i bit = _mm256_set1_epi8((char)(1 << j)), hb = _mm256_loadu_si256((const __m256i *)q->qh);
+        if (t == LOOM_Q4_K) return _mm256_and_si256(raw, m4);
+        __m256i bit = _mm256_set1_epi8((char)(1 << j)), hb = _mm256_loadu_si256((const __m256i *)q5->qh);
         __m256i h5 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), _mm256_set1_epi8(0x10));
         return _mm256_or_si256(_mm256_and_si256(raw, m4), h5);
     }
     /* IQ4_XS */
     const loom_block_iq4_xs *q = (const loom_block_iq4_xs *)row + b / 8;
-    int ls = ((q->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((q->scales_h >> (2 * j)) & 3) << 4);
-    A[0] = A[1] = _cvtsh_ss(q->d) * (float)(ls - 32);
+    A[0] = A[1] = _cvtsh_ss(q->d) * (float)loom_iq4xs_scale(q->scales_h, q->scales_l, j);
     return ql_iq4(ql_nib(q->qs + 16 * j));
 }
 

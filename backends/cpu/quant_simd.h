@@ -3,77 +3,20 @@
  * the 8 int32 lanes sum_{4 bytes} u * s (u unsigned, s signed; the products here never saturate
  * maddubs' int16: |u| <= 128 with |s| <= 127). QDOT_NAME is the function's name. */
 #include "backends/cpu/cpu_quant.h"
+#include "backends/cpu/quant_later_unpack.h"
 
 #include <immintrin.h>
 #include <string.h>
 
-static inline float qd_hsum(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
-}
-
 static inline float qd_h(uint16_t h) { return _cvtsh_ss(h); }
 
-static inline void qd_scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
-    if (j < 4) {
-        *d = q[j] & 63, *m = q[j + 4] & 63;
-    } else {
-        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
-/* Q4_0-ordered nibbles of 16 bytes as 32 bytes (element e < 16: low nibble of byte e, e + 16: high). */
-static inline __m256i qd_nibbles(const uint8_t *qs) {
-    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1),
-                            _mm256_set1_epi8(0x0F));
-}
-
-/* The 32 bits at qh as 32 bytes of 0x10 (bit e set) or 0. */
-static inline __m256i qd_bit5(const uint8_t *qh) {
-    uint32_t h;
-    memcpy(&h, qh, 4);
-    const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
-                                         3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), idx);
-    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(0x10));
-}
-
-/* A block of the later types (loom_qblock32) as 32 int8 codes; the 32-blocks unpacked in vectors. */
+/* A block of the later types (loom_qblock32) as 32 int8 codes: the 32-element blocks unpacked in
+ * vectors (ql_block), the k-quants through the scalar reference. */
 static inline __m256i qd_codes(loom_dtype t, const void *w, int64_t b, float *A, float *B) {
-    B[0] = B[1] = 0;
-    switch (t) {
-    case LOOM_Q4_1: {
-        const loom_block_q4_1 *x = (const loom_block_q4_1 *)w + b;
-        A[0] = A[1] = qd_h(x->d), B[0] = B[1] = qd_h(x->m);
-        return qd_nibbles(x->qs);
-    }
-    case LOOM_Q5_0: {
-        const loom_block_q5_0 *x = (const loom_block_q5_0 *)w + b;
-        A[0] = A[1] = qd_h(x->d);
-        return _mm256_sub_epi8(_mm256_or_si256(qd_nibbles(x->qs), qd_bit5(x->qh)), _mm256_set1_epi8(16));
-    }
-    case LOOM_Q5_1: {
-        const loom_block_q5_1 *x = (const loom_block_q5_1 *)w + b;
-        A[0] = A[1] = qd_h(x->d), B[0] = B[1] = qd_h(x->m);
-        return _mm256_or_si256(qd_nibbles(x->qs), qd_bit5(x->qh));
-    }
-    case LOOM_IQ4_NL: {
-        const loom_block_iq4_nl *x = (const loom_block_iq4_nl *)w + b;
-        A[0] = A[1] = qd_h(x->d);
-        const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)loom_iq4nl_values));
-        return _mm256_shuffle_epi8(kv, qd_nibbles(x->qs));
-    }
-    default: {
-        int8_t c[32];
-        loom_qblock32(t, w, b, c, A, B);
-        return _mm256_loadu_si256((const __m256i *)c);
-    }
-    }
+    if (t == LOOM_Q4_1 || t == LOOM_Q5_0 || t == LOOM_Q5_1 || t == LOOM_IQ4_NL) return ql_block(t, w, b, A, B);
+    int8_t c[32];
+    loom_qblock32(t, w, b, c, A, B);
+    return _mm256_loadu_si256((const __m256i *)c);
 }
 
 void QDOT_NAME(loom_dtype t, const void *w, const loom_q8x *const *x, int nr, int64_t K, float *out) {
@@ -99,9 +42,7 @@ void QDOT_NAME(loom_dtype t, const void *w, const loom_q8x *const *x, int nr, in
     case LOOM_Q4_0: {
         const loom_block_q4_0 *b = w;
         for (int64_t i = 0; i < nb; i++) {
-            __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
-            __m256i q = _mm256_and_si256(
-                _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1), m4);
+            __m256i q = ql_nib(b[i].qs);
             float dw = qd_h(b[i].d);
             for (int r = 0; r < nr; r++) {
                 const loom_q8x *xb = &x[r][i];
@@ -120,9 +61,9 @@ void QDOT_NAME(loom_dtype t, const void *w, const loom_q8x *const *x, int nr, in
             for (int j = 0; j < 8; j += 2) {
                 __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 16 * j));
                 __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                int sc0, m0, sc1, m1;
-                qd_scale_min_k4(j, b[i].scales, &sc0, &m0);
-                qd_scale_min_k4(j + 1, b[i].scales, &sc1, &m1);
+                uint8_t sc0, m0, sc1, m1;
+                loom_k4_scale_min(b[i].scales, j, &sc0, &m0);
+                loom_k4_scale_min(b[i].scales, j + 1, &sc1, &m1);
                 for (int r = 0; r < nr; r++) {
                     const loom_q8x *x0 = &x[r][8 * i + j], *x1 = x0 + 1;
                     __m256 p0 = _mm256_cvtepi32_ps(QDOT_U8S8(lo, _mm256_loadu_si256((const __m256i *)x0->qs)));
@@ -193,5 +134,5 @@ void QDOT_NAME(loom_dtype t, const void *w, const loom_q8x *const *x, int nr, in
         break;
     }
     }
-    for (int r = 0; r < nr; r++) out[r] = qd_hsum(acc[r]) + corr[r];
+    for (int r = 0; r < nr; r++) out[r] = ql_hsum(acc[r]) + corr[r];
 }

@@ -40,6 +40,26 @@ static void nibbles32(const uint8_t *qs, int *q) {
     for (int j = 0; j < 16; j++) q[j] = qs[j] & 15, q[j + 16] = qs[j] >> 4;
 }
 
+/* Q3_K's 16 scales (biased by 32) from scales[12]: low nibbles of bytes 0-7 for 0-7, high nibbles
+ * for 8-15; byte 8 + k holds the top 2 bits of scales k, 4 + k, 8 + k, 12 + k. */
+static void q3k_scales(const uint8_t *s, int *sc) {
+    for (int i = 0; i < 16; i++) sc[i] = 0;
+    for (int i = 0; i < 8; i++) sc[i] |= s[i] & 15, sc[i + 8] |= s[i] >> 4;
+    for (int k = 0; k < 4; k++)
+        for (int j = 0; j < 4; j++) sc[4 * j + k] |= (s[8 + k] >> (2 * j) & 3) << 4;
+}
+
+/* Q4_K / Q5_K's 8 scales and minimums from scales[12]: bytes 0-3 the low 6 bits of scales 0-3
+ * (top 2 bits: of scales 4-7), bytes 4-7 the same for the minimums, bytes 8-11 the low nibbles of
+ * scales 4-7 and (high nibbles) minimums 4-7. */
+static void k4_scales(const uint8_t *s, int *sc, int *mn) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = s[j] & 63, sc[j + 4] = (s[j] >> 6) << 4;
+        mn[j] = s[j + 4] & 63, mn[j + 4] = (s[j + 4] >> 6) << 4;
+        sc[j + 4] |= s[j + 8] & 15, mn[j + 4] |= s[j + 8] >> 4;
+    }
+}
+
 /* The independent decoder: one block at b to y (blck floats). Offsets from the ggml structs:
  * q4_1 {d, m, qs[16]}, q5_0 {d, qh[4], qs[16]}, q5_1 {d, m, qh[4], qs[16]}, iq4_nl {d, qs[16]},
  * q2_K {scales[16], qs[64], d, dmin}, q3_K {hmask[32], qs[64], scales[12], d},
@@ -81,23 +101,16 @@ static void decode(loom_dtype t, const uint8_t *b, float *y) {
         for (int l = 0; l < 32; l++) /* hmask byte l, bit k: element 32k + l; clear means -4 */
             for (int k = 0; k < 8; k++)
                 if (!(b[l] >> k & 1)) q[32 * k + l] -= 4;
-        int sc[16] = {0};
-        const uint8_t *s = b + 96;
-        for (int i = 0; i < 8; i++) sc[i] |= s[i] & 15, sc[i + 8] |= s[i] >> 4;
-        for (int k = 0; k < 4; k++)
-            for (int j = 0; j < 4; j++) sc[4 * j + k] |= (s[8 + k] >> (2 * j) & 3) << 4;
+        int sc[16];
+        q3k_scales(b + 96, sc);
         float d = h16(b + 108);
         for (int e = 0; e < 256; e++) y[e] = d * (float)(sc[e / 16] - 32) * (float)q[e];
         break;
     }
     case LOOM_Q5_K: {
-        int sc[8] = {0}, mn[8] = {0};
-        const uint8_t *s = b + 4, *qh = b + 16, *qs = b + 48;
-        for (int j = 0; j < 4; j++) {
-            sc[j] = s[j] & 63, sc[j + 4] |= (s[j] >> 6) << 4;
-            mn[j] = s[j + 4] & 63, mn[j + 4] |= (s[j + 4] >> 6) << 4;
-            sc[j + 4] |= s[j + 8] & 15, mn[j + 4] |= s[j + 8] >> 4;
-        }
+        int sc[8], mn[8];
+        const uint8_t *qh = b + 16, *qs = b + 48;
+        k4_scales(b + 4, sc, mn);
         for (int c = 0; c < 4; c++)
             for (int l = 0; l < 32; l++) q[64 * c + l] = qs[32 * c + l] & 15, q[64 * c + 32 + l] = qs[32 * c + l] >> 4;
         for (int l = 0; l < 32; l++)
@@ -117,6 +130,30 @@ static void decode(loom_dtype t, const uint8_t *b, float *y) {
     }
     default: break;
     }
+}
+
+/* The scale-field helpers of core/qblock.h (shared by the reference and the SIMD kernels) against
+ * the decoders above, on random scale bytes. */
+static void test_scale_helpers(void) {
+    int bad = 0;
+    for (int it = 0; it < 4000; it++) {
+        uint8_t s[12], all[16];
+        for (int i = 0; i < 12; i++) s[i] = (uint8_t)urand();
+        int sc[16], mn[8];
+        k4_scales(s, sc, mn);
+        loom_k4_scales8(s, all);
+        for (int j = 0; j < 8; j++) {
+            uint8_t a, m;
+            loom_k4_scale_min(s, j, &a, &m);
+            bad += a != sc[j] || m != mn[j] || all[j] != sc[j] || all[8 + j] != mn[j];
+        }
+        q3k_scales(s, sc);
+        for (int i = 0; i < 16; i++) bad += loom_q3k_scale(s, i) != sc[i] - 32;
+        uint16_t sh = (uint16_t)urand();
+        for (int j = 0; j < 8; j++)
+            bad += loom_iq4xs_scale(sh, s, j) != (s[j / 2] >> (j % 2 ? 4 : 0) & 15) + 16 * (int)(sh >> (2 * j) & 3) - 32;
+    }
+    CHECK(bad == 0, "scale helpers: %d mismatches", bad);
 }
 
 /* Where the f16 scales of a block sit (offset of the first, how many consecutive). */
@@ -320,6 +357,7 @@ static void test_load_and_matmul(void) {
 }
 
 int main(void) {
+    test_scale_helpers();
     test_decoders();
     test_roundtrip();
     test_load_and_matmul();

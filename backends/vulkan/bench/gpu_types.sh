@@ -3,8 +3,8 @@
 # in phases so that it fits the tool's 10-minute calls. Expects the repo root as cwd and, carried:
 #   .gl/                        the Vulkan loader + glvnd .debs (docs/vulkan-backend.md)
 #   .gpu-cm/loom.tar.xz         made by gpu_types_pack.sh: loom [test_vulkan_ops test_vulkan_quant] lib/
-#   .gpu-cm/peer-src.tar.xz, .gpu-cm/peer-cuda.sh  (phase prep) the peer's source and
-#                               ../shared/bench/peer-cuda.sh, which builds the CUDA peer from it
+#   .gpu-cm/peer-src.tar.xz     (phase prep) the peer's source, trimmed to what llama-bench and
+#                               llama-quantize need (gpu_types_pack.sh says how)
 #   .gpu-cm/peer-vk.tar.xz      (phase bench) ../shared/bench/peer-vulkan.sh's pack
 # Phases (any order on one warm machine; each says what it needs):
 #   prep   start the CUDA peer build and write the models (detached: they outlive the call)
@@ -12,7 +12,8 @@
 #          fixtures on Vulkan, and transformers' check of the numpy-written family fixtures
 #   bench  loom (Vulkan) beside the Vulkan peer with tensor cores and the CUDA peer, same files,
 #          -p 512 -n 128 -r 4, which engine goes first alternating file by file; the table drops
-#          each test's first sample. ROUNDS=N (default 1), MODELS="f16 q4_0 ...", ENGINES="loom peervk peercuda"
+#          each test's first sample. ROUNDS=N (default 1), MODELS="f16 q4_0 ...", ENGINES="loom peervk peercuda",
+#          DEADLINE=epoch seconds after which no test starts
 # Models: llama-1.1b shape (hidden 2048, ffn 5632: every row is whole 256-blocks, so every K type
 # is really written), f16 with the llama SPM vocabulary, and `loom quantize --pure` of each type
 # (plus the mixed q4_k_m preset people download). Logs go to $OUT, at most 8 files (the tool's limit).
@@ -34,19 +35,27 @@ TYPES="q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k_m q4_k_m q5_k_m q6_k iq4_nl iq4_xs"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv >"$O/gpu.txt" 2>&1
 
 if has prep; then
-    if [ -f .gpu-cm/peer-src.tar.xz ]; then
-        # detached, 8 jobs: the models below take the other cores
-        # ../shared does not travel: gpu_types_pack.sh copies ../shared/bench/peer-cuda.sh
-        sed 's/-j"$(nproc)"/-j8/' .gpu-cm/peer-cuda.sh >/tmp/peer-cuda.sh
-        (bash /tmp/peer-cuda.sh .gpu-cm/peer-src.tar.xz /tmp/peer-cuda >"$O/peer-cuda.txt" 2>&1 &)
+    # the CUDA peer (llama-bench, llama-quantize), detached so that it outlives the call, on
+    # BUILD_CPUS (default 2-15: cores 0-1 stay free for whatever runs beside it)
+    if [ -f .gpu-cm/peer-src.tar.xz ] && [ ! -f /tmp/peer-cuda/started ]; then
+        mkdir -p /tmp/peer-cuda && tar xJf .gpu-cm/peer-src.tar.xz -C /tmp/peer-cuda && touch /tmp/peer-cuda/started
+        (cd /tmp/peer-cuda/llamacpp && setsid taskset -c "${BUILD_CPUS:-2-15}" sh -c '
+            cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+              -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+              -DLLAMA_BUILD_EXAMPLES=OFF && cmake --build build -j"${BUILD_JOBS:-14}" --target llama-bench llama-quantize
+            echo $? >../done' >/tmp/peer-cuda/build.log 2>&1 </dev/null &)
     fi
+    # the models: f16, then `loom quantize --pure` of every type but the IQ4 ones (loom's IQ4 search
+    # is single-threaded and took over 6 minutes for this shape: the bench phase makes those with the
+    # peer's multi-threaded llama-quantize), and the mixed q4_k_m preset
     if [ ! -f $M/done ]; then
         mkdir -p $M
-        setsid sh -c "
+        setsid taskset -c "${BUILD_CPUS:-2-15}" sh -c "
           cd '$PWD'
           $L/loom synth --shape llama-1.1b --dtype f16 --vocab tests/fixtures/tokenizer/ggml-vocab-llama-spm.gguf -o $M/f16.gguf
-          ( for t in $TYPES; do echo \$t; done | xargs -P 7 -I{} sh -c '$L/loom quantize $M/f16.gguf $M/{}.gguf --type {} --pure 2>&1 | tail -2'
-            $L/loom quantize $M/f16.gguf $M/q4_k_m-mix.gguf --type q4_k_m 2>&1 | tail -2 )
+          ( for t in $TYPES q4_k_m-mix; do echo \$t; done | grep -v iq4 |
+              xargs -P 6 -I{} sh -c 'case {} in *-mix) $L/loom quantize $M/f16.gguf $M/{}.gguf --type q4_k_m;;
+                                      *) $L/loom quantize $M/f16.gguf $M/{}.gguf --type {} --pure;; esac 2>&1 | tail -2' )
           ls -la $M; touch $M/done" >/tmp/models.log 2>&1 </dev/null &
     fi
 fi
@@ -83,11 +92,20 @@ if has bench; then
     if [ -f .gpu-cm/peer-vk.tar.xz ] && [ ! -x $P/llama-bench ]; then mkdir -p $P && tar xJf .gpu-cm/peer-vk.tar.xz -C $P; fi
     C=/tmp/peer-cuda/llamacpp/build/bin/llama-bench
     for _ in $(seq 1 60); do [ -f $M/done ] && break; sleep 5; done
-    cat /tmp/models.log >"$O/models.txt" 2>&1
     [ -f /tmp/peer-cuda/done ] || for _ in $(seq 1 24); do [ -f /tmp/peer-cuda/done ] && break; sleep 5; done
-    tail -3 "$O/peer-cuda.txt" /tmp/peer-cuda/build.log >>"$O/bench.txt" 2>&1
+    Q=$P/llama-quantize; [ -x $Q ] || Q=/tmp/peer-cuda/llamacpp/build/bin/llama-quantize
+    [ -x $P/llama-quantize ] && export LD_LIBRARY_PATH=$P/lib:$L/lib
+    for t in iq4_nl iq4_xs; do
+        [ -f $M/$t.gguf ] || [ ! -x $Q ] || $Q --pure $M/f16.gguf $M/$t.gguf "$(echo $t | tr a-z A-Z)" "$(nproc)" \
+            >>/tmp/models.log 2>&1
+    done
+    export LD_LIBRARY_PATH=$L/lib
+    cat /tmp/models.log >"$O/models.txt" 2>&1
+    tail -3 /tmp/peer-cuda/build.log >>"$O/bench.txt" 2>&1
     eng() { # eng ENGINE NAME ROUND: one side-by-side test of one engine on one file
         f=$M/$2.gguf; j="$J/bench.json.$2.$1.$3"
+        # DEADLINE (epoch seconds): start nothing after it, so the table below is always written
+        if [ -n "${DEADLINE:-}" ] && [ "$(date +%s)" -ge "$DEADLINE" ]; then return; fi
         echo "== $2 $1 round $3 $(date +%T)" >>"$O/bench.txt"
         case $1 in
         loom) timeout 120 $L/loom bench -m "$f" --device vulkan -p 512 -n 128 -r 4 --json >"$j" 2>>"$O/bench.txt" ;;

@@ -7,8 +7,11 @@
 #                             apart from glibc's and the Vulkan loader (a bare machine lacks them)
 #   .gpu-cm/loom-only.tar.xz  the same without the two test programs (for the bench call, which
 #                             also carries the peer's ~11 MB pack)
-#   .gpu-cm/peer-cuda.sh      $SHARED/bench/peer-cuda.sh (SHARED default ../shared, which does not travel)
-# Usage: sh backends/vulkan/bench/gpu_types_pack.sh [BUILD_DIR]   (default build-cm)
+#   .gpu-cm/peer-src.tar.xz   with PEER_GIT=<the git dir `fetch github:ngxson/llama.cpp` printed>: the
+#                             peer's source trimmed to what its CUDA llama-bench and llama-quantize
+#                             need (~2 MB instead of ~7; its tools/CMakeLists.txt and vendor list are
+#                             cut down to match), built there by gpu_types.sh's prep phase
+# Usage: [PEER_GIT=DIR] sh backends/vulkan/bench/gpu_types_pack.sh [BUILD_DIR]   (default build-cm)
 set -eu
 B=${1:-build-cm}
 grep -q "LOOM_GLSLANG_COOPMAT_OK:INTERNAL=ON" "$B/CMakeCache.txt" ||
@@ -25,5 +28,21 @@ tar -cJf .gpu-cm/loom.tar.xz -C "$t" .
 rm "$t/test_vulkan_ops" "$t/test_vulkan_quant"
 tar -cJf .gpu-cm/loom-only.tar.xz -C "$t" .
 rm -rf "$t"
-S=${SHARED:-../shared}; if [ -f "$S/bench/peer-cuda.sh" ]; then cp "$S/bench/peer-cuda.sh" .gpu-cm/; fi
+if [ -n "${PEER_GIT:-}" ]; then
+    p=$(mktemp -d)
+    git -C "$PEER_GIT" archive --prefix=llamacpp/ HEAD -- . ':(exclude)models' ':(exclude)docs' \
+        ':(exclude)examples' ':(exclude)gguf-py' ':(exclude)tests' ':(exclude).github' ':(exclude)media' \
+        ':(exclude)benches' ':(exclude)conversion' ':(exclude)tools' ':(exclude)vendor/miniaudio' \
+        ':(exclude)vendor/stb' ':(exclude)ggml/src/ggml-vulkan' ':(exclude)ggml/src/ggml-sycl' \
+        ':(exclude)ggml/src/ggml-metal' ':(exclude)ggml/src/ggml-cann' ':(exclude)ggml/src/ggml-opencl' \
+        ':(exclude)ggml/src/ggml-hexagon' ':(exclude)ggml/src/ggml-webgpu' ':(exclude)ggml/src/ggml-openvino' \
+        ':(exclude)ggml/src/ggml-et' ':(exclude)ggml/src/ggml-zdnn' ':(exclude)ggml/src/ggml-musa' | tar -x -C "$p"
+    git -C "$PEER_GIT" archive --prefix=llamacpp/ HEAD -- tools/llama-bench tools/quantize | tar -x -C "$p"
+    printf '%s\n' "# cut down for loom's GPU-machine comparison: llama-bench and llama-quantize only" \
+        'find_package(Threads REQUIRED)' 'llama_add_compile_flags()' \
+        'add_subdirectory(llama-bench)' 'add_subdirectory(quantize)' >"$p/llamacpp/tools/CMakeLists.txt"
+    sed -i '/add_subdirectory(miniaudio)/d; /add_subdirectory(stb)/d' "$p/llamacpp/vendor/CMakeLists.txt"
+    tar -cJf .gpu-cm/peer-src.tar.xz -C "$p" llamacpp
+    rm -rf "$p"
+fi
 ls -la .gpu-cm
