@@ -57,7 +57,7 @@ window_one_key_more|backends/cpu/cpu_backend.c|(int64_t)pos + 1 - window : 0;|(i
 attn_softcap_scalar_1pct|backends/cpu/cpu_scalar.c|sc[j] = softcap * tanhf(sc[j] / softcap);|sc[j] = softcap * tanhf(sc[j] / (1.01f * softcap));|^(check_gemma[^_]*(_gguf)?_(simd|scalar)|test_ops)
 gelu_constant_scalar|backends/cpu/cpu_scalar.c|(x + 0.044715f * x * x * x)|(x + 0.045f * x * x * x)|^(check_gemma[^_]*(_gguf)?_(simd|scalar)|test_ops)
 moe_no_renorm|backends/cpu/cpu_backend.c|(norm ? chosen : sum)|(sum)|^(check_(qwen3moe|mixtral)|test_ops)
-k_scale_high_bits_lost|core/qblock.c|((q[j - 4] >> 6) << 4)|0|^(test_quant$|check_q_[a-z0-9-]+_(q8_0|q4_k_m|q6_k|q3_k_m|q5_k_m)_simd)
+k_scale_high_bits_lost|core/qblock.h|((s[j - 4] >> 6) << 4)|0|^(test_quant$|test_qblock$|check_q_[a-z0-9-]+_(q8_0|q4_k_m|q6_k|q3_k_m|q5_k_m)_simd)
 kshift_sign|models/session.c|v[i] = -d;|v[i] = d;|^(test_ctx_shift|rel_ctx)
 kshift_layer0_theta|models/blocks.c|loom_block_rope_params(g, m, l, hp->n_head_kv)|loom_block_rope_params(g, m, 0, hp->n_head_kv)|^(test_ctx_shift|rel_ctx)
 beam_error_step|models/beam.c|t + 2, i)|t + 1, i)|^(test_rel_inputs|test_beam|run_)
