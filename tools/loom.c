@@ -4,6 +4,7 @@
 #include "core/util.h"
 
 #include <stdio.h>
+#include <signal.h>
 #include <string.h>
 
 #ifdef LOOM_SANITIZE_EXIT
@@ -44,6 +45,9 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     loom_sigbus_install(); /* a model file truncated while mapped: an error naming it, not "Bus error" */
+    /* a file-size limit (`ulimit -f`) reached by convert/quantize/synth: the write fails with EFBIG
+     * and the writer says so (temporary file removed, OUT untouched), instead of a SIGXFSZ death */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
