@@ -7,6 +7,19 @@
 #include <signal.h>
 #include <string.h>
 
+#ifdef LOOM_SANITIZE_EXIT
+/* The sanitizer build (`make asan`): a sanitizer report (ASan, LeakSanitizer, UBSan) ends loom with
+ * status 134, as an abort does, not with the sanitizers' default 1, which is loom's own error status:
+ * otherwise a test expecting loom to fail (`test $? -eq 1`, `expect.sh --rc 1`) passed on a leak or an
+ * overflow in an error path. Options the caller sets (ASAN_OPTIONS, ...) still apply on top. */
+const char *__asan_default_options(void);
+const char *__ubsan_default_options(void);
+const char *__lsan_default_options(void);
+const char *__asan_default_options(void) { return "exitcode=134"; }
+const char *__ubsan_default_options(void) { return "exitcode=134"; }
+const char *__lsan_default_options(void) { return "exitcode=134"; }
+#endif
+
 static const loom_command commands[] = {
     {"run", "generate tokens from a prompt", cmd_run},
     {"check", "compare a model's outputs with a reference.safetensors", cmd_check},
