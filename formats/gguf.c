@@ -993,7 +993,7 @@ int gguf_writer_save(gguf_writer *w, const char *path) {
     int fd = -1, slot = -1;
     if (target) {
         out_sweep_stale(target);
-        fd = out_tmp_create(target, &tmp, &slot); /* removed on SIGINT/SIGTERM/SIGHUP */
+        fd = out_tmp_create(target, &tmp, &slot); /* removed on SIGINT/SIGTERM/SIGHUP/SIGXFSZ */
     }
     if (fd < 0) {
         free(target);

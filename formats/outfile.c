@@ -67,14 +67,16 @@ char *out_target(const char *path) {
 static char held[OUT_SLOTS][PATH_MAX];
 static volatile sig_atomic_t held_used[OUT_SLOTS];
 static int n_held;
-static const int caught[] = {SIGINT, SIGTERM, SIGHUP};
-static struct sigaction saved[3];
+/* SIGXFSZ: a write past RLIMIT_FSIZE (`ulimit -f`) ends the process by default, like a ^C here */
+static const int caught[] = {SIGINT, SIGTERM, SIGHUP, SIGXFSZ};
+#define N_CAUGHT ((int)(sizeof caught / sizeof caught[0]))
+static struct sigaction saved[N_CAUGHT];
 
 static void on_signal(int sig) {
     int e = errno;
     for (int i = 0; i < OUT_SLOTS; i++)
         if (held_used[i]) unlink(held[i]); /* async-signal-safe */
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < N_CAUGHT; i++)
         if (caught[i] == sig) sigaction(sig, &saved[i], NULL);
     errno = e;
     raise(sig); /* the previous disposition: by default the process ends as it would have */
@@ -91,7 +93,7 @@ int out_hold(const char *path) {
             memset(&sa, 0, sizeof sa);
             sa.sa_handler = on_signal;
             sigemptyset(&sa.sa_mask);
-            for (int k = 0; k < 3; k++) {
+            for (int k = 0; k < N_CAUGHT; k++) {
                 sigaction(caught[k], &sa, &saved[k]);
                 /* an ignored signal (nohup's SIGHUP) stays ignored */
                 if (saved[k].sa_handler == SIG_IGN) sigaction(caught[k], &saved[k], NULL);
@@ -106,7 +108,7 @@ void out_release(int slot) {
     if (slot < 0 || slot >= OUT_SLOTS || !held_used[slot]) return;
     held_used[slot] = 0;
     if (--n_held == 0)
-        for (int k = 0; k < 3; k++) sigaction(caught[k], &saved[k], NULL);
+        for (int k = 0; k < N_CAUGHT; k++) sigaction(caught[k], &saved[k], NULL);
 }
 
 /* ---- stale temporary files -------------------------------------------------------------------- */
@@ -155,10 +157,10 @@ int out_tmp_create(const char *target, char **tmp, int *slot) {
     memcpy(t + plen, ".tmp-XXXXXX", 12);
     sigset_t block, old;
     sigemptyset(&block);
-    for (int k = 0; k < 3; k++) sigaddset(&block, caught[k]);
+    for (int k = 0; k < N_CAUGHT; k++) sigaddset(&block, caught[k]);
     sigprocmask(SIG_BLOCK, &block, &old);
     int fd = mkostemp(t, O_CLOEXEC);
-    *slot = fd >= 0 ? out_hold(t) : -1; /* removed on SIGINT/SIGTERM/SIGHUP from here on */
+    *slot = fd >= 0 ? out_hold(t) : -1; /* removed on SIGINT/SIGTERM/SIGHUP/SIGXFSZ from here on */
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (fd < 0) {
         loom_err("%s: cannot create a temporary file next to it: %s", target, strerror(errno));

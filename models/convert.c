@@ -278,7 +278,7 @@ int loom_quantize_ex(const char *in, const char *out, const char *type, bool pur
     if (!tmp) return -1;
     snprintf(tmp, len, "%s.hf-tmp.gguf", out);
     unlink(tmp); /* one left by a killed run, or anything else by that name: never written through */
-    int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP */
+    int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP/SIGXFSZ */
     int rc = loom_convert_hf_to_gguf(in, tmp);
     if (rc == 0) rc = loom_quantize_gguf(tmp, out, type, pure, n_threads, log);
     unlink(tmp);

@@ -53,7 +53,7 @@ foreach(entry ${LOOM_PEERQ})
   if(_pq_defs MATCHES "LOOM_HAVE_VULKAN")
     add_test(NAME peer_q_check_${name}_vulkan COMMAND ${LOOM_EXPECT} --match "on vulkan.*PASS" -- sh -c "${_pq_vk_skip}"
              ${LOOM_BIN} check -m ${f} --reference ${ref} --min-top1 ${top1} --max-kl ${kl} --device vulkan)
-    set_tests_properties(peer_q_check_${name}_vulkan PROPERTIES SKIP_RETURN_CODE 77)
+    set_tests_properties(peer_q_check_${name}_vulkan PROPERTIES SKIP_RETURN_CODE 77 LABELS sanitizer_redundant)
   endif()
 endforeach()
 # Bad input on the command line (issue 17): a llama-quantize file with one field of an IQ4_XS

@@ -31,8 +31,9 @@ foreach(fx ${_vkq_fixtures})
                          FIXTURES_SETUP qf_${fx}_${t})
     add_test(NAME xcheck_q_${fx}_${t}_vulkan COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_quant_xcheck.sh
              ${LOOM_BIN} ${q} ${qf} ${LOOM_Q_REF_${fx}})
+    # LABELS sanitizer_redundant: `make asan` leaves it out (tests/CMakeLists.txt says why)
     set_tests_properties(xcheck_q_${fx}_${t}_vulkan PROPERTIES FIXTURES_REQUIRED "q_${fx}_${t};qf_${fx}_${t}"
-                         SKIP_RETURN_CODE 77)
+                         SKIP_RETURN_CODE 77 LABELS sanitizer_redundant)
   endforeach()
 endforeach()
 # Must fail: the same comparison against another type's f32 copy (proves it compares something).
@@ -40,7 +41,7 @@ add_test(NAME xcheck_q_vulkan_detects_error COMMAND ${LOOM_EXPECT} --rc 1 --matc
          ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_quant_xcheck.sh
          ${LOOM_BIN} ${LOOM_Q_TMP}/llama-tiny-q4_0.gguf ${LOOM_Q_TMP}/llama-tiny-q8_0-f32.gguf
          ${LOOM_Q_REF_llama-tiny})
-set_tests_properties(xcheck_q_vulkan_detects_error PROPERTIES SKIP_RETURN_CODE 77
+set_tests_properties(xcheck_q_vulkan_detects_error PROPERTIES SKIP_RETURN_CODE 77 LABELS sanitizer_redundant
                      FIXTURES_REQUIRED "q_llama-tiny_q4_0;qf_llama-tiny_q8_0")
 # The Khronos validation layer on a model with all four block types, prefill and decode.
 add_test(NAME vulkan_validation_llama-tiny_q4_k_m COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
@@ -51,4 +52,5 @@ set_tests_properties(vulkan_validation_llama-tiny_q4_k_m PROPERTIES FIXTURES_REQ
 # ... and over the shader test (byte-offset bindings, chunked weights, every quant pipeline).
 add_test(NAME vulkan_validation_test_vulkan_quant COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
          $<TARGET_FILE:test_vulkan_quant>)
-set_tests_properties(vulkan_validation_test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
+set_tests_properties(vulkan_validation_test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
+                     LABELS sanitizer_redundant)

@@ -269,6 +269,21 @@ int cmd_run(int argc, char **argv) {
         printf("loom %s\n", LOOM_VERSION);
         return 0;
     }
+    /* options that would be silently ignored: an empty stop string never matches (serve refuses
+     * one too), beam search neither samples nor runs --parallel continuations */
+    for (int i = 0; i < n_stops; i++)
+        if (!*stops[i]) {
+            fprintf(stderr, "loom run: --stop needs a non-empty TEXT\n");
+            return 2;
+        }
+    const char *conflict = beams > 0 && parallel > 1 ? "--beams and --parallel do not combine (beam search keeps K beams of each prompt)"
+                           : beams > 0 && sa.temp > 0 ? "--beams searches deterministically (transformers' do_sample=False): --temp does not apply"
+                           : !beams && (length_penalty != 1.0 || early_stopping) ? "--length-penalty and --early-stopping need --beams"
+                           : NULL;
+    if (conflict) {
+        fprintf(stderr, "loom run: %s\n", conflict);
+        return 2;
+    }
     loom_sampler_opts sampling = loom_sampling_opts(&sa);
     if (n_texts) prompt = texts[n_texts - 1];
     if (n_tok_args) tokens_arg = tok_args[n_tok_args - 1];

@@ -284,7 +284,7 @@ void loom_sampling_rows(loom_opt *t, loom_sampling_args *a) {
         {.names = "--min-p", .type = LOOM_OPT_NUM, .arg = "P",
          .help = "drop tokens below P x the most likely one's probability (0 = off)", .lo = 0, .hi = 1, .dst = &a->min_p},
         {.names = "--repeat-penalty", .type = LOOM_OPT_NUM, .arg = "R",
-         .help = "divide a recent token's positive logit by R, multiply a negative one\n(1 = off)", .lo = 0, .hi = 100,
+         .help = "divide a recent token's positive logit by R, multiply a negative one\n(1 = off)", .lo = 0.01, .hi = 100,
          .dst = &a->rep},
         {.names = "--frequency-penalty", .type = LOOM_OPT_NUM, .arg = "F",
          .help = "subtract F x (times a token occurs in the window) from its logit", .lo = -100, .hi = 100,
