@@ -1,5 +1,7 @@
-/* loom quantize (see quantize.h). Tensor data is produced while the file is written, one row at a
- * time, so memory stays constant whatever the model size. */
+/* loom quantize (see quantize.h). Tensor data is produced while the file is written, one 4 MiB
+ * piece at a time (gguf_w_tensor_cb), so memory stays constant whatever the model size; the rows of
+ * a piece are shared out among n_threads threads, each with its own scratch rows. Every row is
+ * quantised on its own by the same function, so the file is the same for any thread count. */
 #include "formats/quantize.h"
 
 #include "formats/gguf.h"
@@ -8,6 +10,7 @@
 #include "core/util.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -32,9 +35,37 @@ typedef struct qjob {
     int64_t K;         /* row length */
     size_t src_row, dst_row;
     uint64_t nbytes; /* of the output tensor */
-    float *f;          /* one row in f32 */
-    void *row;         /* one destination row */
+    int n_threads;
+    float **f;  /* per thread: one row in f32 */
+    void **row; /* per thread: one destination row */
 } qjob;
+
+/* One thread's share of a piece: rows [r0, r1) of the tensor, written where they overlap
+ * [off, off + n) of its bytes. */
+typedef struct qpart {
+    const qjob *j;
+    uint64_t off, r0, r1;
+    char *buf;
+    size_t n;
+    int t;
+} qpart;
+
+static void *qpart_run(void *arg) {
+    const qpart *q = arg;
+    const qjob *j = q->j;
+    for (uint64_t r = q->r0; r < q->r1; r++) {
+        uint64_t a = r * j->dst_row, b = a + j->dst_row; /* the row's bytes */
+        uint64_t lo = a > q->off ? a : q->off, hi = b < q->off + q->n ? b : q->off + q->n;
+        loom_dequant_row(j->st, (const char *)j->src + r * j->src_row, j->f[q->t], j->K);
+        if (lo == a && hi == b) { /* the whole row: straight into the piece */
+            loom_quant_row(j->dt, j->f[q->t], q->buf + (a - q->off), j->K);
+        } else {
+            loom_quant_row(j->dt, j->f[q->t], j->row[q->t], j->K);
+            memcpy(q->buf + (lo - q->off), (char *)j->row[q->t] + (lo - a), (size_t)(hi - lo));
+        }
+    }
+    return NULL;
+}
 
 /* Bytes [off, off + n) of the destination tensor: quantise each row the range touches. */
 static void progress(qjob *j, uint64_t size) {
@@ -54,14 +85,21 @@ static void progress(qjob *j, uint64_t size) {
 static int qfill(void *user, uint64_t off, void *buf, size_t n) {
     qjob *j = user;
     if (off == 0) progress(j, j->nbytes);
-    for (size_t done = 0; done < n;) {
-        uint64_t r = (off + done) / j->dst_row, in = (off + done) % j->dst_row;
-        size_t take = j->dst_row - in < n - done ? (size_t)(j->dst_row - in) : n - done;
-        loom_dequant_row(j->st, (const char *)j->src + r * j->src_row, j->f, j->K);
-        loom_quant_row(j->dt, j->f, j->row, j->K);
-        memcpy((char *)buf + done, (char *)j->row + in, take);
-        done += take;
-    }
+    if (n == 0) return 0;
+    uint64_t r0 = off / j->dst_row, r1 = (off + n - 1) / j->dst_row + 1, rows = r1 - r0;
+    int T = j->n_threads;
+    if ((uint64_t)T > rows) T = (int)rows;
+    qpart parts[LOOM_QUANTIZE_MAX_THREADS];
+    pthread_t tid[LOOM_QUANTIZE_MAX_THREADS];
+    for (int t = 0; t < T; t++)
+        parts[t] = (qpart){.j = j, .off = off, .buf = buf, .n = n, .t = t,
+                           .r0 = r0 + rows * (uint64_t)t / (uint64_t)T, .r1 = r0 + rows * (uint64_t)(t + 1) / (uint64_t)T};
+    int started = 1; /* parts[1 .. started - 1] run on threads of their own */
+    for (; started < T; started++)
+        if (pthread_create(&tid[started], NULL, qpart_run, &parts[started]) != 0) break;
+    qpart_run(&parts[0]);
+    for (int t = started; t < T; t++) qpart_run(&parts[t]); /* the threads that could not start */
+    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
     return 0;
 }
 
@@ -175,7 +213,7 @@ static int64_t arch_int(const gguf_ctx *g, const char *suffix) {
     return ki >= 0 && gguf_get_int(g, ki, &v) ? v : 0;
 }
 
-static int quantize_gguf(const char *in, const char *out, const qpreset *p, bool pure, FILE *log) {
+static int quantize_gguf(const char *in, const char *out, const qpreset *p, bool pure, int n_threads, FILE *log) {
     gguf_ctx *g = gguf_open(in);
     if (!g) return -1;
     int n = gguf_n_tensors(g), rc = -1;
@@ -221,9 +259,15 @@ static int quantize_gguf(const char *in, const char *out, const qpreset *p, bool
         }
         counts[j->dt]++;
         j->dst_row = loom_dtype_nbytes(j->dt, j->K);
-        j->f = loom_malloc_aligned((size_t)j->K * sizeof(float));
-        j->row = loom_malloc_aligned(j->dst_row);
+        j->n_threads = n_threads;
+        j->f = loom_calloc((size_t)n_threads, sizeof *j->f);
+        j->row = loom_calloc((size_t)n_threads, sizeof *j->row);
         if (!j->f || !j->row) goto done;
+        for (int t = 0; t < n_threads; t++) {
+            j->f[t] = loom_malloc_aligned((size_t)j->K * sizeof(float));
+            j->row[t] = loom_malloc_aligned(j->dst_row);
+            if (!j->f[t] || !j->row[t]) goto done;
+        }
         size_t rows = j->src_row ? gguf_tensor_nbytes(g, i) / j->src_row : 0;
         j->nbytes = rows * j->dst_row;
         if (gguf_w_tensor_cb(w, name, gguf_ggml_from_dtype(j->dt), nd, ne, j->nbytes, qfill, j)) goto done;
@@ -246,7 +290,13 @@ static int quantize_gguf(const char *in, const char *out, const qpreset *p, bool
     }
 done:
     gguf_writer_free(w);
-    for (int i = 0; jobs && i < n; i++) loom_free_aligned(jobs[i].f), loom_free_aligned(jobs[i].row);
+    for (int i = 0; jobs && i < n; i++) {
+        for (int t = 0; t < jobs[i].n_threads; t++) {
+            if (jobs[i].f) loom_free_aligned(jobs[i].f[t]);
+            if (jobs[i].row) loom_free_aligned(jobs[i].row[t]);
+        }
+        free(jobs[i].f), free(jobs[i].row);
+    }
     free(jobs);
     gguf_close(g);
     return rc;
@@ -260,10 +310,18 @@ int loom_quantize_check(const char *out, const char *type) {
     return 0;
 }
 
-int loom_quantize_gguf(const char *in, const char *out, const char *type, bool pure, FILE *log) {
+int loom_quantize_threads(int n_threads) {
+    if (n_threads <= 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = c > 0 ? (int)c : 1;
+    }
+    return n_threads < LOOM_QUANTIZE_MAX_THREADS ? n_threads : LOOM_QUANTIZE_MAX_THREADS;
+}
+
+int loom_quantize_gguf(const char *in, const char *out, const char *type, bool pure, int n_threads, FILE *log) {
     if (loom_quantize_check(out, type) < 0) return -1;
     struct stat st;
     if (stat(in, &st) != 0) return loom_err("%s: cannot open", in);
     if (S_ISDIR(st.st_mode)) return loom_err("%s: a directory, not a GGUF file (loom_quantize converts a HF directory first)", in);
-    return quantize_gguf(in, out, find_preset(type), pure, log);
+    return quantize_gguf(in, out, find_preset(type), pure, loom_quantize_threads(n_threads), log);
 }

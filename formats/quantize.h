@@ -15,8 +15,13 @@
  * blocks (IQ4_XS -> IQ4_NL, Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then f16).
  * 1-D tensors are written f32; norms stay unquantised. Progress and a summary of the mix and the
  * fallbacks go to `log` (NULL: quiet). Every metadata key is carried over; general.file_type
- * becomes llama.cpp's. Returns 0, or -1 with an error naming the file. */
-int loom_quantize_gguf(const char *in, const char *out, const char *type, bool pure, FILE *log);
+ * becomes llama.cpp's. n_threads quantise the rows (<= 0: one per online CPU; at most
+ * LOOM_QUANTIZE_MAX_THREADS); the file is the same for any count. Returns 0, or -1 with an error
+ * naming the file. */
+int loom_quantize_gguf(const char *in, const char *out, const char *type, bool pure, int n_threads, FILE *log);
+#define LOOM_QUANTIZE_MAX_THREADS 256
+/* The thread count loom_quantize_gguf uses for n_threads (<= 0: the online CPUs), clamped. */
+int loom_quantize_threads(int n_threads);
 /* The checks loom_quantize_gguf makes before any work: a known type, and an OUT that is not a
  * device, FIFO or folder. 0, or -1 with an error. */
 int loom_quantize_check(const char *out, const char *type);

@@ -264,14 +264,14 @@ done:
 }
 
 int loom_quantize(const char *in, const char *out, const char *type, FILE *log) {
-    return loom_quantize_ex(in, out, type, false, log);
+    return loom_quantize_ex(in, out, type, false, 0, log);
 }
 
-int loom_quantize_ex(const char *in, const char *out, const char *type, bool pure, FILE *log) {
+int loom_quantize_ex(const char *in, const char *out, const char *type, bool pure, int n_threads, FILE *log) {
     if (loom_quantize_check(out, type) < 0) return -1;
     struct stat st;
     if (stat(in, &st) != 0) return loom_err("%s: cannot open", in);
-    if (!S_ISDIR(st.st_mode)) return loom_quantize_gguf(in, out, type, pure, log);
+    if (!S_ISDIR(st.st_mode)) return loom_quantize_gguf(in, out, type, pure, n_threads, log);
     /* a HF directory: convert (metadata, tokenizer, q/k permutation) to a temporary GGUF first */
     size_t len = strlen(out) + 16;
     char *tmp = loom_malloc(len);
@@ -280,7 +280,7 @@ int loom_quantize_ex(const char *in, const char *out, const char *type, bool pur
     unlink(tmp); /* one left by a killed run, or anything else by that name: never written through */
     int slot = out_hold(tmp); /* removed on SIGINT/SIGTERM/SIGHUP/SIGXFSZ */
     int rc = loom_convert_hf_to_gguf(in, tmp);
-    if (rc == 0) rc = loom_quantize_gguf(tmp, out, type, pure, log);
+    if (rc == 0) rc = loom_quantize_gguf(tmp, out, type, pure, n_threads, log);
     unlink(tmp);
     out_release(slot);
     free(tmp);

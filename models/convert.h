@@ -21,8 +21,9 @@ int loom_convert_hf_to_gguf(const char *hf_dir, const char *out_path);
 
 /* loom quantize: a GGUF or a HF directory (converted to a temporary GGUF first) rewritten with
  * block-quantised matrices; the types, the mix and the errors are formats/quantize.h's
- * loom_quantize_gguf. loom_quantize is loom_quantize_ex with pure = false (the preset's mix). */
-int loom_quantize_ex(const char *in, const char *out, const char *type, bool pure, FILE *log);
+ * loom_quantize_gguf. loom_quantize is loom_quantize_ex with pure = false (the preset's mix) and one
+ * thread per online CPU. */
+int loom_quantize_ex(const char *in, const char *out, const char *type, bool pure, int n_threads, FILE *log);
 int loom_quantize(const char *in, const char *out, const char *type, FILE *log);
 
 /* Write a random-weight GGUF of a real shape: "qwen2-0.5b", "llama-1.1b", "llama-7b", or the path of a HF

@@ -183,6 +183,10 @@ add_test(NAME check_q_detects_top1 COMMAND ${LOOM_EXPECT} --rc 1 --match "top-1 
 set_tests_properties(check_q_detects_kl PROPERTIES FIXTURES_REQUIRED q_llama-tiny_q8_0)
 set_tests_properties(check_q_detects_top1 PROPERTIES FIXTURES_REQUIRED q_llama-tiny_q4_0)
 # usage errors exit 2; a bad input names the file
+# The thread count never changes the file (rows are quantised independently; formats/quantize.c).
+add_test(NAME quantize_threads COMMAND ${LOOM_EXPECT} --match "PASS: 12 presets" --
+         sh ${CMAKE_CURRENT_SOURCE_DIR}/scripts/quantize_threads.sh ${LOOM_BIN} ${LOOM_FIXTURES}/llama-wide
+         ${LOOM_Q_TMP}/threads)
 add_test(NAME quantize_bad_type COMMAND sh -c "${LOOM_BIN} quantize a b --type q3_x; test $? -eq 2")
 add_test(NAME quantize_missing COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh "no-such.gguf"
          ${LOOM_BIN} quantize ${LOOM_Q_TMP}/no-such.gguf ${LOOM_Q_TMP}/x.gguf --type q8_0)

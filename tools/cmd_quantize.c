@@ -14,6 +14,7 @@ int cmd_quantize(int argc, char **argv) {
     const char *pos[2], *type = NULL;
     int n = 0;
     bool pure = false;
+    long threads = 0;
     const loom_opt opts[] = {
         {.type = LOOM_OPT_ARGS, .arg = "IN OUT.gguf", .help = "a GGUF or a HuggingFace directory, and the file to write",
          .dst = pos, .count = &n, .lo = 2, .hi = 2},
@@ -24,10 +25,13 @@ int cmd_quantize(int argc, char **argv) {
                  "(required)",
          .dst = &type},
         {.names = "--pure", .type = LOOM_OPT_FLAG, .help = "every matrix the preset's type (no mix)", .dst = &pure},
+        {.names = "-t|--threads", .type = LOOM_OPT_INT, .arg = "N",
+         .help = "threads quantising the rows (default 0: one per CPU); the file is the same for any N",
+         .lo = 0, .hi = LOOM_QUANTIZE_MAX_THREADS, .dst = &threads},
         LOOM_OPT_END,
     };
     int prc = loom_opts_parse(
-        "quantize", "IN OUT.gguf --type TYPE [--pure]",
+        "quantize", "IN OUT.gguf --type TYPE [--pure] [-t N]",
         "Matrices get llama.cpp's mix for the preset (the output head Q6_K, more bits for some\n"
         "attn_v/ffn_down/attn_output layers; --pure: every matrix the preset's type), and its fallback\n"
         "where rows are not whole blocks (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0,\n"
@@ -44,7 +48,7 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "loom quantize: unknown --type '%s' (%s)\n", type, loom_quantize_types());
         return 2;
     }
-    if (loom_quantize_ex(pos[0], pos[1], type, pure, stderr) < 0) {
+    if (loom_quantize_ex(pos[0], pos[1], type, pure, (int)threads, stderr) < 0) {
         fprintf(stderr, "loom quantize: %s\n", loom_last_error());
         return 1;
     }
