@@ -36,8 +36,8 @@ typedef struct qjob {
     size_t src_row, dst_row;
     uint64_t nbytes; /* of the output tensor */
     int n_threads;
-    float **f;  /* per thread: one row in f32 */
-    void **row; /* per thread: one destination row */
+    float **f;  /* per thread: one row in f32 (shared by all tensors: they are written in turn) */
+    void **row; /* per thread: one destination row (likewise) */
 } qjob;
 
 /* One thread's share of a piece: rows [r0, r1) of the tensor, written where they overlap
@@ -219,6 +219,10 @@ static int quantize_gguf(const char *in, const char *out, const qpreset *p, bool
     int n = gguf_n_tensors(g), rc = -1;
     gguf_writer *w = gguf_writer_new();
     qjob *jobs = loom_calloc((size_t)n + 1, sizeof *jobs);
+    float *f[LOOM_QUANTIZE_MAX_THREADS] = {0};
+    void *row[LOOM_QUANTIZE_MAX_THREADS] = {0};
+    int64_t max_k = 1;
+    size_t max_row = 1;
     if (!w || !jobs || gguf_w_copy_kv(w, g)) goto done;
     gguf_w_remove_kv(w, "general.file_type");
     if (gguf_w_u32(w, "general.file_type", (uint32_t)p->ftype)) goto done;
@@ -259,18 +263,17 @@ static int quantize_gguf(const char *in, const char *out, const qpreset *p, bool
         }
         counts[j->dt]++;
         j->dst_row = loom_dtype_nbytes(j->dt, j->K);
-        j->n_threads = n_threads;
-        j->f = loom_calloc((size_t)n_threads, sizeof *j->f);
-        j->row = loom_calloc((size_t)n_threads, sizeof *j->row);
-        if (!j->f || !j->row) goto done;
-        for (int t = 0; t < n_threads; t++) {
-            j->f[t] = loom_malloc_aligned((size_t)j->K * sizeof(float));
-            j->row[t] = loom_malloc_aligned(j->dst_row);
-            if (!j->f[t] || !j->row[t]) goto done;
-        }
+        j->n_threads = n_threads, j->f = f, j->row = row;
+        if (j->K > max_k) max_k = j->K;
+        if (j->dst_row > max_row) max_row = j->dst_row;
         size_t rows = j->src_row ? gguf_tensor_nbytes(g, i) / j->src_row : 0;
         j->nbytes = rows * j->dst_row;
         if (gguf_w_tensor_cb(w, name, gguf_ggml_from_dtype(j->dt), nd, ne, j->nbytes, qfill, j)) goto done;
+    }
+    for (int t = 0; t < n_threads; t++) { /* scratch for the widest tensor, allocated once */
+        f[t] = loom_malloc_aligned((size_t)max_k * sizeof(float));
+        row[t] = loom_malloc_aligned(max_row);
+        if (!f[t] || !row[t]) goto done;
     }
     rc = gguf_writer_save(w, out);
     if (log && rc == 0) { /* one line for the mix, one for the fallbacks */
@@ -290,13 +293,7 @@ static int quantize_gguf(const char *in, const char *out, const qpreset *p, bool
     }
 done:
     gguf_writer_free(w);
-    for (int i = 0; jobs && i < n; i++) {
-        for (int t = 0; t < jobs[i].n_threads; t++) {
-            if (jobs[i].f) loom_free_aligned(jobs[i].f[t]);
-            if (jobs[i].row) loom_free_aligned(jobs[i].row[t]);
-        }
-        free(jobs[i].f), free(jobs[i].row);
-    }
+    for (int t = 0; t < n_threads; t++) loom_free_aligned(f[t]), loom_free_aligned(row[t]);
     free(jobs);
     gguf_close(g);
     return rc;
