@@ -12,7 +12,7 @@
 #include <math.h>
 #include <string.h>
 
-/* ---- helpers (lane_mask, hsum8, hmax8, exp8, ld_n, st_n: simd.h) ----------------------------- */
+/* ---- helpers (lane_mask, hsum8, hmax8, vexp, ld_n, st_n: simd.h) ----------------------------- */
 /* 8 weights at element i of type t converted to f32. */
 AI __m256 ldw(const void *w, int t, int64_t i) {
     if (t == LOOM_F32) return _mm256_loadu_ps((const float *)w + i);
@@ -346,7 +346,7 @@ static void v_attn_group(float *const *out, const float *const *q, const int64_t
                 for (int j = 0; j < nbt; j += 8) {
                     __m256 e = _mm256_setzero_ps();
                     if (j < nk) {
-                        e = exp8(_mm256_sub_ps(_mm256_load_ps(pi + j), vm));
+                        e = vexp(_mm256_sub_ps(_mm256_load_ps(pi + j), vm));
                         if (nk - j < 8) e = _mm256_and_ps(e, _mm256_castsi256_ps(lane_mask(nk - j)));
                     }
                     _mm256_store_ps(pi + j, e);

@@ -19,7 +19,7 @@
 #include <math.h>
 #include <string.h>
 
-/* ---- helpers (tail_mask, exp16: simd.h) ------------------------------------------------------ */
+/* ---- helpers (tail_mask, vexp: simd.h) ------------------------------------------------------ */
 /* 16 weights at element i of a row of type t (f32, f16, bf16), converted to f32. */
 AI __m512 ldw(const void *w, int t, int64_t i) {
     if (t == LOOM_F32) return _mm512_loadu_ps((const float *)w + i);
@@ -540,7 +540,7 @@ static void v_attn_group(float *const *out, const float *const *q, const int64_t
                 float bmax = _mm512_reduce_max_ps(bm), mnew = bmax > mx[q0 + i] ? bmax : mx[q0 + i];
                 __m512 vm = _mm512_set1_ps(mnew), sum = _mm512_setzero_ps();
                 for (int c = 0; c < 4; c++) {
-                    __m512 e = _mm512_maskz_mov_ps(m[c], exp16(_mm512_sub_ps(s[c], vm)));
+                    __m512 e = _mm512_maskz_mov_ps(m[c], vexp(_mm512_sub_ps(s[c], vm)));
                     _mm512_store_ps(pi + 16 * c, e);
                     sum = _mm512_add_ps(sum, e);
                 }

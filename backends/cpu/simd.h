@@ -2,8 +2,8 @@
  * the handful of operations the shared kernels (simd_ops.h) are written in. A flavour file defines
  * CPU_ISA_AVX2 or CPU_ISA_AVX512, is compiled with that ISA's flags, includes this header and then
  * simd_ops.h, and so instantiates the kernels for its ISA. Only what differs between the ISAs in
- * substance lives here: exp (AVX-512 rebuilds 2^n with vscalefps, AVX2 in the exponent field, over
- * different clamps), partial vectors (AVX-512 masks, AVX2 masked moves of 32-bit lanes) and the
+ * substance lives here: exp's last step (AVX-512 rebuilds 2^n with vscalefps, AVX2 in the exponent
+ * field, over different clamps; the polynomial is one source, vexp at the end), partial vectors (AVX-512 masks, AVX2 masked moves of 32-bit lanes) and the
  * horizontal reductions. The scalar flavour (cpu_scalar.c) stays written out by hand: it is the
  * reference the vector kernels are tested against.
  *
@@ -32,23 +32,14 @@ typedef __m512 vf;
 AI __mmask16 tail_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }
 AI __mmask16 vmask(int64_t n) { return n >= 16 ? (__mmask16)0xffff : tail_mask(n); }
 
-AI __m512 exp16(__m512 x) {
-    /* Cephes expf: 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2]; ~1 ulp. scalef handles the range
-     * ends (overflow to inf, underflow to 0); the clamp keeps r small. min/max order keeps NaN. */
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
+/* vexp's per-ISA part (below): 2^n applied with vscalefps, which handles the range ends itself
+ * (overflow to inf, underflow to 0): the clamp only keeps r small */
+#define VEXP_LO -104.0f
+#define VEXP_HI 89.0f
+AI __m512 vround_(__m512 x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+AI __m512 vscale2n_(__m512 p, __m512 n) { return _mm512_scalef_ps(p, n); }
+AI __m512 vmin_(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+AI __m512 vfnmadd_(__m512 a, __m512 b, __m512 c) { return _mm512_fnmadd_ps(a, b, c); }
 
 AI vf vzero(void) { return _mm512_setzero_ps(); }
 AI vf vset1(float s) { return _mm512_set1_ps(s); }
@@ -73,7 +64,6 @@ AI vf vzero_tail(vf v, int64_t n) { return _mm512_maskz_mov_ps(vmask(n), v); }
 AI vf vmax_tail(vf acc, vf v, int64_t n) { return _mm512_mask_max_ps(acc, vmask(n), acc, v); }
 AI float vhsum(vf v) { return _mm512_reduce_add_ps(v); }
 AI float vhmax(vf v) { return _mm512_reduce_max_ps(v); }
-AI vf vexp(vf x) { return exp16(x); }
 
 #elif defined(CPU_ISA_AVX2)
 
@@ -97,24 +87,16 @@ AI float hmax8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-AI __m256 exp8(__m256 x) {
-    /* Cephes expf; 2^n built in the exponent field, so clamp to where that stays finite. The
-     * min/max operand order keeps NaN. */
-    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), _mm256_min_ps(_mm256_set1_ps(88.3f), x));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+/* vexp's per-ISA part (below): 2^n built in the exponent field, so the clamp keeps it finite */
+#define VEXP_LO -87.3f
+#define VEXP_HI 88.3f
+AI __m256 vround_(__m256 x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+AI __m256 vscale2n_(__m256 p, __m256 n) {
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
+AI __m256 vmin_(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+AI __m256 vfnmadd_(__m256 a, __m256 b, __m256 c) { return _mm256_fnmadd_ps(a, b, c); }
 
 AI __m256 ld_n(const float *p, int64_t n) {
     return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lane_mask(n));
@@ -149,12 +131,29 @@ AI vf vmax_tail(vf acc, vf v, int64_t n) {
 }
 AI float vhsum(vf v) { return hsum8(v); }
 AI float vhmax(vf v) { return hmax8(v); }
-AI vf vexp(vf x) { return exp8(x); }
 
 #else
 #error "define CPU_ISA_AVX2 or CPU_ISA_AVX512 before including backends/cpu/simd.h"
 #endif
 
 AI void vprefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
+
+/* Cephes expf, one source for every ISA: 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 in two
+ * parts), p of degree 7; ~1 ulp. Each ISA above gives the clamp (VEXP_LO, VEXP_HI), the rounding and
+ * how 2^n is applied (vscale2n_). The min/max operand order keeps NaN. */
+AI vf vexp(vf x) {
+    x = vmax(vset1(VEXP_LO), vmin_(vset1(VEXP_HI), x));
+    vf n = vround_(vmul(x, vset1(1.44269504088896341f)));
+    vf r = vfnmadd_(n, vset1(0.693359375f), x);
+    r = vfnmadd_(n, vset1(-2.12194440e-4f), r);
+    vf p = vset1(1.9875691500e-4f);
+    p = vfmadd(p, r, vset1(1.3981999507e-3f));
+    p = vfmadd(p, r, vset1(8.3334519073e-3f));
+    p = vfmadd(p, r, vset1(4.1665795894e-2f));
+    p = vfmadd(p, r, vset1(1.6666665459e-1f));
+    p = vfmadd(p, r, vset1(5.0000001201e-1f));
+    p = vfmadd(p, vmul(r, r), vadd(r, vset1(1.0f)));
+    return vscale2n_(p, n);
+}
 
 #endif
