@@ -57,6 +57,8 @@ struct serve_engine {
     double snap_t;
     uint64_t snap_gen;
     int delay_us; /* LOOM_SERVE_STEP_DELAY_MS: a pause after each step, so tests can fill the queue */
+    int32_t *forced; /* LOOM_SERVE_TEST_REPLY: every reply is these tokens, then end of generation */
+    int n_forced;
     /* one decode step's scratch */
     int32_t *bt, *bs;
     int *bslot;
@@ -177,6 +179,10 @@ static void choice_finish(serve_engine *e, slot *sl, const char *why, bool by_st
 /* A token sampled for slot sl: add it to the choice's text, or end the choice. */
 static void on_token(serve_engine *e, slot *sl, int32_t t, double now) {
     serve_job *j = sl->j;
+    if (e->forced && t >= 0) { /* the test hook: the model ran and was sampled; its token is replaced */
+        int k = j->ch[sl->choice].n_gen; /* written by this thread only */
+        t = k < e->n_forced ? e->forced[k] : loom_tokenizer_eos(e->tok);
+    }
     if (t < 0) {
         job_end(e, j, loom_last_error());
         return;
@@ -458,6 +464,16 @@ serve_engine *serve_engine_new(loom_session *s, loom_tokenizer *tok, int n_vocab
     e->snap_t = loom_now();
     const char *d = getenv("LOOM_SERVE_STEP_DELAY_MS");
     if (d && atoi(d) > 0 && atoi(d) < 10000) e->delay_us = atoi(d) * 1000;
+    const char *reply = getenv("LOOM_SERVE_TEST_REPLY");
+    if (reply && *reply) {
+        e->n_forced = loom_tokenizer_encode(tok, reply, strlen(reply), LOOM_TOK_PARSE_SPECIAL, &e->forced);
+        if (e->n_forced <= 0 || loom_tokenizer_eos(tok) < 0) {
+            loom_err("LOOM_SERVE_TEST_REPLY: cannot tokenize it, or the model has no EOS token");
+            serve_engine_free(e);
+            return NULL;
+        }
+        fprintf(stderr, "loom serve: test hook: every reply is LOOM_SERVE_TEST_REPLY (%d tokens)\n", e->n_forced);
+    }
     if (pthread_create(&e->th, NULL, engine_main, e)) {
         loom_err("cannot start the engine thread");
         serve_engine_free(e);
@@ -482,6 +498,7 @@ void serve_engine_free(serve_engine *e) {
     free(e->bt);
     free(e->bs);
     free(e->bslot);
+    free(e->forced);
     free(e);
 }
 
