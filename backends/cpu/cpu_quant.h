@@ -47,14 +47,16 @@ void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void 
                       int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
 
 /* Decode (M = 1) GEMV on CPUs with AVX512_VBMI on top of what the tiled GEMM needs (cpu_qgemv_ok says):
- * Q8_0 / Q4_0 with K a multiple of 64, Q4_K / Q6_K with K whole super-blocks. y[n] = x . W[n] (+ bias[n])
- * for n in [n0, n1), x prepared by cpu_qgemm_prep (or, Q8_0 / Q4_0, cpu_qgemv_prep). Same sums as the
- * tiled GEMM with one x row. */
+ * Q8_0 / Q4_0 / IQ4_NL with K a multiple of 64, Q4_K / Q6_K / IQ4_XS with K whole super-blocks. y[n] =
+ * x . W[n] (+ bias[n]) for n in [n0, n1), x prepared by cpu_qgemm_prep (Q4_K, Q6_K) or cpu_qgemv_prep
+ * (the others). Same sums as the tiled GEMM with one x row (IQ4_*: as loom_quant_dot_ref, exact int32
+ * block dots, up to f32 rounding). */
 bool cpu_qgemv_ok(loom_dtype t, int64_t K);
 void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes, const void *xp, int64_t K, int64_t n0,
                       int64_t n1, float *y, const float *bias);
 /* x (K floats) quantised as loom_q8x_quant (same codes and scales) and prepared as cpu_qgemm_prep in one
- * vectorised pass, for cpu_qgemv_avx512 (Q8_0 / Q4_0). */
+ * vectorised pass, for cpu_qgemv_avx512 (Q8_0 / Q4_0 / IQ4_NL / IQ4_XS: the block totals of the codes
+ * times -8 (Q4_0) or -128 in lanes 0 and 8). */
 void cpu_qgemv_prep(loom_dtype t, const float *x, int64_t K, void *dst);
 
 /* Decode GEMV for the later types (quant_later.h; Q4_1, Q5_0, Q5_1, IQ4_NL with K whole 32-blocks,

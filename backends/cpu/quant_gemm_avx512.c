@@ -351,8 +351,8 @@ static bool has_vbmi(void) {
 }
 
 bool cpu_qgemv_ok(loom_dtype t, int64_t K) {
-    if (t == LOOM_Q4_K || t == LOOM_Q6_K) return K > 0 && K % 256 == 0 && has_vbmi();
-    return (t == LOOM_Q8_0 || t == LOOM_Q4_0) && K > 0 && K % 64 == 0 && has_vbmi();
+    if (t == LOOM_Q4_K || t == LOOM_Q6_K || t == LOOM_IQ4_XS) return K > 0 && K % 256 == 0 && has_vbmi();
+    return (t == LOOM_Q8_0 || t == LOOM_Q4_0 || t == LOOM_IQ4_NL) && K > 0 && K % 64 == 0 && has_vbmi();
 }
 
 /* Q4_0 pair (36 bytes) -> the qs of block 0 twice, then the qs of block 1 twice (vpermb) */
@@ -371,7 +371,7 @@ static const uint8_t gv_q4_idx[64] = {2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12
  * the weights of a small matrix. */
 void cpu_qgemv_prep(loom_dtype t, const float *x, int64_t K, void *dst) {
     qg_pair *o = dst;
-    const __m512i off = _mm512_set1_epi8(t == LOOM_Q8_0 ? (char)128 : 8);
+    const __m512i off = _mm512_set1_epi8(t == LOOM_Q8_0 || t == LOOM_IQ4_NL || t == LOOM_IQ4_XS ? (char)128 : 8);
     const __m512 sgn = _mm512_set1_ps(-0.0f);
     for (int64_t p = 0; p < K / 64; p++) {
         float d[2];
@@ -388,7 +388,7 @@ void cpu_qgemv_prep(loom_dtype t, const float *x, int64_t K, void *dst) {
         }
         _mm512_storeu_ps(o[p].d, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(d[0])), _mm256_set1_ps(d[1]), 1));
         __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, _mm512_loadu_si512(o[p].q));
-        if (t == LOOM_Q4_0 || t == LOOM_Q8_0) { /* block totals in lanes 0 and 8, as cpu_qgemm_prep */
+        if (t != LOOM_Q4_K && t != LOOM_Q6_K) { /* block totals in lanes 0 and 8, as cpu_qgemm_prep */
             int s0 = _mm512_mask_reduce_add_epi32(0x00FF, s), s1 = _mm512_mask_reduce_add_epi32(0xFF00, s);
             _mm512_storeu_si512(o[p].c, _mm512_maskz_set1_epi32(0x0001, -s0));
             _mm512_mask_storeu_epi32(o[p].c, 0x0100, _mm512_set1_epi32(-s1));
@@ -408,8 +408,16 @@ GV_TARGET __m512 gv_d(const char *p, int o0, int o1) {
     return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0x8FFFFFFFu)));
 }
 
-/* The 64 unsigned codes of the block pair at p (Q8_0: q + 128; Q4_0: nibbles), and their scales in
- * qg_pair.d's lane order (times 2^-112, see gv_d). */
+/* IQ4_NL / IQ4_XS: 64 nibbles 0..15 to their table values + 128 (1..241), as unsigned codes: one
+ * vpshufb from the 16-entry table in every 128-bit lane (the xor 0x80 adds 128 to each int8). The
+ * offset 128 comes off through the activation block totals (cpu_qgemv_prep), as Q8_0's does. */
+GV_TARGET __m512i gv_iq4(__m512i nib) {
+    __m512i tb = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)loom_iq4nl_values));
+    return _mm512_shuffle_epi8(_mm512_xor_si512(tb, _mm512_set1_epi8((char)0x80)), nib);
+}
+
+/* The 64 unsigned codes of the block pair at p (Q8_0: q + 128; Q4_0: nibbles; IQ4_NL: table values +
+ * 128), and their scales in qg_pair.d's lane order (times 2^-112, see gv_d). */
 GV_TARGET __m512i gv_w(loom_dtype t, const char *p, __m512i iq, __m512 *dw) {
     if (t == LOOM_Q8_0) {
         /* codes of block 0 (bytes 2-33) in the low half, block 1 (36-67) merged into the high half */
@@ -422,7 +430,8 @@ GV_TARGET __m512i gv_w(loom_dtype t, const char *p, __m512i iq, __m512 *dw) {
     *dw = gv_d(p, 0, 18);
     __m512i q = _mm512_permutexvar_epi8(iq, a);
     q = _mm512_mask_srli_epi16(q, 0xFF00FF00u, q, 4); /* bytes 16-31, 48-63: the high nibbles */
-    return _mm512_and_si512(q, _mm512_set1_epi8(0x0F));
+    q = _mm512_and_si512(q, _mm512_set1_epi8(0x0F));
+    return t == LOOM_IQ4_NL ? gv_iq4(q) : q;
 }
 
 /* Q8_0 / Q4_0: 8 rows share each x pair (8 accumulators; 8 rather than 4 rows: q8_0 matmuls of a
@@ -539,6 +548,50 @@ GV_TARGET void gv_rows_q6k(int nr, const char *w, size_t rb, const qg_pair *x, i
         if (i < nr) y[i] = _mm512_reduce_add_ps(acc[i]) + (bias ? bias[i] : 0.0f);
 }
 
+/* IQ4_XS: per super-block and row the 8 scales d * (ls - 32) as 8 floats (ls: 4 bits of scales_l and
+ * 2 of scales_h, by variable shifts of the broadcast words); per block pair the 32 bytes of qs
+ * (blocks 2pp, 2pp + 1, 16 bytes each) are spread by one vpermb into [lo(b0) hi(b0) lo(b1) hi(b1)]
+ * (the high halves' nibbles shifted down), looked up as IQ4_NL's (gv_iq4) and dotted from the
+ * activation's -128 x block totals; the pair's two scales by one vpermps. 4 rows share each x pair. */
+static const uint8_t gv_xs_idx[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                      0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                      16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+                                      16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+
+GV_TARGET void gv_rows_iq4xs(int nr, const char *w, size_t rb, const qg_pair *x, int64_t nsb, float *y,
+                             const float *bias, size_t pf) {
+    __m512 acc[4];
+    QG_UNROLL for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
+    const __m512i ix = _mm512_loadu_si512(gv_xs_idx);
+    const __m256i shl = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), shh = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        QG_UNROLL for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const loom_block_iq4_xs *b = (const loom_block_iq4_xs *)(w + i * rb) + sb;
+            uint32_t sl;
+            memcpy(&sl, b->scales_l, 4);
+            __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)sl), shl), _mm256_set1_epi32(0xF));
+            __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(b->scales_h), shh), _mm256_set1_epi32(3));
+            __m256i ls = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32));
+            __m512 sc16 = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(ls), _mm256_set1_ps(_cvtsh_ss(b->d))));
+            QG_UNROLL for (int pp = 0; pp < 4; pp++) {
+                const qg_pair *xp = x + 4 * sb + pp;
+                if (pf) _mm_prefetch((const char *)b + pf + 45 * pp, _MM_HINT_T0); /* 0, 45, 90, 135: every line of 136 bytes */
+                __m512i q = _mm512_permutexvar_epi8(ix, _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * pp))));
+                q = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xFF00FF00u, q, 4), _mm512_set1_epi8(0x0F));
+                __m512i s = _mm512_dpbusd_epi32(_mm512_loadu_si512(xp->c), gv_iq4(q), _mm512_loadu_si512(xp->q));
+                __m512 dw = _mm512_permutexvar_ps(
+                    _mm512_setr_epi32(2 * pp, 2 * pp, 2 * pp, 2 * pp, 2 * pp, 2 * pp, 2 * pp, 2 * pp, 2 * pp + 1,
+                                      2 * pp + 1, 2 * pp + 1, 2 * pp + 1, 2 * pp + 1, 2 * pp + 1, 2 * pp + 1, 2 * pp + 1),
+                    sc16);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_loadu_ps(xp->d)), acc[i]);
+            }
+        }
+    }
+    QG_UNROLL for (int i = 0; i < 4; i++)
+        if (i < nr) y[i] = _mm512_reduce_add_ps(acc[i]) + (bias ? bias[i] : 0.0f);
+}
+
 __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes,
                                                             const void *xp, int64_t K, int64_t n0, int64_t n1,
                                                             float *y, const float *bias) {
@@ -557,6 +610,15 @@ __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const 
             gv_rows_q6k(4, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL,
                         n + 4 + pf_rows <= n1 ? pf : 0);
         for (; n < n1; n++) gv_rows_q6k(1, wr + n * row_bytes, row_bytes, x, np, y + n, bias ? bias + n : NULL, 0);
+        return;
+    }
+    if (t == LOOM_IQ4_XS) {
+        size_t pf = (size_t)pf_rows * row_bytes;
+        int64_t n = n0, nsb = np / 4;
+        for (; n + 4 <= n1; n += 4)
+            gv_rows_iq4xs(4, wr + n * row_bytes, row_bytes, x, nsb, y + n, bias ? bias + n : NULL,
+                          n + 4 + pf_rows <= n1 ? pf : 0);
+        for (; n < n1; n++) gv_rows_iq4xs(1, wr + n * row_bytes, row_bytes, x, nsb, y + n, bias ? bias + n : NULL, 0);
         return;
     }
     if (t == LOOM_Q4_K) {
@@ -585,6 +647,8 @@ __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const 
     /* the same spans for both types; each call passes t as a constant so gv_rows specialises */
     if (t == LOOM_Q8_0)
         gv_span(LOOM_Q8_0, wr, row_bytes, x, dxs, np, y, bias, iq, n0, n1, pf_rows);
+    else if (t == LOOM_IQ4_NL)
+        gv_span(LOOM_IQ4_NL, wr, row_bytes, x, dxs, np, y, bias, iq, n0, n1, pf_rows);
     else
         gv_span(LOOM_Q4_0, wr, row_bytes, x, dxs, np, y, bias, iq, n0, n1, pf_rows);
     if (dxs != dbuf) free(dxs);

@@ -75,7 +75,7 @@ typedef struct qmm_task {
 static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
     (void)ith;
     const qmm_task *t = arg;
-    if (t->gemv && (t->wt == LOOM_Q8_0 || t->wt == LOOM_Q4_0)) { /* M = 1: fused and vectorised */
+    if (t->gemv && t->wt != LOOM_Q4_K && t->wt != LOOM_Q6_K) { /* M = 1: fused and vectorised */
         cpu_qgemv_prep(t->wt, t->x, t->K, t->xp);
         return;
     }
@@ -146,18 +146,25 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     bool no_tiles = cpu_env_int_once(&tiled_env, "LOOM_CPU_QTILED", 1) == 0;
     bool no_gemv = cpu_env_int_once(&gemv_env, "LOOM_CPU_QGEMV", 1) == 0;
     bool tiled = !no_tiles && dot == cpu_qdot_avx512 && cpu_qgemm_ok(wt, K);
-    size_t xpb = tiled ? cpu_qgemm_xbytes(K) : 0;
+    /* decode through cpu_qgemv_avx512: the four native types where the tiled GEMM takes them, and
+     * IQ4_NL / IQ4_XS (K whole pairs / super-blocks) unless LOOM_CPU_QLATER=0 or LOOM_CPU_IQ4GEMV=0
+     * (their 256-bit GEMV in quant_later.h then, for A/B timing) */
+    static _Atomic int iq4_env = INT_MIN;
+    bool iq4 = wt == LOOM_IQ4_NL || wt == LOOM_IQ4_XS;
+    bool gemv = M == 1 && !no_gemv && !no_tiles && dot == cpu_qdot_avx512 && cpu_qgemv_ok(wt, K) &&
+                (!iq4 || (qgemv_later_ok(wt, K) && cpu_env_int_once(&iq4_env, "LOOM_CPU_IQ4GEMV", 1) != 0));
+    size_t xpb = tiled || gemv ? cpu_qgemm_xbytes(K) : 0;
     loom_q8x *xq = malloc((size_t)(M * xb) * sizeof *xq + 1);
-    char *xp = tiled ? loom_malloc_aligned((size_t)M * xpb) : NULL;
-    if (!xq || (tiled && !xp)) {
+    char *xp = xpb ? loom_malloc_aligned((size_t)M * xpb) : NULL;
+    if (!xq || (xpb && !xp)) {
         free(xq);
         loom_free_aligned(xp);
         return loom_err("cpu: out of memory quantising a %lld x %lld activation", (long long)M, (long long)K);
     }
     qmm_task t = {.dot = dot, .y = y, .x = x, .xq = xq, .xp = xp, .xp_bytes = xpb, .w = w, .wt = wt,
                   .row_bytes = loom_dtype_nbytes(wt, K), .bias = bias, .M = M, .K = K, .N = N, .xblocks = xb,
-                  .gemv = tiled && M == 1 && !no_gemv && cpu_qgemv_ok(wt, K)};
-    if (M == 1 && !no_gemv && qgemv_later_ok(wt, K)) {
+                  .gemv = gemv};
+    if (M == 1 && !no_gemv && !gemv && qgemv_later_ok(wt, K)) {
         /* LOOM_CPU_QGEMV_PF: prefetch distance in rows, as the Q8_0/Q4_0 GEMV */
         static _Atomic int pf_env = INT_MIN;
         t.later = cpu_qgemv_later_for(dot);

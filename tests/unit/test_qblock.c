@@ -356,10 +356,62 @@ static void test_load_and_matmul(void) {
     free(w), free(wd);
 }
 
+/* |x|-weighted squared error of 32 values against s * kv[nearest code of x / s] (s = 0: all zero),
+ * the codes chosen here by a linear scan (the lower value on a tie). */
+static double iq4_alt_err(const float *x, float s) {
+    double err = 0;
+    for (int j = 0; j < 32; j++) {
+        int best = 8;
+        if (s != 0) {
+            float v = x[j] / s, bd = INFINITY;
+            for (int k = 0; k < 16; k++)
+                if (fabsf(v - (float)kv[k]) < bd) bd = fabsf(v - (float)kv[k]), best = k;
+        }
+        double e = x[j] - s * (float)kv[best];
+        err += fabsf(x[j]) * e * e;
+    }
+    return err;
+}
+
+/* IQ4_XS's scale refinement (2026-12-05): every 32-block's 6-bit scale is locally best, i.e. its
+ * stored codes' |x|-weighted error is no larger than with the scale one step up or down (codes
+ * re-chosen as the nearest values), over rows of bell-shaped values with loud blocks. */
+static void test_iq4xs_local(void) {
+    int64_t n = 256 * 64;
+    float *x = malloc((size_t)n * sizeof *x), y[256];
+    for (int64_t i = 0; i < n; i++) x[i] = grand() * (i % 768 < 32 ? 8 : 1) * (i % 4096 < 256 ? 0.01f : 1);
+    uint8_t *q = malloc(loom_dtype_nbytes(LOOM_IQ4_XS, n));
+    loom_quant_row(LOOM_IQ4_XS, x, q, n);
+    int worse = 0;
+    for (int64_t sb = 0; sb < n / 256; sb++) {
+        const uint8_t *b = q + 136 * sb;
+        const float *xs = x + 256 * sb;
+        decode(LOOM_IQ4_XS, b, y);
+        unsigned sh = (unsigned)(b[2] | b[3] << 8);
+        for (int ib = 0; ib < 8; ib++) {
+            int l = (b[4 + ib / 2] >> (ib % 2 ? 4 : 0) & 15) + 16 * (int)(sh >> (2 * ib) & 3) - 32;
+            double e0 = 0;
+            for (int j = 0; j < 32; j++) {
+                double e = xs[32 * ib + j] - y[32 * ib + j];
+                e0 += fabsf(xs[32 * ib + j]) * e * e;
+            }
+            for (int dl = -1; dl <= 1; dl += 2) {
+                if (l + dl < -32 || l + dl > 31) continue;
+                double ea = iq4_alt_err(xs + 32 * ib, h16(b) * (float)(l + dl));
+                worse += e0 > ea * (1 + 1e-6) + 1e-30;
+            }
+        }
+    }
+    printf("iq4_xs: %d of %lld block scales beaten by a neighbour\n", worse, (long long)(n / 32));
+    CHECK(worse == 0, "iq4_xs: %d block scales with a better neighbour", worse);
+    free(x), free(q);
+}
+
 int main(void) {
     test_scale_helpers();
     test_decoders();
     test_roundtrip();
+    test_iq4xs_local();
     test_load_and_matmul();
     CHECK_DONE();
 }
