@@ -43,11 +43,11 @@ fuzz: deps
 	$(MAKE) -C fuzz -j $(JOBS) build
 	$(MAKE) -C fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)
 
-# Each target for a few seconds with a fixed seed, about a minute in all (.ci/run, when clang works).
+# Each target for a few seconds with a fixed seed, JOBS targets at a time (.ci/run, when clang works).
 fuzz-smoke: deps
 	@$(MAKE) -s -C fuzz check-clang || { echo "make fuzz-smoke: clang with libFuzzer does not work here"; exit 1; }
 	$(MAKE) -C fuzz -j $(JOBS) build
-	$(MAKE) -C fuzz smoke
+	$(MAKE) -C fuzz -j $(JOBS) smoke
 
 # ThreadSanitizer build of the CPU suite (no Vulkan: TSan does not see into the driver's threads).
 tsan: deps

@@ -387,6 +387,14 @@ void loom_session_reset(loom_session *s) {
 }
 const char *loom_session_device(const loom_session *s) { return s->device; }
 
+int loom_session_truncate(loom_session *s, int n) {
+    if (s->paged) return loom_err("truncate: the session holds sequences (only a single-sequence cache truncates)");
+    if (s->ring_rows) return loom_err("truncate: the model's windowed layers keep ring caches, whose older rows are gone");
+    if (n < 0 || n > s->pos) return loom_err("truncate: %d is not between 0 and the %d tokens held", n, s->pos);
+    s->pos = n; /* rows past n are written again before any attention reads them */
+    return 0;
+}
+
 /* ---- several sequences (docs/batching.md) ------------------------------------------------------ */
 
 /* Enter the paged mode: the cache rows become a pool of blocks. */

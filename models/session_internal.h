@@ -16,6 +16,9 @@ size_t loom_session_kv_bytes(const loom_session *s);
 /* Copy n_rows cache rows from row `row` of state slot `slot` (2l: layer l's K, 2l+1: its V) to the
  * host (tests). */
 int loom_session_read_state(const loom_session *s, int slot, int row, int n_rows, float *dst);
+/* Forget the tokens past the first n of a single-sequence cache (no rings), keeping rows 0..n-1:
+ * loom bench -d times each run after the same prefilled depth without prefilling it again. */
+int loom_session_truncate(loom_session *s, int n);
 /* Context shift (loom run --ctx-shift): hist[0..*n) are the tokens the cache holds; keeps the
  * first n_keep, drops half of the rest (oldest first), shortens hist and *n to match, and moves
  * the cache rows that stay down, re-rotating their keys (loom_session_shift_rotates), or else

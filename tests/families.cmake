@@ -100,7 +100,7 @@ endforeach()
 # of 3 tokens (LOOM_RING_STEP, a test hook; the default is 512), the windowed layers keep rings of
 # 8 + 2 rows, the 24-token prompt runs in 8 chunks and the 24-step greedy run wraps the ring four
 # times; same references and tolerance as above. (tests/unit/test_ring_kv.c compares rings with
-# full caches over 120 decode steps.)
+# full caches over 120 decode steps on the CPU, 36 on Vulkan.)
 foreach(fx gemma2-tiny gemma3-tiny qwen2-swa-tiny)
   set(ref ${LOOM_FIXTURES}/${fx}/reference.safetensors)
   add_test(NAME ring_${fx}_simd COMMAND ${LOOM_BIN} check -m ${LOOM_FIXTURES}/${fx} --reference ${ref}

@@ -88,3 +88,14 @@ endif()
 # word for each int, num and choice option exit 2 with one line naming it.
 add_test(NAME options_help COMMAND ${LOOM_EXPECT} --match "^ok: " -- ${CMAKE_CURRENT_SOURCE_DIR}/scripts/options_help.sh ${LOOM_BIN})
 set_tests_properties(options_help PROPERTIES TIMEOUT 120)
+# loom bench -d (llama-bench's n_depth): tests named "@ dD", n_depth in the JSON; each run starts
+# from the same D cached tokens (loom_session_truncate, checked by test_session_truncate).
+loom_unit_test(test_session_truncate)
+add_test(NAME bench_depth COMMAND ${LOOM_EXPECT}
+  --match "\\| pp4 @ d6 \\|.*\\| tg2 \\|.*\\| tg2 @ d6 \\|" --
+  ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 4 -n 2 -d 0,6 -r 2 -t 1 --device cpu --warmup 0)
+add_test(NAME bench_depth_json COMMAND ${LOOM_EXPECT}
+  --match "\"n_prompt\": 0, \"n_gen\": 3, \"n_depth\": 9," --
+  ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -p 0 -n 3 -d 9 -r 1 -t 1 --device cpu --json --warmup 0)
+add_test(NAME err_bench_depth_batch COMMAND ${EXPECT_ERROR} "-d runs single-sequence tests only"
+         ${LOOM_BIN} bench -m ${LOOM_FIXTURES}/qwen2-tiny -d 4 -b 2)

@@ -14,7 +14,10 @@
  * device, n_seq).
  * -b B[,..] runs every test with B sequences at once through the batch API (docs/batching.md):
  * pp N = B prompts of N tokens packed into one graph, tg N = N steps of one token for each of the B
- * sequences (each started by one token); t/s is the aggregate over all sequences. */
+ * sequences (each started by one token); t/s is the aggregate over all sequences.
+ * -d D[,..] runs every test after D tokens already in the cache (llama-bench's -d, n_depth): the
+ * D tokens are prefilled once per test, untimed, in chunks of 512, and each run starts from them
+ * (the cache is cut back to D, loom_session_truncate). Single-sequence tests only. */
 #include "tools/commands.h"
 #include "tools/options.h"
 
@@ -48,7 +51,7 @@ static int parse_list(const char *opt, const char *s, int *v, int *n) {
 }
 
 typedef struct {
-    int n_prompt, n_gen, n_seq;
+    int n_prompt, n_gen, n_seq, n_depth;
     double avg, sd;
     double samples[64];
     double avg_ns, sd_ns;
@@ -59,15 +62,37 @@ typedef struct {
     bool warmup_settled;
 } result;
 
-static int run_test(loom_session *s, int n_prompt, int n_gen, int n_vocab, double *tps, double *ns) {
-    int32_t *tok = malloc(sizeof(int32_t) * (size_t)(n_prompt > 0 ? n_prompt : 1));
-    if (!tok) return loom_err("out of memory");
-    uint64_t r = 42;
-    for (int i = 0; i < (n_prompt > 0 ? n_prompt : 1); i++) {
+/* Random tokens from the bench's generator. */
+static void fill_tokens(int32_t *tok, int n, int n_vocab, uint64_t r) {
+    for (int i = 0; i < n; i++) {
         r = r * 6364136223846793005ULL + 1442695040888963407ULL;
         tok[i] = (int32_t)((r >> 33) % (uint64_t)n_vocab);
     }
+}
+
+/* Reset the cache and fill it with `depth` tokens (untimed; chunks of 512 bound the arena). */
+static int prefill_depth(loom_session *s, int depth, int n_vocab) {
     loom_session_reset(s);
+    if (depth == 0) return 0;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)depth);
+    if (!tok) return loom_err("out of memory");
+    fill_tokens(tok, depth, n_vocab, 7);
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < depth; i += 512) rc = loom_session_eval(s, tok + i, depth - i < 512 ? depth - i : 512);
+    free(tok);
+    return rc;
+}
+
+/* One run from `depth` cached tokens (prefill_depth has put them there; 0: an empty cache). */
+static int run_test(loom_session *s, int depth, int n_prompt, int n_gen, int n_vocab, double *tps, double *ns) {
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)(n_prompt > 0 ? n_prompt : 1));
+    if (!tok) return loom_err("out of memory");
+    fill_tokens(tok, n_prompt > 0 ? n_prompt : 1, n_vocab, 42);
+    if (depth > 0 && loom_session_truncate(s, depth) < 0) {
+        free(tok);
+        return -1;
+    }
+    if (depth == 0) loom_session_reset(s);
     double t0 = loom_now();
     int rc = 0;
     if (n_prompt > 0) rc = loom_session_eval(s, tok, n_prompt);
@@ -124,11 +149,12 @@ static int run_test_batch(loom_session *s, int B, int n_prompt, int n_gen, int n
 int cmd_bench(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
-    int pv[MAX_VALUES] = {512}, nv[MAX_VALUES] = {128}, bv[MAX_VALUES] = {0}, np = 1, nn = 1, nb = 1;
+    int pv[MAX_VALUES] = {512}, nv[MAX_VALUES] = {128}, bv[MAX_VALUES] = {0}, dv[MAX_VALUES] = {0}, np = 1, nn = 1,
+        nb = 1, nd = 1;
     long reps = 5;
     double warmup_s = 0.5, settle_pct = 5;
     bool json = false, md = false;
-    const char *p_arg = NULL, *n_arg = NULL, *b_arg = NULL;
+    const char *p_arg = NULL, *n_arg = NULL, *b_arg = NULL, *d_arg = NULL;
     const loom_opt opts[] = {
         {.names = "-p", .type = LOOM_OPT_STR, .arg = "N[,..]", .help = "prompt lengths: a prefill test each (default 512)",
          .dst = &p_arg},
@@ -140,6 +166,12 @@ int cmd_bench(int argc, char **argv) {
          .help = "also run each test with B sequences at once (aggregate t/s over the B;\n"
                  "1..256)",
          .dst = &b_arg},
+        {.names = "-d",
+         .type = LOOM_OPT_STR,
+         .arg = "D[,..]",
+         .help = "run each test after D tokens already in the cache (prefilled untimed;\n"
+                 "llama-bench's -d) (default 0)",
+         .dst = &d_arg},
         {.names = "-r", .type = LOOM_OPT_INT, .arg = "REPS", .help = "repetitions of each test", .lo = 1, .hi = 64,
          .dst = &reps},
         {.names = "--warmup", .type = LOOM_OPT_NUM, .arg = "SEC", .help = "untimed warm-up before the tests", .lo = 0,
@@ -153,14 +185,20 @@ int cmd_bench(int argc, char **argv) {
         {.names = "--md", .type = LOOM_OPT_FLAG, .help = "a markdown table (the default)", .dst = &md},
         LOOM_OPT_END,
     };
-    int prc = loom_opts_parse("bench", "-m MODEL [-p 512[,..]] [-n 128[,..]] [-b B[,..]] [-r REPS] [--warmup SEC]\n"
+    int prc = loom_opts_parse("bench", "-m MODEL [-p 512[,..]] [-n 128[,..]] [-b B[,..]] [-d D[,..]] [-r REPS] [--warmup SEC]\n"
                                        "                  [--settle PCT] [-t N] [--device D] [--json|--md]",
                               "Prefill (-p) and decode (-n) speed in tokens per second, mean and deviation over -r runs.", opts, &co, argc, argv);
     if (prc >= 0) return prc;
     if (md) json = false;
     if ((p_arg && parse_list("-p", p_arg, pv, &np) < 0) || (n_arg && parse_list("-n", n_arg, nv, &nn) < 0) ||
-        (b_arg && parse_list("-b", b_arg, bv, &nb) < 0))
+        (b_arg && parse_list("-b", b_arg, bv, &nb) < 0) || (d_arg && parse_list("-d", d_arg, dv, &nd) < 0))
         return 2;
+    int max_d = 0;
+    for (int k = 0; k < nd; k++) max_d = dv[k] > max_d ? dv[k] : max_d;
+    if (max_d > 0 && b_arg) {
+        fprintf(stderr, "loom bench: -d runs single-sequence tests only; it cannot go with -b\n");
+        return 2;
+    }
     for (int k = 0; b_arg && k < nb; k++)
         if (bv[k] < 1 || bv[k] > 256) {
             fprintf(stderr, "loom bench: -b values must be 1..256, got %d\n", bv[k]);
@@ -173,6 +211,7 @@ int cmd_bench(int argc, char **argv) {
     int max_ctx = 1;
     for (int i = 0; i < np; i++) max_ctx = pv[i] > max_ctx ? pv[i] : max_ctx;
     for (int i = 0; i < nn; i++) max_ctx = nv[i] > max_ctx ? nv[i] : max_ctx;
+    max_ctx += max_d;
     loom_session_opts so = loom_common_session_opts(&co);
     /* batched tests: every sequence needs its own blocks of 16 rows */
     int max_b = 0;
@@ -212,18 +251,21 @@ int cmd_bench(int argc, char **argv) {
     strftime(test_time, sizeof test_time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     static result res[2 * MAX_VALUES * MAX_VALUES];
     int nres = 0;
-    for (int k = 0; k < (np + nn) * nb; k++) {
-        int t = k / nb, B = bv[k % nb];
+    for (int k = 0; k < (np + nn) * nb * nd; k++) {
+        int depth = dv[k % nd], t = k / nd / nb, B = bv[k / nd % nb];
         int n_prompt = t < np ? pv[t] : 0, n_gen = t < np ? 0 : nv[t - np];
         if (n_prompt == 0 && n_gen == 0) continue;
+        if (nres == (int)(sizeof res / sizeof res[0])) break;
         result *rr = &res[nres++];
         memset(rr, 0, sizeof *rr);
         rr->n_prompt = n_prompt;
         rr->n_gen = n_gen;
         rr->n_seq = B;
+        rr->n_depth = depth;
         double tps, ns;
+        if (!B && prefill_depth(s, depth, info.n_vocab) < 0) goto fail;
 #define RUN() (B ? run_test_batch(s, B, n_prompt, n_gen, info.n_vocab, &tps, &ns) \
-                 : run_test(s, n_prompt, n_gen, info.n_vocab, &tps, &ns))
+                 : run_test(s, depth, n_prompt, n_gen, info.n_vocab, &tps, &ns))
         /* untimed warm-up: at least one run and warmup_s seconds, then (warmup_s > 0) until the
          * last two runs agree within settle_pct, for at most WARMUP_SETTLE_S more seconds; at most
          * WARMUP_MAX_RUNS runs in all */
@@ -268,10 +310,10 @@ int cmd_bench(int argc, char **argv) {
             printf(", \"backends\": \"%s\", \"model_filename\": ", on_cpu ? "CPU" : "Vulkan");
             loom_json_str(stdout, path);
             printf(", \"model_type\": \"%s %s\", \"model_size\": %zu, \"model_n_params\": %llu, "
-                   "\"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"test_time\": \"%s\", "
+                   "\"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, \"test_time\": \"%s\", "
                    "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.3f, \"stddev_ts\": %.3f, \"samples_ns\": [",
                    info.arch, loom_dtype_name(info.weight_type), info.weight_bytes, (unsigned long long)n_params,
-                   threads, res[k].n_prompt, res[k].n_gen, test_time, res[k].avg_ns, res[k].sd_ns, res[k].avg,
+                   threads, res[k].n_prompt, res[k].n_gen, res[k].n_depth, test_time, res[k].avg_ns, res[k].sd_ns, res[k].avg,
                    res[k].sd);
             for (int r = 0; r < res[k].n_samples; r++) printf(r ? ", %.0f" : "%.0f", res[k].samples_ns[r]);
             printf("], \"samples_ts\": [");
@@ -294,6 +336,7 @@ int cmd_bench(int argc, char **argv) {
             if (res[k].n_prompt) snprintf(test, sizeof test, "pp%d", res[k].n_prompt);
             else snprintf(test, sizeof test, "tg%d", res[k].n_gen);
             if (res[k].n_seq) snprintf(test + strlen(test), sizeof test - strlen(test), " x%d", res[k].n_seq);
+            if (res[k].n_depth) snprintf(test + strlen(test), sizeof test - strlen(test), " @ d%d", res[k].n_depth);
             printf("| %s %s | %.2f MiB | %s | %d | %s | %.2f ± %.2f |\n", info.arch, loom_dtype_name(info.weight_type),
                    info.weight_bytes / 1048576.0, loom_session_device(s), threads, test, res[k].avg, res[k].sd);
         }

@@ -8,6 +8,7 @@
  * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k|any quantised type] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]]
  *   -q: quick (no LM head, 8 layers for decode, M = 128 only); -d: decode only; -p: prefill only
  *   -c: time with the thread's CPU clock (with -t 1: kernel speed on a busy machine)
+ *   -s qwen2-0.5b|llama-7b: the model shape (default qwen2-0.5b)
  * A benchmark, not a test: it is not registered with ctest.
  */
 #include "backends/backend.h"
@@ -24,11 +25,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { HID = 896, KVD = 128, FFN = 4864, VOCAB = 151936, LAYERS = 24 };
+/* qwen2-0.5b's shape, or llama-7b's with -s llama-7b (hidden 4096, no GQA, ffn 11008, vocab 32000,
+ * 32 layers: ~3.6 GB of decode weights in q4_0, so give -f a file that large) */
+enum { MAX_LAYERS = 32 };
+static int64_t HID = 896, KVD = 128, FFN = 4864, VOCAB = 151936;
+static int LAYERS = 24;
 
-/* the 7 matrices of a layer: {N, K} */
-static const int64_t shapes[7][2] = {{HID, HID}, {KVD, HID}, {KVD, HID}, {HID, HID},
-                                     {FFN, HID}, {FFN, HID}, {HID, FFN}};
+/* the 7 matrices of a layer: {N, K} (set in main from the shape) */
+static int64_t shapes[7][2];
 static const char *const names[7] = {"attn_q", "attn_k", "attn_v", "attn_o", "ffn_gate", "ffn_up", "ffn_down"};
 
 /* -c: time with this thread's CPU clock, which ignores time the scheduler gave to other
@@ -257,11 +261,17 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-o") && i + 1 < argc) map_off = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "-a") && i + 1 < argc) map_advice = argv[++i];
         else if (!strcmp(argv[i], "-p")) do_decode = false;
+        else if (!strcmp(argv[i], "-s") && i + 1 < argc && !strcmp(argv[i + 1], "llama-7b")) {
+            HID = 4096, KVD = 4096, FFN = 11008, VOCAB = 32000, LAYERS = 32;
+            i++;
+        } else if (!strcmp(argv[i], "-s") && i + 1 < argc && !strcmp(argv[i + 1], "qwen2-0.5b")) i++;
         else {
-            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k|any quantised type] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k|any quantised type] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]] [-s qwen2-0.5b|llama-7b]\n", argv[0]);
             return 2;
         }
     }
+    const int64_t sh[7][2] = {{HID, HID}, {KVD, HID}, {KVD, HID}, {HID, HID}, {FFN, HID}, {FFN, HID}, {HID, FFN}};
+    memcpy(shapes, sh, sizeof sh);
     if (map_file) {
         int fd = open(map_file, O_RDONLY);
         struct stat st;
@@ -298,8 +308,8 @@ int main(int argc, char **argv) {
 
     /* ---- decode -------------------------------------------------------------------------- */
     int layers = !do_decode ? 1 : quick ? 8 : LAYERS;
-    loom_buffer *wb[LAYERS][8] = {{0}};
-    void *wmem[LAYERS][8] = {{0}};
+    loom_buffer *wb[MAX_LAYERS][8] = {{0}};
+    void *wmem[MAX_LAYERS][8] = {{0}};
     for (int l = 0; l < layers; l++)
         for (int j = 0; j < 8; j++) {
             if (j == 7 && (l > 0 || quick)) continue; /* one LM head */
