@@ -64,6 +64,6 @@ endforeach()
 
 # Fuzz regressions (tests/fixtures/fuzz-regress/TARGET/) and the seed corpora (fuzz/corpus/),
 # replayed through the fuzz targets' code built with the normal compiler (see fuzz/README.md).
-loom_unit_test(test_rel_fuzz_regress ${CMAKE_SOURCE_DIR}/tools/serve_req.c)
+loom_unit_test(test_rel_fuzz_regress ${CMAKE_SOURCE_DIR}/tools/serve_req.c ${CMAKE_SOURCE_DIR}/tools/serve_tools.c)
 target_compile_definitions(test_rel_fuzz_regress PRIVATE FUZZ_ROOT="${CMAKE_SOURCE_DIR}")
 set_tests_properties(test_rel_fuzz_regress PROPERTIES TIMEOUT 120)

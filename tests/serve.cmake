@@ -18,3 +18,10 @@ set_tests_properties(serve_openai PROPERTIES SKIP_RETURN_CODE 77)
 # two replicas behind nginx (docs/serving.md's configuration); nginx is optional: skipped (77) without it
 add_test(NAME serve_nginx COMMAND ${LOOM_NODE} ${CMAKE_CURRENT_SOURCE_DIR}/scripts/serve_nginx.mjs ${LOOM_BIN} ${LOOM_SERVE_MODEL})
 set_tests_properties(serve_nginx PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77)
+# Tool calls: the reply parser (whole, streamed a byte at a time, malformed, several calls) and the
+# request fields; the prompts are test_chat's.
+loom_unit_test(test_serve_tools ${CMAKE_SOURCE_DIR}/tools/serve_tools.c ${CMAKE_SOURCE_DIR}/tools/serve_req.c)
+# ... and end to end: 400 on a format without tools, Qwen3's prompt (token counts), and with the
+# engine's LOOM_SERVE_TEST_REPLY hook, calls plain and streamed, malformed, required/named, a round trip.
+add_test(NAME serve_tools COMMAND ${LOOM_NODE} ${CMAKE_CURRENT_SOURCE_DIR}/scripts/serve_tools.mjs ${LOOM_BIN} ${LOOM_SERVE_MODEL})
+set_tests_properties(serve_tools PROPERTIES TIMEOUT 240)

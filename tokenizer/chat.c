@@ -138,3 +138,89 @@ oom:
     free(out);
     return loom_err_null("chat: out of memory");
 }
+
+/* ---- tool calls ------------------------------------------------------------------------------ */
+static const char QWEN25_SYSTEM[] = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+
+loom_chat_tools loom_chat_tools_detect(const char *t, loom_chat_format f) {
+    if (f != LOOM_CHAT_CHATML || !t || !strstr(t, "<tool_call>")) return LOOM_TOOLS_NONE;
+    return strstr(t, QWEN25_SYSTEM) ? LOOM_TOOLS_QWEN25 : LOOM_TOOLS_QWEN3;
+}
+
+const char *loom_chat_tools_name(loom_chat_tools t) {
+    return t == LOOM_TOOLS_QWEN3 ? "qwen3" : t == LOOM_TOOLS_QWEN25 ? "qwen2.5" : "none";
+}
+
+/* The Hermes-style conversation of Qwen2.5 / Qwen3's templates (tool definitions in the system
+ * turn, calls inside <tool_call>, consecutive tool results in one user turn). */
+char *loom_chat_render_tools(loom_chat_tools t, const loom_chat_turn *msgs, size_t n, const char *const *tools,
+                             size_t n_tools, const char *reply_prefix) {
+    if (t != LOOM_TOOLS_QWEN3 && t != LOOM_TOOLS_QWEN25) return loom_err_null("chat: this chat format has no tool calls");
+    bool any_user = false;
+    for (size_t i = 0; i < n; i++) {
+        const char *r = msgs[i].role;
+        if (!r || !msgs[i].content) return loom_err_null("chat: message %zu has no %s", i, r ? "content" : "role");
+        if (!strcmp(r, "user")) any_user = true;
+        else if (strcmp(r, "system") && strcmp(r, "assistant") && strcmp(r, "tool"))
+            return loom_err_null("chat: message %zu has role '%s' (want system, user, assistant or tool)", i, r);
+        for (int k = 0; k < msgs[i].n_calls; k++)
+            if (!msgs[i].calls[k].name || !msgs[i].calls[k].arguments)
+                return loom_err_null("chat: message %zu: tool call %d has no name or arguments", i, k);
+    }
+    if (!any_user) return loom_err_null("chat: the conversation has no user message");
+    bool q25 = t == LOOM_TOOLS_QWEN25;
+    bool sys0 = n > 0 && !strcmp(msgs[0].role, "system");
+    const char *system = sys0 ? msgs[0].content : q25 ? QWEN25_SYSTEM : NULL;
+    char *out = calloc(1, 1);
+    size_t len = 0;
+    if (!out) goto oom;
+    if (n_tools) {
+        if (append(&out, &len, fmt("<|im_start|>system\n%s%s# Tools\n\nYou may call one or more functions to assist with the "
+                                   "user query.\n\nYou are provided with function signatures within <tools></tools> XML "
+                                   "tags:\n<tools>",
+                                   system ? system : "", system ? "\n\n" : "")) < 0)
+            goto oom;
+        for (size_t i = 0; i < n_tools; i++)
+            if (append(&out, &len, fmt("\n%s", tools[i])) < 0) goto oom;
+        if (append(&out, &len, fmt("\n</tools>\n\nFor each function call, return a json object with function name and "
+                                   "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
+                                   "<function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n")) < 0)
+            goto oom;
+    } else if (system && append(&out, &len, fmt("<|im_start|>system\n%s<|im_end|>\n", system)) < 0) {
+        goto oom;
+    }
+    bool open = false; /* the last message is an assistant's reply to continue */
+    for (size_t i = 0; i < n; i++) {
+        const loom_chat_turn *m = &msgs[i];
+        const char *r = m->role;
+        bool last = i + 1 == n;
+        if (!strcmp(r, "user") || (!strcmp(r, "system") && i > 0)) {
+            if (append(&out, &len, fmt("<|im_start|>%s\n%s<|im_end|>\n", r, m->content)) < 0) goto oom;
+        } else if (!strcmp(r, "assistant")) {
+            if (q25 && m->n_calls) { /* Qwen2.5: the content on its own line, each call after a newline */
+                if (append(&out, &len, fmt("<|im_start|>assistant%s%s", *m->content ? "\n" : "", m->content)) < 0) goto oom;
+            } else if (append(&out, &len, fmt("<|im_start|>assistant\n%s", m->content)) < 0) {
+                goto oom;
+            }
+            for (int k = 0; k < m->n_calls; k++) {
+                bool nl = q25 || k > 0 || *m->content; /* Qwen3: a newline between parts, none at the start */
+                if (append(&out, &len, fmt("%s<tool_call>\n{\"name\": \"%s\", \"arguments\": %s}\n</tool_call>", nl ? "\n" : "",
+                                           m->calls[k].name, m->calls[k].arguments)) < 0)
+                    goto oom;
+            }
+            if (last && !m->n_calls) open = true;
+            else if (append(&out, &len, fmt("<|im_end|>\n")) < 0) goto oom;
+        } else if (!strcmp(r, "tool")) { /* consecutive results share one user turn */
+            bool first = i == 0 || strcmp(msgs[i - 1].role, "tool");
+            bool end = last || strcmp(msgs[i + 1].role, "tool");
+            if (append(&out, &len, fmt("%s\n<tool_response>\n%s\n</tool_response>%s", first ? "<|im_start|>user" : "", m->content,
+                                       end ? "<|im_end|>\n" : "")) < 0)
+                goto oom;
+        }
+    }
+    if (!open && append(&out, &len, fmt("<|im_start|>assistant\n%s", reply_prefix ? reply_prefix : "")) < 0) goto oom;
+    return out;
+oom:
+    free(out);
+    return loom_err_null("chat: out of memory");
+}

@@ -47,6 +47,45 @@ loom_chat_format loom_chat_detect_tok(const loom_tokenizer *t, const char *famil
 /* loom_chat_apply (include/loom.h) with the format given. */
 char *loom_chat_render(loom_chat_format f, const loom_chat_message *msgs, size_t n);
 
+/* ---- tool calls (OpenAI function calling) ------------------------------------------------------
+ * The convention a model was trained on for tools: how the tools are listed, how its calls look,
+ * and how their results come back. Only the Hermes style of Qwen2.5 / Qwen3 (ChatML turns, tools
+ * as JSON lines inside <tools></tools> in the system turn, calls as <tool_call>{json}</tool_call>,
+ * results in a user turn as <tool_response>...</tool_response>) is rendered; the two differ in the
+ * system text and the spacing of calls in earlier replies (their published chat templates). */
+typedef enum loom_chat_tools {
+    LOOM_TOOLS_NONE,   /* the format has no tool convention loom knows */
+    LOOM_TOOLS_QWEN3,  /* Qwen3's template (also Hermes-style ChatML templates without Qwen2.5's default system) */
+    LOOM_TOOLS_QWEN25, /* Qwen2.5's: "You are Qwen, created by Alibaba Cloud. ..." when there is no system message */
+} loom_chat_tools;
+
+/* The tool convention of turn format f whose Jinja template is template_str (may be NULL): a
+ * ChatML template that writes <tool_call> is Hermes-style (Qwen2.5's when it carries Qwen2.5's
+ * default system message); anything else has none. */
+loom_chat_tools loom_chat_tools_detect(const char *template_str, loom_chat_format f);
+const char *loom_chat_tools_name(loom_chat_tools t); /* "none", "qwen3", "qwen2.5" */
+
+typedef struct loom_chat_call {
+    const char *name;
+    const char *arguments; /* JSON text, written into the prompt as it is */
+} loom_chat_call;
+
+typedef struct loom_chat_turn {
+    const char *role;    /* "system", "user", "assistant" or "tool" (a call's result) */
+    const char *content; /* "" when none (an assistant turn that only calls tools) */
+    const loom_chat_call *calls; /* an assistant turn's tool calls */
+    int n_calls;
+} loom_chat_turn;
+
+/* A conversation with tools in convention t: tools[] are the tool definitions as JSON text (each
+ * written on its own line, as the template's `tool | tojson` writes it: the caller serialises them
+ * the way Python's json.dumps does). Ends with the assistant's turn opened (or inside the last
+ * message when it is an assistant's without calls, to continue it), then reply_prefix (may be
+ * NULL): text put in the model's mouth, e.g. "<tool_call>\n" to make it call a tool. NULL with an
+ * error for LOOM_TOOLS_NONE, a bad role or no user message. */
+char *loom_chat_render_tools(loom_chat_tools t, const loom_chat_turn *msgs, size_t n, const char *const *tools,
+                             size_t n_tools, const char *reply_prefix);
+
 #ifdef __cplusplus
 }
 #endif

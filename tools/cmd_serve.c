@@ -6,6 +6,7 @@
 
 #include "tools/serve.h"
 #include "core/util.h"
+#include "models/model.h"
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -30,6 +31,8 @@ typedef struct server {
     const loom_model *model;
     loom_tokenizer *tok;
     int n_vocab, seq_ctx, max_tokens, max_seqs;
+    loom_chat_format fmt; /* turns */
+    loom_chat_tools tools; /* the tool-call convention (LOOM_TOOLS_NONE: requests with tools are a 400) */
     size_t max_body;
     const char *api_key, *name;
     bool verbose;
@@ -121,6 +124,27 @@ static cJSON *usage_json(const serve_job *j) {
     return u;
 }
 
+static bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+/* Whether a request's reply is scanned for tool calls. */
+static bool wants_calls(const serve_req *r) { return r->chat && r->n_tools && r->tool_choice != SERVE_TOOLS_NONE; }
+
+static void call_id(char *out, size_t n, const char *id, int choice, int k) {
+    const char *dash = strrchr(id, '-');
+    snprintf(out, n, "call_%s_%d_%d", dash ? dash + 1 : id, choice, k);
+}
+
+static cJSON *tool_call_json(const serve_tool_call *c, const char *id, int index) {
+    cJSON *t = cJSON_CreateObject();
+    if (index >= 0) cJSON_AddNumberToObject(t, "index", index);
+    cJSON_AddStringToObject(t, "id", id);
+    cJSON_AddStringToObject(t, "type", "function");
+    cJSON *f = cJSON_AddObjectToObject(t, "function");
+    cJSON_AddStringToObject(f, "name", c->name);
+    cJSON_AddStringToObject(f, "arguments", c->arguments);
+    return t;
+}
+
 typedef struct stream_ctx {
     server *sv;
     serve_job *j;
@@ -131,6 +155,8 @@ typedef struct stream_ctx {
     char *buf;
     size_t len, off;
     bool role_sent[SERVE_MAX_N], finish_sent[SERVE_MAX_N], ended;
+    int n_calls[SERVE_MAX_N];      /* tool calls sent for each choice */
+    bool after_call[SERVE_MAX_N];  /* nothing but white space sent since the last call */
 } stream_ctx;
 
 static cJSON *chunk_head(stream_ctx *s) {
@@ -185,10 +211,91 @@ static int emit_choice(stream_ctx *s, int i, const char *text, size_t n, const c
     return emit(s, o);
 }
 
+/* A tool call as OpenAI streams it: a chunk with its id, type and name, then one with its
+ * arguments (whole: a call is sent once its </tool_call> is in). */
+static int emit_call(stream_ctx *s, int i, const serve_tool_call *call) {
+    char id[80];
+    call_id(id, sizeof id, s->id, i, s->n_calls[i]);
+    for (int part = 0; part < 2; part++) {
+        cJSON *o = chunk_head(s), *arr = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, c);
+        cJSON_AddNumberToObject(c, "index", i);
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (!s->role_sent[i]) {
+            cJSON_AddStringToObject(d, "role", "assistant");
+            cJSON_AddNullToObject(d, "content");
+        }
+        s->role_sent[i] = true;
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), t);
+        cJSON_AddNumberToObject(t, "index", s->n_calls[i]);
+        if (part == 0) {
+            cJSON_AddStringToObject(t, "id", id);
+            cJSON_AddStringToObject(t, "type", "function");
+        }
+        cJSON *f = cJSON_AddObjectToObject(t, "function");
+        if (part == 0) {
+            cJSON_AddStringToObject(f, "name", call->name);
+            cJSON_AddStringToObject(f, "arguments", "");
+        } else {
+            cJSON_AddStringToObject(f, "arguments", call->arguments);
+        }
+        cJSON_AddNullToObject(c, "finish_reason");
+        if (emit(s, o) < 0) return -1;
+    }
+    s->n_calls[i]++;
+    return 0;
+}
+
+/* Choice i of a request with tools: content outside calls as it becomes safe (text that may
+ * start a <tool_call>, and a call not closed yet, are held back), each call when it is complete,
+ * then the finish reason ("tool_calls" when it called any and stopped by itself). j->mu held. */
+static int collect_calls(stream_ctx *s, int i) {
+    serve_job *j = s->j;
+    serve_choice *c = &j->ch[i];
+    if (s->finish_sent[i]) return 0;
+    size_t limit = c->finish ? c->len : c->ready < c->len ? c->ready : c->len;
+    const char *text = c->text ? c->text : "";
+    for (;;) {
+        size_t from = c->sent, ce, res;
+        if (from >= limit && !c->finish) break;
+        serve_tool_call call = {0};
+        int k = serve_tool_scan(text, limit, from, c->finish != NULL, &ce, &res, &call);
+        if (k < 0) return -1;
+        /* white space next to a call is not sent (the plain response trims it too); trailing white
+         * space waits until text follows it, or the reply ends without calls */
+        size_t a = from, b = ce;
+        bool end = k == 0 && c->finish && ce == limit;
+        if (s->after_call[i])
+            while (a < b && is_space(text[a])) a++;
+        if (!end || s->n_calls[i])
+            while (b > a && is_space(text[b - 1])) b--;
+        if (b > a) {
+            if (emit_choice(s, i, text + a, b - a, NULL) < 0) k = -1;
+            s->after_call[i] = false;
+        }
+        bool sent_call = k == 1 && (j->req.parallel_tool_calls || s->n_calls[i] == 0);
+        if (sent_call && emit_call(s, i, &call) < 0) k = -1;
+        serve_tool_call_free(&call);
+        if (k < 0) return -1;
+        if (k == 1) s->after_call[i] = true;
+        c->sent = k == 1 || end ? res : b > a ? b : a;
+        if (c->sent == from || c->sent >= limit) break;
+    }
+    if (c->finish) {
+        const char *why = s->n_calls[i] && !strcmp(c->finish, "stop") ? "tool_calls" : c->finish;
+        if (emit_choice(s, i, "", 0, why) < 0) return -1;
+        s->finish_sent[i] = true;
+    }
+    return 0;
+}
+
 /* Turn what the engine produced since the last call into events (j->mu held). */
 static int collect(stream_ctx *s) {
     serve_job *j = s->j;
-    for (int i = 0; i < j->req.n; i++) {
+    for (int i = 0; i < j->req.n && wants_calls(&j->req); i++)
+        if (collect_calls(s, i) < 0) return -1;
+    for (int i = 0; i < j->req.n && !wants_calls(&j->req); i++) {
         serve_choice *c = &j->ch[i];
         size_t ready = c->ready < c->len ? c->ready : c->len;
         bool fin = c->finish && c->sent >= c->len;
@@ -263,15 +370,34 @@ static enum MHD_Result send_completion(server *sv, struct MHD_Connection *c, ser
         cJSON_AddItemToArray(arr, ch);
         cJSON_AddNumberToObject(ch, "index", i);
         const char *text = j->ch[i].text ? j->ch[i].text : "";
+        const char *finish = j->ch[i].finish ? j->ch[i].finish : "stop";
+        serve_tool_result tr = {0};
+        if (wants_calls(&j->req) &&
+            serve_tool_parse(text, j->ch[i].len, j->req.parallel_tool_calls ? SERVE_MAX_CALLS : 1, &tr) < 0) {
+            cJSON_Delete(o);
+            return send_error(sv, c, 500, "out of memory", NULL);
+        }
         if (j->req.chat) {
             cJSON *m = cJSON_AddObjectToObject(ch, "message");
             cJSON_AddStringToObject(m, "role", "assistant");
-            cJSON_AddStringToObject(m, "content", text);
+            if (!tr.n_calls) cJSON_AddStringToObject(m, "content", text);
+            else if (tr.content) cJSON_AddStringToObject(m, "content", tr.content);
+            else cJSON_AddNullToObject(m, "content");
+            if (tr.n_calls) {
+                cJSON *calls = cJSON_AddArrayToObject(m, "tool_calls");
+                for (int k = 0; k < tr.n_calls; k++) {
+                    char cid[80];
+                    call_id(cid, sizeof cid, id, i, k);
+                    cJSON_AddItemToArray(calls, tool_call_json(&tr.calls[k], cid, -1));
+                }
+                if (!strcmp(finish, "stop")) finish = "tool_calls";
+            }
         } else {
             cJSON_AddStringToObject(ch, "text", text);
         }
+        serve_tool_result_free(&tr);
         cJSON_AddNullToObject(ch, "logprobs");
-        cJSON_AddStringToObject(ch, "finish_reason", j->ch[i].finish ? j->ch[i].finish : "stop");
+        cJSON_AddStringToObject(ch, "finish_reason", finish);
     }
     cJSON_AddItemToObject(o, "usage", usage_json(j));
     return send_json(sv, c, 200, o);
@@ -346,8 +472,37 @@ static int tokenize_job(server *sv, serve_job *j, char *err, size_t err_len) {
     unsigned bos = loom_tokenizer_wants_bos(sv->tok) ? LOOM_TOK_ADD_BOS : 0;
     int n;
     if (r->chat) {
-        char *text = loom_chat_apply(sv->model, sv->tok, r->msgs, (size_t)r->n_msgs);
+        char *text = NULL;
+        bool tools = r->tool_msgs || (r->n_tools && r->tool_choice != SERVE_TOOLS_NONE);
+        if (tools && sv->tools == LOOM_TOOLS_NONE) {
+            snprintf(err, err_len,
+                     "model %s's chat format (%s) has no tool calls: loom renders tools for Qwen2.5 / Qwen3-style "
+                     "(Hermes) chat templates (see loom serve --chat-format)",
+                     sv->name, loom_chat_format_name(sv->fmt));
+            return 400;
+        }
+        if (tools) {
+            char prefix[160] = "";
+            if (r->tool_choice == SERVE_TOOLS_REQUIRED) snprintf(prefix, sizeof prefix, "<tool_call>\n");
+            if (r->tool_choice == SERVE_TOOLS_NAMED) /* the name is checked: letters, digits, _-. */
+                snprintf(prefix, sizeof prefix, "<tool_call>\n{\"name\": \"%s\", \"arguments\": ", r->tool_choice_name);
+            bool listed = r->tool_choice != SERVE_TOOLS_NONE;
+            text = loom_chat_render_tools(sv->tools, r->msgs, (size_t)r->n_msgs, (const char *const *)r->tools,
+                                          listed ? (size_t)r->n_tools : 0, prefix);
+            /* the reply starts with the prefix: it is put in each choice's text, where the calls are looked for */
+            for (int i = 0; text && *prefix && i < r->n; i++) {
+                loom_textbuf b = {0};
+                if (loom_textbuf_add(&b, prefix, strlen(prefix)) < 0) break;
+                j->ch[i].text = b.s, j->ch[i].len = b.len, j->ch[i].cap = b.cap;
+            }
+        } else {
+            loom_chat_message *m = malloc((size_t)r->n_msgs * sizeof *m);
+            for (int i = 0; m && i < r->n_msgs; i++) m[i] = (loom_chat_message){r->msgs[i].role, r->msgs[i].content};
+            text = m ? loom_chat_render(sv->fmt, m, (size_t)r->n_msgs) : NULL;
+            free(m);
+        }
         n = text ? loom_tokenizer_encode(sv->tok, text, strlen(text), bos | LOOM_TOK_PARSE_SPECIAL, &j->prompt) : -1;
+        if (text && sv->verbose) fprintf(stderr, "loom serve: prompt: %s\n", text);
         free(text);
     } else if (r->prompt) {
         n = loom_tokenizer_encode(sv->tok, r->prompt, strlen(r->prompt), bos, &j->prompt);
@@ -402,7 +557,8 @@ static enum MHD_Result completions(server *sv, struct MHD_Connection *c, conn_ct
     int code = tokenize_job(sv, j, err, sizeof err);
     if (code) {
         serve_job_unref(j);
-        return send_error(sv, c, code, err, code == 400 && strstr(err, "max_tokens") ? "max_tokens" : "prompt");
+        return send_error(sv, c, code, err,
+                          code == 400 && strstr(err, "max_tokens") ? "max_tokens" : strstr(err, "tool calls") ? "tools" : "prompt");
     }
     int rc = serve_engine_submit(sv->eng, j);
     if (rc) {
@@ -538,7 +694,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 int cmd_serve(int argc, char **argv) {
     loom_common_opts co;
     loom_common_defaults(&co);
-    const char *host = "127.0.0.1", *api_key = getenv("LOOM_API_KEY"), *name = NULL;
+    const char *host = "127.0.0.1", *api_key = getenv("LOOM_API_KEY"), *name = NULL, *chat_format = NULL;
     long port = 8080, parallel = 8, queue = 64, max_tokens = 512, max_body = 1 << 20, max_conn = 256, seq_ctx = 0;
     bool verbose = false, no_prefix_cache = false;
     const loom_opt opts[] = {
@@ -609,7 +765,14 @@ int cmd_serve(int argc, char **argv) {
          .help = "evaluate every prompt in full (default: reuse the cached blocks of\n"
                  "earlier requests' shared prefixes)",
          .dst = &no_prefix_cache},
-        {.names = "--verbose", .type = LOOM_OPT_FLAG, .help = "log each request on stderr", .dst = &verbose},
+        {.names = "--chat-format",
+         .type = LOOM_OPT_STR,
+         .arg = "NAME",
+         .help = "chat turns and tool calls: qwen3, qwen2.5 (ChatML with Hermes-style tool\n"
+                 "calls), chatml, llama2, llama3, gemma, phi3, mistral, none (default: from\n"
+                 "the model's chat template)",
+         .dst = &chat_format},
+        {.names = "--verbose", .type = LOOM_OPT_FLAG, .help = "log each request (and its prompt) on stderr", .dst = &verbose},
         LOOM_OPT_HEADING("(--ctx is the KV cache shared by all sequences; default parallel x --seq-ctx)"),
         LOOM_OPT_END,
     };
@@ -634,6 +797,17 @@ int cmd_serve(int argc, char **argv) {
     if (!m || !tok) {
         fprintf(stderr, "loom serve: %s\n", loom_last_error());
         goto done;
+    }
+    loom_chat_format fmt = loom_chat_detect_tok(tok, loom_model_chat_family(m));
+    loom_chat_tools tools = loom_chat_tools_detect(loom_tokenizer_chat_template(tok), fmt);
+    if (chat_format) {
+        tools = !strcmp(chat_format, "qwen3") ? LOOM_TOOLS_QWEN3 : !strcmp(chat_format, "qwen2.5") ? LOOM_TOOLS_QWEN25 : LOOM_TOOLS_NONE;
+        fmt = tools != LOOM_TOOLS_NONE ? LOOM_CHAT_CHATML : loom_chat_format_from_name(chat_format);
+        if (tools == LOOM_TOOLS_NONE && strcmp(chat_format, loom_chat_format_name(fmt))) {
+            fprintf(stderr, "loom serve: --chat-format '%s' is not a chat format (qwen3, qwen2.5, chatml, llama2, llama3, "
+                            "gemma, phi3, mistral, none)\n", chat_format);
+            goto done;
+        }
     }
     loom_model_info info = loom_model_get_info(m);
     if (!seq_ctx) seq_ctx = info.n_ctx_train > 0 && info.n_ctx_train < 4096 ? info.n_ctx_train : 4096;
@@ -660,7 +834,7 @@ int cmd_serve(int argc, char **argv) {
         name = slash && slash[1] ? slash + 1 : path;
     }
     server sv = {.eng = eng, .model = m, .tok = tok, .n_vocab = info.n_vocab, .seq_ctx = (int)seq_ctx, .max_tokens = (int)max_tokens,
-                 .max_seqs = (int)parallel, .max_body = (size_t)max_body, .api_key = api_key, .name = name,
+                 .max_seqs = (int)parallel, .fmt = fmt, .tools = tools, .max_body = (size_t)max_body, .api_key = api_key, .name = name,
                  .verbose = verbose, .t_start = (double)time(NULL)};
     /* signals: SIGINT/SIGTERM are waited for here; no other thread takes them */
     sigset_t sigs;
@@ -680,6 +854,7 @@ int cmd_serve(int argc, char **argv) {
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     fprintf(stderr, "loom serve: %s on %s, %d sequences of up to %ld tokens (KV cache %d tokens)\n", name,
             loom_session_device(s), (int)parallel, seq_ctx, loom_session_ctx(s));
+    fprintf(stderr, "loom serve: chat format %s, tool calls %s\n", loom_chat_format_name(fmt), loom_chat_tools_name(tools));
     fprintf(stderr, "loom serve: listening on http://%s:%u\n", host, di ? di->port : (unsigned)port);
     int sig = 0;
     sigwait(&sigs, &sig);

@@ -1,5 +1,6 @@
 /* loom serve (docs/serving.md): an OpenAI-style HTTP server with continuous batching.
  *   serve_req.c     request bodies -> serve_req (JSON parsing and validation; no HTTP, fuzzed)
+ *   serve_tools.c   tool calls in a reply (Hermes style), whole or as it streams (fuzzed)
  *   serve_engine.c  the scheduler thread: admits requests into the running batch between decode
  *                   steps, samples, applies stop rules and hands text to each request
  *   cmd_serve.c     options, the HTTP side (libmicrohttpd), responses, /metrics */
@@ -7,6 +8,9 @@
 #define LOOM_SERVE_H
 
 #include "loom.h"
+#include "tokenizer/chat.h"
+
+
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -15,16 +19,26 @@
 
 #define SERVE_MAX_STOP 4
 #define SERVE_MAX_N 16
+#define SERVE_MAX_CALLS 64 /* tool calls kept from one reply */
 
 /* ---- requests (serve_req.c) ------------------------------------------------------------------ */
+typedef enum { SERVE_TOOLS_AUTO, SERVE_TOOLS_NONE, SERVE_TOOLS_REQUIRED, SERVE_TOOLS_NAMED } serve_tool_choice;
+
 typedef struct serve_req {
     bool chat;                   /* /v1/chat/completions (messages) or /v1/completions (prompt) */
     bool stream, include_usage;  /* stream_options.include_usage */
     char *prompt;                /* completions: the text, or NULL when given as token ids */
     int32_t *prompt_ids;         /* completions: token ids */
     int n_prompt_ids;
-    loom_chat_message *msgs;     /* chat: strings owned by the request */
+    loom_chat_turn *msgs;        /* chat: strings (and calls) owned by the request */
     int n_msgs;
+    bool tool_msgs;              /* a message has role "tool" or tool_calls */
+    char **tools;                /* tool definitions as JSON text, written as Python's json.dumps does */
+    char **tool_names;           /* each tool's function name */
+    int n_tools;
+    serve_tool_choice tool_choice; /* "auto" unless given */
+    char *tool_choice_name;      /* SERVE_TOOLS_NAMED: the function */
+    bool parallel_tool_calls;    /* default true; false: only the first call is returned */
     int max_tokens;              /* -1: not given */
     int n;                       /* choices */
     loom_sampler_opts sampling;  /* temperature 1, top_p 1 unless given (OpenAI's defaults) */
@@ -40,6 +54,37 @@ typedef struct serve_req {
 int serve_req_parse(serve_req *r, bool chat, const char *body, size_t len, int n_max, char *err, size_t err_len,
                     char *param);
 void serve_req_free(serve_req *r);
+/* A JSON value as Python's json.dumps(v, ensure_ascii=False) writes it (", " and ": " between
+ * items, the keys in their order): the text chat templates' `tojson` puts into prompts. malloc'd. */
+struct cJSON;
+char *serve_json_py(const struct cJSON *v);
+
+/* ---- tool calls in a reply (serve_tools.c) ---------------------------------------------------
+ * Hermes style (Qwen2.5 / Qwen3): <tool_call>{"name": NAME, "arguments": {...}}</tool_call>. */
+typedef struct serve_tool_call {
+    char *name;
+    char *arguments; /* the arguments object as compact JSON text (OpenAI's "arguments" string) */
+} serve_tool_call;
+
+/* Scan text[from..len) of a reply. Returns 1 when a well-formed call follows the content
+ * text[from..*content_end): the call is in *call (malloc'd strings) and *resume is past its
+ * </tool_call>. Returns 0 when text[from..*content_end) is content and nothing more can be said
+ * yet (*resume = *content_end): unless final, a tail that may still become "<tool_call>" and a
+ * call not closed yet are held back. A malformed call (bad JSON, no string name) is content, and
+ * so is an unclosed one at the end (final) unless its JSON is a complete call. -1: out of memory. */
+int serve_tool_scan(const char *text, size_t len, size_t from, bool final, size_t *content_end, size_t *resume,
+                    serve_tool_call *call);
+void serve_tool_call_free(serve_tool_call *c);
+
+/* The whole reply: its calls (at most max_calls kept) and the text outside them, trimmed of white
+ * space at both ends (NULL when that is empty). 0, or -1 out of memory. */
+typedef struct serve_tool_result {
+    serve_tool_call *calls;
+    int n_calls;
+    char *content;
+} serve_tool_result;
+int serve_tool_parse(const char *text, size_t len, int max_calls, serve_tool_result *r);
+void serve_tool_result_free(serve_tool_result *r);
 
 /* ---- the engine (serve_engine.c) ----------------------------------------------------------- */
 typedef struct serve_choice {

@@ -1,8 +1,9 @@
 /* The scheduler of loom serve: one thread owns the session (a paged KV cache of many sequences)
  * and loops over steps. Between steps it admits queued requests (while sequences and cache blocks
- * are free), drops cancelled ones, then runs one prefill chunk of the oldest request still
- * reading its prompt and one decode step of every sequence that is generating: new requests join
- * the running batch and finished ones leave it without anyone waiting for the batch to drain.
+ * are free), drops cancelled ones, then evaluates one batch: a decode token of every sequence that
+ * is generating and the prompt tokens of the requests still reading theirs, oldest first, up to a
+ * prefill budget per step: new requests join the running batch (several in one step) and finished
+ * ones leave it without anyone waiting for the batch to drain.
  * A request with n choices prefills its prompt once and forks n-1 sequences from it (the prompt's
  * cache blocks are shared, copy on write). Cache blocks are reserved at admission for the whole
  * prompt + max_tokens of every choice, so a running request never meets a full cache. With the
@@ -57,9 +58,14 @@ struct serve_engine {
     double snap_t;
     uint64_t snap_gen;
     int delay_us; /* LOOM_SERVE_STEP_DELAY_MS: a pause after each step, so tests can fill the queue */
+    int32_t *forced; /* LOOM_SERVE_TEST_REPLY: every reply is these tokens, then end of generation */
+    int n_forced;
     /* one decode step's scratch */
     int32_t *bt, *bs;
-    int *bslot;
+    bool *bl;      /* which rows want logits */
+    int *bslot;    /* each row's slot */
+    int *pf_take;  /* per slot: prompt tokens in this step's batch */
+    int *pf_slot;  /* the slots prefilling in this step */
 };
 
 static int blocks_for(int tokens) { return (tokens + BLOCK - 1) / BLOCK + 1; }
@@ -177,6 +183,10 @@ static void choice_finish(serve_engine *e, slot *sl, const char *why, bool by_st
 /* A token sampled for slot sl: add it to the choice's text, or end the choice. */
 static void on_token(serve_engine *e, slot *sl, int32_t t, double now) {
     serve_job *j = sl->j;
+    if (e->forced && t >= 0) { /* the test hook: the model ran and was sampled; its token is replaced */
+        int k = j->ch[sl->choice].n_gen; /* written by this thread only */
+        t = k < e->n_forced ? e->forced[k] : loom_tokenizer_eos(e->tok);
+    }
     if (t < 0) {
         job_end(e, j, loom_last_error());
         return;
@@ -290,39 +300,10 @@ static void drop_cancelled(serve_engine *e) {
     }
 }
 
-/* Largest power of two <= n (prefill chunks come in few sizes, so few plans are built). */
-static int pow2_floor(int n) {
-    int p = 1;
-    while (p * 2 <= n) p *= 2;
-    return p;
-}
-
-static void prefill_step(serve_engine *e) {
-    slot *sl = NULL;
-    for (int i = 0; i < e->o.max_seqs; i++)
-        if (e->slots[i].st == SLOT_PREFILL && (!sl || e->slots[i].admitted < sl->admitted)) sl = &e->slots[i];
-    if (!sl) return;
+/* The prompt of slot sl is in (its last row's logits at `logits`): fork the job's other choices
+ * from it, then every choice samples its first token. */
+static void prompt_done(serve_engine *e, slot *sl, const float *logits, double now) {
     serve_job *j = sl->j;
-    int left = j->n_prompt - sl->done;
-    int n = pow2_floor(left < e->o.prefill_chunk ? left : e->o.prefill_chunk);
-    loom_batch b = {.n = n, .tokens = j->prompt + sl->done, .seq = e->bs, .logits = NULL};
-    for (int i = 0; i < n; i++) e->bs[i] = sl->seq;
-    double t0 = loom_now();
-    int rc = loom_session_eval_batch(e->s, &b);
-    double t1 = loom_now();
-    pthread_mutex_lock(&e->mu);
-    e->st.busy_seconds += t1 - t0;
-    e->st.prompt_tokens += (uint64_t)n;
-    e->st.steps++;
-    pthread_mutex_unlock(&e->mu);
-    if (rc < 0) {
-        job_end(e, j, loom_last_error());
-        return;
-    }
-    sl->done += n;
-    if (sl->done < j->n_prompt) return;
-    /* the prompt is in: fork the other choices from it, then every choice samples its first token */
-    const float *logits = loom_session_logits(e->s, NULL);
     slot *chs[SERVE_MAX_N] = {sl};
     int nc = 1;
     for (int i = 0; i < e->o.max_seqs; i++) {
@@ -335,7 +316,6 @@ static void prefill_step(serve_engine *e) {
         }
         chs[nc++] = o;
     }
-    double now = loom_now();
     for (int c = 0; c < nc; c++) {
         slot *s = chs[c];
         if (s->st == SLOT_FREE || s->j != j) continue; /* the job ended under an earlier choice */
@@ -343,37 +323,74 @@ static void prefill_step(serve_engine *e) {
     }
 }
 
-static void decode_step(serve_engine *e) {
-    int n = 0;
+/* One step, one batch: a decode token of every generating sequence, then prompt tokens of the
+ * requests still reading theirs, oldest first, as many as the prefill budget (prefill_chunk
+ * tokens a step) allows: several new requests start in the same step, and short prompts are read
+ * whole. Logits are kept for the decode rows and for the last row of each prompt that completes. */
+static void step(serve_engine *e) {
+    int n = 0, n_pf = 0;
     for (int i = 0; i < e->o.max_seqs; i++) {
         slot *sl = &e->slots[i];
         if (sl->st != SLOT_DECODE) continue;
         e->bt[n] = sl->last;
         e->bs[n] = sl->seq;
+        e->bl[n] = true;
         e->bslot[n++] = i;
     }
+    int budget = e->o.prefill_chunk;
+    while (budget > 0) {
+        slot *sl = NULL;
+        int si = -1;
+        for (int i = 0; i < e->o.max_seqs; i++) {
+            slot *o = &e->slots[i];
+            if (o->st != SLOT_PREFILL || e->pf_take[i]) continue;
+            if (!sl || o->admitted < sl->admitted) sl = o, si = i;
+        }
+        if (!sl) break;
+        serve_job *j = sl->j;
+        int take = j->n_prompt - sl->done < budget ? j->n_prompt - sl->done : budget;
+        for (int k = 0; k < take; k++) {
+            e->bt[n] = j->prompt[sl->done + k];
+            e->bs[n] = sl->seq;
+            e->bl[n] = k == take - 1 && sl->done + take == j->n_prompt;
+            e->bslot[n++] = si;
+        }
+        e->pf_take[si] = take;
+        e->pf_slot[n_pf++] = si;
+        budget -= take;
+    }
     if (!n) return;
-    loom_batch b = {.n = n, .tokens = e->bt, .seq = e->bs, .logits = NULL};
+    loom_batch b = {.n = n, .tokens = e->bt, .seq = e->bs, .logits = e->bl};
     double t0 = loom_now();
     int rc = loom_session_eval_batch(e->s, &b);
     double t1 = loom_now();
+    int prompt_tokens = 0;
+    for (int p = 0; p < n_pf; p++) prompt_tokens += e->pf_take[e->pf_slot[p]];
     pthread_mutex_lock(&e->mu);
     e->st.busy_seconds += t1 - t0;
+    e->st.prompt_tokens += (uint64_t)(rc < 0 ? 0 : prompt_tokens);
     e->st.steps++;
     pthread_mutex_unlock(&e->mu);
-    if (rc < 0) {
+    if (rc < 0) { /* all or nothing: every request in the batch fails */
         char msg[512];
         snprintf(msg, sizeof msg, "%s", loom_last_error());
         for (int i = 0; i < n; i++)
             if (e->slots[e->bslot[i]].j) job_end(e, e->slots[e->bslot[i]].j, msg);
+        memset(e->pf_take, 0, (size_t)e->o.max_seqs * sizeof *e->pf_take);
         return;
     }
+    for (int p = 0; p < n_pf; p++) e->slots[e->pf_slot[p]].done += e->pf_take[e->pf_slot[p]];
+    memset(e->pf_take, 0, (size_t)e->o.max_seqs * sizeof *e->pf_take);
     int rows = 0;
     const float *logits = loom_session_logits(e->s, &rows);
-    for (int i = 0; i < n && i < rows; i++) {
+    /* rows in batch order: the decode rows first, then each completed prompt's last row */
+    for (int i = 0, r = 0; i < n && r < rows; i++) {
+        if (!e->bl[i]) continue;
+        const float *row = logits + (size_t)r++ * e->n_vocab;
         slot *sl = &e->slots[e->bslot[i]];
-        if (sl->st != SLOT_DECODE) continue; /* its job failed under an earlier row */
-        on_token(e, sl, loom_sampler_sample(sl->smp, logits + (size_t)i * e->n_vocab, e->n_vocab), t1);
+        if (sl->st == SLOT_DECODE) on_token(e, sl, loom_sampler_sample(sl->smp, row, e->n_vocab), t1);
+        else if (sl->st == SLOT_PREFILL && sl->j && sl->done == sl->j->n_prompt) prompt_done(e, sl, row, t1);
+        /* else: its job ended under an earlier row */
     }
 }
 
@@ -401,8 +418,7 @@ static void *engine_main(void *arg) {
         }
         pthread_mutex_unlock(&e->mu);
         drop_cancelled(e);
-        prefill_step(e);
-        decode_step(e);
+        step(e);
         loom_prefix_stats ps = loom_session_prefix_stats(e->s);
         pthread_mutex_lock(&e->mu);
         e->st.prefix_blocks = ps.blocks;
@@ -443,14 +459,17 @@ serve_engine *serve_engine_new(loom_session *s, loom_tokenizer *tok, int n_vocab
     e->o = *o;
     loom_session_prefix_cache(s, o->prefix_cache);
     e->blocks_total = loom_session_ctx(s) / BLOCK;
-    int nb = o->max_seqs > o->prefill_chunk ? o->max_seqs : o->prefill_chunk;
+    int nb = o->max_seqs + o->prefill_chunk; /* a decode row per sequence and the prefill budget */
     e->slots = loom_calloc((size_t)o->max_seqs, sizeof *e->slots);
     e->bt = loom_calloc((size_t)nb, sizeof *e->bt);
     e->bs = loom_calloc((size_t)nb, sizeof *e->bs);
     e->bslot = loom_calloc((size_t)nb, sizeof *e->bslot);
+    e->bl = loom_calloc((size_t)nb, sizeof *e->bl);
+    e->pf_take = loom_calloc((size_t)o->max_seqs, sizeof *e->pf_take);
+    e->pf_slot = loom_calloc((size_t)o->max_seqs, sizeof *e->pf_slot);
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
-    if (!e->slots || !e->bt || !e->bs || !e->bslot) {
+    if (!e->slots || !e->bt || !e->bs || !e->bslot || !e->bl || !e->pf_take || !e->pf_slot) {
         serve_engine_free(e);
         return NULL;
     }
@@ -458,6 +477,16 @@ serve_engine *serve_engine_new(loom_session *s, loom_tokenizer *tok, int n_vocab
     e->snap_t = loom_now();
     const char *d = getenv("LOOM_SERVE_STEP_DELAY_MS");
     if (d && atoi(d) > 0 && atoi(d) < 10000) e->delay_us = atoi(d) * 1000;
+    const char *reply = getenv("LOOM_SERVE_TEST_REPLY");
+    if (reply && *reply) {
+        e->n_forced = loom_tokenizer_encode(tok, reply, strlen(reply), LOOM_TOK_PARSE_SPECIAL, &e->forced);
+        if (e->n_forced <= 0 || loom_tokenizer_eos(tok) < 0) {
+            loom_err("LOOM_SERVE_TEST_REPLY: cannot tokenize it, or the model has no EOS token");
+            serve_engine_free(e);
+            return NULL;
+        }
+        fprintf(stderr, "loom serve: test hook: every reply is LOOM_SERVE_TEST_REPLY (%d tokens)\n", e->n_forced);
+    }
     if (pthread_create(&e->th, NULL, engine_main, e)) {
         loom_err("cannot start the engine thread");
         serve_engine_free(e);
@@ -482,6 +511,10 @@ void serve_engine_free(serve_engine *e) {
     free(e->bt);
     free(e->bs);
     free(e->bslot);
+    free(e->bl);
+    free(e->pf_take);
+    free(e->pf_slot);
+    free(e->forced);
     free(e);
 }
 

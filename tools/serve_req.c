@@ -94,6 +94,151 @@ static char *content_text(perr *e, const cJSON *c) {
     return s;
 }
 
+/* ---- JSON as Python's json.dumps writes it (chat templates' tojson) ------------------------- */
+typedef struct {
+    char *s;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static void put(sbuf *b, const char *p, size_t n) {
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *d = realloc(b->s, cap);
+        if (!d) {
+            b->oom = true;
+            return;
+        }
+        b->s = d;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, p, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+static void puts_(sbuf *b, const char *p) { put(b, p, strlen(p)); }
+
+static void py_string(sbuf *b, const char *s) {
+    put(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[8];
+        switch (*p) {
+        case '"': puts_(b, "\\\""); break;
+        case '\\': puts_(b, "\\\\"); break;
+        case '\n': puts_(b, "\\n"); break;
+        case '\r': puts_(b, "\\r"); break;
+        case '\t': puts_(b, "\\t"); break;
+        case '\b': puts_(b, "\\b"); break;
+        case '\f': puts_(b, "\\f"); break;
+        default:
+            if (*p < 0x20) {
+                snprintf(esc, sizeof esc, "\\u%04x", *p);
+                puts_(b, esc);
+            } else {
+                put(b, (const char *)p, 1); /* ensure_ascii=False: UTF-8 as it is */
+            }
+        }
+    }
+    put(b, "\"", 1);
+}
+
+static void py_value(sbuf *b, const cJSON *v, int depth) {
+    if (depth > 64) { /* cJSON's own nesting limit is lower; never reached */
+        b->oom = true;
+        return;
+    }
+    if (cJSON_IsNull(v)) puts_(b, "null");
+    else if (cJSON_IsTrue(v)) puts_(b, "true");
+    else if (cJSON_IsFalse(v)) puts_(b, "false");
+    else if (cJSON_IsString(v)) py_string(b, v->valuestring);
+    else if (cJSON_IsNumber(v)) {
+        char num[40];
+        double d = v->valuedouble;
+        if (d == floor(d) && fabs(d) < 1e15) snprintf(num, sizeof num, "%.0f", d);
+        else {
+            snprintf(num, sizeof num, "%.15g", d); /* the shortest of %.15g / %.17g that reads back */
+            if (strtod(num, NULL) != d) snprintf(num, sizeof num, "%.17g", d);
+        }
+        puts_(b, num);
+    } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+        bool obj = cJSON_IsObject(v);
+        put(b, obj ? "{" : "[", 1);
+        const cJSON *c;
+        bool first = true;
+        cJSON_ArrayForEach(c, v) {
+            if (!first) puts_(b, ", ");
+            first = false;
+            if (obj) {
+                py_string(b, c->string);
+                puts_(b, ": ");
+            }
+            py_value(b, c, depth + 1);
+        }
+        put(b, obj ? "}" : "]", 1);
+    } else {
+        puts_(b, "null");
+    }
+}
+
+char *serve_json_py(const struct cJSON *v) {
+    sbuf b = {0};
+    py_value(&b, v, 0);
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
+/* ---- messages -------------------------------------------------------------------------------- */
+/* A call's arguments (OpenAI sends them as a JSON string) as the prompt shows them: re-written the
+ * way the model writes JSON (Python's spacing) when they parse, as given when they do not. */
+static char *call_arguments(perr *e, const cJSON *a) {
+    char *s = NULL;
+    if (cJSON_IsString(a)) {
+        cJSON *p = cJSON_Parse(a->valuestring);
+        s = p ? serve_json_py(p) : dup_str(a->valuestring);
+        cJSON_Delete(p);
+    } else if (cJSON_IsObject(a)) {
+        s = serve_json_py(a);
+    } else {
+        fail(e, "messages", "a tool call's 'arguments' must be a JSON string (or an object)");
+        return NULL;
+    }
+    if (!s) fail(e, "messages", "out of memory");
+    return s;
+}
+
+static int parse_tool_calls(perr *e, loom_chat_turn *t, int i, const cJSON *v) {
+    if (cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsArray(v)) return fail(e, "messages", "message %d: 'tool_calls' must be an array", i);
+    int n = cJSON_GetArraySize(v);
+    if (!n) return 0;
+    loom_chat_call *calls = calloc((size_t)n, sizeof *calls);
+    if (!calls) return fail(e, "messages", "out of memory");
+    t->calls = calls;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, v) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function"), *type = cJSON_GetObjectItemCaseSensitive(c, "type");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name"), *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(c, "id");
+        if (!cJSON_IsObject(c) || !cJSON_IsObject(fn) || (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "function"))) ||
+            (id && !cJSON_IsString(id)) || !cJSON_IsString(name) || !*name->valuestring || !args)
+            return fail(e, "messages",
+                        "message %d: a tool call must be {\"id\": STRING, \"type\": \"function\", \"function\": {\"name\": STRING, "
+                        "\"arguments\": STRING}}", i);
+        char *nm = dup_str(name->valuestring), *a = nm ? call_arguments(e, args) : NULL;
+        calls[t->n_calls].name = nm;
+        calls[t->n_calls].arguments = a;
+        t->n_calls++;
+        if (!nm) return fail(e, "messages", "out of memory");
+        if (!a) return -1;
+    }
+    return 0;
+}
+
 static int parse_messages(perr *e, serve_req *r, const cJSON *v) {
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0) return fail(e, "messages", "'messages' must be a non-empty array");
     int n = cJSON_GetArraySize(v);
@@ -104,25 +249,103 @@ static int parse_messages(perr *e, serve_req *r, const cJSON *v) {
         if (!cJSON_IsObject(m)) return fail(e, "messages", "message %d is not an object", r->n_msgs);
         const cJSON *f;
         cJSON_ArrayForEach(f, m) {
-            if (strcmp(f->string, "role") && strcmp(f->string, "content") && strcmp(f->string, "name"))
+            /* an assistant message sent back as a client library returns it carries these, empty */
+            bool empty = cJSON_IsNull(f) || (cJSON_IsArray(f) && !cJSON_GetArraySize(f));
+            if (empty && (!strcmp(f->string, "refusal") || !strcmp(f->string, "function_call") || !strcmp(f->string, "audio") ||
+                          !strcmp(f->string, "annotations")))
+                continue;
+            if (strcmp(f->string, "role") && strcmp(f->string, "content") && strcmp(f->string, "name") &&
+                strcmp(f->string, "tool_calls") && strcmp(f->string, "tool_call_id"))
                 return fail(e, "messages", "message %d has an unknown field '%s'", r->n_msgs, f->string);
         }
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), *call_id = cJSON_GetObjectItemCaseSensitive(m, "tool_call_id");
         if (!cJSON_IsString(role)) return fail(e, "messages", "message %d needs a string 'role'", r->n_msgs);
         const char *rs = role->valuestring;
         if (!strcmp(rs, "developer")) rs = "system"; /* OpenAI's newer name for it */
-        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
-            return fail(e, "messages", "message %d has role '%.40s' (want system, user or assistant)", r->n_msgs, rs);
-        if (!content) return fail(e, "messages", "message %d has no 'content'", r->n_msgs);
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool"))
+            return fail(e, "messages", "message %d has role '%.40s' (want system, user, assistant or tool)", r->n_msgs, rs);
+        bool assistant = !strcmp(rs, "assistant"), tool = !strcmp(rs, "tool");
+        if (calls && !assistant) return fail(e, "messages", "message %d: only an assistant message has 'tool_calls'", r->n_msgs);
+        if (call_id && (!tool || !cJSON_IsString(call_id)))
+            return fail(e, "messages", "message %d: 'tool_call_id' is a string of a tool message", r->n_msgs);
+        loom_chat_turn *t = &r->msgs[r->n_msgs];
+        t->role = !strcmp(rs, "system") ? "system" : !strcmp(rs, "user") ? "user" : assistant ? "assistant" : "tool";
+        r->n_msgs++; /* counted now: what is parsed below is freed with the request */
+        if (calls && parse_tool_calls(e, t, r->n_msgs - 1, calls) < 0) return -1;
+        if (tool || t->n_calls) r->tool_msgs = true;
+        if ((!content || cJSON_IsNull(content)) && t->n_calls) { /* an assistant message that only calls tools */
+            if (!(t->content = dup_str(""))) return fail(e, "messages", "out of memory");
+            continue;
+        }
+        if (!content) return fail(e, "messages", "message %d has no 'content'", r->n_msgs - 1);
         char *text = content_text(e, content);
         if (!text) return -1;
-        r->msgs[r->n_msgs].role = !strcmp(rs, "system") ? "system" : !strcmp(rs, "user") ? "user" : "assistant";
-        r->msgs[r->n_msgs].content = text;
-        r->n_msgs++;
+        t->content = text;
     }
     bool user = false;
     for (int i = 0; i < r->n_msgs; i++) user |= !strcmp(r->msgs[i].role, "user");
     if (!user) return fail(e, "messages", "'messages' holds no user message");
+    return 0;
+}
+
+/* tools: [{"type": "function", "function": {"name", "description", "parameters", "strict"}}] */
+static int parse_tools(perr *e, serve_req *r, const cJSON *v) {
+    if (cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsArray(v)) return fail(e, "tools", "'tools' must be an array");
+    int n = cJSON_GetArraySize(v);
+    r->tools = calloc((size_t)n + 1, sizeof *r->tools);
+    r->tool_names = calloc((size_t)n + 1, sizeof *r->tool_names);
+    if (!r->tools || !r->tool_names) return fail(e, "tools", "out of memory");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, v) {
+        int i = r->n_tools;
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type"), *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        if (!cJSON_IsObject(t) || cJSON_GetArraySize(t) != 2 || !cJSON_IsString(type) || strcmp(type->valuestring, "function") ||
+            !cJSON_IsObject(fn))
+            return fail(e, "tools", "tool %d must be {\"type\": \"function\", \"function\": {...}}", i);
+        const cJSON *f;
+        cJSON_ArrayForEach(f, fn) {
+            if (strcmp(f->string, "name") && strcmp(f->string, "description") && strcmp(f->string, "parameters") &&
+                strcmp(f->string, "strict"))
+                return fail(e, "tools", "tool %d's function has an unknown field '%.40s'", i, f->string);
+        }
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name"), *desc = cJSON_GetObjectItemCaseSensitive(fn, "description");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters"), *strict = cJSON_GetObjectItemCaseSensitive(fn, "strict");
+        if (!cJSON_IsString(name) || !*name->valuestring || strlen(name->valuestring) > 64)
+            return fail(e, "tools", "tool %d needs a function 'name' (a string of 1 to 64 characters)", i);
+        for (const char *p = name->valuestring; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
+                return fail(e, "tools", "tool %d's name '%.64s' may hold only letters, digits, '_', '-' and '.'", i, name->valuestring);
+        if (desc && !cJSON_IsString(desc)) return fail(e, "tools", "tool %d's 'description' must be a string", i);
+        if (params && !cJSON_IsObject(params)) return fail(e, "tools", "tool %d's 'parameters' must be a JSON schema object", i);
+        if (strict && !cJSON_IsBool(strict)) return fail(e, "tools", "tool %d's 'strict' must be true or false", i);
+        for (int k = 0; k < i; k++)
+            if (!strcmp(r->tool_names[k], name->valuestring)) return fail(e, "tools", "two tools are named '%s'", name->valuestring);
+        r->tools[i] = serve_json_py(t);
+        r->tool_names[i] = dup_str(name->valuestring);
+        r->n_tools++;
+        if (!r->tools[i] || !r->tool_names[i]) return fail(e, "tools", "out of memory");
+    }
+    return 0;
+}
+
+static int parse_tool_choice(perr *e, serve_req *r, const cJSON *v) {
+    if (cJSON_IsNull(v)) return 0;
+    if (cJSON_IsString(v)) {
+        const char *s = v->valuestring;
+        if (!strcmp(s, "auto")) r->tool_choice = SERVE_TOOLS_AUTO;
+        else if (!strcmp(s, "none")) r->tool_choice = SERVE_TOOLS_NONE;
+        else if (!strcmp(s, "required")) r->tool_choice = SERVE_TOOLS_REQUIRED;
+        else return fail(e, "tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+        return 0;
+    }
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(v, "type"), *fn = cJSON_GetObjectItemCaseSensitive(v, "function");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    if (!cJSON_IsObject(v) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsString(name))
+        return fail(e, "tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+    r->tool_choice = SERVE_TOOLS_NAMED;
+    if (!(r->tool_choice_name = dup_str(name->valuestring))) return fail(e, "tool_choice", "out of memory");
     return 0;
 }
 
@@ -219,6 +442,12 @@ static int parse_fields(perr *e, serve_req *r, const cJSON *root, int n_max) {
             if (!cJSON_IsNull(f)) rc = get_int(e, f, k, -1, 1 << 20, &r->sampling.penalty_last_n);
         } else if (!strcmp(k, "stop")) {
             rc = parse_stop(e, r, f);
+        } else if (r->chat && !strcmp(k, "tools")) {
+            rc = parse_tools(e, r, f);
+        } else if (r->chat && !strcmp(k, "tool_choice")) {
+            rc = parse_tool_choice(e, r, f);
+        } else if (r->chat && !strcmp(k, "parallel_tool_calls")) {
+            if (!cJSON_IsNull(f)) rc = get_bool(e, f, k, &r->parallel_tool_calls);
         } else if (!strcmp(k, "user")) {
             if (!cJSON_IsString(f)) return fail(e, k, "'user' must be a string");
         } else if (!strcmp(k, "logprobs") || !strcmp(k, "echo")) {
@@ -229,6 +458,13 @@ static int parse_fields(perr *e, serve_req *r, const cJSON *root, int n_max) {
         if (rc < 0) return -1;
     }
     if (!has_input) return fail(e, r->chat ? "messages" : "prompt", "the request needs '%s'", r->chat ? "messages" : "prompt");
+    if ((r->tool_choice == SERVE_TOOLS_REQUIRED || r->tool_choice == SERVE_TOOLS_NAMED) && !r->n_tools)
+        return fail(e, "tool_choice", "'tool_choice' asks for a tool call but the request has no 'tools'");
+    if (r->tool_choice == SERVE_TOOLS_NAMED) {
+        bool found = false;
+        for (int i = 0; i < r->n_tools; i++) found |= !strcmp(r->tool_names[i], r->tool_choice_name);
+        if (!found) return fail(e, "tool_choice", "'tool_choice' names '%.64s', which is not in 'tools'", r->tool_choice_name);
+    }
     return 0;
 }
 
@@ -238,6 +474,7 @@ int serve_req_parse(serve_req *r, bool chat, const char *body, size_t len, int n
     r->chat = chat;
     r->max_tokens = -1;
     r->n = 1;
+    r->parallel_tool_calls = true;
     r->sampling.temperature = 1.0f;
     r->sampling.top_p = 1.0f;
     r->sampling.seed = 0;
@@ -263,8 +500,22 @@ int serve_req_parse(serve_req *r, bool chat, const char *body, size_t len, int n
 void serve_req_free(serve_req *r) {
     free(r->prompt);
     free(r->prompt_ids);
-    for (int i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);
+    for (int i = 0; i < r->n_msgs; i++) {
+        free((char *)r->msgs[i].content);
+        for (int k = 0; k < r->msgs[i].n_calls; k++) {
+            free((char *)r->msgs[i].calls[k].name);
+            free((char *)r->msgs[i].calls[k].arguments);
+        }
+        free((loom_chat_call *)r->msgs[i].calls);
+    }
     free(r->msgs);
+    for (int i = 0; i < r->n_tools; i++) {
+        free(r->tools[i]);
+        free(r->tool_names[i]);
+    }
+    free(r->tools);
+    free(r->tool_names);
+    free(r->tool_choice_name);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->model);
     memset(r, 0, sizeof *r);

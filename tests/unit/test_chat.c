@@ -9,7 +9,190 @@ static void expect(char *got, const char *want, const char *what) {
     free(got);
 }
 
+/* Tool calls (Qwen3 / Qwen2.5, Hermes style): the prompts the models' published chat templates
+ * give for three conversations, rendered once with jinja2 3.1 (Qwen3's template from
+ * tests/fixtures/tokenizer/qwen3/tokenizer_config.json, Qwen2.5-Instruct's as published; `tojson`
+ * as transformers defines it, json.dumps(ensure_ascii=False)) and pasted here. */
+#define TOOL_JSON                                                                                                     \
+    "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather of a city\", "             \
+    "\"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}"
+static const char WANT_QWEN3_A[] =
+           "<|im_start|>system\n"
+           "Be brief.\n"
+           "\n"
+           "# Tools\n"
+           "\n"
+           "You may call one or more functions to assist with the user query.\n"
+           "\n"
+           "You are provided with function signatures within <tools></tools> XML tags:\n"
+           "<tools>\n"
+           "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather of a city\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}\n"
+           "</tools>\n"
+           "\n"
+           "For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
+           "<tool_call>\n"
+           "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+           "</tool_call><|im_end|>\n"
+           "<|im_start|>user\n"
+           "Weather in Paris?<|im_end|>\n"
+           "<|im_start|>assistant\n";
+static const char WANT_QWEN3_B[] =
+           "<|im_start|>system\n"
+           "# Tools\n"
+           "\n"
+           "You may call one or more functions to assist with the user query.\n"
+           "\n"
+           "You are provided with function signatures within <tools></tools> XML tags:\n"
+           "<tools>\n"
+           "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather of a city\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}\n"
+           "</tools>\n"
+           "\n"
+           "For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
+           "<tool_call>\n"
+           "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+           "</tool_call><|im_end|>\n"
+           "<|im_start|>user\n"
+           "Weather in Paris and Rome?<|im_end|>\n"
+           "<|im_start|>assistant\n"
+           "<tool_call>\n"
+           "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+           "</tool_call>\n"
+           "<tool_call>\n"
+           "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n"
+           "</tool_call><|im_end|>\n"
+           "<|im_start|>user\n"
+           "<tool_response>\n"
+           "18 C\n"
+           "</tool_response>\n"
+           "<tool_response>\n"
+           "21 C\n"
+           "</tool_response><|im_end|>\n"
+           "<|im_start|>assistant\n";
+static const char WANT_QWEN3_C[] =
+           "<|im_start|>user\n"
+           "Hi<|im_end|>\n"
+           "<|im_start|>assistant\n"
+           "Checking.\n"
+           "<tool_call>\n"
+           "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n"
+           "</tool_call><|im_end|>\n"
+           "<|im_start|>user\n"
+           "<tool_response>\n"
+           "-3 C\n"
+           "</tool_response><|im_end|>\n"
+           "<|im_start|>user\n"
+           "Thanks<|im_end|>\n"
+           "<|im_start|>assistant\n";
+static const char WANT_QWEN25_A[] =
+           "<|im_start|>system\n"
+           "Be brief.\n"
+           "\n"
+           "# Tools\n"
+           "\n"
+           "You may call one or more functions to assist with the user query.\n"
+           "\n"
+           "You are provided with function signatures within <tools></tools> XML tags:\n"
+           "<tools>\n"
+           "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather of a city\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}\n"
+           "</tools>\n"
+           "\n"
+           "For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
+           "<tool_call>\n"
+           "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+           "</tool_call><|im_end|>\n"
+           "<|im_start|>user\n"
+           "Weather in Paris?<|im_end|>\n"
+           "<|im_start|>assistant\n";
+static const char WANT_QWEN25_B[] =
+           "<|im_start|>system\n"
+           "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n"
+           "\n"
+           "# Tools\n"
+           "\n"
+           "You may call one or more functions to assist with the user query.\n"
+           "\n"
+           "You are provided with function signatures within <tools></tools> XML tags:\n"
+           "<tools>\n"
+           "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather of a city\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}\n"
+           "</tools>\n"
+           "\n"
+           "For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
+           "<tool_call>\n"
+           "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+           "</tool_call><|im_end|>\n"
+           "<|im_start|>user\n"
+           "Weather in Paris and Rome?<|im_end|>\n"
+           "<|im_start|>assistant\n"
+           "<tool_call>\n"
+           "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+           "</tool_call>\n"
+           "<tool_call>\n"
+           "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n"
+           "</tool_call><|im_end|>\n"
+           "<|im_start|>user\n"
+           "<tool_response>\n"
+           "18 C\n"
+           "</tool_response>\n"
+           "<tool_response>\n"
+           "21 C\n"
+           "</tool_response><|im_end|>\n"
+           "<|im_start|>assistant\n";
+static const char WANT_QWEN25_C[] =
+           "<|im_start|>system\n"
+           "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+           "<|im_start|>user\n"
+           "Hi<|im_end|>\n"
+           "<|im_start|>assistant\n"
+           "Checking.\n"
+           "<tool_call>\n"
+           "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n"
+           "</tool_call><|im_end|>\n"
+           "<|im_start|>user\n"
+           "<tool_response>\n"
+           "-3 C\n"
+           "</tool_response><|im_end|>\n"
+           "<|im_start|>user\n"
+           "Thanks<|im_end|>\n"
+           "<|im_start|>assistant\n";
+
+static void tool_tests(void) {
+    const char *tools[] = {TOOL_JSON};
+    loom_chat_turn a[] = {{"system", "Be brief.", NULL, 0}, {"user", "Weather in Paris?", NULL, 0}};
+    loom_chat_call pr[] = {{"get_weather", "{\"city\": \"Paris\"}"}, {"get_weather", "{\"city\": \"Rome\"}"}};
+    loom_chat_turn b[] = {{"user", "Weather in Paris and Rome?", NULL, 0}, {"assistant", "", pr, 2}, {"tool", "18 C", NULL, 0},
+                          {"tool", "21 C", NULL, 0}};
+    loom_chat_call oslo[] = {{"get_weather", "{\"city\": \"Oslo\"}"}};
+    loom_chat_turn c[] = {{"user", "Hi", NULL, 0}, {"assistant", "Checking.", oslo, 1}, {"tool", "-3 C", NULL, 0}, {"user", "Thanks", NULL, 0}};
+    expect(loom_chat_render_tools(LOOM_TOOLS_QWEN3, a, 2, tools, 1, NULL), WANT_QWEN3_A, "qwen3: tools, system");
+    expect(loom_chat_render_tools(LOOM_TOOLS_QWEN3, b, 4, tools, 1, NULL), WANT_QWEN3_B, "qwen3: two calls, two results");
+    expect(loom_chat_render_tools(LOOM_TOOLS_QWEN3, c, 4, tools, 0, NULL), WANT_QWEN3_C, "qwen3: no tools, a call and its result");
+    expect(loom_chat_render_tools(LOOM_TOOLS_QWEN25, a, 2, tools, 1, NULL), WANT_QWEN25_A, "qwen2.5: tools, system");
+    expect(loom_chat_render_tools(LOOM_TOOLS_QWEN25, b, 4, tools, 1, NULL), WANT_QWEN25_B, "qwen2.5: default system, results");
+    expect(loom_chat_render_tools(LOOM_TOOLS_QWEN25, c, 4, tools, 0, NULL), WANT_QWEN25_C, "qwen2.5: no tools");
+    /* the reply prefix (tool_choice "required") follows the assistant's opening */
+    char *r = loom_chat_render_tools(LOOM_TOOLS_QWEN3, a, 2, tools, 1, "<tool_call>\n");
+    size_t n = r ? strlen(r) : 0;
+    CHECK(r && n > 40 && !strcmp(r + n - 34, "<|im_start|>assistant\n<tool_call>\n"), "reply prefix: [%s]", r ? r + n - 34 : "");
+    free(r);
+    /* detection: a ChatML template that writes <tool_call>; Qwen2.5's by its default system text */
+    char *t3 = NULL;
+    CHECK(loom_chat_tools_detect("<|im_start|>{% if tools %}<tool_call>", LOOM_CHAT_CHATML) == LOOM_TOOLS_QWEN3, "qwen3 detected");
+    CHECK(loom_chat_tools_detect("<|im_start|><tool_call> You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+                                 LOOM_CHAT_CHATML) == LOOM_TOOLS_QWEN25, "qwen2.5 detected");
+    CHECK(loom_chat_tools_detect("<|im_start|>{{ message.content }}", LOOM_CHAT_CHATML) == LOOM_TOOLS_NONE, "chatml without tools");
+    CHECK(loom_chat_tools_detect(NULL, LOOM_CHAT_CHATML) == LOOM_TOOLS_NONE, "no template");
+    CHECK(loom_chat_tools_detect("<tool_call>", LOOM_CHAT_LLAMA3) == LOOM_TOOLS_NONE, "llama3: none yet");
+    t3 = loom_chat_render_tools(LOOM_TOOLS_NONE, a, 2, tools, 1, NULL);
+    CHECK(!t3 && strstr(loom_last_error(), "no tool calls"), "a format without tools is an error: %s", loom_last_error());
+    loom_chat_turn bad[] = {{"user", "x", NULL, 0}, {"robot", "y", NULL, 0}};
+    t3 = loom_chat_render_tools(LOOM_TOOLS_QWEN3, bad, 2, tools, 1, NULL);
+    CHECK(!t3 && strstr(loom_last_error(), "role 'robot'"), "unknown role: %s", loom_last_error());
+    t3 = loom_chat_render_tools(LOOM_TOOLS_QWEN3, b + 1, 3, tools, 1, NULL);
+    CHECK(!t3 && strstr(loom_last_error(), "no user message"), "no user message: %s", loom_last_error());
+}
+
 int main(void) {
+    tool_tests();
     CHECK(loom_chat_detect("{% for m in messages %}<|im_start|>{{ m.role }}", "qwen2", false, false) == LOOM_CHAT_CHATML, "chatml");
     CHECK(loom_chat_detect("<|start_header_id|>", "llama", false, false) == LOOM_CHAT_LLAMA3, "llama3");
     CHECK(loom_chat_detect("{{ bos_token + '[INST] ' }}", "llama", false, false) == LOOM_CHAT_LLAMA2, "llama2");

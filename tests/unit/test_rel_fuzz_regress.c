@@ -25,7 +25,7 @@
 #undef LLVMFuzzerTestOneInput
 #undef LLVMFuzzerInitialize
 #define LLVMFuzzerTestOneInput fuzz_serve_req_one
-#include "fuzz/fuzz_serve_req.c" /* with tools/serve_req.c (tests/reliability.cmake) */
+#include "fuzz/fuzz_serve_req.c" /* with tools/serve_req.c, serve_tools.c (tests/reliability.cmake) */
 #undef LLVMFuzzerTestOneInput
 
 #include <dirent.h>

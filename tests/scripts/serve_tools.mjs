@@ -1,0 +1,191 @@
+// Tool calls (OpenAI function calling, docs/serving.md) end to end on the bundled model:
+//  - its chat format has no tool convention: a request with tools is a 400 naming that, one with
+//    tool_choice "none" is served as plain chat;
+//  - with --chat-format qwen3 the prompt is Qwen3's Hermes rendering: usage.prompt_tokens equals
+//    `loom tokenize` of the text this script renders by itself (tools request, tool-result turn);
+//  - LOOM_SERVE_TEST_REPLY (the engine's test hook: every reply is that text) makes the model
+//    "call" tools: message.tool_calls, content outside the calls, finish_reason "tool_calls",
+//    the same calls streamed as delta.tool_calls, parallel_tool_calls false, n = 2, tool_choice
+//    "none" (no parsing), "required" and a named function (the reply is started for the model),
+//    a malformed call returned as text, and a full round trip (the calls and their results sent
+//    back).
+// usage: node serve_tools.mjs LOOM MODEL
+import { execFileSync } from 'node:child_process';
+import { startServer, post, json, events, check, fail } from './serve_lib.mjs';
+
+const [loom, model] = process.argv.slice(2);
+const common = ['-m', model, '--device', 'cpu', '-t', '1', '--parallel', '2'];
+
+const weather = { type: 'function', function: { name: 'get_weather', description: 'Weather of a city',
+  parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } };
+const time = { type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: { tz: { type: 'string' } } } } };
+const tools = [weather, time];
+const ask = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Weather in Paris?' }];
+
+// Python's json.dumps spacing (the templates' tojson)
+function py(v) {
+  if (Array.isArray(v)) return '[' + v.map(py).join(', ') + ']';
+  if (v && typeof v === 'object') return '{' + Object.entries(v).map(([k, x]) => JSON.stringify(k) + ': ' + py(x)).join(', ') + '}';
+  return JSON.stringify(v);
+}
+
+// Qwen3's chat template (tests/fixtures/tokenizer/qwen3/tokenizer_config.json), for these messages
+function qwen3(msgs, tl) {
+  let s = '';
+  const sys0 = msgs[0].role === 'system';
+  if (tl && tl.length) {
+    s += '<|im_start|>system\n' + (sys0 ? msgs[0].content + '\n\n' : '') +
+      '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n' +
+      'You are provided with function signatures within <tools></tools> XML tags:\n<tools>';
+    for (const t of tl) s += '\n' + py(t);
+    s += '\n</tools>\n\nFor each function call, return a json object with function name and arguments within ' +
+      '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n';
+  } else if (sys0) {
+    s += '<|im_start|>system\n' + msgs[0].content + '<|im_end|>\n';
+  }
+  msgs.forEach((m, i) => {
+    if (m.role === 'user' || (m.role === 'system' && i > 0)) s += `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`;
+    else if (m.role === 'assistant') {
+      const content = m.content || '';
+      s += '<|im_start|>assistant\n' + content;
+      (m.tool_calls || []).forEach((c, k) => {
+        if ((k === 0 && content) || k > 0) s += '\n';
+        s += `<tool_call>\n{"name": "${c.function.name}", "arguments": ${py(JSON.parse(c.function.arguments))}}\n</tool_call>`;
+      });
+      s += '<|im_end|>\n';
+    } else if (m.role === 'tool') {
+      if (i === 0 || msgs[i - 1].role !== 'tool') s += '<|im_start|>user';
+      s += '\n<tool_response>\n' + m.content + '\n</tool_response>';
+      if (i === msgs.length - 1 || msgs[i + 1].role !== 'tool') s += '<|im_end|>\n';
+    }
+  });
+  return s + '<|im_start|>assistant\n';
+}
+
+const nTokens = (text) => execFileSync(loom, ['tokenize', '-m', model, '--ids', '-p', text], { encoding: 'utf8' }).trim().split(/\s+/).length;
+
+async function chat(sv, body, what, code = 200) {
+  const r = await post(sv.url, '/v1/chat/completions', { max_tokens: 200, temperature: 0, ...body });
+  check(r.code === code, `${what}: HTTP ${r.code}, want ${code}: ${r.body.slice(0, 400)}`);
+  return body.stream ? events(r.body, what) : json(r, what);
+}
+
+// a stream's choices: content, tool calls put together by index, finish reason
+function fromStream(evs, what) {
+  const out = [];
+  for (const e of evs) for (const c of e.choices || []) {
+    const o = out[c.index] || (out[c.index] = { content: '', calls: [], finish: null });
+    const d = c.delta || {};
+    if (typeof d.content === 'string') o.content += d.content;
+    for (const t of d.tool_calls || []) {
+      check(Number.isInteger(t.index), `${what}: a delta.tool_calls entry without index`);
+      const k = o.calls[t.index] || (o.calls[t.index] = { id: '', name: '', arguments: '' });
+      if (t.id) k.id = t.id;
+      if (t.type) check(t.type === 'function', `${what}: type ${t.type}`);
+      if (t.function && t.function.name) k.name += t.function.name;
+      if (t.function && typeof t.function.arguments === 'string') k.arguments += t.function.arguments;
+    }
+    if (c.finish_reason) o.finish = c.finish_reason;
+  }
+  return out;
+}
+
+function checkCalls(calls, want, what) {
+  check(Array.isArray(calls) && calls.length === want.length, `${what}: ${JSON.stringify(calls)} (want ${want.length} calls)`);
+  const ids = new Set();
+  calls.forEach((c, i) => {
+    const f = c.function || c;
+    check(typeof c.id === 'string' && c.id.length > 0 && !ids.has(c.id), `${what}: call ${i} id ${c.id}`);
+    ids.add(c.id);
+    if (c.function) check(c.type === 'function', `${what}: call ${i} type ${c.type}`);
+    check(f.name === want[i][0], `${what}: call ${i} name ${f.name}, want ${want[i][0]}`);
+    check(typeof f.arguments === 'string', `${what}: arguments must be a JSON string`);
+    check(JSON.stringify(JSON.parse(f.arguments)) === JSON.stringify(want[i][1]), `${what}: call ${i} arguments ${f.arguments}`);
+  });
+}
+
+// ---- a model whose chat format has no tool calls -------------------------------------------------
+const plain = await startServer(loom, common);
+let r = await post(plain.url, '/v1/chat/completions', { messages: ask, tools, max_tokens: 4 });
+check(r.code === 400 && /has no tool calls/.test(r.body) && json(r, 'no tools').error.param === 'tools',
+  `tools on a format without them: HTTP ${r.code} ${r.body}`);
+r = await post(plain.url, '/v1/chat/completions', { messages: [...ask, { role: 'tool', content: 'x' }], max_tokens: 4 });
+check(r.code === 400 && /has no tool calls/.test(r.body), `a tool message on a format without tools: HTTP ${r.code} ${r.body}`);
+let o = await chat(plain, { messages: ask, tools, tool_choice: 'none', max_tokens: 4 }, 'tool_choice none on a plain model');
+check(typeof o.choices[0].message.content === 'string' && !o.choices[0].message.tool_calls, 'tool_choice none: plain reply');
+await plain.stop();
+
+// ---- Qwen3 rendering: the prompt, checked by its token count -----------------------------------
+const q = await startServer(loom, [...common, '--chat-format', 'qwen3']);
+check(/chat format chatml, tool calls qwen3/.test(q.log()), 'the server says its formats: ' + q.log());
+o = await chat(q, { messages: ask, tools }, 'tools request');
+check(o.usage.prompt_tokens === nTokens(qwen3(ask, tools)), `tools prompt: ${o.usage.prompt_tokens} tokens, want ${nTokens(qwen3(ask, tools))}`);
+check(o.choices[0].message.role === 'assistant' && ['stop', 'length', 'tool_calls'].includes(o.choices[0].finish_reason),
+  'response shape: ' + JSON.stringify(o.choices[0]));
+const turns = [{ role: 'user', content: 'Weather in Paris and Rome?' },
+  { role: 'assistant', content: null, tool_calls: [
+    { id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } },
+    { id: 'c2', type: 'function', function: { name: 'get_weather', arguments: '{"city": "Rome"}' } }] },
+  { role: 'tool', tool_call_id: 'c1', content: '18 C' }, { role: 'tool', tool_call_id: 'c2', content: '21 C' }];
+o = await chat(q, { messages: turns, tools }, 'tool results');
+check(o.usage.prompt_tokens === nTokens(qwen3(turns, tools)), `tool-result prompt: ${o.usage.prompt_tokens}, want ${nTokens(qwen3(turns, tools))}`);
+o = await chat(q, { messages: turns, tools, tool_choice: 'none' }, 'tool results, tool_choice none');
+check(o.usage.prompt_tokens === nTokens(qwen3(turns, null)), `tool_choice none leaves the tools out: ${o.usage.prompt_tokens}`);
+await q.stop();
+
+// ---- the model "calls" tools (test hook) ------------------------------------------------------
+const reply = 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n' +
+  '<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_call>';
+const h = await startServer(loom, [...common, '--chat-format', 'qwen3'], { LOOM_SERVE_TEST_REPLY: reply });
+const want = [['get_weather', { city: 'Paris' }], ['get_time', { tz: 'CET' }]];
+o = await chat(h, { messages: ask, tools }, 'calls');
+let m = o.choices[0].message;
+checkCalls(m.tool_calls, want, 'calls');
+check(m.content.trim() === 'Let me check.', `content outside the calls: ${JSON.stringify(m.content)}`);
+check(o.choices[0].finish_reason === 'tool_calls', 'finish_reason ' + o.choices[0].finish_reason);
+let s = fromStream(await chat(h, { messages: ask, tools, stream: true }, 'calls streamed'), 'calls streamed');
+checkCalls(s[0].calls, want, 'calls streamed');
+check(s[0].content.trim() === 'Let me check.' && !s[0].content.includes('<'), `streamed content: ${JSON.stringify(s[0].content)}`);
+check(s[0].finish === 'tool_calls', 'streamed finish ' + s[0].finish);
+o = await chat(h, { messages: ask, tools, parallel_tool_calls: false }, 'one call');
+checkCalls(o.choices[0].message.tool_calls, want.slice(0, 1), 'parallel_tool_calls false');
+s = fromStream(await chat(h, { messages: ask, tools, parallel_tool_calls: false, stream: true }, 'one call streamed'), 'one');
+checkCalls(s[0].calls, want.slice(0, 1), 'parallel_tool_calls false, streamed');
+o = await chat(h, { messages: ask, tools, n: 2, temperature: 0.8 }, 'n = 2');
+for (const c of o.choices) checkCalls(c.message.tool_calls, want, 'n = 2, choice ' + c.index);
+o = await chat(h, { messages: ask, tools, tool_choice: 'none' }, 'tool_choice none');
+check(!o.choices[0].message.tool_calls && o.choices[0].message.content.includes('<tool_call>') && o.choices[0].finish_reason === 'stop',
+  'tool_choice none: the text as it is: ' + JSON.stringify(o.choices[0]));
+o = await chat(h, { messages: ask }, 'no tools');
+check(!o.choices[0].message.tool_calls && o.choices[0].message.content.includes('<tool_call>'), 'no tools: text');
+// round trip: the calls and their results go back
+m = (await chat(h, { messages: ask, tools }, 'round trip 1')).choices[0].message;
+const back = [...ask, { ...m, refusal: null, function_call: null, audio: null, annotations: [] }, ...m.tool_calls.map((c, i) => ({ role: 'tool', tool_call_id: c.id, content: ['18 C', '14:05'][i] }))];
+o = await chat(h, { messages: back, tools }, 'round trip 2');
+check(o.usage.prompt_tokens === nTokens(qwen3(back, tools)), `round trip prompt: ${o.usage.prompt_tokens}, want ${nTokens(qwen3(back, tools))}`);
+await h.stop();
+
+// ---- malformed calls are text -----------------------------------------------------------------
+const bad = '<tool_call>\n{"name": "get_weather", "arguments": {"city": }\n</tool_call>';
+const b = await startServer(loom, [...common, '--chat-format', 'qwen3'], { LOOM_SERVE_TEST_REPLY: bad });
+o = await chat(b, { messages: ask, tools }, 'malformed');
+check(!o.choices[0].message.tool_calls && o.choices[0].message.content.trim() === bad && o.choices[0].finish_reason === 'stop',
+  'malformed call: ' + JSON.stringify(o.choices[0]));
+s = fromStream(await chat(b, { messages: ask, tools, stream: true }, 'malformed streamed'), 'malformed streamed');
+check(s[0].calls.length === 0 && s[0].content.trim() === bad && s[0].finish === 'stop', 'malformed streamed: ' + JSON.stringify(s[0]));
+await b.stop();
+
+// ---- tool_choice "required" and a named function: the reply is started for the model ---------
+const rq = await startServer(loom, [...common, '--chat-format', 'qwen3'], { LOOM_SERVE_TEST_REPLY: '{"name": "get_time", "arguments": {}}\n</tool_call>' });
+o = await chat(rq, { messages: ask, tools, tool_choice: 'required' }, 'required');
+checkCalls(o.choices[0].message.tool_calls, [['get_time', {}]], 'tool_choice required');
+check(o.usage.prompt_tokens === nTokens(qwen3(ask, tools) + '<tool_call>\n'), 'required: the prompt ends with <tool_call>');
+await rq.stop();
+const nm = await startServer(loom, [...common, '--chat-format', 'qwen3'], { LOOM_SERVE_TEST_REPLY: '{"city": "Oslo"}}\n</tool_call>' });
+const named = { type: 'function', function: { name: 'get_weather' } };
+o = await chat(nm, { messages: ask, tools, tool_choice: named }, 'named');
+checkCalls(o.choices[0].message.tool_calls, [['get_weather', { city: 'Oslo' }]], 'named tool_choice');
+s = fromStream(await chat(nm, { messages: ask, tools, tool_choice: named, stream: true }, 'named streamed'), 'named streamed');
+checkCalls(s[0].calls, [['get_weather', { city: 'Oslo' }]], 'named tool_choice, streamed');
+await nm.stop();
+console.log('PASS: tool calls');
