@@ -5,6 +5,21 @@ if(NOT TARGET test_vulkan_ops)
 endif()
 loom_unit_test(test_vulkan_quant)
 set_tests_properties(test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77)
+# The decode GEMV cases (`test_vulkan_quant gemv`: the work split's edge shapes, the fusions) on the
+# block-at-a-time GEMV (LOOM_VK_GEMV_Q, shaders/matvec_qb.comp): every type with 2 rows per
+# invocation (blk2 = blk); the rows-per-invocation edges with 1 and 4 on the first four types only
+# (Q8_0, Q4_0, Q4_K, Q6_K: the rows loop does not depend on the block decoder, and on lavapipe the
+# pipeline compiles dominate: blk4's, 8 x-rows by 4 weight rows, are the slowest). The default GEMV
+# keeps test_vulkan_quant's own cases.
+foreach(v blk1 blk2 blk4)
+  set(_n 4)
+  if(v STREQUAL "blk2")
+    set(_n 12)
+  endif()
+  add_test(NAME test_vulkan_quant_gemv_${v} COMMAND test_vulkan_quant gemv ${_n})
+  set_tests_properties(test_vulkan_quant_gemv_${v} PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=${v} SKIP_RETURN_CODE 77
+                       TIMEOUT 300)
+endforeach()
 
 # Model level, on the quantised fixtures written by tests/quant.cmake (fixtures q_<fx>_<type>).
 # llama-tiny's q4_k_m holds all four block types (Q4_K, Q6_K, and the Q4_0/Q8_0 fallbacks);
@@ -34,6 +49,12 @@ foreach(fx ${_vkq_fixtures})
     # LABELS sanitizer_redundant: `make asan` leaves it out (tests/CMakeLists.txt says why)
     set_tests_properties(xcheck_q_${fx}_${t}_vulkan PROPERTIES FIXTURES_REQUIRED "q_${fx}_${t};qf_${fx}_${t}"
                          SKIP_RETURN_CODE 77 LABELS sanitizer_redundant)
+    # 3. the same with the block-at-a-time decode GEMV (LOOM_VK_GEMV_Q=blk, matvec_qb.comp), which
+    #    the fused decode (RMSNORM / SWIGLU into the GEMV, the residual ADD) goes through as well
+    add_test(NAME xcheck_q_${fx}_${t}_vulkan_gemv_blk COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_quant_xcheck.sh
+             ${LOOM_BIN} ${q} ${qf} ${LOOM_Q_REF_${fx}})
+    set_tests_properties(xcheck_q_${fx}_${t}_vulkan_gemv_blk PROPERTIES FIXTURES_REQUIRED "q_${fx}_${t};qf_${fx}_${t}"
+                         ENVIRONMENT LOOM_VK_GEMV_Q=blk SKIP_RETURN_CODE 77 LABELS sanitizer_redundant)
   endforeach()
 endforeach()
 # Must fail: the same comparison against another type's f32 copy (proves it compares something).
@@ -49,6 +70,11 @@ add_test(NAME vulkan_validation_llama-tiny_q4_k_m COMMAND ${CMAKE_CURRENT_SOURCE
          --min-top1 50 --max-kl 0.1 --device vulkan)
 set_tests_properties(vulkan_validation_llama-tiny_q4_k_m PROPERTIES FIXTURES_REQUIRED q_llama-tiny_q4_k_m
                      SKIP_RETURN_CODE 77 TIMEOUT 300)
+# ... over the block-at-a-time decode GEMV's cases (LOOM_VK_GEMV_Q=blk) ...
+add_test(NAME vulkan_validation_test_vulkan_quant_gemv_blk COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
+         $<TARGET_FILE:test_vulkan_quant> gemv)
+set_tests_properties(vulkan_validation_test_vulkan_quant_gemv_blk PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=blk
+                     SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS sanitizer_redundant)
 # ... and over the shader test (byte-offset bindings, chunked weights, every quant pipeline).
 add_test(NAME vulkan_validation_test_vulkan_quant COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
          $<TARGET_FILE:test_vulkan_quant>)

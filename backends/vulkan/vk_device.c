@@ -749,6 +749,16 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     const char *gw = getenv("LOOM_VK_GEMV_WGS"), *gl = getenv("LOOM_VK_GEMV_LOADS");
     d->gemv_wgs = gw && atoi(gw) > 0 ? (uint32_t)atoi(gw) : 1024;
     d->gemv_loads = gl && (atoi(gl) == 2 || atoi(gl) == 4) ? (uint32_t)atoi(gl) : 0;
+    /* LOOM_VK_GEMV_Q: the quantised decode GEMV. "blk" (2 rows per invocation), "blk1", "blk2", "blk4":
+     * matvec_qb.comp, a block at a time; unset or "old": matvec.comp (unknown values too) */
+    const char *gq = getenv("LOOM_VK_GEMV_Q");
+    d->gemv_q = !gq ? 0
+                : !strcmp(gq, "blk") || !strcmp(gq, "blk2") ? 2
+                : !strcmp(gq, "blk1")                       ? 1
+                : !strcmp(gq, "blk4")                       ? 4
+                                                            : 0;
+    if (gq && !d->gemv_q && strcmp(gq, "old"))
+        fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not old, blk, blk1, blk2 or blk4; using old\n", gq);
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);

@@ -93,6 +93,7 @@ typedef struct vk_dev {
     uint64_t fuse_max_nk; /* RMSNORM / SWIGLU fused into GEMVs of at most this many weights */
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */
     uint32_t gemv_loads; /* decode GEMV: 8-element loads in flight per invocation (0: 2) */
+    uint32_t gemv_q;     /* quantised decode GEMV: 0 matvec.comp, else matvec_qb.comp with this many rows per group */
     uint32_t subgroup_size;
     size_t max_alloc, max_range, align;
     size_t piece, overlap; /* weights: largest piece, and how much consecutive pieces share */

@@ -274,6 +274,15 @@ static loom_spv_id qshader(loom_dtype t, int kind) {
     return tab[t][kind];
 }
 
+/* The block-at-a-time decode GEMV (shaders/matvec_qb.comp, LOOM_VK_GEMV_Q) for t. */
+static loom_spv_id qbshader(loom_dtype t) {
+#define QB(T) [LOOM_##T] = LOOM_SPV_MATVEC_QB_##T
+    static const loom_spv_id tab[LOOM_DTYPE_COUNT] = {QB(Q8_0), QB(Q4_0), QB(Q4_K), QB(Q6_K),   QB(Q4_1),   QB(Q5_0),
+                                                      QB(Q5_1), QB(Q2_K), QB(Q3_K), QB(Q5_K), QB(IQ4_NL), QB(IQ4_XS)};
+#undef QB
+    return tab[t];
+}
+
 /* Whether the in-tile tensor-core variants (LOOM_VK_QCM=tiles) exist for t; the others always take
  * the f16 copy. */
 static bool qcm_tiles_ok(loom_dtype t) { return t == LOOM_Q8_0 || t == LOOM_Q4_0 || t == LOOM_Q4_K || t == LOOM_Q6_K; }
@@ -416,7 +425,11 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         if (step > s2) step = s2;
     }
     loom_spv_id sh;
-    if (quant && !qcopy) /* raw blocks dequantised in registers (shaders/wquant.glsl) */
+    /* LOOM_VK_GEMV_Q=blk*: the decode GEMV a block at a time, R rows per invocation (qb_rows) */
+    uint32_t qb_rows = gemv && quant && K % 32 == 0 ? d->gemv_q : 0;
+    if (qb_rows)
+        sh = qbshader(w->type);
+    else if (quant && !qcopy) /* raw blocks dequantised in registers (shaders/wquant.glsl) */
         sh = qshader(w->type, gemv ? 1 : (cm ? 4 : 2) + big);
 #ifdef LOOM_VK_COOPMAT
     else if (qcopy) /* the f16 copy in scratch */
@@ -446,6 +459,17 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     while (nrows > 1 && (nchunk + nrows - 1) / nrows < d->gemv_wgs) nrows /= 2;
     uint32_t loads = d->gemv_loads ? d->gemv_loads : 2;
     uint32_t spec[4] = {wg, (uint32_t)M, nrows, (uint32_t)xmode | loads << 2};
+    if (qb_rows) {
+        /* matvec_qb.comp: an invocation takes 32-weight units of qb_rows rows, so a group of rows
+         * gets more invocations (fewer groups per workgroup) only while that many have a unit each
+         * and the chunk has fewer than LOOM_VK_GEMV_WGS workgroups */
+        uint64_t groups = (nchunk + qb_rows - 1) / qb_rows, useful = (K / 32 + sg - 1) / sg * sg;
+        uint32_t ng = wg / sg;
+        while (ng > 1 && (groups + ng - 1) / ng < d->gemv_wgs && wg / (ng / 2) <= useful) ng /= 2;
+        nrows = ng * qb_rows;
+        spec[2] = ng;
+        spec[3] = (uint32_t)xmode | qb_rows << 2;
+    }
     if (cm) { /* 8 (128 x 128 tiles) or 4 subgroups per workgroup */
         spec[0] = (big ? 8 : 4) * sg;
         spec[1] = sg;

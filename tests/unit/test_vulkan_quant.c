@@ -64,11 +64,21 @@ static void q8_exact(float *x, size_t n) {
     }
 }
 
+/* The decode GEMV cases' largest error as a fraction of their bound's sum_k |x_k w_k| (reported at
+ * the end: the measured margin under the 2^-15 bound). gemv_amax: that sum for the case running,
+ * 0 outside the GEMV cases. */
+static double gemv_amax, gemv_worst, fused_worst;
+static char gemv_worst_what[160];
+
 static void cmp(const char *what, const char *be, const float *got, const float *ref, size_t n, double atol) {
     size_t bad = 0, at = 0;
     double worst = -1;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)got[i] - (double)ref[i]);
+        if (gemv_amax > 0 && d / gemv_amax > gemv_worst) {
+            gemv_worst = d / gemv_amax;
+            snprintf(gemv_worst_what, sizeof gemv_worst_what, "%s [%s]", what, be);
+        }
         bool ok = atol < 0 ? memcmp(&got[i], &ref[i], 4) == 0 : d <= atol;
         if (!ok) {
             if (!(d <= worst)) worst = d, at = i;
@@ -139,8 +149,30 @@ static void matmul_case(loom_dtype qt, int64_t M, int64_t N, int64_t K, bool bia
     double amax = tg_matmul_amax(x + x_skip, deq, bias ? b : NULL, M, N, K);
     char what[128];
     tg_matmul_name(what, sizeof what, qt, M, N, K, bias, x_skip);
+    gemv_amax = M <= 8 ? amax : 0;
     run_cmp(&t, y, what, ldexp(amax, -15) + 1e-6, M > 8 ? ldexp(amax, -10) + 1e-6 : ldexp(amax, -15) + 1e-6, mask);
+    gemv_amax = 0;
     free(x), free(deq), free(b), free(w);
+}
+
+/* The decode GEMV (M <= 8) on every type and on the shapes its work split has edges at: K of one
+ * block, K not a multiple of 64 or of the units per invocation, long K over few rows (a row group
+ * spans several subgroups), rows not a multiple of the rows per workgroup or fewer than one
+ * group, many workgroups, unaligned x; the two largest also on 16 KiB weight pieces (chunks of rows
+ * at byte offsets that are not word aligned; the other cases fit one piece). Whichever GEMV LOOM_VK_GEMV_Q selects (ctest
+ * runs `test_vulkan_quant gemv` under each of blk1, blk2, blk4: tests/vulkan_quant.cmake). */
+static void test_gemv(int nq) {
+    for (int qi = 0; qi < nq; qi++) {
+        loom_dtype qt = qtypes[qi];
+        int64_t b = loom_dtype_blck(qt);
+        matmul_case(qt, 1, 37, b, false, 0, 1);
+        matmul_case(qt, 1, 130, b == 32 ? 160 : 768, true, 0, 5); /* 16 KiB pieces: chunked */
+        matmul_case(qt, 3, 33, b == 32 ? 96 : 512, true, 0, 1);
+        matmul_case(qt, 8, 5, b, qi % 2 == 0, 0, 1);
+        matmul_case(qt, 2, 40, b == 32 ? 64 : 256, true, 3, 1);
+        matmul_case(qt, 1, 9, b == 32 ? 32 * 70 : 256 * 9, false, 0, 1);
+        matmul_case(qt, 1, 2100, b == 32 ? 64 : 256, qi % 2 == 1, 0, 5); /* chunked */
+    }
 }
 
 static void test_matmul(void) {
@@ -181,8 +213,8 @@ static void test_matmul(void) {
 }
 
 /* ---- decode fusions: RMSNORM -> matvec -> residual ADD; SWIGLU -> matvec ---------------------- */
-static void test_fused(void) {
-    for (int qi = 0; qi < 4; qi++) { /* the fusions do not depend on the block decoder */
+static void test_fused(int nq) {
+    for (int qi = 0; qi < nq; qi++) { /* the fusions do not depend on the block decoder */
         loom_dtype qt = qtypes[qi];
         int64_t K = loom_dtype_blck(qt) == 32 ? 96 : 256, N = K, M = 2;
         float *x = malloc(sizeof(float) * M * K), *g = malloc(sizeof(float) * M * K), *u = malloc(sizeof(float) * M * K);
@@ -233,6 +265,7 @@ static void test_fused(void) {
                 const float *got = rc == 0 ? tg_f32(&t, &o, out) : NULL;
                 double worst = 0;
                 for (int64_t i = 0; got && i < M * N; i++) worst = fmax(worst, fabs(got[i] - ref[i]));
+                if (got && worst / amax > fused_worst) fused_worst = worst / amax;
                 CHECK(worst <= 1e-5 * amax, "fused %s %s [%s]: error %.3g of %.3g", sw ? "swiglu" : "rmsnorm+add",
                       loom_dtype_name(qt), vk_name[v], worst, amax);
                 tg_out_free(&o);
@@ -332,16 +365,30 @@ static void test_supports(void) {
     CHECK(!vk[0]->ops->supports(vk[0], &t.g, ad), "ADD of a quantised tensor accepted");
 }
 
-int main(void) {
+/* `test_vulkan_quant gemv [NTYPES]`: the decode GEMV cases only (test_gemv, and the fusions) on the
+ * first NTYPES of qtypes (default all) */
+int main(int argc, char **argv) {
+    bool gemv_only = argc > 1 && !strcmp(argv[1], "gemv");
+    int gemv_nq = argc > 2 && atoi(argv[2]) > 0 && atoi(argv[2]) < NQ ? atoi(argv[2]) : NQ;
     int orc = tg_open_backends(&cpu, vk, true);
     if (orc) return orc;
     tg_coopmat_flags(vk, vk_name, vk_coopmat);
 
-    TG_TIMED(test_supports());
-    TG_TIMED(test_embed());
-    TG_TIMED(test_matmul());
-    TG_TIMED(test_fused());
-    TG_TIMED(test_moe());
+    const char *gq = getenv("LOOM_VK_GEMV_Q");
+    printf("decode GEMV: LOOM_VK_GEMV_Q=%s\n", gq ? gq : "(unset)");
+    if (!gemv_only) {
+        TG_TIMED(test_supports());
+        TG_TIMED(test_embed());
+        TG_TIMED(test_matmul());
+    } else {
+        TG_TIMED(test_gemv(gemv_nq));
+    }
+    TG_TIMED(test_fused(gemv_only ? gemv_nq : 4));
+    if (gemv_worst_what[0])
+        printf("decode GEMV: largest error %.3g x sum|x w| (2^%.1f; bound 2^-15), at %s\n", gemv_worst,
+               log2(gemv_worst > 0 ? gemv_worst : 1e-300), gemv_worst_what);
+    printf("decode fusions: largest error %.3g x max sum|x w| (bound 1e-5)\n", fused_worst);
+    if (!gemv_only) TG_TIMED(test_moe());
 
     tg_close_backends(cpu, vk);
     CHECK_DONE();
