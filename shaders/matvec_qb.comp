@@ -6,15 +6,17 @@
 // default decode GEMV is matvec.comp, which decodes 8 weights per load through wquant.glsl).
 // y[M, N] = x[M, K] W[N, K]^T (+ bias) (+ residual), M <= 8, W one of the twelve block types.
 //
-// The unit of work is 32 consecutive weights of a row: a whole block of the 32-element types, one
-// sub-block of a 256-element K block. An invocation takes units lt, lt + TPR, ... of R rows at once
-// (R = 1, 2 or 4: the knob): per unit and row it reads the unit's quant bytes as whole words (16 or
-// 32 bytes per read, shifted into place when the block is not word aligned), decodes its scale(s)
-// and minimum once, and turns the weights into byte codes c (4 per word) such that
-//   w_i = sc[h] * c_i + mn[h]          (h = i / 16: the K types with one scale per 16 weights)
-// or, for IQ4_NL / IQ4_XS, w_i = sc * KV[c_i]. The unit's x (32 floats, read once for the R rows)
-// then gives sum_i w_i x_i = sc[0] sum_{i<16} c_i x_i + sc[1] sum_{i>=16} c_i x_i + mn[0] X0 + mn[1] X1
-// with X0, X1 the sums of x's two halves: two multiplies per 16 weights instead of one per weight.
+// The unit of work is 32 consecutive weights of a row (a sub-block): a whole block of the
+// 32-element types, or IQ4_XS's sub-block; in Q4_K, Q5_K, Q6_K, Q2_K and Q3_K two sub-blocks whose
+// weights share quant bytes (SU = 2). An invocation takes units lt, lt + TPR, ... of R rows at once
+// (R = 1, 2 or 4: the knob): per unit and row it reads the quant bytes as whole words (16 or 32 bytes
+// per read, shifted into place when the block is not word aligned), decodes the scale(s) and
+// minimum once, and turns the weights into byte codes c (4 per word) such that
+//   w_i = sc[h] * (c_i - C_OFF) + mn[h]      (h = i / 16: the K types have a scale per 16 weights)
+// or, for IQ4_NL / IQ4_XS, w_i = sc * KV[c_i]. The sub-block's x (32 floats, read once for the R
+// rows) gives sum_i w_i x_i = sc[0] sum_{i<16} (c_i - C_OFF) x_i + sc[1] sum_{i>=16} ... + mn[0] X0 +
+// mn[1] X1, with X0, X1 the sums of x's two halves (only for the types with a minimum): two
+// multiplies per 16 weights instead of one per weight.
 // The products c_i x_i are in a different order and factoring from loom_dequant_row's, so results
 // are not bit-identical to matvec.comp's: test_vulkan_quant holds both to the same bound.
 //
@@ -40,15 +42,33 @@ layout(std430, binding = 4) readonly buffer E { float e1[]; };
 layout(std430, binding = 4) readonly buffer E4 { vec4 e4[]; };
 layout(std430, binding = 5) readonly buffer Rs { float res[]; };
 
+// Codes become floats as uintBitsToFloat(0x4b000000 | c) - (2^23 + C_OFF): exact (c < 2^23) and
+// without an int-to-float conversion (a quarter-rate instruction on NVIDIA); C_OFF folds a fixed
+// offset of the type's values into it (Q4_0's -8, Q8_0's int8 stored as c = q ^ 0x80, ...), so only
+// the types with a real minimum (C_MIN) need the sums of x.
 #if defined(W_Q8_0)
-#define C_SIGNED 1
+#define C_OFF 128.0
+#elif defined(W_Q4_0)
+#define C_OFF 8.0
+#elif defined(W_Q5_0)
+#define C_OFF 16.0
+#elif defined(W_Q6_K)
+#define C_OFF 32.0
+#elif defined(W_Q3_K)
+#define C_OFF 4.0
 #elif defined(W_IQ4_NL) || defined(W_IQ4_XS)
 #define C_TABLE 1
 shared float kvs[16];
+#else
+#define C_OFF 0.0
+#define C_MIN 1
 #endif
-#if defined(W_Q4_0) || defined(W_Q4_1) || defined(W_Q5_0) || defined(W_Q5_1) || defined(W_Q4_K) || \
-    defined(W_Q5_K) || defined(W_Q6_K) || defined(W_Q2_K) || defined(W_Q3_K)
-#define C_MIN 1 // mn != 0: the x half sums are needed
+// Sub-blocks (32 weights) per unit: the K types that share quant bytes between two sub-blocks read
+// them once for both (Q4_K / Q5_K: a byte's two nibbles; Q2_K / Q3_K / Q6_K: a byte's 2-bit fields)
+#if defined(W_Q4_K) || defined(W_Q5_K) || defined(W_Q6_K) || defined(W_Q2_K) || defined(W_Q3_K)
+const uint SU = 2u;
+#else
+const uint SU = 1u;
 #endif
 
 shared float red[64][40]; // [subgroup][r * NM + m, then 32 + m: sum of squares]
@@ -96,144 +116,200 @@ void ld32(uint a, out uvec4 lo, out uvec4 hi) {
     lo = uvec4(fsh(w[0], w[1], s), fsh(w[1], w[2], s), fsh(w[2], w[3], s), fsh(w[3], w[4], s));
     hi = uvec4(fsh(w[4], w[5], s), fsh(w[5], w[6], s), fsh(w[6], w[7], s), fsh(w[7], w[8], s));
 }
+#if defined(W_Q4_K) || defined(W_Q5_K)
+// 144- / 176-byte blocks: with the binding's byte offset a multiple of 16 (a uniform test), every
+// 32-byte run of qs / qh is 16-byte aligned and read as two uvec4
+layout(std430, binding = W_BINDING) readonly buffer WQ16 { uvec4 wq4[]; };
+#endif
+void ld32k(uint a, out uvec4 lo, out uvec4 hi) {
+#if defined(W_Q4_K) || defined(W_Q5_K)
+    if ((W_OFF & 15u) == 0u) {
+        lo = wq4[a >> 4];
+        hi = wq4[(a >> 4) + 1u];
+        return;
+    }
+#endif
+    ld32(a, lo, hi);
+}
+uvec2 ld8(uint a) {
+    uint i = a >> 2, s = (a & 3u) * 8u;
+    uint w0 = wq[i], w1 = wq[i + 1u], w2 = s != 0u ? wq[i + 2u] : 0u;
+    return uvec2(fsh(w0, w1, s), fsh(w1, w2, s));
+}
+uvec3 ld12(uint a) {
+    uint i = a >> 2, s = (a & 3u) * 8u;
+    uint w0 = wq[i], w1 = wq[i + 1u], w2 = wq[i + 2u], w3 = s != 0u ? wq[i + 3u] : 0u;
+    return uvec3(fsh(w0, w1, s), fsh(w1, w2, s), fsh(w2, w3, s));
+}
+uint bsel(uvec3 w, uint k) { return (w[k >> 2] >> (8u * (k & 3u))) & 0xffu; } // byte k of 12
+float i8(uint b) { return float(int(b << 24) >> 24); }
 // bits sh..sh+3 of b to bit 0 of bytes 0..3 (one word per lane of sh)
 uvec4 spread4v(uint b, uvec4 sh) {
     uvec4 v = (uvec4(b) >> sh) & 15u;
     return (v * 0x00204081u) & 0x01010101u;
 }
-const uint NIB = 0x0f0f0f0fu;
+const uint NIB = 0x0f0f0f0fu, B2 = 0x03030303u, B1 = 0x01010101u;
 
-// Unit j (32 weights) of the block at byte a: codes c0 (weights 0..15), c1 (16..31), scale and
-// minimum of each half (see the top)
-void unit(uint a, uint j, out uvec4 c0, out uvec4 c1, out vec2 sc, out vec2 mn) {
+// Sub-block (0..QK/32-1) of the block that sub-block s of unit p is
+uint sub(uint p, uint s) {
+#if defined(W_Q6_K)
+    return 4u * (p >> 1) + (p & 1u) + 2u * s; // quarters c and c + 2 share their ql bytes
+#else
+    return SU * p + s;
+#endif
+}
+
+// Unit p of the block at byte a: for its sub-block s (weights sub(p, s) * 32 + 0..31), the codes
+// c[2s] (weights 0..15) and c[2s + 1] (16..31), and the scale and minimum of each half
+// (w = sc * (c - C_OFF) + mn, see the top)
+void unit(uint a, uint p, out uvec4 c[2 * SU], out vec2 sc[SU], out vec2 mn[SU]) {
 #if defined(W_Q8_0)
     float d = qhalf(a);
-    ld32(a + 2u, c0, c1);
-    sc = vec2(d);
-    mn = vec2(0.0);
+    ld32(a + 2u, c[0], c[1]);
+    c[0] ^= 0x80808080u; // int8 q as q + 128
+    c[1] ^= 0x80808080u;
+    sc[0] = vec2(d);
+    mn[0] = vec2(0.0);
 #elif defined(W_Q4_0) || defined(W_IQ4_NL)
     float d = qhalf(a);
     uvec4 q = ld16(a + 2u);
-    c0 = q & NIB;
-    c1 = (q >> 4) & NIB;
-    sc = vec2(d);
-#if defined(W_Q4_0)
-    mn = vec2(-8.0 * d);
-#else
-    mn = vec2(0.0);
-#endif
+    c[0] = q & NIB;
+    c[1] = (q >> 4) & NIB;
+    sc[0] = vec2(d);
+    mn[0] = vec2(0.0);
 #elif defined(W_Q4_1)
     vec2 dm = unpackHalf2x16(ld4(a));
     uvec4 q = ld16(a + 4u);
-    c0 = q & NIB;
-    c1 = (q >> 4) & NIB;
-    sc = dm.xx;
-    mn = dm.yy;
+    c[0] = q & NIB;
+    c[1] = (q >> 4) & NIB;
+    sc[0] = dm.xx;
+    mn[0] = dm.yy;
 #elif defined(W_Q5_0) || defined(W_Q5_1)
     // the 5th bit of weight i is bit i of the u32 qh
 #if defined(W_Q5_0)
     float d = qhalf(a);
     uint qh = ld4(a + 2u);
     uvec4 q = ld16(a + 6u);
-    sc = vec2(d);
-    mn = vec2(-16.0 * d);
+    sc[0] = vec2(d);
+    mn[0] = vec2(0.0);
 #else
     vec2 dm = unpackHalf2x16(ld4(a));
     uint qh = ld4(a + 4u);
     uvec4 q = ld16(a + 8u);
-    sc = dm.xx;
-    mn = dm.yy;
+    sc[0] = dm.xx;
+    mn[0] = dm.yy;
 #endif
-    c0 = (q & NIB) | (spread4v(qh, uvec4(0u, 4u, 8u, 12u)) << 4);
-    c1 = ((q >> 4) & NIB) | (spread4v(qh, uvec4(16u, 20u, 24u, 28u)) << 4);
+    c[0] = (q & NIB) | (spread4v(qh, uvec4(0u, 4u, 8u, 12u)) << 4);
+    c[1] = ((q >> 4) & NIB) | (spread4v(qh, uvec4(16u, 20u, 24u, 28u)) << 4);
 #elif defined(W_Q4_K) || defined(W_Q5_K)
-    // 6-bit scale and min of sub-block j; qs[32c + l]: low nibble weight 64c + l, high 64c + 32 + l;
-    // Q5_K: the 5th bit of weight 32j + l is bit j of qh[l]
+    // sub-blocks 2p (low nibbles of qs[32p + l]) and 2p + 1 (high); 6-bit scale and min of each
+    // from the 12 bytes at 4; Q5_K: the 5th bit of weight 32j + l is bit j of qh[l]
     vec2 dm = unpackHalf2x16(ld4(a));
-    uint s, m;
-    scale_min_k4(a + 4u, j, s, m);
-    sc = vec2(dm.x * float(s));
-    mn = vec2(-dm.y * float(m));
-    uint sh = 4u * (j & 1u);
+    uvec3 sw = ld12(a + 4u);
+    uvec4 q0, q1;
 #if defined(W_Q4_K)
-    ld32(a + 16u + 32u * (j >> 1), c0, c1);
-    c0 = (c0 >> sh) & NIB;
-    c1 = (c1 >> sh) & NIB;
+    ld32k(a + 16u + 32u * p, q0, q1);
 #else
     uvec4 h0, h1;
-    ld32(a + 48u + 32u * (j >> 1), c0, c1);
-    ld32(a + 16u, h0, h1);
-    c0 = ((c0 >> sh) & NIB) | (((h0 >> j) & 0x01010101u) << 4);
-    c1 = ((c1 >> sh) & NIB) | (((h1 >> j) & 0x01010101u) << 4);
+    ld32k(a + 48u + 32u * p, q0, q1);
+    ld32k(a + 16u, h0, h1);
 #endif
-#elif defined(W_Q6_K)
-    // half hf = j / 4, quarter c = j % 4: low 4 bits from ql[64 hf + 32 (c & 1) + l] (nibble c / 2),
-    // high 2 bits from qh[32 hf + l] (bits 2c); int8 scale per 16 weights
-    uint hf = j >> 2, c = j & 3u;
-    uvec4 l0, l1, h0, h1;
-    ld32(a + 64u * hf + 32u * (c & 1u), l0, l1);
-    ld32(a + 128u + 32u * hf, h0, h1);
-    uint s4 = 4u * (c >> 1), s2 = 2u * c;
-    c0 = ((l0 >> s4) & NIB) | (((h0 >> s2) & 0x03030303u) << 4);
-    c1 = ((l1 >> s4) & NIB) | (((h1 >> s2) & 0x03030303u) << 4);
-    float d = qhalf(a + 208u);
-    uint sa = a + 192u + 8u * hf + 2u * c;
-    sc = d * vec2(float(int(qbyte(sa) << 24) >> 24), float(int(qbyte(sa + 1u) << 24) >> 24));
-    mn = -32.0 * sc;
-#elif defined(W_Q2_K)
-    // 2-bit fields of qs[32 hf + l] at shift 2 (j % 4); scale (low nibble) and min (high) bytes
-    // per 16 weights
-    uint hf = j >> 2, s2 = 2u * (j & 3u);
-    ld32(a + 16u + 32u * hf, c0, c1);
-    c0 = (c0 >> s2) & 0x03030303u;
-    c1 = (c1 >> s2) & 0x03030303u;
-    vec2 dm = unpackHalf2x16(ld4(a + 80u));
-    uint b0 = qbyte(a + 2u * j), b1 = qbyte(a + 2u * j + 1u);
-    sc = dm.x * vec2(float(b0 & 15u), float(b1 & 15u));
-    mn = -dm.y * vec2(float(b0 >> 4), float(b1 >> 4));
-#elif defined(W_Q3_K)
-    // 2 low bits as Q2_K (qs at 32); the 3rd bit is bit j of hmask[l], clear meaning -4:
-    // c = q2 | hbit << 2, w = ds (c - 4); 6-bit scales biased by 32, one per 16 weights
-    uint hf = j >> 2, s2 = 2u * (j & 3u);
-    uvec4 h0, h1;
-    ld32(a + 32u + 32u * hf, c0, c1);
-    ld32(a, h0, h1);
-    c0 = ((c0 >> s2) & 0x03030303u) | (((h0 >> j) & 0x01010101u) << 2);
-    c1 = ((c1 >> s2) & 0x03030303u) | (((h1 >> j) & 0x01010101u) << 2);
-    float d = qhalf(a + 108u);
-    vec2 s;
-    [[unroll]] for (uint h = 0u; h < 2u; h++) {
-        uint k = 2u * j + h;
-        uint v = ((qbyte(a + 96u + (k & 7u)) >> (4u * (k >> 3))) & 15u) |
-                 (((qbyte(a + 104u + (k & 3u)) >> (2u * (k >> 2))) & 3u) << 4);
-        s[h] = d * float(int(v) - 32);
+    [[unroll]] for (uint s = 0u; s < 2u; s++) {
+        uint j = 2u * p + s, scv, mv;
+        if (j < 4u) {
+            scv = bsel(sw, j) & 63u;
+            mv = bsel(sw, j + 4u) & 63u;
+        } else {
+            uint b8 = bsel(sw, j + 4u);
+            scv = (b8 & 15u) | ((bsel(sw, j - 4u) >> 6) << 4);
+            mv = (b8 >> 4) | ((bsel(sw, j) >> 6) << 4);
+        }
+        sc[s] = vec2(dm.x * float(scv));
+        mn[s] = vec2(-dm.y * float(mv));
+        c[2u * s] = (q0 >> (4u * s)) & NIB;
+        c[2u * s + 1u] = (q1 >> (4u * s)) & NIB;
+#if defined(W_Q5_K)
+        c[2u * s] |= ((h0 >> j) & B1) << 4;
+        c[2u * s + 1u] |= ((h1 >> j) & B1) << 4;
+#endif
     }
-    sc = s;
-    mn = -4.0 * s;
+#elif defined(W_Q6_K)
+    // half hf = p / 2, quarters c0 = p % 2 and c0 + 2: low 4 bits from ql[64 hf + 32 c0 + l]
+    // (nibble 0 then 1), high 2 bits from qh[32 hf + l] (bits 2c); int8 scale per 16 weights
+    uint hf = p >> 1, c0 = p & 1u;
+    uvec4 l0, l1, h0, h1;
+    ld32(a + 64u * hf + 32u * c0, l0, l1);
+    ld32(a + 128u + 32u * hf, h0, h1);
+    uvec2 sv = ld8(a + 192u + 8u * hf);
+    float d = qhalf(a + 208u);
+    [[unroll]] for (uint s = 0u; s < 2u; s++) {
+        uint s2 = 2u * c0 + 4u * s;
+        c[2u * s] = ((l0 >> (4u * s)) & NIB) | (((h0 >> s2) & B2) << 4);
+        c[2u * s + 1u] = ((l1 >> (4u * s)) & NIB) | (((h1 >> s2) & B2) << 4);
+        uint w = sv[s] >> (16u * c0); // scale bytes 2c, 2c + 1 of the half: word s, half c0
+        sc[s] = d * vec2(i8(w & 0xffu), i8((w >> 8) & 0xffu));
+        mn[s] = vec2(0.0);
+    }
+#elif defined(W_Q2_K) || defined(W_Q3_K)
+    // sub-blocks j = 2p, 2p + 1: 2-bit fields of qs[32 hf + l] (hf = p / 2) at shift 2 (j % 4);
+    // Q2_K: scale (low nibble) and min (high) bytes per 16 weights; Q3_K: the 3rd bit is bit j of
+    // hmask[l] (c = q2 | hbit << 2, w = ds (c - 4)), 6-bit scales biased by 32
+    uint hf = p >> 1;
+    uvec4 q0, q1;
+#if defined(W_Q2_K)
+    ld32(a + 16u + 32u * hf, q0, q1);
+    uint sb = ld4(a + 4u * p);
+    vec2 dm = unpackHalf2x16(ld4(a + 80u));
+#else
+    uvec4 h0, h1;
+    ld32(a + 32u + 32u * hf, q0, q1);
+    ld32(a, h0, h1);
+    uvec3 sw = ld12(a + 96u);
+    float d = qhalf(a + 108u);
+#endif
+    [[unroll]] for (uint s = 0u; s < 2u; s++) {
+        uint j = 2u * p + s, s2 = 2u * (j & 3u);
+        c[2u * s] = (q0 >> s2) & B2;
+        c[2u * s + 1u] = (q1 >> s2) & B2;
+#if defined(W_Q2_K)
+        uint b0 = (sb >> (16u * s)) & 0xffu, b1 = (sb >> (16u * s + 8u)) & 0xffu;
+        sc[s] = dm.x * vec2(float(b0 & 15u), float(b1 & 15u));
+        mn[s] = -dm.y * vec2(float(b0 >> 4), float(b1 >> 4));
+#else
+        c[2u * s] |= ((h0 >> j) & B1) << 2;
+        c[2u * s + 1u] |= ((h1 >> j) & B1) << 2;
+        vec2 v;
+        [[unroll]] for (uint h = 0u; h < 2u; h++) {
+            uint k = 2u * j + h;
+            uint x = ((bsel(sw, k & 7u) >> (4u * (k >> 3))) & 15u) | (((bsel(sw, 8u + (k & 3u)) >> (2u * (k >> 2))) & 3u) << 4);
+            v[h] = d * float(int(x) - 32);
+        }
+        sc[s] = v;
+        mn[s] = vec2(0.0);
+#endif
+    }
 #elif defined(W_IQ4_XS)
-    // 6-bit scale: low nibble scales_l[j / 2] >> 4 (j % 2), high 2 bits scales_h >> 2j; biased by 32
+    // 6-bit scale: low nibble scales_l[p / 2] >> 4 (p % 2), high 2 bits scales_h >> 2p; biased by 32
     uint w0 = ld4(a);
     float d = unpackHalf2x16(w0).x;
-    uint ls = ((qbyte(a + 4u + (j >> 1)) >> (4u * (j & 1u))) & 15u) | (((w0 >> (16u + 2u * j)) & 3u) << 4);
-    uvec4 q = ld16(a + 8u + 16u * j);
-    c0 = q & NIB;
-    c1 = (q >> 4) & NIB;
-    sc = vec2(d * float(int(ls) - 32));
-    mn = vec2(0.0);
+    uint ls = ((qbyte(a + 4u + (p >> 1)) >> (4u * (p & 1u))) & 15u) | (((w0 >> (16u + 2u * p)) & 3u) << 4);
+    uvec4 q = ld16(a + 8u + 16u * p);
+    c[0] = q & NIB;
+    c[1] = (q >> 4) & NIB;
+    sc[0] = vec2(d * float(int(ls) - 32));
+    mn[0] = vec2(0.0);
 #else
 #error "matvec_qb.comp: a block-quantised type"
 #endif
 }
 
-// the four codes of word c as floats
+// the four codes of word c as values (c - C_OFF, or the IQ4 table's)
 vec4 cvec(uint c) {
-#if defined(C_SIGNED)
-    return vec4(ivec4(uvec4(c) << uvec4(24u, 16u, 8u, 0u)) >> 24);
-#elif defined(C_TABLE)
-    uvec4 b = (uvec4(c) >> uvec4(0u, 8u, 16u, 24u)) & 15u;
+    uvec4 b = (uvec4(c) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
+#if defined(C_TABLE)
     return vec4(kvs[b.x], kvs[b.y], kvs[b.z], kvs[b.w]);
 #else
-    return vec4((uvec4(c) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu);
+    return uintBitsToFloat(b | 0x4b000000u) - (8388608.0 + C_OFF);
 #endif
 }
 
@@ -246,38 +322,49 @@ void main() {
     barrier();
 #endif
     uint n0 = (wg_linear() * NG + g) * R;
-    const uint UB = QK / 32u;         // units per block
-    uint U = K / 32u, rowb = (K / QK) * QB;
+    const uint UB = QK / (32u * SU); // units per block
+    uint U = K / (32u * SU), rowb = (K / QK) * QB;
     float acc[R * NM], ss[NM];
     [[unroll]] for (uint i = 0u; i < R * NM; i++) acc[i] = 0.0;
     [[unroll]] for (uint m = 0u; m < NM; m++) ss[m] = 0.0;
     if (n0 < N) {
         for (uint u = lt; u < U; u += TPR) {
-            uint blk = u / UB, j = u % UB;
-            uvec4 c0[R], c1[R];
-            vec2 sc[R], mn[R];
-            [[unroll]] for (uint r = 0u; r < R; r++) // rows past N read the last row, written nowhere
-                unit(W_OFF + min(n0 + r, N - 1u) * rowb + blk * QB, j, c0[r], c1[r], sc[r], mn[r]);
-            [[unroll]] for (uint m = 0u; m < NM; m++) {
-                vec4 xv[8];
-                [[unroll]] for (uint q = 0u; q < 8u; q++) xv[q] = xget4(m, 32u * u + 4u * q, ss[m]);
-#if defined(C_MIN)
-                float x0 = dot(xv[0] + xv[1] + xv[2] + xv[3], vec4(1.0));
-                float x1 = dot(xv[4] + xv[5] + xv[6] + xv[7], vec4(1.0));
-#endif
-                [[unroll]] for (uint r = 0u; r < R; r++) {
-                    float s0 = 0.0, s1 = 0.0;
-                    [[unroll]] for (uint q = 0u; q < 4u; q++) {
-                        s0 += dot(cvec(c0[r][q]), xv[q]);
-                        s1 += dot(cvec(c1[r][q]), xv[4u + q]);
-                    }
-                    float v = sc[r].x * s0 + sc[r].y * s1;
-#if defined(C_MIN)
-                    v += mn[r].x * x0 + mn[r].y * x1;
-#endif
-                    acc[r * NM + m] += v;
+            uint blk = u / UB, p = u % UB;
+            uvec4 cw[R * 2u * SU];
+            vec2 sc[R * SU], mn[R * SU];
+            [[unroll]] for (uint r = 0u; r < R; r++) { // rows past N read the last row, written nowhere
+                uvec4 c[2 * SU];
+                vec2 s1[SU], m1[SU];
+                unit(W_OFF + min(n0 + r, N - 1u) * rowb + blk * QB, p, c, s1, m1);
+                [[unroll]] for (uint i = 0u; i < 2u * SU; i++) cw[r * 2u * SU + i] = c[i];
+                [[unroll]] for (uint i = 0u; i < SU; i++) {
+                    sc[r * SU + i] = s1[i];
+                    mn[r * SU + i] = m1[i];
                 }
             }
+            [[unroll]] for (uint m = 0u; m < NM; m++)
+                [[unroll]] for (uint s = 0u; s < SU; s++) {
+                    uint k0 = blk * QK + 32u * sub(p, s);
+                    vec4 xv[8];
+                    [[unroll]] for (uint q = 0u; q < 8u; q++) xv[q] = xget4(m, k0 + 4u * q, ss[m]);
+#if defined(C_MIN)
+                    float x0 = dot(xv[0] + xv[1] + xv[2] + xv[3], vec4(1.0));
+                    float x1 = dot(xv[4] + xv[5] + xv[6] + xv[7], vec4(1.0));
+#endif
+                    [[unroll]] for (uint r = 0u; r < R; r++) {
+                        uint i = r * SU + s;
+                        float s0 = 0.0, s1 = 0.0;
+                        [[unroll]] for (uint q = 0u; q < 4u; q++) {
+                            s0 += dot(cvec(cw[2u * i][q]), xv[q]);
+                            s1 += dot(cvec(cw[2u * i + 1u][q]), xv[4u + q]);
+                        }
+                        float v = sc[i].x * s0 + sc[i].y * s1;
+#if defined(C_MIN)
+                        v += mn[i].x * x0 + mn[i].y * x1;
+#endif
+                        acc[r * NM + m] += v;
+                    }
+                }
         }
     }
     [[unroll]] for (uint i = 0u; i < R * NM; i++) acc[i] = subgroupAdd(acc[i]);

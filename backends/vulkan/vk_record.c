@@ -460,10 +460,12 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     uint32_t loads = d->gemv_loads ? d->gemv_loads : 2;
     uint32_t spec[4] = {wg, (uint32_t)M, nrows, (uint32_t)xmode | loads << 2};
     if (qb_rows) {
-        /* matvec_qb.comp: an invocation takes 32-weight units of qb_rows rows, so a group of rows
+        /* matvec_qb.comp: an invocation takes units of qb_rows rows, so a group of rows
          * gets more invocations (fewer groups per workgroup) only while that many have a unit each
          * and the chunk has fewer than LOOM_VK_GEMV_WGS workgroups */
-        uint64_t groups = (nchunk + qb_rows - 1) / qb_rows, useful = (K / 32 + sg - 1) / sg * sg;
+        /* units: 32 weights, or 64 in the K types that read two sub-blocks together (not IQ4_XS) */
+        uint64_t su = loom_dtype_blck(w->type) == 256 && w->type != LOOM_IQ4_XS ? 2 : 1;
+        uint64_t groups = (nchunk + qb_rows - 1) / qb_rows, useful = (K / (32 * su) + sg - 1) / sg * sg;
         uint32_t ng = wg / sg;
         while (ng > 1 && (groups + ng - 1) / ng < d->gemv_wgs && wg / (ng / 2) <= useful) ng /= 2;
         nrows = ng * qb_rows;

@@ -168,8 +168,8 @@ static void test_gemv(int nq) {
         matmul_case(qt, 1, 37, b, false, 0, 1);
         matmul_case(qt, 1, 130, b == 32 ? 160 : 768, true, 0, 5); /* 16 KiB pieces: chunked */
         matmul_case(qt, 3, 33, b == 32 ? 96 : 512, true, 0, 1);
-        matmul_case(qt, 8, 5, b, qi % 2 == 0, 0, 1);
-        matmul_case(qt, 2, 40, b == 32 ? 64 : 256, true, 3, 1);
+        if (qi < 4) matmul_case(qt, 8, 5, b, qi % 2 == 0, 0, 1); /* M = 8: the slowest lavapipe compiles */
+        matmul_case(qt, 1, 40, b == 32 ? 64 : 256, true, 3, 1);
         matmul_case(qt, 1, 9, b == 32 ? 32 * 70 : 256 * 9, false, 0, 1);
         matmul_case(qt, 1, 2100, b == 32 ? 64 : 256, qi % 2 == 1, 0, 5); /* chunked */
     }
