@@ -6,6 +6,7 @@
 #
 # Every target (default: all six) runs AT THE SAME TIME for SECONDS with -fork=WORKERS worker
 # processes (so 6 x WORKERS cores are busy; SEQUENTIAL=1 runs them one after another instead).
+# A target given as NAME:N gets N workers instead of WORKERS (e.g. `run-pack.sh 600 2 gguf:6 model`).
 # Corpora are per target, in $WORK/corpus/TARGET (WORK defaults to ./loom-fuzz-work; kept, so a
 # later run carries them on), seeded from the pack's seeds and every input that ever failed.
 # Crashes, leaks, timeouts and OOMs do not stop a target (-ignore_crashes=1); their inputs land in
@@ -36,13 +37,14 @@ export LOOM_FUZZ_ROOT=$R        # fuzz_tokenize reads its vocabularies from here
 echo "run-pack.sh: pack $(cat "$R/COMMIT" | tr '\n' ' ')on $(nproc) cores; $SECONDS_EACH s x $WORKERS workers per target; work in $WORK"
 
 run_one() {
-    t=$1
+    t=${1%%:*}; w=$WORKERS
+    case $1 in *:*) w=${1#*:} ;; esac
     seeds=$t; [ "$t" = model ] && seeds=gguf
     mkdir -p "$WORK/corpus/$t" "$WORK/crashes/$t"
     dict=; [ -f "$R/fuzz/dict/$t.dict" ] && dict=-dict=$R/fuzz/dict/$t.dict
     regress=; [ -d "$R/regress/$t" ] && regress=$R/regress/$t
     # -fork: a worker that crashes is restarted; the parent merges new coverage into the corpus
-    (cd "$WORK/crashes/$t" && exec "$R/bin/fuzz_$t" -fork="$WORKERS" -ignore_crashes=1 -ignore_timeouts=1 \
+    (cd "$WORK/crashes/$t" && exec "$R/bin/fuzz_$t" -fork="$w" -ignore_crashes=1 -ignore_timeouts=1 \
         -ignore_ooms=1 -max_total_time="$SECONDS_EACH" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
         -print_final_stats=1 -artifact_prefix="$WORK/crashes/$t/" $dict \
         "$WORK/corpus/$t" "$R/fuzz/corpus/$seeds" $regress) > "$WORK/$t.log" 2>&1
@@ -50,10 +52,12 @@ run_one() {
 }
 
 start=$(date +%s)
+SPEC=$TARGETS
+TARGETS=$(for t in $SPEC; do printf '%s ' "${t%%:*}"; done)
 if [ "${SEQUENTIAL:-0}" = 1 ]; then
-    for t in $TARGETS; do run_one "$t"; done
+    for t in $SPEC; do run_one "$t"; done
 else
-    for t in $TARGETS; do run_one "$t" & done
+    for t in $SPEC; do run_one "$t" & done
     wait
 fi
 echo "run-pack.sh: done in $(( $(date +%s) - start )) s"

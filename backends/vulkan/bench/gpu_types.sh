@@ -5,15 +5,17 @@
 #   .gpu-cm/loom.tar.xz         made by gpu_types_pack.sh: loom [test_vulkan_ops test_vulkan_quant] lib/
 #   .gpu-cm/peer-src.tar.xz     (phase prep) the peer's source, trimmed to what llama-bench and
 #                               llama-quantize need (gpu_types_pack.sh says how)
-#   .gpu-cm/peer-vk.tar.xz      (phase bench) ../shared/bench/peer-vulkan.sh's pack
+#   .gpu-cm/peer-vk.tar.xz      (phase bench) ../shared/bench/peer-vulkan.sh's pack (or $PEERVK)
 # Phases (any order on one warm machine; each says what it needs):
 #   prep   start the CUDA peer build and write the models (detached: they outlive the call)
 #   check  correctness on the GPU: op and quant tests, model checks on Vulkan, the quantised
 #          fixtures on Vulkan, and transformers' check of the numpy-written family fixtures
 #   bench  loom (Vulkan) beside the Vulkan peer with tensor cores and the CUDA peer, same files,
-#          -p 512 -n 128 -r 4, which engine goes first alternating file by file; the table drops
+#          -p "${PP:-512}" -n "${TG:-128}" -r "${REPS:-4}", which engine goes first alternating file by file; the table drops
 #          each test's first sample. ROUNDS=N (default 1), MODELS="f16 q4_0 ...", ENGINES="loom peervk peercuda",
-#          DEADLINE=epoch seconds after which no test starts
+#          DEADLINE=epoch seconds after which no test starts; engines pinned to BENCH_CPUS (default 0-3)
+#          PP/TG/REPS override -p 512 -n 128 -r 4 (TAG=name marks such runs in the table)
+#          SEVEN_B=1 (prep and bench): the llama-7b shape too, as 7b-f16 / 7b-q4_0 / 7b-q4_k_m
 # Models: llama-1.1b shape (hidden 2048, ffn 5632: every row is whole 256-blocks, so every K type
 # is really written), f16 with the llama SPM vocabulary, and `loom quantize --pure` of each type
 # (plus the mixed q4_k_m preset people download). Logs go to $OUT, at most 8 files (the tool's limit).
@@ -56,7 +58,13 @@ if has prep; then
           ( for t in $TYPES q4_k_m-mix; do echo \$t; done | grep -v iq4 |
               xargs -P 6 -I{} sh -c 'case {} in *-mix) $L/loom quantize $M/f16.gguf $M/{}.gguf --type q4_k_m;;
                                       *) $L/loom quantize $M/f16.gguf $M/{}.gguf --type {} --pure;; esac 2>&1 | tail -2' )
-          ls -la $M; touch $M/done" >/tmp/models.log 2>&1 </dev/null &
+          ls -la $M; touch $M/done
+          # SEVEN_B=1: the llama-7b shape too (hidden 4096, 32 layers, ffn 11008), f16 and q4_0 by loom;
+          # its q4_k_m (the file most people download) by the peer's llama-quantize in the bench phase
+          if [ '${SEVEN_B:-0}' = 1 ]; then
+            $L/loom synth --shape llama-7b --dtype f16 --vocab tests/fixtures/tokenizer/ggml-vocab-llama-spm.gguf -o $M/7b-f16.gguf &&
+            $L/loom quantize $M/7b-f16.gguf $M/7b-q4_0.gguf --type q4_0 --pure 2>&1 | tail -1; touch $M/done7
+          fi" >/tmp/models.log 2>&1 </dev/null &
     fi
 fi
 
@@ -89,7 +97,9 @@ if has bench; then
     P=/tmp/peer-vk
     J=/tmp/bench-json  # the device tool returns at most 8 files: the JSON goes back as one tar
     mkdir -p $J
-    if [ -f .gpu-cm/peer-vk.tar.xz ] && [ ! -x $P/llama-bench ]; then mkdir -p $P && tar xJf .gpu-cm/peer-vk.tar.xz -C $P; fi
+    # PEERVK: where the Vulkan peer's pack was carried (a call may carry it alone: the tool's limit)
+    PV=${PEERVK:-.gpu-cm/peer-vk.tar.xz}
+    if [ -f "$PV" ] && [ ! -x $P/llama-bench ]; then mkdir -p $P && tar xJf "$PV" -C $P; fi
     C=/tmp/peer-cuda/llamacpp/build/bin/llama-bench
     for _ in $(seq 1 60); do [ -f $M/done ] && break; sleep 5; done
     [ -f /tmp/peer-cuda/done ] || for _ in $(seq 1 24); do [ -f /tmp/peer-cuda/done ] && break; sleep 5; done
@@ -99,20 +109,24 @@ if has bench; then
         [ -f $M/$t.gguf ] || [ ! -x $Q ] || $Q --pure $M/f16.gguf $M/$t.gguf "$(echo $t | tr a-z A-Z)" "$(nproc)" \
             >>/tmp/models.log 2>&1
     done
+    if [ "${SEVEN_B:-0}" = 1 ] && [ ! -f $M/7b-q4_k_m.gguf ] && [ -x $Q ]; then
+        for _ in $(seq 1 60); do [ -f $M/done7 ] && break; sleep 5; done
+        $Q $M/7b-f16.gguf $M/7b-q4_k_m.gguf Q4_K_M "$(nproc)" >>/tmp/models.log 2>&1
+    fi
     export LD_LIBRARY_PATH=$L/lib
     cat /tmp/models.log >"$O/models.txt" 2>&1
     tail -3 /tmp/peer-cuda/build.log >>"$O/bench.txt" 2>&1
     eng() { # eng ENGINE NAME ROUND: one side-by-side test of one engine on one file
-        f=$M/$2.gguf; j="$J/bench.json.$2.$1.$3"
+        f=$M/$2.gguf; j="$J/bench.json.$2${TAG:+-$TAG}.$1.$3"
         # DEADLINE (epoch seconds): start nothing after it, so the table below is always written
         if [ -n "${DEADLINE:-}" ] && [ "$(date +%s)" -ge "$DEADLINE" ]; then return; fi
         echo "== $2 $1 round $3 $(date +%T)" >>"$O/bench.txt"
         case $1 in
-        loom) timeout 120 $L/loom bench -m "$f" --device vulkan -p 512 -n 128 -r 4 --json >"$j" 2>>"$O/bench.txt" ;;
-        peervk) [ -x $P/llama-bench ] && LD_LIBRARY_PATH=$P/lib timeout 120 $P/llama-bench -m "$f" -ngl 99 -fa 1 \
-                    -p 512 -n 128 -r 4 -o json >"$j" 2>>"$O/bench.txt" ;;
-        peercuda) [ -x $C ] && LD_LIBRARY_PATH= timeout 120 $C -m "$f" -ngl 99 -fa 1 \
-                    -p 512 -n 128 -r 4 -o json >"$j" 2>>"$O/bench.txt" ;;
+        loom) timeout 120 taskset -c "${BENCH_CPUS:-0-3}" $L/loom bench -m "$f" --device vulkan -p "${PP:-512}" -n "${TG:-128}" -r "${REPS:-4}" --json >"$j" 2>>"$O/bench.txt" ;;
+        peervk) [ -x $P/llama-bench ] && LD_LIBRARY_PATH=$P/lib timeout 120 taskset -c "${BENCH_CPUS:-0-3}" $P/llama-bench -m "$f" -ngl 99 -fa 1 \
+                    -p "${PP:-512}" -n "${TG:-128}" -r "${REPS:-4}" -o json >"$j" 2>>"$O/bench.txt" ;;
+        peercuda) [ -x $C ] && LD_LIBRARY_PATH= timeout 120 taskset -c "${BENCH_CPUS:-0-3}" $C -m "$f" -ngl 99 -fa 1 \
+                    -p "${PP:-512}" -n "${TG:-128}" -r "${REPS:-4}" -o json >"$j" 2>>"$O/bench.txt" ;;
         esac
     }
     i=0
