@@ -162,9 +162,8 @@ static void test_matmul(void) {
      * of the f16 x copy (K % 8 != 0), an x offset that is vec4-aligned, and a split K (few tiles,
      * K >= 1024) whose second part ends in a partial step, with K % 8 == 0 (vector loads of f16 x) */
     test_matmul_case(LOOM_F16, 140, 200, 60, true, 0);
-    test_matmul_case(LOOM_BF16, 200, 300, 200, false, 4);
-    test_matmul_case(LOOM_F16, 150, 136, 1096, true, 0);
-    test_matmul_case(LOOM_BF16, 70, 40, 1096, false, 0);
+    test_matmul_case(LOOM_BF16, 136, 264, 200, false, 4);
+    test_matmul_case(LOOM_F16, 130, 40, 1096, true, 0);
 }
 
 /* ---- element-wise and row ops ---------------------------------------------------------------- */
