@@ -1,5 +1,6 @@
 /* fuzz_serve_req: arbitrary bytes as a loom serve request body (tools/serve_req.c). Byte 0 bit 0
- * picks /v1/chat/completions or /v1/completions; the rest is the body. Checked beyond memory
+ * picks /v1/chat/completions or /v1/completions (bit 1: the tool convention, Hermes or Llama 3);
+ * the rest is the body. Checked beyond memory
  * safety: a refused body always has a message; an accepted one has its input (messages with a
  * user turn, or a prompt) and every field within the documented ranges, tools and tool_choice
  * consistent. The same bytes are also a model's reply for the tool-call scanner
@@ -13,11 +14,12 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     bool chat = data[0] & 1;
+    loom_chat_tools conv = data[0] & 2 ? LOOM_TOOLS_LLAMA31 : LOOM_TOOLS_QWEN3;
     /* the body as a reply to scan for tool calls: whole, and as a stream cut at byte data[0] */
     const char *txt = (const char *)data + 1;
     size_t tl = size - 1;
     serve_tool_result whole;
-    if (serve_tool_parse(txt, tl, SERVE_MAX_CALLS, &whole) == 0) {
+    if (serve_tool_parse(conv, txt, tl, SERVE_MAX_CALLS, &whole) == 0) {
         int calls = 0;
         size_t sent = 0, cut = data[0] < tl ? data[0] : tl;
         for (int pass = 0; pass < 2; pass++) {
@@ -25,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             for (;;) {
                 size_t from = sent, ce, res;
                 serve_tool_call c = {0};
-                int k = serve_tool_scan(txt, have, from, pass == 1, &ce, &res, &c);
+                int k = serve_tool_scan(conv, txt, have, from, pass == 1, &ce, &res, &c);
                 if (k < 0) break;
                 FZ_ASSERT(ce >= from && ce <= res && res <= have, "scan bounds %zu %zu %zu %zu", from, ce, res, have);
                 if (k == 1) {

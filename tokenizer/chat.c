@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 loom_chat_format loom_chat_detect(const char *t, const char *arch, bool has_im_start, bool has_header_tokens) {
     if (t) {
@@ -140,22 +141,54 @@ oom:
 }
 
 /* ---- tool calls ------------------------------------------------------------------------------ */
-static const char QWEN25_SYSTEM[] = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+static char *render_hermes(const loom_chat_tools_conv *c, const loom_chat_turn *msgs, size_t n, const char *const *tools,
+                           size_t n_tools, const char *reply_prefix);
+static char *render_llama3(const loom_chat_tools_conv *c, const loom_chat_turn *msgs, size_t n, const char *const *tools,
+                           size_t n_tools, const char *reply_prefix);
+
+static const loom_chat_tools_conv CONVS[LOOM_TOOLS_COUNT] = {
+    [LOOM_TOOLS_QWEN3] = {.name = "qwen3", .format = LOOM_CHAT_CHATML, .call_open = "<tool_call>", .call_close = "</tool_call>",
+                          .required_prefix = "<tool_call>\n", .named_prefix = "<tool_call>\n{\"name\": \"%s\", \"arguments\": ",
+                          .render = render_hermes},
+    [LOOM_TOOLS_QWEN25] = {.name = "qwen2.5", .format = LOOM_CHAT_CHATML, .call_open = "<tool_call>", .call_close = "</tool_call>",
+                           .required_prefix = "<tool_call>\n", .named_prefix = "<tool_call>\n{\"name\": \"%s\", \"arguments\": ",
+                           .default_system = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+                           .render = render_hermes},
+    [LOOM_TOOLS_LLAMA31] = {.name = "llama3.1", .format = LOOM_CHAT_LLAMA3, .call_open = "<|python_tag|>", .bare_json = true,
+                            .required_prefix = "{\"name\": \"", .named_prefix = "{\"name\": \"%s\", \"parameters\": ",
+                            .max_calls_per_message = 1, .fixed_date = "26 Jul 2024", .render = render_llama3},
+    [LOOM_TOOLS_LLAMA32] = {.name = "llama3.2", .format = LOOM_CHAT_LLAMA3, .call_open = "<|python_tag|>", .bare_json = true,
+                            .required_prefix = "{\"name\": \"", .named_prefix = "{\"name\": \"%s\", \"parameters\": ",
+                            .max_calls_per_message = 1, .render = render_llama3},
+};
+
+const loom_chat_tools_conv *loom_chat_tools_get(loom_chat_tools t) {
+    return t > LOOM_TOOLS_NONE && t < LOOM_TOOLS_COUNT ? &CONVS[t] : NULL;
+}
+
+loom_chat_tools loom_chat_tools_from_name(const char *name) {
+    for (int t = LOOM_TOOLS_NONE + 1; name && t < LOOM_TOOLS_COUNT; t++)
+        if (!strcmp(name, CONVS[t].name)) return (loom_chat_tools)t;
+    return LOOM_TOOLS_NONE;
+}
 
 loom_chat_tools loom_chat_tools_detect(const char *t, loom_chat_format f) {
-    if (f != LOOM_CHAT_CHATML || !t || !strstr(t, "<tool_call>")) return LOOM_TOOLS_NONE;
-    return strstr(t, QWEN25_SYSTEM) ? LOOM_TOOLS_QWEN25 : LOOM_TOOLS_QWEN3;
+    if (!t) return LOOM_TOOLS_NONE;
+    if (f == LOOM_CHAT_CHATML && strstr(t, "<tool_call>"))
+        return strstr(t, CONVS[LOOM_TOOLS_QWEN25].default_system) ? LOOM_TOOLS_QWEN25 : LOOM_TOOLS_QWEN3;
+    if (f == LOOM_CHAT_LLAMA3 && strstr(t, "ipython")) return strstr(t, "strftime_now") ? LOOM_TOOLS_LLAMA32 : LOOM_TOOLS_LLAMA31;
+    return LOOM_TOOLS_NONE;
 }
 
 const char *loom_chat_tools_name(loom_chat_tools t) {
-    return t == LOOM_TOOLS_QWEN3 ? "qwen3" : t == LOOM_TOOLS_QWEN25 ? "qwen2.5" : "none";
+    const loom_chat_tools_conv *c = loom_chat_tools_get(t);
+    return c ? c->name : "none";
 }
 
-/* The Hermes-style conversation of Qwen2.5 / Qwen3's templates (tool definitions in the system
- * turn, calls inside <tool_call>, consecutive tool results in one user turn). */
 char *loom_chat_render_tools(loom_chat_tools t, const loom_chat_turn *msgs, size_t n, const char *const *tools,
                              size_t n_tools, const char *reply_prefix) {
-    if (t != LOOM_TOOLS_QWEN3 && t != LOOM_TOOLS_QWEN25) return loom_err_null("chat: this chat format has no tool calls");
+    const loom_chat_tools_conv *c = loom_chat_tools_get(t);
+    if (!c) return loom_err_null("chat: this chat format has no tool calls");
     bool any_user = false;
     for (size_t i = 0; i < n; i++) {
         const char *r = msgs[i].role;
@@ -166,11 +199,22 @@ char *loom_chat_render_tools(loom_chat_tools t, const loom_chat_turn *msgs, size
         for (int k = 0; k < msgs[i].n_calls; k++)
             if (!msgs[i].calls[k].name || !msgs[i].calls[k].arguments)
                 return loom_err_null("chat: message %zu: tool call %d has no name or arguments", i, k);
+        if (c->max_calls_per_message && msgs[i].n_calls > c->max_calls_per_message)
+            return loom_err_null("chat: message %zu calls %d functions at once; the %s chat template takes %d call per "
+                                 "assistant message (send each call and its result as messages of their own)",
+                                 i, msgs[i].n_calls, c->name, c->max_calls_per_message);
     }
     if (!any_user) return loom_err_null("chat: the conversation has no user message");
-    bool q25 = t == LOOM_TOOLS_QWEN25;
+    return c->render(c, msgs, n, tools, n_tools, reply_prefix);
+}
+
+/* The Hermes-style conversation of Qwen2.5 / Qwen3's templates (tool definitions in the system
+ * turn, calls inside <tool_call>, consecutive tool results in one user turn). */
+static char *render_hermes(const loom_chat_tools_conv *c, const loom_chat_turn *msgs, size_t n, const char *const *tools,
+                           size_t n_tools, const char *reply_prefix) {
+    bool q25 = c->default_system != NULL;
     bool sys0 = n > 0 && !strcmp(msgs[0].role, "system");
-    const char *system = sys0 ? msgs[0].content : q25 ? QWEN25_SYSTEM : NULL;
+    const char *system = sys0 ? msgs[0].content : c->default_system;
     char *out = calloc(1, 1);
     size_t len = 0;
     if (!out) goto oom;
@@ -221,6 +265,174 @@ char *loom_chat_render_tools(loom_chat_tools t, const loom_chat_turn *msgs, size
     if (!open && append(&out, &len, fmt("<|im_start|>assistant\n%s", reply_prefix ? reply_prefix : "")) < 0) goto oom;
     return out;
 oom:
+    free(out);
+    return loom_err_null("chat: out of memory");
+}
+
+/* ---- Llama 3.1+ JSON tool calling ------------------------------------------------------------- */
+static bool blank(char ch) { return ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t' || ch == '\v' || ch == '\f'; }
+
+/* Jinja's `trim` (Python's str.strip(), ASCII white space here) as a malloc'd copy */
+static char *trimmed(const char *s) {
+    size_t b = 0, e = strlen(s);
+    while (b < e && blank(s[b])) b++;
+    while (e > b && blank(s[e - 1])) e--;
+    return fmt("%.*s", (int)(e - b), s + b);
+}
+
+/* JSON text written by Python's json.dumps (", " and ": ") as json.dumps(indent=4) writes it */
+static char *indent4(const char *s) {
+    size_t n = strlen(s), cap = n * 2 + 64, len = 0;
+    int depth = 0;
+    char *o = malloc(cap);
+    if (!o) return NULL;
+#define PUT(ch)                                                                                                    \
+    do {                                                                                                           \
+        if (len + 1 >= cap) {                                                                                      \
+            char *g = realloc(o, cap *= 2);                                                                        \
+            if (!g) {                                                                                              \
+                free(o);                                                                                           \
+                return NULL;                                                                                       \
+            }                                                                                                      \
+            o = g;                                                                                                 \
+        }                                                                                                          \
+        o[len++] = (ch);                                                                                           \
+    } while (0)
+#define NEWLINE()                                                                                                  \
+    do {                                                                                                           \
+        PUT('\n');                                                                                                 \
+        for (int k_ = 0; k_ < depth * 4; k_++) PUT(' ');                                                           \
+    } while (0)
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '"') { /* a string, escapes and all */
+            PUT(ch);
+            for (i++; i < n && s[i] != '"'; i++) {
+                if (s[i] == '\\' && i + 1 < n) PUT(s[i++]);
+                PUT(s[i]);
+            }
+            if (i < n) PUT('"');
+        } else if ((ch == '{' || ch == '[') && i + 1 < n && s[i + 1] == (ch == '{' ? '}' : ']')) {
+            PUT(ch); /* empty: {} and [] stay as they are */
+            PUT(s[++i]);
+        } else if (ch == '{' || ch == '[') {
+            PUT(ch);
+            depth++;
+            NEWLINE();
+        } else if (ch == '}' || ch == ']') {
+            depth--;
+            NEWLINE();
+            PUT(ch);
+        } else if (ch == ',') {
+            PUT(ch);
+            NEWLINE();
+            if (i + 1 < n && s[i + 1] == ' ') i++;
+        } else {
+            PUT(ch);
+        }
+    }
+#undef NEWLINE
+#undef PUT
+    o[len] = 0;
+    return o;
+}
+
+/* A string as json.dumps(s, ensure_ascii=False) writes it (the template's `content | tojson`) */
+static char *json_string(const char *s) {
+    size_t n = strlen(s), len = 0;
+    char *o = malloc(n * 6 + 3);
+    if (!o) return NULL;
+    o[len++] = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        const char *e = *p == '"' ? "\\\"" : *p == '\\' ? "\\\\" : *p == '\n' ? "\\n" : *p == '\r' ? "\\r" : *p == '\t' ? "\\t"
+                        : *p == '\b' ? "\\b" : *p == '\f' ? "\\f" : NULL;
+        if (e) len += (size_t)sprintf(o + len, "%s", e);
+        else if (*p < 0x20) len += (size_t)sprintf(o + len, "\\u%04x", *p);
+        else o[len++] = (char)*p;
+    }
+    o[len++] = '"';
+    o[len] = 0;
+    return o;
+}
+
+/* "%d %b %Y" of today (Python's strftime_now in transformers), or LOOM_CHAT_DATE when set */
+static void today(char *out, size_t n) {
+    static const char *const mon[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    const char *env = getenv("LOOM_CHAT_DATE");
+    if (env && *env) {
+        snprintf(out, n, "%s", env);
+        return;
+    }
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    snprintf(out, n, "%02d %s %04d", tm.tm_mday, mon[tm.tm_mon % 12], tm.tm_year + 1900);
+}
+
+#define L3_HEAD(role) "<|start_header_id|>" role "<|end_header_id|>\n\n"
+
+/* Llama 3.1 / 3.2 / 3.3 Instruct's template with custom tools (tools_in_user_message, its
+ * default): tests/fixtures/chat-tools has the template texts and the prompts jinja2 renders. */
+static char *render_llama3(const loom_chat_tools_conv *c, const loom_chat_turn *msgs, size_t n, const char *const *tools,
+                           size_t n_tools, const char *reply_prefix) {
+    char date[64], *out = calloc(1, 1), *t = NULL;
+    size_t len = 0, i = 0;
+    if (!out) goto oom;
+    if (c->fixed_date) snprintf(date, sizeof date, "%s", c->fixed_date);
+    else today(date, sizeof date);
+    bool sys0 = n > 0 && !strcmp(msgs[0].role, "system");
+    if (!(t = trimmed(sys0 ? msgs[0].content : ""))) goto oom;
+    if (append(&out, &len, fmt(L3_HEAD("system") "%sCutting Knowledge Date: December 2023\nToday Date: %s\n\n%s<|eot_id|>",
+                               n_tools ? "Environment: ipython\n" : "", date, t)) < 0)
+        goto oom;
+    free(t);
+    t = NULL;
+    i = sys0 ? 1 : 0;
+    if (n_tools) { /* the tools go into the first message after the system one, whatever its role */
+        if (i >= n) {
+            free(out);
+            return loom_err_null("chat: the tools go into the first user message, and there is none");
+        }
+        if (append(&out, &len, fmt(L3_HEAD("user") "Given the following functions, please respond with a JSON for a function call "
+                                                   "with its proper arguments that best answers the given prompt.\n\nRespond in "
+                                                   "the format {\"name\": function name, \"parameters\": dictionary of argument "
+                                                   "name and its value}.Do not use variables.\n\n")) < 0)
+            goto oom;
+        for (size_t k = 0; k < n_tools; k++) {
+            char *ind = indent4(tools[k]);
+            if (append(&out, &len, ind ? fmt("%s\n\n", ind) : NULL) < 0) {
+                free(ind);
+                goto oom;
+            }
+            free(ind);
+        }
+        if (!(t = trimmed(msgs[i].content)) || append(&out, &len, fmt("%s<|eot_id|>", t)) < 0) goto oom;
+        free(t);
+        t = NULL;
+        i++;
+    }
+    bool open = false; /* the last message is an assistant's reply to continue */
+    for (; i < n; i++) {
+        const loom_chat_turn *m = &msgs[i];
+        if (!strcmp(m->role, "tool")) { /* a string result: `content | tojson` (a string is iterable) */
+            if (!(t = json_string(m->content)) || append(&out, &len, fmt(L3_HEAD("ipython") "%s<|eot_id|>", t)) < 0) goto oom;
+        } else if (m->n_calls) { /* the content is not shown */
+            if (append(&out, &len, fmt(L3_HEAD("assistant") "{\"name\": \"%s\", \"parameters\": %s}<|eot_id|>", m->calls[0].name,
+                                       m->calls[0].arguments)) < 0)
+                goto oom;
+        } else {
+            open = i + 1 == n && !strcmp(m->role, "assistant");
+            if (!(t = trimmed(m->content)) ||
+                append(&out, &len, fmt("<|start_header_id|>%s<|end_header_id|>\n\n%s%s", m->role, t, open ? "" : "<|eot_id|>")) < 0)
+                goto oom;
+        }
+        free(t);
+        t = NULL;
+    }
+    if (!open && append(&out, &len, fmt(L3_HEAD("assistant") "%s", reply_prefix ? reply_prefix : "")) < 0) goto oom;
+    return out;
+oom:
+    free(t);
     free(out);
     return loom_err_null("chat: out of memory");
 }

@@ -49,21 +49,59 @@ char *loom_chat_render(loom_chat_format f, const loom_chat_message *msgs, size_t
 
 /* ---- tool calls (OpenAI function calling) ------------------------------------------------------
  * The convention a model was trained on for tools: how the tools are listed, how its calls look,
- * and how their results come back. Only the Hermes style of Qwen2.5 / Qwen3 (ChatML turns, tools
- * as JSON lines inside <tools></tools> in the system turn, calls as <tool_call>{json}</tool_call>,
- * results in a user turn as <tool_response>...</tool_response>) is rendered; the two differ in the
- * system text and the spacing of calls in earlier replies (their published chat templates). */
+ * and how their results come back. Each is one loom_chat_tools_conv (data, a render function; the
+ * reply scanner in tools/serve_tools.c works from the data):
+ *   - Hermes style of Qwen2.5 / Qwen3: ChatML turns, tools as JSON lines inside <tools></tools> in
+ *     the system turn, calls as <tool_call>{json}</tool_call>, results in a user turn as
+ *     <tool_response>...</tool_response>; the two differ in the system text and the spacing of
+ *     calls in earlier replies (their published chat templates).
+ *   - Llama 3.1 / 3.2 / 3.3 JSON tool calling: the system turn says "Environment: ipython" and the
+ *     knowledge/today dates, the tools (json.dumps indent 4) and an instruction go into the first
+ *     user message, a call is a bare {"name": ..., "parameters": {...}} (maybe after
+ *     <|python_tag|>), one per assistant message, results are `ipython` turns (as JSON strings).
+ *     3.1 / 3.3's templates date the system turn "26 Jul 2024"; 3.2's with today's date. */
 typedef enum loom_chat_tools {
-    LOOM_TOOLS_NONE,   /* the format has no tool convention loom knows */
-    LOOM_TOOLS_QWEN3,  /* Qwen3's template (also Hermes-style ChatML templates without Qwen2.5's default system) */
-    LOOM_TOOLS_QWEN25, /* Qwen2.5's: "You are Qwen, created by Alibaba Cloud. ..." when there is no system message */
+    LOOM_TOOLS_NONE,    /* the format has no tool convention loom knows */
+    LOOM_TOOLS_QWEN3,   /* Qwen3's template (also Hermes-style ChatML templates without Qwen2.5's default system) */
+    LOOM_TOOLS_QWEN25,  /* Qwen2.5's: "You are Qwen, created by Alibaba Cloud. ..." when there is no system message */
+    LOOM_TOOLS_LLAMA31, /* Llama 3.1 / 3.3 Instruct's template: "Today Date: 26 Jul 2024" */
+    LOOM_TOOLS_LLAMA32, /* Llama 3.2 Instruct's: today's date (strftime_now), LOOM_CHAT_DATE overrides it */
+    LOOM_TOOLS_COUNT
 } loom_chat_tools;
+
+struct loom_chat_turn;
+typedef struct loom_chat_tools_conv {
+    const char *name;            /* --chat-format name: "qwen3", "qwen2.5", "llama3.1", "llama3.2" */
+    loom_chat_format format;     /* the turn format it goes with */
+    /* a call in a reply: it starts with call_open (may be NULL) or, when bare_json, with a JSON
+     * object whose first key is "name" (or "type"); it ends with call_close, or (NULL) where its
+     * JSON object ends (then a ';' between calls is skipped). Its JSON has a string "name" and an
+     * object "arguments" or "parameters". */
+    const char *call_open, *call_close;
+    bool bare_json;
+    const char *required_prefix; /* the reply is started with this for tool_choice "required" */
+    const char *named_prefix;    /* ... and with this (%s: the function) for a named tool_choice */
+    int max_calls_per_message;   /* an assistant message sent back with more is refused (0: no limit) */
+    const char *default_system;  /* Hermes: the system text when there is no system message (Qwen2.5's,
+                                  * whose template also starts every call in a reply on a new line) */
+    const char *fixed_date;      /* Llama: the system turn's "Today Date" (NULL: today's) */
+    /* the conversation (loom_chat_render_tools' contract, messages already checked) */
+    char *(*render)(const struct loom_chat_tools_conv *c, const struct loom_chat_turn *msgs, size_t n,
+                    const char *const *tools, size_t n_tools, const char *reply_prefix);
+} loom_chat_tools_conv;
+
+/* The convention's description; NULL for LOOM_TOOLS_NONE or out of range. */
+const loom_chat_tools_conv *loom_chat_tools_get(loom_chat_tools t);
+/* The convention of a --chat-format name ("qwen3", "llama3.1", ...); LOOM_TOOLS_NONE if none. */
+loom_chat_tools loom_chat_tools_from_name(const char *name);
 
 /* The tool convention of turn format f whose Jinja template is template_str (may be NULL): a
  * ChatML template that writes <tool_call> is Hermes-style (Qwen2.5's when it carries Qwen2.5's
- * default system message); anything else has none. */
+ * default system message); a Llama 3 template that knows the `ipython` role is Llama 3.1's JSON
+ * tool calling (3.2's when it dates the system turn with strftime_now); anything else has none
+ * (Llama 3.0's template among them). */
 loom_chat_tools loom_chat_tools_detect(const char *template_str, loom_chat_format f);
-const char *loom_chat_tools_name(loom_chat_tools t); /* "none", "qwen3", "qwen2.5" */
+const char *loom_chat_tools_name(loom_chat_tools t); /* "none", "qwen3", "qwen2.5", "llama3.1", "llama3.2" */
 
 typedef struct loom_chat_call {
     const char *name;
@@ -77,12 +115,13 @@ typedef struct loom_chat_turn {
     int n_calls;
 } loom_chat_turn;
 
-/* A conversation with tools in convention t: tools[] are the tool definitions as JSON text (each
- * written on its own line, as the template's `tool | tojson` writes it: the caller serialises them
- * the way Python's json.dumps does). Ends with the assistant's turn opened (or inside the last
- * message when it is an assistant's without calls, to continue it), then reply_prefix (may be
- * NULL): text put in the model's mouth, e.g. "<tool_call>\n" to make it call a tool. NULL with an
- * error for LOOM_TOOLS_NONE, a bad role or no user message. */
+/* A conversation with tools in convention t: tools[] are the tool definitions as JSON text,
+ * serialised the way Python's json.dumps does (", " and ": "; Hermes writes each on its own line as
+ * the template's `tool | tojson` does, Llama re-indents them as `tojson(indent=4)`). Ends with the
+ * assistant's turn opened (or inside the last message when it is an assistant's without calls, to
+ * continue it), then reply_prefix (may be NULL): text put in the model's mouth, e.g.
+ * "<tool_call>\n" to make it call a tool. NULL with an error for LOOM_TOOLS_NONE, a bad role, no
+ * user message, or more calls in one assistant message than the convention takes. */
 char *loom_chat_render_tools(loom_chat_tools t, const loom_chat_turn *msgs, size_t n, const char *const *tools,
                              size_t n_tools, const char *reply_prefix);
 

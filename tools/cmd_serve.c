@@ -260,7 +260,7 @@ static int collect_calls(stream_ctx *s, int i) {
         size_t from = c->sent, ce, res;
         if (from >= limit && !c->finish) break;
         serve_tool_call call = {0};
-        int k = serve_tool_scan(text, limit, from, c->finish != NULL, &ce, &res, &call);
+        int k = serve_tool_scan(s->sv->tools, text, limit, from, c->finish != NULL, &ce, &res, &call);
         if (k < 0) return -1;
         /* white space next to a call is not sent (the plain response trims it too); trailing white
          * space waits until text follows it, or the reply ends without calls */
@@ -373,7 +373,7 @@ static enum MHD_Result send_completion(server *sv, struct MHD_Connection *c, ser
         const char *finish = j->ch[i].finish ? j->ch[i].finish : "stop";
         serve_tool_result tr = {0};
         if (wants_calls(&j->req) &&
-            serve_tool_parse(text, j->ch[i].len, j->req.parallel_tool_calls ? SERVE_MAX_CALLS : 1, &tr) < 0) {
+            serve_tool_parse(sv->tools, text, j->ch[i].len, j->req.parallel_tool_calls ? SERVE_MAX_CALLS : 1, &tr) < 0) {
             cJSON_Delete(o);
             return send_error(sv, c, 500, "out of memory", NULL);
         }
@@ -477,15 +477,16 @@ static int tokenize_job(server *sv, serve_job *j, char *err, size_t err_len) {
         if (tools && sv->tools == LOOM_TOOLS_NONE) {
             snprintf(err, err_len,
                      "model %s's chat format (%s) has no tool calls: loom renders tools for Qwen2.5 / Qwen3-style "
-                     "(Hermes) chat templates (see loom serve --chat-format)",
+                     "(Hermes) and Llama 3.1+ (JSON, ipython) chat templates (see loom serve --chat-format)",
                      sv->name, loom_chat_format_name(sv->fmt));
             return 400;
         }
         if (tools) {
+            const loom_chat_tools_conv *cv = loom_chat_tools_get(sv->tools);
             char prefix[160] = "";
-            if (r->tool_choice == SERVE_TOOLS_REQUIRED) snprintf(prefix, sizeof prefix, "<tool_call>\n");
+            if (r->tool_choice == SERVE_TOOLS_REQUIRED) snprintf(prefix, sizeof prefix, "%s", cv->required_prefix);
             if (r->tool_choice == SERVE_TOOLS_NAMED) /* the name is checked: letters, digits, _-. */
-                snprintf(prefix, sizeof prefix, "<tool_call>\n{\"name\": \"%s\", \"arguments\": ", r->tool_choice_name);
+                snprintf(prefix, sizeof prefix, cv->named_prefix, r->tool_choice_name);
             bool listed = r->tool_choice != SERVE_TOOLS_NONE;
             text = loom_chat_render_tools(sv->tools, r->msgs, (size_t)r->n_msgs, (const char *const *)r->tools,
                                           listed ? (size_t)r->n_tools : 0, prefix);
@@ -769,8 +770,9 @@ int cmd_serve(int argc, char **argv) {
          .type = LOOM_OPT_STR,
          .arg = "NAME",
          .help = "chat turns and tool calls: qwen3, qwen2.5 (ChatML with Hermes-style tool\n"
-                 "calls), chatml, llama2, llama3, gemma, phi3, mistral, none (default: from\n"
-                 "the model's chat template)",
+                 "calls), llama3.1, llama3.2 (Llama 3 turns with JSON tool calls), chatml,\n"
+                 "llama2, llama3, gemma, phi3, mistral, none (default: from the model's chat\n"
+                 "template)",
          .dst = &chat_format},
         {.names = "--verbose", .type = LOOM_OPT_FLAG, .help = "log each request (and its prompt) on stderr", .dst = &verbose},
         LOOM_OPT_HEADING("(--ctx is the KV cache shared by all sequences; default parallel x --seq-ctx)"),
@@ -801,11 +803,11 @@ int cmd_serve(int argc, char **argv) {
     loom_chat_format fmt = loom_chat_detect_tok(tok, loom_model_chat_family(m));
     loom_chat_tools tools = loom_chat_tools_detect(loom_tokenizer_chat_template(tok), fmt);
     if (chat_format) {
-        tools = !strcmp(chat_format, "qwen3") ? LOOM_TOOLS_QWEN3 : !strcmp(chat_format, "qwen2.5") ? LOOM_TOOLS_QWEN25 : LOOM_TOOLS_NONE;
-        fmt = tools != LOOM_TOOLS_NONE ? LOOM_CHAT_CHATML : loom_chat_format_from_name(chat_format);
+        tools = loom_chat_tools_from_name(chat_format);
+        fmt = tools != LOOM_TOOLS_NONE ? loom_chat_tools_get(tools)->format : loom_chat_format_from_name(chat_format);
         if (tools == LOOM_TOOLS_NONE && strcmp(chat_format, loom_chat_format_name(fmt))) {
-            fprintf(stderr, "loom serve: --chat-format '%s' is not a chat format (qwen3, qwen2.5, chatml, llama2, llama3, "
-                            "gemma, phi3, mistral, none)\n", chat_format);
+            fprintf(stderr, "loom serve: --chat-format '%s' is not a chat format (qwen3, qwen2.5, llama3.1, llama3.2, chatml, "
+                            "llama2, llama3, gemma, phi3, mistral, none)\n", chat_format);
             goto done;
         }
     }

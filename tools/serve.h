@@ -1,6 +1,6 @@
 /* loom serve (docs/serving.md): an OpenAI-style HTTP server with continuous batching.
  *   serve_req.c     request bodies -> serve_req (JSON parsing and validation; no HTTP, fuzzed)
- *   serve_tools.c   tool calls in a reply (Hermes style), whole or as it streams (fuzzed)
+ *   serve_tools.c   tool calls in a reply (Hermes or Llama 3 style), whole or as it streams (fuzzed)
  *   serve_engine.c  the scheduler thread: admits requests into the running batch between decode
  *                   steps, samples, applies stop rules and hands text to each request
  *   cmd_serve.c     options, the HTTP side (libmicrohttpd), responses, /metrics */
@@ -60,7 +60,9 @@ struct cJSON;
 char *serve_json_py(const struct cJSON *v);
 
 /* ---- tool calls in a reply (serve_tools.c) ---------------------------------------------------
- * Hermes style (Qwen2.5 / Qwen3): <tool_call>{"name": NAME, "arguments": {...}}</tool_call>. */
+ * In the model's convention t (loom_chat_tools_conv): Hermes style (Qwen2.5 / Qwen3)
+ * <tool_call>{"name": NAME, "arguments": {...}}</tool_call>, or Llama 3.1+'s bare
+ * {"name": NAME, "parameters": {...}} (maybe after <|python_tag|>, several separated by ';'). */
 typedef struct serve_tool_call {
     char *name;
     char *arguments; /* the arguments object as compact JSON text (OpenAI's "arguments" string) */
@@ -68,11 +70,13 @@ typedef struct serve_tool_call {
 
 /* Scan text[from..len) of a reply. Returns 1 when a well-formed call follows the content
  * text[from..*content_end): the call is in *call (malloc'd strings) and *resume is past its
- * </tool_call>. Returns 0 when text[from..*content_end) is content and nothing more can be said
- * yet (*resume = *content_end): unless final, a tail that may still become "<tool_call>" and a
- * call not closed yet are held back. A malformed call (bad JSON, no string name) is content, and
- * so is an unclosed one at the end (final) unless its JSON is a complete call. -1: out of memory. */
-int serve_tool_scan(const char *text, size_t len, size_t from, bool final, size_t *content_end, size_t *resume,
+ * end (</tool_call>; Llama: its JSON object and a ';' after it). Returns 0 when
+ * text[from..*content_end) is content and nothing more can be said yet (*resume = *content_end):
+ * unless final, a tail that may still start a call ("<tool_call>", "{\"na") and a call not ended
+ * yet are held back. A malformed call (bad JSON, no string name) is content, and so is an unended
+ * one at the end (final) unless its JSON is a complete call. t LOOM_TOOLS_NONE: all content.
+ * -1: out of memory. */
+int serve_tool_scan(loom_chat_tools t, const char *text, size_t len, size_t from, bool final, size_t *content_end, size_t *resume,
                     serve_tool_call *call);
 void serve_tool_call_free(serve_tool_call *c);
 
@@ -83,7 +87,7 @@ typedef struct serve_tool_result {
     int n_calls;
     char *content;
 } serve_tool_result;
-int serve_tool_parse(const char *text, size_t len, int max_calls, serve_tool_result *r);
+int serve_tool_parse(loom_chat_tools t, const char *text, size_t len, int max_calls, serve_tool_result *r);
 void serve_tool_result_free(serve_tool_result *r);
 
 /* ---- the engine (serve_engine.c) ----------------------------------------------------------- */

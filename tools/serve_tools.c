@@ -1,7 +1,9 @@
-/* Tool calls in a reply (docs/serving.md, "Tool calls"): the Hermes style that Qwen2.5 / Qwen3
- * were trained on, <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>. The scanner works
- * on a growing text (streaming holds back what may still become a call) and on the whole reply;
- * what is not a well-formed call stays text, so a model's bad JSON never fails the request. */
+/* Tool calls in a reply (docs/serving.md, "Tool calls"), in the convention the model was trained on
+ * (loom_chat_tools_conv, tokenizer/chat.h): Hermes style <tool_call>\n{"name": ..., "arguments":
+ * {...}}\n</tool_call> (Qwen2.5 / Qwen3), or Llama 3.1+'s bare {"name": ..., "parameters": {...}}
+ * (maybe after <|python_tag|>). The scanner works on a growing text (streaming holds back what may
+ * still become a call) and on the whole reply; what is not a well-formed call stays text, so a
+ * model's bad JSON never fails the request. */
 #include "tools/serve.h"
 
 #include <cjson/cJSON.h>
@@ -9,14 +11,96 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char OPEN[] = "<tool_call>", CLOSE[] = "</tool_call>";
-#define OPEN_LEN (sizeof OPEN - 1)
-#define CLOSE_LEN (sizeof CLOSE - 1)
-
 static const char *find(const char *h, size_t hl, const char *n, size_t nl) {
     for (size_t i = 0; i + nl <= hl; i++)
         if (h[i] == n[0] && !memcmp(h + i, n, nl)) return h + i;
     return NULL;
+}
+
+static bool space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+/* Where the next call starts in text[from..len): 1 with *at (its first byte) and *body (where its
+ * JSON is looked for); 0 when none, with *keep the bytes at the end that may still become a start
+ * (0 when final). */
+static int call_start(const loom_chat_tools_conv *cv, const char *text, size_t len, size_t from, bool final, size_t *at,
+                      size_t *body, size_t *keep) {
+    static const char *const KEYS[] = {"\"name\"", "\"type\""};
+    size_t ol = cv->call_open ? strlen(cv->call_open) : 0;
+    *keep = 0;
+    for (size_t i = from; i < len; i++) {
+        size_t rest = len - i;
+        if (ol && text[i] == cv->call_open[0] && !memcmp(text + i, cv->call_open, rest < ol ? rest : ol)) {
+            if (rest >= ol) {
+                *at = i, *body = i + ol;
+                return 1;
+            }
+            if (!final) {
+                *keep = rest;
+                return 0;
+            }
+        }
+        if (cv->bare_json && text[i] == '{') { /* {"name" or {"type", white space allowed after { */
+            size_t j = i + 1;
+            while (j < len && space(text[j])) j++;
+            bool partial = j == len;
+            for (int k = 0; k < 2 && !partial; k++) {
+                size_t kl = strlen(KEYS[k]), r = len - j;
+                if (!memcmp(text + j, KEYS[k], r < kl ? r : kl)) {
+                    if (r >= kl) {
+                        *at = *body = i;
+                        return 1;
+                    }
+                    partial = true;
+                }
+            }
+            if (partial && !final) {
+                *keep = rest;
+                return 0;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Where the call whose JSON is looked for at text[body..) ends: 1 with *body_end (its JSON ends
+ * there) and *resume (past the call); 0 when it has not ended yet. With no closing marker the call
+ * is one JSON object (white space before it), then white space and a ';' before another call; a
+ * call is not over while only white space follows it (a ';' may come). */
+static int call_end(const loom_chat_tools_conv *cv, const char *text, size_t len, size_t body, size_t *body_end,
+                    size_t *resume) {
+    if (cv->call_close) {
+        size_t cl = strlen(cv->call_close);
+        const char *close = find(text + body, len - body, cv->call_close, cl);
+        if (!close) return 0;
+        *body_end = (size_t)(close - text);
+        *resume = *body_end + cl;
+        return 1;
+    }
+    size_t i = body;
+    while (i < len && space(text[i])) i++;
+    if (i == len || text[i] != '{') return 0;
+    int depth = 0;
+    bool str = false;
+    for (; i < len; i++) {
+        char ch = text[i];
+        if (str) {
+            if (ch == '\\') i++;
+            else if (ch == '"') str = false;
+        } else if (ch == '"') {
+            str = true;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if ((ch == '}' || ch == ']') && --depth == 0) {
+            break;
+        }
+    }
+    if (i >= len) return 0;
+    *body_end = i + 1;
+    size_t j = i + 1;
+    while (j < len && space(text[j])) j++;
+    if (j == len) return 0; /* only white space after it so far */
+    *resume = text[j] == ';' ? j + 1 : *body_end;
+    return 1;
 }
 
 void serve_tool_call_free(serve_tool_call *c) {
@@ -49,38 +133,33 @@ static int parse_call(const char *body, size_t n, serve_tool_call *call) {
     return rc;
 }
 
-int serve_tool_scan(const char *text, size_t len, size_t from, bool final, size_t *content_end, size_t *resume,
-                    serve_tool_call *call) {
-    const char *s = text + from, *open = find(s, len - from, OPEN, OPEN_LEN);
-    if (!open) { /* hold back a tail that may still become "<tool_call>" */
-        size_t keep = 0;
-        for (size_t k = OPEN_LEN - 1; !final && k > 0 && !keep; k--)
-            if (len - from >= k && !memcmp(text + len - k, OPEN, k)) keep = k;
+int serve_tool_scan(loom_chat_tools t, const char *text, size_t len, size_t from, bool final, size_t *content_end,
+                    size_t *resume, serve_tool_call *call) {
+    const loom_chat_tools_conv *cv = loom_chat_tools_get(t);
+    size_t at, body, keep, body_end, after;
+    if (!cv || !call_start(cv, text, len, from, final, &at, &body, &keep)) { /* hold back what may still start a call */
         *content_end = *resume = len - keep;
         return 0;
     }
-    size_t at = (size_t)(open - text), body = at + OPEN_LEN;
-    const char *close = find(text + body, len - body, CLOSE, CLOSE_LEN);
-    if (!close && !final) { /* not closed yet: the text before it can go */
+    int ended = call_end(cv, text, len, body, &body_end, &after);
+    if (!ended && !final) { /* not closed yet: the text before it can go */
         *content_end = *resume = at;
         return 0;
     }
-    size_t body_end = close ? (size_t)(close - text) : len;
+    if (!ended) body_end = after = len;
     int rc = parse_call(text + body, body_end - body, call);
     if (rc < 0) return -1;
     if (rc == 1) {
         *content_end = at;
-        *resume = close ? body_end + CLOSE_LEN : len;
+        *resume = after;
         return 1;
     }
-    /* malformed: the block is content */
-    *content_end = *resume = close ? body_end + CLOSE_LEN : len;
+    /* malformed: the block (to the end of the text when it never ended) is content */
+    *content_end = *resume = after;
     return 0;
 }
 
-static bool space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
-
-int serve_tool_parse(const char *text, size_t len, int max_calls, serve_tool_result *r) {
+int serve_tool_parse(loom_chat_tools t, const char *text, size_t len, int max_calls, serve_tool_result *r) {
     memset(r, 0, sizeof *r);
     char *content = malloc(len + 1);
     size_t clen = 0, from = 0;
@@ -88,7 +167,7 @@ int serve_tool_parse(const char *text, size_t len, int max_calls, serve_tool_res
     for (;;) {
         size_t ce, res;
         serve_tool_call c = {0};
-        int k = serve_tool_scan(text, len, from, true, &ce, &res, &c);
+        int k = serve_tool_scan(t, text, len, from, true, &ce, &res, &c);
         if (k < 0) goto oom;
         memcpy(content + clen, text + from, ce - from);
         clen += ce - from;

@@ -8,7 +8,11 @@
 //    the same calls streamed as delta.tool_calls, parallel_tool_calls false, n = 2, tool_choice
 //    "none" (no parsing), "required" and a named function (the reply is started for the model),
 //    a malformed call returned as text, and a full round trip (the calls and their results sent
-//    back).
+//    back);
+//  - the same for Llama 3.1's JSON tool calling (--chat-format llama3.1): the prompt (token counts of
+//    this script's rendering of the template), bare {"name", "parameters"} calls after text and
+//    separated by ';', plain and streamed, required/named, malformed, a round trip, and two calls
+//    sent back in one message refused (the template takes one) with a 400.
 // usage: node serve_tools.mjs LOOM MODEL
 import { execFileSync } from 'node:child_process';
 import { startServer, post, json, events, check, fail } from './serve_lib.mjs';
@@ -60,6 +64,32 @@ function qwen3(msgs, tl) {
     }
   });
   return s + '<|im_start|>assistant\n';
+}
+
+// Llama 3.1's chat template (tests/fixtures/chat-tools/llama-3.1-8b-instruct.jinja), for these messages
+function llama31(msgs, tl) {
+  const head = (r) => `<|start_header_id|>${r}<|end_header_id|>\n\n`;
+  let i = 0;
+  const sys0 = msgs[0].role === 'system';
+  let s = head('system') + (tl && tl.length ? 'Environment: ipython\n' : '') + 'Cutting Knowledge Date: December 2023\n' +
+    'Today Date: 26 Jul 2024\n\n' + (sys0 ? msgs[0].content.trim() : '') + '<|eot_id|>';
+  if (sys0) i++;
+  if (tl && tl.length) {
+    s += head('user') + 'Given the following functions, please respond with a JSON for a function call with its proper ' +
+      'arguments that best answers the given prompt.\n\nRespond in the format {"name": function name, "parameters": ' +
+      'dictionary of argument name and its value}.Do not use variables.\n\n';
+    for (const t of tl) s += JSON.stringify(t, null, 4) + '\n\n';
+    s += msgs[i++].content.trim() + '<|eot_id|>';
+  }
+  for (; i < msgs.length; i++) {
+    const m = msgs[i];
+    if (m.role === 'tool') s += head('ipython') + JSON.stringify(m.content) + '<|eot_id|>';
+    else if (m.tool_calls && m.tool_calls.length) {
+      const f = m.tool_calls[0].function;
+      s += head('assistant') + `{"name": "${f.name}", "parameters": ${py(JSON.parse(f.arguments))}}<|eot_id|>`;
+    } else s += head(m.role) + (m.content || '').trim() + '<|eot_id|>';
+  }
+  return s + head('assistant');
 }
 
 const nTokens = (text) => execFileSync(loom, ['tokenize', '-m', model, '--ids', '-p', text], { encoding: 'utf8' }).trim().split(/\s+/).length;
@@ -188,4 +218,68 @@ checkCalls(o.choices[0].message.tool_calls, [['get_weather', { city: 'Oslo' }]],
 s = fromStream(await chat(nm, { messages: ask, tools, tool_choice: named, stream: true }, 'named streamed'), 'named streamed');
 checkCalls(s[0].calls, [['get_weather', { city: 'Oslo' }]], 'named tool_choice, streamed');
 await nm.stop();
+
+// ---- Llama 3.1: JSON tool calling --------------------------------------------------------------
+const ll = ['--chat-format', 'llama3.1'];
+const lq = await startServer(loom, [...common, ...ll]);
+check(/chat format llama3, tool calls llama3.1/.test(lq.log()), 'llama3.1: the server says its formats: ' + lq.log());
+o = await chat(lq, { messages: ask, tools }, 'llama3.1 tools request');
+check(o.usage.prompt_tokens === nTokens(llama31(ask, tools)), `llama3.1 tools prompt: ${o.usage.prompt_tokens} tokens, want ${nTokens(llama31(ask, tools))}`);
+const lturns = [...ask, { role: 'assistant', content: null, tool_calls: [
+  { id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+  { role: 'tool', tool_call_id: 'c1', content: '18 "C"' }, { role: 'user', content: 'And the time?' }];
+o = await chat(lq, { messages: lturns, tools }, 'llama3.1 tool result');
+check(o.usage.prompt_tokens === nTokens(llama31(lturns, tools)), `llama3.1 tool-result prompt: ${o.usage.prompt_tokens}, want ${nTokens(llama31(lturns, tools))}`);
+o = await chat(lq, { messages: lturns, tools, tool_choice: 'none' }, 'llama3.1 tool result, tool_choice none');
+check(o.usage.prompt_tokens === nTokens(llama31(lturns, null)), `llama3.1 tool_choice none: ${o.usage.prompt_tokens}`);
+// two calls in one assistant message: the template refuses them
+r = await post(lq.url, '/v1/chat/completions', { messages: turns, tools, max_tokens: 4 });
+check(r.code === 400 && /takes 1 call per assistant message/.test(r.body), `llama3.1 two calls in one message: HTTP ${r.code} ${r.body}`);
+await lq.stop();
+
+const lreply = 'Let me check.\n{"name": "get_weather", "parameters": {"city": "Paris"}}; {"name": "get_time", "parameters": {"tz": "CET"}}';
+const lh = await startServer(loom, [...common, ...ll], { LOOM_SERVE_TEST_REPLY: lreply });
+o = await chat(lh, { messages: ask, tools }, 'llama3.1 calls');
+m = o.choices[0].message;
+checkCalls(m.tool_calls, want, 'llama3.1 calls');
+check(m.content.trim() === 'Let me check.' && o.choices[0].finish_reason === 'tool_calls', 'llama3.1 content, finish: ' + JSON.stringify(o.choices[0]));
+s = fromStream(await chat(lh, { messages: ask, tools, stream: true }, 'llama3.1 calls streamed'), 'llama3.1 calls streamed');
+checkCalls(s[0].calls, want, 'llama3.1 calls streamed');
+check(s[0].content.trim() === 'Let me check.' && s[0].finish === 'tool_calls', 'llama3.1 streamed: ' + JSON.stringify(s[0]));
+o = await chat(lh, { messages: ask, tools, parallel_tool_calls: false, stream: true }, 'llama3.1 one call');
+checkCalls(fromStream(o, 'llama3.1 one')[0].calls, want.slice(0, 1), 'llama3.1 parallel_tool_calls false, streamed');
+o = await chat(lh, { messages: ask, tools, tool_choice: 'none' }, 'llama3.1 tool_choice none');
+check(!o.choices[0].message.tool_calls && o.choices[0].message.content.trim() === lreply, 'llama3.1 tool_choice none: text');
+// round trip: one call at a time, as the template takes them
+m = (await chat(lh, { messages: ask, tools, parallel_tool_calls: false }, 'llama3.1 round trip 1')).choices[0].message;
+const lback = [...ask, m, { role: 'tool', tool_call_id: m.tool_calls[0].id, content: '18 C' }];
+o = await chat(lh, { messages: lback, tools }, 'llama3.1 round trip 2');
+check(o.usage.prompt_tokens === nTokens(llama31(lback, tools)), `llama3.1 round trip prompt: ${o.usage.prompt_tokens}, want ${nTokens(llama31(lback, tools))}`);
+await lh.stop();
+
+const lbad = '{"name": "get_weather", "parameters": {"city": }}';
+const lb = await startServer(loom, [...common, ...ll], { LOOM_SERVE_TEST_REPLY: lbad });
+o = await chat(lb, { messages: ask, tools }, 'llama3.1 malformed');
+check(!o.choices[0].message.tool_calls && o.choices[0].message.content.trim() === lbad && o.choices[0].finish_reason === 'stop',
+  'llama3.1 malformed: ' + JSON.stringify(o.choices[0]));
+s = fromStream(await chat(lb, { messages: ask, tools, stream: true }, 'llama3.1 malformed streamed'), 'llama3.1 malformed streamed');
+check(s[0].calls.length === 0 && s[0].content.trim() === lbad && s[0].finish === 'stop', 'llama3.1 malformed streamed: ' + JSON.stringify(s[0]));
+await lb.stop();
+
+const lrq = await startServer(loom, [...common, ...ll], { LOOM_SERVE_TEST_REPLY: 'get_time", "parameters": {}}' });
+o = await chat(lrq, { messages: ask, tools, tool_choice: 'required' }, 'llama3.1 required');
+// the hook's reply is tokenized on its own by stories260K's SentencePiece vocabulary, which puts a
+// space before it (add_dummy_prefix): the name comes back as " get_time" here, never from a Llama 3
+// model generating after the prefix
+const rc = o.choices[0].message.tool_calls;
+check(rc && rc.length === 1 && rc[0].function.name.trim() === 'get_time' && rc[0].function.arguments === '{}' &&
+  o.choices[0].finish_reason === 'tool_calls', 'llama3.1 tool_choice required: ' + JSON.stringify(o.choices[0]));
+check(o.usage.prompt_tokens === nTokens(llama31(ask, tools) + '{"name": "'), 'llama3.1 required: the prompt ends with {"name": "');
+await lrq.stop();
+const lnm = await startServer(loom, [...common, ...ll], { LOOM_SERVE_TEST_REPLY: '{"city": "Oslo"}}' });
+o = await chat(lnm, { messages: ask, tools, tool_choice: named }, 'llama3.1 named');
+checkCalls(o.choices[0].message.tool_calls, [['get_weather', { city: 'Oslo' }]], 'llama3.1 named tool_choice');
+s = fromStream(await chat(lnm, { messages: ask, tools, tool_choice: named, stream: true }, 'llama3.1 named streamed'), 'llama3.1 named streamed');
+checkCalls(s[0].calls, [['get_weather', { city: 'Oslo' }]], 'llama3.1 named tool_choice, streamed');
+await lnm.stop();
 console.log('PASS: tool calls');

@@ -2,6 +2,8 @@
 #include "tokenizer/chat.h"
 #include "tests/unit/check.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void expect(char *got, const char *want, const char *what) {
@@ -181,7 +183,7 @@ static void tool_tests(void) {
                                  LOOM_CHAT_CHATML) == LOOM_TOOLS_QWEN25, "qwen2.5 detected");
     CHECK(loom_chat_tools_detect("<|im_start|>{{ message.content }}", LOOM_CHAT_CHATML) == LOOM_TOOLS_NONE, "chatml without tools");
     CHECK(loom_chat_tools_detect(NULL, LOOM_CHAT_CHATML) == LOOM_TOOLS_NONE, "no template");
-    CHECK(loom_chat_tools_detect("<tool_call>", LOOM_CHAT_LLAMA3) == LOOM_TOOLS_NONE, "llama3: none yet");
+    CHECK(loom_chat_tools_detect("<tool_call>", LOOM_CHAT_LLAMA3) == LOOM_TOOLS_NONE, "llama3 without ipython: none");
     t3 = loom_chat_render_tools(LOOM_TOOLS_NONE, a, 2, tools, 1, NULL);
     CHECK(!t3 && strstr(loom_last_error(), "no tool calls"), "a format without tools is an error: %s", loom_last_error());
     loom_chat_turn bad[] = {{"user", "x", NULL, 0}, {"robot", "y", NULL, 0}};
@@ -191,8 +193,85 @@ static void tool_tests(void) {
     CHECK(!t3 && strstr(loom_last_error(), "no user message"), "no user message: %s", loom_last_error());
 }
 
+/* Llama 3.1 / 3.2 JSON tool calling: the prompts jinja2 renders from the models' templates
+ * (tests/fixtures/chat-tools: the templates, gen.py, the expected *.txt; its README says where
+ * each comes from). The conversations are gen.py's. */
+static char *slurp(const char *name) {
+    const char *d = getenv("LOOM_FIXTURES");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/chat-tools/%s", d && *d ? d : "tests/fixtures", name);
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL, "cannot open %s", path);
+    if (!f) return NULL;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+static void expect_file(char *got, const char *file, const char *what) {
+    const char *want = slurp(file);
+    expect(got, want ? want : "(missing)", what);
+}
+
+#define PY_WEATHER                                                                                                     \
+    "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather of a city\", "             \
+    "\"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}"
+#define PY_TIME "{\"type\": \"function\", \"function\": {\"name\": \"get_time\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}"
+
+static void llama_tests(void) {
+    const char *tools[] = {PY_WEATHER, PY_TIME};
+    loom_chat_turn a[] = {{"system", " Be brief.\n", NULL, 0}, {"user", "Weather in Paris?  ", NULL, 0}};
+    loom_chat_call paris[] = {{"get_weather", "{\"city\": \"Paris\"}"}}, clock[] = {{"get_time", "{}"}};
+    loom_chat_turn b[] = {{"user", "Weather in Paris?", NULL, 0}, {"assistant", "", paris, 1}, {"tool", "18 C", NULL, 0},
+                          {"user", "And the time?", NULL, 0}};
+    loom_chat_turn c[] = {{"system", "Be brief.", NULL, 0}, {"user", "Hi", NULL, 0}, {"assistant", "", clock, 1},
+                          {"tool", "said \"14:05\"\n\t\xc3\x85re\\", NULL, 0}, {"assistant", " It is 14:05. ", NULL, 0},
+                          {"user", "Thanks", NULL, 0}};
+    expect_file(loom_chat_render_tools(LOOM_TOOLS_LLAMA31, a, 2, tools, 2, NULL), "llama3.1-a.txt", "llama3.1: tools, system");
+    expect_file(loom_chat_render_tools(LOOM_TOOLS_LLAMA31, b, 4, tools, 2, NULL), "llama3.1-b.txt", "llama3.1: a call, its result");
+    expect_file(loom_chat_render_tools(LOOM_TOOLS_LLAMA31, c, 6, tools, 0, NULL), "llama3.1-c.txt", "llama3.1: no tools, escapes");
+    setenv("LOOM_CHAT_DATE", "05 Dec 2026", 1); /* 3.2's template dates the system turn with today's date */
+    expect_file(loom_chat_render_tools(LOOM_TOOLS_LLAMA32, a, 2, tools, 2, NULL), "llama3.2-a.txt", "llama3.2: tools, system");
+    expect_file(loom_chat_render_tools(LOOM_TOOLS_LLAMA32, b, 4, tools, 2, NULL), "llama3.2-b.txt", "llama3.2: a call, its result");
+    unsetenv("LOOM_CHAT_DATE");
+    char *r = loom_chat_render_tools(LOOM_TOOLS_LLAMA32, a, 2, tools, 0, NULL);
+    CHECK(r && strstr(r, "Today Date: ") && strlen(strstr(r, "Today Date: ")) > 23 && strstr(r, "Today Date: ")[14] == ' ' &&
+              strstr(r, "Today Date: ")[18] == ' ',
+          "llama3.2: today's date as %%d %%b %%Y: %s", r ? r : loom_last_error());
+    free(r);
+    /* tool_choice "required": the reply prefix follows the assistant header */
+    r = loom_chat_render_tools(LOOM_TOOLS_LLAMA31, a, 2, tools, 2, loom_chat_tools_get(LOOM_TOOLS_LLAMA31)->required_prefix);
+    const char *tail = "<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"";
+    CHECK(r && strlen(r) > strlen(tail) && !strcmp(r + strlen(r) - strlen(tail), tail), "llama3.1 reply prefix");
+    free(r);
+    /* the last message an assistant's without calls: continued, not closed */
+    loom_chat_turn cont[] = {{"user", "Hi", NULL, 0}, {"assistant", "Hel ", NULL, 0}};
+    expect(loom_chat_render_tools(LOOM_TOOLS_LLAMA31, cont, 2, tools, 0, NULL),
+           "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+           "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHel",
+           "llama3.1: an assistant message continued");
+    /* refused as the templates refuse it: two calls in one message, tools with no message for them */
+    loom_chat_call two[] = {{"a", "{}"}, {"b", "{}"}};
+    loom_chat_turn d[] = {{"user", "x", NULL, 0}, {"assistant", "", two, 2}};
+    r = loom_chat_render_tools(LOOM_TOOLS_LLAMA31, d, 2, tools, 2, NULL);
+    CHECK(!r && strstr(loom_last_error(), "takes 1 call per assistant message"), "two calls: %s", loom_last_error());
+    /* detection from the template text: the ipython role; 3.2's by strftime_now; Llama 3.0's has neither */
+    CHECK(loom_chat_tools_detect(slurp("llama-3.1-8b-instruct.jinja"), LOOM_CHAT_LLAMA3) == LOOM_TOOLS_LLAMA31, "llama3.1 detected");
+    CHECK(loom_chat_tools_detect(slurp("llama-3.2-3b-instruct.jinja"), LOOM_CHAT_LLAMA3) == LOOM_TOOLS_LLAMA32, "llama3.2 detected");
+    CHECK(loom_chat_detect(slurp("llama-3.1-8b-instruct.jinja"), "llama", false, false) == LOOM_CHAT_LLAMA3, "llama3.1 turns");
+    CHECK(loom_chat_tools_detect("{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' %}",
+                                 LOOM_CHAT_LLAMA3) == LOOM_TOOLS_NONE,
+          "llama 3.0: none");
+    for (int t = LOOM_TOOLS_NONE + 1; t < LOOM_TOOLS_COUNT; t++)
+        CHECK((int)loom_chat_tools_from_name(loom_chat_tools_name((loom_chat_tools)t)) == t, "tools name round trip %d", t);
+    CHECK(loom_chat_tools_from_name("llama3") == LOOM_TOOLS_NONE && !loom_chat_tools_get(LOOM_TOOLS_NONE), "no convention");
+}
+
 int main(void) {
     tool_tests();
+    llama_tests();
     CHECK(loom_chat_detect("{% for m in messages %}<|im_start|>{{ m.role }}", "qwen2", false, false) == LOOM_CHAT_CHATML, "chatml");
     CHECK(loom_chat_detect("<|start_header_id|>", "llama", false, false) == LOOM_CHAT_LLAMA3, "llama3");
     CHECK(loom_chat_detect("{{ bos_token + '[INST] ' }}", "llama", false, false) == LOOM_CHAT_LLAMA2, "llama2");

@@ -8,10 +8,12 @@
 
 #include <string.h>
 
+static loom_chat_tools CONV = LOOM_TOOLS_QWEN3; /* the convention the replies are in */
+
 /* the whole reply: calls as "name(args)" joined by ';', then "|content" */
 static char *summary(const char *text) {
     serve_tool_result r;
-    if (serve_tool_parse(text, strlen(text), SERVE_MAX_CALLS, &r) < 0) return NULL;
+    if (serve_tool_parse(CONV, text, strlen(text), SERVE_MAX_CALLS, &r) < 0) return NULL;
     static char buf[4096];
     size_t at = 0;
     buf[0] = 0;
@@ -39,7 +41,7 @@ static void expect_stream(const char *text, const char *want_content, const char
         for (;;) {
             size_t from = sent, ce, res;
             serve_tool_call c = {0};
-            int k = serve_tool_scan(text, have, from, final, &ce, &res, &c);
+            int k = serve_tool_scan(CONV, text, have, from, final, &ce, &res, &c);
             CHECK(k >= 0 && ce >= from && ce <= have && res >= ce && res <= have, "scan bounds at %zu", have);
             if (k < 0) return;
             memcpy(content + cl, text + from, ce - from);
@@ -100,7 +102,7 @@ int main(void) {
     /* max_calls (parallel_tool_calls false keeps one) */
     serve_tool_result one;
     const char *two = "<tool_call>{\"name\": \"a\"}</tool_call><tool_call>{\"name\": \"b\"}</tool_call>";
-    CHECK(serve_tool_parse(two, strlen(two), 1, &one) == 0 && one.n_calls == 1 && !strcmp(one.calls[0].name, "a"), "max_calls 1");
+    CHECK(serve_tool_parse(CONV, two, strlen(two), 1, &one) == 0 && one.n_calls == 1 && !strcmp(one.calls[0].name, "a"), "max_calls 1");
     serve_tool_result_free(&one);
 
     /* ---- streaming: fed a byte at a time ---- */
@@ -115,10 +117,56 @@ int main(void) {
     const char *open = "ok <tool_call>{\"name\": \"a\"";
     size_t ce, res;
     serve_tool_call c = {0};
-    CHECK(serve_tool_scan(open, strlen(open), 0, false, &ce, &res, &c) == 0 && ce == 3 && res == 3, "open call held: %zu", ce);
-    CHECK(serve_tool_scan("ab<tool", 7, 0, false, &ce, &res, &c) == 0 && ce == 2, "prefix of <tool_call> held: %zu", ce);
-    CHECK(serve_tool_scan("ab<", 3, 0, false, &ce, &res, &c) == 0 && ce == 2, "'<' held: %zu", ce);
-    CHECK(serve_tool_scan("ab<x", 4, 0, false, &ce, &res, &c) == 0 && ce == 4, "'<x' released: %zu", ce);
+    CHECK(serve_tool_scan(CONV, open, strlen(open), 0, false, &ce, &res, &c) == 0 && ce == 3 && res == 3, "open call held: %zu", ce);
+    CHECK(serve_tool_scan(CONV, "ab<tool", 7, 0, false, &ce, &res, &c) == 0 && ce == 2, "prefix of <tool_call> held: %zu", ce);
+    CHECK(serve_tool_scan(CONV, "ab<", 3, 0, false, &ce, &res, &c) == 0 && ce == 2, "'<' held: %zu", ce);
+    CHECK(serve_tool_scan(CONV, "ab<x", 4, 0, false, &ce, &res, &c) == 0 && ce == 4, "'<x' released: %zu", ce);
+
+    /* ---- Llama 3.1+: a bare {"name": ..., "parameters": {...}}, maybe after <|python_tag|> ---- */
+    CONV = LOOM_TOOLS_LLAMA31;
+    expect_summary("{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "get_weather({\"city\":\"Paris\"})|(null)");
+    expect_summary("<|python_tag|>{\"name\": \"a\", \"parameters\": {}}", "a({})|(null)");
+    expect_summary("<|python_tag|> {\"name\": \"a\", \"arguments\": {\"k\": 2}}\n", "a({\"k\":2})|(null)");
+    expect_summary("{\"type\": \"function\", \"name\": \"a\", \"parameters\": {}}", "a({})|(null)");
+    /* text before a call; braces and quotes inside strings */
+    expect_summary("Let me check.\n{\"name\": \"a\", \"parameters\": {\"s\": \"x\\\"}{\"}}", "a({\"s\":\"x\\\"}{\"})|Let me check.");
+    /* several: separated by ';' (Llama 3.2 writes that) or white space */
+    expect_summary("{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": {\"x\": [1, \"]\"]}}",
+                   "a({});b({\"x\":[1,\"]\"]})|(null)");
+    expect_summary("{\"name\": \"a\", \"parameters\": {}}\n{\"name\": \"b\", \"parameters\": {}} done", "a({});b({})|done");
+    /* malformed: text */
+    expect_summary("{\"name\": \"a\", \"parameters\": {\"city\": }}", "|{\"name\": \"a\", \"parameters\": {\"city\": }}");
+    expect_summary("{\"name\": 5, \"parameters\": {}}", "|{\"name\": 5, \"parameters\": {}}");
+    expect_summary("{\"name\": \"a\", \"parameters\": \"x\"} then {\"name\": \"b\"}", "b({})|{\"name\": \"a\", \"parameters\": \"x\"} then");
+    expect_summary("{\"name\": \"a\", \"parameters\": {\"q\": 1}", "|{\"name\": \"a\", \"parameters\": {\"q\": 1}");
+    expect_summary("<|python_tag|>brave_search.call(query=\"x\")", "|<|python_tag|>brave_search.call(query=\"x\")");
+    /* JSON that is no call, and text with braces */
+    expect_summary("Use {\"city\": \"Paris\"} or {x}.", "|Use {\"city\": \"Paris\"} or {x}.");
+    expect_summary("{ \"nam", "|{ \"nam");
+    /* Hermes tags mean nothing here, and Llama's JSON nothing to Hermes */
+    expect_summary("<tool_call>{\"name\": \"a\"}</tool_call>", "a({})|<tool_call></tool_call>");
+    CONV = LOOM_TOOLS_QWEN3;
+    expect_summary("{\"name\": \"a\", \"parameters\": {}}", "|{\"name\": \"a\", \"parameters\": {}}");
+    CONV = LOOM_TOOLS_LLAMA31;
+    /* streamed a byte at a time */
+    expect_stream("Sure {\"name\": \"a\", \"parameters\": {\"s\": \"{\\\"name\\\"\"}} ok", "Sure  ok", "a({\"s\":\"{\\\"name\\\"\"})");
+    expect_stream("x {y} {\"nam", "x {y} {\"nam", "");
+    expect_stream("{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": {}}", " ", "a({});b({})");
+    expect_stream("<|python_tag|>{\"name\": \"a\", \"parameters\": {}}", "", "a({})");
+    expect_stream("{\"name\": \"a\", \"parameters\": {\"city\": }} x", "{\"name\": \"a\", \"parameters\": {\"city\": }} x", "");
+    /* what may still start a call is held back; a complete call waits for what follows it */
+    CHECK(serve_tool_scan(CONV, "ab{", 3, 0, false, &ce, &res, &c) == 0 && ce == 2, "'{' held: %zu", ce);
+    CHECK(serve_tool_scan(CONV, "ab{ \"na", 7, 0, false, &ce, &res, &c) == 0 && ce == 2, "'{ \"na' held: %zu", ce);
+    CHECK(serve_tool_scan(CONV, "ab{\"x", 5, 0, false, &ce, &res, &c) == 0 && ce == 5, "'{\"x' released: %zu", ce);
+    CHECK(serve_tool_scan(CONV, "ab<|python", 10, 0, false, &ce, &res, &c) == 0 && ce == 2, "'<|python' held: %zu", ce);
+    const char *done = "ab{\"name\": \"a\"} ";
+    CHECK(serve_tool_scan(CONV, done, strlen(done), 0, false, &ce, &res, &c) == 0 && ce == 2, "a call followed by space held: %zu", ce);
+    CHECK(serve_tool_scan(CONV, done, strlen(done), 0, true, &ce, &res, &c) == 1 && ce == 2 && res == strlen(done) && !strcmp(c.name, "a"),
+          "... and taken at the end: %zu %zu", ce, res);
+    serve_tool_call_free(&c);
+    /* no convention: all text */
+    CHECK(serve_tool_scan(LOOM_TOOLS_NONE, done, strlen(done), 0, true, &ce, &res, &c) == 0 && ce == strlen(done), "none: text");
+    CONV = LOOM_TOOLS_QWEN3;
 
     /* ---- json.dumps's spacing ---- */
     cJSON *v = cJSON_Parse("{\"a\":[1,-2.5,true,null,\"q\\\"\\n\\u0001é\"],\"b\":{},\"c\":[],\"d\":1e300,\"e\":0.1}");
