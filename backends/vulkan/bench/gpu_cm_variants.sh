@@ -51,7 +51,7 @@ if has check; then
             cm=$(grep -c "cooperative-matrix matmul on" /tmp/cmv-log.txt)
             echo "check $v $t: rc $rc, $(grep -E '^[0-9]+ checks' /tmp/cmv-log.txt | tail -1), coopmat on $cm of 3 configs," \
                 "$(grep -m1 '^test_matmul' /tmp/cmv-log.txt | awk '{print $2, $3}')" | tee -a "$sum"
-            grep -m5 "FAIL" /tmp/cmv-log.txt | cut -c1-300 | tee -a "$sum"
+            grep -m5 "CHECK(" /tmp/cmv-log.txt | cut -c1-300 | tee -a "$sum"
         done
     done
 fi
