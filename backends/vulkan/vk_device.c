@@ -743,6 +743,15 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     d->cm_big_tiles = cbt && atoi(cbt) > 0 ? (uint32_t)atoi(cbt) : 512;
     const char *qcm = getenv("LOOM_VK_QCM"); /* "tiles": the slower in-tile dequantisation, for A/B runs */
     d->qcm_tiles = qcm && !strcmp(qcm, "tiles");
+    const char *cmv = getenv("LOOM_VK_CM_VARIANT"); /* tensor-core prefill variant, for A/B runs */
+    if (cmv && *cmv) {
+        int v = vk_cm_variant_find(d, cmv);
+        if (v < 0) {
+            vk_dev_close(d);
+            return NULL;
+        }
+        d->cm_variant = (uint32_t)v;
+    }
     d->no_fa = env_flag("LOOM_VK_NO_FA");
     const char *fm = getenv("LOOM_VK_FUSE_MAX_NK");
     d->fuse_max_nk = fm && *fm ? strtoull(fm, NULL, 10) : UINT64_MAX;
@@ -855,10 +864,11 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     }
     if (d->verbose)
         fprintf(stderr,
-                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s, max alloc %.0f MiB, max range "
+                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s, max alloc %.0f MiB, max range "
                 "%.0f MiB\n",
                 d->name, vk_type_str(d->props.deviceType), d->subgroup_size,
                 d->subgroup_arith ? " (arithmetic)" : "", d->f16_storage ? "yes" : "no", d->coopmat ? "yes" : "no",
+                d->coopmat && d->cm_variant ? " variant " : "", d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "",
                 mib(d->max_alloc),
                 mib(d->max_range));
     return d;

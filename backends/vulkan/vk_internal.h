@@ -89,6 +89,7 @@ typedef struct vk_dev {
     bool coopmat; /* tensor-core prefill matmul (matmul_cm.comp): device, feature and shaders */
     uint32_t cm_big_tiles; /* its 128 x 128 tiles from this many such tiles on (else 64 x 64) */
     bool qcm_tiles; /* quantised W on it: dequantised in the tile loads, not first to f16 scratch */
+    uint32_t cm_variant; /* LOOM_VK_CM_VARIANT: index into vk_record.c's cm_variants (0: matmul_cm.comp) */
     bool no_fa;          /* LOOM_VK_NO_FA: prefill attention one query row per workgroup (attention.comp) */
     uint64_t fuse_max_nk; /* RMSNORM / SWIGLU fused into GEMVs of at most this many weights */
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */
@@ -144,6 +145,13 @@ const char *vk_type_str(VkPhysicalDeviceType t);
  * 16x16x16 f16 x f16 + f32 at subgroup scope is offered (the shape matmul_cm.comp uses); desc
  * (may be NULL) gets the f16 shapes, e.g. "16x16x16 16x8x16 f16->f32", or why not. */
 bool vk_coopmat_query(VkInstance inst, VkPhysicalDevice p, char *desc, size_t n);
+
+/* The tensor-core prefill matmul variants (LOOM_VK_CM_VARIANT, vk_record.c): the index of `name`
+ * (0 = "base", matmul_cm.comp), or -1 with the error set when this build lacks it or the device's
+ * shared memory is too small for it; and the name of index i. */
+int vk_cm_variant_find(const vk_dev *d, const char *name);
+const char *vk_cm_variant_name(uint32_t i);
+
 loom_buffer *vk_buf_alloc(vk_dev *d, size_t nbytes, bool weights);
 void vk_buf_free(vk_dev *d, loom_buffer *b);
 int vk_buf_write(vk_dev *d, loom_buffer *b, size_t off, const void *src, size_t n);

@@ -287,6 +287,50 @@ static loom_spv_id qbshader(loom_dtype t) {
  * the f16 copy. */
 static bool qcm_tiles_ok(loom_dtype t) { return t == LOOM_Q8_0 || t == LOOM_Q4_0 || t == LOOM_Q4_K || t == LOOM_Q6_K; }
 
+/* The tensor-core prefill variants for A/B runs (LOOM_VK_CM_VARIANT=<name>; docs/vulkan-backend.md).
+ * 0, "base", is matmul_cm.comp with its 64 x 64 / 128 x 128 choice (LOOM_VK_CM_BIG_TILES); the
+ * others are shaders/matmul_cmv.comp built with the defines vulkan.cmake lists for them: a bm x bn
+ * tile for every coopmat dispatch, nsg subgroups, and (xh) x converted to f16 once per matmul by
+ * tohalf.comp. They take f16/bf16 W and the f16 copy of a quantised W; the in-tile dequantisation
+ * (LOOM_VK_QCM=tiles) stays on matmul_cm.comp. smem: their shared memory, bytes. */
+typedef struct {
+    const char *name;
+    uint32_t bm, bn, nsg, smem;
+    bool xh;
+    loom_spv_id f16, bf16;
+} vk_cmv;
+static const vk_cmv cm_variants[] = {
+    {"base", 0, 0, 0, 0, false, 0, 0},
+#ifdef LOOM_VK_COOPMAT
+#define CMV(n, N, bm, bn, nsg, stages, xh)                                                         \
+    {n, bm, bn, nsg, (stages) * ((bm) + (bn)) * 80 + (nsg) * 1024, xh, LOOM_SPV_MATMUL_CMV_##N##_F16, \
+     LOOM_SPV_MATMUL_CMV_##N##_BF16}
+    CMV("sg64", SG64, 128, 128, 4, 1, false),   /* 4 subgroups of 64 x 64 (4 x 4 fragments) */
+    CMV("sg64db", SG64DB, 128, 128, 4, 2, false), /* ... + two shared buffers, one barrier a step */
+    CMV("sg64h", SG64H, 128, 128, 4, 2, true),  /* ... + x converted to f16 first */
+    CMV("n256h", N256H, 128, 256, 8, 1, true),  /* 128 x 256, 8 subgroups of 64 x 64, f16 x */
+    CMV("m64h", M64H, 64, 128, 4, 2, true),     /* 64 x 128, 4 subgroups of 32 x 64, 2 buffers, f16 x */
+#undef CMV
+#endif
+};
+#define N_CMV (sizeof cm_variants / sizeof cm_variants[0])
+
+int vk_cm_variant_find(const vk_dev *d, const char *name) {
+    char names[128] = "";
+    for (size_t i = 0; i < N_CMV; i++) {
+        if (!strcmp(cm_variants[i].name, name)) {
+            if (d->coopmat && cm_variants[i].smem > d->props.limits.maxComputeSharedMemorySize)
+                return loom_err("vulkan: LOOM_VK_CM_VARIANT=%s needs %u bytes of shared memory, %s has %u", name,
+                                cm_variants[i].smem, d->name, d->props.limits.maxComputeSharedMemorySize);
+            return (int)i;
+        }
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", cm_variants[i].name);
+    }
+    return loom_err("vulkan: LOOM_VK_CM_VARIANT=%s is not one of this build's: %s", name, names);
+}
+
+const char *vk_cm_variant_name(uint32_t i) { return i < N_CMV ? cm_variants[i].name : "?"; }
+
 /* Rows of a weight that one dispatch may bind: the binding range and the overlap between pieces
  * of a split buffer both bound it. */
 static uint64_t rows_per_chunk(vk_dev *d, size_t row_bytes) {
@@ -403,7 +447,16 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
      * (decode) stays on the GEMV, or on the FMA kernel where subgroups are off. */
     bool cm = !gemv && M > 8 && d->coopmat && (w->type == LOOM_F16 || w->type == LOOM_BF16 || quant);
     bool big = !gemv && M >= 128 && big_tiles >= (cm ? d->cm_big_tiles : 128);
-    uint64_t tile = big ? 128 : 64, tiles = ((M + tile - 1) / tile) * ((Nn + tile - 1) / tile);
+    /* Quantised W on tensor cores: each chunk of rows is first dequantised to f16 in scratch
+     * (dequant.comp), after any split-K partial products, and the f16 kernel reads that: in-tile
+     * dequantisation (LOOM_VK_QCM=tiles) repeats the byte-wise block reads in every workgroup and
+     * ran at the FMA kernel's speed (H100). */
+    bool qcopy = cm && quant && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
+    /* a LOOM_VK_CM_VARIANT other than base: its tile for every tensor-core dispatch */
+    const vk_cmv *cv = cm && d->cm_variant && d->cm_variant < N_CMV && (!quant || qcopy) ? &cm_variants[d->cm_variant]
+                                                                                          : NULL;
+    uint64_t tile = big ? 128 : 64, tm = cv ? cv->bm : tile, tn = cv ? cv->bn : tile;
+    uint64_t tiles = ((M + tm - 1) / tm) * ((Nn + tn - 1) / tn);
     uint32_t ksplit = 1;
     if (!gemv && tiles < 256 && K >= 1024) {
         uint64_t ks = (256 + tiles - 1) / tiles;
@@ -411,24 +464,22 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         if (ks > 8) ks = 8;
         ksplit = ks > 1 ? (uint32_t)ks : 1;
     }
-    /* Quantised W on tensor cores: each chunk of rows is first dequantised to f16 in scratch
-     * (dequant.comp), after any split-K partial products, and the f16 kernel reads that: in-tile
-     * dequantisation (LOOM_VK_QCM=tiles) repeats the byte-wise block reads in every workgroup and
-     * ran at the FMA kernel's speed (H100). */
-    bool qcopy = cm && quant && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
-    size_t dq_at = 0;
+    /* scratch: [split-K partials][f16 copy of a chunk of W rows][f16 copy of x], each aligned */
+    size_t al = d->align > 256 ? d->align : 256;
+    size_t dq_at = ksplit > 1 ? ((size_t)M * Nn * 4 * ksplit + al - 1) / al * al : 0, xh_at = dq_at;
     if (qcopy) {
-        size_t al = d->align > 256 ? d->align : 256;
-        dq_at = ksplit > 1 ? ((size_t)M * Nn * 4 * ksplit + al - 1) / al * al : 0;
         uint64_t s2 = rows_per_chunk(d, (size_t)K * 2), cap = ((size_t)32 << 20) / ((size_t)K * 2);
         if (s2 > cap) s2 = cap ? cap : 1;
         if (step > s2) step = s2;
+        xh_at = (dq_at + (size_t)step * K * 2 + al - 1) / al * al;
     }
     loom_spv_id sh;
     /* LOOM_VK_GEMV_Q=blk*: the decode GEMV a block at a time, R rows per invocation (qb_rows) */
     uint32_t qb_rows = gemv && quant && K % 32 == 0 ? d->gemv_q : 0;
     if (qb_rows)
         sh = qbshader(w->type);
+    else if (cv) /* a matmul_cmv.comp variant: the f16 copy of a quantised W is f16 */
+        sh = w->type == LOOM_BF16 ? cv->bf16 : cv->f16;
     else if (quant && !qcopy) /* raw blocks dequantised in registers (shaders/wquant.glsl) */
         sh = qshader(w->type, gemv ? 1 : (cm ? 4 : 2) + big);
 #ifdef LOOM_VK_COOPMAT
@@ -472,14 +523,31 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         spec[2] = ng;
         spec[3] = (uint32_t)xmode | qb_rows << 2;
     }
-    if (cm) { /* 8 (128 x 128 tiles) or 4 subgroups per workgroup */
-        spec[0] = (big ? 8 : 4) * sg;
+    if (cm) { /* 8 (128 x 128 tiles) or 4 subgroups per workgroup, or the variant's count */
+        spec[0] = (cv ? cv->nsg : big ? 8 : 4) * sg;
         spec[1] = sg;
         spec[2] = spec[3] = 0;
     }
     vk_arg out = a[0];
     size_t part = (size_t)M * Nn * 4;
     if (ksplit > 1) a[0] = scratch_arg(r, part * ksplit, true);
+#ifdef LOOM_VK_COOPMAT
+    if (cv && cv->xh) { /* x to f16 once (tohalf.comp), in scratch: the variant reads that */
+        uint64_t nx = M * K;
+        size_t xb = (size_t)(nx + 3) / 4 * 8;
+        vk_arg q[VK_NBIND] = {0};
+        q[0] = scratch_at(r, xh_at, xb, true);
+        q[1] = a[1];
+        vk_pc qp = {.u = {(uint32_t)nx}};
+        uint32_t gx, gy;
+        grid1((nx + 3) / 4, &gx, &gy);
+        if (dispatch(r, LOOM_SPV_TOHALF, NULL, q, &qp, gx, gy, 1) < 0) return -1;
+        a[1] = scratch_at(r, xh_at, xb, false);
+        a[1].esize = 2;
+    }
+#else
+    (void)xh_at;
+#endif
     for (uint64_t n0 = 0; n0 < Nn; n0 += step) {
         uint64_t n1 = n0 + step < Nn ? n0 + step : Nn, cnt = n1 - n0;
         a[2] = wa;
@@ -515,14 +583,15 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
             grid_rows((cnt + nrows - 1) / nrows, &gx, &gy);
             if (dispatch(r, sh, spec, a, &pc, gx, gy, 1) < 0) return -1;
         } else {
-            if ((M + tile - 1) / tile > 65535)
+            if ((M + tm - 1) / tm > 65535)
                 return loom_err("vulkan: matmul with %llu rows is too tall", (unsigned long long)M);
-            /* vector tile loads where rows and bindings are aligned */
+            /* vector tile loads where rows and bindings are aligned (f16 x: 8 halves a vector) */
             /* (a quantised row is whole blocks of bytes: its 8-element reads are always whole) */
-            pc.u[6] = (K % 4 == 0 && elem_off(d, &a[1]) % 4 == 0) |
+            uint32_t xv = cv && cv->xh ? 8 : 4;
+            pc.u[6] = (K % xv == 0 && elem_off(d, &a[1]) % xv == 0) |
                       (K % 8 == 0 && (quant || elem_off(d, &a[2]) % 8 == 0)) << 1;
-            if (dispatch(r, sh, cm ? spec : NULL, a, &pc, (uint32_t)((cnt + tile - 1) / tile),
-                         (uint32_t)((M + tile - 1) / tile), ksplit) < 0)
+            if (dispatch(r, sh, cm ? spec : NULL, a, &pc, (uint32_t)((cnt + tn - 1) / tn),
+                         (uint32_t)((M + tm - 1) / tm), ksplit) < 0)
                 return -1;
         }
     }

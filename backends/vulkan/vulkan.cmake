@@ -169,6 +169,18 @@ void main() {
       "matmul_cm_bf16|matmul_cm.comp|W_BF16"
       "matmul_cm_big_f16|matmul_cm.comp|W_F16|BIG"
       "matmul_cm_big_bf16|matmul_cm.comp|W_BF16|BIG"
+      # LOOM_VK_CM_VARIANT's A/B variants (vk_record.c's cm_variants; matmul_cmv.comp), f16 x by tohalf.comp
+      "matmul_cmv_sg64_f16|matmul_cmv.comp|W_F16|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=1"
+      "matmul_cmv_sg64_bf16|matmul_cmv.comp|W_BF16|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=1"
+      "matmul_cmv_sg64db_f16|matmul_cmv.comp|W_F16|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=2"
+      "matmul_cmv_sg64db_bf16|matmul_cmv.comp|W_BF16|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=2"
+      "matmul_cmv_sg64h_f16|matmul_cmv.comp|W_F16|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=2|XH"
+      "matmul_cmv_sg64h_bf16|matmul_cmv.comp|W_BF16|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=2|XH"
+      "matmul_cmv_n256h_f16|matmul_cmv.comp|W_F16|BM=128|BN=256|WROWS=2|WCOLS=4|STAGES=1|XH"
+      "matmul_cmv_n256h_bf16|matmul_cmv.comp|W_BF16|BM=128|BN=256|WROWS=2|WCOLS=4|STAGES=1|XH"
+      "matmul_cmv_m64h_f16|matmul_cmv.comp|W_F16|BM=64|BN=128|WROWS=2|WCOLS=2|STAGES=2|XH"
+      "matmul_cmv_m64h_bf16|matmul_cmv.comp|W_BF16|BM=64|BN=128|WROWS=2|WCOLS=2|STAGES=2|XH"
+      "tohalf|tohalf.comp"
       # block-quantised weights: to f16 in scratch (dequant.comp) for the f16 shaders above, or
       # dequantised in the tile loads (LOOM_VK_QCM=tiles, for comparison)
       "dequant_q8_0|dequant.comp|W_Q8_0"

@@ -435,9 +435,12 @@ static inline void tg_close_backends(loom_backend *cpu, loom_backend *vk[3]) {
 }
 
 /* Run one test function and print how long it took: the Vulkan tests' mains list their parts so,
- * since lavapipe makes some of them slow. */
+ * since lavapipe makes some of them slow. LOOM_TEST_FILTER=text runs only the parts whose call has
+ * text in it (e.g. "matmul": the GPU runs of backends/vulkan/bench/gpu_cm_variants.sh). */
 #define TG_TIMED(call)                                                                             \
     do {                                                                                           \
+        const char *tg_f_ = getenv("LOOM_TEST_FILTER");                                            \
+        if (tg_f_ && *tg_f_ && !strstr(#call, tg_f_)) break;                                       \
         double tg_t0_ = loom_now();                                                                \
         call;                                                                                      \
         printf("%-28s %6.2f s\n", #call, loom_now() - tg_t0_);                                    \

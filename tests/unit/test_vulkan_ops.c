@@ -16,6 +16,8 @@
  * (f16 rounding of x, its subnormal spacing). The second backend turns them off (no subgroups),
  * so the FMA kernel stays tested on such a device too; the third takes the 128 x 128 coopmat tiles
  * for every M >= 128 (LOOM_VK_CM_BIG_TILES=1), the default one only for very large products.
+ * LOOM_VK_CM_VARIANT=<name> in the environment puts the first and third on that tensor-core variant
+ * (vk_record.c's cm_variants) for every coopmat matmul: test_matmul's shapes cover its edges.
  * No Vulkan device at all: SKIP (exit 77).
  */
 #include "tests/unit/check.h"
@@ -155,6 +157,13 @@ static void test_matmul(void) {
     test_matmul_case(LOOM_F32, 1, 40, 64, false, 1);
     test_matmul_case(LOOM_F16, 2, 40, 64, true, 3);
     test_matmul_case(LOOM_BF16, 20, 40, 64, true, 5);
+    /* the LOOM_VK_CM_VARIANT tiles (128 x 128, 128 x 256, 64 x 128) and their K steps of 32:
+     * ragged M and N for each, K % 32 != 0 with vector loads of f32 x (K % 4 == 0) but scalar ones
+     * of the f16 x copy (K % 8 != 0), an x offset that is vec4-aligned, and a split K (few tiles,
+     * K >= 1024) whose second part ends in a partial step, with K % 8 == 0 (vector loads of f16 x) */
+    test_matmul_case(LOOM_F16, 140, 200, 60, true, 0);
+    test_matmul_case(LOOM_BF16, 136, 264, 200, false, 4);
+    test_matmul_case(LOOM_F16, 130, 40, 1096, true, 0);
 }
 
 /* ---- element-wise and row ops ---------------------------------------------------------------- */

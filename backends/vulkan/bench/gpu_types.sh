@@ -15,6 +15,7 @@
 #          each test's first sample. ROUNDS=N (default 1), MODELS="f16 q4_0 ...", ENGINES="loom peervk peercuda",
 #          DEADLINE=epoch seconds after which no test starts; engines pinned to BENCH_CPUS (default 0-3)
 #          PP/TG/REPS override -p 512 -n 128 -r 4 (TAG=name marks such runs in the table)
+#          check: FIXTURES / PEERQ (lists) narrow it, TRANSFORMERS=0 skips transformers' check
 #          SEVEN_B=1 (prep and bench): the llama-7b shape too, as 7b-f16 / 7b-q4_0 / 7b-q4_k_m
 # Models: llama-1.1b shape (hidden 2048, ffn 5632: every row is whole 256-blocks, so every K type
 # is really written), f16 with the llama SPM vocabulary, and `loom quantize --pure` of each type
@@ -74,23 +75,25 @@ if has check; then
     $L/loom devices
     time timeout 240 $L/test_vulkan_ops | grep -v "^ok" | tail -20
     time timeout 240 $L/test_vulkan_quant | grep -v "^ok" | tail -20
-    for fx in qwen2-tiny llama-tiny qwen3-tiny stories260K-hf mistral-tiny gemma2-tiny gemma3-tiny phi3-tiny olmo2-tiny mixtral-tiny qwen3moe-tiny llama-wide; do
+    for fx in ${FIXTURES:-qwen2-tiny llama-tiny qwen3-tiny stories260K-hf mistral-tiny gemma2-tiny gemma3-tiny phi3-tiny olmo2-tiny mixtral-tiny qwen3moe-tiny llama-wide}; do
         timeout 60 $L/loom check -m tests/fixtures/$fx --reference tests/fixtures/$fx/reference.safetensors \
             --device vulkan 2>&1 | tail -2
     done
     timeout 60 $L/loom check -m tests/fixtures/qwen2-tiny-bf16 --reference tests/fixtures/qwen2-tiny-bf16/reference.safetensors \
         --tol 2e-2 --device vulkan 2>&1 | tail -2
     # the peer-written quantised fixtures against the long references: top-1 and mean KL per type
-    for f in tests/fixtures/peer-quant/*.gguf; do
+    for f in ${PEERQ:-tests/fixtures/peer-quant/*.gguf}; do
         ref=tests/fixtures/llama-wide/long_reference.safetensors
         case $f in *stories260K*) ref=tests/fixtures/stories260K-hf/long_reference.safetensors;; esac
         echo "== $f"
         timeout 60 $L/loom check -m "$f" --reference $ref --min-top1 0 --max-kl 100 --device vulkan 2>&1 | tail -4 | head -2
     done
     ) >"$O/check.txt" 2>&1
-    ( cd tests/fixtures && CUDA_VISIBLE_DEVICES= PYTHONUNBUFFERED=1 timeout 300 python3 gen_families.py --check . ) \
-        >"$O/transformers-check.txt" 2>&1
-    echo "transformers check exit $?" >>"$O/transformers-check.txt"
+    if [ "${TRANSFORMERS:-1}" = 1 ]; then
+        ( cd tests/fixtures && CUDA_VISIBLE_DEVICES= PYTHONUNBUFFERED=1 timeout 300 python3 gen_families.py --check . ) \
+            >"$O/transformers-check.txt" 2>&1
+        echo "transformers check exit $?" >>"$O/transformers-check.txt"
+    fi
 fi
 
 if has bench; then
