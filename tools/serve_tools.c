@@ -136,7 +136,7 @@ static int parse_call(const char *body, size_t n, serve_tool_call *call) {
 int serve_tool_scan(loom_chat_tools t, const char *text, size_t len, size_t from, bool final, size_t *content_end,
                     size_t *resume, serve_tool_call *call) {
     const loom_chat_tools_conv *cv = loom_chat_tools_get(t);
-    size_t at, body, keep, body_end, after;
+    size_t at = 0, body = 0, keep = 0, body_end, after;
     if (!cv || !call_start(cv, text, len, from, final, &at, &body, &keep)) { /* hold back what may still start a call */
         *content_end = *resume = len - keep;
         return 0;
