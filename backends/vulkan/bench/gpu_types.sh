@@ -109,12 +109,12 @@ if has bench; then
     Q=$P/llama-quantize; [ -x $Q ] || Q=/tmp/peer-cuda/llamacpp/build/bin/llama-quantize
     [ -x $P/llama-quantize ] && export LD_LIBRARY_PATH=$P/lib:$L/lib
     for t in iq4_nl iq4_xs; do
-        [ -f $M/$t.gguf ] || [ ! -x $Q ] || $Q --pure $M/f16.gguf $M/$t.gguf "$(echo $t | tr a-z A-Z)" "$(nproc)" \
+        [ -f $M/$t.gguf ] || [ ! -x $Q ] || taskset -c "${BUILD_CPUS:-2-15}" $Q --pure $M/f16.gguf $M/$t.gguf "$(echo $t | tr a-z A-Z)" "$(nproc)" \
             >>/tmp/models.log 2>&1
     done
     if [ "${SEVEN_B:-0}" = 1 ] && [ ! -f $M/7b-q4_k_m.gguf ] && [ -x $Q ]; then
         for _ in $(seq 1 60); do [ -f $M/done7 ] && break; sleep 5; done
-        $Q $M/7b-f16.gguf $M/7b-q4_k_m.gguf Q4_K_M "$(nproc)" >>/tmp/models.log 2>&1
+        taskset -c "${BUILD_CPUS:-2-15}" $Q $M/7b-f16.gguf $M/7b-q4_k_m.gguf Q4_K_M "$(nproc)" >>/tmp/models.log 2>&1
     fi
     export LD_LIBRARY_PATH=$L/lib
     cat /tmp/models.log >"$O/models.txt" 2>&1
