@@ -5,15 +5,16 @@ if(NOT TARGET test_vulkan_ops)
 endif()
 loom_unit_test(test_vulkan_quant)
 set_tests_properties(test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77)
-# The decode GEMV cases (`test_vulkan_quant gemv`: the work split's edge shapes, the fusions) on the
-# block-at-a-time GEMV (LOOM_VK_GEMV_Q, shaders/matvec_qb.comp): every type with 2 rows per
-# invocation (blk2 = blk), and 4 rows on the first four types only (Q8_0, Q4_0, Q4_K, Q6_K: the rows
-# loop does not depend on the block decoder). On lavapipe the pipeline compiles dominate: cold
-# caches, 211 s and 127 s on the 2-core box; blk1 (89 s, passing) is left to hand runs. The default
-# GEMV keeps test_vulkan_quant's own cases.
-foreach(v blk2 blk4)
+# The decode GEMV cases (`test_vulkan_quant gemv`: the work split's edge shapes, the fusions) under a
+# forced LOOM_VK_GEMV_Q: the default picks matvec_qb.comp with 4 rows for the 32-weight block types
+# and matvec.comp for the rest at these small shapes (vk_record.c's qb_rows_default), so `old`
+# runs matvec.comp on every type and `blk4` matvec_qb.comp on the first four (Q8_0, Q4_0, Q4_K,
+# Q6_K: Q4_K/Q6_K take it by default only on matrices of 16M weights or more; the rows loop does
+# not depend on the block decoder). blk1/blk2 (passing, ~90 / 211 s with cold caches on the 2-core
+# box) are left to hand runs.
+foreach(v old blk4)
   set(_n 4)
-  if(v STREQUAL "blk2")
+  if(v STREQUAL "old")
     set(_n 12)
   endif()
   add_test(NAME test_vulkan_quant_gemv_${v} COMMAND test_vulkan_quant gemv ${_n})
@@ -49,17 +50,17 @@ foreach(fx ${_vkq_fixtures})
     # LABELS sanitizer_redundant: `make asan` leaves it out (tests/CMakeLists.txt says why)
     set_tests_properties(xcheck_q_${fx}_${t}_vulkan PROPERTIES FIXTURES_REQUIRED "q_${fx}_${t};qf_${fx}_${t}"
                          SKIP_RETURN_CODE 77 LABELS sanitizer_redundant)
-    # 3. the same with the block-at-a-time decode GEMV (LOOM_VK_GEMV_Q=blk, matvec_qb.comp), which
+    # 3. the same with the block-at-a-time decode GEMV forced on every type (LOOM_VK_GEMV_Q=blk4), which
     #    the fused decode (RMSNORM / SWIGLU into the GEMV, the residual ADD) goes through as well;
     #    on the files of the four first types (lavapipe time: test_vulkan_quant_gemv_* covers every
     #    block decoder)
     if(NOT t MATCHES "^(q8_0|q4_0|q4_k_m|q6_k)$")
       continue()
     endif()
-    add_test(NAME xcheck_q_${fx}_${t}_vulkan_gemv_blk COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_quant_xcheck.sh
+    add_test(NAME xcheck_q_${fx}_${t}_vulkan_gemv_blk4 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_quant_xcheck.sh
              ${LOOM_BIN} ${q} ${qf} ${LOOM_Q_REF_${fx}})
-    set_tests_properties(xcheck_q_${fx}_${t}_vulkan_gemv_blk PROPERTIES FIXTURES_REQUIRED "q_${fx}_${t};qf_${fx}_${t}"
-                         ENVIRONMENT LOOM_VK_GEMV_Q=blk SKIP_RETURN_CODE 77 LABELS sanitizer_redundant)
+    set_tests_properties(xcheck_q_${fx}_${t}_vulkan_gemv_blk4 PROPERTIES FIXTURES_REQUIRED "q_${fx}_${t};qf_${fx}_${t}"
+                         ENVIRONMENT LOOM_VK_GEMV_Q=blk4 SKIP_RETURN_CODE 77 LABELS sanitizer_redundant)
   endforeach()
 endforeach()
 # Must fail: the same comparison against another type's f32 copy (proves it compares something).
@@ -75,10 +76,10 @@ add_test(NAME vulkan_validation_llama-tiny_q4_k_m COMMAND ${CMAKE_CURRENT_SOURCE
          --min-top1 50 --max-kl 0.1 --device vulkan)
 set_tests_properties(vulkan_validation_llama-tiny_q4_k_m PROPERTIES FIXTURES_REQUIRED q_llama-tiny_q4_k_m
                      SKIP_RETURN_CODE 77 TIMEOUT 300)
-# ... over the block-at-a-time decode GEMV's cases (LOOM_VK_GEMV_Q=blk) ...
-add_test(NAME vulkan_validation_test_vulkan_quant_gemv_blk COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
+# ... over the block-at-a-time decode GEMV's cases (LOOM_VK_GEMV_Q=blk4) ...
+add_test(NAME vulkan_validation_test_vulkan_quant_gemv_blk4 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
          $<TARGET_FILE:test_vulkan_quant> gemv 4)
-set_tests_properties(vulkan_validation_test_vulkan_quant_gemv_blk PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=blk
+set_tests_properties(vulkan_validation_test_vulkan_quant_gemv_blk4 PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=blk4
                      SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS sanitizer_redundant)
 # ... and over the shader test (byte-offset bindings, chunked weights, every quant pipeline).
 add_test(NAME vulkan_validation_test_vulkan_quant COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh

@@ -743,7 +743,12 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     d->cm_big_tiles = cbt && atoi(cbt) > 0 ? (uint32_t)atoi(cbt) : 512;
     const char *qcm = getenv("LOOM_VK_QCM"); /* "tiles": the slower in-tile dequantisation, for A/B runs */
     d->qcm_tiles = qcm && !strcmp(qcm, "tiles");
-    const char *cmv = getenv("LOOM_VK_CM_VARIANT"); /* tensor-core prefill variant, for A/B runs */
+    /* the tensor-core prefill variant (vk_record.c's cm_variants): by default sg64 for prefills of
+     * 128 rows or more (the H200 A/B of 2026-12-05, docs/benchmarks.md), matmul_cm.comp below;
+     * LOOM_VK_CM_VARIANT=<name> picks one for every tensor-core matmul, for A/B runs */
+    const char *cmv = getenv("LOOM_VK_CM_VARIANT");
+    d->cm_variant = 0;
+    d->cm_min_m = 0;
     if (cmv && *cmv) {
         int v = vk_cm_variant_find(d, cmv);
         if (v < 0) {
@@ -751,6 +756,10 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
             return NULL;
         }
         d->cm_variant = (uint32_t)v;
+    } else if (d->coopmat) {
+        int v = vk_cm_variant_default(d);
+        d->cm_variant = v > 0 ? (uint32_t)v : 0;
+        d->cm_min_m = 128;
     }
     d->no_fa = env_flag("LOOM_VK_NO_FA");
     const char *fm = getenv("LOOM_VK_FUSE_MAX_NK");
@@ -758,15 +767,16 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     const char *gw = getenv("LOOM_VK_GEMV_WGS"), *gl = getenv("LOOM_VK_GEMV_LOADS");
     d->gemv_wgs = gw && atoi(gw) > 0 ? (uint32_t)atoi(gw) : 1024;
     d->gemv_loads = gl && (atoi(gl) == 2 || atoi(gl) == 4) ? (uint32_t)atoi(gl) : 0;
-    /* LOOM_VK_GEMV_Q: the quantised decode GEMV. "blk" (2 rows per invocation), "blk1", "blk2", "blk4":
-     * matvec_qb.comp, a block at a time; unset or "old": matvec.comp (unknown values too) */
+    /* LOOM_VK_GEMV_Q: the quantised decode GEMV for every block type, for A/B runs. "blk" (2 rows per
+     * invocation), "blk1", "blk2", "blk4": matvec_qb.comp, a block at a time; "old" (unknown values
+     * too): matvec.comp. Unset: per type and size (vk_record.c's qb_rows_default). */
     const char *gq = getenv("LOOM_VK_GEMV_Q");
-    d->gemv_q = !gq ? 0
+    d->gemv_q = !gq || !*gq                              ? VK_GEMV_Q_AUTO
                 : !strcmp(gq, "blk") || !strcmp(gq, "blk2") ? 2
                 : !strcmp(gq, "blk1")                       ? 1
                 : !strcmp(gq, "blk4")                       ? 4
                                                             : 0;
-    if (gq && !d->gemv_q && strcmp(gq, "old"))
+    if (gq && *gq && !d->gemv_q && strcmp(gq, "old"))
         fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not old, blk, blk1, blk2 or blk4; using old\n", gq);
 
     uint32_t nq = 0;

@@ -89,12 +89,14 @@ typedef struct vk_dev {
     bool coopmat; /* tensor-core prefill matmul (matmul_cm.comp): device, feature and shaders */
     uint32_t cm_big_tiles; /* its 128 x 128 tiles from this many such tiles on (else 64 x 64) */
     bool qcm_tiles; /* quantised W on it: dequantised in the tile loads, not first to f16 scratch */
-    uint32_t cm_variant; /* LOOM_VK_CM_VARIANT: index into vk_record.c's cm_variants (0: matmul_cm.comp) */
+    uint32_t cm_variant; /* index into vk_record.c's cm_variants (0: matmul_cm.comp); LOOM_VK_CM_VARIANT */
+    uint32_t cm_min_m;   /* the variant serves matmuls of at least this many rows (0 when forced by the knob) */
     bool no_fa;          /* LOOM_VK_NO_FA: prefill attention one query row per workgroup (attention.comp) */
     uint64_t fuse_max_nk; /* RMSNORM / SWIGLU fused into GEMVs of at most this many weights */
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */
     uint32_t gemv_loads; /* decode GEMV: 8-element loads in flight per invocation (0: 2) */
-    uint32_t gemv_q;     /* quantised decode GEMV: 0 matvec.comp, else matvec_qb.comp with this many rows per group */
+    uint32_t gemv_q;     /* quantised decode GEMV: 0 matvec.comp, else matvec_qb.comp with this many rows per
+                          * group; VK_GEMV_Q_AUTO: per type and size (vk_record.c's qb_rows_default) */
     uint32_t subgroup_size;
     size_t max_alloc, max_range, align;
     size_t piece, overlap; /* weights: largest piece, and how much consecutive pieces share */
@@ -150,6 +152,9 @@ bool vk_coopmat_query(VkInstance inst, VkPhysicalDevice p, char *desc, size_t n)
  * (0 = "base", matmul_cm.comp), or -1 with the error set when this build lacks it or the device's
  * shared memory is too small for it; and the name of index i. */
 int vk_cm_variant_find(const vk_dev *d, const char *name);
+/* The default variant's index (0 where the build has none) */
+int vk_cm_variant_default(const vk_dev *d);
+#define VK_GEMV_Q_AUTO UINT32_MAX
 const char *vk_cm_variant_name(uint32_t i);
 
 loom_buffer *vk_buf_alloc(vk_dev *d, size_t nbytes, bool weights);

@@ -331,6 +331,37 @@ int vk_cm_variant_find(const vk_dev *d, const char *name) {
 
 const char *vk_cm_variant_name(uint32_t i) { return i < N_CMV ? cm_variants[i].name : "?"; }
 
+/* sg64 by default: on the H200 (2026-12-05, docs/benchmarks.md) llama-7b f16 pp512 5,356 -> 7,281 t/s,
+ * pp4096 4,688 -> 5,060, llama-1.1b f16 pp512 27,947 -> 28,033, pp4096 18,034 -> 18,758; the
+ * double-buffered and f16-x variants were slower there (sg64db, sg64h, m64h) or mixed (n256h) */
+int vk_cm_variant_default(const vk_dev *d) {
+    for (size_t i = 1; i < N_CMV; i++)
+        if (!strcmp(cm_variants[i].name, "sg64") && cm_variants[i].smem <= d->props.limits.maxComputeSharedMemorySize)
+            return (int)i;
+    return 0;
+}
+
+/* Rows per invocation of the block-at-a-time decode GEMV (matvec_qb.comp) when LOOM_VK_GEMV_Q is
+ * unset, 0 for matvec.comp: what measured faster on the H200 (2026-12-05, tg128, docs/benchmarks.md).
+ * The 32-weight block types take 4 rows at every size (llama-1.1b: Q4_0 1.03x, Q4_1 1.11x, Q5_0
+ * 1.07x, Q5_1 1.17x, IQ4_NL/IQ4_XS 2.4x; llama-7b Q4_0 1.14x); Q4_K and Q6_K only on matrices of 16M
+ * weights or more (llama-7b Q4_K_M 97.7 -> 113.9 t/s; on llama-1.1b's matrices, 11.5M weights at
+ * most, 4 rows lost 6-18%); Q8_0, Q2_K, Q3_K and Q5_K keep matvec.comp (4 rows lost 9-20% at
+ * llama-1.1b; unmeasured at 7B). */
+static uint32_t qb_rows_default(loom_dtype t, uint64_t rows, uint64_t k) {
+    switch (t) {
+    case LOOM_Q4_0:
+    case LOOM_Q4_1:
+    case LOOM_Q5_0:
+    case LOOM_Q5_1:
+    case LOOM_IQ4_NL:
+    case LOOM_IQ4_XS: return 4;
+    case LOOM_Q4_K:
+    case LOOM_Q6_K: return rows * k >= ((uint64_t)16 << 20) ? 4 : 0;
+    default: return 0;
+    }
+}
+
 /* Rows of a weight that one dispatch may bind: the binding range and the overlap between pieces
  * of a split buffer both bound it. */
 static uint64_t rows_per_chunk(vk_dev *d, size_t row_bytes) {
@@ -453,8 +484,9 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
      * ran at the FMA kernel's speed (H100). */
     bool qcopy = cm && quant && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
     /* a LOOM_VK_CM_VARIANT other than base: its tile for every tensor-core dispatch */
-    const vk_cmv *cv = cm && d->cm_variant && d->cm_variant < N_CMV && (!quant || qcopy) ? &cm_variants[d->cm_variant]
-                                                                                          : NULL;
+    const vk_cmv *cv = cm && d->cm_variant && d->cm_variant < N_CMV && M >= d->cm_min_m && (!quant || qcopy)
+                           ? &cm_variants[d->cm_variant]
+                           : NULL;
     uint64_t tile = big ? 128 : 64, tm = cv ? cv->bm : tile, tn = cv ? cv->bn : tile;
     uint64_t tiles = ((M + tm - 1) / tm) * ((Nn + tn - 1) / tn);
     uint32_t ksplit = 1;
@@ -475,7 +507,9 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     }
     loom_spv_id sh;
     /* LOOM_VK_GEMV_Q=blk*: the decode GEMV a block at a time, R rows per invocation (qb_rows) */
-    uint32_t qb_rows = gemv && quant && K % 32 == 0 ? d->gemv_q : 0;
+    uint32_t qb_rows = !gemv || !quant || K % 32 != 0      ? 0
+                       : d->gemv_q == VK_GEMV_Q_AUTO ? qb_rows_default(w->type, Nn, K)
+                                                     : d->gemv_q;
     if (qb_rows)
         sh = qbshader(w->type);
     else if (cv) /* a matmul_cmv.comp variant: the f16 copy of a quantised W is f16 */
