@@ -23,16 +23,7 @@ O=${OUT:-/tmp}
 VARIANTS=${VARIANTS:-base sg64 sg64db sg64h n256h m64h}
 MODELS=${MODELS:-llama-1.1b llama-7b}
 PP=${PP:-512,4096}
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-if ! ls /usr/share/vulkan/icd.d/*nvidia* /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1; then
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
-L=/tmp/loom-pack
-if [ ! -x $L/loom ] || [ .gpu-cm/loom.tar.xz -nt $L/loom ]; then
-    rm -rf $L && mkdir -p $L && tar xJf .gpu-cm/loom.tar.xz -C $L
-fi
-export LD_LIBRARY_PATH=$L/lib
+. "$(dirname "$0")/gpu_env.sh"
 M=/tmp/m
 mkdir -p $M
 sum=$O/summary.txt

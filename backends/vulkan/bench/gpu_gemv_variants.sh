@@ -22,17 +22,7 @@ set -u
 t0=$(date +%s)
 O=${OUT:-/tmp}
 mkdir -p "$O"
-for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done
-ldconfig 2>/dev/null
-if ! ls /usr/share/vulkan/icd.d/*nvidia* /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1 &&
-    [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
-L=${PACK_DIR:-/tmp/loom-pack}
-if [ ! -x $L/loom ] || [ .gpu-cm/loom.tar.xz -nt $L/loom ]; then
-    rm -rf $L && mkdir -p $L && tar xJf .gpu-cm/loom.tar.xz -C $L
-fi
-export LD_LIBRARY_PATH=$L/lib
+. "$(dirname "$0")/gpu_env.sh"
 M=${MODELS_DIR:-/tmp/m}
 VARIANTS=${VARIANTS:-old blk}
 TYPES=${TYPES:-q4_k_m q5_k_m q6_k q3_k_m q4_0 q8_0 q2_k q4_1 q5_0 q5_1 iq4_nl iq4_xs f16}

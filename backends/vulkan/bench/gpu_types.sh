@@ -23,16 +23,7 @@
 what=${*:-prep check bench}
 has() { case " $what " in *" $1 "*) return 0;; esac; return 1; }
 O=${OUT:-/tmp}
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-if ! ls /usr/share/vulkan/icd.d/*nvidia* /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1; then
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
-L=/tmp/loom-pack
-if [ ! -x $L/loom ] || [ .gpu-cm/loom.tar.xz -nt $L/loom ]; then
-    rm -rf $L && mkdir -p $L && tar xJf .gpu-cm/loom.tar.xz -C $L
-fi
-export LD_LIBRARY_PATH=$L/lib
+. "$(dirname "$0")/gpu_env.sh"
 M=/tmp/m
 TYPES="q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k_m q4_k_m q5_k_m q6_k iq4_nl iq4_xs"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv >"$O/gpu.txt" 2>&1
