@@ -757,8 +757,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         }
         d->cm_variant = (uint32_t)v;
     } else if (d->coopmat) {
-        int v = vk_cm_variant_default(d);
-        d->cm_variant = v > 0 ? (uint32_t)v : 0;
+        d->cm_variant = vk_cm_variant_default(d);
         d->cm_min_m = 128;
     }
     d->no_fa = env_flag("LOOM_VK_NO_FA");

@@ -152,10 +152,11 @@ bool vk_coopmat_query(VkInstance inst, VkPhysicalDevice p, char *desc, size_t n)
  * (0 = "base", matmul_cm.comp), or -1 with the error set when this build lacks it or the device's
  * shared memory is too small for it; and the name of index i. */
 int vk_cm_variant_find(const vk_dev *d, const char *name);
-/* The default variant's index (0 where the build has none) */
-int vk_cm_variant_default(const vk_dev *d);
-#define VK_GEMV_Q_AUTO UINT32_MAX
 const char *vk_cm_variant_name(uint32_t i);
+/* The default variant's index (sg64; 0 where the build or the device's shared memory has none) */
+uint32_t vk_cm_variant_default(const vk_dev *d);
+/* vk_dev.gemv_q when LOOM_VK_GEMV_Q is unset: rows per invocation chosen per type and size */
+#define VK_GEMV_Q_AUTO UINT32_MAX
 
 loom_buffer *vk_buf_alloc(vk_dev *d, size_t nbytes, bool weights);
 void vk_buf_free(vk_dev *d, loom_buffer *b);

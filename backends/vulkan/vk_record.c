@@ -334,10 +334,10 @@ const char *vk_cm_variant_name(uint32_t i) { return i < N_CMV ? cm_variants[i].n
 /* sg64 by default: on the H200 (2026-12-05, docs/benchmarks.md) llama-7b f16 pp512 5,356 -> 7,281 t/s,
  * pp4096 4,688 -> 5,060, llama-1.1b f16 pp512 27,947 -> 28,033, pp4096 18,034 -> 18,758; the
  * double-buffered and f16-x variants were slower there (sg64db, sg64h, m64h) or mixed (n256h) */
-int vk_cm_variant_default(const vk_dev *d) {
+uint32_t vk_cm_variant_default(const vk_dev *d) {
     for (size_t i = 1; i < N_CMV; i++)
         if (!strcmp(cm_variants[i].name, "sg64") && cm_variants[i].smem <= d->props.limits.maxComputeSharedMemorySize)
-            return (int)i;
+            return (uint32_t)i;
     return 0;
 }
 
@@ -483,7 +483,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
      * dequantisation (LOOM_VK_QCM=tiles) repeats the byte-wise block reads in every workgroup and
      * ran at the FMA kernel's speed (H100). */
     bool qcopy = cm && quant && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
-    /* a LOOM_VK_CM_VARIANT other than base: its tile for every tensor-core dispatch */
+    /* a matmul_cmv.comp variant (sg64 by default from cm_min_m rows, or LOOM_VK_CM_VARIANT's for
+     * every tensor-core dispatch): its tile */
     const vk_cmv *cv = cm && d->cm_variant && d->cm_variant < N_CMV && M >= d->cm_min_m && (!quant || qcopy)
                            ? &cm_variants[d->cm_variant]
                            : NULL;
@@ -506,7 +507,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         xh_at = (dq_at + (size_t)step * K * 2 + al - 1) / al * al;
     }
     loom_spv_id sh;
-    /* LOOM_VK_GEMV_Q=blk*: the decode GEMV a block at a time, R rows per invocation (qb_rows) */
+    /* the decode GEMV a block at a time (matvec_qb.comp), qb_rows rows per invocation: per type and
+     * size by default (qb_rows_default), or as LOOM_VK_GEMV_Q forces */
     uint32_t qb_rows = !gemv || !quant || K % 32 != 0      ? 0
                        : d->gemv_q == VK_GEMV_Q_AUTO ? qb_rows_default(w->type, Nn, K)
                                                      : d->gemv_q;
