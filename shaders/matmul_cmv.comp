@@ -10,7 +10,13 @@
 // y[M, N] = x[M, K] W[N, K]^T (+ bias), x and W rounded to f16, f32 accumulators; u[0] = M, u[1] = N
 // (columns in this dispatch), u[2] = K, u[3] = has bias, u[4] = n0, u[5] = y row stride, u[6] bit 0
 // x rows vector-aligned, bit 1 W rows 8-half aligned, u[7] = K splits (partials at y + z * u[8]).
-// Weights: W_F16 (also the f16 copy of a block-quantised W) or W_BF16 only.
+// Weights: W_F16 (also the f16 copy of a block-quantised W) or W_BF16; or a block-quantised
+// type W_Q8_0 ... W_IQ4_XS (LOOM_VK_CM_QTILE=1: in-tile dequantisation): the W tile is then read
+// straight from the raw blocks, no f16 copy. An invocation takes a row's 32 weights of the K step
+// (whole blocks of 32 or a 32-weight sub-block: K is whole blocks, so a step is all in or all
+// out); fetch() loads the raw words that hold them into registers (qtile.glsl's qt_load: loads
+// only, in flight during this step's products as the f16 tiles' are) and put() decodes them
+// (qt_dec) and stores f16. The values are wload8's (the f16 copy's) before the rounding to f16.
 // Build-time shape (all required but XH):
 //   BM x BN   workgroup tile; WROWS x WCOLS subgroups, each (BM / WROWS) x (BN / WCOLS)
 //   STAGES    1: one shared buffer, two barriers per K step (as matmul_cm.comp);
@@ -24,6 +30,9 @@
 #include "common.glsl"
 #define W_BINDING 2
 #include "wload.glsl"
+#ifdef W_QUANT
+#include "qtile.glsl"
+#endif
 layout(local_size_x_id = 0) in;
 // the device's subgroup size (spec constant 1): sizes the prefetch registers exactly
 layout(constant_id = 1) const uint SG = 32;
@@ -78,12 +87,21 @@ float xload(uint e) { return x[e]; }
 // vector loads per invocation and K step (rounded up; the loops check the bound)
 #define NT (NSG * SG)
 #define XV ((BM * (BK / XE) + NT - 1u) / NT)
+#ifdef W_QUANT
+#if BK != 32
+#error "matmul_cmv.comp: block-quantised W needs BK = 32 (a step is one 32-weight run of a row)"
+#endif
+#define WV ((BN + NT - 1u) / NT) // rows per invocation
+uint rb[WV][QTW];               // their raw words
+bool rin[WV];                   // and whether the row and step are in range
+#else
 #define WV ((BN * (BK / 8u) + NT - 1u) / NT)
+uvec4 rb[WV];
+#endif
 
 uint M, N, K, k1, row0, col0, tid;
 bool xvec, wvec;
 XREG ra[XV];
-uvec4 rb[WV];
 
 // the vector tiles of K step kb into registers (k1 is K or a multiple of BK, so an aligned vector
 // is all in or all out)
@@ -100,8 +118,14 @@ void fetch(uint kb) {
     }
     if (wvec) {
         [[unroll]] for (uint l = 0u; l < WV; l++) {
+#ifdef W_QUANT
+            uint r = tid + l * NT, gc = col0 + r;
+            rin[l] = r < BN && gc < N && kb < k1;
+            if (rin[l]) qt_load(OFF_B + gc * K + kb, rb[l]);
+#else
             uint i = tid + l * NT, r = i / (BK / 8u), gc = col0 + r, gk = kb + (i % (BK / 8u)) * 8u;
             rb[l] = (i < BN * (BK / 8u) && gc < N && gk < k1) ? w8[(OFF_B + gc * K + gk) >> 3] : uvec4(0u);
+#endif
         }
     }
 }
@@ -139,11 +163,23 @@ void put(uint st, uint kb) {
     // W tile: row n of W is column n of B (column-major B with stride SK4)
     if (wvec) {
         [[unroll]] for (uint l = 0u; l < WV; l++) {
+#ifdef W_QUANT
+            uint r = tid + l * NT;
+            if (r >= BN) break;
+            vec4 v[8];
+            if (rin[l]) {
+                qt_dec(OFF_B + (col0 + r) * K + kb, rb[l], v);
+            } else {
+                [[unroll]] for (uint q = 0u; q < 8u; q++) v[q] = vec4(0.0);
+            }
+            [[unroll]] for (uint q = 0u; q < 8u; q++) Bs[bb + r * SK4 + q] = f16vec4(v[q]);
+#else
             uint i = tid + l * NT;
             if (i >= BN * (BK / 8u)) break;
             uint s = bb + (i / (BK / 8u)) * SK4 + (i % (BK / 8u)) * 2u;
             Bs[s] = wquad(rb[l].x, rb[l].y);
             Bs[s + 1u] = wquad(rb[l].z, rb[l].w);
+#endif
         }
     } else {
         for (uint i = tid; i < BN * (BK / 4u); i += NT) {

@@ -12,9 +12,15 @@
 // u[4] = n0 (first output column: the weight and bias bindings start at row n0), u[5] = y row stride.
 // Split K (few output tiles, long K): u[7] = splits, gl_WorkGroupID.z = split; split z sums its
 // share of K into y + z * u[8] and eltwise.comp (op 5) adds the partial products up.
+// QTILE (LOOM_VK_CM_QTILE=1 on a device without cooperative matrices: lavapipe's check of
+// qtile.glsl, the decoders of the tensor-core in-tile variant): K 32 at a time, and each W row's 32
+// weights of a step decoded together by qt_load / qt_dec (the first BM invocations, a row each).
 #include "common.glsl"
 #define W_BINDING 2
 #include "wload.glsl"
+#ifdef QTILE
+#include "qtile.glsl"
+#endif
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) writeonly buffer Y { float y[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
@@ -26,7 +32,11 @@ layout(std430, binding = 3) readonly buffer Bi { float bias[]; };
 #define TM 4
 #endif
 #define BM (16 * TM)
+#ifdef QTILE
+#define BK 32
+#else
 #define BK 16
+#endif
 #define LOADS (BM * BK / 256)
 shared float As[BK][BM];
 shared float Bs[BK][BM];
@@ -47,6 +57,22 @@ void main() {
             uint gr = row0 + r, gk = kb + c;
             As[c][r] = (gr < M && gk < k1) ? x[OFF_A + gr * K + gk] : 0.0;
         }
+#ifdef QTILE
+        // W: a row of 32 per invocation (K is whole blocks: a step is all in or all out)
+        if (tid < BM) {
+            uint gc = col0 + tid;
+            vec4 v[8];
+            if (gc < N && kb < k1) {
+                uint e = OFF_B + gc * K + kb, r[QTW];
+                qt_load(e, r);
+                qt_dec(e, r, v);
+            } else {
+                [[unroll]] for (uint q = 0u; q < 8u; q++) v[q] = vec4(0.0);
+            }
+            [[unroll]] for (uint q = 0u; q < 8u; q++)
+                [[unroll]] for (uint i = 0u; i < 4u; i++) Bs[4u * q + i][tid] = v[q][i];
+        }
+#else
         // W: BM rows x two 8-element groups
         for (uint idx = tid; idx < BM * 2u; idx += 256u) {
             uint r = idx >> 1, c8 = (idx & 1u) * 8u, gc = col0 + r, gk = kb + c8;
@@ -57,6 +83,7 @@ void main() {
                 Bs[c8 + 4u + i][r] = hi[i];
             }
         }
+#endif
         barrier();
         [[unroll]] for (uint k = 0u; k < BK; k++) {
             float a[TM], b[TM];

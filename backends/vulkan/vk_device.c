@@ -760,6 +760,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         d->cm_variant = vk_cm_variant_default(d);
         d->cm_min_m = 128;
     }
+    d->cm_qtile = env_flag("LOOM_VK_CM_QTILE");
     d->no_fa = env_flag("LOOM_VK_NO_FA");
     const char *fm = getenv("LOOM_VK_FUSE_MAX_NK");
     d->fuse_max_nk = fm && *fm ? strtoull(fm, NULL, 10) : UINT64_MAX;
@@ -873,11 +874,12 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     }
     if (d->verbose)
         fprintf(stderr,
-                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s, max alloc %.0f MiB, max range "
+                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s%s, max alloc %.0f MiB, max range "
                 "%.0f MiB\n",
                 d->name, vk_type_str(d->props.deviceType), d->subgroup_size,
                 d->subgroup_arith ? " (arithmetic)" : "", d->f16_storage ? "yes" : "no", d->coopmat ? "yes" : "no",
                 d->coopmat && d->cm_variant ? " variant " : "", d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "",
+                d->cm_qtile ? ", quantised tiles in place (LOOM_VK_CM_QTILE)" : "",
                 mib(d->max_alloc),
                 mib(d->max_range));
     return d;

@@ -91,6 +91,9 @@ typedef struct vk_dev {
     bool qcm_tiles; /* quantised W on it: dequantised in the tile loads, not first to f16 scratch */
     uint32_t cm_variant; /* index into vk_record.c's cm_variants (0: matmul_cm.comp); LOOM_VK_CM_VARIANT */
     uint32_t cm_min_m;   /* the variant serves matmuls of at least this many rows (0 when forced by the knob) */
+    bool cm_qtile;       /* LOOM_VK_CM_QTILE=1: quantised W dequantised in the tile loads of the sg64 variant
+                          * (matmul_cmv.comp, W_Q*) instead of first to f16 scratch; without cooperative
+                          * matrices, the tiled prefill's matmul_q.comp QTILE build (the decoders' lavapipe check) */
     bool no_fa;          /* LOOM_VK_NO_FA: prefill attention one query row per workgroup (attention.comp) */
     uint64_t fuse_max_nk; /* RMSNORM / SWIGLU fused into GEMVs of at most this many weights */
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */

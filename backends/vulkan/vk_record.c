@@ -283,6 +283,26 @@ static loom_spv_id qbshader(loom_dtype t) {
     return tab[t];
 }
 
+/* LOOM_VK_CM_QTILE=1: the in-tile dequantising build of a quantised W's prefill matmul, every block
+ * type. cm: sg64's (matmul_cmv.comp with W_Q*, the only variant built for them); else matmul_q.comp
+ * with QTILE (64 x 64 or, big, 128 x 128 tiles): on a device without cooperative matrices, the same
+ * decoders (qtile.glsl) as the tensor-core build, so lavapipe checks them against the CPU. */
+static loom_spv_id qtile_shader(loom_dtype t, bool cm, bool big) {
+#define QTROW(T, CM) {LOOM_SPV_MATMUL_QT_##T, LOOM_SPV_MATMUL_BIG_QT_##T, CM}
+#ifdef LOOM_VK_COOPMAT
+#define QT(T) QTROW(T, LOOM_SPV_MATMUL_CMV_SG64Q_##T)
+#else
+#define QT(T) QTROW(T, LOOM_SPV_MATMUL_QT_##T) /* unreachable: no coopmat */
+#endif
+    static const loom_spv_id tab[LOOM_DTYPE_COUNT][3] = {
+        [LOOM_Q8_0] = QT(Q8_0), [LOOM_Q4_0] = QT(Q4_0), [LOOM_Q4_K] = QT(Q4_K),     [LOOM_Q6_K] = QT(Q6_K),
+        [LOOM_Q4_1] = QT(Q4_1), [LOOM_Q5_0] = QT(Q5_0), [LOOM_Q5_1] = QT(Q5_1),     [LOOM_Q2_K] = QT(Q2_K),
+        [LOOM_Q3_K] = QT(Q3_K), [LOOM_Q5_K] = QT(Q5_K), [LOOM_IQ4_NL] = QT(IQ4_NL), [LOOM_IQ4_XS] = QT(IQ4_XS)};
+#undef QT
+#undef QTROW
+    return tab[t][cm ? 2 : big];
+}
+
 /* Whether the in-tile tensor-core variants (LOOM_VK_QCM=tiles) exist for t; the others always take
  * the f16 copy. */
 static bool qcm_tiles_ok(loom_dtype t) { return t == LOOM_Q8_0 || t == LOOM_Q4_0 || t == LOOM_Q4_K || t == LOOM_Q6_K; }
@@ -292,24 +312,26 @@ static bool qcm_tiles_ok(loom_dtype t) { return t == LOOM_Q8_0 || t == LOOM_Q4_0
  * others are shaders/matmul_cmv.comp built with the defines vulkan.cmake lists for them: a bm x bn
  * tile for every coopmat dispatch, nsg subgroups, and (xh) x converted to f16 once per matmul by
  * tohalf.comp. They take f16/bf16 W and the f16 copy of a quantised W; the in-tile dequantisation
- * (LOOM_VK_QCM=tiles) stays on matmul_cm.comp. smem: their shared memory, bytes. */
+ * (LOOM_VK_QCM=tiles) stays on matmul_cm.comp, LOOM_VK_CM_QTILE's is sg64's (q). smem: their
+ * shared memory, bytes. */
 typedef struct {
     const char *name;
     uint32_t bm, bn, nsg, smem;
     bool xh;
     loom_spv_id f16, bf16;
+    bool q; /* also built for block-quantised W (qtile_shader; LOOM_VK_CM_QTILE) */
 } vk_cmv;
 static const vk_cmv cm_variants[] = {
-    {"base", 0, 0, 0, 0, false, 0, 0},
+    {"base", 0, 0, 0, 0, false, 0, 0, false},
 #ifdef LOOM_VK_COOPMAT
-#define CMV(n, N, bm, bn, nsg, stages, xh)                                                         \
+#define CMV(n, N, bm, bn, nsg, stages, xh, q)                                                      \
     {n, bm, bn, nsg, (stages) * ((bm) + (bn)) * 80 + (nsg) * 1024, xh, LOOM_SPV_MATMUL_CMV_##N##_F16, \
-     LOOM_SPV_MATMUL_CMV_##N##_BF16}
-    CMV("sg64", SG64, 128, 128, 4, 1, false),   /* 4 subgroups of 64 x 64 (4 x 4 fragments) */
-    CMV("sg64db", SG64DB, 128, 128, 4, 2, false), /* ... + two shared buffers, one barrier a step */
-    CMV("sg64h", SG64H, 128, 128, 4, 2, true),  /* ... + x converted to f16 first */
-    CMV("n256h", N256H, 128, 256, 8, 1, true),  /* 128 x 256, 8 subgroups of 64 x 64, f16 x */
-    CMV("m64h", M64H, 64, 128, 4, 2, true),     /* 64 x 128, 4 subgroups of 32 x 64, 2 buffers, f16 x */
+     LOOM_SPV_MATMUL_CMV_##N##_BF16, q}
+    CMV("sg64", SG64, 128, 128, 4, 1, false, true), /* 4 subgroups of 64 x 64 (4 x 4 fragments) */
+    CMV("sg64db", SG64DB, 128, 128, 4, 2, false, false), /* ... + two shared buffers, one barrier a step */
+    CMV("sg64h", SG64H, 128, 128, 4, 2, true, false),  /* ... + x converted to f16 first */
+    CMV("n256h", N256H, 128, 256, 8, 1, true, false),  /* 128 x 256, 8 subgroups of 64 x 64, f16 x */
+    CMV("m64h", M64H, 64, 128, 4, 2, true, false),     /* 64 x 128, 4 subgroups of 32 x 64, 2 buffers, f16 x */
 #undef CMV
 #endif
 };
@@ -482,12 +504,17 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
      * (dequant.comp), after any split-K partial products, and the f16 kernel reads that: in-tile
      * dequantisation (LOOM_VK_QCM=tiles) repeats the byte-wise block reads in every workgroup and
      * ran at the FMA kernel's speed (H100). */
-    bool qcopy = cm && quant && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
     /* a matmul_cmv.comp variant (sg64 by default from cm_min_m rows, or LOOM_VK_CM_VARIANT's for
      * every tensor-core dispatch): its tile */
-    const vk_cmv *cv = cm && d->cm_variant && d->cm_variant < N_CMV && M >= d->cm_min_m && (!quant || qcopy)
-                           ? &cm_variants[d->cm_variant]
-                           : NULL;
+    const vk_cmv *cv = cm && d->cm_variant && d->cm_variant < N_CMV && M >= d->cm_min_m ? &cm_variants[d->cm_variant]
+                                                                                        : NULL;
+    /* LOOM_VK_CM_QTILE=1 (not the default; unmeasured): a quantised W on the sg64 variant is
+     * dequantised in its tile loads (matmul_cmv.comp W_Q*), no f16 copy and no chunks of rows beyond
+     * the binding's; other variants, and matmuls below sg64's cm_min_m rows, keep the f16 copy.
+     * Without cooperative matrices: matmul_q.comp's QTILE build (qtile_shader) */
+    bool qtile = quant && !gemv && d->cm_qtile && (cm ? cv && cv->q : true);
+    bool qcopy = cm && quant && !qtile && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
+    if (cv && quant && !qcopy && !qtile) cv = NULL; /* LOOM_VK_QCM=tiles: matmul_cm.comp */
     uint64_t tile = big ? 128 : 64, tm = cv ? cv->bm : tile, tn = cv ? cv->bn : tile;
     uint64_t tiles = ((M + tm - 1) / tm) * ((Nn + tn - 1) / tn);
     uint32_t ksplit = 1;
@@ -514,6 +541,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
                                                      : d->gemv_q;
     if (qb_rows)
         sh = qbshader(w->type);
+    else if (qtile) /* quantised tiles dequantised in place (sg64, or matmul_q.comp QTILE) */
+        sh = qtile_shader(w->type, cm, big);
     else if (cv) /* a matmul_cmv.comp variant: the f16 copy of a quantised W is f16 */
         sh = w->type == LOOM_BF16 ? cv->bf16 : cv->f16;
     else if (quant && !qcopy) /* raw blocks dequantised in registers (shaders/wquant.glsl) */
