@@ -11,47 +11,71 @@
 // they are bit-identical to wload8's, loom_dequant_row's and the f16 copy's (dequant.comp) before
 // any rounding to f16. Included after wquant.glsl (wload.glsl with a W_Q* type).
 //
-// Every field is read as a run of bytes [a, a + n): the words a >> 2 .. (a + n - 1) >> 2 (the
-// words past the run are not read: they may lie past the buffer), and word k of the run (its bytes
-// 4k .. 4k + 3) is qt_fsh(r[o + k], r[o + k + 1], (a & 3) * 8) with a compile-time k, so decoding
-// never indexes the registers dynamically. All runs of a block share a & 3 (their offsets in the
-// block are multiples of 4 apart... or not: each run's shift is computed from its own address).
+// Every field is read as a run of bytes [a, a + n). Runs of 16 bytes or more (the quants) are read
+// as the 16-byte vectors that hold them (QT_RUN16: a lane's loads touch as few cache lines as they
+// can, and there are 4x fewer of them than word loads), small ones (scales) as the words that hold
+// them (QT_RUN); vectors / words past the run are not read (they may lie past the binding). A
+// vector run is then moved down by (a >> 2) & 3 words with two rounds of selects (QT_NORM, in
+// qt_dec), after which both kinds hold the buffer's words a >> 2, ... from r[o], and bytes
+// 4k .. 4k + 3 of the run are QW(o, k, s) = qt_fsh(r[o + k], r[o + k + 1], s), s = (a & 3) * 8:
+// compile-time indices only, so the registers are never indexed dynamically. The binding starts
+// 16-byte aligned and its range is rounded up to 16 bytes (vk_record.c), as the f16 tiles' uvec4
+// loads already assume.
 #ifndef W_QUANT
 #error "qtile.glsl: include wload.glsl with a block-quantised W_* type first"
 #endif
 
-#define QT_NW(n) (((n) + 3u) / 4u + 1u) // raw words of an n-byte run: ceil(n / 4) + 1
+layout(std430, binding = W_BINDING) readonly buffer WBQ4 { uvec4 wq4[]; };
+#define QT_NW(n) (((n) + 3u) / 4u + 1u) // registers of an n-byte word run: ceil(n / 4) + 1
+#define QT_NV(n) (4u * (((n) + 30u) / 16u)) // of a vector run: the vectors any alignment needs
 uint qt_fsh(uint lo, uint hi, uint s) { return (lo >> s) | ((hi << 1) << (31u - s)); } // s = 0: lo
 #define QT_RUN(o, a, n)                                                                            \
     {                                                                                              \
         uint i_ = (a) >> 2, l_ = ((a) + (n) - 1u) >> 2;                                            \
         [[unroll]] for (uint k_ = 0u; k_ < QT_NW(n); k_++) r[(o) + k_] = i_ + k_ <= l_ ? wq[i_ + k_] : 0u; \
     }
+#define QT_RUN16(o, a, n)                                                                          \
+    {                                                                                              \
+        uint i_ = (a) >> 4, l_ = ((a) + (n) - 1u) >> 4;                                            \
+        [[unroll]] for (uint k_ = 0u; k_ < QT_NV(n) / 4u; k_++) {                                  \
+            uvec4 v_ = i_ + k_ <= l_ ? wq4[i_ + k_] : uvec4(0u);                                   \
+            r[(o) + 4u * k_] = v_.x;                                                               \
+            r[(o) + 4u * k_ + 1u] = v_.y;                                                          \
+            r[(o) + 4u * k_ + 2u] = v_.z;                                                          \
+            r[(o) + 4u * k_ + 3u] = v_.w;                                                          \
+        }                                                                                          \
+    }
+// a vector run loaded by QT_RUN16(o, a, n), moved down so that r[o] is the word at a >> 2
+#define QT_NORM(o, a, n)                                                                           \
+    {                                                                                              \
+        uint q_ = ((a) >> 2) & 3u;                                                                 \
+        [[unroll]] for (uint k_ = 0u; k_ + 1u < QT_NV(n); k_++)                                    \
+            r[(o) + k_] = (q_ & 1u) != 0u ? r[(o) + k_ + 1u] : r[(o) + k_];                        \
+        [[unroll]] for (uint k_ = 0u; k_ + 2u < QT_NV(n); k_++)                                    \
+            r[(o) + k_] = (q_ & 2u) != 0u ? r[(o) + k_ + 2u] : r[(o) + k_];                        \
+    }
 // word k of the run held from r[o] whose first byte was at shift s
 #define QW(o, k, s) qt_fsh(r[(o) + (k)], r[(o) + (k) + 1u], s)
 // 4 bytes at the odd half-word k + 1/2 of a run (Q8_0 / Q4_0 / Q5_0 quants after a 2-byte scale)
 #define QW2(o, k, s) ((QW(o, k, s) >> 16) | (QW(o, (k) + 1u, s) << 16))
 
+// registers per row: the runs' sizes (QT_NV / QT_NW) at the offsets qt_load uses
 #if defined(W_Q8_0)
-#define QTW 10u
-#elif defined(W_Q4_0) || defined(W_IQ4_NL)
-#define QTW 6u
-#elif defined(W_Q4_1)
-#define QTW 6u
-#elif defined(W_Q5_0) || defined(W_Q5_1)
-#define QTW 7u
+#define QTW 16u // 34 bytes
+#elif defined(W_Q4_0) || defined(W_IQ4_NL) || defined(W_Q4_1) || defined(W_Q5_0) || defined(W_Q5_1)
+#define QTW 12u // 18 / 20 / 22 / 24 bytes
 #elif defined(W_Q4_K)
-#define QTW 14u
+#define QTW 20u // 16 + 32
 #elif defined(W_Q5_K)
-#define QTW 23u
+#define QTW 32u // 16 + 32 + 32
 #elif defined(W_Q6_K)
-#define QTW 22u
+#define QTW 28u // 32 + 32 vectors, 2 + 2 words
 #elif defined(W_Q2_K)
-#define QTW 13u
+#define QTW 16u // 2 + 4 words, 32 vectors
 #elif defined(W_Q3_K)
-#define QTW 24u
+#define QTW 30u // 32 + 32 vectors, 2 words
 #elif defined(W_IQ4_XS)
-#define QTW 8u
+#define QTW 11u // 8 words, 16 vectors
 #endif
 
 // block start (bytes) and sub-block (w / 32) of element e
@@ -65,40 +89,40 @@ void qt_load(uint e, out uint r[QTW]) {
     uint base, j;
     qt_at(e, base, j);
 #if defined(W_Q8_0)
-    QT_RUN(0u, base, 34u)
+    QT_RUN16(0u, base, 34u)
 #elif defined(W_Q4_0) || defined(W_IQ4_NL)
-    QT_RUN(0u, base, 18u)
+    QT_RUN16(0u, base, 18u)
 #elif defined(W_Q4_1)
-    QT_RUN(0u, base, 20u)
+    QT_RUN16(0u, base, 20u)
 #elif defined(W_Q5_0)
-    QT_RUN(0u, base, 22u)
+    QT_RUN16(0u, base, 22u)
 #elif defined(W_Q5_1)
-    QT_RUN(0u, base, 24u)
+    QT_RUN16(0u, base, 24u)
 #elif defined(W_Q4_K)
-    QT_RUN(0u, base, 16u)                          // d, dmin, 12 scale bytes
-    QT_RUN(5u, base + 16u + 32u * (j >> 1), 32u)   // qs: nibble j & 1
+    QT_RUN16(0u, base, 16u)                          // d, dmin, 12 scale bytes
+    QT_RUN16(8u, base + 16u + 32u * (j >> 1), 32u)   // qs: nibble j & 1
 #elif defined(W_Q5_K)
-    QT_RUN(0u, base, 16u)
-    QT_RUN(5u, base + 16u, 32u)                    // qh: bit j
-    QT_RUN(14u, base + 48u + 32u * (j >> 1), 32u)  // qs
+    QT_RUN16(0u, base, 16u)
+    QT_RUN16(8u, base + 16u, 32u)                    // qh: bit j
+    QT_RUN16(20u, base + 48u + 32u * (j >> 1), 32u)  // qs
 #elif defined(W_Q6_K)
     uint hf = j >> 2, c = j & 3u;
-    QT_RUN(0u, base + 64u * hf + 32u * (c & 1u), 32u) // ql: nibble c >> 1
-    QT_RUN(9u, base + 128u + 32u * hf, 32u)           // qh: bits 2c
-    QT_RUN(18u, base + 192u + 8u * hf + 2u * c, 2u)   // two int8 scales (one per 16)
-    QT_RUN(20u, base + 208u, 2u)                      // d
+    QT_RUN16(0u, base + 64u * hf + 32u * (c & 1u), 32u) // ql: nibble c >> 1
+    QT_RUN16(12u, base + 128u + 32u * hf, 32u)          // qh: bits 2c
+    QT_RUN(24u, base + 192u + 8u * hf + 2u * c, 2u)     // two int8 scales (one per 16)
+    QT_RUN(26u, base + 208u, 2u)                        // d
 #elif defined(W_Q2_K)
-    QT_RUN(0u, base + 2u * j, 2u)                  // scale/min bytes of the two 16s
-    QT_RUN(2u, base + 16u + 32u * (j >> 2), 32u)   // qs: bits 2 (j % 4)
-    QT_RUN(11u, base + 80u, 4u)                    // d, dmin
+    QT_RUN(0u, base + 2u * j, 2u)                    // scale/min bytes of the two 16s
+    QT_RUN(2u, base + 80u, 4u)                       // d, dmin
+    QT_RUN16(4u, base + 16u + 32u * (j >> 2), 32u)   // qs: bits 2 (j % 4)
 #elif defined(W_Q3_K)
-    QT_RUN(0u, base, 32u)                          // hmask: bit j
-    QT_RUN(9u, base + 32u + 32u * (j >> 2), 32u)   // qs: bits 2 (j % 4)
-    QT_RUN(18u, base + 96u, 12u)                   // scales
-    QT_RUN(22u, base + 108u, 2u)                   // d
+    QT_RUN16(0u, base, 32u)                          // hmask: bit j
+    QT_RUN16(12u, base + 32u + 32u * (j >> 2), 32u)  // qs: bits 2 (j % 4)
+    QT_RUN(24u, base + 96u, 12u)                     // scales
+    QT_RUN(28u, base + 108u, 2u)                     // d
 #elif defined(W_IQ4_XS)
-    QT_RUN(0u, base, 8u)                           // d, scales_h, scales_l
-    QT_RUN(3u, base + 8u + 16u * j, 16u)           // qs
+    QT_RUN(0u, base, 8u)                             // d, scales_h, scales_l
+    QT_RUN16(3u, base + 8u + 16u * j, 16u)           // qs
 #endif
 }
 
@@ -107,11 +131,13 @@ void qt_dec(uint e, uint r[QTW], out vec4 v[8]) {
     qt_at(e, base, j);
     uint s = (base & 3u) * 8u; // the shift of the runs that start at a multiple of 4 into the block
 #if defined(W_Q8_0)
+    QT_NORM(0u, base, 34u)
     float d = unpackHalf2x16(QW(0u, 0u, s)).x;
     [[unroll]] for (uint m = 0u; m < 8u; m++) v[m] = vec4(qs4(QW2(0u, m, s))) * d;
 #elif defined(W_Q4_0) || defined(W_IQ4_NL) || defined(W_Q4_1) || defined(W_Q5_0) || defined(W_Q5_1)
     // weight i < 16: low nibble of qs[i], i + 16: its high nibble; Q5_*: bit i of the u32 qh is
     // weight i's 5th bit
+    QT_NORM(0u, base, 24u) // (the same moves for the 18-, 20- and 22-byte runs: QT_NV is 12 for all)
     float d = unpackHalf2x16(QW(0u, 0u, s)).x;
 #if defined(W_Q4_1) || defined(W_Q5_1)
     float mn = unpackHalf2x16(QW(0u, 0u, s)).y;
@@ -154,6 +180,13 @@ void qt_dec(uint e, uint r[QTW], out vec4 v[8]) {
     }
 #elif defined(W_Q4_K) || defined(W_Q5_K)
     // 6-bit scale and minimum of sub-block j from the 12 bytes at 4 (wquant.glsl's scale_min_k4)
+    QT_NORM(0u, base, 16u)
+#if defined(W_Q4_K)
+    QT_NORM(8u, base + 16u, 32u) // (the qs run's address is base + 16 + a multiple of 32: same moves)
+#else
+    QT_NORM(8u, base + 16u, 32u)
+    QT_NORM(20u, base + 48u, 32u)
+#endif
     vec2 dm = unpackHalf2x16(QW(0u, 0u, s));
     uvec3 sw = uvec3(QW(0u, 1u, s), QW(0u, 2u, s), QW(0u, 3u, s));
 #define QT_B(k) ((sw[(k) >> 2] >> (8u * ((k) & 3u))) & 0xffu)
@@ -176,54 +209,60 @@ void qt_dec(uint e, uint r[QTW], out vec4 v[8]) {
 #endif
     [[unroll]] for (uint m = 0u; m < 8u; m++) {
 #if defined(W_Q4_K)
-        uvec4 c = (qb4(QW(5u, m, sq)) >> sh) & 15u;
+        uvec4 c = (qb4(QW(8u, m, sq)) >> sh) & 15u;
 #else
-        uvec4 c = ((qb4(QW(14u, m, sq)) >> sh) & 15u) | (((qb4(QW(5u, m, s)) >> j) & 1u) << 4);
+        uvec4 c = ((qb4(QW(20u, m, sq)) >> sh) & 15u) | (((qb4(QW(8u, m, s)) >> j) & 1u) << 4);
 #endif
         precise vec4 l = d1 * vec4(c) - m1;
         v[m] = l;
     }
 #elif defined(W_Q6_K)
     uint hf = j >> 2, c = j & 3u, s4 = (c >> 1) * 4u, s2 = 2u * c;
+    QT_NORM(0u, base, 32u) // (ql's address is base + a multiple of 32, qh's of 32 too)
+    QT_NORM(12u, base, 32u)
     uint sl = ((base + 64u * hf + 32u * (c & 1u)) & 3u) * 8u, sc = ((base + 192u + 8u * hf + 2u * c) & 3u) * 8u;
-    uint scw = QW(18u, 0u, sc);
-    float d = unpackHalf2x16(QW(20u, 0u, s)).x;
+    uint scw = QW(24u, 0u, sc);
+    float d = unpackHalf2x16(QW(26u, 0u, s)).x;
     float ds0 = d * float(int(scw << 24) >> 24), ds1 = d * float(int(scw << 16) >> 24);
     [[unroll]] for (uint m = 0u; m < 8u; m++) {
-        uvec4 q = ((qb4(QW(0u, m, sl)) >> s4) & 15u) | (((qb4(QW(9u, m, s)) >> s2) & 3u) << 4);
+        uvec4 q = ((qb4(QW(0u, m, sl)) >> s4) & 15u) | (((qb4(QW(12u, m, s)) >> s2) & 3u) << 4);
         v[m] = (m < 4u ? ds0 : ds1) * vec4(ivec4(q) - 32);
     }
 #elif defined(W_Q2_K)
     // one scale/min byte per 16 weights: low nibble scale, high nibble minimum
+    QT_NORM(4u, base, 32u) // (qs's address is base + a multiple of 16)
     uint sb = QW(0u, 0u, ((base + 2u * j) & 3u) * 8u);
-    vec2 dm = unpackHalf2x16(QW(11u, 0u, s));
+    vec2 dm = unpackHalf2x16(QW(2u, 0u, s));
     uint s2 = 2u * (j & 3u);
     [[unroll]] for (uint h = 0u; h < 2u; h++) {
         uint b = (sb >> (8u * h)) & 0xffu;
         float dl = dm.x * float(b & 15u), ml = dm.y * float(b >> 4);
         [[unroll]] for (uint m = 4u * h; m < 4u * h + 4u; m++) {
-            precise vec4 l = dl * vec4((qb4(QW(2u, m, s)) >> s2) & 3u) - ml;
+            precise vec4 l = dl * vec4((qb4(QW(4u, m, s)) >> s2) & 3u) - ml;
             v[m] = l;
         }
     }
 #elif defined(W_Q3_K)
     // 6-bit scales biased by 32 per 16 weights (k = 2j, 2j + 1); the 3rd bit of weight l is bit j
     // of hmask[l], clear meaning -4
-    uvec4 sw = uvec4(QW(18u, 0u, s), QW(18u, 1u, s), QW(18u, 2u, s), 0u);
+    QT_NORM(0u, base, 32u)
+    QT_NORM(12u, base, 32u) // (qs's address is base + a multiple of 32)
+    uvec4 sw = uvec4(QW(24u, 0u, s), QW(24u, 1u, s), QW(24u, 2u, s), 0u);
 #define QT_B(k) ((sw[(k) >> 2] >> (8u * ((k) & 3u))) & 0xffu)
-    float d = unpackHalf2x16(QW(22u, 0u, s)).x;
+    float d = unpackHalf2x16(QW(28u, 0u, s)).x;
     uint s2 = 2u * (j & 3u);
     [[unroll]] for (uint h = 0u; h < 2u; h++) {
         uint k = 2u * j + h;
         uint sc = ((QT_B(k & 7u) >> (4u * (k >> 3))) & 15u) | (((QT_B(8u + (k & 3u)) >> (2u * (k >> 2))) & 3u) << 4);
         float ds = d * float(int(sc) - 32);
         [[unroll]] for (uint m = 4u * h; m < 4u * h + 4u; m++)
-            v[m] = ds * vec4(ivec4((qb4(QW(9u, m, s)) >> s2) & 3u) - 4 * ivec4(1u - ((qb4(QW(0u, m, s)) >> j) & 1u)));
+            v[m] = ds * vec4(ivec4((qb4(QW(12u, m, s)) >> s2) & 3u) - 4 * ivec4(1u - ((qb4(QW(0u, m, s)) >> j) & 1u)));
     }
 #undef QT_B
 #elif defined(W_IQ4_XS)
     // 6-bit scale of sub-block j: low nibble scales_l[j / 2] >> 4 (j % 2), high 2 bits
     // scales_h >> 2j, biased by 32; qs as IQ4_NL, 16 bytes per sub-block
+    QT_NORM(3u, base + 8u, 16u) // (qs: base + 8 + a multiple of 16)
     uint w0 = QW(0u, 0u, s), w1 = QW(0u, 1u, s);
     uint ls = ((w1 >> (4u * j)) & 15u) | (((w0 >> (16u + 2u * j)) & 3u) << 4);
     float dl = unpackHalf2x16(w0).x * float(int(ls) - 32);
