@@ -103,7 +103,7 @@ def mean(m, arm):
         if r.get("n_prompt"):
             s = r.get("samples_ts") or []
             s = s[1:] if len(s) > 1 else s
-            dev = str(r.get("backend", "")) + " " + str(r.get("device", ""))
+            dev = str(r.get("device", "")).rsplit("(", 1)[-1].rstrip(")")
             return (sum(s) / len(s) if s else None), dev
     return None, ""
 print("bench (pp t/s, mean without the first sample): model  base  qtile  qtile/base")
@@ -112,7 +112,7 @@ for m in models:
     q, dev = mean(m, "qtile")
     r = "%.2fx" % (q / b) if b and q else "-"
     f = lambda v: "%.0f" % v if v else "-"
-    print("bench %-12s base %8s  qtile %8s  %s" % (m, f(b), f(q), r))
+    print("bench %-12s base %8s  qtile %8s  %-6s [qtile run: %s]" % (m, f(b), f(q), r, dev))
 EOF
 fi
 echo "== summary ($(($(date +%s) - T0)) s)"
