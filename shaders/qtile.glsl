@@ -29,6 +29,10 @@ layout(std430, binding = W_BINDING) readonly buffer WBQ4 { uvec4 wq4[]; };
 #define QT_NW(n) (((n) + 3u) / 4u + 1u) // registers of an n-byte word run: ceil(n / 4) + 1
 #define QT_NV(n) (4u * (((n) + 30u) / 16u)) // of a vector run: the vectors any alignment needs
 uint qt_fsh(uint lo, uint hi, uint s) { return (lo >> s) | ((hi << 1) << (31u - s)); } // s = 0: lo
+// codes c (< 2^23) minus off as floats, exactly: 2^23 + c is a float's bits 0x4b000000 | c, so one
+// subtraction and no integer-to-float conversion (a quarter-rate instruction on NVIDIA; as
+// matvec_qb.comp does). Equal to vec4(c) - off for the small integers the blocks hold.
+vec4 qt_fo(uvec4 c, float off) { return uintBitsToFloat(c | 0x4b000000u) - (8388608.0 + off); }
 #define QT_RUN(o, a, n)                                                                            \
     {                                                                                              \
         uint i_ = (a) >> 2, l_ = ((a) + (n) - 1u) >> 2;                                            \
@@ -133,7 +137,7 @@ void qt_dec(uint e, uint r[QTW], out vec4 v[8]) {
 #if defined(W_Q8_0)
     QT_NORM(0u, base, 34u)
     float d = unpackHalf2x16(QW(0u, 0u, s)).x;
-    [[unroll]] for (uint m = 0u; m < 8u; m++) v[m] = vec4(qs4(QW2(0u, m, s))) * d;
+    [[unroll]] for (uint m = 0u; m < 8u; m++) v[m] = qt_fo(qb4(QW2(0u, m, s) ^ 0x80808080u), 128.0) * d; // int8 q as q + 128
 #elif defined(W_Q4_0) || defined(W_IQ4_NL) || defined(W_Q4_1) || defined(W_Q5_0) || defined(W_Q5_1)
     // weight i < 16: low nibble of qs[i], i + 16: its high nibble; Q5_*: bit i of the u32 qh is
     // weight i's 5th bit
@@ -163,17 +167,17 @@ void qt_dec(uint e, uint r[QTW], out vec4 v[8]) {
         c1 |= ((uvec4(qh >> (16u + 4u * m)) >> uvec4(0u, 1u, 2u, 3u)) & 1u) << 4;
 #endif
 #if defined(W_Q4_0)
-        v[m] = (vec4(c0) - 8.0) * d;
-        v[m + 4u] = (vec4(c1) - 8.0) * d;
+        v[m] = qt_fo(c0, 8.0) * d;
+        v[m + 4u] = qt_fo(c1, 8.0) * d;
 #elif defined(W_IQ4_NL)
         v[m] = d * kv4(c0);
         v[m + 4u] = d * kv4(c1);
 #elif defined(W_Q5_0)
-        v[m] = vec4(ivec4(c0) - 16) * d;
-        v[m + 4u] = vec4(ivec4(c1) - 16) * d;
+        v[m] = qt_fo(c0, 16.0) * d;
+        v[m + 4u] = qt_fo(c1, 16.0) * d;
 #else
-        precise vec4 l = vec4(c0) * d + mn;
-        precise vec4 h = vec4(c1) * d + mn;
+        precise vec4 l = qt_fo(c0, 0.0) * d + mn;
+        precise vec4 h = qt_fo(c1, 0.0) * d + mn;
         v[m] = l;
         v[m + 4u] = h;
 #endif
@@ -213,7 +217,7 @@ void qt_dec(uint e, uint r[QTW], out vec4 v[8]) {
 #else
         uvec4 c = ((qb4(QW(20u, m, sq)) >> sh) & 15u) | (((qb4(QW(8u, m, s)) >> j) & 1u) << 4);
 #endif
-        precise vec4 l = d1 * vec4(c) - m1;
+        precise vec4 l = d1 * qt_fo(c, 0.0) - m1;
         v[m] = l;
     }
 #elif defined(W_Q6_K)
@@ -226,7 +230,7 @@ void qt_dec(uint e, uint r[QTW], out vec4 v[8]) {
     float ds0 = d * float(int(scw << 24) >> 24), ds1 = d * float(int(scw << 16) >> 24);
     [[unroll]] for (uint m = 0u; m < 8u; m++) {
         uvec4 q = ((qb4(QW(0u, m, sl)) >> s4) & 15u) | (((qb4(QW(12u, m, s)) >> s2) & 3u) << 4);
-        v[m] = (m < 4u ? ds0 : ds1) * vec4(ivec4(q) - 32);
+        v[m] = (m < 4u ? ds0 : ds1) * qt_fo(q, 32.0);
     }
 #elif defined(W_Q2_K)
     // one scale/min byte per 16 weights: low nibble scale, high nibble minimum
@@ -238,7 +242,7 @@ void qt_dec(uint e, uint r[QTW], out vec4 v[8]) {
         uint b = (sb >> (8u * h)) & 0xffu;
         float dl = dm.x * float(b & 15u), ml = dm.y * float(b >> 4);
         [[unroll]] for (uint m = 4u * h; m < 4u * h + 4u; m++) {
-            precise vec4 l = dl * vec4((qb4(QW(4u, m, s)) >> s2) & 3u) - ml;
+            precise vec4 l = dl * qt_fo((qb4(QW(4u, m, s)) >> s2) & 3u, 0.0) - ml;
             v[m] = l;
         }
     }
@@ -256,7 +260,7 @@ void qt_dec(uint e, uint r[QTW], out vec4 v[8]) {
         uint sc = ((QT_B(k & 7u) >> (4u * (k >> 3))) & 15u) | (((QT_B(8u + (k & 3u)) >> (2u * (k >> 2))) & 3u) << 4);
         float ds = d * float(int(sc) - 32);
         [[unroll]] for (uint m = 4u * h; m < 4u * h + 4u; m++)
-            v[m] = ds * vec4(ivec4((qb4(QW(12u, m, s)) >> s2) & 3u) - 4 * ivec4(1u - ((qb4(QW(0u, m, s)) >> j) & 1u)));
+            v[m] = ds * qt_fo(((qb4(QW(12u, m, s)) >> s2) & 3u) | (((qb4(QW(0u, m, s)) >> j) & 1u) << 2), 4.0);
     }
 #undef QT_B
 #elif defined(W_IQ4_XS)
