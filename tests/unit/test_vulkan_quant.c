@@ -212,6 +212,25 @@ static void test_matmul(void) {
     matmul_case(LOOM_Q4_0, 129, 8193, 32, false, 0, 1);
 }
 
+/* `test_vulkan_quant qtile` (ctest runs it under LOOM_VK_CM_QTILE=1): the tiled prefill cases that
+ * reach the in-tile decoders (shaders/qtile.glsl; on lavapipe through matmul_q.comp's QTILE build)
+ * on every type, fewer than test_matmul's so that lavapipe's pipeline compiles stay short: 64 x 64
+ * tiles with ragged M and N (default config), chunked weights at unaligned row offsets (16 KiB
+ * pieces), a split K and unaligned x (the first four types), and the 128 x 128 tiles (Q4_0). */
+static void test_qtile(void) {
+    for (int qi = 0; qi < NQ; qi++) {
+        loom_dtype qt = qtypes[qi];
+        bool k256 = loom_dtype_blck(qt) == 256;
+        matmul_case(qt, 17, 33, k256 ? 512 : 160, qi % 2 == 0, 0, 1);
+        matmul_case(qt, 130, 150, k256 ? 256 : 96, qi % 2 == 1, 0, 4);
+        if (qi < 4) {
+            matmul_case(qt, 20, 40, 1280, qi % 2 == 0, 0, 1);
+            matmul_case(qt, 19, 40, k256 ? 256 : 64, false, 3, 2);
+        }
+    }
+    matmul_case(LOOM_Q4_0, 129, 8193, 32, false, 0, 1);
+}
+
 /* ---- decode fusions: RMSNORM -> matvec -> residual ADD; SWIGLU -> matvec ---------------------- */
 static void test_fused(int nq) {
     for (int qi = 0; qi < nq; qi++) { /* the fusions do not depend on the block decoder */
@@ -366,9 +385,10 @@ static void test_supports(void) {
 }
 
 /* `test_vulkan_quant gemv [NTYPES]`: the decode GEMV cases only (test_gemv, and the fusions) on the
- * first NTYPES of qtypes (default all) */
+ * first NTYPES of qtypes (default all); `test_vulkan_quant qtile`: test_qtile only */
 int main(int argc, char **argv) {
     bool gemv_only = argc > 1 && !strcmp(argv[1], "gemv");
+    bool qtile_only = argc > 1 && !strcmp(argv[1], "qtile");
     int gemv_nq = argc > 2 && atoi(argv[2]) > 0 && atoi(argv[2]) < NQ ? atoi(argv[2]) : NQ;
     int orc = tg_open_backends(&cpu, vk, true);
     if (orc) return orc;
@@ -376,6 +396,13 @@ int main(int argc, char **argv) {
 
     const char *gq = getenv("LOOM_VK_GEMV_Q");
     printf("decode GEMV: LOOM_VK_GEMV_Q=%s\n", gq ? gq : "(unset)");
+    if (qtile_only) {
+        const char *qk = getenv("LOOM_VK_CM_QTILE");
+        printf("prefill: LOOM_VK_CM_QTILE=%s\n", qk ? qk : "(unset)");
+        TG_TIMED(test_qtile());
+        tg_close_backends(cpu, vk);
+        CHECK_DONE();
+    }
     if (!gemv_only) {
         TG_TIMED(test_supports());
         TG_TIMED(test_embed());
