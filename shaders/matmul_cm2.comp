@@ -12,7 +12,8 @@
 // that clamp at the matrix edges (no masking here), and, for block-quantised W, a decode function
 // the load calls per element (dequantisation inside the tile load: no f16 copy of W in memory).
 // y[M, N] = x[M, K] W[N, K]^T (+ bias), as matmul_cm.comp: x and W rounded to f16, f32 accumulators.
-// Bindings: 0 y (f32), 1 x as f16 (the packed-half copy tohalf.comp writes), 2 W, 3 bias.
+// Bindings: 0 y (f32), 1 x as f16 (the packed-half copy tohalf.comp writes; with XF32 x itself, f32,
+// loaded as an f32 matrix and converted: cooperativeMatrixConversions), 2 W, 3 bias.
 // Push constants: u[0] = M, u[1] = N (columns in this dispatch), u[2] = K, u[3] = has bias,
 // u[4] = n0 (first column of y this dispatch writes), u[5] = y row stride, u[7] = K splits
 // (partial products at y + z * u[8]). The host takes this path only when the bases of x, W and y
@@ -27,7 +28,11 @@
 layout(local_size_x = WG) in;
 
 layout(std430, binding = 0) writeonly buffer Y { vec4 y4[]; };
+#ifdef XF32
+layout(std430, binding = 1) readonly buffer X { vec4 x4[]; };
+#else
 layout(std430, binding = 1) readonly buffer X { uvec4 xh8[]; };
+#endif
 layout(std430, binding = 3) readonly buffer Bi { float bias[]; };
 
 #define CLAMP gl_CooperativeMatrixClampModeConstantNV
@@ -149,7 +154,7 @@ void main() {
     uint ksplit = max(pc.u[7], 1u), kc = ((K + ksplit - 1u) / ksplit + BK - 1u) / BK * BK;
     uint k0 = gl_WorkGroupID.z * kc, k1 = min(K, k0 + kc);
 
-    // x: M rows of K halves; columns past k1 (this split's end) read as 0
+    // x: M rows of K (halves, or floats with XF32); columns past k1 (this split's end) read as 0
     tensorLayoutNV<2, CLAMP> tx = createTensorLayoutNV(2, CLAMP);
     tx = setTensorLayoutDimensionNV(tx, M, k1);
     tx = setTensorLayoutStrideNV(tx, K, 1);
@@ -166,7 +171,13 @@ void main() {
     for (uint k = k0; k < k1; k += BK) {
         MA a;
         MB b;
+#ifdef XF32
+        coopmat<float, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseAccumulator> af;
+        coopMatLoadTensorNV(af, x4, OFF_A >> 2, sliceTensorLayoutNV(tx, row0, BM, k, BK));
+        a = MA(af);
+#else
         coopMatLoadTensorNV(a, xh8, OFF_A >> 3, sliceTensorLayoutNV(tx, row0, BM, k, BK));
+#endif
 #if defined(W_F16)
         coopMatLoadTensorNV(b, w8, OFF_B >> 3, sliceTensorLayoutNV(tw, col0, BN, k, BK), tr);
 #else

@@ -112,27 +112,30 @@ bool vk_cm2_query(VkInstance inst, VkPhysicalDevice p, vk_cm2_caps *caps, char *
 typedef struct {
     const char *name;
     uint32_t bm, bn, bk, wg;
+    bool x32; /* x read as f32 and converted in the kernel (XF32), no tohalf.comp copy */
     loom_spv_id sh[LOOM_DTYPE_COUNT];
 } vk_cm2_var;
 
 #ifdef LOOM_VK_CM2
 #define CM2T(V, T) [LOOM_##T] = LOOM_SPV_MATMUL_CM2_##V##_##T + 1
-#define CM2(n, V, bm, bn, bk, wg)                                                                        \
-    {n, bm, bn, bk, wg,                                                                                  \
+#define CM2(n, V, bm, bn, bk, wg, x32)                                                                   \
+    {n, bm, bn, bk, wg, x32,                                                                             \
      {CM2T(V, F16), CM2T(V, BF16), CM2T(V, Q4_0), CM2T(V, Q8_0), CM2T(V, Q4_1), CM2T(V, Q5_0), CM2T(V, Q5_1), \
       CM2T(V, Q4_K), CM2T(V, Q5_K), CM2T(V, Q6_K)}}
 #define CM2_BUILT true
 #else /* a build whose glslang cannot compile them: the names still parse, the knob says why it is off */
-#define CM2(n, V, bm, bn, bk, wg) {n, bm, bn, bk, wg, {0}}
+#define CM2(n, V, bm, bn, bk, wg, x32) {n, bm, bn, bk, wg, x32, {0}}
 #define CM2_BUILT false
 #endif
 /* sh[] holds id + 1 so that 0 means "no shader for this type" */
 static const vk_cm2_var cm2_vars[] = {
-    CM2("m128", M128, 128, 128, 32, 256), /* 128 x 128, K 32 a step, 256 invocations */
-    CM2("n256", N256, 128, 256, 32, 256), /* 128 x 256 */
-    CM2("k64", K64, 128, 128, 64, 256),   /* 128 x 128, K 64 a step */
-    CM2("k16", K16, 128, 128, 16, 256),   /* 128 x 128, K 16 a step (NVIDIA's coopmat sample's pick for f32 results) */
-    CM2("w128", W128, 128, 128, 32, 128), /* 128 x 128, 128 invocations */
+    CM2("m128", M128, 128, 128, 32, 256, false), /* 128 x 128, K 32 a step, 256 invocations */
+    CM2("n256", N256, 128, 256, 32, 256, false), /* 128 x 256 */
+    CM2("k64", K64, 128, 128, 64, 256, false),   /* 128 x 128, K 64 a step */
+    CM2("k16", K16, 128, 128, 16, 256, false),   /* K 16 a step (NVIDIA's coopmat sample's pick for f32 results) */
+    CM2("w128", W128, 128, 128, 32, 128, false), /* 128 x 128, 128 invocations */
+    CM2("m128x", M128X, 128, 128, 32, 256, true), /* m128 reading f32 x (no f16 copy) */
+    CM2("n256x", N256X, 128, 256, 32, 256, true), /* n256 reading f32 x */
 };
 #undef CM2
 #undef CM2T
@@ -140,13 +143,13 @@ static const vk_cm2_var cm2_vars[] = {
 
 const char *vk_cm2_name(const vk_dev *d) { return d->cm2 && d->cm2 <= N_CM2 ? cm2_vars[d->cm2 - 1].name : "off"; }
 
-bool vk_cm2_pick(const vk_dev *d, loom_dtype t, uint32_t *bm, uint32_t *bn, uint32_t *wg, loom_spv_id *sh) {
+bool vk_cm2_pick(const vk_dev *d, loom_dtype t, uint32_t *bm, uint32_t *bn, bool *x32, loom_spv_id *sh) {
     if (!d->cm2 || d->cm2 > N_CM2 || (int)t < 0 || t >= LOOM_DTYPE_COUNT) return false;
     const vk_cm2_var *v = &cm2_vars[d->cm2 - 1];
     if (!v->sh[t] || (d->cm2_noq && loom_dtype_is_quant(t))) return false;
     *bm = v->bm;
     *bn = v->bn;
-    *wg = v->wg;
+    *x32 = v->x32;
     *sh = (loom_spv_id)(v->sh[t] - 1);
     return true;
 }
@@ -183,6 +186,8 @@ int vk_cm2_setup(vk_dev *d, VkInstance inst, VkPhysicalDevice phys) {
         if (!wg_offered(c.wg_mask, v->wg) || v->bm % c.gm || v->bn % c.gn || v->bk % c.gk || (mx && (v->bm > mx || v->bn > mx)))
             snprintf(why, sizeof why, "%s's %ux%ux%u tile on %u invocations does not fit it: %s", v->name, v->bm, v->bn,
                      v->bk, v->wg, desc);
+        else if (v->x32 && !c.f.cooperativeMatrixConversions)
+            snprintf(why, sizeof why, "%s converts f32 x in the kernel: no cooperativeMatrixConversions", v->name);
         else if (v->wg > c.p.cooperativeMatrixWorkgroupScopeMaxWorkgroupSize ||
                  v->wg > d->props.limits.maxComputeWorkGroupInvocations)
             snprintf(why, sizeof why, "%s's %u invocations are over the device's limit", v->name, v->wg);
@@ -197,7 +202,8 @@ int vk_cm2_setup(vk_dev *d, VkInstance inst, VkPhysicalDevice phys) {
                 .cooperativeMatrixFlexibleDimensions = VK_TRUE,
                 .cooperativeMatrixPerElementOperations = VK_TRUE,
                 .cooperativeMatrixTensorAddressing = VK_TRUE,
-                .cooperativeMatrixBlockLoads = VK_TRUE};
+                .cooperativeMatrixBlockLoads = VK_TRUE,
+                .cooperativeMatrixConversions = v->x32};
             return 0;
         }
     }

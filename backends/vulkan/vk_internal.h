@@ -162,10 +162,10 @@ const char *vk_cm_variant_name(uint32_t i);
 uint32_t vk_cm_variant_default(const vk_dev *d);
 /* vk_cm2.c: LOOM_VK_CM2 (after d->coopmat is known): sets d->cm2 / d->cm2f when the device and
  * build can take it, else prints one line and leaves it off; -1 (error set) for an unknown value.
- * vk_cm2_pick: the variant's tile, workgroup size and shader for weight type t (false: none);
+ * vk_cm2_pick: the variant's tile, whether it reads f32 x, and its shader for weight type t (false: none);
  * vk_cm2_name: the variant's name, "off" when off. */
 int vk_cm2_setup(vk_dev *d, VkInstance inst, VkPhysicalDevice phys);
-bool vk_cm2_pick(const vk_dev *d, loom_dtype t, uint32_t *bm, uint32_t *bn, uint32_t *wg, loom_spv_id *sh);
+bool vk_cm2_pick(const vk_dev *d, loom_dtype t, uint32_t *bm, uint32_t *bn, bool *x32, loom_spv_id *sh);
 const char *vk_cm2_name(const vk_dev *d);
 /* vk_dev.gemv_q when LOOM_VK_GEMV_Q is unset: rows per invocation chosen per type and size */
 #define VK_GEMV_Q_AUTO UINT32_MAX

@@ -430,16 +430,19 @@ static loom_spv_id dqshader(loom_dtype t) {
 
 #ifdef LOOM_VK_CM2
 /* LOOM_VK_CM2: the prefill matmul on VK_NV_cooperative_matrix2 (shaders/matmul_cm2.comp, tile from
- * vk_cm2.c): x to f16 once (tohalf.comp, in scratch after any split-K partials), then a dispatch
- * per chunk of W rows reading W as stored (quantised blocks decoded in the tile loads: no f16 copy).
+ * vk_cm2.c): x to f16 once (tohalf.comp, in scratch after any split-K partials; not for the x32
+ * variants, which read f32 x), then a dispatch per chunk of W rows reading W as stored (quantised
+ * blocks decoded in the tile loads: no f16 copy).
  * Returns 1 when recorded, 0 when not taken (no shader for the weight type, a base the tensor loads
  * cannot take: they want x, W and y 16-byte aligned, or too many rows), -1 on error. */
 static int rec_matmul_cm2(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], const vk_arg *wa, const vk_arg *ba,
                           bool bias, uint64_t M, uint64_t Nn, uint64_t K) {
     vk_dev *d = r->d;
-    uint32_t bm, bn, wg;
+    uint32_t bm, bn;
+    bool x32;
     loom_spv_id sh;
-    if (!vk_cm2_pick(d, w->type, &bm, &bn, &wg, &sh) || (M + bm - 1) / bm > 65535) return 0;
+    if (!vk_cm2_pick(d, w->type, &bm, &bn, &x32, &sh) || (M + bm - 1) / bm > 65535) return 0;
+    if (x32 && (size_t)elem_off(d, &a[1]) * 4 % 16) return 0; /* f32 x read as it is: its base too */
     size_t rb = loom_dtype_nbytes(w->type, (int64_t)K);
     uint64_t step = rows_per_chunk(d, rb);
     for (uint64_t n0 = 0; n0 < Nn; n0 += step) {
@@ -461,17 +464,19 @@ static int rec_matmul_cm2(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], con
     size_t xh_at = ksplit > 1 ? (part * ksplit + al - 1) / al * al : 0;
     vk_arg out = a[0];
     if (ksplit > 1) a[0] = scratch_arg(r, part * ksplit, true);
-    uint64_t nx = M * K;
-    size_t xb = (size_t)(nx + 7) / 8 * 16;
-    vk_arg q[VK_NBIND] = {0};
-    q[0] = scratch_at(r, xh_at, xb, true);
-    q[1] = a[1];
-    vk_pc qp = {.u = {(uint32_t)nx}};
     uint32_t gx, gy;
-    grid1((nx + 3) / 4, &gx, &gy);
-    if (dispatch(r, LOOM_SPV_TOHALF, NULL, q, &qp, gx, gy, 1) < 0) return -1;
-    a[1] = scratch_at(r, xh_at, xb, false);
-    a[1].esize = 2;
+    if (!x32) { /* x to f16 once */
+        uint64_t nx = M * K;
+        size_t xb = (size_t)(nx + 7) / 8 * 16;
+        vk_arg q[VK_NBIND] = {0};
+        q[0] = scratch_at(r, xh_at, xb, true);
+        q[1] = a[1];
+        vk_pc qp = {.u = {(uint32_t)nx}};
+        grid1((nx + 3) / 4, &gx, &gy);
+        if (dispatch(r, LOOM_SPV_TOHALF, NULL, q, &qp, gx, gy, 1) < 0) return -1;
+        a[1] = scratch_at(r, xh_at, xb, false);
+        a[1].esize = 2;
+    }
     for (uint64_t n0 = 0; n0 < Nn; n0 += step) {
         uint64_t cnt = n0 + step < Nn ? step : Nn - n0;
         a[2] = *wa;
@@ -487,7 +492,6 @@ static int rec_matmul_cm2(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], con
         if (dispatch(r, sh, NULL, a, &pc, (uint32_t)((cnt + bn - 1) / bn), (uint32_t)((M + bm - 1) / bm), ksplit) < 0)
             return -1;
     }
-    (void)wg;
     if (ksplit > 1) { /* y = sum of the partial products (+ bias), as rec_matmul */
         vk_arg s[VK_NBIND] = {0};
         s[0] = out;

@@ -241,17 +241,21 @@ void main() {
     endif()
     if(LOOM_GLSLANG_CM2_OK)
       set(LOOM_VK_HAVE_CM2 ON)
-      # vk_cm2.c's cm2_vars: NAME|BM|BN|BK|WG, each for every weight type the shader decodes
-      foreach(cv "m128|128|128|32|256" "n256|128|256|32|256" "k64|128|128|64|256" "k16|128|128|16|256" "w128|128|128|32|128")
+      # vk_cm2.c's cm2_vars: NAME|BM|BN|BK|WG|X (X: f32 x, XF32, or f16 x, XH), each for every
+      # weight type the shader decodes
+      foreach(cv "m128|128|128|32|256|XH" "n256|128|256|32|256|XH" "k64|128|128|64|256|XH" "k16|128|128|16|256|XH"
+                 "w128|128|128|32|128|XH" "m128x|128|128|32|256|XF32" "n256x|128|256|32|256|XF32")
         string(REPLACE "|" ";" cvp "${cv}")
         list(GET cvp 0 cvn)
         list(GET cvp 1 cvm)
         list(GET cvp 2 cvb)
         list(GET cvp 3 cvk)
         list(GET cvp 4 cvw)
+        list(GET cvp 5 cvx)
         foreach(t f16 bf16 q4_0 q8_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k)
           string(TOUPPER ${t} tu)
-          list(APPEND LOOM_VK_VARIANTS "matmul_cm2_${cvn}_${t}|matmul_cm2.comp|ENV13|W_${tu}|BM=${cvm}|BN=${cvb}|BK=${cvk}|WG=${cvw}")
+          list(APPEND LOOM_VK_VARIANTS
+               "matmul_cm2_${cvn}_${t}|matmul_cm2.comp|ENV13|W_${tu}|BM=${cvm}|BN=${cvb}|BK=${cvk}|WG=${cvw}|${cvx}")
         endforeach()
       endforeach()
       message(STATUS "loom: coopmat2 shaders on (${LOOM_GLSLANG} compiles GL_NV_cooperative_matrix2)")

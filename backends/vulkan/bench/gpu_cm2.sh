@@ -16,8 +16,8 @@
 # q4_k_m-mix, q6_k, q5_k_m, ...; 7b-f16, 7b-q4_0, 7b-q4_k_m with SEVEN_B=1); where /tmp/m/f16.gguf
 # is missing this writes f16, q4_0 and q4_k_m-mix of the llama-1.1b shape itself (~1 minute).
 # Environment (all optional):
-#   CHECK    default "1" (LOOM_VK_CM2 values the check runs; e.g. "1 n256 k64 k16 w128")
-#   CONFIGS  default "0 1" (LOOM_VK_CM2 values the bench compares; m128 n256 k64 k16 w128 name the tiles)
+#   CHECK    default "1" (LOOM_VK_CM2 values the check runs; e.g. "1 n256 m128x")
+#   CONFIGS  default "0 1" (LOOM_VK_CM2 values the bench compares; m128 n256 k64 k16 w128 m128x n256x name the variants)
 #   FILES    default "f16 q4_0 q8_0 q4_k_m-mix q6_k 7b-f16 7b-q4_0 7b-q4_k_m" (missing ones skipped)
 #   REPS     default 4;  PP: the prompt sizes for non-f16 files (default 512), PPF16 for f16 (512,4096)
 #   DEADLINE epoch seconds after which no bench starts (default: start + 540)
