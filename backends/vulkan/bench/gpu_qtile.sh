@@ -16,7 +16,9 @@
 # the llama-1.1b f16 file is synthesised and the 1.1b files of MODELS quantised from it (--pure;
 # q4_k_m-mix: the mixed preset), about a minute. 7B files: SEVEN_B=1 writes the missing ones in the
 # background (`loom synth --shape llama-7b`, then 7b-q4_0 --pure and 7b-q4_k_m with loom's mixed
-# preset, not the peer's file gpu_types.sh uses), benchmarked last if they are ready by then.
+# preset, not the peer's file gpu_types.sh uses; detached, so they outlive the call: on a fresh
+# machine `SEVEN_B=1 sh gpu_qtile.sh check` starts them and a later `gpu_qtile.sh bench` on the same
+# warm machine finds them), benchmarked last if they are ready by then.
 # Environment (optional): MODELS (default "q4_0 q8_0 q4_k_m q6_k q4_k_m-mix 7b-q4_0 7b-q4_k_m";
 # q4_k_m is the pure Q4_K file, q3_k_m / q5_k_m pure Q3_K / Q5_K; add q5_0 q4_1 q5_1 q2_k q3_k_m
 # q5_k_m iq4_nl iq4_xs for the rest), PP (512), REPS (5), DEADLINE (epoch seconds; default start +
@@ -52,7 +54,7 @@ if has bench && [ ! -f $M/f16.gguf ]; then
       touch $M/made" >/tmp/qtile-models.log 2>&1 </dev/null &
 fi
 
-if has bench && [ "${SEVEN_B:-0}" = 1 ] && { [ ! -f $M/7b-q4_0.gguf ] || [ ! -f $M/7b-q4_k_m.gguf ]; }; then
+if [ "${SEVEN_B:-0}" = 1 ] && { [ ! -f $M/7b-q4_0.gguf ] || [ ! -f $M/7b-q4_k_m.gguf ]; }; then
     mkdir -p $M
     setsid taskset -c 2-15 sh -c "
       [ -f $M/7b-f16.gguf ] || { $L/loom synth --shape llama-7b --dtype f16 --vocab tests/fixtures/tokenizer/ggml-vocab-llama-spm.gguf \
