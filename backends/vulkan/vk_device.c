@@ -189,7 +189,9 @@ static int make_buffer(vk_dev *d, size_t size, int mt, VkBuffer *buf, VkDeviceMe
     VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
                              .size = size,
                              .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                                      VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                                      VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                                      /* LOOM_VK_CM2: decode functions see blocks through buffer references */
+                                      (d->cm2 ? VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT : 0),
                              .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
     VkResult r = vkCreateBuffer(d->dev, &bi, NULL, buf);
     if (r != VK_SUCCESS)
@@ -208,7 +210,10 @@ static int make_buffer(vk_dev *d, size_t size, int mt, VkBuffer *buf, VkDeviceMe
                         "(heap %u, %.1f MiB held by loom)",
                         d->name, mib(req.size), mib(avail), mib(total), heap, mib(d->allocated));
     }
+    VkMemoryAllocateFlagsInfo af = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO,
+                                    .flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT};
     VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                               .pNext = d->cm2 ? &af : NULL,
                                .allocationSize = req.size,
                                .memoryTypeIndex = (uint32_t)t};
     r = vkAllocateMemory(d->dev, &ai, NULL, mem);
@@ -815,6 +820,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
                                             .pNext = d->coopmat ? &ecm : NULL,
                                             .shaderFloat16 = d->f16_storage || d->coopmat,
                                             .vulkanMemoryModel = d->coopmat,
+                                            .vulkanMemoryModelDeviceScope = d->cm2 && f12.vulkanMemoryModelDeviceScope,
                                             .bufferDeviceAddress = d->cm2 != 0};
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
                                             .pNext = &e12,
