@@ -796,18 +796,20 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
      * too): matvec.comp. Unset: per type and size (vk_record.c's qb_rows_default). */
     const char *gq = getenv("LOOM_VK_GEMV_Q");
     /* "dp", "dp1", "dp2", "dp4": matvec_dp.comp (x quantised to 8 bits by quantx.comp, integer dot
-     * products) with 4 / 1 / 2 / 4 rows per invocation; not measured on a GPU yet */
+     * products) with 4 / 1 / 2 / 4 rows per invocation; "dpa": 4, 2 or 1 rows per matrix, the most
+     * that leave it 1024 row groups (vk_record.c); not measured on a GPU yet */
     d->gemv_dp = gq && !strncmp(gq, "dp", 2);
-    const char *gr = d->gemv_dp ? gq + 2 : gq && !strncmp(gq, "blk", 3) ? gq + 3 : NULL;
+    d->gemv_dp_auto = d->gemv_dp && !strcmp(gq, "dpa");
+    const char *gr = d->gemv_dp_auto ? "4" : d->gemv_dp ? gq + 2 : gq && !strncmp(gq, "blk", 3) ? gq + 3 : NULL;
     d->gemv_q = !gq || !*gq                                    ? VK_GEMV_Q_AUTO
                 : !gr                                          ? 0
                 : !*gr                                         ? (d->gemv_dp ? 4 : 2)
                 : !strcmp(gr, "1") || !strcmp(gr, "2") || !strcmp(gr, "4") ? (uint32_t)atoi(gr)
                                                                : 0;
     if (gq && *gq && !d->gemv_q && strcmp(gq, "old"))
-        fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not old, blk, blk1, blk2, blk4, dp, dp1, dp2 or dp4; using old\n",
+        fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not old, blk, blk1, blk2, blk4, dp, dp1, dp2, dp4 or dpa; using old\n",
                 gq);
-    if (!d->gemv_q) d->gemv_dp = false;
+    if (!d->gemv_q) d->gemv_dp = d->gemv_dp_auto = false;
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);
