@@ -13,8 +13,10 @@
 #   .gl/                   the Vulkan loader + glvnd .debs (docs/vulkan-backend.md)
 #   .gpu-cm/loom.tar.xz    made by gpu_types_pack.sh: loom, test_vulkan_ops, test_vulkan_quant, lib/
 # and the models that gpu_types.sh's prep phase writes in /tmp/m (this script writes none):
-#   <type>.gguf (llama-1.1b shape, `loom quantize --pure`; q4_k_m the mixed preset), f16.gguf, and with
-#   SEVEN_B=1 7b-q4_0.gguf / 7b-q4_k_m.gguf (llama-7b shape); missing files are reported and skipped.
+#   <type>.gguf (llama-1.1b shape, `loom quantize --pure`: q4_k_m / q5_k_m / q3_k_m are pure Q4_K /
+#   Q5_K / Q3_K; q4_k_m-mix the mixed preset; iq4_* by the peer's quantizer in gpu_types.sh's bench
+#   phase), f16.gguf, and with SEVEN_B=1 7b-q4_0.gguf (prep) / 7b-q4_k_m.gguf (the peer's llama-quantize,
+#   bench phase); missing files are reported and skipped.
 # 1. correctness, per variant other than default/old: `test_vulkan_quant gemv` (the decode GEMV's edge
 #    shapes on all twelve types, random x within the 8-bit bound for dp*, the fused RMSNORM / SWIGLU /
 #    residual decode, against the CPU's scalar kernels), and for the variants in FULL (default "dp4") the
@@ -36,7 +38,7 @@ mkdir -p "$O"
 . "$(dirname "$0")/gpu_env.sh"
 M=${MODELS_DIR:-/tmp/m}
 VARIANTS=${VARIANTS:-default dp4 dp2 dp1 dpa}
-TYPES=${TYPES:-7b-q4_k_m 7b-q4_0 q4_k_m q4_k q6_k q5_k q3_k q2_k q4_0 q8_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs f16}
+TYPES=${TYPES:-7b-q4_k_m 7b-q4_0 q4_k_m q6_k q4_k_m-mix q5_k_m q3_k_m q2_k q4_0 q8_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs f16}
 FULL=${FULL-dp4}
 S="$O/gemv-variants.txt"
 : >"$S"
