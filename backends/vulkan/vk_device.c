@@ -189,7 +189,9 @@ static int make_buffer(vk_dev *d, size_t size, int mt, VkBuffer *buf, VkDeviceMe
     VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
                              .size = size,
                              .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                                      VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                                      VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                                      /* LOOM_VK_CM2: decode functions see blocks through buffer references */
+                                      (d->cm2 ? VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT : 0),
                              .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
     VkResult r = vkCreateBuffer(d->dev, &bi, NULL, buf);
     if (r != VK_SUCCESS)
@@ -208,7 +210,10 @@ static int make_buffer(vk_dev *d, size_t size, int mt, VkBuffer *buf, VkDeviceMe
                         "(heap %u, %.1f MiB held by loom)",
                         d->name, mib(req.size), mib(avail), mib(total), heap, mib(d->allocated));
     }
+    VkMemoryAllocateFlagsInfo af = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO,
+                                    .flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT};
     VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                               .pNext = d->cm2 ? &af : NULL,
                                .allocationSize = req.size,
                                .memoryTypeIndex = (uint32_t)t};
     r = vkAllocateMemory(d->dev, &ai, NULL, mem);
@@ -797,18 +802,20 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
      * too): matvec.comp. Unset: per type and size (vk_record.c's qb_rows_default). */
     const char *gq = getenv("LOOM_VK_GEMV_Q");
     /* "dp", "dp1", "dp2", "dp4": matvec_dp.comp (x quantised to 8 bits by quantx.comp, integer dot
-     * products) with 4 / 1 / 2 / 4 rows per invocation; not measured on a GPU yet */
+     * products) with 4 / 1 / 2 / 4 rows per invocation; "dpa": 4, 2 or 1 rows per matrix, the most
+     * that leave it 1024 row groups (vk_record.c); not measured on a GPU yet */
     d->gemv_dp = gq && !strncmp(gq, "dp", 2);
-    const char *gr = d->gemv_dp ? gq + 2 : gq && !strncmp(gq, "blk", 3) ? gq + 3 : NULL;
+    d->gemv_dp_auto = d->gemv_dp && !strcmp(gq, "dpa");
+    const char *gr = d->gemv_dp_auto ? "4" : d->gemv_dp ? gq + 2 : gq && !strncmp(gq, "blk", 3) ? gq + 3 : NULL;
     d->gemv_q = !gq || !*gq                                    ? VK_GEMV_Q_AUTO
                 : !gr                                          ? 0
                 : !*gr                                         ? (d->gemv_dp ? 4 : 2)
                 : !strcmp(gr, "1") || !strcmp(gr, "2") || !strcmp(gr, "4") ? (uint32_t)atoi(gr)
                                                                : 0;
     if (gq && *gq && !d->gemv_q && strcmp(gq, "old"))
-        fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not old, blk, blk1, blk2, blk4, dp, dp1, dp2 or dp4; using old\n",
+        fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not old, blk, blk1, blk2, blk4, dp, dp1, dp2, dp4 or dpa; using old\n",
                 gq);
-    if (!d->gemv_q) d->gemv_dp = false;
+    if (!d->gemv_q) d->gemv_dp = d->gemv_dp_auto = false;
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);
@@ -845,6 +852,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
                                             .pNext = d->idot ? (void *)&eid : d->coopmat ? (void *)&ecm : NULL,
                                             .shaderFloat16 = d->f16_storage || d->coopmat,
                                             .vulkanMemoryModel = d->coopmat,
+                                            .vulkanMemoryModelDeviceScope = d->cm2 && f12.vulkanMemoryModelDeviceScope,
                                             .bufferDeviceAddress = d->cm2 != 0};
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
                                             .pNext = &e12,

@@ -653,6 +653,9 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
                        : d->gemv_q == VK_GEMV_Q_AUTO ? qb_rows_default(w->type, Nn, K)
                                                      : d->gemv_q;
     bool dp = qb_rows && d->gemv_dp;
+    /* dpa: the most rows per invocation (4, 2, 1) that still leave 1024 row groups to spread over the
+     * GPU (a guess for the A/B: blk4 lost at llama-1.1b's 2048-row K-type matrices, won at 7B) */
+    if (dp && d->gemv_dp_auto) qb_rows = Nn >= 4096 ? 4 : Nn >= 2048 ? 2 : 1;
     if (dp)
         sh = dpshader(w->type, d->idot);
     else if (qb_rows)

@@ -7,13 +7,16 @@
 #   blk1 blk2 blk4   shaders/matvec_qb.comp with 1 / 2 / 4 rows per invocation (blk = blk2)
 #   dp1 dp2 dp4      x quantised to 8 bits (quantx.comp), then shaders/matvec_dp.comp with integer dot
 #                    products, 1 / 2 / 4 rows per invocation (dp = dp4)
+#   dpa              the same, 4 / 2 / 1 rows per matrix: the most that leave 1024 row groups
 #   dp1n dp2n dp4n   the same without integer dot products (LOOM_VK_NO_IDOT=1: shifts and multiplies)
 # Expects the repo root as cwd and, carried:
 #   .gl/                   the Vulkan loader + glvnd .debs (docs/vulkan-backend.md)
 #   .gpu-cm/loom.tar.xz    made by gpu_types_pack.sh: loom, test_vulkan_ops, test_vulkan_quant, lib/
 # and the models that gpu_types.sh's prep phase writes in /tmp/m (this script writes none):
-#   <type>.gguf (llama-1.1b shape, `loom quantize --pure`; q4_k_m the mixed preset), f16.gguf, and with
-#   SEVEN_B=1 7b-q4_0.gguf / 7b-q4_k_m.gguf (llama-7b shape); missing files are reported and skipped.
+#   <type>.gguf (llama-1.1b shape, `loom quantize --pure`: q4_k_m / q5_k_m / q3_k_m are pure Q4_K /
+#   Q5_K / Q3_K; q4_k_m-mix the mixed preset; iq4_* by the peer's quantizer in gpu_types.sh's bench
+#   phase), f16.gguf, and with SEVEN_B=1 7b-q4_0.gguf (prep) / 7b-q4_k_m.gguf (the peer's llama-quantize,
+#   bench phase); missing files are reported and skipped.
 # 1. correctness, per variant other than default/old: `test_vulkan_quant gemv` (the decode GEMV's edge
 #    shapes on all twelve types, random x within the 8-bit bound for dp*, the fused RMSNORM / SWIGLU /
 #    residual decode, against the CPU's scalar kernels), and for the variants in FULL (default "dp4") the
@@ -22,9 +25,9 @@
 # 2. speed, per file and variant: loom bench -m FILE --device vulkan -p 0 -n 128 -r 5, the variants' order
 #    alternating file by file; tg128 as the mean of the samples after the first (the first dropped),
 #    one line per (file, variant), then each variant / the first variant per file.
-# Knobs: VARIANTS (default "default dp4 dp2 dp1 dp4n"), TYPES (default the 7B files, then the 1.1B
+# Knobs: VARIANTS (default "default dp4 dp2 dp1 dpa"), TYPES (default the 7B files, then the 1.1B
 #   types K types first, f16 last as the control: its GEMV is matvec.comp whatever the knob), BUDGET
-#   (seconds after the start past which no bench starts, default 450), TESTS=0 skips step 1, FULL;
+#   (seconds after the start past which no bench starts, default 420), TESTS=0 skips step 1, FULL;
 #   MODELS_DIR (default /tmp/m) and PACK_DIR (where the pack is unpacked, default /tmp/loom-pack).
 # Output: stdout and $OUT/gemv-variants.txt (the summary), $OUT/gemv-tests.txt, $OUT/gemv-bench.tar
 # (the bench JSON).
@@ -34,8 +37,8 @@ O=${OUT:-/tmp}
 mkdir -p "$O"
 . "$(dirname "$0")/gpu_env.sh"
 M=${MODELS_DIR:-/tmp/m}
-VARIANTS=${VARIANTS:-default dp4 dp2 dp1 dp4n}
-TYPES=${TYPES:-7b-q4_k_m 7b-q4_0 q4_k_m q4_k q6_k q5_k q3_k q2_k q4_0 q8_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs f16}
+VARIANTS=${VARIANTS:-default dp4 dp2 dp1 dpa}
+TYPES=${TYPES:-7b-q4_k_m 7b-q4_0 q4_k_m q6_k q4_k_m-mix q5_k_m q3_k_m q2_k q4_0 q8_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs f16}
 FULL=${FULL-dp4}
 S="$O/gemv-variants.txt"
 : >"$S"
@@ -46,7 +49,7 @@ vrun() {
     shift
     case $v in
     default) env -u LOOM_VK_GEMV_Q -u LOOM_VK_NO_IDOT "$@" ;;
-    *n) env LOOM_VK_GEMV_Q="${v%n}" LOOM_VK_NO_IDOT=1 "$@" ;;
+    dp*n) env LOOM_VK_GEMV_Q="${v%n}" LOOM_VK_NO_IDOT=1 "$@" ;;
     *) env -u LOOM_VK_NO_IDOT LOOM_VK_GEMV_Q="$v" "$@" ;;
     esac
 }
@@ -83,8 +86,8 @@ for t in $TYPES; do
     order=$VARIANTS
     [ $((i % 2)) = 0 ] && order=$(for v in $VARIANTS; do echo $v; done | tac | tr '\n' ' ')
     for v in $order; do
-        if [ "$(date +%s)" -ge $((t0 + ${BUDGET:-450})) ]; then say "$t $v: skipped (past BUDGET)"; continue; fi
-        vrun "$v" timeout 90 $L/loom bench -m "$f" --device vulkan -p 0 -n 128 -r 5 --json \
+        if [ "$(date +%s)" -ge $((t0 + ${BUDGET:-420})) ]; then say "$t $v: skipped (past BUDGET)"; continue; fi
+        vrun "$v" timeout 60 $L/loom bench -m "$f" --device vulkan -p 0 -n 128 -r 5 --json \
             >"$J/$t.$v.json" 2>"$J/$t.$v.err"
         rc=$?
         line=$(python3 -c '
