@@ -43,6 +43,18 @@ add_test(NAME check_vulkan_detects_error COMMAND ${LOOM_EXPECT} --rc 1 --match "
          sh -c "${_vk_skip}" ${LOOM_BIN} check -m ${LOOM_FIXTURES}/qwen2-tiny
          --reference ${LOOM_FIXTURES}/qwen2-tiny/reference.safetensors --tol ${LOOM_TOL_qwen2-tiny} --device vulkan)
 set_tests_properties(check_vulkan_detects_error PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_TEST_PERTURB=rope_theta*1.001")
+# LOOM_VK_CM2 (VK_NV_cooperative_matrix2 prefill matmul, off by default): where the device (lavapipe)
+# or the build lacks it, one line says so and the model still checks out on the usual path; on a
+# device with it, the verbose device line names the variant. An unknown value is one clear error.
+add_test(NAME check_llama-tiny_vulkan_cm2_knob COMMAND ${LOOM_EXPECT}
+         --match "(LOOM_VK_CM2=1: not on [^\n]*prefill matmuls stay on the [^\n]* path\n|coopmat2 m128).*on vulkan.*PASS"
+         -- sh -c "${_vk_skip}" ${LOOM_BIN} check -m ${LOOM_FIXTURES}/llama-tiny
+         --reference ${LOOM_FIXTURES}/llama-tiny/reference.safetensors --tol ${LOOM_TOL_llama-tiny} --device vulkan)
+set_tests_properties(check_llama-tiny_vulkan_cm2_knob PROPERTIES SKIP_RETURN_CODE 77
+                     ENVIRONMENT "LOOM_VK_CM2=1;LOOM_VK_VERBOSE=1")
+add_test(NAME err_vulkan_cm2_unknown COMMAND ${LOOM_EXPECT} --rc 1 --match "LOOM_VK_CM2=bogus is not one of 1, m128, n256"
+         -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
+set_tests_properties(err_vulkan_cm2_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_CM2=bogus")
 # A bad device index is one clear error, not a crash.
 add_test(NAME err_vulkan_bad_index COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh "vulkan: device 42 not found"
          ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan:42)

@@ -54,11 +54,12 @@ static void vb_describe(loom_backend *be, char *buf, size_t n) {
     vk_dev *d = D(be);
     uint32_t v = d->props.apiVersion;
     /* "coopmat" here is what tests look for to know the prefill matmul rounds x to f16 */
-    snprintf(buf, n, "%s (%s, Vulkan %u.%u.%u, %.1f GiB, subgroup %u%s%s%s)", d->name, vk_type_str(d->props.deviceType),
-             VK_API_VERSION_MAJOR(v), VK_API_VERSION_MINOR(v), VK_API_VERSION_PATCH(v),
+    snprintf(buf, n, "%s (%s, Vulkan %u.%u.%u, %.1f GiB, subgroup %u%s%s%s%s%s)", d->name,
+             vk_type_str(d->props.deviceType), VK_API_VERSION_MAJOR(v), VK_API_VERSION_MINOR(v), VK_API_VERSION_PATCH(v),
              (double)d->mem.memoryHeaps[d->heap_device].size / (1024.0 * 1024.0 * 1024.0), d->subgroup_size,
              d->coopmat ? ", coopmat" : "", d->coopmat && d->cm_variant ? " " : "",
-             d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "");
+             d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "", d->cm2 ? ", coopmat2 " : "",
+             d->cm2 ? vk_cm2_name(d) : "");
 }
 
 static const loom_backend_ops vk_ops = {
@@ -291,6 +292,15 @@ int loom_vulkan_list_devices(FILE *f) {
 #endif
         else
             fprintf(f, "    features    cooperative matrix: %s\n", cm);
+        char cm2[320] = "no";
+        bool has2 = v12 && vk_cm2_query(inst, pd[i], NULL, cm2, sizeof cm2);
+        fprintf(f, "    features    cooperative matrix 2: %s%s\n", cm2,
+#ifdef LOOM_VK_CM2
+                has2 ? " (LOOM_VK_CM2=1: prefill matmul)" : ""
+#else
+                has2 ? " (unused: built without coopmat2 shaders)" : ""
+#endif
+        );
     }
     free(pd);
     vkDestroyInstance(inst, NULL);

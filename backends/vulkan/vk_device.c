@@ -91,7 +91,9 @@ VkInstance vk_instance_new(bool quiet) {
     VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
                              .pApplicationName = "loom",
                              .pEngineName = "loom",
-                             .apiVersion = VK_API_VERSION_1_2};
+                             /* 1.3 only for LOOM_VK_CM2: matmul_cm2.comp is SPIR-V 1.6 */
+                             .apiVersion = getenv("LOOM_VK_CM2") && *getenv("LOOM_VK_CM2") ? VK_API_VERSION_1_3
+                                                                                           : VK_API_VERSION_1_2};
     VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
                                .flags = flags,
                                .pApplicationInfo = &app,
@@ -760,6 +762,10 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         d->cm_variant = vk_cm_variant_default(d);
         d->cm_min_m = 128;
     }
+    if (vk_cm2_setup(d, inst, phys) < 0) { /* LOOM_VK_CM2 (vk_cm2.c) */
+        vk_dev_close(d);
+        return NULL;
+    }
     d->no_fa = env_flag("LOOM_VK_NO_FA");
     const char *fm = getenv("LOOM_VK_FUSE_MAX_NK");
     d->fuse_max_nk = fm && *fm ? strtoull(fm, NULL, 10) : UINT64_MAX;
@@ -804,17 +810,20 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
                                   .pQueuePriorities = &prio};
     VkPhysicalDeviceCooperativeMatrixFeaturesKHR ecm = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR, .cooperativeMatrix = VK_TRUE};
+    if (d->cm2) ecm.pNext = &d->cm2f; /* LOOM_VK_CM2: + VK_NV_cooperative_matrix2, buffer references, 16-bit storage */
     VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
                                             .pNext = d->coopmat ? &ecm : NULL,
                                             .shaderFloat16 = d->f16_storage || d->coopmat,
-                                            .vulkanMemoryModel = d->coopmat};
+                                            .vulkanMemoryModel = d->coopmat,
+                                            .bufferDeviceAddress = d->cm2 != 0};
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
                                             .pNext = &e12,
-                                            .storageBuffer16BitAccess = d->f16_storage};
-    const char *dext[2];
+                                            .storageBuffer16BitAccess = d->f16_storage || d->cm2};
+    const char *dext[3];
     uint32_t nde = 0;
     if (d->has_budget) dext[nde++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
     if (d->coopmat) dext[nde++] = VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME;
+    if (d->cm2) dext[nde++] = VK_NV_COOPERATIVE_MATRIX_2_EXTENSION_NAME;
     VkDeviceCreateInfo di = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                              .pNext = &e11,
                              .queueCreateInfoCount = 1,
@@ -873,12 +882,12 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     }
     if (d->verbose)
         fprintf(stderr,
-                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s, max alloc %.0f MiB, max range "
+                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s%s%s, max alloc %.0f MiB, max range "
                 "%.0f MiB\n",
                 d->name, vk_type_str(d->props.deviceType), d->subgroup_size,
                 d->subgroup_arith ? " (arithmetic)" : "", d->f16_storage ? "yes" : "no", d->coopmat ? "yes" : "no",
                 d->coopmat && d->cm_variant ? " variant " : "", d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "",
-                mib(d->max_alloc),
+                d->cm2 ? ", coopmat2 " : "", d->cm2 ? vk_cm2_name(d) : "", mib(d->max_alloc),
                 mib(d->max_range));
     return d;
 }

@@ -15,6 +15,8 @@
 
 #include <vulkan/vulkan.h>
 
+#include "backends/vulkan/vk_cm2.h"
+
 /* VK_KHR_cooperative_matrix arrived in Vulkan headers 1.3.255; Debian 12 ships 1.3.239. The few
  * definitions used here, as the Khronos headers give them, when the installed headers lack them. */
 #ifndef VK_KHR_cooperative_matrix
@@ -91,6 +93,9 @@ typedef struct vk_dev {
     bool qcm_tiles; /* quantised W on it: dequantised in the tile loads, not first to f16 scratch */
     uint32_t cm_variant; /* index into vk_record.c's cm_variants (0: matmul_cm.comp); LOOM_VK_CM_VARIANT */
     uint32_t cm_min_m;   /* the variant serves matmuls of at least this many rows (0 when forced by the knob) */
+    uint32_t cm2; /* LOOM_VK_CM2: 1 + vk_cm2.c's tile variant for the tensor-core matmuls; 0 off */
+    bool cm2_noq; /* LOOM_VK_CM2_QUANT=0: quantised W stays on the KHR path (its f16 copy) */
+    VkPhysicalDeviceCooperativeMatrix2FeaturesNV cm2f; /* what vkCreateDevice enables for it */
     bool no_fa;          /* LOOM_VK_NO_FA: prefill attention one query row per workgroup (attention.comp) */
     uint64_t fuse_max_nk; /* RMSNORM / SWIGLU fused into GEMVs of at most this many weights */
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */
@@ -155,6 +160,13 @@ int vk_cm_variant_find(const vk_dev *d, const char *name);
 const char *vk_cm_variant_name(uint32_t i);
 /* The default variant's index (sg64; 0 where the build or the device's shared memory has none) */
 uint32_t vk_cm_variant_default(const vk_dev *d);
+/* vk_cm2.c: LOOM_VK_CM2 (after d->coopmat is known): sets d->cm2 / d->cm2f when the device and
+ * build can take it, else prints one line and leaves it off; -1 (error set) for an unknown value.
+ * vk_cm2_pick: the variant's tile, whether it reads f32 x, and its shader for weight type t (false: none);
+ * vk_cm2_name: the variant's name, "off" when off. */
+int vk_cm2_setup(vk_dev *d, VkInstance inst, VkPhysicalDevice phys);
+bool vk_cm2_pick(const vk_dev *d, loom_dtype t, uint32_t *bm, uint32_t *bn, bool *x32, loom_spv_id *sh);
+const char *vk_cm2_name(const vk_dev *d);
 /* vk_dev.gemv_q when LOOM_VK_GEMV_Q is unset: rows per invocation chosen per type and size */
 #define VK_GEMV_Q_AUTO UINT32_MAX
 

@@ -428,6 +428,84 @@ static loom_spv_id dqshader(loom_dtype t) {
 #endif
 }
 
+#ifdef LOOM_VK_CM2
+/* LOOM_VK_CM2: the prefill matmul on VK_NV_cooperative_matrix2 (shaders/matmul_cm2.comp, tile from
+ * vk_cm2.c): x to f16 once (tohalf.comp, in scratch after any split-K partials; not for the x32
+ * variants, which read f32 x), then a dispatch per chunk of W rows reading W as stored (quantised
+ * blocks decoded in the tile loads: no f16 copy).
+ * Returns 1 when recorded, 0 when not taken (no shader for the weight type, a base the tensor loads
+ * cannot take: they want x, W and y 16-byte aligned, or too many rows), -1 on error. */
+static int rec_matmul_cm2(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], const vk_arg *wa, const vk_arg *ba,
+                          bool bias, uint64_t M, uint64_t Nn, uint64_t K) {
+    vk_dev *d = r->d;
+    uint32_t bm, bn;
+    bool x32;
+    loom_spv_id sh;
+    if (!vk_cm2_pick(d, w->type, &bm, &bn, &x32, &sh) || (M + bm - 1) / bm > 65535) return 0;
+    if (x32 && (size_t)elem_off(d, &a[1]) * 4 % 16) return 0; /* f32 x read as it is: its base too */
+    size_t rb = loom_dtype_nbytes(w->type, (int64_t)K);
+    uint64_t step = rows_per_chunk(d, rb);
+    for (uint64_t n0 = 0; n0 < Nn; n0 += step) {
+        vk_arg c = *wa;
+        c.off = wa->off + (size_t)n0 * rb;
+        c.len = (size_t)((n0 + step < Nn ? step : Nn - n0) * rb);
+        if ((size_t)elem_off(d, &c) * c.esize % 16) return 0;
+    }
+    uint64_t tiles = ((M + bm - 1) / bm) * ((Nn + bn - 1) / bn);
+    uint32_t ksplit = 1;
+    if (tiles < 256 && K >= 1024) { /* as rec_matmul: few tiles, long K */
+        uint64_t ks = (256 + tiles - 1) / tiles;
+        if (ks > K / 512) ks = K / 512;
+        if (ks > 8) ks = 8;
+        ksplit = ks > 1 ? (uint32_t)ks : 1;
+    }
+    if (ksplit == 1 && (size_t)elem_off(d, &a[0]) * 4 % 16) return 0;
+    size_t al = d->align > 256 ? d->align : 256, part = (size_t)M * Nn * 4;
+    size_t xh_at = ksplit > 1 ? (part * ksplit + al - 1) / al * al : 0;
+    vk_arg out = a[0];
+    if (ksplit > 1) a[0] = scratch_arg(r, part * ksplit, true);
+    uint32_t gx, gy;
+    if (!x32) { /* x to f16 once */
+        uint64_t nx = M * K;
+        size_t xb = (size_t)(nx + 7) / 8 * 16;
+        vk_arg q[VK_NBIND] = {0};
+        q[0] = scratch_at(r, xh_at, xb, true);
+        q[1] = a[1];
+        vk_pc qp = {.u = {(uint32_t)nx}};
+        grid1((nx + 3) / 4, &gx, &gy);
+        if (dispatch(r, LOOM_SPV_TOHALF, NULL, q, &qp, gx, gy, 1) < 0) return -1;
+        a[1] = scratch_at(r, xh_at, xb, false);
+        a[1].esize = 2;
+    }
+    for (uint64_t n0 = 0; n0 < Nn; n0 += step) {
+        uint64_t cnt = n0 + step < Nn ? step : Nn - n0;
+        a[2] = *wa;
+        a[2].off = wa->off + (size_t)n0 * rb;
+        a[2].len = (size_t)cnt * rb;
+        if (bias) {
+            a[3] = *ba;
+            a[3].off = ba->off + (size_t)n0 * 4;
+            a[3].len = (size_t)cnt * 4;
+        }
+        vk_pc pc = {.u = {(uint32_t)M, (uint32_t)cnt, (uint32_t)K, bias && ksplit == 1, (uint32_t)n0, (uint32_t)Nn, 0,
+                          ksplit, (uint32_t)(M * Nn)}};
+        if (dispatch(r, sh, NULL, a, &pc, (uint32_t)((cnt + bn - 1) / bn), (uint32_t)((M + bm - 1) / bm), ksplit) < 0)
+            return -1;
+    }
+    if (ksplit > 1) { /* y = sum of the partial products (+ bias), as rec_matmul */
+        vk_arg s[VK_NBIND] = {0};
+        s[0] = out;
+        s[1] = a[0];
+        s[1].write = false;
+        if (bias) s[2] = *ba;
+        vk_pc pc = {.u = {5, (uint32_t)(M * Nn), (uint32_t)Nn, ksplit, bias}};
+        grid1(M * Nn, &gx, &gy);
+        if (dispatch(r, LOOM_SPV_ELTWISE, NULL, s, &pc, gx, gy, 1) < 0) return -1;
+    }
+    return 1;
+}
+#endif
+
 /* MATMUL i, or (add >= 0) ADD `add` whose other source is the residual and whose folded source is
  * GEMV i: the GEMV writes the ADD's storage, adding the residual. x is computed on the fly when
  * src0 is a folded RMSNORM (xmode 1) or SWIGLU (xmode 2). */
@@ -477,6 +555,12 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
      * the second wave), hence a separate threshold (LOOM_VK_CM_BIG_TILES, default 512). M <= 8
      * (decode) stays on the GEMV, or on the FMA kernel where subgroups are off. */
     bool cm = !gemv && M > 8 && d->coopmat && (w->type == LOOM_F16 || w->type == LOOM_BF16 || quant);
+#ifdef LOOM_VK_CM2
+    if (cm && d->cm2) { /* LOOM_VK_CM2: on VK_NV_cooperative_matrix2 where rec_matmul_cm2 takes it */
+        int c2 = rec_matmul_cm2(r, w, a, &wa, &ba, bias, M, Nn, K);
+        if (c2) return c2 < 0 ? -1 : 0;
+    }
+#endif
     bool big = !gemv && M >= 128 && big_tiles >= (cm ? d->cm_big_tiles : 128);
     /* Quantised W on tensor cores: each chunk of rows is first dequantised to f16 in scratch
      * (dequant.comp), after any split-K partial products, and the f16 kernel reads that: in-tile

@@ -132,6 +132,7 @@ set(LOOM_VK_VARIANTS
 # before, minus the coopmat path (LOOM_VK_COOPMAT undefined). -DLOOM_VK_COOPMAT=OFF skips it.
 option(LOOM_VK_COOPMAT "cooperative-matrix matmul shaders when glslang can compile them" ON)
 set(LOOM_VK_HAVE_COOPMAT OFF)
+set(LOOM_VK_HAVE_CM2 OFF)
 if(LOOM_VK_COOPMAT)
   if(NOT DEFINED LOOM_GLSLANG_COOPMAT_OK OR NOT "${LOOM_GLSLANG_COOPMAT_PROBED}" STREQUAL "${LOOM_GLSLANG}")
     set(_probe ${CMAKE_BINARY_DIR}/coopmat_probe)
@@ -204,6 +205,63 @@ void main() {
       "matmul_cm_q6_k|matmul_cm.comp|W_Q6_K"
       "matmul_cm_big_q6_k|matmul_cm.comp|W_Q6_K|BIG")
     message(STATUS "loom: cooperative-matrix shaders on (${LOOM_GLSLANG} compiles GL_KHR_cooperative_matrix)")
+    # VK_NV_cooperative_matrix2 (LOOM_VK_CM2; matmul_cm2.comp, SPIR-V 1.6 so --target-env vulkan1.3,
+    # the ENV13 marker below): glslang 15.x compiles GL_NV_cooperative_matrix2 with decode functions.
+    # Probed like the KHR shaders; without it LOOM_VK_CM2 is undefined and the knob says so.
+    if(NOT DEFINED LOOM_GLSLANG_CM2_OK OR NOT "${LOOM_GLSLANG_CM2_PROBED}" STREQUAL "${LOOM_GLSLANG}")
+      set(_probe ${CMAKE_BINARY_DIR}/coopmat_probe)
+      file(WRITE ${_probe}/probe2.comp "#version 450
+#extension GL_KHR_cooperative_matrix : require
+#extension GL_NV_cooperative_matrix2 : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int32 : require
+#extension GL_EXT_buffer_reference : require
+layout(local_size_x = 256) in;
+layout(std430, binding = 0) buffer B { uvec4 b[]; };
+layout(buffer_reference, std430, buffer_reference_align = 2) buffer Blk { float16_t d; uint16_t q[8]; };
+float16_t dec(const in Blk k, const in uint32_t bc[2], const in uint32_t ib[2]) { return k.d * float16_t(float(uint(k.q[ib[1] & 7u]))); }
+void main() {
+    tensorLayoutNV<2, gl_CooperativeMatrixClampModeConstantNV> t = createTensorLayoutNV(2, gl_CooperativeMatrixClampModeConstantNV);
+    t = setTensorLayoutBlockSizeNV(t, 1, 32);
+    t = setTensorLayoutDimensionNV(t, 100, 64);
+    coopmat<float16_t, gl_ScopeWorkgroup, 32, 128, gl_MatrixUseB> m;
+    coopMatLoadTensorNV(m, b, 0, sliceTensorLayoutNV(t, 0, 128, 0, 32), createTensorViewNV(2, false, 1, 0), dec);
+}
+")
+      execute_process(COMMAND ${LOOM_GLSLANG} -V --target-env vulkan1.3 --quiet -o ${_probe}/probe2.spv ${_probe}/probe2.comp
+                      RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _out)
+      if(_rc EQUAL 0)
+        set(LOOM_GLSLANG_CM2_OK ON CACHE INTERNAL "glslang compiles GL_NV_cooperative_matrix2")
+      else()
+        set(LOOM_GLSLANG_CM2_OK OFF CACHE INTERNAL "glslang compiles GL_NV_cooperative_matrix2")
+      endif()
+      set(LOOM_GLSLANG_CM2_PROBED "${LOOM_GLSLANG}" CACHE INTERNAL "glslang the coopmat2 probe ran with")
+    endif()
+    if(LOOM_GLSLANG_CM2_OK)
+      set(LOOM_VK_HAVE_CM2 ON)
+      # vk_cm2.c's cm2_vars: NAME|BM|BN|BK|WG|X (X: f32 x, XF32, or f16 x, XH), each for every
+      # weight type the shader decodes
+      foreach(cv "m128|128|128|32|256|XH" "n256|128|256|32|256|XH" "k64|128|128|64|256|XH" "k16|128|128|16|256|XH"
+                 "w128|128|128|32|128|XH" "m128x|128|128|32|256|XF32" "n256x|128|256|32|256|XF32")
+        string(REPLACE "|" ";" cvp "${cv}")
+        list(GET cvp 0 cvn)
+        list(GET cvp 1 cvm)
+        list(GET cvp 2 cvb)
+        list(GET cvp 3 cvk)
+        list(GET cvp 4 cvw)
+        list(GET cvp 5 cvx)
+        foreach(t f16 bf16 q4_0 q8_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k)
+          string(TOUPPER ${t} tu)
+          list(APPEND LOOM_VK_VARIANTS
+               "matmul_cm2_${cvn}_${t}|matmul_cm2.comp|ENV13|W_${tu}|BM=${cvm}|BN=${cvb}|BK=${cvk}|WG=${cvw}|${cvx}")
+        endforeach()
+      endforeach()
+      message(STATUS "loom: coopmat2 shaders on (${LOOM_GLSLANG} compiles GL_NV_cooperative_matrix2)")
+    else()
+      message(STATUS "loom: no coopmat2 shaders (${LOOM_GLSLANG} cannot compile GL_NV_cooperative_matrix2)")
+    endif()
   else()
     message(STATUS "loom: no cooperative-matrix shaders (${LOOM_GLSLANG} cannot compile GL_KHR_cooperative_matrix; "
                    "tools/build-glslang.sh builds one that can)")
@@ -218,15 +276,20 @@ foreach(v ${LOOM_VK_VARIANTS})
   list(GET parts 1 src)
   list(LENGTH parts np)
   set(defs)
+  set(env vulkan1.2)
   if(np GREATER 2)
     list(SUBLIST parts 2 -1 dl)
     foreach(d ${dl})
-      list(APPEND defs -D${d})
+      if(d STREQUAL "ENV13") # SPIR-V 1.6 (GL_NV_cooperative_matrix2)
+        set(env vulkan1.3)
+      else()
+        list(APPEND defs -D${d})
+      endif()
     endforeach()
   endif()
   set(out ${LOOM_SPV_DIR}/${name}.spv)
   add_custom_command(OUTPUT ${out}
-    COMMAND ${LOOM_GLSLANG} -V --target-env vulkan1.2 --quiet -I${LOOM_SHADER_DIR} ${defs}
+    COMMAND ${LOOM_GLSLANG} -V --target-env ${env} --quiet -I${LOOM_SHADER_DIR} ${defs}
             -o ${out} ${LOOM_SHADER_DIR}/${src}
     DEPENDS ${LOOM_SHADER_DIR}/${src} ${LOOM_SHADER_HEADERS}
     COMMENT "glslang ${name}"
@@ -251,5 +314,8 @@ target_include_directories(loom PRIVATE ${CMAKE_BINARY_DIR})
 target_compile_definitions(loom PUBLIC LOOM_HAVE_VULKAN)
 if(LOOM_VK_HAVE_COOPMAT)
   target_compile_definitions(loom PUBLIC LOOM_VK_COOPMAT)
+endif()
+if(LOOM_VK_HAVE_CM2)
+  target_compile_definitions(loom PUBLIC LOOM_VK_CM2)
 endif()
 target_link_libraries(loom PUBLIC Vulkan::Vulkan)

@@ -425,7 +425,8 @@ static inline void tg_coopmat_flags(loom_backend *vk[3], const char *const names
         char desc[256] = "";
         if (vk[v]) vk[v]->ops->describe(vk[v], desc, sizeof desc);
         flags[v] = strstr(desc, "coopmat") != NULL;
-        if (flags[v]) printf("%s: cooperative-matrix matmul on\n", names[v]);
+        /* LOOM_VK_CM2: the backend says "coopmat2 NAME" (VK_NV_cooperative_matrix2 prefill matmul) */
+        if (flags[v]) printf("%s: cooperative-matrix matmul on%s\n", names[v], strstr(desc, "coopmat2") ? " (coopmat2)" : "");
     }
 }
 

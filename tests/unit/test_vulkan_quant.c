@@ -33,6 +33,7 @@ static const loom_dtype qtypes[] = {LOOM_Q8_0, LOOM_Q4_0, LOOM_Q4_K, LOOM_Q6_K, 
                                     LOOM_Q5_1, LOOM_Q2_K, LOOM_Q3_K, LOOM_Q5_K, LOOM_IQ4_NL, LOOM_IQ4_XS};
 #define NQ (int)(sizeof qtypes / sizeof qtypes[0])
 static bool vk_coopmat[NVK]; /* the backend runs prefill matmuls on cooperative matrices */
+static bool vk_cm2;          /* the default one on VK_NV_cooperative_matrix2 (LOOM_VK_CM2) */
 
 /* A quantised weight leaf (tg_weight sizes leaves by loom_dtype_size, 0 for block types). */
 static int q_weight(tg *t, loom_dtype type, int64_t rows, int64_t cols, const void *data) {
@@ -191,6 +192,14 @@ static void test_matmul(void) {
             matmul_case(qt, 1, shapes[1][0], shapes[1][1], true, 0, 1);
             matmul_case(qt, 17, shapes[2][0], shapes[2][1], false, 0, 2);
             matmul_case(qt, 130, 150, k256 ? 256 : 96, false, 0, 4);
+            /* LOOM_VK_CM2 on the default config: the later types' decode functions of
+             * matmul_cm2.comp (ragged M and N, several K steps, bias, split K), which the 16 KiB
+             * pieces config mostly leaves to the KHR kernel (chunks not 16-byte aligned) */
+            if (vk_cm2) {
+                matmul_case(qt, 70, 33, k256 ? 768 : 160, true, 0, 1);
+                matmul_case(qt, 130, 150, k256 ? 512 : 96, false, 0, 1);
+                matmul_case(qt, 20, 40, 1280, true, 0, 1);
+            }
             continue;
         }
         for (int si = 0; si < 3; si++)
@@ -373,6 +382,9 @@ int main(int argc, char **argv) {
     int orc = tg_open_backends(&cpu, vk, true);
     if (orc) return orc;
     tg_coopmat_flags(vk, vk_name, vk_coopmat);
+    char desc[256] = "";
+    vk[0]->ops->describe(vk[0], desc, sizeof desc);
+    vk_cm2 = strstr(desc, "coopmat2") != NULL;
 
     const char *gq = getenv("LOOM_VK_GEMV_Q");
     printf("decode GEMV: LOOM_VK_GEMV_Q=%s\n", gq ? gq : "(unset)");

@@ -16,6 +16,8 @@ set -eu
 B=${1:-build-cm}
 grep -q "LOOM_GLSLANG_COOPMAT_OK:INTERNAL=ON" "$B/CMakeCache.txt" ||
     { echo "$B was not configured with a glslang that compiles cooperative matrices" >&2; exit 1; }
+grep -q "LOOM_GLSLANG_CM2_OK:INTERNAL=ON" "$B/CMakeCache.txt" ||
+    echo "note: $B has no coopmat2 shaders (matmul_cm2.comp): LOOM_VK_CM2 will say so and fall back" >&2
 t=$(mktemp -d)
 mkdir -p "$t/lib" .gpu-cm
 cp "$B/loom" "$B/tests/test_vulkan_ops" "$B/tests/test_vulkan_quant" "$t/"
