@@ -80,8 +80,8 @@ set_tests_properties(xcheck_q_vulkan_detects_error PROPERTIES SKIP_RETURN_CODE 7
                      FIXTURES_REQUIRED "q_llama-tiny_q4_0;qf_llama-tiny_q8_0")
 # The Khronos validation layer on a model with all four block types, prefill and decode (the short
 # reference: check_q_llama-tiny_q4_k_m_vulkan's long one, 690 positions, is not run under the layer,
-# which reports VUID-RuntimeSpirv-Workgroup-06530 there on lavapipe: a shader with 38,784 bytes of
-# shared memory, above lavapipe's 32,768). A run of its own: vk_quant_xcheck.sh filters loom's
+# which reports VUID-RuntimeSpirv-Workgroup-06530 there on lavapipe: attn_fa.comp declares 38,784
+# bytes of shared memory, above lavapipe's 32,768; docs/status.md). A run of its own: vk_quant_xcheck.sh filters loom's
 # output, so the layer's messages would not reach vk_validate.sh through it.
 add_test(NAME vulkan_validation_llama-tiny_q4_k_m COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
          ${LOOM_BIN} check -m ${LOOM_Q_TMP}/llama-tiny-q4_k_m.gguf --reference ${LOOM_Q_REF_llama-tiny}
