@@ -283,6 +283,8 @@ int loom_vulkan_list_devices(FILE *f) {
         fprintf(f, "    features    f16 weights via %s, bf16 via uint unpack, timestamps %s\n",
                 (f11.storageBuffer16BitAccess && f12.shaderFloat16) ? "16-bit storage" : "uint unpack",
                 p->limits.timestampComputeAndGraphics ? "yes" : "queue-dependent");
+        fprintf(f, "    features    integer dot product: %s\n",
+                v12 && vk_idot_query(pd[i]) ? "yes (LOOM_VK_GEMV_Q=dp* decode GEMVs)" : "no");
         char cm[160] = "no";
         if (v12 && vk_coopmat_query(inst, pd[i], cm, sizeof cm))
 #ifdef LOOM_VK_COOPMAT

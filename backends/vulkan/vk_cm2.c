@@ -160,6 +160,23 @@ static bool wg_offered(uint32_t mask, uint32_t wg) {
     return false;
 }
 
+/* Whether variant v fits the device c describes: true, or false with why set. */
+static bool fits(const vk_dev *d, const vk_cm2_caps *c, const vk_cm2_var *v, const char *desc, char *why, size_t n) {
+    uint32_t mx = c->p.cooperativeMatrixFlexibleDimensionsMaxDimension;
+    if (!wg_offered(c->wg_mask, v->wg) || v->bm % c->gm || v->bn % c->gn || v->bk % c->gk ||
+        (mx && (v->bm > mx || v->bn > mx)))
+        snprintf(why, n, "%s's %ux%ux%u tile on %u invocations does not fit it: %s", v->name, v->bm, v->bn, v->bk, v->wg,
+                 desc);
+    else if (v->x32 && !c->f.cooperativeMatrixConversions)
+        snprintf(why, n, "%s converts f32 x in the kernel: no cooperativeMatrixConversions", v->name);
+    else if (v->wg > c->p.cooperativeMatrixWorkgroupScopeMaxWorkgroupSize ||
+             v->wg > d->props.limits.maxComputeWorkGroupInvocations)
+        snprintf(why, n, "%s's %u invocations are over the device's limit", v->name, v->wg);
+    else
+        return true;
+    return false;
+}
+
 int vk_cm2_setup(vk_dev *d, VkInstance inst, VkPhysicalDevice phys) {
     d->cm2 = 0;
     const char *e = getenv("LOOM_VK_CM2");
@@ -170,9 +187,10 @@ int vk_cm2_setup(vk_dev *d, VkInstance inst, VkPhysicalDevice phys) {
         if (!strcmp(e, cm2_vars[i].name)) pick = (uint32_t)i + 1;
         snprintf(names + strlen(names), sizeof names - strlen(names), ", %s", cm2_vars[i].name);
     }
-    if (!strcmp(e, "1")) pick = 1;
+    bool any = !strcmp(e, "1"); /* the first variant (f16 x) that fits the device */
+    if (any) pick = 1;
     if (!pick) return loom_err("vulkan: LOOM_VK_CM2=%s is not one of %s", e, names);
-    char why[400], desc[320];
+    char why[400], desc[320], why2[400];
     vk_cm2_caps c;
     if (!CM2_BUILT)
         snprintf(why, sizeof why, "this build has no matmul_cm2 shaders (its glslang cannot compile GL_NV_cooperative_matrix2)");
@@ -181,17 +199,15 @@ int vk_cm2_setup(vk_dev *d, VkInstance inst, VkPhysicalDevice phys) {
     else if (!d->coopmat) /* the KHR path's checks (and LOOM_VK_NO_COOPMAT / LOOM_VK_NO_SUBGROUP) */
         snprintf(why, sizeof why, "the VK_KHR_cooperative_matrix path is off or missing");
     else {
-        const vk_cm2_var *v = &cm2_vars[pick - 1];
-        uint32_t mx = c.p.cooperativeMatrixFlexibleDimensionsMaxDimension;
-        if (!wg_offered(c.wg_mask, v->wg) || v->bm % c.gm || v->bn % c.gn || v->bk % c.gk || (mx && (v->bm > mx || v->bn > mx)))
-            snprintf(why, sizeof why, "%s's %ux%ux%u tile on %u invocations does not fit it: %s", v->name, v->bm, v->bn,
-                     v->bk, v->wg, desc);
-        else if (v->x32 && !c.f.cooperativeMatrixConversions)
-            snprintf(why, sizeof why, "%s converts f32 x in the kernel: no cooperativeMatrixConversions", v->name);
-        else if (v->wg > c.p.cooperativeMatrixWorkgroupScopeMaxWorkgroupSize ||
-                 v->wg > d->props.limits.maxComputeWorkGroupInvocations)
-            snprintf(why, sizeof why, "%s's %u invocations are over the device's limit", v->name, v->wg);
-        else {
+        bool ok = fits(d, &c, &cm2_vars[pick - 1], desc, why, sizeof why);
+        for (uint32_t i = 1; !ok && any && i < N_CM2; i++)
+            if (!cm2_vars[i].x32 && fits(d, &c, &cm2_vars[i], desc, why2, sizeof why2)) {
+                fprintf(stderr, "loom: vulkan: LOOM_VK_CM2=1: %s; taking %s\n", why, cm2_vars[i].name);
+                pick = i + 1;
+                ok = true;
+            }
+        if (ok) {
+            const vk_cm2_var *v = &cm2_vars[pick - 1];
             d->cm2 = pick;
             const char *q = getenv("LOOM_VK_CM2_QUANT");
             d->cm2_noq = q && !strcmp(q, "0");

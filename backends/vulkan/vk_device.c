@@ -559,6 +559,21 @@ int vk_buf_copy(vk_dev *d, loom_buffer *dst, size_t doff, loom_buffer *src, size
 
 /* ---- device --------------------------------------------------------------------------------- */
 
+bool vk_idot_query(VkPhysicalDevice p) {
+    uint32_t ne = 0;
+    vkEnumerateDeviceExtensionProperties(p, NULL, &ne, NULL);
+    VkExtensionProperties *ext = ne ? calloc(ne, sizeof *ext) : NULL;
+    if (ext) vkEnumerateDeviceExtensionProperties(p, NULL, &ne, ext);
+    bool has = ext && has_ext(ext, ne, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+    free(ext);
+    if (!has) return false;
+    VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR f = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f};
+    vkGetPhysicalDeviceFeatures2(p, &f2);
+    return f.shaderIntegerDotProduct;
+}
+
 bool vk_coopmat_query(VkInstance inst, VkPhysicalDevice p, char *desc, size_t n) {
     char dummy[8];
     if (!desc) desc = dummy, n = sizeof dummy;
@@ -730,7 +745,11 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     VkExtensionProperties *ext = ne ? calloc(ne, sizeof *ext) : NULL;
     if (ext) vkEnumerateDeviceExtensionProperties(phys, NULL, &ne, ext);
     d->has_budget = ext && has_ext(ext, ne, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+    /* 4 x 8-bit packed integer dot products (the matvec_dpi_* GEMVs): VK_KHR_shader_integer_dot_product
+     * (core in 1.3, where the feature is required; the instance asks for 1.2, so the extension);
+     * LOOM_VK_NO_IDOT=1 takes the shift-and-multiply variants instead */
     free(ext);
+    d->idot = vk_idot_query(phys) && !env_flag("LOOM_VK_NO_IDOT");
 #ifdef LOOM_VK_COOPMAT
     /* tensor cores for the prefill matmul: the shader uses f16 arithmetic types and subgroup ids,
      * glslang compiles coopmat shaders for the Vulkan memory model, and it runs (4 or 8) x
@@ -776,13 +795,19 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
      * invocation), "blk1", "blk2", "blk4": matvec_qb.comp, a block at a time; "old" (unknown values
      * too): matvec.comp. Unset: per type and size (vk_record.c's qb_rows_default). */
     const char *gq = getenv("LOOM_VK_GEMV_Q");
-    d->gemv_q = !gq || !*gq                              ? VK_GEMV_Q_AUTO
-                : !strcmp(gq, "blk") || !strcmp(gq, "blk2") ? 2
-                : !strcmp(gq, "blk1")                       ? 1
-                : !strcmp(gq, "blk4")                       ? 4
-                                                            : 0;
+    /* "dp", "dp1", "dp2", "dp4": matvec_dp.comp (x quantised to 8 bits by quantx.comp, integer dot
+     * products) with 4 / 1 / 2 / 4 rows per invocation; not measured on a GPU yet */
+    d->gemv_dp = gq && !strncmp(gq, "dp", 2);
+    const char *gr = d->gemv_dp ? gq + 2 : gq && !strncmp(gq, "blk", 3) ? gq + 3 : NULL;
+    d->gemv_q = !gq || !*gq                                    ? VK_GEMV_Q_AUTO
+                : !gr                                          ? 0
+                : !*gr                                         ? (d->gemv_dp ? 4 : 2)
+                : !strcmp(gr, "1") || !strcmp(gr, "2") || !strcmp(gr, "4") ? (uint32_t)atoi(gr)
+                                                               : 0;
     if (gq && *gq && !d->gemv_q && strcmp(gq, "old"))
-        fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not old, blk, blk1, blk2 or blk4; using old\n", gq);
+        fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not old, blk, blk1, blk2, blk4, dp, dp1, dp2 or dp4; using old\n",
+                gq);
+    if (!d->gemv_q) d->gemv_dp = false;
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);
@@ -811,19 +836,24 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     VkPhysicalDeviceCooperativeMatrixFeaturesKHR ecm = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR, .cooperativeMatrix = VK_TRUE};
     if (d->cm2) ecm.pNext = &d->cm2f; /* LOOM_VK_CM2: + VK_NV_cooperative_matrix2, buffer references, 16-bit storage */
+    VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR eid = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR,
+        .pNext = d->coopmat ? &ecm : NULL,
+        .shaderIntegerDotProduct = VK_TRUE};
     VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-                                            .pNext = d->coopmat ? &ecm : NULL,
+                                            .pNext = d->idot ? (void *)&eid : d->coopmat ? (void *)&ecm : NULL,
                                             .shaderFloat16 = d->f16_storage || d->coopmat,
                                             .vulkanMemoryModel = d->coopmat,
                                             .bufferDeviceAddress = d->cm2 != 0};
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
                                             .pNext = &e12,
                                             .storageBuffer16BitAccess = d->f16_storage || d->cm2};
-    const char *dext[3];
+    const char *dext[4];
     uint32_t nde = 0;
     if (d->has_budget) dext[nde++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
     if (d->coopmat) dext[nde++] = VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME;
     if (d->cm2) dext[nde++] = VK_NV_COOPERATIVE_MATRIX_2_EXTENSION_NAME;
+    if (d->idot) dext[nde++] = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
     VkDeviceCreateInfo di = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                              .pNext = &e11,
                              .queueCreateInfoCount = 1,
@@ -882,12 +912,12 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     }
     if (d->verbose)
         fprintf(stderr,
-                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s%s%s, max alloc %.0f MiB, max range "
-                "%.0f MiB\n",
+                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s%s%s, integer dot %s, max alloc "
+                "%.0f MiB, max range %.0f MiB\n",
                 d->name, vk_type_str(d->props.deviceType), d->subgroup_size,
                 d->subgroup_arith ? " (arithmetic)" : "", d->f16_storage ? "yes" : "no", d->coopmat ? "yes" : "no",
                 d->coopmat && d->cm_variant ? " variant " : "", d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "",
-                d->cm2 ? ", coopmat2 " : "", d->cm2 ? vk_cm2_name(d) : "", mib(d->max_alloc),
+                d->cm2 ? ", coopmat2 " : "", d->cm2 ? vk_cm2_name(d) : "", d->idot ? "yes" : "no", mib(d->max_alloc),
                 mib(d->max_range));
     return d;
 }

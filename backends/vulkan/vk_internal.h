@@ -102,6 +102,8 @@ typedef struct vk_dev {
     uint32_t gemv_loads; /* decode GEMV: 8-element loads in flight per invocation (0: 2) */
     uint32_t gemv_q;     /* quantised decode GEMV: 0 matvec.comp, else matvec_qb.comp with this many rows per
                           * group; VK_GEMV_Q_AUTO: per type and size (vk_record.c's qb_rows_default) */
+    bool gemv_dp;        /* LOOM_VK_GEMV_Q=dp*: those rows on matvec_dp.comp (x quantised to 8 bits first) */
+    bool idot;           /* shaderIntegerDotProduct enabled (and not LOOM_VK_NO_IDOT): matvec_dpi_* */
     uint32_t subgroup_size;
     size_t max_alloc, max_range, align;
     size_t piece, overlap; /* weights: largest piece, and how much consecutive pieces share */
@@ -152,6 +154,10 @@ const char *vk_type_str(VkPhysicalDeviceType t);
  * 16x16x16 f16 x f16 + f32 at subgroup scope is offered (the shape matmul_cm.comp uses); desc
  * (may be NULL) gets the f16 shapes, e.g. "16x16x16 16x8x16 f16->f32", or why not. */
 bool vk_coopmat_query(VkInstance inst, VkPhysicalDevice p, char *desc, size_t n);
+
+/* 4 x 8-bit packed integer dot products (VK_KHR_shader_integer_dot_product's shaderIntegerDotProduct):
+ * the matvec_dpi_* decode GEMVs (LOOM_VK_GEMV_Q=dp*) */
+bool vk_idot_query(VkPhysicalDevice p);
 
 /* The tensor-core prefill matmul variants (LOOM_VK_CM_VARIANT, vk_record.c): the index of `name`
  * (0 = "base", matmul_cm.comp), or -1 with the error set when this build lacks it or the device's

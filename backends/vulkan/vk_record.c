@@ -47,6 +47,16 @@ typedef struct vk_rec {
     int cur_node;
     loom_buffer *scratch;
     size_t scratch_need;
+    /* x of the last LOOM_VK_GEMV_Q=dp* GEMV as quantx.comp left it in scratch [0, len): reused by the
+     * next dp GEMV of the same x (q/k/v, gate/up) until a dispatch writes its sources or that range */
+    struct {
+        bool valid;
+        vk_arg x, e;          /* the sources (x, and the norm weight / up of a folded producer) */
+        int xmode;
+        bool normw;
+        uint64_t M, K;
+        size_t len;
+    } qx;
 } vk_rec;
 
 typedef struct vk_plan {
@@ -163,6 +173,11 @@ typedef struct vk_pc {
     float f[4];
 } vk_pc;
 
+/* Do two arguments (logical buffers and byte ranges) overlap? */
+static bool arg_overlaps(const vk_arg *a, const vk_arg *b) {
+    return a->b && a->b == b->b && a->off < b->off + b->len && b->off < a->off + a->len;
+}
+
 static int dispatch(vk_rec *r, loom_spv_id shader, const uint32_t spec[4], const vk_arg args[VK_NBIND], vk_pc *pc,
                     uint32_t gx, uint32_t gy, uint32_t gz) {
     vk_dev *d = r->d;
@@ -174,6 +189,9 @@ static int dispatch(vk_rec *r, loom_spv_id shader, const uint32_t spec[4], const
         rr[i] = (vk_range){bd[i].buf, bd[i].off, bd[i].off + bd[i].range};
     }
     if (gx == 0 || gy == 0 || gz == 0) return 0;
+    for (int i = 0; i < VK_NBIND && r->qx.valid; i++) /* a write over a cached quantised x's sources */
+        if (args[i].write && args[i].b && (arg_overlaps(&args[i], &r->qx.x) || arg_overlaps(&args[i], &r->qx.e)))
+            r->qx.valid = false;
     bool hazard = false;
     for (int i = 0; i < VK_NBIND && !hazard; i++) {
         if (!args[i].b) continue;
@@ -281,6 +299,16 @@ static loom_spv_id qbshader(loom_dtype t) {
                                                       QB(Q5_1), QB(Q2_K), QB(Q3_K), QB(Q5_K), QB(IQ4_NL), QB(IQ4_XS)};
 #undef QB
     return tab[t];
+}
+
+/* The decode GEMV on x quantised to 8 bits (shaders/matvec_dp.comp, LOOM_VK_GEMV_Q=dp*) for t: with
+ * integer dot products (idot) or without. */
+static loom_spv_id dpshader(loom_dtype t, bool idot) {
+#define DP(T) [LOOM_##T] = {LOOM_SPV_MATVEC_DP_##T, LOOM_SPV_MATVEC_DPI_##T}
+    static const loom_spv_id tab[LOOM_DTYPE_COUNT][2] = {DP(Q8_0), DP(Q4_0), DP(Q4_K), DP(Q6_K),   DP(Q4_1),   DP(Q5_0),
+                                                         DP(Q5_1), DP(Q2_K), DP(Q3_K), DP(Q5_K), DP(IQ4_NL), DP(IQ4_XS)};
+#undef DP
+    return tab[t][idot];
 }
 
 /* Whether the in-tile tensor-core variants (LOOM_VK_QCM=tiles) exist for t; the others always take
@@ -406,6 +434,7 @@ static bool folded(const loom_exec_ctx *x, int i) { return i >= 0 && (N(x, i)->f
  * per plan; in the sizing pass the binding is a placeholder. */
 static vk_arg scratch_at(vk_rec *r, size_t off, size_t len, bool write) {
     if (off + len > r->scratch_need) r->scratch_need = off + len;
+    if (write && off < r->qx.len) r->qx.valid = false; /* over a cached quantised x (also when sizing) */
     if (!r->scratch) return (vk_arg){0};
     return (vk_arg){.b = r->scratch, .off = off, .len = len, .esize = 4, .write = write};
 }
@@ -596,7 +625,10 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     uint32_t qb_rows = !gemv || !quant || K % 32 != 0      ? 0
                        : d->gemv_q == VK_GEMV_Q_AUTO ? qb_rows_default(w->type, Nn, K)
                                                      : d->gemv_q;
-    if (qb_rows)
+    bool dp = qb_rows && d->gemv_dp;
+    if (dp)
+        sh = dpshader(w->type, d->idot);
+    else if (qb_rows)
         sh = qbshader(w->type);
     else if (cv) /* a matmul_cmv.comp variant: the f16 copy of a quantised W is f16 */
         sh = w->type == LOOM_BF16 ? cv->bf16 : cv->f16;
@@ -641,7 +673,7 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         while (ng > 1 && (groups + ng - 1) / ng < d->gemv_wgs && wg / (ng / 2) <= useful) ng /= 2;
         nrows = ng * qb_rows;
         spec[2] = ng;
-        spec[3] = (uint32_t)xmode | qb_rows << 2;
+        spec[3] = (uint32_t)(dp && xmode == 2 ? 0 : xmode) | qb_rows << 2; /* dp: quantx.comp did the SWIGLU */
     }
     if (cm) { /* 8 (128 x 128 tiles) or 4 subgroups per workgroup, or the variant's count */
         spec[0] = (cv ? cv->nsg : big ? 8 : 4) * sg;
@@ -668,6 +700,37 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
 #else
     (void)xh_at;
 #endif
+    if (dp) { /* x to 8 bits (quantx.comp) once, into scratch [0, qlen): qs words, then per-block headers */
+        size_t al = d->align > 256 ? d->align : 256;
+        size_t hoff = ((size_t)(M * K) + al - 1) / al * al, nblk = (size_t)(M * K / 32), qlen = hoff + nblk * 16;
+        bool xvec = elem_off(d, &a[1]) % 4 == 0 && (!a[4].b || elem_off(d, &a[4]) % 4 == 0);
+        bool hit = r->qx.valid && r->qx.xmode == xmode && r->qx.normw == normw && r->qx.M == M && r->qx.K == K &&
+                   r->qx.x.b == a[1].b && r->qx.x.off == a[1].off && r->qx.x.len == a[1].len && r->qx.e.b == a[4].b &&
+                   r->qx.e.off == a[4].off && r->qx.e.len == a[4].len;
+        if (!hit) {
+            vk_arg q[VK_NBIND] = {0};
+            q[0] = scratch_at(r, 0, (size_t)(M * K), true);
+            q[3] = scratch_at(r, hoff, nblk * 16, true);
+            q[0].esize = q[3].esize = 16;
+            q[1] = a[1];
+            q[4] = a[4];
+            vk_pc qp = {.u = {(uint32_t)nblk, (uint32_t)(K / 32), (uint32_t)K, 0, 0, 0, xvec, normw}};
+            uint32_t qspec[4] = {64, (uint32_t)xmode, 0, 0}, gx, gy;
+            grid_rows((nblk + 63) / 64, &gx, &gy);
+            if (dispatch(r, LOOM_SPV_QUANTX, qspec, q, &qp, gx, gy, 1) < 0) return -1;
+            r->qx.valid = true;
+            r->qx.x = a[1];
+            r->qx.e = a[4];
+            r->qx.xmode = xmode;
+            r->qx.normw = normw;
+            r->qx.M = M;
+            r->qx.K = K;
+            r->qx.len = qlen;
+        }
+        a[1] = scratch_at(r, 0, (size_t)(M * K), false);
+        a[4] = scratch_at(r, hoff, nblk * 16, false);
+        a[1].esize = a[4].esize = 16;
+    }
     for (uint64_t n0 = 0; n0 < Nn; n0 += step) {
         uint64_t n1 = n0 + step < Nn ? n0 + step : Nn, cnt = n1 - n0;
         a[2] = wa;

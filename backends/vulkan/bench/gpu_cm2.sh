@@ -4,6 +4,8 @@
 #   check  the matmul parts of the op tests against the CPU (test_vulkan_ops, test_vulkan_quant with
 #          LOOM_TEST_FILTER=matmul) under LOOM_VK_CM2=V for each V in $CHECK: f16/bf16 and every
 #          quantised type with a decode function, ragged M/N/K, split K, bias
+#   profile  (only when asked) `loom profile -p 512 -n 0 --no-peak` of each file under each config:
+#          per-op-kind time of one prefill (matmul vs the rest), into profile.txt
 #   bench  `loom bench --device vulkan -p 512 -n 0 -r $REPS --json` (f16 files: -p 512,4096) on each
 #          file of $FILES under each LOOM_VK_CM2 value of $CONFIGS (0 = the default path, the
 #          baseline), the configs' order alternating file by file; the mean t/s drops each test's
@@ -21,7 +23,7 @@
 #   FILES    default "f16 q4_0 q8_0 q4_k_m-mix q6_k 7b-f16 7b-q4_0 7b-q4_k_m" (missing ones skipped)
 #   REPS     default 4;  PP: the prompt sizes for non-f16 files (default 512), PPF16 for f16 (512,4096)
 #   DEADLINE epoch seconds after which no bench starts (default: start + 540)
-# $OUT gets summary.txt, check.txt, bench.txt (full outputs) and bench-json.tar.
+# $OUT gets summary.txt, check.txt, bench.txt (full outputs), bench-json.tar (and profile.txt).
 what=${*:-check bench}
 has() { case " $what " in *" $1 "*) return 0;; esac; return 1; }
 O=${OUT:-/tmp}
@@ -49,7 +51,7 @@ if has check; then
             on=$(grep -c "cooperative-matrix matmul on (coopmat2)" /tmp/cm2-log.txt)
             echo "check LOOM_VK_CM2=$v $t: rc $rc, $(grep -E '^[0-9]+ checks' /tmp/cm2-log.txt | tail -1)," \
                 "coopmat2 on $on of 3 configs, $(grep -m1 '^test_matmul' /tmp/cm2-log.txt | awk '{print $2, $3}')" | tee -a "$sum"
-            grep -m2 "LOOM_VK_CM2" /tmp/cm2-log.txt | cut -c1-300 | tee -a "$sum"
+            grep "LOOM_VK_CM2" /tmp/cm2-log.txt | sort -u | head -3 | cut -c1-300 | tee -a "$sum"
             grep -m5 "CHECK(" /tmp/cm2-log.txt | cut -c1-300 | tee -a "$sum"
         done
     done
@@ -99,10 +101,22 @@ print("  ".join(out))
 EOF
 )
             echo "bench $m LOOM_VK_CM2=$c: rc $rc  $r  [${dev:-?}]" | tee -a "$sum"
-            grep -m1 "LOOM_VK_CM2=.*not on" /tmp/cm2-log.txt | cut -c1-300 | tee -a "$sum"
+            grep -m1 "LOOM_VK_CM2.*\(not on\|taking\)" /tmp/cm2-log.txt | cut -c1-300 | tee -a "$sum"
         done
     done
     tar -cf "$O/bench-json.tar" -C $J .
+fi
+
+if has profile; then
+    : >"$O/profile.txt"
+    for m in $FILES; do
+        f=$M/$m.gguf
+        [ -f "$f" ] || continue
+        for c in $CONFIGS; do
+            [ "$(date +%s)" -gt "$DEADLINE" ] && continue
+            { echo "== LOOM_VK_CM2=$c $m"; LOOM_VK_CM2=$c timeout 200 $L/loom profile -m "$f" --device vulkan -p 512 -n 0 --no-peak 2>&1; } >>"$O/profile.txt"
+        done
+    done
 fi
 echo "== summary ($(($(date +%s) - START)) s)"
 cat "$sum"

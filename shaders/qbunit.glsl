@@ -1,0 +1,239 @@
+// The block decoder of the block-at-a-time decode GEMVs (matvec_qb.comp: f32 x; matvec_dp.comp:
+// x quantised to 8 bits, integer dot products), included after wload.glsl (W_Q*: wq[], W_OFF).
+// unit(a, p, c, sc, mn) reads unit p (32 weights, or 64 in the K types whose two sub-blocks share
+// quant bytes: SU = 2) of the block at byte a and returns the weights as byte codes c (4 per word)
+// with w_i = sc[h] * (c_i - C_OFF) + mn[h] (h = i / 16), or for IQ4_NL / IQ4_XS w_i = sc * KV[c_i].
+// C_OFF is the type's fixed offset (Q4_0's 8, Q8_0's 128: its int8 q is stored as c = q ^ 0x80, ...);
+// only the types with a real minimum (C_MIN) need the sums of x. matvec_qb.comp turns codes into
+// floats as uintBitsToFloat(0x4b000000 | c) - (2^23 + C_OFF): exact (c < 2^23) and without an
+// int-to-float conversion (a quarter-rate instruction on NVIDIA); matvec_dp.comp into signed bytes
+// c - C_OFF for the integer dot products.
+#if defined(W_Q8_0)
+#define C_OFF 128.0
+#elif defined(W_Q4_0)
+#define C_OFF 8.0
+#elif defined(W_Q5_0)
+#define C_OFF 16.0
+#elif defined(W_Q6_K)
+#define C_OFF 32.0
+#elif defined(W_Q3_K)
+#define C_OFF 4.0
+#elif defined(W_IQ4_NL) || defined(W_IQ4_XS)
+#define C_TABLE 1
+#else
+#define C_OFF 0.0
+#define C_MIN 1
+#endif
+// Sub-blocks (32 weights) per unit: the K types that share quant bytes between two sub-blocks read
+// them once for both (Q4_K / Q5_K: a byte's two nibbles; Q2_K / Q3_K / Q6_K: a byte's 2-bit fields)
+#if defined(W_Q4_K) || defined(W_Q5_K) || defined(W_Q6_K) || defined(W_Q2_K) || defined(W_Q3_K)
+const uint SU = 2u;
+#else
+const uint SU = 1u;
+#endif
+
+// ---- quant bytes as words: byte address a, any alignment; reads only the words holding them ----
+uint fsh(uint lo, uint hi, uint s) { return (lo >> s) | ((hi << 1) << (31u - s)); } // s = 0: lo
+uint ld4(uint a) {
+    uint i = a >> 2, s = (a & 3u) * 8u;
+    return fsh(wq[i], s != 0u ? wq[i + 1u] : 0u, s);
+}
+uvec4 ld16(uint a) {
+    uint i = a >> 2, s = (a & 3u) * 8u;
+    uint w0 = wq[i], w1 = wq[i + 1u], w2 = wq[i + 2u], w3 = wq[i + 3u], w4 = s != 0u ? wq[i + 4u] : 0u;
+    return uvec4(fsh(w0, w1, s), fsh(w1, w2, s), fsh(w2, w3, s), fsh(w3, w4, s));
+}
+void ld32(uint a, out uvec4 lo, out uvec4 hi) {
+    uint i = a >> 2, s = (a & 3u) * 8u;
+    uint w[9];
+    [[unroll]] for (uint k = 0u; k < 8u; k++) w[k] = wq[i + k];
+    w[8] = s != 0u ? wq[i + 8u] : 0u;
+    lo = uvec4(fsh(w[0], w[1], s), fsh(w[1], w[2], s), fsh(w[2], w[3], s), fsh(w[3], w[4], s));
+    hi = uvec4(fsh(w[4], w[5], s), fsh(w[5], w[6], s), fsh(w[6], w[7], s), fsh(w[7], w[8], s));
+}
+#if defined(W_Q4_K) || defined(W_Q5_K)
+// 144- / 176-byte blocks: with the binding's byte offset a multiple of 16 (a uniform test), every
+// 32-byte run of qs / qh is 16-byte aligned and read as two uvec4
+layout(std430, binding = W_BINDING) readonly buffer WQ16 { uvec4 wq4[]; };
+#endif
+void ld32k(uint a, out uvec4 lo, out uvec4 hi) {
+#if defined(W_Q4_K) || defined(W_Q5_K)
+    if ((W_OFF & 15u) == 0u) {
+        lo = wq4[a >> 4];
+        hi = wq4[(a >> 4) + 1u];
+        return;
+    }
+#endif
+    ld32(a, lo, hi);
+}
+uvec2 ld8(uint a) {
+    uint i = a >> 2, s = (a & 3u) * 8u;
+    uint w0 = wq[i], w1 = wq[i + 1u], w2 = s != 0u ? wq[i + 2u] : 0u;
+    return uvec2(fsh(w0, w1, s), fsh(w1, w2, s));
+}
+uvec3 ld12(uint a) {
+    uint i = a >> 2, s = (a & 3u) * 8u;
+    uint w0 = wq[i], w1 = wq[i + 1u], w2 = wq[i + 2u], w3 = s != 0u ? wq[i + 3u] : 0u;
+    return uvec3(fsh(w0, w1, s), fsh(w1, w2, s), fsh(w2, w3, s));
+}
+uint bsel(uvec3 w, uint k) { return (w[k >> 2] >> (8u * (k & 3u))) & 0xffu; } // byte k of 12
+float i8(uint b) { return float(int(b << 24) >> 24); }
+// bits sh..sh+3 of b to bit 0 of bytes 0..3 (one word per lane of sh)
+uvec4 spread4v(uint b, uvec4 sh) {
+    uvec4 v = (uvec4(b) >> sh) & 15u;
+    return (v * 0x00204081u) & 0x01010101u;
+}
+const uint NIB = 0x0f0f0f0fu, B2 = 0x03030303u, B1 = 0x01010101u;
+
+// Sub-block (0..QK/32-1) of the block that sub-block s of unit p is
+uint sub(uint p, uint s) {
+#if defined(W_Q6_K)
+    return 4u * (p >> 1) + (p & 1u) + 2u * s; // quarters c and c + 2 share their ql bytes
+#else
+    return SU * p + s;
+#endif
+}
+
+// Unit p of the block at byte a: for its sub-block s (weights sub(p, s) * 32 + 0..31), the codes
+// c[2s] (weights 0..15) and c[2s + 1] (16..31), and the scale and minimum of each half
+// (w = sc * (c - C_OFF) + mn, see the top)
+void unit(uint a, uint p, out uvec4 c[2 * SU], out vec2 sc[SU], out vec2 mn[SU]) {
+#if defined(W_Q8_0)
+    float d = qhalf(a);
+    ld32(a + 2u, c[0], c[1]);
+    c[0] ^= 0x80808080u; // int8 q as q + 128
+    c[1] ^= 0x80808080u;
+    sc[0] = vec2(d);
+    mn[0] = vec2(0.0);
+#elif defined(W_Q4_0) || defined(W_IQ4_NL)
+    float d = qhalf(a);
+    uvec4 q = ld16(a + 2u);
+    c[0] = q & NIB;
+    c[1] = (q >> 4) & NIB;
+    sc[0] = vec2(d);
+    mn[0] = vec2(0.0);
+#elif defined(W_Q4_1)
+    vec2 dm = unpackHalf2x16(ld4(a));
+    uvec4 q = ld16(a + 4u);
+    c[0] = q & NIB;
+    c[1] = (q >> 4) & NIB;
+    sc[0] = dm.xx;
+    mn[0] = dm.yy;
+#elif defined(W_Q5_0) || defined(W_Q5_1)
+    // the 5th bit of weight i is bit i of the u32 qh
+#if defined(W_Q5_0)
+    float d = qhalf(a);
+    uint qh = ld4(a + 2u);
+    uvec4 q = ld16(a + 6u);
+    sc[0] = vec2(d);
+    mn[0] = vec2(0.0);
+#else
+    vec2 dm = unpackHalf2x16(ld4(a));
+    uint qh = ld4(a + 4u);
+    uvec4 q = ld16(a + 8u);
+    sc[0] = dm.xx;
+    mn[0] = dm.yy;
+#endif
+    c[0] = (q & NIB) | (spread4v(qh, uvec4(0u, 4u, 8u, 12u)) << 4);
+    c[1] = ((q >> 4) & NIB) | (spread4v(qh, uvec4(16u, 20u, 24u, 28u)) << 4);
+#elif defined(W_Q4_K) || defined(W_Q5_K)
+    // sub-blocks 2p (low nibbles of qs[32p + l]) and 2p + 1 (high); 6-bit scale and min of each
+    // from the 12 bytes at 4; Q5_K: the 5th bit of weight 32j + l is bit j of qh[l]
+    vec2 dm = unpackHalf2x16(ld4(a));
+    uvec3 sw = ld12(a + 4u);
+    uvec4 q0, q1;
+#if defined(W_Q4_K)
+    ld32k(a + 16u + 32u * p, q0, q1);
+#else
+    uvec4 h0, h1;
+    ld32k(a + 48u + 32u * p, q0, q1);
+    ld32k(a + 16u, h0, h1);
+#endif
+    [[unroll]] for (uint s = 0u; s < 2u; s++) {
+        uint j = 2u * p + s, scv, mv;
+        if (j < 4u) {
+            scv = bsel(sw, j) & 63u;
+            mv = bsel(sw, j + 4u) & 63u;
+        } else {
+            uint b8 = bsel(sw, j + 4u);
+            scv = (b8 & 15u) | ((bsel(sw, j - 4u) >> 6) << 4);
+            mv = (b8 >> 4) | ((bsel(sw, j) >> 6) << 4);
+        }
+        sc[s] = vec2(dm.x * float(scv));
+        mn[s] = vec2(-dm.y * float(mv));
+        c[2u * s] = (q0 >> (4u * s)) & NIB;
+        c[2u * s + 1u] = (q1 >> (4u * s)) & NIB;
+#if defined(W_Q5_K)
+        c[2u * s] |= ((h0 >> j) & B1) << 4;
+        c[2u * s + 1u] |= ((h1 >> j) & B1) << 4;
+#endif
+    }
+#elif defined(W_Q6_K)
+    // half hf = p / 2, quarters c0 = p % 2 and c0 + 2: low 4 bits from ql[64 hf + 32 c0 + l]
+    // (nibble 0 then 1), high 2 bits from qh[32 hf + l] (bits 2c); int8 scale per 16 weights
+    uint hf = p >> 1, c0 = p & 1u;
+    uvec4 l0, l1, h0, h1;
+    ld32(a + 64u * hf + 32u * c0, l0, l1);
+    ld32(a + 128u + 32u * hf, h0, h1);
+    uvec2 sv = ld8(a + 192u + 8u * hf);
+    float d = qhalf(a + 208u);
+    [[unroll]] for (uint s = 0u; s < 2u; s++) {
+        uint s2 = 2u * c0 + 4u * s;
+        c[2u * s] = ((l0 >> (4u * s)) & NIB) | (((h0 >> s2) & B2) << 4);
+        c[2u * s + 1u] = ((l1 >> (4u * s)) & NIB) | (((h1 >> s2) & B2) << 4);
+        uint w = sv[s] >> (16u * c0); // scale bytes 2c, 2c + 1 of the half: word s, half c0
+        sc[s] = d * vec2(i8(w & 0xffu), i8((w >> 8) & 0xffu));
+        mn[s] = vec2(0.0);
+    }
+#elif defined(W_Q2_K) || defined(W_Q3_K)
+    // sub-blocks j = 2p, 2p + 1: 2-bit fields of qs[32 hf + l] (hf = p / 2) at shift 2 (j % 4);
+    // Q2_K: scale (low nibble) and min (high) bytes per 16 weights; Q3_K: the 3rd bit is bit j of
+    // hmask[l] (c = q2 | hbit << 2, w = ds (c - 4)), 6-bit scales biased by 32
+    uint hf = p >> 1;
+    uvec4 q0, q1;
+#if defined(W_Q2_K)
+    ld32(a + 16u + 32u * hf, q0, q1);
+    uint sb = ld4(a + 4u * p);
+    vec2 dm = unpackHalf2x16(ld4(a + 80u));
+#else
+    uvec4 h0, h1;
+    ld32(a + 32u + 32u * hf, q0, q1);
+    ld32(a, h0, h1);
+    uvec3 sw = ld12(a + 96u);
+    float d = qhalf(a + 108u);
+#endif
+    [[unroll]] for (uint s = 0u; s < 2u; s++) {
+        uint j = 2u * p + s, s2 = 2u * (j & 3u);
+        c[2u * s] = (q0 >> s2) & B2;
+        c[2u * s + 1u] = (q1 >> s2) & B2;
+#if defined(W_Q2_K)
+        uint b0 = (sb >> (16u * s)) & 0xffu, b1 = (sb >> (16u * s + 8u)) & 0xffu;
+        sc[s] = dm.x * vec2(float(b0 & 15u), float(b1 & 15u));
+        mn[s] = -dm.y * vec2(float(b0 >> 4), float(b1 >> 4));
+#else
+        c[2u * s] |= ((h0 >> j) & B1) << 2;
+        c[2u * s + 1u] |= ((h1 >> j) & B1) << 2;
+        vec2 v;
+        [[unroll]] for (uint h = 0u; h < 2u; h++) {
+            uint k = 2u * j + h;
+            uint x = ((bsel(sw, k & 7u) >> (4u * (k >> 3))) & 15u) | (((bsel(sw, 8u + (k & 3u)) >> (2u * (k >> 2))) & 3u) << 4);
+            v[h] = d * float(int(x) - 32);
+        }
+        sc[s] = v;
+        mn[s] = vec2(0.0);
+#endif
+    }
+#elif defined(W_IQ4_XS)
+    // 6-bit scale: low nibble scales_l[p / 2] >> 4 (p % 2), high 2 bits scales_h >> 2p; biased by 32
+    uint w0 = ld4(a);
+    float d = unpackHalf2x16(w0).x;
+    uint ls = ((qbyte(a + 4u + (p >> 1)) >> (4u * (p & 1u))) & 15u) | (((w0 >> (16u + 2u * p)) & 3u) << 4);
+    uvec4 q = ld16(a + 8u + 16u * p);
+    c[0] = q & NIB;
+    c[1] = (q >> 4) & NIB;
+    sc[0] = vec2(d * float(int(ls) - 32));
+    mn[0] = vec2(0.0);
+#else
+#error "matvec_qb.comp: a block-quantised type"
+#endif
+}
