@@ -3,21 +3,26 @@
 if(NOT TARGET test_vulkan_ops)
   return()
 endif()
-loom_unit_test(test_vulkan_quant)
-set_tests_properties(test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77)
+# Under the validation layer where it is installed (LOOM_VK_VALIDATE, tests/CMakeLists.txt): the
+# shader test's byte-offset bindings, chunked weights and every quant pipeline, checked by the layer.
+loom_unit_test(test_vulkan_quant WRAP ${LOOM_VK_VALIDATE})
+set_tests_properties(test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 # The decode GEMV cases (`test_vulkan_quant gemv`: the work split's edge shapes, the fusions) under a
 # forced LOOM_VK_GEMV_Q: the default picks matvec_qb.comp with 4 rows for the 32-weight block types
 # and matvec.comp for the rest at these small shapes (vk_record.c's qb_rows_default), so `old`
 # runs matvec.comp on every type and `blk4` matvec_qb.comp on the first four (Q8_0, Q4_0, Q4_K,
 # Q6_K: Q4_K/Q6_K take it by default only on matrices of 16M weights or more; the rows loop does
 # not depend on the block decoder). blk1/blk2 (passing, ~90 / 211 s with cold caches on the 2-core
-# box) are left to hand runs.
+# box) are left to hand runs. The blk4 run goes under the validation layer where it is installed.
 foreach(v old blk4)
   set(_n 4)
+  set(_wrap "")
   if(v STREQUAL "old")
     set(_n 12)
+  else()
+    set(_wrap ${LOOM_VK_VALIDATE})
   endif()
-  add_test(NAME test_vulkan_quant_gemv_${v} COMMAND test_vulkan_quant gemv ${_n})
+  add_test(NAME test_vulkan_quant_gemv_${v} COMMAND ${_wrap} $<TARGET_FILE:test_vulkan_quant> gemv ${_n})
   set_tests_properties(test_vulkan_quant_gemv_${v} PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=${v} SKIP_RETURN_CODE 77
                        TIMEOUT 300)
 endforeach()
@@ -34,11 +39,16 @@ set_tests_properties(test_vulkan_quant_qtile PROPERTIES ENVIRONMENT LOOM_VK_CM_Q
 # (LOOM_VK_NO_IDOT=1: the shift-and-multiply variant; the dot is the only difference, so four types).
 # Besides the q8-exact cases, random x and the fusions are held to the 8-bit rounding's bound
 # (test_vulkan_quant.c's qx_bound), and the run fails unless that rounding was seen (the dp path ran).
-add_test(NAME test_vulkan_quant_gemv_dp4 COMMAND test_vulkan_quant gemv 12)
+# dp4 runs under the validation layer where it is installed (the integer-dot-product extension and
+# feature enabled, quantx.comp's scratch hazards).
+add_test(NAME test_vulkan_quant_gemv_dp4 COMMAND ${LOOM_VK_VALIDATE} $<TARGET_FILE:test_vulkan_quant> gemv 12)
 set_tests_properties(test_vulkan_quant_gemv_dp4 PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=dp4 SKIP_RETURN_CODE 77 TIMEOUT 300)
 add_test(NAME test_vulkan_quant_gemv_dp2_noidot COMMAND test_vulkan_quant gemv 4)
 set_tests_properties(test_vulkan_quant_gemv_dp2_noidot PROPERTIES ENVIRONMENT "LOOM_VK_GEMV_Q=dp2;LOOM_VK_NO_IDOT=1"
                      SKIP_RETURN_CODE 77 TIMEOUT 300)
+if(LOOM_VK_VALIDATE)
+  set_tests_properties(test_vulkan_quant test_vulkan_quant_gemv_blk4 test_vulkan_quant_gemv_dp4 PROPERTIES LABELS vk_validated)
+endif()
 
 # Model level, on the quantised fixtures written by tests/quant.cmake (fixtures q_<fx>_<type>).
 # llama-tiny's q4_k_m holds all four block types (Q4_K, Q6_K, and the Q4_0/Q8_0 fallbacks);
@@ -97,25 +107,13 @@ add_test(NAME xcheck_q_vulkan_detects_error COMMAND ${LOOM_EXPECT} --rc 1 --matc
          ${LOOM_Q_REF_llama-tiny})
 set_tests_properties(xcheck_q_vulkan_detects_error PROPERTIES SKIP_RETURN_CODE 77 LABELS sanitizer_redundant
                      FIXTURES_REQUIRED "q_llama-tiny_q4_0;qf_llama-tiny_q8_0")
-# The Khronos validation layer on a model with all four block types, prefill and decode.
+# The Khronos validation layer on a model with all four block types, prefill and decode (the short
+# reference: check_q_llama-tiny_q4_k_m_vulkan's long one, 690 positions, is not run under the layer,
+# which reports VUID-RuntimeSpirv-Workgroup-06530 there on lavapipe: attn_fa.comp declares 38,784
+# bytes of shared memory, above lavapipe's 32,768; docs/status.md). A run of its own: vk_quant_xcheck.sh filters loom's
+# output, so the layer's messages would not reach vk_validate.sh through it.
 add_test(NAME vulkan_validation_llama-tiny_q4_k_m COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
          ${LOOM_BIN} check -m ${LOOM_Q_TMP}/llama-tiny-q4_k_m.gguf --reference ${LOOM_Q_REF_llama-tiny}
          --min-top1 50 --max-kl 0.1 --device vulkan)
 set_tests_properties(vulkan_validation_llama-tiny_q4_k_m PROPERTIES FIXTURES_REQUIRED q_llama-tiny_q4_k_m
                      SKIP_RETURN_CODE 77 TIMEOUT 300)
-# ... over the block-at-a-time decode GEMV's cases (LOOM_VK_GEMV_Q=blk4) ...
-add_test(NAME vulkan_validation_test_vulkan_quant_gemv_blk4 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
-         $<TARGET_FILE:test_vulkan_quant> gemv 4)
-set_tests_properties(vulkan_validation_test_vulkan_quant_gemv_blk4 PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=blk4
-                     SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS sanitizer_redundant)
-# ... over the 8-bit-x decode GEMV (LOOM_VK_GEMV_Q=dp4: the integer-dot-product extension and feature
-# enabled, quantx.comp's scratch hazards) ...
-add_test(NAME vulkan_validation_test_vulkan_quant_gemv_dp4 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
-         $<TARGET_FILE:test_vulkan_quant> gemv 4)
-set_tests_properties(vulkan_validation_test_vulkan_quant_gemv_dp4 PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=dp4
-                     SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS sanitizer_redundant)
-# ... and over the shader test (byte-offset bindings, chunked weights, every quant pipeline).
-add_test(NAME vulkan_validation_test_vulkan_quant COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh
-         $<TARGET_FILE:test_vulkan_quant>)
-set_tests_properties(vulkan_validation_test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
-                     LABELS sanitizer_redundant)

@@ -1,13 +1,9 @@
-# Vulkan at the system level: the Khronos validation layer sees no errors or synchronization hazards
-# in a whole model run and in the op tests, and a machine without any Vulkan driver gets a clear
-# error for --device vulkan while auto falls back to the CPU.
+# Vulkan at the system level: a machine without any Vulkan driver gets a clear error for
+# --device vulkan while auto falls back to the CPU. (The Khronos validation layer's runs are the
+# checks labelled vk_validated: check_qwen2-tiny-bf16_vulkan, check_stories260K-hf_vulkan,
+# test_vulkan_quant, test_vulkan_quant_gemv_blk4, test_vulkan_quant_gemv_dp4; and
+# vulkan_validation_llama-tiny_q4_k_m.)
 if(TARGET test_vulkan_ops)
-  set(VK_VALIDATE ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vk_validate.sh)
-  foreach(fx qwen2-tiny-bf16 stories260K-hf)
-    add_test(NAME vulkan_validation_${fx} COMMAND ${VK_VALIDATE} ${LOOM_BIN} check -m ${LOOM_FIXTURES}/${fx}
-             --reference ${LOOM_FIXTURES}/${fx}/reference.safetensors --device vulkan)
-    set_tests_properties(vulkan_validation_${fx} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
-  endforeach()
   add_test(NAME vulkan_no_driver_error COMMAND ${CMAKE_COMMAND} -E env VK_DRIVER_FILES=/nonexistent/icd.json
            ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh "vulkan: no device found"
            ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1,2 -n 2 --device vulkan)
