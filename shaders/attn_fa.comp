@@ -16,7 +16,6 @@
 #define WG 128u
 #define R 32u
 #define BC 32u
-#define G4M 32u
 layout(local_size_x = 128) in;
 layout(constant_id = 1) const uint GW = 1;
 layout(constant_id = 2) const uint HD = 64;
@@ -30,8 +29,10 @@ layout(std430, binding = 2) readonly buffer Kc4 { vec4 kc4[]; };
 layout(std430, binding = 3) readonly buffer Vc4 { vec4 vc4[]; };
 layout(std430, binding = 4) readonly buffer P { int pos[]; };
 
-shared vec4 Qs[R * G4M];
-shared vec4 KV[BC * (G4M + 1u)];
+// sized by the head dim (a spec constant), so that small heads fit devices with 32 KiB of shared
+// memory; the host (rec_attention, fa_shared_bytes) checks the total against the device's limit
+shared vec4 Qs[R * G4];
+shared vec4 KV[BC * KP];
 shared float Ps[R * (BC + 1u)];
 shared float Xs[R * 8u]; // per slot, per key lane: partial maxima, then partial sums
 shared uint Lr[R], Lo[R]; // per query row: its keys are [Lo, Lr)

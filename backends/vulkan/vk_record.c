@@ -940,6 +940,13 @@ static int paged_args(const loom_exec_ctx *x, const loom_node *n, vk_arg *span, 
     return 0;
 }
 
+/* attn_fa.comp's shared memory for head dim hd (its Qs, KV, Ps, Xs, Lr/Lo arrays: R = BC = 32 slots
+ * and keys, hd / 4 vec4 per row, K/V rows padded by one vec4) */
+static uint64_t fa_shared_bytes(uint64_t hd) {
+    const uint64_t R = 32, BC = 32, g4 = hd / 4;
+    return 16 * (R * g4 + BC * (g4 + 1)) + 4 * R * (BC + 1) + 4 * R * 8 + 8 * R;
+}
+
 static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_dev *d = r->d;
     const loom_node *n = N(x, i), *kc = N(x, n->src[1]);
@@ -967,7 +974,10 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     pc.u[6] = hd % 4 == 0 && elem_off(d, &a[2]) % 4 == 0 && elem_off(d, &a[3]) % 4 == 0; /* vec4 K/V loads */
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
     /* prefill: tiles of 32 (row, head) slots share each K/V tile (attn_fa.comp) */
-    if (!paged && S >= 64 && hd <= 128 && hd % 4 == 0 && pc.u[6] && elem_off(d, &a[1]) % 4 == 0 && !d->no_fa) {
+    /* (only where its shared memory fits the device: at head dim 128 it needs 38,784 B, more than
+     * the 32 KiB some GPUs and lavapipe have) */
+    if (!paged && S >= 64 && hd <= 128 && hd % 4 == 0 && pc.u[6] && elem_off(d, &a[1]) % 4 == 0 && !d->no_fa &&
+        fa_shared_bytes(hd) <= d->props.limits.maxComputeSharedMemorySize) {
         uint32_t nr = 32 / gw;
         return dispatch(r, LOOM_SPV_ATTN_FA, spec, a, &pc, gx, (uint32_t)((S + nr - 1) / nr), 1);
     }
