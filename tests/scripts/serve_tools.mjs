@@ -17,10 +17,15 @@
 //    (token counts of this script's rendering of tests/fixtures/chat-tools/mistral-7b-instruct-v0.3.jinja),
 //    a [TOOL_CALLS] [...] list of two calls with ids of 9 letters or digits, plain and streamed,
 //    required/named, malformed, a round trip with the ids returned, an id of another form refused
-//    (400, as the template refuses it). (stories260K has no [TOOL_CALLS] control token: the path
-//    that keeps a control token's text in the reply is not run here.)
+//    (400, as the template refuses it); and on a one-layer model `loom synth` writes with a byte-level
+//    vocabulary in which [TOOL_CALLS] is a control token (as in Mistral's), that the reply keeps the
+//    token's text when it is scanned for calls (plain and streamed) and leaves it out otherwise.
 // usage: node serve_tools.mjs LOOM MODEL
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startServer, post, json, events, check, fail } from './serve_lib.mjs';
 
 const [loom, model] = process.argv.slice(2);
@@ -370,4 +375,41 @@ checkCalls(o.choices[0].message.tool_calls, [['get_weather', { city: 'Oslo' }]],
 s = fromStream(await chat(mnm, { messages: ask, tools, tool_choice: named, stream: true }, 'mistral-v3 named streamed'), 'mistral-v3 named streamed');
 checkCalls(s[0].calls, [['get_weather', { city: 'Oslo' }]], 'mistral-v3 named tool_choice, streamed');
 await mnm.stop();
+// ---- [TOOL_CALLS] as a control token (Mistral's vocabularies): the reply keeps its text -----------
+// a byte-level BPE vocabulary (GPT-2's byte map, no merges) plus <s>, </s> and [TOOL_CALLS], all
+// special, on a one-layer llama of stories260K-hf's shape with random weights
+const dir = mkdtempSync(join(tmpdir(), 'loom-mistral-vocab-'));
+const bytes = [];
+for (let b = 33; b <= 126; b++) bytes.push(b);
+for (let b = 161; b <= 172; b++) bytes.push(b);
+for (let b = 174; b <= 255; b++) bytes.push(b);
+const chars = bytes.slice();
+for (let b = 0, n = 0; b < 256; b++) if (!bytes.includes(b)) { bytes.push(b); chars.push(256 + n++); }
+const vocab = Object.fromEntries(chars.map((c, i) => [String.fromCodePoint(c), i]));
+const added = ['<s>', '</s>', '[TOOL_CALLS]'].map((t, i) => ({ id: 256 + i, content: t, single_word: false, lstrip: false,
+  rstrip: false, normalized: false, special: true }));
+writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({ version: '1.0', added_tokens: added, normalizer: null,
+  pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true }, post_processor: null,
+  decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+  model: { type: 'BPE', dropout: null, unk_token: null, fuse_unk: false, byte_fallback: false, vocab, merges: [] } }));
+writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', add_bos_token: false }));
+const here = dirname(fileURLToPath(import.meta.url));
+const cfg = JSON.parse(readFileSync(join(here, '../fixtures/stories260K-hf/config.json'), 'utf8'));
+writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, vocab_size: 260, bos_token_id: 256, eos_token_id: 257, num_hidden_layers: 1 }));
+const mvModel = join(dir, 'mv.gguf');
+execFileSync(loom, ['synth', '--shape', join(dir, 'config.json'), '--vocab', dir, '-o', mvModel], { stdio: 'ignore' });
+check(execFileSync(loom, ['tokenize', '-m', mvModel, '--ids', '-p', '[TOOL_CALLS] ['], { encoding: 'utf8' }).trim().startsWith('258 '),
+  '[TOOL_CALLS] is one token in the synthetic vocabulary');
+const kreply = 'Ok [TOOL_CALLS] [{"name": "get_time", "arguments": {"tz": "CET"}}]';
+const ks = await startServer(loom, ['-m', mvModel, '--device', 'cpu', '-t', '1', ...mv], { LOOM_SERVE_TEST_REPLY: kreply });
+o = await chat(ks, { messages: ask, tools }, 'control token');
+checkCalls(o.choices[0].message.tool_calls, [['get_time', { tz: 'CET' }]], 'control-token marker');
+check(o.choices[0].message.content === 'Ok' && o.choices[0].finish_reason === 'tool_calls', 'control token: ' + JSON.stringify(o.choices[0]));
+s = fromStream(await chat(ks, { messages: ask, tools, stream: true }, 'control token streamed'), 'control token streamed');
+checkCalls(s[0].calls, [['get_time', { tz: 'CET' }]], 'control-token marker, streamed');
+o = await chat(ks, { messages: ask }, 'control token, no tools');
+check(!o.choices[0].message.tool_calls && o.choices[0].message.content === 'Ok  [{"name": "get_time", "arguments": {"tz": "CET"}}]',
+  'no tools: the control token is left out of the text as always: ' + JSON.stringify(o.choices[0].message.content));
+await ks.stop();
+rmSync(dir, { recursive: true, force: true });
 console.log('PASS: tool calls');
