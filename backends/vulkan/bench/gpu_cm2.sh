@@ -40,12 +40,7 @@ mkdir -p $M
 sum=$O/summary.txt
 gpu_head
 
-if has check; then
-    : >"$O/check.txt"
-    for v in $CHECK; do
-        for t in test_vulkan_ops test_vulkan_quant; do matmul_check "LOOM_VK_CM2=$v" $t LOOM_VK_CM2=$v; done
-    done
-fi
+has check && knob_checks LOOM_VK_CM2 "$CHECK"
 
 if has bench; then
     : >"$O/bench.txt"

@@ -10,6 +10,8 @@
 #   exit status, checks, on how many of its 3 backend configs the matmul took cooperative matrices
 #   (and how many coopmat2), test_matmul's time; then the knobs' own lines (vulkan: LOOM_VK_...) and
 #   the first failed CHECKs.
+# knob_checks KNOB VALUES: empties $O/check.txt, then matmul_check of test_vulkan_ops and
+#   test_vulkan_quant under KNOB=V for each V of VALUES (a space-separated list).
 gpu_head() {
     : >"$sum"
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$sum"
@@ -23,11 +25,20 @@ matmul_check() {
     log=/tmp/matmul-check-log.txt
     env "$@" LOOM_TEST_FILTER=matmul timeout 240 ${CHECK_CPUS:+taskset -c "$CHECK_CPUS"} "$L/$prog" >$log 2>&1
     rc=$?
-    { echo "== $label $prog ($*): rc $rc"; cat $log; } >>"$O/check.txt"
+    envs=" ($*)"
+    [ "$*" = "$label" ] && envs= # knob_checks' label is its one NAME=VALUE
+    { echo "== $label $prog$envs: rc $rc"; cat $log; } >>"$O/check.txt"
     echo "check $label $prog: rc $rc, $(grep -E '^[0-9]+ checks' $log | tail -1)," \
         "coopmat on $(grep -c 'cooperative-matrix matmul on' $log) of 3 configs" \
         "($(grep -c 'cooperative-matrix matmul on (coopmat2)' $log) coopmat2)," \
         "$(grep -m1 '^test_matmul' $log | awk '{print $2, $3}')" | tee -a "$sum"
     grep "vulkan: LOOM_VK_" $log | sort -u | head -3 | cut -c1-300 | tee -a "$sum"
     grep -m8 "CHECK(" $log | cut -c1-300 | tee -a "$sum"
+}
+
+knob_checks() {
+    : >"$O/check.txt"
+    for v in $2; do
+        for t in test_vulkan_ops test_vulkan_quant; do matmul_check "$1=$v" $t "$1=$v"; done
+    done
 }

@@ -30,12 +30,7 @@ mkdir -p $M
 sum=$O/summary.txt
 gpu_head "no usable cooperative matrix: every variant is the FMA kernel"
 
-if has check; then
-    : >"$O/check.txt"
-    for v in $VARIANTS; do
-        for t in test_vulkan_ops test_vulkan_quant; do matmul_check "$v" $t LOOM_VK_CM_VARIANT=$v; done
-    done
-fi
+has check && knob_checks LOOM_VK_CM_VARIANT "$VARIANTS"
 
 if has bench; then
     : >"$O/bench.txt"
