@@ -64,7 +64,7 @@ add_test(NAME err_vulkan_cm_variant_unknown COMMAND ${LOOM_EXPECT} --rc 1
          -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
 set_tests_properties(err_vulkan_cm_variant_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_CM_VARIANT=bogus")
 add_test(NAME vulkan_gemv_q_unknown COMMAND ${LOOM_EXPECT}
-         --match "LOOM_VK_GEMV_Q=dp3 is not one of old, blk, blk1, blk2, blk4, dp, dp1, dp2, dp4, dpa; using old\n.*on vulkan"
+         --match "LOOM_VK_GEMV_Q=dp3 is not one of old, qb, blk, blk1, blk2, blk4, dp, dp1, dp2, dp4, dpa; using old\n.*on vulkan"
          -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
 set_tests_properties(vulkan_gemv_q_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_GEMV_Q=dp3")
 # A bad device index is one clear error, not a crash.

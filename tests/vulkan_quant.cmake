@@ -8,8 +8,9 @@ endif()
 loom_unit_test(test_vulkan_quant WRAP ${LOOM_VK_VALIDATE})
 set_tests_properties(test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 # The decode GEMV cases (`test_vulkan_quant gemv`: the work split's edge shapes, the fusions) under a
-# forced LOOM_VK_GEMV_Q: the default picks matvec_qb.comp with 4 rows for the 32-weight block types
-# and matvec.comp for the rest at these small shapes (vk_record.c's qb_rows_default), so `old`
+# forced LOOM_VK_GEMV_Q: lavapipe's default (a CPU device: a GPU with integer dot products takes
+# matvec_dp.comp with 2 rows for most types, vk_device.c) picks matvec_qb.comp with 4 rows for the
+# 32-weight block types and matvec.comp for the rest at these small shapes (qb_rows_default), so `old`
 # runs matvec.comp on every type and `blk4` matvec_qb.comp on the first four (Q8_0, Q4_0, Q4_K,
 # Q6_K: Q4_K/Q6_K take it by default only on matrices of 16M weights or more; the rows loop does
 # not depend on the block decoder). blk1/blk2 (passing, ~90 / 211 s with cold caches on the 2-core

@@ -797,7 +797,14 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         d->cm_variant = vk_cm_variant_default(d);
         d->cm_min_m = 128;
     }
-    d->cm_qtile = env_flag("LOOM_VK_CM_QTILE");
+    /* LOOM_VK_CM_QTILE: quantised prefill weights dequantised in the sg64 tile loads (vk_record.c).
+     * Unset: on where there are cooperative matrices, for every block type but IQ4_NL / IQ4_XS (H100,
+     * 2026-12-06, pp512: llama-7b Q4_0 4,525 -> 8,381 t/s, Q4_K_M 4,450 -> 7,272; llama-1.1b within
+     * -9%..+7% of the f16 copy per type, but IQ4 -38%; docs/benchmarks.md); elsewhere matmul_q.comp
+     * dequantises in registers. Set to 1: every type, also without cooperative matrices. */
+    const char *qt = getenv("LOOM_VK_CM_QTILE");
+    d->cm_qtile = qt && *qt ? *qt != '0' : d->coopmat;
+    d->cm_qtile_all = qt && *qt && *qt != '0';
     if (vk_cm2_setup(d, inst, phys) < 0) { /* LOOM_VK_CM2 (vk_cm2.c) */
         vk_dev_close(d);
         return NULL;
@@ -810,18 +817,25 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     d->gemv_loads = gl && (atoi(gl) == 2 || atoi(gl) == 4) ? (uint32_t)atoi(gl) : 0;
     /* LOOM_VK_GEMV_Q: the quantised decode GEMV for every block type, for A/B runs. "blk" (2 rows per
      * invocation), "blk1", "blk2", "blk4": matvec_qb.comp, a block at a time; "old" (unknown values
-     * too, with a line that lists these): matvec.comp. "dp", "dp1", "dp2", "dp4": matvec_dp.comp (x
-     * quantised to 8 bits by quantx.comp, integer dot products) with 4 / 1 / 2 / 4 rows per
+     * too, with a line that lists the values): matvec.comp. "dp", "dp1", "dp2", "dp4": matvec_dp.comp
+     * (x quantised to 8 bits by quantx.comp, integer dot products) with 4 / 1 / 2 / 4 rows per
      * invocation; "dpa": 4, 2 or 1 rows per matrix, the most that leave it 1024 row groups
-     * (vk_record.c); not measured on a GPU yet. Unset: per type and size (vk_record.c's
-     * qb_rows_default). */
+     * (vk_record.c). "qb": the block-at-a-time default of sessions 7-9 (qb_rows_default alone), for
+     * A/B runs. Unset: on a GPU (not a CPU device such as lavapipe, whose tests keep the exact-x
+     * GEMVs) with integer dot products, the 8-bit-x GEMV with 2 rows, which measured fastest of
+     * dp1/dp2/dp4/dpa and than the block-at-a-time one on the H100 (2026-12-06, tg128: llama-7b
+     * Q4_0 159 -> 274 t/s, Q4_K_M 110 -> 237; llama-1.1b Q4_K 379 -> 552, Q5_K 348 -> 511, Q6_K
+     * 389 -> 521, Q4_0 506 -> 556; docs/benchmarks.md); Q8_0 (541 -> 510) and IQ4_NL / IQ4_XS (-2%)
+     * keep their old GEMVs */
     static const struct {
         const char *name;
         uint32_t rows; /* vk_dev.gemv_q */
         bool dp, dpa;
-    } gemv_q_modes[] = {{"old", 0, false, false}, {"blk", 2, false, false}, {"blk1", 1, false, false},
-                        {"blk2", 2, false, false}, {"blk4", 4, false, false}, {"dp", 4, true, false},
-                        {"dp1", 1, true, false}, {"dp2", 2, true, false}, {"dp4", 4, true, false},
+    } gemv_q_modes[] = {{"old", 0, false, false},   {"qb", VK_GEMV_Q_AUTO, false, false},
+                        {"blk", 2, false, false},   {"blk1", 1, false, false},
+                        {"blk2", 2, false, false},  {"blk4", 4, false, false},
+                        {"dp", 4, true, false},     {"dp1", 1, true, false},
+                        {"dp2", 2, true, false},    {"dp4", 4, true, false},
                         {"dpa", 4, true, true}};
     const size_t n_gemv_q = sizeof gemv_q_modes / sizeof gemv_q_modes[0];
     const char *gq = getenv("LOOM_VK_GEMV_Q");
@@ -838,6 +852,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         d->gemv_dp = gemv_q_modes[m].dp;
         d->gemv_dp_auto = gemv_q_modes[m].dpa;
     }
+    d->gemv_dp_default = (!gq || !*gq) && d->idot && d->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU;
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);

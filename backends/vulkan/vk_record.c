@@ -628,11 +628,12 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
      * every tensor-core dispatch): its tile */
     const vk_cmv *cv = cm && d->cm_variant && d->cm_variant < N_CMV && M >= d->cm_min_m ? &cm_variants[d->cm_variant]
                                                                                         : NULL;
-    /* LOOM_VK_CM_QTILE=1 (not the default; unmeasured): a quantised W on the sg64 variant is
+    /* LOOM_VK_CM_QTILE (the default with cooperative matrices): a quantised W on the sg64 variant is
      * dequantised in its tile loads (matmul_cmv.comp W_Q*), no f16 copy and no chunks of rows beyond
      * the binding's; other variants, and matmuls below sg64's cm_min_m rows, keep the f16 copy.
      * Without cooperative matrices: matmul_q.comp's QTILE build (qtile_shader) */
-    bool qtile = quant && !gemv && d->cm_qtile && (cm ? cv && cv->q : true);
+    bool iq4 = w->type == LOOM_IQ4_NL || w->type == LOOM_IQ4_XS;
+    bool qtile = quant && !gemv && d->cm_qtile && (d->cm_qtile_all || !iq4) && (cm ? cv && cv->q : true);
     bool qcopy = cm && quant && !qtile && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
     if (cv && quant && !qcopy && !qtile) cv = NULL; /* LOOM_VK_QCM=tiles: matmul_cm.comp */
     uint64_t tile = big ? 128 : 64, tm = cv ? cv->bm : tile, tn = cv ? cv->bn : tile;
@@ -656,10 +657,12 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     loom_spv_id sh;
     /* the decode GEMV a block at a time (matvec_qb.comp), qb_rows rows per invocation: per type and
      * size by default (qb_rows_default), or as LOOM_VK_GEMV_Q forces */
+    bool dp_def = d->gemv_dp_default && w->type != LOOM_Q8_0 && !iq4; /* the 8-bit-x GEMV, 2 rows (vk_device.c) */
     uint32_t qb_rows = !gemv || !quant || K % 32 != 0      ? 0
-                       : d->gemv_q == VK_GEMV_Q_AUTO ? qb_rows_default(w->type, Nn, K)
-                                                     : d->gemv_q;
-    bool dp = qb_rows && d->gemv_dp;
+                       : d->gemv_q != VK_GEMV_Q_AUTO ? d->gemv_q
+                       : dp_def                      ? 2
+                                                     : qb_rows_default(w->type, Nn, K);
+    bool dp = qb_rows && (d->gemv_dp || (d->gemv_q == VK_GEMV_Q_AUTO && dp_def));
     /* dpa: the most rows per invocation (4, 2, 1) that still leave 1024 row groups to spread over the
      * GPU (a guess for the A/B: blk4 lost at llama-1.1b's 2048-row K-type matrices, won at 7B) */
     if (dp && d->gemv_dp_auto) qb_rows = Nn >= 4096 ? 4 : Nn >= 2048 ? 2 : 1;
