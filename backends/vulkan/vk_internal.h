@@ -157,6 +157,16 @@ void vk_dev_close(vk_dev *d);
 VkInstance vk_instance_new(bool quiet);
 const char *vk_result_str(VkResult r);
 const char *vk_type_str(VkPhysicalDeviceType t);
+/* Whether physical device p offers the device extension `name` (the queries below and vk_dev_open) */
+bool vk_dev_has_ext(VkPhysicalDevice p, const char *name);
+/* The A/B knobs whose values are names (LOOM_VK_GEMV_Q, LOOM_VK_CM_VARIANT, LOOM_VK_CM2) read
+ * them from a table of n structs of `size` bytes whose first member is the name (const char *):
+ * vk_knob_find gives the index of s there (-1: not there); vk_knob_names appends the names, joined
+ * by ", ", to the string in buf (len bytes), for the message that lists the valid values. */
+int vk_knob_find(const void *tab, size_t n, size_t size, const char *s);
+const char *vk_knob_names(char *buf, size_t len, const void *tab, size_t n, size_t size);
+#define VK_KNOB_FIND(tab, n, s) vk_knob_find((tab), (n), sizeof *(tab), (s))
+#define VK_KNOB_NAMES(buf, tab, n) vk_knob_names((buf), sizeof(buf), (tab), (n), sizeof *(tab))
 /* Cooperative matrices of physical device p: true when the extension and feature are there and
  * 16x16x16 f16 x f16 + f32 at subgroup scope is offered (the shape matmul_cm.comp uses); desc
  * (may be NULL) gets the f16 shapes, e.g. "16x16x16 16x8x16 f16->f32", or why not. */
