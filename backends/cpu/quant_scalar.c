@@ -84,7 +84,7 @@ typedef struct qmm_task {
 static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
     (void)ith;
     const qmm_task *t = arg;
-    if (t->gemv && ((t->wt != LOOM_Q4_K && t->wt != LOOM_Q6_K) || cpu_qgemv_knew())) { /* M = 1: fused and vectorised */
+    if (t->gemv && t->wt != LOOM_Q4_K && t->wt != LOOM_Q6_K) { /* M = 1: fused and vectorised */
         cpu_qgemv_prep(t->wt, t->x, t->K, t->xp);
         return;
     }
