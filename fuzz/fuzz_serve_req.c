@@ -1,5 +1,6 @@
 /* fuzz_serve_req: arbitrary bytes as a loom serve request body (tools/serve_req.c). Byte 0 bit 0
- * picks /v1/chat/completions or /v1/completions (bit 1: the tool convention, Hermes or Llama 3);
+ * picks /v1/chat/completions or /v1/completions (bits 1-2: the tool convention, Hermes, Llama 3 or
+ * Mistral's [TOOL_CALLS] list);
  * the rest is the body. Checked beyond memory
  * safety: a refused body always has a message; an accepted one has its input (messages with a
  * user turn, or a prompt) and every field within the documented ranges, tools and tool_choice
@@ -14,7 +15,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     bool chat = data[0] & 1;
-    loom_chat_tools conv = data[0] & 2 ? LOOM_TOOLS_LLAMA31 : LOOM_TOOLS_QWEN3;
+    loom_chat_tools conv = data[0] & 4 ? LOOM_TOOLS_MISTRAL_V3 : data[0] & 2 ? LOOM_TOOLS_LLAMA31 : LOOM_TOOLS_QWEN3;
     /* the body as a reply to scan for tool calls: whole, and as a stream cut at byte data[0] */
     const char *txt = (const char *)data + 1;
     size_t tl = size - 1;

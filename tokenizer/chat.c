@@ -14,10 +14,12 @@ loom_chat_format loom_chat_detect(const char *t, const char *arch, bool has_im_s
         if (strstr(t, "<|start_header_id|>")) return LOOM_CHAT_LLAMA3;
         if (strstr(t, "<start_of_turn>")) return LOOM_CHAT_GEMMA;
         if (strstr(t, "<|assistant|>") && strstr(t, "<|end|>")) return LOOM_CHAT_PHI3;
-        /* [INST]: Llama 2's (<<SYS>> inside the first turn) unless the family is Mistral's */
+        /* [INST]: Llama 2's (<<SYS>> inside the first turn) unless the family is Mistral's or the
+         * template has Mistral's tool tokens (a GGUF of Mistral 7B v0.3 says its family is "llama") */
         if (strstr(t, "[INST]"))
-            return !strstr(t, "<<SYS>>") && loom_chat_format_from_name(arch) == LOOM_CHAT_MISTRAL ? LOOM_CHAT_MISTRAL
-                                                                                             : LOOM_CHAT_LLAMA2;
+            return !strstr(t, "<<SYS>>") && (loom_chat_format_from_name(arch) == LOOM_CHAT_MISTRAL || strstr(t, "[TOOL_CALLS]"))
+                       ? LOOM_CHAT_MISTRAL
+                       : LOOM_CHAT_LLAMA2;
     }
     if (has_im_start) return LOOM_CHAT_CHATML;
     if (has_header_tokens) return LOOM_CHAT_LLAMA3;
@@ -145,6 +147,8 @@ static char *render_hermes(const loom_chat_tools_conv *c, const loom_chat_turn *
                            size_t n_tools, const char *reply_prefix);
 static char *render_llama3(const loom_chat_tools_conv *c, const loom_chat_turn *msgs, size_t n, const char *const *tools,
                            size_t n_tools, const char *reply_prefix);
+static char *render_mistral(const loom_chat_tools_conv *c, const loom_chat_turn *msgs, size_t n, const char *const *tools,
+                            size_t n_tools, const char *reply_prefix);
 
 static const loom_chat_tools_conv CONVS[LOOM_TOOLS_COUNT] = {
     [LOOM_TOOLS_QWEN3] = {.name = "qwen3", .format = LOOM_CHAT_CHATML, .call_open = "<tool_call>", .call_close = "</tool_call>",
@@ -160,6 +164,12 @@ static const loom_chat_tools_conv CONVS[LOOM_TOOLS_COUNT] = {
     [LOOM_TOOLS_LLAMA32] = {.name = "llama3.2", .format = LOOM_CHAT_LLAMA3, .call_open = "<|python_tag|>", .bare_json = true,
                             .required_prefix = "{\"name\": \"", .named_prefix = "{\"name\": \"%s\", \"parameters\": ",
                             .max_calls_per_message = 1, .render = render_llama3},
+    [LOOM_TOOLS_MISTRAL_V3] = {.name = "mistral-v3", .format = LOOM_CHAT_MISTRAL, .call_open = "[TOOL_CALLS]", .call_list = true,
+                               .id_len = 9, .required_prefix = "[TOOL_CALLS] [",
+                               .named_prefix = "[TOOL_CALLS] [{\"name\": \"%s\", \"arguments\": ", .render = render_mistral},
+    [LOOM_TOOLS_MISTRAL_NEMO] = {.name = "mistral-nemo", .format = LOOM_CHAT_MISTRAL, .call_open = "[TOOL_CALLS]", .call_list = true,
+                                 .id_len = 9, .required_prefix = "[TOOL_CALLS][",
+                                 .named_prefix = "[TOOL_CALLS][{\"name\": \"%s\", \"arguments\": ", .render = render_mistral},
 };
 
 const loom_chat_tools_conv *loom_chat_tools_get(loom_chat_tools t) {
@@ -177,6 +187,12 @@ loom_chat_tools loom_chat_tools_detect(const char *t, loom_chat_format f) {
     if (f == LOOM_CHAT_CHATML && strstr(t, "<tool_call>"))
         return strstr(t, CONVS[LOOM_TOOLS_QWEN25].default_system) ? LOOM_TOOLS_QWEN25 : LOOM_TOOLS_QWEN3;
     if (f == LOOM_CHAT_LLAMA3 && strstr(t, "ipython")) return strstr(t, "strftime_now") ? LOOM_TOOLS_LLAMA32 : LOOM_TOOLS_LLAMA31;
+    /* Mistral's v3 templates (the [INST] turns may have been taken for Llama 2's when the family is
+     * not known as Mistral's: a GGUF of Mistral 7B says "llama") */
+    if ((f == LOOM_CHAT_MISTRAL || f == LOOM_CHAT_LLAMA2) && strstr(t, "[AVAILABLE_TOOLS]")) {
+        if (strstr(t, "\"[TOOL_CALLS] [\"") && strstr(t, "'[TOOL_RESULTS] {\"content\": '")) return LOOM_TOOLS_MISTRAL_V3;
+        if (strstr(t, "\"[TOOL_CALLS][\"") && strstr(t, "'[TOOL_RESULTS]{\"content\": '")) return LOOM_TOOLS_MISTRAL_NEMO;
+    }
     return LOOM_TOOLS_NONE;
 }
 
@@ -430,6 +446,231 @@ static char *render_llama3(const loom_chat_tools_conv *c, const loom_chat_turn *
         t = NULL;
     }
     if (!open && append(&out, &len, fmt(L3_HEAD("assistant") "%s", reply_prefix ? reply_prefix : "")) < 0) goto oom;
+    return out;
+oom:
+    free(t);
+    free(out);
+    return loom_err_null("chat: out of memory");
+}
+
+/* ---- Mistral v3 tool calling ------------------------------------------------------------------ */
+/* Where the JSON value at s[i] (well-formed, as json.dumps writes it) ends. */
+static size_t json_skip(const char *s, size_t i) {
+    int depth = 0;
+    bool str = false;
+    for (; s[i]; i++) {
+        char ch = s[i];
+        if (str) {
+            if (ch == '\\' && s[i + 1]) i++;
+            else if (ch == '"') {
+                str = false;
+                if (!depth) return i + 1;
+            }
+        } else if (!depth && (ch == ',' || ch == '}' || ch == ']' || ch == ':' || blank(ch))) {
+            return i; /* a number, true, false or null ends */
+        } else if (ch == '"') {
+            str = true;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            if (--depth <= 0) return i + 1;
+        }
+    }
+    return i;
+}
+
+static int hexval(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static unsigned hex4(const char *p) {
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        int h = hexval(p[k]);
+        if (h < 0) return 0xFFFFFFFFu;
+        v = v * 16 + (unsigned)h;
+    }
+    return v;
+}
+
+/* The JSON string s[0..n) (quotes included) as its text: a malloc'd copy. */
+static char *json_unquote(const char *s, size_t n) {
+    char *o = malloc(n * 2 + 1), *w = o;
+    if (!o) return NULL;
+    for (size_t i = 1; i + 1 < n; i++) {
+        if (s[i] != '\\') {
+            *w++ = s[i];
+            continue;
+        }
+        char e = s[++i];
+        unsigned cp = 0;
+        switch (e) {
+        case 'n': *w++ = '\n'; continue;
+        case 't': *w++ = '\t'; continue;
+        case 'r': *w++ = '\r'; continue;
+        case 'b': *w++ = '\b'; continue;
+        case 'f': *w++ = '\f'; continue;
+        case 'u':
+            if (i + 4 >= n || (cp = hex4(s + i + 1)) > 0xFFFF) break;
+            i += 4;
+            if (cp >= 0xD800 && cp < 0xDC00 && i + 6 < n && s[i + 1] == '\\' && s[i + 2] == 'u') {
+                unsigned lo = hex4(s + i + 3);
+                if (lo >= 0xDC00 && lo < 0xE000) {
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    i += 6;
+                }
+            }
+            if (cp < 0x80) *w++ = (char)cp;
+            else if (cp < 0x800) *w++ = (char)(0xC0 | cp >> 6), *w++ = (char)(0x80 | (cp & 0x3F));
+            else if (cp < 0x10000)
+                *w++ = (char)(0xE0 | cp >> 12), *w++ = (char)(0x80 | ((cp >> 6) & 0x3F)), *w++ = (char)(0x80 | (cp & 0x3F));
+            else
+                *w++ = (char)(0xF0 | cp >> 18), *w++ = (char)(0x80 | ((cp >> 12) & 0x3F)), *w++ = (char)(0x80 | ((cp >> 6) & 0x3F)),
+                *w++ = (char)(0x80 | (cp & 0x3F));
+            continue;
+        default: *w++ = e; continue; /* \" \\ \/ */
+        }
+        *w++ = 'u'; /* a bad \u escape: kept as it was written */
+    }
+    *w = 0;
+    return o;
+}
+
+/* One tool as the v3 template writes it: {"type": "function", "function": {...}} with the function's
+ * fields in their order ("return" left out), string values written raw between quotes (not
+ * escaped: the template concatenates them), the others as tojson. tool is json.dumps text. */
+static char *mistral_tool(const char *tool) {
+    size_t i = 0, len = 0;
+    while (blank(tool[i]) || tool[i] == '{') i++;
+    while (tool[i] == '"') { /* the definition's "function" member */
+        size_t ke = json_skip(tool, i), vb = ke;
+        while (blank(tool[vb]) || tool[vb] == ':') vb++;
+        if (ke - i == 10 && !memcmp(tool + i, "\"function\"", 10) && tool[vb] == '{') {
+            i = vb + 1;
+            break;
+        }
+        i = json_skip(tool, vb);
+        while (blank(tool[i]) || tool[i] == ',') i++;
+    }
+    char *out = fmt("{\"type\": \"function\", \"function\": {");
+    if (!out) return NULL;
+    len = strlen(out);
+    bool first = true;
+    while (tool[i] && tool[i] != '}') {
+        while (blank(tool[i]) || tool[i] == ',') i++;
+        if (tool[i] != '"') break;
+        size_t ke = json_skip(tool, i), vb = ke;
+        while (blank(tool[vb]) || tool[vb] == ':') vb++;
+        size_t ve = json_skip(tool, vb);
+        char *key = json_unquote(tool + i, ke - i), *val = NULL;
+        if (!key) goto oom;
+        if (strcmp(key, "return")) {
+            if (tool[vb] == '"') {
+                if (!(val = json_unquote(tool + vb, ve - vb))) {
+                    free(key);
+                    goto oom;
+                }
+            }
+            if (append(&out, &len, val ? fmt("%s\"%s\": \"%s\"", first ? "" : ", ", key, val)
+                                       : fmt("%s\"%s\": %.*s", first ? "" : ", ", key, (int)(ve - vb), tool + vb)) < 0) {
+                free(key);
+                free(val);
+                goto oom;
+            }
+            first = false;
+        }
+        free(key);
+        free(val);
+        i = ve;
+    }
+    if (append(&out, &len, fmt("}}")) < 0) goto oom;
+    return out;
+oom:
+    free(out);
+    return NULL;
+}
+
+static bool mistral_id(const char *id, int n) {
+    int k = 0;
+    for (; id && id[k]; k++)
+        if (!((id[k] >= '0' && id[k] <= '9') || (id[k] >= 'a' && id[k] <= 'z') || (id[k] >= 'A' && id[k] <= 'Z'))) return false;
+    return id && k == n;
+}
+
+/* Mistral 7B Instruct v0.3's and Mistral Nemo's templates (tests/fixtures/chat-tools has them and
+ * the prompts jinja2 renders); they differ in the spaces (sp). */
+static char *render_mistral(const loom_chat_tools_conv *c, const loom_chat_turn *msgs, size_t n, const char *const *tools,
+                            size_t n_tools, const char *reply_prefix) {
+    bool sp = c == &CONVS[LOOM_TOOLS_MISTRAL_V3];
+    bool sys0 = n > 0 && !strcmp(msgs[0].role, "system");
+    size_t i0 = sys0 ? 1 : 0, last_user = 0, len = 0;
+    int alt = 0; /* the template's check: user and assistant turns alternate, calls and results aside */
+    for (size_t i = i0; i < n; i++) {
+        const loom_chat_turn *m = &msgs[i];
+        if (!strcmp(m->role, "system"))
+            return loom_err_null("chat: message %zu is a system message; %s's template takes one, first", i, c->name);
+        if (!strcmp(m->role, "user")) last_user = i;
+        for (int k = 0; k < m->n_calls; k++)
+            if (!mistral_id(m->calls[k].id, c->id_len))
+                return loom_err_null("chat: message %zu: tool call id '%.40s' is not %d letters or digits, as %s's template "
+                                     "requires (send back the ids loom returned)",
+                                     i, m->calls[k].id ? m->calls[k].id : "", c->id_len, c->name);
+        if (!strcmp(m->role, "tool") && !mistral_id(m->call_id, c->id_len))
+            return loom_err_null("chat: message %zu: tool_call_id '%.40s' is not %d letters or digits, as %s's template "
+                                 "requires (send back the ids loom returned)",
+                                 i, m->call_id ? m->call_id : "", c->id_len, c->name);
+        if (strcmp(m->role, "tool") && !m->n_calls) {
+            if (!strcmp(m->role, "user") != (alt % 2 == 0))
+                return loom_err_null("chat: message %zu: after the optional system message, %s's template wants user and "
+                                     "assistant messages in turn (tool calls and results aside)",
+                                     i, c->name);
+            alt++;
+        }
+    }
+    char *out = calloc(1, 1), *t = NULL;
+    if (!out) goto oom;
+    bool open = false; /* the last message is an assistant's reply to continue */
+    for (size_t i = i0; i < n; i++) {
+        const loom_chat_turn *m = &msgs[i];
+        bool last = i + 1 == n;
+        if (!strcmp(m->role, "user")) {
+            /* the tools go before the last user message (and, as the template compares messages, an
+             * earlier one just like it) */
+            if (n_tools && !strcmp(m->content, msgs[last_user].content)) {
+                if (append(&out, &len, fmt("[AVAILABLE_TOOLS]%s[", sp ? " " : "")) < 0) goto oom;
+                for (size_t k = 0; k < n_tools; k++)
+                    if (append(&out, &len, mistral_tool(tools[k])) < 0 || append(&out, &len, fmt("%s", k + 1 < n_tools ? ", " : "]")) < 0)
+                        goto oom;
+                if (append(&out, &len, fmt("[/AVAILABLE_TOOLS]")) < 0) goto oom;
+            }
+            bool sys = last && sys0;
+            if (append(&out, &len, fmt("[INST]%s%s%s%s[/INST]", sp ? " " : "", sys ? msgs[0].content : "", sys ? "\n\n" : "",
+                                       m->content)) < 0)
+                goto oom;
+        } else if (m->n_calls) { /* the content is not shown */
+            if (append(&out, &len, fmt("[TOOL_CALLS]%s[", sp ? " " : "")) < 0) goto oom;
+            for (int k = 0; k < m->n_calls; k++) {
+                if (!(t = json_string(m->calls[k].name)) ||
+                    append(&out, &len, fmt("{\"name\": %s, \"arguments\": %s, \"id\": \"%s\"}%s", t, m->calls[k].arguments,
+                                           m->calls[k].id, k + 1 < m->n_calls ? ", " : "]</s>")) < 0)
+                    goto oom;
+                free(t);
+                t = NULL;
+            }
+        } else if (!strcmp(m->role, "assistant")) {
+            open = last;
+            if (!(t = sp ? trimmed(m->content) : fmt("%s", m->content)) ||
+                append(&out, &len, fmt("%s%s%s", sp ? " " : "", t, open ? "" : "</s>")) < 0)
+                goto oom;
+            free(t);
+            t = NULL;
+        } else { /* a result: its text as it is (the template's `content|string`), not JSON-quoted */
+            if (append(&out, &len, fmt("[TOOL_RESULTS]%s{\"content\": %s, \"call_id\": \"%s\"}[/TOOL_RESULTS]", sp ? " " : "",
+                                       m->content, m->call_id)) < 0)
+                goto oom;
+        }
+    }
+    if (!open && reply_prefix && append(&out, &len, fmt("%s", reply_prefix)) < 0) goto oom;
     return out;
 oom:
     free(t);

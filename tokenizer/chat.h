@@ -59,19 +59,29 @@ char *loom_chat_render(loom_chat_format f, const loom_chat_message *msgs, size_t
  *     knowledge/today dates, the tools (json.dumps indent 4) and an instruction go into the first
  *     user message, a call is a bare {"name": ..., "parameters": {...}} (maybe after
  *     <|python_tag|>), one per assistant message, results are `ipython` turns (as JSON strings).
- *     3.1 / 3.3's templates date the system turn "26 Jul 2024"; 3.2's with today's date. */
+ *     3.1 / 3.3's templates date the system turn "26 Jul 2024"; 3.2's with today's date.
+ *   - Mistral's "v3" tool calling (Mistral 7B Instruct v0.3, Mistral Nemo, Mistral Large 2407):
+ *     [INST] turns, the tools as one JSON list in [AVAILABLE_TOOLS]...[/AVAILABLE_TOOLS] before the
+ *     last user message, the system message in front of the last message when that is a user's
+ *     (nowhere otherwise), calls as [TOOL_CALLS] followed by a JSON list of {"name", "arguments",
+ *     "id"}, results as [TOOL_RESULTS] {"content": ..., "call_id": ...}[/TOOL_RESULTS]; call ids
+ *     are 9 letters or digits. v0.3's template puts a space after [INST], [TOOL_CALLS],
+ *     [AVAILABLE_TOOLS], [TOOL_RESULTS] and before a trimmed reply; Nemo's (tekken) puts none. */
 typedef enum loom_chat_tools {
     LOOM_TOOLS_NONE,    /* the format has no tool convention loom knows */
     LOOM_TOOLS_QWEN3,   /* Qwen3's template (also Hermes-style ChatML templates without Qwen2.5's default system) */
     LOOM_TOOLS_QWEN25,  /* Qwen2.5's: "You are Qwen, created by Alibaba Cloud. ..." when there is no system message */
     LOOM_TOOLS_LLAMA31, /* Llama 3.1 / 3.3 Instruct's template: "Today Date: 26 Jul 2024" */
     LOOM_TOOLS_LLAMA32, /* Llama 3.2 Instruct's: today's date (strftime_now), LOOM_CHAT_DATE overrides it */
+    LOOM_TOOLS_MISTRAL_V3,   /* Mistral 7B Instruct v0.3's template ("[INST] ", "[TOOL_CALLS] [") */
+    LOOM_TOOLS_MISTRAL_NEMO, /* Mistral Nemo Instruct 2407's ("[INST]", "[TOOL_CALLS][", no spaces) */
     LOOM_TOOLS_COUNT
 } loom_chat_tools;
 
 struct loom_chat_turn;
 typedef struct loom_chat_tools_conv {
-    const char *name;            /* --chat-format name: "qwen3", "qwen2.5", "llama3.1", "llama3.2" */
+    const char *name;            /* --chat-format name: "qwen3", "qwen2.5", "llama3.1", "llama3.2", "mistral-v3",
+                                  * "mistral-nemo" */
     loom_chat_format format;     /* the turn format it goes with */
     /* a call in a reply: it starts with call_open (may be NULL) or, when bare_json, with a JSON
      * object whose first key is "name" (or "type"); it ends with call_close, or (NULL) where its
@@ -79,6 +89,8 @@ typedef struct loom_chat_tools_conv {
      * object "arguments" or "parameters". */
     const char *call_open, *call_close;
     bool bare_json;
+    bool call_list;              /* Mistral: call_open is followed by a JSON list of calls (no call_close) */
+    int id_len;                  /* call ids must be this many ASCII letters and digits (0: any id) */
     const char *required_prefix; /* the reply is started with this for tool_choice "required" */
     const char *named_prefix;    /* ... and with this (%s: the function) for a named tool_choice */
     int max_calls_per_message;   /* an assistant message sent back with more is refused (0: no limit) */
@@ -98,14 +110,18 @@ loom_chat_tools loom_chat_tools_from_name(const char *name);
 /* The tool convention of turn format f whose Jinja template is template_str (may be NULL): a
  * ChatML template that writes <tool_call> is Hermes-style (Qwen2.5's when it carries Qwen2.5's
  * default system message); a Llama 3 template that knows the `ipython` role is Llama 3.1's JSON
- * tool calling (3.2's when it dates the system turn with strftime_now); anything else has none
- * (Llama 3.0's template among them). */
+ * tool calling (3.2's when it dates the system turn with strftime_now); an [INST] template (Mistral
+ * or Llama 2 turns) that writes [TOOL_CALLS] followed by a JSON list and [TOOL_RESULTS] {"content":
+ * is Mistral's v3 (v0.3's with the spaces, Nemo's without); anything else has none (Llama 3.0's
+ * template among them, and Mistral's newer [TOOL_CALLS]name[ARGS]{...} templates: Small 3.2,
+ * Ministral 3, Devstral). */
 loom_chat_tools loom_chat_tools_detect(const char *template_str, loom_chat_format f);
-const char *loom_chat_tools_name(loom_chat_tools t); /* "none", "qwen3", "qwen2.5", "llama3.1", "llama3.2" */
+const char *loom_chat_tools_name(loom_chat_tools t); /* "none", "qwen3", "qwen2.5", "llama3.1", "llama3.2", ... */
 
 typedef struct loom_chat_call {
     const char *name;
     const char *arguments; /* JSON text, written into the prompt as it is */
+    const char *id;        /* the call's id (NULL: none; Mistral's template needs one) */
 } loom_chat_call;
 
 typedef struct loom_chat_turn {
@@ -113,6 +129,7 @@ typedef struct loom_chat_turn {
     const char *content; /* "" when none (an assistant turn that only calls tools) */
     const loom_chat_call *calls; /* an assistant turn's tool calls */
     int n_calls;
+    const char *call_id;         /* a tool message's tool_call_id (NULL: none; Mistral's template needs one) */
 } loom_chat_turn;
 
 /* A conversation with tools in convention t: tools[] are the tool definitions as JSON text,
@@ -121,7 +138,9 @@ typedef struct loom_chat_turn {
  * assistant's turn opened (or inside the last message when it is an assistant's without calls, to
  * continue it), then reply_prefix (may be NULL): text put in the model's mouth, e.g.
  * "<tool_call>\n" to make it call a tool. NULL with an error for LOOM_TOOLS_NONE, a bad role, no
- * user message, or more calls in one assistant message than the convention takes. */
+ * user message, more calls in one assistant message than the convention takes, or (Mistral) a call
+ * id that is not 9 letters or digits, or turns that do not alternate user / assistant (leaving
+ * calls and results aside) as the template requires. */
 char *loom_chat_render_tools(loom_chat_tools t, const loom_chat_turn *msgs, size_t n, const char *const *tools,
                              size_t n_tools, const char *reply_prefix);
 

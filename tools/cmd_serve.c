@@ -129,9 +129,23 @@ static bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c ==
 /* Whether a request's reply is scanned for tool calls. */
 static bool wants_calls(const serve_req *r) { return r->chat && r->n_tools && r->tool_choice != SERVE_TOOLS_NONE; }
 
-static void call_id(char *out, size_t n, const char *id, int choice, int k) {
+/* Call k of choice `choice` in completion `id`: call_<id>_<choice>_<k>, or where the convention's
+ * template takes ids of id_len letters and digits (Mistral: 9), that many drawn from a hash of the
+ * same and the server's start time (the completion ids restart with the server). */
+static void call_id(const server *sv, char *out, size_t n, const char *id, int choice, int k) {
+    const loom_chat_tools_conv *cv = loom_chat_tools_get(sv->tools);
     const char *dash = strrchr(id, '-');
     snprintf(out, n, "call_%s_%d_%d", dash ? dash + 1 : id, choice, k);
+    if (!cv || !cv->id_len || n <= (size_t)cv->id_len) return;
+    static const char ALNUM[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)sv->t_start; /* FNV-1a */
+    for (const char *p = out; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    for (int i = 0; i < cv->id_len; i++) {
+        h ^= h >> 29; /* each character from the mixed hash's remainder */
+        h *= 0xbf58476d1ce4e5b9ull;
+        out[i] = ALNUM[(h >> 32) % 62];
+    }
+    out[cv->id_len] = 0;
 }
 
 static cJSON *tool_call_json(const serve_tool_call *c, const char *id, int index) {
@@ -215,7 +229,7 @@ static int emit_choice(stream_ctx *s, int i, const char *text, size_t n, const c
  * arguments (whole: a call is sent once its </tool_call> is in). */
 static int emit_call(stream_ctx *s, int i, const serve_tool_call *call) {
     char id[80];
-    call_id(id, sizeof id, s->id, i, s->n_calls[i]);
+    call_id(s->sv, id, sizeof id, s->id, i, s->n_calls[i]);
     for (int part = 0; part < 2; part++) {
         cJSON *o = chunk_head(s), *arr = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
         cJSON_AddItemToArray(arr, c);
@@ -387,7 +401,7 @@ static enum MHD_Result send_completion(server *sv, struct MHD_Connection *c, ser
                 cJSON *calls = cJSON_AddArrayToObject(m, "tool_calls");
                 for (int k = 0; k < tr.n_calls; k++) {
                     char cid[80];
-                    call_id(cid, sizeof cid, id, i, k);
+                    call_id(sv, cid, sizeof cid, id, i, k);
                     cJSON_AddItemToArray(calls, tool_call_json(&tr.calls[k], cid, -1));
                 }
                 if (!strcmp(finish, "stop")) finish = "tool_calls";
@@ -477,7 +491,8 @@ static int tokenize_job(server *sv, serve_job *j, char *err, size_t err_len) {
         if (tools && sv->tools == LOOM_TOOLS_NONE) {
             snprintf(err, err_len,
                      "model %s's chat format (%s) has no tool calls: loom renders tools for Qwen2.5 / Qwen3-style "
-                     "(Hermes) and Llama 3.1+ (JSON, ipython) chat templates (see loom serve --chat-format)",
+                     "(Hermes), Llama 3.1+ (JSON, ipython) and Mistral v0.3 / Nemo ([TOOL_CALLS]) chat templates (see "
+                     "loom serve --chat-format)",
                      sv->name, loom_chat_format_name(sv->fmt));
             return 400;
         }
@@ -488,6 +503,9 @@ static int tokenize_job(server *sv, serve_job *j, char *err, size_t err_len) {
             if (r->tool_choice == SERVE_TOOLS_NAMED) /* the name is checked: letters, digits, _-. */
                 snprintf(prefix, sizeof prefix, cv->named_prefix, r->tool_choice_name);
             bool listed = r->tool_choice != SERVE_TOOLS_NONE;
+            /* Mistral's [TOOL_CALLS] is a control token in its vocabularies: the reply keeps its text */
+            int32_t mark = cv->call_list ? loom_tokenizer_find(sv->tok, cv->call_open, strlen(cv->call_open)) : -1;
+            if (listed && r->n_tools && mark >= 0 && loom_tokenizer_is_special(sv->tok, mark)) j->keep_token = mark;
             text = loom_chat_render_tools(sv->tools, r->msgs, (size_t)r->n_msgs, (const char *const *)r->tools,
                                           listed ? (size_t)r->n_tools : 0, prefix);
             /* the reply starts with the prefix: it is put in each choice's text, where the calls are looked for */
@@ -770,9 +788,9 @@ int cmd_serve(int argc, char **argv) {
          .type = LOOM_OPT_STR,
          .arg = "NAME",
          .help = "chat turns and tool calls: qwen3, qwen2.5 (ChatML with Hermes-style tool\n"
-                 "calls), llama3.1, llama3.2 (Llama 3 turns with JSON tool calls), chatml,\n"
-                 "llama2, llama3, gemma, phi3, mistral, none (default: from the model's chat\n"
-                 "template)",
+                 "calls), llama3.1, llama3.2 (Llama 3 turns with JSON tool calls), mistral-v3,\n"
+                 "mistral-nemo (Mistral 7B v0.3's / Nemo's [TOOL_CALLS]), chatml, llama2,\n"
+                 "llama3, gemma, phi3, mistral, none (default: from the model's chat template)",
          .dst = &chat_format},
         {.names = "--verbose", .type = LOOM_OPT_FLAG, .help = "log each request (and its prompt) on stderr", .dst = &verbose},
         LOOM_OPT_HEADING("(--ctx is the KV cache shared by all sequences; default parallel x --seq-ctx)"),
@@ -806,8 +824,8 @@ int cmd_serve(int argc, char **argv) {
         tools = loom_chat_tools_from_name(chat_format);
         fmt = tools != LOOM_TOOLS_NONE ? loom_chat_tools_get(tools)->format : loom_chat_format_from_name(chat_format);
         if (tools == LOOM_TOOLS_NONE && strcmp(chat_format, loom_chat_format_name(fmt))) {
-            fprintf(stderr, "loom serve: --chat-format '%s' is not a chat format (qwen3, qwen2.5, llama3.1, llama3.2, chatml, "
-                            "llama2, llama3, gemma, phi3, mistral, none)\n", chat_format);
+            fprintf(stderr, "loom serve: --chat-format '%s' is not a chat format (qwen3, qwen2.5, llama3.1, llama3.2, "
+                            "mistral-v3, mistral-nemo, chatml, llama2, llama3, gemma, phi3, mistral, none)\n", chat_format);
             goto done;
         }
     }

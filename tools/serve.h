@@ -1,6 +1,6 @@
 /* loom serve (docs/serving.md): an OpenAI-style HTTP server with continuous batching.
  *   serve_req.c     request bodies -> serve_req (JSON parsing and validation; no HTTP, fuzzed)
- *   serve_tools.c   tool calls in a reply (Hermes or Llama 3 style), whole or as it streams (fuzzed)
+ *   serve_tools.c   tool calls in a reply (Hermes, Llama 3 or Mistral style), whole or as it streams (fuzzed)
  *   serve_engine.c  the scheduler thread: admits requests into the running batch between decode
  *                   steps, samples, applies stop rules and hands text to each request
  *   cmd_serve.c     options, the HTTP side (libmicrohttpd), responses, /metrics */
@@ -62,7 +62,8 @@ char *serve_json_py(const struct cJSON *v);
 /* ---- tool calls in a reply (serve_tools.c) ---------------------------------------------------
  * In the model's convention t (loom_chat_tools_conv): Hermes style (Qwen2.5 / Qwen3)
  * <tool_call>{"name": NAME, "arguments": {...}}</tool_call>, or Llama 3.1+'s bare
- * {"name": NAME, "parameters": {...}} (maybe after <|python_tag|>, several separated by ';'). */
+ * {"name": NAME, "parameters": {...}} (maybe after <|python_tag|>, several separated by ';'), or
+ * Mistral's [TOOL_CALLS] [{"name": NAME, "arguments": {...}}, ...] (v0.3 / Nemo). */
 typedef struct serve_tool_call {
     char *name;
     char *arguments; /* the arguments object as compact JSON text (OpenAI's "arguments" string) */
@@ -70,7 +71,8 @@ typedef struct serve_tool_call {
 
 /* Scan text[from..len) of a reply. Returns 1 when a well-formed call follows the content
  * text[from..*content_end): the call is in *call (malloc'd strings) and *resume is past its
- * end (</tool_call>; Llama: its JSON object and a ';' after it). Returns 0 when
+ * end (</tool_call>; Llama: its JSON object and a ';' after it; Mistral: the ',' after it in its
+ * list, where the next scan picks up the list's next call, or the list's ']'). Returns 0 when
  * text[from..*content_end) is content and nothing more can be said yet (*resume = *content_end):
  * unless final, a tail that may still start a call ("<tool_call>", "{\"na") and a call not ended
  * yet are held back. A malformed call (bad JSON, no string name) is content, and so is an unended
@@ -110,6 +112,7 @@ typedef struct serve_job {
     int n_prompt;
     int n_cached;            /* prompt tokens found in the prefix cache (not evaluated) */
     int max_tokens;          /* resolved */
+    int32_t keep_token;      /* a control token whose text the reply keeps (Mistral's [TOOL_CALLS]); -1: none */
     serve_choice ch[SERVE_MAX_N];
     int n_done;              /* choices finished */
     bool done, cancelled;    /* done: every choice finished or the job failed */

@@ -82,6 +82,7 @@ serve_job *serve_job_new(void) {
     pthread_cond_init(&j->cv, NULL);
     j->refs = 1;
     j->req.max_tokens = -1;
+    j->keep_token = -1;
     return j;
 }
 
@@ -199,9 +200,15 @@ static void on_token(serve_engine *e, slot *sl, int32_t t, double now) {
     bool stopped = false;
     if (!eog) {
         c->n_gen++;
-        size_t n = 0;
-        const char *p = loom_tokenizer_stream_put(sl->ts, t, &n);
-        size_t from = c->len;
+        size_t n = 0, from = c->len;
+        const char *p;
+        if (t == j->keep_token) { /* a control token the reply keeps (the stream leaves them out) */
+            p = loom_tokenizer_stream_finish(sl->ts, &n); /* bytes held before it, if any */
+            if (p && n) text_append(c, p, n);
+            p = loom_tokenizer_token_text(e->tok, t, &n);
+        } else {
+            p = loom_tokenizer_stream_put(sl->ts, t, &n);
+        }
         if (p && n) text_append(c, p, n);
         stopped = apply_stops(j, c, from);
         j->events++;

@@ -230,10 +230,12 @@ static int parse_tool_calls(perr *e, loom_chat_turn *t, int i, const cJSON *v) {
                         "message %d: a tool call must be {\"id\": STRING, \"type\": \"function\", \"function\": {\"name\": STRING, "
                         "\"arguments\": STRING}}", i);
         char *nm = dup_str(name->valuestring), *a = nm ? call_arguments(e, args) : NULL;
+        char *cid = id && a ? dup_str(id->valuestring) : NULL;
         calls[t->n_calls].name = nm;
         calls[t->n_calls].arguments = a;
+        calls[t->n_calls].id = cid; /* Mistral's template writes it into the prompt */
         t->n_calls++;
-        if (!nm) return fail(e, "messages", "out of memory");
+        if (!nm || (id && a && !cid)) return fail(e, "messages", "out of memory");
         if (!a) return -1;
     }
     return 0;
@@ -272,6 +274,7 @@ static int parse_messages(perr *e, serve_req *r, const cJSON *v) {
         loom_chat_turn *t = &r->msgs[r->n_msgs];
         t->role = !strcmp(rs, "system") ? "system" : !strcmp(rs, "user") ? "user" : assistant ? "assistant" : "tool";
         r->n_msgs++; /* counted now: what is parsed below is freed with the request */
+        if (call_id && !(t->call_id = dup_str(call_id->valuestring))) return fail(e, "messages", "out of memory");
         if (calls && parse_tool_calls(e, t, r->n_msgs - 1, calls) < 0) return -1;
         if (tool || t->n_calls) r->tool_msgs = true;
         if ((!content || cJSON_IsNull(content)) && t->n_calls) { /* an assistant message that only calls tools */
@@ -505,7 +508,9 @@ void serve_req_free(serve_req *r) {
         for (int k = 0; k < r->msgs[i].n_calls; k++) {
             free((char *)r->msgs[i].calls[k].name);
             free((char *)r->msgs[i].calls[k].arguments);
+            free((char *)r->msgs[i].calls[k].id);
         }
+        free((char *)r->msgs[i].call_id);
         free((loom_chat_call *)r->msgs[i].calls);
     }
     free(r->msgs);

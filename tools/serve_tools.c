@@ -1,7 +1,8 @@
 /* Tool calls in a reply (docs/serving.md, "Tool calls"), in the convention the model was trained on
  * (loom_chat_tools_conv, tokenizer/chat.h): Hermes style <tool_call>\n{"name": ..., "arguments":
  * {...}}\n</tool_call> (Qwen2.5 / Qwen3), or Llama 3.1+'s bare {"name": ..., "parameters": {...}}
- * (maybe after <|python_tag|>). The scanner works on a growing text (streaming holds back what may
+ * (maybe after <|python_tag|>), or Mistral's [TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]
+ * (v0.3 / Nemo). The scanner works on a growing text (streaming holds back what may
  * still become a call) and on the whole reply; what is not a well-formed call stays text, so a
  * model's bad JSON never fails the request. */
 #include "tools/serve.h"
@@ -133,9 +134,113 @@ static int parse_call(const char *body, size_t n, serve_tool_call *call) {
     return rc;
 }
 
+/* Mistral: the JSON list after [TOOL_CALLS] at text[b..): 1 when it is complete, its *n elements
+ * at text[eb[k]..ee[k]) (white space trimmed), the ',' after element k at sep[k], *end past its
+ * ']'; 0 when it is not complete yet; -1 when it is not a list (white space, then something else
+ * than '['), an element is empty, or it has more than SERVE_MAX_CALLS elements. */
+static int list_elems(const char *text, size_t len, size_t b, size_t *eb, size_t *ee, size_t *sep, int *n, size_t *end) {
+    size_t i = b;
+    while (i < len && space(text[i])) i++;
+    if (i == len) return 0;
+    if (text[i] != '[') return -1;
+    int depth = 0;
+    bool str = false;
+    size_t start = i + 1;
+    *n = 0;
+    for (; i < len; i++) {
+        char ch = text[i];
+        if (str) {
+            if (ch == '\\') i++;
+            else if (ch == '"') str = false;
+            continue;
+        }
+        bool close = (ch == '}' || ch == ']') && depth == 1;
+        if (ch == '"') str = true;
+        else if (ch == '{' || ch == '[') depth++;
+        else if (ch == '}' || ch == ']') depth--;
+        if (close || (ch == ',' && depth == 1)) { /* an element ends */
+            size_t e0 = start, e1 = i;
+            while (e0 < e1 && space(text[e0])) e0++;
+            while (e1 > e0 && space(text[e1 - 1])) e1--;
+            if (e0 == e1 || *n == SERVE_MAX_CALLS) return -1;
+            eb[*n] = e0, ee[*n] = e1, sep[*n] = i;
+            (*n)++;
+            start = i + 1;
+            if (close) {
+                *end = i + 1;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int parse_call(const char *body, size_t n, serve_tool_call *call);
+
+/* serve_tool_scan for Mistral's [TOOL_CALLS] [{...}, {...}]: the list's calls one scan at a time.
+ * The scan that returns call k (not the last) resumes at the ',' after it; a scan that starts at
+ * such a ',' finds its list by the last [TOOL_CALLS] before it and returns call k + 1. A list with a
+ * malformed element is content as a whole. */
+static int scan_list(const loom_chat_tools_conv *cv, const char *text, size_t len, size_t from, bool final,
+                     size_t *content_end, size_t *resume, serve_tool_call *call) {
+    size_t ol = strlen(cv->call_open), eb[SERVE_MAX_CALLS], ee[SERVE_MAX_CALLS], sep[SERVE_MAX_CALLS], end = 0;
+    int n = 0;
+    /* inside a list: its next call. The list is found as the scans from the start found it: the
+     * first marker, past its list when that is complete, else past the marker, and so on */
+    for (size_t i = 0; from > 0 && from < len && text[from] == ',';) {
+        const char *m = find(text + i, from - i, cv->call_open, ol);
+        if (!m) break;
+        int lr = list_elems(text, len, (size_t)(m - text) + ol, eb, ee, sep, &n, &end);
+        if (lr == 0) break;
+        i = lr < 0 ? (size_t)(m - text) + ol : end;
+        if (lr < 0 || end <= from) continue;
+        for (int k = 0; k + 1 < n; k++)
+            if (sep[k] == from) {
+                int rc = parse_call(text + eb[k + 1], ee[k + 1] - eb[k + 1], call);
+                if (rc < 0) return -1;
+                *content_end = rc ? from : end;
+                *resume = rc && k + 2 < n ? sep[k + 1] : end;
+                return rc;
+            }
+        break;
+    }
+    size_t at = 0, body = 0, keep = 0;
+    if (!call_start(cv, text, len, from, final, &at, &body, &keep)) {
+        *content_end = *resume = len - keep;
+        return 0;
+    }
+    int lr = list_elems(text, len, body, eb, ee, sep, &n, &end);
+    if (lr == 0 && !final) { /* not complete yet: the text before it can go */
+        *content_end = *resume = at;
+        return 0;
+    }
+    if (lr <= 0) { /* never completed: content to the end; not a list: the marker is content */
+        *content_end = *resume = lr == 0 ? len : body;
+        return 0;
+    }
+    serve_tool_call first = {0};
+    for (int k = 0; k < n; k++) { /* every element must be a call; the first one is returned */
+        serve_tool_call c = {0};
+        int rc = parse_call(text + eb[k], ee[k] - eb[k], &c);
+        if (rc <= 0) {
+            serve_tool_call_free(&first);
+            if (rc < 0) return -1;
+            *content_end = *resume = end;
+            return 0;
+        }
+        if (k == 0) first = c;
+        else serve_tool_call_free(&c);
+    }
+    *call = first;
+    *content_end = at;
+    *resume = n > 1 ? sep[0] : end;
+    return 1;
+}
+
 int serve_tool_scan(loom_chat_tools t, const char *text, size_t len, size_t from, bool final, size_t *content_end,
                     size_t *resume, serve_tool_call *call) {
     const loom_chat_tools_conv *cv = loom_chat_tools_get(t);
+    if (cv && cv->call_list) return scan_list(cv, text, len, from, final, content_end, resume, call);
     size_t at = 0, body = 0, keep = 0, body_end, after;
     if (!cv || !call_start(cv, text, len, from, final, &at, &body, &keep)) { /* hold back what may still start a call */
         *content_end = *resume = len - keep;

@@ -12,9 +12,20 @@
 //  - the same for Llama 3.1's JSON tool calling (--chat-format llama3.1): the prompt (token counts of
 //    this script's rendering of the template), bare {"name", "parameters"} calls after text and
 //    separated by ';', plain and streamed, required/named, malformed, a round trip, and two calls
-//    sent back in one message refused (the template takes one) with a 400.
+//    sent back in one message refused (the template takes one) with a 400;
+//  - the same for Mistral 7B v0.3's [TOOL_CALLS] tool calling (--chat-format mistral-v3): the prompt
+//    (token counts of this script's rendering of tests/fixtures/chat-tools/mistral-7b-instruct-v0.3.jinja),
+//    a [TOOL_CALLS] [...] list of two calls with ids of 9 letters or digits, plain and streamed,
+//    required/named, malformed, a round trip with the ids returned, an id of another form refused
+//    (400, as the template refuses it); and on a one-layer model `loom synth` writes with a byte-level
+//    vocabulary in which [TOOL_CALLS] is a control token (as in Mistral's), that the reply keeps the
+//    token's text when it is scanned for calls (plain and streamed) and leaves it out otherwise.
 // usage: node serve_tools.mjs LOOM MODEL
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startServer, post, json, events, check, fail } from './serve_lib.mjs';
 
 const [loom, model] = process.argv.slice(2);
@@ -90,6 +101,26 @@ function llama31(msgs, tl) {
     } else s += head(m.role) + (m.content || '').trim() + '<|eot_id|>';
   }
   return s + head('assistant');
+}
+
+// Mistral 7B Instruct v0.3's chat template (tests/fixtures/chat-tools/mistral-7b-instruct-v0.3.jinja), for these messages
+function mistralV3(msgs, tl) {
+  const sys0 = msgs[0].role === 'system';
+  const loop = sys0 ? msgs.slice(1) : msgs;
+  const lastUser = loop.filter((m) => m.role === 'user').pop();
+  const tool = (t) => '{"type": "function", "function": {' + Object.entries(t.function).filter(([k]) => k !== 'return')
+    .map(([k, v]) => typeof v === 'string' ? `"${k}": "${v}"` : `"${k}": ${py(v)}`).join(', ') + '}}';
+  let s = '';
+  loop.forEach((m, i) => {
+    if (m.role === 'user') {
+      if (tl && tl.length && m.content === lastUser.content) s += '[AVAILABLE_TOOLS] [' + tl.map(tool).join(', ') + '][/AVAILABLE_TOOLS]';
+      s += '[INST] ' + (i === loop.length - 1 && sys0 ? msgs[0].content + '\n\n' : '') + m.content + '[/INST]';
+    } else if (m.tool_calls) {
+      s += '[TOOL_CALLS] [' + m.tool_calls.map((c) => `{"name": "${c.function.name}", "arguments": ${py(JSON.parse(c.function.arguments))}, "id": "${c.id}"}`).join(', ') + ']</s>';
+    } else if (m.role === 'assistant') s += ' ' + m.content.trim() + '</s>';
+    else s += `[TOOL_RESULTS] {"content": ${m.content}, "call_id": "${m.tool_call_id}"}[/TOOL_RESULTS]`;
+  });
+  return s;
 }
 
 const nTokens = (text) => execFileSync(loom, ['tokenize', '-m', model, '--ids', '-p', text], { encoding: 'utf8' }).trim().split(/\s+/).length;
@@ -282,4 +313,103 @@ checkCalls(o.choices[0].message.tool_calls, [['get_weather', { city: 'Oslo' }]],
 s = fromStream(await chat(lnm, { messages: ask, tools, tool_choice: named, stream: true }, 'llama3.1 named streamed'), 'llama3.1 named streamed');
 checkCalls(s[0].calls, [['get_weather', { city: 'Oslo' }]], 'llama3.1 named tool_choice, streamed');
 await lnm.stop();
+// ---- Mistral 7B v0.3: [TOOL_CALLS] [...] ---------------------------------------------------------
+const mv = ['--chat-format', 'mistral-v3'];
+const mq = await startServer(loom, [...common, ...mv]);
+check(/chat format mistral, tool calls mistral-v3/.test(mq.log()), 'mistral-v3: the server says its formats: ' + mq.log());
+o = await chat(mq, { messages: ask, tools }, 'mistral-v3 tools request');
+check(o.usage.prompt_tokens === nTokens(mistralV3(ask, tools)), `mistral-v3 tools prompt: ${o.usage.prompt_tokens} tokens, want ${nTokens(mistralV3(ask, tools))}`);
+const mturns = [...ask, { role: 'assistant', content: null, tool_calls: [
+  { id: 'a1b2c3d4e', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } },
+  { id: 'Z9Y8X7W6V', type: 'function', function: { name: 'get_time', arguments: '{}' } }] },
+  { role: 'tool', tool_call_id: 'a1b2c3d4e', content: '18 "C"' }, { role: 'tool', tool_call_id: 'Z9Y8X7W6V', content: '14:05' }];
+o = await chat(mq, { messages: mturns, tools }, 'mistral-v3 tool results');
+check(o.usage.prompt_tokens === nTokens(mistralV3(mturns, tools)), `mistral-v3 tool-result prompt: ${o.usage.prompt_tokens}, want ${nTokens(mistralV3(mturns, tools))}`);
+o = await chat(mq, { messages: mturns, tools, tool_choice: 'none' }, 'mistral-v3 tool results, tool_choice none');
+check(o.usage.prompt_tokens === nTokens(mistralV3(mturns, null)), `mistral-v3 tool_choice none: ${o.usage.prompt_tokens}`);
+// ids of another form: the template refuses them, so does loom
+r = await post(mq.url, '/v1/chat/completions', { messages: turns, tools, max_tokens: 4 });
+check(r.code === 400 && /9 letters or digits/.test(r.body), `mistral-v3 ids c1, c2: HTTP ${r.code} ${r.body}`);
+await mq.stop();
+
+const mreply = 'Let me check. [TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {"tz": "CET"}}]';
+const mh = await startServer(loom, [...common, ...mv], { LOOM_SERVE_TEST_REPLY: mreply });
+const idForm = (calls, what) => calls.forEach((c) => check(/^[A-Za-z0-9]{9}$/.test(c.id), `${what}: id ${c.id} is not 9 letters or digits`));
+o = await chat(mh, { messages: ask, tools }, 'mistral-v3 calls');
+m = o.choices[0].message;
+checkCalls(m.tool_calls, want, 'mistral-v3 calls');
+idForm(m.tool_calls, 'mistral-v3 calls');
+check(m.content.trim() === 'Let me check.' && o.choices[0].finish_reason === 'tool_calls', 'mistral-v3 content, finish: ' + JSON.stringify(o.choices[0]));
+s = fromStream(await chat(mh, { messages: ask, tools, stream: true }, 'mistral-v3 calls streamed'), 'mistral-v3 calls streamed');
+checkCalls(s[0].calls, want, 'mistral-v3 calls streamed');
+idForm(s[0].calls, 'mistral-v3 calls streamed');
+check(s[0].content.trim() === 'Let me check.' && s[0].finish === 'tool_calls', 'mistral-v3 streamed: ' + JSON.stringify(s[0]));
+o = await chat(mh, { messages: ask, tools, parallel_tool_calls: false, stream: true }, 'mistral-v3 one call');
+checkCalls(fromStream(o, 'mistral-v3 one')[0].calls, want.slice(0, 1), 'mistral-v3 parallel_tool_calls false, streamed');
+o = await chat(mh, { messages: ask, tools, tool_choice: 'none' }, 'mistral-v3 tool_choice none');
+check(!o.choices[0].message.tool_calls && o.choices[0].message.content.trim() === mreply, 'mistral-v3 tool_choice none: text');
+// round trip: the calls (with the ids loom gave them) and their results go back
+m = (await chat(mh, { messages: ask, tools }, 'mistral-v3 round trip 1')).choices[0].message;
+const mback = [...ask, m, ...m.tool_calls.map((c, i) => ({ role: 'tool', tool_call_id: c.id, content: ['18 C', '14:05'][i] }))];
+o = await chat(mh, { messages: mback, tools }, 'mistral-v3 round trip 2');
+check(o.usage.prompt_tokens === nTokens(mistralV3(mback, tools)), `mistral-v3 round trip prompt: ${o.usage.prompt_tokens}, want ${nTokens(mistralV3(mback, tools))}`);
+await mh.stop();
+
+const mbad = '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": }}]';
+const mb = await startServer(loom, [...common, ...mv], { LOOM_SERVE_TEST_REPLY: mbad });
+o = await chat(mb, { messages: ask, tools }, 'mistral-v3 malformed');
+check(!o.choices[0].message.tool_calls && o.choices[0].message.content.trim() === mbad && o.choices[0].finish_reason === 'stop',
+  'mistral-v3 malformed: ' + JSON.stringify(o.choices[0]));
+s = fromStream(await chat(mb, { messages: ask, tools, stream: true }, 'mistral-v3 malformed streamed'), 'mistral-v3 malformed streamed');
+check(s[0].calls.length === 0 && s[0].content.trim() === mbad && s[0].finish === 'stop', 'mistral-v3 malformed streamed: ' + JSON.stringify(s[0]));
+await mb.stop();
+
+const mrq = await startServer(loom, [...common, ...mv], { LOOM_SERVE_TEST_REPLY: '{"name": "get_time", "arguments": {}}]' });
+o = await chat(mrq, { messages: ask, tools, tool_choice: 'required' }, 'mistral-v3 required');
+checkCalls(o.choices[0].message.tool_calls, [['get_time', {}]], 'mistral-v3 tool_choice required');
+check(o.usage.prompt_tokens === nTokens(mistralV3(ask, tools) + '[TOOL_CALLS] ['), 'mistral-v3 required: the prompt ends with [TOOL_CALLS] [');
+await mrq.stop();
+const mnm = await startServer(loom, [...common, ...mv], { LOOM_SERVE_TEST_REPLY: '{"city": "Oslo"}}]' });
+o = await chat(mnm, { messages: ask, tools, tool_choice: named }, 'mistral-v3 named');
+checkCalls(o.choices[0].message.tool_calls, [['get_weather', { city: 'Oslo' }]], 'mistral-v3 named tool_choice');
+s = fromStream(await chat(mnm, { messages: ask, tools, tool_choice: named, stream: true }, 'mistral-v3 named streamed'), 'mistral-v3 named streamed');
+checkCalls(s[0].calls, [['get_weather', { city: 'Oslo' }]], 'mistral-v3 named tool_choice, streamed');
+await mnm.stop();
+// ---- [TOOL_CALLS] as a control token (Mistral's vocabularies): the reply keeps its text -----------
+// a byte-level BPE vocabulary (GPT-2's byte map, no merges) plus <s>, </s> and [TOOL_CALLS], all
+// special, on a one-layer llama of stories260K-hf's shape with random weights
+const dir = mkdtempSync(join(tmpdir(), 'loom-mistral-vocab-'));
+const bytes = [];
+for (let b = 33; b <= 126; b++) bytes.push(b);
+for (let b = 161; b <= 172; b++) bytes.push(b);
+for (let b = 174; b <= 255; b++) bytes.push(b);
+const chars = bytes.slice();
+for (let b = 0, n = 0; b < 256; b++) if (!bytes.includes(b)) { bytes.push(b); chars.push(256 + n++); }
+const vocab = Object.fromEntries(chars.map((c, i) => [String.fromCodePoint(c), i]));
+const added = ['<s>', '</s>', '[TOOL_CALLS]'].map((t, i) => ({ id: 256 + i, content: t, single_word: false, lstrip: false,
+  rstrip: false, normalized: false, special: true }));
+writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({ version: '1.0', added_tokens: added, normalizer: null,
+  pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true }, post_processor: null,
+  decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+  model: { type: 'BPE', dropout: null, unk_token: null, fuse_unk: false, byte_fallback: false, vocab, merges: [] } }));
+writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', add_bos_token: false }));
+const here = dirname(fileURLToPath(import.meta.url));
+const cfg = JSON.parse(readFileSync(join(here, '../fixtures/stories260K-hf/config.json'), 'utf8'));
+writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, vocab_size: 260, bos_token_id: 256, eos_token_id: 257, num_hidden_layers: 1 }));
+const mvModel = join(dir, 'mv.gguf');
+execFileSync(loom, ['synth', '--shape', join(dir, 'config.json'), '--vocab', dir, '-o', mvModel], { stdio: 'ignore' });
+check(execFileSync(loom, ['tokenize', '-m', mvModel, '--ids', '-p', '[TOOL_CALLS] ['], { encoding: 'utf8' }).trim().startsWith('258 '),
+  '[TOOL_CALLS] is one token in the synthetic vocabulary');
+const kreply = 'Ok [TOOL_CALLS] [{"name": "get_time", "arguments": {"tz": "CET"}}]';
+const ks = await startServer(loom, ['-m', mvModel, '--device', 'cpu', '-t', '1', ...mv], { LOOM_SERVE_TEST_REPLY: kreply });
+o = await chat(ks, { messages: ask, tools }, 'control token');
+checkCalls(o.choices[0].message.tool_calls, [['get_time', { tz: 'CET' }]], 'control-token marker');
+check(o.choices[0].message.content === 'Ok' && o.choices[0].finish_reason === 'tool_calls', 'control token: ' + JSON.stringify(o.choices[0]));
+s = fromStream(await chat(ks, { messages: ask, tools, stream: true }, 'control token streamed'), 'control token streamed');
+checkCalls(s[0].calls, [['get_time', { tz: 'CET' }]], 'control-token marker, streamed');
+o = await chat(ks, { messages: ask }, 'control token, no tools');
+check(!o.choices[0].message.tool_calls && o.choices[0].message.content === 'Ok  [{"name": "get_time", "arguments": {"tz": "CET"}}]',
+  'no tools: the control token is left out of the text as always: ' + JSON.stringify(o.choices[0].message.content));
+await ks.stop();
+rmSync(dir, { recursive: true, force: true });
 console.log('PASS: tool calls');

@@ -159,12 +159,12 @@ static const char WANT_QWEN25_C[] =
 
 static void tool_tests(void) {
     const char *tools[] = {TOOL_JSON};
-    loom_chat_turn a[] = {{"system", "Be brief.", NULL, 0}, {"user", "Weather in Paris?", NULL, 0}};
-    loom_chat_call pr[] = {{"get_weather", "{\"city\": \"Paris\"}"}, {"get_weather", "{\"city\": \"Rome\"}"}};
-    loom_chat_turn b[] = {{"user", "Weather in Paris and Rome?", NULL, 0}, {"assistant", "", pr, 2}, {"tool", "18 C", NULL, 0},
-                          {"tool", "21 C", NULL, 0}};
-    loom_chat_call oslo[] = {{"get_weather", "{\"city\": \"Oslo\"}"}};
-    loom_chat_turn c[] = {{"user", "Hi", NULL, 0}, {"assistant", "Checking.", oslo, 1}, {"tool", "-3 C", NULL, 0}, {"user", "Thanks", NULL, 0}};
+    loom_chat_turn a[] = {{"system", "Be brief.", NULL, 0, NULL}, {"user", "Weather in Paris?", NULL, 0, NULL}};
+    loom_chat_call pr[] = {{"get_weather", "{\"city\": \"Paris\"}", NULL}, {"get_weather", "{\"city\": \"Rome\"}", NULL}};
+    loom_chat_turn b[] = {{"user", "Weather in Paris and Rome?", NULL, 0, NULL}, {"assistant", "", pr, 2, NULL}, {"tool", "18 C", NULL, 0, NULL},
+                          {"tool", "21 C", NULL, 0, NULL}};
+    loom_chat_call oslo[] = {{"get_weather", "{\"city\": \"Oslo\"}", NULL}};
+    loom_chat_turn c[] = {{"user", "Hi", NULL, 0, NULL}, {"assistant", "Checking.", oslo, 1, NULL}, {"tool", "-3 C", NULL, 0, NULL}, {"user", "Thanks", NULL, 0, NULL}};
     expect(loom_chat_render_tools(LOOM_TOOLS_QWEN3, a, 2, tools, 1, NULL), WANT_QWEN3_A, "qwen3: tools, system");
     expect(loom_chat_render_tools(LOOM_TOOLS_QWEN3, b, 4, tools, 1, NULL), WANT_QWEN3_B, "qwen3: two calls, two results");
     expect(loom_chat_render_tools(LOOM_TOOLS_QWEN3, c, 4, tools, 0, NULL), WANT_QWEN3_C, "qwen3: no tools, a call and its result");
@@ -186,7 +186,7 @@ static void tool_tests(void) {
     CHECK(loom_chat_tools_detect("<tool_call>", LOOM_CHAT_LLAMA3) == LOOM_TOOLS_NONE, "llama3 without ipython: none");
     t3 = loom_chat_render_tools(LOOM_TOOLS_NONE, a, 2, tools, 1, NULL);
     CHECK(!t3 && strstr(loom_last_error(), "no tool calls"), "a format without tools is an error: %s", loom_last_error());
-    loom_chat_turn bad[] = {{"user", "x", NULL, 0}, {"robot", "y", NULL, 0}};
+    loom_chat_turn bad[] = {{"user", "x", NULL, 0, NULL}, {"robot", "y", NULL, 0, NULL}};
     t3 = loom_chat_render_tools(LOOM_TOOLS_QWEN3, bad, 2, tools, 1, NULL);
     CHECK(!t3 && strstr(loom_last_error(), "role 'robot'"), "unknown role: %s", loom_last_error());
     t3 = loom_chat_render_tools(LOOM_TOOLS_QWEN3, b + 1, 3, tools, 1, NULL);
@@ -222,13 +222,13 @@ static void expect_file(char *got, const char *file, const char *what) {
 
 static void llama_tests(void) {
     const char *tools[] = {PY_WEATHER, PY_TIME};
-    loom_chat_turn a[] = {{"system", " Be brief.\n", NULL, 0}, {"user", "Weather in Paris?  ", NULL, 0}};
-    loom_chat_call paris[] = {{"get_weather", "{\"city\": \"Paris\"}"}}, clock[] = {{"get_time", "{}"}};
-    loom_chat_turn b[] = {{"user", "Weather in Paris?", NULL, 0}, {"assistant", "", paris, 1}, {"tool", "18 C", NULL, 0},
-                          {"user", "And the time?", NULL, 0}};
-    loom_chat_turn c[] = {{"system", "Be brief.", NULL, 0}, {"user", "Hi", NULL, 0}, {"assistant", "", clock, 1},
-                          {"tool", "said \"14:05\"\n\t\xc3\x85re\\", NULL, 0}, {"assistant", " It is 14:05. ", NULL, 0},
-                          {"user", "Thanks", NULL, 0}};
+    loom_chat_turn a[] = {{"system", " Be brief.\n", NULL, 0, NULL}, {"user", "Weather in Paris?  ", NULL, 0, NULL}};
+    loom_chat_call paris[] = {{"get_weather", "{\"city\": \"Paris\"}", NULL}}, clock[] = {{"get_time", "{}", NULL}};
+    loom_chat_turn b[] = {{"user", "Weather in Paris?", NULL, 0, NULL}, {"assistant", "", paris, 1, NULL}, {"tool", "18 C", NULL, 0, NULL},
+                          {"user", "And the time?", NULL, 0, NULL}};
+    loom_chat_turn c[] = {{"system", "Be brief.", NULL, 0, NULL}, {"user", "Hi", NULL, 0, NULL}, {"assistant", "", clock, 1, NULL},
+                          {"tool", "said \"14:05\"\n\t\xc3\x85re\\", NULL, 0, NULL}, {"assistant", " It is 14:05. ", NULL, 0, NULL},
+                          {"user", "Thanks", NULL, 0, NULL}};
     expect_file(loom_chat_render_tools(LOOM_TOOLS_LLAMA31, a, 2, tools, 2, NULL), "llama3.1-a.txt", "llama3.1: tools, system");
     expect_file(loom_chat_render_tools(LOOM_TOOLS_LLAMA31, b, 4, tools, 2, NULL), "llama3.1-b.txt", "llama3.1: a call, its result");
     expect_file(loom_chat_render_tools(LOOM_TOOLS_LLAMA31, c, 6, tools, 0, NULL), "llama3.1-c.txt", "llama3.1: no tools, escapes");
@@ -247,14 +247,14 @@ static void llama_tests(void) {
     CHECK(r && strlen(r) > strlen(tail) && !strcmp(r + strlen(r) - strlen(tail), tail), "llama3.1 reply prefix");
     free(r);
     /* the last message an assistant's without calls: continued, not closed */
-    loom_chat_turn cont[] = {{"user", "Hi", NULL, 0}, {"assistant", "Hel ", NULL, 0}};
+    loom_chat_turn cont[] = {{"user", "Hi", NULL, 0, NULL}, {"assistant", "Hel ", NULL, 0, NULL}};
     expect(loom_chat_render_tools(LOOM_TOOLS_LLAMA31, cont, 2, tools, 0, NULL),
            "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
            "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHel",
            "llama3.1: an assistant message continued");
     /* refused as the templates refuse it: two calls in one message, tools with no message for them */
-    loom_chat_call two[] = {{"a", "{}"}, {"b", "{}"}};
-    loom_chat_turn d[] = {{"user", "x", NULL, 0}, {"assistant", "", two, 2}};
+    loom_chat_call two[] = {{"a", "{}", NULL}, {"b", "{}", NULL}};
+    loom_chat_turn d[] = {{"user", "x", NULL, 0, NULL}, {"assistant", "", two, 2, NULL}};
     r = loom_chat_render_tools(LOOM_TOOLS_LLAMA31, d, 2, tools, 2, NULL);
     CHECK(!r && strstr(loom_last_error(), "takes 1 call per assistant message"), "two calls: %s", loom_last_error());
     /* detection from the template text: the ipython role; 3.2's by strftime_now; Llama 3.0's has neither */
@@ -269,9 +269,101 @@ static void llama_tests(void) {
     CHECK(loom_chat_tools_from_name("llama3") == LOOM_TOOLS_NONE && !loom_chat_tools_get(LOOM_TOOLS_NONE), "no convention");
 }
 
+/* Mistral 7B Instruct v0.3 / Nemo: the prompts jinja2 renders from the templates (gen.py's
+ * conversations a..e); the tool with strings the template writes raw (quotes, \n, \u escapes) */
+#define PY_NOTE                                                                                                        \
+    "{\"type\": \"function\", \"function\": {\"name\": \"note\", \"description\": \"Says \\\"hi\\\"\\n\xc3\xa5 \\\\ ok\", "    \
+    "\"parameters\": {\"type\": \"object\", \"properties\": {\"text\": {\"type\": \"string\", \"description\": "            \
+    "\"\xc3\x9cn\xc3\xaf" "code \\\"q\\\"\"}}}, \"strict\": true}}"
+
+static void mistral_tests(void) {
+    const char *tools[] = {PY_WEATHER, PY_TIME}, *tools_d[] = {PY_WEATHER, PY_NOTE}, *clock_only[] = {PY_TIME};
+    loom_chat_call paris[] = {{"get_weather", "{\"city\": \"Paris\"}", "c1a2b3c4d"}};
+    loom_chat_call two[] = {{"get_time", "{}", "AAAAAAAA1"}, {"get_weather", "{\"city\": \"Z\xc3\xbcrich \\\"ZH\\\"\"}", "bbbbbbbb2"}};
+    loom_chat_turn a[] = {{"system", "Be brief.", NULL, 0, NULL}, {"user", "Weather in Paris?", NULL, 0, NULL}};
+    loom_chat_turn b[] = {{"user", "Weather in Paris?", NULL, 0, NULL}, {"assistant", "", paris, 1, NULL},
+                          {"tool", "18 C", NULL, 0, "c1a2b3c4d"}, {"assistant", "18 C.", NULL, 0, NULL},
+                          {"user", "And the time?", NULL, 0, NULL}};
+    loom_chat_turn c[] = {{"system", "Be brief.", NULL, 0, NULL}, {"user", "Hi", NULL, 0, NULL}, {"assistant", "", two, 2, NULL},
+                          {"tool", "said \"14:05\"\n\t\xc3\x85re\\", NULL, 0, "AAAAAAAA1"},
+                          {"tool", "{\"temp\": 18}", NULL, 0, "bbbbbbbb2"}, {"assistant", " It is 14:05. ", NULL, 0, NULL},
+                          {"user", "Thanks", NULL, 0, NULL}};
+    loom_chat_turn d[] = {{"system", "Be brief.", NULL, 0, NULL}, {"user", "Weather in Paris?", NULL, 0, NULL},
+                          {"assistant", "", paris, 1, NULL}, {"tool", "18 C", NULL, 0, "c1a2b3c4d"}};
+    loom_chat_turn e[] = {{"user", "Hi", NULL, 0, NULL}, {"assistant", "Hello", NULL, 0, NULL}, {"user", "Hi", NULL, 0, NULL}};
+    static const struct { loom_chat_tools t; const char *pre; } V[] = {{LOOM_TOOLS_MISTRAL_V3, "mistral-v3"},
+                                                                        {LOOM_TOOLS_MISTRAL_NEMO, "mistral-nemo"}};
+    for (int v = 0; v < 2; v++) {
+        char f[64];
+        snprintf(f, sizeof f, "%s-a.txt", V[v].pre);
+        expect_file(loom_chat_render_tools(V[v].t, a, 2, tools, 2, NULL), f, "mistral: tools, system before the last user message");
+        snprintf(f, sizeof f, "%s-b.txt", V[v].pre);
+        expect_file(loom_chat_render_tools(V[v].t, b, 5, tools, 2, NULL), f, "mistral: a call, its result, a reply, a question");
+        snprintf(f, sizeof f, "%s-c.txt", V[v].pre);
+        expect_file(loom_chat_render_tools(V[v].t, c, 7, tools, 0, NULL), f, "mistral: no tools, two calls, escapes in results");
+        snprintf(f, sizeof f, "%s-d.txt", V[v].pre);
+        expect_file(loom_chat_render_tools(V[v].t, d, 4, tools_d, 2, NULL), f, "mistral: ends with a result, raw tool strings");
+        snprintf(f, sizeof f, "%s-e.txt", V[v].pre);
+        expect_file(loom_chat_render_tools(V[v].t, e, 3, clock_only, 1, NULL), f, "mistral: tools before equal user messages");
+        /* tool_choice "required": the reply prefix after [/INST] */
+        const char *pfx = loom_chat_tools_get(V[v].t)->required_prefix;
+        char *r = loom_chat_render_tools(V[v].t, a, 2, tools, 2, pfx);
+        CHECK(r && strlen(r) > strlen(pfx) + 7 && !strncmp(r + strlen(r) - strlen(pfx) - 7, "[/INST]", 7) &&
+                  !strcmp(r + strlen(r) - strlen(pfx), pfx), "%s reply prefix: %s", V[v].pre, r ? r : loom_last_error());
+        free(r);
+        /* refused as the templates refuse it (gen.py checks that they do) */
+        loom_chat_call bad_id[] = {{"get_time", "{}", "call_1"}};
+        loom_chat_turn x[] = {{"user", "x", NULL, 0, NULL}, {"assistant", "", bad_id, 1, NULL}};
+        r = loom_chat_render_tools(V[v].t, x, 2, tools, 2, NULL);
+        CHECK(!r && strstr(loom_last_error(), "9 letters or digits"), "%s: a call id of 6: %s", V[v].pre, loom_last_error());
+        loom_chat_call no_id[] = {{"get_time", "{}", NULL}};
+        x[1].calls = no_id;
+        r = loom_chat_render_tools(V[v].t, x, 2, tools, 2, NULL);
+        CHECK(!r && strstr(loom_last_error(), "9 letters or digits"), "%s: a call without id: %s", V[v].pre, loom_last_error());
+        loom_chat_call punct[] = {{"get_time", "{}", "abc-12345"}};
+        x[1].calls = punct;
+        r = loom_chat_render_tools(V[v].t, x, 2, tools, 2, NULL);
+        CHECK(!r && strstr(loom_last_error(), "9 letters or digits"), "%s: an id with '-': %s", V[v].pre, loom_last_error());
+        loom_chat_turn y[] = {{"user", "x", NULL, 0, NULL}, {"assistant", "", paris, 1, NULL}, {"tool", "1", NULL, 0, "c1a2b3c4"}};
+        r = loom_chat_render_tools(V[v].t, y, 3, tools, 2, NULL);
+        CHECK(!r && strstr(loom_last_error(), "tool_call_id 'c1a2b3c4'"), "%s: a result's id of 8: %s", V[v].pre, loom_last_error());
+        loom_chat_turn z[] = {{"user", "x", NULL, 0, NULL}, {"assistant", "", paris, 1, NULL}, {"tool", "1", NULL, 0, "c1a2b3c4d"},
+                              {"user", "y", NULL, 0, NULL}};
+        r = loom_chat_render_tools(V[v].t, z, 4, tools, 2, NULL);
+        CHECK(!r && strstr(loom_last_error(), "in turn"), "%s: a question right after a result: %s", V[v].pre, loom_last_error());
+        loom_chat_turn w[] = {{"user", "x", NULL, 0, NULL}, {"system", "s", NULL, 0, NULL}, {"assistant", "y", NULL, 0, NULL}};
+        r = loom_chat_render_tools(V[v].t, w, 3, tools, 2, NULL);
+        CHECK(!r && strstr(loom_last_error(), "system message"), "%s: a second system message: %s", V[v].pre, loom_last_error());
+        /* the last message an assistant's: continued */
+        loom_chat_turn cont[] = {{"user", "Hi", NULL, 0, NULL}, {"assistant", "Hel", NULL, 0, NULL}};
+        expect(loom_chat_render_tools(V[v].t, cont, 2, tools, 0, NULL), v ? "[INST]Hi[/INST]Hel" : "[INST] Hi[/INST] Hel",
+               "mistral: an assistant message continued");
+    }
+    /* detection: the templates; the turns are Mistral's even when the family says llama (a GGUF of
+     * Mistral 7B v0.3 does); Mistral's newer [TOOL_CALLS]name[ARGS] templates are not these */
+    char *v3 = strdup(slurp("mistral-7b-instruct-v0.3.jinja")), *nemo = strdup(slurp("mistral-nemo-instruct-2407.jinja"));
+    CHECK(v3 && nemo, "templates");
+    CHECK(loom_chat_detect(v3, "llama", false, false) == LOOM_CHAT_MISTRAL, "v0.3: mistral turns (family llama)");
+    CHECK(loom_chat_detect(nemo, "mistral", false, false) == LOOM_CHAT_MISTRAL, "nemo: mistral turns");
+    CHECK(loom_chat_tools_detect(v3, LOOM_CHAT_MISTRAL) == LOOM_TOOLS_MISTRAL_V3, "v0.3 detected");
+    CHECK(loom_chat_tools_detect(nemo, LOOM_CHAT_MISTRAL) == LOOM_TOOLS_MISTRAL_NEMO, "nemo detected");
+    CHECK(loom_chat_tools_detect(v3, LOOM_CHAT_LLAMA2) == LOOM_TOOLS_MISTRAL_V3, "v0.3 detected with [INST] taken for llama2");
+    CHECK(loom_chat_tools_detect(v3, LOOM_CHAT_CHATML) == LOOM_TOOLS_NONE, "not with ChatML turns");
+    CHECK(loom_chat_tools_detect("{{ bos_token }}{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}",
+                                 LOOM_CHAT_MISTRAL) == LOOM_TOOLS_NONE, "mistral v0.1 / v0.2: none");
+    CHECK(loom_chat_tools_detect("[AVAILABLE_TOOLS]' + tools|tojson + '[/AVAILABLE_TOOLS]{{- '[TOOL_CALLS]' + "
+                                 "tool_call.function.name }}[ARGS]{{- '[TOOL_RESULTS]' + content|string + '[/TOOL_RESULTS]' }}",
+                                 LOOM_CHAT_MISTRAL) == LOOM_TOOLS_NONE, "small 3.2 / ministral form: none");
+    CHECK(loom_chat_tools_from_name("mistral-v3") == LOOM_TOOLS_MISTRAL_V3 && loom_chat_tools_from_name("mistral-nemo") ==
+              LOOM_TOOLS_MISTRAL_NEMO && loom_chat_tools_get(LOOM_TOOLS_MISTRAL_NEMO)->format == LOOM_CHAT_MISTRAL, "names");
+    free(v3);
+    free(nemo);
+}
+
 int main(void) {
     tool_tests();
     llama_tests();
+    mistral_tests();
     CHECK(loom_chat_detect("{% for m in messages %}<|im_start|>{{ m.role }}", "qwen2", false, false) == LOOM_CHAT_CHATML, "chatml");
     CHECK(loom_chat_detect("<|start_header_id|>", "llama", false, false) == LOOM_CHAT_LLAMA3, "llama3");
     CHECK(loom_chat_detect("{{ bos_token + '[INST] ' }}", "llama", false, false) == LOOM_CHAT_LLAMA2, "llama2");

@@ -166,6 +166,51 @@ int main(void) {
     serve_tool_call_free(&c);
     /* no convention: all text */
     CHECK(serve_tool_scan(LOOM_TOOLS_NONE, done, strlen(done), 0, true, &ce, &res, &c) == 0 && ce == strlen(done), "none: text");
+
+    /* ---- Mistral v0.3 / Nemo: [TOOL_CALLS] and a JSON list of calls ---- */
+    for (int v = 0; v < 2; v++) {
+        CONV = v ? LOOM_TOOLS_MISTRAL_NEMO : LOOM_TOOLS_MISTRAL_V3;
+        expect_summary("[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]",
+                       "get_weather({\"city\":\"Paris\"})|(null)");
+        expect_summary("[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {\"q\": [1, \"]\"]}, \"id\": \"abcdefghi\"},{\"name\": \"b\", "
+                       "\"arguments\": {}} , {\"name\": \"c\"}]", "a({\"q\":[1,\"]\"]});b({});c({})|(null)");
+        expect_summary("Let me check. [TOOL_CALLS] [{\"name\": \"a\", \"arguments\": {}}] done", "a({})|Let me check.  done");
+        /* two blocks */
+        expect_summary("[TOOL_CALLS] [{\"name\": \"a\"}][TOOL_CALLS] [{\"name\": \"b\"}, {\"name\": \"c\"}]", "a({});b({});c({})|(null)");
+        /* malformed: one bad element makes the whole list text; not a list; never closed; empty */
+        expect_summary("[TOOL_CALLS] [{\"name\": \"a\"}, {\"name\": 1}] x", "|[TOOL_CALLS] [{\"name\": \"a\"}, {\"name\": 1}] x");
+        expect_summary("[TOOL_CALLS] [{\"name\": \"a\", \"arguments\": {\"city\": }}]",
+                       "|[TOOL_CALLS] [{\"name\": \"a\", \"arguments\": {\"city\": }}]");
+        expect_summary("[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}", "|[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}");
+        expect_summary("[TOOL_CALLS] [{\"name\": \"a\"", "|[TOOL_CALLS] [{\"name\": \"a\"");
+        expect_summary("[TOOL_CALLS] []", "|[TOOL_CALLS] []");
+        expect_summary("[TOOL_CALLS] [{\"name\": \"a\"},]", "|[TOOL_CALLS] [{\"name\": \"a\"},]");
+        expect_summary("A list: [{\"name\": \"a\"}]", "|A list: [{\"name\": \"a\"}]"); /* no marker: text */
+        /* streamed a byte at a time */
+        expect_stream("Ok [TOOL_CALLS] [{\"name\": \"a\", \"arguments\": {\"s\": \"[TOOL_CALLS], x\"}}, {\"name\": \"b\", \"arguments\": {}}] ",
+                      "Ok  ", "a({\"s\":\"[TOOL_CALLS], x\"});b({})");
+        expect_stream("[TOOL_CALLS][{\"name\": \"a\"}, {\"name\": \"b\"}, {\"name\": \"c\"}]", "", "a({});b({});c({})");
+        expect_stream("[TOOL_CALLS] [{\"name\": \"a\"}, {\"name\": 2}]", "[TOOL_CALLS] [{\"name\": \"a\"}, {\"name\": 2}]", "");
+        expect_stream("[TOOL_CALLS] x, [{\"name\": \"a\"}]", "[TOOL_CALLS] x, [{\"name\": \"a\"}]", "");
+        expect_stream("[TOOL_CALLS] [{\"name\": \"a\"", "[TOOL_CALLS] [{\"name\": \"a\"", "");
+        /* held back: a prefix of the marker, a list not closed */
+        CHECK(serve_tool_scan(CONV, "ab[TOOL_CA", 10, 0, false, &ce, &res, &c) == 0 && ce == 2, "'[TOOL_CA' held: %zu", ce);
+        CHECK(serve_tool_scan(CONV, "ab[x", 4, 0, false, &ce, &res, &c) == 0 && ce == 4, "'[x' released: %zu", ce);
+        const char *open = "ab[TOOL_CALLS] [{\"name\": \"a\"}";
+        CHECK(serve_tool_scan(CONV, open, strlen(open), 0, false, &ce, &res, &c) == 0 && ce == 2 && res == 2, "open list held: %zu", ce);
+        /* the first call resumes at the ',' after it; the next scan there takes the second */
+        const char *two = "[TOOL_CALLS] [{\"name\": \"a\"}, {\"name\": \"b\"}]";
+        CHECK(serve_tool_scan(CONV, two, strlen(two), 0, false, &ce, &res, &c) == 1 && ce == 0 && two[res] == ',' && !strcmp(c.name, "a"),
+              "first of two: %zu %zu", ce, res);
+        serve_tool_call_free(&c);
+        size_t r1 = res;
+        CHECK(serve_tool_scan(CONV, two, strlen(two), r1, false, &ce, &res, &c) == 1 && ce == r1 && res == strlen(two) && !strcmp(c.name, "b"),
+              "second of two: %zu %zu", ce, res);
+        serve_tool_call_free(&c);
+        /* a ',' in text after a list is no call */
+        const char *after = "[TOOL_CALLS] [{\"name\": \"a\"}], {\"name\": \"b\"}";
+        expect_summary(after, "a({})|, {\"name\": \"b\"}");
+    }
     CONV = LOOM_TOOLS_QWEN3;
 
     /* ---- json.dumps's spacing ---- */
@@ -198,6 +243,8 @@ int main(void) {
         CHECK(r.msgs[1].n_calls == 1 && !strcmp(r.msgs[1].calls[0].arguments, "{\"city\": \"Paris\"}"),
               "arguments re-written as the model writes them: %s", r.msgs[1].n_calls ? r.msgs[1].calls[0].arguments : "");
         CHECK(!strcmp(r.msgs[2].role, "tool") && !strcmp(r.msgs[2].content, "18 C"), "tool result");
+        CHECK(r.msgs[1].n_calls == 1 && r.msgs[1].calls[0].id && !strcmp(r.msgs[1].calls[0].id, "c1") && r.msgs[2].call_id &&
+                  !strcmp(r.msgs[2].call_id, "c1") && !r.msgs[0].call_id, "ids kept (Mistral's template writes them)");
         serve_req_free(&r);
     }
     rc = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" WEATHER "],"
