@@ -55,6 +55,18 @@ set_tests_properties(check_llama-tiny_vulkan_cm2_knob PROPERTIES SKIP_RETURN_COD
 add_test(NAME err_vulkan_cm2_unknown COMMAND ${LOOM_EXPECT} --rc 1 --match "LOOM_VK_CM2=bogus is not one of 1, m128, n256"
          -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
 set_tests_properties(err_vulkan_cm2_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_CM2=bogus")
+# The other A/B knobs that take names (vk_device.c's knob tables): an unknown LOOM_VK_CM_VARIANT is
+# one clear error listing this build's variants (base alone without the coopmat shaders); an unknown
+# LOOM_VK_GEMV_Q (dp3: a valid prefix) is one line listing the values, and the run goes on with
+# matvec.comp ("old").
+add_test(NAME err_vulkan_cm_variant_unknown COMMAND ${LOOM_EXPECT} --rc 1
+         --match "LOOM_VK_CM_VARIANT=bogus is not one of this build's: base(, sg64[^\n]*)?\n"
+         -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
+set_tests_properties(err_vulkan_cm_variant_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_CM_VARIANT=bogus")
+add_test(NAME vulkan_gemv_q_unknown COMMAND ${LOOM_EXPECT}
+         --match "LOOM_VK_GEMV_Q=dp3 is not one of old, qb, blk, blk1, blk2, blk4, dp, dp1, dp2, dp4, dpa; using old\n.*on vulkan"
+         -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
+set_tests_properties(vulkan_gemv_q_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_GEMV_Q=dp3")
 # A bad device index is one clear error, not a crash.
 add_test(NAME err_vulkan_bad_index COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh "vulkan: device 42 not found"
          ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan:42)

@@ -53,13 +53,15 @@ static int vb_sync(loom_backend *be) { return vk_wait(D(be)); }
 static void vb_describe(loom_backend *be, char *buf, size_t n) {
     vk_dev *d = D(be);
     uint32_t v = d->props.apiVersion;
-    /* "coopmat" here is what tests look for to know the prefill matmul rounds x to f16 */
-    snprintf(buf, n, "%s (%s, Vulkan %u.%u.%u, %.1f GiB, subgroup %u%s%s%s%s%s%s)", d->name,
+    /* "coopmat" here is what tests look for to know the prefill matmul rounds x to f16, "gemv dp8"
+     * that the decode GEMVs round x to 8 bits */
+    snprintf(buf, n, "%s (%s, Vulkan %u.%u.%u, %.1f GiB, subgroup %u%s%s%s%s%s%s%s)", d->name,
              vk_type_str(d->props.deviceType), VK_API_VERSION_MAJOR(v), VK_API_VERSION_MINOR(v), VK_API_VERSION_PATCH(v),
              (double)d->mem.memoryHeaps[d->heap_device].size / (1024.0 * 1024.0 * 1024.0), d->subgroup_size,
              d->coopmat ? ", coopmat" : "", d->coopmat && d->cm_variant ? " " : "",
              d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "", d->cm2 ? ", coopmat2 " : "",
-             d->cm2 ? vk_cm2_name(d) : "", d->cm_qtile ? ", qtile" : "");
+             d->cm2 ? vk_cm2_name(d) : "", d->cm_qtile ? ", qtile" : "",
+             d->gemv_dp || d->gemv_dp_default ? ", gemv dp8" : "");
 }
 
 static const loom_backend_ops vk_ops = {
@@ -284,7 +286,7 @@ int loom_vulkan_list_devices(FILE *f) {
                 (f11.storageBuffer16BitAccess && f12.shaderFloat16) ? "16-bit storage" : "uint unpack",
                 p->limits.timestampComputeAndGraphics ? "yes" : "queue-dependent");
         fprintf(f, "    features    integer dot product: %s\n",
-                v12 && vk_idot_query(pd[i]) ? "yes (LOOM_VK_GEMV_Q=dp* decode GEMVs)" : "no");
+                v12 && vk_idot_query(pd[i]) ? "yes (decode GEMVs on 8-bit x by default on a GPU; LOOM_VK_GEMV_Q)" : "no");
         char cm[160] = "no";
         if (v12 && vk_coopmat_query(inst, pd[i], cm, sizeof cm))
 #ifdef LOOM_VK_COOPMAT

@@ -7,17 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool has_ext_name(VkPhysicalDevice p, const char *name) {
-    uint32_t ne = 0;
-    vkEnumerateDeviceExtensionProperties(p, NULL, &ne, NULL);
-    VkExtensionProperties *ext = ne ? calloc(ne, sizeof *ext) : NULL;
-    bool has = false;
-    if (ext && vkEnumerateDeviceExtensionProperties(p, NULL, &ne, ext) >= 0)
-        for (uint32_t i = 0; i < ne && !has; i++) has = !strcmp(ext[i].extensionName, name);
-    free(ext);
-    return has;
-}
-
 bool vk_cm2_query(VkInstance inst, VkPhysicalDevice p, vk_cm2_caps *caps, char *desc, size_t n) {
     vk_cm2_caps c0;
     char dummy[8];
@@ -27,7 +16,7 @@ bool vk_cm2_query(VkInstance inst, VkPhysicalDevice p, vk_cm2_caps *caps, char *
     snprintf(desc, n, "no");
     VkPhysicalDeviceProperties pr;
     vkGetPhysicalDeviceProperties(p, &pr);
-    if (!has_ext_name(p, VK_NV_COOPERATIVE_MATRIX_2_EXTENSION_NAME)) {
+    if (!vk_dev_has_ext(p, VK_NV_COOPERATIVE_MATRIX_2_EXTENSION_NAME)) {
         snprintf(desc, n, "no (no %s)", VK_NV_COOPERATIVE_MATRIX_2_EXTENSION_NAME);
         return false;
     }
@@ -181,15 +170,13 @@ int vk_cm2_setup(vk_dev *d, VkInstance inst, VkPhysicalDevice phys) {
     d->cm2 = 0;
     const char *e = getenv("LOOM_VK_CM2");
     if (!e || !*e || !strcmp(e, "0")) return 0;
-    uint32_t pick = 0;
-    char names[96] = "1";
-    for (size_t i = 0; i < N_CM2; i++) {
-        if (!strcmp(e, cm2_vars[i].name)) pick = (uint32_t)i + 1;
-        snprintf(names + strlen(names), sizeof names - strlen(names), ", %s", cm2_vars[i].name);
-    }
     bool any = !strcmp(e, "1"); /* the first variant (f16 x) that fits the device */
-    if (any) pick = 1;
-    if (!pick) return loom_err("vulkan: LOOM_VK_CM2=%s is not one of %s", e, names);
+    int v = any ? 0 : VK_KNOB_FIND(cm2_vars, N_CM2, e);
+    if (v < 0) {
+        char names[96] = "1";
+        return loom_err("vulkan: LOOM_VK_CM2=%s is not one of %s", e, VK_KNOB_NAMES(names, cm2_vars, N_CM2));
+    }
+    uint32_t pick = (uint32_t)v + 1;
     char why[400], desc[320], why2[400];
     vk_cm2_caps c;
     if (!CM2_BUILT)

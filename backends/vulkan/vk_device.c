@@ -151,6 +151,25 @@ static bool env_flag(const char *name) {
     return s && *s && *s != '0';
 }
 
+/* The first member of every knob table's entries is its name. */
+static const char *knob_name(const void *tab, size_t i, size_t size) {
+    return *(const char *const *)(const void *)((const char *)tab + i * size);
+}
+
+int vk_knob_find(const void *tab, size_t n, size_t size, const char *s) {
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(knob_name(tab, i, size), s)) return (int)i;
+    return -1;
+}
+
+const char *vk_knob_names(char *buf, size_t len, const void *tab, size_t n, size_t size) {
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, len - l, "%s%s", l ? ", " : "", knob_name(tab, i, size));
+    }
+    return buf;
+}
+
 static int pick_memory_type(const VkPhysicalDeviceMemoryProperties *m, uint32_t bits,
                             VkMemoryPropertyFlags need, VkMemoryPropertyFlags want) {
     int fallback = -1;
@@ -564,14 +583,17 @@ int vk_buf_copy(vk_dev *d, loom_buffer *dst, size_t doff, loom_buffer *src, size
 
 /* ---- device --------------------------------------------------------------------------------- */
 
-bool vk_idot_query(VkPhysicalDevice p) {
+bool vk_dev_has_ext(VkPhysicalDevice p, const char *name) {
     uint32_t ne = 0;
     vkEnumerateDeviceExtensionProperties(p, NULL, &ne, NULL);
     VkExtensionProperties *ext = ne ? calloc(ne, sizeof *ext) : NULL;
-    if (ext) vkEnumerateDeviceExtensionProperties(p, NULL, &ne, ext);
-    bool has = ext && has_ext(ext, ne, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+    bool has = ext && vkEnumerateDeviceExtensionProperties(p, NULL, &ne, ext) >= 0 && has_ext(ext, ne, name);
     free(ext);
-    if (!has) return false;
+    return has;
+}
+
+bool vk_idot_query(VkPhysicalDevice p) {
+    if (!vk_dev_has_ext(p, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME)) return false;
     VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR f = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f};
@@ -583,13 +605,7 @@ bool vk_coopmat_query(VkInstance inst, VkPhysicalDevice p, char *desc, size_t n)
     char dummy[8];
     if (!desc) desc = dummy, n = sizeof dummy;
     snprintf(desc, n, "no");
-    uint32_t ne = 0;
-    vkEnumerateDeviceExtensionProperties(p, NULL, &ne, NULL);
-    VkExtensionProperties *ext = ne ? calloc(ne, sizeof *ext) : NULL;
-    if (ext) vkEnumerateDeviceExtensionProperties(p, NULL, &ne, ext);
-    bool has = ext && has_ext(ext, ne, VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);
-    free(ext);
-    if (!has) return false;
+    if (!vk_dev_has_ext(p, VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME)) return false;
     VkPhysicalDeviceCooperativeMatrixFeaturesKHR cf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &cf};
     vkGetPhysicalDeviceFeatures2(p, &f2);
@@ -745,15 +761,10 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     vkGetPhysicalDeviceFeatures2(phys, &f2);
     d->f16_storage = f11.storageBuffer16BitAccess && f12.shaderFloat16 && !env_flag("LOOM_VK_NO_F16S");
 
-    uint32_t ne = 0;
-    vkEnumerateDeviceExtensionProperties(phys, NULL, &ne, NULL);
-    VkExtensionProperties *ext = ne ? calloc(ne, sizeof *ext) : NULL;
-    if (ext) vkEnumerateDeviceExtensionProperties(phys, NULL, &ne, ext);
-    d->has_budget = ext && has_ext(ext, ne, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+    d->has_budget = vk_dev_has_ext(phys, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
     /* 4 x 8-bit packed integer dot products (the matvec_dpi_* GEMVs): VK_KHR_shader_integer_dot_product
      * (core in 1.3, where the feature is required; the instance asks for 1.2, so the extension);
      * LOOM_VK_NO_IDOT=1 takes the shift-and-multiply variants instead */
-    free(ext);
     d->idot = vk_idot_query(phys) && !env_flag("LOOM_VK_NO_IDOT");
 #ifdef LOOM_VK_COOPMAT
     /* tensor cores for the prefill matmul: the shader uses f16 arithmetic types and subgroup ids,
@@ -786,7 +797,14 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         d->cm_variant = vk_cm_variant_default(d);
         d->cm_min_m = 128;
     }
-    d->cm_qtile = env_flag("LOOM_VK_CM_QTILE");
+    /* LOOM_VK_CM_QTILE: quantised prefill weights dequantised in the sg64 tile loads (vk_record.c).
+     * Unset: on where there are cooperative matrices, for every block type but IQ4_NL / IQ4_XS (H100,
+     * 2026-12-06, pp512: llama-7b Q4_0 4,525 -> 8,381 t/s, Q4_K_M 4,450 -> 7,272; llama-1.1b within
+     * -9%..+7% of the f16 copy per type, but IQ4 -38%; docs/benchmarks.md); elsewhere matmul_q.comp
+     * dequantises in registers. Set to 1: every type, also without cooperative matrices. */
+    const char *qt = getenv("LOOM_VK_CM_QTILE");
+    d->cm_qtile = qt && *qt ? *qt != '0' : d->coopmat;
+    d->cm_qtile_all = qt && *qt && *qt != '0';
     if (vk_cm2_setup(d, inst, phys) < 0) { /* LOOM_VK_CM2 (vk_cm2.c) */
         vk_dev_close(d);
         return NULL;
@@ -799,23 +817,42 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     d->gemv_loads = gl && (atoi(gl) == 2 || atoi(gl) == 4) ? (uint32_t)atoi(gl) : 0;
     /* LOOM_VK_GEMV_Q: the quantised decode GEMV for every block type, for A/B runs. "blk" (2 rows per
      * invocation), "blk1", "blk2", "blk4": matvec_qb.comp, a block at a time; "old" (unknown values
-     * too): matvec.comp. Unset: per type and size (vk_record.c's qb_rows_default). */
+     * too, with a line that lists the values): matvec.comp. "dp", "dp1", "dp2", "dp4": matvec_dp.comp
+     * (x quantised to 8 bits by quantx.comp, integer dot products) with 4 / 1 / 2 / 4 rows per
+     * invocation; "dpa": 4, 2 or 1 rows per matrix, the most that leave it 1024 row groups
+     * (vk_record.c). "qb": the block-at-a-time default of sessions 7-9 (qb_rows_default alone), for
+     * A/B runs. Unset: on a GPU (not a CPU device such as lavapipe, whose tests keep the exact-x
+     * GEMVs) with integer dot products, the 8-bit-x GEMV with 2 rows, which measured fastest of
+     * dp1/dp2/dp4/dpa and than the block-at-a-time one on the H100 (2026-12-06, tg128: llama-7b
+     * Q4_0 159 -> 274 t/s, Q4_K_M 110 -> 237; llama-1.1b Q4_K 379 -> 552, Q5_K 348 -> 511, Q6_K
+     * 389 -> 521, Q4_0 506 -> 556; docs/benchmarks.md); Q8_0 (541 -> 510) and IQ4_NL / IQ4_XS (-2%)
+     * keep their old GEMVs */
+    static const struct {
+        const char *name;
+        uint32_t rows; /* vk_dev.gemv_q */
+        bool dp, dpa;
+    } gemv_q_modes[] = {{"old", 0, false, false},   {"qb", VK_GEMV_Q_AUTO, false, false},
+                        {"blk", 2, false, false},   {"blk1", 1, false, false},
+                        {"blk2", 2, false, false},  {"blk4", 4, false, false},
+                        {"dp", 4, true, false},     {"dp1", 1, true, false},
+                        {"dp2", 2, true, false},    {"dp4", 4, true, false},
+                        {"dpa", 4, true, true}};
+    const size_t n_gemv_q = sizeof gemv_q_modes / sizeof gemv_q_modes[0];
     const char *gq = getenv("LOOM_VK_GEMV_Q");
-    /* "dp", "dp1", "dp2", "dp4": matvec_dp.comp (x quantised to 8 bits by quantx.comp, integer dot
-     * products) with 4 / 1 / 2 / 4 rows per invocation; "dpa": 4, 2 or 1 rows per matrix, the most
-     * that leave it 1024 row groups (vk_record.c); not measured on a GPU yet */
-    d->gemv_dp = gq && !strncmp(gq, "dp", 2);
-    d->gemv_dp_auto = d->gemv_dp && !strcmp(gq, "dpa");
-    const char *gr = d->gemv_dp_auto ? "4" : d->gemv_dp ? gq + 2 : gq && !strncmp(gq, "blk", 3) ? gq + 3 : NULL;
-    d->gemv_q = !gq || !*gq                                    ? VK_GEMV_Q_AUTO
-                : !gr                                          ? 0
-                : !*gr                                         ? (d->gemv_dp ? 4 : 2)
-                : !strcmp(gr, "1") || !strcmp(gr, "2") || !strcmp(gr, "4") ? (uint32_t)atoi(gr)
-                                                               : 0;
-    if (gq && *gq && !d->gemv_q && strcmp(gq, "old"))
-        fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not old, blk, blk1, blk2, blk4, dp, dp1, dp2, dp4 or dpa; using old\n",
-                gq);
-    if (!d->gemv_q) d->gemv_dp = d->gemv_dp_auto = false;
+    d->gemv_q = VK_GEMV_Q_AUTO;
+    if (gq && *gq) {
+        int m = VK_KNOB_FIND(gemv_q_modes, n_gemv_q, gq);
+        if (m < 0) {
+            char names[96] = "";
+            fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not one of %s; using old\n", gq,
+                    VK_KNOB_NAMES(names, gemv_q_modes, n_gemv_q));
+            m = 0;
+        }
+        d->gemv_q = gemv_q_modes[m].rows;
+        d->gemv_dp = gemv_q_modes[m].dp;
+        d->gemv_dp_auto = gemv_q_modes[m].dpa;
+    }
+    d->gemv_dp_default = (!gq || !*gq) && d->idot && d->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU;
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);

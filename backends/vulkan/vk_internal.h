@@ -93,9 +93,10 @@ typedef struct vk_dev {
     bool qcm_tiles; /* quantised W on it: dequantised in the tile loads, not first to f16 scratch */
     uint32_t cm_variant; /* index into vk_record.c's cm_variants (0: matmul_cm.comp); LOOM_VK_CM_VARIANT */
     uint32_t cm_min_m;   /* the variant serves matmuls of at least this many rows (0 when forced by the knob) */
-    bool cm_qtile;       /* LOOM_VK_CM_QTILE=1: quantised W dequantised in the tile loads of the sg64 variant
+    bool cm_qtile;       /* quantised W dequantised in the tile loads of the sg64 variant (default with coopmat)
                           * (matmul_cmv.comp, W_Q*) instead of first to f16 scratch; without cooperative
                           * matrices, the tiled prefill's matmul_q.comp QTILE build (the decoders' lavapipe check) */
+    bool cm_qtile_all;   /* LOOM_VK_CM_QTILE=1 set: IQ4_NL/IQ4_XS too (left out by default: 38% slower, vk_device.c) */
     uint32_t cm2; /* LOOM_VK_CM2: 1 + vk_cm2.c's tile variant for the tensor-core matmuls; 0 off */
     bool cm2_noq; /* LOOM_VK_CM2_QUANT=0: quantised W stays on the KHR path (its f16 copy) */
     VkPhysicalDeviceCooperativeMatrix2FeaturesNV cm2f; /* what vkCreateDevice enables for it */
@@ -107,6 +108,8 @@ typedef struct vk_dev {
                           * group; VK_GEMV_Q_AUTO: per type and size (vk_record.c's qb_rows_default) */
     bool gemv_dp;        /* LOOM_VK_GEMV_Q=dp*: those rows on matvec_dp.comp (x quantised to 8 bits first) */
     bool gemv_dp_auto;   /* LOOM_VK_GEMV_Q=dpa: rows per invocation per matrix (vk_record.c) */
+    bool gemv_dp_default; /* LOOM_VK_GEMV_Q unset on a GPU with integer dot products: matvec_dp.comp with 2 rows
+                           * per invocation for every block type but Q8_0 (vk_record.c's gemv_default) */
     bool idot;           /* shaderIntegerDotProduct enabled (and not LOOM_VK_NO_IDOT): matvec_dpi_* */
     uint32_t subgroup_size;
     size_t max_alloc, max_range, align;
@@ -154,6 +157,16 @@ void vk_dev_close(vk_dev *d);
 VkInstance vk_instance_new(bool quiet);
 const char *vk_result_str(VkResult r);
 const char *vk_type_str(VkPhysicalDeviceType t);
+/* Whether physical device p offers the device extension `name` (the queries below and vk_dev_open) */
+bool vk_dev_has_ext(VkPhysicalDevice p, const char *name);
+/* The A/B knobs whose values are names (LOOM_VK_GEMV_Q, LOOM_VK_CM_VARIANT, LOOM_VK_CM2) read
+ * them from a table of n structs of `size` bytes whose first member is the name (const char *):
+ * vk_knob_find gives the index of s there (-1: not there); vk_knob_names appends the names, joined
+ * by ", ", to the string in buf (len bytes), for the message that lists the valid values. */
+int vk_knob_find(const void *tab, size_t n, size_t size, const char *s);
+const char *vk_knob_names(char *buf, size_t len, const void *tab, size_t n, size_t size);
+#define VK_KNOB_FIND(tab, n, s) vk_knob_find((tab), (n), sizeof *(tab), (s))
+#define VK_KNOB_NAMES(buf, tab, n) vk_knob_names((buf), sizeof(buf), (tab), (n), sizeof *(tab))
 /* Cooperative matrices of physical device p: true when the extension and feature are there and
  * 16x16x16 f16 x f16 + f32 at subgroup scope is offered (the shape matmul_cm.comp uses); desc
  * (may be NULL) gets the f16 shapes, e.g. "16x16x16 16x8x16 f16->f32", or why not. */

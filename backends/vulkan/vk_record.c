@@ -366,17 +366,16 @@ static const vk_cmv cm_variants[] = {
 #define N_CMV (sizeof cm_variants / sizeof cm_variants[0])
 
 int vk_cm_variant_find(const vk_dev *d, const char *name) {
-    char names[128] = "";
-    for (size_t i = 0; i < N_CMV; i++) {
-        if (!strcmp(cm_variants[i].name, name)) {
-            if (d->coopmat && cm_variants[i].smem > d->props.limits.maxComputeSharedMemorySize)
-                return loom_err("vulkan: LOOM_VK_CM_VARIANT=%s needs %u bytes of shared memory, %s has %u", name,
-                                cm_variants[i].smem, d->name, d->props.limits.maxComputeSharedMemorySize);
-            return (int)i;
-        }
-        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", cm_variants[i].name);
+    int i = VK_KNOB_FIND(cm_variants, N_CMV, name);
+    if (i < 0) {
+        char names[128] = "";
+        return loom_err("vulkan: LOOM_VK_CM_VARIANT=%s is not one of this build's: %s", name,
+                        VK_KNOB_NAMES(names, cm_variants, N_CMV));
     }
-    return loom_err("vulkan: LOOM_VK_CM_VARIANT=%s is not one of this build's: %s", name, names);
+    if (d->coopmat && cm_variants[i].smem > d->props.limits.maxComputeSharedMemorySize)
+        return loom_err("vulkan: LOOM_VK_CM_VARIANT=%s needs %u bytes of shared memory, %s has %u", name,
+                        cm_variants[i].smem, d->name, d->props.limits.maxComputeSharedMemorySize);
+    return i;
 }
 
 const char *vk_cm_variant_name(uint32_t i) { return i < N_CMV ? cm_variants[i].name : "?"; }
@@ -479,6 +478,25 @@ static loom_spv_id dqshader(loom_dtype t) {
 #endif
 }
 
+#ifdef LOOM_VK_COOPMAT
+/* x (nx f32 elements) to f16 once per matmul (tohalf.comp) for the tensor-core matmuls that read f16
+ * x (matmul_cm2.comp, the matmul_cmv.comp XH variants): into scratch at `at`, its length nx rounded
+ * up to `round` elements; *x becomes that copy. */
+static int rec_tohalf(vk_rec *r, vk_arg *x, size_t at, uint64_t nx, uint64_t round) {
+    size_t xb = (size_t)((nx + round - 1) / round * round) * 2;
+    vk_arg q[VK_NBIND] = {0};
+    q[0] = scratch_at(r, at, xb, true);
+    q[1] = *x;
+    vk_pc qp = {.u = {(uint32_t)nx}};
+    uint32_t gx, gy;
+    grid1((nx + 3) / 4, &gx, &gy);
+    if (dispatch(r, LOOM_SPV_TOHALF, NULL, q, &qp, gx, gy, 1) < 0) return -1;
+    *x = scratch_at(r, at, xb, false);
+    x->esize = 2;
+    return 0;
+}
+#endif
+
 #ifdef LOOM_VK_CM2
 /* LOOM_VK_CM2: the prefill matmul on VK_NV_cooperative_matrix2 (shaders/matmul_cm2.comp, tile from
  * vk_cm2.c): x to f16 once (tohalf.comp, in scratch after any split-K partials; not for the x32
@@ -516,18 +534,7 @@ static int rec_matmul_cm2(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], con
     vk_arg out = a[0];
     if (ksplit > 1) a[0] = scratch_arg(r, part * ksplit, true);
     uint32_t gx, gy;
-    if (!x32) { /* x to f16 once */
-        uint64_t nx = M * K;
-        size_t xb = (size_t)(nx + 7) / 8 * 16;
-        vk_arg q[VK_NBIND] = {0};
-        q[0] = scratch_at(r, xh_at, xb, true);
-        q[1] = a[1];
-        vk_pc qp = {.u = {(uint32_t)nx}};
-        grid1((nx + 3) / 4, &gx, &gy);
-        if (dispatch(r, LOOM_SPV_TOHALF, NULL, q, &qp, gx, gy, 1) < 0) return -1;
-        a[1] = scratch_at(r, xh_at, xb, false);
-        a[1].esize = 2;
-    }
+    if (!x32 && rec_tohalf(r, &a[1], xh_at, M * K, 8) < 0) return -1; /* x to f16 once */
     for (uint64_t n0 = 0; n0 < Nn; n0 += step) {
         uint64_t cnt = n0 + step < Nn ? step : Nn - n0;
         a[2] = *wa;
@@ -621,11 +628,12 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
      * every tensor-core dispatch): its tile */
     const vk_cmv *cv = cm && d->cm_variant && d->cm_variant < N_CMV && M >= d->cm_min_m ? &cm_variants[d->cm_variant]
                                                                                         : NULL;
-    /* LOOM_VK_CM_QTILE=1 (not the default; unmeasured): a quantised W on the sg64 variant is
+    /* LOOM_VK_CM_QTILE (the default with cooperative matrices): a quantised W on the sg64 variant is
      * dequantised in its tile loads (matmul_cmv.comp W_Q*), no f16 copy and no chunks of rows beyond
      * the binding's; other variants, and matmuls below sg64's cm_min_m rows, keep the f16 copy.
      * Without cooperative matrices: matmul_q.comp's QTILE build (qtile_shader) */
-    bool qtile = quant && !gemv && d->cm_qtile && (cm ? cv && cv->q : true);
+    bool iq4 = w->type == LOOM_IQ4_NL || w->type == LOOM_IQ4_XS;
+    bool qtile = quant && !gemv && d->cm_qtile && (d->cm_qtile_all || !iq4) && (cm ? cv && cv->q : true);
     bool qcopy = cm && quant && !qtile && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
     if (cv && quant && !qcopy && !qtile) cv = NULL; /* LOOM_VK_QCM=tiles: matmul_cm.comp */
     uint64_t tile = big ? 128 : 64, tm = cv ? cv->bm : tile, tn = cv ? cv->bn : tile;
@@ -649,10 +657,12 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     loom_spv_id sh;
     /* the decode GEMV a block at a time (matvec_qb.comp), qb_rows rows per invocation: per type and
      * size by default (qb_rows_default), or as LOOM_VK_GEMV_Q forces */
+    bool dp_def = d->gemv_dp_default && w->type != LOOM_Q8_0 && !iq4; /* the 8-bit-x GEMV, 2 rows (vk_device.c) */
     uint32_t qb_rows = !gemv || !quant || K % 32 != 0      ? 0
-                       : d->gemv_q == VK_GEMV_Q_AUTO ? qb_rows_default(w->type, Nn, K)
-                                                     : d->gemv_q;
-    bool dp = qb_rows && d->gemv_dp;
+                       : d->gemv_q != VK_GEMV_Q_AUTO ? d->gemv_q
+                       : dp_def                      ? 2
+                                                     : qb_rows_default(w->type, Nn, K);
+    bool dp = qb_rows && (d->gemv_dp || (d->gemv_q == VK_GEMV_Q_AUTO && dp_def));
     /* dpa: the most rows per invocation (4, 2, 1) that still leave 1024 row groups to spread over the
      * GPU (a guess for the A/B: blk4 lost at llama-1.1b's 2048-row K-type matrices, won at 7B) */
     if (dp && d->gemv_dp_auto) qb_rows = Nn >= 4096 ? 4 : Nn >= 2048 ? 2 : 1;
@@ -716,19 +726,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     size_t part = (size_t)M * Nn * 4;
     if (ksplit > 1) a[0] = scratch_arg(r, part * ksplit, true);
 #ifdef LOOM_VK_COOPMAT
-    if (cv && cv->xh) { /* x to f16 once (tohalf.comp), in scratch: the variant reads that */
-        uint64_t nx = M * K;
-        size_t xb = (size_t)(nx + 3) / 4 * 8;
-        vk_arg q[VK_NBIND] = {0};
-        q[0] = scratch_at(r, xh_at, xb, true);
-        q[1] = a[1];
-        vk_pc qp = {.u = {(uint32_t)nx}};
-        uint32_t gx, gy;
-        grid1((nx + 3) / 4, &gx, &gy);
-        if (dispatch(r, LOOM_SPV_TOHALF, NULL, q, &qp, gx, gy, 1) < 0) return -1;
-        a[1] = scratch_at(r, xh_at, xb, false);
-        a[1].esize = 2;
-    }
+    /* x to f16 once, in scratch: the variant reads that */
+    if (cv && cv->xh && rec_tohalf(r, &a[1], xh_at, M * K, 4) < 0) return -1;
 #else
     (void)xh_at;
 #endif

@@ -184,13 +184,30 @@ set(LOOM_VK_VARIANTS
 # -DLOOM_GLSLANG=.../glslangValidator). Probe it once per glslang; without it the build is as
 # before, minus the coopmat path (LOOM_VK_COOPMAT undefined). -DLOOM_VK_COOPMAT=OFF skips it.
 option(LOOM_VK_COOPMAT "cooperative-matrix matmul shaders when glslang can compile them" ON)
+# loom_glslang_probe(PREFIX EXTENSION TARGET_ENV SOURCE): whether ${LOOM_GLSLANG} compiles the
+# shader SOURCE (the probe of EXTENSION) for --target-env TARGET_ENV, into the cache as PREFIX_OK
+# (ON/OFF); PREFIX_PROBED keeps the glslang it ran with, so it runs again only for another one.
+function(loom_glslang_probe prefix ext env src)
+  if(DEFINED ${prefix}_OK AND "${${prefix}_PROBED}" STREQUAL "${LOOM_GLSLANG}")
+    return()
+  endif()
+  set(dir ${CMAKE_BINARY_DIR}/coopmat_probe)
+  file(MAKE_DIRECTORY ${dir})
+  file(WRITE ${dir}/${prefix}.comp "${src}")
+  execute_process(COMMAND ${LOOM_GLSLANG} -V --target-env ${env} --quiet -o ${dir}/${prefix}.spv ${dir}/${prefix}.comp
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(rc EQUAL 0)
+    set(${prefix}_OK ON CACHE INTERNAL "glslang compiles ${ext}")
+  else()
+    set(${prefix}_OK OFF CACHE INTERNAL "glslang compiles ${ext}")
+  endif()
+  set(${prefix}_PROBED "${LOOM_GLSLANG}" CACHE INTERNAL "glslang the ${ext} probe ran with")
+endfunction()
+
 set(LOOM_VK_HAVE_COOPMAT OFF)
 set(LOOM_VK_HAVE_CM2 OFF)
 if(LOOM_VK_COOPMAT)
-  if(NOT DEFINED LOOM_GLSLANG_COOPMAT_OK OR NOT "${LOOM_GLSLANG_COOPMAT_PROBED}" STREQUAL "${LOOM_GLSLANG}")
-    set(_probe ${CMAKE_BINARY_DIR}/coopmat_probe)
-    file(MAKE_DIRECTORY ${_probe})
-    file(WRITE ${_probe}/probe.comp "#version 450
+  loom_glslang_probe(LOOM_GLSLANG_COOPMAT GL_KHR_cooperative_matrix vulkan1.2 "#version 450
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -207,15 +224,6 @@ void main() {
     c = coopMatMulAdd(a, b, c);
 }
 ")
-    execute_process(COMMAND ${LOOM_GLSLANG} -V --target-env vulkan1.2 --quiet -o ${_probe}/probe.spv ${_probe}/probe.comp
-                    RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _out)
-    if(_rc EQUAL 0)
-      set(LOOM_GLSLANG_COOPMAT_OK ON CACHE INTERNAL "glslang compiles GL_KHR_cooperative_matrix")
-    else()
-      set(LOOM_GLSLANG_COOPMAT_OK OFF CACHE INTERNAL "glslang compiles GL_KHR_cooperative_matrix")
-    endif()
-    set(LOOM_GLSLANG_COOPMAT_PROBED "${LOOM_GLSLANG}" CACHE INTERNAL "glslang the coopmat probe ran with")
-  endif()
   if(LOOM_GLSLANG_COOPMAT_OK)
     set(LOOM_VK_HAVE_COOPMAT ON)
     list(APPEND LOOM_VK_VARIANTS
@@ -274,9 +282,7 @@ void main() {
     # VK_NV_cooperative_matrix2 (LOOM_VK_CM2; matmul_cm2.comp, SPIR-V 1.6 so --target-env vulkan1.3,
     # the ENV13 marker below): glslang 15.x compiles GL_NV_cooperative_matrix2 with decode functions.
     # Probed like the KHR shaders; without it LOOM_VK_CM2 is undefined and the knob says so.
-    if(NOT DEFINED LOOM_GLSLANG_CM2_OK OR NOT "${LOOM_GLSLANG_CM2_PROBED}" STREQUAL "${LOOM_GLSLANG}")
-      set(_probe ${CMAKE_BINARY_DIR}/coopmat_probe)
-      file(WRITE ${_probe}/probe2.comp "#version 450
+    loom_glslang_probe(LOOM_GLSLANG_CM2 GL_NV_cooperative_matrix2 vulkan1.3 "#version 450
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_NV_cooperative_matrix2 : require
 #extension GL_KHR_memory_scope_semantics : require
@@ -296,15 +302,6 @@ void main() {
     coopMatLoadTensorNV(m, b, 0, sliceTensorLayoutNV(t, 0, 128, 0, 32), createTensorViewNV(2, false, 1, 0), dec);
 }
 ")
-      execute_process(COMMAND ${LOOM_GLSLANG} -V --target-env vulkan1.3 --quiet -o ${_probe}/probe2.spv ${_probe}/probe2.comp
-                      RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _out)
-      if(_rc EQUAL 0)
-        set(LOOM_GLSLANG_CM2_OK ON CACHE INTERNAL "glslang compiles GL_NV_cooperative_matrix2")
-      else()
-        set(LOOM_GLSLANG_CM2_OK OFF CACHE INTERNAL "glslang compiles GL_NV_cooperative_matrix2")
-      endif()
-      set(LOOM_GLSLANG_CM2_PROBED "${LOOM_GLSLANG}" CACHE INTERNAL "glslang the coopmat2 probe ran with")
-    endif()
     if(LOOM_GLSLANG_CM2_OK)
       set(LOOM_VK_HAVE_CM2 ON)
       # vk_cm2.c's cm2_vars: NAME|BM|BN|BK|WG|X (X: f32 x, XF32, or f16 x, XH), each for every

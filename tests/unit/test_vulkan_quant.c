@@ -477,7 +477,7 @@ int main(int argc, char **argv) {
     vk_cm2 = strstr(desc, "coopmat2") != NULL;
 
     const char *gq = getenv("LOOM_VK_GEMV_Q");
-    dp_on = gq && !strncmp(gq, "dp", 2);
+    dp_on = strstr(desc, "gemv dp8") != NULL; /* forced (LOOM_VK_GEMV_Q=dp*) or a GPU's default */
     printf("decode GEMV: LOOM_VK_GEMV_Q=%s%s\n", gq ? gq : "(unset)", dp_on && getenv("LOOM_VK_NO_IDOT") ? ", LOOM_VK_NO_IDOT" : "");
     if (qtile_only) {
         const char *qk = getenv("LOOM_VK_CM_QTILE");

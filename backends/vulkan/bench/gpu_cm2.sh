@@ -34,28 +34,13 @@ CONFIGS=${CONFIGS:-0 1}
 FILES=${FILES:-f16 q4_0 q8_0 q4_k_m-mix q6_k 7b-f16 7b-q4_0 7b-q4_k_m}
 REPS=${REPS:-4}
 . "$(dirname "$0")/gpu_env.sh"
+. "$(dirname "$0")/gpu_cm_common.sh"
 M=${MODELS_DIR:-/tmp/m}
 mkdir -p $M
 sum=$O/summary.txt
-: >"$sum"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$sum"
-$L/loom devices | grep -E "^vulkan|cooperative" | tee -a "$sum"
+gpu_head
 
-if has check; then
-    : >"$O/check.txt"
-    for v in $CHECK; do
-        for t in test_vulkan_ops test_vulkan_quant; do
-            LOOM_TEST_FILTER=matmul LOOM_VK_CM2=$v timeout 240 $L/$t >/tmp/cm2-log.txt 2>&1
-            rc=$?
-            { echo "== LOOM_VK_CM2=$v $t: rc $rc"; cat /tmp/cm2-log.txt; } >>"$O/check.txt"
-            on=$(grep -c "cooperative-matrix matmul on (coopmat2)" /tmp/cm2-log.txt)
-            echo "check LOOM_VK_CM2=$v $t: rc $rc, $(grep -E '^[0-9]+ checks' /tmp/cm2-log.txt | tail -1)," \
-                "coopmat2 on $on of 3 configs, $(grep -m1 '^test_matmul' /tmp/cm2-log.txt | awk '{print $2, $3}')" | tee -a "$sum"
-            grep "LOOM_VK_CM2" /tmp/cm2-log.txt | sort -u | head -3 | cut -c1-300 | tee -a "$sum"
-            grep -m5 "CHECK(" /tmp/cm2-log.txt | cut -c1-300 | tee -a "$sum"
-        done
-    done
-fi
+has check && knob_checks LOOM_VK_CM2 "$CHECK"
 
 if has bench; then
     : >"$O/bench.txt"

@@ -24,28 +24,13 @@ VARIANTS=${VARIANTS:-base sg64 sg64db sg64h n256h m64h}
 MODELS=${MODELS:-llama-1.1b llama-7b}
 PP=${PP:-512,4096}
 . "$(dirname "$0")/gpu_env.sh"
+. "$(dirname "$0")/gpu_cm_common.sh"
 M=/tmp/m
 mkdir -p $M
 sum=$O/summary.txt
-: >"$sum"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$sum"
-$L/loom devices | grep -E "vulkan|cooperative" | tee -a "$sum"
-$L/loom devices | grep -q "cooperative matrix: yes (" || echo "WARNING: no usable cooperative matrix: every variant is the FMA kernel" | tee -a "$sum"
+gpu_head "no usable cooperative matrix: every variant is the FMA kernel"
 
-if has check; then
-    : >"$O/check.txt"
-    for v in $VARIANTS; do
-        for t in test_vulkan_ops test_vulkan_quant; do
-            LOOM_TEST_FILTER=matmul LOOM_VK_CM_VARIANT=$v timeout 240 $L/$t >/tmp/cmv-log.txt 2>&1
-            rc=$?
-            { echo "== LOOM_VK_CM_VARIANT=$v $t: rc $rc"; cat /tmp/cmv-log.txt; } >>"$O/check.txt"
-            cm=$(grep -c "cooperative-matrix matmul on" /tmp/cmv-log.txt)
-            echo "check $v $t: rc $rc, $(grep -E '^[0-9]+ checks' /tmp/cmv-log.txt | tail -1), coopmat on $cm of 3 configs," \
-                "$(grep -m1 '^test_matmul' /tmp/cmv-log.txt | awk '{print $2, $3}')" | tee -a "$sum"
-            grep -m5 "CHECK(" /tmp/cmv-log.txt | cut -c1-300 | tee -a "$sum"
-        done
-    done
-fi
+has check && knob_checks LOOM_VK_CM_VARIANT "$VARIANTS"
 
 if has bench; then
     : >"$O/bench.txt"

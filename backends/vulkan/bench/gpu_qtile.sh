@@ -30,16 +30,13 @@ O=${OUT:-/tmp}
 T0=$(date +%s)
 DEADLINE=${DEADLINE:-$((T0 + 540))}
 . "$(dirname "$0")/gpu_env.sh"
+. "$(dirname "$0")/gpu_cm_common.sh"
 M=${MDIR:-/tmp/m}
 MODELS=${MODELS:-q4_0 q8_0 q4_k_m q6_k q4_k_m-mix 7b-q4_0 7b-q4_k_m}
 PP=${PP:-512}
 REPS=${REPS:-5}
 sum=$O/summary.txt
-: >"$sum"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$sum"
-$L/loom devices | grep -E "vulkan|cooperative" | tee -a "$sum"
-$L/loom devices | grep -q "cooperative matrix: yes (" ||
-    echo "WARNING: no usable cooperative matrix: the knob takes matmul_q.comp's QTILE build, not the tensor cores" | tee -a "$sum"
+gpu_head "no usable cooperative matrix: the knob takes matmul_q.comp's QTILE build, not the tensor cores"
 
 # the 1.1b files, in the background while the checks run (cores 2-15; the checks and benches use 0-1)
 if has bench && [ ! -f $M/f16.gguf ]; then
@@ -67,19 +64,10 @@ fi
 
 if has check; then
     : >"$O/check.txt"
-    run_check() { # run_check LABEL PROGRAM ENV...
-        label=$1 prog=$2
-        shift 2
-        env "$@" LOOM_TEST_FILTER=matmul timeout 240 taskset -c 0-1 $L/$prog >/tmp/qt-log.txt 2>&1
-        rc=$?
-        { echo "== $label $prog ($*): rc $rc"; cat /tmp/qt-log.txt; } >>"$O/check.txt"
-        echo "check $label $prog: rc $rc, $(grep -E '^[0-9]+ checks' /tmp/qt-log.txt | tail -1)," \
-            "$(grep -c 'cooperative-matrix matmul on' /tmp/qt-log.txt) of 3 configs on coopmat" | tee -a "$sum"
-        grep -m8 "CHECK(" /tmp/qt-log.txt | cut -c1-300 | tee -a "$sum"
-    }
-    run_check qtile test_vulkan_quant LOOM_VK_CM_QTILE=1
-    run_check qtile+sg64 test_vulkan_quant LOOM_VK_CM_QTILE=1 LOOM_VK_CM_VARIANT=sg64
-    run_check qtile test_vulkan_ops LOOM_VK_CM_QTILE=1
+    CHECK_CPUS=0-1 # cores 2-15 may be writing the model files
+    matmul_check qtile test_vulkan_quant LOOM_VK_CM_QTILE=1
+    matmul_check qtile+sg64 test_vulkan_quant LOOM_VK_CM_QTILE=1 LOOM_VK_CM_VARIANT=sg64
+    matmul_check qtile test_vulkan_ops LOOM_VK_CM_QTILE=1
 fi
 
 if has bench; then
