@@ -3,6 +3,16 @@
 loom_unit_test(test_quant)
 loom_unit_test(test_qblock)
 loom_unit_test(test_quant_later)
+# The same checks with the 512-bit Q4_K / Q5_K / Q6_K decode GEMV (opt-in LOOM_CPU_KGEMV=1; it runs only
+# where the CPU has AVX512_VBMI, elsewhere these repeat the default paths), and with the K-quant
+# decode code from before 2026-12-06 (LOOM_CPU_KLATER=0: the rows kernel, the old Q5_K GEMV), which
+# stays for A/B timing.
+foreach(_t test_quant test_quant_later)
+  add_test(NAME ${_t}_kgemv COMMAND $<TARGET_FILE:${_t}>)
+  set_tests_properties(${_t}_kgemv PROPERTIES ENVIRONMENT "LOOM_FIXTURES=${LOOM_FIXTURES};LOOM_CPU_KGEMV=1" TIMEOUT 300)
+endforeach()
+add_test(NAME test_quant_later_klater0 COMMAND $<TARGET_FILE:test_quant_later>)
+set_tests_properties(test_quant_later_klater0 PROPERTIES ENVIRONMENT "LOOM_FIXTURES=${LOOM_FIXTURES};LOOM_CPU_KLATER=0" TIMEOUT 300)
 
 set(LOOM_Q_TMP ${CMAKE_BINARY_DIR}/quantized)
 file(MAKE_DIRECTORY ${LOOM_Q_TMP})

@@ -47,11 +47,14 @@ void cpu_qgemm_avx512(loom_dtype t, const void *w, size_t row_bytes, const void 
                       int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
 
 /* Decode (M = 1) GEMV on CPUs with AVX512_VBMI on top of what the tiled GEMM needs (cpu_qgemv_ok says):
- * Q8_0 / Q4_0 / IQ4_NL with K a multiple of 64, Q4_K / Q6_K / IQ4_XS with K whole super-blocks. y[n] =
- * x . W[n] (+ bias[n]) for n in [n0, n1), x prepared by cpu_qgemm_prep (Q4_K, Q6_K) or cpu_qgemv_prep
- * (the others). Same sums as the tiled GEMM with one x row (IQ4_*: as loom_quant_dot_ref, exact int32
+ * Q8_0 / Q4_0 / IQ4_NL with K a multiple of 64, Q4_K / Q5_K / Q6_K / IQ4_XS with K whole super-blocks.
+ * y[n] = x . W[n] (+ bias[n]) for n in [n0, n1), x prepared by cpu_qgemv_prep (or, for Q4_K / Q6_K
+ * with cpu_qgemv_knew() false, by cpu_qgemm_prep). Same sums as the tiled GEMM with one x row (IQ4_*: as loom_quant_dot_ref, exact int32
  * block dots, up to f32 rounding). */
 bool cpu_qgemv_ok(loom_dtype t, int64_t K);
+/* Whether Q4_K / Q5_K / Q6_K decode takes the 2026-12-06 GEMV (x laid out by cpu_qgemv_prep; Q5_K only
+ * then): LOOM_CPU_KGEMV not 0. Otherwise Q4_K / Q6_K take the pair kernels on cpu_qgemm_prep's layout. */
+bool cpu_qgemv_knew(void);
 void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes, const void *xp, int64_t K, int64_t n0,
                       int64_t n1, float *y, const float *bias);
 /* x (K floats) quantised as loom_q8x_quant (same codes and scales) and prepared as cpu_qgemm_prep in one

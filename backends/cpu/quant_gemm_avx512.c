@@ -14,6 +14,7 @@
 #include "backends/cpu/quant_later_unpack.h"
 
 #include <immintrin.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -350,7 +351,17 @@ static bool has_vbmi(void) {
     return r;
 }
 
+/* LOOM_CPU_KGEMV=1: Q4_K / Q5_K / Q6_K decode through the 2026-12-06 kernels below (gv_rows_k45,
+ * gv_rows_k6). Opt-in: written on a machine without AVX-512, so never yet run (test_quant_later_kgemv
+ * runs it where the CPU has AVX512_VBMI). Default: the pair kernels gv_rows_q4k / gv_rows_q6k on
+ * cpu_qgemm_prep's layout, and Q5_K through quant_later.h's 256-bit GEMV. */
+bool cpu_qgemv_knew(void) {
+    static _Atomic int env = INT_MIN;
+    return cpu_env_int_once(&env, "LOOM_CPU_KGEMV", 0) != 0;
+}
+
 bool cpu_qgemv_ok(loom_dtype t, int64_t K) {
+    if (t == LOOM_Q5_K) return cpu_qgemv_knew() && K > 0 && K % 256 == 0 && has_vbmi();
     if (t == LOOM_Q4_K || t == LOOM_Q6_K || t == LOOM_IQ4_XS) return K > 0 && K % 256 == 0 && has_vbmi();
     return (t == LOOM_Q8_0 || t == LOOM_Q4_0 || t == LOOM_IQ4_NL) && K > 0 && K % 64 == 0 && has_vbmi();
 }
@@ -369,7 +380,13 @@ static const uint8_t gv_q4_idx[64] = {2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12
  * default rounding mode, so the same codes) and prepared (as cpu_qgemm_prep) in one pass: for
  * decode, where the scalar quantiser of one row of K = 4864 took longer than a thread's share of
  * the weights of a small matrix. */
+static void gv_prep_k(loom_dtype t, const float *x, int64_t K, void *dst);
+
 void cpu_qgemv_prep(loom_dtype t, const float *x, int64_t K, void *dst) {
+    if (t == LOOM_Q4_K || t == LOOM_Q5_K || t == LOOM_Q6_K) {
+        gv_prep_k(t, x, K, dst);
+        return;
+    }
     qg_pair *o = dst;
     const __m512i off = _mm512_set1_epi8(t == LOOM_Q8_0 || t == LOOM_IQ4_NL || t == LOOM_IQ4_XS ? (char)128 : 8);
     const __m512 sgn = _mm512_set1_ps(-0.0f);
@@ -592,6 +609,185 @@ GV_TARGET void gv_rows_iq4xs(int nr, const char *w, size_t rb, const qg_pair *x,
         if (i < nr) y[i] = _mm512_reduce_add_ps(acc[i]) + (bias ? bias[i] : 0.0f);
 }
 
+/* ---- K-quant decode GEMV (Q4_K, Q5_K, Q6_K; 2026-12-06) ----
+ * The pair kernels above (gv_rows_q4k, gv_rows_q6k) ran at ~5.5 GB/s a core (bench_kernels -c -t 1,
+ * llama-1.1b shapes): per 64 weights a 256-bit load, an insert, the nibble split, a vpermps of the
+ * scales and a multiply by the activation scales, and per super-block the scalar unpacking of the
+ * 6-bit scales. Here the activation is laid out once per call in the order the weights' bytes come
+ * (gv_kx), so a super-block's codes are two 512-bit loads split into 4 vectors (Q4_K / Q5_K: the low
+ * and high nibbles of each 64 bytes are blocks [j | j + 2]), the 6-bit scales and minimums are
+ * unpacked by 128-bit shifts and masks (ql_k4_scales), and the products d_w * scale_j * d_x(j) are
+ * formed once per super-block and row as 8 (Q4_K / Q5_K) or 16 (Q6_K, per 16 elements) floats; per
+ * vector then: vpdpbusd, one vpermps of those floats, a conversion and an FMA. The activation codes
+ * are loom_q8x_quant's (per 32 elements), so the sums are the reference's up to f32 rounding. */
+typedef struct {
+    int8_t q[4][64]; /* Q4_K / Q5_K: blocks [0|2], [1|3], [4|6], [5|7]; Q6_K: [0|1], [2|3], [4|5], [6|7] */
+    union {
+        struct {
+            float d[8]; /* block j's d */
+            float s[8]; /* d * (sum of block j's codes): the minimums' factor */
+        } k4;
+        struct {
+            int32_t c[4][16]; /* -32 * (sum of the 4 codes of lane i of vector k): Q6_K's offset */
+            float d16[16];    /* lane g: d of block g / 2 (the activation side of the per-16 scales) */
+        } k6;
+    };
+} gv_kx;
+_Static_assert(sizeof(gv_kx) <= 4 * sizeof(qg_pair), "gv_kx fits cpu_qgemm_xbytes");
+
+/* 32 floats to 32 codes as loom_q8x_quant (d = max|x| / 127, rint(x / d)); returns d */
+__attribute__((target("avx512vbmi"))) static float gv_q32(const float *xb, int8_t *dst) {
+    const __m512 sgn = _mm512_set1_ps(-0.0f);
+    __m512 a = _mm512_loadu_ps(xb), b = _mm512_loadu_ps(xb + 16);
+    float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sgn, a), _mm512_andnot_ps(sgn, b)));
+    float dd = amax / 127, id = dd ? 1.0f / dd : 0.0f;
+    __m512 vid = _mm512_set1_ps(id);
+    _mm_storeu_si128((__m128i *)dst, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(a, vid))));
+    _mm_storeu_si128((__m128i *)(dst + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(b, vid))));
+    return dd;
+}
+
+__attribute__((target("avx512vbmi"))) static void gv_prep_k(loom_dtype t, const float *x, int64_t K, void *dst) {
+    gv_kx *o = dst;
+    for (int64_t sb = 0; sb < K / 256; sb++, o++) {
+        float d[8];
+        for (int j = 0; j < 8; j++) {
+            int8_t *q = t == LOOM_Q6_K ? o->q[j / 2] + 32 * (j % 2) : o->q[(j / 4) * 2 + j % 2] + 32 * ((j / 2) % 2);
+            d[j] = gv_q32(x + 256 * sb + 32 * j, q);
+        }
+        for (int k = 0; k < 4; k++) {
+            __m512i q = _mm512_loadu_si512(o->q[k]);
+            if (t == LOOM_Q6_K) {
+                __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(32), q);
+                _mm512_storeu_si512(o->k6.c[k], _mm512_sub_epi32(_mm512_setzero_si512(), s));
+            } else { /* vector k holds blocks a (lanes 0-7) and a + 2 (8-15) */
+                __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), q);
+                int a = (k / 2) * 4 + k % 2;
+                o->k4.s[a] = d[a] * (float)_mm512_mask_reduce_add_epi32(0x00FF, s);
+                o->k4.s[a + 2] = d[a + 2] * (float)_mm512_mask_reduce_add_epi32(0xFF00, s);
+            }
+        }
+        for (int j = 0; j < 8; j++) {
+            if (t == LOOM_Q6_K) o->k6.d16[2 * j] = o->k6.d16[2 * j + 1] = d[j];
+            else o->k4.d[j] = d[j];
+        }
+    }
+}
+
+/* Lanes 0-7 from element a, 8-15 from b */
+#define GV_P2(a, b) _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
+/* Lanes 4i..4i+3 from element 4k + i */
+#define GV_P4(k) _mm512_setr_epi32(4 * k, 4 * k, 4 * k, 4 * k, 4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k + 2, \
+                                   4 * k + 2, 4 * k + 2, 4 * k + 2, 4 * k + 3, 4 * k + 3, 4 * k + 3, 4 * k + 3)
+
+/* nr (<= 4) rows of Q4_K or Q5_K: per super-block and row two 512-bit loads of codes (Q5_K: the 5th
+ * bits from qh broadcast to both halves, bit j of byte e for element e of block j, tested per byte),
+ * the scales and minimums vectorised; the minimums against the activation's d * (code sum) per block
+ * into an 8-wide accumulator per row. */
+GV_TARGET void gv_rows_k45(loom_dtype t, int nr, const char *w, size_t rb, const gv_kx *x, int64_t nsb, float *y,
+                           const float *bias, size_t pf) {
+    const size_t bb = t == LOOM_Q4_K ? sizeof(loom_block_q4_k) : sizeof(loom_block_q5_k);
+    const size_t qo = t == LOOM_Q4_K ? offsetof(loom_block_q4_k, qs) : offsetof(loom_block_q5_k, qs);
+    __m512 acc[4];
+    __m256 macc[4];
+    QG_UNROLL for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps(), macc[i] = _mm256_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b16 = _mm512_set1_epi8(16);
+    const __m512i p0 = GV_P2(0, 2), p1 = GV_P2(1, 3), p2 = GV_P2(4, 6), p3 = GV_P2(5, 7);
+    /* Q5_K: the qh bit of each vector's two blocks (j in the low 32 bytes, j + 2 in the high) */
+    const __m512i h0 = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi8(1), _mm512_set1_epi8(4));
+    const __m512i h1 = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi8(2), _mm512_set1_epi8(8));
+    const __m512i h2 = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi8(16), _mm512_set1_epi8(64));
+    const __m512i h3 = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi8(32), _mm512_set1_epi8((char)128));
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const gv_kx *xk = x + sb;
+        __m256 xd = _mm256_loadu_ps(xk->k4.d), xs = _mm256_loadu_ps(xk->k4.s);
+        __m512i x0 = _mm512_loadu_si512(xk->q[0]), x1 = _mm512_loadu_si512(xk->q[1]);
+        __m512i x2 = _mm512_loadu_si512(xk->q[2]), x3 = _mm512_loadu_si512(xk->q[3]);
+        QG_UNROLL for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const char *b = w + i * rb + (size_t)sb * bb;
+            if (pf) {
+                _mm_prefetch(b + pf, _MM_HINT_T0);
+                _mm_prefetch(b + pf + 64, _MM_HINT_T0);
+                _mm_prefetch(b + pf + 128, _MM_HINT_T0);
+            }
+            uint16_t dh, mh;
+            memcpy(&dh, b, 2), memcpy(&mh, b + 2, 2);
+            __m128i sv = ql_k4_scales((const uint8_t *)b + 4);
+            __m256 sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sv)), _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(dh)), xd));
+            __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sv, 8)));
+            macc[i] = _mm256_fmadd_ps(mn, _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(mh)), xs), macc[i]);
+            __m512 sc16 = _mm512_castps256_ps512(sc);
+            __m512i r0 = _mm512_loadu_si512(b + qo), r1 = _mm512_loadu_si512(b + qo + 64);
+            __m512i w0 = _mm512_and_si512(r0, m4), w1 = _mm512_and_si512(_mm512_srli_epi16(r0, 4), m4);
+            __m512i w2 = _mm512_and_si512(r1, m4), w3 = _mm512_and_si512(_mm512_srli_epi16(r1, 4), m4);
+            if (t == LOOM_Q5_K) {
+                __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + offsetof(loom_block_q5_k, qh))));
+                w0 = _mm512_mask_add_epi8(w0, _mm512_test_epi8_mask(qh, h0), w0, b16);
+                w1 = _mm512_mask_add_epi8(w1, _mm512_test_epi8_mask(qh, h1), w1, b16);
+                w2 = _mm512_mask_add_epi8(w2, _mm512_test_epi8_mask(qh, h2), w2, b16);
+                w3 = _mm512_mask_add_epi8(w3, _mm512_test_epi8_mask(qh, h3), w3, b16);
+            }
+            __m512i z = _mm512_setzero_si512();
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, w0, x0)), _mm512_permutexvar_ps(p0, sc16), acc[i]);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, w1, x1)), _mm512_permutexvar_ps(p1, sc16), acc[i]);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, w2, x2)), _mm512_permutexvar_ps(p2, sc16), acc[i]);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, w3, x3)), _mm512_permutexvar_ps(p3, sc16), acc[i]);
+        }
+    }
+    QG_UNROLL for (int i = 0; i < 4; i++) {
+        if (i >= nr) break;
+        y[i] = _mm512_reduce_add_ps(acc[i]) - ql_hsum(macc[i]) + (bias ? bias[i] : 0.0f);
+    }
+}
+
+/* nr (<= 4) rows of Q6_K: per super-block and row, half h's 64 bytes of ql (one load) and 32 of qh
+ * (broadcast to both halves) give blocks [4h | 4h + 1] (low nibbles, qh bits 0-1 / 2-3) and [4h + 2 |
+ * 4h + 3] (high nibbles, bits 4-5 / 6-7), the 2-bit fields moved to bits 4-5 by 16-bit variable shifts
+ * (no bit crosses a byte: shifts of 4 at most); codes 0..63 against the activation's -32 x lane sums;
+ * the 16 scales times d_w and the activation's d as 16 floats per super-block. */
+GV_TARGET void gv_rows_k6(int nr, const char *w, size_t rb, const gv_kx *x, int64_t nsb, float *y, const float *bias,
+                          size_t pf) {
+    __m512 acc[4];
+    QG_UNROLL for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i cl = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi16(4), _mm512_set1_epi16(2));
+    const __m512i ch = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi16(0), _mm512_set1_epi16(2));
+    const __m512i pk[4] = {GV_P4(0), GV_P4(1), GV_P4(2), GV_P4(3)};
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const gv_kx *xk = x + sb;
+        __m512 xd = _mm512_loadu_ps(xk->k6.d16);
+        QG_UNROLL for (int i = 0; i < 4; i++) {
+            if (i >= nr) break;
+            const char *b = w + i * rb + (size_t)sb * sizeof(loom_block_q6_k);
+            if (pf) {
+                _mm_prefetch(b + pf, _MM_HINT_T0);
+                _mm_prefetch(b + pf + 64, _MM_HINT_T0);
+                _mm_prefetch(b + pf + 128, _MM_HINT_T0);
+                _mm_prefetch(b + pf + 192, _MM_HINT_T0);
+            }
+            uint16_t dh;
+            memcpy(&dh, b + offsetof(loom_block_q6_k, d), 2);
+            __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + offsetof(loom_block_q6_k, scales)))));
+            sc = _mm512_mul_ps(sc, _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(dh)), xd));
+            QG_UNROLL for (int h = 0; h < 2; h++) {
+                __m512i L = _mm512_loadu_si512(b + 64 * h);
+                __m512i Q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + offsetof(loom_block_q6_k, qh) + 32 * h)));
+                __m512i lo = _mm512_or_si512(_mm512_and_si512(L, m4), _mm512_and_si512(_mm512_sllv_epi16(Q, cl), m30));
+                __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                             _mm512_and_si512(_mm512_srlv_epi16(Q, ch), m30));
+                __m512i s0 = _mm512_dpbusd_epi32(_mm512_loadu_si512(xk->k6.c[2 * h]), lo, _mm512_loadu_si512(xk->q[2 * h]));
+                __m512i s1 = _mm512_dpbusd_epi32(_mm512_loadu_si512(xk->k6.c[2 * h + 1]), hi,
+                                                 _mm512_loadu_si512(xk->q[2 * h + 1]));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_permutexvar_ps(pk[2 * h], sc), acc[i]);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_permutexvar_ps(pk[2 * h + 1], sc), acc[i]);
+            }
+        }
+    }
+    QG_UNROLL for (int i = 0; i < 4; i++)
+        if (i < nr) y[i] = _mm512_reduce_add_ps(acc[i]) + (bias ? bias[i] : 0.0f);
+}
+
 __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const void *w, size_t row_bytes,
                                                             const void *xp, int64_t K, int64_t n0, int64_t n1,
                                                             float *y, const float *bias) {
@@ -603,6 +799,31 @@ __attribute__((target("avx512vbmi"))) void cpu_qgemv_avx512(loom_dtype t, const 
     int64_t np = K / 64;
     const char *wr = w;
     const qg_pair *x = xp;
+    if ((t == LOOM_Q4_K || t == LOOM_Q5_K || t == LOOM_Q6_K) && cpu_qgemv_knew()) {
+        /* LOOM_CPU_KGEMV_PF: their prefetch distance in rows (default LOOM_CPU_QGEMV_PF's) */
+        static _Atomic int kpf_env = INT_MIN;
+        int kpf = cpu_env_int_once(&kpf_env, "LOOM_CPU_KGEMV_PF", pf_rows);
+        size_t pf = kpf > 0 ? (size_t)kpf * row_bytes : 0;
+        const gv_kx *xk = xp;
+        int64_t n = n0, nsb = K / 256;
+        for (; n + 4 <= n1; n += 4) {
+            size_t p = n + 4 + kpf <= n1 ? pf : 0;
+            const char *wn = wr + n * row_bytes;
+            float *yn = y + n;
+            const float *bn = bias ? bias + n : NULL;
+            if (t == LOOM_Q6_K) gv_rows_k6(4, wn, row_bytes, xk, nsb, yn, bn, p);
+            else if (t == LOOM_Q4_K) gv_rows_k45(LOOM_Q4_K, 4, wn, row_bytes, xk, nsb, yn, bn, p);
+            else gv_rows_k45(LOOM_Q5_K, 4, wn, row_bytes, xk, nsb, yn, bn, p);
+        }
+        for (; n < n1; n++) {
+            const char *wn = wr + n * row_bytes;
+            const float *bn = bias ? bias + n : NULL;
+            if (t == LOOM_Q6_K) gv_rows_k6(1, wn, row_bytes, xk, nsb, y + n, bn, 0);
+            else if (t == LOOM_Q4_K) gv_rows_k45(LOOM_Q4_K, 1, wn, row_bytes, xk, nsb, y + n, bn, 0);
+            else gv_rows_k45(LOOM_Q5_K, 1, wn, row_bytes, xk, nsb, y + n, bn, 0);
+        }
+        return;
+    }
     if (t == LOOM_Q6_K) {
         size_t pf = (size_t)pf_rows * row_bytes;
         int64_t n = n0;

@@ -1,4 +1,5 @@
-/* Decode GEMV for the later block types (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K, IQ4_XS),
+/* Decode GEMV for the later block types (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K, IQ4_XS) and, where
+ * the 512-bit GEMV (quant_gemm_avx512.c) is not there, Q4_K and Q6_K (cpu_quant_matmul says when),
  * written once for 256-bit vectors and included by quant_later_avx2.c (maddubs + madd) and
  * quant_later_avx512.c (VNNI vpdpbusd). QL_U8S8(u, s): the 8 int32 lanes sum_{4 bytes} u * s
  * (u unsigned, s signed; here |u| <= 127, so maddubs never saturates). QL_SUFFIX names the flavour.
@@ -15,6 +16,7 @@
 #include "backends/cpu/quant_later_unpack.h"
 
 #include <immintrin.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,11 +25,13 @@
 #define QL_FN(name) QL_CAT(name, QL_SUFFIX)
 
 /* Per 16-element half of a block: x->d * x->s[h] (the B terms' activation factor), x->d per block
- * (xd) and per half (xdh: x->d twice), for the activation row (computed once per call). */
-QL_INLINE void ql_xsums(const loom_q8x *x, int64_t nb, float *xs, float *xd, float *xdh) {
+ * (xd) and per half (xdh: x->d twice), and x->d * (s[0] + s[1]) per block (xt: the Q4_K / Q5_K
+ * minimums' factor), for the activation row (computed once per call). */
+QL_INLINE void ql_xsums(const loom_q8x *x, int64_t nb, float *xs, float *xd, float *xdh, float *xt) {
     for (int64_t b = 0; b < nb; b++) {
         xd[b] = xdh[2 * b] = xdh[2 * b + 1] = x[b].d;
         xs[2 * b] = x[b].d * (float)x[b].s[0], xs[2 * b + 1] = x[b].d * (float)x[b].s[1];
+        xt[b] = x[b].d * (float)(x[b].s[0] + x[b].s[1]);
     }
 }
 
@@ -83,20 +87,23 @@ QL_INLINE __m256 ql_pair(__m256 v, int k) {
     return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1));
 }
 
+/* v shifted left by s (right by -s) in 16-bit lanes; s a constant after unrolling */
+QL_INLINE __m256i ql_sh16(__m256i v, int s) { return s >= 0 ? _mm256_slli_epi16(v, s) : _mm256_srli_epi16(v, -s); }
+
 #define QL_PF_LINES(p, n)                                                                                  \
     do {                                                                                                   \
         if (pf)                                                                                            \
             for (int o_ = 0; o_ < (n); o_ += 64) _mm_prefetch((p) + pf + o_, _MM_HINT_T0);                  \
     } while (0)
 
-/* One row of a k-quant type (Q2_K, Q3_K, Q5_K, IQ4_XS): nsb super-blocks. */
-QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const float *xs, const float *xd,
-                        const float *xdh, int64_t nsb, size_t pf) {
+/* One row of a k-quant type (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS): nsb super-blocks. */
+QL_INLINE float ql_rowk(loom_dtype t, bool kold, const char *row, const loom_q8x *x, const float *xs, const float *xd,
+                        const float *xdh, const float *xt, int64_t nsb, size_t pf) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), bacc = _mm256_setzero_ps();
-    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     for (int64_t i = 0; i < nsb; i++) {
         const loom_q8x *xb = x + 8 * i;
-        const float *xsb = xs + 16 * i, *xdb = xd + 8 * i, *xdhb = xdh + 16 * i;
+        const float *xsb = xs + 16 * i, *xdb = xd + 8 * i, *xdhb = xdh + 16 * i, *xtb = xt + 8 * i;
         if (t == LOOM_Q2_K || t == LOOM_Q3_K) {
             /* unsigned codes u (Q2_K: q, 0..3; Q3_K: q + 4 x its high bit = c + 4, 0..7) straight
              * into vpdpbusd; the per-16 scales times the x blocks' d (xdh) once per super-block,
@@ -143,7 +150,7 @@ QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const 
                     else acc0 = _mm256_fmadd_ps(p, ql_pair(As[h], k), acc0);
                 }
             }
-        } else if (t == LOOM_Q5_K) {
+        } else if (t == LOOM_Q5_K && kold) { /* (the Q5_K code before 2026-12-06: LOOM_CPU_KLATER=0) */
             const loom_block_q5_k *q = (const loom_block_q5_k *)row + i;
             QL_PF_LINES((const char *)q, 176);
             uint8_t u[16]; /* the 8 scales, then the 8 minimums */
@@ -169,6 +176,68 @@ QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const 
                     else acc0 = _mm256_fmadd_ps(ql_dotu(c, xb[j].qs), sc, acc0);
                 }
             }
+        } else if (t == LOOM_Q4_K || t == LOOM_Q5_K) {
+            /* (2026-12-06; before: Q4_K through the rows kernel, quant_simd.h, and Q5_K with its
+             * scales unpacked by the scalar loom_k4_scales8 and the 5th bits by compare) the 8
+             * scales and minimums by ql_k4_scales; A = d_w * scale_j * d_x(j) as 8 floats per
+             * super-block, block j's taken by one vpermps; the minimums against xt (d_x * code
+             * sum) one 8-wide FMA per super-block; Q5_K's 5th bit of block j (bit j of qh[e]) moved
+             * to bit 4 by a 16-bit shift of 4 - j (no bit crosses a byte) */
+            const size_t bb = t == LOOM_Q4_K ? sizeof(loom_block_q4_k) : sizeof(loom_block_q5_k);
+            const char *b = row + (size_t)i * bb;
+            QL_PF_LINES(b, (int)bb);
+            uint16_t dh, mh;
+            memcpy(&dh, b, 2), memcpy(&mh, b + 2, 2);
+            __m128i sm = ql_k4_scales((const uint8_t *)b + 4);
+            __m256 A = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)),
+                                     _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(dh)), _mm256_loadu_ps(xdb)));
+            __m256 M = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+            bacc = _mm256_fnmadd_ps(M, _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(mh)), _mm256_loadu_ps(xtb)), bacc);
+            const uint8_t *qs = (const uint8_t *)b + (t == LOOM_Q4_K ? offsetof(loom_block_q4_k, qs) : offsetof(loom_block_q5_k, qs));
+            __m256i hb = _mm256_setzero_si256();
+            if (t == LOOM_Q5_K) hb = _mm256_loadu_si256((const __m256i *)(b + offsetof(loom_block_q5_k, qh)));
+            const __m256i b16 = _mm256_set1_epi8(0x10);
+            QL_UNROLL for (int k = 0; k < 4; k++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                if (t == LOOM_Q5_K) {
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(ql_sh16(hb, 4 - 2 * k), b16));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(ql_sh16(hb, 3 - 2 * k), b16));
+                }
+                acc0 = _mm256_fmadd_ps(ql_dotu(lo, xb[2 * k].qs), _mm256_permutevar8x32_ps(A, _mm256_set1_epi32(2 * k)), acc0);
+                acc1 = _mm256_fmadd_ps(ql_dotu(hi, xb[2 * k + 1].qs), _mm256_permutevar8x32_ps(A, _mm256_set1_epi32(2 * k + 1)), acc1);
+            }
+        } else if (t == LOOM_Q6_K) {
+            /* (2026-12-06; before: the rows kernel) codes 0..63 unsigned, the offset 32 through
+             * the activation's per-16 sums: -32 * d_w * sum_g scale_g * xs_g, two 8-wide FMAs per
+             * super-block; G = d_w * scale_g * d_x(g / 2) as 16 floats, block j's pair of scales by
+             * ql_pair */
+            const loom_block_q6_k *q = (const loom_block_q6_k *)row + i;
+            QL_PF_LINES((const char *)q, 210);
+            __m256 dv = _mm256_set1_ps(_cvtsh_ss(q->d));
+            __m128i s16 = _mm_loadu_si128((const __m128i *)q->scales);
+            __m256 S0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s16)), dv);
+            __m256 S1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(s16, 8))), dv);
+            const __m256 c32 = _mm256_set1_ps(32.0f);
+            bacc = _mm256_fnmadd_ps(_mm256_mul_ps(S0, c32), _mm256_loadu_ps(xsb), bacc);
+            bacc = _mm256_fnmadd_ps(_mm256_mul_ps(S1, c32), _mm256_loadu_ps(xsb + 8), bacc);
+            __m256 G[2] = {_mm256_mul_ps(S0, _mm256_loadu_ps(xdhb)), _mm256_mul_ps(S1, _mm256_loadu_ps(xdhb + 8))};
+            QL_UNROLL for (int h = 0; h < 2; h++) {
+                const uint8_t *ql = q->ql + 64 * h, *qh = q->qh + 32 * h;
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+                __m256i hbq = _mm256_loadu_si256((const __m256i *)qh);
+                __m256i u[4];
+                u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hbq, 4), m30));
+                u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hbq, 2), m30));
+                u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hbq, m30));
+                u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_and_si256(_mm256_srli_epi16(hbq, 2), m30));
+                QL_UNROLL for (int k = 0; k < 4; k++) {
+                    __m256 p = ql_dotu(u[k], xb[4 * h + k].qs);
+                    if (k & 1) acc1 = _mm256_fmadd_ps(p, ql_pair(G[h], k), acc1);
+                    else acc0 = _mm256_fmadd_ps(p, ql_pair(G[h], k), acc0);
+                }
+            }
         } else { /* IQ4_XS */
             const loom_block_iq4_xs *q = (const loom_block_iq4_xs *)row + i;
             QL_PF_LINES((const char *)q, 136);
@@ -186,12 +255,13 @@ QL_INLINE float ql_rowk(loom_dtype t, const char *row, const loom_q8x *x, const 
 
 /* Rows [n0, n1) of one type (t a constant in each call below, so the row loops specialise). */
 QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, const float *xs, const float *xd,
-                       const float *xdh, int64_t K, int64_t n0, int64_t n1, float *y, const float *bias, int64_t pf_rows) {
-    bool k = t == LOOM_Q2_K || t == LOOM_Q3_K || t == LOOM_Q5_K || t == LOOM_IQ4_XS;
+                       const float *xdh, const float *xt, int64_t K, int64_t n0, int64_t n1, float *y, const float *bias,
+                       int64_t pf_rows, bool kold) {
+    bool k = loom_dtype_blck(t) == 256;
     for (int64_t n = n0; n < n1; n++) {
         size_t pf = n + pf_rows < n1 ? (size_t)pf_rows * rb : 0;
         const char *row = w + (size_t)n * rb;
-        float v = k ? ql_rowk(t, row, x, xs, xd, xdh, K / 256, pf) : ql_row32(t, row, x, xs, xd, K / 32, pf);
+        float v = k ? ql_rowk(t, kold, row, x, xs, xd, xdh, xt, K / 256, pf) : ql_row32(t, row, x, xs, xd, K / 32, pf);
         y[n] = v + (bias ? bias[n] : 0.0f);
     }
 }
@@ -199,29 +269,40 @@ QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x
 void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K, int64_t n0,
                              int64_t n1, float *y, const float *bias, int pf_rows) {
     int64_t nb = K / 32;
-    float buf[5 * 512], *xs = nb <= 512 ? buf : malloc(sizeof(float) * 5 * (size_t)nb);
+    float buf[6 * 512], *xs = nb <= 512 ? buf : malloc(sizeof(float) * 6 * (size_t)nb);
     if (!xs) { /* (out of memory: cannot happen at real sizes) the reference */
         for (int64_t n = n0; n < n1; n++)
             y[n] = loom_quant_dot_ref(t, (const char *)w + (size_t)n * row_bytes, x, K) + (bias ? bias[n] : 0.0f);
         return;
     }
-    float *xd = xs + 2 * nb, *xdh = xd + nb;
-    ql_xsums(x, nb, xs, xd, xdh);
+    float *xd = xs + 2 * nb, *xdh = xd + nb, *xt = xdh + 2 * nb;
+    static _Atomic int kold_env = INT_MIN;
+    ql_xsums(x, nb, xs, xd, xdh, xt);
     const char *wr = w;
+#define QL_CASE(T) \
+    case T: ql_span(T, wr, row_bytes, x, xs, xd, xdh, xt, K, n0, n1, y, bias, pf_rows, false); break
     switch (t) {
-    case LOOM_Q4_1: ql_span(LOOM_Q4_1, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_Q5_0: ql_span(LOOM_Q5_0, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_Q5_1: ql_span(LOOM_Q5_1, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_IQ4_NL: ql_span(LOOM_IQ4_NL, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_Q2_K: ql_span(LOOM_Q2_K, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_Q3_K: ql_span(LOOM_Q3_K, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_Q5_K: ql_span(LOOM_Q5_K, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
-    case LOOM_IQ4_XS: ql_span(LOOM_IQ4_XS, wr, row_bytes, x, xs, xd, xdh, K, n0, n1, y, bias, pf_rows); break;
+        QL_CASE(LOOM_Q4_1);
+        QL_CASE(LOOM_Q5_0);
+        QL_CASE(LOOM_Q5_1);
+        QL_CASE(LOOM_IQ4_NL);
+        QL_CASE(LOOM_Q2_K);
+        QL_CASE(LOOM_Q3_K);
+        QL_CASE(LOOM_Q4_K);
+    case LOOM_Q5_K: /* LOOM_CPU_KLATER=0: the Q5_K code before 2026-12-06, for A/B timing */
+        if (cpu_env_int_once(&kold_env, "LOOM_CPU_KLATER", 1) == 0)
+            ql_span(LOOM_Q5_K, wr, row_bytes, x, xs, xd, xdh, xt, K, n0, n1, y, bias, pf_rows, true);
+        else
+            ql_span(LOOM_Q5_K, wr, row_bytes, x, xs, xd, xdh, xt, K, n0, n1, y, bias, pf_rows, false);
+        break;
+        QL_CASE(LOOM_Q6_K);
+        QL_CASE(LOOM_IQ4_XS);
     default:
         for (int64_t n = n0; n < n1; n++)
             y[n] = loom_quant_dot_ref(t, (const char *)w + (size_t)n * row_bytes, x, K) + (bias ? bias[n] : 0.0f);
         break;
     }
+#undef QL_CASE
     if (xs != buf) free(xs);
 }
 

@@ -51,6 +51,20 @@ QL_INLINE __m128i ql_q3k_scales(const uint8_t *s) {
     return _mm_sub_epi8(_mm_or_si128(L, _mm_slli_epi32(H, 4)), _mm_set1_epi8(32));
 }
 
+/* Q4_K / Q5_K's 8 six-bit scales (bytes 0-7) and minimums (bytes 8-15) from scales[12] at s, as
+ * loom_k4_scales8, in four 32-bit words: scales 0-3 = u0 & 63, minimums 0-3 = u1 & 63, scales 4-7 =
+ * (u2 & 0xF) | (u0 >> 6) << 4, minimums 4-7 = (u2 >> 4) | (u1 >> 6) << 4 (u0, u1, u2: the 12 bytes as
+ * words). Reads 16 bytes: the 4 after the scales are the block's own (qh or qs). */
+QL_INLINE __m128i ql_k4_scales(const uint8_t *s) {
+    __m128i v = _mm_loadu_si128((const __m128i *)s);
+    __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)); /* u0 u2 u1 u2 */
+    __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)); /* u0 u0 u1 u1 */
+    a = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                      _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    b = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(a, b);
+}
+
 QL_INLINE __m256i ql_iq4(__m256i nib) {
     return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)loom_iq4nl_values)), nib);
 }

@@ -43,6 +43,15 @@ static bool qgemv_later_ok(loom_dtype t, int64_t K) {
            cpu_env_int_once(&env, "LOOM_CPU_QLATER", 1) != 0;
 }
 
+/* Q4_K / Q6_K decode without the 512-bit GEMV (no AVX512_VBMI: AVX2 machines) through the later
+ * types' GEMV too (quant_later.h; 2026-12-06). LOOM_CPU_KLATER=0 (or LOOM_CPU_QLATER=0) sends them
+ * back to the rows kernel, for A/B timing. */
+static bool klater_ok(loom_dtype t, int64_t K) {
+    static _Atomic int env = INT_MIN, later_env = INT_MIN;
+    return (t == LOOM_Q4_K || t == LOOM_Q6_K) && K > 0 && K % 256 == 0 &&
+           cpu_env_int_once(&env, "LOOM_CPU_KLATER", 1) != 0 && cpu_env_int_once(&later_env, "LOOM_CPU_QLATER", 1) != 0;
+}
+
 bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {
     /* Q4_K too: its pair tile ran ffn_down (K = 4864) at ~110 GFLOP/s a core, the panel at ~500
      * (LOOM_CPU_Q4K_PANEL=0: the pair tile again) */
@@ -75,7 +84,7 @@ typedef struct qmm_task {
 static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
     (void)ith;
     const qmm_task *t = arg;
-    if (t->gemv && t->wt != LOOM_Q4_K && t->wt != LOOM_Q6_K) { /* M = 1: fused and vectorised */
+    if (t->gemv && ((t->wt != LOOM_Q4_K && t->wt != LOOM_Q6_K) || cpu_qgemv_knew())) { /* M = 1: fused and vectorised */
         cpu_qgemv_prep(t->wt, t->x, t->K, t->xp);
         return;
     }
@@ -164,7 +173,7 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     qmm_task t = {.dot = dot, .y = y, .x = x, .xq = xq, .xp = xp, .xp_bytes = xpb, .w = w, .wt = wt,
                   .row_bytes = loom_dtype_nbytes(wt, K), .bias = bias, .M = M, .K = K, .N = N, .xblocks = xb,
                   .gemv = gemv};
-    if (M == 1 && !no_gemv && !gemv && qgemv_later_ok(wt, K)) {
+    if (M == 1 && !no_gemv && !gemv && (qgemv_later_ok(wt, K) || klater_ok(wt, K))) {
         /* LOOM_CPU_QGEMV_PF: prefetch distance in rows, as the Q8_0/Q4_0 GEMV */
         static _Atomic int pf_env = INT_MIN;
         t.later = cpu_qgemv_later_for(dot);

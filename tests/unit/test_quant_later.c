@@ -1,4 +1,5 @@
-/* The later block types' CPU kernels (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K, IQ4_XS): the decode
+/* The later block types' CPU kernels (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K, IQ4_XS, and Q4_K /
+ * Q6_K's decode GEMV without AVX512_VBMI): the decode
  * GEMV (AVX2 and AVX-512 flavours, backends/cpu/quant_later.h) and the int8 panel GEMM for prefill
  * (AVX-512 VNNI), against dequantise(W) . dequantise(q8(x)) in double and against the scalar
  * reference loom_quant_dot_ref; every row count 1..40 and 200 (chunks, tails, the prefetch), K of
@@ -23,10 +24,11 @@ static uint32_t rnd(void) {
 static float frand(void) { return (float)(rnd() & 0xFFFFFF) / (float)0x800000 - 1.0f; }
 static float grand(void) { return frand() + frand() + frand(); }
 
-/* (Q4_K: its prefill takes the same panel GEMM; its decode GEMV is the native one) */
+/* (Q4_K: its prefill takes the same panel GEMM; Q4_K and Q6_K decode take the later types' GEMV
+ * where the 512-bit one is not there: AVX2 machines, and the direct calls below everywhere) */
 static const loom_dtype later[] = {LOOM_Q4_1, LOOM_Q5_0, LOOM_Q5_1, LOOM_IQ4_NL, LOOM_Q2_K,
-                                   LOOM_Q3_K, LOOM_Q5_K, LOOM_IQ4_XS, LOOM_Q4_K};
-#define NLATER 9
+                                   LOOM_Q3_K, LOOM_Q5_K, LOOM_IQ4_XS, LOOM_Q4_K, LOOM_Q6_K};
+#define NLATER 10
 
 /* f16 bits of a small positive scale (0.0005 .. 0.03) */
 static uint16_t small_f16(void) { return (uint16_t)(0x1000 + rnd() % 0x1400); }
@@ -43,6 +45,7 @@ static void random_blocks(loom_dtype t, char *w, size_t rb, int64_t N) {
             case LOOM_Q4_1: case LOOM_Q5_1: case LOOM_Q5_K: case LOOM_Q4_K: memcpy(b, &d, 2), memcpy(b + 2, &m, 2); break;
             case LOOM_Q2_K: memcpy(b + 80, &d, 2), memcpy(b + 82, &m, 2); break;
             case LOOM_Q3_K: memcpy(b + 108, &d, 2); break;
+            case LOOM_Q6_K: memcpy(b + 208, &d, 2); break;
             default: memcpy(b, &d, 2); break; /* Q5_0, IQ4_NL, IQ4_XS: d first */
             }
         }

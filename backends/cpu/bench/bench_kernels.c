@@ -8,7 +8,8 @@
  * usage: bench_kernels [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k|any quantised type] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]]
  *   -q: quick (no LM head, 8 layers for decode, M = 128 only); -d: decode only; -p: prefill only
  *   -c: time with the thread's CPU clock (with -t 1: kernel speed on a busy machine)
- *   -s qwen2-0.5b|llama-7b: the model shape (default qwen2-0.5b)
+ *   -s qwen2-0.5b|llama-1.1b|llama-7b: the model shape (default qwen2-0.5b; llama-1.1b: hidden 2048,
+ *     kv 256, ffn 5632, vocab 32000, 22 layers, every K whole 256-blocks)
  * A benchmark, not a test: it is not registered with ctest.
  */
 #include "backends/backend.h"
@@ -264,9 +265,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-s") && i + 1 < argc && !strcmp(argv[i + 1], "llama-7b")) {
             HID = 4096, KVD = 4096, FFN = 11008, VOCAB = 32000, LAYERS = 32;
             i++;
+        } else if (!strcmp(argv[i], "-s") && i + 1 < argc && !strcmp(argv[i + 1], "llama-1.1b")) {
+            HID = 2048, KVD = 256, FFN = 5632, VOCAB = 32000, LAYERS = 22;
+            i++;
         } else if (!strcmp(argv[i], "-s") && i + 1 < argc && !strcmp(argv[i + 1], "qwen2-0.5b")) i++;
         else {
-            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k|any quantised type] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]] [-s qwen2-0.5b|llama-7b]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t threads] [-i scalar|avx2|avx512|avx512bf16] [-w f16|bf16|f32|q8_0|q4_0|q4_k|q6_k|any quantised type] [-q] [-d | -p] [-c] [-f FILE [-o N] [-a hugepage|sequential|willneed|populate]] [-s qwen2-0.5b|llama-1.1b|llama-7b]\n", argv[0]);
             return 2;
         }
     }
