@@ -20,7 +20,7 @@ JOBS=${JOBS:-2}
 TARGETS="gguf safetensors tokenizer_json tokenize model serve_req"
 
 make -s -C "$ROOT/fuzz" check-clang || { echo "fuzz/pack.sh: clang with libFuzzer does not work here" >&2; exit 1; }
-make -C "$ROOT/fuzz" -j"$JOBS" OUT="$B" DEBUG=-gline-tables-only PORTABLE=1 build
+make -C "$ROOT/fuzz" -j"$JOBS" OUT="$B" DEBUG=-gline-tables-only PORTABLE=1 AVX512_OPT= build
 
 P=$B/pack/loom-fuzz
 rm -rf "$B/pack"

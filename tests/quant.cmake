@@ -188,9 +188,18 @@ set_tests_properties(check_q_detects_kl PROPERTIES FIXTURES_REQUIRED q_llama-tin
 set_tests_properties(check_q_detects_top1 PROPERTIES FIXTURES_REQUIRED q_llama-tiny_q4_0)
 # usage errors exit 2; a bad input names the file
 # The thread count never changes the file (rows are quantised independently; formats/quantize.c).
-add_test(NAME quantize_threads COMMAND ${LOOM_EXPECT} --match "PASS: 12 presets" --
+# Under a sanitizer three presets (a 32-weight block, the K mix, IQ4_XS): every preset's quantiser
+# runs threaded (-t 0: one per CPU) under ASan in its quantize_llama-wide_* test already, and the
+# byte comparison is the release build's (22.0 -> 8.0 ASan CPU-s; docs/reliability.md "CI").
+set(_qt_presets "")
+set(_qt_n 12)
+if(LOOM_SANITIZE)
+  set(_qt_presets q4_0 q4_k_m iq4_xs)
+  set(_qt_n 3)
+endif()
+add_test(NAME quantize_threads COMMAND ${LOOM_EXPECT} --match "PASS: ${_qt_n} presets" --
          sh ${CMAKE_CURRENT_SOURCE_DIR}/scripts/quantize_threads.sh ${LOOM_BIN} ${LOOM_FIXTURES}/llama-wide
-         ${LOOM_Q_TMP}/threads)
+         ${LOOM_Q_TMP}/threads ${_qt_presets})
 add_test(NAME quantize_bad_type COMMAND sh -c "${LOOM_BIN} quantize a b --type q3_x; test $? -eq 2")
 add_test(NAME quantize_missing COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh "no-such.gguf"
          ${LOOM_BIN} quantize ${LOOM_Q_TMP}/no-such.gguf ${LOOM_Q_TMP}/x.gguf --type q8_0)
