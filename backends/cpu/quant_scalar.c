@@ -37,19 +37,21 @@ cpu_qgemv_later_fn cpu_qgemv_later_for(cpu_qdot_fn dot) {
 /* The later types' decode GEMV and panel GEMM take K whole blocks of the type (whole super-blocks for
  * the k-quants). LOOM_CPU_QLATER=0 switches both off (the rows kernel and the f32 prefill, as before
  * them: A/B timing). */
-static bool qgemv_later_ok(loom_dtype t, int64_t K) {
+static bool later_on(void) {
     static _Atomic int env = INT_MIN;
-    return loom_dtype_is_quant(t) && !cpu_qtype_native(t) && K > 0 && K % loom_dtype_blck(t) == 0 &&
-           cpu_env_int_once(&env, "LOOM_CPU_QLATER", 1) != 0;
+    return cpu_env_int_once(&env, "LOOM_CPU_QLATER", 1) != 0;
+}
+static bool qgemv_later_ok(loom_dtype t, int64_t K) {
+    return loom_dtype_is_quant(t) && !cpu_qtype_native(t) && K > 0 && K % loom_dtype_blck(t) == 0 && later_on();
 }
 
 /* Q4_K / Q6_K decode without the 512-bit GEMV (no AVX512_VBMI: AVX2 machines) through the later
  * types' GEMV too (quant_later.h; 2026-12-06). LOOM_CPU_KLATER=0 (or LOOM_CPU_QLATER=0) sends them
  * back to the rows kernel, for A/B timing. */
 static bool klater_ok(loom_dtype t, int64_t K) {
-    static _Atomic int env = INT_MIN, later_env = INT_MIN;
-    return (t == LOOM_Q4_K || t == LOOM_Q6_K) && K > 0 && K % 256 == 0 &&
-           cpu_env_int_once(&env, "LOOM_CPU_KLATER", 1) != 0 && cpu_env_int_once(&later_env, "LOOM_CPU_QLATER", 1) != 0;
+    static _Atomic int env = INT_MIN;
+    return (t == LOOM_Q4_K || t == LOOM_Q6_K) && K > 0 && K % 256 == 0 && later_on() &&
+           cpu_env_int_once(&env, "LOOM_CPU_KLATER", 1) != 0;
 }
 
 bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {

@@ -173,10 +173,11 @@ typedef struct vk_pc {
     float f[4];
 } vk_pc;
 
-/* Do two arguments (logical buffers and byte ranges) overlap? */
+/* Do two arguments (logical buffers and byte ranges) overlap? Are they the same range? */
 static bool arg_overlaps(const vk_arg *a, const vk_arg *b) {
     return a->b && a->b == b->b && a->off < b->off + b->len && b->off < a->off + a->len;
 }
+static bool arg_same(const vk_arg *a, const vk_arg *b) { return a->b == b->b && a->off == b->off && a->len == b->len; }
 
 static int dispatch(vk_rec *r, loom_spv_id shader, const uint32_t spec[4], const vk_arg args[VK_NBIND], vk_pc *pc,
                     uint32_t gx, uint32_t gy, uint32_t gz) {
@@ -397,6 +398,12 @@ uint32_t vk_cm_variant_default(const vk_dev *d) {
  * weights or more (llama-7b Q4_K_M 97.7 -> 113.9 t/s; on llama-1.1b's matrices, 11.5M weights at
  * most, 4 rows lost 6-18%); Q8_0, Q2_K, Q3_K and Q5_K keep matvec.comp (4 rows lost 9-20% at
  * llama-1.1b; unmeasured at 7B). */
+/* The block types the GPU defaults take (LOOM_VK_GEMV_Q / LOOM_VK_CM_QTILE unset; H100, 2026-12-06,
+ * docs/benchmarks.md): the 8-bit-x decode GEMV lost 2-6% on Q8_0 and IQ4_NL / IQ4_XS, in-tile
+ * dequantisation 38% on IQ4 (a table lookup per weight); vk_device.c has the figures. */
+static bool dp_default_type(loom_dtype t) { return t != LOOM_Q8_0 && t != LOOM_IQ4_NL && t != LOOM_IQ4_XS; }
+static bool qtile_default_type(loom_dtype t) { return t != LOOM_IQ4_NL && t != LOOM_IQ4_XS; }
+
 static uint32_t qb_rows_default(loom_dtype t, uint64_t rows, uint64_t k) {
     switch (t) {
     case LOOM_Q4_0:
@@ -632,8 +639,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
      * dequantised in its tile loads (matmul_cmv.comp W_Q*), no f16 copy and no chunks of rows beyond
      * the binding's; other variants, and matmuls below sg64's cm_min_m rows, keep the f16 copy.
      * Without cooperative matrices: matmul_q.comp's QTILE build (qtile_shader) */
-    bool iq4 = w->type == LOOM_IQ4_NL || w->type == LOOM_IQ4_XS;
-    bool qtile = quant && !gemv && d->cm_qtile && (d->cm_qtile_all || !iq4) && (cm ? cv && cv->q : true);
+    bool qtile = quant && !gemv && d->cm_qtile && (d->cm_qtile_all || qtile_default_type(w->type)) &&
+                 (cm ? cv && cv->q : true);
     bool qcopy = cm && quant && !qtile && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
     if (cv && quant && !qcopy && !qtile) cv = NULL; /* LOOM_VK_QCM=tiles: matmul_cm.comp */
     uint64_t tile = big ? 128 : 64, tm = cv ? cv->bm : tile, tn = cv ? cv->bn : tile;
@@ -657,7 +664,7 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     loom_spv_id sh;
     /* the decode GEMV a block at a time (matvec_qb.comp), qb_rows rows per invocation: per type and
      * size by default (qb_rows_default), or as LOOM_VK_GEMV_Q forces */
-    bool dp_def = d->gemv_dp_default && w->type != LOOM_Q8_0 && !iq4; /* the 8-bit-x GEMV, 2 rows (vk_device.c) */
+    bool dp_def = d->gemv_dp_default && dp_default_type(w->type); /* the 8-bit-x GEMV, 2 rows (vk_device.c) */
     uint32_t qb_rows = !gemv || !quant || K % 32 != 0      ? 0
                        : d->gemv_q != VK_GEMV_Q_AUTO ? d->gemv_q
                        : dp_def                      ? 2
@@ -736,8 +743,7 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         size_t hoff = ((size_t)(M * K) + al - 1) / al * al, nblk = (size_t)(M * K / 32), qlen = hoff + nblk * 16;
         bool xvec = elem_off(d, &a[1]) % 4 == 0 && (!a[4].b || elem_off(d, &a[4]) % 4 == 0);
         bool hit = r->qx.valid && r->qx.xmode == xmode && r->qx.normw == normw && r->qx.M == M && r->qx.K == K &&
-                   r->qx.x.b == a[1].b && r->qx.x.off == a[1].off && r->qx.x.len == a[1].len && r->qx.e.b == a[4].b &&
-                   r->qx.e.off == a[4].off && r->qx.e.len == a[4].len;
+                   arg_same(&r->qx.x, &a[1]) && arg_same(&r->qx.e, &a[4]);
         if (!hit) {
             vk_arg q[VK_NBIND] = {0};
             q[0] = scratch_at(r, 0, (size_t)(M * K), true);
