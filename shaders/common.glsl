@@ -1,11 +1,12 @@
 // Shared by every loom compute shader: the one push-constant block all pipelines use, and the
-// binding convention. Binding 0 is the destination; 1..4 are src0..src3; 5 is scratch.
+// binding convention. Binding 0 is the destination; 1..4 are src0..src3; 5 is scratch; 6 a second
+// destination (the 8-bit x an epilogue writes: matvec_dp.comp, attn_combine.comp).
 // off[b] is binding b's first element (in the binding's own element type): descriptors start at
 // an aligned offset, and the remainder travels here.
 #extension GL_EXT_control_flow_attributes : enable
 
 layout(push_constant) uniform PC {
-    uint off[6];
+    uint off[7];
     uint u[12];
     float f[4];
 } pc;
@@ -16,6 +17,7 @@ layout(push_constant) uniform PC {
 #define OFF_C pc.off[3]
 #define OFF_E pc.off[4]
 #define OFF_S pc.off[5]
+#define OFF_Q pc.off[6]
 
 // Large grids are dispatched as (x, y) with x <= 32768: this is the flat workgroup index.
 uint wg_linear() { return gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x; }

@@ -1,5 +1,5 @@
 // The block decoder of the block-at-a-time decode GEMVs (matvec_qb.comp: f32 x; matvec_dp.comp:
-// x quantised to 8 bits, integer dot products), included after wload.glsl (W_Q*: wq[], W_OFF).
+// x quantised to 8 bits, integer dot products), included after wload.glsl (W_Q*: wq[] read through WQ(), W_OFF).
 // unit(a, p, c, sc, mn) reads unit p (32 weights, or 64 in the K types whose two sub-blocks share
 // quant bytes: SU = 2) of the block at byte a and returns the weights as byte codes c (4 per word)
 // with w_i = sc[h] * (c_i - C_OFF) + mn[h] (h = i / 16), or for IQ4_NL / IQ4_XS w_i = sc * KV[c_i].
@@ -36,18 +36,18 @@ const uint SU = 1u;
 uint fsh(uint lo, uint hi, uint s) { return (lo >> s) | ((hi << 1) << (31u - s)); } // s = 0: lo
 uint ld4(uint a) {
     uint i = a >> 2, s = (a & 3u) * 8u;
-    return fsh(wq[i], s != 0u ? wq[i + 1u] : 0u, s);
+    return fsh(WQ(i), s != 0u ? WQ(i + 1u) : 0u, s);
 }
 uvec4 ld16(uint a) {
     uint i = a >> 2, s = (a & 3u) * 8u;
-    uint w0 = wq[i], w1 = wq[i + 1u], w2 = wq[i + 2u], w3 = wq[i + 3u], w4 = s != 0u ? wq[i + 4u] : 0u;
+    uint w0 = WQ(i), w1 = WQ(i + 1u), w2 = WQ(i + 2u), w3 = WQ(i + 3u), w4 = s != 0u ? WQ(i + 4u) : 0u;
     return uvec4(fsh(w0, w1, s), fsh(w1, w2, s), fsh(w2, w3, s), fsh(w3, w4, s));
 }
 void ld32(uint a, out uvec4 lo, out uvec4 hi) {
     uint i = a >> 2, s = (a & 3u) * 8u;
     uint w[9];
-    [[unroll]] for (uint k = 0u; k < 8u; k++) w[k] = wq[i + k];
-    w[8] = s != 0u ? wq[i + 8u] : 0u;
+    [[unroll]] for (uint k = 0u; k < 8u; k++) w[k] = WQ(i + k);
+    w[8] = s != 0u ? WQ(i + 8u) : 0u;
     lo = uvec4(fsh(w[0], w[1], s), fsh(w[1], w[2], s), fsh(w[2], w[3], s), fsh(w[3], w[4], s));
     hi = uvec4(fsh(w[4], w[5], s), fsh(w[5], w[6], s), fsh(w[6], w[7], s), fsh(w[7], w[8], s));
 }
@@ -55,12 +55,18 @@ void ld32(uint a, out uvec4 lo, out uvec4 hi) {
 // 144- / 176-byte blocks: with the binding's byte offset a multiple of 16 (a uniform test), every
 // 32-byte run of qs / qh is 16-byte aligned and read as two uvec4
 layout(std430, binding = W_BINDING) readonly buffer WQ16 { uvec4 wq4[]; };
+#ifndef WQ4
+#define WQ4(i) wq4[i]
+#endif
+#endif
+#ifndef W_OFF_CUR
+#define W_OFF_CUR W_OFF // the byte offset of the binding being read (matvec_dp.comp DP_GU: gate's or up's)
 #endif
 void ld32k(uint a, out uvec4 lo, out uvec4 hi) {
 #if defined(W_Q4_K) || defined(W_Q5_K)
-    if ((W_OFF & 15u) == 0u) {
-        lo = wq4[a >> 4];
-        hi = wq4[(a >> 4) + 1u];
+    if ((W_OFF_CUR & 15u) == 0u) {
+        lo = WQ4(a >> 4);
+        hi = WQ4((a >> 4) + 1u);
         return;
     }
 #endif
@@ -68,12 +74,12 @@ void ld32k(uint a, out uvec4 lo, out uvec4 hi) {
 }
 uvec2 ld8(uint a) {
     uint i = a >> 2, s = (a & 3u) * 8u;
-    uint w0 = wq[i], w1 = wq[i + 1u], w2 = s != 0u ? wq[i + 2u] : 0u;
+    uint w0 = WQ(i), w1 = WQ(i + 1u), w2 = s != 0u ? WQ(i + 2u) : 0u;
     return uvec2(fsh(w0, w1, s), fsh(w1, w2, s));
 }
 uvec3 ld12(uint a) {
     uint i = a >> 2, s = (a & 3u) * 8u;
-    uint w0 = wq[i], w1 = wq[i + 1u], w2 = wq[i + 2u], w3 = s != 0u ? wq[i + 3u] : 0u;
+    uint w0 = WQ(i), w1 = WQ(i + 1u), w2 = WQ(i + 2u), w3 = s != 0u ? WQ(i + 3u) : 0u;
     return uvec3(fsh(w0, w1, s), fsh(w1, w2, s), fsh(w2, w3, s));
 }
 uint bsel(uvec3 w, uint k) { return (w[k >> 2] >> (8u * (k & 3u))) & 0xffu; } // byte k of 12

@@ -13,6 +13,11 @@ layout(std430, binding = W_BINDING) readonly buffer WBQ { uint wq[]; };
 #define W_OFF OFF_B
 #endif
 #define W_QUANT 1
+// Every read of the words goes through WQ (and qbunit.glsl's WQ4): a shader reading two weights of one
+// type (matvec_dp.comp DP_GU) defines them to pick the binding
+#ifndef WQ
+#define WQ(i) wq[i]
+#endif
 
 #if defined(W_Q8_0)
 #define QK 32u
@@ -54,10 +59,10 @@ layout(std430, binding = W_BINDING) readonly buffer WBQ { uint wq[]; };
 #error "unknown quantised weight type"
 #endif
 
-uint qbyte(uint a) { return (wq[a >> 2] >> ((a & 3u) * 8u)) & 0xffu; }
+uint qbyte(uint a) { return (WQ(a >> 2) >> ((a & 3u) * 8u)) & 0xffu; }
 // f16 at byte a (any alignment: a chunk of rows may start at an odd word half)
 float qhalf(uint a) {
-    uint v = (a & 3u) == 3u ? (qbyte(a) | (qbyte(a + 1u) << 8)) : (wq[a >> 2] >> ((a & 3u) * 8u));
+    uint v = (a & 3u) == 3u ? (qbyte(a) | (qbyte(a + 1u) << 8)) : (WQ(a >> 2) >> ((a & 3u) * 8u));
     return unpackHalf2x16(v & 0xffffu).x;
 }
 // 8 bytes from byte a, little-endian; reads only the words that hold them. No branch: neighbouring
@@ -65,7 +70,7 @@ float qhalf(uint a) {
 // third word is a predicated load, and (x << 1) << (31 - s) is x << (32 - s) that is 0 at s = 0.
 uvec2 qbytes8(uint a) {
     uint i = a >> 2, s = (a & 3u) * 8u;
-    uint x0 = wq[i], x1 = wq[i + 1u], x2 = s != 0u ? wq[i + 2u] : 0u;
+    uint x0 = WQ(i), x1 = WQ(i + 1u), x2 = s != 0u ? WQ(i + 2u) : 0u;
     return uvec2((x0 >> s) | ((x1 << 1) << (31u - s)), (x1 >> s) | ((x2 << 1) << (31u - s)));
 }
 uvec4 qb4(uint x) { return (uvec4(x) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu; }

@@ -48,8 +48,8 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
     VkPhysicalDevice, uint32_t *, VkCooperativeMatrixPropertiesKHR *);
 #endif
 
-#define VK_NBIND 6          /* bindings of the one descriptor-set layout: dst, src0..3, scratch */
-#define VK_PC_WORDS 22      /* push constants: off[6], u[12], f[4] (shaders/common.glsl) */
+#define VK_NBIND 7          /* bindings of the one descriptor-set layout: dst, src0..3, scratch, dst2 */
+#define VK_PC_WORDS 23      /* push constants: off[7], u[12], f[4] (shaders/common.glsl) */
 #define VK_STAGING_HALF (32u << 20)
 
 /* One piece of a buffer. Weights larger than the largest allocation are split into pieces that

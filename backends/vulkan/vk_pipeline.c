@@ -1,5 +1,5 @@
-/* Pipelines: one descriptor-set layout and one pipeline layout shared by every shader (six
- * storage buffers + 88 bytes of push constants), pipelines created on first use per
+/* Pipelines: one descriptor-set layout and one pipeline layout shared by every shader (seven
+ * storage buffers + 92 bytes of push constants), pipelines created on first use per
  * (shader, specialisation constants), and a VkPipelineCache persisted on disk so the driver's
  * compile happens once per device and shader build, not once per process.
  *

@@ -47,15 +47,25 @@ typedef struct vk_rec {
     int cur_node;
     loom_buffer *scratch;
     size_t scratch_need;
-    /* x of the last LOOM_VK_GEMV_Q=dp* GEMV as quantx.comp left it in scratch [0, len): reused by the
-     * next dp GEMV of the same x (q/k/v, gate/up) until a dispatch writes its sources or that range */
+    int k;                  /* the plan order's position being recorded; -1 outside a plan (compute_node) */
+    /* The quantised x of the LOOM_VK_GEMV_Q=dp* GEMVs: a buffer of its own (qbuf), two regions of qreg
+     * bytes, each the x (32 int8 a block, then 16-byte headers at hoff) in its first qdata bytes and
+     * qcnt block counters after them (matvec_dp.comp's EPI, for an epilogue writing that region). The
+     * sizing pass finds qreg_need (the largest x) and qcnt_need. */
+    loom_buffer *qbuf;
+    size_t qreg, qdata, qreg_need, qcnt, qcnt_need;
+    int n_qfold;            /* quantisations written by their producer's epilogue (LOOM_VK_QX_FOLD) */
+    bool qx_fold;           /* those epilogues allowed (a plan's recording; LOOM_VK_QX_FOLD=0: not) */
+    int gu_skip;            /* 1 + the up GEMV a gate/up dispatch (DP_GU) already computed, 0: none */
+    /* x of the last dp GEMV as quantx.comp (or a producer's epilogue) left it in qbuf region `region`:
+     * reused by the next dp GEMV of the same x (q/k/v, gate/up) until a dispatch writes its sources */
     struct {
         bool valid;
         vk_arg x, e;          /* the sources (x, and the norm weight / up of a folded producer) */
         int xmode;
         bool normw;
         uint64_t M, K;
-        size_t len;
+        int region;
     } qx;
 } vk_rec;
 
@@ -66,9 +76,12 @@ typedef struct vk_plan {
     VkDescriptorPool *pools;
     int n_pools;
     loom_buffer *scratch;
+    loom_buffer *qbuf;      /* vk_rec.qbuf */
+    size_t qreg, qdata, qcnt;
+    bool qx_fold;           /* vk_rec.qx_fold, read once per plan so that every recording agrees */
     VkQueryPool qp;
     int *q_node;
-    int n_dispatch, n_barrier;
+    int n_dispatch, n_barrier, n_qfold;
 } vk_plan;
 
 /* ---- binding resolution ---------------------------------------------------------------------- */
@@ -168,7 +181,7 @@ static VkDescriptorSet alloc_set(vk_rec *r) {
 }
 
 typedef struct vk_pc {
-    uint32_t off[6];
+    uint32_t off[VK_NBIND];
     uint32_t u[12];
     float f[4];
 } vk_pc;
@@ -323,13 +336,18 @@ static loom_spv_id qtile_shader(loom_dtype t, bool cm, bool big) {
 }
 
 /* The decode GEMV on x quantised to 8 bits (shaders/matvec_dp.comp, LOOM_VK_GEMV_Q=dp*) for t: with
- * integer dot products (idot) or without. */
-static loom_spv_id dpshader(loom_dtype t, bool idot) {
-#define DP(T) [LOOM_##T] = {LOOM_SPV_MATVEC_DP_##T, LOOM_SPV_MATVEC_DPI_##T}
-    static const loom_spv_id tab[LOOM_DTYPE_COUNT][2] = {DP(Q8_0), DP(Q4_0), DP(Q4_K), DP(Q6_K),   DP(Q4_1),   DP(Q5_0),
-                                                         DP(Q5_1), DP(Q2_K), DP(Q3_K), DP(Q5_K), DP(IQ4_NL), DP(IQ4_XS)};
+ * integer dot products (idot) or without; with the epilogue that writes y quantised (epi, DP_EPI) or
+ * without. */
+static loom_spv_id dpshader(loom_dtype t, bool idot, int epi) {
+#define DP(T)                                                                                                  \
+    [LOOM_##T] = {{LOOM_SPV_MATVEC_DP_##T, LOOM_SPV_MATVEC_DPI_##T},                                           \
+                  {LOOM_SPV_MATVEC_DPE_##T, LOOM_SPV_MATVEC_DPIE_##T},                                         \
+                  {LOOM_SPV_MATVEC_DPGU_##T, LOOM_SPV_MATVEC_DPIGU_##T}}
+    static const loom_spv_id tab[LOOM_DTYPE_COUNT][3][2] = {DP(Q8_0), DP(Q4_0), DP(Q4_K),   DP(Q6_K),
+                                                            DP(Q4_1), DP(Q5_0), DP(Q5_1),   DP(Q2_K),
+                                                            DP(Q3_K), DP(Q5_K), DP(IQ4_NL), DP(IQ4_XS)};
 #undef DP
-    return tab[t][idot];
+    return tab[t][epi][idot]; /* epi: 0 none, 1 DP_EPI, 2 DP_EPI + DP_GU */
 }
 
 /* Whether the in-tile tensor-core variants (LOOM_VK_QCM=tiles) exist for t; the others always take
@@ -462,9 +480,39 @@ static bool folded(const loom_exec_ctx *x, int i) { return i >= 0 && (N(x, i)->f
  * per plan; in the sizing pass the binding is a placeholder. */
 static vk_arg scratch_at(vk_rec *r, size_t off, size_t len, bool write) {
     if (off + len > r->scratch_need) r->scratch_need = off + len;
-    if (write && off < r->qx.len) r->qx.valid = false; /* over a cached quantised x (also when sizing) */
     if (!r->scratch) return (vk_arg){0};
     return (vk_arg){.b = r->scratch, .off = off, .len = len, .esize = 4, .write = write};
+}
+
+/* [off, off + len) of the quantised-x buffer (uvec4 elements); a placeholder while sizing */
+static vk_arg qbuf_at(vk_rec *r, size_t off, size_t len, bool write) {
+    if (!r->qbuf) return (vk_arg){0};
+    return (vk_arg){.b = r->qbuf, .off = off, .len = len, .esize = 16, .write = write};
+}
+/* The region stride for qdata bytes of x and qcnt counters */
+static size_t qreg_of(size_t qdata, size_t qcnt) { return qdata + (4 * qcnt + 255) / 256 * 256; }
+
+/* The layout of M rows of K quantised: int8 q words, then the headers at *hoff; the region's bytes */
+static size_t qx_layout(uint64_t M, uint64_t K, size_t *hoff) {
+    *hoff = ((size_t)(M * K) + 255) / 256 * 256;
+    return *hoff + (size_t)(M * K / 32) * 16;
+}
+
+/* The region a new quantised x goes to: not the one the cached x is in (a dp GEMV that writes the
+ * next x in its epilogue reads that one) */
+static int qx_next_region(const vk_rec *r) { return r->qx.valid ? r->qx.region ^ 1 : 0; }
+
+static void qx_set(vk_rec *r, const vk_arg *x, const vk_arg *e, int xmode, bool normw, uint64_t M, uint64_t K,
+                   int region) {
+    r->qx.valid = true;
+    r->qx.x = *x;
+    r->qx.e = *e;
+    r->qx.x.write = r->qx.e.write = false;
+    r->qx.xmode = xmode;
+    r->qx.normw = normw;
+    r->qx.M = M;
+    r->qx.K = K;
+    r->qx.region = region;
 }
 
 static vk_arg scratch_arg(vk_rec *r, size_t need, bool write) { return scratch_at(r, 0, need, write); }
@@ -571,11 +619,91 @@ static int rec_matmul_cm2(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], con
 }
 #endif
 
+/* The block-quantised decode GEMV of MATMUL i: rows per invocation (0: matvec.comp or not a GEMV)
+ * and (*dp) whether on 8-bit x (matvec_dp.comp): per type and size by default (qb_rows_default; on a
+ * GPU with integer dot products dp_default_type's types take the 8-bit-x GEMV, 2 rows, vk_device.c),
+ * or as LOOM_VK_GEMV_Q forces. rec_matmul and the quantisation epilogues (qx_reader) agree on it. */
+static uint32_t gemv_q_rows(vk_dev *d, const loom_exec_ctx *x, int i, bool *dp) {
+    const loom_node *w = N(x, N(x, i)->src[1]);
+    uint64_t K = (uint64_t)w->ne[1];
+    bool dp_def = d->gemv_dp_default && dp_default_type(w->type);
+    uint32_t qb_rows = !gemv_path(d, x, i) || !loom_dtype_is_quant(w->type) || K % 32 != 0 ? 0
+                       : d->gemv_q != VK_GEMV_Q_AUTO                                     ? d->gemv_q
+                       : dp_def                                                          ? 2
+                                                                                         : qb_rows_default(w->type, (uint64_t)w->ne[0], K);
+    *dp = qb_rows && (d->gemv_dp || (d->gemv_q == VK_GEMV_Q_AUTO && dp_def));
+    return qb_rows;
+}
+
+/* LOOM_VK_QX_FOLD: the first dp GEMV after the one being recorded (plan order) that reads node o's
+ * output as its x, directly (xmode 0) or through a folded RMSNORM (1: *normw, its weight in *e), with
+ * K = kx; returns its xmode, or -1 when there is none (nothing to write quantised). */
+static int qx_reader(vk_rec *r, const loom_exec_ctx *x, int o, uint64_t kx, bool *normw, vk_arg *e) {
+    const loom_plan *p = x->plan;
+    *normw = false;
+    *e = (vk_arg){0};
+    if (!r->qx_fold || r->k < 0 || !p) return -1;
+    for (int k = r->k + 1; k < p->n_order; k++) {
+        int j = p->order[k];
+        const loom_node *n = N(x, j);
+        if (n->op == LOOM_OP_ADD) /* a GEMV folded into its residual ADD */
+            j = folded(x, n->src[0]) ? n->src[0] : folded(x, n->src[1]) ? n->src[1] : -1;
+        else if (n->op != LOOM_OP_MATMUL)
+            continue;
+        if (j < 0 || N(x, j)->op != LOOM_OP_MATMUL || (uint64_t)N(x, N(x, j)->src[1])->ne[1] != kx) continue;
+        bool dp;
+        int s = N(x, j)->src[0];
+        if (!gemv_q_rows(r->d, x, j, &dp) || !dp) continue;
+        if (s == o) return 0;
+        const loom_node *rn = N(x, s);
+        if (folded(x, s) && rn->op == LOOM_OP_RMSNORM && rn->src[0] == o) {
+            *normw = rn->n_src > 1 && rn->src[1] >= 0;
+            if (*normw && arg_of(x, rn->src[1], false, e) < 0) return -1;
+            return 1;
+        }
+    }
+    return -1;
+}
+
+/* LOOM_VK_QX_FOLD, gate and up: when dp GEMV i (gate) is followed in the plan order by a GEMV of
+ * the same x, weight type and shape, without bias (up), and a folded SWIGLU(gate, up) is the x of a
+ * later dp GEMV (down), one dispatch computes both (matvec_dp.comp DP_GU) and writes silu(gate) * up
+ * quantised for down; returns up's node, or -1. */
+static int gu_partner(vk_rec *r, const loom_exec_ctx *x, int i, uint32_t rows) {
+    const loom_plan *p = x->plan;
+    if (!r->qx_fold || r->k < 0 || !p || r->k + 1 >= p->n_order) return -1;
+    int j = p->order[r->k + 1];
+    const loom_node *g = N(x, i), *u = N(x, j);
+    if (u->op != LOOM_OP_MATMUL || u->src[0] != g->src[0] || u->src[1] == g->src[1]) return -1;
+    if ((g->n_src > 2 && g->src[2] >= 0) || (u->n_src > 2 && u->src[2] >= 0)) return -1;
+    const loom_node *wg = N(x, g->src[1]), *wu = N(x, u->src[1]);
+    bool dp;
+    if (wg->type != wu->type || wg->ne[0] != wu->ne[0] || wg->ne[1] != wu->ne[1] || gemv_q_rows(r->d, x, j, &dp) != rows ||
+        !dp)
+        return -1;
+    for (int k = r->k + 2; k < p->n_order; k++) { /* the down GEMV, through the folded SWIGLU */
+        int m = p->order[k];
+        const loom_node *n = N(x, m);
+        if (n->op == LOOM_OP_ADD) m = folded(x, n->src[0]) ? n->src[0] : folded(x, n->src[1]) ? n->src[1] : -1;
+        else if (n->op != LOOM_OP_MATMUL) continue;
+        if (m < 0 || N(x, m)->op != LOOM_OP_MATMUL) continue;
+        int s = N(x, m)->src[0];
+        const loom_node *sn = N(x, s);
+        if (!folded(x, s) || sn->op != LOOM_OP_SWIGLU || sn->src[0] != i || sn->src[1] != j) continue;
+        return gemv_q_rows(r->d, x, m, &dp) && dp ? j : -1;
+    }
+    return -1;
+}
+
 /* MATMUL i, or (add >= 0) ADD `add` whose other source is the residual and whose folded source is
  * GEMV i: the GEMV writes the ADD's storage, adding the residual. x is computed on the fly when
  * src0 is a folded RMSNORM (xmode 1) or SWIGLU (xmode 2). */
 static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     vk_dev *d = r->d;
+    if (r->gu_skip == i + 1) { /* computed by the gate GEMV's dispatch (DP_GU) */
+        r->gu_skip = 0;
+        return 0;
+    }
     const loom_node *n = N(x, i), *w = N(x, n->src[1]);
     const loom_node *xs = N(x, n->src[0]); /* the (possibly folded) producer of x */
     int xmode = !folded(x, n->src[0]) ? 0 : xs->op == LOOM_OP_RMSNORM ? 1 : xs->op == LOOM_OP_SWIGLU ? 2 : -1;
@@ -664,17 +792,13 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     loom_spv_id sh;
     /* the decode GEMV a block at a time (matvec_qb.comp), qb_rows rows per invocation: per type and
      * size by default (qb_rows_default), or as LOOM_VK_GEMV_Q forces */
-    bool dp_def = d->gemv_dp_default && dp_default_type(w->type); /* the 8-bit-x GEMV, 2 rows (vk_device.c) */
-    uint32_t qb_rows = !gemv || !quant || K % 32 != 0      ? 0
-                       : d->gemv_q != VK_GEMV_Q_AUTO ? d->gemv_q
-                       : dp_def                      ? 2
-                                                     : qb_rows_default(w->type, Nn, K);
-    bool dp = qb_rows && (d->gemv_dp || (d->gemv_q == VK_GEMV_Q_AUTO && dp_def));
+    bool dp;
+    uint32_t qb_rows = gemv_q_rows(d, x, i, &dp);
     /* dpa: the most rows per invocation (4, 2, 1) that still leave 1024 row groups to spread over the
      * GPU (a guess for the A/B: blk4 lost at llama-1.1b's 2048-row K-type matrices, won at 7B) */
     if (dp && d->gemv_dp_auto) qb_rows = Nn >= 4096 ? 4 : Nn >= 2048 ? 2 : 1;
     if (dp)
-        sh = dpshader(w->type, d->idot);
+        sh = dpshader(w->type, d->idot, 0); /* (the epilogue's builds chosen below) */
     else if (qb_rows)
         sh = qbshader(w->type);
     else if (qtile) /* quantised tiles dequantised in place (sg64, or matmul_q.comp QTILE) */
@@ -724,6 +848,28 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         spec[2] = ng;
         spec[3] = (uint32_t)(dp && xmode == 2 ? 0 : xmode) | qb_rows << 2; /* dp: quantx.comp did the SWIGLU */
     }
+    /* LOOM_VK_QX_FOLD: a dp GEMV whose output the next dp GEMV reads as x (or through a folded RMSNORM)
+     * writes it quantised as well (matvec_dp.comp EPI: 1, or 2 times the norm weight), so that GEMV
+     * finds it cached and no quantx.comp dispatch (and barrier) runs for it. One chunk only (the block
+     * counters count one dispatch's rows), whole blocks of outputs, at most 8 blocks per workgroup. */
+    int epi_x = -1;
+    bool epi_normw = false;
+    vk_arg epi_e = {0};
+    if (dp && step >= Nn && Nn % 32 == 0 && nrows <= 128)
+        epi_x = qx_reader(r, x, add >= 0 ? add : i, Nn, &epi_normw, &epi_e);
+    int gu = -1; /* DP_GU: the up GEMV this dispatch computes with gate i */
+    if (dp && add < 0 && step >= Nn && Nn % 32 == 0 && nrows <= 128 && (gu = gu_partner(r, x, i, qb_rows)) >= 0) {
+        epi_x = 2; /* the reader's x: the SWIGLU of the two */
+        sh = dpshader(w->type, d->idot, 2);
+        spec[3] |= 3u << 5;
+        if (Nn / 32 > r->qcnt_need) r->qcnt_need = Nn / 32;
+        if (arg_of(x, N(x, gu)->src[1], false, &a[3]) < 0 || arg_of(x, gu, true, &epi_e) < 0) return -1;
+        r->gu_skip = gu + 1;
+    } else if (epi_x >= 0) {
+        sh = dpshader(w->type, d->idot, 1);
+        spec[3] |= (epi_normw ? 2u : 1u) << 5;
+        if (Nn / 32 > r->qcnt_need) r->qcnt_need = Nn / 32;
+    }
     if (cm) { /* 8 (128 x 128 tiles) or 4 subgroups per workgroup, or the variant's count */
         spec[0] = (cv ? cv->nsg : big ? 8 : 4) * sg;
         spec[1] = sg;
@@ -738,35 +884,39 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
 #else
     (void)xh_at;
 #endif
-    if (dp) { /* x to 8 bits (quantx.comp) once, into scratch [0, qlen): qs words, then per-block headers */
-        size_t al = d->align > 256 ? d->align : 256;
-        size_t hoff = ((size_t)(M * K) + al - 1) / al * al, nblk = (size_t)(M * K / 32), qlen = hoff + nblk * 16;
+    uint32_t qhin = 0, qhout = 0, qcb = 0; /* dp: the headers' vec4 index in x, the output's; the counters' */
+    int epi_region = 0;
+    if (dp) { /* x to 8 bits (quantx.comp) once, into a qbuf region: qs words, then per-block headers */
+        size_t hoff, nblk = (size_t)(M * K / 32), qlen = qx_layout(M, K, &hoff);
+        if (qlen > r->qreg_need) r->qreg_need = qlen;
         bool xvec = elem_off(d, &a[1]) % 4 == 0 && (!a[4].b || elem_off(d, &a[4]) % 4 == 0);
         bool hit = r->qx.valid && r->qx.xmode == xmode && r->qx.normw == normw && r->qx.M == M && r->qx.K == K &&
                    arg_same(&r->qx.x, &a[1]) && arg_same(&r->qx.e, &a[4]);
         if (!hit) {
+            int reg = qx_next_region(r);
             vk_arg q[VK_NBIND] = {0};
-            q[0] = scratch_at(r, 0, (size_t)(M * K), true);
-            q[3] = scratch_at(r, hoff, nblk * 16, true);
-            q[0].esize = q[3].esize = 16;
+            q[0] = qbuf_at(r, reg * r->qreg, (size_t)(M * K), true);
+            q[3] = qbuf_at(r, reg * r->qreg + hoff, nblk * 16, true);
             q[1] = a[1];
             q[4] = a[4];
             vk_pc qp = {.u = {(uint32_t)nblk, (uint32_t)(K / 32), (uint32_t)K, 0, 0, 0, xvec, normw}};
             uint32_t qspec[4] = {64, (uint32_t)xmode, 0, 0}, gx, gy;
             grid_rows((nblk + 63) / 64, &gx, &gy);
             if (dispatch(r, LOOM_SPV_QUANTX, qspec, q, &qp, gx, gy, 1) < 0) return -1;
-            r->qx.valid = true;
-            r->qx.x = a[1];
-            r->qx.e = a[4];
-            r->qx.xmode = xmode;
-            r->qx.normw = normw;
-            r->qx.M = M;
-            r->qx.K = K;
-            r->qx.len = qlen;
+            qx_set(r, &a[1], &a[4], xmode, normw, M, K, reg);
         }
-        a[1] = scratch_at(r, 0, (size_t)(M * K), false);
-        a[4] = scratch_at(r, hoff, nblk * 16, false);
-        a[1].esize = a[4].esize = 16;
+        a[1] = qbuf_at(r, (size_t)r->qx.region * r->qreg, qlen, false);
+        qhin = (uint32_t)(hoff / 16);
+        a[4] = epi_e;
+        if (epi_x >= 0) { /* binding 6: the other region, the output's x and the counters */
+            size_t ho;
+            epi_region = r->qx.region ^ 1;
+            size_t olen = qx_layout(M, Nn, &ho);
+            if (olen > r->qreg_need) r->qreg_need = olen;
+            a[6] = qbuf_at(r, (size_t)epi_region * r->qreg, r->qreg, true);
+            qhout = (uint32_t)(ho / 16);
+            qcb = (uint32_t)(r->qdata / 4);
+        }
     }
     for (uint64_t n0 = 0; n0 < Nn; n0 += step) {
         uint64_t n1 = n0 + step < Nn ? n0 + step : Nn, cnt = n1 - n0;
@@ -799,6 +949,11 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
             pc.u[6] = vec;
             pc.u[7] = normw;
             pc.u[8] = res >= 0;
+            if (dp) {
+                pc.u[10] = qhin;
+                memcpy(&pc.f[1], &qhout, 4);
+                memcpy(&pc.f[2], &qcb, 4);
+            }
             uint32_t gx, gy;
             grid_rows((cnt + nrows - 1) / nrows, &gx, &gy);
             if (dispatch(r, sh, spec, a, &pc, gx, gy, 1) < 0) return -1;
@@ -825,6 +980,10 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         uint32_t gx, gy;
         grid1(M * Nn, &gx, &gy);
         if (dispatch(r, LOOM_SPV_ELTWISE, NULL, s, &pc, gx, gy, 1) < 0) return -1;
+    }
+    if (epi_x >= 0) { /* the output, quantised by the epilogue, is the cached x of its reader */
+        qx_set(r, &out, &epi_e, epi_x, epi_normw, M, Nn, epi_region); /* (DP_GU: x gate, e up, XMODE 2) */
+        r->n_qfold++;
     }
     return 0;
 }
@@ -996,6 +1155,24 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     c[4] = a[4];
     c[5] = a[5];
     c[5].write = false;
+    /* LOOM_VK_QX_FOLD: the combine also writes its output quantised when the next dp GEMV reads it
+     * as x as it is (the o projection): a workgroup has a head's hd outputs, whole 32-blocks */
+    uint64_t K = (uint64_t)H * hd;
+    bool nw;
+    vk_arg ne;
+    if (!paged && hd % 32 == 0 && hd <= 256 && qx_reader(r, x, i, K, &nw, &ne) == 0) {
+        size_t hoff, qlen = qx_layout(S, K, &hoff);
+        if (qlen > r->qreg_need) r->qreg_need = qlen;
+        int reg = qx_next_region(r);
+        size_t base = (size_t)reg * r->qreg;
+        c[6] = qbuf_at(r, base, qlen, true);
+        vk_pc cp = pc;
+        cp.u[10] = (uint32_t)(hoff / 16);
+        if (dispatch(r, LOOM_SPV_ATTN_COMBINE_Q, NULL, c, &cp, H, (uint32_t)S, 1) < 0) return -1;
+        qx_set(r, &out, &ne, 0, false, S, K, reg);
+        r->n_qfold++;
+        return 0;
+    }
     return dispatch(r, LOOM_SPV_ATTN_COMBINE, NULL, c, &pc, H, (uint32_t)S, 1);
 }
 
@@ -1129,19 +1306,25 @@ static void rec_free(vk_rec *r) {
 /* ---- compute_node: one node, recorded and submitted on its own ----------------------------------- */
 
 int vk_compute_node(vk_dev *d, const loom_exec_ctx *x, int node) {
-    vk_rec r = {.d = d, .sizing = true};
+    vk_rec r = {.d = d, .sizing = true, .k = -1};
     int rc = rec_node(&r, x, node);
     rec_free(&r);
     if (rc < 0) return -1;
-    loom_buffer *scratch = NULL;
+    loom_buffer *scratch = NULL, *qbuf = NULL;
+    size_t qreg = (r.qreg_need + 255) / 256 * 256; /* no epilogues outside a plan: no counters */
     if (r.scratch_need && !(scratch = vk_buf_alloc(d, r.scratch_need, false))) return -1;
-    VkCommandBuffer cmd = vk_begin_once(d); /* waits for the previous one-shot submission */
-    if (!cmd) {
+    if (qreg && !(qbuf = vk_buf_alloc(d, 2 * qreg, false))) {
         vk_buf_free(d, scratch);
         return -1;
     }
+    VkCommandBuffer cmd = vk_begin_once(d); /* waits for the previous one-shot submission */
+    if (!cmd) {
+        vk_buf_free(d, scratch);
+        vk_buf_free(d, qbuf);
+        return -1;
+    }
     /* descriptor pools of this call only: a chunked matmul can take many sets */
-    r = (vk_rec){.d = d, .cmd = cmd, .scratch = scratch};
+    r = (vk_rec){.d = d, .cmd = cmd, .scratch = scratch, .qbuf = qbuf, .qreg = qreg, .qdata = qreg, .k = -1};
     rc = rec_node(&r, x, node);
     rec_free(&r);
     if (rc < 0) vkEndCommandBuffer(cmd);
@@ -1150,6 +1333,7 @@ int vk_compute_node(vk_dev *d, const loom_exec_ctx *x, int node) {
     for (int k = 0; k < r.n_pools; k++) vkDestroyDescriptorPool(d->dev, r.pools[k], NULL);
     free(r.pools);
     vk_buf_free(d, scratch);
+    vk_buf_free(d, qbuf);
     return rc;
 }
 
@@ -1185,6 +1369,7 @@ static void plan_clear(vk_dev *d, vk_plan *vp) {
     for (int k = 0; k < vp->n_pools; k++) vkDestroyDescriptorPool(d->dev, vp->pools[k], NULL);
     free(vp->pools);
     vk_buf_free(d, vp->scratch);
+    vk_buf_free(d, vp->qbuf);
     if (vp->qp) vkDestroyQueryPool(d->dev, vp->qp, NULL);
     free(vp->q_node);
     memset(vp, 0, sizeof *vp);
@@ -1211,7 +1396,8 @@ static int plan_record(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x, bool time
         if (!vp->q_node) return -1;
     }
     vk_rec r = {.d = d, .cmd = vp->cmd[timed], .pools = vp->pools, .n_pools = vp->n_pools,
-                .scratch = vp->scratch};
+                .scratch = vp->scratch, .qbuf = vp->qbuf, .qreg = vp->qreg, .qdata = vp->qdata, .qcnt = vp->qcnt,
+                .qx_fold = vp->qx_fold};
     if (timed) {
         r.qp = vp->qp;
         r.q_node = vp->q_node;
@@ -1225,7 +1411,7 @@ static int plan_record(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x, bool time
         vkCmdWriteTimestamp(r.cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, vp->qp, 0);
     }
     int rc = 0;
-    for (int k = 0; k < p->n_order && rc == 0; k++) rc = rec_node(&r, x, p->order[k]);
+    for (int k = 0; k < p->n_order && rc == 0; k++) r.k = k, rc = rec_node(&r, x, p->order[k]);
     vp->pools = r.pools;
     vp->n_pools = r.n_pools;
     rec_free(&r);
@@ -1235,26 +1421,39 @@ static int plan_record(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x, bool time
     if (r.n_dispatch != vp->n_dispatch) return loom_err("vulkan: internal: plan recorded %d dispatches, sized %d",
                                                         r.n_dispatch, vp->n_dispatch);
     vp->recorded[timed] = true;
-    if (!timed) vp->n_barrier = r.n_barrier;
+    if (!timed) vp->n_barrier = r.n_barrier, vp->n_qfold = r.n_qfold;
     return 0;
 }
 
 /* Size (dispatches, scratch) and record the plain command buffer. */
 static int plan_build(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x) {
     const loom_plan *p = x->plan;
-    vk_rec r = {.d = d, .sizing = true};
+    /* LOOM_VK_QX_FOLD=0: every 8-bit x of a dp GEMV by its own quantx.comp dispatch (the code before
+     * session 11); else its producer writes it in its epilogue where it can (qx_reader) */
+    const char *qf = getenv("LOOM_VK_QX_FOLD");
+    vp->qx_fold = !(qf && *qf == '0');
+    vk_rec r = {.d = d, .sizing = true, .qx_fold = vp->qx_fold};
     int rc = 0;
-    for (int k = 0; k < p->n_order && rc == 0; k++) rc = rec_node(&r, x, p->order[k]);
+    for (int k = 0; k < p->n_order && rc == 0; k++) r.k = k, rc = rec_node(&r, x, p->order[k]);
     rec_free(&r);
     if (rc < 0) return -1;
     vp->n_dispatch = r.n_dispatch;
     vp->n_barrier = r.n_barrier;
     if (r.scratch_need && !(vp->scratch = vk_buf_alloc(d, r.scratch_need, false))) return -1;
+    vp->qdata = (r.qreg_need + 255) / 256 * 256;
+    vp->qcnt = r.qcnt_need;
+    vp->qreg = qreg_of(vp->qdata, vp->qcnt);
+    if (vp->qdata && !(vp->qbuf = vk_buf_alloc(d, 2 * vp->qreg, false))) return -1;
+    /* the epilogues' block counters start at 0, and each epilogue leaves them at 0 */
+    for (int k = 0; k < 2 && vp->qcnt; k++)
+        if (vk_buf_zero(d, vp->qbuf, k * vp->qreg + vp->qdata, 4 * vp->qcnt) < 0) return -1;
     vp->fp = fingerprint(x);
     if (plan_record(d, vp, x, false) < 0) return -1;
     if (d->verbose)
-        fprintf(stderr, "loom: vulkan: recorded %d nodes as %d dispatches with %d barriers (%d producers folded by %s)\n",
-                p->n_order, vp->n_dispatch, vp->n_barrier, p->n_folded, p->pass ? p->pass : "no pass");
+        fprintf(stderr,
+                "loom: vulkan: recorded %d nodes as %d dispatches with %d barriers (%d producers folded by %s; %d x "
+                "quantisations in their producer's epilogue)\n",
+                p->n_order, vp->n_dispatch, vp->n_barrier, p->n_folded, p->pass ? p->pass : "no pass", vp->n_qfold);
     return 0;
 }
 

@@ -374,6 +374,143 @@ static void test_fused(int nq) {
     }
 }
 
+/* ---- decode chain: the 8-bit x written by its producer's epilogue (LOOM_VK_QX_FOLD) ------------- */
+/* Two llama decoder layers (sharing weights, each with its own 256-key cache holding 150 keys, so
+ * attention splits its keys and attn_combine runs) at S = 1 and 2 rows, then two GEMVs in a row, with
+ * block-quantised W (of the first nq types, chain_type), through the plan path with vulkan-fuse.
+ * Under dp* the combine writes the o projection's 8-bit x (attn_combine.comp QEPI), the o and down
+ * GEMVs with their residual ADD the next RMSNORM's x times its weight (matvec_dp.comp EPI 2), gate and
+ * up in one dispatch silu(gate) * up for down (DP_GU), the first tail GEMV the second's x (EPI 1); the
+ * 16 KiB-pieces config chunks the weights, so there the producers fall back to quantx.comp. Checked (a) against the same run under LOOM_VK_QX_FOLD=0, every
+ * x quantised by quantx.comp: the same blocks from the same f32 values, so the outputs agree to f32
+ * reordering (bound 1e-6 x max |y|; lavapipe: 0, bit for bit), and (b) against the CPU on f32 weights
+ * holding the dequantised values (exact x): the 8-bit rounding of x through two layers, bound
+ * CHAIN_TOL x max |y| (measured on lavapipe: see the printed figure). */
+#define CHAIN_TOL 0.05
+/* the matrices' types (indices into qtypes, mod nq): q, k, v, o, gate, up, down, the two tail GEMVs;
+ * gate and up of one type, so that they take one dispatch (DP_GU) */
+static const int chain_type[9] = {0, 1, 2, 3, 2, 2, 3, 1, 0};
+static double chain_worst_a, chain_worst_b;
+static int chain_graph(tg *t, bool quant, int nq, int64_t S, void *const *wq, float *const *wf, float *const *nrm,
+                       float **cache, const float *x, const int32_t *pos, int *out) {
+    const int64_t D = 256, F = 512, C = 256, V = 96;
+    const int H = 4, Hkv = 2, hd = 64, W = Hkv * hd;
+    static const int64_t wshape[8][2] = {{H * hd, D}, {W, D}, {W, D}, {D, H * hd}, {F, D}, {F, D}, {D, F}, {D, D}};
+    tg_init(t);
+    t->backend_pass = true;
+    int tx = tg_input(t, LOOM_F32, 2, (int64_t[]){S, D}, x), tpos = tg_input(t, LOOM_I32, 1, (int64_t[]){S}, pos);
+    int tw[9];
+    for (int j = 0; j < 9; j++) {
+        int64_t r = j == 8 ? V : wshape[j][0], c = j == 8 ? D : wshape[j][1];
+        tw[j] = quant ? q_weight(t, qtypes[chain_type[j] % nq], r, c, wq[j]) : tg_weight(t, LOOM_F32, 2, (int64_t[]){r, c}, wf[j]);
+    }
+    int tn1 = tg_weight(t, LOOM_F32, 1, (int64_t[]){D}, nrm[0]), tn2 = tg_weight(t, LOOM_F32, 1, (int64_t[]){D}, nrm[1]);
+    int64_t row[2] = {S, D};
+    int h = tx;
+    for (int l = 0; l < 2; l++) {
+        int sk = tg_state(t, C, W, cache[2 * l]), sv = tg_state(t, C, W, cache[2 * l + 1]);
+        int xn = tg_node(t, LOOM_OP_RMSNORM, LOOM_F32, 2, row, 2, h, tn1);
+        t->nodes[xn].fp[0] = 1e-5f;
+        int q = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){S, H * hd}, 2, xn, tw[0]);
+        int k = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){S, W}, 2, xn, tw[1]);
+        int v = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){S, W}, 2, xn, tw[2]);
+        int qr = tg_node(t, LOOM_OP_ROPE, LOOM_F32, 2, (int64_t[]){S, H * hd}, 2, q, tpos);
+        t->nodes[qr].ip[0] = H, t->nodes[qr].ip[1] = hd, t->nodes[qr].ip[2] = 0, t->nodes[qr].ip[3] = hd;
+        t->nodes[qr].fp[0] = 10000.0f, t->nodes[qr].fp[1] = 1.0f;
+        int kr = tg_node(t, LOOM_OP_ROPE, LOOM_F32, 2, (int64_t[]){S, W}, 2, k, tpos);
+        t->nodes[kr].ip[0] = Hkv, t->nodes[kr].ip[1] = hd, t->nodes[kr].ip[2] = 0, t->nodes[kr].ip[3] = hd;
+        t->nodes[kr].fp[0] = 10000.0f, t->nodes[kr].fp[1] = 1.0f;
+        int k2 = tg_node(t, LOOM_OP_KV_STORE, LOOM_F32, 2, t->nodes[sk].ne, 3, sk, kr, tpos);
+        tg_inplace(t, k2);
+        int v2 = tg_node(t, LOOM_OP_KV_STORE, LOOM_F32, 2, t->nodes[sv].ne, 3, sv, v, tpos);
+        tg_inplace(t, v2);
+        int o = tg_node(t, LOOM_OP_ATTENTION, LOOM_F32, 2, (int64_t[]){S, H * hd}, 4, qr, k2, v2, tpos);
+        t->nodes[o].ip[0] = H, t->nodes[o].ip[1] = Hkv, t->nodes[o].ip[2] = hd;
+        t->nodes[o].fp[0] = 0.125f;
+        int op = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, row, 2, o, tw[3]);
+        int h2 = tg_node(t, LOOM_OP_ADD, LOOM_F32, 2, row, 2, h, op);
+        int fn = tg_node(t, LOOM_OP_RMSNORM, LOOM_F32, 2, row, 2, h2, tn2);
+        t->nodes[fn].fp[0] = 1e-5f;
+        int g = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){S, F}, 2, fn, tw[4]);
+        int u = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){S, F}, 2, fn, tw[5]);
+        int sw = tg_node(t, LOOM_OP_SWIGLU, LOOM_F32, 2, (int64_t[]){S, F}, 2, g, u);
+        int dn = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, row, 2, sw, tw[6]);
+        h = tg_node(t, LOOM_OP_ADD, LOOM_F32, 2, row, 2, h2, dn);
+    }
+    int p = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, row, 2, h, tw[7]);
+    *out = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){S, V}, 2, p, tw[8]);
+    t->nodes[*out].flags |= LOOM_NODE_OUTPUT;
+    return 0;
+}
+
+static void test_chain(int nq) {
+    const int64_t D = 256, F = 512, C = 256, V = 96, W = 128;
+    static const int64_t wshape[9][2] = {{256, 256}, {128, 256}, {128, 256}, {256, 256}, {512, 256},
+                                         {512, 256}, {256, 512}, {256, 256}, {96, 256}};
+    (void)F, (void)V;
+    void *wq[9];
+    float *wf[9], *nrm[2], *cache[4];
+    for (int j = 0; j < 9; j++) {
+        wf[j] = malloc(sizeof(float) * wshape[j][0] * wshape[j][1]);
+        wq[j] = q_make(qtypes[chain_type[j] % nq], wshape[j][0], wshape[j][1], 0.08f, wf[j]);
+    }
+    for (int j = 0; j < 2; j++) {
+        nrm[j] = malloc(sizeof(float) * D);
+        for (int64_t k = 0; k < D; k++) nrm[j][k] = 1.0f + 0.5f * tg_randf();
+    }
+    for (int j = 0; j < 4; j++) {
+        cache[j] = calloc((size_t)(C * W), sizeof(float));
+        tg_fill(cache[j], (size_t)(150 * W), 1.0f); /* 150 keys cached: 3 key splits */
+    }
+    float x[2 * 256];
+    tg_fill(x, 2 * 256, 1.0f);
+    int32_t pos[2] = {150, 151};
+    for (int64_t S = 1; S <= 2; S++) {
+        tg tq, tf;
+        int oq, of;
+        chain_graph(&tq, true, nq, S, wq, wf, nrm, cache, x, pos, &oq);
+        chain_graph(&tf, false, nq, S, wq, wf, nrm, cache, x, pos, &of);
+        tg_run_out ro;
+        int rc = tg_run(&tf, cpu, &ro);
+        CHECK(rc == 0, "chain S=%lld [cpu]: %s", (long long)S, ro.err);
+        const float *ref = rc == 0 ? tg_f32(&tf, &ro, of) : NULL;
+        double amax = 0;
+        for (int64_t i = 0; ref && i < S * V; i++) amax = fmax(amax, fabs(ref[i]));
+        for (int v = 0; v < NVK && ref; v += 2) { /* the default and the 16 KiB-pieces configs */
+            if (!vk[v]) continue;
+            tg_run_out o[2];
+            for (int old = 0; old < 2; old++) {
+                if (old) setenv("LOOM_VK_QX_FOLD", "0", 1);
+                int r2 = tg_run_plan(&tq, vk[v], &o[old], 1, NULL, 0, NULL);
+                unsetenv("LOOM_VK_QX_FOLD");
+                CHECK(r2 == 0, "chain S=%lld [%s%s]: %s", (long long)S, vk_name[v], old ? ", LOOM_VK_QX_FOLD=0" : "",
+                      o[old].err);
+            }
+            if (o[0].rc == 0 && o[1].rc == 0) {
+                const float *y = tg_f32(&tq, &o[0], oq), *y0 = tg_f32(&tq, &o[1], oq);
+                double ea = 0, eb = 0, eb0 = 0;
+                for (int64_t i = 0; i < S * V; i++) {
+                    ea = fmax(ea, fabs((double)y[i] - y0[i]));
+                    eb = fmax(eb, fabs((double)y[i] - ref[i]));
+                    eb0 = fmax(eb0, fabs((double)y0[i] - ref[i]));
+                }
+                chain_worst_a = fmax(chain_worst_a, ea / amax);
+                chain_worst_b = fmax(chain_worst_b, fmax(eb, eb0) / amax);
+                CHECK(ea <= 1e-6 * amax, "chain S=%lld [%s]: epilogue-quantised x vs quantx.comp: error %.3g of max %.3g",
+                      (long long)S, vk_name[v], ea, amax);
+                CHECK(eb <= CHAIN_TOL * amax && eb0 <= CHAIN_TOL * amax,
+                      "chain S=%lld [%s]: vs the CPU on exact x: error %.3g (LOOM_VK_QX_FOLD=0: %.3g) of max %.3g",
+                      (long long)S, vk_name[v], eb, eb0, amax);
+            }
+            tg_out_free(&o[0]), tg_out_free(&o[1]);
+        }
+        tg_out_free(&ro);
+    }
+    for (int j = 0; j < 9; j++) free(wq[j]), free(wf[j]);
+    for (int j = 0; j < 2; j++) free(nrm[j]);
+    for (int j = 0; j < 4; j++) free(cache[j]);
+}
+
 /* ---- MOE with block-quantised expert stacks --------------------------------------------------- */
 /* The Vulkan MOE (moe_mm.comp through wquant.glsl) on quantised [E, F, D] / [E, D, F] stacks against
  * the CPU's scalar MOE on f32 stacks holding the same dequantised values: the same routing and the
@@ -494,6 +631,12 @@ int main(int argc, char **argv) {
         TG_TIMED(test_gemv(gemv_nq));
     }
     TG_TIMED(test_fused(gemv_only ? gemv_nq : 4));
+    if (dp_on) {
+        TG_TIMED(test_chain(gemv_nq < 4 ? gemv_nq : 4));
+        printf("decode chain (dp*): epilogue-quantised x vs quantx.comp %.3g x max |y| (bound 1e-6); vs the CPU on "
+               "exact x %.3g x max |y| (bound %g)\n",
+               chain_worst_a, chain_worst_b, CHAIN_TOL);
+    }
     if (gemv_worst_what[0])
         printf("decode GEMV: largest error %.3g x sum|x w| (2^%.1f; bound 2^-15), at %s\n", gemv_worst,
                log2(gemv_worst > 0 ? gemv_worst : 1e-300), gemv_worst_what);
