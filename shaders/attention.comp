@@ -20,6 +20,13 @@
 // key j of row s is cache row table[seq[s]][j / BS] * BS + j % BS (att_row below).
 // Spec constants: 1 = GW (query heads per workgroup, <= 8), 2 = HD (head dim, <= 256).
 // One split: normalised output to `o`; several: (m, l, acc[HD]) per (s, h, z) to scratch.
+// ACOMB (attention_c*; LOOM_VK_QX_FOLD, vk_record.c; not paged): several splits are merged here, not by
+// attn_combine.comp: after its partials a workgroup adds 1 to the counter of its (kv head group, row)
+// (binding 6 at uint index u[9]; device-scope atomics after a buffer barrier); the one that brings it
+// to the number of splits with keys reads them all back (coherent) and merges them as attn_combine.comp
+// does (same order, same arithmetic), then sets the counter back to 0. QEPI (attention_cq): it also
+// writes its heads' outputs as 8-bit blocks for the next dp GEMV, as attn_combine_q (binding 6, the
+// headers from vec4 index u[10]).
 #include "common.glsl"
 #define WG 128u
 #define MAXG 8
@@ -39,7 +46,17 @@ uint att_row(uint trow, uint j) {
     if (bs == 0u) return att_ring() ? j % pc.u[4] : j;
     return uint(pos[trow + j / bs]) * bs + j % bs;
 }
+#if defined(ACOMB)
+layout(std430, binding = 5) coherent buffer Sc { float scratch[]; }; // partials, read back by the last split
+layout(std430, binding = 6) coherent buffer CN { uint cnt[]; };
+#if defined(QEPI)
+layout(std430, binding = 6) writeonly buffer QO { uvec4 qo[]; };
+layout(std430, binding = 6) writeonly buffer HO { vec4 ho[]; };
+#endif
+shared bool last_split;
+#else
 layout(std430, binding = 5) writeonly buffer Sc { float scratch[]; };
+#endif
 
 const uint G4 = (HD + 3u) / 4u; // invocations per key in P.V
 const uint HD4 = 4u * G4;       // HD rounded up to a multiple of 4
@@ -90,7 +107,13 @@ void main() {
     uint L = att_len(p, C);
     uint trow = pc.u[7] == 0u ? 0u : OFF_E + pc.u[10] + uint(pos[OFF_E + pc.u[9] + s]) * pc.u[11];
     uint lo = att_lo(p, L), chunk = att_chunk(L - lo, nsplit);
-    if (nsplit > 1u && z * chunk >= L - lo) return; // a short cache needs fewer splits
+    if (nsplit > 1u && z * chunk >= L - lo) { // a short cache needs fewer splits
+#if defined(ACOMB)
+        if (L == lo && z == 0u) // no keys at all: attn_combine.comp would write zeros
+            for (uint i = t; i < gn * HD; i += WG) o[OFF_D + (s * H + h0) * HD + i] = 0.0;
+#endif
+        return;
+    }
     uint j0 = lo + min(z * chunk, L - lo), j1 = min(j0 + chunk, L);
     float cap = pc.f[1];
 
@@ -195,4 +218,81 @@ void main() {
             scratch[sb + 2u + d] = a;
         }
     }
+#if defined(ACOMB)
+    if (nsplit == 1u) return;
+    // the last split with keys to finish merges them all (attn_combine.comp's arithmetic, its order)
+    memoryBarrierBuffer();
+    barrier();
+    uint nz = (L - lo + chunk - 1u) / chunk, ci = 4u * OFF_Q + pc.u[9] + s * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    if (t == 0u) last_split = atomicAdd(cnt[ci], 1u) + 1u == nz;
+    barrier();
+    if (!last_split) return;
+    memoryBarrierBuffer();
+    if (t == 0u) atomicExchange(cnt[ci], 0u);
+    // sc[g][z]: split z's maximum, then its weight e^(m_z - M); accs[2048 + 64 g + z]: l_z times it
+    for (uint i = t; i < gn * nz; i += WG) {
+        uint g = i / nz, zz = i % nz;
+        sc[g][zz] = scratch[OFF_S + ((s * H + h0 + g) * nsplit + zz) * (HD + 2u)];
+    }
+    barrier();
+    [[unroll]] for (uint g = 0u; g < MAXG; g++) {
+        float M = -3.0e38;
+        if (g < gn)
+            for (uint zz = 0u; zz < nz; zz++) M = max(M, sc[g][zz]);
+        m[g] = M;
+    }
+    barrier(); // every invocation has its maxima before sc turns into the weights
+    for (uint i = t; i < gn * nz; i += WG) {
+        uint g = i / nz, zz = i % nz;
+        float mg = 0.0;
+        [[unroll]] for (uint gg = 0u; gg < MAXG; gg++) if (gg == g) mg = m[gg];
+        float w = exp(sc[g][zz] - mg);
+        sc[g][zz] = w;
+        accs[2048u + 64u * g + zz] = scratch[OFF_S + ((s * H + h0 + g) * nsplit + zz) * (HD + 2u) + 1u] * w;
+    }
+    barrier();
+    float inv[MAXG];
+    [[unroll]] for (uint g = 0u; g < MAXG; g++) {
+        float l = 0.0;
+        if (g < gn)
+            for (uint zz = 0u; zz < nz; zz++) l += accs[2048u + 64u * g + zz];
+        inv[g] = l > 0.0 ? 1.0 / l : 0.0;
+    }
+    for (uint i = t; i < gn * HD; i += WG) {
+        uint g = i / HD, d = i % HD;
+        uint base = OFF_S + (s * H + h0 + g) * nsplit * (HD + 2u);
+        float a = 0.0;
+        for (uint zz = 0u; zz < nz; zz++) a += sc[g][zz] * scratch[base + zz * (HD + 2u) + 2u + d];
+        float iv = 0.0;
+        [[unroll]] for (uint gg = 0u; gg < MAXG; gg++) if (gg == g) iv = inv[gg];
+        o[OFF_D + (s * H + h0 + g) * HD + d] = a * iv;
+#if defined(QEPI)
+        accs[i] = a * iv;
+#endif
+    }
+#if defined(QEPI)
+    barrier();
+    if (t >= gn * HD / 32u) return;
+    vec4 v[8];
+    [[unroll]] for (uint j = 0u; j < 8u; j++)
+        v[j] = vec4(accs[32u * t + 4u * j], accs[32u * t + 4u * j + 1u], accs[32u * t + 4u * j + 2u], accs[32u * t + 4u * j + 3u]);
+    float ss = 0.0;
+    [[unroll]] for (uint j = 0u; j < 8u; j++) ss += dot(v[j], v[j]);
+    vec4 am = vec4(0.0);
+    [[unroll]] for (uint j = 0u; j < 8u; j++) am = max(am, abs(v[j]));
+    float amax = max(max(am.x, am.y), max(am.z, am.w));
+    float dq = amax / 127.0, id = amax > 0.0 ? 127.0 / amax : 0.0;
+    uint w[8];
+    [[unroll]] for (uint j = 0u; j < 8u; j++) {
+        ivec4 c = clamp(ivec4(roundEven(v[j] * id)), ivec4(-127), ivec4(127));
+        uvec4 bb = uvec4(c) & 0xffu;
+        w[j] = bb.x | (bb.y << 8) | (bb.z << 16) | (bb.w << 24);
+    }
+    uint i = s * (H * HD / 32u) + h0 * HD / 32u + t; // block of the [S, H * HD] output
+    qo[OFF_Q + 2u * i] = uvec4(w[0], w[1], w[2], w[3]);
+    qo[OFF_Q + 2u * i + 1u] = uvec4(w[4], w[5], w[6], w[7]);
+    float x0 = dot(v[0] + v[1] + v[2] + v[3], vec4(1.0)), x1 = dot(v[4] + v[5] + v[6] + v[7], vec4(1.0));
+    ho[OFF_Q + pc.u[10] + i] = vec4(dq, x0, x1, ss);
+#endif
+#endif
 }

@@ -56,6 +56,7 @@ typedef struct vk_rec {
     size_t qreg, qdata, qreg_need, qcnt, qcnt_need;
     int n_qfold;            /* quantisations written by their producer's epilogue (LOOM_VK_QX_FOLD) */
     bool qx_fold;           /* those epilogues allowed (a plan's recording; LOOM_VK_QX_FOLD=0: not) */
+    bool acomb;             /* attention merges its key splits itself (attention_c*; LOOM_VK_ACOMB=0: not) */
     int gu_skip;            /* 1 + the up GEMV a gate/up dispatch (DP_GU) already computed, 0: none */
     /* x of the last dp GEMV as quantx.comp (or a producer's epilogue) left it in qbuf region `region`:
      * reused by the next dp GEMV of the same x (q/k/v, gate/up) until a dispatch writes its sources */
@@ -78,7 +79,7 @@ typedef struct vk_plan {
     loom_buffer *scratch;
     loom_buffer *qbuf;      /* vk_rec.qbuf */
     size_t qreg, qdata, qcnt;
-    bool qx_fold;           /* vk_rec.qx_fold, read once per plan so that every recording agrees */
+    bool qx_fold, acomb;    /* vk_rec's, read once per plan so that every recording agrees */
     VkQueryPool qp;
     int *q_node;
     int n_dispatch, n_barrier, n_qfold;
@@ -1149,17 +1150,39 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_arg out = a[0];
     a[0] = (vk_arg){0};
     a[5] = scratch_arg(r, (size_t)S * H * ns * (hd + 2) * 4, true);
+    uint64_t K = (uint64_t)H * hd;
+    bool nw;
+    vk_arg ne;
+    if (r->acomb && r->k >= 0 && !paged && sh == LOOM_SPV_ATTENTION) {
+        /* LOOM_VK_ACOMB: the last split of each (kv head group, row) to finish merges them
+         * (attention_c), and (attention_cq) writes the 8-bit x of a dp GEMV reading the output as is:
+         * no attn_combine.comp dispatch, no barrier. Counters after the region's x (qbuf). */
+        bool qe = hd % 32 == 0 && hd <= 256 && qx_reader(r, x, i, K, &nw, &ne) == 0;
+        size_t hoff = 0, qlen = qx_layout(S, K, &hoff);
+        if (qe && qlen > r->qreg_need) r->qreg_need = qlen;
+        if (S * gx > r->qcnt_need) r->qcnt_need = S * gx;
+        int reg = qx_next_region(r);
+        a[0] = out;
+        a[6] = qbuf_at(r, (size_t)reg * r->qreg, r->qreg, true);
+        pc.u[9] = (uint32_t)(r->qdata / 4);
+        pc.u[10] = (uint32_t)(hoff / 16);
+        if (dispatch(r, qe ? LOOM_SPV_ATTENTION_CQ : LOOM_SPV_ATTENTION_C, spec, a, &pc, gx, (uint32_t)S, ns) < 0)
+            return -1;
+        if (qe) {
+            qx_set(r, &out, &ne, 0, false, S, K, reg);
+            r->n_qfold++;
+        }
+        return 0;
+    }
     if (dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, ns) < 0) return -1;
     vk_arg c[VK_NBIND] = {0};
     c[0] = out;
     c[4] = a[4];
     c[5] = a[5];
     c[5].write = false;
-    /* LOOM_VK_QX_FOLD: the combine also writes its output quantised when the next dp GEMV reads it
-     * as x as it is (the o projection): a workgroup has a head's hd outputs, whole 32-blocks */
-    uint64_t K = (uint64_t)H * hd;
-    bool nw;
-    vk_arg ne;
+    /* LOOM_VK_QX_FOLD (with LOOM_VK_ACOMB=0 or a paged / no-subgroup attention): the combine also
+     * writes its output quantised when the next dp GEMV reads it as x as it is (the o projection): a
+     * workgroup has a head's hd outputs, whole 32-blocks */
     if (!paged && hd % 32 == 0 && hd <= 256 && qx_reader(r, x, i, K, &nw, &ne) == 0) {
         size_t hoff, qlen = qx_layout(S, K, &hoff);
         if (qlen > r->qreg_need) r->qreg_need = qlen;
@@ -1397,7 +1420,7 @@ static int plan_record(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x, bool time
     }
     vk_rec r = {.d = d, .cmd = vp->cmd[timed], .pools = vp->pools, .n_pools = vp->n_pools,
                 .scratch = vp->scratch, .qbuf = vp->qbuf, .qreg = vp->qreg, .qdata = vp->qdata, .qcnt = vp->qcnt,
-                .qx_fold = vp->qx_fold};
+                .qx_fold = vp->qx_fold, .acomb = vp->acomb};
     if (timed) {
         r.qp = vp->qp;
         r.q_node = vp->q_node;
@@ -1430,9 +1453,10 @@ static int plan_build(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x) {
     const loom_plan *p = x->plan;
     /* LOOM_VK_QX_FOLD=0: every 8-bit x of a dp GEMV by its own quantx.comp dispatch (the code before
      * session 11); else its producer writes it in its epilogue where it can (qx_reader) */
-    const char *qf = getenv("LOOM_VK_QX_FOLD");
+    const char *qf = getenv("LOOM_VK_QX_FOLD"), *ac = getenv("LOOM_VK_ACOMB");
     vp->qx_fold = !(qf && *qf == '0');
-    vk_rec r = {.d = d, .sizing = true, .qx_fold = vp->qx_fold};
+    vp->acomb = vp->qx_fold && !(ac && *ac == '0'); /* LOOM_VK_ACOMB=0: attn_combine.comp as before */
+    vk_rec r = {.d = d, .sizing = true, .qx_fold = vp->qx_fold, .acomb = vp->acomb};
     int rc = 0;
     for (int k = 0; k < p->n_order && rc == 0; k++) r.k = k, rc = rec_node(&r, x, p->order[k]);
     rec_free(&r);
@@ -1443,7 +1467,7 @@ static int plan_build(vk_dev *d, vk_plan *vp, const loom_exec_ctx *x) {
     vp->qdata = (r.qreg_need + 255) / 256 * 256;
     vp->qcnt = r.qcnt_need;
     vp->qreg = qreg_of(vp->qdata, vp->qcnt);
-    if (vp->qdata && !(vp->qbuf = vk_buf_alloc(d, 2 * vp->qreg, false))) return -1;
+    if (vp->qreg && !(vp->qbuf = vk_buf_alloc(d, 2 * vp->qreg, false))) return -1;
     /* the epilogues' block counters start at 0, and each epilogue leaves them at 0 */
     for (int k = 0; k < 2 && vp->qcnt; k++)
         if (vk_buf_zero(d, vp->qbuf, k * vp->qreg + vp->qdata, 4 * vp->qcnt) < 0) return -1;

@@ -206,6 +206,8 @@ set(LOOM_VK_VARIANTS
   "rope|rope.comp"
   "kv_store|kv_store.comp"
   "attention|attention.comp"
+  "attention_c|attention.comp|ACOMB"
+  "attention_cq|attention.comp|ACOMB|QEPI"
   "attention_nosg|attention.comp|NO_SUBGROUP"
   "attn_combine|attn_combine.comp"
   "attn_combine_q|attn_combine.comp|QEPI"
