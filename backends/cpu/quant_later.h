@@ -277,7 +277,7 @@ QL_INLINE float ql_rowk(loom_dtype t, bool kold, const char *row, const loom_q8x
 /* the factor 4^-p of block position k (0..3) within a 128-element half, per type */
 QL_INLINE float ql_q23_pow(loom_dtype t, int k) {
     if (t == LOOM_Q2_K) return k & 1 ? 0.25f : 1.0f; /* fields 0, 2 at x1, 1, 3 at x4 */
-    return k == 0 ? 1.0f : k == 1 ? 0.25f : 0.0625f; /* Q3_K: x1, x4, x16, x16 */
+    return k < 2 ? 1.0f / 16 : 1.0f / 256;           /* Q3_K: x1, x1, x16, x16, and its scales x16 */
 }
 
 /* a byte-shuffle control taking word j of each 128-bit lane (Q3_K: scales in even/odd order) */
@@ -339,47 +339,53 @@ QL_INLINE float ql_row_q2k(const char *row, const loom_q8x *x, const float *xq, 
     return ql_hsum(_mm256_add_ps(acc, bacc));
 }
 
-QL_INLINE float ql_row_q3k(const char *row, const loom_q8x *x, const float *xq, const float *xd, const int16_t *xs16,
-                           int64_t nsb, size_t pf) {
+QL_INLINE float ql_row_q3k(const char *row, const loom_q8x *x, const float *xq, const float *xde, const float *xdo,
+                           const int16_t *xse, const int16_t *xso, int64_t nsb, size_t pf) {
     __m256 acc = _mm256_setzero_ps(), bacc = _mm256_setzero_ps();
-    const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12), m48 = _mm256_set1_epi8(48);
-    const __m256i b4 = _mm256_set1_epi8(4), b16 = _mm256_set1_epi8(16), b64 = _mm256_set1_epi8(64);
-    const __m128i eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m256i m15 = _mm256_set1_epi8(15), m33 = _mm256_set1_epi8(0x33), m7 = _mm256_set1_epi8(7),
+                  m70 = _mm256_set1_epi8(0x70);
+    /* the high bits: nibble v of hmask (blocks 4h .. 4h + 3) -> bit 0 of v at 4, bit 2 at 64 (l02),
+     * bit 1 at 4, bit 3 at 64 (l13) */
+    const __m256i l02 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 4, 0, 4, 64, 68, 64, 68, 0, 4, 0, 4, 64, 68, 64, 68));
+    const __m256i l13 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 4, 4, 0, 0, 4, 4, 64, 64, 68, 68, 64, 64, 68, 68));
+    /* the scales as (sc - 32) * 16 in int16 words, lane 0 word j: scale 2j, lane 1: 2j + 1, from the
+     * 16 bytes at scales - 4 (scales[i] at byte 4 + i): the low-nibble byte (il) times 16 (scales
+     * 0-7: low nibble) or 1 (8-15: high nibble) masked to bits 4-7, the 2-bit byte (ih: scales[8 +
+     * g % 4]) times 2^(8 - 2 (g / 4)) masked to bits 8-9 */
+    const __m256i il = _mm256_setr_epi8(4, -1, 6, -1, 8, -1, 10, -1, 4, -1, 6, -1, 8, -1, 10, -1, 5, -1, 7, -1, 9, -1, 11,
+                                        -1, 5, -1, 7, -1, 9, -1, 11, -1);
+    const __m256i ih = _mm256_setr_epi8(12, -1, 14, -1, 12, -1, 14, -1, 12, -1, 14, -1, 12, -1, 14, -1, 13, -1, 15, -1,
+                                        13, -1, 15, -1, 13, -1, 15, -1, 13, -1, 15, -1);
+    const __m256i ml = _mm256_setr_epi16(16, 16, 16, 16, 1, 1, 1, 1, 16, 16, 16, 16, 1, 1, 1, 1);
+    const __m256i mh = _mm256_setr_epi16(256, 256, 64, 64, 16, 16, 4, 4, 256, 256, 64, 64, 16, 16, 4, 4);
+    const __m256i f0 = _mm256_set1_epi16(0xF0), f300 = _mm256_set1_epi16(0x300), c512 = _mm256_set1_epi16(512);
     for (int64_t i = 0; i < nsb; i++) {
         const loom_block_q3_k *q = (const loom_block_q3_k *)row + i;
         const loom_q8x *xb = x + 8 * i;
         const float *xqb = xq + 8 * i;
         QL_PF_LINES((const char *)q, 110);
-        /* the 16 scales - 32 as words: natural order (the offset term), and even g in lane 0 / odd
-         * g in lane 1 (block j's pair is word j of each lane) */
-        __m128i sv = ql_q3k_scales(q->scales);
-        __m256i snat = _mm256_cvtepi8_epi16(sv), seo = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sv, eo));
-        __m256i po = _mm256_madd_epi16(snat, _mm256_loadu_si256((const __m256i *)(xs16 + 16 * i)));
+        __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(q->scales - 4)));
+        __m256i wl = _mm256_mullo_epi16(_mm256_shuffle_epi8(v, il), ml), wh = _mm256_mullo_epi16(_mm256_shuffle_epi8(v, ih), mh);
+        __m256i seo = _mm256_sub_epi16(_mm256_or_si256(_mm256_and_si256(wl, f0), _mm256_and_si256(wh, f300)), c512);
         __m256 D = _mm256_set1_ps(_cvtsh_ss(q->d));
-        /* the offset: -4 d sum_g sc_g * d_x * s_g */
-        bacc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(po), _mm256_mul_ps(_mm256_mul_ps(D, _mm256_set1_ps(4.0f)),
-                                                                      _mm256_loadu_ps(xd + 8 * i)), bacc);
+        /* the offset: -4 d sum_g sc_g * d_x * s_g, even blocks' words against xse, odd against xso
+         * (xde / xdo: their d_x / 4, undoing the 16) */
+        __m256i pe = _mm256_madd_epi16(seo, _mm256_loadu_si256((const __m256i *)(xse + 16 * i)));
+        __m256i po = _mm256_madd_epi16(seo, _mm256_loadu_si256((const __m256i *)(xso + 16 * i)));
+        __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pe), _mm256_loadu_ps(xde + 8 * i),
+                                   _mm256_mul_ps(_mm256_cvtepi32_ps(po), _mm256_loadu_ps(xdo + 8 * i)));
+        bacc = _mm256_fnmadd_ps(t, D, bacc);
         __m256i hm = _mm256_loadu_si256((const __m256i *)q->hmask);
+        __m256i hn[2] = {_mm256_and_si256(hm, m15), _mm256_and_si256(_mm256_srli_epi16(hm, 4), m15)};
         __m256 ev = _mm256_setzero_ps(), od = _mm256_setzero_ps();
         QL_UNROLL for (int h = 0; h < 2; h++) {
-            __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * h)), r2 = _mm256_srli_epi16(raw, 2);
-            /* fields 0, 1, 2 in place (x1, x4, x16), field 3 shifted to bits 4-5 (x16); the high bit
-             * of block j (bit j of hmask) moved just above its field by a 16-bit shift (a bit that
-             * crosses into the next byte lands below the mask) */
-            __m256i u[4];
-            if (h == 0) {
-                __m256i h2 = _mm256_slli_epi16(hm, 2), h3 = _mm256_slli_epi16(hm, 3), h4 = _mm256_slli_epi16(hm, 4);
-                u[0] = _mm256_or_si256(_mm256_and_si256(raw, m3), _mm256_and_si256(h2, b4));
-                u[1] = _mm256_or_si256(_mm256_and_si256(raw, m12), _mm256_and_si256(h3, b16));
-                u[2] = _mm256_or_si256(_mm256_and_si256(raw, m48), _mm256_and_si256(h4, b64));
-                u[3] = _mm256_or_si256(_mm256_and_si256(r2, m48), _mm256_and_si256(h3, b64));
-            } else {
-                __m256i g2 = _mm256_srli_epi16(hm, 2), g1 = _mm256_srli_epi16(hm, 1);
-                u[0] = _mm256_or_si256(_mm256_and_si256(raw, m3), _mm256_and_si256(g2, b4));
-                u[1] = _mm256_or_si256(_mm256_and_si256(raw, m12), _mm256_and_si256(g1, b16));
-                u[2] = _mm256_or_si256(_mm256_and_si256(raw, m48), _mm256_and_si256(hm, b64));
-                u[3] = _mm256_or_si256(_mm256_and_si256(r2, m48), _mm256_and_si256(g1, b64));
-            }
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * h));
+            /* fields 0 and 2 at bits 0-1 and 4-5 with their high bits at 2 and 6; fields 1 and 3
+             * the same after a shift by 2: u = c + 4 at x1 (k = 0, 1) and x16 (k = 2, 3) */
+            __m256i w02 = _mm256_or_si256(_mm256_and_si256(raw, m33), _mm256_shuffle_epi8(l02, hn[h]));
+            __m256i w13 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 2), m33), _mm256_shuffle_epi8(l13, hn[h]));
+            __m256i u[4] = {_mm256_and_si256(w02, m7), _mm256_and_si256(w13, m7), _mm256_and_si256(w02, m70),
+                            _mm256_and_si256(w13, m70)};
             QL_UNROLL for (int k = 0; k < 4; k++) {
                 int j = 4 * h + k;
                 __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[k], _mm256_loadu_si256((const __m256i *)xb[j].qs)),
@@ -406,7 +412,10 @@ QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x
         float v;
 #if QL_Q23_INT
         if (t == LOOM_Q2_K && !kold) v = ql_row_q2k(row, x, xq, xd, xs16, K / 256, pf);
-        else if (t == LOOM_Q3_K && !kold) v = ql_row_q3k(row, x, xq, xd, xs16, K / 256, pf);
+        else if (t == LOOM_Q3_K && !kold) {
+            const int64_t nb = K / 32; /* xs16 holds xse, xso; xq is followed by xde, xdo */
+            v = ql_row_q3k(row, x, xq, xq + nb, xq + 2 * nb, xs16, xs16 + 2 * nb, K / 256, pf);
+        }
         else
 #endif
             v = k ? ql_rowk(t, kold, row, x, xs, xd, xdh, xt, K / 256, pf) : ql_row32(t, row, x, xs, xd, K / 32, pf);
@@ -417,15 +426,16 @@ QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x
 void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K, int64_t n0,
                              int64_t n1, float *y, const float *bias, int pf_rows) {
     int64_t nb = K / 32;
-    /* xs, xd, xdh, xt (6 per block) and, for Q2_K / Q3_K, xq and xs16 (one float and two int16) */
-    float buf[8 * 512], *xs = nb <= 512 ? buf : malloc(sizeof(float) * 8 * (size_t)nb);
+    /* xs, xd, xdh, xt (6 floats per block) and, for Q2_K / Q3_K, xq then (Q3_K) xde, xdo (3 floats)
+     * and xs16 (Q2_K) or xse, xso (Q3_K) (4 int16) */
+    float buf[11 * 512], *xs = nb <= 512 ? buf : malloc(sizeof(float) * 11 * (size_t)nb);
     if (!xs) { /* (out of memory: cannot happen at real sizes) the reference */
         for (int64_t n = n0; n < n1; n++)
             y[n] = loom_quant_dot_ref(t, (const char *)w + (size_t)n * row_bytes, x, K) + (bias ? bias[n] : 0.0f);
         return;
     }
     float *xd = xs + 2 * nb, *xdh = xd + nb, *xt = xdh + 2 * nb, *xq = xt + nb;
-    int16_t *xs16 = (int16_t *)(xq + nb);
+    int16_t *xs16 = (int16_t *)(xq + 3 * nb);
     /* LOOM_CPU_KLATER=0: the K-quant decode code from before 2026-12-06 (Q5_K here; Q2_K / Q3_K
      * through ql_rowk's float scales), for A/B timing */
     static _Atomic int kold_env = INT_MIN;
@@ -435,8 +445,17 @@ void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, cons
     if ((t == LOOM_Q2_K || t == LOOM_Q3_K) && !kold)
         for (int64_t b = 0; b < nb; b++) {
             xq[b] = x[b].d * ql_q23_pow(t, (int)(b % 4));
-            xs16[2 * b] = x[b].s[0], xs16[2 * b + 1] = x[b].s[1];
+            if (t == LOOM_Q2_K) xs16[2 * b] = x[b].s[0], xs16[2 * b + 1] = x[b].s[1];
         }
+    if (t == LOOM_Q3_K && !kold) /* per super-block, lane h word 2l / 2l + 1 and float 4h + l: block 2l / 2l + 1 */
+        for (int64_t i = 0; i < nb / 8; i++)
+            for (int h = 0; h < 2; h++)
+                for (int l = 0; l < 4; l++) {
+                    const loom_q8x *e = x + 8 * i + 2 * l, *o = e + 1;
+                    int16_t *se = xs16 + 16 * i + 8 * h + 2 * l, *so = se + 2 * nb;
+                    xq[nb + 8 * i + 4 * h + l] = e->d * 0.25f, xq[2 * nb + 8 * i + 4 * h + l] = o->d * 0.25f;
+                    se[0] = e->s[h], se[1] = 0, so[0] = 0, so[1] = o->s[h];
+                }
 #endif
     const char *wr = w;
 #define QL_CASE(T) \
