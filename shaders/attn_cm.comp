@@ -29,7 +29,12 @@
 //       3. O = O * A, A the 16 x 16 accumulator-shaped matrix whose row r is alpha_r: written to
 //          shared memory by the lanes and loaded as a cooperative matrix, so that the
 //          component-wise product (GL_KHR_cooperative_matrix: operands of one type have one
-//          element layout) scales row r of every O fragment by alpha_r whatever that layout is;
+//          element layout) scales row r of every O fragment by alpha_r whatever that layout is
+//          (built with ROWSCALE_SHARED, LOOM_VK_FA=cms: each O fragment stored to the S slice,
+//          scaled there by plain code and loaded back instead, in case a driver mishandles the
+//          component-wise product);
+//          (built with PREFETCH, LOOM_VK_FA=cmp: the next tile's K/V loads are issued into registers
+//          before this tile's products, attn_fa.comp's way of hiding their latency);
 //       4. O += P V: the (16 x 16 P fragment) x (16 x 16 V fragment) products, f32 accumulators.
 //   * At the end each O fragment goes through the S slice to memory, divided by its row's l (the
 //     sum of the same f16 p's P.V used, so the output is a convex combination of the f16 V rows).
@@ -65,7 +70,7 @@ const uint NR = R / GW;     // query rows per workgroup
 #define G4 (HD / 4u)
 #define NF (HD / 16u)           // 16-dim fragments of a head
 #define KST ((HD + 8u) / 4u)    // Q/K/V tile row stride in f16vec4 (HD + 8 halves: rows 16 B aligned, banks spread)
-#define SST (BC / 4u + 1u)      // S slice row stride in vec4 (36 floats)
+#define SST (BC + 4u)           // S slice row stride in floats (36: 16 B aligned rows)
 #define PST ((BC + 8u) / 4u)    // P slice row stride in f16vec4 (40 halves)
 layout(std430, binding = 0) writeonly buffer O { float o[]; };
 layout(std430, binding = 1) readonly buffer Q4 { vec4 q4[]; };
@@ -75,9 +80,9 @@ layout(std430, binding = 4) readonly buffer P { int pos[]; };
 
 // rows 0..63: the queries (until they are in registers); then rows 0..31 the K tile, 32..63 the V tile
 shared f16vec4 T[R * KST];
-shared vec4 Ss[NSG * 16u * SST];     // per subgroup: 16 x 32 scores (f32); at the end, O staging
+shared float Ss[NSG * 16u * SST];    // per subgroup: 16 x 32 scores (f32); O staging (ROWSCALE_SHARED, the end)
 shared f16vec4 Ps[NSG * 16u * PST];  // per subgroup: 16 x 32 p (f16)
-shared vec4 Ds[NSG * 64u];           // per subgroup: 16 x 16, row r = alpha_r
+shared float Ds[NSG * 256u];         // per subgroup: 16 x 16, row r = alpha_r
 shared float Xs[NSG * 64u];          // per lane: partial maxima, then partial sums (SG <= 64)
 shared float Li[R];                  // per slot: 1 / l
 shared uint Lr[R], Lo[R];            // per query row: its keys are [Lo, Lr)
@@ -125,14 +130,38 @@ void main() {
     bool ok = rr < NR && sl % GW < gn;
     uint L = ok ? Lr[rr] : 0u, lo = ok ? Lo[rr] : 0u;
     float cap = pc.f[1];
-    uint sb = sg * 16u * SST, pb = sg * 16u * PST, db = sg * 64u, xb = sg * 64u;
+    uint sb = sg * 16u * SST, pb = sg * 16u * PST, db = sg * 256u, xb = sg * 64u;
     barrier(); // every subgroup has its queries: T takes the K/V tiles now
 
     CMC oc[NF];
     [[unroll]] for (uint f = 0u; f < NF; f++) oc[f] = CMC(0.0);
     float m = -3.0e38, l = 0.0;
     uint kbase = (OFF_B + kvh * HD) >> 2, vbase = (OFF_C + kvh * HD) >> 2;
+#ifdef PREFETCH
+    // (LOOM_VK_FA=cmp) the tile's K and V vec4s of this invocation in registers, the next tile's
+    // loads in flight during this one's products; BC * G4 / NT <= NF of them (NT >= 128)
+    vec4 kq[NF], vq[NF];
+#define KV_FETCH(jn)                                                                               \
+    [[unroll]] for (uint x = 0u; x < NF; x++) {                                                    \
+        uint i = t + x * NT, key = (jn) + i / G4;                                                  \
+        bool ld = i < BC * G4 && key < jend;                                                       \
+        kq[x] = ld ? kc4[kbase + key * W4 + i % G4] : vec4(0.0);                                   \
+        vq[x] = ld ? vc4[vbase + key * W4 + i % G4] : vec4(0.0);                                   \
+    }
+    KV_FETCH(jbeg)
+#endif
     for (uint jb = jbeg; jb < jend; jb += BC) {
+#ifdef PREFETCH
+        [[unroll]] for (uint x = 0u; x < NF; x++) {
+            uint i = t + x * NT;
+            if (i < BC * G4) {
+                T[(i / G4) * KST + i % G4] = f16vec4(kq[x]);
+                T[(BC + i / G4) * KST + i % G4] = f16vec4(vq[x]);
+            }
+        }
+        barrier();
+        KV_FETCH(jb + BC)
+#else
         for (uint i = t; i < BC * G4; i += NT) {
             uint kr = i / G4, d4 = i % G4, key = jb + kr;
             vec4 kv = vec4(0.0), vv = vec4(0.0);
@@ -144,6 +173,7 @@ void main() {
             T[(BC + kr) * KST + d4] = f16vec4(vv);
         }
         barrier();
+#endif
         // 1. scores of this subgroup's 16 slots x 32 keys
         [[unroll]] for (uint c = 0u; c < BC / 16u; c++) {
             CMC sc = CMC(0.0);
@@ -152,7 +182,7 @@ void main() {
                 coopMatLoad(kb, T, (c * 16u) * KST + f * 4u, KST, gl_CooperativeMatrixLayoutColumnMajor);
                 sc = coopMatMulAdd(qa[f], kb, sc);
             }
-            coopMatStore(sc, Ss, sb + c * 4u, SST, gl_CooperativeMatrixLayoutRowMajor);
+            coopMatStore(sc, Ss, sb + c * 16u, SST, gl_CooperativeMatrixLayoutRowMajor);
         }
         subgroupMemoryBarrierShared();
         subgroupBarrier();
@@ -160,7 +190,7 @@ void main() {
         uint rs = sb + r * SST;
         float mx = -3.0e38;
         for (uint q = part; q < BC / 4u; q += LPR) {
-            vec4 v = Ss[rs + q];
+            vec4 v = vec4(Ss[rs + 4u * q], Ss[rs + 4u * q + 1u], Ss[rs + 4u * q + 2u], Ss[rs + 4u * q + 3u]);
             [[unroll]] for (uint e = 0u; e < 4u; e++) {
                 uint j = jb + 4u * q + e;
                 if (j >= lo && j < L) {
@@ -168,7 +198,8 @@ void main() {
                     mx = max(mx, v[e]);
                 }
             }
-            if (cap > 0.0) Ss[rs + q] = v; // this lane reads its own values back below
+            if (cap > 0.0) // this lane reads its own values back below
+                [[unroll]] for (uint e = 0u; e < 4u; e++) Ss[rs + 4u * q + e] = v[e];
         }
         Xs[xb + lane] = mx;
         subgroupMemoryBarrierShared();
@@ -178,7 +209,7 @@ void main() {
         m = mn;
         l *= alpha;
         for (uint q = part; q < BC / 4u; q += LPR) {
-            vec4 v = Ss[rs + q];
+            vec4 v = vec4(Ss[rs + 4u * q], Ss[rs + 4u * q + 1u], Ss[rs + 4u * q + 2u], Ss[rs + 4u * q + 3u]);
             f16vec4 p;
             [[unroll]] for (uint e = 0u; e < 4u; e++) {
                 uint j = jb + 4u * q + e;
@@ -187,13 +218,28 @@ void main() {
             }
             Ps[pb + r * PST + q] = p;
         }
-        for (uint q = part; q < 4u; q += LPR) Ds[db + r * 4u + q] = vec4(alpha);
+        for (uint c = part; c < 16u; c += LPR) Ds[db + r * 16u + c] = alpha;
         subgroupMemoryBarrierShared();
         subgroupBarrier();
         // 3. O = O * alpha (per row); 4. O += P V
+#ifdef ROWSCALE_SHARED
+        // (the A/B variant LOOM_VK_FA=cms: each O fragment through the S slice, scaled there by
+        // plain code, loaded back; no component-wise product of cooperative matrices)
+        [[unroll]] for (uint f = 0u; f < NF; f++) {
+            coopMatStore(oc[f], Ss, sb, SST, gl_CooperativeMatrixLayoutRowMajor);
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+            for (uint e = lane; e < 256u; e += SG) Ss[sb + (e / 16u) * SST + e % 16u] *= Ds[db + (e / 16u) * 16u];
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+            coopMatLoad(oc[f], Ss, sb, SST, gl_CooperativeMatrixLayoutRowMajor);
+            subgroupBarrier(); // every lane has its fragment before the next one is stored
+        }
+#else
         CMC am;
-        coopMatLoad(am, Ds, db, 4u, gl_CooperativeMatrixLayoutRowMajor);
+        coopMatLoad(am, Ds, db, 16u, gl_CooperativeMatrixLayoutRowMajor);
         [[unroll]] for (uint f = 0u; f < NF; f++) oc[f] = oc[f] * am;
+#endif
         [[unroll]] for (uint c = 0u; c < BC / 16u; c++) {
             CMA pa;
             coopMatLoad(pa, Ps, pb + c * 4u, PST, gl_CooperativeMatrixLayoutRowMajor);
@@ -222,7 +268,7 @@ void main() {
         subgroupBarrier();
         for (uint e = lane; e < 256u; e += SG) {
             uint er = e / 16u, ec = e % 16u, es = sg * 16u + er, row = es / GW, g = es % GW, s = s0 + row;
-            if (row < NR && s < S && g < gn) o[OFF_D + (s * H + h0 + g) * HD + f * 16u + ec] = Ss[sb + er * SST + ec / 4u][ec % 4u] * Li[es];
+            if (row < NR && s < S && g < gn) o[OFF_D + (s * H + h0 + g) * HD + f * 16u + ec] = Ss[sb + er * SST + ec] * Li[es];
         }
         subgroupBarrier(); // every lane has read the fragment before the next one lands
     }

@@ -959,18 +959,19 @@ static uint64_t cm_attn_shared_bytes(uint64_t hd) {
     return 64 * (hd + 8) * 2 + 4 * 16 * 36 * 4 + 4 * 16 * 40 * 2 + 4 * 256 * 4 + 4 * 64 * 4 + 3 * 64 * 4;
 }
 
-/* attn_cm.comp's build for head dim hd (LOOM_SPV_COUNT: none; then attn_fa.comp or attention.comp) */
-static loom_spv_id cm_attn_shader(uint32_t hd) {
+/* attn_cm.comp's build for head dim hd and variant v (vk_dev.attn_cm_var: 0 plain, 1 ROWSCALE_SHARED
+ * (LOOM_VK_FA=cms), 2 PREFETCH (cmp)); LOOM_SPV_COUNT: none (then attn_fa.comp or attention.comp) */
+static loom_spv_id cm_attn_shader(uint32_t hd, uint32_t v) {
 #ifdef LOOM_VK_COOPMAT
-    switch (hd) {
-    case 16: return LOOM_SPV_ATTN_CM_H16;
-    case 32: return LOOM_SPV_ATTN_CM_H32;
-    case 64: return LOOM_SPV_ATTN_CM_H64;
-    case 128: return LOOM_SPV_ATTN_CM_H128;
-    default: break;
-    }
+    static const loom_spv_id ids[4][3] = {
+        {LOOM_SPV_ATTN_CM_H16, LOOM_SPV_ATTN_CM_H16S, LOOM_SPV_ATTN_CM_H16P},
+        {LOOM_SPV_ATTN_CM_H32, LOOM_SPV_ATTN_CM_H32S, LOOM_SPV_ATTN_CM_H32P},
+        {LOOM_SPV_ATTN_CM_H64, LOOM_SPV_ATTN_CM_H64S, LOOM_SPV_ATTN_CM_H64P},
+        {LOOM_SPV_ATTN_CM_H128, LOOM_SPV_ATTN_CM_H128S, LOOM_SPV_ATTN_CM_H128P}};
+    int k = hd == 16 ? 0 : hd == 32 ? 1 : hd == 64 ? 2 : hd == 128 ? 3 : -1;
+    if (k >= 0 && v < 3) return ids[k][v];
 #else
-    (void)hd;
+    (void)hd, (void)v;
 #endif
     return LOOM_SPV_COUNT;
 }
@@ -1005,7 +1006,7 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
      * 64 (row, head) slots per workgroup, 16 per subgroup; head dims 16, 32, 64, 128; not for ring
      * caches (keys at j % C) or block tables */
     bool pf = !paged && !ring && S >= 64 && pc.u[6] && elem_off(d, &a[1]) % 4 == 0;
-    loom_spv_id cmsh = cm_attn_shader(hd);
+    loom_spv_id cmsh = cm_attn_shader(hd, d->attn_cm_var);
     if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT &&
         cm_attn_shared_bytes(hd) <= d->props.limits.maxComputeSharedMemorySize) {
         uint32_t nr = 64 / gw, cspec[4] = {4 * d->subgroup_size, gw, 0, d->subgroup_size};
