@@ -116,6 +116,12 @@ void main() {
     }
     uint j0 = lo + min(z * chunk, L - lo), j1 = min(j0 + chunk, L);
     float cap = pc.f[1];
+    // one split, or (ACOMB) the only split with keys: the output directly, no partials
+    bool direct = nsplit == 1u;
+#if defined(ACOMB)
+    uint nz = (L - lo + chunk - 1u) / chunk; // splits with keys (>= 1 here)
+    direct = direct || nz == 1u;
+#endif
 
     for (uint i = t; i < GW * HD4; i += WG) { // rows padded to HD4 with zeros
         uint g = i / HD4, d = i % HD4;
@@ -210,8 +216,17 @@ void main() {
         for (uint k = 0u; k < NG; k++) a += accs[(k * GW + g) * HD + d];
         float l = 0.0, mm = 0.0;
         [[unroll]] for (uint gg = 0u; gg < GW; gg++) if (gg == g) { l = lsum[gg]; mm = m[gg]; }
-        if (nsplit == 1u) {
+        if (direct) {
+#if defined(ACOMB)
+            // as attn_combine.comp would merge the one partial: weight e^0 = 1, times 1 / l
+            float v = a * (l > 0.0 ? 1.0 / l : 0.0);
+            o[OFF_D + (s * H + h0 + g) * HD + d] = v;
+#if defined(QEPI)
+            qs4[i >> 2][i & 3u] = v; // q rows are done with: the 8-bit blocks come from here
+#endif
+#else
             o[OFF_D + (s * H + h0 + g) * HD + d] = l > 0.0 ? a / l : 0.0;
+#endif
         } else {
             uint sb = OFF_S + ((s * H + h0 + g) * nsplit + z) * (HD + 2u);
             if (d == 0u) { scratch[sb] = mm; scratch[sb + 1u] = l; }
@@ -219,63 +234,64 @@ void main() {
         }
     }
 #if defined(ACOMB)
-    if (nsplit == 1u) return;
-    // the last split with keys to finish merges them all (attn_combine.comp's arithmetic, its order)
-    memoryBarrierBuffer();
-    barrier();
-    uint nz = (L - lo + chunk - 1u) / chunk, ci = 4u * OFF_Q + pc.u[9] + s * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-    if (t == 0u) last_split = atomicAdd(cnt[ci], 1u) + 1u == nz;
-    barrier();
-    if (!last_split) return;
-    memoryBarrierBuffer();
-    if (t == 0u) atomicExchange(cnt[ci], 0u);
-    // sc[g][z]: split z's maximum, then its weight e^(m_z - M); accs[2048 + 64 g + z]: l_z times it
-    for (uint i = t; i < gn * nz; i += WG) {
-        uint g = i / nz, zz = i % nz;
-        sc[g][zz] = scratch[OFF_S + ((s * H + h0 + g) * nsplit + zz) * (HD + 2u)];
-    }
-    barrier();
-    [[unroll]] for (uint g = 0u; g < MAXG; g++) {
-        float M = -3.0e38;
-        if (g < gn)
-            for (uint zz = 0u; zz < nz; zz++) M = max(M, sc[g][zz]);
-        m[g] = M;
-    }
-    barrier(); // every invocation has its maxima before sc turns into the weights
-    for (uint i = t; i < gn * nz; i += WG) {
-        uint g = i / nz, zz = i % nz;
-        float mg = 0.0;
-        [[unroll]] for (uint gg = 0u; gg < MAXG; gg++) if (gg == g) mg = m[gg];
-        float w = exp(sc[g][zz] - mg);
-        sc[g][zz] = w;
-        accs[2048u + 64u * g + zz] = scratch[OFF_S + ((s * H + h0 + g) * nsplit + zz) * (HD + 2u) + 1u] * w;
-    }
-    barrier();
-    float inv[MAXG];
-    [[unroll]] for (uint g = 0u; g < MAXG; g++) {
-        float l = 0.0;
-        if (g < gn)
-            for (uint zz = 0u; zz < nz; zz++) l += accs[2048u + 64u * g + zz];
-        inv[g] = l > 0.0 ? 1.0 / l : 0.0;
-    }
-    for (uint i = t; i < gn * HD; i += WG) {
-        uint g = i / HD, d = i % HD;
-        uint base = OFF_S + (s * H + h0 + g) * nsplit * (HD + 2u);
-        float a = 0.0;
-        for (uint zz = 0u; zz < nz; zz++) a += sc[g][zz] * scratch[base + zz * (HD + 2u) + 2u + d];
-        float iv = 0.0;
-        [[unroll]] for (uint gg = 0u; gg < MAXG; gg++) if (gg == g) iv = inv[gg];
-        o[OFF_D + (s * H + h0 + g) * HD + d] = a * iv;
+    if (!direct) {
+        // the last split with keys to finish merges them all (attn_combine.comp's arithmetic, its order)
+        memoryBarrierBuffer();
+        barrier();
+        uint ci = 4u * OFF_Q + pc.u[9] + s * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+        if (t == 0u) last_split = atomicAdd(cnt[ci], 1u) + 1u == nz;
+        barrier();
+        if (!last_split) return;
+        memoryBarrierBuffer();
+        if (t == 0u) atomicExchange(cnt[ci], 0u);
+        // sc[g][z]: split z's maximum, then its weight e^(m_z - M); accs[2048 + 64 g + z]: l_z times it
+        for (uint i = t; i < gn * nz; i += WG) {
+            uint g = i / nz, zz = i % nz;
+            sc[g][zz] = scratch[OFF_S + ((s * H + h0 + g) * nsplit + zz) * (HD + 2u)];
+        }
+        barrier();
+        [[unroll]] for (uint g = 0u; g < MAXG; g++) {
+            float M = -3.0e38;
+            if (g < gn)
+                for (uint zz = 0u; zz < nz; zz++) M = max(M, sc[g][zz]);
+            m[g] = M;
+        }
+        barrier(); // every invocation has its maxima before sc turns into the weights
+        for (uint i = t; i < gn * nz; i += WG) {
+            uint g = i / nz, zz = i % nz;
+            float mg = 0.0;
+            [[unroll]] for (uint gg = 0u; gg < MAXG; gg++) if (gg == g) mg = m[gg];
+            float w = exp(sc[g][zz] - mg);
+            sc[g][zz] = w;
+            accs[2048u + 64u * g + zz] = scratch[OFF_S + ((s * H + h0 + g) * nsplit + zz) * (HD + 2u) + 1u] * w;
+        }
+        barrier();
+        float inv[MAXG];
+        [[unroll]] for (uint g = 0u; g < MAXG; g++) {
+            float l = 0.0;
+            if (g < gn)
+                for (uint zz = 0u; zz < nz; zz++) l += accs[2048u + 64u * g + zz];
+            inv[g] = l > 0.0 ? 1.0 / l : 0.0;
+        }
+        for (uint i = t; i < gn * HD; i += WG) {
+            uint g = i / HD, d = i % HD;
+            uint base = OFF_S + (s * H + h0 + g) * nsplit * (HD + 2u);
+            float a = 0.0;
+            for (uint zz = 0u; zz < nz; zz++) a += sc[g][zz] * scratch[base + zz * (HD + 2u) + 2u + d];
+            float iv = 0.0;
+            [[unroll]] for (uint gg = 0u; gg < MAXG; gg++) if (gg == g) iv = inv[gg];
+            o[OFF_D + (s * H + h0 + g) * HD + d] = a * iv;
 #if defined(QEPI)
-        accs[i] = a * iv;
+            qs4[i >> 2][i & 3u] = a * iv;
 #endif
+        }
     }
 #if defined(QEPI)
     barrier();
     if (t >= gn * HD / 32u) return;
     vec4 v[8];
     [[unroll]] for (uint j = 0u; j < 8u; j++)
-        v[j] = vec4(accs[32u * t + 4u * j], accs[32u * t + 4u * j + 1u], accs[32u * t + 4u * j + 2u], accs[32u * t + 4u * j + 3u]);
+        v[j] = qs4[8u * t + j]; // outputs 32 t + 4 j ...
     float ss = 0.0;
     [[unroll]] for (uint j = 0u; j < 8u; j++) ss += dot(v[j], v[j]);
     vec4 am = vec4(0.0);

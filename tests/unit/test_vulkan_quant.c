@@ -377,7 +377,8 @@ static void test_fused(int nq) {
 /* ---- decode chain: the decode folds of LOOM_VK_QX_FOLD (the 8-bit x by its producer, the attention
  * splits merged by the attention) ------------------------------------------------------------------ */
 /* Two llama decoder layers (sharing weights, each with its own 256-key cache holding 150 keys, so
- * attention splits its keys in two) at S = 1 and 2 rows, then two GEMVs in a row, with block-quantised
+ * attention splits its keys in two) at S = 1 and 2 rows (and S = 1 at position 40: one split with keys),
+ * then two GEMVs in a row, with block-quantised
  * W (of the first nq types, chain_type), through the plan path with vulkan-fuse. The last split to
  * finish merges them (attention_c; no attn_combine.comp); under dp* it also writes the o projection's
  * 8-bit x (attention_cq), the o and down GEMVs with their residual ADD the next RMSNORM's x times its
@@ -469,15 +470,18 @@ static void test_chain(int nq) {
     }
     float x[2 * 256];
     tg_fill(x, 2 * 256, 1.0f);
-    int32_t pos[2] = {150, 151};
-    for (int64_t S = 1; S <= 2; S++) {
+    /* S = 1 and 2 rows at positions 150 (, 151): two key splits merged; S = 1 at 40: one split with keys
+     * (written directly by attention_c*) */
+    for (int cs = 0; cs < 3; cs++) {
+        int64_t S = cs == 1 ? 2 : 1;
+        int32_t pos[2] = {cs == 2 ? 40 : 150, 151};
         tg tq, tf;
         int oq, of;
         chain_graph(&tq, true, nq, S, wq, wf, nrm, cache, x, pos, &oq);
         chain_graph(&tf, false, nq, S, wq, wf, nrm, cache, x, pos, &of);
         tg_run_out ro;
         int rc = tg_run(&tf, cpu, &ro);
-        CHECK(rc == 0, "chain S=%lld [cpu]: %s", (long long)S, ro.err);
+        CHECK(rc == 0, "chain S=%lld p=%d [cpu]: %s", (long long)S, pos[0], ro.err);
         const float *ref = rc == 0 ? tg_f32(&tf, &ro, of) : NULL;
         double amax = 0;
         for (int64_t i = 0; ref && i < S * V; i++) amax = fmax(amax, fabs(ref[i]));
@@ -490,7 +494,7 @@ static void test_chain(int nq) {
                 if (old) setenv(knob[old], "0", 1);
                 int r2 = tg_run_plan(&tq, vk[v], &o[old], 1, NULL, 0, NULL);
                 if (old) unsetenv(knob[old]);
-                CHECK(r2 == 0, "chain S=%lld [%s%s%s]: %s", (long long)S, vk_name[v], old ? ", =0 " : "", knob[old],
+                CHECK(r2 == 0, "chain S=%lld p=%d [%s%s%s]: %s", (long long)S, pos[0], vk_name[v], old ? ", =0 " : "", knob[old],
                       o[old].err);
             }
             if (o[0].rc == 0 && o[1].rc == 0 && o[2].rc == 0) {
@@ -503,12 +507,12 @@ static void test_chain(int nq) {
                 }
                 chain_worst_a = fmax(chain_worst_a, ea / amax);
                 chain_worst_b = fmax(chain_worst_b, fmax(eb, eb0) / amax);
-                CHECK(ea <= 1e-6 * amax, "chain S=%lld [%s]: LOOM_VK_QX_FOLD on (or LOOM_VK_ACOMB=0) vs off: error %.3g of max %.3g",
-                      (long long)S, vk_name[v], ea, amax);
+                CHECK(ea <= 1e-6 * amax, "chain S=%lld p=%d [%s]: LOOM_VK_QX_FOLD on (or LOOM_VK_ACOMB=0) vs off: error %.3g of max %.3g",
+                      (long long)S, pos[0], vk_name[v], ea, amax);
                 double tol = dp_on ? CHAIN_TOL : CHAIN_TOL_F32;
                 CHECK(eb <= tol * amax && eb0 <= tol * amax,
-                      "chain S=%lld [%s]: vs the CPU on exact x: error %.3g (LOOM_VK_QX_FOLD=0: %.3g) of max %.3g",
-                      (long long)S, vk_name[v], eb, eb0, amax);
+                      "chain S=%lld p=%d [%s]: vs the CPU on exact x: error %.3g (LOOM_VK_QX_FOLD=0: %.3g) of max %.3g",
+                      (long long)S, pos[0], vk_name[v], eb, eb0, amax);
             }
             tg_out_free(&o[0]), tg_out_free(&o[1]), tg_out_free(&o[2]);
         }
