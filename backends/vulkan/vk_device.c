@@ -797,6 +797,11 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         d->cm_variant = vk_cm_variant_default(d);
         d->cm_min_m = 128;
     }
+    /* LOOM_VK_CM_KSPLIT=n (1..8): every tiled prefill matmul (tensor-core or not, so lavapipe's
+     * tests reach it) split n ways along K, for A/B runs of the split-K choice (vk_record.c's
+     * ksplit_of); unset, 0 or out of range: that choice */
+    const char *ks = getenv("LOOM_VK_CM_KSPLIT");
+    d->ksplit = ks && atoi(ks) >= 1 && atoi(ks) <= 8 ? (uint32_t)atoi(ks) : 0;
     /* LOOM_VK_CM_QTILE: quantised prefill weights dequantised in the sg64 tile loads (vk_record.c).
      * Unset: on where there are cooperative matrices, for every block type but IQ4_NL / IQ4_XS (H100,
      * 2026-12-06, pp512: llama-7b Q4_0 4,525 -> 8,381 t/s, Q4_K_M 4,450 -> 7,272; llama-1.1b within
@@ -958,13 +963,14 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     }
     if (d->verbose)
         fprintf(stderr,
-                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s%s%s%s, integer dot %s, max alloc "
+                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s%s%s%s%s, integer dot %s, max alloc "
                 "%.0f MiB, max range %.0f MiB\n",
                 d->name, vk_type_str(d->props.deviceType), d->subgroup_size,
                 d->subgroup_arith ? " (arithmetic)" : "", d->f16_storage ? "yes" : "no", d->coopmat ? "yes" : "no",
                 d->coopmat && d->cm_variant ? " variant " : "", d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "",
                 d->cm2 ? ", coopmat2 " : "", d->cm2 ? vk_cm2_name(d) : "",
-                d->cm_qtile ? ", quantised tiles in place (LOOM_VK_CM_QTILE)" : "", d->idot ? "yes" : "no", mib(d->max_alloc),
+                d->cm_qtile ? ", quantised tiles in place (LOOM_VK_CM_QTILE)" : "",
+                d->ksplit ? ", forced K splits (LOOM_VK_CM_KSPLIT)" : "", d->idot ? "yes" : "no", mib(d->max_alloc),
                 mib(d->max_range));
     return d;
 }

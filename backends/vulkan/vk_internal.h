@@ -92,8 +92,9 @@ typedef struct vk_dev {
     uint32_t cm_big_tiles; /* its 128 x 128 tiles from this many such tiles on (else 64 x 64) */
     bool qcm_tiles; /* quantised W on it: dequantised in the tile loads, not first to f16 scratch */
     uint32_t cm_variant; /* index into vk_record.c's cm_variants (0: matmul_cm.comp); LOOM_VK_CM_VARIANT */
+    uint32_t ksplit;     /* LOOM_VK_CM_KSPLIT: the K splits of every tiled matmul (1..8), 0: vk_record.c's choice */
     uint32_t cm_min_m;   /* the variant serves matmuls of at least this many rows (0 when forced by the knob) */
-    bool cm_qtile;       /* quantised W dequantised in the tile loads of the sg64 variant (default with coopmat)
+    bool cm_qtile;       /* quantised W dequantised in the tile loads of the variant (sg64: every type; default with coopmat)
                           * (matmul_cmv.comp, W_Q*) instead of first to f16 scratch; without cooperative
                           * matrices, the tiled prefill's matmul_q.comp QTILE build (the decoders' lavapipe check) */
     bool cm_qtile_all;   /* LOOM_VK_CM_QTILE=1 set: IQ4_NL/IQ4_XS too (left out by default: 38% slower, vk_device.c) */

@@ -1,0 +1,131 @@
+#!/bin/sh
+# One-call sweep of the tensor-core prefill variants (LOOM_VK_CM_VARIANT, docs/vulkan-backend.md) on
+# files already on the GPU machine, sized for ~5 minutes of device time:
+#   1. check: for each variant, the matmul parts of test_vulkan_ops and test_vulkan_quant against the
+#      CPU (LOOM_TEST_FILTER=matmul; the variant serves every tensor-core matmul of M > 8 under the
+#      knob, its in-tile builds the quantised ones), CHECK_JOBS at a time on disjoint CPUs (the GPU
+#      is shared: no timing is taken here)
+#   2. bench: `loom bench -m FILE --device vulkan -p $PP -n 0 -r $REPS` for each file and variant,
+#      one at a time, the variant order reversed on every other file; one line per variant x file:
+#        bench 7b-f16 w8k64: rc 0  pp512 8123.45 ± 12.3  [coopmat w8k64, qtile, gemv dp8]
+#      and at the end a table (variants down, files across, t/s).
+# A variant is NAME or NAME+ksN: the latter with LOOM_VK_CM_KSPLIT=N (N = 1..8: every tiled matmul
+# split N ways along K instead of vk_record.c's choice), e.g. "sg64 sg64+ks1 w8k64+ks1".
+# Expects the repo root as cwd and, carried: .gl/ (the Vulkan loader .debs) and .gpu-cm/loom.tar.xz
+# (`sh backends/vulkan/bench/gpu_types_pack.sh build-cm` from a glslang-15 build: loom,
+# test_vulkan_ops, test_vulkan_quant). Environment (all optional):
+#   VARIANTS    default "sg64 k64h w8 w8k64 w8db m256" (sg64 is the default kernel: the baseline)
+#   FILES       default: those of /tmp/m/7b-f16.gguf /tmp/m/7b-q4_0.gguf /tmp/m/7b-q4_k_m.gguf
+#               /tmp/m/f16.gguf that exist (gpu_types.sh prep's names; its q4_0.gguf and
+#               q4_k_m-mix.gguf are llama-1.1b's); labelled by file name less .gguf
+#   PP (512), REPS (3), CHECK_JOBS (4), DEADLINE (epoch seconds, default start + 330: no bench
+#   starts after it, so the table is always written)
+# Phases (arguments): check bench (default both). $OUT: summary.txt (read it first), check.txt
+# (every check's output), bench.txt (every bench's output).
+what=${*:-check bench}
+has() { case " $what " in *" $1 "*) return 0;; esac; return 1; }
+O=${OUT:-/tmp}
+T0=$(date +%s)
+DEADLINE=${DEADLINE:-$((T0 + 330))}
+. "$(dirname "$0")/gpu_env.sh"
+. "$(dirname "$0")/gpu_cm_common.sh"
+VARIANTS=${VARIANTS:-sg64 k64h w8 w8k64 w8db m256}
+PP=${PP:-512}
+REPS=${REPS:-3}
+CHECK_JOBS=${CHECK_JOBS:-4}
+if [ -z "${FILES:-}" ]; then
+    FILES=
+    for f in /tmp/m/7b-f16.gguf /tmp/m/7b-q4_0.gguf /tmp/m/7b-q4_k_m.gguf /tmp/m/f16.gguf; do
+        [ -f "$f" ] && FILES="$FILES $f"
+    done
+fi
+sum=$O/summary.txt
+gpu_head "no usable cooperative matrix: every variant is the FMA kernel"
+echo "files:$FILES" | tee -a "$sum"
+W=/tmp/cm-sweep
+rm -rf $W && mkdir -p $W
+
+# the environment of variant spec $1 (NAME or NAME+ksN)
+venv() {
+    case $1 in
+    *+ks*) echo "LOOM_VK_CM_VARIANT=${1%%+*} LOOM_VK_CM_KSPLIT=${1##*+ks}" ;;
+    *) echo "LOOM_VK_CM_VARIANT=$1" ;;
+    esac
+}
+
+if has check; then
+    ncpu=$(nproc)
+    per=$((ncpu / CHECK_JOBS))
+    [ $per -ge 1 ] || per=1
+    slot=0
+    for v in $VARIANTS; do
+        for t in test_vulkan_ops test_vulkan_quant; do
+            lo=$((slot * per % ncpu))
+            hi=$((lo + per - 1))
+            # shellcheck disable=SC2046
+            (env $(venv "$v") LOOM_TEST_FILTER=matmul timeout 240 taskset -c $lo-$hi "$L/$t" >$W/check-$v-$t.log 2>&1
+             echo $? >$W/check-$v-$t.rc) &
+            slot=$((slot + 1))
+            if [ $((slot % CHECK_JOBS)) -eq 0 ]; then wait; fi
+        done
+    done
+    wait
+    : >"$O/check.txt"
+    for v in $VARIANTS; do
+        for t in test_vulkan_ops test_vulkan_quant; do
+            log=$W/check-$v-$t.log
+            { echo "== $(venv "$v") $t: rc $(cat $W/check-$v-$t.rc)"; cat $log; } >>"$O/check.txt"
+            echo "check $v $t: rc $(cat $W/check-$v-$t.rc), $(grep -E '^[0-9]+ checks' $log | tail -1)," \
+                "coopmat on $(grep -c 'cooperative-matrix matmul on' $log) of 3 configs," \
+                "$(grep -m1 '^test_matmul' $log | awk '{print $2, $3}')" | tee -a "$sum"
+            grep "vulkan: LOOM_VK_" $log | sort -u | head -3 | cut -c1-300 | tee -a "$sum"
+            grep -m4 "CHECK(" $log | cut -c1-300 | tee -a "$sum"
+        done
+    done
+    echo "checks took $(($(date +%s) - T0)) s" | tee -a "$sum"
+fi
+
+if has bench; then
+    : >"$O/bench.txt"
+    rev=
+    for v in $VARIANTS; do rev="$v $rev"; done
+    i=0
+    for f in $FILES; do
+        b=$(basename "$f" .gguf)
+        order=$VARIANTS
+        [ $((i % 2)) -eq 1 ] && order=$rev
+        i=$((i + 1))
+        for v in $order; do
+            if [ "$(date +%s)" -ge "$DEADLINE" ]; then
+                echo "bench $b $v: skipped (past DEADLINE)" | tee -a "$sum"
+                continue
+            fi
+            # shellcheck disable=SC2046
+            env $(venv "$v") timeout 150 "$L/loom" bench -m "$f" --device vulkan -p "$PP" -n 0 -r "$REPS" >$W/b.log 2>&1
+            rc=$?
+            { echo "== $(venv "$v") $b: rc $rc"; cat $W/b.log; } >>"$O/bench.txt"
+            # "| model | size | backend | threads | test | t/s |" rows -> "pp512 1234.56 ± 1.2"
+            r=$(grep -E '\| *pp[0-9]+ *\|' $W/b.log | awk -F'|' '{gsub(/ /, "", $6); printf "%s %s  ", $6, $7}')
+            dev=$(grep -m1 '^device:' $W/b.log | grep -o 'coopmat[^)]*')
+            echo "bench $b $v: rc $rc  $r[${dev:-no coopmat}]" | tee -a "$sum"
+            echo "$v $b $(echo "$r" | awk '{print $2}')" >>$W/table
+        done
+    done
+    echo "== pp$PP t/s (variants down, files across)" | tee -a "$sum"
+    {
+        printf '%-12s' variant
+        for f in $FILES; do printf ' %14s' "$(basename "$f" .gguf)"; done
+        echo
+        for v in $VARIANTS; do
+            printf '%-12s' "$v"
+            for f in $FILES; do
+                x=$(awk -v v="$v" -v b="$(basename "$f" .gguf)" '$1 == v && $2 == b {print $3}' $W/table 2>/dev/null)
+                printf ' %14s' "${x:--}"
+            done
+            echo
+        done
+    } | tee -a "$sum"
+fi
+echo "total $(($(date +%s) - T0)) s" | tee -a "$sum"
+echo "== summary"
+cat "$sum"
