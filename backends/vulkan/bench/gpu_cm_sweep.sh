@@ -13,31 +13,55 @@
 # split N ways along K instead of vk_record.c's choice), e.g. "sg64 sg64+ks1 w8k64+ks1".
 # Expects the repo root as cwd and, carried: .gl/ (the Vulkan loader .debs) and .gpu-cm/loom.tar.xz
 # (`sh backends/vulkan/bench/gpu_types_pack.sh build-cm` from a glslang-15 build: loom,
-# test_vulkan_ops, test_vulkan_quant). Environment (all optional):
+# test_vulkan_ops, test_vulkan_quant). Phase prep (not in the default) writes the default files that
+# are missing, in the background on PREP_CPUS (default 8-15; the checks then keep to cores 0-7),
+# while the checks run; bench waits for each (to DEADLINE): `loom synth` llama-1.1b and llama-7b f16
+# with the llama SPM vocabulary, then `loom quantize` 7b q4_0 (--pure) and q4_k_m (loom's mixed
+# preset) side by side, as gpu_types.sh prep / gpu_qtile.sh SEVEN_B=1 name them (several minutes
+# in all: the 7B f16 file is ~13 GB).
+# Environment (all optional):
 #   VARIANTS    default "sg64 k64h w8 w8k64 w8db m256" (sg64 is the default kernel: the baseline)
-#   FILES       default: those of /tmp/m/7b-f16.gguf /tmp/m/7b-q4_0.gguf /tmp/m/7b-q4_k_m.gguf
-#               /tmp/m/f16.gguf that exist (gpu_types.sh prep's names; its q4_0.gguf and
+#   FILES       default: those of $MDIR/f16.gguf (llama-1.1b) 7b-f16.gguf 7b-q4_0.gguf 7b-q4_k_m.gguf
+#               that exist (MDIR default /tmp/m; gpu_types.sh prep's names, whose q4_0.gguf and
 #               q4_k_m-mix.gguf are llama-1.1b's); labelled by file name less .gguf
-#   PP (512), REPS (3), CHECK_JOBS (4), DEADLINE (epoch seconds, default start + 330: no bench
-#   starts after it, so the table is always written)
-# Phases (arguments): check bench (default both). $OUT: summary.txt (read it first), check.txt
+#   PP (512), REPS (3), CHECK_JOBS (4), BENCH_CPUS (0-3: loom bench's cores), DEADLINE (epoch
+#   seconds, default start + 330, + 240 with prep: no bench starts after it, so the table is
+#   always written)
+# Phases (arguments): prep check bench (default check bench). $OUT: summary.txt (read it first), check.txt
 # (every check's output), bench.txt (every bench's output).
 what=${*:-check bench}
 has() { case " $what " in *" $1 "*) return 0;; esac; return 1; }
 O=${OUT:-/tmp}
 T0=$(date +%s)
-DEADLINE=${DEADLINE:-$((T0 + 330))}
+DEADLINE=${DEADLINE:-$((T0 + 330 + $(has prep && echo 240 || echo 0)))}
 . "$(dirname "$0")/gpu_env.sh"
 . "$(dirname "$0")/gpu_cm_common.sh"
 VARIANTS=${VARIANTS:-sg64 k64h w8 w8k64 w8db m256}
 PP=${PP:-512}
 REPS=${REPS:-3}
 CHECK_JOBS=${CHECK_JOBS:-4}
+M=${MDIR:-/tmp/m}
+DEFAULT_FILES="$M/f16.gguf $M/7b-f16.gguf $M/7b-q4_0.gguf $M/7b-q4_k_m.gguf"
 if [ -z "${FILES:-}" ]; then
     FILES=
-    for f in /tmp/m/7b-f16.gguf /tmp/m/7b-q4_0.gguf /tmp/m/7b-q4_k_m.gguf /tmp/m/f16.gguf; do
-        [ -f "$f" ] && FILES="$FILES $f"
+    for f in $DEFAULT_FILES; do
+        if [ -f "$f" ] || has prep; then FILES="$FILES $f"; fi
     done
+fi
+CHECK_CPUS=
+if has prep; then
+    V=tests/fixtures/tokenizer/ggml-vocab-llama-spm.gguf
+    mkdir -p $M
+    CHECK_CPUS=${CHECK_CPUS_PREP:-0-7}
+    setsid taskset -c "${PREP_CPUS:-8-15}" sh -c "
+      mk() { [ -f \$1 ] || { \$2 -o \$1.tmp >/dev/null && mv \$1.tmp \$1; }; }
+      mk $M/f16.gguf '$L/loom synth --shape llama-1.1b --dtype f16 --vocab $V'
+      mk $M/7b-f16.gguf '$L/loom synth --shape llama-7b --dtype f16 --vocab $V'
+      [ -f $M/7b-q4_0.gguf ] || { $L/loom quantize $M/7b-f16.gguf $M/7b-q4_0.gguf.tmp --type q4_0 --pure >/dev/null &&
+          mv $M/7b-q4_0.gguf.tmp $M/7b-q4_0.gguf; } &
+      [ -f $M/7b-q4_k_m.gguf ] || { $L/loom quantize $M/7b-f16.gguf $M/7b-q4_k_m.gguf.tmp --type q4_k_m >/dev/null &&
+          mv $M/7b-q4_k_m.gguf.tmp $M/7b-q4_k_m.gguf; } &
+      wait" >/tmp/cm-sweep-prep.log 2>&1 </dev/null &
 fi
 sum=$O/summary.txt
 gpu_head "no usable cooperative matrix: every variant is the FMA kernel"
@@ -55,12 +79,17 @@ venv() {
 
 if has check; then
     ncpu=$(nproc)
+    c0=0
+    if [ -n "$CHECK_CPUS" ]; then # a range a-b
+        c0=${CHECK_CPUS%-*}
+        ncpu=$((${CHECK_CPUS#*-} - c0 + 1))
+    fi
     per=$((ncpu / CHECK_JOBS))
     [ $per -ge 1 ] || per=1
     slot=0
     for v in $VARIANTS; do
         for t in test_vulkan_ops test_vulkan_quant; do
-            lo=$((slot * per % ncpu))
+            lo=$((c0 + slot * per % ncpu))
             hi=$((lo + per - 1))
             # shellcheck disable=SC2046
             (env $(venv "$v") LOOM_TEST_FILTER=matmul timeout 240 taskset -c $lo-$hi "$L/$t" >$W/check-$v-$t.log 2>&1
@@ -92,6 +121,12 @@ if has bench; then
     i=0
     for f in $FILES; do
         b=$(basename "$f" .gguf)
+        # a file prep is still writing: wait for it, up to the deadline
+        while has prep && [ ! -f "$f" ] && [ "$(date +%s)" -lt "$DEADLINE" ]; do sleep 3; done
+        if [ ! -f "$f" ]; then
+            echo "bench $b: no file $f" | tee -a "$sum"
+            continue
+        fi
         order=$VARIANTS
         [ $((i % 2)) -eq 1 ] && order=$rev
         i=$((i + 1))
@@ -101,7 +136,7 @@ if has bench; then
                 continue
             fi
             # shellcheck disable=SC2046
-            env $(venv "$v") timeout 150 "$L/loom" bench -m "$f" --device vulkan -p "$PP" -n 0 -r "$REPS" >$W/b.log 2>&1
+            env $(venv "$v") timeout 150 taskset -c "${BENCH_CPUS:-0-3}" "$L/loom" bench -m "$f" --device vulkan -p "$PP" -n 0 -r "$REPS" >$W/b.log 2>&1
             rc=$?
             { echo "== $(venv "$v") $b: rc $rc"; cat $W/b.log; } >>"$O/bench.txt"
             # "| model | size | backend | threads | test | t/s |" rows -> "pp512 1234.56 ± 1.2"
@@ -126,6 +161,7 @@ if has bench; then
         done
     } | tee -a "$sum"
 fi
+has prep && { echo "== prep log"; cat /tmp/cm-sweep-prep.log; } >>"$O/bench.txt"
 echo "total $(($(date +%s) - T0)) s" | tee -a "$sum"
 echo "== summary"
 cat "$sum"
