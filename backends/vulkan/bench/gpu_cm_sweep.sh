@@ -20,7 +20,9 @@
 # preset) side by side, as gpu_types.sh prep / gpu_qtile.sh SEVEN_B=1 name them (several minutes
 # in all: the 7B f16 file is ~13 GB).
 # Environment (all optional):
-#   VARIANTS    default "sg64 k64h w8 w8k64 w8db m256" (sg64 is the default kernel: the baseline)
+#   VARIANTS    default "sg64 w8k64h w8k64 m256 sg64+ks4 w8k64h+ks4" (sg64 is the default kernel:
+#               the baseline; the H100's llama-1.1b f16 pp512 of 2026-12-06, lead's notes: w8k64h
+#               +14%, w8k64 +9%, m256 +1%, k64h -5%, w8 / w8db -11%, sg64+ks1 -24%)
 #   FILES       default: those of $MDIR/f16.gguf (llama-1.1b) 7b-f16.gguf 7b-q4_0.gguf 7b-q4_k_m.gguf
 #               that exist (MDIR default /tmp/m; gpu_types.sh prep's names, whose q4_0.gguf and
 #               q4_k_m-mix.gguf are llama-1.1b's); labelled by file name less .gguf
@@ -36,7 +38,7 @@ T0=$(date +%s)
 DEADLINE=${DEADLINE:-$((T0 + 330 + $(has prep && echo 240 || echo 0)))}
 . "$(dirname "$0")/gpu_env.sh"
 . "$(dirname "$0")/gpu_cm_common.sh"
-VARIANTS=${VARIANTS:-sg64 k64h w8 w8k64 w8db m256}
+VARIANTS=${VARIANTS:-sg64 w8k64h w8k64 m256 sg64+ks4 w8k64h+ks4}
 PP=${PP:-512}
 REPS=${REPS:-3}
 CHECK_JOBS=${CHECK_JOBS:-4}
