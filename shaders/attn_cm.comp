@@ -33,7 +33,7 @@
 //          (built with ROWSCALE_SHARED, LOOM_VK_FA=cms: each O fragment stored to the S slice,
 //          scaled there by plain code and loaded back instead, in case a driver mishandles the
 //          component-wise product);
-//          (built with PREFETCH, LOOM_VK_FA=cmp: the next tile's K/V loads are issued into registers
+//          (built with PREFETCH, LOOM_VK_FA=cmp and the default: the next tile's K/V loads are issued into registers
 //          before this tile's products, attn_fa.comp's way of hiding their latency);
 //       4. O += P V: the (16 x 16 P fragment) x (16 x 16 V fragment) products, f32 accumulators.
 //   * At the end each O fragment goes through the S slice to memory, divided by its row's l (the

@@ -1,9 +1,8 @@
 #!/bin/sh
 # Prefill attention on cooperative matrices (shaders/attn_cm.comp, LOOM_VK_FA; docs/vulkan-backend.md)
 # on the GPU machine, in one device call of under 10 minutes:
-#   check  test_vulkan_ops' attention parts (LOOM_TEST_FILTER=attention) under LOOM_VK_FA=cm (the
-#          default there), cms (O rescaled through shared memory) and cmp (K/V prefetched into
-#          registers): each line "attn_cm.comp ran"
+#   check  test_vulkan_ops' attention parts (LOOM_TEST_FILTER=attention) under LOOM_VK_FA=cm, cms (O
+#          rescaled through shared memory) and cmp (K/V prefetched into registers; the default): each line "attn_cm.comp ran"
 #          is a run the kernel took, held to tests/unit/attn_cm_bound.h's f16 bound; then `loom
 #          check` over the long references (658-690 positions; head dims 16 and 32) under cm, cms,
 #          cmp and fa (the f32 tiles), whose figures say what f16 attention costs at model level; then
