@@ -814,12 +814,13 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
      * cores with f16 inputs, the next K/V tile's loads in flight during the products (H100,
      * 2026-12-06, llama-1.1b f16 pp4096: 24,816 t/s on attn_fa.comp -> 34,900; attention 90.6 ->
      * 41.2 ms of the step); "cm": the same without the prefetch (30,330); "cms": that rescaling O
-     * through shared memory (24,250); "fa": attn_fa.comp (f32 FMA tiles, the default elsewhere);
+     * through shared memory (24,250); "cmp8": cmp with 8 subgroups (128 query slots) per workgroup
+     * for head dims <= 64 (unmeasured); "fa": attn_fa.comp (f32 FMA tiles, the default elsewhere);
      * "row": attention.comp one query row per workgroup (as LOOM_VK_NO_FA=1). Unknown: an error
      * listing them. */
     static const struct {
         const char *name;
-    } fa_modes[] = {{"cm"}, {"fa"}, {"row"}, {"cms"}, {"cmp"}};
+    } fa_modes[] = {{"cm"}, {"fa"}, {"row"}, {"cms"}, {"cmp"}, {"cmp8"}};
     const size_t n_fa = sizeof fa_modes / sizeof fa_modes[0];
     const char *fam = getenv("LOOM_VK_FA");
     int fa = -1;
@@ -835,7 +836,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     bool cm_ok = d->coopmat && (d->subgroup_size == 32 || d->subgroup_size == 64);
     d->no_fa = env_flag("LOOM_VK_NO_FA") || fa == 2;
     d->attn_cm = cm_ok && !d->no_fa && fa != 1;
-    d->attn_cm_var = fa == 0 ? 0 : fa == 3 ? 1 : 2;
+    d->attn_cm_var = fa == 0 ? 0 : fa == 3 ? 1 : fa == 5 ? 3 : 2;
     if ((fa == 0 || fa >= 3) && !cm_ok)
         fprintf(stderr, "loom: vulkan: LOOM_VK_FA=%s: no cooperative matrices (f16 16x16x16, subgroup size 32 or 64) "
                         "on %s or in this build; prefill attention stays on attn_fa.comp\n", fam, d->name);
@@ -995,7 +996,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
                 d->cm2 ? ", coopmat2 " : "", d->cm2 ? vk_cm2_name(d) : "",
                 d->cm_qtile ? ", quantised tiles in place (LOOM_VK_CM_QTILE)" : "", d->idot ? "yes" : "no", mib(d->max_alloc),
                 mib(d->max_range),
-                d->attn_cm ? (d->attn_cm_var == 1 ? "attn_cm cms (tensor cores)" : d->attn_cm_var == 2 ? "attn_cm cmp (tensor cores)" : "attn_cm (tensor cores)") : d->no_fa ? "attention.comp" : "attn_fa");
+                d->attn_cm ? (d->attn_cm_var == 1 ? "attn_cm cms (tensor cores)" : d->attn_cm_var == 2 ? "attn_cm cmp (tensor cores)" : d->attn_cm_var == 3 ? "attn_cm cmp8 (tensor cores)" : "attn_cm (tensor cores)") : d->no_fa ? "attention.comp" : "attn_fa");
     return d;
 }
 
