@@ -837,6 +837,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     d->no_fa = env_flag("LOOM_VK_NO_FA") || fa == 2;
     d->attn_cm = cm_ok && !d->no_fa && fa != 1;
     d->attn_cm_var = fa == 0 ? 0 : fa == 3 ? 1 : fa == 5 ? 3 : 2;
+    d->attn_cm_forced = fa == 0 || fa >= 3;
     if ((fa == 0 || fa >= 3) && !cm_ok)
         fprintf(stderr, "loom: vulkan: LOOM_VK_FA=%s: no cooperative matrices (f16 16x16x16, subgroup size 32 or 64) "
                         "on %s or in this build; prefill attention stays on attn_fa.comp\n", fam, d->name);

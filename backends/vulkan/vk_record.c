@@ -979,6 +979,22 @@ static loom_spv_id cm_attn_shader(uint32_t hd, uint32_t v) {
     return LOOM_SPV_COUNT;
 }
 
+/* Whether every matmul weight of the plan is f32 (and there is one): such a model keeps f32 prefill
+ * attention (attn_fa.comp) by default, as its matmuls keep the f32 FMA kernel. attn_cm.comp rounds
+ * q, k, v and p to f16: on the f32 fixtures' long references (H100, 2026-12-06) logits moved by
+ * 2.3e-3 to 7.4e-3, over `loom check`'s 1e-3 for f32 weights, against 2.8e-5 to 1.7e-4 on attn_fa. */
+static bool plan_all_f32(const loom_exec_ctx *x) {
+    const loom_graph *g = x->plan->g;
+    int mm = 0;
+    for (int k = 0; k < g->n; k++) {
+        const loom_node *n = &g->nodes[k];
+        if (n->op != LOOM_OP_MATMUL || n->replaced_by >= 0) continue;
+        if (N(x, n->src[1])->type != LOOM_F32) return false;
+        mm++;
+    }
+    return mm > 0;
+}
+
 static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_dev *d = r->d;
     const loom_node *n = N(x, i), *kc = N(x, n->src[1]);
@@ -1007,13 +1023,14 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
     /* prefill on tensor cores (attn_cm.comp, LOOM_VK_FA=cm, the default with cooperative matrices):
      * 64 (row, head) slots per workgroup, 16 per subgroup; head dims 16, 32, 64, 128; not for ring
-     * caches (keys at j % C) or block tables */
+     * caches (keys at j % C) or block tables; not for all-f32 models unless LOOM_VK_FA names it
+     * (plan_all_f32) */
     bool pf = !paged && !ring && S >= 64 && pc.u[6] && elem_off(d, &a[1]) % 4 == 0;
     loom_spv_id cmsh = cm_attn_shader(hd, d->attn_cm_var);
     uint32_t nsg = d->attn_cm_var == 3 && hd <= 64 ? 8 : 4;
     if (nsg == 8 && cm_attn_shared_bytes(hd, 8) > d->props.limits.maxComputeSharedMemorySize)
         nsg = 4, cmsh = cm_attn_shader(hd, 2); /* cmp8 where 8 subgroups' slices do not fit: cmp */
-    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT &&
+    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT && (d->attn_cm_forced || !plan_all_f32(x)) &&
         cm_attn_shared_bytes(hd, nsg) <= d->props.limits.maxComputeSharedMemorySize) {
         uint32_t nr = 16 * nsg / gw, cspec[4] = {nsg * d->subgroup_size, gw, 0, d->subgroup_size};
         if (!r->sizing) d->n_attn_cm++;
