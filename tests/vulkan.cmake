@@ -87,7 +87,7 @@ add_test(NAME check_llama-tiny_vulkan_fa_cm_knob COMMAND ${LOOM_EXPECT}
          --reference ${LOOM_FIXTURES}/llama-tiny/reference.safetensors --tol ${LOOM_TOL_llama-tiny} --device vulkan)
 set_tests_properties(check_llama-tiny_vulkan_fa_cm_knob PROPERTIES SKIP_RETURN_CODE 77
                      ENVIRONMENT "LOOM_VK_FA=cm;LOOM_VK_VERBOSE=1")
-add_test(NAME err_vulkan_fa_unknown COMMAND ${LOOM_EXPECT} --rc 1 --match "LOOM_VK_FA=bogus is not one of cm, fa, row, cms, cmp"
+add_test(NAME err_vulkan_fa_unknown COMMAND ${LOOM_EXPECT} --rc 1 --match "LOOM_VK_FA=bogus is not one of cm, fa, row, cms, cmp, cmp8"
          -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
 set_tests_properties(err_vulkan_fa_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_FA=bogus")
 # A bad device index is one clear error, not a crash.

@@ -104,8 +104,10 @@ typedef struct vk_dev {
     bool no_fa;          /* LOOM_VK_NO_FA or LOOM_VK_FA=row: prefill attention one query row per workgroup (attention.comp) */
     bool attn_cm;        /* prefill attention on cooperative matrices (attn_cm.comp): the default with coopmat;
                           * LOOM_VK_FA=fa keeps attn_fa.comp (vk_device.c) */
-    uint32_t attn_cm_var; /* its builds: 0 plain; LOOM_VK_FA=cms 1 (ROWSCALE_SHARED: O rescaled through shared
-                           * memory); cmp 2 (PREFETCH: the next K/V tile's loads in flight during the products) */
+    uint32_t attn_cm_var; /* its builds: LOOM_VK_FA=cm 0 plain; cms 1 (ROWSCALE_SHARED: O rescaled through shared
+                           * memory); cmp and the default 2 (PREFETCH: the next K/V tile's loads in flight
+                           * during the products); cmp8 3 (PREFETCH with 8 subgroups, head dims <= 64) */
+    bool attn_cm_forced; /* LOOM_VK_FA named an attn_cm build: also for models whose matmul weights are all f32 */
     uint64_t n_attn_cm;  /* attn_cm.comp dispatches recorded so far (describe() shows them: the tests' proof it ran) */
     uint64_t fuse_max_nk; /* RMSNORM / SWIGLU fused into GEMVs of at most this many weights */
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */

@@ -977,28 +977,47 @@ static uint64_t fa_shared_bytes(uint64_t hd) {
     return 16 * (R * g4 + BC * (g4 + 1)) + 4 * R * (BC + 1) + 4 * R * 8 + 8 * R;
 }
 
-/* attn_cm.comp's shared memory for head dim hd (T: 64 rows of hd + 8 halves; per subgroup (4) a
- * 16 x 36 f32 score slice, a 16 x 40 f16 P slice, a 16 x 16 f32 alpha matrix, 64 floats of lane
- * exchange; per slot (64) 1/l and per row its key range): 37,632 B at head dim 128 */
-static uint64_t cm_attn_shared_bytes(uint64_t hd) {
-    return 64 * (hd + 8) * 2 + 4 * 16 * 36 * 4 + 4 * 16 * 40 * 2 + 4 * 256 * 4 + 4 * 64 * 4 + 3 * 64 * 4;
+/* attn_cm.comp's shared memory for head dim hd and nsg subgroups (T: 64 rows of hd + 8 halves; per
+ * subgroup a 16 x 36 f32 score slice, a 16 x 40 f16 P slice, a 16 x 16 f32 alpha matrix, 64 floats
+ * of lane exchange (inside the alpha matrix with 8); per slot (16 nsg) 1/l and per row its key
+ * range): 37,632 B at head dim 128 with 4, 47,616 B at head dim 64 with 8 */
+static uint64_t cm_attn_shared_bytes(uint64_t hd, uint64_t nsg) {
+    return 64 * (hd + 8) * 2 + nsg * (16 * 36 * 4 + 16 * 40 * 2 + 256 * 4) + (nsg > 4 ? 0 : nsg * 64 * 4) + 3 * 16 * nsg * 4;
 }
 
 /* attn_cm.comp's build for head dim hd and variant v (vk_dev.attn_cm_var: 0 plain, 1 ROWSCALE_SHARED
- * (LOOM_VK_FA=cms), 2 PREFETCH (cmp)); LOOM_SPV_COUNT: none (then attn_fa.comp or attention.comp) */
+ * (LOOM_VK_FA=cms), 2 PREFETCH (cmp, the default), 3 PREFETCH + NSG8 (cmp8: 8 subgroups; head dims
+ * <= 64, 128 takes the 4-subgroup PREFETCH build)); LOOM_SPV_COUNT: none (then attn_fa.comp or
+ * attention.comp) */
 static loom_spv_id cm_attn_shader(uint32_t hd, uint32_t v) {
 #ifdef LOOM_VK_COOPMAT
-    static const loom_spv_id ids[4][3] = {
-        {LOOM_SPV_ATTN_CM_H16, LOOM_SPV_ATTN_CM_H16S, LOOM_SPV_ATTN_CM_H16P},
-        {LOOM_SPV_ATTN_CM_H32, LOOM_SPV_ATTN_CM_H32S, LOOM_SPV_ATTN_CM_H32P},
-        {LOOM_SPV_ATTN_CM_H64, LOOM_SPV_ATTN_CM_H64S, LOOM_SPV_ATTN_CM_H64P},
-        {LOOM_SPV_ATTN_CM_H128, LOOM_SPV_ATTN_CM_H128S, LOOM_SPV_ATTN_CM_H128P}};
+    static const loom_spv_id ids[4][4] = {
+        {LOOM_SPV_ATTN_CM_H16, LOOM_SPV_ATTN_CM_H16S, LOOM_SPV_ATTN_CM_H16P, LOOM_SPV_ATTN_CM_H16P8},
+        {LOOM_SPV_ATTN_CM_H32, LOOM_SPV_ATTN_CM_H32S, LOOM_SPV_ATTN_CM_H32P, LOOM_SPV_ATTN_CM_H32P8},
+        {LOOM_SPV_ATTN_CM_H64, LOOM_SPV_ATTN_CM_H64S, LOOM_SPV_ATTN_CM_H64P, LOOM_SPV_ATTN_CM_H64P8},
+        {LOOM_SPV_ATTN_CM_H128, LOOM_SPV_ATTN_CM_H128S, LOOM_SPV_ATTN_CM_H128P, LOOM_SPV_ATTN_CM_H128P}};
     int k = hd == 16 ? 0 : hd == 32 ? 1 : hd == 64 ? 2 : hd == 128 ? 3 : -1;
-    if (k >= 0 && v < 3) return ids[k][v];
+    if (k >= 0 && v < 4) return ids[k][v];
 #else
     (void)hd, (void)v;
 #endif
     return LOOM_SPV_COUNT;
+}
+
+/* Whether every matmul weight of the plan is f32 (and there is one): such a model keeps f32 prefill
+ * attention (attn_fa.comp) by default, as its matmuls keep the f32 FMA kernel. attn_cm.comp rounds
+ * q, k, v and p to f16: on the f32 fixtures' long references (H100, 2026-12-06) logits moved by
+ * 2.3e-3 to 7.4e-3, over `loom check`'s 1e-3 for f32 weights, against 2.8e-5 to 1.7e-4 on attn_fa. */
+static bool plan_all_f32(const loom_exec_ctx *x) {
+    const loom_graph *g = x->plan->g;
+    int mm = 0;
+    for (int k = 0; k < g->n; k++) {
+        const loom_node *n = &g->nodes[k];
+        if (n->op != LOOM_OP_MATMUL || n->replaced_by >= 0) continue;
+        if (N(x, n->src[1])->type != LOOM_F32) return false;
+        mm++;
+    }
+    return mm > 0;
 }
 
 static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
@@ -1029,12 +1048,16 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
     /* prefill on tensor cores (attn_cm.comp, LOOM_VK_FA=cm, the default with cooperative matrices):
      * 64 (row, head) slots per workgroup, 16 per subgroup; head dims 16, 32, 64, 128; not for ring
-     * caches (keys at j % C) or block tables */
+     * caches (keys at j % C) or block tables; not for all-f32 models unless LOOM_VK_FA names it
+     * (plan_all_f32) */
     bool pf = !paged && !ring && S >= 64 && pc.u[6] && elem_off(d, &a[1]) % 4 == 0;
     loom_spv_id cmsh = cm_attn_shader(hd, d->attn_cm_var);
-    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT &&
-        cm_attn_shared_bytes(hd) <= d->props.limits.maxComputeSharedMemorySize) {
-        uint32_t nr = 64 / gw, cspec[4] = {4 * d->subgroup_size, gw, 0, d->subgroup_size};
+    uint32_t nsg = d->attn_cm_var == 3 && hd <= 64 ? 8 : 4;
+    if (nsg == 8 && cm_attn_shared_bytes(hd, 8) > d->props.limits.maxComputeSharedMemorySize)
+        nsg = 4, cmsh = cm_attn_shader(hd, 2); /* cmp8 where 8 subgroups' slices do not fit: cmp */
+    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT && (d->attn_cm_forced || !plan_all_f32(x)) &&
+        cm_attn_shared_bytes(hd, nsg) <= d->props.limits.maxComputeSharedMemorySize) {
+        uint32_t nr = 16 * nsg / gw, cspec[4] = {nsg * d->subgroup_size, gw, 0, d->subgroup_size};
         if (!r->sizing) d->n_attn_cm++;
         return dispatch(r, cmsh, cspec, a, &pc, gx, (uint32_t)((S + nr - 1) / nr), 1);
     }

@@ -273,7 +273,8 @@ void main() {
       "matmul_cmv_sg64q_iq4_xs|matmul_cmv.comp|W_IQ4_XS|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=1"
       "tohalf|tohalf.comp"
       # prefill attention on cooperative matrices (LOOM_VK_FA, vk_record.c rec_attention), a build per head
-      # dim; the s builds rescale O through shared memory (LOOM_VK_FA=cms), the p builds prefetch K/V (cmp)
+      # dim; the s builds rescale O through shared memory (LOOM_VK_FA=cms), the p builds prefetch K/V (cmp), the p8
+      # builds are those with 8 subgroups (cmp8, head dims <= 64)
       "attn_cm_h16|attn_cm.comp|HD=16"
       "attn_cm_h32|attn_cm.comp|HD=32"
       "attn_cm_h64|attn_cm.comp|HD=64"
@@ -286,6 +287,9 @@ void main() {
       "attn_cm_h32p|attn_cm.comp|HD=32|PREFETCH"
       "attn_cm_h64p|attn_cm.comp|HD=64|PREFETCH"
       "attn_cm_h128p|attn_cm.comp|HD=128|PREFETCH"
+      "attn_cm_h16p8|attn_cm.comp|HD=16|PREFETCH|NSG8"
+      "attn_cm_h32p8|attn_cm.comp|HD=32|PREFETCH|NSG8"
+      "attn_cm_h64p8|attn_cm.comp|HD=64|PREFETCH|NSG8"
       # block-quantised weights: to f16 in scratch (dequant.comp) for the f16 shaders above, or
       # dequantised in the tile loads (LOOM_VK_QCM=tiles, for comparison)
       "dequant_q8_0|dequant.comp|W_Q8_0"
