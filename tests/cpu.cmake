@@ -10,3 +10,7 @@ target_link_libraries(bench_kernels PRIVATE loom)
 add_executable(bench_stream ${CMAKE_SOURCE_DIR}/backends/cpu/bench/bench_stream.c)
 target_include_directories(bench_stream PRIVATE ${CMAKE_SOURCE_DIR})
 target_link_libraries(bench_stream PRIVATE loom)
+# shaders/attn_cm.comp's blocked algorithm (prefill attention on cooperative matrices, f16 inputs)
+# emulated on the CPU against naive attention, within tests/unit/attn_cm_bound.h's bound, and two
+# planted faults that must break it: the algorithm's check where no GPU has cooperative matrices.
+loom_unit_test(test_attn_cm_emu)

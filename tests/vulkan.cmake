@@ -67,6 +67,18 @@ add_test(NAME vulkan_gemv_q_unknown COMMAND ${LOOM_EXPECT}
          --match "LOOM_VK_GEMV_Q=dp3 is not one of old, qb, blk, blk1, blk2, blk4, dp, dp1, dp2, dp4, dpa; using old\n.*on vulkan"
          -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
 set_tests_properties(vulkan_gemv_q_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_GEMV_Q=dp3")
+# LOOM_VK_FA (the prefill attention kernel): =cm where the device has no cooperative matrices
+# (lavapipe) is one line, and the usual kernel runs; on a device with them the verbose device line
+# names attn_cm. An unknown value is one clear error listing the values.
+add_test(NAME check_llama-tiny_vulkan_fa_cm_knob COMMAND ${LOOM_EXPECT}
+         --match "(LOOM_VK_FA=cm: no cooperative matrices [^\n]*stays on attn_fa.comp\n|prefill attention attn_cm).*on vulkan.*PASS"
+         -- sh -c "${_vk_skip}" ${LOOM_BIN} check -m ${LOOM_FIXTURES}/llama-tiny
+         --reference ${LOOM_FIXTURES}/llama-tiny/reference.safetensors --tol ${LOOM_TOL_llama-tiny} --device vulkan)
+set_tests_properties(check_llama-tiny_vulkan_fa_cm_knob PROPERTIES SKIP_RETURN_CODE 77
+                     ENVIRONMENT "LOOM_VK_FA=cm;LOOM_VK_VERBOSE=1")
+add_test(NAME err_vulkan_fa_unknown COMMAND ${LOOM_EXPECT} --rc 1 --match "LOOM_VK_FA=bogus is not one of cm, fa, row, cms, cmp"
+         -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
+set_tests_properties(err_vulkan_fa_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_FA=bogus")
 # A bad device index is one clear error, not a crash.
 add_test(NAME err_vulkan_bad_index COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh "vulkan: device 42 not found"
          ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan:42)

@@ -23,6 +23,9 @@
 #define QL_CAT2(a, b) a##b
 #define QL_CAT(a, b) QL_CAT2(a, b)
 #define QL_FN(name) QL_CAT(name, QL_SUFFIX)
+#ifndef QL_Q23_INT
+#define QL_Q23_INT 0 /* quant_later_avx2.c sets it: the integer-scale Q2_K / Q3_K rows */
+#endif
 
 /* Per 16-element half of a block: x->d * x->s[h] (the B terms' activation factor), x->d per block
  * (xd) and per half (xdh: x->d twice), and x->d * (s[0] + s[1]) per block (xt: the Q4_K / Q5_K
@@ -253,15 +256,169 @@ QL_INLINE float ql_rowk(loom_dtype t, bool kold, const char *row, const loom_q8x
     return ql_hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), bacc));
 }
 
+#if QL_Q23_INT
+/* Q2_K / Q3_K decode with the per-16 scales applied in the integer dot (2026-12-06, AVX2 flavour
+ * only; LOOM_CPU_KLATER=0 gives back the float-scale code in ql_rowk). Per 32-block j of a
+ * super-block: the codes u as bytes, maddubs against the activation codes (int16 pairs), then madd
+ * against a vector of the block's two scales as int16 words (lanes 0-7: the scale of elements 0-15,
+ * 8-15: of 16-31; taken from the super-block's scales by one in-lane byte shuffle), one conversion,
+ * and one FMA with the activation block's d broadcast. The super-block's float scale d is applied
+ * once at its end (two partial sums, even and odd blocks). No lane-crossing permute per block.
+ *
+ * The codes are not shifted down to bit 0 where that costs an instruction: a 2-bit field k of a
+ * qs byte is taken in place (value u * 4^p for a known p), and the activation scale per block
+ * position carries the 4^-p (xq: x->d times ql_q23_pow, exact powers of two). Bounds: u * 4^p <=
+ * 112, so maddubs pairs stay <= 2 * 112 * 127 < 32767.
+ *
+ * The minimums (Q2_K) and the offset 4 of Q3_K's unsigned codes (u = c + 4) are one madd per
+ * super-block of the int16 scales against the activation's per-16 code sums (xs16, natural order:
+ * word 2b + h = x[b].s[h]) giving an int32 per block, converted and FMA'd against xd. */
+
+/* the factor 4^-p of block position k (0..3) within a 128-element half, per type */
+QL_INLINE float ql_q23_pow(loom_dtype t, int k) {
+    if (t == LOOM_Q2_K) return k & 1 ? 0.25f : 1.0f; /* fields 0, 2 at x1, 1, 3 at x4 */
+    return k < 2 ? 1.0f / 16 : 1.0f / 256;           /* Q3_K: x1, x1, x16, x16, and its scales x16 */
+}
+
+/* a byte-shuffle control taking word j of each 128-bit lane (Q3_K: scales in even/odd order) */
+QL_INLINE __m256i ql_word_idx(int j) {
+    return _mm256_set1_epi16((short)(2 * j | (2 * j + 1) << 8));
+}
+
+/* lane 0: byte 2j zero-extended to words, lane 1: byte 2j + 1 (Q2_K: its 16 scales per 128 lane) */
+QL_INLINE __m256i ql_pair_idx(int j) {
+    return _mm256_setr_epi16((short)(0xFF00 | 2 * j), (short)(0xFF00 | 2 * j), (short)(0xFF00 | 2 * j),
+                             (short)(0xFF00 | 2 * j), (short)(0xFF00 | 2 * j), (short)(0xFF00 | 2 * j),
+                             (short)(0xFF00 | 2 * j), (short)(0xFF00 | 2 * j), (short)(0xFF00 | (2 * j + 1)),
+                             (short)(0xFF00 | (2 * j + 1)), (short)(0xFF00 | (2 * j + 1)), (short)(0xFF00 | (2 * j + 1)),
+                             (short)(0xFF00 | (2 * j + 1)), (short)(0xFF00 | (2 * j + 1)), (short)(0xFF00 | (2 * j + 1)),
+                             (short)(0xFF00 | (2 * j + 1)));
+}
+
+/* the int32 lanes p (block j of the super-block) times xq[j], into the even / odd partial sum */
+#define QL_Q23_ACC(p, j)                                                                          \
+    do {                                                                                          \
+        __m256 f_ = _mm256_cvtepi32_ps(p), b_ = _mm256_broadcast_ss(xqb + (j));                   \
+        if ((j) & 1) od = _mm256_fmadd_ps(f_, b_, od);                                            \
+        else ev = _mm256_fmadd_ps(f_, b_, ev);                                                    \
+    } while (0)
+
+QL_INLINE float ql_row_q2k(const char *row, const loom_q8x *x, const float *xq, const float *xd, const int16_t *xs16,
+                           int64_t nsb, size_t pf) {
+    __m256 acc = _mm256_setzero_ps(), bacc = _mm256_setzero_ps();
+    const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12), m4 = _mm256_set1_epi8(0x0F);
+    /* the minimums m_g (high nibbles) as words in natural order: lane 0 g = 0..7, lane 1 g = 8..15 */
+    const __m256i mins = _mm256_setr_epi8(0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1, 8, -1, 9, -1, 10, -1,
+                                          11, -1, 12, -1, 13, -1, 14, -1, 15, -1);
+    for (int64_t i = 0; i < nsb; i++) {
+        const loom_block_q2_k *q = (const loom_block_q2_k *)row + i;
+        const loom_q8x *xb = x + 8 * i;
+        const float *xqb = xq + 8 * i;
+        QL_PF_LINES((const char *)q, 84);
+        /* the 16 scale bytes in both lanes: low nibbles the scales, high the minimums */
+        __m256i sc = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q->scales));
+        __m256i lo = _mm256_and_si256(sc, m4), hi = _mm256_and_si256(_mm256_srli_epi16(sc, 4), m4);
+        __m256i pm = _mm256_madd_epi16(_mm256_shuffle_epi8(hi, mins), _mm256_loadu_si256((const __m256i *)(xs16 + 16 * i)));
+        __m256 D = _mm256_set1_ps(_cvtsh_ss(q->d)), Dm = _mm256_set1_ps(_cvtsh_ss(q->dmin));
+        bacc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(Dm, _mm256_loadu_ps(xd + 8 * i)), bacc);
+        __m256 ev = _mm256_setzero_ps(), od = _mm256_setzero_ps();
+        QL_UNROLL for (int h = 0; h < 2; h++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * h)), r4 = _mm256_srli_epi16(raw, 4);
+            /* fields 0..3 of each byte: u, 4u, u, 4u (ql_q23_pow) */
+            __m256i u[4] = {_mm256_and_si256(raw, m3), _mm256_and_si256(raw, m12), _mm256_and_si256(r4, m3),
+                            _mm256_and_si256(r4, m12)};
+            QL_UNROLL for (int k = 0; k < 4; k++) {
+                int j = 4 * h + k;
+                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[k], _mm256_loadu_si256((const __m256i *)xb[j].qs)),
+                                              _mm256_shuffle_epi8(lo, ql_pair_idx(j)));
+                QL_Q23_ACC(p, j);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_add_ps(ev, od), D, acc);
+    }
+    return ql_hsum(_mm256_add_ps(acc, bacc));
+}
+
+QL_INLINE float ql_row_q3k(const char *row, const loom_q8x *x, const float *xq, const float *xde, const float *xdo,
+                           const int16_t *xse, const int16_t *xso, int64_t nsb, size_t pf) {
+    __m256 acc = _mm256_setzero_ps(), bacc = _mm256_setzero_ps();
+    const __m256i m15 = _mm256_set1_epi8(15), m33 = _mm256_set1_epi8(0x33), m7 = _mm256_set1_epi8(7),
+                  m70 = _mm256_set1_epi8(0x70);
+    /* the high bits: nibble v of hmask (blocks 4h .. 4h + 3) -> bit 0 of v at 4, bit 2 at 64 (l02),
+     * bit 1 at 4, bit 3 at 64 (l13) */
+    const __m256i l02 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 4, 0, 4, 64, 68, 64, 68, 0, 4, 0, 4, 64, 68, 64, 68));
+    const __m256i l13 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 4, 4, 0, 0, 4, 4, 64, 64, 68, 68, 64, 64, 68, 68));
+    /* the scales as (sc - 32) * 16 in int16 words, lane 0 word j: scale 2j, lane 1: 2j + 1, from the
+     * 16 bytes at scales - 4 (scales[i] at byte 4 + i): the low-nibble byte (il) times 16 (scales
+     * 0-7: low nibble) or 1 (8-15: high nibble) masked to bits 4-7, the 2-bit byte (ih: scales[8 +
+     * g % 4]) times 2^(8 - 2 (g / 4)) masked to bits 8-9 */
+    const __m256i il = _mm256_setr_epi8(4, -1, 6, -1, 8, -1, 10, -1, 4, -1, 6, -1, 8, -1, 10, -1, 5, -1, 7, -1, 9, -1, 11,
+                                        -1, 5, -1, 7, -1, 9, -1, 11, -1);
+    const __m256i ih = _mm256_setr_epi8(12, -1, 14, -1, 12, -1, 14, -1, 12, -1, 14, -1, 12, -1, 14, -1, 13, -1, 15, -1,
+                                        13, -1, 15, -1, 13, -1, 15, -1, 13, -1, 15, -1);
+    const __m256i ml = _mm256_setr_epi16(16, 16, 16, 16, 1, 1, 1, 1, 16, 16, 16, 16, 1, 1, 1, 1);
+    const __m256i mh = _mm256_setr_epi16(256, 256, 64, 64, 16, 16, 4, 4, 256, 256, 64, 64, 16, 16, 4, 4);
+    const __m256i f0 = _mm256_set1_epi16(0xF0), f300 = _mm256_set1_epi16(0x300), c512 = _mm256_set1_epi16(512);
+    for (int64_t i = 0; i < nsb; i++) {
+        const loom_block_q3_k *q = (const loom_block_q3_k *)row + i;
+        const loom_q8x *xb = x + 8 * i;
+        const float *xqb = xq + 8 * i;
+        QL_PF_LINES((const char *)q, 110);
+        __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(q->scales - 4)));
+        __m256i wl = _mm256_mullo_epi16(_mm256_shuffle_epi8(v, il), ml), wh = _mm256_mullo_epi16(_mm256_shuffle_epi8(v, ih), mh);
+        __m256i seo = _mm256_sub_epi16(_mm256_or_si256(_mm256_and_si256(wl, f0), _mm256_and_si256(wh, f300)), c512);
+        __m256 D = _mm256_set1_ps(_cvtsh_ss(q->d));
+        /* the offset: -4 d sum_g sc_g * d_x * s_g, even blocks' words against xse, odd against xso
+         * (xde / xdo: their d_x / 4, undoing the 16) */
+        __m256i pe = _mm256_madd_epi16(seo, _mm256_loadu_si256((const __m256i *)(xse + 16 * i)));
+        __m256i po = _mm256_madd_epi16(seo, _mm256_loadu_si256((const __m256i *)(xso + 16 * i)));
+        __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pe), _mm256_loadu_ps(xde + 8 * i),
+                                   _mm256_mul_ps(_mm256_cvtepi32_ps(po), _mm256_loadu_ps(xdo + 8 * i)));
+        bacc = _mm256_fnmadd_ps(t, D, bacc);
+        __m256i hm = _mm256_loadu_si256((const __m256i *)q->hmask);
+        __m256i hn[2] = {_mm256_and_si256(hm, m15), _mm256_and_si256(_mm256_srli_epi16(hm, 4), m15)};
+        __m256 ev = _mm256_setzero_ps(), od = _mm256_setzero_ps();
+        QL_UNROLL for (int h = 0; h < 2; h++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * h));
+            /* fields 0 and 2 at bits 0-1 and 4-5 with their high bits at 2 and 6; fields 1 and 3
+             * the same after a shift by 2: u = c + 4 at x1 (k = 0, 1) and x16 (k = 2, 3) */
+            __m256i w02 = _mm256_or_si256(_mm256_and_si256(raw, m33), _mm256_shuffle_epi8(l02, hn[h]));
+            __m256i w13 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 2), m33), _mm256_shuffle_epi8(l13, hn[h]));
+            __m256i u[4] = {_mm256_and_si256(w02, m7), _mm256_and_si256(w13, m7), _mm256_and_si256(w02, m70),
+                            _mm256_and_si256(w13, m70)};
+            QL_UNROLL for (int k = 0; k < 4; k++) {
+                int j = 4 * h + k;
+                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[k], _mm256_loadu_si256((const __m256i *)xb[j].qs)),
+                                              _mm256_shuffle_epi8(seo, ql_word_idx(j)));
+                QL_Q23_ACC(p, j);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_add_ps(ev, od), D, acc);
+    }
+    return ql_hsum(_mm256_add_ps(acc, bacc));
+}
+#undef QL_Q23_ACC
+#endif
+
 /* Rows [n0, n1) of one type (t a constant in each call below, so the row loops specialise). */
 QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, const float *xs, const float *xd,
-                       const float *xdh, const float *xt, int64_t K, int64_t n0, int64_t n1, float *y, const float *bias,
-                       int64_t pf_rows, bool kold) {
+                       const float *xdh, const float *xt, const float *xq, const int16_t *xs16, int64_t K, int64_t n0,
+                       int64_t n1, float *y, const float *bias, int64_t pf_rows, bool kold) {
     bool k = loom_dtype_blck(t) == 256;
+    (void)xq, (void)xs16;
     for (int64_t n = n0; n < n1; n++) {
         size_t pf = n + pf_rows < n1 ? (size_t)pf_rows * rb : 0;
         const char *row = w + (size_t)n * rb;
-        float v = k ? ql_rowk(t, kold, row, x, xs, xd, xdh, xt, K / 256, pf) : ql_row32(t, row, x, xs, xd, K / 32, pf);
+        float v;
+#if QL_Q23_INT
+        if (t == LOOM_Q2_K && !kold) v = ql_row_q2k(row, x, xq, xd, xs16, K / 256, pf);
+        else if (t == LOOM_Q3_K && !kold) {
+            const int64_t nb = K / 32; /* xs16 holds xse, xso; xq is followed by xde, xdo */
+            v = ql_row_q3k(row, x, xq, xq + nb, xq + 2 * nb, xs16, xs16 + 2 * nb, K / 256, pf);
+        }
+        else
+#endif
+            v = k ? ql_rowk(t, kold, row, x, xs, xd, xdh, xt, K / 256, pf) : ql_row32(t, row, x, xs, xd, K / 32, pf);
         y[n] = v + (bias ? bias[n] : 0.0f);
     }
 }
@@ -269,32 +426,54 @@ QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x
 void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K, int64_t n0,
                              int64_t n1, float *y, const float *bias, int pf_rows) {
     int64_t nb = K / 32;
-    float buf[6 * 512], *xs = nb <= 512 ? buf : malloc(sizeof(float) * 6 * (size_t)nb);
+    /* xs, xd, xdh, xt (6 floats per block) and, for Q2_K / Q3_K, xq then (Q3_K) xde, xdo (3 floats)
+     * and xs16 (Q2_K) or xse, xso (Q3_K) (4 int16) */
+    float buf[11 * 512], *xs = nb <= 512 ? buf : malloc(sizeof(float) * 11 * (size_t)nb);
     if (!xs) { /* (out of memory: cannot happen at real sizes) the reference */
         for (int64_t n = n0; n < n1; n++)
             y[n] = loom_quant_dot_ref(t, (const char *)w + (size_t)n * row_bytes, x, K) + (bias ? bias[n] : 0.0f);
         return;
     }
-    float *xd = xs + 2 * nb, *xdh = xd + nb, *xt = xdh + 2 * nb;
+    float *xd = xs + 2 * nb, *xdh = xd + nb, *xt = xdh + 2 * nb, *xq = xt + nb;
+    int16_t *xs16 = (int16_t *)(xq + 3 * nb);
+    /* LOOM_CPU_KLATER=0: the K-quant decode code from before 2026-12-06 (Q5_K here; Q2_K / Q3_K
+     * through ql_rowk's float scales), for A/B timing */
     static _Atomic int kold_env = INT_MIN;
+    bool kold = (t == LOOM_Q5_K || t == LOOM_Q2_K || t == LOOM_Q3_K) && cpu_env_int_once(&kold_env, "LOOM_CPU_KLATER", 1) == 0;
     ql_xsums(x, nb, xs, xd, xdh, xt);
+#if QL_Q23_INT
+    if ((t == LOOM_Q2_K || t == LOOM_Q3_K) && !kold)
+        for (int64_t b = 0; b < nb; b++) {
+            xq[b] = x[b].d * ql_q23_pow(t, (int)(b % 4));
+            if (t == LOOM_Q2_K) xs16[2 * b] = x[b].s[0], xs16[2 * b + 1] = x[b].s[1];
+        }
+    if (t == LOOM_Q3_K && !kold) /* per super-block, lane h word 2l / 2l + 1 and float 4h + l: block 2l / 2l + 1 */
+        for (int64_t i = 0; i < nb / 8; i++)
+            for (int h = 0; h < 2; h++)
+                for (int l = 0; l < 4; l++) {
+                    const loom_q8x *e = x + 8 * i + 2 * l, *o = e + 1;
+                    int16_t *se = xs16 + 16 * i + 8 * h + 2 * l, *so = se + 2 * nb;
+                    xq[nb + 8 * i + 4 * h + l] = e->d * 0.25f, xq[2 * nb + 8 * i + 4 * h + l] = o->d * 0.25f;
+                    se[0] = e->s[h], se[1] = 0, so[0] = 0, so[1] = o->s[h];
+                }
+#endif
     const char *wr = w;
 #define QL_CASE(T) \
-    case T: ql_span(T, wr, row_bytes, x, xs, xd, xdh, xt, K, n0, n1, y, bias, pf_rows, false); break
+    case T: ql_span(T, wr, row_bytes, x, xs, xd, xdh, xt, xq, xs16, K, n0, n1, y, bias, pf_rows, false); break
+#define QL_CASE_K(T)                                                                                       \
+    case T:                                                                                                \
+        if (kold) ql_span(T, wr, row_bytes, x, xs, xd, xdh, xt, xq, xs16, K, n0, n1, y, bias, pf_rows, true);  \
+        else ql_span(T, wr, row_bytes, x, xs, xd, xdh, xt, xq, xs16, K, n0, n1, y, bias, pf_rows, false);     \
+        break
     switch (t) {
         QL_CASE(LOOM_Q4_1);
         QL_CASE(LOOM_Q5_0);
         QL_CASE(LOOM_Q5_1);
         QL_CASE(LOOM_IQ4_NL);
-        QL_CASE(LOOM_Q2_K);
-        QL_CASE(LOOM_Q3_K);
+        QL_CASE_K(LOOM_Q2_K);
+        QL_CASE_K(LOOM_Q3_K);
         QL_CASE(LOOM_Q4_K);
-    case LOOM_Q5_K: /* LOOM_CPU_KLATER=0: the Q5_K code before 2026-12-06, for A/B timing */
-        if (cpu_env_int_once(&kold_env, "LOOM_CPU_KLATER", 1) == 0)
-            ql_span(LOOM_Q5_K, wr, row_bytes, x, xs, xd, xdh, xt, K, n0, n1, y, bias, pf_rows, true);
-        else
-            ql_span(LOOM_Q5_K, wr, row_bytes, x, xs, xd, xdh, xt, K, n0, n1, y, bias, pf_rows, false);
-        break;
+        QL_CASE_K(LOOM_Q5_K);
         QL_CASE(LOOM_Q6_K);
         QL_CASE(LOOM_IQ4_XS);
     default:
@@ -303,6 +482,7 @@ void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, cons
         break;
     }
 #undef QL_CASE
+#undef QL_CASE_K
     if (xs != buf) free(xs);
 }
 

@@ -809,7 +809,34 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         vk_dev_close(d);
         return NULL;
     }
-    d->no_fa = env_flag("LOOM_VK_NO_FA");
+    /* LOOM_VK_FA: the prefill attention kernel. "cm" (the default where the device and build have
+     * cooperative matrices and a subgroup size of 32 or 64): attn_cm.comp, Q.K^T and P.V on tensor
+     * cores with f16 inputs; "cms": its builds that rescale O through shared memory; "cmp": its
+     * builds that prefetch the next K/V tile into registers (A/B variants); "fa":
+     * attn_fa.comp (f32 FMA tiles, the default elsewhere); "row": attention.comp one query row per
+     * workgroup (as LOOM_VK_NO_FA=1). Unknown: an error listing them. */
+    static const struct {
+        const char *name;
+    } fa_modes[] = {{"cm"}, {"fa"}, {"row"}, {"cms"}, {"cmp"}};
+    const size_t n_fa = sizeof fa_modes / sizeof fa_modes[0];
+    const char *fam = getenv("LOOM_VK_FA");
+    int fa = -1;
+    if (fam && *fam) {
+        fa = VK_KNOB_FIND(fa_modes, n_fa, fam);
+        if (fa < 0) {
+            char names[64] = "";
+            loom_err("vulkan: LOOM_VK_FA=%s is not one of %s", fam, VK_KNOB_NAMES(names, fa_modes, n_fa));
+            vk_dev_close(d);
+            return NULL;
+        }
+    }
+    bool cm_ok = d->coopmat && (d->subgroup_size == 32 || d->subgroup_size == 64);
+    d->no_fa = env_flag("LOOM_VK_NO_FA") || fa == 2;
+    d->attn_cm = cm_ok && !d->no_fa && fa != 1;
+    d->attn_cm_var = fa == 3 ? 1 : fa == 4 ? 2 : 0;
+    if ((fa == 0 || fa >= 3) && !cm_ok)
+        fprintf(stderr, "loom: vulkan: LOOM_VK_FA=%s: no cooperative matrices (f16 16x16x16, subgroup size 32 or 64) "
+                        "on %s or in this build; prefill attention stays on attn_fa.comp\n", fam, d->name);
     const char *fm = getenv("LOOM_VK_FUSE_MAX_NK");
     d->fuse_max_nk = fm && *fm ? strtoull(fm, NULL, 10) : UINT64_MAX;
     const char *gw = getenv("LOOM_VK_GEMV_WGS"), *gl = getenv("LOOM_VK_GEMV_LOADS");
@@ -959,13 +986,14 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     if (d->verbose)
         fprintf(stderr,
                 "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s%s%s%s, integer dot %s, max alloc "
-                "%.0f MiB, max range %.0f MiB\n",
+                "%.0f MiB, max range %.0f MiB, prefill attention %s\n",
                 d->name, vk_type_str(d->props.deviceType), d->subgroup_size,
                 d->subgroup_arith ? " (arithmetic)" : "", d->f16_storage ? "yes" : "no", d->coopmat ? "yes" : "no",
                 d->coopmat && d->cm_variant ? " variant " : "", d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "",
                 d->cm2 ? ", coopmat2 " : "", d->cm2 ? vk_cm2_name(d) : "",
                 d->cm_qtile ? ", quantised tiles in place (LOOM_VK_CM_QTILE)" : "", d->idot ? "yes" : "no", mib(d->max_alloc),
-                mib(d->max_range));
+                mib(d->max_range),
+                d->attn_cm ? (d->attn_cm_var == 1 ? "attn_cm cms (tensor cores)" : d->attn_cm_var == 2 ? "attn_cm cmp (tensor cores)" : "attn_cm (tensor cores)") : d->no_fa ? "attention.comp" : "attn_fa");
     return d;
 }
 

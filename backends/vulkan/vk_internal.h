@@ -100,7 +100,12 @@ typedef struct vk_dev {
     uint32_t cm2; /* LOOM_VK_CM2: 1 + vk_cm2.c's tile variant for the tensor-core matmuls; 0 off */
     bool cm2_noq; /* LOOM_VK_CM2_QUANT=0: quantised W stays on the KHR path (its f16 copy) */
     VkPhysicalDeviceCooperativeMatrix2FeaturesNV cm2f; /* what vkCreateDevice enables for it */
-    bool no_fa;          /* LOOM_VK_NO_FA: prefill attention one query row per workgroup (attention.comp) */
+    bool no_fa;          /* LOOM_VK_NO_FA or LOOM_VK_FA=row: prefill attention one query row per workgroup (attention.comp) */
+    bool attn_cm;        /* prefill attention on cooperative matrices (attn_cm.comp): the default with coopmat;
+                          * LOOM_VK_FA=fa keeps attn_fa.comp (vk_device.c) */
+    uint32_t attn_cm_var; /* its builds: 0 plain; LOOM_VK_FA=cms 1 (ROWSCALE_SHARED: O rescaled through shared
+                           * memory); cmp 2 (PREFETCH: the next K/V tile's loads in flight during the products) */
+    uint64_t n_attn_cm;  /* attn_cm.comp dispatches recorded so far (describe() shows them: the tests' proof it ran) */
     uint64_t fuse_max_nk; /* RMSNORM / SWIGLU fused into GEMVs of at most this many weights */
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */
     uint32_t gemv_loads; /* decode GEMV: 8-element loads in flight per invocation (0: 2) */

@@ -952,6 +952,30 @@ static uint64_t fa_shared_bytes(uint64_t hd) {
     return 16 * (R * g4 + BC * (g4 + 1)) + 4 * R * (BC + 1) + 4 * R * 8 + 8 * R;
 }
 
+/* attn_cm.comp's shared memory for head dim hd (T: 64 rows of hd + 8 halves; per subgroup (4) a
+ * 16 x 36 f32 score slice, a 16 x 40 f16 P slice, a 16 x 16 f32 alpha matrix, 64 floats of lane
+ * exchange; per slot (64) 1/l and per row its key range): 37,632 B at head dim 128 */
+static uint64_t cm_attn_shared_bytes(uint64_t hd) {
+    return 64 * (hd + 8) * 2 + 4 * 16 * 36 * 4 + 4 * 16 * 40 * 2 + 4 * 256 * 4 + 4 * 64 * 4 + 3 * 64 * 4;
+}
+
+/* attn_cm.comp's build for head dim hd and variant v (vk_dev.attn_cm_var: 0 plain, 1 ROWSCALE_SHARED
+ * (LOOM_VK_FA=cms), 2 PREFETCH (cmp)); LOOM_SPV_COUNT: none (then attn_fa.comp or attention.comp) */
+static loom_spv_id cm_attn_shader(uint32_t hd, uint32_t v) {
+#ifdef LOOM_VK_COOPMAT
+    static const loom_spv_id ids[4][3] = {
+        {LOOM_SPV_ATTN_CM_H16, LOOM_SPV_ATTN_CM_H16S, LOOM_SPV_ATTN_CM_H16P},
+        {LOOM_SPV_ATTN_CM_H32, LOOM_SPV_ATTN_CM_H32S, LOOM_SPV_ATTN_CM_H32P},
+        {LOOM_SPV_ATTN_CM_H64, LOOM_SPV_ATTN_CM_H64S, LOOM_SPV_ATTN_CM_H64P},
+        {LOOM_SPV_ATTN_CM_H128, LOOM_SPV_ATTN_CM_H128S, LOOM_SPV_ATTN_CM_H128P}};
+    int k = hd == 16 ? 0 : hd == 32 ? 1 : hd == 64 ? 2 : hd == 128 ? 3 : -1;
+    if (k >= 0 && v < 3) return ids[k][v];
+#else
+    (void)hd, (void)v;
+#endif
+    return LOOM_SPV_COUNT;
+}
+
 static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_dev *d = r->d;
     const loom_node *n = N(x, i), *kc = N(x, n->src[1]);
@@ -978,11 +1002,21 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     for (int k = 7; k < 12; k++) pc.u[k] = pg.u[k];
     pc.u[6] = hd % 4 == 0 && elem_off(d, &a[2]) % 4 == 0 && elem_off(d, &a[3]) % 4 == 0; /* vec4 K/V loads */
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
+    /* prefill on tensor cores (attn_cm.comp, LOOM_VK_FA=cm, the default with cooperative matrices):
+     * 64 (row, head) slots per workgroup, 16 per subgroup; head dims 16, 32, 64, 128; not for ring
+     * caches (keys at j % C) or block tables */
+    bool pf = !paged && !ring && S >= 64 && pc.u[6] && elem_off(d, &a[1]) % 4 == 0;
+    loom_spv_id cmsh = cm_attn_shader(hd, d->attn_cm_var);
+    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT &&
+        cm_attn_shared_bytes(hd) <= d->props.limits.maxComputeSharedMemorySize) {
+        uint32_t nr = 64 / gw, cspec[4] = {4 * d->subgroup_size, gw, 0, d->subgroup_size};
+        if (!r->sizing) d->n_attn_cm++;
+        return dispatch(r, cmsh, cspec, a, &pc, gx, (uint32_t)((S + nr - 1) / nr), 1);
+    }
     /* prefill: tiles of 32 (row, head) slots share each K/V tile (attn_fa.comp) */
     /* (only where its shared memory fits the device: at head dim 128 it needs 38,784 B, more than
      * the 32 KiB some GPUs and lavapipe have) */
-    if (!paged && S >= 64 && hd <= 128 && hd % 4 == 0 && pc.u[6] && elem_off(d, &a[1]) % 4 == 0 && !d->no_fa &&
-        fa_shared_bytes(hd) <= d->props.limits.maxComputeSharedMemorySize) {
+    if (pf && hd <= 128 && hd % 4 == 0 && !d->no_fa && fa_shared_bytes(hd) <= d->props.limits.maxComputeSharedMemorySize) {
         uint32_t nr = 32 / gw;
         return dispatch(r, LOOM_SPV_ATTN_FA, spec, a, &pc, gx, (uint32_t)((S + nr - 1) / nr), 1);
     }

@@ -256,6 +256,20 @@ void main() {
       "matmul_cmv_sg64q_iq4_nl|matmul_cmv.comp|W_IQ4_NL|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=1"
       "matmul_cmv_sg64q_iq4_xs|matmul_cmv.comp|W_IQ4_XS|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=1"
       "tohalf|tohalf.comp"
+      # prefill attention on cooperative matrices (LOOM_VK_FA, vk_record.c rec_attention), a build per head
+      # dim; the s builds rescale O through shared memory (LOOM_VK_FA=cms), the p builds prefetch K/V (cmp)
+      "attn_cm_h16|attn_cm.comp|HD=16"
+      "attn_cm_h32|attn_cm.comp|HD=32"
+      "attn_cm_h64|attn_cm.comp|HD=64"
+      "attn_cm_h128|attn_cm.comp|HD=128"
+      "attn_cm_h16s|attn_cm.comp|HD=16|ROWSCALE_SHARED"
+      "attn_cm_h32s|attn_cm.comp|HD=32|ROWSCALE_SHARED"
+      "attn_cm_h64s|attn_cm.comp|HD=64|ROWSCALE_SHARED"
+      "attn_cm_h128s|attn_cm.comp|HD=128|ROWSCALE_SHARED"
+      "attn_cm_h16p|attn_cm.comp|HD=16|PREFETCH"
+      "attn_cm_h32p|attn_cm.comp|HD=32|PREFETCH"
+      "attn_cm_h64p|attn_cm.comp|HD=64|PREFETCH"
+      "attn_cm_h128p|attn_cm.comp|HD=128|PREFETCH"
       # block-quantised weights: to f16 in scratch (dequant.comp) for the f16 shaders above, or
       # dequantised in the tile loads (LOOM_VK_QCM=tiles, for comparison)
       "dequant_q8_0|dequant.comp|W_Q8_0"

@@ -92,7 +92,7 @@ static double rel_err(const float *y, int64_t ldy, const float *wd, const float 
     return worst;
 }
 
-static double worst_gemv = 0, worst_gemm = 0;
+static double worst_gemv = 0, worst_gemm = 0, worst_type[LOOM_DTYPE_COUNT];
 
 static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t M) {
     size_t rb = loom_dtype_nbytes(t, K);
@@ -102,12 +102,24 @@ static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t
     float *y = malloc(sizeof(float) * M * N), *bias = malloc(sizeof(float) * N);
     loom_q8x *xq = malloc(sizeof(loom_q8x) * M * (K / 32));
     if (random) random_blocks(t, w, rb, N);
-    else {
+    if (random == 2) /* every code and scale byte at its maximum (0xFF), the activation below all +1:
+                      * the largest integer partial sums the kernels form (maddubs pairs, madds) */
+        for (int64_t n = 0; n < N; n++)
+            for (size_t o = 0; o < rb; o += loom_dtype_block_bytes(t)) {
+                char *b = w + (size_t)n * rb + o;
+                size_t db = t == LOOM_Q2_K ? 80 : t == LOOM_Q3_K ? 108 : t == LOOM_Q6_K ? 208 : 0;
+                size_t nd = t == LOOM_Q2_K || t == LOOM_Q4_1 || t == LOOM_Q5_1 || t == LOOM_Q4_K || t == LOOM_Q5_K ? 4 : 2;
+                uint16_t d[2];
+                memcpy(d, b + db, nd);
+                memset(b, 0xFF, loom_dtype_block_bytes(t));
+                memcpy(b + db, d, nd);
+            }
+    if (!random) {
         for (int64_t i = 0; i < N * K; i++) wf[i] = grand() * 0.05f;
         for (int64_t n = 0; n < N; n++) loom_quant_row(t, wf + n * K, w + n * rb, K);
     }
     for (int64_t n = 0; n < N; n++) loom_dequant_row(t, w + n * rb, wd + n * K, K);
-    for (int64_t i = 0; i < M * K; i++) x[i] = grand();
+    for (int64_t i = 0; i < M * K; i++) x[i] = random == 2 ? 1.0f : grand();
     for (int64_t m = 0; m < M; m++) loom_q8x_quant(x + m * K, xq + m * (K / 32), K);
     for (int64_t b = 0; b < M * K / 32; b++)
         for (int j = 0; j < 32; j++) xd[b * 32 + j] = xq[b].qs[j] * xq[b].d;
@@ -128,7 +140,7 @@ static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t
             fl[f](t, w, rb, xq, K, 0, cut, y, bias, pf);
             fl[f](t, w, rb, xq, K, cut, N, y, bias, pf);
             e = rel_err(y, N, wd, xd, bias, 1, N, K);
-            worst_gemv = fmax(worst_gemv, e);
+            worst_gemv = fmax(worst_gemv, e), worst_type[t] = fmax(worst_type[t], e);
             CHECK(e < 1e-6, "%s gemv %s K=%lld N=%lld pf=%d%s: error %.2e of sum|w x|", fn[f], tn, (long long)K,
                   (long long)N, pf, random ? " (random blocks)" : "", e);
         }
@@ -169,8 +181,11 @@ int main(void) {
             }
         }
         test_kernels(t, 4864, 200, 0, 2); /* qwen2-0.5b's ffn_down width, 200 rows: chunks and tails */
+        test_kernels(t, 512, 21, 2, 2);   /* every byte 0xFF, x all +1 */
         for (int64_t n = 2; n <= 16; n++) test_kernels(t, 256, n, 1, 1 + n % 4);
     }
     printf("worst error of sum|w x|: gemv %.2e, matmul M > 1 %.2e\n", worst_gemv, worst_gemm);
+    for (int k = 0; k < NLATER; k++) printf("  gemv %s %.2e", loom_dtype_name(later[k]), worst_type[later[k]]);
+    printf("\n");
     CHECK_DONE();
 }

@@ -18,8 +18,14 @@
  * for every M >= 128 (LOOM_VK_CM_BIG_TILES=1), the default one only for very large products.
  * LOOM_VK_CM_VARIANT=<name> in the environment puts the first and third on that tensor-core variant
  * (vk_record.c's cm_variants) for every coopmat matmul: test_matmul's shapes cover its edges.
+ * Prefill ATTENTION on cooperative matrices (attn_cm.comp, describe() says "attn-cm"; the default
+ * where there are cooperative matrices): f16 queries, keys, values and p, so its outputs are held to
+ * tests/unit/attn_cm_bound.h's bound per row (derived there; about 2e-3 max|v| on these f16-exact
+ * test values) instead of the f32 one; the cases it must take (S >= 64 rows, head dim 16, 32, 64 or
+ * 128) fail if its dispatch count (in describe()) did not grow, and a line per case says it ran.
  * No Vulkan device at all: SKIP (exit 77).
  */
+#include "tests/unit/attn_cm_bound.h"
 #include "tests/unit/check.h"
 #define TG_VULKAN_BACKENDS
 #include "tests/unit/test_cpu_graph.h"
@@ -30,30 +36,41 @@
 static loom_backend *cpu, *vk[NVK];
 static const char *vk_name[NVK] = {"vulkan", "vulkan(no f16 storage, no subgroup)", "vulkan(16 KiB weight pieces)"};
 static bool vk_coopmat[NVK]; /* the backend runs f16/bf16 prefill matmuls on cooperative matrices */
+static bool vk_attn_cm[NVK]; /* the backend runs prefill attention on attn_cm.comp (describe: "attn-cm") */
 
-/* Compare got with ref: |got - ref| <= atol + rtol |ref| (atol < 0: bit-exact). */
-static void cmp(const char *what, const char *be, const float *got, const float *ref, size_t n, double atol,
-                double rtol) {
+/* Compare got with ref: |got - ref| <= atol (or atolv[i] when atolv) + rtol |ref| (atol < 0: bit-exact).
+ * Returns the largest error in units of the tolerance. */
+static double cmp_v(const char *what, const char *be, const float *got, const float *ref, size_t n, double atol,
+                    double rtol, const double *atolv) {
     size_t bad = 0, at = 0;
-    double worst = -1;
+    double worst = -1, w = 0;
     for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - (double)ref[i]);
-        bool ok = atol < 0 ? memcmp(&got[i], &ref[i], 4) == 0 : d <= atol + rtol * fabs((double)ref[i]);
+        double d = fabs((double)got[i] - (double)ref[i]), tl = (atolv ? atolv[i] : atol) + rtol * fabs((double)ref[i]);
+        bool ok = atol < 0 && !atolv ? memcmp(&got[i], &ref[i], 4) == 0 : d <= tl;
         if (!ok) {
             if (!(d <= worst)) worst = d, at = i;
             bad++;
         }
+        if (atol >= 0 || atolv) w = d / tl > w || d != d ? d / tl : w;
     }
     CHECK(bad == 0, "%s [%s]: %zu of %zu values off; e.g. [%zu] got %.9g want %.9g", what, be, bad, n, at,
           got[at], ref[at]);
-    if (getenv("LOOM_TEST_MEASURE") && atol >= 0) { /* the largest error in units of the tolerance */
-        double w = 0;
-        for (size_t i = 0; i < n; i++) {
-            double e = fabs((double)got[i] - (double)ref[i]) / (atol + rtol * fabs((double)ref[i]));
-            w = e > w ? e : w;
-        }
+    if (getenv("LOOM_TEST_MEASURE") && (atol >= 0 || atolv)) /* the largest error in units of the tolerance */
         printf("measure %s [%s]: %.3g of the tolerance\n", what, be, w);
-    }
+    return w;
+}
+
+static void cmp(const char *what, const char *be, const float *got, const float *ref, size_t n, double atol,
+                double rtol) {
+    cmp_v(what, be, got, ref, n, atol, rtol, NULL);
+}
+
+/* attn_cm.comp dispatches recorded by backend be so far (describe: "attn-cm (N recorded)") */
+static unsigned long long attn_cm_count(loom_backend *be) {
+    char desc[512] = "";
+    be->ops->describe(be, desc, sizeof desc);
+    const char *p = strstr(desc, "attn-cm (");
+    return p ? strtoull(p + 9, NULL, 10) : 0;
 }
 
 /* Run t on the CPU (reference) and on every Vulkan backend through both paths; compare `out`.
@@ -85,6 +102,42 @@ static void run_cmp2(tg *t, int out, const char *what, double atol, double rtol,
 }
 
 static void run_cmp(tg *t, int out, const char *what, double atol, double rtol) { run_cmp2(t, out, what, atol, rtol, -1); }
+
+/* run_cmp for an ATTENTION output: where a backend ran attn_cm.comp (its count grew) the tolerance
+ * is tol_cm[i] + rtol |ref| per element (attn_cm_bound.h; NULL: the case is not for that kernel, and
+ * its running there is an error); cm_expected: the backends that have it must run it here. */
+static void run_cmp_attn(tg *t, int out, const char *what, double atol, double rtol, const double *tol_cm,
+                         bool cm_expected) {
+    tg_run_out ro;
+    int rc = tg_run(t, cpu, &ro);
+    CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
+    if (rc) {
+        tg_out_free(&ro);
+        return;
+    }
+    size_t n = tg_bytes(&t->nodes[out]) / 4;
+    const float *ref = tg_f32(t, &ro, out);
+    for (int v = 0; v < NVK; v++) {
+        if (!vk[v]) continue;
+        for (int mode = 0; mode < 2; mode++) {
+            char name[96];
+            snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
+            unsigned long long c0 = vk_attn_cm[v] ? attn_cm_count(vk[v]) : 0;
+            tg_run_out o;
+            rc = mode ? tg_run_plan(t, vk[v], &o, 1, NULL, 0, NULL) : tg_run(t, vk[v], &o);
+            CHECK(rc == 0, "%s [%s]: %s", what, name, o.err);
+            bool ran = vk_attn_cm[v] && attn_cm_count(vk[v]) > c0;
+            CHECK(ran == (vk_attn_cm[v] && cm_expected), "%s [%s]: attn_cm.comp %s", what, name,
+                  ran ? "ran where this test did not expect it" : "did not run");
+            if (rc == 0) {
+                double w = cmp_v(what, name, tg_f32(t, &o, out), ref, n, atol, rtol, ran && tol_cm ? tol_cm : NULL);
+                if (ran) printf("%s [%s]: attn_cm.comp ran, largest error %.3g of its f16 bound\n", what, name, w);
+            }
+            tg_out_free(&o);
+        }
+    }
+    tg_out_free(&ro);
+}
 
 static const loom_dtype wtypes[3] = {LOOM_F32, LOOM_F16, LOOM_BF16};
 
@@ -331,6 +384,30 @@ static int vt_kv_store(tg *t, int cache, int rows, int idx) {
 static int vt_window;
 static float vt_softcap;
 
+/* attn_cm.comp's bound (attn_cm_bound.h) per output of attention over caches kc/vc after this
+ * step's rows kr/vr are stored at pos */
+static double *attn_cm_tols(int64_t S, int64_t C, int H, int Hkv, int hd, const int32_t *pos, const float *q,
+                            const float *kr, const float *vr, const float *kc, const float *vc, float scale, int window) {
+    size_t W = (size_t)Hkv * hd, nc = (size_t)C * W;
+    float *k = malloc(nc * 4), *v = malloc(nc * 4), *ek = malloc(nc * 4), *ev = malloc(nc * 4);
+    double *tol = malloc((size_t)S * H * hd * sizeof(double));
+    memcpy(k, kc, nc * 4), memcpy(v, vc, nc * 4);
+    for (int64_t s = 0; s < S; s++)
+        if (pos[s] >= 0 && pos[s] < C) memcpy(k + pos[s] * W, kr + s * W, W * 4), memcpy(v + pos[s] * W, vr + s * W, W * 4);
+    acm_errs(ek, k, nc), acm_errs(ev, v, nc);
+    for (int64_t s = 0; s < S; s++)
+        for (int h = 0; h < H; h++) {
+            int p = pos[s], L = p < 0 ? 0 : (p + 1 < C ? p + 1 : (int)C);
+            int lo = window > 0 && p + 1 > window ? p + 1 - window : 0;
+            lo = lo < L ? lo : L;
+            size_t kh = (size_t)(h / (H / Hkv)) * hd;
+            double t = acm_row_tol(q + (s * H + h) * hd, scale, k + kh, v + kh, ek + kh, ev + kh, W, hd, lo, L);
+            for (int d = 0; d < hd; d++) tol[(s * H + h) * hd + d] = t;
+        }
+    free(k), free(v), free(ek), free(ev);
+    return tol;
+}
+
 static void attn_case(int64_t S, int64_t C, int H, int Hkv, int hd, const int32_t *pos, int n_filled) {
     int W = Hkv * hd;
     float *q = malloc(S * H * hd * 4), *kr = malloc(S * W * 4), *vr = malloc(S * W * 4);
@@ -340,6 +417,15 @@ static void attn_case(int64_t S, int64_t C, int H, int Hkv, int hd, const int32_
     tg_fill(vr, (size_t)(S * W), 1.0f);
     tg_fill(kc, (size_t)(n_filled * W), 1.0f); /* earlier steps' rows */
     tg_fill(vc, (size_t)(n_filled * W), 1.0f);
+    bool any_cm = false;
+    for (int v = 0; v < NVK; v++) any_cm |= vk[v] && vk_attn_cm[v];
+    /* the cases attn_cm.comp takes where a backend has it (rec_attention) */
+    bool cm_case = S >= 64 && (hd == 16 || hd == 32 || hd == 64 || hd == 128);
+    if (any_cm && cm_case) { /* f16 values, so the bound keeps only p's rounding (attn_cm_bound.h) */
+        for (int64_t i = 0; i < S * H * hd; i++) q[i] = acm_f16(q[i]);
+        for (int64_t i = 0; i < S * W; i++) kr[i] = acm_f16(kr[i]), vr[i] = acm_f16(vr[i]);
+        for (int64_t i = 0; i < C * W; i++) kc[i] = acm_f16(kc[i]), vc[i] = acm_f16(vc[i]);
+    }
     tg t;
     tg_init(&t);
     vt_step in = vt_step_inputs(&t, S, H * hd, W, q, kr, vr, pos);
@@ -352,7 +438,10 @@ static void attn_case(int64_t S, int64_t C, int H, int Hkv, int hd, const int32_
     char what[160];
     snprintf(what, sizeof what, "attention S=%lld C=%lld H=%d Hkv=%d hd=%d pos0=%d window=%d softcap=%g", (long long)S,
              (long long)C, H, Hkv, hd, pos[0], vt_window, (double)vt_softcap);
-    run_cmp(&t, o, what, 2e-5, 1e-5);
+    double *tol_cm = any_cm && cm_case ? attn_cm_tols(S, C, H, Hkv, hd, pos, q, kr, vr, kc, vc, t.nodes[o].fp[0], vt_window)
+                                       : NULL;
+    run_cmp_attn(&t, o, what, 2e-5, 1e-5, tol_cm, cm_case);
+    free(tol_cm);
     snprintf(what + strlen(what), sizeof what - strlen(what), " (cache)");
     run_cmp(&t, k2, what, -1, 0);
     free(q), free(kr), free(vr), free(kc), free(vc);
@@ -432,6 +521,7 @@ static void test_attention_ring(void) {
     ring_case(1, 512, 6, 2, 64, 512, 1300, 0);  /* decode over key splits, the window wraps */
     ring_case(17, 40, 4, 2, 40, 24, 100, 0.3f); /* prefill, C = W + S - 1 */
     ring_case(3, 20, 2, 1, 64, 18, 5, 0);       /* early: nothing wraps */
+    ring_case(70, 100, 4, 2, 32, 31, 200, 0);   /* a prefill of 64+ rows past the ring's end: not for the tile kernels */
 }
 
 /* Paged attention (several sequences, graph.h): rows stored to slots through the block tables,
@@ -858,6 +948,12 @@ int main(void) {
     if (orc) return orc;
 
     tg_coopmat_flags(vk, vk_name, vk_coopmat);
+    for (int v = 0; v < NVK; v++) {
+        char desc[512] = "";
+        if (vk[v]) vk[v]->ops->describe(vk[v], desc, sizeof desc);
+        vk_attn_cm[v] = strstr(desc, "attn-cm") != NULL;
+        printf("%s: prefill attention on %s\n", vk_name[v], vk_attn_cm[v] ? "attn_cm.comp (cooperative matrices)" : "attn_fa.comp / attention.comp");
+    }
     TG_TIMED(test_errors());
     TG_TIMED(test_buffers(vk[0], vk_name[0]));
     if (vk[2]) TG_TIMED(test_buffers(vk[2], vk_name[2]));
