@@ -105,7 +105,7 @@ int main(void) {
     CHECK(m, "load %s: %s", path, loom_last_error());
     if (!m) CHECK_DONE();
     const char *e = getenv("LOOM_LONGRUN_STEPS");
-    /* under ASan (a step ~5x slower, RSS not checked) 1,200 steps: 5 context shifts per run, the same
+    /* under ASan (a step ~5x slower, RSS not checked) 1,200 steps: 8 context shifts per run, the same
      * shift code each time; the 10,000 are the release build's */
     int steps = e && atoi(e) > 0 ? atoi(e) : UNDER_ASAN ? 1200 : 10000;
     long_run(m, "cpu", 256, steps);
