@@ -33,7 +33,7 @@
 //          (built with ROWSCALE_SHARED, LOOM_VK_FA=cms: each O fragment stored to the S slice,
 //          scaled there by plain code and loaded back instead, in case a driver mishandles the
 //          component-wise product);
-//          (built with PREFETCH, LOOM_VK_FA=cmp: the next tile's K/V loads are issued into registers
+//          (built with PREFETCH, LOOM_VK_FA=cmp and the default: the next tile's K/V loads are issued into registers
 //          before this tile's products, attn_fa.comp's way of hiding their latency);
 //       4. O += P V: the (16 x 16 P fragment) x (16 x 16 V fragment) products, f32 accumulators.
 //   * At the end each O fragment goes through the S slice to memory, divided by its row's l (the
@@ -58,8 +58,17 @@
 #ifndef HD
 #error "attn_cm.comp: define HD (16, 32, 64 or 128; vulkan.cmake)"
 #endif
+#ifdef NSG8
+// (LOOM_VK_FA=cmp8, head dims <= 64) 8 subgroups: 128 slots share each K/V tile, the queries are
+// staged through T in two passes of 64 rows, and the lane exchange lives in the alpha matrix's
+// first 64 floats (a subgroup barrier between its last read and the alpha writes), so the shared
+// memory fits 48 KiB: 47,616 B at head dim 64
+#define NSG 8u
+#define R 128u
+#else
 #define NSG 4u
 #define R 64u  // slots per workgroup: NSG x 16
+#endif
 #define BC 32u // keys per tile
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GW = 1;
@@ -79,11 +88,16 @@ layout(std430, binding = 3) readonly buffer Vc4 { vec4 vc4[]; };
 layout(std430, binding = 4) readonly buffer P { int pos[]; };
 
 // rows 0..63: the queries (until they are in registers); then rows 0..31 the K tile, 32..63 the V tile
-shared f16vec4 T[R * KST];
+shared f16vec4 T[64u * KST];
 shared float Ss[NSG * 16u * SST];    // per subgroup: 16 x 32 scores (f32); O staging (ROWSCALE_SHARED, the end)
 shared f16vec4 Ps[NSG * 16u * PST];  // per subgroup: 16 x 32 p (f16)
 shared float Ds[NSG * 256u];         // per subgroup: 16 x 16, row r = alpha_r
+#ifdef NSG8
+#define XS(i) Ds[(i) / 64u * 256u + (i) % 64u]
+#else
 shared float Xs[NSG * 64u];          // per lane: partial maxima, then partial sums (SG <= 64)
+#define XS(i) Xs[i]
+#endif
 shared float Li[R];                  // per slot: 1 / l
 shared uint Lr[R], Lo[R];            // per query row: its keys are [Lo, Lr)
 
@@ -100,6 +114,29 @@ void main() {
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
     uint W4 = Hkv * G4; // cache row stride in vec4
 
+#ifdef NSG8
+    CMA qa[NF];
+    for (uint ps = 0u; ps < 2u; ps++) { // slots 64 ps .. 64 ps + 63 through T rows 0..63
+        for (uint i = t; i < 64u * G4; i += NT) {
+            uint sl = ps * 64u + i / G4, d4 = i % G4, rr = sl / GW, g = sl % GW, s = s0 + rr;
+            vec4 v = vec4(0.0);
+            if (rr < NR && s < S && g < gn) v = q4[((OFF_A + (s * H + h0 + g) * HD) >> 2) + d4] * pc.f[0];
+            T[(i / G4) * KST + d4] = f16vec4(v);
+        }
+        if (ps == 0u && t < NR) {
+            uint s = s0 + t;
+            int p = s < S ? pos[OFF_E + pc.u[8] + s] : -1;
+            uint L = p < 0 ? 0u : min(uint(p) + 1u, C);
+            Lr[t] = L;
+            Lo[t] = att_lo(p, L);
+        }
+        barrier();
+        if (sg / 4u == ps) // uniform in the subgroup
+            [[unroll]] for (uint f = 0u; f < NF; f++)
+                coopMatLoad(qa[f], T, ((sg % 4u) * 16u) * KST + f * 4u, KST, gl_CooperativeMatrixLayoutRowMajor);
+        barrier();
+    }
+#else
     for (uint i = t; i < R * G4; i += NT) { // pre-scaled queries as f16; zero past the rows / heads
         uint sl = i / G4, d4 = i % G4, rr = sl / GW, g = sl % GW, s = s0 + rr;
         vec4 v = vec4(0.0);
@@ -117,6 +154,7 @@ void main() {
     CMA qa[NF];
     [[unroll]] for (uint f = 0u; f < NF; f++)
         coopMatLoad(qa[f], T, (sg * 16u) * KST + f * 4u, KST, gl_CooperativeMatrixLayoutRowMajor);
+#endif
     // the keys any row of the workgroup sees (uniform: every invocation reads the same shared values)
     uint jbeg = C, jend = 0u;
     for (uint r = 0u; r < NR; r++)
@@ -201,10 +239,13 @@ void main() {
             if (cap > 0.0) // this lane reads its own values back below
                 [[unroll]] for (uint e = 0u; e < 4u; e++) Ss[rs + 4u * q + e] = v[e];
         }
-        Xs[xb + lane] = mx;
+        XS(xb + lane) = mx;
         subgroupMemoryBarrierShared();
         subgroupBarrier();
-        for (uint k = 0u; k < LPR; k++) mx = max(mx, Xs[xb + r * LPR + k]);
+        for (uint k = 0u; k < LPR; k++) mx = max(mx, XS(xb + r * LPR + k));
+#ifdef NSG8
+        subgroupBarrier(); // every lane has read the exchange before the alpha matrix over it is written
+#endif
         float mn = max(m, mx), alpha = exp(m - mn);
         m = mn;
         l *= alpha;
@@ -252,12 +293,12 @@ void main() {
         barrier(); // every subgroup is done with the K/V tile (and its own slices) before the next
     }
     // the row's sum: this lane's keys plus its LPR - 1 partners'
-    Xs[xb + lane] = l;
+    XS(xb + lane) = l;
     subgroupMemoryBarrierShared();
     subgroupBarrier();
     if (part == 0u) {
         float lt = 0.0;
-        for (uint k = 0u; k < LPR; k++) lt += Xs[xb + r * LPR + k];
+        for (uint k = 0u; k < LPR; k++) lt += XS(xb + r * LPR + k);
         Li[sl] = lt > 0.0 ? 1.0 / lt : 0.0;
     }
     subgroupMemoryBarrierShared();

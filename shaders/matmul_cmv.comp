@@ -12,21 +12,24 @@
 // x rows vector-aligned, bit 1 W rows 8-half aligned, u[7] = K splits (partials at y + z * u[8]).
 // Weights: W_F16 (also the f16 copy of a block-quantised W) or W_BF16; or a block-quantised
 // type W_Q8_0 ... W_IQ4_XS (LOOM_VK_CM_QTILE=1: in-tile dequantisation): the W tile is then read
-// straight from the raw blocks, no f16 copy. An invocation takes a row's 32 weights of the K step
-// (whole blocks of 32 or a 32-weight sub-block: K is whole blocks, so a step is all in or all
-// out); fetch() loads the raw words that hold them into registers (qtile.glsl's qt_load: loads
+// straight from the raw blocks, no f16 copy. An invocation takes a unit of the W tile: a row's 32
+// weights of the K step (whole blocks of 32 or a 32-weight sub-block: K is whole blocks, so a unit
+// is all in or all out; BK / 32 units per row, the invocations of one row side by side);
+// fetch() loads the raw words that hold them into registers (qtile.glsl's qt_load: loads
 // only, in flight during this step's products as the f16 tiles' are) and put() decodes them
 // (qt_dec) and stores f16. The values are wload8's (the f16 copy's) before the rounding to f16.
-// Build-time shape (all required but XH):
+// Build-time shape (all required but BK and XH):
 //   BM x BN   workgroup tile; WROWS x WCOLS subgroups, each (BM / WROWS) x (BN / WCOLS)
+//   BK        the K step, a multiple of 16 (of 32 for block-quantised W); default 32
 //   STAGES    1: one shared buffer, two barriers per K step (as matmul_cm.comp);
 //             2: two shared buffers, one barrier per K step (the next step's tiles are stored
 //                into the other buffer while this one is multiplied)
 //   XH        x is already f16 (binding 1 is a packed-half copy that tohalf.comp wrote): the tile
 //             loads read 8 halves per vector, half the bytes of f32 x, and convert nothing
 // Both operands are staged as f16vec4 (one 8-byte shared store per 4 elements); rows are BK + 8
-// halves apart (80 bytes for BK = 32: the 8 rows an 8x8 fragment load touches fall in 8
-// different 16-byte slots of 128 bytes, so the fragment loads do not conflict on banks).
+// halves apart (80 bytes for BK = 32, 144 for BK = 64: either way the 8 rows an 8x8 fragment load
+// touches fall in 8 different 16-byte slots of 128 bytes, so the fragment loads do not conflict on
+// banks). Shared memory, bytes: STAGES * (BM + BN) * (BK + 8) * 2 + NSG * 1024 (vk_record.c's CMV).
 #include "common.glsl"
 #define W_BINDING 2
 #include "wload.glsl"
@@ -87,13 +90,17 @@ float xload(uint e) { return x[e]; }
 // vector loads per invocation and K step (rounded up; the loops check the bound)
 #define NT (NSG * SG)
 #define XV ((BM * (BK / XE) + NT - 1u) / NT)
-#ifdef W_QUANT
-#if BK != 32
-#error "matmul_cmv.comp: block-quantised W needs BK = 32 (a step is one 32-weight run of a row)"
+#if BK % 16 != 0
+#error "matmul_cmv.comp: BK must be a multiple of 16"
 #endif
-#define WV ((BN + NT - 1u) / NT) // rows per invocation
-uint rb[WV][QTW];               // their raw words
-bool rin[WV];                   // and whether the row and step are in range
+#ifdef W_QUANT
+#if BK % 32 != 0
+#error "matmul_cmv.comp: block-quantised W needs BK a multiple of 32 (a unit is one 32-weight run of a row)"
+#endif
+#define WU (BK / 32u)                  // units per row and K step
+#define WV ((BN * WU + NT - 1u) / NT) // units per invocation
+uint rb[WV][QTW];                     // their raw words
+bool rin[WV];                         // and whether the unit is in range
 #else
 #define WV ((BN * (BK / 8u) + NT - 1u) / NT)
 uvec4 rb[WV];
@@ -119,9 +126,9 @@ void fetch(uint kb) {
     if (wvec) {
         [[unroll]] for (uint l = 0u; l < WV; l++) {
 #ifdef W_QUANT
-            uint r = tid + l * NT, gc = col0 + r;
-            rin[l] = r < BN && gc < N && kb < k1;
-            if (rin[l]) qt_load(OFF_B + gc * K + kb, rb[l]);
+            uint i = tid + l * NT, gc = col0 + i / WU, gk = kb + (i % WU) * 32u;
+            rin[l] = i < BN * WU && gc < N && gk < k1;
+            if (rin[l]) qt_load(OFF_B + gc * K + gk, rb[l]);
 #else
             uint i = tid + l * NT, r = i / (BK / 8u), gc = col0 + r, gk = kb + (i % (BK / 8u)) * 8u;
             rb[l] = (i < BN * (BK / 8u) && gc < N && gk < k1) ? w8[(OFF_B + gc * K + gk) >> 3] : uvec4(0u);
@@ -164,15 +171,16 @@ void put(uint st, uint kb) {
     if (wvec) {
         [[unroll]] for (uint l = 0u; l < WV; l++) {
 #ifdef W_QUANT
-            uint r = tid + l * NT;
-            if (r >= BN) break;
+            uint i = tid + l * NT;
+            if (i >= BN * WU) break;
+            uint r = i / WU, s = (i % WU) * 8u; // s: the unit's first f16vec4 in the row
             vec4 v[8];
             if (rin[l]) {
-                qt_dec(OFF_B + (col0 + r) * K + kb, rb[l], v);
+                qt_dec(OFF_B + (col0 + r) * K + kb + s * 4u, rb[l], v);
             } else {
                 [[unroll]] for (uint q = 0u; q < 8u; q++) v[q] = vec4(0.0);
             }
-            [[unroll]] for (uint q = 0u; q < 8u; q++) Bs[bb + r * SK4 + q] = f16vec4(v[q]);
+            [[unroll]] for (uint q = 0u; q < 8u; q++) Bs[bb + r * SK4 + s + q] = f16vec4(v[q]);
 #else
             uint i = tid + l * NT;
             if (i >= BN * (BK / 8u)) break;

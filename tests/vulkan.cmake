@@ -55,6 +55,17 @@ set_tests_properties(check_llama-tiny_vulkan_cm2_knob PROPERTIES SKIP_RETURN_COD
 add_test(NAME err_vulkan_cm2_unknown COMMAND ${LOOM_EXPECT} --rc 1 --match "LOOM_VK_CM2=bogus is not one of 1, m128, n256"
          -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
 set_tests_properties(err_vulkan_cm2_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_CM2=bogus")
+# LOOM_VK_CM_KSPLIT=3 (every tiled prefill matmul split 3 ways along K, partial products summed by a
+# second dispatch; the A/B knob of the split-K choice, vk_record.c's ksplit_of) on llama-tiny, whose
+# K of 128 / 256 the FMA kernel's 16-wide steps cut into 48 + 48 + 32 / 96 + 96 + 64 (the defaults
+# split nothing there); the verbose line says the knob was taken. test_vulkan_ops / _quant under the
+# knob (by hand: ~60 / ~140 s on lavapipe) pass too, their short K leaving some splits empty.
+add_test(NAME check_llama-tiny_vulkan_ksplit3 COMMAND ${LOOM_EXPECT}
+         --match "forced K splits \\(LOOM_VK_CM_KSPLIT\\).*on vulkan.*PASS"
+         -- sh -c "${_vk_skip}" ${LOOM_BIN} check -m ${LOOM_FIXTURES}/llama-tiny
+         --reference ${LOOM_FIXTURES}/llama-tiny/reference.safetensors --tol ${LOOM_TOL_llama-tiny} --device vulkan)
+set_tests_properties(check_llama-tiny_vulkan_ksplit3 PROPERTIES SKIP_RETURN_CODE 77
+                     ENVIRONMENT "LOOM_VK_CM_KSPLIT=3;LOOM_VK_VERBOSE=1")
 # The other A/B knobs that take names (vk_device.c's knob tables): an unknown LOOM_VK_CM_VARIANT is
 # one clear error listing this build's variants (base alone without the coopmat shaders); an unknown
 # LOOM_VK_GEMV_Q (dp3: a valid prefix) is one line listing the values, and the run goes on with
@@ -76,7 +87,7 @@ add_test(NAME check_llama-tiny_vulkan_fa_cm_knob COMMAND ${LOOM_EXPECT}
          --reference ${LOOM_FIXTURES}/llama-tiny/reference.safetensors --tol ${LOOM_TOL_llama-tiny} --device vulkan)
 set_tests_properties(check_llama-tiny_vulkan_fa_cm_knob PROPERTIES SKIP_RETURN_CODE 77
                      ENVIRONMENT "LOOM_VK_FA=cm;LOOM_VK_VERBOSE=1")
-add_test(NAME err_vulkan_fa_unknown COMMAND ${LOOM_EXPECT} --rc 1 --match "LOOM_VK_FA=bogus is not one of cm, fa, row, cms, cmp"
+add_test(NAME err_vulkan_fa_unknown COMMAND ${LOOM_EXPECT} --rc 1 --match "LOOM_VK_FA=bogus is not one of cm, fa, row, cms, cmp, cmp8"
          -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
 set_tests_properties(err_vulkan_fa_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_FA=bogus")
 # A bad device index is one clear error, not a crash.

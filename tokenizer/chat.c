@@ -2,6 +2,7 @@
 
 #include "core/util.h"
 
+#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -479,67 +480,23 @@ static size_t json_skip(const char *s, size_t i) {
     return i;
 }
 
-static int hexval(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-static unsigned hex4(const char *p) {
-    unsigned v = 0;
-    for (int k = 0; k < 4; k++) {
-        int h = hexval(p[k]);
-        if (h < 0) return 0xFFFFFFFFu;
-        v = v * 16 + (unsigned)h;
-    }
-    return v;
-}
-
-/* The JSON string s[0..n) (quotes included) as its text: a malloc'd copy. */
-static char *json_unquote(const char *s, size_t n) {
-    char *o = malloc(n * 2 + 1), *w = o;
-    if (!o) return NULL;
-    for (size_t i = 1; i + 1 < n; i++) {
-        if (s[i] != '\\') {
-            *w++ = s[i];
-            continue;
-        }
-        char e = s[++i];
-        unsigned cp = 0;
-        switch (e) {
-        case 'n': *w++ = '\n'; continue;
-        case 't': *w++ = '\t'; continue;
-        case 'r': *w++ = '\r'; continue;
-        case 'b': *w++ = '\b'; continue;
-        case 'f': *w++ = '\f'; continue;
-        case 'u':
-            if (i + 4 >= n || (cp = hex4(s + i + 1)) > 0xFFFF) break;
-            i += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && i + 6 < n && s[i + 1] == '\\' && s[i + 2] == 'u') {
-                unsigned lo = hex4(s + i + 3);
-                if (lo >= 0xDC00 && lo < 0xE000) {
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    i += 6;
-                }
-            }
-            if (cp < 0x80) *w++ = (char)cp;
-            else if (cp < 0x800) *w++ = (char)(0xC0 | cp >> 6), *w++ = (char)(0x80 | (cp & 0x3F));
-            else if (cp < 0x10000)
-                *w++ = (char)(0xE0 | cp >> 12), *w++ = (char)(0x80 | ((cp >> 6) & 0x3F)), *w++ = (char)(0x80 | (cp & 0x3F));
-            else
-                *w++ = (char)(0xF0 | cp >> 18), *w++ = (char)(0x80 | ((cp >> 12) & 0x3F)), *w++ = (char)(0x80 | ((cp >> 6) & 0x3F)),
-                *w++ = (char)(0x80 | (cp & 0x3F));
-            continue;
-        default: *w++ = e; continue; /* \" \\ \/ */
-        }
-        *w++ = 'u'; /* a bad \u escape: kept as it was written */
-    }
-    *w = 0;
+/* The JSON string s[0..n) (quotes included) as its text, decoded by cJSON (the decoder the request
+ * parser uses): a malloc'd copy; NULL when s is not one JSON string (an unknown escape, a bad or
+ * unpaired \u escape), with *bad set, or out of memory. */
+static char *json_unquote(const char *s, size_t n, bool *bad) {
+    cJSON *v = cJSON_ParseWithLength(s, n);
+    char *o = NULL;
+    if (cJSON_IsString(v)) o = fmt("%s", v->valuestring);
+    else *bad = true;
+    cJSON_Delete(v);
     return o;
 }
 
 /* One tool as the v3 template writes it: {"type": "function", "function": {...}} with the function's
  * fields in their order ("return" left out), string values written raw between quotes (not
- * escaped: the template concatenates them), the others as tojson. tool is json.dumps text. */
-static char *mistral_tool(const char *tool) {
+ * escaped: the template concatenates them), the others as tojson. tool is json.dumps text. NULL, with
+ * the message set, when a key or string value is not a JSON string (tool k) or out of memory. */
+static char *mistral_tool(const char *tool, size_t k) {
     size_t i = 0, len = 0;
     while (blank(tool[i]) || tool[i] == '{') i++;
     while (tool[i] == '"') { /* the definition's "function" member */
@@ -553,20 +510,20 @@ static char *mistral_tool(const char *tool) {
         while (blank(tool[i]) || tool[i] == ',') i++;
     }
     char *out = fmt("{\"type\": \"function\", \"function\": {");
-    if (!out) return NULL;
+    if (!out) return loom_err_null("chat: out of memory");
     len = strlen(out);
-    bool first = true;
+    bool first = true, bad = false;
     while (tool[i] && tool[i] != '}') {
         while (blank(tool[i]) || tool[i] == ',') i++;
         if (tool[i] != '"') break;
         size_t ke = json_skip(tool, i), vb = ke;
         while (blank(tool[vb]) || tool[vb] == ':') vb++;
         size_t ve = json_skip(tool, vb);
-        char *key = json_unquote(tool + i, ke - i), *val = NULL;
+        char *key = json_unquote(tool + i, ke - i, &bad), *val = NULL;
         if (!key) goto oom;
         if (strcmp(key, "return")) {
             if (tool[vb] == '"') {
-                if (!(val = json_unquote(tool + vb, ve - vb))) {
+                if (!(val = json_unquote(tool + vb, ve - vb, &bad))) {
                     free(key);
                     goto oom;
                 }
@@ -587,7 +544,8 @@ static char *mistral_tool(const char *tool) {
     return out;
 oom:
     free(out);
-    return NULL;
+    if (bad) return loom_err_null("chat: tool %zu is not valid JSON: a key or string value with a bad escape", k);
+    return loom_err_null("chat: out of memory");
 }
 
 static bool mistral_id(const char *id, int n) {
@@ -638,9 +596,14 @@ static char *render_mistral(const loom_chat_tools_conv *c, const loom_chat_turn 
              * earlier one just like it) */
             if (n_tools && !strcmp(m->content, msgs[last_user].content)) {
                 if (append(&out, &len, fmt("[AVAILABLE_TOOLS]%s[", sp ? " " : "")) < 0) goto oom;
-                for (size_t k = 0; k < n_tools; k++)
-                    if (append(&out, &len, mistral_tool(tools[k])) < 0 || append(&out, &len, fmt("%s", k + 1 < n_tools ? ", " : "]")) < 0)
-                        goto oom;
+                for (size_t k = 0; k < n_tools; k++) {
+                    char *tj = mistral_tool(tools[k], k);
+                    if (!tj) { /* the message says why */
+                        free(out);
+                        return NULL;
+                    }
+                    if (append(&out, &len, tj) < 0 || append(&out, &len, fmt("%s", k + 1 < n_tools ? ", " : "]")) < 0) goto oom;
+                }
                 if (append(&out, &len, fmt("[/AVAILABLE_TOOLS]")) < 0) goto oom;
             }
             bool sys = last && sys0;

@@ -33,6 +33,8 @@ typedef struct server {
     int n_vocab, seq_ctx, max_tokens, max_seqs;
     loom_chat_format fmt; /* turns */
     loom_chat_tools tools; /* the tool-call convention (LOOM_TOOLS_NONE: requests with tools are a 400) */
+    int32_t call_mark;     /* the convention's call opener as a control token of the vocabulary (Mistral's
+                              [TOOL_CALLS]), looked up once at start; -1: none */
     size_t max_body;
     const char *api_key, *name;
     bool verbose;
@@ -504,8 +506,7 @@ static int tokenize_job(server *sv, serve_job *j, char *err, size_t err_len) {
                 snprintf(prefix, sizeof prefix, cv->named_prefix, r->tool_choice_name);
             bool listed = r->tool_choice != SERVE_TOOLS_NONE;
             /* Mistral's [TOOL_CALLS] is a control token in its vocabularies: the reply keeps its text */
-            int32_t mark = cv->call_list ? loom_tokenizer_find(sv->tok, cv->call_open, strlen(cv->call_open)) : -1;
-            if (listed && r->n_tools && mark >= 0 && loom_tokenizer_is_special(sv->tok, mark)) j->keep_token = mark;
+            if (listed && r->n_tools && sv->call_mark >= 0) j->keep_token = sv->call_mark;
             text = loom_chat_render_tools(sv->tools, r->msgs, (size_t)r->n_msgs, (const char *const *)r->tools,
                                           listed ? (size_t)r->n_tools : 0, prefix);
             /* the reply starts with the prefix: it is put in each choice's text, where the calls are looked for */
@@ -855,7 +856,12 @@ int cmd_serve(int argc, char **argv) {
     }
     server sv = {.eng = eng, .model = m, .tok = tok, .n_vocab = info.n_vocab, .seq_ctx = (int)seq_ctx, .max_tokens = (int)max_tokens,
                  .max_seqs = (int)parallel, .fmt = fmt, .tools = tools, .max_body = (size_t)max_body, .api_key = api_key, .name = name,
-                 .verbose = verbose, .t_start = (double)time(NULL)};
+                 .verbose = verbose, .t_start = (double)time(NULL), .call_mark = -1};
+    if (tools != LOOM_TOOLS_NONE) { /* Mistral's [TOOL_CALLS] is a control token in its vocabularies */
+        const loom_chat_tools_conv *cv = loom_chat_tools_get(tools);
+        int32_t mark = cv->call_list ? loom_tokenizer_find(tok, cv->call_open, strlen(cv->call_open)) : -1;
+        if (mark >= 0 && loom_tokenizer_is_special(tok, mark)) sv.call_mark = mark;
+    }
     /* signals: SIGINT/SIGTERM are waited for here; no other thread takes them */
     sigset_t sigs;
     sigemptyset(&sigs);

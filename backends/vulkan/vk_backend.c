@@ -55,19 +55,21 @@ static void vb_describe(loom_backend *be, char *buf, size_t n) {
     uint32_t v = d->props.apiVersion;
     /* "coopmat" here is what tests look for to know the prefill matmul rounds x to f16, "gemv dp8"
      * that the decode GEMVs round x to 8 bits, "attn-cm" that prefill attention takes attn_cm.comp
-     * (f16 q, K, V, p), with the number of its dispatches recorded so far once there are any */
-    char acm[48] = "";
+     * (f16 q, K, V, p), with the number of its dispatches recorded so far once there are any;
+     * "ksplit N" a forced LOOM_VK_CM_KSPLIT */
+    char acm[48] = "", ks[24] = "";
     if (d->attn_cm && d->n_attn_cm)
         snprintf(acm, sizeof acm, ", attn-cm (%llu recorded)", (unsigned long long)d->n_attn_cm);
     else if (d->attn_cm)
         snprintf(acm, sizeof acm, ", attn-cm");
-    snprintf(buf, n, "%s (%s, Vulkan %u.%u.%u, %.1f GiB, subgroup %u%s%s%s%s%s%s%s%s)", d->name,
+    if (d->ksplit) snprintf(ks, sizeof ks, ", ksplit %u", d->ksplit);
+    snprintf(buf, n, "%s (%s, Vulkan %u.%u.%u, %.1f GiB, subgroup %u%s%s%s%s%s%s%s%s%s)", d->name,
              vk_type_str(d->props.deviceType), VK_API_VERSION_MAJOR(v), VK_API_VERSION_MINOR(v), VK_API_VERSION_PATCH(v),
              (double)d->mem.memoryHeaps[d->heap_device].size / (1024.0 * 1024.0 * 1024.0), d->subgroup_size,
              d->coopmat ? ", coopmat" : "", d->coopmat && d->cm_variant ? " " : "",
              d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "", d->cm2 ? ", coopmat2 " : "",
              d->cm2 ? vk_cm2_name(d) : "", d->cm_qtile ? ", qtile" : "",
-             d->gemv_dp || d->gemv_dp_default ? ", gemv dp8" : "", acm);
+             d->gemv_dp || d->gemv_dp_default ? ", gemv dp8" : "", ks, acm);
 }
 
 static const loom_backend_ops vk_ops = {

@@ -797,6 +797,11 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         d->cm_variant = vk_cm_variant_default(d);
         d->cm_min_m = 128;
     }
+    /* LOOM_VK_CM_KSPLIT=n (1..8): every tiled prefill matmul (tensor-core or not, so lavapipe's
+     * tests reach it) split n ways along K, for A/B runs of the split-K choice (vk_record.c's
+     * ksplit_of); unset, 0 or out of range: that choice */
+    const char *ks = getenv("LOOM_VK_CM_KSPLIT");
+    d->ksplit = ks && atoi(ks) >= 1 && atoi(ks) <= 8 ? (uint32_t)atoi(ks) : 0;
     /* LOOM_VK_CM_QTILE: quantised prefill weights dequantised in the sg64 tile loads (vk_record.c).
      * Unset: on where there are cooperative matrices, for every block type but IQ4_NL / IQ4_XS (H100,
      * 2026-12-06, pp512: llama-7b Q4_0 4,525 -> 8,381 t/s, Q4_K_M 4,450 -> 7,272; llama-1.1b within
@@ -809,15 +814,18 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         vk_dev_close(d);
         return NULL;
     }
-    /* LOOM_VK_FA: the prefill attention kernel. "cm" (the default where the device and build have
+    /* LOOM_VK_FA: the prefill attention kernel. "cmp" (the default where the device and build have
      * cooperative matrices and a subgroup size of 32 or 64): attn_cm.comp, Q.K^T and P.V on tensor
-     * cores with f16 inputs; "cms": its builds that rescale O through shared memory; "cmp": its
-     * builds that prefetch the next K/V tile into registers (A/B variants); "fa":
-     * attn_fa.comp (f32 FMA tiles, the default elsewhere); "row": attention.comp one query row per
-     * workgroup (as LOOM_VK_NO_FA=1). Unknown: an error listing them. */
+     * cores with f16 inputs, the next K/V tile's loads in flight during the products (H100,
+     * 2026-12-06, llama-1.1b f16 pp4096: 24,816 t/s on attn_fa.comp -> 34,900; attention 90.6 ->
+     * 41.2 ms of the step); "cm": the same without the prefetch (30,330); "cms": that rescaling O
+     * through shared memory (24,250); "cmp8": cmp with 8 subgroups (128 query slots) per workgroup
+     * for head dims <= 64 (unmeasured); "fa": attn_fa.comp (f32 FMA tiles, the default elsewhere);
+     * "row": attention.comp one query row per workgroup (as LOOM_VK_NO_FA=1). Unknown: an error
+     * listing them. */
     static const struct {
         const char *name;
-    } fa_modes[] = {{"cm"}, {"fa"}, {"row"}, {"cms"}, {"cmp"}};
+    } fa_modes[] = {{"cm"}, {"fa"}, {"row"}, {"cms"}, {"cmp"}, {"cmp8"}};
     const size_t n_fa = sizeof fa_modes / sizeof fa_modes[0];
     const char *fam = getenv("LOOM_VK_FA");
     int fa = -1;
@@ -833,7 +841,8 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     bool cm_ok = d->coopmat && (d->subgroup_size == 32 || d->subgroup_size == 64);
     d->no_fa = env_flag("LOOM_VK_NO_FA") || fa == 2;
     d->attn_cm = cm_ok && !d->no_fa && fa != 1;
-    d->attn_cm_var = fa == 3 ? 1 : fa == 4 ? 2 : 0;
+    d->attn_cm_var = fa == 0 ? 0 : fa == 3 ? 1 : fa == 5 ? 3 : 2;
+    d->attn_cm_forced = fa == 0 || fa >= 3;
     if ((fa == 0 || fa >= 3) && !cm_ok)
         fprintf(stderr, "loom: vulkan: LOOM_VK_FA=%s: no cooperative matrices (f16 16x16x16, subgroup size 32 or 64) "
                         "on %s or in this build; prefill attention stays on attn_fa.comp\n", fam, d->name);
@@ -985,15 +994,16 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     }
     if (d->verbose)
         fprintf(stderr,
-                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s%s%s%s, integer dot %s, max alloc "
+                "loom: vulkan: %s (%s), subgroup %u%s, f16 storage %s, coopmat %s%s%s%s%s%s%s, integer dot %s, max alloc "
                 "%.0f MiB, max range %.0f MiB, prefill attention %s\n",
                 d->name, vk_type_str(d->props.deviceType), d->subgroup_size,
                 d->subgroup_arith ? " (arithmetic)" : "", d->f16_storage ? "yes" : "no", d->coopmat ? "yes" : "no",
                 d->coopmat && d->cm_variant ? " variant " : "", d->coopmat && d->cm_variant ? vk_cm_variant_name(d->cm_variant) : "",
                 d->cm2 ? ", coopmat2 " : "", d->cm2 ? vk_cm2_name(d) : "",
-                d->cm_qtile ? ", quantised tiles in place (LOOM_VK_CM_QTILE)" : "", d->idot ? "yes" : "no", mib(d->max_alloc),
+                d->cm_qtile ? ", quantised tiles in place (LOOM_VK_CM_QTILE)" : "",
+                d->ksplit ? ", forced K splits (LOOM_VK_CM_KSPLIT)" : "", d->idot ? "yes" : "no", mib(d->max_alloc),
                 mib(d->max_range),
-                d->attn_cm ? (d->attn_cm_var == 1 ? "attn_cm cms (tensor cores)" : d->attn_cm_var == 2 ? "attn_cm cmp (tensor cores)" : "attn_cm (tensor cores)") : d->no_fa ? "attention.comp" : "attn_fa");
+                d->attn_cm ? (d->attn_cm_var == 1 ? "attn_cm cms (tensor cores)" : d->attn_cm_var == 2 ? "attn_cm cmp (tensor cores)" : d->attn_cm_var == 3 ? "attn_cm cmp8 (tensor cores)" : "attn_cm (tensor cores)") : d->no_fa ? "attention.comp" : "attn_fa");
     return d;
 }
 

@@ -92,8 +92,9 @@ typedef struct vk_dev {
     uint32_t cm_big_tiles; /* its 128 x 128 tiles from this many such tiles on (else 64 x 64) */
     bool qcm_tiles; /* quantised W on it: dequantised in the tile loads, not first to f16 scratch */
     uint32_t cm_variant; /* index into vk_record.c's cm_variants (0: matmul_cm.comp); LOOM_VK_CM_VARIANT */
+    uint32_t ksplit;     /* LOOM_VK_CM_KSPLIT: the K splits of every tiled matmul (1..8), 0: vk_record.c's choice */
     uint32_t cm_min_m;   /* the variant serves matmuls of at least this many rows (0 when forced by the knob) */
-    bool cm_qtile;       /* quantised W dequantised in the tile loads of the sg64 variant (default with coopmat)
+    bool cm_qtile;       /* quantised W dequantised in the tile loads of the variant (sg64: every type; default with coopmat)
                           * (matmul_cmv.comp, W_Q*) instead of first to f16 scratch; without cooperative
                           * matrices, the tiled prefill's matmul_q.comp QTILE build (the decoders' lavapipe check) */
     bool cm_qtile_all;   /* LOOM_VK_CM_QTILE=1 set: IQ4_NL/IQ4_XS too (left out by default: 38% slower, vk_device.c) */
@@ -103,8 +104,10 @@ typedef struct vk_dev {
     bool no_fa;          /* LOOM_VK_NO_FA or LOOM_VK_FA=row: prefill attention one query row per workgroup (attention.comp) */
     bool attn_cm;        /* prefill attention on cooperative matrices (attn_cm.comp): the default with coopmat;
                           * LOOM_VK_FA=fa keeps attn_fa.comp (vk_device.c) */
-    uint32_t attn_cm_var; /* its builds: 0 plain; LOOM_VK_FA=cms 1 (ROWSCALE_SHARED: O rescaled through shared
-                           * memory); cmp 2 (PREFETCH: the next K/V tile's loads in flight during the products) */
+    uint32_t attn_cm_var; /* its builds: LOOM_VK_FA=cm 0 plain; cms 1 (ROWSCALE_SHARED: O rescaled through shared
+                           * memory); cmp and the default 2 (PREFETCH: the next K/V tile's loads in flight
+                           * during the products); cmp8 3 (PREFETCH with 8 subgroups, head dims <= 64) */
+    bool attn_cm_forced; /* LOOM_VK_FA named an attn_cm build: also for models whose matmul weights are all f32 */
     uint64_t n_attn_cm;  /* attn_cm.comp dispatches recorded so far (describe() shows them: the tests' proof it ran) */
     uint64_t fuse_max_nk; /* RMSNORM / SWIGLU fused into GEMVs of at most this many weights */
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */

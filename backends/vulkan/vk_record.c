@@ -316,24 +316,17 @@ static loom_spv_id qbshader(loom_dtype t) {
     return tab[t];
 }
 
-/* LOOM_VK_CM_QTILE=1: the in-tile dequantising build of a quantised W's prefill matmul, every block
- * type. cm: sg64's (matmul_cmv.comp with W_Q*, the only variant built for them); else matmul_q.comp
- * with QTILE (64 x 64 or, big, 128 x 128 tiles): on a device without cooperative matrices, the same
- * decoders (qtile.glsl) as the tensor-core build, so lavapipe checks them against the CPU. */
-static loom_spv_id qtile_shader(loom_dtype t, bool cm, bool big) {
-#define QTROW(T, CM) {LOOM_SPV_MATMUL_QT_##T, LOOM_SPV_MATMUL_BIG_QT_##T, CM}
-#ifdef LOOM_VK_COOPMAT
-#define QT(T) QTROW(T, LOOM_SPV_MATMUL_CMV_SG64Q_##T)
-#else
-#define QT(T) QTROW(T, LOOM_SPV_MATMUL_QT_##T) /* unreachable: no coopmat */
-#endif
-    static const loom_spv_id tab[LOOM_DTYPE_COUNT][3] = {
+/* LOOM_VK_CM_QTILE=1 without cooperative matrices: matmul_q.comp with QTILE (64 x 64 or, big,
+ * 128 x 128 tiles), the same decoders (qtile.glsl) as the tensor-core variants' in-tile builds
+ * (vk_cmv.qt below), so lavapipe checks them against the CPU. */
+static loom_spv_id qtile_shader(loom_dtype t, bool big) {
+#define QT(T) {LOOM_SPV_MATMUL_QT_##T, LOOM_SPV_MATMUL_BIG_QT_##T}
+    static const loom_spv_id tab[LOOM_DTYPE_COUNT][2] = {
         [LOOM_Q8_0] = QT(Q8_0), [LOOM_Q4_0] = QT(Q4_0), [LOOM_Q4_K] = QT(Q4_K),     [LOOM_Q6_K] = QT(Q6_K),
         [LOOM_Q4_1] = QT(Q4_1), [LOOM_Q5_0] = QT(Q5_0), [LOOM_Q5_1] = QT(Q5_1),     [LOOM_Q2_K] = QT(Q2_K),
         [LOOM_Q3_K] = QT(Q3_K), [LOOM_Q5_K] = QT(Q5_K), [LOOM_IQ4_NL] = QT(IQ4_NL), [LOOM_IQ4_XS] = QT(IQ4_XS)};
 #undef QT
-#undef QTROW
-    return tab[t][cm ? 2 : big];
+    return tab[t][big];
 }
 
 /* The decode GEMV on x quantised to 8 bits (shaders/matvec_dp.comp, LOOM_VK_GEMV_Q=dp*) for t: with
@@ -358,37 +351,65 @@ static bool qcm_tiles_ok(loom_dtype t) { return t == LOOM_Q8_0 || t == LOOM_Q4_0
 /* The tensor-core prefill variants for A/B runs (LOOM_VK_CM_VARIANT=<name>; docs/vulkan-backend.md).
  * 0, "base", is matmul_cm.comp with its 64 x 64 / 128 x 128 choice (LOOM_VK_CM_BIG_TILES); the
  * others are shaders/matmul_cmv.comp built with the defines vulkan.cmake lists for them: a bm x bn
- * tile for every coopmat dispatch, nsg subgroups, and (xh) x converted to f16 once per matmul by
- * tohalf.comp. They take f16/bf16 W and the f16 copy of a quantised W; the in-tile dequantisation
- * (LOOM_VK_QCM=tiles) stays on matmul_cm.comp, LOOM_VK_CM_QTILE's is sg64's (q). smem: their
- * shared memory, bytes. */
+ * tile for every coopmat dispatch, nsg subgroups, a K step of bk, stages shared buffers, and (xh)
+ * x converted to f16 once per matmul by tohalf.comp. They take f16/bf16 W, and a quantised W
+ * either dequantised in their tile loads (LOOM_VK_CM_QTILE, the default: the block types of qmask,
+ * shaders qt) or as its f16 copy (the other types); LOOM_VK_QCM=tiles stays on matmul_cm.comp.
+ * smem: their shared memory, bytes. */
 typedef struct {
     const char *name;
     uint32_t bm, bn, nsg, smem;
     bool xh;
     loom_spv_id f16, bf16;
-    bool q; /* also built for block-quantised W (qtile_shader; LOOM_VK_CM_QTILE) */
+    uint32_t qmask;           /* 1 << t for the block types t with an in-tile build */
+    const loom_spv_id *qt;    /* [LOOM_DTYPE_COUNT]: those builds (matmul_cmv.comp with W_Q*) */
 } vk_cmv;
-static const vk_cmv cm_variants[] = {
-    {"base", 0, 0, 0, 0, false, 0, 0, false},
 #ifdef LOOM_VK_COOPMAT
-#define CMV(n, N, bm, bn, nsg, stages, xh, q)                                                      \
-    {n, bm, bn, nsg, (stages) * ((bm) + (bn)) * 80 + (nsg) * 1024, xh, LOOM_SPV_MATMUL_CMV_##N##_F16, \
-     LOOM_SPV_MATMUL_CMV_##N##_BF16, q}
-    CMV("sg64", SG64, 128, 128, 4, 1, false, true), /* 4 subgroups of 64 x 64 (4 x 4 fragments) */
-    CMV("sg64db", SG64DB, 128, 128, 4, 2, false, false), /* ... + two shared buffers, one barrier a step */
-    CMV("sg64h", SG64H, 128, 128, 4, 2, true, false),  /* ... + x converted to f16 first */
-    CMV("n256h", N256H, 128, 256, 8, 1, true, false),  /* 128 x 256, 8 subgroups of 64 x 64, f16 x */
-    CMV("m64h", M64H, 64, 128, 4, 2, true, false),     /* 64 x 128, 4 subgroups of 32 x 64, 2 buffers, f16 x */
+#define QB(T) (1u << LOOM_##T)
+#define QMASK4 (QB(Q8_0) | QB(Q4_0) | QB(Q4_K) | QB(Q6_K))
+#define QMASK12 (QMASK4 | QB(Q4_1) | QB(Q5_0) | QB(Q5_1) | QB(Q2_K) | QB(Q3_K) | QB(Q5_K) | QB(IQ4_NL) | QB(IQ4_XS))
+#define QS(N, T) [LOOM_##T] = LOOM_SPV_MATMUL_CMV_##N##Q_##T
+#define QTAB4(N) (const loom_spv_id[LOOM_DTYPE_COUNT]){QS(N, Q8_0), QS(N, Q4_0), QS(N, Q4_K), QS(N, Q6_K)}
+static const loom_spv_id cmv_q_sg64[LOOM_DTYPE_COUNT] = {
+    QS(SG64, Q8_0), QS(SG64, Q4_0), QS(SG64, Q4_K), QS(SG64, Q6_K),   QS(SG64, Q4_1),   QS(SG64, Q5_0),
+    QS(SG64, Q5_1), QS(SG64, Q2_K), QS(SG64, Q3_K), QS(SG64, Q5_K), QS(SG64, IQ4_NL), QS(SG64, IQ4_XS)};
+#endif
+static const vk_cmv cm_variants[] = {
+    {"base", 0, 0, 0, 0, false, 0, 0, 0, NULL},
+#ifdef LOOM_VK_COOPMAT
+    /* smem: stages buffers of (bm + bn) rows of bk + 8 halves, and 1 KiB per subgroup for the stores */
+#define CMV(n, N, bm, bn, bk, nsg, stages, xh, qm, qt)                                             \
+    {n, bm, bn, nsg, (stages) * ((bm) + (bn)) * ((bk) + 8) * 2 + (nsg) * 1024, xh, LOOM_SPV_MATMUL_CMV_##N##_F16, \
+     LOOM_SPV_MATMUL_CMV_##N##_BF16, qm, qt}
+    CMV("sg64", SG64, 128, 128, 32, 4, 1, false, QMASK12, cmv_q_sg64), /* 4 subgroups of 64 x 64 (4 x 4 fragments) */
+    CMV("sg64db", SG64DB, 128, 128, 32, 4, 2, false, 0, NULL), /* ... + two shared buffers, one barrier a step */
+    CMV("sg64h", SG64H, 128, 128, 32, 4, 2, true, 0, NULL),  /* ... + x converted to f16 first */
+    CMV("n256h", N256H, 128, 256, 32, 8, 1, true, 0, NULL),  /* 128 x 256, 8 subgroups of 64 x 64, f16 x */
+    CMV("m64h", M64H, 64, 128, 32, 4, 2, true, 0, NULL),     /* 64 x 128, 4 subgroups of 32 x 64, 2 buffers, f16 x */
+    /* session 11's set (unmeasured when written): the K step of 64 (half the barriers per product)
+     * and/or 8 subgroups of 64 x 32 on sg64's 128 x 128 tile (twice the warps, 8 accumulators each) */
+    CMV("k64h", K64H, 128, 128, 64, 4, 1, true, QMASK4, QTAB4(K64H)),  /* sg64 with BK = 64, f16 x */
+    CMV("w8", W8, 128, 128, 32, 8, 1, false, QMASK4, QTAB4(W8)),       /* 8 subgroups of 64 x 32 */
+    CMV("w8k64", W8K64, 128, 128, 64, 8, 1, false, QMASK4, QTAB4(W8K64)), /* ... with BK = 64 */
+    CMV("w8k64h", W8K64H, 128, 128, 64, 8, 1, true, QMASK4, QTAB4(W8K64H)), /* ... and f16 x */
+    CMV("w8db", W8DB, 128, 128, 32, 8, 2, false, QMASK4, QTAB4(W8DB)), /* w8, two buffers, one barrier a step */
+    CMV("m256", M256, 256, 128, 32, 8, 1, false, QMASK4, QTAB4(M256)), /* 256 x 128, 8 subgroups of 64 x 64 */
 #undef CMV
 #endif
 };
+#ifdef LOOM_VK_COOPMAT
+#undef QTAB4
+#undef QS
+#undef QMASK12
+#undef QMASK4
+#undef QB
+#endif
 #define N_CMV (sizeof cm_variants / sizeof cm_variants[0])
 
 int vk_cm_variant_find(const vk_dev *d, const char *name) {
     int i = VK_KNOB_FIND(cm_variants, N_CMV, name);
     if (i < 0) {
-        char names[128] = "";
+        char names[256] = "";
         return loom_err("vulkan: LOOM_VK_CM_VARIANT=%s is not one of this build's: %s", name,
                         VK_KNOB_NAMES(names, cm_variants, N_CMV));
     }
@@ -534,6 +555,21 @@ static loom_spv_id dqshader(loom_dtype t) {
 #endif
 }
 
+/* The K splits of a tiled matmul with `tiles` output tiles (every split's partial product lands in
+ * scratch, a second dispatch sums them): few tiles and a long K (a 896-wide down projection in
+ * prefill, a 7B pp512's 4096-row matrices on 128 x 128 tiles) split K as well, up to 8 ways, each
+ * split >= 512 long; LOOM_VK_CM_KSPLIT=n (1..8) forces n on every tiled matmul, for A/B runs, but
+ * one whose bias may not be bound whole (`whole` false: a weight in chunks of rows, so its bias
+ * may cross the pieces of a split buffer), as the sum would bind it: there the choice stays. */
+static uint32_t ksplit_of(const vk_dev *d, uint64_t tiles, uint64_t K, bool whole) {
+    if (d->ksplit && whole) return d->ksplit;
+    if (tiles >= 256 || K < 1024) return 1;
+    uint64_t ks = (256 + tiles - 1) / tiles;
+    if (ks > K / 512) ks = K / 512;
+    if (ks > 8) ks = 8;
+    return ks > 1 ? (uint32_t)ks : 1;
+}
+
 #ifdef LOOM_VK_COOPMAT
 /* x (nx f32 elements) to f16 once per matmul (tohalf.comp) for the tensor-core matmuls that read f16
  * x (matmul_cm2.comp, the matmul_cmv.comp XH variants): into scratch at `at`, its length nx rounded
@@ -577,13 +613,7 @@ static int rec_matmul_cm2(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], con
         if ((size_t)elem_off(d, &c) * c.esize % 16) return 0;
     }
     uint64_t tiles = ((M + bm - 1) / bm) * ((Nn + bn - 1) / bn);
-    uint32_t ksplit = 1;
-    if (tiles < 256 && K >= 1024) { /* as rec_matmul: few tiles, long K */
-        uint64_t ks = (256 + tiles - 1) / tiles;
-        if (ks > K / 512) ks = K / 512;
-        if (ks > 8) ks = 8;
-        ksplit = ks > 1 ? (uint32_t)ks : 1;
-    }
+    uint32_t ksplit = ksplit_of(d, tiles, K, !bias || step >= Nn); /* as rec_matmul */
     if (ksplit == 1 && (size_t)elem_off(d, &a[0]) * 4 % 16) return 0;
     size_t al = d->align > 256 ? d->align : 256, part = (size_t)M * Nn * 4;
     size_t xh_at = ksplit > 1 ? (part * ksplit + al - 1) / al * al : 0;
@@ -764,23 +794,18 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
      * every tensor-core dispatch): its tile */
     const vk_cmv *cv = cm && d->cm_variant && d->cm_variant < N_CMV && M >= d->cm_min_m ? &cm_variants[d->cm_variant]
                                                                                         : NULL;
-    /* LOOM_VK_CM_QTILE (the default with cooperative matrices): a quantised W on the sg64 variant is
-     * dequantised in its tile loads (matmul_cmv.comp W_Q*), no f16 copy and no chunks of rows beyond
-     * the binding's; other variants, and matmuls below sg64's cm_min_m rows, keep the f16 copy.
+    /* LOOM_VK_CM_QTILE (the default with cooperative matrices): a quantised W on a variant with an
+     * in-tile build for its type (sg64: all; cm_variants' qmask) is dequantised in its tile loads
+     * (matmul_cmv.comp W_Q*), no f16 copy and no chunks of rows beyond the binding's; other
+     * variants / types, and matmuls below sg64's cm_min_m rows, keep the f16 copy.
      * Without cooperative matrices: matmul_q.comp's QTILE build (qtile_shader) */
     bool qtile = quant && !gemv && d->cm_qtile && (d->cm_qtile_all || qtile_default_type(w->type)) &&
-                 (cm ? cv && cv->q : true);
+                 (cm ? cv && (cv->qmask >> w->type & 1u) : true);
     bool qcopy = cm && quant && !qtile && (!d->qcm_tiles || !qcm_tiles_ok(w->type));
     if (cv && quant && !qcopy && !qtile) cv = NULL; /* LOOM_VK_QCM=tiles: matmul_cm.comp */
     uint64_t tile = big ? 128 : 64, tm = cv ? cv->bm : tile, tn = cv ? cv->bn : tile;
     uint64_t tiles = ((M + tm - 1) / tm) * ((Nn + tn - 1) / tn);
-    uint32_t ksplit = 1;
-    if (!gemv && tiles < 256 && K >= 1024) {
-        uint64_t ks = (256 + tiles - 1) / tiles;
-        if (ks > K / 512) ks = K / 512;
-        if (ks > 8) ks = 8;
-        ksplit = ks > 1 ? (uint32_t)ks : 1;
-    }
+    uint32_t ksplit = gemv ? 1 : ksplit_of(d, tiles, K, !bias || step >= Nn);
     /* scratch: [split-K partials][f16 copy of a chunk of W rows][f16 copy of x], each aligned */
     size_t al = d->align > 256 ? d->align : 256;
     size_t dq_at = ksplit > 1 ? ((size_t)M * Nn * 4 * ksplit + al - 1) / al * al : 0, xh_at = dq_at;
@@ -802,8 +827,8 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         sh = dpshader(w->type, d->idot, 0); /* (the epilogue's builds chosen below) */
     else if (qb_rows)
         sh = qbshader(w->type);
-    else if (qtile) /* quantised tiles dequantised in place (sg64, or matmul_q.comp QTILE) */
-        sh = qtile_shader(w->type, cm, big);
+    else if (qtile) /* quantised tiles dequantised in place (a variant's, or matmul_q.comp QTILE) */
+        sh = cm ? cv->qt[w->type] : qtile_shader(w->type, big);
     else if (cv) /* a matmul_cmv.comp variant: the f16 copy of a quantised W is f16 */
         sh = w->type == LOOM_BF16 ? cv->bf16 : cv->f16;
     else if (quant && !qcopy) /* raw blocks dequantised in registers (shaders/wquant.glsl) */
@@ -1112,28 +1137,47 @@ static uint64_t fa_shared_bytes(uint64_t hd) {
     return 16 * (R * g4 + BC * (g4 + 1)) + 4 * R * (BC + 1) + 4 * R * 8 + 8 * R;
 }
 
-/* attn_cm.comp's shared memory for head dim hd (T: 64 rows of hd + 8 halves; per subgroup (4) a
- * 16 x 36 f32 score slice, a 16 x 40 f16 P slice, a 16 x 16 f32 alpha matrix, 64 floats of lane
- * exchange; per slot (64) 1/l and per row its key range): 37,632 B at head dim 128 */
-static uint64_t cm_attn_shared_bytes(uint64_t hd) {
-    return 64 * (hd + 8) * 2 + 4 * 16 * 36 * 4 + 4 * 16 * 40 * 2 + 4 * 256 * 4 + 4 * 64 * 4 + 3 * 64 * 4;
+/* attn_cm.comp's shared memory for head dim hd and nsg subgroups (T: 64 rows of hd + 8 halves; per
+ * subgroup a 16 x 36 f32 score slice, a 16 x 40 f16 P slice, a 16 x 16 f32 alpha matrix, 64 floats
+ * of lane exchange (inside the alpha matrix with 8); per slot (16 nsg) 1/l and per row its key
+ * range): 37,632 B at head dim 128 with 4, 47,616 B at head dim 64 with 8 */
+static uint64_t cm_attn_shared_bytes(uint64_t hd, uint64_t nsg) {
+    return 64 * (hd + 8) * 2 + nsg * (16 * 36 * 4 + 16 * 40 * 2 + 256 * 4) + (nsg > 4 ? 0 : nsg * 64 * 4) + 3 * 16 * nsg * 4;
 }
 
 /* attn_cm.comp's build for head dim hd and variant v (vk_dev.attn_cm_var: 0 plain, 1 ROWSCALE_SHARED
- * (LOOM_VK_FA=cms), 2 PREFETCH (cmp)); LOOM_SPV_COUNT: none (then attn_fa.comp or attention.comp) */
+ * (LOOM_VK_FA=cms), 2 PREFETCH (cmp, the default), 3 PREFETCH + NSG8 (cmp8: 8 subgroups; head dims
+ * <= 64, 128 takes the 4-subgroup PREFETCH build)); LOOM_SPV_COUNT: none (then attn_fa.comp or
+ * attention.comp) */
 static loom_spv_id cm_attn_shader(uint32_t hd, uint32_t v) {
 #ifdef LOOM_VK_COOPMAT
-    static const loom_spv_id ids[4][3] = {
-        {LOOM_SPV_ATTN_CM_H16, LOOM_SPV_ATTN_CM_H16S, LOOM_SPV_ATTN_CM_H16P},
-        {LOOM_SPV_ATTN_CM_H32, LOOM_SPV_ATTN_CM_H32S, LOOM_SPV_ATTN_CM_H32P},
-        {LOOM_SPV_ATTN_CM_H64, LOOM_SPV_ATTN_CM_H64S, LOOM_SPV_ATTN_CM_H64P},
-        {LOOM_SPV_ATTN_CM_H128, LOOM_SPV_ATTN_CM_H128S, LOOM_SPV_ATTN_CM_H128P}};
+    static const loom_spv_id ids[4][4] = {
+        {LOOM_SPV_ATTN_CM_H16, LOOM_SPV_ATTN_CM_H16S, LOOM_SPV_ATTN_CM_H16P, LOOM_SPV_ATTN_CM_H16P8},
+        {LOOM_SPV_ATTN_CM_H32, LOOM_SPV_ATTN_CM_H32S, LOOM_SPV_ATTN_CM_H32P, LOOM_SPV_ATTN_CM_H32P8},
+        {LOOM_SPV_ATTN_CM_H64, LOOM_SPV_ATTN_CM_H64S, LOOM_SPV_ATTN_CM_H64P, LOOM_SPV_ATTN_CM_H64P8},
+        {LOOM_SPV_ATTN_CM_H128, LOOM_SPV_ATTN_CM_H128S, LOOM_SPV_ATTN_CM_H128P, LOOM_SPV_ATTN_CM_H128P}};
     int k = hd == 16 ? 0 : hd == 32 ? 1 : hd == 64 ? 2 : hd == 128 ? 3 : -1;
-    if (k >= 0 && v < 3) return ids[k][v];
+    if (k >= 0 && v < 4) return ids[k][v];
 #else
     (void)hd, (void)v;
 #endif
     return LOOM_SPV_COUNT;
+}
+
+/* Whether every matmul weight of the plan is f32 (and there is one): such a model keeps f32 prefill
+ * attention (attn_fa.comp) by default, as its matmuls keep the f32 FMA kernel. attn_cm.comp rounds
+ * q, k, v and p to f16: on the f32 fixtures' long references (H100, 2026-12-06) logits moved by
+ * 2.3e-3 to 7.4e-3, over `loom check`'s 1e-3 for f32 weights, against 2.8e-5 to 1.7e-4 on attn_fa. */
+static bool plan_all_f32(const loom_exec_ctx *x) {
+    const loom_graph *g = x->plan->g;
+    int mm = 0;
+    for (int k = 0; k < g->n; k++) {
+        const loom_node *n = &g->nodes[k];
+        if (n->op != LOOM_OP_MATMUL || n->replaced_by >= 0) continue;
+        if (N(x, n->src[1])->type != LOOM_F32) return false;
+        mm++;
+    }
+    return mm > 0;
 }
 
 static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
@@ -1164,12 +1208,16 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
     /* prefill on tensor cores (attn_cm.comp, LOOM_VK_FA=cm, the default with cooperative matrices):
      * 64 (row, head) slots per workgroup, 16 per subgroup; head dims 16, 32, 64, 128; not for ring
-     * caches (keys at j % C) or block tables */
+     * caches (keys at j % C) or block tables; not for all-f32 models unless LOOM_VK_FA names it
+     * (plan_all_f32) */
     bool pf = !paged && !ring && S >= 64 && pc.u[6] && elem_off(d, &a[1]) % 4 == 0;
     loom_spv_id cmsh = cm_attn_shader(hd, d->attn_cm_var);
-    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT &&
-        cm_attn_shared_bytes(hd) <= d->props.limits.maxComputeSharedMemorySize) {
-        uint32_t nr = 64 / gw, cspec[4] = {4 * d->subgroup_size, gw, 0, d->subgroup_size};
+    uint32_t nsg = d->attn_cm_var == 3 && hd <= 64 ? 8 : 4;
+    if (nsg == 8 && cm_attn_shared_bytes(hd, 8) > d->props.limits.maxComputeSharedMemorySize)
+        nsg = 4, cmsh = cm_attn_shader(hd, 2); /* cmp8 where 8 subgroups' slices do not fit: cmp */
+    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT && (d->attn_cm_forced || !plan_all_f32(x)) &&
+        cm_attn_shared_bytes(hd, nsg) <= d->props.limits.maxComputeSharedMemorySize) {
+        uint32_t nr = 16 * nsg / gw, cspec[4] = {nsg * d->subgroup_size, gw, 0, d->subgroup_size};
         if (!r->sizing) d->n_attn_cm++;
         return dispatch(r, cmsh, cspec, a, &pc, gx, (uint32_t)((S + nr - 1) / nr), 1);
     }

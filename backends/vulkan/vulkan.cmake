@@ -295,6 +295,22 @@ void main() {
       "matmul_cmv_n256h_bf16|matmul_cmv.comp|W_BF16|BM=128|BN=256|WROWS=2|WCOLS=4|STAGES=1|XH"
       "matmul_cmv_m64h_f16|matmul_cmv.comp|W_F16|BM=64|BN=128|WROWS=2|WCOLS=2|STAGES=2|XH"
       "matmul_cmv_m64h_bf16|matmul_cmv.comp|W_BF16|BM=64|BN=128|WROWS=2|WCOLS=2|STAGES=2|XH"
+      # session 11's A/B set (docs/vulkan-backend.md): BK = 64 (half the barriers per product) and/or
+      # 8 subgroups of 64 x 32 on the 128 x 128 tile (twice the warps to hide latency, half the
+      # accumulators each); k64h's f16 x keeps its prefetch registers at sg64's count
+      "matmul_cmv_k64h_f16|matmul_cmv.comp|W_F16|BM=128|BN=128|BK=64|WROWS=2|WCOLS=2|STAGES=1|XH"
+      "matmul_cmv_k64h_bf16|matmul_cmv.comp|W_BF16|BM=128|BN=128|BK=64|WROWS=2|WCOLS=2|STAGES=1|XH"
+      "matmul_cmv_w8_f16|matmul_cmv.comp|W_F16|BM=128|BN=128|WROWS=2|WCOLS=4|STAGES=1"
+      "matmul_cmv_w8_bf16|matmul_cmv.comp|W_BF16|BM=128|BN=128|WROWS=2|WCOLS=4|STAGES=1"
+      "matmul_cmv_w8k64_f16|matmul_cmv.comp|W_F16|BM=128|BN=128|BK=64|WROWS=2|WCOLS=4|STAGES=1"
+      "matmul_cmv_w8k64_bf16|matmul_cmv.comp|W_BF16|BM=128|BN=128|BK=64|WROWS=2|WCOLS=4|STAGES=1"
+      "matmul_cmv_w8k64h_f16|matmul_cmv.comp|W_F16|BM=128|BN=128|BK=64|WROWS=2|WCOLS=4|STAGES=1|XH"
+      "matmul_cmv_w8k64h_bf16|matmul_cmv.comp|W_BF16|BM=128|BN=128|BK=64|WROWS=2|WCOLS=4|STAGES=1|XH"
+      "matmul_cmv_w8db_f16|matmul_cmv.comp|W_F16|BM=128|BN=128|WROWS=2|WCOLS=4|STAGES=2"
+      "matmul_cmv_w8db_bf16|matmul_cmv.comp|W_BF16|BM=128|BN=128|WROWS=2|WCOLS=4|STAGES=2"
+      # 256 x 128 (256 rows of x): each W tile, and a quantised one's decoding, serves twice the rows
+      "matmul_cmv_m256_f16|matmul_cmv.comp|W_F16|BM=256|BN=128|WROWS=4|WCOLS=2|STAGES=1"
+      "matmul_cmv_m256_bf16|matmul_cmv.comp|W_BF16|BM=256|BN=128|WROWS=4|WCOLS=2|STAGES=1"
       # LOOM_VK_CM_QTILE=1: sg64 with the W tile dequantised in place from the raw blocks (qtile.glsl)
       "matmul_cmv_sg64q_q8_0|matmul_cmv.comp|W_Q8_0|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=1"
       "matmul_cmv_sg64q_q4_0|matmul_cmv.comp|W_Q4_0|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=1"
@@ -310,7 +326,8 @@ void main() {
       "matmul_cmv_sg64q_iq4_xs|matmul_cmv.comp|W_IQ4_XS|BM=128|BN=128|WROWS=2|WCOLS=2|STAGES=1"
       "tohalf|tohalf.comp"
       # prefill attention on cooperative matrices (LOOM_VK_FA, vk_record.c rec_attention), a build per head
-      # dim; the s builds rescale O through shared memory (LOOM_VK_FA=cms), the p builds prefetch K/V (cmp)
+      # dim; the s builds rescale O through shared memory (LOOM_VK_FA=cms), the p builds prefetch K/V (cmp), the p8
+      # builds are those with 8 subgroups (cmp8, head dims <= 64)
       "attn_cm_h16|attn_cm.comp|HD=16"
       "attn_cm_h32|attn_cm.comp|HD=32"
       "attn_cm_h64|attn_cm.comp|HD=64"
@@ -323,6 +340,9 @@ void main() {
       "attn_cm_h32p|attn_cm.comp|HD=32|PREFETCH"
       "attn_cm_h64p|attn_cm.comp|HD=64|PREFETCH"
       "attn_cm_h128p|attn_cm.comp|HD=128|PREFETCH"
+      "attn_cm_h16p8|attn_cm.comp|HD=16|PREFETCH|NSG8"
+      "attn_cm_h32p8|attn_cm.comp|HD=32|PREFETCH|NSG8"
+      "attn_cm_h64p8|attn_cm.comp|HD=64|PREFETCH|NSG8"
       # block-quantised weights: to f16 in scratch (dequant.comp) for the f16 shaders above, or
       # dequantised in the tile loads (LOOM_VK_QCM=tiles, for comparison)
       "dequant_q8_0|dequant.comp|W_Q8_0"
@@ -345,6 +365,19 @@ void main() {
       "matmul_cm_big_q4_k|matmul_cm.comp|W_Q4_K|BIG"
       "matmul_cm_q6_k|matmul_cm.comp|W_Q6_K"
       "matmul_cm_big_q6_k|matmul_cm.comp|W_Q6_K|BIG")
+    # ... and the session-11 variants' in-tile builds for the block types of llama-7b's q4_0 / Q4_K_M /
+    # q8_0 files (vk_record.c's cmv_q tables; the other types take their f16 copy on these variants)
+    foreach(qv "k64h|BM=128|BK=64|WROWS=2|WCOLS=2|STAGES=1|XH" "w8|BM=128|BK=32|WROWS=2|WCOLS=4|STAGES=1"
+               "w8k64|BM=128|BK=64|WROWS=2|WCOLS=4|STAGES=1" "w8k64h|BM=128|BK=64|WROWS=2|WCOLS=4|STAGES=1|XH"
+               "w8db|BM=128|BK=32|WROWS=2|WCOLS=4|STAGES=2" "m256|BM=256|BK=32|WROWS=4|WCOLS=2|STAGES=1")
+      string(FIND "${qv}" "|" qbar)
+      string(SUBSTRING "${qv}" 0 ${qbar} qvn)
+      string(SUBSTRING "${qv}" ${qbar} -1 qvd)
+      foreach(t q8_0 q4_0 q4_k q6_k)
+        string(TOUPPER ${t} tu)
+        list(APPEND LOOM_VK_VARIANTS "matmul_cmv_${qvn}q_${t}|matmul_cmv.comp|W_${tu}|BN=128${qvd}")
+      endforeach()
+    endforeach()
     message(STATUS "loom: cooperative-matrix shaders on (${LOOM_GLSLANG} compiles GL_KHR_cooperative_matrix)")
     # VK_NV_cooperative_matrix2 (LOOM_VK_CM2; matmul_cm2.comp, SPIR-V 1.6 so --target-env vulkan1.3,
     # the ENV13 marker below): glslang 15.x compiles GL_NV_cooperative_matrix2 with decode functions.
@@ -398,6 +431,10 @@ void main() {
   endif()
 endif()
 
+# LOOM_SPV_CACHE=DIR: each shader's SPIR-V is kept in DIR under a key of everything its compile
+# reads (spv_cached.sh), so builds sharing DIR compile it once (the Makefile gives `make asan` and
+# `make test` one: 152 glslang runs, ~19 CPU-s on the 2-core box). Empty: glslang runs as usual.
+set(LOOM_SPV_CACHE "" CACHE PATH "a folder of SPIR-V shared by builds (spv_cached.sh); empty: none")
 set(LOOM_SPV_FILES)
 set(LOOM_SPV_NAMES)
 foreach(v ${LOOM_VK_VARIANTS})
@@ -418,10 +455,15 @@ foreach(v ${LOOM_VK_VARIANTS})
     endforeach()
   endif()
   set(out ${LOOM_SPV_DIR}/${name}.spv)
+  set(glslang ${LOOM_GLSLANG})
+  if(LOOM_SPV_CACHE)
+    set(glslang sh ${LOOM_VK_DIR}/spv_cached.sh ${LOOM_SPV_CACHE} ${out} ${LOOM_SHADER_DIR} ${LOOM_GLSLANG})
+  else()
+    list(APPEND defs -o ${out})
+  endif()
   add_custom_command(OUTPUT ${out}
-    COMMAND ${LOOM_GLSLANG} -V --target-env ${env} --quiet -I${LOOM_SHADER_DIR} ${defs}
-            -o ${out} ${LOOM_SHADER_DIR}/${src}
-    DEPENDS ${LOOM_SHADER_DIR}/${src} ${LOOM_SHADER_HEADERS}
+    COMMAND ${glslang} -V --target-env ${env} --quiet -I${LOOM_SHADER_DIR} ${defs} ${LOOM_SHADER_DIR}/${src}
+    DEPENDS ${LOOM_SHADER_DIR}/${src} ${LOOM_SHADER_HEADERS} ${LOOM_VK_DIR}/spv_cached.sh
     COMMENT "glslang ${name}"
     VERBATIM)
   list(APPEND LOOM_SPV_FILES ${out})

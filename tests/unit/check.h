@@ -7,6 +7,20 @@
 
 static int check_failures, check_count;
 
+/* 1 in an AddressSanitizer build (`make asan`), where a few tests run fewer steps or cases: there
+ * the host code is the point, and the full size runs in the release build (docs/reliability.md "CI"
+ * names each one and what still runs under ASan). */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHECK_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHECK_UNDER_ASAN 1
+#endif
+#endif
+#ifndef CHECK_UNDER_ASAN
+#define CHECK_UNDER_ASAN 0
+#endif
+
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
         check_count++;                                                                             \

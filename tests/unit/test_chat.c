@@ -334,6 +334,26 @@ static void mistral_tests(void) {
         loom_chat_turn w[] = {{"user", "x", NULL, 0, NULL}, {"system", "s", NULL, 0, NULL}, {"assistant", "y", NULL, 0, NULL}};
         r = loom_chat_render_tools(V[v].t, w, 3, tools, 2, NULL);
         CHECK(!r && strstr(loom_last_error(), "system message"), "%s: a second system message: %s", V[v].pre, loom_last_error());
+        /* a tool's strings are decoded by cJSON, as the request's were: \u escapes and surrogate pairs
+         * written raw; an escape cJSON refuses (unknown, a short \u, a lone surrogate) refuses the tools,
+         * naming the tool (the old decoder kept them as written) */
+        const char *esc[] = {PY_TIME, "{\"type\": \"function\", \"function\": {\"name\": \"u\", \"description\": "
+                                      "\"\\u00e5\\ud83d\\ude00\\/\\\"\"}}"};
+        r = loom_chat_render_tools(V[v].t, a, 2, esc, 2, NULL);
+        CHECK(r && strstr(r, "\"description\": \"\xc3\xa5\xf0\x9f\x98\x80/\"\""), "%s: \\u escapes in a tool: %s", V[v].pre,
+              r ? r : loom_last_error());
+        free(r);
+        static const char *const bad_esc[] = {"\\q", "\\x41", "\\ud800x", "\\u12"};
+        for (int q = 0; q < 4; q++) {
+            char tool[256];
+            snprintf(tool, sizeof tool, "{\"type\": \"function\", \"function\": {\"name\": \"u\", \"description\": \"a%s\"}}",
+                     bad_esc[q]);
+            const char *bt[] = {PY_TIME, tool};
+            r = loom_chat_render_tools(V[v].t, a, 2, bt, 2, NULL);
+            CHECK(!r && strstr(loom_last_error(), "tool 1 is not valid JSON"), "%s: bad escape %s: %s", V[v].pre, bad_esc[q],
+                  r ? r : loom_last_error());
+            free(r);
+        }
         /* the last message an assistant's: continued */
         loom_chat_turn cont[] = {{"user", "Hi", NULL, 0, NULL}, {"assistant", "Hel", NULL, 0, NULL}};
         expect(loom_chat_render_tools(V[v].t, cont, 2, tools, 0, NULL), v ? "[INST]Hi[/INST]Hel" : "[INST] Hi[/INST] Hel",

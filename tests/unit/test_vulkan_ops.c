@@ -210,7 +210,9 @@ static void test_matmul(void) {
     test_matmul_case(LOOM_F32, 1, 40, 64, false, 1);
     test_matmul_case(LOOM_F16, 2, 40, 64, true, 3);
     test_matmul_case(LOOM_BF16, 20, 40, 64, true, 5);
-    /* the LOOM_VK_CM_VARIANT tiles (128 x 128, 128 x 256, 64 x 128) and their K steps of 32:
+    /* the LOOM_VK_CM_VARIANT tiles (128 x 128, 128 x 256, 256 x 128, 64 x 128) and their K steps of
+     * 32 or 64 (K = 60 under one step of 64, 200 = 3 x 64 + 8; M = 257 above: a 256-row tile and one
+     * of a single row):
      * ragged M and N for each, K % 32 != 0 with vector loads of f32 x (K % 4 == 0) but scalar ones
      * of the f16 x copy (K % 8 != 0), an x offset that is vec4-aligned, and a split K (few tiles,
      * K >= 1024) whose second part ends in a partial step, with K % 8 == 0 (vector loads of f16 x) */
