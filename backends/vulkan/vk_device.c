@@ -814,13 +814,14 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         vk_dev_close(d);
         return NULL;
     }
-    /* LOOM_VK_FA: the prefill attention kernel. "cmp" (the default where the device and build have
-     * cooperative matrices and a subgroup size of 32 or 64): attn_cm.comp, Q.K^T and P.V on tensor
+    /* LOOM_VK_FA: the prefill attention kernel. "cmp": attn_cm.comp, Q.K^T and P.V on tensor
      * cores with f16 inputs, the next K/V tile's loads in flight during the products (H100,
      * 2026-12-06, llama-1.1b f16 pp4096: 24,816 t/s on attn_fa.comp -> 34,900; attention 90.6 ->
      * 41.2 ms of the step); "cm": the same without the prefetch (30,330); "cms": that rescaling O
-     * through shared memory (24,250); "cmp8": cmp with 8 subgroups (128 query slots) per workgroup
-     * for head dims <= 64 (unmeasured); "fa": attn_fa.comp (f32 FMA tiles, the default elsewhere);
+     * through shared memory (24,250); "cmp8" (the default where the device and build have
+     * cooperative matrices and a subgroup size of 32 or 64): cmp with 8 subgroups (128 query slots)
+     * per workgroup for head dims <= 64, cmp above (H200, 2026-12-06, llama-1.1b f16 pp4096: cmp
+     * 34,260, cmp8 38,733); "fa": attn_fa.comp (f32 FMA tiles, the default elsewhere);
      * "row": attention.comp one query row per workgroup (as LOOM_VK_NO_FA=1). Unknown: an error
      * listing them. */
     static const struct {
@@ -841,7 +842,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     bool cm_ok = d->coopmat && (d->subgroup_size == 32 || d->subgroup_size == 64);
     d->no_fa = env_flag("LOOM_VK_NO_FA") || fa == 2;
     d->attn_cm = cm_ok && !d->no_fa && fa != 1;
-    d->attn_cm_var = fa == 0 ? 0 : fa == 3 ? 1 : fa == 5 ? 3 : 2;
+    d->attn_cm_var = fa == 0 ? 0 : fa == 3 ? 1 : fa == 4 ? 2 : 3; /* default: cmp8 (cmp above head dim 64) */
     d->attn_cm_forced = fa == 0 || fa >= 3;
     if ((fa == 0 || fa >= 3) && !cm_ok)
         fprintf(stderr, "loom: vulkan: LOOM_VK_FA=%s: no cooperative matrices (f16 16x16x16, subgroup size 32 or 64) "
