@@ -439,11 +439,12 @@ uint32_t vk_cm_variant_default(const vk_dev *d) {
  * most, 4 rows lost 6-18%); Q8_0, Q2_K, Q3_K and Q5_K keep matvec.comp (4 rows lost 9-20% at
  * llama-1.1b; unmeasured at 7B). */
 /* The block types the GPU defaults take (LOOM_VK_GEMV_Q / LOOM_VK_CM_QTILE unset; docs/benchmarks.md):
- * the 8-bit-x decode GEMV lost 2-6% on IQ4_NL / IQ4_XS (H100, 2026-12-06), in-tile dequantisation
- * 38% on IQ4 (a table lookup per weight); vk_device.c has the figures. Q8_0 lost 2-6% too until its
- * x quantisation moved into the producers' epilogues: then (H200, 2026-12-06, llama-1.1b q8_0 tg128,
- * two rounds) 539 / 557 t/s on matvec.comp against 587 / 590 on dp2. */
-static bool dp_default_type(loom_dtype t) { return t != LOOM_IQ4_NL && t != LOOM_IQ4_XS; }
+ * the 8-bit-x decode GEMV lost 2-6% on Q8_0 and IQ4_NL / IQ4_XS (H100, 2026-12-06), in-tile
+ * dequantisation 38% on IQ4 (a table lookup per weight); vk_device.c has the figures. With the x
+ * quantisation in the producers' epilogues (session 11) Q8_0 on dp2 read +6-9% on the H200 (539 / 557
+ * -> 587 / 590 t/s, llama-1.1b tg128) but -0-10% on the H100 (531 / 517 against 532 / 572, +-15-25):
+ * not enough to change its default. */
+static bool dp_default_type(loom_dtype t) { return t != LOOM_Q8_0 && t != LOOM_IQ4_NL && t != LOOM_IQ4_XS; }
 static bool qtile_default_type(loom_dtype t) { return t != LOOM_IQ4_NL && t != LOOM_IQ4_XS; }
 
 static uint32_t qb_rows_default(loom_dtype t, uint64_t rows, uint64_t k) {
