@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential cmake pkg-config libvulkan-dev glslang-tools libxxhash-dev libcjson-dev
 libpcre2-dev libutf8proc-dev mesa-vulkan-drivers vulkan-validationlayers xz-utils graphviz
-libmicrohttpd-dev libedit-dev curl nodejs"
+libmicrohttpd-dev libedit-dev curl nodejs ninja-build"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
