@@ -439,12 +439,8 @@ uint32_t vk_cm_variant_default(const vk_dev *d) {
  * most, 4 rows lost 6-18%); Q8_0, Q2_K, Q3_K and Q5_K keep matvec.comp (4 rows lost 9-20% at
  * llama-1.1b; unmeasured at 7B). */
 /* The block types the GPU defaults take (LOOM_VK_GEMV_Q / LOOM_VK_CM_QTILE unset; docs/benchmarks.md):
- * the 8-bit-x decode GEMV lost 2-6% on Q8_0 and IQ4_NL / IQ4_XS (H100, 2026-12-06), in-tile
- * dequantisation 38% on IQ4 (a table lookup per weight); vk_device.c has the figures. With the x
- * quantisation in the producers' epilogues (session 11) Q8_0 on dp2 read +6-9% on the H200 (539 / 557
- * -> 587 / 590 t/s, llama-1.1b tg128) but -0-10% on the H100 (531 / 517 against 532 / 572, +-15-25):
- * not enough to change its default. */
-static bool dp_default_type(loom_dtype t) { return t != LOOM_Q8_0 && t != LOOM_IQ4_NL && t != LOOM_IQ4_XS; }
+ * every block type takes the 8-bit-x decode GEMV with one row per invocation (vk_device.c has the
+ * figures); in-tile dequantisation lost 38% on IQ4 (a table lookup per weight), which keeps its f16 copy. */
 static bool qtile_default_type(loom_dtype t) { return t != LOOM_IQ4_NL && t != LOOM_IQ4_XS; }
 
 static uint32_t qb_rows_default(loom_dtype t, uint64_t rows, uint64_t k) {
@@ -655,15 +651,15 @@ static int rec_matmul_cm2(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], con
 
 /* The block-quantised decode GEMV of MATMUL i: rows per invocation (0: matvec.comp or not a GEMV)
  * and (*dp) whether on 8-bit x (matvec_dp.comp): per type and size by default (qb_rows_default; on a
- * GPU with integer dot products dp_default_type's types take the 8-bit-x GEMV, 2 rows, vk_device.c),
+ * GPU with integer dot products every block type takes the 8-bit-x GEMV, 1 row, vk_device.c),
  * or as LOOM_VK_GEMV_Q forces. rec_matmul and the quantisation epilogues (qx_reader) agree on it. */
 static uint32_t gemv_q_rows(vk_dev *d, const loom_exec_ctx *x, int i, bool *dp) {
     const loom_node *w = N(x, N(x, i)->src[1]);
     uint64_t K = (uint64_t)w->ne[1];
-    bool dp_def = d->gemv_dp_default && dp_default_type(w->type);
+    bool dp_def = d->gemv_dp_default;
     uint32_t qb_rows = !gemv_path(d, x, i) || !loom_dtype_is_quant(w->type) || K % 32 != 0 ? 0
                        : d->gemv_q != VK_GEMV_Q_AUTO                                     ? d->gemv_q
-                       : dp_def                                                          ? 2
+                       : dp_def                                                          ? 1
                                                                                          : qb_rows_default(w->type, (uint64_t)w->ne[0], K);
     *dp = qb_rows && (d->gemv_dp || (d->gemv_q == VK_GEMV_Q_AUTO && dp_def));
     return qb_rows;
