@@ -58,6 +58,7 @@ typedef struct vk_rec {
     bool qx_fold;           /* those epilogues allowed (a plan's recording; LOOM_VK_QX_FOLD=0: not) */
     bool acomb;             /* attention merges its key splits itself (attention_c*; LOOM_VK_ACOMB=0: not) */
     int gu_skip;            /* 1 + the up GEMV a gate/up dispatch (DP_GU) already computed, 0: none */
+    int all_f32;            /* plan_all_f32's answer + 1 for the plan being recorded, 0: not looked at yet */
     /* x of the last dp GEMV as quantx.comp (or a producer's epilogue) left it in qbuf region `region`:
      * reused by the next dp GEMV of the same x (q/k/v, gate/up) until a dispatch writes its sources */
     struct {
@@ -1167,15 +1168,16 @@ static loom_spv_id cm_attn_shader(uint32_t hd, uint32_t v) {
  * attention (attn_fa.comp) by default, as its matmuls keep the f32 FMA kernel. attn_cm.comp rounds
  * q, k, v and p to f16: on the f32 fixtures' long references (H100, 2026-12-06) logits moved by
  * 2.3e-3 to 7.4e-3, over `loom check`'s 1e-3 for f32 weights, against 2.8e-5 to 1.7e-4 on attn_fa. */
-static bool plan_all_f32(const loom_exec_ctx *x) {
+static bool plan_all_f32(vk_rec *r, const loom_exec_ctx *x) {
+    if (r->all_f32) return r->all_f32 > 1;
     const loom_graph *g = x->plan->g;
     int mm = 0;
-    for (int k = 0; k < g->n; k++) {
+    for (int k = 0; k < g->n && mm >= 0; k++) {
         const loom_node *n = &g->nodes[k];
         if (n->op != LOOM_OP_MATMUL || n->replaced_by >= 0) continue;
-        if (N(x, n->src[1])->type != LOOM_F32) return false;
-        mm++;
+        mm = N(x, n->src[1])->type == LOOM_F32 ? mm + 1 : -1;
     }
+    r->all_f32 = mm > 0 ? 2 : 1;
     return mm > 0;
 }
 
@@ -1214,7 +1216,7 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint32_t nsg = d->attn_cm_var == 3 && hd <= 64 ? 8 : 4;
     if (nsg == 8 && cm_attn_shared_bytes(hd, 8) > d->props.limits.maxComputeSharedMemorySize)
         nsg = 4, cmsh = cm_attn_shader(hd, 2); /* cmp8 where 8 subgroups' slices do not fit: cmp */
-    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT && (d->attn_cm_forced || !plan_all_f32(x)) &&
+    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT && (d->attn_cm_forced || !plan_all_f32(r, x)) &&
         cm_attn_shared_bytes(hd, nsg) <= d->props.limits.maxComputeSharedMemorySize) {
         uint32_t nr = 16 * nsg / gw, cspec[4] = {nsg * d->subgroup_size, gw, 0, d->subgroup_size};
         if (!r->sizing) d->n_attn_cm++;
