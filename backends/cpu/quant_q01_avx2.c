@@ -104,35 +104,31 @@ void cpu_qgemv_q01_avx2(loom_dtype t, const void *w, size_t row_bytes, const loo
 #define Q01_RM 4 /* weight rows per tile */
 #define Q01_RN 2 /* x rows per tile */
 
-/* A prepared x row: nb x 32 u8 codes (Q4_0: x + 128; Q8_0: |x|), Q8_0 then nb x 32 s8 codes (x),
- * then nb floats d_x; 64-byte multiple. */
+/* A prepared x row: nb x 32 codes (Q4_0: x + 128 as u8; Q8_0: x as s8), then nb floats d_x; a 64-byte
+ * multiple. */
 size_t cpu_qgemm_q01_xbytes(loom_dtype t, int64_t K) {
-    int64_t nb = K / 32;
-    size_t n = (size_t)nb * (t == LOOM_Q8_0 ? 68 : 36);
+    (void)t;
+    size_t n = (size_t)(K / 32) * 36;
     return (n + 63) / 64 * 64;
 }
 
 void cpu_qgemm_q01_prep(loom_dtype t, const float *x, int64_t K, void *dst) {
     int64_t nb = K / 32;
     uint8_t *a = dst;
-    int8_t *s = (int8_t *)a + 32 * nb;
-    float *d = (float *)(a + (t == LOOM_Q8_0 ? 64 : 32) * nb);
+    float *d = (float *)(a + 32 * nb);
     for (int64_t b = 0; b < nb; b++) {
         loom_q8x q;
         cpu_q8x_quant_avx2(x + 32 * b, &q, 32);
         __m256i v = _mm256_loadu_si256((const __m256i *)q.qs);
-        if (t == LOOM_Q4_0) {
-            _mm256_storeu_si256((__m256i *)(a + 32 * b), _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)));
-        } else {
-            _mm256_storeu_si256((__m256i *)(a + 32 * b), _mm256_abs_epi8(v));
-            _mm256_storeu_si256((__m256i *)(s + 32 * b), v);
-        }
+        if (t == LOOM_Q4_0) v = _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80));
+        _mm256_storeu_si256((__m256i *)(a + 32 * b), v);
         d[b] = q.d;
     }
 }
 
-/* The unpacked weight rows of a group: per row nb x 32 s8 codes, nb floats d_w, and (Q4_0) nb floats
- * d_w * (sum of the row block's codes). */
+/* The unpacked weight rows of a group: per row nb blocks of codes (Q4_0: 32 s8, nibble - 8; Q8_0: 32
+ * u8 |c| then the 32 s8 c, for the sign trick: -128 has no s8 negation), nb floats d_w, and (Q4_0) nb
+ * floats d_w * (sum of the block's codes). */
 typedef struct {
     int8_t *c;
     float *dw, *ws;
@@ -155,34 +151,38 @@ static void q01_unpack(loom_dtype t, const char *row, int64_t nb, int8_t *c, flo
             ws[b] = dw[b] * (float)_mm_cvtsi128_si32(h4);
         } else {
             const loom_block_q8_0 *q = (const loom_block_q8_0 *)row + b;
-            memcpy(c + 32 * b, q->qs, 32);
+            __m256i v = _mm256_loadu_si256((const __m256i *)q->qs);
+            _mm256_storeu_si256((__m256i *)(c + 64 * b), _mm256_abs_epi8(v));
+            _mm256_storeu_si256((__m256i *)(c + 64 * b + 32), v);
             h = q->d;
             dw[b] = _cvtsh_ss(h);
         }
     }
 }
 
-/* One tile: RM weight rows (unpacked: codes c + 32 * nb * i, scales dw + nb * i) against RN x rows
+/* One tile: RM weight rows (unpacked: codes c + cb * nb * i, scales dw + nb * i) against RN x rows
  * (prepared, xb bytes apart); y[j * ldy + i] for i < RM, j < RN. */
 QL_INLINE void q01_tile(loom_dtype t, int RM, int RN, const int8_t *c, const float *dw, const float *ws, int64_t nb,
                         const uint8_t *xp, size_t xbytes, float *y, int64_t ldy, const float *bias) {
     __m256 acc[Q01_RM][Q01_RN];
     QL_UNROLL for (int i = 0; i < RM; i++) QL_UNROLL for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
-    const size_t xs_off = 32 * (size_t)nb, xd_off = (t == LOOM_Q8_0 ? 64 : 32) * (size_t)nb;
+    const size_t xd_off = 32 * (size_t)nb, cb = t == LOOM_Q8_0 ? 64 : 32;
     for (int64_t b = 0; b < nb; b++) {
-        __m256i xa[Q01_RN], xs[Q01_RN];
+        __m256i xa[Q01_RN];
         __m256 bx[Q01_RN];
         QL_UNROLL for (int j = 0; j < RN; j++) {
             const uint8_t *xr = xp + j * xbytes;
             xa[j] = _mm256_loadu_si256((const __m256i *)(xr + 32 * b));
-            if (t == LOOM_Q8_0) xs[j] = _mm256_loadu_si256((const __m256i *)(xr + xs_off + 32 * b));
             bx[j] = _mm256_broadcast_ss((const float *)(xr + xd_off) + b);
         }
         QL_UNROLL for (int i = 0; i < RM; i++) {
-            __m256i ci = _mm256_loadu_si256((const __m256i *)(c + 32 * (nb * i + b)));
+            const int8_t *cp = c + cb * (nb * i + b);
+            __m256i ci = _mm256_loadu_si256((const __m256i *)cp), si = ci;
+            if (t == LOOM_Q8_0) si = _mm256_loadu_si256((const __m256i *)(cp + 32));
             __m256 bw = _mm256_broadcast_ss(dw + nb * i + b);
             QL_UNROLL for (int j = 0; j < RN; j++) {
-                __m256i p = t == LOOM_Q8_0 ? q01_dot(xa[j], _mm256_sign_epi8(ci, xs[j])) : q01_dot(xa[j], ci);
+                /* Q4_0: x + 128 (u8) against c - 8; Q8_0: |c| (u8) against x with c's sign */
+                __m256i p = t == LOOM_Q8_0 ? q01_dot(ci, _mm256_sign_epi8(xa[j], si)) : q01_dot(xa[j], ci);
                 acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(bw, bx[j]), acc[i][j]);
             }
         }
@@ -234,15 +234,16 @@ int cpu_qgemm_q01_avx2(loom_dtype t, const void *w, size_t row_bytes, const void
                        int64_t n1, float *y, int64_t ldy, const float *bias) {
     int64_t nb = K / 32;
     size_t xbytes = cpu_qgemm_q01_xbytes(t, K);
-    /* per weight row of the group: 32 code bytes and 2 floats per block */
-    char *buf = loom_malloc_aligned((size_t)Q01_RM * (size_t)nb * 40);
+    /* per weight row of the group and block: 32 (Q4_0) or 64 (Q8_0) code bytes and 2 floats */
+    const size_t cb = t == LOOM_Q8_0 ? 64 : 32;
+    char *buf = loom_malloc_aligned((size_t)Q01_RM * (size_t)nb * (cb + 8));
     if (!buf) return -1;
-    q01_wgroup g = {.c = (int8_t *)buf, .dw = (float *)(buf + (size_t)Q01_RM * nb * 32)};
+    q01_wgroup g = {.c = (int8_t *)buf, .dw = (float *)(buf + (size_t)Q01_RM * nb * cb)};
     g.ws = g.dw + Q01_RM * nb;
     for (int64_t n = n0; n < n1; n += Q01_RM) {
         int rm = (int)(n1 - n < Q01_RM ? n1 - n : Q01_RM);
         for (int i = 0; i < rm; i++)
-            q01_unpack(t, (const char *)w + (size_t)(n + i) * row_bytes, nb, g.c + 32 * nb * i, g.dw + nb * i, g.ws + nb * i);
+            q01_unpack(t, (const char *)w + (size_t)(n + i) * row_bytes, nb, g.c + cb * nb * i, g.dw + nb * i, g.ws + nb * i);
         for (int64_t m = 0; m < M; m += Q01_RN) {
             int rn = (int)(M - m < Q01_RN ? M - m : Q01_RN);
             q01_tiles(t, rm, rn, &g, nb, (const uint8_t *)xp + (size_t)m * xbytes, xbytes, y + m * ldy + n, ldy,
