@@ -37,12 +37,54 @@ static inline __attribute__((always_inline)) __m256 q01_h8(const void *p) {
 
 /* ---- decode GEMV ------------------------------------------------------------------------------- */
 
-/* R (1 or 2) weight rows at w, w + rb: out[r] = row r . x */
+/* Q4_0 x prepared per pair of blocks (b, b + 1) for q01_rows: 32 codes of elements 0-15 of b then of
+ * b + 1 (the low nibbles of both blocks' 16 bytes, loaded side by side), 32 codes of elements 16-31
+ * (the high nibbles), then 8 floats d_x (b four times, b + 1 four times) and 8 floats -2 d_x (s[0] +
+ * s[1]) the same (four lanes a block: -8 d_x S, the -8 offset of the codes). */
+#define Q40_PAIR 128
+static void q40_xpairs(const loom_q8x *x, int64_t nb, char *xr) {
+    for (int64_t b = 0; b + 1 < nb; b += 2, xr += Q40_PAIR) {
+        memcpy(xr, x[b].qs, 16), memcpy(xr + 16, x[b + 1].qs, 16);
+        memcpy(xr + 32, x[b].qs + 16, 16), memcpy(xr + 48, x[b + 1].qs + 16, 16);
+        float *f = (float *)(xr + 64);
+        for (int k = 0; k < 2; k++) {
+            float d = x[b + k].d, c = -2.0f * d * (float)(x[b + k].s[0] + x[b + k].s[1]);
+            for (int l = 0; l < 4; l++) f[4 * k + l] = d, f[8 + 4 * k + l] = c;
+        }
+    }
+}
+
+/* R (1 or 2) weight rows at w, w + rb: out[r] = row r . x. Q4_0 takes two blocks per step (xr from
+ * q40_xpairs): both blocks' 16 bytes in one register, the two maddubs (low nibbles against elements
+ * 0-15, high against 16-31) added as int16 (|sum| <= 4 x 15 x 127), one madd, one convert, and the
+ * two blocks' scales as lanes 0-3 and 4-7; an odd last block as Q8_0 is done, one at a time. */
 QL_INLINE void q01_rows(loom_dtype t, int R, const char *w, size_t rb, const loom_q8x *x, const float *xc,
-                        int64_t nb, float *out, size_t pf) {
+                        const char *xr, int64_t nb, float *out, size_t pf) {
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     const size_t bb = t == LOOM_Q4_0 ? sizeof(loom_block_q4_0) : sizeof(loom_block_q8_0);
-    for (int64_t b = 0; b < nb; b++) {
+    int64_t b0 = 0;
+    if (t == LOOM_Q4_0) {
+        const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+        const __m128i hidx = _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3);
+        for (; b0 + 1 < nb; b0 += 2, xr += Q40_PAIR) {
+            __m256i xl = _mm256_loadu_si256((const __m256i *)xr), xh = _mm256_loadu_si256((const __m256i *)(xr + 32));
+            __m256 dx = _mm256_loadu_ps((const float *)(xr + 64)), cx = _mm256_loadu_ps((const float *)(xr + 96));
+            QL_UNROLL for (int r = 0; r < R; r++) {
+                const char *p = w + r * rb + (size_t)b0 * bb;
+                if (pf) _mm_prefetch(p + pf, _MM_HINT_T0);
+                __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p + 2))),
+                                                    _mm_loadu_si128((const __m128i *)(p + 20)), 1);
+                __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, m4), xl),
+                                               _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), xh));
+                __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+                uint16_t h0, h1;
+                memcpy(&h0, p, 2), memcpy(&h1, p + 18, 2);
+                __m256 dw = _mm256_cvtph_ps(_mm_shuffle_epi8(_mm_cvtsi32_si128((int)(h0 | (uint32_t)h1 << 16)), hidx));
+                acc[r] = _mm256_fmadd_ps(_mm256_fmadd_ps(f, dx, cx), dw, acc[r]);
+            }
+        }
+    }
+    for (int64_t b = b0; b < nb; b++) {
         __m256i xv = _mm256_loadu_si256((const __m256i *)x[b].qs);
         __m256 bx = _mm256_broadcast_ss(&x[b].d);
         if (t == LOOM_Q4_0) {
@@ -66,17 +108,17 @@ QL_INLINE void q01_rows(loom_dtype t, int R, const char *w, size_t rb, const loo
     for (int r = 0; r < R; r++) out[r] = ql_hsum(acc[r]);
 }
 
-QL_INLINE void q01_gemv_t(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, const float *xc, int64_t nb,
+QL_INLINE void q01_gemv_t(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, const float *xc, const char *xr, int64_t nb,
                           int64_t n0, int64_t n1, float *y, const float *bias, int pf_rows) {
     float o[2];
     int64_t n = n0;
     for (; n + 2 <= n1; n += 2) {
         size_t pf = n + 2 + pf_rows <= n1 && pf_rows > 0 ? (size_t)pf_rows * rb : 0;
-        q01_rows(t, 2, w + (size_t)n * rb, rb, x, xc, nb, o, pf);
+        q01_rows(t, 2, w + (size_t)n * rb, rb, x, xc, xr, nb, o, pf);
         y[n] = o[0] + (bias ? bias[n] : 0.0f), y[n + 1] = o[1] + (bias ? bias[n + 1] : 0.0f);
     }
     if (n < n1) {
-        q01_rows(t, 1, w + (size_t)n * rb, rb, x, xc, nb, o, 0);
+        q01_rows(t, 1, w + (size_t)n * rb, rb, x, xc, xr, nb, o, 0);
         y[n] = o[0] + (bias ? bias[n] : 0.0f);
     }
 }
@@ -85,18 +127,23 @@ void cpu_qgemv_q01_avx2(loom_dtype t, const void *w, size_t row_bytes, const loo
                         int64_t n1, float *y, const float *bias, int pf_rows) {
     int64_t nb = K / 32;
     if (t == LOOM_Q8_0) {
-        q01_gemv_t(LOOM_Q8_0, w, row_bytes, x, NULL, nb, n0, n1, y, bias, pf_rows);
+        q01_gemv_t(LOOM_Q8_0, w, row_bytes, x, NULL, NULL, nb, n0, n1, y, bias, pf_rows);
         return;
     }
-    float buf[1024], *xc = nb <= 1024 ? buf : malloc(sizeof(float) * (size_t)nb);
-    if (!xc) { /* (out of memory: cannot happen at real sizes) the reference */
+    /* xc (nb floats) then the pairs (64-byte aligned) */
+    _Alignas(64) char buf[256 * (4 + Q40_PAIR / 2)];
+    char *xb = nb <= 256 ? buf : loom_malloc_aligned((size_t)nb * (4 + Q40_PAIR / 2) + 64);
+    if (!xb) { /* (out of memory: cannot happen at real sizes) the reference */
         for (int64_t n = n0; n < n1; n++)
             y[n] = loom_quant_dot_ref(t, (const char *)w + (size_t)n * row_bytes, x, K) + (bias ? bias[n] : 0.0f);
         return;
     }
+    float *xc = (float *)xb;
+    char *xr = xb + ((size_t)nb * 4 + 63) / 64 * 64;
     for (int64_t b = 0; b < nb; b++) xc[b] = -x[b].d * (float)(x[b].s[0] + x[b].s[1]);
-    q01_gemv_t(LOOM_Q4_0, w, row_bytes, x, xc, nb, n0, n1, y, bias, pf_rows);
-    if (xc != buf) free(xc);
+    q40_xpairs(x, nb, xr);
+    q01_gemv_t(LOOM_Q4_0, w, row_bytes, x, xc, xr, nb, n0, n1, y, bias, pf_rows);
+    if (xb != buf) loom_free_aligned(xb);
 }
 
 /* ---- prefill tile GEMM ------------------------------------------------------------------------- */
