@@ -151,101 +151,121 @@ void cpu_qgemv_q01_avx2(loom_dtype t, const void *w, size_t row_bytes, const loo
 #define Q01_RM 4 /* weight rows per tile */
 #define Q01_RN 2 /* x rows per tile */
 
-/* A prepared x row: nb x 32 codes (Q4_0: x + 128 as u8; Q8_0: x as s8), then nb floats d_x; a 64-byte
- * multiple. */
+/* Both operands of the tiles are laid out per pair of 32-blocks (b, b + 1; an odd last block paired
+ * with a zero one, which adds nothing): 32 codes of elements 0-15 of b then of b + 1 ("lo"), 32 of
+ * elements 16-31 the same ("hi"), then 8 floats: the scale of b four times, of b + 1 four times. The
+ * two maddubs of a pair (lo against lo, hi against hi) then leave block b in int32 lanes 0-3 and b + 1
+ * in lanes 4-7 after madd: one convert, one scale product and one FMA per pair.
+ *
+ * A prepared x row (cpu_qgemm_q01_prep): the pairs (96 bytes each; codes x + 128 as u8 for Q4_0, x
+ * as s8 for Q8_0), then, for Q4_0, 2 x pairs floats d_x; a 64-byte multiple. */
 size_t cpu_qgemm_q01_xbytes(loom_dtype t, int64_t K) {
-    (void)t;
-    size_t n = (size_t)(K / 32) * 36;
+    size_t np = (size_t)(K / 32 + 1) / 2, n = np * (t == LOOM_Q4_0 ? 104 : 96);
     return (n + 63) / 64 * 64;
 }
 
 void cpu_qgemm_q01_prep(loom_dtype t, const float *x, int64_t K, void *dst) {
-    int64_t nb = K / 32;
-    uint8_t *a = dst;
-    float *d = (float *)(a + 32 * nb);
-    for (int64_t b = 0; b < nb; b++) {
-        loom_q8x q;
-        cpu_q8x_quant_avx2(x + 32 * b, &q, 32);
-        __m256i v = _mm256_loadu_si256((const __m256i *)q.qs);
-        if (t == LOOM_Q4_0) v = _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80));
-        _mm256_storeu_si256((__m256i *)(a + 32 * b), v);
-        d[b] = q.d;
+    int64_t nb = K / 32, np = (nb + 1) / 2;
+    uint8_t *xp = dst;
+    float *dx = (float *)(xp + 96 * np);
+    const __m256i flip = _mm256_set1_epi8(t == LOOM_Q4_0 ? (char)0x80 : 0);
+    for (int64_t b = 0; b < 2 * np; b++) {
+        uint8_t *o = xp + 96 * (b / 2);
+        int k = (int)(b & 1);
+        loom_q8x q = {0};
+        if (b < nb) cpu_q8x_quant_avx2(x + 32 * b, &q, 32);
+        __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q.qs), flip);
+        _mm_storeu_si128((__m128i *)(o + 16 * k), _mm256_castsi256_si128(v));
+        _mm_storeu_si128((__m128i *)(o + 32 + 16 * k), _mm256_extracti128_si256(v, 1));
+        _mm_storeu_ps((float *)(o + 64) + 4 * k, _mm_set1_ps(q.d));
+        if (t == LOOM_Q4_0) dx[b] = q.d;
     }
 }
 
-/* The unpacked weight rows of a group: per row nb blocks of codes (Q4_0: 32 s8, nibble - 8; Q8_0: 32
- * u8 |c| then the 32 s8 c, for the sign trick: -128 has no s8 negation), nb floats d_w, and (Q4_0) nb
- * floats d_w * (sum of the block's codes). */
-typedef struct {
-    int8_t *c;
-    float *dw, *ws;
-} q01_wgroup;
-
-static void q01_unpack(loom_dtype t, const char *row, int64_t nb, int8_t *c, float *dw, float *ws) {
-    for (int64_t b = 0; b < nb; b++) {
-        uint16_t h;
-        if (t == LOOM_Q4_0) {
+/* The unpacked weight row of a tile, per pair: Q4_0 lo and hi as s8 codes (nibble - 8) and the 8 d_w
+ * floats (96 bytes; ws: per block d_w * (sum of its codes)); Q8_0 |c| lo, |c| hi as u8, c lo, c hi as
+ * s8 (for the sign trick: -128 has no s8 negation, so the sign goes on x) and the 8 floats (160 bytes). */
+#define Q01_WPAIR(t) ((t) == LOOM_Q4_0 ? 96 : 160)
+static void q01_unpack(loom_dtype t, const char *row, int64_t nb, char *wp, float *ws) {
+    const __m128i m4 = _mm_set1_epi8(0x0F), k8 = _mm_set1_epi8(8);
+    for (int64_t b = 0; b < (nb + 1) / 2 * 2; b++) {
+        char *o = wp + Q01_WPAIR(t) * (b / 2);
+        int k = (int)(b & 1);
+        __m128i lo = _mm_setzero_si128(), hi = lo;
+        float d = 0;
+        if (b < nb && t == LOOM_Q4_0) {
             const loom_block_q4_0 *q = (const loom_block_q4_0 *)row + b;
-            __m256i v = _mm256_sub_epi8(ql_nib(q->qs), _mm256_set1_epi8(8));
-            _mm256_storeu_si256((__m256i *)(c + 32 * b), v);
-            /* the sum of the 32 codes: maddubs with ones (u8 1 x s8 code) then madd with ones */
-            __m256i s = q01_dot(_mm256_set1_epi8(1), v);
-            __m128i h4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-            h4 = _mm_hadd_epi32(h4, h4);
-            h4 = _mm_hadd_epi32(h4, h4);
-            h = q->d;
-            dw[b] = _cvtsh_ss(h);
-            ws[b] = dw[b] * (float)_mm_cvtsi128_si32(h4);
-        } else {
+            __m128i raw = _mm_loadu_si128((const __m128i *)q->qs);
+            __m128i ln = _mm_and_si128(raw, m4), hn = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
+            __m128i sad = _mm_add_epi64(_mm_sad_epu8(ln, _mm_setzero_si128()), _mm_sad_epu8(hn, _mm_setzero_si128()));
+            lo = _mm_sub_epi8(ln, k8), hi = _mm_sub_epi8(hn, k8), d = _cvtsh_ss(q->d);
+            ws[b] = d * (float)(_mm_cvtsi128_si32(sad) + _mm_extract_epi32(sad, 2) - 256);
+        } else if (b < nb) {
             const loom_block_q8_0 *q = (const loom_block_q8_0 *)row + b;
-            __m256i v = _mm256_loadu_si256((const __m256i *)q->qs);
-            _mm256_storeu_si256((__m256i *)(c + 64 * b), _mm256_abs_epi8(v));
-            _mm256_storeu_si256((__m256i *)(c + 64 * b + 32), v);
-            h = q->d;
-            dw[b] = _cvtsh_ss(h);
+            lo = _mm_loadu_si128((const __m128i *)q->qs), hi = _mm_loadu_si128((const __m128i *)(q->qs + 16));
+            d = _cvtsh_ss(q->d);
+        } else if (t == LOOM_Q4_0) {
+            ws[b] = 0;
         }
+        if (t == LOOM_Q8_0) {
+            _mm_storeu_si128((__m128i *)(o + 16 * k), _mm_abs_epi8(lo));
+            _mm_storeu_si128((__m128i *)(o + 32 + 16 * k), _mm_abs_epi8(hi));
+            o += 64;
+        }
+        _mm_storeu_si128((__m128i *)(o + 16 * k), lo);
+        _mm_storeu_si128((__m128i *)(o + 32 + 16 * k), hi);
+        _mm_storeu_ps((float *)(o + 64) + 4 * k, _mm_set1_ps(d));
     }
 }
 
-/* One tile: RM weight rows (unpacked: codes c + cb * nb * i, scales dw + nb * i) against RN x rows
- * (prepared, xb bytes apart); y[j * ldy + i] for i < RM, j < RN. */
-QL_INLINE void q01_tile(loom_dtype t, int RM, int RN, const int8_t *c, const float *dw, const float *ws, int64_t nb,
+/* One tile: RM unpacked weight rows (wrow bytes apart; ws 2 np floats apart) against RN prepared x rows
+ * (xbytes apart); y[j * ldy + i] for i < RM, j < RN. Q4_0: x + 128 (u8) against c (s8), the two
+ * maddubs added as int16 (|sum| <= 4 x 255 x 8) then one madd, and the +128 taken off at the end as
+ * -128 sum_b ws[b] d_x[b]; Q8_0: |c| against x with c's sign, one madd each (two maddubs' int16 could
+ * reach 4 x 128 x 127). */
+QL_INLINE void q01_tile(loom_dtype t, int RM, int RN, const char *wg, size_t wrow, const float *ws, int64_t np,
                         const uint8_t *xp, size_t xbytes, float *y, int64_t ldy, const float *bias) {
     __m256 acc[Q01_RM][Q01_RN];
     QL_UNROLL for (int i = 0; i < RM; i++) QL_UNROLL for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
-    const size_t xd_off = 32 * (size_t)nb, cb = t == LOOM_Q8_0 ? 64 : 32;
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i xa[Q01_RN];
-        __m256 bx[Q01_RN];
+    const __m256i ones = _mm256_set1_epi16(1);
+    const size_t wpair = Q01_WPAIR(t);
+    for (int64_t pr = 0; pr < np; pr++) {
+        __m256i xl[Q01_RN], xh[Q01_RN];
         QL_UNROLL for (int j = 0; j < RN; j++) {
-            const uint8_t *xr = xp + j * xbytes;
-            xa[j] = _mm256_loadu_si256((const __m256i *)(xr + 32 * b));
-            bx[j] = _mm256_broadcast_ss((const float *)(xr + xd_off) + b);
+            const uint8_t *xr = xp + j * xbytes + 96 * pr;
+            xl[j] = _mm256_loadu_si256((const __m256i *)xr), xh[j] = _mm256_loadu_si256((const __m256i *)(xr + 32));
         }
         QL_UNROLL for (int i = 0; i < RM; i++) {
-            const int8_t *cp = c + cb * (nb * i + b);
-            __m256i ci = _mm256_loadu_si256((const __m256i *)cp), si = ci;
-            if (t == LOOM_Q8_0) si = _mm256_loadu_si256((const __m256i *)(cp + 32));
-            __m256 bw = _mm256_broadcast_ss(dw + nb * i + b);
+            const char *wp = wg + i * wrow + wpair * pr;
+            __m256i wl = _mm256_loadu_si256((const __m256i *)wp), wh = _mm256_loadu_si256((const __m256i *)(wp + 32));
+            __m256 bw = _mm256_loadu_ps((const float *)(wp + wpair - 32));
             QL_UNROLL for (int j = 0; j < RN; j++) {
-                /* Q4_0: x + 128 (u8) against c - 8; Q8_0: |c| (u8) against x with c's sign */
-                __m256i p = t == LOOM_Q8_0 ? q01_dot(ci, _mm256_sign_epi8(xa[j], si)) : q01_dot(xa[j], ci);
-                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(bw, bx[j]), acc[i][j]);
+                __m256i p;
+                if (t == LOOM_Q4_0) {
+                    p = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(xl[j], wl), _mm256_maddubs_epi16(xh[j], wh)), ones);
+                } else {
+                    __m256i sl = _mm256_sign_epi8(xl[j], _mm256_loadu_si256((const __m256i *)(wp + 64)));
+                    __m256i sh = _mm256_sign_epi8(xh[j], _mm256_loadu_si256((const __m256i *)(wp + 96)));
+                    p = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wl, sl), ones),
+                                         _mm256_madd_epi16(_mm256_maddubs_epi16(wh, sh), ones));
+                }
+                __m256 bx = _mm256_loadu_ps((const float *)(xp + j * xbytes + 96 * pr + 64));
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(bw, bx), acc[i][j]);
             }
         }
     }
-    if (t == LOOM_Q4_0) { /* the +128 on x: -128 * sum_b ws_i[b] d_x[b] */
-        const __m256 k128 = _mm256_set1_ps(-128.0f);
+    if (t == LOOM_Q4_0) { /* the +128 on x (2 np blocks; the padding's ws is 0) */
+        const int64_t nbp = 2 * np;
         QL_UNROLL for (int j = 0; j < RN; j++) {
-            const float *xd = (const float *)(xp + j * xbytes + xd_off);
+            const float *xd = (const float *)(xp + j * xbytes + 96 * np);
             QL_UNROLL for (int i = 0; i < RM; i++) {
-                const float *wi = ws + nb * i;
+                const float *wi = ws + nbp * i;
                 __m256 cs = _mm256_setzero_ps();
                 int64_t b = 0;
-                for (; b + 8 <= nb; b += 8) cs = _mm256_fmadd_ps(_mm256_loadu_ps(wi + b), _mm256_loadu_ps(xd + b), cs);
+                for (; b + 8 <= nbp; b += 8) cs = _mm256_fmadd_ps(_mm256_loadu_ps(wi + b), _mm256_loadu_ps(xd + b), cs);
                 float tail = 0;
-                for (; b < nb; b++) tail += wi[b] * xd[b];
-                acc[i][j] = _mm256_fmadd_ps(cs, k128, acc[i][j]);
+                for (; b < nbp; b++) tail += wi[b] * xd[b];
+                acc[i][j] = _mm256_fmadd_ps(cs, _mm256_set1_ps(-128.0f), acc[i][j]);
                 acc[i][j] = _mm256_add_ps(acc[i][j], _mm256_setr_ps(-128.0f * tail, 0, 0, 0, 0, 0, 0, 0));
             }
         }
@@ -254,7 +274,7 @@ QL_INLINE void q01_tile(loom_dtype t, int RM, int RN, const int8_t *c, const flo
         y[j * ldy + i] = ql_hsum(acc[i][j]) + (bias ? bias[i] : 0.0f);
 }
 
-#define Q01_TILE(T, rm, rn) q01_tile(T, rm, rn, g->c, g->dw, g->ws, nb, xp, xbytes, y, ldy, bias)
+#define Q01_TILE(T, rm, rn) q01_tile(T, rm, rn, wg, wrow, ws, np, xp, xbytes, y, ldy, bias)
 #define Q01_TILES(T)                                                                                              \
     switch ((rm - 1) * Q01_RN + rn - 1) {                                                                         \
     case 0: Q01_TILE(T, 1, 1); break;                                                                             \
@@ -268,8 +288,8 @@ QL_INLINE void q01_tile(loom_dtype t, int RM, int RN, const int8_t *c, const flo
     }
 _Static_assert(Q01_RM == 4 && Q01_RN == 2, "Q01_TILES lists the tiles of 4 x 2");
 
-static void q01_tiles(loom_dtype t, int rm, int rn, const q01_wgroup *g, int64_t nb, const uint8_t *xp, size_t xbytes,
-                      float *y, int64_t ldy, const float *bias) {
+static void q01_tiles(loom_dtype t, int rm, int rn, const char *wg, size_t wrow, const float *ws, int64_t np,
+                      const uint8_t *xp, size_t xbytes, float *y, int64_t ldy, const float *bias) {
     if (t == LOOM_Q4_0) {
         Q01_TILES(LOOM_Q4_0)
     } else {
@@ -279,22 +299,20 @@ static void q01_tiles(loom_dtype t, int rm, int rn, const q01_wgroup *g, int64_t
 
 int cpu_qgemm_q01_avx2(loom_dtype t, const void *w, size_t row_bytes, const void *xp, int64_t M, int64_t K, int64_t n0,
                        int64_t n1, float *y, int64_t ldy, const float *bias) {
-    int64_t nb = K / 32;
-    size_t xbytes = cpu_qgemm_q01_xbytes(t, K);
-    /* per weight row of the group and block: 32 (Q4_0) or 64 (Q8_0) code bytes and 2 floats */
-    const size_t cb = t == LOOM_Q8_0 ? 64 : 32;
-    char *buf = loom_malloc_aligned((size_t)Q01_RM * (size_t)nb * (cb + 8));
+    int64_t nb = K / 32, np = (nb + 1) / 2;
+    size_t xbytes = cpu_qgemm_q01_xbytes(t, K), wrow = (size_t)Q01_WPAIR(t) * (size_t)np;
+    /* the group's unpacked rows, then their ws (2 np floats a row) */
+    char *buf = loom_malloc_aligned((size_t)Q01_RM * (wrow + 8 * (size_t)np));
     if (!buf) return -1;
-    q01_wgroup g = {.c = (int8_t *)buf, .dw = (float *)(buf + (size_t)Q01_RM * nb * cb)};
-    g.ws = g.dw + Q01_RM * nb;
+    float *ws = (float *)(buf + Q01_RM * wrow);
     for (int64_t n = n0; n < n1; n += Q01_RM) {
         int rm = (int)(n1 - n < Q01_RM ? n1 - n : Q01_RM);
         for (int i = 0; i < rm; i++)
-            q01_unpack(t, (const char *)w + (size_t)(n + i) * row_bytes, nb, g.c + cb * nb * i, g.dw + nb * i, g.ws + nb * i);
+            q01_unpack(t, (const char *)w + (size_t)(n + i) * row_bytes, nb, buf + i * wrow, ws + 2 * np * i);
         for (int64_t m = 0; m < M; m += Q01_RN) {
             int rn = (int)(M - m < Q01_RN ? M - m : Q01_RN);
-            q01_tiles(t, rm, rn, &g, nb, (const uint8_t *)xp + (size_t)m * xbytes, xbytes, y + m * ldy + n, ldy,
-                      bias ? bias + n : NULL);
+            q01_tiles(t, rm, rn, buf, wrow, ws, np, (const uint8_t *)xp + (size_t)m * xbytes, xbytes, y + m * ldy + n,
+                      ldy, bias ? bias + n : NULL);
         }
     }
     loom_free_aligned(buf);
