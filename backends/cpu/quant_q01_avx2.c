@@ -1,21 +1,23 @@
 /* Q8_0 / Q4_0 weights on CPUs with AVX2 but no AVX-512 VNNI (2026-12-06; before: the rows kernel of
- * quant_simd.h for both decode and prefill, LOOM_CPU_QAVX2=0 gives it back). Integer dot products
- * per 32-block by maddubs (u8 x s8 pairs to int16; no pair here saturates) then madd with ones to 8
- * int32 lanes, converted to f32 and scaled by d_w * d_x.
+ * quant_simd.h for decode and prefill; LOOM_CPU_QAVX2=0 gives it back, for A/B timing). Integer dot
+ * products per 32-block by maddubs (u8 x s8 pairs to int16; no pair here saturates) then madd with
+ * ones to int32 lanes, converted to f32 and scaled by d_w * d_x.
  *
  * Decode (M = 1, cpu_qgemv_q01_avx2): x quantised by loom_q8x_quant's rule (cpu_q8x_quant_avx2), two
- * weight rows at a time sharing each x block's loads. Q4_0 takes its nibbles unsigned (0..15) against
- * the signed x codes; the -8 offset rides on the f32 step: per block t = p * d_x + c_x with c_x =
- * -d_x * (s[0] + s[1]) in every lane (8 lanes: -8 d_x S), then acc += t * d_w. Q8_0 takes |w| against
- * x with w's sign (the sign trick).
+ * weight rows at a time sharing each x load, each row prefetching the same bytes pf_rows ahead. Q4_0
+ * takes two blocks a step: both blocks' 16 nibble bytes in one register, low nibbles against x
+ * elements 0-15 of the two blocks and high against 16-31 (x rearranged so once per call), the two
+ * maddubs added as int16, one madd: block b in int32 lanes 0-3, b + 1 in 4-7, one conversion, and the
+ * nibbles' -8 offset on the f32 step (t = p d_x + c_x with c_x = -2 d_x (s[0] + s[1]) per lane, then
+ * acc += t d_w). Q8_0 one block a step: |w| against x with w's sign (the sign trick).
  *
- * Prefill (M >= 2, cpu_qgemm_q01_avx2): each x row is prepared once (cpu_qgemm_q01_prep): Q4_0 its
- * codes + 128 as u8 (x ^ 0x80), Q8_0 |x| as u8 and x itself, and d_x per block. Per group of Q01_RM
- * weight rows the blocks are unpacked once (Q4_0: nibble - 8 as s8; Q8_0: the codes; d_w as f32)
- * and every x row passes in tiles of Q01_RM weight rows x Q01_RN x rows, the accumulators in
- * registers: per pair of blocks maddubs (x's u8 against w's s8 from memory; Q8_0: |x| against w with
- * x's sign), madd, convert, one multiply of the two scales and one FMA. Q4_0's +128 comes off at the
- * end: -128 * sum_b d_w * (sum of w's codes) * d_x, one 8-wide FMA per 8 blocks. */
+ * Prefill (M >= 2, cpu_qgemm_q01_avx2): x rows prepared once (cpu_qgemm_q01_prep) and, per group of
+ * 4 weight rows, the weight blocks unpacked once, both laid out per block pair as the Q4_0 decode
+ * step reads them; then every x row passes in register tiles of 4 weight rows x 2 x rows. Q4_0: x +
+ * 128 as u8 against the codes - 8 as s8, the +128 taken off once per output (-128 sum_b d_w (sum of
+ * the block's codes) d_x, 8 blocks per FMA); Q8_0: |w| against x with w's sign, one madd per block.
+ * Per pair of blocks and tile cell: the maddubs, one or two madd, one conversion, one product of the
+ * two scale vectors and one FMA. */
 #include "backends/cpu/cpu_quant.h"
 #include "backends/cpu/quant_later_unpack.h"
 #include "core/util.h"
