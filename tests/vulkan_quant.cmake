@@ -9,7 +9,7 @@ loom_unit_test(test_vulkan_quant WRAP ${LOOM_VK_VALIDATE})
 set_tests_properties(test_vulkan_quant PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 # The decode GEMV cases (`test_vulkan_quant gemv`: the work split's edge shapes, the fusions) under a
 # forced LOOM_VK_GEMV_Q: lavapipe's default (a CPU device: a GPU with integer dot products takes
-# matvec_dp.comp with 2 rows for most types, vk_device.c) picks matvec_qb.comp with 4 rows for the
+# matvec_dp.comp with 1 row for every block type, vk_device.c) picks matvec_qb.comp with 4 rows for the
 # 32-weight block types and matvec.comp for the rest at these small shapes (qb_rows_default), so `old`
 # runs matvec.comp on every type and `blk4` matvec_qb.comp on the first four (Q8_0, Q4_0, Q4_K,
 # Q6_K: Q4_K/Q6_K take it by default only on matrices of 16M weights or more; the rows loop does
@@ -35,20 +35,21 @@ endforeach()
 add_test(NAME test_vulkan_quant_qtile COMMAND test_vulkan_quant qtile)
 set_tests_properties(test_vulkan_quant_qtile PROPERTIES ENVIRONMENT LOOM_VK_CM_QTILE=1 SKIP_RETURN_CODE 77
                      TIMEOUT 300)
-# The decode GEMV on x quantised to 8 bits (LOOM_VK_GEMV_Q=dp*: quantx.comp + matvec_dp.comp): dp4 on
-# all twelve types with integer dot products (lavapipe has shaderIntegerDotProduct), dp2 without them
-# (LOOM_VK_NO_IDOT=1: the shift-and-multiply variant; the dot is the only difference, so four types).
+# The decode GEMV on x quantised to 8 bits (LOOM_VK_GEMV_Q=dp*: quantx.comp + matvec_dp.comp): dp1 (a
+# GPU's default: one row per invocation) on all twelve types with integer dot products (lavapipe has
+# shaderIntegerDotProduct), dp4 without them (LOOM_VK_NO_IDOT=1: the shift-and-multiply variant; the
+# dot is the only difference, so four types), so the rows loop runs at 1 and 4 rows.
 # Besides the q8-exact cases, random x and the fusions are held to the 8-bit rounding's bound
 # (test_vulkan_quant.c's qx_bound), and the run fails unless that rounding was seen (the dp path ran).
-# dp4 runs under the validation layer where it is installed (the integer-dot-product extension and
+# dp1 runs under the validation layer where it is installed (the integer-dot-product extension and
 # feature enabled, quantx.comp's scratch hazards).
-add_test(NAME test_vulkan_quant_gemv_dp4 COMMAND ${LOOM_VK_VALIDATE} $<TARGET_FILE:test_vulkan_quant> gemv 12)
-set_tests_properties(test_vulkan_quant_gemv_dp4 PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=dp4 SKIP_RETURN_CODE 77 TIMEOUT 300)
-add_test(NAME test_vulkan_quant_gemv_dp2_noidot COMMAND test_vulkan_quant gemv 4)
-set_tests_properties(test_vulkan_quant_gemv_dp2_noidot PROPERTIES ENVIRONMENT "LOOM_VK_GEMV_Q=dp2;LOOM_VK_NO_IDOT=1"
+add_test(NAME test_vulkan_quant_gemv_dp1 COMMAND ${LOOM_VK_VALIDATE} $<TARGET_FILE:test_vulkan_quant> gemv 12)
+set_tests_properties(test_vulkan_quant_gemv_dp1 PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=dp1 SKIP_RETURN_CODE 77 TIMEOUT 300)
+add_test(NAME test_vulkan_quant_gemv_dp4_noidot COMMAND test_vulkan_quant gemv 4)
+set_tests_properties(test_vulkan_quant_gemv_dp4_noidot PROPERTIES ENVIRONMENT "LOOM_VK_GEMV_Q=dp4;LOOM_VK_NO_IDOT=1"
                      SKIP_RETURN_CODE 77 TIMEOUT 300)
 if(LOOM_VK_VALIDATE)
-  set_tests_properties(test_vulkan_quant test_vulkan_quant_gemv_blk4 test_vulkan_quant_gemv_dp4 PROPERTIES LABELS vk_validated)
+  set_tests_properties(test_vulkan_quant test_vulkan_quant_gemv_blk4 test_vulkan_quant_gemv_dp1 PROPERTIES LABELS vk_validated)
 endif()
 
 # Model level, on the quantised fixtures written by tests/quant.cmake (fixtures q_<fx>_<type>).
@@ -89,14 +90,14 @@ foreach(fx ${_vkq_fixtures})
     # LABELS sanitizer_redundant: `make asan` leaves it out (tests/CMakeLists.txt says why)
     set_tests_properties(xcheck_q_${fx}_${t}_vulkan PROPERTIES FIXTURES_REQUIRED "q_${fx}_${t};qf_${fx}_${t}"
                          SKIP_RETURN_CODE 77 LABELS sanitizer_redundant)
-    # 2b. the 8-bit-x decode GEMV (LOOM_VK_GEMV_Q=dp4) on llama-tiny's q4_k_m (Q4_K, Q6_K, Q4_0, Q8_0; the
+    # 2b. the 8-bit-x decode GEMV (LOOM_VK_GEMV_Q=dp1, a GPU's default) on llama-tiny's q4_k_m (Q4_K, Q6_K, Q4_0, Q8_0; the
     #     fusions; q/k/v and gate/up sharing one quantised x) against transformers with the CPU's bounds
     #     (the CPU rounds x to 8 bits as well; the f32-copy comparison of 2. is too tight for that)
     if(fx STREQUAL "llama-tiny" AND t STREQUAL "q4_k_m")
-      add_test(NAME check_q_${fx}_${t}_vulkan_dp4 COMMAND ${LOOM_EXPECT} --match "on vulkan.*PASS" -- sh -c "${_vk_skip}" ${LOOM_BIN} check -m ${q}
+      add_test(NAME check_q_${fx}_${t}_vulkan_dp1 COMMAND ${LOOM_EXPECT} --match "on vulkan.*PASS" -- sh -c "${_vk_skip}" ${LOOM_BIN} check -m ${q}
                --reference ${LOOM_Q_LREF_${fx}} --min-top1 ${top1} --max-kl ${kl} --device vulkan)
-      set_tests_properties(check_q_${fx}_${t}_vulkan_dp4 PROPERTIES FIXTURES_REQUIRED q_${fx}_${t}
-                           ENVIRONMENT LOOM_VK_GEMV_Q=dp4 SKIP_RETURN_CODE 77)
+      set_tests_properties(check_q_${fx}_${t}_vulkan_dp1 PROPERTIES FIXTURES_REQUIRED q_${fx}_${t}
+                           ENVIRONMENT LOOM_VK_GEMV_Q=dp1 SKIP_RETURN_CODE 77)
     endif()
     # 3. the same with the block-at-a-time decode GEMV forced on every type (LOOM_VK_GEMV_Q=blk4), which
     #    the fused decode (RMSNORM / SWIGLU into the GEMV, the residual ADD) goes through as well;

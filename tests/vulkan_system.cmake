@@ -2,7 +2,7 @@
 # --device vulkan while auto falls back to the CPU. (The Khronos validation layer's runs are the
 # checks labelled vk_validated: check_qwen2-tiny-bf16_vulkan, check_stories260K-hf_vulkan,
 # check_q_llama-tiny_q4_k_m_vulkan, test_vulkan_quant, test_vulkan_quant_gemv_blk4,
-# test_vulkan_quant_gemv_dp4; and vulkan_validation_llama-tiny_long below.)
+# test_vulkan_quant_gemv_dp1; and vulkan_validation_llama-tiny_long below.)
 if(TARGET test_vulkan_ops)
   add_test(NAME vulkan_no_driver_error COMMAND ${CMAKE_COMMAND} -E env VK_DRIVER_FILES=/nonexistent/icd.json
            ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expect_error.sh "vulkan: no device found"

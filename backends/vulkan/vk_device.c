@@ -859,11 +859,13 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
      * invocation; "dpa": 4, 2 or 1 rows per matrix, the most that leave it 1024 row groups
      * (vk_record.c). "qb": the block-at-a-time default of sessions 7-9 (qb_rows_default alone), for
      * A/B runs. Unset: on a GPU (not a CPU device such as lavapipe, whose tests keep the exact-x
-     * GEMVs) with integer dot products, the 8-bit-x GEMV with 2 rows, which measured fastest of
-     * dp1/dp2/dp4/dpa and than the block-at-a-time one on the H100 (2026-12-06, tg128: llama-7b
-     * Q4_0 159 -> 274 t/s, Q4_K_M 110 -> 237; llama-1.1b Q4_K 379 -> 552, Q5_K 348 -> 511, Q6_K
-     * 389 -> 521, Q4_0 506 -> 556; docs/benchmarks.md); Q8_0 (541 -> 510) and IQ4_NL / IQ4_XS (-2%)
-     * keep their old GEMVs */
+     * GEMVs) with integer dot products, the 8-bit-x GEMV with 1 row for every block type. Session 10
+     * (x quantised by quantx.comp) measured 2 rows fastest and kept Q8_0 / IQ4 off it; since the x is
+     * quantised in its producers' epilogues (session 11) 1 row measured fastest for every type on the
+     * H100 (2026-12-06, tg128 t/s, default of then -> dp1, docs/benchmarks.md): llama-1.1b Q8_0
+     * 573-590 -> 630, IQ4_NL 482-488 -> 626, IQ4_XS 486-492 -> 630, Q6_K 430-439 -> 575, Q5_K_M
+     * 473 -> 546, Q4_K_M 555-562 -> 605, Q5_1 588-605 -> 685; llama-7b Q8_0 161 -> 246, Q4_K_M
+     * 240-241 -> 271-279 */
     static const struct {
         const char *name;
         uint32_t rows; /* vk_dev.gemv_q */

@@ -116,8 +116,8 @@ typedef struct vk_dev {
                           * group; VK_GEMV_Q_AUTO: per type and size (vk_record.c's qb_rows_default) */
     bool gemv_dp;        /* LOOM_VK_GEMV_Q=dp*: those rows on matvec_dp.comp (x quantised to 8 bits first) */
     bool gemv_dp_auto;   /* LOOM_VK_GEMV_Q=dpa: rows per invocation per matrix (vk_record.c) */
-    bool gemv_dp_default; /* LOOM_VK_GEMV_Q unset on a GPU with integer dot products: matvec_dp.comp with 2 rows
-                           * per invocation for the block types vk_record.c's dp_default_type takes */
+    bool gemv_dp_default; /* LOOM_VK_GEMV_Q unset on a GPU with integer dot products: matvec_dp.comp with 1 row
+                           * per invocation for every block type (vk_record.c gemv_q_rows) */
     bool idot;           /* shaderIntegerDotProduct enabled (and not LOOM_VK_NO_IDOT): matvec_dpi_* */
     uint32_t subgroup_size;
     size_t max_alloc, max_range, align;

@@ -58,6 +58,7 @@ typedef struct vk_rec {
     bool qx_fold;           /* those epilogues allowed (a plan's recording; LOOM_VK_QX_FOLD=0: not) */
     bool acomb;             /* attention merges its key splits itself (attention_c*; LOOM_VK_ACOMB=0: not) */
     int gu_skip;            /* 1 + the up GEMV a gate/up dispatch (DP_GU) already computed, 0: none */
+    int all_f32;            /* plan_all_f32's answer + 1 for the plan being recorded, 0: not looked at yet */
     /* x of the last dp GEMV as quantx.comp (or a producer's epilogue) left it in qbuf region `region`:
      * reused by the next dp GEMV of the same x (q/k/v, gate/up) until a dispatch writes its sources */
     struct {
@@ -439,12 +440,8 @@ uint32_t vk_cm_variant_default(const vk_dev *d) {
  * most, 4 rows lost 6-18%); Q8_0, Q2_K, Q3_K and Q5_K keep matvec.comp (4 rows lost 9-20% at
  * llama-1.1b; unmeasured at 7B). */
 /* The block types the GPU defaults take (LOOM_VK_GEMV_Q / LOOM_VK_CM_QTILE unset; docs/benchmarks.md):
- * the 8-bit-x decode GEMV lost 2-6% on Q8_0 and IQ4_NL / IQ4_XS (H100, 2026-12-06), in-tile
- * dequantisation 38% on IQ4 (a table lookup per weight); vk_device.c has the figures. With the x
- * quantisation in the producers' epilogues (session 11) Q8_0 on dp2 read +6-9% on the H200 (539 / 557
- * -> 587 / 590 t/s, llama-1.1b tg128) but -0-10% on the H100 (531 / 517 against 532 / 572, +-15-25):
- * not enough to change its default. */
-static bool dp_default_type(loom_dtype t) { return t != LOOM_Q8_0 && t != LOOM_IQ4_NL && t != LOOM_IQ4_XS; }
+ * every block type takes the 8-bit-x decode GEMV with one row per invocation (vk_device.c has the
+ * figures); in-tile dequantisation lost 38% on IQ4 (a table lookup per weight), which keeps its f16 copy. */
 static bool qtile_default_type(loom_dtype t) { return t != LOOM_IQ4_NL && t != LOOM_IQ4_XS; }
 
 static uint32_t qb_rows_default(loom_dtype t, uint64_t rows, uint64_t k) {
@@ -655,15 +652,15 @@ static int rec_matmul_cm2(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], con
 
 /* The block-quantised decode GEMV of MATMUL i: rows per invocation (0: matvec.comp or not a GEMV)
  * and (*dp) whether on 8-bit x (matvec_dp.comp): per type and size by default (qb_rows_default; on a
- * GPU with integer dot products dp_default_type's types take the 8-bit-x GEMV, 2 rows, vk_device.c),
+ * GPU with integer dot products every block type takes the 8-bit-x GEMV, 1 row, vk_device.c),
  * or as LOOM_VK_GEMV_Q forces. rec_matmul and the quantisation epilogues (qx_reader) agree on it. */
 static uint32_t gemv_q_rows(vk_dev *d, const loom_exec_ctx *x, int i, bool *dp) {
     const loom_node *w = N(x, N(x, i)->src[1]);
     uint64_t K = (uint64_t)w->ne[1];
-    bool dp_def = d->gemv_dp_default && dp_default_type(w->type);
+    bool dp_def = d->gemv_dp_default;
     uint32_t qb_rows = !gemv_path(d, x, i) || !loom_dtype_is_quant(w->type) || K % 32 != 0 ? 0
                        : d->gemv_q != VK_GEMV_Q_AUTO                                     ? d->gemv_q
-                       : dp_def                                                          ? 2
+                       : dp_def                                                          ? 1
                                                                                          : qb_rows_default(w->type, (uint64_t)w->ne[0], K);
     *dp = qb_rows && (d->gemv_dp || (d->gemv_q == VK_GEMV_Q_AUTO && dp_def));
     return qb_rows;
@@ -1171,15 +1168,16 @@ static loom_spv_id cm_attn_shader(uint32_t hd, uint32_t v) {
  * attention (attn_fa.comp) by default, as its matmuls keep the f32 FMA kernel. attn_cm.comp rounds
  * q, k, v and p to f16: on the f32 fixtures' long references (H100, 2026-12-06) logits moved by
  * 2.3e-3 to 7.4e-3, over `loom check`'s 1e-3 for f32 weights, against 2.8e-5 to 1.7e-4 on attn_fa. */
-static bool plan_all_f32(const loom_exec_ctx *x) {
+static bool plan_all_f32(vk_rec *r, const loom_exec_ctx *x) {
+    if (r->all_f32) return r->all_f32 > 1;
     const loom_graph *g = x->plan->g;
     int mm = 0;
-    for (int k = 0; k < g->n; k++) {
+    for (int k = 0; k < g->n && mm >= 0; k++) {
         const loom_node *n = &g->nodes[k];
         if (n->op != LOOM_OP_MATMUL || n->replaced_by >= 0) continue;
-        if (N(x, n->src[1])->type != LOOM_F32) return false;
-        mm++;
+        mm = N(x, n->src[1])->type == LOOM_F32 ? mm + 1 : -1;
     }
+    r->all_f32 = mm > 0 ? 2 : 1;
     return mm > 0;
 }
 
@@ -1218,7 +1216,7 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint32_t nsg = d->attn_cm_var == 3 && hd <= 64 ? 8 : 4;
     if (nsg == 8 && cm_attn_shared_bytes(hd, 8) > d->props.limits.maxComputeSharedMemorySize)
         nsg = 4, cmsh = cm_attn_shader(hd, 2); /* cmp8 where 8 subgroups' slices do not fit: cmp */
-    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT && (d->attn_cm_forced || !plan_all_f32(x)) &&
+    if (pf && d->attn_cm && cmsh != LOOM_SPV_COUNT && (d->attn_cm_forced || !plan_all_f32(r, x)) &&
         cm_attn_shared_bytes(hd, nsg) <= d->props.limits.maxComputeSharedMemorySize) {
         uint32_t nr = 16 * nsg / gw, cspec[4] = {nsg * d->subgroup_size, gw, 0, d->subgroup_size};
         if (!r->sizing) d->n_attn_cm++;
