@@ -4,9 +4,10 @@ loom_unit_test(test_quant)
 loom_unit_test(test_qblock)
 loom_unit_test(test_quant_later)
 # The same checks with the K-quant decode code from before 2026-12-06 (LOOM_CPU_KLATER=0: the rows
-# kernel, the old Q5_K GEMV), which stays for A/B timing.
+# kernel, the old Q5_K GEMV) and the IQ4 code from before session 12 (LOOM_CPU_IQ4AVX2=0: the
+# per-block IQ4 GEMV, the scalar dequantiser for prefill), which stay for A/B timing.
 add_test(NAME test_quant_later_klater0 COMMAND $<TARGET_FILE:test_quant_later>)
-set_tests_properties(test_quant_later_klater0 PROPERTIES ENVIRONMENT "LOOM_FIXTURES=${LOOM_FIXTURES};LOOM_CPU_KLATER=0" TIMEOUT 300)
+set_tests_properties(test_quant_later_klater0 PROPERTIES ENVIRONMENT "LOOM_FIXTURES=${LOOM_FIXTURES};LOOM_CPU_KLATER=0;LOOM_CPU_IQ4AVX2=0" TIMEOUT 300)
 
 set(LOOM_Q_TMP ${CMAKE_BINARY_DIR}/quantized)
 file(MAKE_DIRECTORY ${LOOM_Q_TMP})

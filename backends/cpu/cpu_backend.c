@@ -436,6 +436,7 @@ typedef struct dq_task {
     loom_dtype wt;
     size_t row_bytes;
     float **wf; /* per thread: chunk x K floats */
+    cpu_dequant_fn dq; /* the vector dequantiser (IQ4_* with AVX2), or NULL: loom_dequant_row */
     int64_t M, K, N, chunk;
 } dq_task;
 
@@ -445,8 +446,10 @@ static void dq_run(void *arg, int64_t c0, int64_t c1, int ith) {
     float *wf = t->wf[ith];
     for (int64_t ci = c0; ci < c1; ci++) {
         int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N, nn = n1 - n0;
-        for (int64_t n = n0; n < n1; n++)
-            loom_dequant_row(t->wt, t->w + (size_t)n * t->row_bytes, wf + (n - n0) * t->K, t->K);
+        for (int64_t n = n0; n < n1; n++) {
+            if (t->dq) t->dq(t->wt, t->w + (size_t)n * t->row_bytes, wf + (n - n0) * t->K, t->K);
+            else loom_dequant_row(t->wt, t->w + (size_t)n * t->row_bytes, wf + (n - n0) * t->K, t->K);
+        }
         const float *b = t->bias ? t->bias + n0 : NULL;
         if (t->M == 1)
             k->gemv(t->y + n0, t->x, wf, LOOM_F32, t->K, 0, nn, b);
@@ -459,7 +462,7 @@ static int matmul_dequant(cpu_backend *c, float *y, const float *x, const void *
                           const float *bias, int64_t M, int64_t K, int64_t N) {
     bool par = worth_threads(c, 2.0 * (double)M * (double)N * (double)K);
     dq_task t = {.c = c, .y = y, .x = x, .bias = bias, .w = w, .wt = wt, .row_bytes = loom_dtype_nbytes(wt, K),
-                 .M = M, .K = K, .N = N};
+                 .dq = cpu_dequant_row_for(c->qdot, wt), .M = M, .K = K, .N = N};
     /* ~256 KB of f32 weights per chunk (they stay in L2 while the x rows pass), 32-column steps */
     t.chunk = ((int64_t)1 << 16) / K / 32 * 32;
     if (t.chunk < 32) t.chunk = 32;

@@ -79,6 +79,13 @@ cpu_qgemv_later_fn cpu_qgemv_later_for(cpu_qdot_fn dot);
 int cpu_qgemm_later_avx512(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, int64_t M, int64_t K,
                            int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
 bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K);
+/* An IQ4_NL / IQ4_XS weight row (K elements, whole blocks) to f32: the same floats as
+ * loom_dequant_row, vectorised (AVX2; quant_later.h). cpu_dequant_row_for gives it for the CPU
+ * backend's dequantise-then-f32-GEMM prefill where the rows kernel flavour has AVX2, the type is
+ * IQ4_NL / IQ4_XS and LOOM_CPU_IQ4AVX2 is not 0; NULL (loom_dequant_row then) otherwise. */
+typedef void (*cpu_dequant_fn)(loom_dtype t, const void *row, float *y, int64_t K);
+void cpu_dequant_iq4_avx2(loom_dtype t, const void *row, float *y, int64_t K);
+cpu_dequant_fn cpu_dequant_row_for(cpu_qdot_fn dot, loom_dtype t);
 /* x (n floats, whole 32-blocks) to loom_q8x blocks: the same bytes as loom_q8x_quant, vectorised. */
 void cpu_q8x_quant_avx2(const float *x, loom_q8x *y, int64_t n);
 void cpu_q8x_quant_avx512(const float *x, loom_q8x *y, int64_t n);

@@ -26,6 +26,9 @@
 #ifndef QL_Q23_INT
 #define QL_Q23_INT 0 /* quant_later_avx2.c sets it: the integer-scale Q2_K / Q3_K rows */
 #endif
+#ifndef QL_IQ4_INT
+#define QL_IQ4_INT 0 /* quant_later_avx2.c sets it: the block-pair IQ4_NL / IQ4_XS rows */
+#endif
 
 /* Per 16-element half of a block: x->d * x->s[h] (the B terms' activation factor), x->d per block
  * (xd) and per half (xdh: x->d twice), and x->d * (s[0] + s[1]) per block (xt: the Q4_K / Q5_K
@@ -400,6 +403,158 @@ QL_INLINE float ql_row_q3k(const char *row, const loom_q8x *x, const float *xq, 
 #undef QL_Q23_ACC
 #endif
 
+#if QL_IQ4_INT
+/* IQ4_NL / IQ4_XS decode on AVX2 machines (2026-12-06, session 12; AVX2 flavour only, QL_IQ4_INT;
+ * LOOM_CPU_IQ4AVX2=0 gives back the per-block code in ql_row32 / ql_rowk for A/B timing). Two
+ * 32-blocks per step: their 2 x 16 nibble bytes side by side in one ymm (IQ4_XS: one 32-byte load;
+ * IQ4_NL: a load and a vinserti128 from memory, the blocks being 18 bytes apart), so one mask and
+ * one shift+mask give the low nibbles (elements 0-15) of both blocks and the high ones (16-31),
+ * with no per-block lane insert. The activation is laid out once per call to match (xp2: per block
+ * pair, elements 0-15 of block 2p then of 2p + 1, then elements 16-31 of both). Codes by pshufb
+ * from the 16-entry table, the Q8_0 sign trick (maddubs of |c| against x with c's sign), madd
+ * with ones (IQ4_NL) or with the pair's two 6-bit scales as int16 words (IQ4_XS, (ls - 32) taken
+ * by one in-lane pshufb from the super-block's 8, built once per super-block), the two halves'
+ * int32 added: lanes 0-3 hold block 2p's sum, 4-7 block 2p + 1's. Then one conversion and one FMA
+ * per pair: IQ4_NL against its d_w x d_x (the 8 f16 d of 8 blocks gathered once by vpinsrw in the
+ * order 0 2 4 6 1 3 5 7, times the activation's d in that order, a pair's pair taken by an in-lane
+ * vpermilps), IQ4_XS against d_x (xdp, per pair) with the super-block's d applied once at its end.
+ * Same integer block sums as loom_quant_dot_ref (|c| <= 127: maddubs pairs <= 32258, no
+ * saturation; x 32 scale: |madd lane| < 2^21), f32 rounding aside. */
+static const int ql_iq4_ord[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+/* maddubs of the pair's codes against the prepared activation: lo = elements 0-15 of both blocks,
+ * hi = elements 16-31 (int16 pairs) */
+QL_INLINE void ql_iq4_p16(__m256i raw, const int8_t *xp, __m256i tab, __m256i m4, __m256i *plo, __m256i *phi) {
+    __m256i cl = _mm256_shuffle_epi8(tab, _mm256_and_si256(raw, m4));
+    __m256i ch = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+    *plo = _mm256_maddubs_epi16(_mm256_abs_epi8(cl), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xp), cl));
+    *phi = _mm256_maddubs_epi16(_mm256_abs_epi8(ch), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(xp + 32)), ch));
+}
+
+QL_INLINE uint16_t ql_u16(const char *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+/* One IQ4_NL row: nb / 8 groups of 8 blocks as above, the last nb % 8 blocks one at a time. */
+QL_INLINE float ql_row_iq4nl(const char *row, const int8_t *xp2, const float *xd8, const loom_q8x *x, const float *xd,
+                             int64_t nb, size_t pf) {
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)loom_iq4nl_values));
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const int64_t ng = nb / 8;
+    for (int64_t g = 0; g < ng; g++) {
+        const char *p = row + (size_t)g * 144;
+        QL_PF_LINES(p, 144);
+        __m128i h = _mm_cvtsi32_si128(ql_u16(p));
+        h = _mm_insert_epi16(h, ql_u16(p + 18 * 2), 1), h = _mm_insert_epi16(h, ql_u16(p + 18 * 4), 2);
+        h = _mm_insert_epi16(h, ql_u16(p + 18 * 6), 3), h = _mm_insert_epi16(h, ql_u16(p + 18 * 1), 4);
+        h = _mm_insert_epi16(h, ql_u16(p + 18 * 3), 5), h = _mm_insert_epi16(h, ql_u16(p + 18 * 5), 6);
+        h = _mm_insert_epi16(h, ql_u16(p + 18 * 7), 7);
+        __m256 S = _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(xd8 + 8 * g));
+        const int8_t *xg = xp2 + 256 * g;
+#define QL_NL_PAIR(k, acc)                                                                                      \
+    do {                                                                                                        \
+        const char *b_ = p + 36 * (k);                                                                          \
+        __m256i raw_ = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b_ + 2))), \
+                                               _mm_loadu_si128((const __m128i *)(b_ + 20)), 1);                 \
+        __m256i pl_, ph_;                                                                                       \
+        ql_iq4_p16(raw_, xg + 64 * (k), tab, m4, &pl_, &ph_);                                                   \
+        __m256i s_ = _mm256_add_epi32(_mm256_madd_epi16(pl_, ones), _mm256_madd_epi16(ph_, ones));             \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s_), _mm256_permute_ps(S, (k) * 0x55), acc);                  \
+    } while (0)
+        QL_NL_PAIR(0, acc0);
+        QL_NL_PAIR(1, acc1);
+        QL_NL_PAIR(2, acc0);
+        QL_NL_PAIR(3, acc1);
+#undef QL_NL_PAIR
+    }
+    for (int64_t b = 8 * ng; b < nb; b++) {
+        const char *p = row + (size_t)b * 18;
+        __m256i c = ql_iq4(ql_nib((const uint8_t *)p + 2));
+        acc0 = _mm256_fmadd_ps(ql_dot(c, x[b].qs), _mm256_set1_ps(_cvtsh_ss(ql_u16(p)) * xd[b]), acc0);
+    }
+    return ql_hsum(_mm256_add_ps(acc0, acc1));
+}
+
+/* One IQ4_XS row: nsb super-blocks, four pairs each. */
+QL_INLINE float ql_row_iq4xs(const char *row, const int8_t *xp2, const float *xdp, int64_t nsb, size_t pf) {
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)loom_iq4nl_values));
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi16(0x30), c32 = _mm256_set1_epi16(32);
+    /* the 2-bit high parts of the scales: block 2k's (bits 4k, 4k + 1 of scales_h) and 2k + 1's (4k + 2,
+     * 4k + 3) multiplied up to bits 14-15 (lane 0 word k: block 2k, lane 1: 2k + 1) */
+    const __m256i mulh = _mm256_setr_epi16(1 << 14, 1 << 10, 1 << 6, 1 << 2, 0, 0, 0, 0, 1 << 12, 1 << 8, 1 << 4, 1, 0,
+                                           0, 0, 0);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nsb; i++) {
+        const loom_block_iq4_xs *q = (const loom_block_iq4_xs *)row + i;
+        QL_PF_LINES((const char *)q, 136);
+        uint32_t sl;
+        memcpy(&sl, q->scales_l, 4);
+        /* the scales ls - 32 as int16 words, lane 0 word k: block 2k (low nibble of scales_l[k]), lane
+         * 1 word k: block 2k + 1 (its high nibble) */
+        __m128i b = _mm_cvtsi32_si128((int)sl), n4 = _mm_set1_epi8(0x0F);
+        __m256i nib = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_and_si128(b, n4))),
+                                              _mm_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), n4)), 1);
+        __m256i hb = _mm256_and_si256(_mm256_srli_epi16(_mm256_mullo_epi16(_mm256_set1_epi16((short)q->scales_h), mulh), 10), m30);
+        __m256i sc = _mm256_sub_epi16(_mm256_or_si256(nib, hb), c32);
+        const int8_t *xs = xp2 + 256 * i;
+        const float *xf = xdp + 32 * i;
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        QL_UNROLL for (int k = 0; k < 4; k++) {
+            __m256i pl, ph, scv = _mm256_shuffle_epi8(sc, ql_word_idx(k));
+            ql_iq4_p16(_mm256_loadu_si256((const __m256i *)(q->qs + 32 * k)), xs + 64 * k, tab, m4, &pl, &ph);
+            __m256i s = _mm256_add_epi32(_mm256_madd_epi16(pl, scv), _mm256_madd_epi16(ph, scv));
+            if (k & 1) s1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_loadu_ps(xf + 8 * k), s1);
+            else s0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_loadu_ps(xf + 8 * k), s0);
+        }
+        acc = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_set1_ps(_cvtsh_ss(q->d)), acc);
+    }
+    return ql_hsum(acc);
+}
+
+/* The activation laid out for the pair kernels: xp2 (K bytes), xdp (IQ4_XS: 4 floats per block),
+ * xd8 (IQ4_NL: x->d of each whole group of 8 blocks in ql_iq4_ord order). */
+static void ql_iq4_prep(loom_dtype t, const loom_q8x *x, int64_t nb, int8_t *xp2, float *xdp, float *xd8) {
+    for (int64_t p = 0; p < nb / 2; p++) {
+        const loom_q8x *a = x + 2 * p, *b = a + 1;
+        int8_t *o = xp2 + 64 * p;
+        memcpy(o, a->qs, 16), memcpy(o + 16, b->qs, 16), memcpy(o + 32, a->qs + 16, 16), memcpy(o + 48, b->qs + 16, 16);
+        if (t == LOOM_IQ4_XS)
+            for (int l = 0; l < 4; l++) xdp[8 * p + l] = a->d, xdp[8 * p + 4 + l] = b->d;
+    }
+    if (t == LOOM_IQ4_NL)
+        for (int64_t g = 0; g < nb / 8; g++)
+            for (int i = 0; i < 8; i++) xd8[8 * g + i] = x[8 * g + ql_iq4_ord[i]].d;
+}
+
+/* An IQ4_NL / IQ4_XS row (K elements, whole blocks of the type) to f32, as loom_dequant_row
+ * (each value d * c, IQ4_XS's d the f16 d times ls - 32 first: the same single products, so the
+ * same floats), for the prefill's dequantise-then-f32-GEMM path. */
+void QL_FN(cpu_dequant_iq4_)(loom_dtype t, const void *row, float *y, int64_t K) {
+    for (int64_t b = 0; b < K / 32; b++, y += 32) {
+        const uint8_t *qs;
+        float dl;
+        if (t == LOOM_IQ4_NL) {
+            const loom_block_iq4_nl *q = (const loom_block_iq4_nl *)row + b;
+            qs = q->qs, dl = _cvtsh_ss(q->d);
+        } else {
+            const loom_block_iq4_xs *q = (const loom_block_iq4_xs *)row + b / 8;
+            qs = q->qs + 16 * (b % 8);
+            dl = _cvtsh_ss(q->d) * (float)loom_iq4xs_scale(q->scales_h, q->scales_l, (int)(b % 8));
+        }
+        __m256i c = ql_iq4(ql_nib(qs));
+        __m128i c0 = _mm256_castsi256_si128(c), c1 = _mm256_extracti128_si256(c, 1);
+        __m256 d = _mm256_set1_ps(dl);
+        _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c0)), d));
+        _mm256_storeu_ps(y + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c0, 8))), d));
+        _mm256_storeu_ps(y + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c1)), d));
+        _mm256_storeu_ps(y + 24, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c1, 8))), d));
+    }
+}
+#endif
+
 /* Rows [n0, n1) of one type (t a constant in each call below, so the row loops specialise). */
 QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, const float *xs, const float *xd,
                        const float *xdh, const float *xt, const float *xq, const int16_t *xs16, int64_t K, int64_t n0,
@@ -441,6 +596,23 @@ void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, cons
     static _Atomic int kold_env = INT_MIN;
     bool kold = (t == LOOM_Q5_K || t == LOOM_Q2_K || t == LOOM_Q3_K) && cpu_env_int_once(&kold_env, "LOOM_CPU_KLATER", 1) == 0;
     ql_xsums(x, nb, xs, xd, xdh, xt);
+#if QL_IQ4_INT
+    /* LOOM_CPU_IQ4AVX2=0: IQ4_NL / IQ4_XS through the per-block code below (before 2026-12-06) */
+    static _Atomic int iq4_env = INT_MIN;
+    if ((t == LOOM_IQ4_NL || t == LOOM_IQ4_XS) && nb <= 512 && cpu_env_int_once(&iq4_env, "LOOM_CPU_IQ4AVX2", 1) != 0) {
+        int8_t xp2[32 * 512];
+        float xdp[4 * 512], xd8[512];
+        ql_iq4_prep(t, x, nb, xp2, xdp, xd8);
+        for (int64_t n = n0; n < n1; n++) {
+            size_t pf = n + pf_rows < n1 ? (size_t)pf_rows * row_bytes : 0;
+            const char *row = (const char *)w + (size_t)n * row_bytes;
+            float v = t == LOOM_IQ4_NL ? ql_row_iq4nl(row, xp2, xd8, x, xd, nb, pf) : ql_row_iq4xs(row, xp2, xdp, K / 256, pf);
+            y[n] = v + (bias ? bias[n] : 0.0f);
+        }
+        if (xs != buf) free(xs);
+        return;
+    }
+#endif
 #if QL_Q23_INT
     if ((t == LOOM_Q2_K || t == LOOM_Q3_K) && !kold)
         for (int64_t b = 0; b < nb; b++) {

@@ -34,6 +34,12 @@ cpu_qgemv_later_fn cpu_qgemv_later_for(cpu_qdot_fn dot) {
     return dot == cpu_qdot_avx512 ? cpu_qgemv_later_avx512 : dot == cpu_qdot_avx2 ? cpu_qgemv_later_avx2 : NULL;
 }
 
+cpu_dequant_fn cpu_dequant_row_for(cpu_qdot_fn dot, loom_dtype t) {
+    static _Atomic int env = INT_MIN;
+    if ((t != LOOM_IQ4_NL && t != LOOM_IQ4_XS) || (dot != cpu_qdot_avx2 && dot != cpu_qdot_avx512)) return NULL;
+    return cpu_env_int_once(&env, "LOOM_CPU_IQ4AVX2", 1) != 0 ? cpu_dequant_iq4_avx2 : NULL;
+}
+
 /* The later types' decode GEMV and panel GEMM take K whole blocks of the type (whole super-blocks for
  * the k-quants). LOOM_CPU_QLATER=0 switches both off (the rows kernel and the f32 prefill, as before
  * them: A/B timing). */

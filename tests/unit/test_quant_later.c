@@ -5,7 +5,7 @@
  * reference loom_quant_dot_ref; every row count 1..40 and 200 (chunks, tails, the prefetch), K of
  * one, two and 19 super-blocks and odd numbers of 32-blocks; weights both from the quantiser and
  * random bytes (every code and scale pattern); the vectorised activation quantiser byte-exact
- * against loom_q8x_quant. */
+ * against loom_q8x_quant, and the AVX2 IQ4 dequantiser (prefill) against loom_dequant_row. */
 #include "tests/unit/check.h"
 
 #include "backends/cpu/cpu_quant.h"
@@ -53,6 +53,11 @@ static void random_blocks(loom_dtype t, char *w, size_t rb, int64_t N) {
 
 static int have_avx512(void) { return cpu_qdot_for("avx512") == cpu_qdot_avx512; }
 static int have_avx2(void) { return cpu_has_avx2(); }
+/* LOOM_CPU_IQ4AVX2=0 (test_quant_later_klater0): the IQ4 code from before 2026-12-06 */
+static int iq4_off(void) {
+    const char *e = getenv("LOOM_CPU_IQ4AVX2");
+    return e && atoi(e) == 0;
+}
 
 static void test_q8x_quant(void) {
     int64_t n = 32 * 64;
@@ -119,6 +124,21 @@ static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t
         for (int64_t n = 0; n < N; n++) loom_quant_row(t, wf + n * K, w + n * rb, K);
     }
     for (int64_t n = 0; n < N; n++) loom_dequant_row(t, w + n * rb, wd + n * K, K);
+    /* the vector IQ4 dequantiser (the AVX2 prefill's) gives the reference's floats exactly */
+    cpu_dequant_fn dq = cpu_dequant_row_for(have_avx2() ? cpu_qdot_avx2 : cpu_qdot_scalar, t);
+    CHECK(!dq == !(have_avx2() && (t == LOOM_IQ4_NL || t == LOOM_IQ4_XS) && !iq4_off()), "%s: cpu_dequant_row_for",
+          loom_dtype_name(t));
+    CHECK(!cpu_dequant_row_for(cpu_qdot_scalar, t), "%s: a dequantiser for the scalar flavour", loom_dtype_name(t));
+    if (dq) {
+        float *v = malloc(sizeof(float) * K);
+        for (int64_t n = 0; n < N; n++) {
+            for (int64_t i = 0; i < K; i++) v[i] = NAN;
+            dq(t, w + n * rb, v, K);
+            CHECK(!memcmp(v, wd + n * K, sizeof(float) * K), "%s K=%lld row %lld: vector dequantiser differs",
+                  loom_dtype_name(t), (long long)K, (long long)n);
+        }
+        free(v);
+    }
     for (int64_t i = 0; i < M * K; i++) x[i] = random == 2 ? 1.0f : grand();
     for (int64_t m = 0; m < M; m++) loom_q8x_quant(x + m * K, xq + m * (K / 32), K);
     for (int64_t b = 0; b < M * K / 32; b++)
@@ -182,6 +202,7 @@ int main(void) {
         }
         test_kernels(t, 4864, 200, 0, 2); /* qwen2-0.5b's ffn_down width, 200 rows: chunks and tails */
         test_kernels(t, 512, 21, 2, 2);   /* every byte 0xFF, x all +1 */
+        if (t == LOOM_IQ4_NL || t == LOOM_IQ4_XS) test_kernels(t, 16640, 3, 1, 1); /* > 512 blocks: the old GEMV */
         for (int64_t n = 2; n <= 16; n++) test_kernels(t, 256, n, 1, 1 + n % 4);
     }
     printf("worst error of sum|w x|: gemv %.2e, matmul M > 1 %.2e\n", worst_gemv, worst_gemm);
