@@ -1,6 +1,10 @@
 # Quantised weights (issue 5): unit tests, then `loom quantize` of the fixtures checked against the
 # f32 reference by top-1 agreement and mean KL (docs/quantization.md has the measured figures).
 loom_unit_test(test_quant)
+# The same checks with the Q8_0 / Q4_0 rows kernel on AVX2 (LOOM_CPU_QAVX2=0: the code from before
+# session 12's quant_q01_avx2.c, which stays for A/B timing; the direct calls still test the new one).
+add_test(NAME test_quant_qavx2_0 COMMAND $<TARGET_FILE:test_quant>)
+set_tests_properties(test_quant_qavx2_0 PROPERTIES ENVIRONMENT "LOOM_FIXTURES=${LOOM_FIXTURES};LOOM_CPU_QAVX2=0" TIMEOUT 300)
 loom_unit_test(test_qblock)
 loom_unit_test(test_quant_later)
 # The same checks with the K-quant decode code from before 2026-12-06 (LOOM_CPU_KLATER=0: the rows

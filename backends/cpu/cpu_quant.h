@@ -100,6 +100,22 @@ bool cpu_qgemm_iq4_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M);
 void cpu_q8x_quant_avx2(const float *x, loom_q8x *y, int64_t n);
 void cpu_q8x_quant_avx512(const float *x, loom_q8x *y, int64_t n);
 
+/* Q8_0 / Q4_0 on CPUs whose rows kernel is the AVX2 one (no AVX-512 VNNI; quant_q01_avx2.c), K whole
+ * 32-blocks; cpu_q01_avx2_ok says whether cpu_quant_matmul takes them (LOOM_CPU_QAVX2=0: the rows
+ * kernel again, for A/B timing). Decode: cpu_qgemv_q01_avx2 (a cpu_qgemv_later_fn, x by
+ * loom_q8x_quant's rule). Prefill: each x row prepared by cpu_qgemm_q01_prep (cpu_qgemm_q01_xbytes(t,
+ * K) bytes, 32-byte aligned), then cpu_qgemm_q01_avx2 computes y[m * ldy + n] = x[m] . W[n] (+ bias[n])
+ * for m < M, n in [n0, n1) in register tiles of 4 weight rows x 2 x rows; returns 0, or -1 (out of
+ * memory). Both: exact int32 block dots scaled by d_w * d_x in f32, as loom_quant_dot_ref up to f32
+ * rounding. */
+bool cpu_q01_avx2_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K);
+void cpu_qgemv_q01_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K, int64_t n0,
+                        int64_t n1, float *y, const float *bias, int pf_rows);
+size_t cpu_qgemm_q01_xbytes(loom_dtype t, int64_t K);
+void cpu_qgemm_q01_prep(loom_dtype t, const float *x, int64_t K, void *dst);
+int cpu_qgemm_q01_avx2(loom_dtype t, const void *w, size_t row_bytes, const void *xp, int64_t M, int64_t K, int64_t n0,
+                       int64_t n1, float *y, int64_t ldy, const float *bias);
+
 /* y[M, N] = x[M, K] W[N, K]^T (+ bias) for quantised W of type wt, over the pool. K must be a
  * whole number of wt's blocks. Returns 0, or -1 with an error (out of memory). */
 int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn dot, float *y, const float *x,

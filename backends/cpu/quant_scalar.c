@@ -69,6 +69,12 @@ bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {
     return dot == cpu_qdot_avx512 && qgemv_later_ok(t, K);
 }
 
+bool cpu_q01_avx2_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {
+    static _Atomic int env = INT_MIN;
+    return dot == cpu_qdot_avx2 && (t == LOOM_Q8_0 || t == LOOM_Q4_0) && K > 0 && K % 32 == 0 &&
+           cpu_env_int_once(&env, "LOOM_CPU_QAVX2", 1) != 0;
+}
+
 bool cpu_qgemm_iq4_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M) {
     static _Atomic int env = INT_MIN;
     return dot == cpu_qdot_avx2 && M > CPU_QDEQUANT_MIN_ROWS && qgemv_later_ok(t, K) &&
@@ -80,6 +86,7 @@ typedef struct qmm_task {
     cpu_qdot_fn dot;
     cpu_qgemv_later_fn later; /* M = 1 of a later type through its GEMV, or NULL */
     bool later_gemm;          /* M > 1 of a later type through cpu_qgemm_later_avx512 */
+    bool q01_gemm;            /* M > 1 of Q8_0 / Q4_0 through cpu_qgemm_q01_avx2 (xp its rows) */
     int16_t *x16;             /* IQ4_* prefill through cpu_qgemm_iq4_avx2: x codes as int16, or NULL */
     _Atomic int failed;       /* a chunk could not allocate its panel */
     int pf_rows;
@@ -107,6 +114,10 @@ static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
     if (t->later) { /* M = 1: vectorised, the same bytes as loom_q8x_quant */
         if (t->dot == cpu_qdot_avx512) cpu_q8x_quant_avx512(t->x, t->xq, t->K);
         else cpu_q8x_quant_avx2(t->x, t->xq, t->K);
+        return;
+    }
+    if (t->q01_gemm) {
+        for (int64_t m = m0; m < m1; m++) cpu_qgemm_q01_prep(t->wt, t->x + m * t->K, t->K, t->xp + (size_t)m * t->xp_bytes);
         return;
     }
     if (t->later_gemm) {
@@ -143,6 +154,11 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
         }
         if (t->later_gemm) {
             if (cpu_qgemm_later_avx512(t->wt, t->w, t->row_bytes, t->xq, t->M, t->K, n0, n1, t->y, t->N, t->bias))
+                atomic_store(&((qmm_task *)arg)->failed, 1);
+            continue;
+        }
+        if (t->q01_gemm) {
+            if (cpu_qgemm_q01_avx2(t->wt, t->w, t->row_bytes, t->xp, t->M, t->K, n0, n1, t->y, t->N, t->bias))
                 atomic_store(&((qmm_task *)arg)->failed, 1);
             continue;
         }
@@ -188,7 +204,9 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     bool iq4 = wt == LOOM_IQ4_NL || wt == LOOM_IQ4_XS;
     bool gemv = M == 1 && !no_gemv && !no_tiles && dot == cpu_qdot_avx512 && cpu_qgemv_ok(wt, K) &&
                 (!iq4 || (qgemv_later_ok(wt, K) && cpu_env_int_once(&iq4_env, "LOOM_CPU_IQ4GEMV", 1) != 0));
-    size_t xpb = tiled || gemv ? cpu_qgemm_xbytes(K) : 0;
+    /* Q8_0 / Q4_0 with the AVX2 rows kernel: their GEMV (M = 1) and tile GEMM (quant_q01_avx2.c) */
+    bool q01 = !no_tiles && cpu_q01_avx2_ok(dot, wt, K), q01_gemm = q01 && (M > 1 || no_gemv);
+    size_t xpb = tiled || gemv ? cpu_qgemm_xbytes(K) : q01_gemm ? cpu_qgemm_q01_xbytes(wt, K) : 0;
     loom_q8x *xq = malloc((size_t)(M * xb) * sizeof *xq + 1);
     char *xp = xpb ? loom_malloc_aligned((size_t)M * xpb) : NULL;
     if (!xq || (xpb && !xp)) {
@@ -198,13 +216,14 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     }
     qmm_task t = {.dot = dot, .y = y, .x = x, .xq = xq, .xp = xp, .xp_bytes = xpb, .w = w, .wt = wt,
                   .row_bytes = loom_dtype_nbytes(wt, K), .bias = bias, .M = M, .K = K, .N = N, .xblocks = xb,
-                  .gemv = gemv};
-    if (M == 1 && !no_gemv && !gemv && (qgemv_later_ok(wt, K) || klater_ok(wt, K))) {
+                  .gemv = gemv, .q01_gemm = q01_gemm};
+    if (M == 1 && !no_gemv && !gemv && (qgemv_later_ok(wt, K) || klater_ok(wt, K) || q01)) {
         /* LOOM_CPU_QGEMV_PF: prefetch distance in rows, as the Q8_0/Q4_0 GEMV */
         static _Atomic int pf_env = INT_MIN;
         t.later = cpu_qgemv_later_for(dot);
         t.pf_rows = cpu_env_int_once(&pf_env, "LOOM_CPU_QGEMV_PF", 16);
         if (t.pf_rows < 0) t.pf_rows = 0;
+        if (q01) t.later = cpu_qgemv_q01_avx2;
     }
     t.later_gemm = M > 1 && !no_tiles && cpu_qgemm_later_ok(dot, wt, K);
     if (t.later_gemm) t.xp = NULL; /* (Q4_K: the panel reads the loom_q8x rows, not the pair tile's) */

@@ -262,6 +262,165 @@ static void test_dots(void) {
     test_dots_k(512, 37); /* the same for Q4_K (two super-blocks per row) */
 }
 
+/* The AVX2 Q8_0 / Q4_0 kernels (quant_q01_avx2.c) called directly, against the exact block product in
+ * double: the decode GEMV over row ranges of every parity (2-row pairs and the 1-row tail), with and
+ * without the prefetch; the prefill tile GEMM with every tile shape (1..4 weight rows x 1..2 x rows:
+ * M and N from 1 to 11) and an ldy wider than the rows written; weights from the quantiser and random
+ * bytes (every code, Q8_0's -128 included); K of 1, 3, 9 (a tail after the 8-block correction loop)
+ * and 64 blocks. Outputs outside the range must stay NaN. */
+static uint64_t q01_rng = 0x2545F4914F6CDD1Dull;
+static uint32_t q01_rnd(void) {
+    q01_rng ^= q01_rng << 13, q01_rng ^= q01_rng >> 7, q01_rng ^= q01_rng << 17;
+    return (uint32_t)(q01_rng >> 16);
+}
+
+/* the exact product of a weight row with a loom_q8x row in double, and sum |w x| (the error's scale) */
+static double q01_ref(loom_dtype t, const char *row, const loom_q8x *x, int64_t K, double *mag) {
+    double s = 0, m = 1e-30;
+    for (int64_t b = 0; b < K / 32; b++) {
+        int8_t c[32];
+        uint16_t h;
+        if (t == LOOM_Q8_0) {
+            const loom_block_q8_0 *q = (const loom_block_q8_0 *)row + b;
+            memcpy(c, q->qs, 32), h = q->d;
+        } else {
+            const loom_block_q4_0 *q = (const loom_block_q4_0 *)row + b;
+            for (int j = 0; j < 16; j++) c[j] = (int8_t)((q->qs[j] & 15) - 8), c[j + 16] = (int8_t)((q->qs[j] >> 4) - 8);
+            h = q->d;
+        }
+        long dot = 0, ad = 0;
+        for (int j = 0; j < 32; j++) dot += (long)c[j] * x[b].qs[j], ad += labs((long)c[j] * x[b].qs[j]);
+        double sc = (double)loom_f16_to_f32(h) * x[b].d;
+        s += sc * (double)dot, m += fabs(sc) * (double)ad;
+    }
+    *mag = m;
+    return s;
+}
+
+static void test_q01_avx2(void) {
+    if (!cpu_has_avx2()) {
+        printf("no AVX2: the Q8_0 / Q4_0 AVX2 kernels not tested\n");
+        return;
+    }
+    const int64_t Ks[] = {32, 96, 288, 2048};
+    const loom_dtype q01[] = {LOOM_Q8_0, LOOM_Q4_0};
+    double worst_gemv = 0, worst_gemm = 0;
+    for (int ki = 0; ki < 4; ki++)
+        for (int ti = 0; ti < 2; ti++)
+            for (int rnd = 0; rnd < 2; rnd++) {
+                loom_dtype t = q01[ti];
+                int64_t K = Ks[ki], nb = K / 32, N = 11, M = 11, ldy = N + 3;
+                size_t rb = loom_dtype_nbytes(t, K);
+                char *wq = malloc(rb * N);
+                float *x = malloc(sizeof(float) * M * K), *wf = malloc(sizeof(float) * K);
+                for (int64_t i = 0; i < M * K; i++) x[i] = grand() * (i % 5 ? 1.0f : 4.0f);
+                for (int64_t n = 0; n < N; n++) {
+                    if (rnd) { /* random bytes, a small finite scale per block */
+                        for (size_t i = 0; i < rb; i++) wq[n * rb + i] = (char)q01_rnd();
+                        for (int64_t b = 0; b < nb; b++) {
+                            uint16_t d = (uint16_t)(0x1000 + q01_rnd() % 0x1400);
+                            memcpy(wq + n * rb + (size_t)b * loom_dtype_block_bytes(t), &d, 2);
+                        }
+                    } else {
+                        for (int64_t i = 0; i < K; i++) wf[i] = grand() * 0.05f;
+                        loom_quant_row(t, wf, wq + n * rb, K);
+                    }
+                }
+                loom_q8x *xq = malloc(sizeof(loom_q8x) * M * nb);
+                for (int64_t m = 0; m < M; m++) loom_q8x_quant(x + m * K, xq + m * nb, K);
+                double *ref = malloc(sizeof(double) * M * N), *mag = malloc(sizeof(double) * M * N);
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t n = 0; n < N; n++) ref[m * N + n] = q01_ref(t, wq + n * rb, xq + m * nb, K, &mag[m * N + n]);
+                float bias[11], y[11 * 14];
+                for (int n = 0; n < 11; n++) bias[n] = 0.25f * (float)(n % 5) - 0.5f;
+                /* decode: ranges [n0, n1) of every length 1..N - n0, with prefetch 0, 1, 3 rows */
+                for (int pf = 0; pf < 3; pf++)
+                    for (int64_t n0 = 0; n0 < 3; n0++)
+                        for (int64_t n1 = n0 + 1; n1 <= N; n1++) {
+                            for (int i = 0; i < 11; i++) y[i] = NAN;
+                            const float *bs = pf == 1 ? bias : NULL;
+                            cpu_qgemv_q01_avx2(t, wq, rb, xq, K, n0, n1, y, bs, pf == 2 ? 3 : pf);
+                            for (int64_t n = 0; n < N; n++) {
+                                bool in = n >= n0 && n < n1;
+                                if (!in) {
+                                    CHECK(isnan(y[n]), "%s gemv K=%lld [%lld, %lld) wrote row %lld", loom_dtype_name(t),
+                                          (long long)K, (long long)n0, (long long)n1, (long long)n);
+                                    continue;
+                                }
+                                double e = fabs(y[n] - (ref[n] + (bs ? bs[n] : 0))) / mag[n];
+                                worst_gemv = nan_max(worst_gemv, e);
+                            }
+                        }
+                /* prefill: every M x N from 1 x 1 to 11 x 11 over rows [n0, n0 + N'), ldy = 14 */
+                size_t xb = cpu_qgemm_q01_xbytes(t, K);
+                char *xp = loom_malloc_aligned(xb * (size_t)M);
+                for (int64_t m = 0; m < M; m++) cpu_qgemm_q01_prep(t, x + m * K, K, xp + (size_t)m * xb);
+                for (int64_t mm = 1; mm <= M; mm++)
+                    for (int64_t n0 = 0; n0 < 2; n0++)
+                        for (int64_t n1 = n0 + 1; n1 <= N; n1++) {
+                            for (int i = 0; i < 11 * 14; i++) y[i] = NAN;
+                            const float *bs = (mm + n1) % 2 ? bias : NULL;
+                            int rc = cpu_qgemm_q01_avx2(t, wq, rb, xp, mm, K, n0, n1, y, ldy, bs);
+                            CHECK(rc == 0, "gemm rc");
+                            for (int64_t m = 0; m < M; m++)
+                                for (int64_t n = 0; n < ldy; n++) {
+                                    bool in = m < mm && n >= n0 && n < n1;
+                                    if (!in) {
+                                        if (!isnan(y[m * ldy + n])) {
+                                            CHECK(0, "%s gemm K=%lld M=%lld [%lld, %lld) wrote (%lld, %lld)",
+                                                  loom_dtype_name(t), (long long)K, (long long)mm, (long long)n0,
+                                                  (long long)n1, (long long)m, (long long)n);
+                                            n = ldy, m = M;
+                                        }
+                                        continue;
+                                    }
+                                    double e = fabs(y[m * ldy + n] - (ref[m * N + n] + (bs ? bs[n] : 0))) / mag[m * N + n];
+                                    worst_gemm = nan_max(worst_gemm, e);
+                                }
+                        }
+                loom_free_aligned(xp);
+                free(wq), free(x), free(wf), free(xq), free(ref), free(mag);
+            }
+    printf("q8_0 / q4_0 avx2: worst error of sum|w x|: gemv %.2e, gemm %.2e\n", worst_gemv, worst_gemm);
+    CHECK(worst_gemv < 1e-6, "avx2 q8_0 / q4_0 gemv: error %.2e of sum|w x|", worst_gemv);
+    CHECK(worst_gemm < 1e-6, "avx2 q8_0 / q4_0 gemm: error %.2e of sum|w x|", worst_gemm);
+
+    /* the threaded driver with the AVX2 rows flavour: the GEMV (M = 1) and the tiles (M = 2, 3, 37) over
+     * 2 threads, N = 300 (several chunks with tails), against the same reference */
+    cpu_pool *pool = cpu_pool_new(2);
+    for (int ti = 0; ti < 2; ti++) {
+        loom_dtype t = q01[ti];
+        int64_t K = 320, nb = K / 32, N = 300, M = 37;
+        size_t rb = loom_dtype_nbytes(t, K);
+        char *wq = malloc(rb * N);
+        float *x = malloc(sizeof(float) * M * K), *wf = malloc(sizeof(float) * K), *y = malloc(sizeof(float) * M * N);
+        float *bias = malloc(sizeof(float) * N);
+        for (int64_t n = 0; n < N; n++) {
+            for (int64_t i = 0; i < K; i++) wf[i] = grand() * 0.05f;
+            loom_quant_row(t, wf, wq + n * rb, K);
+            bias[n] = (float)(n % 3) - 1.0f;
+        }
+        for (int64_t i = 0; i < M * K; i++) x[i] = grand();
+        loom_q8x *xq = malloc(sizeof(loom_q8x) * M * nb);
+        for (int64_t m = 0; m < M; m++) loom_q8x_quant(x + m * K, xq + m * nb, K);
+        const int64_t Ms[] = {1, 2, 3, 37};
+        for (int mi = 0; mi < 4; mi++) {
+            int64_t mm = Ms[mi];
+            for (int64_t i = 0; i < M * N; i++) y[i] = NAN;
+            CHECK(cpu_quant_matmul(pool, true, 2, cpu_qdot_avx2, y, x, wq, t, bias, mm, K, N) == 0, "matmul rc");
+            double werr = 0;
+            for (int64_t m = 0; m < mm; m++)
+                for (int64_t n = 0; n < N; n++) {
+                    double mg, r = q01_ref(t, wq + n * rb, xq + m * nb, K, &mg) + bias[n];
+                    werr = nan_max(werr, fabs(y[m * N + n] - r) / mg);
+                }
+            CHECK(werr < 1e-6, "avx2 %s matmul M=%lld N=300 2 threads: error %.2e", loom_dtype_name(t), (long long)mm, werr);
+        }
+        free(wq), free(x), free(wf), free(y), free(bias), free(xq);
+    }
+    cpu_pool_free(pool);
+}
+
 /* A GGUF holding one Q8_0 matrix [2, 32]; scale of block 1 replaced by `bad_d` when nonzero, and
  * the inner dim rewritten to `inner` in the file when nonzero (the writer refuses such shapes). */
 static int write_q8(const char *path, uint16_t bad_d, uint64_t inner) {
@@ -320,6 +479,7 @@ int main(void) {
     test_layouts();
     test_roundtrip();
     test_dots();
+    test_q01_avx2();
     test_corrupt();
     CHECK_DONE();
 }
