@@ -14,6 +14,7 @@
  * at a time (x stays in L1), each prefetching the same bytes pf_rows rows ahead. */
 #include "backends/cpu/cpu_quant.h"
 #include "backends/cpu/quant_later_unpack.h"
+#include "core/util.h"
 
 #include <immintrin.h>
 #include <stddef.h>
@@ -438,8 +439,8 @@ QL_INLINE uint16_t ql_u16(const char *p) {
 }
 
 /* One IQ4_NL row: nb / 8 groups of 8 blocks as above, the last nb % 8 blocks one at a time. */
-QL_INLINE float ql_row_iq4nl(const char *row, const int8_t *xp2, const float *xd8, const loom_q8x *x, const float *xd,
-                             int64_t nb, size_t pf) {
+QL_INLINE float ql_row_iq4nl(const char *row, const int8_t *xp2, const float *xd8, const loom_q8x *x, int64_t nb,
+                             size_t pf) {
     const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)loom_iq4nl_values));
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -473,7 +474,7 @@ QL_INLINE float ql_row_iq4nl(const char *row, const int8_t *xp2, const float *xd
     for (int64_t b = 8 * ng; b < nb; b++) {
         const char *p = row + (size_t)b * 18;
         __m256i c = ql_iq4(ql_nib((const uint8_t *)p + 2));
-        acc0 = _mm256_fmadd_ps(ql_dot(c, x[b].qs), _mm256_set1_ps(_cvtsh_ss(ql_u16(p)) * xd[b]), acc0);
+        acc0 = _mm256_fmadd_ps(ql_dot(c, x[b].qs), _mm256_set1_ps(_cvtsh_ss(ql_u16(p)) * x[b].d), acc0);
     }
     return ql_hsum(_mm256_add_ps(acc0, acc1));
 }
@@ -529,6 +530,165 @@ static void ql_iq4_prep(loom_dtype t, const loom_q8x *x, int64_t nb, int8_t *xp2
             for (int i = 0; i < 8; i++) xd8[8 * g + i] = x[8 * g + ql_iq4_ord[i]].d;
 }
 
+/* Rows [n0, n1) of IQ4_NL / IQ4_XS by the pair kernels (nb <= 512 blocks). */
+static void ql_iq4_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, int64_t K, int64_t n0, int64_t n1,
+                        float *y, const float *bias, int64_t pf_rows) {
+    int64_t nb = K / 32;
+    int8_t xp2[32 * 512];
+    float xdp[4 * 512], xd8[512];
+    ql_iq4_prep(t, x, nb, xp2, xdp, xd8);
+    for (int64_t n = n0; n < n1; n++) {
+        size_t pf = n + pf_rows < n1 ? (size_t)pf_rows * rb : 0;
+        const char *row = w + (size_t)n * rb;
+        float v = t == LOOM_IQ4_NL ? ql_row_iq4nl(row, xp2, xd8, x, nb, pf) : ql_row_iq4xs(row, xp2, xdp, K / 256, pf);
+        y[n] = v + (bias ? bias[n] : 0.0f);
+    }
+}
+
+/* IQ4_NL / IQ4_XS prefill on AVX2 machines (2026-12-06, session 12; cpu_qgemm_iq4_ok says when;
+ * LOOM_CPU_IQ4GEMM=0 gives the dequantise-to-f32 path). The weight codes c (the table values,
+ * -127..113) and the activation codes (loom_q8x_quant's) both as int16 and multiplied by `madd`
+ * (vpmaddwd: 16 products a call, exact, no saturation and no sign trick). A panel of QL_PR (16)
+ * weight rows is unpacked once per chunk: per 32-block, 16 dwords per row (pairs of codes k, k + 1)
+ * transposed so dword lane r (of two ymm) holds row r's pair, and the rows' block scales as floats
+ * (IQ4_NL d, IQ4_XS d x (ls - 32), as the reference's). Tile: the panel x 4 activation rows; per
+ * pair of k two panel loads, four broadcast dwords of the activation (int16 pairs, prepared once
+ * per matmul by cpu_qgemm_iq4_prep) and eight `madd` + `add` into int32 block sums; per block one
+ * conversion, scale product and FMA per activation row and ymm into float sums kept in L1. The
+ * same integer block sums as loom_quant_dot_ref,
+ * f32 rounding aside. */
+void cpu_qgemm_iq4_prep(const loom_q8x *xq, int64_t K, int16_t *dst) {
+    for (int64_t b = 0; b < K / 32; b++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)xq[b].qs);
+        _mm256_storeu_si256((__m256i *)(dst + 32 * b), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)));
+        _mm256_storeu_si256((__m256i *)(dst + 32 * b + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)));
+    }
+}
+
+#define QL_PR 16 /* weight rows per panel: two ymm of int32 lanes */
+
+/* Rows n .. n + nr - 1 (nr <= QL_PR; the rest zero) into the panel pan (per 32-block b, per pair
+ * kp of its codes: QL_PR dwords, row r's pair in dword r) and their block scales ps (QL_PR floats
+ * per block). */
+static void ql_iq4_panel(loom_dtype t, const char *w, size_t rb, int64_t n, int nr, int64_t K, int32_t *pan, float *ps) {
+    _Alignas(32) int16_t tmp[QL_PR][32];
+    for (int64_t b = 0; b < K / 32; b++) {
+        for (int r = 0; r < QL_PR; r++) {
+            if (r >= nr) {
+                memset(tmp[r], 0, sizeof tmp[r]);
+                ps[QL_PR * b + r] = 0;
+                continue;
+            }
+            const char *row = w + (size_t)(n + r) * rb;
+            const uint8_t *qs;
+            float A;
+            if (t == LOOM_IQ4_NL) {
+                const loom_block_iq4_nl *q = (const loom_block_iq4_nl *)row + b;
+                qs = q->qs, A = _cvtsh_ss(q->d);
+            } else {
+                const loom_block_iq4_xs *q = (const loom_block_iq4_xs *)row + b / 8;
+                qs = q->qs + 16 * (b % 8);
+                A = _cvtsh_ss(q->d) * (float)loom_iq4xs_scale(q->scales_h, q->scales_l, (int)(b % 8));
+            }
+            __m256i c = ql_iq4(ql_nib(qs));
+            _mm256_store_si256((__m256i *)tmp[r], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(c)));
+            _mm256_store_si256((__m256i *)(tmp[r] + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(c, 1)));
+            ps[QL_PR * b + r] = A;
+        }
+        int32_t *pb = pan + 16 * QL_PR * b;
+        for (int kp = 0; kp < 16; kp++)
+            for (int r = 0; r < QL_PR; r++) memcpy(pb + QL_PR * kp + r, &tmp[r][2 * kp], 4);
+    }
+}
+
+/* an activation pair of int16 codes broadcast to every dword */
+QL_INLINE __m256i ql_x2(const int16_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* The panel against activation rows m0 .. m0 + MR - 1: out[m * QL_PR + r] = row r . x row m. */
+QL_INLINE void ql_iq4_tile(const int MR, const int32_t *pan, const float *ps, const int16_t *x16, const loom_q8x *xq,
+                           int64_t K, float *out) {
+    const int64_t nb = K / 32;
+    const int16_t *x0 = x16, *x1 = x16 + (MR > 1 ? K : 0), *x2 = x16 + (MR > 2 ? 2 * K : 0), *x3 = x16 + (MR > 3 ? 3 * K : 0);
+    for (int i = 0; i < MR * QL_PR; i++) out[i] = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+        const int32_t *pb = pan + 16 * QL_PR * b;
+        const int64_t o = 32 * b;
+        _Pragma("GCC unroll 16") for (int kp = 0; kp < 16; kp++) {
+            __m256i w0 = _mm256_load_si256((const __m256i *)(pb + QL_PR * kp));
+            __m256i w1 = _mm256_load_si256((const __m256i *)(pb + QL_PR * kp + 8));
+            __m256i xv = ql_x2(x0 + o + 2 * kp);
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(w0, xv)), c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(w1, xv));
+            if (MR > 1) {
+                xv = ql_x2(x1 + o + 2 * kp);
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(w0, xv)), c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(w1, xv));
+            }
+            if (MR > 2) {
+                xv = ql_x2(x2 + o + 2 * kp);
+                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(w0, xv)), c2 = _mm256_add_epi32(c2, _mm256_madd_epi16(w1, xv));
+            }
+            if (MR > 3) {
+                xv = ql_x2(x3 + o + 2 * kp);
+                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(w0, xv)), c3 = _mm256_add_epi32(c3, _mm256_madd_epi16(w1, xv));
+            }
+            /* (keeps GCC from re-associating the sums into trees of products, which spilled:
+             * 54-64 against 100 GFLOP/s) */
+            __asm__("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(c0), "+x"(c1), "+x"(c2), "+x"(c3));
+        }
+        __m256 S0 = _mm256_loadu_ps(ps + QL_PR * b), S1 = _mm256_loadu_ps(ps + QL_PR * b + 8);
+#define QL_ACC(m, a, c)                                                                                      \
+    do {                                                                                                     \
+        __m256 d_ = _mm256_set1_ps(xq[(m) * nb + b].d);                                                      \
+        float *o_ = out + (m) * QL_PR;                                                                       \
+        _mm256_storeu_ps(o_, _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(S0, d_), _mm256_loadu_ps(o_))); \
+        _mm256_storeu_ps(o_ + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(S1, d_), _mm256_loadu_ps(o_ + 8))); \
+    } while (0)
+        QL_ACC(0, a0, c0);
+        if (MR > 1) QL_ACC(1, a1, c1);
+        if (MR > 2) QL_ACC(2, a2, c2);
+        if (MR > 3) QL_ACC(3, a3, c3);
+#undef QL_ACC
+    }
+}
+
+int cpu_qgemm_iq4_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, const int16_t *x16, int64_t M,
+                       int64_t K, int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias) {
+    const int64_t nb = K / 32;
+    int32_t *pan = loom_malloc_aligned(sizeof(int32_t) * QL_PR * (size_t)(K / 2));
+    float *ps = malloc(sizeof(float) * QL_PR * (size_t)nb);
+    if (!pan || !ps) {
+        loom_free_aligned(pan);
+        free(ps);
+        return -1;
+    }
+    float out[4 * QL_PR];
+    for (int64_t n = n0; n < n1; n += QL_PR) {
+        int nr = n1 - n < QL_PR ? (int)(n1 - n) : QL_PR;
+        ql_iq4_panel(t, w, row_bytes, n, nr, K, pan, ps);
+        for (int64_t m0 = 0; m0 < M; m0 += 4) {
+            int mr = M - m0 < 4 ? (int)(M - m0) : 4;
+            const int16_t *xm = x16 + m0 * K;
+            const loom_q8x *qm = xq + m0 * nb;
+            switch (mr) {
+            case 4: ql_iq4_tile(4, pan, ps, xm, qm, K, out); break;
+            case 3: ql_iq4_tile(3, pan, ps, xm, qm, K, out); break;
+            case 2: ql_iq4_tile(2, pan, ps, xm, qm, K, out); break;
+            default: ql_iq4_tile(1, pan, ps, xm, qm, K, out); break;
+            }
+            for (int m = 0; m < mr; m++)
+                for (int r = 0; r < nr; r++) y[(m0 + m) * ldy + n + r] = out[QL_PR * m + r] + (bias ? bias[n + r] : 0.0f);
+        }
+    }
+    loom_free_aligned(pan);
+    free(ps);
+    return 0;
+}
+#undef QL_PR
+
 /* An IQ4_NL / IQ4_XS row (K elements, whole blocks of the type) to f32, as loom_dequant_row
  * (each value d * c, IQ4_XS's d the f16 d times ls - 32 first: the same single products, so the
  * same floats), for the prefill's dequantise-then-f32-GEMM path. */
@@ -581,6 +741,14 @@ QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x
 void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *x, int64_t K, int64_t n0,
                              int64_t n1, float *y, const float *bias, int pf_rows) {
     int64_t nb = K / 32;
+#if QL_IQ4_INT
+    /* LOOM_CPU_IQ4AVX2=0: IQ4_NL / IQ4_XS through the per-block code below (before 2026-12-06) */
+    static _Atomic int iq4_env = INT_MIN;
+    if ((t == LOOM_IQ4_NL || t == LOOM_IQ4_XS) && nb <= 512 && cpu_env_int_once(&iq4_env, "LOOM_CPU_IQ4AVX2", 1) != 0) {
+        ql_iq4_span(t, w, row_bytes, x, K, n0, n1, y, bias, pf_rows);
+        return;
+    }
+#endif
     /* xs, xd, xdh, xt (6 floats per block) and, for Q2_K / Q3_K, xq then (Q3_K) xde, xdo (3 floats)
      * and xs16 (Q2_K) or xse, xso (Q3_K) (4 int16) */
     float buf[11 * 512], *xs = nb <= 512 ? buf : malloc(sizeof(float) * 11 * (size_t)nb);
@@ -596,23 +764,6 @@ void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, cons
     static _Atomic int kold_env = INT_MIN;
     bool kold = (t == LOOM_Q5_K || t == LOOM_Q2_K || t == LOOM_Q3_K) && cpu_env_int_once(&kold_env, "LOOM_CPU_KLATER", 1) == 0;
     ql_xsums(x, nb, xs, xd, xdh, xt);
-#if QL_IQ4_INT
-    /* LOOM_CPU_IQ4AVX2=0: IQ4_NL / IQ4_XS through the per-block code below (before 2026-12-06) */
-    static _Atomic int iq4_env = INT_MIN;
-    if ((t == LOOM_IQ4_NL || t == LOOM_IQ4_XS) && nb <= 512 && cpu_env_int_once(&iq4_env, "LOOM_CPU_IQ4AVX2", 1) != 0) {
-        int8_t xp2[32 * 512];
-        float xdp[4 * 512], xd8[512];
-        ql_iq4_prep(t, x, nb, xp2, xdp, xd8);
-        for (int64_t n = n0; n < n1; n++) {
-            size_t pf = n + pf_rows < n1 ? (size_t)pf_rows * row_bytes : 0;
-            const char *row = (const char *)w + (size_t)n * row_bytes;
-            float v = t == LOOM_IQ4_NL ? ql_row_iq4nl(row, xp2, xd8, x, xd, nb, pf) : ql_row_iq4xs(row, xp2, xdp, K / 256, pf);
-            y[n] = v + (bias ? bias[n] : 0.0f);
-        }
-        if (xs != buf) free(xs);
-        return;
-    }
-#endif
 #if QL_Q23_INT
     if ((t == LOOM_Q2_K || t == LOOM_Q3_K) && !kold)
         for (int64_t b = 0; b < nb; b++) {

@@ -75,11 +75,19 @@ bool cpu_q01_avx2_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {
            cpu_env_int_once(&env, "LOOM_CPU_QAVX2", 1) != 0;
 }
 
+bool cpu_qgemm_iq4_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M) {
+    static _Atomic int env = INT_MIN;
+    return dot == cpu_qdot_avx2 && M > CPU_QDEQUANT_MIN_ROWS && qgemv_later_ok(t, K) &&
+           (t == LOOM_IQ4_NL || t == LOOM_IQ4_XS) && cpu_dequant_row_for(dot, t) &&
+           cpu_env_int_once(&env, "LOOM_CPU_IQ4GEMM", 1) != 0;
+}
+
 typedef struct qmm_task {
     cpu_qdot_fn dot;
     cpu_qgemv_later_fn later; /* M = 1 of a later type through its GEMV, or NULL */
     bool later_gemm;          /* M > 1 of a later type through cpu_qgemm_later_avx512 */
     bool q01_gemm;            /* M > 1 of Q8_0 / Q4_0 through cpu_qgemm_q01_avx2 (xp its rows) */
+    int16_t *x16;             /* IQ4_* prefill through cpu_qgemm_iq4_avx2: x codes as int16, or NULL */
     _Atomic int failed;       /* a chunk could not allocate its panel */
     int pf_rows;
     float *y;
@@ -122,6 +130,11 @@ static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
         return;
     }
     for (int64_t m = m0; m < m1; m++) {
+        if (t->x16) { /* (AVX2: the vectorised quantiser, the same bytes) */
+            cpu_q8x_quant_avx2(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
+            cpu_qgemm_iq4_prep(t->xq + m * t->xblocks, t->K, t->x16 + m * t->K);
+            continue;
+        }
         loom_q8x_quant(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
         if (t->xp) cpu_qgemm_prep(t->wt, t->xq + m * t->xblocks, t->K, t->xp + (size_t)m * t->xp_bytes);
     }
@@ -134,6 +147,11 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
     float o[CPU_QROWS];
     for (int64_t ci = c0; ci < c1; ci++) {
         int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N;
+        if (t->x16) {
+            if (cpu_qgemm_iq4_avx2(t->wt, t->w, t->row_bytes, t->xq, t->x16, t->M, t->K, n0, n1, t->y, t->N, t->bias))
+                atomic_store(&((qmm_task *)arg)->failed, 1);
+            continue;
+        }
         if (t->later_gemm) {
             if (cpu_qgemm_later_avx512(t->wt, t->w, t->row_bytes, t->xq, t->M, t->K, n0, n1, t->y, t->N, t->bias))
                 atomic_store(&((qmm_task *)arg)->failed, 1);
@@ -209,6 +227,11 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     }
     t.later_gemm = M > 1 && !no_tiles && cpu_qgemm_later_ok(dot, wt, K);
     if (t.later_gemm) t.xp = NULL; /* (Q4_K: the panel reads the loom_q8x rows, not the pair tile's) */
+    if (!no_tiles && cpu_qgemm_iq4_ok(dot, wt, K, M) && !(t.x16 = malloc(sizeof(int16_t) * (size_t)(M * K)))) {
+        free(xq);
+        loom_free_aligned(xp);
+        return loom_err("cpu: out of memory preparing a %lld x %lld activation", (long long)M, (long long)K);
+    }
     /* the activation quantisation is split over rows too (prefill: M rows of K) */
     cpu_pool_for(pool, parallel && M >= 8, M, (M + 4 * n_threads - 1) / (4 * n_threads), qmm_quant, &t);
     /* ~4 chunks per thread, whole 16-row groups (decode) or 32-row groups (prefill). Every chunk
@@ -231,6 +254,7 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     cpu_pool_for(pool, parallel, (N + t.chunk - 1) / t.chunk, 1, qmm_run, &t);
     loom_free_aligned(xp);
     free(xq);
+    free(t.x16);
     if (atomic_load(&t.failed)) return loom_err("cpu: out of memory unpacking %s weight panels", loom_dtype_name(wt));
     return 0;
 }

@@ -5,7 +5,8 @@
  * reference loom_quant_dot_ref; every row count 1..40 and 200 (chunks, tails, the prefetch), K of
  * one, two and 19 super-blocks and odd numbers of 32-blocks; weights both from the quantiser and
  * random bytes (every code and scale pattern); the vectorised activation quantiser byte-exact
- * against loom_q8x_quant, and the AVX2 IQ4 dequantiser (prefill) against loom_dequant_row. */
+ * against loom_q8x_quant, and the AVX2 IQ4 dequantiser against loom_dequant_row; on AVX2 the IQ4
+ * int16 prefill (cpu_qgemm_iq4_avx2, M > 8) through the threaded driver. */
 #include "tests/unit/check.h"
 
 #include "backends/cpu/cpu_quant.h"
@@ -53,11 +54,14 @@ static void random_blocks(loom_dtype t, char *w, size_t rb, int64_t N) {
 
 static int have_avx512(void) { return cpu_qdot_for("avx512") == cpu_qdot_avx512; }
 static int have_avx2(void) { return cpu_has_avx2(); }
-/* LOOM_CPU_IQ4AVX2=0 (test_quant_later_klater0): the IQ4 code from before 2026-12-06 */
-static int iq4_off(void) {
-    const char *e = getenv("LOOM_CPU_IQ4AVX2");
+/* LOOM_CPU_IQ4AVX2=0 (test_quant_later_klater0): the IQ4 code from before 2026-12-06;
+ * LOOM_CPU_IQ4GEMM=0: no int16 prefill */
+static int env_off(const char *name) {
+    const char *e = getenv(name);
     return e && atoi(e) == 0;
 }
+static int iq4_off(void) { return env_off("LOOM_CPU_IQ4AVX2"); }
+static int gemm_off(void) { return env_off("LOOM_CPU_IQ4GEMM"); }
 
 static void test_q8x_quant(void) {
     int64_t n = 32 * 64;
@@ -97,7 +101,7 @@ static double rel_err(const float *y, int64_t ldy, const float *wd, const float 
     return worst;
 }
 
-static double worst_gemv = 0, worst_gemm = 0, worst_type[LOOM_DTYPE_COUNT];
+static double worst_gemv = 0, worst_gemm = 0, worst_type[LOOM_DTYPE_COUNT], worst_mm_type[LOOM_DTYPE_COUNT];
 
 static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t M) {
     size_t rb = loom_dtype_nbytes(t, K);
@@ -176,7 +180,7 @@ static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t
             for (int64_t i = 0; i < mm * N; i++) y[i] = NAN;
             CHECK(cpu_quant_matmul(pool, true, 2, dots[f], y, x, w, t, bias, mm, K, N) == 0, "matmul rc");
             e = rel_err(y, N, wd, xd, bias, mm, N, K);
-            if (mm > 1) worst_gemm = fmax(worst_gemm, e);
+            if (mm > 1) worst_gemm = fmax(worst_gemm, e), worst_mm_type[t] = fmax(worst_mm_type[t], e);
             CHECK(e < 1e-6, "%s matmul %s M=%lld K=%lld N=%lld%s: error %.2e of sum|w x|", cpu_qdot_name(dots[f]), tn,
                   (long long)mm, (long long)K, (long long)N, random ? " (random blocks)" : "", e);
         }
@@ -202,11 +206,24 @@ int main(void) {
         }
         test_kernels(t, 4864, 200, 0, 2); /* qwen2-0.5b's ffn_down width, 200 rows: chunks and tails */
         test_kernels(t, 512, 21, 2, 2);   /* every byte 0xFF, x all +1 */
-        if (t == LOOM_IQ4_NL || t == LOOM_IQ4_XS) test_kernels(t, 16640, 3, 1, 1); /* > 512 blocks: the old GEMV */
+        if (t == LOOM_IQ4_NL || t == LOOM_IQ4_XS) {
+            test_kernels(t, 16640, 3, 1, 1); /* > 512 blocks: the old GEMV */
+            /* the AVX2 int16 prefill (M > 8): 4-row tiles and 1-3 row tails, 8-row panels and
+             * partial ones, every byte 0xFF */
+            test_kernels(t, 512, 37, 1, 13);
+            test_kernels(t, 768, 45, 0, 18); /* a 13-row panel */
+            test_kernels(t, 256, 9, 2, 11);
+            test_kernels(t, 2048, 64, 0, 12);
+            CHECK(cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, 512, 9) == (have_avx2() && !iq4_off() && !gemm_off()) &&
+                      !cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, 512, 8) && !cpu_qgemm_iq4_ok(cpu_qdot_scalar, t, 512, 9),
+                  "%s: cpu_qgemm_iq4_ok", loom_dtype_name(t));
+        }
         for (int64_t n = 2; n <= 16; n++) test_kernels(t, 256, n, 1, 1 + n % 4);
     }
     printf("worst error of sum|w x|: gemv %.2e, matmul M > 1 %.2e\n", worst_gemv, worst_gemm);
     for (int k = 0; k < NLATER; k++) printf("  gemv %s %.2e", loom_dtype_name(later[k]), worst_type[later[k]]);
+    printf("\n");
+    for (int k = 0; k < NLATER; k++) printf("  matmul %s %.2e", loom_dtype_name(later[k]), worst_mm_type[later[k]]);
     printf("\n");
     CHECK_DONE();
 }
