@@ -496,6 +496,8 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
     if (loom_dtype_is_quant(wt) && !cpu_qtype_native(wt) && M > CPU_QDEQUANT_MIN_ROWS &&
         !cpu_qgemm_later_ok(c->qdot, wt, K) && !cpu_qgemm_iq4_ok(c->qdot, wt, K, M))
         return matmul_dequant(c, y, x, w, wt, bias, M, K, N);
+    if (M > CPU_QDEQUANT_MIN_ROWS && cpu_kdequant_ok(c->qdot, wt, K)) /* Q4_K / Q6_K on AVX2 */
+        return matmul_dequant(c, y, x, w, wt, bias, M, K, N);
     if (loom_dtype_is_quant(wt))
         return cpu_quant_matmul(c->pool, worth_threads(c, 2.0 * (double)M * (double)N * (double)K), c->n_threads,
                                 c->qdot, y, x, w, wt, bias, M, K, N);

@@ -79,6 +79,7 @@ cpu_qgemv_later_fn cpu_qgemv_later_for(cpu_qdot_fn dot);
 int cpu_qgemm_later_avx512(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, int64_t M, int64_t K,
                            int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
 bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K);
+bool cpu_kdequant_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K);
 /* An IQ4_NL / IQ4_XS weight row (K elements, whole blocks) to f32: the same floats as
  * loom_dequant_row, vectorised (AVX2; quant_later.h). cpu_dequant_row_for gives it for the CPU
  * backend's dequantise-then-f32-GEMM prefill where the rows kernel flavour has AVX2, the type is

@@ -69,6 +69,15 @@ bool cpu_qgemm_later_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {
     return dot == cpu_qdot_avx512 && qgemv_later_ok(t, K);
 }
 
+/* Q4_K / Q6_K prefill on AVX2 (no VNNI panel): the f32 GEMM on rows dequantised per chunk
+ * (cpu_backend.c matmul_dequant) instead of the rows kernel's pair tile, which ran llama-1.1b's
+ * q4_k_m pp128 at 0.44x the peer on the AVX2 box (session 12). LOOM_CPU_KDEQ=0: the pair tile. */
+bool cpu_kdequant_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {
+    static _Atomic int env = INT_MIN;
+    return dot == cpu_qdot_avx2 && (t == LOOM_Q4_K || t == LOOM_Q6_K) && K > 0 && K % 256 == 0 &&
+           cpu_env_int_once(&env, "LOOM_CPU_KDEQ", 1) != 0;
+}
+
 bool cpu_q01_avx2_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K) {
     static _Atomic int env = INT_MIN;
     return dot == cpu_qdot_avx2 && (t == LOOM_Q8_0 || t == LOOM_Q4_0) && K > 0 && K % 32 == 0 &&
