@@ -567,6 +567,19 @@ void cpu_qgemm_iq4_prep(const loom_q8x *xq, int64_t K, int16_t *dst) {
 
 #define QL_PR 16 /* weight rows per panel: two ymm of int32 lanes */
 
+/* 32-block b of an IQ4_NL / IQ4_XS row: its 16 nibble bytes, and (*d) its scale (IQ4_XS: the f16 d
+ * times ls - 32, one product, as loom_dequant_row). */
+static inline const uint8_t *ql_iq4_block(loom_dtype t, const char *row, int64_t b, float *d) {
+    if (t == LOOM_IQ4_NL) {
+        const loom_block_iq4_nl *q = (const loom_block_iq4_nl *)row + b;
+        *d = _cvtsh_ss(q->d);
+        return q->qs;
+    }
+    const loom_block_iq4_xs *q = (const loom_block_iq4_xs *)row + b / 8;
+    *d = _cvtsh_ss(q->d) * (float)loom_iq4xs_scale(q->scales_h, q->scales_l, (int)(b % 8));
+    return q->qs + 16 * (b % 8);
+}
+
 /* Rows n .. n + nr - 1 (nr <= QL_PR; the rest zero) into the panel pan (per 32-block b, per pair
  * kp of its codes: QL_PR dwords, row r's pair in dword r) and their block scales ps (QL_PR floats
  * per block). */
@@ -579,18 +592,8 @@ static void ql_iq4_panel(loom_dtype t, const char *w, size_t rb, int64_t n, int 
                 ps[QL_PR * b + r] = 0;
                 continue;
             }
-            const char *row = w + (size_t)(n + r) * rb;
-            const uint8_t *qs;
             float A;
-            if (t == LOOM_IQ4_NL) {
-                const loom_block_iq4_nl *q = (const loom_block_iq4_nl *)row + b;
-                qs = q->qs, A = _cvtsh_ss(q->d);
-            } else {
-                const loom_block_iq4_xs *q = (const loom_block_iq4_xs *)row + b / 8;
-                qs = q->qs + 16 * (b % 8);
-                A = _cvtsh_ss(q->d) * (float)loom_iq4xs_scale(q->scales_h, q->scales_l, (int)(b % 8));
-            }
-            __m256i c = ql_iq4(ql_nib(qs));
+            __m256i c = ql_iq4(ql_nib(ql_iq4_block(t, w + (size_t)(n + r) * rb, b, &A)));
             _mm256_store_si256((__m256i *)tmp[r], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(c)));
             _mm256_store_si256((__m256i *)(tmp[r] + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(c, 1)));
             ps[QL_PR * b + r] = A;
@@ -694,17 +697,8 @@ int cpu_qgemm_iq4_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom
  * same floats), for the prefill's dequantise-then-f32-GEMM path. */
 void QL_FN(cpu_dequant_iq4_)(loom_dtype t, const void *row, float *y, int64_t K) {
     for (int64_t b = 0; b < K / 32; b++, y += 32) {
-        const uint8_t *qs;
         float dl;
-        if (t == LOOM_IQ4_NL) {
-            const loom_block_iq4_nl *q = (const loom_block_iq4_nl *)row + b;
-            qs = q->qs, dl = _cvtsh_ss(q->d);
-        } else {
-            const loom_block_iq4_xs *q = (const loom_block_iq4_xs *)row + b / 8;
-            qs = q->qs + 16 * (b % 8);
-            dl = _cvtsh_ss(q->d) * (float)loom_iq4xs_scale(q->scales_h, q->scales_l, (int)(b % 8));
-        }
-        __m256i c = ql_iq4(ql_nib(qs));
+        __m256i c = ql_iq4(ql_nib(ql_iq4_block(t, (const char *)row, b, &dl)));
         __m128i c0 = _mm256_castsi256_si128(c), c1 = _mm256_extracti128_si256(c, 1);
         __m256 d = _mm256_set1_ps(dl);
         _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c0)), d));
