@@ -73,41 +73,13 @@ static unsigned long long attn_cm_count(loom_backend *be) {
     return p ? strtoull(p + 9, NULL, 10) : 0;
 }
 
-/* Run t on the CPU (reference) and on every Vulkan backend through both paths; compare `out`.
- * Backends with cooperative matrices use atol_cm when it is >= 0. */
-static void run_cmp2(tg *t, int out, const char *what, double atol, double rtol, double atol_cm) {
-    tg_run_out ro;
-    int rc = tg_run(t, cpu, &ro);
-    CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
-    if (rc) {
-        tg_out_free(&ro);
-        return;
-    }
-    const loom_node *on = &t->nodes[out];
-    size_t n = tg_bytes(on) / 4;
-    const float *ref = tg_f32(t, &ro, out);
-    for (int v = 0; v < NVK; v++) {
-        if (!vk[v]) continue;
-        for (int mode = 0; mode < 2; mode++) {
-            char name[96];
-            snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
-            tg_run_out o;
-            rc = mode ? tg_run_plan(t, vk[v], &o, 1, NULL, 0, NULL) : tg_run(t, vk[v], &o);
-            CHECK(rc == 0, "%s [%s]: %s", what, name, o.err);
-            if (rc == 0) cmp(what, name, tg_f32(t, &o, out), ref, n, vk_coopmat[v] && atol_cm >= 0 ? atol_cm : atol, rtol);
-            tg_out_free(&o);
-        }
-    }
-    tg_out_free(&ro);
-}
-
-static void run_cmp(tg *t, int out, const char *what, double atol, double rtol) { run_cmp2(t, out, what, atol, rtol, -1); }
-
-/* run_cmp for an ATTENTION output: where a backend ran attn_cm.comp (its count grew) the tolerance
- * is tol_cm[i] + rtol |ref| per element (attn_cm_bound.h; NULL: the case is not for that kernel, and
- * its running there is an error); cm_expected: the backends that have it must run it here. */
-static void run_cmp_attn(tg *t, int out, const char *what, double atol, double rtol, const double *tol_cm,
-                         bool cm_expected) {
+/* Run t on the CPU (reference) and on every Vulkan backend through both paths (node by node, then
+ * planned); compare `out`. Backends with cooperative matrices use atol_cm when it is >= 0.
+ * attn >= 0: out is an ATTENTION output; where a backend ran attn_cm.comp (its count grew) the
+ * tolerance is tol_cm[i] + rtol |ref| per element (attn_cm_bound.h; NULL: the case is not for that
+ * kernel, and its running there is an error); attn = 1: the backends that have it must run it here. */
+static void run_cmp_all(tg *t, int out, const char *what, double atol, double rtol, double atol_cm, int attn,
+                        const double *tol_cm) {
     tg_run_out ro;
     int rc = tg_run(t, cpu, &ro);
     CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
@@ -122,21 +94,37 @@ static void run_cmp_attn(tg *t, int out, const char *what, double atol, double r
         for (int mode = 0; mode < 2; mode++) {
             char name[96];
             snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
-            unsigned long long c0 = vk_attn_cm[v] ? attn_cm_count(vk[v]) : 0;
+            unsigned long long c0 = attn >= 0 && vk_attn_cm[v] ? attn_cm_count(vk[v]) : 0;
             tg_run_out o;
             rc = mode ? tg_run_plan(t, vk[v], &o, 1, NULL, 0, NULL) : tg_run(t, vk[v], &o);
             CHECK(rc == 0, "%s [%s]: %s", what, name, o.err);
-            bool ran = vk_attn_cm[v] && attn_cm_count(vk[v]) > c0;
-            CHECK(ran == (vk_attn_cm[v] && cm_expected), "%s [%s]: attn_cm.comp %s", what, name,
-                  ran ? "ran where this test did not expect it" : "did not run");
+            bool ran = false;
+            if (attn >= 0) {
+                ran = vk_attn_cm[v] && attn_cm_count(vk[v]) > c0;
+                CHECK(ran == (vk_attn_cm[v] && attn), "%s [%s]: attn_cm.comp %s", what, name,
+                      ran ? "ran where this test did not expect it" : "did not run");
+            }
             if (rc == 0) {
-                double w = cmp_v(what, name, tg_f32(t, &o, out), ref, n, atol, rtol, ran && tol_cm ? tol_cm : NULL);
+                double tol = vk_coopmat[v] && atol_cm >= 0 ? atol_cm : atol;
+                double w = cmp_v(what, name, tg_f32(t, &o, out), ref, n, tol, rtol, ran && tol_cm ? tol_cm : NULL);
                 if (ran) printf("%s [%s]: attn_cm.comp ran, largest error %.3g of its f16 bound\n", what, name, w);
             }
             tg_out_free(&o);
         }
     }
     tg_out_free(&ro);
+}
+
+static void run_cmp2(tg *t, int out, const char *what, double atol, double rtol, double atol_cm) {
+    run_cmp_all(t, out, what, atol, rtol, atol_cm, -1, NULL);
+}
+
+static void run_cmp(tg *t, int out, const char *what, double atol, double rtol) { run_cmp2(t, out, what, atol, rtol, -1); }
+
+/* run_cmp for an ATTENTION output (run_cmp_all's attn, tol_cm) */
+static void run_cmp_attn(tg *t, int out, const char *what, double atol, double rtol, const double *tol_cm,
+                         bool cm_expected) {
+    run_cmp_all(t, out, what, atol, rtol, -1, cm_expected ? 1 : 0, tol_cm);
 }
 
 static const loom_dtype wtypes[3] = {LOOM_F32, LOOM_F16, LOOM_BF16};
