@@ -177,8 +177,8 @@ void main() {
             uvec4 cw[RR * 2u * SU];
             vec2 sc[RR * SU], mn[RR * SU];
             [[unroll]] for (uint r = 0u; r < RR; r++) { // rows past N read the last row, written nowhere
-                uvec4 c[2 * SU];
-                vec2 s1[SU], m1[SU];
+                uvec4 c[4];
+                vec2 s1[2], m1[2];
 #if defined(DP_GU)
                 gu_up = r >= R;
 #endif

@@ -33,7 +33,7 @@ layout(constant_id = 1) const uint NM = 1;
 layout(constant_id = 2) const uint NG = 4;
 layout(constant_id = 3) const uint XSPEC = 0;
 const uint XMODE = XSPEC & 3u;
-const uint R = (XSPEC >> 2) == 4u ? 4u : (XSPEC >> 2) == 2u ? 2u : 1u;
+const uint R = ((XSPEC >> 2) & 7u) == 4u ? 4u : ((XSPEC >> 2) & 7u) == 2u ? 2u : 1u;
 layout(std430, binding = 0) writeonly buffer Y { float y[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer X4 { vec4 x4[]; };
@@ -103,8 +103,8 @@ void main() {
             uvec4 cw[R * 2u * SU];
             vec2 sc[R * SU], mn[R * SU];
             [[unroll]] for (uint r = 0u; r < R; r++) { // rows past N read the last row, written nowhere
-                uvec4 c[2 * SU];
-                vec2 s1[SU], m1[SU];
+                uvec4 c[4];
+                vec2 s1[2], m1[2];
                 unit(W_OFF + min(n0 + r, N - 1u) * rowb + blk * QB, p, c, s1, m1);
                 [[unroll]] for (uint i = 0u; i < 2u * SU; i++) cw[r * 2u * SU + i] = c[i];
                 [[unroll]] for (uint i = 0u; i < SU; i++) {

@@ -25,8 +25,12 @@
 #define C_MIN 1
 #endif
 // Sub-blocks (32 weights) per unit: the K types that share quant bytes between two sub-blocks read
-// them once for both (Q4_K / Q5_K: a byte's two nibbles; Q2_K / Q3_K / Q6_K: a byte's 2-bit fields)
-#if defined(W_Q4_K) || defined(W_Q5_K) || defined(W_Q6_K) || defined(W_Q2_K) || defined(W_Q3_K)
+// them once for both (Q4_K / Q5_K: a byte's two nibbles; Q2_K / Q3_K / Q6_K: a byte's 2-bit fields),
+// but Q4_K, Q5_K and Q6_K take one sub-block per unit when bit 7 of the including shader's XSPEC
+// (spec constant 3) says so: twice the units a row, for more invocations on short rows (vk_record.c)
+#if defined(W_Q4_K) || defined(W_Q5_K) || defined(W_Q6_K)
+const uint SU = ((XSPEC >> 7) & 1u) != 0u ? 1u : 2u;
+#elif defined(W_Q2_K) || defined(W_Q3_K)
 const uint SU = 2u;
 #else
 const uint SU = 1u;
@@ -94,7 +98,8 @@ const uint NIB = 0x0f0f0f0fu, B2 = 0x03030303u, B1 = 0x01010101u;
 // Sub-block (0..QK/32-1) of the block that sub-block s of unit p is
 uint sub(uint p, uint s) {
 #if defined(W_Q6_K)
-    return 4u * (p >> 1) + (p & 1u) + 2u * s; // quarters c and c + 2 share their ql bytes
+    if (SU == 2u) return 4u * (p >> 1) + (p & 1u) + 2u * s; // quarters c and c + 2 share their ql bytes
+    return SU * p + s;
 #else
     return SU * p + s;
 #endif
@@ -103,7 +108,7 @@ uint sub(uint p, uint s) {
 // Unit p of the block at byte a: for its sub-block s (weights sub(p, s) * 32 + 0..31), the codes
 // c[2s] (weights 0..15) and c[2s + 1] (16..31), and the scale and minimum of each half
 // (w = sc * (c - C_OFF) + mn, see the top)
-void unit(uint a, uint p, out uvec4 c[2 * SU], out vec2 sc[SU], out vec2 mn[SU]) {
+void unit(uint a, uint p, out uvec4 c[4], out vec2 sc[2], out vec2 mn[2]) { // (c[2 SU], sc[SU], mn[SU] set)
 #if defined(W_Q8_0)
     float d = qhalf(a);
     ld32(a + 2u, c[0], c[1]);
@@ -147,16 +152,19 @@ void unit(uint a, uint p, out uvec4 c[2 * SU], out vec2 sc[SU], out vec2 mn[SU])
     // from the 12 bytes at 4; Q5_K: the 5th bit of weight 32j + l is bit j of qh[l]
     vec2 dm = unpackHalf2x16(ld4(a));
     uvec3 sw = ld12(a + 4u);
-    uvec4 q0, q1;
+    // qs runs of 32 bytes: run r holds sub-blocks 2r (low nibbles) and 2r + 1 (high); this unit's
+    // sub-blocks SU p .. SU p + SU - 1 lie in run SU p / 2
+    uint run = SU * p / 2u;
+    uvec4 q[2];
 #if defined(W_Q4_K)
-    ld32k(a + 16u + 32u * p, q0, q1);
+    ld32k(a + 16u + 32u * run, q[0], q[1]);
 #else
     uvec4 h0, h1;
-    ld32k(a + 48u + 32u * p, q0, q1);
+    ld32k(a + 48u + 32u * run, q[0], q[1]);
     ld32k(a + 16u, h0, h1);
 #endif
-    [[unroll]] for (uint s = 0u; s < 2u; s++) {
-        uint j = 2u * p + s, scv, mv;
+    [[unroll]] for (uint s = 0u; s < SU; s++) {
+        uint j = SU * p + s, scv, mv;
         if (j < 4u) {
             scv = bsel(sw, j) & 63u;
             mv = bsel(sw, j + 4u) & 63u;
@@ -167,14 +175,30 @@ void unit(uint a, uint p, out uvec4 c[2 * SU], out vec2 sc[SU], out vec2 mn[SU])
         }
         sc[s] = vec2(dm.x * float(scv));
         mn[s] = vec2(-dm.y * float(mv));
-        c[2u * s] = (q0 >> (4u * s)) & NIB;
-        c[2u * s + 1u] = (q1 >> (4u * s)) & NIB;
+        c[2u * s] = (q[0] >> (4u * (j & 1u))) & NIB;
+        c[2u * s + 1u] = (q[1] >> (4u * (j & 1u))) & NIB;
 #if defined(W_Q5_K)
         c[2u * s] |= ((h0 >> j) & B1) << 4;
         c[2u * s + 1u] |= ((h1 >> j) & B1) << 4;
 #endif
     }
 #elif defined(W_Q6_K)
+    if (SU == 1u) {
+        // quarter c = p % 4 of half hf = p / 4: low 4 bits from ql[64 hf + 32 (c % 2) + l] (nibble
+        // c / 2), high 2 bits from qh[32 hf + l] (bits 2c); int8 scales[8 hf + 2c + h] per 16 weights
+        uint hf = p >> 2, cq = p & 3u;
+        uvec4 l0, l1, h0, h1;
+        ld32(a + 64u * hf + 32u * (cq & 1u), l0, l1);
+        ld32(a + 128u + 32u * hf, h0, h1);
+        uint w = ld4(a + 192u + 8u * hf + 2u * cq);
+        float d = qhalf(a + 208u);
+        uint sh = 4u * (cq >> 1);
+        c[0] = ((l0 >> sh) & NIB) | (((h0 >> (2u * cq)) & B2) << 4);
+        c[1] = ((l1 >> sh) & NIB) | (((h1 >> (2u * cq)) & B2) << 4);
+        sc[0] = d * vec2(i8(w & 0xffu), i8((w >> 8) & 0xffu));
+        mn[0] = vec2(0.0);
+        return;
+    }
     // half hf = p / 2, quarters c0 = p % 2 and c0 + 2: low 4 bits from ql[64 hf + 32 c0 + l]
     // (nibble 0 then 1), high 2 bits from qh[32 hf + l] (bits 2c); int8 scale per 16 weights
     uint hf = p >> 1, c0 = p & 1u;
@@ -183,7 +207,7 @@ void unit(uint a, uint p, out uvec4 c[2 * SU], out vec2 sc[SU], out vec2 mn[SU])
     ld32(a + 128u + 32u * hf, h0, h1);
     uvec2 sv = ld8(a + 192u + 8u * hf);
     float d = qhalf(a + 208u);
-    [[unroll]] for (uint s = 0u; s < 2u; s++) {
+    [[unroll]] for (uint s = 0u; s < SU; s++) {
         uint s2 = 2u * c0 + 4u * s;
         c[2u * s] = ((l0 >> (4u * s)) & NIB) | (((h0 >> s2) & B2) << 4);
         c[2u * s + 1u] = ((l1 >> (4u * s)) & NIB) | (((h1 >> s2) & B2) << 4);

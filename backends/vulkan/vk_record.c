@@ -865,14 +865,20 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         /* matvec_qb.comp: an invocation takes units of qb_rows rows, so a group of rows
          * gets more invocations (fewer groups per workgroup) only while that many have a unit each
          * and the chunk has fewer than LOOM_VK_GEMV_WGS workgroups */
-        /* units: 32 weights, or 64 in the K types that read two sub-blocks together (not IQ4_XS) */
-        uint64_t su = loom_dtype_blck(w->type) == 256 && w->type != LOOM_IQ4_XS ? 2 : 1;
+        /* units (shaders/qbunit.glsl SU): 32 weights, or 64 in the K types that read two
+         * sub-blocks together, but 32 in Q4_K / Q5_K / Q6_K rows of K <= 2048 (XSPEC bit 7): there
+         * two sub-blocks a unit leave a row one unit per invocation of its subgroup, and one a unit
+         * gives the row twice the invocations where the chunk has few workgroups (H100, llama-1.1b
+         * tg128, same lease: q6_k 575-578 -> 612-614 t/s, q4_k_m 582-603 -> 628-633, q5_k_m 550-552
+         * -> 564-570; at llama-7b's K = 4096 one a unit lost 2%: Q4_K_M 274-276 -> 270-271) */
+        bool ksu1 = (w->type == LOOM_Q4_K || w->type == LOOM_Q5_K || w->type == LOOM_Q6_K) && K <= 2048;
+        uint64_t su = ksu1 ? 1 : loom_dtype_blck(w->type) == 256 && w->type != LOOM_IQ4_XS ? 2 : 1;
         uint64_t groups = (nchunk + qb_rows - 1) / qb_rows, useful = (K / (32 * su) + sg - 1) / sg * sg;
         uint32_t ng = wg / sg;
         while (ng > 1 && (groups + ng - 1) / ng < d->gemv_wgs && wg / (ng / 2) <= useful) ng /= 2;
         nrows = ng * qb_rows;
         spec[2] = ng;
-        spec[3] = (uint32_t)(dp && xmode == 2 ? 0 : xmode) | qb_rows << 2; /* dp: quantx.comp did the SWIGLU */
+        spec[3] = (uint32_t)(dp && xmode == 2 ? 0 : xmode) | qb_rows << 2 | (ksu1 ? 1u << 7 : 0); /* dp: quantx.comp did the SWIGLU */
     }
     /* LOOM_VK_QX_FOLD: a dp GEMV whose output the next dp GEMV reads as x (or through a folded RMSNORM)
      * writes it quantised as well (matvec_dp.comp EPI: 1, or 2 times the norm weight), so that GEMV

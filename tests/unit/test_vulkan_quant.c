@@ -235,6 +235,7 @@ static void test_gemv(int nq) {
         matmul_case(qt, 1, 40, b == 32 ? 64 : 256, true, 3, 1);
         matmul_case(qt, 1, 9, b == 32 ? 32 * 70 : 256 * 9, false, 0, 1);
         matmul_case(qt, 1, 2100, b == 32 ? 64 : 256, qi % 2 == 1, 0, 5); /* chunked */
+        if (b == 256) matmul_case(qt, 2, 35, 2560, true, 0, 1); /* K > 2048: Q4_K/Q5_K/Q6_K's 2-sub-block units */
         gemv_rand_case(qt, 2, 37, b == 32 ? 96 : 512);
     }
 }
