@@ -104,6 +104,7 @@ typedef struct qmm_task {
     bool later_gemm;          /* M > 1 of a later type through cpu_qgemm_later_avx512 */
     bool q01_gemm;            /* M > 1 of Q8_0 / Q4_0 through cpu_qgemm_q01_avx2 (xp its rows) */
     int16_t *x16;             /* IQ4_* / k-quant prefill through cpu_qgemm_i16_avx2: x codes as int16, or NULL */
+    bool x16_prep;            /* whether it reads x16 (not the k-quants' 8-bit tile, which reads xq) */
     _Atomic int failed;       /* a chunk could not allocate its panel */
     int pf_rows;
     float *y;
@@ -148,7 +149,7 @@ static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
     for (int64_t m = m0; m < m1; m++) {
         if (t->x16) { /* (AVX2: the vectorised quantiser, the same bytes) */
             cpu_q8x_quant_avx2(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
-            cpu_qgemm_iq4_prep(t->xq + m * t->xblocks, t->K, t->x16 + m * t->K);
+            if (t->x16_prep) cpu_qgemm_iq4_prep(t->xq + m * t->xblocks, t->K, t->x16 + m * t->K);
             continue;
         }
         loom_q8x_quant(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
@@ -243,6 +244,9 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     }
     t.later_gemm = M > 1 && !no_tiles && cpu_qgemm_later_ok(dot, wt, K);
     if (t.later_gemm) t.xp = NULL; /* (Q4_K: the panel reads the loom_q8x rows, not the pair tile's) */
+    static _Atomic int kg_env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
+    t.x16_prep = cpu_qgemm_iq4_ok(dot, wt, K, M) ||
+                 (cpu_qgemm_k_ok(dot, wt, K, M) && cpu_env_int_once(&kg_env, "LOOM_CPU_KGEMM", 1) == 2);
     if (!no_tiles && (cpu_qgemm_iq4_ok(dot, wt, K, M) || cpu_qgemm_k_ok(dot, wt, K, M)) && !(t.x16 = malloc(sizeof(int16_t) * (size_t)(M * K)))) {
         free(xq);
         loom_free_aligned(xp);
