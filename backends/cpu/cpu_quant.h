@@ -97,9 +97,11 @@ int cpu_qgemm_i16_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom
                        int64_t K, int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
 void cpu_qgemm_iq4_prep(const loom_q8x *xq, int64_t K, int16_t *dst);
 bool cpu_qgemm_iq4_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M);
-/* The same int16 GEMM for the k-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (session 13): cpu_qgemm_i16_avx2
- * takes them too (codes with the per-16 scales folded in, a float scale per 32-block and the
- * minimum terms through the activation's code sums; quant_later.h). cpu_qgemm_k_ok: whether
+/* The k-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (session 13): cpu_qgemm_i16_avx2 takes them too, by
+ * default through an 8-bit panel GEMM that reads only xq (unsigned codes by `maddubs`, int16 sums,
+ * one `madd` by the per-16 scales, the minimum / offset terms through the activation's code sums;
+ * x16 unused), with LOOM_CPU_KGEMM=2 through the int16 tile above (codes with the per-16 scales
+ * folded in; x16 needed). quant_later.h, docs/quantization.md. cpu_qgemm_k_ok: whether
  * cpu_quant_matmul and the backend take them (the avx2 rows flavour, K whole super-blocks,
  * M > CPU_QDEQUANT_MIN_ROWS, LOOM_CPU_KGEMM not 0; with LOOM_CPU_KGEMM=0 prefill is as before:
  * Q4_K / Q6_K by LOOM_CPU_KDEQ, the rest the f32 GEMM on scalar-dequantised rows). */
