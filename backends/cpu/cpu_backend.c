@@ -494,9 +494,9 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
      * integer rows kernel for decode (few rows), the f32 GEMM on dequantised chunks for prefill
      * (where the chunk's dequantisation is shared by every x row) */
     if (loom_dtype_is_quant(wt) && !cpu_qtype_native(wt) && M > CPU_QDEQUANT_MIN_ROWS &&
-        !cpu_qgemm_later_ok(c->qdot, wt, K) && !cpu_qgemm_iq4_ok(c->qdot, wt, K, M))
+        !cpu_qgemm_later_ok(c->qdot, wt, K) && !cpu_qgemm_iq4_ok(c->qdot, wt, K, M) && !cpu_qgemm_k_ok(c->qdot, wt, K, M))
         return matmul_dequant(c, y, x, w, wt, bias, M, K, N);
-    if (M > CPU_QDEQUANT_MIN_ROWS && cpu_kdequant_ok(c->qdot, wt, K)) /* Q4_K / Q6_K on AVX2 */
+    if (M > CPU_QDEQUANT_MIN_ROWS && cpu_kdequant_ok(c->qdot, wt, K) && !cpu_qgemm_k_ok(c->qdot, wt, K, M)) /* Q4_K / Q6_K on AVX2 */
         return matmul_dequant(c, y, x, w, wt, bias, M, K, N);
     if (loom_dtype_is_quant(wt))
         return cpu_quant_matmul(c->pool, worth_threads(c, 2.0 * (double)M * (double)N * (double)K), c->n_threads,

@@ -612,8 +612,8 @@ QL_INLINE __m256i ql_x2(const int16_t *p) {
 }
 
 /* The panel against activation rows m0 .. m0 + MR - 1: out[m * QL_PR + r] = row r . x row m. */
-QL_INLINE void ql_iq4_tile(const int MR, const int32_t *pan, const float *ps, const int16_t *x16, const loom_q8x *xq,
-                           int64_t K, float *out) {
+QL_INLINE void ql_iq4_tile(const int MR, const int MN, const int32_t *pan, const float *ps, const float *pm,
+                           const int16_t *x16, const loom_q8x *xq, int64_t K, float *out) {
     const int64_t nb = K / 32;
     const int16_t *x0 = x16, *x1 = x16 + (MR > 1 ? K : 0), *x2 = x16 + (MR > 2 ? 2 * K : 0), *x3 = x16 + (MR > 3 ? 3 * K : 0);
     for (int i = 0; i < MR * QL_PR; i++) out[i] = 0;
@@ -643,12 +643,27 @@ QL_INLINE void ql_iq4_tile(const int MR, const int32_t *pan, const float *ps, co
             __asm__("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(c0), "+x"(c1), "+x"(c2), "+x"(c3));
         }
         __m256 S0 = _mm256_loadu_ps(ps + QL_PR * b), S1 = _mm256_loadu_ps(ps + QL_PR * b + 8);
+        /* the k-quants' minimum terms (MN 1: one B per 32-block, MN 2: one per 16): B x (d_x x the
+         * activation's code sums, loom_q8x s[]) */
+        __m256 B00 = _mm256_setzero_ps(), B01 = B00, B10 = B00, B11 = B00;
+        if (MN) B00 = _mm256_loadu_ps(pm + 2 * QL_PR * b), B01 = _mm256_loadu_ps(pm + 2 * QL_PR * b + 8);
+        if (MN == 2) B10 = _mm256_loadu_ps(pm + 2 * QL_PR * b + 16), B11 = _mm256_loadu_ps(pm + 2 * QL_PR * b + 24);
 #define QL_ACC(m, a, c)                                                                                      \
     do {                                                                                                     \
-        __m256 d_ = _mm256_set1_ps(xq[(m) * nb + b].d);                                                      \
+        const loom_q8x *q_ = xq + (m) * nb + b;                                                              \
+        __m256 d_ = _mm256_set1_ps(q_->d);                                                                   \
         float *o_ = out + (m) * QL_PR;                                                                       \
-        _mm256_storeu_ps(o_, _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(S0, d_), _mm256_loadu_ps(o_))); \
-        _mm256_storeu_ps(o_ + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(S1, d_), _mm256_loadu_ps(o_ + 8))); \
+        __m256 l_ = _mm256_loadu_ps(o_), h_ = _mm256_loadu_ps(o_ + 8);                                       \
+        if (MN == 1) {                                                                                       \
+            __m256 s_ = _mm256_set1_ps(q_->d * (float)(q_->s[0] + q_->s[1]));                                \
+            l_ = _mm256_fmadd_ps(B00, s_, l_), h_ = _mm256_fmadd_ps(B01, s_, h_);                            \
+        } else if (MN == 2) {                                                                                \
+            __m256 s0_ = _mm256_set1_ps(q_->d * (float)q_->s[0]), s1_ = _mm256_set1_ps(q_->d * (float)q_->s[1]); \
+            l_ = _mm256_fmadd_ps(B00, s0_, _mm256_fmadd_ps(B10, s1_, l_));                                   \
+            h_ = _mm256_fmadd_ps(B01, s0_, _mm256_fmadd_ps(B11, s1_, h_));                                   \
+        }                                                                                                    \
+        _mm256_storeu_ps(o_, _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(S0, d_), l_));             \
+        _mm256_storeu_ps(o_ + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(S1, d_), h_));         \
     } while (0)
         QL_ACC(0, a0, c0);
         if (MR > 1) QL_ACC(1, a1, c1);
@@ -658,36 +673,427 @@ QL_INLINE void ql_iq4_tile(const int MR, const int32_t *pan, const float *ps, co
     }
 }
 
-int cpu_qgemm_iq4_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, const int16_t *x16, int64_t M,
+/* ---- the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) through the same int16 tile (2026-12-06, session
+ * 13). Each 32-block b of a row is A_b x c + B (c int16 codes, A_b a float; B per 32 or per 16
+ * elements, the minimum terms of Q2_K / Q4_K / Q5_K): Q4_K / Q5_K c = q (0..15 / 0..31), A = d x sc,
+ * B = -(dmin x m); Q2_K c = sc x q (the 4-bit scale of each 16 folded into the code, 0..45), A = d,
+ * B per 16 = -(dmin x m); Q3_K c = (sc - 32) x q (-128..128), A = d; Q6_K c = sc x (q - 32)
+ * (-4096..4096), A = d. The block's integer sum then carries the per-16 scales, and the minimum
+ * terms take the activation's code sums (loom_q8x s[]): the same real block product as
+ * loom_quant_dot_ref, f32 rounding aside. */
+
+/* 32 int8 codes (a ymm) to 32 int16 at dst, the first 16 times s0, the last 16 times s1. */
+QL_INLINE void ql_k_w16(__m256i c8, int16_t *dst, int s0, int s1) {
+    __m256i lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(c8)), hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(c8, 1));
+    _mm256_store_si256((__m256i *)dst, _mm256_mullo_epi16(lo, _mm256_set1_epi16((short)s0)));
+    _mm256_store_si256((__m256i *)(dst + 16), _mm256_mullo_epi16(hi, _mm256_set1_epi16((short)s1)));
+}
+
+/* bit j of each of 32 bytes as 0 / v */
+QL_INLINE __m256i ql_bit(__m256i h, int j, char v) {
+    __m256i m = _mm256_set1_epi8((char)(1 << j));
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, m), m), _mm256_set1_epi8(v));
+}
+
+/* The 2 bits at shift 2 * (j % 4) of the 32 bytes at qs + 32 * (j / 4): Q2_K / Q3_K's low codes of
+ * 32-block j. */
+QL_INLINE __m256i ql_2bits(const uint8_t *qs, int j) {
+    __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * (j / 4)));
+    return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * (j % 4))), _mm256_set1_epi8(3));
+}
+
+/* One super-block of a k-quant row: its 8 32-blocks' codes (c[j], as above), A[j], and the minimum
+ * terms B[2j], B[2j + 1] (of elements 0..15 and 16..31 of block j; 0 where the type has none). */
+static void ql_k_unpack(loom_dtype t, const char *sb, int16_t (*c)[32], float *A, float *B) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    switch (t) {
+    case LOOM_Q4_K:
+    case LOOM_Q5_K: {
+        const loom_block_q4_k *q4 = (const loom_block_q4_k *)sb;
+        const loom_block_q5_k *q5 = (const loom_block_q5_k *)sb;
+        const uint8_t *qs = t == LOOM_Q4_K ? q4->qs : q5->qs;
+        float d = _cvtsh_ss(q4->d), dm = _cvtsh_ss(q4->dmin); /* (the same offsets in both) */
+        uint8_t s8[16];
+        loom_k4_scales8(q4->scales, s8);
+        __m256i h = t == LOOM_Q5_K ? _mm256_loadu_si256((const __m256i *)q5->qh) : _mm256_setzero_si256();
+        for (int p = 0; p < 4; p++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (t == LOOM_Q5_K) lo = _mm256_or_si256(lo, ql_bit(h, 2 * p, 16)), hi = _mm256_or_si256(hi, ql_bit(h, 2 * p + 1, 16));
+            ql_k_w16(lo, c[2 * p], 1, 1);
+            ql_k_w16(hi, c[2 * p + 1], 1, 1);
+        }
+        for (int j = 0; j < 8; j++) A[j] = d * (float)s8[j], B[2 * j] = B[2 * j + 1] = -(dm * (float)s8[8 + j]);
+        return;
+    }
+    case LOOM_Q2_K: {
+        const loom_block_q2_k *q = (const loom_block_q2_k *)sb;
+        float d = _cvtsh_ss(q->d), dm = _cvtsh_ss(q->dmin);
+        for (int j = 0; j < 8; j++) {
+            ql_k_w16(ql_2bits(q->qs, j), c[j], q->scales[2 * j] & 0xF, q->scales[2 * j + 1] & 0xF);
+            A[j] = d;
+            B[2 * j] = -(dm * (float)(q->scales[2 * j] >> 4)), B[2 * j + 1] = -(dm * (float)(q->scales[2 * j + 1] >> 4));
+        }
+        return;
+    }
+    case LOOM_Q3_K: {
+        const loom_block_q3_k *q = (const loom_block_q3_k *)sb;
+        float d = _cvtsh_ss(q->d);
+        __m256i h = _mm256_loadu_si256((const __m256i *)q->hmask);
+        for (int j = 0; j < 8; j++) {
+            /* the high bit clear: -4 */
+            __m256i v = _mm256_sub_epi8(ql_2bits(q->qs, j), _mm256_andnot_si256(ql_bit(h, j, -1), _mm256_set1_epi8(4)));
+            ql_k_w16(v, c[j], loom_q3k_scale(q->scales, 2 * j), loom_q3k_scale(q->scales, 2 * j + 1));
+            A[j] = d, B[2 * j] = B[2 * j + 1] = 0;
+        }
+        return;
+    }
+    default: { /* Q6_K */
+        const loom_block_q6_k *q = (const loom_block_q6_k *)sb;
+        float d = _cvtsh_ss(q->d);
+        for (int j = 0; j < 8; j++) {
+            int hf = j / 4, k = j % 4;
+            __m256i l = _mm256_loadu_si256((const __m256i *)(q->ql + 64 * hf + 32 * (k & 1)));
+            l = k < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+            __m256i hb = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * hf));
+            hb = _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * k)), _mm256_set1_epi8(3));
+            __m256i v = _mm256_sub_epi8(_mm256_or_si256(l, _mm256_slli_epi16(hb, 4)), _mm256_set1_epi8(32));
+            ql_k_w16(v, c[j], q->scales[2 * j], q->scales[2 * j + 1]);
+            A[j] = d, B[2 * j] = B[2 * j + 1] = 0;
+        }
+        return;
+    }
+    }
+}
+
+/* 8 rows of 8 dwords (row i at src + stride * i bytes, 32-byte aligned) transposed: dword k of row i
+ * to dst[QL_PR * k + i]. */
+QL_INLINE void ql_t8x8(const void *src, size_t stride, int32_t *dst) {
+    __m256i r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_load_si256((const __m256i *)((const char *)src + stride * i));
+    for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]), u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]), u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int k = 0; k < 4; k++) {
+        _mm256_store_si256((__m256i *)(dst + QL_PR * k), _mm256_permute2x128_si256(u[k], u[k + 4], 0x20));
+        _mm256_store_si256((__m256i *)(dst + QL_PR * (k + 4)), _mm256_permute2x128_si256(u[k], u[k + 4], 0x31));
+    }
+}
+
+/* The k-quant panel: as ql_iq4_panel (pan, ps), and pm: per block 2 x QL_PR floats, the rows' B of
+ * elements 0..15 then of 16..31. */
+static void ql_k_panel(loom_dtype t, const char *w, size_t rb, int64_t n, int nr, int64_t K, int32_t *pan, float *ps,
+                       float *pm) {
+    _Alignas(32) int16_t tmp[QL_PR][8][32];
+    float A[8], B[16];
+    size_t bb = loom_dtype_block_bytes(t);
+    for (int64_t s = 0; s < K / 256; s++) {
+        for (int r = 0; r < QL_PR; r++) {
+            if (r < nr) {
+                ql_k_unpack(t, w + (size_t)(n + r) * rb + (size_t)s * bb, tmp[r], A, B);
+            } else {
+                memset(tmp[r], 0, sizeof tmp[r]);
+                memset(A, 0, sizeof A), memset(B, 0, sizeof B);
+            }
+            for (int j = 0; j < 8; j++) {
+                int64_t b = 8 * s + j;
+                ps[QL_PR * b + r] = A[j];
+                pm[2 * QL_PR * b + r] = B[2 * j], pm[2 * QL_PR * b + QL_PR + r] = B[2 * j + 1];
+            }
+        }
+        for (int j = 0; j < 8; j++) {
+            int32_t *pb = pan + 16 * QL_PR * (8 * s + j);
+            size_t st = sizeof tmp[0]; /* bytes from one row's block to the next row's */
+            ql_t8x8(&tmp[0][j][0], st, pb);           /* rows 0-7, pairs 0-7 */
+            ql_t8x8(&tmp[0][j][16], st, pb + 8 * QL_PR); /* rows 0-7, pairs 8-15 */
+            ql_t8x8(&tmp[8][j][0], st, pb + 8);
+            ql_t8x8(&tmp[8][j][16], st, pb + 8 * QL_PR + 8);
+        }
+    }
+}
+
+/* ---- the k-quants by 8-bit codes (the default; LOOM_CPU_KGEMM=2 gives the int16 tile above, for
+ * A/B). Every 32-block as unsigned codes u (0..63), an integer scale per 16 elements and float A, B:
+ * element e = A x sc[e / 16] x u[e] + B[e / 16]. Q4_K / Q5_K u = q, sc = the 6-bit scale (both
+ * halves), A = d, B = -(dmin x m); Q2_K u = q, sc = the 4-bit scale, A = d, B = -(dmin x m); Q3_K
+ * u = q + 4 (0..7), sc = the 6-bit scale - 32, A = d, B = -(d x 4 sc); Q6_K u = the 6 bits (0..63),
+ * sc = the int8 scale, A = d, B = -(d x 32 sc). The tile multiplies u (unsigned) by the activation's
+ * int8 codes with `maddubs` (4 products a dword: pairs summed into int16, never saturating as
+ * 2 x 63 x 127 < 32767), adds 4 of them in int16 (8 products, <= 8 x 31 x 127 = 31496; Q6_K: 2 of
+ * them, <= 4 x 63 x 127 = 32004), then one `madd` with the rows' sc words per 16 elements (per 8
+ * for Q6_K) into int32: a 32-block's integer sum sum sc x u x q_x, exact. The minimum / offset
+ * terms take the activation's code sums (loom_q8x s[]). */
+
+/* One super-block of a k-quant row as above: 8 32-blocks' codes u[j], their scales sc[2j], sc[2j+1],
+ * A[j], and B[2j], B[2j + 1]. */
+static void ql_k8_unpack(loom_dtype t, const char *sb, uint8_t (*u)[32], int *sc, float *A, float *B) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    switch (t) {
+    case LOOM_Q4_K:
+    case LOOM_Q5_K: {
+        const loom_block_q4_k *q4 = (const loom_block_q4_k *)sb;
+        const loom_block_q5_k *q5 = (const loom_block_q5_k *)sb;
+        const uint8_t *qs = t == LOOM_Q4_K ? q4->qs : q5->qs;
+        float d = _cvtsh_ss(q4->d), dm = _cvtsh_ss(q4->dmin);
+        uint8_t s8[16];
+        loom_k4_scales8(q4->scales, s8);
+        __m256i h = t == LOOM_Q5_K ? _mm256_loadu_si256((const __m256i *)q5->qh) : _mm256_setzero_si256();
+        for (int p = 0; p < 4; p++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (t == LOOM_Q5_K) lo = _mm256_or_si256(lo, ql_bit(h, 2 * p, 16)), hi = _mm256_or_si256(hi, ql_bit(h, 2 * p + 1, 16));
+            _mm256_store_si256((__m256i *)u[2 * p], lo);
+            _mm256_store_si256((__m256i *)u[2 * p + 1], hi);
+        }
+        for (int j = 0; j < 8; j++) {
+            sc[2 * j] = sc[2 * j + 1] = s8[j];
+            A[j] = d, B[2 * j] = B[2 * j + 1] = -(dm * (float)s8[8 + j]);
+        }
+        return;
+    }
+    case LOOM_Q2_K: {
+        const loom_block_q2_k *q = (const loom_block_q2_k *)sb;
+        float d = _cvtsh_ss(q->d), dm = _cvtsh_ss(q->dmin);
+        for (int j = 0; j < 8; j++) {
+            _mm256_store_si256((__m256i *)u[j], ql_2bits(q->qs, j));
+            for (int h = 0; h < 2; h++) sc[2 * j + h] = q->scales[2 * j + h] & 0xF, B[2 * j + h] = -(dm * (float)(q->scales[2 * j + h] >> 4));
+            A[j] = d;
+        }
+        return;
+    }
+    case LOOM_Q3_K: {
+        const loom_block_q3_k *q = (const loom_block_q3_k *)sb;
+        float d = _cvtsh_ss(q->d);
+        __m256i h = _mm256_loadu_si256((const __m256i *)q->hmask);
+        for (int j = 0; j < 8; j++) {
+            _mm256_store_si256((__m256i *)u[j], _mm256_or_si256(ql_2bits(q->qs, j), ql_bit(h, j, 4)));
+            for (int k = 0; k < 2; k++) sc[2 * j + k] = loom_q3k_scale(q->scales, 2 * j + k), B[2 * j + k] = -(d * (float)(4 * sc[2 * j + k]));
+            A[j] = d;
+        }
+        return;
+    }
+    default: { /* Q6_K */
+        const loom_block_q6_k *q = (const loom_block_q6_k *)sb;
+        float d = _cvtsh_ss(q->d);
+        for (int j = 0; j < 8; j++) {
+            int hf = j / 4, k = j % 4;
+            __m256i l = _mm256_loadu_si256((const __m256i *)(q->ql + 64 * hf + 32 * (k & 1)));
+            l = k < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+            __m256i hb = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * hf));
+            hb = _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * k)), _mm256_set1_epi8(3));
+            _mm256_store_si256((__m256i *)u[j], _mm256_or_si256(l, _mm256_slli_epi16(hb, 4)));
+            for (int e = 0; e < 2; e++) sc[2 * j + e] = q->scales[2 * j + e], B[2 * j + e] = -(d * (float)(32 * sc[2 * j + e]));
+            A[j] = d;
+        }
+        return;
+    }
+    }
+}
+
+/* Rows n .. n + nr - 1 (the rest zero) into the 8-bit panel pan (per 32-block b, per quad kq of its
+ * codes: QL_PR dwords, row r's 4 codes in dword r), psc (per block, per half: QL_PR dwords, row r's
+ * sc as two int16 words), ps (A: QL_PR floats per block) and pm (B: per block 2 x QL_PR floats,
+ * elements 0..15 then 16..31). */
+static void ql_k8_panel(loom_dtype t, const char *w, size_t rb, int64_t n, int nr, int64_t K, int32_t *pan, int32_t *psc,
+                        float *ps, float *pm) {
+    _Alignas(32) uint8_t tmp[QL_PR][8][32];
+    int sc[16];
+    float A[8], B[16];
+    size_t bb = loom_dtype_block_bytes(t);
+    for (int64_t s = 0; s < K / 256; s++) {
+        for (int r = 0; r < QL_PR; r++) {
+            if (r < nr) {
+                ql_k8_unpack(t, w + (size_t)(n + r) * rb + (size_t)s * bb, tmp[r], sc, A, B);
+            } else {
+                memset(tmp[r], 0, sizeof tmp[r]);
+                memset(sc, 0, sizeof sc), memset(A, 0, sizeof A), memset(B, 0, sizeof B);
+            }
+            for (int j = 0; j < 8; j++) {
+                int64_t b = 8 * s + j;
+                ps[QL_PR * b + r] = A[j];
+                pm[2 * QL_PR * b + r] = B[2 * j], pm[2 * QL_PR * b + QL_PR + r] = B[2 * j + 1];
+                for (int h = 0; h < 2; h++)
+                    psc[2 * QL_PR * b + QL_PR * h + r] = (int32_t)(((uint32_t)(uint16_t)sc[2 * j + h]) * 0x10001u);
+            }
+        }
+        for (int j = 0; j < 8; j++) {
+            int32_t *pb = pan + 8 * QL_PR * (8 * s + j);
+            ql_t8x8(&tmp[0][j][0], sizeof tmp[0], pb); /* rows 0-7 */
+            ql_t8x8(&tmp[8][j][0], sizeof tmp[0], pb + 8);
+        }
+    }
+}
+
+/* an activation quad of int8 codes broadcast to every dword */
+QL_INLINE __m256i ql_x4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* The 8-bit panel against activation rows 0 .. MR - 1 of xq: out[m * QL_PR + r] = row r . x row m.
+ * MN: the minimum terms as ql_iq4_tile's; Q6: Q6_K's codes (int16 sums of 2 quads, not 4). */
+QL_INLINE void ql_k8_tile(const int MR, const int MN, const bool Q6, const int32_t *pan, const int32_t *psc,
+                          const float *ps, const float *pm, const loom_q8x *xq, const float *xf, int64_t K, float *out) {
+    const int64_t nb = K / 32;
+    const loom_q8x *q0 = xq, *q1 = xq + (MR > 1 ? nb : 0), *q2 = xq + (MR > 2 ? 2 * nb : 0);
+    const float *f0 = xf, *f1 = xf + (MR > 1 ? 4 * nb : 0), *f2 = xf + (MR > 2 ? 8 * nb : 0);
+    for (int i = 0; i < MR * QL_PR; i++) out[i] = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i z = _mm256_setzero_si256();
+        __m256i a0 = z, a1 = z, a2 = z, c0 = z, c1 = z, c2 = z; /* int32 block sums, rows 0-7 / 8-15 */
+        const int32_t *pb = pan + 8 * QL_PR * b;
+        const int32_t *sb = psc + 2 * QL_PR * b;
+        const int8_t *x0 = q0[b].qs, *x1 = q1[b].qs, *x2 = q2[b].qs;
+        for (int g = 0; g < (Q6 ? 4 : 2); g++) {            /* groups of quads with one sc */
+            __m256i t0 = z, t1 = z, t2 = z, e0 = z, e1 = z, e2 = z;     /* int16 sums */
+            const int nq = Q6 ? 2 : 4;
+            _Pragma("GCC unroll 4") for (int k = 0; k < nq; k++) {
+                int kq = nq * g + k;
+                __m256i w0 = _mm256_load_si256((const __m256i *)(pb + QL_PR * kq));
+                __m256i w1 = _mm256_load_si256((const __m256i *)(pb + QL_PR * kq + 8));
+                __m256i xv = ql_x4(x0 + 4 * kq);
+                t0 = _mm256_add_epi16(t0, _mm256_maddubs_epi16(w0, xv)), e0 = _mm256_add_epi16(e0, _mm256_maddubs_epi16(w1, xv));
+                if (MR > 1) {
+                    xv = ql_x4(x1 + 4 * kq);
+                    t1 = _mm256_add_epi16(t1, _mm256_maddubs_epi16(w0, xv)), e1 = _mm256_add_epi16(e1, _mm256_maddubs_epi16(w1, xv));
+                }
+                if (MR > 2) {
+                    xv = ql_x4(x2 + 4 * kq);
+                    t2 = _mm256_add_epi16(t2, _mm256_maddubs_epi16(w0, xv)), e2 = _mm256_add_epi16(e2, _mm256_maddubs_epi16(w1, xv));
+                }
+                __asm__("" : "+x"(t0), "+x"(t1), "+x"(t2), "+x"(e0), "+x"(e1), "+x"(e2));
+            }
+            const int32_t *sg = sb + QL_PR * (Q6 ? g / 2 : g); /* the half's sc words */
+            __m256i s0 = _mm256_load_si256((const __m256i *)sg), s1 = _mm256_load_si256((const __m256i *)(sg + 8));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(t0, s0)), c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(e0, s1));
+            if (MR > 1) a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(t1, s0)), c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(e1, s1));
+            if (MR > 2) a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(t2, s0)), c2 = _mm256_add_epi32(c2, _mm256_madd_epi16(e2, s1));
+            __asm__("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(c0), "+x"(c1), "+x"(c2));
+        }
+        __m256 S0 = _mm256_loadu_ps(ps + QL_PR * b), S1 = _mm256_loadu_ps(ps + QL_PR * b + 8);
+        __m256 B00 = _mm256_loadu_ps(pm + 2 * QL_PR * b), B01 = _mm256_loadu_ps(pm + 2 * QL_PR * b + 8), B10 = B00, B11 = B01;
+        if (MN == 2) B10 = _mm256_loadu_ps(pm + 2 * QL_PR * b + 16), B11 = _mm256_loadu_ps(pm + 2 * QL_PR * b + 24);
+#define QL_ACC(m, f, a, c)                                                                                   \
+    do {                                                                                                     \
+        const float *f_ = (f) + 4 * b; /* d, d s0, d s1, d (s0 + s1) */                                      \
+        __m256 d_ = _mm256_broadcast_ss(f_);                                                                 \
+        float *o_ = out + (m) * QL_PR;                                                                       \
+        __m256 l_ = _mm256_loadu_ps(o_), h_ = _mm256_loadu_ps(o_ + 8);                                       \
+        if (MN == 1) {                                                                                       \
+            __m256 s_ = _mm256_broadcast_ss(f_ + 3);                                                         \
+            l_ = _mm256_fmadd_ps(B00, s_, l_), h_ = _mm256_fmadd_ps(B01, s_, h_);                            \
+        } else {                                                                                             \
+            __m256 s0_ = _mm256_broadcast_ss(f_ + 1), s1_ = _mm256_broadcast_ss(f_ + 2);                     \
+            l_ = _mm256_fmadd_ps(B00, s0_, _mm256_fmadd_ps(B10, s1_, l_));                                   \
+            h_ = _mm256_fmadd_ps(B01, s0_, _mm256_fmadd_ps(B11, s1_, h_));                                   \
+        }                                                                                                    \
+        _mm256_storeu_ps(o_, _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(S0, d_), l_));             \
+        _mm256_storeu_ps(o_ + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(S1, d_), h_));         \
+    } while (0)
+        QL_ACC(0, f0, a0, c0);
+        if (MR > 1) QL_ACC(1, f1, a1, c1);
+        if (MR > 2) QL_ACC(2, f2, a2, c2);
+#undef QL_ACC
+    }
+}
+
+static int ql_k8_gemm(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, int64_t M, int64_t K, int64_t n0,
+                      int64_t n1, float *y, int64_t ldy, const float *bias) {
+    const int64_t nb = K / 32;
+    int32_t *pan = loom_malloc_aligned(sizeof(int32_t) * 8 * QL_PR * (size_t)nb);
+    int32_t *psc = loom_malloc_aligned(sizeof(int32_t) * 2 * QL_PR * (size_t)nb);
+    float *ps = malloc(sizeof(float) * QL_PR * (size_t)nb), *pm = malloc(sizeof(float) * 2 * QL_PR * (size_t)nb);
+    float *xf = malloc(sizeof(float) * 4 * (size_t)(M * nb)); /* per activation block: d, d s0, d s1, d (s0 + s1) */
+    if (!pan || !psc || !ps || !pm || !xf) {
+        loom_free_aligned(pan), loom_free_aligned(psc);
+        free(ps), free(pm), free(xf);
+        return -1;
+    }
+    for (int64_t i = 0; i < M * nb; i++) {
+        float d = xq[i].d;
+        xf[4 * i] = d, xf[4 * i + 1] = d * (float)xq[i].s[0], xf[4 * i + 2] = d * (float)xq[i].s[1];
+        xf[4 * i + 3] = d * (float)(xq[i].s[0] + xq[i].s[1]);
+    }
+    float out[3 * QL_PR];
+    static _Atomic int pf_env = INT_MIN; /* LOOM_CPU_KGEMM_PF=0: no prefetch of the next panel (A/B) */
+    const bool pf = cpu_env_int_once(&pf_env, "LOOM_CPU_KGEMM_PF", 1) != 0;
+    const int64_t ntiles = (M + 2) / 3;
+    for (int64_t n = n0; n < n1; n += QL_PR) {
+        int nr = n1 - n < QL_PR ? (int)(n1 - n) : QL_PR;
+        ql_k8_panel(t, w, row_bytes, n, nr, K, pan, psc, ps, pm);
+        /* the next panel's rows (contiguous) into L2 a few lines per tile, while this one computes:
+         * without it the panel's first reads missed (16% of the time in it, perf) */
+        const char *nx = (const char *)w + (size_t)(n + QL_PR) * row_bytes;
+        int64_t nlines = pf && n + QL_PR < n1 ? (int64_t)((size_t)(n1 - n - QL_PR < QL_PR ? n1 - n - QL_PR : QL_PR) * row_bytes + 63) / 64 : 0;
+        int64_t per = (nlines + ntiles - 1) / ntiles, line = 0;
+        for (int64_t m0 = 0; m0 < M; m0 += 3) {
+            int mr = M - m0 < 3 ? (int)(M - m0) : 3;
+            const loom_q8x *qm = xq + m0 * nb;
+            const float *fm = xf + 4 * m0 * nb;
+            for (int64_t e = line + per < nlines ? line + per : nlines; line < e; line++) _mm_prefetch(nx + 64 * line, _MM_HINT_T1);
+#define QL_TILES(MN, Q6)                                                               \
+    switch (mr) {                                                                      \
+    case 3: ql_k8_tile(3, MN, Q6, pan, psc, ps, pm, qm, fm, K, out); break;                \
+    case 2: ql_k8_tile(2, MN, Q6, pan, psc, ps, pm, qm, fm, K, out); break;                \
+    default: ql_k8_tile(1, MN, Q6, pan, psc, ps, pm, qm, fm, K, out); break;               \
+    }
+            if (t == LOOM_Q6_K) QL_TILES(2, true)
+            else if (t == LOOM_Q4_K || t == LOOM_Q5_K) QL_TILES(1, false)
+            else QL_TILES(2, false)
+#undef QL_TILES
+            for (int m = 0; m < mr; m++)
+                for (int r = 0; r < nr; r++) y[(m0 + m) * ldy + n + r] = out[QL_PR * m + r] + (bias ? bias[n + r] : 0.0f);
+        }
+    }
+    loom_free_aligned(pan), loom_free_aligned(psc);
+    free(ps), free(pm), free(xf);
+    return 0;
+}
+
+int cpu_qgemm_i16_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, const int16_t *x16, int64_t M,
                        int64_t K, int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias) {
     const int64_t nb = K / 32;
+    const bool kq = t != LOOM_IQ4_NL && t != LOOM_IQ4_XS;
+    static _Atomic int env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
+    if (kq && cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) != 2) return ql_k8_gemm(t, w, row_bytes, xq, M, K, n0, n1, y, ldy, bias);
+    /* minimum terms: none (IQ4, Q3_K, Q6_K), one per 32 (Q4_K, Q5_K), one per 16 (Q2_K) */
+    const int mn = t == LOOM_Q2_K ? 2 : t == LOOM_Q4_K || t == LOOM_Q5_K ? 1 : 0;
     int32_t *pan = loom_malloc_aligned(sizeof(int32_t) * QL_PR * (size_t)(K / 2));
-    float *ps = malloc(sizeof(float) * QL_PR * (size_t)nb);
-    if (!pan || !ps) {
+    float *ps = malloc(sizeof(float) * QL_PR * (size_t)nb), *pm = kq ? malloc(sizeof(float) * 2 * QL_PR * (size_t)nb) : NULL;
+    if (!pan || !ps || (kq && !pm)) {
         loom_free_aligned(pan);
-        free(ps);
+        free(ps), free(pm);
         return -1;
     }
     float out[4 * QL_PR];
     for (int64_t n = n0; n < n1; n += QL_PR) {
         int nr = n1 - n < QL_PR ? (int)(n1 - n) : QL_PR;
-        ql_iq4_panel(t, w, row_bytes, n, nr, K, pan, ps);
+        if (kq) ql_k_panel(t, w, row_bytes, n, nr, K, pan, ps, pm);
+        else ql_iq4_panel(t, w, row_bytes, n, nr, K, pan, ps);
         for (int64_t m0 = 0; m0 < M; m0 += 4) {
             int mr = M - m0 < 4 ? (int)(M - m0) : 4;
             const int16_t *xm = x16 + m0 * K;
             const loom_q8x *qm = xq + m0 * nb;
-            switch (mr) {
-            case 4: ql_iq4_tile(4, pan, ps, xm, qm, K, out); break;
-            case 3: ql_iq4_tile(3, pan, ps, xm, qm, K, out); break;
-            case 2: ql_iq4_tile(2, pan, ps, xm, qm, K, out); break;
-            default: ql_iq4_tile(1, pan, ps, xm, qm, K, out); break;
-            }
+#define QL_TILES(MN)                                                                   \
+    switch (mr) {                                                                      \
+    case 4: ql_iq4_tile(4, MN, pan, ps, pm, xm, qm, K, out); break;                    \
+    case 3: ql_iq4_tile(3, MN, pan, ps, pm, xm, qm, K, out); break;                    \
+    case 2: ql_iq4_tile(2, MN, pan, ps, pm, xm, qm, K, out); break;                    \
+    default: ql_iq4_tile(1, MN, pan, ps, pm, xm, qm, K, out); break;                   \
+    }
+            if (mn == 2) QL_TILES(2)
+            else if (mn == 1) QL_TILES(1)
+            else QL_TILES(0)
+#undef QL_TILES
             for (int m = 0; m < mr; m++)
                 for (int r = 0; r < nr; r++) y[(m0 + m) * ldy + n + r] = out[QL_PR * m + r] + (bias ? bias[n + r] : 0.0f);
         }
     }
     loom_free_aligned(pan);
-    free(ps);
+    free(ps), free(pm);
     return 0;
 }
 #undef QL_PR

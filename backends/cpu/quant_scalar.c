@@ -91,12 +91,20 @@ bool cpu_qgemm_iq4_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M) {
            cpu_env_int_once(&env, "LOOM_CPU_IQ4GEMM", 1) != 0;
 }
 
+bool cpu_qgemm_k_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M) {
+    static _Atomic int env = INT_MIN;
+    return dot == cpu_qdot_avx2 && M > CPU_QDEQUANT_MIN_ROWS && K > 0 && K % 256 == 0 &&
+           (t == LOOM_Q2_K || t == LOOM_Q3_K || t == LOOM_Q4_K || t == LOOM_Q5_K || t == LOOM_Q6_K) &&
+           cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) != 0;
+}
+
 typedef struct qmm_task {
     cpu_qdot_fn dot;
     cpu_qgemv_later_fn later; /* M = 1 of a later type through its GEMV, or NULL */
     bool later_gemm;          /* M > 1 of a later type through cpu_qgemm_later_avx512 */
     bool q01_gemm;            /* M > 1 of Q8_0 / Q4_0 through cpu_qgemm_q01_avx2 (xp its rows) */
-    int16_t *x16;             /* IQ4_* prefill through cpu_qgemm_iq4_avx2: x codes as int16, or NULL */
+    int16_t *x16;             /* IQ4_* / k-quant prefill through cpu_qgemm_i16_avx2: x codes as int16, or NULL */
+    bool x16_prep;            /* whether it reads x16 (not the k-quants' 8-bit tile, which reads xq) */
     _Atomic int failed;       /* a chunk could not allocate its panel */
     int pf_rows;
     float *y;
@@ -141,7 +149,7 @@ static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
     for (int64_t m = m0; m < m1; m++) {
         if (t->x16) { /* (AVX2: the vectorised quantiser, the same bytes) */
             cpu_q8x_quant_avx2(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
-            cpu_qgemm_iq4_prep(t->xq + m * t->xblocks, t->K, t->x16 + m * t->K);
+            if (t->x16_prep) cpu_qgemm_iq4_prep(t->xq + m * t->xblocks, t->K, t->x16 + m * t->K);
             continue;
         }
         loom_q8x_quant(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
@@ -157,7 +165,7 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
     for (int64_t ci = c0; ci < c1; ci++) {
         int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N;
         if (t->x16) {
-            if (cpu_qgemm_iq4_avx2(t->wt, t->w, t->row_bytes, t->xq, t->x16, t->M, t->K, n0, n1, t->y, t->N, t->bias))
+            if (cpu_qgemm_i16_avx2(t->wt, t->w, t->row_bytes, t->xq, t->x16, t->M, t->K, n0, n1, t->y, t->N, t->bias))
                 atomic_store(&((qmm_task *)arg)->failed, 1);
             continue;
         }
@@ -236,7 +244,10 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     }
     t.later_gemm = M > 1 && !no_tiles && cpu_qgemm_later_ok(dot, wt, K);
     if (t.later_gemm) t.xp = NULL; /* (Q4_K: the panel reads the loom_q8x rows, not the pair tile's) */
-    if (!no_tiles && cpu_qgemm_iq4_ok(dot, wt, K, M) && !(t.x16 = malloc(sizeof(int16_t) * (size_t)(M * K)))) {
+    static _Atomic int kg_env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
+    t.x16_prep = cpu_qgemm_iq4_ok(dot, wt, K, M) ||
+                 (cpu_qgemm_k_ok(dot, wt, K, M) && cpu_env_int_once(&kg_env, "LOOM_CPU_KGEMM", 1) == 2);
+    if (!no_tiles && (cpu_qgemm_iq4_ok(dot, wt, K, M) || cpu_qgemm_k_ok(dot, wt, K, M)) && !(t.x16 = malloc(sizeof(int16_t) * (size_t)(M * K)))) {
         free(xq);
         loom_free_aligned(xp);
         return loom_err("cpu: out of memory preparing a %lld x %lld activation", (long long)M, (long long)K);

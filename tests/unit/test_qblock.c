@@ -307,13 +307,13 @@ static void test_load_and_matmul(void) {
                 for (int b = 1; b < K / 256; b++) decode(t, q + (size_t)r * loom_dtype_nbytes(t, K) + (size_t)b * loom_dtype_block_bytes(t), wd + r * K + 256 * b);
         const char *isas[] = {"scalar", "avx2", "avx512"};
         /* up to 8 rows the integer rows kernel / GEMV, then f32, or with AVX-512 VNNI the int8 panel
-         * GEMM, or for IQ4_* on AVX2 the int16 GEMM (both on 8-bit x) */
+         * GEMM, or for IQ4_* and the k-quants on AVX2 the int16 / 8-bit GEMM (all on 8-bit x) */
         static const int Ms[] = {1, 3, 8, M};
         bool vnni = cpu_qdot_for("avx512") == cpu_qdot_avx512;
         for (int f = 0; f < 3; f++)
             for (int mi = 0; mi < 4; mi++) {
                 int m = Ms[mi];
-                const float *xr = m <= 8 || (f == 2 && vnni) || (f >= 1 && cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, K, m)) ? x8 : x;
+                const float *xr = m <= 8 || (f == 2 && vnni) || (f >= 1 && (cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, K, m) || cpu_qgemm_k_ok(cpu_qdot_avx2, t, K, m))) ? x8 : x;
                 loom_backend_opts o = {.n_threads = 2};
                 loom_backend *be = loom_cpu_backend_new_isa(&o, isas[f]);
                 if (!be) continue; /* the machine lacks the ISA */

@@ -6,7 +6,9 @@
  * one, two and 19 super-blocks and odd numbers of 32-blocks; weights both from the quantiser and
  * random bytes (every code and scale pattern); the vectorised activation quantiser byte-exact
  * against loom_q8x_quant, and the AVX2 IQ4 dequantiser against loom_dequant_row; on AVX2 the IQ4
- * int16 prefill (cpu_qgemm_iq4_avx2, M > 8) through the threaded driver. */
+ * int16 prefill (cpu_qgemm_i16_avx2, M > 8) through the threaded driver, for IQ4_NL / IQ4_XS and
+ * (session 13) the k-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, and called directly on a column range of a
+ * wider output whose other entries must stay NaN. */
 #include "tests/unit/check.h"
 
 #include "backends/cpu/cpu_quant.h"
@@ -62,6 +64,10 @@ static int env_off(const char *name) {
 }
 static int iq4_off(void) { return env_off("LOOM_CPU_IQ4AVX2"); }
 static int gemm_off(void) { return env_off("LOOM_CPU_IQ4GEMM"); }
+static int kgemm_off(void) { return env_off("LOOM_CPU_KGEMM"); }
+static bool is_k(loom_dtype t) {
+    return t == LOOM_Q2_K || t == LOOM_Q3_K || t == LOOM_Q4_K || t == LOOM_Q5_K || t == LOOM_Q6_K;
+}
 
 static void test_q8x_quant(void) {
     int64_t n = 32 * 64;
@@ -102,6 +108,8 @@ static double rel_err(const float *y, int64_t ldy, const float *wd, const float 
 }
 
 static double worst_gemv = 0, worst_gemm = 0, worst_type[LOOM_DTYPE_COUNT], worst_mm_type[LOOM_DTYPE_COUNT];
+static double worst_i16_type[LOOM_DTYPE_COUNT]; /* the AVX2 int16 GEMM (M > 8), driver and direct */
+static int i16_runs[LOOM_DTYPE_COUNT];
 
 static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t M) {
     size_t rb = loom_dtype_nbytes(t, K);
@@ -181,11 +189,37 @@ static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t
             CHECK(cpu_quant_matmul(pool, true, 2, dots[f], y, x, w, t, bias, mm, K, N) == 0, "matmul rc");
             e = rel_err(y, N, wd, xd, bias, mm, N, K);
             if (mm > 1) worst_gemm = fmax(worst_gemm, e), worst_mm_type[t] = fmax(worst_mm_type[t], e);
+            if (mm > 1 && dots[f] == cpu_qdot_avx2 && (cpu_qgemm_iq4_ok(dots[f], t, K, mm) || cpu_qgemm_k_ok(dots[f], t, K, mm)))
+                worst_i16_type[t] = fmax(worst_i16_type[t], e), i16_runs[t]++;
             CHECK(e < 1e-6, "%s matmul %s M=%lld K=%lld N=%lld%s: error %.2e of sum|w x|", cpu_qdot_name(dots[f]), tn,
                   (long long)mm, (long long)K, (long long)N, random ? " (random blocks)" : "", e);
         }
     }
     cpu_pool_free(pool);
+    /* the int16 GEMM called directly on output columns [n0, n1) of a row 3 wider than N: the columns
+     * outside stay NaN (its own row ranges: panels that start mid-output, partial last panels) */
+    if (have_avx2() && M > 8 && (cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, K, M) || cpu_qgemm_k_ok(cpu_qdot_avx2, t, K, M))) {
+        int64_t ld = N + 3, n0 = N / 3, n1 = N - N / 5;
+        float *yy = malloc(sizeof(float) * M * ld), *yr = malloc(sizeof(float) * M * N);
+        int16_t *x16 = malloc(sizeof(int16_t) * M * K);
+        for (int64_t m = 0; m < M; m++) cpu_qgemm_iq4_prep(xq + m * (K / 32), K, x16 + m * K);
+        for (int64_t i = 0; i < M * ld; i++) yy[i] = NAN;
+        CHECK(cpu_qgemm_i16_avx2(t, w, rb, xq, x16, M, K, n0, n1, yy, ld, bias) == 0, "i16 rc");
+        int outside = 0;
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < ld; n++) {
+                if (n >= n0 && n < n1) yr[m * N + n] = yy[m * ld + n];
+                else outside += !isnan(yy[m * ld + n]);
+            }
+        CHECK(!outside, "%s i16 K=%lld N=%lld M=%lld [%lld, %lld): %d outputs written outside", tn, (long long)K,
+              (long long)N, (long long)M, (long long)n0, (long long)n1, outside);
+        /* the error over the range (rows of wd from n0; outputs at column n0 of a row of N) */
+        e = rel_err(yr + n0, N, wd + n0 * K, xd, bias + n0, M, n1 - n0, K);
+        worst_i16_type[t] = fmax(worst_i16_type[t], e), i16_runs[t]++;
+        CHECK(e < 1e-6, "%s i16 direct K=%lld N=%lld M=%lld: error %.2e of sum|w x|", tn, (long long)K, (long long)N,
+              (long long)M, e);
+        free(yy), free(yr), free(x16);
+    }
     free(w), free(wf), free(wd), free(x), free(xd), free(y), free(bias), free(xq);
 }
 
@@ -218,12 +252,33 @@ int main(void) {
                       !cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, 512, 8) && !cpu_qgemm_iq4_ok(cpu_qdot_scalar, t, 512, 9),
                   "%s: cpu_qgemm_iq4_ok", loom_dtype_name(t));
         }
+        if (is_k(t)) {
+            /* the AVX2 int16 prefill of the k-quants (M > 8): 1-3 row tile tails, partial panels
+             * (N = 9, 37, 45: 9-, 5-, 13-row last panels), every byte 0xFF, K of 1-19 super-blocks */
+            test_kernels(t, 512, 37, 1, 13);
+            test_kernels(t, 768, 45, 0, 18);
+            test_kernels(t, 256, 9, 2, 11);
+            test_kernels(t, 2048, 64, 0, 12);
+            test_kernels(t, 4864, 33, 1, 10);
+            test_kernels(t, 256, 17, 1, 9);
+            CHECK(cpu_qgemm_k_ok(cpu_qdot_avx2, t, 512, 9) == (have_avx2() && !kgemm_off()) &&
+                      !cpu_qgemm_k_ok(cpu_qdot_avx2, t, 512, 8) && !cpu_qgemm_k_ok(cpu_qdot_scalar, t, 512, 9) &&
+                      !cpu_qgemm_k_ok(cpu_qdot_avx2, t, 480, 9),
+                  "%s: cpu_qgemm_k_ok", loom_dtype_name(t));
+            CHECK(!have_avx2() || kgemm_off() || i16_runs[t] > 0, "%s: the int16 GEMM never ran", loom_dtype_name(t));
+        } else {
+            CHECK(!cpu_qgemm_k_ok(cpu_qdot_avx2, t, 512, 9), "%s: cpu_qgemm_k_ok", loom_dtype_name(t));
+        }
         for (int64_t n = 2; n <= 16; n++) test_kernels(t, 256, n, 1, 1 + n % 4);
     }
     printf("worst error of sum|w x|: gemv %.2e, matmul M > 1 %.2e\n", worst_gemv, worst_gemm);
     for (int k = 0; k < NLATER; k++) printf("  gemv %s %.2e", loom_dtype_name(later[k]), worst_type[later[k]]);
     printf("\n");
     for (int k = 0; k < NLATER; k++) printf("  matmul %s %.2e", loom_dtype_name(later[k]), worst_mm_type[later[k]]);
+    printf("\n");
+    for (int k = 0; k < NLATER; k++)
+        if (i16_runs[later[k]])
+            printf("  i16 %s %.2e (%d)", loom_dtype_name(later[k]), worst_i16_type[later[k]], i16_runs[later[k]]);
     printf("\n");
     CHECK_DONE();
 }
