@@ -892,6 +892,22 @@ static void ql_k8_unpack(loom_dtype t, const char *sb, uint8_t (*u)[32], int *sc
     }
 }
 
+/* Blocks g .. g + gb - 1 (gb <= 8) of a Q4_1 / Q5_0 / Q5_1 row in the same form (u = q, 0..15 /
+ * 0..31; sc = 1; A = d; B = m for Q4_1 / Q5_1, -16 d for Q5_0: both halves). */
+static void ql_k8_unpack32(loom_dtype t, const char *row, int64_t g, int gb, uint8_t (*u)[32], int *sc, float *A,
+                           float *B) {
+    for (int j = 0; j < gb; j++) {
+        float a2[2], bm[2];
+        __m256i c = ql_block(t, row, g + j, a2, bm); /* (ql_block: Q5_0's codes signed, A = d) */
+        if (t == LOOM_Q5_0) c = _mm256_add_epi8(c, _mm256_set1_epi8(16));
+        float a = a2[0];
+        _mm256_store_si256((__m256i *)u[j], c);
+        sc[2 * j] = sc[2 * j + 1] = 1;
+        A[j] = a;
+        B[2 * j] = B[2 * j + 1] = t == LOOM_Q5_0 ? -(16.0f * a) : bm[0];
+    }
+}
+
 /* Rows n .. n + nr - 1 (the rest zero) into the 8-bit panel pan (per 32-block b, per quad kq of its
  * codes: QL_PR dwords, row r's 4 codes in dword r), psc (per block, per half: QL_PR dwords, row r's
  * sc as two int16 words), ps (A: QL_PR floats per block) and pm (B: per block 2 x QL_PR floats,
@@ -902,15 +918,20 @@ static void ql_k8_panel(loom_dtype t, const char *w, size_t rb, int64_t n, int n
     int sc[16];
     float A[8], B[16];
     size_t bb = loom_dtype_block_bytes(t);
-    for (int64_t s = 0; s < K / 256; s++) {
+    const bool k = loom_dtype_blck(t) == 256;
+    const int64_t nbk = K / 32;
+    for (int64_t s = 0; s < (nbk + 7) / 8; s++) { /* groups of 8 32-blocks: a super-block */
+        const int gb = nbk - 8 * s < 8 ? (int)(nbk - 8 * s) : 8;
         for (int r = 0; r < QL_PR; r++) {
-            if (r < nr) {
+            if (r < nr && k) {
                 ql_k8_unpack(t, w + (size_t)(n + r) * rb + (size_t)s * bb, tmp[r], sc, A, B);
+            } else if (r < nr) {
+                ql_k8_unpack32(t, w + (size_t)(n + r) * rb, 8 * s, gb, tmp[r], sc, A, B);
             } else {
                 memset(tmp[r], 0, sizeof tmp[r]);
                 memset(sc, 0, sizeof sc), memset(A, 0, sizeof A), memset(B, 0, sizeof B);
             }
-            for (int j = 0; j < 8; j++) {
+            for (int j = 0; j < gb; j++) {
                 int64_t b = 8 * s + j;
                 ps[QL_PR * b + r] = A[j];
                 pm[2 * QL_PR * b + r] = B[2 * j], pm[2 * QL_PR * b + QL_PR + r] = B[2 * j + 1];
@@ -918,7 +939,7 @@ static void ql_k8_panel(loom_dtype t, const char *w, size_t rb, int64_t n, int n
                     psc[2 * QL_PR * b + QL_PR * h + r] = (int32_t)(((uint32_t)(uint16_t)sc[2 * j + h]) * 0x10001u);
             }
         }
-        for (int j = 0; j < 8; j++) {
+        for (int j = 0; j < gb; j++) {
             int32_t *pb = pan + 8 * QL_PR * (8 * s + j);
             ql_t8x8(&tmp[0][j][0], sizeof tmp[0], pb); /* rows 0-7 */
             ql_t8x8(&tmp[8][j][0], sizeof tmp[0], pb + 8);
@@ -1041,7 +1062,7 @@ static int ql_k8_gemm(loom_dtype t, const void *w, size_t row_bytes, const loom_
     default: ql_k8_tile(1, MN, Q6, pan, psc, ps, pm, qm, fm, K, out); break;               \
     }
             if (t == LOOM_Q6_K) QL_TILES(2, true)
-            else if (t == LOOM_Q4_K || t == LOOM_Q5_K) QL_TILES(1, false)
+            else if (t != LOOM_Q2_K && t != LOOM_Q3_K) QL_TILES(1, false) /* Q4_K, Q5_K, Q4_1, Q5_0, Q5_1 */
             else QL_TILES(2, false)
 #undef QL_TILES
             for (int m = 0; m < mr; m++)
@@ -1058,7 +1079,7 @@ int cpu_qgemm_i16_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom
     const int64_t nb = K / 32;
     const bool kq = t != LOOM_IQ4_NL && t != LOOM_IQ4_XS;
     static _Atomic int env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
-    if (kq && cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) != 2) return ql_k8_gemm(t, w, row_bytes, xq, M, K, n0, n1, y, ldy, bias);
+    if (kq && (loom_dtype_blck(t) == 32 || cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) != 2)) return ql_k8_gemm(t, w, row_bytes, xq, M, K, n0, n1, y, ldy, bias);
     /* minimum terms: none (IQ4, Q3_K, Q6_K), one per 32 (Q4_K, Q5_K), one per 16 (Q2_K) */
     const int mn = t == LOOM_Q2_K ? 2 : t == LOOM_Q4_K || t == LOOM_Q5_K ? 1 : 0;
     int32_t *pan = loom_malloc_aligned(sizeof(int32_t) * QL_PR * (size_t)(K / 2));
