@@ -104,7 +104,8 @@ bool cpu_qgemm_iq4_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M);
  * folded in; x16 needed). quant_later.h, docs/quantization.md. cpu_qgemm_k_ok: whether
  * cpu_quant_matmul and the backend take them (the avx2 rows flavour, K whole super-blocks,
  * M > CPU_QDEQUANT_MIN_ROWS, LOOM_CPU_KGEMM not 0; with LOOM_CPU_KGEMM=0 prefill is as before:
- * Q4_K / Q6_K by LOOM_CPU_KDEQ, the rest the f32 GEMM on scalar-dequantised rows). */
+ * Q4_K / Q6_K by LOOM_CPU_KDEQ, the rest the f32 GEMM on scalar-dequantised rows), and Q4_1 /
+ * Q5_0 / Q5_1 through the 8-bit GEMM as well (K whole 32-blocks; LOOM_CPU_Q32GEMM=0: the f32 path). */
 bool cpu_qgemm_k_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M);
 /* x (n floats, whole 32-blocks) to loom_q8x blocks: the same bytes as loom_q8x_quant, vectorised. */
 void cpu_q8x_quant_avx2(const float *x, loom_q8x *y, int64_t n);

@@ -611,6 +611,22 @@ QL_INLINE __m256i ql_x2(const int16_t *p) {
     return _mm256_set1_epi32(v);
 }
 
+/* One activation row's epilogue of a block, both tiles: the 16 outputs at o += int32 sums (a, c:
+ * rows 0-7, 8-15) x the rows' scales (S0, S1) x d_x, plus the minimum terms (MN 1: B0 x s, MN 2:
+ * B0 x s0 + B1 x s1, with s = d_x x the activation's code sums). */
+QL_INLINE void ql_acc16(const int MN, float *o, __m256i a, __m256i c, __m256 S0, __m256 S1, __m256 d, __m256 B00,
+                        __m256 B01, __m256 B10, __m256 B11, __m256 s0, __m256 s1) {
+    __m256 l = _mm256_loadu_ps(o), h = _mm256_loadu_ps(o + 8);
+    if (MN == 1) {
+        l = _mm256_fmadd_ps(B00, s0, l), h = _mm256_fmadd_ps(B01, s0, h);
+    } else if (MN == 2) {
+        l = _mm256_fmadd_ps(B00, s0, _mm256_fmadd_ps(B10, s1, l));
+        h = _mm256_fmadd_ps(B01, s0, _mm256_fmadd_ps(B11, s1, h));
+    }
+    _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(S0, d), l));
+    _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(S1, d), h));
+}
+
 /* The panel against activation rows m0 .. m0 + MR - 1: out[m * QL_PR + r] = row r . x row m. */
 QL_INLINE void ql_iq4_tile(const int MR, const int MN, const int32_t *pan, const float *ps, const float *pm,
                            const int16_t *x16, const loom_q8x *xq, int64_t K, float *out) {
@@ -651,19 +667,10 @@ QL_INLINE void ql_iq4_tile(const int MR, const int MN, const int32_t *pan, const
 #define QL_ACC(m, a, c)                                                                                      \
     do {                                                                                                     \
         const loom_q8x *q_ = xq + (m) * nb + b;                                                              \
-        __m256 d_ = _mm256_set1_ps(q_->d);                                                                   \
-        float *o_ = out + (m) * QL_PR;                                                                       \
-        __m256 l_ = _mm256_loadu_ps(o_), h_ = _mm256_loadu_ps(o_ + 8);                                       \
-        if (MN == 1) {                                                                                       \
-            __m256 s_ = _mm256_set1_ps(q_->d * (float)(q_->s[0] + q_->s[1]));                                \
-            l_ = _mm256_fmadd_ps(B00, s_, l_), h_ = _mm256_fmadd_ps(B01, s_, h_);                            \
-        } else if (MN == 2) {                                                                                \
-            __m256 s0_ = _mm256_set1_ps(q_->d * (float)q_->s[0]), s1_ = _mm256_set1_ps(q_->d * (float)q_->s[1]); \
-            l_ = _mm256_fmadd_ps(B00, s0_, _mm256_fmadd_ps(B10, s1_, l_));                                   \
-            h_ = _mm256_fmadd_ps(B01, s0_, _mm256_fmadd_ps(B11, s1_, h_));                                   \
-        }                                                                                                    \
-        _mm256_storeu_ps(o_, _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(S0, d_), l_));             \
-        _mm256_storeu_ps(o_ + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(S1, d_), h_));         \
+        float s0_ = MN == 1 ? q_->d * (float)(q_->s[0] + q_->s[1]) : MN == 2 ? q_->d * (float)q_->s[0] : 0;  \
+        float s1_ = MN == 2 ? q_->d * (float)q_->s[1] : 0;                                                   \
+        ql_acc16(MN, out + (m) * QL_PR, a, c, S0, S1, _mm256_set1_ps(q_->d), B00, B01, B10, B11,             \
+                 _mm256_set1_ps(s0_), _mm256_set1_ps(s1_));                                                  \
     } while (0)
         QL_ACC(0, a0, c0);
         if (MR > 1) QL_ACC(1, a1, c1);
@@ -675,7 +682,7 @@ QL_INLINE void ql_iq4_tile(const int MR, const int MN, const int32_t *pan, const
 
 /* ---- the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) through the same int16 tile (2026-12-06, session
  * 13). Each 32-block b of a row is A_b x c + B (c int16 codes, A_b a float; B per 32 or per 16
- * elements, the minimum terms of Q2_K / Q4_K / Q5_K): Q4_K / Q5_K c = q (0..15 / 0..31), A = d x sc,
+ * elements, the minimum terms of Q2_K / Q4_K / Q5_K): Q4_K / Q5_K c = sc x q (<= 63 x 31), A = d,
  * B = -(dmin x m); Q2_K c = sc x q (the 4-bit scale of each 16 folded into the code, 0..45), A = d,
  * B per 16 = -(dmin x m); Q3_K c = (sc - 32) x q (-128..128), A = d; Q6_K c = sc x (q - 32)
  * (-4096..4096), A = d. The block's integer sum then carries the per-16 scales, and the minimum
@@ -702,67 +709,21 @@ QL_INLINE __m256i ql_2bits(const uint8_t *qs, int j) {
     return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * (j % 4))), _mm256_set1_epi8(3));
 }
 
+static void ql_k8_unpack(loom_dtype t, const char *sb, uint8_t (*u)[32], int *sc, float *A, float *B);
+
 /* One super-block of a k-quant row: its 8 32-blocks' codes (c[j], as above), A[j], and the minimum
- * terms B[2j], B[2j + 1] (of elements 0..15 and 16..31 of block j; 0 where the type has none). */
+ * terms B[2j], B[2j + 1] (of elements 0..15 and 16..31 of block j; 0 where the type has none): the
+ * 8-bit form (ql_k8_unpack, below) with the per-16 scales and Q3_K / Q6_K's offsets 4 / 32 folded
+ * into the codes (Q4_K / Q5_K then c = sc x q, A = d). */
 static void ql_k_unpack(loom_dtype t, const char *sb, int16_t (*c)[32], float *A, float *B) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    switch (t) {
-    case LOOM_Q4_K:
-    case LOOM_Q5_K: {
-        const loom_block_q4_k *q4 = (const loom_block_q4_k *)sb;
-        const loom_block_q5_k *q5 = (const loom_block_q5_k *)sb;
-        const uint8_t *qs = t == LOOM_Q4_K ? q4->qs : q5->qs;
-        float d = _cvtsh_ss(q4->d), dm = _cvtsh_ss(q4->dmin); /* (the same offsets in both) */
-        uint8_t s8[16];
-        loom_k4_scales8(q4->scales, s8);
-        __m256i h = t == LOOM_Q5_K ? _mm256_loadu_si256((const __m256i *)q5->qh) : _mm256_setzero_si256();
-        for (int p = 0; p < 4; p++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
-            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            if (t == LOOM_Q5_K) lo = _mm256_or_si256(lo, ql_bit(h, 2 * p, 16)), hi = _mm256_or_si256(hi, ql_bit(h, 2 * p + 1, 16));
-            ql_k_w16(lo, c[2 * p], 1, 1);
-            ql_k_w16(hi, c[2 * p + 1], 1, 1);
-        }
-        for (int j = 0; j < 8; j++) A[j] = d * (float)s8[j], B[2 * j] = B[2 * j + 1] = -(dm * (float)s8[8 + j]);
-        return;
-    }
-    case LOOM_Q2_K: {
-        const loom_block_q2_k *q = (const loom_block_q2_k *)sb;
-        float d = _cvtsh_ss(q->d), dm = _cvtsh_ss(q->dmin);
-        for (int j = 0; j < 8; j++) {
-            ql_k_w16(ql_2bits(q->qs, j), c[j], q->scales[2 * j] & 0xF, q->scales[2 * j + 1] & 0xF);
-            A[j] = d;
-            B[2 * j] = -(dm * (float)(q->scales[2 * j] >> 4)), B[2 * j + 1] = -(dm * (float)(q->scales[2 * j + 1] >> 4));
-        }
-        return;
-    }
-    case LOOM_Q3_K: {
-        const loom_block_q3_k *q = (const loom_block_q3_k *)sb;
-        float d = _cvtsh_ss(q->d);
-        __m256i h = _mm256_loadu_si256((const __m256i *)q->hmask);
-        for (int j = 0; j < 8; j++) {
-            /* the high bit clear: -4 */
-            __m256i v = _mm256_sub_epi8(ql_2bits(q->qs, j), _mm256_andnot_si256(ql_bit(h, j, -1), _mm256_set1_epi8(4)));
-            ql_k_w16(v, c[j], loom_q3k_scale(q->scales, 2 * j), loom_q3k_scale(q->scales, 2 * j + 1));
-            A[j] = d, B[2 * j] = B[2 * j + 1] = 0;
-        }
-        return;
-    }
-    default: { /* Q6_K */
-        const loom_block_q6_k *q = (const loom_block_q6_k *)sb;
-        float d = _cvtsh_ss(q->d);
-        for (int j = 0; j < 8; j++) {
-            int hf = j / 4, k = j % 4;
-            __m256i l = _mm256_loadu_si256((const __m256i *)(q->ql + 64 * hf + 32 * (k & 1)));
-            l = k < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
-            __m256i hb = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * hf));
-            hb = _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * k)), _mm256_set1_epi8(3));
-            __m256i v = _mm256_sub_epi8(_mm256_or_si256(l, _mm256_slli_epi16(hb, 4)), _mm256_set1_epi8(32));
-            ql_k_w16(v, c[j], q->scales[2 * j], q->scales[2 * j + 1]);
-            A[j] = d, B[2 * j] = B[2 * j + 1] = 0;
-        }
-        return;
-    }
+    _Alignas(32) uint8_t u[8][32];
+    int sc[16];
+    ql_k8_unpack(t, sb, u, sc, A, B);
+    const int off = t == LOOM_Q3_K ? 4 : t == LOOM_Q6_K ? 32 : 0;
+    for (int j = 0; j < 8; j++) {
+        __m256i v = _mm256_sub_epi8(_mm256_load_si256((const __m256i *)u[j]), _mm256_set1_epi8((char)off));
+        ql_k_w16(v, c[j], sc[2 * j], sc[2 * j + 1]);
+        if (off) B[2 * j] = B[2 * j + 1] = 0;
     }
 }
 
@@ -892,6 +853,22 @@ static void ql_k8_unpack(loom_dtype t, const char *sb, uint8_t (*u)[32], int *sc
     }
 }
 
+/* Blocks g .. g + gb - 1 (gb <= 8) of a Q4_1 / Q5_0 / Q5_1 row in the same form (u = q, 0..15 /
+ * 0..31; sc = 1; A = d; B = m for Q4_1 / Q5_1, -16 d for Q5_0: both halves). */
+static void ql_k8_unpack32(loom_dtype t, const char *row, int64_t g, int gb, uint8_t (*u)[32], int *sc, float *A,
+                           float *B) {
+    for (int j = 0; j < gb; j++) {
+        float a2[2], bm[2];
+        __m256i c = ql_block(t, row, g + j, a2, bm); /* (ql_block: Q5_0's codes signed, A = d) */
+        if (t == LOOM_Q5_0) c = _mm256_add_epi8(c, _mm256_set1_epi8(16));
+        float a = a2[0];
+        _mm256_store_si256((__m256i *)u[j], c);
+        sc[2 * j] = sc[2 * j + 1] = 1;
+        A[j] = a;
+        B[2 * j] = B[2 * j + 1] = t == LOOM_Q5_0 ? -(16.0f * a) : bm[0];
+    }
+}
+
 /* Rows n .. n + nr - 1 (the rest zero) into the 8-bit panel pan (per 32-block b, per quad kq of its
  * codes: QL_PR dwords, row r's 4 codes in dword r), psc (per block, per half: QL_PR dwords, row r's
  * sc as two int16 words), ps (A: QL_PR floats per block) and pm (B: per block 2 x QL_PR floats,
@@ -902,15 +879,20 @@ static void ql_k8_panel(loom_dtype t, const char *w, size_t rb, int64_t n, int n
     int sc[16];
     float A[8], B[16];
     size_t bb = loom_dtype_block_bytes(t);
-    for (int64_t s = 0; s < K / 256; s++) {
+    const bool k = loom_dtype_blck(t) == 256;
+    const int64_t nbk = K / 32;
+    for (int64_t s = 0; s < (nbk + 7) / 8; s++) { /* groups of 8 32-blocks: a super-block */
+        const int gb = nbk - 8 * s < 8 ? (int)(nbk - 8 * s) : 8;
         for (int r = 0; r < QL_PR; r++) {
-            if (r < nr) {
+            if (r < nr && k) {
                 ql_k8_unpack(t, w + (size_t)(n + r) * rb + (size_t)s * bb, tmp[r], sc, A, B);
+            } else if (r < nr) {
+                ql_k8_unpack32(t, w + (size_t)(n + r) * rb, 8 * s, gb, tmp[r], sc, A, B);
             } else {
                 memset(tmp[r], 0, sizeof tmp[r]);
                 memset(sc, 0, sizeof sc), memset(A, 0, sizeof A), memset(B, 0, sizeof B);
             }
-            for (int j = 0; j < 8; j++) {
+            for (int j = 0; j < gb; j++) {
                 int64_t b = 8 * s + j;
                 ps[QL_PR * b + r] = A[j];
                 pm[2 * QL_PR * b + r] = B[2 * j], pm[2 * QL_PR * b + QL_PR + r] = B[2 * j + 1];
@@ -918,7 +900,7 @@ static void ql_k8_panel(loom_dtype t, const char *w, size_t rb, int64_t n, int n
                     psc[2 * QL_PR * b + QL_PR * h + r] = (int32_t)(((uint32_t)(uint16_t)sc[2 * j + h]) * 0x10001u);
             }
         }
-        for (int j = 0; j < 8; j++) {
+        for (int j = 0; j < gb; j++) {
             int32_t *pb = pan + 8 * QL_PR * (8 * s + j);
             ql_t8x8(&tmp[0][j][0], sizeof tmp[0], pb); /* rows 0-7 */
             ql_t8x8(&tmp[8][j][0], sizeof tmp[0], pb + 8);
@@ -979,19 +961,8 @@ QL_INLINE void ql_k8_tile(const int MR, const int MN, const bool Q6, const int32
 #define QL_ACC(m, f, a, c)                                                                                   \
     do {                                                                                                     \
         const float *f_ = (f) + 4 * b; /* d, d s0, d s1, d (s0 + s1) */                                      \
-        __m256 d_ = _mm256_broadcast_ss(f_);                                                                 \
-        float *o_ = out + (m) * QL_PR;                                                                       \
-        __m256 l_ = _mm256_loadu_ps(o_), h_ = _mm256_loadu_ps(o_ + 8);                                       \
-        if (MN == 1) {                                                                                       \
-            __m256 s_ = _mm256_broadcast_ss(f_ + 3);                                                         \
-            l_ = _mm256_fmadd_ps(B00, s_, l_), h_ = _mm256_fmadd_ps(B01, s_, h_);                            \
-        } else {                                                                                             \
-            __m256 s0_ = _mm256_broadcast_ss(f_ + 1), s1_ = _mm256_broadcast_ss(f_ + 2);                     \
-            l_ = _mm256_fmadd_ps(B00, s0_, _mm256_fmadd_ps(B10, s1_, l_));                                   \
-            h_ = _mm256_fmadd_ps(B01, s0_, _mm256_fmadd_ps(B11, s1_, h_));                                   \
-        }                                                                                                    \
-        _mm256_storeu_ps(o_, _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(S0, d_), l_));             \
-        _mm256_storeu_ps(o_ + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(S1, d_), h_));         \
+        ql_acc16(MN, out + (m) * QL_PR, a, c, S0, S1, _mm256_broadcast_ss(f_), B00, B01, B10, B11,           \
+                 _mm256_broadcast_ss(f_ + (MN == 1 ? 3 : 1)), _mm256_broadcast_ss(f_ + 2));                  \
     } while (0)
         QL_ACC(0, f0, a0, c0);
         if (MR > 1) QL_ACC(1, f1, a1, c1);
@@ -1041,7 +1012,7 @@ static int ql_k8_gemm(loom_dtype t, const void *w, size_t row_bytes, const loom_
     default: ql_k8_tile(1, MN, Q6, pan, psc, ps, pm, qm, fm, K, out); break;               \
     }
             if (t == LOOM_Q6_K) QL_TILES(2, true)
-            else if (t == LOOM_Q4_K || t == LOOM_Q5_K) QL_TILES(1, false)
+            else if (t != LOOM_Q2_K && t != LOOM_Q3_K) QL_TILES(1, false) /* Q4_K, Q5_K, Q4_1, Q5_0, Q5_1 */
             else QL_TILES(2, false)
 #undef QL_TILES
             for (int m = 0; m < mr; m++)
@@ -1058,7 +1029,7 @@ int cpu_qgemm_i16_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom
     const int64_t nb = K / 32;
     const bool kq = t != LOOM_IQ4_NL && t != LOOM_IQ4_XS;
     static _Atomic int env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
-    if (kq && cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) != 2) return ql_k8_gemm(t, w, row_bytes, xq, M, K, n0, n1, y, ldy, bias);
+    if (kq && (loom_dtype_blck(t) == 32 || cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) != 2)) return ql_k8_gemm(t, w, row_bytes, xq, M, K, n0, n1, y, ldy, bias);
     /* minimum terms: none (IQ4, Q3_K, Q6_K), one per 32 (Q4_K, Q5_K), one per 16 (Q2_K) */
     const int mn = t == LOOM_Q2_K ? 2 : t == LOOM_Q4_K || t == LOOM_Q5_K ? 1 : 0;
     int32_t *pan = loom_malloc_aligned(sizeof(int32_t) * QL_PR * (size_t)(K / 2));

@@ -92,9 +92,11 @@ bool cpu_qgemm_iq4_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M) {
 }
 
 bool cpu_qgemm_k_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M) {
-    static _Atomic int env = INT_MIN;
-    return dot == cpu_qdot_avx2 && M > CPU_QDEQUANT_MIN_ROWS && K > 0 && K % 256 == 0 &&
-           (t == LOOM_Q2_K || t == LOOM_Q3_K || t == LOOM_Q4_K || t == LOOM_Q5_K || t == LOOM_Q6_K) &&
+    static _Atomic int env = INT_MIN, env32 = INT_MIN;
+    if (dot != cpu_qdot_avx2 || M <= CPU_QDEQUANT_MIN_ROWS || K <= 0) return false;
+    if (t == LOOM_Q4_1 || t == LOOM_Q5_0 || t == LOOM_Q5_1) /* (LOOM_CPU_Q32GEMM=0: the f32 path again) */
+        return K % 32 == 0 && cpu_env_int_once(&env32, "LOOM_CPU_Q32GEMM", 1) != 0;
+    return K % 256 == 0 && (t == LOOM_Q2_K || t == LOOM_Q3_K || t == LOOM_Q4_K || t == LOOM_Q5_K || t == LOOM_Q6_K) &&
            cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) != 0;
 }
 
@@ -245,8 +247,8 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     t.later_gemm = M > 1 && !no_tiles && cpu_qgemm_later_ok(dot, wt, K);
     if (t.later_gemm) t.xp = NULL; /* (Q4_K: the panel reads the loom_q8x rows, not the pair tile's) */
     static _Atomic int kg_env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
-    t.x16_prep = cpu_qgemm_iq4_ok(dot, wt, K, M) ||
-                 (cpu_qgemm_k_ok(dot, wt, K, M) && cpu_env_int_once(&kg_env, "LOOM_CPU_KGEMM", 1) == 2);
+    t.x16_prep = cpu_qgemm_iq4_ok(dot, wt, K, M) || (cpu_qgemm_k_ok(dot, wt, K, M) && loom_dtype_blck(wt) == 256 &&
+                                                     cpu_env_int_once(&kg_env, "LOOM_CPU_KGEMM", 1) == 2);
     if (!no_tiles && (cpu_qgemm_iq4_ok(dot, wt, K, M) || cpu_qgemm_k_ok(dot, wt, K, M)) && !(t.x16 = malloc(sizeof(int16_t) * (size_t)(M * K)))) {
         free(xq);
         loom_free_aligned(xp);

@@ -7,7 +7,8 @@
  * random bytes (every code and scale pattern); the vectorised activation quantiser byte-exact
  * against loom_q8x_quant, and the AVX2 IQ4 dequantiser against loom_dequant_row; on AVX2 the IQ4
  * int16 prefill (cpu_qgemm_i16_avx2, M > 8) through the threaded driver, for IQ4_NL / IQ4_XS and
- * (session 13) the k-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, and called directly on a column range of a
+ * (session 13) the k-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q4_1 / Q5_0 / Q5_1 (their 8-bit
+ * GEMM), and called directly on a column range of a
  * wider output whose other entries must stay NaN. */
 #include "tests/unit/check.h"
 
@@ -64,10 +65,11 @@ static int env_off(const char *name) {
 }
 static int iq4_off(void) { return env_off("LOOM_CPU_IQ4AVX2"); }
 static int gemm_off(void) { return env_off("LOOM_CPU_IQ4GEMM"); }
-static int kgemm_off(void) { return env_off("LOOM_CPU_KGEMM"); }
 static bool is_k(loom_dtype t) {
     return t == LOOM_Q2_K || t == LOOM_Q3_K || t == LOOM_Q4_K || t == LOOM_Q5_K || t == LOOM_Q6_K;
 }
+static bool is_q32(loom_dtype t) { return t == LOOM_Q4_1 || t == LOOM_Q5_0 || t == LOOM_Q5_1; }
+static int kgemm_off(loom_dtype t) { return env_off(is_q32(t) ? "LOOM_CPU_Q32GEMM" : "LOOM_CPU_KGEMM"); }
 
 static void test_q8x_quant(void) {
     int64_t n = 32 * 64;
@@ -252,20 +254,27 @@ int main(void) {
                       !cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, 512, 8) && !cpu_qgemm_iq4_ok(cpu_qdot_scalar, t, 512, 9),
                   "%s: cpu_qgemm_iq4_ok", loom_dtype_name(t));
         }
-        if (is_k(t)) {
-            /* the AVX2 int16 prefill of the k-quants (M > 8): 1-3 row tile tails, partial panels
-             * (N = 9, 37, 45: 9-, 5-, 13-row last panels), every byte 0xFF, K of 1-19 super-blocks */
+        if (is_k(t) || is_q32(t)) {
+            /* the AVX2 8-bit / int16 prefill of the k-quants and Q4_1 / Q5_0 / Q5_1 (M > 8): 1-3 row
+             * tile tails, partial panels (N = 9, 37, 45: 9-, 5-, 13-row last panels), every byte
+             * 0xFF, K of 1-19 super-blocks (and 3, 11, 27 32-blocks: partial groups of 8) */
             test_kernels(t, 512, 37, 1, 13);
             test_kernels(t, 768, 45, 0, 18);
             test_kernels(t, 256, 9, 2, 11);
             test_kernels(t, 2048, 64, 0, 12);
             test_kernels(t, 4864, 33, 1, 10);
             test_kernels(t, 256, 17, 1, 9);
-            CHECK(cpu_qgemm_k_ok(cpu_qdot_avx2, t, 512, 9) == (have_avx2() && !kgemm_off()) &&
+            if (is_q32(t)) {
+                test_kernels(t, 96, 21, 1, 10);
+                test_kernels(t, 352, 19, 0, 14);
+                test_kernels(t, 864, 35, 2, 9);
+            }
+            CHECK(cpu_qgemm_k_ok(cpu_qdot_avx2, t, 512, 9) == (have_avx2() && !kgemm_off(t)) &&
                       !cpu_qgemm_k_ok(cpu_qdot_avx2, t, 512, 8) && !cpu_qgemm_k_ok(cpu_qdot_scalar, t, 512, 9) &&
-                      !cpu_qgemm_k_ok(cpu_qdot_avx2, t, 480, 9),
+                      !cpu_qgemm_k_ok(cpu_qdot_avx2, t, is_q32(t) ? 100 : 480, 9) &&
+                      cpu_qgemm_k_ok(cpu_qdot_avx2, t, 96, 9) == (is_q32(t) && have_avx2() && !kgemm_off(t)),
                   "%s: cpu_qgemm_k_ok", loom_dtype_name(t));
-            CHECK(!have_avx2() || kgemm_off() || i16_runs[t] > 0, "%s: the int16 GEMM never ran", loom_dtype_name(t));
+            CHECK(!have_avx2() || kgemm_off(t) || i16_runs[t] > 0, "%s: the GEMM never ran", loom_dtype_name(t));
         } else {
             CHECK(!cpu_qgemm_k_ok(cpu_qdot_avx2, t, 512, 9), "%s: cpu_qgemm_k_ok", loom_dtype_name(t));
         }
