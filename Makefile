@@ -36,8 +36,8 @@ run: build
 
 # The README's test command: the suite less the 37 tests labelled ci_covered, whose every check
 # another test of the suite makes on the same code (tests/CMakeLists.txt has the map). `make test-all`
-# (or TEST_LE=) runs them too; TEST_LE=LABEL leaves out another label (a ctest regex: CI's .ci/run
-# passes TEST_LE='ci_covered|asan_covered', leaving out too what its `make asan` has just run).
+# (or TEST_LE=) runs them too; TEST_LE=LABEL leaves out another label (a ctest regex: after a
+# `make asan`, TEST_LE='ci_covered|asan_covered' leaves out too what it has just run in full).
 TEST_LE ?= ci_covered
 test: build
 	cd $(BUILD) && ctest --no-tests=error --output-on-failure -j $(JOBS) $(if $(TEST_LE),-LE '$(TEST_LE)')
