@@ -99,10 +99,8 @@ const uint NIB = 0x0f0f0f0fu, B2 = 0x03030303u, B1 = 0x01010101u;
 uint sub(uint p, uint s) {
 #if defined(W_Q6_K)
     if (SU == 2u) return 4u * (p >> 1) + (p & 1u) + 2u * s; // quarters c and c + 2 share their ql bytes
-    return SU * p + s;
-#else
-    return SU * p + s;
 #endif
+    return SU * p + s;
 }
 
 // Unit p of the block at byte a: for its sub-block s (weights sub(p, s) * 32 + 0..31), the codes
@@ -183,35 +181,20 @@ void unit(uint a, uint p, out uvec4 c[4], out vec2 sc[2], out vec2 mn[2]) { // (
 #endif
     }
 #elif defined(W_Q6_K)
-    if (SU == 1u) {
-        // quarter c = p % 4 of half hf = p / 4: low 4 bits from ql[64 hf + 32 (c % 2) + l] (nibble
-        // c / 2), high 2 bits from qh[32 hf + l] (bits 2c); int8 scales[8 hf + 2c + h] per 16 weights
-        uint hf = p >> 2, cq = p & 3u;
-        uvec4 l0, l1, h0, h1;
-        ld32(a + 64u * hf + 32u * (cq & 1u), l0, l1);
-        ld32(a + 128u + 32u * hf, h0, h1);
-        uint w = ld4(a + 192u + 8u * hf + 2u * cq);
-        float d = qhalf(a + 208u);
-        uint sh = 4u * (cq >> 1);
-        c[0] = ((l0 >> sh) & NIB) | (((h0 >> (2u * cq)) & B2) << 4);
-        c[1] = ((l1 >> sh) & NIB) | (((h1 >> (2u * cq)) & B2) << 4);
-        sc[0] = d * vec2(i8(w & 0xffu), i8((w >> 8) & 0xffu));
-        mn[0] = vec2(0.0);
-        return;
-    }
-    // half hf = p / 2, quarters c0 = p % 2 and c0 + 2: low 4 bits from ql[64 hf + 32 c0 + l]
-    // (nibble 0 then 1), high 2 bits from qh[32 hf + l] (bits 2c); int8 scale per 16 weights
-    uint hf = p >> 1, c0 = p & 1u;
+    // quarters c = c0 + 2s (s < SU) of half hf (SU = 2: p = 2 hf + c0; SU = 1: p = 4 hf + c0): low 4
+    // bits from ql[64 hf + 32 (c % 2) + l] (nibble c / 2), high 2 bits from qh[32 hf + l] (bits 2c);
+    // int8 scales[8 hf + 2c + h] per 16 weights (SU = 2: the half's 8 bytes, word s, half c0)
+    uint hf = SU * p / 4u, c0 = p % (4u / SU);
     uvec4 l0, l1, h0, h1;
-    ld32(a + 64u * hf + 32u * c0, l0, l1);
+    ld32(a + 64u * hf + 32u * (c0 & 1u), l0, l1);
     ld32(a + 128u + 32u * hf, h0, h1);
-    uvec2 sv = ld8(a + 192u + 8u * hf);
+    uvec2 sv = SU == 2u ? ld8(a + 192u + 8u * hf) : uvec2(ld4(a + 192u + 8u * hf + 2u * c0), 0u);
     float d = qhalf(a + 208u);
     [[unroll]] for (uint s = 0u; s < SU; s++) {
-        uint s2 = 2u * c0 + 4u * s;
-        c[2u * s] = ((l0 >> (4u * s)) & NIB) | (((h0 >> s2) & B2) << 4);
-        c[2u * s + 1u] = ((l1 >> (4u * s)) & NIB) | (((h1 >> s2) & B2) << 4);
-        uint w = sv[s] >> (16u * c0); // scale bytes 2c, 2c + 1 of the half: word s, half c0
+        uint cq = c0 + 2u * s, sh = 4u * (cq >> 1);
+        c[2u * s] = ((l0 >> sh) & NIB) | (((h0 >> (2u * cq)) & B2) << 4);
+        c[2u * s + 1u] = ((l1 >> sh) & NIB) | (((h1 >> (2u * cq)) & B2) << 4);
+        uint w = SU == 2u ? sv[s] >> (16u * c0) : sv.x;
         sc[s] = d * vec2(i8(w & 0xffu), i8((w >> 8) & 0xffu));
         mn[s] = vec2(0.0);
     }
