@@ -105,8 +105,9 @@ typedef struct qmm_task {
     cpu_qgemv_later_fn later; /* M = 1 of a later type through its GEMV, or NULL */
     bool later_gemm;          /* M > 1 of a later type through cpu_qgemm_later_avx512 */
     bool q01_gemm;            /* M > 1 of Q8_0 / Q4_0 through cpu_qgemm_q01_avx2 (xp its rows) */
-    int16_t *x16;             /* IQ4_* / k-quant prefill through cpu_qgemm_i16_avx2: x codes as int16, or NULL */
-    bool x16_prep;            /* whether it reads x16 (not the k-quants' 8-bit tile, which reads xq) */
+    bool i16_gemm;            /* IQ4_* / k-quant / Q4_1 / Q5_x prefill through cpu_qgemm_i16_avx2 */
+    bool x16_prep;            /* ... reading x16 (not the 8-bit tile of the others, which reads xq) */
+    int16_t *x16;             /* then x's codes as int16, else NULL */
     _Atomic int failed;       /* a chunk could not allocate its panel */
     int pf_rows;
     float *y;
@@ -149,7 +150,7 @@ static void qmm_quant(void *arg, int64_t m0, int64_t m1, int ith) {
         return;
     }
     for (int64_t m = m0; m < m1; m++) {
-        if (t->x16) { /* (AVX2: the vectorised quantiser, the same bytes) */
+        if (t->i16_gemm) { /* (AVX2: the vectorised quantiser, the same bytes) */
             cpu_q8x_quant_avx2(t->x + m * t->K, t->xq + m * t->xblocks, t->K);
             if (t->x16_prep) cpu_qgemm_iq4_prep(t->xq + m * t->xblocks, t->K, t->x16 + m * t->K);
             continue;
@@ -166,7 +167,7 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
     float o[CPU_QROWS];
     for (int64_t ci = c0; ci < c1; ci++) {
         int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N;
-        if (t->x16) {
+        if (t->i16_gemm) {
             if (cpu_qgemm_i16_avx2(t->wt, t->w, t->row_bytes, t->xq, t->x16, t->M, t->K, n0, n1, t->y, t->N, t->bias))
                 atomic_store(&((qmm_task *)arg)->failed, 1);
             continue;
@@ -247,9 +248,10 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     t.later_gemm = M > 1 && !no_tiles && cpu_qgemm_later_ok(dot, wt, K);
     if (t.later_gemm) t.xp = NULL; /* (Q4_K: the panel reads the loom_q8x rows, not the pair tile's) */
     static _Atomic int kg_env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
-    t.x16_prep = cpu_qgemm_iq4_ok(dot, wt, K, M) || (cpu_qgemm_k_ok(dot, wt, K, M) && loom_dtype_blck(wt) == 256 &&
-                                                     cpu_env_int_once(&kg_env, "LOOM_CPU_KGEMM", 1) == 2);
-    if (!no_tiles && (cpu_qgemm_iq4_ok(dot, wt, K, M) || cpu_qgemm_k_ok(dot, wt, K, M)) && !(t.x16 = malloc(sizeof(int16_t) * (size_t)(M * K)))) {
+    t.i16_gemm = !no_tiles && (cpu_qgemm_iq4_ok(dot, wt, K, M) || cpu_qgemm_k_ok(dot, wt, K, M));
+    t.x16_prep = t.i16_gemm && (cpu_qgemm_iq4_ok(dot, wt, K, M) || (loom_dtype_blck(wt) == 256 &&
+                                                                     cpu_env_int_once(&kg_env, "LOOM_CPU_KGEMM", 1) == 2));
+    if (t.x16_prep && !(t.x16 = malloc(sizeof(int16_t) * (size_t)(M * K)))) {
         free(xq);
         loom_free_aligned(xp);
         return loom_err("cpu: out of memory preparing a %lld x %lld activation", (long long)M, (long long)K);
