@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define TG_MAX_NODES 64
 #define TG_MAX_LEAVES 16
@@ -435,16 +436,24 @@ static inline void tg_close_backends(loom_backend *cpu, loom_backend *vk[3]) {
     loom_backend_close(cpu);
 }
 
-/* Run one test function and print how long it took: the Vulkan tests' mains list their parts so,
- * since lavapipe makes some of them slow. LOOM_TEST_FILTER=text runs only the parts whose call has
- * text in it (e.g. "matmul": the GPU runs of backends/vulkan/bench/gpu_cm_variants.sh). */
+/* CPU seconds (user + sys) of this process so far, all its threads (lavapipe's too) */
+static inline double tg_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+/* Run one test function and print how long it took, in wall and CPU seconds (the second barely moves
+ * with a shared machine's load): the Vulkan tests' mains list their parts so, since lavapipe makes
+ * some of them slow. LOOM_TEST_FILTER=text runs only the parts whose call has text in it (e.g.
+ * "matmul": the GPU runs of backends/vulkan/bench/gpu_cm_variants.sh). */
 #define TG_TIMED(call)                                                                             \
     do {                                                                                           \
         const char *tg_f_ = getenv("LOOM_TEST_FILTER");                                            \
         if (tg_f_ && *tg_f_ && !strstr(#call, tg_f_)) break;                                       \
-        double tg_t0_ = loom_now();                                                                \
+        double tg_t0_ = loom_now(), tg_c0_ = tg_cpu_s();                                           \
         call;                                                                                      \
-        printf("%-28s %6.2f s\n", #call, loom_now() - tg_t0_);                                    \
+        printf("%-28s %6.2f s (%.2f CPU-s)\n", #call, loom_now() - tg_t0_, tg_cpu_s() - tg_c0_);   \
     } while (0)
 #endif
 
