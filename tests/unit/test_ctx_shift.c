@@ -203,6 +203,14 @@ int main(void) {
               m->hp.rope_mode);
         for (int dv = 0; dv < 3; dv++) {
             if (dv == 2 && !vulkan) continue;
+            /* Under ASan, Vulkan on the three fixtures whose shift records differently there: the
+             * interleaved layout (stories260K), per-layer theta (gemma3) and the frequency-factor
+             * binding (llama3rope, rotate-half). llama-tiny and qwen2-tiny are rotate-half without
+             * factors as llama3rope's graph less its factors, and the linear scale changes a value of
+             * the same ROPE node: their shift runs under ASan in the CPU modes here (the same
+             * models/blocks.c graph). A Vulkan fixture costs ~3.5 ASan CPU-s, a CPU one ~0.3
+             * (session 14); the release build runs all six on every device. */
+            if (dv == 2 && CHECK_UNDER_ASAN && (f == 1 || f == 2 || f == 5)) continue;
             if (dv == 2) { /* a machine without a Vulkan device skips it */
                 loom_session_opts o = loom_session_default_opts();
                 o.device = "vulkan";

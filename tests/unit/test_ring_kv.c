@@ -201,6 +201,15 @@ static void test_fixture(const char *fx, int mode) {
 int main(void) {
     const char *fx[] = {"gemma2-tiny", "gemma3-tiny", "qwen2-swa-tiny"};
     for (int mode = SCALAR; mode <= VULKAN; mode++)
-        for (size_t i = 0; i < sizeof fx / sizeof fx[0]; i++) test_fixture(fx[i], mode);
+        for (size_t i = 0; i < sizeof fx / sizeof fx[0]; i++) {
+            /* Under ASan, Vulkan on gemma3-tiny only (two windowed layers and a global one: both
+             * kinds of cache in one session); the ring code (models/session.c's rows, the plans'
+             * ring index) is the same on every backend and runs under ASan for all three fixtures in
+             * the CPU modes, the Vulkan graphs of the other two in check_{gemma2,qwen2-swa}-tiny_vulkan,
+             * ring attention's recording in test_vulkan_ops (test_attention_ring). A Vulkan fixture
+             * here costs ~9 ASan CPU-s (session 14), a CPU one ~0.3; the release build runs all. */
+            if (CHECK_UNDER_ASAN && mode == VULKAN && strcmp(fx[i], "gemma3-tiny") != 0) continue;
+            test_fixture(fx[i], mode);
+        }
     CHECK_DONE();
 }
