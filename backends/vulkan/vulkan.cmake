@@ -479,6 +479,9 @@ add_custom_command(OUTPUT ${LOOM_SPV_C} ${LOOM_SPV_H}
   DEPENDS ${LOOM_SPV_FILES} ${LOOM_VK_DIR}/embed_spirv.cmake ${LOOM_VK_DIR}/vulkan.cmake
   COMMENT "embedding SPIR-V"
   VERBATIM)
+# loom_spirv.c names the .spv files (.incbin) rather than holding their words: its object is
+# rebuilt when one of them changes, whatever the C file's text
+set_source_files_properties(${LOOM_SPV_C} PROPERTIES OBJECT_DEPENDS "${LOOM_SPV_FILES}")
 
 file(GLOB LOOM_VK_SOURCES CONFIGURE_DEPENDS ${LOOM_VK_DIR}/*.c)
 target_sources(loom PRIVATE ${LOOM_VK_SOURCES} ${LOOM_SPV_C})
