@@ -1,6 +1,8 @@
 /* The later block types' CPU kernels (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K, IQ4_XS, and Q4_K /
  * Q6_K's decode GEMV without AVX512_VBMI): the decode
- * GEMV (AVX2 and AVX-512 flavours, backends/cpu/quant_later.h) and the int8 panel GEMM for prefill
+ * GEMV (AVX2 and AVX-512 flavours, backends/cpu/quant_later.h; on AVX2 Q4_1 / Q5_0 / Q5_1 by groups of
+ * 8 blocks, two rows a pass, the last K / 32 % 8 blocks one at a time: K of 3, 8, 16, 27, 152 and
+ * 520 blocks) and the int8 panel GEMM for prefill
  * (AVX-512 VNNI), against dequantise(W) . dequantise(q8(x)) in double and against the scalar
  * reference loom_quant_dot_ref; every row count 1..40 and 200 (chunks, tails, the prefetch), K of
  * one, two and 19 super-blocks and odd numbers of 32-blocks; weights both from the quantiser and
@@ -265,6 +267,7 @@ int main(void) {
             test_kernels(t, 4864, 33, 1, 10);
             test_kernels(t, 256, 17, 1, 9);
             if (is_q32(t)) {
+                test_kernels(t, 16640, 3, 1, 1); /* > 512 blocks: the AVX2 decode's allocated layout */
                 test_kernels(t, 96, 21, 1, 10);
                 test_kernels(t, 352, 19, 0, 14);
                 test_kernels(t, 864, 35, 2, 9);
