@@ -1027,12 +1027,12 @@ static int ql_k8_gemm(loom_dtype t, const void *w, size_t row_bytes, const loom_
     return 0;
 }
 
-int cpu_qgemm_i16_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, const int16_t *x16, int64_t M,
-                       int64_t K, int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias) {
+int cpu_qgemm_i16_avx2(loom_dtype t, bool tile16, const void *w, size_t row_bytes, const loom_q8x *xq, const int16_t *x16,
+                       int64_t M, int64_t K, int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias) {
     const int64_t nb = K / 32;
     const bool kq = t != LOOM_IQ4_NL && t != LOOM_IQ4_XS;
-    static _Atomic int env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
-    if (kq && (loom_dtype_blck(t) == 32 || cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) != 2)) return ql_k8_gemm(t, w, row_bytes, xq, M, K, n0, n1, y, ldy, bias);
+    if (kq ? tile16 && loom_dtype_blck(t) != 256 : !tile16) return -1; /* a tile the type has not */
+    if (!tile16) return ql_k8_gemm(t, w, row_bytes, xq, M, K, n0, n1, y, ldy, bias);
     /* minimum terms: none (IQ4, Q3_K, Q6_K), one per 32 (Q4_K, Q5_K), one per 16 (Q2_K) */
     const int mn = t == LOOM_Q2_K ? 2 : t == LOOM_Q4_K || t == LOOM_Q5_K ? 1 : 0;
     int32_t *pan = loom_malloc_aligned(sizeof(int32_t) * QL_PR * (size_t)(K / 2));
