@@ -11,7 +11,8 @@
  * for the signed ones (|c| times x with c's sign: Q5_0, IQ4_*), lanes 0-3 (elements 0-15) scaled
  * by A[0] and 4-7 by A[1], plus B times the activation block's d * (sum of its codes) per 16. The k-quants unpack their scales once per 256-element
  * super-block (as vectors of 8 or 16 floats) and take each block's from there. Rows are done one
- * at a time (x stays in L1), each prefetching the same bytes pf_rows rows ahead. */
+ * at a time (x stays in L1), each prefetching the same bytes pf_rows rows ahead (the AVX2
+ * flavour's Q4_1 / Q5_0 / Q5_1 kernel, QL_Q32_PAIR below, two at a time). */
 #include "backends/cpu/cpu_quant.h"
 #include "backends/cpu/quant_later_unpack.h"
 #include "core/util.h"
