@@ -1188,7 +1188,7 @@ QL_INLINE void ql_q32_rows(loom_dtype t, const int R, const char *w, size_t rb, 
                     hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(hh, bit), c16));
                 }
                 __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), _mm256_permute_ps(dd[r], k * 0x55), acc[r]);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), _mm256_permutevar_ps(dd[r], _mm256_set1_epi32(k)), acc[r]);
             }
         }
     }
