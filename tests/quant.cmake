@@ -11,9 +11,10 @@ loom_unit_test(test_quant_later)
 # kernel, the old Q5_K GEMV) and the IQ4 code from before session 12 (LOOM_CPU_IQ4AVX2=0: the
 # per-block IQ4 GEMV, the scalar dequantiser for prefill) and the k-quant prefill from before session
 # 13 (LOOM_CPU_KGEMM=0: Q4_K / Q6_K by LOOM_CPU_KDEQ, the others the f32 GEMM on scalar-dequantised
-# rows; LOOM_CPU_Q32GEMM=0: Q4_1 / Q5_0 / Q5_1 the same), which stay for A/B timing.
+# rows; LOOM_CPU_Q32GEMM=0: Q4_1 / Q5_0 / Q5_1 the same) and Q4_1 / Q5_0 / Q5_1's per-block decode GEMV
+# from before session 14 (LOOM_CPU_Q32GEMV=0), which stay for A/B timing.
 add_test(NAME test_quant_later_klater0 COMMAND $<TARGET_FILE:test_quant_later>)
-set_tests_properties(test_quant_later_klater0 PROPERTIES ENVIRONMENT "LOOM_FIXTURES=${LOOM_FIXTURES};LOOM_CPU_KLATER=0;LOOM_CPU_IQ4AVX2=0;LOOM_CPU_KGEMM=0;LOOM_CPU_Q32GEMM=0" TIMEOUT 300)
+set_tests_properties(test_quant_later_klater0 PROPERTIES ENVIRONMENT "LOOM_FIXTURES=${LOOM_FIXTURES};LOOM_CPU_KLATER=0;LOOM_CPU_IQ4AVX2=0;LOOM_CPU_KGEMM=0;LOOM_CPU_Q32GEMM=0;LOOM_CPU_Q32GEMV=0" TIMEOUT 300)
 # The k-quants' AVX2 prefill through the int16 tile (LOOM_CPU_KGEMM=2, kept for A/B against the
 # default 8-bit tile).
 add_test(NAME test_quant_later_kgemm2 COMMAND $<TARGET_FILE:test_quant_later>)

@@ -493,10 +493,11 @@ static int do_matmul(cpu_backend *c, float *y, const float *x, const void *w, lo
     /* the later types: with AVX-512 VNNI their int8 panel GEMM (cpu_qgemm_later_ok); otherwise the
      * integer rows kernel for decode (few rows), the f32 GEMM on dequantised chunks for prefill
      * (where the chunk's dequantisation is shared by every x row) */
+    const bool kgemm = cpu_qgemm_k_ok(c->qdot, wt, K, M); /* the AVX2 8-bit / int16 prefill GEMM takes wt */
     if (loom_dtype_is_quant(wt) && !cpu_qtype_native(wt) && M > CPU_QDEQUANT_MIN_ROWS &&
-        !cpu_qgemm_later_ok(c->qdot, wt, K) && !cpu_qgemm_iq4_ok(c->qdot, wt, K, M) && !cpu_qgemm_k_ok(c->qdot, wt, K, M))
+        !cpu_qgemm_later_ok(c->qdot, wt, K) && !cpu_qgemm_iq4_ok(c->qdot, wt, K, M) && !kgemm)
         return matmul_dequant(c, y, x, w, wt, bias, M, K, N);
-    if (M > CPU_QDEQUANT_MIN_ROWS && cpu_kdequant_ok(c->qdot, wt, K) && !cpu_qgemm_k_ok(c->qdot, wt, K, M)) /* Q4_K / Q6_K on AVX2 */
+    if (M > CPU_QDEQUANT_MIN_ROWS && cpu_kdequant_ok(c->qdot, wt, K) && !kgemm) /* Q4_K / Q6_K on AVX2 */
         return matmul_dequant(c, y, x, w, wt, bias, M, K, N);
     if (loom_dtype_is_quant(wt))
         return cpu_quant_matmul(c->pool, worth_threads(c, 2.0 * (double)M * (double)N * (double)K), c->n_threads,

@@ -90,23 +90,27 @@ cpu_dequant_fn cpu_dequant_row_for(cpu_qdot_fn dot, loom_dtype t);
 /* Prefill of IQ4_NL / IQ4_XS (and the k-quants, below) with AVX2 (quant_later.h): y[m * ldy + n] = x[m] . W[n] (+ bias[n]) for
  * m < M, n in [n0, n1), x as M rows of K / 32 loom_q8x blocks (xq) and the same codes as int16
  * (x16, M rows of K, cpu_qgemm_iq4_prep of each row); int16 `madd` over a panel of 16 weight rows.
- * Returns 0, or -1 (out of memory). cpu_qgemm_iq4_ok: whether cpu_quant_matmul and the backend
- * take it (the avx2 rows flavour, IQ4_*, K whole blocks, M > CPU_QDEQUANT_MIN_ROWS,
+ * tile16: that int16 tile (IQ4_*: must be true), else the 8-bit tile below (x16 unused). Returns 0,
+ * or -1 (out of memory, or a tile the type has not). cpu_qgemm_iq4_ok: whether cpu_quant_matmul and
+ * the backend take it (the avx2 rows flavour, IQ4_*, K whole blocks, M > CPU_QDEQUANT_MIN_ROWS,
  * LOOM_CPU_IQ4AVX2 and LOOM_CPU_IQ4GEMM not 0). */
-int cpu_qgemm_i16_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, const int16_t *x16, int64_t M,
-                       int64_t K, int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
+int cpu_qgemm_i16_avx2(loom_dtype t, bool tile16, const void *w, size_t row_bytes, const loom_q8x *xq, const int16_t *x16,
+                       int64_t M, int64_t K, int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias);
 void cpu_qgemm_iq4_prep(const loom_q8x *xq, int64_t K, int16_t *dst);
 bool cpu_qgemm_iq4_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M);
 /* The k-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (session 13): cpu_qgemm_i16_avx2 takes them too, by
  * default through an 8-bit panel GEMM that reads only xq (unsigned codes by `maddubs`, int16 sums,
  * one `madd` by the per-16 scales, the minimum / offset terms through the activation's code sums;
- * x16 unused), with LOOM_CPU_KGEMM=2 through the int16 tile above (codes with the per-16 scales
- * folded in; x16 needed). quant_later.h, docs/quantization.md. cpu_qgemm_k_ok: whether
+ * x16 unused; tile16 false), with LOOM_CPU_KGEMM=2 through the int16 tile above (codes with the
+ * per-16 scales folded in; x16 needed; tile16 true). cpu_qgemm_i16_tile: the tile cpu_quant_matmul
+ * passes as tile16 (true for IQ4_*, false for Q4_1 / Q5_0 / Q5_1, LOOM_CPU_KGEMM=2 for the
+ * k-quants; read once). quant_later.h, docs/quantization.md. cpu_qgemm_k_ok: whether
  * cpu_quant_matmul and the backend take them (the avx2 rows flavour, K whole super-blocks,
  * M > CPU_QDEQUANT_MIN_ROWS, LOOM_CPU_KGEMM not 0; with LOOM_CPU_KGEMM=0 prefill is as before:
  * Q4_K / Q6_K by LOOM_CPU_KDEQ, the rest the f32 GEMM on scalar-dequantised rows), and Q4_1 /
  * Q5_0 / Q5_1 through the 8-bit GEMM as well (K whole 32-blocks; LOOM_CPU_Q32GEMM=0: the f32 path). */
 bool cpu_qgemm_k_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M);
+bool cpu_qgemm_i16_tile(loom_dtype t);
 /* x (n floats, whole 32-blocks) to loom_q8x blocks: the same bytes as loom_q8x_quant, vectorised. */
 void cpu_q8x_quant_avx2(const float *x, loom_q8x *y, int64_t n);
 void cpu_q8x_quant_avx512(const float *x, loom_q8x *y, int64_t n);

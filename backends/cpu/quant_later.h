@@ -11,7 +11,8 @@
  * for the signed ones (|c| times x with c's sign: Q5_0, IQ4_*), lanes 0-3 (elements 0-15) scaled
  * by A[0] and 4-7 by A[1], plus B times the activation block's d * (sum of its codes) per 16. The k-quants unpack their scales once per 256-element
  * super-block (as vectors of 8 or 16 floats) and take each block's from there. Rows are done one
- * at a time (x stays in L1), each prefetching the same bytes pf_rows rows ahead. */
+ * at a time (x stays in L1), each prefetching the same bytes pf_rows rows ahead (the AVX2
+ * flavour's Q4_1 / Q5_0 / Q5_1 kernel, QL_Q32_PAIR below, two at a time). */
 #include "backends/cpu/cpu_quant.h"
 #include "backends/cpu/quant_later_unpack.h"
 #include "core/util.h"
@@ -29,6 +30,9 @@
 #endif
 #ifndef QL_IQ4_INT
 #define QL_IQ4_INT 0 /* quant_later_avx2.c sets it: the block-pair IQ4_NL / IQ4_XS rows */
+#endif
+#ifndef QL_Q32_PAIR
+#define QL_Q32_PAIR 0 /* quant_later_avx2.c sets it: the block-pair, two-row Q4_1 / Q5_0 / Q5_1 GEMV */
 #endif
 
 /* Per 16-element half of a block: x->d * x->s[h] (the B terms' activation factor), x->d per block
@@ -1024,12 +1028,12 @@ static int ql_k8_gemm(loom_dtype t, const void *w, size_t row_bytes, const loom_
     return 0;
 }
 
-int cpu_qgemm_i16_avx2(loom_dtype t, const void *w, size_t row_bytes, const loom_q8x *xq, const int16_t *x16, int64_t M,
-                       int64_t K, int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias) {
+int cpu_qgemm_i16_avx2(loom_dtype t, bool tile16, const void *w, size_t row_bytes, const loom_q8x *xq, const int16_t *x16,
+                       int64_t M, int64_t K, int64_t n0, int64_t n1, float *y, int64_t ldy, const float *bias) {
     const int64_t nb = K / 32;
     const bool kq = t != LOOM_IQ4_NL && t != LOOM_IQ4_XS;
-    static _Atomic int env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
-    if (kq && (loom_dtype_blck(t) == 32 || cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) != 2)) return ql_k8_gemm(t, w, row_bytes, xq, M, K, n0, n1, y, ldy, bias);
+    if (kq ? tile16 && loom_dtype_blck(t) != 256 : !tile16) return -1; /* a tile the type has not */
+    if (!tile16) return ql_k8_gemm(t, w, row_bytes, xq, M, K, n0, n1, y, ldy, bias);
     /* minimum terms: none (IQ4, Q3_K, Q6_K), one per 32 (Q4_K, Q5_K), one per 16 (Q2_K) */
     const int mn = t == LOOM_Q2_K ? 2 : t == LOOM_Q4_K || t == LOOM_Q5_K ? 1 : 0;
     int32_t *pan = loom_malloc_aligned(sizeof(int32_t) * QL_PR * (size_t)(K / 2));
@@ -1086,6 +1090,158 @@ void QL_FN(cpu_dequant_iq4_)(loom_dtype t, const void *row, float *y, int64_t K)
 }
 #endif
 
+#if QL_Q32_PAIR
+/* Q4_1 / Q5_0 / Q5_1 decode on AVX2 machines (2026-12-06, session 14; AVX2 flavour only,
+ * QL_Q32_PAIR; LOOM_CPU_Q32GEMV=0 gives back the per-block code in ql_row32, for A/B timing). Two
+ * weight rows a pass sharing each activation load, groups of 8 blocks, two blocks (2k, 2k + 1) a
+ * step: both blocks' 16 nibble bytes in one ymm (a load and a vinserti128 from memory), so one mask
+ * gives the low nibbles (elements 0-15) of both and one shift + mask the high ones (16-31), against
+ * the activation laid out to match once per call (ql_q32_prep). The 5th bits (Q5_0 / Q5_1): one
+ * 32-byte load at block 2k's qh holds its word in lane 0 and 2k + 1's in lane 1 (at byte bb - 16);
+ * one in-lane byte shuffle per 16-element half spreads byte e / 8 of the word to byte e, then and /
+ * compare with the byte's bit (0x01 .. 0x80), and 0x10, or'd onto the nibbles. The unsigned codes u
+ * (0..15 / 0..31) go straight into maddubs (pairs <= 2 x 31 x 127; the two halves added as int16
+ * <= 15748, no saturation), one madd with ones: block 2k's sum in int32 lanes 0-3, 2k + 1's in 4-7,
+ * one conversion and one FMA against d_w d_x (lanes k of the group's 8, by one in-lane vpermilps).
+ * Per group and row the 8 f16 d_w (and m_w) are gathered as two qwords in the order 0 2 4 6 1 3 5 7
+ * and converted by one vcvtph2ps, times the activation's d_x (the same order) once, and Q5_0's
+ * offset 16 (-16 d_w d_x S) or Q4_1 / Q5_1's minimum (m_w d_x S; S the block's code sum) is one FMA
+ * per group into the same accumulator. The last nb % 8 blocks one at a time (ql_nib, ql_bit5). Same
+ * integer block sums as loom_quant_dot_ref, f32 rounding aside. */
+static const int ql_q32_ord[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+#define QL_Q32_GROUP 320 /* activation bytes per group of 8 blocks: 4 x 64 code bytes, 8 floats d_x, 8 floats c */
+
+/* The activation per group of 8 blocks (ql_q32_rows reads it): per pair (2k, 2k + 1) elements 0-15
+ * of block 2k then of 2k + 1, elements 16-31 of 2k then of 2k + 1; then d_x of the 8 blocks in the
+ * order 0 2 4 6 1 3 5 7 (ql_iq4_ord: lane 0 the even blocks, lane 1 the odd), then c the same:
+ * Q5_0 -16 d_x S, Q4_1 / Q5_1 d_x S (S: the block's code sum). */
+static void ql_q32_prep(loom_dtype t, const loom_q8x *x, int64_t nb, char *xr) {
+    const float k = t == LOOM_Q5_0 ? -16.0f : 1.0f;
+    for (int64_t g = 0; g < nb / 8; g++, xr += QL_Q32_GROUP) {
+        const loom_q8x *xg = x + 8 * g;
+        for (int p = 0; p < 4; p++) {
+            char *o = xr + 64 * p;
+            memcpy(o, xg[2 * p].qs, 16), memcpy(o + 16, xg[2 * p + 1].qs, 16);
+            memcpy(o + 32, xg[2 * p].qs + 16, 16), memcpy(o + 48, xg[2 * p + 1].qs + 16, 16);
+        }
+        float *f = (float *)(xr + 256);
+        for (int i = 0; i < 8; i++) {
+            const loom_q8x *b = xg + ql_q32_ord[i];
+            f[i] = b->d, f[8 + i] = k * (b->d * (float)(b->s[0] + b->s[1]));
+        }
+    }
+}
+
+QL_INLINE uint32_t ql_u32(const char *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* the f16 at p, p + 2 s, p + 4 s, p + 6 s as one qword (s: a block's bytes) */
+QL_INLINE uint64_t ql_h4(const char *p, size_t s) {
+    return (uint64_t)(uint16_t)ql_u32(p) | (uint64_t)(uint16_t)ql_u32(p + 2 * s) << 16 |
+           (uint64_t)(uint16_t)ql_u32(p + 4 * s) << 32 | (uint64_t)(uint16_t)ql_u32(p + 6 * s) << 48;
+}
+
+/* R (1 or 2) rows at w, w + rb: out[r] = row r . x (xr from ql_q32_prep). */
+QL_INLINE void ql_q32_rows(loom_dtype t, const int R, const char *w, size_t rb, const loom_q8x *x, const char *xr,
+                           int64_t nb, float *out, size_t pf) {
+    const size_t bb = t == LOOM_Q4_1 ? 20 : t == LOOM_Q5_0 ? 22 : 24;
+    const size_t oq = t == LOOM_Q4_1 ? 4 : t == LOOM_Q5_0 ? 6 : 8, oh = t == LOOM_Q5_0 ? 2 : 4; /* qs, qh */
+    const bool q5 = t != LOOM_Q4_1, mn = t != LOOM_Q5_0;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1), c16 = _mm256_set1_epi8(0x10);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    /* the 5th bits from 32 bytes loaded at the first block's qh: block 2k's word at byte 0, 2k + 1's
+     * at byte bb - 16 of lane 1; lo: elements 0-15 (the word's bytes 0, 1), hi: 16-31 (2, 3) */
+    const char o1 = (char)(bb - 16);
+    const __m256i il = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, o1, o1, o1, o1, o1, o1, o1, o1,
+                                        (char)(o1 + 1), (char)(o1 + 1), (char)(o1 + 1), (char)(o1 + 1), (char)(o1 + 1),
+                                        (char)(o1 + 1), (char)(o1 + 1), (char)(o1 + 1));
+    const __m256i ih = _mm256_add_epi8(il, _mm256_set1_epi8(2));
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int64_t ng = nb / 8;
+    for (int64_t g = 0; g < ng; g++, xr += QL_Q32_GROUP) {
+        const __m256 xd = _mm256_load_ps((const float *)(xr + 256)), xc = _mm256_load_ps((const float *)(xr + 288));
+        __m256 dd[2];
+        QL_UNROLL for (int r = 0; r < R; r++) {
+            /* the 8 blocks' d (and m) in the order 0 2 4 6 1 3 5 7: d_w d_x per block; the offset /
+             * minimum term (c d_w or c m_w, per block) straight into acc */
+            const char *p = w + r * rb + (size_t)(8 * g) * bb;
+            __m256 d = _mm256_cvtph_ps(_mm_set_epi64x((long long)ql_h4(p + bb, bb), (long long)ql_h4(p, bb)));
+            dd[r] = _mm256_mul_ps(d, xd);
+            if (mn) d = _mm256_cvtph_ps(_mm_set_epi64x((long long)ql_h4(p + bb + 2, bb), (long long)ql_h4(p + 2, bb)));
+            acc[r] = _mm256_fmadd_ps(d, xc, acc[r]);
+        }
+        QL_UNROLL for (int k = 0; k < 4; k++) {
+            __m256i xl = _mm256_load_si256((const __m256i *)(xr + 64 * k)), xh = _mm256_load_si256((const __m256i *)(xr + 64 * k + 32));
+            QL_UNROLL for (int r = 0; r < R; r++) {
+                const char *p = w + r * rb + (size_t)(8 * g + 2 * k) * bb;
+                if (pf) _mm_prefetch(p + pf, _MM_HINT_T0);
+                __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p + oq))),
+                                                    _mm_loadu_si128((const __m128i *)(p + bb + oq)), 1);
+                __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if (q5) {
+                    __m256i h = _mm256_loadu_si256((const __m256i *)(p + oh));
+                    __m256i hl = _mm256_and_si256(_mm256_shuffle_epi8(h, il), bit), hh = _mm256_and_si256(_mm256_shuffle_epi8(h, ih), bit);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(hl, bit), c16));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(hh, bit), c16));
+                }
+                __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), _mm256_permutevar_ps(dd[r], _mm256_set1_epi32(k)), acc[r]);
+            }
+        }
+    }
+    float tail[2] = {0, 0};
+    for (int64_t b = 8 * ng; b < nb; b++) { /* the last nb % 8 blocks one at a time */
+        const loom_q8x *xb = x + b;
+        float S = xb->d * (float)(xb->s[0] + xb->s[1]);
+        QL_UNROLL for (int r = 0; r < R; r++) {
+            const char *p = w + r * rb + (size_t)b * bb;
+            __m256i u = ql_nib((const uint8_t *)p + oq);
+            if (q5) u = _mm256_or_si256(u, ql_bit5((const uint8_t *)p + oh));
+            float d = _cvtsh_ss((uint16_t)ql_u32(p));
+            acc[r] = _mm256_fmadd_ps(ql_dotu(u, xb->qs), _mm256_set1_ps(d * xb->d), acc[r]);
+            tail[r] += mn ? _cvtsh_ss((uint16_t)(ql_u32(p) >> 16)) * S : -16.0f * d * S;
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = ql_hsum(acc[r]) + tail[r];
+}
+
+QL_INLINE void ql_q32_span_t(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, const char *xr, int64_t nb,
+                             int64_t n0, int64_t n1, float *y, const float *bias, int64_t pf_rows) {
+    float o[2];
+    int64_t n = n0;
+    for (; n + 2 <= n1; n += 2) {
+        size_t pf = n + 2 + pf_rows <= n1 && pf_rows > 0 ? (size_t)pf_rows * rb : 0;
+        ql_q32_rows(t, 2, w + (size_t)n * rb, rb, x, xr, nb, o, pf);
+        y[n] = o[0] + (bias ? bias[n] : 0.0f), y[n + 1] = o[1] + (bias ? bias[n + 1] : 0.0f);
+    }
+    if (n < n1) {
+        ql_q32_rows(t, 1, w + (size_t)n * rb, rb, x, xr, nb, o, 0);
+        y[n] = o[0] + (bias ? bias[n] : 0.0f);
+    }
+}
+
+/* Rows [n0, n1) of Q4_1 / Q5_0 / Q5_1 by the kernel above; 0, or -1 where the activation's layout
+ * could not be allocated (nb > 512 only: the per-block code then). */
+static int ql_q32_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, int64_t K, int64_t n0, int64_t n1,
+                       float *y, const float *bias, int64_t pf_rows) {
+    int64_t nb = K / 32;
+    _Alignas(32) char buf[64 * QL_Q32_GROUP];
+    char *xr = nb <= 512 ? buf : loom_malloc_aligned((size_t)(nb / 8) * QL_Q32_GROUP + 64);
+    if (!xr) return -1;
+    ql_q32_prep(t, x, nb, xr);
+    switch (t) {
+    case LOOM_Q4_1: ql_q32_span_t(LOOM_Q4_1, w, rb, x, xr, nb, n0, n1, y, bias, pf_rows); break;
+    case LOOM_Q5_0: ql_q32_span_t(LOOM_Q5_0, w, rb, x, xr, nb, n0, n1, y, bias, pf_rows); break;
+    default: ql_q32_span_t(LOOM_Q5_1, w, rb, x, xr, nb, n0, n1, y, bias, pf_rows); break;
+    }
+    if (xr != buf) loom_free_aligned(xr);
+    return 0;
+}
+#endif
+
 /* Rows [n0, n1) of one type (t a constant in each call below, so the row loops specialise). */
 QL_INLINE void ql_span(loom_dtype t, const char *w, size_t rb, const loom_q8x *x, const float *xs, const float *xd,
                        const float *xdh, const float *xt, const float *xq, const int16_t *xs16, int64_t K, int64_t n0,
@@ -1119,6 +1275,13 @@ void QL_FN(cpu_qgemv_later_)(loom_dtype t, const void *w, size_t row_bytes, cons
         ql_iq4_span(t, w, row_bytes, x, K, n0, n1, y, bias, pf_rows);
         return;
     }
+#endif
+#if QL_Q32_PAIR
+    /* LOOM_CPU_Q32GEMV=0: Q4_1 / Q5_0 / Q5_1 through the per-block code below (before session 14) */
+    static _Atomic int q32_env = INT_MIN;
+    if ((t == LOOM_Q4_1 || t == LOOM_Q5_0 || t == LOOM_Q5_1) && cpu_env_int_once(&q32_env, "LOOM_CPU_Q32GEMV", 1) != 0 &&
+        ql_q32_span(t, w, row_bytes, x, K, n0, n1, y, bias, pf_rows) == 0)
+        return;
 #endif
     /* xs, xd, xdh, xt (6 floats per block) and, for Q2_K / Q3_K, xq then (Q3_K) xde, xdo (3 floats)
      * and xs16 (Q2_K) or xse, xso (Q3_K) (4 int16) */

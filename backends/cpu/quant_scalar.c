@@ -100,13 +100,20 @@ bool cpu_qgemm_k_ok(cpu_qdot_fn dot, loom_dtype t, int64_t K, int64_t M) {
            cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) != 0;
 }
 
+bool cpu_qgemm_i16_tile(loom_dtype t) {
+    static _Atomic int env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
+    if (t == LOOM_IQ4_NL || t == LOOM_IQ4_XS) return true;
+    return loom_dtype_blck(t) == 256 && cpu_env_int_once(&env, "LOOM_CPU_KGEMM", 1) == 2;
+}
+
 typedef struct qmm_task {
     cpu_qdot_fn dot;
     cpu_qgemv_later_fn later; /* M = 1 of a later type through its GEMV, or NULL */
     bool later_gemm;          /* M > 1 of a later type through cpu_qgemm_later_avx512 */
     bool q01_gemm;            /* M > 1 of Q8_0 / Q4_0 through cpu_qgemm_q01_avx2 (xp its rows) */
     bool i16_gemm;            /* IQ4_* / k-quant / Q4_1 / Q5_x prefill through cpu_qgemm_i16_avx2 */
-    bool x16_prep;            /* ... reading x16 (not the 8-bit tile of the others, which reads xq) */
+    bool x16_prep;            /* ... by its int16 tile, reading x16 (cpu_qgemm_i16_tile; else the
+                               * 8-bit tile, which reads xq only) */
     int16_t *x16;             /* then x's codes as int16, else NULL */
     _Atomic int failed;       /* a chunk could not allocate its panel */
     int pf_rows;
@@ -168,7 +175,8 @@ static void qmm_run(void *arg, int64_t c0, int64_t c1, int ith) {
     for (int64_t ci = c0; ci < c1; ci++) {
         int64_t n0 = ci * t->chunk, n1 = n0 + t->chunk < t->N ? n0 + t->chunk : t->N;
         if (t->i16_gemm) {
-            if (cpu_qgemm_i16_avx2(t->wt, t->w, t->row_bytes, t->xq, t->x16, t->M, t->K, n0, n1, t->y, t->N, t->bias))
+            if (cpu_qgemm_i16_avx2(t->wt, t->x16_prep, t->w, t->row_bytes, t->xq, t->x16, t->M, t->K, n0, n1, t->y, t->N,
+                                   t->bias))
                 atomic_store(&((qmm_task *)arg)->failed, 1);
             continue;
         }
@@ -247,10 +255,8 @@ int cpu_quant_matmul(cpu_pool *pool, bool parallel, int n_threads, cpu_qdot_fn d
     }
     t.later_gemm = M > 1 && !no_tiles && cpu_qgemm_later_ok(dot, wt, K);
     if (t.later_gemm) t.xp = NULL; /* (Q4_K: the panel reads the loom_q8x rows, not the pair tile's) */
-    static _Atomic int kg_env = INT_MIN; /* LOOM_CPU_KGEMM=2: the k-quants through the int16 tile */
     t.i16_gemm = !no_tiles && (cpu_qgemm_iq4_ok(dot, wt, K, M) || cpu_qgemm_k_ok(dot, wt, K, M));
-    t.x16_prep = t.i16_gemm && (cpu_qgemm_iq4_ok(dot, wt, K, M) || (loom_dtype_blck(wt) == 256 &&
-                                                                     cpu_env_int_once(&kg_env, "LOOM_CPU_KGEMM", 1) == 2));
+    t.x16_prep = t.i16_gemm && cpu_qgemm_i16_tile(wt); /* which tile: decided here once, passed down */
     if (t.x16_prep && !(t.x16 = malloc(sizeof(int16_t) * (size_t)(M * K)))) {
         free(xq);
         loom_free_aligned(xp);

@@ -1,6 +1,8 @@
 /* The later block types' CPU kernels (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q5_K, IQ4_XS, and Q4_K /
  * Q6_K's decode GEMV without AVX512_VBMI): the decode
- * GEMV (AVX2 and AVX-512 flavours, backends/cpu/quant_later.h) and the int8 panel GEMM for prefill
+ * GEMV (AVX2 and AVX-512 flavours, backends/cpu/quant_later.h; on AVX2 Q4_1 / Q5_0 / Q5_1 by groups of
+ * 8 blocks, two rows a pass, the last K / 32 % 8 blocks one at a time: K of 3, 8, 16, 27, 152 and
+ * 520 blocks) and the int8 panel GEMM for prefill
  * (AVX-512 VNNI), against dequantise(W) . dequantise(q8(x)) in double and against the scalar
  * reference loom_quant_dot_ref; every row count 1..40 and 200 (chunks, tails, the prefetch), K of
  * one, two and 19 super-blocks and odd numbers of 32-blocks; weights both from the quantiser and
@@ -112,6 +114,7 @@ static double rel_err(const float *y, int64_t ldy, const float *wd, const float 
 static double worst_gemv = 0, worst_gemm = 0, worst_type[LOOM_DTYPE_COUNT], worst_mm_type[LOOM_DTYPE_COUNT];
 static double worst_i16_type[LOOM_DTYPE_COUNT]; /* the AVX2 int16 GEMM (M > 8), driver and direct */
 static int i16_runs[LOOM_DTYPE_COUNT];
+static int tile_runs[LOOM_DTYPE_COUNT][2]; /* direct calls of the AVX2 prefill GEMM: 8-bit, int16 tile */
 
 static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t M) {
     size_t rb = loom_dtype_nbytes(t, K);
@@ -198,15 +201,27 @@ static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t
         }
     }
     cpu_pool_free(pool);
-    /* the int16 GEMM called directly on output columns [n0, n1) of a row 3 wider than N: the columns
-     * outside stay NaN (its own row ranges: panels that start mid-output, partial last panels) */
-    if (have_avx2() && M > 8 && (cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, K, M) || cpu_qgemm_k_ok(cpu_qdot_avx2, t, K, M))) {
+    /* the AVX2 prefill GEMM called directly on output columns [n0, n1) of a row 3 wider than N: the
+     * columns outside stay NaN (its own row ranges: panels that start mid-output, partial last
+     * panels); every tile the type has (the k-quants both, whatever LOOM_CPU_KGEMM says), and a tile
+     * it has not refused */
+    for (int tile16 = 0; tile16 < 2 && have_avx2() && M > 8 && (cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, K, M) || cpu_qgemm_k_ok(cpu_qdot_avx2, t, K, M)); tile16++) {
         int64_t ld = N + 3, n0 = N / 3, n1 = N - N / 5;
         float *yy = malloc(sizeof(float) * M * ld), *yr = malloc(sizeof(float) * M * N);
         int16_t *x16 = malloc(sizeof(int16_t) * M * K);
         for (int64_t m = 0; m < M; m++) cpu_qgemm_iq4_prep(xq + m * (K / 32), K, x16 + m * K);
         for (int64_t i = 0; i < M * ld; i++) yy[i] = NAN;
-        CHECK(cpu_qgemm_i16_avx2(t, w, rb, xq, x16, M, K, n0, n1, yy, ld, bias) == 0, "i16 rc");
+        bool has = is_k(t) || (t == LOOM_IQ4_NL || t == LOOM_IQ4_XS) == (tile16 == 1);
+        CHECK(cpu_qgemm_i16_avx2(t, tile16, w, rb, xq, x16, M, K, n0, n1, yy, ld, bias) == (has ? 0 : -1), "%s i16 rc, tile16 %d",
+              tn, tile16);
+        if (!has) {
+            int touched = 0;
+            for (int64_t i = 0; i < M * ld; i++) touched += !isnan(yy[i]);
+            CHECK(!touched, "%s: a refused tile wrote %d outputs", tn, touched);
+            free(yy), free(yr), free(x16);
+            continue;
+        }
+        tile_runs[t][tile16]++;
         int outside = 0;
         for (int64_t m = 0; m < M; m++)
             for (int64_t n = 0; n < ld; n++) {
@@ -218,8 +233,8 @@ static void test_kernels(loom_dtype t, int64_t K, int64_t N, int random, int64_t
         /* the error over the range (rows of wd from n0; outputs at column n0 of a row of N) */
         e = rel_err(yr + n0, N, wd + n0 * K, xd, bias + n0, M, n1 - n0, K);
         worst_i16_type[t] = fmax(worst_i16_type[t], e), i16_runs[t]++;
-        CHECK(e < 1e-6, "%s i16 direct K=%lld N=%lld M=%lld: error %.2e of sum|w x|", tn, (long long)K, (long long)N,
-              (long long)M, e);
+        CHECK(e < 1e-6, "%s i16 direct tile16 %d K=%lld N=%lld M=%lld: error %.2e of sum|w x|", tn, tile16, (long long)K,
+              (long long)N, (long long)M, e);
         free(yy), free(yr), free(x16);
     }
     free(w), free(wf), free(wd), free(x), free(xd), free(y), free(bias), free(xq);
@@ -250,6 +265,9 @@ int main(void) {
             test_kernels(t, 768, 45, 0, 18); /* a 13-row panel */
             test_kernels(t, 256, 9, 2, 11);
             test_kernels(t, 2048, 64, 0, 12);
+            CHECK(!have_avx2() || iq4_off() || gemm_off() || (tile_runs[t][1] > 0 && tile_runs[t][0] == 0),
+                  "%s: direct tile runs %d / %d", loom_dtype_name(t), tile_runs[t][0], tile_runs[t][1]);
+            CHECK(cpu_qgemm_i16_tile(t), "%s: cpu_qgemm_i16_tile", loom_dtype_name(t));
             CHECK(cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, 512, 9) == (have_avx2() && !iq4_off() && !gemm_off()) &&
                       !cpu_qgemm_iq4_ok(cpu_qdot_avx2, t, 512, 8) && !cpu_qgemm_iq4_ok(cpu_qdot_scalar, t, 512, 9),
                   "%s: cpu_qgemm_iq4_ok", loom_dtype_name(t));
@@ -265,6 +283,7 @@ int main(void) {
             test_kernels(t, 4864, 33, 1, 10);
             test_kernels(t, 256, 17, 1, 9);
             if (is_q32(t)) {
+                test_kernels(t, 16640, 3, 1, 1); /* > 512 blocks: the AVX2 decode's allocated layout */
                 test_kernels(t, 96, 21, 1, 10);
                 test_kernels(t, 352, 19, 0, 14);
                 test_kernels(t, 864, 35, 2, 9);
@@ -274,7 +293,13 @@ int main(void) {
                       !cpu_qgemm_k_ok(cpu_qdot_avx2, t, is_q32(t) ? 100 : 480, 9) &&
                       cpu_qgemm_k_ok(cpu_qdot_avx2, t, 96, 9) == (is_q32(t) && have_avx2() && !kgemm_off(t)),
                   "%s: cpu_qgemm_k_ok", loom_dtype_name(t));
+            const char *kg = getenv("LOOM_CPU_KGEMM");
+            CHECK(cpu_qgemm_i16_tile(t) == (is_k(t) && kg && atoi(kg) == 2), "%s: cpu_qgemm_i16_tile", loom_dtype_name(t));
             CHECK(!have_avx2() || kgemm_off(t) || i16_runs[t] > 0, "%s: the GEMM never ran", loom_dtype_name(t));
+            /* the direct calls ran both tiles of a k-quant, the 8-bit one of Q4_1 / Q5_x, whatever
+             * LOOM_CPU_KGEMM chose for the driver */
+            CHECK(!have_avx2() || kgemm_off(t) || (tile_runs[t][0] > 0 && (tile_runs[t][1] > 0) == is_k(t)),
+                  "%s: direct tile runs %d / %d", loom_dtype_name(t), tile_runs[t][0], tile_runs[t][1]);
         } else {
             CHECK(!cpu_qgemm_k_ok(cpu_qdot_avx2, t, 512, 9), "%s: cpu_qgemm_k_ok", loom_dtype_name(t));
         }
