@@ -92,6 +92,20 @@ uvec3 ld12(uint a) {
     uint w0 = WQ(i), w1 = WQ(i + 1u), w2 = WQ(i + 2u), w3 = s != 0u ? WQ(i + 3u) : 0u;
     return uvec3(fsh(w0, w1, s), fsh(w1, w2, s), fsh(w2, w3, s));
 }
+#if defined(W_Q4_K) || defined(W_Q5_K)
+// a Q4_K / Q5_K block's first 16 bytes: d and dmin (f16), the 12 bytes of 6-bit scales and mins; one
+// 16-byte load where the binding's offset is a multiple of 16 (then every block is: 144 and 176 are)
+void khead(uint a, out vec2 dm, out uvec3 sw) {
+    if ((W_OFF_CUR & 15u) == 0u) {
+        uvec4 h = WQ4(a >> 4);
+        dm = unpackHalf2x16(h.x);
+        sw = h.yzw;
+        return;
+    }
+    dm = unpackHalf2x16(ld4(a));
+    sw = ld12(a + 4u);
+}
+#endif
 uint bsel(uvec3 w, uint k) { return (w[k >> 2] >> (8u * (k & 3u))) & 0xffu; } // byte k of 12
 float i8(uint b) { return float(int(b << 24) >> 24); }
 // bits sh..sh+3 of b to bit 0 of bytes 0..3 (one word per lane of sh)
@@ -154,8 +168,9 @@ void unit(uint a, uint p, out uvec4 c[4], out vec2 sc[2], out vec2 mn[2]) { // (
 #elif defined(W_Q4_K) || defined(W_Q5_K)
     // sub-blocks 2p (low nibbles of qs[32p + l]) and 2p + 1 (high); 6-bit scale and min of each
     // from the 12 bytes at 4; Q5_K: the 5th bit of weight 32j + l is bit j of qh[l]
-    vec2 dm = unpackHalf2x16(ld4(a));
-    uvec3 sw = ld12(a + 4u);
+    vec2 dm;
+    uvec3 sw;
+    khead(a, dm, sw);
     // qs runs of 32 bytes: run r holds sub-blocks 2r (low nibbles) and 2r + 1 (high); this unit's
     // sub-blocks SU p .. SU p + SU - 1 lie in run SU p / 2
     uint run = SU * p / 2u;
@@ -291,8 +306,9 @@ void unit_hp(uint a, uint p, out uvec4 c[2], out vec2 sc, out vec2 mn) {
     // sub-blocks j = 2r (low nibbles of qs[32 r + 16 h + l]) and 2r + 1 (high); Q5_K: the 5th bit of
     // weight 32 j + 16 h + l is bit j of qh[16 h + l]
     uint r = p >> 1;
-    vec2 dm = unpackHalf2x16(ld4(a));
-    uvec3 sw = ld12(a + 4u);
+    vec2 dm;
+    uvec3 sw;
+    khead(a, dm, sw);
 #if defined(W_Q4_K)
     uvec4 q = ld16k(a + 16u + 32u * r + 16u * h);
 #else
