@@ -107,6 +107,14 @@ void khead(uint a, out vec2 dm, out uvec3 sw) {
 }
 #endif
 uint bsel(uvec3 w, uint k) { return (w[k >> 2] >> (8u * (k & 3u))) & 0xffu; } // byte k of 12
+#if defined(W_Q4_K) || defined(W_Q5_K)
+// the 6-bit scale and minimum of sub-block j (0..7) from a Q4_K / Q5_K block's 12 scale bytes sw
+uvec2 kscale(uvec3 sw, uint j) {
+    if (j < 4u) return uvec2(bsel(sw, j) & 63u, bsel(sw, j + 4u) & 63u);
+    uint b8 = bsel(sw, j + 4u);
+    return uvec2((b8 & 15u) | ((bsel(sw, j - 4u) >> 6) << 4), (b8 >> 4) | ((bsel(sw, j) >> 6) << 4));
+}
+#endif
 float i8(uint b) { return float(int(b << 24) >> 24); }
 // bits sh..sh+3 of b to bit 0 of bytes 0..3 (one word per lane of sh)
 uvec4 spread4v(uint b, uvec4 sh) {
@@ -183,17 +191,10 @@ void unit(uint a, uint p, out uvec4 c[4], out vec2 sc[2], out vec2 mn[2]) { // (
     ld32k(a + 16u, h0, h1);
 #endif
     [[unroll]] for (uint s = 0u; s < SU; s++) {
-        uint j = SU * p + s, scv, mv;
-        if (j < 4u) {
-            scv = bsel(sw, j) & 63u;
-            mv = bsel(sw, j + 4u) & 63u;
-        } else {
-            uint b8 = bsel(sw, j + 4u);
-            scv = (b8 & 15u) | ((bsel(sw, j - 4u) >> 6) << 4);
-            mv = (b8 >> 4) | ((bsel(sw, j) >> 6) << 4);
-        }
-        sc[s] = vec2(dm.x * float(scv));
-        mn[s] = vec2(-dm.y * float(mv));
+        uint j = SU * p + s;
+        uvec2 sm = kscale(sw, j);
+        sc[s] = vec2(dm.x * float(sm.x));
+        mn[s] = vec2(-dm.y * float(sm.y));
         c[2u * s] = (q[0] >> (4u * (j & 1u))) & NIB;
         c[2u * s + 1u] = (q[1] >> (4u * (j & 1u))) & NIB;
 #if defined(W_Q5_K)
@@ -315,17 +316,10 @@ void unit_hp(uint a, uint p, out uvec4 c[2], out vec2 sc, out vec2 mn) {
     uvec4 q = ld16k(a + 48u + 32u * r + 16u * h), qh = ld16k(a + 16u + 16u * h);
 #endif
     [[unroll]] for (uint s = 0u; s < 2u; s++) {
-        uint j = 2u * r + s, scv, mv;
-        if (j < 4u) {
-            scv = bsel(sw, j) & 63u;
-            mv = bsel(sw, j + 4u) & 63u;
-        } else {
-            uint b8 = bsel(sw, j + 4u);
-            scv = (b8 & 15u) | ((bsel(sw, j - 4u) >> 6) << 4);
-            mv = (b8 >> 4) | ((bsel(sw, j) >> 6) << 4);
-        }
-        sc[s] = dm.x * float(scv);
-        mn[s] = -dm.y * float(mv);
+        uint j = 2u * r + s;
+        uvec2 sm = kscale(sw, j);
+        sc[s] = dm.x * float(sm.x);
+        mn[s] = -dm.y * float(sm.y);
         c[s] = (q >> (4u * s)) & NIB;
 #if defined(W_Q5_K)
         c[s] |= ((qh >> j) & B1) << 4;

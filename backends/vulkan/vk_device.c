@@ -170,6 +170,19 @@ const char *vk_knob_names(char *buf, size_t len, const void *tab, size_t n, size
     return buf;
 }
 
+int vk_knob_env(const char *var, const void *tab, size_t n, size_t size, int fallback) {
+    const char *v = getenv(var);
+    if (!v || !*v) return -1;
+    int m = vk_knob_find(tab, n, size, v);
+    if (m < 0) {
+        char names[128] = "";
+        fprintf(stderr, "loom: vulkan: %s=%s is not one of %s; using %s\n", var, v,
+                vk_knob_names(names, sizeof names, tab, n, size), knob_name(tab, (size_t)fallback, size));
+        m = fallback;
+    }
+    return m;
+}
+
 static int pick_memory_type(const VkPhysicalDeviceMemoryProperties *m, uint32_t bits,
                             VkMemoryPropertyFlags need, VkMemoryPropertyFlags want) {
     int fallback = -1;
@@ -889,19 +902,12 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
                         {"dp2", 2, true, false},    {"dp4", 4, true, false},
                         {"dpa", 4, true, true}};
     const size_t n_gemv_q = sizeof gemv_q_modes / sizeof gemv_q_modes[0];
-    const char *gq = getenv("LOOM_VK_GEMV_Q");
+    int gqm = VK_KNOB_ENV("LOOM_VK_GEMV_Q", gemv_q_modes, n_gemv_q, 0);
     d->gemv_q = VK_GEMV_Q_AUTO;
-    if (gq && *gq) {
-        int m = VK_KNOB_FIND(gemv_q_modes, n_gemv_q, gq);
-        if (m < 0) {
-            char names[96] = "";
-            fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not one of %s; using old\n", gq,
-                    VK_KNOB_NAMES(names, gemv_q_modes, n_gemv_q));
-            m = 0;
-        }
-        d->gemv_q = gemv_q_modes[m].rows;
-        d->gemv_dp = gemv_q_modes[m].dp;
-        d->gemv_dp_auto = gemv_q_modes[m].dpa;
+    if (gqm >= 0) {
+        d->gemv_q = gemv_q_modes[gqm].rows;
+        d->gemv_dp = gemv_q_modes[gqm].dp;
+        d->gemv_dp_auto = gemv_q_modes[gqm].dpa;
     }
     /* LOOM_VK_KUNIT: the unit of the Q4_K / Q5_K / Q6_K decode GEMVs, for A/B runs (vk_record.c
      * rec_matmul): "auto" (unset), "1", "2" (sub-blocks), "s13" (session 13's default: one sub-block on
@@ -911,19 +917,9 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
         uint32_t v;
     } kunit_modes[] = {{"auto", 0}, {"1", 1}, {"2", 2}, {"s13", 3}, {"hp", 4}};
     const size_t n_kunit = sizeof kunit_modes / sizeof kunit_modes[0];
-    const char *ku = getenv("LOOM_VK_KUNIT");
-    d->kunit = 0;
-    if (ku && *ku) {
-        int m = VK_KNOB_FIND(kunit_modes, n_kunit, ku);
-        if (m < 0) {
-            char names[64] = "";
-            fprintf(stderr, "loom: vulkan: LOOM_VK_KUNIT=%s is not one of %s; using auto\n", ku,
-                    VK_KNOB_NAMES(names, kunit_modes, n_kunit));
-            m = 0;
-        }
-        d->kunit = kunit_modes[m].v;
-    }
-    d->gemv_dp_default = (!gq || !*gq) && d->idot && d->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU;
+    int kum = VK_KNOB_ENV("LOOM_VK_KUNIT", kunit_modes, n_kunit, 0);
+    d->kunit = kum >= 0 ? kunit_modes[kum].v : 0;
+    d->gemv_dp_default = gqm < 0 && d->idot && d->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU;
     /* LOOM_VK_SPIN_US: how long a fence wait polls before it blocks (wait_fence). Unset: 5000 on a GPU
      * (H100, session 14, tg128 t/s, same lease: llama-1.1b +5-6% on every preset, e.g. q4_k_m 618 -> 652,
      * q4_0 719 -> 762; llama-7b Q4_K_M 279 -> 286), 0 on a CPU device such as lavapipe, whose own

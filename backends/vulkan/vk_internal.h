@@ -180,6 +180,11 @@ int vk_knob_find(const void *tab, size_t n, size_t size, const char *s);
 const char *vk_knob_names(char *buf, size_t len, const void *tab, size_t n, size_t size);
 #define VK_KNOB_FIND(tab, n, s) vk_knob_find((tab), (n), sizeof *(tab), (s))
 #define VK_KNOB_NAMES(buf, tab, n) vk_knob_names((buf), sizeof(buf), (tab), (n), sizeof *(tab))
+/* The knobs that fall back instead of failing (LOOM_VK_GEMV_Q, LOOM_VK_KUNIT): the index of getenv(var)'s
+ * value in tab, -1 when it is unset or empty; an unknown value is one line on stderr listing the
+ * valid ones, then the index `fallback`. */
+int vk_knob_env(const char *var, const void *tab, size_t n, size_t size, int fallback);
+#define VK_KNOB_ENV(var, tab, n, fallback) vk_knob_env((var), (tab), (n), sizeof *(tab), (fallback))
 /* Cooperative matrices of physical device p: true when the extension and feature are there and
  * 16x16x16 f16 x f16 + f32 at subgroup scope is offered (the shape matmul_cm.comp uses); desc
  * (may be NULL) gets the f16 shapes, e.g. "16x16x16 16x8x16 f16->f32", or why not. */
