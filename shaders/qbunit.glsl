@@ -28,11 +28,17 @@
 // them once for both (Q4_K / Q5_K: a byte's two nibbles; Q2_K / Q3_K / Q6_K: a byte's 2-bit fields),
 // but Q4_K, Q5_K and Q6_K take one sub-block per unit when bit 7 of the including shader's XSPEC
 // (spec constant 3) says so: twice the units a row, for more invocations on short rows (vk_record.c)
+// Bit 8 (matvec_dp.comp only) takes "half-pair" units instead (unit_hp below): 16 weights of each of
+// the two sub-blocks that share quant bytes, so a unit is still 32 weights (SU = 1 for the counting)
+// but reads 16 quant bytes a run where a one-sub-block unit reads 32 and uses half of each byte.
 #if defined(W_Q4_K) || defined(W_Q5_K) || defined(W_Q6_K)
-const uint SU = ((XSPEC >> 7) & 1u) != 0u ? 1u : 2u;
+const bool HP = ((XSPEC >> 8) & 1u) != 0u;
+const uint SU = (((XSPEC >> 7) | (XSPEC >> 8)) & 1u) != 0u ? 1u : 2u; // (not HP ||: glslang 12 miscompiles it)
 #elif defined(W_Q2_K) || defined(W_Q3_K)
+const bool HP = false;
 const uint SU = 2u;
 #else
+const bool HP = false;
 const uint SU = 1u;
 #endif
 
@@ -86,7 +92,29 @@ uvec3 ld12(uint a) {
     uint w0 = WQ(i), w1 = WQ(i + 1u), w2 = WQ(i + 2u), w3 = s != 0u ? WQ(i + 3u) : 0u;
     return uvec3(fsh(w0, w1, s), fsh(w1, w2, s), fsh(w2, w3, s));
 }
+#if defined(W_Q4_K) || defined(W_Q5_K)
+// a Q4_K / Q5_K block's first 16 bytes: d and dmin (f16), the 12 bytes of 6-bit scales and mins; one
+// 16-byte load where the binding's offset is a multiple of 16 (then every block is: 144 and 176 are)
+void khead(uint a, out vec2 dm, out uvec3 sw) {
+    if ((W_OFF_CUR & 15u) == 0u) {
+        uvec4 h = WQ4(a >> 4);
+        dm = unpackHalf2x16(h.x);
+        sw = h.yzw;
+        return;
+    }
+    dm = unpackHalf2x16(ld4(a));
+    sw = ld12(a + 4u);
+}
+#endif
 uint bsel(uvec3 w, uint k) { return (w[k >> 2] >> (8u * (k & 3u))) & 0xffu; } // byte k of 12
+#if defined(W_Q4_K) || defined(W_Q5_K)
+// the 6-bit scale and minimum of sub-block j (0..7) from a Q4_K / Q5_K block's 12 scale bytes sw
+uvec2 kscale(uvec3 sw, uint j) {
+    if (j < 4u) return uvec2(bsel(sw, j) & 63u, bsel(sw, j + 4u) & 63u);
+    uint b8 = bsel(sw, j + 4u);
+    return uvec2((b8 & 15u) | ((bsel(sw, j - 4u) >> 6) << 4), (b8 >> 4) | ((bsel(sw, j) >> 6) << 4));
+}
+#endif
 float i8(uint b) { return float(int(b << 24) >> 24); }
 // bits sh..sh+3 of b to bit 0 of bytes 0..3 (one word per lane of sh)
 uvec4 spread4v(uint b, uvec4 sh) {
@@ -148,8 +176,9 @@ void unit(uint a, uint p, out uvec4 c[4], out vec2 sc[2], out vec2 mn[2]) { // (
 #elif defined(W_Q4_K) || defined(W_Q5_K)
     // sub-blocks 2p (low nibbles of qs[32p + l]) and 2p + 1 (high); 6-bit scale and min of each
     // from the 12 bytes at 4; Q5_K: the 5th bit of weight 32j + l is bit j of qh[l]
-    vec2 dm = unpackHalf2x16(ld4(a));
-    uvec3 sw = ld12(a + 4u);
+    vec2 dm;
+    uvec3 sw;
+    khead(a, dm, sw);
     // qs runs of 32 bytes: run r holds sub-blocks 2r (low nibbles) and 2r + 1 (high); this unit's
     // sub-blocks SU p .. SU p + SU - 1 lie in run SU p / 2
     uint run = SU * p / 2u;
@@ -162,17 +191,10 @@ void unit(uint a, uint p, out uvec4 c[4], out vec2 sc[2], out vec2 mn[2]) { // (
     ld32k(a + 16u, h0, h1);
 #endif
     [[unroll]] for (uint s = 0u; s < SU; s++) {
-        uint j = SU * p + s, scv, mv;
-        if (j < 4u) {
-            scv = bsel(sw, j) & 63u;
-            mv = bsel(sw, j + 4u) & 63u;
-        } else {
-            uint b8 = bsel(sw, j + 4u);
-            scv = (b8 & 15u) | ((bsel(sw, j - 4u) >> 6) << 4);
-            mv = (b8 >> 4) | ((bsel(sw, j) >> 6) << 4);
-        }
-        sc[s] = vec2(dm.x * float(scv));
-        mn[s] = vec2(-dm.y * float(mv));
+        uint j = SU * p + s;
+        uvec2 sm = kscale(sw, j);
+        sc[s] = vec2(dm.x * float(sm.x));
+        mn[s] = vec2(-dm.y * float(sm.y));
         c[2u * s] = (q[0] >> (4u * (j & 1u))) & NIB;
         c[2u * s + 1u] = (q[1] >> (4u * (j & 1u))) & NIB;
 #if defined(W_Q5_K)
@@ -250,3 +272,59 @@ void unit(uint a, uint p, out uvec4 c[4], out vec2 sc[2], out vec2 mn[2]) { // (
 #error "matvec_qb.comp: a block-quantised type"
 #endif
 }
+
+// Half-pair unit p (HP; 8 a block) of the block at byte a: half h = p % 2 (weights 16 h .. 16 h + 15)
+// of sub-blocks hp_sub(p, 0) and hp_sub(p, 1), whose quant bytes are the same 16 bytes. c[0], c[1]:
+// their codes; sc, mn: their scales and minima (w = sc[s] (c - C_OFF) + mn[s], as unit()'s).
+uint hp_sub(uint p, uint s) {
+#if defined(W_Q6_K)
+    return 4u * (p >> 2) + ((p >> 1) & 1u) + 2u * s; // quarters c0 and c0 + 2 of half p / 4
+#else
+    return (p & ~1u) + s; // sub-blocks 2r, 2r + 1 of qs run r = p / 2
+#endif
+}
+#if defined(W_Q4_K) || defined(W_Q5_K) || defined(W_Q6_K)
+uvec4 ld16k(uint a) {
+#if defined(W_Q4_K) || defined(W_Q5_K)
+    if ((W_OFF_CUR & 15u) == 0u) return WQ4(a >> 4);
+#endif
+    return ld16(a);
+}
+void unit_hp(uint a, uint p, out uvec4 c[2], out vec2 sc, out vec2 mn) {
+    uint h = p & 1u;
+#if defined(W_Q6_K)
+    // quarters c0, c0 + 2 of half hf: ql[64 hf + 32 c0 + 16 h + l] (low / high nibble), qh[32 hf + 16 h
+    // + l] (bits 2c), int8 scales[8 hf + 2c + h]
+    uint hf = p >> 2, c0 = (p >> 1) & 1u;
+    uvec4 l = ld16(a + 64u * hf + 32u * c0 + 16u * h), hb = ld16(a + 128u + 32u * hf + 16u * h);
+    uint sa = a + 192u + 8u * hf + 2u * c0 + h;
+    float d = qhalf(a + 208u);
+    c[0] = (l & NIB) | (((hb >> (2u * c0)) & B2) << 4);
+    c[1] = ((l >> 4) & NIB) | (((hb >> (2u * c0 + 4u)) & B2) << 4);
+    sc = d * vec2(i8(qbyte(sa)), i8(qbyte(sa + 4u)));
+    mn = vec2(0.0);
+#else
+    // sub-blocks j = 2r (low nibbles of qs[32 r + 16 h + l]) and 2r + 1 (high); Q5_K: the 5th bit of
+    // weight 32 j + 16 h + l is bit j of qh[16 h + l]
+    uint r = p >> 1;
+    vec2 dm;
+    uvec3 sw;
+    khead(a, dm, sw);
+#if defined(W_Q4_K)
+    uvec4 q = ld16k(a + 16u + 32u * r + 16u * h);
+#else
+    uvec4 q = ld16k(a + 48u + 32u * r + 16u * h), qh = ld16k(a + 16u + 16u * h);
+#endif
+    [[unroll]] for (uint s = 0u; s < 2u; s++) {
+        uint j = 2u * r + s;
+        uvec2 sm = kscale(sw, j);
+        sc[s] = dm.x * float(sm.x);
+        mn[s] = -dm.y * float(sm.y);
+        c[s] = (q >> (4u * s)) & NIB;
+#if defined(W_Q5_K)
+        c[s] |= ((qh >> j) & B1) << 4;
+#endif
+    }
+#endif
+}
+#endif

@@ -78,6 +78,11 @@ add_test(NAME vulkan_gemv_q_unknown COMMAND ${LOOM_EXPECT}
          --match "LOOM_VK_GEMV_Q=dp3 is not one of old, qb, blk, blk1, blk2, blk4, dp, dp1, dp2, dp4, dpa; using old\n.*on vulkan"
          -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
 set_tests_properties(vulkan_gemv_q_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_GEMV_Q=dp3")
+# LOOM_VK_KUNIT (the K types' decode GEMV unit) the same way: one line, then its default
+add_test(NAME vulkan_kunit_unknown COMMAND ${LOOM_EXPECT}
+         --match "LOOM_VK_KUNIT=4 is not one of auto, 1, 2, s13, hp; using auto\n.*on vulkan"
+         -- sh -c "${_vk_skip}" ${LOOM_BIN} run -m ${LOOM_FIXTURES}/llama-tiny --tokens 1 -n 1 --device vulkan)
+set_tests_properties(vulkan_kunit_unknown PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "LOOM_VK_KUNIT=4")
 # LOOM_VK_FA (the prefill attention kernel): =cm where the device has no cooperative matrices
 # (lavapipe) is one line, and the usual kernel runs; on a device with them the verbose device line
 # names attn_cm. An unknown value is one clear error listing the values.

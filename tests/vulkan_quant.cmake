@@ -38,7 +38,10 @@ set_tests_properties(test_vulkan_quant_qtile PROPERTIES ENVIRONMENT LOOM_VK_CM_Q
 # The decode GEMV on x quantised to 8 bits (LOOM_VK_GEMV_Q=dp*: quantx.comp + matvec_dp.comp): dp1 (a
 # GPU's default: one row per invocation) on all twelve types with integer dot products (lavapipe has
 # shaderIntegerDotProduct), dp4 without them (LOOM_VK_NO_IDOT=1: the shift-and-multiply variant; the
-# dot is the only difference, so four types), so the rows loop runs at 1 and 4 rows.
+# dot is the only difference, so four types), so the rows loop runs at 1 and 4 rows. The Q4_K / Q5_K /
+# Q6_K units: dp1 takes the default's half-pair units (every case here is a small matrix), dp4 with
+# LOOM_VK_KUNIT=s13 the one-sub-block (K <= 2048) and two-sub-block (the K = 2560 case) units. dp4 also
+# polls fences before it blocks (LOOM_VK_SPIN_US, a GPU's default; 0 on lavapipe otherwise).
 # Besides the q8-exact cases, random x and the fusions are held to the 8-bit rounding's bound
 # (test_vulkan_quant.c's qx_bound), and the run fails unless that rounding was seen (the dp path ran).
 # dp1 runs under the validation layer where it is installed (the integer-dot-product extension and
@@ -55,7 +58,7 @@ endif()
 add_test(NAME test_vulkan_quant_gemv_dp1 COMMAND ${LOOM_VK_VALIDATE} $<TARGET_FILE:test_vulkan_quant> gemv ${_dp1_n})
 set_tests_properties(test_vulkan_quant_gemv_dp1 PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=dp1 SKIP_RETURN_CODE 77 TIMEOUT 300)
 add_test(NAME test_vulkan_quant_gemv_dp4_noidot COMMAND test_vulkan_quant gemv 4)
-set_tests_properties(test_vulkan_quant_gemv_dp4_noidot PROPERTIES ENVIRONMENT "LOOM_VK_GEMV_Q=dp4;LOOM_VK_NO_IDOT=1"
+set_tests_properties(test_vulkan_quant_gemv_dp4_noidot PROPERTIES ENVIRONMENT "LOOM_VK_GEMV_Q=dp4;LOOM_VK_NO_IDOT=1;LOOM_VK_KUNIT=s13;LOOM_VK_SPIN_US=200"
                      SKIP_RETURN_CODE 77 TIMEOUT 300)
 if(LOOM_VK_VALIDATE)
   set_tests_properties(test_vulkan_quant test_vulkan_quant_gemv_blk4 test_vulkan_quant_gemv_dp1 PROPERTIES LABELS vk_validated)

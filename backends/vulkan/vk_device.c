@@ -170,6 +170,19 @@ const char *vk_knob_names(char *buf, size_t len, const void *tab, size_t n, size
     return buf;
 }
 
+int vk_knob_env(const char *var, const void *tab, size_t n, size_t size, int fallback) {
+    const char *v = getenv(var);
+    if (!v || !*v) return -1;
+    int m = vk_knob_find(tab, n, size, v);
+    if (m < 0) {
+        char names[128] = "";
+        fprintf(stderr, "loom: vulkan: %s=%s is not one of %s; using %s\n", var, v,
+                vk_knob_names(names, sizeof names, tab, n, size), knob_name(tab, (size_t)fallback, size));
+        m = fallback;
+    }
+    return m;
+}
+
 static int pick_memory_type(const VkPhysicalDeviceMemoryProperties *m, uint32_t bits,
                             VkMemoryPropertyFlags need, VkMemoryPropertyFlags want) {
     int fallback = -1;
@@ -334,7 +347,19 @@ void vk_barrier_all(VkCommandBuffer cmd) {
                          NULL, 0, NULL);
 }
 
+/* Waits for f: first polls its status for up to d->spin_us microseconds (LOOM_VK_SPIN_US), then
+ * blocks in vkWaitForFences. A blocking wait returns only when the driver wakes the thread, which can
+ * be tens of microseconds after the GPU finished: a decode step of a small model is ~1.5 ms, so that
+ * wake-up is a few percent of each token, and varies. Polling costs a CPU core while it lasts. */
 static int wait_fence(vk_dev *d, VkFence f) {
+    if (d->spin_us) {
+        double t1 = loom_now() + d->spin_us * 1e-6;
+        do {
+            VkResult s = vkGetFenceStatus(d->dev, f);
+            if (s == VK_SUCCESS) return 0;
+            if (s != VK_NOT_READY) return loom_err("vulkan: waiting for %s failed: %s", d->name, vk_result_str(s));
+        } while (loom_now() < t1);
+    }
     VkResult r = vkWaitForFences(d->dev, 1, &f, VK_TRUE, UINT64_MAX);
     if (r != VK_SUCCESS) return loom_err("vulkan: waiting for %s failed: %s", d->name, vk_result_str(r));
     return 0;
@@ -877,21 +902,32 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
                         {"dp2", 2, true, false},    {"dp4", 4, true, false},
                         {"dpa", 4, true, true}};
     const size_t n_gemv_q = sizeof gemv_q_modes / sizeof gemv_q_modes[0];
-    const char *gq = getenv("LOOM_VK_GEMV_Q");
+    int gqm = VK_KNOB_ENV("LOOM_VK_GEMV_Q", gemv_q_modes, n_gemv_q, 0);
     d->gemv_q = VK_GEMV_Q_AUTO;
-    if (gq && *gq) {
-        int m = VK_KNOB_FIND(gemv_q_modes, n_gemv_q, gq);
-        if (m < 0) {
-            char names[96] = "";
-            fprintf(stderr, "loom: vulkan: LOOM_VK_GEMV_Q=%s is not one of %s; using old\n", gq,
-                    VK_KNOB_NAMES(names, gemv_q_modes, n_gemv_q));
-            m = 0;
-        }
-        d->gemv_q = gemv_q_modes[m].rows;
-        d->gemv_dp = gemv_q_modes[m].dp;
-        d->gemv_dp_auto = gemv_q_modes[m].dpa;
+    if (gqm >= 0) {
+        d->gemv_q = gemv_q_modes[gqm].rows;
+        d->gemv_dp = gemv_q_modes[gqm].dp;
+        d->gemv_dp_auto = gemv_q_modes[gqm].dpa;
     }
-    d->gemv_dp_default = (!gq || !*gq) && d->idot && d->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU;
+    /* LOOM_VK_KUNIT: the unit of the Q4_K / Q5_K / Q6_K decode GEMVs, for A/B runs (vk_record.c
+     * rec_matmul): "auto" (unset), "1", "2" (sub-blocks), "s13" (session 13's default: one sub-block on
+     * rows K <= 2048, else two), "hp" (half-pair units on every matrix of the 8-bit-x GEMV) */
+    static const struct {
+        const char *name;
+        uint32_t v;
+    } kunit_modes[] = {{"auto", 0}, {"1", 1}, {"2", 2}, {"s13", 3}, {"hp", 4}};
+    const size_t n_kunit = sizeof kunit_modes / sizeof kunit_modes[0];
+    int kum = VK_KNOB_ENV("LOOM_VK_KUNIT", kunit_modes, n_kunit, 0);
+    d->kunit = kum >= 0 ? kunit_modes[kum].v : 0;
+    d->gemv_dp_default = gqm < 0 && d->idot && d->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU;
+    /* LOOM_VK_SPIN_US: how long a fence wait polls before it blocks (wait_fence). Unset: 5000 on a GPU
+     * (H100, session 14, tg128 t/s, same lease: llama-1.1b +5-6% on every preset, e.g. q4_k_m 618 -> 652,
+     * q4_0 719 -> 762; llama-7b Q4_K_M 279 -> 286), 0 on a CPU device such as lavapipe, whose own
+     * threads would lose the core the poll takes */
+    const char *sp = getenv("LOOM_VK_SPIN_US");
+    unsigned long spv = sp && *sp ? strtoul(sp, NULL, 10) : 0;
+    d->spin_us = sp && *sp ? (uint32_t)(spv < 1000000 ? spv : 1000000) /* at most a second */
+                           : d->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 0u : VK_SPIN_US_GPU;
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);

@@ -48,6 +48,7 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
     VkPhysicalDevice, uint32_t *, VkCooperativeMatrixPropertiesKHR *);
 #endif
 
+#define VK_SPIN_US_GPU 5000u /* LOOM_VK_SPIN_US unset, on a GPU (vk_device.c) */
 #define VK_NBIND 7          /* bindings of the one descriptor-set layout: dst, src0..3, scratch, dst2 */
 #define VK_PC_WORDS 23      /* push constants: off[7], u[12], f[4] (shaders/common.glsl) */
 #define VK_STAGING_HALF (32u << 20)
@@ -116,6 +117,10 @@ typedef struct vk_dev {
                           * group; VK_GEMV_Q_AUTO: per type and size (vk_record.c's qb_rows_default) */
     bool gemv_dp;        /* LOOM_VK_GEMV_Q=dp*: those rows on matvec_dp.comp (x quantised to 8 bits first) */
     bool gemv_dp_auto;   /* LOOM_VK_GEMV_Q=dpa: rows per invocation per matrix (vk_record.c) */
+    uint32_t spin_us;    /* fence waits poll this long before blocking (LOOM_VK_SPIN_US; vk_device.c wait_fence) */
+    uint32_t kunit;      /* LOOM_VK_KUNIT: the Q4_K / Q5_K / Q6_K decode GEMV's unit (vk_record.c): 0 auto,
+                          * 1 one sub-block, 2 two, 3 session 13's rule (1 on rows K <= 2048, else 2), 4 half-pair
+                          * (8-bit-x GEMV only) on every matrix */
     bool gemv_dp_default; /* LOOM_VK_GEMV_Q unset on a GPU with integer dot products: matvec_dp.comp with 1 row
                            * per invocation for every block type (vk_record.c gemv_q_rows) */
     bool idot;           /* shaderIntegerDotProduct enabled (and not LOOM_VK_NO_IDOT): matvec_dpi_* */
@@ -175,6 +180,11 @@ int vk_knob_find(const void *tab, size_t n, size_t size, const char *s);
 const char *vk_knob_names(char *buf, size_t len, const void *tab, size_t n, size_t size);
 #define VK_KNOB_FIND(tab, n, s) vk_knob_find((tab), (n), sizeof *(tab), (s))
 #define VK_KNOB_NAMES(buf, tab, n) vk_knob_names((buf), sizeof(buf), (tab), (n), sizeof *(tab))
+/* The knobs that fall back instead of failing (LOOM_VK_GEMV_Q, LOOM_VK_KUNIT): the index of getenv(var)'s
+ * value in tab, -1 when it is unset or empty; an unknown value is one line on stderr listing the
+ * valid ones, then the index `fallback`. */
+int vk_knob_env(const char *var, const void *tab, size_t n, size_t size, int fallback);
+#define VK_KNOB_ENV(var, tab, n, fallback) vk_knob_env((var), (tab), (n), sizeof *(tab), (fallback))
 /* Cooperative matrices of physical device p: true when the extension and feature are there and
  * 16x16x16 f16 x f16 + f32 at subgroup scope is offered (the shape matmul_cm.comp uses); desc
  * (may be NULL) gets the f16 shapes, e.g. "16x16x16 16x8x16 f16->f32", or why not. */

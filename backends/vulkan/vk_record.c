@@ -866,19 +866,29 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
          * gets more invocations (fewer groups per workgroup) only while that many have a unit each
          * and the chunk has fewer than LOOM_VK_GEMV_WGS workgroups */
         /* units (shaders/qbunit.glsl SU): 32 weights, or 64 in the K types that read two
-         * sub-blocks together, but 32 in Q4_K / Q5_K / Q6_K rows of K <= 2048 (XSPEC bit 7): there
-         * two sub-blocks a unit leave a row one unit per invocation of its subgroup, and one a unit
-         * gives the row twice the invocations where the chunk has few workgroups (H100, llama-1.1b
-         * tg128, same lease: q6_k 575-578 -> 612-614 t/s, q4_k_m 582-603 -> 628-633, q5_k_m 550-552
-         * -> 564-570; at llama-7b's K = 4096 one a unit lost 2%: Q4_K_M 274-276 -> 270-271) */
-        bool ksu1 = (w->type == LOOM_Q4_K || w->type == LOOM_Q5_K || w->type == LOOM_Q6_K) && K <= 2048;
-        uint64_t su = ksu1 ? 1 : loom_dtype_blck(w->type) == 256 && w->type != LOOM_IQ4_XS ? 2 : 1;
+         * sub-blocks together (SU = 2). Q4_K / Q5_K / Q6_K matrices that are small for the GPU (rows
+         * K <= 2048, or fewer than 2^24 weights) take 32-weight units instead, twice the invocations
+         * a row where the chunk has few workgroups: on the 8-bit-x GEMV half-pair units (XSPEC bit 8:
+         * 16 weights of each of the two sub-blocks that share quant bytes, so each byte is read once),
+         * on matvec_qb.comp one sub-block (bit 7; it also suits K <= 2048 only). H100, tg128 t/s,
+         * same lease, two rounds (session 14): llama-1.1b (every matrix small) q4_k_m 591-604 ->
+         * 614-616, q5_k_m 547 -> 573-581, q6_k 594-596 -> 646-647 from session 13's units (one
+         * sub-block at K <= 2048, else two); llama-7b Q4_K_M (no matrix small) 279 either way, and
+         * 238 against 263 with half-pair units on its matrices too (an earlier call). Session 13: one
+         * sub-block at 1.1b's K = 2048 +2.5-6%, at 7b -2%. */
+        bool ktype = w->type == LOOM_Q4_K || w->type == LOOM_Q5_K || w->type == LOOM_Q6_K;
+        uint32_t ku = d->kunit;
+        bool small = K <= 2048 || (uint64_t)Nn * K < ((uint64_t)1 << 24);
+        bool khp = ktype && dp && (ku == 4 || (ku == 0 && small)); /* half-pair units (XSPEC bit 8) */
+        bool ksu1 = ktype && !khp && (ku == 1 || ((ku == 0 || ku == 3) && K <= 2048));
+        uint64_t su = ksu1 || khp ? 1 : loom_dtype_blck(w->type) == 256 && w->type != LOOM_IQ4_XS ? 2 : 1;
         uint64_t groups = (nchunk + qb_rows - 1) / qb_rows, useful = (K / (32 * su) + sg - 1) / sg * sg;
         uint32_t ng = wg / sg;
         while (ng > 1 && (groups + ng - 1) / ng < d->gemv_wgs && wg / (ng / 2) <= useful) ng /= 2;
         nrows = ng * qb_rows;
         spec[2] = ng;
-        spec[3] = (uint32_t)(dp && xmode == 2 ? 0 : xmode) | qb_rows << 2 | (ksu1 ? 1u << 7 : 0); /* dp: quantx.comp did the SWIGLU */
+        spec[3] = (uint32_t)(dp && xmode == 2 ? 0 : xmode) | qb_rows << 2 | (ksu1 ? 1u << 7 : 0) |
+                   (khp ? 1u << 8 : 0); /* dp: quantx.comp did the SWIGLU */
     }
     /* LOOM_VK_QX_FOLD: a dp GEMV whose output the next dp GEMV reads as x (or through a folded RMSNORM)
      * writes it quantised as well (matvec_dp.comp EPI: 1, or 2 times the norm weight), so that GEMV
