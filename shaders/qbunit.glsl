@@ -72,15 +72,23 @@ layout(std430, binding = W_BINDING) readonly buffer WQ16 { uvec4 wq4[]; };
 #ifndef W_OFF_CUR
 #define W_OFF_CUR W_OFF // the byte offset of the binding being read (matvec_dp.comp DP_GU: gate's or up's)
 #endif
+// whether the binding being read starts 16-byte aligned (then so does every Q4_K / Q5_K block)
+bool kal16() { return (W_OFF_CUR & 15u) == 0u; }
 void ld32k(uint a, out uvec4 lo, out uvec4 hi) {
 #if defined(W_Q4_K) || defined(W_Q5_K)
-    if ((W_OFF_CUR & 15u) == 0u) {
+    if (kal16()) {
         lo = WQ4(a >> 4);
         hi = WQ4((a >> 4) + 1u);
         return;
     }
 #endif
     ld32(a, lo, hi);
+}
+uvec4 ld16k(uint a) { // 16 bytes as ld16, one uvec4 where ld32k reads two
+#if defined(W_Q4_K) || defined(W_Q5_K)
+    if (kal16()) return WQ4(a >> 4);
+#endif
+    return ld16(a);
 }
 uvec2 ld8(uint a) {
     uint i = a >> 2, s = (a & 3u) * 8u;
@@ -96,7 +104,7 @@ uvec3 ld12(uint a) {
 // a Q4_K / Q5_K block's first 16 bytes: d and dmin (f16), the 12 bytes of 6-bit scales and mins; one
 // 16-byte load where the binding's offset is a multiple of 16 (then every block is: 144 and 176 are)
 void khead(uint a, out vec2 dm, out uvec3 sw) {
-    if ((W_OFF_CUR & 15u) == 0u) {
+    if (kal16()) {
         uvec4 h = WQ4(a >> 4);
         dm = unpackHalf2x16(h.x);
         sw = h.yzw;
@@ -276,19 +284,13 @@ void unit(uint a, uint p, out uvec4 c[4], out vec2 sc[2], out vec2 mn[2]) { // (
 // Half-pair unit p (HP; 8 a block) of the block at byte a: half h = p % 2 (weights 16 h .. 16 h + 15)
 // of sub-blocks hp_sub(p, 0) and hp_sub(p, 1), whose quant bytes are the same 16 bytes. c[0], c[1]:
 // their codes; sc, mn: their scales and minima (w = sc[s] (c - C_OFF) + mn[s], as unit()'s).
+#if defined(W_Q4_K) || defined(W_Q5_K) || defined(W_Q6_K)
 uint hp_sub(uint p, uint s) {
 #if defined(W_Q6_K)
     return 4u * (p >> 2) + ((p >> 1) & 1u) + 2u * s; // quarters c0 and c0 + 2 of half p / 4
 #else
     return (p & ~1u) + s; // sub-blocks 2r, 2r + 1 of qs run r = p / 2
 #endif
-}
-#if defined(W_Q4_K) || defined(W_Q5_K) || defined(W_Q6_K)
-uvec4 ld16k(uint a) {
-#if defined(W_Q4_K) || defined(W_Q5_K)
-    if ((W_OFF_CUR & 15u) == 0u) return WQ4(a >> 4);
-#endif
-    return ld16(a);
 }
 void unit_hp(uint a, uint p, out uvec4 c[2], out vec2 sc, out vec2 mn) {
     uint h = p & 1u;

@@ -352,15 +352,10 @@ void vk_barrier_all(VkCommandBuffer cmd) {
  * be tens of microseconds after the GPU finished: a decode step of a small model is ~1.5 ms, so that
  * wake-up is a few percent of each token, and varies. Polling costs a CPU core while it lasts. */
 static int wait_fence(vk_dev *d, VkFence f) {
-    if (d->spin_us) {
-        double t1 = loom_now() + d->spin_us * 1e-6;
-        do {
-            VkResult s = vkGetFenceStatus(d->dev, f);
-            if (s == VK_SUCCESS) return 0;
-            if (s != VK_NOT_READY) return loom_err("vulkan: waiting for %s failed: %s", d->name, vk_result_str(s));
-        } while (loom_now() < t1);
-    }
-    VkResult r = vkWaitForFences(d->dev, 1, &f, VK_TRUE, UINT64_MAX);
+    VkResult r = VK_NOT_READY;
+    for (double t1 = loom_now() + d->spin_us * 1e-6; d->spin_us && r == VK_NOT_READY && loom_now() < t1;)
+        r = vkGetFenceStatus(d->dev, f);
+    if (r == VK_NOT_READY) r = vkWaitForFences(d->dev, 1, &f, VK_TRUE, UINT64_MAX);
     if (r != VK_SUCCESS) return loom_err("vulkan: waiting for %s failed: %s", d->name, vk_result_str(r));
     return 0;
 }
@@ -914,20 +909,21 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
      * rows K <= 2048, else two), "hp" (half-pair units on every matrix of the 8-bit-x GEMV) */
     static const struct {
         const char *name;
-        uint32_t v;
-    } kunit_modes[] = {{"auto", 0}, {"1", 1}, {"2", 2}, {"s13", 3}, {"hp", 4}};
+        vk_kunit v;
+    } kunit_modes[] = {{"auto", VK_KUNIT_AUTO}, {"1", VK_KUNIT_1},   {"2", VK_KUNIT_2},
+                       {"s13", VK_KUNIT_S13},   {"hp", VK_KUNIT_HP}};
     const size_t n_kunit = sizeof kunit_modes / sizeof kunit_modes[0];
     int kum = VK_KNOB_ENV("LOOM_VK_KUNIT", kunit_modes, n_kunit, 0);
-    d->kunit = kum >= 0 ? kunit_modes[kum].v : 0;
+    d->kunit = kum >= 0 ? kunit_modes[kum].v : VK_KUNIT_AUTO;
     d->gemv_dp_default = gqm < 0 && d->idot && d->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU;
     /* LOOM_VK_SPIN_US: how long a fence wait polls before it blocks (wait_fence). Unset: 5000 on a GPU
      * (H100, session 14, tg128 t/s, same lease: llama-1.1b +5-6% on every preset, e.g. q4_k_m 618 -> 652,
      * q4_0 719 -> 762; llama-7b Q4_K_M 279 -> 286), 0 on a CPU device such as lavapipe, whose own
      * threads would lose the core the poll takes */
     const char *sp = getenv("LOOM_VK_SPIN_US");
-    unsigned long spv = sp && *sp ? strtoul(sp, NULL, 10) : 0;
-    d->spin_us = sp && *sp ? (uint32_t)(spv < 1000000 ? spv : 1000000) /* at most a second */
-                           : d->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 0u : VK_SPIN_US_GPU;
+    unsigned long spv = sp && *sp ? strtoul(sp, NULL, 10)
+                                  : d->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 0u : VK_SPIN_US_GPU;
+    d->spin_us = (uint32_t)(spv < 1000000 ? spv : 1000000); /* at most a second */
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(phys, &nq, NULL);

@@ -48,6 +48,10 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
     VkPhysicalDevice, uint32_t *, VkCooperativeMatrixPropertiesKHR *);
 #endif
 
+/* LOOM_VK_KUNIT, the unit of the Q4_K / Q5_K / Q6_K decode GEMVs (vk_record.c rec_matmul): auto; one or
+ * two 32-weight sub-blocks; session 13's rule (one on rows K <= 2048, else two); half-pair units (8-bit-x
+ * GEMV only) on every matrix */
+typedef enum { VK_KUNIT_AUTO, VK_KUNIT_1, VK_KUNIT_2, VK_KUNIT_S13, VK_KUNIT_HP } vk_kunit;
 #define VK_SPIN_US_GPU 5000u /* LOOM_VK_SPIN_US unset, on a GPU (vk_device.c) */
 #define VK_NBIND 7          /* bindings of the one descriptor-set layout: dst, src0..3, scratch, dst2 */
 #define VK_PC_WORDS 23      /* push constants: off[7], u[12], f[4] (shaders/common.glsl) */
@@ -118,9 +122,7 @@ typedef struct vk_dev {
     bool gemv_dp;        /* LOOM_VK_GEMV_Q=dp*: those rows on matvec_dp.comp (x quantised to 8 bits first) */
     bool gemv_dp_auto;   /* LOOM_VK_GEMV_Q=dpa: rows per invocation per matrix (vk_record.c) */
     uint32_t spin_us;    /* fence waits poll this long before blocking (LOOM_VK_SPIN_US; vk_device.c wait_fence) */
-    uint32_t kunit;      /* LOOM_VK_KUNIT: the Q4_K / Q5_K / Q6_K decode GEMV's unit (vk_record.c): 0 auto,
-                          * 1 one sub-block, 2 two, 3 session 13's rule (1 on rows K <= 2048, else 2), 4 half-pair
-                          * (8-bit-x GEMV only) on every matrix */
+    vk_kunit kunit;      /* LOOM_VK_KUNIT: the Q4_K / Q5_K / Q6_K decode GEMV's unit (vk_record.c) */
     bool gemv_dp_default; /* LOOM_VK_GEMV_Q unset on a GPU with integer dot products: matvec_dp.comp with 1 row
                            * per invocation for every block type (vk_record.c gemv_q_rows) */
     bool idot;           /* shaderIntegerDotProduct enabled (and not LOOM_VK_NO_IDOT): matvec_dpi_* */

@@ -877,10 +877,10 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
          * 238 against 263 with half-pair units on its matrices too (an earlier call). Session 13: one
          * sub-block at 1.1b's K = 2048 +2.5-6%, at 7b -2%. */
         bool ktype = w->type == LOOM_Q4_K || w->type == LOOM_Q5_K || w->type == LOOM_Q6_K;
-        uint32_t ku = d->kunit;
+        vk_kunit ku = d->kunit;
         bool small = K <= 2048 || (uint64_t)Nn * K < ((uint64_t)1 << 24);
-        bool khp = ktype && dp && (ku == 4 || (ku == 0 && small)); /* half-pair units (XSPEC bit 8) */
-        bool ksu1 = ktype && !khp && (ku == 1 || ((ku == 0 || ku == 3) && K <= 2048));
+        bool khp = ktype && dp && (ku == VK_KUNIT_HP || (ku == VK_KUNIT_AUTO && small)); /* XSPEC bit 8 */
+        bool ksu1 = ktype && !khp && (ku == VK_KUNIT_1 || ((ku == VK_KUNIT_AUTO || ku == VK_KUNIT_S13) && K <= 2048));
         uint64_t su = ksu1 || khp ? 1 : loom_dtype_blck(w->type) == 256 && w->type != LOOM_IQ4_XS ? 2 : 1;
         uint64_t groups = (nchunk + qb_rows - 1) / qb_rows, useful = (K / (32 * su) + sg - 1) / sg * sg;
         uint32_t ng = wg / sg;
