@@ -431,6 +431,23 @@ static inline void tg_coopmat_flags(loom_backend *vk[3], const char *const names
     }
 }
 
+/* Whether a case compared by the Vulkan op tests (run_cmp in test_vulkan_ops / test_vulkan_quant)
+ * runs on backend v through path `plan` (false: compute_node, true: compute_plan). The release build
+ * runs both paths on every backend for every case. Under ASan (CHECK_UNDER_ASAN) each case takes one
+ * path per backend, the first backend's alternating from case to case (vcase: the caller's case
+ * counter) and the next backend's the other one, so every backend still records and runs both
+ * paths, each on about half the cases (big and small, chunked and not): that build is for the host
+ * code, and most of these tests' time there is lavapipe running the same shaders twice (the same
+ * SPIR-V on the same driver as the release build's run, which compares both). LOOM_TEST_VK_BOTH=1
+ * runs both paths under ASan too. Session 15: test_vulkan_ops 41.9 -> ASan CPU-s, test_vulkan_quant
+ * 38.3 -> (docs/reliability.md "CI"). */
+static inline bool tg_vk_path_on(unsigned vcase, int v, bool plan) {
+    static int both = -1;
+    if (!CHECK_UNDER_ASAN) return true;
+    if (both < 0) both = getenv("LOOM_TEST_VK_BOTH") && atoi(getenv("LOOM_TEST_VK_BOTH")) > 0;
+    return both || (((vcase + (unsigned)v) & 1u) != 0) == plan;
+}
+
 static inline void tg_close_backends(loom_backend *cpu, loom_backend *vk[3]) {
     for (int v = 0; v < 3; v++) loom_backend_close(vk[v]);
     loom_backend_close(cpu);

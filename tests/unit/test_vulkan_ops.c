@@ -1,6 +1,7 @@
 /* Every op of graph/graph.h on the Vulkan backend (lavapipe on CI) against the CPU backend's
  * portable scalar kernels, on awkward shapes, for f32/f16/bf16 weights, through both paths:
- * compute_node (one submission per node) and compute_plan (the recorded, replayed command buffer).
+ * compute_node (one submission per node) and compute_plan (the recorded, replayed command buffer);
+ * under ASan a case takes one of them per backend, alternating (tg_vk_path_on, test_cpu_graph.h).
  *
  * Three Vulkan backends are opened: the default one; one with 16-bit storage and subgroup ops
  * turned off (f16 weights unpacked from uint, decode through the tiled matmul); and one whose
@@ -96,9 +97,12 @@ static void run_cmp_all(tg *t, int out, const char *what, double atol, double rt
     }
     size_t n = tg_bytes(&t->nodes[out]) / 4;
     const float *ref = tg_f32(t, &ro, out);
+    static unsigned vcase; /* under ASan a case takes one path per backend (tg_vk_path_on) */
+    vcase++;
     for (int v = 0; v < NVK; v++) {
         if (!vk[v] || (v == 2 && skip_chunked_fma && !vk_coopmat[2])) continue;
         for (int mode = 0; mode < 2; mode++) {
+            if (!tg_vk_path_on(vcase, v, mode)) continue;
             char name[96];
             snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
             unsigned long long c0 = attn >= 0 && vk_attn_cm[v] ? attn_cm_count(vk[v]) : 0;

@@ -1,9 +1,9 @@
 /* Block-quantised weights (all twelve types: Q8_0, Q4_0, Q4_K, Q6_K, Q4_1, Q5_0, Q5_1, Q2_K,
  * Q3_K, Q5_K, IQ4_NL, IQ4_XS) on the Vulkan backend (lavapipe on CI): EMBED, MATMUL and MOE's
  * expert stacks (test_moe says how) against the CPU backend's scalar quant kernels, through compute_node and
- * compute_plan, on three device configs (default; no 16-bit storage and no subgroup ops, so decode
- * takes the tiled shader; 16 KiB weight pieces, so weights are chunked at row offsets that are
- * not word aligned).
+ * compute_plan (under ASan one of them per config and case, alternating: tg_vk_path_on), on three
+ * device configs (default; no 16-bit storage and no subgroup ops, so decode takes the tiled shader;
+ * 16 KiB weight pieces, so weights are chunked at row offsets that are not word aligned).
  *
  * The CPU multiplies quantised W by x quantised to 8 bits (loom_q8x; the types without integer
  * kernels by f32 x and the dequantised W), the GPU by f32 x. The test
@@ -111,6 +111,8 @@ static void cmp(const char *what, const char *be, const float *got, const float 
           ref[at]);
 }
 
+static unsigned vcase; /* cases compared by run_cmp / moe_q_case: under ASan one path per backend (tg_vk_path_on) */
+
 /* Run t on the CPU (reference) and on the Vulkan backends (mask: which) through both paths;
  * atol_cm replaces atol on a cooperative-matrix backend. */
 static void run_cmp(tg *t, int out, const char *what, double atol, double atol_cm, unsigned mask) {
@@ -118,9 +120,11 @@ static void run_cmp(tg *t, int out, const char *what, double atol, double atol_c
     int rc = tg_run(t, cpu, &ro);
     CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
     size_t n = loom_node_bytes(&t->nodes[out]) / 4;
+    vcase++;
     for (int v = 0; v < NVK && rc == 0; v++) {
         if (!vk[v] || !(mask & (1u << v))) continue;
         for (int mode = 0; mode < 2; mode++) {
+            if (!tg_vk_path_on(vcase, v, mode)) continue;
             char name[96];
             snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
             tg_run_out o;
@@ -586,6 +590,7 @@ static void moe_q_case(loom_dtype qt, int64_t S, int64_t E, int k, bool norm, in
     double amax = 0;
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (fabs(tg_f32(&tr, &ro, yr)[i]) > amax) amax = fabs(tg_f32(&tr, &ro, yr)[i]);
+    vcase++;
     for (int v = 0; v < NVK && rc == 0; v++) {
         if (!vk[v] || !(mask & (1u << v))) continue;
         loom_err_clear();
@@ -595,6 +600,7 @@ static void moe_q_case(loom_dtype qt, int64_t S, int64_t E, int k, bool norm, in
             continue;
         }
         for (int mode = 0; mode < 2; mode++) {
+            if (!tg_vk_path_on(vcase, v, mode)) continue;
             char name[96];
             snprintf(name, sizeof name, "%s %s", vk_name[v], mode ? "plan" : "node");
             tg_run_out o;
