@@ -439,8 +439,8 @@ static inline void tg_coopmat_flags(loom_backend *vk[3], const char *const names
  * paths, each on about half the cases (big and small, chunked and not): that build is for the host
  * code, and most of these tests' time there is lavapipe running the same shaders twice (the same
  * SPIR-V on the same driver as the release build's run, which compares both). LOOM_TEST_VK_BOTH=1
- * runs both paths under ASan too. Session 15: test_vulkan_ops 41.9 -> ASan CPU-s, test_vulkan_quant
- * 38.3 -> (docs/reliability.md "CI"). */
+ * runs both paths under ASan too. Session 15: test_vulkan_ops 41.9 -> 28.0 ASan CPU-s,
+ * test_vulkan_quant 38.3 -> 29.4 (docs/reliability.md "CI"). */
 static inline bool tg_vk_path_on(unsigned vcase, int v, bool plan) {
     static int both = -1;
     if (!CHECK_UNDER_ASAN) return true;
