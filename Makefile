@@ -65,11 +65,13 @@ fuzz: deps
 	$(MAKE) -C fuzz -j $(JOBS) build
 	$(MAKE) -C fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)
 
-# Each target for a few seconds with a fixed seed, JOBS targets at a time (.ci/run, when clang works).
+# Each target for a few seconds with a fixed seed, JOBS targets at a time (.ci/run, when clang works),
+# built into build-rel-fuzz-smoke with the AVX2 kernel files at -O0 (fuzz/Makefile's AVX2_OPT says why).
+FUZZ_SMOKE := OUT=$(CURDIR)/build-rel-fuzz-smoke AVX2_OPT=-O0
 fuzz-smoke: deps
 	@$(MAKE) -s -C fuzz check-clang || { echo "make fuzz-smoke: clang with libFuzzer does not work here"; exit 1; }
-	$(MAKE) -C fuzz -j $(JOBS) build
-	$(MAKE) -C fuzz -j $(JOBS) smoke
+	$(MAKE) -C fuzz -j $(JOBS) build $(FUZZ_SMOKE)
+	$(MAKE) -C fuzz -j $(JOBS) smoke $(FUZZ_SMOKE)
 
 # ThreadSanitizer build of the CPU suite (no Vulkan: TSan does not see into the driver's threads).
 tsan: deps
