@@ -93,6 +93,7 @@ typedef struct vk_dev {
 
     /* capabilities and limits (limits can be lowered by env for tests, see docs) */
     bool has_budget, f16_storage, subgroup_arith, timestamps;
+    bool pipe_stats; /* LOOM_VK_PIPE_STATS=1: each new pipeline's compiler statistics on stderr (vk_pipeline.c) */
     bool coopmat; /* tensor-core prefill matmul (matmul_cm.comp): device, feature and shaders */
     uint32_t cm_big_tiles; /* its 128 x 128 tiles from this many such tiles on (else 64 x 64) */
     bool qcm_tiles; /* quantised W on it: dequantised in the tile loads, not first to f16 scratch */
