@@ -118,6 +118,7 @@ typedef struct vk_dev {
     uint64_t fuse_max_nk; /* RMSNORM / SWIGLU fused into GEMVs of at most this many weights */
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */
     uint32_t gemv_loads; /* decode GEMV: 8-element loads in flight per invocation (0: 2) */
+    bool gemv_u2;        /* LOOM_VK_GEMV_U2=1: the 8-bit-x GEMV's half-pair K units two a pass */
     uint32_t gemv_q;     /* quantised decode GEMV: 0 matvec.comp, else matvec_qb.comp with this many rows per
                           * group; VK_GEMV_Q_AUTO: per type and size (vk_record.c's qb_rows_default) */
     bool gemv_dp;        /* LOOM_VK_GEMV_Q=dp*: those rows on matvec_dp.comp (x quantised to 8 bits first) */

@@ -888,7 +888,7 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         nrows = ng * qb_rows;
         spec[2] = ng;
         spec[3] = (uint32_t)(dp && xmode == 2 ? 0 : xmode) | qb_rows << 2 | (ksu1 ? 1u << 7 : 0) |
-                   (khp ? 1u << 8 : 0); /* dp: quantx.comp did the SWIGLU */
+                   (khp ? 1u << 8 : 0) | (khp && d->gemv_u2 ? 1u << 9 : 0); /* dp: quantx.comp did the SWIGLU */
     }
     /* LOOM_VK_QX_FOLD: a dp GEMV whose output the next dp GEMV reads as x (or through a folded RMSNORM)
      * writes it quantised as well (matvec_dp.comp EPI: 1, or 2 times the norm weight), so that GEMV
