@@ -90,6 +90,7 @@ typedef struct vk_dev {
     char name[VK_MAX_PHYSICAL_DEVICE_NAME_SIZE];
     uint8_t uuid[VK_UUID_SIZE];
     bool verbose;
+    bool trace_rec; /* LOOM_VK_VERBOSE=2: a stderr line per recorded dispatch (vk_record.c dispatch()) */
 
     /* capabilities and limits (limits can be lowered by env for tests, see docs) */
     bool has_budget, f16_storage, subgroup_arith, timestamps;
