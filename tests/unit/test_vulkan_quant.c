@@ -639,20 +639,25 @@ static void test_moe(void) {
  * values 1, 2 and hp through lavapipe, which no other ctest run does (blk / blk1 / qb: by hand). */
 static const struct {
     const char *name;
-    const char *env[4]; /* name, value pairs */
+    const char *env[8]; /* name, value pairs */
 } knob_cfg[] = {
     {"blk2 kunit=2", {"LOOM_VK_GEMV_Q", "blk2", "LOOM_VK_KUNIT", "2"}}, /* matvec_qb.comp, 2 rows, 2-sub-block units */
     {"dp kunit=1", {"LOOM_VK_GEMV_Q", "dp", "LOOM_VK_KUNIT", "1"}},     /* matvec_dpi, 4 rows, unit() of 1 sub-block */
-    {"dp2 kunit=hp", {"LOOM_VK_GEMV_Q", "dp2", "LOOM_VK_KUNIT", "hp"}}, /* matvec_dpi, 2 rows, unit_hp() */
-    {"dpa kunit=1", {"LOOM_VK_GEMV_Q", "dpa", "LOOM_VK_KUNIT", "1"}},   /* rows by the row count: 4 from 4096 */
+    /* matvec_dpi, 2 rows, unit_hp() two a pass */
+    {"dp2 kunit=hp u2", {"LOOM_VK_GEMV_Q", "dp2", "LOOM_VK_KUNIT", "hp", "LOOM_VK_GEMV_U2", "1"}},
+    {"dpa kunit=1", {"LOOM_VK_GEMV_Q", "dpa", "LOOM_VK_KUNIT", "1"}}, /* rows by the row count: 4 from 4096 */
+    /* the same as "dp2 kunit=hp u2" with SWIGLU kept out of the GEMVs above 4096 weights: gate, up,
+     * SWIGLU and down each a dispatch (no DP_GU) */
+    {"dp2 kunit=hp u2 fuse_max_nk=4096",
+     {"LOOM_VK_GEMV_Q", "dp2", "LOOM_VK_KUNIT", "hp", "LOOM_VK_GEMV_U2", "1", "LOOM_VK_FUSE_MAX_NK", "4096"}},
 };
 #define NKCFG (int)(sizeof knob_cfg / sizeof knob_cfg[0])
 
 static loom_backend *knob_backend(int c) {
-    for (int k = 0; k < 4 && knob_cfg[c].env[k]; k += 2) setenv(knob_cfg[c].env[k], knob_cfg[c].env[k + 1], 1);
+    for (int k = 0; k < 8 && knob_cfg[c].env[k]; k += 2) setenv(knob_cfg[c].env[k], knob_cfg[c].env[k + 1], 1);
     loom_backend_opts vo = {.device_index = -1};
     loom_backend *be = loom_vulkan_backend_new(&vo);
-    for (int k = 0; k < 4 && knob_cfg[c].env[k]; k += 2) unsetenv(knob_cfg[c].env[k]);
+    for (int k = 0; k < 8 && knob_cfg[c].env[k]; k += 2) unsetenv(knob_cfg[c].env[k]);
     CHECK(be != NULL, "backend under %s: %s", knob_cfg[c].name, loom_last_error());
     return be;
 }
@@ -732,7 +737,7 @@ static double gu_worst; /* knob_gu's largest down error / its bound */
 #define GU_M 1
 #define GU_D 256
 #define GU_F 256
-static void knob_gu(loom_backend *be, const char *cfg, loom_dtype qt, int which, float *ref, float *got) {
+static void knob_gu(loom_backend *be, const char *cfg, loom_dtype qt, int which, bool fused, float *ref, float *got) {
     const int64_t M = GU_M, D = GU_D, F = GU_F;
     float *x = malloc(sizeof(float) * M * D), *dq[3];
     void *wq[3], *hold = NULL;
@@ -767,7 +772,8 @@ static void knob_gu(loom_backend *be, const char *cfg, loom_dtype qt, int which,
     CHECK(r2 == 0, "%s: %s", what, o.err);
     memset(got, 0xff, sizeof(float) * M * (2 * F + D));
     if (rc == 0 && r2 == 0) {
-        CHECK(t.n_folded >= 1, "%s: the SWIGLU was not folded into down (%d folds)", what, t.n_folded);
+        CHECK(fused ? t.n_folded >= 1 : t.n_folded == 0, "%s: %d folds (the SWIGLU into down: %s)", what, t.n_folded,
+              fused ? "expected" : "not expected");
         const float *cg = tg_f32(&t, &ro, g), *cu = tg_f32(&t, &ro, u), *cy = tg_f32(&t, &ro, y);
         const float *vg = tg_f32(&t, &o, g), *vu = tg_f32(&t, &o, u), *vy = tg_f32(&t, &o, y);
         double ag = tg_matmul_amax(x, dq[0], NULL, M, F, D), au = tg_matmul_amax(x, dq[1], NULL, M, F, D);
@@ -814,25 +820,30 @@ static void test_knobs(void) {
         const char *cfg = knob_cfg[c].name, *gq = knob_cfg[c].env[1];
         char desc[256] = "";
         be->ops->describe(be, desc, sizeof desc);
-        bool dp = !strncmp(gq, "dp", 2);
+        bool dp = !strncmp(gq, "dp", 2), nofuse = strstr(cfg, "fuse_max_nk") != NULL;
         CHECK((strstr(desc, "gemv dp8") != NULL) == dp, "%s: describe() says '%s'", cfg, desc);
         float *y = malloc(sizeof(float) * 4100);
-        if (!strcmp(gq, "dpa")) /* from 4096 rows 4 an invocation (the pipeline of "dp kunit=1"'s cases) */
+        if (!strcmp(gq, "dpa")) { /* from 4096 rows 4 an invocation (the pipeline of "dp kunit=1"'s cases) */
             knob_gemv(be, cfg, LOOM_Q4_K, 1, 4100, 256, -1, true, y);
-        else
+        } else if (!nofuse) {
             for (int qi = 0; qi < 2; qi++) knob_unaligned(be, cfg, kq[qi], 1, 37, 256);
+        }
+        /* LOOM_VK_GEMV_U2: 80 units a row over 64 invocations, so the second unit of a pass is in the row
+         * for some invocations and past its end for the rest; 2 rows of x, so that a unit past the end,
+         * were it summed, would read the next row's x */
+        if (!strcmp(gq, "dp2") && !nofuse) knob_gemv(be, cfg, LOOM_Q4_K, 2, 9, 2560, -1, true, y);
         free(y);
         if (!strcmp(gq, "dp2")) { /* DP_GU, gate's and up's offsets apart (W_OFF_CUR: the same for every type) */
             size_t n = (size_t)GU_M * (2 * GU_F + GU_D);
             float *r0 = malloc(sizeof(float) * n), *r1 = malloc(sizeof(float) * n);
-            knob_gu(be, cfg, LOOM_Q4_K, -1, NULL, r0);
-            knob_gu(be, cfg, LOOM_Q4_K, 1, r0, r1);
-            knob_gu(be, cfg, LOOM_Q4_K, 0, r0, r1);
+            knob_gu(be, cfg, LOOM_Q4_K, -1, !nofuse, NULL, r0);
+            knob_gu(be, cfg, LOOM_Q4_K, 1, !nofuse, r0, r1);
+            knob_gu(be, cfg, LOOM_Q4_K, 0, !nofuse, r0, r1);
             free(r0), free(r1);
         }
         loom_backend_close(be);
     }
-    printf("knobs: DP_GU down, largest error %.3g x its bound (2 x the 8-bit x bound + f32)\n", gu_worst);
+    printf("knobs: gate/up/down's down, largest error %.3g x its bound (2 x the 8-bit x bound + f32)\n", gu_worst);
 }
 
 /* supports(): quantised EMBED/MATMUL accepted; other ops still refuse block types */
