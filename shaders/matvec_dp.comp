@@ -22,7 +22,7 @@
 // words, headers from f[1] and block counters from f[2] (uint index; both as bits). Push constants
 // otherwise as matvec.comp. Spec constants: 0 = workgroup size, 1 = M, 2 = row groups per workgroup
 // (NG), 3 = XMODE | R << 2 | EPI << 5 (| bit 7: Q4_K / Q5_K / Q6_K units of one sub-block, bit 8: of half-pair
-// units, qbunit.glsl unit_hp; vk_record.c chooses): XMODE 1 (a folded RMSNORM, applied by quantx.comp but for its
+// units, qbunit.glsl unit_hp, bit 9: two of them a pass; vk_record.c chooses): XMODE 1 (a folded RMSNORM, applied by quantx.comp but for its
 // 1 / rms) multiplies the finished sum by 1 / rms from the blocks' SS; 2 (SWIGLU) needs nothing here.
 // EPI (DP_EPI builds, matvec_dp(i)e_*; LOOM_VK_QX_FOLD, vk_record.c): y is also written quantised for
 // the next dp GEMV, as quantx.comp would write it (1: y as it is; 2: y times the norm weight of an
@@ -53,6 +53,7 @@ layout(constant_id = 3) const uint XSPEC = 0;
 const uint XMODE = XSPEC & 3u;
 const uint RS = (XSPEC >> 2) & 7u;
 const uint R = RS == 4u ? 4u : RS == 2u ? 2u : 1u;
+const uint NU = ((XSPEC >> 9) & 1u) != 0u ? 2u : 1u; // half-pair units a pass (bit 9)
 #if defined(DP_GU)
 const uint RR = 2u * R; // rows an invocation sums: R of gate, then R of up
 #else
@@ -175,33 +176,44 @@ void main() {
     if (n0 < N) {
 #if defined(W_Q4_K) || defined(W_Q5_K) || defined(W_Q6_K)
         if (HP) { // half-pair units (qbunit.glsl unit_hp): two x blocks' halves h
-            for (uint u = lt; u < U; u += TPR) {
-                uint blk = u / UB, p = u % UB, h = p & 1u;
-                uvec4 cw[RR * 2u];
-                vec2 sc[RR], mn[RR];
-                [[unroll]] for (uint r = 0u; r < RR; r++) {
-                    uvec4 c[2];
-#if defined(DP_GU)
-                    gu_up = r >= R;
-#endif
-                    unit_hp(W_OFF_CUR + min(n0 + r % R, N - 1u) * rowb + blk * QB, p, c, sc[r], mn[r]);
-                    cw[2u * r] = uvec4(sbytes(c[0].x), sbytes(c[0].y), sbytes(c[0].z), sbytes(c[0].w));
-                    cw[2u * r + 1u] = uvec4(sbytes(c[1].x), sbytes(c[1].y), sbytes(c[1].z), sbytes(c[1].w));
-                }
-                [[unroll]] for (uint m = 0u; m < NM; m++) {
-                    uint xa = m * nb + blk * (QK / 32u) + hp_sub(p, 0u), xb = m * nb + blk * (QK / 32u) + hp_sub(p, 1u);
-                    uvec4 qa = xq[OFF_A + 2u * xa + h], qb = xq[OFF_A + 2u * xb + h];
-                    vec4 ha = xh[OFF_A + pc.u[10] + xa], hb = xh[OFF_A + pc.u[10] + xb];
-                    if (XMODE == 1u && h == 0u) ss[m] += ha.w + hb.w; // each x block once
+            // NU units a pass (XSPEC bit 9: 2), u0 and u0 + TPR: both units' loads are issued before
+            // either's products (a unit past the row's end re-reads the last one and adds nothing)
+            for (uint u0 = lt; u0 < U; u0 += NU * TPR) {
+                uvec4 cw[NU * RR * 2u];
+                vec2 sc[NU * RR], mn[NU * RR];
+                [[unroll]] for (uint k = 0u; k < NU; k++) {
+                    uint u = min(u0 + k * TPR, U - 1u), blk = u / UB, p = u % UB;
                     [[unroll]] for (uint r = 0u; r < RR; r++) {
-                        uvec4 c0 = cw[2u * r], c1 = cw[2u * r + 1u];
-                        int i0 = dot4(c0.x, qa.x) + dot4(c0.y, qa.y) + dot4(c0.z, qa.z) + dot4(c0.w, qa.w);
-                        int i1 = dot4(c1.x, qb.x) + dot4(c1.y, qb.y) + dot4(c1.z, qb.z) + dot4(c1.w, qb.w);
-                        float v = ha.x * sc[r].x * float(i0) + hb.x * sc[r].y * float(i1);
-#if defined(C_MIN)
-                        v += mn[r].x * (h == 0u ? ha.y : ha.z) + mn[r].y * (h == 0u ? hb.y : hb.z);
+                        uvec4 c[2];
+#if defined(DP_GU)
+                        gu_up = r >= R;
 #endif
-                        acc[r * NM + m] += v;
+                        uint i = k * RR + r;
+                        unit_hp(W_OFF_CUR + min(n0 + r % R, N - 1u) * rowb + blk * QB, p, c, sc[i], mn[i]);
+                        cw[2u * i] = uvec4(sbytes(c[0].x), sbytes(c[0].y), sbytes(c[0].z), sbytes(c[0].w));
+                        cw[2u * i + 1u] = uvec4(sbytes(c[1].x), sbytes(c[1].y), sbytes(c[1].z), sbytes(c[1].w));
+                    }
+                }
+                [[unroll]] for (uint k = 0u; k < NU; k++) {
+                    uint uk = u0 + k * TPR;
+                    if (NU > 1u && uk >= U) break;
+                    uint blk = uk / UB, p = uk % UB, h = p & 1u;
+                    [[unroll]] for (uint m = 0u; m < NM; m++) {
+                        uint xa = m * nb + blk * (QK / 32u) + hp_sub(p, 0u), xb = m * nb + blk * (QK / 32u) + hp_sub(p, 1u);
+                        uvec4 qa = xq[OFF_A + 2u * xa + h], qb = xq[OFF_A + 2u * xb + h];
+                        vec4 ha = xh[OFF_A + pc.u[10] + xa], hb = xh[OFF_A + pc.u[10] + xb];
+                        if (XMODE == 1u && h == 0u) ss[m] += ha.w + hb.w; // each x block once
+                        [[unroll]] for (uint r = 0u; r < RR; r++) {
+                            uint i = k * RR + r;
+                            uvec4 c0 = cw[2u * i], c1 = cw[2u * i + 1u];
+                            int i0 = dot4(c0.x, qa.x) + dot4(c0.y, qa.y) + dot4(c0.z, qa.z) + dot4(c0.w, qa.w);
+                            int i1 = dot4(c1.x, qb.x) + dot4(c1.y, qb.y) + dot4(c1.z, qb.z) + dot4(c1.w, qb.w);
+                            float v = ha.x * sc[i].x * float(i0) + hb.x * sc[i].y * float(i1);
+#if defined(C_MIN)
+                            v += mn[i].x * (h == 0u ? ha.y : ha.z) + mn[i].y * (h == 0u ? hb.y : hb.z);
+#endif
+                            acc[r * NM + m] += v;
+                        }
                     }
                 }
             }

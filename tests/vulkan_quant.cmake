@@ -60,6 +60,19 @@ set_tests_properties(test_vulkan_quant_gemv_dp1 PROPERTIES ENVIRONMENT LOOM_VK_G
 add_test(NAME test_vulkan_quant_gemv_dp4_noidot COMMAND test_vulkan_quant gemv 4)
 set_tests_properties(test_vulkan_quant_gemv_dp4_noidot PROPERTIES ENVIRONMENT "LOOM_VK_GEMV_Q=dp4;LOOM_VK_NO_IDOT=1;LOOM_VK_KUNIT=s13;LOOM_VK_SPIN_US=200"
                      SKIP_RETURN_CODE 77 TIMEOUT 300)
+# `test_vulkan_quant knobs`: what no run above takes on lavapipe, each against the CPU. (1) Q4_K / Q5_K
+# weights bound off 16-byte alignment (shaders/qbunit.glsl khead / ld32k / ld16k when kal16() is false;
+# matvec_dp.comp DP_GU's gate and up offsets, W_OFF_CUR): the models never bind one (every weight has its
+# own buffer, and chunks start at whole 144 / 176-byte rows), so W is a quantised view 6 and 8 bytes into
+# the arena, checked against the CPU and bit for bit against the same W at byte 0, through matvec_qb.comp
+# (LOOM_VK_GEMV_Q=blk2, LOOM_VK_KUNIT=2), matvec_dp.comp's unit() (dp, KUNIT=1) and unit_hp() (dp2,
+# KUNIT=hp, LOOM_VK_GEMV_U2=1), and gate/up in one dispatch with either one off alignment (dp2), and
+# without it (LOOM_VK_FUSE_MAX_NK=4096: no fold). (2) The knob values: blk2, dp (4 rows on integer dot
+# products: dp4_noidot takes the other build), dp2, dpa, LOOM_VK_KUNIT=1 / 2 / hp, LOOM_VK_GEMV_U2=1 (80
+# units a row over 64 invocations) and LOOM_VK_FUSE_MAX_NK, each on a backend the test makes with them
+# set. ~6.3 CPU-s with Mesa's shader cache cold, 0.6 warm (release, session 15).
+add_test(NAME test_vulkan_quant_knobs COMMAND test_vulkan_quant knobs)
+set_tests_properties(test_vulkan_quant_knobs PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 if(LOOM_VK_VALIDATE)
   set_tests_properties(test_vulkan_quant test_vulkan_quant_gemv_blk4 test_vulkan_quant_gemv_dp1 PROPERTIES LABELS vk_validated)
 endif()

@@ -746,6 +746,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     d->inst = inst;
     d->phys = phys;
     d->verbose = (o && o->verbose) || env_flag("LOOM_VK_VERBOSE");
+    d->trace_rec = getenv("LOOM_VK_VERBOSE") && atoi(getenv("LOOM_VK_VERBOSE")) >= 2;
 
     VkPhysicalDeviceSubgroupProperties sg = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
     VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES,
@@ -782,6 +783,13 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     d->f16_storage = f11.storageBuffer16BitAccess && f12.shaderFloat16 && !env_flag("LOOM_VK_NO_F16S");
 
     d->has_budget = vk_dev_has_ext(phys, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+    /* LOOM_VK_PIPE_STATS=1: the driver's statistics of each pipeline (registers, shared memory, ...:
+     * whatever VK_KHR_pipeline_executable_properties reports) printed as it is created, for tuning */
+    d->pipe_stats = env_flag("LOOM_VK_PIPE_STATS");
+    if (d->pipe_stats && !vk_dev_has_ext(phys, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME)) {
+        fprintf(stderr, "loom: LOOM_VK_PIPE_STATS: %s lacks VK_KHR_pipeline_executable_properties\n", d->name);
+        d->pipe_stats = false;
+    }
     /* 4 x 8-bit packed integer dot products (the matvec_dpi_* GEMVs): VK_KHR_shader_integer_dot_product
      * (core in 1.3, where the feature is required; the instance asks for 1.2, so the extension);
      * LOOM_VK_NO_IDOT=1 takes the shift-and-multiply variants instead */
@@ -872,6 +880,7 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     const char *gw = getenv("LOOM_VK_GEMV_WGS"), *gl = getenv("LOOM_VK_GEMV_LOADS");
     d->gemv_wgs = gw && atoi(gw) > 0 ? (uint32_t)atoi(gw) : 1024;
     d->gemv_loads = gl && (atoi(gl) == 2 || atoi(gl) == 4) ? (uint32_t)atoi(gl) : 0;
+    d->gemv_u2 = env_flag("LOOM_VK_GEMV_U2"); /* half-pair K units: two a pass (matvec_dp.comp NU) */
     /* LOOM_VK_GEMV_Q: the quantised decode GEMV for every block type, for A/B runs. "blk" (2 rows per
      * invocation), "blk1", "blk2", "blk4": matvec_qb.comp, a block at a time; "old" (unknown values
      * too, with a line that lists the values): matvec.comp. "dp", "dp1", "dp2", "dp4": matvec_dp.comp
@@ -965,14 +974,19 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
                                             .pNext = &e12,
                                             .storageBuffer16BitAccess = d->f16_storage || d->cm2};
-    const char *dext[4];
+    const char *dext[5];
     uint32_t nde = 0;
     if (d->has_budget) dext[nde++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
     if (d->coopmat) dext[nde++] = VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME;
     if (d->cm2) dext[nde++] = VK_NV_COOPERATIVE_MATRIX_2_EXTENSION_NAME;
     if (d->idot) dext[nde++] = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
+    if (d->pipe_stats) dext[nde++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR epx = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pNext = &e11,
+        .pipelineExecutableInfo = VK_TRUE};
     VkDeviceCreateInfo di = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
-                             .pNext = &e11,
+                             .pNext = d->pipe_stats ? (void *)&epx : (void *)&e11,
                              .queueCreateInfoCount = 1,
                              .pQueueCreateInfos = &qi,
                              .enabledExtensionCount = nde,

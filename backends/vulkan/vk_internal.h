@@ -90,9 +90,11 @@ typedef struct vk_dev {
     char name[VK_MAX_PHYSICAL_DEVICE_NAME_SIZE];
     uint8_t uuid[VK_UUID_SIZE];
     bool verbose;
+    bool trace_rec; /* LOOM_VK_VERBOSE=2: a stderr line per recorded dispatch (vk_record.c dispatch()) */
 
     /* capabilities and limits (limits can be lowered by env for tests, see docs) */
     bool has_budget, f16_storage, subgroup_arith, timestamps;
+    bool pipe_stats; /* LOOM_VK_PIPE_STATS=1: each new pipeline's compiler statistics on stderr (vk_pipeline.c) */
     bool coopmat; /* tensor-core prefill matmul (matmul_cm.comp): device, feature and shaders */
     uint32_t cm_big_tiles; /* its 128 x 128 tiles from this many such tiles on (else 64 x 64) */
     bool qcm_tiles; /* quantised W on it: dequantised in the tile loads, not first to f16 scratch */
@@ -117,6 +119,7 @@ typedef struct vk_dev {
     uint64_t fuse_max_nk; /* RMSNORM / SWIGLU fused into GEMVs of at most this many weights */
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */
     uint32_t gemv_loads; /* decode GEMV: 8-element loads in flight per invocation (0: 2) */
+    bool gemv_u2;        /* LOOM_VK_GEMV_U2=1: the 8-bit-x GEMV's half-pair K units two a pass */
     uint32_t gemv_q;     /* quantised decode GEMV: 0 matvec.comp, else matvec_qb.comp with this many rows per
                           * group; VK_GEMV_Q_AUTO: per type and size (vk_record.c's qb_rows_default) */
     bool gemv_dp;        /* LOOM_VK_GEMV_Q=dp*: those rows on matvec_dp.comp (x quantised to 8 bits first) */

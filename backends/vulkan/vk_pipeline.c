@@ -178,6 +178,32 @@ void vk_pipelines_free(vk_dev *d) {
     if (d->dsl) vkDestroyDescriptorSetLayout(d->dev, d->dsl, NULL);
 }
 
+/* LOOM_VK_PIPE_STATS=1: one stderr line per new pipeline, "pipe-stats SHADER spec=a,b,c,d" and the
+ * driver's statistics of its executable(s) (VK_KHR_pipeline_executable_properties; what a driver
+ * reports is its own: NVIDIA's register count, lavapipe's instruction counts, ...) */
+static void print_pipe_stats(vk_dev *d, VkPipeline p, loom_spv_id s, const uint32_t sv[4]) {
+    PFN_vkGetPipelineExecutableStatisticsKHR get_stats =
+        (PFN_vkGetPipelineExecutableStatisticsKHR)vkGetDeviceProcAddr(d->dev, "vkGetPipelineExecutableStatisticsKHR");
+    if (!get_stats) return;
+    VkPipelineExecutableStatisticKHR st[32];
+    uint32_t n = 32;
+    for (uint32_t i = 0; i < n; i++) st[i] = (VkPipelineExecutableStatisticKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
+    VkPipelineExecutableInfoKHR ei = {.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = p};
+    VkResult r = get_stats(d->dev, &ei, &n, st);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) return;
+    fprintf(stderr, "pipe-stats %s spec=%u,%u,%u,%u:", loom_spirv_table[s].name, sv[0], sv[1], sv[2], sv[3]);
+    for (uint32_t i = 0; i < n; i++) {
+        fprintf(stderr, " %s=", st[i].name);
+        switch (st[i].format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR: fprintf(stderr, "%u", st[i].value.b32); break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR: fprintf(stderr, "%lld", (long long)st[i].value.i64); break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR: fprintf(stderr, "%llu", (unsigned long long)st[i].value.u64); break;
+        default: fprintf(stderr, "%g", st[i].value.f64); break;
+        }
+    }
+    fputc('\n', stderr);
+}
+
 VkPipeline vk_pipeline_get(vk_dev *d, loom_spv_id s, const uint32_t spec[4]) {
     static const uint32_t zero[4];
     if (!spec) spec = zero;
@@ -217,6 +243,7 @@ VkPipeline vk_pipeline_get(vk_dev *d, loom_spv_id s, const uint32_t spec[4]) {
                   .pName = "main",
                   .pSpecializationInfo = &si},
         .layout = d->layout};
+    if (d->pipe_stats) ci.flags = VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
     VkPipeline p;
     r = vkCreateComputePipelines(d->dev, d->pcache, 1, &ci, NULL, &p);
     if (r != VK_SUCCESS) {
@@ -224,6 +251,7 @@ VkPipeline vk_pipeline_get(vk_dev *d, loom_spv_id s, const uint32_t spec[4]) {
                  vk_result_str(r));
         return VK_NULL_HANDLE;
     }
+    if (d->pipe_stats) print_pipe_stats(d, p, s, sv);
     d->cache_dirty = true;
     d->pipes[d->n_pipes].shader = s;
     memcpy(d->pipes[d->n_pipes].spec, spec, sizeof d->pipes[d->n_pipes].spec);

@@ -215,6 +215,10 @@ static int dispatch(vk_rec *r, loom_spv_id shader, const uint32_t spec[4], const
         if (args[i].write && overlaps(r->rd, r->n_rd, &rr[i])) hazard = true;
     }
     if (hazard) barrier(r);
+    if (d->trace_rec && !r->sizing) /* LOOM_VK_VERBOSE=2: the recorded stream, a line per dispatch */
+        fprintf(stderr, "vk-rec node %d%s: %s grid %u x %u x %u spec %u %u %u %#x\n", r->cur_node,
+                hazard ? " (after a barrier)" : "", loom_spirv_table[shader].name, gx, gy, gz, spec ? spec[0] : 0,
+                spec ? spec[1] : 0, spec ? spec[2] : 0, spec ? spec[3] : 0);
     for (int i = 0; i < VK_NBIND; i++) {
         if (!args[i].b) continue;
         if (args[i].write ? push_range(&r->wr, &r->n_wr, &r->cap_wr, rr[i])
@@ -888,7 +892,7 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
         nrows = ng * qb_rows;
         spec[2] = ng;
         spec[3] = (uint32_t)(dp && xmode == 2 ? 0 : xmode) | qb_rows << 2 | (ksu1 ? 1u << 7 : 0) |
-                   (khp ? 1u << 8 : 0); /* dp: quantx.comp did the SWIGLU */
+                   (khp ? 1u << 8 : 0) | (khp && d->gemv_u2 ? 1u << 9 : 0); /* dp: quantx.comp did the SWIGLU */
     }
     /* LOOM_VK_QX_FOLD: a dp GEMV whose output the next dp GEMV reads as x (or through a folded RMSNORM)
      * writes it quantised as well (matvec_dp.comp EPI: 1, or 2 times the norm weight), so that GEMV

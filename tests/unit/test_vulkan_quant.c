@@ -630,6 +630,228 @@ static void test_moe(void) {
     moe_w_free();
 }
 
+/* ---- `test_vulkan_quant knobs`: the decode GEMV's A/B knobs, and quantised operands whose binding
+ * is not 16-byte aligned ------------------------------------------------------------------------ */
+/* Weights sit at offset 0 of their own buffers and chunks of rows start at whole rows (144 / 176 bytes,
+ * multiples of 16, for Q4_K / Q5_K) in 256-aligned pieces, so the models never bind a Q4_K / Q5_K
+ * operand off 16-byte alignment; the decoders of both block GEMVs (shaders/qbunit.glsl: khead, ld32k,
+ * ld16k when kal16() is false; matvec_dp.comp DP_GU: gate's and up's offsets apart, W_OFF_CUR) still
+ * take any MATMUL operand supports() accepts, such as a quantised view into the arena. These cases put
+ * W there, `skip` bytes into an INPUT of raw bytes, at skip 0 (aligned), 6 (not word aligned) and 8
+ * (word but not 16-byte aligned): each against the CPU (q8-exact x, so within the GEMV bound of
+ * matmul_case), and the unaligned runs bit for bit against the aligned one (the same words reach the
+ * same arithmetic). Each runs on a backend made under one of the knob settings below, which also take
+ * the LOOM_VK_GEMV_Q values blk2, dp (4 rows on integer dot products), dp2 and dpa and the LOOM_VK_KUNIT
+ * values 1, 2 and hp through lavapipe, which no other ctest run does (blk / blk1 / qb: by hand). */
+static const struct {
+    const char *name;
+    const char *env[8]; /* name, value pairs */
+} knob_cfg[] = {
+    {"blk2 kunit=2", {"LOOM_VK_GEMV_Q", "blk2", "LOOM_VK_KUNIT", "2"}}, /* matvec_qb.comp, 2 rows, 2-sub-block units */
+    {"dp kunit=1", {"LOOM_VK_GEMV_Q", "dp", "LOOM_VK_KUNIT", "1"}},     /* matvec_dpi, 4 rows, unit() of 1 sub-block */
+    /* matvec_dpi, 2 rows, unit_hp() two a pass */
+    {"dp2 kunit=hp u2", {"LOOM_VK_GEMV_Q", "dp2", "LOOM_VK_KUNIT", "hp", "LOOM_VK_GEMV_U2", "1"}},
+    {"dpa kunit=1", {"LOOM_VK_GEMV_Q", "dpa", "LOOM_VK_KUNIT", "1"}}, /* rows by the row count: 4 from 4096 */
+    /* the same as "dp2 kunit=hp u2" with SWIGLU kept out of the GEMVs above 4096 weights: gate, up,
+     * SWIGLU and down each a dispatch (no DP_GU) */
+    {"dp2 kunit=hp u2 fuse_max_nk=4096",
+     {"LOOM_VK_GEMV_Q", "dp2", "LOOM_VK_KUNIT", "hp", "LOOM_VK_GEMV_U2", "1", "LOOM_VK_FUSE_MAX_NK", "4096"}},
+};
+#define NKCFG (int)(sizeof knob_cfg / sizeof knob_cfg[0])
+
+static loom_backend *knob_backend(int c) {
+    for (int k = 0; k < 8 && knob_cfg[c].env[k]; k += 2) setenv(knob_cfg[c].env[k], knob_cfg[c].env[k + 1], 1);
+    loom_backend_opts vo = {.device_index = -1};
+    loom_backend *be = loom_vulkan_backend_new(&vo);
+    for (int k = 0; k < 8 && knob_cfg[c].env[k]; k += 2) unsetenv(knob_cfg[c].env[k]);
+    CHECK(be != NULL, "backend under %s: %s", knob_cfg[c].name, loom_last_error());
+    return be;
+}
+
+/* W (N x K of type qt, blocks q) as a view `skip` bytes into an arena INPUT of raw bytes (the bytes
+ * before it 0xa5, so that a read from the wrong place shows); *hold: the INPUT's data, to free */
+static int q_arena(tg *t, loom_dtype qt, int64_t N, int64_t K, const void *q, size_t skip, void **hold) {
+    size_t nb = loom_dtype_nbytes(qt, N * K), nf = (skip + nb + 3) / 4;
+    char *raw = malloc(nf * 4);
+    memset(raw, 0xa5, nf * 4);
+    memcpy(raw + skip, q, nb);
+    int in = tg_input(t, LOOM_F32, 1, (int64_t[]){(int64_t)nf}, raw);
+    int v = tg_view(t, in, 2, (int64_t[]){N, K}, skip);
+    t->nodes[v].type = qt;
+    t->nodes[v].nbytes = nb;
+    *hold = raw;
+    return v;
+}
+
+/* y = x W^T (+ bias) on `be` (its plan path) and the CPU, W at `skip` bytes into the arena (skip < 0:
+ * a weight of its own); the GEMV bound of matmul_case (x q8-exact: the dp GEMVs round nothing). The
+ * output in got (M * N). */
+static void knob_gemv(loom_backend *be, const char *cfg, loom_dtype qt, int64_t M, int64_t N, int64_t K, int skip,
+                      bool bias, float *got) {
+    float *x = malloc(M * K * sizeof(float)), *deq = malloc(N * K * sizeof(float)), *b = malloc(N * sizeof(float));
+    q8_exact(x, (size_t)(M * K));
+    tg_fill(b, (size_t)N, 0.5f);
+    void *w = q_make(qt, N, K, 0.5f, deq), *hold = NULL;
+    tg t;
+    tg_init(&t);
+    int tx = tg_input(&t, LOOM_F32, 2, (int64_t[]){M, K}, x);
+    int tw = skip < 0 ? q_weight(&t, qt, N, K, w) : q_arena(&t, qt, N, K, w, (size_t)skip, &hold);
+    int y = tg_matmul(&t, tx, tw, bias ? b : NULL);
+    double amax = tg_matmul_amax(x, deq, bias ? b : NULL, M, N, K);
+    char what[160], at[32] = "a weight";
+    if (skip >= 0) snprintf(at, sizeof at, "at arena byte %d", skip);
+    snprintf(what, sizeof what, "%s, W %s: %s M=%lld N=%lld K=%lld%s", cfg, at, loom_dtype_name(qt), (long long)M,
+             (long long)N, (long long)K, bias ? " +bias" : "");
+    tg_run_out ro, o;
+    int rc = tg_run(&t, cpu, &ro);
+    CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
+    int r2 = tg_run_plan(&t, be, &o, 1, NULL, 0, NULL);
+    CHECK(r2 == 0, "%s: %s", what, o.err);
+    if (rc == 0 && r2 == 0) {
+        cmp(what, "vulkan plan", tg_f32(&t, &o, y), tg_f32(&t, &ro, y), (size_t)(M * N), ldexp(amax, -15) + 1e-6);
+        memcpy(got, tg_f32(&t, &o, y), sizeof(float) * M * N);
+    } else {
+        memset(got, 0xff, sizeof(float) * M * N); /* NaN: fails the bit-for-bit comparison too */
+    }
+    tg_out_free(&ro), tg_out_free(&o);
+    free(x), free(deq), free(b), free(w), free(hold);
+}
+
+/* knob_gemv at skip 0, 6 and 8; the unaligned outputs bit for bit the aligned one's */
+static void knob_unaligned(loom_backend *be, const char *cfg, loom_dtype qt, int64_t M, int64_t N, int64_t K) {
+    static const int skips[3] = {0, 6, 8};
+    float *y[3];
+    uint64_t seed = tg_rng;
+    for (int s = 0; s < 3; s++) { /* the same x and W each time */
+        y[s] = malloc(sizeof(float) * M * N);
+        tg_rng = seed;
+        knob_gemv(be, cfg, qt, M, N, K, skips[s], true, y[s]);
+    }
+    for (int s = 1; s < 3; s++)
+        CHECK(!memcmp(y[s], y[0], sizeof(float) * M * N), "%s: %s W at arena byte %d differs from byte 0 (bit for bit)",
+              cfg, loom_dtype_name(qt), skips[s]);
+    for (int s = 0; s < 3; s++) free(y[s]);
+}
+
+/* Gate and up GEMVs of one x, SWIGLU, down (M x D -> F -> D, K-type W) through the plan with the
+ * backend's pass, so that under dp* one dispatch computes gate and up (matvec_dp.comp DP_GU, gate's W at
+ * binding 2, up's at 3, each with its own offset): gate (which = 0) or up (1) at arena byte 8, the
+ * other a weight (16-byte aligned). Against the CPU: gate and up within the GEMV bound (x q8-exact),
+ * down within twice the 8-bit rounding bound of its x (silu(gate) up, rounded by both sides) plus the
+ * f32 one; and bit for bit against the same graph with both weights aligned (ref NULL: this is it). */
+static double gu_worst; /* knob_gu's largest down error / its bound */
+#define GU_M 1
+#define GU_D 256
+#define GU_F 256
+static void knob_gu(loom_backend *be, const char *cfg, loom_dtype qt, int which, bool fused, float *ref, float *got) {
+    const int64_t M = GU_M, D = GU_D, F = GU_F;
+    float *x = malloc(sizeof(float) * M * D), *dq[3];
+    void *wq[3], *hold = NULL;
+    uint64_t seed = tg_rng;
+    tg_rng = 0x1234567ull; /* the same weights and x in every call */
+    q8_exact(x, (size_t)(M * D));
+    for (int j = 0; j < 3; j++) {
+        int64_t r = j == 2 ? D : F, c = j == 2 ? F : D;
+        dq[j] = malloc(sizeof(float) * r * c);
+        wq[j] = q_make(qt, r, c, 0.3f, dq[j]);
+    }
+    tg_rng = seed;
+    tg t;
+    tg_init(&t);
+    t.backend_pass = true;
+    int tx = tg_input(&t, LOOM_F32, 2, (int64_t[]){M, D}, x), tw[3];
+    for (int j = 0; j < 3; j++) {
+        int64_t r = j == 2 ? D : F, c = j == 2 ? F : D;
+        tw[j] = j == which ? q_arena(&t, qt, r, c, wq[j], 8, &hold) : q_weight(&t, qt, r, c, wq[j]);
+    }
+    int g = tg_matmul(&t, tx, tw[0], NULL), u = tg_matmul(&t, tx, tw[1], NULL);
+    int sw = tg_node(&t, LOOM_OP_SWIGLU, LOOM_F32, 2, (int64_t[]){M, F}, 2, g, u);
+    int y = tg_matmul(&t, sw, tw[2], NULL);
+    t.nodes[y].flags |= LOOM_NODE_OUTPUT;
+    char what[128];
+    snprintf(what, sizeof what, "%s: gate/up/down %s, %s at arena byte 8", cfg, loom_dtype_name(qt),
+             which < 0 ? "neither" : which ? "up" : "gate");
+    tg_run_out ro, o;
+    int rc = tg_run(&t, cpu, &ro);
+    CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
+    int r2 = tg_run_plan(&t, be, &o, 1, NULL, 0, NULL);
+    CHECK(r2 == 0, "%s: %s", what, o.err);
+    memset(got, 0xff, sizeof(float) * M * (2 * F + D));
+    if (rc == 0 && r2 == 0) {
+        CHECK(fused ? t.n_folded >= 1 : t.n_folded == 0, "%s: %d folds (the SWIGLU into down: %s)", what, t.n_folded,
+              fused ? "expected" : "not expected");
+        const float *cg = tg_f32(&t, &ro, g), *cu = tg_f32(&t, &ro, u), *cy = tg_f32(&t, &ro, y);
+        const float *vg = tg_f32(&t, &o, g), *vu = tg_f32(&t, &o, u), *vy = tg_f32(&t, &o, y);
+        double ag = tg_matmul_amax(x, dq[0], NULL, M, F, D), au = tg_matmul_amax(x, dq[1], NULL, M, F, D);
+        cmp(what, "gate", vg, cg, (size_t)(M * F), ldexp(ag, -15) + 1e-6);
+        cmp(what, "up", vu, cu, (size_t)(M * F), ldexp(au, -15) + 1e-6);
+        size_t bad = 0;
+        double worst = 0;
+        double *s = malloc(sizeof(double) * F);
+        for (int64_t m = 0; m < M; m++) {
+            for (int64_t f = 0; f < F; f++) {
+                double gv = cg[m * F + f];
+                s[f] = gv / (1 + exp(-gv)) * cu[m * F + f];
+            }
+            for (int64_t n = 0; n < D; n++) {
+                double mag = 0;
+                for (int64_t f = 0; f < F; f++) mag += fabs(s[f] * dq[2][n * F + f]);
+                double e = fabs((double)vy[m * D + n] - cy[m * D + n]);
+                double bound = 2 * qx_bound(s, dq[2] + n * F, F) + ldexp(mag, -15) + 1e-6;
+                worst = fmax(worst, e / bound);
+                if (!(e <= bound)) bad++;
+            }
+        }
+        free(s);
+        CHECK(bad == 0, "%s: down: %zu of %lld values past 2 x the 8-bit bound (worst %.3g x)", what, bad,
+              (long long)(M * D), worst);
+        gu_worst = fmax(gu_worst, worst);
+        memcpy(got, vg, sizeof(float) * M * F);
+        memcpy(got + M * F, vu, sizeof(float) * M * F);
+        memcpy(got + 2 * M * F, vy, sizeof(float) * M * D);
+    }
+    if (ref)
+        CHECK(!memcmp(got, ref, sizeof(float) * M * (2 * F + D)),
+              "%s: gate / up / down differ from both aligned (bit for bit)", what);
+    tg_out_free(&ro), tg_out_free(&o);
+    for (int j = 0; j < 3; j++) free(dq[j]), free(wq[j]);
+    free(x), free(hold);
+}
+
+static void test_knobs(void) {
+    static const loom_dtype kq[2] = {LOOM_Q4_K, LOOM_Q5_K}; /* the types whose decoders test kal16() */
+    for (int c = 0; c < NKCFG; c++) {
+        loom_backend *be = knob_backend(c);
+        if (!be) continue;
+        const char *cfg = knob_cfg[c].name, *gq = knob_cfg[c].env[1];
+        char desc[256] = "";
+        be->ops->describe(be, desc, sizeof desc);
+        bool dp = !strncmp(gq, "dp", 2), nofuse = strstr(cfg, "fuse_max_nk") != NULL;
+        CHECK((strstr(desc, "gemv dp8") != NULL) == dp, "%s: describe() says '%s'", cfg, desc);
+        float *y = malloc(sizeof(float) * 4100);
+        if (!strcmp(gq, "dpa")) { /* from 4096 rows 4 an invocation (the pipeline of "dp kunit=1"'s cases) */
+            knob_gemv(be, cfg, LOOM_Q4_K, 1, 4100, 256, -1, true, y);
+        } else if (!nofuse) {
+            for (int qi = 0; qi < 2; qi++) knob_unaligned(be, cfg, kq[qi], 1, 37, 256);
+        }
+        /* LOOM_VK_GEMV_U2: 80 units a row over 64 invocations, so the second unit of a pass is in the row
+         * for some invocations and past its end for the rest; 2 rows of x, so that a unit past the end,
+         * were it summed, would read the next row's x */
+        if (!strcmp(gq, "dp2") && !nofuse) knob_gemv(be, cfg, LOOM_Q4_K, 2, 9, 2560, -1, true, y);
+        free(y);
+        if (!strcmp(gq, "dp2")) { /* DP_GU, gate's and up's offsets apart (W_OFF_CUR: the same for every type) */
+            size_t n = (size_t)GU_M * (2 * GU_F + GU_D);
+            float *r0 = malloc(sizeof(float) * n), *r1 = malloc(sizeof(float) * n);
+            knob_gu(be, cfg, LOOM_Q4_K, -1, !nofuse, NULL, r0);
+            knob_gu(be, cfg, LOOM_Q4_K, 1, !nofuse, r0, r1);
+            knob_gu(be, cfg, LOOM_Q4_K, 0, !nofuse, r0, r1);
+            free(r0), free(r1);
+        }
+        loom_backend_close(be);
+    }
+    printf("knobs: gate/up/down's down, largest error %.3g x its bound (2 x the 8-bit x bound + f32)\n", gu_worst);
+}
+
 /* supports(): quantised EMBED/MATMUL accepted; other ops still refuse block types */
 static void test_supports(void) {
     tg t;
@@ -645,10 +867,12 @@ static void test_supports(void) {
 }
 
 /* `test_vulkan_quant gemv [NTYPES]`: the decode GEMV cases only (test_gemv, and the fusions) on the
- * first NTYPES of qtypes (default all); `test_vulkan_quant qtile`: test_qtile only */
+ * first NTYPES of qtypes (default all); `test_vulkan_quant qtile`: test_qtile only; `test_vulkan_quant
+ * knobs`: test_knobs only */
 int main(int argc, char **argv) {
     bool gemv_only = argc > 1 && !strcmp(argv[1], "gemv");
     bool qtile_only = argc > 1 && !strcmp(argv[1], "qtile");
+    bool knobs_only = argc > 1 && !strcmp(argv[1], "knobs");
     int gemv_nq = argc > 2 && atoi(argv[2]) > 0 && atoi(argv[2]) < NQ ? atoi(argv[2]) : NQ;
     int orc = tg_open_backends(&cpu, vk, true);
     if (orc) return orc;
@@ -660,6 +884,11 @@ int main(int argc, char **argv) {
     const char *gq = getenv("LOOM_VK_GEMV_Q");
     dp_on = strstr(desc, "gemv dp8") != NULL; /* forced (LOOM_VK_GEMV_Q=dp*) or a GPU's default */
     printf("decode GEMV: LOOM_VK_GEMV_Q=%s%s\n", gq ? gq : "(unset)", dp_on && getenv("LOOM_VK_NO_IDOT") ? ", LOOM_VK_NO_IDOT" : "");
+    if (knobs_only) {
+        TG_TIMED(test_knobs());
+        tg_close_backends(cpu, vk);
+        CHECK_DONE();
+    }
     if (qtile_only) {
         const char *qk = getenv("LOOM_VK_CM_QTILE");
         printf("prefill: LOOM_VK_CM_QTILE=%s\n", qk ? qk : "(unset)");
