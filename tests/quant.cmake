@@ -12,7 +12,9 @@ loom_unit_test(test_quant_later)
 # per-block IQ4 GEMV, the scalar dequantiser for prefill) and the k-quant prefill from before session
 # 13 (LOOM_CPU_KGEMM=0: Q4_K / Q6_K by LOOM_CPU_KDEQ, the others the f32 GEMM on scalar-dequantised
 # rows; LOOM_CPU_Q32GEMM=0: Q4_1 / Q5_0 / Q5_1 the same) and Q4_1 / Q5_0 / Q5_1's per-block decode GEMV
-# from before session 14 (LOOM_CPU_Q32GEMV=0), which stay for A/B timing.
+# from before session 14 (LOOM_CPU_Q32GEMV=0), which stay for A/B timing. Under ASan these knob runs
+# take random blocks where the default run quantises weights (test_quant_later.c knob_run: the
+# quantisers run under ASan in the default run; 5.6 -> 2.7 ASan CPU-s each, session 15).
 add_test(NAME test_quant_later_klater0 COMMAND $<TARGET_FILE:test_quant_later>)
 set_tests_properties(test_quant_later_klater0 PROPERTIES ENVIRONMENT "LOOM_FIXTURES=${LOOM_FIXTURES};LOOM_CPU_KLATER=0;LOOM_CPU_IQ4AVX2=0;LOOM_CPU_KGEMM=0;LOOM_CPU_Q32GEMM=0;LOOM_CPU_Q32GEMV=0" TIMEOUT 300)
 # The k-quants' AVX2 prefill through the int16 tile (LOOM_CPU_KGEMM=2, kept for A/B against the
