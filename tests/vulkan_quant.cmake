@@ -70,7 +70,10 @@ set_tests_properties(test_vulkan_quant_gemv_dp4_noidot PROPERTIES ENVIRONMENT "L
 # without it (LOOM_VK_FUSE_MAX_NK=4096: no fold). (2) The knob values: blk2, dp (4 rows on integer dot
 # products: dp4_noidot takes the other build), dp2, dpa, LOOM_VK_KUNIT=1 / 2 / hp, LOOM_VK_GEMV_U2=1 (80
 # units a row over 64 invocations) and LOOM_VK_FUSE_MAX_NK, each on a backend the test makes with them
-# set. ~6.3 CPU-s with Mesa's shader cache cold, 0.6 warm (release, session 15).
+# set. The units a knob picks all compute the same y, so the GEMV dispatch's shader and spec constant 3
+# (rows, unit bits 7 / 8 / 9) are checked too, from the recorder's trace (LOOM_VK_VERBOSE=2 on those
+# backends); LOOM_VK_FUSE_MAX_NK by the fold count. ~6 CPU-s with Mesa's shader cache cold, 0.8 warm
+# (release, session 15).
 add_test(NAME test_vulkan_quant_knobs COMMAND test_vulkan_quant knobs)
 set_tests_properties(test_vulkan_quant_knobs PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 if(LOOM_VK_VALIDATE)

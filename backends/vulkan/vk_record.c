@@ -1249,7 +1249,17 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
         uint32_t nr = 32 / gw;
         return dispatch(r, LOOM_SPV_ATTN_FA, spec, a, &pc, gx, (uint32_t)((S + nr - 1) / nr), 1);
     }
-    if (ns == 1) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);
+    /* one split (a short cache: C < 256 keys) writes the output directly; with LOOM_VK_ACOMB it goes
+     * through attention_cq all the same where a dp GEMV reads the output as x, which then also writes
+     * it as 8-bit blocks (the "direct" branch: no partials, no counters) instead of a quantx.comp
+     * dispatch and a barrier after it */
+    bool q1 = false;
+    if (ns == 1 && r->acomb && r->k >= 0 && !paged && sh == LOOM_SPV_ATTENTION && hd % 32 == 0 && hd <= 256) {
+        bool nw1;
+        vk_arg ne1;
+        q1 = qx_reader(r, x, i, (uint64_t)H * hd, &nw1, &ne1) == 0;
+    }
+    if (ns == 1 && !q1) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);
     vk_arg out = a[0];
     a[0] = (vk_arg){0};
     a[5] = scratch_arg(r, (size_t)S * H * ns * (hd + 2) * 4, true);

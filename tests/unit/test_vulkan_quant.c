@@ -25,6 +25,7 @@
 #include "tests/unit/test_cpu_graph.h"
 
 #include <math.h>
+#include <unistd.h>
 
 #define NVK 3
 static loom_backend *cpu, *vk[NVK];
@@ -642,30 +643,84 @@ static void test_moe(void) {
  * matmul_case), and the unaligned runs bit for bit against the aligned one (the same words reach the
  * same arithmetic). Each runs on a backend made under one of the knob settings below, which also take
  * the LOOM_VK_GEMV_Q values blk2, dp (4 rows on integer dot products), dp2 and dpa and the LOOM_VK_KUNIT
- * values 1, 2 and hp through lavapipe, which no other ctest run does (blk / blk1 / qb: by hand). */
+ * values 1, 2 and hp through lavapipe, which no other ctest run does (blk / blk1 / qb: by hand). Every
+ * unit computes the same y, so the knobs' choices are checked where they show: the GEMV dispatch's shader
+ * and spec constant 3 (rows R in bits 2-4, bit 7 one-sub-block units, 8 half-pair units, 9 two of them a
+ * pass), read from the recorder's trace (LOOM_VK_VERBOSE=2, which these backends are made with). */
+#define KSPEC_MASK 0x39cu /* R, bits 7, 8, 9 */
 static const struct {
     const char *name;
-    const char *env[8]; /* name, value pairs */
+    const char *env[8];  /* name, value pairs */
+    const char *shader;  /* the GEMV's shader name starts so (NULL: no GEMV case) */
+    uint32_t spec;       /* its spec constant 3 & KSPEC_MASK */
 } knob_cfg[] = {
-    {"blk2 kunit=2", {"LOOM_VK_GEMV_Q", "blk2", "LOOM_VK_KUNIT", "2"}}, /* matvec_qb.comp, 2 rows, 2-sub-block units */
-    {"dp kunit=1", {"LOOM_VK_GEMV_Q", "dp", "LOOM_VK_KUNIT", "1"}},     /* matvec_dpi, 4 rows, unit() of 1 sub-block */
-    /* matvec_dpi, 2 rows, unit_hp() two a pass */
-    {"dp2 kunit=hp u2", {"LOOM_VK_GEMV_Q", "dp2", "LOOM_VK_KUNIT", "hp", "LOOM_VK_GEMV_U2", "1"}},
-    {"dpa kunit=1", {"LOOM_VK_GEMV_Q", "dpa", "LOOM_VK_KUNIT", "1"}}, /* rows by the row count: 4 from 4096 */
+    /* matvec_qb.comp, 2 rows, 2-sub-block units (auto: 1 at K <= 2048) */
+    {"blk2 kunit=2", {"LOOM_VK_GEMV_Q", "blk2", "LOOM_VK_KUNIT", "2"}, "matvec_qb_", 2u << 2},
+    /* matvec_dp(i), 4 rows, unit() of 1 sub-block (auto: half-pair units on these small matrices) */
+    {"dp kunit=1", {"LOOM_VK_GEMV_Q", "dp", "LOOM_VK_KUNIT", "1"}, "matvec_dp", 4u << 2 | 1u << 7},
+    /* matvec_dp(i), 2 rows, unit_hp() two a pass */
+    {"dp2 kunit=hp u2", {"LOOM_VK_GEMV_Q", "dp2", "LOOM_VK_KUNIT", "hp", "LOOM_VK_GEMV_U2", "1"}, "matvec_dp",
+     2u << 2 | 1u << 8 | 1u << 9},
+    /* rows by the row count: 4 from 4096 */
+    {"dpa kunit=1", {"LOOM_VK_GEMV_Q", "dpa", "LOOM_VK_KUNIT", "1"}, "matvec_dp", 4u << 2 | 1u << 7},
     /* the same as "dp2 kunit=hp u2" with SWIGLU kept out of the GEMVs above 4096 weights: gate, up,
      * SWIGLU and down each a dispatch (no DP_GU) */
     {"dp2 kunit=hp u2 fuse_max_nk=4096",
-     {"LOOM_VK_GEMV_Q", "dp2", "LOOM_VK_KUNIT", "hp", "LOOM_VK_GEMV_U2", "1", "LOOM_VK_FUSE_MAX_NK", "4096"}},
+     {"LOOM_VK_GEMV_Q", "dp2", "LOOM_VK_KUNIT", "hp", "LOOM_VK_GEMV_U2", "1", "LOOM_VK_FUSE_MAX_NK", "4096"}, NULL, 0},
 };
 #define NKCFG (int)(sizeof knob_cfg / sizeof knob_cfg[0])
 
 static loom_backend *knob_backend(int c) {
+    const char *old = getenv("LOOM_VK_VERBOSE");
+    char *keep = old ? strdup(old) : NULL;
+    setenv("LOOM_VK_VERBOSE", "2", 1);
     for (int k = 0; k < 8 && knob_cfg[c].env[k]; k += 2) setenv(knob_cfg[c].env[k], knob_cfg[c].env[k + 1], 1);
     loom_backend_opts vo = {.device_index = -1};
     loom_backend *be = loom_vulkan_backend_new(&vo);
     for (int k = 0; k < 8 && knob_cfg[c].env[k]; k += 2) unsetenv(knob_cfg[c].env[k]);
+    if (keep) setenv("LOOM_VK_VERBOSE", keep, 1);
+    else unsetenv("LOOM_VK_VERBOSE");
+    free(keep);
     CHECK(be != NULL, "backend under %s: %s", knob_cfg[c].name, loom_last_error());
     return be;
+}
+
+/* stderr into a temporary file while a backend made by knob_backend records (its "vk-rec" lines) */
+typedef struct {
+    int saved;
+    FILE *f;
+} err_cap;
+static void cap_begin(err_cap *c) {
+    fflush(stderr);
+    c->f = tmpfile();
+    c->saved = c->f ? dup(2) : -1;
+    if (c->saved >= 0) dup2(fileno(c->f), 2);
+}
+/* Ends the capture: the other lines go on to stderr; returns spec constant 3 of the first dispatch whose
+ * shader name starts with prefix (-1: none), the name in name. */
+static int64_t cap_end(err_cap *c, const char *prefix, char *name, size_t nn) {
+    fflush(stderr);
+    if (c->saved >= 0) dup2(c->saved, 2), close(c->saved);
+    int64_t spec3 = -1;
+    if (!c->f) return -1;
+    rewind(c->f);
+    char line[512];
+    while (fgets(line, sizeof line, c->f)) {
+        const char *p = strstr(line, "vk-rec node"), *q = p ? strstr(p, ": ") : NULL;
+        char sh[96];
+        unsigned g[3], sp[4];
+        if (!q) {
+            fputs(line, stderr);
+        } else if (spec3 < 0 &&
+                   sscanf(q + 2, "%95s grid %u x %u x %u spec %u %u %u %x", sh, &g[0], &g[1], &g[2], &sp[0], &sp[1],
+                          &sp[2], &sp[3]) == 8 &&
+                   !strncmp(sh, prefix, strlen(prefix))) {
+            spec3 = sp[3];
+            snprintf(name, nn, "%s", sh);
+        }
+    }
+    fclose(c->f);
+    return spec3;
 }
 
 /* W (N x K of type qt, blocks q) as a view `skip` bytes into an arena INPUT of raw bytes (the bytes
@@ -686,8 +741,9 @@ static int q_arena(tg *t, loom_dtype qt, int64_t N, int64_t K, const void *q, si
 /* y = x W^T (+ bias) on `be` (its plan path) and the CPU, W at `skip` bytes into the arena (skip < 0:
  * a weight of its own); the GEMV bound of matmul_case (x q8-exact: the dp GEMVs round nothing). The
  * output in got (M * N). */
-static void knob_gemv(loom_backend *be, const char *cfg, loom_dtype qt, int64_t M, int64_t N, int64_t K, int skip,
-                      bool bias, float *got) {
+static void knob_gemv(loom_backend *be, int c, loom_dtype qt, int64_t M, int64_t N, int64_t K, int skip, bool bias,
+                      float *got) {
+    const char *cfg = knob_cfg[c].name;
     float *x = malloc(M * K * sizeof(float)), *deq = malloc(N * K * sizeof(float)), *b = malloc(N * sizeof(float));
     q8_exact(x, (size_t)(M * K));
     tg_fill(b, (size_t)N, 0.5f);
@@ -705,8 +761,16 @@ static void knob_gemv(loom_backend *be, const char *cfg, loom_dtype qt, int64_t 
     tg_run_out ro, o;
     int rc = tg_run(&t, cpu, &ro);
     CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
+    err_cap ec;
+    cap_begin(&ec);
     int r2 = tg_run_plan(&t, be, &o, 1, NULL, 0, NULL);
+    char sh[96] = "";
+    int64_t spec3 = cap_end(&ec, knob_cfg[c].shader ? knob_cfg[c].shader : "matvec", sh, sizeof sh);
     CHECK(r2 == 0, "%s: %s", what, o.err);
+    uint32_t want = knob_cfg[c].spec;
+    CHECK(spec3 >= 0 && ((uint32_t)spec3 & KSPEC_MASK) == want,
+          "%s: the GEMV dispatch '%s' has spec 3 %#llx, want %#x under %#x", what, sh, (long long)spec3, want,
+          KSPEC_MASK);
     if (rc == 0 && r2 == 0) {
         cmp(what, "vulkan plan", tg_f32(&t, &o, y), tg_f32(&t, &ro, y), (size_t)(M * N), ldexp(amax, -15) + 1e-6);
         memcpy(got, tg_f32(&t, &o, y), sizeof(float) * M * N);
@@ -718,14 +782,15 @@ static void knob_gemv(loom_backend *be, const char *cfg, loom_dtype qt, int64_t 
 }
 
 /* knob_gemv at skip 0, 6 and 8; the unaligned outputs bit for bit the aligned one's */
-static void knob_unaligned(loom_backend *be, const char *cfg, loom_dtype qt, int64_t M, int64_t N, int64_t K) {
+static void knob_unaligned(loom_backend *be, int c, loom_dtype qt, int64_t M, int64_t N, int64_t K) {
+    const char *cfg = knob_cfg[c].name;
     static const int skips[3] = {0, 6, 8};
     float *y[3];
     uint64_t seed = tg_rng;
     for (int s = 0; s < 3; s++) { /* the same x and W each time */
         y[s] = malloc(sizeof(float) * M * N);
         tg_rng = seed;
-        knob_gemv(be, cfg, qt, M, N, K, skips[s], true, y[s]);
+        knob_gemv(be, c, qt, M, N, K, skips[s], true, y[s]);
     }
     for (int s = 1; s < 3; s++)
         CHECK(!memcmp(y[s], y[0], sizeof(float) * M * N), "%s: %s W at arena byte %d differs from byte 0 (bit for bit)",
@@ -774,7 +839,11 @@ static void knob_gu(loom_backend *be, const char *cfg, loom_dtype qt, int which,
     tg_run_out ro, o;
     int rc = tg_run(&t, cpu, &ro);
     CHECK(rc == 0, "%s [cpu]: %s", what, ro.err);
+    err_cap ec; /* (the trace's lines dropped) */
+    cap_begin(&ec);
     int r2 = tg_run_plan(&t, be, &o, 1, NULL, 0, NULL);
+    char sh[96];
+    cap_end(&ec, "-", sh, sizeof sh);
     CHECK(r2 == 0, "%s: %s", what, o.err);
     memset(got, 0xff, sizeof(float) * M * (2 * F + D));
     if (rc == 0 && r2 == 0) {
@@ -830,14 +899,14 @@ static void test_knobs(void) {
         CHECK((strstr(desc, "gemv dp8") != NULL) == dp, "%s: describe() says '%s'", cfg, desc);
         float *y = malloc(sizeof(float) * 4100);
         if (!strcmp(gq, "dpa")) { /* from 4096 rows 4 an invocation (the pipeline of "dp kunit=1"'s cases) */
-            knob_gemv(be, cfg, LOOM_Q4_K, 1, 4100, 256, -1, true, y);
+            knob_gemv(be, c, LOOM_Q4_K, 1, 4100, 256, -1, true, y);
         } else if (!nofuse) {
-            for (int qi = 0; qi < 2; qi++) knob_unaligned(be, cfg, kq[qi], 1, 37, 256);
+            for (int qi = 0; qi < 2; qi++) knob_unaligned(be, c, kq[qi], 1, 37, 256);
         }
         /* LOOM_VK_GEMV_U2: 80 units a row over 64 invocations, so the second unit of a pass is in the row
          * for some invocations and past its end for the rest; 2 rows of x, so that a unit past the end,
          * were it summed, would read the next row's x */
-        if (!strcmp(gq, "dp2") && !nofuse) knob_gemv(be, cfg, LOOM_Q4_K, 2, 9, 2560, -1, true, y);
+        if (!strcmp(gq, "dp2") && !nofuse) knob_gemv(be, c, LOOM_Q4_K, 2, 9, 2560, -1, true, y);
         free(y);
         if (!strcmp(gq, "dp2")) { /* DP_GU, gate's and up's offsets apart (W_OFF_CUR: the same for every type) */
             size_t n = (size_t)GU_M * (2 * GU_F + GU_D);
