@@ -70,7 +70,8 @@ static int gemv_add(const fz_ctx *c, const vk_dev *d, const int *order, int k) {
     const loom_graph *g = c->g;
     int i = order[k];
     const loom_node *n = NG(g, i);
-    if (n->op != LOOM_OP_ADD || k == 0 || c->odd[i]) return -1;
+    /* (the ADD may be read by a view, the final norm's of the last row: its output is still written) */
+    if (n->op != LOOM_OP_ADD || k == 0) return -1;
     int mm = order[k - 1];
     int other = n->src[0] == mm ? n->src[1] : n->src[1] == mm ? n->src[0] : -1;
     if (other < 0 || other == mm || !foldable(c, mm, LOOM_OP_MATMUL) || c->uses[mm] != 1 || !vk_gemv_path(d, g, mm))

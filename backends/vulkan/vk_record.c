@@ -691,7 +691,12 @@ static int qx_reader(vk_rec *r, const loom_exec_ctx *x, int o, uint64_t kx, bool
         if (!gemv_q_rows(r->d, x, j, &dp) || !dp) continue;
         if (s == o) return 0;
         const loom_node *rn = N(x, s);
-        if (folded(x, s) && rn->op == LOOM_OP_RMSNORM && rn->src[0] == o) {
+        /* (the final norm reads the last row through a VIEW: of a one-row output, all of it) */
+        int rs = rn->op == LOOM_OP_RMSNORM ? rn->src[0] : -1;
+        if (rs >= 0 && rs != o && N(x, rs)->op == LOOM_OP_VIEW && N(x, rs)->src[0] == o &&
+            N(x, rs)->view_offset == 0 && loom_node_nelem(N(x, rs)) == loom_node_nelem(N(x, o)))
+            rs = o;
+        if (folded(x, s) && rn->op == LOOM_OP_RMSNORM && rs == o) {
             *normw = rn->n_src > 1 && rn->src[1] >= 0;
             if (*normw && arg_of(x, rn->src[1], false, e) < 0) return -1;
             return 1;

@@ -384,7 +384,7 @@ static void test_fused(int nq) {
  * splits merged by the attention) ------------------------------------------------------------------ */
 /* Two llama decoder layers (sharing weights, each with its own 256-key cache holding 150 keys, so
  * attention splits its keys in two) at S = 1 and 2 rows (and S = 1 at position 40: one split with keys),
- * then two GEMVs in a row, with block-quantised
+ * then a final RMSNORM read through a VIEW and two GEMVs in a row, with block-quantised
  * W (of the first nq types, chain_type), through the plan path with vulkan-fuse. The last split to
  * finish merges them (attention_c; no attn_combine.comp); under dp* it also writes the o projection's
  * 8-bit x (attention_cq), the o and down GEMVs with their residual ADD the next RMSNORM's x times its
@@ -449,7 +449,12 @@ static int chain_graph(tg *t, bool quant, int nq, int64_t S, void *const *wq, fl
         int dn = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, row, 2, sw, tw[6]);
         h = tg_node(t, LOOM_OP_ADD, LOOM_F32, 2, row, 2, h2, dn);
     }
-    int p = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, row, 2, h, tw[7]);
+    /* the final norm reads the rows through a VIEW, as a model's reads the last row (all of a one-row
+     * step): the last down GEMV folds into its ADD all the same and (dp*) writes that norm's 8-bit x */
+    int hv = tg_view(t, h, 2, row, 0);
+    int fin = tg_node(t, LOOM_OP_RMSNORM, LOOM_F32, 2, row, 2, hv, tn1);
+    t->nodes[fin].fp[0] = 1e-5f;
+    int p = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, row, 2, fin, tw[7]);
     *out = tg_node(t, LOOM_OP_MATMUL, LOOM_F32, 2, (int64_t[]){S, V}, 2, p, tw[8]);
     t->nodes[*out].flags |= LOOM_NODE_OUTPUT;
     return 0;
