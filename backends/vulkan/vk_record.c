@@ -1219,7 +1219,11 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint32_t H = (uint32_t)n->ip[0], Hkv = (uint32_t)n->ip[1], hd = (uint32_t)n->ip[2];
     uint64_t S = (uint64_t)loom_node_nelem(n) / ((uint64_t)H * hd), C = (uint64_t)kc->ne[0];
     /* query heads sharing a kv head go to one workgroup, at most 8 at a time */
-    uint32_t G = H / Hkv, gw = G < 8 ? G : 8, ngrp = (G + gw - 1) / gw;
+    uint32_t G = H / Hkv, gw = G < 8 ? G : 8;
+    /* LOOM_VK_ATT_GW=N: at most N query heads a workgroup where the rows are too few for the tiled
+     * prefill kernels (S < 64: decode): more workgroups, each K / V row read once per group (A/B) */
+    if (S < 64 && d->att_gw && gw > d->att_gw) gw = d->att_gw;
+    uint32_t ngrp = (G + gw - 1) / gw;
     uint32_t gx = Hkv * ngrp;
     uint32_t ns = attn_splits(S * gx, C);
     uint32_t spec[4] = {128, gw, hd, 0};
