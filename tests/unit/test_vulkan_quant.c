@@ -383,7 +383,8 @@ static void test_fused(int nq) {
 /* ---- decode chain: the decode folds of LOOM_VK_QX_FOLD (the 8-bit x by its producer, the attention
  * splits merged by the attention) ------------------------------------------------------------------ */
 /* Two llama decoder layers (sharing weights, each with its own 256-key cache holding 150 keys, so
- * attention splits its keys in two) at S = 1 and 2 rows (and S = 1 at position 40: one split with keys),
+ * attention splits its keys in two) at S = 1 and 2 rows (and S = 1 at position 40: one split with keys;
+ * and S = 1 at position 100 of a 128-row cache: no splits at all, attention_cq's direct branch all the same),
  * then a final RMSNORM read through a VIEW and two GEMVs in a row, with block-quantised
  * W (of the first nq types, chain_type), through the plan path with vulkan-fuse. The last split to
  * finish merges them (attention_c; no attn_combine.comp); under dp* it also writes the o projection's
@@ -403,9 +404,9 @@ static void test_fused(int nq) {
  * gate and up of one type, so that they take one dispatch (DP_GU) */
 static const int chain_type[9] = {0, 1, 2, 3, 2, 2, 3, 1, 0};
 static double chain_worst_a, chain_worst_b;
-static int chain_graph(tg *t, bool quant, int nq, int64_t S, void *const *wq, float *const *wf, float *const *nrm,
+static int chain_graph(tg *t, bool quant, int nq, int64_t S, int64_t C, void *const *wq, float *const *wf, float *const *nrm,
                        float **cache, const float *x, const int32_t *pos, int *out) {
-    const int64_t D = 256, F = 512, C = 256, V = 96;
+    const int64_t D = 256, F = 512, V = 96;
     const int H = 4, Hkv = 2, hd = 64, W = Hkv * hd;
     static const int64_t wshape[8][2] = {{H * hd, D}, {W, D}, {W, D}, {D, H * hd}, {F, D}, {F, D}, {D, F}, {D, D}};
     tg_init(t);
@@ -483,13 +484,13 @@ static void test_chain(int nq) {
     tg_fill(x, 2 * 256, 1.0f);
     /* S = 1 and 2 rows at positions 150 (, 151): two key splits merged; S = 1 at 40: one split with keys
      * (written directly by attention_c*) */
-    for (int cs = 0; cs < 3; cs++) {
-        int64_t S = cs == 1 ? 2 : 1;
-        int32_t pos[2] = {cs == 2 ? 40 : 150, 151};
+    for (int cs = 0; cs < 4; cs++) {
+        int64_t S = cs == 1 ? 2 : 1, Cc = cs == 3 ? 128 : C; /* cs 3: a 128-row cache, too short for splits */
+        int32_t pos[2] = {cs == 2 ? 40 : cs == 3 ? 100 : 150, 151};
         tg tq, tf;
         int oq, of;
-        chain_graph(&tq, true, nq, S, wq, wf, nrm, cache, x, pos, &oq);
-        chain_graph(&tf, false, nq, S, wq, wf, nrm, cache, x, pos, &of);
+        chain_graph(&tq, true, nq, S, Cc, wq, wf, nrm, cache, x, pos, &oq);
+        chain_graph(&tf, false, nq, S, Cc, wq, wf, nrm, cache, x, pos, &of);
         tg_run_out ro;
         int rc = tg_run(&tf, cpu, &ro);
         CHECK(rc == 0, "chain S=%lld p=%d [cpu]: %s", (long long)S, pos[0], ro.err);
