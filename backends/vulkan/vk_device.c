@@ -746,7 +746,8 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     d->inst = inst;
     d->phys = phys;
     d->verbose = (o && o->verbose) || env_flag("LOOM_VK_VERBOSE");
-    d->trace_rec = getenv("LOOM_VK_VERBOSE") && atoi(getenv("LOOM_VK_VERBOSE")) >= 2;
+    const char *vv = getenv("LOOM_VK_VERBOSE");
+    d->trace_rec = vv && atoi(vv) >= 2;
 
     VkPhysicalDeviceSubgroupProperties sg = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
     VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES,

@@ -1258,28 +1258,21 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
         uint32_t nr = 32 / gw;
         return dispatch(r, LOOM_SPV_ATTN_FA, spec, a, &pc, gx, (uint32_t)((S + nr - 1) / nr), 1);
     }
-    /* one split (a short cache: C < 256 keys) writes the output directly; with LOOM_VK_ACOMB it goes
-     * through attention_cq all the same where a dp GEMV reads the output as x, which then also writes
-     * it as 8-bit blocks (the "direct" branch: no partials, no counters) instead of a quantx.comp
-     * dispatch and a barrier after it */
-    bool q1 = false;
-    if (ns == 1 && r->acomb && r->k >= 0 && !paged && sh == LOOM_SPV_ATTENTION && hd % 32 == 0 && hd <= 256) {
-        bool nw1;
-        vk_arg ne1;
-        q1 = qx_reader(r, x, i, (uint64_t)H * hd, &nw1, &ne1) == 0;
-    }
-    if (ns == 1 && !q1) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);
-    vk_arg out = a[0];
-    a[0] = (vk_arg){0};
-    a[5] = scratch_arg(r, (size_t)S * H * ns * (hd + 2) * 4, true);
+    /* LOOM_VK_ACOMB: the last split of each (kv head group, row) to finish merges them (attention_c),
+     * and (attention_cq, qe) writes the 8-bit x of a dp GEMV reading the output as is: no
+     * attn_combine.comp dispatch, no barrier. A one-split decode (a short cache: C < 256 keys) takes
+     * attention_cq too where qe (its direct branch: no partials, no counters) instead of the plain
+     * attention and a quantx.comp dispatch after a barrier. Counters after the region's x (qbuf). */
     uint64_t K = (uint64_t)H * hd;
     bool nw;
     vk_arg ne;
-    if (r->acomb && r->k >= 0 && !paged && sh == LOOM_SPV_ATTENTION) {
-        /* LOOM_VK_ACOMB: the last split of each (kv head group, row) to finish merges them
-         * (attention_c), and (attention_cq) writes the 8-bit x of a dp GEMV reading the output as is:
-         * no attn_combine.comp dispatch, no barrier. Counters after the region's x (qbuf). */
-        bool qe = hd % 32 == 0 && hd <= 256 && qx_reader(r, x, i, K, &nw, &ne) == 0;
+    bool acomb = r->acomb && r->k >= 0 && !paged && sh == LOOM_SPV_ATTENTION;
+    bool qe = acomb && hd % 32 == 0 && hd <= 256 && qx_reader(r, x, i, K, &nw, &ne) == 0;
+    if (ns == 1 && !qe) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);
+    vk_arg out = a[0];
+    a[0] = (vk_arg){0};
+    a[5] = scratch_arg(r, (size_t)S * H * ns * (hd + 2) * 4, true);
+    if (acomb) {
         size_t hoff = 0, qlen = qx_layout(S, K, &hoff);
         if (qe && qlen > r->qreg_need) r->qreg_need = qlen;
         if (S * gx > r->qcnt_need) r->qcnt_need = S * gx;
