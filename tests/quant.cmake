@@ -202,14 +202,16 @@ set_tests_properties(check_q_detects_kl PROPERTIES FIXTURES_REQUIRED q_llama-tin
 set_tests_properties(check_q_detects_top1 PROPERTIES FIXTURES_REQUIRED q_llama-tiny_q4_0)
 # usage errors exit 2; a bad input names the file
 # The thread count never changes the file (rows are quantised independently; formats/quantize.c).
-# Under a sanitizer three presets (a 32-weight block, the K mix, IQ4_XS): every preset's quantiser
-# runs threaded (-t 0: one per CPU) under ASan in its quantize_llama-wide_* test already, and the
-# byte comparison is the release build's (22.0 -> 8.0 ASan CPU-s; docs/reliability.md "CI").
+# Under a sanitizer one preset, the K mix (Q4_K and Q6_K tensors in one file): the row sharing that
+# -t 1 / 3 / 256 exercise (formats/quantize.c) does not depend on the block type, every preset's
+# quantiser runs threaded (-t 0: one per CPU) under ASan in its quantize_llama-wide_* test already, and
+# the byte comparison of all twelve is the release build's (22.0 ASan CPU-s with twelve, 8.0 with
+# three until session 16: q4_0 and iq4_xs too; docs/reliability.md "CI").
 set(_qt_presets "")
 set(_qt_n 12)
 if(LOOM_SANITIZE)
-  set(_qt_presets q4_0 q4_k_m iq4_xs)
-  set(_qt_n 3)
+  set(_qt_presets q4_k_m)
+  set(_qt_n 1)
 endif()
 add_test(NAME quantize_threads COMMAND ${LOOM_EXPECT} --match "PASS: ${_qt_n} presets" --
          sh ${CMAKE_CURRENT_SOURCE_DIR}/scripts/quantize_threads.sh ${LOOM_BIN} ${LOOM_FIXTURES}/llama-wide

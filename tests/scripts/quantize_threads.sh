@@ -3,7 +3,7 @@
 # count (formats/quantize.c shares each 4 MiB piece's rows among the threads). Every preset of a
 # fixture whose rows are whole 256-blocks (K blocks really written), -t 1 against -t 3 (uneven
 # shares) and -t 256 (more threads than the 128 rows of
-# attn_k: clamped to the rows). PRESETs, when given, replace the twelve (the ASan build runs three:
+# attn_k: clamped to the rows). PRESETs, when given, replace the twelve (the ASan build runs one:
 # tests/quant.cmake). Exits 1 naming the first difference.
 set -u
 loom=$1 in=$2 tmp=$3
