@@ -127,6 +127,11 @@ void main() {
         }
 #endif
         barrier();
+#ifdef MOE
+        // a tile of an expert's few slots: invocations whose rows are all past them skip the FMAs
+        // (whole subgroups of 16 x 2 ty; lavapipe runs every FMA)
+        if (ty < M)
+#endif
         [[unroll]] for (uint k = 0u; k < BK; k++) {
             float a[TM], b[TM];
             [[unroll]] for (uint i = 0u; i < TM; i++) a[i] = As[k][ty + 16u * i];
