@@ -27,6 +27,14 @@
 // does (same order, same arithmetic), then sets the counter back to 0. QEPI (attention_cq): it also
 // writes its heads' outputs as 8-bit blocks for the next dp GEMV, as attn_combine_q (binding 6, the
 // headers from vec4 index u[10]).
+// RKV (attention_rkv, attention_c_rkv, attention_cq_rkv; vk_fuse.c "rope-kv-attention"): one query
+// row (S = 1), contiguous cache, no freq factors. The ROPE of q and the two KV_STOREs (the key rows
+// rotated) were folded into this dispatch: binding 1 spans the raw q, k and v rows (element offsets
+// u[11], u[12], u[13] from OFF_A), RoPE mode u[14] (0 NEOX, 1 NORM), rotated dims u[15], theta f[4],
+// position scale f[5] (rope.comp's arithmetic). Every workgroup rotates its q rows and its kv head's
+// new key (row p = pos[0]) itself and takes key p from shared memory, never from the cache, so no
+// workgroup reads the row that split 0 of query group 0 writes (k rotated, v as is) into the cache
+// for the next steps.
 #include "common.glsl"
 #define WG 128u
 #define MAXG 8
@@ -35,10 +43,17 @@ layout(constant_id = 1) const uint GW = 1;
 layout(constant_id = 2) const uint HD = 64;
 layout(std430, binding = 0) writeonly buffer O { float o[]; };
 layout(std430, binding = 1) readonly buffer Q { float q[]; };
+#if defined(RKV)
+layout(std430, binding = 2) buffer Kc { float kc[]; };
+layout(std430, binding = 2) buffer Kc4 { vec4 kc4[]; };
+layout(std430, binding = 3) buffer Vc { float vc[]; };
+layout(std430, binding = 3) buffer Vc4 { vec4 vc4[]; };
+#else
 layout(std430, binding = 2) readonly buffer Kc { float kc[]; };
 layout(std430, binding = 2) readonly buffer Kc4 { vec4 kc4[]; };
 layout(std430, binding = 3) readonly buffer Vc { float vc[]; };
 layout(std430, binding = 3) readonly buffer Vc4 { vec4 vc4[]; };
+#endif
 layout(std430, binding = 4) readonly buffer P { int pos[]; };
 // Cache row of logical key j: the identity, or through the sequence's block table (paged).
 uint att_row(uint trow, uint j) {
@@ -64,6 +79,24 @@ const uint NG = WG / G4;        // keys in flight in P.V
 shared vec4 qs4[MAXG * 64]; // q rows (pre-scaled), HD4 floats each, zero-padded
 shared float sc[MAXG][WG];
 shared float accs[4096];
+#if defined(RKV)
+shared vec4 kn4[64], vn4[64]; // the new key (rotated) and value row of this kv head, HD4 floats each
+
+// x[e] of a raw row at element b (binding 1) after RoPE at position p (rope.comp's arithmetic)
+float rope_at(uint b, uint e, int p) {
+    uint rot = pc.u[15], half_ = rot / 2u;
+    if (e >= rot) return q[b + e];
+    bool neox = pc.u[14] == 0u;
+    uint t = neox ? e % half_ : e / 2u;
+    bool second = neox ? e >= half_ : (e & 1u) != 0u;
+    uint i0 = neox ? t : 2u * t, i1 = neox ? t + half_ : 2u * t + 1u;
+    float inv = exp2(-2.0 * float(t) / float(rot) * log2(pc.f[4]));
+    float ang = float(p) * pc.f[5] * inv;
+    float cs = cos(ang), sn = sin(ang);
+    float x0 = q[b + i0], x1 = q[b + i1];
+    return second ? x0 * sn + x1 * cs : x0 * cs - x1 * sn;
+}
+#endif
 #ifndef NO_SUBGROUP
 shared float red[MAXG][32];
 #endif
@@ -123,10 +156,29 @@ void main() {
     direct = direct || nz == 1u;
 #endif
 
+#if defined(RKV)
+    for (uint i = t; i < GW * HD4; i += WG) { // rows padded to HD4 with zeros
+        uint g = i / HD4, d = i % HD4;
+        qs4[i >> 2][i & 3u] = g < gn && d < HD ? rope_at(OFF_A + pc.u[11] + (h0 + g) * HD, d, p) * pc.f[0] : 0.0;
+    }
+    for (uint d = t; d < HD4; d += WG) {
+        kn4[d >> 2][d & 3u] = d < HD ? rope_at(OFF_A + pc.u[12] + kvh * HD, d, p) : 0.0;
+        vn4[d >> 2][d & 3u] = d < HD ? q[OFF_A + pc.u[13] + kvh * HD + d] : 0.0;
+    }
+    // split 0 of query group 0 stores the kv head's new rows; no workgroup reads them from the cache
+    if (hg == 0u && z == 0u && p >= 0 && uint(p) < C)
+        for (uint d = t; d < HD; d += WG) {
+            uint e = uint(p) * W + kvh * HD + d;
+            kc[OFF_B + e] = rope_at(OFF_A + pc.u[12] + kvh * HD, d, p);
+            vc[OFF_C + e] = q[OFF_A + pc.u[13] + kvh * HD + d];
+        }
+    uint jnew = uint(p);
+#else
     for (uint i = t; i < GW * HD4; i += WG) { // rows padded to HD4 with zeros
         uint g = i / HD4, d = i % HD4;
         qs4[i >> 2][i & 3u] = g < gn && d < HD ? q[OFF_A + (s * H + h0 + g) * HD + d] * pc.f[0] : 0.0;
     }
+#endif
     // K/V rows are vec4-aligned (u[6], set by the host): loads go 16 bytes at a time, a batch of
     // them in flight before the math, since a split's few dozen keys are latency-bound
     bool vec = pc.u[6] != 0u;
@@ -150,6 +202,11 @@ void main() {
             uint kb4 = (OFF_B + att_row(trow, j) * W + kvh * HD) >> 2;
             for (uint d4 = 0u; d4 < G4; d4 += 8u) {
                 vec4 kv[8];
+#if defined(RKV)
+                if (j == jnew)
+                    [[unroll]] for (uint b = 0u; b < 8u; b++) kv[b] = d4 + b < G4 ? kn4[d4 + b] : vec4(0.0);
+                else
+#endif
                 [[unroll]] for (uint b = 0u; b < 8u; b++) kv[b] = d4 + b < G4 ? kc4[kb4 + d4 + b] : vec4(0.0);
                 [[unroll]] for (uint b = 0u; b < 8u; b++)
                     if (d4 + b < G4) [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] += dot(qs4[g * G4 + d4 + b], kv[b]);
@@ -158,6 +215,10 @@ void main() {
             uint kb = OFF_B + att_row(trow, j) * W + kvh * HD;
             for (uint d4 = 0u; d4 < G4; d4++) {
                 vec4 kv;
+#if defined(RKV)
+                if (j == jnew) kv = kn4[d4];
+                else
+#endif
                 [[unroll]] for (uint c = 0u; c < 4u; c++) kv[c] = 4u * d4 + c < HD ? kc[kb + 4u * d4 + c] : 0.0;
                 [[unroll]] for (uint g = 0u; g < GW; g++) sg[g] += dot(qs4[g * G4 + d4], kv);
             }
@@ -189,6 +250,9 @@ void main() {
                     uint j2 = jj + b * NG;
                     uint vb = j2 < nt ? OFF_C + att_row(trow, jb + j2) * W + kvh * HD + d : 0u;
                     if (j2 >= nt) v[b] = vec4(0.0);
+#if defined(RKV)
+                    else if (jb + j2 == jnew) v[b] = vn4[d4];
+#endif
                     else if (vec) v[b] = vc4[vb >> 2];
                     else [[unroll]] for (uint c = 0u; c < 4u; c++) v[b][c] = d + c < HD ? vc[vb + c] : 0.0;
                 }

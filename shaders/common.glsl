@@ -7,8 +7,8 @@
 
 layout(push_constant) uniform PC {
     uint off[7];
-    uint u[12];
-    float f[4];
+    uint u[16];
+    float f[6];
 } pc;
 
 #define OFF_D pc.off[0]

@@ -120,6 +120,6 @@ target_link_libraries(bench_vulkan PRIVATE loom)
 # Vulkan's fusions are a planner pass (vulkan-fuse, backends/vulkan/vk_fuse.c): loom dump shows
 # them after the backend pass, in the pass log and the summary, with every rule firing on qwen2-tiny.
 add_test(NAME dump_vulkan_fused COMMAND ${LOOM_EXPECT}
-         --match "== backend \\(vulkan-fuse\\)[^\\n]*11 fused groups.* folded group=.*vulkan-fuse: rmsnorm-gemv \\('mul.6' into 'add.10', 'add.14', 'add.18'\\).*vulkan-fuse: rope-kv.*vulkan-fuse: gemv-add.*vulkan-fuse: swiglu-gemv.*summary: [^\\n]*\\(13 nodes folded by vulkan-fuse\\)"
+         --match "== backend \\(vulkan-fuse\\)[^\\n]*11 fused groups.* folded group=.*vulkan-fuse: rmsnorm-gemv \\('mul.6' into 'add.10', 'add.14', 'add.18'\\).*vulkan-fuse: rope-kv \\('rope.20' into 'kv_store.23'\\).*vulkan-fuse: rope-kv-attention \\('rope.19' into 'attention.25'\\).*vulkan-fuse: rope-kv-attention \\('kv_store.24' into 'attention.25'\\).*vulkan-fuse: gemv-add.*vulkan-fuse: swiglu-gemv.*summary: [^\\n]*\\(19 nodes folded by vulkan-fuse\\)"
          -- sh -c "${_vk_skip}" ${LOOM_BIN} dump -m ${LOOM_FIXTURES}/qwen2-tiny --phase decode --device vulkan --after all)
 set_tests_properties(dump_vulkan_fused PROPERTIES SKIP_RETURN_CODE 77)

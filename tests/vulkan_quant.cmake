@@ -58,8 +58,9 @@ endif()
 add_test(NAME test_vulkan_quant_gemv_dp1 COMMAND ${LOOM_VK_VALIDATE} $<TARGET_FILE:test_vulkan_quant> gemv ${_dp1_n})
 set_tests_properties(test_vulkan_quant_gemv_dp1 PROPERTIES ENVIRONMENT LOOM_VK_GEMV_Q=dp1 SKIP_RETURN_CODE 77 TIMEOUT 300)
 add_test(NAME test_vulkan_quant_gemv_dp4_noidot COMMAND test_vulkan_quant gemv 4)
-# (LOOM_VK_ATT_GW=1: the decode chain's attention one query head a workgroup; dp1 above keeps the default)
-set_tests_properties(test_vulkan_quant_gemv_dp4_noidot PROPERTIES ENVIRONMENT "LOOM_VK_GEMV_Q=dp4;LOOM_VK_NO_IDOT=1;LOOM_VK_KUNIT=s13;LOOM_VK_SPIN_US=200;LOOM_VK_ATT_GW=1"
+# (LOOM_VK_ATT_GW=8: the decode chain's attention with a kv head's 8 query heads a workgroup, the grouping before
+# session 16; dp1 above keeps the default, one head a workgroup)
+set_tests_properties(test_vulkan_quant_gemv_dp4_noidot PROPERTIES ENVIRONMENT "LOOM_VK_GEMV_Q=dp4;LOOM_VK_NO_IDOT=1;LOOM_VK_KUNIT=s13;LOOM_VK_SPIN_US=200;LOOM_VK_ATT_GW=8"
                      SKIP_RETURN_CODE 77 TIMEOUT 300)
 # `test_vulkan_quant knobs`: what no run above takes on lavapipe, each against the CPU. (1) Q4_K / Q5_K
 # weights bound off 16-byte alignment (shaders/qbunit.glsl khead / ld32k / ld16k when kal16() is false;

@@ -883,7 +883,11 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     d->gemv_loads = gl && (atoi(gl) == 2 || atoi(gl) == 4) ? (uint32_t)atoi(gl) : 0;
     d->gemv_u2 = env_flag("LOOM_VK_GEMV_U2"); /* half-pair K units: two a pass (matvec_dp.comp NU) */
     const char *agw = getenv("LOOM_VK_ATT_GW");
-    d->att_gw = agw && atoi(agw) >= 1 && atoi(agw) <= 8 ? (uint32_t)atoi(agw) : 0;
+    /* (default 1: on the H100, session 16, llama-1.1b tg128 a query head a workgroup read 1.12-1.19x
+     * the 8 of before, which left 4 workgroups a layer; docs/benchmarks.md) */
+    d->att_gw = agw && atoi(agw) >= 1 && atoi(agw) <= 8 ? (uint32_t)atoi(agw) : 1;
+    const char *rkv = getenv("LOOM_VK_RKV");
+    d->no_rkv = rkv && *rkv == '0';
     /* LOOM_VK_MOE: the MOE op's expert products (vk_record.c rec_moe), for A/B runs. "auto" (unset):
      * the expert GEMVs (matvec.comp MOE) when a step routes at most VK_MOE_GEMV_SLOTS slots (rows x k)
      * and the device has subgroup arithmetic, else the slots grouped by expert (moe_group.comp) and

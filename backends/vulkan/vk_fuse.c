@@ -10,6 +10,12 @@
  *   gemv-add      a decode GEMV read only by the ADD right after it: the ADD's dispatch is that
  *                 GEMV, adding the residual as it writes
  *   rope-kv       ROPE read only by the KV_STORE with the same positions: the store rotates
+ *   rope-kv-attention
+ *                 a one-row ATTENTION (decode) on contiguous caches: the ROPE of its q and the
+ *                 KV_STOREs of its k (its rope-kv folded) and v, each read only by it, with its
+ *                 positions and no freq factors: the attention rotates q and the new key itself and
+ *                 stores the new rows (attention.comp RKV); a stage (barrier) less a layer.
+ *                 LOOM_VK_RKV=0 turns it off.
  *
  * RMSNORM and SWIGLU stay separate above LOOM_VK_FUSE_MAX_NK weights (every row recomputes x);
  * LOOM_VK_NO_FUSE=1 turns the pass off. */
@@ -89,6 +95,41 @@ static bool rope_kv(const fz_ctx *c, int i) {
     return rn->src[1] == n->src[2] && (int64_t)rn->ip[0] * rn->ip[1] == NG(g, n->src[0])->ne[1];
 }
 
+/* Is ROPE r (no freq factors) at ATTENTION a's positions? */
+static bool rope_at_pos(const loom_node *r, const loom_node *a) {
+    return r->op == LOOM_OP_ROPE && (r->n_src < 3 || r->src[2] < 0) && r->src[1] == a->src[3];
+}
+
+/* A raw q / k / v row the folded attention reads from the arena (binding 1's span): a computed f32
+ * node, or a view of one (the per-head q / k norms' rows). */
+static bool arena_row(const fz_ctx *c, int i) {
+    while (i >= 0 && NG(c->g, i)->op == LOOM_OP_VIEW && NG(c->g, i)->type == LOOM_F32) i = NG(c->g, i)->src[0];
+    if (i < 0) return false;
+    const loom_node *n = NG(c->g, i);
+    return n->type == LOOM_F32 && c->pos[i] >= 0 && !(n->flags & LOOM_NODE_FOLDED);
+}
+
+static bool rope_kv_attention(const fz_ctx *c, const vk_dev *d, int i) {
+    const loom_graph *g = c->g;
+    const loom_node *n = NG(g, i);
+    if (d->no_rkv || !d->subgroup_arith || d->subgroup_size < 4 || n->op != LOOM_OP_ATTENTION || n->n_src != 4 ||
+        n->ip[5] || n->ip[2] > 256 || loom_node_nelem(n) != (int64_t)n->ip[0] * n->ip[2])
+        return false;
+    if (!foldable(c, n->src[0], LOOM_OP_ROPE) || c->uses[n->src[0]] != 1 || !foldable(c, n->src[1], LOOM_OP_KV_STORE) ||
+        c->uses[n->src[1]] != 1 || !foldable(c, n->src[2], LOOM_OP_KV_STORE) || c->uses[n->src[2]] != 1)
+        return false;
+    const loom_node *rq = NG(g, n->src[0]), *sk = NG(g, n->src[1]), *sv = NG(g, n->src[2]);
+    if (!rope_at_pos(rq, n) || sk->src[2] != n->src[3] || sv->src[2] != n->src[3] || sk->src[1] < 0 || sv->src[1] < 0)
+        return false;
+    const loom_node *rk = NG(g, sk->src[1]);
+    if (!(rk->flags & LOOM_NODE_FOLDED) || !rope_at_pos(rk, n) || NG(g, sv->src[1])->op == LOOM_OP_ROPE)
+        return false;
+    for (int k = 1; k < 4; k++)
+        if (rk->ip[k] != rq->ip[k]) return false;
+    if (rk->fp[0] != rq->fp[0] || rk->fp[1] != rq->fp[1]) return false;
+    return arena_row(c, rq->src[0]) && arena_row(c, rk->src[0]) && arena_row(c, sv->src[1]);
+}
+
 static int vk_fuse_run(const loom_plan_pass *pass, loom_graph *g, const int *order, int n_order) {
     const vk_dev *d = pass->ctx;
     const char *env = getenv("LOOM_VK_NO_FUSE");
@@ -119,6 +160,15 @@ static int vk_fuse_run(const loom_plan_pass *pass, loom_graph *g, const int *ord
         else if (swiglu_gemv(&c, d, order, n_order, k)) rule = "swiglu-gemv", node = i;
         else if ((mm = gemv_add(&c, d, order, k)) >= 0) rule = "gemv-add", node = mm;
         else if (rope_kv(&c, i)) rule = "rope-kv", node = NG(g, i)->src[1];
+        else if (rope_kv_attention(&c, d, i)) {
+            const loom_node *n = NG(g, i);
+            int three[3] = {n->src[0], n->src[1], n->src[2]};
+            for (int m = 0; m < 3 && folded >= 0; m++)
+                if (loom_plan_fold(g, pass->name, "rope-kv-attention", three[m]) < 0) folded = -1;
+                else folded++;
+            if (folded < 0) break;
+            continue;
+        }
         if (!rule) continue;
         if (loom_plan_fold(g, pass->name, rule, node) < 0) {
             folded = -1;

@@ -54,7 +54,7 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
 typedef enum { VK_KUNIT_AUTO, VK_KUNIT_1, VK_KUNIT_2, VK_KUNIT_S13, VK_KUNIT_HP } vk_kunit;
 #define VK_SPIN_US_GPU 5000u /* LOOM_VK_SPIN_US unset, on a GPU (vk_device.c) */
 #define VK_NBIND 7          /* bindings of the one descriptor-set layout: dst, src0..3, scratch, dst2 */
-#define VK_PC_WORDS 23      /* push constants: off[7], u[12], f[4] (shaders/common.glsl) */
+#define VK_PC_WORDS 29      /* push constants: off[7], u[16], f[6] (shaders/common.glsl); 116 of the 128 bytes every device has */
 #define VK_STAGING_HALF (32u << 20)
 
 /* One piece of a buffer. Weights larger than the largest allocation are split into pieces that
@@ -122,7 +122,8 @@ typedef struct vk_dev {
     bool gemv_u2;        /* LOOM_VK_GEMV_U2=1: the 8-bit-x GEMV's half-pair K units two a pass */
     uint32_t moe;        /* LOOM_VK_MOE: 0 auto (expert GEMVs for few routed slots, else grouped tiles), 1 naive
                           * (moe_mm.comp, one workgroup per output element), 2 gemv, 3 mm (vk_record.c rec_moe) */
-    uint32_t att_gw;     /* LOOM_VK_ATT_GW: decode attention's query heads a workgroup at most (0: 8) */
+    uint32_t att_gw;     /* LOOM_VK_ATT_GW: decode attention's query heads a workgroup at most (default 1) */
+    bool no_rkv;         /* LOOM_VK_RKV=0: no "rope-kv-attention" fold (vk_fuse.c) */
     uint32_t gemv_q;     /* quantised decode GEMV: 0 matvec.comp, else matvec_qb.comp with this many rows per
                           * group; VK_GEMV_Q_AUTO: per type and size (vk_record.c's qb_rows_default) */
     bool gemv_dp;        /* LOOM_VK_GEMV_Q=dp*: those rows on matvec_dp.comp (x quantised to 8 bits first) */

@@ -184,9 +184,10 @@ static VkDescriptorSet alloc_set(vk_rec *r) {
 
 typedef struct vk_pc {
     uint32_t off[VK_NBIND];
-    uint32_t u[12];
-    float f[4];
+    uint32_t u[16];
+    float f[6];
 } vk_pc;
+_Static_assert(sizeof(vk_pc) == VK_PC_WORDS * 4, "vk_pc is shaders/common.glsl's push-constant block");
 
 /* Do two arguments (logical buffers and byte ranges) overlap? Are they the same range? */
 static bool arg_overlaps(const vk_arg *a, const vk_arg *b) {
@@ -1206,22 +1207,49 @@ static bool plan_all_f32(vk_rec *r, const loom_exec_ctx *x) {
     return mm > 0;
 }
 
+/* The folded ROPE of q and KV_STOREs of a "rope-kv-attention" (vk_fuse.c): binding 1 spans the raw
+ * q, k and v rows (one arena; u[11..13] their element offsets in it), bindings 2 and 3 are the caches,
+ * written (attention.comp RKV). */
+static int rkv_args(const loom_exec_ctx *x, const loom_node *n, vk_arg a[VK_NBIND], vk_pc *pc) {
+    const loom_node *rq = N(x, n->src[0]), *sk = N(x, n->src[1]), *sv = N(x, n->src[2]);
+    const loom_node *rk = N(x, sk->src[1]);
+    int rows[3] = {rq->src[0], rk->src[0], sv->src[1]};
+    vk_arg r3[3];
+    for (int k = 0; k < 3; k++)
+        if (arg_of(x, rows[k], false, &r3[k]) < 0) return -1;
+    size_t lo = r3[0].off, hi = r3[0].off + r3[0].len;
+    for (int k = 1; k < 3; k++) {
+        if (r3[k].b != r3[0].b)
+            return loom_err("vulkan: attention '%s': its q, k and v rows are not in one buffer", n->name);
+        if (r3[k].off < lo) lo = r3[k].off;
+        if (r3[k].off + r3[k].len > hi) hi = r3[k].off + r3[k].len;
+    }
+    a[1] = (vk_arg){.b = r3[0].b, .off = lo, .len = hi - lo, .esize = 4};
+    for (int k = 0; k < 3; k++) pc->u[11 + k] = (uint32_t)((r3[k].off - lo) / 4);
+    pc->u[14] = (uint32_t)rq->ip[2], pc->u[15] = (uint32_t)rq->ip[3];
+    pc->f[4] = rq->fp[0], pc->f[5] = rq->fp[1];
+    return arg_of(x, sk->src[0], true, &a[2]) < 0 || arg_of(x, sv->src[0], true, &a[3]) < 0 ? -1 : 0;
+}
+
 static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_dev *d = r->d;
     const loom_node *n = N(x, i), *kc = N(x, n->src[1]);
     vk_arg a[VK_NBIND] = {0};
-    vk_pc pg = {0};
-    bool paged = n->n_src > 4;
-    if (arg_of(x, i, true, &a[0]) < 0 || arg_of(x, n->src[0], false, &a[1]) < 0 ||
-        arg_of(x, n->src[1], false, &a[2]) < 0 || arg_of(x, n->src[2], false, &a[3]) < 0 ||
+    vk_pc pg = {0}, pr = {0};
+    bool paged = n->n_src > 4, rkv = folded(x, n->src[0]);
+    if (arg_of(x, i, true, &a[0]) < 0 ||
+        (rkv ? rkv_args(x, n, a, &pr)
+             : arg_of(x, n->src[0], false, &a[1]) < 0 || arg_of(x, n->src[1], false, &a[2]) < 0 ||
+                   arg_of(x, n->src[2], false, &a[3]) < 0) < 0 ||
         (paged ? paged_args(x, n, &a[4], &pg) : arg_of(x, n->src[3], false, &a[4])) < 0)
         return -1;
     uint32_t H = (uint32_t)n->ip[0], Hkv = (uint32_t)n->ip[1], hd = (uint32_t)n->ip[2];
     uint64_t S = (uint64_t)loom_node_nelem(n) / ((uint64_t)H * hd), C = (uint64_t)kc->ne[0];
     /* query heads sharing a kv head go to one workgroup, at most 8 at a time */
     uint32_t G = H / Hkv, gw = G < 8 ? G : 8;
-    /* LOOM_VK_ATT_GW=N: at most N query heads a workgroup where the rows are too few for the tiled
-     * prefill kernels (S < 64: decode): more workgroups, each K / V row read once per group (A/B) */
+    /* decode (S < 64, rows too few for the tiled prefill kernels): at most LOOM_VK_ATT_GW query heads
+     * a workgroup (default 1): 8 left a 1.1B model 4 workgroups a layer, each doing 8 heads' dot
+     * products a key; now each K / V row is read once per head (from L2 but for the first) */
     if (S < 64 && d->att_gw && gw > d->att_gw) gw = d->att_gw;
     uint32_t ngrp = (G + gw - 1) / gw;
     uint32_t gx = Hkv * ngrp;
@@ -1234,6 +1262,11 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint32_t ring = (uint32_t)n->ip[5]; /* as bits in f[3] (common.glsl att_ring) */
     memcpy(&pc.f[3], &ring, sizeof ring);
     for (int k = 7; k < 12; k++) pc.u[k] = pg.u[k];
+    if (rkv) { /* (not paged: u[7..11] are free) */
+        for (int k = 11; k < 16; k++) pc.u[k] = pr.u[k];
+        pc.f[4] = pr.f[4], pc.f[5] = pr.f[5];
+        sh = LOOM_SPV_ATTENTION_RKV; /* vk_fuse.c folds only where the subgroup build runs */
+    }
     pc.u[6] = hd % 4 == 0 && elem_off(d, &a[2]) % 4 == 0 && elem_off(d, &a[3]) % 4 == 0; /* vec4 K/V loads */
     if (S > 65535 || gx > 65535) return loom_err("vulkan: attention over %llu rows is too large", (unsigned long long)S);
     /* prefill on tensor cores (attn_cm.comp, LOOM_VK_FA=cm, the default with cooperative matrices):
@@ -1266,7 +1299,7 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
     uint64_t K = (uint64_t)H * hd;
     bool nw;
     vk_arg ne;
-    bool acomb = r->acomb && r->k >= 0 && !paged && sh == LOOM_SPV_ATTENTION;
+    bool acomb = r->acomb && r->k >= 0 && !paged && (sh == LOOM_SPV_ATTENTION || sh == LOOM_SPV_ATTENTION_RKV);
     bool qe = acomb && hd % 32 == 0 && hd <= 256 && qx_reader(r, x, i, K, &nw, &ne) == 0;
     if (ns == 1 && !qe) return dispatch(r, sh, spec, a, &pc, gx, (uint32_t)S, 1);
     vk_arg out = a[0];
@@ -1281,7 +1314,9 @@ static int rec_attention(vk_rec *r, const loom_exec_ctx *x, int i) {
         a[6] = qbuf_at(r, (size_t)reg * r->qreg, r->qreg, true);
         pc.u[9] = (uint32_t)(r->qdata / 4);
         pc.u[10] = (uint32_t)(hoff / 16);
-        if (dispatch(r, qe ? LOOM_SPV_ATTENTION_CQ : LOOM_SPV_ATTENTION_C, spec, a, &pc, gx, (uint32_t)S, ns) < 0)
+        loom_spv_id csh = rkv ? (qe ? LOOM_SPV_ATTENTION_CQ_RKV : LOOM_SPV_ATTENTION_C_RKV)
+                              : (qe ? LOOM_SPV_ATTENTION_CQ : LOOM_SPV_ATTENTION_C);
+        if (dispatch(r, csh, spec, a, &pc, gx, (uint32_t)S, ns) < 0)
             return -1;
         if (qe) {
             qx_set(r, &out, &ne, 0, false, S, K, reg);
