@@ -122,16 +122,20 @@ typedef struct {
     const float *ones, *zeros;
 } synth_ctx;
 
-static int add_matrix(synth_ctx *c, const char *name, int64_t rows, int64_t cols) {
-    int64_t ne[2] = {rows, cols};
+/* A random tensor of ndim (2: a matrix {rows, cols}; 3: a stack of experts' matrices) */
+static int add_tensor(synth_ctx *c, const char *name, int ndim, const int64_t *ne) {
     size_t nbytes;
-    if (!gguf_ggml_nbytes(c->ggml_type, 2, ne, &nbytes)) return loom_err("synth: tensor '%s' is too large", name);
+    if (!gguf_ggml_nbytes(c->ggml_type, ndim, ne, &nbytes)) return loom_err("synth: tensor '%s' is too large", name);
     if (c->n_jobs == c->cap_jobs) return loom_err("synth: too many tensors");
     rand_job *j = &c->jobs[c->n_jobs++];
     j->tab = c->tab;
     uint64_t x = c->seed ^ XXH3_64bits(name, strlen(name)); /* independent of tensor order */
     j->seed = splitmix64(&x);
-    return gguf_w_tensor_cb(c->w, name, c->ggml_type, 2, ne, nbytes, rand_fill, j);
+    return gguf_w_tensor_cb(c->w, name, c->ggml_type, ndim, ne, nbytes, rand_fill, j);
+}
+
+static int add_matrix(synth_ctx *c, const char *name, int64_t rows, int64_t cols) {
+    return add_tensor(c, name, 2, (int64_t[]){rows, cols});
 }
 
 static int add_vector(synth_ctx *c, const char *name, int64_t n, const float *data) {
@@ -186,7 +190,9 @@ int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t see
     } else {
         snprintf(gname, sizeof gname, "%s-synthetic", shape_or_config);
     }
-    if (hp.n_expert > 0 || hp.qk_norm || hp.post_norms || hp.no_pre_norms || arch->norm_plus_one)
+    /* mixture-of-experts MLPs (Mixtral, Qwen3-MoE: the router and the stacked experts) and Qwen3's
+     * per-head q/k norms are written; other extra tensors are not */
+    if (hp.qk_norm == LOOM_QK_NORM_FULL || hp.post_norms || hp.no_pre_norms || arch->norm_plus_one)
         return loom_err("synth: %s needs tensors beyond the plain decoder's (not supported)", arch->name);
 
     synth_ctx c = {0};
@@ -205,7 +211,7 @@ int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t see
     c.ggml_type = gguf_ggml_from_dtype(dtype);
     c.seed = seed;
     c.tab = tab;
-    c.cap_jobs = (int)(hp.n_layer * 7 + 2);
+    c.cap_jobs = (int)(hp.n_layer * 8 + 2);
     if (!(c.jobs = loom_calloc((size_t)c.cap_jobs, sizeof *c.jobs))) goto done;
 
     if (loom_arch_write_kv(c.w, arch, &hp, gname, dtype == LOOM_F16 ? 1 : dtype == LOOM_BF16 ? 32 : 0)) goto done;
@@ -234,11 +240,23 @@ int loom_synth_vocab(const char *shape_or_config, loom_dtype dtype, uint64_t see
             add_matrix(&c, NAME("attn_k.weight"), hp.n_head_kv * hd, hp.n_embd) ||
             add_matrix(&c, NAME("attn_v.weight"), hp.n_head_kv * hd, hp.n_embd) ||
             add_matrix(&c, NAME("attn_output.weight"), hp.n_embd, hp.n_head * hd) ||
-            add_vector(&c, NAME("ffn_norm.weight"), hp.n_embd, ones) ||
-            add_matrix(&c, NAME("ffn_gate.weight"), hp.n_ff, hp.n_embd) ||
-            add_matrix(&c, NAME("ffn_up.weight"), hp.n_ff, hp.n_embd) ||
-            add_matrix(&c, NAME("ffn_down.weight"), hp.n_embd, hp.n_ff))
+            add_vector(&c, NAME("ffn_norm.weight"), hp.n_embd, ones))
             goto done;
+        if (hp.qk_norm == LOOM_QK_NORM_HEAD && (add_vector(&c, NAME("attn_q_norm.weight"), hd, ones) ||
+                                                add_vector(&c, NAME("attn_k_norm.weight"), hd, ones)))
+            goto done;
+        if (hp.n_expert > 0) { /* the router, then the experts stacked [E, F, D] / [E, D, F] (graph.h MOE) */
+            int64_t E = hp.n_expert, F = hp.n_ff_exp, D = hp.n_embd;
+            if (add_matrix(&c, NAME("ffn_gate_inp.weight"), E, D) ||
+                add_tensor(&c, NAME("ffn_gate_exps.weight"), 3, (int64_t[]){E, F, D}) ||
+                add_tensor(&c, NAME("ffn_up_exps.weight"), 3, (int64_t[]){E, F, D}) ||
+                add_tensor(&c, NAME("ffn_down_exps.weight"), 3, (int64_t[]){E, D, F}))
+                goto done;
+        } else if (add_matrix(&c, NAME("ffn_gate.weight"), hp.n_ff, hp.n_embd) ||
+                   add_matrix(&c, NAME("ffn_up.weight"), hp.n_ff, hp.n_embd) ||
+                   add_matrix(&c, NAME("ffn_down.weight"), hp.n_embd, hp.n_ff)) {
+            goto done;
+        }
         if (hp.qkv_bias && (add_vector(&c, NAME("attn_q.bias"), hp.n_head * hd, zeros) ||
                             add_vector(&c, NAME("attn_k.bias"), hp.n_head_kv * hd, zeros) ||
                             add_vector(&c, NAME("attn_v.bias"), hp.n_head_kv * hd, zeros)))

@@ -16,6 +16,12 @@
 //   u[8] = 1: a residual ADD follows: binding 5 (same shape as y) is added to the result.
 // u[0..5] as matmul.comp; spec constants: 0 = workgroup size, 1 = M, 2 = rows per workgroup,
 // 3 = XMODE | (8-element loads in flight per invocation, 2 or 4) << 2.
+// MOE (matvec_moe_*: the decode expert GEMV of a MOE node, vk_record.c rec_moe): W is a stack
+// [E, N, K] and binding 3 holds the routes moe_route.comp wrote (per row s: k expert ids as float
+// bits, then k weights) instead of a bias; M = 1, u[9] = k, gl_WorkGroupID.z picks the row of y:
+//   u[10] = 0 (gate, up): z = slot s * k + i, y[z] = W_e[i] x[s]          (x [S, D], y [S*k, N])
+//   u[10] = 1 (down):     z = row s, y[s] = sum_i w_i W_e[i] x[s * k + i]  (x [S*k, K], y [S, N])
+// with the same inner loop as a dense row; XMODE 2 (x = SWIGLU(gate, up)) folds the SwiGLU.
 #include "common.glsl"
 #define W_BINDING 2
 #include "wload.glsl"
@@ -32,6 +38,10 @@ layout(std430, binding = 3) readonly buffer Bi { float bias[]; };
 layout(std430, binding = 4) readonly buffer E { float e1[]; };
 layout(std430, binding = 4) readonly buffer E4 { vec4 e4[]; };
 layout(std430, binding = 5) readonly buffer R { float res[]; };
+#ifdef MOE
+#define route bias
+#endif
+uint xbase = 0u; // MOE: the first element of this slot's x row (bindings 1 and 4)
 
 shared float red[64][16]; // [subgroup][m, then sum of squares]: rows spanning several subgroups
 
@@ -39,24 +49,24 @@ float silu(float g) { return g / (1.0 + exp(-g)); }
 
 // element k (a multiple of 4) of the effective x row m; ss gathers x^2 for the norm
 vec4 xload4(uint m, uint k, inout float ss) {
-    vec4 v = x4[(OFF_A + m * pc.u[2] + k) >> 2];
+    vec4 v = x4[(OFF_A + xbase + m * pc.u[2] + k) >> 2];
     if (XMODE == 1u) {
         ss += dot(v, v);
         if (pc.u[7] != 0u) v *= e4[(OFF_E + k) >> 2];
     } else if (XMODE == 2u) {
-        vec4 u = e4[(OFF_E + m * pc.u[2] + k) >> 2];
+        vec4 u = e4[(OFF_E + xbase + m * pc.u[2] + k) >> 2];
         v = vec4(silu(v.x), silu(v.y), silu(v.z), silu(v.w)) * u;
     }
     return v;
 }
 
 float xload1(uint m, uint k, inout float ss) {
-    float v = x[OFF_A + m * pc.u[2] + k];
+    float v = x[OFF_A + xbase + m * pc.u[2] + k];
     if (XMODE == 1u) {
         ss += v * v;
         if (pc.u[7] != 0u) v *= e1[OFF_E + k];
     } else if (XMODE == 2u) {
-        v = silu(v) * e1[OFF_E + m * pc.u[2] + k];
+        v = silu(v) * e1[OFF_E + xbase + m * pc.u[2] + k];
     }
     return v;
 }
@@ -67,9 +77,24 @@ void main() {
     uint t = gl_LocalInvocationID.x, r = t / TPR, lt = t % TPR;
     uint n = wg_linear() * NROWS + r;
     bool live = n < N;
-    uint wrow = OFF_B + n * K;
     float acc[NM], ss[NM];
     [[unroll]] for (uint m = 0u; m < NM; m++) acc[m] = ss[m] = 0.0;
+#ifdef MOE
+    uint kk = pc.u[9], zrow = gl_WorkGroupID.z;
+    bool mdown = pc.u[10] != 0u;
+    uint s = mdown ? zrow : zrow / kk, rb = OFF_C + s * 2u * kk;
+    for (uint slot = 0u; slot < (mdown ? kk : 1u); slot++) {
+        uint i = mdown ? slot : zrow % kk;
+        uint wrow = OFF_B + (floatBitsToUint(route[rb + i]) * N + n) * K;
+        float rw = mdown ? route[rb + kk + i] : 1.0;
+        xbase = (mdown ? s * kk + i : s) * K;
+        float part[NM];
+        [[unroll]] for (uint m = 0u; m < NM; m++) part[m] = 0.0;
+#define acc part
+#else
+    const uint zrow = 0u;
+    uint wrow = OFF_B + n * K;
+#endif
     if (live && pc.u[6] != 0u) {
         uint step = TPR * 8u, k = lt * 8u;
         // NLD 8-element loads in flight per invocation: 2 for f16 (four, tried in a26cef9, made
@@ -96,6 +121,11 @@ void main() {
             [[unroll]] for (uint m = 0u; m < NM; m++) acc[m] += xload1(m, k, ss[m]) * w;
         }
     }
+#ifdef MOE
+#undef acc
+        [[unroll]] for (uint m = 0u; m < NM; m++) acc[m] += rw * part[m];
+    }
+#endif
     [[unroll]] for (uint m = 0u; m < NM; m++) {
         acc[m] = subgroupAdd(acc[m]);
         if (XMODE == 1u) ss[m] = subgroupAdd(ss[m]);
@@ -122,12 +152,16 @@ void main() {
         }
     }
     if (live && lt == 0u) {
+        #ifdef MOE
+        float b = 0.0;
+#else
         float b = pc.u[3] != 0u ? bias[OFF_C + n] : 0.0;
+#endif
         [[unroll]] for (uint m = 0u; m < NM; m++) {
             float v = acc[m];
             if (XMODE == 1u) v *= inversesqrt(ss[m] / float(K) + pc.f[0]);
             v += b;
-            uint o = m * pc.u[5] + pc.u[4] + n;
+            uint o = (m + zrow) * pc.u[5] + pc.u[4] + n;
             if (pc.u[8] != 0u) v += res[OFF_S + o];
             y[OFF_D + o] = v;
         }

@@ -8,6 +8,19 @@ endif()
 # Every op against the CPU backend's scalar kernels, both execution paths, three device configs.
 loom_unit_test(test_vulkan_ops)
 set_tests_properties(test_vulkan_ops PROPERTIES SKIP_RETURN_CODE 77)
+# Its MOE cases alone (`test_vulkan_ops moe`) under LOOM_VK_MOE (vk_record.c rec_moe): gemv puts every
+# row count on the expert GEMVs (matvec.comp MOE; the default takes them for <= 16 routed slots only),
+# naive on moe_mm.comp (the A/B baseline); the recorder's trace (LOOM_VK_VERBOSE=2) shows the shader ran.
+foreach(_m gemv naive)
+  set(_sh matvec_moe_bf16)
+  if(_m STREQUAL "naive")
+    set(_sh moe_mm_bf16)
+  endif()
+  add_test(NAME test_vulkan_ops_moe_${_m} COMMAND ${LOOM_EXPECT} --match "LOOM_VK_MOE=${_m}\n.*: ${_sh} grid .*checks, 0 failed"
+           -- $<TARGET_FILE:test_vulkan_ops> moe)
+  set_tests_properties(test_vulkan_ops_moe_${_m} PROPERTIES SKIP_RETURN_CODE 77 LABELS sanitizer_redundant
+                       ENVIRONMENT "LOOM_VK_MOE=${_m};LOOM_VK_VERBOSE=2")
+endforeach()
 
 # `loom devices` lists the CPU and at least one Vulkan device.
 add_test(NAME vulkan_devices COMMAND ${LOOM_EXPECT} --match "cpu .*vulkan:0 .*subgroup" -- ${LOOM_BIN} devices)

@@ -194,7 +194,8 @@ bool vk_supports(vk_dev *d, const loom_graph *g, int i) {
         int64_t E = g->nodes[n->src[1]].ne[g->nodes[n->src[1]].ndim - 1];
         for (int k = 2; k < 5; k++) {
             const loom_node *w = &g->nodes[n->src[k]];
-            /* moe_mm.comp reads f32/f16/bf16 stacks and block-quantised ones whose rows are whole blocks */
+            /* the MOE shaders (vk_record.c rec_moe) read f32/f16/bf16 stacks and block-quantised ones whose
+             * rows are whole blocks */
             bool wt = loom_dtype_is_quant(w->type) ? w->ne[2] % loom_dtype_blck(w->type) == 0
                                                    : w->type == LOOM_F32 || w->type == LOOM_F16 || w->type == LOOM_BF16;
             if (w->ndim != 3 || w->ne[0] != E || !wt) return false;

@@ -888,6 +888,17 @@ vk_dev *vk_dev_open(const loom_backend_opts *o) {
     d->att_gw = agw && atoi(agw) >= 1 && atoi(agw) <= 8 ? (uint32_t)atoi(agw) : 1;
     const char *rkv = getenv("LOOM_VK_RKV");
     d->no_rkv = rkv && *rkv == '0';
+    /* LOOM_VK_MOE: the MOE op's expert products (vk_record.c rec_moe), for A/B runs. "auto" (unset):
+     * the expert GEMVs (matvec.comp MOE) when a step routes at most VK_MOE_GEMV_SLOTS slots (rows x k)
+     * and the device has subgroup arithmetic, else the slots grouped by expert (moe_group.comp) and
+     * tiled per expert (matmul_q.comp MOE); "gemv", "mm": that one for every row count (gemv needs
+     * subgroups: else mm); "naive": moe_mm.comp, a workgroup per output element and routed slot (the
+     * path before session 16). Unknown: a line listing them, then auto. */
+    static const struct {
+        const char *name;
+    } moe_modes[] = {{"auto"}, {"naive"}, {"gemv"}, {"mm"}};
+    int mom = VK_KNOB_ENV("LOOM_VK_MOE", moe_modes, sizeof moe_modes / sizeof moe_modes[0], 0);
+    d->moe = mom > 0 ? (uint32_t)mom : 0;
     /* LOOM_VK_GEMV_Q: the quantised decode GEMV for every block type, for A/B runs. "blk" (2 rows per
      * invocation), "blk1", "blk2", "blk4": matvec_qb.comp, a block at a time; "old" (unknown values
      * too, with a line that lists the values): matvec.comp. "dp", "dp1", "dp2", "dp4": matvec_dp.comp

@@ -120,6 +120,8 @@ typedef struct vk_dev {
     uint32_t gemv_wgs;   /* decode GEMV: fewer rows per workgroup until it has this many workgroups */
     uint32_t gemv_loads; /* decode GEMV: 8-element loads in flight per invocation (0: 2) */
     bool gemv_u2;        /* LOOM_VK_GEMV_U2=1: the 8-bit-x GEMV's half-pair K units two a pass */
+    uint32_t moe;        /* LOOM_VK_MOE: 0 auto (expert GEMVs for few routed slots, else grouped tiles), 1 naive
+                          * (moe_mm.comp, one workgroup per output element), 2 gemv, 3 mm (vk_record.c rec_moe) */
     uint32_t att_gw;     /* LOOM_VK_ATT_GW: decode attention's query heads a workgroup at most (default 1) */
     bool no_rkv;         /* LOOM_VK_RKV=0: no "rope-kv-attention" fold (vk_fuse.c) */
     uint32_t gemv_q;     /* quantised decode GEMV: 0 matvec.comp, else matvec_qb.comp with this many rows per

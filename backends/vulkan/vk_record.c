@@ -1362,9 +1362,67 @@ static loom_spv_id moe_shader(vk_dev *d, loom_dtype t) {
     return wshader(d, t, LOOM_SPV_MOE_MM_F32, LOOM_SPV_MOE_MM_F16, LOOM_SPV_MOE_MM_F16S, LOOM_SPV_MOE_MM_BF16);
 }
 
-/* MOE (graph.h): routes into scratch (moe_route.comp), gate and up products per (row, slot)
- * (moe_mm.comp), SwiGLU in place (eltwise.comp), then down products summed with the routing
- * weights into the output. Scratch: routes [S, 2k], gate [S*k, F], up [S*k, F]. */
+/* The expert GEMV (matvec.comp MOE) / grouped tiles (matmul_q.comp MOE) for an expert stack of type t */
+static loom_spv_id moe_fast_shader(vk_dev *d, loom_dtype t, bool gemv) {
+#define MV(T) [LOOM_##T] = {LOOM_SPV_MATVEC_MOE_##T, LOOM_SPV_MATMUL_MOE_##T}
+    static const loom_spv_id q[LOOM_DTYPE_COUNT][2] = {MV(Q8_0), MV(Q4_0), MV(Q4_K), MV(Q6_K),   MV(Q4_1),   MV(Q5_0),
+                                                       MV(Q5_1), MV(Q2_K), MV(Q3_K), MV(Q5_K), MV(IQ4_NL), MV(IQ4_XS)};
+#undef MV
+    if (loom_dtype_is_quant(t)) return q[t][!gemv];
+    if (gemv)
+        return wshader(d, t, LOOM_SPV_MATVEC_MOE_F32, LOOM_SPV_MATVEC_MOE_F16, LOOM_SPV_MATVEC_MOE_F16S,
+                       LOOM_SPV_MATVEC_MOE_BF16);
+    /* f16 from uint words in the tiles, as matmul.comp */
+    return wshader(d, t, LOOM_SPV_MATMUL_MOE_F32, LOOM_SPV_MATMUL_MOE_F16, LOOM_SPV_MATMUL_MOE_F16,
+                   LOOM_SPV_MATMUL_MOE_BF16);
+}
+
+/* LOOM_VK_MOE=auto: the expert GEMVs serve a step of at most this many routed slots (rows x k), e.g.
+ * one or two decode rows of a top-8 model; more rows are grouped by expert and tiled */
+#define VK_MOE_GEMV_SLOTS 16
+#define VK_MOE_TILE 64 /* matmul_q.comp's rows per tile without BIG */
+
+/* The expert GEMV (matvec.comp MOE) over nz rows of y: gate / up (down = false; z = slot) or the
+ * down products summed with the routing weights (down; z = row, x = SWIGLU(gate, up) folded, XMODE 2). */
+static int moe_gemv(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], uint64_t N, uint64_t K, uint32_t k,
+                    uint64_t nz, bool down) {
+    vk_dev *d = r->d;
+    uint32_t sg = d->subgroup_size ? d->subgroup_size : 32, wg = sg > 128 ? sg : 128, nrows = wg / sg;
+    while (nrows > 1 && (N + nrows - 1) / nrows * nz < d->gemv_wgs) nrows /= 2;
+    uint32_t loads = d->gemv_loads ? d->gemv_loads : 2;
+    uint32_t spec[4] = {wg, 1, nrows, (down ? 2u : 0u) | loads << 2};
+    bool quant = loom_dtype_is_quant(w->type);
+    bool vec = K % 8 == 0 && (quant || elem_off(d, &a[2]) % 8 == 0) && elem_off(d, &a[1]) % 4 == 0 &&
+               (!a[4].b || elem_off(d, &a[4]) % 4 == 0);
+    vk_pc pc = {.u = {1, (uint32_t)N, (uint32_t)K, 0, 0, (uint32_t)N, vec, 0, 0, k, down}};
+    return dispatch(r, moe_fast_shader(d, w->type, true), spec, a, &pc, (uint32_t)((N + nrows - 1) / nrows), 1,
+                    (uint32_t)nz);
+}
+
+/* The grouped expert tiles (matmul_q.comp MOE): y rows = slots, x rows gathered through the order in
+ * grp (moe_group.comp), one dispatch over every expert's tiles (ntile entries) */
+static int moe_tiles(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], uint64_t N, uint64_t K, uint32_t k,
+                     uint64_t SK, uint64_t ntile, bool down) {
+    vk_dev *d = r->d;
+    bool vec = K % 8 == 0 && (loom_dtype_is_quant(w->type) || elem_off(d, &a[2]) % 8 == 0);
+    vk_pc pc = {.u = {0, (uint32_t)N, (uint32_t)K, 0, 0, (uint32_t)N, vec, 0, 0, k, down, (uint32_t)SK}};
+    return dispatch(r, moe_fast_shader(d, w->type, false), NULL, a, &pc, (uint32_t)((N + VK_MOE_TILE - 1) / VK_MOE_TILE),
+                    (uint32_t)ntile, 1);
+}
+
+/* MOE (graph.h): routes into scratch (moe_route.comp), then the expert products, by LOOM_VK_MOE
+ * (vk_device.c) and the row count:
+ *  - gemv (few routed slots: decode): gate and up per slot (matvec.comp MOE, the expert id read from
+ *    the routes in the shader), then the down products summed with the routing weights, the SwiGLU
+ *    folded into its x loads: 4 dispatches, 3 barriers.
+ *  - mm: the slots grouped by expert (moe_group.comp: counting sort into an order list and a tile
+ *    table), gate and up as tiles of one expert's gathered rows (matmul_q.comp MOE, one dispatch
+ *    over all experts), SwiGLU in place (eltwise.comp), the down tiles per slot, then the weighted
+ *    sum over each row's k slots (moe_sum.comp): 7 dispatches, 5 barriers.
+ *  - naive: gate and up per (row, slot) with a workgroup per output element (moe_mm.comp), SwiGLU,
+ *    down products summed (moe_mm.comp).
+ * Scratch: routes [S, 2k], gate [S*k, F], up [S*k, F]; mm also the order and tile table (uint) and
+ * the down products [S*k, D]. */
 static int rec_moe(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_dev *d = r->d;
     const loom_node *n = N(x, i), *wg = N(x, n->src[2]), *wd = N(x, n->src[4]);
@@ -1374,9 +1432,17 @@ static int rec_moe(vk_rec *r, const loom_exec_ctx *x, int i) {
     if (S * k > 65535 || D > 65535 || F > 65535)
         return loom_err("vulkan: moe over %llu rows x %u experts (width %llu, %llu) is too large", (unsigned long long)S,
                         k, (unsigned long long)D, (unsigned long long)F);
+    uint64_t SK = S * k;
+    int mode = (int)d->moe; /* 1 naive, 2 gemv, 3 mm */
+    if (mode == 0) mode = SK <= VK_MOE_GEMV_SLOTS && d->subgroup_arith ? 2 : 3;
+    if (mode == 2 && !d->subgroup_arith) mode = 3;
+    if (mode == 3 && E > 1024) mode = 1; /* moe_group.comp's shared counters */
     size_t al = d->align > 256 ? d->align : 256;
-    size_t rb = (size_t)S * 2 * k * 4, hb = (size_t)S * k * F * 4;
-    size_t go = (rb + al - 1) / al * al, uo = go + (hb + al - 1) / al * al;
+#define MOE_AL(v) (((size_t)(v) + al - 1) / al * al)
+    uint64_t ntile = (SK + VK_MOE_TILE - 1) / VK_MOE_TILE + (E < SK ? E : SK); /* >= sum over experts of their tiles */
+    size_t rb = (size_t)SK * 2 * 4, hb = (size_t)SK * F * 4, gb = (size_t)(SK + 3 * ntile) * 4, db = (size_t)SK * D * 4;
+    size_t go = MOE_AL(rb), uo = go + MOE_AL(hb), qo = uo + MOE_AL(hb), dno = qo + MOE_AL(gb);
+#undef MOE_AL
     vk_arg route = scratch_at(r, 0, rb, true), gate = scratch_at(r, go, hb, true), up = scratch_at(r, uo, hb, true);
     vk_arg a[VK_NBIND] = {0};
     a[0] = route;
@@ -1384,27 +1450,65 @@ static int rec_moe(vk_rec *r, const loom_exec_ctx *x, int i) {
     vk_pc pc = {.u = {(uint32_t)S, (uint32_t)E, k, (uint32_t)n->ip[1]}};
     if (dispatch(r, LOOM_SPV_MOE_ROUTE, NULL, a, &pc, (uint32_t)((S + 63) / 64), 1, 1) < 0) return -1;
     route.write = false;
+    vk_arg grp = {0};
+    if (mode == 3) { /* group the slots by expert */
+        vk_arg g[VK_NBIND] = {0};
+        g[0] = scratch_at(r, qo, gb, true);
+        g[1] = route;
+        vk_pc gp = {.u = {(uint32_t)S, (uint32_t)E, k, VK_MOE_TILE, (uint32_t)ntile}};
+        if (dispatch(r, LOOM_SPV_MOE_GROUP, NULL, g, &gp, 1, 1, 1) < 0) return -1;
+        grp = g[0];
+        grp.write = false;
+    }
     for (int m = 0; m < 2; m++) { /* gate, up */
         vk_arg b[VK_NBIND] = {0};
         b[0] = m ? up : gate;
         b[3] = route;
+        b[4] = grp;
         const loom_node *w = N(x, n->src[2 + m]);
         if (arg_of(x, n->src[0], false, &b[1]) < 0 || arg_of(x, n->src[2 + m], false, &b[2]) < 0) return -1;
-        vk_pc p2 = {.u = {(uint32_t)F, (uint32_t)D, k, (uint32_t)(S * k), 0}};
-        if (dispatch(r, moe_shader(d, w->type), NULL, b, &p2, (uint32_t)F, (uint32_t)(S * k), 1) < 0) return -1;
+        if (mode == 2) {
+            if (moe_gemv(r, w, b, F, D, k, SK, false) < 0) return -1;
+        } else if (mode == 3) {
+            if (moe_tiles(r, w, b, F, D, k, SK, ntile, false) < 0) return -1;
+        } else {
+            vk_pc p2 = {.u = {(uint32_t)F, (uint32_t)D, k, (uint32_t)SK, 0}};
+            if (dispatch(r, moe_shader(d, w->type), NULL, b, &p2, (uint32_t)F, (uint32_t)SK, 1) < 0) return -1;
+        }
+    }
+    gate.write = up.write = false;
+    if (mode == 2) { /* down on SWIGLU(gate, up), summed over the slots with their weights */
+        vk_arg e[VK_NBIND] = {0};
+        e[1] = gate, e[4] = up, e[3] = route;
+        if (arg_of(x, i, true, &e[0]) < 0 || arg_of(x, n->src[4], false, &e[2]) < 0) return -1;
+        return moe_gemv(r, wd, e, D, F, k, S, true);
     }
     vk_arg c[VK_NBIND] = {0};
-    c[0] = gate;
-    c[1] = gate, c[1].write = false;
-    c[2] = up, c[2].write = false;
-    vk_pc pe = {.u = {4, (uint32_t)(S * k * F), (uint32_t)(S * k * F)}};
+    c[0] = gate, c[0].write = true;
+    c[1] = gate;
+    c[2] = up;
+    vk_pc pe = {.u = {4, (uint32_t)(SK * F), (uint32_t)(SK * F)}};
     uint32_t gx, gy;
-    grid1(S * k * F, &gx, &gy);
+    grid1(SK * F, &gx, &gy);
     if (dispatch(r, LOOM_SPV_ELTWISE, NULL, c, &pe, gx, gy, 1) < 0) return -1;
     vk_arg e[VK_NBIND] = {0};
-    e[1] = gate, e[1].write = false;
+    e[1] = gate;
     e[3] = route;
-    if (arg_of(x, i, true, &e[0]) < 0 || arg_of(x, n->src[4], false, &e[2]) < 0) return -1;
+    if (arg_of(x, n->src[4], false, &e[2]) < 0) return -1;
+    if (mode == 3) { /* down per slot, then the weighted sum over each row's slots */
+        vk_arg dn = scratch_at(r, dno, db, true);
+        e[0] = dn;
+        e[4] = grp;
+        if (moe_tiles(r, wd, e, D, F, k, SK, ntile, true) < 0) return -1;
+        vk_arg f[VK_NBIND] = {0};
+        f[1] = dn, f[1].write = false;
+        f[3] = route;
+        if (arg_of(x, i, true, &f[0]) < 0) return -1;
+        vk_pc ps = {.u = {(uint32_t)(S * D), (uint32_t)D, k}};
+        grid1(S * D, &gx, &gy);
+        return dispatch(r, LOOM_SPV_MOE_SUM, NULL, f, &ps, gx, gy, 1);
+    }
+    if (arg_of(x, i, true, &e[0]) < 0) return -1;
     vk_pc p3 = {.u = {(uint32_t)D, (uint32_t)F, k, (uint32_t)S, 1}};
     return dispatch(r, moe_shader(d, wd->type), NULL, e, &p3, (uint32_t)D, (uint32_t)S, 1);
 }

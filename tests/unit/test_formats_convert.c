@@ -285,7 +285,50 @@ static void stats_f16(const uint16_t *h, size_t n, double *mean, double *sd, dou
     *within1 = (double)in / (double)n;
 }
 
+/* synth of a fixture's config.json against the converted checkpoint: the same tensors (names and
+ * shapes; matrices and expert stacks f16, vectors f32) and the same architecture keys */
+static void synth_like_convert(const char *fxdir) {
+    const char *conv = TMP("%s-conv.gguf", fxdir), *syn = TMP("%s-synth.gguf", fxdir);
+    CHECK(loom_convert_hf_to_gguf(FIX("%s", fxdir), conv) == 0, "convert %s: %s", fxdir, loom_last_error());
+    CHECK(loom_synth(FIX("%s/config.json", fxdir), LOOM_F16, 5, syn) == 0, "synth %s: %s", fxdir, loom_last_error());
+    gguf_ctx *s = gguf_open(syn), *c = gguf_open(conv);
+    CHECK(s && c, "open %s synth and converted: %s", fxdir, loom_last_error());
+    if (s && c) {
+        CHECK(gguf_n_tensors(s) == gguf_n_tensors(c), "%s: tensor count %d vs %d", fxdir, gguf_n_tensors(s),
+              gguf_n_tensors(c));
+        for (int i = 0; i < gguf_n_tensors(c); i++) {
+            int j = gguf_find_tensor(s, gguf_tensor_name(c, i));
+            int64_t a[4], b[4];
+            gguf_tensor_shape(c, i, a);
+            if (j >= 0) gguf_tensor_shape(s, j, b);
+            CHECK(j >= 0 && gguf_tensor_ndim(s, j) == gguf_tensor_ndim(c, i) && !memcmp(a, b, sizeof a),
+                  "%s: synth has %s with the same shape", fxdir, gguf_tensor_name(c, i));
+            if (j >= 0)
+                CHECK(gguf_tensor_ggml_type(s, j) == (gguf_tensor_ndim(c, i) == 1 ? GGML_TYPE_F32 : GGML_TYPE_F16),
+                      "%s: %s type", fxdir, gguf_tensor_name(c, i));
+        }
+        int ai = gguf_find_key(c, "general.architecture");
+        const char *arch = ai >= 0 ? gguf_get_str(c, ai, NULL) : "";
+        for (int i = 0; i < gguf_n_kv(c); i++) {
+            const char *k = gguf_key(c, i);
+            if (strncmp(k, arch, strlen(arch)) || k[strlen(arch)] != '.') continue;
+            int j = gguf_find_key(s, k);
+            int64_t x, y;
+            double fx_, fy;
+            bool ok = j >= 0 && gguf_kv_type(s, j) == gguf_kv_type(c, i);
+            if (ok && gguf_get_int(c, i, &x)) ok = gguf_get_int(s, j, &y) && x == y;
+            else if (ok && gguf_get_float(c, i, &fx_)) ok = gguf_get_float(s, j, &fy) && fx_ == fy;
+            CHECK(ok, "%s: synth key %s matches the converted file", fxdir, k);
+        }
+    }
+    if (s) gguf_close(s);
+    if (c) gguf_close(c);
+}
+
 static void test_synth(void) {
+    /* mixture-of-experts shapes (the router and the stacked experts) and Qwen3's q/k norms */
+    synth_like_convert("qwen3moe-tiny");
+    synth_like_convert("mixtral-tiny");
     const char *cfg = FIX("qwen2-tiny/config.json");
     double t0 = loom_now();
     int rc = loom_synth(cfg, LOOM_F16, 1, TMP("synth1.gguf"));

@@ -593,11 +593,17 @@ static void test_attention_paged(void) {
 /* ---- MOE ---------------------------------------------------------------------------------------- */
 /* Mixture of experts against the CPU's scalar path: routing (softmax, top-k, renormalisation) and
  * the chosen experts' SwiGLU MLPs, f32/f16/bf16 stacks. 4e-6 absolute + 2e-5 relative (f32 sums in
- * another order and the GPU's exp; measured 6% of it). */
-static void moe_case(loom_dtype wt, int64_t S, int64_t E, int k, bool norm, int64_t D, int64_t F) {
+ * another order and the GPU's exp; measured 6% of it). rec_moe's paths (vk_record.c): the expert
+ * GEMVs for at most 16 routed slots (S x k) where there are subgroups, else the slots grouped by
+ * expert into 64-row tiles (the second config, without subgroups, takes those for every case); the
+ * ctests test_vulkan_ops_moe_{gemv,naive} run these cases under LOOM_VK_MOE=gemv / naive.
+ * hot >= 0: that expert's logits raised by 20, so every row routes to it (with k = 1, the others get
+ * no rows). */
+static void moe_case(loom_dtype wt, int64_t S, int64_t E, int k, bool norm, int64_t D, int64_t F, int hot) {
     float *x = malloc(S * D * 4), *lg = malloc(S * E * 4), *ref = malloc(E * F * D * 4);
     tg_fill(x, (size_t)(S * D), 1.0f);
     tg_fill(lg, (size_t)(S * E), 3.0f);
+    for (int64_t s = 0; hot >= 0 && s < S; s++) lg[s * E + hot] += 20.0f;
     void *wg = tg_weights(wt, (size_t)(E * F * D), 0.3f, ref), *wu = tg_weights(wt, (size_t)(E * F * D), 0.3f, ref);
     void *wd = tg_weights(wt, (size_t)(E * D * F), 0.3f, ref);
     tg t;
@@ -628,11 +634,17 @@ static void moe_case(loom_dtype wt, int64_t S, int64_t E, int k, bool norm, int6
 
 static void test_moe(void) {
     for (int wi = 0; wi < 3; wi++) {
-        moe_case(wtypes[wi], 1, 8, 2, true, 45, 37);   /* decode */
-        moe_case(wtypes[wi], 17, 8, 2, true, 64, 40);  /* prefill */
+        moe_case(wtypes[wi], 1, 8, 2, true, 45, 37, -1);   /* decode */
+        moe_case(wtypes[wi], 17, 8, 2, true, 64, 40, -1);  /* prefill */
     }
-    moe_case(LOOM_F32, 3, 16, 4, false, 64, 96); /* Qwen3-MoE without norm_topk_prob */
-    moe_case(LOOM_F16, 5, 6, 6, true, 32, 20);   /* every expert chosen */
+    moe_case(LOOM_F32, 3, 16, 4, false, 64, 96, -1); /* Qwen3-MoE without norm_topk_prob */
+    moe_case(LOOM_F16, 5, 6, 6, true, 32, 20, -1);   /* every expert chosen */
+    moe_case(LOOM_F32, 1, 8, 1, false, 40, 24, -1);  /* one row, top-1 */
+    /* 120 slots over 5 experts: several tiles, none full, rows gathered from everywhere */
+    moe_case(LOOM_BF16, 40, 5, 3, true, 48, 40, -1);
+    /* every row to expert 3 (70 rows: a full tile and a partial one), the others none; K = 40 and 24
+     * are not multiples of 16 (the last K step short) */
+    moe_case(LOOM_F32, 70, 8, 1, true, 40, 24, 3);
     /* parameters graph.h does not define, or limits of the shaders, are refused by name */
     float dummy[64] = {0};
     tg t;
@@ -943,9 +955,17 @@ static void test_errors(void) {
     printf("device: %s\n", desc);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     int orc = tg_open_backends(&cpu, vk, true);
     if (orc) return orc;
+    if (argc > 1 && !strcmp(argv[1], "moe")) { /* `test_vulkan_ops moe`: the MOE cases alone (under LOOM_VK_MOE) */
+        const char *mo = getenv("LOOM_VK_MOE");
+        printf("moe: LOOM_VK_MOE=%s\n", mo ? mo : "(unset)");
+        fflush(stdout); /* before the trace lines on stderr */
+        TG_TIMED(test_moe());
+        tg_close_backends(cpu, vk);
+        CHECK_DONE();
+    }
 
     tg_coopmat_flags(vk, vk_name, vk_coopmat);
     for (int v = 0; v < NVK; v++) {

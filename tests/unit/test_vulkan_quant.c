@@ -948,6 +948,7 @@ int main(int argc, char **argv) {
     bool gemv_only = argc > 1 && !strcmp(argv[1], "gemv");
     bool qtile_only = argc > 1 && !strcmp(argv[1], "qtile");
     bool knobs_only = argc > 1 && !strcmp(argv[1], "knobs");
+    bool moe_only = argc > 1 && !strcmp(argv[1], "moe"); /* the MOE cases alone (under LOOM_VK_MOE: gpu_moe.sh) */
     int gemv_nq = argc > 2 && atoi(argv[2]) > 0 && atoi(argv[2]) < NQ ? atoi(argv[2]) : NQ;
     int orc = tg_open_backends(&cpu, vk, true);
     if (orc) return orc;
@@ -959,6 +960,13 @@ int main(int argc, char **argv) {
     const char *gq = getenv("LOOM_VK_GEMV_Q");
     dp_on = strstr(desc, "gemv dp8") != NULL; /* forced (LOOM_VK_GEMV_Q=dp*) or a GPU's default */
     printf("decode GEMV: LOOM_VK_GEMV_Q=%s%s\n", gq ? gq : "(unset)", dp_on && getenv("LOOM_VK_NO_IDOT") ? ", LOOM_VK_NO_IDOT" : "");
+    if (moe_only) {
+        const char *mo = getenv("LOOM_VK_MOE");
+        printf("moe: LOOM_VK_MOE=%s\n", mo ? mo : "(unset)");
+        TG_TIMED(test_moe());
+        tg_close_backends(cpu, vk);
+        CHECK_DONE();
+    }
     if (knobs_only) {
         TG_TIMED(test_knobs());
         tg_close_backends(cpu, vk);
