@@ -287,6 +287,17 @@ static void stats_f16(const uint16_t *h, size_t n, double *mean, double *sd, dou
 
 /* synth of a fixture's config.json against the converted checkpoint: the same tensors (names and
  * shapes; matrices and expert stacks f16, vectors f32) and the same architecture keys */
+/* Does key i of c have the same type and value in s (strings compared only when `strings`)? */
+static bool kv_matches(gguf_ctx *c, int i, gguf_ctx *s, bool strings) {
+    int j = gguf_find_key(s, gguf_key(c, i));
+    int64_t x, y;
+    double fx_, fy;
+    if (j < 0 || gguf_kv_type(s, j) != gguf_kv_type(c, i)) return false;
+    if (gguf_get_int(c, i, &x)) return gguf_get_int(s, j, &y) && x == y;
+    if (gguf_get_float(c, i, &fx_)) return gguf_get_float(s, j, &fy) && fx_ == fy;
+    return !strings || !strcmp(gguf_get_str(c, i, NULL), gguf_get_str(s, j, NULL));
+}
+
 static void synth_like_convert(const char *fxdir) {
     const char *conv = TMP("%s-conv.gguf", fxdir), *syn = TMP("%s-synth.gguf", fxdir);
     CHECK(loom_convert_hf_to_gguf(FIX("%s", fxdir), conv) == 0, "convert %s: %s", fxdir, loom_last_error());
@@ -312,13 +323,7 @@ static void synth_like_convert(const char *fxdir) {
         for (int i = 0; i < gguf_n_kv(c); i++) {
             const char *k = gguf_key(c, i);
             if (strncmp(k, arch, strlen(arch)) || k[strlen(arch)] != '.') continue;
-            int j = gguf_find_key(s, k);
-            int64_t x, y;
-            double fx_, fy;
-            bool ok = j >= 0 && gguf_kv_type(s, j) == gguf_kv_type(c, i);
-            if (ok && gguf_get_int(c, i, &x)) ok = gguf_get_int(s, j, &y) && x == y;
-            else if (ok && gguf_get_float(c, i, &fx_)) ok = gguf_get_float(s, j, &fy) && fx_ == fy;
-            CHECK(ok, "%s: synth key %s matches the converted file", fxdir, k);
+            CHECK(kv_matches(c, i, s, false), "%s: synth key %s matches the converted file", fxdir, k);
         }
     }
     if (s) gguf_close(s);
@@ -368,14 +373,7 @@ static void test_synth(void) {
         for (int i = 0; i < gguf_n_kv(c); i++) {
             const char *k = gguf_key(c, i);
             if (!strcmp(k, "general.name") || !strcmp(k, "general.file_type")) continue;
-            int j = gguf_find_key(s, k);
-            int64_t x, y;
-            double fx_, fy;
-            bool ok = j >= 0 && gguf_kv_type(s, j) == gguf_kv_type(c, i);
-            if (ok && gguf_get_int(c, i, &x)) ok = gguf_get_int(s, j, &y) && x == y;
-            else if (ok && gguf_get_float(c, i, &fx_)) ok = gguf_get_float(s, j, &fy) && fx_ == fy;
-            else if (ok) ok = !strcmp(gguf_get_str(c, i, NULL), gguf_get_str(s, j, NULL));
-            CHECK(ok, "synth key %s matches the converted file", k);
+            CHECK(kv_matches(c, i, s, true), "synth key %s matches the converted file", k);
         }
         CHECK(kv_int(s, "general.file_type", NULL) == 1, "file_type f16");
         /* no tokenizer: marked as llama.cpp marks a model without one */
