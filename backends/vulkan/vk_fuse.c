@@ -152,29 +152,20 @@ static int vk_fuse_run(const loom_plan_pass *pass, loom_graph *g, const int *ord
         }
     }
     folded = 0;
-    for (int k = 0; k < n_order; k++) {
+    for (int k = 0; k < n_order && folded >= 0; k++) {
         int i = order[k], mm;
         const char *rule = NULL;
-        int node = -1;
-        if (rmsnorm_gemv(&c, d, i)) rule = "rmsnorm-gemv", node = i;
-        else if (swiglu_gemv(&c, d, order, n_order, k)) rule = "swiglu-gemv", node = i;
-        else if ((mm = gemv_add(&c, d, order, k)) >= 0) rule = "gemv-add", node = mm;
-        else if (rope_kv(&c, i)) rule = "rope-kv", node = NG(g, i)->src[1];
+        int nodes[3], nn = 1; /* what the rule folds (rope-kv-attention: three nodes into the attention) */
+        if (rmsnorm_gemv(&c, d, i)) rule = "rmsnorm-gemv", nodes[0] = i;
+        else if (swiglu_gemv(&c, d, order, n_order, k)) rule = "swiglu-gemv", nodes[0] = i;
+        else if ((mm = gemv_add(&c, d, order, k)) >= 0) rule = "gemv-add", nodes[0] = mm;
+        else if (rope_kv(&c, i)) rule = "rope-kv", nodes[0] = NG(g, i)->src[1];
         else if (rope_kv_attention(&c, d, i)) {
-            const loom_node *n = NG(g, i);
-            int three[3] = {n->src[0], n->src[1], n->src[2]};
-            for (int m = 0; m < 3 && folded >= 0; m++)
-                if (loom_plan_fold(g, pass->name, "rope-kv-attention", three[m]) < 0) folded = -1;
-                else folded++;
-            if (folded < 0) break;
-            continue;
+            rule = "rope-kv-attention", nn = 3;
+            for (int m = 0; m < 3; m++) nodes[m] = NG(g, i)->src[m];
         }
-        if (!rule) continue;
-        if (loom_plan_fold(g, pass->name, rule, node) < 0) {
-            folded = -1;
-            break;
-        }
-        folded++;
+        for (int m = 0; rule && m < nn && folded >= 0; m++)
+            folded = loom_plan_fold(g, pass->name, rule, nodes[m]) < 0 ? -1 : folded + 1;
     }
 done:
     free(c.pos), free(c.uses), free(c.odd);
