@@ -739,6 +739,16 @@ static int gu_partner(vk_rec *r, const loom_exec_ctx *x, int i, uint32_t rows) {
 /* MATMUL i, or (add >= 0) ADD `add` whose other source is the residual and whose folded source is
  * GEMV i: the GEMV writes the ADD's storage, adding the residual. x is computed on the fly when
  * src0 is a folded RMSNORM (xmode 1) or SWIGLU (xmode 2). */
+/* matvec.comp's spec constants (workgroup size, M, rows per workgroup, xmode | loads << 2): a row per
+ * subgroup, fewer rows a workgroup while `rows` rows in each of `grids` z slices (the MoE slots) would
+ * take fewer than LOOM_VK_GEMV_WGS workgroups; LOOM_VK_GEMV_LOADS 8-element loads in flight (2). */
+static void matvec_spec(const vk_dev *d, uint64_t rows, uint64_t grids, uint32_t M, uint32_t xmode, uint32_t spec[4]) {
+    uint32_t sg = d->subgroup_size ? d->subgroup_size : 32, wg = sg > 128 ? sg : 128, nrows = wg / sg;
+    while (nrows > 1 && (rows + nrows - 1) / nrows * grids < d->gemv_wgs) nrows /= 2;
+    uint32_t loads = d->gemv_loads ? d->gemv_loads : 2;
+    spec[0] = wg, spec[1] = M, spec[2] = nrows, spec[3] = xmode | loads << 2;
+}
+
 static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
     vk_dev *d = r->d;
     if (r->gu_skip == i + 1) { /* computed by the gate GEMV's dispatch (DP_GU) */
@@ -865,12 +875,10 @@ static int rec_matmul(vk_rec *r, const loom_exec_ctx *x, int i, int add) {
      * invocation; LOOM_VK_GEMV_LOADS=4 doubles that for the A/B runs of block-quantised rows (whose 8
      * elements are 4-8 bytes, a quarter to half of f16's): not yet measured on a GPU. */
     uint32_t sg = d->subgroup_size ? d->subgroup_size : 32;
-    uint32_t wg = sg > 128 ? sg : 128;
-    uint32_t nrows = wg / sg;
     uint64_t nchunk = step < Nn ? step : Nn;
-    while (nrows > 1 && (nchunk + nrows - 1) / nrows < d->gemv_wgs) nrows /= 2;
-    uint32_t loads = d->gemv_loads ? d->gemv_loads : 2;
-    uint32_t spec[4] = {wg, (uint32_t)M, nrows, (uint32_t)xmode | loads << 2};
+    uint32_t spec[4];
+    matvec_spec(d, nchunk, 1, (uint32_t)M, (uint32_t)xmode, spec);
+    uint32_t wg = spec[0], nrows = spec[2];
     if (qb_rows) {
         /* matvec_qb.comp: an invocation takes units of qb_rows rows, so a group of rows
          * gets more invocations (fewer groups per workgroup) only while that many have a unit each
@@ -1387,10 +1395,9 @@ static loom_spv_id moe_fast_shader(vk_dev *d, loom_dtype t, bool gemv) {
 static int moe_gemv(vk_rec *r, const loom_node *w, vk_arg a[VK_NBIND], uint64_t N, uint64_t K, uint32_t k,
                     uint64_t nz, bool down) {
     vk_dev *d = r->d;
-    uint32_t sg = d->subgroup_size ? d->subgroup_size : 32, wg = sg > 128 ? sg : 128, nrows = wg / sg;
-    while (nrows > 1 && (N + nrows - 1) / nrows * nz < d->gemv_wgs) nrows /= 2;
-    uint32_t loads = d->gemv_loads ? d->gemv_loads : 2;
-    uint32_t spec[4] = {wg, 1, nrows, (down ? 2u : 0u) | loads << 2};
+    uint32_t spec[4];
+    matvec_spec(d, N, nz, 1, down ? 2u : 0u, spec);
+    uint32_t nrows = spec[2];
     bool quant = loom_dtype_is_quant(w->type);
     bool vec = K % 8 == 0 && (quant || elem_off(d, &a[2]) % 8 == 0) && elem_off(d, &a[1]) % 4 == 0 &&
                (!a[4].b || elem_off(d, &a[4]) % 4 == 0);
