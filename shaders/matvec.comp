@@ -152,7 +152,7 @@ void main() {
         }
     }
     if (live && lt == 0u) {
-        #ifdef MOE
+#ifdef MOE
         float b = 0.0;
 #else
         float b = pc.u[3] != 0u ? bias[OFF_C + n] : 0.0;
